@@ -1,0 +1,36 @@
+// Package redistest starts real Redis processes for tests: a standalone server, a
+// Sentinel set (primary, replica, three sentinels) and a Redis Cluster (three
+// primaries, three replicas), plus a TCP fault proxy that cuts, blackholes or slows the
+// link between a node and Redis.
+//
+// Start with Standalone:
+//
+//	func TestSomething(t *testing.T) {
+//		srv := redistest.Standalone(t, redistest.WithAOF())
+//		client := connect(srv.URL()) // redis://127.0.0.1:port
+//		...
+//		if err := srv.Kill(); err != nil { // crash it (SIGKILL)
+//			t.Fatal(err)
+//		}
+//		if err := srv.Start(ctx); err != nil { // same port, same dir: the AOF is loaded
+//			t.Fatal(err)
+//		}
+//	}
+//
+// Every process listens on a free port of 127.0.0.1, runs in a directory of its own
+// (t.TempDir), and is stopped by PID when the test ends: SIGTERM, then SIGKILL after a
+// bounded wait. On Linux the kernel also kills it if the test binary dies. When a test
+// fails, the logs of its servers are printed. A missing redis-server fails the test
+// with the command to install it (apt-get install redis-server); nothing is skipped.
+//
+// Options: WithAOF (appendfsync always), WithoutPersistence (the default), WithUser
+// (ACL user, default user off), WithDefaultPassword, WithTLS (a CA, server and client
+// certificates generated in the directory; Server.TLSConfig for clients), WithConfig
+// (extra redis.conf lines), WithNodeTimeout, WithStartTimeout.
+//
+// Server.Do sends admin commands (CONFIG SET, CLIENT KILL, DEBUG SLEEP ...) through a
+// small RESP client of this package, so it does not depend on the client under test.
+//
+// NewProxy puts a TCP proxy between a client and a server to simulate network faults.
+// Sentinel and Cluster start the high-availability topologies and drive failovers.
+package redistest
