@@ -1,0 +1,408 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/durasock/durasock/adapter"
+	"github.com/durasock/durasock/bus"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Errors returned by New and by a Cluster.
+var (
+	// ErrNilBus is returned by New without a bus.
+	ErrNilBus = errors.New("cluster: nil bus")
+	// ErrClosed is returned by Adapter after Close. Operations of the adapters of a
+	// closed cluster return adapter.ErrClosed.
+	ErrClosed = errors.New("cluster: closed")
+	// ErrNamespaceTaken is returned by Adapter for a namespace that already has an
+	// adapter in this cluster.
+	ErrNamespaceTaken = errors.New("cluster: namespace already has an adapter")
+)
+
+// Defaults of Options.
+const (
+	DefaultRequestTimeout    = 5 * time.Second
+	DefaultHeartbeatInterval = 5 * time.Second
+	DefaultMaxServing        = 256
+)
+
+// Options configures a Cluster. The zero value (or nil) gives the defaults.
+type Options struct {
+	// RequestTimeout bounds a cross-node request (FetchSockets, ServerSideEmit with
+	// replies, BroadcastWithAck) whose ctx has no deadline. Default 5 s.
+	RequestTimeout time.Duration
+	// HeartbeatInterval is how often this node tells the others it is alive.
+	// Default 5 s.
+	HeartbeatInterval time.Duration
+	// NodeTimeout is how long a node may stay silent before it is no longer waited
+	// for. Default 3 × HeartbeatInterval.
+	NodeTimeout time.Duration
+	// MaxServing bounds the requests of other nodes served at once (fetch,
+	// server-side emit, broadcast with acks). A request above it is dropped, counted
+	// and logged; its requester sees this node in MissingRepliesError. Default 256.
+	MaxServing int
+	// Logger receives the log lines of the cluster. Default slog.Default().
+	Logger *slog.Logger
+	// Registerer, when not nil, receives the cluster's Prometheus metrics
+	// (durasock_cluster_*). They are unregistered by Close.
+	Registerer prometheus.Registerer
+}
+
+func (o *Options) withDefaults() Options {
+	var r Options
+	if o != nil {
+		r = *o
+	}
+	if r.RequestTimeout <= 0 {
+		r.RequestTimeout = DefaultRequestTimeout
+	}
+	if r.HeartbeatInterval <= 0 {
+		r.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if r.NodeTimeout <= 0 {
+		r.NodeTimeout = 3 * r.HeartbeatInterval
+	}
+	if r.MaxServing <= 0 {
+		r.MaxServing = DefaultMaxServing
+	}
+	if r.Logger == nil {
+		r.Logger = slog.Default()
+	}
+	return r
+}
+
+// Stats counts what a Cluster did since New.
+type Stats struct {
+	// Nodes is the number of other nodes known to be alive now.
+	Nodes int `json:"nodes"`
+	// Received counts the cluster messages applied or answered.
+	Received uint64 `json:"received"`
+	// DecodeErrors counts messages dropped because they could not be decoded.
+	DecodeErrors uint64 `json:"decode_errors"`
+	// UnknownNamespace counts messages for a namespace this node does not serve.
+	UnknownNamespace uint64 `json:"unknown_namespace"`
+	// DroppedRequests counts requests of other nodes not served (MaxServing).
+	DroppedRequests uint64 `json:"dropped_requests"`
+	// Requests counts the cross-node requests this node made, and RequestTimeouts
+	// those that ended without every reply.
+	Requests        uint64 `json:"requests"`
+	RequestTimeouts uint64 `json:"request_timeouts"`
+}
+
+// Cluster makes the processes that share a bus behave as one Socket.IO server. One
+// Cluster serves every namespace of a process: pass its Adapter method as the
+// adapter.Factory of the server.
+type Cluster struct {
+	bus  bus.Bus
+	id   string
+	opts Options
+	log  *slog.Logger
+
+	cancel    context.CancelFunc // stops the goroutines started by New
+	closed    chan struct{}
+	closeOnce sync.Once
+	closeErr  error
+	wg        sync.WaitGroup
+	jobs      chan job
+	sem       chan struct{}
+
+	mu     sync.RWMutex
+	nsps   map[string]*nspAdapter
+	nodes  map[string]time.Time // other node id -> last heard from
+	gone   map[string]time.Time // node id -> when it said goodbye
+	reqs   map[uint64]*pending
+	nextID atomic.Uint64
+
+	stats   counters
+	metrics *metrics
+	logGate atomic.Int64 // unix nanos of the last rate-limited log line
+}
+
+type counters struct {
+	received, decodeErrors, unknownNsp, dropped, requests, timeouts atomic.Uint64
+}
+
+// job is a request of another node waiting to be served.
+type job struct {
+	from string
+	m    *message
+}
+
+// New starts a Cluster on b: it calls b.Receive, announces this node and starts
+// heartbeats. The caller keeps ownership of b and closes it after the Cluster.
+func New(b bus.Bus, opts *Options) (*Cluster, error) {
+	if b == nil {
+		return nil, ErrNilBus
+	}
+	o := opts.withDefaults()
+	c := &Cluster{
+		bus:    b,
+		id:     b.NodeID(),
+		opts:   o,
+		log:    o.Logger.With(slog.String("component", "cluster"), slog.String("node", b.NodeID())),
+		closed: make(chan struct{}),
+		jobs:   make(chan job, o.MaxServing),
+		sem:    make(chan struct{}, o.MaxServing),
+		nsps:   make(map[string]*nspAdapter),
+		nodes:  make(map[string]time.Time),
+		gone:   make(map[string]time.Time),
+		reqs:   make(map[uint64]*pending),
+	}
+	// Request ids start at a random point so that replies meant for an earlier
+	// process with the same node id are not taken for ours.
+	c.nextID.Store(uint64(time.Now().UnixNano()) << 16)
+	m, err := newMetrics(c, o.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	c.metrics = m
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	c.wg.Add(2)
+	go c.serveLoop(ctx)
+	go c.heartbeatLoop(ctx)
+	b.Receive(c.receive)
+	return c, nil
+}
+
+// NodeID is the id of this node (the bus's).
+func (c *Cluster) NodeID() string { return c.id }
+
+// Adapter returns the adapter of nsp. It is an adapter.Factory:
+//
+//	srv := socketio.NewServer(&socketio.Options{Adapter: c.Adapter})
+func (c *Cluster) Adapter(nsp adapter.Namespace) (adapter.Adapter, error) {
+	local, err := adapter.NewLocal(nsp)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	a := &nspAdapter{c: c, name: nsp.Name(), nsp: nsp, local: local}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.isClosed() {
+		return nil, ErrClosed
+	}
+	if _, ok := c.nsps[a.name]; ok {
+		return nil, fmt.Errorf("%w: %q", ErrNamespaceTaken, a.name)
+	}
+	c.nsps[a.name] = a
+	return a, nil
+}
+
+// Factory returns c.Adapter as an adapter.Factory.
+func (c *Cluster) Factory() adapter.Factory { return c.Adapter }
+
+// Nodes returns the ids of the other nodes known to be alive, sorted.
+func (c *Cluster) Nodes() []string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]string, 0, len(c.nodes))
+	for id := range c.nodes {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Stats returns the counters of the cluster.
+func (c *Cluster) Stats() Stats {
+	c.mu.RLock()
+	n := len(c.nodes)
+	c.mu.RUnlock()
+	return Stats{
+		Nodes:            n,
+		Received:         c.stats.received.Load(),
+		DecodeErrors:     c.stats.decodeErrors.Load(),
+		UnknownNamespace: c.stats.unknownNsp.Load(),
+		DroppedRequests:  c.stats.dropped.Load(),
+		Requests:         c.stats.requests.Load(),
+		RequestTimeouts:  c.stats.timeouts.Load(),
+	}
+}
+
+// Close says goodbye to the other nodes (until ctx is done), ends pending requests
+// with adapter.ErrClosed, stops the cluster's goroutines and closes every adapter.
+// It does not close the bus. It is idempotent.
+func (c *Cluster) Close(ctx context.Context) error {
+	c.closeOnce.Do(func() {
+		bye := (&message{kind: kindGoodbye}).marshal()
+		if err := c.bus.Send(ctx, "", bye); err != nil {
+			c.log.Warn("cluster: goodbye not sent; other nodes will time this node out", slog.Any("error", err))
+		}
+		c.mu.Lock()
+		close(c.closed)
+		nsps := make([]*nspAdapter, 0, len(c.nsps))
+		for _, a := range c.nsps {
+			nsps = append(nsps, a)
+		}
+		c.mu.Unlock()
+		c.cancel()
+		for _, a := range nsps {
+			a.closeLocal()
+		}
+		c.wg.Wait()
+		c.metrics.unregister()
+	})
+	return c.closeErr
+}
+
+func (c *Cluster) isClosed() bool {
+	select {
+	case <-c.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+func (c *Cluster) nsp(name string) *nspAdapter {
+	c.mu.RLock()
+	a := c.nsps[name]
+	c.mu.RUnlock()
+	return a
+}
+
+func (c *Cluster) removeNsp(a *nspAdapter) {
+	c.mu.Lock()
+	if c.nsps[a.name] == a {
+		delete(c.nsps, a.name)
+	}
+	c.mu.Unlock()
+}
+
+// receive is the bus handler: it decodes a message and applies it (reliable
+// kinds, in order, on the bus's goroutine), hands it to a server goroutine
+// (requests) or to the pending request it answers (replies).
+func (c *Cluster) receive(bm bus.Message) {
+	if c.isClosed() {
+		return
+	}
+	m, err := decodeMessage(bm.Payload)
+	if err != nil {
+		c.stats.decodeErrors.Add(1)
+		c.metrics.decodeErrors.Inc()
+		c.logLimited("cluster: dropped a message that could not be decoded",
+			slog.String("origin", bm.Origin), slog.Uint64("seq", bm.Seq), slog.Int("bytes", len(bm.Payload)),
+			slog.Uint64("decode_errors", c.stats.decodeErrors.Load()), slog.Any("error", err))
+		return
+	}
+	c.stats.received.Add(1)
+	if bm.Seq == 0 { // only the direct plane says a node is alive now
+		c.heard(bm.Origin, m)
+	}
+	switch m.kind {
+	case kindBroadcast, kindAddSockets, kindDelSockets, kindDisconnect, kindServerEmit:
+		c.apply(m)
+	case kindFetchRequest, kindEmitRequest, kindAckRequest:
+		c.enqueue(job{from: bm.Origin, m: m})
+	case kindFetchResponse, kindEmitResponse, kindAckCount, kindAckReply, kindUnknownNsp:
+		c.answer(bm.Origin, m)
+	case kindHeartbeat:
+		// heard already
+	case kindGoodbye:
+		c.nodeGone(bm.Origin, true)
+	}
+}
+
+// logLimited logs at most one line per second, for conditions a broken publisher
+// could make happen at every message; the counters keep the exact numbers.
+func (c *Cluster) logLimited(msg string, attrs ...any) {
+	now := time.Now().UnixNano()
+	last := c.logGate.Load()
+	if now-last < int64(time.Second) || !c.logGate.CompareAndSwap(last, now) {
+		return
+	}
+	c.log.Warn(msg, attrs...)
+}
+
+// apply runs a reliable message on the local sockets of its namespace.
+func (c *Cluster) apply(m *message) {
+	a := c.nsp(m.nsp)
+	if a == nil {
+		c.stats.unknownNsp.Add(1)
+		return
+	}
+	a.apply(m)
+}
+
+func (c *Cluster) enqueue(j job) {
+	select {
+	case c.jobs <- j:
+	default:
+		c.stats.dropped.Add(1)
+		c.metrics.dropped.Inc()
+		c.logLimited("cluster: too many requests of other nodes at once; request not served",
+			slog.String("from", j.from), slog.String("kind", j.m.kind.String()),
+			slog.Uint64("dropped_requests", c.stats.dropped.Load()))
+	}
+}
+
+// serveLoop runs the requests of other nodes, at most MaxServing at once.
+func (c *Cluster) serveLoop(ctx context.Context) {
+	defer c.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-c.jobs:
+			select {
+			case c.sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			c.wg.Add(1)
+			go func() {
+				defer c.wg.Done()
+				defer func() { <-c.sem }()
+				c.serve(ctx, j)
+			}()
+		}
+	}
+}
+
+// send delivers a direct message to node to within the request timeout.
+func (c *Cluster) send(ctx context.Context, to string, m *message) error {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	return c.bus.Send(ctx, to, m.marshal())
+}
+
+// serve answers one request of another node.
+func (c *Cluster) serve(ctx context.Context, j job) {
+	m := j.m
+	if j.m.kind == kindHeartbeat {
+		c.sendHeartbeat(ctx, j.from, false)
+		return
+	}
+	a := c.nsp(m.nsp)
+	if a == nil {
+		c.stats.unknownNsp.Add(1)
+		c.reply(ctx, j.from, &message{kind: kindUnknownNsp, nsp: m.nsp, reqID: m.reqID})
+		return
+	}
+	switch m.kind {
+	case kindFetchRequest:
+		a.serveFetch(ctx, j.from, m)
+	case kindEmitRequest:
+		a.serveEmit(ctx, j.from, m)
+	case kindAckRequest:
+		a.serveAck(ctx, j.from, m)
+	}
+}
+
+// reply sends an answer to a request; a failure is logged (the requester names
+// this node as missing).
+func (c *Cluster) reply(ctx context.Context, to string, m *message) {
+	if err := c.send(ctx, to, m); err != nil && ctx.Err() == nil {
+		c.logLimited("cluster: reply to a request not sent",
+			slog.String("to", to), slog.String("kind", m.kind.String()), slog.Any("error", err))
+	}
+}

@@ -1,0 +1,431 @@
+package cluster
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/durasock/durasock/adapter"
+	"github.com/durasock/durasock/socketio/parser"
+)
+
+// Cluster messages are bus payloads in a compact binary framing (docs/PROTOCOL.md,
+// "Cluster messages"):
+//
+//	message = version:byte kind:byte body
+//
+// Integers are unsigned varints, strings and byte strings a varint length followed
+// by the bytes, lists a varint count followed by the items. JSON arguments and
+// binary attachments are carried byte for byte.
+
+// codecVersion is the version byte of every cluster message.
+const codecVersion = 1
+
+// kind is the type of a cluster message.
+type kind byte
+
+// Message kinds. The numbers are part of the wire format.
+const (
+	kindBroadcast       kind = 1  // reliable: packet to matching sockets
+	kindAddSockets      kind = 2  // reliable: matching sockets join rooms
+	kindDelSockets      kind = 3  // reliable: matching sockets leave rooms
+	kindDisconnect      kind = 4  // reliable: matching sockets disconnect
+	kindServerEmit      kind = 5  // reliable: server-side emit without replies
+	kindFetchRequest    kind = 6  // direct: describe matching sockets
+	kindFetchResponse   kind = 7  // direct: sockets of one node
+	kindEmitRequest     kind = 8  // direct: server-side emit that wants replies
+	kindEmitResponse    kind = 9  // direct: one node's reply
+	kindAckRequest      kind = 10 // direct: broadcast with acks
+	kindAckCount        kind = 11 // direct: how many sockets of a node got it
+	kindAckReply        kind = 12 // direct: one socket's reply
+	kindHeartbeat       kind = 13 // direct: node is alive
+	kindGoodbye         kind = 14 // direct: node leaves
+	kindUnknownNsp      kind = 15 // direct: the namespace of a request is not served here
+	kindMax                  = kindUnknownNsp
+	flagVolatile        byte = 1 << 0
+	flagCompress        byte = 1 << 1
+	flagCloseConn       byte = 1 << 2
+	flagHello           byte = 1 << 3 // heartbeat: answer with a heartbeat at once
+	knownFlags               = flagVolatile | flagCompress | flagCloseConn | flagHello
+	maxCodecListEntries      = 1 << 20
+)
+
+func (k kind) String() string {
+	names := [...]string{"invalid", "broadcast", "add-sockets", "del-sockets", "disconnect",
+		"server-emit", "fetch-request", "fetch-response", "emit-request", "emit-response",
+		"ack-request", "ack-count", "ack-reply", "heartbeat", "goodbye", "unknown-namespace"}
+	if int(k) < len(names) {
+		return names[k]
+	}
+	return fmt.Sprintf("kind(%d)", byte(k))
+}
+
+// Codec errors. Every decoding error wraps ErrMalformed.
+var (
+	// ErrMalformed is wrapped by every error of decoding a cluster message.
+	ErrMalformed = errors.New("cluster: malformed message")
+	// ErrVersion is returned for a message of an unsupported codec version.
+	ErrVersion = fmt.Errorf("%w: unsupported version", ErrMalformed)
+	// ErrKind is returned for a message of an unknown kind.
+	ErrKind = fmt.Errorf("%w: unknown kind", ErrMalformed)
+)
+
+// message is a decoded cluster message. Which fields are set depends on kind; the
+// codec writes and reads exactly the fields of the kind.
+type message struct {
+	kind  kind
+	nsp   string
+	reqID uint64
+	flags byte
+
+	// selector (broadcast, add/del/disconnect, fetch, ack request)
+	rooms  []string
+	except []string
+
+	// packet (broadcast, ack request)
+	ptype       parser.Type
+	data        []byte
+	attachments [][]byte
+
+	target    []string // rooms to join or leave
+	timeoutMS uint64   // ack request: how long the requester waits
+
+	event string   // server-side emit
+	args  [][]byte // server-side emit, emit response, ack reply
+
+	sockets []byte   // fetch response: JSON array of adapter.SocketInfo
+	count   uint64   // ack count: how many sockets got the packet
+	ids     []string // ack count: their ids, as far as known
+	sid     string   // ack reply: the replying socket
+}
+
+func (m *message) options() adapter.Options {
+	return adapter.Options{
+		Rooms:    m.rooms,
+		Except:   m.except,
+		Volatile: m.flags&flagVolatile != 0,
+		Compress: m.flags&flagCompress != 0,
+	}
+}
+
+func selectorFlags(o adapter.Options) byte {
+	var f byte
+	if o.Volatile {
+		f |= flagVolatile
+	}
+	if o.Compress {
+		f |= flagCompress
+	}
+	return f
+}
+
+func (m *message) hasSelector() bool {
+	switch m.kind {
+	case kindBroadcast, kindAddSockets, kindDelSockets, kindDisconnect, kindFetchRequest, kindAckRequest:
+		return true
+	}
+	return false
+}
+
+func (m *message) hasPacket() bool { return m.kind == kindBroadcast || m.kind == kindAckRequest }
+
+func (m *message) hasReqID() bool {
+	switch m.kind {
+	case kindFetchRequest, kindFetchResponse, kindEmitRequest, kindEmitResponse,
+		kindAckRequest, kindAckCount, kindAckReply, kindUnknownNsp:
+		return true
+	}
+	return false
+}
+
+// encode appends the wire form of m to b.
+func (m *message) encode(b []byte) []byte {
+	b = append(b, codecVersion, byte(m.kind), m.flags)
+	b = appendString(b, m.nsp)
+	if m.hasReqID() {
+		b = binary.AppendUvarint(b, m.reqID)
+	}
+	if m.hasSelector() {
+		b = appendStrings(b, m.rooms)
+		b = appendStrings(b, m.except)
+	}
+	if m.hasPacket() {
+		b = append(b, byte(m.ptype))
+		b = appendBytes(b, m.data)
+		b = binary.AppendUvarint(b, uint64(len(m.attachments)))
+		for _, a := range m.attachments {
+			b = appendBytes(b, a)
+		}
+	}
+	switch m.kind {
+	case kindAddSockets, kindDelSockets:
+		b = appendStrings(b, m.target)
+	case kindAckRequest:
+		b = binary.AppendUvarint(b, m.timeoutMS)
+	case kindServerEmit, kindEmitRequest:
+		b = appendString(b, m.event)
+		b = appendByteList(b, m.args)
+	case kindEmitResponse:
+		b = appendByteList(b, m.args)
+	case kindFetchResponse:
+		b = appendBytes(b, m.sockets)
+	case kindAckCount:
+		b = binary.AppendUvarint(b, m.count)
+		b = appendStrings(b, m.ids)
+	case kindAckReply:
+		b = appendString(b, m.sid)
+		b = appendByteList(b, m.args)
+	}
+	return b
+}
+
+func (m *message) size() int {
+	n := 3 + 10 + len(m.nsp) + 10
+	for _, s := range m.rooms {
+		n += len(s) + 5
+	}
+	for _, s := range m.except {
+		n += len(s) + 5
+	}
+	n += len(m.data) + 20
+	for _, a := range m.attachments {
+		n += len(a) + 5
+	}
+	for _, s := range m.target {
+		n += len(s) + 5
+	}
+	n += len(m.event) + 10
+	for _, a := range m.args {
+		n += len(a) + 5
+	}
+	n += len(m.sockets) + 5
+	for _, s := range m.ids {
+		n += len(s) + 5
+	}
+	return n + len(m.sid) + 5
+}
+
+func (m *message) marshal() []byte { return m.encode(make([]byte, 0, m.size())) }
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendBytes(b, s []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendStrings(b []byte, ss []string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(ss)))
+	for _, s := range ss {
+		b = appendString(b, s)
+	}
+	return b
+}
+
+func appendByteList(b []byte, bs [][]byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(bs)))
+	for _, s := range bs {
+		b = appendBytes(b, s)
+	}
+	return b
+}
+
+// decodeMessage parses one cluster message. Byte strings of the result alias buf.
+// It never panics; every error wraps ErrMalformed.
+func decodeMessage(buf []byte) (*message, error) {
+	r := reader{b: buf}
+	if len(buf) < 3 {
+		return nil, fmt.Errorf("%w: %d bytes", ErrMalformed, len(buf))
+	}
+	if buf[0] != codecVersion {
+		return nil, fmt.Errorf("%w %d", ErrVersion, buf[0])
+	}
+	m := &message{kind: kind(buf[1]), flags: buf[2]}
+	if m.kind == 0 || m.kind > kindMax {
+		return nil, fmt.Errorf("%w %d", ErrKind, buf[1])
+	}
+	if m.flags&^knownFlags != 0 {
+		return nil, fmt.Errorf("%w: unknown flags %#x", ErrMalformed, m.flags)
+	}
+	r.off = 3
+	m.nsp = r.string()
+	if m.hasReqID() {
+		m.reqID = r.uvarint()
+	}
+	if m.hasSelector() {
+		m.rooms = r.strings()
+		m.except = r.strings()
+	}
+	if m.hasPacket() {
+		m.ptype = parser.Type(r.byte())
+		m.data = r.bytes()
+		n := r.count()
+		if n > 0 {
+			m.attachments = make([][]byte, n)
+			for i := range m.attachments {
+				m.attachments[i] = r.bytes()
+			}
+		}
+	}
+	switch m.kind {
+	case kindAddSockets, kindDelSockets:
+		m.target = r.strings()
+	case kindAckRequest:
+		m.timeoutMS = r.uvarint()
+	case kindServerEmit, kindEmitRequest:
+		m.event = r.string()
+		m.args = r.byteList()
+	case kindEmitResponse:
+		m.args = r.byteList()
+	case kindFetchResponse:
+		m.sockets = r.bytes()
+	case kindAckCount:
+		m.count = r.uvarint()
+		m.ids = r.strings()
+	case kindAckReply:
+		m.sid = r.string()
+		m.args = r.byteList()
+	}
+	if r.err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrMalformed, m.kind, r.err)
+	}
+	if r.off != len(buf) {
+		return nil, fmt.Errorf("%w: %s: %d trailing bytes", ErrMalformed, m.kind, len(buf)-r.off)
+	}
+	if err := m.validate(); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrMalformed, m.kind, err)
+	}
+	return m, nil
+}
+
+// validate checks what the framing cannot: a packet that sockets could be sent.
+func (m *message) validate() error {
+	if m.hasPacket() {
+		switch m.ptype {
+		case parser.Event, parser.BinaryEvent:
+		default:
+			return fmt.Errorf("packet type %d is not an event", m.ptype)
+		}
+		if len(m.data) == 0 || firstNonSpace(m.data) != '[' {
+			return errors.New("event data is not a JSON array")
+		}
+	}
+	if m.hasReqID() && m.reqID == 0 {
+		return errors.New("request id 0")
+	}
+	return nil
+}
+
+func firstNonSpace(b []byte) byte {
+	for _, c := range b {
+		switch c {
+		case ' ', '\t', '\n', '\r':
+			continue
+		}
+		return c
+	}
+	return 0
+}
+
+var (
+	errShort = errors.New("truncated")
+	errCount = errors.New("list longer than the message")
+)
+
+// reader reads the framing primitives; after the first error every read returns
+// a zero value and err keeps the first error.
+type reader struct {
+	b   []byte
+	off int
+	err error
+}
+
+func (r *reader) fail(err error) {
+	if r.err == nil {
+		r.err = err
+	}
+	r.off = len(r.b)
+}
+
+func (r *reader) byte() byte {
+	if r.err != nil {
+		return 0
+	}
+	if r.off >= len(r.b) {
+		r.fail(errShort)
+		return 0
+	}
+	c := r.b[r.off]
+	r.off++
+	return c
+}
+
+func (r *reader) uvarint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b[r.off:])
+	if n <= 0 {
+		r.fail(errShort)
+		return 0
+	}
+	r.off += n
+	return v
+}
+
+// count reads a list length; every item takes at least one byte, so a count above
+// the bytes left is malformed (and cannot make us allocate much).
+func (r *reader) count() int {
+	n := r.uvarint()
+	if r.err != nil {
+		return 0
+	}
+	if n > uint64(len(r.b)-r.off) || n > maxCodecListEntries {
+		r.fail(errCount)
+		return 0
+	}
+	return int(n)
+}
+
+func (r *reader) bytes() []byte {
+	n := r.uvarint()
+	if r.err != nil {
+		return nil
+	}
+	if n > uint64(len(r.b)-r.off) {
+		r.fail(errShort)
+		return nil
+	}
+	s := r.b[r.off : r.off+int(n) : r.off+int(n)]
+	r.off += int(n)
+	return s
+}
+
+func (r *reader) string() string { return string(r.bytes()) }
+
+func (r *reader) strings() []string {
+	n := r.count()
+	if n == 0 {
+		return nil
+	}
+	ss := make([]string, n)
+	for i := range ss {
+		ss[i] = r.string()
+	}
+	return ss
+}
+
+func (r *reader) byteList() [][]byte {
+	n := r.count()
+	if n == 0 {
+		return nil
+	}
+	bs := make([][]byte, n)
+	for i := range bs {
+		bs[i] = r.bytes()
+	}
+	return bs
+}

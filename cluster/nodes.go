@@ -1,0 +1,137 @@
+package cluster
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/durasock/durasock/bus"
+)
+
+// Node discovery: every node sends a heartbeat to all others (Send "") every
+// HeartbeatInterval, and at start and after each reconnect a heartbeat flagged
+// hello, which the others answer at once with a heartbeat of their own. Any direct
+// message from a node counts as a sign of life. A node silent for NodeTimeout, or
+// one that said goodbye, is forgotten and no longer waited for.
+
+// heartbeatLoop sends heartbeats, expires silent nodes and says hello after the
+// bus reconnects.
+func (c *Cluster) heartbeatLoop(ctx context.Context) {
+	defer c.wg.Done()
+	t := time.NewTicker(c.opts.HeartbeatInterval)
+	defer t.Stop()
+	changed := c.bus.StateChanged()
+	c.sendHeartbeat(ctx, "", true)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			c.expire(now)
+			c.sendHeartbeat(ctx, "", false)
+		case <-changed:
+			changed = c.bus.StateChanged()
+			if c.bus.Status().State == bus.Connected {
+				c.sendHeartbeat(ctx, "", true)
+			}
+		}
+	}
+}
+
+func (c *Cluster) sendHeartbeat(ctx context.Context, to string, hello bool) {
+	m := &message{kind: kindHeartbeat}
+	if hello {
+		m.flags = flagHello
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.opts.HeartbeatInterval)
+	defer cancel()
+	// A failed heartbeat is normal while the bus reconnects, and the bus reports its
+	// state itself: no log line per beat.
+	_ = c.bus.Send(ctx, to, m.marshal())
+}
+
+// heard notes that node id is alive. A node seen for the first time, or one that
+// said hello, gets a heartbeat back so that it learns about this node at once.
+func (c *Cluster) heard(id string, m *message) {
+	if id == "" || id == c.id {
+		return
+	}
+	hello := m.kind == kindHeartbeat && m.flags&flagHello != 0
+	now := time.Now()
+	c.mu.Lock()
+	if _, bye := c.gone[id]; bye && !hello {
+		// A late message of a node that left: only a hello brings it back.
+		c.mu.Unlock()
+		return
+	}
+	delete(c.gone, id)
+	_, known := c.nodes[id]
+	c.nodes[id] = now
+	c.mu.Unlock()
+	if !known {
+		c.log.Info("cluster: node joined", slog.String("peer", id))
+	}
+	if hello || !known {
+		c.enqueue(job{from: id, m: &message{kind: kindHeartbeat}})
+	}
+}
+
+// expire forgets the nodes silent for longer than NodeTimeout, and goodbyes older
+// than that.
+func (c *Cluster) expire(now time.Time) {
+	var lost []string
+	c.mu.Lock()
+	for id, seen := range c.nodes {
+		if now.Sub(seen) > c.opts.NodeTimeout {
+			lost = append(lost, id)
+		}
+	}
+	for id, at := range c.gone {
+		if now.Sub(at) > c.opts.NodeTimeout {
+			delete(c.gone, id)
+		}
+	}
+	c.mu.Unlock()
+	for _, id := range lost {
+		c.nodeGone(id, false)
+	}
+}
+
+// nodeGone forgets node id and stops waiting for it in pending requests.
+func (c *Cluster) nodeGone(id string, bye bool) {
+	if id == "" || id == c.id {
+		return
+	}
+	c.mu.Lock()
+	_, known := c.nodes[id]
+	delete(c.nodes, id)
+	if bye {
+		c.gone[id] = time.Now()
+	}
+	reqs := make([]*pending, 0, len(c.reqs))
+	for _, p := range c.reqs {
+		reqs = append(reqs, p)
+	}
+	c.mu.Unlock()
+	if known {
+		if bye {
+			c.log.Info("cluster: node left", slog.String("peer", id))
+		} else {
+			c.log.Warn("cluster: node timed out", slog.String("peer", id), slog.Duration("node_timeout", c.opts.NodeTimeout))
+		}
+	}
+	for _, p := range reqs {
+		p.nodeGone(id)
+	}
+}
+
+// liveNodes returns the other nodes a request waits for.
+func (c *Cluster) liveNodes() []string {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	out := make([]string, 0, len(c.nodes))
+	for id := range c.nodes {
+		out = append(out, id)
+	}
+	return out
+}

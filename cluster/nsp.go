@@ -1,0 +1,373 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/durasock/durasock/adapter"
+	"github.com/durasock/durasock/socketio/parser"
+)
+
+// nspAdapter is the cluster adapter of one namespace: an adapter.Memory for the
+// sockets of this node, plus the bus for the others.
+//
+// Broadcasts, socket operations (join, leave, disconnect) and server-side emits
+// without replies are published on the reliable plane with the namespace as the
+// partition key, so that they are applied on every node in the order this node
+// issued them. Requests that collect answers go over the direct plane.
+type nspAdapter struct {
+	c      *Cluster
+	name   string
+	nsp    adapter.Namespace
+	local  *adapter.Memory
+	closed atomic.Bool
+	once   sync.Once
+}
+
+var _ adapter.Adapter = (*nspAdapter)(nil)
+
+func (a *nspAdapter) Join(id string, rooms ...string)  { a.local.Join(id, rooms...) }
+func (a *nspAdapter) Leave(id string, rooms ...string) { a.local.Leave(id, rooms...) }
+func (a *nspAdapter) LeaveAll(id string)               { a.local.LeaveAll(id) }
+func (a *nspAdapter) Rooms(id string) []string         { return a.local.Rooms(id) }
+
+func (a *nspAdapter) isClosed() bool { return a.closed.Load() || a.c.isClosed() }
+
+// publish hands a reliable message to the bus.
+func (a *nspAdapter) publish(ctx context.Context, m *message) error {
+	if err := a.c.bus.Publish(ctx, a.name, m.marshal()); err != nil {
+		return fmt.Errorf("cluster: %s: %w", m.kind, err)
+	}
+	return nil
+}
+
+// Broadcast delivers p to the matching local sockets before it returns, then (unless
+// opts.Local) publishes it for the other nodes. An error from the bus (outbox full,
+// closed) is returned; the local sockets have been written to regardless.
+func (a *nspAdapter) Broadcast(ctx context.Context, p *parser.Packet, opts adapter.Options) error {
+	if a.isClosed() {
+		return adapter.ErrClosed
+	}
+	if _, err := a.local.BroadcastLocal(p, opts); err != nil {
+		return err
+	}
+	if opts.Local {
+		return nil
+	}
+	return a.publish(ctx, &message{
+		kind: kindBroadcast, nsp: a.name, flags: selectorFlags(opts),
+		rooms: opts.Rooms, except: opts.Except,
+		ptype: p.Type, data: p.Data, attachments: p.Attachments,
+	})
+}
+
+func (a *nspAdapter) AddSockets(ctx context.Context, opts adapter.Options, rooms []string) error {
+	return a.socketsOp(ctx, kindAddSockets, opts, rooms, false)
+}
+
+func (a *nspAdapter) DelSockets(ctx context.Context, opts adapter.Options, rooms []string) error {
+	return a.socketsOp(ctx, kindDelSockets, opts, rooms, false)
+}
+
+func (a *nspAdapter) DisconnectSockets(ctx context.Context, opts adapter.Options, closeConn bool) error {
+	return a.socketsOp(ctx, kindDisconnect, opts, nil, closeConn)
+}
+
+// socketsOp applies a join, leave or disconnect locally, then publishes it.
+func (a *nspAdapter) socketsOp(ctx context.Context, k kind, opts adapter.Options, rooms []string, closeConn bool) error {
+	if a.isClosed() {
+		return adapter.ErrClosed
+	}
+	m := &message{kind: k, nsp: a.name, rooms: opts.Rooms, except: opts.Except, target: rooms}
+	if closeConn {
+		m.flags |= flagCloseConn
+	}
+	if err := a.applyLocal(m); err != nil {
+		return err
+	}
+	if opts.Local {
+		return nil
+	}
+	return a.publish(ctx, m)
+}
+
+// applyLocal runs a reliable message on the local sockets.
+func (a *nspAdapter) applyLocal(m *message) error {
+	opts := m.options()
+	switch m.kind {
+	case kindBroadcast:
+		p := &parser.Packet{Type: m.ptype, Namespace: a.name, Data: m.data, Attachments: m.attachments}
+		_, err := a.local.BroadcastLocal(p, opts)
+		return err
+	case kindAddSockets:
+		return a.local.AddSocketsLocal(opts, m.target)
+	case kindDelSockets:
+		return a.local.DelSocketsLocal(opts, m.target)
+	case kindDisconnect:
+		return a.local.DisconnectSocketsLocal(opts, m.flags&flagCloseConn != 0)
+	case kindServerEmit:
+		a.nsp.HandleServerSideEmit(m.event, rawArgs(m.args), nil)
+	}
+	return nil
+}
+
+// apply runs a reliable message of another node.
+func (a *nspAdapter) apply(m *message) {
+	if a.isClosed() {
+		return
+	}
+	if err := a.applyLocal(m); err != nil && !errors.Is(err, adapter.ErrClosed) {
+		a.c.logLimited("cluster: message of another node not applied",
+			slog.String("namespace", a.name), slog.String("kind", m.kind.String()), slog.Any("error", err))
+	}
+}
+
+// FetchSockets describes the matching sockets of this node and, unless opts.Local,
+// of every other node that answers before ctx is done.
+func (a *nspAdapter) FetchSockets(ctx context.Context, opts adapter.Options) ([]adapter.SocketInfo, error) {
+	if a.isClosed() {
+		return nil, adapter.ErrClosed
+	}
+	local, err := a.local.FetchSocketsLocal(opts)
+	if err != nil {
+		return nil, err
+	}
+	for i := range local {
+		local[i].Node = a.c.id
+	}
+	if opts.Local {
+		return local, nil
+	}
+	ctx, cancel := a.c.requestCtx(ctx)
+	defer cancel()
+	p := newPending(kindFetchRequest, a.c.liveNodes())
+	if err := a.c.register(p); err != nil {
+		return nil, err
+	}
+	defer a.c.unregister(p)
+	err = a.c.ask(ctx, p, &message{kind: kindFetchRequest, nsp: a.name, rooms: opts.Rooms, except: opts.Except})
+	if errors.Is(err, adapter.ErrUnavailable) || errors.Is(err, adapter.ErrClosed) {
+		return nil, err
+	}
+	remote, _ := p.results()
+	return append(local, remote...), err
+}
+
+// ServerSideEmit publishes the event for the other nodes' namespace handlers.
+// Without wantReplies it goes over the reliable plane (ordered with this node's
+// broadcasts); with wantReplies it is a request and returns one Reply per node
+// that answered before ctx was done.
+func (a *nspAdapter) ServerSideEmit(ctx context.Context, event string, args []json.RawMessage, wantReplies bool) ([]adapter.Reply, error) {
+	if a.isClosed() {
+		return nil, adapter.ErrClosed
+	}
+	if event == "" {
+		return nil, errors.New("cluster: server-side emit: empty event name")
+	}
+	m := &message{kind: kindServerEmit, nsp: a.name, event: event, args: jsonArgs(args)}
+	if !wantReplies {
+		return nil, a.publish(ctx, m)
+	}
+	m.kind = kindEmitRequest
+	ctx, cancel := a.c.requestCtx(ctx)
+	defer cancel()
+	p := newPending(kindEmitRequest, a.c.liveNodes())
+	if err := a.c.register(p); err != nil {
+		return nil, err
+	}
+	defer a.c.unregister(p)
+	err := a.c.ask(ctx, p, m)
+	if errors.Is(err, adapter.ErrUnavailable) || errors.Is(err, adapter.ErrClosed) {
+		return nil, err
+	}
+	_, replies := p.results()
+	return replies, err
+}
+
+// BroadcastWithAck sends p to every matching socket of the cluster and collects
+// their replies. Each node first reports how many sockets it wrote to, then each
+// reply; the call returns when every known node reported and every counted socket
+// replied, or when ctx is done (RequestTimeout without a deadline) with the
+// replies that arrived and a *adapter.MissingRepliesError.
+func (a *nspAdapter) BroadcastWithAck(ctx context.Context, p *parser.Packet, opts adapter.Options) ([]adapter.Reply, error) {
+	if a.isClosed() {
+		return nil, adapter.ErrClosed
+	}
+	if err := a.checkPacket(p); err != nil {
+		return nil, err
+	}
+	ctx, cancel := a.c.requestCtx(ctx)
+	defer cancel()
+	var nodes []string
+	if !opts.Local {
+		nodes = a.c.liveNodes()
+	}
+	pd := newPending(kindAckRequest, nodes)
+	pd.peers[a.c.id] = &peer{} // this node's own sockets
+	if err := a.c.register(pd); err != nil {
+		return nil, err
+	}
+	defer a.c.unregister(pd)
+	if !opts.Local {
+		m := &message{
+			kind: kindAckRequest, nsp: a.name, reqID: pd.id, flags: selectorFlags(opts),
+			rooms: opts.Rooms, except: opts.Except,
+			ptype: p.Type, data: p.Data, attachments: p.Attachments,
+			timeoutMS: timeoutMS(ctx),
+		}
+		if err := a.c.bus.Send(ctx, "", m.marshal()); err != nil {
+			return nil, fmt.Errorf("%w: broadcast with acks: %w", adapter.ErrUnavailable, err)
+		}
+	}
+	localDone := make(chan error, 1)
+	go func() {
+		ids := a.local.SocketIDs(opts)
+		counted := false
+		err := a.local.BroadcastWithAckLocal(ctx, p, opts,
+			func(n int) { counted = true; pd.localCount(a.c.id, ids, n) },
+			func(r adapter.Reply) { pd.localReply(a.c.id, r) })
+		if !counted {
+			pd.localCount(a.c.id, nil, 0) // nothing sent here: do not wait for this node
+		}
+		localDone <- err
+	}()
+	err := a.c.wait(ctx, pd)
+	cancel() // the local part ends at once if it still waits
+	lerr := <-localDone
+	if err == nil && lerr != nil && !isMissing(lerr) {
+		err = lerr
+	}
+	_, replies := pd.results()
+	return replies, err
+}
+
+func isMissing(err error) bool {
+	var me *adapter.MissingRepliesError
+	return errors.As(err, &me)
+}
+
+// checkPacket rejects what BroadcastWithAck cannot send, before anything is sent.
+func (a *nspAdapter) checkPacket(p *parser.Packet) error {
+	if p == nil {
+		return fmt.Errorf("%w: nil packet", adapter.ErrInvalidPacket)
+	}
+	if p.Type != parser.Event && p.Type != parser.BinaryEvent {
+		return fmt.Errorf("%w: packet type %d is not EVENT or BINARY_EVENT", adapter.ErrInvalidPacket, p.Type)
+	}
+	if p.Namespace != "" && p.Namespace != a.name && (p.Namespace != "/" || a.name != "") {
+		return fmt.Errorf("%w: packet of namespace %q sent through the adapter of %q", adapter.ErrInvalidPacket, p.Namespace, a.name)
+	}
+	if len(p.Data) == 0 || firstNonSpace(p.Data) != '[' {
+		return fmt.Errorf("%w: event data is not a JSON array", adapter.ErrInvalidPacket)
+	}
+	return nil
+}
+
+// timeoutMS is how long the requester of ctx waits, for the nodes that hold the
+// acks of their sockets meanwhile.
+func timeoutMS(ctx context.Context) uint64 {
+	d, ok := ctx.Deadline()
+	if !ok {
+		return 0
+	}
+	ms := time.Until(d).Milliseconds()
+	return uint64(max(ms, 1))
+}
+
+// maxAckHold bounds how long a node holds the acks of a remote request.
+const maxAckHold = time.Hour
+
+// serveAck runs a remote broadcast with acks on the local sockets: it reports the
+// recipients, then relays every reply to the requester until the requester's
+// timeout.
+func (a *nspAdapter) serveAck(ctx context.Context, from string, m *message) {
+	hold := time.Duration(m.timeoutMS) * time.Millisecond
+	if hold <= 0 || hold > maxAckHold {
+		hold = min(maxAckHold, max(hold, a.c.opts.RequestTimeout))
+	}
+	ctx, cancel := context.WithTimeout(ctx, hold)
+	defer cancel()
+	opts := m.options()
+	ids := a.local.SocketIDs(opts)
+	p := &parser.Packet{Type: m.ptype, Namespace: a.name, Data: m.data, Attachments: m.attachments}
+	err := a.local.BroadcastWithAckLocal(ctx, p, opts,
+		func(n int) {
+			a.c.reply(ctx, from, &message{kind: kindAckCount, nsp: a.name, reqID: m.reqID, count: uint64(n), ids: ids})
+		},
+		func(r adapter.Reply) {
+			a.c.reply(ctx, from, &message{kind: kindAckReply, nsp: a.name, reqID: m.reqID, sid: r.From, args: jsonArgs(r.Args)})
+		})
+	if err != nil && !isMissing(err) && !errors.Is(err, adapter.ErrClosed) {
+		a.c.logLimited("cluster: broadcast with acks of another node failed",
+			slog.String("from", from), slog.String("namespace", a.name), slog.Any("error", err))
+		// Tell the requester there is nothing to wait for here.
+		a.c.reply(ctx, from, &message{kind: kindAckCount, nsp: a.name, reqID: m.reqID})
+	}
+}
+
+// serveFetch answers a remote FetchSockets with the matching local sockets.
+func (a *nspAdapter) serveFetch(ctx context.Context, from string, m *message) {
+	infos, err := a.local.FetchSocketsLocal(m.options())
+	if err != nil && !errors.Is(err, adapter.ErrClosed) {
+		a.c.logLimited("cluster: fetch sockets failed", slog.String("namespace", a.name), slog.Any("error", err))
+	}
+	buf := make([]byte, 0, 256*len(infos)+2)
+	buf = append(buf, '[')
+	n := 0
+	for i := range infos {
+		infos[i].Node = a.c.id
+		b, err := json.Marshal(&infos[i])
+		if err != nil {
+			// A socket whose data cannot be encoded is left out, and said so.
+			a.c.logLimited("cluster: fetch sockets: socket not described", slog.String("socket", infos[i].ID), slog.Any("error", err))
+			continue
+		}
+		if n > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, b...)
+		n++
+	}
+	buf = append(buf, ']')
+	a.c.reply(ctx, from, &message{kind: kindFetchResponse, nsp: a.name, reqID: m.reqID, sockets: buf})
+}
+
+// serveEmit hands a remote server-side emit to the namespace, whose handler
+// replies at most once.
+func (a *nspAdapter) serveEmit(ctx context.Context, from string, m *message) {
+	var once sync.Once
+	reply := func(args []json.RawMessage) {
+		once.Do(func() {
+			// The handler may reply after serve returned: the reply gets its own
+			// deadline rather than the serving goroutine's.
+			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.c.opts.RequestTimeout)
+			defer cancel()
+			a.c.reply(ctx, from, &message{kind: kindEmitResponse, nsp: a.name, reqID: m.reqID, args: jsonArgs(args)})
+		})
+	}
+	a.nsp.HandleServerSideEmit(m.event, rawArgs(m.args), reply)
+}
+
+// Close releases the namespace's adapter; operations afterwards return
+// adapter.ErrClosed. It is idempotent.
+func (a *nspAdapter) Close() error {
+	a.once.Do(func() {
+		a.closed.Store(true)
+		a.c.removeNsp(a)
+		a.closeLocal()
+	})
+	return nil
+}
+
+func (a *nspAdapter) closeLocal() {
+	a.closed.Store(true)
+	if err := a.local.Close(); err != nil {
+		a.c.log.Warn("cluster: closing the local adapter", slog.String("namespace", a.name), slog.Any("error", err))
+	}
+}
