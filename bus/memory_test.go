@@ -104,10 +104,22 @@ func TestMemoryHubFaults(t *testing.T) {
 	defer sub.Close()
 	ctx := context.Background()
 
-	_, stop := collect(t, sub, "sub")
+	subErr := make(chan error, 1)
+	go func() { subErr <- sub.Subscribe(ctx, "sub", func(Frame) {}) }()
+	if err := waitSubs(hub, 1); err != nil {
+		t.Fatal(err)
+	}
 	hub.SetDown(true)
-	if err := stop(); !errors.Is(err, ErrHubDown) {
-		t.Fatalf("Subscribe while down = %v, want ErrHubDown", err)
+	select {
+	case err := <-subErr:
+		if !errors.Is(err, ErrHubDown) {
+			t.Fatalf("Subscribe while down = %v, want ErrHubDown", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Subscribe did not return when the hub went down")
+	}
+	if err := sub.Subscribe(ctx, "sub", func(Frame) {}); !errors.Is(err, ErrHubDown) {
+		t.Fatalf("Subscribe on a down hub = %v, want ErrHubDown", err)
 	}
 	if err := pub.Publish(ctx, []Frame{{Data: []byte("x")}}); !errors.Is(err, ErrHubDown) {
 		t.Fatalf("Publish while down = %v", err)
