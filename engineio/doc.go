@@ -1,0 +1,24 @@
+// Package engineio is an Engine.IO v4 server: the transport layer under Socket.IO.
+//
+// Start with NewServer, which takes a Handler (OnOpen, OnMessage, OnClose of every
+// session) and Options (zero values are the reference server's defaults), and
+// mount the Server as an http.Handler on the path clients use:
+//
+//	srv := engineio.NewServer(h, &engineio.Options{PingInterval: 25 * time.Second})
+//	mux.Handle("/engine.io/", srv)
+//
+// It serves HTTP long-polling and WebSocket (github.com/coder/websocket), the
+// upgrade from one to the other, heartbeats, and the error answers of the
+// reference server, so the official clients cannot tell it apart.
+//
+// A Session sends with Send, which queues atomically and in order; one Message
+// may be sent to many sessions, its bytes are shared, never copied per session
+// into a new allocation, and never modified. Each session writes through a
+// bounded queue: a client that cannot keep up is closed with ReasonSendQueueFull.
+//
+// An idle WebSocket session costs one goroutine (its reader) and no timer
+// goroutine: the writer goroutine runs only while there is something to write and
+// heartbeats use runtime timers. Stop the server with Shutdown, which closes every
+// session properly and waits; http.Server.Shutdown alone does not close hijacked
+// WebSocket connections.
+package engineio

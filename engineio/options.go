@@ -1,0 +1,110 @@
+package engineio
+
+import (
+	"log/slog"
+	"net/http"
+	"time"
+)
+
+// Transport names as they appear in the "transport" query parameter and in the
+// "upgrades" list of the open packet.
+const (
+	TransportPolling   = "polling"
+	TransportWebSocket = "websocket"
+)
+
+// Defaults applied to zero fields of Options. They are the defaults of the
+// reference server, except SendQueueSize, which it does not have.
+const (
+	DefaultPingInterval         = 25 * time.Second
+	DefaultPingTimeout          = 20 * time.Second
+	DefaultUpgradeTimeout       = 10 * time.Second
+	DefaultMaxPayload           = 1_000_000
+	DefaultCompressionThreshold = 1024
+	DefaultSendQueueSize        = 256
+)
+
+// Options configures a Server. The zero value of every field means its default, so
+// a nil *Options or Options{} gives a server that behaves like the reference one.
+type Options struct {
+	// PingInterval is how often the server sends a ping packet. Default 25s.
+	PingInterval time.Duration
+	// PingTimeout is how long the server waits for the pong that answers a ping
+	// before it closes the session with ReasonPingTimeout. There is no extra grace
+	// period. Default 20s.
+	PingTimeout time.Duration
+	// UpgradeTimeout bounds an upgrade from polling to WebSocket: a probe connection
+	// that has not sent the upgrade packet by then is closed and the session stays on
+	// polling. Default 10s.
+	UpgradeTimeout time.Duration
+	// MaxPayload is the largest HTTP POST body (polling) or WebSocket message a client
+	// may send, in bytes. A larger polling body is answered with 413 and a larger
+	// WebSocket message closes the connection with status 1009; both close the
+	// session with ReasonPayloadTooLarge. Default 1 000 000.
+	MaxPayload int64
+	// Transports lists the enabled transports, TransportPolling and/or
+	// TransportWebSocket. Default both. With only TransportWebSocket, clients must
+	// connect with WebSocket directly.
+	Transports []string
+	// DisableUpgrades stops polling sessions from upgrading to WebSocket: the open
+	// packet then announces no upgrades and upgrade requests are refused.
+	DisableUpgrades bool
+	// CORS, when not nil, adds CORS headers to polling responses and answers
+	// preflight (OPTIONS) requests. Nil adds no CORS headers.
+	CORS *CORSOptions
+	// AllowRequest, when not nil, is called for every handshake request (polling or
+	// WebSocket) before a session is created. An error refuses the request with HTTP
+	// 403 and {"code":4,"message":err.Error()}, as the reference server does.
+	AllowRequest func(r *http.Request) error
+	// PerMessageDeflate enables the WebSocket permessage-deflate extension when the
+	// client offers it. It runs without context takeover so that an idle connection
+	// keeps no compression window. Messages smaller than CompressionThreshold are
+	// sent uncompressed.
+	PerMessageDeflate bool
+	// CompressionThreshold is the smallest message compressed when
+	// PerMessageDeflate is on. Default 1024 bytes.
+	CompressionThreshold int
+	// SendQueueSize bounds the messages waiting to be written to one session. A Send
+	// that would exceed it returns ErrQueueFull and closes the session with
+	// ReasonSendQueueFull, so a client that cannot keep up never grows memory.
+	// Default 256.
+	SendQueueSize int
+	// Logger receives debug logs of session life cycles and protocol errors. Nil
+	// discards them (the server never logs on its own otherwise).
+	Logger *slog.Logger
+}
+
+// resolved returns a copy of o with defaults applied.
+func (o *Options) resolved() Options {
+	var r Options
+	if o != nil {
+		r = *o
+	}
+	if r.PingInterval <= 0 {
+		r.PingInterval = DefaultPingInterval
+	}
+	if r.PingTimeout <= 0 {
+		r.PingTimeout = DefaultPingTimeout
+	}
+	if r.UpgradeTimeout <= 0 {
+		r.UpgradeTimeout = DefaultUpgradeTimeout
+	}
+	if r.MaxPayload <= 0 {
+		r.MaxPayload = DefaultMaxPayload
+	}
+	if len(r.Transports) == 0 {
+		r.Transports = []string{TransportPolling, TransportWebSocket}
+	} else {
+		r.Transports = append([]string(nil), r.Transports...)
+	}
+	if r.CompressionThreshold <= 0 {
+		r.CompressionThreshold = DefaultCompressionThreshold
+	}
+	if r.SendQueueSize <= 0 {
+		r.SendQueueSize = DefaultSendQueueSize
+	}
+	if r.Logger == nil {
+		r.Logger = slog.New(slog.DiscardHandler)
+	}
+	return r
+}

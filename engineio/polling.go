@@ -1,0 +1,196 @@
+package engineio
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+)
+
+// handshakePolling opens a polling session and answers with the open packet.
+func (s *Server) handshakePolling(w http.ResponseWriter, r *http.Request) {
+	sess := s.newSession(r, nil)
+	if !s.register(sess) {
+		sess.timer.Stop()
+		http.Error(w, "engineio: server shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	sess.open()
+	sess.mu.Lock()
+	frames := sess.queue
+	sess.queue = nil
+	if sess.state != stateOpen {
+		frames = append(frames, frame{typ: packetClose})
+	}
+	sess.mu.Unlock()
+	writePayload(w, frames)
+}
+
+// servePolling serves a request of an existing polling session.
+func (s *Session) servePolling(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet:
+		s.servePoll(w, r)
+	case http.MethodPost:
+		s.serveData(w, r)
+	default:
+		writeError(w, http.StatusBadRequest, codeBadRequest, "")
+	}
+}
+
+// servePoll answers a GET with the queued packets, waiting for some if there are
+// none. A second concurrent GET, or a GET the client abandons, closes the session.
+func (s *Session) servePoll(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	switch {
+	case s.ws != nil:
+		// Upgraded: polling is over, the session is untouched.
+		s.mu.Unlock()
+		writeError(w, http.StatusBadRequest, codeBadRequest, "")
+		return
+	case s.state == stateClosed:
+		s.mu.Unlock()
+		writeError(w, http.StatusBadRequest, codeUnknownSID, "")
+		return
+	case s.pollCh != nil:
+		s.mu.Unlock()
+		s.srv.log.Debug("engineio: overlapping poll", "sid", s.id)
+		s.closeNow(ReasonTransportError, closeTransport)
+		writeError(w, http.StatusBadRequest, codeBadRequest, "")
+		return
+	case s.state == stateClosing:
+		frames := append(s.queue, frame{typ: packetClose})
+		s.queue = nil
+		s.mu.Unlock()
+		writePayload(w, frames)
+		s.closeNow("", closeDone)
+		return
+	case len(s.queue) > 0:
+		frames := s.queue
+		s.queue = nil
+		s.mu.Unlock()
+		writePayload(w, frames)
+		return
+	case s.probed:
+		// An upgrade is under way: end this request so the client can finish it.
+		s.mu.Unlock()
+		writePayload(w, []frame{{typ: packetNoop}})
+		return
+	}
+	ch := make(chan []frame, 1)
+	s.pollCh = ch
+	s.mu.Unlock()
+
+	select {
+	case frames := <-ch:
+		writePayload(w, frames)
+	case <-r.Context().Done():
+		s.mu.Lock()
+		if s.pollCh == ch {
+			s.pollCh = nil
+		}
+		s.mu.Unlock()
+		s.srv.log.Debug("engineio: poll cancelled by client", "sid", s.id)
+		s.closeNow(ReasonTransportError, closeTransport)
+	}
+}
+
+// serveData reads the packets of a POST.
+func (s *Session) serveData(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	switch {
+	case s.ws != nil:
+		s.mu.Unlock()
+		writeError(w, http.StatusBadRequest, codeBadRequest, "")
+		return
+	case s.state == stateClosed:
+		s.mu.Unlock()
+		writeError(w, http.StatusBadRequest, codeUnknownSID, "")
+		return
+	case s.posting:
+		s.mu.Unlock()
+		s.srv.log.Debug("engineio: overlapping post", "sid", s.id)
+		s.closeNow(ReasonTransportError, closeTransport)
+		writeError(w, http.StatusBadRequest, codeBadRequest, "")
+		return
+	}
+	s.posting = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.posting = false
+		s.mu.Unlock()
+	}()
+
+	if r.Header.Get("Content-Type") == "application/octet-stream" {
+		// Protocol v4 sends binary as base64 inside a text payload.
+		s.closeNow(ReasonTransportError, closeTransport)
+		writeError(w, http.StatusBadRequest, codeBadRequest, "")
+		return
+	}
+	body, err := readBody(w, r, s.srv.opts.MaxPayload)
+	if err != nil {
+		if errors.Is(err, errPayloadTooLarge) {
+			s.closeNow(ReasonPayloadTooLarge, closeTransport)
+			http.Error(w, "Payload Too Large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		s.closeNow(ReasonTransportError, closeTransport)
+		writeError(w, http.StatusBadRequest, codeBadRequest, "")
+		return
+	}
+	pkts, err := decodePayload(body)
+	if err != nil {
+		s.srv.log.Debug("engineio: bad payload", "sid", s.id, "err", err)
+		s.closeNow(ReasonParseError, closeTransport)
+		writeError(w, http.StatusBadRequest, codeBadRequest, "")
+		return
+	}
+	for _, p := range pkts {
+		if !s.handlePacket(p) {
+			break
+		}
+	}
+	h := w.Header()
+	// text/html, not text/plain, as the reference server: some user agents offer
+	// to download text/plain answers.
+	h.Set("Content-Type", "text/html")
+	h.Set("Content-Length", "2")
+	_, _ = io.WriteString(w, "ok") // the client may be gone; nothing else to tell it
+}
+
+var errPayloadTooLarge = errors.New("engineio: payload too large")
+
+// readBody reads at most limit bytes of r's body.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	if r.ContentLength > limit {
+		return nil, errPayloadTooLarge
+	}
+	body := http.MaxBytesReader(w, r.Body, limit)
+	var b []byte
+	if r.ContentLength > 0 {
+		b = make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(body, b); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	b, err := io.ReadAll(body)
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			return nil, errPayloadTooLarge
+		}
+		return nil, err
+	}
+	return b, nil
+}
+
+// writePayload answers a poll with frames.
+func writePayload(w http.ResponseWriter, frames []frame) {
+	b := appendPayload(make([]byte, 0, payloadLen(frames)), frames)
+	h := w.Header()
+	h.Set("Content-Type", "text/plain; charset=UTF-8")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b) // the client may be gone; the session's ping timeout follows
+}

@@ -1,0 +1,325 @@
+package engineio
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// Error codes of the protocol, as the reference server sends them in
+// {"code":N,"message":"..."} bodies.
+const (
+	codeUnknownTransport    = 0
+	codeUnknownSID          = 1
+	codeBadHandshakeMethod  = 2
+	codeBadRequest          = 3
+	codeForbidden           = 4
+	codeUnsupportedProtocol = 5
+)
+
+var errorMessages = [...]string{
+	codeUnknownTransport:    "Transport unknown",
+	codeUnknownSID:          "Session ID unknown",
+	codeBadHandshakeMethod:  "Bad handshake method",
+	codeBadRequest:          "Bad request",
+	codeForbidden:           "Forbidden",
+	codeUnsupportedProtocol: "Unsupported protocol version",
+}
+
+// Server is an Engine.IO v4 server. Mount it as an http.Handler on the path clients
+// use (for example "/engine.io/" or "/socket.io/"); it serves both transports on
+// that path. Create it with NewServer.
+type Server struct {
+	handler  Handler
+	opts     Options
+	log      *slog.Logger
+	upgrades []string // announced to polling sessions
+
+	mu       sync.Mutex
+	sessions map[string]*Session
+	conns    map[*wsConn]struct{} // hijacked connections, closable at shutdown
+	closing  bool                 // Shutdown or Close started: no new sessions
+
+	wg        sync.WaitGroup // goroutines the server started for sessions
+	closeOnce sync.Once
+}
+
+// NewServer returns a server that reports session events to h. opts may be nil.
+func NewServer(h Handler, opts *Options) *Server {
+	o := opts.resolved()
+	s := &Server{
+		handler:  h,
+		opts:     o,
+		log:      o.Logger,
+		sessions: make(map[string]*Session),
+		conns:    make(map[*wsConn]struct{}),
+	}
+	if !o.DisableUpgrades && s.transportEnabled(TransportWebSocket) {
+		s.upgrades = []string{TransportWebSocket}
+	}
+	return s
+}
+
+// Count returns the number of open sessions.
+func (s *Server) Count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+func (s *Server) transportEnabled(t string) bool {
+	return t != "" && slices.Contains(s.opts.Transports, t)
+}
+
+// ServeHTTP serves Engine.IO polling requests and WebSocket handshakes.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.opts.CORS != nil && s.opts.CORS.apply(w, r) {
+		return
+	}
+	q := r.URL.Query()
+	transport := q.Get("transport")
+	if !s.transportEnabled(transport) {
+		writeError(w, http.StatusBadRequest, codeUnknownTransport, "")
+		return
+	}
+	upgrade := isWebSocketRequest(r)
+	if sid := q.Get("sid"); sid != "" {
+		sess := s.lookup(sid)
+		if sess == nil {
+			writeError(w, http.StatusBadRequest, codeUnknownSID, "")
+			return
+		}
+		if transport == TransportWebSocket {
+			if !upgrade {
+				writeError(w, http.StatusBadRequest, codeBadRequest, "")
+				return
+			}
+			s.serveUpgrade(w, r, sess)
+			return
+		}
+		sess.servePolling(w, r)
+		return
+	}
+	if r.Method != http.MethodGet {
+		writeError(w, http.StatusBadRequest, codeBadHandshakeMethod, "")
+		return
+	}
+	if transport == TransportWebSocket && !upgrade {
+		writeError(w, http.StatusBadRequest, codeBadRequest, "")
+		return
+	}
+	if c := s.opts.CORS; c != nil && transport == TransportWebSocket && !c.anyOrigin() {
+		if o := r.Header.Get("Origin"); o != "" && !c.allowed(o) {
+			writeError(w, http.StatusForbidden, codeForbidden, "")
+			return
+		}
+	}
+	if s.opts.AllowRequest != nil {
+		if err := s.opts.AllowRequest(r); err != nil {
+			s.log.Debug("engineio: handshake refused", "remote", r.RemoteAddr, "err", err)
+			writeError(w, http.StatusForbidden, codeForbidden, err.Error())
+			return
+		}
+	}
+	if q.Get("EIO") != "4" {
+		writeError(w, http.StatusBadRequest, codeUnsupportedProtocol, "")
+		return
+	}
+	if transport == TransportWebSocket {
+		s.handshakeWebSocket(w, r)
+		return
+	}
+	s.handshakePolling(w, r)
+}
+
+// isWebSocketRequest reports whether r asks for a WebSocket upgrade.
+func isWebSocketRequest(r *http.Request) bool {
+	return headerHasToken(r.Header, "Connection", "upgrade") && headerHasToken(r.Header, "Upgrade", "websocket")
+}
+
+func headerHasToken(h http.Header, key, token string) bool {
+	for _, v := range h.Values(key) {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// writeError answers with the JSON error body of the reference server.
+func writeError(w http.ResponseWriter, status, code int, message string) {
+	if message == "" {
+		message = errorMessages[code]
+	}
+	b := make([]byte, 0, 48+len(message))
+	b = append(b, `{"code":`...)
+	b = strconv.AppendInt(b, int64(code), 10)
+	b = append(b, `,"message":`...)
+	b = strconv.AppendQuote(b, message)
+	b = append(b, '}')
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	_, _ = w.Write(b) // the client may be gone; nothing else to tell it
+}
+
+func (s *Server) lookup(sid string) *Session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sessions[sid]
+}
+
+// newSessionID returns 15 random bytes in base64url: 20 characters, as the
+// reference server's ids.
+func newSessionID() string {
+	var b [15]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never returns an error
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// register adds sess to the server unless it is shutting down.
+func (s *Server) register(sess *Session) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.sessions[sess.id] = sess
+	return true
+}
+
+func (s *Server) unregister(sess *Session) {
+	s.mu.Lock()
+	if s.sessions[sess.id] == sess {
+		delete(s.sessions, sess.id)
+	}
+	s.mu.Unlock()
+}
+
+// trackConn records a hijacked connection so that Close can end it; it reports
+// false when the server is closing.
+func (s *Server) trackConn(c *wsConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+func (s *Server) untrackConn(c *wsConn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// go runs f on a goroutine the server waits for in Shutdown and Close.
+func (s *Server) goTracked(f func()) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+}
+
+// Shutdown stops accepting sessions and closes every session properly: queued
+// messages are written first, then WebSocket connections get a close frame
+// (status 1001) and a waiting polling request gets the close packet. Sessions get
+// ReasonServerShutdown. Shutdown waits until all of them are closed or ctx is done;
+// then it closes what is left at once (as Close) and returns ctx.Err().
+//
+// http.Server.Shutdown does not know hijacked WebSocket connections: call this
+// Shutdown too, for example from http.Server.RegisterOnShutdown.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing = true
+	list := s.sessionList()
+	s.mu.Unlock()
+	for _, sess := range list {
+		sess.closeGraceful(ReasonServerShutdown)
+	}
+	done := make(chan struct{})
+	go func() {
+		s.waitSessions(ctx)
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.forceClose()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// waitSessions waits until no session is left or ctx is done. Sessions in
+// closing state without goroutines (a polling session waiting for its last
+// request) end by their own timer.
+func (s *Server) waitSessions(ctx context.Context) {
+	for {
+		s.mu.Lock()
+		list := s.sessionList()
+		s.mu.Unlock()
+		if len(list) == 0 {
+			return
+		}
+		for _, sess := range list {
+			select {
+			case <-sess.Done():
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+func (s *Server) sessionList() []*Session {
+	list := make([]*Session, 0, len(s.sessions))
+	for _, sess := range s.sessions {
+		list = append(list, sess)
+	}
+	return list
+}
+
+// Close closes every session at once with ReasonForcedServerExit, without writing
+// queued messages, and waits for the server's goroutines to end. It is idempotent.
+func (s *Server) Close() error {
+	s.forceClose()
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Server) forceClose() {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closing = true
+		list := s.sessionList()
+		s.mu.Unlock()
+		for _, sess := range list {
+			sess.closeNow(ReasonForcedServerExit, closeKill)
+		}
+	})
+	// Connections still in a close handshake, or probes of an upgrade, end now.
+	s.mu.Lock()
+	conns := make([]net.Conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c.raw)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close() // closing an already closed connection is harmless
+	}
+}

@@ -1,0 +1,383 @@
+package engineio
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"time"
+)
+
+type sessionState uint8
+
+const (
+	stateOpen    sessionState = iota
+	stateClosing              // flushing queued frames before the transport closes
+	stateClosed
+)
+
+// Heartbeat timer phases: one timer per session serves all three.
+const (
+	phasePing  uint8 = iota // next fire sends a ping
+	phasePong               // next fire is the ping timeout
+	phaseClose              // next fire ends a graceful close that did not finish
+)
+
+// closeTimeout bounds a graceful close: the flush of queued frames to a WebSocket,
+// or the wait for the polling request that picks up the close packet.
+const closeTimeout = 5 * time.Second
+
+// closeMode says how a closing session ends its transport.
+type closeMode uint8
+
+const (
+	closeTransport closeMode = iota // WebSocket close frame; waiting poll gets "1"
+	closeByClient                   // the client sent "1": waiting poll gets noop
+	closeKill                       // connections are cut at once
+	closeDone                       // the transport is already closed
+)
+
+// Session is one Engine.IO client connection, over polling or WebSocket. It is
+// safe for concurrent use.
+type Session struct {
+	srv  *Server
+	id   string
+	req  *http.Request
+	done chan struct{}
+
+	dmu sync.Mutex // serializes Handler calls
+
+	mu           sync.Mutex
+	state        sessionState
+	phase        uint8
+	writing      bool // a WebSocket writer goroutine is running
+	posting      bool // a polling POST is being read
+	probed       bool // an upgrade probe was answered
+	inHandler    bool // a Handler call other than OnClose is running
+	closePending bool // OnClose waits for that call to return
+	ws           *wsConn
+	probe        *wsConn
+	pollCh       chan []frame // the waiting polling GET, if any
+	queue        []frame
+	timer        *time.Timer
+	upgradeTimer *time.Timer
+	due          time.Time
+	reason       string
+}
+
+func (s *Server) newSession(r *http.Request, ws *wsConn) *Session {
+	req := r.WithContext(context.Background()) // keep no tie to the connection
+	req.Body = http.NoBody
+	req.GetBody = nil
+	sess := &Session{
+		srv:       s,
+		id:        newSessionID(),
+		req:       req,
+		done:      make(chan struct{}),
+		ws:        ws,
+		inHandler: true, // until OnOpen has returned
+	}
+	upgrades := s.upgrades
+	if ws != nil {
+		upgrades = nil
+	}
+	sess.queue = []frame{{typ: packetOpen, msg: Message{Data: openPacketData(sess.id, upgrades, s.opts.PingInterval, s.opts.PingTimeout, s.opts.MaxPayload)}}}
+	sess.due = time.Now().Add(s.opts.PingInterval)
+	sess.timer = time.AfterFunc(s.opts.PingInterval, sess.onTimer)
+	return sess
+}
+
+// open calls OnOpen. The session must be registered.
+func (s *Session) open() {
+	s.srv.log.Debug("engineio: session open", "sid", s.id, "transport", s.Transport(), "remote", s.req.RemoteAddr)
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
+	s.srv.handler.OnOpen(s)
+	s.afterHandler()
+}
+
+// ID returns the session id.
+func (s *Session) ID() string { return s.id }
+
+// Request returns the handshake request: headers, URL with query, RemoteAddr, TLS.
+// Its body is empty and its context is not the connection's.
+func (s *Session) Request() *http.Request { return s.req }
+
+// Transport returns the current transport, TransportPolling or TransportWebSocket.
+func (s *Session) Transport() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ws != nil {
+		return TransportWebSocket
+	}
+	return TransportPolling
+}
+
+// Done is closed when the session is closed.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Send queues msgs to be written in order, contiguously, by the session's writer.
+// It never blocks on the network. It returns ErrClosed when the session is closed
+// or closing, and ErrQueueFull, closing the session with ReasonSendQueueFull,
+// when the queue cannot take all of msgs. The session keeps a reference to every
+// Message.Data until written; the data must not be modified meanwhile.
+func (s *Session) Send(msgs ...Message) error {
+	s.mu.Lock()
+	if s.state != stateOpen {
+		s.mu.Unlock()
+		return ErrClosed
+	}
+	if len(s.queue)+len(msgs) > s.srv.opts.SendQueueSize {
+		s.mu.Unlock()
+		s.srv.log.Debug("engineio: send queue full", "sid", s.id)
+		s.closeNow(ReasonSendQueueFull, closeTransport)
+		return ErrQueueFull
+	}
+	s.appendLocked(msgs)
+	s.flushLocked()
+	s.mu.Unlock()
+	return nil
+}
+
+// SendVolatile queues msgs only when they would be written at once: the
+// WebSocket writer is idle, or a polling request is waiting. Otherwise, or when
+// the session is not open, it drops them and returns false.
+func (s *Session) SendVolatile(msgs ...Message) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != stateOpen || len(msgs) > s.srv.opts.SendQueueSize {
+		return false
+	}
+	if s.ws != nil {
+		if s.writing || len(s.queue) > 0 {
+			return false
+		}
+	} else if s.pollCh == nil {
+		return false
+	}
+	s.appendLocked(msgs)
+	s.flushLocked()
+	return true
+}
+
+func (s *Session) appendLocked(msgs []Message) {
+	if s.queue == nil {
+		s.queue = make([]frame, 0, max(len(msgs), 4))
+	}
+	for _, m := range msgs {
+		s.queue = append(s.queue, frame{typ: packetMessage, msg: m})
+	}
+}
+
+// flushLocked hands the queue to the transport: it starts the WebSocket writer,
+// or answers the waiting polling request.
+func (s *Session) flushLocked() {
+	if len(s.queue) == 0 {
+		return
+	}
+	if s.ws != nil {
+		if !s.writing {
+			s.writing = true
+			s.srv.goTracked(s.writeLoop)
+		}
+		return
+	}
+	if ch := s.pollCh; ch != nil {
+		s.pollCh = nil
+		ch <- s.queue // buffered: never blocks
+		s.queue = nil
+	}
+}
+
+// Close closes the session with ReasonForcedClose after writing what is queued.
+// It is idempotent and does not wait for the client.
+func (s *Session) Close() error {
+	s.closeGraceful(ReasonForcedClose)
+	return nil
+}
+
+// closeGraceful stops accepting messages, writes the queue, then closes the
+// transport, within closeTimeout.
+func (s *Session) closeGraceful(reason string) {
+	s.mu.Lock()
+	if s.state != stateOpen {
+		s.mu.Unlock()
+		return
+	}
+	s.state = stateClosing
+	s.reason = reason
+	s.phase = phaseClose
+	s.due = time.Now().Add(closeTimeout)
+	s.timer.Reset(closeTimeout)
+	probe := s.abortUpgradeLocked()
+	if s.ws != nil {
+		if !s.writing {
+			s.writing = true
+			s.srv.goTracked(s.writeLoop)
+		}
+		s.mu.Unlock()
+		probe.kill()
+		return
+	}
+	ch := s.pollCh
+	if ch == nil {
+		empty := len(s.queue) == 0
+		s.mu.Unlock()
+		probe.kill()
+		if reason == ReasonServerShutdown && empty {
+			// Nothing to deliver: do not hold the shutdown for the next poll, which
+			// will learn from the unknown sid.
+			s.closeNow(reason, closeTransport)
+		}
+		// Otherwise the next polling request takes the queue and the close packet.
+		return
+	}
+	s.pollCh = nil
+	ch <- append(s.queue, frame{typ: packetClose})
+	s.queue = nil
+	s.mu.Unlock()
+	probe.kill()
+	s.closeNow(reason, closeDone)
+}
+
+// closeNow closes the session at once: the queue is dropped, the session is
+// removed, Done is closed and OnClose runs (after a running Handler call).
+// If the session was closing, the reason given first is kept.
+func (s *Session) closeNow(reason string, mode closeMode) {
+	s.mu.Lock()
+	if s.state == stateClosed {
+		s.mu.Unlock()
+		return
+	}
+	if s.state == stateClosing {
+		reason = s.reason
+	}
+	s.state = stateClosed
+	s.reason = reason
+	s.queue = nil
+	s.timer.Stop()
+	probe := s.abortUpgradeLocked()
+	ws := s.ws
+	ch := s.pollCh
+	s.pollCh = nil
+	notify := !s.inHandler
+	if !notify {
+		s.closePending = true
+	}
+	s.mu.Unlock()
+
+	s.srv.unregister(s)
+	s.srv.log.Debug("engineio: session closed", "sid", s.id, "reason", reason)
+	if ch != nil {
+		last := packetClose
+		if mode == closeByClient {
+			last = packetNoop
+		}
+		ch <- []frame{{typ: last}}
+	}
+	probe.kill()
+	if ws != nil {
+		switch mode {
+		case closeKill:
+			ws.kill()
+		case closeDone:
+		default:
+			ws.closeAsync(closeStatus(reason), reason)
+		}
+	}
+	close(s.done)
+	if notify {
+		s.srv.handler.OnClose(s, reason)
+	}
+}
+
+// deliver passes a message to the handler if the session is open.
+func (s *Session) deliver(m Message) {
+	s.dmu.Lock()
+	defer s.dmu.Unlock()
+	s.mu.Lock()
+	if s.state != stateOpen {
+		s.mu.Unlock()
+		return
+	}
+	s.inHandler = true
+	s.mu.Unlock()
+	s.srv.handler.OnMessage(s, m)
+	s.afterHandler()
+}
+
+// afterHandler runs OnClose if the session closed during a Handler call.
+func (s *Session) afterHandler() {
+	s.mu.Lock()
+	s.inHandler = false
+	fire := s.closePending
+	s.closePending = false
+	reason := s.reason
+	s.mu.Unlock()
+	if fire {
+		s.srv.handler.OnClose(s, reason)
+	}
+}
+
+// handlePacket acts on one packet from the client and reports whether the
+// session is still open.
+func (s *Session) handlePacket(p packet) bool {
+	switch p.typ {
+	case packetMessage:
+		s.deliver(Message{Data: p.data, Binary: p.binary})
+	case packetPong:
+		s.onPong()
+	case packetClose:
+		s.closeNow(ReasonTransportClose, closeByClient)
+		return false
+	case packetPing:
+		// In protocol v4 only the server pings (the probe of an upgrade aside).
+		s.srv.log.Debug("engineio: ping from client", "sid", s.id)
+		s.closeNow(ReasonTransportError, closeTransport)
+		return false
+	}
+	// open, upgrade and noop packets mean nothing here and are ignored, as the
+	// reference server does.
+	return true
+}
+
+// onTimer sends a ping, ends a session whose pong is late, or ends a graceful
+// close that did not finish, depending on the phase.
+func (s *Session) onTimer() {
+	s.mu.Lock()
+	now := time.Now()
+	if s.state == stateClosed || now.Before(s.due) {
+		// Closed, or the timer was reset while this call was starting.
+		s.mu.Unlock()
+		return
+	}
+	switch s.phase {
+	case phasePing:
+		if s.state != stateOpen {
+			s.mu.Unlock()
+			return
+		}
+		s.phase = phasePong
+		s.due = now.Add(s.srv.opts.PingTimeout)
+		s.timer.Reset(s.srv.opts.PingTimeout)
+		s.queue = append(s.queue, frame{typ: packetPing})
+		s.flushLocked()
+		s.mu.Unlock()
+	case phasePong:
+		s.mu.Unlock()
+		s.closeNow(ReasonPingTimeout, closeTransport)
+	default:
+		s.mu.Unlock()
+		s.closeNow("", closeKill)
+	}
+}
+
+func (s *Session) onPong() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.state != stateOpen || s.phase != phasePong {
+		return
+	}
+	s.phase = phasePing
+	s.due = time.Now().Add(s.srv.opts.PingInterval)
+	s.timer.Reset(s.srv.opts.PingInterval)
+}

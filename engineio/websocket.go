@@ -1,0 +1,373 @@
+package engineio
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// Buffer sizes of a hijacked connection. net/http hands over 4 KiB each; an idle
+// connection needs neither, and larger frames bypass bufio anyway.
+const (
+	wsReadBufferSize  = 512
+	wsWriteBufferSize = 1024
+)
+
+var errServerClosing = errors.New("engineio: server closing")
+
+// wsConn is an accepted WebSocket connection with its raw network connection,
+// which Server.Close can cut at any time.
+type wsConn struct {
+	*websocket.Conn
+	raw  net.Conn
+	srv  *Server
+	refs atomic.Int32 // goroutines using the connection; the last one ends it
+}
+
+// acquire adds a user unless the connection has already ended.
+func (c *wsConn) acquire() bool {
+	for {
+		n := c.refs.Load()
+		if n <= 0 {
+			return false
+		}
+		if c.refs.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// release drops a user; the last one closes and forgets the connection.
+func (c *wsConn) release() {
+	if c.refs.Add(-1) == 0 {
+		c.srv.untrackConn(c)
+		_ = c.raw.Close() // usually closed already by the WebSocket close
+	}
+}
+
+// kill cuts the connection without a close handshake. Nil-safe.
+func (c *wsConn) kill() {
+	if c != nil {
+		_ = c.raw.Close() // idempotent in effect
+	}
+}
+
+// closeAsync runs the close handshake on a goroutine of the server.
+func (c *wsConn) closeAsync(code websocket.StatusCode, reason string) {
+	if !c.acquire() {
+		return
+	}
+	c.srv.goTracked(func() {
+		defer c.release()
+		_ = c.Close(code, reason) // the peer may be gone; the connection ends either way
+	})
+}
+
+func closeStatus(reason string) websocket.StatusCode {
+	switch reason {
+	case ReasonServerShutdown, ReasonForcedServerExit:
+		return websocket.StatusGoingAway
+	case ReasonPayloadTooLarge:
+		return websocket.StatusMessageTooBig
+	case ReasonSendQueueFull:
+		return websocket.StatusPolicyViolation
+	}
+	return websocket.StatusNormalClosure
+}
+
+// hijackWriter gives coder/websocket small buffers instead of net/http's and
+// keeps the raw connection.
+type hijackWriter struct {
+	http.ResponseWriter
+	raw net.Conn
+}
+
+func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	h.raw = c
+	var src io.Reader = c
+	if n := brw.Reader.Buffered(); n > 0 {
+		b, err := brw.Reader.Peek(n)
+		if err != nil {
+			_ = c.Close() // unusable; reporting the Peek error is what matters
+			return nil, nil, err
+		}
+		src = io.MultiReader(bytes.NewReader(bytes.Clone(b)), c)
+	}
+	return c, bufio.NewReadWriter(bufio.NewReaderSize(src, wsReadBufferSize), bufio.NewWriterSize(c, wsWriteBufferSize)), nil
+}
+
+// accept completes a WebSocket handshake.
+func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*wsConn, error) {
+	opts := &websocket.AcceptOptions{
+		// Origins are checked by ServeHTTP (CORSOptions, AllowRequest); the
+		// reference server accepts WebSocket connections from any origin.
+		InsecureSkipVerify: true,
+		CompressionMode:    websocket.CompressionDisabled,
+	}
+	if s.opts.PerMessageDeflate {
+		opts.CompressionMode = websocket.CompressionNoContextTakeover
+		opts.CompressionThreshold = s.opts.CompressionThreshold
+	}
+	hw := &hijackWriter{ResponseWriter: w}
+	c, err := websocket.Accept(hw, r, opts)
+	if err != nil {
+		s.log.Debug("engineio: websocket handshake failed", "remote", r.RemoteAddr, "err", err)
+		return nil, err
+	}
+	c.SetReadLimit(s.opts.MaxPayload)
+	wc := &wsConn{Conn: c, raw: hw.raw, srv: s}
+	wc.refs.Store(1) // the reader
+	if !s.trackConn(wc) {
+		_ = hw.raw.Close() // the server is closing; nothing to tell
+		return nil, errServerClosing
+	}
+	return wc, nil
+}
+
+// handshakeWebSocket opens a session directly over WebSocket.
+func (s *Server) handshakeWebSocket(w http.ResponseWriter, r *http.Request) {
+	if s.isClosing() {
+		http.Error(w, "engineio: server shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	c, err := s.accept(w, r)
+	if err != nil {
+		return
+	}
+	sess := s.newSession(r, c)
+	if !s.register(sess) {
+		sess.timer.Stop()
+		c.kill()
+		c.release()
+		return
+	}
+	sess.mu.Lock()
+	sess.flushLocked() // the open packet
+	sess.mu.Unlock()
+	sess.open()
+	s.goTracked(func() { sess.readLoop(c) })
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// readLoop reads the session's WebSocket until it ends.
+func (s *Session) readLoop(c *wsConn) {
+	defer c.release()
+	for {
+		typ, data, err := c.Read(context.Background())
+		if err != nil {
+			reason := ReasonTransportClose
+			if errors.Is(err, websocket.ErrMessageTooBig) {
+				reason = ReasonPayloadTooLarge
+			}
+			s.closeNow(reason, closeDone)
+			return
+		}
+		if typ == websocket.MessageBinary {
+			s.deliver(Message{Data: data, Binary: true})
+			continue
+		}
+		p, err := decodePacket(data)
+		if err != nil {
+			s.srv.log.Debug("engineio: bad packet", "sid", s.id, "err", err)
+			s.closeNow(ReasonParseError, closeTransport)
+			return
+		}
+		if !s.handlePacket(p) {
+			return
+		}
+	}
+}
+
+// writeLoop writes the queue to the WebSocket until it is empty, then exits; a
+// closing session is closed once its queue is written.
+func (s *Session) writeLoop() {
+	for {
+		s.mu.Lock()
+		batch := s.queue
+		s.queue = nil
+		c := s.ws
+		state := s.state
+		if len(batch) == 0 || state == stateClosed {
+			s.writing = false
+			s.mu.Unlock()
+			if state == stateClosing {
+				s.finishClose(c)
+			}
+			return
+		}
+		s.mu.Unlock()
+		for i := range batch {
+			if err := writeFrame(c.Conn, &batch[i]); err != nil {
+				s.mu.Lock()
+				s.writing = false
+				s.mu.Unlock()
+				s.closeNow(ReasonTransportError, closeKill)
+				return
+			}
+		}
+	}
+}
+
+// finishClose ends a graceful close of a WebSocket session whose queue is written.
+func (s *Session) finishClose(c *wsConn) {
+	s.mu.Lock()
+	reason := s.reason
+	s.mu.Unlock()
+	if c.acquire() {
+		_ = c.Close(closeStatus(reason), reason) // the peer may be gone; it ends either way
+		c.release()
+	}
+	s.closeNow(reason, closeDone)
+}
+
+var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+// maxPooledFrame keeps rare large frames out of the pool.
+const maxPooledFrame = 64 << 10
+
+// writeFrame writes one packet as one WebSocket message: binary messages as
+// binary frames, others as text with the packet type first. The text is built in
+// a pooled buffer because coder/websocket's streaming Writer would fragment the
+// message into several frames.
+func writeFrame(c *websocket.Conn, f *frame) error {
+	ctx := context.Background()
+	if f.msg.Binary {
+		return c.Write(ctx, websocket.MessageBinary, f.msg.Data)
+	}
+	bp := framePool.Get().(*[]byte)
+	b := append(append((*bp)[:0], f.typ), f.msg.Data...)
+	err := c.Write(ctx, websocket.MessageText, b)
+	if cap(b) <= maxPooledFrame {
+		*bp = b
+		framePool.Put(bp)
+	}
+	return err
+}
+
+// serveUpgrade runs the upgrade of a polling session to WebSocket: the client
+// sends "2probe", gets "3probe", then sends "5" once its last poll is done.
+func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request, sess *Session) {
+	sess.mu.Lock()
+	ok := s.upgrades != nil && sess.state == stateOpen && sess.ws == nil && sess.probe == nil
+	sess.mu.Unlock()
+	if !ok {
+		// Already upgraded or upgrading: refuse without touching the session.
+		writeError(w, http.StatusBadRequest, codeBadRequest, "")
+		return
+	}
+	c, err := s.accept(w, r)
+	if err != nil {
+		return
+	}
+	sess.mu.Lock()
+	if sess.state != stateOpen || sess.ws != nil || sess.probe != nil {
+		sess.mu.Unlock()
+		c.kill()
+		c.release()
+		return
+	}
+	sess.probe = c
+	sess.upgradeTimer = time.AfterFunc(s.opts.UpgradeTimeout, func() {
+		s.log.Debug("engineio: upgrade timeout", "sid", sess.id)
+		sess.abortUpgrade(c)
+	})
+	sess.mu.Unlock()
+	s.goTracked(func() { sess.probeLoop(c) })
+}
+
+// abortUpgradeLocked forgets the upgrade under way and returns its connection
+// for the caller to kill after unlocking.
+func (s *Session) abortUpgradeLocked() *wsConn {
+	probe := s.probe
+	s.probe = nil
+	s.probed = false
+	if s.upgradeTimer != nil {
+		s.upgradeTimer.Stop()
+		s.upgradeTimer = nil
+	}
+	return probe
+}
+
+// abortUpgrade ends the upgrade attempt on c; the session stays on polling.
+func (s *Session) abortUpgrade(c *wsConn) {
+	s.mu.Lock()
+	if s.probe == c {
+		s.abortUpgradeLocked()
+	}
+	s.mu.Unlock()
+	c.kill()
+}
+
+// probeLoop reads the probe connection of an upgrade until the upgrade
+// completes, then continues as the session's reader.
+func (s *Session) probeLoop(c *wsConn) {
+	ctx := context.Background()
+	for {
+		typ, data, err := c.Read(ctx)
+		if err != nil || typ != websocket.MessageText {
+			s.abortUpgrade(c)
+			c.release()
+			return
+		}
+		p, err := decodePacket(data)
+		switch {
+		case err == nil && p.typ == packetPing && string(p.data) == "probe":
+			if err := c.Write(ctx, websocket.MessageText, []byte("3probe")); err != nil {
+				s.abortUpgrade(c)
+				c.release()
+				return
+			}
+			s.mu.Lock()
+			if s.probe == c {
+				s.probed = true
+				// End a waiting poll so the client can pause polling.
+				if ch := s.pollCh; ch != nil && len(s.queue) == 0 {
+					s.pollCh = nil
+					ch <- []frame{{typ: packetNoop}}
+				}
+			}
+			s.mu.Unlock()
+		case err == nil && p.typ == packetUpgrade:
+			s.mu.Lock()
+			if s.probe != c || s.state != stateOpen {
+				s.mu.Unlock()
+				s.abortUpgrade(c)
+				c.release()
+				return
+			}
+			s.abortUpgradeLocked()
+			s.ws = c
+			if ch := s.pollCh; ch != nil {
+				s.pollCh = nil
+				ch <- []frame{{typ: packetNoop}}
+			}
+			s.flushLocked()
+			s.mu.Unlock()
+			s.srv.log.Debug("engineio: session upgraded", "sid", s.id)
+			s.readLoop(c)
+			return
+		default:
+			s.abortUpgrade(c)
+			c.release()
+			return
+		}
+	}
+}
