@@ -1,0 +1,556 @@
+package adapter
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/durasock/durasock/socketio/parser"
+)
+
+// ErrInvalidPacket is returned by Broadcast and BroadcastWithAck for a packet they
+// cannot send: nil, not an EVENT or BINARY_EVENT, of another namespace, or (for
+// Broadcast) carrying an ack id.
+var ErrInvalidPacket = errors.New("adapter: invalid broadcast packet")
+
+// ErrInvalidEvent is returned by ServerSideEmit for an empty event name.
+var ErrInvalidEvent = errors.New("adapter: invalid event name")
+
+// errNilNamespace is returned by NewMemory without a namespace.
+var errNilNamespace = errors.New("adapter: nil namespace")
+
+// Memory is the in-memory adapter: the adapter of a single server process, and the
+// local part of a cluster adapter.
+//
+// A socket is known to the adapter from its first Join (which also puts it in the
+// room named by its id) until LeaveAll. The socketio package calls Join(id) when a
+// socket connects and LeaveAll(id) when it disconnects.
+//
+// Every operation of Memory applies to the sockets of this node only. A cluster
+// adapter embeds or wraps a *Memory (made with NewLocal) for its membership and
+// local delivery and adds the cross-node part:
+//
+//   - Broadcast, or BroadcastLocal / WriteLocal with the recipient count, deliver
+//     to local sockets;
+//   - BroadcastWithAckLocal runs a broadcast with acks locally and reports the
+//     recipient count and each reply through callbacks, which is what a node needs
+//     to answer a remote BroadcastWithAck request;
+//   - AddSocketsLocal, DelSocketsLocal, DisconnectSocketsLocal and
+//     FetchSocketsLocal apply remote requests to local sockets;
+//   - SocketIDs lists the local sockets an Options selects.
+//
+// Options.Local is ignored by Memory: everything it does is local.
+type Memory struct {
+	nsp  Namespace
+	done chan struct{} // closed by Close
+	once sync.Once
+
+	mu     sync.RWMutex
+	closed bool
+	rooms  map[string]map[string]struct{} // room -> socket ids
+	sids   map[string]map[string]struct{} // socket id -> rooms
+}
+
+var _ Adapter = (*Memory)(nil)
+
+// NewMemory returns the in-memory adapter of nsp. It is a Factory.
+func NewMemory(nsp Namespace) (Adapter, error) {
+	m, err := NewLocal(nsp)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// NewLocal returns the in-memory adapter of nsp as its concrete type, for a
+// cluster adapter that uses it for its local part.
+func NewLocal(nsp Namespace) (*Memory, error) {
+	if nsp == nil {
+		return nil, errNilNamespace
+	}
+	return &Memory{
+		nsp:   nsp,
+		done:  make(chan struct{}),
+		rooms: make(map[string]map[string]struct{}),
+		sids:  make(map[string]map[string]struct{}),
+	}, nil
+}
+
+// Namespace returns the namespace the adapter serves.
+func (m *Memory) Namespace() Namespace { return m.nsp }
+
+// Join adds socket id to rooms. The first Join of a socket also adds it to the room
+// named by its id; Join(id) with no rooms does only that. After Close it does
+// nothing.
+func (m *Memory) Join(id string, rooms ...string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return
+	}
+	mine := m.sids[id]
+	if mine == nil {
+		mine = make(map[string]struct{}, 1+len(rooms))
+		m.sids[id] = mine
+		m.add(id, mine, id)
+	}
+	for _, r := range rooms {
+		m.add(id, mine, r)
+	}
+}
+
+// add puts id in room r; m.mu is held for writing.
+func (m *Memory) add(id string, mine map[string]struct{}, r string) {
+	if _, ok := mine[r]; ok {
+		return
+	}
+	mine[r] = struct{}{}
+	members := m.rooms[r]
+	if members == nil {
+		members = make(map[string]struct{}, 1)
+		m.rooms[r] = members
+	}
+	members[id] = struct{}{}
+}
+
+// Leave removes socket id from rooms. A socket may leave the room named by its id;
+// it stays known to the adapter until LeaveAll.
+func (m *Memory) Leave(id string, rooms ...string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mine := m.sids[id]
+	if mine == nil {
+		return
+	}
+	for _, r := range rooms {
+		m.remove(id, mine, r)
+	}
+}
+
+// remove takes id out of room r; m.mu is held for writing.
+func (m *Memory) remove(id string, mine map[string]struct{}, r string) {
+	if _, ok := mine[r]; !ok {
+		return
+	}
+	delete(mine, r)
+	members := m.rooms[r]
+	delete(members, id)
+	if len(members) == 0 {
+		delete(m.rooms, r)
+	}
+}
+
+// LeaveAll removes socket id from every room and forgets it.
+func (m *Memory) LeaveAll(id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mine := m.sids[id]
+	if mine == nil {
+		return
+	}
+	for r := range mine {
+		m.remove(id, mine, r)
+	}
+	delete(m.sids, id)
+}
+
+// Rooms returns the rooms of socket id, sorted, or nil for an unknown socket.
+func (m *Memory) Rooms(id string) []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.roomsOf(id)
+}
+
+// roomsOf returns the sorted rooms of id; m.mu is held.
+func (m *Memory) roomsOf(id string) []string {
+	mine := m.sids[id]
+	if mine == nil {
+		return nil
+	}
+	out := make([]string, 0, len(mine))
+	for r := range mine {
+		out = append(out, r)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// SocketIDs returns the ids of the local sockets opts selects, in no particular
+// order (opts.Local is ignored). It returns nil after Close.
+func (m *Memory) SocketIDs(opts Options) []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.selectLocked(nil, opts)
+}
+
+// selectLocked appends the ids opts selects to dst; m.mu is held. A socket matches
+// when it is in one of opts.Rooms (any socket when there are none) and in none of
+// opts.Except. Membership is checked on the socket's own room set, so selection
+// allocates nothing beyond dst.
+func (m *Memory) selectLocked(dst []string, opts Options) []string {
+	if m.closed {
+		return dst
+	}
+	if len(opts.Rooms) == 0 {
+		for id, mine := range m.sids {
+			if !excluded(mine, opts.Except) {
+				dst = append(dst, id)
+			}
+		}
+		return dst
+	}
+	for i, r := range opts.Rooms {
+		for id := range m.rooms[r] {
+			mine := m.sids[id]
+			if inAny(mine, opts.Rooms[:i]) || excluded(mine, opts.Except) {
+				continue // already selected through an earlier room, or excluded
+			}
+			dst = append(dst, id)
+		}
+	}
+	return dst
+}
+
+func excluded(mine map[string]struct{}, except []string) bool {
+	return len(except) > 0 && inAny(mine, except)
+}
+
+func inAny(mine map[string]struct{}, rooms []string) bool {
+	for _, r := range rooms {
+		if _, ok := mine[r]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// idPool recycles the id slices of broadcasts to large rooms.
+var idPool = sync.Pool{New: func() any { s := make([]string, 0, 64); return &s }}
+
+// withSockets calls fn for every local socket opts selects that is still connected,
+// outside the lock, so fn may call back into the adapter.
+func (m *Memory) withSockets(opts Options, fn func(Socket)) error {
+	buf := idPool.Get().(*[]string)
+	m.mu.RLock()
+	closed := m.closed
+	ids := m.selectLocked((*buf)[:0], opts)
+	m.mu.RUnlock()
+	if closed {
+		idPool.Put(buf)
+		return ErrClosed
+	}
+	for _, id := range ids {
+		if s := m.nsp.Socket(id); s != nil {
+			fn(s)
+		}
+	}
+	clear(ids)
+	*buf = ids[:0]
+	idPool.Put(buf)
+	return nil
+}
+
+// checkPacket validates a packet to broadcast and returns it with the namespace
+// filled in when it was empty.
+func (m *Memory) checkPacket(p *parser.Packet, withAck bool) (*parser.Packet, error) {
+	if p == nil {
+		return nil, fmt.Errorf("%w: nil packet", ErrInvalidPacket)
+	}
+	if p.Type != parser.Event && p.Type != parser.BinaryEvent {
+		return nil, fmt.Errorf("%w: packet type %d is not EVENT or BINARY_EVENT", ErrInvalidPacket, p.Type)
+	}
+	if !withAck && p.HasID {
+		return nil, fmt.Errorf("%w: packet has an ack id; use BroadcastWithAck", ErrInvalidPacket)
+	}
+	name := m.nsp.Name()
+	switch p.Namespace {
+	case name:
+		return p, nil
+	case "":
+		q := *p
+		q.Namespace = name
+		return &q, nil
+	}
+	return nil, fmt.Errorf("%w: packet of namespace %q sent through the adapter of %q", ErrInvalidPacket, p.Namespace, name)
+}
+
+// Broadcast writes p to every matching local socket: it encodes p once and writes
+// the same bytes to each. It never blocks, and ctx is not consulted.
+func (m *Memory) Broadcast(_ context.Context, p *parser.Packet, opts Options) error {
+	_, err := m.BroadcastLocal(p, opts)
+	return err
+}
+
+// BroadcastLocal is Broadcast returning the number of sockets written to. p is
+// encoded once, and only when there is at least one recipient.
+func (m *Memory) BroadcastLocal(p *parser.Packet, opts Options) (int, error) {
+	p, err := m.checkPacket(p, false)
+	if err != nil {
+		return 0, err
+	}
+	var enc *parser.Encoded
+	n := 0
+	err = m.withSockets(opts, func(s Socket) {
+		if enc == nil {
+			enc = parser.Encode(p)
+		}
+		s.Write(enc, opts.Volatile)
+		n++
+	})
+	return n, err
+}
+
+// WriteLocal writes an already encoded packet of this namespace to every matching
+// local socket and returns how many were written to. The caller vouches for enc (a
+// cluster adapter that carries encoded packets between nodes uses it).
+func (m *Memory) WriteLocal(enc *parser.Encoded, opts Options) (int, error) {
+	if enc == nil {
+		return 0, fmt.Errorf("%w: nil encoded packet", ErrInvalidPacket)
+	}
+	n := 0
+	err := m.withSockets(opts, func(s Socket) {
+		s.Write(enc, opts.Volatile)
+		n++
+	})
+	return n, err
+}
+
+// BroadcastWithAck sends p to every matching local socket with one fresh ack id
+// and collects the replies until every recipient replied, ctx is done, or the
+// adapter is closed. On ctx expiry it returns the replies that arrived and a
+// *MissingRepliesError naming the sockets that did not reply. Without a deadline
+// on ctx it waits for every reply, so callers set one.
+func (m *Memory) BroadcastWithAck(ctx context.Context, p *parser.Packet, opts Options) ([]Reply, error) {
+	var replies []Reply
+	err := m.BroadcastWithAckLocal(ctx, p, opts,
+		func(n int) { replies = make([]Reply, 0, n) },
+		func(r Reply) { replies = append(replies, r) })
+	return replies, err
+}
+
+// BroadcastWithAckLocal runs a broadcast with acks on the local sockets and
+// reports through callbacks, which a cluster node uses to answer a remote request:
+// onCount is called once with the number of recipients right after the packet was
+// written, then onReply once per reply as it arrives. Both are called on the
+// calling goroutine, in that order, and may be nil.
+//
+// It returns nil once every recipient replied; ErrClosed when the adapter is
+// closed meanwhile; or, when ctx is done first, a *MissingRepliesError with the
+// ids of the sockets that did not reply. The acks of sockets that did not reply
+// are forgotten before it returns, so a late reply is dropped.
+//
+// The ack id comes from Namespace.NextAckID and is set on a copy of p; p itself
+// is not modified.
+func (m *Memory) BroadcastWithAckLocal(ctx context.Context, p *parser.Packet, opts Options, onCount func(n int), onReply func(Reply)) error {
+	p, err := m.checkPacket(p, true)
+	if err != nil {
+		return err
+	}
+	q := *p
+	q.ID, q.HasID = m.nsp.NextAckID(), true
+
+	type target struct {
+		s       Socket
+		replied bool
+	}
+	// Recipients are collected first, so that the reply channel can hold every
+	// reply and an ack callback never blocks the goroutine that delivers it.
+	var sockets []Socket
+	if err := m.withSockets(opts, func(s Socket) { sockets = append(sockets, s) }); err != nil {
+		return err
+	}
+	if onCount != nil {
+		onCount(len(sockets))
+	}
+	if len(sockets) == 0 {
+		return nil
+	}
+	replies := make(chan Reply, len(sockets))
+	pending := make(map[string]*target, len(sockets))
+	enc := parser.Encode(&q)
+	for _, s := range sockets {
+		id := s.ID()
+		if _, dup := pending[id]; dup {
+			continue
+		}
+		pending[id] = &target{s: s}
+		s.ExpectAck(q.ID, func(args []json.RawMessage) {
+			select {
+			case replies <- Reply{From: id, Args: args}:
+			default: // more replies than recipients: a socket replied twice
+			}
+		})
+		s.Write(enc, opts.Volatile)
+	}
+	waiting := len(pending)
+	forget := func() {
+		for _, t := range pending {
+			if !t.replied {
+				t.s.ForgetAck(q.ID)
+			}
+		}
+	}
+	for waiting > 0 {
+		select {
+		case r := <-replies:
+			t := pending[r.From]
+			if t == nil || t.replied {
+				continue
+			}
+			t.replied = true
+			waiting--
+			if onReply != nil {
+				onReply(r)
+			}
+		case <-ctx.Done():
+			forget()
+			missing := make([]string, 0, waiting)
+			for id, t := range pending {
+				if !t.replied {
+					missing = append(missing, id)
+				}
+			}
+			slices.Sort(missing)
+			return &MissingRepliesError{
+				Expected: len(pending),
+				Received: len(pending) - waiting,
+				Missing:  missing,
+				Err:      ctx.Err(),
+			}
+		case <-m.done:
+			forget()
+			return ErrClosed
+		}
+	}
+	return nil
+}
+
+// AddSockets makes every matching local socket join rooms.
+func (m *Memory) AddSockets(_ context.Context, opts Options, rooms []string) error {
+	return m.AddSocketsLocal(opts, rooms)
+}
+
+// AddSocketsLocal makes every matching local socket join rooms. It never blocks.
+func (m *Memory) AddSocketsLocal(opts Options, rooms []string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	for _, id := range m.selectLocked(nil, opts) {
+		mine := m.sids[id]
+		for _, r := range rooms {
+			m.add(id, mine, r)
+		}
+	}
+	return nil
+}
+
+// DelSockets makes every matching local socket leave rooms.
+func (m *Memory) DelSockets(_ context.Context, opts Options, rooms []string) error {
+	return m.DelSocketsLocal(opts, rooms)
+}
+
+// DelSocketsLocal makes every matching local socket leave rooms. It never blocks.
+func (m *Memory) DelSocketsLocal(opts Options, rooms []string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	for _, id := range m.selectLocked(nil, opts) {
+		mine := m.sids[id]
+		for _, r := range rooms {
+			m.remove(id, mine, r)
+		}
+	}
+	return nil
+}
+
+// DisconnectSockets disconnects every matching local socket.
+func (m *Memory) DisconnectSockets(_ context.Context, opts Options, closeConn bool) error {
+	return m.DisconnectSocketsLocal(opts, closeConn)
+}
+
+// DisconnectSocketsLocal calls Disconnect(closeConn) on every matching local
+// socket, outside the adapter's lock (a disconnecting socket calls LeaveAll).
+func (m *Memory) DisconnectSocketsLocal(opts Options, closeConn bool) error {
+	var sockets []Socket
+	if err := m.withSockets(opts, func(s Socket) { sockets = append(sockets, s) }); err != nil {
+		return err
+	}
+	for _, s := range sockets {
+		s.Disconnect(closeConn)
+	}
+	return nil
+}
+
+// FetchSockets describes every matching local socket.
+func (m *Memory) FetchSockets(_ context.Context, opts Options) ([]SocketInfo, error) {
+	return m.FetchSocketsLocal(opts)
+}
+
+// FetchSocketsLocal describes every matching local socket, sorted by id. Rooms is
+// the adapter's view of the socket's rooms; Node is left as the socket reports it
+// (a cluster adapter fills it in).
+func (m *Memory) FetchSocketsLocal(opts Options) ([]SocketInfo, error) {
+	var sockets []Socket
+	if err := m.withSockets(opts, func(s Socket) { sockets = append(sockets, s) }); err != nil {
+		return nil, err
+	}
+	out := make([]SocketInfo, 0, len(sockets))
+	for _, s := range sockets {
+		info := s.Info()
+		info.ID = s.ID()
+		if rooms := m.Rooms(info.ID); rooms != nil {
+			info.Rooms = rooms
+		}
+		out = append(out, info)
+	}
+	slices.SortFunc(out, func(a, b SocketInfo) int {
+		switch {
+		case a.ID < b.ID:
+			return -1
+		case a.ID > b.ID:
+			return 1
+		}
+		return 0
+	})
+	return out, nil
+}
+
+// ServerSideEmit has no other server to reach on a single node: it returns no
+// replies and nil (ErrClosed after Close). The namespace's own
+// HandleServerSideEmit is not called, as with every adapter.
+func (m *Memory) ServerSideEmit(_ context.Context, event string, _ []json.RawMessage, _ bool) ([]Reply, error) {
+	if m.isClosed() {
+		return nil, ErrClosed
+	}
+	if event == "" {
+		return nil, fmt.Errorf("%w: empty", ErrInvalidEvent)
+	}
+	return nil, nil
+}
+
+func (m *Memory) isClosed() bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.closed
+}
+
+// Close forgets every membership and ends pending BroadcastWithAck calls with
+// ErrClosed. It is idempotent and always returns nil.
+func (m *Memory) Close() error {
+	m.once.Do(func() {
+		m.mu.Lock()
+		m.closed = true
+		m.rooms = nil
+		m.sids = nil
+		m.mu.Unlock()
+		close(m.done)
+	})
+	return nil
+}
