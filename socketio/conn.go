@@ -1,0 +1,320 @@
+package socketio
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/durasock/durasock/adapter"
+	"github.com/durasock/durasock/engineio"
+	"github.com/durasock/durasock/socketio/parser"
+)
+
+// Close reasons given to OnDisconnect handlers, as the reference server names
+// them. Reasons of the Engine.IO layer (engineio.ReasonTransportClose,
+// engineio.ReasonPingTimeout, ...) are passed through unchanged.
+const (
+	ReasonServerNamespaceDisconnect = "server namespace disconnect"
+	ReasonClientNamespaceDisconnect = "client namespace disconnect"
+	ReasonParseError                = "parse error"
+	ReasonServerShutdown            = engineio.ReasonServerShutdown
+	ReasonTransportClose            = engineio.ReasonTransportClose
+	ReasonTransportError            = engineio.ReasonTransportError
+	ReasonPingTimeout               = engineio.ReasonPingTimeout
+	ReasonForcedClose               = engineio.ReasonForcedClose
+)
+
+// transport is what a connection needs of an Engine.IO session. *engineio.Session
+// implements it; benchmarks use an in-process one.
+type transport interface {
+	ID() string
+	Request() *http.Request
+	Transport() string
+	Send(msgs ...engineio.Message) error
+	SendVolatile(msgs ...engineio.Message) bool
+	Close() error
+	Done() <-chan struct{}
+}
+
+// conn is the Socket.IO side of one Engine.IO session: the sockets it has in its
+// namespaces, its packet decoder and its handler runner.
+type conn struct {
+	srv  *Server
+	t    transport
+	sess *engineio.Session // t as its concrete type, nil for in-process transports
+	dec  parser.Decoder
+	run  runner
+	hs   adapter.Handshake // without Auth, which each namespace connection has its own
+
+	mu      sync.Mutex
+	sockets map[string]*Socket // by namespace name
+	reason  string             // why this side closed the connection, if it did
+	closed  bool
+	timer   *time.Timer
+}
+
+func newConn(srv *Server, t transport, sess *engineio.Session) *conn {
+	c := &conn{srv: srv, t: t, sess: sess, sockets: make(map[string]*Socket, 1)}
+	c.run.srv = srv
+	c.dec.MaxAttachments = srv.opts.MaxAttachments
+	c.hs = newHandshake(t.Request())
+	return c
+}
+
+func newHandshake(r *http.Request) adapter.Handshake {
+	hs := adapter.Handshake{Time: time.Now()}
+	if r == nil {
+		return hs
+	}
+	hs.Headers = r.Header
+	hs.Address = r.RemoteAddr
+	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		hs.Address = host
+	}
+	hs.Secure = r.TLS != nil
+	if r.URL != nil {
+		hs.Query = r.URL.Query()
+		hs.URL = r.URL.RequestURI()
+	}
+	return hs
+}
+
+// start arms the connect timeout.
+func (c *conn) start() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.closed {
+		c.timer = time.AfterFunc(c.srv.opts.ConnectTimeout, c.connectTimeout)
+	}
+}
+
+func (c *conn) connectTimeout() {
+	c.mu.Lock()
+	idle := !c.closed && len(c.sockets) == 0
+	c.mu.Unlock()
+	if idle {
+		c.srv.log.Debug("socketio: no namespace joined before connect timeout", "sid", c.t.ID())
+		c.closeWith("")
+	}
+}
+
+// closeWith closes the connection; a non-empty reason is what its sockets'
+// OnDisconnect handlers receive instead of the Engine.IO reason.
+func (c *conn) closeWith(reason string) {
+	c.mu.Lock()
+	if c.reason == "" {
+		c.reason = reason
+	}
+	c.mu.Unlock()
+	if err := c.t.Close(); err != nil {
+		c.srv.log.Debug("socketio: close", "sid", c.t.ID(), "err", err)
+	}
+}
+
+// fail closes the connection after a malformed packet.
+func (c *conn) fail(err error) {
+	c.srv.log.Debug("socketio: malformed packet", "sid", c.t.ID(), "err", err)
+	c.dec.Reset()
+	c.closeWith(ReasonParseError)
+}
+
+func (c *conn) socket(nsp string) *Socket {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.sockets[nsp]
+}
+
+// onMessage runs on the session's read goroutine.
+func (c *conn) onMessage(m engineio.Message) {
+	var p *parser.Packet
+	var err error
+	if m.Binary {
+		p, err = c.dec.AddBinary(m.Data)
+	} else {
+		p, err = c.dec.AddText(m.Data)
+	}
+	if err != nil {
+		c.fail(err)
+		return
+	}
+	if p == nil {
+		return
+	}
+	done := c.t.Done()
+	switch p.Type {
+	case parser.Connect:
+		c.run.push(done, true, func() { c.connect(p) })
+	case parser.Disconnect:
+		c.run.push(done, true, func() {
+			if s := c.socket(p.Namespace); s != nil {
+				s.closeWith(ReasonClientNamespaceDisconnect, false)
+			}
+		})
+	case parser.Event, parser.BinaryEvent:
+		c.run.push(done, true, func() {
+			if s := c.socket(p.Namespace); s != nil {
+				s.dispatch(p)
+			}
+		})
+	case parser.Ack, parser.BinaryAck:
+		// Acks are resolved here, not queued behind handlers, so that a handler
+		// waiting in EmitWithAck gets its answer.
+		if s := c.socket(p.Namespace); s != nil {
+			if err := s.resolveAck(p); err != nil {
+				c.fail(err)
+			}
+		}
+	default:
+		// A client has no business sending CONNECT_ERROR; the reference server
+		// ignores it too.
+		c.srv.log.Debug("socketio: unexpected packet from client", "sid", c.t.ID(), "type", p.Type)
+	}
+}
+
+// connect handles a CONNECT packet on the connection's runner.
+func (c *conn) connect(p *parser.Packet) {
+	name := p.Namespace
+	auth := p.Data
+	if len(auth) == 0 {
+		auth = json.RawMessage("{}")
+	}
+	if c.isClosed() || c.socket(name) != nil {
+		return
+	}
+	n := c.srv.lookupNamespace(name, auth)
+	if n == nil {
+		c.connectError(name, json.RawMessage(`{"message":"Invalid namespace"}`))
+		return
+	}
+	if n.adapterErr != nil {
+		c.connectError(name, connectErrorPayload(&ConnectError{Message: "Namespace unavailable"}))
+		return
+	}
+	s := newSocket(n, c, auth)
+	ctx := doneContext{c.t.Done()}
+	for _, m := range n.middlewareList() {
+		if err := m(ctx, s); err != nil {
+			c.connectError(name, connectErrorPayload(err))
+			return
+		}
+	}
+	c.mu.Lock()
+	if c.closed || c.sockets[name] != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.sockets[name] = s
+	if c.timer != nil {
+		c.timer.Stop()
+		c.timer = nil
+	}
+	c.mu.Unlock()
+	if !n.add(s) {
+		c.removeSocket(name, s)
+		return
+	}
+	for _, h := range n.connectionHandlers() {
+		if !s.Connected() {
+			return
+		}
+		h(s)
+	}
+}
+
+func (c *conn) connectError(nsp string, payload json.RawMessage) {
+	c.write(parser.Encode(&parser.Packet{Type: parser.ConnectError, Namespace: nsp, Data: payload}), false)
+}
+
+func (c *conn) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+func (c *conn) removeSocket(nsp string, s *Socket) {
+	c.mu.Lock()
+	if c.sockets[nsp] == s {
+		delete(c.sockets, nsp)
+	}
+	c.mu.Unlock()
+}
+
+// disconnectAll disconnects every socket of the connection, then closes it.
+func (c *conn) disconnectAll() {
+	c.mu.Lock()
+	list := make([]*Socket, 0, len(c.sockets))
+	for _, s := range c.sockets {
+		list = append(list, s)
+	}
+	c.mu.Unlock()
+	for _, s := range list {
+		s.closeWith(ReasonServerNamespaceDisconnect, true)
+	}
+	c.closeWith(ReasonForcedClose)
+}
+
+// onClose runs once, when the Engine.IO session closed.
+func (c *conn) onClose(reason string) {
+	c.mu.Lock()
+	c.closed = true
+	if c.reason != "" {
+		reason = c.reason
+	}
+	list := make([]*Socket, 0, len(c.sockets))
+	for _, s := range c.sockets {
+		list = append(list, s)
+	}
+	if c.timer != nil {
+		c.timer.Stop()
+		c.timer = nil
+	}
+	c.mu.Unlock()
+	for _, s := range list {
+		s.closeWith(reason, false)
+	}
+}
+
+// write sends an encoded packet: its text and attachments in one Send, so they
+// stay together in the session's queue.
+func (c *conn) write(e *parser.Encoded, volatile bool) {
+	var buf [4]engineio.Message
+	msgs := append(buf[:0], engineio.Message{Data: e.Text})
+	for _, a := range e.Attachments {
+		msgs = append(msgs, engineio.Message{Data: a, Binary: true})
+	}
+	var err error
+	switch {
+	case c.sess != nil && volatile:
+		c.sess.SendVolatile(msgs...)
+	case c.sess != nil:
+		err = c.sess.Send(msgs...)
+	case volatile:
+		c.t.SendVolatile(msgs...)
+	default:
+		err = c.t.Send(msgs...)
+	}
+	if err != nil && !errors.Is(err, engineio.ErrClosed) {
+		// ErrQueueFull: the session closes itself with ReasonSendQueueFull.
+		c.srv.log.Debug("socketio: send", "sid", c.t.ID(), "err", err)
+	}
+}
+
+// doneContext is a context cancelled when a connection closes, without a
+// goroutine or timer of its own.
+type doneContext struct{ done <-chan struct{} }
+
+func (doneContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (d doneContext) Done() <-chan struct{}     { return d.done }
+func (doneContext) Value(any) any               { return nil }
+func (d doneContext) Err() error {
+	select {
+	case <-d.done:
+		return context.Canceled
+	default:
+		return nil
+	}
+}

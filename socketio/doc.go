@@ -1,0 +1,35 @@
+// Package socketio is a Socket.IO v5 server on top of package engineio.
+//
+// Start with NewServer and mount the Server on "/socket.io/". Register what
+// happens when a client connects with OnConnection (the main namespace "/") or
+// Server.Of(name).OnConnection, and the events of a socket with Socket.On:
+//
+//	srv := socketio.NewServer(nil)
+//	srv.OnConnection(func(s *socketio.Socket) {
+//		s.On("chat", func(e *socketio.Event) {
+//			var m Message
+//			if err := e.Bind(&m); err != nil {
+//				return
+//			}
+//			s.To("lobby").Emit(context.Background(), "chat", m)
+//			e.Ack("ok")
+//		})
+//	})
+//	http.Handle("/socket.io/", srv)
+//
+// Arguments travel as JSON: Emit marshals Go values once (a json.RawMessage is
+// copied byte for byte and a []byte becomes a binary attachment), and Event.Bind
+// decodes the arguments a client sent into Go values. Acknowledgements work both
+// ways: Event.Ack answers a client, and EmitWithAck waits for the client's answer
+// within a context.
+//
+// Rooms, broadcasts (Namespace.To, Except, Volatile, Local), FetchSockets and
+// server-side events go through the namespace's adapter.Adapter: the in-memory
+// adapter by default, or a cluster adapter (package cluster) so that many server
+// processes serve one application. A broadcast is encoded once and the same bytes
+// are written to every recipient.
+//
+// Handlers of one connection run one at a time, in the order the packets arrived,
+// on a goroutine of their own, so a handler may block (for example on EmitWithAck)
+// without stopping the connection from reading. Stop the server with Shutdown.
+package socketio

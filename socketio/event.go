@@ -1,0 +1,113 @@
+package socketio
+
+import (
+	"encoding/json"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/durasock/durasock/socketio/parser"
+)
+
+// Event is an event a client (or, for server-side events, another server)
+// sent.
+type Event struct {
+	// Name is the event name.
+	Name string
+	// Args are the arguments after the name, as JSON exactly as sent. A binary
+	// argument is a placeholder {"_placeholder":true,"num":N} naming one of
+	// Attachments; Bind and Values resolve it.
+	Args []json.RawMessage
+	// Attachments are the binary attachments of the event.
+	Attachments [][]byte
+
+	socket *Socket
+	ack    func(args []any) error // nil when no ack was asked for
+	acked  atomic.Bool
+}
+
+// Socket returns the socket the event came from, or nil for a server-side event.
+func (e *Event) Socket() *Socket { return e.socket }
+
+// Bind decodes the arguments into dst, in order: dst[i] receives Args[i] as
+// encoding/json.Unmarshal would. A binary argument decodes into a *[]byte (and,
+// nested, into any []byte field). A nil destination skips its argument; extra
+// arguments are ignored. Fewer arguments than destinations is ErrMissingArgument.
+func (e *Event) Bind(dst ...any) error {
+	return bindArgs(e.Args, e.Attachments, dst)
+}
+
+// HasAck reports whether the sender asked for an acknowledgement.
+func (e *Event) HasAck() bool { return e.ack != nil }
+
+// Ack answers the event with args, marshalled as by Socket.Emit. It may be called
+// once, from any goroutine. It returns ErrNoAck when the sender asked for no ack
+// and ErrAckSent on a second call.
+func (e *Event) Ack(args ...any) error {
+	if e.ack == nil {
+		return ErrNoAck
+	}
+	if !e.acked.CompareAndSwap(false, true) {
+		return ErrAckSent
+	}
+	return e.ack(args)
+}
+
+// Values returns the arguments ready to emit again: a binary argument as its
+// []byte, any other as its json.RawMessage. Forwarding an event is
+// s.Emit(e.Name, e.Values()...). A placeholder nested inside an argument is
+// replaced by the base64 string of its attachment.
+func (e *Event) Values() []any {
+	out := make([]any, len(e.Args))
+	for i, a := range e.Args {
+		if len(e.Attachments) > 0 {
+			if n, ok := parser.PlaceholderIndex(a); ok && n < len(e.Attachments) {
+				out[i] = e.Attachments[n]
+				continue
+			}
+			if r, err := parser.ResolveBinary(a, e.Attachments); err == nil {
+				a = r
+			}
+		}
+		out[i] = a
+	}
+	return out
+}
+
+// Args are the arguments of an acknowledgement.
+type Args []json.RawMessage
+
+// Bind decodes the arguments into dst as Event.Bind does. Binary arguments of an
+// acknowledgement arrive as base64 strings, so they decode into []byte.
+func (a Args) Bind(dst ...any) error { return bindArgs(a, nil, dst) }
+
+func bindArgs(args []json.RawMessage, atts [][]byte, dst []any) error {
+	for i, d := range dst {
+		if i >= len(args) {
+			return fmt.Errorf("%w: %d destinations, %d arguments", ErrMissingArgument, len(dst), len(args))
+		}
+		if d == nil {
+			continue
+		}
+		if err := bindArg(args[i], atts, d); err != nil {
+			return fmt.Errorf("%w %d: %w", ErrBadArgument, i, err)
+		}
+	}
+	return nil
+}
+
+func bindArg(arg json.RawMessage, atts [][]byte, dst any) error {
+	if len(atts) > 0 {
+		if b, ok := dst.(*[]byte); ok {
+			if n, ok := parser.PlaceholderIndex(arg); ok && n < len(atts) {
+				*b = atts[n]
+				return nil
+			}
+		}
+		r, err := parser.ResolveBinary(arg, atts)
+		if err != nil {
+			return err
+		}
+		arg = r
+	}
+	return json.Unmarshal(arg, dst)
+}

@@ -1,0 +1,349 @@
+package socketio
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/durasock/durasock/adapter"
+	"github.com/durasock/durasock/socketio/parser"
+)
+
+// Middleware runs when a client asks to join a namespace, before the socket is
+// connected: s.Handshake() has the auth payload. An error refuses the client with
+// a CONNECT_ERROR packet (see ConnectError). ctx is cancelled when the client's
+// connection closes.
+type Middleware func(ctx context.Context, s *Socket) error
+
+// Namespace is a Socket.IO namespace on this server: its middleware, connection
+// handlers, local sockets and adapter. It implements adapter.Namespace.
+//
+// A namespace returned by OfFunc or OfRegexp is a parent: it has no sockets of
+// its own, its middleware and handlers apply to every namespace created from it,
+// and its broadcasts reach all of them.
+type Namespace struct {
+	srv        *Server
+	name       string
+	adapter    adapter.Adapter
+	adapterErr error
+	match      func(name string, auth json.RawMessage) bool // parents only
+	parent     *Namespace                                   // namespaces made by a parent
+	ackID      atomic.Uint64
+
+	mu             sync.RWMutex
+	sockets        map[string]*Socket
+	middlewares    []Middleware
+	onConnection   []func(*Socket)
+	serverHandlers map[string]func(*Event)
+	children       []*Namespace
+}
+
+var _ adapter.Namespace = (*Namespace)(nil)
+
+func newNamespace(srv *Server, name string, match func(string, json.RawMessage) bool) *Namespace {
+	n := &Namespace{srv: srv, name: name, match: match, sockets: make(map[string]*Socket)}
+	if match == nil {
+		a, err := srv.opts.Adapter(n)
+		switch {
+		case err != nil:
+			n.adapterErr = fmt.Errorf("%w: namespace %q: %w", ErrAdapter, name, err)
+		case a == nil:
+			n.adapterErr = fmt.Errorf("%w: namespace %q: factory returned no adapter", ErrAdapter, name)
+		default:
+			n.adapter = a
+		}
+		if n.adapterErr != nil {
+			srv.log.Error("socketio: namespace adapter", "namespace", name, "err", err)
+		}
+	}
+	return n
+}
+
+// Name returns the namespace name, for example "/" or "/chat"; "" for a parent.
+func (n *Namespace) Name() string { return n.name }
+
+// Err returns why the namespace cannot serve clients (its adapter could not be
+// made), or nil.
+func (n *Namespace) Err() error { return n.adapterErr }
+
+// Adapter returns the namespace's adapter (nil for a parent namespace or when Err
+// is not nil).
+func (n *Namespace) Adapter() adapter.Adapter { return n.adapter }
+
+// Use adds a connect middleware. Middleware runs in the order added.
+func (n *Namespace) Use(m Middleware) {
+	n.mu.Lock()
+	n.middlewares = append(slices.Clip(n.middlewares), m)
+	n.mu.Unlock()
+}
+
+// OnConnection registers a handler called for every socket that connects, after
+// the client was told it is connected. Register the socket's event handlers here.
+func (n *Namespace) OnConnection(h func(*Socket)) {
+	n.mu.Lock()
+	n.onConnection = append(slices.Clip(n.onConnection), h)
+	n.mu.Unlock()
+}
+
+// OnServerSideEmit registers the handler of a server-side event (see
+// ServerSideEmit) sent by another server process. The handler runs on a
+// goroutine of its own; Event.Socket is nil and Event.Ack answers the sender.
+func (n *Namespace) OnServerSideEmit(event string, h func(*Event)) {
+	n.mu.Lock()
+	if n.serverHandlers == nil {
+		n.serverHandlers = make(map[string]func(*Event))
+	}
+	n.serverHandlers[event] = h
+	n.mu.Unlock()
+}
+
+func (n *Namespace) middlewareList() []Middleware {
+	if n.parent != nil {
+		return n.parent.middlewareList()
+	}
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.middlewares
+}
+
+func (n *Namespace) connectionHandlers() []func(*Socket) {
+	if n.parent != nil {
+		return n.parent.connectionHandlers()
+	}
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.onConnection
+}
+
+func (n *Namespace) serverHandler(event string) func(*Event) {
+	n.mu.RLock()
+	h := n.serverHandlers[event]
+	n.mu.RUnlock()
+	if h == nil && n.parent != nil {
+		return n.parent.serverHandler(event)
+	}
+	return h
+}
+
+func (n *Namespace) addChild(c *Namespace) {
+	n.mu.Lock()
+	n.children = append(n.children, c)
+	n.mu.Unlock()
+}
+
+// targets returns the namespaces an operation on n applies to: n itself, or the
+// namespaces created from a parent.
+func (n *Namespace) targets() ([]*Namespace, error) {
+	if n.match == nil {
+		if n.adapterErr != nil {
+			return nil, n.adapterErr
+		}
+		return []*Namespace{n}, nil
+	}
+	n.mu.RLock()
+	list := slices.Clone(n.children)
+	n.mu.RUnlock()
+	out := list[:0]
+	for _, c := range list {
+		if c.adapterErr == nil {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// Socket returns the socket with this id connected to this server, or nil
+// (adapter.Namespace). LocalSocket returns it as a *Socket.
+func (n *Namespace) Socket(id string) adapter.Socket {
+	if s := n.LocalSocket(id); s != nil {
+		return s
+	}
+	return nil
+}
+
+// LocalSocket returns the socket with this id connected to this server, or nil.
+func (n *Namespace) LocalSocket(id string) *Socket {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.sockets[id]
+}
+
+// Sockets returns the sockets connected to this namespace on this server.
+func (n *Namespace) Sockets() []*Socket {
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	out := make([]*Socket, 0, len(n.sockets))
+	for _, s := range n.sockets {
+		out = append(out, s)
+	}
+	return out
+}
+
+// NextAckID returns a fresh ack id (adapter.Namespace).
+func (n *Namespace) NextAckID() uint64 { return n.ackID.Add(1) - 1 }
+
+// HandleServerSideEmit runs the handler registered with OnServerSideEmit
+// (adapter.Namespace). It does not wait for the handler.
+func (n *Namespace) HandleServerSideEmit(event string, args []json.RawMessage, reply func(args []json.RawMessage)) {
+	h := n.serverHandler(event)
+	if h == nil {
+		n.srv.log.Debug("socketio: server-side event without handler", "namespace", n.name, "event", event)
+		return
+	}
+	e := &Event{Name: event, Args: args}
+	if reply != nil {
+		e.ack = func(a []any) error {
+			raw, err := marshalEach(a)
+			if err != nil {
+				return err
+			}
+			reply(raw)
+			return nil
+		}
+	}
+	n.srv.wg.Add(1)
+	go func() {
+		defer n.srv.wg.Done()
+		r := runner{srv: n.srv}
+		r.call(func() { h(e) })
+	}()
+}
+
+// add connects s: it tells the client, then makes s visible to broadcasts. It
+// reports false when s was disconnected meanwhile.
+func (n *Namespace) add(s *Socket) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.connected.Store(true)
+	s.conn.write(connectPacket(n.name, s.id), false)
+	n.mu.Lock()
+	n.sockets[s.id] = s
+	n.mu.Unlock()
+	n.adapter.Join(s.id)
+	return true
+}
+
+func (n *Namespace) remove(s *Socket) {
+	n.mu.Lock()
+	if n.sockets[s.id] == s {
+		delete(n.sockets, s.id)
+	}
+	n.mu.Unlock()
+	n.adapter.LeaveAll(s.id)
+}
+
+// To returns a broadcast to the sockets in any of rooms (every socket of the
+// namespace when rooms is empty).
+func (n *Namespace) To(rooms ...string) BroadcastOperator {
+	return BroadcastOperator{nsp: n}.To(rooms...)
+}
+
+// In is To.
+func (n *Namespace) In(rooms ...string) BroadcastOperator { return n.To(rooms...) }
+
+// Except returns a broadcast to every socket not in any of rooms.
+func (n *Namespace) Except(rooms ...string) BroadcastOperator {
+	return BroadcastOperator{nsp: n}.Except(rooms...)
+}
+
+// Local returns a broadcast to the sockets of this server only.
+func (n *Namespace) Local() BroadcastOperator { return BroadcastOperator{nsp: n}.Local() }
+
+// Volatile returns a broadcast that may be dropped for sockets not ready to write.
+func (n *Namespace) Volatile() BroadcastOperator { return BroadcastOperator{nsp: n}.Volatile() }
+
+// Emit sends an event to every socket of the namespace.
+func (n *Namespace) Emit(ctx context.Context, event string, args ...any) error {
+	return BroadcastOperator{nsp: n}.Emit(ctx, event, args...)
+}
+
+// EmitWithAck sends an event to every socket of the namespace and collects their
+// acknowledgements (see BroadcastOperator.EmitWithAck).
+func (n *Namespace) EmitWithAck(ctx context.Context, event string, args ...any) ([]adapter.Reply, error) {
+	return BroadcastOperator{nsp: n}.EmitWithAck(ctx, event, args...)
+}
+
+// FetchSockets describes every socket of the namespace, on every server.
+func (n *Namespace) FetchSockets(ctx context.Context) ([]*RemoteSocket, error) {
+	return BroadcastOperator{nsp: n}.FetchSockets(ctx)
+}
+
+// SocketsJoin makes every socket of the namespace join rooms.
+func (n *Namespace) SocketsJoin(ctx context.Context, rooms ...string) error {
+	return BroadcastOperator{nsp: n}.SocketsJoin(ctx, rooms...)
+}
+
+// SocketsLeave makes every socket of the namespace leave rooms.
+func (n *Namespace) SocketsLeave(ctx context.Context, rooms ...string) error {
+	return BroadcastOperator{nsp: n}.SocketsLeave(ctx, rooms...)
+}
+
+// DisconnectSockets disconnects every socket of the namespace.
+func (n *Namespace) DisconnectSockets(ctx context.Context, closeConn bool) error {
+	return BroadcastOperator{nsp: n}.DisconnectSockets(ctx, closeConn)
+}
+
+// ServerSideEmit sends an event to this namespace on every other server process;
+// their OnServerSideEmit handlers receive it. Arguments are marshalled with
+// encoding/json (a json.RawMessage as it is); there are no binary attachments.
+func (n *Namespace) ServerSideEmit(ctx context.Context, event string, args ...any) error {
+	_, err := n.serverSideEmit(ctx, event, args, false)
+	return err
+}
+
+// ServerSideEmitWithAck is ServerSideEmit collecting one reply per server until
+// ctx is done (or Options.AckTimeout when ctx has no deadline).
+func (n *Namespace) ServerSideEmitWithAck(ctx context.Context, event string, args ...any) ([]adapter.Reply, error) {
+	ctx, cancel := n.srv.ackContext(ctx, 0)
+	defer cancel()
+	return n.serverSideEmit(ctx, event, args, true)
+}
+
+func (n *Namespace) serverSideEmit(ctx context.Context, event string, args []any, wantReplies bool) ([]adapter.Reply, error) {
+	if _, err := eventPacket(n.name, event, nil); err != nil {
+		return nil, err
+	}
+	raw, err := marshalEach(args)
+	if err != nil {
+		return nil, err
+	}
+	targets, err := n.targets()
+	if err != nil {
+		return nil, err
+	}
+	var replies []adapter.Reply
+	for _, t := range targets {
+		r, err := t.adapter.ServerSideEmit(ctx, event, raw, wantReplies)
+		replies = append(replies, r...)
+		if err != nil {
+			return replies, err
+		}
+	}
+	return replies, nil
+}
+
+// marshalEach marshals every argument to its own JSON value.
+func marshalEach(args []any) ([]json.RawMessage, error) {
+	out := make([]json.RawMessage, len(args))
+	for i, a := range args {
+		if r, ok := a.(json.RawMessage); ok && r != nil {
+			if !json.Valid(r) {
+				return nil, fmt.Errorf("%w: argument %d: json.RawMessage is not valid JSON", parser.ErrInvalidArgument, i)
+			}
+			out[i] = r
+			continue
+		}
+		b, err := json.Marshal(a)
+		if err != nil {
+			return nil, fmt.Errorf("%w: argument %d: %w", parser.ErrInvalidArgument, i, err)
+		}
+		out[i] = b
+	}
+	return out, nil
+}

@@ -1,0 +1,235 @@
+package socketio
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+
+	"github.com/durasock/durasock/engineio"
+)
+
+// Server is a Socket.IO v5 server. It is an http.Handler: mount it on the path
+// clients use, "/socket.io/" by default. Create it with NewServer.
+type Server struct {
+	opts   Options
+	log    *slog.Logger
+	engine *engineio.Server
+
+	mu      sync.RWMutex
+	nsps    map[string]*Namespace // static and created dynamic namespaces
+	parents []*Namespace          // dynamic namespace matchers, in registration order
+	conns   map[*engineio.Session]*conn
+	closed  bool
+
+	wg        sync.WaitGroup // handler goroutines of connections and server-side events
+	closeOnce sync.Once
+}
+
+var _ http.Handler = (*Server)(nil)
+
+// NewServer returns a server with the main namespace "/". opts may be nil.
+func NewServer(opts *Options) *Server {
+	o := opts.resolved()
+	s := &Server{
+		opts:  o,
+		nsps:  make(map[string]*Namespace),
+		conns: make(map[*engineio.Session]*conn),
+	}
+	s.log = o.Logger
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	eo := o.Options
+	s.engine = engineio.NewServer((*engineHandler)(s), &eo)
+	s.Of("/")
+	return s
+}
+
+// ServeHTTP serves the Engine.IO transports.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.engine.ServeHTTP(w, r)
+}
+
+// Engine returns the Engine.IO server underneath.
+func (s *Server) Engine() *engineio.Server { return s.engine }
+
+// normalizeNamespace gives a namespace name its leading slash.
+func normalizeNamespace(name string) string {
+	if !strings.HasPrefix(name, "/") {
+		return "/" + name
+	}
+	return name
+}
+
+// Of returns the namespace with this name, creating it on first use. A name
+// without a leading "/" gets one.
+func (s *Server) Of(name string) *Namespace {
+	name = normalizeNamespace(name)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n := s.nsps[name]; n != nil {
+		return n
+	}
+	n := newNamespace(s, name, nil)
+	s.nsps[name] = n
+	return n
+}
+
+// OfFunc registers a dynamic namespace: a client may connect to any namespace
+// name for which match returns true. auth is the client's CONNECT payload ({} when
+// it sent none). The namespace is created on the first such connection and gets
+// the middleware and connection handlers of the returned parent; broadcasts on the
+// parent reach every namespace created from it.
+func (s *Server) OfFunc(match func(name string, auth json.RawMessage) bool) *Namespace {
+	p := newNamespace(s, "", match)
+	s.mu.Lock()
+	s.parents = append(s.parents, p)
+	s.mu.Unlock()
+	return p
+}
+
+// OfRegexp registers a dynamic namespace for names that re matches.
+func (s *Server) OfRegexp(re *regexp.Regexp) *Namespace {
+	return s.OfFunc(func(name string, _ json.RawMessage) bool { return re.MatchString(name) })
+}
+
+// lookupNamespace returns the namespace a client asks for, creating a dynamic
+// one if a parent matches, or nil.
+func (s *Server) lookupNamespace(name string, auth json.RawMessage) *Namespace {
+	s.mu.RLock()
+	n := s.nsps[name]
+	parents := s.parents
+	closed := s.closed
+	s.mu.RUnlock()
+	if n != nil || closed {
+		return n
+	}
+	for _, p := range parents {
+		if !p.match(name, auth) {
+			continue
+		}
+		s.mu.Lock()
+		if n = s.nsps[name]; n == nil {
+			n = newNamespace(s, name, nil)
+			n.parent = p
+			s.nsps[name] = n
+			p.addChild(n)
+		}
+		s.mu.Unlock()
+		return n
+	}
+	return nil
+}
+
+// Use adds a connect middleware to the main namespace.
+func (s *Server) Use(m Middleware) { s.Of("/").Use(m) }
+
+// OnConnection registers a connection handler of the main namespace.
+func (s *Server) OnConnection(h func(*Socket)) { s.Of("/").OnConnection(h) }
+
+// To selects sockets of the main namespace in any of rooms.
+func (s *Server) To(rooms ...string) BroadcastOperator { return s.Of("/").To(rooms...) }
+
+// Emit sends an event to every socket of the main namespace.
+func (s *Server) Emit(ctx context.Context, event string, args ...any) error {
+	return s.Of("/").Emit(ctx, event, args...)
+}
+
+// Shutdown disconnects every client with the reason "server shutting down",
+// waits for the running handlers to return, and closes the adapters. It returns
+// ctx.Err() if ctx ends first (the remaining sessions are then closed at once).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	err := s.engine.Shutdown(ctx)
+	if err != nil {
+		_ = s.engine.Close() // Shutdown ran out of time: Close reports no error of its own.
+	}
+	done := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		if err == nil {
+			err = ctx.Err()
+		}
+	}
+	if cErr := s.closeAdapters(); err == nil {
+		err = cErr
+	}
+	return err
+}
+
+// Close closes every connection at once and the adapters. It does not wait for
+// running handlers. It is idempotent.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	err := s.engine.Close()
+	if cErr := s.closeAdapters(); err == nil {
+		err = cErr
+	}
+	return err
+}
+
+func (s *Server) closeAdapters() error {
+	var err error
+	s.closeOnce.Do(func() {
+		s.mu.RLock()
+		list := make([]*Namespace, 0, len(s.nsps))
+		for _, n := range s.nsps {
+			list = append(list, n)
+		}
+		s.mu.RUnlock()
+		for _, n := range list {
+			if n.adapter != nil {
+				if cErr := n.adapter.Close(); cErr != nil && err == nil {
+					err = cErr
+				}
+			}
+		}
+	})
+	return err
+}
+
+// engineHandler receives the Engine.IO session events of a Server.
+type engineHandler Server
+
+func (h *engineHandler) OnOpen(sess *engineio.Session) {
+	s := (*Server)(h)
+	c := newConn(s, sess, sess)
+	s.mu.Lock()
+	s.conns[sess] = c
+	s.mu.Unlock()
+	c.start()
+}
+
+func (h *engineHandler) OnMessage(sess *engineio.Session, m engineio.Message) {
+	s := (*Server)(h)
+	s.mu.RLock()
+	c := s.conns[sess]
+	s.mu.RUnlock()
+	if c != nil {
+		c.onMessage(m)
+	}
+}
+
+func (h *engineHandler) OnClose(sess *engineio.Session, reason string) {
+	s := (*Server)(h)
+	s.mu.Lock()
+	c := s.conns[sess]
+	delete(s.conns, sess)
+	s.mu.Unlock()
+	if c != nil {
+		c.onClose(reason)
+	}
+}

@@ -1,0 +1,355 @@
+package socketio
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/durasock/durasock/adapter"
+	"github.com/durasock/durasock/socketio/parser"
+)
+
+// Handshake is what a client presented when it connected: the headers, query and
+// address of its first HTTP request and the auth payload of its CONNECT packet.
+// Treat it as read-only.
+type Handshake = adapter.Handshake
+
+// Socket is one client connected to one namespace. Its id is fresh for every
+// namespace connection (it is not the Engine.IO session id), and it is in the
+// room named by its id.
+//
+// Register event handlers in the namespace's connection handler. Handlers of one
+// connection run one at a time in the order the client sent the packets.
+type Socket struct {
+	id   string
+	nsp  *Namespace
+	conn *conn
+	hs   Handshake
+	done chan struct{}
+
+	connected atomic.Bool
+
+	mu           sync.Mutex
+	closed       bool
+	reason       string
+	handlers     map[string]func(*Event)
+	anyHandlers  []func(*Event)
+	onDisconnect []func(reason string)
+	acks         map[uint64]func([]json.RawMessage)
+	data         any
+	dataJSON     json.RawMessage
+}
+
+var _ adapter.Socket = (*Socket)(nil)
+
+func newSocket(n *Namespace, c *conn, auth json.RawMessage) *Socket {
+	hs := c.hs
+	hs.Auth = auth
+	return &Socket{id: newID(), nsp: n, conn: c, hs: hs, done: make(chan struct{})}
+}
+
+// newID returns a random id of 26 base32 characters (130 bits).
+func newID() string { return rand.Text() }
+
+// ID returns the socket's id, unique across the cluster.
+func (s *Socket) ID() string { return s.id }
+
+// Namespace returns the namespace the socket is connected to.
+func (s *Socket) Namespace() *Namespace { return s.nsp }
+
+// Handshake returns what the client presented when it connected.
+func (s *Socket) Handshake() Handshake { return s.hs }
+
+// Transport returns the current Engine.IO transport, "polling" or "websocket".
+func (s *Socket) Transport() string { return s.conn.t.Transport() }
+
+// Connected reports whether the socket is still connected.
+func (s *Socket) Connected() bool { return s.connected.Load() }
+
+// Done is closed when the socket disconnects.
+func (s *Socket) Done() <-chan struct{} { return s.done }
+
+// On registers the handler of event, replacing an earlier one.
+func (s *Socket) On(event string, h func(*Event)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.handlers == nil {
+		s.handlers = make(map[string]func(*Event))
+	}
+	s.handlers[event] = h
+}
+
+// OnAny registers a handler called for every event, before the event's own
+// handler.
+func (s *Socket) OnAny(h func(*Event)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.anyHandlers = append(s.anyHandlers, h)
+}
+
+// OnDisconnect registers a handler called once, with the reason, when the socket
+// disconnects. When it runs the socket has left every room. If the socket is
+// already disconnected, h is called at once.
+func (s *Socket) OnDisconnect(h func(reason string)) {
+	s.mu.Lock()
+	if !s.closed {
+		s.onDisconnect = append(s.onDisconnect, h)
+		s.mu.Unlock()
+		return
+	}
+	reason := s.reason
+	s.mu.Unlock()
+	h(reason)
+}
+
+// SetData stores application data on the socket. It is marshalled to JSON at
+// once, so that FetchSockets can describe the socket on any node.
+func (s *Socket) SetData(v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("socketio: socket data: %w", err)
+	}
+	s.mu.Lock()
+	s.data, s.dataJSON = v, b
+	s.mu.Unlock()
+	return nil
+}
+
+// Data returns what SetData stored, or nil.
+func (s *Socket) Data() any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.data
+}
+
+// Join adds the socket to rooms.
+func (s *Socket) Join(rooms ...string) {
+	if s.Connected() {
+		s.nsp.adapter.Join(s.id, rooms...)
+	}
+}
+
+// Leave removes the socket from rooms.
+func (s *Socket) Leave(rooms ...string) { s.nsp.adapter.Leave(s.id, rooms...) }
+
+// Rooms returns the rooms the socket is in, its own id room included.
+func (s *Socket) Rooms() []string { return s.nsp.adapter.Rooms(s.id) }
+
+// To returns a broadcast to the sockets in any of rooms, except this one.
+func (s *Socket) To(rooms ...string) BroadcastOperator {
+	return s.nsp.To(rooms...).Except(s.id)
+}
+
+// Broadcast returns a broadcast to every socket of the namespace except this one.
+func (s *Socket) Broadcast() BroadcastOperator { return s.nsp.To().Except(s.id) }
+
+// Emit sends an event to this socket. Arguments are marshalled as by
+// parser.EventPacket: a json.RawMessage is sent as it is, a []byte as a binary
+// attachment, any other value through encoding/json. Emit never blocks.
+func (s *Socket) Emit(event string, args ...any) error {
+	p, err := eventPacket(s.nsp.name, event, args)
+	if err != nil {
+		return err
+	}
+	if !s.Connected() {
+		return ErrDisconnected
+	}
+	s.conn.write(parser.Encode(p), false)
+	return nil
+}
+
+// EmitWithAck sends an event and waits for the client's acknowledgement, until ctx
+// is done (or Options.AckTimeout when ctx has no deadline) or the socket
+// disconnects. A binary argument of the answer arrives base64-encoded, which
+// Args.Bind decodes into a []byte.
+func (s *Socket) EmitWithAck(ctx context.Context, event string, args ...any) (Args, error) {
+	p, err := eventPacket(s.nsp.name, event, args)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := s.nsp.srv.ackContext(ctx, 0)
+	defer cancel()
+	p.ID, p.HasID = s.nsp.NextAckID(), true
+	reply := make(chan []json.RawMessage, 1)
+	if !s.expectAck(p.ID, func(a []json.RawMessage) { reply <- a }) {
+		return nil, ErrDisconnected
+	}
+	s.conn.write(parser.Encode(p), false)
+	select {
+	case a := <-reply:
+		return Args(a), nil
+	case <-ctx.Done():
+		s.ForgetAck(p.ID)
+		return nil, fmt.Errorf("%w: event %q to socket %s: %w", ErrAckTimeout, event, s.id, ctx.Err())
+	case <-s.done:
+		return nil, ErrDisconnected
+	}
+}
+
+// Disconnect disconnects the socket from its namespace with the reason "server
+// namespace disconnect". With closeConn the client's connection is closed too,
+// which disconnects its sockets in every namespace.
+func (s *Socket) Disconnect(closeConn bool) {
+	if closeConn {
+		s.conn.disconnectAll()
+		return
+	}
+	s.closeWith(ReasonServerNamespaceDisconnect, true)
+}
+
+// Write queues an encoded packet for the client (adapter.Socket).
+func (s *Socket) Write(e *parser.Encoded, volatile bool) {
+	if s.Connected() {
+		s.conn.write(e, volatile)
+	}
+}
+
+// ExpectAck registers fn for the client's ACK with this id (adapter.Socket). fn
+// runs on the connection's read goroutine and must not block.
+func (s *Socket) ExpectAck(id uint64, fn func(args []json.RawMessage)) {
+	s.expectAck(id, fn)
+}
+
+func (s *Socket) expectAck(id uint64, fn func(args []json.RawMessage)) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	if s.acks == nil {
+		s.acks = make(map[uint64]func([]json.RawMessage))
+	}
+	s.acks[id] = fn
+	return true
+}
+
+// ForgetAck removes the registration of ack id (adapter.Socket).
+func (s *Socket) ForgetAck(id uint64) {
+	s.mu.Lock()
+	delete(s.acks, id)
+	s.mu.Unlock()
+}
+
+// Info describes the socket for FetchSockets (adapter.Socket).
+func (s *Socket) Info() adapter.SocketInfo {
+	s.mu.Lock()
+	data := s.dataJSON
+	s.mu.Unlock()
+	return adapter.SocketInfo{ID: s.id, Rooms: s.Rooms(), Data: data, Handshake: s.hs}
+}
+
+// resolveAck delivers an ACK packet to the waiting registration. Binary
+// arguments are replaced by their base64 strings.
+func (s *Socket) resolveAck(p *parser.Packet) error {
+	s.mu.Lock()
+	fn := s.acks[p.ID]
+	delete(s.acks, p.ID)
+	s.mu.Unlock()
+	args, err := parser.SplitArray(p.Data)
+	if err != nil {
+		return err
+	}
+	if len(p.Attachments) > 0 {
+		for i, a := range args {
+			if args[i], err = parser.ResolveBinary(a, p.Attachments); err != nil {
+				return err
+			}
+		}
+	}
+	if fn != nil {
+		fn(args)
+	} else {
+		s.nsp.srv.log.Debug("socketio: ack with unknown id", "socket", s.id, "id", p.ID)
+	}
+	return nil
+}
+
+// dispatch runs the handlers of an event, on the connection's runner.
+func (s *Socket) dispatch(p *parser.Packet) {
+	if !s.Connected() {
+		return
+	}
+	all, err := parser.SplitArray(p.Data)
+	if err != nil || len(all) == 0 {
+		s.conn.fail(fmt.Errorf("%w: %w", parser.ErrInvalidPayload, err))
+		return
+	}
+	name, err := parser.EventName(p.Data)
+	if err != nil {
+		s.conn.fail(err)
+		return
+	}
+	e := &Event{Name: name, Args: all[1:], Attachments: p.Attachments, socket: s}
+	if p.HasID {
+		id := p.ID
+		e.ack = func(args []any) error {
+			ap, err := parser.AckPacket(s.nsp.name, id, args...)
+			if err != nil {
+				return err
+			}
+			if !s.Connected() {
+				return ErrDisconnected
+			}
+			s.conn.write(parser.Encode(ap), false)
+			return nil
+		}
+	}
+	s.mu.Lock()
+	anys := slices.Clip(s.anyHandlers)
+	h := s.handlers[name]
+	s.mu.Unlock()
+	for _, a := range anys {
+		a(e)
+	}
+	if h != nil {
+		h(e)
+	} else if len(anys) == 0 {
+		s.nsp.srv.log.Debug("socketio: event without handler", "socket", s.id, "event", name)
+	}
+}
+
+// closeWith disconnects the socket once: it leaves its rooms and namespace, its
+// pending acks fail, and its OnDisconnect handlers run on the connection's
+// runner. With notify the client is sent a DISCONNECT packet.
+func (s *Socket) closeWith(reason string, notify bool) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	s.reason = reason
+	was := s.connected.Swap(false)
+	s.acks = nil
+	handlers := s.onDisconnect
+	s.onDisconnect = nil
+	s.mu.Unlock()
+	close(s.done)
+	if !was {
+		return
+	}
+	if notify {
+		s.conn.write(parser.Encode(&parser.Packet{Type: parser.Disconnect, Namespace: s.nsp.name}), false)
+	}
+	s.nsp.remove(s)
+	s.conn.removeSocket(s.nsp.name, s)
+	if len(handlers) == 0 {
+		return
+	}
+	for _, h := range handlers {
+		s.conn.run.push(nil, false, func() { h(reason) })
+	}
+}
+
+// eventPacket builds an EVENT packet after checking the event name.
+func eventPacket(nsp, event string, args []any) (*parser.Packet, error) {
+	switch event {
+	case "connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener":
+		return nil, fmt.Errorf("%w: %q", ErrReservedEvent, event)
+	}
+	return parser.EventPacket(nsp, event, args...)
+}
