@@ -15,11 +15,12 @@ import (
 	"github.com/coder/websocket"
 )
 
-// Buffer sizes of a hijacked connection. net/http hands over 4 KiB each; an idle
-// connection needs neither, and larger frames bypass bufio anyway.
+// Buffer sizes of a hijacked connection. net/http hands over 4 KiB each, which
+// an idle connection does not need: frame headers and small messages fit these,
+// larger payloads bypass bufio and go to the socket directly.
 const (
-	wsReadBufferSize  = 512
-	wsWriteBufferSize = 1024
+	wsReadBufferSize  = 256
+	wsWriteBufferSize = 512
 )
 
 var errServerClosing = errors.New("engineio: server closing")
