@@ -335,7 +335,8 @@ func (m *Memory) BroadcastWithAck(ctx context.Context, p *parser.Packet, opts Op
 // reports through callbacks, which a cluster node uses to answer a remote request:
 // onCount is called once with the number of recipients right after the packet was
 // written, then onReply once per reply as it arrives. Both are called on the
-// calling goroutine, in that order, and may be nil.
+// calling goroutine, in that order, and may be nil. onCount is not called when
+// nothing was sent because p is invalid or the adapter is closed.
 //
 // It returns nil once every recipient replied; ErrClosed when the adapter is
 // closed meanwhile; or, when ctx is done first, a *MissingRepliesError with the
@@ -345,13 +346,22 @@ func (m *Memory) BroadcastWithAck(ctx context.Context, p *parser.Packet, opts Op
 // The ack id comes from Namespace.NextAckID and is set on a copy of p; p itself
 // is not modified.
 func (m *Memory) BroadcastWithAckLocal(ctx context.Context, p *parser.Packet, opts Options, onCount func(n int), onReply func(Reply)) error {
+	var onSent func([]string)
+	if onCount != nil {
+		onSent = func(ids []string) { onCount(len(ids)) }
+	}
+	return m.BroadcastWithAckRecipients(ctx, p, opts, onSent, onReply)
+}
+
+// BroadcastWithAckRecipients is BroadcastWithAckLocal reporting the ids of the
+// recipients (sorted) instead of their count, so that a node answering a remote
+// request can name the sockets it waits for without a second, racy selection.
+// onSent must not keep ids beyond the call.
+func (m *Memory) BroadcastWithAckRecipients(ctx context.Context, p *parser.Packet, opts Options, onSent func(ids []string), onReply func(Reply)) error {
 	p, err := m.checkPacket(p, true)
 	if err != nil {
 		return err
 	}
-	q := *p
-	q.ID, q.HasID = m.nsp.NextAckID(), true
-
 	type target struct {
 		s       Socket
 		replied bool
@@ -362,14 +372,17 @@ func (m *Memory) BroadcastWithAckLocal(ctx context.Context, p *parser.Packet, op
 	if err := m.withSockets(opts, func(s Socket) { sockets = append(sockets, s) }); err != nil {
 		return err
 	}
-	if onCount != nil {
-		onCount(len(sockets))
-	}
 	if len(sockets) == 0 {
+		if onSent != nil {
+			onSent(nil)
+		}
 		return nil
 	}
 	replies := make(chan Reply, len(sockets))
 	pending := make(map[string]*target, len(sockets))
+	ids := make([]string, 0, len(sockets))
+	q := *p
+	q.ID, q.HasID = m.nsp.NextAckID(), true
 	enc := parser.Encode(&q)
 	for _, s := range sockets {
 		id := s.ID()
@@ -377,6 +390,7 @@ func (m *Memory) BroadcastWithAckLocal(ctx context.Context, p *parser.Packet, op
 			continue
 		}
 		pending[id] = &target{s: s}
+		ids = append(ids, id)
 		s.ExpectAck(q.ID, func(args []json.RawMessage) {
 			select {
 			case replies <- Reply{From: id, Args: args}:
@@ -384,6 +398,10 @@ func (m *Memory) BroadcastWithAckLocal(ctx context.Context, p *parser.Packet, op
 			}
 		})
 		s.Write(enc, opts.Volatile)
+	}
+	if onSent != nil {
+		slices.Sort(ids)
+		onSent(ids)
 	}
 	waiting := len(pending)
 	forget := func() {

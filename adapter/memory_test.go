@@ -414,3 +414,25 @@ func BenchmarkBroadcast10000Room1000(b *testing.B) {
 func BenchmarkBroadcast10000Except(b *testing.B) {
 	benchmarkBroadcast(b, 10000, adapter.Options{Except: []string{"room"}}, func(i int) bool { return i%10 != 0 })
 }
+
+func TestBroadcastWithAckRecipients(t *testing.T) {
+	m, ns := newMemory(t)
+	ns.Connect("b", adaptertest.SocketOptions{Ack: adaptertest.ReplyID, Rooms: []string{"r"}})
+	ns.Connect("a", adaptertest.SocketOptions{Ack: adaptertest.ReplyID, Rooms: []string{"r"}})
+	ns.Connect("c", adaptertest.SocketOptions{Ack: adaptertest.ReplyID})
+	var sent [][]string
+	var from []string
+	err := m.BroadcastWithAckRecipients(t.Context(), event(t, "ask"), adapter.Options{Rooms: []string{"r"}},
+		func(ids []string) { sent = append(sent, slices.Clone(ids)) },
+		func(r adapter.Reply) { from = append(from, r.From) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(from)
+	if len(sent) != 1 || !slices.Equal(sent[0], []string{"a", "b"}) || !slices.Equal(from, []string{"a", "b"}) {
+		t.Errorf("recipients %q, replies from %q", sent, from)
+	}
+	if err := m.BroadcastWithAckRecipients(t.Context(), nil, adapter.Options{}, func([]string) { t.Error("onSent called for an invalid packet") }, nil); !errors.Is(err, adapter.ErrInvalidPacket) {
+		t.Errorf("nil packet: %v", err)
+	}
+}
