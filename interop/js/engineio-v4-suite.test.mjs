@@ -11,7 +11,18 @@
 
 import { describe, it } from "node:test";
 import assert from "node:assert/strict";
-import { WebSocket } from "ws";
+import { WebSocket as WsWebSocket } from "ws";
+
+// The suite was written for the browser's WebSocket, which dispatches each message as
+// a task of its own, so promise continuations (the suite's waitFor) run between two
+// messages even when the server wrote them in one TCP segment. ws behaves the same
+// with allowSynchronousEvents: false; by default it emits every message of one
+// segment synchronously and a once-listener added after an await misses the second.
+class WebSocket extends WsWebSocket {
+  constructor(url) {
+    super(url, { allowSynchronousEvents: false });
+  }
+}
 
 const URL = (process.env.SERVER_URL || "http://localhost:3000").replace(/\/+$/, "");
 const WS_URL = URL.replace("http", "ws");

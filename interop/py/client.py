@@ -20,6 +20,8 @@ import threading
 import socketio
 
 TIMEOUT = 5
+# Threads calling with acks at once; PYTHREADS overrides.
+THREADS = int(os.environ.get("PYTHREADS", "8"))
 
 
 def main():
@@ -97,14 +99,14 @@ def main():
             except Exception as exc:  # noqa: BLE001
                 errors.append(repr(exc))
 
-        threads = [threading.Thread(target=call, args=(i,)) for i in range(int(os.environ.get("PYTHREADS", "8")))]
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(THREADS)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(TIMEOUT * 2)
         if errors:
             return fail("concurrent acks: %s" % errors[:3])
-        if results != {i: i + 1000 for i in range(int(os.environ.get("PYTHREADS", "8")))}:
+        if results != {i: i + 1000 for i in range(THREADS)}:
             return fail("concurrent ack results %r" % results)
     except socketio.exceptions.TimeoutError as exc:
         return fail("timed out: %r" % exc)
