@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/socketio/parser"
@@ -257,6 +258,11 @@ func (n *Namespace) Local() BroadcastOperator { return BroadcastOperator{nsp: n}
 
 // Volatile returns a broadcast that may be dropped for sockets not ready to write.
 func (n *Namespace) Volatile() BroadcastOperator { return BroadcastOperator{nsp: n}.Volatile() }
+
+// Timeout returns a broadcast whose EmitWithAck waits at most d.
+func (n *Namespace) Timeout(d time.Duration) BroadcastOperator {
+	return BroadcastOperator{nsp: n}.Timeout(d)
+}
 
 // Emit sends an event to every socket of the namespace.
 func (n *Namespace) Emit(ctx context.Context, event string, args ...any) error {
