@@ -1,0 +1,183 @@
+package bus
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Envelope wire format, version 1 (copied to docs/PROTOCOL.md, "Envelope").
+//
+// Every frame of both planes is one envelope. Integers are big-endian; a uvarint is
+// encoding/binary's unsigned varint (LEB128) in its shortest form.
+//
+//	offset      size      field
+//	0           1         version   = 1
+//	1           1         kind      1 data (Publish), 2 probe (liveness), 3 direct (Send)
+//	2           1         n         length of origin, 1..255
+//	3           n         origin    node id of the publisher (UTF-8)
+//	3+n         8         instance  random per process start of the origin
+//	11+n        1..3      partition uvarint, 0..65535 (0 for direct)
+//	p           8         seq       uint64; data: 1, 2, 3, ... per (origin, instance,
+//	                                partition); probe: the probe round; direct: 0
+//	p+8         8         time      int64, publish time in Unix nanoseconds
+//	p+16        rest      payload   opaque bytes (empty for probe)
+//
+// The smallest valid envelope is 29 bytes. A decoder rejects, with an error and
+// without panicking: an empty or short frame, a version other than 1, an unknown
+// kind, an origin length of 0, a partition above 65535 or not in shortest form, and
+// a direct or probe frame that carries fields it must not (see DecodeEnvelope).
+// Receivers drop a rejected frame, count it in durasock_bus_decode_errors_total and
+// log it (rate-limited).
+//
+// Seq is fixed-width so that the publisher can encode a frame before it takes the
+// outbox lock and write the sequence in place under it. Instance separates the
+// sequence spaces of two runs of a node with a configured, stable node id: a
+// receiver that sees a new instance of an origin takes its next message as the new
+// baseline instead of dropping it as a duplicate.
+
+// EnvelopeVersion is the version byte of envelopes this package writes.
+const EnvelopeVersion = 1
+
+// MaxPartition is the largest partition number an envelope can carry.
+const MaxPartition = 1<<16 - 1
+
+// envelopeMinLen is the length of an envelope with a one-byte origin, a one-byte
+// partition and no payload.
+const envelopeMinLen = 3 + 1 + 8 + 1 + 8 + 8
+
+// ErrBadEnvelope is wrapped by every error of DecodeEnvelope.
+var ErrBadEnvelope = errors.New("bus: bad envelope")
+
+// Kind is the kind of an envelope.
+type Kind uint8
+
+// Envelope kinds.
+const (
+	// KindData is a reliable-plane message of Publish.
+	KindData Kind = 1
+	// KindProbe is a liveness probe a node publishes and expects back.
+	KindProbe Kind = 2
+	// KindDirect is a best-effort message of Send.
+	KindDirect Kind = 3
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindData:
+		return "data"
+	case KindProbe:
+		return "probe"
+	case KindDirect:
+		return "direct"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Envelope is a decoded frame.
+type Envelope struct {
+	Kind      Kind
+	Origin    string
+	Instance  uint64
+	Partition int
+	Seq       uint64
+	// Time is the publish time in Unix nanoseconds.
+	Time    int64
+	Payload []byte
+}
+
+func uvarintLen(x uint64) int {
+	n := 1
+	for x >= 0x80 {
+		x >>= 7
+		n++
+	}
+	return n
+}
+
+// AppendEnvelope appends the encoding of e to b.
+func AppendEnvelope(b []byte, e *Envelope) ([]byte, error) {
+	if err := e.validate(); err != nil {
+		return b, err
+	}
+	b = append(b, EnvelopeVersion, byte(e.Kind), byte(len(e.Origin)))
+	b = append(b, e.Origin...)
+	b = binary.BigEndian.AppendUint64(b, e.Instance)
+	b = binary.AppendUvarint(b, uint64(e.Partition))
+	b = binary.BigEndian.AppendUint64(b, e.Seq)
+	b = binary.BigEndian.AppendUint64(b, uint64(e.Time))
+	return append(b, e.Payload...), nil
+}
+
+func (e *Envelope) validate() error {
+	switch {
+	case len(e.Origin) == 0 || len(e.Origin) > 255:
+		return fmt.Errorf("%w: origin length %d not in 1..255", ErrBadEnvelope, len(e.Origin))
+	case e.Partition < 0 || e.Partition > MaxPartition:
+		return fmt.Errorf("%w: partition %d not in 0..%d", ErrBadEnvelope, e.Partition, MaxPartition)
+	}
+	switch e.Kind {
+	case KindData:
+		if e.Seq == 0 {
+			return fmt.Errorf("%w: data envelope with seq 0", ErrBadEnvelope)
+		}
+	case KindProbe:
+		if len(e.Payload) != 0 {
+			return fmt.Errorf("%w: probe envelope with a payload", ErrBadEnvelope)
+		}
+	case KindDirect:
+		if e.Partition != 0 || e.Seq != 0 {
+			return fmt.Errorf("%w: direct envelope with partition or seq", ErrBadEnvelope)
+		}
+	default:
+		return fmt.Errorf("%w: unknown kind %d", ErrBadEnvelope, uint8(e.Kind))
+	}
+	return nil
+}
+
+// DecodeEnvelope decodes a frame. The returned Payload aliases data. Bytes that
+// are not a valid version-1 envelope (foreign publishers, corruption, a newer
+// version) give an error wrapping ErrBadEnvelope; it never panics.
+func DecodeEnvelope(data []byte) (Envelope, error) {
+	var e Envelope
+	if len(data) < envelopeMinLen {
+		return e, fmt.Errorf("%w: %d bytes, shorter than %d", ErrBadEnvelope, len(data), envelopeMinLen)
+	}
+	if data[0] != EnvelopeVersion {
+		return e, fmt.Errorf("%w: version %d, want %d", ErrBadEnvelope, data[0], EnvelopeVersion)
+	}
+	e.Kind = Kind(data[1])
+	n := int(data[2])
+	if n == 0 {
+		return e, fmt.Errorf("%w: empty origin", ErrBadEnvelope)
+	}
+	rest := data[3:]
+	if len(rest) < n+8 {
+		return e, fmt.Errorf("%w: truncated origin", ErrBadEnvelope)
+	}
+	e.Origin = string(rest[:n])
+	e.Instance = binary.BigEndian.Uint64(rest[n:])
+	rest = rest[n+8:]
+	p, k := binary.Uvarint(rest)
+	if k <= 0 || k != uvarintLen(p) || p > MaxPartition {
+		return e, fmt.Errorf("%w: bad partition", ErrBadEnvelope)
+	}
+	e.Partition = int(p)
+	rest = rest[k:]
+	if len(rest) < 16 {
+		return e, fmt.Errorf("%w: truncated header", ErrBadEnvelope)
+	}
+	e.Seq = binary.BigEndian.Uint64(rest)
+	e.Time = int64(binary.BigEndian.Uint64(rest[8:]))
+	if len(rest) > 16 {
+		e.Payload = rest[16:]
+	}
+	if err := e.validate(); err != nil {
+		return Envelope{}, err
+	}
+	return e, nil
+}
+
+// PublishTime returns Time as a time.Time.
+func (e *Envelope) PublishTime() time.Time { return time.Unix(0, e.Time) }

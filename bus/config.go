@@ -1,0 +1,256 @@
+package bus
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config defaults. In Config a zero value means the default and -1 disables the
+// bound where the field says so.
+const (
+	DefaultOutboxMaxMessages = 100_000
+	DefaultOutboxMaxBytes    = 64 << 20
+	DefaultOutboxMaxAge      = 5 * time.Minute
+	DefaultBackoffBase       = 100 * time.Millisecond
+	DefaultBackoffCap        = 10 * time.Second
+	DefaultBatchSize         = 256
+	DefaultBatchBytes        = 1 << 20
+	DefaultPublishTimeout    = 5 * time.Second
+	DefaultProbeInterval     = time.Second
+	DefaultProbeTimeout      = 3 * time.Second
+)
+
+// ErrInvalidConfig is wrapped by the errors of New for a Config it cannot use.
+var ErrInvalidConfig = errors.New("bus: invalid config")
+
+// OverflowPolicy says what Publish does when the outbox is at a bound.
+type OverflowPolicy int
+
+const (
+	// RejectNew makes Publish return ErrOutboxFull at once; nothing already
+	// accepted is dropped. The default.
+	RejectNew OverflowPolicy = iota
+	// DropOldest makes room by dropping the oldest messages of the outbox (reason
+	// "overflow"), so that the newest state wins.
+	DropOldest
+)
+
+func (p OverflowPolicy) String() string {
+	switch p {
+	case RejectNew:
+		return "reject-new"
+	case DropOldest:
+		return "drop-oldest"
+	}
+	return fmt.Sprintf("OverflowPolicy(%d)", int(p))
+}
+
+// OutboxConfig bounds the outbox, the FIFO of accepted messages that the broker
+// has not acknowledged yet. Memory stays within MaxBytes (plus per-message
+// bookkeeping) under any outage length.
+type OutboxConfig struct {
+	// MaxMessages bounds the number of messages. Default 100 000; -1: no bound.
+	MaxMessages int
+	// MaxBytes bounds the encoded size of the messages. Default 64 MiB; -1: no
+	// bound. Publish of a larger single message returns ErrTooLarge.
+	MaxBytes int64
+	// MaxAge drops messages that waited longer (reason "max_age"): after a long
+	// outage, old events are worth less than a bounded delay. Default 5 minutes;
+	// -1: no age bound.
+	MaxAge time.Duration
+	// Overflow is the policy at the count and byte bounds. Default RejectNew.
+	Overflow OverflowPolicy
+}
+
+// BackoffConfig shapes the waits between attempts after a broker error, for
+// publishing, subscribing and probing alike: exponential with full jitter, the
+// wait before attempt n+1 is uniform in [0, min(Cap, Base*2^(n-1))].
+type BackoffConfig struct {
+	// Base is the ceiling of the first wait. Default 100 ms.
+	Base time.Duration
+	// Cap is the largest ceiling. Default 10 s.
+	Cap time.Duration
+	// MaxAttempts consecutive failures make the bus Failed. A Failed bus keeps
+	// buffering within the outbox bounds and keeps trying at the cap. Default 0:
+	// never Failed.
+	MaxAttempts int
+}
+
+// Config configures New.
+type Config struct {
+	// NodeID is this node's id in the cluster, 1 to 255 bytes. Default: 16 random
+	// hex digits, new at every start. A stable id is fine too: every process start
+	// also draws a random instance number, so receivers tell two runs apart.
+	NodeID string
+	// Outbox bounds the messages waiting for the broker.
+	Outbox OutboxConfig
+	// Backoff shapes reconnect waits.
+	Backoff BackoffConfig
+	// BatchSize is the most frames written per Transport.Publish (one pipelined
+	// round trip). Default 256.
+	BatchSize int
+	// BatchBytes is the most bytes written per Transport.Publish; a larger single
+	// frame goes alone. Default 1 MiB.
+	BatchBytes int
+	// PublishTimeout bounds one Transport.Publish; a publish that times out is
+	// retried like any failed one. Default 5 s.
+	PublishTimeout time.Duration
+	// ProbeInterval is the period of liveness checks: a Ping, then (once Receive
+	// was called) one probe frame per partition published through the reliable
+	// plane and expected back through this node's own subscription. Default 1 s;
+	// -1 disables pings and probes (the bus then starts as Connected and only
+	// publish and subscribe errors change its state).
+	ProbeInterval time.Duration
+	// ProbeTimeout is how long a ping may take and how long the probes may take to
+	// come back. A probe that does not come back (while the subscription delivers
+	// nothing else) is a probe failure: the subscription is rebuilt. Default 3 s.
+	ProbeTimeout time.Duration
+	// OnDrop is called for every batch of accepted messages dropped by a bound
+	// (max age, drop-oldest) or by a Close that ran out of time. It runs on the
+	// goroutine that dropped (Publish or the sender) and must not block.
+	OnDrop func(Drop)
+	// OnGap is called when a receiver finds messages of another node missing (the
+	// broker lost them, or their publisher dropped them). It runs on the receive
+	// goroutine before the message after the gap is delivered; it must not block.
+	OnGap func(Gap)
+	// OnStateChange is called with the new status at every state change, in order,
+	// on a goroutine of the bus.
+	OnStateChange func(Status)
+	// Logger receives one line per state change and per drop or gap episode, never
+	// one per message. Default slog.Default().
+	Logger *slog.Logger
+	// Registerer, when set, gets the durasock_ metrics of the bus. Wrap it
+	// (prometheus.WrapRegistererWith) to run several buses in one process. Without
+	// it the metrics are still kept; Stats reads them.
+	Registerer prometheus.Registerer
+}
+
+// withDefaults resolves zero values and checks the rest.
+func (c Config) withDefaults() (Config, error) {
+	bad := func(format string, args ...any) (Config, error) {
+		return c, fmt.Errorf("%w: "+format, append([]any{ErrInvalidConfig}, args...)...)
+	}
+	if len(c.NodeID) > 255 {
+		return bad("node id of %d bytes, at most 255", len(c.NodeID))
+	}
+	o := &c.Outbox
+	switch {
+	case o.MaxMessages == 0:
+		o.MaxMessages = DefaultOutboxMaxMessages
+	case o.MaxMessages < -1:
+		return bad("Outbox.MaxMessages %d", o.MaxMessages)
+	}
+	switch {
+	case o.MaxBytes == 0:
+		o.MaxBytes = DefaultOutboxMaxBytes
+	case o.MaxBytes < -1:
+		return bad("Outbox.MaxBytes %d", o.MaxBytes)
+	}
+	switch {
+	case o.MaxAge == 0:
+		o.MaxAge = DefaultOutboxMaxAge
+	case o.MaxAge < -1:
+		return bad("Outbox.MaxAge %v", o.MaxAge)
+	}
+	if o.Overflow != RejectNew && o.Overflow != DropOldest {
+		return bad("Outbox.Overflow %v", o.Overflow)
+	}
+	b := &c.Backoff
+	switch {
+	case b.Base == 0:
+		b.Base = DefaultBackoffBase
+	case b.Base < 0:
+		return bad("Backoff.Base %v", b.Base)
+	}
+	switch {
+	case b.Cap == 0:
+		b.Cap = max(DefaultBackoffCap, b.Base)
+	case b.Cap < b.Base:
+		return bad("Backoff.Cap %v below Backoff.Base %v", b.Cap, b.Base)
+	}
+	if b.MaxAttempts < 0 {
+		return bad("Backoff.MaxAttempts %d", b.MaxAttempts)
+	}
+	switch {
+	case c.BatchSize == 0:
+		c.BatchSize = DefaultBatchSize
+	case c.BatchSize < 0:
+		return bad("BatchSize %d", c.BatchSize)
+	}
+	switch {
+	case c.BatchBytes == 0:
+		c.BatchBytes = DefaultBatchBytes
+	case c.BatchBytes < 0:
+		return bad("BatchBytes %d", c.BatchBytes)
+	}
+	switch {
+	case c.PublishTimeout == 0:
+		c.PublishTimeout = DefaultPublishTimeout
+	case c.PublishTimeout < 0:
+		return bad("PublishTimeout %v", c.PublishTimeout)
+	}
+	switch {
+	case c.ProbeInterval == 0:
+		c.ProbeInterval = DefaultProbeInterval
+	case c.ProbeInterval < -1:
+		return bad("ProbeInterval %v", c.ProbeInterval)
+	}
+	switch {
+	case c.ProbeTimeout == 0:
+		c.ProbeTimeout = DefaultProbeTimeout
+	case c.ProbeTimeout < 0:
+		return bad("ProbeTimeout %v", c.ProbeTimeout)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c, nil
+}
+
+// DropReason says why accepted messages were dropped.
+type DropReason string
+
+// Drop reasons (the reason label of durasock_bus_dropped_total).
+const (
+	// DropMaxAge: the messages waited longer than Outbox.MaxAge.
+	DropMaxAge DropReason = "max_age"
+	// DropOverflow: the drop-oldest policy made room for newer messages.
+	DropOverflow DropReason = "overflow"
+	// DropClosed: Close ran out of time before the broker took them.
+	DropClosed DropReason = "closed"
+)
+
+// SeqRange is a run of sequence numbers of one partition, First <= Last.
+type SeqRange struct {
+	Partition   int
+	First, Last uint64
+}
+
+// Drop describes accepted messages that will not be delivered (or, for frames
+// whose publish was in progress, whose delivery is unknown).
+type Drop struct {
+	Reason DropReason
+	// Origin is this node's id.
+	Origin string
+	Count  int
+	Bytes  int64
+	// Oldest is when the oldest dropped message was accepted.
+	Oldest time.Time
+	// Seqs are the dropped sequence numbers, one range per partition. Receivers
+	// will report them as a gap.
+	Seqs []SeqRange
+}
+
+// Gap describes messages of another node that a receiver never got.
+type Gap struct {
+	Origin    string
+	Partition int
+	// After is the last sequence received before the gap; Next the one received
+	// after it. Missing is Next-After-1.
+	After, Next uint64
+	Missing     uint64
+}

@@ -1,0 +1,184 @@
+package bus
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// counters are the bus's monotonic counts, read by Stats and by the collector.
+type counters struct {
+	accepted, rejected, published, replayed      atomic.Uint64
+	droppedMaxAge, droppedOverflow, droppedClose atomic.Uint64
+	received, duplicates, gaps, gapMessages      atomic.Uint64
+	decodeErrors, probesSent, probeFailures      atomic.Uint64
+	reconnects, sent                             atomic.Uint64
+}
+
+func (c *counters) dropped(reason DropReason) *atomic.Uint64 {
+	switch reason {
+	case DropMaxAge:
+		return &c.droppedMaxAge
+	case DropOverflow:
+		return &c.droppedOverflow
+	}
+	return &c.droppedClose
+}
+
+// Stats are the counters of a bus since New.
+type Stats struct {
+	// Accepted is the number of Publish calls that returned nil.
+	Accepted uint64
+	// Rejected is the number of Publish calls that returned ErrOutboxFull or
+	// ErrTooLarge.
+	Rejected uint64
+	// Published is the number of accepted messages the broker acknowledged.
+	Published uint64
+	// Replayed counts frames published again after a failed publish.
+	Replayed uint64
+	// Dropped counts accepted messages dropped, by reason.
+	DroppedMaxAge, DroppedOverflow, DroppedClosed uint64
+	// Received counts messages delivered to the Handler (both planes).
+	Received uint64
+	// Duplicates counts frames dropped because their seq was already delivered.
+	Duplicates uint64
+	// Gaps counts sequence gaps; GapMessages the messages missing in them.
+	Gaps, GapMessages uint64
+	// DecodeErrors counts frames that were not valid envelopes.
+	DecodeErrors uint64
+	// ProbesSent counts probe rounds published; ProbeFailures the rounds missed
+	// and the failed pings or probe publishes.
+	ProbesSent, ProbeFailures uint64
+	// Reconnects counts recoveries after an error: publishes that succeeded after
+	// failures, subscriptions started again, pings that answered again.
+	Reconnects uint64
+	// Sent counts successful Send calls.
+	Sent uint64
+	// PublishLatencyCount is the number of observations in the publish latency
+	// histogram, PublishLatencySum their sum.
+	PublishLatencyCount uint64
+	PublishLatencySum   time.Duration
+}
+
+// Stats returns the counters.
+func (r *Reliable) Stats() Stats {
+	c := &r.c
+	s := Stats{
+		Accepted:        c.accepted.Load(),
+		Rejected:        c.rejected.Load(),
+		Published:       c.published.Load(),
+		Replayed:        c.replayed.Load(),
+		DroppedMaxAge:   c.droppedMaxAge.Load(),
+		DroppedOverflow: c.droppedOverflow.Load(),
+		DroppedClosed:   c.droppedClose.Load(),
+		Received:        c.received.Load(),
+		Duplicates:      c.duplicates.Load(),
+		Gaps:            c.gaps.Load(),
+		GapMessages:     c.gapMessages.Load(),
+		DecodeErrors:    c.decodeErrors.Load(),
+		ProbesSent:      c.probesSent.Load(),
+		ProbeFailures:   c.probeFailures.Load(),
+		Reconnects:      c.reconnects.Load(),
+		Sent:            c.sent.Load(),
+	}
+	s.PublishLatencyCount = r.m.latencyCount.Load()
+	s.PublishLatencySum = time.Duration(r.m.latencySumNanos.Load())
+	return s
+}
+
+// metrics is the prometheus.Collector of a bus. Counters and gauges are read at
+// scrape time from the bus itself, so the hot path pays only atomic adds.
+type metrics struct {
+	r               *Reliable
+	latency         prometheus.Histogram
+	latencyCount    atomic.Uint64
+	latencySumNanos atomic.Int64
+
+	state, outboxMessages, outboxBytes, outboxOldest *prometheus.Desc
+	dropped, reconnects, replayed, duplicates, gaps  *prometheus.Desc
+	gapMessages, probeFailures, received, decodeErr  *prometheus.Desc
+	accepted, rejected, published                    *prometheus.Desc
+}
+
+func newMetrics(r *Reliable) *metrics {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("durasock_"+name, help, labels, nil)
+	}
+	return &metrics{
+		r: r,
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "durasock_bus_publish_latency_seconds",
+			Help:    "Time from Publish accepting a message to the broker acknowledging it.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+		state:          d("bus_state", "1 for the current bus state, 0 for the others.", "state"),
+		outboxMessages: d("outbox_messages", "Messages in the outbox, not yet acknowledged by the broker."),
+		outboxBytes:    d("outbox_bytes", "Encoded bytes in the outbox."),
+		outboxOldest:   d("outbox_oldest_age_seconds", "Age of the oldest message in the outbox (0 when empty)."),
+		dropped:        d("bus_dropped_total", "Accepted messages dropped, by reason (max_age, overflow, closed).", "reason"),
+		reconnects:     d("bus_reconnects_total", "Recoveries after broker errors (publish, subscribe, ping)."),
+		replayed:       d("bus_replayed_total", "Frames published again after a failed publish."),
+		duplicates:     d("bus_duplicates_total", "Received frames dropped as duplicates."),
+		gaps:           d("bus_gaps_total", "Sequence gaps detected in messages of other nodes."),
+		gapMessages:    d("bus_gap_messages_total", "Messages of other nodes missing in sequence gaps."),
+		probeFailures:  d("bus_probe_failures_total", "Liveness probes missed and failed pings."),
+		received:       d("bus_received_total", "Messages delivered to the handler."),
+		decodeErr:      d("bus_decode_errors_total", "Received frames that were not valid envelopes."),
+		accepted:       d("bus_accepted_total", "Messages accepted by Publish."),
+		rejected:       d("bus_rejected_total", "Publish calls rejected at once (outbox full, too large)."),
+		published:      d("bus_published_total", "Accepted messages acknowledged by the broker."),
+	}
+}
+
+func (m *metrics) observeLatency(d time.Duration) {
+	m.latency.Observe(d.Seconds())
+	m.latencyCount.Add(1)
+	m.latencySumNanos.Add(int64(d))
+}
+
+// Describe implements prometheus.Collector.
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{m.state, m.outboxMessages, m.outboxBytes, m.outboxOldest,
+		m.dropped, m.reconnects, m.replayed, m.duplicates, m.gaps, m.gapMessages, m.probeFailures,
+		m.received, m.decodeErr, m.accepted, m.rejected, m.published} {
+		ch <- d
+	}
+	m.latency.Describe(ch)
+}
+
+// Collect implements prometheus.Collector.
+func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	r := m.r
+	state := r.sm.current()
+	for _, s := range []State{Connected, Reconnecting, Failed, Closed} {
+		v := 0.0
+		if s == state {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(m.state, prometheus.GaugeValue, v, s.String())
+	}
+	n, bytes, oldest := r.ob.snapshot(time.Now())
+	ch <- prometheus.MustNewConstMetric(m.outboxMessages, prometheus.GaugeValue, float64(n))
+	ch <- prometheus.MustNewConstMetric(m.outboxBytes, prometheus.GaugeValue, float64(bytes))
+	ch <- prometheus.MustNewConstMetric(m.outboxOldest, prometheus.GaugeValue, oldest.Seconds())
+	s := r.Stats()
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	counter(m.dropped, s.DroppedMaxAge, string(DropMaxAge))
+	counter(m.dropped, s.DroppedOverflow, string(DropOverflow))
+	counter(m.dropped, s.DroppedClosed, string(DropClosed))
+	counter(m.reconnects, s.Reconnects)
+	counter(m.replayed, s.Replayed)
+	counter(m.duplicates, s.Duplicates)
+	counter(m.gaps, s.Gaps)
+	counter(m.gapMessages, s.GapMessages)
+	counter(m.probeFailures, s.ProbeFailures)
+	counter(m.received, s.Received)
+	counter(m.decodeErr, s.DecodeErrors)
+	counter(m.accepted, s.Accepted)
+	counter(m.rejected, s.Rejected)
+	counter(m.published, s.Published)
+	m.latency.Collect(ch)
+}

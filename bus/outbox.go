@@ -1,0 +1,233 @@
+package bus
+
+import (
+	"encoding/binary"
+	"sync"
+	"time"
+)
+
+// outEntry is an accepted message waiting for the broker.
+type outEntry struct {
+	id        uint64 // position in outbox order, from 1
+	seq       uint64
+	partition int
+	data      []byte // the encoded envelope, immutable once pushed
+	accepted  time.Time
+}
+
+// outbox is the bounded FIFO between Publish and the sender goroutine. Publish
+// assigns sequence numbers under its lock, so the outbox order is the sequence
+// order of every partition. An entry leaves only when the broker acknowledged it
+// or a bound dropped it.
+type outbox struct {
+	mu            sync.Mutex
+	ring          []outEntry
+	head, n       int
+	bytes         int64
+	nextID        uint64
+	seqs          []uint64 // last seq per partition
+	closed        bool
+	failedThrough uint64 // highest id of a batch whose publish failed
+
+	maxMessages int           // -1: none
+	maxBytes    int64         // -1: none
+	maxAge      time.Duration // -1: none
+	dropOldest  bool
+}
+
+func newOutbox(c OutboxConfig, partitions int) *outbox {
+	return &outbox{
+		seqs:        make([]uint64, partitions),
+		nextID:      1,
+		maxMessages: c.MaxMessages,
+		maxBytes:    c.MaxBytes,
+		maxAge:      c.MaxAge,
+		dropOldest:  c.Overflow == DropOldest,
+	}
+}
+
+// dropAcc accumulates the entries of one drop.
+type dropAcc struct {
+	count  int
+	bytes  int64
+	oldest time.Time
+	seqs   []SeqRange
+}
+
+func (d *dropAcc) add(e *outEntry) {
+	if d.count == 0 {
+		d.oldest = e.accepted
+	}
+	d.count++
+	d.bytes += int64(len(e.data))
+	// Drops take a prefix of the outbox, so the dropped seqs of one partition are
+	// contiguous.
+	for i := range d.seqs {
+		if d.seqs[i].Partition == e.partition {
+			d.seqs[i].Last = e.seq
+			return
+		}
+	}
+	d.seqs = append(d.seqs, SeqRange{Partition: e.partition, First: e.seq, Last: e.seq})
+}
+
+func (o *outbox) front() *outEntry { return &o.ring[o.head] }
+
+func (o *outbox) at(i int) *outEntry { return &o.ring[(o.head+i)%len(o.ring)] }
+
+func (o *outbox) pushLocked(e outEntry) {
+	if o.n == len(o.ring) {
+		o.resizeLocked(max(64, 2*len(o.ring)))
+	}
+	o.ring[(o.head+o.n)%len(o.ring)] = e
+	o.n++
+	o.bytes += int64(len(e.data))
+}
+
+func (o *outbox) popLocked() outEntry {
+	e := o.ring[o.head]
+	o.ring[o.head] = outEntry{}
+	o.head = (o.head + 1) % len(o.ring)
+	o.n--
+	o.bytes -= int64(len(e.data))
+	// Give memory back after an outage.
+	if len(o.ring) > 1024 && o.n < len(o.ring)/4 {
+		o.resizeLocked(len(o.ring) / 2)
+	}
+	return e
+}
+
+func (o *outbox) resizeLocked(size int) {
+	ring := make([]outEntry, size)
+	for i := range o.n {
+		ring[i] = *o.at(i)
+	}
+	o.ring, o.head = ring, 0
+}
+
+// expireLocked drops the entries older than maxAge into acc.
+func (o *outbox) expireLocked(now time.Time, acc *dropAcc) {
+	if o.maxAge < 0 {
+		return
+	}
+	for o.n > 0 && now.Sub(o.front().accepted) >= o.maxAge {
+		e := o.popLocked()
+		acc.add(&e)
+	}
+}
+
+// fitsLocked reports whether an entry of size bytes fits within the bounds.
+func (o *outbox) fitsLocked(size int) bool {
+	return (o.maxMessages < 0 || o.n < o.maxMessages) &&
+		(o.maxBytes < 0 || o.bytes+int64(size) <= o.maxBytes)
+}
+
+// add accepts an encoded data envelope whose seq field is at seqAt, assigning its
+// sequence number. It returns ErrOutboxFull or ErrClosed, and fills expired and
+// overflow with what it dropped to make room.
+func (o *outbox) add(partition int, data []byte, seqAt int, now time.Time, expired, overflow *dropAcc) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return ErrClosed
+	}
+	o.expireLocked(now, expired)
+	for !o.fitsLocked(len(data)) {
+		if !o.dropOldest || o.n == 0 {
+			return ErrOutboxFull
+		}
+		e := o.popLocked()
+		overflow.add(&e)
+	}
+	o.seqs[partition]++
+	seq := o.seqs[partition]
+	binary.BigEndian.PutUint64(data[seqAt:], seq)
+	o.pushLocked(outEntry{id: o.nextID, seq: seq, partition: partition, data: data, accepted: now})
+	o.nextID++
+	return nil
+}
+
+// batch expires old entries into expired and appends the frames of the oldest
+// entries (at most maxFrames and maxBytes, at least one) to frames. It returns the
+// id of the last one, how many of them were in a failed publish before, and when
+// the next entry expires (zero time when none).
+func (o *outbox) batch(now time.Time, frames []Frame, maxFrames, maxBytes int, expired *dropAcc) (_ []Frame, lastID uint64, replays int, nextExpiry time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.expireLocked(now, expired)
+	size := 0
+	for i := 0; i < o.n && i < maxFrames; i++ {
+		e := o.at(i)
+		if i > 0 && size+len(e.data) > maxBytes {
+			break
+		}
+		size += len(e.data)
+		frames = append(frames, Frame{Partition: e.partition, Data: e.data})
+		lastID = e.id
+		if e.id <= o.failedThrough {
+			replays++
+		}
+	}
+	if o.n > 0 && o.maxAge >= 0 {
+		nextExpiry = o.front().accepted.Add(o.maxAge)
+	}
+	return frames, lastID, replays, nextExpiry
+}
+
+// commit removes the entries up to lastID that are still there (a drop may have
+// taken some meanwhile) and calls observe with the time each one waited.
+func (o *outbox) commit(lastID uint64, now time.Time, observe func(time.Duration)) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n := 0
+	for o.n > 0 && o.front().id <= lastID {
+		e := o.popLocked()
+		observe(now.Sub(e.accepted))
+		n++
+	}
+	return n
+}
+
+// expire drops old entries into acc and returns when the next one expires.
+func (o *outbox) expire(now time.Time, acc *dropAcc) time.Time {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.expireLocked(now, acc)
+	if o.n > 0 && o.maxAge >= 0 {
+		return o.front().accepted.Add(o.maxAge)
+	}
+	return time.Time{}
+}
+
+func (o *outbox) markFailed(lastID uint64) {
+	o.mu.Lock()
+	o.failedThrough = max(o.failedThrough, lastID)
+	o.mu.Unlock()
+}
+
+// close stops accepting.
+func (o *outbox) close() {
+	o.mu.Lock()
+	o.closed = true
+	o.mu.Unlock()
+}
+
+// drain removes every entry into acc.
+func (o *outbox) drain(acc *dropAcc) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for o.n > 0 {
+		e := o.popLocked()
+		acc.add(&e)
+	}
+}
+
+// snapshot reports the length, the bytes and the age of the oldest entry.
+func (o *outbox) snapshot(now time.Time) (n int, bytes int64, oldest time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.n > 0 {
+		oldest = now.Sub(o.front().accepted)
+	}
+	return o.n, o.bytes, oldest
+}

@@ -1,0 +1,181 @@
+package bus
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// ErrProbeTimeout is the failure recorded when a liveness probe did not come back
+// through the node's own subscription in time.
+var ErrProbeTimeout = errors.New("bus: liveness probe not received")
+
+// maxProbeExtensions bounds how often a probe's wait is extended because the
+// subscription is busy delivering a backlog (alive, just behind).
+const maxProbeExtensions = 10
+
+// prober tracks the probe round in flight.
+type prober struct {
+	mu      sync.Mutex
+	round   uint64
+	pending []bool // per partition: probe not back yet
+	left    int
+	done    chan struct{}
+}
+
+func (p *prober) init() {}
+
+// begin starts round with one probe per partition and returns the channel closed
+// when all came back.
+func (p *prober) begin(round uint64, partitions int) <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.round = round
+	if len(p.pending) != partitions {
+		p.pending = make([]bool, partitions)
+	}
+	for i := range p.pending {
+		p.pending[i] = true
+	}
+	p.left = partitions
+	p.done = make(chan struct{})
+	return p.done
+}
+
+// ack records a probe of this node that came back.
+func (p *prober) ack(round uint64, partition int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if round != p.round || partition < 0 || partition >= len(p.pending) || !p.pending[partition] {
+		return // an old round, delivered again after a rebuild
+	}
+	p.pending[partition] = false
+	p.left--
+	if p.left == 0 {
+		close(p.done)
+	}
+}
+
+// missing returns the partitions whose probe has not come back.
+func (p *prober) missing() []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []int
+	for i, pending := range p.pending {
+		if pending {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// probeLoop checks the broker every ProbeInterval: a Ping, then, once receiving,
+// a probe per partition through the reliable plane that must come back through
+// this node's own subscription within ProbeTimeout. A missing probe means the
+// subscription is silently dead (a half-open connection, a broker that switched
+// roles, a client the broker killed): it is rebuilt.
+func (r *Reliable) probeLoop(ctx context.Context) {
+	defer r.background.Done()
+	var round uint64
+	attempt, misses := 0, 0
+	for {
+		start := time.Now()
+		r.recv.prune(start, max(10*time.Minute, 10*r.livenessWindow()))
+		err := r.ping(ctx)
+		if err == nil && r.recv.receiving() {
+			round++
+			var missed bool
+			missed, err = r.probeRound(ctx, round)
+			if ctx.Err() != nil {
+				return
+			}
+			if missed {
+				misses++
+				r.c.probeFailures.Add(1)
+				r.log.Warn("bus liveness probe missed; rebuilding the subscription",
+					"timeout", r.cfg.ProbeTimeout, "partitions", r.probes.missing(), "consecutive", misses)
+				r.sm.fail(compSubscribe, fmt.Errorf("%w within %v", ErrProbeTimeout, r.cfg.ProbeTimeout), misses, 0)
+				r.recv.rebuildSubscription()
+			} else if err == nil {
+				misses = 0
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			r.c.probeFailures.Add(1)
+			attempt++
+			d := r.bo.delay(attempt)
+			r.sm.fail(compPing, err, attempt, d)
+			if !sleep(ctx, d) {
+				return
+			}
+			continue
+		}
+		if attempt > 0 {
+			r.c.reconnects.Add(1)
+		}
+		attempt = 0
+		r.sm.ok(compPing)
+		if !sleep(ctx, r.cfg.ProbeInterval-time.Since(start)) {
+			return
+		}
+	}
+}
+
+func (r *Reliable) ping(ctx context.Context) error {
+	pctx, cancel := context.WithTimeout(ctx, r.cfg.ProbeTimeout)
+	defer cancel()
+	if err := r.t.Ping(pctx); err != nil {
+		return fmt.Errorf("bus: ping: %w", err)
+	}
+	return nil
+}
+
+// probeRound publishes the probes of round and waits for them. It returns
+// missed when they did not all come back in time, or the publish error.
+func (r *Reliable) probeRound(ctx context.Context, round uint64) (missed bool, err error) {
+	frames := make([]Frame, r.partitions)
+	now := time.Now().UnixNano()
+	for p := range frames {
+		data := make([]byte, 0, len(r.prefix)+19)
+		data = append(data, r.prefix...)
+		data[1] = byte(KindProbe)
+		data = binary.AppendUvarint(data, uint64(p))
+		data = binary.BigEndian.AppendUint64(data, round)
+		data = binary.BigEndian.AppendUint64(data, uint64(now))
+		frames[p] = Frame{Partition: p, Data: data}
+	}
+	done := r.probes.begin(round, r.partitions)
+	pctx, cancel := context.WithTimeout(ctx, r.cfg.ProbeTimeout)
+	err = r.t.Publish(pctx, frames)
+	cancel()
+	if err != nil {
+		return false, fmt.Errorf("bus: publish probe: %w", err)
+	}
+	r.c.probesSent.Add(1)
+	timer := time.NewTimer(r.cfg.ProbeTimeout)
+	defer timer.Stop()
+	progress := r.recv.progress.Load()
+	for ext := 0; ; {
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-done:
+			return false, nil
+		case <-timer.C:
+		}
+		// A subscription that keeps delivering other frames is alive, only behind.
+		now := r.recv.progress.Load()
+		if now == progress || ext >= maxProbeExtensions {
+			return true, nil
+		}
+		progress = now
+		ext++
+		timer.Reset(r.cfg.ProbeTimeout)
+	}
+}

@@ -1,0 +1,282 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// errSubscriptionEnded is the failure recorded when a Subscribe call returns nil
+// although nobody asked it to stop.
+var errSubscriptionEnded = errors.New("bus: subscription ended")
+
+// streamKey identifies one sequence space: one run of one origin on one partition.
+type streamKey struct {
+	origin    string
+	instance  uint64
+	partition int
+}
+
+// nodeSeen is what a receiver knows about another node.
+type nodeSeen struct {
+	instance uint64
+	last     time.Time
+}
+
+// receiver keeps the high-water marks: per stream the highest seq delivered.
+type receiver struct {
+	r       *Reliable
+	once    sync.Once
+	handler Handler
+	started chan struct{} // closed by the first Receive
+
+	// progress counts frames delivered by the transport, for the prober.
+	progress atomic.Uint64
+
+	mu       sync.Mutex
+	hwm      map[streamKey]uint64
+	seen     map[string]nodeSeen
+	lastPrun time.Time
+
+	// rebuild is set by the prober before it cancels the subscription.
+	rebuild   atomic.Bool
+	subMu     sync.Mutex
+	subCancel context.CancelFunc
+
+	decodeLog   rateLimit
+	conflictLog rateLimit
+}
+
+func (rv *receiver) init(r *Reliable) {
+	rv.r = r
+	rv.started = make(chan struct{})
+	rv.hwm = make(map[streamKey]uint64)
+	rv.seen = make(map[string]nodeSeen)
+}
+
+func (rv *receiver) start(h Handler, log *slog.Logger) {
+	first := false
+	rv.once.Do(func() {
+		rv.handler = h
+		first = true
+		close(rv.started)
+	})
+	if !first {
+		log.Error("bus: Receive called again; the first handler stays")
+	}
+}
+
+func (rv *receiver) receiving() bool {
+	select {
+	case <-rv.started:
+		return true
+	default:
+		return false
+	}
+}
+
+// rebuildSubscription ends the current Subscribe call; recvLoop starts a new one
+// at once.
+func (rv *receiver) rebuildSubscription() {
+	rv.subMu.Lock()
+	defer rv.subMu.Unlock()
+	if rv.subCancel != nil {
+		rv.rebuild.Store(true)
+		rv.subCancel()
+	}
+}
+
+// recvLoop runs Transport.Subscribe from the first Receive until ctx is done,
+// again after every failure (with backoff) or probe-requested rebuild (at once).
+func (r *Reliable) recvLoop(ctx context.Context) {
+	defer r.background.Done()
+	rv := &r.recv
+	select {
+	case <-ctx.Done():
+		return
+	case <-rv.started:
+	}
+	attempt := 0
+	for {
+		subCtx, cancel := context.WithCancel(ctx)
+		rv.subMu.Lock()
+		rv.subCancel = cancel
+		rv.subMu.Unlock()
+		before := rv.progress.Load()
+		err := r.t.Subscribe(subCtx, r.nodeID, r.deliver)
+		rv.subMu.Lock()
+		rv.subCancel = nil
+		rv.subMu.Unlock()
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if rv.rebuild.Swap(false) {
+			r.c.reconnects.Add(1)
+			continue
+		}
+		if rv.progress.Load() > before {
+			attempt = 0 // it worked for a while: start the backoff over
+		}
+		if err == nil {
+			err = errSubscriptionEnded
+		}
+		attempt++
+		d := r.bo.delay(attempt)
+		r.sm.fail(compSubscribe, err, attempt, d)
+		if !sleep(ctx, d) {
+			return
+		}
+		r.c.reconnects.Add(1)
+	}
+}
+
+// deliver handles one frame from the transport. Transport calls are sequential.
+func (r *Reliable) deliver(f Frame) {
+	rv := &r.recv
+	rv.progress.Add(1)
+	r.sm.ok(compSubscribe)
+	e, err := DecodeEnvelope(f.Data)
+	if err != nil {
+		r.c.decodeErrors.Add(1)
+		if ok, suppressed := rv.decodeLog.allow(time.Now(), 10*time.Second); ok {
+			r.log.Warn("bus dropped an undecodable frame", "error", err, "partition", f.Partition,
+				"bytes", len(f.Data), "suppressed_since_last", suppressed)
+		}
+		return
+	}
+	if e.Origin == r.nodeID {
+		if e.Instance != r.instance {
+			if ok, _ := rv.conflictLog.allow(time.Now(), time.Minute); ok && e.Kind == KindProbe {
+				r.log.Error("bus: another process uses this node id; node ids must be unique", "other_instance", e.Instance)
+			}
+			return
+		}
+		if e.Kind == KindProbe {
+			r.probes.ack(e.Seq, e.Partition)
+		}
+		return
+	}
+	switch e.Kind {
+	case KindProbe:
+		rv.touch(e.Origin, e.Instance, time.Now())
+	case KindDirect:
+		rv.touch(e.Origin, e.Instance, time.Now())
+		r.c.received.Add(1)
+		rv.handler(Message{Origin: e.Origin, Payload: e.Payload})
+	case KindData:
+		if !rv.accept(r, &e) {
+			return
+		}
+		r.c.received.Add(1)
+		rv.handler(Message{Origin: e.Origin, Seq: e.Seq, Partition: e.Partition, Payload: e.Payload})
+	}
+}
+
+// accept applies the high-water mark of e's stream: false for a duplicate; a gap is
+// counted, logged and reported, and the message is delivered.
+func (rv *receiver) accept(r *Reliable, e *Envelope) bool {
+	k := streamKey{origin: e.Origin, instance: e.Instance, partition: e.Partition}
+	now := time.Now()
+	rv.mu.Lock()
+	rv.touchLocked(e.Origin, e.Instance, now)
+	hwm, known := rv.hwm[k]
+	if known && e.Seq <= hwm {
+		rv.mu.Unlock()
+		r.c.duplicates.Add(1)
+		return false
+	}
+	rv.hwm[k] = e.Seq
+	rv.mu.Unlock()
+	if known && e.Seq > hwm+1 {
+		g := Gap{Origin: e.Origin, Partition: e.Partition, After: hwm, Next: e.Seq, Missing: e.Seq - hwm - 1}
+		r.c.gaps.Add(1)
+		r.c.gapMessages.Add(g.Missing)
+		r.log.Warn("bus sequence gap: messages of another node were lost", "origin", g.Origin,
+			"partition", g.Partition, "after", g.After, "next", g.Next, "missing", g.Missing)
+		if r.cfg.OnGap != nil {
+			r.cfg.OnGap(g)
+		}
+	}
+	return true
+}
+
+func (rv *receiver) touch(origin string, instance uint64, now time.Time) {
+	rv.mu.Lock()
+	rv.touchLocked(origin, instance, now)
+	rv.mu.Unlock()
+}
+
+// touchLocked records that origin is alive; a new instance of an origin (the node
+// restarted with the same id) forgets the streams of the old one.
+func (rv *receiver) touchLocked(origin string, instance uint64, now time.Time) {
+	s, ok := rv.seen[origin]
+	if ok && s.instance != instance {
+		for k := range rv.hwm {
+			if k.origin == origin && k.instance == s.instance {
+				delete(rv.hwm, k)
+			}
+		}
+	}
+	rv.seen[origin] = nodeSeen{instance: instance, last: now}
+}
+
+// prune forgets nodes not heard from for idle, so that restarts with fresh node
+// ids do not grow the maps forever. A forgotten node that speaks again sets a new
+// baseline.
+func (rv *receiver) prune(now time.Time, idle time.Duration) {
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	if now.Sub(rv.lastPrun) < idle/10 {
+		return
+	}
+	rv.lastPrun = now
+	for origin, s := range rv.seen {
+		if now.Sub(s.last) < idle {
+			continue
+		}
+		delete(rv.seen, origin)
+		for k := range rv.hwm {
+			if k.origin == origin {
+				delete(rv.hwm, k)
+			}
+		}
+	}
+}
+
+// nodes returns the other nodes heard from within window, sorted.
+func (rv *receiver) nodes(now time.Time, window time.Duration) []string {
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	var out []string
+	for origin, s := range rv.seen {
+		if now.Sub(s.last) <= window {
+			out = append(out, origin)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// rateLimit lets one event through per interval and counts the others.
+type rateLimit struct {
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+func (l *rateLimit) allow(now time.Time, every time.Duration) (bool, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.last.IsZero() && now.Sub(l.last) < every {
+		l.suppressed++
+		return false, 0
+	}
+	n := l.suppressed
+	l.last, l.suppressed = now, 0
+	return true, n
+}

@@ -1,0 +1,491 @@
+package bus
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrSelf is returned by Send addressed to the sending node itself.
+var ErrSelf = errors.New("bus: send to own node")
+
+// Reliable is the reliable Bus over any Transport: a bounded outbox drained in
+// order by one sender goroutine, reconnects with backoff, per-origin sequencing
+// with de-duplication and gap detection, and liveness probes. Create it with New.
+type Reliable struct {
+	cfg        Config
+	t          Transport
+	nodeID     string
+	instance   uint64
+	partitions int
+	// prefix is version, kind data, origin length, origin and instance: the start of
+	// every data envelope this node writes.
+	prefix []byte
+	log    *slog.Logger
+	bo     backoff
+	ob     *outbox
+	sm     *stateMachine
+	c      counters
+	m      *metrics
+
+	wake     chan struct{} // cap 1: the outbox has work, or the bus drains
+	draining atomic.Bool
+
+	recv   receiver
+	probes prober
+	drops  dropEpisodes
+
+	notify       notifier
+	notifierDone chan struct{}
+
+	stopBackground context.CancelFunc // receiver and prober
+	stopSender     context.CancelFunc
+	background     sync.WaitGroup
+	senderDone     chan struct{}
+	notifierExited chan struct{}
+
+	closeOnce sync.Once
+	closing   atomic.Bool
+	closed    chan struct{}
+}
+
+var _ Bus = (*Reliable)(nil)
+
+// New returns a reliable bus over t, which it owns from now on (Close closes it).
+// It does not wait for the broker: a bus created while the broker is down accepts
+// Publish into its outbox and connects when the broker appears. The bus starts in
+// state Reconnecting and becomes Connected at its first successful ping or
+// publish.
+func New(t Transport, cfg Config) (*Reliable, error) {
+	if t == nil {
+		return nil, fmt.Errorf("%w: nil transport", ErrInvalidConfig)
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	partitions := t.Partitions()
+	if partitions < 1 || partitions > MaxPartition+1 {
+		return nil, fmt.Errorf("%w: transport has %d partitions, want 1..%d", ErrInvalidConfig, partitions, MaxPartition+1)
+	}
+	if cfg.NodeID == "" {
+		var id [8]byte
+		binary.BigEndian.PutUint64(id[:], rand.Uint64())
+		cfg.NodeID = hex.EncodeToString(id[:])
+	}
+	r := &Reliable{
+		cfg:            cfg,
+		t:              t,
+		nodeID:         cfg.NodeID,
+		instance:       rand.Uint64(),
+		partitions:     partitions,
+		log:            cfg.Logger.With("node", cfg.NodeID),
+		bo:             newBackoff(cfg.Backoff),
+		ob:             newOutbox(cfg.Outbox, partitions),
+		wake:           make(chan struct{}, 1),
+		senderDone:     make(chan struct{}),
+		notifierDone:   make(chan struct{}),
+		notifierExited: make(chan struct{}),
+		closed:         make(chan struct{}),
+	}
+	r.prefix = append(r.prefix, EnvelopeVersion, byte(KindData), byte(len(r.nodeID)))
+	r.prefix = append(r.prefix, r.nodeID...)
+	r.prefix = binary.BigEndian.AppendUint64(r.prefix, r.instance)
+	r.notify.wake = make(chan struct{}, 1)
+
+	initial := Reconnecting
+	if cfg.ProbeInterval < 0 {
+		initial = Connected
+	}
+	var onChange func(stateSnapshot)
+	if cfg.OnStateChange != nil {
+		onChange = r.notify.push
+	}
+	r.sm = newStateMachine(initial, cfg.Backoff.MaxAttempts, r.log, onChange)
+	r.recv.init(r)
+	r.probes.init()
+	r.m = newMetrics(r)
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(r.m); err != nil {
+			return nil, fmt.Errorf("bus: register metrics: %w", err)
+		}
+	}
+
+	bg, stopBackground := context.WithCancel(context.Background())
+	sendCtx, stopSender := context.WithCancel(context.Background())
+	r.stopBackground, r.stopSender = stopBackground, stopSender
+	go r.sendLoop(sendCtx)
+	r.background.Add(1)
+	go r.recvLoop(bg)
+	if cfg.ProbeInterval > 0 {
+		r.background.Add(1)
+		go r.probeLoop(bg)
+	}
+	if cfg.OnStateChange != nil {
+		go func() {
+			defer close(r.notifierExited)
+			r.notify.run(r.notifierDone, r.callStateHook)
+		}()
+	} else {
+		close(r.notifierExited)
+	}
+	r.log.Info("bus started", "instance", r.instance, "partitions", partitions,
+		"outbox_max_messages", cfg.Outbox.MaxMessages, "outbox_max_bytes", cfg.Outbox.MaxBytes,
+		"outbox_max_age", cfg.Outbox.MaxAge, "overflow", cfg.Outbox.Overflow.String())
+	return r, nil
+}
+
+func (r *Reliable) callStateHook(s stateSnapshot) {
+	r.cfg.OnStateChange(r.status(s))
+}
+
+// NodeID returns this node's id.
+func (r *Reliable) NodeID() string { return r.nodeID }
+
+// Partitions returns the number of partitions of the transport.
+func (r *Reliable) Partitions() int { return r.partitions }
+
+// PartitionOf returns the partition Publish uses for key: FNV-1a (32 bit) of the
+// key modulo the number of partitions.
+func (r *Reliable) PartitionOf(key string) int { return partitionOf(key, r.partitions) }
+
+func partitionOf(key string, partitions int) int {
+	const offset32, prime32 = 2166136261, 16777619
+	h := uint32(offset32)
+	for i := 0; i < len(key); i++ {
+		h ^= uint32(key[i])
+		h *= prime32
+	}
+	return int(h % uint32(partitions))
+}
+
+// Publish accepts payload into the outbox, or returns at once ErrOutboxFull (a
+// bound is reached under RejectNew), ErrTooLarge, ErrClosed or ctx's error. It
+// never waits for the broker. The payload is copied; the caller may reuse it.
+func (r *Reliable) Publish(ctx context.Context, key string, payload []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p := partitionOf(key, r.partitions)
+	seqAt := len(r.prefix) + uvarintLen(uint64(p))
+	size := seqAt + 16 + len(payload)
+	if r.cfg.Outbox.MaxBytes > 0 && int64(size) > r.cfg.Outbox.MaxBytes {
+		r.c.rejected.Add(1)
+		return fmt.Errorf("%w: %d bytes, outbox holds %d", ErrTooLarge, size, r.cfg.Outbox.MaxBytes)
+	}
+	now := time.Now()
+	data := make([]byte, 0, size)
+	data = append(data, r.prefix...)
+	data = binary.AppendUvarint(data, uint64(p))
+	data = binary.BigEndian.AppendUint64(data, 0) // seq, set by the outbox
+	data = binary.BigEndian.AppendUint64(data, uint64(now.UnixNano()))
+	data = append(data, payload...)
+
+	var expired, overflow dropAcc
+	err := r.ob.add(p, data, seqAt, now, &expired, &overflow)
+	r.reportDrop(DropMaxAge, &expired)
+	r.reportDrop(DropOverflow, &overflow)
+	if err != nil {
+		if errors.Is(err, ErrOutboxFull) {
+			r.c.rejected.Add(1)
+			r.drops.rejected(r.log)
+		}
+		return err
+	}
+	r.c.accepted.Add(1)
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// Send delivers payload to node to, or to every other node when to is "", on the
+// best-effort plane. It fails fast with an error wrapping ErrNotConnected when the
+// bus is not Connected or the transport fails, and never buffers.
+func (r *Reliable) Send(ctx context.Context, to string, payload []byte) error {
+	if r.closing.Load() {
+		return ErrClosed
+	}
+	if to == r.nodeID {
+		return ErrSelf
+	}
+	if s := r.sm.current(); s != Connected {
+		return fmt.Errorf("%w (state %s)", ErrNotConnected, s)
+	}
+	data := make([]byte, 0, len(r.prefix)+17+len(payload))
+	data = append(data, r.prefix...)
+	data[1] = byte(KindDirect)
+	data = append(data, 0) // partition
+	data = binary.BigEndian.AppendUint64(data, 0)
+	data = binary.BigEndian.AppendUint64(data, uint64(time.Now().UnixNano()))
+	data = append(data, payload...)
+	if err := r.t.Send(ctx, to, data); err != nil {
+		return fmt.Errorf("%w: %w", ErrNotConnected, err)
+	}
+	r.c.sent.Add(1)
+	return nil
+}
+
+// Receive sets the handler and starts receiving. Only the first call counts.
+func (r *Reliable) Receive(h Handler) {
+	if h == nil {
+		r.log.Error("bus: Receive with a nil handler ignored")
+		return
+	}
+	r.recv.start(h, r.log)
+}
+
+// Status reports the state and the outbox.
+func (r *Reliable) Status() Status { return r.status(r.sm.snapshot()) }
+
+func (r *Reliable) status(s stateSnapshot) Status {
+	n, bytes, oldest := r.ob.snapshot(time.Now())
+	return Status{
+		State:        s.State,
+		StateName:    s.State.String(),
+		Since:        s.Since,
+		Attempt:      s.Attempt,
+		NextRetry:    s.NextRetry,
+		LastError:    s.LastError,
+		OutboxLen:    n,
+		OutboxBytes:  bytes,
+		OutboxOldest: oldest,
+		Nodes:        r.recv.nodes(time.Now(), r.livenessWindow()),
+	}
+}
+
+// livenessWindow is how recently a node must have been heard to count as alive.
+func (r *Reliable) livenessWindow() time.Duration {
+	if r.cfg.ProbeInterval < 0 {
+		return time.Minute
+	}
+	return max(3*r.cfg.ProbeInterval, r.cfg.ProbeTimeout)
+}
+
+// StateChanged returns a channel closed at the next state change.
+func (r *Reliable) StateChanged() <-chan struct{} { return r.sm.changedChan() }
+
+// Close stops receiving and probing, gives the outbox until ctx is done to reach
+// the broker, drops (reason "closed": counted, logged, hook) what is left, and
+// closes the transport. It returns ctx.Err() when time ran out. Close is
+// idempotent; later calls wait for the first to finish. OnStateChange must not
+// call Close.
+func (r *Reliable) Close(ctx context.Context) error {
+	err := ErrClosed // marks "not the first call"
+	r.closeOnce.Do(func() { err = r.close(ctx) })
+	if !errors.Is(err, ErrClosed) {
+		return err
+	}
+	select {
+	case <-r.closed:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *Reliable) close(ctx context.Context) error {
+	defer close(r.closed)
+	r.closing.Store(true)
+	r.ob.close()
+	r.stopBackground()
+	r.background.Wait()
+
+	// Drain: the sender exits once the outbox is empty.
+	r.draining.Store(true)
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+	var err error
+	select {
+	case <-r.senderDone:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	r.stopSender()
+	<-r.senderDone
+	var left dropAcc
+	r.ob.drain(&left)
+	r.reportDrop(DropClosed, &left)
+	r.drops.end(r.log)
+
+	if cerr := r.t.Close(); cerr != nil {
+		r.log.Warn("bus: closing the transport", "error", cerr)
+	}
+	r.sm.close()
+	close(r.notifierDone)
+	<-r.notifierExited
+	if r.cfg.Registerer != nil {
+		r.cfg.Registerer.Unregister(r.m)
+	}
+	if err == nil && left.count > 0 {
+		// The sender stopped although the context did not: cannot happen, but
+		// never report success with messages left behind.
+		err = fmt.Errorf("bus: %d messages left in the outbox at close", left.count)
+	}
+	return err
+}
+
+// sendLoop is the only goroutine that publishes outbox entries: it drains the
+// outbox in order, in pipelined batches, and on error backs off and publishes the
+// same entries again (receivers drop the duplicates).
+func (r *Reliable) sendLoop(ctx context.Context) {
+	defer close(r.senderDone)
+	var frames []Frame
+	attempt := 0
+	for {
+		var expired dropAcc
+		var lastID uint64
+		var replays int
+		frames, lastID, replays, _ = r.ob.batch(time.Now(), frames[:0], r.cfg.BatchSize, r.cfg.BatchBytes, &expired)
+		r.reportDrop(DropMaxAge, &expired)
+		if len(frames) == 0 {
+			if r.draining.Load() {
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-r.wake:
+			}
+			continue
+		}
+		pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
+		err := r.t.Publish(pctx, frames)
+		cancel()
+		r.c.replayed.Add(uint64(replays))
+		if err == nil {
+			n := r.ob.commit(lastID, time.Now(), r.m.observeLatency)
+			r.c.published.Add(uint64(n))
+			if attempt > 0 {
+				r.c.reconnects.Add(1)
+				attempt = 0
+			}
+			r.sm.ok(compPublish)
+			r.drops.end(r.log)
+			clear(frames) // do not keep published payloads alive
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		r.ob.markFailed(lastID)
+		attempt++
+		d := r.bo.delay(attempt)
+		r.sm.fail(compPublish, err, attempt, d)
+		if !r.backoffWait(ctx, d) {
+			return
+		}
+	}
+}
+
+// backoffWait waits d, dropping outbox entries as they reach the max age meanwhile.
+func (r *Reliable) backoffWait(ctx context.Context, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for {
+		var expired dropAcc
+		next := r.ob.expire(time.Now(), &expired)
+		r.reportDrop(DropMaxAge, &expired)
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			return ctx.Err() == nil
+		}
+		if !next.IsZero() {
+			wait = min(wait, max(time.Until(next), 0))
+		}
+		if !sleep(ctx, wait) {
+			return false
+		}
+	}
+}
+
+// reportDrop counts, logs (once per episode) and hands to the hook the entries
+// in acc.
+func (r *Reliable) reportDrop(reason DropReason, acc *dropAcc) {
+	if acc.count == 0 {
+		return
+	}
+	r.c.dropped(reason).Add(uint64(acc.count))
+	d := Drop{Reason: reason, Origin: r.nodeID, Count: acc.count, Bytes: acc.bytes, Oldest: acc.oldest, Seqs: acc.seqs}
+	r.drops.add(r.log, d, r.cfg.Outbox)
+	if r.cfg.OnDrop != nil {
+		r.cfg.OnDrop(d)
+	}
+}
+
+// dropEpisodes logs drops once at the start of an episode and once at its end (the
+// next successful publish), instead of once per message.
+type dropEpisodes struct {
+	mu       sync.Mutex
+	active   map[DropReason]*episode
+	rejectOn bool
+	rejects  uint64
+}
+
+type episode struct {
+	count int
+	bytes int64
+	start time.Time
+}
+
+func (d *dropEpisodes) add(log *slog.Logger, drop Drop, cfg OutboxConfig) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.active == nil {
+		d.active = make(map[DropReason]*episode)
+	}
+	ep := d.active[drop.Reason]
+	if ep == nil {
+		ep = &episode{start: time.Now()}
+		d.active[drop.Reason] = ep
+		switch drop.Reason {
+		case DropMaxAge:
+			log.Warn("bus outbox dropping messages older than the max age", "reason", string(drop.Reason), "max_age", cfg.MaxAge, "count", drop.Count)
+		case DropOverflow:
+			log.Warn("bus outbox full, dropping the oldest messages", "reason", string(drop.Reason),
+				"max_messages", cfg.MaxMessages, "max_bytes", cfg.MaxBytes, "count", drop.Count)
+		default:
+			log.Warn("bus outbox dropping messages", "reason", string(drop.Reason), "count", drop.Count)
+		}
+	}
+	ep.count += drop.Count
+	ep.bytes += drop.Bytes
+}
+
+// rejected logs the start of an episode of ErrOutboxFull.
+func (d *dropEpisodes) rejected(log *slog.Logger) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.rejects++
+	if !d.rejectOn {
+		d.rejectOn = true
+		log.Warn("bus outbox full, rejecting new messages (ErrOutboxFull)")
+	}
+}
+
+// end closes the active episodes with a summary line each.
+func (d *dropEpisodes) end(log *slog.Logger) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.active) == 0 && !d.rejectOn {
+		return
+	}
+	for reason, ep := range d.active {
+		log.Warn("bus outbox drop episode over", "reason", string(reason), "dropped", ep.count, "bytes", ep.bytes,
+			"duration", time.Since(ep.start).Round(time.Millisecond))
+	}
+	clear(d.active)
+	if d.rejectOn {
+		log.Warn("bus outbox accepting again", "rejected", d.rejects)
+		d.rejectOn, d.rejects = false, 0
+	}
+}

@@ -1,0 +1,64 @@
+package bus
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+func TestPublishReceive(t *testing.T) {
+	hub := NewMemoryHub()
+	a := newBus(t, hub, Config{NodeID: "a"})
+	b := newBus(t, hub, Config{NodeID: "b"})
+	c := newBus(t, hub, Config{NodeID: "c"})
+	sa, sb, sc := newSink(), newSink(), newSink()
+	a.Receive(sa.handle)
+	b.Receive(sb.handle)
+	c.Receive(sc.handle)
+	ctx := context.Background()
+	const n = 500
+	for i := 1; i <= n; i++ {
+		if err := a.Publish(ctx, "room", payload("a", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, s := range []*sink{sb, sc} {
+		got := s.wait(t, n, 10*time.Second)
+		for i, m := range got {
+			if m.Origin != "a" || m.Seq != uint64(i+1) || string(m.Payload) != string(payload("a", i+1)) {
+				t.Fatalf("message %d = %+v", i, m)
+			}
+			if m.Partition != a.PartitionOf("room") {
+				t.Fatalf("partition %d, want %d", m.Partition, a.PartitionOf("room"))
+			}
+		}
+	}
+	if sa.len() != 0 {
+		t.Fatalf("a received %d of its own messages", sa.len())
+	}
+	waitState(t, a, Connected, 10*time.Second)
+	waitFor(t, "a's outbox to empty", 10*time.Second, func() bool { return a.Status().OutboxLen == 0 })
+	if st := a.Stats(); st.Accepted != n || st.Published != n {
+		t.Fatalf("stats %+v", st)
+	}
+
+	// Direct plane.
+	waitState(t, b, Connected, 10*time.Second)
+	if err := b.Send(ctx, "a", []byte("hello a")); err != nil {
+		t.Fatal(err)
+	}
+	if m := sa.wait(t, 1, 10*time.Second)[0]; m.Origin != "b" || m.Seq != 0 || string(m.Payload) != "hello a" {
+		t.Fatalf("direct message %+v", m)
+	}
+	if err := b.Send(ctx, "", []byte("all")); err != nil {
+		t.Fatal(err)
+	}
+	sc.wait(t, n+1, 10*time.Second)
+	sa.wait(t, 2, 10*time.Second)
+	if got := sc.all()[n]; string(got.Payload) != "all" {
+		t.Fatalf("broadcast direct = %+v", got)
+	}
+	if err := b.Send(ctx, "b", nil); err != ErrSelf {
+		t.Fatalf("Send to self = %v", err)
+	}
+}
