@@ -301,9 +301,12 @@ func (c *Cluster) receive(bm bus.Message) {
 	switch m.kind {
 	case kindBroadcast, kindAddSockets, kindDelSockets, kindDisconnect, kindServerEmit:
 		c.apply(m)
+		if m.confirmable() && m.reqID != 0 {
+			c.enqueue(job{from: bm.Origin, m: &message{kind: kindApplied, nsp: m.nsp, reqID: m.reqID}})
+		}
 	case kindFetchRequest, kindEmitRequest, kindAckRequest:
 		c.enqueue(job{from: bm.Origin, m: m})
-	case kindFetchResponse, kindEmitResponse, kindAckCount, kindAckReply, kindUnknownNsp:
+	case kindFetchResponse, kindEmitResponse, kindAckCount, kindAckReply, kindUnknownNsp, kindApplied:
 		c.answer(bm.Origin, m)
 	case kindHeartbeat:
 		// heard already
@@ -378,8 +381,12 @@ func (c *Cluster) send(ctx context.Context, to string, m *message) error {
 // serve answers one request of another node.
 func (c *Cluster) serve(ctx context.Context, j job) {
 	m := j.m
-	if j.m.kind == kindHeartbeat {
+	switch m.kind {
+	case kindHeartbeat:
 		c.sendHeartbeat(ctx, j.from, false)
+		return
+	case kindApplied:
+		c.reply(ctx, j.from, m)
 		return
 	}
 	a := c.nsp(m.nsp)

@@ -41,7 +41,8 @@ const (
 	kindHeartbeat       kind = 13 // direct: node is alive
 	kindGoodbye         kind = 14 // direct: node leaves
 	kindUnknownNsp      kind = 15 // direct: the namespace of a request is not served here
-	kindMax                  = kindUnknownNsp
+	kindApplied         kind = 16 // direct: a reliable socket operation was applied
+	kindMax                  = kindApplied
 	flagVolatile        byte = 1 << 0
 	flagCompress        byte = 1 << 1
 	flagCloseConn       byte = 1 << 2
@@ -53,7 +54,7 @@ const (
 func (k kind) String() string {
 	names := [...]string{"invalid", "broadcast", "add-sockets", "del-sockets", "disconnect",
 		"server-emit", "fetch-request", "fetch-response", "emit-request", "emit-response",
-		"ack-request", "ack-count", "ack-reply", "heartbeat", "goodbye", "unknown-namespace"}
+		"ack-request", "ack-count", "ack-reply", "heartbeat", "goodbye", "unknown-namespace", "applied"}
 	if int(k) < len(names) {
 		return names[k]
 	}
@@ -127,11 +128,19 @@ func (m *message) hasSelector() bool {
 	return false
 }
 
+// confirmable kinds are reliable socket operations; a request id other than 0
+// asks every node to confirm that it applied the operation.
+func (m *message) confirmable() bool { return m.kind.confirmable() }
+
+func (k kind) confirmable() bool {
+	return k == kindAddSockets || k == kindDelSockets || k == kindDisconnect
+}
+
 func (m *message) hasPacket() bool { return m.kind == kindBroadcast || m.kind == kindAckRequest }
 
 func (m *message) hasReqID() bool {
 	switch m.kind {
-	case kindFetchRequest, kindFetchResponse, kindEmitRequest, kindEmitResponse,
+	case kindAddSockets, kindDelSockets, kindDisconnect, kindApplied, kindFetchRequest, kindFetchResponse, kindEmitRequest, kindEmitResponse,
 		kindAckRequest, kindAckCount, kindAckReply, kindUnknownNsp:
 		return true
 	}
@@ -313,7 +322,7 @@ func (m *message) validate() error {
 			return errors.New("event data is not a JSON array")
 		}
 	}
-	if m.hasReqID() && m.reqID == 0 {
+	if m.hasReqID() && m.reqID == 0 && !m.confirmable() {
 		return errors.New("request id 0")
 	}
 	return nil

@@ -21,22 +21,38 @@ func (c *Cluster) heartbeatLoop(ctx context.Context) {
 	t := time.NewTicker(c.opts.HeartbeatInterval)
 	defer t.Stop()
 	changed := c.bus.StateChanged()
-	c.sendHeartbeat(ctx, "", true)
+	// A hello may go out before the bus delivers this node's own direct messages
+	// (subscriptions start asynchronously), so answers to it can be lost: hellos are
+	// repeated at growing intervals up to HeartbeatInterval after start and after
+	// every reconnect. They are idempotent and cheap.
+	burst := time.NewTimer(0)
+	defer burst.Stop()
+	delay := helloFirstDelay
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-burst.C:
+			c.sendHeartbeat(ctx, "", true)
+			if delay < c.opts.HeartbeatInterval {
+				burst.Reset(delay)
+				delay *= 2
+			}
 		case now := <-t.C:
 			c.expire(now)
 			c.sendHeartbeat(ctx, "", false)
 		case <-changed:
 			changed = c.bus.StateChanged()
 			if c.bus.Status().State == bus.Connected {
-				c.sendHeartbeat(ctx, "", true)
+				delay = helloFirstDelay
+				burst.Reset(0)
 			}
 		}
 	}
 }
+
+// helloFirstDelay is the first interval between repeated hellos.
+const helloFirstDelay = 25 * time.Millisecond
 
 func (c *Cluster) sendHeartbeat(ctx context.Context, to string, hello bool) {
 	m := &message{kind: kindHeartbeat}

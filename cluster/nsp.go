@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/durasock/durasock/adapter"
+	"github.com/durasock/durasock/bus"
 	"github.com/durasock/durasock/socketio/parser"
 )
 
@@ -79,7 +81,12 @@ func (a *nspAdapter) DisconnectSockets(ctx context.Context, opts adapter.Options
 	return a.socketsOp(ctx, kindDisconnect, opts, nil, closeConn)
 }
 
-// socketsOp applies a join, leave or disconnect locally, then publishes it.
+// socketsOp applies a join, leave or disconnect locally, then publishes it on
+// the reliable plane (ordered with this node's broadcasts) and, while the bus is
+// connected, waits until every known node confirmed that it applied it, so that a
+// broadcast from any node afterwards sees the new membership. When ctx ends first
+// it returns a *adapter.MissingRepliesError naming the nodes that did not confirm
+// yet; the operation stays accepted and they apply it when it reaches them.
 func (a *nspAdapter) socketsOp(ctx context.Context, k kind, opts adapter.Options, rooms []string, closeConn bool) error {
 	if a.isClosed() {
 		return adapter.ErrClosed
@@ -94,7 +101,23 @@ func (a *nspAdapter) socketsOp(ctx context.Context, k kind, opts adapter.Options
 	if opts.Local {
 		return nil
 	}
-	return a.publish(ctx, m)
+	if a.c.bus.Status().State != bus.Connected {
+		// Accepted into the outbox like a broadcast: the other nodes apply it, in
+		// order, when the bus is back. There is nobody to wait for now.
+		return a.publish(ctx, m)
+	}
+	ctx, cancel := a.c.requestCtx(ctx)
+	defer cancel()
+	p := newPending(k, a.c.liveNodes())
+	if err := a.c.register(p); err != nil {
+		return err
+	}
+	defer a.c.unregister(p)
+	m.reqID = p.id
+	if err := a.publish(ctx, m); err != nil {
+		return err
+	}
+	return a.c.wait(ctx, p)
 }
 
 // applyLocal runs a reliable message on the local sockets.
@@ -227,10 +250,9 @@ func (a *nspAdapter) BroadcastWithAck(ctx context.Context, p *parser.Packet, opt
 	}
 	localDone := make(chan error, 1)
 	go func() {
-		ids := a.local.SocketIDs(opts)
 		counted := false
-		err := a.local.BroadcastWithAckLocal(ctx, p, opts,
-			func(n int) { counted = true; pd.localCount(a.c.id, ids, n) },
+		err := a.local.BroadcastWithAckRecipients(ctx, p, opts,
+			func(ids []string) { counted = true; pd.localCount(a.c.id, slices.Clone(ids), len(ids)) },
 			func(r adapter.Reply) { pd.localReply(a.c.id, r) })
 		if !counted {
 			pd.localCount(a.c.id, nil, 0) // nothing sent here: do not wait for this node
@@ -294,11 +316,10 @@ func (a *nspAdapter) serveAck(ctx context.Context, from string, m *message) {
 	ctx, cancel := context.WithTimeout(ctx, hold)
 	defer cancel()
 	opts := m.options()
-	ids := a.local.SocketIDs(opts)
 	p := &parser.Packet{Type: m.ptype, Namespace: a.name, Data: m.data, Attachments: m.attachments}
-	err := a.local.BroadcastWithAckLocal(ctx, p, opts,
-		func(n int) {
-			a.c.reply(ctx, from, &message{kind: kindAckCount, nsp: a.name, reqID: m.reqID, count: uint64(n), ids: ids})
+	err := a.local.BroadcastWithAckRecipients(ctx, p, opts,
+		func(ids []string) {
+			a.c.reply(ctx, from, &message{kind: kindAckCount, nsp: a.name, reqID: m.reqID, count: uint64(len(ids)), ids: ids})
 		},
 		func(r adapter.Reply) {
 			a.c.reply(ctx, from, &message{kind: kindAckReply, nsp: a.name, reqID: m.reqID, sid: r.From, args: jsonArgs(r.Args)})

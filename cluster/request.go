@@ -116,6 +116,11 @@ func (p *pending) answer(log func(string, ...any), from string, m *message) {
 			}
 		}
 		p.sockets = append(p.sockets, infos...)
+	case kindApplied:
+		if !p.kind.confirmable() {
+			return
+		}
+		pr.answered = true
 	case kindEmitResponse:
 		if pr.answered || p.kind != kindEmitRequest {
 			return
