@@ -770,6 +770,14 @@ func testBroadcastWithAck(t *testing.T, s *suite) {
 	}
 	checkReplies(t, replies, l.pick(1))
 	want["ask-b"] = l.pick(1)
+	// An emit with an ack to one socket, on another node when there is one.
+	one := l[len(l)-1][3]
+	replies, err = c.nodes[0].a.BroadcastWithAck(c.ctx, packet(t, "ask-one", []byte{7}), adapter.Options{Rooms: []string{one.ID()}})
+	if err != nil {
+		t.Fatalf("BroadcastWithAck to %s: %v", one.ID(), err)
+	}
+	checkReplies(t, replies, []*Socket{one})
+	want["ask-one"] = []*Socket{one}
 	c.expect(want)
 	for _, so := range c.sockets {
 		var ids []uint64
@@ -975,6 +983,31 @@ func testClose(t *testing.T, s *suite) {
 			rest.sockets = append(rest.sockets, so)
 		}
 	}
+	others := func(ss []*Socket) []*Socket {
+		return slices.DeleteFunc(ss, func(x *Socket) bool { return c.owner[x] == 0 })
+	}
 	rest.emit(0, adapter.Options{Rooms: []string{"a"}}, "without-node-0")
-	rest.expect(map[string][]*Socket{"without-node-0": slices.DeleteFunc(l.pick(0, 2), func(x *Socket) bool { return c.owner[x] == 0 })})
+	rest.expect(map[string][]*Socket{"without-node-0": others(l.pick(0, 2))})
+
+	// Requests do not wait for the node that left.
+	a = rest.nodes[0].a
+	infos, err := a.FetchSockets(c.ctx, adapter.Options{})
+	if err != nil {
+		t.Fatalf("FetchSockets after a node left: %v", err)
+	}
+	if got, want := infoIDs(infos), socketIDs(others(l.pick(0, 1, 2, 3))); !slices.Equal(got, want) {
+		t.Errorf("FetchSockets after a node left = %q, want %q", got, want)
+	}
+	replies, err := a.BroadcastWithAck(c.ctx, packet(t, "ask"), adapter.Options{})
+	if err != nil {
+		t.Fatalf("BroadcastWithAck after a node left: %v", err)
+	}
+	checkReplies(t, replies, others(l.pick(0, 1, 2, 3)))
+	for i, n := range rest.nodes {
+		n.ns.OnServerSideEmit(replyNode(i))
+	}
+	replies, err = a.ServerSideEmit(c.ctx, "question", nil, true)
+	if err != nil || len(replies) != len(rest.nodes)-1 {
+		t.Errorf("ServerSideEmit after a node left = %d replies, %v; want %d, nil", len(replies), err, len(rest.nodes)-1)
+	}
 }
