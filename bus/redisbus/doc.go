@@ -1,0 +1,40 @@
+// Package redisbus carries the durasock cluster bus over Redis: a streams
+// transport (the default, resumable) and a pub/sub transport (lowest latency), on
+// a single server, a Unix socket, Sentinel or Redis Cluster, all named by one URL.
+//
+// Start with NewTransport and Options; ParseEndpoint documents the URL forms:
+//
+//	redis://[user:password@]host[:port][/db]
+//	rediss://...?ca=/ca.pem&cert=/client.pem&key=/client.key   (TLS)
+//	unix:///path/to/redis.sock
+//	redis+sentinel://[user:password@]s1:26379,s2:26379/mastername
+//	redis+cluster://[user:password@]h1:7000,h2:7001
+//
+// # Keys and channels
+//
+// With prefix P (Options.Prefix, default "durasock") and N partitions:
+//
+//	{P:<p>}:stream    stream of partition p (Streams), entries with field "d"
+//	{P:<p>}:pubsub    channel of partition p (PubSub)
+//	{P}:node:<id>     direct channel of node id (both transports)
+//	{P}:all           direct channel of every node (both transports)
+//
+// The braces are Redis Cluster hash tags: each partition has its own slot, so a
+// cluster spreads the partitions over its primaries, while the direct channels
+// share one slot. On Redis Cluster every channel is a sharded channel
+// (SPUBLISH/SSUBSCRIBE): a message travels only within its shard instead of over
+// the whole cluster bus, and a failover of that shard closes the subscriber's
+// connection, so Subscribe returns an error and the bus subscribes again on the
+// new primary.
+//
+// # Failure behaviour
+//
+// A transport never retries and never buffers (package bus does). It can be made
+// while Redis is down: every call fails at once with an error wrapping
+// ErrUnavailable until Redis answers, and then works. Calls are bounded by their
+// ctx and by Options.DialTimeout and Options.WriteTimeout; a streams read that
+// gets no answer within Options.BlockTimeout plus 2 seconds fails. Subscribe
+// returns an error when its connection breaks; the streams transport then
+// resumes from the id of the last entry it delivered, so frames Redis kept are
+// not lost.
+package redisbus

@@ -1,0 +1,28 @@
+package redisbus
+
+import "errors"
+
+// Errors returned by this package. Errors from Redis or the network are wrapped
+// with %w, so errors.Is finds both these and the cause.
+var (
+	// ErrBadURL reports a Redis URL or option that cannot work; see URLError.
+	ErrBadURL = errors.New("redisbus: invalid Redis URL")
+	// ErrBadOptions reports an Options field out of range.
+	ErrBadOptions = errors.New("redisbus: invalid options")
+	// ErrClosed is returned by calls after Close.
+	ErrClosed = errors.New("redisbus: transport closed")
+	// ErrUnavailable wraps the reason Redis could not be reached (dial refused,
+	// timed out, authentication failed while connecting).
+	ErrUnavailable = errors.New("redisbus: redis unavailable")
+	// ErrNotReplicated is returned by Publish when WaitReplicas is set and fewer
+	// replicas than asked acknowledged the batch within WaitTimeout. The writes
+	// may exist on the primary; the bus publishes them again and receivers drop
+	// the duplicates.
+	ErrNotReplicated = errors.New("redisbus: batch not acknowledged by enough replicas")
+	// ErrSubscriptionEnded is returned by Subscribe when Redis ended a
+	// subscription on its own (for example a sharded channel's slot moved).
+	ErrSubscriptionEnded = errors.New("redisbus: subscription ended by the server")
+	// ErrBadPartition is returned by Publish for a frame whose partition is out
+	// of range.
+	ErrBadPartition = errors.New("redisbus: partition out of range")
+)

@@ -1,0 +1,202 @@
+package redisbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+
+	"github.com/redis/rueidis"
+
+	"github.com/durasock/durasock/bus"
+)
+
+// StreamKey is the stream of partition p of the Streams transport:
+// "{<prefix>:<p>}:stream". The braces are a Redis Cluster hash tag, so each
+// partition has its own slot and a cluster spreads partitions over its primaries.
+func StreamKey(prefix string, p int) string {
+	return "{" + prefix + ":" + strconv.Itoa(p) + "}:stream"
+}
+
+// PartitionChannel is the channel of partition p of the PubSub transport:
+// "{<prefix>:<p>}:pubsub" (a sharded channel on Redis Cluster).
+func PartitionChannel(prefix string, p int) string {
+	return "{" + prefix + ":" + strconv.Itoa(p) + "}:pubsub"
+}
+
+// NodeChannel is the direct-plane channel of one node: "{<prefix>}:node:<id>".
+func NodeChannel(prefix, nodeID string) string {
+	return "{" + prefix + "}:node:" + nodeID
+}
+
+// AllChannel is the direct-plane channel every node listens to: "{<prefix>}:all".
+// It shares its hash tag with the node channels, so on Redis Cluster one sharded
+// subscription covers both.
+func AllChannel(prefix string) string {
+	return "{" + prefix + "}:all"
+}
+
+// NewTransport makes the transport named by opts.Kind for opts.URL. It does not
+// connect: the first call that needs Redis does, and calls fail with an error
+// (wrapping ErrUnavailable) until Redis answers. It fails only for a bad URL,
+// bad options or unreadable TLS files.
+func NewTransport(opts *Options) (bus.Transport, error) {
+	var o Options
+	if opts != nil {
+		o = *opts
+	}
+	o.setDefaults()
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	ep, err := ParseEndpoint(o.URL)
+	if err != nil {
+		return nil, err
+	}
+	co, err := clientOption(ep, &o)
+	if err != nil {
+		return nil, err
+	}
+	b := &base{opts: o, conn: newLazyClient(co, ep.Topology), all: AllChannel(o.Prefix)}
+	switch o.Kind {
+	case PubSub:
+		return newPubSub(b), nil
+	default:
+		return newStreams(b), nil
+	}
+}
+
+// base is what both transports share: the lazy client and the direct plane.
+type base struct {
+	opts Options
+	conn *lazyClient
+	all  string
+}
+
+func (b *base) Partitions() int { return b.opts.Partitions }
+
+// client returns the connected client or an error at once.
+func (b *base) client(ctx context.Context) (rueidis.Client, error) {
+	return b.conn.get(ctx)
+}
+
+// Send publishes one direct frame to a node's channel or to the all channel.
+// Nobody listening is not an error: the direct plane is best effort.
+func (b *base) Send(ctx context.Context, to string, data []byte) error {
+	c, err := b.client(ctx)
+	if err != nil {
+		return err
+	}
+	ch := b.all
+	if to != "" {
+		ch = NodeChannel(b.opts.Prefix, to)
+	}
+	var cmd rueidis.Completed
+	if isCluster(c) {
+		cmd = c.B().Spublish().Channel(ch).Message(rueidis.BinaryString(data)).Build()
+	} else {
+		cmd = c.B().Publish().Channel(ch).Message(rueidis.BinaryString(data)).Build()
+	}
+	return b.wrap("send", c.Do(ctx, cmd).Error())
+}
+
+// Ping checks that Redis answers.
+func (b *base) Ping(ctx context.Context) error {
+	c, err := b.client(ctx)
+	if err != nil {
+		return err
+	}
+	return b.wrap("ping", c.Do(ctx, c.B().Ping().Build()).Error())
+}
+
+// Close closes the client; it is idempotent. Calls in progress return an error.
+func (b *base) Close() error {
+	b.conn.close()
+	return nil
+}
+
+// wrap gives an error of a Redis call the package prefix, and marks connection
+// failures with ErrUnavailable.
+func (b *base) wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, rueidis.ErrClosing) && b.conn.current() == nil {
+		return fmt.Errorf("redisbus: %s: %w", op, ErrClosed)
+	}
+	var re *rueidis.RedisError
+	if errors.As(err, &re) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("redisbus: %s: %w", op, err)
+	}
+	return fmt.Errorf("redisbus: %s: %w: %w", op, ErrUnavailable, err)
+}
+
+// directChannels are the channels a node listens to on the direct plane.
+func (b *base) directChannels(nodeID string) []string {
+	return []string{NodeChannel(b.opts.Prefix, nodeID), b.all}
+}
+
+// receive runs one subscription until ctx ends or it fails. A subscription that
+// Redis ends by itself (nil from rueidis) is an error: the caller must rebuild.
+func (b *base) receive(ctx context.Context, c rueidis.Client, sharded bool, channels []string, fn func(rueidis.PubSubMessage)) error {
+	var cmd rueidis.Completed
+	if sharded {
+		cmd = c.B().Ssubscribe().Channel(channels...).Build()
+	} else {
+		cmd = c.B().Subscribe().Channel(channels...).Build()
+	}
+	err := c.Receive(ctx, cmd, fn)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err == nil {
+		return ErrSubscriptionEnded
+	}
+	return b.wrap("subscribe", err)
+}
+
+// group runs the goroutines of one Subscribe call: the first to fail cancels
+// the others, and wait returns its error after all have stopped.
+type group struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+	err    error
+}
+
+func newGroup(ctx context.Context) *group {
+	g := &group{}
+	g.ctx, g.cancel = context.WithCancel(ctx)
+	return g
+}
+
+func (g *group) run(f func(ctx context.Context) error) {
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		if err := f(g.ctx); err != nil {
+			g.once.Do(func() {
+				g.err = err
+				g.cancel()
+			})
+		}
+	}()
+}
+
+func (g *group) wait() error {
+	g.wg.Wait()
+	g.cancel()
+	return g.err
+}
+
+// serial makes deliver safe to call from several goroutines, one call at a time.
+func serial(deliver func(bus.Frame)) func(bus.Frame) {
+	var mu sync.Mutex
+	return func(f bus.Frame) {
+		mu.Lock()
+		defer mu.Unlock()
+		deliver(f)
+	}
+}

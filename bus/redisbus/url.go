@@ -1,0 +1,488 @@
+package redisbus
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// Topology is the kind of Redis deployment a URL names.
+type Topology int
+
+// Topologies, chosen by the URL scheme.
+const (
+	// Standalone is one Redis server: redis://, rediss://.
+	Standalone Topology = iota + 1
+	// Unix is one Redis server on a Unix socket: unix://.
+	Unix
+	// Sentinel is a primary found through Sentinel: redis+sentinel://, rediss+sentinel://.
+	Sentinel
+	// Cluster is a Redis Cluster: redis+cluster://, rediss+cluster://.
+	Cluster
+)
+
+func (t Topology) String() string {
+	switch t {
+	case Standalone:
+		return "standalone"
+	case Unix:
+		return "unix"
+	case Sentinel:
+		return "sentinel"
+	case Cluster:
+		return "cluster"
+	}
+	return "unknown"
+}
+
+// Endpoint is a Redis URL taken apart. ParseEndpoint returns it; ParseURL and Open
+// turn it into a client configuration.
+type Endpoint struct {
+	Topology Topology
+	// TLS is set by the rediss schemes.
+	TLS bool
+	// Addrs are host:port pairs (Standalone: one; Sentinel: the sentinels; Cluster:
+	// the seed nodes) or, for Unix, the socket path.
+	Addrs []string
+	// Username and Password authenticate to the data nodes (ACL user or
+	// requirepass when Username is empty).
+	Username string
+	Password string
+	// DB is the database number (not allowed on Cluster).
+	DB int
+	// MasterName is the Sentinel master set name.
+	MasterName string
+	// SentinelUsername and SentinelPassword authenticate to the sentinels
+	// (query parameters sentinel_username and sentinel_password).
+	SentinelUsername string
+	SentinelPassword string
+	// DialTimeout and WriteTimeout come from the dial_timeout and write_timeout
+	// query parameters; zero when absent.
+	DialTimeout  time.Duration
+	WriteTimeout time.Duration
+	// ClientName is sent with CLIENT SETNAME (client_name parameter).
+	ClientName string
+	// TLS files and switches (ca, cert, key, server_name, skip_verify parameters).
+	CAFile             string
+	CertFile           string
+	KeyFile            string
+	ServerName         string
+	InsecureSkipVerify bool
+}
+
+// URLError reports why a Redis URL was rejected. It wraps ErrBadURL.
+type URLError struct {
+	URL    string // the URL with any password replaced by "xxxxx"
+	Reason string
+}
+
+func (e *URLError) Error() string {
+	return fmt.Sprintf("redisbus: invalid Redis URL %q: %s", e.URL, e.Reason)
+}
+
+// Unwrap makes errors.Is(err, ErrBadURL) true.
+func (e *URLError) Unwrap() error { return ErrBadURL }
+
+var knownParams = map[string]bool{
+	"db": true, "dial_timeout": true, "write_timeout": true, "client_name": true,
+	"ca": true, "cert": true, "key": true, "server_name": true, "skip_verify": true,
+	"sentinel_username": true, "sentinel_password": true,
+}
+
+// ParseEndpoint takes a Redis URL apart without touching the network or files.
+//
+// Accepted forms:
+//
+//	redis://[user:password@]host[:port][/db][?params]
+//	rediss://[user:password@]host[:port][/db][?params]             (TLS)
+//	unix://[user:password@]/path/to/redis.sock[?db=N&params]
+//	redis+sentinel://[user:password@]h1[:p1],h2[:p2]/mastername[/db][?params]
+//	rediss+sentinel://...                                          (TLS)
+//	redis+cluster://[user:password@]h1[:p1],h2[:p2][?params]
+//	rediss+cluster://...                                           (TLS)
+//
+// The port defaults to 6379 (26379 for sentinels). Parameters: db,
+// dial_timeout and write_timeout (Go durations), client_name, sentinel_username,
+// sentinel_password, and for TLS ca, cert, key (PEM file paths), server_name,
+// skip_verify (bool). An unknown parameter is an error, so a typo is not ignored.
+func ParseEndpoint(s string) (Endpoint, error) {
+	var ep Endpoint
+	bad := func(format string, args ...any) (Endpoint, error) {
+		return Endpoint{}, &URLError{URL: redact(s), Reason: fmt.Sprintf(format, args...)}
+	}
+	if strings.TrimSpace(s) == "" {
+		return bad("empty URL")
+	}
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return bad("missing scheme (want redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://)")
+	}
+	switch strings.ToLower(scheme) {
+	case "redis":
+		ep.Topology = Standalone
+	case "rediss":
+		ep.Topology, ep.TLS = Standalone, true
+	case "unix":
+		ep.Topology = Unix
+	case "redis+sentinel":
+		ep.Topology = Sentinel
+	case "rediss+sentinel":
+		ep.Topology, ep.TLS = Sentinel, true
+	case "redis+cluster":
+		ep.Topology = Cluster
+	case "rediss+cluster":
+		ep.Topology, ep.TLS = Cluster, true
+	default:
+		return bad("unknown scheme %q (want redis, rediss, unix, redis+sentinel, rediss+sentinel, redis+cluster or rediss+cluster)", scheme)
+	}
+	if i := strings.IndexByte(rest, '#'); i >= 0 {
+		return bad("fragment %q not allowed", rest[i:])
+	}
+	rest, rawQuery, _ := strings.Cut(rest, "?")
+
+	// Authority: everything up to the first '/', except that a unix URL's
+	// authority is only user info ending in '@' (unix://user:pw@/path).
+	var authority, path string
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		authority, path = rest[:i], rest[i:]
+	} else {
+		authority = rest
+	}
+	if at := strings.LastIndexByte(authority, '@'); at >= 0 {
+		userinfo := authority[:at]
+		authority = authority[at+1:]
+		user, pass, hasPass := strings.Cut(userinfo, ":")
+		var err error
+		if ep.Username, err = url.PathUnescape(user); err != nil {
+			return bad("bad escape in user name")
+		}
+		if hasPass {
+			if ep.Password, err = url.PathUnescape(pass); err != nil {
+				return bad("bad escape in password")
+			}
+		}
+	}
+
+	defaultPort := "6379"
+	if ep.Topology == Sentinel {
+		defaultPort = "26379"
+	}
+	switch ep.Topology {
+	case Unix:
+		if authority != "" {
+			return bad("unix URL has host %q; write unix:///path/to/redis.sock", authority)
+		}
+		if path == "" || path == "/" {
+			return bad("missing socket path")
+		}
+		p, err := url.PathUnescape(path)
+		if err != nil {
+			return bad("bad escape in socket path")
+		}
+		ep.Addrs = []string{p}
+	default:
+		if authority == "" {
+			return bad("missing host")
+		}
+		hosts := strings.Split(authority, ",")
+		if ep.Topology == Standalone && len(hosts) > 1 {
+			return bad("%d hosts in a %s URL; use redis+cluster:// or redis+sentinel:// for several", len(hosts), scheme)
+		}
+		for _, h := range hosts {
+			addr, err := hostPort(h, defaultPort)
+			if err != nil {
+				return bad("%v", err)
+			}
+			ep.Addrs = append(ep.Addrs, addr)
+		}
+		segs := strings.Split(strings.Trim(path, "/"), "/")
+		if len(segs) == 1 && segs[0] == "" {
+			segs = nil
+		}
+		if ep.Topology == Sentinel {
+			if len(segs) == 0 {
+				return bad("missing master name (redis+sentinel://host:port/mastername)")
+			}
+			name, err := url.PathUnescape(segs[0])
+			if err != nil || name == "" {
+				return bad("bad master name %q", segs[0])
+			}
+			ep.MasterName = name
+			segs = segs[1:]
+		}
+		switch {
+		case len(segs) > 1:
+			return bad("unexpected path %q", path)
+		case len(segs) == 1:
+			if ep.Topology == Cluster {
+				return bad("Redis Cluster has only database 0; remove the path %q", path)
+			}
+			db, err := parseDB(segs[0])
+			if err != nil {
+				return bad("%v", err)
+			}
+			ep.DB = db
+		}
+	}
+
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return bad("bad query: %v", err)
+	}
+	for k, v := range q {
+		if !knownParams[k] {
+			return bad("unknown parameter %q", k)
+		}
+		if len(v) > 1 {
+			return bad("parameter %q given %d times", k, len(v))
+		}
+	}
+	if q.Has("db") {
+		if ep.Topology == Cluster {
+			return bad("Redis Cluster has only database 0")
+		}
+		if ep.DB, err = parseDB(q.Get("db")); err != nil {
+			return bad("%v", err)
+		}
+	}
+	if ep.DialTimeout, err = parseDuration(q, "dial_timeout"); err != nil {
+		return bad("%v", err)
+	}
+	if ep.WriteTimeout, err = parseDuration(q, "write_timeout"); err != nil {
+		return bad("%v", err)
+	}
+	ep.ClientName = q.Get("client_name")
+	if strings.ContainsAny(ep.ClientName, " \n\r") {
+		return bad("client_name must not contain spaces or newlines")
+	}
+	if q.Has("sentinel_username") || q.Has("sentinel_password") {
+		if ep.Topology != Sentinel {
+			return bad("sentinel_username and sentinel_password need a redis+sentinel URL")
+		}
+		ep.SentinelUsername = q.Get("sentinel_username")
+		ep.SentinelPassword = q.Get("sentinel_password")
+	}
+	ep.CAFile, ep.CertFile, ep.KeyFile = q.Get("ca"), q.Get("cert"), q.Get("key")
+	ep.ServerName = q.Get("server_name")
+	if q.Has("skip_verify") {
+		v := q.Get("skip_verify")
+		if v == "" {
+			ep.InsecureSkipVerify = true
+		} else if ep.InsecureSkipVerify, err = strconv.ParseBool(v); err != nil {
+			return bad("skip_verify %q is not a bool", v)
+		}
+	}
+	if !ep.TLS && (ep.CAFile != "" || ep.CertFile != "" || ep.KeyFile != "" || ep.ServerName != "" || q.Has("skip_verify")) {
+		return bad("TLS parameters (ca, cert, key, server_name, skip_verify) need a rediss scheme")
+	}
+	if (ep.CertFile == "") != (ep.KeyFile == "") {
+		return bad("cert and key must be given together")
+	}
+	return ep, nil
+}
+
+func hostPort(h, defaultPort string) (string, error) {
+	if h == "" {
+		return "", fmt.Errorf("empty host in list")
+	}
+	host, port := h, defaultPort
+	if strings.HasPrefix(h, "[") { // [ipv6] or [ipv6]:port
+		end := strings.IndexByte(h, ']')
+		if end < 0 {
+			return "", fmt.Errorf("unclosed '[' in host %q", h)
+		}
+		host = h[1:end]
+		switch after := h[end+1:]; {
+		case after == "":
+		case strings.HasPrefix(after, ":"):
+			port = after[1:]
+		default:
+			return "", fmt.Errorf("bad host %q", h)
+		}
+	} else if i := strings.LastIndexByte(h, ':'); i >= 0 {
+		host, port = h[:i], h[i+1:]
+		if strings.Contains(host, ":") {
+			return "", fmt.Errorf("IPv6 address %q must be in brackets", h)
+		}
+	}
+	if host == "" {
+		return "", fmt.Errorf("empty host in %q", h)
+	}
+	if strings.ContainsAny(host, " /\\@?#%") {
+		return "", fmt.Errorf("bad host %q", host)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		return "", fmt.Errorf("bad port %q in %q", port, h)
+	}
+	return net.JoinHostPort(host, strconv.Itoa(n)), nil
+}
+
+func parseDB(s string) (int, error) {
+	db, err := strconv.Atoi(s)
+	if err != nil || db < 0 {
+		return 0, fmt.Errorf("bad database number %q", s)
+	}
+	return db, nil
+}
+
+func parseDuration(q url.Values, name string) (time.Duration, error) {
+	if !q.Has(name) {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(q.Get(name))
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%s %q is not a positive duration (like 2s)", name, q.Get(name))
+	}
+	return d, nil
+}
+
+// redact hides the password of a URL for error messages.
+func redact(s string) string {
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return s
+	}
+	end := len(rest)
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		end = i
+	}
+	at := strings.LastIndexByte(rest[:end], '@')
+	if at < 0 {
+		return s
+	}
+	user, _, hasPass := strings.Cut(rest[:at], ":")
+	if !hasPass {
+		return s
+	}
+	return scheme + "://" + user + ":xxxxx" + rest[at:]
+}
+
+// ParseURL turns a Redis URL (see ParseEndpoint) into a rueidis client
+// configuration with the defaults of Options: no client-side retries, no client
+// cache, and the dial and write timeouts. TLS files named in the URL are loaded.
+func ParseURL(s string) (rueidis.ClientOption, error) {
+	ep, err := ParseEndpoint(s)
+	if err != nil {
+		return rueidis.ClientOption{}, err
+	}
+	var o Options
+	o.setDefaults()
+	return clientOption(ep, &o)
+}
+
+// clientOption combines a parsed URL with options (defaults already applied).
+// Options win over the URL where both say something.
+func clientOption(ep Endpoint, o *Options) (rueidis.ClientOption, error) {
+	co := rueidis.ClientOption{
+		InitAddress: append([]string(nil), ep.Addrs...),
+		Username:    ep.Username,
+		Password:    ep.Password,
+		SelectDB:    ep.DB,
+		ClientName:  ep.ClientName,
+		// The bus owns retries and replays: a failed call must fail now.
+		DisableRetry: true,
+		DisableCache: true,
+	}
+	if o.Username != "" || o.Password != "" {
+		co.Username, co.Password = o.Username, o.Password
+	}
+	co.Dialer.Timeout = o.DialTimeout
+	if ep.DialTimeout > 0 {
+		co.Dialer.Timeout = ep.DialTimeout
+	}
+	co.ConnWriteTimeout = o.WriteTimeout
+	if ep.WriteTimeout > 0 {
+		co.ConnWriteTimeout = ep.WriteTimeout
+	}
+	co.Dialer.KeepAlive = rueidis.DefaultTCPKeepAlive
+
+	tlsConf, err := tlsConfig(ep, o)
+	if err != nil {
+		return rueidis.ClientOption{}, err
+	}
+	co.TLSConfig = tlsConf
+
+	switch ep.Topology {
+	case Standalone:
+		co.ForceSingleClient = true
+	case Unix:
+		co.ForceSingleClient = true
+		path := ep.Addrs[0]
+		co.DialCtxFn = unixDialer(path)
+	case Sentinel:
+		co.Sentinel = rueidis.SentinelOption{
+			MasterSet: ep.MasterName,
+			Username:  ep.SentinelUsername,
+			Password:  ep.SentinelPassword,
+			TLSConfig: tlsConf,
+			Dialer:    co.Dialer,
+		}
+		if o.SentinelUsername != "" || o.SentinelPassword != "" {
+			co.Sentinel.Username, co.Sentinel.Password = o.SentinelUsername, o.SentinelPassword
+		}
+	case Cluster:
+		co.ShuffleInit = true
+	}
+	if o.ConfigureClient != nil {
+		o.ConfigureClient(&co)
+	}
+	return co, nil
+}
+
+func tlsConfig(ep Endpoint, o *Options) (*tls.Config, error) {
+	if o.TLSConfig != nil {
+		return o.TLSConfig.Clone(), nil
+	}
+	caFile, certFile, keyFile := ep.CAFile, ep.CertFile, ep.KeyFile
+	if o.CAFile != "" {
+		caFile = o.CAFile
+	}
+	if o.CertFile != "" || o.KeyFile != "" {
+		certFile, keyFile = o.CertFile, o.KeyFile
+	}
+	useTLS := ep.TLS || caFile != "" || certFile != "" || o.InsecureSkipVerify
+	if !useTLS {
+		return nil, nil
+	}
+	if ep.Topology == Unix {
+		return nil, fmt.Errorf("%w: TLS over a unix socket is not supported", ErrBadURL)
+	}
+	conf := &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		InsecureSkipVerify: ep.InsecureSkipVerify || o.InsecureSkipVerify, //nolint:gosec // asked for explicitly
+		ServerName:         ep.ServerName,
+	}
+	// An empty ServerName makes crypto/tls verify each node against the host it
+	// dials, which is what a Cluster or a Sentinel-found primary needs.
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("redisbus: reading CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("redisbus: no PEM certificate in CA file %s", caFile)
+		}
+		conf.RootCAs = pool
+	}
+	if certFile != "" || keyFile != "" {
+		if certFile == "" || keyFile == "" {
+			return nil, fmt.Errorf("%w: client certificate and key must be given together", ErrBadURL)
+		}
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("redisbus: loading client certificate: %w", err)
+		}
+		conf.Certificates = []tls.Certificate{cert}
+	}
+	return conf, nil
+}
