@@ -88,7 +88,7 @@ type Handshake struct {
 
 // Reply is one acknowledgement collected by BroadcastWithAck or ServerSideEmit.
 type Reply struct {
-	// SocketID is the replying socket (BroadcastWithAck) or node (ServerSideEmit).
+	// From is the replying socket (BroadcastWithAck) or node (ServerSideEmit).
 	From string
 	Args []json.RawMessage
 }
