@@ -196,6 +196,7 @@ func dataConf(s *Server, port int) []string {
 		"shutdown-timeout 1",
 		"enable-debug-command local",
 		"enable-protected-configs local",
+		"repl-diskless-sync-delay 0",
 	}
 	if c.aof {
 		lines = append(lines, "appendonly yes", "appendfsync always")

@@ -1,0 +1,102 @@
+package redistest
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestKeySlot(t *testing.T) {
+	// Values from the Redis Cluster specification and CLUSTER KEYSLOT.
+	for key, want := range map[string]int{
+		"123456789":    12739,
+		"foo":          12182,
+		"bar":          5061,
+		"{user1000}.x": KeySlot("user1000"),
+		"a{}b":         KeySlot("a{}b"),
+		"":             0,
+	} {
+		if got := KeySlot(key); got != want {
+			t.Errorf("KeySlot(%q) = %d, want %d", key, got, want)
+		}
+	}
+	if crc16("123456789") != 0x31C3 {
+		t.Errorf("crc16 check value = %#x", crc16("123456789"))
+	}
+}
+
+func TestClusterFailover(t *testing.T) {
+	ctx := testCtx(t)
+	start := time.Now()
+	cs := Cluster(t)
+	t.Logf("cluster ready in %v", time.Since(start))
+	if len(cs.Nodes()) != 6 || len(cs.Addrs()) != 6 {
+		t.Fatalf("nodes %v", cs.Addrs())
+	}
+	if want := "redis+cluster://" + strings.Join(cs.Addrs(), ","); cs.URL() != want {
+		t.Fatalf("URL = %q, want %q", cs.URL(), want)
+	}
+	// Our own computation agrees with the server's.
+	for _, key := range []string{"foo", "bar", "{tag}x", "durasock:stream:0"} {
+		v := mustDo(t, ctx, cs.Nodes()[0], "CLUSTER", "KEYSLOT", key)
+		if v != int64(KeySlot(key)) {
+			t.Fatalf("CLUSTER KEYSLOT %q = %v, KeySlot = %d", key, v, KeySlot(key))
+		}
+	}
+	owner, err := cs.PrimaryOfSlot(ctx, KeySlot("foo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustDo(t, ctx, owner, "SET", "foo", "bar")
+	if v := mustDo(t, ctx, owner, "WAIT", "1", "10000"); v != int64(1) {
+		t.Fatalf("WAIT 1 = %#v: the write did not reach the replica", v)
+	}
+	// Every other node redirects to the owner.
+	for _, n := range cs.Nodes() {
+		if n == owner {
+			continue
+		}
+		_, err := n.Do(ctx, "GET", "foo")
+		var re ReplyError
+		if !errors.As(err, &re) || !strings.HasSuffix(string(re), " "+owner.Addr()) || !strings.HasPrefix(string(re), "MOVED") {
+			t.Fatalf("GET foo on %s = %v, want MOVED to %s", n.Addr(), err, owner.Addr())
+		}
+	}
+
+	killed, err := cs.KillPrimaryOf(ctx, "foo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if killed != owner || killed.Running() {
+		t.Fatal("KillPrimaryOf killed the wrong node")
+	}
+	killedAt := time.Now()
+	if err := cs.WaitHealthy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("cluster healthy again %v after the kill", time.Since(killedAt))
+	promoted, err := cs.PrimaryOfSlot(ctx, KeySlot("foo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if promoted == killed {
+		t.Fatal("slot still served by the killed node")
+	}
+	if v := mustDo(t, ctx, promoted, "GET", "foo"); v != "bar" {
+		t.Fatalf("GET on promoted replica = %#v", v)
+	}
+
+	// The killed node rejoins as a replica.
+	if err := killed.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	restartedAt := time.Now()
+	if err := waitReplicaSync(ctx, promoted, killed); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.WaitHealthy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("killed node rejoined as replica %v after its restart", time.Since(restartedAt))
+}

@@ -1,0 +1,332 @@
+package redistest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// MasterName is the name the sentinels monitor.
+const MasterName = "mymaster"
+
+const (
+	defaultDownAfter   = time.Second
+	failoverTimeout    = 5 * time.Second
+	topologyTimeout    = 60 * time.Second
+	sentinelQuorum     = 2
+	sentinelCount      = 3
+	pollInterval       = 50 * time.Millisecond
+	slowPollInterval   = 100 * time.Millisecond
+	sentinelProbeLimit = 2 * time.Second
+)
+
+// SentinelSet is one primary, one replica and three sentinels monitoring them as
+// MasterName with quorum 2.
+type SentinelSet struct {
+	cfg       *config
+	sentinels []*Server
+
+	mu      sync.Mutex
+	primary *Server // the server last known as primary
+	replica *Server
+}
+
+// Sentinel starts a primary, a replica (replicaof) and three sentinels (down after
+// 1s unless WithNodeTimeout, failover timeout 5s, parallel-syncs 1), and waits until
+// the replica is in sync and every sentinel sees the primary, the replica and the
+// two other sentinels. Options apply to the data nodes (WithAOF, WithUser, ...);
+// WithTLS is not supported. Everything stops when the test ends.
+func Sentinel(tb testing.TB, opts ...Option) *SentinelSet {
+	tb.Helper()
+	RequireRedisServer(tb)
+	ss, err := startSentinelSet(context.Background(), tb.TempDir(), newConfig(opts), func(s *Server) { cleanupServer(tb, s) })
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return ss
+}
+
+func startSentinelSet(ctx context.Context, dir string, cfg *config, started func(*Server)) (*SentinelSet, error) {
+	if cfg.tls {
+		return nil, fmt.Errorf("redistest: WithTLS is not supported by Sentinel")
+	}
+	ctx, cancel := withDefaultTimeout(ctx, topologyTimeout)
+	defer cancel()
+	ss := &SentinelSet{cfg: cfg}
+	var err error
+	ss.primary, err = startServer(ctx, serverSpec{
+		name: "sentinel-primary", dir: filepath.Join(dir, "primary"), cfg: cfg, conf: standaloneConf,
+	})
+	if err != nil {
+		return nil, err
+	}
+	started(ss.primary)
+	primaryPort := ss.primary.Port()
+	ss.replica, err = startServer(ctx, serverSpec{
+		name: "sentinel-replica", dir: filepath.Join(dir, "replica"), cfg: cfg,
+		conf: func(s *Server, port int) []string {
+			return withExtra(s, append(dataConf(s, port), "replicaof 127.0.0.1 "+strconv.Itoa(primaryPort)))
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	started(ss.replica)
+	if err := waitReplicaSync(ctx, ss.primary, ss.replica); err != nil {
+		return nil, err
+	}
+	// Sentinels need no auth of their own; they authenticate to the data nodes.
+	scfg := &config{startTimeout: cfg.startTimeout}
+	downAfter := cfg.nodeTimeout
+	if downAfter <= 0 {
+		downAfter = defaultDownAfter
+	}
+	for i := range sentinelCount {
+		sn, err := startServer(ctx, serverSpec{
+			name:     fmt.Sprintf("sentinel-%d", i+1),
+			dir:      filepath.Join(dir, fmt.Sprintf("sentinel%d", i+1)),
+			sentinel: true,
+			cfg:      scfg,
+			conf: func(s *Server, port int) []string {
+				lines := []string{
+					"bind 127.0.0.1",
+					"port " + strconv.Itoa(port),
+					"daemonize no",
+					"dir " + quote(s.dir),
+					"logfile " + quote(s.logPath),
+					fmt.Sprintf("sentinel monitor %s 127.0.0.1 %d %d", MasterName, primaryPort, sentinelQuorum),
+					fmt.Sprintf("sentinel down-after-milliseconds %s %d", MasterName, downAfter.Milliseconds()),
+					fmt.Sprintf("sentinel failover-timeout %s %d", MasterName, failoverTimeout.Milliseconds()),
+					fmt.Sprintf("sentinel parallel-syncs %s 1", MasterName),
+				}
+				if cfg.user != "" {
+					lines = append(lines,
+						fmt.Sprintf("sentinel auth-user %s %s", MasterName, cfg.user),
+						fmt.Sprintf("sentinel auth-pass %s %s", MasterName, cfg.password))
+				} else if cfg.defaultPassword != "" {
+					lines = append(lines, fmt.Sprintf("sentinel auth-pass %s %s", MasterName, cfg.defaultPassword))
+				}
+				return lines
+			},
+		})
+		if err != nil {
+			return nil, err
+		}
+		started(sn)
+		ss.sentinels = append(ss.sentinels, sn)
+	}
+	if err := ss.waitSentinelsSettled(ctx); err != nil {
+		return nil, err
+	}
+	return ss, nil
+}
+
+// waitReplicaSync waits until replica's link to primary is up and primary lists it
+// online.
+func waitReplicaSync(ctx context.Context, primary, replica *Server) error {
+	return waitUntil(ctx, pollInterval, "replica "+replica.Addr()+" in sync with "+primary.Addr(), func(ctx context.Context) error {
+		ri, err := replica.Info(ctx, "replication")
+		if err != nil {
+			return err
+		}
+		if ri["master_link_status"] != "up" || ri["master_port"] != strconv.Itoa(primary.Port()) {
+			return fmt.Errorf("replica: role %s master_port %s link %s", ri["role"], ri["master_port"], ri["master_link_status"])
+		}
+		pi, err := primary.Info(ctx, "replication")
+		if err != nil {
+			return err
+		}
+		for k, v := range pi {
+			if strings.HasPrefix(k, "slave") && strings.Contains(v, "port="+strconv.Itoa(replica.Port())+",") && strings.Contains(v, "state=online") {
+				return nil
+			}
+		}
+		return fmt.Errorf("primary does not list the replica online: %v", pi)
+	})
+}
+
+func (ss *SentinelSet) waitSentinelsSettled(ctx context.Context) error {
+	return waitUntil(ctx, slowPollInterval, "sentinels to see the primary, the replica and each other", func(ctx context.Context) error {
+		for _, sn := range ss.sentinels {
+			v, err := sn.Do(ctx, "SENTINEL", "MASTER", MasterName)
+			if err != nil {
+				return fmt.Errorf("%s: %w", sn.name, err)
+			}
+			m, err := pairs(v)
+			if err != nil {
+				return err
+			}
+			if m["flags"] != "master" || m["num-slaves"] != "1" || m["num-other-sentinels"] != strconv.Itoa(sentinelCount-1) {
+				return fmt.Errorf("%s: flags %q num-slaves %s num-other-sentinels %s", sn.name, m["flags"], m["num-slaves"], m["num-other-sentinels"])
+			}
+			v, err = sn.Do(ctx, "SENTINEL", "REPLICAS", MasterName)
+			if err != nil {
+				return fmt.Errorf("%s: %w", sn.name, err)
+			}
+			reps, ok := v.([]any)
+			if !ok || len(reps) != 1 {
+				return fmt.Errorf("%s: replicas %v", sn.name, v)
+			}
+			r, err := pairs(reps[0])
+			if err != nil {
+				return err
+			}
+			if r["flags"] != "slave" || r["master-link-status"] != "ok" {
+				return fmt.Errorf("%s: replica flags %q link %q", sn.name, r["flags"], r["master-link-status"])
+			}
+		}
+		return nil
+	})
+}
+
+// MasterName returns the monitored name, "mymaster".
+func (ss *SentinelSet) MasterName() string { return MasterName }
+
+// SentinelAddrs returns the sentinel addresses.
+func (ss *SentinelSet) SentinelAddrs() []string {
+	out := make([]string, len(ss.sentinels))
+	for i, s := range ss.sentinels {
+		out[i] = s.Addr()
+	}
+	return out
+}
+
+// Sentinels returns the sentinel processes.
+func (ss *SentinelSet) Sentinels() []*Server { return append([]*Server(nil), ss.sentinels...) }
+
+// Primary returns the server last known as primary: the one started as primary, or
+// the promoted one after WaitFailover.
+func (ss *SentinelSet) Primary() *Server {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.primary
+}
+
+// Replica returns the other data node.
+func (ss *SentinelSet) Replica() *Server {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.replica
+}
+
+// URL returns redis+sentinel://[user:password@]h1:p1,h2:p2,h3:p3/mymaster, with the
+// data nodes' credentials (the sentinels themselves need none).
+func (ss *SentinelSet) URL() string {
+	var b strings.Builder
+	b.WriteString("redis+sentinel://")
+	switch {
+	case ss.cfg.user != "":
+		b.WriteString(url.UserPassword(ss.cfg.user, ss.cfg.password).String() + "@")
+	case ss.cfg.defaultPassword != "":
+		b.WriteString(url.UserPassword("", ss.cfg.defaultPassword).String() + "@")
+	}
+	b.WriteString(strings.Join(ss.SentinelAddrs(), ","))
+	b.WriteString("/" + MasterName)
+	return b.String()
+}
+
+// KillPrimary kills (SIGKILL) the server last known as primary and returns it, so a
+// test can Start it again later (the sentinels then make it a replica).
+func (ss *SentinelSet) KillPrimary() (*Server, error) {
+	p := ss.Primary()
+	return p, p.Kill()
+}
+
+// CurrentPrimary asks the sentinels for the primary address and returns the server
+// that a majority of the reachable sentinels report.
+func (ss *SentinelSet) CurrentPrimary(ctx context.Context) (*Server, error) {
+	addr, err := ss.primaryAddr(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return ss.serverAt(addr)
+}
+
+func (ss *SentinelSet) serverAt(addr string) (*Server, error) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for _, s := range []*Server{ss.primary, ss.replica} {
+		if s.Addr() == addr {
+			return s, nil
+		}
+	}
+	return nil, fmt.Errorf("redistest: sentinels report unknown primary %s", addr)
+}
+
+func (ss *SentinelSet) primaryAddr(ctx context.Context) (string, error) {
+	votes := make(map[string]int)
+	var errs []error
+	for _, sn := range ss.sentinels {
+		if !sn.Running() {
+			continue
+		}
+		qctx, cancel := context.WithTimeout(ctx, sentinelProbeLimit)
+		v, err := sn.Do(qctx, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", MasterName)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", sn.name, err))
+			continue
+		}
+		arr, ok := v.([]any)
+		if !ok || len(arr) != 2 {
+			errs = append(errs, fmt.Errorf("%w: %s: GET-MASTER-ADDR-BY-NAME %v", ErrProtocol, sn.name, v))
+			continue
+		}
+		host, _ := arr[0].(string)
+		port, _ := arr[1].(string)
+		votes[net.JoinHostPort(host, port)]++
+	}
+	for addr, n := range votes {
+		if n >= len(ss.sentinels)/2+1 {
+			return addr, nil
+		}
+	}
+	return "", fmt.Errorf("redistest: no majority of sentinels agrees on the primary: %v %w", votes, errors.Join(errs...))
+}
+
+// WaitFailover waits until a majority of the sentinels report a primary other than
+// the one last known and that server has the master role; it returns its address.
+// Primary and Replica swap afterwards.
+func (ss *SentinelSet) WaitFailover(ctx context.Context) (string, error) {
+	ctx, cancel := withDefaultTimeout(ctx, topologyTimeout)
+	defer cancel()
+	old := ss.Primary()
+	var promoted *Server
+	err := waitUntil(ctx, slowPollInterval, "sentinel failover away from "+old.Addr(), func(ctx context.Context) error {
+		addr, err := ss.primaryAddr(ctx)
+		if err != nil {
+			return err
+		}
+		if addr == old.Addr() {
+			return fmt.Errorf("sentinels still report %s", addr)
+		}
+		s, err := ss.serverAt(addr)
+		if err != nil {
+			return err
+		}
+		info, err := s.Info(ctx, "replication")
+		if err != nil {
+			return err
+		}
+		if info["role"] != "master" {
+			return fmt.Errorf("%s has role %s", addr, info["role"])
+		}
+		promoted = s
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	ss.mu.Lock()
+	ss.replica, ss.primary = ss.primary, promoted
+	ss.mu.Unlock()
+	return promoted.Addr(), nil
+}

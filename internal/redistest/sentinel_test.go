@@ -1,0 +1,80 @@
+package redistest
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestSentinelFailover(t *testing.T) {
+	ctx := testCtx(t)
+	start := time.Now()
+	ss := Sentinel(t, WithAOF())
+	t.Logf("sentinel set ready in %v", time.Since(start))
+
+	if ss.MasterName() != "mymaster" || len(ss.SentinelAddrs()) != 3 {
+		t.Fatalf("MasterName %q sentinels %v", ss.MasterName(), ss.SentinelAddrs())
+	}
+	want := "redis+sentinel://" + strings.Join(ss.SentinelAddrs(), ",") + "/mymaster"
+	if ss.URL() != want {
+		t.Fatalf("URL = %q, want %q", ss.URL(), want)
+	}
+	oldPrimary, oldReplica := ss.Primary(), ss.Replica()
+	cur, err := ss.CurrentPrimary(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cur != oldPrimary {
+		t.Fatalf("CurrentPrimary = %s, want %s", cur.Addr(), oldPrimary.Addr())
+	}
+	mustDo(t, ctx, oldPrimary, "SET", "k", "v")
+	if v := mustDo(t, ctx, oldPrimary, "WAIT", "1", "10000"); v != int64(1) {
+		t.Fatalf("WAIT 1 = %#v: the write did not reach the replica", v)
+	}
+
+	killed, err := ss.KillPrimary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if killed != oldPrimary {
+		t.Fatal("KillPrimary killed the wrong server")
+	}
+	killedAt := time.Now()
+	addr, err := ss.WaitFailover(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("failover done %v after the kill", time.Since(killedAt))
+	if addr != oldReplica.Addr() || ss.Primary() != oldReplica || ss.Replica() != oldPrimary {
+		t.Fatalf("new primary %s, want %s", addr, oldReplica.Addr())
+	}
+	if v := mustDo(t, ctx, oldReplica, "GET", "k"); v != "v" {
+		t.Fatalf("GET on promoted replica = %#v", v)
+	}
+	mustDo(t, ctx, oldReplica, "SET", "k2", "v2") // writable
+
+	// The old primary comes back as a replica of the new one.
+	if err := killed.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	restartedAt := time.Now()
+	if err := waitReplicaSync(ctx, oldReplica, killed); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("old primary rejoined as replica %v after its restart", time.Since(restartedAt))
+	if v := mustDo(t, ctx, killed, "GET", "k2"); v != "v2" {
+		t.Fatalf("GET on rejoined old primary = %#v", v)
+	}
+}
+
+func TestSentinelACL(t *testing.T) {
+	ctx := testCtx(t)
+	ss := Sentinel(t, WithUser("app", "pw"))
+	want := "redis+sentinel://app:pw@" + strings.Join(ss.SentinelAddrs(), ",") + "/mymaster"
+	if ss.URL() != want {
+		t.Fatalf("URL = %q, want %q", ss.URL(), want)
+	}
+	if _, err := ss.CurrentPrimary(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
