@@ -1,0 +1,111 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/durasock/durasock/bus"
+)
+
+// config is everything the binary can be told, by flag or by environment variable.
+// A flag given on the command line wins over the environment.
+type config struct {
+	Addr         string
+	Path         string
+	CORSOrigins  []string
+	PingInterval time.Duration
+	PingTimeout  time.Duration
+	MaxPayload   int64
+	RedisURL     string
+	RedisMode    string // "streams" or "pubsub"
+	EmitToken    string
+	Outbox       bus.OutboxConfig
+	DrainTimeout time.Duration
+	LogLevel     slog.Level
+	Demo         bool
+}
+
+// envPrefix is the prefix of every environment variable the binary reads.
+const envPrefix = "DURASOCK_"
+
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet("durasock", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cors, level, overflow string
+	fs.StringVar(&c.Addr, "addr", ":3000", "listen address (env DURASOCK_ADDR)")
+	fs.StringVar(&c.Path, "path", "/socket.io/", "Socket.IO endpoint path (env DURASOCK_PATH)")
+	fs.StringVar(&cors, "cors-origins", "", `comma-separated allowed CORS origins, or "*" (env DURASOCK_CORS_ORIGINS)`)
+	fs.DurationVar(&c.PingInterval, "ping-interval", 25*time.Second, "Engine.IO ping interval (env DURASOCK_PING_INTERVAL)")
+	fs.DurationVar(&c.PingTimeout, "ping-timeout", 20*time.Second, "Engine.IO ping timeout (env DURASOCK_PING_TIMEOUT)")
+	fs.Int64Var(&c.MaxPayload, "max-payload", 1_000_000, "largest accepted message in bytes (env DURASOCK_MAX_PAYLOAD)")
+	fs.StringVar(&c.RedisURL, "redis", "", "Redis URL for the cluster adapter: redis://, rediss://, unix://, redis+sentinel://, redis+cluster:// (env DURASOCK_REDIS_URL); empty runs one process with the in-memory adapter")
+	fs.StringVar(&c.RedisMode, "redis-transport", "streams", `cluster bus transport: "streams" (durable, default) or "pubsub" (env DURASOCK_REDIS_TRANSPORT)`)
+	fs.IntVar(&c.Outbox.MaxMessages, "outbox-max-messages", bus.DefaultOutboxMaxMessages, "most cross-node messages buffered while Redis is unreachable (env DURASOCK_OUTBOX_MAX_MESSAGES)")
+	fs.Int64Var(&c.Outbox.MaxBytes, "outbox-max-bytes", bus.DefaultOutboxMaxBytes, "most bytes buffered while Redis is unreachable (env DURASOCK_OUTBOX_MAX_BYTES)")
+	fs.DurationVar(&c.Outbox.MaxAge, "outbox-max-age", bus.DefaultOutboxMaxAge, "buffered messages older than this are dropped, counted and logged (env DURASOCK_OUTBOX_MAX_AGE)")
+	fs.StringVar(&overflow, "outbox-overflow", "reject-new", `what a full outbox does: "reject-new" (the emit fails) or "drop-oldest" (env DURASOCK_OUTBOX_OVERFLOW)`)
+	fs.StringVar(&c.EmitToken, "emit-token", "", "bearer token that enables the HTTP emit API at POST /api/emit (env DURASOCK_EMIT_TOKEN)")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 10*time.Second, "how long shutdown waits for clients and the outbox (env DURASOCK_DRAIN_TIMEOUT)")
+	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error (env DURASOCK_LOG_LEVEL)")
+	fs.BoolVar(&c.Demo, "demo", true, "serve the demo chat page at / (env DURASOCK_DEMO)")
+
+	// Environment first, as flag defaults; the command line then overrides them.
+	var envErrs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if f.Name == "redis" {
+			name = envPrefix + "REDIS_URL"
+		}
+		if v := getenv(name); v != "" {
+			if err := f.Value.Set(v); err != nil {
+				envErrs = append(envErrs, fmt.Errorf("%s=%q: %w", name, v, err))
+			}
+		}
+	})
+	if err := errors.Join(envErrs...); err != nil {
+		return nil, err
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	for _, o := range strings.Split(cors, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			c.CORSOrigins = append(c.CORSOrigins, o)
+		}
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("-log-level: %w", err)
+	}
+	switch overflow {
+	case "reject-new":
+		c.Outbox.Overflow = bus.RejectNew
+	case "drop-oldest":
+		c.Outbox.Overflow = bus.DropOldest
+	default:
+		return nil, fmt.Errorf("-outbox-overflow %q: want reject-new or drop-oldest", overflow)
+	}
+	switch {
+	case c.Outbox.MaxMessages <= 0 || c.Outbox.MaxBytes <= 0 || c.Outbox.MaxAge <= 0:
+		return nil, errors.New("-outbox-max-messages, -outbox-max-bytes and -outbox-max-age must be positive")
+	case !strings.HasPrefix(c.Path, "/") || !strings.HasSuffix(c.Path, "/"):
+		return nil, fmt.Errorf("-path %q must start and end with /", c.Path)
+	case c.PingInterval <= 0 || c.PingTimeout <= 0:
+		return nil, errors.New("-ping-interval and -ping-timeout must be positive")
+	case c.MaxPayload <= 0:
+		return nil, errors.New("-max-payload must be positive")
+	case c.DrainTimeout <= 0:
+		return nil, errors.New("-drain-timeout must be positive")
+	case c.RedisMode != "streams" && c.RedisMode != "pubsub":
+		return nil, fmt.Errorf("-redis-transport %q: want streams or pubsub", c.RedisMode)
+	}
+	return c, nil
+}
