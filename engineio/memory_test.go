@@ -25,7 +25,7 @@ var memConns = flag.Int("eio.conns", 2000, "WebSocket connections opened by Benc
 // nopHandler ignores every event.
 type nopHandler struct{}
 
-func (nopHandler) OnOpen(*Session)            {}
+func (nopHandler) OnOpen(*Session)             {}
 func (nopHandler) OnMessage(*Session, Message) {}
 func (nopHandler) OnClose(*Session, string)    {}
 
@@ -99,11 +99,6 @@ func BenchmarkIdleWebSocketMemory(b *testing.B) {
 	for range b.N {
 		// The measurement is the setup; the loop only satisfies the benchmark API.
 	}
-}
-
-func serverMemory() uint64 {
-	heap, stack := serverMemoryParts()
-	return heap + stack
 }
 
 func serverMemoryParts() (heap, stack uint64) {

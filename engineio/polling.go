@@ -15,12 +15,14 @@ func (s *Server) handshakePolling(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "engineio: server shutting down", http.StatusServiceUnavailable)
 		return
 	}
+	openFrame := sess.queue[0]
 	sess.open()
 	sess.mu.Lock()
 	frames := sess.queue
 	sess.queue = nil
 	if sess.state != stateOpen {
-		frames = append(frames, frame{typ: packetClose})
+		// Closed during OnOpen: the client still learns its sid, then the close.
+		frames = []frame{openFrame, {typ: packetClose}}
 	}
 	sess.mu.Unlock()
 	writePayload(w, frames)

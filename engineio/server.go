@@ -47,8 +47,8 @@ type Server struct {
 	conns    map[*wsConn]struct{} // hijacked connections, closable at shutdown
 	closing  bool                 // Shutdown or Close started: no new sessions
 
-	wg        sync.WaitGroup // goroutines the server started for sessions
-	closeOnce sync.Once
+	goroutines tracker // goroutines the server started for sessions
+	closeOnce  sync.Once
 }
 
 // NewServer returns a server that reports session events to h. opts may be nil.
@@ -226,9 +226,9 @@ func (s *Server) untrackConn(c *wsConn) {
 
 // go runs f on a goroutine the server waits for in Shutdown and Close.
 func (s *Server) goTracked(f func()) {
-	s.wg.Add(1)
+	s.goroutines.add()
 	go func() {
-		defer s.wg.Done()
+		defer s.goroutines.done()
 		f()
 	}()
 }
@@ -252,7 +252,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		s.waitSessions(ctx)
-		s.wg.Wait()
+		s.goroutines.wait()
 		close(done)
 	}()
 	select {
@@ -298,7 +298,7 @@ func (s *Server) sessionList() []*Session {
 // queued messages, and waits for the server's goroutines to end. It is idempotent.
 func (s *Server) Close() error {
 	s.forceClose()
-	s.wg.Wait()
+	s.goroutines.wait()
 	return nil
 }
 
@@ -322,4 +322,44 @@ func (s *Server) forceClose() {
 	for _, c := range conns {
 		_ = c.Close() // closing an already closed connection is harmless
 	}
+}
+
+// tracker counts running goroutines. Unlike sync.WaitGroup it allows starting
+// one while another goroutine waits for zero, which happens when a session
+// flushes its queue during Shutdown.
+type tracker struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{}
+}
+
+func (t *tracker) add() {
+	t.mu.Lock()
+	t.n++
+	t.mu.Unlock()
+}
+
+func (t *tracker) done() {
+	t.mu.Lock()
+	t.n--
+	if t.n == 0 && t.zero != nil {
+		close(t.zero)
+		t.zero = nil
+	}
+	t.mu.Unlock()
+}
+
+// wait returns when no tracked goroutine runs.
+func (t *tracker) wait() {
+	t.mu.Lock()
+	if t.n == 0 {
+		t.mu.Unlock()
+		return
+	}
+	if t.zero == nil {
+		t.zero = make(chan struct{})
+	}
+	ch := t.zero
+	t.mu.Unlock()
+	<-ch
 }

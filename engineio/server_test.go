@@ -298,3 +298,5 @@ func TestWebSocketMessages(t *testing.T) {
 		t.Errorf("got %v %q", typ, got)
 	}
 }
+
+func newHTTPTestServer(h http.Handler) *httptest.Server { return httptest.NewServer(h) }

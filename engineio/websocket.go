@@ -98,16 +98,21 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	h.raw = c
-	var src io.Reader = c
-	if n := brw.Reader.Buffered(); n > 0 {
-		b, err := brw.Reader.Peek(n)
-		if err != nil {
-			_ = c.Close() // unusable; reporting the Peek error is what matters
-			return nil, nil, err
-		}
-		src = io.MultiReader(bytes.NewReader(bytes.Clone(b)), c)
+	// Bytes the client sent right after the handshake (an upgrade probe) may sit
+	// in net/http's buffer; they must be in the new reader's buffer, where
+	// coder/websocket looks for them.
+	n := brw.Reader.Buffered()
+	b, err := brw.Reader.Peek(n)
+	if err != nil {
+		_ = c.Close() // unusable; the Peek error is what matters
+		return nil, nil, err
 	}
-	return c, bufio.NewReadWriter(bufio.NewReaderSize(src, wsReadBufferSize), bufio.NewWriterSize(c, wsWriteBufferSize)), nil
+	br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(b)), c), max(wsReadBufferSize, n))
+	if _, err := br.Peek(n); err != nil {
+		_ = c.Close() // unusable; the Peek error is what matters
+		return nil, nil, err
+	}
+	return c, bufio.NewReadWriter(br, bufio.NewWriterSize(c, wsWriteBufferSize)), nil
 }
 
 // accept completes a WebSocket handshake.
@@ -210,7 +215,7 @@ func (s *Session) writeLoop() {
 			s.writing = false
 			s.mu.Unlock()
 			if state == stateClosing {
-				s.finishClose(c)
+				s.finishClose()
 			}
 			return
 		}
@@ -227,16 +232,10 @@ func (s *Session) writeLoop() {
 	}
 }
 
-// finishClose ends a graceful close of a WebSocket session whose queue is written.
-func (s *Session) finishClose(c *wsConn) {
-	s.mu.Lock()
-	reason := s.reason
-	s.mu.Unlock()
-	if c.acquire() {
-		_ = c.Close(closeStatus(reason), reason) // the peer may be gone; it ends either way
-		c.release()
-	}
-	s.closeNow(reason, closeDone)
+// finishClose ends a graceful close of a WebSocket session whose queue is
+// written; the close handshake runs in the background, as the session is over.
+func (s *Session) finishClose() {
+	s.closeNow("", closeTransport)
 }
 
 var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
