@@ -279,6 +279,10 @@ func (m *Memory) checkPacket(p *parser.Packet, withAck bool) (*parser.Packet, er
 
 // Broadcast writes p to every matching local socket: it encodes p once and writes
 // the same bytes to each. It never blocks, and ctx is not consulted.
+//
+// opts.Compress is not passed on: Socket.Write has no such flag, and the
+// Engine.IO transport compresses by message size (permessage-deflate with a
+// threshold) for every packet alike.
 func (m *Memory) Broadcast(_ context.Context, p *parser.Packet, opts Options) error {
 	_, err := m.BroadcastLocal(p, opts)
 	return err
