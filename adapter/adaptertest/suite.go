@@ -21,7 +21,7 @@ import (
 
 // Defaults of Setup.
 const (
-	DefaultTimeout    = 15 * time.Second
+	DefaultTimeout    = 30 * time.Second
 	DefaultAckTimeout = 2 * time.Second
 )
 
@@ -43,9 +43,9 @@ type Setup struct {
 	// whose factory returns before it receives from the others. Zero waits not at
 	// all; a factory that returns only when its node is ready is better.
 	Settle time.Duration
-	// Timeout bounds every wait for a condition in a subtest (DefaultTimeout when
-	// zero). A subtest never asserts speed: it fails only when the condition does
-	// not hold by then.
+	// Timeout bounds each subtest: all its waits for conditions and requests
+	// together (DefaultTimeout when zero). A subtest never asserts speed: it fails
+	// only when a condition does not hold by then.
 	Timeout time.Duration
 	// AckTimeout is the deadline of requests that are meant to time out, because a
 	// socket or node stays silent (DefaultAckTimeout when zero). Every reply that
