@@ -28,25 +28,41 @@ const (
 	ReasonForcedClose               = engineio.ReasonForcedClose
 )
 
-// transport is what a connection needs of an Engine.IO session. *engineio.Session
-// implements it; benchmarks use an in-process one.
+// transport is what a connection needs of an Engine.IO session. sessionTransport
+// wraps an *engineio.Session; benchmarks use an in-process one.
 type transport interface {
 	ID() string
 	Request() *http.Request
 	Transport() string
-	Send(msgs ...engineio.Message) error
-	SendVolatile(msgs ...engineio.Message) bool
 	Close() error
 	Done() <-chan struct{}
+	// writePacket sends an encoded packet: its text and attachments in one Send,
+	// so they stay together in the session's queue.
+	writePacket(e *parser.Encoded, volatile bool) error
+}
+
+type sessionTransport struct{ *engineio.Session }
+
+func (t sessionTransport) writePacket(e *parser.Encoded, volatile bool) error {
+	// The messages live on the stack: Send copies them into its queue.
+	var buf [4]engineio.Message
+	msgs := append(buf[:0], engineio.Message{Data: e.Text})
+	for _, a := range e.Attachments {
+		msgs = append(msgs, engineio.Message{Data: a, Binary: true})
+	}
+	if volatile {
+		t.SendVolatile(msgs...)
+		return nil
+	}
+	return t.Send(msgs...)
 }
 
 // conn is the Socket.IO side of one Engine.IO session: the sockets it has in its
 // namespaces, its packet decoder and its handler runner.
 type conn struct {
-	srv  *Server
-	t    transport
-	sess *engineio.Session // t as its concrete type, nil for in-process transports
-	dec  parser.Decoder
+	srv *Server
+	t   transport
+	dec parser.Decoder
 	run  runner
 	hs   adapter.Handshake // without Auth, which each namespace connection has its own
 
@@ -57,8 +73,8 @@ type conn struct {
 	timer   *time.Timer
 }
 
-func newConn(srv *Server, t transport, sess *engineio.Session) *conn {
-	c := &conn{srv: srv, t: t, sess: sess, sockets: make(map[string]*Socket, 1)}
+func newConn(srv *Server, t transport) *conn {
+	c := &conn{srv: srv, t: t, sockets: make(map[string]*Socket, 1)}
 	c.run.srv = srv
 	c.dec.MaxAttachments = srv.opts.MaxAttachments
 	c.hs = newHandshake(t.Request())
@@ -278,26 +294,9 @@ func (c *conn) onClose(reason string) {
 	}
 }
 
-// write sends an encoded packet: its text and attachments in one Send, so they
-// stay together in the session's queue.
+// write sends an encoded packet to the client.
 func (c *conn) write(e *parser.Encoded, volatile bool) {
-	var buf [4]engineio.Message
-	msgs := append(buf[:0], engineio.Message{Data: e.Text})
-	for _, a := range e.Attachments {
-		msgs = append(msgs, engineio.Message{Data: a, Binary: true})
-	}
-	var err error
-	switch {
-	case c.sess != nil && volatile:
-		c.sess.SendVolatile(msgs...)
-	case c.sess != nil:
-		err = c.sess.Send(msgs...)
-	case volatile:
-		c.t.SendVolatile(msgs...)
-	default:
-		err = c.t.Send(msgs...)
-	}
-	if err != nil && !errors.Is(err, engineio.ErrClosed) {
+	if err := c.t.writePacket(e, volatile); err != nil && !errors.Is(err, engineio.ErrClosed) {
 		// ErrQueueFull: the session closes itself with ReasonSendQueueFull.
 		c.srv.log.Debug("socketio: send", "sid", c.t.ID(), "err", err)
 	}

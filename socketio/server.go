@@ -206,7 +206,7 @@ type engineHandler Server
 
 func (h *engineHandler) OnOpen(sess *engineio.Session) {
 	s := (*Server)(h)
-	c := newConn(s, sess, sess)
+	c := newConn(s, sessionTransport{sess})
 	s.mu.Lock()
 	s.conns[sess] = c
 	s.mu.Unlock()
