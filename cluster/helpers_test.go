@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"testing"
 	"time"
@@ -32,10 +33,17 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 	}
 }
 
-// memoryBus returns a bus of node id on hub.
+// quietLogger drops the log lines of the nodes of a test.
+var quietLogger = slog.New(slog.DiscardHandler)
+
+// memoryBus returns the reliable bus of node id on hub.
 func memoryBus(t testing.TB, hub *bus.MemoryHub, id string) bus.Bus {
 	t.Helper()
-	return newTestBus(id, hub.Transport())
+	b, err := bus.New(hub.Transport(), bus.Config{NodeID: id, Logger: quietLogger})
+	if err != nil {
+		t.Fatalf("bus.New: %v", err)
+	}
+	return b
 }
 
 // startNodes starts n Clusters, each on its own bus from newBus, waits until
@@ -45,7 +53,14 @@ func startNodes(t testing.TB, n int, opts *Options, newBus func(id string) bus.B
 	cs := make([]*Cluster, n)
 	for i := range cs {
 		b := newBus(fmt.Sprintf("node-%d", i))
-		c, err := New(b, opts)
+		o := Options{Logger: quietLogger}
+		if opts != nil {
+			o = *opts
+			if o.Logger == nil {
+				o.Logger = quietLogger
+			}
+		}
+		c, err := New(b, &o)
 		if err != nil {
 			t.Fatalf("New: %v", err)
 		}
