@@ -63,8 +63,8 @@ type conn struct {
 	srv *Server
 	t   transport
 	dec parser.Decoder
-	run  runner
-	hs   adapter.Handshake // without Auth, which each namespace connection has its own
+	run runner
+	hs  adapter.Handshake // without Auth, which each namespace connection has its own
 
 	mu      sync.Mutex
 	sockets map[string]*Socket // by namespace name
