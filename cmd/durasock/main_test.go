@@ -1,0 +1,249 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func TestParseConfig(t *testing.T) {
+	env := map[string]string{"DURASOCK_ADDR": ":4000", "DURASOCK_REDIS_URL": "redis://x:6379", "DURASOCK_CORS_ORIGINS": "https://a, https://b"}
+	c, err := parseConfig([]string{"-addr", ":5000", "-ping-interval", "2s"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Addr != ":5000" || c.RedisURL != "redis://x:6379" || c.PingInterval != 2*time.Second || len(c.CORSOrigins) != 2 || c.CORSOrigins[1] != "https://b" {
+		t.Fatalf("config = %+v", c)
+	}
+	bad := [][]string{
+		{"-path", "socket.io"},
+		{"-redis-transport", "carrier-pigeon"},
+		{"-ping-timeout", "0s"},
+		{"-outbox-overflow", "sometimes"},
+		{"-log-level", "loud"},
+		{"extra"},
+	}
+	for _, args := range bad {
+		if _, err := parseConfig(args, func(string) string { return "" }, io.Discard); err == nil {
+			t.Errorf("parseConfig(%q) = nil error", args)
+		}
+	}
+	if _, err := parseConfig(nil, func(k string) string {
+		if k == "DURASOCK_MAX_PAYLOAD" {
+			return "lots"
+		}
+		return ""
+	}, io.Discard); err == nil || !strings.Contains(err.Error(), "DURASOCK_MAX_PAYLOAD") {
+		t.Errorf("bad environment value: err = %v", err)
+	}
+}
+
+// startApp runs the binary's app in-process on a free port until the test ends.
+func startApp(t *testing.T, args ...string) string {
+	t.Helper()
+	cfg, err := parseConfig(append([]string{"-addr", "127.0.0.1:0", "-drain-timeout", "3s"}, args...), func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := newApp(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("drain: %v", err)
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+func TestEndpoints(t *testing.T) {
+	base := startApp(t, "-emit-token", "s3cret")
+	for _, c := range []struct {
+		path, want string
+	}{
+		{"/healthz", `"ok"`},
+		{"/readyz", `"ready"`},
+		{"/status", `"adapter":"memory"`},
+		{"/", "durasock chat"},
+		{"/socket.io/socket.io.min.js", "Socket.IO v4"},
+		{"/socket.io/?EIO=4&transport=polling", `"pingInterval":25000`},
+		{"/metrics", "durasock_connected_clients"},
+	} {
+		code, body := get(t, base+c.path)
+		if code != http.StatusOK || !strings.Contains(body, c.want) {
+			t.Errorf("GET %s = %d %q, want 200 containing %q", c.path, code, body[:min(len(body), 200)], c.want)
+		}
+	}
+	if code, _ := get(t, base+"/socket.io/?EIO=3&transport=polling"); code != http.StatusBadRequest {
+		t.Errorf("EIO=3: %d, want 400", code)
+	}
+}
+
+func TestEmitAPI(t *testing.T) {
+	base := startApp(t, "-emit-token", "s3cret")
+	post := func(token, body string) (int, string) {
+		req, err := http.NewRequest(http.MethodPost, base+"/api/emit", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, string(b)
+	}
+	for _, c := range []struct {
+		token, body string
+		code        int
+	}{
+		{"s3cret", `{"event":"news","args":[{"n":1}],"rooms":["lobby"]}`, http.StatusAccepted},
+		{"", `{"event":"news"}`, http.StatusUnauthorized},
+		{"wrong", `{"event":"news"}`, http.StatusUnauthorized},
+		{"s3cret", `{"args":[1]}`, http.StatusBadRequest},
+		{"s3cret", `{"event":"news","unknown":1}`, http.StatusBadRequest},
+		{"s3cret", `{"event":"news"} {}`, http.StatusBadRequest},
+		{"s3cret", `not json`, http.StatusBadRequest},
+	} {
+		if code, body := post(c.token, c.body); code != c.code {
+			t.Errorf("POST %s (token %q) = %d %s, want %d", c.body, c.token, code, body, c.code)
+		}
+	}
+
+	off := startApp(t)
+	resp, err := http.Post(off+"/api/emit", "application/json", strings.NewReader(`{"event":"x"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("emit API without a token configured: %d, want 404", resp.StatusCode)
+	}
+}
+
+// TestSIGTERMDrains builds the binary, runs it, and checks that SIGTERM makes it
+// close its clients and exit 0 within the drain timeout.
+func TestSIGTERMDrains(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "durasock")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	var logs bytes.Buffer
+	cmd := exec.Command(bin, "-addr", addr, "-drain-timeout", "5s")
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill() // only reached when the test already failed
+		}
+	})
+
+	// Wait for it to listen, then open an Engine.IO session and hold a long poll.
+	var sid string
+	deadline := time.Now().Add(20 * time.Second)
+	for sid == "" {
+		resp, err := http.Get("http://" + addr + "/socket.io/?EIO=4&transport=polling")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var open struct{ SID string }
+			if json.Unmarshal(bytes.TrimPrefix(b, []byte("0")), &open) == nil {
+				sid = open.SID
+			}
+		}
+		if sid == "" {
+			if time.Now().After(deadline) {
+				t.Fatalf("binary did not start: %v\n%s", err, logs.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	poll := make(chan string, 1)
+	go func() {
+		resp, err := http.Get("http://" + addr + "/socket.io/?EIO=4&transport=polling&sid=" + sid)
+		if err != nil {
+			poll <- "error: " + err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		poll <- string(b)
+	}()
+	time.Sleep(200 * time.Millisecond) // let the long poll reach the server
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, logs.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("still running 15s after SIGTERM\n%s", logs.String())
+	}
+	// The pending poll was answered with a close packet ("1"), not a dropped connection.
+	if got := <-poll; !strings.Contains(got, "1") || strings.HasPrefix(got, "error") {
+		t.Errorf("pending poll got %q, want a close packet", got)
+	}
+	if !strings.Contains(logs.String(), "drained") {
+		t.Errorf("logs lack the drain line:\n%s", logs.String())
+	}
+	_ = os.Remove(bin)
+}
