@@ -82,7 +82,9 @@ func setupDemo(srv *socketio.Server, log *slog.Logger) {
 	nsp := srv.Of("/")
 	nsp.OnConnection(func(s *socketio.Socket) {
 		var me member
-		ctx := func() (context.Context, context.CancelFunc) { return context.WithTimeout(context.Background(), 5*time.Second) }
+		ctx := func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), 5*time.Second)
+		}
 
 		leave := func() {
 			if me.Room == "" {
@@ -173,4 +175,3 @@ func ackOrLog(e *socketio.Event, log *slog.Logger, v any) {
 		log.Debug("demo: ack not sent", "err", err)
 	}
 }
-
