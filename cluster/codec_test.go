@@ -1,0 +1,121 @@
+package cluster
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/durasock/durasock/socketio/parser"
+)
+
+// sampleMessages has one message of every kind, with every field of the kind set.
+func sampleMessages() []*message {
+	bin := []byte{0, 1, 2, 0xff, '\r', '\n'}
+	return []*message{
+		{kind: kindBroadcast, nsp: "/chat", flags: flagVolatile | flagCompress, rooms: []string{"a", "b"}, except: []string{"c"},
+			ptype: parser.BinaryEvent, data: []byte(`["m",{"_placeholder":true,"num":0}]`), attachments: [][]byte{bin, {}}},
+		{kind: kindBroadcast, nsp: "/", ptype: parser.Event, data: []byte(`["hello","é"]`)},
+		{kind: kindAddSockets, nsp: "/", reqID: 7, rooms: []string{"a"}, target: []string{"x", "y"}},
+		{kind: kindDelSockets, nsp: "/", except: []string{"b"}, target: []string{"x"}},
+		{kind: kindDisconnect, nsp: "/", reqID: 1 << 60, flags: flagCloseConn, rooms: []string{"a"}},
+		{kind: kindServerEmit, nsp: "/", event: "notice", args: [][]byte{[]byte(`1`), []byte(`{"a":2}`)}},
+		{kind: kindFetchRequest, nsp: "/", reqID: 2, rooms: []string{"a"}},
+		{kind: kindFetchResponse, nsp: "/", reqID: 2, sockets: []byte(`[{"id":"s"}]`)},
+		{kind: kindEmitRequest, nsp: "/", reqID: 3, event: "q"},
+		{kind: kindEmitResponse, nsp: "/", reqID: 3, args: [][]byte{[]byte(`"ok"`)}},
+		{kind: kindAckRequest, nsp: "/", reqID: 4, rooms: []string{"r"}, ptype: parser.Event, data: []byte(`["ask"]`), timeoutMS: 5000},
+		{kind: kindAckCount, nsp: "/", reqID: 4, count: 2, ids: []string{"s1", "s2"}},
+		{kind: kindAckReply, nsp: "/", reqID: 4, sid: "s1", args: [][]byte{[]byte(`"s1"`)}},
+		{kind: kindHeartbeat, flags: flagHello},
+		{kind: kindGoodbye},
+		{kind: kindUnknownNsp, nsp: "/gone", reqID: 5},
+		{kind: kindApplied, nsp: "/", reqID: 6},
+	}
+}
+
+var messageCmp = cmp.Options{cmp.AllowUnexported(message{}), cmpopts.EquateEmpty()}
+
+func TestCodecRoundTrip(t *testing.T) {
+	seen := make(map[kind]bool)
+	for _, m := range sampleMessages() {
+		seen[m.kind] = true
+		b := m.marshal()
+		got, err := decodeMessage(b)
+		if err != nil {
+			t.Fatalf("%s: decode: %v", m.kind, err)
+		}
+		if diff := cmp.Diff(m, got, messageCmp); diff != "" {
+			t.Errorf("%s: round trip (-want +got):\n%s", m.kind, diff)
+		}
+	}
+	for k := kind(1); k <= kindMax; k++ {
+		if !seen[k] {
+			t.Errorf("no sample of kind %s", k)
+		}
+	}
+}
+
+// Attachments travel as raw bytes: the message is barely larger than its content.
+func TestCodecCarriesBinaryRaw(t *testing.T) {
+	att := bytes.Repeat([]byte{0xff, 0}, 1<<15)
+	m := &message{kind: kindBroadcast, nsp: "/", ptype: parser.BinaryEvent, data: []byte(`["b",{"_placeholder":true,"num":0}]`), attachments: [][]byte{att}}
+	b := m.marshal()
+	if over := len(b) - len(att) - len(m.data); over > 16 {
+		t.Errorf("message is %d bytes over its content", over)
+	}
+	if !bytes.Contains(b, att) {
+		t.Errorf("attachment not carried byte for byte")
+	}
+}
+
+func TestDecodeErrors(t *testing.T) {
+	valid := sampleMessages()[0].marshal()
+	cases := map[string][]byte{
+		"empty":     nil,
+		"short":     {codecVersion, 1},
+		"version":   append([]byte{9}, valid[1:]...),
+		"kind 0":    {codecVersion, 0, 0, 0},
+		"kind":      {codecVersion, byte(kindMax) + 1, 0, 0},
+		"flags":     {codecVersion, byte(kindGoodbye), 0x40, 0},
+		"truncated": valid[:len(valid)-3],
+		"trailing":  append(append([]byte(nil), valid...), 1),
+		"huge list": {codecVersion, byte(kindBroadcast), 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f},
+		"not event": (&message{kind: kindBroadcast, nsp: "/", ptype: parser.Ack, data: []byte(`[]`)}).marshal(),
+		"no array":  (&message{kind: kindBroadcast, nsp: "/", ptype: parser.Event, data: []byte(`"x"`)}).marshal(),
+		"req 0":     (&message{kind: kindAckCount, nsp: "/"}).marshal(),
+	}
+	for name, b := range cases {
+		if _, err := decodeMessage(b); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: error %v, want ErrMalformed", name, err)
+		}
+	}
+}
+
+// FuzzDecodeMessage: decoding never panics, and what decodes encodes back to
+// bytes that decode to the same message.
+func FuzzDecodeMessage(f *testing.F) {
+	for _, m := range sampleMessages() {
+		f.Add(m.marshal())
+	}
+	f.Add([]byte{})
+	f.Add([]byte{codecVersion, byte(kindBroadcast), 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := decodeMessage(b)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v does not wrap ErrMalformed", err)
+			}
+			return
+		}
+		again, err := decodeMessage(m.marshal())
+		if err != nil {
+			t.Fatalf("re-encoded %s does not decode: %v", m.kind, err)
+		}
+		if diff := cmp.Diff(m, again, messageCmp); diff != "" {
+			t.Fatalf("re-encoded %s differs (-first +second):\n%s", m.kind, diff)
+		}
+	})
+}
