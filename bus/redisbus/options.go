@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+
+	"github.com/durasock/durasock/bus"
 )
 
 // Kind selects the transport.
@@ -111,6 +113,10 @@ type Options struct {
 	KeyFile  string
 	// InsecureSkipVerify disables server certificate verification (tests only).
 	InsecureSkipVerify bool
+
+	// Bus configures the reliable core that Open wraps around the transport
+	// (node id, outbox bounds, backoff, probes, hooks, metrics); see bus.Config.
+	Bus bus.Config
 
 	// ConfigureClient, when set, is called with the final rueidis configuration
 	// before the client is made, for settings this type does not cover.

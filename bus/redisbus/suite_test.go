@@ -221,14 +221,22 @@ func checkNumbered(t testing.TB, fs []bus.Frame, from, to, parts int) {
 	}
 }
 
+// frameNumber returns i of a frame "m<i>".
+func frameNumber(f bus.Frame) (int, bool) {
+	s, ok := strings.CutPrefix(string(f.Data), "m")
+	if !ok {
+		return 0, false
+	}
+	i, err := strconv.Atoi(s)
+	return i, err == nil
+}
+
 func countNumbered(from, to int) func([]bus.Frame) bool {
 	return func(fs []bus.Frame) bool {
 		n := 0
 		for _, f := range fs {
-			if s, ok := strings.CutPrefix(string(f.Data), "m"); ok {
-				if i, err := strconv.Atoi(s); err == nil && i >= from && i < to {
-					n++
-				}
+			if i, ok := frameNumber(f); ok && i >= from && i < to {
+				n++
 			}
 		}
 		return n >= to-from
