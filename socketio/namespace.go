@@ -205,9 +205,13 @@ func (n *Namespace) HandleServerSideEmit(event string, args []json.RawMessage, r
 			return nil
 		}
 	}
-	n.srv.wg.Add(1)
+	if n.srv.isClosed() {
+		n.srv.log.Debug("socketio: server-side event after shutdown", "namespace", n.name, "event", event)
+		return
+	}
+	n.srv.handlers.add()
 	go func() {
-		defer n.srv.wg.Done()
+		defer n.srv.handlers.done()
 		r := runner{srv: n.srv}
 		r.call(func() { h(e) })
 	}()

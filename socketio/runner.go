@@ -38,7 +38,7 @@ func (r *runner) push(done <-chan struct{}, bounded bool, f func()) bool {
 	r.queue = append(r.queue, f)
 	if !r.running {
 		r.running = true
-		r.srv.wg.Add(1)
+		r.srv.handlers.add()
 		go r.work()
 	}
 	r.mu.Unlock()
@@ -46,7 +46,7 @@ func (r *runner) push(done <-chan struct{}, bounded bool, f func()) bool {
 }
 
 func (r *runner) work() {
-	defer r.srv.wg.Done()
+	defer r.srv.handlers.done()
 	for {
 		r.mu.Lock()
 		if len(r.queue) == 0 {

@@ -25,7 +25,7 @@ type Server struct {
 	conns   map[*engineio.Session]*conn
 	closed  bool
 
-	wg        sync.WaitGroup // handler goroutines of connections and server-side events
+	handlers  tracker // handler goroutines of connections and server-side events
 	closeOnce sync.Once
 }
 
@@ -150,17 +150,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if err != nil {
 		_ = s.engine.Close() // Shutdown ran out of time: Close reports no error of its own.
 	}
-	done := make(chan struct{})
-	go func() {
-		s.wg.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		if err == nil {
-			err = ctx.Err()
-		}
+	if wErr := s.handlers.wait(ctx); err == nil {
+		err = wErr
 	}
 	if cErr := s.closeAdapters(); err == nil {
 		err = cErr
@@ -199,6 +190,56 @@ func (s *Server) closeAdapters() error {
 		}
 	})
 	return err
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.closed
+}
+
+// tracker counts running goroutines. Unlike sync.WaitGroup it may gain
+// goroutines while someone waits for it to drain.
+type tracker struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n drops to zero; nil when nobody waits
+}
+
+func (t *tracker) add() {
+	t.mu.Lock()
+	t.n++
+	t.mu.Unlock()
+}
+
+func (t *tracker) done() {
+	t.mu.Lock()
+	t.n--
+	if t.n == 0 && t.idle != nil {
+		close(t.idle)
+		t.idle = nil
+	}
+	t.mu.Unlock()
+}
+
+// wait returns when no goroutine runs, or ctx.Err() when ctx ends first.
+func (t *tracker) wait(ctx context.Context) error {
+	t.mu.Lock()
+	if t.n == 0 {
+		t.mu.Unlock()
+		return nil
+	}
+	if t.idle == nil {
+		t.idle = make(chan struct{})
+	}
+	idle := t.idle
+	t.mu.Unlock()
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // engineHandler receives the Engine.IO session events of a Server.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http/httptest"
 	"regexp"
 	"slices"
 	"strings"
@@ -12,8 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
 	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/engineio"
+	"github.com/durasock/durasock/socketio/parser"
 )
 
 func TestConnectMainNamespace(t *testing.T) {
@@ -730,4 +735,83 @@ func TestAdapterFactoryError(t *testing.T) {
 	c := dial(t, url, "websocket")
 	c.send("0/broken,")
 	c.expect(`4/broken,{"message":"Namespace unavailable"}`)
+}
+
+// recordingAdapter is the in-memory adapter that also records the options of
+// every broadcast, to check what the operator hands to an adapter.
+type recordingAdapter struct {
+	adapter.Adapter
+	mu   sync.Mutex
+	opts []adapter.Options
+}
+
+func (r *recordingAdapter) Broadcast(ctx context.Context, p *parser.Packet, opts adapter.Options) error {
+	r.mu.Lock()
+	r.opts = append(r.opts, opts)
+	r.mu.Unlock()
+	return r.Adapter.Broadcast(ctx, p, opts)
+}
+
+func TestOperatorOptions(t *testing.T) {
+	var rec *recordingAdapter
+	srv, url := newTestServer(t, &Options{Adapter: func(nsp adapter.Namespace) (adapter.Adapter, error) {
+		m, err := adapter.NewMemory(nsp)
+		if err != nil {
+			return nil, err
+		}
+		rec = &recordingAdapter{Adapter: m}
+		return rec, nil
+	}})
+	clients, sockets := clientGroup(t, srv, url, 1)
+	ctx := context.Background()
+	if err := sockets[0].To("a", "b").Except("c").Local().Volatile().Compress(true).Emit(ctx, "x"); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Of("/").Emit(ctx, "y", []byte{1}); err != nil {
+		t.Fatal(err)
+	}
+	clients[0].expect(`51-["y",{"_placeholder":true,"num":0}]`)
+	clients[0].expectBinary([]byte{1})
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	want := []adapter.Options{
+		{Rooms: []string{"a", "b"}, Except: []string{sockets[0].ID(), "c"}, Local: true, Volatile: true, Compress: true},
+		{},
+	}
+	if diff := cmp.Diff(want, rec.opts, cmpopts.EquateEmpty()); diff != "" {
+		t.Fatalf("adapter options (-want +got):\n%s", diff)
+	}
+}
+
+func TestCloseIdempotent(t *testing.T) {
+	srv := NewServer(nil)
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	reasons := make(chan string, 1)
+	srv.OnConnection(func(s *Socket) { s.OnDisconnect(func(r string) { reasons <- r }) })
+	c := dial(t, hs.URL+"/socket.io/", "websocket")
+	c.connect("/", "")
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if r := recv(t, reasons); r == "" {
+		t.Fatal("empty reason")
+	}
+	c.waitClosed()
+	got := make(chan bool, 1)
+	srv.Of("/").OnServerSideEmit("late", func(*Event) { got <- true })
+	srv.Of("/").HandleServerSideEmit("late", nil, nil)
+	select {
+	case <-got:
+		t.Fatal("server-side event handled after Close")
+	case <-time.After(50 * time.Millisecond):
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	if err := srv.handlers.wait(ctx); err != nil {
+		t.Fatal(err)
+	}
 }
