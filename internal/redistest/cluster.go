@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -25,6 +27,10 @@ type ClusterSet struct {
 	cfg      *config
 	nodes    []*Server
 	tlsFiles *TLSFiles
+
+	dir       string // removed by Close for NewCluster
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Cluster starts six cluster-enabled nodes (cluster-node-timeout 1500ms unless
@@ -43,6 +49,29 @@ func Cluster(tb testing.TB, opts ...Option) *ClusterSet {
 		tb.Fatal(err)
 	}
 	return cs
+}
+
+// NewCluster starts a cluster outside a test in a new temporary directory. Close
+// stops it and removes the directory.
+func NewCluster(ctx context.Context, opts ...Option) (*ClusterSet, error) {
+	dir, err := os.MkdirTemp("", "redistest-cluster-")
+	if err != nil {
+		return nil, fmt.Errorf("redistest: temp dir: %w", err)
+	}
+	var all []*Server
+	cs, err := startClusterSet(ctx, dir, newConfig(opts), func(s *Server) { all = append(all, s) })
+	if err != nil {
+		return nil, errors.Join(err, closeAll(all, dir))
+	}
+	cs.dir = dir
+	return cs, nil
+}
+
+// Close stops every node (and, for NewCluster, removes the directory). Clusters made
+// by Cluster are closed when the test ends; Close is idempotent.
+func (cs *ClusterSet) Close() error {
+	cs.closeOnce.Do(func() { cs.closeErr = closeAll(cs.nodes, cs.dir) })
+	return cs.closeErr
 }
 
 func startClusterSet(ctx context.Context, dir string, cfg *config, started func(*Server)) (*ClusterSet, error) {

@@ -48,9 +48,13 @@ func TestClusterFailover(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustDo(t, ctx, owner, "SET", "foo", "bar")
-	if v := mustDo(t, ctx, owner, "WAIT", "1", "10000"); v != int64(1) {
-		t.Fatalf("WAIT 1 = %#v: the write did not reach the replica", v)
+	// WAIT on the connection that wrote: the replica has the write before the kill.
+	replies, err := owner.DoAll(ctx, []string{"SET", "foo", "bar"}, []string{"WAIT", "1", "10000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if replies[0] != "OK" || replies[1] != int64(1) {
+		t.Fatalf("SET, WAIT 1 = %#v: the write did not reach the replica", replies)
 	}
 	// Every other node redirects to the owner.
 	for _, n := range cs.Nodes() {

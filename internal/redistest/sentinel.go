@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -37,6 +38,11 @@ type SentinelSet struct {
 	mu      sync.Mutex
 	primary *Server // the server last known as primary
 	replica *Server
+
+	all       []*Server // every process in start order
+	dir       string
+	closeOnce sync.Once
+	closeErr  error
 }
 
 // Sentinel starts a primary, a replica (replicaof) and three sentinels (down after
@@ -54,6 +60,43 @@ func Sentinel(tb testing.TB, opts ...Option) *SentinelSet {
 	return ss
 }
 
+// NewSentinel starts a Sentinel set outside a test in a new temporary directory.
+// Close stops it and removes the directory.
+func NewSentinel(ctx context.Context, opts ...Option) (*SentinelSet, error) {
+	dir, err := os.MkdirTemp("", "redistest-sentinel-")
+	if err != nil {
+		return nil, fmt.Errorf("redistest: temp dir: %w", err)
+	}
+	var all []*Server
+	ss, err := startSentinelSet(ctx, dir, newConfig(opts), func(s *Server) { all = append(all, s) })
+	if err != nil {
+		return nil, errors.Join(err, closeAll(all, dir))
+	}
+	ss.dir = dir
+	return ss, nil
+}
+
+// Close stops every process (and, for NewSentinel, removes the directory). Sets made
+// by Sentinel are closed when the test ends anyway; Close is idempotent.
+func (ss *SentinelSet) Close() error {
+	ss.closeOnce.Do(func() { ss.closeErr = closeAll(ss.all, ss.dir) })
+	return ss.closeErr
+}
+
+// closeAll closes servers in reverse start order, then removes dir if not empty.
+func closeAll(servers []*Server, dir string) error {
+	var errs []error
+	for i := len(servers) - 1; i >= 0; i-- {
+		errs = append(errs, servers[i].Close())
+	}
+	if dir != "" {
+		if err := os.RemoveAll(dir); err != nil {
+			errs = append(errs, fmt.Errorf("redistest: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 func startSentinelSet(ctx context.Context, dir string, cfg *config, started func(*Server)) (*SentinelSet, error) {
 	if cfg.tls {
 		return nil, fmt.Errorf("redistest: WithTLS is not supported by Sentinel")
@@ -61,6 +104,11 @@ func startSentinelSet(ctx context.Context, dir string, cfg *config, started func
 	ctx, cancel := withDefaultTimeout(ctx, topologyTimeout)
 	defer cancel()
 	ss := &SentinelSet{cfg: cfg}
+	record := started
+	started = func(s *Server) {
+		ss.all = append(ss.all, s)
+		record(s)
+	}
 	var err error
 	ss.primary, err = startServer(ctx, serverSpec{
 		name: "sentinel-primary", dir: filepath.Join(dir, "primary"), cfg: cfg, conf: standaloneConf,

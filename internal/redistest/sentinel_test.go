@@ -27,9 +27,13 @@ func TestSentinelFailover(t *testing.T) {
 	if cur != oldPrimary {
 		t.Fatalf("CurrentPrimary = %s, want %s", cur.Addr(), oldPrimary.Addr())
 	}
-	mustDo(t, ctx, oldPrimary, "SET", "k", "v")
-	if v := mustDo(t, ctx, oldPrimary, "WAIT", "1", "10000"); v != int64(1) {
-		t.Fatalf("WAIT 1 = %#v: the write did not reach the replica", v)
+	// WAIT on the connection that wrote: the replica has the write before the kill.
+	replies, err := oldPrimary.DoAll(ctx, []string{"SET", "k", "v"}, []string{"WAIT", "1", "10000"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if replies[0] != "OK" || replies[1] != int64(1) {
+		t.Fatalf("SET, WAIT 1 = %#v: the write did not reach the replica", replies)
 	}
 
 	killed, err := ss.KillPrimary()

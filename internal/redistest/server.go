@@ -467,6 +467,37 @@ func (s *Server) Do(ctx context.Context, args ...string) (any, error) {
 	return c.do(ctx, args...)
 }
 
+// DoAll runs commands in order on one connection, for state bound to a connection:
+// WAIT after a write (WAIT counts the replicas that acknowledged this connection's
+// writes, so Do("WAIT", ...) on its own connection returns at once), MULTI/EXEC,
+// CLIENT SETNAME. It returns every reply (error replies as ReplyError values) and the
+// first error.
+func (s *Server) DoAll(ctx context.Context, cmds ...[]string) ([]any, error) {
+	c, err := dialRESP(ctx, s.Addr(), s.clientTLS, s.adminAuth())
+	if err != nil {
+		return nil, err
+	}
+	defer c.close()
+	out := make([]any, 0, len(cmds))
+	var first error
+	for _, cmd := range cmds {
+		v, err := c.do(ctx, cmd...)
+		var re ReplyError
+		switch {
+		case errors.As(err, &re):
+			out = append(out, re)
+		case err != nil:
+			return out, err
+		default:
+			out = append(out, v)
+		}
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	return out, first
+}
+
 // Info runs INFO section and returns its fields.
 func (s *Server) Info(ctx context.Context, section string) (map[string]string, error) {
 	v, err := s.Do(ctx, "INFO", section)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -273,4 +274,64 @@ func statDir(dir string) (bool, error) {
 		return false, err
 	}
 	return st.IsDir(), nil
+}
+
+func TestStandaloneBindFailure(t *testing.T) {
+	// A port held by a listener of ours: every attempt fails to bind, and the error says
+	// so instead of hanging.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := l.Addr().(*net.TCPAddr).Port
+	s, err := NewStandalone(testCtx(t), WithConfig("port "+strconv.Itoa(port)))
+	if err == nil {
+		s.Close()
+		t.Fatal("started on a busy port")
+	}
+	if !errors.Is(err, ErrStart) || !errors.Is(err, errAddrInUse) {
+		t.Fatalf("err = %v, want ErrStart and address in use", err)
+	}
+}
+
+func TestBadOptions(t *testing.T) {
+	for _, opts := range [][]Option{
+		{WithUser("app", "")},
+		{WithUser("a b", "pw")},
+		{WithDefaultPassword("p\"w")},
+	} {
+		s, err := NewStandalone(testCtx(t), opts...)
+		if err == nil {
+			s.Close()
+			t.Fatalf("options accepted")
+		}
+	}
+}
+
+func TestDoAllOneConnection(t *testing.T) {
+	ctx := testCtx(t)
+	s := Standalone(t)
+	replies, err := s.DoAll(ctx,
+		[]string{"CLIENT", "SETNAME", "admin"},
+		[]string{"CLIENT", "GETNAME"},
+		[]string{"MULTI"},
+		[]string{"INCR", "n"},
+		[]string{"EXEC"},
+		[]string{"NOSUCH"},
+		[]string{"PING"},
+	)
+	var re ReplyError
+	if !errors.As(err, &re) {
+		t.Fatalf("err = %v, want the NOSUCH ReplyError", err)
+	}
+	if len(replies) != 7 || replies[1] != "admin" || replies[3] != "QUEUED" || replies[6] != "PONG" {
+		t.Fatalf("replies = %#v", replies)
+	}
+	if exec, ok := replies[4].([]any); !ok || len(exec) != 1 || exec[0] != int64(1) {
+		t.Fatalf("EXEC = %#v", replies[4])
+	}
+	if _, ok := replies[5].(ReplyError); !ok {
+		t.Fatalf("NOSUCH reply = %#v", replies[5])
+	}
 }
