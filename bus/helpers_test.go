@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -111,3 +112,112 @@ func waitFor(t testing.TB, what string, within time.Duration, cond func() bool) 
 // checkInOrder checks that msgs hold, per origin and partition, the payloads
 // "<origin>/<partition>/<i>" exactly once and in order, from 1 to per[origin].
 func payload(origin string, i int) []byte { return fmt.Appendf(nil, "%s/%d", origin, i) }
+
+// maxJitter makes backoff waits deterministic: always the ceiling.
+func maxJitter(n int64) int64 { return n }
+
+// newBusJitter is newBus with a backoff jitter function.
+func newBusJitter(t testing.TB, hub *MemoryHub, cfg Config, jitter func(int64) int64) *Reliable {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = quietLogger()
+	}
+	b, err := newReliable(hub.Transport(), cfg, jitter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := b.Close(ctx); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return b
+}
+
+// logCounter is a slog.Handler counting records by message.
+type logCounter struct {
+	mu     sync.Mutex
+	counts map[string]int
+	lines  []string
+}
+
+func newLogCounter() *logCounter { return &logCounter{counts: make(map[string]int)} }
+
+func (l *logCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logCounter) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if r.Level >= slog.LevelInfo {
+		l.counts[r.Message]++
+		l.lines = append(l.lines, r.Level.String()+" "+r.Message)
+	}
+	return nil
+}
+func (l *logCounter) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logCounter) WithGroup(string) slog.Handler      { return l }
+
+func (l *logCounter) count(msg string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.counts[msg]
+}
+
+func (l *logCounter) all() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.lines...)
+}
+
+// checkStreams checks that msgs hold, for every origin in want, the payloads
+// payload(origin, 1..want[origin]) exactly once each, in publish order per
+// partition with increasing seqs, and nothing else.
+func checkStreams(t testing.TB, msgs []Message, want map[string]int) {
+	t.Helper()
+	type stream struct {
+		origin    string
+		partition int
+	}
+	lastSeq := make(map[stream]uint64)
+	lastIdx := make(map[stream]int)
+	seen := make(map[string]map[int]bool)
+	for _, m := range msgs {
+		n, ok := want[m.Origin]
+		if !ok {
+			t.Fatalf("message from unexpected origin %q", m.Origin)
+		}
+		var i int
+		if _, err := fmt.Sscanf(string(m.Payload), m.Origin+"/%d", &i); err != nil {
+			t.Fatalf("payload %q: %v", m.Payload, err)
+		}
+		if i < 1 || i > n {
+			t.Fatalf("payload %q out of range 1..%d", m.Payload, n)
+		}
+		if seen[m.Origin] == nil {
+			seen[m.Origin] = make(map[int]bool)
+		}
+		if seen[m.Origin][i] {
+			t.Fatalf("payload %q delivered twice", m.Payload)
+		}
+		seen[m.Origin][i] = true
+		k := stream{m.Origin, m.Partition}
+		if m.Seq <= lastSeq[k] || i <= lastIdx[k] {
+			t.Fatalf("origin %s partition %d: seq %d (payload %d) after seq %d (payload %d): reordered", m.Origin, m.Partition, m.Seq, i, lastSeq[k], lastIdx[k])
+		}
+		lastSeq[k], lastIdx[k] = m.Seq, i
+	}
+	for origin, n := range want {
+		if len(seen[origin]) != n {
+			t.Fatalf("origin %s: %d messages, want %d", origin, len(seen[origin]), n)
+		}
+	}
+}
+
+func slogNew(h slog.Handler) *slog.Logger { return slog.New(h) }
+
+// synctestRun runs f in a synctest bubble: fake time, so that timer logic runs
+// in microseconds and exactly.
+func synctestRun(t *testing.T, f func(t *testing.T)) { synctest.Test(t, f) }
+
+func synctestWait() { synctest.Wait() }

@@ -63,7 +63,11 @@ var _ Bus = (*Reliable)(nil)
 // Publish into its outbox and connects when the broker appears. The bus starts in
 // state Reconnecting and becomes Connected at its first successful ping or
 // publish.
-func New(t Transport, cfg Config) (*Reliable, error) {
+func New(t Transport, cfg Config) (*Reliable, error) { return newReliable(t, cfg, nil) }
+
+// newReliable is New with a replaceable backoff jitter (tests make it
+// deterministic).
+func newReliable(t Transport, cfg Config, jitter func(int64) int64) (*Reliable, error) {
 	if t == nil {
 		return nil, fmt.Errorf("%w: nil transport", ErrInvalidConfig)
 	}
@@ -94,6 +98,9 @@ func New(t Transport, cfg Config) (*Reliable, error) {
 		notifierDone:   make(chan struct{}),
 		notifierExited: make(chan struct{}),
 		closed:         make(chan struct{}),
+	}
+	if jitter != nil {
+		r.bo.jitter = jitter
 	}
 	r.prefix = append(r.prefix, EnvelopeVersion, byte(KindData), byte(len(r.nodeID)))
 	r.prefix = append(r.prefix, r.nodeID...)

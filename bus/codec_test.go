@@ -1,0 +1,157 @@
+package bus
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestEnvelopeRoundTrip(t *testing.T) {
+	for _, e := range []Envelope{
+		{Kind: KindData, Origin: "n", Instance: 1, Partition: 0, Seq: 1, Time: 1, Payload: []byte("x")},
+		{Kind: KindData, Origin: strings.Repeat("o", 255), Instance: ^uint64(0), Partition: MaxPartition, Seq: ^uint64(0), Time: -1, Payload: bytes.Repeat([]byte{0xff}, 1000)},
+		{Kind: KindProbe, Origin: "node-1", Instance: 7, Partition: 300, Seq: 0, Time: 123456789},
+		{Kind: KindDirect, Origin: "node-2", Instance: 9, Time: 5, Payload: []byte{0}},
+		{Kind: KindDirect, Origin: "node-2", Instance: 9, Time: 5},
+	} {
+		b, err := AppendEnvelope(nil, &e)
+		if err != nil {
+			t.Fatalf("AppendEnvelope(%+v): %v", e, err)
+		}
+		got, err := DecodeEnvelope(b)
+		if err != nil {
+			t.Fatalf("DecodeEnvelope: %v", err)
+		}
+		if diff := cmp.Diff(e, got); diff != "" {
+			t.Fatalf("round trip (-want +got):\n%s", diff)
+		}
+	}
+}
+
+// TestEnvelopeLayout pins the wire format documented in codec.go and
+// docs/PROTOCOL.md byte by byte.
+func TestEnvelopeLayout(t *testing.T) {
+	e := Envelope{Kind: KindData, Origin: "ab", Instance: 0x0102030405060708, Partition: 200, Seq: 3, Time: 0x1122334455667788, Payload: []byte("hi")}
+	b, err := AppendEnvelope(nil, &e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []byte{
+		1, 1, 2, 'a', 'b',
+		1, 2, 3, 4, 5, 6, 7, 8,
+		0xc8, 0x01, // uvarint 200
+		0, 0, 0, 0, 0, 0, 0, 3,
+		0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88,
+		'h', 'i',
+	}
+	if !bytes.Equal(b, want) {
+		t.Fatalf("encoding\n got %v\nwant %v", b, want)
+	}
+}
+
+// TestPublishEncodingMatchesCodec checks that the hand-rolled encoding of the hot
+// path (prefix plus in-place seq) equals AppendEnvelope.
+func TestPublishEncodingMatchesCodec(t *testing.T) {
+	hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: 200})
+	b := newBus(t, hub, Config{NodeID: "enc", ProbeInterval: -1})
+	raw := hub.Transport()
+	defer raw.Close()
+	frames, _ := collect(t, raw, "raw")
+	key := "k"
+	for p := 0; b.PartitionOf(key) < 150; p++ { // a partition above 127: two-byte uvarint
+		key = string(rune('a'+p%26)) + key
+	}
+	if err := b.Publish(t.Context(), key, []byte("payload")); err != nil {
+		t.Fatal(err)
+	}
+	f := recvFrames(t, frames, 1)[0]
+	e, err := DecodeEnvelope(f.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Kind != KindData || e.Origin != "enc" || e.Seq != 1 || e.Partition != b.PartitionOf(key) || f.Partition != e.Partition || string(e.Payload) != "payload" {
+		t.Fatalf("envelope %+v", e)
+	}
+	again, err := AppendEnvelope(nil, &e)
+	if err != nil || !bytes.Equal(again, f.Data) {
+		t.Fatalf("re-encoding differs: %v", err)
+	}
+}
+
+func TestDecodeEnvelopeErrors(t *testing.T) {
+	good, err := AppendEnvelope(nil, &Envelope{Kind: KindData, Origin: "n", Seq: 1, Payload: []byte("p")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mutate := func(f func(b []byte) []byte) []byte { return f(append([]byte(nil), good...)) }
+	for name, data := range map[string][]byte{
+		"empty":                 nil,
+		"short":                 good[:envelopeMinLen-1],
+		"version 0":             mutate(func(b []byte) []byte { b[0] = 0; return b }),
+		"version 2":             mutate(func(b []byte) []byte { b[0] = 2; return b }),
+		"kind 0":                mutate(func(b []byte) []byte { b[1] = 0; return b }),
+		"kind 9":                mutate(func(b []byte) []byte { b[1] = 9; return b }),
+		"empty origin":          mutate(func(b []byte) []byte { b[2] = 0; return b }),
+		"long origin":           mutate(func(b []byte) []byte { b[2] = 200; return b }),
+		"seq 0":                 mutate(func(b []byte) []byte { b[3+1+8+1+7] = 0; return b }),
+		"partition 2^16":        append(append([]byte{1, 1, 1, 'n', 0, 0, 0, 0, 0, 0, 0, 0}, 0x80, 0x80, 0x04), make([]byte, 16)...),
+		"non-minimal partition": append(append([]byte{1, 1, 1, 'n', 0, 0, 0, 0, 0, 0, 0, 0}, 0x80, 0x00), append([]byte{0, 0, 0, 0, 0, 0, 0, 1}, make([]byte, 8)...)...),
+		"direct with seq":       mutate(func(b []byte) []byte { b[1] = byte(KindDirect); return b }),
+		"probe with payload":    mutate(func(b []byte) []byte { b[1] = byte(KindProbe); return b }),
+		"json":                  []byte(`{"type":"broadcast","data":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}`),
+	} {
+		if _, err := DecodeEnvelope(data); !errors.Is(err, ErrBadEnvelope) {
+			t.Errorf("%s: err = %v, want ErrBadEnvelope", name, err)
+		}
+	}
+	for name, e := range map[string]Envelope{
+		"no origin":     {Kind: KindData, Seq: 1},
+		"long origin":   {Kind: KindData, Origin: strings.Repeat("x", 256), Seq: 1},
+		"bad partition": {Kind: KindData, Origin: "n", Seq: 1, Partition: MaxPartition + 1},
+		"neg partition": {Kind: KindData, Origin: "n", Seq: 1, Partition: -1},
+		"bad kind":      {Kind: 4, Origin: "n"},
+	} {
+		if _, err := AppendEnvelope(nil, &e); !errors.Is(err, ErrBadEnvelope) {
+			t.Errorf("%s: err = %v, want ErrBadEnvelope", name, err)
+		}
+	}
+}
+
+func FuzzDecodeFrame(f *testing.F) {
+	for _, e := range []Envelope{
+		{Kind: KindData, Origin: "node-a", Instance: 42, Partition: 3, Seq: 17, Time: 1700000000000000000, Payload: []byte(`{"ev":"x"}`)},
+		{Kind: KindData, Origin: "n", Partition: 300, Seq: 1},
+		{Kind: KindProbe, Origin: "node-b", Instance: 1, Partition: 1, Seq: 99},
+		{Kind: KindDirect, Origin: "node-c", Payload: []byte("reply")},
+	} {
+		b, err := AppendEnvelope(nil, &e)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte{})
+	f.Add([]byte{1})
+	f.Add([]byte{1, 1, 255})
+	f.Add([]byte("2[\"event\",\"data\"]"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		e, err := DecodeEnvelope(data)
+		if err != nil {
+			if !errors.Is(err, ErrBadEnvelope) {
+				t.Fatalf("error %v does not wrap ErrBadEnvelope", err)
+			}
+			return
+		}
+		// A valid envelope has exactly one encoding.
+		again, err := AppendEnvelope(nil, &e)
+		if err != nil {
+			t.Fatalf("decoded envelope does not encode: %v", err)
+		}
+		if !bytes.Equal(again, data) {
+			t.Fatalf("re-encoding differs:\n got %x\nwant %x", again, data)
+		}
+	})
+}
