@@ -101,22 +101,28 @@ func (n *Namespace) OnServerSideEmit(event string, h func(*Event)) {
 	n.mu.Unlock()
 }
 
+// middlewareList returns the middleware to run: a parent's first, then the
+// namespace's own.
 func (n *Namespace) middlewareList() []Middleware {
-	if n.parent != nil {
-		return n.parent.middlewareList()
-	}
 	n.mu.RLock()
-	defer n.mu.RUnlock()
-	return n.middlewares
+	own := n.middlewares
+	n.mu.RUnlock()
+	if n.parent != nil {
+		return append(slices.Clip(n.parent.middlewareList()), own...)
+	}
+	return own
 }
 
+// connectionHandlers returns a parent's connection handlers, then the
+// namespace's own.
 func (n *Namespace) connectionHandlers() []func(*Socket) {
-	if n.parent != nil {
-		return n.parent.connectionHandlers()
-	}
 	n.mu.RLock()
-	defer n.mu.RUnlock()
-	return n.onConnection
+	own := n.onConnection
+	n.mu.RUnlock()
+	if n.parent != nil {
+		return append(slices.Clip(n.parent.connectionHandlers()), own...)
+	}
+	return own
 }
 
 func (n *Namespace) serverHandler(event string) func(*Event) {
@@ -234,13 +240,16 @@ func (n *Namespace) add(s *Socket) bool {
 	return true
 }
 
-func (n *Namespace) remove(s *Socket) {
+// remove takes s out of the namespace; leaveRooms also takes it out of its rooms.
+func (n *Namespace) remove(s *Socket, leaveRooms bool) {
 	n.mu.Lock()
 	if n.sockets[s.id] == s {
 		delete(n.sockets, s.id)
 	}
 	n.mu.Unlock()
-	n.adapter.LeaveAll(s.id)
+	if leaveRooms {
+		n.adapter.LeaveAll(s.id)
+	}
 }
 
 // To returns a broadcast to the sockets in any of rooms (every socket of the

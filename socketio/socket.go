@@ -33,15 +33,16 @@ type Socket struct {
 
 	connected atomic.Bool
 
-	mu           sync.Mutex
-	closed       bool
-	reason       string
-	handlers     map[string]func(*Event)
-	anyHandlers  []func(*Event)
-	onDisconnect []func(reason string)
-	acks         map[uint64]func([]json.RawMessage)
-	data         any
-	dataJSON     json.RawMessage
+	mu            sync.Mutex
+	closed        bool
+	reason        string
+	handlers      map[string]func(*Event)
+	anyHandlers   []func(*Event)
+	onDisconnect  []func(reason string)
+	disconnecting []func(reason string)
+	acks          map[uint64]func([]json.RawMessage)
+	data          any
+	dataJSON      json.RawMessage
 }
 
 var _ adapter.Socket = (*Socket)(nil)
@@ -106,6 +107,17 @@ func (s *Socket) OnDisconnect(h func(reason string)) {
 	h(reason)
 }
 
+// OnDisconnecting registers a handler called once, with the reason, when the
+// socket disconnects, before it leaves its rooms: Rooms still lists them. It runs
+// before the OnDisconnect handlers.
+func (s *Socket) OnDisconnecting(h func(reason string)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed {
+		s.disconnecting = append(s.disconnecting, h)
+	}
+}
+
 // SetData stores application data on the socket. It is marshalled to JSON at
 // once, so that FetchSockets can describe the socket on any node.
 func (s *Socket) SetData(v any) error {
@@ -136,7 +148,8 @@ func (s *Socket) Join(rooms ...string) {
 // Leave removes the socket from rooms.
 func (s *Socket) Leave(rooms ...string) { s.nsp.adapter.Leave(s.id, rooms...) }
 
-// Rooms returns the rooms the socket is in, its own id room included.
+// Rooms returns the rooms the socket is in, its own id room included. After the
+// socket disconnected (from OnDisconnect on) it is in none.
 func (s *Socket) Rooms() []string { return s.nsp.adapter.Rooms(s.id) }
 
 // To returns a broadcast to the sockets in any of rooms, except this one.
@@ -326,7 +339,8 @@ func (s *Socket) closeWith(reason string, notify bool) {
 	was := s.connected.Swap(false)
 	s.acks = nil
 	handlers := s.onDisconnect
-	s.onDisconnect = nil
+	disconnecting := s.disconnecting
+	s.onDisconnect, s.disconnecting = nil, nil
 	s.mu.Unlock()
 	close(s.done)
 	if !was {
@@ -335,10 +349,15 @@ func (s *Socket) closeWith(reason string, notify bool) {
 	if notify {
 		s.conn.write(parser.Encode(&parser.Packet{Type: parser.Disconnect, Namespace: s.nsp.name}), false)
 	}
-	s.nsp.remove(s)
+	// Broadcasts skip the socket from now on (it is not connected); it stays in
+	// its rooms until its OnDisconnecting handlers have run.
+	s.nsp.remove(s, len(disconnecting) == 0)
 	s.conn.removeSocket(s.nsp.name, s)
-	if len(handlers) == 0 {
-		return
+	for _, h := range disconnecting {
+		s.conn.run.push(nil, false, func() { h(reason) })
+	}
+	if len(disconnecting) > 0 {
+		s.conn.run.push(nil, false, func() { s.nsp.adapter.LeaveAll(s.id) })
 	}
 	for _, h := range handlers {
 		s.conn.run.push(nil, false, func() { h(reason) })

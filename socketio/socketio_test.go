@@ -815,3 +815,56 @@ func TestCloseIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestOnDisconnecting(t *testing.T) {
+	srv, url := newTestServer(t, nil)
+	type seen struct {
+		what  string
+		rooms []string
+	}
+	events := make(chan seen, 4)
+	srv.OnConnection(func(s *Socket) {
+		s.Join("room")
+		s.OnDisconnecting(func(r string) { events <- seen{"disconnecting " + r, s.Rooms()} })
+		s.OnDisconnect(func(r string) { events <- seen{"disconnect " + r, s.Rooms()} })
+	})
+	c := dial(t, url, "polling")
+	id := c.connect("/", "")
+	c.send("1")
+	first, second := recv(t, events), recv(t, events)
+	if first.what != "disconnecting client namespace disconnect" || !slices.Equal(first.rooms, sorted(id, "room")) {
+		t.Fatalf("first = %+v", first)
+	}
+	if second.what != "disconnect client namespace disconnect" || len(second.rooms) != 0 {
+		t.Fatalf("second = %+v", second)
+	}
+}
+
+func TestDynamicChildMiddleware(t *testing.T) {
+	srv, url := newTestServer(t, nil)
+	parent := srv.OfRegexp(regexp.MustCompile(`^/org-`))
+	var mu sync.Mutex
+	var order []string
+	parent.Use(func(ctx context.Context, s *Socket) error {
+		mu.Lock()
+		order = append(order, "parent "+s.Namespace().Name())
+		mu.Unlock()
+		return nil
+	})
+	c := dial(t, url, "websocket")
+	c.connect("/org-a", "")
+	srv.Of("/org-a").Use(func(ctx context.Context, s *Socket) error {
+		mu.Lock()
+		order = append(order, "child")
+		mu.Unlock()
+		return errors.New("child says no")
+	})
+	c2 := dial(t, url, "websocket")
+	c2.send("0/org-a,")
+	c2.expect(`4/org-a,{"message":"child says no"}`)
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Equal(order, []string{"parent /org-a", "parent /org-a", "child"}) {
+		t.Fatalf("order = %q", order)
+	}
+}
