@@ -50,6 +50,12 @@ func (s *Session) servePoll(w http.ResponseWriter, r *http.Request) {
 		s.mu.Unlock()
 		writeError(w, http.StatusBadRequest, codeBadRequest, "")
 		return
+	case s.state == stateClosed && s.lingering:
+		s.lingering = false
+		s.mu.Unlock()
+		s.srv.forgetLingering(s)
+		writePayload(w, []frame{{typ: packetNoop}})
+		return
 	case s.state == stateClosed:
 		s.mu.Unlock()
 		writeError(w, http.StatusBadRequest, codeUnknownSID, "")

@@ -192,6 +192,25 @@ func TestPollingClientClose(t *testing.T) {
 	}
 }
 
+func TestPollingClientCloseBeforePoll(t *testing.T) {
+	ts := newTestServer(t, nil)
+	sid := ts.handshake(t)
+	// The client's last GET may reach the server after the POST with the close
+	// packet; it still gets the noop packet.
+	if res := ts.post(t, sid, "1"); res.status != http.StatusOK {
+		t.Errorf("post close = %d", res.status)
+	}
+	if got := ts.eio.Count(); got != 0 {
+		t.Errorf("Count = %d", got)
+	}
+	if res := ts.poll(t, sid); res.status != http.StatusOK || res.body != "6" {
+		t.Errorf("GET after close = %d %q, want noop", res.status, res.body)
+	}
+	if res := ts.poll(t, sid); res.status != http.StatusBadRequest {
+		t.Errorf("second GET after close = %d", res.status)
+	}
+}
+
 func TestWebSocketClientCloseAndInvalidPacket(t *testing.T) {
 	ts := newTestServer(t, nil)
 	for body, reason := range map[string]string{"1": ReasonTransportClose, "abc": ReasonParseError, "2": ReasonTransportError} {
@@ -264,12 +283,10 @@ func TestUpgrade(t *testing.T) {
 	if res := ts.poll(t, sid); res.body != "6" {
 		t.Errorf("GET during upgrade = %q, want noop", res.body)
 	}
-	// A second WebSocket during the upgrade is refused.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if c2, _, err := websocket.Dial(ctx, ts.wsURL("EIO=4&transport=websocket&sid="+sid), nil); err == nil {
-		_ = c2.CloseNow()
-		t.Error("second WebSocket accepted during upgrade")
+	// A second WebSocket during the upgrade is closed at once.
+	c2 := dialWS(t, ts.wsURL("EIO=4&transport=websocket&sid="+sid))
+	if err := readWSClosed(t, c2); websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+		t.Errorf("second WebSocket during upgrade: %v", err)
 	}
 	writeWS(t, c, websocket.MessageText, "5")
 	writeWS(t, c, websocket.MessageText, "4hello")
@@ -283,9 +300,9 @@ func TestUpgrade(t *testing.T) {
 	if res := ts.poll(t, sid); res.status != http.StatusBadRequest {
 		t.Errorf("GET after upgrade = %d", res.status)
 	}
-	if c2, _, err := websocket.Dial(ctx, ts.wsURL("EIO=4&transport=websocket&sid="+sid), nil); err == nil {
-		_ = c2.CloseNow()
-		t.Error("second WebSocket accepted after upgrade")
+	c3 := dialWS(t, ts.wsURL("EIO=4&transport=websocket&sid="+sid))
+	if err := readWSClosed(t, c3); websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+		t.Errorf("second WebSocket after upgrade: %v", err)
 	}
 	writeWS(t, c, websocket.MessageBinary, "\x00\x01")
 	if typ, got := readWS(t, c); typ != websocket.MessageBinary || got != "\x00\x01" {
@@ -670,11 +687,9 @@ func TestTransportsOption(t *testing.T) {
 	if len(o.Upgrades) != 0 {
 		t.Errorf("upgrades = %v", o.Upgrades)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if c, _, err := websocket.Dial(ctx, noUp.wsURL("EIO=4&transport=websocket&sid="+o.SID), nil); err == nil {
-		_ = c.CloseNow()
-		t.Error("upgrade accepted with DisableUpgrades")
+	up := dialWS(t, noUp.wsURL("EIO=4&transport=websocket&sid="+o.SID))
+	if err := readWSClosed(t, up); websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+		t.Errorf("upgrade with DisableUpgrades: %v", err)
 	}
 }
 

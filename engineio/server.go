@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Error codes of the protocol, as the reference server sends them in
@@ -42,10 +43,11 @@ type Server struct {
 	log      *slog.Logger
 	upgrades []string // announced to polling sessions
 
-	mu       sync.Mutex
-	sessions map[string]*Session
-	conns    map[*wsConn]struct{} // hijacked connections, closable at shutdown
-	closing  bool                 // Shutdown or Close started: no new sessions
+	mu        sync.Mutex
+	sessions  map[string]*Session
+	lingering map[string]*Session  // closed by the client, see Session.lingering
+	conns     map[*wsConn]struct{} // hijacked connections, closable at shutdown
+	closing   bool                 // Shutdown or Close started: no new sessions
 
 	goroutines tracker // goroutines the server started for sessions
 	closeOnce  sync.Once
@@ -55,11 +57,12 @@ type Server struct {
 func NewServer(h Handler, opts *Options) *Server {
 	o := opts.resolved()
 	s := &Server{
-		handler:  h,
-		opts:     o,
-		log:      o.Logger,
-		sessions: make(map[string]*Session),
-		conns:    make(map[*wsConn]struct{}),
+		handler:   h,
+		opts:      o,
+		log:       o.Logger,
+		sessions:  make(map[string]*Session),
+		lingering: make(map[string]*Session),
+		conns:     make(map[*wsConn]struct{}),
 	}
 	if !o.DisableUpgrades && s.transportEnabled(TransportWebSocket) {
 		s.upgrades = []string{TransportWebSocket}
@@ -176,7 +179,10 @@ func writeError(w http.ResponseWriter, status, code int, message string) {
 func (s *Server) lookup(sid string) *Session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.sessions[sid]
+	if sess := s.sessions[sid]; sess != nil {
+		return sess
+	}
+	return s.lingering[sid]
 }
 
 // newSessionID returns 15 random bytes in base64url: 20 characters, as the
@@ -198,10 +204,26 @@ func (s *Server) register(sess *Session) bool {
 	return true
 }
 
-func (s *Server) unregister(sess *Session) {
+// unregister removes a closed session. With linger, its sid stays known to
+// lookup for lingerTimeout (see Session.lingering).
+func (s *Server) unregister(sess *Session, linger bool) {
 	s.mu.Lock()
 	if s.sessions[sess.id] == sess {
 		delete(s.sessions, sess.id)
+	}
+	if linger {
+		s.lingering[sess.id] = sess
+	}
+	s.mu.Unlock()
+	if linger {
+		time.AfterFunc(lingerTimeout, func() { s.forgetLingering(sess) })
+	}
+}
+
+func (s *Server) forgetLingering(sess *Session) {
+	s.mu.Lock()
+	if s.lingering[sess.id] == sess {
+		delete(s.lingering, sess.id)
 	}
 	s.mu.Unlock()
 }

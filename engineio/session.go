@@ -26,6 +26,10 @@ const (
 // or the wait for the polling request that picks up the close packet.
 const closeTimeout = 5 * time.Second
 
+// lingerTimeout is how long the sid of a polling session closed by the client
+// stays known for the poll that may be in flight.
+const lingerTimeout = time.Second
+
 // closeMode says how a closing session ends its transport.
 type closeMode uint8
 
@@ -52,6 +56,7 @@ type Session struct {
 	writing      bool // a WebSocket writer goroutine is running
 	posting      bool // a polling POST is being read
 	probed       bool // an upgrade probe was answered
+	lingering    bool // closed by the client, kept for one last poll
 	inHandler    bool // a Handler call other than OnClose is running
 	closePending bool // OnClose waits for that call to return
 	ws           *wsConn
@@ -263,9 +268,14 @@ func (s *Session) closeNow(reason string, mode closeMode) {
 	if !notify {
 		s.closePending = true
 	}
+	// A client closing a polling session may have its last GET in flight,
+	// racing with the POST that carried the close packet: that GET still gets
+	// the noop packet, any later request finds the sid unknown.
+	linger := mode == closeByClient && ch == nil && ws == nil
+	s.lingering = linger
 	s.mu.Unlock()
 
-	s.srv.unregister(s)
+	s.srv.unregister(s, linger)
 	s.srv.log.Debug("engineio: session closed", "sid", s.id, "reason", reason)
 	if ch != nil {
 		last := packetClose

@@ -265,22 +265,16 @@ func writeFrame(c *websocket.Conn, f *frame) error {
 // serveUpgrade runs the upgrade of a polling session to WebSocket: the client
 // sends "2probe", gets "3probe", then sends "5" once its last poll is done.
 func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request, sess *Session) {
-	sess.mu.Lock()
-	ok := s.upgrades != nil && sess.state == stateOpen && sess.ws == nil && sess.probe == nil
-	sess.mu.Unlock()
-	if !ok {
-		// Already upgraded or upgrading: refuse without touching the session.
-		writeError(w, http.StatusBadRequest, codeBadRequest, "")
-		return
-	}
 	c, err := s.accept(w, r)
 	if err != nil {
 		return
 	}
 	sess.mu.Lock()
-	if sess.state != stateOpen || sess.ws != nil || sess.probe != nil {
+	if s.upgrades == nil || sess.state != stateOpen || sess.ws != nil || sess.probe != nil {
+		// Already upgraded or upgrading: like the reference server, accept and
+		// close this connection without touching the session.
 		sess.mu.Unlock()
-		c.kill()
+		c.closeAsync(websocket.StatusPolicyViolation, "upgrade refused")
 		c.release()
 		return
 	}
