@@ -1,7 +1,6 @@
 package engineio
 
 import (
-	"context"
 	"net/http"
 	"sync"
 	"time"
@@ -70,13 +69,10 @@ type Session struct {
 }
 
 func (s *Server) newSession(r *http.Request, ws *wsConn) *Session {
-	req := r.WithContext(context.Background()) // keep no tie to the connection
-	req.Body = http.NoBody
-	req.GetBody = nil
 	sess := &Session{
 		srv:       s,
 		id:        newSessionID(),
-		req:       req,
+		req:       handshakeRequest(r),
 		done:      make(chan struct{}),
 		ws:        ws,
 		inHandler: true, // until OnOpen has returned
@@ -89,6 +85,48 @@ func (s *Server) newSession(r *http.Request, ws *wsConn) *Session {
 	sess.due = time.Now().Add(s.opts.PingInterval)
 	sess.timer = time.AfterFunc(s.opts.PingInterval, sess.onTimer)
 	return sess
+}
+
+// handshakeRequest returns the part of r a session keeps for its lifetime: no
+// body, no tie to the connection, and a compact copy of the headers without
+// those of the WebSocket handshake.
+func handshakeRequest(r *http.Request) *http.Request {
+	h := make(http.Header, len(r.Header))
+	n := 0
+	for k, vv := range r.Header {
+		if !handshakeOnlyHeader(k) {
+			n += len(vv)
+		}
+	}
+	values := make([]string, 0, n)
+	for k, vv := range r.Header {
+		if handshakeOnlyHeader(k) {
+			continue
+		}
+		values = append(values, vv...)
+		h[k] = values[len(values)-len(vv) : len(values) : len(values)]
+	}
+	return &http.Request{
+		Method:     r.Method,
+		URL:        r.URL,
+		Proto:      r.Proto,
+		ProtoMajor: r.ProtoMajor,
+		ProtoMinor: r.ProtoMinor,
+		Header:     h,
+		Body:       http.NoBody,
+		Host:       r.Host,
+		RemoteAddr: r.RemoteAddr,
+		RequestURI: r.RequestURI,
+		TLS:        r.TLS,
+	}
+}
+
+func handshakeOnlyHeader(key string) bool {
+	switch key {
+	case "Connection", "Upgrade", "Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Extensions":
+		return true
+	}
+	return false
 }
 
 // open calls OnOpen. The session must be registered.
