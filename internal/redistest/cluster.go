@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -260,6 +261,35 @@ func (cs *ClusterSet) PrimaryOfSlot(ctx context.Context, slot int) (*Server, err
 		errs = append(errs, fmt.Errorf("redistest: %s: slot %d not covered", s.Addr(), slot))
 	}
 	return nil, fmt.Errorf("redistest: no node knows the primary of slot %d: %w", slot, errors.Join(errs...))
+}
+
+// Primaries returns the running nodes that serve slots, in slot order, as a running
+// node reports them.
+func (cs *ClusterSet) Primaries(ctx context.Context) ([]*Server, error) {
+	var errs []error
+	for _, s := range cs.nodes {
+		if !s.Running() {
+			continue
+		}
+		ranges, err := clusterSlots(ctx, s)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		slices.SortFunc(ranges, func(a, b slotRange) int { return a.start - b.start })
+		var out []*Server
+		for _, r := range ranges {
+			n := cs.nodeAt(r.primary)
+			if n == nil {
+				return nil, fmt.Errorf("redistest: slots %d-%d served by unknown node %s", r.start, r.end, r.primary)
+			}
+			if !slices.Contains(out, n) {
+				out = append(out, n)
+			}
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("redistest: no running node answered CLUSTER SLOTS: %w", errors.Join(errs...))
 }
 
 // KillPrimaryOfSlot kills (SIGKILL) the primary serving slot and returns it; Start it

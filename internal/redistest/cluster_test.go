@@ -2,6 +2,7 @@ package redistest
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -44,9 +45,19 @@ func TestClusterFailover(t *testing.T) {
 			t.Fatalf("CLUSTER KEYSLOT %q = %v, KeySlot = %d", key, v, KeySlot(key))
 		}
 	}
+	primaries, err := cs.Primaries(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(primaries) != 3 {
+		t.Fatalf("%d primaries, want 3", len(primaries))
+	}
 	owner, err := cs.PrimaryOfSlot(ctx, KeySlot("foo"))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !slices.Contains(primaries, owner) {
+		t.Fatalf("owner %s is not among the primaries", owner.Addr())
 	}
 	// WAIT on the connection that wrote: the replica has the write before the kill.
 	replies, err := owner.DoAll(ctx, []string{"SET", "foo", "bar"}, []string{"WAIT", "1", "10000"})
@@ -103,4 +114,32 @@ func TestClusterFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("killed node rejoined as replica %v after its restart", time.Since(restartedAt))
+}
+
+func TestClusterTLSAndACL(t *testing.T) {
+	ctx := testCtx(t)
+	cs := Cluster(t, WithTLS(), WithUser("app", "pw"))
+	if cs.TLS() == nil {
+		t.Fatal("no TLS files")
+	}
+	if want := "redis+cluster://app:pw@" + strings.Join(cs.Addrs(), ","); cs.URL() != want {
+		t.Fatalf("URL = %q, want %q", cs.URL(), want)
+	}
+	owner, err := cs.PrimaryOfSlot(ctx, KeySlot("k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustDo(t, ctx, owner, "SET", "k", "v")
+	conf, err := cs.TLS().ClientConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := dialRESP(ctx, owner.Addr(), conf, []string{"app", "pw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	if v, err := c.do(ctx, "GET", "k"); err != nil || v != "v" {
+		t.Fatalf("GET over TLS = %v, %v", v, err)
+	}
 }

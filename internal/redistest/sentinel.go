@@ -309,7 +309,15 @@ func (ss *SentinelSet) serverAt(addr string) (*Server, error) {
 	return nil, fmt.Errorf("redistest: sentinels report unknown primary %s", addr)
 }
 
+// primaryAddr returns the address a majority of running sentinels report.
 func (ss *SentinelSet) primaryAddr(ctx context.Context) (string, error) {
+	addr, _, err := ss.primaryVotes(ctx)
+	return addr, err
+}
+
+// primaryVotes returns the majority address and whether every running sentinel
+// reports it.
+func (ss *SentinelSet) primaryVotes(ctx context.Context) (string, bool, error) {
 	votes := make(map[string]int)
 	var errs []error
 	for _, sn := range ss.sentinels {
@@ -334,27 +342,32 @@ func (ss *SentinelSet) primaryAddr(ctx context.Context) (string, error) {
 	}
 	for addr, n := range votes {
 		if n >= len(ss.sentinels)/2+1 {
-			return addr, nil
+			return addr, len(votes) == 1 && len(errs) == 0, nil
 		}
 	}
-	return "", fmt.Errorf("redistest: no majority of sentinels agrees on the primary: %v %w", votes, errors.Join(errs...))
+	return "", false, fmt.Errorf("redistest: no majority of sentinels agrees on the primary: %v %w", votes, errors.Join(errs...))
 }
 
-// WaitFailover waits until a majority of the sentinels report a primary other than
-// the one last known and that server has the master role; it returns its address.
-// Primary and Replica swap afterwards.
+// WaitFailover waits until every running sentinel reports a primary other than the
+// one last known and that server has the master role; it returns its address.
+// Primary and Replica swap afterwards. Waiting for all sentinels (not just a quorum)
+// makes it safe to Start the old primary right away: it is then reconfigured as a
+// replica (Redis Sentinel does that about 8-11s after it is back).
 func (ss *SentinelSet) WaitFailover(ctx context.Context) (string, error) {
 	ctx, cancel := withDefaultTimeout(ctx, topologyTimeout)
 	defer cancel()
 	old := ss.Primary()
 	var promoted *Server
 	err := waitUntil(ctx, slowPollInterval, "sentinel failover away from "+old.Addr(), func(ctx context.Context) error {
-		addr, err := ss.primaryAddr(ctx)
+		addr, all, err := ss.primaryVotes(ctx)
 		if err != nil {
 			return err
 		}
 		if addr == old.Addr() {
 			return fmt.Errorf("sentinels still report %s", addr)
+		}
+		if !all {
+			return fmt.Errorf("not every sentinel reports %s yet", addr)
 		}
 		s, err := ss.serverAt(addr)
 		if err != nil {
