@@ -16,6 +16,9 @@
 // into a new allocation, and never modified. Each session writes through a
 // bounded queue: a client that cannot keep up is closed with ReasonSendQueueFull.
 //
+// Handler calls for one session never overlap. The Data of a Message passed to
+// OnMessage belongs to the handler: it is not reused by the server.
+//
 // An idle WebSocket session costs one goroutine (its reader) and no timer
 // goroutine: the writer goroutine runs only while there is something to write and
 // heartbeats use runtime timers. Stop the server with Shutdown, which closes every
