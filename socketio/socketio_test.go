@@ -433,7 +433,7 @@ func TestBroadcastEmitWithAck(t *testing.T) {
 	}
 	res := make(chan out, 1)
 	go func() {
-		r, err := srv.Of("/").Timeout(300*time.Millisecond).EmitWithAck(ctx, "vote", "q1")
+		r, err := srv.Of("/").Timeout(1500*time.Millisecond).EmitWithAck(ctx, "vote", "q1")
 		res <- out{r, err}
 	}()
 	for i, c := range clients {
@@ -557,8 +557,8 @@ func TestDisconnectReasons(t *testing.T) {
 		}, ReasonServerNamespaceDisconnect, true},
 		{"transport close", nil, func(c *testClient, s *Socket) { c.sendRaw("1") }, ReasonTransportClose, true},
 		{"parse error", nil, func(c *testClient, s *Socket) { c.send(`2{}`) }, ReasonParseError, true},
-		{"ping timeout", &Options{Options: engineio.Options{PingInterval: 50 * time.Millisecond, PingTimeout: 50 * time.Millisecond}},
-			func(c *testClient, s *Socket) {}, ReasonPingTimeout, true},
+		{"ping timeout", &Options{Options: engineio.Options{PingInterval: 100 * time.Millisecond, PingTimeout: 100 * time.Millisecond}},
+			func(c *testClient, s *Socket) { c.noPong.Store(true) }, ReasonPingTimeout, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -575,9 +575,6 @@ func TestDisconnectReasons(t *testing.T) {
 				sockets <- s
 			})
 			c := dial(t, url, "websocket")
-			if tt.name == "ping timeout" {
-				c.noPong.Store(true)
-			}
 			c.connect("/", "")
 			s := recv(t, sockets)
 			tt.act(c, s)
@@ -662,10 +659,10 @@ func TestMalformedPackets(t *testing.T) {
 }
 
 func TestConnectTimeout(t *testing.T) {
-	_, url := newTestServer(t, &Options{ConnectTimeout: 100 * time.Millisecond})
-	idle := dial(t, url, "websocket")
+	_, url := newTestServer(t, &Options{ConnectTimeout: time.Second})
 	joined := dial(t, url, "polling")
 	joined.connect("/", "")
+	idle := dial(t, url, "websocket")
 	idle.waitClosed()
 	// The connection that joined a namespace stays open past the timeout.
 	joined.send(`2["ping"]`)
