@@ -84,6 +84,34 @@ func startSubscribe(t testing.TB, tr bus.Transport, nodeID string) *subscription
 	return s
 }
 
+// startResubscribe is startSubscribe that calls Subscribe again after an
+// error, as the bus does, until stopped; the errors are logged.
+func startResubscribe(t testing.TB, tr bus.Transport, nodeID string) *subscription {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &subscription{collector: newCollector(), cancel: cancel, done: make(chan error, 1)}
+	go func() {
+		retry := time.NewTicker(100 * time.Millisecond)
+		defer retry.Stop()
+		for {
+			err := tr.Subscribe(ctx, nodeID, s.deliver)
+			if ctx.Err() != nil {
+				s.done <- err
+				return
+			}
+			t.Logf("Subscribe: %v (calling it again)", err)
+			select {
+			case <-retry.C:
+			case <-ctx.Done():
+				s.done <- ctx.Err()
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { s.stop(t) })
+	return s
+}
+
 // stop cancels the subscription and returns its error (nil when it had already
 // returned and its error was taken by waitEnded).
 func (s *subscription) stop(t testing.TB) error {
