@@ -1,0 +1,43 @@
+// Package cluster makes many durasock processes behave as one Socket.IO server:
+// its adapter carries every adapter operation of a namespace to the other
+// processes over a bus (package bus; Redis transports in bus/redisbus).
+//
+// Start with New, then hand Cluster.Adapter to the server as its adapter factory:
+//
+//	b, err := redisbus.Open(ctx, "redis://127.0.0.1:6379", nil)
+//	c, err := cluster.New(b, nil)
+//	srv := socketio.NewServer(&socketio.Options{Adapter: c.Adapter})
+//
+// One Cluster serves every namespace of a process. On shutdown, close the server,
+// then the Cluster, then the bus.
+//
+// # Semantics
+//
+// Everything behaves as on a single node:
+//
+//   - Broadcast writes to the matching local sockets before it returns, whatever
+//     the state of the bus (G1), then publishes the packet on the bus's reliable
+//     plane: every other node delivers it to its matching sockets exactly once
+//     and in the order this node issued it. An error of Publish (outbox full) is
+//     returned to the caller. Binary attachments travel as raw bytes.
+//   - AddSockets, DelSockets and DisconnectSockets are applied locally, published on
+//     the reliable plane (ordered with the node's broadcasts) and, while the bus
+//     is connected, confirmed by every known node before they return.
+//   - FetchSockets, ServerSideEmit with replies and BroadcastWithAck are requests
+//     on the bus's direct plane: they collect the answers of every known node
+//     until all arrived or ctx is done (Options.RequestTimeout when ctx has no
+//     deadline), and then return what arrived with a *adapter.MissingRepliesError
+//     naming what did not. While the bus is not connected they fail at once with
+//     adapter.ErrUnavailable. An emit with an ack to a socket of another node is
+//     a BroadcastWithAck to the room named by its id.
+//   - ServerSideEmit without replies travels on the reliable plane.
+//
+// Nodes find each other by heartbeats (Options.HeartbeatInterval); a node that
+// closes says goodbye and one that goes silent is forgotten after
+// Options.NodeTimeout, so that requests do not wait for it. Nodes lists the
+// others.
+//
+// Messages are encoded as described in docs/PROTOCOL.md ("Cluster messages").
+// A message that does not decode is dropped, counted (Stats.DecodeErrors and
+// durasock_cluster_decode_errors_total) and logged.
+package cluster
