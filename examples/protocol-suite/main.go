@@ -29,7 +29,7 @@ func main() {
 	}
 }
 
-// run serves until ctx ends, then shuts down within five seconds.
+// run parses the flags and serves until ctx ends.
 func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("protocol-suite", flag.ContinueOnError)
 	addr := fs.String("addr", ":3000", "address to listen on")
@@ -40,10 +40,14 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	suite := suiteserver.New(slog.Default())
-	hs := &http.Server{Handler: suite, ReadHeaderTimeout: 10 * time.Second}
 	slog.Info("protocol-suite server listening", "addr", ln.Addr().String())
+	return serve(ctx, ln, suiteserver.New(slog.Default()))
+}
 
+// serve serves suite on ln until ctx ends, then shuts down within five seconds.
+// It closes ln.
+func serve(ctx context.Context, ln net.Listener, suite *suiteserver.Server) error {
+	hs := &http.Server{Handler: suite, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
