@@ -156,10 +156,15 @@ func (cs *ClusterSet) Addrs() []string {
 // Nodes returns the six node processes.
 func (cs *ClusterSet) Nodes() []*Server { return append([]*Server(nil), cs.nodes...) }
 
-// URL returns redis+cluster://[user:password@]h1:p1,h2:p2,...
+// URL returns redis+cluster://[user:password@]h1:p1,h2:p2,... (rediss+cluster with
+// WithTLS).
 func (cs *ClusterSet) URL() string {
 	var b strings.Builder
-	b.WriteString("redis+cluster://")
+	if cs.tlsFiles != nil {
+		b.WriteString("rediss+cluster://")
+	} else {
+		b.WriteString("redis+cluster://")
+	}
 	switch {
 	case cs.cfg.user != "":
 		b.WriteString(url.UserPassword(cs.cfg.user, cs.cfg.password).String() + "@")

@@ -122,7 +122,7 @@ func TestClusterTLSAndACL(t *testing.T) {
 	if cs.TLS() == nil {
 		t.Fatal("no TLS files")
 	}
-	if want := "redis+cluster://app:pw@" + strings.Join(cs.Addrs(), ","); cs.URL() != want {
+	if want := "rediss+cluster://app:pw@" + strings.Join(cs.Addrs(), ","); cs.URL() != want {
 		t.Fatalf("URL = %q, want %q", cs.URL(), want)
 	}
 	owner, err := cs.PrimaryOfSlot(ctx, KeySlot("k"))

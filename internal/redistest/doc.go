@@ -31,6 +31,28 @@
 // Server.Do sends admin commands (CONFIG SET, CLIENT KILL, DEBUG SLEEP ...) through a
 // small RESP client of this package, so it does not depend on the client under test.
 //
-// NewProxy puts a TCP proxy between a client and a server to simulate network faults.
-// Sentinel and Cluster start the high-availability topologies and drive failovers.
+// Server.DoAll runs several commands on one connection; use it for WAIT after a
+// write, since WAIT only counts acknowledgements of its own connection's writes.
+//
+// NewProxy puts a TCP proxy between a client and a server to simulate network faults:
+//
+//	proxy := redistest.NewProxy(t, srv.Addr())
+//	client := connect("redis://" + proxy.Addr())
+//	proxy.Blackhole() // partition: connections stay open, no byte flows
+//	proxy.Restore()   // held bytes are delivered
+//	proxy.Cut()       // connections closed, new ones reset until Restore
+//	proxy.Slow(100 * time.Millisecond)
+//
+// Sentinel and Cluster start the high-availability topologies and drive failovers:
+//
+//	ss := redistest.Sentinel(t)           // ss.URL(): redis+sentinel://s1,s2,s3/mymaster
+//	ss.KillPrimary()
+//	newAddr, err := ss.WaitFailover(ctx)  // the replica is primary now
+//
+//	cs := redistest.Cluster(t)            // cs.URL(): redis+cluster://n1,...,n6
+//	cs.KillPrimaryOf(ctx, "some-key")
+//	err := cs.WaitHealthy(ctx)            // every slot served by a running primary
+//
+// Outside tests (benchmarks, tools) use NewStandalone, NewSentinel, NewCluster and
+// StartProxy, and Close what they return.
 package redistest

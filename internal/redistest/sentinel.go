@@ -33,6 +33,7 @@ const (
 // MasterName with quorum 2.
 type SentinelSet struct {
 	cfg       *config
+	tlsFiles  *TLSFiles
 	sentinels []*Server
 
 	mu      sync.Mutex
@@ -98,12 +99,15 @@ func closeAll(servers []*Server, dir string) error {
 }
 
 func startSentinelSet(ctx context.Context, dir string, cfg *config, started func(*Server)) (*SentinelSet, error) {
-	if cfg.tls {
-		return nil, fmt.Errorf("redistest: WithTLS is not supported by Sentinel")
-	}
 	ctx, cancel := withDefaultTimeout(ctx, topologyTimeout)
 	defer cancel()
 	ss := &SentinelSet{cfg: cfg}
+	if cfg.tls {
+		var err error
+		if ss.tlsFiles, err = GenerateTLS(dir); err != nil {
+			return nil, err
+		}
+	}
 	record := started
 	started = func(s *Server) {
 		ss.all = append(ss.all, s)
@@ -111,7 +115,8 @@ func startSentinelSet(ctx context.Context, dir string, cfg *config, started func
 	}
 	var err error
 	ss.primary, err = startServer(ctx, serverSpec{
-		name: "sentinel-primary", dir: filepath.Join(dir, "primary"), cfg: cfg, conf: standaloneConf,
+		name: "sentinel-primary", dir: filepath.Join(dir, "primary"), cfg: cfg, tlsFiles: ss.tlsFiles,
+		conf: standaloneConf,
 	})
 	if err != nil {
 		return nil, err
@@ -119,7 +124,7 @@ func startSentinelSet(ctx context.Context, dir string, cfg *config, started func
 	started(ss.primary)
 	primaryPort := ss.primary.Port()
 	ss.replica, err = startServer(ctx, serverSpec{
-		name: "sentinel-replica", dir: filepath.Join(dir, "replica"), cfg: cfg,
+		name: "sentinel-replica", dir: filepath.Join(dir, "replica"), cfg: cfg, tlsFiles: ss.tlsFiles,
 		conf: func(s *Server, port int) []string {
 			return withExtra(s, append(dataConf(s, port), "replicaof 127.0.0.1 "+strconv.Itoa(primaryPort)))
 		},
@@ -132,7 +137,7 @@ func startSentinelSet(ctx context.Context, dir string, cfg *config, started func
 		return nil, err
 	}
 	// Sentinels need no auth of their own; they authenticate to the data nodes.
-	scfg := &config{startTimeout: cfg.startTimeout}
+	scfg := &config{startTimeout: cfg.startTimeout, tls: cfg.tls}
 	downAfter := cfg.nodeTimeout
 	if downAfter <= 0 {
 		downAfter = defaultDownAfter
@@ -143,10 +148,10 @@ func startSentinelSet(ctx context.Context, dir string, cfg *config, started func
 			dir:      filepath.Join(dir, fmt.Sprintf("sentinel%d", i+1)),
 			sentinel: true,
 			cfg:      scfg,
+			tlsFiles: ss.tlsFiles,
 			conf: func(s *Server, port int) []string {
 				lines := []string{
 					"bind 127.0.0.1",
-					"port " + strconv.Itoa(port),
 					"daemonize no",
 					"dir " + quote(s.dir),
 					"logfile " + quote(s.logPath),
@@ -154,6 +159,21 @@ func startSentinelSet(ctx context.Context, dir string, cfg *config, started func
 					fmt.Sprintf("sentinel down-after-milliseconds %s %d", MasterName, downAfter.Milliseconds()),
 					fmt.Sprintf("sentinel failover-timeout %s %d", MasterName, failoverTimeout.Milliseconds()),
 					fmt.Sprintf("sentinel parallel-syncs %s 1", MasterName),
+				}
+				if s.tlsFiles != nil {
+					// tls-replication makes the sentinels use TLS towards the data nodes
+					// and each other.
+					lines = append(lines,
+						"port 0",
+						"tls-port "+strconv.Itoa(port),
+						"tls-cert-file "+quote(s.tlsFiles.ServerCert),
+						"tls-key-file "+quote(s.tlsFiles.ServerKey),
+						"tls-ca-cert-file "+quote(s.tlsFiles.CACert),
+						"tls-auth-clients yes",
+						"tls-replication yes",
+					)
+				} else {
+					lines = append(lines, "port "+strconv.Itoa(port))
 				}
 				if cfg.user != "" {
 					lines = append(lines,
@@ -235,6 +255,9 @@ func (ss *SentinelSet) waitSentinelsSettled(ctx context.Context) error {
 	})
 }
 
+// TLS returns the certificate files shared by every process, or nil without WithTLS.
+func (ss *SentinelSet) TLS() *TLSFiles { return ss.tlsFiles }
+
 // MasterName returns the monitored name, "mymaster".
 func (ss *SentinelSet) MasterName() string { return MasterName }
 
@@ -265,11 +288,15 @@ func (ss *SentinelSet) Replica() *Server {
 	return ss.replica
 }
 
-// URL returns redis+sentinel://[user:password@]h1:p1,h2:p2,h3:p3/mymaster, with the
-// data nodes' credentials (the sentinels themselves need none).
+// URL returns redis+sentinel://[user:password@]h1:p1,h2:p2,h3:p3/mymaster (rediss+
+// with WithTLS), with the data nodes' credentials (the sentinels need none).
 func (ss *SentinelSet) URL() string {
 	var b strings.Builder
-	b.WriteString("redis+sentinel://")
+	if ss.tlsFiles != nil {
+		b.WriteString("rediss+sentinel://")
+	} else {
+		b.WriteString("redis+sentinel://")
+	}
 	switch {
 	case ss.cfg.user != "":
 		b.WriteString(url.UserPassword(ss.cfg.user, ss.cfg.password).String() + "@")

@@ -82,3 +82,25 @@ func TestSentinelACL(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestSentinelTLS(t *testing.T) {
+	ctx := testCtx(t)
+	ss := Sentinel(t, WithTLS(), WithDefaultPassword("pw"))
+	want := "rediss+sentinel://:pw@" + strings.Join(ss.SentinelAddrs(), ",") + "/mymaster"
+	if ss.URL() != want {
+		t.Fatalf("URL = %q, want %q", ss.URL(), want)
+	}
+	if ss.TLS() == nil || ss.Primary().TLS() != ss.TLS() || ss.Sentinels()[0].TLS() != ss.TLS() {
+		t.Fatal("processes do not share one PKI")
+	}
+	if _, err := ss.KillPrimary(); err != nil {
+		t.Fatal(err)
+	}
+	addr, err := ss.WaitFailover(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if addr != ss.Primary().Addr() {
+		t.Fatalf("failover to %s, Primary %s", addr, ss.Primary().Addr())
+	}
+}
