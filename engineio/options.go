@@ -44,7 +44,8 @@ type Options struct {
 	MaxPayload int64
 	// Transports lists the enabled transports, TransportPolling and/or
 	// TransportWebSocket. Default both. With only TransportWebSocket, clients must
-	// connect with WebSocket directly.
+	// connect with WebSocket directly. Other names enable nothing; requests for
+	// them are answered with error code 0 "Transport unknown".
 	Transports []string
 	// DisableUpgrades stops polling sessions from upgrading to WebSocket: the open
 	// packet then announces no upgrades and upgrade requests are refused.
