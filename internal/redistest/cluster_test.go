@@ -28,6 +28,7 @@ func TestKeySlot(t *testing.T) {
 }
 
 func TestClusterFailover(t *testing.T) {
+	t.Parallel()
 	ctx := testCtx(t)
 	start := time.Now()
 	cs := Cluster(t)
@@ -117,6 +118,7 @@ func TestClusterFailover(t *testing.T) {
 }
 
 func TestClusterTLSAndACL(t *testing.T) {
+	t.Parallel()
 	ctx := testCtx(t)
 	cs := Cluster(t, WithTLS(), WithUser("app", "pw"))
 	if cs.TLS() == nil {

@@ -7,6 +7,7 @@ import (
 )
 
 func TestSentinelFailover(t *testing.T) {
+	t.Parallel()
 	ctx := testCtx(t)
 	start := time.Now()
 	ss := Sentinel(t, WithAOF())
@@ -72,6 +73,7 @@ func TestSentinelFailover(t *testing.T) {
 }
 
 func TestSentinelACL(t *testing.T) {
+	t.Parallel()
 	ctx := testCtx(t)
 	ss := Sentinel(t, WithUser("app", "pw"))
 	want := "redis+sentinel://app:pw@" + strings.Join(ss.SentinelAddrs(), ",") + "/mymaster"
@@ -84,6 +86,7 @@ func TestSentinelACL(t *testing.T) {
 }
 
 func TestSentinelTLS(t *testing.T) {
+	t.Parallel()
 	ctx := testCtx(t)
 	ss := Sentinel(t, WithTLS(), WithDefaultPassword("pw"))
 	want := "rediss+sentinel://:pw@" + strings.Join(ss.SentinelAddrs(), ",") + "/mymaster"
