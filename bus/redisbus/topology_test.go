@@ -203,11 +203,21 @@ func testFailover(t *testing.T, url string, failover func(ctx context.Context) e
 	}
 	// Confirmed by a replica, not yet read by anyone.
 	publish(t, pub, numbered(100, 150, o.Partitions))
+	// A pub/sub subscriber whose partition 0 shares its slot (hash tag) with
+	// stream 0: it must end with an error when that primary dies.
+	po := faultOpts(PubSub)
+	po.Prefix, po.Partitions = o.Prefix, o.Partitions
+	psT := newTransport(t, url, po)
+	psSub := startSubscribe(t, psT, "p")
+	syncSubscribed(t, psT, "p", psSub)
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := failover(ctx); err != nil {
 		t.Fatal(err)
+	}
+	if err := psSub.waitEnded(t, waitLong); err == nil {
+		t.Error("pub/sub Subscribe returned nil when its primary died")
 	}
 	// The killed primary stays down, so the new one has no replica: WAIT 1
 	// cannot succeed any more, and a publisher without WAIT carries on.

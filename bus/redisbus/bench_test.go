@@ -1,0 +1,119 @@
+package redisbus
+
+import (
+	"context"
+	"encoding/binary"
+	"slices"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/durasock/durasock/bus"
+	"github.com/durasock/durasock/internal/redistest"
+)
+
+const benchPayload = 256
+
+// BenchmarkPublish measures Transport.Publish throughput through a real
+// redis-server: one op is one frame; batches are pipelined.
+func BenchmarkPublish(b *testing.B) {
+	srv := redistest.Standalone(b)
+	for _, kind := range bothKinds {
+		for _, batch := range []int{1, 64, 256} {
+			b.Run(kind.String()+"/batch="+strconv.Itoa(batch), func(b *testing.B) {
+				o := Options{Kind: kind, Prefix: "bench-" + kind.String(), StreamMaxLen: 10_000}
+				tr := newTransport(b, srv.URL(), o)
+				frames := make([]bus.Frame, batch)
+				for i := range frames {
+					frames[i] = bus.Frame{Partition: i % tr.Partitions(), Data: make([]byte, benchPayload)}
+				}
+				ctx := context.Background()
+				if err := tr.Ping(ctx); err != nil {
+					b.Fatal(err)
+				}
+				b.ReportAllocs()
+				b.SetBytes(benchPayload)
+				b.ResetTimer()
+				start := time.Now()
+				for done := 0; done < b.N; done += batch {
+					n := min(batch, b.N-done)
+					if err := tr.Publish(ctx, frames[:n]); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "frames/s")
+			})
+		}
+	}
+}
+
+// BenchmarkRoundTrip measures the time from Publish to delivery by Subscribe
+// of another transport, one frame at a time.
+func BenchmarkRoundTrip(b *testing.B) {
+	srv := redistest.Standalone(b)
+	for _, kind := range bothKinds {
+		b.Run(kind.String(), func(b *testing.B) {
+			o := Options{Kind: kind, Prefix: "rtt-" + kind.String(), StreamMaxLen: 10_000}
+			pub, subT := newTransport(b, srv.URL(), o), newTransport(b, srv.URL(), o)
+			got := make(chan int64, 1)
+			var want atomic.Int64
+			want.Store(-1)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() {
+				done <- subT.Subscribe(ctx, "s", func(f bus.Frame) {
+					if len(f.Data) >= 8 && f.Partition >= 0 {
+						if seq := int64(binary.BigEndian.Uint64(f.Data)); seq == want.Load() {
+							select {
+							case got <- seq:
+							default:
+							}
+						}
+					}
+				})
+			}()
+			defer func() {
+				cancel()
+				<-done
+			}()
+			data := make([]byte, benchPayload)
+			roundTrip := func(seq int64) bool {
+				want.Store(seq)
+				binary.BigEndian.PutUint64(data, uint64(seq))
+				if err := pub.Publish(ctx, []bus.Frame{{Partition: 0, Data: data}}); err != nil {
+					b.Fatal(err)
+				}
+				select {
+				case <-got:
+					return true
+				case err := <-done:
+					b.Fatalf("Subscribe ended: %v", err)
+				case <-time.After(200 * time.Millisecond):
+				}
+				return false
+			}
+			// Until the subscription is live.
+			warm := int64(1 << 40)
+			for tries := 0; !roundTrip(warm); tries++ {
+				if tries > 100 {
+					b.Fatal("subscription not live")
+				}
+				warm++
+			}
+			lat := make([]time.Duration, 0, b.N)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				t0 := time.Now()
+				if !roundTrip(int64(i)) {
+					b.Fatalf("frame %d not delivered within 200ms", i)
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			b.StopTimer()
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+		})
+	}
+}
