@@ -1,7 +1,42 @@
 // Package bus is the reliability core of the durasock cluster bus, independent of
-// any broker: the Bus interface and its contract, the bounded outbox, reconnect
-// backoff, connection state, per-origin sequencing and de-duplication, and liveness
-// probes. Package redisbus provides the Redis transports.
+// any broker: the Bus interface and its contract, and Reliable, its implementation
+// over any Transport.
 //
-// Start with Bus.
+// Start with New: it wraps a Transport (package redisbus for Redis streams or
+// pub/sub, or NewMemoryHub for tests and single-process use) into a Bus:
+//
+//	hub := bus.NewMemoryHub()
+//	b, err := bus.New(hub.Transport(), bus.Config{NodeID: "node-1"})
+//	...
+//	b.Receive(func(m bus.Message) { ... })   // messages of the other nodes
+//	err = b.Publish(ctx, "room-42", payload)  // never waits for the broker
+//	...
+//	err = b.Close(ctx)                        // drains the outbox until ctx
+//
+// What Reliable adds to a bare Transport:
+//
+//   - Outbox: a bounded FIFO (messages, bytes, age; defaults 100 000, 64 MiB,
+//     5 minutes) between Publish and the broker. Publish accepts or rejects at
+//     once (ErrOutboxFull, ErrTooLarge); one sender goroutine drains the outbox in
+//     order, in pipelined batches, and publishes a batch again after an error.
+//     Drops happen only at a configured bound (max age, drop-oldest) or at a Close
+//     that runs out of time, and each is counted, logged once per episode and
+//     passed to Config.OnDrop.
+//   - Sequencing: every Publish gets a sequence number per (node, partition); the
+//     partition comes from the key (FNV-1a), so one key keeps its order. Receivers
+//     keep a high-water mark per (origin, partition): replays are dropped as
+//     duplicates, missing numbers are reported as gaps (Config.OnGap, metrics,
+//     logs).
+//   - Reconnects with exponential backoff and full jitter for publishing,
+//     subscribing and pinging, interruptible by Close.
+//   - State: Connected, Reconnecting, Failed (after Backoff.MaxAttempts; the bus
+//     keeps buffering and retrying), Closed — Status, StateChanged,
+//     Config.OnStateChange, one log line per transition.
+//   - Liveness probes: every ProbeInterval the node publishes a probe per
+//     partition and expects it back through its own subscription; a subscription
+//     that is silently dead is rebuilt.
+//   - Metrics with the durasock_ prefix (Config.Registerer) and Stats.
+//
+// The wire format of a frame is described in codec.go and docs/PROTOCOL.md
+// ("Envelope"); DecodeEnvelope never panics on foreign bytes.
 package bus
