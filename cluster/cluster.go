@@ -109,7 +109,6 @@ type Cluster struct {
 	cancel    context.CancelFunc // stops the goroutines started by New
 	closed    chan struct{}
 	closeOnce sync.Once
-	closeErr  error
 	wg        sync.WaitGroup
 	jobs      chan job
 	sem       chan struct{}
@@ -229,8 +228,9 @@ func (c *Cluster) Stats() Stats {
 }
 
 // Close says goodbye to the other nodes (until ctx is done), ends pending requests
-// with adapter.ErrClosed, stops the cluster's goroutines and closes every adapter.
-// It does not close the bus. It is idempotent.
+// with adapter.ErrClosed, closes every adapter and waits until the cluster's
+// goroutines have stopped or ctx is done (then it returns ctx's error). It does
+// not close the bus. It is idempotent.
 func (c *Cluster) Close(ctx context.Context) error {
 	c.closeOnce.Do(func() {
 		bye := (&message{kind: kindGoodbye}).marshal()
@@ -248,10 +248,21 @@ func (c *Cluster) Close(ctx context.Context) error {
 		for _, a := range nsps {
 			a.closeLocal()
 		}
-		c.wg.Wait()
 		c.metrics.unregister()
 	})
-	return c.closeErr
+	// The goroutines end promptly once cancelled, unless a namespace's
+	// HandleServerSideEmit blocks: then Close gives up when ctx is done.
+	done := make(chan struct{})
+	go func() {
+		c.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("cluster: close: %w", ctx.Err())
+	}
 }
 
 func (c *Cluster) isClosed() bool {
