@@ -17,6 +17,9 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/durasock/durasock/internal/redistest"
+	"github.com/durasock/durasock/internal/sioclient"
 )
 
 func TestMain(m *testing.M) {
@@ -246,4 +249,57 @@ func TestSIGTERMDrains(t *testing.T) {
 		t.Errorf("logs lack the drain line:\n%s", logs.String())
 	}
 	_ = os.Remove(bin)
+}
+
+// TestClusterMode runs two apps on one real redis-server: an event sent through the
+// emit API of one reaches a client of the other, and /status reports the bus.
+func TestClusterMode(t *testing.T) {
+	redis := redistest.Standalone(t)
+	a := startApp(t, "-redis", redis.URL(), "-emit-token", "tok")
+	b := startApp(t, "-redis", redis.URL())
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	got := make(chan string, 16)
+	c, err := sioclient.Dial(ctx, b+"/socket.io/", &sioclient.Options{
+		OnEvent: func(e *sioclient.Event) { got <- e.Name + " " + string(e.Data) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	// The nodes find each other through the bus; until then an emit may reach no
+	// one, so repeat it until the client sees it.
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, a+"/api/emit", strings.NewReader(`{"event":"news","args":[{"n":1}]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer tok")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("emit: %d", resp.StatusCode)
+		}
+		select {
+		case ev := <-got:
+			if ev != `news ["news",{"n":1}]` {
+				t.Fatalf("client on the other node got %q", ev)
+			}
+			code, body := get(t, a+"/status")
+			if code != http.StatusOK || !strings.Contains(body, `"state":"connected"`) || !strings.Contains(body, `"adapter":"cluster"`) {
+				t.Errorf("status = %d %s", code, body)
+			}
+			return
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatal("the event never crossed to the other node")
+		}
+	}
 }

@@ -92,14 +92,12 @@ func (a *app) openCluster(cfg *config) error {
 	if cfg.RedisMode == "pubsub" {
 		kind = redisbus.PubSub
 	}
-	t, err := redisbus.NewTransport(&redisbus.Options{URL: cfg.RedisURL, Kind: kind})
+	b, err := redisbus.Open(context.Background(), cfg.RedisURL, &redisbus.Options{
+		Kind: kind,
+		Bus:  bus.Config{Outbox: cfg.Outbox, Logger: a.log, Registerer: a.registry},
+	})
 	if err != nil {
 		return fmt.Errorf("redis: %w", err)
-	}
-	b, err := bus.New(t, bus.Config{Outbox: cfg.Outbox, Logger: a.log, Registerer: a.registry})
-	if err != nil {
-		t.Close()
-		return fmt.Errorf("bus: %w", err)
 	}
 	c, err := cluster.New(b, &cluster.Options{Logger: a.log, Registerer: a.registry})
 	if err != nil {
