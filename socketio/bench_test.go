@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,8 +25,12 @@ type discardTransport struct {
 	bytes atomic.Int64
 }
 
+// benchRequest is the handshake request of every in-process session; Engine.IO
+// owns it, so it is shared here to count only what the Socket.IO layer keeps.
+var benchRequest = httptest.NewRequest(http.MethodGet, "/socket.io/?EIO=4&transport=websocket", nil)
+
 func newDiscardTransport(i int) *discardTransport {
-	return &discardTransport{id: fmt.Sprint("bench-", i), req: httptest.NewRequest(http.MethodGet, "/socket.io/?EIO=4&transport=websocket", nil), done: make(chan struct{})}
+	return &discardTransport{id: fmt.Sprint("bench-", i), req: benchRequest, done: make(chan struct{})}
 }
 
 func (d *discardTransport) ID() string             { return d.id }
@@ -135,5 +140,40 @@ func BenchmarkIncomingEvent(b *testing.B) {
 	for b.Loop() {
 		c.onMessage(msg)
 		<-done
+	}
+}
+
+// BenchmarkConnect connects one in-process socket per iteration (CONNECT packet,
+// namespace join, adapter membership) and keeps it. retained-B/socket is the heap
+// the Socket.IO layer keeps per idle socket, Engine.IO session not included.
+func BenchmarkConnect(b *testing.B) {
+	srv := NewServer(nil)
+	var conns []*conn
+	var ms0, ms1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms0)
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		c := newConn(srv, newDiscardTransport(i))
+		c.onMessage(engineio.Message{Data: []byte("0")})
+		conns = append(conns, c)
+	}
+	b.StopTimer()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.handlers.wait(ctx); err != nil {
+		b.Fatal(err)
+	}
+	if n := len(srv.Of("/").Sockets()); n != len(conns) {
+		b.Fatalf("%d of %d sockets connected", n, len(conns))
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&ms1)
+	b.ReportMetric(float64(ms1.HeapAlloc-ms0.HeapAlloc)/float64(len(conns)), "retained-B/socket")
+	for _, c := range conns {
+		c.onClose(ReasonTransportClose)
+	}
+	if err := srv.Shutdown(ctx); err != nil {
+		b.Fatal(err)
 	}
 }
