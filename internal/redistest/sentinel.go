@@ -258,6 +258,14 @@ func (ss *SentinelSet) waitSentinelsSettled(ctx context.Context) error {
 // TLS returns the certificate files shared by every process, or nil without WithTLS.
 func (ss *SentinelSet) TLS() *TLSFiles { return ss.tlsFiles }
 
+// WaitReplicaSync waits until Replica is connected to Primary and in sync, for
+// example after Start of a killed primary that the sentinels turn into a replica.
+func (ss *SentinelSet) WaitReplicaSync(ctx context.Context) error {
+	ctx, cancel := withDefaultTimeout(ctx, topologyTimeout)
+	defer cancel()
+	return waitReplicaSync(ctx, ss.Primary(), ss.Replica())
+}
+
 // MasterName returns the monitored name, "mymaster".
 func (ss *SentinelSet) MasterName() string { return MasterName }
 

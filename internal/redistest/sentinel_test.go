@@ -63,7 +63,7 @@ func TestSentinelFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	restartedAt := time.Now()
-	if err := waitReplicaSync(ctx, oldReplica, killed); err != nil {
+	if err := ss.WaitReplicaSync(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("old primary rejoined as replica %v after its restart", time.Since(restartedAt))
