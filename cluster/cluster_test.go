@@ -390,3 +390,57 @@ func gathered(t testing.TB, reg *prometheus.Registry, name string) float64 {
 	t.Fatalf("metric %s not registered", name)
 	return 0
 }
+
+// A process that is no server publishes into the cluster with the encoders.
+func TestEncodersForEmitters(t *testing.T) {
+	hub := bus.NewMemoryHub()
+	cs := startNodes(t, 1, nil, func(id string) bus.Bus { return memoryBus(t, hub, id) })
+	ns := bind(t, cs, "/")
+	target := connect(ns[0], "target", "r")
+	other := connect(ns[0], "other")
+	ctx := testCtx(t)
+	emitter := memoryBus(t, hub, "emitter")
+	t.Cleanup(func() {
+		if err := emitter.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	emitter.Receive(func(bus.Message) {})
+
+	if _, err := EncodeBroadcast("/", &parser.Packet{Type: parser.Ack, Data: []byte(`[]`)}, adapter.Options{}); !errors.Is(err, adapter.ErrInvalidPacket) {
+		t.Errorf("EncodeBroadcast of an ACK: %v", err)
+	}
+	publish := func(b []byte, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := emitter.Publish(ctx, PartitionKey("/"), b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := event(t, "from-emitter", 1)
+	publish(EncodeBroadcast("/", p, adapter.Options{Rooms: []string{"r"}}))
+	publish(EncodeAddSockets("/", adapter.Options{Rooms: []string{"other"}}, []string{"r"}), nil)
+	publish(EncodeServerSideEmit("/", "note", nil))
+	publish(EncodeBroadcast("/", event(t, "second"), adapter.Options{Rooms: []string{"r"}}))
+	publish(EncodeDelSockets("/", adapter.Options{}, []string{"r"}), nil)
+	publish(EncodeDisconnectSockets("/", adapter.Options{Rooms: []string{"target"}}, true), nil)
+
+	ms := waitEvents(t, ctx, target, 2)
+	if ms[0].Event != "from-emitter" || ms[1].Event != "second" {
+		t.Errorf("target got %q, %q", ms[0].Event, ms[1].Event)
+	}
+	if ms := waitEvents(t, ctx, other, 1); ms[0].Event != "second" {
+		t.Errorf("other got %q", ms[0].Event)
+	}
+	if err := target.WaitState(ctx, func(s *adaptertest.Socket) bool { return len(s.Disconnects()) == 1 }); err != nil {
+		t.Errorf("target not disconnected: %v", err)
+	}
+	if _, err := ns[0].ns.WaitServerEmits(ctx, 1); err != nil {
+		t.Error(err)
+	}
+	if got := ns[0].a.Rooms("other"); slices.Contains(got, "r") {
+		t.Errorf("other still in r: %q", got)
+	}
+}

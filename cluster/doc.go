@@ -37,6 +37,9 @@
 // Options.NodeTimeout, so that requests do not wait for it. Nodes lists the
 // others.
 //
+// A process that is no server (an emitter) publishes into a cluster with
+// EncodeBroadcast and its siblings and bus.Publish with PartitionKey.
+//
 // Messages are encoded as described in docs/PROTOCOL.md ("Cluster messages").
 // A message that does not decode is dropped, counted (Stats.DecodeErrors and
 // durasock_cluster_decode_errors_total) and logged.

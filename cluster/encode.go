@@ -1,0 +1,70 @@
+package cluster
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/durasock/durasock/adapter"
+	"github.com/durasock/durasock/socketio/parser"
+)
+
+// The encoders below let a process that is not a Socket.IO server (an emitter)
+// publish into a cluster: give the bytes to bus.Publish with PartitionKey(nsp)
+// as the key, and every node applies them as if one of its peers had issued
+// them, in order with the other messages of the publishing node.
+
+// PartitionKey is the bus key of the reliable messages of namespace nsp.
+func PartitionKey(nsp string) string { return nsp }
+
+// EncodeBroadcast returns the cluster message that broadcasts p (an EVENT or
+// BINARY_EVENT without ack id) to the sockets of namespace nsp that opts
+// selects (opts.Local is meaningless here and ignored).
+func EncodeBroadcast(nsp string, p *parser.Packet, opts adapter.Options) ([]byte, error) {
+	if p == nil {
+		return nil, fmt.Errorf("%w: nil packet", adapter.ErrInvalidPacket)
+	}
+	if p.HasID {
+		return nil, fmt.Errorf("%w: a broadcast carries no ack id", adapter.ErrInvalidPacket)
+	}
+	m := &message{
+		kind: kindBroadcast, nsp: nsp, flags: selectorFlags(opts),
+		rooms: opts.Rooms, except: opts.Except,
+		ptype: p.Type, data: p.Data, attachments: p.Attachments,
+	}
+	if err := m.validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", adapter.ErrInvalidPacket, err)
+	}
+	return m.marshal(), nil
+}
+
+// EncodeAddSockets returns the cluster message that makes the sockets opts
+// selects in namespace nsp join rooms.
+func EncodeAddSockets(nsp string, opts adapter.Options, rooms []string) []byte {
+	return (&message{kind: kindAddSockets, nsp: nsp, rooms: opts.Rooms, except: opts.Except, target: rooms}).marshal()
+}
+
+// EncodeDelSockets returns the cluster message that makes the sockets opts
+// selects in namespace nsp leave rooms.
+func EncodeDelSockets(nsp string, opts adapter.Options, rooms []string) []byte {
+	return (&message{kind: kindDelSockets, nsp: nsp, rooms: opts.Rooms, except: opts.Except, target: rooms}).marshal()
+}
+
+// EncodeDisconnectSockets returns the cluster message that disconnects the
+// sockets opts selects in namespace nsp.
+func EncodeDisconnectSockets(nsp string, opts adapter.Options, closeConn bool) []byte {
+	m := &message{kind: kindDisconnect, nsp: nsp, rooms: opts.Rooms, except: opts.Except}
+	if closeConn {
+		m.flags = flagCloseConn
+	}
+	return m.marshal()
+}
+
+// EncodeServerSideEmit returns the cluster message that delivers a server-side
+// event (without replies) to namespace nsp on every node.
+func EncodeServerSideEmit(nsp, event string, args []json.RawMessage) ([]byte, error) {
+	if event == "" {
+		return nil, errors.New("cluster: server-side emit: empty event name")
+	}
+	return (&message{kind: kindServerEmit, nsp: nsp, event: event, args: jsonArgs(args)}).marshal(), nil
+}
