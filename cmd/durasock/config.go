@@ -23,6 +23,7 @@ type config struct {
 	MaxPayload   int64
 	RedisURL     string
 	RedisMode    string // "streams" or "pubsub"
+	WaitReplicas int
 	EmitToken    string
 	Outbox       bus.OutboxConfig
 	DrainTimeout time.Duration
@@ -46,6 +47,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.Int64Var(&c.MaxPayload, "max-payload", 1_000_000, "largest accepted message in bytes (env DURASOCK_MAX_PAYLOAD)")
 	fs.StringVar(&c.RedisURL, "redis", "", "Redis URL for the cluster adapter: redis://, rediss://, unix://, redis+sentinel://, redis+cluster:// (env DURASOCK_REDIS_URL); empty runs one process with the in-memory adapter")
 	fs.StringVar(&c.RedisMode, "redis-transport", "streams", `cluster bus transport: "streams" (durable, default) or "pubsub" (env DURASOCK_REDIS_TRANSPORT)`)
+	fs.IntVar(&c.WaitReplicas, "redis-wait-replicas", 0, "replicas that must have a batch before it leaves the outbox (Redis WAIT); 1 keeps Sentinel and Cluster failovers from losing writes (env DURASOCK_REDIS_WAIT_REPLICAS)")
 	fs.IntVar(&c.Outbox.MaxMessages, "outbox-max-messages", bus.DefaultOutboxMaxMessages, "most cross-node messages buffered while Redis is unreachable (env DURASOCK_OUTBOX_MAX_MESSAGES)")
 	fs.Int64Var(&c.Outbox.MaxBytes, "outbox-max-bytes", bus.DefaultOutboxMaxBytes, "most bytes buffered while Redis is unreachable (env DURASOCK_OUTBOX_MAX_BYTES)")
 	fs.DurationVar(&c.Outbox.MaxAge, "outbox-max-age", bus.DefaultOutboxMaxAge, "buffered messages older than this are dropped, counted and logged (env DURASOCK_OUTBOX_MAX_AGE)")
@@ -102,6 +104,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		return nil, errors.New("-ping-interval and -ping-timeout must be positive")
 	case c.MaxPayload <= 0:
 		return nil, errors.New("-max-payload must be positive")
+	case c.WaitReplicas < 0:
+		return nil, errors.New("-redis-wait-replicas must not be negative")
 	case c.DrainTimeout <= 0:
 		return nil, errors.New("-drain-timeout must be positive")
 	case c.RedisMode != "streams" && c.RedisMode != "pubsub":

@@ -93,8 +93,9 @@ func (a *app) openCluster(cfg *config) error {
 		kind = redisbus.PubSub
 	}
 	b, err := redisbus.Open(context.Background(), cfg.RedisURL, &redisbus.Options{
-		Kind: kind,
-		Bus:  bus.Config{Outbox: cfg.Outbox, Logger: a.log, Registerer: a.registry},
+		Kind:         kind,
+		WaitReplicas: cfg.WaitReplicas,
+		Bus:          bus.Config{Outbox: cfg.Outbox, Logger: a.log, Registerer: a.registry},
 	})
 	if err != nil {
 		return fmt.Errorf("redis: %w", err)
