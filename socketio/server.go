@@ -8,7 +8,9 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"time"
 
+	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/engineio"
 )
 
@@ -133,6 +135,34 @@ func (s *Server) OnConnection(h func(*Socket)) { s.Of("/").OnConnection(h) }
 
 // To selects sockets of the main namespace in any of rooms.
 func (s *Server) To(rooms ...string) BroadcastOperator { return s.Of("/").To(rooms...) }
+
+// In is To.
+func (s *Server) In(rooms ...string) BroadcastOperator { return s.To(rooms...) }
+
+// Except selects sockets of the main namespace in none of rooms.
+func (s *Server) Except(rooms ...string) BroadcastOperator { return s.Of("/").Except(rooms...) }
+
+// Local selects the sockets of the main namespace on this server only.
+func (s *Server) Local() BroadcastOperator { return s.Of("/").Local() }
+
+// Volatile returns a broadcast of the main namespace that may be dropped for
+// sockets not ready to write.
+func (s *Server) Volatile() BroadcastOperator { return s.Of("/").Volatile() }
+
+// Timeout returns a broadcast of the main namespace whose EmitWithAck waits at
+// most d.
+func (s *Server) Timeout(d time.Duration) BroadcastOperator { return s.Of("/").Timeout(d) }
+
+// FetchSockets describes every socket of the main namespace, on every server.
+func (s *Server) FetchSockets(ctx context.Context) ([]*RemoteSocket, error) {
+	return s.Of("/").FetchSockets(ctx)
+}
+
+// EmitWithAck sends an event to every socket of the main namespace and collects
+// their acknowledgements.
+func (s *Server) EmitWithAck(ctx context.Context, event string, args ...any) ([]adapter.Reply, error) {
+	return s.Of("/").EmitWithAck(ctx, event, args...)
+}
 
 // Emit sends an event to every socket of the main namespace.
 func (s *Server) Emit(ctx context.Context, event string, args ...any) error {

@@ -377,6 +377,10 @@ func TestRoomsAndBroadcast(t *testing.T) {
 	check("a except b", 1)
 	must(srv.Of("/").Except("a").Emit(ctx, "ev", "except a"))
 	check("except a", 2, 3)
+	must(srv.Except("a", "b").Local().Emit(ctx, "ev", "server except a b"))
+	check("server except a b", 3)
+	must(srv.In("b").Volatile().Emit(ctx, "ev", "server in b"))
+	check("server in b", 0, 2)
 	must(sockets[0].To("a").Emit(ctx, "ev", "from 0 to a"))
 	check("from 0 to a", 1)
 	must(sockets[0].Broadcast().Emit(ctx, "ev", "broadcast from 0"))
@@ -487,6 +491,9 @@ func TestFetchSockets(t *testing.T) {
 	all, err := srv.Of("/").FetchSockets(ctx)
 	if err != nil || len(all) != 3 {
 		t.Fatalf("FetchSockets = %d, %v", len(all), err)
+	}
+	if again, err := srv.FetchSockets(ctx); err != nil || len(again) != 3 {
+		t.Fatalf("Server.FetchSockets = %d, %v", len(again), err)
 	}
 	vip, err := srv.To("vip").FetchSockets(ctx)
 	if err != nil || len(vip) != 1 {
