@@ -97,8 +97,9 @@ func (r *Reliable) probeLoop(ctx context.Context) {
 				r.c.probeFailures.Add(1)
 				r.log.Warn("bus liveness probe missed; rebuilding the subscription",
 					"timeout", r.cfg.ProbeTimeout, "partitions", r.probes.missing(), "consecutive", misses)
-				r.sm.fail(compSubscribe, fmt.Errorf("%w within %v", ErrProbeTimeout, r.cfg.ProbeTimeout), misses, 0)
-				r.recv.rebuildSubscription()
+				if r.recv.rebuildSubscription() {
+					r.sm.fail(compSubscribe, fmt.Errorf("%w within %v", ErrProbeTimeout, r.cfg.ProbeTimeout), misses, 0)
+				}
 			} else if err == nil {
 				misses = 0
 			}

@@ -14,6 +14,10 @@ import (
 // although nobody asked it to stop.
 var errSubscriptionEnded = errors.New("bus: subscription ended")
 
+// subscribeSettle is how long a Subscribe call must run without error to count
+// as established when probes are disabled.
+const subscribeSettle = time.Second
+
 // streamKey identifies one sequence space: one run of one origin on one partition.
 type streamKey struct {
 	origin    string
@@ -81,13 +85,17 @@ func (rv *receiver) receiving() bool {
 
 // rebuildSubscription ends the current Subscribe call; recvLoop starts a new one
 // at once.
-func (rv *receiver) rebuildSubscription() {
+// It reports false when no subscription is running (the receiver is waiting to
+// retry after an error).
+func (rv *receiver) rebuildSubscription() bool {
 	rv.subMu.Lock()
 	defer rv.subMu.Unlock()
-	if rv.subCancel != nil {
-		rv.rebuild.Store(true)
-		rv.subCancel()
+	if rv.subCancel == nil {
+		return false
 	}
+	rv.rebuild.Store(true)
+	rv.subCancel()
+	return true
 }
 
 // recvLoop runs Transport.Subscribe from the first Receive until ctx is done,
@@ -107,7 +115,20 @@ func (r *Reliable) recvLoop(ctx context.Context) {
 		rv.subCancel = cancel
 		rv.subMu.Unlock()
 		before := rv.progress.Load()
+		var established *time.Timer
+		if r.cfg.ProbeInterval < 0 {
+			// Without probes, a subscription that has not failed for a while counts
+			// as established even when no frame arrived.
+			established = time.AfterFunc(subscribeSettle, func() {
+				if subCtx.Err() == nil {
+					r.sm.ok(compSubscribe)
+				}
+			})
+		}
 		err := r.t.Subscribe(subCtx, r.nodeID, r.deliver)
+		if established != nil {
+			established.Stop()
+		}
 		rv.subMu.Lock()
 		rv.subCancel = nil
 		rv.subMu.Unlock()

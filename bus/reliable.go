@@ -304,7 +304,17 @@ func (r *Reliable) close(ctx context.Context) error {
 	r.closing.Store(true)
 	r.ob.close()
 	r.stopBackground()
-	r.background.Wait()
+	// A transport whose Subscribe ignores its ctx must not make Close hang past
+	// ctx: closing the transport below ends it.
+	backgroundDone := make(chan struct{})
+	go func() {
+		r.background.Wait()
+		close(backgroundDone)
+	}()
+	select {
+	case <-backgroundDone:
+	case <-ctx.Done():
+	}
 
 	// Drain: the sender exits once the outbox is empty.
 	r.draining.Store(true)
@@ -328,6 +338,7 @@ func (r *Reliable) close(ctx context.Context) error {
 	if cerr := r.t.Close(); cerr != nil {
 		r.log.Warn("bus: closing the transport", "error", cerr)
 	}
+	<-backgroundDone
 	r.sm.close()
 	close(r.notifierDone)
 	<-r.notifierExited

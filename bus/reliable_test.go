@@ -8,7 +8,13 @@ import (
 
 func TestPublishReceive(t *testing.T) {
 	hub := NewMemoryHub()
-	a := newBus(t, hub, Config{NodeID: "a"})
+	logs := newLogCounter()
+	a := newBus(t, hub, Config{NodeID: "a", Logger: slogNew(logs)})
+	defer func() {
+		if t.Failed() {
+			t.Logf("a's log: %q", logs.all())
+		}
+	}()
 	b := newBus(t, hub, Config{NodeID: "b"})
 	c := newBus(t, hub, Config{NodeID: "c"})
 	sa, sb, sc := newSink(), newSink(), newSink()
@@ -42,8 +48,11 @@ func TestPublishReceive(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 
-	// Direct plane.
+	// Direct plane: best effort, it reaches the subscriptions active now.
 	waitState(t, b, Connected, 10*time.Second)
+	if err := waitSubs(hub, 3); err != nil {
+		t.Fatal(err)
+	}
 	if err := b.Send(ctx, "a", []byte("hello a")); err != nil {
 		t.Fatal(err)
 	}

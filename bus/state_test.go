@@ -234,3 +234,26 @@ func TestProbeRebuildsDeadSubscription(t *testing.T) {
 		}
 	})
 }
+
+// TestSubscribeRecoversWithoutProbes: with probes disabled, a subscription that
+// runs without error for a second after an outage counts as established even
+// when no message arrives.
+func TestSubscribeRecoversWithoutProbes(t *testing.T) {
+	synctestRun(t, func(t *testing.T) {
+		hub := NewMemoryHub()
+		r := newBusJitter(t, hub, Config{NodeID: "r", ProbeInterval: -1}, maxJitter)
+		r.Receive(func(Message) {})
+		hub.SetDown(true)
+		time.Sleep(time.Millisecond)
+		synctestWait()
+		if st := r.Status(); st.State != Reconnecting || st.Attempt != 1 {
+			t.Fatalf("while down: %+v", st)
+		}
+		hub.SetDown(false)
+		time.Sleep(DefaultBackoffBase + subscribeSettle)
+		synctestWait()
+		if st := r.Status(); st.State != Connected {
+			t.Fatalf("after the outage: %+v", st)
+		}
+	})
+}
