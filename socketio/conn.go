@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -64,25 +65,27 @@ type conn struct {
 	t   transport
 	dec parser.Decoder
 	run runner
-	hs  adapter.Handshake // without Auth, which each namespace connection has its own
+	at  time.Time // when the session opened
 
 	mu      sync.Mutex
-	sockets map[string]*Socket // by namespace name
-	reason  string             // why this side closed the connection, if it did
+	sockets []*Socket // one per namespace; few, so a slice beats a map
+	reason  string    // why this side closed the connection, if it did
 	closed  bool
 	timer   *time.Timer
 }
 
 func newConn(srv *Server, t transport) *conn {
-	c := &conn{srv: srv, t: t, sockets: make(map[string]*Socket, 1)}
+	c := &conn{srv: srv, t: t, at: time.Now()}
 	c.run.srv = srv
 	c.dec.MaxAttachments = srv.opts.MaxAttachments
-	c.hs = newHandshake(t.Request())
 	return c
 }
 
-func newHandshake(r *http.Request) adapter.Handshake {
-	hs := adapter.Handshake{Time: time.Now()}
+// handshake describes the session's handshake request. It is built on demand so
+// that an idle connection keeps no parsed copy of its query.
+func (c *conn) handshake(auth json.RawMessage) adapter.Handshake {
+	hs := adapter.Handshake{Time: c.at, Auth: auth}
+	r := c.t.Request()
 	if r == nil {
 		return hs
 	}
@@ -141,7 +144,16 @@ func (c *conn) fail(err error) {
 func (c *conn) socket(nsp string) *Socket {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.sockets[nsp]
+	return c.socketLocked(nsp)
+}
+
+func (c *conn) socketLocked(nsp string) *Socket {
+	for _, s := range c.sockets {
+		if s.nsp.name == nsp {
+			return s
+		}
+	}
+	return nil
 }
 
 // onMessage runs on the session's read goroutine.
@@ -219,11 +231,11 @@ func (c *conn) connect(p *parser.Packet) {
 		}
 	}
 	c.mu.Lock()
-	if c.closed || c.sockets[name] != nil {
+	if c.closed || c.socketLocked(name) != nil {
 		c.mu.Unlock()
 		return
 	}
-	c.sockets[name] = s
+	c.sockets = append(c.sockets, s)
 	if c.timer != nil {
 		c.timer.Stop()
 		c.timer = nil
@@ -253,8 +265,8 @@ func (c *conn) isClosed() bool {
 
 func (c *conn) removeSocket(nsp string, s *Socket) {
 	c.mu.Lock()
-	if c.sockets[nsp] == s {
-		delete(c.sockets, nsp)
+	if i := slices.Index(c.sockets, s); i >= 0 {
+		c.sockets = slices.Delete(c.sockets, i, i+1)
 	}
 	c.mu.Unlock()
 }
@@ -262,10 +274,7 @@ func (c *conn) removeSocket(nsp string, s *Socket) {
 // disconnectAll disconnects every socket of the connection, then closes it.
 func (c *conn) disconnectAll() {
 	c.mu.Lock()
-	list := make([]*Socket, 0, len(c.sockets))
-	for _, s := range c.sockets {
-		list = append(list, s)
-	}
+	list := slices.Clone(c.sockets)
 	c.mu.Unlock()
 	for _, s := range list {
 		s.closeWith(ReasonServerNamespaceDisconnect, true)
@@ -280,10 +289,7 @@ func (c *conn) onClose(reason string) {
 	if c.reason != "" {
 		reason = c.reason
 	}
-	list := make([]*Socket, 0, len(c.sockets))
-	for _, s := range c.sockets {
-		list = append(list, s)
-	}
+	list := slices.Clone(c.sockets)
 	if c.timer != nil {
 		c.timer.Stop()
 		c.timer = nil

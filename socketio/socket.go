@@ -28,7 +28,7 @@ type Socket struct {
 	id   string
 	nsp  *Namespace
 	conn *conn
-	hs   Handshake
+	auth json.RawMessage
 	done chan struct{}
 
 	connected atomic.Bool
@@ -48,9 +48,7 @@ type Socket struct {
 var _ adapter.Socket = (*Socket)(nil)
 
 func newSocket(n *Namespace, c *conn, auth json.RawMessage) *Socket {
-	hs := c.hs
-	hs.Auth = auth
-	return &Socket{id: newID(), nsp: n, conn: c, hs: hs, done: make(chan struct{})}
+	return &Socket{id: newID(), nsp: n, conn: c, auth: auth, done: make(chan struct{})}
 }
 
 // newID returns a random id of 26 base32 characters (130 bits).
@@ -63,7 +61,7 @@ func (s *Socket) ID() string { return s.id }
 func (s *Socket) Namespace() *Namespace { return s.nsp }
 
 // Handshake returns what the client presented when it connected.
-func (s *Socket) Handshake() Handshake { return s.hs }
+func (s *Socket) Handshake() Handshake { return s.conn.handshake(s.auth) }
 
 // Transport returns the current Engine.IO transport, "polling" or "websocket".
 func (s *Socket) Transport() string { return s.conn.t.Transport() }
@@ -252,7 +250,7 @@ func (s *Socket) Info() adapter.SocketInfo {
 	s.mu.Lock()
 	data := s.dataJSON
 	s.mu.Unlock()
-	return adapter.SocketInfo{ID: s.id, Rooms: s.Rooms(), Data: data, Handshake: s.hs}
+	return adapter.SocketInfo{ID: s.id, Rooms: s.Rooms(), Data: data, Handshake: s.Handshake()}
 }
 
 // resolveAck delivers an ACK packet to the waiting registration. Binary
