@@ -3,7 +3,10 @@ package redisbus
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -200,12 +203,6 @@ func TestBlackhole(t *testing.T) {
 			syncSubscribed(t, tr, "s", sub)
 
 			proxy.Blackhole()
-			// The pub/sub subscriber has no read deadline of its own: the bus
-			// notices a silent subscription by its probes and cancels it, which
-			// must end Subscribe at once.
-			if kind == PubSub {
-				sub.cancel()
-			}
 			if err := sub.waitEnded(t, failFast); err == nil {
 				t.Error("Subscribe returned nil on a dead link")
 			}
@@ -303,3 +300,98 @@ func TestWaitReplicas(t *testing.T) {
 		t.Errorf("replica stream holds %v entries, want at least 2", n)
 	}
 }
+
+// TestClientKill checks that a subscription Redis disconnects (CLIENT KILL)
+// ends Subscribe with an error, and that the streams transport resumes.
+func TestClientKill(t *testing.T) {
+	for _, kind := range bothKinds {
+		t.Run(kind.String(), func(t *testing.T) {
+			srv := redistest.Standalone(t)
+			o := faultOpts(kind)
+			pub, subT := newTransport(t, srv.URL(), o), newTransport(t, srv.URL(), o)
+			sub := startSubscribe(t, subT, "s")
+			syncSubscribed(t, pub, "s", sub)
+			ctx := context.Background()
+			// Pub/sub connections for both kinds; for streams also the others
+			// (the blocked XREAD and the shared one).
+			if _, err := srv.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub"); err != nil {
+				t.Fatal(err)
+			}
+			if kind == Streams {
+				if _, err := srv.Do(ctx, "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := sub.waitEnded(t, failFast); err == nil {
+				t.Error("Subscribe returned nil after CLIENT KILL")
+			}
+			eventually(t, "Publish after CLIENT KILL", func(ctx context.Context) error {
+				return pub.Publish(ctx, numbered(0, 20, o.Partitions))
+			})
+			sub2 := startSubscribe(t, subT, "s")
+			if kind == Streams {
+				sub2.waitFor(t, "frames published between kill and resubscribe", countNumbered(0, 20))
+				checkNumbered(t, sub2.snapshot(), 0, 20, o.Partitions)
+			} else {
+				syncSubscribed(t, pub, "s", sub2)
+			}
+		})
+	}
+}
+
+// TestOutputBufferLimit has Redis drop a subscriber that does not keep up
+// (client-output-buffer-limit pubsub): Subscribe must end with an error once its
+// deliver returns, not go on silently missing messages.
+func TestOutputBufferLimit(t *testing.T) {
+	srv := redistest.Standalone(t, redistest.WithConfig("client-output-buffer-limit pubsub 256kb 128kb 1"))
+	o := faultOpts(PubSub)
+	pub, subT := newTransport(t, srv.URL(), o), newTransport(t, srv.URL(), o)
+
+	release := make(chan struct{})
+	var blocked atomicBool
+	col := newCollector()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- subT.Subscribe(ctx, "s", func(f bus.Frame) {
+			col.deliver(f)
+			if string(f.Data) == "block" && blocked.setOnce() {
+				<-release
+			}
+		})
+	}()
+	sub := &subscription{collector: col, cancel: cancel, done: done}
+	syncSubscribed(t, pub, "s", sub)
+	publish(t, pub, []bus.Frame{{Partition: 0, Data: []byte("block")}})
+	col.waitFor(t, "the blocking frame", func(fs []bus.Frame) bool {
+		for _, f := range fs {
+			if string(f.Data) == "block" {
+				return true
+			}
+		}
+		return false
+	})
+	big := make([]byte, 64<<10)
+	for i := 0; i < 512; i++ { // 32 MiB: more than the socket buffers and the limit
+		publish(t, pub, []bus.Frame{{Partition: 0, Data: big}})
+	}
+	eventually(t, "Redis dropping the slow subscriber", func(ctx context.Context) error {
+		list, err := srv.Do(ctx, "CLIENT", "LIST", "TYPE", "pubsub")
+		if err != nil {
+			return err
+		}
+		if s, _ := list.(string); strings.TrimSpace(s) != "" {
+			return fmt.Errorf("still subscribed: %s", s)
+		}
+		return nil
+	})
+	close(release)
+	if err := sub.waitEnded(t, failFast); err == nil || errors.Is(err, context.Canceled) {
+		t.Errorf("Subscribe of a client Redis dropped: %v, want a connection error", err)
+	}
+}
+
+type atomicBool struct{ v atomic.Bool }
+
+func (b *atomicBool) setOnce() bool { return b.v.CompareAndSwap(false, true) }

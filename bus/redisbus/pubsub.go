@@ -78,13 +78,14 @@ func (ps *pubsub) Subscribe(ctx context.Context, nodeID string, deliver func(bus
 		}
 		deliver(bus.Frame{Partition: p, Data: []byte(m.Message)})
 	}
+	g := ps.subscribeGroup(ctx)
 	if !isCluster(c) {
 		channels := append(append([]string(nil), ps.channels...), ps.directChannels(nodeID)...)
-		return ps.receive(ctx, c, false, channels, onMessage)
+		g.run(func(ctx context.Context) error { return ps.receive(ctx, c, false, channels, onMessage) })
+		return g.wait()
 	}
 	// Sharded channels of different slots cannot share a subscription: one
 	// per partition, one for the direct plane.
-	g := newGroup(ctx)
 	g.run(func(ctx context.Context) error {
 		return ps.receive(ctx, c, true, ps.directChannels(nodeID), onMessage)
 	})

@@ -58,7 +58,7 @@ func NewTransport(opts *Options) (bus.Transport, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &base{opts: o, conn: newLazyClient(co, ep.Topology), all: AllChannel(o.Prefix)}
+	b := &base{opts: o, conn: newLazyClient(co, ep.Topology), all: AllChannel(o.Prefix), closed: make(chan struct{})}
 	switch o.Kind {
 	case PubSub:
 		return newPubSub(b), nil
@@ -72,6 +72,9 @@ type base struct {
 	opts Options
 	conn *lazyClient
 	all  string
+
+	closeOnce sync.Once
+	closed    chan struct{} // closed by Close: running Subscribe calls return
 }
 
 func (b *base) Partitions() int { return b.opts.Partitions }
@@ -112,8 +115,27 @@ func (b *base) Ping(ctx context.Context) error {
 
 // Close closes the client; it is idempotent. Calls in progress return an error.
 func (b *base) Close() error {
-	b.conn.close()
+	b.closeOnce.Do(func() {
+		close(b.closed)
+		b.conn.close()
+	})
 	return nil
+}
+
+// subscribeGroup starts the group of one Subscribe call, with a member that
+// ends it with ErrClosed when the transport is closed: rueidis does not close
+// connections taken out of its pool, so Close must stop their readers.
+func (b *base) subscribeGroup(ctx context.Context) *group {
+	g := newGroup(ctx)
+	g.run(func(ctx context.Context) error {
+		select {
+		case <-b.closed:
+			return ErrClosed
+		case <-ctx.Done():
+			return nil
+		}
+	})
+	return g
 }
 
 // wrap gives an error of a Redis call the package prefix, and marks connection
@@ -146,7 +168,15 @@ func (b *base) receive(ctx context.Context, c rueidis.Client, sharded bool, chan
 	} else {
 		cmd = c.B().Subscribe().Channel(channels...).Build()
 	}
-	err := c.Receive(ctx, cmd, fn)
+	// A connection of its own: a slow deliver then holds back only this
+	// subscription (until Redis drops it at its output buffer limit, which
+	// Subscribe reports), never the commands of Publish and Send. rueidis
+	// unsubscribes the connection when it goes back to the pool, and pings it
+	// while idle, so a subscription on a dead link fails within about
+	// WriteTimeout.
+	dc, release := c.Dedicate()
+	defer release()
+	err := dc.Receive(ctx, cmd, fn)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
