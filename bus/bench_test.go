@@ -164,3 +164,29 @@ func BenchmarkDecodeEnvelope(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPublishAccept: the cost Publish adds to the caller (encode, sequence,
+// enqueue), with the broker down so that the sender stays out of the way.
+func BenchmarkPublishAccept(b *testing.B) {
+	hub := NewMemoryHub()
+	hub.SetDown(true)
+	cfg := benchConfig()
+	cfg.Backoff = BackoffConfig{Base: time.Millisecond, Cap: 10 * time.Millisecond}
+	bus, err := New(hub.Transport(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.SetBytes(int64(len(benchPayload)))
+	for b.Loop() {
+		if err := bus.Publish(ctx, "room", benchPayload); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	hub.SetDown(false)
+	if err := bus.Close(ctx); err != nil {
+		b.Fatal(err)
+	}
+}
