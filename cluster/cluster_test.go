@@ -217,7 +217,10 @@ func TestBrokerDown(t *testing.T) {
 	if _, err := ns[1].ns.WaitServerEmits(ctx, 1); err != nil {
 		t.Errorf("server-side emit made while down: %v", err)
 	}
-	// Requests work again once the nodes see each other.
+	// Requests work again once the buses are connected.
+	waitFor(t, "the buses to reconnect", func() bool {
+		return cs[0].bus.Status().State == bus.Connected && cs[1].bus.Status().State == bus.Connected
+	})
 	waitMesh(t, cs)
 	infos, err := ns[0].a.FetchSockets(ctx, adapter.Options{Rooms: []string{"later"}})
 	if err != nil || len(infos) != 2 {
