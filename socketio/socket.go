@@ -260,10 +260,8 @@ func (s *Socket) resolveAck(p *parser.Packet) error {
 	fn := s.acks[p.ID]
 	delete(s.acks, p.ID)
 	s.mu.Unlock()
-	args, err := parser.SplitArray(p.Data)
-	if err != nil {
-		return err
-	}
+	args := parser.SplitValid(p.Data) // validated by Decode
+	var err error
 	if len(p.Attachments) > 0 {
 		for i, a := range args {
 			if args[i], err = parser.ResolveBinary(a, p.Attachments); err != nil {
@@ -284,14 +282,11 @@ func (s *Socket) dispatch(p *parser.Packet) {
 	if !s.Connected() {
 		return
 	}
-	all, err := parser.SplitArray(p.Data)
-	if err != nil || len(all) == 0 {
-		s.conn.fail(fmt.Errorf("%w: %w", parser.ErrInvalidPayload, err))
-		return
-	}
+	// Decode validated the payload: an array starting with the event name.
+	all := parser.SplitValid(p.Data)
 	name, err := parser.EventName(p.Data)
-	if err != nil {
-		s.conn.fail(err)
+	if err != nil || len(all) == 0 {
+		s.conn.fail(fmt.Errorf("%w: event payload: %w", parser.ErrInvalidPayload, err))
 		return
 	}
 	e := &Event{Name: name, Args: all[1:], Attachments: p.Attachments, socket: s}

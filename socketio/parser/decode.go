@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 )
 
 // Errors returned by Decode and Decoder. Every decoding error wraps ErrInvalid, so
@@ -153,6 +154,14 @@ func EventName(data json.RawMessage) (string, error) {
 	}
 	switch c := first[0]; {
 	case c == '"':
+		if name, plain := plainString(first); plain {
+			for _, r := range reservedEvents {
+				if name == r {
+					return "", fmt.Errorf("%w: reserved event name %q", ErrInvalidPayload, name)
+				}
+			}
+			return name, nil
+		}
 		var name string
 		if err := json.Unmarshal(first, &name); err != nil {
 			return "", fmt.Errorf("%w: event name: %w", ErrInvalidPayload, err)
@@ -168,6 +177,24 @@ func EventName(data json.RawMessage) (string, error) {
 	default:
 		return "", fmt.Errorf("%w: event name must be a string", ErrInvalidPayload)
 	}
+}
+
+// plainString returns the content of a JSON string token without escapes or
+// control characters, which needs no decoding.
+func plainString(tok []byte) (string, bool) {
+	if len(tok) < 2 || tok[0] != '"' || tok[len(tok)-1] != '"' {
+		return "", false
+	}
+	body := tok[1 : len(tok)-1]
+	for _, c := range body {
+		if c == '\\' || c == '"' || c < 0x20 {
+			return "", false
+		}
+	}
+	if !utf8.Valid(body) {
+		return "", false
+	}
+	return string(body), true
 }
 
 func firstByte(b []byte) byte {
@@ -245,6 +272,16 @@ func SplitArray(data json.RawMessage) ([]json.RawMessage, error) {
 		return nil, fmt.Errorf("%w: not a JSON array", ErrInvalidPayload)
 	}
 	return splitValid(data), nil
+}
+
+// SplitValid is SplitArray for data already validated, such as the Data of a
+// packet returned by Decode or a Decoder: it skips the validation pass. On
+// invalid JSON it returns meaningless elements but never panics.
+func SplitValid(data json.RawMessage) []json.RawMessage {
+	if len(data) == 0 || firstByte(data) != '[' {
+		return nil
+	}
+	return splitValid(data)
 }
 
 // splitValid splits an array already known to be valid JSON.

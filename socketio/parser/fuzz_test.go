@@ -2,6 +2,7 @@ package parser
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"testing"
 )
@@ -45,8 +46,18 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("round trip %q -> %q: %+v != %+v", text, e.Text, q, p)
 		}
 		if p.Type == Event || p.Type == BinaryEvent {
-			if _, err := SplitArray(p.Data); err != nil {
+			args, err := SplitArray(p.Data)
+			if err != nil {
 				t.Fatalf("valid event %q does not split: %v", text, err)
+			}
+			fast := SplitValid(p.Data)
+			if len(fast) != len(args) || len(args) == 0 {
+				t.Fatalf("SplitValid %q = %q, SplitArray = %q", p.Data, fast, args)
+			}
+			for i := range args {
+				if !bytes.Equal(fast[i], args[i]) || !json.Valid(args[i]) {
+					t.Fatalf("element %d of %q: %q vs %q", i, p.Data, fast[i], args[i])
+				}
 			}
 		}
 	})

@@ -289,3 +289,33 @@ func TestResolveBinary(t *testing.T) {
 		}
 	}
 }
+
+func TestEventNameForms(t *testing.T) {
+	tests := []struct {
+		data, name string
+		ok         bool
+	}{
+		{`["plain"]`, "plain", true},
+		{`["esc\"aped\n"]`, "esc\"aped\n", true},
+		{`["\u0063onnect"]`, "", false}, // "connect" written with an escape is still reserved
+		{`["connect"]`, "", false},
+		{`[""]`, "", true},
+		{`["é日本"]`, "é日本", true},
+		{`[12]`, "12", true},
+		{`[-1.5e3,"x"]`, "-1.5e3", true},
+		{`[true]`, "", false},
+		{`[null]`, "", false},
+	}
+	for _, tt := range tests {
+		name, err := EventName(json.RawMessage(tt.data))
+		if (err == nil) != tt.ok || name != tt.name {
+			t.Errorf("EventName(%s) = %q, %v; want %q ok=%v", tt.data, name, err, tt.name, tt.ok)
+		}
+	}
+	if got := SplitValid(json.RawMessage(`["a",1,{"b":[2]}]`)); len(got) != 3 || string(got[2]) != `{"b":[2]}` {
+		t.Fatalf("SplitValid = %q", got)
+	}
+	if got := SplitValid(nil); got != nil {
+		t.Fatalf("SplitValid(nil) = %q", got)
+	}
+}
