@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -114,6 +115,78 @@ func BenchmarkRoundTrip(b *testing.B) {
 			slices.Sort(lat)
 			b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+		})
+	}
+}
+
+// BenchmarkThroughput measures frames carried end to end (Publish in batches of
+// 256 on one transport, delivered by Subscribe on another): one op is one frame.
+func BenchmarkThroughput(b *testing.B) {
+	srv := redistest.Standalone(b)
+	for _, kind := range bothKinds {
+		b.Run(kind.String(), func(b *testing.B) {
+			o := Options{Kind: kind, Prefix: "tput-" + kind.String(), StreamMaxLen: -1}
+			pub, subT := newTransport(b, srv.URL(), o), newTransport(b, srv.URL(), o)
+			var got, target atomic.Int64
+			target.Store(-1)
+			all := make(chan struct{})
+			live := make(chan struct{})
+			var liveOnce sync.Once
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() {
+				done <- subT.Subscribe(ctx, "s", func(f bus.Frame) {
+					if f.Partition == -1 {
+						liveOnce.Do(func() { close(live) })
+						return
+					}
+					if got.Add(1) == target.Load() {
+						close(all)
+					}
+				})
+			}()
+			defer func() {
+				cancel()
+				<-done
+			}()
+			// Live when a direct frame comes through (Subscribe records the
+			// stream positions before it listens on the direct channel).
+			resend := time.NewTicker(20 * time.Millisecond)
+			defer resend.Stop()
+			giveUp := time.After(waitLong)
+		wait:
+			for {
+				if err := pub.Send(ctx, "s", []byte("x")); err != nil {
+					b.Fatal(err)
+				}
+				select {
+				case <-live:
+					break wait
+				case <-resend.C:
+				case <-giveUp:
+					b.Fatal("subscription not live")
+				}
+			}
+			const batch = 256
+			frames := make([]bus.Frame, batch)
+			for i := range frames {
+				frames[i] = bus.Frame{Partition: i % pub.Partitions(), Data: make([]byte, benchPayload)}
+			}
+			target.Store(int64(b.N))
+			b.SetBytes(benchPayload)
+			b.ResetTimer()
+			start := time.Now()
+			for sent := 0; sent < b.N; sent += batch {
+				if err := pub.Publish(ctx, frames[:min(batch, b.N-sent)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			select {
+			case <-all:
+			case <-time.After(time.Minute):
+				b.Fatalf("delivered %d of %d frames", got.Load(), b.N)
+			}
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "frames/s")
 		})
 	}
 }

@@ -2,7 +2,9 @@
 // transport (the default, resumable) and a pub/sub transport (lowest latency), on
 // a single server, a Unix socket, Sentinel or Redis Cluster, all named by one URL.
 //
-// Start with NewTransport and Options; ParseEndpoint documents the URL forms:
+// Start with Open, which returns the reliable bus of package bus over a Redis
+// transport, and Options. NewTransport gives the bare transport (bus.Transport).
+// ParseEndpoint documents the URL forms:
 //
 //	redis://[user:password@]host[:port][/db]
 //	rediss://...?ca=/ca.pem&cert=/client.pem&key=/client.key   (TLS)
@@ -19,6 +21,14 @@
 //	{P}:node:<id>     direct channel of node id (both transports)
 //	{P}:all           direct channel of every node (both transports)
 //
+// Streams: Publish sends, in one pipeline, XADD {P:<p>}:stream MAXLEN ~ <StreamMaxLen>
+// * d <frame> for every frame of a batch (then WAIT, when WaitReplicas is set);
+// readers use XREAD COUNT <ReadCount> BLOCK <BlockTimeout> STREAMS <keys> <ids>
+// from the id of the last entry they delivered. Pub/sub: PUBLISH {P:<p>}:pubsub
+// <frame>. Direct frames: PUBLISH {P}:node:<id> <frame> or PUBLISH {P}:all <frame>.
+// A frame is the bytes of a bus envelope (see package bus and docs/PROTOCOL.md);
+// this package never looks inside.
+//
 // The braces are Redis Cluster hash tags: each partition has its own slot, so a
 // cluster spreads the partitions over its primaries, while the direct channels
 // share one slot. On Redis Cluster every channel is a sharded channel
@@ -33,8 +43,17 @@
 // while Redis is down: every call fails at once with an error wrapping
 // ErrUnavailable until Redis answers, and then works. Calls are bounded by their
 // ctx and by Options.DialTimeout and Options.WriteTimeout; a streams read that
-// gets no answer within Options.BlockTimeout plus 2 seconds fails. Subscribe
-// returns an error when its connection breaks; the streams transport then
-// resumes from the id of the last entry it delivered, so frames Redis kept are
-// not lost.
+// gets no answer within Options.BlockTimeout plus 2 seconds fails.
+//
+// Subscriptions run on connections of their own (not the one Publish and Send
+// pipeline on), which rueidis pings while idle: a subscription on a dead link,
+// one Redis disconnected (CLIENT KILL, client-output-buffer-limit when deliver is
+// too slow) or one on a primary that failed over ends Subscribe with an error,
+// and the bus subscribes again. The streams transport then resumes from the id
+// of the last entry it delivered, so nothing Redis kept is lost; the pub/sub
+// transport loses what was published meanwhile, and the bus reports the gap.
+//
+// WaitReplicas makes a batch count as published only once that many replicas
+// acknowledged it (WAIT), so a Sentinel or Cluster failover cannot lose writes
+// the bus already took out of its outbox. It applies to the streams transport.
 package redisbus

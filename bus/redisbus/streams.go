@@ -233,7 +233,7 @@ func (s *streams) readLoop(ctx context.Context, c rueidis.Client, parts []int, d
 		inTime := timer.Stop()
 		cancel()
 
-		m, err := res.AsXRead()
+		m, err := res.AsXReadSlices()
 		if rueidis.IsRedisNil(err) {
 			continue
 		}
@@ -250,11 +250,21 @@ func (s *streams) readLoop(ctx context.Context, c rueidis.Client, parts []int, d
 			for _, e := range m[s.keys[p]] {
 				// An entry without the field (written by something else) is
 				// delivered empty: the bus counts and logs what it cannot decode.
-				deliver(bus.Frame{Partition: p, Data: []byte(e.FieldValues[frameField])})
+				deliver(bus.Frame{Partition: p, Data: frameData(e.FieldValues)})
 				s.mu.Lock()
 				s.lastIDs[p] = e.ID
 				s.mu.Unlock()
 			}
 		}
 	}
+}
+
+// frameData returns the frame bytes of a stream entry (nil without the field).
+func frameData(fvs []rueidis.XRangeFieldValue) []byte {
+	for _, fv := range fvs {
+		if fv.Field == frameField {
+			return []byte(fv.Value)
+		}
+	}
+	return nil
 }
