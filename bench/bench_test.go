@@ -1,0 +1,162 @@
+package bench
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+func testCommon(t testing.TB) Common {
+	return Common{Logf: t.Logf}
+}
+
+// TestSmoke runs every scenario end to end with small numbers and checks the
+// counts: nothing lost, duplicated or reordered. Timing is for the benchmarks.
+func TestSmoke(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	t.Run("broadcast", func(t *testing.T) {
+		rs, err := Broadcast(ctx, BroadcastConfig{Common: testCommon(t), Transports: []string{TransportLocal, "streams", "pubsub"},
+			Rates: []float64{200, 400}, Duration: 500 * time.Millisecond, Subscribers: 3, Publishers: 2, PayloadSize: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rs) != 6 {
+			t.Fatalf("%d results, want 6", len(rs))
+		}
+		for _, r := range rs {
+			if r.Sent != int(r.TargetRate/2) || r.Lost != 0 || r.Duplicated != 0 || r.Reordered != 0 || r.Rejected != 0 {
+				t.Errorf("%s at %.0f/s: sent %d, lost %d, duplicated %d, reordered %d, rejected %d",
+					r.Transport, r.TargetRate, r.Sent, r.Lost, r.Duplicated, r.Reordered, r.Rejected)
+			}
+		}
+	})
+	t.Run("redis-kill", func(t *testing.T) {
+		rs, err := RedisKill(ctx, RedisKillConfig{Common: testCommon(t), Transports: []string{"streams"}, Clients: 4,
+			Rate: 100, Before: 500 * time.Millisecond, Outage: time.Second, After: 500 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := rs[0]
+		if r.Sent != 200 || r.Expected != 4*200 || r.Lost != 0 || r.Duplicated != 0 || r.Reordered != 0 || r.SentDuringOutage == 0 {
+			t.Errorf("sent %d (outage %d), expected %d, lost %d, duplicated %d, reordered %d",
+				r.Sent, r.SentDuringOutage, r.Expected, r.Lost, r.Duplicated, r.Reordered)
+		}
+	})
+	t.Run("idle-memory", func(t *testing.T) {
+		r, err := Idle(ctx, IdleConfig{Common: testCommon(t), Conns: 50, Settle: 100 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.After == nil || r.After.Clients != 50 || r.RSSAfter == 0 {
+			t.Errorf("result %+v", r)
+		}
+	})
+}
+
+func TestHistogram(t *testing.T) {
+	var h Histogram
+	for v := uint64(1); v <= 100000; v++ {
+		h.Record(v)
+	}
+	for _, c := range []struct {
+		q    float64
+		want uint64
+	}{{0.5, 50000}, {0.99, 99000}, {1, 100000}} {
+		got := h.Quantile(c.q)
+		if got < c.want || float64(got) > float64(c.want)*1.04 {
+			t.Errorf("Quantile(%v) = %d, want %d within 4%%", c.q, got, c.want)
+		}
+	}
+	if h.Count() != 100000 || h.Max() != 100000 {
+		t.Errorf("count %d max %d", h.Count(), h.Max())
+	}
+	for i := range histBuckets - 1 {
+		if bucketOf(bucketTop(i)) != i || bucketOf(bucketTop(i)+1) != i+1 {
+			t.Fatalf("bucket %d: top %d maps to %d, top+1 to %d", i, bucketTop(i), bucketOf(bucketTop(i)), bucketOf(bucketTop(i)+1))
+		}
+	}
+}
+
+func TestPayload(t *testing.T) {
+	for _, size := range []int{0, 10, 200} {
+		b := appendPayload(nil, 7, 123456, 987654321, size)
+		if size > 0 && len(b) < size-2 {
+			t.Errorf("size %d: payload %d bytes", size, len(b))
+		}
+		data := append(append([]byte(`["ev",`), b...), ']')
+		p, s, ts, ok := parsePayload(data)
+		if !ok || p != 7 || s != 123456 || ts != 987654321 {
+			t.Errorf("parse %s = %d %d %d %v", data, p, s, ts, ok)
+		}
+	}
+	for _, bad := range []string{`["ev"]`, `["ev",[1,2]]`, `["ev",[a,1,2]]`, `["ev",[1,,2]]`} {
+		if _, _, _, ok := parsePayload([]byte(bad)); ok {
+			t.Errorf("parse %s accepted", bad)
+		}
+	}
+}
+
+// BenchmarkCrossNodeBroadcast publishes b.N events at 12 000 events/s through
+// node A to 20 subscribers on node B, per transport, and reports deliveries per
+// second per subscriber, p99 latency and losses. Run it with -benchtime=120000x
+// for a 10 s measurement.
+func BenchmarkCrossNodeBroadcast(b *testing.B) {
+	for _, tr := range []string{TransportLocal, "streams", "pubsub"} {
+		b.Run(tr, func(b *testing.B) {
+			const rate = 12000
+			dur := time.Duration(float64(b.N) / rate * float64(time.Second))
+			if dur < 100*time.Millisecond {
+				dur = 100 * time.Millisecond
+			}
+			rs, err := Broadcast(context.Background(), BroadcastConfig{Common: testCommon(b), Transports: []string{tr},
+				Rates: []float64{rate}, Duration: dur})
+			if err != nil {
+				b.Fatal(err)
+			}
+			r := rs[0]
+			b.ReportMetric(r.PerSubscriber, "events/s/sub")
+			b.ReportMetric(r.Deliveries, "deliveries/s")
+			b.ReportMetric(r.P50ms, "p50-ms")
+			b.ReportMetric(r.P99ms, "p99-ms")
+			b.ReportMetric(r.Maxms, "max-ms")
+			b.ReportMetric(float64(r.Lost), "lost")
+			b.ReportMetric(float64(r.Duplicated+r.Reordered), "dup+reord")
+		})
+	}
+}
+
+// BenchmarkRedisKill runs the Redis crash scenario once per iteration (use
+// -benchtime=1x): 10 s outage, 200 events/s.
+func BenchmarkRedisKill(b *testing.B) {
+	for _, tr := range []string{"streams", "pubsub"} {
+		b.Run(tr, func(b *testing.B) {
+			for range b.N {
+				rs, err := RedisKill(context.Background(), RedisKillConfig{Common: Common{Logf: b.Logf, SendQueue: 4096}, Transports: []string{tr}})
+				if err != nil {
+					b.Fatal(err)
+				}
+				r := rs[0]
+				b.ReportMetric(float64(r.Lost), "lost")
+				b.ReportMetric(float64(r.Duplicated), "dup")
+				b.ReportMetric(float64(r.Reordered), "reord")
+				b.ReportMetric(r.SameNodeMaxGapMs, "same-node-gap-ms")
+				b.ReportMetric(r.RemoteCatchUpMs, "catch-up-ms")
+			}
+		})
+	}
+}
+
+// BenchmarkIdleMemory opens 10 000 idle connections once per iteration (use
+// -benchtime=1x) and reports the node's memory per connection.
+func BenchmarkIdleMemory(b *testing.B) {
+	for range b.N {
+		r, err := Idle(context.Background(), IdleConfig{Common: testCommon(b), Conns: 10000})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(r.HeapStackPerConn, "heap+stack-B/conn")
+		b.ReportMetric(r.RSSPerConn, "rss-B/conn")
+	}
+}

@@ -1,0 +1,160 @@
+// Command loadgen reproduces durasock's headline numbers on one machine: it
+// starts its own redis-server (temporary directory, free port on 127.0.0.1) and
+// durasock nodes as separate processes, drives them with real Socket.IO clients
+// and prints a table (JSON with -json).
+//
+//	go run ./bench/cmd/loadgen broadcast
+//	go run ./bench/cmd/loadgen redis-kill
+//	go run ./bench/cmd/loadgen idle-memory
+//	go run ./bench/cmd/loadgen all
+//
+// See bench/README.md for what every number means.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/durasock/durasock/bench"
+)
+
+func main() {
+	bench.NodeMain() // a relay node process started by this program
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: loadgen [flags] broadcast|redis-kill|idle-memory|all")
+		fs.PrintDefaults()
+	}
+	var (
+		server      = fs.String("server", bench.ServerRelay, `nodes: "relay" (this program as a node; publishers emit on a socket) or "durasock" (cmd/durasock; publishers use POST /api/emit)`)
+		durasockBin = fs.String("durasock-bin", "", "cmd/durasock binary for -server durasock (default: go build it)")
+		transports  = fs.String("transports", "streams,pubsub", "Redis transports to run, comma-separated")
+		jsonOut     = fs.Bool("json", false, "print JSON instead of tables")
+		rates       = fs.String("rates", "12000", "broadcast: total events/s, comma-separated steps")
+		duration    = fs.Duration("duration", 10*time.Second, "broadcast: duration of each step")
+		subscribers = fs.Int("subscribers", 20, "broadcast: subscribers on node B; redis-kill: clients spread over both nodes")
+		publishers  = fs.Int("publishers", 1, "broadcast: publishers on node A sharing the rate")
+		size        = fs.Int("size", 0, "broadcast: payload bytes (0: about 30)")
+		killRate    = fs.Float64("kill-rate", 200, "redis-kill: total events/s, split over one publisher per node")
+		before      = fs.Duration("before", 3*time.Second, "redis-kill: run time before the kill")
+		outage      = fs.Duration("outage", 10*time.Second, "redis-kill: how long Redis stays dead")
+		after       = fs.Duration("after", 5*time.Second, "redis-kill: run time after the restart")
+		conns       = fs.Int("conns", 10000, "idle-memory: idle connections")
+		sendQueue   = fs.Int("send-queue", 0, "relay nodes: Engine.IO send queue per session (0: the engine's default, 256)")
+	)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return errors.New("one scenario expected")
+	}
+	scenario := fs.Arg(0)
+	switch scenario {
+	case "broadcast", "redis-kill", "idle-memory", "all":
+	default:
+		return fmt.Errorf("unknown scenario %q", scenario)
+	}
+	common := bench.Common{Server: *server, DurasockBin: *durasockBin, SendQueue: *sendQueue,
+		Logf: func(f string, a ...any) { fmt.Fprintf(stderr, f+"\n", a...) }}
+	if *server == bench.ServerDurasock && common.DurasockBin == "" {
+		dir, err := os.MkdirTemp("", "loadgen-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		if common.DurasockBin, err = bench.BuildDurasock(ctx, dir); err != nil {
+			return err
+		}
+	}
+	rs, err := parseRates(*rates)
+	if err != nil {
+		return err
+	}
+	trs := strings.Split(*transports, ",")
+	results := map[string]any{}
+	var errs []error
+	if scenario == "broadcast" || scenario == "all" {
+		r, err := bench.Broadcast(ctx, bench.BroadcastConfig{Common: common, Transports: trs, Rates: rs,
+			Duration: *duration, Subscribers: *subscribers, Publishers: *publishers, PayloadSize: *size})
+		results["broadcast"] = r
+		errs = append(errs, err)
+		if !*jsonOut {
+			fmt.Fprintln(stdout, "broadcast: 2 nodes, one Redis; subscribers on node B, publishers on node A")
+			if err := bench.PrintBroadcast(stdout, r); err != nil {
+				return err
+			}
+			fmt.Fprintln(stdout)
+		}
+	}
+	if scenario == "redis-kill" || scenario == "all" {
+		r, err := bench.RedisKill(ctx, bench.RedisKillConfig{Common: common, Transports: trs, Clients: *subscribers,
+			Rate: *killRate, Before: *before, Outage: *outage, After: *after})
+		results["redis_kill"] = r
+		errs = append(errs, err)
+		if !*jsonOut {
+			fmt.Fprintf(stdout, "redis-kill: 2 nodes, %d clients over both, %.0f events/s from one publisher per node; Redis (AOF, appendfsync always) SIGKILLed for %s\n",
+				*subscribers, *killRate, *outage)
+			if err := bench.PrintRedisKill(stdout, r); err != nil {
+				return err
+			}
+			fmt.Fprintln(stdout)
+		}
+	}
+	if scenario == "idle-memory" || scenario == "all" {
+		r, err := bench.Idle(ctx, bench.IdleConfig{Common: common, Conns: *conns})
+		results["idle_memory"] = r
+		errs = append(errs, err)
+		if !*jsonOut {
+			fmt.Fprintf(stdout, "idle-memory: %d idle WebSocket connections to one node\n", *conns)
+			if err := bench.PrintIdle(stdout, r); err != nil {
+				return err
+			}
+			fmt.Fprintln(stdout)
+		}
+	}
+	results["load_average"] = bench.LoadAverage()
+	if !*jsonOut {
+		fmt.Fprintf(stdout, "load average at the end: %s\n", bench.LoadAverage())
+	}
+	if *jsonOut {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(results); err != nil {
+			return err
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func parseRates(s string) ([]float64, error) {
+	var out []float64
+	for _, f := range strings.Split(s, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || v <= 0 {
+			return nil, fmt.Errorf("-rates %q: want positive numbers", s)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}

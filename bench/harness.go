@@ -1,0 +1,268 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/durasock/durasock/internal/redistest"
+	"github.com/durasock/durasock/internal/sioclient"
+)
+
+// Common settings of the scenarios.
+type Common struct {
+	Server      string // ServerRelay (default) or ServerDurasock
+	DurasockBin string // built when empty and Server is ServerDurasock
+	SendQueue   int    // relay nodes: Engine.IO send queue per session; 0: default (256)
+	Logf        func(format string, args ...any)
+}
+
+func (c *Common) logf(format string, args ...any) {
+	if c.Logf != nil {
+		c.Logf(format, args...)
+	}
+}
+
+// TransportLocal runs a scenario on one node with the in-memory adapter and no
+// Redis: the baseline that shows what the cluster bus adds.
+const TransportLocal = "local"
+
+// env is a running cluster: one Redis, nodes, clients.
+type env struct {
+	redis   *redistest.Server
+	nodes   []*Node
+	clients []*sioclient.Client
+	recv    []*Receiver
+	pubs    []publisher
+	base    time.Time
+}
+
+func startEnv(ctx context.Context, c *Common, transport string, nodes int, aof bool) (*env, error) {
+	e := &env{base: time.Now()}
+	var opts []redistest.Option
+	if aof {
+		opts = append(opts, redistest.WithAOF())
+	}
+	url := ""
+	if transport == TransportLocal {
+		nodes = 1
+	} else {
+		var err error
+		if e.redis, err = redistest.NewStandalone(ctx, opts...); err != nil {
+			return nil, fmt.Errorf("bench: redis: %w", err)
+		}
+		url = e.redis.URL()
+	}
+	for i := range nodes {
+		n, err := StartNode(ctx, NodeSpec{Server: c.Server, DurasockBin: c.DurasockBin,
+			RedisURL: url, Transport: transport, Name: fmt.Sprintf("node%d", i), SendQueue: c.SendQueue})
+		if err != nil {
+			return nil, errors.Join(err, e.close())
+		}
+		e.nodes = append(e.nodes, n)
+	}
+	return e, nil
+}
+
+// subscribe connects a receiving client to node i.
+func (e *env) subscribe(ctx context.Context, node int, keep bool) error {
+	r := newReceiver(node, e.base, keep)
+	cl, err := sioclient.Dial(ctx, e.nodes[node].SocketURL(), &sioclient.Options{OnEvent: r.OnEvent})
+	if err != nil {
+		return err
+	}
+	e.clients = append(e.clients, cl)
+	e.recv = append(e.recv, r)
+	return nil
+}
+
+func (e *env) publisher(ctx context.Context, node int) (publisher, error) {
+	p, err := newPublisher(ctx, e.nodes[node])
+	if err != nil {
+		return nil, err
+	}
+	e.pubs = append(e.pubs, p)
+	return p, nil
+}
+
+// clientErr says whether a client stopped.
+func (e *env) clientErr() error {
+	for i, c := range e.clients {
+		if err := c.Err(); err != nil {
+			return fmt.Errorf("bench: subscriber %d stopped: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// warmUp sends events from a fresh publisher on every given node until every
+// receiver that should get them has one, so the bus path is live before
+// measuring. It uses publisher ids from id on and returns the next free id.
+func (e *env) warmUp(ctx context.Context, pubs []publisher, id int) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	seq := 0
+	buf := make([]byte, 0, 64)
+	for {
+		done := true
+		for _, r := range e.recv {
+			for k := range pubs {
+				if r.Got(id+k) == 0 {
+					done = false
+				}
+			}
+		}
+		if done {
+			return id + len(pubs), nil
+		}
+		for k, p := range pubs {
+			buf = appendPayload(buf[:0], id+k, seq, int64(time.Since(e.base)), 0)
+			if _, err := p.publish(ctx, buf); err != nil {
+				return 0, err
+			}
+		}
+		seq++
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return 0, fmt.Errorf("bench: warm-up: not every subscriber got an event within 30s: %w", ctx.Err())
+		}
+		if err := e.clientErr(); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// drain waits until every receiver got every event of the publishers (or the
+// timeout passes).
+func (e *env) drain(ctx context.Context, ps []*paced, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		complete := true
+		for _, r := range e.recv {
+			for _, p := range ps {
+				if r.Got(p.id) < int64(p.sent-p.rejected) {
+					complete = false
+				}
+			}
+		}
+		if complete || e.clientErr() != nil {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// closeClients closes every client concurrently; afterwards receivers may be read.
+func (e *env) closeClients() {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for _, c := range e.clients {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			c.Close()
+			<-sem
+		}()
+	}
+	wg.Wait()
+	for _, p := range e.pubs {
+		p.close()
+	}
+	e.pubs = nil
+}
+
+func (e *env) close() error {
+	e.closeClients()
+	var errs []error
+	for _, n := range e.nodes {
+		if err := n.Stop(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if e.redis != nil {
+		if err := e.redis.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// status reads a node's /status as a raw JSON document.
+func status(ctx context.Context, n *Node) (json.RawMessage, error) {
+	var raw json.RawMessage
+	err := getJSON(ctx, n.URL()+"/status", &raw)
+	return raw, err
+}
+
+// httpClient keeps no idle connections, so no goroutine outlives a request.
+var httpClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
+
+func getJSON(ctx context.Context, url string, v any) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("bench: GET %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("bench: GET %s: %s", url, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("bench: GET %s: %w", url, err)
+	}
+	return nil
+}
+
+// tally sums what receivers got from the given publishers.
+type tally struct {
+	expected, unique, lost, dups, reordered int64
+	hist                                    Histogram
+	lastRecv                                int64
+}
+
+func tallyOf(recv []*Receiver, ps []*paced, filter func(r *Receiver, p *paced) bool) tally {
+	var t tally
+	for _, r := range recv {
+		for _, p := range ps {
+			if filter != nil && !filter(r, p) {
+				continue
+			}
+			want := int64(p.sent - p.rejected)
+			t.expected += want
+			s := r.streams[p.id]
+			if s == nil {
+				t.lost += want
+				continue
+			}
+			t.unique += s.unique
+			t.lost += max(0, want-s.unique)
+			t.dups += s.dups
+			t.reordered += s.reordered
+			t.hist.Merge(&s.hist)
+			t.lastRecv = max(t.lastRecv, s.lastRecv)
+		}
+	}
+	return t
+}
+
+func ms(us uint64) float64 { return float64(us) / 1000 }

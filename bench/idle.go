@@ -1,0 +1,149 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/durasock/durasock/internal/sioclient"
+)
+
+// IdleConfig configures the idle-memory scenario: one node without Redis and
+// Conns idle Socket.IO connections over WebSocket.
+type IdleConfig struct {
+	Common
+	Conns       int           // default 10000
+	Concurrency int           // dials at once; default 64
+	Settle      time.Duration // wait after the last connection before measuring; default 2s
+}
+
+// IdleResult is the memory a node spends on idle connections.
+type IdleResult struct {
+	Server string `json:"server"`
+	Conns  int    `json:"conns"`
+	// Per connection, from the difference between before and after: resident set
+	// size of the node process, and (relay nodes only) the Go runtime's
+	// HeapInuse+StackInuse after a GC.
+	RSSPerConn        float64    `json:"rss_bytes_per_conn"`
+	HeapStackPerConn  float64    `json:"heap_stack_bytes_per_conn,omitempty"`
+	HeapPerConn       float64    `json:"heap_bytes_per_conn,omitempty"`
+	StackPerConn      float64    `json:"stack_bytes_per_conn,omitempty"`
+	GoroutinesPerConn float64    `json:"goroutines_per_conn,omitempty"`
+	RSSBefore         uint64     `json:"rss_before"`
+	RSSAfter          uint64     `json:"rss_after"`
+	Before            *MemStatus `json:"before,omitempty"`
+	After             *MemStatus `json:"after,omitempty"`
+	DialSeconds       float64    `json:"dial_seconds"`
+}
+
+// Idle runs the idle-memory scenario.
+func Idle(ctx context.Context, cfg IdleConfig) (_ IdleResult, err error) {
+	if cfg.Conns <= 0 {
+		cfg.Conns = 10000
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 64
+	}
+	if cfg.Settle <= 0 {
+		cfg.Settle = 2 * time.Second
+	}
+	res := IdleResult{Server: cfg.Server, Conns: cfg.Conns}
+	if res.Server == "" {
+		res.Server = ServerRelay
+	}
+	if limit, err := RaiseFileLimit(); err == nil && limit < uint64(cfg.Conns)+256 {
+		return res, fmt.Errorf("bench: open file limit %d is too low for %d connections (raise the hard limit: ulimit -Hn)", limit, cfg.Conns)
+	}
+	e, err := startEnv(ctx, &cfg.Common, TransportLocal, 1, false)
+	if err != nil {
+		return res, err
+	}
+	defer func() { err = errors.Join(err, e.close()) }()
+	node := e.nodes[0]
+	relay := node.Server == ServerRelay
+
+	measure := func() (*MemStatus, uint64, error) {
+		var m *MemStatus
+		if relay {
+			m = &MemStatus{}
+			if err := getJSON(ctx, node.URL()+"/debug/mem", m); err != nil {
+				return nil, 0, err
+			}
+		}
+		rss, err := ReadVmRSS(node.PID())
+		return m, rss, err
+	}
+	if res.Before, res.RSSBefore, err = measure(); err != nil {
+		return res, err
+	}
+	cfg.logf("idle-memory: dialing %d connections", cfg.Conns)
+	start := time.Now()
+	clients := make([]*sioclient.Client, cfg.Conns)
+	var (
+		wg       sync.WaitGroup
+		next     atomic.Int64
+		mu       sync.Mutex
+		firstErr error
+	)
+	for range cfg.Concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= cfg.Conns {
+					return
+				}
+				dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				c, err := sioclient.Dial(dctx, node.SocketURL(), &sioclient.Options{OnEvent: func(*sioclient.Event) {}})
+				cancel()
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = fmt.Errorf("bench: connection %d: %w", i, err)
+					}
+					mu.Unlock()
+					next.Store(int64(cfg.Conns)) // stop dialing
+					return
+				}
+				clients[i] = c
+			}
+		}()
+	}
+	wg.Wait()
+	for _, c := range clients {
+		if c != nil {
+			e.clients = append(e.clients, c)
+		}
+	}
+	if firstErr != nil {
+		return res, firstErr
+	}
+	res.DialSeconds = time.Since(start).Seconds()
+	if err := sleepCtx(ctx, cfg.Settle); err != nil {
+		return res, err
+	}
+	if res.After, res.RSSAfter, err = measure(); err != nil {
+		return res, err
+	}
+	if err := e.clientErr(); err != nil {
+		return res, err
+	}
+	n := float64(cfg.Conns)
+	res.RSSPerConn = (float64(res.RSSAfter) - float64(res.RSSBefore)) / n
+	if relay {
+		if res.After.Clients < cfg.Conns {
+			return res, fmt.Errorf("bench: node counts %d clients, want %d", res.After.Clients, cfg.Conns)
+		}
+		b, a := res.Before, res.After
+		res.HeapPerConn = (float64(a.HeapInuse) - float64(b.HeapInuse)) / n
+		res.StackPerConn = (float64(a.StackInuse) - float64(b.StackInuse)) / n
+		res.HeapStackPerConn = res.HeapPerConn + res.StackPerConn
+		res.GoroutinesPerConn = float64(a.Goroutines-b.Goroutines) / n
+	}
+	cfg.logf("idle-memory: closing %d connections", cfg.Conns)
+	return res, nil
+}

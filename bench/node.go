@@ -1,0 +1,215 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"runtime"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/durasock/durasock/bus"
+	"github.com/durasock/durasock/bus/redisbus"
+	"github.com/durasock/durasock/cluster"
+	"github.com/durasock/durasock/engineio"
+	"github.com/durasock/durasock/socketio"
+)
+
+// NodeConfig configures a relay node: a Socket.IO server built like cmd/durasock
+// (the cluster adapter over the reliable Redis bus, or the in-memory adapter)
+// whose only application logic is the relay: an event "pub" from a client is
+// broadcast as "ev" to every other socket of the main namespace, across nodes.
+type NodeConfig struct {
+	Addr      string // listen address; default 127.0.0.1:0
+	RedisURL  string // empty: in-memory adapter, one process
+	Transport string // "streams" (default) or "pubsub"
+	SendQueue int    // Engine.IO send queue per session; 0: the engine's default
+	Logger    *slog.Logger
+}
+
+// Event names of the relay protocol.
+const (
+	PublishEvent = "pub" // client -> node: [payload]
+	RelayEvent   = "ev"  // node -> clients: [payload]
+)
+
+// NodeStatus is the JSON of a relay node's GET /status.
+type NodeStatus struct {
+	Clients    int         `json:"clients"`
+	Node       string      `json:"node,omitempty"`
+	Nodes      []string    `json:"nodes,omitempty"`
+	Bus        *bus.Status `json:"bus,omitempty"`
+	BusStats   *bus.Stats  `json:"bus_stats,omitempty"`
+	EmitErrors uint64      `json:"emit_errors"`
+}
+
+// MemStatus is the JSON of a relay node's GET /debug/mem, measured after a GC.
+type MemStatus struct {
+	HeapInuse  uint64 `json:"heap_inuse"`
+	StackInuse uint64 `json:"stack_inuse"`
+	HeapAlloc  uint64 `json:"heap_alloc"`
+	Sys        uint64 `json:"sys"`
+	Goroutines int    `json:"goroutines"`
+	VmRSS      uint64 `json:"vm_rss"` // bytes, from /proc/self/status (0 elsewhere)
+	Clients    int    `json:"clients"`
+}
+
+// RunNode serves a relay node until ctx is done. ready is called with the
+// listening address once it accepts connections.
+func RunNode(ctx context.Context, cfg NodeConfig, ready func(addr string)) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	addr := cfg.Addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	opts := &socketio.Options{Options: engineio.Options{Logger: log, SendQueueSize: cfg.SendQueue}}
+	var (
+		rb *bus.Reliable
+		cl *cluster.Cluster
+	)
+	if cfg.RedisURL != "" {
+		kind := redisbus.Streams
+		switch cfg.Transport {
+		case "", "streams":
+		case "pubsub":
+			kind = redisbus.PubSub
+		default:
+			return fmt.Errorf("bench: transport %q: want streams or pubsub", cfg.Transport)
+		}
+		var err error
+		rb, err = redisbus.Open(ctx, cfg.RedisURL, &redisbus.Options{Kind: kind, Bus: bus.Config{Logger: log}})
+		if err != nil {
+			return fmt.Errorf("bench: redis bus: %w", err)
+		}
+		cl, err = cluster.New(rb, &cluster.Options{Logger: log})
+		if err != nil {
+			return errors.Join(fmt.Errorf("bench: cluster: %w", err), closeBus(rb))
+		}
+		opts.Adapter = cl.Adapter
+	}
+	srv := socketio.NewServer(opts)
+	var emitErrors atomic.Uint64
+	srv.OnConnection(func(s *socketio.Socket) {
+		s.On(PublishEvent, func(e *socketio.Event) {
+			if len(e.Args) != 1 {
+				emitErrors.Add(1)
+				return
+			}
+			if err := s.Broadcast().Emit(context.Background(), RelayEvent, e.Args[0]); err != nil {
+				if emitErrors.Add(1) == 1 {
+					log.Warn("relay: broadcast failed", "err", err)
+				}
+			}
+		})
+	})
+
+	mux := http.NewServeMux()
+	mux.Handle("/socket.io/", srv)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, map[string]string{"status": "ok"}) })
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		st := NodeStatus{Clients: srv.Engine().Count(), EmitErrors: emitErrors.Load()}
+		if rb != nil {
+			bs, stats := rb.Status(), rb.Stats()
+			bs.StateName = bs.State.String()
+			st.Node, st.Nodes, st.Bus, st.BusStats = rb.NodeID(), cl.Nodes(), &bs, &stats
+		}
+		writeJSON(w, st)
+	})
+	mux.HandleFunc("GET /debug/mem", func(w http.ResponseWriter, _ *http.Request) {
+		runtime.GC()
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		rss, err := ReadVmRSS(os.Getpid())
+		if err != nil {
+			rss = 0 // not Linux: the MemStats numbers stand alone
+		}
+		writeJSON(w, MemStatus{HeapInuse: m.HeapInuse, StackInuse: m.StackInuse, HeapAlloc: m.HeapAlloc,
+			Sys: m.Sys, Goroutines: runtime.NumGoroutine(), VmRSS: rss, Clients: srv.Engine().Count()})
+	})
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return errors.Join(fmt.Errorf("bench: listen: %w", err), closeCluster(cl, rb))
+	}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-served:
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	errs := []error{srv.Shutdown(shutCtx), hs.Shutdown(shutCtx), closeCluster(cl, rb)}
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		errs = append(errs, serveErr)
+	}
+	return errors.Join(errs...)
+}
+
+func closeCluster(cl *cluster.Cluster, rb *bus.Reliable) error {
+	if rb == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var err error
+	if cl != nil {
+		err = cl.Close(ctx)
+	}
+	return errors.Join(err, rb.Close(ctx))
+}
+
+func closeBus(rb *bus.Reliable) error { return closeCluster(nil, rb) }
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	// A write error means the caller went away.
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// ReadVmRSS returns the resident set size of a process, in bytes, from
+// /proc/<pid>/status.
+func ReadVmRSS(pid int) (uint64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, fmt.Errorf("bench: %w", err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		line := sc.Bytes()
+		if rest, ok := bytes.CutPrefix(line, []byte("VmRSS:")); ok {
+			f := bytes.Fields(rest)
+			if len(f) < 1 {
+				break
+			}
+			kb, err := strconv.ParseUint(string(f[0]), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("bench: VmRSS %q: %w", rest, err)
+			}
+			return kb * 1024, nil
+		}
+	}
+	return 0, fmt.Errorf("bench: no VmRSS in /proc/%d/status", pid)
+}

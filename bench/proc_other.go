@@ -1,0 +1,20 @@
+//go:build !linux
+
+package bench
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"os/signal"
+)
+
+func setDeathSignal(*exec.Cmd) {}
+
+func signalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt)
+}
+
+// RaiseFileLimit is implemented on Linux only.
+func RaiseFileLimit() (uint64, error) { return 0, errors.New("bench: RaiseFileLimit: Linux only") }

@@ -1,0 +1,143 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/durasock/durasock/internal/sioclient"
+)
+
+// publisher emits numbered events into a node.
+type publisher interface {
+	publish(ctx context.Context, payload []byte) (rejected bool, err error)
+	close() error
+}
+
+// relayPublisher emits "pub" on its own Socket.IO connection; the relay node
+// broadcasts it to every other socket.
+type relayPublisher struct{ c *sioclient.Client }
+
+func (p *relayPublisher) publish(ctx context.Context, payload []byte) (bool, error) {
+	return false, p.c.Emit(ctx, PublishEvent, json.RawMessage(payload))
+}
+
+func (p *relayPublisher) close() error { return p.c.Close() }
+
+// httpPublisher posts to cmd/durasock's emit API, one request per event.
+type httpPublisher struct {
+	url    string
+	client *http.Client
+	buf    bytes.Buffer
+}
+
+func (p *httpPublisher) publish(ctx context.Context, payload []byte) (bool, error) {
+	p.buf.Reset()
+	p.buf.WriteString(`{"event":"` + RelayEvent + `","args":[`)
+	p.buf.Write(payload)
+	p.buf.WriteString(`]}`)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, bytes.NewReader(p.buf.Bytes()))
+	if err != nil {
+		return false, fmt.Errorf("bench: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+emitToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return false, fmt.Errorf("bench: emit API: %w", err)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	if err != nil {
+		return false, fmt.Errorf("bench: emit API: %w", err)
+	}
+	switch resp.StatusCode {
+	case http.StatusAccepted, http.StatusOK:
+		return false, nil
+	case http.StatusServiceUnavailable:
+		return true, nil // refused by the outbox bound: counted, not fatal
+	default:
+		return false, fmt.Errorf("bench: emit API: %s: %s", resp.Status, body)
+	}
+}
+
+func (p *httpPublisher) close() error {
+	p.client.CloseIdleConnections()
+	return nil
+}
+
+func newPublisher(ctx context.Context, n *Node) (publisher, error) {
+	if n.Server == ServerDurasock {
+		return &httpPublisher{url: n.URL() + "/api/emit", client: &http.Client{
+			Transport: &http.Transport{MaxIdleConnsPerHost: 4, DisableCompression: true},
+			Timeout:   10 * time.Second,
+		}}, nil
+	}
+	c, err := sioclient.Dial(ctx, n.SocketURL(), nil)
+	if err != nil {
+		return nil, err
+	}
+	return &relayPublisher{c: c}, nil
+}
+
+// paced is one publisher's run: ids, counts and pacing.
+type paced struct {
+	id       int
+	pub      publisher
+	rate     float64
+	size     int
+	sent     int
+	rejected int
+	base     time.Time
+}
+
+// run emits events at rate until dur has passed (or ctx is done), in bursts of
+// what is due every millisecond. It returns the first fatal error.
+func (p *paced) run(ctx context.Context, dur time.Duration) error {
+	start := time.Now()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	buf := make([]byte, 0, 64+p.size)
+	total := int(p.rate * dur.Seconds())
+	for {
+		el := time.Since(start)
+		due := min(int(p.rate*el.Seconds()), total)
+		for p.sent < due {
+			buf = appendPayload(buf[:0], p.id, p.sent, int64(time.Since(p.base)), p.size)
+			rejected, err := p.pub.publish(ctx, buf)
+			if err != nil {
+				return err
+			}
+			if rejected {
+				p.rejected++
+			}
+			p.sent++
+		}
+		if p.sent >= total {
+			return nil
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// runAll runs the publishers concurrently and returns when all have finished.
+func runAll(ctx context.Context, ps []*paced, dur time.Duration) error {
+	errs := make(chan error, len(ps))
+	for _, p := range ps {
+		go func() { errs <- p.run(ctx, dur) }()
+	}
+	var all []error
+	for range ps {
+		all = append(all, <-errs)
+	}
+	return errors.Join(all...)
+}

@@ -1,0 +1,232 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// RedisKillConfig configures the Redis crash scenario: two nodes on one Redis
+// with the AOF on (appendfsync always), clients spread over both nodes, one
+// publisher per node; Redis is killed with SIGKILL while they publish and started
+// again on the same port after Outage.
+type RedisKillConfig struct {
+	Common
+	Transports []string      // default streams, pubsub
+	Clients    int           // spread over the two nodes; default 20
+	Rate       float64       // total events/s, split over the publishers; default 200
+	Before     time.Duration // publishing before the kill; default 3s
+	Outage     time.Duration // Redis dead; default 10s
+	After      time.Duration // publishing after the restart; default 5s
+	Drain      time.Duration // wait for the backlog after publishing; default 20s
+}
+
+// RedisKillResult is the scenario's outcome for one transport.
+type RedisKillResult struct {
+	Transport string `json:"transport"`
+	Server    string `json:"server"`
+	AOF       string `json:"aof"`
+	Clients   int    `json:"clients"`
+	Sent      int    `json:"sent"`
+	Rejected  int    `json:"rejected"`
+	// SentDuringOutage counts events emitted between the kill and Redis answering
+	// again.
+	SentDuringOutage int   `json:"sent_during_outage"`
+	Expected         int64 `json:"expected_deliveries"`
+	Lost             int64 `json:"lost"`
+	Duplicated       int64 `json:"duplicated"`
+	Reordered        int64 `json:"reordered"`
+	// Clients on the publisher's own node, for events sent during the outage: the
+	// highest latency, and the longest pause between two consecutive events of a
+	// publisher (the publishing interval is 1/(Rate/2)).
+	SameNodeMaxLatencyMs float64 `json:"same_node_max_latency_ms"`
+	SameNodeMaxGapMs     float64 `json:"same_node_max_gap_ms"`
+	SameNodeP99Ms        float64 `json:"same_node_p99_ms"`
+	// Clients on the other node: the time from Redis answering again to the last
+	// event sent during the outage delivered there.
+	RemoteCatchUpMs    float64 `json:"remote_catch_up_ms"`
+	RemoteMaxLatencyMs float64 `json:"remote_max_latency_ms"`
+	// RedisStartMs is how long redis-server took to start again (load the AOF).
+	RedisStartMs float64           `json:"redis_start_ms"`
+	NodeStatus   []json.RawMessage `json:"node_status,omitempty"`
+}
+
+func (c *RedisKillConfig) defaults() {
+	if len(c.Transports) == 0 {
+		c.Transports = []string{"streams", "pubsub"}
+	}
+	if c.Clients <= 0 {
+		c.Clients = 20
+	}
+	if c.Rate <= 0 {
+		c.Rate = 200
+	}
+	if c.Before <= 0 {
+		c.Before = 3 * time.Second
+	}
+	if c.Outage <= 0 {
+		c.Outage = 10 * time.Second
+	}
+	if c.After <= 0 {
+		c.After = 5 * time.Second
+	}
+	if c.Drain <= 0 {
+		c.Drain = 20 * time.Second
+	}
+}
+
+// RedisKill runs the scenario for every transport.
+func RedisKill(ctx context.Context, cfg RedisKillConfig) ([]RedisKillResult, error) {
+	cfg.defaults()
+	var out []RedisKillResult
+	for _, tr := range cfg.Transports {
+		if tr == TransportLocal {
+			continue // no Redis to kill
+		}
+		r, err := redisKillOne(ctx, &cfg, tr)
+		if err != nil {
+			return out, fmt.Errorf("redis-kill %s: %w", tr, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (_ RedisKillResult, err error) {
+	res := RedisKillResult{Transport: transport, Server: cfg.Server, AOF: "appendonly yes, appendfsync always", Clients: cfg.Clients}
+	if res.Server == "" {
+		res.Server = ServerRelay
+	}
+	e, err := startEnv(ctx, &cfg.Common, transport, 2, true)
+	if err != nil {
+		return res, err
+	}
+	defer func() { err = errors.Join(err, e.close()) }()
+	for i := range cfg.Clients {
+		if err := e.subscribe(ctx, i%2, true); err != nil {
+			return res, err
+		}
+	}
+	pubs := make([]publisher, 2)
+	for k := range pubs {
+		if pubs[k], err = e.publisher(ctx, k); err != nil {
+			return res, err
+		}
+	}
+	id, err := e.warmUp(ctx, pubs, 0)
+	if err != nil {
+		return res, err
+	}
+	ps := make([]*paced, 2)
+	for k := range ps {
+		ps[k] = &paced{id: id + k, pub: pubs[k], rate: cfg.Rate / 2, base: e.base}
+	}
+	total := cfg.Before + cfg.Outage + cfg.After
+	cfg.logf("redis-kill %s: %d clients, %.0f events/s; kill after %s, restart after %s more, then %s",
+		transport, cfg.Clients, cfg.Rate, cfg.Before, cfg.Outage, cfg.After)
+	published := make(chan error, 1)
+	go func() { published <- runAll(ctx, ps, total) }()
+
+	var killAt, restartAt int64
+	faults := func() error {
+		if err := sleepCtx(ctx, cfg.Before); err != nil {
+			return err
+		}
+		killAt = int64(time.Since(e.base))
+		if err := e.redis.Kill(); err != nil {
+			return fmt.Errorf("kill redis: %w", err)
+		}
+		cfg.logf("redis-kill %s: Redis killed (SIGKILL)", transport)
+		if err := sleepCtx(ctx, cfg.Outage); err != nil {
+			return err
+		}
+		t0 := time.Now()
+		if err := e.redis.Start(ctx); err != nil {
+			return fmt.Errorf("restart redis: %w", err)
+		}
+		restartAt = int64(time.Since(e.base))
+		res.RedisStartMs = float64(time.Since(t0).Microseconds()) / 1000
+		cfg.logf("redis-kill %s: Redis answering again after %.0f ms start", transport, res.RedisStartMs)
+		return nil
+	}
+	ferr := faults()
+	perr := <-published
+	if err := errors.Join(ferr, perr); err != nil {
+		return res, err
+	}
+	e.drain(ctx, ps, cfg.Drain)
+	for _, n := range e.nodes {
+		st, err := status(ctx, n)
+		if err != nil {
+			cfg.logf("%v", err)
+		}
+		res.NodeStatus = append(res.NodeStatus, st)
+	}
+	if err := e.clientErr(); err != nil {
+		return res, err
+	}
+	e.closeClients()
+
+	for _, p := range ps {
+		res.Sent += p.sent
+		res.Rejected += p.rejected
+	}
+	t := tallyOf(e.recv, ps, nil)
+	res.Expected, res.Lost, res.Duplicated, res.Reordered = t.expected, t.lost, t.dups, t.reordered
+	same := tallyOf(e.recv, ps, func(r *Receiver, p *paced) bool { return r.Node == p.id-id })
+	res.SameNodeP99Ms = ms(same.hist.Quantile(0.99))
+
+	inOutage := func(sent int64) bool { return sent >= killAt && sent < restartAt }
+	counted := map[[2]int]bool{}
+	var sameLat, sameGap, remoteLat, lastRemote int64
+	for _, r := range e.recv {
+		for k, p := range ps {
+			s := r.streams[p.id]
+			if s == nil {
+				continue
+			}
+			sameNode := r.Node == k
+			var prev int64 = -1
+			for _, d := range s.kept {
+				if sameNode {
+					if inOutage(d.sent) {
+						sameLat = max(sameLat, d.recv-d.sent)
+					}
+					if prev >= 0 && d.recv >= killAt && prev < restartAt {
+						sameGap = max(sameGap, d.recv-prev)
+					}
+					prev = d.recv
+					if inOutage(d.sent) && !counted[[2]int{k, int(d.seq)}] {
+						counted[[2]int{k, int(d.seq)}] = true
+						res.SentDuringOutage++
+					}
+					continue
+				}
+				remoteLat = max(remoteLat, d.recv-d.sent)
+				if inOutage(d.sent) {
+					lastRemote = max(lastRemote, d.recv)
+				}
+			}
+		}
+	}
+	nsToMs := func(ns int64) float64 { return float64(ns) / 1e6 }
+	res.SameNodeMaxLatencyMs, res.SameNodeMaxGapMs = nsToMs(sameLat), nsToMs(sameGap)
+	res.RemoteMaxLatencyMs = nsToMs(remoteLat)
+	if lastRemote > 0 {
+		res.RemoteCatchUpMs = nsToMs(lastRemote - restartAt)
+	}
+	return res, nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,55 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+)
+
+// PrintBroadcast writes the broadcast results as a table.
+func PrintBroadcast(w io.Writer, rs []BroadcastResult) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "transport\tserver\ttarget/s\tsent\tper-sub/s\ttotal/s\tlost\tdup\treord\tp50 ms\tp99 ms\tmax ms\t")
+	for _, r := range rs {
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%d\t%.0f\t%.0f\t%d\t%d\t%d\t%.1f\t%.1f\t%.1f\t\n", r.Transport, r.Server,
+			r.TargetRate, r.Sent, r.PerSubscriber, r.Deliveries, r.Lost, r.Duplicated, r.Reordered, r.P50ms, r.P99ms, r.Maxms)
+	}
+	return tw.Flush()
+}
+
+// PrintRedisKill writes the redis-kill results as a table.
+func PrintRedisKill(w io.Writer, rs []RedisKillResult) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "transport\tserver\tsent\tin outage\tdeliveries\tlost\tdup\treord\tsame-node max lat ms\tsame-node max gap ms\tremote catch-up ms\tredis start ms\t")
+	for _, r := range rs {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%.1f\t%.1f\t%.0f\t%.0f\t\n", r.Transport, r.Server, r.Sent,
+			r.SentDuringOutage, r.Expected, r.Lost, r.Duplicated, r.Reordered, r.SameNodeMaxLatencyMs, r.SameNodeMaxGapMs,
+			r.RemoteCatchUpMs, r.RedisStartMs)
+	}
+	return tw.Flush()
+}
+
+// PrintIdle writes the idle-memory result as a table.
+func PrintIdle(w io.Writer, r IdleResult) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "server\tconns\tRSS B/conn\theap+stack B/conn\theap B/conn\tstack B/conn\tgoroutines/conn\tdial s\t")
+	fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.0f\t%.0f\t%.0f\t%.2f\t%.1f\t\n", r.Server, r.Conns, r.RSSPerConn,
+		r.HeapStackPerConn, r.HeapPerConn, r.StackPerConn, r.GoroutinesPerConn, r.DialSeconds)
+	return tw.Flush()
+}
+
+// LoadAverage returns /proc/loadavg's first three fields, or "" where there is
+// none: the numbers of a run mean little on a busy machine.
+func LoadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}
