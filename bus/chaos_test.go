@@ -84,17 +84,20 @@ func chaos(t *testing.T, lose bool) {
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
 
-	// A first message from everyone before the chaos: receivers need a baseline
-	// to see a loss as a gap.
+	// A first message from everyone on every key before the chaos: a receiver
+	// needs a baseline per stream to see a loss as a gap.
+	const keys = 4
 	published := make(map[string]int)
 	for _, n := range nodes {
-		if err := buses[n].Publish(context.Background(), "room1", payload(n, 1)); err != nil {
-			t.Fatal(err)
+		for i := 1; i <= keys; i++ {
+			if err := buses[n].Publish(context.Background(), fmt.Sprint("room", i%keys), payload(n, i)); err != nil {
+				t.Fatal(err)
+			}
 		}
-		published[n] = 1
+		published[n] = keys
 	}
 	for _, n := range nodes {
-		sinks[n].wait(t, len(nodes)-1, 10*time.Second)
+		sinks[n].wait(t, keys*(len(nodes)-1), 10*time.Second)
 	}
 
 	ctx, stop := context.WithCancel(context.Background())
@@ -106,13 +109,13 @@ func chaos(t *testing.T, lose bool) {
 			defer wg.Done()
 			tick := time.NewTicker(200 * time.Microsecond)
 			defer tick.Stop()
-			for i := 2; ; i++ {
+			for i := keys + 1; ; i++ {
 				select {
 				case <-ctx.Done():
 					return
 				case <-tick.C:
 				}
-				if err := buses[n].Publish(context.Background(), fmt.Sprint("room", i%4), payload(n, i)); err != nil {
+				if err := buses[n].Publish(context.Background(), fmt.Sprint("room", i%keys), payload(n, i)); err != nil {
 					t.Errorf("%s Publish %d: %v", n, i, err)
 					return
 				}
@@ -148,7 +151,7 @@ func chaos(t *testing.T, lose bool) {
 	wg.Wait()
 	for _, n := range nodes {
 		for i := published[n] + 1; i <= published[n]+10; i++ {
-			if err := buses[n].Publish(context.Background(), fmt.Sprint("room", i%4), payload(n, i)); err != nil {
+			if err := buses[n].Publish(context.Background(), fmt.Sprint("room", i%keys), payload(n, i)); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -139,7 +139,11 @@ func (e *Envelope) validate() error {
 // DecodeEnvelope decodes a frame. The returned Payload aliases data. Bytes that
 // are not a valid version-1 envelope (foreign publishers, corruption, a newer
 // version) give an error wrapping ErrBadEnvelope; it never panics.
-func DecodeEnvelope(data []byte) (Envelope, error) {
+func DecodeEnvelope(data []byte) (Envelope, error) { return decodeEnvelope(data, nil) }
+
+// decodeEnvelope is DecodeEnvelope with an optional interning of the origin (a
+// receiver sees few origins and need not allocate one string per frame).
+func decodeEnvelope(data []byte, intern func([]byte) string) (Envelope, error) {
 	var e Envelope
 	if len(data) < envelopeMinLen {
 		return e, fmt.Errorf("%w: %d bytes, shorter than %d", ErrBadEnvelope, len(data), envelopeMinLen)
@@ -156,7 +160,11 @@ func DecodeEnvelope(data []byte) (Envelope, error) {
 	if len(rest) < n+8 {
 		return e, fmt.Errorf("%w: truncated origin", ErrBadEnvelope)
 	}
-	e.Origin = string(rest[:n])
+	if intern != nil {
+		e.Origin = intern(rest[:n])
+	} else {
+		e.Origin = string(rest[:n])
+	}
 	e.Instance = binary.BigEndian.Uint64(rest[n:])
 	rest = rest[n+8:]
 	p, k := binary.Uvarint(rest)

@@ -13,7 +13,7 @@ type counters struct {
 	droppedMaxAge, droppedOverflow, droppedClose atomic.Uint64
 	received, duplicates, gaps, gapMessages      atomic.Uint64
 	decodeErrors, probesSent, probeFailures      atomic.Uint64
-	reconnects, sent                             atomic.Uint64
+	reconnects, sent, handlerPanics              atomic.Uint64
 }
 
 func (c *counters) dropped(reason DropReason) *atomic.Uint64 {
@@ -55,6 +55,8 @@ type Stats struct {
 	Reconnects uint64
 	// Sent counts successful Send calls.
 	Sent uint64
+	// HandlerPanics counts messages whose handler panicked (recovered and logged).
+	HandlerPanics uint64
 	// PublishLatencyCount is the number of observations in the publish latency
 	// histogram, PublishLatencySum their sum.
 	PublishLatencyCount uint64
@@ -81,6 +83,7 @@ func (r *Reliable) Stats() Stats {
 		ProbeFailures:   c.probeFailures.Load(),
 		Reconnects:      c.reconnects.Load(),
 		Sent:            c.sent.Load(),
+		HandlerPanics:   c.handlerPanics.Load(),
 	}
 	s.PublishLatencyCount = r.m.latencyCount.Load()
 	s.PublishLatencySum = time.Duration(r.m.latencySumNanos.Load())
@@ -98,7 +101,7 @@ type metrics struct {
 	state, outboxMessages, outboxBytes, outboxOldest *prometheus.Desc
 	dropped, reconnects, replayed, duplicates, gaps  *prometheus.Desc
 	gapMessages, probeFailures, received, decodeErr  *prometheus.Desc
-	accepted, rejected, published                    *prometheus.Desc
+	accepted, rejected, published, handlerPanics     *prometheus.Desc
 }
 
 func newMetrics(r *Reliable) *metrics {
@@ -128,6 +131,7 @@ func newMetrics(r *Reliable) *metrics {
 		accepted:       d("bus_accepted_total", "Messages accepted by Publish."),
 		rejected:       d("bus_rejected_total", "Publish calls rejected at once (outbox full, too large)."),
 		published:      d("bus_published_total", "Accepted messages acknowledged by the broker."),
+		handlerPanics:  d("bus_handler_panics_total", "Received messages whose handler panicked (recovered)."),
 	}
 }
 
@@ -141,7 +145,7 @@ func (m *metrics) observeLatency(d time.Duration) {
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.state, m.outboxMessages, m.outboxBytes, m.outboxOldest,
 		m.dropped, m.reconnects, m.replayed, m.duplicates, m.gaps, m.gapMessages, m.probeFailures,
-		m.received, m.decodeErr, m.accepted, m.rejected, m.published} {
+		m.received, m.decodeErr, m.accepted, m.rejected, m.published, m.handlerPanics} {
 		ch <- d
 	}
 	m.latency.Describe(ch)
@@ -180,5 +184,6 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(m.accepted, s.Accepted)
 	counter(m.rejected, s.Rejected)
 	counter(m.published, s.Published)
+	counter(m.handlerPanics, s.HandlerPanics)
 	m.latency.Collect(ch)
 }

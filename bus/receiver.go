@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -51,6 +52,7 @@ type receiver struct {
 	subMu     sync.Mutex
 	subCancel context.CancelFunc
 
+	origins     map[string]string // owned by the receive goroutine
 	decodeLog   rateLimit
 	conflictLog rateLimit
 }
@@ -60,6 +62,7 @@ func (rv *receiver) init(r *Reliable) {
 	rv.started = make(chan struct{})
 	rv.hwm = make(map[streamKey]uint64)
 	rv.seen = make(map[string]nodeSeen)
+	rv.origins = make(map[string]string)
 }
 
 func (rv *receiver) start(h Handler, log *slog.Logger) {
@@ -161,7 +164,7 @@ func (r *Reliable) deliver(f Frame) {
 	rv := &r.recv
 	rv.progress.Add(1)
 	r.sm.ok(compSubscribe)
-	e, err := DecodeEnvelope(f.Data)
+	e, err := decodeEnvelope(f.Data, rv.intern)
 	if err != nil {
 		r.c.decodeErrors.Add(1)
 		if ok, suppressed := rv.decodeLog.allow(time.Now(), 10*time.Second); ok {
@@ -188,15 +191,45 @@ func (r *Reliable) deliver(f Frame) {
 	case KindDirect:
 		rv.touch(e.Origin, e.Instance, time.Now())
 		r.c.received.Add(1)
-		rv.handler(Message{Origin: e.Origin, Payload: e.Payload})
+		r.handle(Message{Origin: e.Origin, Payload: e.Payload})
 	case KindData:
 		if !rv.accept(r, &e) {
 			return
 		}
 		r.c.received.Add(1)
-		rv.handler(Message{Origin: e.Origin, Seq: e.Seq, Partition: e.Partition, Payload: e.Payload})
+		r.handle(Message{Origin: e.Origin, Seq: e.Seq, Partition: e.Partition, Payload: e.Payload})
 	}
 }
+
+// handle calls the handler. A panic in it is recovered, logged with its stack
+// and counted, so that one bad message cannot stop a node's cluster traffic.
+func (r *Reliable) handle(m Message) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.c.handlerPanics.Add(1)
+			r.log.Error("bus handler panicked; message skipped", "origin", m.Origin, "seq", m.Seq,
+				"partition", m.Partition, "panic", p, "stack", string(debug.Stack()))
+		}
+	}()
+	r.recv.handler(m)
+}
+
+// intern returns the origin as a string, allocating only for a new origin. Only
+// the receive goroutine calls it.
+func (rv *receiver) intern(b []byte) string {
+	if s, ok := rv.origins[string(b)]; ok {
+		return s
+	}
+	if len(rv.origins) >= maxInterned {
+		clear(rv.origins) // many short-lived origins: start over
+	}
+	s := string(b)
+	rv.origins[s] = s
+	return s
+}
+
+// maxInterned bounds the origin strings a receiver keeps.
+const maxInterned = 4096
 
 // accept applies the high-water mark of e's stream: false for a duplicate; a gap is
 // counted, logged and reported, and the message is delivered.

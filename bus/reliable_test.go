@@ -71,3 +71,32 @@ func TestPublishReceive(t *testing.T) {
 		t.Fatalf("Send to self = %v", err)
 	}
 }
+
+func TestHandlerPanicRecovered(t *testing.T) {
+	hub := NewMemoryHub()
+	a := newBus(t, hub, Config{NodeID: "a", ProbeInterval: -1})
+	logs := newLogCounter()
+	r := newBus(t, hub, Config{NodeID: "r", ProbeInterval: -1, Logger: slogNew(logs)})
+	sr := newSink()
+	r.Receive(func(m Message) {
+		if string(m.Payload) == "a/2" {
+			panic("bad message")
+		}
+		sr.handle(m)
+	})
+	for i := 1; i <= 3; i++ {
+		if err := a.Publish(context.Background(), "k", payload("a", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := sr.wait(t, 2, 10*time.Second)
+	if got[0].Seq != 1 || got[1].Seq != 3 {
+		t.Fatalf("got %+v", got)
+	}
+	if s := r.Stats(); s.HandlerPanics != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+	if n := logs.count("bus handler panicked; message skipped"); n != 1 {
+		t.Fatalf("%d panic log lines", n)
+	}
+}
