@@ -159,6 +159,7 @@ func TestStreamsResumeAfterCut(t *testing.T) {
 	proxy := redistest.NewProxy(t, srv.Addr())
 	o := faultOpts(Streams)
 	pub := newTransport(t, srv.URL(), o)
+	o.ReadCount = 16 // the backlog takes several reads
 	subT := newTransport(t, "redis://"+proxy.Addr(), o)
 
 	sub := startSubscribe(t, subT, "s")

@@ -82,7 +82,9 @@ type Options struct {
 	// WaitReplicas, when above 0, makes Publish send WAIT WaitReplicas WaitTimeout
 	// after each batch (on the same connection) and fail with ErrNotReplicated
 	// when fewer replicas acknowledged it, so that a failover cannot lose writes
-	// Redis acknowledged but had not replicated. 0 (default) is off.
+	// Redis acknowledged but had not replicated. 0 (default) is off. Streams
+	// only: the PubSub transport stores nothing and ignores it. On a Cluster the
+	// count applies to each primary a batch touches.
 	WaitReplicas int
 	// WaitTimeout bounds WAIT. Default 1s.
 	WaitTimeout time.Duration
