@@ -20,7 +20,7 @@ const (
 	// DefaultMemoryPartitions is the partition count of NewMemoryHub.
 	DefaultMemoryPartitions = 4
 	// DefaultMemoryMaxLen is the number of frames a MemoryHub keeps per partition.
-	DefaultMemoryMaxLen = 1 << 20
+	DefaultMemoryMaxLen = 100_000
 	// memoryDirectQueue bounds the direct frames waiting for one subscription.
 	memoryDirectQueue = 4096
 	// memoryReadBatch bounds the frames a subscription takes per partition and round.
