@@ -233,3 +233,51 @@ func TestOpenErrors(t *testing.T) {
 		t.Error("Open with a bad bus config succeeded")
 	}
 }
+
+// TestOpenBusSentinelFailover publishes at a steady rate with WaitReplicas 1
+// while Sentinel fails the primary over (and the old primary comes back as a
+// replica): every event arrives exactly once, in order.
+func TestOpenBusSentinelFailover(t *testing.T) {
+	ss := redistest.Sentinel(t, redistest.WithAOF())
+	o := faultOpts(Streams)
+	o.WaitReplicas = 1
+	a, b := openBus(t, ss.URL(), o, "a"), openBus(t, ss.URL(), o, "b")
+	in := newInbox()
+	b.Receive(in.handle)
+	a.Receive(func(bus.Message) {})
+	busWarmUp(t, a, in)
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	failedOver := make(chan error, 1)
+	const n = 400
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for i := range n {
+		<-tick.C
+		if i == n/4 {
+			old, err := ss.KillPrimary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			go func() {
+				_, err := ss.WaitFailover(ctx)
+				if err == nil {
+					// Back as a replica, so WAIT 1 can succeed again.
+					err = old.Start(ctx)
+				}
+				failedOver <- err
+			}()
+		}
+		if err := a.Publish(context.Background(), "k", []byte("e"+strconv.Itoa(i))); err != nil {
+			t.Fatalf("Publish %d: %v", i, err)
+		}
+	}
+	if err := <-failedOver; err != nil {
+		t.Fatal(err)
+	}
+	if !in.await(time.Minute, countEvents(n)) {
+		t.Fatalf("received %d of %d events (a %+v, b %+v)", len(in.snapshot()), n, a.Status(), b.Status())
+	}
+	checkEvents(t, in.snapshot(), "a", n)
+}
