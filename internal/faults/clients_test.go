@@ -104,4 +104,3 @@ func TestRedisKillsAndPausesClients(t *testing.T) {
 
 	r.finish(exact)
 }
-
