@@ -16,16 +16,6 @@ type counters struct {
 	reconnects, sent, handlerPanics              atomic.Uint64
 }
 
-func (c *counters) dropped(reason DropReason) *atomic.Uint64 {
-	switch reason {
-	case DropMaxAge:
-		return &c.droppedMaxAge
-	case DropOverflow:
-		return &c.droppedOverflow
-	}
-	return &c.droppedClose
-}
-
 // Stats are the counters of a bus since New.
 type Stats struct {
 	// Accepted is the number of Publish calls that returned nil.

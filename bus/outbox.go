@@ -29,14 +29,19 @@ type outbox struct {
 	closed        bool
 	failedThrough uint64 // highest id of a batch whose publish failed
 
+	// c gets the accepted, published and dropped counts under mu, so that a
+	// quiet bus always has Accepted == Published + Dropped + outbox length.
+	c *counters
+
 	maxMessages int           // -1: none
 	maxBytes    int64         // -1: none
 	maxAge      time.Duration // -1: none
 	dropOldest  bool
 }
 
-func newOutbox(c OutboxConfig, partitions int) *outbox {
+func newOutbox(c OutboxConfig, partitions int, counts *counters) *outbox {
 	return &outbox{
+		c:           counts,
 		seqs:        make([]uint64, partitions),
 		nextID:      1,
 		maxMessages: c.MaxMessages,
@@ -113,6 +118,7 @@ func (o *outbox) expireLocked(now time.Time, acc *dropAcc) {
 	for o.n > 0 && now.Sub(o.front().accepted) >= o.maxAge {
 		e := o.popLocked()
 		acc.add(&e)
+		o.c.droppedMaxAge.Add(1)
 	}
 }
 
@@ -138,12 +144,14 @@ func (o *outbox) add(partition int, data []byte, seqAt int, now time.Time, expir
 		}
 		e := o.popLocked()
 		overflow.add(&e)
+		o.c.droppedOverflow.Add(1)
 	}
 	o.seqs[partition]++
 	seq := o.seqs[partition]
 	binary.BigEndian.PutUint64(data[seqAt:], seq)
 	o.pushLocked(outEntry{id: o.nextID, seq: seq, partition: partition, data: data, accepted: now})
 	o.nextID++
+	o.c.accepted.Add(1)
 	return nil
 }
 
@@ -185,6 +193,7 @@ func (o *outbox) commit(lastID uint64, now time.Time, observe func(time.Duration
 		observe(now.Sub(e.accepted))
 		n++
 	}
+	o.c.published.Add(uint64(n))
 	return n
 }
 
@@ -219,6 +228,7 @@ func (o *outbox) drain(acc *dropAcc) {
 	for o.n > 0 {
 		e := o.popLocked()
 		acc.add(&e)
+		o.c.droppedClose.Add(1)
 	}
 }
 

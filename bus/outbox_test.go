@@ -383,3 +383,84 @@ func TestGapAfterBrokerLoss(t *testing.T) {
 		t.Fatalf("%d gap log lines, want 1", n)
 	}
 }
+
+// TestLongOutageStaysBounded: ten minutes (fake time) of publishing into a down
+// broker. The outbox never exceeds its bounds, and every accepted message is
+// accounted for: published, dropped with a reason, or still waiting. When the
+// broker is back, the receiver gets what was kept, and reports the rest as gaps.
+func TestLongOutageStaysBounded(t *testing.T) {
+	for _, policy := range []OverflowPolicy{RejectNew, DropOldest} {
+		t.Run(policy.String(), func(t *testing.T) {
+			synctestRun(t, func(t *testing.T) {
+				hub := NewMemoryHub()
+				const maxMessages = 1000
+				size := envelopeSize(t, "a", 0, payload("a", 10000))
+				maxBytes := 800 * size
+				a := newBus(t, hub, Config{NodeID: "a", Outbox: OutboxConfig{MaxMessages: maxMessages, MaxBytes: maxBytes,
+					MaxAge: time.Minute, Overflow: policy}})
+				r := newBus(t, hub, Config{NodeID: "r"})
+				sr := newSink()
+				r.Receive(sr.handle)
+				ctx := context.Background()
+				if err := a.Publish(ctx, "k", payload("a", 10000)); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(time.Second)
+				synctestWait()
+				sr.wait(t, 1, time.Second) // baseline
+				hub.SetDown(true)
+				i, rejected := 10001, 0
+				for tick := 0; tick < 6000; tick++ { // 10 minutes, 50 messages a second
+					for range 5 {
+						err := a.Publish(ctx, "k", payload("a", i))
+						switch {
+						case err == nil:
+							i++
+						case errors.Is(err, ErrOutboxFull) && policy == RejectNew:
+							rejected++
+						default:
+							t.Fatalf("Publish: %v", err)
+						}
+					}
+					time.Sleep(100 * time.Millisecond)
+					synctestWait()
+					st, s := a.Status(), a.Stats()
+					if st.OutboxLen > maxMessages || st.OutboxBytes > maxBytes {
+						t.Fatalf("outbox beyond its bounds: %+v", st)
+					}
+					if st.OutboxOldest > time.Minute {
+						t.Fatalf("outbox holds a message of age %v", st.OutboxOldest)
+					}
+					if s.Accepted != s.Published+s.DroppedMaxAge+s.DroppedOverflow+uint64(st.OutboxLen) {
+						t.Fatalf("unaccounted messages: %+v, outbox %d", s, st.OutboxLen)
+					}
+				}
+				s := a.Stats()
+				// Reject-new fills up and then only ages out; drop-oldest turns over
+				// faster than the max age.
+				if (policy == DropOldest && s.DroppedOverflow == 0) || (policy == RejectNew && (rejected == 0 || s.DroppedMaxAge == 0 || s.DroppedOverflow != 0)) {
+					t.Fatalf("stats after the outage %+v, %d rejected", s, rejected)
+				}
+				if a.Status().State != Reconnecting {
+					t.Fatalf("state %v during the outage", a.Status().State)
+				}
+				hub.SetDown(false)
+				time.Sleep(15 * time.Second) // the backoff cap, and then some
+				synctestWait()
+				// What aged out while the sender waited for its next attempt is
+				// dropped too; everything else arrives.
+				s = a.Stats()
+				if st := a.Status(); st.OutboxLen != 0 || st.State != Connected {
+					t.Fatalf("after the outage: %+v", st)
+				}
+				if got := sr.len(); uint64(got) != s.Published {
+					t.Fatalf("receiver has %d messages, sender published %d", got, s.Published)
+				}
+				rs := r.Stats()
+				if rs.Gaps == 0 || rs.GapMessages != s.DroppedMaxAge+s.DroppedOverflow {
+					t.Fatalf("receiver stats %+v, sender dropped %d", rs, s.DroppedMaxAge+s.DroppedOverflow)
+				}
+			})
+		})
+	}
+}

@@ -92,7 +92,6 @@ func newReliable(t Transport, cfg Config, jitter func(int64) int64) (*Reliable, 
 		partitions:     partitions,
 		log:            cfg.Logger.With("node", cfg.NodeID),
 		bo:             newBackoff(cfg.Backoff),
-		ob:             newOutbox(cfg.Outbox, partitions),
 		wake:           make(chan struct{}, 1),
 		senderDone:     make(chan struct{}),
 		notifierDone:   make(chan struct{}),
@@ -102,6 +101,7 @@ func newReliable(t Transport, cfg Config, jitter func(int64) int64) (*Reliable, 
 	if jitter != nil {
 		r.bo.jitter = jitter
 	}
+	r.ob = newOutbox(cfg.Outbox, partitions, &r.c)
 	r.prefix = append(r.prefix, EnvelopeVersion, byte(KindData), byte(len(r.nodeID)))
 	r.prefix = append(r.prefix, r.nodeID...)
 	r.prefix = binary.BigEndian.AppendUint64(r.prefix, r.instance)
@@ -206,7 +206,6 @@ func (r *Reliable) Publish(ctx context.Context, key string, payload []byte) erro
 		}
 		return err
 	}
-	r.c.accepted.Add(1)
 	select {
 	case r.wake <- struct{}{}:
 	default:
@@ -382,8 +381,7 @@ func (r *Reliable) sendLoop(ctx context.Context) {
 		cancel()
 		r.c.replayed.Add(uint64(replays))
 		if err == nil {
-			n := r.ob.commit(lastID, time.Now(), r.m.observeLatency)
-			r.c.published.Add(uint64(n))
+			r.ob.commit(lastID, time.Now(), r.m.observeLatency)
 			if attempt > 0 {
 				r.c.reconnects.Add(1)
 				attempt = 0
@@ -426,13 +424,12 @@ func (r *Reliable) backoffWait(ctx context.Context, d time.Duration) bool {
 	}
 }
 
-// reportDrop counts, logs (once per episode) and hands to the hook the entries
-// in acc.
+// reportDrop logs (once per episode) and hands to the hook the entries in acc
+// (the outbox counted them).
 func (r *Reliable) reportDrop(reason DropReason, acc *dropAcc) {
 	if acc.count == 0 {
 		return
 	}
-	r.c.dropped(reason).Add(uint64(acc.count))
 	d := Drop{Reason: reason, Origin: r.nodeID, Count: acc.count, Bytes: acc.bytes, Oldest: acc.oldest, Seqs: acc.seqs}
 	r.drops.add(r.log, d, r.cfg.Outbox)
 	if r.cfg.OnDrop != nil {
