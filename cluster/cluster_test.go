@@ -231,7 +231,7 @@ func TestBrokerDown(t *testing.T) {
 // A node that closes says goodbye; one that goes silent times out. Neither makes
 // requests wait.
 func TestNodeLeaves(t *testing.T) {
-	opts := &Options{RequestTimeout: time.Minute, HeartbeatInterval: 20 * time.Millisecond, NodeTimeout: 300 * time.Millisecond}
+	opts := &Options{RequestTimeout: time.Minute, HeartbeatInterval: 50 * time.Millisecond, NodeTimeout: 2 * time.Second}
 	hub := bus.NewMemoryHub()
 	buses := make(map[string]bus.Bus)
 	cs := startNodes(t, 3, opts, func(id string) bus.Bus {
