@@ -26,8 +26,6 @@ type prober struct {
 	done    chan struct{}
 }
 
-func (p *prober) init() {}
-
 // begin starts round with one probe per partition and returns the channel closed
 // when all came back.
 func (p *prober) begin(round uint64, partitions int) <-chan struct{} {

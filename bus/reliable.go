@@ -117,7 +117,6 @@ func newReliable(t Transport, cfg Config, jitter func(int64) int64) (*Reliable, 
 	}
 	r.sm = newStateMachine(initial, cfg.Backoff.MaxAttempts, r.log, onChange)
 	r.recv.init(r)
-	r.probes.init()
 	r.m = newMetrics(r)
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(r.m); err != nil {

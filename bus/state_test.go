@@ -257,3 +257,81 @@ func TestSubscribeRecoversWithoutProbes(t *testing.T) {
 		}
 	})
 }
+
+// TestNodesAndPrune: Status.Nodes lists the other nodes heard from recently; a
+// node gone for long is forgotten with its sequence state.
+func TestNodesAndPrune(t *testing.T) {
+	synctestRun(t, func(t *testing.T) {
+		hub := NewMemoryHub()
+		r := newBus(t, hub, Config{NodeID: "r"})
+		r.Receive(func(Message) {})
+		var others []*Reliable
+		for _, id := range []string{"b", "a"} {
+			b, err := New(hub.Transport(), Config{NodeID: id, Logger: quietLogger()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.Receive(func(Message) {})
+			if err := b.Publish(context.Background(), "k", []byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			others = append(others, b)
+		}
+		time.Sleep(2 * time.Second)
+		synctestWait()
+		if got := r.Status().Nodes; len(got) != 2 || got[0] != "a" || got[1] != "b" {
+			t.Fatalf("Nodes = %v, want [a b]", got)
+		}
+		for _, b := range others {
+			if err := b.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(4 * time.Second) // past the liveness window (3 probe intervals)
+		synctestWait()
+		if got := r.Status().Nodes; len(got) != 0 {
+			t.Fatalf("Nodes = %v after the others closed", got)
+		}
+		r.recv.mu.Lock()
+		n := len(r.recv.hwm)
+		r.recv.mu.Unlock()
+		if n != 2 {
+			t.Fatalf("%d streams known before pruning, want 2", n)
+		}
+		time.Sleep(11 * time.Minute)
+		synctestWait()
+		r.recv.mu.Lock()
+		n, seen := len(r.recv.hwm), len(r.recv.seen)
+		r.recv.mu.Unlock()
+		if n != 0 || seen != 0 {
+			t.Fatalf("%d streams, %d nodes known after 11 idle minutes", n, seen)
+		}
+	})
+}
+
+func TestReceiveTwiceAndNil(t *testing.T) {
+	hub := NewMemoryHub()
+	logs := newLogCounter()
+	a := newBus(t, hub, Config{NodeID: "a", ProbeInterval: -1})
+	r := newBus(t, hub, Config{NodeID: "r", ProbeInterval: -1, Logger: slogNew(logs)})
+	r.Receive(nil)
+	first, second := newSink(), newSink()
+	r.Receive(first.handle)
+	r.Receive(second.handle)
+	if err := a.Publish(context.Background(), "k", payload("a", 1)); err != nil {
+		t.Fatal(err)
+	}
+	first.wait(t, 1, 10*time.Second)
+	if second.len() != 0 {
+		t.Fatal("the second handler received")
+	}
+	if logs.count("bus: Receive with a nil handler ignored") != 1 || logs.count("bus: Receive called again; the first handler stays") != 1 {
+		t.Fatalf("log %q", logs.all())
+	}
+	if r.Partitions() != DefaultMemoryPartitions {
+		t.Fatalf("Partitions = %d", r.Partitions())
+	}
+	if KindData.String() != "data" || KindProbe.String() != "probe" || KindDirect.String() != "direct" || Kind(9).String() != "kind(9)" {
+		t.Fatal("Kind.String")
+	}
+}
