@@ -58,11 +58,17 @@ type Reliable struct {
 
 var _ Bus = (*Reliable)(nil)
 
-// New returns a reliable bus over t, which it owns from now on (Close closes it).
-// It does not wait for the broker: a bus created while the broker is down accepts
-// Publish into its outbox and connects when the broker appears. The bus starts in
-// state Reconnecting and becomes Connected at its first successful ping or
-// publish.
+// New returns a reliable bus over t. On success the bus owns t (Close closes it);
+// on error t is left to the caller.
+//
+// New does not wait for the broker: a bus created while the broker is down
+// accepts Publish into its outbox and connects when the broker appears. The bus
+// starts in state Reconnecting and becomes Connected at its first successful ping
+// or publish (with probes disabled it starts Connected and only errors change
+// that).
+//
+// The bus calls t's methods from several goroutines at once: Publish from the
+// sender and the prober, Ping, Send from callers, and one Subscribe at a time.
 func New(t Transport, cfg Config) (*Reliable, error) { return newReliable(t, cfg, nil) }
 
 // newReliable is New with a replaceable backoff jitter (tests make it
