@@ -71,6 +71,9 @@ func (b BroadcastOperator) Emit(ctx context.Context, event string, args ...any) 
 	if err != nil {
 		return err
 	}
+	if !b.opts.Volatile {
+		b.nsp.srv.withOffset(p)
+	}
 	targets, err := b.nsp.targets()
 	if err != nil {
 		return err
@@ -276,11 +279,16 @@ func (s *Server) ackContext(ctx context.Context, d time.Duration) (context.Conte
 	return context.WithTimeout(ctx, s.opts.AckTimeout)
 }
 
-// connectPacket is the CONNECT answer {"sid": id}.
-func connectPacket(nsp, id string) *parser.Encoded {
-	data := make([]byte, 0, len(id)+10)
+// connectPacket is the CONNECT answer {"sid": id}, with "pid" when recovery is
+// enabled.
+func connectPacket(nsp, id, pid string) *parser.Encoded {
+	data := make([]byte, 0, len(id)+len(pid)+20)
 	data = append(data, `{"sid":"`...)
 	data = append(data, id...)
+	if pid != "" {
+		data = append(data, `","pid":"`...)
+		data = append(data, pid...)
+	}
 	data = append(data, `"}`...)
 	return parser.Encode(&parser.Packet{Type: parser.Connect, Namespace: nsp, Data: data})
 }

@@ -223,11 +223,22 @@ func (c *conn) connect(p *parser.Packet) {
 		return
 	}
 	s := newSocket(n, c, auth)
-	ctx := doneContext{c.t.Done()}
-	for _, m := range n.middlewareList() {
-		if err := m(ctx, s); err != nil {
-			c.connectError(name, connectErrorPayload(err))
-			return
+	var old *Socket // the session this client asks to recover
+	var offset string
+	if c.srv.recovery != nil {
+		var pid string
+		pid, offset = recoveryRequest(auth)
+		if old = n.awaySocket(pid); old != nil {
+			s.id = old.id
+		}
+	}
+	if old == nil || !c.srv.recovery.SkipMiddlewares {
+		ctx := doneContext{c.t.Done()}
+		for _, m := range n.middlewareList() {
+			if err := m(ctx, s); err != nil {
+				c.connectError(name, connectErrorPayload(err))
+				return
+			}
 		}
 	}
 	c.mu.Lock()
@@ -241,9 +252,16 @@ func (c *conn) connect(p *parser.Packet) {
 		c.timer = nil
 	}
 	c.mu.Unlock()
-	if !n.add(s) {
-		c.removeSocket(name, s)
-		return
+	switch {
+	case old != nil && n.takeOver(old, s, offset):
+	default:
+		if old != nil {
+			s.id = newID() // the session could not be recovered: a new one
+		}
+		if !n.add(s) {
+			c.removeSocket(name, s)
+			return
+		}
 	}
 	for _, h := range n.connectionHandlers() {
 		if !s.Connected() {

@@ -33,13 +33,18 @@ func FuzzConnMessages(f *testing.F) {
 		"0\xff51-[\"echo\",{\"_placeholder\":true,\"num\":0}]\xff\xfe\x01\x02",
 		"0\xff2[\"ask\"]\xff30[1]\xff6" + "1-0[{\"_placeholder\":true,\"num\":0}]\xff\xfe\x09",
 		"0\xff2{}", "abc", "\xfe\x01", "0\xff0\xff1\xff1", "0\xff2[\"echo\",\"x\"]\xff41",
+		"0{\"pid\":\"p\",\"offset\":\"o\"}\xff2[\"echo\"]\xff2[\"echo\"]\xff2[\"echo\"]\xff1\xff0",
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		counter := &errorCounter{}
-		srv := NewServer(&Options{Options: engineio.Options{Logger: slog.New(counter)}, MaxAttachments: 4})
+		opts := &Options{Options: engineio.Options{Logger: slog.New(counter)}, MaxAttachments: 4}
+		if len(in)%2 == 1 {
+			opts.Recovery = &RecoveryOptions{History: 2, MaxMissedPackets: 2}
+		}
+		srv := NewServer(opts)
 		handlers := func(s *Socket) {
 			s.On("echo", func(e *Event) {
 				_ = s.Emit("echo", e.Values()...)

@@ -40,6 +40,7 @@ type Namespace struct {
 	onConnection   []func(*Socket)
 	serverHandlers map[string]func(*Event)
 	children       []*Namespace
+	away           map[string]*Socket // disconnected sessions by pid (recovery)
 }
 
 var _ adapter.Namespace = (*Namespace)(nil)
@@ -178,13 +179,16 @@ func (n *Namespace) LocalSocket(id string) *Socket {
 	return n.sockets[id]
 }
 
-// Sockets returns the sockets connected to this namespace on this server.
+// Sockets returns the sockets connected to this namespace on this server (not
+// those waiting for their client to recover).
 func (n *Namespace) Sockets() []*Socket {
 	n.mu.RLock()
 	defer n.mu.RUnlock()
 	out := make([]*Socket, 0, len(n.sockets))
 	for _, s := range n.sockets {
-		out = append(out, s)
+		if s.Connected() {
+			out = append(out, s)
+		}
 	}
 	return out
 }
@@ -232,7 +236,10 @@ func (n *Namespace) add(s *Socket) bool {
 		return false
 	}
 	s.connected.Store(true)
-	s.conn.write(connectPacket(n.name, s.id), false)
+	if n.srv.recovery != nil && s.pid == "" {
+		s.pid = newID()
+	}
+	s.conn.write(connectPacket(n.name, s.id, s.pid), false)
 	n.mu.Lock()
 	n.sockets[s.id] = s
 	n.mu.Unlock()

@@ -33,6 +33,8 @@ type Options struct {
 	// closes the connection with "parse error". Default
 	// parser.DefaultMaxAttachments.
 	MaxAttachments int
+	// Recovery, when not nil, enables connection state recovery.
+	Recovery *RecoveryOptions
 	// EventQueueSize bounds the packets of one connection waiting for their
 	// handlers. When it is full the connection stops reading until a handler
 	// returns. Default 128.
@@ -56,6 +58,7 @@ func (o *Options) resolved() Options {
 	if r.MaxAttachments <= 0 {
 		r.MaxAttachments = parser.DefaultMaxAttachments
 	}
+	r.Recovery = r.Recovery.resolved()
 	if r.EventQueueSize <= 0 {
 		r.EventQueueSize = DefaultEventQueueSize
 	}

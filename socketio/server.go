@@ -17,9 +17,11 @@ import (
 // Server is a Socket.IO v5 server. It is an http.Handler: mount it on the path
 // clients use, "/socket.io/" by default. Create it with NewServer.
 type Server struct {
-	opts   Options
-	log    *slog.Logger
-	engine *engineio.Server
+	opts     Options
+	log      *slog.Logger
+	engine   *engineio.Server
+	recovery *RecoveryOptions // nil when disabled
+	offsets  *offsets
 
 	mu      sync.RWMutex
 	nsps    map[string]*Namespace // static and created dynamic namespaces
@@ -41,6 +43,8 @@ func NewServer(opts *Options) *Server {
 		nsps:  make(map[string]*Namespace),
 		conns: make(map[*engineio.Session]*conn),
 	}
+	s.recovery = o.Recovery
+	s.offsets = newOffsets()
 	s.log = o.Logger
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -212,6 +216,7 @@ func (s *Server) closeAdapters() error {
 		}
 		s.mu.RUnlock()
 		for _, n := range list {
+			n.expireAll()
 			if n.adapter != nil {
 				if cErr := n.adapter.Close(); cErr != nil && err == nil {
 					err = cErr

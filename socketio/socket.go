@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/socketio/parser"
@@ -43,6 +44,14 @@ type Socket struct {
 	acks          map[uint64]func([]json.RawMessage)
 	data          any
 	dataJSON      json.RawMessage
+
+	// Connection state recovery (see RecoveryOptions).
+	pid       string
+	recovered bool
+	away      bool              // the connection broke; the session waits for its client
+	history   []*parser.Encoded // recent events, or those kept while away
+	successor *Socket           // the socket that recovered this session
+	expiry    *time.Timer
 }
 
 var _ adapter.Socket = (*Socket)(nil)
@@ -169,6 +178,11 @@ func (s *Socket) Emit(event string, args ...any) error {
 	if !s.Connected() {
 		return ErrDisconnected
 	}
+	if s.nsp.srv.recovery != nil {
+		s.nsp.srv.withOffset(p)
+		s.recordedWrite(parser.Encode(p), false)
+		return nil
+	}
 	s.conn.write(parser.Encode(p), false)
 	return nil
 }
@@ -205,6 +219,15 @@ func (s *Socket) EmitWithAck(ctx context.Context, event string, args ...any) (Ar
 // namespace disconnect". With closeConn the client's connection is closed too,
 // which disconnects its sockets in every namespace.
 func (s *Socket) Disconnect(closeConn bool) {
+	if s.nsp.srv.recovery != nil {
+		s.mu.Lock()
+		away := s.away
+		s.mu.Unlock()
+		if away {
+			s.expire()
+			return
+		}
+	}
 	if closeConn {
 		s.conn.disconnectAll()
 		return
@@ -214,6 +237,10 @@ func (s *Socket) Disconnect(closeConn bool) {
 
 // Write queues an encoded packet for the client (adapter.Socket).
 func (s *Socket) Write(e *parser.Encoded, volatile bool) {
+	if s.nsp.srv.recovery != nil {
+		s.recordedWrite(e, volatile)
+		return
+	}
 	if s.Connected() {
 		s.conn.write(e, volatile)
 	}
@@ -330,6 +357,16 @@ func (s *Socket) closeWith(reason string, notify bool) {
 	s.closed = true
 	s.reason = reason
 	was := s.connected.Swap(false)
+	away := was && s.nsp.srv.recovery != nil && recoverable(reason)
+	if away {
+		s.nsp.mu.Lock()
+		if s.nsp.away == nil {
+			s.nsp.away = make(map[string]*Socket)
+		}
+		s.nsp.away[s.pid] = s
+		s.nsp.mu.Unlock()
+		s.goAwayLocked()
+	}
 	s.acks = nil
 	handlers := s.onDisconnect
 	disconnecting := s.disconnecting
@@ -344,12 +381,14 @@ func (s *Socket) closeWith(reason string, notify bool) {
 	}
 	// Broadcasts skip the socket from now on (it is not connected); it stays in
 	// its rooms until its OnDisconnecting handlers have run.
-	s.nsp.remove(s, len(disconnecting) == 0)
+	if !away {
+		s.nsp.remove(s, len(disconnecting) == 0)
+	}
 	s.conn.removeSocket(s.nsp.name, s)
 	for _, h := range disconnecting {
 		s.conn.run.push(nil, false, func() { h(reason) })
 	}
-	if len(disconnecting) > 0 {
+	if len(disconnecting) > 0 && !away {
 		s.conn.run.push(nil, false, func() { s.nsp.adapter.LeaveAll(s.id) })
 	}
 	for _, h := range handlers {

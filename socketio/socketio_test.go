@@ -564,7 +564,7 @@ func TestDisconnectReasons(t *testing.T) {
 		}, ReasonServerNamespaceDisconnect, true},
 		{"transport close", nil, func(c *testClient, s *Socket) { c.sendRaw("1") }, ReasonTransportClose, true},
 		{"parse error", nil, func(c *testClient, s *Socket) { c.send(`2{}`) }, ReasonParseError, true},
-		{"ping timeout", &Options{Options: engineio.Options{PingInterval: 100 * time.Millisecond, PingTimeout: 100 * time.Millisecond}},
+		{"ping timeout", &Options{Options: engineio.Options{PingInterval: 250 * time.Millisecond, PingTimeout: 250 * time.Millisecond}},
 			func(c *testClient, s *Socket) { c.noPong.Store(true) }, ReasonPingTimeout, true},
 	}
 	for _, tt := range tests {

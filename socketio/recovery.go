@@ -1,0 +1,319 @@
+package socketio
+
+import (
+	"crypto/rand"
+	"encoding/json"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/durasock/durasock/socketio/parser"
+)
+
+// Defaults of RecoveryOptions.
+const (
+	DefaultMaxDisconnectionDuration = 2 * time.Minute
+	DefaultRecoveryHistory          = 32
+	DefaultMaxMissedPackets         = 1000
+)
+
+// RecoveryOptions enables connection state recovery: a client whose connection
+// broke (transport close or error, ping timeout, forced close, server shutdown)
+// and that comes back within MaxDisconnectionDuration gets its socket back: the
+// same id, rooms and data, and every event it missed meanwhile, in order. Its
+// CONNECT answer then carries the same "pid" and Socket.Recovered reports true.
+// The official clients (socket.io-client 4.6+) do this by themselves.
+//
+// How it works, and why it holds in a cluster: while the client is away its
+// socket stays in its rooms on this server as a disconnected stand-in, so every
+// event sent to it — a local or a cluster-wide broadcast alike, whatever the
+// adapter — is kept for it. Each event without ack gets an offset (its last
+// argument, as in the reference server) so that the events the client received
+// just before the break are not sent twice. A client that comes back to another
+// server process gets a new socket.
+//
+// While away, the socket is still listed by FetchSockets and counted by
+// broadcasts with acks (as not replying). It is dropped, and leaves its rooms,
+// when MaxDisconnectionDuration passes or more than MaxMissedPackets events
+// wait for it.
+type RecoveryOptions struct {
+	// MaxDisconnectionDuration is how long a session waits for its client.
+	// Default 2 minutes.
+	MaxDisconnectionDuration time.Duration
+	// SkipMiddlewares connects a recovered client without running the
+	// namespace's middleware again.
+	SkipMiddlewares bool
+	// History is how many recent events a connected socket remembers, to resend
+	// those a client had not received when its connection broke. Default 32.
+	History int
+	// MaxMissedPackets bounds the events kept for a disconnected client.
+	// Default 1000.
+	MaxMissedPackets int
+}
+
+func (r *RecoveryOptions) resolved() *RecoveryOptions {
+	if r == nil {
+		return nil
+	}
+	o := *r
+	if o.MaxDisconnectionDuration <= 0 {
+		o.MaxDisconnectionDuration = DefaultMaxDisconnectionDuration
+	}
+	if o.History <= 0 {
+		o.History = DefaultRecoveryHistory
+	}
+	if o.MaxMissedPackets <= 0 {
+		o.MaxMissedPackets = DefaultMaxMissedPackets
+	}
+	return &o
+}
+
+// offsets makes the offsets of events: unique across servers (a random prefix)
+// and cheap (a counter).
+type offsets struct {
+	prefix string
+	n      atomic.Uint64
+}
+
+func newOffsets() *offsets { return &offsets{prefix: rand.Text()[:10]} }
+
+func (o *offsets) next() string {
+	return o.prefix + "-" + strconv.FormatUint(o.n.Add(1), 36)
+}
+
+// withOffset appends an offset as the last argument of an EVENT packet built by
+// parser.EventPacket (whose Data ends with ']').
+func (s *Server) withOffset(p *parser.Packet) {
+	if s.recovery == nil || len(p.Data) == 0 || p.Data[len(p.Data)-1] != ']' {
+		return
+	}
+	off := s.offsets.next()
+	d := make([]byte, 0, len(p.Data)+len(off)+3)
+	d = append(d, p.Data[:len(p.Data)-1]...)
+	d = append(d, ',', '"')
+	d = append(d, off...)
+	d = append(d, '"', ']')
+	p.Data = d
+}
+
+// recoverable lists the disconnect reasons after which a client may come back.
+func recoverable(reason string) bool {
+	switch reason {
+	case ReasonTransportError, ReasonTransportClose, ReasonForcedClose, ReasonPingTimeout,
+		ReasonServerShutdown, "forced server close":
+		return true
+	}
+	return false
+}
+
+// replayable reports whether an encoded packet is an event without ack id, the
+// only packets kept for recovery.
+func replayable(e *parser.Encoded) bool {
+	t := e.Text
+	if len(t) == 0 || (t[0] != '0'+byte(parser.Event) && t[0] != '0'+byte(parser.BinaryEvent)) {
+		return false
+	}
+	i := 1
+	if t[0] == '0'+byte(parser.BinaryEvent) {
+		for i < len(t) && t[i] != '-' {
+			i++
+		}
+		i++
+	}
+	if i < len(t) && t[i] == '/' {
+		for i < len(t) && t[i] != ',' {
+			i++
+		}
+		i++
+	}
+	return i < len(t) && (t[i] < '0' || t[i] > '9')
+}
+
+// hasOffset reports whether an encoded event ends with this offset argument.
+func hasOffset(e *parser.Encoded, offset string) bool {
+	t := e.Text
+	n := len(offset) + 4 // ,"offset"]
+	if len(t) < n {
+		return false
+	}
+	tail := t[len(t)-n:]
+	return tail[0] == ',' && tail[1] == '"' && string(tail[2:n-2]) == offset && tail[n-2] == '"' && tail[n-1] == ']'
+}
+
+// recordedWrite is Socket.Write when recovery is enabled: it remembers recent
+// events, keeps them for a disconnected client, and forwards to the socket that
+// took over a recovered session.
+func (s *Socket) recordedWrite(e *parser.Encoded, volatile bool) {
+	rec := s.nsp.srv.recovery
+	s.mu.Lock()
+	if r := s.successor; r != nil {
+		s.mu.Unlock()
+		r.Write(e, volatile)
+		return
+	}
+	if s.away {
+		if volatile || !replayable(e) {
+			s.mu.Unlock()
+			return
+		}
+		s.history = append(s.history, e)
+		over := len(s.history) > rec.History+rec.MaxMissedPackets
+		s.mu.Unlock()
+		if over {
+			s.nsp.srv.log.Info("socketio: too many missed events, session dropped", "socket", s.id)
+			s.expire()
+		}
+		return
+	}
+	if !s.connected.Load() {
+		s.mu.Unlock()
+		return
+	}
+	if !volatile && replayable(e) {
+		if len(s.history) >= rec.History {
+			copy(s.history, s.history[1:])
+			s.history[len(s.history)-1] = e
+		} else {
+			s.history = append(s.history, e)
+		}
+	}
+	// Written under s.mu so that the history and the wire agree on the order.
+	s.conn.write(e, volatile)
+	s.mu.Unlock()
+}
+
+// goAway turns a socket whose connection broke into a stand-in that keeps what
+// is sent to it. s.mu is held.
+func (s *Socket) goAwayLocked() {
+	s.away = true
+	s.expiry = time.AfterFunc(s.nsp.srv.recovery.MaxDisconnectionDuration, s.expire)
+}
+
+// expire drops a disconnected session: the socket leaves its rooms and the
+// namespace.
+func (s *Socket) expire() {
+	s.mu.Lock()
+	if !s.away {
+		s.mu.Unlock()
+		return
+	}
+	s.away = false
+	s.history = nil
+	if s.expiry != nil {
+		s.expiry.Stop()
+		s.expiry = nil
+	}
+	s.mu.Unlock()
+	n := s.nsp
+	n.mu.Lock()
+	if n.away[s.pid] == s {
+		delete(n.away, s.pid)
+	}
+	n.mu.Unlock()
+	n.remove(s, true)
+}
+
+// recoveryRequest reads the pid and offset a returning client sends in its
+// CONNECT payload.
+func recoveryRequest(auth json.RawMessage) (pid, offset string) {
+	var req struct {
+		PID    string `json:"pid"`
+		Offset string `json:"offset"`
+	}
+	if json.Unmarshal(auth, &req) != nil {
+		return "", ""
+	}
+	return req.PID, req.Offset
+}
+
+// awaySocket returns the disconnected session with this pid, or nil.
+func (n *Namespace) awaySocket(pid string) *Socket {
+	if pid == "" {
+		return nil
+	}
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.away[pid]
+}
+
+// takeOver gives the session of old to s: s gets its id, pid, data and rooms
+// (old never left them), is told it is connected, and receives what old kept
+// after offset. It reports false when the session cannot be recovered (it
+// expired, or offset is not among the remembered events), and then drops it.
+func (n *Namespace) takeOver(old, s *Socket, offset string) bool {
+	old.mu.Lock()
+	if !old.away {
+		old.mu.Unlock()
+		return false
+	}
+	from := -1
+	if offset == "" {
+		// The client received no event with an offset: everything kept is missed,
+		// provided nothing was forgotten yet.
+		if len(old.history) < n.srv.recovery.History {
+			from = 0
+		}
+	} else {
+		for i := len(old.history) - 1; i >= 0; i-- {
+			if hasOffset(old.history[i], offset) {
+				from = i + 1
+				break
+			}
+		}
+	}
+	if from < 0 {
+		old.mu.Unlock()
+		old.expire()
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		// The new connection closed meanwhile: leave the session waiting.
+		old.mu.Unlock()
+		return true
+	}
+	missed := old.history[from:]
+	old.away = false
+	old.history = nil
+	old.successor = s
+	if old.expiry != nil {
+		old.expiry.Stop()
+		old.expiry = nil
+	}
+	s.id, s.pid, s.recovered = old.id, old.pid, true
+	s.data, s.dataJSON = old.data, old.dataJSON
+	if len(missed) > n.srv.recovery.History {
+		s.history = append([]*parser.Encoded(nil), missed[len(missed)-n.srv.recovery.History:]...)
+	} else {
+		s.history = append([]*parser.Encoded(nil), missed...)
+	}
+	s.connected.Store(true)
+	s.conn.write(connectPacket(n.name, s.id, s.pid), false)
+	for _, e := range missed {
+		s.conn.write(e, false)
+	}
+	n.mu.Lock()
+	delete(n.away, old.pid)
+	n.sockets[s.id] = s
+	n.mu.Unlock()
+	old.mu.Unlock()
+	return true
+}
+
+// Recovered reports whether the socket took over the session of an earlier
+// connection (see RecoveryOptions).
+func (s *Socket) Recovered() bool { return s.recovered }
+
+// expireAll drops every disconnected session (at shutdown).
+func (n *Namespace) expireAll() {
+	n.mu.RLock()
+	list := make([]*Socket, 0, len(n.away))
+	for _, s := range n.away {
+		list = append(list, s)
+	}
+	n.mu.RUnlock()
+	for _, s := range list {
+		s.expire()
+	}
+}

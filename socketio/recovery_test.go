@@ -1,0 +1,166 @@
+package socketio
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/durasock/durasock/socketio/parser"
+)
+
+// lastString returns the last argument of an event message, which carries the
+// offset when recovery is enabled.
+func lastString(t *testing.T, text string) string {
+	t.Helper()
+	i := strings.IndexByte(text, '[')
+	if i < 0 {
+		t.Fatalf("no array in %q", text)
+	}
+	args, err := parser.SplitArray(json.RawMessage(text[i:]))
+	if err != nil || len(args) == 0 {
+		t.Fatalf("split %q: %v", text, err)
+	}
+	var s string
+	if err := json.Unmarshal(args[len(args)-1], &s); err != nil {
+		t.Fatalf("last argument of %q is not a string: %v", text, err)
+	}
+	return s
+}
+
+type connectAnswer struct {
+	SID string `json:"sid"`
+	PID string `json:"pid"`
+}
+
+func connectWith(t *testing.T, c *testClient, auth string) connectAnswer {
+	t.Helper()
+	c.send("0" + auth)
+	var a connectAnswer
+	if err := json.Unmarshal([]byte(c.expectPrefix("0")), &a); err != nil || a.SID == "" || a.PID == "" {
+		t.Fatalf("connect answer: %+v %v", a, err)
+	}
+	return a
+}
+
+func TestRecovery(t *testing.T) {
+	srv, url := newTestServer(t, &Options{Recovery: &RecoveryOptions{MaxDisconnectionDuration: waitTimeout}})
+	sockets := make(chan *Socket, 4)
+	srv.OnConnection(func(s *Socket) {
+		if !s.Recovered() {
+			s.Join("room")
+			if err := s.SetData("alice"); err != nil {
+				t.Error(err)
+			}
+		}
+		sockets <- s
+	})
+	ctx := context.Background()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	c1 := dial(t, url, "websocket")
+	first := connectWith(t, c1, "")
+	s1 := recv(t, sockets)
+	if s1.Recovered() || s1.ID() != first.SID {
+		t.Fatalf("first socket %q recovered=%v", s1.ID(), s1.Recovered())
+	}
+	must(srv.To("room").Emit(ctx, "e", 1))
+	m := c1.expectPrefix(`2["e",1,"`)
+	off1 := lastString(t, "2"+`["e",1,"`+m)
+	must(s1.Emit("e", 2)) // sent, but the client will not have read it
+	c1.expectPrefix(`2["e",2,"`)
+	c1.close()
+	waitFor(t, "socket 1 away", func() bool { return !s1.Connected() })
+
+	// While the client is away, what is sent to it is kept.
+	must(srv.To("room").Emit(ctx, "e", 3))
+	must(srv.To(s1.ID()).Emit(ctx, "direct", 4))
+	must(srv.To("room").Volatile().Emit(ctx, "volatile", 5))
+	if got := srv.Of("/").Sockets(); len(got) != 0 {
+		t.Fatalf("Sockets while away = %d", len(got))
+	}
+
+	c2 := dial(t, url, "polling")
+	second := connectWith(t, c2, `{"pid":"`+first.PID+`","offset":"`+off1+`","token":"x"}`)
+	if second != first {
+		t.Fatalf("recovered answer %+v, want %+v", second, first)
+	}
+	c2.expectPrefix(`2["e",2,"`)
+	c2.expectPrefix(`2["e",3,"`)
+	c2.expectPrefix(`2["direct",4,"`)
+	s2 := recv(t, sockets)
+	if !s2.Recovered() || s2.ID() != s1.ID() || s2.Data() != "alice" || !slices.Equal(s2.Rooms(), sorted(s2.ID(), "room")) {
+		t.Fatalf("recovered socket %q recovered=%v data=%v rooms=%q", s2.ID(), s2.Recovered(), s2.Data(), s2.Rooms())
+	}
+	if !strings.Contains(string(s2.Handshake().Auth), `"token":"x"`) {
+		t.Fatalf("auth = %s", s2.Handshake().Auth)
+	}
+	must(srv.To("room").Emit(ctx, "e", 6))
+	c2.expectPrefix(`2["e",6,"`)
+	if n := len(srv.Of("/").Sockets()); n != 1 {
+		t.Fatalf("sockets after recovery = %d", n)
+	}
+
+	// A client that asks for an unknown session, or an offset the server does not
+	// remember, gets a new one.
+	c3 := dial(t, url, "websocket")
+	other := connectWith(t, c3, `{"pid":"nope","offset":"x"}`)
+	if other.SID == first.SID || other.PID == first.PID {
+		t.Fatalf("unknown pid recovered: %+v", other)
+	}
+	recv(t, sockets)
+	c3.close()
+	waitFor(t, "socket 3 away", func() bool { return len(srv.Of("/").Sockets()) == 1 })
+	c4 := dial(t, url, "websocket")
+	fresh := connectWith(t, c4, `{"pid":"`+other.PID+`","offset":"not-remembered"}`)
+	if fresh.SID == other.SID {
+		t.Fatalf("unknown offset recovered: %+v", fresh)
+	}
+	s4 := recv(t, sockets)
+	if s4.Recovered() {
+		t.Fatal("socket with unknown offset recovered")
+	}
+	if rooms := srv.Of("/").Adapter().Rooms(other.SID); len(rooms) != 0 {
+		t.Fatalf("dropped session still in rooms %q", rooms)
+	}
+}
+
+func TestRecoveryExpiry(t *testing.T) {
+	srv, url := newTestServer(t, &Options{Recovery: &RecoveryOptions{MaxDisconnectionDuration: 100 * time.Millisecond, SkipMiddlewares: true}})
+	reasons := make(chan string, 2)
+	srv.OnConnection(func(s *Socket) {
+		s.Join("room")
+		s.OnDisconnect(func(r string) { reasons <- r })
+	})
+	c1 := dial(t, url, "websocket")
+	first := connectWith(t, c1, "")
+	c1.close()
+	if r := recv(t, reasons); r != ReasonTransportClose {
+		t.Fatalf("reason = %q", r)
+	}
+	waitFor(t, "session expiry", func() bool { return len(srv.Of("/").Adapter().Rooms(first.SID)) == 0 })
+	c2 := dial(t, url, "websocket")
+	second := connectWith(t, c2, `{"pid":"`+first.PID+`"}`)
+	if second.SID == first.SID {
+		t.Fatal("expired session recovered")
+	}
+
+	// A server namespace disconnect is final: no session is kept.
+	if err := srv.Of("/").DisconnectSockets(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	c2.expect("1")
+	if r := recv(t, reasons); r != ReasonServerNamespaceDisconnect {
+		t.Fatalf("reason = %q", r)
+	}
+	if rooms := srv.Of("/").Adapter().Rooms(second.SID); len(rooms) != 0 {
+		t.Fatalf("rooms after namespace disconnect = %q", rooms)
+	}
+}
