@@ -110,6 +110,9 @@ type node struct {
 	gapMsgs [maxNodes]uint64 // messages reported missing, by origin index
 	gaps    [maxNodes]uint64 // gap reports, by origin index
 	drops   map[bus.DropReason]uint64
+
+	gapSeqs  [maxNodes][]bus.SeqRange // bus seqs reported missing, by origin index
+	dropSeqs []bus.SeqRange           // bus seqs this node dropped
 }
 
 func (n *node) onGap(g bus.Gap) {
@@ -122,12 +125,25 @@ func (n *node) onGap(g bus.Gap) {
 	}
 	n.gapMsgs[o] += g.Missing
 	n.gaps[o]++
+	n.gapSeqs[o] = append(n.gapSeqs[o], bus.SeqRange{Partition: g.Partition, First: g.After + 1, Last: g.Next - 1})
 }
 
 func (n *node) onDrop(d bus.Drop) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.drops[d.Reason] += uint64(d.Count)
+	n.dropSeqs = append(n.dropSeqs, d.Seqs...)
+}
+
+// seqRanges returns the bus seqs n dropped and those it reported missing of
+// each origin.
+func (n *node) seqRanges() (dropped []bus.SeqRange, missing [maxNodes][]bus.SeqRange) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for i := range missing {
+		missing[i] = slices.Clone(n.gapSeqs[i])
+	}
+	return slices.Clone(n.dropSeqs), missing
 }
 
 func (n *node) gapReport(origin int) (gaps, msgs uint64) {
@@ -167,7 +183,7 @@ func (r *run) addNode(url string) *node {
 		t.Fatalf("more than %d nodes", maxNodes)
 	}
 	n := &node{r: r, idx: idx, id: nodeID(idx), drops: make(map[bus.DropReason]uint64)}
-	logger := r.log.With("node", n.id)
+	logger := r.log
 	o := redisbus.Options{
 		Kind:         r.opts.kind,
 		Prefix:       r.prefix,
