@@ -123,7 +123,11 @@ func (r *Reliable) recvLoop(ctx context.Context) {
 			// Without probes, a subscription that has not failed for a while counts
 			// as established even when no frame arrived.
 			established = time.AfterFunc(subscribeSettle, func() {
-				if subCtx.Err() == nil {
+				// Under subMu, so that it cannot land after the loop recorded the
+				// end of this subscription.
+				rv.subMu.Lock()
+				defer rv.subMu.Unlock()
+				if rv.subCancel != nil && subCtx.Err() == nil {
 					r.sm.ok(compSubscribe)
 				}
 			})
