@@ -29,6 +29,11 @@
 // processes serve one application. A broadcast is encoded once and the same bytes
 // are written to every recipient.
 //
+// With Options.Recovery a client whose connection broke and that comes back
+// within a bounded time gets its socket back (same id, rooms and data) and every
+// event it missed, whichever server process or adapter sent them (see
+// RecoveryOptions).
+//
 // Handlers of one connection run one at a time, in the order the packets arrived,
 // on a goroutine of their own, so a handler may block (for example on EmitWithAck)
 // without stopping the connection from reading. Stop the server with Shutdown.

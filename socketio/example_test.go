@@ -225,3 +225,18 @@ func (c rawConn) read() string {
 	}
 	return string(b)
 }
+
+func ExampleRecoveryOptions() {
+	srv := socketio.NewServer(&socketio.Options{
+		Recovery: &socketio.RecoveryOptions{MaxDisconnectionDuration: time.Minute, SkipMiddlewares: true},
+	})
+	srv.OnConnection(func(s *socketio.Socket) {
+		if s.Recovered() {
+			// Same id, rooms and data as before the break; missed events were sent.
+			return
+		}
+		s.Join("news")
+	})
+	shutdown(srv)
+	// Output:
+}
