@@ -183,18 +183,18 @@ func (o *outbox) batch(now time.Time, frames []Frame, maxFrames, maxBytes int, e
 }
 
 // commit removes the entries up to lastID that are still there (a drop may have
-// taken some meanwhile) and calls observe with the time each one waited.
-func (o *outbox) commit(lastID uint64, now time.Time, observe func(time.Duration)) int {
+// taken some meanwhile) and appends the time each one waited to waits.
+func (o *outbox) commit(lastID uint64, now time.Time, waits []time.Duration) []time.Duration {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	n := 0
 	for o.n > 0 && o.front().id <= lastID {
 		e := o.popLocked()
-		observe(now.Sub(e.accepted))
+		waits = append(waits, now.Sub(e.accepted))
 		n++
 	}
 	o.c.published.Add(uint64(n))
-	return n
+	return waits
 }
 
 // expire drops old entries into acc and returns when the next one expires.

@@ -363,6 +363,7 @@ func (r *Reliable) close(ctx context.Context) error {
 func (r *Reliable) sendLoop(ctx context.Context) {
 	defer close(r.senderDone)
 	var frames []Frame
+	var waits []time.Duration
 	attempt := 0
 	for {
 		var expired dropAcc
@@ -386,7 +387,10 @@ func (r *Reliable) sendLoop(ctx context.Context) {
 		cancel()
 		r.c.replayed.Add(uint64(replays))
 		if err == nil {
-			r.ob.commit(lastID, time.Now(), r.m.observeLatency)
+			waits = r.ob.commit(lastID, time.Now(), waits[:0])
+			for _, w := range waits { // outside the outbox lock
+				r.m.observeLatency(w)
+			}
 			if attempt > 0 {
 				r.c.reconnects.Add(1)
 				attempt = 0
