@@ -24,6 +24,7 @@ type BroadcastConfig struct {
 // BroadcastResult is one step of the scenario.
 type BroadcastResult struct {
 	Transport      string          `json:"transport"`
+	Error          string          `json:"error,omitempty"`
 	Server         string          `json:"server"`
 	TargetRate     float64         `json:"target_rate"`
 	Subscribers    int             `json:"subscribers"`
@@ -39,6 +40,9 @@ type BroadcastResult struct {
 	Maxms          float64         `json:"max_ms"`
 	NodeStatus     json.RawMessage `json:"node_b_status,omitempty"`
 	PublisherStats json.RawMessage `json:"node_a_status,omitempty"`
+	// CPU is the CPU time per second of each process during the step (1.0 is one
+	// core): node0 publishes, node1 (or node0 alone for local) serves subscribers.
+	CPU map[string]float64 `json:"cpu_cores"`
 }
 
 func (c *BroadcastConfig) defaults() {
@@ -65,15 +69,23 @@ func (c *BroadcastConfig) defaults() {
 // Broadcast runs the scenario for every transport and rate.
 func Broadcast(ctx context.Context, cfg BroadcastConfig) ([]BroadcastResult, error) {
 	cfg.defaults()
-	var out []BroadcastResult
+	var (
+		out  []BroadcastResult
+		errs []error
+	)
 	for _, tr := range cfg.Transports {
 		res, err := broadcastOne(ctx, &cfg, tr)
 		out = append(out, res...)
 		if err != nil {
-			return out, fmt.Errorf("broadcast %s: %w", tr, err)
+			// The next transport still runs: a failed step is a result too.
+			out = append(out, BroadcastResult{Transport: tr, Error: err.Error()})
+			errs = append(errs, fmt.Errorf("broadcast %s: %w", tr, err))
+		}
+		if ctx.Err() != nil {
+			break
 		}
 	}
-	return out, nil
+	return out, errors.Join(errs...)
 }
 
 func broadcastOne(ctx context.Context, cfg *BroadcastConfig, transport string) (_ []BroadcastResult, err error) {
@@ -117,14 +129,16 @@ func broadcastOne(ctx context.Context, cfg *BroadcastConfig, transport string) (
 		id += len(pubs)
 		cfg.logf("broadcast %s: %d subscribers, %.0f events/s for %s", transport, cfg.Subscribers, rate, cfg.Duration)
 		start := int64(time.Since(e.base))
+		meter := newCPUMeter(e)
 		if err := runAll(ctx, ps, cfg.Duration); err != nil {
 			return out, err
 		}
 		e.drain(ctx, ps, cfg.Drain)
+		cpu := meter.shares(time.Duration(int64(time.Since(e.base)) - start).Seconds())
 		if err := e.clientErr(); err != nil {
 			return out, err
 		}
-		res := BroadcastResult{Transport: transport, Server: e.nodes[0].Server, TargetRate: rate, Subscribers: cfg.Subscribers}
+		res := BroadcastResult{Transport: transport, Server: e.nodes[0].Server, TargetRate: rate, Subscribers: cfg.Subscribers, CPU: cpu}
 		for _, p := range ps {
 			res.Sent += p.sent
 			res.Rejected += p.rejected

@@ -64,6 +64,7 @@ func startEnv(ctx context.Context, c *Common, transport string, nodes int, aof b
 			return nil, errors.Join(err, e.close())
 		}
 		e.nodes = append(e.nodes, n)
+		c.logf("%s: %s node on %s, pid %d (pprof: %s/debug/pprof/)", n.Name, n.Server, n.Addr, n.PID(), n.URL())
 	}
 	return e, nil
 }

@@ -26,6 +26,7 @@ type RedisKillConfig struct {
 // RedisKillResult is the scenario's outcome for one transport.
 type RedisKillResult struct {
 	Transport string `json:"transport"`
+	Error     string `json:"error,omitempty"`
 	Server    string `json:"server"`
 	AOF       string `json:"aof"`
 	Clients   int    `json:"clients"`
@@ -80,18 +81,25 @@ func (c *RedisKillConfig) defaults() {
 // RedisKill runs the scenario for every transport.
 func RedisKill(ctx context.Context, cfg RedisKillConfig) ([]RedisKillResult, error) {
 	cfg.defaults()
-	var out []RedisKillResult
+	var (
+		out  []RedisKillResult
+		errs []error
+	)
 	for _, tr := range cfg.Transports {
 		if tr == TransportLocal {
 			continue // no Redis to kill
 		}
 		r, err := redisKillOne(ctx, &cfg, tr)
 		if err != nil {
-			return out, fmt.Errorf("redis-kill %s: %w", tr, err)
+			r.Error = err.Error()
+			errs = append(errs, fmt.Errorf("redis-kill %s: %w", tr, err))
 		}
 		out = append(out, r)
+		if ctx.Err() != nil {
+			break
+		}
 	}
-	return out, nil
+	return out, errors.Join(errs...)
 }
 
 func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (_ RedisKillResult, err error) {

@@ -11,10 +11,15 @@ import (
 // PrintBroadcast writes the broadcast results as a table.
 func PrintBroadcast(w io.Writer, rs []BroadcastResult) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "transport\tserver\ttarget/s\tsent\tper-sub/s\ttotal/s\tlost\tdup\treord\tp50 ms\tp99 ms\tmax ms\t")
+	fmt.Fprintln(tw, "transport\tserver\ttarget/s\tsent\tper-sub/s\ttotal/s\tlost\tdup\treord\tp50 ms\tp99 ms\tmax ms\tCPU cores loadgen/node0/node1/redis\t")
 	for _, r := range rs {
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%d\t%.0f\t%.0f\t%d\t%d\t%d\t%.1f\t%.1f\t%.1f\t\n", r.Transport, r.Server,
-			r.TargetRate, r.Sent, r.PerSubscriber, r.Deliveries, r.Lost, r.Duplicated, r.Reordered, r.P50ms, r.P99ms, r.Maxms)
+		if r.Error != "" {
+			fmt.Fprintf(tw, "%s\tFAILED: %s\t\n", r.Transport, r.Error)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%d\t%.0f\t%.0f\t%d\t%d\t%d\t%.1f\t%.1f\t%.1f\t%s\t\n", r.Transport, r.Server,
+			r.TargetRate, r.Sent, r.PerSubscriber, r.Deliveries, r.Lost, r.Duplicated, r.Reordered, r.P50ms, r.P99ms, r.Maxms,
+			fmt.Sprintf("%.2f/%.2f/%.2f/%.2f", r.CPU["loadgen"], r.CPU["node0"], r.CPU["node1"], r.CPU["redis"]))
 	}
 	return tw.Flush()
 }
@@ -24,6 +29,10 @@ func PrintRedisKill(w io.Writer, rs []RedisKillResult) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "transport\tserver\tsent\tin outage\tdeliveries\tlost\tdup\treord\tsame-node max lat ms\tsame-node max gap ms\tremote catch-up ms\tredis start ms\t")
 	for _, r := range rs {
+		if r.Error != "" {
+			fmt.Fprintf(tw, "%s\tFAILED: %s\t\n", r.Transport, r.Error)
+			continue
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%.1f\t%.1f\t%.0f\t%.0f\t\n", r.Transport, r.Server, r.Sent,
 			r.SentDuringOutage, r.Expected, r.Lost, r.Duplicated, r.Reordered, r.SameNodeMaxLatencyMs, r.SameNodeMaxGapMs,
 			r.RemoteCatchUpMs, r.RedisStartMs)
