@@ -1,0 +1,189 @@
+package emitter_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http/httptest"
+	"strconv"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/durasock/durasock/bus"
+	"github.com/durasock/durasock/bus/redisbus"
+	"github.com/durasock/durasock/cluster"
+	"github.com/durasock/durasock/emitter"
+	"github.com/durasock/durasock/internal/redistest"
+	"github.com/durasock/durasock/internal/sioclient"
+	"github.com/durasock/durasock/socketio"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// server is one durasock node on the cluster's Redis.
+func server(t *testing.T, url string) string {
+	t.Helper()
+	b, err := redisbus.Open(context.Background(), url, &redisbus.Options{Bus: bus.Config{Logger: slog.New(slog.DiscardHandler)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cluster.New(b, &cluster.Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := socketio.NewServer(&socketio.Options{Adapter: c.Adapter})
+	srv.OnConnection(func(s *socketio.Socket) {
+		var q struct{ Room string }
+		if err := json.Unmarshal(s.Handshake().Auth, &q); err == nil && q.Room != "" {
+			s.Join(q.Room)
+		}
+	})
+	hs := httptest.NewServer(srv)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Error(err)
+		}
+		hs.Close()
+		if err := c.Close(ctx); err != nil {
+			t.Error(err)
+		}
+		if err := b.Close(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	return hs.URL + "/socket.io/"
+}
+
+type received struct{ name, data string }
+
+func client(t *testing.T, url, room string) <-chan received {
+	t.Helper()
+	ch := make(chan received, 64)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := sioclient.Dial(ctx, url, &sioclient.Options{
+		Auth: map[string]string{"room": room},
+		OnEvent: func(e *sioclient.Event) {
+			data := string(e.Data)
+			if len(e.Attachments) > 0 {
+				data += "+" + string(e.Attachments[0])
+			}
+			ch <- received{e.Name, data}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return ch
+}
+
+func expect(t *testing.T, ch <-chan received, want received) {
+	t.Helper()
+	select {
+	case got := <-ch:
+		if got != want {
+			t.Fatalf("got %+v, want %+v", got, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("nothing received, want %+v", want)
+	}
+}
+
+func TestEmitterReachesEveryServer(t *testing.T) {
+	redis := redistest.Standalone(t)
+	urlA, urlB := server(t, redis.URL()), server(t, redis.URL())
+	lobbyA, lobbyB, otherB := client(t, urlA, "lobby"), client(t, urlB, "lobby"), client(t, urlB, "other")
+
+	b, err := redisbus.Open(context.Background(), redis.URL(), &redisbus.Options{Bus: bus.Config{Logger: slog.New(slog.DiscardHandler)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := b.Close(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
+	e := emitter.New(b)
+	ctx := context.Background()
+
+	if err := e.To("lobby").Emit(ctx, "news", map[string]int{"n": 1}); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, lobbyA, received{"news", `["news",{"n":1}]`})
+	expect(t, lobbyB, received{"news", `["news",{"n":1}]`})
+
+	if err := e.Of("/").Except("lobby").Emit(ctx, "bin", []byte("raw")); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, otherB, received{"bin", `["bin",{"_placeholder":true,"num":0}]+raw`})
+
+	if err := e.To("other").SocketsJoin(ctx, "vip"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.To("vip").Emit(ctx, "vip", "hi"); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, otherB, received{"vip", `["vip","hi"]`})
+
+	// Order: what the emitter published in sequence arrives in sequence.
+	for i := range 50 {
+		if err := e.To("lobby").Emit(ctx, "seq", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 50 {
+		expect(t, lobbyA, received{"seq", `["seq",` + strconv.Itoa(i) + `]`})
+	}
+
+	if err := e.Of("chat").Emit(ctx, "x"); !errors.Is(err, emitter.ErrInvalidNamespace) {
+		t.Errorf("namespace without /: err = %v", err)
+	}
+	if err := e.Emit(ctx, ""); err == nil {
+		t.Error("empty event name accepted")
+	}
+	if err := e.Emit(ctx, "x", func() {}); err == nil {
+		t.Error("unmarshallable argument accepted")
+	}
+}
+
+// TestEmitterOutboxFull shows an emitter inherits the bus contract: with Redis
+// unreachable it buffers up to the bound and then refuses at once.
+func TestEmitterOutboxFull(t *testing.T) {
+	redis := redistest.Standalone(t)
+	url := redis.URL()
+	if err := redis.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := redisbus.Open(context.Background(), url, &redisbus.Options{Bus: bus.Config{
+		Outbox: bus.OutboxConfig{MaxMessages: 3},
+		Logger: slog.New(slog.DiscardHandler),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		_ = b.Close(ctx) // the outbox cannot drain without Redis; the error is expected
+	}()
+	e := emitter.New(b)
+	for i := range 3 {
+		if err := e.Emit(context.Background(), "x", i); err != nil {
+			t.Fatalf("emit %d: %v", i, err)
+		}
+	}
+	if err := e.Emit(context.Background(), "x", 3); !errors.Is(err, bus.ErrOutboxFull) {
+		t.Fatalf("fourth emit: err = %v, want ErrOutboxFull", err)
+	}
+}
+
