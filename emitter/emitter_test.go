@@ -186,4 +186,3 @@ func TestEmitterOutboxFull(t *testing.T) {
 		t.Fatalf("fourth emit: err = %v, want ErrOutboxFull", err)
 	}
 }
-
