@@ -164,3 +164,34 @@ func TestRecoveryExpiry(t *testing.T) {
 		t.Fatalf("rooms after namespace disconnect = %q", rooms)
 	}
 }
+
+func TestRecoveryBinaryCustomNamespace(t *testing.T) {
+	srv, url := newTestServer(t, &Options{Recovery: &RecoveryOptions{}})
+	chat := srv.Of("/chat")
+	chat.OnConnection(func(s *Socket) { s.Join("r") })
+	c1 := dial(t, url, "websocket")
+	c1.send("0/chat,")
+	var first connectAnswer
+	if err := json.Unmarshal([]byte(c1.expectPrefix("0/chat,")), &first); err != nil || first.PID == "" {
+		t.Fatalf("connect: %+v %v", first, err)
+	}
+	ctx := context.Background()
+	if err := chat.To("r").Emit(ctx, "file", []byte{1, 2}); err != nil {
+		t.Fatal(err)
+	}
+	off := lastString(t, c1.expectPrefix(`51-/chat,`))
+	c1.expectBinary([]byte{1, 2})
+	c1.close()
+	waitFor(t, "away", func() bool { return len(chat.Sockets()) == 0 })
+	if err := chat.To("r").Emit(ctx, "file", []byte{3}, "name"); err != nil {
+		t.Fatal(err)
+	}
+	c2 := dial(t, url, "websocket")
+	c2.send(`0/chat,{"pid":"` + first.PID + `","offset":"` + off + `"}`)
+	var second connectAnswer
+	if err := json.Unmarshal([]byte(c2.expectPrefix("0/chat,")), &second); err != nil || second != first {
+		t.Fatalf("recovered %+v, want %+v (%v)", second, first, err)
+	}
+	c2.expectPrefix(`51-/chat,["file",{"_placeholder":true,"num":0},"name","`)
+	c2.expectBinary([]byte{3})
+}
