@@ -262,3 +262,48 @@ func TestConfigErrors(t *testing.T) {
 		t.Fatal("two default node ids are equal")
 	}
 }
+
+// stuckTransport is a transport whose Publish ignores its ctx until released.
+type stuckTransport struct {
+	Transport
+	release chan struct{}
+}
+
+func (s *stuckTransport) Publish(ctx context.Context, frames []Frame) error {
+	<-s.release
+	return s.Transport.Publish(ctx, frames)
+}
+
+// TestCloseWithStuckTransport: Close returns within its ctx plus a grace period
+// even when the transport does not honour cancellation.
+func TestCloseWithStuckTransport(t *testing.T) {
+	synctestRun(t, func(t *testing.T) {
+		hub := NewMemoryHub()
+		tr := &stuckTransport{Transport: hub.Transport(), release: make(chan struct{})}
+		logs := newLogCounter()
+		a, err := New(tr, Config{NodeID: "a", ProbeInterval: -1, Logger: slogNew(logs)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Publish(context.Background(), "k", []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		if err := a.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Close = %v", err)
+		}
+		if d := time.Since(start); d != 100*time.Millisecond+closeGrace {
+			t.Fatalf("Close took %v", d)
+		}
+		if s := a.Stats(); s.DroppedClosed != 1 {
+			t.Fatalf("stats %+v", s)
+		}
+		if n := logs.count("bus: the transport's Publish did not return after cancellation; closing without it"); n != 1 {
+			t.Fatalf("log %q", logs.all())
+		}
+		close(tr.release) // the sender goroutine ends
+		synctestWait()
+	})
+}

@@ -333,7 +333,9 @@ func (r *Reliable) close(ctx context.Context) error {
 		err = ctx.Err()
 	}
 	r.stopSender()
-	<-r.senderDone
+	if !awaitGrace(ctx, r.senderDone) {
+		r.log.Error("bus: the transport's Publish did not return after cancellation; closing without it")
+	}
 	var left dropAcc
 	r.ob.drain(&left)
 	r.reportDrop(DropClosed, &left)
@@ -342,10 +344,14 @@ func (r *Reliable) close(ctx context.Context) error {
 	if cerr := r.t.Close(); cerr != nil {
 		r.log.Warn("bus: closing the transport", "error", cerr)
 	}
-	<-backgroundDone
+	if !awaitGrace(ctx, backgroundDone) {
+		r.log.Error("bus: the transport's Subscribe or Ping did not return after cancellation; closing without it")
+	}
 	r.sm.close()
 	close(r.notifierDone)
-	<-r.notifierExited
+	if !awaitGrace(ctx, r.notifierExited) {
+		r.log.Error("bus: OnStateChange did not return; closing without it")
+	}
 	if r.cfg.Registerer != nil {
 		r.cfg.Registerer.Unregister(r.m)
 	}
@@ -355,6 +361,28 @@ func (r *Reliable) close(ctx context.Context) error {
 		err = fmt.Errorf("bus: %d messages left in the outbox at close", left.count)
 	}
 	return err
+}
+
+// closeGrace is how long Close waits, after its ctx is done, for goroutines to
+// honour their cancellation before it gives up on them.
+const closeGrace = time.Second
+
+// awaitGrace waits for done until ctx is done plus closeGrace, and reports
+// whether done was closed.
+func awaitGrace(ctx context.Context, done <-chan struct{}) bool {
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+	}
+	t := time.NewTimer(closeGrace)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // sendLoop is the only goroutine that publishes outbox entries: it drains the
