@@ -14,7 +14,6 @@ var (
 	ErrInvalid            = errors.New("parser: invalid packet")
 	ErrUnknownType        = fmt.Errorf("%w: unknown packet type", ErrInvalid)
 	ErrIllegalAttachments = fmt.Errorf("%w: illegal attachments", ErrInvalid)
-	ErrInvalidNamespace   = fmt.Errorf("%w: invalid namespace", ErrInvalid)
 	ErrInvalidAckID       = fmt.Errorf("%w: invalid ack id", ErrInvalid)
 	ErrInvalidPayload     = fmt.Errorf("%w: invalid payload", ErrInvalid)
 	ErrTooManyAttachments = fmt.Errorf("%w: too many attachments", ErrInvalid)
