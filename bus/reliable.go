@@ -286,9 +286,10 @@ func (r *Reliable) StateChanged() <-chan struct{} { return r.sm.changedChan() }
 
 // Close stops receiving and probing, gives the outbox until ctx is done to reach
 // the broker, drops (reason "closed": counted, logged, hook) what is left, and
-// closes the transport. It returns ctx.Err() when time ran out. Close is
-// idempotent; later calls wait for the first to finish. OnStateChange must not
-// call Close.
+// closes the transport. It returns ctx.Err() when time ran out; a transport
+// that does not honour cancellation gets one more second (closeGrace), then is
+// left behind with an error log. Close is idempotent; later calls wait for the
+// first to finish. OnStateChange must not call Close.
 func (r *Reliable) Close(ctx context.Context) error {
 	err := ErrClosed // marks "not the first call"
 	r.closeOnce.Do(func() { err = r.close(ctx) })
