@@ -19,9 +19,13 @@
 // Handler calls for one session never overlap. The Data of a Message passed to
 // OnMessage belongs to the handler: it is not reused by the server.
 //
-// An idle WebSocket session costs one goroutine (its reader) and no timer
-// goroutine: the writer goroutine runs only while there is something to write and
-// heartbeats use runtime timers. Stop the server with Shutdown, which closes every
-// session properly and waits; http.Server.Shutdown alone does not close hijacked
-// WebSocket connections.
+// An idle WebSocket session costs no goroutine on Linux: its reader goroutine
+// runs only while the client sends, and the server's one poller goroutine
+// (epoll) starts a new one when the connection becomes readable or closes. The
+// writer goroutine likewise runs only while there is something to write, and
+// heartbeats use runtime timers. Elsewhere, over TLS and with
+// PerMessageDeflate negotiated, each WebSocket session keeps a reader goroutine
+// blocked in its read. Stop the server with Shutdown, which closes every
+// session properly and waits; http.Server.Shutdown alone does not close
+// hijacked WebSocket connections.
 package engineio

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"log/slog"
-	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -45,9 +44,12 @@ type Server struct {
 
 	mu        sync.Mutex
 	sessions  map[string]*Session
-	lingering map[string]*Session  // closed by the client, see Session.lingering
-	conns     map[*wsConn]struct{} // hijacked connections, closable at shutdown
-	closing   bool                 // Shutdown or Close started: no new sessions
+	lingering map[string]*Session // closed by the client, see Session.lingering
+	conns     map[uint64]*wsConn  // hijacked connections by id, closable at shutdown
+	lastConn  uint64
+	closing   bool    // Shutdown or Close started: no new sessions
+	poll      *poller // watches parked connections; started with the first one
+	pollErr   error   // why there is no poller, once known
 
 	goroutines tracker // goroutines the server started for sessions
 	closeOnce  sync.Once
@@ -62,7 +64,7 @@ func NewServer(h Handler, opts *Options) *Server {
 		log:       o.Logger,
 		sessions:  make(map[string]*Session),
 		lingering: make(map[string]*Session),
-		conns:     make(map[*wsConn]struct{}),
+		conns:     make(map[uint64]*wsConn),
 	}
 	if !o.DisableUpgrades && s.transportEnabled(TransportWebSocket) {
 		s.upgrades = []string{TransportWebSocket}
@@ -228,22 +230,81 @@ func (s *Server) forgetLingering(sess *Session) {
 	s.mu.Unlock()
 }
 
-// trackConn records a hijacked connection so that Close can end it; it reports
-// false when the server is closing.
+// trackConn records a hijacked connection so that Close can end it, and gives
+// it the poller if it can be parked; it reports false when the server is
+// closing.
 func (s *Server) trackConn(c *wsConn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closing {
 		return false
 	}
-	s.conns[c] = struct{}{}
+	s.lastConn++
+	c.id = s.lastConn
+	s.conns[c.id] = c
+	if c.rc != nil {
+		if s.poll == nil && s.pollErr == nil {
+			s.poll, s.pollErr = newPoller(s)
+			if s.pollErr != nil {
+				s.log.Debug("engineio: idle connections keep their reader goroutine", "err", s.pollErr)
+			}
+		}
+		c.poll = s.poll
+	}
 	return true
 }
 
 func (s *Server) untrackConn(c *wsConn) {
 	s.mu.Lock()
-	delete(s.conns, c)
+	delete(s.conns, c.id)
 	s.mu.Unlock()
+}
+
+// wakeConns wakes the parked connections with the given ids; ids of
+// connections that are gone are ignored.
+func (s *Server) wakeConns(ids []uint64) {
+	conns := make([]*wsConn, 0, len(ids))
+	s.mu.Lock()
+	for _, id := range ids {
+		if c := s.conns[id]; c != nil {
+			conns = append(conns, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.wake()
+	}
+}
+
+// cutParked closes the connections that are still parked, whose readers then
+// see the end and release them.
+func (s *Server) cutParked() {
+	s.mu.Lock()
+	var conns []*wsConn
+	for _, c := range s.conns {
+		if c.reader.Load() == readerParked {
+			conns = append(conns, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.kill()
+	}
+}
+
+// stopPoller stops the poller once no session is left; connections still
+// parked then are cut.
+func (s *Server) stopPoller() {
+	s.cutParked()
+	s.goroutines.wait()
+	s.mu.Lock()
+	p := s.poll
+	s.poll = nil
+	s.pollErr = errServerClosing
+	s.mu.Unlock()
+	if p != nil {
+		p.close()
+	}
 }
 
 // go runs f on a goroutine the server waits for in Shutdown and Close.
@@ -277,14 +338,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.goroutines.wait()
 		close(done)
 	}()
+	var err error
 	select {
 	case <-done:
-		return nil
 	case <-ctx.Done():
 		s.forceClose()
 		<-done
-		return ctx.Err()
+		err = ctx.Err()
 	}
+	s.goroutines.wait()
+	s.stopPoller()
+	return err
 }
 
 // waitSessions waits until no session is left or ctx is done. Sessions in
@@ -321,6 +385,7 @@ func (s *Server) sessionList() []*Session {
 func (s *Server) Close() error {
 	s.forceClose()
 	s.goroutines.wait()
+	s.stopPoller()
 	return nil
 }
 
@@ -336,13 +401,13 @@ func (s *Server) forceClose() {
 	})
 	// Connections still in a close handshake, or probes of an upgrade, end now.
 	s.mu.Lock()
-	conns := make([]net.Conn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c.raw)
+	conns := make([]*wsConn, 0, len(s.conns))
+	for _, c := range s.conns {
+		conns = append(conns, c)
 	}
 	s.mu.Unlock()
 	for _, c := range conns {
-		_ = c.Close() // closing an already closed connection is harmless
+		c.kill() // closing an already closed connection is harmless
 	}
 }
 

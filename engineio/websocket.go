@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -25,13 +26,52 @@ const (
 
 var errServerClosing = errors.New("engineio: server closing")
 
+// Reader states of a wsConn.
+const (
+	readerRunning int32 = iota // a goroutine reads, or will
+	readerParked               // the poller watches the connection; no goroutine reads
+)
+
 // wsConn is an accepted WebSocket connection with its raw network connection,
 // which Server.Close can cut at any time.
+//
+// While idle, a session's connection is parked: its reader goroutine has
+// returned and the server's poller watches the socket. When the socket becomes
+// readable, or is closed, a new reader goroutine continues where the last one
+// stopped. The hand-over is the atomic reader state: only the goroutine that
+// moves it from readerParked to readerRunning may read.
 type wsConn struct {
 	*websocket.Conn
-	raw  net.Conn
+	nc   netConn
+	br   *bufio.Reader // the reader coder/websocket reads frames from
 	srv  *Server
+	sess *Session // whose reader runs; set before the connection first parks
+	poll *poller  // nil: the connection is never parked
+	rc   syscall.RawConn
+	id   uint64
 	refs atomic.Int32 // goroutines using the connection; the last one ends it
+
+	reader atomic.Int32
+	// rmu keeps the reader's look into br (before parking) apart from the reads
+	// of the close handshake, which coder/websocket does on the closing
+	// goroutine.
+	rmu     sync.Mutex
+	added   bool // registered with the poller; touched only by the reader
+	pending int  // bytes of the handshake tail, between Hijack and accept
+}
+
+// netConn is the hijacked connection as coder/websocket and kill see it:
+// closing it also wakes a parked reader, which then sees the end and releases
+// the connection.
+type netConn struct {
+	net.Conn
+	ws *wsConn
+}
+
+func (n *netConn) Close() error {
+	err := n.Conn.Close()
+	n.ws.wake()
+	return err
 }
 
 // acquire adds a user unless the connection has already ended.
@@ -51,16 +91,55 @@ func (c *wsConn) acquire() bool {
 func (c *wsConn) release() {
 	if c.refs.Add(-1) == 0 {
 		c.srv.untrackConn(c)
-		_ = c.raw.Close() // usually closed already by the WebSocket close
+		_ = c.nc.Close() // usually closed already by the WebSocket close
 	}
 }
 
 // kill cuts the connection without a close handshake. Nil-safe.
 func (c *wsConn) kill() {
 	if c != nil {
-		_ = c.raw.Close() // idempotent in effect
+		_ = c.nc.Close() // idempotent in effect
 	}
 }
+
+// park hands the idle connection to the poller and reports true when the
+// calling reader must return: another goroutine reads when there is something
+// to read. It reports false when the caller must go on reading itself: bytes
+// are buffered already, or the connection cannot be parked.
+func (c *wsConn) park() bool {
+	if c.poll == nil {
+		return false
+	}
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if c.br.Buffered() > 0 {
+		return false
+	}
+	add := !c.added
+	c.added = true
+	// From this store on, another goroutine may own the reader.
+	c.reader.Store(readerParked)
+	if err := c.poll.arm(c, add); err != nil {
+		if !c.reader.CompareAndSwap(readerParked, readerRunning) {
+			return true // closed meanwhile; the woken reader sees it
+		}
+		// Closed (the next read says so) or the poller cannot take more: this
+		// connection keeps its reader goroutine.
+		c.srv.log.Debug("engineio: connection not parked", "err", err)
+		c.poll = nil
+		return false
+	}
+	return true
+}
+
+// wake starts a reader for a parked connection. Spurious calls do nothing.
+func (c *wsConn) wake() {
+	if c.reader.CompareAndSwap(readerParked, readerRunning) {
+		c.srv.goTracked(c.resume)
+	}
+}
+
+func (c *wsConn) resume() { c.sess.readLoop(c, false) }
 
 // closeAsync runs the close handshake on a goroutine of the server.
 func (c *wsConn) closeAsync(code websocket.StatusCode, reason string) {
@@ -69,6 +148,8 @@ func (c *wsConn) closeAsync(code websocket.StatusCode, reason string) {
 	}
 	c.srv.goTracked(func() {
 		defer c.release()
+		c.rmu.Lock()
+		defer c.rmu.Unlock()
 		_ = c.Close(code, reason) // the peer may be gone; the connection ends either way
 	})
 }
@@ -85,11 +166,11 @@ func closeStatus(reason string) websocket.StatusCode {
 	return websocket.StatusNormalClosure
 }
 
-// hijackWriter gives coder/websocket small buffers instead of net/http's and
-// keeps the raw connection.
+// hijackWriter gives coder/websocket small buffers instead of net/http's, and
+// the hijacked connection wrapped in c.nc.
 type hijackWriter struct {
 	http.ResponseWriter
-	raw net.Conn
+	c *wsConn
 }
 
 func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -97,11 +178,15 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	h.raw = c
+	h.c.nc = netConn{Conn: c, ws: h.c}
 	// Bytes the client sent right after the handshake (an upgrade probe) may sit
 	// in net/http's buffer; they must be in the new reader's buffer, where
 	// coder/websocket looks for them.
 	n := brw.Reader.Buffered()
+	if n == 0 {
+		h.c.br = bufio.NewReaderSize(c, wsReadBufferSize)
+		return &h.c.nc, bufio.NewReadWriter(h.c.br, bufio.NewWriterSize(c, wsWriteBufferSize)), nil
+	}
 	b, err := brw.Reader.Peek(n)
 	if err != nil {
 		_ = c.Close() // unusable; the Peek error is what matters
@@ -112,7 +197,9 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		_ = c.Close() // unusable; the Peek error is what matters
 		return nil, nil, err
 	}
-	return c, bufio.NewReadWriter(br, bufio.NewWriterSize(c, wsWriteBufferSize)), nil
+	h.c.br = br
+	h.c.pending = n
+	return &h.c.nc, bufio.NewReadWriter(br, bufio.NewWriterSize(c, wsWriteBufferSize)), nil
 }
 
 // accept completes a WebSocket handshake.
@@ -127,17 +214,38 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*wsConn, error)
 		opts.CompressionMode = websocket.CompressionNoContextTakeover
 		opts.CompressionThreshold = s.opts.CompressionThreshold
 	}
-	hw := &hijackWriter{ResponseWriter: w}
+	wc := &wsConn{srv: s}
+	hw := &hijackWriter{ResponseWriter: w, c: wc}
 	c, err := websocket.Accept(hw, r, opts)
 	if err != nil {
 		s.log.Debug("engineio: websocket handshake failed", "remote", r.RemoteAddr, "err", err)
 		return nil, err
 	}
 	c.SetReadLimit(s.opts.MaxPayload)
-	wc := &wsConn{Conn: c, raw: hw.raw, srv: s}
+	wc.Conn = c
 	wc.refs.Store(1) // the reader
+	// coder/websocket moved the buffered bytes of the handshake tail into a
+	// reader in front of the connection: read them back into the buffer, where
+	// park sees them, or drop that reader when there are none.
+	if wc.pending > 0 {
+		if _, err := wc.br.Peek(wc.pending); err != nil {
+			_ = wc.nc.Conn.Close() // unusable; the Peek error is what matters
+			return nil, err
+		}
+	} else {
+		wc.br.Reset(wc.nc.Conn)
+	}
+	// Only plain sockets without compression are parked: TLS and the
+	// decompressor keep bytes of their own that the socket's readiness does not
+	// show.
+	parkable := w.Header().Get("Sec-WebSocket-Extensions") == ""
+	if sc, ok := wc.nc.Conn.(syscall.Conn); ok && parkable {
+		if rc, err := sc.SyscallConn(); err == nil {
+			wc.rc = rc
+		}
+	}
 	if !s.trackConn(wc) {
-		_ = hw.raw.Close() // the server is closing; nothing to tell
+		_ = wc.nc.Conn.Close() // the server is closing; nothing to tell
 		return nil, errServerClosing
 	}
 	return wc, nil
@@ -164,7 +272,12 @@ func (s *Server) handshakeWebSocket(w http.ResponseWriter, r *http.Request) {
 	sess.flushLocked() // the open packet
 	sess.mu.Unlock()
 	sess.open()
-	s.goTracked(func() { sess.readLoop(c) })
+	c.sess = sess
+	// The handshake's goroutine is the first reader; it usually parks the
+	// connection at once and returns.
+	s.goroutines.add()
+	defer s.goroutines.done()
+	sess.readLoop(c, true)
 }
 
 func (s *Server) isClosing() bool {
@@ -173,33 +286,47 @@ func (s *Server) isClosing() bool {
 	return s.closing
 }
 
-// readLoop reads the session's WebSocket until it ends.
-func (s *Session) readLoop(c *wsConn) {
-	defer c.release()
+// readLoop reads the session's WebSocket while there is something to read,
+// parking the connection when there is not (first, with parkFirst), until the
+// connection ends.
+func (s *Session) readLoop(c *wsConn, parkFirst bool) {
+	if parkFirst && c.park() {
+		return
+	}
 	for {
-		typ, data, err := c.Read(context.Background())
-		if err != nil {
-			reason := ReasonTransportClose
-			if errors.Is(err, websocket.ErrMessageTooBig) {
-				reason = ReasonPayloadTooLarge
-			}
-			s.closeNow(reason, closeDone)
+		if !s.readOne(c) {
+			c.release()
 			return
 		}
-		if typ == websocket.MessageBinary {
-			s.deliver(Message{Data: data, Binary: true})
-			continue
-		}
-		p, err := decodePacket(data)
-		if err != nil {
-			s.srv.log.Debug("engineio: bad packet", "sid", s.id, "err", err)
-			s.closeNow(ReasonParseError, closeTransport)
-			return
-		}
-		if !s.handlePacket(p) {
+		if c.park() {
 			return
 		}
 	}
+}
+
+// readOne reads and handles one message; it reports false when the
+// connection has ended.
+func (s *Session) readOne(c *wsConn) bool {
+	typ, data, err := c.Read(context.Background())
+	if err != nil {
+		reason := ReasonTransportClose
+		if errors.Is(err, websocket.ErrMessageTooBig) {
+			reason = ReasonPayloadTooLarge
+		}
+		s.closeNow(reason, closeDone)
+		return false
+	}
+	if typ == websocket.MessageBinary {
+		s.deliver(Message{Data: data, Binary: true})
+		return true
+	}
+	p, err := decodePacket(data)
+	if err != nil {
+		s.srv.log.Debug("engineio: bad packet", "sid", s.id, "err", err)
+		s.closeNow(ReasonParseError, closeTransport)
+		return false
+	}
+	return s.handlePacket(p)
 }
 
 // writeLoop writes the queue to the WebSocket until it is empty, then exits; a
@@ -356,7 +483,8 @@ func (s *Session) probeLoop(c *wsConn) {
 			s.flushLocked()
 			s.mu.Unlock()
 			s.srv.log.Debug("engineio: session upgraded", "sid", s.id)
-			s.readLoop(c)
+			c.sess = s
+			s.readLoop(c, true)
 			return
 		default:
 			s.abortUpgrade(c)
