@@ -1,0 +1,405 @@
+package engineio
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"go.uber.org/goleak"
+)
+
+// Reader modes of the idle tests: "parked" uses the poller, "goroutine" is the
+// portable path where every session keeps a reader goroutine.
+var readerModes = []string{"parked", "goroutine"}
+
+var errPollerOff = errors.New("engineio: poller off for this test")
+
+// newModeServer returns a served echo server in the given reader mode.
+func newModeServer(t *testing.T, mode string, opts *Options) *testServer {
+	t.Helper()
+	rec := newRecorder(true)
+	srv := NewServer(rec, opts)
+	if mode == "goroutine" {
+		srv.pollErr = errPollerOff
+	}
+	return serve(t, srv, rec)
+}
+
+// connCounts returns how many hijacked connections the server tracks and how
+// many of them are parked.
+func connCounts(srv *Server) (tracked, parked int) {
+	srv.mu.Lock()
+	defer srv.mu.Unlock()
+	for _, c := range srv.conns {
+		if c.reader.Load() == readerParked {
+			parked++
+		}
+	}
+	return len(srv.conns), parked
+}
+
+// waitConns waits until the server tracks n connections of which parked are
+// parked.
+func waitConns(t *testing.T, srv *Server, n, parked int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		gotN, gotParked := connCounts(srv)
+		if gotN == n && gotParked == parked {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("connections: %d tracked, %d parked; want %d and %d", gotN, gotParked, n, parked)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// wantParked is how many of n idle connections are parked in mode.
+func wantParked(mode string, n int) int {
+	if mode == "parked" {
+		return n
+	}
+	return 0
+}
+
+func dialMany(t *testing.T, ts *testServer, n int) []*websocket.Conn {
+	t.Helper()
+	conns := make([]*websocket.Conn, n)
+	for i := range conns {
+		conns[i] = dialWS(t, ts.wsURL("EIO=4&transport=websocket"))
+		if _, open := readWS(t, conns[i]); !strings.HasPrefix(open, "0{") {
+			t.Fatalf("open packet %q", open)
+		}
+	}
+	return conns
+}
+
+// TestIdleThenActive opens many connections, lets them go idle, then has all
+// of them send at once, twice, and checks every echo and that the connections
+// are parked again in between.
+func TestIdleThenActive(t *testing.T) {
+	for _, mode := range readerModes {
+		t.Run(mode, func(t *testing.T) {
+			const clients, perClient = 100, 5
+			ts := newModeServer(t, mode, nil)
+			conns := dialMany(t, ts, clients)
+			waitConns(t, ts.eio, clients, wantParked(mode, clients))
+			for round := range 2 {
+				var wg sync.WaitGroup
+				for i, c := range conns {
+					wg.Go(func() {
+						ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+						defer cancel()
+						for j := range perClient {
+							msg := fmt.Sprintf("4r%d c%d m%d", round, i, j)
+							if err := c.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+								t.Errorf("write: %v", err)
+								return
+							}
+						}
+						for j := range perClient {
+							want := fmt.Sprintf("4r%d c%d m%d", round, i, j)
+							if _, b, err := c.Read(ctx); err != nil || string(b) != want {
+								t.Errorf("read %q, %v; want %q", b, err, want)
+								return
+							}
+						}
+					})
+				}
+				wg.Wait()
+				waitConns(t, ts.eio, clients, wantParked(mode, clients))
+			}
+			ts.rec.mu.Lock()
+			got := len(ts.rec.messages)
+			ts.rec.mu.Unlock()
+			if got != 2*clients*perClient {
+				t.Errorf("server got %d messages, want %d", got, 2*clients*perClient)
+			}
+		})
+	}
+}
+
+// TestIdlePeerClose closes idle connections from the client side, with and
+// without a close frame, and checks that the sessions end and the connections
+// are released.
+func TestIdlePeerClose(t *testing.T) {
+	for _, mode := range readerModes {
+		t.Run(mode, func(t *testing.T) {
+			ts := newModeServer(t, mode, nil)
+			conns := dialMany(t, ts, 3)
+			waitConns(t, ts.eio, 3, wantParked(mode, 3))
+			ts.rec.mu.Lock()
+			sessions := append([]*Session(nil), ts.rec.opened...)
+			ts.rec.mu.Unlock()
+
+			if err := conns[0].CloseNow(); err != nil { // TCP close, no close frame
+				t.Fatal(err)
+			}
+			if err := conns[1].Close(websocket.StatusNormalClosure, "bye"); err != nil {
+				t.Fatalf("close handshake: %v", err)
+			}
+			for _, s := range sessions[:2] {
+				ts.rec.waitFor(t, "OnClose", func(r *recorder) bool { _, ok := r.closed[s.ID()]; return ok })
+				if reason, _ := ts.rec.closeReason(s.ID()); reason != ReasonTransportClose {
+					t.Errorf("reason = %q, want %q", reason, ReasonTransportClose)
+				}
+			}
+			waitConns(t, ts.eio, 1, wantParked(mode, 1))
+			// The survivor still works.
+			writeWS(t, conns[2], websocket.MessageText, "4still here")
+			if _, got := readWS(t, conns[2]); got != "4still here" {
+				t.Errorf("echo = %q", got)
+			}
+		})
+	}
+}
+
+// TestIdleShutdown shuts the server down while its connections are parked:
+// every client gets the close frame 1001, Shutdown returns in time, and no
+// goroutine (the poller's included) is left.
+func TestIdleShutdown(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	for _, mode := range readerModes {
+		t.Run(mode, func(t *testing.T) {
+			const clients = 20
+			rec := newRecorder(false)
+			srv := NewServer(rec, nil)
+			if mode == "goroutine" {
+				srv.pollErr = errPollerOff
+			}
+			hs := newHTTPTestServer(srv)
+			defer hs.Close()
+			ts := &testServer{Server: hs, eio: srv, rec: rec}
+			conns := make([]*websocket.Conn, clients)
+			for i := range conns {
+				c, _, err := websocket.Dial(context.Background(), "ws"+strings.TrimPrefix(ts.URL, "http")+"/?EIO=4&transport=websocket", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.CloseNow()
+				readWS(t, c)
+				conns[i] = c
+			}
+			waitConns(t, srv, clients, wantParked(mode, clients))
+			errs := make(chan error, clients)
+			for _, c := range conns {
+				go func() {
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					defer cancel()
+					_, _, err := c.Read(ctx)
+					errs <- err
+				}()
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := srv.Shutdown(ctx); err != nil {
+				t.Fatalf("Shutdown: %v", err)
+			}
+			for range clients {
+				if err := <-errs; websocket.CloseStatus(err) != websocket.StatusGoingAway {
+					t.Errorf("client saw %v, want the close frame 1001", err)
+				}
+			}
+			if n, _ := connCounts(srv); n != 0 {
+				t.Errorf("%d connections left", n)
+			}
+			srv.mu.Lock()
+			p := srv.poll
+			srv.mu.Unlock()
+			if p != nil {
+				t.Error("poller still set after Shutdown")
+			}
+			for _, sess := range rec.opened {
+				if reason, _ := rec.closeReason(sess.ID()); reason != ReasonServerShutdown {
+					t.Errorf("reason = %q", reason)
+				}
+			}
+		})
+	}
+}
+
+// TestIdleClose closes the server at once while its connections are parked.
+func TestIdleClose(t *testing.T) {
+	for _, mode := range readerModes {
+		t.Run(mode, func(t *testing.T) {
+			ts := newModeServer(t, mode, nil)
+			conns := dialMany(t, ts, 10)
+			waitConns(t, ts.eio, 10, wantParked(mode, 10))
+			if err := ts.eio.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if n, _ := connCounts(ts.eio); n != 0 {
+				t.Errorf("%d connections left after Close", n)
+			}
+			for _, c := range conns {
+				if err := readWSClosed(t, c); err == nil {
+					t.Error("connection still open")
+				}
+			}
+			for _, s := range ts.rec.opened {
+				if reason, _ := ts.rec.closeReason(s.ID()); reason != ReasonForcedServerExit {
+					t.Errorf("reason = %q", reason)
+				}
+			}
+		})
+	}
+}
+
+// TestIdleHeartbeat answers pings on idle connections, then stops answering:
+// the pongs must wake the parked reader, and a missing pong must close the
+// session with ReasonPingTimeout while it is parked.
+func TestIdleHeartbeat(t *testing.T) {
+	for _, mode := range readerModes {
+		t.Run(mode, func(t *testing.T) {
+			ts := newModeServer(t, mode, &Options{PingInterval: 40 * time.Millisecond, PingTimeout: 200 * time.Millisecond})
+			c := dialMany(t, ts, 1)[0]
+			for range 4 {
+				if _, got := readWS(t, c); got != "2" {
+					t.Fatalf("got %q, want ping", got)
+				}
+				waitConns(t, ts.eio, 1, wantParked(mode, 1))
+				writeWS(t, c, websocket.MessageText, "3")
+			}
+			if _, got := readWS(t, c); got != "2" {
+				t.Fatalf("got %q, want ping", got)
+			}
+			// No pong: the session ends PingTimeout later.
+			if err := readWSClosed(t, c); websocket.CloseStatus(err) != websocket.StatusNormalClosure {
+				t.Errorf("client saw %v, want the close frame 1000", err)
+			}
+			sid := ts.rec.opened[0].ID()
+			ts.rec.waitFor(t, "OnClose", func(r *recorder) bool { _, ok := r.closed[sid]; return ok })
+			if reason, _ := ts.rec.closeReason(sid); reason != ReasonPingTimeout {
+				t.Errorf("reason = %q, want %q", reason, ReasonPingTimeout)
+			}
+			waitConns(t, ts.eio, 0, 0)
+		})
+	}
+}
+
+// TestHandshakeTailMessages sends the WebSocket handshake and two messages in
+// one write, so that the messages arrive with the handshake's tail and are
+// already read from the socket when the connection would park.
+func TestHandshakeTailMessages(t *testing.T) {
+	for _, mode := range readerModes {
+		t.Run(mode, func(t *testing.T) {
+			ts := newModeServer(t, mode, nil)
+			nc, err := net.Dial("tcp", ts.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			if err := nc.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+				t.Fatal(err)
+			}
+			req := "GET /engine.io/?EIO=4&transport=websocket HTTP/1.1\r\n" +
+				"Host: " + ts.Listener.Addr().String() + "\r\n" +
+				"Connection: Upgrade\r\nUpgrade: websocket\r\n" +
+				"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+			b := append([]byte(req), clientFrame("4first")...)
+			b = append(b, clientFrame("4second")...)
+			if _, err := nc.Write(b); err != nil {
+				t.Fatal(err)
+			}
+			br := bufio.NewReader(nc)
+			res, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.StatusCode != http.StatusSwitchingProtocols {
+				t.Fatalf("status %d", res.StatusCode)
+			}
+			for _, want := range []string{"0{", "4first", "4second"} {
+				got, err := readServerFrame(br)
+				if err != nil {
+					t.Fatalf("waiting for %q: %v", want, err)
+				}
+				if !strings.HasPrefix(got, want) {
+					t.Fatalf("got %q, want %q", got, want)
+				}
+			}
+			waitConns(t, ts.eio, 1, wantParked(mode, 1))
+			// And the connection keeps working after parking.
+			if _, err := nc.Write(clientFrame("4third")); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := readServerFrame(br); err != nil || got != "4third" {
+				t.Fatalf("got %q, %v", got, err)
+			}
+		})
+	}
+}
+
+// clientFrame returns a masked, final text frame with payload p (< 126 bytes).
+func clientFrame(p string) []byte {
+	var key [4]byte
+	_, _ = rand.Read(key[:]) // crypto/rand.Read never returns an error
+	b := []byte{0x81, 0x80 | byte(len(p)), key[0], key[1], key[2], key[3]}
+	for i := range len(p) {
+		b = append(b, p[i]^key[i%4])
+	}
+	return b
+}
+
+// readServerFrame reads one unmasked, final frame of fewer than 65536 bytes.
+func readServerFrame(r *bufio.Reader) (string, error) {
+	var h [2]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return "", err
+	}
+	if h[0] != 0x81 && h[0] != 0x82 {
+		return "", fmt.Errorf("frame header %#x", h[0])
+	}
+	n := int(h[1] & 0x7f)
+	if n == 126 {
+		var l [2]byte
+		if _, err := io.ReadFull(r, l[:]); err != nil {
+			return "", err
+		}
+		n = int(l[0])<<8 | int(l[1])
+	}
+	p := make([]byte, n)
+	if _, err := io.ReadFull(r, p); err != nil {
+		return "", err
+	}
+	return string(p), nil
+}
+
+// TestDeflateNotParked checks that connections with permessage-deflate keep
+// their reader goroutine, and that others on the same server are parked.
+func TestDeflateNotParked(t *testing.T) {
+	ts := newModeServer(t, "parked", &Options{PerMessageDeflate: true, CompressionThreshold: 16})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, ts.wsURL("EIO=4&transport=websocket"), &websocket.DialOptions{CompressionMode: websocket.CompressionNoContextTakeover})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	readWS(t, c)
+	plain := dialMany(t, ts, 1)[0]
+	waitConns(t, ts.eio, 2, 1)
+	long := "4" + strings.Repeat("compress me ", 50)
+	for range 3 {
+		writeWS(t, c, websocket.MessageText, long)
+		if _, got := readWS(t, c); got != long {
+			t.Fatalf("echo mismatch: %d bytes", len(got))
+		}
+		writeWS(t, plain, websocket.MessageText, long)
+		if _, got := readWS(t, plain); got != long {
+			t.Fatalf("echo mismatch: %d bytes", len(got))
+		}
+	}
+	waitConns(t, ts.eio, 2, 1)
+}
