@@ -77,12 +77,19 @@ type run struct {
 	log    *slog.Logger
 	nodes  []*node
 	outage time.Duration // the nominal outage of the scenario, for the summary
+	start  time.Time
+}
+
+// phase logs the end of a phase of the scenario and when it happened.
+func (r *run) phase(format string, args ...any) {
+	r.t.Helper()
+	r.t.Logf("%6.2fs %s", time.Since(r.start).Seconds(), fmt.Sprintf(format, args...))
 }
 
 // newRun starts an empty scenario; addNode adds its nodes.
 func newRun(t *testing.T, name string, opts options) *run {
 	t.Helper()
-	r := &run{t: t, name: name, opts: opts, prefix: "faults", logs: &logBuffer{}, outage: outage()}
+	r := &run{t: t, name: name, opts: opts, prefix: "faults", logs: &logBuffer{}, outage: outage(), start: time.Now()}
 	r.log = slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	t.Cleanup(func() {
 		if t.Failed() || *logsFlag {
@@ -224,6 +231,7 @@ func (r *run) addNode(url string) *node {
 		n.clients = append(n.clients, n.dial())
 	}
 	r.nodes = append(r.nodes, n)
+	r.phase("%s started with %d clients", n.id, len(n.clients))
 	return n
 }
 
@@ -503,6 +511,7 @@ func (r *run) warmUp() {
 		}
 		cancel()
 		if r.allWarm() {
+			r.phase("warm: every client heard every node")
 			return
 		}
 		select {
@@ -570,6 +579,7 @@ func (r *run) checkLocal(what string) {
 			r.t.Errorf("G1 (%s): clients of %s did not get all %d of its own events while the broker was away", what, n.id, last)
 		}
 	}
+	r.phase("G1 checked (%s)", what)
 }
 
 // waitState waits until n's bus state satisfies ok; false after settle.
@@ -588,6 +598,7 @@ func (r *run) waitConnected(what string) {
 			r.t.Fatalf("%s: %s still %v after %v", what, n.id, n.bus.Status().State, settle)
 		}
 	}
+	r.phase("every bus connected (%s)", what)
 }
 
 // waitDisconnected waits until every bus in nodes saw the outage.
@@ -598,6 +609,7 @@ func (r *run) waitDisconnected(what string, nodes ...*node) {
 			r.t.Fatalf("%s: %s still connected after %v", what, n.id, settle)
 		}
 	}
+	r.phase("outage seen by %d buses (%s)", len(nodes), what)
 }
 
 // checkRequestsFailFast makes cross-node requests from n while its bus is down:
@@ -739,6 +751,7 @@ func (r *run) waitDelivered() {
 			}
 		}
 	}
+	r.phase("every client has the last event of every publisher")
 	// Let anything still in flight (a duplicate, a replay) arrive before counting.
 	pause(200 * time.Millisecond)
 }
