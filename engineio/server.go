@@ -40,7 +40,8 @@ type Server struct {
 	handler  Handler
 	opts     Options
 	log      *slog.Logger
-	upgrades []string // announced to polling sessions
+	upgrades []string  // announced to polling sessions
+	epoch    time.Time // start of the clock of now
 
 	mu        sync.Mutex
 	sessions  map[string]*Session
@@ -60,6 +61,7 @@ func NewServer(h Handler, opts *Options) *Server {
 	o := opts.resolved()
 	s := &Server{
 		handler:   h,
+		epoch:     time.Now(),
 		opts:      o,
 		log:       o.Logger,
 		sessions:  make(map[string]*Session),
@@ -71,6 +73,9 @@ func NewServer(h Handler, opts *Options) *Server {
 	}
 	return s
 }
+
+// now reads the server's monotonic clock: the time since NewServer.
+func (s *Server) now() time.Duration { return time.Since(s.epoch) }
 
 // Count returns the number of open sessions.
 func (s *Server) Count() int {

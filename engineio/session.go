@@ -1,6 +1,7 @@
 package engineio
 
 import (
+	"crypto/tls"
 	"net/http"
 	"sync"
 	"time"
@@ -44,8 +45,9 @@ const (
 type Session struct {
 	srv  *Server
 	id   string
-	req  *http.Request
-	done chan struct{}
+	hs   handshake
+	tls  *tls.ConnectionState
+	done chan struct{} // made by the first Done call
 
 	dmu sync.Mutex // serializes Handler calls
 
@@ -64,7 +66,7 @@ type Session struct {
 	queue        []frame
 	timer        *time.Timer
 	upgradeTimer *time.Timer
-	due          time.Time
+	due          time.Duration // when the timer is due, on the server's clock
 	reason       string
 }
 
@@ -72,8 +74,8 @@ func (s *Server) newSession(r *http.Request, ws *wsConn) *Session {
 	sess := &Session{
 		srv:       s,
 		id:        newSessionID(),
-		req:       handshakeRequest(r),
-		done:      make(chan struct{}),
+		hs:        newHandshake(r),
+		tls:       r.TLS,
 		ws:        ws,
 		inHandler: true, // until OnOpen has returned
 	}
@@ -82,56 +84,14 @@ func (s *Server) newSession(r *http.Request, ws *wsConn) *Session {
 		upgrades = nil
 	}
 	sess.queue = []frame{{typ: packetOpen, msg: Message{Data: openPacketData(sess.id, upgrades, s.opts.PingInterval, s.opts.PingTimeout, s.opts.MaxPayload)}}}
-	sess.due = time.Now().Add(s.opts.PingInterval)
+	sess.due = s.now() + s.opts.PingInterval
 	sess.timer = time.AfterFunc(s.opts.PingInterval, sess.onTimer)
 	return sess
 }
 
-// handshakeRequest returns the part of r a session keeps for its lifetime: no
-// body, no tie to the connection, and a compact copy of the headers without
-// those of the WebSocket handshake.
-func handshakeRequest(r *http.Request) *http.Request {
-	h := make(http.Header, len(r.Header))
-	n := 0
-	for k, vv := range r.Header {
-		if !handshakeOnlyHeader(k) {
-			n += len(vv)
-		}
-	}
-	values := make([]string, 0, n)
-	for k, vv := range r.Header {
-		if handshakeOnlyHeader(k) {
-			continue
-		}
-		values = append(values, vv...)
-		h[k] = values[len(values)-len(vv) : len(values) : len(values)]
-	}
-	return &http.Request{
-		Method:     r.Method,
-		URL:        r.URL,
-		Proto:      r.Proto,
-		ProtoMajor: r.ProtoMajor,
-		ProtoMinor: r.ProtoMinor,
-		Header:     h,
-		Body:       http.NoBody,
-		Host:       r.Host,
-		RemoteAddr: r.RemoteAddr,
-		RequestURI: r.RequestURI,
-		TLS:        r.TLS,
-	}
-}
-
-func handshakeOnlyHeader(key string) bool {
-	switch key {
-	case "Connection", "Upgrade", "Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Extensions":
-		return true
-	}
-	return false
-}
-
 // open calls OnOpen. The session must be registered.
 func (s *Session) open() {
-	s.srv.log.Debug("engineio: session open", "sid", s.id, "transport", s.Transport(), "remote", s.req.RemoteAddr)
+	s.srv.log.Debug("engineio: session open", "sid", s.id, "transport", s.Transport(), "remote", s.hs.field(hsRemote))
 	s.dmu.Lock()
 	defer s.dmu.Unlock()
 	s.srv.handler.OnOpen(s)
@@ -142,8 +102,12 @@ func (s *Session) open() {
 func (s *Session) ID() string { return s.id }
 
 // Request returns the handshake request: headers, URL with query, RemoteAddr, TLS.
-// Its body is empty and its context is not the connection's.
-func (s *Session) Request() *http.Request { return s.req }
+// Its body is empty and its context is not the connection's. The headers of the
+// WebSocket handshake itself (Connection, Upgrade, Sec-WebSocket-*) are left out.
+//
+// The session keeps the request in a compact form, so every call builds a new
+// copy: callers that need it often should keep the one they got.
+func (s *Session) Request() *http.Request { return s.hs.request(s.tls) }
 
 // Transport returns the current transport, TransportPolling or TransportWebSocket.
 func (s *Session) Transport() string {
@@ -155,8 +119,25 @@ func (s *Session) Transport() string {
 	return TransportPolling
 }
 
+// closedChan is what Done returns for a session that closed before anyone asked.
+var closedChan = func() chan struct{} {
+	ch := make(chan struct{})
+	close(ch)
+	return ch
+}()
+
 // Done is closed when the session is closed.
-func (s *Session) Done() <-chan struct{} { return s.done }
+func (s *Session) Done() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.done == nil {
+		if s.state == stateClosed {
+			return closedChan
+		}
+		s.done = make(chan struct{})
+	}
+	return s.done
+}
 
 // Send queues msgs to be written in order, contiguously, by the session's writer.
 // It never blocks on the network. It returns ErrClosed when the session is closed
@@ -249,7 +230,7 @@ func (s *Session) closeGraceful(reason string) {
 	s.state = stateClosing
 	s.reason = reason
 	s.phase = phaseClose
-	s.due = time.Now().Add(closeTimeout)
+	s.due = s.srv.now() + closeTimeout
 	s.timer.Reset(closeTimeout)
 	probe := s.abortUpgradeLocked()
 	if s.ws != nil {
@@ -296,6 +277,7 @@ func (s *Session) closeNow(reason string, mode closeMode) {
 	}
 	s.state = stateClosed
 	s.reason = reason
+	done := s.done
 	s.queue = nil
 	s.timer.Stop()
 	probe := s.abortUpgradeLocked()
@@ -332,7 +314,9 @@ func (s *Session) closeNow(reason string, mode closeMode) {
 			ws.closeAsync(closeStatus(reason), reason)
 		}
 	}
-	close(s.done)
+	if done != nil {
+		close(done)
+	}
 	if notify {
 		s.srv.handler.OnClose(s, reason)
 	}
@@ -392,8 +376,8 @@ func (s *Session) handlePacket(p packet) bool {
 // close that did not finish, depending on the phase.
 func (s *Session) onTimer() {
 	s.mu.Lock()
-	now := time.Now()
-	if s.state == stateClosed || now.Before(s.due) {
+	now := s.srv.now()
+	if s.state == stateClosed || now < s.due {
 		// Closed, or the timer was reset while this call was starting.
 		s.mu.Unlock()
 		return
@@ -405,7 +389,7 @@ func (s *Session) onTimer() {
 			return
 		}
 		s.phase = phasePong
-		s.due = now.Add(s.srv.opts.PingTimeout)
+		s.due = now + s.srv.opts.PingTimeout
 		s.timer.Reset(s.srv.opts.PingTimeout)
 		s.queue = append(s.queue, frame{typ: packetPing})
 		s.flushLocked()
@@ -426,6 +410,6 @@ func (s *Session) onPong() {
 		return
 	}
 	s.phase = phasePing
-	s.due = time.Now().Add(s.srv.opts.PingInterval)
+	s.due = s.srv.now() + s.srv.opts.PingInterval
 	s.timer.Reset(s.srv.opts.PingInterval)
 }
