@@ -18,8 +18,11 @@
 //	http.Handle("/socket.io/", srv)
 //
 // Arguments travel as JSON: Emit marshals Go values once (a json.RawMessage is
-// copied byte for byte and a []byte becomes a binary attachment), and Event.Bind
-// decodes the arguments a client sent into Go values. Acknowledgements work both
+// copied byte for byte, and a []byte becomes a binary attachment at any depth: an
+// argument, a struct field, a map value or a slice element), and Event.Bind
+// decodes the arguments a client sent into Go values. Event.Values keeps binary as
+// binary at any depth too (see RawArg), so forwarding an event delivers Buffers
+// where the sender had them. Acknowledgements work both
 // ways: Event.Ack answers a client, and EmitWithAck waits for the client's answer
 // within a context.
 //

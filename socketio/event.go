@@ -1,6 +1,7 @@
 package socketio
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"sync/atomic"
@@ -53,9 +54,9 @@ func (e *Event) Ack(args ...any) error {
 }
 
 // Values returns the arguments ready to emit again: a binary argument as its
-// []byte, any other as its json.RawMessage. Forwarding an event is
-// s.Emit(e.Name, e.Values()...). A placeholder nested inside an argument is
-// replaced by the base64 string of its attachment.
+// []byte, an argument with binary nested inside as a RawArg (so that emitting it
+// sends the binary as binary attachments again), any other as its
+// json.RawMessage. Forwarding an event is s.Emit(e.Name, e.Values()...).
 func (e *Event) Values() []any {
 	out := make([]any, len(e.Args))
 	for i, a := range e.Args {
@@ -64,14 +65,21 @@ func (e *Event) Values() []any {
 				out[i] = e.Attachments[n]
 				continue
 			}
-			if r, err := parser.ResolveBinary(a, e.Attachments); err == nil {
-				a = r
+			if bytes.Contains(a, placeholderKey) {
+				out[i] = RawArg{JSON: a, Attachments: e.Attachments}
+				continue
 			}
 		}
 		out[i] = a
 	}
 	return out
 }
+
+// RawArg is an argument with binary nested inside, as Event.Values returns it:
+// its JSON with placeholders and the attachments they name (see parser.RawArg).
+type RawArg = parser.RawArg
+
+var placeholderKey = []byte(`"_placeholder"`)
 
 // Args are the arguments of an acknowledgement.
 type Args []json.RawMessage

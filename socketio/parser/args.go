@@ -16,9 +16,12 @@ var placeholderKey = []byte(`"_placeholder"`)
 
 // EventPacket builds an EVENT packet of namespace nsp. Each argument is marshalled
 // once: a json.RawMessage is copied byte for byte (it must be valid JSON), a []byte
-// becomes a binary attachment referenced by a placeholder, and any other value is
-// marshalled with encoding/json (a []byte nested inside another value is therefore
-// base64 text, as encoding/json writes it).
+// becomes a binary attachment referenced by a placeholder, a RawArg keeps its
+// binary as attachments, and any other value is marshalled with encoding/json
+// except that a byte slice nested at any depth (struct field, map value, slice
+// element) becomes a binary attachment too, as with the reference server. The
+// types that cannot hold a byte slice are told apart once per type, so a value
+// without binary costs nothing more than encoding/json.
 func EventPacket(nsp, event string, args ...any) (*Packet, error) {
 	b := make([]byte, 0, 32+len(event))
 	b = append(b, '[')
@@ -72,6 +75,20 @@ func appendArgs(b []byte, comma bool, atts [][]byte, args []any) ([]byte, [][]by
 		case []byte:
 			b = appendPlaceholder(b, len(atts))
 			atts = append(atts, v)
+		case RawArg:
+			var err error
+			if b, atts, err = appendRawArg(b, atts, v); err != nil {
+				return nil, nil, fmt.Errorf("argument %d: %w", i, err)
+			}
+		case *RawArg:
+			if v == nil {
+				b = append(b, "null"...)
+				continue
+			}
+			var err error
+			if b, atts, err = appendRawArg(b, atts, *v); err != nil {
+				return nil, nil, fmt.Errorf("argument %d: %w", i, err)
+			}
 		case string:
 			q, err := json.Marshal(v)
 			if err != nil {
@@ -81,6 +98,13 @@ func appendArgs(b []byte, comma bool, atts [][]byte, args []any) ([]byte, [][]by
 		case nil:
 			b = append(b, "null"...)
 		default:
+			if mayHoldBytes(v) {
+				var err error
+				if b, atts, err = marshalBinary(b, atts, v); err != nil {
+					return nil, nil, fmt.Errorf("%w: argument %d: %w", ErrInvalidArgument, i, err)
+				}
+				continue
+			}
 			m, err := json.Marshal(v)
 			if err != nil {
 				return nil, nil, fmt.Errorf("%w: argument %d: %w", ErrInvalidArgument, i, err)

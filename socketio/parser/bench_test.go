@@ -66,3 +66,35 @@ func BenchmarkSplitArray(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkEventPacketMap is the common shape of a dynamic argument: a map with
+// interface values, looked into for binary without reflection.
+func BenchmarkEventPacketMap(b *testing.B) {
+	m := map[string]any{"user": "alice", "text": "hello everybody", "ts": 1712345678901}
+	b.ReportAllocs()
+	for b.Loop() {
+		p, err := EventPacket("/", "news", m)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = Encode(p)
+	}
+}
+
+// BenchmarkEventPacketNestedBinary marshals a struct with a []byte field: the
+// bytes become an attachment.
+func BenchmarkEventPacketNestedBinary(b *testing.B) {
+	type file struct {
+		Name string `json:"name"`
+		Data []byte `json:"data"`
+	}
+	f := file{"f.bin", make([]byte, 4096)}
+	b.ReportAllocs()
+	for b.Loop() {
+		p, err := EventPacket("/", "upload", f)
+		if err != nil || len(p.Attachments) != 1 {
+			b.Fatal(p, err)
+		}
+		_ = Encode(p)
+	}
+}
