@@ -5,6 +5,7 @@ package engineio
 import (
 	"fmt"
 	"os"
+	"sync"
 	"syscall"
 )
 
@@ -19,13 +20,18 @@ import (
 // The epoll descriptor itself is waited for through the runtime netpoller (an
 // epoll descriptor is readable while it has events), so the poller goroutine
 // blocks like any network read and Close ends it by closing the descriptor.
-// Every epoll_ctl runs inside the RawConn.Control of both descriptors, which
-// keeps them from being closed, and their numbers from being reused, meanwhile.
+// The descriptor numbers used with epoll_ctl are valid: a connection's
+// descriptor is not closed while it is armed (wsConn.fdmu), and the epoll
+// descriptor not while mu is read-locked.
 type poller struct {
 	srv  *Server
 	file *os.File
 	rc   syscall.RawConn
+	epfd int
 	done chan struct{}
+
+	mu     sync.RWMutex
+	closed bool
 }
 
 // pollEvents are the events a parked connection waits for. EPOLLHUP and
@@ -53,29 +59,29 @@ func newPoller(srv *Server) (*poller, error) {
 		_ = f.Close() // unusable; the SyscallConn error is what matters
 		return nil, fmt.Errorf("engineio: epoll raw conn: %w", err)
 	}
-	p := &poller{srv: srv, file: f, rc: rc, done: make(chan struct{})}
+	p := &poller{srv: srv, file: f, rc: rc, epfd: fd, done: make(chan struct{})}
 	go p.run()
 	return p, nil
 }
 
-// arm registers c (add) or re-arms it (mod) for one readiness report, which
-// wakes c under its id.
-func (p *poller) arm(c *wsConn, add bool) error {
+// arm registers the descriptor fd (add) or re-arms it (mod) for one
+// readiness report, which wakes the connection with the given id. The caller
+// keeps fd open meanwhile.
+func (p *poller) arm(fd int, id uint64, add bool) error {
 	op := syscall.EPOLL_CTL_MOD
 	if add {
 		op = syscall.EPOLL_CTL_ADD
 	}
-	ev := syscall.EpollEvent{Events: pollEvents, Fd: int32(uint32(c.id)), Pad: int32(uint32(c.id >> 32))}
-	var ctlErr error
-	err := c.rc.Control(func(fd uintptr) {
-		ctlErr = p.rc.Control(func(epfd uintptr) {
-			ctlErr = syscall.EpollCtl(int(epfd), op, int(fd), &ev)
-		})
-	})
-	if err != nil {
-		return err
+	ev := syscall.EpollEvent{Events: pollEvents, Fd: int32(uint32(id)), Pad: int32(uint32(id >> 32))}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return errServerClosing
 	}
-	return ctlErr
+	if err := syscall.EpollCtl(p.epfd, op, fd, &ev); err != nil {
+		return fmt.Errorf("engineio: epoll_ctl: %w", err)
+	}
+	return nil
 }
 
 // run dispatches readiness reports until the poller is closed.
@@ -83,18 +89,19 @@ func (p *poller) run() {
 	defer close(p.done)
 	events := make([]syscall.EpollEvent, pollBatch)
 	ids := make([]uint64, 0, pollBatch)
+	conns := make([]*wsConn, 0, pollBatch)
+	var n int
+	var waitErr error
+	wait := func(fd uintptr) bool {
+		n, waitErr = syscall.EpollWait(int(fd), events, 0)
+		if waitErr == syscall.EINTR {
+			n, waitErr = 0, nil
+			return true // try again at once
+		}
+		return waitErr != nil || n > 0
+	}
 	for {
-		var n int
-		var waitErr error
-		err := p.rc.Read(func(fd uintptr) bool {
-			n, waitErr = syscall.EpollWait(int(fd), events, 0)
-			if waitErr == syscall.EINTR {
-				n, waitErr = 0, nil
-				return true // try again at once
-			}
-			return waitErr != nil || n > 0
-		})
-		if err != nil {
+		if err := p.rc.Read(wait); err != nil {
 			return // closed
 		}
 		if waitErr != nil {
@@ -109,13 +116,16 @@ func (p *poller) run() {
 		for _, ev := range events[:n] {
 			ids = append(ids, uint64(uint32(ev.Fd))|uint64(uint32(ev.Pad))<<32)
 		}
-		p.srv.wakeConns(ids)
+		conns = p.srv.wakeConns(ids, conns[:0])
 	}
 }
 
 // close stops the poller and waits for its goroutine. Connections still armed
 // are forgotten by the kernel with the descriptor.
 func (p *poller) close() {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
 	_ = p.file.Close() // ends run; closing twice is not possible here
 	<-p.done
 }

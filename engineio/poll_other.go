@@ -12,6 +12,6 @@ var errNoPoller = errors.New("engineio: no poller on this system")
 
 func newPoller(*Server) (*poller, error) { return nil, errNoPoller }
 
-func (*poller) arm(*wsConn, bool) error { return errNoPoller }
+func (*poller) arm(int, uint64, bool) error { return errNoPoller }
 
 func (*poller) close() {}

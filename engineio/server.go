@@ -247,7 +247,7 @@ func (s *Server) trackConn(c *wsConn) bool {
 	s.lastConn++
 	c.id = s.lastConn
 	s.conns[c.id] = c
-	if c.rc != nil {
+	if c.parkable {
 		if s.poll == nil && s.pollErr == nil {
 			s.poll, s.pollErr = newPoller(s)
 			if s.pollErr != nil {
@@ -266,9 +266,9 @@ func (s *Server) untrackConn(c *wsConn) {
 }
 
 // wakeConns wakes the parked connections with the given ids; ids of
-// connections that are gone are ignored.
-func (s *Server) wakeConns(ids []uint64) {
-	conns := make([]*wsConn, 0, len(ids))
+// connections that are gone are ignored. It returns conns, a buffer for the
+// next call.
+func (s *Server) wakeConns(ids []uint64, conns []*wsConn) []*wsConn {
 	s.mu.Lock()
 	for _, id := range ids {
 		if c := s.conns[id]; c != nil {
@@ -276,9 +276,11 @@ func (s *Server) wakeConns(ids []uint64) {
 		}
 	}
 	s.mu.Unlock()
-	for _, c := range conns {
+	for i, c := range conns {
 		c.wake()
+		conns[i] = nil
 	}
+	return conns
 }
 
 // cutParked closes the connections that are still parked, whose readers then

@@ -47,7 +47,6 @@ type wsConn struct {
 	srv  *Server
 	sess *Session // whose reader runs; set before the connection first parks
 	poll *poller  // nil: the connection is never parked
-	rc   syscall.RawConn
 	id   uint64
 	refs atomic.Int32 // goroutines using the connection; the last one ends it
 
@@ -58,6 +57,13 @@ type wsConn struct {
 	rmu     sync.Mutex
 	added   bool // registered with the poller; touched only by the reader
 	pending int  // bytes of the handshake tail, between Hijack and accept
+
+	parkable bool  // plain socket, no compression: see accept
+	fd       int32 // the socket's descriptor, for the poller
+	// fdmu keeps the descriptor from being closed, and its number from being
+	// reused, while the poller arms it.
+	fdmu     sync.Mutex
+	fdClosed bool
 }
 
 // netConn is the hijacked connection as coder/websocket and kill see it:
@@ -69,6 +75,9 @@ type netConn struct {
 }
 
 func (n *netConn) Close() error {
+	n.ws.fdmu.Lock()
+	n.ws.fdClosed = true
+	n.ws.fdmu.Unlock()
 	err := n.Conn.Close()
 	n.ws.wake()
 	return err
@@ -119,7 +128,7 @@ func (c *wsConn) park() bool {
 	c.added = true
 	// From this store on, another goroutine may own the reader.
 	c.reader.Store(readerParked)
-	if err := c.poll.arm(c, add); err != nil {
+	if err := c.arm(add); err != nil {
 		if !c.reader.CompareAndSwap(readerParked, readerRunning) {
 			return true // closed meanwhile; the woken reader sees it
 		}
@@ -132,14 +141,29 @@ func (c *wsConn) park() bool {
 	return true
 }
 
+// arm asks the poller for one report of readiness of the open socket.
+func (c *wsConn) arm(add bool) error {
+	c.fdmu.Lock()
+	defer c.fdmu.Unlock()
+	if c.fdClosed {
+		return net.ErrClosed
+	}
+	return c.poll.arm(int(c.fd), c.id, add)
+}
+
 // wake starts a reader for a parked connection. Spurious calls do nothing.
 func (c *wsConn) wake() {
 	if c.reader.CompareAndSwap(readerParked, readerRunning) {
-		c.srv.goTracked(c.resume)
+		c.srv.goroutines.add()
+		go c.resume()
 	}
 }
 
-func (c *wsConn) resume() { c.sess.readLoop(c, false) }
+// resume reads after a wake, on a goroutine of the server.
+func (c *wsConn) resume() {
+	defer c.srv.goroutines.done()
+	c.sess.readLoop(c, false)
+}
 
 // closeAsync runs the close handshake on a goroutine of the server.
 func (c *wsConn) closeAsync(code websocket.StatusCode, reason string) {
@@ -241,7 +265,9 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*wsConn, error)
 	parkable := w.Header().Get("Sec-WebSocket-Extensions") == ""
 	if sc, ok := wc.nc.Conn.(syscall.Conn); ok && parkable {
 		if rc, err := sc.SyscallConn(); err == nil {
-			wc.rc = rc
+			if err := rc.Control(func(fd uintptr) { wc.fd = int32(fd) }); err == nil {
+				wc.parkable = true
+			}
 		}
 	}
 	if !s.trackConn(wc) {
