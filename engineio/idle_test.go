@@ -403,3 +403,39 @@ func TestDeflateNotParked(t *testing.T) {
 	}
 	waitConns(t, ts.eio, 2, 1)
 }
+
+// TestUpgradedIdle upgrades a polling session to WebSocket and checks that the
+// connection parks once idle, wakes for messages, and ends when the client
+// goes away while it is parked.
+func TestUpgradedIdle(t *testing.T) {
+	for _, mode := range readerModes {
+		t.Run(mode, func(t *testing.T) {
+			ts := newModeServer(t, mode, nil)
+			sid := ts.handshake(t)
+			c := dialWS(t, ts.wsURL("EIO=4&transport=websocket&sid="+sid))
+			writeWS(t, c, websocket.MessageText, "2probe")
+			if _, got := readWS(t, c); got != "3probe" {
+				t.Fatalf("probe answer = %q", got)
+			}
+			// The probe connection is not parked before the upgrade completes.
+			waitConns(t, ts.eio, 1, 0)
+			writeWS(t, c, websocket.MessageText, "5")
+			waitConns(t, ts.eio, 1, wantParked(mode, 1))
+			for _, m := range []string{"4one", "4two"} {
+				writeWS(t, c, websocket.MessageText, m)
+				if _, got := readWS(t, c); got != m {
+					t.Fatalf("echo %q, want %q", got, m)
+				}
+				waitConns(t, ts.eio, 1, wantParked(mode, 1))
+			}
+			if err := c.CloseNow(); err != nil {
+				t.Fatal(err)
+			}
+			ts.rec.waitFor(t, "OnClose", func(r *recorder) bool { _, ok := r.closed[sid]; return ok })
+			if reason, _ := ts.rec.closeReason(sid); reason != ReasonTransportClose {
+				t.Errorf("reason = %q", reason)
+			}
+			waitConns(t, ts.eio, 0, 0)
+		})
+	}
+}
