@@ -65,7 +65,7 @@ type conn struct {
 	t   transport
 	dec parser.Decoder
 	run runner
-	at  time.Time // when the session opened
+	at  int64 // when the session opened, in Unix nanoseconds
 
 	mu      sync.Mutex
 	sockets []*Socket // one per namespace; few, so a slice beats a map
@@ -75,7 +75,7 @@ type conn struct {
 }
 
 func newConn(srv *Server, t transport) *conn {
-	c := &conn{srv: srv, t: t, at: time.Now()}
+	c := &conn{srv: srv, t: t, at: time.Now().UnixNano()}
 	c.run.srv = srv
 	c.dec.MaxAttachments = srv.opts.MaxAttachments
 	return c
@@ -84,7 +84,7 @@ func newConn(srv *Server, t transport) *conn {
 // handshake describes the session's handshake request. It is built on demand so
 // that an idle connection keeps no parsed copy of its query.
 func (c *conn) handshake(auth json.RawMessage) adapter.Handshake {
-	hs := adapter.Handshake{Time: c.at, Auth: auth}
+	hs := adapter.Handshake{Time: time.Unix(0, c.at), Auth: auth}
 	r := c.t.Request()
 	if r == nil {
 		return hs
@@ -203,17 +203,27 @@ func (c *conn) onMessage(m engineio.Message) {
 	}
 }
 
+// emptyAuth is the auth of a client that sent none, shared by every such socket
+// (Handshake is read-only).
+var emptyAuth = json.RawMessage("{}")
+
 // connect handles a CONNECT packet on the connection's runner.
 func (c *conn) connect(p *parser.Packet) {
 	name := p.Namespace
 	auth := p.Data
 	if len(auth) == 0 {
-		auth = json.RawMessage("{}")
+		auth = emptyAuth
 	}
 	if c.isClosed() || c.socket(name) != nil {
 		return
 	}
-	n := c.srv.lookupNamespace(name, auth)
+	n, err := c.srv.lookupNamespace(name, auth)
+	if errors.Is(err, ErrTooManyNamespaces) {
+		c.srv.log.Warn("socketio: namespace refused", "namespace", name, "err", err,
+			"limit", c.srv.opts.MaxChildNamespaces)
+		c.connectError(name, json.RawMessage(`{"message":"Too many namespaces"}`))
+		return
+	}
 	if n == nil {
 		c.connectError(name, json.RawMessage(`{"message":"Invalid namespace"}`))
 		return
@@ -258,8 +268,11 @@ func (c *conn) connect(p *parser.Packet) {
 		if old != nil {
 			s.id = newID() // the session could not be recovered: a new one
 		}
-		if !n.add(s) {
+		if err := c.join(n, s, auth); err != nil {
 			c.removeSocket(name, s)
+			if !errors.Is(err, ErrDisconnected) {
+				c.connectError(name, connectErrorPayload(&ConnectError{Message: "Namespace unavailable"}))
+			}
 			return
 		}
 	}
@@ -269,6 +282,26 @@ func (c *conn) connect(p *parser.Packet) {
 		}
 		h(s)
 	}
+}
+
+// join adds s to n. When n, a dynamic namespace, was removed as empty meanwhile,
+// s joins the namespace created afresh under the same name (same parent, same
+// middleware); a few attempts, since each one needs a cleanup racing with it.
+func (c *conn) join(n *Namespace, s *Socket, auth json.RawMessage) error {
+	for range 3 {
+		err := n.add(s)
+		if !errors.Is(err, errRemoved) {
+			return err
+		}
+		if n, err = c.srv.lookupNamespace(n.name, auth); err != nil {
+			return err
+		}
+		if n == nil || n.adapterErr != nil {
+			return ErrAdapter
+		}
+		s.nsp = n
+	}
+	return errRemoved
 }
 
 func (c *conn) connectError(nsp string, payload json.RawMessage) {

@@ -40,4 +40,27 @@
 // Handlers of one connection run one at a time, in the order the packets arrived,
 // on a goroutine of their own, so a handler may block (for example on EmitWithAck)
 // without stopping the connection from reading. Stop the server with Shutdown.
+//
+// # Queues
+//
+// Two bounds apply to a connection, one per direction. Options.EventQueueSize
+// bounds the incoming packets waiting for their handlers: when it is full the
+// connection stops reading from that client until a handler returns, so nothing
+// is dropped and nobody is disconnected. Outgoing packets have no queue in this
+// package: Emit, broadcasts and acks hand each packet at once to the Engine.IO
+// session, as one message plus one per binary attachment, and the session's
+// send queue (engineio Options.SendQueueSize, counted in messages) is the only
+// outbound bound. When it overflows, the session closes with "send queue full".
+// Size it for the largest burst one client may receive at once, not for its
+// steady rate: a cluster adapter that delivers a backlog of broadcasts after a
+// Redis outage, or a namespace-wide burst, reaches every socket in one go.
+// Connection state recovery replays the missed events the same way; a client
+// that missed more messages than the send queue holds is given a new session
+// rather than recovered into a queue that would overflow (see RecoveryOptions).
+//
+// # Dynamic namespaces
+//
+// OfFunc and OfRegexp create namespaces on demand. Options.MaxChildNamespaces
+// bounds how many exist at once, and Options.CleanupEmptyChildNamespaces removes
+// those whose last socket left.
 package socketio

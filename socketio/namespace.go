@@ -41,6 +41,7 @@ type Namespace struct {
 	serverHandlers map[string]func(*Event)
 	children       []*Namespace
 	away           map[string]*Socket // disconnected sessions by pid (recovery)
+	removed        bool               // an empty child taken out of the server
 }
 
 var _ adapter.Namespace = (*Namespace)(nil)
@@ -142,6 +143,14 @@ func (n *Namespace) addChild(c *Namespace) {
 	n.mu.Unlock()
 }
 
+func (n *Namespace) removeChild(c *Namespace) {
+	n.mu.Lock()
+	if i := slices.Index(n.children, c); i >= 0 {
+		n.children = slices.Delete(n.children, i, i+1)
+	}
+	n.mu.Unlock()
+}
+
 // targets returns the namespaces an operation on n applies to: n itself, or the
 // namespaces created from a parent.
 func (n *Namespace) targets() ([]*Namespace, error) {
@@ -228,23 +237,30 @@ func (n *Namespace) HandleServerSideEmit(event string, args []json.RawMessage, r
 }
 
 // add connects s: it tells the client, then makes s visible to broadcasts. It
-// reports false when s was disconnected meanwhile.
-func (n *Namespace) add(s *Socket) bool {
+// returns errRemoved when n was removed as empty meanwhile (the caller looks the
+// name up again), and ErrDisconnected when s was disconnected.
+func (n *Namespace) add(s *Socket) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return false
+		return ErrDisconnected
 	}
+	n.mu.Lock()
+	if n.removed {
+		n.mu.Unlock()
+		return errRemoved
+	}
+	// In the namespace before it is connected: an empty-namespace cleanup
+	// racing with this connection sees it.
+	n.sockets[s.id] = s
+	n.mu.Unlock()
 	s.connected.Store(true)
 	if n.srv.recovery != nil && s.pid == "" {
 		s.pid = newID()
 	}
 	s.conn.write(connectPacket(n.name, s.id, s.pid), false)
-	n.mu.Lock()
-	n.sockets[s.id] = s
-	n.mu.Unlock()
 	n.adapter.Join(s.id)
-	return true
+	return nil
 }
 
 // remove takes s out of the namespace; leaveRooms also takes it out of its rooms.
@@ -256,6 +272,7 @@ func (n *Namespace) remove(s *Socket, leaveRooms bool) {
 	n.mu.Unlock()
 	if leaveRooms {
 		n.adapter.LeaveAll(s.id)
+		n.srv.removeIfEmpty(n)
 	}
 }
 

@@ -13,6 +13,9 @@ const (
 	DefaultConnectTimeout = 45 * time.Second
 	DefaultAckTimeout     = 30 * time.Second
 	DefaultEventQueueSize = 128
+	// DefaultMaxChildNamespaces bounds the namespaces OfFunc and OfRegexp
+	// parents create (see Options.MaxChildNamespaces).
+	DefaultMaxChildNamespaces = 10_000
 )
 
 // Options configures a Server. The zero value of every field means its default;
@@ -35,10 +38,31 @@ type Options struct {
 	MaxAttachments int
 	// Recovery, when not nil, enables connection state recovery.
 	Recovery *RecoveryOptions
-	// EventQueueSize bounds the packets of one connection waiting for their
-	// handlers. When it is full the connection stops reading until a handler
-	// returns. Default 128.
+	// EventQueueSize bounds the incoming packets of one connection waiting for
+	// their handlers. When it is full the connection stops reading until a
+	// handler returns. Default 128. It has nothing to do with outgoing packets,
+	// which go straight to the Engine.IO send queue (SendQueueSize, see the
+	// package documentation).
 	EventQueueSize int
+	// CleanupEmptyChildNamespaces removes a namespace that an OfFunc or OfRegexp
+	// parent created when its last socket leaves (and no disconnected session
+	// waits for its client, see RecoveryOptions): its adapter is closed, and a
+	// later client asking for the same name gets a new namespace. Off by
+	// default, as in the reference server, because a *Namespace the application
+	// kept (from Socket.Namespace) then no longer reaches the sockets of the
+	// namespace created afterwards under the same name; broadcasts on the parent
+	// always reach the current ones. Turn it on when names come and go (one per
+	// user, per document, per game), so that memory follows the namespaces in
+	// use rather than every name ever asked for.
+	CleanupEmptyChildNamespaces bool
+	// MaxChildNamespaces bounds how many namespaces OfFunc and OfRegexp parents
+	// may have created and that exist at once, so that a permissive matcher
+	// cannot grow memory without limit (each namespace holds an adapter; a
+	// cluster adapter also its bus subscription). A client asking for a new name
+	// beyond it gets CONNECT_ERROR {"message":"Too many namespaces"}; names that
+	// exist keep working. Without CleanupEmptyChildNamespaces the count never
+	// drops. Default DefaultMaxChildNamespaces; -1 removes the bound.
+	MaxChildNamespaces int
 }
 
 func (o *Options) resolved() Options {
@@ -59,6 +83,9 @@ func (o *Options) resolved() Options {
 		r.MaxAttachments = parser.DefaultMaxAttachments
 	}
 	r.Recovery = r.Recovery.resolved()
+	if r.MaxChildNamespaces == 0 {
+		r.MaxChildNamespaces = DefaultMaxChildNamespaces
+	}
 	if r.EventQueueSize <= 0 {
 		r.EventQueueSize = DefaultEventQueueSize
 	}

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/durasock/durasock/engineio"
 	"github.com/durasock/durasock/socketio/parser"
 )
 
@@ -47,7 +48,10 @@ type RecoveryOptions struct {
 	// those a client had not received when its connection broke. Default 32.
 	History int
 	// MaxMissedPackets bounds the events kept for a disconnected client.
-	// Default 1000.
+	// Default 1000. They are replayed at once into the session's send queue
+	// (engineio Options.SendQueueSize, in messages: one per event plus one per
+	// binary attachment); a client that missed more than that queue holds gets
+	// a new session instead, so keep SendQueueSize above MaxMissedPackets.
 	MaxMissedPackets int
 }
 
@@ -266,6 +270,16 @@ func (n *Namespace) takeOver(old, s *Socket, offset string) bool {
 		old.expire()
 		return false
 	}
+	// The missed events go to the session's send queue at once, behind the
+	// CONNECT answer. More than it holds would close the new connection with
+	// "send queue full": the client gets a new session instead.
+	if msgs, limit := 1+messageCount(old.history[from:]), n.srv.sendQueueSize(); msgs > limit {
+		old.mu.Unlock()
+		n.srv.log.Warn("socketio: missed events exceed the send queue; session not recovered",
+			"namespace", n.name, "messages", msgs, "sendQueueSize", limit)
+		old.expire()
+		return false
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -282,7 +296,10 @@ func (n *Namespace) takeOver(old, s *Socket, offset string) bool {
 		old.expiry = nil
 	}
 	s.id, s.pid, s.recovered = old.id, old.pid, true
-	s.data, s.dataJSON = old.data, old.dataJSON
+	if old.extra != nil {
+		x := s.extraLocked()
+		x.data, x.dataJSON = old.extra.data, old.extra.dataJSON
+	}
 	if len(missed) > n.srv.recovery.History {
 		s.history = append([]*parser.Encoded(nil), missed[len(missed)-n.srv.recovery.History:]...)
 	} else {
@@ -316,4 +333,23 @@ func (n *Namespace) expireAll() {
 	for _, s := range list {
 		s.expire()
 	}
+}
+
+// messageCount is the number of Engine.IO messages of packets: one for the text
+// and one per binary attachment.
+func messageCount(packets []*parser.Encoded) int {
+	n := 0
+	for _, e := range packets {
+		n += 1 + len(e.Attachments)
+	}
+	return n
+}
+
+// sendQueueSize is the bound of a session's send queue (engineio
+// Options.SendQueueSize with its default applied).
+func (s *Server) sendQueueSize() int {
+	if s.opts.SendQueueSize > 0 {
+		return s.opts.SendQueueSize
+	}
+	return engineio.DefaultSendQueueSize
 }

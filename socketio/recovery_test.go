@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/durasock/durasock/engineio"
 	"github.com/durasock/durasock/socketio/parser"
 )
 
@@ -175,6 +176,8 @@ func TestRecoveryBinaryCustomNamespace(t *testing.T) {
 	if err := json.Unmarshal([]byte(c1.expectPrefix("0/chat,")), &first); err != nil || first.PID == "" {
 		t.Fatalf("connect: %+v %v", first, err)
 	}
+	// The connection handler runs after the client is told it is connected.
+	waitFor(t, "join", func() bool { return slices.Contains(chat.Adapter().Rooms(first.SID), "r") })
 	ctx := context.Background()
 	if err := chat.To("r").Emit(ctx, "file", []byte{1, 2}); err != nil {
 		t.Fatal(err)
@@ -194,4 +197,52 @@ func TestRecoveryBinaryCustomNamespace(t *testing.T) {
 	}
 	c2.expectPrefix(`51-/chat,["file",{"_placeholder":true,"num":0},"name","`)
 	c2.expectBinary([]byte{3})
+}
+
+// TestRecoveryBeyondSendQueue: a client that missed more than its session's send
+// queue holds gets a new session and stays connected, instead of being recovered
+// into a queue that overflows and closes it.
+func TestRecoveryBeyondSendQueue(t *testing.T) {
+	srv, url := newTestServer(t, &Options{
+		Options:  engineio.Options{SendQueueSize: 16},
+		Recovery: &RecoveryOptions{History: 64, MaxMissedPackets: 64},
+	})
+	srv.OnConnection(func(s *Socket) { s.Join("r") })
+	c1 := dial(t, url, "websocket")
+	first := connectWith(t, c1, "")
+	waitFor(t, "join", func() bool { return slices.Contains(srv.Of("/").Adapter().Rooms(first.SID), "r") })
+	c1.close()
+	waitFor(t, "away", func() bool { return len(srv.Of("/").Sockets()) == 0 })
+	ctx := context.Background()
+	for i := range 10 {
+		if err := srv.To("r").Emit(ctx, "file", []byte{byte(i)}); err != nil { // two messages each
+			t.Fatal(err)
+		}
+	}
+	c2 := dial(t, url, "websocket")
+	second := connectWith(t, c2, `{"pid":"`+first.PID+`"}`)
+	if second.SID == first.SID || second.PID == first.PID {
+		t.Fatalf("recovered into an overflowing queue: %+v", second)
+	}
+	if err := srv.Emit(ctx, "still-here"); err != nil {
+		t.Fatal(err)
+	}
+	off := lastString(t, c2.expectPrefix("2"))
+
+	// Within the queue's bound the session is recovered.
+	c2.close()
+	waitFor(t, "away again", func() bool { return len(srv.Of("/").Sockets()) == 0 })
+	for i := range 3 {
+		if err := srv.To("r").Emit(ctx, "file", []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c3 := dial(t, url, "websocket")
+	if third := connectWith(t, c3, `{"pid":"`+second.PID+`","offset":"`+off+`"}`); third != second {
+		t.Fatalf("recovered %+v, want %+v", third, second)
+	}
+	for i := range 3 {
+		c3.expectPrefix(`51-["file",{"_placeholder":true,"num":0},"`)
+		c3.expectBinary([]byte{byte(i)})
+	}
 }

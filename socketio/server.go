@@ -28,6 +28,7 @@ type Server struct {
 	parents []*Namespace          // dynamic namespace matchers, in registration order
 	conns   map[*engineio.Session]*conn
 	closed  bool
+	dynamic int // namespaces created by parents that exist
 
 	handlers  tracker // handler goroutines of connections and server-side events
 	closeOnce sync.Once
@@ -104,15 +105,16 @@ func (s *Server) OfRegexp(re *regexp.Regexp) *Namespace {
 }
 
 // lookupNamespace returns the namespace a client asks for, creating a dynamic
-// one if a parent matches, or nil.
-func (s *Server) lookupNamespace(name string, auth json.RawMessage) *Namespace {
+// one if a parent matches, or nil. It returns ErrTooManyNamespaces when a parent
+// matches but Options.MaxChildNamespaces namespaces exist already.
+func (s *Server) lookupNamespace(name string, auth json.RawMessage) (*Namespace, error) {
 	s.mu.RLock()
 	n := s.nsps[name]
 	parents := s.parents
 	closed := s.closed
 	s.mu.RUnlock()
 	if n != nil || closed {
-		return n
+		return n, nil
 	}
 	for _, p := range parents {
 		if !p.match(name, auth) {
@@ -120,15 +122,56 @@ func (s *Server) lookupNamespace(name string, auth json.RawMessage) *Namespace {
 		}
 		s.mu.Lock()
 		if n = s.nsps[name]; n == nil {
+			if limit := s.opts.MaxChildNamespaces; limit > 0 && s.dynamic >= limit {
+				s.mu.Unlock()
+				return nil, ErrTooManyNamespaces
+			}
 			n = newNamespace(s, name, nil)
 			n.parent = p
 			s.nsps[name] = n
+			s.dynamic++
 			p.addChild(n)
 		}
 		s.mu.Unlock()
-		return n
+		return n, nil
 	}
-	return nil
+	return nil, nil
+}
+
+// removeIfEmpty removes n, a namespace created by a parent, when it has no
+// socket left and Options.CleanupEmptyChildNamespaces is on. Its adapter is
+// closed on a goroutine of its own (a cluster adapter talks to its bus), which
+// Shutdown waits for.
+func (s *Server) removeIfEmpty(n *Namespace) {
+	if n.parent == nil || !s.opts.CleanupEmptyChildNamespaces {
+		return
+	}
+	s.mu.Lock()
+	n.mu.Lock()
+	empty := !n.removed && len(n.sockets) == 0 && len(n.away) == 0
+	if empty {
+		n.removed = true
+		if s.nsps[n.name] == n {
+			delete(s.nsps, n.name)
+		}
+		s.dynamic--
+	}
+	n.mu.Unlock()
+	s.mu.Unlock()
+	if !empty {
+		return
+	}
+	n.parent.removeChild(n)
+	if n.adapter == nil {
+		return
+	}
+	s.handlers.add()
+	go func() {
+		defer s.handlers.done()
+		if err := n.adapter.Close(); err != nil {
+			s.log.Warn("socketio: closing the adapter of an empty namespace", "namespace", n.name, "err", err)
+		}
+	}()
 }
 
 // Use adds a connect middleware to the main namespace.

@@ -30,25 +30,20 @@ type Socket struct {
 	nsp  *Namespace
 	conn *conn
 	auth json.RawMessage
-	done chan struct{}
 
 	connected atomic.Bool
+	// Guarded by mu; next to connected so that the flags share one word.
+	closed    bool
+	recovered bool
+	away      bool // the connection broke; the session waits for its client
 
-	mu            sync.Mutex
-	closed        bool
-	reason        string
-	handlers      map[string]func(*Event)
-	anyHandlers   []func(*Event)
-	onDisconnect  []func(reason string)
-	disconnecting []func(reason string)
-	acks          map[uint64]func([]json.RawMessage)
-	data          any
-	dataJSON      json.RawMessage
+	mu       sync.Mutex
+	handlers map[string]func(*Event)
+	acks     map[uint64]func([]json.RawMessage)
+	extra    *socketExtra // nil until used
 
 	// Connection state recovery (see RecoveryOptions).
 	pid       string
-	recovered bool
-	away      bool              // the connection broke; the session waits for its client
 	history   []*parser.Encoded // recent events, or those kept while away
 	successor *Socket           // the socket that recovered this session
 	expiry    *time.Timer
@@ -56,8 +51,28 @@ type Socket struct {
 
 var _ adapter.Socket = (*Socket)(nil)
 
+// socketExtra holds what many sockets never use, so that an idle socket does
+// not pay for it.
+type socketExtra struct {
+	done          chan struct{} // made on first use: most sockets are never waited for
+	reason        string        // why the socket disconnected
+	anyHandlers   []func(*Event)
+	onDisconnect  []func(reason string)
+	disconnecting []func(reason string)
+	data          any
+	dataJSON      json.RawMessage
+}
+
+// extraLocked returns s.extra, making it on first use. s.mu is held.
+func (s *Socket) extraLocked() *socketExtra {
+	if s.extra == nil {
+		s.extra = new(socketExtra)
+	}
+	return s.extra
+}
+
 func newSocket(n *Namespace, c *conn, auth json.RawMessage) *Socket {
-	return &Socket{id: newID(), nsp: n, conn: c, auth: auth, done: make(chan struct{})}
+	return &Socket{id: newID(), nsp: n, conn: c, auth: auth}
 }
 
 // newID returns a random id of 26 base32 characters (130 bits).
@@ -79,7 +94,18 @@ func (s *Socket) Transport() string { return s.conn.t.Transport() }
 func (s *Socket) Connected() bool { return s.connected.Load() }
 
 // Done is closed when the socket disconnects.
-func (s *Socket) Done() <-chan struct{} { return s.done }
+func (s *Socket) Done() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	x := s.extraLocked()
+	if x.done == nil {
+		x.done = make(chan struct{})
+		if s.closed {
+			close(x.done)
+		}
+	}
+	return x.done
+}
 
 // On registers the handler of event, replacing an earlier one.
 func (s *Socket) On(event string, h func(*Event)) {
@@ -96,7 +122,8 @@ func (s *Socket) On(event string, h func(*Event)) {
 func (s *Socket) OnAny(h func(*Event)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.anyHandlers = append(s.anyHandlers, h)
+	x := s.extraLocked()
+	x.anyHandlers = append(x.anyHandlers, h)
 }
 
 // OnDisconnect registers a handler called once, with the reason, when the socket
@@ -105,11 +132,12 @@ func (s *Socket) OnAny(h func(*Event)) {
 func (s *Socket) OnDisconnect(h func(reason string)) {
 	s.mu.Lock()
 	if !s.closed {
-		s.onDisconnect = append(s.onDisconnect, h)
+		x := s.extraLocked()
+		x.onDisconnect = append(x.onDisconnect, h)
 		s.mu.Unlock()
 		return
 	}
-	reason := s.reason
+	reason := s.extra.reason // set by closeWith
 	s.mu.Unlock()
 	h(reason)
 }
@@ -121,7 +149,8 @@ func (s *Socket) OnDisconnecting(h func(reason string)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.closed {
-		s.disconnecting = append(s.disconnecting, h)
+		x := s.extraLocked()
+		x.disconnecting = append(x.disconnecting, h)
 	}
 }
 
@@ -133,7 +162,8 @@ func (s *Socket) SetData(v any) error {
 		return fmt.Errorf("socketio: socket data: %w", err)
 	}
 	s.mu.Lock()
-	s.data, s.dataJSON = v, b
+	x := s.extraLocked()
+	x.data, x.dataJSON = v, b
 	s.mu.Unlock()
 	return nil
 }
@@ -142,7 +172,10 @@ func (s *Socket) SetData(v any) error {
 func (s *Socket) Data() any {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.data
+	if s.extra == nil {
+		return nil
+	}
+	return s.extra.data
 }
 
 // Join adds the socket to rooms.
@@ -210,7 +243,7 @@ func (s *Socket) EmitWithAck(ctx context.Context, event string, args ...any) (Ar
 	case <-ctx.Done():
 		s.ForgetAck(p.ID)
 		return nil, fmt.Errorf("%w: event %q to socket %s: %w", ErrAckTimeout, event, s.id, ctx.Err())
-	case <-s.done:
+	case <-s.Done():
 		return nil, ErrDisconnected
 	}
 }
@@ -275,7 +308,10 @@ func (s *Socket) ForgetAck(id uint64) {
 // Info describes the socket for FetchSockets (adapter.Socket).
 func (s *Socket) Info() adapter.SocketInfo {
 	s.mu.Lock()
-	data := s.dataJSON
+	var data json.RawMessage
+	if s.extra != nil {
+		data = s.extra.dataJSON
+	}
 	s.mu.Unlock()
 	return adapter.SocketInfo{ID: s.id, Rooms: s.Rooms(), Data: data, Handshake: s.Handshake()}
 }
@@ -332,7 +368,10 @@ func (s *Socket) dispatch(p *parser.Packet) {
 		}
 	}
 	s.mu.Lock()
-	anys := slices.Clip(s.anyHandlers)
+	var anys []func(*Event)
+	if s.extra != nil {
+		anys = slices.Clip(s.extra.anyHandlers)
+	}
 	h := s.handlers[name]
 	s.mu.Unlock()
 	for _, a := range anys {
@@ -355,7 +394,7 @@ func (s *Socket) closeWith(reason string, notify bool) {
 		return
 	}
 	s.closed = true
-	s.reason = reason
+	s.extraLocked().reason = reason
 	was := s.connected.Swap(false)
 	away := was && s.nsp.srv.recovery != nil && recoverable(reason)
 	if away {
@@ -368,11 +407,13 @@ func (s *Socket) closeWith(reason string, notify bool) {
 		s.goAwayLocked()
 	}
 	s.acks = nil
-	handlers := s.onDisconnect
-	disconnecting := s.disconnecting
-	s.onDisconnect, s.disconnecting = nil, nil
+	x := s.extra // made above
+	handlers, disconnecting := x.onDisconnect, x.disconnecting
+	x.onDisconnect, x.disconnecting = nil, nil
+	if x.done != nil {
+		close(x.done)
+	}
 	s.mu.Unlock()
-	close(s.done)
 	if !was {
 		return
 	}
@@ -389,7 +430,10 @@ func (s *Socket) closeWith(reason string, notify bool) {
 		s.conn.run.push(nil, false, func() { h(reason) })
 	}
 	if len(disconnecting) > 0 && !away {
-		s.conn.run.push(nil, false, func() { s.nsp.adapter.LeaveAll(s.id) })
+		s.conn.run.push(nil, false, func() {
+			s.nsp.adapter.LeaveAll(s.id)
+			s.nsp.srv.removeIfEmpty(s.nsp)
+		})
 	}
 	for _, h := range handlers {
 		s.conn.run.push(nil, false, func() { h(reason) })
