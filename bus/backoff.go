@@ -1,7 +1,6 @@
 package bus
 
 import (
-	"context"
 	"math/rand/v2"
 	"time"
 )
@@ -38,17 +37,12 @@ func (b backoff) delay(attempt int) time.Duration {
 	return time.Duration(b.jitter(int64(c)))
 }
 
-// sleep waits d or until ctx is done; it reports whether the full wait elapsed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
+// recovery is what is left of a backoff wait with remaining to go when the
+// broker was found back: hold plus a jitter in [0, recoveryJitter], at most
+// remaining.
+func (b backoff) recovery(remaining, hold time.Duration) time.Duration {
+	if remaining <= 0 {
+		return 0
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	return min(remaining, hold+time.Duration(b.jitter(int64(recoveryJitter))))
 }

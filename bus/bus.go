@@ -104,7 +104,11 @@ type Bus interface {
 	// node. key picks the partition (messages with one key keep their order).
 	Publish(ctx context.Context, key string, payload []byte) error
 	// Receive sets the handler of messages from other nodes and starts receiving.
-	// It is called once; nothing is received (or lost) before it.
+	// It is called once; the handler gets nothing before it. Where the broker
+	// keeps history (the streams transport, the memory hub), the reliable plane
+	// starts when the bus is created (New), so what other nodes publish between
+	// New and Receive is delivered at Receive; pub/sub keeps no history and
+	// starts at Receive.
 	Receive(h Handler)
 	// Send delivers payload to node to, or to every other node when to is "".
 	Send(ctx context.Context, to string, payload []byte) error

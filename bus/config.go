@@ -69,6 +69,16 @@ type OutboxConfig struct {
 // BackoffConfig shapes the waits between attempts after a broker error, for
 // publishing, subscribing and probing alike: exponential with full jitter, the
 // wait before attempt n+1 is uniform in [0, min(Cap, Base*2^(n-1))].
+//
+// A long wait does not delay the return to service: while the bus is not
+// Connected (and probes are enabled) it pings the broker every 250 ms, each
+// ping bounded by ProbeTimeout. These readiness pings are not attempts: they
+// change neither the attempt count nor the state. The first one that answers
+// after a failed ping ends every pending wait: the subscription is attempted
+// again within a jitter of at most 100 ms, the publish after 250 ms more plus
+// that jitter (so that the other nodes, which see the broker back within their
+// own 250 ms, are subscribed again before the backlog goes out). Errors while
+// the broker answers pings (a refused write) keep their full waits.
 type BackoffConfig struct {
 	// Base is the ceiling of the first wait. Default 100 ms.
 	Base time.Duration
@@ -103,7 +113,8 @@ type Config struct {
 	// was called) one probe frame per partition published through the reliable
 	// plane and expected back through this node's own subscription. Default 1 s;
 	// -1 disables pings and probes (the bus then starts as Connected and only
-	// publish and subscribe errors change its state).
+	// publish and subscribe errors change its state), including the readiness
+	// pings that end backoff waits when the broker returns (BackoffConfig).
 	ProbeInterval time.Duration
 	// ProbeTimeout is how long a ping may take and how long the probes may take to
 	// come back. A probe that does not come back (while the subscription delivers

@@ -28,7 +28,14 @@
 //     duplicates, missing numbers are reported as gaps (Config.OnGap, metrics,
 //     logs).
 //   - Reconnects with exponential backoff and full jitter for publishing,
-//     subscribing and pinging, interruptible by Close.
+//     subscribing and pinging, interruptible by Close. While the bus is not
+//     Connected it pings the broker every 250 ms (readiness pings, no attempts);
+//     the first that answers after a failure ends the pending waits, so a node
+//     resumes within about 250 ms (receiver) to 600 ms (sender, which leaves the
+//     other nodes time to subscribe again first) of the broker's return.
+//   - Start position: with a transport that keeps history (StartMarker: Redis
+//     streams; the memory hub starts at Transport) the reliable plane starts at
+//     New, so messages other nodes publish before Receive are delivered.
 //   - State: Connected, Reconnecting, Failed (after Backoff.MaxAttempts; the bus
 //     keeps buffering and retrying), Closed — Status, StateChanged,
 //     Config.OnStateChange, one log line per transition.

@@ -14,6 +14,7 @@ type counters struct {
 	received, duplicates, gaps, gapMessages      atomic.Uint64
 	decodeErrors, probesSent, probeFailures      atomic.Uint64
 	reconnects, sent, handlerPanics              atomic.Uint64
+	recoveries                                   atomic.Uint64
 }
 
 // Stats are the counters of a bus since New.
@@ -43,6 +44,9 @@ type Stats struct {
 	// Reconnects counts recoveries after an error: publishes that succeeded after
 	// failures, subscriptions started again, pings that answered again.
 	Reconnects uint64
+	// BrokerReturns counts readiness pings that found the broker answering again
+	// after a failed ping; each one ended the pending backoff waits.
+	BrokerReturns uint64
 	// Sent counts successful Send calls.
 	Sent uint64
 	// HandlerPanics counts messages whose handler panicked (recovered and logged).
@@ -72,6 +76,7 @@ func (r *Reliable) Stats() Stats {
 		ProbesSent:      c.probesSent.Load(),
 		ProbeFailures:   c.probeFailures.Load(),
 		Reconnects:      c.reconnects.Load(),
+		BrokerReturns:   c.recoveries.Load(),
 		Sent:            c.sent.Load(),
 		HandlerPanics:   c.handlerPanics.Load(),
 	}
@@ -92,6 +97,7 @@ type metrics struct {
 	dropped, reconnects, replayed, duplicates, gaps  *prometheus.Desc
 	gapMessages, probeFailures, received, decodeErr  *prometheus.Desc
 	accepted, rejected, published, handlerPanics     *prometheus.Desc
+	brokerReturns                                    *prometheus.Desc
 }
 
 func newMetrics(r *Reliable) *metrics {
@@ -122,6 +128,7 @@ func newMetrics(r *Reliable) *metrics {
 		rejected:       d("bus_rejected_total", "Publish calls rejected at once (outbox full, too large)."),
 		published:      d("bus_published_total", "Accepted messages acknowledged by the broker."),
 		handlerPanics:  d("bus_handler_panics_total", "Received messages whose handler panicked (recovered)."),
+		brokerReturns:  d("bus_broker_returns_total", "Pings that found the broker answering again after a failure (each ends the pending backoff waits)."),
 	}
 }
 
@@ -135,7 +142,7 @@ func (m *metrics) observeLatency(d time.Duration) {
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.state, m.outboxMessages, m.outboxBytes, m.outboxOldest,
 		m.dropped, m.reconnects, m.replayed, m.duplicates, m.gaps, m.gapMessages, m.probeFailures,
-		m.received, m.decodeErr, m.accepted, m.rejected, m.published, m.handlerPanics} {
+		m.received, m.decodeErr, m.accepted, m.rejected, m.published, m.handlerPanics, m.brokerReturns} {
 		ch <- d
 	}
 	m.latency.Describe(ch)
@@ -175,5 +182,6 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(m.rejected, s.Rejected)
 	counter(m.published, s.Published)
 	counter(m.handlerPanics, s.HandlerPanics)
+	counter(m.brokerReturns, s.BrokerReturns)
 	m.latency.Collect(ch)
 }

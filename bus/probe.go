@@ -74,7 +74,10 @@ func (p *prober) missing() []int {
 // a probe per partition through the reliable plane that must come back through
 // this node's own subscription within ProbeTimeout. A missing probe means the
 // subscription is silently dead (a half-open connection, a broker that switched
-// roles, a client the broker killed): it is rebuilt.
+// roles, a client the broker killed): it is rebuilt. Failed pings back off like
+// any attempt; while the bus is not Connected, readiness pings run every
+// readinessInterval in between (pause), and the first one that answers after a
+// failure ends the backoff waits of the sender and the receiver (notePing).
 func (r *Reliable) probeLoop(ctx context.Context) {
 	defer r.background.Done()
 	var round uint64
@@ -83,6 +86,7 @@ func (r *Reliable) probeLoop(ctx context.Context) {
 		start := time.Now()
 		r.recv.prune(start, max(10*time.Minute, 10*r.livenessWindow()))
 		err := r.ping(ctx)
+		r.notePing(err)
 		if err == nil && r.recv.receiving() {
 			round++
 			var missed bool
@@ -110,7 +114,7 @@ func (r *Reliable) probeLoop(ctx context.Context) {
 			attempt++
 			d := r.bo.delay(attempt)
 			r.sm.fail(compPing, err, attempt, d)
-			if !sleep(ctx, d) {
+			if !r.pause(ctx, d) {
 				return
 			}
 			continue
@@ -120,7 +124,7 @@ func (r *Reliable) probeLoop(ctx context.Context) {
 		}
 		attempt = 0
 		r.sm.ok(compPing)
-		if !sleep(ctx, r.cfg.ProbeInterval-time.Since(start)) {
+		if !r.pause(ctx, r.cfg.ProbeInterval-time.Since(start)) {
 			return
 		}
 	}

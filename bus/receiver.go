@@ -106,6 +106,9 @@ func (rv *receiver) rebuildSubscription() bool {
 func (r *Reliable) recvLoop(ctx context.Context) {
 	defer r.background.Done()
 	rv := &r.recv
+	if m, ok := r.t.(StartMarker); ok && !r.markStart(ctx, m) {
+		return
+	}
 	select {
 	case <-ctx.Done():
 		return
@@ -113,6 +116,7 @@ func (r *Reliable) recvLoop(ctx context.Context) {
 	}
 	attempt := 0
 	for {
+		back := r.recovered.wait()
 		subCtx, cancel := context.WithCancel(ctx)
 		rv.subMu.Lock()
 		rv.subCancel = cancel
@@ -156,10 +160,39 @@ func (r *Reliable) recvLoop(ctx context.Context) {
 		attempt++
 		d := r.bo.delay(attempt)
 		r.sm.fail(compSubscribe, err, attempt, d)
-		if !sleep(ctx, d) {
+		if !r.retryWait(ctx, d, back, 0, nil, nil) {
 			return
 		}
 		r.c.reconnects.Add(1)
+	}
+}
+
+// markStart fixes the start of the reliable plane at New, so that what other
+// nodes publish between New and Receive is delivered. While the broker is
+// unreachable it retries with backoff (a broker return ends the wait), and it
+// stops trying once Receive was called: the first Subscribe fixes the start
+// then. A failure here changes no state (the prober reports an unreachable
+// broker; Subscribe reports any other error). It reports whether ctx is live.
+func (r *Reliable) markStart(ctx context.Context, m StartMarker) bool {
+	for attempt := 1; ; attempt++ {
+		back := r.recovered.wait()
+		mctx, cancel := context.WithTimeout(ctx, r.cfg.ProbeTimeout)
+		err := m.MarkStart(mctx)
+		cancel()
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		d := r.bo.delay(attempt)
+		r.log.Debug("bus: fixing the start position failed", "attempt", attempt, "next_retry", d, "error", err)
+		if !r.retryWait(ctx, d, back, 0, r.recv.started, nil) {
+			return false
+		}
+		if r.recv.receiving() {
+			return true
+		}
 	}
 }
 

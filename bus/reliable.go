@@ -40,7 +40,10 @@ type Reliable struct {
 
 	recv   receiver
 	probes prober
-	drops  dropEpisodes
+	// recovered fires when a ping finds the broker back after a failed one.
+	recovered signal
+	pingDown  bool // the last ping failed; owned by the prober
+	drops     dropEpisodes
 
 	notify       notifier
 	notifierDone chan struct{}
@@ -411,6 +414,7 @@ func (r *Reliable) sendLoop(ctx context.Context) {
 			}
 			continue
 		}
+		back := r.recovered.wait()
 		pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 		err := r.t.Publish(pctx, frames)
 		cancel()
@@ -436,30 +440,19 @@ func (r *Reliable) sendLoop(ctx context.Context) {
 		attempt++
 		d := r.bo.delay(attempt)
 		r.sm.fail(compPublish, err, attempt, d)
-		if !r.backoffWait(ctx, d) {
+		if !r.retryWait(ctx, d, back, senderHold, nil, r.expireOutbox) {
 			return
 		}
 	}
 }
 
-// backoffWait waits d, dropping outbox entries as they reach the max age meanwhile.
-func (r *Reliable) backoffWait(ctx context.Context, d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for {
-		var expired dropAcc
-		next := r.ob.expire(time.Now(), &expired)
-		r.reportDrop(DropMaxAge, &expired)
-		wait := time.Until(deadline)
-		if wait <= 0 {
-			return ctx.Err() == nil
-		}
-		if !next.IsZero() {
-			wait = min(wait, max(time.Until(next), 0))
-		}
-		if !sleep(ctx, wait) {
-			return false
-		}
-	}
+// expireOutbox drops the outbox entries that reached the max age and returns
+// when the next one does (zero: none).
+func (r *Reliable) expireOutbox() time.Time {
+	var expired dropAcc
+	next := r.ob.expire(time.Now(), &expired)
+	r.reportDrop(DropMaxAge, &expired)
+	return next
 }
 
 // reportDrop logs (once per episode) and hands to the hook the entries in acc

@@ -35,10 +35,25 @@ type Transport interface {
 	// of the reliable plane (including this node's own) and every direct frame
 	// addressed to nodeID or to all. A Transport that can (streams) resumes each call
 	// where the previous one stopped, so a broken connection loses nothing the
-	// broker kept.
+	// broker kept. The first call starts where StartMarker.MarkStart fixed the
+	// start, or, for a Transport without a start fixed earlier, at its own
+	// beginning (pub/sub has no history).
 	Subscribe(ctx context.Context, nodeID string, deliver func(Frame)) error
 	// Ping checks that the broker answers.
 	Ping(ctx context.Context) error
 	// Close releases the connection; it is idempotent.
 	Close() error
+}
+
+// StartMarker is implemented by a Transport whose reliable plane keeps a log it
+// can read from a position (Redis streams). New calls MarkStart as soon as the
+// broker answers, so that the first Subscribe, at Receive, delivers what other
+// nodes published from New on instead of only what they publish after Receive.
+// A Transport whose start is fixed at its creation (NewMemoryHub) or that has no
+// history (pub/sub) does not implement it.
+type StartMarker interface {
+	// MarkStart fixes, on its first success, the position the first Subscribe
+	// reads from: the current end of every partition. It is idempotent, and a
+	// Subscribe that runs before any MarkStart succeeded fixes it itself.
+	MarkStart(ctx context.Context) error
 }

@@ -28,7 +28,7 @@ type streams struct {
 	keyPart map[string]int
 }
 
-var _ bus.Transport = (*streams)(nil)
+var _ bus.StartMarker = (*streams)(nil)
 
 func newStreams(b *base) *streams {
 	s := &streams{base: b, keyPart: make(map[string]int, b.opts.Partitions)}
@@ -169,7 +169,25 @@ func (s *streams) Subscribe(ctx context.Context, nodeID string, deliver func(bus
 	return g.wait()
 }
 
-// recordStart fixes, on the first Subscribe, the id each partition is read
+// MarkStart fixes the position the first Subscribe reads from
+// (bus.StartMarker): the bus calls it at New, so that it receives what other
+// nodes publish from then on, also before its Receive. A Subscribe before any
+// successful MarkStart fixes the start itself.
+func (s *streams) MarkStart(ctx context.Context) error {
+	s.mu.Lock()
+	started := s.lastIDs != nil
+	s.mu.Unlock()
+	if started {
+		return nil
+	}
+	c, err := s.client(ctx)
+	if err != nil {
+		return err
+	}
+	return s.recordStart(ctx, c)
+}
+
+// recordStart fixes, on the first MarkStart or Subscribe, the id each partition is read
 // from: its newest entry now (what XREAD "$" would mean), or 0-0 for a stream
 // that does not exist yet. Later calls resume from what was delivered.
 func (s *streams) recordStart(ctx context.Context, c rueidis.Client) error {

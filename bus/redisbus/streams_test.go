@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/durasock/durasock/bus"
 	"github.com/durasock/durasock/internal/redistest"
 )
 
@@ -57,5 +58,45 @@ func TestForeignEntry(t *testing.T) {
 	fs := dataFrames(sub.snapshot())
 	if len(fs) != 2 || fs[0].Data != nil || fs[0].Partition != 0 || string(fs[1].Data) != "m0" {
 		t.Errorf("frames = %+v, want an empty frame then m0", fs)
+	}
+}
+
+// TestStreamsMarkStart: frames published after MarkStart and before the first
+// Subscribe are delivered by it; a later MarkStart keeps the start. The
+// pub/sub transport, without history, has no start to fix.
+func TestStreamsMarkStart(t *testing.T) {
+	srv := redistest.Standalone(t)
+	o := faultOpts(Streams)
+	o.Prefix = "markstart"
+	pub := newTransport(t, srv.URL(), o)
+	publish(t, pub, numbered(0, 4, o.Partitions)) // before MarkStart: not delivered
+	tr := newTransport(t, srv.URL(), o)
+	m, ok := tr.(bus.StartMarker)
+	if !ok {
+		t.Fatal("the streams transport does not implement bus.StartMarker")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	if err := m.MarkStart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, pub, numbered(4, 10, o.Partitions))
+	if err := m.MarkStart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sub := startSubscribe(t, tr, "s")
+	sub.waitFor(t, "frames published between MarkStart and Subscribe", countNumbered(4, 10))
+	publish(t, pub, numbered(10, 12, o.Partitions))
+	sub.waitFor(t, "frames published after Subscribe", countNumbered(4, 12))
+	checkNumbered(t, dataFrames(sub.snapshot()), 4, 12, o.Partitions)
+	for _, f := range dataFrames(sub.snapshot()) {
+		if i, ok := frameNumber(f); !ok || i < 4 {
+			t.Errorf("frame %q delivered; want only those published after MarkStart", f.Data)
+		}
+	}
+
+	ps := newTransport(t, srv.URL(), faultOpts(PubSub))
+	if _, ok := ps.(bus.StartMarker); ok {
+		t.Error("the pub/sub transport implements bus.StartMarker")
 	}
 }
