@@ -105,3 +105,43 @@ func BenchmarkWebSocketInbound(b *testing.B) {
 		})
 	}
 }
+
+// sessionHandler hands out the first session it sees.
+type sessionHandler struct {
+	nopHandler
+	opened chan *Session
+}
+
+func (h sessionHandler) OnOpen(s *Session) { h.opened <- s }
+
+// BenchmarkWebSocketOutbound measures the server sending small messages to one
+// client, in bursts of 256 that the client reads before the next burst.
+func BenchmarkWebSocketOutbound(b *testing.B) {
+	const burst = 256
+	h := sessionHandler{opened: make(chan *Session, 1)}
+	c := benchWebSocket(b, "parked", h)
+	sess := <-h.opened
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	msg := Message{Data: []byte(strings.Repeat("m", 63))}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(msg.Data)) + 1)
+	read := func(n int) {
+		for range n {
+			if _, _, err := c.Read(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	sent := 0
+	for b.Loop() {
+		if err := sess.Send(msg); err != nil {
+			b.Fatal(err)
+		}
+		if sent++; sent == burst {
+			read(sent)
+			sent = 0
+		}
+	}
+	read(sent)
+}

@@ -17,11 +17,13 @@ import (
 )
 
 // Buffer sizes of a hijacked connection. net/http hands over 4 KiB each, which
-// an idle connection does not need: frame headers and small messages fit these,
-// larger payloads bypass bufio and go to the socket directly.
+// an idle connection does not need. Frame headers and small messages fit the
+// read buffer; larger payloads bypass it. Writes collect in a pooled buffer
+// only while frames are written (see batchWriter): the bufio.Writer that
+// coder/websocket requires holds no more than a frame header.
 const (
 	wsReadBufferSize  = 256
-	wsWriteBufferSize = 512
+	wsWriteBufferSize = 16
 )
 
 var errServerClosing = errors.New("engineio: server closing")
@@ -44,6 +46,7 @@ type wsConn struct {
 	*websocket.Conn
 	nc   netConn
 	br   *bufio.Reader // the reader coder/websocket reads frames from
+	w    batchWriter   // what coder/websocket writes to
 	srv  *Server
 	sess *Session // whose reader runs; set before the connection first parks
 	poll *poller  // nil: the connection is never parked
@@ -203,13 +206,14 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	h.c.nc = netConn{Conn: c, ws: h.c}
+	h.c.w.conn = c
 	// Bytes the client sent right after the handshake (an upgrade probe) may sit
 	// in net/http's buffer; they must be in the new reader's buffer, where
 	// coder/websocket looks for them.
 	n := brw.Reader.Buffered()
 	if n == 0 {
 		h.c.br = bufio.NewReaderSize(c, wsReadBufferSize)
-		return &h.c.nc, bufio.NewReadWriter(h.c.br, bufio.NewWriterSize(c, wsWriteBufferSize)), nil
+		return &h.c.nc, bufio.NewReadWriter(h.c.br, bufio.NewWriterSize(&h.c.w, wsWriteBufferSize)), nil
 	}
 	b, err := brw.Reader.Peek(n)
 	if err != nil {
@@ -223,7 +227,7 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	h.c.br = br
 	h.c.pending = n
-	return &h.c.nc, bufio.NewReadWriter(br, bufio.NewWriterSize(c, wsWriteBufferSize)), nil
+	return &h.c.nc, bufio.NewReadWriter(br, bufio.NewWriterSize(&h.c.w, wsWriteBufferSize)), nil
 }
 
 // accept completes a WebSocket handshake.
@@ -373,14 +377,22 @@ func (s *Session) writeLoop() {
 			return
 		}
 		s.mu.Unlock()
+		c.w.begin()
+		var err error
 		for i := range batch {
-			if err := writeFrame(c.Conn, &batch[i]); err != nil {
-				s.mu.Lock()
-				s.writing = false
-				s.mu.Unlock()
-				s.closeNow(ReasonTransportError, closeKill)
-				return
+			if err = writeFrame(c.Conn, &batch[i]); err != nil {
+				break
 			}
+		}
+		if endErr := c.w.end(); err == nil {
+			err = endErr
+		}
+		if err != nil {
+			s.mu.Lock()
+			s.writing = false
+			s.mu.Unlock()
+			s.closeNow(ReasonTransportError, closeKill)
+			return
 		}
 	}
 }
