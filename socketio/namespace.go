@@ -255,10 +255,10 @@ func (n *Namespace) add(s *Socket) error {
 	n.sockets[s.id] = s
 	n.mu.Unlock()
 	s.connected.Store(true)
-	if n.srv.recovery != nil && s.pid == "" {
-		s.pid = newID()
+	if s.rs != nil && s.rs.pid == "" {
+		s.rs.pid = newID()
 	}
-	s.conn.write(connectPacket(n.name, s.id, s.pid), false)
+	s.conn.write(connectPacket(n.name, s.id, s.pid()), false)
 	n.adapter.Join(s.id)
 	return nil
 }

@@ -150,7 +150,7 @@ func hasOffset(e *parser.Encoded, offset string) bool {
 func (s *Socket) recordedWrite(e *parser.Encoded, volatile bool) {
 	rec := s.nsp.srv.recovery
 	s.mu.Lock()
-	if r := s.successor; r != nil {
+	if r := s.rs.successor; r != nil {
 		s.mu.Unlock()
 		r.Write(e, volatile)
 		return
@@ -160,8 +160,8 @@ func (s *Socket) recordedWrite(e *parser.Encoded, volatile bool) {
 			s.mu.Unlock()
 			return
 		}
-		s.history = append(s.history, e)
-		over := len(s.history) > rec.History+rec.MaxMissedPackets
+		s.rs.history = append(s.rs.history, e)
+		over := len(s.rs.history) > rec.History+rec.MaxMissedPackets
 		s.mu.Unlock()
 		if over {
 			s.nsp.srv.log.Info("socketio: too many missed events, session dropped", "socket", s.id)
@@ -174,11 +174,11 @@ func (s *Socket) recordedWrite(e *parser.Encoded, volatile bool) {
 		return
 	}
 	if !volatile && replayable(e) {
-		if len(s.history) >= rec.History {
-			copy(s.history, s.history[1:])
-			s.history[len(s.history)-1] = e
+		if len(s.rs.history) >= rec.History {
+			copy(s.rs.history, s.rs.history[1:])
+			s.rs.history[len(s.rs.history)-1] = e
 		} else {
-			s.history = append(s.history, e)
+			s.rs.history = append(s.rs.history, e)
 		}
 	}
 	// Written under s.mu so that the history and the wire agree on the order.
@@ -190,7 +190,7 @@ func (s *Socket) recordedWrite(e *parser.Encoded, volatile bool) {
 // is sent to it. s.mu is held.
 func (s *Socket) goAwayLocked() {
 	s.away = true
-	s.expiry = time.AfterFunc(s.nsp.srv.recovery.MaxDisconnectionDuration, s.expire)
+	s.rs.expiry = time.AfterFunc(s.nsp.srv.recovery.MaxDisconnectionDuration, s.expire)
 }
 
 // expire drops a disconnected session: the socket leaves its rooms and the
@@ -202,16 +202,16 @@ func (s *Socket) expire() {
 		return
 	}
 	s.away = false
-	s.history = nil
-	if s.expiry != nil {
-		s.expiry.Stop()
-		s.expiry = nil
+	s.rs.history = nil
+	if s.rs.expiry != nil {
+		s.rs.expiry.Stop()
+		s.rs.expiry = nil
 	}
 	s.mu.Unlock()
 	n := s.nsp
 	n.mu.Lock()
-	if n.away[s.pid] == s {
-		delete(n.away, s.pid)
+	if n.away[s.rs.pid] == s {
+		delete(n.away, s.rs.pid)
 	}
 	n.mu.Unlock()
 	n.remove(s, true)
@@ -254,12 +254,12 @@ func (n *Namespace) takeOver(old, s *Socket, offset string) bool {
 	if offset == "" {
 		// The client received no event with an offset: everything kept is missed,
 		// provided nothing was forgotten yet.
-		if len(old.history) < n.srv.recovery.History {
+		if len(old.rs.history) < n.srv.recovery.History {
 			from = 0
 		}
 	} else {
-		for i := len(old.history) - 1; i >= 0; i-- {
-			if hasOffset(old.history[i], offset) {
+		for i := len(old.rs.history) - 1; i >= 0; i-- {
+			if hasOffset(old.rs.history[i], offset) {
 				from = i + 1
 				break
 			}
@@ -273,7 +273,7 @@ func (n *Namespace) takeOver(old, s *Socket, offset string) bool {
 	// The missed events go to the session's send queue at once, behind the
 	// CONNECT answer. More than it holds would close the new connection with
 	// "send queue full": the client gets a new session instead.
-	if msgs, limit := 1+messageCount(old.history[from:]), n.srv.sendQueueSize(); msgs > limit {
+	if msgs, limit := 1+messageCount(old.rs.history[from:]), n.srv.sendQueueSize(); msgs > limit {
 		old.mu.Unlock()
 		n.srv.log.Warn("socketio: missed events exceed the send queue; session not recovered",
 			"namespace", n.name, "messages", msgs, "sendQueueSize", limit)
@@ -287,31 +287,31 @@ func (n *Namespace) takeOver(old, s *Socket, offset string) bool {
 		old.mu.Unlock()
 		return true
 	}
-	missed := old.history[from:]
+	missed := old.rs.history[from:]
 	old.away = false
-	old.history = nil
-	old.successor = s
-	if old.expiry != nil {
-		old.expiry.Stop()
-		old.expiry = nil
+	old.rs.history = nil
+	old.rs.successor = s
+	if old.rs.expiry != nil {
+		old.rs.expiry.Stop()
+		old.rs.expiry = nil
 	}
-	s.id, s.pid, s.recovered = old.id, old.pid, true
+	s.id, s.rs.pid, s.recovered = old.id, old.rs.pid, true
 	if old.extra != nil {
 		x := s.extraLocked()
 		x.data, x.dataJSON = old.extra.data, old.extra.dataJSON
 	}
 	if len(missed) > n.srv.recovery.History {
-		s.history = append([]*parser.Encoded(nil), missed[len(missed)-n.srv.recovery.History:]...)
+		s.rs.history = append([]*parser.Encoded(nil), missed[len(missed)-n.srv.recovery.History:]...)
 	} else {
-		s.history = append([]*parser.Encoded(nil), missed...)
+		s.rs.history = append([]*parser.Encoded(nil), missed...)
 	}
 	s.connected.Store(true)
-	s.conn.write(connectPacket(n.name, s.id, s.pid), false)
+	s.conn.write(connectPacket(n.name, s.id, s.rs.pid), false)
 	for _, e := range missed {
 		s.conn.write(e, false)
 	}
 	n.mu.Lock()
-	delete(n.away, old.pid)
+	delete(n.away, old.rs.pid)
 	n.sockets[s.id] = s
 	n.mu.Unlock()
 	old.mu.Unlock()

@@ -42,11 +42,24 @@ type Socket struct {
 	acks     map[uint64]func([]json.RawMessage)
 	extra    *socketExtra // nil until used
 
-	// Connection state recovery (see RecoveryOptions).
+	rs *recoveryState // nil when connection state recovery is off
+}
+
+// recoveryState is what connection state recovery keeps of a socket (see
+// RecoveryOptions).
+type recoveryState struct {
 	pid       string
 	history   []*parser.Encoded // recent events, or those kept while away
 	successor *Socket           // the socket that recovered this session
 	expiry    *time.Timer
+}
+
+// pid returns the session id a client presents to recover the socket, or "".
+func (s *Socket) pid() string {
+	if s.rs == nil {
+		return ""
+	}
+	return s.rs.pid
 }
 
 var _ adapter.Socket = (*Socket)(nil)
@@ -72,7 +85,11 @@ func (s *Socket) extraLocked() *socketExtra {
 }
 
 func newSocket(n *Namespace, c *conn, auth json.RawMessage) *Socket {
-	return &Socket{id: newID(), nsp: n, conn: c, auth: auth}
+	s := &Socket{id: newID(), nsp: n, conn: c, auth: auth}
+	if n.srv.recovery != nil {
+		s.rs = new(recoveryState)
+	}
+	return s
 }
 
 // newID returns a random id of 26 base32 characters (130 bits).
@@ -402,7 +419,7 @@ func (s *Socket) closeWith(reason string, notify bool) {
 		if s.nsp.away == nil {
 			s.nsp.away = make(map[string]*Socket)
 		}
-		s.nsp.away[s.pid] = s
+		s.nsp.away[s.rs.pid] = s
 		s.nsp.mu.Unlock()
 		s.goAwayLocked()
 	}
