@@ -439,3 +439,125 @@ func TestUpgradedIdle(t *testing.T) {
 		})
 	}
 }
+
+// churnHandler echoes, counts OnClose calls per session, and closes a session
+// from the server side when asked to by the message "close".
+type churnHandler struct {
+	mu     sync.Mutex
+	opened int
+	closes map[string]int
+}
+
+func (h *churnHandler) OnOpen(*Session) {
+	h.mu.Lock()
+	h.opened++
+	h.mu.Unlock()
+}
+
+func (h *churnHandler) OnMessage(s *Session, m Message) {
+	if string(m.Data) == "close" {
+		_ = s.Close() // idempotent; the client sees the close frame
+		return
+	}
+	_ = s.Send(m) // the session may be closing; the client tolerates a missing echo then
+}
+
+func (h *churnHandler) OnClose(s *Session, _ string) {
+	h.mu.Lock()
+	h.closes[s.ID()]++
+	h.mu.Unlock()
+}
+
+// TestParkedChurn has clients connect, idle, burst, close abruptly, close
+// properly and get closed by the server, all at once, then shuts the server
+// down: every session gets exactly one OnClose and nothing is left.
+func TestParkedChurn(t *testing.T) {
+	for _, mode := range readerModes {
+		t.Run(mode, func(t *testing.T) {
+			h := &churnHandler{closes: map[string]int{}}
+			srv := NewServer(h, &Options{PingInterval: 30 * time.Millisecond, PingTimeout: time.Second})
+			if mode == "goroutine" {
+				srv.pollErr = errPollerOff
+			}
+			ts := serve(t, srv, nil)
+			url := ts.wsURL("EIO=4&transport=websocket")
+			const clients, rounds = 16, 12
+			var wg sync.WaitGroup
+			var survivors sync.Map
+			for i := range clients {
+				wg.Go(func() {
+					// Not cancelled when this client is done: the reader of the
+					// connection left for Shutdown keeps reading.
+					ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+					t.Cleanup(cancel)
+					for r := range rounds {
+						c, _, err := websocket.Dial(ctx, url, nil)
+						if err != nil {
+							t.Errorf("dial: %v", err)
+							return
+						}
+						// Read everything in the background, answering pings.
+						readDone := make(chan struct{})
+						go func() {
+							defer close(readDone)
+							for {
+								_, b, err := c.Read(ctx)
+								if err != nil {
+									return
+								}
+								if string(b) == "2" {
+									_ = c.Write(ctx, websocket.MessageText, []byte("3")) // fails only once closed
+								}
+							}
+						}()
+						for j := range (i + r) % 5 {
+							_ = c.Write(ctx, websocket.MessageText, []byte(fmt.Sprintf("4burst %d", j))) // fails only once closed
+						}
+						if (i+r)%3 == 0 {
+							time.Sleep(time.Duration(i%4) * 10 * time.Millisecond) // idle: parked, pinged
+						}
+						switch (i + r) % 4 {
+						case 0:
+							_ = c.CloseNow() // abrupt
+						case 1:
+							_ = c.Close(websocket.StatusNormalClosure, "") // handshake; the server may close first
+						case 2:
+							_ = c.Write(ctx, websocket.MessageText, []byte("4close")) // server closes
+						case 3:
+							if r == rounds-1 {
+								survivors.Store(c, readDone) // left for Shutdown
+								continue
+							}
+							_ = c.CloseNow()
+						}
+						<-readDone
+					}
+				})
+			}
+			wg.Wait()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := srv.Shutdown(ctx); err != nil {
+				t.Fatalf("Shutdown: %v", err)
+			}
+			survivors.Range(func(k, v any) bool {
+				<-v.(chan struct{})
+				_ = k.(*websocket.Conn).CloseNow() // already closed by the server
+				return true
+			})
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if h.opened != clients*rounds || len(h.closes) != clients*rounds {
+				t.Errorf("opened %d, closed %d sessions; want %d", h.opened, len(h.closes), clients*rounds)
+			}
+			for sid, n := range h.closes {
+				if n != 1 {
+					t.Errorf("session %s: OnClose %d times", sid, n)
+				}
+			}
+			if n, _ := connCounts(srv); n != 0 {
+				t.Errorf("%d connections left", n)
+			}
+		})
+	}
+}
