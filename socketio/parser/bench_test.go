@@ -98,3 +98,21 @@ func BenchmarkEventPacketNestedBinary(b *testing.B) {
 		_ = Encode(p)
 	}
 }
+
+// BenchmarkEventPacketInterfaceField marshals a struct whose interface field
+// holds no binary: the value is looked at, then marshalled as encoding/json does.
+func BenchmarkEventPacketInterfaceField(b *testing.B) {
+	type envelope struct {
+		Kind string `json:"kind"`
+		Data any    `json:"data"`
+	}
+	e := envelope{"chat", map[string]any{"user": "alice", "text": "hello"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		p, err := EventPacket("/", "news", e)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = Encode(p)
+	}
+}

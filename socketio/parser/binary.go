@@ -143,6 +143,11 @@ type binaryMarshaller struct {
 }
 
 func (m *binaryMarshaller) marker(b []byte) []byte {
+	if m.prefix == "" {
+		// Made on the first byte slice: a value with none costs no random bytes.
+		rand.Read(m.nonce[:])
+		m.prefix = base64.StdEncoding.EncodeToString(m.nonce[:])
+	}
 	mk := make([]byte, 18)
 	copy(mk, m.nonce[:])
 	binary.BigEndian.PutUint32(mk[12:], uint32(len(m.found)))
@@ -153,9 +158,7 @@ func (m *binaryMarshaller) marker(b []byte) []byte {
 // marshal appends v to out, its byte slices as placeholders numbered from
 // len(atts), and returns the attachments with the new ones appended.
 func marshalBinary(out []byte, atts [][]byte, v any) ([]byte, [][]byte, error) {
-	m := &binaryMarshaller{}
-	rand.Read(m.nonce[:])
-	m.prefix = base64.StdEncoding.EncodeToString(m.nonce[:])
+	var m binaryMarshaller
 	rv := reflect.ValueOf(v)
 	cp, changed := m.rewrite(rv, 0)
 	if changed {
@@ -214,7 +217,9 @@ func (m *binaryMarshaller) rewrite(v reflect.Value, depth int) (reflect.Value, b
 	}
 	switch t.Kind() {
 	case reflect.Interface:
-		if v.IsNil() {
+		// The dynamic value is looked at first without reflection: decoded JSON
+		// (maps, slices, scalars) or a type known to hold no byte slice.
+		if v.IsNil() || !v.CanInterface() || !mayHoldBytes(v.Interface()) {
 			return v, false
 		}
 		e, changed := m.rewrite(v.Elem(), depth+1)
