@@ -2,10 +2,8 @@ package engineio
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -16,13 +14,12 @@ import (
 	"github.com/coder/websocket"
 )
 
-// Buffer sizes of a hijacked connection. net/http hands over 4 KiB each, which
-// an idle connection does not need. Frame headers and small messages fit the
-// read buffer; larger payloads bypass it. Writes collect in a pooled buffer
-// only while frames are written (see batchWriter): the bufio.Writer that
-// coder/websocket requires holds no more than a frame header.
+// Buffer sizes of the bufio.Reader and bufio.Writer that coder/websocket
+// requires, the smallest bufio allows. net/http hands over 4 KiB each, which an
+// idle connection does not need: reads and writes use pooled buffers while
+// they happen (see pooledReader and batchWriter).
 const (
-	wsReadBufferSize  = 256
+	wsReadBufferSize  = 16
 	wsWriteBufferSize = 16
 )
 
@@ -46,6 +43,7 @@ type wsConn struct {
 	*websocket.Conn
 	nc   netConn
 	br   *bufio.Reader // the reader coder/websocket reads frames from
+	src  pooledReader  // what br reads from
 	w    batchWriter   // what coder/websocket writes to
 	srv  *Server
 	sess *Session // whose reader runs; set before the connection first parks
@@ -57,9 +55,8 @@ type wsConn struct {
 	// rmu keeps the reader's look into br (before parking) apart from the reads
 	// of the close handshake, which coder/websocket does on the closing
 	// goroutine.
-	rmu     sync.Mutex
-	added   bool // registered with the poller; touched only by the reader
-	pending int  // bytes of the handshake tail, between Hijack and accept
+	rmu   sync.Mutex
+	added bool // registered with the poller; touched only by the reader
 
 	parkable bool  // plain socket, no compression: see accept
 	fd       int32 // the socket's descriptor, for the poller
@@ -124,7 +121,7 @@ func (c *wsConn) park() bool {
 	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	if c.br.Buffered() > 0 {
+	if c.br.Buffered() > 0 || c.src.buffered() > 0 {
 		return false
 	}
 	add := !c.added
@@ -207,27 +204,19 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	h.c.nc = netConn{Conn: c, ws: h.c}
 	h.c.w.conn = c
+	h.c.src.conn = c
 	// Bytes the client sent right after the handshake (an upgrade probe) may sit
-	// in net/http's buffer; they must be in the new reader's buffer, where
-	// coder/websocket looks for them.
-	n := brw.Reader.Buffered()
-	if n == 0 {
-		h.c.br = bufio.NewReaderSize(c, wsReadBufferSize)
-		return &h.c.nc, bufio.NewReadWriter(h.c.br, bufio.NewWriterSize(&h.c.w, wsWriteBufferSize)), nil
+	// in net/http's buffer: they are the first the new reader returns.
+	if n := brw.Reader.Buffered(); n > 0 {
+		b, err := brw.Reader.Peek(n)
+		if err != nil {
+			_ = c.Close() // unusable; the Peek error is what matters
+			return nil, nil, err
+		}
+		h.c.src.fill(b)
 	}
-	b, err := brw.Reader.Peek(n)
-	if err != nil {
-		_ = c.Close() // unusable; the Peek error is what matters
-		return nil, nil, err
-	}
-	br := bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(b)), c), max(wsReadBufferSize, n))
-	if _, err := br.Peek(n); err != nil {
-		_ = c.Close() // unusable; the Peek error is what matters
-		return nil, nil, err
-	}
-	h.c.br = br
-	h.c.pending = n
-	return &h.c.nc, bufio.NewReadWriter(br, bufio.NewWriterSize(&h.c.w, wsWriteBufferSize)), nil
+	h.c.br = bufio.NewReaderSize(&h.c.src, wsReadBufferSize)
+	return &h.c.nc, bufio.NewReadWriter(h.c.br, bufio.NewWriterSize(&h.c.w, wsWriteBufferSize)), nil
 }
 
 // accept completes a WebSocket handshake.
@@ -252,17 +241,10 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*wsConn, error)
 	c.SetReadLimit(s.opts.MaxPayload)
 	wc.Conn = c
 	wc.refs.Store(1) // the reader
-	// coder/websocket moved the buffered bytes of the handshake tail into a
-	// reader in front of the connection: read them back into the buffer, where
-	// park sees them, or drop that reader when there are none.
-	if wc.pending > 0 {
-		if _, err := wc.br.Peek(wc.pending); err != nil {
-			_ = wc.nc.Conn.Close() // unusable; the Peek error is what matters
-			return nil, err
-		}
-	} else {
-		wc.br.Reset(wc.nc.Conn)
-	}
+	// coder/websocket put a reader of what was buffered at hijack in front of
+	// the connection; nothing was (the handshake tail is in wc.src), so read
+	// from wc.src directly.
+	wc.br.Reset(&wc.src)
 	// Only plain sockets without compression are parked: TLS and the
 	// decompressor keep bytes of their own that the socket's readiness does not
 	// show.

@@ -1,0 +1,74 @@
+package engineio
+
+import (
+	"net"
+	"sync"
+)
+
+// pooledReader is what coder/websocket's bufio.Reader reads from. That
+// bufio.Reader is tiny (wsReadBufferSize), so an idle connection keeps no read
+// buffer: a read takes a buffer from the pool for what one system call
+// returns, and gives it back as soon as it is drained. A reader that parks its
+// connection has drained it, so a parked connection holds no buffer.
+type pooledReader struct {
+	conn net.Conn
+	buf  *[]byte // from readPool, while it holds unread bytes
+	r, w int     // unread bytes are (*buf)[r:w]
+	err  error   // returned once the buffer is drained
+}
+
+// readBufferSize is the size of pooled read buffers: many small messages of
+// a burst come in one system call.
+const readBufferSize = 4 << 10
+
+var readPool = sync.Pool{New: func() any { b := make([]byte, readBufferSize); return &b }}
+
+func (pr *pooledReader) Read(p []byte) (int, error) {
+	if pr.buf == nil {
+		if pr.err != nil {
+			err := pr.err
+			pr.err = nil
+			return 0, err
+		}
+		if len(p) >= readBufferSize {
+			return pr.conn.Read(p)
+		}
+		buf := readPool.Get().(*[]byte)
+		n, err := pr.conn.Read(*buf)
+		if n <= 0 {
+			readPool.Put(buf)
+			return 0, err
+		}
+		pr.buf, pr.r, pr.w, pr.err = buf, 0, n, err
+	}
+	n := copy(p, (*pr.buf)[pr.r:pr.w])
+	pr.r += n
+	if pr.r < pr.w {
+		return n, nil
+	}
+	pr.release()
+	err := pr.err
+	pr.err = nil
+	return n, err
+}
+
+// fill makes b the first bytes Read returns.
+func (pr *pooledReader) fill(b []byte) {
+	buf := readPool.Get().(*[]byte)
+	if len(b) > len(*buf) {
+		readPool.Put(buf)
+		big := make([]byte, len(b))
+		buf = &big
+	}
+	pr.buf, pr.r, pr.w = buf, 0, copy(*buf, b)
+}
+
+// buffered reports the bytes read from the connection and not yet returned.
+func (pr *pooledReader) buffered() int { return pr.w - pr.r }
+
+func (pr *pooledReader) release() {
+	if len(*pr.buf) == readBufferSize {
+		readPool.Put(pr.buf)
+	}
+	pr.buf, pr.r, pr.w = nil, 0, 0
+}
