@@ -82,11 +82,21 @@ func (r *Reliable) probeLoop(ctx context.Context) {
 	defer r.background.Done()
 	var round uint64
 	attempt, misses := 0, 0
+	pingFailed := false // the last failure recorded was a ping's (not a probe publish's)
 	for {
 		start := time.Now()
 		r.recv.prune(start, max(10*time.Minute, 10*r.livenessWindow()))
 		err := r.ping(ctx)
 		r.notePing(err)
+		if err == nil && pingFailed {
+			// The broker answers again: say so now, not after the probe round,
+			// which takes several ProbeTimeouts while a backlog is delivered.
+			pingFailed = false
+			r.c.reconnects.Add(1)
+			attempt = 0
+			r.sm.ok(compPing)
+		}
+		pingErr := err
 		if err == nil && r.recv.receiving() {
 			round++
 			var missed bool
@@ -110,6 +120,7 @@ func (r *Reliable) probeLoop(ctx context.Context) {
 			return
 		}
 		if err != nil {
+			pingFailed = pingErr != nil
 			r.c.probeFailures.Add(1)
 			attempt++
 			d := r.bo.delay(attempt)
