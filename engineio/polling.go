@@ -5,7 +5,12 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"time"
 )
+
+// upgradeSettle is how long a poll during an upgrade waits for the upgrade
+// packet before it ends with a noop: the reference server checks every 100 ms.
+const upgradeSettle = 100 * time.Millisecond
 
 // handshakePolling opens a polling session and answers with the open packet.
 func (s *Server) handshakePolling(w http.ResponseWriter, r *http.Request) {
@@ -79,11 +84,17 @@ func (s *Session) servePoll(w http.ResponseWriter, r *http.Request) {
 		s.mu.Unlock()
 		writePayload(w, frames)
 		return
-	case s.probed:
-		// An upgrade is under way: end this request so the client can finish it.
-		s.mu.Unlock()
-		writePayload(w, []frame{{typ: packetNoop}})
-		return
+	}
+	// During an upgrade whose probe is answered, the request ends with a noop
+	// after upgradeSettle, as the reference server's upgrade check does, so that
+	// the client can finish the upgrade; if the upgrade packet comes first, it is
+	// refused as any poll after the upgrade. Without the wait, a request racing
+	// with the upgrade packet would get either answer.
+	var settle <-chan time.Time
+	if s.probed {
+		t := time.NewTimer(s.srv.upgradeSettle)
+		defer t.Stop()
+		settle = t.C
 	}
 	ch := make(chan []frame, 1)
 	s.pollCh = ch
@@ -91,7 +102,26 @@ func (s *Session) servePoll(w http.ResponseWriter, r *http.Request) {
 
 	select {
 	case frames := <-ch:
+		if frames == nil { // upgraded meanwhile
+			writeError(w, http.StatusBadRequest, codeBadRequest, "")
+			return
+		}
 		writePayload(w, frames)
+	case <-settle:
+		s.mu.Lock()
+		if s.pollCh == ch {
+			s.pollCh = nil
+			s.mu.Unlock()
+			writePayload(w, []frame{{typ: packetNoop}})
+			return
+		}
+		s.mu.Unlock()
+		// Answered meanwhile: ch holds the answer.
+		if frames := <-ch; frames != nil {
+			writePayload(w, frames)
+		} else {
+			writeError(w, http.StatusBadRequest, codeBadRequest, "")
+		}
 	case <-r.Context().Done():
 		s.mu.Lock()
 		if s.pollCh == ch {

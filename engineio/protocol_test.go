@@ -712,3 +712,30 @@ func TestPerMessageDeflate(t *testing.T) {
 		t.Errorf("echo mismatch: %d bytes", len(got))
 	}
 }
+
+// TestUpgradeRacingPoll sends a poll after the probe and the upgrade packet
+// while the poll is held: the poll is refused as after the upgrade, as the
+// official suite expects when it sends both at once.
+func TestUpgradeRacingPoll(t *testing.T) {
+	rec := newRecorder(true)
+	srv := NewServer(rec, nil)
+	srv.upgradeSettle = time.Minute // held until the upgrade packet, however slow
+	ts := serve(t, srv, rec)
+	sid := ts.handshake(t)
+	c := dialWS(t, ts.wsURL("EIO=4&transport=websocket&sid="+sid))
+	writeWS(t, c, websocket.MessageText, "2probe")
+	if _, got := readWS(t, c); got != "3probe" {
+		t.Fatalf("probe answer = %q", got)
+	}
+	pending := make(chan response, 1)
+	go func() { pending <- ts.poll(t, sid) }()
+	waitPollPending(t, ts, sid)
+	writeWS(t, c, websocket.MessageText, "5")
+	if res := <-pending; res.status != http.StatusBadRequest {
+		t.Errorf("poll during the upgrade = %d %q, want 400", res.status, res.body)
+	}
+	writeWS(t, c, websocket.MessageText, "4hello")
+	if _, got := readWS(t, c); got != "4hello" {
+		t.Errorf("echo = %q", got)
+	}
+}

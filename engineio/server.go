@@ -43,6 +43,8 @@ type Server struct {
 	upgrades []string  // announced to polling sessions
 	epoch    time.Time // start of the clock of now
 
+	upgradeSettle time.Duration // see servePoll; a field for tests
+
 	mu        sync.Mutex
 	sessions  map[string]*Session
 	lingering map[string]*Session // closed by the client, see Session.lingering
@@ -60,13 +62,14 @@ type Server struct {
 func NewServer(h Handler, opts *Options) *Server {
 	o := opts.resolved()
 	s := &Server{
-		handler:   h,
-		epoch:     time.Now(),
-		opts:      o,
-		log:       o.Logger,
-		sessions:  make(map[string]*Session),
-		lingering: make(map[string]*Session),
-		conns:     make(map[uint64]*wsConn),
+		handler:       h,
+		epoch:         time.Now(),
+		upgradeSettle: upgradeSettle,
+		opts:          o,
+		log:           o.Logger,
+		sessions:      make(map[string]*Session),
+		lingering:     make(map[string]*Session),
+		conns:         make(map[uint64]*wsConn),
 	}
 	if !o.DisableUpgrades && s.transportEnabled(TransportWebSocket) {
 		s.upgrades = []string{TransportWebSocket}

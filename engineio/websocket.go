@@ -497,8 +497,9 @@ func (s *Session) probeLoop(c *wsConn) {
 			s.abortUpgradeLocked()
 			s.ws = c
 			if ch := s.pollCh; ch != nil {
+				// A poll held during the upgrade: nil refuses it (see servePoll).
 				s.pollCh = nil
-				ch <- []frame{{typ: packetNoop}}
+				ch <- nil
 			}
 			s.flushLocked()
 			s.mu.Unlock()
