@@ -20,7 +20,10 @@ import (
 	"github.com/coder/websocket"
 )
 
-var memConns = flag.Int("eio.conns", 2000, "WebSocket connections opened by BenchmarkIdleWebSocketMemory")
+var (
+	memConns  = flag.Int("eio.conns", 2000, "WebSocket connections opened by BenchmarkIdleWebSocketMemory")
+	memNoPoll = flag.Bool("eio.nopoll", false, "BenchmarkIdleWebSocketMemory without the poller: a reader goroutine per connection")
+)
 
 // nopHandler ignores every event.
 type nopHandler struct{}
@@ -35,6 +38,9 @@ func (nopHandler) OnClose(*Session, string)    {}
 func BenchmarkIdleWebSocketMemory(b *testing.B) {
 	n := *memConns
 	srv := NewServer(nopHandler{}, nil)
+	if *memNoPoll {
+		srv.pollErr = errPollerOff
+	}
 	hs := httptest.NewServer(srv)
 	defer hs.Close()
 	defer func() {

@@ -238,9 +238,8 @@ func (s *Server) forgetLingering(sess *Session) {
 	s.mu.Unlock()
 }
 
-// trackConn records a hijacked connection so that Close can end it, and gives
-// it the poller if it can be parked; it reports false when the server is
-// closing.
+// trackConn records a hijacked connection so that Close can end it; it
+// reports false when the server is closing.
 func (s *Server) trackConn(c *wsConn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -250,16 +249,24 @@ func (s *Server) trackConn(c *wsConn) bool {
 	s.lastConn++
 	c.id = s.lastConn
 	s.conns[c.id] = c
-	if c.parkable {
-		if s.poll == nil && s.pollErr == nil {
-			s.poll, s.pollErr = newPoller(s)
-			if s.pollErr != nil {
-				s.log.Debug("engineio: idle connections keep their reader goroutine", "err", s.pollErr)
-			}
-		}
-		c.poll = s.poll
-	}
 	return true
+}
+
+// poller returns the poller, started with the first connection that can be
+// parked, or nil when there is none (not available, or the server is closing).
+func (s *Server) poller() *poller {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return nil
+	}
+	if s.poll == nil && s.pollErr == nil {
+		s.poll, s.pollErr = newPoller(s)
+		if s.pollErr != nil {
+			s.log.Debug("engineio: idle connections keep their reader goroutine", "err", s.pollErr)
+		}
+	}
+	return s.poll
 }
 
 func (s *Server) untrackConn(c *wsConn) {

@@ -23,6 +23,11 @@ const (
 	wsWriteBufferSize = 16
 )
 
+// wsDirectReadBufferSize is the read buffer of a connection that is never
+// parked: its reader waits in reads, so it keeps a buffer of its own, small
+// for an idle connection, instead of holding a pooled one.
+const wsDirectReadBufferSize = 256
+
 var errServerClosing = errors.New("engineio: server closing")
 
 // Reader states of a wsConn.
@@ -58,8 +63,7 @@ type wsConn struct {
 	rmu   sync.Mutex
 	added bool // registered with the poller; touched only by the reader
 
-	parkable bool  // plain socket, no compression: see accept
-	fd       int32 // the socket's descriptor, for the poller
+	fd int32 // the socket's descriptor, for the poller
 	// fdmu keeps the descriptor from being closed, and its number from being
 	// reused, while the poller arms it.
 	fdmu     sync.Mutex
@@ -136,6 +140,7 @@ func (c *wsConn) park() bool {
 		// connection keeps its reader goroutine.
 		c.srv.log.Debug("engineio: connection not parked", "err", err)
 		c.poll = nil
+		c.src.direct = true // the reader waits in reads from now on
 		return false
 	}
 	return true
@@ -215,8 +220,34 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		}
 		h.c.src.fill(b)
 	}
-	h.c.br = bufio.NewReaderSize(&h.c.src, wsReadBufferSize)
+	size := wsReadBufferSize
+	if !h.c.setPoller(h.Header().Get("Sec-WebSocket-Extensions") != "") {
+		// The reader blocks in reads while the connection is idle: it keeps a
+		// buffer of its own rather than a pooled one.
+		h.c.src.direct = true
+		size = wsDirectReadBufferSize
+	}
+	h.c.br = bufio.NewReaderSize(&h.c.src, size)
 	return &h.c.nc, bufio.NewReadWriter(h.c.br, bufio.NewWriterSize(&h.c.w, wsWriteBufferSize)), nil
+}
+
+// setPoller gives c the server's poller if c can be parked: only plain sockets
+// without compression can, as TLS and the decompressor keep bytes of their
+// own that the socket's readiness does not show.
+func (c *wsConn) setPoller(compressed bool) bool {
+	sc, ok := c.nc.Conn.(syscall.Conn)
+	if !ok || compressed {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	if err := rc.Control(func(fd uintptr) { c.fd = int32(fd) }); err != nil {
+		return false
+	}
+	c.poll = c.srv.poller()
+	return c.poll != nil
 }
 
 // accept completes a WebSocket handshake.
@@ -245,17 +276,6 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*wsConn, error)
 	// the connection; nothing was (the handshake tail is in wc.src), so read
 	// from wc.src directly.
 	wc.br.Reset(&wc.src)
-	// Only plain sockets without compression are parked: TLS and the
-	// decompressor keep bytes of their own that the socket's readiness does not
-	// show.
-	parkable := w.Header().Get("Sec-WebSocket-Extensions") == ""
-	if sc, ok := wc.nc.Conn.(syscall.Conn); ok && parkable {
-		if rc, err := sc.SyscallConn(); err == nil {
-			if err := rc.Control(func(fd uintptr) { wc.fd = int32(fd) }); err == nil {
-				wc.parkable = true
-			}
-		}
-	}
 	if !s.trackConn(wc) {
 		_ = wc.nc.Conn.Close() // the server is closing; nothing to tell
 		return nil, errServerClosing
@@ -285,6 +305,12 @@ func (s *Server) handshakeWebSocket(w http.ResponseWriter, r *http.Request) {
 	sess.mu.Unlock()
 	sess.open()
 	c.sess = sess
+	if c.poll == nil {
+		// A fresh goroutine: the handshake's holds net/http's state of the
+		// request and a grown stack, which an idle reader would keep.
+		s.goTracked(func() { sess.readLoop(c, false) })
+		return
+	}
 	// The handshake's goroutine is the first reader; it usually parks the
 	// connection at once and returns.
 	s.goroutines.add()

@@ -10,11 +10,17 @@ import (
 // buffer: a read takes a buffer from the pool for what one system call
 // returns, and gives it back as soon as it is drained. A reader that parks its
 // connection has drained it, so a parked connection holds no buffer.
+//
+// With direct set, it reads from the connection into the caller's buffer
+// instead, once what fill gave it is drained: for connections that are never
+// parked, whose reader waits in reads and would hold a pooled buffer while
+// idle.
 type pooledReader struct {
-	conn net.Conn
-	buf  *[]byte // from readPool, while it holds unread bytes
-	r, w int     // unread bytes are (*buf)[r:w]
-	err  error   // returned once the buffer is drained
+	conn   net.Conn
+	buf    *[]byte // from readPool, while it holds unread bytes
+	r, w   int     // unread bytes are (*buf)[r:w]
+	err    error   // returned once the buffer is drained
+	direct bool
 }
 
 // readBufferSize is the size of pooled read buffers: many small messages of
@@ -30,7 +36,7 @@ func (pr *pooledReader) Read(p []byte) (int, error) {
 			pr.err = nil
 			return 0, err
 		}
-		if len(p) >= readBufferSize {
+		if pr.direct || len(p) >= readBufferSize {
 			return pr.conn.Read(p)
 		}
 		buf := readPool.Get().(*[]byte)
