@@ -337,6 +337,21 @@ func TestHandshakeTailMessages(t *testing.T) {
 			if got, err := readServerFrame(br); err != nil || got != "4third" {
 				t.Fatalf("got %q, %v", got, err)
 			}
+			// Frames split across writes: the woken reader waits for the rest.
+			for _, split := range []int{1, 3, 8} {
+				f := clientFrame("4split")
+				waitConns(t, ts.eio, 1, wantParked(mode, 1))
+				if _, err := nc.Write(f[:split]); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(10 * time.Millisecond) // most likely a segment of its own
+				if _, err := nc.Write(f[split:]); err != nil {
+					t.Fatal(err)
+				}
+				if got, err := readServerFrame(br); err != nil || got != "4split" {
+					t.Fatalf("split at %d: got %q, %v", split, got, err)
+				}
+			}
 		})
 	}
 }
