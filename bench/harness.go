@@ -17,7 +17,7 @@ import (
 type Common struct {
 	Server      string // ServerRelay (default) or ServerDurasock
 	DurasockBin string // built when empty and Server is ServerDurasock
-	SendQueue   int    // relay nodes: Engine.IO send queue per session; 0: default (256)
+	SendQueue   int    // relay nodes: Engine.IO send queue per session; 0: engineio.DefaultSendQueueSize
 	Logf        func(format string, args ...any)
 }
 

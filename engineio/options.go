@@ -21,7 +21,7 @@ const (
 	DefaultUpgradeTimeout       = 10 * time.Second
 	DefaultMaxPayload           = 1_000_000
 	DefaultCompressionThreshold = 1024
-	DefaultSendQueueSize        = 256
+	DefaultSendQueueSize        = 4096
 )
 
 // Options configures a Server. The zero value of every field means its default, so
@@ -68,7 +68,10 @@ type Options struct {
 	// SendQueueSize bounds the messages waiting to be written to one session. A Send
 	// that would exceed it returns ErrQueueFull and closes the session with
 	// ReasonSendQueueFull, so a client that cannot keep up never grows memory.
-	// Default 256.
+	// Default 4096: the queue grows only as needed (an idle session holds none),
+	// and it must absorb the largest burst a healthy client can get at once —
+	// for a cluster node, the backlog the bus replays after a Redis outage
+	// (10 s at 200 events/s is 2 000 messages per client).
 	SendQueueSize int
 	// Logger receives debug logs of session life cycles and protocol errors. Nil
 	// discards them (the server never logs on its own otherwise).

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/durasock/durasock/bus"
+	"github.com/durasock/durasock/engineio"
 )
 
 // config is everything the binary can be told, by flag or by environment variable.
@@ -21,6 +22,7 @@ type config struct {
 	PingInterval time.Duration
 	PingTimeout  time.Duration
 	MaxPayload   int64
+	SendQueue    int
 	RedisURL     string
 	RedisMode    string // "streams" or "pubsub"
 	WaitReplicas int
@@ -45,6 +47,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.PingInterval, "ping-interval", 25*time.Second, "Engine.IO ping interval (env DURASOCK_PING_INTERVAL)")
 	fs.DurationVar(&c.PingTimeout, "ping-timeout", 20*time.Second, "Engine.IO ping timeout (env DURASOCK_PING_TIMEOUT)")
 	fs.Int64Var(&c.MaxPayload, "max-payload", 1_000_000, "largest accepted message in bytes (env DURASOCK_MAX_PAYLOAD)")
+	fs.IntVar(&c.SendQueue, "send-queue", engineio.DefaultSendQueueSize, "messages queued per client before a client that cannot keep up is disconnected (env DURASOCK_SEND_QUEUE)")
 	fs.StringVar(&c.RedisURL, "redis", "", "Redis URL for the cluster adapter: redis://, rediss://, unix://, redis+sentinel://, redis+cluster:// (env DURASOCK_REDIS_URL); empty runs one process with the in-memory adapter")
 	fs.StringVar(&c.RedisMode, "redis-transport", "streams", `cluster bus transport: "streams" (durable, default) or "pubsub" (env DURASOCK_REDIS_TRANSPORT)`)
 	fs.IntVar(&c.WaitReplicas, "redis-wait-replicas", 0, "replicas that must have a batch before it leaves the outbox (Redis WAIT); 1 keeps Sentinel and Cluster failovers from losing writes (env DURASOCK_REDIS_WAIT_REPLICAS)")
@@ -102,6 +105,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		return nil, fmt.Errorf("-path %q must start and end with /", c.Path)
 	case c.PingInterval <= 0 || c.PingTimeout <= 0:
 		return nil, errors.New("-ping-interval and -ping-timeout must be positive")
+	case c.SendQueue <= 0:
+		return nil, errors.New("-send-queue must be positive")
 	case c.MaxPayload <= 0:
 		return nil, errors.New("-max-payload must be positive")
 	case c.WaitReplicas < 0:

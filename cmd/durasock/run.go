@@ -61,10 +61,11 @@ func newApp(cfg *config, log *slog.Logger) (*app, error) {
 	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	opts := &socketio.Options{Options: engineio.Options{
-		PingInterval: cfg.PingInterval,
-		PingTimeout:  cfg.PingTimeout,
-		MaxPayload:   cfg.MaxPayload,
-		Logger:       log,
+		PingInterval:  cfg.PingInterval,
+		PingTimeout:   cfg.PingTimeout,
+		MaxPayload:    cfg.MaxPayload,
+		SendQueueSize: cfg.SendQueue,
+		Logger:        log,
 	}}
 	if len(cfg.CORSOrigins) > 0 {
 		opts.CORS = &engineio.CORSOptions{Origins: cfg.CORSOrigins, Credentials: true}
