@@ -60,7 +60,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		outage      = fs.Duration("outage", 10*time.Second, "redis-kill: how long Redis stays dead")
 		after       = fs.Duration("after", 5*time.Second, "redis-kill: run time after the restart")
 		conns       = fs.Int("conns", 10000, "idle-memory: idle connections")
-		sendQueue   = fs.Int("send-queue", 0, "relay nodes: Engine.IO send queue per session (0: the engine's default, 256)")
+		sendQueue   = fs.Int("send-queue", 0, "relay nodes: Engine.IO send queue per session (0: the engine's default, 4096)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
