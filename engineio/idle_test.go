@@ -550,6 +550,12 @@ func TestParkedChurn(t *testing.T) {
 				})
 			}
 			wg.Wait()
+			// A client has its 101 before the server registers the session:
+			// the last handshakes may still be on their way to OnOpen. Until
+			// Shutdown, every accepted WebSocket becomes a session, so wait for
+			// all of them (a handshake that Shutdown overtakes is refused
+			// instead, see TestWebSocketRefusedAtShutdown).
+			waitOpened(t, h, clients*rounds)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			if err := srv.Shutdown(ctx); err != nil {
@@ -570,6 +576,78 @@ func TestParkedChurn(t *testing.T) {
 					t.Errorf("session %s: OnClose %d times", sid, n)
 				}
 			}
+			if n, _ := connCounts(srv); n != 0 {
+				t.Errorf("%d connections left", n)
+			}
+		})
+	}
+}
+
+// waitOpened waits until h has seen n OnOpen calls.
+func waitOpened(t *testing.T, h *churnHandler, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		h.mu.Lock()
+		got := h.opened
+		h.mu.Unlock()
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("opened %d sessions; want %d", got, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestWebSocketRefusedAtShutdown starts Shutdown after a client has its 101
+// but before the server registers its session: the client gets no session,
+// no open packet and a close frame 1001 "server shutting down"; Shutdown waits
+// for that handshake, and no connection is left.
+func TestWebSocketRefusedAtShutdown(t *testing.T) {
+	for _, mode := range readerModes {
+		t.Run(mode, func(t *testing.T) {
+			h := &churnHandler{closes: map[string]int{}}
+			srv := NewServer(h, nil)
+			if mode == "goroutine" {
+				srv.pollErr = errPollerOff
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			shutdown := make(chan error, 1)
+			srv.testAfterAccept = func() {
+				go func() { shutdown <- srv.Shutdown(ctx) }()
+				for !srv.isClosing() {
+					if ctx.Err() != nil {
+						t.Error("Shutdown did not start")
+						return
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}
+			ts := serve(t, srv, nil)
+			c, _, err := websocket.Dial(ctx, ts.wsURL("EIO=4&transport=websocket"), nil)
+			if err != nil {
+				t.Fatalf("dial: %v", err)
+			}
+			defer func() { _ = c.CloseNow() }() // closed by the server already
+			typ, b, err := c.Read(ctx)
+			if err == nil {
+				t.Fatalf("read %v %q; want the close frame", typ, b)
+			}
+			var ce websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != websocket.StatusGoingAway || ce.Reason != "server shutting down" {
+				t.Errorf("read error %v; want close status 1001 \"server shutting down\"", err)
+			}
+			if err := <-shutdown; err != nil {
+				t.Errorf("Shutdown: %v", err)
+			}
+			h.mu.Lock()
+			if h.opened != 0 || len(h.closes) != 0 {
+				t.Errorf("opened %d, closed %d sessions; want none", h.opened, len(h.closes))
+			}
+			h.mu.Unlock()
 			if n, _ := connCounts(srv); n != 0 {
 				t.Errorf("%d connections left", n)
 			}

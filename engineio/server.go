@@ -44,6 +44,9 @@ type Server struct {
 	epoch    time.Time // start of the clock of now
 
 	upgradeSettle time.Duration // see servePoll; a field for tests
+	// testAfterAccept, if set, runs between the WebSocket handshake and the
+	// session's registration; a field for tests.
+	testAfterAccept func()
 
 	mu        sync.Mutex
 	sessions  map[string]*Session

@@ -3,6 +3,7 @@ package engineio
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/http"
@@ -277,14 +278,43 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*wsConn, error)
 	// from wc.src directly.
 	wc.br.Reset(&wc.src)
 	if !s.trackConn(wc) {
-		_ = wc.nc.Conn.Close() // the server is closing; nothing to tell
+		s.refuse(wc.nc.Conn, r)
 		return nil, errServerClosing
 	}
 	return wc, nil
 }
 
+// refuseTimeout bounds the write of the close frame to a refused connection.
+const refuseTimeout = time.Second
+
+// refuse ends a connection whose WebSocket handshake completed (the client
+// has its 101) but which gets no session because the server started closing
+// meanwhile: the client gets a close frame with status 1001 (going away) and
+// the reason "server shutting down", without waiting for its answer, and the
+// connection is cut.
+func (s *Server) refuse(nc net.Conn, r *http.Request) {
+	s.log.Debug("engineio: websocket refused, server closing", "remote", r.RemoteAddr)
+	const reason = "server shutting down"
+	// A server's close frame is unmasked: FIN|close, length, status, reason.
+	f := make([]byte, 0, 4+len(reason))
+	f = append(f, 0x88, byte(2+len(reason)))
+	f = binary.BigEndian.AppendUint16(f, uint16(websocket.StatusGoingAway))
+	f = append(f, reason...)
+	_ = nc.SetWriteDeadline(time.Now().Add(refuseTimeout)) // fails only once closed; the write then fails too
+	_, _ = nc.Write(f)                                     // the client may be gone; it is cut either way
+	_ = nc.Close()
+}
+
 // handshakeWebSocket opens a session directly over WebSocket.
+//
+// The client has its 101 before accept returns, so Shutdown may start between
+// the two: the handshake runs as a tracked goroutine, which Shutdown and Close
+// wait for, and a connection that gets no session then is refused (see
+// refuse). Otherwise every accepted connection becomes a session: OnOpen, and
+// later exactly one OnClose.
 func (s *Server) handshakeWebSocket(w http.ResponseWriter, r *http.Request) {
+	s.goroutines.add()
+	defer s.goroutines.done()
 	if s.isClosing() {
 		http.Error(w, "engineio: server shutting down", http.StatusServiceUnavailable)
 		return
@@ -293,10 +323,13 @@ func (s *Server) handshakeWebSocket(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
+	if s.testAfterAccept != nil {
+		s.testAfterAccept()
+	}
 	sess := s.newSession(r, c)
 	if !s.register(sess) {
 		sess.timer.Stop()
-		c.kill()
+		s.refuse(&c.nc, r)
 		c.release()
 		return
 	}
@@ -313,8 +346,6 @@ func (s *Server) handshakeWebSocket(w http.ResponseWriter, r *http.Request) {
 	}
 	// The handshake's goroutine is the first reader; it usually parks the
 	// connection at once and returns.
-	s.goroutines.add()
-	defer s.goroutines.done()
 	sess.readLoop(c, true)
 }
 
@@ -438,6 +469,8 @@ func writeFrame(c *websocket.Conn, f *frame) error {
 // serveUpgrade runs the upgrade of a polling session to WebSocket: the client
 // sends "2probe", gets "3probe", then sends "5" once its last poll is done.
 func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request, sess *Session) {
+	s.goroutines.add() // see handshakeWebSocket
+	defer s.goroutines.done()
 	c, err := s.accept(w, r)
 	if err != nil {
 		return
