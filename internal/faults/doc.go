@@ -45,7 +45,9 @@
 //     and joins the cluster when Redis appears; its buffered events reach every
 //     other node. Events the other nodes emitted before it joined are not owed
 //     to it (its stream reading starts when it first reaches Redis); from its
-//     first event of each node on it misses nothing.
+//     first event of each node on it misses nothing. Once it delivers and
+//     publishes, it says Connected within two probe periods, even when its
+//     first liveness probe was lost.
 //   - An outage longer than the outbox bounds: reject-new returns
 //     bus.ErrOutboxFull to the emitter and nothing accepted is lost;
 //     drop-oldest and max age drop only as configured, every drop is counted
@@ -65,8 +67,6 @@
 //
 // Flags: -faults.outage sets the outage length (default 2.5s; 10s for the
 // documented soak), -faults.rate the events per second per publisher (default
-// 100), -faults.long runs the soak (10 s outages at 200 events/s),
-// -faults.logs prints the nodes' logs of passing scenarios too, and
-// -faults.known-bugs runs the reproductions of known, unfixed defects
-// (knownbugs_test.go; they fail until fixed).
+// 100), -faults.long runs the soak (10 s outages at 200 events/s)
+// and -faults.logs prints the nodes' logs of passing scenarios too.
 package faults

@@ -40,3 +40,50 @@ func TestNodeStartedWhileRedisDown(t *testing.T) {
 	pause(steadyPhase)
 	r.finish(exact, late)
 }
+
+// A node started while Redis is down must say Connected soon after it delivers
+// and publishes again, not only once its first probe round is over.
+//
+// Its first probe round may start before its subscription is in place and never
+// see that probe (the streams reader starts after it; a pub/sub subscription
+// misses it). While the other nodes' traffic keeps the subscription busy, the
+// round extends its wait up to maxProbeExtensions times ProbeTimeout (about 30 s
+// with the defaults). The bus marks the ping healthy as soon as a ping answers
+// again, before the round, so it does not report Reconnecting all that time
+// (before that fix, cross-node requests failed with ErrUnavailable and /readyz
+// was false for ~30 s, in about one run in two).
+//
+// The check: once the late node delivered messages of the others and published
+// its own after Redis came back, it must say Connected within two probe
+// periods (2 × (ProbeInterval + ProbeTimeout) with the defaults: 8 s). Four
+// attempts, because the first probe round does not lose that race every time.
+func TestLateNodeReportsConnectedPromptly(t *testing.T) {
+	for attempt := range 4 {
+		srv := redistest.Standalone(t, redistest.WithAOF())
+		r := newRun(t, "late-node-reports-connected", options{kind: redisbus.Streams})
+		r.addNodes(srv.URL(), srv.URL())
+		r.warmUp()
+		r.startPublishers()
+		pause(steadyPhase)
+		killRedis(t, srv)
+		r.waitDisconnected("Redis killed", r.nodes...)
+		late := r.addNode(srv.URL())
+		late.startPublisher()
+		pause(r.outage)
+		restartRedis(t, srv)
+		if !waitFor(settle, func() bool {
+			s := late.bus.Stats()
+			return s.Received > 0 && s.Published > 0
+		}) {
+			t.Fatalf("the late node neither received nor published within %v", settle)
+		}
+		bound := 2 * (bus.DefaultProbeInterval + bus.DefaultProbeTimeout)
+		ok := waitFor(bound, func() bool { return late.bus.Status().State == bus.Connected })
+		st := late.bus.Status()
+		r.phase("attempt %d: state %v, last error %q, probes sent %d", attempt, st.State, st.LastError, late.bus.Stats().ProbesSent)
+		if !ok {
+			t.Fatalf("the late node delivers and publishes but still says %v %v later (last error %q)", st.State, bound, st.LastError)
+		}
+		r.finish(exact, late)
+	}
+}
