@@ -457,18 +457,7 @@ func (m *Memory) AddSockets(_ context.Context, opts Options, rooms []string) err
 
 // AddSocketsLocal makes every matching local socket join rooms. It never blocks.
 func (m *Memory) AddSocketsLocal(opts Options, rooms []string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return ErrClosed
-	}
-	for _, id := range m.selectLocked(nil, opts) {
-		mine := m.sids[id]
-		for _, r := range rooms {
-			m.add(id, mine, r)
-		}
-	}
-	return nil
+	return m.eachRoomLocal(opts, rooms, m.add)
 }
 
 // DelSockets makes every matching local socket leave rooms.
@@ -478,6 +467,12 @@ func (m *Memory) DelSockets(_ context.Context, opts Options, rooms []string) err
 
 // DelSocketsLocal makes every matching local socket leave rooms. It never blocks.
 func (m *Memory) DelSocketsLocal(opts Options, rooms []string) error {
+	return m.eachRoomLocal(opts, rooms, m.remove)
+}
+
+// eachRoomLocal calls op for every matching local socket and every room, under
+// the lock. op is m.add or m.remove.
+func (m *Memory) eachRoomLocal(opts Options, rooms []string, op func(id string, mine map[string]struct{}, room string)) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -486,7 +481,7 @@ func (m *Memory) DelSocketsLocal(opts Options, rooms []string) error {
 	for _, id := range m.selectLocked(nil, opts) {
 		mine := m.sids[id]
 		for _, r := range rooms {
-			m.remove(id, mine, r)
+			op(id, mine, r)
 		}
 	}
 	return nil

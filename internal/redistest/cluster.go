@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -55,14 +54,9 @@ func Cluster(tb testing.TB, opts ...Option) *ClusterSet {
 // NewCluster starts a cluster outside a test in a new temporary directory. Close
 // stops it and removes the directory.
 func NewCluster(ctx context.Context, opts ...Option) (*ClusterSet, error) {
-	dir, err := os.MkdirTemp("", "redistest-cluster-")
+	cs, dir, err := startInTempDir(ctx, "redistest-cluster-", newConfig(opts), startClusterSet)
 	if err != nil {
-		return nil, fmt.Errorf("redistest: temp dir: %w", err)
-	}
-	var all []*Server
-	cs, err := startClusterSet(ctx, dir, newConfig(opts), func(s *Server) { all = append(all, s) })
-	if err != nil {
-		return nil, errors.Join(err, closeAll(all, dir))
+		return nil, err
 	}
 	cs.dir = dir
 	return cs, nil

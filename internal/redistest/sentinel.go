@@ -64,14 +64,9 @@ func Sentinel(tb testing.TB, opts ...Option) *SentinelSet {
 // NewSentinel starts a Sentinel set outside a test in a new temporary directory.
 // Close stops it and removes the directory.
 func NewSentinel(ctx context.Context, opts ...Option) (*SentinelSet, error) {
-	dir, err := os.MkdirTemp("", "redistest-sentinel-")
+	ss, dir, err := startInTempDir(ctx, "redistest-sentinel-", newConfig(opts), startSentinelSet)
 	if err != nil {
-		return nil, fmt.Errorf("redistest: temp dir: %w", err)
-	}
-	var all []*Server
-	ss, err := startSentinelSet(ctx, dir, newConfig(opts), func(s *Server) { all = append(all, s) })
-	if err != nil {
-		return nil, errors.Join(err, closeAll(all, dir))
+		return nil, err
 	}
 	ss.dir = dir
 	return ss, nil
@@ -82,6 +77,24 @@ func NewSentinel(ctx context.Context, opts ...Option) (*SentinelSet, error) {
 func (ss *SentinelSet) Close() error {
 	ss.closeOnce.Do(func() { ss.closeErr = closeAll(ss.all, ss.dir) })
 	return ss.closeErr
+}
+
+// startInTempDir runs start in a new temporary directory for use outside a test.
+// On failure it stops what start had started and removes the directory.
+func startInTempDir[T any](ctx context.Context, prefix string, cfg *config,
+	start func(ctx context.Context, dir string, cfg *config, started func(*Server)) (T, error),
+) (T, string, error) {
+	var zero T
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return zero, "", fmt.Errorf("redistest: temp dir: %w", err)
+	}
+	var all []*Server
+	set, err := start(ctx, dir, cfg, func(s *Server) { all = append(all, s) })
+	if err != nil {
+		return zero, "", errors.Join(err, closeAll(all, dir))
+	}
+	return set, dir, nil
 }
 
 // closeAll closes servers in reverse start order, then removes dir if not empty.
