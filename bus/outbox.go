@@ -28,6 +28,7 @@ type outbox struct {
 	seqs          []uint64 // last seq per partition
 	closed        bool
 	failedThrough uint64 // highest id of a batch whose publish failed
+	waiters       []*syncWaiter
 
 	// c gets the accepted, published and dropped counts under mu, so that a
 	// quiet bus always has Accepted == Published + Dropped + outbox length.
@@ -118,8 +119,10 @@ func (o *outbox) expireLocked(now time.Time, acc *dropAcc) {
 	for o.n > 0 && now.Sub(o.front().accepted) >= o.maxAge {
 		e := o.popLocked()
 		acc.add(&e)
+		o.noteDropLocked(&e)
 		o.c.droppedMaxAge.Add(1)
 	}
+	o.settleLocked()
 }
 
 // fitsLocked reports whether an entry of size bytes fits within the bounds.
@@ -144,8 +147,10 @@ func (o *outbox) add(partition int, data []byte, seqAt int, now time.Time, expir
 		}
 		e := o.popLocked()
 		overflow.add(&e)
+		o.noteDropLocked(&e)
 		o.c.droppedOverflow.Add(1)
 	}
+	o.settleLocked()
 	o.seqs[partition]++
 	seq := o.seqs[partition]
 	binary.BigEndian.PutUint64(data[seqAt:], seq)
@@ -194,6 +199,7 @@ func (o *outbox) commit(lastID uint64, now time.Time, waits []time.Duration) []t
 		n++
 	}
 	o.c.published.Add(uint64(n))
+	o.settleLocked()
 	return waits
 }
 
@@ -228,8 +234,10 @@ func (o *outbox) drain(acc *dropAcc) {
 	for o.n > 0 {
 		e := o.popLocked()
 		acc.add(&e)
+		o.noteDropLocked(&e)
 		o.c.droppedClose.Add(1)
 	}
+	o.settleLocked()
 }
 
 // snapshot reports the length, the bytes and the age of the oldest entry.

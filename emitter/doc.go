@@ -10,4 +10,11 @@
 //	b, err := redisbus.Open(ctx, "redis://127.0.0.1:6379", nil)
 //	e := emitter.New(b)
 //	err = e.Of("/").To("lobby").Emit(ctx, "news", map[string]string{"title": "hello"})
+//	err = e.Sync(ctx)  // optional: wait until Redis holds it
+//	err = b.Close(ctx) // before exiting: gives the outbox time to drain
+//
+// Emit returns once the message is in the outbox, in this process's memory. A
+// process that exits without Close, or crashes, loses what the outbox still held;
+// Sync waits until Redis holds everything emitted so far, for callers that must
+// not answer their own clients before that.
 package emitter

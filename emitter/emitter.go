@@ -26,6 +26,28 @@ type Emitter struct {
 // closes it (giving the outbox time to drain) when done.
 func New(b bus.Bus) *Emitter { return &Emitter{bus: b} }
 
+// ErrNoSync is returned by Sync when the emitter's bus cannot tell when Redis
+// holds what it accepted (it does not implement bus.Syncer).
+var ErrNoSync = errors.New("emitter: the bus cannot confirm publication")
+
+// Sync waits until Redis holds every message this emitter's bus accepted before
+// the call (and the replicas the bus waits for confirmed them). Emit answers as
+// soon as a message is in the bus's outbox, in this process's memory: a process
+// that exits or crashes before the outbox drained loses what is left. Call Sync
+// (or close the bus with enough time) before exiting, and before telling anyone
+// that an event is on its way when that promise must survive a crash.
+//
+// It returns nil when all were published, an error wrapping bus.ErrDropped when
+// a bound of the outbox dropped some of them, and ctx.Err() when ctx ended first
+// (the messages stay queued and are delivered when Redis takes them).
+func (e *Emitter) Sync(ctx context.Context) error {
+	s, ok := e.bus.(bus.Syncer)
+	if !ok {
+		return ErrNoSync
+	}
+	return s.Sync(ctx)
+}
+
 // Of selects a namespace ("/" is the main one).
 func (e *Emitter) Of(nsp string) Operator { return Operator{e: e, nsp: nsp} }
 

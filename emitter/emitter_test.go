@@ -145,6 +145,18 @@ func TestEmitterReachesEveryServer(t *testing.T) {
 		expect(t, lobbyA, received{"seq", `["seq",` + strconv.Itoa(i) + `]`})
 	}
 
+	// Sync answers once Redis holds every message emitted before it.
+	if err := e.To("lobby").Emit(ctx, "synced", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Sync(ctx); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	if n := b.Status().OutboxLen; n != 0 {
+		t.Fatalf("outbox holds %d after Sync", n)
+	}
+	expect(t, lobbyA, received{"synced", `["synced",1]`})
+
 	if err := e.Of("chat").Emit(ctx, "x"); !errors.Is(err, emitter.ErrInvalidNamespace) {
 		t.Errorf("namespace without /: err = %v", err)
 	}
@@ -184,5 +196,11 @@ func TestEmitterOutboxFull(t *testing.T) {
 	}
 	if err := e.Emit(context.Background(), "x", 3); !errors.Is(err, bus.ErrOutboxFull) {
 		t.Fatalf("fourth emit: err = %v, want ErrOutboxFull", err)
+	}
+	// Sync cannot confirm while Redis is away: it gives up with the context.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := e.Sync(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Sync while Redis is down: err = %v, want the deadline", err)
 	}
 }

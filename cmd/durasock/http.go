@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -94,7 +95,33 @@ type emitRequest struct {
 	Args      []json.RawMessage `json:"args"`
 	Rooms     []string          `json:"rooms"`
 	Except    []string          `json:"except"`
+	// Delivery is when the API answers: "accepted" (default) once the event is
+	// in the node's outbox, "published" once it is in Redis.
+	Delivery string `json:"delivery"`
+	// TimeoutMS bounds the wait of "published" (default 5000, at most 60000).
+	TimeoutMS int `json:"timeout_ms"`
 }
+
+// Delivery modes of POST /api/emit, named in the request and in the answer.
+const (
+	// deliveryAccepted: delivered to this node's clients and in its outbox, in
+	// memory; a crash of this process before Redis took it loses it.
+	deliveryAccepted = "accepted"
+	// deliveryPublished: in Redis (and confirmed by the replicas the node waits
+	// for, -redis-wait-replicas): a crash of this process no longer loses it.
+	deliveryPublished = "published"
+	// deliveryLocal: no cluster; delivered to this process's clients.
+	deliveryLocal = "local"
+)
+
+// emitAnswer is the body of a successful POST /api/emit.
+type emitAnswer struct {
+	OK       bool   `json:"ok"`
+	Delivery string `json:"delivery"`
+}
+
+// maxEmitWait bounds timeout_ms.
+const maxEmitWait = time.Minute
 
 // maxEmitBody bounds the body of POST /api/emit.
 const maxEmitBody = 1 << 20
@@ -103,9 +130,16 @@ const maxEmitBody = 1 << 20
 //
 //	curl -H 'Authorization: Bearer TOKEN' -d '{"event":"news","args":[{"n":1}],"rooms":["lobby"]}' localhost:3000/api/emit
 //
-// It answers 202 once the broadcast was delivered locally and accepted by the
-// cluster bus, 503 when the bus refused it (outbox full), 400 for a bad request
-// and 401 without the token. Without -emit-token the API is off (404).
+// By default it answers 202 {"delivery":"accepted"} once the broadcast was
+// delivered to this node's clients and accepted into the cluster bus's outbox,
+// which is in this process's memory. With "delivery":"published" it answers 200
+// {"delivery":"published"} only once Redis holds the event (and the replicas the
+// node waits for confirmed it), so a crash of this node can no longer lose it; if
+// that takes longer than timeout_ms it answers 504 with "delivery":"accepted"
+// (the event stays queued and is delivered when Redis takes it), and 503 when a
+// bound of the outbox dropped it meanwhile. Without a cluster it answers 200
+// {"delivery":"local"}. 503 when the bus refused the event (outbox full), 400 for
+// a bad request, 401 without the token. Without -emit-token the API is off (404).
 func (a *app) emit(w http.ResponseWriter, r *http.Request) {
 	if a.cfg.EmitToken == "" {
 		writeError(w, http.StatusNotFound, "the emit API is off: start durasock with -emit-token")
@@ -134,20 +168,60 @@ func (a *app) emit(w http.ResponseWriter, r *http.Request) {
 	if req.Namespace == "" {
 		req.Namespace = "/"
 	}
+	switch req.Delivery {
+	case "":
+		req.Delivery = deliveryAccepted
+	case deliveryAccepted, deliveryPublished:
+	default:
+		writeError(w, http.StatusBadRequest, `"delivery" must be "accepted" or "published"`)
+		return
+	}
+	wait := 5 * time.Second
+	if req.TimeoutMS < 0 || time.Duration(req.TimeoutMS)*time.Millisecond > maxEmitWait {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf(`"timeout_ms" must be in 0..%d`, maxEmitWait.Milliseconds()))
+		return
+	} else if req.TimeoutMS > 0 {
+		wait = time.Duration(req.TimeoutMS) * time.Millisecond
+	}
 	args := make([]any, len(req.Args))
 	for i, a := range req.Args {
 		args[i] = a
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
 	defer cancel()
 	err := a.sio.Of(req.Namespace).To(req.Rooms...).Except(req.Except...).Emit(ctx, req.Event, args...)
 	switch {
 	case errors.Is(err, bus.ErrOutboxFull), errors.Is(err, bus.ErrClosed):
 		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
 	case err != nil:
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	switch {
+	case a.bus == nil:
+		writeJSON(w, http.StatusOK, emitAnswer{OK: true, Delivery: deliveryLocal})
+	case req.Delivery == deliveryAccepted:
+		writeJSON(w, http.StatusAccepted, emitAnswer{OK: true, Delivery: deliveryAccepted})
 	default:
-		writeJSON(w, http.StatusAccepted, map[string]bool{"ok": true})
+		a.answerPublished(ctx, w, wait)
+	}
+}
+
+// answerPublished answers an emit once the bus's outbox has handed everything
+// accepted so far, the emit included, to Redis.
+func (a *app) answerPublished(ctx context.Context, w http.ResponseWriter, wait time.Duration) {
+	err := a.bus.Sync(ctx)
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, emitAnswer{OK: true, Delivery: deliveryPublished})
+	case errors.Is(err, bus.ErrDropped):
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": err.Error(), "delivery": "dropped"})
+	default:
+		writeJSON(w, http.StatusGatewayTimeout, map[string]string{
+			"error":    fmt.Sprintf("not in Redis within %v; the event stays queued and is delivered when Redis takes it", wait),
+			"delivery": deliveryAccepted,
+		})
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -18,6 +19,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/durasock/durasock/bus/redisbus"
 	"github.com/durasock/durasock/internal/redistest"
 	"github.com/durasock/durasock/internal/sioclient"
 )
@@ -147,7 +149,7 @@ func TestEmitAPI(t *testing.T) {
 		token, body string
 		code        int
 	}{
-		{"s3cret", `{"event":"news","args":[{"n":1}],"rooms":["lobby"]}`, http.StatusAccepted},
+		{"s3cret", `{"event":"news","args":[{"n":1}],"rooms":["lobby"]}`, http.StatusOK}, // no cluster: delivered
 		{"", `{"event":"news"}`, http.StatusUnauthorized},
 		{"wrong", `{"event":"news"}`, http.StatusUnauthorized},
 		{"s3cret", `{"args":[1]}`, http.StatusBadRequest},
@@ -301,5 +303,126 @@ func TestClusterMode(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatal("the event never crossed to the other node")
 		}
+	}
+}
+
+// TestEmitAPIPublished: with "delivery":"published" the emit API answers only
+// once Redis holds the event; while Redis is down it answers 504 and keeps the
+// event queued, and the event reaches Redis when Redis is back.
+func TestEmitAPIPublished(t *testing.T) {
+	redis := redistest.Standalone(t, redistest.WithAOF())
+	a := startApp(t, "-redis", redis.URL(), "-emit-token", "tok")
+	post := func(body string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, a+"/api/emit", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer tok")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, string(b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	entries := func() int {
+		t.Helper()
+		n := 0
+		for p := range redisbus.DefaultStreamPartitions {
+			v, err := redis.Do(ctx, "XLEN", redisbus.StreamKey(redisbus.DefaultPrefix, p))
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += int(v.(int64))
+		}
+		return n
+	}
+	countEvents := func() int {
+		t.Helper()
+		n := 0
+		for p := range redisbus.DefaultStreamPartitions {
+			v, err := redis.Do(ctx, "XRANGE", redisbus.StreamKey(redisbus.DefaultPrefix, p), "-", "+")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range v.([]any) {
+				if strings.Contains(fmt.Sprint(e), "news") {
+					n++
+				}
+			}
+		}
+		return n
+	}
+
+	if code, body := post(`{"event":"news","delivery":"sometime"}`); code != http.StatusBadRequest {
+		t.Fatalf("bad delivery: %d %s", code, body)
+	}
+	if code, body := post(`{"event":"news","delivery":"published","timeout_ms":-1}`); code != http.StatusBadRequest {
+		t.Fatalf("bad timeout: %d %s", code, body)
+	}
+	// The bus connects at its own pace: retry until Redis holds the first one.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, body := post(`{"event":"news","args":[1],"delivery":"published","timeout_ms":1000}`)
+		if code == http.StatusOK {
+			if !strings.Contains(body, `"delivery":"published"`) {
+				t.Fatalf("answer %s does not name the delivery", body)
+			}
+			break
+		}
+		if code != http.StatusGatewayTimeout || time.Now().After(deadline) {
+			t.Fatalf("published emit: %d %s", code, body)
+		}
+	}
+	if n := countEvents(); n < 1 {
+		t.Fatalf("answered published with %d events in Redis (%d entries)", n, entries())
+	}
+	before := countEvents()
+
+	if err := redis.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	code, body := post(`{"event":"news","args":[2],"delivery":"published","timeout_ms":300}`)
+	if code != http.StatusGatewayTimeout || !strings.Contains(body, `"delivery":"accepted"`) {
+		t.Fatalf("published emit while Redis is down: %d %s, want 504 naming delivery accepted", code, body)
+	}
+	code, body = post(`{"event":"news","args":[3]}`)
+	if code != http.StatusAccepted || !strings.Contains(body, `"delivery":"accepted"`) {
+		t.Fatalf("accepted emit while Redis is down: %d %s", code, body)
+	}
+	if err := redis.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	code, body = post(`{"event":"news","args":[4],"delivery":"published","timeout_ms":30000}`)
+	if code != http.StatusOK {
+		t.Fatalf("published emit after Redis came back: %d %s", code, body)
+	}
+	// Everything accepted before the answer is in Redis: the two events of the
+	// outage and this one.
+	if got := countEvents(); got < before+3 {
+		t.Fatalf("Redis holds %d events, want at least %d", got, before+3)
+	}
+
+	local := startApp(t, "-emit-token", "tok")
+	req, err := http.NewRequest(http.MethodPost, local+"/api/emit", strings.NewReader(`{"event":"news","delivery":"published"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer tok")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"delivery":"local"`) {
+		t.Fatalf("emit without a cluster: %d %s %v", resp.StatusCode, b, err)
 	}
 }
