@@ -64,6 +64,20 @@ type OutboxConfig struct {
 	MaxAge time.Duration
 	// Overflow is the policy at the count and byte bounds. Default RejectNew.
 	Overflow OverflowPolicy
+	// Dir, when set, keeps a copy of the outbox in this directory (created if
+	// needed; one directory per node process, locked while it runs), so that a
+	// node that is killed or crashes publishes, when it starts again on the same
+	// directory, every message it had accepted and the broker had not taken,
+	// in order and, at receivers, exactly once. The directory also keeps the
+	// node id: with NodeID empty, a restart takes the id it had. Disk use stays
+	// within MaxBytes plus one 8 MiB segment and small bookkeeping. Default ""
+	// (memory only: a crash loses what the outbox held; Close drops it).
+	Dir string
+	// Fsync is when the disk outbox forces its writes to stable storage.
+	// Default FsyncInterval (once a second). Every policy survives the process
+	// being killed; FsyncAlways also survives a host crash, at the cost of one
+	// fsync per Publish (shared by concurrent calls).
+	Fsync FsyncPolicy
 }
 
 // BackoffConfig shapes the waits between attempts after a broker error, for
@@ -169,6 +183,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if o.Overflow != RejectNew && o.Overflow != DropOldest {
 		return bad("Outbox.Overflow %v", o.Overflow)
+	}
+	if o.Fsync < FsyncInterval || o.Fsync > FsyncNever {
+		return bad("Outbox.Fsync %v", o.Fsync)
 	}
 	b := &c.Backoff
 	switch {

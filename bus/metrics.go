@@ -14,7 +14,7 @@ type counters struct {
 	received, duplicates, gaps, gapMessages      atomic.Uint64
 	decodeErrors, probesSent, probeFailures      atomic.Uint64
 	reconnects, sent, handlerPanics              atomic.Uint64
-	recoveries                                   atomic.Uint64
+	recoveries, diskLoaded, diskErrors           atomic.Uint64
 }
 
 // Stats are the counters of a bus since New.
@@ -51,6 +51,12 @@ type Stats struct {
 	Sent uint64
 	// HandlerPanics counts messages whose handler panicked (recovered and logged).
 	HandlerPanics uint64
+	// DiskLoaded counts messages an earlier process of this node had accepted
+	// and not published, loaded from the disk outbox at New to be published.
+	DiskLoaded uint64
+	// DiskErrors counts failures of the disk outbox: Publish calls refused
+	// because the record could not be written, and fsyncs that failed.
+	DiskErrors uint64
 	// PublishLatencyCount is the number of observations in the publish latency
 	// histogram, PublishLatencySum their sum.
 	PublishLatencyCount uint64
@@ -79,6 +85,8 @@ func (r *Reliable) Stats() Stats {
 		BrokerReturns:   c.recoveries.Load(),
 		Sent:            c.sent.Load(),
 		HandlerPanics:   c.handlerPanics.Load(),
+		DiskLoaded:      c.diskLoaded.Load(),
+		DiskErrors:      c.diskErrors.Load(),
 	}
 	s.PublishLatencyCount = r.m.latencyCount.Load()
 	s.PublishLatencySum = time.Duration(r.m.latencySumNanos.Load())
@@ -98,6 +106,7 @@ type metrics struct {
 	gapMessages, probeFailures, received, decodeErr  *prometheus.Desc
 	accepted, rejected, published, handlerPanics     *prometheus.Desc
 	brokerReturns                                    *prometheus.Desc
+	diskLoaded, diskErrors                           *prometheus.Desc
 }
 
 func newMetrics(r *Reliable) *metrics {
@@ -128,6 +137,8 @@ func newMetrics(r *Reliable) *metrics {
 		rejected:       d("bus_rejected_total", "Publish calls rejected at once (outbox full, too large)."),
 		published:      d("bus_published_total", "Accepted messages acknowledged by the broker."),
 		handlerPanics:  d("bus_handler_panics_total", "Received messages whose handler panicked (recovered)."),
+		diskLoaded:     d("bus_disk_loaded_total", "Messages of an earlier process of this node loaded from the disk outbox to be published."),
+		diskErrors:     d("bus_disk_errors_total", "Disk outbox failures: Publish refused for a failed write, failed fsyncs."),
 		brokerReturns:  d("bus_broker_returns_total", "Pings that found the broker answering again after a failure (each ends the pending backoff waits)."),
 	}
 }
@@ -142,7 +153,8 @@ func (m *metrics) observeLatency(d time.Duration) {
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.state, m.outboxMessages, m.outboxBytes, m.outboxOldest,
 		m.dropped, m.reconnects, m.replayed, m.duplicates, m.gaps, m.gapMessages, m.probeFailures,
-		m.received, m.decodeErr, m.accepted, m.rejected, m.published, m.handlerPanics, m.brokerReturns} {
+		m.received, m.decodeErr, m.accepted, m.rejected, m.published, m.handlerPanics, m.brokerReturns,
+		m.diskLoaded, m.diskErrors} {
 		ch <- d
 	}
 	m.latency.Describe(ch)
@@ -183,5 +195,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(m.published, s.Published)
 	counter(m.handlerPanics, s.HandlerPanics)
 	counter(m.brokerReturns, s.BrokerReturns)
+	counter(m.diskLoaded, s.DiskLoaded)
+	counter(m.diskErrors, s.DiskErrors)
 	m.latency.Collect(ch)
 }

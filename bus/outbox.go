@@ -2,6 +2,7 @@ package bus
 
 import (
 	"encoding/binary"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -29,6 +30,14 @@ type outbox struct {
 	closed        bool
 	failedThrough uint64 // highest id of a batch whose publish failed
 	waiters       []*syncWaiter
+
+	// disk, when set (OutboxConfig.Dir), holds a copy of every entry; left
+	// counts the entries that left since the last advance; diskErr is the first
+	// failure to record that (it only makes the next start publish again what
+	// receivers drop as duplicates).
+	disk    *diskLog
+	left    int
+	diskErr error
 
 	// c gets the accepted, published and dropped counts under mu, so that a
 	// quiet bus always has Accepted == Published + Dropped + outbox length.
@@ -96,6 +105,7 @@ func (o *outbox) popLocked() outEntry {
 	o.head = (o.head + 1) % len(o.ring)
 	o.n--
 	o.bytes -= int64(len(e.data))
+	o.left++
 	// Give memory back after an outage.
 	if len(o.ring) > 1024 && o.n < len(o.ring)/4 {
 		o.resizeLocked(len(o.ring) / 2)
@@ -111,6 +121,18 @@ func (o *outbox) resizeLocked(size int) {
 	o.ring, o.head = ring, 0
 }
 
+// advanceDiskLocked tells the disk outbox how many entries left.
+func (o *outbox) advanceDiskLocked() {
+	if o.disk == nil || o.left == 0 {
+		o.left = 0
+		return
+	}
+	if err := o.disk.advance(o.left); err != nil && o.diskErr == nil {
+		o.diskErr = err
+	}
+	o.left = 0
+}
+
 // expireLocked drops the entries older than maxAge into acc.
 func (o *outbox) expireLocked(now time.Time, acc *dropAcc) {
 	if o.maxAge < 0 {
@@ -122,6 +144,7 @@ func (o *outbox) expireLocked(now time.Time, acc *dropAcc) {
 		o.noteDropLocked(&e)
 		o.c.droppedMaxAge.Add(1)
 	}
+	o.advanceDiskLocked()
 	o.settleLocked()
 }
 
@@ -132,32 +155,53 @@ func (o *outbox) fitsLocked(size int) bool {
 }
 
 // add accepts an encoded data envelope whose seq field is at seqAt, assigning its
-// sequence number. It returns ErrOutboxFull or ErrClosed, and fills expired and
-// overflow with what it dropped to make room.
-func (o *outbox) add(partition int, data []byte, seqAt int, now time.Time, expired, overflow *dropAcc) error {
+// sequence number. It returns ErrOutboxFull, ErrClosed or an ErrDisk error, and
+// fills expired and overflow with what it dropped to make room. With a disk
+// outbox it also returns the position of the entry's record there.
+func (o *outbox) add(partition int, data []byte, seqAt int, now time.Time, expired, overflow *dropAcc) (uint64, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {
-		return ErrClosed
+		return 0, ErrClosed
 	}
 	o.expireLocked(now, expired)
 	for !o.fitsLocked(len(data)) {
 		if !o.dropOldest || o.n == 0 {
-			return ErrOutboxFull
+			return 0, ErrOutboxFull
 		}
 		e := o.popLocked()
 		overflow.add(&e)
 		o.noteDropLocked(&e)
 		o.c.droppedOverflow.Add(1)
 	}
+	o.advanceDiskLocked()
 	o.settleLocked()
-	o.seqs[partition]++
-	seq := o.seqs[partition]
+	seq := o.seqs[partition] + 1
 	binary.BigEndian.PutUint64(data[seqAt:], seq)
+	var pos uint64
+	if o.disk != nil {
+		var err error
+		if pos, err = o.disk.append(data); err != nil {
+			return 0, fmt.Errorf("%w: %w", ErrDisk, err)
+		}
+	}
+	o.seqs[partition] = seq
 	o.pushLocked(outEntry{id: o.nextID, seq: seq, partition: partition, data: data, accepted: now})
 	o.nextID++
 	o.c.accepted.Add(1)
-	return nil
+	return pos, nil
+}
+
+// load puts entries of an earlier process (the disk outbox) at the end of the
+// outbox, with their own origin instance and seq, before anything is published.
+func (o *outbox) load(recs []loadedRecord) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, r := range recs {
+		o.pushLocked(outEntry{id: o.nextID, seq: r.env.Seq, partition: r.env.Partition, data: r.data,
+			accepted: time.Unix(0, r.env.Time)})
+		o.nextID++
+	}
 }
 
 // batch expires old entries into expired and appends the frames of the oldest
@@ -199,6 +243,7 @@ func (o *outbox) commit(lastID uint64, now time.Time, waits []time.Duration) []t
 		n++
 	}
 	o.c.published.Add(uint64(n))
+	o.advanceDiskLocked()
 	o.settleLocked()
 	return waits
 }

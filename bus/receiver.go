@@ -212,6 +212,9 @@ func (r *Reliable) deliver(f Frame) {
 	}
 	if e.Origin == r.nodeID {
 		if e.Instance != r.instance {
+			if r.ownInstances[e.Instance] {
+				return // an earlier run's message, published again from the disk outbox
+			}
 			if ok, _ := rv.conflictLog.allow(time.Now(), time.Minute); ok && e.Kind == KindProbe {
 				r.log.Error("bus: another process uses this node id; node ids must be unique", "other_instance", e.Instance)
 			}

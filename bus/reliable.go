@@ -38,6 +38,13 @@ type Reliable struct {
 	wake     chan struct{} // cap 1: the outbox has work, or the bus drains
 	draining atomic.Bool
 
+	// disk is the disk outbox (OutboxConfig.Dir), nil without one;
+	// ownInstances are the instances of earlier processes of this node whose
+	// messages it publishes again from there: its own, not another process's.
+	disk         *diskLog
+	ownInstances map[uint64]bool
+	diskLog      rateLimit
+
 	recv   receiver
 	probes prober
 	// recovered fires when a ping finds the broker back after a failed one.
@@ -88,10 +95,18 @@ func newReliable(t Transport, cfg Config, jitter func(int64) int64) (*Reliable, 
 	if partitions < 1 || partitions > MaxPartition+1 {
 		return nil, fmt.Errorf("%w: transport has %d partitions, want 1..%d", ErrInvalidConfig, partitions, MaxPartition+1)
 	}
+	var disk *diskLog
+	var loaded []loadedRecord
+	if cfg.Outbox.Dir != "" {
+		var id string
+		disk, id, loaded, err = openDisk(cfg.Outbox.Dir, cfg.NodeID, partitions, cfg.Outbox.Fsync)
+		if err != nil {
+			return nil, err
+		}
+		cfg.NodeID = id
+	}
 	if cfg.NodeID == "" {
-		var id [8]byte
-		binary.BigEndian.PutUint64(id[:], rand.Uint64())
-		cfg.NodeID = hex.EncodeToString(id[:])
+		cfg.NodeID = newNodeID()
 	}
 	r := &Reliable{
 		cfg:            cfg,
@@ -111,6 +126,19 @@ func newReliable(t Transport, cfg Config, jitter func(int64) int64) (*Reliable, 
 		r.bo.jitter = jitter
 	}
 	r.ob = newOutbox(cfg.Outbox, partitions, &r.c)
+	if disk != nil {
+		r.disk, r.ob.disk = disk, disk
+		r.ob.load(loaded)
+		r.ownInstances = make(map[uint64]bool)
+		for _, rec := range loaded {
+			r.ownInstances[rec.env.Instance] = true
+		}
+		if len(loaded) > 0 {
+			r.log.Warn("bus: publishing messages an earlier process accepted and had not published",
+				"messages", len(loaded), "dir", cfg.Outbox.Dir)
+		}
+		r.c.diskLoaded.Add(uint64(len(loaded)))
+	}
 	r.prefix = append(r.prefix, EnvelopeVersion, byte(KindData), byte(len(r.nodeID)))
 	r.prefix = append(r.prefix, r.nodeID...)
 	r.prefix = binary.BigEndian.AppendUint64(r.prefix, r.instance)
@@ -129,6 +157,9 @@ func newReliable(t Transport, cfg Config, jitter func(int64) int64) (*Reliable, 
 	r.m = newMetrics(r)
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(r.m); err != nil {
+			if disk != nil {
+				_ = disk.close() // nothing was published; the records stay
+			}
 			return nil, fmt.Errorf("bus: register metrics: %w", err)
 		}
 	}
@@ -155,6 +186,21 @@ func newReliable(t Transport, cfg Config, jitter func(int64) int64) (*Reliable, 
 		"outbox_max_messages", cfg.Outbox.MaxMessages, "outbox_max_bytes", cfg.Outbox.MaxBytes,
 		"outbox_max_age", cfg.Outbox.MaxAge, "overflow", cfg.Outbox.Overflow.String())
 	return r, nil
+}
+
+// newNodeID draws a random node id: 16 hex digits.
+func newNodeID() string {
+	var id [8]byte
+	binary.BigEndian.PutUint64(id[:], rand.Uint64())
+	return hex.EncodeToString(id[:])
+}
+
+// diskFailed counts and logs (rate-limited) a failure of the disk outbox.
+func (r *Reliable) diskFailed(err error) {
+	r.c.diskErrors.Add(1)
+	if ok, suppressed := r.diskLog.allow(time.Now(), 10*time.Second); ok {
+		r.log.Error("bus: disk outbox failed", "error", err, "dir", r.cfg.Outbox.Dir, "suppressed_since_last", suppressed)
+	}
 }
 
 func (r *Reliable) callStateHook(s stateSnapshot) {
@@ -204,15 +250,26 @@ func (r *Reliable) Publish(ctx context.Context, key string, payload []byte) erro
 	data = append(data, payload...)
 
 	var expired, overflow dropAcc
-	err := r.ob.add(p, data, seqAt, now, &expired, &overflow)
+	pos, err := r.ob.add(p, data, seqAt, now, &expired, &overflow)
 	r.reportDrop(DropMaxAge, &expired)
 	r.reportDrop(DropOverflow, &overflow)
 	if err != nil {
-		if errors.Is(err, ErrOutboxFull) {
+		switch {
+		case errors.Is(err, ErrOutboxFull):
 			r.c.rejected.Add(1)
 			r.drops.rejected(r.log)
+		case errors.Is(err, ErrDisk):
+			r.c.rejected.Add(1)
+			r.diskFailed(err)
 		}
 		return err
+	}
+	if r.disk != nil && r.cfg.Outbox.Fsync == FsyncAlways {
+		if err := r.disk.syncThrough(pos); err != nil {
+			// Accepted and on its way, but not on stable storage: a host crash
+			// could lose it. Say so; the message itself is not refused.
+			r.diskFailed(err)
+		}
 	}
 	select {
 	case r.wake <- struct{}{}:
@@ -341,8 +398,19 @@ func (r *Reliable) close(ctx context.Context) error {
 		r.log.Error("bus: the transport's Publish did not return after cancellation; closing without it")
 	}
 	var left dropAcc
-	r.ob.drain(&left)
-	r.reportDrop(DropClosed, &left)
+	if r.disk != nil {
+		// What the broker did not take stays on disk for the next start.
+		if n, bytes, _ := r.ob.snapshot(time.Now()); n > 0 {
+			r.log.Warn("bus: messages kept in the disk outbox for the next start", "messages", n, "bytes", bytes, "dir", r.cfg.Outbox.Dir)
+			err = nil
+		}
+		if derr := r.disk.close(); derr != nil {
+			r.log.Error("bus: closing the disk outbox", "error", derr)
+		}
+	} else {
+		r.ob.drain(&left)
+		r.reportDrop(DropClosed, &left)
+	}
 	r.drops.end(r.log)
 
 	if cerr := r.t.Close(); cerr != nil {

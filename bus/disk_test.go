@@ -1,0 +1,290 @@
+package bus
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// copyDir copies the files of a running disk outbox: what the kernel holds for
+// them is exactly what survives the process being killed.
+func copyDir(t *testing.T, from string) string {
+	t.Helper()
+	to := t.TempDir()
+	entries, err := os.ReadDir(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		src, err := os.Open(filepath.Join(from, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dst, err := os.Create(filepath.Join(to, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(dst, src); err != nil {
+			t.Fatal(err)
+		}
+		src.Close()
+		if err := dst.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return to
+}
+
+// payloadsInOrder checks that msgs of origin carry payloads origin/first..last
+// exactly once each, in order, and returns how many there were.
+func payloadsInOrder(t *testing.T, msgs []Message, origin string, first, last int) {
+	t.Helper()
+	next := first
+	for _, m := range msgs {
+		if m.Origin != origin {
+			continue
+		}
+		want := string(payload(origin, next))
+		if string(m.Payload) != want {
+			t.Fatalf("message %d of %s: payload %q, want %q (lost, duplicated or reordered)", next-first, origin, m.Payload, want)
+		}
+		next++
+	}
+	if next != last+1 {
+		t.Fatalf("%s: %d messages, want %d", origin, next-first, last-first+1)
+	}
+}
+
+func closeBus(t *testing.T, b *Reliable, within time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	if err := b.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+}
+
+// TestDiskOutboxSurvivesKill: a node killed with accepted messages that the
+// broker does not hold yet publishes them when it starts again on its
+// directory; the other nodes get everything it accepted, in order, once.
+func TestDiskOutboxSurvivesKill(t *testing.T) {
+	hub := NewMemoryHub()
+	fast := BackoffConfig{Base: 10 * time.Millisecond, Cap: 50 * time.Millisecond}
+	rcv := newSink()
+	b := newBus(t, hub, Config{NodeID: "b", Backoff: fast})
+	b.Receive(rcv.handle)
+
+	dir := filepath.Join(t.TempDir(), "outbox")
+	cfg := Config{Outbox: OutboxConfig{Dir: dir}, NodeID: "a", Backoff: fast, Logger: quietLogger()}
+	a1, err := New(hub.Transport(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, a1, Connected, 10*time.Second)
+	ctx := context.Background()
+	for i := 1; i <= 50; i++ {
+		if err := a1.Publish(ctx, "k", payload("a", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a1.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hub.SetDown(true)
+	for i := 51; i <= 100; i++ {
+		if err := a1.Publish(ctx, "k", payload("a", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	killed := copyDir(t, dir) // the process dies here
+	closeBus(t, a1, 50*time.Millisecond)
+	hub.SetDown(false)
+
+	cfg.Outbox.Dir, cfg.NodeID = killed, "" // the id comes from the directory
+	a2 := newBus(t, hub, cfg)
+	if a2.NodeID() != "a" {
+		t.Fatalf("restarted node id %q, want the directory's %q", a2.NodeID(), "a")
+	}
+	if got := a2.Stats().DiskLoaded; got != 50 {
+		t.Fatalf("loaded %d messages from disk, want the 50 Redis did not take", got)
+	}
+	a2.Receive(func(Message) {})
+	if err := a2.Publish(ctx, "k", payload("a", 101)); err != nil {
+		t.Fatal(err)
+	}
+	msgs := rcv.wait(t, 101, 30*time.Second)
+	payloadsInOrder(t, msgs, "a", 1, 101)
+	if s := b.Stats(); s.Gaps != 0 || s.GapMessages != 0 {
+		t.Fatalf("receiver reported gaps: %+v", s)
+	}
+	// The restarted node takes its earlier run's messages for its own, not for
+	// another process using its id.
+	if err := a2.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(rcv.all()); got != 101 {
+		t.Fatalf("receiver has %d messages, want 101", got)
+	}
+}
+
+// A stopped node keeps on disk what it could not publish, instead of dropping
+// it, and publishes it at its next start.
+func TestDiskOutboxKeepsAtClose(t *testing.T) {
+	hub := NewMemoryHub()
+	fast := BackoffConfig{Base: 10 * time.Millisecond, Cap: 50 * time.Millisecond}
+	rcv := newSink()
+	b := newBus(t, hub, Config{NodeID: "b", Backoff: fast})
+	b.Receive(rcv.handle)
+	dir := t.TempDir()
+	cfg := Config{Outbox: OutboxConfig{Dir: dir, Fsync: FsyncAlways}, NodeID: "a", Backoff: fast, Logger: quietLogger()}
+	hub.SetDown(true)
+	a1, err := New(hub.Transport(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 20; i++ {
+		if err := a1.Publish(context.Background(), "k", payload("a", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	closeBus(t, a1, 50*time.Millisecond) // nil: nothing was dropped
+	if s := a1.Stats(); s.DroppedClosed != 0 {
+		t.Fatalf("Close dropped %d with a disk outbox", s.DroppedClosed)
+	}
+	hub.SetDown(false)
+	a2 := newBus(t, hub, cfg)
+	a2.Receive(func(Message) {})
+	payloadsInOrder(t, rcv.wait(t, 20, 30*time.Second), "a", 1, 20)
+
+	// Once published, nothing is left for a third start.
+	if err := a2.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	closeBus(t, a2, 5*time.Second)
+	a3 := newBus(t, hub, cfg)
+	if got := a3.Stats().DiskLoaded; got != 0 {
+		t.Fatalf("third start loaded %d messages, want 0", got)
+	}
+}
+
+// A record cut in the middle by a crash ends the log; what precedes it is kept.
+func TestDiskOutboxTornRecord(t *testing.T) {
+	hub := NewMemoryHub()
+	hub.SetDown(true)
+	dir := t.TempDir()
+	cfg := Config{Outbox: OutboxConfig{Dir: dir}, NodeID: "a", Logger: quietLogger()}
+	a1, err := New(hub.Transport(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 5; i++ {
+		if err := a1.Publish(context.Background(), "k", payload("a", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	closeBus(t, a1, 10*time.Millisecond)
+	segs, err := filepath.Glob(filepath.Join(dir, "g*.log"))
+	if err != nil || len(segs) != 1 {
+		t.Fatalf("segments %v %v", segs, err)
+	}
+	f, err := os.OpenFile(segs[0], os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte{0, 0, 1, 0, 1, 2, 3}); err != nil { // a torn record
+		t.Fatal(err)
+	}
+	f.Close()
+	a2, err := New(hub.Transport(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := a2.Stats().DiskLoaded; got != 5 {
+		t.Fatalf("loaded %d, want 5", got)
+	}
+	closeBus(t, a2, 10*time.Millisecond)
+}
+
+// One directory, one process; one directory, one node id.
+func TestDiskOutboxRefusesSharing(t *testing.T) {
+	hub := NewMemoryHub()
+	dir := t.TempDir()
+	a := newBus(t, hub, Config{Outbox: OutboxConfig{Dir: dir}, NodeID: "a"})
+	_, err := New(hub.Transport(), Config{Outbox: OutboxConfig{Dir: dir}, NodeID: "a", Logger: quietLogger()})
+	if !errors.Is(err, ErrDisk) || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("second process on one directory: err = %v", err)
+	}
+	closeBus(t, a, 5*time.Second)
+	_, err = New(hub.Transport(), Config{Outbox: OutboxConfig{Dir: dir}, NodeID: "other", Logger: quietLogger()})
+	if !errors.Is(err, ErrDisk) || !strings.Contains(err.Error(), `belongs to node "a"`) {
+		t.Fatalf("another node id on the directory: err = %v", err)
+	}
+	if _, err := ParseFsyncPolicy("sometimes"); !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("ParseFsyncPolicy: %v", err)
+	}
+}
+
+// Messages that waited on disk longer than the max age are dropped at the next
+// start like any other: counted and reported.
+func TestDiskOutboxMaxAgeAtLoad(t *testing.T) {
+	hub := NewMemoryHub()
+	hub.SetDown(true)
+	dir := t.TempDir()
+	var dropped atomic.Int64
+	cfg := Config{Outbox: OutboxConfig{Dir: dir, MaxAge: 50 * time.Millisecond}, NodeID: "a", Logger: quietLogger()}
+	a1, err := New(hub.Transport(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		if err := a1.Publish(context.Background(), "k", payload("a", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	closeBus(t, a1, 10*time.Millisecond)
+	time.Sleep(60 * time.Millisecond) // older than the max age, on disk
+	hub.SetDown(false)
+	cfg.OnDrop = func(d Drop) { dropped.Add(int64(d.Count)) }
+	a2 := newBus(t, hub, cfg)
+	waitFor(t, "the max-age drop", 10*time.Second, func() bool { return a2.Stats().DroppedMaxAge == 3 })
+	if n := a2.Status().OutboxLen; n != 0 {
+		t.Fatalf("outbox %d", n)
+	}
+	if got := dropped.Load(); got != 3 {
+		t.Fatalf("OnDrop saw %d, want 3", got)
+	}
+}
+
+// FuzzDiskRecords: whatever a segment holds, reading it never panics and keeps
+// only whole records whose checksums match.
+func FuzzDiskRecords(f *testing.F) {
+	d := &diskLog{}
+	rec := func(data []byte) []byte {
+		d.buf = d.buf[:0]
+		d.buf = binary.BigEndian.AppendUint32(d.buf, uint32(len(data)))
+		d.buf = binary.BigEndian.AppendUint32(d.buf, crc32.Checksum(data, crcTable))
+		return append(d.buf, data...)
+	}
+	f.Add([]byte{})
+	f.Add(rec([]byte("hello")))
+	f.Add(append(rec([]byte("a")), rec([]byte("bc"))...))
+	f.Add(append(rec([]byte("a")), 0, 0, 0, 9, 1, 2))
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		total := 0
+		for _, data := range diskRecords(b) {
+			total += diskRecordHead + len(data)
+		}
+		if total > len(b) {
+			t.Fatalf("records cover %d bytes of %d", total, len(b))
+		}
+	})
+}
