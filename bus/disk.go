@@ -172,6 +172,9 @@ func openDisk(dir, nodeID string, partitions int, policy FsyncPolicy) (*diskLog,
 	meta, err := readMeta(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
+		if nodeID == "" {
+			nodeID = newNodeID()
+		}
 		meta = diskMeta{Version: diskMetaVersion, NodeID: nodeID, Partitions: partitions}
 	case err != nil:
 		return fail(err)

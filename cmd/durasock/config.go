@@ -40,7 +40,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	c := &config{}
 	fs := flag.NewFlagSet("durasock", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var cors, level, overflow string
+	var cors, level, overflow, fsync string
 	fs.StringVar(&c.Addr, "addr", ":3000", "listen address (env DURASOCK_ADDR)")
 	fs.StringVar(&c.Path, "path", "/socket.io/", "Socket.IO endpoint path (env DURASOCK_PATH)")
 	fs.StringVar(&cors, "cors-origins", "", `comma-separated allowed CORS origins, or "*" (env DURASOCK_CORS_ORIGINS)`)
@@ -55,6 +55,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.Int64Var(&c.Outbox.MaxBytes, "outbox-max-bytes", bus.DefaultOutboxMaxBytes, "most bytes buffered while Redis is unreachable (env DURASOCK_OUTBOX_MAX_BYTES)")
 	fs.DurationVar(&c.Outbox.MaxAge, "outbox-max-age", bus.DefaultOutboxMaxAge, "buffered messages older than this are dropped, counted and logged (env DURASOCK_OUTBOX_MAX_AGE)")
 	fs.StringVar(&overflow, "outbox-overflow", "reject-new", `what a full outbox does: "reject-new" (the emit fails) or "drop-oldest" (env DURASOCK_OUTBOX_OVERFLOW)`)
+	fs.StringVar(&c.Outbox.Dir, "outbox-dir", "", "keep the outbox in this directory too, so that a node killed or crashed publishes at its next start what it had accepted and Redis had not taken; one directory per node process; it also keeps the node id (env DURASOCK_OUTBOX_DIR)")
+	fs.StringVar(&fsync, "outbox-fsync", "interval", `when the disk outbox syncs to stable storage: "interval" (every second; a host crash may lose the last second), "always" (every emit), "never" (env DURASOCK_OUTBOX_FSYNC)`)
 	fs.StringVar(&c.EmitToken, "emit-token", "", "bearer token that enables the HTTP emit API at POST /api/emit (env DURASOCK_EMIT_TOKEN)")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 10*time.Second, "how long shutdown waits for clients and the outbox (env DURASOCK_DRAIN_TIMEOUT)")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error (env DURASOCK_LOG_LEVEL)")
@@ -98,6 +100,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	default:
 		return nil, fmt.Errorf("-outbox-overflow %q: want reject-new or drop-oldest", overflow)
 	}
+	p, err := bus.ParseFsyncPolicy(fsync)
+	if err != nil {
+		return nil, fmt.Errorf("-outbox-fsync: %w", err)
+	}
+	c.Outbox.Fsync = p
 	switch {
 	case c.Outbox.MaxMessages <= 0 || c.Outbox.MaxBytes <= 0 || c.Outbox.MaxAge <= 0:
 		return nil, errors.New("-outbox-max-messages, -outbox-max-bytes and -outbox-max-age must be positive")
