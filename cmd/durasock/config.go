@@ -23,6 +23,7 @@ type config struct {
 	PingTimeout  time.Duration
 	MaxPayload   int64
 	SendQueue    int
+	Recovery     time.Duration
 	RedisURL     string
 	RedisMode    string // "streams" or "pubsub"
 	WaitReplicas int
@@ -48,6 +49,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.PingTimeout, "ping-timeout", 20*time.Second, "Engine.IO ping timeout (env DURASOCK_PING_TIMEOUT)")
 	fs.Int64Var(&c.MaxPayload, "max-payload", 1_000_000, "largest accepted message in bytes (env DURASOCK_MAX_PAYLOAD)")
 	fs.IntVar(&c.SendQueue, "send-queue", engineio.DefaultSendQueueSize, "messages queued per client before a client that cannot keep up is disconnected (env DURASOCK_SEND_QUEUE)")
+	fs.DurationVar(&c.Recovery, "recovery", 0, "connection state recovery: how long the session of a client whose connection broke is kept for it, with the events it misses; 0 disables (env DURASOCK_RECOVERY)")
 	fs.StringVar(&c.RedisURL, "redis", "", "Redis URL for the cluster adapter: redis://, rediss://, unix://, redis+sentinel://, redis+cluster:// (env DURASOCK_REDIS_URL); empty runs one process with the in-memory adapter")
 	fs.StringVar(&c.RedisMode, "redis-transport", "streams", `cluster bus transport: "streams" (durable, default) or "pubsub" (env DURASOCK_REDIS_TRANSPORT)`)
 	fs.IntVar(&c.WaitReplicas, "redis-wait-replicas", 0, "replicas that must have a batch before it leaves the outbox (Redis WAIT); 1 keeps Sentinel and Cluster failovers from losing writes (env DURASOCK_REDIS_WAIT_REPLICAS)")
@@ -112,6 +114,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		return nil, fmt.Errorf("-path %q must start and end with /", c.Path)
 	case c.PingInterval <= 0 || c.PingTimeout <= 0:
 		return nil, errors.New("-ping-interval and -ping-timeout must be positive")
+	case c.Recovery < 0:
+		return nil, errors.New("-recovery must not be negative")
 	case c.SendQueue <= 0:
 		return nil, errors.New("-send-queue must be positive")
 	case c.MaxPayload <= 0:

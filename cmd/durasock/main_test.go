@@ -42,6 +42,8 @@ func TestParseConfig(t *testing.T) {
 		{"-redis-transport", "carrier-pigeon"},
 		{"-ping-timeout", "0s"},
 		{"-outbox-overflow", "sometimes"},
+		{"-outbox-fsync", "sometimes"},
+		{"-recovery", "-1s"},
 		{"-log-level", "loud"},
 		{"extra"},
 	}

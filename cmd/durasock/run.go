@@ -67,6 +67,9 @@ func newApp(cfg *config, log *slog.Logger) (*app, error) {
 		SendQueueSize: cfg.SendQueue,
 		Logger:        log,
 	}}
+	if cfg.Recovery > 0 {
+		opts.Recovery = &socketio.RecoveryOptions{MaxDisconnectionDuration: cfg.Recovery}
+	}
 	if len(cfg.CORSOrigins) > 0 {
 		opts.CORS = &engineio.CORSOptions{Origins: cfg.CORSOrigins, Credentials: true}
 	}
