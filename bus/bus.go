@@ -31,6 +31,10 @@ type Message struct {
 	Partition int
 	// Payload is the bytes given to Publish or Send; the handler owns them.
 	Payload []byte
+	// ID is the transport's position of the frame that carried the message
+	// (Frame.ID): a Redis stream entry id on the streams transport; empty where
+	// the transport has none (pub/sub, Send).
+	ID string
 }
 
 // Handler receives messages from other nodes (never the node's own). Calls are

@@ -234,7 +234,7 @@ func (r *Reliable) deliver(f Frame) {
 			return
 		}
 		r.c.received.Add(1)
-		r.handle(Message{Origin: e.Origin, Seq: e.Seq, Partition: e.Partition, Payload: e.Payload})
+		r.handle(Message{Origin: e.Origin, Seq: e.Seq, Partition: e.Partition, Payload: e.Payload, ID: f.ID})
 	}
 }
 
