@@ -20,12 +20,16 @@ type outEntry struct {
 // order of every partition. An entry leaves only when the broker acknowledged it
 // or a bound dropped it.
 type outbox struct {
-	mu            sync.Mutex
-	ring          []outEntry
-	head, n       int
-	bytes         int64
-	nextID        uint64
-	seqs          []uint64 // last seq per partition
+	mu      sync.Mutex
+	ring    []outEntry
+	head, n int
+	bytes   int64
+	nextID  uint64
+	seqs    []uint64 // last seq per partition
+	// resolved is, per partition, the last seq that left the outbox: acknowledged
+	// by the broker or dropped. Entries of a partition leave in seq order, so every
+	// seq up to it is resolved.
+	resolved      []uint64
 	closed        bool
 	failedThrough uint64 // highest id of a batch whose publish failed
 
@@ -43,6 +47,7 @@ func newOutbox(c OutboxConfig, partitions int, counts *counters) *outbox {
 	return &outbox{
 		c:           counts,
 		seqs:        make([]uint64, partitions),
+		resolved:    make([]uint64, partitions),
 		nextID:      1,
 		maxMessages: c.MaxMessages,
 		maxBytes:    c.MaxBytes,
@@ -95,6 +100,7 @@ func (o *outbox) popLocked() outEntry {
 	o.head = (o.head + 1) % len(o.ring)
 	o.n--
 	o.bytes -= int64(len(e.data))
+	o.resolved[e.partition] = e.seq
 	// Give memory back after an outage.
 	if len(o.ring) > 1024 && o.n < len(o.ring)/4 {
 		o.resizeLocked(len(o.ring) / 2)
@@ -212,6 +218,14 @@ func (o *outbox) markFailed(lastID uint64) {
 	o.mu.Lock()
 	o.failedThrough = max(o.failedThrough, lastID)
 	o.mu.Unlock()
+}
+
+// lastResolved appends, per partition, the last seq that left the outbox
+// (acknowledged by the broker or dropped by a bound) to dst.
+func (o *outbox) lastResolved(dst []uint64) []uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append(dst, o.resolved...)
 }
 
 // close stops accepting.
