@@ -31,6 +31,10 @@ type Message struct {
 	Partition int
 	// Payload is the bytes given to Publish or Send; the handler owns them.
 	Payload []byte
+	// ID is the transport's position of the frame that carried the message
+	// (Frame.ID): a Redis stream entry id on the streams transport; empty where
+	// the transport has none (pub/sub, Send).
+	ID string
 }
 
 // Handler receives messages from other nodes (never the node's own). Calls are
@@ -81,6 +85,12 @@ type Status struct {
 	OutboxBytes  int64         `json:"outbox_bytes"`
 	OutboxOldest time.Duration `json:"outbox_oldest_age"`
 	Nodes        []string      `json:"nodes,omitempty"`
+	// NodeIDConflict is set while another running process uses this node's id
+	// (a frame of it arrived within the last minute): a configuration error
+	// (Config.NodeID) that a readiness check should report.
+	NodeIDConflict bool `json:"node_id_conflict,omitempty"`
+	// ConflictInstance is the instance number of that process.
+	ConflictInstance uint64 `json:"conflict_instance,omitempty"`
 }
 
 // Bus carries one node's messages to every other node of a cluster.

@@ -22,12 +22,22 @@ import (
 //	p           8         seq       uint64; data: 1, 2, 3, ... per (origin, instance,
 //	                                partition); probe: the probe round; direct: 0
 //	p+8         8         time      int64, publish time in Unix nanoseconds
-//	p+16        rest      payload   opaque bytes (empty for probe)
+//	p+16        rest      payload   data, direct: opaque bytes; probe: empty or
+//	                                8 bytes, last (below)
 //
 // The smallest valid envelope is 29 bytes. A decoder rejects, with an error and
 // without panicking: an empty or short frame, a version other than 1, an unknown
 // kind, an origin length of 0, a partition above 65535 or not in shortest form, and
-// a direct or probe frame that carries fields it must not (see DecodeEnvelope).
+// a direct frame with a partition or seq, and a probe whose payload is neither
+// empty nor 8 bytes.
+//
+// The payload of a probe is its announcement: last, a uint64, the highest seq of
+// the probe's partition such that the writer's outbox has resolved every seq up
+// to it: the broker acknowledged it, or a bound dropped it (reported by the
+// writer as a drop). The writer reads it before it publishes the probe, so every
+// data frame up to last precedes the probe in the partition, and a receiver that
+// reads the probe with a high-water mark below last knows that the rest was lost.
+// An empty probe payload (writers before this field) announces nothing.
 // Receivers drop a rejected frame, count it in durasock_bus_decode_errors_total and
 // log it (rate-limited).
 //
@@ -123,8 +133,8 @@ func (e *Envelope) validate() error {
 			return fmt.Errorf("%w: data envelope with seq 0", ErrBadEnvelope)
 		}
 	case KindProbe:
-		if len(e.Payload) != 0 {
-			return fmt.Errorf("%w: probe envelope with a payload", ErrBadEnvelope)
+		if len(e.Payload) != 0 && len(e.Payload) != probeLastLen {
+			return fmt.Errorf("%w: probe envelope with a payload of %d bytes, want 0 or %d", ErrBadEnvelope, len(e.Payload), probeLastLen)
 		}
 	case KindDirect:
 		if e.Partition != 0 || e.Seq != 0 {
@@ -186,6 +196,23 @@ func decodeEnvelope(data []byte, intern func([]byte) string) (Envelope, error) {
 	}
 	return e, nil
 }
+
+// probeLastLen is the length of a probe's payload: last, a uint64.
+const probeLastLen = 8
+
+// ProbeLast returns the announcement of a probe envelope: the last seq of its
+// partition that its writer had resolved (acknowledged by the broker or dropped
+// by a bound) when it wrote the probe. ok is false for any other envelope and for
+// a probe without an announcement.
+func (e *Envelope) ProbeLast() (last uint64, ok bool) {
+	if e.Kind != KindProbe || len(e.Payload) != probeLastLen {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(e.Payload), true
+}
+
+// ProbePayload returns the payload of a probe that announces last.
+func ProbePayload(last uint64) []byte { return binary.BigEndian.AppendUint64(nil, last) }
 
 // PublishTime returns Time as a time.Time.
 func (e *Envelope) PublishTime() time.Time { return time.Unix(0, e.Time) }

@@ -14,6 +14,7 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 		{Kind: KindData, Origin: "n", Instance: 1, Partition: 0, Seq: 1, Time: 1, Payload: []byte("x")},
 		{Kind: KindData, Origin: strings.Repeat("o", 255), Instance: ^uint64(0), Partition: MaxPartition, Seq: ^uint64(0), Time: -1, Payload: bytes.Repeat([]byte{0xff}, 1000)},
 		{Kind: KindProbe, Origin: "node-1", Instance: 7, Partition: 300, Seq: 0, Time: 123456789},
+		{Kind: KindProbe, Origin: "node-1", Instance: 7, Partition: 2, Seq: 5, Time: 123456789, Payload: ProbePayload(1 << 40)},
 		{Kind: KindDirect, Origin: "node-2", Instance: 9, Time: 5, Payload: []byte{0}},
 		{Kind: KindDirect, Origin: "node-2", Instance: 9, Time: 5},
 	} {
@@ -101,6 +102,8 @@ func TestDecodeEnvelopeErrors(t *testing.T) {
 		"non-minimal partition": append(append([]byte{1, 1, 1, 'n', 0, 0, 0, 0, 0, 0, 0, 0}, 0x80, 0x00), append([]byte{0, 0, 0, 0, 0, 0, 0, 1}, make([]byte, 8)...)...),
 		"direct with seq":       mutate(func(b []byte) []byte { b[1] = byte(KindDirect); return b }),
 		"probe with payload":    mutate(func(b []byte) []byte { b[1] = byte(KindProbe); return b }),
+		"probe with 9 bytes":    mutate(func(b []byte) []byte { b[1] = byte(KindProbe); return append(b, 1, 2, 3, 4, 5, 6, 7, 8) }),
+		"probe with 7 bytes":    mutate(func(b []byte) []byte { b[1] = byte(KindProbe); return append(b, 1, 2, 3, 4, 5, 6) }),
 		"json":                  []byte(`{"type":"broadcast","data":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}`),
 	} {
 		if _, err := DecodeEnvelope(data); !errors.Is(err, ErrBadEnvelope) {
@@ -120,11 +123,41 @@ func TestDecodeEnvelopeErrors(t *testing.T) {
 	}
 }
 
+// TestProbeLastLayout pins the probe announcement: 8 bytes, big-endian, the whole
+// payload; a probe without payload announces nothing.
+func TestProbeLastLayout(t *testing.T) {
+	e := Envelope{Kind: KindProbe, Origin: "ab", Instance: 1, Partition: 1, Seq: 2, Time: 3, Payload: ProbePayload(0x0102030405060708)}
+	b, err := AppendEnvelope(nil, &e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []byte{1, 2, 3, 4, 5, 6, 7, 8}; !bytes.Equal(b[len(b)-8:], want) {
+		t.Fatalf("announcement bytes %v, want %v", b[len(b)-8:], want)
+	}
+	got, err := DecodeEnvelope(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last, ok := got.ProbeLast(); !ok || last != 0x0102030405060708 {
+		t.Fatalf("ProbeLast = %#x, %v", last, ok)
+	}
+	e.Payload = nil
+	if _, ok := e.ProbeLast(); ok {
+		t.Fatal("a probe without payload announces something")
+	}
+	d := Envelope{Kind: KindData, Origin: "ab", Seq: 1, Payload: ProbePayload(1)}
+	if _, ok := d.ProbeLast(); ok {
+		t.Fatal("a data envelope announces something")
+	}
+}
+
 func FuzzDecodeFrame(f *testing.F) {
 	for _, e := range []Envelope{
 		{Kind: KindData, Origin: "node-a", Instance: 42, Partition: 3, Seq: 17, Time: 1700000000000000000, Payload: []byte(`{"ev":"x"}`)},
 		{Kind: KindData, Origin: "n", Partition: 300, Seq: 1},
 		{Kind: KindProbe, Origin: "node-b", Instance: 1, Partition: 1, Seq: 99},
+		{Kind: KindProbe, Origin: "node-b", Instance: 1, Partition: 1, Seq: 100, Payload: ProbePayload(12345)},
+		{Kind: KindProbe, Origin: "node-b", Instance: 1, Partition: 0, Seq: 1, Payload: ProbePayload(^uint64(0))},
 		{Kind: KindDirect, Origin: "node-c", Payload: []byte("reply")},
 	} {
 		b, err := AppendEnvelope(nil, &e)

@@ -108,7 +108,21 @@ type BackoffConfig struct {
 type Config struct {
 	// NodeID is this node's id in the cluster, 1 to 255 bytes. Default: 16 random
 	// hex digits, new at every start. A stable id is fine too: every process start
-	// also draws a random instance number, so receivers tell two runs apart.
+	// also draws a random instance number, so receivers tell two runs apart, also
+	// when a lagging reader sees the frames of the old and the new run
+	// interleaved.
+	//
+	// Ids must be unique among running processes. Two live processes with one id
+	// (a rolling deploy that starts the new process before the old one stopped)
+	// are a configuration error that the bus detects and reports but does not
+	// refuse: each delivers the other's reliable-plane messages as another node's
+	// (they are real events for its clients), drops the other's direct-plane
+	// messages (no reply could be addressed to it), logs an error at most once a
+	// minute, counts durasock_bus_node_id_conflicts_total and sets
+	// Status.NodeIDConflict for a minute after the other's last frame (a readiness
+	// check should fail on it). Other nodes keep the two runs apart (up to four
+	// runs per id) and count durasock_bus_peer_id_conflicts_total. Requests
+	// addressed to the id (Send) reach either process.
 	NodeID string
 	// Outbox bounds the messages waiting for the broker.
 	Outbox OutboxConfig
@@ -125,7 +139,11 @@ type Config struct {
 	PublishTimeout time.Duration
 	// ProbeInterval is the period of liveness checks: a Ping, then (once Receive
 	// was called) one probe frame per partition published through the reliable
-	// plane and expected back through this node's own subscription. Default 1 s;
+	// plane and expected back through this node's own subscription. Probes also
+	// announce the last seq per partition that left the outbox, so that receivers
+	// report the loss of a node's last messages (a bus that never receives sends
+	// these announcements when they change and every 10 intervals); and other
+	// nodes report a node whose probes stop (Stats.NodesGoneSilent). Default 1 s;
 	// -1 disables pings and probes (the bus then starts as Connected and only
 	// publish and subscribe errors change its state), including the readiness
 	// pings that end backoff waits when the broker returns (BackoffConfig).
@@ -281,4 +299,9 @@ type Gap struct {
 	// after it. Missing is Next-After-1.
 	After, Next uint64
 	Missing     uint64
+	// Tail is set for a gap found by the origin's probe rather than by a later
+	// message: the probe announced that every seq up to Next-1 had been published
+	// (or dropped by the origin's outbox), and After was the last one received.
+	// Such a gap is reported even when the origin publishes nothing more.
+	Tail bool
 }

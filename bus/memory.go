@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 )
 
@@ -279,6 +280,10 @@ func (t *memoryTransport) Close() error {
 	return nil
 }
 
+// memoryID is the Frame.ID of the frame at offset of a partition: "0-<offset+1>",
+// which increases like a Redis stream id.
+func memoryID(offset uint64) string { return "0-" + strconv.FormatUint(offset+1, 10) }
+
 // memoryRead is a frame taken from a log with the offset to commit once delivered.
 type memoryRead struct {
 	partition int
@@ -354,7 +359,7 @@ func (t *memoryTransport) Subscribe(ctx context.Context, nodeID string, deliver 
 				break
 			}
 			// Each subscriber gets its own copy, as it would from a network.
-			deliver(Frame{Partition: r.partition, Data: append([]byte(nil), r.data...)})
+			deliver(Frame{Partition: r.partition, Data: append([]byte(nil), r.data...), ID: memoryID(r.offset)})
 			delivered++
 		}
 		h.mu.Lock()

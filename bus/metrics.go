@@ -15,6 +15,8 @@ type counters struct {
 	decodeErrors, probesSent, probeFailures      atomic.Uint64
 	reconnects, sent, handlerPanics              atomic.Uint64
 	recoveries, diskLoaded, diskErrors           atomic.Uint64
+	tailGaps, goneSilent, goneReplaced           atomic.Uint64
+	nodeIDConflicts, peerIDConflicts             atomic.Uint64
 }
 
 // Stats are the counters of a bus since New.
@@ -36,6 +38,18 @@ type Stats struct {
 	Duplicates uint64
 	// Gaps counts sequence gaps; GapMessages the messages missing in them.
 	Gaps, GapMessages uint64
+	// TailGaps counts the gaps (included in Gaps) found by another node's probe
+	// announcing more than arrived: its last messages were lost.
+	TailGaps uint64
+	// NodesGoneSilent counts runs of other nodes that sent probes and then fell
+	// silent past the liveness window (counted in connected time);
+	// NodesGoneReplaced the runs that fell silent while a newer run of the same
+	// id spoke.
+	NodesGoneSilent, NodesGoneReplaced uint64
+	// NodeIDConflicts counts frames received under this node's id from another
+	// process; PeerIDConflicts the times a run of another id spoke again after a
+	// newer run of that id had replaced it (two processes with one id).
+	NodeIDConflicts, PeerIDConflicts uint64
 	// DecodeErrors counts frames that were not valid envelopes.
 	DecodeErrors uint64
 	// ProbesSent counts probe rounds published; ProbeFailures the rounds missed
@@ -67,26 +81,31 @@ type Stats struct {
 func (r *Reliable) Stats() Stats {
 	c := &r.c
 	s := Stats{
-		Accepted:        c.accepted.Load(),
-		Rejected:        c.rejected.Load(),
-		Published:       c.published.Load(),
-		Replayed:        c.replayed.Load(),
-		DroppedMaxAge:   c.droppedMaxAge.Load(),
-		DroppedOverflow: c.droppedOverflow.Load(),
-		DroppedClosed:   c.droppedClose.Load(),
-		Received:        c.received.Load(),
-		Duplicates:      c.duplicates.Load(),
-		Gaps:            c.gaps.Load(),
-		GapMessages:     c.gapMessages.Load(),
-		DecodeErrors:    c.decodeErrors.Load(),
-		ProbesSent:      c.probesSent.Load(),
-		ProbeFailures:   c.probeFailures.Load(),
-		Reconnects:      c.reconnects.Load(),
-		BrokerReturns:   c.recoveries.Load(),
-		Sent:            c.sent.Load(),
-		HandlerPanics:   c.handlerPanics.Load(),
-		DiskLoaded:      c.diskLoaded.Load(),
-		DiskErrors:      c.diskErrors.Load(),
+		Accepted:          c.accepted.Load(),
+		Rejected:          c.rejected.Load(),
+		Published:         c.published.Load(),
+		Replayed:          c.replayed.Load(),
+		DroppedMaxAge:     c.droppedMaxAge.Load(),
+		DroppedOverflow:   c.droppedOverflow.Load(),
+		DroppedClosed:     c.droppedClose.Load(),
+		Received:          c.received.Load(),
+		Duplicates:        c.duplicates.Load(),
+		Gaps:              c.gaps.Load(),
+		GapMessages:       c.gapMessages.Load(),
+		TailGaps:          c.tailGaps.Load(),
+		NodesGoneSilent:   c.goneSilent.Load(),
+		NodesGoneReplaced: c.goneReplaced.Load(),
+		NodeIDConflicts:   c.nodeIDConflicts.Load(),
+		PeerIDConflicts:   c.peerIDConflicts.Load(),
+		DecodeErrors:      c.decodeErrors.Load(),
+		ProbesSent:        c.probesSent.Load(),
+		ProbeFailures:     c.probeFailures.Load(),
+		Reconnects:        c.reconnects.Load(),
+		BrokerReturns:     c.recoveries.Load(),
+		Sent:              c.sent.Load(),
+		HandlerPanics:     c.handlerPanics.Load(),
+		DiskLoaded:        c.diskLoaded.Load(),
+		DiskErrors:        c.diskErrors.Load(),
 	}
 	s.PublishLatencyCount = r.m.latencyCount.Load()
 	s.PublishLatencySum = time.Duration(r.m.latencySumNanos.Load())
@@ -105,7 +124,8 @@ type metrics struct {
 	dropped, reconnects, replayed, duplicates, gaps  *prometheus.Desc
 	gapMessages, probeFailures, received, decodeErr  *prometheus.Desc
 	accepted, rejected, published, handlerPanics     *prometheus.Desc
-	brokerReturns                                    *prometheus.Desc
+	brokerReturns, tailGaps, nodesGone               *prometheus.Desc
+	nodeIDConflicts, nodeIDConflict, peerIDConflicts *prometheus.Desc
 	diskLoaded, diskErrors                           *prometheus.Desc
 }
 
@@ -120,26 +140,31 @@ func newMetrics(r *Reliable) *metrics {
 			Help:    "Time from Publish accepting a message to the broker acknowledging it.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}),
-		state:          d("bus_state", "1 for the current bus state, 0 for the others.", "state"),
-		outboxMessages: d("outbox_messages", "Messages in the outbox, not yet acknowledged by the broker."),
-		outboxBytes:    d("outbox_bytes", "Encoded bytes in the outbox."),
-		outboxOldest:   d("outbox_oldest_age_seconds", "Age of the oldest message in the outbox (0 when empty)."),
-		dropped:        d("bus_dropped_total", "Accepted messages dropped, by reason (max_age, overflow, closed).", "reason"),
-		reconnects:     d("bus_reconnects_total", "Recoveries after broker errors (publish, subscribe, ping)."),
-		replayed:       d("bus_replayed_total", "Frames published again after a failed publish."),
-		duplicates:     d("bus_duplicates_total", "Received frames dropped as duplicates."),
-		gaps:           d("bus_gaps_total", "Sequence gaps detected in messages of other nodes."),
-		gapMessages:    d("bus_gap_messages_total", "Messages of other nodes missing in sequence gaps."),
-		probeFailures:  d("bus_probe_failures_total", "Liveness probes missed and failed pings."),
-		received:       d("bus_received_total", "Messages delivered to the handler."),
-		decodeErr:      d("bus_decode_errors_total", "Received frames that were not valid envelopes."),
-		accepted:       d("bus_accepted_total", "Messages accepted by Publish."),
-		rejected:       d("bus_rejected_total", "Publish calls rejected at once (outbox full, too large)."),
-		published:      d("bus_published_total", "Accepted messages acknowledged by the broker."),
-		handlerPanics:  d("bus_handler_panics_total", "Received messages whose handler panicked (recovered)."),
-		diskLoaded:     d("bus_disk_loaded_total", "Messages of an earlier process of this node loaded from the disk outbox to be published."),
-		diskErrors:     d("bus_disk_errors_total", "Disk outbox failures: Publish refused for a failed write, failed fsyncs."),
-		brokerReturns:  d("bus_broker_returns_total", "Pings that found the broker answering again after a failure (each ends the pending backoff waits)."),
+		state:           d("bus_state", "1 for the current bus state, 0 for the others.", "state"),
+		outboxMessages:  d("outbox_messages", "Messages in the outbox, not yet acknowledged by the broker."),
+		outboxBytes:     d("outbox_bytes", "Encoded bytes in the outbox."),
+		outboxOldest:    d("outbox_oldest_age_seconds", "Age of the oldest message in the outbox (0 when empty)."),
+		dropped:         d("bus_dropped_total", "Accepted messages dropped, by reason (max_age, overflow, closed).", "reason"),
+		reconnects:      d("bus_reconnects_total", "Recoveries after broker errors (publish, subscribe, ping)."),
+		replayed:        d("bus_replayed_total", "Frames published again after a failed publish."),
+		duplicates:      d("bus_duplicates_total", "Received frames dropped as duplicates."),
+		gaps:            d("bus_gaps_total", "Sequence gaps detected in messages of other nodes."),
+		gapMessages:     d("bus_gap_messages_total", "Messages of other nodes missing in sequence gaps."),
+		probeFailures:   d("bus_probe_failures_total", "Liveness probes missed and failed pings."),
+		received:        d("bus_received_total", "Messages delivered to the handler."),
+		decodeErr:       d("bus_decode_errors_total", "Received frames that were not valid envelopes."),
+		accepted:        d("bus_accepted_total", "Messages accepted by Publish."),
+		rejected:        d("bus_rejected_total", "Publish calls rejected at once (outbox full, too large)."),
+		published:       d("bus_published_total", "Accepted messages acknowledged by the broker."),
+		handlerPanics:   d("bus_handler_panics_total", "Received messages whose handler panicked (recovered)."),
+		diskLoaded:      d("bus_disk_loaded_total", "Messages of an earlier process of this node loaded from the disk outbox to be published."),
+		diskErrors:      d("bus_disk_errors_total", "Disk outbox failures: Publish refused for a failed write, failed fsyncs."),
+		brokerReturns:   d("bus_broker_returns_total", "Pings that found the broker answering again after a failure (each ends the pending backoff waits)."),
+		tailGaps:        d("bus_tail_gaps_total", "Sequence gaps (included in bus_gaps_total) found by another node's probe announcing more than arrived."),
+		nodesGone:       d("bus_nodes_gone_total", "Runs of other nodes that fell silent past the liveness window, by reason (silent: it sent probes; replaced: a newer run of its id speaks).", "reason"),
+		nodeIDConflicts: d("bus_node_id_conflicts_total", "Frames received under this node's id from another process (node ids must be unique)."),
+		nodeIDConflict:  d("bus_node_id_conflict", "1 while another process used this node's id within the last minute."),
+		peerIDConflicts: d("bus_peer_id_conflicts_total", "Times a run of another node id spoke again after a newer run of that id replaced it (two processes with one id)."),
 	}
 }
 
@@ -154,6 +179,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.state, m.outboxMessages, m.outboxBytes, m.outboxOldest,
 		m.dropped, m.reconnects, m.replayed, m.duplicates, m.gaps, m.gapMessages, m.probeFailures,
 		m.received, m.decodeErr, m.accepted, m.rejected, m.published, m.handlerPanics, m.brokerReturns,
+		m.tailGaps, m.nodesGone, m.nodeIDConflicts, m.nodeIDConflict, m.peerIDConflicts,
 		m.diskLoaded, m.diskErrors} {
 		ch <- d
 	}
@@ -195,7 +221,17 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(m.published, s.Published)
 	counter(m.handlerPanics, s.HandlerPanics)
 	counter(m.brokerReturns, s.BrokerReturns)
+	counter(m.tailGaps, s.TailGaps)
+	counter(m.nodesGone, s.NodesGoneSilent, goneSilent)
+	counter(m.nodesGone, s.NodesGoneReplaced, goneReplaced)
+	counter(m.nodeIDConflicts, s.NodeIDConflicts)
+	counter(m.peerIDConflicts, s.PeerIDConflicts)
 	counter(m.diskLoaded, s.DiskLoaded)
 	counter(m.diskErrors, s.DiskErrors)
+	conflict := 0.0
+	if on, _ := r.recv.nodeIDConflictNow(time.Now()); on {
+		conflict = 1
+	}
+	ch <- prometheus.MustNewConstMetric(m.nodeIDConflict, prometheus.GaugeValue, conflict)
 	m.latency.Collect(ch)
 }

@@ -14,6 +14,9 @@ type outEntry struct {
 	partition int
 	data      []byte // the encoded envelope, immutable once pushed
 	accepted  time.Time
+	// earlier marks an entry of an earlier process of this node (disk outbox):
+	// its seq belongs to that process's instance.
+	earlier bool
 }
 
 // outbox is the bounded FIFO between Publish and the sender goroutine. Publish
@@ -21,12 +24,16 @@ type outEntry struct {
 // order of every partition. An entry leaves only when the broker acknowledged it
 // or a bound dropped it.
 type outbox struct {
-	mu            sync.Mutex
-	ring          []outEntry
-	head, n       int
-	bytes         int64
-	nextID        uint64
-	seqs          []uint64 // last seq per partition
+	mu      sync.Mutex
+	ring    []outEntry
+	head, n int
+	bytes   int64
+	nextID  uint64
+	seqs    []uint64 // last seq per partition
+	// resolved is, per partition, the last seq that left the outbox: acknowledged
+	// by the broker or dropped. Entries of a partition leave in seq order, so every
+	// seq up to it is resolved.
+	resolved      []uint64
 	closed        bool
 	failedThrough uint64 // highest id of a batch whose publish failed
 	waiters       []*syncWaiter
@@ -53,6 +60,7 @@ func newOutbox(c OutboxConfig, partitions int, counts *counters) *outbox {
 	return &outbox{
 		c:           counts,
 		seqs:        make([]uint64, partitions),
+		resolved:    make([]uint64, partitions),
 		nextID:      1,
 		maxMessages: c.MaxMessages,
 		maxBytes:    c.MaxBytes,
@@ -106,6 +114,9 @@ func (o *outbox) popLocked() outEntry {
 	o.n--
 	o.bytes -= int64(len(e.data))
 	o.left++
+	if !e.earlier {
+		o.resolved[e.partition] = e.seq
+	}
 	// Give memory back after an outage.
 	if len(o.ring) > 1024 && o.n < len(o.ring)/4 {
 		o.resizeLocked(len(o.ring) / 2)
@@ -199,7 +210,7 @@ func (o *outbox) load(recs []loadedRecord) {
 	defer o.mu.Unlock()
 	for _, r := range recs {
 		o.pushLocked(outEntry{id: o.nextID, seq: r.env.Seq, partition: r.env.Partition, data: r.data,
-			accepted: time.Unix(0, r.env.Time)})
+			accepted: time.Unix(0, r.env.Time), earlier: true})
 		o.nextID++
 	}
 }
@@ -263,6 +274,14 @@ func (o *outbox) markFailed(lastID uint64) {
 	o.mu.Lock()
 	o.failedThrough = max(o.failedThrough, lastID)
 	o.mu.Unlock()
+}
+
+// lastResolved appends, per partition, the last seq that left the outbox
+// (acknowledged by the broker or dropped by a bound) to dst.
+func (o *outbox) lastResolved(dst []uint64) []uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append(dst, o.resolved...)
 }
 
 // close stops accepting.

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -78,14 +79,22 @@ func (p *prober) missing() []int {
 // any attempt; while the bus is not Connected, readiness pings run every
 // readinessInterval in between (pause), and the first one that answers after a
 // failure ends the backoff waits of the sender and the receiver (notePing).
+//
+// Probes also announce, per partition, the last seq that left the outbox, so
+// that receivers report a lost tail (probeFrames); a bus that does not receive
+// publishes them without waiting for them when they changed (announce). After a round
+// that came back, the runs of other nodes silent past the liveness window are
+// reported (checkGone). Every iteration prunes what receivers keep of runs
+// silent for pruneAfter, while Connected.
 func (r *Reliable) probeLoop(ctx context.Context) {
 	defer r.background.Done()
 	var round uint64
+	var ann announcer
 	attempt, misses := 0, 0
 	pingFailed := false // the last failure recorded was a ping's (not a probe publish's)
 	for {
 		start := time.Now()
-		r.recv.prune(start, max(10*time.Minute, 10*r.livenessWindow()))
+		r.recv.prune(r, start, r.pruneAfter())
 		err := r.ping(ctx)
 		r.notePing(err)
 		if err == nil && pingFailed {
@@ -114,7 +123,14 @@ func (r *Reliable) probeLoop(ctx context.Context) {
 				}
 			} else if err == nil {
 				misses = 0
+				// This node's subscription is current: a node silent now is gone.
+				r.reportGone(r.recv.checkGone(r, time.Now(), r.livenessWindow()))
 			}
+		} else if err == nil {
+			// A node that only publishes still announces what it published, so
+			// that receivers find a lost tail; nothing waits for these probes.
+			round++
+			err = r.announce(ctx, round, &ann)
 		}
 		if ctx.Err() != nil {
 			return
@@ -150,20 +166,69 @@ func (r *Reliable) ping(ctx context.Context) error {
 	return nil
 }
 
-// probeRound publishes the probes of round and waits for them. It returns
-// missed when they did not all come back in time, or the publish error.
-func (r *Reliable) probeRound(ctx context.Context, round uint64) (missed bool, err error) {
-	frames := make([]Frame, r.partitions)
+// probeFrames returns the probes of round, one per partition, each announcing
+// the last seq of its partition that left the outbox (acknowledged by the broker
+// or dropped by a bound). The outbox is read before the probes are published, so
+// every seq they announce was published (or dropped) before them: on each
+// partition the probe follows the frames it announces.
+func (r *Reliable) probeFrames(round uint64) (frames []Frame, last []uint64) {
+	last = r.ob.lastResolved(make([]uint64, 0, r.partitions))
+	frames = make([]Frame, r.partitions)
 	now := time.Now().UnixNano()
 	for p := range frames {
-		data := make([]byte, 0, len(r.prefix)+19)
+		data := make([]byte, 0, len(r.prefix)+3+16+probeLastLen)
 		data = append(data, r.prefix...)
 		data[1] = byte(KindProbe)
 		data = binary.AppendUvarint(data, uint64(p))
 		data = binary.BigEndian.AppendUint64(data, round)
 		data = binary.BigEndian.AppendUint64(data, uint64(now))
+		data = binary.BigEndian.AppendUint64(data, last[p])
 		frames[p] = Frame{Partition: p, Data: data}
 	}
+	return frames, last
+}
+
+// announceEvery is how many probe intervals a bus that does not receive lets
+// pass before it announces again what it announced already (a broker that lost
+// the announcement with the data learns it again).
+const announceEvery = 10
+
+// announcer is the prober's memory of what a bus that does not receive last
+// announced.
+type announcer struct {
+	last  []uint64
+	since int // rounds since the last announcement
+}
+
+// announce publishes, for a bus that does not receive, the probes of round
+// without waiting for them: when a partition's last resolved seq changed since
+// the last announcement, and every announceEvery rounds once anything was
+// resolved.
+func (r *Reliable) announce(ctx context.Context, round uint64, a *announcer) error {
+	frames, last := r.probeFrames(round)
+	a.since++
+	if a.last == nil {
+		a.last = make([]uint64, len(last)) // nothing announced: all 0
+	}
+	changed := !slices.Equal(last, a.last)
+	if !changed && (a.since < announceEvery || !slices.ContainsFunc(last, func(s uint64) bool { return s > 0 })) {
+		return nil
+	}
+	pctx, cancel := context.WithTimeout(ctx, r.cfg.ProbeTimeout)
+	err := r.t.Publish(pctx, frames)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("bus: publish probe: %w", err)
+	}
+	r.c.probesSent.Add(1)
+	a.last, a.since = last, 0
+	return nil
+}
+
+// probeRound publishes the probes of round and waits for them. It returns
+// missed when they did not all come back in time, or the publish error.
+func (r *Reliable) probeRound(ctx context.Context, round uint64) (missed bool, err error) {
+	frames, _ := r.probeFrames(round)
 	done := r.probes.begin(round, r.partitions)
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.ProbeTimeout)
 	err = r.t.Publish(pctx, frames)

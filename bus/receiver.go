@@ -26,11 +26,49 @@ type streamKey struct {
 	partition int
 }
 
-// nodeSeen is what a receiver knows about another node.
-type nodeSeen struct {
-	instance uint64
-	last     time.Time
+// stream is what a receiver knows of one sequence space.
+type stream struct {
+	// hwm is the highest seq delivered, or accounted for as lost (a gap), when
+	// known; before, the next data envelope or announcement sets the baseline.
+	hwm   uint64
+	known bool
+	// announced is the highest last seq announced by the origin's probes.
+	announced uint64
+	inst      *instance
 }
+
+// maxInstances bounds the runs of one origin a receiver keeps apart at once; the
+// least recently heard is forgotten for a newer one.
+const maxInstances = 4
+
+// instance is one run (process start) of another node, or of a process that
+// shares this node's id.
+type instance struct {
+	origin string
+	id     uint64
+	// last is when it was last heard (wall clock, for Status.Nodes); lastConn the
+	// connected time of this bus then (for silence, which counts only time the
+	// bus was connected).
+	last     time.Time
+	lastConn time.Duration
+	// probed: it sends probes, so silence means it stopped.
+	probed bool
+	// gone: reported as stopped (reason gone), until it is heard again.
+	gone       bool
+	goneReason string
+	partitions []int // of its streams
+}
+
+// origin is every run of one node id that a receiver keeps.
+type originRuns struct {
+	runs []*instance // at most maxInstances
+}
+
+// Reasons of durasock_bus_nodes_gone_total.
+const (
+	goneSilent   = "silent"   // no frame within the liveness window
+	goneReplaced = "replaced" // silent, and a newer run of the same id speaks
+)
 
 // receiver keeps the high-water marks: per stream the highest seq delivered.
 type receiver struct {
@@ -43,26 +81,32 @@ type receiver struct {
 	progress atomic.Uint64
 
 	mu       sync.Mutex
-	hwm      map[streamKey]uint64
-	seen     map[string]nodeSeen
-	lastPrun time.Time
+	streams  map[streamKey]*stream
+	nodes    map[string]*originRuns
+	lastPrun time.Duration // connected time of the last prune
 
 	// rebuild is set by the prober before it cancels the subscription.
 	rebuild   atomic.Bool
 	subMu     sync.Mutex
 	subCancel context.CancelFunc
 
-	origins     map[string]string // owned by the receive goroutine
+	names       map[string]string // interned origins, owned by the receive goroutine
 	decodeLog   rateLimit
 	conflictLog rateLimit
+	peerLog     rateLimit
+
+	// conflictAt is when (Unix nanoseconds) a frame of another process with this
+	// node's id was last received; conflictInstance is that process's instance.
+	conflictAt       atomic.Int64
+	conflictInstance atomic.Uint64
 }
 
 func (rv *receiver) init(r *Reliable) {
 	rv.r = r
 	rv.started = make(chan struct{})
-	rv.hwm = make(map[streamKey]uint64)
-	rv.seen = make(map[string]nodeSeen)
-	rv.origins = make(map[string]string)
+	rv.streams = make(map[streamKey]*stream)
+	rv.nodes = make(map[string]*originRuns)
+	rv.names = make(map[string]string)
 }
 
 func (rv *receiver) start(h Handler, log *slog.Logger) {
@@ -211,25 +255,29 @@ func (r *Reliable) deliver(f Frame) {
 		return
 	}
 	if e.Origin == r.nodeID {
-		if e.Instance != r.instance {
-			if r.ownInstances[e.Instance] {
-				return // an earlier run's message, published again from the disk outbox
-			}
-			if ok, _ := rv.conflictLog.allow(time.Now(), time.Minute); ok && e.Kind == KindProbe {
-				r.log.Error("bus: another process uses this node id; node ids must be unique", "other_instance", e.Instance)
+		if e.Instance == r.instance {
+			if e.Kind == KindProbe {
+				r.probes.ack(e.Seq, e.Partition)
 			}
 			return
 		}
-		if e.Kind == KindProbe {
-			r.probes.ack(e.Seq, e.Partition)
+		if r.ownInstances[e.Instance] {
+			return // an earlier run's message, published again from the disk outbox
 		}
-		return
+		// Another process uses this node's id. Its reliable-plane messages are
+		// real events for this node's clients: they are delivered like another
+		// node's. Its direct messages (requests, replies, heartbeats) are not: no
+		// reply could be addressed to it.
+		r.nodeIDConflict(&e)
+		if e.Kind == KindDirect {
+			return
+		}
 	}
 	switch e.Kind {
 	case KindProbe:
-		rv.touch(e.Origin, e.Instance, time.Now())
+		rv.probe(r, &e)
 	case KindDirect:
-		rv.touch(e.Origin, e.Instance, time.Now())
+		rv.touch(r, e.Origin, e.Instance, time.Now())
 		r.c.received.Add(1)
 		r.handle(Message{Origin: e.Origin, Payload: e.Payload})
 	case KindData:
@@ -237,8 +285,36 @@ func (r *Reliable) deliver(f Frame) {
 			return
 		}
 		r.c.received.Add(1)
-		r.handle(Message{Origin: e.Origin, Seq: e.Seq, Partition: e.Partition, Payload: e.Payload})
+		r.handle(Message{Origin: e.Origin, Seq: e.Seq, Partition: e.Partition, Payload: e.Payload, ID: f.ID})
 	}
+}
+
+// nodeIDConflict counts and logs (at most once a minute) a frame of another
+// process that uses this node's id, and marks the conflict for Status.
+func (r *Reliable) nodeIDConflict(e *Envelope) {
+	now := time.Now()
+	r.c.nodeIDConflicts.Add(1)
+	r.recv.conflictAt.Store(now.UnixNano())
+	r.recv.conflictInstance.Store(e.Instance)
+	if ok, suppressed := r.recv.conflictLog.allow(now, time.Minute); ok {
+		r.log.Error("bus: another process uses this node id; node ids must be unique among running processes "+
+			"(its broadcasts are delivered here as another node's, its requests and replies are dropped)",
+			"instance", r.instance, "other_instance", e.Instance, "kind", e.Kind.String(), "suppressed_since_last", suppressed)
+	}
+}
+
+// conflictWindow is how long after the last frame of another process with this
+// node's id Status.NodeIDConflict stays set.
+const conflictWindow = time.Minute
+
+// nodeIDConflictNow reports whether another process used this node's id within
+// conflictWindow, and its instance.
+func (rv *receiver) nodeIDConflictNow(now time.Time) (bool, uint64) {
+	at := rv.conflictAt.Load()
+	if at == 0 || now.Sub(time.Unix(0, at)) > conflictWindow {
+		return false, 0
+	}
+	return true, rv.conflictInstance.Load()
 }
 
 // handle calls the handler. A panic in it is recovered, logged with its stack
@@ -257,14 +333,14 @@ func (r *Reliable) handle(m Message) {
 // intern returns the origin as a string, allocating only for a new origin. Only
 // the receive goroutine calls it.
 func (rv *receiver) intern(b []byte) string {
-	if s, ok := rv.origins[string(b)]; ok {
+	if s, ok := rv.names[string(b)]; ok {
 		return s
 	}
-	if len(rv.origins) >= maxInterned {
-		clear(rv.origins) // many short-lived origins: start over
+	if len(rv.names) >= maxInterned {
+		clear(rv.names) // many short-lived origins: start over
 	}
 	s := string(b)
-	rv.origins[s] = s
+	rv.names[s] = s
 	return s
 }
 
@@ -276,80 +352,293 @@ const maxInterned = 4096
 func (rv *receiver) accept(r *Reliable, e *Envelope) bool {
 	k := streamKey{origin: e.Origin, instance: e.Instance, partition: e.Partition}
 	now := time.Now()
+	var gone []goneReport
 	rv.mu.Lock()
-	rv.touchLocked(e.Origin, e.Instance, now)
-	hwm, known := rv.hwm[k]
+	st := rv.streamLocked(r, k, now, &gone)
+	hwm, known := st.hwm, st.known
 	if known && e.Seq <= hwm {
 		rv.mu.Unlock()
+		r.reportGone(gone)
 		r.c.duplicates.Add(1)
 		return false
 	}
-	rv.hwm[k] = e.Seq
+	st.hwm, st.known = e.Seq, true
 	rv.mu.Unlock()
+	r.reportGone(gone)
 	if known && e.Seq > hwm+1 {
-		g := Gap{Origin: e.Origin, Partition: e.Partition, After: hwm, Next: e.Seq, Missing: e.Seq - hwm - 1}
-		r.c.gaps.Add(1)
-		r.c.gapMessages.Add(g.Missing)
-		r.log.Warn("bus sequence gap: messages of another node were lost", "origin", g.Origin,
-			"partition", g.Partition, "after", g.After, "next", g.Next, "missing", g.Missing)
-		if r.cfg.OnGap != nil {
-			r.cfg.OnGap(g)
-		}
+		r.reportGap(Gap{Origin: e.Origin, Partition: e.Partition, After: hwm, Next: e.Seq, Missing: e.Seq - hwm - 1})
 	}
 	return true
 }
 
-func (rv *receiver) touch(origin string, instance uint64, now time.Time) {
+// probe applies a probe of another process: it is alive, and (when the probe
+// announces one) every seq of its partition up to the announced last was
+// published before the probe. A high-water mark below last means the broker lost
+// the rest: it is reported as a tail gap at once, and the mark is raised, so that
+// a frame that still arrives is a duplicate. The first announcement of a stream
+// sets its baseline, like a first data envelope.
+func (rv *receiver) probe(r *Reliable, e *Envelope) {
+	now := time.Now()
+	last, announces := e.ProbeLast()
+	var gone []goneReport
+	var gap Gap
 	rv.mu.Lock()
-	rv.touchLocked(origin, instance, now)
-	rv.mu.Unlock()
-}
-
-// touchLocked records that origin is alive; a new instance of an origin (the node
-// restarted with the same id) forgets the streams of the old one.
-func (rv *receiver) touchLocked(origin string, instance uint64, now time.Time) {
-	s, ok := rv.seen[origin]
-	if ok && s.instance != instance {
-		for k := range rv.hwm {
-			if k.origin == origin && k.instance == s.instance {
-				delete(rv.hwm, k)
-			}
-		}
-	}
-	rv.seen[origin] = nodeSeen{instance: instance, last: now}
-}
-
-// prune forgets nodes not heard from for idle, so that restarts with fresh node
-// ids do not grow the maps forever. A forgotten node that speaks again sets a new
-// baseline.
-func (rv *receiver) prune(now time.Time, idle time.Duration) {
-	rv.mu.Lock()
-	defer rv.mu.Unlock()
-	if now.Sub(rv.lastPrun) < idle/10 {
+	if !announces {
+		inst := rv.instanceLocked(r, e.Origin, e.Instance, now, &gone)
+		inst.probed = true
+		rv.mu.Unlock()
+		r.reportGone(gone)
 		return
 	}
-	rv.lastPrun = now
-	for origin, s := range rv.seen {
-		if now.Sub(s.last) < idle {
+	st := rv.streamLocked(r, streamKey{origin: e.Origin, instance: e.Instance, partition: e.Partition}, now, &gone)
+	st.inst.probed = true
+	st.announced = max(st.announced, last)
+	switch {
+	case !st.known:
+		st.hwm, st.known = last, true
+	case last > st.hwm:
+		gap = Gap{Origin: e.Origin, Partition: e.Partition, After: st.hwm, Next: last + 1, Missing: last - st.hwm, Tail: true}
+		st.hwm = last
+	}
+	rv.mu.Unlock()
+	r.reportGone(gone)
+	if gap.Missing > 0 {
+		r.reportGap(gap)
+	}
+}
+
+// reportGap counts, logs and hands to OnGap the messages of g.
+func (r *Reliable) reportGap(g Gap) {
+	r.c.gaps.Add(1)
+	r.c.gapMessages.Add(g.Missing)
+	if g.Tail {
+		r.c.tailGaps.Add(1)
+		r.log.Warn("bus lost the last messages of another node: its probe announced more than arrived", "origin", g.Origin,
+			"partition", g.Partition, "received_through", g.After, "announced_through", g.Next-1, "missing", g.Missing)
+	} else {
+		r.log.Warn("bus sequence gap: messages of another node were lost", "origin", g.Origin,
+			"partition", g.Partition, "after", g.After, "next", g.Next, "missing", g.Missing)
+	}
+	if r.cfg.OnGap != nil {
+		r.cfg.OnGap(g)
+	}
+}
+
+// streamLocked returns the stream of k, creating it (and its instance) if new,
+// and records that its instance was heard at now.
+func (rv *receiver) streamLocked(r *Reliable, k streamKey, now time.Time, gone *[]goneReport) *stream {
+	st := rv.streams[k]
+	if st == nil {
+		inst := rv.instanceLocked(r, k.origin, k.instance, now, gone)
+		st = &stream{inst: inst}
+		rv.streams[k] = st
+		inst.partitions = append(inst.partitions, k.partition)
+		return st
+	}
+	rv.heardLocked(r, st.inst, now)
+	return st
+}
+
+// instanceLocked returns the run instance of origin, creating it if new (and
+// forgetting the least recently heard run beyond maxInstances), and records that
+// it was heard at now. Other runs of the origin are kept: two runs whose frames
+// interleave (a lagging reader during a restart, two processes with one id)
+// neither duplicate nor hide a gap.
+func (rv *receiver) instanceLocked(r *Reliable, origin string, id uint64, now time.Time, gone *[]goneReport) *instance {
+	o := rv.nodes[origin]
+	if o == nil {
+		o = &originRuns{}
+		rv.nodes[origin] = o
+	}
+	for _, inst := range o.runs {
+		if inst.id == id {
+			rv.heardLocked(r, inst, now)
+			return inst
+		}
+	}
+	if len(o.runs) >= maxInstances {
+		oldest := 0
+		for i, inst := range o.runs {
+			if inst.last.Before(o.runs[oldest].last) {
+				oldest = i
+			}
+		}
+		old := o.runs[oldest]
+		if !old.gone {
+			*gone = append(*gone, rv.goneLocked(old, goneReplaced))
+		}
+		rv.forgetLocked(old)
+		o.runs = slices.Delete(o.runs, oldest, oldest+1)
+	}
+	inst := &instance{origin: origin, id: id, last: now, lastConn: r.sm.connectedTime(now)}
+	o.runs = append(o.runs, inst)
+	return inst
+}
+
+// heardLocked records that inst was heard at now. A run reported as replaced
+// that speaks again shares its id with a live newer run: an error of the
+// cluster's configuration, logged (at most once a minute) and counted.
+func (rv *receiver) heardLocked(r *Reliable, inst *instance, now time.Time) {
+	inst.last = now
+	inst.lastConn = r.sm.connectedTime(now)
+	if !inst.gone {
+		return
+	}
+	inst.gone = false
+	if inst.goneReason == goneReplaced {
+		r.c.peerIDConflicts.Add(1)
+		if ok, suppressed := rv.peerLog.allow(now, time.Minute); ok {
+			r.log.Error("bus: two running processes use one node id; node ids must be unique among running processes",
+				"origin", inst.origin, "instance", inst.id, "suppressed_since_last", suppressed)
+		}
+	} else {
+		r.log.Info("bus: a node reported gone is heard again", "origin", inst.origin, "instance", inst.id)
+	}
+}
+
+// forgetLocked drops the streams of inst.
+func (rv *receiver) forgetLocked(inst *instance) {
+	for _, p := range inst.partitions {
+		delete(rv.streams, streamKey{origin: inst.origin, instance: inst.id, partition: p})
+	}
+}
+
+// goneReport is what a receiver knows of a run that stopped.
+type goneReport struct {
+	origin   string
+	instance uint64
+	reason   string
+	silent   time.Duration
+	// received and announced are, per partition, the last seq received (or
+	// accounted for as lost) and the last seq announced by its probes.
+	partitions          []int
+	received, announced []uint64
+}
+
+// goneLocked marks inst gone for reason and returns its report.
+func (rv *receiver) goneLocked(inst *instance, reason string) goneReport {
+	inst.gone, inst.goneReason = true, reason
+	g := goneReport{origin: inst.origin, instance: inst.id, reason: reason}
+	ps := slices.Clone(inst.partitions)
+	slices.Sort(ps)
+	for _, p := range ps {
+		st := rv.streams[streamKey{origin: inst.origin, instance: inst.id, partition: p}]
+		if st == nil {
 			continue
 		}
-		delete(rv.seen, origin)
-		for k := range rv.hwm {
-			if k.origin == origin {
-				delete(rv.hwm, k)
+		g.partitions = append(g.partitions, p)
+		g.received = append(g.received, st.hwm)
+		g.announced = append(g.announced, st.announced)
+	}
+	return g
+}
+
+// reportGone logs and counts the runs in gone.
+func (r *Reliable) reportGone(gone []goneReport) {
+	for _, g := range gone {
+		if g.reason == goneReplaced {
+			r.c.goneReplaced.Add(1)
+		} else {
+			r.c.goneSilent.Add(1)
+		}
+		// Every announced seq above the received one was reported as a tail gap
+		// when the probe arrived; what the node published after its last probe is
+		// unknown.
+		r.log.Warn("bus: a node stopped; what it published after its last probe is unknown",
+			"origin", g.origin, "instance", g.instance, "reason", g.reason, "silent_for", g.silent.Round(time.Millisecond),
+			"partitions", g.partitions, "last_received", g.received, "last_announced", g.announced)
+	}
+}
+
+// touch records that a run of origin is alive.
+func (rv *receiver) touch(r *Reliable, origin string, id uint64, now time.Time) {
+	var gone []goneReport
+	rv.mu.Lock()
+	rv.instanceLocked(r, origin, id, now, &gone)
+	rv.mu.Unlock()
+	r.reportGone(gone)
+}
+
+// checkGone reports the runs that sent probes and then nothing for longer than
+// window of connected time (reason silent), and the runs silent that long while a
+// newer run of their id speaks (reason replaced, also for runs without probes).
+// The prober calls it only after its own probe round came back, so that this
+// node's subscription is current and a backlog cannot make a node look silent.
+func (rv *receiver) checkGone(r *Reliable, now time.Time, window time.Duration) []goneReport {
+	conn := r.sm.connectedTime(now)
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	var out []goneReport
+	for _, o := range rv.nodes {
+		for _, inst := range o.runs {
+			silent := min(now.Sub(inst.last), conn-inst.lastConn)
+			if inst.gone || silent <= window {
+				continue
 			}
+			reason := goneSilent
+			for _, other := range o.runs {
+				if other.last.After(inst.last) {
+					reason = goneReplaced
+				}
+			}
+			if reason == goneSilent && !inst.probed {
+				continue // a quiet publisher without probes: silence says nothing
+			}
+			g := rv.goneLocked(inst, reason)
+			g.silent = silent
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// prune forgets the runs not heard from for idle of connected time, so that
+// restarts with fresh node ids do not grow the maps forever. It does nothing
+// while the bus is not Connected: an outage of this node's link silences every
+// other node, and forgetting them would turn what they dropped meanwhile into a
+// new baseline instead of a reported gap. A forgotten run that speaks again sets
+// a new baseline.
+func (rv *receiver) prune(r *Reliable, now time.Time, idle time.Duration) {
+	if r.sm.current() != Connected {
+		return
+	}
+	conn := r.sm.connectedTime(now)
+	rv.mu.Lock()
+	defer rv.mu.Unlock()
+	if conn-rv.lastPrun < idle/10 {
+		return
+	}
+	rv.lastPrun = conn
+	for origin, o := range rv.nodes {
+		o.runs = slices.DeleteFunc(o.runs, func(inst *instance) bool {
+			if conn-inst.lastConn < idle {
+				return false
+			}
+			rv.forgetLocked(inst)
+			return true
+		})
+		if len(o.runs) == 0 {
+			delete(rv.nodes, origin)
 		}
 	}
 }
 
-// nodes returns the other nodes heard from within window, sorted.
-func (rv *receiver) nodes(now time.Time, window time.Duration) []string {
+// aliveNodes returns the other nodes heard from within window, sorted (not
+// this node's id, also when another process uses it: Status.NodeIDConflict says
+// that).
+func (rv *receiver) aliveNodes(now time.Time, window time.Duration) []string {
 	rv.mu.Lock()
 	defer rv.mu.Unlock()
 	var out []string
-	for origin, s := range rv.seen {
-		if now.Sub(s.last) <= window {
-			out = append(out, origin)
+	for origin, o := range rv.nodes {
+		if origin == rv.r.nodeID {
+			continue
+		}
+		for _, inst := range o.runs {
+			if now.Sub(inst.last) <= window {
+				out = append(out, origin)
+				break
+			}
 		}
 	}
 	slices.Sort(out)

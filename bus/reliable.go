@@ -318,18 +318,22 @@ func (r *Reliable) Receive(h Handler) {
 func (r *Reliable) Status() Status { return r.status(r.sm.snapshot()) }
 
 func (r *Reliable) status(s stateSnapshot) Status {
-	n, bytes, oldest := r.ob.snapshot(time.Now())
+	now := time.Now()
+	n, bytes, oldest := r.ob.snapshot(now)
+	conflict, other := r.recv.nodeIDConflictNow(now)
 	return Status{
-		State:        s.State,
-		StateName:    s.State.String(),
-		Since:        s.Since,
-		Attempt:      s.Attempt,
-		NextRetry:    s.NextRetry,
-		LastError:    s.LastError,
-		OutboxLen:    n,
-		OutboxBytes:  bytes,
-		OutboxOldest: oldest,
-		Nodes:        r.recv.nodes(time.Now(), r.livenessWindow()),
+		NodeIDConflict:   conflict,
+		ConflictInstance: other,
+		State:            s.State,
+		StateName:        s.State.String(),
+		Since:            s.Since,
+		Attempt:          s.Attempt,
+		NextRetry:        s.NextRetry,
+		LastError:        s.LastError,
+		OutboxLen:        n,
+		OutboxBytes:      bytes,
+		OutboxOldest:     oldest,
+		Nodes:            r.recv.aliveNodes(now, r.livenessWindow()),
 	}
 }
 
@@ -339,6 +343,20 @@ func (r *Reliable) livenessWindow() time.Duration {
 		return time.Minute
 	}
 	return max(3*r.cfg.ProbeInterval, r.cfg.ProbeTimeout)
+}
+
+// pruneAfter is how long (in connected time) a receiver keeps what it knows of a
+// silent run of another node: at least 10 minutes, and longer than the outbox
+// max age plus a margin, because a node cut off from the broker while this one
+// is connected may drop its oldest messages at the max age and publish again
+// later, and the gap must then be reported, not taken as a new baseline. Without
+// an age bound: an hour.
+func (r *Reliable) pruneAfter() time.Duration {
+	d := max(10*time.Minute, 10*r.livenessWindow())
+	if r.cfg.Outbox.MaxAge < 0 {
+		return max(d, time.Hour)
+	}
+	return max(d, r.cfg.Outbox.MaxAge+5*time.Minute)
 }
 
 // StateChanged returns a channel closed at the next state change.

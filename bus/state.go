@@ -45,6 +45,31 @@ type stateMachine struct {
 	log           *slog.Logger
 	onChange      func(stateSnapshot) // called under mu, must only enqueue
 	transitions   atomic.Uint64
+	// clock is the connected clock: how long the bus has been Connected in all.
+	clock atomic.Pointer[connClock]
+}
+
+// connClock is a reading of the connected clock: accum connected time before
+// since, and, when running, the time since then on top.
+type connClock struct {
+	accum   time.Duration
+	since   time.Time
+	running bool
+}
+
+// at returns the connected time up to now.
+func (c *connClock) at(now time.Time) time.Duration {
+	if !c.running {
+		return c.accum
+	}
+	return c.accum + max(0, now.Sub(c.since))
+}
+
+// connectedTime returns how long the bus has been Connected since New, in all.
+// Receivers measure the silence of other nodes with it, so that an outage of
+// this node's own link makes no other node look silent.
+func (sm *stateMachine) connectedTime(now time.Time) time.Duration {
+	return sm.clock.Load().at(now)
 }
 
 // stateSnapshot is the state part of a Status.
@@ -68,6 +93,7 @@ func newStateMachine(initial State, maxAttempts int, log *slog.Logger, onChange 
 	if initial == Connected {
 		sm.connectedOnce.Store(true)
 	}
+	sm.clock.Store(&connClock{since: sm.since, running: initial == Connected})
 	return sm
 }
 
@@ -138,6 +164,12 @@ func (sm *stateMachine) recomputeLocked() {
 	prev, prevSince := sm.state, sm.since
 	sm.state = next
 	sm.since = time.Now()
+	if prev == Connected || next == Connected {
+		c := *sm.clock.Load()
+		c.accum = c.at(sm.since)
+		c.since, c.running = sm.since, next == Connected
+		sm.clock.Store(&c)
+	}
 	sm.transitions.Add(1)
 	close(sm.changed)
 	sm.changed = make(chan struct{})

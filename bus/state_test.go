@@ -293,15 +293,15 @@ func TestNodesAndPrune(t *testing.T) {
 			t.Fatalf("Nodes = %v after the others closed", got)
 		}
 		r.recv.mu.Lock()
-		n := len(r.recv.hwm)
+		n, seen := len(r.recv.streams), len(r.recv.nodes)
 		r.recv.mu.Unlock()
-		if n != 2 {
-			t.Fatalf("%d streams known before pruning, want 2", n)
+		if n != 2*DefaultMemoryPartitions || seen != 2 {
+			t.Fatalf("%d streams, %d nodes known before pruning, want %d, 2", n, seen, 2*DefaultMemoryPartitions)
 		}
 		time.Sleep(11 * time.Minute)
 		synctestWait()
 		r.recv.mu.Lock()
-		n, seen := len(r.recv.hwm), len(r.recv.seen)
+		n, seen = len(r.recv.streams), len(r.recv.nodes)
 		r.recv.mu.Unlock()
 		if n != 0 || seen != 0 {
 			t.Fatalf("%d streams, %d nodes known after 11 idle minutes", n, seen)

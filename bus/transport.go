@@ -10,6 +10,12 @@ type Frame struct {
 	// (the best-effort plane of Send).
 	Partition int
 	Data      []byte
+	// ID is the transport's position of the frame: a Redis stream entry id;
+	// empty where the transport has none (pub/sub, direct frames). Transports set
+	// it on the frames they deliver; Publish ignores it. Within a partition the
+	// ids a transport delivers increase (MemoryHub: "0-1", "0-2", ..., compared
+	// like Redis stream ids).
+	ID string
 }
 
 // Transport is a broker connection driven by the reliable bus. Package redisbus

@@ -1,0 +1,114 @@
+package bus_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/durasock/durasock/bus"
+	"github.com/durasock/durasock/bus/redisbus"
+	"github.com/durasock/durasock/internal/redistest"
+)
+
+// TestRedisRestartLosesTailReported: a real Redis without persistence is killed
+// and restarted while a receiver has not read a node's last nine messages yet;
+// the node publishes nothing more. Its probes announce what it published, so the
+// receiver reports exactly those nine as a tail gap within seconds.
+func TestRedisRestartLosesTailReported(t *testing.T) {
+	srv := redistest.Standalone(t, redistest.WithoutPersistence())
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	open := func(id string, cfg bus.Config) *bus.Reliable {
+		t.Helper()
+		tr, err := redisbus.NewTransport(&redisbus.Options{URL: srv.URL(), Partitions: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.NodeID, cfg.Logger = id, quiet
+		b, err := bus.New(tr, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := b.Close(ctx); err != nil {
+				t.Errorf("Close %s: %v", id, err)
+			}
+		})
+		return b
+	}
+	var mu sync.Mutex
+	var gaps []bus.Gap
+	a := open("a", bus.Config{})
+	a.Receive(func(bus.Message) {})
+	r := open("r", bus.Config{OnGap: func(g bus.Gap) {
+		mu.Lock()
+		gaps = append(gaps, g)
+		mu.Unlock()
+	}})
+	first, block := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	received := make(chan bus.Message, 16)
+	r.Receive(func(m bus.Message) {
+		once.Do(func() {
+			close(first)
+			<-block // r is behind while Redis loses a's last messages
+		})
+		received <- m
+	})
+	waitConnected(t, a)
+	waitConnected(t, r)
+	ctx := t.Context()
+	if err := a.Publish(ctx, "k", []byte("m1")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-first:
+	case <-time.After(30 * time.Second):
+		t.Fatal("r did not receive the first message")
+	}
+	for i := 2; i <= 10; i++ {
+		if err := a.Publish(ctx, "k", []byte("m")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	poll(t, "a's outbox to empty", func() bool { return a.Stats().Published == 10 })
+	if err := srv.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	close(block)
+	poll(t, "the tail gap", func() bool { return r.Stats().GapMessages >= 9 })
+	time.Sleep(2 * time.Second) // a few more probes: nothing is reported twice
+	s := r.Stats()
+	if s.Gaps != 1 || s.TailGaps != 1 || s.GapMessages != 9 || s.Received != 1 {
+		t.Fatalf("receiver stats %+v", s)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(gaps) != 1 || !gaps[0].Tail || gaps[0].Origin != "a" || gaps[0].After != 1 || gaps[0].Missing != 9 {
+		t.Fatalf("OnGap got %+v", gaps)
+	}
+}
+
+func waitConnected(t *testing.T, b *bus.Reliable) {
+	t.Helper()
+	poll(t, b.NodeID()+" connected", func() bool { return b.Status().State == bus.Connected })
+}
+
+// poll waits for cond with a generous deadline.
+func poll(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

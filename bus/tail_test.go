@@ -1,0 +1,303 @@
+package bus
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// gapLog records the gaps handed to OnGap.
+type gapLog struct {
+	mu   sync.Mutex
+	gaps []Gap
+}
+
+func (g *gapLog) add(gap Gap) {
+	g.mu.Lock()
+	g.gaps = append(g.gaps, gap)
+	g.mu.Unlock()
+}
+
+func (g *gapLog) all() []Gap {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]Gap(nil), g.gaps...)
+}
+
+// TestProbeReportsLostTail: the broker loses the last messages of a node that
+// then publishes nothing more; the node's probes announce what it published, so
+// the receiver reports the missing tail within seconds, exactly once, and a
+// message published later is neither a duplicate nor another gap.
+func TestProbeReportsLostTail(t *testing.T) {
+	synctestRun(t, func(t *testing.T) {
+		hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: 2})
+		logs := newLogCounter()
+		var gaps gapLog
+		a := newBus(t, hub, Config{NodeID: "a"})
+		a.Receive(func(Message) {})
+		r := newBus(t, hub, Config{NodeID: "r", OnGap: gaps.add, Logger: slogNew(logs)})
+		sr := newSink()
+		block := make(chan struct{})
+		first := make(chan struct{})
+		r.Receive(func(m Message) {
+			if string(m.Payload) == string(payload("a", 1)) {
+				close(first)
+				<-block // r's reader is behind while the broker loses a's tail
+			}
+			sr.handle(m)
+		})
+		time.Sleep(2 * time.Second)
+		synctestWait()
+		if err := a.Publish(t.Context(), "k", payload("a", 1)); err != nil {
+			t.Fatal(err)
+		}
+		<-first
+		for i := 2; i <= 10; i++ {
+			if err := a.Publish(t.Context(), "k", payload("a", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+		synctestWait()
+		if st := a.Status(); st.OutboxLen != 0 {
+			t.Fatalf("a's outbox holds %d", st.OutboxLen)
+		}
+		hub.Lose() // a restart without persistence: 2..10 are gone
+		close(block)
+		time.Sleep(5 * time.Second) // a publishes nothing more; its probes go on
+		synctestWait()
+		s := r.Stats()
+		if s.Gaps != 1 || s.TailGaps != 1 || s.GapMessages != 9 || s.Duplicates != 0 || s.Received != 1 {
+			t.Fatalf("receiver stats after the lost tail: %+v", s)
+		}
+		p := a.PartitionOf("k")
+		if g := gaps.all(); len(g) != 1 || g[0] != (Gap{Origin: "a", Partition: p, After: 1, Next: 11, Missing: 9, Tail: true}) {
+			t.Fatalf("OnGap got %+v", g)
+		}
+		if n := logs.count("bus lost the last messages of another node: its probe announced more than arrived"); n != 1 {
+			t.Fatalf("%d tail gap lines: %q", n, logs.all())
+		}
+		if err := a.Publish(t.Context(), "k", payload("a", 11)); err != nil {
+			t.Fatal(err)
+		}
+		msgs := sr.wait(t, 2, time.Minute)
+		if msgs[1].Seq != 11 || string(msgs[1].Payload) != string(payload("a", 11)) {
+			t.Fatalf("after the gap: %+v", msgs[1])
+		}
+		time.Sleep(3 * time.Second)
+		synctestWait()
+		if s := r.Stats(); s.Gaps != 1 || s.GapMessages != 9 || s.Duplicates != 0 || s.Received != 2 {
+			t.Fatalf("receiver stats at the end: %+v", s)
+		}
+	})
+}
+
+// TestProbeAnnouncesOnlyCommitted: while a publish of the sender is in flight,
+// probes announce only what the broker acknowledged, so a receiver never takes
+// a message still on its way for lost (and then drops it as a duplicate).
+func TestProbeAnnouncesOnlyCommitted(t *testing.T) {
+	synctestRun(t, func(t *testing.T) {
+		hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: 1})
+		slow := &slowPublish{Transport: hub.Transport(), release: make(chan struct{})}
+		a, err := New(slow, Config{NodeID: "a", Logger: quietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := a.Close(context.Background()); err != nil {
+				t.Error(err)
+			}
+		}()
+		a.Receive(func(Message) {})
+		r := newBus(t, hub, Config{NodeID: "r"})
+		sr := newSink()
+		r.Receive(sr.handle)
+		time.Sleep(2 * time.Second)
+		synctestWait()
+		slow.hold.Store(true)
+		for i := 1; i <= 5; i++ {
+			if err := a.Publish(t.Context(), "k", payload("a", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(2500 * time.Millisecond) // probe rounds run while the data publish waits
+		synctestWait()
+		slow.hold.Store(false)
+		close(slow.release)
+		sr.wait(t, 5, time.Minute)
+		time.Sleep(3 * time.Second)
+		synctestWait()
+		checkStreams(t, sr.all(), map[string]int{"a": 5})
+		if s := r.Stats(); s.Gaps != 0 || s.Duplicates != 0 {
+			t.Fatalf("receiver stats %+v", s)
+		}
+	})
+}
+
+// TestNoForgettingDuringLongOutage: an 11-minute outage with the default 5-minute
+// max age; the publisher drops its 100 messages of the outage, and the receivers,
+// which must not forget it while disconnected, report exactly those 100.
+func TestNoForgettingDuringLongOutage(t *testing.T) {
+	synctestRun(t, func(t *testing.T) {
+		hub := NewMemoryHub()
+		a := newBus(t, hub, Config{NodeID: "a"})
+		a.Receive(func(Message) {})
+		var rs []*Reliable
+		var sinks []*sink
+		for _, id := range []string{"r1", "r2"} {
+			r := newBus(t, hub, Config{NodeID: id})
+			s := newSink()
+			r.Receive(s.handle)
+			rs, sinks = append(rs, r), append(sinks, s)
+		}
+		time.Sleep(2 * time.Second)
+		synctestWait()
+		if err := a.Publish(t.Context(), "k", payload("a", 1)); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range sinks {
+			s.wait(t, 1, time.Minute)
+		}
+		hub.SetDown(true)
+		for i := 2; i <= 101; i++ {
+			if err := a.Publish(t.Context(), "k", payload("a", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(11 * time.Minute)
+		synctestWait()
+		hub.SetDown(false)
+		time.Sleep(5 * time.Second)
+		synctestWait()
+		if err := a.Publish(t.Context(), "k", payload("a", 102)); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range sinks {
+			s.wait(t, 2, time.Minute)
+		}
+		time.Sleep(3 * time.Second)
+		synctestWait()
+		if d := a.Stats().DroppedMaxAge; d != 100 {
+			t.Fatalf("publisher dropped %d, want 100", d)
+		}
+		for _, r := range rs {
+			if s := r.Stats(); s.GapMessages != 100 || s.Gaps != 1 || s.Duplicates != 0 || s.Received != 2 {
+				t.Fatalf("%s: %+v", r.NodeID(), s)
+			}
+		}
+	})
+}
+
+// TestVanishedNodeReported: a node that stops is reported by the others once it
+// was silent for the liveness window, with what they know of its sequences; a
+// node restarted with the same id is reported as replaced, and its new run is
+// delivered without duplicates or gaps.
+func TestVanishedNodeReported(t *testing.T) {
+	synctestRun(t, func(t *testing.T) {
+		hub := NewMemoryHub()
+		logs := newLogCounter()
+		r := newBus(t, hub, Config{NodeID: "r", Logger: slogNew(logs)})
+		sr := newSink()
+		r.Receive(sr.handle)
+		start := func() *Reliable {
+			b, err := New(hub.Transport(), Config{NodeID: "a", Logger: quietLogger()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.Receive(func(Message) {})
+			return b
+		}
+		a := start()
+		for i := 1; i <= 3; i++ {
+			if err := a.Publish(t.Context(), "k", payload("a", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sr.wait(t, 3, time.Minute)
+		time.Sleep(2 * time.Second)
+		synctestWait()
+		if err := a.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Second)
+		synctestWait()
+		if s := r.Stats(); s.NodesGoneSilent != 0 {
+			t.Fatalf("reported gone within the liveness window: %+v", s)
+		}
+		time.Sleep(4 * time.Second)
+		synctestWait()
+		if s := r.Stats(); s.NodesGoneSilent != 1 || s.NodesGoneReplaced != 0 || s.Gaps != 0 {
+			t.Fatalf("after the liveness window: %+v", s)
+		}
+		if n := logs.count("bus: a node stopped; what it published after its last probe is unknown"); n != 1 {
+			t.Fatalf("%d gone lines: %q", n, logs.all())
+		}
+		time.Sleep(time.Minute)
+		synctestWait()
+		if s := r.Stats(); s.NodesGoneSilent != 1 {
+			t.Fatalf("reported again: %+v", s)
+		}
+
+		// Restart with the same id; the new run publishes seqs 1.. again.
+		a = start()
+		defer func() {
+			if err := a.Close(context.Background()); err != nil {
+				t.Error(err)
+			}
+		}()
+		for i := 4; i <= 6; i++ {
+			if err := a.Publish(t.Context(), "k", payload("a", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		msgs := sr.wait(t, 6, time.Minute)
+		if len(msgs) != 6 {
+			t.Fatalf("%d messages, want 6", len(msgs))
+		}
+		for i, m := range msgs {
+			if string(m.Payload) != string(payload("a", i+1)) {
+				t.Fatalf("message %d: %q", i+1, m.Payload)
+			}
+		}
+		time.Sleep(5 * time.Second)
+		synctestWait()
+		if s := r.Stats(); s.NodesGoneSilent != 1 || s.Gaps != 0 || s.Duplicates != 0 || s.PeerIDConflicts != 0 {
+			t.Fatalf("after the restart: %+v", s)
+		}
+
+		// A run that stops while a newer run of its id speaks is replaced.
+		old := a
+		a = start()
+		if err := old.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(6 * time.Second)
+		synctestWait()
+		if s := r.Stats(); s.NodesGoneReplaced != 1 || s.NodesGoneSilent != 1 {
+			t.Fatalf("after the replacement: %+v", s)
+		}
+	})
+}
+
+// slowPublish holds data publishes (not probes) while hold is set, until release
+// is closed.
+type slowPublish struct {
+	Transport
+	hold    atomic.Bool
+	release chan struct{}
+}
+
+func (s *slowPublish) Publish(ctx context.Context, frames []Frame) error {
+	if s.hold.Load() && len(frames) > 0 {
+		if e, err := DecodeEnvelope(frames[0].Data); err == nil && e.Kind == KindData {
+			select {
+			case <-s.release:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	return s.Transport.Publish(ctx, frames)
+}
