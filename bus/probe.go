@@ -162,7 +162,7 @@ func (r *Reliable) probeRound(ctx context.Context, round uint64) (missed bool, e
 		data = binary.AppendUvarint(data, uint64(p))
 		data = binary.BigEndian.AppendUint64(data, round)
 		data = binary.BigEndian.AppendUint64(data, uint64(now))
-		frames[p] = Frame{Partition: p, Data: data}
+		frames[p] = Frame{Partition: p, Data: data, NoWait: true} // probes never wait for replicas
 	}
 	done := r.probes.begin(round, r.partitions)
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.ProbeTimeout)
