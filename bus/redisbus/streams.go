@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/redis/rueidis"
 
@@ -44,6 +43,10 @@ type streams struct {
 	// answering, and how often in a row (see readLoop).
 	failID []string
 	failN  []int
+	// readN is, per partition, how many entries the stream had received up to
+	// the last one delivered (-1: unknown): more deleted entries than that
+	// means entries were trimmed before they were read.
+	readN []int64
 }
 
 var (
@@ -301,9 +304,11 @@ func (s *streams) MarkStart(ctx context.Context) error {
 	return s.recordStart(ctx, c)
 }
 
-// recordStart fixes, on the first MarkStart or Subscribe, the id each partition is read
-// from: its newest entry now (what XREAD "$" would mean), or 0-0 for a stream
-// that does not exist yet. Later calls resume from what was delivered.
+// recordStart fixes, on the first MarkStart or Subscribe, the id each
+// partition is read from: its last id now (what XREAD "$" would mean), or 0-0
+// for a stream that does not exist yet, with the number of entries the stream
+// had received up to it (for the trim check of readLoop). Later calls resume
+// from what was delivered.
 func (s *streams) recordStart(ctx context.Context, c rueidis.Client) error {
 	s.mu.Lock()
 	started := s.lastIDs != nil
@@ -313,82 +318,58 @@ func (s *streams) recordStart(ctx context.Context, c rueidis.Client) error {
 	}
 	cmds := make(rueidis.Commands, len(s.keys))
 	for p, k := range s.keys {
+		cmds[p] = streamInfo(c, k)
+	}
+	res := c.DoMulti(ctx, cmds...)
+	ids := make([]string, len(s.keys))
+	read := make([]int64, len(s.keys))
+	for p, r := range res {
+		info, err := parseStreamInfo(r)
+		var re *rueidis.RedisError
+		if errors.As(err, &re) {
+			// Scripts refused (ACL): start at the last entry, without the trim
+			// check.
+			return s.recordStartPlain(ctx, c)
+		}
+		if err != nil {
+			return s.wrap("eval", err)
+		}
+		ids[p], read[p] = info.lastID, info.added
+	}
+	s.mu.Lock()
+	if s.lastIDs == nil {
+		s.lastIDs, s.readN = ids, read
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// recordStartPlain is recordStart without scripts: XREVRANGE, and no trim
+// check.
+func (s *streams) recordStartPlain(ctx context.Context, c rueidis.Client) error {
+	cmds := make(rueidis.Commands, len(s.keys))
+	for p, k := range s.keys {
 		cmds[p] = c.B().Xrevrange().Key(k).End("+").Start("-").Count(1).Build()
 	}
 	res := c.DoMulti(ctx, cmds...)
 	ids := make([]string, len(s.keys))
+	read := make([]int64, len(s.keys))
 	for p, r := range res {
 		entries, err := r.AsXRange()
 		if err != nil {
 			return s.wrap("xrevrange", err)
 		}
-		ids[p] = "0-0"
+		ids[p], read[p] = "0-0", -1
 		if len(entries) > 0 {
 			ids[p] = entries[0].ID
 		}
 	}
 	s.mu.Lock()
 	if s.lastIDs == nil {
-		s.lastIDs = ids
+		s.lastIDs, s.readN = ids, read
 	}
 	s.mu.Unlock()
 	return nil
-}
-
-// readLoop reads partitions parts until ctx ends or a read fails.
-func (s *streams) readLoop(ctx context.Context, c rueidis.Client, parts []int, deliver func(bus.Frame)) error {
-	block := s.opts.BlockTimeout
-	keys := make([]string, len(parts))
-	ids := make([]string, len(parts))
-	for i, p := range parts {
-		keys[i] = s.keys[p]
-	}
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		s.mu.Lock()
-		for i, p := range parts {
-			ids[i] = s.lastIDs[p]
-		}
-		s.mu.Unlock()
-		cmd := c.B().Xread().Count(s.opts.ReadCount).Block(block.Milliseconds()).
-			Streams().Key(keys...).Id(ids...).Build()
-
-		// The read is cancelled (and its connection closed by rueidis) when no
-		// answer came within the block time plus a margin: a connection that
-		// died without closing must not hold Subscribe forever. A cancel rather
-		// than a deadline keeps Subscribe's own ctx able to stop it at once.
-		rctx, cancel := context.WithCancel(ctx)
-		timer := time.AfterFunc(block+readMargin, cancel)
-		res := c.Do(rctx, cmd)
-		inTime := timer.Stop()
-		cancel()
-
-		m, err := res.AsXReadSlices()
-		if rueidis.IsRedisNil(err) {
-			continue
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if !inTime {
-				return fmt.Errorf("redisbus: xread: %w: no answer within %v", ErrUnavailable, block+readMargin)
-			}
-			return s.wrap("xread", err)
-		}
-		for _, p := range parts {
-			for _, e := range m[s.keys[p]] {
-				// An entry without the field (written by something else) is
-				// delivered empty: the bus counts and logs what it cannot decode.
-				deliver(bus.Frame{Partition: p, Data: frameData(e.FieldValues)})
-				s.mu.Lock()
-				s.lastIDs[p] = e.ID
-				s.mu.Unlock()
-			}
-		}
-	}
 }
 
 // frameData returns the frame bytes of a stream entry (nil without the field).
