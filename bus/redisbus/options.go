@@ -74,8 +74,8 @@ type Options struct {
 	// StreamRetention is how long a stream keeps its entries: each XADD trims
 	// with MINID ~ (the Redis server's time, read from the ids XADD returns,
 	// minus StreamRetention), so the history is sized in time whatever the
-	// rate. Default bus.DefaultOutboxMaxAge + 1 minute; -1 disables trimming
-	// by time. It must be at least the nodes' Outbox.MaxAge (plus the longest
+	// rate. Default Bus.Outbox.MaxAge (bus.DefaultOutboxMaxAge when unset or
+	// disabled) + 1 minute; -1 disables trimming by time. It must be at least the nodes' Outbox.MaxAge (plus the longest
 	// time a reader may lag behind): a node may publish a message up to MaxAge
 	// after accepting it, and a reader must still find it. Memory: the rate of
 	// a partition times StreamRetention times the entry size
@@ -167,6 +167,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.StreamRetention == 0 {
 		o.StreamRetention = DefaultStreamRetention
+		if o.Bus.Outbox.MaxAge > 0 {
+			o.StreamRetention = o.Bus.Outbox.MaxAge + time.Minute
+		}
 	}
 	if o.ReadBytes == 0 {
 		o.ReadBytes = DefaultReadBytes
