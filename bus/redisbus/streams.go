@@ -132,13 +132,25 @@ func (s *streams) noteServerTime(p int, r rueidis.RedisResult) {
 	if err != nil {
 		return
 	}
-	ms, _, ok := strings.Cut(id, "-")
+	if ms, ok := idMillis(id); ok {
+		s.serverMs[p].Store(ms)
+	}
+}
+
+// idMillis returns the milliseconds part of a stream id "<ms>-<seq>".
+func idMillis(id string) (int64, bool) {
+	ms, seq, ok := strings.Cut(id, "-")
 	if !ok {
-		return
+		return 0, false
 	}
-	if v, err := strconv.ParseInt(ms, 10, 64); err == nil {
-		s.serverMs[p].Store(v)
+	v, err := strconv.ParseInt(ms, 10, 64)
+	if err != nil || v < 0 {
+		return 0, false
 	}
+	if _, err := strconv.ParseUint(seq, 10, 64); err != nil {
+		return 0, false
+	}
+	return v, true
 }
 
 func (s *streams) xadd(c rueidis.Client, f bus.Frame) rueidis.Completed {

@@ -337,3 +337,23 @@ func firstNumber(v any) int {
 	}
 	return i
 }
+
+// FuzzIDMillis: the time part of any XADD reply parses or is refused, and a
+// valid id gives back its milliseconds.
+func FuzzIDMillis(f *testing.F) {
+	for _, s := range []string{"1700000000000-0", "0-0", "18446744073709551615-1", "-", "1-", "-1", "x-1", "1-x", "", "9223372036854775808-0"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, id string) {
+		ms, ok := idMillis(id)
+		if !ok {
+			return
+		}
+		if ms < 0 {
+			t.Fatalf("idMillis(%q) = %d", id, ms)
+		}
+		if want := strconv.FormatInt(ms, 10); !strings.HasPrefix(id, want) && !strings.HasPrefix(strings.TrimLeft(id, "+0"), strings.TrimLeft(want, "0")) {
+			t.Fatalf("idMillis(%q) = %d", id, ms)
+		}
+	})
+}
