@@ -91,6 +91,11 @@ type Status struct {
 	NodeIDConflict bool `json:"node_id_conflict,omitempty"`
 	// ConflictInstance is the instance number of that process.
 	ConflictInstance uint64 `json:"conflict_instance,omitempty"`
+	// UnderReplicated is set while the broker has written messages that its
+	// replicas have not acknowledged (a transport with WaitReplicas): they stay
+	// in the outbox and the bus waits for the replicas, without publishing them
+	// again. The bus stays Connected; see docs/RELIABILITY.md.
+	UnderReplicated bool `json:"under_replicated,omitempty"`
 }
 
 // Bus carries one node's messages to every other node of a cluster.

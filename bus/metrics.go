@@ -17,6 +17,7 @@ type counters struct {
 	recoveries, diskLoaded, diskErrors           atomic.Uint64
 	tailGaps, goneSilent, goneReplaced           atomic.Uint64
 	nodeIDConflicts, peerIDConflicts             atomic.Uint64
+	underReplicated, replicaWaits                atomic.Uint64
 }
 
 // Stats are the counters of a bus since New.
@@ -75,6 +76,9 @@ type Stats struct {
 	// histogram, PublishLatencySum their sum.
 	PublishLatencyCount uint64
 	PublishLatencySum   time.Duration
+	// UnderReplicated counts episodes of under-replication (Status.UnderReplicated
+	// turned on); ReplicaWaits counts waits for replicas that fell short again.
+	UnderReplicated, ReplicaWaits uint64
 }
 
 // Stats returns the counters.
@@ -106,6 +110,8 @@ func (r *Reliable) Stats() Stats {
 		HandlerPanics:     c.handlerPanics.Load(),
 		DiskLoaded:        c.diskLoaded.Load(),
 		DiskErrors:        c.diskErrors.Load(),
+		UnderReplicated:   c.underReplicated.Load(),
+		ReplicaWaits:      c.replicaWaits.Load(),
 	}
 	s.PublishLatencyCount = r.m.latencyCount.Load()
 	s.PublishLatencySum = time.Duration(r.m.latencySumNanos.Load())
@@ -127,6 +133,7 @@ type metrics struct {
 	brokerReturns, tailGaps, nodesGone               *prometheus.Desc
 	nodeIDConflicts, nodeIDConflict, peerIDConflicts *prometheus.Desc
 	diskLoaded, diskErrors                           *prometheus.Desc
+	underReplicated, unreplicated, replicaWaits      *prometheus.Desc
 }
 
 func newMetrics(r *Reliable) *metrics {
@@ -165,6 +172,9 @@ func newMetrics(r *Reliable) *metrics {
 		nodeIDConflicts: d("bus_node_id_conflicts_total", "Frames received under this node's id from another process (node ids must be unique)."),
 		nodeIDConflict:  d("bus_node_id_conflict", "1 while another process used this node's id within the last minute."),
 		peerIDConflicts: d("bus_peer_id_conflicts_total", "Times a run of another node id spoke again after a newer run of that id replaced it (two processes with one id)."),
+		underReplicated: d("bus_under_replicated", "1 while messages the broker wrote wait for its replicas to acknowledge them (WaitReplicas)."),
+		unreplicated:    d("bus_unreplicated_messages", "Messages written by the broker, kept in the outbox until its replicas acknowledge them."),
+		replicaWaits:    d("bus_replica_waits_total", "Waits for replicas that fell short (each retried, never published again)."),
 	}
 }
 
@@ -180,7 +190,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 		m.dropped, m.reconnects, m.replayed, m.duplicates, m.gaps, m.gapMessages, m.probeFailures,
 		m.received, m.decodeErr, m.accepted, m.rejected, m.published, m.handlerPanics, m.brokerReturns,
 		m.tailGaps, m.nodesGone, m.nodeIDConflicts, m.nodeIDConflict, m.peerIDConflicts,
-		m.diskLoaded, m.diskErrors} {
+		m.diskLoaded, m.diskErrors, m.underReplicated, m.unreplicated, m.replicaWaits} {
 		ch <- d
 	}
 	m.latency.Describe(ch)
@@ -233,5 +243,13 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		conflict = 1
 	}
 	ch <- prometheus.MustNewConstMetric(m.nodeIDConflict, prometheus.GaugeValue, conflict)
+	counter(m.replicaWaits, s.ReplicaWaits)
+	under := 0.0
+	if r.underReplicated.Load() {
+		under = 1
+	}
+	ch <- prometheus.MustNewConstMetric(m.underReplicated, prometheus.GaugeValue, under)
+	_, unrepl := r.ob.written()
+	ch <- prometheus.MustNewConstMetric(m.unreplicated, prometheus.GaugeValue, float64(unrepl))
 	m.latency.Collect(ch)
 }

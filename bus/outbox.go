@@ -45,6 +45,10 @@ type outbox struct {
 	disk    *diskLog
 	left    int
 	diskErr error
+	// writtenThrough is the highest id the broker has in its log but has not
+	// replicated yet (replication.go): batch skips those entries, max age
+	// spares them.
+	writtenThrough uint64
 
 	// c gets the accepted, published and dropped counts under mu, so that a
 	// quiet bus always has Accepted == Published + Dropped + outbox length.
@@ -149,7 +153,7 @@ func (o *outbox) expireLocked(now time.Time, acc *dropAcc) {
 	if o.maxAge < 0 {
 		return
 	}
-	for o.n > 0 && now.Sub(o.front().accepted) >= o.maxAge {
+	for o.n > 0 && o.front().id > o.writtenThrough && now.Sub(o.front().accepted) >= o.maxAge {
 		e := o.popLocked()
 		acc.add(&e)
 		o.noteDropLocked(&e)
@@ -224,9 +228,10 @@ func (o *outbox) batch(now time.Time, frames []Frame, maxFrames, maxBytes int, e
 	defer o.mu.Unlock()
 	o.expireLocked(now, expired)
 	size := 0
-	for i := 0; i < o.n && i < maxFrames; i++ {
+	start := o.writtenLocked()
+	for i := start; i < o.n && i-start < maxFrames; i++ {
 		e := o.at(i)
-		if i > 0 && size+len(e.data) > maxBytes {
+		if i > start && size+len(e.data) > maxBytes {
 			break
 		}
 		size += len(e.data)

@@ -37,6 +37,10 @@ type Reliable struct {
 
 	wake     chan struct{} // cap 1: the outbox has work, or the bus drains
 	draining atomic.Bool
+	// replicas is t when it can wait for replicas on its own (nil otherwise);
+	// underReplicated is set while written entries wait for them.
+	replicas        ReplicaWaiter
+	underReplicated atomic.Bool
 
 	// disk is the disk outbox (OutboxConfig.Dir), nil without one;
 	// ownInstances are the instances of earlier processes of this node whose
@@ -139,6 +143,7 @@ func newReliable(t Transport, cfg Config, jitter func(int64) int64) (*Reliable, 
 		}
 		r.c.diskLoaded.Add(uint64(len(loaded)))
 	}
+	r.replicas, _ = t.(ReplicaWaiter)
 	r.prefix = append(r.prefix, EnvelopeVersion, byte(KindData), byte(len(r.nodeID)))
 	r.prefix = append(r.prefix, r.nodeID...)
 	r.prefix = binary.BigEndian.AppendUint64(r.prefix, r.instance)
@@ -333,6 +338,7 @@ func (r *Reliable) status(s stateSnapshot) Status {
 		OutboxLen:        n,
 		OutboxBytes:      bytes,
 		OutboxOldest:     oldest,
+		UnderReplicated:  r.underReplicated.Load(),
 		Nodes:            r.recv.aliveNodes(now, r.livenessWindow()),
 	}
 }
@@ -482,6 +488,7 @@ func (r *Reliable) sendLoop(ctx context.Context) {
 	defer close(r.senderDone)
 	var frames []Frame
 	var waits []time.Duration
+	var rp replication
 	attempt := 0
 	for {
 		var expired dropAcc
@@ -489,26 +496,44 @@ func (r *Reliable) sendLoop(ctx context.Context) {
 		var replays int
 		frames, lastID, replays, _ = r.ob.batch(time.Now(), frames[:0], r.cfg.BatchSize, r.cfg.BatchBytes, &expired)
 		r.reportDrop(DropMaxAge, &expired)
-		if len(frames) == 0 {
-			if r.draining.Load() {
+		if rp.rewaitDue(time.Now()) {
+			r.awaitReplicas(ctx, &rp)
+			if ctx.Err() != nil {
 				return
-			}
-			select {
-			case <-ctx.Done():
-				return
-			case <-r.wake:
 			}
 			continue
+		}
+		if len(frames) == 0 {
+			if r.draining.Load() && !rp.pending() {
+				return
+			}
+			if !r.idle(ctx, &rp) {
+				return
+			}
+			continue
+		}
+		under := r.underReplicated.Load()
+		if under {
+			// Replicas are behind: write without waiting for them; the
+			// entries stay in the outbox until AwaitReplicas confirms them.
+			for i := range frames {
+				frames[i].NoWait = true
+			}
 		}
 		back := r.recovered.wait()
 		pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 		err := r.t.Publish(pctx, frames)
 		cancel()
 		r.c.replayed.Add(uint64(replays))
-		if err == nil {
-			waits = r.ob.commit(lastID, time.Now(), waits[:0])
-			for _, w := range waits { // outside the outbox lock
-				r.m.observeLatency(w)
+		if err == nil && under {
+			err = ErrNotReplicated // written, not confirmed: same path
+		}
+		if err == nil || r.notReplicated(err, frames, lastID, &rp) {
+			if err == nil {
+				waits = r.ob.commit(lastID, time.Now(), waits[:0])
+				for _, w := range waits { // outside the outbox lock
+					r.m.observeLatency(w)
+				}
 			}
 			if attempt > 0 {
 				r.c.reconnects.Add(1)
@@ -522,6 +547,12 @@ func (r *Reliable) sendLoop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if rp.pending() {
+			// The broker failed: what it wrote unreplicated may be lost with
+			// a failover, so it goes out again with the rest.
+			r.ob.forgetWritten()
+			rp.reset()
+		}
 		r.ob.markFailed(lastID)
 		attempt++
 		d := r.bo.delay(attempt)
@@ -530,6 +561,24 @@ func (r *Reliable) sendLoop(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// idle waits for work: a Publish, Close, or the next wait for replicas when
+// written entries wait for them. It reports whether ctx is still live.
+func (r *Reliable) idle(ctx context.Context, rp *replication) bool {
+	var timeout <-chan time.Time
+	if rp.pending() {
+		t := time.NewTimer(time.Until(rp.lastTry.Add(rewaitInterval)))
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-r.wake:
+	case <-timeout:
+	}
+	return true
 }
 
 // expireOutbox drops the outbox entries that reached the max age and returns

@@ -1,6 +1,9 @@
 package bus
 
-import "context"
+import (
+	"context"
+	"errors"
+)
 
 // Frame is an encoded bus envelope on its way to or from a broker. The reliable bus
 // (New) encodes and decodes frames; a Transport only carries their bytes.
@@ -16,6 +19,36 @@ type Frame struct {
 	// ids a transport delivers increase (MemoryHub: "0-1", "0-2", ..., compared
 	// like Redis stream ids).
 	ID string
+	// NoWait asks the transport not to wait for replicas (Redis WAIT) after
+	// writing this frame, even when it is configured to. The bus sets it on
+	// liveness probes, whose only job is to check the path to the broker and
+	// back, and on data frames while the broker is under-replicated (it then
+	// waits for replicas itself through ReplicaWaiter). A batch waits when at
+	// least one of its frames does not have NoWait.
+	NoWait bool
+}
+
+// ErrNotReplicated is the error (wrapped) a Transport's Publish returns when it
+// wrote every frame of the batch to the broker but fewer replicas than it is
+// configured to wait for acknowledged them in time. The frames are in the
+// broker's log (readers may already have them); they are not yet safe from a
+// failover. A bus over a Transport that also implements ReplicaWaiter does not
+// publish them again: it keeps them in the outbox, waits for replicas with
+// AwaitReplicas, and reports the condition as under-replication (Status,
+// metric, log), not as a connection failure. Without ReplicaWaiter the bus
+// treats it as any publish error.
+var ErrNotReplicated = errors.New("bus: written, not yet replicated")
+
+// ReplicaWaiter is implemented by a Transport whose Publish can return
+// ErrNotReplicated (Redis streams with WaitReplicas).
+type ReplicaWaiter interface {
+	// AwaitReplicas waits until everything this transport wrote so far to the
+	// given partitions is acknowledged by the configured number of replicas.
+	// It returns nil when it is, an error wrapping ErrNotReplicated when it is
+	// still not after the transport's wait timeout, and any other error when
+	// the broker could not be asked (the bus then publishes the frames again,
+	// since a failover may have lost them; receivers drop duplicates).
+	AwaitReplicas(ctx context.Context, partitions []int) error
 }
 
 // Transport is a broker connection driven by the reliable bus. Package redisbus

@@ -16,15 +16,24 @@
 //
 // With prefix P (Options.Prefix, default "durasock") and N partitions:
 //
-//	{P:<p>}:stream    stream of partition p (Streams), entries with field "d"
-//	{P:<p>}:pubsub    channel of partition p (PubSub)
+//	{P:<p>}:stream      stream of partition p (Streams), entries with field "d"
+//	{P:<p>}:replicated  written ("1") when the bus waits for replicas again (Streams, WaitReplicas)
+//	{P:<p>}:pubsub      channel of partition p (PubSub)
 //	{P}:node:<id>     direct channel of node id (both transports)
 //	{P}:all           direct channel of every node (both transports)
 //
-// Streams: Publish sends, in one pipeline, XADD {P:<p>}:stream MAXLEN ~ <StreamMaxLen>
-// * d <frame> for every frame of a batch (then WAIT, when WaitReplicas is set);
-// readers use XREAD COUNT <ReadCount> BLOCK <BlockTimeout> STREAMS <keys> <ids>
-// from the id of the last entry they delivered. Pub/sub: PUBLISH {P:<p>}:pubsub
+// Streams: Publish sends, in one pipeline, XADD {P:<p>}:stream MINID ~ <T>
+// * d <frame> for every frame of a batch, where T is the Redis server's time (the
+// id of the previous XADD on that partition) minus StreamRetention, then XTRIM
+// {P:<p>}:stream MAXLEN ~ <StreamMaxLen> for each partition written (the memory
+// cap), then WAIT when WaitReplicas is set and a frame does not have
+// bus.Frame.NoWait. Readers use XREAD COUNT <c> BLOCK <BlockTimeout> STREAMS
+// <keys> <ids> from the id of the last entry they delivered, with c adapted to
+// stay within ReadBytes (at most ReadCount); on resume and every second while
+// reading, a small Lua script in the same pipeline reports how many entries each
+// stream received and holds, so entries trimmed before they were read are
+// counted. An entry that no read can return (Redis drops the reader every time)
+// is skipped after 3 attempts, its id found by a Lua script without reading it. Pub/sub: PUBLISH {P:<p>}:pubsub
 // <frame>. Direct frames: PUBLISH {P}:node:<id> <frame> or PUBLISH {P}:all <frame>.
 // A frame is the bytes of a bus envelope (see package bus and docs/PROTOCOL.md);
 // this package never looks inside.
@@ -56,4 +65,10 @@
 // WaitReplicas makes a batch count as published only once that many replicas
 // acknowledged it (WAIT), so a Sentinel or Cluster failover cannot lose writes
 // the bus already took out of its outbox. It applies to the streams transport.
+// A WAIT that falls short returns ErrNotReplicated (wrapping
+// bus.ErrNotReplicated): the batch is written; the bus keeps it in its outbox,
+// writes later batches without waiting, and calls AwaitReplicas
+// (bus.ReplicaWaiter) until the replicas confirm, so nothing is written twice
+// and probes (which never wait) keep the node connected. Readers may see an
+// entry before WAIT confirms it.
 package redisbus

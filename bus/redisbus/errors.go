@@ -1,6 +1,11 @@
 package redisbus
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+
+	"github.com/durasock/durasock/bus"
+)
 
 // Errors returned by this package. Errors from Redis or the network are wrapped
 // with %w, so errors.Is finds both these and the cause.
@@ -14,11 +19,12 @@ var (
 	// ErrUnavailable wraps the reason Redis could not be reached (dial refused,
 	// timed out, authentication failed while connecting).
 	ErrUnavailable = errors.New("redisbus: redis unavailable")
-	// ErrNotReplicated is returned by Publish when WaitReplicas is set and fewer
-	// replicas than asked acknowledged the batch within WaitTimeout. The writes
-	// may exist on the primary; the bus publishes them again and receivers drop
-	// the duplicates.
-	ErrNotReplicated = errors.New("redisbus: batch not acknowledged by enough replicas")
+	// ErrNotReplicated is returned by Publish and AwaitReplicas when
+	// WaitReplicas is set and fewer replicas than asked acknowledged the writes
+	// within WaitTimeout. The writes are on the primary (readers may already
+	// have them). It wraps bus.ErrNotReplicated: the bus keeps the batch in
+	// its outbox and waits for replicas again, without writing it again.
+	ErrNotReplicated = fmt.Errorf("redisbus: batch not acknowledged by enough replicas: %w", bus.ErrNotReplicated)
 	// ErrSubscriptionEnded is returned by Subscribe when Redis ended a
 	// subscription on its own (for example a sharded channel's slot moved).
 	ErrSubscriptionEnded = errors.New("redisbus: subscription ended by the server")

@@ -16,8 +16,9 @@ type Kind int
 
 // Transport kinds.
 const (
-	// Streams (the default) carries the reliable plane on Redis streams: XADD with
-	// approximate MAXLEN trimming, read with XREAD BLOCK from the last id applied,
+	// Streams (the default) carries the reliable plane on Redis streams: XADD
+	// trimmed by time (MINID) with a length cap, read with XREAD BLOCK from the
+	// last id applied,
 	// so a broken connection resumes where it stopped.
 	Streams Kind = iota
 	// PubSub carries the reliable plane on pub/sub channels (sharded on Redis
@@ -41,7 +42,9 @@ const (
 	DefaultPrefix           = "durasock"
 	DefaultStreamPartitions = 8
 	DefaultPubSubPartitions = 1
-	DefaultStreamMaxLen     = 100_000
+	DefaultStreamMaxLen     = 1_000_000
+	DefaultStreamRetention  = bus.DefaultOutboxMaxAge + time.Minute
+	DefaultReadBytes        = 4 << 20
 	DefaultBlockTimeout     = 5 * time.Second
 	DefaultReadCount        = 512
 	DefaultWaitTimeout      = time.Second
@@ -68,17 +71,41 @@ type Options struct {
 	// Default 8 for Streams (so a Redis Cluster spreads them over its primaries),
 	// 1 for PubSub. Every node of a cluster must use the same number.
 	Partitions int
-	// StreamMaxLen bounds each stream with XADD MAXLEN ~ N (approximate, cheap
-	// trimming). Default 100 000 entries per partition; -1 disables trimming.
-	// A node disconnected for longer than the stream holds loses the trimmed
-	// entries; the bus reports them as a gap.
+	// StreamRetention is how long a stream keeps its entries: each XADD trims
+	// with MINID ~ (the Redis server's time, read from the ids XADD returns,
+	// minus StreamRetention), so the history is sized in time whatever the
+	// rate. Default Bus.Outbox.MaxAge (bus.DefaultOutboxMaxAge when unset or
+	// disabled) + 1 minute; -1 disables trimming by time. It must be at least the nodes' Outbox.MaxAge (plus the longest
+	// time a reader may lag behind): a node may publish a message up to MaxAge
+	// after accepting it, and a reader must still find it. Memory: the rate of
+	// a partition times StreamRetention times the entry size
+	// (docs/OPERATIONS.md).
+	StreamRetention time.Duration
+	// StreamMaxLen caps each stream's length as a memory safety net, with
+	// XTRIM MAXLEN ~ N after each batch (Redis takes one trim strategy per
+	// XADD, so the cap is its own command). Default 1 000 000 entries per
+	// partition; -1 disables the cap. Entries it removes before their
+	// retention time are counted (durasock_redisbus_stream_cap_trimmed_total)
+	// and logged; a reader that had not read them reports them
+	// (durasock_redisbus_reader_behind_trim_total) and the bus reports the
+	// missing seqs as a gap.
 	StreamMaxLen int64
 	// BlockTimeout is the XREAD BLOCK time of the streams reader. Default 5s. A
 	// read that gets no answer within BlockTimeout plus 2s fails Subscribe, which
 	// catches a connection that died without closing.
 	BlockTimeout time.Duration
-	// ReadCount is the XREAD COUNT per stream and read. Default 512.
+	// ReadCount is the most XREAD COUNT per stream and read. Default 512.
 	ReadCount int64
+	// ReadBytes bounds the bytes one read returns: the reader adapts COUNT
+	// from the sizes of the entries it read, starting at 1 and doubling while
+	// within budget, so one read stays within ReadBytes (or one entry per
+	// partition, when entries are larger). Default 4 MiB; -1 disables (COUNT
+	// is then always ReadCount). An entry whose reads fail again and again
+	// while Redis keeps answering (larger than the client output buffer
+	// limit, which makes Redis drop the reader) is skipped after 3 attempts,
+	// counted (durasock_redisbus_read_skipped_total) and logged; the bus
+	// reports its seq as a gap.
+	ReadBytes int64
 	// WaitReplicas, when above 0, makes Publish send WAIT WaitReplicas WaitTimeout
 	// after each batch (on the same connection) and fail with ErrNotReplicated
 	// when fewer replicas acknowledged it, so that a failover cannot lose writes
@@ -138,6 +165,15 @@ func (o *Options) setDefaults() {
 	if o.StreamMaxLen == 0 {
 		o.StreamMaxLen = DefaultStreamMaxLen
 	}
+	if o.StreamRetention == 0 {
+		o.StreamRetention = DefaultStreamRetention
+		if o.Bus.Outbox.MaxAge > 0 {
+			o.StreamRetention = o.Bus.Outbox.MaxAge + time.Minute
+		}
+	}
+	if o.ReadBytes == 0 {
+		o.ReadBytes = DefaultReadBytes
+	}
 	if o.BlockTimeout == 0 {
 		o.BlockTimeout = DefaultBlockTimeout
 	}
@@ -163,6 +199,10 @@ func (o *Options) validate() error {
 		return fmt.Errorf("%w: Partitions %d not in 1..%d", ErrBadOptions, o.Partitions, maxPartitions)
 	case o.StreamMaxLen < -1:
 		return fmt.Errorf("%w: StreamMaxLen %d (use -1 to disable trimming)", ErrBadOptions, o.StreamMaxLen)
+	case o.StreamRetention < -1 || (o.StreamRetention > 0 && o.StreamRetention < time.Millisecond):
+		return fmt.Errorf("%w: StreamRetention %v (use -1 to disable trimming by time)", ErrBadOptions, o.StreamRetention)
+	case o.ReadBytes < -1:
+		return fmt.Errorf("%w: ReadBytes %d (use -1 for no byte budget)", ErrBadOptions, o.ReadBytes)
 	case o.BlockTimeout < minBlockTimeout:
 		return fmt.Errorf("%w: BlockTimeout %v below %v", ErrBadOptions, o.BlockTimeout, minBlockTimeout)
 	case o.ReadCount < 1:

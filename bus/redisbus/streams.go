@@ -2,10 +2,13 @@ package redisbus
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
-	"time"
+	"sync/atomic"
 
 	"github.com/redis/rueidis"
 
@@ -18,112 +21,238 @@ const frameField = "d"
 // streams is the Streams transport. Each partition is one stream; the reader
 // remembers the id of the last entry it delivered per partition, across
 // Subscribe calls, so a rebuilt subscription resumes where the last one stopped.
+//
+// History is trimmed by time: every XADD carries MINID ~ (the server's time, as
+// seen in the id of the previous XADD on that partition, minus
+// StreamRetention), so what the outboxes of the nodes may still need stays
+// readable whatever the rate. StreamMaxLen is a memory cap on top, enforced by
+// XTRIM MAXLEN ~ after each batch (Redis takes one trim strategy per XADD).
 type streams struct {
 	*base
-	keys   []string
-	maxLen string // "" when trimming is off
+	keys      []string
+	waitKeys  []string // the per-partition keys AwaitReplicas writes to
+	retention int64    // StreamRetention in ms; 0 when off
+	maxLen    string   // "" when the cap is off
+	serverMs  []atomic.Int64
+	st        *streamStats
 
 	mu      sync.Mutex
 	lastIDs []string // nil until the first Subscribe records the start
 	keyPart map[string]int
+	// Per partition: the position of reads that failed with Redis still
+	// answering, and how often in a row (see readLoop).
+	failID []string
+	failN  []int
+	// readN is, per partition, how many entries the stream had received up to
+	// the last one delivered (-1: unknown): more deleted entries than that
+	// means entries were trimmed before they were read.
+	readN []int64
 }
 
-var _ bus.StartMarker = (*streams)(nil)
+var (
+	_ bus.StartMarker   = (*streams)(nil)
+	_ bus.ReplicaWaiter = (*streams)(nil)
+)
 
 func newStreams(b *base) *streams {
-	s := &streams{base: b, keyPart: make(map[string]int, b.opts.Partitions)}
-	for p := range b.opts.Partitions {
+	n := b.opts.Partitions
+	s := &streams{base: b, keyPart: make(map[string]int, n), serverMs: make([]atomic.Int64, n),
+		failID: make([]string, n), failN: make([]int, n), st: b.stats}
+	for p := range n {
 		k := StreamKey(b.opts.Prefix, p)
 		s.keys = append(s.keys, k)
+		s.waitKeys = append(s.waitKeys, "{"+b.opts.Prefix+":"+strconv.Itoa(p)+"}:replicated")
 		s.keyPart[k] = p
 	}
 	if b.opts.StreamMaxLen > 0 {
 		s.maxLen = strconv.FormatInt(b.opts.StreamMaxLen, 10)
 	}
+	if b.opts.StreamRetention > 0 {
+		s.retention = max(1, b.opts.StreamRetention.Milliseconds())
+	}
 	return s
 }
 
 // Publish appends every frame to its partition's stream in one pipeline
-// (XADD <key> MAXLEN ~ N * d <bytes>), followed by WAIT when WaitReplicas is set.
+// (XADD <key> MINID ~ <server time - retention> * d <bytes>), then trims each
+// partition written to its cap (XTRIM <key> MAXLEN ~ N), followed by WAIT when
+// WaitReplicas is set and a frame does not have NoWait. A WAIT that falls short
+// returns an error wrapping ErrNotReplicated (and bus.ErrNotReplicated): every
+// frame was written.
 func (s *streams) Publish(ctx context.Context, frames []bus.Frame) error {
 	if len(frames) == 0 {
 		return nil
 	}
+	wait := false
 	for _, f := range frames {
 		if f.Partition < 0 || f.Partition >= len(s.keys) {
 			return fmt.Errorf("%w: %d of %d", ErrBadPartition, f.Partition, len(s.keys))
 		}
+		wait = wait || !f.NoWait
 	}
+	wait = wait && s.opts.WaitReplicas > 0
 	c, err := s.client(ctx)
 	if err != nil {
 		return err
 	}
 	cmds := make(rueidis.Commands, 0, len(frames)+1)
+	var touched []int
 	for _, f := range frames {
 		cmds = append(cmds, s.xadd(c, f))
+		if !slices.Contains(touched, f.Partition) {
+			touched = append(touched, f.Partition)
+		}
 	}
-	if s.opts.WaitReplicas <= 0 {
-		return s.checkAll("xadd", c.DoMulti(ctx, cmds...))
+	if s.maxLen != "" {
+		for _, p := range touched {
+			cmds = append(cmds, c.B().Xtrim().Key(s.keys[p]).Maxlen().Almost().Threshold(s.maxLen).Build())
+		}
+	}
+	res, werr := s.run(ctx, c, cmds, wait)
+	if err := s.checkAll("xadd", res); err != nil {
+		return err
+	}
+	for i, f := range frames {
+		s.noteServerTime(f.Partition, res[i])
+	}
+	for i, p := range touched[:len(res)-len(frames)] {
+		if n, err := res[len(frames)+i].AsInt64(); err == nil && n > 0 {
+			s.st.capTrimmed.Add(uint64(n))
+			s.st.warn(&s.st.capLog, "redisbus: stream trimmed by its length cap (StreamMaxLen) before the retention time: readers behind lose entries",
+				"partition", p, "trimmed", n, "max_len", s.opts.StreamMaxLen, "retention", s.opts.StreamRetention)
+		}
+	}
+	return werr
+}
+
+// noteServerTime records the time part of the id an XADD returned: the
+// server's clock, which the next XADD's MINID is computed from.
+func (s *streams) noteServerTime(p int, r rueidis.RedisResult) {
+	id, err := r.ToString()
+	if err != nil {
+		return
+	}
+	if ms, ok := idMillis(id); ok {
+		s.serverMs[p].Store(ms)
+	}
+}
+
+// idMillis returns the milliseconds part of a stream id "<ms>-<seq>".
+func idMillis(id string) (int64, bool) {
+	ms, seq, ok := strings.Cut(id, "-")
+	if !ok {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(ms, 10, 64)
+	if err != nil || v < 0 {
+		return 0, false
+	}
+	if _, err := strconv.ParseUint(seq, 10, 64); err != nil {
+		return 0, false
+	}
+	return v, true
+}
+
+func (s *streams) xadd(c rueidis.Client, f bus.Frame) rueidis.Completed {
+	k := c.B().Xadd().Key(s.keys[f.Partition])
+	data := rueidis.BinaryString(f.Data)
+	if now := s.serverMs[f.Partition].Load(); s.retention > 0 && now > s.retention {
+		minID := strconv.FormatInt(now-s.retention, 10) + "-0"
+		return k.Minid().Almost().Threshold(minID).Id("*").FieldValue().FieldValue(frameField, data).Build()
+	}
+	return k.Id("*").FieldValue().FieldValue(frameField, data).Build()
+}
+
+// run sends cmds in one pipeline and returns their results in order. With
+// wait, WAIT WaitReplicas WaitTimeout follows on the same connection, and a
+// shortfall is returned as an error wrapping ErrNotReplicated (the commands'
+// results stand). On a Cluster, WAIT counts the replicas of the primary it
+// runs on, and a pipeline with a key-less command must stay in one slot: one
+// pipeline per slot, run in parallel (partitions keep their order: one slot
+// each).
+func (s *streams) run(ctx context.Context, c rueidis.Client, cmds rueidis.Commands, wait bool) ([]rueidis.RedisResult, error) {
+	if !wait {
+		return c.DoMulti(ctx, cmds...), nil
 	}
 	if !isCluster(c) {
 		return s.doWithWait(ctx, c, cmds)
 	}
-	// On a Cluster, WAIT counts the replicas of the primary it runs on, and a
-	// pipeline with a key-less command must stay in one slot: one pipeline per
-	// slot, run in parallel (partitions keep their order: one slot each).
-	bySlot := map[uint16]rueidis.Commands{}
+	bySlot := map[uint16][]int{}
 	var order []uint16
-	for _, cmd := range cmds {
+	for i, cmd := range cmds {
 		sl := cmd.Slot()
 		if _, ok := bySlot[sl]; !ok {
 			order = append(order, sl)
 		}
-		bySlot[sl] = append(bySlot[sl], cmd)
+		bySlot[sl] = append(bySlot[sl], i)
 	}
+	res := make([]rueidis.RedisResult, len(cmds))
 	errs := make([]error, len(order))
 	var wg sync.WaitGroup
 	for i, sl := range order {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = s.doWithWait(ctx, c, bySlot[sl])
+			idx := bySlot[sl]
+			group := make(rueidis.Commands, len(idx))
+			for j, k := range idx {
+				group[j] = cmds[k]
+			}
+			r, err := s.doWithWait(ctx, c, group)
+			for j, k := range idx {
+				res[k] = r[j]
+			}
+			errs[i] = err
 		}()
 	}
 	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (s *streams) xadd(c rueidis.Client, f bus.Frame) rueidis.Completed {
-	k := c.B().Xadd().Key(s.keys[f.Partition])
-	data := rueidis.BinaryString(f.Data)
-	if s.maxLen != "" {
-		return k.Maxlen().Almost().Threshold(s.maxLen).Id("*").FieldValue().FieldValue(frameField, data).Build()
-	}
-	return k.Id("*").FieldValue().FieldValue(frameField, data).Build()
+	return res, errors.Join(errs...)
 }
 
 // doWithWait sends cmds and WAIT on one connection (WAIT is a blocking command,
 // so rueidis runs the whole pipeline on a dedicated connection).
-func (s *streams) doWithWait(ctx context.Context, c rueidis.Client, cmds rueidis.Commands) error {
+func (s *streams) doWithWait(ctx context.Context, c rueidis.Client, cmds rueidis.Commands) ([]rueidis.RedisResult, error) {
 	want := s.opts.WaitReplicas
-	cmds = append(cmds, c.B().Wait().Numreplicas(int64(want)).Timeout(s.opts.WaitTimeout.Milliseconds()).Build())
+	cmds = append(cmds[:len(cmds):len(cmds)], c.B().Wait().Numreplicas(int64(want)).Timeout(s.opts.WaitTimeout.Milliseconds()).Build())
 	res := c.DoMulti(ctx, cmds...)
-	if err := s.checkAll("xadd", res[:len(res)-1]); err != nil {
-		return err
-	}
 	got, err := res[len(res)-1].AsInt64()
+	res = res[:len(res)-1]
 	if err != nil {
-		return s.wrap("wait", err)
+		return res, s.wrap("wait", err)
 	}
 	if got < int64(want) {
-		return fmt.Errorf("%w: %d of %d replicas within %v", ErrNotReplicated, got, want, s.opts.WaitTimeout)
+		return res, fmt.Errorf("%w: %d of %d replicas within %v", ErrNotReplicated, got, want, s.opts.WaitTimeout)
 	}
-	return nil
+	return res, nil
+}
+
+// AwaitReplicas waits until what this transport wrote to partitions is
+// acknowledged by WaitReplicas replicas (bus.ReplicaWaiter). WAIT counts the
+// writes of the connection it runs on, so it first writes a small marker key
+// per partition ("{<prefix>:<p>}:replicated", in the partition's slot): a
+// replica that has it has every earlier write of that primary. It returns an
+// error wrapping ErrNotReplicated when the replicas are still short after
+// WaitTimeout. Without WaitReplicas it returns nil.
+func (s *streams) AwaitReplicas(ctx context.Context, partitions []int) error {
+	if s.opts.WaitReplicas <= 0 || len(partitions) == 0 {
+		return nil
+	}
+	c, err := s.client(ctx)
+	if err != nil {
+		return err
+	}
+	cmds := make(rueidis.Commands, 0, len(partitions))
+	for _, p := range partitions {
+		if p < 0 || p >= len(s.keys) {
+			return fmt.Errorf("%w: %d of %d", ErrBadPartition, p, len(s.keys))
+		}
+		cmds = append(cmds, c.B().Set().Key(s.waitKeys[p]).Value("1").Build())
+	}
+	res, werr := s.run(ctx, c, cmds, true)
+	if err := s.checkAll("set", res); err != nil {
+		return err
+	}
+	return werr
 }
 
 func (s *streams) checkAll(op string, res []rueidis.RedisResult) error {
@@ -187,9 +316,11 @@ func (s *streams) MarkStart(ctx context.Context) error {
 	return s.recordStart(ctx, c)
 }
 
-// recordStart fixes, on the first MarkStart or Subscribe, the id each partition is read
-// from: its newest entry now (what XREAD "$" would mean), or 0-0 for a stream
-// that does not exist yet. Later calls resume from what was delivered.
+// recordStart fixes, on the first MarkStart or Subscribe, the id each
+// partition is read from: its last id now (what XREAD "$" would mean), or 0-0
+// for a stream that does not exist yet, with the number of entries the stream
+// had received up to it (for the trim check of readLoop). Later calls resume
+// from what was delivered.
 func (s *streams) recordStart(ctx context.Context, c rueidis.Client) error {
 	s.mu.Lock()
 	started := s.lastIDs != nil
@@ -199,82 +330,58 @@ func (s *streams) recordStart(ctx context.Context, c rueidis.Client) error {
 	}
 	cmds := make(rueidis.Commands, len(s.keys))
 	for p, k := range s.keys {
+		cmds[p] = streamInfo(c, k)
+	}
+	res := c.DoMulti(ctx, cmds...)
+	ids := make([]string, len(s.keys))
+	read := make([]int64, len(s.keys))
+	for p, r := range res {
+		info, err := parseStreamInfo(r)
+		var re *rueidis.RedisError
+		if errors.As(err, &re) {
+			// Scripts refused (ACL): start at the last entry, without the trim
+			// check.
+			return s.recordStartPlain(ctx, c)
+		}
+		if err != nil {
+			return s.wrap("eval", err)
+		}
+		ids[p], read[p] = info.lastID, info.added
+	}
+	s.mu.Lock()
+	if s.lastIDs == nil {
+		s.lastIDs, s.readN = ids, read
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// recordStartPlain is recordStart without scripts: XREVRANGE, and no trim
+// check.
+func (s *streams) recordStartPlain(ctx context.Context, c rueidis.Client) error {
+	cmds := make(rueidis.Commands, len(s.keys))
+	for p, k := range s.keys {
 		cmds[p] = c.B().Xrevrange().Key(k).End("+").Start("-").Count(1).Build()
 	}
 	res := c.DoMulti(ctx, cmds...)
 	ids := make([]string, len(s.keys))
+	read := make([]int64, len(s.keys))
 	for p, r := range res {
 		entries, err := r.AsXRange()
 		if err != nil {
 			return s.wrap("xrevrange", err)
 		}
-		ids[p] = "0-0"
+		ids[p], read[p] = "0-0", -1
 		if len(entries) > 0 {
 			ids[p] = entries[0].ID
 		}
 	}
 	s.mu.Lock()
 	if s.lastIDs == nil {
-		s.lastIDs = ids
+		s.lastIDs, s.readN = ids, read
 	}
 	s.mu.Unlock()
 	return nil
-}
-
-// readLoop reads partitions parts until ctx ends or a read fails.
-func (s *streams) readLoop(ctx context.Context, c rueidis.Client, parts []int, deliver func(bus.Frame)) error {
-	block := s.opts.BlockTimeout
-	keys := make([]string, len(parts))
-	ids := make([]string, len(parts))
-	for i, p := range parts {
-		keys[i] = s.keys[p]
-	}
-	for {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		s.mu.Lock()
-		for i, p := range parts {
-			ids[i] = s.lastIDs[p]
-		}
-		s.mu.Unlock()
-		cmd := c.B().Xread().Count(s.opts.ReadCount).Block(block.Milliseconds()).
-			Streams().Key(keys...).Id(ids...).Build()
-
-		// The read is cancelled (and its connection closed by rueidis) when no
-		// answer came within the block time plus a margin: a connection that
-		// died without closing must not hold Subscribe forever. A cancel rather
-		// than a deadline keeps Subscribe's own ctx able to stop it at once.
-		rctx, cancel := context.WithCancel(ctx)
-		timer := time.AfterFunc(block+readMargin, cancel)
-		res := c.Do(rctx, cmd)
-		inTime := timer.Stop()
-		cancel()
-
-		m, err := res.AsXReadSlices()
-		if rueidis.IsRedisNil(err) {
-			continue
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if !inTime {
-				return fmt.Errorf("redisbus: xread: %w: no answer within %v", ErrUnavailable, block+readMargin)
-			}
-			return s.wrap("xread", err)
-		}
-		for _, p := range parts {
-			for _, e := range m[s.keys[p]] {
-				// An entry without the field (written by something else) is
-				// delivered empty: the bus counts and logs what it cannot decode.
-				deliver(bus.Frame{Partition: p, Data: frameData(e.FieldValues)})
-				s.mu.Lock()
-				s.lastIDs[p] = e.ID
-				s.mu.Unlock()
-			}
-		}
-	}
 }
 
 // frameData returns the frame bytes of a stream entry (nil without the field).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
 
@@ -58,7 +59,18 @@ func NewTransport(opts *Options) (bus.Transport, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &base{opts: o, conn: newLazyClient(co, ep.Topology), all: AllChannel(o.Prefix), closed: make(chan struct{})}
+	log := o.Bus.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	b := &base{opts: o, conn: newLazyClient(co, ep.Topology), all: AllChannel(o.Prefix), closed: make(chan struct{}),
+		stats: &streamStats{log: log}}
+	if o.Kind == Streams && o.Bus.Registerer != nil {
+		b.metrics = newStatsCollector(b.stats)
+		if err := o.Bus.Registerer.Register(b.metrics); err != nil {
+			return nil, fmt.Errorf("redisbus: register metrics: %w", err)
+		}
+	}
 	switch o.Kind {
 	case PubSub:
 		return newPubSub(b), nil
@@ -75,6 +87,9 @@ type base struct {
 
 	closeOnce sync.Once
 	closed    chan struct{} // closed by Close: running Subscribe calls return
+
+	stats   *streamStats
+	metrics *statsCollector // registered on opts.Bus.Registerer (streams only)
 }
 
 func (b *base) Partitions() int { return b.opts.Partitions }
@@ -118,6 +133,9 @@ func (b *base) Close() error {
 	b.closeOnce.Do(func() {
 		close(b.closed)
 		b.conn.close()
+		if b.metrics != nil {
+			b.opts.Bus.Registerer.Unregister(b.metrics)
+		}
 	})
 	return nil
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/durasock/durasock/bus"
 )
 
 func TestParseEndpoint(t *testing.T) {
@@ -228,6 +230,9 @@ func TestOptionsValidate(t *testing.T) {
 		{Partitions: -1},
 		{Partitions: maxPartitions + 1},
 		{StreamMaxLen: -2},
+		{StreamRetention: -2},
+		{StreamRetention: time.Microsecond},
+		{ReadBytes: -2},
 		{BlockTimeout: time.Millisecond},
 		{ReadCount: -1},
 		{WaitReplicas: -1},
@@ -240,6 +245,21 @@ func TestOptionsValidate(t *testing.T) {
 		o.URL = "redis://127.0.0.1:1"
 		if _, err := NewTransport(&o); !errors.Is(err, ErrBadOptions) {
 			t.Errorf("NewTransport(%+v) error = %v, want ErrBadOptions", o, err)
+		}
+	}
+	// The retention follows the outbox max age it must cover.
+	for _, tt := range []struct {
+		o    Options
+		want time.Duration
+	}{
+		{Options{}, bus.DefaultOutboxMaxAge + time.Minute},
+		{Options{Bus: bus.Config{Outbox: bus.OutboxConfig{MaxAge: time.Hour}}}, time.Hour + time.Minute},
+		{Options{Bus: bus.Config{Outbox: bus.OutboxConfig{MaxAge: -1}}}, bus.DefaultOutboxMaxAge + time.Minute},
+		{Options{StreamRetention: time.Second, Bus: bus.Config{Outbox: bus.OutboxConfig{MaxAge: time.Hour}}}, time.Second},
+	} {
+		tt.o.setDefaults()
+		if tt.o.StreamRetention != tt.want {
+			t.Errorf("StreamRetention default with outbox max age %v: %v, want %v", tt.o.Bus.Outbox.MaxAge, tt.o.StreamRetention, tt.want)
 		}
 	}
 	if _, err := NewTransport(&Options{URL: "nope"}); !errors.Is(err, ErrBadURL) {

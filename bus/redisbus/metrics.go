@@ -1,0 +1,96 @@
+package redisbus
+
+import (
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// warnEvery bounds the Warn lines of one kind: one per interval, with the
+// count of the ones left out.
+const warnEvery = 10 * time.Second
+
+// streamStats are the counts of the streams transport, exported as
+// durasock_redisbus_* metrics on Options.Bus.Registerer.
+type streamStats struct {
+	log *slog.Logger
+	// capTrimmed: entries XTRIM MAXLEN removed (the length cap, not time).
+	capTrimmed atomic.Uint64
+	// behindTrim: reads that found entries after their position trimmed.
+	behindTrim atomic.Uint64
+	// trimmedUnread: entries trimmed before this node read them.
+	trimmedUnread atomic.Uint64
+	// skipped: entries skipped because reading them failed repeatedly.
+	skipped atomic.Uint64
+	// readFailures: reads that failed while Redis kept answering.
+	readFailures atomic.Uint64
+
+	capLog, behindLog, skipLog rateLog
+}
+
+// rateLog lets one line through per warnEvery.
+type rateLog struct {
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+func (st *streamStats) warn(rl *rateLog, msg string, args ...any) {
+	rl.mu.Lock()
+	now := time.Now()
+	if !rl.last.IsZero() && now.Sub(rl.last) < warnEvery {
+		rl.suppressed++
+		rl.mu.Unlock()
+		return
+	}
+	n := rl.suppressed
+	rl.last, rl.suppressed = now, 0
+	rl.mu.Unlock()
+	if n > 0 {
+		args = append(args, "suppressed_since_last", n)
+	}
+	st.log.Warn(msg, args...)
+}
+
+// collector exports streamStats.
+type statsCollector struct {
+	st                                           *streamStats
+	capTrimmed, behindTrim, skipped, readFailure *prometheus.Desc
+	trimmedUnread                                *prometheus.Desc
+}
+
+func newStatsCollector(st *streamStats) *statsCollector {
+	d := func(name, help string) *prometheus.Desc {
+		return prometheus.NewDesc("durasock_redisbus_"+name, help, nil, nil)
+	}
+	return &statsCollector{
+		st:            st,
+		capTrimmed:    d("stream_cap_trimmed_total", "Stream entries removed by the length cap (StreamMaxLen) rather than by the retention time."),
+		behindTrim:    d("reader_behind_trim_total", "Stream reads that found entries after the reader's position already trimmed (the bus reports the missing seqs as gaps)."),
+		trimmedUnread: d("trimmed_unread_total", "Stream entries trimmed (retention time or length cap) before this node read them."),
+		skipped:       d("read_skipped_total", "Stream entries skipped because every read of them failed while Redis kept answering (the bus reports them as gaps)."),
+		readFailure:   d("read_failures_total", "Stream reads that failed while Redis kept answering (for example an entry above the client output buffer limit)."),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.capTrimmed
+	ch <- c.behindTrim
+	ch <- c.skipped
+	ch <- c.readFailure
+	ch <- c.trimmedUnread
+}
+
+// Collect implements prometheus.Collector.
+func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, m := range []struct {
+		d *prometheus.Desc
+		v *atomic.Uint64
+	}{{c.capTrimmed, &c.st.capTrimmed}, {c.behindTrim, &c.st.behindTrim}, {c.skipped, &c.st.skipped}, {c.readFailure, &c.st.readFailures}, {c.trimmedUnread, &c.st.trimmedUnread}} {
+		ch <- prometheus.MustNewConstMetric(m.d, prometheus.CounterValue, float64(m.v.Load()))
+	}
+}

@@ -1,0 +1,347 @@
+package redisbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/durasock/durasock/bus"
+)
+
+const (
+	// maxReadAttempts is how many reads in a row may fail at one position,
+	// with Redis answering in between, before the entry there is skipped.
+	maxReadAttempts = 3
+	// trimCheckEvery bounds how often a reader that keeps reading asks Redis
+	// whether entries after its position were trimmed.
+	trimCheckEvery = time.Second
+	// pingAfterFailure bounds the check that tells a read Redis refused to
+	// complete (the server answers) from a connection failure.
+	pingAfterFailure = time.Second
+	// entryOverhead is added to the payload size of each entry when
+	// budgeting a read (id, field name, framing).
+	entryOverhead = 64
+)
+
+// nextEntryScript returns the id and the value bytes of the first entry after
+// ARGV[1], without the entry itself: how the reader skips an entry that cannot
+// be read.
+const nextEntryScript = `local r = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', 1)
+if #r == 0 then return false end
+local n = 0
+for i = 2, #r[1][2], 2 do n = n + #r[1][2][i] end
+return {r[1][1], n}`
+
+// streamInfoScript returns, without the entries XINFO STREAM would send, the
+// number of entries the stream ever received (-1 before Redis 7), its length
+// and its last id; false for a stream that does not exist.
+const streamInfoScript = `local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[1])
+if not ok then return false end
+local out = {-1, 0, '0-0'}
+for i = 1, #info, 2 do
+  if info[i] == 'entries-added' then out[1] = info[i+1]
+  elseif info[i] == 'length' then out[2] = info[i+1]
+  elseif info[i] == 'last-generated-id' then out[3] = info[i+1] end
+end
+return out`
+
+// streamInfo is the command of streamInfoScript for key.
+func streamInfo(c rueidis.Client, key string) rueidis.Completed {
+	return c.B().Eval().Script(streamInfoScript).Numkeys(1).Key(key).Build()
+}
+
+type streamState struct {
+	added, length int64
+	lastID        string
+}
+
+// parseStreamInfo reads the reply of streamInfo: a stream that does not exist
+// has received nothing and starts at 0-0.
+func parseStreamInfo(r rueidis.RedisResult) (streamState, error) {
+	arr, err := r.ToArray()
+	if rueidis.IsRedisNil(err) {
+		return streamState{lastID: "0-0"}, nil
+	}
+	if err != nil {
+		return streamState{}, err
+	}
+	if len(arr) != 3 {
+		return streamState{}, fmt.Errorf("redisbus: stream info reply of %d elements", len(arr))
+	}
+	added, err1 := arr[0].AsInt64()
+	length, err2 := arr[1].AsInt64()
+	id := str(arr[2])
+	if err := errors.Join(err1, err2); err != nil || id == "" {
+		return streamState{}, fmt.Errorf("redisbus: stream info reply: %w", errors.Join(err, errors.New("no last id")))
+	}
+	return streamState{added: added, length: length, lastID: id}, nil
+}
+
+// reader is the state of one readLoop: its partitions and its adaptive COUNT.
+type reader struct {
+	s     *streams
+	c     rueidis.Client
+	parts []int
+	keys  []string
+	ids   []string
+	count int64
+	// size is the largest entry seen lately (decaying), for the byte budget.
+	size      int64
+	lastCheck time.Time
+	checkNext bool
+}
+
+// readLoop reads partitions parts until ctx ends or a read fails. Each read
+// is bounded by ReadCount entries per partition and, adapting COUNT to the
+// entries seen, by ReadBytes. Before a read it may ask Redis (XINFO STREAM, in
+// the same pipeline) whether entries after its position were trimmed: on
+// resume, and at most every trimCheckEvery while it keeps reading. A position
+// whose reads kept failing with Redis answering is read alone, one entry at a
+// time, and the entry is skipped after maxReadAttempts.
+func (s *streams) readLoop(ctx context.Context, c rueidis.Client, parts []int, deliver func(bus.Frame)) error {
+	rd := &reader{s: s, c: c, parts: parts, keys: make([]string, len(parts)), ids: make([]string, len(parts)),
+		count: s.opts.ReadCount, checkNext: true}
+	if s.opts.ReadBytes > 0 {
+		rd.count = 1
+	}
+	for i, p := range parts {
+		rd.keys[i] = s.keys[p]
+	}
+	if err := rd.recover(ctx, deliver); err != nil {
+		return err
+	}
+	block := s.opts.BlockTimeout
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		for i, p := range parts {
+			rd.ids[i] = s.lastIDs[p]
+		}
+		s.mu.Unlock()
+		cmds := make(rueidis.Commands, 0, len(parts)+1)
+		check := rd.checkNext || time.Since(rd.lastCheck) >= trimCheckEvery
+		if check {
+			for _, k := range rd.keys {
+				cmds = append(cmds, streamInfo(c, k))
+			}
+		}
+		cmds = append(cmds, c.B().Xread().Count(rd.count).Block(block.Milliseconds()).
+			Streams().Key(rd.keys...).Id(rd.ids...).Build())
+
+		// The read is cancelled (and its connection closed by rueidis) when no
+		// answer came within the block time plus a margin: a connection that
+		// died without closing must not hold Subscribe forever. A cancel rather
+		// than a deadline keeps Subscribe's own ctx able to stop it at once.
+		rctx, cancel := context.WithCancel(ctx)
+		timer := time.AfterFunc(block+readMargin, cancel)
+		res := c.DoMulti(rctx, cmds...)
+		inTime := timer.Stop()
+		cancel()
+
+		if check {
+			rd.lastCheck, rd.checkNext = time.Now(), false
+			rd.checkTrim(res[:len(parts)])
+		}
+		m, err := res[len(res)-1].AsXReadSlices()
+		if rueidis.IsRedisNil(err) {
+			continue
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if !inTime {
+				return fmt.Errorf("redisbus: xread: %w: no answer within %v", ErrUnavailable, block+readMargin)
+			}
+			rd.noteFailure(ctx, parts, rd.ids)
+			return s.wrap("xread", err)
+		}
+		var largest int64
+		got := 0
+		for _, p := range parts {
+			for _, e := range m[s.keys[p]] {
+				// An entry without the field (written by something else) is
+				// delivered empty: the bus counts and logs what it cannot decode.
+				data := frameData(e.FieldValues)
+				largest = max(largest, int64(len(data))+entryOverhead)
+				got++
+				deliver(bus.Frame{Partition: p, Data: data})
+				s.mu.Lock()
+				s.delivered(p, e.ID)
+				s.failN[p] = 0
+				s.mu.Unlock()
+			}
+		}
+		rd.adapt(largest, got)
+	}
+}
+
+// adapt sets the COUNT of the next read from the largest entry of the last
+// one: within ReadBytes for every partition of the read, at most doubling,
+// between 1 and ReadCount.
+func (rd *reader) adapt(largest int64, got int) {
+	o := &rd.s.opts
+	if o.ReadBytes <= 0 || got == 0 {
+		return
+	}
+	rd.size = max(largest, rd.size/2)
+	fit := max(1, o.ReadBytes/(rd.size*int64(len(rd.parts))))
+	rd.count = min(o.ReadCount, fit, 2*rd.count)
+}
+
+// checkTrim compares, per partition, the entries the stream had received up
+// to the reader's position with the entries deleted from it so far (received
+// minus length: trimming removes the oldest), read in the same pipeline just
+// before the read. More deleted than read means entries were trimmed before
+// this reader read them: it counts and logs how many; the bus reports the
+// missing seqs as a gap.
+func (rd *reader) checkTrim(infos []rueidis.RedisResult) {
+	s := rd.s
+	for i, r := range infos {
+		info, err := parseStreamInfo(r)
+		if err != nil || info.added < 0 {
+			continue // Redis failed (the read reports it), or before Redis 7
+		}
+		p := rd.parts[i]
+		deleted := info.added - info.length
+		s.mu.Lock()
+		read := s.readN[p]
+		lost := deleted - read
+		if read >= 0 && lost > 0 && s.lastIDs[p] == rd.ids[i] {
+			s.readN[p] = deleted
+		} else {
+			lost = 0
+		}
+		s.mu.Unlock()
+		if lost <= 0 {
+			continue
+		}
+		s.st.behindTrim.Add(1)
+		s.st.trimmedUnread.Add(uint64(lost))
+		s.st.warn(&s.st.behindLog, "redisbus: stream entries trimmed before this node read them (reader behind the retention time or the length cap); the bus reports the missing seqs as a gap",
+			"partition", p, "entries", lost, "position", rd.ids[i],
+			"retention", s.opts.StreamRetention, "max_len", s.opts.StreamMaxLen)
+	}
+}
+
+// noteFailure records a failed read at positions ids when the server of
+// those streams still answers (XLEN of the first, a keyed command that a
+// Redis Cluster routes to the same primary): the read itself is what fails
+// (an entry larger than the client output buffer limit makes Redis drop the
+// connection every time).
+func (rd *reader) noteFailure(ctx context.Context, parts []int, ids []string) {
+	pctx, cancel := context.WithTimeout(ctx, pingAfterFailure)
+	err := rd.c.Do(pctx, rd.c.B().Xlen().Key(rd.s.keys[parts[0]]).Build()).Error()
+	cancel()
+	if err != nil {
+		return // Redis is down or unreachable: not this position's fault
+	}
+	rd.s.st.readFailures.Add(1)
+	s := rd.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, p := range parts {
+		if s.failID[p] == ids[i] {
+			s.failN[p]++
+		} else {
+			s.failID[p], s.failN[p] = ids[i], 1
+		}
+	}
+}
+
+// recover reads, one entry at a time and one partition at a time, each
+// partition whose last reads failed at its current position, and skips the
+// entry there once it failed maxReadAttempts times.
+func (rd *reader) recover(ctx context.Context, deliver func(bus.Frame)) error {
+	s := rd.s
+	for _, p := range rd.parts {
+		s.mu.Lock()
+		id, n := s.lastIDs[p], s.failN[p]
+		if s.failID[p] != id {
+			n, s.failN[p] = 0, 0
+		}
+		s.mu.Unlock()
+		if n == 0 {
+			continue
+		}
+		if n >= maxReadAttempts {
+			if err := rd.skip(ctx, p, id); err != nil {
+				return err
+			}
+			continue
+		}
+		res := rd.c.Do(ctx, rd.c.B().Xread().Count(1).Streams().Key(s.keys[p]).Id(id).Build())
+		m, err := res.AsXReadSlices()
+		if err != nil && !rueidis.IsRedisNil(err) {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			rd.noteFailure(ctx, []int{p}, []string{id})
+			return s.wrap("xread", err)
+		}
+		for _, e := range m[s.keys[p]] {
+			deliver(bus.Frame{Partition: p, Data: frameData(e.FieldValues)})
+			s.mu.Lock()
+			s.delivered(p, e.ID)
+			s.mu.Unlock()
+		}
+		s.mu.Lock()
+		s.failN[p] = 0
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// skip moves partition p past the entry after id without reading it.
+func (rd *reader) skip(ctx context.Context, p int, id string) error {
+	s := rd.s
+	res := rd.c.Do(ctx, rd.c.B().Eval().Script(nextEntryScript).Numkeys(1).Key(s.keys[p]).Arg(id).Build())
+	arr, err := res.ToArray()
+	if rueidis.IsRedisNil(err) {
+		// Nothing after id any more (trimmed): nothing to skip.
+		s.mu.Lock()
+		s.failN[p] = 0
+		s.mu.Unlock()
+		return nil
+	}
+	if err != nil || len(arr) != 2 {
+		return s.wrap("eval", errors.Join(err, fmt.Errorf("%w: next entry reply %v", ErrUnavailable, arr)))
+	}
+	next := str(arr[0])
+	size, err := arr[1].AsInt64()
+	if next == "" || err != nil {
+		return s.wrap("eval", fmt.Errorf("%w: next entry reply %v", ErrUnavailable, arr))
+	}
+	s.mu.Lock()
+	if s.lastIDs[p] == id {
+		s.delivered(p, next)
+	}
+	s.failN[p] = 0
+	s.mu.Unlock()
+	s.st.skipped.Add(1)
+	s.st.warn(&s.st.skipLog, "redisbus: skipped a stream entry that could not be read (every read failed while Redis kept answering; is it larger than client-output-buffer-limit normal?); the bus reports its seq as a gap",
+		"partition", p, "entry", next, "bytes", size, "attempts", maxReadAttempts)
+	return nil
+}
+
+// delivered moves partition p past entry id (under s.mu).
+func (s *streams) delivered(p int, id string) {
+	s.lastIDs[p] = id
+	if s.readN[p] >= 0 {
+		s.readN[p]++
+	}
+}
+
+// str is the string of m, or "" when it is not one (nil, another type).
+func str(m rueidis.RedisMessage) string {
+	v, err := m.ToString()
+	if err != nil {
+		return ""
+	}
+	return v
+}

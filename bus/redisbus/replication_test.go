@@ -1,0 +1,152 @@
+package redisbus
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/durasock/durasock/bus"
+	"github.com/durasock/durasock/internal/redistest"
+)
+
+// startReplica makes replica a replica of primary and waits until it is in sync.
+func startReplica(t *testing.T, primary, replica *redistest.Server) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := primary.Do(ctx, "CONFIG", "SET", "repl-diskless-sync-delay", "0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := replica.Do(ctx, "REPLICAOF", "127.0.0.1", strconv.Itoa(primary.Port())); err != nil {
+		t.Fatalf("REPLICAOF: %v", err)
+	}
+	eventually(t, "replica in sync", func(ctx context.Context) error {
+		info, err := primary.Info(ctx, "replication")
+		if err != nil {
+			return err
+		}
+		if info["connected_slaves"] != "1" {
+			return errors.New("connected_slaves=" + info["connected_slaves"])
+		}
+		return nil
+	})
+}
+
+// dataEntries counts the data envelopes of origin in the streams of prefix.
+func dataEntries(t *testing.T, srv *redistest.Server, prefix string, parts int, origin string) int {
+	t.Helper()
+	n := 0
+	for p := range parts {
+		v, err := srv.Do(context.Background(), "XRANGE", StreamKey(prefix, p), "-", "+")
+		if err != nil {
+			t.Fatal(err)
+		}
+		entries, _ := v.([]any)
+		for _, e := range entries {
+			pair, _ := e.([]any)
+			if len(pair) != 2 {
+				continue
+			}
+			fvs, _ := pair[1].([]any)
+			for i := 0; i+1 < len(fvs); i += 2 {
+				data, _ := fvs[i+1].(string)
+				env, err := bus.DecodeEnvelope([]byte(data))
+				if err == nil && env.Kind == bus.KindData && env.Origin == origin {
+					n++
+				}
+			}
+		}
+	}
+	return n
+}
+
+// TestUnderReplicated: with WaitReplicas=1 and the only replica stopped
+// (SIGSTOP) while the primary is healthy, the bus stays Connected (probes do
+// not wait for replicas), requests work, every message is written exactly once
+// (never written again because WAIT fell short), none is dropped for its age,
+// and the outbox keeps the messages until the replica is back, then empties.
+func TestUnderReplicated(t *testing.T) {
+	primary, replica := redistest.Standalone(t), redistest.Standalone(t)
+	startReplica(t, primary, replica)
+	o := faultOpts(Streams)
+	o.Prefix = "underrepl"
+	o.WaitReplicas = 1
+	o.WaitTimeout = 100 * time.Millisecond
+	a, b := openBus(t, primary.URL(), o, "a"), openBus(t, primary.URL(), o, "b")
+	in := newInbox()
+	b.Receive(in.handle)
+	var direct inbox
+	direct.notify = make(chan struct{})
+	a.Receive(direct.handle)
+	busWarmUp(t, a, in)
+
+	if err := syscall.Kill(replica.PID(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	resume := func() {
+		if stopped {
+			stopped = false
+			if err := syscall.Kill(replica.PID(), syscall.SIGCONT); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	t.Cleanup(resume)
+
+	const n = 50
+	ctx := context.Background()
+	for i := range n {
+		if err := a.Publish(ctx, "k", []byte("e"+strconv.Itoa(i))); err != nil {
+			t.Fatalf("Publish %d: %v", i, err)
+		}
+	}
+	if !in.await(waitLong, countEvents(n)) {
+		t.Fatalf("received %d events, want %d (status %+v)", len(in.snapshot()), n, a.Status())
+	}
+	// Several probe rounds and waits for replicas while the replica is stopped.
+	deadline := time.Now().Add(waitLong)
+	for a.Stats().ProbesSent < 5 || a.Stats().ReplicaWaits < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v", a.Stats())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	st := a.Status()
+	if st.State != bus.Connected {
+		t.Errorf("state while the replica is stopped: %v (%s), want connected", st.State, st.LastError)
+	}
+	if !st.UnderReplicated || st.OutboxLen == 0 {
+		t.Errorf("status while the replica is stopped: under-replicated %v, outbox %d; want true and the messages kept",
+			st.UnderReplicated, st.OutboxLen)
+	}
+	// Requests (the direct plane) work.
+	if err := b.Send(ctx, "a", []byte("request")); err != nil {
+		t.Errorf("Send while the replica is stopped: %v", err)
+	}
+	if !direct.await(waitLong, func(ms []bus.Message) bool { return len(ms) > 0 }) {
+		t.Error("request not received while the replica is stopped")
+	}
+
+	resume()
+	deadline = time.Now().Add(waitLong)
+	for st = a.Status(); st.OutboxLen > 0 || st.UnderReplicated; st = a.Status() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the replica returned: outbox %d, under-replicated %v", st.OutboxLen, st.UnderReplicated)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s := a.Stats()
+	if got := dataEntries(t, primary, o.Prefix, o.Partitions, "a"); uint64(got) != s.Accepted {
+		t.Errorf("stream holds %d data entries of a, want %d (each accepted message written once)", got, s.Accepted)
+	}
+	if s.DroppedMaxAge+s.DroppedOverflow+s.Replayed != 0 || s.Published != s.Accepted {
+		t.Errorf("stats %+v: want every accepted message published, none dropped or written again", s)
+	}
+	if s.UnderReplicated != 1 {
+		t.Errorf("under-replication episodes %d, want 1", s.UnderReplicated)
+	}
+	checkEvents(t, in.snapshot(), "a", n)
+}
