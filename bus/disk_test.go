@@ -254,7 +254,8 @@ func TestDiskOutboxMaxAgeAtLoad(t *testing.T) {
 	hub.SetDown(false)
 	cfg.OnDrop = func(d Drop) { dropped.Add(int64(d.Count)) }
 	a2 := newBus(t, hub, cfg)
-	waitFor(t, "the max-age drop", 10*time.Second, func() bool { return a2.Stats().DroppedMaxAge == 3 })
+	// The counter moves first, the hook runs right after.
+	waitFor(t, "the max-age drop", 10*time.Second, func() bool { return a2.Stats().DroppedMaxAge == 3 && dropped.Load() == 3 })
 	if n := a2.Status().OutboxLen; n != 0 {
 		t.Fatalf("outbox %d", n)
 	}
