@@ -35,6 +35,9 @@ type Message struct {
 	// (Frame.ID): a Redis stream entry id on the streams transport; empty where
 	// the transport has none (pub/sub, Send).
 	ID string
+	// Instance is the random number of the publisher's process start (the
+	// envelope's instance): Seq counts within one (Origin, Instance).
+	Instance uint64
 }
 
 // Handler receives messages from other nodes (never the node's own). Calls are

@@ -173,16 +173,16 @@ func (o *outbox) fitsLocked(size int) bool {
 // sequence number. It returns ErrOutboxFull, ErrClosed or an ErrDisk error, and
 // fills expired and overflow with what it dropped to make room. With a disk
 // outbox it also returns the position of the entry's record there.
-func (o *outbox) add(partition int, data []byte, seqAt int, now time.Time, expired, overflow *dropAcc) (uint64, error) {
+func (o *outbox) add(partition int, data []byte, seqAt int, now time.Time, expired, overflow *dropAcc) (pos, seq uint64, err error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {
-		return 0, ErrClosed
+		return 0, 0, ErrClosed
 	}
 	o.expireLocked(now, expired)
 	for !o.fitsLocked(len(data)) {
 		if !o.dropOldest || o.n == 0 {
-			return 0, ErrOutboxFull
+			return 0, 0, ErrOutboxFull
 		}
 		e := o.popLocked()
 		overflow.add(&e)
@@ -191,20 +191,18 @@ func (o *outbox) add(partition int, data []byte, seqAt int, now time.Time, expir
 	}
 	o.advanceDiskLocked()
 	o.settleLocked()
-	seq := o.seqs[partition] + 1
+	seq = o.seqs[partition] + 1
 	binary.BigEndian.PutUint64(data[seqAt:], seq)
-	var pos uint64
 	if o.disk != nil {
-		var err error
 		if pos, err = o.disk.append(data); err != nil {
-			return 0, fmt.Errorf("%w: %w", ErrDisk, err)
+			return 0, 0, fmt.Errorf("%w: %w", ErrDisk, err)
 		}
 	}
 	o.seqs[partition] = seq
 	o.pushLocked(outEntry{id: o.nextID, seq: seq, partition: partition, data: data, accepted: now})
 	o.nextID++
 	o.c.accepted.Add(1)
-	return pos, nil
+	return pos, seq, nil
 }
 
 // load puts entries of an earlier process (the disk outbox) at the end of the

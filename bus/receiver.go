@@ -279,13 +279,13 @@ func (r *Reliable) deliver(f Frame) {
 	case KindDirect:
 		rv.touch(r, e.Origin, e.Instance, time.Now())
 		r.c.received.Add(1)
-		r.handle(Message{Origin: e.Origin, Payload: e.Payload})
+		r.handle(Message{Origin: e.Origin, Payload: e.Payload, Instance: e.Instance})
 	case KindData:
 		if !rv.accept(r, &e) {
 			return
 		}
 		r.c.received.Add(1)
-		r.handle(Message{Origin: e.Origin, Seq: e.Seq, Partition: e.Partition, Payload: e.Payload, ID: f.ID})
+		r.handle(Message{Origin: e.Origin, Seq: e.Seq, Partition: e.Partition, Payload: e.Payload, ID: f.ID, Instance: e.Instance})
 	}
 }
 

@@ -236,15 +236,21 @@ func partitionOf(key string, partitions int) int {
 // bound is reached under RejectNew), ErrTooLarge, ErrClosed or ctx's error. It
 // never waits for the broker. The payload is copied; the caller may reuse it.
 func (r *Reliable) Publish(ctx context.Context, key string, payload []byte) error {
+	_, err := r.publish(ctx, key, payload)
+	return err
+}
+
+// publish is Publish returning the seq the message got.
+func (r *Reliable) publish(ctx context.Context, key string, payload []byte) (uint64, error) {
 	if err := ctx.Err(); err != nil {
-		return err
+		return 0, err
 	}
 	p := partitionOf(key, r.partitions)
 	seqAt := len(r.prefix) + uvarintLen(uint64(p))
 	size := seqAt + 16 + len(payload)
 	if r.cfg.Outbox.MaxBytes > 0 && int64(size) > r.cfg.Outbox.MaxBytes {
 		r.c.rejected.Add(1)
-		return fmt.Errorf("%w: %d bytes, outbox holds %d", ErrTooLarge, size, r.cfg.Outbox.MaxBytes)
+		return 0, fmt.Errorf("%w: %d bytes, outbox holds %d", ErrTooLarge, size, r.cfg.Outbox.MaxBytes)
 	}
 	now := time.Now()
 	data := make([]byte, 0, size)
@@ -255,7 +261,7 @@ func (r *Reliable) Publish(ctx context.Context, key string, payload []byte) erro
 	data = append(data, payload...)
 
 	var expired, overflow dropAcc
-	pos, err := r.ob.add(p, data, seqAt, now, &expired, &overflow)
+	pos, seq, err := r.ob.add(p, data, seqAt, now, &expired, &overflow)
 	r.reportDrop(DropMaxAge, &expired)
 	r.reportDrop(DropOverflow, &overflow)
 	if err != nil {
@@ -267,7 +273,7 @@ func (r *Reliable) Publish(ctx context.Context, key string, payload []byte) erro
 			r.c.rejected.Add(1)
 			r.diskFailed(err)
 		}
-		return err
+		return 0, err
 	}
 	if r.disk != nil && r.cfg.Outbox.Fsync == FsyncAlways {
 		if err := r.disk.syncThrough(pos); err != nil {
@@ -280,7 +286,7 @@ func (r *Reliable) Publish(ctx context.Context, key string, payload []byte) erro
 	case r.wake <- struct{}{}:
 	default:
 	}
-	return nil
+	return seq, nil
 }
 
 // Send delivers payload to node to, or to every other node when to is "", on the

@@ -1,0 +1,89 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrHistoryTrimmed is returned by ReadHistory when the broker no longer keeps
+// messages after the requested position: they were trimmed away.
+var ErrHistoryTrimmed = errors.New("bus: history trimmed")
+
+// ErrNoHistory is returned by ReadHistory and the key-value calls of a bus
+// whose transport keeps no history (pub/sub, MemoryHub).
+var ErrNoHistory = errors.New("bus: the transport keeps no history")
+
+// HistoryReader is implemented by a Transport whose reliable plane keeps what
+// it carried (Redis streams): a node can read, after the fact, what every node
+// published on a partition. Connection state recovery across nodes uses it.
+type HistoryReader interface {
+	// ReadHistory calls fn in order for the frames of partition p after
+	// position after (a Frame.ID; "" for the oldest kept) up to the newest, until
+	// fn returns false. It returns an error wrapping ErrHistoryTrimmed when
+	// frames after `after` were trimmed away.
+	ReadHistory(ctx context.Context, p int, after string, fn func(Frame) bool) error
+}
+
+// KeyValue is implemented by a Transport whose broker can keep small values
+// for a while (Redis): session state that any node can take over.
+type KeyValue interface {
+	// PutValue stores value under key for ttl.
+	PutValue(ctx context.Context, key string, value []byte, ttl time.Duration) error
+	// TakeValue returns the value of key and removes it, atomically (only one
+	// caller gets it); nil without error when there is none.
+	TakeValue(ctx context.Context, key string) ([]byte, error)
+	// ExtendValues sets the time to live of existing keys; absent keys are
+	// skipped.
+	ExtendValues(ctx context.Context, keys []string, ttl time.Duration) error
+	// DeleteValue removes key.
+	DeleteValue(ctx context.Context, key string) error
+}
+
+// Instance returns the random number of this process start: the instance of
+// every message this bus publishes.
+func (r *Reliable) Instance() uint64 { return r.instance }
+
+// PublishSeq is Publish that also returns the sequence number the message got
+// in its partition (within this bus's Instance). On error the message was not
+// accepted and seq is 0.
+func (r *Reliable) PublishSeq(ctx context.Context, key string, payload []byte) (seq uint64, err error) {
+	return r.publish(ctx, key, payload)
+}
+
+// HistoryEntry is a message read back by ReadHistory.
+type HistoryEntry struct {
+	// ID is the position in the partition (a Redis stream entry id).
+	ID string
+	Envelope
+}
+
+// ReadHistory calls fn in order for the data messages published with key's
+// partition after position after, up to the newest, until fn returns false. It
+// returns ErrNoHistory when the transport keeps none, and an error wrapping
+// ErrHistoryTrimmed when messages after `after` are gone. Frames that do not
+// decode are skipped (the receiver counts them).
+func (r *Reliable) ReadHistory(ctx context.Context, key, after string, fn func(HistoryEntry) bool) error {
+	h, ok := r.t.(HistoryReader)
+	if !ok {
+		return ErrNoHistory
+	}
+	p := partitionOf(key, r.partitions)
+	return h.ReadHistory(ctx, p, after, func(f Frame) bool {
+		e, err := DecodeEnvelope(f.Data)
+		if err != nil || e.Kind != KindData {
+			return true
+		}
+		return fn(HistoryEntry{ID: f.ID, Envelope: e})
+	})
+}
+
+// KeyValue returns the transport's key-value store, or ErrNoHistory.
+func (r *Reliable) KeyValue() (KeyValue, error) {
+	kv, ok := r.t.(KeyValue)
+	if !ok {
+		return nil, fmt.Errorf("%w: no key-value store", ErrNoHistory)
+	}
+	return kv, nil
+}

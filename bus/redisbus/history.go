@@ -1,0 +1,180 @@
+package redisbus
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/durasock/durasock/bus"
+)
+
+var (
+	_ bus.HistoryReader = (*streams)(nil)
+	_ bus.KeyValue      = (*base)(nil)
+)
+
+// historyPage is the XRANGE COUNT of ReadHistory.
+const historyPage = 256
+
+// ReadHistory reads partition p after position after with XRANGE, a page at a
+// time (bus.HistoryReader). When after is set and the stream no longer holds it
+// (trimmed), it returns an error wrapping bus.ErrHistoryTrimmed before calling
+// fn.
+func (s *streams) ReadHistory(ctx context.Context, p int, after string, fn func(bus.Frame) bool) error {
+	if p < 0 || p >= len(s.keys) {
+		return fmt.Errorf("%w: %d of %d", ErrBadPartition, p, len(s.keys))
+	}
+	c, err := s.client(ctx)
+	if err != nil {
+		return err
+	}
+	key := s.keys[p]
+	if after != "" {
+		if err := s.checkKept(ctx, c, key, after); err != nil {
+			return err
+		}
+	}
+	start := "-"
+	if after != "" {
+		start = "(" + after
+	}
+	for {
+		entries, err := c.Do(ctx, c.B().Xrange().Key(key).Start(start).End("+").Count(historyPage).Build()).AsXRangeSlices()
+		if err != nil {
+			if rueidis.IsRedisNil(err) {
+				return nil
+			}
+			return s.wrap("xrange", err)
+		}
+		for _, e := range entries {
+			if !fn(bus.Frame{Partition: p, ID: e.ID, Data: frameData(e.FieldValues)}) {
+				return nil
+			}
+		}
+		if len(entries) < historyPage {
+			return nil
+		}
+		start = "(" + entries[len(entries)-1].ID
+	}
+}
+
+// checkKept fails with bus.ErrHistoryTrimmed when the stream no longer holds
+// the entry after: its oldest entry is newer (trimming removes the oldest, so
+// what followed after may be gone too; the check is on the safe side).
+func (s *streams) checkKept(ctx context.Context, c rueidis.Client, key, after string) error {
+	info, err := c.Do(ctx, c.B().XinfoStream().Key(key).Build()).AsMap()
+	if err != nil {
+		if strings.Contains(err.Error(), "no such key") {
+			return fmt.Errorf("%w: the stream is gone", bus.ErrHistoryTrimmed)
+		}
+		return s.wrap("xinfo stream", err)
+	}
+	oldest := ""
+	if m, ok := info["first-entry"]; ok {
+		if e, err := m.AsXRangeSlice(); err == nil {
+			oldest = e.ID
+		}
+	}
+	if oldest == "" { // empty: every entry was trimmed
+		if m, ok := info["last-generated-id"]; ok {
+			if last, err := m.ToString(); err == nil && compareIDs(last, after) > 0 {
+				return fmt.Errorf("%w: every entry after %s was trimmed", bus.ErrHistoryTrimmed, after)
+			}
+		}
+		return nil
+	}
+	if compareIDs(oldest, after) > 0 {
+		return fmt.Errorf("%w: the oldest entry kept is %s, after %s", bus.ErrHistoryTrimmed, oldest, after)
+	}
+	return nil
+}
+
+// compareIDs orders two stream ids "<ms>-<seq>"; an unparsable id sorts first.
+func compareIDs(a, b string) int {
+	am, as := splitID(a)
+	bm, bs := splitID(b)
+	switch {
+	case am != bm:
+		return cmpU(am, bm)
+	default:
+		return cmpU(as, bs)
+	}
+}
+
+func splitID(id string) (ms, seq uint64) {
+	m, s, _ := strings.Cut(id, "-")
+	ms, _ = strconv.ParseUint(m, 10, 64)
+	seq, _ = strconv.ParseUint(s, 10, 64)
+	return ms, seq
+}
+
+func cmpU(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// PutValue stores value under key for ttl (SET PX), bus.KeyValue.
+func (b *base) PutValue(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	c, err := b.client(ctx)
+	if err != nil {
+		return err
+	}
+	cmd := c.B().Set().Key(key).Value(rueidis.BinaryString(value)).PxMilliseconds(max(1, ttl.Milliseconds())).Build()
+	return b.wrap("set", c.Do(ctx, cmd).Error())
+}
+
+// TakeValue returns and deletes key (GETDEL), bus.KeyValue.
+func (b *base) TakeValue(ctx context.Context, key string) ([]byte, error) {
+	c, err := b.client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v, err := c.Do(ctx, c.B().Getdel().Key(key).Build()).AsBytes()
+	if rueidis.IsRedisNil(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, b.wrap("getdel", err)
+	}
+	return v, nil
+}
+
+// ExtendValues sets the time to live of keys (PEXPIRE XX, pipelined),
+// bus.KeyValue.
+func (b *base) ExtendValues(ctx context.Context, keys []string, ttl time.Duration) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	c, err := b.client(ctx)
+	if err != nil {
+		return err
+	}
+	cmds := make(rueidis.Commands, len(keys))
+	for i, k := range keys {
+		cmds[i] = c.B().Pexpire().Key(k).Milliseconds(max(1, ttl.Milliseconds())).Build()
+	}
+	for _, r := range c.DoMulti(ctx, cmds...) {
+		if err := r.Error(); err != nil {
+			return b.wrap("pexpire", err)
+		}
+	}
+	return nil
+}
+
+// DeleteValue removes key (DEL), bus.KeyValue.
+func (b *base) DeleteValue(ctx context.Context, key string) error {
+	c, err := b.client(ctx)
+	if err != nil {
+		return err
+	}
+	return b.wrap("del", c.Do(ctx, c.B().Del().Key(key).Build()).Error())
+}
