@@ -33,6 +33,10 @@ type Options struct {
 	Volatile bool
 	// Compress asks the transport to compress the packet when it supports it.
 	Compress bool
+	// Recoverable marks a broadcast that connection state recovery must be able
+	// to replay: an adapter that implements SessionStore appends a recovery
+	// offset to the event for every node's clients. Other adapters ignore it.
+	Recoverable bool
 }
 
 // Namespace is what an adapter serves: one Socket.IO namespace on this node. The

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -79,6 +80,12 @@ func (r *Reliable) ReadHistory(ctx context.Context, key, after string, fn func(H
 	})
 }
 
+// KeepsHistory reports whether the transport keeps history (ReadHistory works).
+func (r *Reliable) KeepsHistory() bool {
+	_, ok := r.t.(HistoryReader)
+	return ok
+}
+
 // KeyValue returns the transport's key-value store, or ErrNoHistory.
 func (r *Reliable) KeyValue() (KeyValue, error) {
 	kv, ok := r.t.(KeyValue)
@@ -86,4 +93,43 @@ func (r *Reliable) KeyValue() (KeyValue, error) {
 		return nil, fmt.Errorf("%w: no key-value store", ErrNoHistory)
 	}
 	return kv, nil
+}
+
+// Position returns the transport position (Frame.ID) of the last frame of key's
+// partition this node has read and handled: every message of another node up
+// to it was delivered to the Handler, and the Handler returned. Empty before the
+// first frame and on transports without positions (pub/sub).
+func (r *Reliable) Position(key string) string { return r.pos.get(partitionOf(key, r.partitions)) }
+
+// LastSeq returns the sequence number of the last message this bus accepted on
+// key's partition (0 before the first).
+func (r *Reliable) LastSeq(key string) uint64 {
+	p := partitionOf(key, r.partitions)
+	r.ob.mu.Lock()
+	defer r.ob.mu.Unlock()
+	return r.ob.seqs[p]
+}
+
+// positions are the last frame ids read per partition.
+type positions struct {
+	mu  sync.RWMutex
+	ids []string
+}
+
+func (p *positions) set(partition int, id string) {
+	p.mu.Lock()
+	if partition >= len(p.ids) {
+		p.ids = append(p.ids, make([]string, partition+1-len(p.ids))...)
+	}
+	p.ids[partition] = id
+	p.mu.Unlock()
+}
+
+func (p *positions) get(partition int) string {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if partition >= len(p.ids) {
+		return ""
+	}
+	return p.ids[partition]
 }

@@ -242,6 +242,13 @@ func (r *Reliable) markStart(ctx context.Context, m StartMarker) bool {
 
 // deliver handles one frame from the transport. Transport calls are sequential.
 func (r *Reliable) deliver(f Frame) {
+	r.deliverFrame(f)
+	if f.Partition >= 0 && f.ID != "" {
+		r.pos.set(f.Partition, f.ID) // after the handler: see Position
+	}
+}
+
+func (r *Reliable) deliverFrame(f Frame) {
 	rv := &r.recv
 	rv.progress.Add(1)
 	r.sm.ok(compSubscribe)

@@ -50,6 +50,7 @@ type Reliable struct {
 	diskLog      rateLimit
 
 	recv   receiver
+	pos    positions
 	probes prober
 	// recovered fires when a ping finds the broker back after a failed one.
 	recovered signal

@@ -120,6 +120,9 @@ type Cluster struct {
 	reqs   map[uint64]*pending
 	nextID atomic.Uint64
 
+	recall   recallBus     // nil: the bus cannot restore sessions (recovery.go)
+	sessions *sessionStore // nil without recall
+
 	stats   counters
 	metrics *metrics
 	logGate atomic.Int64 // unix nanos of the last rate-limited log line
@@ -168,6 +171,7 @@ func New(b bus.Bus, opts *Options) (*Cluster, error) {
 	c.wg.Add(2)
 	go c.serveLoop(ctx)
 	go c.heartbeatLoop(ctx)
+	c.startSessions(ctx)
 	b.Receive(c.receive)
 	return c, nil
 }
@@ -306,6 +310,7 @@ func (c *Cluster) receive(bm bus.Message) {
 		return
 	}
 	c.stats.received.Add(1)
+	m.pos, m.inst, m.seq = bm.ID, bm.Instance, bm.Seq
 	if bm.Seq == 0 { // only the direct plane says a node is alive now
 		c.heard(bm.Origin, m)
 	}

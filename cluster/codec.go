@@ -47,7 +47,8 @@ const (
 	flagCompress        byte = 1 << 1
 	flagCloseConn       byte = 1 << 2
 	flagHello           byte = 1 << 3 // heartbeat: answer with a heartbeat at once
-	knownFlags               = flagVolatile | flagCompress | flagCloseConn | flagHello
+	flagRecoverable     byte = 1 << 4 // broadcast: clients get a recovery offset (recovery.go)
+	knownFlags               = flagVolatile | flagCompress | flagCloseConn | flagHello | flagRecoverable
 	maxCodecListEntries      = 1 << 20
 )
 
@@ -98,14 +99,21 @@ type message struct {
 	count   uint64   // ack count: how many sockets got the packet
 	ids     []string // ack count: their ids, as far as known
 	sid     string   // ack reply: the replying socket
+
+	// Where a reliable-plane message came from (set by receive, not encoded):
+	// the bus position, origin instance and seq.
+	pos  string
+	inst uint64
+	seq  uint64
 }
 
 func (m *message) options() adapter.Options {
 	return adapter.Options{
 		Rooms:    m.rooms,
 		Except:   m.except,
-		Volatile: m.flags&flagVolatile != 0,
-		Compress: m.flags&flagCompress != 0,
+		Volatile:    m.flags&flagVolatile != 0,
+		Compress:    m.flags&flagCompress != 0,
+		Recoverable: m.flags&flagRecoverable != 0,
 	}
 }
 
@@ -116,6 +124,9 @@ func selectorFlags(o adapter.Options) byte {
 	}
 	if o.Compress {
 		f |= flagCompress
+	}
+	if o.Recoverable && !o.Volatile {
+		f |= flagRecoverable
 	}
 	return f
 }

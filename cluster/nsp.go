@@ -30,6 +30,7 @@ type nspAdapter struct {
 	local  *adapter.Memory
 	closed atomic.Bool
 	once   sync.Once
+	rec    recoverState
 }
 
 var _ adapter.Adapter = (*nspAdapter)(nil)
@@ -55,6 +56,9 @@ func (a *nspAdapter) publish(ctx context.Context, m *message) error {
 func (a *nspAdapter) Broadcast(ctx context.Context, p *parser.Packet, opts adapter.Options) error {
 	if a.isClosed() {
 		return adapter.ErrClosed
+	}
+	if opts.Recoverable && !opts.Volatile && !opts.Local {
+		return a.broadcastRecoverable(ctx, p, opts)
 	}
 	if _, err := a.local.BroadcastLocal(p, opts); err != nil {
 		return err
@@ -143,6 +147,10 @@ func (a *nspAdapter) applyLocal(m *message) error {
 // apply runs a reliable message of another node.
 func (a *nspAdapter) apply(m *message) {
 	if a.isClosed() {
+		return
+	}
+	if a.rec.used.Load() {
+		a.applyRecoverable(m)
 		return
 	}
 	if err := a.applyLocal(m); err != nil && !errors.Is(err, adapter.ErrClosed) {

@@ -71,8 +71,13 @@ func (b BroadcastOperator) Emit(ctx context.Context, event string, args ...any) 
 	if err != nil {
 		return err
 	}
-	if !b.opts.Volatile {
-		b.nsp.srv.withOffset(p)
+	opts := b.opts
+	if !opts.Volatile {
+		if b.nsp.srv.recovery != nil && b.nsp.sessionStore() != nil {
+			opts.Recoverable = true // the adapter gives every node's clients an offset
+		} else {
+			b.nsp.srv.withOffset(p)
+		}
 	}
 	targets, err := b.nsp.targets()
 	if err != nil {
@@ -86,7 +91,7 @@ func (b BroadcastOperator) Emit(ctx context.Context, event string, args ...any) 
 			c.Namespace = t.name
 			q = &c
 		}
-		if err := t.adapter.Broadcast(ctx, q, b.opts); err != nil {
+		if err := t.adapter.Broadcast(ctx, q, opts); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -234,9 +234,8 @@ func (c *conn) connect(p *parser.Packet) {
 	}
 	s := newSocket(n, c, auth)
 	var old *Socket // the session this client asks to recover
-	var offset string
+	var pid, offset string
 	if c.srv.recovery != nil {
-		var pid string
 		pid, offset = recoveryRequest(auth)
 		if old = n.awaySocket(pid); old != nil {
 			s.id = old.id
@@ -262,8 +261,11 @@ func (c *conn) connect(p *parser.Packet) {
 		c.timer = nil
 	}
 	c.mu.Unlock()
+	store := n.sessionStore()
 	switch {
 	case old != nil && n.takeOver(old, s, offset):
+		s.saveSession()
+	case old == nil && pid != "" && store != nil && n.restoreRemote(store, s, pid, offset):
 	default:
 		if old != nil {
 			s.id = newID() // the session could not be recovered: a new one
@@ -275,6 +277,7 @@ func (c *conn) connect(p *parser.Packet) {
 			}
 			return
 		}
+		s.saveSession()
 	}
 	for _, h := range n.connectionHandlers() {
 		if !s.Connected() {

@@ -182,6 +182,7 @@ func (s *Socket) SetData(v any) error {
 	x := s.extraLocked()
 	x.data, x.dataJSON = v, b
 	s.mu.Unlock()
+	s.saveSession()
 	return nil
 }
 
@@ -199,11 +200,24 @@ func (s *Socket) Data() any {
 func (s *Socket) Join(rooms ...string) {
 	if s.Connected() {
 		s.nsp.adapter.Join(s.id, rooms...)
+		s.saveSession()
 	}
 }
 
-// Leave removes the socket from rooms.
-func (s *Socket) Leave(rooms ...string) { s.nsp.adapter.Leave(s.id, rooms...) }
+// Leave removes the socket from rooms. A session that waits for its client to
+// come back (connection state recovery) keeps the rooms it had when its
+// connection broke, as in the reference server: Leave from its OnDisconnect
+// handlers does not change them.
+func (s *Socket) Leave(rooms ...string) {
+	s.mu.Lock()
+	away := s.away
+	s.mu.Unlock()
+	if away {
+		return
+	}
+	s.nsp.adapter.Leave(s.id, rooms...)
+	s.saveSession()
+}
 
 // Rooms returns the rooms the socket is in, its own id room included. After the
 // socket disconnected (from OnDisconnect on) it is in none.
@@ -229,6 +243,10 @@ func (s *Socket) Emit(event string, args ...any) error {
 		return ErrDisconnected
 	}
 	if s.nsp.srv.recovery != nil {
+		if s.nsp.sessionStore() != nil {
+			// Through the adapter, so that every node can replay it.
+			return s.nsp.adapter.Broadcast(context.Background(), p, adapter.Options{Rooms: []string{s.id}, Recoverable: true})
+		}
 		s.nsp.srv.withOffset(p)
 		s.recordedWrite(parser.Encode(p), false)
 		return nil
@@ -422,6 +440,13 @@ func (s *Socket) closeWith(reason string, notify bool) {
 		s.nsp.away[s.rs.pid] = s
 		s.nsp.mu.Unlock()
 		s.goAwayLocked()
+	}
+	if st := s.nsp.sessionStore(); st != nil && was {
+		if away {
+			st.SessionAway(s.rs.pid, s.nsp.srv.recovery.MaxDisconnectionDuration)
+		} else {
+			st.DropSession(s.rs.pid)
+		}
 	}
 	s.acks = nil
 	x := s.extra // made above

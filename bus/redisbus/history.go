@@ -122,13 +122,16 @@ func cmpU(a, b uint64) int {
 	return 0
 }
 
+// kvKey is the Redis key of a bus.KeyValue key: "<prefix>:kv:<key>".
+func (b *base) kvKey(key string) string { return b.opts.Prefix + ":kv:" + key }
+
 // PutValue stores value under key for ttl (SET PX), bus.KeyValue.
 func (b *base) PutValue(ctx context.Context, key string, value []byte, ttl time.Duration) error {
 	c, err := b.client(ctx)
 	if err != nil {
 		return err
 	}
-	cmd := c.B().Set().Key(key).Value(rueidis.BinaryString(value)).PxMilliseconds(max(1, ttl.Milliseconds())).Build()
+	cmd := c.B().Set().Key(b.kvKey(key)).Value(rueidis.BinaryString(value)).PxMilliseconds(max(1, ttl.Milliseconds())).Build()
 	return b.wrap("set", c.Do(ctx, cmd).Error())
 }
 
@@ -138,7 +141,7 @@ func (b *base) TakeValue(ctx context.Context, key string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, err := c.Do(ctx, c.B().Getdel().Key(key).Build()).AsBytes()
+	v, err := c.Do(ctx, c.B().Getdel().Key(b.kvKey(key)).Build()).AsBytes()
 	if rueidis.IsRedisNil(err) {
 		return nil, nil
 	}
@@ -160,7 +163,7 @@ func (b *base) ExtendValues(ctx context.Context, keys []string, ttl time.Duratio
 	}
 	cmds := make(rueidis.Commands, len(keys))
 	for i, k := range keys {
-		cmds[i] = c.B().Pexpire().Key(k).Milliseconds(max(1, ttl.Milliseconds())).Build()
+		cmds[i] = c.B().Pexpire().Key(b.kvKey(k)).Milliseconds(max(1, ttl.Milliseconds())).Build()
 	}
 	for _, r := range c.DoMulti(ctx, cmds...) {
 		if err := r.Error(); err != nil {
@@ -176,5 +179,5 @@ func (b *base) DeleteValue(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	return b.wrap("del", c.Do(ctx, c.B().Del().Key(key).Build()).Error())
+	return b.wrap("del", c.Do(ctx, c.B().Del().Key(b.kvKey(key)).Build()).Error())
 }

@@ -87,7 +87,7 @@ func TestKeyValue(t *testing.T) {
 	if err := kv.ExtendValues(ctx, []string{"k", "absent"}, 2*time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	ttl, err := srv.Do(ctx, "PTTL", "k")
+	ttl, err := srv.Do(ctx, "PTTL", DefaultPrefix+":kv:k")
 	if err != nil || ttl.(int64) < 60_000 {
 		t.Fatalf("PTTL after ExtendValues = %v %v", ttl, err)
 	}

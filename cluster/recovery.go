@@ -1,0 +1,431 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/durasock/durasock/adapter"
+	"github.com/durasock/durasock/bus"
+	"github.com/durasock/durasock/socketio/parser"
+)
+
+// Connection state recovery across nodes.
+//
+// A client that reconnects to another node sends the offset of the last event
+// it received. That offset must say exactly which events it had, although its
+// node delivered its own broadcasts at once (before Redis had them) and the
+// other nodes' broadcasts in stream order. Each node therefore writes its own
+// offset into what it delivers, "<R>~<instance>~<seq>" (R a stream position,
+// instance and seq this node's bus instance and last sequence number on the
+// namespace's partition), meaning:
+//
+//	the client has every message of the partition up to R, and this node's own
+//	messages up to seq; nothing else.
+//
+// That holds because a namespace's deliveries are serialized (recoverState.mu)
+// with the offset they carry: a remote broadcast is applied in stream order and
+// carries its own position; a local one is published first (its seq), then
+// written, with R the position read and handled so far. Every own message with
+// a higher seq is published later, so it lies after R in the stream.
+//
+// Another node restores the session from the session store (sessions.go) and
+// the stream history after R, holding its own recoverState.mu so that nothing
+// of the namespace is delivered meanwhile: it replays what the client lacks up
+// to its own position, and its own messages, and lets the rest arrive live.
+
+// recallBus is what cross-node recovery needs of a bus (bus.Reliable over the
+// Redis streams transport has it all).
+type recallBus interface {
+	PublishSeq(ctx context.Context, key string, payload []byte) (uint64, error)
+	Instance() uint64
+	Position(key string) string
+	LastSeq(key string) uint64
+	ReadHistory(ctx context.Context, key, after string, fn func(bus.HistoryEntry) bool) error
+	KeyValue() (bus.KeyValue, error)
+	KeepsHistory() bool
+	Sync(ctx context.Context) error
+}
+
+// restoreSyncTimeout bounds how long a restore waits for this node's own outbox
+// to reach Redis.
+const restoreSyncTimeout = 2 * time.Second
+
+// recoverState is a namespace's part of recovery.
+type recoverState struct {
+	// used is set once the namespace delivers recoverable broadcasts or keeps
+	// sessions: from then on every delivery of the namespace takes mu.
+	used atomic.Bool
+	mu   sync.Mutex
+	// skip are, per socket restored here, the messages of its earlier node
+	// that it had already received but that this node had not applied yet:
+	// they must not reach it a second time. Guarded by mu.
+	skip []skipRule
+}
+
+// skipRule keeps from socket sid the messages at positions up to pos, and those
+// of instance inst with seqs up to through, until the stream is past both or
+// until.
+type skipRule struct {
+	sid     string
+	pos     string
+	inst    uint64
+	through uint64
+	until   time.Time
+}
+
+// offset is a recovery offset: "<R>~<instance hex>~<seq base 36>".
+type offset struct {
+	pos  string
+	inst uint64
+	seq  uint64
+}
+
+func (o offset) String() string {
+	return o.pos + "~" + strconv.FormatUint(o.inst, 16) + "~" + strconv.FormatUint(o.seq, 36)
+}
+
+func parseOffset(s string) (offset, bool) {
+	pos, rest, ok := strings.Cut(s, "~")
+	if !ok || pos == "" {
+		return offset{}, false
+	}
+	is, ss, ok := strings.Cut(rest, "~")
+	if !ok {
+		return offset{}, false
+	}
+	inst, err1 := strconv.ParseUint(is, 16, 64)
+	seq, err2 := strconv.ParseUint(ss, 36, 64)
+	if err1 != nil || err2 != nil {
+		return offset{}, false
+	}
+	return offset{pos: pos, inst: inst, seq: seq}, true
+}
+
+// withOffset returns p with off appended as the last argument of its data (an
+// event packet, whose data is a JSON array).
+func withOffset(p *parser.Packet, off string) *parser.Packet {
+	d := p.Data
+	if len(d) == 0 || d[len(d)-1] != ']' {
+		return p
+	}
+	q := *p
+	b := make([]byte, 0, len(d)+len(off)+3)
+	b = append(b, d[:len(d)-1]...)
+	b = append(b, ',', '"')
+	b = append(b, off...)
+	b = append(b, '"', ']')
+	q.Data = b
+	return &q
+}
+
+// key is the partition key of the namespace.
+func (a *nspAdapter) key() string { return PartitionKey(a.name) }
+
+// currentOffset is the offset of a delivery made now. rec.mu is held.
+func (a *nspAdapter) currentOffset(pos string) string {
+	r := a.c.recall
+	if r == nil {
+		return offset{pos: "-", inst: 0, seq: 0}.String()
+	}
+	if pos == "" {
+		pos = r.Position(a.key())
+	}
+	if pos == "" {
+		pos = "-" // nothing read yet: restorable only from the start of the history
+	}
+	return offset{pos: pos, inst: r.Instance(), seq: r.LastSeq(a.key())}.String()
+}
+
+// broadcastRecoverable publishes p (unless opts.Local), then writes it with
+// this node's offset to the matching local sockets, both under rec.mu.
+func (a *nspAdapter) broadcastRecoverable(ctx context.Context, p *parser.Packet, opts adapter.Options) error {
+	a.rec.used.Store(true)
+	a.rec.mu.Lock()
+	defer a.rec.mu.Unlock()
+	var err error
+	if !opts.Local {
+		m := &message{
+			kind: kindBroadcast, nsp: a.name, flags: selectorFlags(opts),
+			rooms: opts.Rooms, except: opts.Except,
+			ptype: p.Type, data: p.Data, attachments: p.Attachments,
+		}
+		if a.c.recall != nil {
+			_, err = a.c.recall.PublishSeq(ctx, a.key(), m.marshal())
+			if err != nil {
+				err = fmt.Errorf("cluster: %s: %w", m.kind, err)
+			}
+		} else {
+			err = a.publish(ctx, m)
+		}
+	}
+	// Written whatever the bus said (G1); an event the bus refused is not in
+	// the stream, and the offset does not count it.
+	if _, lerr := a.local.BroadcastLocal(withOffset(p, a.currentOffset("")), opts); lerr != nil {
+		return lerr
+	}
+	return err
+}
+
+// applyRecoverable applies a message of another node under rec.mu, with the
+// message's own position in the offset of a recoverable broadcast.
+func (a *nspAdapter) applyRecoverable(m *message) {
+	a.rec.mu.Lock()
+	defer a.rec.mu.Unlock()
+	if m.kind == kindBroadcast && m.flags&flagRecoverable != 0 {
+		opts := m.options()
+		if skip := a.skipLocked(m); len(skip) > 0 {
+			opts.Except = append(slices.Clip(opts.Except), skip...)
+		}
+		p := &parser.Packet{Type: m.ptype, Namespace: a.name, Data: m.data, Attachments: m.attachments}
+		if _, err := a.local.BroadcastLocal(withOffset(p, a.currentOffset(m.pos)), opts); err != nil && !errors.Is(err, adapter.ErrClosed) {
+			a.c.logLimited("cluster: message of another node not applied",
+				slog.String("namespace", a.name), slog.String("kind", m.kind.String()), slog.Any("error", err))
+		}
+		return
+	}
+	if err := a.applyLocal(m); err != nil && !errors.Is(err, adapter.ErrClosed) {
+		a.c.logLimited("cluster: message of another node not applied",
+			slog.String("namespace", a.name), slog.String("kind", m.kind.String()), slog.Any("error", err))
+	}
+}
+
+// skipLocked returns the restored sockets that already have m, and forgets the
+// rules m shows to be over.
+func (a *nspAdapter) skipLocked(m *message) []string {
+	if len(a.rec.skip) == 0 {
+		return nil
+	}
+	var out []string
+	now := time.Now()
+	keep := a.rec.skip[:0]
+	for _, r := range a.rec.skip {
+		byPos := r.pos != "" && m.pos != "" && compareIDs(m.pos, r.pos) <= 0
+		byOrigin := m.inst == r.inst && m.seq <= r.through
+		if byPos || byOrigin {
+			out = append(out, r.sid)
+		}
+		pastOrigin := m.inst == r.inst && m.seq >= r.through
+		if (!byPos && pastOrigin) || now.After(r.until) {
+			continue
+		}
+		keep = append(keep, r)
+	}
+	clear(a.rec.skip[len(keep):])
+	a.rec.skip = keep
+	return out
+}
+
+// RestoreSession implements adapter.SessionStore: see the comment at the top
+// of this file.
+func (a *nspAdapter) RestoreSession(ctx context.Context, pid, off string, max int, attach func(adapter.Session, []*parser.Encoded) error) error {
+	st, r := a.c.sessions, a.c.recall
+	if st == nil || r == nil {
+		return fmt.Errorf("%w: the bus keeps no history", adapter.ErrNoSession)
+	}
+	rec, err := st.take(ctx, pid)
+	if err != nil {
+		return err
+	}
+	if rec == nil {
+		return fmt.Errorf("%w: unknown or expired", adapter.ErrNoSession)
+	}
+	if rec.Nsp != a.name {
+		return fmt.Errorf("%w: the session is of namespace %q", adapter.ErrNoSession, rec.Nsp)
+	}
+	if off == "" {
+		off = rec.Base
+	}
+	from, ok := parseOffset(off)
+	if !ok {
+		return fmt.Errorf("%w: offset %q is not one of this cluster", adapter.ErrNoSession, off)
+	}
+	a.rec.used.Store(true)
+	a.rec.mu.Lock()
+	defer a.rec.mu.Unlock()
+	// This node's own messages up to now must be in Redis to be read back.
+	sctx, cancel := context.WithTimeout(ctx, restoreSyncTimeout)
+	err = r.Sync(sctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("%w: this node's outbox did not reach Redis: %w", adapter.ErrNoSession, err)
+	}
+	here, mine, ownSeq := r.Position(a.key()), r.Instance(), r.LastSeq(a.key())
+	if here == "" {
+		return fmt.Errorf("%w: this node has not read the namespace's partition yet", adapter.ErrNoSession)
+	}
+	s := adapter.Session{PID: pid, SID: rec.SID, Rooms: rec.Rooms, Data: rec.Data}
+	rooms := newRoomSet(rec.SID, rec.Rooms)
+	var missed []*parser.Encoded
+	var bad error
+	after := from.pos
+	if after == "-" {
+		after = ""
+	}
+	err = r.ReadHistory(ctx, a.key(), after, func(e bus.HistoryEntry) bool {
+		own := e.Instance == mine
+		// Entries past this node's position reach the socket live, except
+		// this node's own, which it delivered before the socket was here.
+		if !own && compareIDs(e.ID, here) > 0 {
+			return true
+		}
+		if own && e.Seq > ownSeq {
+			return true
+		}
+		if e.Instance == from.inst && e.Seq <= from.seq {
+			return true // the client had it from its earlier node
+		}
+		m, err := decodeMessage(e.Payload)
+		if err != nil || m.nsp != a.name {
+			return true
+		}
+		switch m.kind {
+		case kindAddSockets, kindDelSockets:
+			if rooms.matches(m.options()) {
+				rooms.apply(m.kind == kindAddSockets, m.target)
+			}
+		case kindDisconnect:
+			if rooms.matches(m.options()) {
+				bad = fmt.Errorf("%w: disconnected by the server while away", adapter.ErrNoSession)
+				return false
+			}
+		case kindBroadcast:
+			if m.flags&flagRecoverable == 0 || !rooms.matches(m.options()) {
+				return true
+			}
+			if len(missed) >= max {
+				bad = fmt.Errorf("%w: more than %d missed events", adapter.ErrNoSession, max)
+				return false
+			}
+			o := offset{pos: e.ID, inst: from.inst, seq: from.seq}
+			if own && compareIDs(e.ID, here) > 0 {
+				o = offset{pos: here, inst: mine, seq: e.Seq}
+			}
+			p := &parser.Packet{Type: m.ptype, Namespace: a.name, Data: m.data, Attachments: m.attachments}
+			missed = append(missed, parser.Encode(withOffset(p, o.String())))
+		}
+		return true
+	})
+	if bad != nil {
+		return bad
+	}
+	if err != nil {
+		if errors.Is(err, bus.ErrHistoryTrimmed) {
+			return fmt.Errorf("%w: %w", adapter.ErrNoSession, err)
+		}
+		return fmt.Errorf("%w: reading the history: %w", adapter.ErrNoSession, err)
+	}
+	s.Rooms = rooms.list()
+	if err := attach(s, missed); err != nil {
+		return err
+	}
+	// What the client had from its earlier node but this node applies only
+	// later (its earlier node was ahead in the stream, or published late) must
+	// not reach it again.
+	rule := skipRule{sid: rec.SID, pos: from.pos, until: time.Now().Add(st.keepFor(rec))}
+	if from.inst != mine {
+		rule.inst, rule.through = from.inst, from.seq
+	}
+	if from.pos == "-" || compareIDs(from.pos, here) <= 0 {
+		rule.pos = ""
+	}
+	if rule.pos != "" || rule.through > 0 {
+		a.rec.skip = append(a.rec.skip, rule)
+	}
+	return nil
+}
+
+// compareIDs orders two stream positions "<ms>-<seq>" (MemoryHub's are
+// "<n>-<m>" too).
+func compareIDs(a, b string) int {
+	am, as := splitID(a)
+	bm, bs := splitID(b)
+	switch {
+	case am != bm:
+		return cmpU(am, bm)
+	default:
+		return cmpU(as, bs)
+	}
+}
+
+func splitID(id string) (ms, seq uint64) {
+	m, s, _ := strings.Cut(id, "-")
+	ms, _ = strconv.ParseUint(m, 10, 64)
+	seq, _ = strconv.ParseUint(s, 10, 64)
+	return ms, seq
+}
+
+func cmpU(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// roomSet is a restored session's rooms while its missed messages are read.
+type roomSet struct {
+	sid   string
+	rooms map[string]bool
+}
+
+func newRoomSet(sid string, rooms []string) *roomSet {
+	r := &roomSet{sid: sid, rooms: make(map[string]bool, len(rooms)+1)}
+	r.rooms[sid] = true
+	for _, room := range rooms {
+		r.rooms[room] = true
+	}
+	return r
+}
+
+// matches applies the adapter.Options rule: in any of Rooms (or Rooms empty)
+// and in none of Except.
+func (r *roomSet) matches(o adapter.Options) bool {
+	for _, x := range o.Except {
+		if r.rooms[x] {
+			return false
+		}
+	}
+	if len(o.Rooms) == 0 {
+		return true
+	}
+	for _, x := range o.Rooms {
+		if r.rooms[x] {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *roomSet) apply(join bool, rooms []string) {
+	for _, x := range rooms {
+		if x == r.sid {
+			continue
+		}
+		if join {
+			r.rooms[x] = true
+		} else {
+			delete(r.rooms, x)
+		}
+	}
+}
+
+func (r *roomSet) list() []string {
+	out := make([]string, 0, len(r.rooms))
+	for x := range r.rooms {
+		if x != r.sid {
+			out = append(out, x)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
