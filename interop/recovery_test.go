@@ -37,7 +37,9 @@ import (
 // have every event from the first it received to the last published, once each
 // and in order.
 // The control runs the same with recovery off: no client recovers and every one
-// misses events, which shows the checks can fail.
+// misses events, which shows the checks can fail. "same node" only breaks the
+// connections and lets the clients back to A, which is there all along: what one
+// process's recovery gives, the baseline for the others.
 func TestRecoveryAcrossNodes(t *testing.T) {
 	node := requireNode(t)
 	bin := buildDurasock(t)
@@ -46,6 +48,7 @@ func TestRecoveryAcrossNodes(t *testing.T) {
 		{name: "A SIGKILL", recovery: "2m", fault: faultKill},
 		{name: "A SIGKILL and restart", recovery: "2m", fault: faultRestart},
 		{name: "control: recovery off, A SIGKILL", recovery: "0s", fault: faultKill, control: true},
+		{name: "same node: connections cut, A stays", recovery: "2m", fault: faultCut},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			r := runRecovery(t, bin, node, sc)
@@ -80,6 +83,7 @@ const (
 	faultTerm faultKind = iota
 	faultKill
 	faultRestart
+	faultCut // only the connections break; the proxy sends the clients back to A
 )
 
 type recoveryScenario struct {
@@ -311,11 +315,16 @@ func runRecovery(t *testing.T, bin, node string, sc recoveryScenario) *recoveryR
 	case faultKill, faultRestart:
 		a.kill()
 		proxy.setTarget("")
+	case faultCut:
+		proxy.setTarget("")
 	}
 	proxy.cut()
 	run.publishedAtCut = pub.last()
 	cutAt := time.Now()
 	target := b.addr
+	if sc.fault == faultCut {
+		target = a.addr
+	}
 	if sc.fault == faultRestart {
 		a2 := startNode(t, bin, portA, redis.URL(), args)
 		a2.name = "A (restarted)"
@@ -728,4 +737,25 @@ func (p *switchProxy) serve(down net.Conn) {
 	delete(p.conns, down)
 	delete(p.conns, up)
 	p.mu.Unlock()
+}
+
+func TestAnalyzeSeqs(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		seqs []int
+		last int
+		want seqStats
+	}{
+		{"complete", []int{1, 2, 3, 4}, 4, seqStats{first: 1, max: 4}},
+		{"from the first received", []int{3, 4, 5}, 5, seqStats{first: 3, max: 5}},
+		{"gap and lost tail", []int{1, 2, 5, 6}, 8, seqStats{first: 1, max: 6, lost: 4, firstLost: 3,
+			lostByKind: [3]int{1, 2, 1}}},
+		{"duplicates", []int{1, 2, 2, 3, 1}, 3, seqStats{first: 1, max: 3, dup: 2, firstDup: 2}},
+		{"reordered", []int{1, 3, 2, 4}, 4, seqStats{first: 1, max: 4, reord: 1, firstReo: 2}},
+		{"nothing", nil, 3, seqStats{lost: 3, firstLost: 1}},
+	} {
+		if got := analyzeSeqs(tc.seqs, tc.last); got != tc.want {
+			t.Errorf("%s: analyzeSeqs(%v, %d) = %+v, want %+v", tc.name, tc.seqs, tc.last, got, tc.want)
+		}
+	}
 }
