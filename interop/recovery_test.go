@@ -234,18 +234,20 @@ func (r *recoveryRun) details() string {
 	return b.String()
 }
 
-// checkRecovered requires every client to have recovered its session, with
-// every event once and in order.
+// checkRecovered requires every client to have recovered its session (same
+// socket id), with every event once and in order, each with an offset (the
+// client sends the last one when it reconnects).
 func (r *recoveryRun) checkRecovered(t *testing.T) {
 	t.Helper()
 	ok := len(r.problems) == 0 && len(r.clients) == recoveryClients
 	for _, c := range r.clients {
-		if !c.Recovered || c.Reconnects == 0 || c.ID != c.FirstID || c.stats.lost+c.stats.dup+c.stats.reord > 0 {
+		if !c.Recovered || c.Reconnects == 0 || c.ID != c.FirstID || c.Offsets != len(c.Seqs) ||
+			c.stats.lost+c.stats.dup+c.stats.reord > 0 {
 			ok = false
 		}
 	}
 	if !ok {
-		t.Errorf("%s: want %d/%d recovered (same socket id), lost 0, dup 0, reord 0; got %s\n%s%s",
+		t.Errorf("%s: want %d/%d recovered (same socket id, an offset on every event), lost 0, dup 0, reord 0; got %s\n%s%s",
 			r.sc.name, recoveryClients, recoveryClients, r.summary(), r.details(), r.logs())
 	}
 }
