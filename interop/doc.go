@@ -10,7 +10,11 @@
 //     rejection, binary, acks both ways, rooms and broadcasts to many clients, and a
 //     server restart with automatic reconnection;
 //   - python_test.go runs python-socketio's client (py/client.py) over both
-//     transports.
+//     transports;
+//   - cluster_test.go runs the official client against two cmd/durasock processes
+//     sharing one redis-server, and recovery_test.go its connection state
+//     recovery behind a load balancer (a TCP proxy) when a node is stopped,
+//     killed or restarted (js/recovery.mjs).
 //
 // The tests need Node.js with the npm packages of package.json installed in
 // interop/node_modules, and /usr/bin/python3 with python3-socketio: scripts/test
