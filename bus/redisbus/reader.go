@@ -170,7 +170,7 @@ func (s *streams) readLoop(ctx context.Context, c rueidis.Client, parts []int, d
 				data := frameData(e.FieldValues)
 				largest = max(largest, int64(len(data))+entryOverhead)
 				got++
-				deliver(bus.Frame{Partition: p, Data: data})
+				deliver(bus.Frame{Partition: p, ID: e.ID, Data: data})
 				s.mu.Lock()
 				s.delivered(p, e.ID)
 				s.failN[p] = 0
@@ -285,7 +285,7 @@ func (rd *reader) recover(ctx context.Context, deliver func(bus.Frame)) error {
 			return s.wrap("xread", err)
 		}
 		for _, e := range m[s.keys[p]] {
-			deliver(bus.Frame{Partition: p, Data: frameData(e.FieldValues)})
+			deliver(bus.Frame{Partition: p, ID: e.ID, Data: frameData(e.FieldValues)})
 			s.mu.Lock()
 			s.delivered(p, e.ID)
 			s.mu.Unlock()
