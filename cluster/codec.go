@@ -109,8 +109,8 @@ type message struct {
 
 func (m *message) options() adapter.Options {
 	return adapter.Options{
-		Rooms:    m.rooms,
-		Except:   m.except,
+		Rooms:       m.rooms,
+		Except:      m.except,
 		Volatile:    m.flags&flagVolatile != 0,
 		Compress:    m.flags&flagCompress != 0,
 		Recoverable: m.flags&flagRecoverable != 0,
