@@ -1,12 +1,17 @@
 package cluster
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/adapter/adaptertest"
+	"github.com/durasock/durasock/bus"
 	"github.com/durasock/durasock/bus/redisbus"
 	"github.com/durasock/durasock/internal/redistest"
 )
@@ -95,4 +100,63 @@ func TestOrderAcrossPlanesRedis(t *testing.T) {
 	srv := redistest.Standalone(t)
 	cs := startNodes(t, 2, nil, redisBuses(t, srv.URL(), redisbus.Streams))
 	checkOrderAcrossPlanes(t, cs)
+}
+
+// A request published while the requester is connected but the receiver is cut
+// off from Redis: the requester returns at its deadline naming the receiver
+// missing; when the receiver reads the stream again the request is past its
+// deadline and is not served (no packet to its socket), and is counted.
+func TestRequestReplayedAfterOutageNotServed(t *testing.T) {
+	srv := redistest.Standalone(t)
+	proxy := redistest.NewProxy(t, srv.Addr())
+	prefix := fmt.Sprintf("durasock-test-%d", prefixes.Add(1))
+	urls := map[string]string{"node-0": srv.URL(), "node-1": "redis://" + proxy.Addr()}
+	// Node 1 stays known to node 0 throughout: the request waits for it.
+	opts := &Options{NodeTimeout: time.Minute}
+	cs := startNodes(t, 2, opts, func(id string) bus.Bus {
+		b, err := redisbus.Open(context.Background(), urls[id], &redisbus.Options{
+			Kind: redisbus.Streams, Prefix: prefix,
+			Bus: bus.Config{NodeID: id, Logger: quietLogger},
+		})
+		if err != nil {
+			t.Fatalf("redisbus.Open: %v", err)
+		}
+		return b
+	})
+	ns := bind(t, cs, "/")
+	there := connect(ns[1], "there", "r")
+	ctx := testCtx(t)
+
+	proxy.Cut()
+	waitFor(t, "node 1's bus to see the cut", func() bool { return cs[1].bus.Status().State != bus.Connected })
+	if s := cs[0].bus.Status().State; s != bus.Connected {
+		t.Fatalf("node 0's bus is %s, want connected", s)
+	}
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err := ns[0].a.BroadcastWithAck(short, event(t, "too-late"), adapter.Options{Rooms: []string{"r"}})
+	cancel()
+	var me *adapter.MissingRepliesError
+	if !errors.As(err, &me) || !slices.Equal(me.Missing, []string{"node:" + cs[1].NodeID()}) {
+		t.Fatalf("BroadcastWithAck to a cut-off node: %v, want a MissingRepliesError naming node:%s", err, cs[1].NodeID())
+	}
+
+	proxy.Restore()
+	waitFor(t, "node 1's bus to reconnect", func() bool { return cs[1].bus.Status().State == bus.Connected })
+	if err := ns[0].a.Broadcast(ctx, event(t, "after"), adapter.Options{Rooms: []string{"r"}}); err != nil {
+		t.Fatal(err)
+	}
+	ms := waitEvents(t, ctx, there, 1)
+	if len(ms) != 1 || ms[0].Event != "after" {
+		var got []string
+		for _, m := range ms {
+			got = append(got, m.Event)
+		}
+		t.Errorf("socket of the cut-off node got %q, want only the broadcast after the outage", got)
+	}
+	if n := cs[1].Stats().ExpiredRequests; n != 1 {
+		t.Errorf("Stats.ExpiredRequests = %d, want 1", n)
+	}
+	if n := there.PendingAcks(); n != 0 {
+		t.Errorf("%d acks registered on the socket", n)
+	}
 }
