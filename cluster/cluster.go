@@ -393,12 +393,22 @@ func (c *Cluster) send(ctx context.Context, to string, m *message) error {
 	return c.bus.Send(ctx, to, m.marshal())
 }
 
+// minDeadline is the smallest request deadline read as a time (Unix
+// milliseconds, 2001-09-09); below it the field is a timeout in milliseconds, as
+// in the ack-requests of earlier versions.
+const minDeadline = 1_000_000_000_000
+
 // serve answers a request of another node, on the bus's goroutine and so in
 // order with the origin's other messages of the namespace: what it does to
 // local sockets and handlers happens before the messages published after it.
 // Nothing here waits: answers are queued on the lanes, and a broadcast with
 // acks leaves a relay that answers from callbacks.
 func (c *Cluster) serve(from string, m *message) {
+	if m.deadline != 0 && m.deadline < minDeadline {
+		// An ack-request of a node of an earlier version: the field is its
+		// remaining time, and it came on the direct plane, so it is fresh.
+		m.deadline += uint64(time.Now().UnixMilli())
+	}
 	if m.deadline != 0 && time.Now().UnixMilli() > int64(min(m.deadline, 1<<62)) {
 		// Its requester has returned already (a replay after an outage, a
 		// backlog): serving it now would act on sockets nobody waits for.

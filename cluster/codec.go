@@ -304,7 +304,9 @@ func decodeMessage(buf []byte) (*message, error) {
 		m.sid = r.string()
 		m.args = r.byteList()
 	}
-	if m.kind.isRequest() {
+	if m.kind.isRequest() && r.off < len(buf) {
+		// Absent in a request of a node of an earlier version (sent on the
+		// direct plane without a deadline): served with this node's timeout.
 		m.deadline = r.uvarint()
 	}
 	if r.err != nil {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"testing"
 
@@ -86,6 +87,22 @@ func TestDecodeErrors(t *testing.T) {
 		"not event": (&message{kind: kindBroadcast, nsp: "/", ptype: parser.Ack, data: []byte(`[]`)}).marshal(),
 		"no array":  (&message{kind: kindBroadcast, nsp: "/", ptype: parser.Event, data: []byte(`"x"`)}).marshal(),
 		"req 0":     (&message{kind: kindAckCount, nsp: "/"}).marshal(),
+	}
+	// A request's deadline is its last field; a request without it (a node of an
+	// earlier version) decodes with deadline 0.
+	for _, m := range sampleMessages() {
+		if !m.kind.isRequest() {
+			continue
+		}
+		b := m.marshal()
+		n := len(binary.AppendUvarint(nil, m.deadline))
+		got, err := decodeMessage(b[:len(b)-n])
+		if err != nil || got.deadline != 0 {
+			t.Errorf("%s without a deadline: %+v, %v; want deadline 0", m.kind, got, err)
+		}
+		if _, err := decodeMessage(b[:len(b)-1]); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s with a cut deadline: %v, want ErrMalformed", m.kind, err)
+		}
 	}
 	for name, b := range cases {
 		if _, err := decodeMessage(b); !errors.Is(err, ErrMalformed) {

@@ -206,28 +206,44 @@ func TestExpiredRequestsNotServed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// A live request after them: once it is answered, they were handled.
-	live := &message{kind: kindAckRequest, nsp: "/", reqID: 4, ptype: parser.Event, data: []byte(`["live"]`),
-		deadline: uint64(time.Now().Add(waitTimeout).UnixMilli())}
-	if err := requester.Publish(ctx, PartitionKey("/"), live.marshal()); err != nil {
+	// A live request after them: once it is answered, the expired ones were
+	// handled. A second one, on the direct plane, carries a timeout in
+	// milliseconds instead of a deadline, as ack-requests of nodes of earlier
+	// versions did.
+	live := []*message{
+		{kind: kindAckRequest, nsp: "/", reqID: 4, ptype: parser.Event, data: []byte(`["live"]`),
+			deadline: uint64(time.Now().Add(waitTimeout).UnixMilli())},
+		{kind: kindAckRequest, nsp: "/", reqID: 5, ptype: parser.Event, data: []byte(`["legacy"]`),
+			deadline: uint64(waitTimeout.Milliseconds())},
+	}
+	if err := requester.Publish(ctx, PartitionKey("/"), live[0].marshal()); err != nil {
+		t.Fatal(err)
+	}
+	if err := requester.Send(ctx, "", live[1].marshal()); err != nil {
 		t.Fatal(err)
 	}
 	var got []*message
-	for len(got) < 2 { // the live request's count and reply
+	for len(got) < 4 { // each live request's count and reply
 		select {
 		case m := <-answers:
 			got = append(got, m)
 		case <-ctx.Done():
-			t.Fatalf("answers to the live request: %d of 2", len(got))
+			t.Fatalf("answers to the live requests: %d of 4", len(got))
 		}
 	}
 	for _, m := range got {
-		if m.reqID != live.reqID {
+		if m.reqID != 4 && m.reqID != 5 {
 			t.Errorf("an expired request was answered: %s for request %d", m.kind, m.reqID)
 		}
 	}
-	if ms := target.Messages(); len(ms) != 1 || ms[0].Event != "live" {
-		t.Errorf("socket got %+v, want only the live packet", ms)
+	ms, err := target.WaitMessages(ctx, 2)
+	var events []string
+	for _, m := range ms {
+		events = append(events, m.Event)
+	}
+	slices.Sort(events)
+	if err != nil || !slices.Equal(events, []string{"legacy", "live"}) {
+		t.Errorf("socket got %q (%v), want only the live packets", events, err)
 	}
 	if emits := ns[0].ns.ServerEmits(); len(emits) != 0 {
 		t.Errorf("an expired server-side emit reached the handler: %+v", emits)

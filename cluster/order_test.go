@@ -98,8 +98,12 @@ func TestOrderAcrossPlanesMemoryHub(t *testing.T) {
 
 func TestOrderAcrossPlanesRedis(t *testing.T) {
 	srv := redistest.Standalone(t)
-	cs := startNodes(t, 2, nil, redisBuses(t, srv.URL(), redisbus.Streams))
-	checkOrderAcrossPlanes(t, cs)
+	for _, kind := range []redisbus.Kind{redisbus.Streams, redisbus.PubSub} {
+		t.Run(kind.String(), func(t *testing.T) {
+			cs := startNodes(t, 2, nil, redisBuses(t, srv.URL(), kind))
+			checkOrderAcrossPlanes(t, cs)
+		})
+	}
 }
 
 // A request published while the requester is connected but the receiver is cut
