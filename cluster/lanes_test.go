@@ -255,3 +255,24 @@ func TestExpiredRequestsNotServed(t *testing.T) {
 		t.Errorf("durasock_cluster_expired_requests_total = %v, want %d", m, len(expired))
 	}
 }
+
+// An answer that finds its lane full is dropped, counted in Stats and in the
+// metric of its lane.
+func TestLaneFullDropsCounted(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	hub := bus.NewMemoryHub()
+	cs := startNodes(t, 1, &Options{Registerer: reg}, func(id string) bus.Bus { return memoryBus(t, hub, id) })
+	c := cs[0]
+	// A lane of one place that nobody drains.
+	l := newLane(laneControl, 1)
+	l.metric = c.metrics.dropped.WithLabelValues(laneControl)
+	for range 3 {
+		c.queue(l, "peer", &message{kind: kindApplied, nsp: "/", reqID: 1})
+	}
+	if n := c.Stats().DroppedRequests; n != 2 {
+		t.Errorf("Stats.DroppedRequests = %d, want 2", n)
+	}
+	if m := gathered(t, reg, "durasock_cluster_dropped_requests_total"); m != 2 {
+		t.Errorf("durasock_cluster_dropped_requests_total = %v, want 2", m)
+	}
+}
