@@ -170,18 +170,17 @@ func New(b bus.Bus, opts *Options) (*Cluster, error) {
 	}
 	o := opts.withDefaults()
 	c := &Cluster{
-		bus:    b,
-		id:     b.NodeID(),
-		opts:   o,
-		log:    o.Logger.With(slog.String("component", "cluster"), slog.String("node", b.NodeID())),
-		closed: make(chan struct{}),
-		nsps:   make(map[string]*nspAdapter),
-		relays: make(map[*relay]struct{}),
-
-		relayWake: make(chan struct{}, 1),
+		bus:       b,
+		id:        b.NodeID(),
+		opts:      o,
+		log:       o.Logger.With(slog.String("component", "cluster"), slog.String("node", b.NodeID())),
+		closed:    make(chan struct{}),
+		nsps:      make(map[string]*nspAdapter),
 		nodes:     make(map[string]time.Time),
 		gone:      make(map[string]time.Time),
 		reqs:      make(map[uint64]*pending),
+		relays:    make(map[*relay]struct{}),
+		relayWake: make(chan struct{}, 1),
 	}
 	// Request ids start at a random point so that replies meant for an earlier
 	// process with the same node id are not taken for ours.
