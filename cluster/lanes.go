@@ -35,10 +35,12 @@ const (
 	laneReplies = "replies"
 )
 
-// outgoing is one answer waiting in a lane.
+// outgoing is one answer waiting in a lane: m, or the result of build, which
+// the lane's goroutine runs (for answers whose encoding is costly).
 type outgoing struct {
-	to string
-	m  *message
+	to    string
+	m     *message
+	build func() *message
 }
 
 // lane is a bounded queue of answers and the goroutines that send them.
@@ -65,6 +67,9 @@ func (c *Cluster) startLane(ctx context.Context, l *lane, n int) {
 				case <-ctx.Done():
 					return
 				case o := <-l.q:
+					if o.build != nil {
+						o.m = o.build()
+					}
 					c.reply(ctx, o.to, o.m)
 				case <-l.relays:
 					for r := c.nextReady(); r != nil; r = c.nextReady() {
@@ -80,8 +85,12 @@ func (c *Cluster) startLane(ctx context.Context, l *lane, n int) {
 // answer is dropped, counted and logged: its requester names this node (or the
 // socket) as missing.
 func (c *Cluster) queue(l *lane, to string, m *message) {
+	c.queueOut(l, m.kind, outgoing{to: to, m: m})
+}
+
+func (c *Cluster) queueOut(l *lane, k kind, o outgoing) {
 	select {
-	case l.q <- outgoing{to: to, m: m}:
+	case l.q <- o:
 		return
 	default:
 	}
@@ -89,7 +98,7 @@ func (c *Cluster) queue(l *lane, to string, m *message) {
 	c.stats.dropped.Add(1)
 	l.metric.Inc()
 	c.logLimited("cluster: answer to another node dropped: too many waiting to be sent (MaxServing)",
-		slog.String("lane", l.name), slog.String("to", to), slog.String("kind", m.kind.String()),
+		slog.String("lane", l.name), slog.String("to", o.to), slog.String("kind", k.String()),
 		slog.Uint64("dropped", l.dropped.Load()))
 }
 

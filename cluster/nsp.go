@@ -300,6 +300,15 @@ func (a *nspAdapter) serveFetch(from string, m *message) {
 	if err != nil && !errors.Is(err, adapter.ErrClosed) {
 		a.c.logLimited("cluster: fetch sockets failed", slog.String("namespace", a.name), slog.Any("error", err))
 	}
+	// The JSON encoding, which grows with the sockets, is left to the lane so
+	// that the origin's next messages are not held up by it.
+	a.c.queueOut(a.c.controlLane, kindFetchResponse, outgoing{to: from, build: func() *message {
+		return &message{kind: kindFetchResponse, nsp: a.name, reqID: m.reqID, sockets: a.encodeInfos(infos)}
+	}})
+}
+
+// encodeInfos returns infos as a JSON array, naming this node.
+func (a *nspAdapter) encodeInfos(infos []adapter.SocketInfo) []byte {
 	buf := make([]byte, 0, 256*len(infos)+2)
 	buf = append(buf, '[')
 	n := 0
@@ -317,8 +326,7 @@ func (a *nspAdapter) serveFetch(from string, m *message) {
 		buf = append(buf, b...)
 		n++
 	}
-	buf = append(buf, ']')
-	a.c.control(from, &message{kind: kindFetchResponse, nsp: a.name, reqID: m.reqID, sockets: buf})
+	return append(buf, ']')
 }
 
 // serveEmit hands a remote server-side emit to the namespace (in order with
