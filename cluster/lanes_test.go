@@ -276,3 +276,19 @@ func TestLaneFullDropsCounted(t *testing.T) {
 		t.Errorf("durasock_cluster_dropped_requests_total = %v, want 2", m)
 	}
 }
+
+func TestHoldFor(t *testing.T) {
+	const def = 5 * time.Second
+	if got := holdFor(0, def); got != def {
+		t.Errorf("no deadline: %v, want %v", got, def)
+	}
+	if got := holdFor(uint64(time.Now().Add(2*time.Hour).UnixMilli()), def); got != maxAckHold {
+		t.Errorf("deadline in 2 h: %v, want %v", got, maxAckHold)
+	}
+	if got := holdFor(uint64(time.Now().Add(10*time.Second).UnixMilli()), def); got <= 9*time.Second || got > 10*time.Second {
+		t.Errorf("deadline in 10 s: %v", got)
+	}
+	if got := holdFor(1<<64-1, def); got != maxAckHold {
+		t.Errorf("deadline at the end of time: %v, want %v", got, maxAckHold)
+	}
+}

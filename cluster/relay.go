@@ -93,7 +93,7 @@ func (a *nspAdapter) serveAck(from string, m *message) {
 	for _, s := range sockets {
 		id := s.ID()
 		s.ExpectAck(r.ackID, func(args []json.RawMessage) { r.replied(id, args) })
-		s.Write(enc, opts.Volatile)
+		a.writeInOrder(s, enc, opts.Volatile)
 	}
 	r.mu.Lock()
 	if !r.ended {
@@ -108,6 +108,14 @@ func (a *nspAdapter) serveAck(from string, m *message) {
 			s.ForgetAck(r.ackID)
 		}
 	}
+}
+
+// writeInOrder writes a packet of another node's request to local socket s. It
+// must take the same path to the socket as applyLocal's broadcasts: the order
+// of a node's broadcasts and broadcasts with acks on a socket depends on it
+// (if broadcasts are queued or paced before Socket.Write, so must this be).
+func (a *nspAdapter) writeInOrder(s adapter.Socket, enc *parser.Encoded, volatile bool) {
+	s.Write(enc, volatile)
 }
 
 // holdFor is how long a relay waits for acks: until the requester's deadline
