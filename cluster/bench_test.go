@@ -203,3 +203,36 @@ func percentile(sorted []time.Duration, q float64) time.Duration {
 	}
 	return sorted[min(len(sorted)-1, int(q*float64(len(sorted))))]
 }
+
+// BenchmarkCrossNodeRequest: node 0 makes one request at a time to node 1
+// through one real Redis (streams): FetchSockets of one socket, and
+// BroadcastWithAck to one socket that acks at once. ns/op is the round trip.
+func BenchmarkCrossNodeRequest(b *testing.B) {
+	srv := redistest.Standalone(b)
+	cs := startNodes(b, 2, nil, redisBuses(b, srv.URL(), redisbus.Streams))
+	ns := bind(b, cs, "/")
+	connect(ns[1], "there", "room")
+	opts := adapter.Options{Rooms: []string{"room"}}
+	p, err := parser.EventPacket("/", "ask", 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("fetch", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			infos, err := ns[0].a.FetchSockets(context.Background(), opts)
+			if err != nil || len(infos) != 1 {
+				b.Fatalf("FetchSockets: %d sockets, %v", len(infos), err)
+			}
+		}
+	})
+	b.Run("ack", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			replies, err := ns[0].a.BroadcastWithAck(context.Background(), p, opts)
+			if err != nil || len(replies) != 1 {
+				b.Fatalf("BroadcastWithAck: %d replies, %v", len(replies), err)
+			}
+		}
+	})
+}

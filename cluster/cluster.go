@@ -32,6 +32,7 @@ const (
 	DefaultRequestTimeout    = 5 * time.Second
 	DefaultHeartbeatInterval = 5 * time.Second
 	DefaultMaxServing        = 256
+	DefaultMaxRelays         = 10000
 )
 
 // Options configures a Cluster. The zero value (or nil) gives the defaults.
@@ -45,10 +46,20 @@ type Options struct {
 	// NodeTimeout is how long a node may stay silent before it is no longer waited
 	// for. Default 3 × HeartbeatInterval.
 	NodeTimeout time.Duration
-	// MaxServing bounds the requests of other nodes served at once (fetch,
-	// server-side emit, broadcast with acks). A request above it is dropped, counted
-	// and logged; its requester sees this node in MissingRepliesError. Default 256.
+	// MaxServing bounds the answers to other nodes waiting to be sent, in each
+	// of the two lanes (control: confirmations, hello answers, fetch answers;
+	// replies: ack counts and replies, server-side emit replies). An answer above
+	// it is dropped, counted (Stats.DroppedRequests,
+	// durasock_cluster_dropped_requests_total{lane}) and logged; its requester
+	// sees this node (or the socket) in MissingRepliesError. Default 256.
 	MaxServing int
+	// MaxRelays bounds the broadcasts with acks of other nodes that this node
+	// holds open at once, waiting for the acks of its sockets until the
+	// requester's deadline. A request above it is refused before its packet is
+	// written: counted (Stats.RefusedRelays,
+	// durasock_cluster_relays_refused_total) and logged; its requester sees this
+	// node in MissingRepliesError. Default 10 000; -1 means no bound.
+	MaxRelays int
 	// Logger receives the log lines of the cluster. Default slog.Default().
 	Logger *slog.Logger
 	// Registerer, when not nil, receives the cluster's Prometheus metrics
@@ -73,6 +84,12 @@ func (o *Options) withDefaults() Options {
 	if r.MaxServing <= 0 {
 		r.MaxServing = DefaultMaxServing
 	}
+	switch {
+	case r.MaxRelays == 0:
+		r.MaxRelays = DefaultMaxRelays
+	case r.MaxRelays < 0:
+		r.MaxRelays = 0 // no bound
+	}
 	if r.Logger == nil {
 		r.Logger = slog.Default()
 	}
@@ -89,8 +106,17 @@ type Stats struct {
 	DecodeErrors uint64 `json:"decode_errors"`
 	// UnknownNamespace counts messages for a namespace this node does not serve.
 	UnknownNamespace uint64 `json:"unknown_namespace"`
-	// DroppedRequests counts requests of other nodes not served (MaxServing).
+	// DroppedRequests counts answers to requests of other nodes dropped because
+	// their lane was full (MaxServing).
 	DroppedRequests uint64 `json:"dropped_requests"`
+	// ExpiredRequests counts requests of other nodes not served because they
+	// arrived after their requester's deadline (a replay after an outage).
+	ExpiredRequests uint64 `json:"expired_requests"`
+	// Relays is the number of broadcasts with acks of other nodes waiting for
+	// the acks of this node's sockets now; RefusedRelays counts those refused
+	// because MaxRelays were waiting.
+	Relays        int    `json:"relays"`
+	RefusedRelays uint64 `json:"refused_relays"`
 	// Requests counts the cross-node requests this node made, and RequestTimeouts
 	// those that ended without every reply.
 	Requests        uint64 `json:"requests"`
@@ -110,8 +136,14 @@ type Cluster struct {
 	closed    chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup
-	jobs      chan job
-	sem       chan struct{}
+
+	controlLane *lane // confirmations, hello answers, fetch answers
+	replyLane   *lane // ack counts and replies, server-side emit replies
+
+	relayMu   sync.Mutex
+	relays    map[*relay]struct{} // open relays (MaxRelays)
+	ready     []*relay            // relays with answers to send
+	relayWake chan struct{}       // a relay became ready
 
 	mu     sync.RWMutex
 	nsps   map[string]*nspAdapter
@@ -130,12 +162,7 @@ type Cluster struct {
 
 type counters struct {
 	received, decodeErrors, unknownNsp, dropped, requests, timeouts atomic.Uint64
-}
-
-// job is a request of another node waiting to be served.
-type job struct {
-	from string
-	m    *message
+	expired, refusedRelays                                          atomic.Uint64
 }
 
 // New starts a Cluster on b: it calls b.Receive, announces this node and starts
@@ -146,17 +173,17 @@ func New(b bus.Bus, opts *Options) (*Cluster, error) {
 	}
 	o := opts.withDefaults()
 	c := &Cluster{
-		bus:    b,
-		id:     b.NodeID(),
-		opts:   o,
-		log:    o.Logger.With(slog.String("component", "cluster"), slog.String("node", b.NodeID())),
-		closed: make(chan struct{}),
-		jobs:   make(chan job, o.MaxServing),
-		sem:    make(chan struct{}, o.MaxServing),
-		nsps:   make(map[string]*nspAdapter),
-		nodes:  make(map[string]time.Time),
-		gone:   make(map[string]time.Time),
-		reqs:   make(map[uint64]*pending),
+		bus:       b,
+		id:        b.NodeID(),
+		opts:      o,
+		log:       o.Logger.With(slog.String("component", "cluster"), slog.String("node", b.NodeID())),
+		closed:    make(chan struct{}),
+		nsps:      make(map[string]*nspAdapter),
+		nodes:     make(map[string]time.Time),
+		gone:      make(map[string]time.Time),
+		reqs:      make(map[uint64]*pending),
+		relays:    make(map[*relay]struct{}),
+		relayWake: make(chan struct{}, 1),
 	}
 	// Request ids start at a random point so that replies meant for an earlier
 	// process with the same node id are not taken for ours.
@@ -166,10 +193,16 @@ func New(b bus.Bus, opts *Options) (*Cluster, error) {
 		return nil, err
 	}
 	c.metrics = m
+	c.controlLane = newLane(laneControl, o.MaxServing)
+	c.controlLane.metric = m.dropped.WithLabelValues(laneControl)
+	c.replyLane = newLane(laneReplies, o.MaxServing)
+	c.replyLane.metric = m.dropped.WithLabelValues(laneReplies)
+	c.replyLane.relays = c.relayWake
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
-	c.wg.Add(2)
-	go c.serveLoop(ctx)
+	c.startLane(ctx, c.controlLane, controlWorkers)
+	c.startLane(ctx, c.replyLane, replyWorkers)
+	c.wg.Add(1)
 	go c.heartbeatLoop(ctx)
 	c.startSessions(ctx)
 	b.Receive(c.receive)
@@ -226,6 +259,9 @@ func (c *Cluster) Stats() Stats {
 		DecodeErrors:     c.stats.decodeErrors.Load(),
 		UnknownNamespace: c.stats.unknownNsp.Load(),
 		DroppedRequests:  c.stats.dropped.Load(),
+		ExpiredRequests:  c.stats.expired.Load(),
+		Relays:           c.relayCount(),
+		RefusedRelays:    c.stats.refusedRelays.Load(),
 		Requests:         c.stats.requests.Load(),
 		RequestTimeouts:  c.stats.timeouts.Load(),
 	}
@@ -252,10 +288,11 @@ func (c *Cluster) Close(ctx context.Context) error {
 		for _, a := range nsps {
 			a.closeLocal()
 		}
+		c.endRelays(nil)
 		c.metrics.unregister()
 	})
-	// The goroutines end promptly once cancelled, unless a namespace's
-	// HandleServerSideEmit blocks: then Close gives up when ctx is done.
+	// The goroutines end promptly once cancelled, unless a Send of the bus
+	// blocks: then Close gives up when ctx is done.
 	done := make(chan struct{})
 	go func() {
 		c.wg.Wait()
@@ -293,9 +330,10 @@ func (c *Cluster) removeNsp(a *nspAdapter) {
 	c.mu.Unlock()
 }
 
-// receive is the bus handler: it decodes a message and applies it (reliable
-// kinds, in order, on the bus's goroutine), hands it to a server goroutine
-// (requests) or to the pending request it answers (replies).
+// receive is the bus handler: it decodes a message and applies or serves it
+// (reliable kinds, requests included, in order, on the bus's goroutine), or
+// hands it to the pending request it answers (replies). Answers leave through
+// the lanes, so the bus's goroutine never waits for a Send.
 func (c *Cluster) receive(bm bus.Message) {
 	if c.isClosed() {
 		return
@@ -318,10 +356,10 @@ func (c *Cluster) receive(bm bus.Message) {
 	case kindBroadcast, kindAddSockets, kindDelSockets, kindDisconnect, kindServerEmit:
 		c.apply(m)
 		if m.confirmable() && m.reqID != 0 {
-			c.enqueue(job{from: bm.Origin, m: &message{kind: kindApplied, nsp: m.nsp, reqID: m.reqID}})
+			c.control(bm.Origin, &message{kind: kindApplied, nsp: m.nsp, reqID: m.reqID})
 		}
 	case kindFetchRequest, kindEmitRequest, kindAckRequest:
-		c.enqueue(job{from: bm.Origin, m: m})
+		c.serve(bm.Origin, m)
 	case kindFetchResponse, kindEmitResponse, kindAckCount, kindAckReply, kindUnknownNsp, kindApplied:
 		c.answer(bm.Origin, m)
 	case kindHeartbeat:
@@ -352,41 +390,6 @@ func (c *Cluster) apply(m *message) {
 	a.apply(m)
 }
 
-func (c *Cluster) enqueue(j job) {
-	select {
-	case c.jobs <- j:
-	default:
-		c.stats.dropped.Add(1)
-		c.metrics.dropped.Inc()
-		c.logLimited("cluster: too many requests of other nodes at once; request not served",
-			slog.String("from", j.from), slog.String("kind", j.m.kind.String()),
-			slog.Uint64("dropped_requests", c.stats.dropped.Load()))
-	}
-}
-
-// serveLoop runs the requests of other nodes, at most MaxServing at once.
-func (c *Cluster) serveLoop(ctx context.Context) {
-	defer c.wg.Done()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case j := <-c.jobs:
-			select {
-			case c.sem <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-			c.wg.Add(1)
-			go func() {
-				defer c.wg.Done()
-				defer func() { <-c.sem }()
-				c.serve(ctx, j)
-			}()
-		}
-	}
-}
-
 // send delivers a direct message to node to within the request timeout.
 func (c *Cluster) send(ctx context.Context, to string, m *message) error {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
@@ -394,30 +397,46 @@ func (c *Cluster) send(ctx context.Context, to string, m *message) error {
 	return c.bus.Send(ctx, to, m.marshal())
 }
 
-// serve answers one request of another node.
-func (c *Cluster) serve(ctx context.Context, j job) {
-	m := j.m
-	switch m.kind {
-	case kindHeartbeat:
-		c.sendHeartbeat(ctx, j.from, false)
-		return
-	case kindApplied:
-		c.reply(ctx, j.from, m)
+// minDeadline is the smallest request deadline read as a time (Unix
+// milliseconds, 2001-09-09); below it the field is a timeout in milliseconds, as
+// in the ack-requests of earlier versions.
+const minDeadline = 1_000_000_000_000
+
+// serve answers a request of another node, on the bus's goroutine and so in
+// order with the origin's other messages of the namespace: what it does to
+// local sockets and handlers happens before the messages published after it.
+// Nothing here waits: answers are queued on the lanes, and a broadcast with
+// acks leaves a relay that answers from callbacks.
+func (c *Cluster) serve(from string, m *message) {
+	if m.deadline != 0 && m.deadline < minDeadline {
+		// An ack-request of a node of an earlier version: the field is its
+		// remaining time, and it came on the direct plane, so it is fresh.
+		m.deadline += uint64(time.Now().UnixMilli())
+	}
+	if m.deadline != 0 && time.Now().UnixMilli() > int64(min(m.deadline, 1<<62)) {
+		// Its requester has returned already (a replay after an outage, a
+		// backlog): serving it now would act on sockets nobody waits for.
+		n := c.stats.expired.Add(1)
+		c.metrics.expired.Inc()
+		c.logLimited("cluster: request of another node arrived after its deadline; not served",
+			slog.String("from", from), slog.String("kind", m.kind.String()), slog.String("namespace", m.nsp),
+			slog.Duration("late_by", time.Since(time.UnixMilli(int64(min(m.deadline, 1<<62))))),
+			slog.Uint64("expired_requests", n))
 		return
 	}
 	a := c.nsp(m.nsp)
-	if a == nil {
+	if a == nil || a.isClosed() {
 		c.stats.unknownNsp.Add(1)
-		c.reply(ctx, j.from, &message{kind: kindUnknownNsp, nsp: m.nsp, reqID: m.reqID})
+		c.control(from, &message{kind: kindUnknownNsp, nsp: m.nsp, reqID: m.reqID})
 		return
 	}
 	switch m.kind {
 	case kindFetchRequest:
-		a.serveFetch(ctx, j.from, m)
+		a.serveFetch(from, m)
 	case kindEmitRequest:
-		a.serveEmit(ctx, j.from, m)
+		a.serveEmit(from, m)
 	case kindAckRequest:
-		a.serveAck(ctx, j.from, m)
+		a.serveAck(from, m)
 	}
 }
 

@@ -31,11 +31,11 @@ const (
 	kindDelSockets      kind = 3  // reliable: matching sockets leave rooms
 	kindDisconnect      kind = 4  // reliable: matching sockets disconnect
 	kindServerEmit      kind = 5  // reliable: server-side emit without replies
-	kindFetchRequest    kind = 6  // direct: describe matching sockets
+	kindFetchRequest    kind = 6  // reliable: describe matching sockets
 	kindFetchResponse   kind = 7  // direct: sockets of one node
-	kindEmitRequest     kind = 8  // direct: server-side emit that wants replies
+	kindEmitRequest     kind = 8  // reliable: server-side emit that wants replies
 	kindEmitResponse    kind = 9  // direct: one node's reply
-	kindAckRequest      kind = 10 // direct: broadcast with acks
+	kindAckRequest      kind = 10 // reliable: broadcast with acks
 	kindAckCount        kind = 11 // direct: how many sockets of a node got it
 	kindAckReply        kind = 12 // direct: one socket's reply
 	kindHeartbeat       kind = 13 // direct: node is alive
@@ -89,8 +89,8 @@ type message struct {
 	data        []byte
 	attachments [][]byte
 
-	target    []string // rooms to join or leave
-	timeoutMS uint64   // ack request: how long the requester waits
+	target   []string // rooms to join or leave
+	deadline uint64   // requests: the requester's deadline, Unix milliseconds
 
 	event string   // server-side emit
 	args  [][]byte // server-side emit, emit response, ack reply
@@ -149,6 +149,13 @@ func (k kind) confirmable() bool {
 
 func (m *message) hasPacket() bool { return m.kind == kindBroadcast || m.kind == kindAckRequest }
 
+// isRequest reports the kinds that ask every node for an answer. They travel on
+// the reliable plane, in order with the origin's other messages of the
+// namespace, and carry the requester's deadline.
+func (k kind) isRequest() bool {
+	return k == kindFetchRequest || k == kindEmitRequest || k == kindAckRequest
+}
+
 func (m *message) hasReqID() bool {
 	switch m.kind {
 	case kindAddSockets, kindDelSockets, kindDisconnect, kindApplied, kindFetchRequest, kindFetchResponse, kindEmitRequest, kindEmitResponse,
@@ -180,8 +187,6 @@ func (m *message) encode(b []byte) []byte {
 	switch m.kind {
 	case kindAddSockets, kindDelSockets:
 		b = appendStrings(b, m.target)
-	case kindAckRequest:
-		b = binary.AppendUvarint(b, m.timeoutMS)
 	case kindServerEmit, kindEmitRequest:
 		b = appendString(b, m.event)
 		b = appendByteList(b, m.args)
@@ -196,11 +201,14 @@ func (m *message) encode(b []byte) []byte {
 		b = appendString(b, m.sid)
 		b = appendByteList(b, m.args)
 	}
+	if m.kind.isRequest() {
+		b = binary.AppendUvarint(b, m.deadline)
+	}
 	return b
 }
 
 func (m *message) size() int {
-	n := 3 + 10 + len(m.nsp) + 10
+	n := 3 + 10 + len(m.nsp) + 10 + 10
 	for _, s := range m.rooms {
 		n += len(s) + 5
 	}
@@ -293,8 +301,6 @@ func decodeMessage(buf []byte) (*message, error) {
 	switch m.kind {
 	case kindAddSockets, kindDelSockets:
 		m.target = r.strings()
-	case kindAckRequest:
-		m.timeoutMS = r.uvarint()
 	case kindServerEmit, kindEmitRequest:
 		m.event = r.string()
 		m.args = r.byteList()
@@ -308,6 +314,11 @@ func decodeMessage(buf []byte) (*message, error) {
 	case kindAckReply:
 		m.sid = r.string()
 		m.args = r.byteList()
+	}
+	if m.kind.isRequest() && r.off < len(buf) {
+		// Absent in a request of a node of an earlier version (sent on the
+		// direct plane without a deadline): served with this node's timeout.
+		m.deadline = r.uvarint()
 	}
 	if r.err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrMalformed, m.kind, r.err)

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"testing"
 
@@ -22,11 +23,11 @@ func sampleMessages() []*message {
 		{kind: kindDelSockets, nsp: "/", except: []string{"b"}, target: []string{"x"}},
 		{kind: kindDisconnect, nsp: "/", reqID: 1 << 60, flags: flagCloseConn, rooms: []string{"a"}},
 		{kind: kindServerEmit, nsp: "/", event: "notice", args: [][]byte{[]byte(`1`), []byte(`{"a":2}`)}},
-		{kind: kindFetchRequest, nsp: "/", reqID: 2, rooms: []string{"a"}},
+		{kind: kindFetchRequest, nsp: "/", reqID: 2, rooms: []string{"a"}, deadline: 1_700_000_000_000},
 		{kind: kindFetchResponse, nsp: "/", reqID: 2, sockets: []byte(`[{"id":"s"}]`)},
-		{kind: kindEmitRequest, nsp: "/", reqID: 3, event: "q"},
+		{kind: kindEmitRequest, nsp: "/", reqID: 3, event: "q", deadline: 1_700_000_005_000},
 		{kind: kindEmitResponse, nsp: "/", reqID: 3, args: [][]byte{[]byte(`"ok"`)}},
-		{kind: kindAckRequest, nsp: "/", reqID: 4, rooms: []string{"r"}, ptype: parser.Event, data: []byte(`["ask"]`), timeoutMS: 5000},
+		{kind: kindAckRequest, nsp: "/", reqID: 4, rooms: []string{"r"}, ptype: parser.Event, data: []byte(`["ask"]`), deadline: 1_700_000_060_000},
 		{kind: kindAckCount, nsp: "/", reqID: 4, count: 2, ids: []string{"s1", "s2"}},
 		{kind: kindAckReply, nsp: "/", reqID: 4, sid: "s1", args: [][]byte{[]byte(`"s1"`)}},
 		{kind: kindHeartbeat, flags: flagHello},
@@ -86,6 +87,22 @@ func TestDecodeErrors(t *testing.T) {
 		"not event": (&message{kind: kindBroadcast, nsp: "/", ptype: parser.Ack, data: []byte(`[]`)}).marshal(),
 		"no array":  (&message{kind: kindBroadcast, nsp: "/", ptype: parser.Event, data: []byte(`"x"`)}).marshal(),
 		"req 0":     (&message{kind: kindAckCount, nsp: "/"}).marshal(),
+	}
+	// A request's deadline is its last field; a request without it (a node of an
+	// earlier version) decodes with deadline 0.
+	for _, m := range sampleMessages() {
+		if !m.kind.isRequest() {
+			continue
+		}
+		b := m.marshal()
+		n := len(binary.AppendUvarint(nil, m.deadline))
+		got, err := decodeMessage(b[:len(b)-n])
+		if err != nil || got.deadline != 0 {
+			t.Errorf("%s without a deadline: %+v, %v; want deadline 0", m.kind, got, err)
+		}
+		if _, err := decodeMessage(b[:len(b)-1]); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s with a cut deadline: %v, want ErrMalformed", m.kind, err)
+		}
 	}
 	for name, b := range cases {
 		if _, err := decodeMessage(b); !errors.Is(err, ErrMalformed) {

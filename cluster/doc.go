@@ -17,20 +17,41 @@
 //
 //   - Broadcast writes to the matching local sockets before it returns, whatever
 //     the state of the bus (G1), then publishes the packet on the bus's reliable
-//     plane: every other node delivers it to its matching sockets exactly once
-//     and in the order this node issued it. An error of Publish (outbox full) is
-//     returned to the caller. Binary attachments travel as raw bytes.
+//     plane. An error of Publish (outbox full) is returned to the caller. Binary
+//     attachments travel as raw bytes.
 //   - AddSockets, DelSockets and DisconnectSockets are applied locally, published on
-//     the reliable plane (ordered with the node's broadcasts) and, while the bus
-//     is connected, confirmed by every known node before they return.
-//   - FetchSockets, ServerSideEmit with replies and BroadcastWithAck are requests
-//     on the bus's direct plane: they collect the answers of every known node
-//     until all arrived or ctx is done (Options.RequestTimeout when ctx has no
-//     deadline), and then return what arrived with a *adapter.MissingRepliesError
-//     naming what did not. While the bus is not connected they fail at once with
-//     adapter.ErrUnavailable. An emit with an ack to a socket of another node is
-//     a BroadcastWithAck to the room named by its id.
+//     the reliable plane and, while the bus is connected, confirmed by every known
+//     node before they return.
+//   - FetchSockets, ServerSideEmit with replies and BroadcastWithAck are requests:
+//     they too are published on the reliable plane, carrying the requester's
+//     deadline, and collect the answers of every known node, which come back on
+//     the bus's direct plane, until all arrived or ctx is done
+//     (Options.RequestTimeout when ctx has no deadline); then they return what
+//     arrived with a *adapter.MissingRepliesError naming what did not. While the
+//     bus is not connected they fail at once with adapter.ErrUnavailable; they
+//     never wait in the outbox. A request that reaches a node after its deadline
+//     (replayed after an outage) is not served there (Stats.ExpiredRequests). An
+//     emit with an ack to a socket of another node is a BroadcastWithAck to the
+//     room named by its id.
 //   - ServerSideEmit without replies travels on the reliable plane.
+//
+// Order: every message of one node and one namespace — broadcasts, socket
+// operations, server-side emits and requests, with or without acks — is applied
+// on every other node in the order this node issued it, exactly once. A
+// broadcast followed by an emit with an ack reaches a socket of another node in
+// that order; a server-side emit followed by one with replies reaches the other
+// node's handler in that order. Answers are not ordered with anything.
+//
+// Serving other nodes' requests never blocks: a node applies a request when it
+// arrives, in order, and sends its answers through two bounded lanes with
+// goroutines of their own — control (join/leave/disconnect confirmations,
+// hello answers, fetch answers) and replies (ack counts and replies, server-side
+// emit replies) — so that confirmations and fetches never wait behind acks
+// (Options.MaxServing bounds each lane). A broadcast with acks of another node
+// holds no goroutine while its sockets have not replied: it answers from the
+// sockets' ack callbacks until the requester's deadline (at most one hour).
+// Options.MaxRelays bounds how many are open at once; beyond it one is refused
+// (Stats.RefusedRelays) and the requester names this node missing.
 //
 // Nodes find each other by heartbeats (Options.HeartbeatInterval); a node that
 // closes says goodbye and one that goes silent is forgotten after

@@ -14,7 +14,10 @@ import (
 // as the key, and every node applies them as if one of its peers had issued
 // them, in order with the other messages of the publishing node.
 
-// PartitionKey is the bus key of the reliable messages of namespace nsp.
+// PartitionKey is the bus key of the reliable messages of namespace nsp. A
+// node publishes every message of a namespace — broadcasts, socket operations,
+// server-side emits and requests — under this one key: that is what keeps them
+// in the order issued on every other node.
 func PartitionKey(nsp string) string { return nsp }
 
 // EncodeBroadcast returns the cluster message that broadcasts p (an EVENT or

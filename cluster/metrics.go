@@ -9,11 +9,13 @@ import (
 
 // metrics are the Prometheus metrics of a Cluster (durasock_cluster_*).
 type metrics struct {
-	reg          prometheus.Registerer
-	collectors   []prometheus.Collector
-	decodeErrors prometheus.Counter
-	dropped      prometheus.Counter
-	timeouts     prometheus.Counter
+	reg           prometheus.Registerer
+	collectors    []prometheus.Collector
+	decodeErrors  prometheus.Counter
+	dropped       *prometheus.CounterVec
+	timeouts      prometheus.Counter
+	expired       prometheus.Counter
+	refusedRelays prometheus.Counter
 }
 
 func newMetrics(c *Cluster, reg prometheus.Registerer) (*metrics, error) {
@@ -23,15 +25,26 @@ func newMetrics(c *Cluster, reg prometheus.Registerer) (*metrics, error) {
 			Name: "durasock_cluster_decode_errors_total",
 			Help: "Cluster messages dropped because they could not be decoded.",
 		}),
-		dropped: prometheus.NewCounter(prometheus.CounterOpts{
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "durasock_cluster_dropped_requests_total",
-			Help: "Requests of other nodes not served because too many were running (MaxServing).",
-		}),
+			Help: "Answers to requests of other nodes dropped because their lane (control or replies) was full (MaxServing).",
+		}, []string{"lane"}),
 		timeouts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "durasock_cluster_request_timeouts_total",
 			Help: "Cross-node requests of this node that ended without every answer.",
 		}),
+		expired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "durasock_cluster_expired_requests_total",
+			Help: "Requests of other nodes not served because they arrived after their requester's deadline.",
+		}),
+		refusedRelays: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "durasock_cluster_relays_refused_total",
+			Help: "Broadcasts with acks of other nodes refused because MaxRelays were waiting for acks.",
+		}),
 	}
+	// Both lanes are visible from the start, at 0.
+	m.dropped.WithLabelValues(laneControl)
+	m.dropped.WithLabelValues(laneReplies)
 	nodes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "durasock_cluster_nodes",
 		Help: "Other nodes of the cluster known to be alive.",
@@ -44,7 +57,11 @@ func newMetrics(c *Cluster, reg prometheus.Registerer) (*metrics, error) {
 		Name: "durasock_cluster_messages_received_total",
 		Help: "Cluster messages of other nodes decoded and applied or answered.",
 	}, func() float64 { return float64(c.stats.received.Load()) })
-	m.collectors = []prometheus.Collector{m.decodeErrors, m.dropped, m.timeouts, nodes, requests, received}
+	relays := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "durasock_cluster_relays",
+		Help: "Broadcasts with acks of other nodes waiting for the acks of this node's sockets (bounded by MaxRelays).",
+	}, func() float64 { return float64(c.relayCount()) })
+	m.collectors = []prometheus.Collector{m.decodeErrors, m.dropped, m.timeouts, m.expired, m.refusedRelays, nodes, requests, received, relays}
 	if reg == nil {
 		return m, nil
 	}

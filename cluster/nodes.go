@@ -88,7 +88,7 @@ func (c *Cluster) heard(id string, m *message) {
 		c.log.Info("cluster: node joined", slog.String("peer", id))
 	}
 	if hello || !known {
-		c.enqueue(job{from: id, m: &message{kind: kindHeartbeat}})
+		c.control(id, &message{kind: kindHeartbeat})
 	}
 }
 

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/bus"
@@ -19,10 +18,12 @@ import (
 // nspAdapter is the cluster adapter of one namespace: an adapter.Memory for the
 // sockets of this node, plus the bus for the others.
 //
-// Broadcasts, socket operations (join, leave, disconnect) and server-side emits
-// without replies are published on the reliable plane with the namespace as the
-// partition key, so that they are applied on every node in the order this node
-// issued them. Requests that collect answers go over the direct plane.
+// Every message of the namespace — broadcasts, socket operations (join, leave,
+// disconnect), server-side emits and the requests that collect answers (fetch,
+// server-side emit with replies, broadcast with acks) — is published on the
+// reliable plane with the namespace as the partition key, so that every node
+// applies them in the order this node issued them. Only the answers travel on
+// the direct plane.
 type nspAdapter struct {
 	c      *Cluster
 	name   string
@@ -44,7 +45,7 @@ func (a *nspAdapter) isClosed() bool { return a.closed.Load() || a.c.isClosed() 
 
 // publish hands a reliable message to the bus.
 func (a *nspAdapter) publish(ctx context.Context, m *message) error {
-	if err := a.c.bus.Publish(ctx, a.name, m.marshal()); err != nil {
+	if err := a.c.bus.Publish(ctx, PartitionKey(a.name), m.marshal()); err != nil {
 		return fmt.Errorf("cluster: %s: %w", m.kind, err)
 	}
 	return nil
@@ -190,10 +191,11 @@ func (a *nspAdapter) FetchSockets(ctx context.Context, opts adapter.Options) ([]
 	return append(local, remote...), err
 }
 
-// ServerSideEmit publishes the event for the other nodes' namespace handlers.
-// Without wantReplies it goes over the reliable plane (ordered with this node's
-// broadcasts); with wantReplies it is a request and returns one Reply per node
-// that answered before ctx was done.
+// ServerSideEmit publishes the event for the other nodes' namespace handlers on
+// the reliable plane (ordered with this node's broadcasts). With wantReplies it
+// is a request: it fails at once with adapter.ErrUnavailable while the bus is
+// not connected, and returns one Reply per node that answered before ctx was
+// done.
 func (a *nspAdapter) ServerSideEmit(ctx context.Context, event string, args []json.RawMessage, wantReplies bool) ([]adapter.Reply, error) {
 	if a.isClosed() {
 		return nil, adapter.ErrClosed
@@ -247,13 +249,12 @@ func (a *nspAdapter) BroadcastWithAck(ctx context.Context, p *parser.Packet, opt
 	defer a.c.unregister(pd)
 	if !opts.Local {
 		m := &message{
-			kind: kindAckRequest, nsp: a.name, reqID: pd.id, flags: selectorFlags(opts),
+			kind: kindAckRequest, nsp: a.name, flags: selectorFlags(opts),
 			rooms: opts.Rooms, except: opts.Except,
 			ptype: p.Type, data: p.Data, attachments: p.Attachments,
-			timeoutMS: timeoutMS(ctx),
 		}
-		if err := a.c.bus.Send(ctx, "", m.marshal()); err != nil {
-			return nil, fmt.Errorf("%w: broadcast with acks: %w", adapter.ErrUnavailable, err)
+		if err := a.c.publishRequest(ctx, pd, m); err != nil {
+			return nil, err
 		}
 	}
 	localDone := make(chan error, 1)
@@ -299,53 +300,23 @@ func (a *nspAdapter) checkPacket(p *parser.Packet) error {
 	return nil
 }
 
-// timeoutMS is how long the requester of ctx waits, for the nodes that hold the
-// acks of their sockets meanwhile.
-func timeoutMS(ctx context.Context) uint64 {
-	d, ok := ctx.Deadline()
-	if !ok {
-		return 0
-	}
-	ms := time.Until(d).Milliseconds()
-	return uint64(max(ms, 1))
-}
-
-// maxAckHold bounds how long a node holds the acks of a remote request.
-const maxAckHold = time.Hour
-
-// serveAck runs a remote broadcast with acks on the local sockets: it reports the
-// recipients, then relays every reply to the requester until the requester's
-// timeout.
-func (a *nspAdapter) serveAck(ctx context.Context, from string, m *message) {
-	hold := time.Duration(m.timeoutMS) * time.Millisecond
-	if hold <= 0 || hold > maxAckHold {
-		hold = min(maxAckHold, max(hold, a.c.opts.RequestTimeout))
-	}
-	ctx, cancel := context.WithTimeout(ctx, hold)
-	defer cancel()
-	opts := m.options()
-	p := &parser.Packet{Type: m.ptype, Namespace: a.name, Data: m.data, Attachments: m.attachments}
-	err := a.local.BroadcastWithAckRecipients(ctx, p, opts,
-		func(ids []string) {
-			a.c.reply(ctx, from, &message{kind: kindAckCount, nsp: a.name, reqID: m.reqID, count: uint64(len(ids)), ids: ids})
-		},
-		func(r adapter.Reply) {
-			a.c.reply(ctx, from, &message{kind: kindAckReply, nsp: a.name, reqID: m.reqID, sid: r.From, args: jsonArgs(r.Args)})
-		})
-	if err != nil && !isMissing(err) && !errors.Is(err, adapter.ErrClosed) {
-		a.c.logLimited("cluster: broadcast with acks of another node failed",
-			slog.String("from", from), slog.String("namespace", a.name), slog.Any("error", err))
-		// Tell the requester there is nothing to wait for here.
-		a.c.reply(ctx, from, &message{kind: kindAckCount, nsp: a.name, reqID: m.reqID})
-	}
-}
-
 // serveFetch answers a remote FetchSockets with the matching local sockets.
-func (a *nspAdapter) serveFetch(ctx context.Context, from string, m *message) {
+// The sockets are described at once (in order with the origin's earlier
+// messages); the answer leaves through the control lane.
+func (a *nspAdapter) serveFetch(from string, m *message) {
 	infos, err := a.local.FetchSocketsLocal(m.options())
 	if err != nil && !errors.Is(err, adapter.ErrClosed) {
 		a.c.logLimited("cluster: fetch sockets failed", slog.String("namespace", a.name), slog.Any("error", err))
 	}
+	// The JSON encoding, which grows with the sockets, is left to the lane so
+	// that the origin's next messages are not held up by it.
+	a.c.queueOut(a.c.controlLane, kindFetchResponse, outgoing{to: from, build: func() *message {
+		return &message{kind: kindFetchResponse, nsp: a.name, reqID: m.reqID, sockets: a.encodeInfos(infos)}
+	}})
+}
+
+// encodeInfos returns infos as a JSON array, naming this node.
+func (a *nspAdapter) encodeInfos(infos []adapter.SocketInfo) []byte {
 	buf := make([]byte, 0, 256*len(infos)+2)
 	buf = append(buf, '[')
 	n := 0
@@ -363,21 +334,17 @@ func (a *nspAdapter) serveFetch(ctx context.Context, from string, m *message) {
 		buf = append(buf, b...)
 		n++
 	}
-	buf = append(buf, ']')
-	a.c.reply(ctx, from, &message{kind: kindFetchResponse, nsp: a.name, reqID: m.reqID, sockets: buf})
+	return append(buf, ']')
 }
 
-// serveEmit hands a remote server-side emit to the namespace, whose handler
-// replies at most once.
-func (a *nspAdapter) serveEmit(ctx context.Context, from string, m *message) {
+// serveEmit hands a remote server-side emit to the namespace (in order with
+// the origin's server-side emits without replies), whose handler replies at
+// most once, now or later; the reply leaves through the replies lane.
+func (a *nspAdapter) serveEmit(from string, m *message) {
 	var once sync.Once
 	reply := func(args []json.RawMessage) {
 		once.Do(func() {
-			// The handler may reply after serve returned: the reply gets its own
-			// deadline rather than the serving goroutine's.
-			ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.c.opts.RequestTimeout)
-			defer cancel()
-			a.c.reply(ctx, from, &message{kind: kindEmitResponse, nsp: a.name, reqID: m.reqID, args: jsonArgs(args)})
+			a.c.replyLater(from, &message{kind: kindEmitResponse, nsp: a.name, reqID: m.reqID, args: jsonArgs(args)})
 		})
 	}
 	a.nsp.HandleServerSideEmit(m.event, rawArgs(m.args), reply)
@@ -396,6 +363,7 @@ func (a *nspAdapter) Close() error {
 
 func (a *nspAdapter) closeLocal() {
 	a.closed.Store(true)
+	a.c.endRelays(a)
 	if err := a.local.Close(); err != nil {
 		a.c.log.Warn("cluster: closing the local adapter", slog.String("namespace", a.name), slog.Any("error", err))
 	}

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/durasock/durasock/adapter"
+	"github.com/durasock/durasock/bus"
 )
 
 // pending is a request this node made, waiting for the answers of other nodes.
@@ -268,15 +269,34 @@ func (c *Cluster) answer(from string, m *message) {
 	p.answer(c.log.Warn, from, m)
 }
 
-// ask sends request m (its reqID set from p) to every other node and waits until
-// every awaited node answered, ctx is done, or the cluster closes. p must be
-// registered. On ctx expiry it returns a *adapter.MissingRepliesError.
+// ask publishes request m (see publishRequest) and waits until every awaited
+// node answered, ctx is done, or the cluster closes. p must be registered. On
+// ctx expiry it returns a *adapter.MissingRepliesError.
 func (c *Cluster) ask(ctx context.Context, p *pending, m *message) error {
-	m.reqID = p.id
-	if err := c.bus.Send(ctx, "", m.marshal()); err != nil {
-		return fmt.Errorf("%w: %s: %w", adapter.ErrUnavailable, m.kind, err)
+	if err := c.publishRequest(ctx, p, m); err != nil {
+		return err
 	}
 	return c.wait(ctx, p)
+}
+
+// publishRequest publishes request m, with p's id and ctx's deadline, on the
+// reliable plane under the namespace's partition key, so that every node serves
+// it in order with this node's other messages of the namespace. While the bus is
+// not connected it fails at once with adapter.ErrUnavailable (wrapping
+// bus.ErrNotConnected) instead of leaving the request in the outbox; a request
+// that reaches a node after its deadline anyway is not served there.
+func (c *Cluster) publishRequest(ctx context.Context, p *pending, m *message) error {
+	if s := c.bus.Status().State; s != bus.Connected {
+		return fmt.Errorf("%w: %s: %w (bus %s)", adapter.ErrUnavailable, m.kind, bus.ErrNotConnected, s)
+	}
+	m.reqID = p.id
+	if d, ok := ctx.Deadline(); ok {
+		m.deadline = uint64(max(d.UnixMilli(), 1))
+	}
+	if err := c.bus.Publish(ctx, PartitionKey(m.nsp), m.marshal()); err != nil {
+		return fmt.Errorf("%w: %s: %w", adapter.ErrUnavailable, m.kind, err)
+	}
+	return nil
 }
 
 func (c *Cluster) wait(ctx context.Context, p *pending) error {
