@@ -1,0 +1,251 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/durasock/durasock/bus/redisbus"
+	"github.com/durasock/durasock/engineio"
+	"github.com/durasock/durasock/internal/redistest"
+	"github.com/durasock/durasock/socketio"
+)
+
+// logLines records the messages and attributes a server logs.
+type logLines struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logLines) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logLines) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString(r.Message)
+	r.Attrs(func(a slog.Attr) bool {
+		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
+		return true
+	})
+	l.mu.Lock()
+	l.lines = append(l.lines, b.String())
+	l.mu.Unlock()
+	return nil
+}
+func (l *logLines) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logLines) WithGroup(string) slog.Handler      { return l }
+
+func (l *logLines) find(sub string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range l.lines {
+		if strings.Contains(s, sub) {
+			return s
+		}
+	}
+	return ""
+}
+
+// recoveringClient is a raw Socket.IO client that recovers as the official
+// client does: it sends back the pid and the last offset it received.
+type recoveringClient struct {
+	*wsClient
+	pid    string
+	offset string
+}
+
+func dialRecovering(t *testing.T, url, pid, offset string) *recoveringClient {
+	t.Helper()
+	c, _, err := websocket.Dial(testCtx(t), strings.Replace(url, "http", "ws", 1)+"/socket.io/?EIO=4&transport=websocket", nil)
+	if err != nil {
+		t.Fatalf("dial %s: %v", url, err)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	w := &wsClient{t: t, c: c}
+	if open := w.read(); !strings.HasPrefix(open, "0{") {
+		t.Fatalf("Engine.IO open packet: %q", open)
+	}
+	auth := ""
+	if pid != "" {
+		b, _ := json.Marshal(map[string]string{"pid": pid, "offset": offset})
+		auth = string(b)
+	}
+	w.send("40" + auth)
+	var hello struct{ SID, PID string }
+	if got := w.read(); !strings.HasPrefix(got, "40{") || json.Unmarshal([]byte(got[2:]), &hello) != nil {
+		t.Fatalf("CONNECT answer: %q", got)
+	}
+	w.id = hello.SID
+	return &recoveringClient{wsClient: w, pid: hello.PID, offset: offset}
+}
+
+// event reads the next event and returns its first argument, remembering its
+// offset (the last argument).
+func (c *recoveringClient) event() int {
+	c.t.Helper()
+	msg := c.read()
+	var args []json.RawMessage
+	if !strings.HasPrefix(msg, "42") || json.Unmarshal([]byte(msg[2:]), &args) != nil || len(args) != 3 {
+		c.t.Fatalf("want an event with an argument and an offset, got %q", msg)
+	}
+	var n int
+	if err := json.Unmarshal(args[1], &n); err != nil {
+		c.t.Fatalf("event %q: %v", msg, err)
+	}
+	if err := json.Unmarshal(args[2], &c.offset); err != nil {
+		c.t.Fatalf("offset of %q: %v", msg, err)
+	}
+	return n
+}
+
+type recoveryNode struct {
+	srv *socketio.Server
+	url string
+	log *logLines
+}
+
+func recoveryNodes(t *testing.T, redisURL string, rec *socketio.RecoveryOptions) []recoveryNode {
+	cs := startNodes(t, 2, nil, redisBuses(t, redisURL, redisbus.Streams))
+	var out []recoveryNode
+	for _, c := range cs {
+		logs := &logLines{}
+		s := socketio.NewServer(&socketio.Options{Adapter: c.Adapter, Recovery: rec,
+			Options: engineio.Options{Logger: slog.New(logs)}})
+		s.OnConnection(func(so *socketio.Socket) { so.Join("room") })
+		hs := httptest.NewServer(s)
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+			defer cancel()
+			if err := s.Shutdown(ctx); err != nil {
+				t.Errorf("Shutdown: %v", err)
+			}
+			hs.Close()
+		})
+		out = append(out, recoveryNode{srv: s, url: hs.URL, log: logs})
+	}
+	return out
+}
+
+// A client whose connection breaks reconnects to another node and gets its
+// session back with every event it missed, in order, once; beyond the limits
+// (time away, missed events, history kept) it gets a new session and the
+// server says why.
+func TestRecoveryOnAnotherNode(t *testing.T) {
+	redis := redistest.Standalone(t)
+	ctx := testCtx(t)
+	emit := func(n recoveryNode, from, to int) {
+		t.Helper()
+		for i := from; i <= to; i++ {
+			if err := n.srv.To("room").Emit(ctx, "e", i); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// leave breaks a client's connection and waits until its node stored the
+	// session as away.
+	leave := func(c *recoveringClient) {
+		c.c.CloseNow()
+		time.Sleep(3 * sessionFlushEvery)
+	}
+
+	t.Run("recovered", func(t *testing.T) {
+		nodes := recoveryNodes(t, redis.URL(), &socketio.RecoveryOptions{})
+		a, b := nodes[0], nodes[1]
+		c := dialRecovering(t, a.url, "", "")
+		emit(a, 1, 3) // from its own node
+		emit(b, 4, 6) // from the other
+		for want := 1; want <= 6; want++ {
+			if got := c.event(); got != want {
+				t.Fatalf("event %d, want %d", got, want)
+			}
+		}
+		leave(c)
+		emit(a, 7, 8)
+		emit(b, 9, 10)
+		back := dialRecovering(t, b.url, c.pid, c.offset)
+		if back.id != c.id || back.pid != c.pid {
+			t.Fatalf("session not recovered: sid %s pid %s, want %s %s\n%s", back.id, back.pid, c.id, c.pid, b.log.find("session"))
+		}
+		emit(a, 11, 11)
+		emit(b, 12, 12)
+		// Each node's events in order, once; the two nodes' interleave.
+		fromA, fromB := []int{7, 8, 11}, []int{9, 10, 12}
+		for range 6 {
+			switch got := back.event(); {
+			case len(fromA) > 0 && got == fromA[0]:
+				fromA = fromA[1:]
+			case len(fromB) > 0 && got == fromB[0]:
+				fromB = fromB[1:]
+			default:
+				t.Fatalf("after recovery: event %d, want the next of %v (node a) or %v (node b)", got, fromA, fromB)
+			}
+		}
+	})
+
+	t.Run("away too long", func(t *testing.T) {
+		nodes := recoveryNodes(t, redis.URL(), &socketio.RecoveryOptions{MaxDisconnectionDuration: 500 * time.Millisecond})
+		a, b := nodes[0], nodes[1]
+		c := dialRecovering(t, a.url, "", "")
+		emit(a, 1, 1)
+		c.event()
+		leave(c)
+		time.Sleep(time.Second) // past MaxDisconnectionDuration
+		back := dialRecovering(t, b.url, c.pid, c.offset)
+		if back.id == c.id {
+			t.Fatal("a session away longer than MaxDisconnectionDuration was recovered")
+		}
+		if line := b.log.find("session not recovered"); !strings.Contains(line, "unknown or expired") {
+			t.Fatalf("log says %q", line)
+		}
+	})
+
+	t.Run("too many missed", func(t *testing.T) {
+		nodes := recoveryNodes(t, redis.URL(), &socketio.RecoveryOptions{MaxMissedPackets: 3})
+		a, b := nodes[0], nodes[1]
+		c := dialRecovering(t, a.url, "", "")
+		emit(a, 1, 1)
+		c.event()
+		leave(c)
+		emit(b, 2, 6)
+		back := dialRecovering(t, b.url, c.pid, c.offset)
+		if back.id == c.id {
+			t.Fatal("recovered with more missed events than MaxMissedPackets")
+		}
+		if line := b.log.find("session not recovered"); !strings.Contains(line, "more than 3 missed") {
+			t.Fatalf("log says %q", line)
+		}
+	})
+
+	t.Run("history trimmed", func(t *testing.T) {
+		nodes := recoveryNodes(t, redis.URL(), &socketio.RecoveryOptions{})
+		a, b := nodes[0], nodes[1]
+		c := dialRecovering(t, a.url, "", "")
+		emit(a, 1, 1)
+		c.event()
+		leave(c)
+		emit(b, 2, 3)
+		// Redis drops everything the stream held (MAXLEN 0).
+		keys, err := redis.Do(ctx, "KEYS", "*:stream")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range keys.([]any) {
+			if _, err := redis.Do(ctx, "XTRIM", k.(string), "MAXLEN", "0"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		back := dialRecovering(t, b.url, c.pid, c.offset)
+		if back.id == c.id {
+			t.Fatal("recovered although the events it missed were trimmed away")
+		}
+		if line := b.log.find("session not recovered"); !strings.Contains(line, "trimmed") {
+			t.Fatalf("log says %q", line)
+		}
+	})
+}
