@@ -9,14 +9,18 @@ import (
 )
 
 // RedisKillConfig configures the Redis crash scenario: two nodes on one Redis
-// with the AOF on (appendfsync always), clients spread over both nodes, one
-// publisher per node; Redis is killed with SIGKILL while they publish and started
+// with the AOF on (appendfsync everysec, Redis' default, unless Fsync says
+// otherwise), clients spread over both nodes, one publisher per node (or on the
+// first node only); Redis is killed with SIGKILL while they publish and started
 // again on the same port after Outage.
 type RedisKillConfig struct {
 	Common
 	Transports []string      // default streams, pubsub
 	Clients    int           // spread over the two nodes; default 20
 	Rate       float64       // total events/s, split over the publishers; default 200
+	Publishers int           // 1: on the first node only; 2 (default): one per node
+	Fsync      string        // appendfsync: "everysec" (default), "always" or "no"
+	StopAtKill bool          // publishers stop when Redis is killed (tail of the stream)
 	Before     time.Duration // publishing before the kill; default 3s
 	Outage     time.Duration // Redis dead; default 10s
 	After      time.Duration // publishing after the restart; default 5s
@@ -30,8 +34,14 @@ type RedisKillResult struct {
 	Server    string `json:"server"`
 	AOF       string `json:"aof"`
 	Clients   int    `json:"clients"`
-	Sent      int    `json:"sent"`
-	Rejected  int    `json:"rejected"`
+	// ClientsCut counts clients whose connection the server ended during the run
+	// (a slow client cut, a send queue overflow): they miss everything after.
+	ClientsCut int     `json:"clients_cut"`
+	Publishers int     `json:"publishers"`
+	StopAtKill bool    `json:"stop_at_kill,omitempty"`
+	Rate       float64 `json:"rate"`
+	Sent       int     `json:"sent"`
+	Rejected   int     `json:"rejected"`
 	// SentDuringOutage counts events emitted between the kill and Redis answering
 	// again.
 	SentDuringOutage int   `json:"sent_during_outage"`
@@ -63,6 +73,12 @@ func (c *RedisKillConfig) defaults() {
 	}
 	if c.Rate <= 0 {
 		c.Rate = 200
+	}
+	if c.Publishers != 1 {
+		c.Publishers = 2
+	}
+	if c.Fsync == "" {
+		c.Fsync = "everysec"
 	}
 	if c.Before <= 0 {
 		c.Before = 3 * time.Second
@@ -103,11 +119,17 @@ func RedisKill(ctx context.Context, cfg RedisKillConfig) ([]RedisKillResult, err
 }
 
 func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (_ RedisKillResult, err error) {
-	res := RedisKillResult{Transport: transport, Server: cfg.Server, AOF: "appendonly yes, appendfsync always", Clients: cfg.Clients}
+	res := RedisKillResult{Transport: transport, Server: cfg.Server, AOF: "appendonly yes, appendfsync " + cfg.Fsync,
+		Clients: cfg.Clients, Publishers: cfg.Publishers, StopAtKill: cfg.StopAtKill, Rate: cfg.Rate}
 	if res.Server == "" {
 		res.Server = ServerRelay
 	}
-	e, err := startEnv(ctx, &cfg.Common, transport, 2, true)
+	switch cfg.Fsync {
+	case "always", "everysec", "no":
+	default:
+		return res, fmt.Errorf("bench: appendfsync %q: want always, everysec or no", cfg.Fsync)
+	}
+	e, err := startEnv(ctx, &cfg.Common, transport, 2, "appendfsync "+cfg.Fsync)
 	if err != nil {
 		return res, err
 	}
@@ -117,7 +139,9 @@ func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (
 			return res, err
 		}
 	}
-	pubs := make([]publisher, 2)
+	// A client the server cuts is counted, not a failure of the run.
+	e.tolerateCuts = true
+	pubs := make([]publisher, cfg.Publishers)
 	for k := range pubs {
 		if pubs[k], err = e.publisher(ctx, k); err != nil {
 			return res, err
@@ -127,13 +151,16 @@ func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (
 	if err != nil {
 		return res, err
 	}
-	ps := make([]*paced, 2)
+	ps := make([]*paced, len(pubs))
 	for k := range ps {
-		ps[k] = &paced{id: id + k, pub: pubs[k], rate: cfg.Rate / 2, base: e.base}
+		ps[k] = &paced{id: id + k, pub: pubs[k], rate: cfg.Rate / float64(len(pubs)), base: e.base}
 	}
 	total := cfg.Before + cfg.Outage + cfg.After
-	cfg.logf("redis-kill %s: %d clients, %.0f events/s; kill after %s, restart after %s more, then %s",
-		transport, cfg.Clients, cfg.Rate, cfg.Before, cfg.Outage, cfg.After)
+	if cfg.StopAtKill {
+		total = cfg.Before
+	}
+	cfg.logf("redis-kill %s: %d clients, %.0f events/s from %d publishers (stop at kill: %v), appendfsync %s; kill after %s, restart after %s more, then %s",
+		transport, cfg.Clients, cfg.Rate, len(pubs), cfg.StopAtKill, cfg.Fsync, cfg.Before, cfg.Outage, cfg.After)
 	published := make(chan error, 1)
 	go func() { published <- runAll(ctx, ps, total) }()
 
@@ -172,8 +199,9 @@ func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (
 		}
 		res.NodeStatus = append(res.NodeStatus, st)
 	}
-	if err := e.clientErr(); err != nil {
-		return res, err
+	res.ClientsCut = e.clientsCut()
+	if res.ClientsCut > 0 {
+		cfg.logf("redis-kill %s: %d clients cut by the server: %v", transport, res.ClientsCut, e.clientErr())
 	}
 	e.closeClients()
 
