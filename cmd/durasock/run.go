@@ -66,6 +66,7 @@ func newApp(cfg *config, log *slog.Logger) (*app, error) {
 		MaxPayload:    cfg.MaxPayload,
 		SendQueueSize: cfg.SendQueue,
 		Logger:        log,
+		Registerer:    a.registry,
 	}}
 	if len(cfg.CORSOrigins) > 0 {
 		opts.CORS = &engineio.CORSOptions{Origins: cfg.CORSOrigins, Credentials: true}
