@@ -24,7 +24,7 @@ const (
 	DefaultMaxPayload           = 1_000_000
 	DefaultCompressionThreshold = 1024
 	DefaultSendQueueSize        = 4096
-	DefaultSendQueueBytes       = 8 << 20
+	DefaultSendQueueBytes       = 4 << 20
 	DefaultSlowClientTimeout    = 10 * time.Second
 )
 
@@ -85,8 +85,8 @@ type Options struct {
 	// A Send to an empty queue is always taken (one message larger than the
 	// bound can still be sent). The transport holds at most one more queue's
 	// worth while it writes, so a session's send memory stays under twice the
-	// bound. Default 8 MiB (a slow client costs at most 16 MiB, not 4096 times
-	// the largest message); -1 removes the bound.
+	// bound. Default 4 MiB (a slow client costs at most about 8 MiB, not 4096
+	// times the largest message); -1 removes the bound.
 	SendQueueBytes int
 	// SlowClientTimeout is how long Session.WaitRoom, the send that waits for
 	// room instead of overflowing (what a cluster node uses for the backlog of
@@ -94,13 +94,16 @@ type Options struct {
 	// waiting share (half of each bound) without being taken by the transport.
 	// The wait is measured from the moment the queue reached that share, not
 	// per message, so a client that takes nothing is cut once, within the
-	// timeout, whoever waits on it; it is closed with ReasonSlowClient. A
-	// healthy client takes its whole queue within milliseconds; the default,
-	// 10s, is far above that and above the pauses a healthy connection has (a
-	// TCP retransmission, a stop-the-world pause of the client), yet short enough
+	// timeout, whoever waits on it; it is closed with ReasonSlowClient. The
+	// transport takes the queue when it has written the previous one, so the
+	// timeout must exceed the time a client needs to read half a queue: on a
+	// local network a few milliseconds; with the default bounds at most 2 MiB,
+	// which at 10s is a client slower than 1.7 Mbit/s during a backlog. The
+	// default, 10s, is also above the pauses a healthy connection has (a TCP
+	// retransmission, a stop-the-world pause of the client), yet short enough
 	// that the deliveries held up behind the slow client, which wait with it,
-	// resume quickly, well before the ping timeout would notice. -1 waits
-	// without a bound (until the context ends or the session closes).
+	// resume well before the ping timeout (45s by default) would notice. -1
+	// waits without a bound (until the context ends or the session closes).
 	SlowClientTimeout time.Duration
 	// Logger receives debug logs of session life cycles and protocol errors,
 	// and a rate-limited warning when a client is cut (send queue full, slow
