@@ -60,8 +60,12 @@ type RedisKillResult struct {
 	RemoteCatchUpMs    float64 `json:"remote_catch_up_ms"`
 	RemoteMaxLatencyMs float64 `json:"remote_max_latency_ms"`
 	// RedisStartMs is how long redis-server took to start again (load the AOF).
-	RedisStartMs float64           `json:"redis_start_ms"`
-	NodeStatus   []json.RawMessage `json:"node_status,omitempty"`
+	RedisStartMs float64 `json:"redis_start_ms"`
+	// GapMessages sums the messages the nodes' buses reported missing (lost by
+	// Redis or trimmed before they were read): each is lost for every client
+	// of the node that reported it.
+	GapMessages uint64            `json:"gap_messages"`
+	NodeStatus  []json.RawMessage `json:"node_status,omitempty"`
 }
 
 func (c *RedisKillConfig) defaults() {
@@ -198,6 +202,10 @@ func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (
 			cfg.logf("%v", err)
 		}
 		res.NodeStatus = append(res.NodeStatus, st)
+		var ns NodeStatus
+		if err := json.Unmarshal(st, &ns); err == nil && ns.BusStats != nil {
+			res.GapMessages += ns.BusStats.GapMessages
+		}
 	}
 	res.ClientsCut = e.clientsCut()
 	if res.ClientsCut > 0 {
