@@ -106,16 +106,16 @@ func (e *env) clientErr() error {
 	return nil
 }
 
-// clientsCut counts the subscribers that stopped (the server ended their
-// connection) before closeClients.
-func (e *env) clientsCut() int {
-	n := 0
-	for _, c := range e.clients {
+// clientsCut counts, per node, the subscribers that stopped (the server ended
+// their connection) before closeClients.
+func (e *env) clientsCut() []int {
+	out := make([]int, len(e.nodes))
+	for i, c := range e.clients {
 		if c.Err() != nil {
-			n++
+			out[e.recv[i].Node]++
 		}
 	}
-	return n
+	return out
 }
 
 // warmUp sends events from a fresh publisher on every given node until every

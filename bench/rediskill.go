@@ -36,7 +36,10 @@ type RedisKillResult struct {
 	Clients   int    `json:"clients"`
 	// ClientsCut counts clients whose connection the server ended during the run
 	// (a slow client cut, a send queue overflow): they miss everything after.
-	ClientsCut int     `json:"clients_cut"`
+	ClientsCut int `json:"clients_cut"`
+	// CutByNode splits ClientsCut by the node the clients were on (the
+	// publisher of -kill-publishers 1 is on node 0).
+	CutByNode  []int   `json:"clients_cut_by_node"`
 	Publishers int     `json:"publishers"`
 	StopAtKill bool    `json:"stop_at_kill,omitempty"`
 	Rate       float64 `json:"rate"`
@@ -207,9 +210,12 @@ func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (
 			res.GapMessages += ns.BusStats.GapMessages
 		}
 	}
-	res.ClientsCut = e.clientsCut()
+	res.CutByNode = e.clientsCut()
+	for _, n := range res.CutByNode {
+		res.ClientsCut += n
+	}
 	if res.ClientsCut > 0 {
-		cfg.logf("redis-kill %s: %d clients cut by the server: %v", transport, res.ClientsCut, e.clientErr())
+		cfg.logf("redis-kill %s: clients cut by the server, per node: %v; first: %v", transport, res.CutByNode, e.clientErr())
 	}
 	e.closeClients()
 

@@ -27,7 +27,7 @@ func PrintBroadcast(w io.Writer, rs []BroadcastResult) error {
 // PrintRedisKill writes the redis-kill results as a table.
 func PrintRedisKill(w io.Writer, rs []RedisKillResult) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "transport\tserver\trate/s\tpubs\tsent\trejected\tin outage\tdeliveries\tlost\tdup\treord\tclients cut\tgaps reported\tsame-node max lat ms\tsame-node max gap ms\tremote catch-up ms\tredis start ms\t")
+	fmt.Fprintln(tw, "transport\tserver\trate/s\tpubs\tsent\trejected\tin outage\tdeliveries\tlost\tdup\treord\tclients cut (per node)\tgaps reported\tsame-node max lat ms\tsame-node max gap ms\tremote catch-up ms\tredis start ms\t")
 	for _, r := range rs {
 		if r.Error != "" {
 			fmt.Fprintf(tw, "%s\tFAILED: %s\t\n", r.Transport, r.Error)
@@ -37,8 +37,8 @@ func PrintRedisKill(w io.Writer, rs []RedisKillResult) error {
 		if r.StopAtKill {
 			pubs += " (stop at kill)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%.1f\t%.1f\t%.0f\t%.0f\t\n", r.Transport, r.Server,
-			r.Rate, pubs, r.Sent, r.Rejected, r.SentDuringOutage, r.Expected, r.Lost, r.Duplicated, r.Reordered, r.ClientsCut,
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d %v\t%d\t%.1f\t%.1f\t%.0f\t%.0f\t\n", r.Transport, r.Server,
+			r.Rate, pubs, r.Sent, r.Rejected, r.SentDuringOutage, r.Expected, r.Lost, r.Duplicated, r.Reordered, r.ClientsCut, r.CutByNode,
 			r.GapMessages, r.SameNodeMaxLatencyMs, r.SameNodeMaxGapMs, r.RemoteCatchUpMs, r.RedisStartMs)
 	}
 	return tw.Flush()
