@@ -7,12 +7,14 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -311,4 +313,55 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// TestSlowReaderMemoryBounded: a WebSocket client that reads nothing, sent
+// 1 MB messages, costs the server a few MiB of heap before it is cut with
+// ReasonSendQueueFull, not up to SendQueueSize times the message size.
+func TestSlowReaderMemoryBounded(t *testing.T) {
+	const (
+		msgSize = 1 << 20
+		most    = 64 // stop here if the bound does not bite: 64 MiB
+		limit   = 16 << 20
+	)
+	ts := newTestServer(t, nil)
+	c := dialWS(t, ts.wsURL("EIO=4&transport=websocket"))
+	if typ, open := readWS(t, c); typ != websocket.MessageText || !strings.HasPrefix(open, "0") {
+		t.Fatalf("open packet %q", open)
+	}
+	// The client reads nothing more.
+	ts.rec.waitFor(t, "open", func(r *recorder) bool { return len(r.opened) == 1 })
+	ts.rec.mu.Lock()
+	sess := ts.rec.opened[0]
+	ts.rec.mu.Unlock()
+
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	base := heap()
+	var peak uint64
+	sent := 0
+	for ; sent < most; sent++ {
+		err := sess.Send(Message{Data: bytes.Repeat([]byte{'x'}, msgSize)})
+		if errors.Is(err, ErrQueueFull) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("Send %d: %v", sent, err)
+		}
+		peak = max(peak, heap())
+	}
+	if sent == most {
+		t.Fatalf("%d messages of 1 MB queued for a client that reads nothing; heap +%d MiB", most, (peak-base)>>20)
+	}
+	if peak > base && peak-base > limit {
+		t.Errorf("heap grew by %d MiB before the cut, want < %d MiB", (peak-base)>>20, limit>>20)
+	}
+	if reason, _ := ts.rec.closeReason(sess.ID()); reason != ReasonSendQueueFull {
+		t.Errorf("reason = %q, want %q", reason, ReasonSendQueueFull)
+	}
+	t.Logf("cut after %d messages of 1 MB; heap peak +%.1f MiB", sent, float64(peak-base)/(1<<20))
 }
