@@ -42,6 +42,9 @@ type env struct {
 	// tolerateCuts: a subscriber the server disconnects is counted (clientsCut)
 	// instead of ending the run.
 	tolerateCuts bool
+	// slow marks the subscribers (by index) made slow on purpose: drain does
+	// not wait for them and clientsCut does not count them.
+	slow map[int]bool
 }
 
 // startEnv starts Redis (unless transport is local) and the nodes. aof, when
@@ -77,8 +80,26 @@ func startEnv(ctx context.Context, c *Common, transport string, nodes int, aof .
 
 // subscribe connects a receiving client to node i.
 func (e *env) subscribe(ctx context.Context, node int, keep bool) error {
+	return e.subscribeStalling(ctx, node, keep, nil, nil)
+}
+
+// subscribeStalling connects a receiving client to node i that, once stall is
+// closed, stops reading (its event handler blocks the read loop) until resume
+// is closed: a client too slow for its traffic. Nil channels never stall.
+func (e *env) subscribeStalling(ctx context.Context, node int, keep bool, stall, resume <-chan struct{}) error {
 	r := newReceiver(node, e.base, keep)
-	cl, err := sioclient.Dial(ctx, e.nodes[node].SocketURL(), &sioclient.Options{OnEvent: r.OnEvent})
+	onEvent := r.OnEvent
+	if stall != nil {
+		onEvent = func(ev *sioclient.Event) {
+			select {
+			case <-stall:
+				<-resume
+			default:
+			}
+			r.OnEvent(ev)
+		}
+	}
+	cl, err := sioclient.Dial(ctx, e.nodes[node].SocketURL(), &sioclient.Options{OnEvent: onEvent})
 	if err != nil {
 		return err
 	}
@@ -111,7 +132,7 @@ func (e *env) clientErr() error {
 func (e *env) clientsCut() []int {
 	out := make([]int, len(e.nodes))
 	for i, c := range e.clients {
-		if c.Err() != nil {
+		if c.Err() != nil && !e.slow[i] {
 			out[e.recv[i].Node]++
 		}
 	}
@@ -168,8 +189,8 @@ func (e *env) drain(ctx context.Context, ps []*paced, timeout time.Duration) {
 	for {
 		complete := true
 		for i, r := range e.recv {
-			if e.tolerateCuts && e.clients[i].Err() != nil {
-				continue // cut: it will get nothing more
+			if (e.tolerateCuts && e.clients[i].Err() != nil) || e.slow[i] {
+				continue // cut or slow on purpose: it will get nothing more
 			}
 			for _, p := range ps {
 				if r.Got(p.id) < int64(p.sent-p.rejected) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -15,16 +16,20 @@ import (
 // again on the same port after Outage.
 type RedisKillConfig struct {
 	Common
-	Transports []string      // default streams, pubsub
-	Clients    int           // spread over the two nodes; default 20
-	Rate       float64       // total events/s, split over the publishers; default 200
-	Publishers int           // 1: on the first node only; 2 (default): one per node
-	Fsync      string        // appendfsync: "everysec" (default), "always" or "no"
-	StopAtKill bool          // publishers stop when Redis is killed (tail of the stream)
-	Before     time.Duration // publishing before the kill; default 3s
-	Outage     time.Duration // Redis dead; default 10s
-	After      time.Duration // publishing after the restart; default 5s
-	Drain      time.Duration // wait for the backlog after publishing; default 20s
+	Transports []string // default streams, pubsub
+	Clients    int      // spread over the two nodes; default 20
+	Rate       float64  // total events/s, split over the publishers; default 200
+	Publishers int      // 1: on the first node only; 2 (default): one per node
+	Fsync      string   // appendfsync: "everysec" (default), "always" or "no"
+	StopAtKill bool     // publishers stop when Redis is killed (tail of the stream)
+	// SlowClients of the clients on node 1 stop reading when Redis is killed:
+	// they must be cut ("slow client") while the others get every event.
+	SlowClients int
+	Size        int           // event payload bytes; 0: about 30
+	Before      time.Duration // publishing before the kill; default 3s
+	Outage      time.Duration // Redis dead; default 10s
+	After       time.Duration // publishing after the restart; default 5s
+	Drain       time.Duration // wait for the backlog after publishing; default 20s
 }
 
 // RedisKillResult is the scenario's outcome for one transport.
@@ -39,12 +44,16 @@ type RedisKillResult struct {
 	ClientsCut int `json:"clients_cut"`
 	// CutByNode splits ClientsCut by the node the clients were on (the
 	// publisher of -kill-publishers 1 is on node 0).
-	CutByNode  []int   `json:"clients_cut_by_node"`
-	Publishers int     `json:"publishers"`
-	StopAtKill bool    `json:"stop_at_kill,omitempty"`
-	Rate       float64 `json:"rate"`
-	Sent       int     `json:"sent"`
-	Rejected   int     `json:"rejected"`
+	CutByNode []int `json:"clients_cut_by_node"`
+	// SlowClients were made slow on purpose; SlowCut of them were cut with the
+	// reason "slow client" (they are not in the other counts).
+	SlowClients int     `json:"slow_clients,omitempty"`
+	SlowCut     int     `json:"slow_cut,omitempty"`
+	Publishers  int     `json:"publishers"`
+	StopAtKill  bool    `json:"stop_at_kill,omitempty"`
+	Rate        float64 `json:"rate"`
+	Sent        int     `json:"sent"`
+	Rejected    int     `json:"rejected"`
 	// SentDuringOutage counts events emitted between the kill and Redis answering
 	// again.
 	SentDuringOutage int   `json:"sent_during_outage"`
@@ -141,11 +150,28 @@ func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (
 		return res, err
 	}
 	defer func() { err = errors.Join(err, e.close()) }()
+	stall, resume := make(chan struct{}), make(chan struct{})
+	resumed := false
+	defer func() {
+		if !resumed {
+			close(resume)
+		}
+	}()
+	e.slow = map[int]bool{}
 	for i := range cfg.Clients {
-		if err := e.subscribe(ctx, i%2, true); err != nil {
+		node := i % 2
+		if node == 1 && len(e.slow) < cfg.SlowClients {
+			e.slow[i] = true
+			if err := e.subscribeStalling(ctx, node, true, stall, resume); err != nil {
+				return res, err
+			}
+			continue
+		}
+		if err := e.subscribe(ctx, node, true); err != nil {
 			return res, err
 		}
 	}
+	res.SlowClients = len(e.slow)
 	// A client the server cuts is counted, not a failure of the run.
 	e.tolerateCuts = true
 	pubs := make([]publisher, cfg.Publishers)
@@ -160,7 +186,7 @@ func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (
 	}
 	ps := make([]*paced, len(pubs))
 	for k := range ps {
-		ps[k] = &paced{id: id + k, pub: pubs[k], rate: cfg.Rate / float64(len(pubs)), base: e.base}
+		ps[k] = &paced{id: id + k, pub: pubs[k], rate: cfg.Rate / float64(len(pubs)), size: cfg.Size, base: e.base}
 	}
 	total := cfg.Before + cfg.Outage + cfg.After
 	if cfg.StopAtKill {
@@ -180,6 +206,7 @@ func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (
 		if err := e.redis.Kill(); err != nil {
 			return fmt.Errorf("kill redis: %w", err)
 		}
+		close(stall)
 		cfg.logf("redis-kill %s: Redis killed (SIGKILL)", transport)
 		if err := sleepCtx(ctx, cfg.Outage); err != nil {
 			return err
@@ -210,6 +237,14 @@ func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (
 			res.GapMessages += ns.BusStats.GapMessages
 		}
 	}
+	// The slow clients read again, to learn whether they were cut.
+	close(resume)
+	resumed = true
+	for i := range e.slow {
+		if err := waitClientEnd(ctx, e.clients[i], 10*time.Second); err != nil && strings.Contains(err.Error(), "slow client") {
+			res.SlowCut++
+		}
+	}
 	res.CutByNode = e.clientsCut()
 	for _, n := range res.CutByNode {
 		res.ClientsCut += n
@@ -223,15 +258,21 @@ func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (
 		res.Sent += p.sent
 		res.Rejected += p.rejected
 	}
-	t := tallyOf(e.recv, ps, nil)
+	healthy := make([]*Receiver, 0, len(e.recv))
+	for i, r := range e.recv {
+		if !e.slow[i] {
+			healthy = append(healthy, r)
+		}
+	}
+	t := tallyOf(healthy, ps, nil)
 	res.Expected, res.Lost, res.Duplicated, res.Reordered = t.expected, t.lost, t.dups, t.reordered
-	same := tallyOf(e.recv, ps, func(r *Receiver, p *paced) bool { return r.Node == p.id-id })
+	same := tallyOf(healthy, ps, func(r *Receiver, p *paced) bool { return r.Node == p.id-id })
 	res.SameNodeP99Ms = ms(same.hist.Quantile(0.99))
 
 	inOutage := func(sent int64) bool { return sent >= killAt && sent < restartAt }
 	counted := map[[2]int]bool{}
 	var sameLat, sameGap, remoteLat, lastRemote int64
-	for _, r := range e.recv {
+	for _, r := range healthy {
 		for k, p := range ps {
 			s := r.streams[p.id]
 			if s == nil {
@@ -268,6 +309,24 @@ func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (
 		res.RemoteCatchUpMs = nsToMs(lastRemote - restartAt)
 	}
 	return res, nil
+}
+
+// waitClientEnd waits until c stops (the server closed it) and returns why,
+// or nil when it is still running after timeout.
+func waitClientEnd(ctx context.Context, c interface {
+	Done() <-chan struct{}
+	Err() error
+}, timeout time.Duration) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-c.Done():
+		return c.Err()
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return nil
+	}
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

@@ -33,12 +33,16 @@ func PrintRedisKill(w io.Writer, rs []RedisKillResult) error {
 			fmt.Fprintf(tw, "%s\tFAILED: %s\t\n", r.Transport, r.Error)
 			continue
 		}
+		cut := fmt.Sprintf("%d %v", r.ClientsCut, r.CutByNode)
+		if r.SlowClients > 0 {
+			cut += fmt.Sprintf(" + slow cut %d/%d", r.SlowCut, r.SlowClients)
+		}
 		pubs := fmt.Sprint(r.Publishers)
 		if r.StopAtKill {
 			pubs += " (stop at kill)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d %v\t%d\t%.1f\t%.1f\t%.0f\t%.0f\t\n", r.Transport, r.Server,
-			r.Rate, pubs, r.Sent, r.Rejected, r.SentDuringOutage, r.Expected, r.Lost, r.Duplicated, r.Reordered, r.ClientsCut, r.CutByNode,
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%.1f\t%.1f\t%.0f\t%.0f\t\n", r.Transport, r.Server,
+			r.Rate, pubs, r.Sent, r.Rejected, r.SentDuringOutage, r.Expected, r.Lost, r.Duplicated, r.Reordered, cut,
 			r.GapMessages, r.SameNodeMaxLatencyMs, r.SameNodeMaxGapMs, r.RemoteCatchUpMs, r.RedisStartMs)
 	}
 	return tw.Flush()
