@@ -256,11 +256,11 @@ func (s *Session) WaitRoom(ctx context.Context, msgs ...Message) error {
 }
 
 // roomLocked says whether n messages of size bytes fit in the waiting share of
-// the queue.
+// the queue. An empty queue has room for anything: waiting would not help, and
+// Send then applies the bounds.
 func (s *Session) roomLocked(n, size int) bool {
-	o := &s.srv.opts
 	if len(s.queue) == 0 {
-		return n <= o.SendQueueSize
+		return true
 	}
 	if len(s.queue)+n > s.srv.waitMsgs {
 		return false
