@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -45,15 +44,19 @@ type RedisKillResult struct {
 	// CutByNode splits ClientsCut by the node the clients were on (the
 	// publisher of -kill-publishers 1 is on node 0).
 	CutByNode []int `json:"clients_cut_by_node"`
-	// SlowClients were made slow on purpose; SlowCut of them were cut with the
-	// reason "slow client" (they are not in the other counts).
-	SlowClients int     `json:"slow_clients,omitempty"`
-	SlowCut     int     `json:"slow_cut,omitempty"`
-	Publishers  int     `json:"publishers"`
-	StopAtKill  bool    `json:"stop_at_kill,omitempty"`
-	Rate        float64 `json:"rate"`
-	Sent        int     `json:"sent"`
-	Rejected    int     `json:"rejected"`
+	// SlowClients were made slow on purpose; SlowCut of them had been ended
+	// by the server (they are not in the other counts).
+	SlowClients int `json:"slow_clients,omitempty"`
+	SlowCut     int `json:"slow_cut,omitempty"`
+	// The nodes' own count of the clients they cut, by reason (engineio
+	// Stats): what a client sees may be a bare connection loss.
+	ServerCutQueueFull uint64  `json:"server_cut_send_queue_full"`
+	ServerCutSlow      uint64  `json:"server_cut_slow_client"`
+	Publishers         int     `json:"publishers"`
+	StopAtKill         bool    `json:"stop_at_kill,omitempty"`
+	Rate               float64 `json:"rate"`
+	Sent               int     `json:"sent"`
+	Rejected           int     `json:"rejected"`
 	// SentDuringOutage counts events emitted between the kill and Redis answering
 	// again.
 	SentDuringOutage int   `json:"sent_during_outage"`
@@ -233,16 +236,21 @@ func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (
 		}
 		res.NodeStatus = append(res.NodeStatus, st)
 		var ns NodeStatus
-		if err := json.Unmarshal(st, &ns); err == nil && ns.BusStats != nil {
-			res.GapMessages += ns.BusStats.GapMessages
+		if err := json.Unmarshal(st, &ns); err == nil {
+			if ns.BusStats != nil {
+				res.GapMessages += ns.BusStats.GapMessages
+			}
+			res.ServerCutQueueFull += ns.Cuts.CutSendQueueFull
+			res.ServerCutSlow += ns.Cuts.CutSlowClient
 		}
 	}
 	// The slow clients read again, to learn whether they were cut.
 	close(resume)
 	resumed = true
 	for i := range e.slow {
-		if err := waitClientEnd(ctx, e.clients[i], 10*time.Second); err != nil && strings.Contains(err.Error(), "slow client") {
+		if err := waitClientEnd(ctx, e.clients[i], 10*time.Second); err != nil {
 			res.SlowCut++
+			cfg.logf("redis-kill %s: slow subscriber %d ended: %v", transport, i, err)
 		}
 	}
 	res.CutByNode = e.clientsCut()
