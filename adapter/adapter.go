@@ -70,6 +70,30 @@ type Socket interface {
 	Info() SocketInfo
 }
 
+// PacedSocket is a Socket that can make a delivery wait for room in its send
+// queue instead of overflowing it. Memory.BroadcastPaced uses it; a Socket
+// without it is written to with Write.
+type PacedSocket interface {
+	Socket
+	// WritePaced queues e as Write(e, false) does, after waiting while the
+	// socket's send queue has no room for it in the share kept for deliveries
+	// that may wait. It returns nil once e is queued (or kept for a client that
+	// is away, see connection state recovery); an error when the socket is
+	// disconnected, or is cut meanwhile because its client took nothing for the
+	// transport's slow-client timeout; ctx's error when ctx is done first.
+	WritePaced(ctx context.Context, e *parser.Encoded) error
+}
+
+// PacedBroadcaster is implemented by adapters that can deliver a broadcast at
+// the pace of its recipients (Memory). A cluster adapter uses it to apply what
+// other nodes published, which may arrive as a backlog after an outage.
+type PacedBroadcaster interface {
+	// BroadcastPaced delivers p to the matching local sockets as Broadcast does,
+	// waiting while a recipient's send queue is full (see PacedSocket). It
+	// returns the number of sockets written to.
+	BroadcastPaced(ctx context.Context, p *parser.Packet, opts Options) (int, error)
+}
+
 // SocketInfo describes a socket anywhere in the cluster.
 type SocketInfo struct {
 	ID        string          `json:"id"`

@@ -34,7 +34,8 @@ var errNilNamespace = errors.New("adapter: nil namespace")
 // local delivery and adds the cross-node part:
 //
 //   - Broadcast, or BroadcastLocal / WriteLocal with the recipient count, deliver
-//     to local sockets;
+//     to local sockets; BroadcastPaced does the same for what other nodes
+//     published, waiting for room in full send queues instead of cutting;
 //   - BroadcastWithAckLocal runs a broadcast with acks locally and reports the
 //     recipient count and each reply through callbacks, which is what a node needs
 //     to answer a remote BroadcastWithAck request;
@@ -44,8 +45,11 @@ var errNilNamespace = errors.New("adapter: nil namespace")
 //
 // Options.Local is ignored by Memory: everything it does is local.
 type Memory struct {
-	nsp  Namespace
-	done chan struct{} // closed by Close
+	nsp Namespace
+	// life is cancelled by Close. A context rather than a bare channel, so that
+	// BroadcastPaced merges it into its caller's ctx without a goroutine.
+	life context.Context
+	stop context.CancelFunc
 	once sync.Once
 
 	mu     sync.RWMutex
@@ -54,7 +58,10 @@ type Memory struct {
 	sids   map[string]map[string]struct{} // socket id -> rooms
 }
 
-var _ Adapter = (*Memory)(nil)
+var (
+	_ Adapter          = (*Memory)(nil)
+	_ PacedBroadcaster = (*Memory)(nil)
+)
 
 // NewMemory returns the in-memory adapter of nsp. It is a Factory.
 func NewMemory(nsp Namespace) (Adapter, error) {
@@ -71,9 +78,11 @@ func NewLocal(nsp Namespace) (*Memory, error) {
 	if nsp == nil {
 		return nil, errNilNamespace
 	}
+	life, stop := context.WithCancel(context.Background())
 	return &Memory{
 		nsp:   nsp,
-		done:  make(chan struct{}),
+		life:  life,
+		stop:  stop,
 		rooms: make(map[string]map[string]struct{}),
 		sids:  make(map[string]map[string]struct{}),
 	}, nil
@@ -307,6 +316,84 @@ func (m *Memory) BroadcastLocal(p *parser.Packet, opts Options) (int, error) {
 	return n, err
 }
 
+// BroadcastPaced is BroadcastLocal for a delivery that may wait: a cluster
+// adapter applies the broadcasts of other nodes with it, so that a backlog
+// arriving at once after an outage reaches each recipient at the pace it
+// takes it instead of overflowing its send queue and cutting it.
+//
+// Each recipient that is a PacedSocket is written with WritePaced: the call
+// waits while that socket's queue is full, and meanwhile the sockets after it
+// and the caller's next deliveries wait too (for a cluster node, the bus reader
+// stops reading; Redis keeps what is not read). The wait is bounded by the
+// transport: a client that takes nothing within its slow-client timeout is cut
+// (engineio.Options.SlowClientTimeout), and stalled clients are timed from when
+// their queues filled, so several of them cost one timeout, not one each. A
+// socket that is cut or disconnects during its wait is skipped.
+//
+// A volatile broadcast never waits: it is BroadcastLocal. The node's own
+// broadcasts (Broadcast, BroadcastLocal) never wait either.
+//
+// It returns the number of sockets written to; ErrClosed when the adapter is
+// or becomes closed (Close ends a wait); ctx's error when ctx is done first, in
+// which case the sockets not reached yet are not written to.
+func (m *Memory) BroadcastPaced(ctx context.Context, p *parser.Packet, opts Options) (int, error) {
+	if opts.Volatile {
+		return m.BroadcastLocal(p, opts)
+	}
+	p, err := m.checkPacket(p, false)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := m.mergeLife(ctx)
+	defer cancel()
+	var enc *parser.Encoded
+	n := 0
+	var stopped error
+	err = m.withSockets(opts, func(s Socket) {
+		if stopped != nil {
+			return
+		}
+		if enc == nil {
+			enc = parser.Encode(p)
+		}
+		ps, ok := s.(PacedSocket)
+		if !ok {
+			s.Write(enc, false)
+			n++
+			return
+		}
+		if err := ps.WritePaced(ctx, enc); err != nil {
+			if ctx.Err() != nil {
+				stopped = err
+			}
+			return // the socket is gone: cut or disconnected
+		}
+		n++
+	})
+	switch {
+	case err != nil:
+		return n, err
+	case m.life.Err() != nil:
+		return n, ErrClosed
+	case stopped != nil:
+		return n, fmt.Errorf("adapter: paced broadcast: %w", context.Cause(ctx))
+	}
+	return n, nil
+}
+
+// mergeLife returns a context done when ctx is or the adapter closes.
+func (m *Memory) mergeLife(ctx context.Context) (context.Context, context.CancelFunc) {
+	if ctx.Done() == nil {
+		return m.life, func() {}
+	}
+	merged, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(m.life, cancel)
+	return merged, func() {
+		stop()
+		cancel()
+	}
+}
+
 // WriteLocal writes an already encoded packet of this namespace to every matching
 // local socket and returns how many were written to. The caller vouches for enc (a
 // cluster adapter that carries encoded packets between nodes uses it).
@@ -442,7 +529,7 @@ func (m *Memory) BroadcastWithAckRecipients(ctx context.Context, p *parser.Packe
 				Missing:  missing,
 				Err:      ctx.Err(),
 			}
-		case <-m.done:
+		case <-m.life.Done():
 			forget()
 			return ErrClosed
 		}
@@ -567,7 +654,7 @@ func (m *Memory) Close() error {
 		m.rooms = nil
 		m.sids = nil
 		m.mu.Unlock()
-		close(m.done)
+		m.stop()
 	})
 	return nil
 }

@@ -39,9 +39,25 @@ func TestSmoke(t *testing.T) {
 			t.Fatal(err)
 		}
 		r := rs[0]
-		if r.Sent != 200 || r.Expected != 4*200 || r.Lost != 0 || r.Duplicated != 0 || r.Reordered != 0 || r.SentDuringOutage == 0 {
-			t.Errorf("sent %d (outage %d), expected %d, lost %d, duplicated %d, reordered %d",
-				r.Sent, r.SentDuringOutage, r.Expected, r.Lost, r.Duplicated, r.Reordered)
+		if r.Sent != 200 || r.Expected != 4*200 || r.Lost != 0 || r.Duplicated != 0 || r.Reordered != 0 || r.SentDuringOutage == 0 || r.ClientsCut != 0 {
+			t.Errorf("sent %d (outage %d), expected %d, lost %d, duplicated %d, reordered %d, clients cut %d",
+				r.Sent, r.SentDuringOutage, r.Expected, r.Lost, r.Duplicated, r.Reordered, r.ClientsCut)
+		}
+	})
+	t.Run("redis-kill-backlog", func(t *testing.T) {
+		// The backlog of the outage (about 200 events) reaches node 1's clients at
+		// once, many times their send queue of 16: they take it at their pace.
+		common := testCommon(t)
+		common.SendQueue = 16
+		rs, err := RedisKill(ctx, RedisKillConfig{Common: common, Transports: []string{"streams"}, Clients: 4, Publishers: 1,
+			Rate: 200, Before: 500 * time.Millisecond, Outage: time.Second, After: 500 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := rs[0]
+		if r.Sent != 400 || r.Lost != 0 || r.Duplicated != 0 || r.Reordered != 0 || r.ClientsCut != 0 {
+			t.Errorf("sent %d (outage %d), expected %d, lost %d, duplicated %d, reordered %d, clients cut %d",
+				r.Sent, r.SentDuringOutage, r.Expected, r.Lost, r.Duplicated, r.Reordered, r.ClientsCut)
 		}
 	})
 	t.Run("idle-memory", func(t *testing.T) {

@@ -89,7 +89,7 @@ func Broadcast(ctx context.Context, cfg BroadcastConfig) ([]BroadcastResult, err
 }
 
 func broadcastOne(ctx context.Context, cfg *BroadcastConfig, transport string) (_ []BroadcastResult, err error) {
-	e, err := startEnv(ctx, &cfg.Common, transport, 2, false)
+	e, err := startEnv(ctx, &cfg.Common, transport, 2)
 	if err != nil {
 		return nil, err
 	}

@@ -39,13 +39,22 @@ type env struct {
 	recv    []*Receiver
 	pubs    []publisher
 	base    time.Time
+	// tolerateCuts: a subscriber the server disconnects is counted (clientsCut)
+	// instead of ending the run.
+	tolerateCuts bool
+	// slow marks the subscribers (by index) made slow on purpose: drain does
+	// not wait for them and clientsCut does not count them.
+	slow map[int]bool
 }
 
-func startEnv(ctx context.Context, c *Common, transport string, nodes int, aof bool) (*env, error) {
+// startEnv starts Redis (unless transport is local) and the nodes. aof, when
+// not empty, turns the append-only file on with these redis.conf lines (e.g.
+// "appendfsync everysec").
+func startEnv(ctx context.Context, c *Common, transport string, nodes int, aof ...string) (*env, error) {
 	e := &env{base: time.Now()}
 	var opts []redistest.Option
-	if aof {
-		opts = append(opts, redistest.WithAOF())
+	if len(aof) > 0 {
+		opts = append(opts, redistest.WithAOF(), redistest.WithConfig(aof...))
 	}
 	url := ""
 	if transport == TransportLocal {
@@ -71,8 +80,26 @@ func startEnv(ctx context.Context, c *Common, transport string, nodes int, aof b
 
 // subscribe connects a receiving client to node i.
 func (e *env) subscribe(ctx context.Context, node int, keep bool) error {
+	return e.subscribeStalling(ctx, node, keep, nil, nil)
+}
+
+// subscribeStalling connects a receiving client to node i that, once stall is
+// closed, stops reading (its event handler blocks the read loop) until resume
+// is closed: a client too slow for its traffic. Nil channels never stall.
+func (e *env) subscribeStalling(ctx context.Context, node int, keep bool, stall, resume <-chan struct{}) error {
 	r := newReceiver(node, e.base, keep)
-	cl, err := sioclient.Dial(ctx, e.nodes[node].SocketURL(), &sioclient.Options{OnEvent: r.OnEvent})
+	onEvent := r.OnEvent
+	if stall != nil {
+		onEvent = func(ev *sioclient.Event) {
+			select {
+			case <-stall:
+				<-resume
+			default:
+			}
+			r.OnEvent(ev)
+		}
+	}
+	cl, err := sioclient.Dial(ctx, e.nodes[node].SocketURL(), &sioclient.Options{OnEvent: onEvent})
 	if err != nil {
 		return err
 	}
@@ -98,6 +125,18 @@ func (e *env) clientErr() error {
 		}
 	}
 	return nil
+}
+
+// clientsCut counts, per node, the subscribers that stopped (the server ended
+// their connection) before closeClients.
+func (e *env) clientsCut() []int {
+	out := make([]int, len(e.nodes))
+	for i, c := range e.clients {
+		if c.Err() != nil && !e.slow[i] {
+			out[e.recv[i].Node]++
+		}
+	}
+	return out
 }
 
 // warmUp sends events from a fresh publisher on every given node until every
@@ -149,14 +188,17 @@ func (e *env) drain(ctx context.Context, ps []*paced, timeout time.Duration) {
 	defer tick.Stop()
 	for {
 		complete := true
-		for _, r := range e.recv {
+		for i, r := range e.recv {
+			if (e.tolerateCuts && e.clients[i].Err() != nil) || e.slow[i] {
+				continue // cut or slow on purpose: it will get nothing more
+			}
 			for _, p := range ps {
 				if r.Got(p.id) < int64(p.sent-p.rejected) {
 					complete = false
 				}
 			}
 		}
-		if complete || e.clientErr() != nil {
+		if complete || (!e.tolerateCuts && e.clientErr() != nil) {
 			return
 		}
 		select {

@@ -57,7 +57,7 @@ func Idle(ctx context.Context, cfg IdleConfig) (_ IdleResult, err error) {
 	if limit, err := RaiseFileLimit(); err == nil && limit < uint64(cfg.Conns)+256 {
 		return res, fmt.Errorf("bench: open file limit %d is too low for %d connections (raise the hard limit: ulimit -Hn)", limit, cfg.Conns)
 	}
-	e, err := startEnv(ctx, &cfg.Common, TransportLocal, 1, false)
+	e, err := startEnv(ctx, &cfg.Common, TransportLocal, 1)
 	if err != nil {
 		return res, err
 	}

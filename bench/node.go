@@ -50,6 +50,8 @@ type NodeStatus struct {
 	Bus        *bus.Status `json:"bus,omitempty"`
 	BusStats   *bus.Stats  `json:"bus_stats,omitempty"`
 	EmitErrors uint64      `json:"emit_errors"`
+	// Cuts counts the clients the node's Engine.IO server cut, by reason.
+	Cuts engineio.Stats `json:"cuts"`
 }
 
 // MemStatus is the JSON of a relay node's GET /debug/mem, measured after a GC.
@@ -119,7 +121,7 @@ func RunNode(ctx context.Context, cfg NodeConfig, ready func(addr string)) error
 	mux.Handle("/socket.io/", srv)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, map[string]string{"status": "ok"}) })
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
-		st := NodeStatus{Clients: srv.Engine().Count(), EmitErrors: emitErrors.Load()}
+		st := NodeStatus{Clients: srv.Engine().Count(), EmitErrors: emitErrors.Load(), Cuts: srv.Engine().Stats()}
 		if rb != nil {
 			bs, stats := rb.Status(), rb.Stats()
 			bs.StateName = bs.State.String()

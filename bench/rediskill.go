@@ -9,18 +9,26 @@ import (
 )
 
 // RedisKillConfig configures the Redis crash scenario: two nodes on one Redis
-// with the AOF on (appendfsync always), clients spread over both nodes, one
-// publisher per node; Redis is killed with SIGKILL while they publish and started
+// with the AOF on (appendfsync everysec, Redis' default, unless Fsync says
+// otherwise), clients spread over both nodes, one publisher per node (or on the
+// first node only); Redis is killed with SIGKILL while they publish and started
 // again on the same port after Outage.
 type RedisKillConfig struct {
 	Common
-	Transports []string      // default streams, pubsub
-	Clients    int           // spread over the two nodes; default 20
-	Rate       float64       // total events/s, split over the publishers; default 200
-	Before     time.Duration // publishing before the kill; default 3s
-	Outage     time.Duration // Redis dead; default 10s
-	After      time.Duration // publishing after the restart; default 5s
-	Drain      time.Duration // wait for the backlog after publishing; default 20s
+	Transports []string // default streams, pubsub
+	Clients    int      // spread over the two nodes; default 20
+	Rate       float64  // total events/s, split over the publishers; default 200
+	Publishers int      // 1: on the first node only; 2 (default): one per node
+	Fsync      string   // appendfsync: "everysec" (default), "always" or "no"
+	StopAtKill bool     // publishers stop when Redis is killed (tail of the stream)
+	// SlowClients of the clients on node 1 stop reading when Redis is killed:
+	// they must be cut ("slow client") while the others get every event.
+	SlowClients int
+	Size        int           // event payload bytes; 0: about 30
+	Before      time.Duration // publishing before the kill; default 3s
+	Outage      time.Duration // Redis dead; default 10s
+	After       time.Duration // publishing after the restart; default 5s
+	Drain       time.Duration // wait for the backlog after publishing; default 20s
 }
 
 // RedisKillResult is the scenario's outcome for one transport.
@@ -30,8 +38,25 @@ type RedisKillResult struct {
 	Server    string `json:"server"`
 	AOF       string `json:"aof"`
 	Clients   int    `json:"clients"`
-	Sent      int    `json:"sent"`
-	Rejected  int    `json:"rejected"`
+	// ClientsCut counts clients whose connection the server ended during the run
+	// (a slow client cut, a send queue overflow): they miss everything after.
+	ClientsCut int `json:"clients_cut"`
+	// CutByNode splits ClientsCut by the node the clients were on (the
+	// publisher of -kill-publishers 1 is on node 0).
+	CutByNode []int `json:"clients_cut_by_node"`
+	// SlowClients were made slow on purpose; SlowCut of them had been ended
+	// by the server (they are not in the other counts).
+	SlowClients int `json:"slow_clients,omitempty"`
+	SlowCut     int `json:"slow_cut,omitempty"`
+	// The nodes' own count of the clients they cut, by reason (engineio
+	// Stats): what a client sees may be a bare connection loss.
+	ServerCutQueueFull uint64  `json:"server_cut_send_queue_full"`
+	ServerCutSlow      uint64  `json:"server_cut_slow_client"`
+	Publishers         int     `json:"publishers"`
+	StopAtKill         bool    `json:"stop_at_kill,omitempty"`
+	Rate               float64 `json:"rate"`
+	Sent               int     `json:"sent"`
+	Rejected           int     `json:"rejected"`
 	// SentDuringOutage counts events emitted between the kill and Redis answering
 	// again.
 	SentDuringOutage int   `json:"sent_during_outage"`
@@ -50,8 +75,12 @@ type RedisKillResult struct {
 	RemoteCatchUpMs    float64 `json:"remote_catch_up_ms"`
 	RemoteMaxLatencyMs float64 `json:"remote_max_latency_ms"`
 	// RedisStartMs is how long redis-server took to start again (load the AOF).
-	RedisStartMs float64           `json:"redis_start_ms"`
-	NodeStatus   []json.RawMessage `json:"node_status,omitempty"`
+	RedisStartMs float64 `json:"redis_start_ms"`
+	// GapMessages sums the messages the nodes' buses reported missing (lost by
+	// Redis or trimmed before they were read): each is lost for every client
+	// of the node that reported it.
+	GapMessages uint64            `json:"gap_messages"`
+	NodeStatus  []json.RawMessage `json:"node_status,omitempty"`
 }
 
 func (c *RedisKillConfig) defaults() {
@@ -63,6 +92,12 @@ func (c *RedisKillConfig) defaults() {
 	}
 	if c.Rate <= 0 {
 		c.Rate = 200
+	}
+	if c.Publishers != 1 {
+		c.Publishers = 2
+	}
+	if c.Fsync == "" {
+		c.Fsync = "everysec"
 	}
 	if c.Before <= 0 {
 		c.Before = 3 * time.Second
@@ -103,21 +138,46 @@ func RedisKill(ctx context.Context, cfg RedisKillConfig) ([]RedisKillResult, err
 }
 
 func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (_ RedisKillResult, err error) {
-	res := RedisKillResult{Transport: transport, Server: cfg.Server, AOF: "appendonly yes, appendfsync always", Clients: cfg.Clients}
+	res := RedisKillResult{Transport: transport, Server: cfg.Server, AOF: "appendonly yes, appendfsync " + cfg.Fsync,
+		Clients: cfg.Clients, Publishers: cfg.Publishers, StopAtKill: cfg.StopAtKill, Rate: cfg.Rate}
 	if res.Server == "" {
 		res.Server = ServerRelay
 	}
-	e, err := startEnv(ctx, &cfg.Common, transport, 2, true)
+	switch cfg.Fsync {
+	case "always", "everysec", "no":
+	default:
+		return res, fmt.Errorf("bench: appendfsync %q: want always, everysec or no", cfg.Fsync)
+	}
+	e, err := startEnv(ctx, &cfg.Common, transport, 2, "appendfsync "+cfg.Fsync)
 	if err != nil {
 		return res, err
 	}
 	defer func() { err = errors.Join(err, e.close()) }()
+	stall, resume := make(chan struct{}), make(chan struct{})
+	resumed := false
+	defer func() {
+		if !resumed {
+			close(resume)
+		}
+	}()
+	e.slow = map[int]bool{}
 	for i := range cfg.Clients {
-		if err := e.subscribe(ctx, i%2, true); err != nil {
+		node := i % 2
+		if node == 1 && len(e.slow) < cfg.SlowClients {
+			e.slow[i] = true
+			if err := e.subscribeStalling(ctx, node, true, stall, resume); err != nil {
+				return res, err
+			}
+			continue
+		}
+		if err := e.subscribe(ctx, node, true); err != nil {
 			return res, err
 		}
 	}
-	pubs := make([]publisher, 2)
+	res.SlowClients = len(e.slow)
+	// A client the server cuts is counted, not a failure of the run.
+	e.tolerateCuts = true
+	pubs := make([]publisher, cfg.Publishers)
 	for k := range pubs {
 		if pubs[k], err = e.publisher(ctx, k); err != nil {
 			return res, err
@@ -127,13 +187,16 @@ func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (
 	if err != nil {
 		return res, err
 	}
-	ps := make([]*paced, 2)
+	ps := make([]*paced, len(pubs))
 	for k := range ps {
-		ps[k] = &paced{id: id + k, pub: pubs[k], rate: cfg.Rate / 2, base: e.base}
+		ps[k] = &paced{id: id + k, pub: pubs[k], rate: cfg.Rate / float64(len(pubs)), size: cfg.Size, base: e.base}
 	}
 	total := cfg.Before + cfg.Outage + cfg.After
-	cfg.logf("redis-kill %s: %d clients, %.0f events/s; kill after %s, restart after %s more, then %s",
-		transport, cfg.Clients, cfg.Rate, cfg.Before, cfg.Outage, cfg.After)
+	if cfg.StopAtKill {
+		total = cfg.Before
+	}
+	cfg.logf("redis-kill %s: %d clients, %.0f events/s from %d publishers (stop at kill: %v), appendfsync %s; kill after %s, restart after %s more, then %s",
+		transport, cfg.Clients, cfg.Rate, len(pubs), cfg.StopAtKill, cfg.Fsync, cfg.Before, cfg.Outage, cfg.After)
 	published := make(chan error, 1)
 	go func() { published <- runAll(ctx, ps, total) }()
 
@@ -146,6 +209,7 @@ func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (
 		if err := e.redis.Kill(); err != nil {
 			return fmt.Errorf("kill redis: %w", err)
 		}
+		close(stall)
 		cfg.logf("redis-kill %s: Redis killed (SIGKILL)", transport)
 		if err := sleepCtx(ctx, cfg.Outage); err != nil {
 			return err
@@ -171,9 +235,30 @@ func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (
 			cfg.logf("%v", err)
 		}
 		res.NodeStatus = append(res.NodeStatus, st)
+		var ns NodeStatus
+		if err := json.Unmarshal(st, &ns); err == nil {
+			if ns.BusStats != nil {
+				res.GapMessages += ns.BusStats.GapMessages
+			}
+			res.ServerCutQueueFull += ns.Cuts.CutSendQueueFull
+			res.ServerCutSlow += ns.Cuts.CutSlowClient
+		}
 	}
-	if err := e.clientErr(); err != nil {
-		return res, err
+	// The slow clients read again, to learn whether they were cut.
+	close(resume)
+	resumed = true
+	for i := range e.slow {
+		if err := waitClientEnd(ctx, e.clients[i], 10*time.Second); err != nil {
+			res.SlowCut++
+			cfg.logf("redis-kill %s: slow subscriber %d ended: %v", transport, i, err)
+		}
+	}
+	res.CutByNode = e.clientsCut()
+	for _, n := range res.CutByNode {
+		res.ClientsCut += n
+	}
+	if res.ClientsCut > 0 {
+		cfg.logf("redis-kill %s: clients cut by the server, per node: %v; first: %v", transport, res.CutByNode, e.clientErr())
 	}
 	e.closeClients()
 
@@ -181,15 +266,21 @@ func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (
 		res.Sent += p.sent
 		res.Rejected += p.rejected
 	}
-	t := tallyOf(e.recv, ps, nil)
+	healthy := make([]*Receiver, 0, len(e.recv))
+	for i, r := range e.recv {
+		if !e.slow[i] {
+			healthy = append(healthy, r)
+		}
+	}
+	t := tallyOf(healthy, ps, nil)
 	res.Expected, res.Lost, res.Duplicated, res.Reordered = t.expected, t.lost, t.dups, t.reordered
-	same := tallyOf(e.recv, ps, func(r *Receiver, p *paced) bool { return r.Node == p.id-id })
+	same := tallyOf(healthy, ps, func(r *Receiver, p *paced) bool { return r.Node == p.id-id })
 	res.SameNodeP99Ms = ms(same.hist.Quantile(0.99))
 
 	inOutage := func(sent int64) bool { return sent >= killAt && sent < restartAt }
 	counted := map[[2]int]bool{}
 	var sameLat, sameGap, remoteLat, lastRemote int64
-	for _, r := range e.recv {
+	for _, r := range healthy {
 		for k, p := range ps {
 			s := r.streams[p.id]
 			if s == nil {
@@ -226,6 +317,24 @@ func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (
 		res.RemoteCatchUpMs = nsToMs(lastRemote - restartAt)
 	}
 	return res, nil
+}
+
+// waitClientEnd waits until c stops (the server closed it) and returns why,
+// or nil when it is still running after timeout.
+func waitClientEnd(ctx context.Context, c interface {
+	Done() <-chan struct{}
+	Err() error
+}, timeout time.Duration) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-c.Done():
+		return c.Err()
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return nil
+	}
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

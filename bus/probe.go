@@ -15,7 +15,9 @@ import (
 var ErrProbeTimeout = errors.New("bus: liveness probe not received")
 
 // maxProbeExtensions bounds how often a probe's wait is extended because the
-// subscription is busy delivering a backlog (alive, just behind).
+// subscription is busy delivering a backlog or its handler is running (alive,
+// just behind): 10 ProbeTimeouts, 30 s by default, well above the 10 s a
+// cluster node waits at most for a slow client.
 const maxProbeExtensions = 10
 
 // prober tracks the probe round in flight.
@@ -248,9 +250,10 @@ func (r *Reliable) probeRound(ctx context.Context, round uint64) (missed bool, e
 			return false, nil
 		case <-timer.C:
 		}
-		// A subscription that keeps delivering other frames is alive, only behind.
+		// A subscription that keeps delivering other frames, or whose handler is
+		// still running (the transport waits for it), is alive, only behind.
 		now := r.recv.progress.Load()
-		if now == progress || ext >= maxProbeExtensions {
+		if (now == progress && !r.recv.handling.Load()) || ext >= maxProbeExtensions {
 			return true, nil
 		}
 		progress = now

@@ -79,6 +79,10 @@ type receiver struct {
 
 	// progress counts frames delivered by the transport, for the prober.
 	progress atomic.Uint64
+	// handling is set while the handler runs, for the prober: a handler that
+	// waits (a cluster node pacing a backlog to a slow client) holds up the
+	// transport, which is then behind, not dead.
+	handling atomic.Bool
 
 	mu       sync.Mutex
 	streams  map[streamKey]*stream
@@ -334,6 +338,8 @@ func (r *Reliable) handle(m Message) {
 				"partition", m.Partition, "panic", p, "stack", string(debug.Stack()))
 		}
 	}()
+	r.recv.handling.Store(true)
+	defer r.recv.handling.Store(false)
 	r.recv.handler(m)
 }
 

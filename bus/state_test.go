@@ -335,3 +335,41 @@ func TestReceiveTwiceAndNil(t *testing.T) {
 		t.Fatal("Kind.String")
 	}
 }
+
+// TestProbeToleratesBusyHandler: a handler that blocks longer than
+// ProbeTimeout (a cluster node waiting for room in a slow client's send queue)
+// does not make the probe declare the subscription dead.
+func TestProbeToleratesBusyHandler(t *testing.T) {
+	synctestRun(t, func(t *testing.T) {
+		hub := NewMemoryHub()
+		a := newBus(t, hub, Config{NodeID: "a"})
+		r := newBus(t, hub, Config{NodeID: "r"})
+		release := make(chan struct{})
+		sr := newSink()
+		r.Receive(func(m Message) {
+			if string(m.Payload) == string(payload("a", 1)) {
+				<-release
+			}
+			sr.handle(m)
+		})
+		time.Sleep(2 * time.Second)
+		synctestWait()
+		for i := 1; i <= 3; i++ {
+			if err := a.Publish(context.Background(), "k", payload("a", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(10 * time.Second) // the handler holds the first message
+		synctestWait()
+		if st, s := r.Status(), r.Stats(); st.State != Connected || s.ProbeFailures != 0 {
+			t.Fatalf("while the handler waits: state %v, stats %+v", st.State, s)
+		}
+		close(release)
+		time.Sleep(time.Second)
+		synctestWait()
+		checkStreams(t, sr.all(), map[string]int{"a": 3})
+		if st, s := r.Status(), r.Stats(); st.State != Connected || s.ProbeFailures != 0 {
+			t.Fatalf("after: state %v, stats %+v", st.State, s)
+		}
+	})
+}

@@ -131,7 +131,10 @@ func (a *nspAdapter) applyLocal(m *message) error {
 	switch m.kind {
 	case kindBroadcast:
 		p := &parser.Packet{Type: m.ptype, Namespace: a.name, Data: m.data, Attachments: m.attachments}
-		_, err := a.local.BroadcastLocal(p, opts)
+		// Paced: a backlog of another node waits for room in each recipient's
+		// send queue (this bus goroutine stops reading meanwhile) instead of
+		// cutting healthy clients; Close ends a wait.
+		_, err := a.local.BroadcastPaced(context.Background(), p, opts)
 		return err
 	case kindAddSockets:
 		return a.local.AddSocketsLocal(opts, m.target)

@@ -185,7 +185,10 @@ func (a *nspAdapter) applyRecoverable(m *message) {
 			opts.Except = append(slices.Clip(opts.Except), skip...)
 		}
 		p := &parser.Packet{Type: m.ptype, Namespace: a.name, Data: m.data, Attachments: m.attachments}
-		if _, err := a.local.BroadcastLocal(withOffset(p, a.currentOffset(m.pos)), opts); err != nil && !errors.Is(err, adapter.ErrClosed) {
+		// Paced like any remote delivery (applyLocal). The wait holds rec.mu, so
+		// this namespace's own recoverable emits wait with it: their offsets
+		// must follow the deliveries' order.
+		if _, err := a.local.BroadcastPaced(context.Background(), withOffset(p, a.currentOffset(m.pos)), opts); err != nil && !errors.Is(err, adapter.ErrClosed) {
 			a.c.logLimited("cluster: message of another node not applied",
 				slog.String("namespace", a.name), slog.String("kind", m.kind.String()), slog.Any("error", err))
 		}

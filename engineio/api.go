@@ -15,6 +15,10 @@ var (
 	// ErrQueueFull is returned when a session's send queue is full. The session is
 	// closed with the reason "send queue full" (a slow client never grows memory).
 	ErrQueueFull = errors.New("engineio: send queue full")
+	// ErrSlowClient is returned by Session.WaitRoom when the client took
+	// nothing from its send queue within Options.SlowClientTimeout. The session
+	// is closed with the reason "slow client".
+	ErrSlowClient = errors.New("engineio: slow client")
 )
 
 // Message is one Engine.IO "message" packet (type 4) payload. Data is never modified
@@ -43,6 +47,7 @@ const (
 	ReasonForcedClose      = "forced close"
 	ReasonServerShutdown   = "server shutting down"
 	ReasonSendQueueFull    = "send queue full"
+	ReasonSlowClient       = "slow client"
 	ReasonPayloadTooLarge  = "payload too large"
 	ReasonUpgradeTimeout   = "upgrade timeout"
 	ReasonForcedServerExit = "forced server close"

@@ -14,7 +14,12 @@
 // A Session sends with Send, which queues atomically and in order; one Message
 // may be sent to many sessions, its bytes are shared, never copied per session
 // into a new allocation, and never modified. Each session writes through a
-// bounded queue: a client that cannot keep up is closed with ReasonSendQueueFull.
+// queue bounded in messages and bytes: a client that cannot keep up is closed
+// with ReasonSendQueueFull. A sender that can wait (a cluster node delivering
+// the backlog of other nodes) calls Session.WaitRoom before Send: it is paced
+// by the client's speed instead, and a client that takes nothing for
+// Options.SlowClientTimeout is closed with ReasonSlowClient. Both are counted
+// (Server.Stats, durasock_engineio_clients_cut_total) and logged as warnings.
 //
 // Handler calls for one session never overlap. The Data of a Message passed to
 // OnMessage belongs to the handler: it is not reused by the server.

@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Transport names as they appear in the "transport" query parameter and in the
@@ -22,6 +24,8 @@ const (
 	DefaultMaxPayload           = 1_000_000
 	DefaultCompressionThreshold = 1024
 	DefaultSendQueueSize        = 4096
+	DefaultSendQueueBytes       = 4 << 20
+	DefaultSlowClientTimeout    = 10 * time.Second
 )
 
 // Options configures a Server. The zero value of every field means its default, so
@@ -69,13 +73,47 @@ type Options struct {
 	// that would exceed it returns ErrQueueFull and closes the session with
 	// ReasonSendQueueFull, so a client that cannot keep up never grows memory.
 	// Default 4096: the queue grows only as needed (an idle session holds none),
-	// and it must absorb the largest burst a healthy client can get at once —
-	// for a cluster node, the backlog the bus replays after a Redis outage
-	// (10 s at 200 events/s is 2 000 messages per client).
+	// and it must absorb the largest burst of a node's own emits a healthy
+	// client can get at once. The backlog a cluster node receives from other
+	// nodes after an outage does not need to fit: it waits for room
+	// (Session.WaitRoom) in the first half of the queue, the second half being
+	// kept for emits that never wait.
 	SendQueueSize int
-	// Logger receives debug logs of session life cycles and protocol errors. Nil
-	// discards them (the server never logs on its own otherwise).
+	// SendQueueBytes bounds the bytes of the messages waiting to be written to
+	// one session, as SendQueueSize bounds their number: a Send that would exceed
+	// it returns ErrQueueFull and closes the session with ReasonSendQueueFull.
+	// A Send to an empty queue is always taken (one message larger than the
+	// bound can still be sent). The transport holds at most one more queue's
+	// worth while it writes, so a session's send memory stays under twice the
+	// bound. Default 4 MiB (a slow client costs at most about 8 MiB, not 4096
+	// times the largest message); -1 removes the bound.
+	SendQueueBytes int
+	// SlowClientTimeout is how long Session.WaitRoom, the send that waits for
+	// room instead of overflowing (what a cluster node uses for the backlog of
+	// other nodes), waits for a client whose queue stays at or above the
+	// waiting share (half of each bound) without being taken by the transport.
+	// The wait is measured from the moment the queue reached that share, not
+	// per message, so a client that takes nothing is cut once, within the
+	// timeout, whoever waits on it; it is closed with ReasonSlowClient. The
+	// transport takes the queue when it has written the previous one, so the
+	// timeout must exceed the time a client needs to read half a queue: on a
+	// local network a few milliseconds; with the default bounds at most 2 MiB,
+	// which at 10s is a client slower than 1.7 Mbit/s during a backlog. The
+	// default, 10s, is also above the pauses a healthy connection has (a TCP
+	// retransmission, a stop-the-world pause of the client), yet short enough
+	// that the deliveries held up behind the slow client, which wait with it,
+	// resume well before the ping timeout (45s by default) would notice. -1
+	// waits without a bound (until the context ends or the session closes).
+	SlowClientTimeout time.Duration
+	// Logger receives debug logs of session life cycles and protocol errors,
+	// and a rate-limited warning when a client is cut (send queue full, slow
+	// client). Nil discards them (the server never logs on its own otherwise).
 	Logger *slog.Logger
+	// Registerer, when not nil, gets the server's metrics:
+	// durasock_engineio_clients_cut_total{reason} counts sessions closed because
+	// their send queue overflowed ("send queue full") or stayed full longer than
+	// SlowClientTimeout ("slow client"). Stats has the same numbers.
+	Registerer prometheus.Registerer
 }
 
 // resolved returns a copy of o with defaults applied.
@@ -106,6 +144,18 @@ func (o *Options) resolved() Options {
 	}
 	if r.SendQueueSize <= 0 {
 		r.SendQueueSize = DefaultSendQueueSize
+	}
+	switch {
+	case r.SendQueueBytes == 0:
+		r.SendQueueBytes = DefaultSendQueueBytes
+	case r.SendQueueBytes < 0:
+		r.SendQueueBytes = -1
+	}
+	switch {
+	case r.SlowClientTimeout == 0:
+		r.SlowClientTimeout = DefaultSlowClientTimeout
+	case r.SlowClientTimeout < 0:
+		r.SlowClientTimeout = -1
 	}
 	if r.Logger == nil {
 		r.Logger = slog.New(slog.DiscardHandler)

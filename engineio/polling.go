@@ -23,8 +23,7 @@ func (s *Server) handshakePolling(w http.ResponseWriter, r *http.Request) {
 	openFrame := sess.queue[0]
 	sess.open()
 	sess.mu.Lock()
-	frames := sess.queue
-	sess.queue = nil
+	frames := sess.takeQueueLocked()
 	if sess.state != stateOpen {
 		// Closed during OnOpen: the client still learns its sid, then the close.
 		frames = []frame{openFrame, {typ: packetClose}}
@@ -72,15 +71,13 @@ func (s *Session) servePoll(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, codeBadRequest, "")
 		return
 	case s.state == stateClosing:
-		frames := append(s.queue, frame{typ: packetClose})
-		s.queue = nil
+		frames := append(s.takeQueueLocked(), frame{typ: packetClose})
 		s.mu.Unlock()
 		writePayload(w, frames)
 		s.closeNow("", closeDone)
 		return
 	case len(s.queue) > 0:
-		frames := s.queue
-		s.queue = nil
+		frames := s.takeQueueLocked()
 		s.mu.Unlock()
 		writePayload(w, frames)
 		return

@@ -59,6 +59,11 @@ type Server struct {
 
 	goroutines tracker // goroutines the server started for sessions
 	closeOnce  sync.Once
+
+	// The waiting share of a send queue (see Session.WaitRoom); waitBytes is
+	// -1 without a byte bound.
+	waitMsgs, waitBytes int
+	stats               serverStats
 }
 
 // NewServer returns a server that reports session events to h. opts may be nil.
@@ -77,6 +82,11 @@ func NewServer(h Handler, opts *Options) *Server {
 	if !o.DisableUpgrades && s.transportEnabled(TransportWebSocket) {
 		s.upgrades = []string{TransportWebSocket}
 	}
+	s.waitMsgs, s.waitBytes = max(1, o.SendQueueSize/2), -1
+	if o.SendQueueBytes > 0 {
+		s.waitBytes = max(1, o.SendQueueBytes/2)
+	}
+	s.registerMetrics(o.Registerer)
 	return s
 }
 

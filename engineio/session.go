@@ -1,7 +1,9 @@
 package engineio
 
 import (
+	"context"
 	"crypto/tls"
+	"fmt"
 	"net/http"
 	"sync"
 	"time"
@@ -64,6 +66,10 @@ type Session struct {
 	probe        *wsConn
 	pollCh       chan []frame // the waiting polling GET, if any
 	queue        []frame
+	queueBytes   int           // bytes of message data in queue
+	full         bool          // queue reached the waiting share (see WaitRoom)
+	fullSince    time.Duration // when it did, on the server's clock
+	room         chan struct{} // closed when the queue is taken or the session closes; made by WaitRoom
 	timer        *time.Timer
 	upgradeTimer *time.Timer
 	due          time.Duration // when the timer is due, on the server's clock
@@ -142,7 +148,8 @@ func (s *Session) Done() <-chan struct{} {
 // Send queues msgs to be written in order, contiguously, by the session's writer.
 // It never blocks on the network. It returns ErrClosed when the session is closed
 // or closing, and ErrQueueFull, closing the session with ReasonSendQueueFull,
-// when the queue cannot take all of msgs. The session keeps a reference to every
+// when the queue cannot take all of msgs (Options.SendQueueSize messages,
+// Options.SendQueueBytes bytes). The session keeps a reference to every
 // Message.Data until written; the data must not be modified meanwhile.
 func (s *Session) Send(msgs ...Message) error {
 	s.mu.Lock()
@@ -150,9 +157,10 @@ func (s *Session) Send(msgs ...Message) error {
 		s.mu.Unlock()
 		return ErrClosed
 	}
-	if len(s.queue)+len(msgs) > s.srv.opts.SendQueueSize {
+	if bound := s.overflowLocked(msgs); bound != "" {
+		queued, bytes := len(s.queue), s.queueBytes
 		s.mu.Unlock()
-		s.srv.log.Debug("engineio: send queue full", "sid", s.id)
+		s.srv.cut(s, ReasonSendQueueFull, bound, queued, bytes)
 		s.closeNow(ReasonSendQueueFull, closeTransport)
 		return ErrQueueFull
 	}
@@ -160,6 +168,112 @@ func (s *Session) Send(msgs ...Message) error {
 	s.flushLocked()
 	s.mu.Unlock()
 	return nil
+}
+
+// overflowLocked names the bound ("messages" or "bytes") that msgs would
+// exceed, or returns "". An empty queue takes any msgs within the message bound.
+func (s *Session) overflowLocked(msgs []Message) string {
+	o := &s.srv.opts
+	if len(s.queue)+len(msgs) > o.SendQueueSize {
+		return "messages"
+	}
+	if o.SendQueueBytes > 0 && len(s.queue) > 0 && s.queueBytes+sizeOf(msgs) > o.SendQueueBytes {
+		return "bytes"
+	}
+	return ""
+}
+
+// WaitRoom waits until the send queue has room for msgs within the share kept
+// for senders that can wait: half of Options.SendQueueSize and half of
+// Options.SendQueueBytes (an empty queue always has room). It queues nothing:
+// the caller sends msgs with Send next, which the other half of the queue, kept
+// for senders that never wait, absorbs should one of them queue meanwhile.
+//
+// A cluster node uses it to deliver what other nodes published: a backlog that
+// arrives at once after an outage is then paced by the clients' own speed
+// instead of overflowing their queues, while the node's own emits, which never
+// wait, keep the other half.
+//
+// It returns nil when there is room; ErrClosed when the session is closed or
+// closing; ctx's error (wrapped) when ctx is done first; and ErrSlowClient,
+// closing the session with ReasonSlowClient, when the queue has stayed at or
+// above the waiting share for Options.SlowClientTimeout without the transport
+// taking it. That time counts from when the queue reached the share, not from
+// the call, so a client that reads nothing is cut once within the timeout
+// however many senders wait on it, one after the other.
+func (s *Session) WaitRoom(ctx context.Context, msgs ...Message) error {
+	size := sizeOf(msgs)
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	s.mu.Lock()
+	for {
+		if s.state != stateOpen {
+			s.mu.Unlock()
+			return ErrClosed
+		}
+		if s.roomLocked(len(msgs), size) {
+			s.mu.Unlock()
+			return nil
+		}
+		now := s.srv.now()
+		if !s.full {
+			s.full, s.fullSince = true, now
+		}
+		var expired <-chan time.Time
+		if limit := s.srv.opts.SlowClientTimeout; limit > 0 {
+			left := s.fullSince + limit - now
+			if left <= 0 {
+				queued, bytes := len(s.queue), s.queueBytes
+				s.mu.Unlock()
+				s.srv.cut(s, ReasonSlowClient, "time", queued, bytes)
+				s.closeNow(ReasonSlowClient, closeTransport)
+				return ErrSlowClient
+			}
+			if timer == nil {
+				timer = time.NewTimer(left)
+			} else {
+				timer.Reset(left)
+			}
+			expired = timer.C
+		}
+		if s.room == nil {
+			s.room = make(chan struct{})
+		}
+		room := s.room
+		s.mu.Unlock()
+		select {
+		case <-room:
+		case <-expired:
+		case <-ctx.Done():
+			return fmt.Errorf("engineio: waiting for room in the send queue: %w", ctx.Err())
+		}
+		s.mu.Lock()
+	}
+}
+
+// roomLocked says whether n messages of size bytes fit in the waiting share of
+// the queue. An empty queue has room for anything: waiting would not help, and
+// Send then applies the bounds.
+func (s *Session) roomLocked(n, size int) bool {
+	if len(s.queue) == 0 {
+		return true
+	}
+	if len(s.queue)+n > s.srv.waitMsgs {
+		return false
+	}
+	return s.srv.waitBytes <= 0 || s.queueBytes+size <= s.srv.waitBytes
+}
+
+func sizeOf(msgs []Message) int {
+	n := 0
+	for _, m := range msgs {
+		n += len(m.Data)
+	}
+	return n
 }
 
 // SendVolatile queues msgs only when they would be written at once: the
@@ -189,6 +303,30 @@ func (s *Session) appendLocked(msgs []Message) {
 	}
 	for _, m := range msgs {
 		s.queue = append(s.queue, frame{typ: packetMessage, msg: m})
+		s.queueBytes += len(m.Data)
+	}
+	if !s.full && (len(s.queue) >= s.srv.waitMsgs || (s.srv.waitBytes > 0 && s.queueBytes >= s.srv.waitBytes)) {
+		// The waiting share is used up: the slow-client clock of WaitRoom starts.
+		s.full, s.fullSince = true, s.srv.now()
+	}
+}
+
+// takeQueueLocked hands the queue over to the transport: the queue is empty
+// again and senders waiting for room are woken.
+func (s *Session) takeQueueLocked() []frame {
+	q := s.queue
+	s.queue = nil
+	s.queueBytes = 0
+	s.full = false
+	s.wakeLocked()
+	return q
+}
+
+// wakeLocked wakes the senders waiting in WaitRoom.
+func (s *Session) wakeLocked() {
+	if s.room != nil {
+		close(s.room)
+		s.room = nil
 	}
 }
 
@@ -207,8 +345,7 @@ func (s *Session) flushLocked() {
 	}
 	if ch := s.pollCh; ch != nil {
 		s.pollCh = nil
-		ch <- s.queue // buffered: never blocks
-		s.queue = nil
+		ch <- s.takeQueueLocked() // buffered: never blocks
 	}
 }
 
@@ -229,6 +366,7 @@ func (s *Session) closeGraceful(reason string) {
 	}
 	s.state = stateClosing
 	s.reason = reason
+	s.wakeLocked() // waiting senders get ErrClosed
 	s.phase = phaseClose
 	s.due = s.srv.now() + closeTimeout
 	s.timer.Reset(closeTimeout)
@@ -256,8 +394,7 @@ func (s *Session) closeGraceful(reason string) {
 		return
 	}
 	s.pollCh = nil
-	ch <- append(s.queue, frame{typ: packetClose})
-	s.queue = nil
+	ch <- append(s.takeQueueLocked(), frame{typ: packetClose})
 	s.mu.Unlock()
 	probe.kill()
 	s.closeNow(reason, closeDone)
@@ -278,7 +415,7 @@ func (s *Session) closeNow(reason string, mode closeMode) {
 	s.state = stateClosed
 	s.reason = reason
 	done := s.done
-	s.queue = nil
+	s.takeQueueLocked()
 	s.timer.Stop()
 	probe := s.abortUpgradeLocked()
 	ws := s.ws

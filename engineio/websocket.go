@@ -190,7 +190,7 @@ func closeStatus(reason string) websocket.StatusCode {
 		return websocket.StatusGoingAway
 	case ReasonPayloadTooLarge:
 		return websocket.StatusMessageTooBig
-	case ReasonSendQueueFull:
+	case ReasonSendQueueFull, ReasonSlowClient:
 		return websocket.StatusPolicyViolation
 	}
 	return websocket.StatusNormalClosure
@@ -403,8 +403,7 @@ func (s *Session) readOne(c *wsConn) bool {
 func (s *Session) writeLoop() {
 	for {
 		s.mu.Lock()
-		batch := s.queue
-		s.queue = nil
+		batch := s.takeQueueLocked()
 		c := s.ws
 		state := s.state
 		if len(batch) == 0 || state == stateClosed {

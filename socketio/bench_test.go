@@ -33,11 +33,13 @@ func newDiscardTransport(i int) *discardTransport {
 	return &discardTransport{id: fmt.Sprint("bench-", i), req: benchRequest, done: make(chan struct{})}
 }
 
-func (d *discardTransport) ID() string             { return d.id }
-func (d *discardTransport) Request() *http.Request { return d.req }
-func (d *discardTransport) Transport() string      { return engineio.TransportWebSocket }
-func (d *discardTransport) Done() <-chan struct{}  { return d.done }
-func (d *discardTransport) Close() error           { return nil }
+func (d *discardTransport) ID() string                                      { return d.id }
+func (d *discardTransport) Request() *http.Request                          { return d.req }
+func (d *discardTransport) Transport() string                               { return engineio.TransportWebSocket }
+func (d *discardTransport) Done() <-chan struct{}                           { return d.done }
+func (d *discardTransport) Close() error                                    { return nil }
+func (d *discardTransport) waitRoom(context.Context, *parser.Encoded) error { return nil }
+
 func (d *discardTransport) writePacket(e *parser.Encoded, _ bool) error {
 	d.sends.Add(1)
 	d.bytes.Add(int64(len(e.Text)))

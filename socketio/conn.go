@@ -27,6 +27,12 @@ const (
 	ReasonTransportError            = engineio.ReasonTransportError
 	ReasonPingTimeout               = engineio.ReasonPingTimeout
 	ReasonForcedClose               = engineio.ReasonForcedClose
+	// ReasonSendQueueFull: the connection's send queue overflowed (a client
+	// that does not keep up with the node's own emits).
+	ReasonSendQueueFull = engineio.ReasonSendQueueFull
+	// ReasonSlowClient: a delivery that waits for room (the backlog of other
+	// nodes) found the client taking nothing for the slow-client timeout.
+	ReasonSlowClient = engineio.ReasonSlowClient
 )
 
 // transport is what a connection needs of an Engine.IO session. sessionTransport
@@ -40,17 +46,31 @@ type transport interface {
 	// writePacket sends an encoded packet: its text and attachments in one Send,
 	// so they stay together in the session's queue.
 	writePacket(e *parser.Encoded, volatile bool) error
+	// waitRoom waits until the send queue has room for e among the deliveries
+	// that may wait (engineio.Session.WaitRoom).
+	waitRoom(ctx context.Context, e *parser.Encoded) error
 }
 
 type sessionTransport struct{ *engineio.Session }
 
-func (t sessionTransport) writePacket(e *parser.Encoded, volatile bool) error {
-	// The messages live on the stack: Send copies them into its queue.
-	var buf [4]engineio.Message
+// messagesOf lists the Engine.IO messages of e in buf.
+func messagesOf(buf *[4]engineio.Message, e *parser.Encoded) []engineio.Message {
 	msgs := append(buf[:0], engineio.Message{Data: e.Text})
 	for _, a := range e.Attachments {
 		msgs = append(msgs, engineio.Message{Data: a, Binary: true})
 	}
+	return msgs
+}
+
+func (t sessionTransport) waitRoom(ctx context.Context, e *parser.Encoded) error {
+	var buf [4]engineio.Message
+	return t.WaitRoom(ctx, messagesOf(&buf, e)...)
+}
+
+func (t sessionTransport) writePacket(e *parser.Encoded, volatile bool) error {
+	// The messages live on the stack: Send copies them into its queue.
+	var buf [4]engineio.Message
+	msgs := messagesOf(&buf, e)
 	if volatile {
 		t.SendVolatile(msgs...)
 		return nil

@@ -49,11 +49,18 @@
 // is dropped and nobody is disconnected. Outgoing packets have no queue in this
 // package: Emit, broadcasts and acks hand each packet at once to the Engine.IO
 // session, as one message plus one per binary attachment, and the session's
-// send queue (engineio Options.SendQueueSize, counted in messages) is the only
-// outbound bound. When it overflows, the session closes with "send queue full".
-// Size it for the largest burst one client may receive at once, not for its
-// steady rate: a cluster adapter that delivers a backlog of broadcasts after a
-// Redis outage, or a namespace-wide burst, reaches every socket in one go.
+// send queue (engineio Options.SendQueueSize messages and SendQueueBytes bytes)
+// is the only outbound bound. When the node's own emits overflow it, the
+// session closes with ReasonSendQueueFull: size it for the largest burst of
+// this node's emits one client may receive at once. What a cluster adapter
+// delivers for other nodes, which after a Redis outage arrives as a backlog,
+// does not have to fit: it is written with Socket.WritePaced, which waits for
+// room in the first half of the queue (the second half stays free for this
+// node's emits, which never wait), so the backlog reaches each client at the
+// pace the client reads it. A client that takes nothing for engineio
+// Options.SlowClientTimeout (default 10s) while such a delivery waits is cut
+// with ReasonSlowClient; every cut is counted (engineio Server.Stats and
+// durasock_engineio_clients_cut_total) and logged as a warning.
 // Connection state recovery replays the missed events the same way; a client
 // that missed more messages than the send queue holds is given a new session
 // rather than recovered into a queue that would overflow (see RecoveryOptions).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/durasock/durasock/adapter"
+	"github.com/durasock/durasock/engineio"
 	"github.com/durasock/durasock/socketio/parser"
 )
 
@@ -62,7 +64,7 @@ func (s *Socket) pid() string {
 	return s.rs.pid
 }
 
-var _ adapter.Socket = (*Socket)(nil)
+var _ adapter.PacedSocket = (*Socket)(nil)
 
 // socketExtra holds what many sockets never use, so that an idle socket does
 // not pay for it.
@@ -312,6 +314,42 @@ func (s *Socket) Write(e *parser.Encoded, volatile bool) {
 	if s.Connected() {
 		s.conn.write(e, volatile)
 	}
+}
+
+// WritePaced queues an encoded packet for the client as Write(e, false) does,
+// after waiting while the connection's send queue has no room for it in the
+// share kept for deliveries that may wait (adapter.PacedSocket). A cluster node
+// delivers what other nodes broadcast this way, so that a backlog reaches the
+// client at its own pace. It returns ErrDisconnected when the socket is not
+// connected (or disconnects meanwhile), an error wrapping
+// engineio.ErrSlowClient when the client took nothing for the slow-client
+// timeout (the connection is then closed with ReasonSlowClient), or ctx's
+// error. For a client that is away, with connection state recovery, the
+// packet is kept for it without waiting.
+func (s *Socket) WritePaced(ctx context.Context, e *parser.Encoded) error {
+	if s.nsp.srv.recovery != nil {
+		s.mu.Lock()
+		successor, away := s.rs.successor, s.away
+		s.mu.Unlock()
+		switch {
+		case successor != nil:
+			return successor.WritePaced(ctx, e)
+		case away:
+			s.recordedWrite(e, false)
+			return nil
+		}
+	}
+	if !s.Connected() {
+		return ErrDisconnected
+	}
+	if err := s.conn.t.waitRoom(ctx, e); err != nil {
+		if errors.Is(err, engineio.ErrClosed) {
+			return ErrDisconnected
+		}
+		return fmt.Errorf("socketio: socket %s: %w", s.id, err)
+	}
+	s.Write(e, false)
+	return nil
 }
 
 // ExpectAck registers fn for the client's ACK with this id (adapter.Socket). fn

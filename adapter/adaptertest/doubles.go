@@ -3,6 +3,7 @@ package adaptertest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -234,9 +235,68 @@ type Socket struct {
 	disconnects []bool
 	acks        map[uint64]func([]json.RawMessage) // registered by ExpectAck
 	asked       map[uint64]Message                 // written with an ack id, not answered
+	held        bool                               // WritePaced waits (a full send queue)
+	pacing      int                                // WritePaced calls waiting
 }
 
-var _ adapter.Socket = (*Socket)(nil)
+var _ adapter.PacedSocket = (*Socket)(nil)
+
+// ErrDisconnected is returned by WritePaced on a disconnected socket.
+var ErrDisconnected = errors.New("adaptertest: socket disconnected")
+
+// Hold makes WritePaced wait, as a full send queue would, until Release or
+// Disconnect. Write is not affected: it never waits.
+func (s *Socket) Hold() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.held = true
+}
+
+// Release ends Hold: waiting WritePaced calls write.
+func (s *Socket) Release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.held = false
+	s.changed.wake()
+}
+
+// Pacing returns how many WritePaced calls wait on the socket now.
+func (s *Socket) Pacing() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pacing
+}
+
+// WritePaced is Write(e, false) once the socket is not held; it returns
+// ErrDisconnected when the socket is or becomes disconnected, or ctx's error.
+func (s *Socket) WritePaced(ctx context.Context, e *parser.Encoded) error {
+	s.mu.Lock()
+	for s.held && s.connected {
+		s.pacing++
+		s.changed.wake() // WaitState callers see the new waiter
+		ch := s.changed.wait()
+		s.mu.Unlock()
+		var err error
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		s.mu.Lock()
+		s.pacing--
+		if err != nil {
+			s.mu.Unlock()
+			return fmt.Errorf("adaptertest: socket %s: %w", s.id, err)
+		}
+	}
+	connected := s.connected
+	s.mu.Unlock()
+	if !connected {
+		return ErrDisconnected
+	}
+	s.Write(e, false)
+	return nil
+}
 
 // ID returns the socket id.
 func (s *Socket) ID() string { return s.id }

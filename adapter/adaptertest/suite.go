@@ -79,6 +79,7 @@ func Run(t *testing.T, s Setup) {
 		{"BroadcastVolatile", testBroadcastVolatile},
 		{"BroadcastBinary", testBroadcastBinary},
 		{"BroadcastOrder", testBroadcastOrder},
+		{"BroadcastPaced", testBroadcastPaced},
 		{"BroadcastInvalid", testBroadcastInvalid},
 		{"Membership", testMembership},
 		{"AddDelSockets", testAddDelSockets},

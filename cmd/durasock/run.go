@@ -66,6 +66,7 @@ func newApp(cfg *config, log *slog.Logger) (*app, error) {
 		MaxPayload:    cfg.MaxPayload,
 		SendQueueSize: cfg.SendQueue,
 		Logger:        log,
+		Registerer:    a.registry,
 	}}
 	if cfg.Recovery > 0 {
 		opts.Recovery = &socketio.RecoveryOptions{MaxDisconnectionDuration: cfg.Recovery}

@@ -54,8 +54,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		duration    = fs.Duration("duration", 10*time.Second, "broadcast: duration of each step")
 		subscribers = fs.Int("subscribers", 20, "broadcast: subscribers on node B; redis-kill: clients spread over both nodes")
 		publishers  = fs.Int("publishers", 1, "broadcast: publishers on node A sharing the rate")
-		size        = fs.Int("size", 0, "broadcast: payload bytes (0: about 30)")
-		killRate    = fs.Float64("kill-rate", 200, "redis-kill: total events/s, split over one publisher per node")
+		size        = fs.Int("size", 0, "broadcast, redis-kill: payload bytes (0: about 30)")
+		killRate    = fs.Float64("kill-rate", 200, "redis-kill: total events/s, split over the publishers")
+		killPubs    = fs.Int("kill-publishers", 2, "redis-kill: 2: one publisher per node; 1: one publisher, on the first node")
+		fsync       = fs.String("fsync", "everysec", "redis-kill: Redis appendfsync (everysec, always, no)")
+		stopAtKill  = fs.Bool("stop-at-kill", false, "redis-kill: publishers stop when Redis is killed")
+		slowClients = fs.Int("kill-slow-clients", 0, "redis-kill: clients of node 1 that stop reading at the kill (they must be cut as slow clients; the others must get everything)")
 		before      = fs.Duration("before", 3*time.Second, "redis-kill: run time before the kill")
 		outage      = fs.Duration("outage", 10*time.Second, "redis-kill: how long Redis stays dead")
 		after       = fs.Duration("after", 5*time.Second, "redis-kill: run time after the restart")
@@ -109,12 +113,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if scenario == "redis-kill" || scenario == "all" {
 		r, err := bench.RedisKill(ctx, bench.RedisKillConfig{Common: common, Transports: trs, Clients: *subscribers,
-			Rate: *killRate, Before: *before, Outage: *outage, After: *after})
+			Rate: *killRate, Publishers: *killPubs, Fsync: *fsync, StopAtKill: *stopAtKill, SlowClients: *slowClients, Size: *size, Before: *before, Outage: *outage, After: *after})
 		results["redis_kill"] = r
 		errs = append(errs, err)
 		if !*jsonOut {
-			fmt.Fprintf(stdout, "redis-kill: 2 nodes, %d clients over both, %.0f events/s from one publisher per node; Redis (AOF, appendfsync always) SIGKILLed for %s\n",
-				*subscribers, *killRate, *outage)
+			fmt.Fprintf(stdout, "redis-kill: 2 nodes, %d clients over both, %.0f events/s from %d publisher(s); Redis (AOF, appendfsync %s) SIGKILLed for %s\n",
+				*subscribers, *killRate, *killPubs, *fsync, *outage)
 			if err := bench.PrintRedisKill(stdout, r); err != nil {
 				return err
 			}
