@@ -25,13 +25,27 @@ const (
 // CONNECT answer then carries the same "pid" and Socket.Recovered reports true.
 // The official clients (socket.io-client 4.6+) do this by themselves.
 //
-// How it works, and why it holds in a cluster: while the client is away its
-// socket stays in its rooms on this server as a disconnected stand-in, so every
-// event sent to it — a local or a cluster-wide broadcast alike, whatever the
-// adapter — is kept for it. Each event without ack gets an offset (its last
-// argument, as in the reference server) so that the events the client received
-// just before the break are not sent twice. A client that comes back to another
-// server process gets a new socket.
+// How it works: while the client is away its socket stays in its rooms on this
+// server as a disconnected stand-in, so every event sent to it — a local or a
+// cluster-wide broadcast alike, whatever the adapter — is kept for it. Each
+// event without ack gets an offset (its last argument, as in the reference
+// server) so that the events the client received just before the break are not
+// sent twice. The stand-in keeps the rooms the socket had when its connection
+// broke: Leave from OnDisconnect handlers does not change them.
+//
+// On any node: when the namespace's adapter keeps sessions where every node
+// can restore them (adapter.SessionStore: the cluster adapter on the Redis
+// streams transport), a client that comes back to another server process — its
+// node drained, killed, or restarted — gets its session back there too, with
+// every event sent to it meanwhile (to its rooms, to its id, to everyone), in
+// order, once: the cluster keeps each session's state in Redis while it is
+// connected and replays what the client missed from the stream history. Then
+// Socket.Emit goes through the adapter (so that the stream has it), and the
+// adapter writes the offsets. After a recovery on another node, Data returns
+// the json.RawMessage of what SetData stored. A session that cannot be
+// restored exactly (away longer than MaxDisconnectionDuration, more than
+// MaxMissedPackets missed, history trimmed) gives the client a new one, and the
+// server logs why. docs/RELIABILITY.md ("Clients of a node that goes away").
 //
 // While away, the socket is still listed by FetchSockets and counted by
 // broadcasts with acks (as not replying). It is dropped, and leaves its rooms,
