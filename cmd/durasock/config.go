@@ -23,6 +23,8 @@ type config struct {
 	PingTimeout  time.Duration
 	MaxPayload   int64
 	SendQueue    int
+	SendBytes    int
+	SlowClient   time.Duration
 	Recovery     time.Duration
 	RedisURL     string
 	RedisMode    string // "streams" or "pubsub"
@@ -49,6 +51,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.PingTimeout, "ping-timeout", 20*time.Second, "Engine.IO ping timeout (env DURASOCK_PING_TIMEOUT)")
 	fs.Int64Var(&c.MaxPayload, "max-payload", 1_000_000, "largest accepted message in bytes (env DURASOCK_MAX_PAYLOAD)")
 	fs.IntVar(&c.SendQueue, "send-queue", engineio.DefaultSendQueueSize, "messages queued per client before a client that cannot keep up is disconnected (env DURASOCK_SEND_QUEUE)")
+	fs.IntVar(&c.SendBytes, "send-queue-bytes", engineio.DefaultSendQueueBytes, "bytes queued per client, the byte bound of -send-queue; -1 disables it (env DURASOCK_SEND_QUEUE_BYTES)")
+	fs.DurationVar(&c.SlowClient, "slow-client-timeout", engineio.DefaultSlowClientTimeout, "a client that takes nothing of its full send queue for this long while other nodes' events wait for it is disconnected (\"slow client\"); -1ns waits without bound (env DURASOCK_SLOW_CLIENT_TIMEOUT)")
 	fs.DurationVar(&c.Recovery, "recovery", 0, "connection state recovery: how long the session of a client whose connection broke is kept for it, with the events it misses; 0 disables (env DURASOCK_RECOVERY)")
 	fs.StringVar(&c.RedisURL, "redis", "", "Redis URL for the cluster adapter: redis://, rediss://, unix://, redis+sentinel://, redis+cluster:// (env DURASOCK_REDIS_URL); empty runs one process with the in-memory adapter")
 	fs.StringVar(&c.RedisMode, "redis-transport", "streams", `cluster bus transport: "streams" (durable, default) or "pubsub" (env DURASOCK_REDIS_TRANSPORT)`)
@@ -102,6 +106,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	default:
 		return nil, fmt.Errorf("-outbox-overflow %q: want reject-new or drop-oldest", overflow)
 	}
+	if c.SlowClient < 0 {
+		c.SlowClient = -1 // engineio: no bound
+	}
 	p, err := bus.ParseFsyncPolicy(fsync)
 	if err != nil {
 		return nil, fmt.Errorf("-outbox-fsync: %w", err)
@@ -116,6 +123,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		return nil, errors.New("-ping-interval and -ping-timeout must be positive")
 	case c.Recovery < 0:
 		return nil, errors.New("-recovery must not be negative")
+	case c.SendBytes == 0 || c.SendBytes < -1:
+		return nil, errors.New("-send-queue-bytes must be positive, or -1")
+	case c.SlowClient == 0:
+		return nil, errors.New("-slow-client-timeout must not be 0 (negative: no bound)")
 	case c.SendQueue <= 0:
 		return nil, errors.New("-send-queue must be positive")
 	case c.MaxPayload <= 0:

@@ -44,6 +44,8 @@ func TestParseConfig(t *testing.T) {
 		{"-outbox-overflow", "sometimes"},
 		{"-outbox-fsync", "sometimes"},
 		{"-recovery", "-1s"},
+		{"-send-queue-bytes", "0"},
+		{"-slow-client-timeout", "0s"},
 		{"-log-level", "loud"},
 		{"extra"},
 	}

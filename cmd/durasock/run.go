@@ -61,12 +61,14 @@ func newApp(cfg *config, log *slog.Logger) (*app, error) {
 	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	opts := &socketio.Options{Options: engineio.Options{
-		PingInterval:  cfg.PingInterval,
-		PingTimeout:   cfg.PingTimeout,
-		MaxPayload:    cfg.MaxPayload,
-		SendQueueSize: cfg.SendQueue,
-		Logger:        log,
-		Registerer:    a.registry,
+		PingInterval:      cfg.PingInterval,
+		PingTimeout:       cfg.PingTimeout,
+		MaxPayload:        cfg.MaxPayload,
+		SendQueueSize:     cfg.SendQueue,
+		SendQueueBytes:    cfg.SendBytes,
+		SlowClientTimeout: cfg.SlowClient,
+		Logger:            log,
+		Registerer:        a.registry,
 	}}
 	if cfg.Recovery > 0 {
 		opts.Recovery = &socketio.RecoveryOptions{MaxDisconnectionDuration: cfg.Recovery}
