@@ -101,7 +101,8 @@ type Config struct {
 	// Ids must be unique among running processes. Two live processes with one id
 	// (a rolling deploy that starts the new process before the old one stopped)
 	// are a configuration error that the bus detects and reports but does not
-	// refuse: each delivers the other's reliable-plane messages as another node's
+	// refuse: each delivers the other's reliable-plane messages written after it
+	// started as another node's
 	// (they are real events for its clients), drops the other's direct-plane
 	// messages (no reply could be addressed to it), logs an error at most once a
 	// minute, counts durasock_bus_node_id_conflicts_total and sets

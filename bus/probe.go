@@ -108,12 +108,16 @@ func (r *Reliable) probeLoop(ctx context.Context) {
 		pingErr := err
 		if err == nil && r.recv.receiving() {
 			round++
-			var missed bool
-			missed, err = r.probeRound(ctx, round)
+			var missed, lost bool
+			missed, lost, err = r.probeRound(ctx, round)
 			if ctx.Err() != nil {
 				return
 			}
-			if missed {
+			if lost {
+				// The broker lost the probes (it restarted or failed over while
+				// they were on their way): the next round tells.
+				r.log.Debug("bus probe round lost with a broken subscription", "round", round)
+			} else if missed {
 				misses++
 				r.c.probeFailures.Add(1)
 				r.log.Warn("bus liveness probe missed; rebuilding the subscription",
@@ -226,15 +230,18 @@ func (r *Reliable) announce(ctx context.Context, round uint64, a *announcer) err
 }
 
 // probeRound publishes the probes of round and waits for them. It returns
-// missed when they did not all come back in time, or the publish error.
-func (r *Reliable) probeRound(ctx context.Context, round uint64) (missed bool, err error) {
+// missed when they did not all come back in time, lost when they did not and
+// the subscription ended meanwhile (the broker may have lost them: a restart, a
+// failover), or the publish error.
+func (r *Reliable) probeRound(ctx context.Context, round uint64) (missed, lost bool, err error) {
+	subs := r.recv.subscriptions.Load()
 	frames, _ := r.probeFrames(round)
 	done := r.probes.begin(round, r.partitions)
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.ProbeTimeout)
 	err = r.t.Publish(pctx, frames)
 	cancel()
 	if err != nil {
-		return false, fmt.Errorf("bus: publish probe: %w", err)
+		return false, false, fmt.Errorf("bus: publish probe: %w", err)
 	}
 	r.c.probesSent.Add(1)
 	timer := time.NewTimer(r.cfg.ProbeTimeout)
@@ -243,15 +250,21 @@ func (r *Reliable) probeRound(ctx context.Context, round uint64) (missed bool, e
 	for ext := 0; ; {
 		select {
 		case <-ctx.Done():
-			return false, ctx.Err()
+			return false, false, ctx.Err()
 		case <-done:
-			return false, nil
+			return false, false, nil
 		case <-timer.C:
+		}
+		if r.recv.subscriptions.Load() != subs {
+			// Not a dead subscription: it ended and runs again; waiting longer
+			// for probes the broker may have lost would delay the next round
+			// (and its announcements) for up to maxProbeExtensions timeouts.
+			return false, true, nil
 		}
 		// A subscription that keeps delivering other frames is alive, only behind.
 		now := r.recv.progress.Load()
 		if now == progress || ext >= maxProbeExtensions {
-			return true, nil
+			return true, false, nil
 		}
 		progress = now
 		ext++

@@ -77,8 +77,10 @@ type receiver struct {
 	handler Handler
 	started chan struct{} // closed by the first Receive
 
-	// progress counts frames delivered by the transport, for the prober.
-	progress atomic.Uint64
+	// progress counts frames delivered by the transport, for the prober;
+	// subscriptions counts the Subscribe calls that ended.
+	progress      atomic.Uint64
+	subscriptions atomic.Uint64
 
 	mu       sync.Mutex
 	streams  map[streamKey]*stream
@@ -187,6 +189,7 @@ func (r *Reliable) recvLoop(ctx context.Context) {
 		rv.subMu.Lock()
 		rv.subCancel = nil
 		rv.subMu.Unlock()
+		rv.subscriptions.Add(1)
 		cancel()
 		if ctx.Err() != nil {
 			return
@@ -259,6 +262,11 @@ func (r *Reliable) deliver(f Frame) {
 			if e.Kind == KindProbe {
 				r.probes.ack(e.Seq, e.Partition)
 			}
+			return
+		}
+		if e.Time < r.startNanos {
+			// Written before this process started: the history of an earlier run
+			// of this node, not a live conflict. This node applied it then.
 			return
 		}
 		// Another process uses this node's id. Its reliable-plane messages are

@@ -20,10 +20,13 @@ var ErrSelf = errors.New("bus: send to own node")
 // order by one sender goroutine, reconnects with backoff, per-origin sequencing
 // with de-duplication and gap detection, and liveness probes. Create it with New.
 type Reliable struct {
-	cfg        Config
-	t          Transport
-	nodeID     string
-	instance   uint64
+	cfg      Config
+	t        Transport
+	nodeID   string
+	instance uint64
+	// startNanos is when New ran (Unix nanoseconds): frames of this node's id
+	// and another instance written earlier are an earlier run's history.
+	startNanos int64
 	partitions int
 	// prefix is version, kind data, origin length, origin and instance: the start of
 	// every data envelope this node writes.
@@ -98,6 +101,7 @@ func newReliable(t Transport, cfg Config, jitter func(int64) int64) (*Reliable, 
 		t:              t,
 		nodeID:         cfg.NodeID,
 		instance:       rand.Uint64(),
+		startNanos:     time.Now().UnixNano(),
 		partitions:     partitions,
 		log:            cfg.Logger.With("node", cfg.NodeID),
 		bo:             newBackoff(cfg.Backoff),

@@ -301,3 +301,81 @@ func (s *slowPublish) Publish(ctx context.Context, frames []Frame) error {
 	}
 	return s.Transport.Publish(ctx, frames)
 }
+
+// losingTransport loses one probe round, as a broker that restarts while the
+// probes are on their way, and ends the subscription running then, like the
+// restart does.
+type losingTransport struct {
+	Transport
+	loseProbe atomic.Bool
+	lost      chan struct{} // closed when the round was lost
+	mu        sync.Mutex
+	breakSub  chan struct{} // closed to end the running subscription
+}
+
+func (l *losingTransport) Publish(ctx context.Context, frames []Frame) error {
+	if len(frames) > 0 {
+		if e, err := DecodeEnvelope(frames[0].Data); err == nil && e.Kind == KindProbe && l.loseProbe.CompareAndSwap(true, false) {
+			l.mu.Lock()
+			close(l.breakSub)
+			l.breakSub = make(chan struct{})
+			l.mu.Unlock()
+			close(l.lost)
+			return nil // acknowledged, then lost with the broker
+		}
+	}
+	return l.Transport.Publish(ctx, frames)
+}
+
+func (l *losingTransport) Subscribe(ctx context.Context, nodeID string, deliver func(Frame)) error {
+	l.mu.Lock()
+	breakSub := l.breakSub
+	l.mu.Unlock()
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-breakSub:
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	err := l.Transport.Subscribe(sctx, nodeID, deliver)
+	if ctx.Err() == nil && sctx.Err() != nil {
+		return ErrHubDown // the connection broke with the restart
+	}
+	return err
+}
+
+// TestLostProbeRoundDoesNotStall: a probe round that the broker lost while the
+// node's subscription broke does not hold the prober (and the announcements of
+// later rounds) until the extensions for a busy subscription run out; the next
+// round follows within a probe timeout.
+func TestLostProbeRoundDoesNotStall(t *testing.T) {
+	synctestRun(t, func(t *testing.T) {
+		hub := NewMemoryHub()
+		lt := &losingTransport{Transport: hub.Transport(), lost: make(chan struct{}), breakSub: make(chan struct{})}
+		a, err := New(lt, Config{NodeID: "a", Logger: quietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := a.Close(context.Background()); err != nil {
+				t.Error(err)
+			}
+		}()
+		a.Receive(func(Message) {})
+		r := newBus(t, hub, Config{NodeID: "r"}) // its probes keep a's subscription busy
+		r.Receive(func(Message) {})
+		time.Sleep(2 * time.Second)
+		synctestWait()
+		lt.loseProbe.Store(true)
+		<-lt.lost
+		before := a.Stats().ProbesSent
+		time.Sleep(DefaultProbeTimeout + 2*DefaultProbeInterval + 100*time.Millisecond)
+		synctestWait()
+		if s := a.Stats(); s.ProbesSent < before+2 || a.Status().State != Connected {
+			t.Fatalf("%d probe rounds after the lost one, want 2: %+v %+v", s.ProbesSent-before, a.Status(), s)
+		}
+	})
+}
