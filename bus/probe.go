@@ -133,8 +133,7 @@ func (r *Reliable) probeLoop(ctx context.Context) {
 		} else if err == nil {
 			// A node that only publishes still announces what it published, so
 			// that receivers find a lost tail; nothing waits for these probes.
-			round++
-			err = r.announce(ctx, round, &ann)
+			err = r.announce(ctx, &ann)
 		}
 		if ctx.Err() != nil {
 			return
@@ -204,12 +203,12 @@ type announcer struct {
 	since int // rounds since the last announcement
 }
 
-// announce publishes, for a bus that does not receive, the probes of round
-// without waiting for them: when a partition's last resolved seq changed since
-// the last announcement, and every announceEvery rounds once anything was
-// resolved.
-func (r *Reliable) announce(ctx context.Context, round uint64, a *announcer) error {
-	frames, last := r.probeFrames(round)
+// announce publishes, for a bus that does not receive, probes without waiting
+// for them: when a partition's last resolved seq changed since the last
+// announcement, and every announceEvery rounds once anything was resolved. Their
+// round (seq) is 0: they announce, but their rhythm says nothing about liveness.
+func (r *Reliable) announce(ctx context.Context, a *announcer) error {
+	frames, last := r.probeFrames(0)
 	a.since++
 	if a.last == nil {
 		a.last = make([]uint64, len(last)) // nothing announced: all 0

@@ -388,15 +388,18 @@ func (rv *receiver) probe(r *Reliable, e *Envelope) {
 	var gone []goneReport
 	var gap Gap
 	rv.mu.Lock()
+	// Round 0 is an announcement of a node that does not receive: it comes only
+	// when something changed, so its absence says nothing about liveness.
+	probed := e.Seq != 0
 	if !announces {
 		inst := rv.instanceLocked(r, e.Origin, e.Instance, now, &gone)
-		inst.probed = true
+		inst.probed = inst.probed || probed
 		rv.mu.Unlock()
 		r.reportGone(gone)
 		return
 	}
 	st := rv.streamLocked(r, streamKey{origin: e.Origin, instance: e.Instance, partition: e.Partition}, now, &gone)
-	st.inst.probed = true
+	st.inst.probed = st.inst.probed || probed
 	st.announced = max(st.announced, last)
 	switch {
 	case !st.known:

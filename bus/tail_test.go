@@ -379,3 +379,47 @@ func TestLostProbeRoundDoesNotStall(t *testing.T) {
 		}
 	})
 }
+
+// TestPublishOnlyNodeAnnounces: a node that publishes but does not receive (an
+// emitter) announces what it published, so that its lost tail is found too, and
+// its quiet announcements do not make the others report it gone.
+func TestPublishOnlyNodeAnnounces(t *testing.T) {
+	synctestRun(t, func(t *testing.T) {
+		hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: 1})
+		e := newBus(t, hub, Config{NodeID: "e"})
+		r := newBus(t, hub, Config{NodeID: "r"})
+		sr := newSink()
+		block, first := make(chan struct{}), make(chan struct{})
+		r.Receive(func(m Message) {
+			if m.Seq == 1 {
+				close(first)
+				<-block
+			}
+			sr.handle(m)
+		})
+		time.Sleep(2 * time.Second)
+		synctestWait()
+		if err := e.Publish(t.Context(), "k", payload("e", 1)); err != nil {
+			t.Fatal(err)
+		}
+		<-first
+		for i := 2; i <= 4; i++ {
+			if err := e.Publish(t.Context(), "k", payload("e", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+		synctestWait()
+		hub.Lose()
+		close(block)
+		time.Sleep(30 * time.Second)
+		synctestWait()
+		s := r.Stats()
+		if s.TailGaps != 1 || s.GapMessages != 3 || s.Received != 1 {
+			t.Fatalf("receiver stats: %+v", s)
+		}
+		if s.NodesGoneSilent != 0 {
+			t.Fatalf("a quiet publish-only node reported gone: %+v", s)
+		}
+	})
+}
