@@ -145,7 +145,8 @@ type Config struct {
 	OnDrop func(Drop)
 	// OnGap is called when a receiver finds messages of another node missing (the
 	// broker lost them, or their publisher dropped them). It runs on the receive
-	// goroutine before the message after the gap is delivered; it must not block.
+	// goroutine before the message after the gap is delivered (for a tail gap,
+	// Gap.Tail, when the probe that revealed it arrives); it must not block.
 	OnGap func(Gap)
 	// OnStateChange is called with the new status at every state change, in order,
 	// on a goroutine of the bus.
