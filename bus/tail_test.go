@@ -423,3 +423,122 @@ func TestPublishOnlyNodeAnnounces(t *testing.T) {
 		}
 	})
 }
+
+// cutTransport is a node's own link to the hub, which the test can cut while
+// the other nodes stay connected.
+type cutTransport struct {
+	Transport
+	mu   sync.Mutex
+	down bool
+	cut  chan struct{} // closed when the link is cut
+}
+
+func (c *cutTransport) setDown(down bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if down && !c.down {
+		close(c.cut)
+	}
+	if !down && c.down {
+		c.cut = make(chan struct{})
+	}
+	c.down = down
+}
+
+func (c *cutTransport) check() (<-chan struct{}, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.down {
+		return nil, ErrHubDown
+	}
+	return c.cut, nil
+}
+
+func (c *cutTransport) Publish(ctx context.Context, frames []Frame) error {
+	if _, err := c.check(); err != nil {
+		return err
+	}
+	return c.Transport.Publish(ctx, frames)
+}
+
+func (c *cutTransport) Ping(ctx context.Context) error {
+	if _, err := c.check(); err != nil {
+		return err
+	}
+	return c.Transport.Ping(ctx)
+}
+
+func (c *cutTransport) Subscribe(ctx context.Context, nodeID string, deliver func(Frame)) error {
+	cut, err := c.check()
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-cut:
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	err = c.Transport.Subscribe(sctx, nodeID, deliver)
+	if ctx.Err() == nil && sctx.Err() != nil {
+		return ErrHubDown
+	}
+	return err
+}
+
+// TestPublisherCutOffAloneReported: a node cut off from the broker for 11
+// minutes while the others stay connected drops its 100 messages of the cut at
+// the 5-minute max age; the others, which must not forget it meanwhile, report
+// exactly those 100 when it is back.
+func TestPublisherCutOffAloneReported(t *testing.T) {
+	synctestRun(t, func(t *testing.T) {
+		hub := NewMemoryHub()
+		ct := &cutTransport{Transport: hub.Transport(), cut: make(chan struct{})}
+		a, err := New(ct, Config{NodeID: "a", Logger: quietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := a.Close(context.Background()); err != nil {
+				t.Error(err)
+			}
+		}()
+		a.Receive(func(Message) {})
+		r := newBus(t, hub, Config{NodeID: "r"})
+		sr := newSink()
+		r.Receive(sr.handle)
+		time.Sleep(2 * time.Second)
+		synctestWait()
+		if err := a.Publish(t.Context(), "k", payload("a", 1)); err != nil {
+			t.Fatal(err)
+		}
+		sr.wait(t, 1, time.Minute)
+		ct.setDown(true)
+		for i := 2; i <= 101; i++ {
+			if err := a.Publish(t.Context(), "k", payload("a", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(11 * time.Minute)
+		synctestWait()
+		if st := r.Status(); st.State != Connected {
+			t.Fatalf("the receiver is not connected during a's cut: %+v", st)
+		}
+		ct.setDown(false)
+		if err := a.Publish(t.Context(), "k", payload("a", 102)); err != nil {
+			t.Fatal(err)
+		}
+		sr.wait(t, 2, time.Minute)
+		time.Sleep(3 * time.Second)
+		synctestWait()
+		if d := a.Stats().DroppedMaxAge; d != 100 {
+			t.Fatalf("a dropped %d, want 100", d)
+		}
+		if s := r.Stats(); s.GapMessages != 100 || s.Duplicates != 0 || s.Received != 2 || s.NodesGoneSilent != 1 {
+			t.Fatalf("receiver: %+v", s)
+		}
+	})
+}
