@@ -20,7 +20,9 @@ import (
 //	3+n         8         instance  random per process start of the origin
 //	11+n        1..3      partition uvarint, 0..65535 (0 for direct)
 //	p           8         seq       uint64; data: 1, 2, 3, ... per (origin, instance,
-//	                                partition); probe: the probe round; direct: 0
+//	                                partition); probe: the probe round (0: an
+//	                                announcement of a node that does not
+//	                                receive); direct: 0
 //	p+8         8         time      int64, publish time in Unix nanoseconds
 //	p+16        rest      payload   data, direct: opaque bytes; probe: empty or
 //	                                8 bytes, last (below)

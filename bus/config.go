@@ -115,7 +115,8 @@ type Config struct {
 	// Ids must be unique among running processes. Two live processes with one id
 	// (a rolling deploy that starts the new process before the old one stopped)
 	// are a configuration error that the bus detects and reports but does not
-	// refuse: each delivers the other's reliable-plane messages as another node's
+	// refuse: each delivers the other's reliable-plane messages written after it
+	// started as another node's
 	// (they are real events for its clients), drops the other's direct-plane
 	// messages (no reply could be addressed to it), logs an error at most once a
 	// minute, counts durasock_bus_node_id_conflicts_total and sets
@@ -158,7 +159,8 @@ type Config struct {
 	OnDrop func(Drop)
 	// OnGap is called when a receiver finds messages of another node missing (the
 	// broker lost them, or their publisher dropped them). It runs on the receive
-	// goroutine before the message after the gap is delivered; it must not block.
+	// goroutine before the message after the gap is delivered (for a tail gap,
+	// Gap.Tail, when the probe that revealed it arrives); it must not block.
 	OnGap func(Gap)
 	// OnStateChange is called with the new status at every state change, in order,
 	// on a goroutine of the bus.

@@ -116,3 +116,36 @@ func TestTwoProcessesOneNodeID(t *testing.T) {
 		}
 	})
 }
+
+// TestEarlierRunIsNoConflict: frames an earlier run of this node id wrote before
+// this process started are history, not another live process: not delivered
+// (this node's clients had them from that run) and not reported.
+func TestEarlierRunIsNoConflict(t *testing.T) {
+	hub := NewMemoryHub()
+	tr := hub.Transport() // its reading starts before the earlier run publishes
+	old := newBus(t, hub, Config{NodeID: "a", ProbeInterval: -1})
+	for i := 1; i <= 3; i++ {
+		if err := old.Publish(t.Context(), "k", payload("a", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := old.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(tr, Config{NodeID: "a", Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := b.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	s := newSink()
+	b.Receive(s.handle)
+	waitState(t, b, Connected, 10*time.Second)
+	waitFor(t, "a probe round", 10*time.Second, func() bool { return b.Stats().ProbesSent >= 2 })
+	if n, st := s.len(), b.Stats(); n != 0 || st.NodeIDConflicts != 0 || b.Status().NodeIDConflict {
+		t.Fatalf("%d delivered, stats %+v", n, st)
+	}
+}

@@ -221,14 +221,17 @@ func TestOutboxMaxAgeSynctest(t *testing.T) {
 		if n := logs.count("bus outbox dropping messages older than the max age"); n != 1 {
 			t.Fatalf("%d max-age log lines, want 1: %q", n, logs.all())
 		}
-		// Messages younger than the max age survive the outage.
+		// Messages younger than the max age survive the outage. The sender found
+		// its outbox empty at 1.5 s and waits for the next message: bring the
+		// broker back first, or that publish fails and the message expires
+		// before the next attempt.
 		r := newBus(t, hub, Config{NodeID: "r", ProbeInterval: -1})
 		sr := newSink()
 		r.Receive(sr.handle)
+		hub.SetDown(false)
 		if err := a.Publish(ctx, "k", payload("a", 16)); err != nil {
 			t.Fatal(err)
 		}
-		hub.SetDown(false)
 		time.Sleep(20 * time.Second)
 		synctestWait()
 		if got := sr.all(); len(got) != 1 || got[0].Seq != 16 {

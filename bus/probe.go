@@ -110,12 +110,16 @@ func (r *Reliable) probeLoop(ctx context.Context) {
 		pingErr := err
 		if err == nil && r.recv.receiving() {
 			round++
-			var missed bool
-			missed, err = r.probeRound(ctx, round)
+			var missed, lost bool
+			missed, lost, err = r.probeRound(ctx, round)
 			if ctx.Err() != nil {
 				return
 			}
-			if missed {
+			if lost {
+				// The broker lost the probes (it restarted or failed over while
+				// they were on their way): the next round tells.
+				r.log.Debug("bus probe round lost with a broken subscription", "round", round)
+			} else if missed {
 				misses++
 				r.c.probeFailures.Add(1)
 				r.log.Warn("bus liveness probe missed; rebuilding the subscription",
@@ -131,8 +135,7 @@ func (r *Reliable) probeLoop(ctx context.Context) {
 		} else if err == nil {
 			// A node that only publishes still announces what it published, so
 			// that receivers find a lost tail; nothing waits for these probes.
-			round++
-			err = r.announce(ctx, round, &ann)
+			err = r.announce(ctx, &ann)
 		}
 		if ctx.Err() != nil {
 			return
@@ -202,12 +205,12 @@ type announcer struct {
 	since int // rounds since the last announcement
 }
 
-// announce publishes, for a bus that does not receive, the probes of round
-// without waiting for them: when a partition's last resolved seq changed since
-// the last announcement, and every announceEvery rounds once anything was
-// resolved.
-func (r *Reliable) announce(ctx context.Context, round uint64, a *announcer) error {
-	frames, last := r.probeFrames(round)
+// announce publishes, for a bus that does not receive, probes without waiting
+// for them: when a partition's last resolved seq changed since the last
+// announcement, and every announceEvery rounds once anything was resolved. Their
+// round (seq) is 0: they announce, but their rhythm says nothing about liveness.
+func (r *Reliable) announce(ctx context.Context, a *announcer) error {
+	frames, last := r.probeFrames(0)
 	a.since++
 	if a.last == nil {
 		a.last = make([]uint64, len(last)) // nothing announced: all 0
@@ -228,15 +231,18 @@ func (r *Reliable) announce(ctx context.Context, round uint64, a *announcer) err
 }
 
 // probeRound publishes the probes of round and waits for them. It returns
-// missed when they did not all come back in time, or the publish error.
-func (r *Reliable) probeRound(ctx context.Context, round uint64) (missed bool, err error) {
+// missed when they did not all come back in time, lost when they did not and
+// the subscription ended meanwhile (the broker may have lost them: a restart, a
+// failover), or the publish error.
+func (r *Reliable) probeRound(ctx context.Context, round uint64) (missed, lost bool, err error) {
+	subs := r.recv.subscriptions.Load()
 	frames, _ := r.probeFrames(round)
 	done := r.probes.begin(round, r.partitions)
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.ProbeTimeout)
 	err = r.t.Publish(pctx, frames)
 	cancel()
 	if err != nil {
-		return false, fmt.Errorf("bus: publish probe: %w", err)
+		return false, false, fmt.Errorf("bus: publish probe: %w", err)
 	}
 	r.c.probesSent.Add(1)
 	timer := time.NewTimer(r.cfg.ProbeTimeout)
@@ -245,16 +251,22 @@ func (r *Reliable) probeRound(ctx context.Context, round uint64) (missed bool, e
 	for ext := 0; ; {
 		select {
 		case <-ctx.Done():
-			return false, ctx.Err()
+			return false, false, ctx.Err()
 		case <-done:
-			return false, nil
+			return false, false, nil
 		case <-timer.C:
+		}
+		if r.recv.subscriptions.Load() != subs {
+			// Not a dead subscription: it ended and runs again; waiting longer
+			// for probes the broker may have lost would delay the next round
+			// (and its announcements) for up to maxProbeExtensions timeouts.
+			return false, true, nil
 		}
 		// A subscription that keeps delivering other frames, or whose handler is
 		// still running (the transport waits for it), is alive, only behind.
 		now := r.recv.progress.Load()
 		if (now == progress && !r.recv.handling.Load()) || ext >= maxProbeExtensions {
-			return true, nil
+			return true, false, nil
 		}
 		progress = now
 		ext++

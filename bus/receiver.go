@@ -77,8 +77,10 @@ type receiver struct {
 	handler Handler
 	started chan struct{} // closed by the first Receive
 
-	// progress counts frames delivered by the transport, for the prober.
-	progress atomic.Uint64
+	// progress counts frames delivered by the transport, for the prober;
+	// subscriptions counts the Subscribe calls that ended.
+	progress      atomic.Uint64
+	subscriptions atomic.Uint64
 	// handling is set while the handler runs, for the prober: a handler that
 	// waits (a cluster node pacing a backlog to a slow client) holds up the
 	// transport, which is then behind, not dead.
@@ -191,6 +193,7 @@ func (r *Reliable) recvLoop(ctx context.Context) {
 		rv.subMu.Lock()
 		rv.subCancel = nil
 		rv.subMu.Unlock()
+		rv.subscriptions.Add(1)
 		cancel()
 		if ctx.Err() != nil {
 			return
@@ -274,6 +277,11 @@ func (r *Reliable) deliverFrame(f Frame) {
 		}
 		if r.ownInstances[e.Instance] {
 			return // an earlier run's message, published again from the disk outbox
+		}
+		if e.Time < r.startNanos {
+			// Written before this process started: the history of an earlier run
+			// of this node, not a live conflict. This node applied it then.
+			return
 		}
 		// Another process uses this node's id. Its reliable-plane messages are
 		// real events for this node's clients: they are delivered like another
@@ -396,15 +404,18 @@ func (rv *receiver) probe(r *Reliable, e *Envelope) {
 	var gone []goneReport
 	var gap Gap
 	rv.mu.Lock()
+	// Round 0 is an announcement of a node that does not receive: it comes only
+	// when something changed, so its absence says nothing about liveness.
+	probed := e.Seq != 0
 	if !announces {
 		inst := rv.instanceLocked(r, e.Origin, e.Instance, now, &gone)
-		inst.probed = true
+		inst.probed = inst.probed || probed
 		rv.mu.Unlock()
 		r.reportGone(gone)
 		return
 	}
 	st := rv.streamLocked(r, streamKey{origin: e.Origin, instance: e.Instance, partition: e.Partition}, now, &gone)
-	st.inst.probed = true
+	st.inst.probed = st.inst.probed || probed
 	st.announced = max(st.announced, last)
 	switch {
 	case !st.known:

@@ -20,10 +20,13 @@ var ErrSelf = errors.New("bus: send to own node")
 // order by one sender goroutine, reconnects with backoff, per-origin sequencing
 // with de-duplication and gap detection, and liveness probes. Create it with New.
 type Reliable struct {
-	cfg        Config
-	t          Transport
-	nodeID     string
-	instance   uint64
+	cfg      Config
+	t        Transport
+	nodeID   string
+	instance uint64
+	// startNanos is when New ran (Unix nanoseconds): frames of this node's id
+	// and another instance written earlier are an earlier run's history.
+	startNanos int64
 	partitions int
 	// prefix is version, kind data, origin length, origin and instance: the start of
 	// every data envelope this node writes.
@@ -118,6 +121,7 @@ func newReliable(t Transport, cfg Config, jitter func(int64) int64) (*Reliable, 
 		t:              t,
 		nodeID:         cfg.NodeID,
 		instance:       rand.Uint64(),
+		startNanos:     time.Now().UnixNano(),
 		partitions:     partitions,
 		log:            cfg.Logger.With("node", cfg.NodeID),
 		bo:             newBackoff(cfg.Backoff),
@@ -359,17 +363,14 @@ func (r *Reliable) livenessWindow() time.Duration {
 }
 
 // pruneAfter is how long (in connected time) a receiver keeps what it knows of a
-// silent run of another node: at least 10 minutes, and longer than the outbox
-// max age plus a margin, because a node cut off from the broker while this one
-// is connected may drop its oldest messages at the max age and publish again
-// later, and the gap must then be reported, not taken as a new baseline. Without
-// an age bound: an hour.
+// silent run of another node: an hour, and longer than the outbox max age plus
+// a margin. A node cut off from the broker while this one is connected drops
+// its oldest messages at the max age and publishes again when it is back: the
+// gap must then be reported, not taken as a new baseline, so its state must
+// outlive the cut. Forgetting only bounds memory under node id churn (a few
+// hundred bytes per run).
 func (r *Reliable) pruneAfter() time.Duration {
-	d := max(10*time.Minute, 10*r.livenessWindow())
-	if r.cfg.Outbox.MaxAge < 0 {
-		return max(d, time.Hour)
-	}
-	return max(d, r.cfg.Outbox.MaxAge+5*time.Minute)
+	return max(time.Hour, 10*r.livenessWindow(), r.cfg.Outbox.MaxAge+5*time.Minute)
 }
 
 // StateChanged returns a channel closed at the next state change.

@@ -298,13 +298,14 @@ func TestNodesAndPrune(t *testing.T) {
 		if n != 2*DefaultMemoryPartitions || seen != 2 {
 			t.Fatalf("%d streams, %d nodes known before pruning, want %d, 2", n, seen, 2*DefaultMemoryPartitions)
 		}
-		time.Sleep(11 * time.Minute)
+		idle := r.pruneAfter() + r.pruneAfter()/10 + time.Minute // pruned at most idle/10 late
+		time.Sleep(idle)
 		synctestWait()
 		r.recv.mu.Lock()
 		n, seen = len(r.recv.streams), len(r.recv.nodes)
 		r.recv.mu.Unlock()
 		if n != 0 || seen != 0 {
-			t.Fatalf("%d streams, %d nodes known after 11 idle minutes", n, seen)
+			t.Fatalf("%d streams, %d nodes known after %v idle", n, seen, idle)
 		}
 	})
 }

@@ -301,3 +301,244 @@ func (s *slowPublish) Publish(ctx context.Context, frames []Frame) error {
 	}
 	return s.Transport.Publish(ctx, frames)
 }
+
+// losingTransport loses one probe round, as a broker that restarts while the
+// probes are on their way, and ends the subscription running then, like the
+// restart does.
+type losingTransport struct {
+	Transport
+	loseProbe atomic.Bool
+	lost      chan struct{} // closed when the round was lost
+	mu        sync.Mutex
+	breakSub  chan struct{} // closed to end the running subscription
+}
+
+func (l *losingTransport) Publish(ctx context.Context, frames []Frame) error {
+	if len(frames) > 0 {
+		if e, err := DecodeEnvelope(frames[0].Data); err == nil && e.Kind == KindProbe && l.loseProbe.CompareAndSwap(true, false) {
+			l.mu.Lock()
+			close(l.breakSub)
+			l.breakSub = make(chan struct{})
+			l.mu.Unlock()
+			close(l.lost)
+			return nil // acknowledged, then lost with the broker
+		}
+	}
+	return l.Transport.Publish(ctx, frames)
+}
+
+func (l *losingTransport) Subscribe(ctx context.Context, nodeID string, deliver func(Frame)) error {
+	l.mu.Lock()
+	breakSub := l.breakSub
+	l.mu.Unlock()
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-breakSub:
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	err := l.Transport.Subscribe(sctx, nodeID, deliver)
+	if ctx.Err() == nil && sctx.Err() != nil {
+		return ErrHubDown // the connection broke with the restart
+	}
+	return err
+}
+
+// TestLostProbeRoundDoesNotStall: a probe round that the broker lost while the
+// node's subscription broke does not hold the prober (and the announcements of
+// later rounds) until the extensions for a busy subscription run out; the next
+// round follows within a probe timeout.
+func TestLostProbeRoundDoesNotStall(t *testing.T) {
+	synctestRun(t, func(t *testing.T) {
+		hub := NewMemoryHub()
+		lt := &losingTransport{Transport: hub.Transport(), lost: make(chan struct{}), breakSub: make(chan struct{})}
+		a, err := New(lt, Config{NodeID: "a", Logger: quietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := a.Close(context.Background()); err != nil {
+				t.Error(err)
+			}
+		}()
+		a.Receive(func(Message) {})
+		r := newBus(t, hub, Config{NodeID: "r"}) // its probes keep a's subscription busy
+		r.Receive(func(Message) {})
+		time.Sleep(2 * time.Second)
+		synctestWait()
+		lt.loseProbe.Store(true)
+		<-lt.lost
+		before := a.Stats().ProbesSent
+		time.Sleep(DefaultProbeTimeout + 2*DefaultProbeInterval + 100*time.Millisecond)
+		synctestWait()
+		if s := a.Stats(); s.ProbesSent < before+2 || a.Status().State != Connected {
+			t.Fatalf("%d probe rounds after the lost one, want 2: %+v %+v", s.ProbesSent-before, a.Status(), s)
+		}
+	})
+}
+
+// TestPublishOnlyNodeAnnounces: a node that publishes but does not receive (an
+// emitter) announces what it published, so that its lost tail is found too, and
+// its quiet announcements do not make the others report it gone.
+func TestPublishOnlyNodeAnnounces(t *testing.T) {
+	synctestRun(t, func(t *testing.T) {
+		hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: 1})
+		e := newBus(t, hub, Config{NodeID: "e"})
+		r := newBus(t, hub, Config{NodeID: "r"})
+		sr := newSink()
+		block, first := make(chan struct{}), make(chan struct{})
+		r.Receive(func(m Message) {
+			if m.Seq == 1 {
+				close(first)
+				<-block
+			}
+			sr.handle(m)
+		})
+		time.Sleep(2 * time.Second)
+		synctestWait()
+		if err := e.Publish(t.Context(), "k", payload("e", 1)); err != nil {
+			t.Fatal(err)
+		}
+		<-first
+		for i := 2; i <= 4; i++ {
+			if err := e.Publish(t.Context(), "k", payload("e", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+		synctestWait()
+		hub.Lose()
+		close(block)
+		time.Sleep(30 * time.Second)
+		synctestWait()
+		s := r.Stats()
+		if s.TailGaps != 1 || s.GapMessages != 3 || s.Received != 1 {
+			t.Fatalf("receiver stats: %+v", s)
+		}
+		if s.NodesGoneSilent != 0 {
+			t.Fatalf("a quiet publish-only node reported gone: %+v", s)
+		}
+	})
+}
+
+// cutTransport is a node's own link to the hub, which the test can cut while
+// the other nodes stay connected.
+type cutTransport struct {
+	Transport
+	mu   sync.Mutex
+	down bool
+	cut  chan struct{} // closed when the link is cut
+}
+
+func (c *cutTransport) setDown(down bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if down && !c.down {
+		close(c.cut)
+	}
+	if !down && c.down {
+		c.cut = make(chan struct{})
+	}
+	c.down = down
+}
+
+func (c *cutTransport) check() (<-chan struct{}, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.down {
+		return nil, ErrHubDown
+	}
+	return c.cut, nil
+}
+
+func (c *cutTransport) Publish(ctx context.Context, frames []Frame) error {
+	if _, err := c.check(); err != nil {
+		return err
+	}
+	return c.Transport.Publish(ctx, frames)
+}
+
+func (c *cutTransport) Ping(ctx context.Context) error {
+	if _, err := c.check(); err != nil {
+		return err
+	}
+	return c.Transport.Ping(ctx)
+}
+
+func (c *cutTransport) Subscribe(ctx context.Context, nodeID string, deliver func(Frame)) error {
+	cut, err := c.check()
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-cut:
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	err = c.Transport.Subscribe(sctx, nodeID, deliver)
+	if ctx.Err() == nil && sctx.Err() != nil {
+		return ErrHubDown
+	}
+	return err
+}
+
+// TestPublisherCutOffAloneReported: a node cut off from the broker for 11
+// minutes while the others stay connected drops its 100 messages of the cut at
+// the 5-minute max age; the others, which must not forget it meanwhile, report
+// exactly those 100 when it is back.
+func TestPublisherCutOffAloneReported(t *testing.T) {
+	synctestRun(t, func(t *testing.T) {
+		hub := NewMemoryHub()
+		ct := &cutTransport{Transport: hub.Transport(), cut: make(chan struct{})}
+		a, err := New(ct, Config{NodeID: "a", Logger: quietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := a.Close(context.Background()); err != nil {
+				t.Error(err)
+			}
+		}()
+		a.Receive(func(Message) {})
+		r := newBus(t, hub, Config{NodeID: "r"})
+		sr := newSink()
+		r.Receive(sr.handle)
+		time.Sleep(2 * time.Second)
+		synctestWait()
+		if err := a.Publish(t.Context(), "k", payload("a", 1)); err != nil {
+			t.Fatal(err)
+		}
+		sr.wait(t, 1, time.Minute)
+		ct.setDown(true)
+		for i := 2; i <= 101; i++ {
+			if err := a.Publish(t.Context(), "k", payload("a", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(11 * time.Minute)
+		synctestWait()
+		if st := r.Status(); st.State != Connected {
+			t.Fatalf("the receiver is not connected during a's cut: %+v", st)
+		}
+		ct.setDown(false)
+		if err := a.Publish(t.Context(), "k", payload("a", 102)); err != nil {
+			t.Fatal(err)
+		}
+		sr.wait(t, 2, time.Minute)
+		time.Sleep(3 * time.Second)
+		synctestWait()
+		if d := a.Stats().DroppedMaxAge; d != 100 {
+			t.Fatalf("a dropped %d, want 100", d)
+		}
+		if s := r.Stats(); s.GapMessages != 100 || s.Duplicates != 0 || s.Received != 2 || s.NodesGoneSilent != 1 {
+			t.Fatalf("receiver: %+v", s)
+		}
+	})
+}
