@@ -80,12 +80,13 @@ type Status struct {
 	OutboxLen    int           `json:"outbox_messages"`
 	OutboxBytes  int64         `json:"outbox_bytes"`
 	OutboxOldest time.Duration `json:"outbox_oldest_age"`
+	Nodes        []string      `json:"nodes,omitempty"`
+
 	// UnderReplicated is set while the broker has written messages that its
 	// replicas have not acknowledged (a transport with WaitReplicas): they stay
 	// in the outbox and the bus waits for the replicas, without publishing them
 	// again. The bus stays Connected; see docs/RELIABILITY.md.
-	UnderReplicated bool     `json:"under_replicated,omitempty"`
-	Nodes           []string `json:"nodes,omitempty"`
+	UnderReplicated bool `json:"under_replicated,omitempty"`
 }
 
 // Bus carries one node's messages to every other node of a cluster.

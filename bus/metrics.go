@@ -15,7 +15,8 @@ type counters struct {
 	decodeErrors, probesSent, probeFailures      atomic.Uint64
 	reconnects, sent, handlerPanics              atomic.Uint64
 	recoveries                                   atomic.Uint64
-	underReplicated, replicaWaits                atomic.Uint64
+
+	underReplicated, replicaWaits atomic.Uint64
 }
 
 // Stats are the counters of a bus since New.
@@ -104,42 +105,44 @@ type metrics struct {
 	gapMessages, probeFailures, received, decodeErr  *prometheus.Desc
 	accepted, rejected, published, handlerPanics     *prometheus.Desc
 	brokerReturns                                    *prometheus.Desc
-	underReplicated, unreplicated, replicaWaits      *prometheus.Desc
+
+	underReplicated, unreplicated, replicaWaits *prometheus.Desc
 }
 
 func newMetrics(r *Reliable) *metrics {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc("durasock_"+name, help, labels, nil)
 	}
-	return &metrics{
+	m := &metrics{
 		r: r,
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "durasock_bus_publish_latency_seconds",
 			Help:    "Time from Publish accepting a message to the broker acknowledging it.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}),
-		state:           d("bus_state", "1 for the current bus state, 0 for the others.", "state"),
-		outboxMessages:  d("outbox_messages", "Messages in the outbox, not yet acknowledged by the broker."),
-		outboxBytes:     d("outbox_bytes", "Encoded bytes in the outbox."),
-		outboxOldest:    d("outbox_oldest_age_seconds", "Age of the oldest message in the outbox (0 when empty)."),
-		dropped:         d("bus_dropped_total", "Accepted messages dropped, by reason (max_age, overflow, closed).", "reason"),
-		reconnects:      d("bus_reconnects_total", "Recoveries after broker errors (publish, subscribe, ping)."),
-		replayed:        d("bus_replayed_total", "Frames published again after a failed publish."),
-		duplicates:      d("bus_duplicates_total", "Received frames dropped as duplicates."),
-		gaps:            d("bus_gaps_total", "Sequence gaps detected in messages of other nodes."),
-		gapMessages:     d("bus_gap_messages_total", "Messages of other nodes missing in sequence gaps."),
-		probeFailures:   d("bus_probe_failures_total", "Liveness probes missed and failed pings."),
-		received:        d("bus_received_total", "Messages delivered to the handler."),
-		decodeErr:       d("bus_decode_errors_total", "Received frames that were not valid envelopes."),
-		accepted:        d("bus_accepted_total", "Messages accepted by Publish."),
-		rejected:        d("bus_rejected_total", "Publish calls rejected at once (outbox full, too large)."),
-		published:       d("bus_published_total", "Accepted messages acknowledged by the broker."),
-		handlerPanics:   d("bus_handler_panics_total", "Received messages whose handler panicked (recovered)."),
-		brokerReturns:   d("bus_broker_returns_total", "Pings that found the broker answering again after a failure (each ends the pending backoff waits)."),
-		underReplicated: d("bus_under_replicated", "1 while messages the broker wrote wait for its replicas to acknowledge them (WaitReplicas)."),
-		unreplicated:    d("bus_unreplicated_messages", "Messages written by the broker, kept in the outbox until its replicas acknowledge them."),
-		replicaWaits:    d("bus_replica_waits_total", "Waits for replicas that fell short (each retried, never published again)."),
+		state:          d("bus_state", "1 for the current bus state, 0 for the others.", "state"),
+		outboxMessages: d("outbox_messages", "Messages in the outbox, not yet acknowledged by the broker."),
+		outboxBytes:    d("outbox_bytes", "Encoded bytes in the outbox."),
+		outboxOldest:   d("outbox_oldest_age_seconds", "Age of the oldest message in the outbox (0 when empty)."),
+		dropped:        d("bus_dropped_total", "Accepted messages dropped, by reason (max_age, overflow, closed).", "reason"),
+		reconnects:     d("bus_reconnects_total", "Recoveries after broker errors (publish, subscribe, ping)."),
+		replayed:       d("bus_replayed_total", "Frames published again after a failed publish."),
+		duplicates:     d("bus_duplicates_total", "Received frames dropped as duplicates."),
+		gaps:           d("bus_gaps_total", "Sequence gaps detected in messages of other nodes."),
+		gapMessages:    d("bus_gap_messages_total", "Messages of other nodes missing in sequence gaps."),
+		probeFailures:  d("bus_probe_failures_total", "Liveness probes missed and failed pings."),
+		received:       d("bus_received_total", "Messages delivered to the handler."),
+		decodeErr:      d("bus_decode_errors_total", "Received frames that were not valid envelopes."),
+		accepted:       d("bus_accepted_total", "Messages accepted by Publish."),
+		rejected:       d("bus_rejected_total", "Publish calls rejected at once (outbox full, too large)."),
+		published:      d("bus_published_total", "Accepted messages acknowledged by the broker."),
+		handlerPanics:  d("bus_handler_panics_total", "Received messages whose handler panicked (recovered)."),
+		brokerReturns:  d("bus_broker_returns_total", "Pings that found the broker answering again after a failure (each ends the pending backoff waits)."),
 	}
+	m.underReplicated = d("bus_under_replicated", "1 while messages the broker wrote wait for its replicas to acknowledge them (WaitReplicas).")
+	m.unreplicated = d("bus_unreplicated_messages", "Messages written by the broker, kept in the outbox until its replicas acknowledge them.")
+	m.replicaWaits = d("bus_replica_waits_total", "Waits for replicas that fell short (each retried, never published again).")
+	return m
 }
 
 func (m *metrics) observeLatency(d time.Duration) {

@@ -267,19 +267,20 @@ func (r *Reliable) Status() Status { return r.status(r.sm.snapshot()) }
 
 func (r *Reliable) status(s stateSnapshot) Status {
 	n, bytes, oldest := r.ob.snapshot(time.Now())
-	return Status{
-		State:           s.State,
-		StateName:       s.State.String(),
-		Since:           s.Since,
-		Attempt:         s.Attempt,
-		NextRetry:       s.NextRetry,
-		LastError:       s.LastError,
-		OutboxLen:       n,
-		OutboxBytes:     bytes,
-		OutboxOldest:    oldest,
-		UnderReplicated: r.underReplicated.Load(),
-		Nodes:           r.recv.nodes(time.Now(), r.livenessWindow()),
+	st := Status{
+		State:        s.State,
+		StateName:    s.State.String(),
+		Since:        s.Since,
+		Attempt:      s.Attempt,
+		NextRetry:    s.NextRetry,
+		LastError:    s.LastError,
+		OutboxLen:    n,
+		OutboxBytes:  bytes,
+		OutboxOldest: oldest,
+		Nodes:        r.recv.nodes(time.Now(), r.livenessWindow()),
 	}
+	st.UnderReplicated = r.underReplicated.Load()
+	return st
 }
 
 // livenessWindow is how recently a node must have been heard to count as alive.
