@@ -140,7 +140,7 @@ func newMetrics(r *Reliable) *metrics {
 	d := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc("durasock_"+name, help, labels, nil)
 	}
-	return &metrics{
+	m := &metrics{
 		r: r,
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "durasock_bus_publish_latency_seconds",
@@ -176,6 +176,10 @@ func newMetrics(r *Reliable) *metrics {
 		unreplicated:    d("bus_unreplicated_messages", "Messages written by the broker, kept in the outbox until its replicas acknowledge them."),
 		replicaWaits:    d("bus_replica_waits_total", "Waits for replicas that fell short (each retried, never published again)."),
 	}
+	m.underReplicated = d("bus_under_replicated", "1 while messages the broker wrote wait for its replicas to acknowledge them (WaitReplicas).")
+	m.unreplicated = d("bus_unreplicated_messages", "Messages written by the broker, kept in the outbox until its replicas acknowledge them.")
+	m.replicaWaits = d("bus_replica_waits_total", "Waits for replicas that fell short (each retried, never published again).")
+	return m
 }
 
 func (m *metrics) observeLatency(d time.Duration) {

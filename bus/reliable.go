@@ -337,7 +337,7 @@ func (r *Reliable) status(s stateSnapshot) Status {
 	now := time.Now()
 	n, bytes, oldest := r.ob.snapshot(now)
 	conflict, other := r.recv.nodeIDConflictNow(now)
-	return Status{
+	st := Status{
 		NodeIDConflict:   conflict,
 		ConflictInstance: other,
 		State:            s.State,
@@ -349,9 +349,10 @@ func (r *Reliable) status(s stateSnapshot) Status {
 		OutboxLen:        n,
 		OutboxBytes:      bytes,
 		OutboxOldest:     oldest,
-		UnderReplicated:  r.underReplicated.Load(),
 		Nodes:            r.recv.aliveNodes(now, r.livenessWindow()),
 	}
+	st.UnderReplicated = r.underReplicated.Load()
+	return st
 }
 
 // livenessWindow is how recently a node must have been heard to count as alive.

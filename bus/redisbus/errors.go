@@ -25,6 +25,11 @@ var (
 	// have them). It wraps bus.ErrNotReplicated: the bus keeps the batch in
 	// its outbox and waits for replicas again, without writing it again.
 	ErrNotReplicated = fmt.Errorf("redisbus: batch not acknowledged by enough replicas: %w", bus.ErrNotReplicated)
+	// ErrPrimaryChanged is returned by AwaitReplicas when writes that replicas
+	// had not confirmed went to another primary than the one serving now (a
+	// failover, or a restart that lost them). The bus writes them again;
+	// receivers drop the duplicates.
+	ErrPrimaryChanged = errors.New("redisbus: the primary changed before replicas confirmed the writes")
 	// ErrSubscriptionEnded is returned by Subscribe when Redis ended a
 	// subscription on its own (for example a sharded channel's slot moved).
 	ErrSubscriptionEnded = errors.New("redisbus: subscription ended by the server")

@@ -2,6 +2,7 @@ package redisbus
 
 import (
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,28 @@ type streamStats struct {
 	readFailures atomic.Uint64
 
 	capLog, behindLog, skipLog rateLog
+
+	// Per partition, as the readers last saw it: the stream's length and the
+	// time between its first and its last id (the history it holds).
+	mu     sync.Mutex
+	length map[int]int64
+	window map[int]time.Duration
+}
+
+// observe records what a reader's check saw of partition p.
+func (st *streamStats) observe(p int, info streamState) {
+	first, ok1 := idMillis(info.first)
+	last, ok2 := idMillis(info.lastID)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.length == nil {
+		st.length, st.window = map[int]int64{}, map[int]time.Duration{}
+	}
+	st.length[p] = info.length
+	st.window[p] = 0
+	if ok1 && ok2 && last >= first && info.length > 0 {
+		st.window[p] = time.Duration(last-first) * time.Millisecond
+	}
 }
 
 // rateLog lets one line through per warnEvery.
@@ -59,18 +82,20 @@ func (st *streamStats) warn(rl *rateLog, msg string, args ...any) {
 type statsCollector struct {
 	st                                           *streamStats
 	capTrimmed, behindTrim, skipped, readFailure *prometheus.Desc
-	trimmedUnread                                *prometheus.Desc
+	trimmedUnread, length, window                *prometheus.Desc
 }
 
 func newStatsCollector(st *streamStats) *statsCollector {
-	d := func(name, help string) *prometheus.Desc {
-		return prometheus.NewDesc("durasock_redisbus_"+name, help, nil, nil)
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("durasock_redisbus_"+name, help, labels, nil)
 	}
 	return &statsCollector{
 		st:            st,
 		capTrimmed:    d("stream_cap_trimmed_total", "Stream entries removed by the length cap (StreamMaxLen) rather than by the retention time."),
 		behindTrim:    d("reader_behind_trim_total", "Stream reads that found entries after the reader's position already trimmed (the bus reports the missing seqs as gaps)."),
 		trimmedUnread: d("trimmed_unread_total", "Stream entries trimmed (retention time or length cap) before this node read them."),
+		length:        d("stream_entries", "Entries in the partition's stream, as this node's reader last saw it (at most every second while reading).", "partition"),
+		window:        d("stream_window_seconds", "Time between the first and the last entry of the partition's stream: the history it holds now.", "partition"),
 		skipped:       d("read_skipped_total", "Stream entries skipped because every read of them failed while Redis kept answering (the bus reports them as gaps)."),
 		readFailure:   d("read_failures_total", "Stream reads that failed while Redis kept answering (for example an entry above the client output buffer limit)."),
 	}
@@ -83,6 +108,8 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.skipped
 	ch <- c.readFailure
 	ch <- c.trimmedUnread
+	ch <- c.length
+	ch <- c.window
 }
 
 // Collect implements prometheus.Collector.
@@ -92,5 +119,12 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		v *atomic.Uint64
 	}{{c.capTrimmed, &c.st.capTrimmed}, {c.behindTrim, &c.st.behindTrim}, {c.skipped, &c.st.skipped}, {c.readFailure, &c.st.readFailures}, {c.trimmedUnread, &c.st.trimmedUnread}} {
 		ch <- prometheus.MustNewConstMetric(m.d, prometheus.CounterValue, float64(m.v.Load()))
+	}
+	c.st.mu.Lock()
+	defer c.st.mu.Unlock()
+	for p, n := range c.st.length {
+		label := strconv.Itoa(p)
+		ch <- prometheus.MustNewConstMetric(c.length, prometheus.GaugeValue, float64(n), label)
+		ch <- prometheus.MustNewConstMetric(c.window, prometheus.GaugeValue, c.st.window[p].Seconds(), label)
 	}
 }

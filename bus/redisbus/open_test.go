@@ -280,4 +280,14 @@ func TestOpenBusSentinelFailover(t *testing.T) {
 		t.Fatalf("received %d of %d events (a %+v, b %+v)", len(in.snapshot()), n, a.Status(), b.Status())
 	}
 	checkEvents(t, in.snapshot(), "a", n)
+	// Receivers read entries before WAIT confirms them; the outbox keeps them
+	// until the new primary has a replica again (Sentinel turns the old
+	// primary into one within about 10 s of its return).
+	deadline := time.Now().Add(time.Minute)
+	for st := a.Status(); st.OutboxLen > 0; st = a.Status() {
+		if time.Now().After(deadline) {
+			t.Fatalf("outbox still holds %d messages a minute after the failover (status %+v)", st.OutboxLen, st)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -36,15 +36,18 @@ for i = 2, #r[1][2], 2 do n = n + #r[1][2][i] end
 return {r[1][1], n}`
 
 // streamInfoScript returns, without the entries XINFO STREAM would send, the
-// number of entries the stream ever received (-1 before Redis 7), its length
-// and its last id; false for a stream that does not exist.
+// number of entries the stream ever received (-1 before Redis 7), its length,
+// its last id and the id of its first entry ("" when empty); false for a
+// stream that does not exist.
 const streamInfoScript = `local ok, info = pcall(redis.call, 'XINFO', 'STREAM', KEYS[1])
 if not ok then return false end
-local out = {-1, 0, '0-0'}
+local out = {-1, 0, '0-0', ''}
 for i = 1, #info, 2 do
-  if info[i] == 'entries-added' then out[1] = info[i+1]
-  elseif info[i] == 'length' then out[2] = info[i+1]
-  elseif info[i] == 'last-generated-id' then out[3] = info[i+1] end
+  local k = info[i]
+  if k == 'entries-added' then out[1] = info[i+1]
+  elseif k == 'length' then out[2] = info[i+1]
+  elseif k == 'last-generated-id' then out[3] = info[i+1]
+  elseif k == 'first-entry' and type(info[i+1]) == 'table' then out[4] = info[i+1][1] end
 end
 return out`
 
@@ -55,7 +58,7 @@ func streamInfo(c rueidis.Client, key string) rueidis.Completed {
 
 type streamState struct {
 	added, length int64
-	lastID        string
+	lastID, first string
 }
 
 // parseStreamInfo reads the reply of streamInfo: a stream that does not exist
@@ -68,7 +71,7 @@ func parseStreamInfo(r rueidis.RedisResult) (streamState, error) {
 	if err != nil {
 		return streamState{}, err
 	}
-	if len(arr) != 3 {
+	if len(arr) != 4 {
 		return streamState{}, fmt.Errorf("redisbus: stream info reply of %d elements", len(arr))
 	}
 	added, err1 := arr[0].AsInt64()
@@ -77,7 +80,7 @@ func parseStreamInfo(r rueidis.RedisResult) (streamState, error) {
 	if err := errors.Join(err1, err2); err != nil || id == "" {
 		return streamState{}, fmt.Errorf("redisbus: stream info reply: %w", errors.Join(err, errors.New("no last id")))
 	}
-	return streamState{added: added, length: length, lastID: id}, nil
+	return streamState{added: added, length: length, lastID: id, first: str(arr[3])}, nil
 }
 
 // reader is the state of one readLoop: its partitions and its adaptive COUNT.
@@ -208,6 +211,7 @@ func (rd *reader) checkTrim(infos []rueidis.RedisResult) {
 			continue // Redis failed (the read reports it), or before Redis 7
 		}
 		p := rd.parts[i]
+		s.st.observe(p, info)
 		deleted := info.added - info.length
 		s.mu.Lock()
 		read := s.readN[p]

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -149,4 +150,81 @@ func TestUnderReplicated(t *testing.T) {
 		t.Errorf("under-replication episodes %d, want 1", s.UnderReplicated)
 	}
 	checkEvents(t, in.snapshot(), "a", n)
+}
+
+// TestAwaitReplicasPrimaryChanged: writes that the replica had not confirmed
+// when the primary restarted without them are not confirmed by a later wait
+// on the new primary: AwaitReplicas reports ErrPrimaryChanged (the bus writes
+// them again), and confirms writes made since.
+func TestAwaitReplicasPrimaryChanged(t *testing.T) {
+	primary, replica := redistest.Standalone(t), redistest.Standalone(t)
+	startReplica(t, primary, replica)
+	o := faultOpts(Streams)
+	o.Prefix = "primarychanged"
+	o.Partitions = 2
+	o.WaitReplicas = 1
+	o.WaitTimeout = 100 * time.Millisecond
+	tr := newTransport(t, primary.URL(), o)
+	rw := tr.(bus.ReplicaWaiter)
+	ctx := context.Background()
+	eventually(t, "a batch the replica confirms", func(ctx context.Context) error {
+		return tr.Publish(ctx, numbered(0, 2, 2))
+	})
+
+	if err := syscall.Kill(replica.PID(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	t.Cleanup(func() {
+		if stopped {
+			_ = syscall.Kill(replica.PID(), syscall.SIGCONT)
+		}
+	})
+	err := tr.Publish(ctx, numbered(2, 4, 2))
+	if !errors.Is(err, bus.ErrNotReplicated) || !errors.Is(err, ErrNotReplicated) {
+		t.Fatalf("Publish with the replica stopped: %v, want ErrNotReplicated", err)
+	}
+	if err := rw.AwaitReplicas(ctx, []int{0, 1}); !errors.Is(err, bus.ErrNotReplicated) {
+		t.Fatalf("AwaitReplicas with the replica stopped: %v, want ErrNotReplicated", err)
+	}
+
+	// The primary restarts without persistence: the unconfirmed writes are gone.
+	if err := primary.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := primary.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stopped = false
+	if err := syscall.Kill(replica.PID(), syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "replica in sync with the restarted primary", func(ctx context.Context) error {
+		info, err := primary.Info(ctx, "replication")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(info["slave0"], "state=online") {
+			return errors.New("slave0=" + info["slave0"])
+		}
+		return nil
+	})
+	var werr error
+	eventually(t, "AwaitReplicas answering", func(ctx context.Context) error {
+		werr = rw.AwaitReplicas(ctx, []int{0, 1})
+		if errors.Is(werr, ErrUnavailable) {
+			return werr
+		}
+		return nil
+	})
+	if !errors.Is(werr, ErrPrimaryChanged) || errors.Is(werr, bus.ErrNotReplicated) {
+		t.Fatalf("AwaitReplicas after the primary lost the writes: %v, want ErrPrimaryChanged", werr)
+	}
+	// Written again on the new primary (as the bus does) and confirmed.
+	eventually(t, "Publish on the new primary", func(ctx context.Context) error {
+		return tr.Publish(ctx, numbered(2, 4, 2))
+	})
+	if err := rw.AwaitReplicas(ctx, []int{0, 1}); err != nil {
+		t.Errorf("AwaitReplicas after writing again: %v", err)
+	}
 }

@@ -47,6 +47,11 @@ type streams struct {
 	// the last one delivered (-1: unknown): more deleted entries than that
 	// means entries were trimmed before they were read.
 	readN []int64
+	// Per partition: the replication id of the primary that took writes not
+	// yet confirmed by replicas ("" when none), and whether they went to more
+	// than one primary (replication.go).
+	pendRepl  []string
+	pendMixed []bool
 }
 
 var (
@@ -57,7 +62,8 @@ var (
 func newStreams(b *base) *streams {
 	n := b.opts.Partitions
 	s := &streams{base: b, keyPart: make(map[string]int, n), serverMs: make([]atomic.Int64, n),
-		failID: make([]string, n), failN: make([]int, n), st: b.stats}
+		failID: make([]string, n), failN: make([]int, n), st: b.stats,
+		pendRepl: make([]string, n), pendMixed: make([]bool, n)}
 	for p := range n {
 		k := StreamKey(b.opts.Prefix, p)
 		s.keys = append(s.keys, k)
@@ -108,7 +114,7 @@ func (s *streams) Publish(ctx context.Context, frames []bus.Frame) error {
 			cmds = append(cmds, c.B().Xtrim().Key(s.keys[p]).Maxlen().Almost().Threshold(s.maxLen).Build())
 		}
 	}
-	res, werr := s.run(ctx, c, cmds, wait)
+	res, werr := s.publishPipeline(ctx, c, frames, cmds, wait)
 	if err := s.checkAll("xadd", res); err != nil {
 		return err
 	}
@@ -161,98 +167,6 @@ func (s *streams) xadd(c rueidis.Client, f bus.Frame) rueidis.Completed {
 		return k.Minid().Almost().Threshold(minID).Id("*").FieldValue().FieldValue(frameField, data).Build()
 	}
 	return k.Id("*").FieldValue().FieldValue(frameField, data).Build()
-}
-
-// run sends cmds in one pipeline and returns their results in order. With
-// wait, WAIT WaitReplicas WaitTimeout follows on the same connection, and a
-// shortfall is returned as an error wrapping ErrNotReplicated (the commands'
-// results stand). On a Cluster, WAIT counts the replicas of the primary it
-// runs on, and a pipeline with a key-less command must stay in one slot: one
-// pipeline per slot, run in parallel (partitions keep their order: one slot
-// each).
-func (s *streams) run(ctx context.Context, c rueidis.Client, cmds rueidis.Commands, wait bool) ([]rueidis.RedisResult, error) {
-	if !wait {
-		return c.DoMulti(ctx, cmds...), nil
-	}
-	if !isCluster(c) {
-		return s.doWithWait(ctx, c, cmds)
-	}
-	bySlot := map[uint16][]int{}
-	var order []uint16
-	for i, cmd := range cmds {
-		sl := cmd.Slot()
-		if _, ok := bySlot[sl]; !ok {
-			order = append(order, sl)
-		}
-		bySlot[sl] = append(bySlot[sl], i)
-	}
-	res := make([]rueidis.RedisResult, len(cmds))
-	errs := make([]error, len(order))
-	var wg sync.WaitGroup
-	for i, sl := range order {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			idx := bySlot[sl]
-			group := make(rueidis.Commands, len(idx))
-			for j, k := range idx {
-				group[j] = cmds[k]
-			}
-			r, err := s.doWithWait(ctx, c, group)
-			for j, k := range idx {
-				res[k] = r[j]
-			}
-			errs[i] = err
-		}()
-	}
-	wg.Wait()
-	return res, errors.Join(errs...)
-}
-
-// doWithWait sends cmds and WAIT on one connection (WAIT is a blocking command,
-// so rueidis runs the whole pipeline on a dedicated connection).
-func (s *streams) doWithWait(ctx context.Context, c rueidis.Client, cmds rueidis.Commands) ([]rueidis.RedisResult, error) {
-	want := s.opts.WaitReplicas
-	cmds = append(cmds[:len(cmds):len(cmds)], c.B().Wait().Numreplicas(int64(want)).Timeout(s.opts.WaitTimeout.Milliseconds()).Build())
-	res := c.DoMulti(ctx, cmds...)
-	got, err := res[len(res)-1].AsInt64()
-	res = res[:len(res)-1]
-	if err != nil {
-		return res, s.wrap("wait", err)
-	}
-	if got < int64(want) {
-		return res, fmt.Errorf("%w: %d of %d replicas within %v", ErrNotReplicated, got, want, s.opts.WaitTimeout)
-	}
-	return res, nil
-}
-
-// AwaitReplicas waits until what this transport wrote to partitions is
-// acknowledged by WaitReplicas replicas (bus.ReplicaWaiter). WAIT counts the
-// writes of the connection it runs on, so it first writes a small marker key
-// per partition ("{<prefix>:<p>}:replicated", in the partition's slot): a
-// replica that has it has every earlier write of that primary. It returns an
-// error wrapping ErrNotReplicated when the replicas are still short after
-// WaitTimeout. Without WaitReplicas it returns nil.
-func (s *streams) AwaitReplicas(ctx context.Context, partitions []int) error {
-	if s.opts.WaitReplicas <= 0 || len(partitions) == 0 {
-		return nil
-	}
-	c, err := s.client(ctx)
-	if err != nil {
-		return err
-	}
-	cmds := make(rueidis.Commands, 0, len(partitions))
-	for _, p := range partitions {
-		if p < 0 || p >= len(s.keys) {
-			return fmt.Errorf("%w: %d of %d", ErrBadPartition, p, len(s.keys))
-		}
-		cmds = append(cmds, c.B().Set().Key(s.waitKeys[p]).Value("1").Build())
-	}
-	res, werr := s.run(ctx, c, cmds, true)
-	if err := s.checkAll("set", res); err != nil {
-		return err
-	}
-	return werr
 }
 
 func (s *streams) checkAll(op string, res []rueidis.RedisResult) error {

@@ -270,6 +270,12 @@ func TestReaderBehindTrim(t *testing.T) {
 	if st.behindTrim.Load() != 1 || st.trimmedUnread.Load() != uint64(1000-got) {
 		t.Errorf("behind-trim reports %d, entries %d; want 1 and %d", st.behindTrim.Load(), st.trimmedUnread.Load(), 1000-got)
 	}
+	st.mu.Lock()
+	length := st.length[0]
+	st.mu.Unlock()
+	if length < 100 || length > 200 {
+		t.Errorf("stream length seen by the reader %d, want the ~100 kept", length)
+	}
 	if c := streamsOf(t, pub).st.capTrimmed.Load(); c < 800 {
 		t.Errorf("cap-trimmed %d, want at least 800", c)
 	}
