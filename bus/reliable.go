@@ -397,8 +397,8 @@ const finalRound = ^uint64(0)
 // as a close, not a crash. A failure changes nothing: the run then looks
 // crashed.
 func (r *Reliable) finalAnnounce(ctx context.Context, backgroundDone <-chan struct{}) {
-	if r.cfg.ProbeInterval < 0 || ctx.Err() != nil {
-		return
+	if r.cfg.ProbeInterval < 0 || ctx.Err() != nil || r.sm.current() != Connected {
+		return // a broker that is not answering would only make Close wait
 	}
 	select {
 	case <-backgroundDone:
