@@ -22,7 +22,8 @@ import (
 //	p           8         seq       uint64; data: 1, 2, 3, ... per (origin, instance,
 //	                                partition); probe: the probe round (0: an
 //	                                announcement of a node that does not
-//	                                receive); direct: 0
+//	                                receive; 2^64-1: the final one, at Close);
+//	                                direct: 0
 //	p+8         8         time      int64, publish time in Unix nanoseconds
 //	p+16        rest      payload   data, direct: opaque bytes; probe: empty or
 //	                                8 bytes, last (below)

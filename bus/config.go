@@ -143,8 +143,9 @@ type Config struct {
 	// plane and expected back through this node's own subscription. Probes also
 	// announce the last seq per partition that left the outbox, so that receivers
 	// report the loss of a node's last messages (a bus that never receives sends
-	// these announcements when they change and every 10 intervals); and other
-	// nodes report a node whose probes stop (Stats.NodesGoneSilent). Default 1 s;
+	// these announcements when they change and every 10 intervals, and every bus
+	// a final one at Close); and other nodes report a node whose probes stop
+	// (Stats.NodesGoneSilent, NodesClosed after a final one). Default 1 s;
 	// -1 disables pings and probes (the bus then starts as Connected and only
 	// publish and subscribe errors change its state), including the readiness
 	// pings that end backoff waits when the broker returns (BackoffConfig).

@@ -24,9 +24,10 @@
 //     passed to Config.OnDrop.
 //   - Sequencing: every Publish gets a sequence number per (node, partition); the
 //     partition comes from the key (FNV-1a), so one key keeps its order. Receivers
-//     keep a high-water mark per (origin, partition): replays are dropped as
-//     duplicates, missing numbers are reported as gaps (Config.OnGap, metrics,
-//     logs).
+//     keep a high-water mark per (origin, instance, partition), for up to four
+//     runs of one node id at once: replays are dropped as duplicates, missing
+//     numbers are reported as gaps (Config.OnGap, metrics, logs). They forget a
+//     silent run only after an hour of connected time, never while disconnected.
 //   - Reconnects with exponential backoff and full jitter for publishing,
 //     subscribing and pinging, interruptible by Close. While the bus is not
 //     Connected it pings the broker every 250 ms (readiness pings, no attempts);
@@ -41,7 +42,15 @@
 //     Config.OnStateChange, one log line per transition.
 //   - Liveness probes: every ProbeInterval the node publishes a probe per
 //     partition and expects it back through its own subscription; a subscription
-//     that is silently dead is rebuilt.
+//     that is silently dead is rebuilt. Each probe announces the partition's last
+//     seq that left the outbox, so receivers report a lost tail (Gap.Tail) even
+//     when its node publishes nothing more, and other nodes report a node whose
+//     probes stop (durasock_bus_nodes_gone_total).
+//   - Node ids: a second running process with this node's id is detected and
+//     reported (Status.NodeIDConflict, durasock_bus_node_id_conflicts_total, an
+//     error log); see Config.NodeID.
+//   - Positions: Message.ID is the transport's position of the frame (a Redis
+//     stream entry id).
 //   - Metrics with the durasock_ prefix (Config.Registerer) and Stats.
 //
 // The wire format of a frame is described in codec.go and docs/PROTOCOL.md

@@ -16,6 +16,7 @@ type counters struct {
 	reconnects, sent, handlerPanics              atomic.Uint64
 	recoveries, diskLoaded, diskErrors           atomic.Uint64
 	tailGaps, goneSilent, goneReplaced           atomic.Uint64
+	goneClosed                                   atomic.Uint64
 	nodeIDConflicts, peerIDConflicts             atomic.Uint64
 	underReplicated, replicaWaits                atomic.Uint64
 }
@@ -45,8 +46,9 @@ type Stats struct {
 	// NodesGoneSilent counts runs of other nodes that sent probes and then fell
 	// silent past the liveness window (counted in connected time);
 	// NodesGoneReplaced the runs that fell silent while a newer run of the same
-	// id spoke.
-	NodesGoneSilent, NodesGoneReplaced uint64
+	// id spoke; NodesClosed the runs that fell silent after announcing their
+	// Close.
+	NodesGoneSilent, NodesGoneReplaced, NodesClosed uint64
 	// NodeIDConflicts counts frames received under this node's id from another
 	// process; PeerIDConflicts the times a run of another id spoke again after a
 	// newer run of that id had replaced it (two processes with one id).
@@ -99,6 +101,7 @@ func (r *Reliable) Stats() Stats {
 		TailGaps:          c.tailGaps.Load(),
 		NodesGoneSilent:   c.goneSilent.Load(),
 		NodesGoneReplaced: c.goneReplaced.Load(),
+		NodesClosed:       c.goneClosed.Load(),
 		NodeIDConflicts:   c.nodeIDConflicts.Load(),
 		PeerIDConflicts:   c.peerIDConflicts.Load(),
 		DecodeErrors:      c.decodeErrors.Load(),
@@ -168,7 +171,7 @@ func newMetrics(r *Reliable) *metrics {
 		diskErrors:      d("bus_disk_errors_total", "Disk outbox failures: Publish refused for a failed write, failed fsyncs."),
 		brokerReturns:   d("bus_broker_returns_total", "Pings that found the broker answering again after a failure (each ends the pending backoff waits)."),
 		tailGaps:        d("bus_tail_gaps_total", "Sequence gaps (included in bus_gaps_total) found by another node's probe announcing more than arrived."),
-		nodesGone:       d("bus_nodes_gone_total", "Runs of other nodes that fell silent past the liveness window, by reason (silent: it sent probes; replaced: a newer run of its id speaks).", "reason"),
+		nodesGone:       d("bus_nodes_gone_total", "Runs of other nodes that fell silent past the liveness window, by reason (silent: it sent probes; replaced: a newer run of its id speaks; closed: it announced its Close).", "reason"),
 		nodeIDConflicts: d("bus_node_id_conflicts_total", "Frames received under this node's id from another process (node ids must be unique)."),
 		nodeIDConflict:  d("bus_node_id_conflict", "1 while another process used this node's id within the last minute."),
 		peerIDConflicts: d("bus_peer_id_conflicts_total", "Times a run of another node id spoke again after a newer run of that id replaced it (two processes with one id)."),
@@ -238,6 +241,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(m.tailGaps, s.TailGaps)
 	counter(m.nodesGone, s.NodesGoneSilent, goneSilent)
 	counter(m.nodesGone, s.NodesGoneReplaced, goneReplaced)
+	counter(m.nodesGone, s.NodesClosed, goneClosed)
 	counter(m.nodeIDConflicts, s.NodeIDConflicts)
 	counter(m.peerIDConflicts, s.PeerIDConflicts)
 	counter(m.diskLoaded, s.DiskLoaded)

@@ -53,7 +53,9 @@ type instance struct {
 	lastConn time.Duration
 	// probed: it sends probes, so silence means it stopped.
 	probed bool
-	// gone: reported as stopped (reason gone), until it is heard again.
+	// closed: it published its final announcement (it closed its bus).
+	closed bool
+	// gone: reported as stopped (reason goneReason), until it is heard again.
 	gone       bool
 	goneReason string
 	partitions []int // of its streams
@@ -68,6 +70,7 @@ type originRuns struct {
 const (
 	goneSilent   = "silent"   // no frame within the liveness window
 	goneReplaced = "replaced" // silent, and a newer run of the same id speaks
+	goneClosed   = "closed"   // silent after its final announcement (Close)
 )
 
 // receiver keeps the high-water marks: per stream the highest seq delivered.
@@ -407,6 +410,7 @@ func (rv *receiver) probe(r *Reliable, e *Envelope) {
 	// Round 0 is an announcement of a node that does not receive: it comes only
 	// when something changed, so its absence says nothing about liveness.
 	probed := e.Seq != 0
+	final := e.Seq == finalRound
 	if !announces {
 		inst := rv.instanceLocked(r, e.Origin, e.Instance, now, &gone)
 		inst.probed = inst.probed || probed
@@ -416,6 +420,7 @@ func (rv *receiver) probe(r *Reliable, e *Envelope) {
 	}
 	st := rv.streamLocked(r, streamKey{origin: e.Origin, instance: e.Instance, partition: e.Partition}, now, &gone)
 	st.inst.probed = st.inst.probed || probed
+	st.inst.closed = st.inst.closed || final
 	st.announced = max(st.announced, last)
 	switch {
 	case !st.known:
@@ -560,9 +565,15 @@ func (rv *receiver) goneLocked(inst *instance, reason string) goneReport {
 // reportGone logs and counts the runs in gone.
 func (r *Reliable) reportGone(gone []goneReport) {
 	for _, g := range gone {
-		if g.reason == goneReplaced {
+		switch g.reason {
+		case goneClosed:
+			r.c.goneClosed.Add(1)
+			r.log.Info("bus: a node closed", "origin", g.origin, "instance", g.instance,
+				"partitions", g.partitions, "last_received", g.received, "last_announced", g.announced)
+			continue
+		case goneReplaced:
 			r.c.goneReplaced.Add(1)
-		} else {
+		default:
 			r.c.goneSilent.Add(1)
 		}
 		// Every announced seq above the received one was reported as a tail gap
@@ -604,6 +615,9 @@ func (rv *receiver) checkGone(r *Reliable, now time.Time, window time.Duration) 
 				if other.last.After(inst.last) {
 					reason = goneReplaced
 				}
+			}
+			if inst.closed {
+				reason = goneClosed
 			}
 			if reason == goneSilent && !inst.probed {
 				continue // a quiet publisher without probes: silence says nothing

@@ -445,6 +445,7 @@ func (r *Reliable) close(ctx context.Context) error {
 		r.reportDrop(DropClosed, &left)
 	}
 	r.drops.end(r.log)
+	r.finalAnnounce(ctx, backgroundDone)
 
 	if cerr := r.t.Close(); cerr != nil {
 		r.log.Warn("bus: closing the transport", "error", cerr)
@@ -466,6 +467,39 @@ func (r *Reliable) close(ctx context.Context) error {
 		err = fmt.Errorf("bus: %d messages left in the outbox at close", left.count)
 	}
 	return err
+}
+
+// finalRound is the probe round of the announcement a bus publishes at Close.
+const finalRound = ^uint64(0)
+
+// finalAnnounce publishes, while ctx has time and once the sender and the
+// prober have stopped, one last probe per partition (round finalRound): every seq
+// this run will ever have is resolved now, so receivers can report what of it
+// is missing (also what Close dropped), and take this run's silence from now on
+// as a close, not a crash. A failure changes nothing: the run then looks
+// crashed.
+func (r *Reliable) finalAnnounce(ctx context.Context, backgroundDone <-chan struct{}) {
+	if r.cfg.ProbeInterval < 0 || ctx.Err() != nil || r.sm.current() != Connected {
+		return // a broker that is not answering would only make Close wait
+	}
+	select {
+	case <-backgroundDone:
+	default:
+		return
+	}
+	select {
+	case <-r.senderDone:
+	default:
+		return
+	}
+	frames, _ := r.probeFrames(finalRound)
+	pctx, cancel := context.WithTimeout(ctx, r.cfg.ProbeTimeout)
+	defer cancel()
+	if err := r.t.Publish(pctx, frames); err != nil {
+		r.log.Debug("bus: the final announcement failed", "error", err)
+		return
+	}
+	r.c.probesSent.Add(1)
 }
 
 // closeGrace is how long Close waits, after its ctx is done, for goroutines to

@@ -83,6 +83,7 @@ func TestRedisRestartLosesTailReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	close(block)
+	back := time.Now()
 	deadline := time.Now().Add(30 * time.Second)
 	for r.Stats().GapMessages < 9 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
@@ -90,6 +91,7 @@ func TestRedisRestartLosesTailReported(t *testing.T) {
 	if r.Stats().GapMessages < 9 {
 		t.Fatalf("no tail gap reported within 30 s:\nr %+v\na %+v", r.Stats(), a.Stats())
 	}
+	t.Logf("tail gap reported %v after Redis was back", time.Since(back).Round(time.Millisecond))
 	time.Sleep(2 * time.Second) // a few more probes: nothing is reported twice
 	s := r.Stats()
 	if s.Gaps != 1 || s.TailGaps != 1 || s.GapMessages != 9 || s.Received != 1 {

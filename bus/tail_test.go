@@ -190,10 +190,11 @@ func TestNoForgettingDuringLongOutage(t *testing.T) {
 	})
 }
 
-// TestVanishedNodeReported: a node that stops is reported by the others once it
-// was silent for the liveness window, with what they know of its sequences; a
-// node restarted with the same id is reported as replaced, and its new run is
-// delivered without duplicates or gaps.
+// TestVanishedNodeReported: a node that stops without closing (its link cut, a
+// crash) is reported by the others once it was silent for the liveness window,
+// with what they know of its sequences; a node that closes is reported closed;
+// a run that stops while a newer run of its id speaks is reported replaced; and
+// a new run of the id is delivered without duplicates or gaps.
 func TestVanishedNodeReported(t *testing.T) {
 	synctestRun(t, func(t *testing.T) {
 		hub := NewMemoryHub()
@@ -201,15 +202,22 @@ func TestVanishedNodeReported(t *testing.T) {
 		r := newBus(t, hub, Config{NodeID: "r", Logger: slogNew(logs)})
 		sr := newSink()
 		r.Receive(sr.handle)
-		start := func() *Reliable {
-			b, err := New(hub.Transport(), Config{NodeID: "a", Logger: quietLogger()})
+		start := func() (*Reliable, *cutTransport) {
+			ct := &cutTransport{Transport: hub.Transport(), cut: make(chan struct{})}
+			b, err := New(ct, Config{NodeID: "a", Logger: quietLogger()})
 			if err != nil {
 				t.Fatal(err)
 			}
+			t.Cleanup(func() {
+				ct.setDown(false)
+				if err := b.Close(context.Background()); err != nil {
+					t.Error(err)
+				}
+			})
 			b.Receive(func(Message) {})
-			return b
+			return b, ct
 		}
-		a := start()
+		a, link := start()
 		for i := 1; i <= 3; i++ {
 			if err := a.Publish(t.Context(), "k", payload("a", i)); err != nil {
 				t.Fatal(err)
@@ -218,9 +226,7 @@ func TestVanishedNodeReported(t *testing.T) {
 		sr.wait(t, 3, time.Minute)
 		time.Sleep(2 * time.Second)
 		synctestWait()
-		if err := a.Close(context.Background()); err != nil {
-			t.Fatal(err)
-		}
+		link.setDown(true) // a crash, as far as the others can tell
 		time.Sleep(2 * time.Second)
 		synctestWait()
 		if s := r.Stats(); s.NodesGoneSilent != 0 {
@@ -228,7 +234,7 @@ func TestVanishedNodeReported(t *testing.T) {
 		}
 		time.Sleep(4 * time.Second)
 		synctestWait()
-		if s := r.Stats(); s.NodesGoneSilent != 1 || s.NodesGoneReplaced != 0 || s.Gaps != 0 {
+		if s := r.Stats(); s.NodesGoneSilent != 1 || s.NodesGoneReplaced != 0 || s.NodesClosed != 0 || s.Gaps != 0 {
 			t.Fatalf("after the liveness window: %+v", s)
 		}
 		if n := logs.count("bus: a node stopped; what it published after its last probe is unknown"); n != 1 {
@@ -240,13 +246,8 @@ func TestVanishedNodeReported(t *testing.T) {
 			t.Fatalf("reported again: %+v", s)
 		}
 
-		// Restart with the same id; the new run publishes seqs 1.. again.
-		a = start()
-		defer func() {
-			if err := a.Close(context.Background()); err != nil {
-				t.Error(err)
-			}
-		}()
+		// A new run of the id publishes seqs 1.. again.
+		a, _ = start()
 		for i := 4; i <= 6; i++ {
 			if err := a.Publish(t.Context(), "k", payload("a", i)); err != nil {
 				t.Fatal(err)
@@ -267,15 +268,28 @@ func TestVanishedNodeReported(t *testing.T) {
 			t.Fatalf("after the restart: %+v", s)
 		}
 
-		// A run that stops while a newer run of its id speaks is replaced.
-		old := a
-		a = start()
-		if err := old.Close(context.Background()); err != nil {
+		// A run that closes is reported closed, at info level.
+		if err := a.Close(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(6 * time.Second)
 		synctestWait()
-		if s := r.Stats(); s.NodesGoneReplaced != 1 || s.NodesGoneSilent != 1 {
+		if s := r.Stats(); s.NodesClosed != 1 || s.NodesGoneSilent != 1 || s.NodesGoneReplaced != 0 {
+			t.Fatalf("after a close: %+v", s)
+		}
+		if n := logs.count("bus: a node closed"); n != 1 {
+			t.Fatalf("%d closed lines: %q", n, logs.all())
+		}
+
+		// A run that stops while a newer run of its id speaks is replaced.
+		_, link = start()
+		time.Sleep(2 * time.Second)
+		synctestWait()
+		start()
+		link.setDown(true)
+		time.Sleep(6 * time.Second)
+		synctestWait()
+		if s := r.Stats(); s.NodesGoneReplaced != 1 || s.NodesGoneSilent != 1 || s.NodesClosed != 1 || s.PeerIDConflicts != 0 {
 			t.Fatalf("after the replacement: %+v", s)
 		}
 	})
