@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -262,13 +261,6 @@ func (a *nspAdapter) DropSession(pid string) {
 	if ls := st.live[pid]; ls != nil {
 		ls.drop, ls.dirty = true, true
 	}
-}
-
-// liveSessions returns the pids this node keeps (tests).
-func (st *sessionStore) liveSessions() []string {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return slices.Sorted(maps.Keys(st.live))
 }
 
 var _ adapter.SessionStore = (*nspAdapter)(nil)
