@@ -33,7 +33,8 @@
 // reading, a small Lua script in the same pipeline reports how many entries each
 // stream received and holds, so entries trimmed before they were read are
 // counted. An entry that no read can return (Redis drops the reader every time)
-// is skipped after 3 attempts, its id found by a Lua script without reading it. Pub/sub: PUBLISH {P:<p>}:pubsub
+// is skipped after 3 attempts over at least SkipUnreadableAfter (10 s), its id
+// found by a Lua script without reading it. Pub/sub: PUBLISH {P:<p>}:pubsub
 // <frame>. Direct frames: PUBLISH {P}:node:<id> <frame> or PUBLISH {P}:all <frame>.
 // A frame is the bytes of a bus envelope (see package bus and docs/PROTOCOL.md);
 // this package never looks inside.

@@ -39,20 +39,21 @@ func (k Kind) String() string {
 
 // Defaults of Options.
 const (
-	DefaultPrefix           = "durasock"
-	DefaultStreamPartitions = 8
-	DefaultPubSubPartitions = 1
-	DefaultStreamMaxLen     = 1_000_000
-	DefaultStreamRetention  = bus.DefaultOutboxMaxAge + time.Minute
-	DefaultReadBytes        = 4 << 20
-	DefaultBlockTimeout     = 5 * time.Second
-	DefaultReadCount        = 512
-	DefaultWaitTimeout      = time.Second
-	DefaultDialTimeout      = 5 * time.Second
-	DefaultWriteTimeout     = 5 * time.Second
-	maxPartitions           = 1024
-	minBlockTimeout         = 10 * time.Millisecond
-	readMargin              = 2 * time.Second
+	DefaultPrefix              = "durasock"
+	DefaultStreamPartitions    = 8
+	DefaultPubSubPartitions    = 1
+	DefaultStreamMaxLen        = 1_000_000
+	DefaultStreamRetention     = bus.DefaultOutboxMaxAge + time.Minute
+	DefaultReadBytes           = 4 << 20
+	DefaultSkipUnreadableAfter = 10 * time.Second
+	DefaultBlockTimeout        = 5 * time.Second
+	DefaultReadCount           = 512
+	DefaultWaitTimeout         = time.Second
+	DefaultDialTimeout         = 5 * time.Second
+	DefaultWriteTimeout        = 5 * time.Second
+	maxPartitions              = 1024
+	minBlockTimeout            = 10 * time.Millisecond
+	readMargin                 = 2 * time.Second
 )
 
 // Options configure a transport. The zero value works: every zero field takes the
@@ -102,10 +103,16 @@ type Options struct {
 	// partition, when entries are larger). Default 4 MiB; -1 disables (COUNT
 	// is then always ReadCount). An entry whose reads fail again and again
 	// while Redis keeps answering (larger than the client output buffer
-	// limit, which makes Redis drop the reader) is skipped after 3 attempts,
-	// counted (durasock_redisbus_read_skipped_total) and logged; the bus
-	// reports its seq as a gap.
+	// limit, which makes Redis drop the reader) is skipped once it failed 3
+	// times over at least SkipUnreadableAfter, counted
+	// (durasock_redisbus_read_skipped_total) and logged; the bus reports its
+	// seq as a gap.
 	ReadBytes int64
+	// SkipUnreadableAfter is how long reads at one position must keep failing,
+	// while Redis answers, before that entry is skipped: long enough that a
+	// short-lived cause (an operator lowering client-output-buffer-limit for a
+	// moment) loses nothing. Default 10 s.
+	SkipUnreadableAfter time.Duration
 	// WaitReplicas, when above 0, makes Publish send WAIT WaitReplicas WaitTimeout
 	// after each batch (on the same connection) and fail with ErrNotReplicated
 	// when fewer replicas acknowledged it, so that a failover cannot lose writes
@@ -173,6 +180,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.ReadBytes == 0 {
 		o.ReadBytes = DefaultReadBytes
+	}
+	if o.SkipUnreadableAfter <= 0 {
+		o.SkipUnreadableAfter = DefaultSkipUnreadableAfter
 	}
 	if o.BlockTimeout == 0 {
 		o.BlockTimeout = DefaultBlockTimeout

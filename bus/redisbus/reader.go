@@ -12,8 +12,9 @@ import (
 )
 
 const (
-	// maxReadAttempts is how many reads in a row may fail at one position,
-	// with Redis answering in between, before the entry there is skipped.
+	// maxReadAttempts is how many reads in a row must fail at one position,
+	// with Redis answering in between (and over SkipUnreadableAfter), before
+	// the entry there is skipped.
 	maxReadAttempts = 3
 	// trimCheckEvery bounds how often a reader that keeps reading asks Redis
 	// whether entries after its position were trimmed.
@@ -253,7 +254,7 @@ func (rd *reader) noteFailure(ctx context.Context, parts []int, ids []string) {
 		if s.failID[p] == ids[i] {
 			s.failN[p]++
 		} else {
-			s.failID[p], s.failN[p] = ids[i], 1
+			s.failID[p], s.failN[p], s.failAt[p] = ids[i], 1, time.Now()
 		}
 	}
 }
@@ -265,7 +266,7 @@ func (rd *reader) recover(ctx context.Context, deliver func(bus.Frame)) error {
 	s := rd.s
 	for _, p := range rd.parts {
 		s.mu.Lock()
-		id, n := s.lastIDs[p], s.failN[p]
+		id, n, since := s.lastIDs[p], s.failN[p], s.failAt[p]
 		if s.failID[p] != id {
 			n, s.failN[p] = 0, 0
 		}
@@ -273,7 +274,7 @@ func (rd *reader) recover(ctx context.Context, deliver func(bus.Frame)) error {
 		if n == 0 {
 			continue
 		}
-		if n >= maxReadAttempts {
+		if n >= maxReadAttempts && time.Since(since) >= s.opts.SkipUnreadableAfter {
 			if err := rd.skip(ctx, p, id); err != nil {
 				return err
 			}

@@ -43,6 +43,7 @@ func TestUnreadableEntrySkipped(t *testing.T) {
 	srv := redistest.Standalone(t, redistest.WithConfig("client-output-buffer-limit normal 1mb 0 0"))
 	o := faultOpts(Streams)
 	o.Prefix = "unreadable"
+	o.SkipUnreadableAfter = 300 * time.Millisecond
 	open := func(node string) (*bus.Reliable, *prometheus.Registry) {
 		reg := prometheus.NewRegistry()
 		oo := o
@@ -95,7 +96,7 @@ func TestUnreadableEntrySkipped(t *testing.T) {
 	if v := metricValue(t, regB, "durasock_redisbus_read_skipped_total"); v != 1 {
 		t.Errorf("read_skipped_total %v, want 1", v)
 	}
-	if v := metricValue(t, regB, "durasock_redisbus_read_failures_total"); v != maxReadAttempts {
-		t.Errorf("read_failures_total %v, want %d", v, maxReadAttempts)
+	if v := metricValue(t, regB, "durasock_redisbus_read_failures_total"); v < maxReadAttempts {
+		t.Errorf("read_failures_total %v, want at least %d", v, maxReadAttempts)
 	}
 }

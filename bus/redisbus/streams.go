@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/rueidis"
 
@@ -43,6 +44,7 @@ type streams struct {
 	// answering, and how often in a row (see readLoop).
 	failID []string
 	failN  []int
+	failAt []time.Time // when reads at failID started failing
 	// readN is, per partition, how many entries the stream had received up to
 	// the last one delivered (-1: unknown): more deleted entries than that
 	// means entries were trimmed before they were read.
@@ -62,7 +64,7 @@ var (
 func newStreams(b *base) *streams {
 	n := b.opts.Partitions
 	s := &streams{base: b, keyPart: make(map[string]int, n), serverMs: make([]atomic.Int64, n),
-		failID: make([]string, n), failN: make([]int, n), st: b.stats,
+		failID: make([]string, n), failN: make([]int, n), failAt: make([]time.Time, n), st: b.stats,
 		pendRepl: make([]string, n), pendMixed: make([]bool, n)}
 	for p := range n {
 		k := StreamKey(b.opts.Prefix, p)
