@@ -57,6 +57,12 @@ type RedisKillResult struct {
 	Rate               float64 `json:"rate"`
 	Sent               int     `json:"sent"`
 	Rejected           int     `json:"rejected"`
+	// RefusedAtNode counts events a relay node's broadcast refused (its outbox
+	// was full: ErrOutboxFull, counted and logged by the node). Its own
+	// clients had them; the other nodes' clients cannot, and
+	// LostBeyondRefused is what Lost holds beyond those.
+	RefusedAtNode     uint64 `json:"refused_at_node"`
+	LostBeyondRefused int64  `json:"lost_beyond_refused"`
 	// SentDuringOutage counts events emitted between the kill and Redis answering
 	// again.
 	SentDuringOutage int   `json:"sent_during_outage"`
@@ -240,6 +246,7 @@ func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (
 			if ns.BusStats != nil {
 				res.GapMessages += ns.BusStats.GapMessages
 			}
+			res.RefusedAtNode += ns.EmitErrors
 			res.ServerCutQueueFull += ns.Cuts.CutSendQueueFull
 			res.ServerCutSlow += ns.Cuts.CutSlowClient
 		}
@@ -274,6 +281,10 @@ func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (
 	}
 	t := tallyOf(healthy, ps, nil)
 	res.Expected, res.Lost, res.Duplicated, res.Reordered = t.expected, t.lost, t.dups, t.reordered
+	if nodes := len(e.nodes); nodes > 0 {
+		remote := int64(len(healthy) - len(healthy)/nodes) // clients not on the refusing node
+		res.LostBeyondRefused = max(0, res.Lost-int64(res.RefusedAtNode)*remote)
+	}
 	same := tallyOf(healthy, ps, func(r *Receiver, p *paced) bool { return r.Node == p.id-id })
 	res.SameNodeP99Ms = ms(same.hist.Quantile(0.99))
 
