@@ -5,9 +5,14 @@
 // as sticky sessions in nginx or HAProxy would. When a node stops or drains, its
 // sessions end and the clients reconnect through it to another node.
 //
-//	go run ./cmd/durasock -addr :3001 -redis redis://127.0.0.1:6379 &
-//	go run ./cmd/durasock -addr :3002 -redis redis://127.0.0.1:6379 &
+//	go run ./cmd/durasock -addr :3001 -redis redis://127.0.0.1:6379 -recovery 2m &
+//	go run ./cmd/durasock -addr :3002 -redis redis://127.0.0.1:6379 -recovery 2m &
 //	go run ./examples/loadbalancer -addr :3000 -node http://127.0.0.1:3001 -node http://127.0.0.1:3002
+//
+// Open http://localhost:3000 in two tabs, then stop one node (Ctrl-C, or kill
+// -9 its pid): its clients reconnect through the balancer to the other node
+// and, with -recovery, get their session back with every event they missed
+// (docs/RELIABILITY.md, "Clients of a node that goes away").
 //
 // In production use your load balancer with sticky sessions for long-polling
 // (docs/OPERATIONS.md), or clients with transports: ["websocket"].
