@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -278,48 +279,31 @@ func syncDir(dir string) error {
 	return f.Sync()
 }
 
-// segmentFiles lists the segments of the directory by generation and first index.
-func (d *diskLog) segmentFiles() ([]struct {
+// segmentFile is a segment found in the directory.
+type segmentFile struct {
 	gen, first uint64
 	name       string
-}, error) {
+}
+
+// segmentFiles lists the segments of the directory by generation and first index.
+func (d *diskLog) segmentFiles() ([]segmentFile, error) {
 	entries, err := os.ReadDir(d.dir)
 	if err != nil {
 		return nil, err
 	}
-	var out []struct {
-		gen, first uint64
-		name       string
-	}
+	var out []segmentFile
 	for _, e := range entries {
-		g, first, ok := parseSegmentName(e.Name())
-		if ok {
-			out = append(out, struct {
-				gen, first uint64
-				name       string
-			}{g, first, e.Name()})
+		if g, first, ok := parseSegmentName(e.Name()); ok {
+			out = append(out, segmentFile{g, first, e.Name()})
 		}
 	}
-	slices.SortFunc(out, func(a, b struct {
-		gen, first uint64
-		name       string
-	}) int {
-		if a.gen != b.gen {
-			return cmpU64(a.gen, b.gen)
+	slices.SortFunc(out, func(a, b segmentFile) int {
+		if c := cmp.Compare(a.gen, b.gen); c != 0 {
+			return c
 		}
-		return cmpU64(a.first, b.first)
+		return cmp.Compare(a.first, b.first)
 	})
 	return out, nil
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func segmentName(gen, first uint64) string {

@@ -1,9 +1,12 @@
 package bus
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -132,4 +135,23 @@ func (p *positions) get(partition int) string {
 		return ""
 	}
 	return p.ids[partition]
+}
+
+// ComparePositions orders two transport positions (Frame.ID) of one partition:
+// Redis stream ids "<ms>-<seq>", and MemoryHub's, which have the same form. It
+// returns -1, 0 or +1; an unparsable part counts as 0.
+func ComparePositions(a, b string) int {
+	am, as := splitPosition(a)
+	bm, bs := splitPosition(b)
+	if c := cmp.Compare(am, bm); c != 0 {
+		return c
+	}
+	return cmp.Compare(as, bs)
+}
+
+func splitPosition(id string) (ms, seq uint64) {
+	m, s, _ := strings.Cut(id, "-")
+	ms, _ = strconv.ParseUint(m, 10, 64)
+	seq, _ = strconv.ParseUint(s, 10, 64)
+	return ms, seq
 }

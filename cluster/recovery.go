@@ -210,7 +210,7 @@ func (a *nspAdapter) skipLocked(m *message) []string {
 	now := time.Now()
 	keep := a.rec.skip[:0]
 	for _, r := range a.rec.skip {
-		byPos := r.pos != "" && m.pos != "" && compareIDs(m.pos, r.pos) <= 0
+		byPos := r.pos != "" && m.pos != "" && bus.ComparePositions(m.pos, r.pos) <= 0
 		byOrigin := m.inst == r.inst && m.seq <= r.through
 		if byPos || byOrigin {
 			out = append(out, r.sid)
@@ -276,7 +276,7 @@ func (a *nspAdapter) RestoreSession(ctx context.Context, pid, off string, max in
 		own := e.Instance == mine
 		// Entries past this node's position reach the socket live, except
 		// this node's own, which it delivered before the socket was here.
-		if !own && compareIDs(e.ID, here) > 0 {
+		if !own && bus.ComparePositions(e.ID, here) > 0 {
 			return true
 		}
 		if own && e.Seq > ownSeq {
@@ -308,7 +308,7 @@ func (a *nspAdapter) RestoreSession(ctx context.Context, pid, off string, max in
 				return false
 			}
 			o := offset{pos: e.ID, inst: from.inst, seq: from.seq}
-			if own && compareIDs(e.ID, here) > 0 {
+			if own && bus.ComparePositions(e.ID, here) > 0 {
 				o = offset{pos: here, inst: mine, seq: e.Seq}
 			}
 			p := &parser.Packet{Type: m.ptype, Namespace: a.name, Data: m.data, Attachments: m.attachments}
@@ -336,43 +336,13 @@ func (a *nspAdapter) RestoreSession(ctx context.Context, pid, off string, max in
 	if from.inst != mine {
 		rule.inst, rule.through = from.inst, from.seq
 	}
-	if from.pos == "-" || compareIDs(from.pos, here) <= 0 {
+	if from.pos == "-" || bus.ComparePositions(from.pos, here) <= 0 {
 		rule.pos = ""
 	}
 	if rule.pos != "" || rule.through > 0 {
 		a.rec.skip = append(a.rec.skip, rule)
 	}
 	return nil
-}
-
-// compareIDs orders two stream positions "<ms>-<seq>" (MemoryHub's are
-// "<n>-<m>" too).
-func compareIDs(a, b string) int {
-	am, as := splitID(a)
-	bm, bs := splitID(b)
-	switch {
-	case am != bm:
-		return cmpU(am, bm)
-	default:
-		return cmpU(as, bs)
-	}
-}
-
-func splitID(id string) (ms, seq uint64) {
-	m, s, _ := strings.Cut(id, "-")
-	ms, _ = strconv.ParseUint(m, 10, 64)
-	seq, _ = strconv.ParseUint(s, 10, 64)
-	return ms, seq
-}
-
-func cmpU(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // roomSet is a restored session's rooms while its missed messages are read.

@@ -3,7 +3,6 @@ package redisbus
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -81,45 +80,16 @@ func (s *streams) checkKept(ctx context.Context, c rueidis.Client, key, after st
 	}
 	if oldest == "" { // empty: every entry was trimmed
 		if m, ok := info["last-generated-id"]; ok {
-			if last, err := m.ToString(); err == nil && compareIDs(last, after) > 0 {
+			if last, err := m.ToString(); err == nil && bus.ComparePositions(last, after) > 0 {
 				return fmt.Errorf("%w: every entry after %s was trimmed", bus.ErrHistoryTrimmed, after)
 			}
 		}
 		return nil
 	}
-	if compareIDs(oldest, after) > 0 {
+	if bus.ComparePositions(oldest, after) > 0 {
 		return fmt.Errorf("%w: the oldest entry kept is %s, after %s", bus.ErrHistoryTrimmed, oldest, after)
 	}
 	return nil
-}
-
-// compareIDs orders two stream ids "<ms>-<seq>"; an unparsable id sorts first.
-func compareIDs(a, b string) int {
-	am, as := splitID(a)
-	bm, bs := splitID(b)
-	switch {
-	case am != bm:
-		return cmpU(am, bm)
-	default:
-		return cmpU(as, bs)
-	}
-}
-
-func splitID(id string) (ms, seq uint64) {
-	m, s, _ := strings.Cut(id, "-")
-	ms, _ = strconv.ParseUint(m, 10, 64)
-	seq, _ = strconv.ParseUint(s, 10, 64)
-	return ms, seq
-}
-
-func cmpU(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // kvKey is the Redis key of a bus.KeyValue key: "<prefix>:kv:<key>".
