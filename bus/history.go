@@ -98,11 +98,28 @@ func (r *Reliable) KeyValue() (KeyValue, error) {
 	return kv, nil
 }
 
-// Position returns the transport position (Frame.ID) of the last frame of key's
-// partition this node has read and handled: every message of another node up
-// to it was delivered to the Handler, and the Handler returned. Empty before the
-// first frame and on transports without positions (pub/sub).
-func (r *Reliable) Position(key string) string { return r.pos.get(partitionOf(key, r.partitions)) }
+// Positioner is implemented by a Transport that knows, per partition, the
+// position up to which it has delivered frames and seen deliver return,
+// starting from where its reading started (Redis streams: the stream's end at
+// StartMarker.MarkStart, "0-0" for a stream that did not exist).
+type Positioner interface {
+	Position(p int) string
+}
+
+// Position returns the transport position (Frame.ID) up to which this node has
+// read and handled key's partition: every message of another node up to it was
+// delivered to the Handler, and the Handler returned; before the first frame,
+// where its reading started. Empty on transports without positions (pub/sub),
+// and before the start is known.
+func (r *Reliable) Position(key string) string {
+	p := partitionOf(key, r.partitions)
+	if ps, ok := r.t.(Positioner); ok {
+		if id := ps.Position(p); id != "" {
+			return id
+		}
+	}
+	return r.pos.get(p)
+}
 
 // LastSeq returns the sequence number of the last message this bus accepted on
 // key's partition (0 before the first).

@@ -228,7 +228,7 @@ func (a *nspAdapter) skipLocked(m *message) []string {
 
 // RestoreSession implements adapter.SessionStore: see the comment at the top
 // of this file.
-func (a *nspAdapter) RestoreSession(ctx context.Context, pid, off string, max int, attach func(adapter.Session, []*parser.Encoded) error) error {
+func (a *nspAdapter) RestoreSession(ctx context.Context, pid, off string, maxMissed int, attach func(adapter.Session, []*parser.Encoded) error) error {
 	st, r := a.c.sessions, a.c.recall
 	if st == nil || r == nil {
 		return fmt.Errorf("%w: the bus keeps no history", adapter.ErrNoSession)
@@ -270,14 +270,21 @@ func (a *nspAdapter) RestoreSession(ctx context.Context, pid, off string, max in
 	var bad error
 	after := from.pos
 	if after == "-" {
-		after = ""
+		// Its node had not started reading the stream: where its events
+		// begin is unknown, and a replay could not be known complete.
+		return fmt.Errorf("%w: its offset has no stream position", adapter.ErrNoSession)
 	}
+	var ownSeen uint64
 	err = r.ReadHistory(ctx, a.key(), after, func(e bus.HistoryEntry) bool {
 		own := e.Instance == mine
+		if own {
+			ownSeen = max(ownSeen, e.Seq)
+		}
 		// Entries past this node's position reach the socket live, except
-		// this node's own, which it delivered before the socket was here.
+		// this node's own, which it delivered before the socket was here;
+		// once past both, nothing more is needed.
 		if !own && bus.ComparePositions(e.ID, here) > 0 {
-			return true
+			return ownSeen < ownSeq
 		}
 		if own && e.Seq > ownSeq {
 			return true
@@ -303,8 +310,8 @@ func (a *nspAdapter) RestoreSession(ctx context.Context, pid, off string, max in
 			if m.flags&flagRecoverable == 0 || !rooms.matches(m.options()) {
 				return true
 			}
-			if len(missed) >= max {
-				bad = fmt.Errorf("%w: more than %d missed events", adapter.ErrNoSession, max)
+			if len(missed) >= maxMissed {
+				bad = fmt.Errorf("%w: more than %d missed events", adapter.ErrNoSession, maxMissed)
 				return false
 			}
 			o := offset{pos: e.ID, inst: from.inst, seq: from.seq}

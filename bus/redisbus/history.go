@@ -13,6 +13,7 @@ import (
 
 var (
 	_ bus.HistoryReader = (*streams)(nil)
+	_ bus.Positioner    = (*streams)(nil)
 	_ bus.KeyValue      = (*base)(nil)
 )
 
@@ -61,6 +62,17 @@ func (s *streams) ReadHistory(ctx context.Context, p int, after string, fn func(
 	}
 }
 
+// Position is the id of the last entry of partition p delivered (and whose
+// delivery returned), or where reading started (bus.Positioner).
+func (s *streams) Position(p int) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p < 0 || p >= len(s.lastIDs) {
+		return ""
+	}
+	return s.lastIDs[p]
+}
+
 // checkKept fails with bus.ErrHistoryTrimmed when the stream no longer holds
 // the entry after: its oldest entry is newer (trimming removes the oldest, so
 // what followed after may be gone too; the check is on the safe side).
@@ -68,6 +80,9 @@ func (s *streams) checkKept(ctx context.Context, c rueidis.Client, key, after st
 	info, err := c.Do(ctx, c.B().XinfoStream().Key(key).Build()).AsMap()
 	if err != nil {
 		if strings.Contains(err.Error(), "no such key") {
+			if after == "0-0" {
+				return nil // it never existed: nothing to miss
+			}
 			return fmt.Errorf("%w: the stream is gone", bus.ErrHistoryTrimmed)
 		}
 		return s.wrap("xinfo stream", err)
@@ -77,6 +92,16 @@ func (s *streams) checkKept(ctx context.Context, c rueidis.Client, key, after st
 		if e, err := m.AsXRangeSlice(); err == nil {
 			oldest = e.ID
 		}
+	}
+	if after == "0-0" {
+		// From the very start: complete unless something was ever deleted.
+		addedM, lengthM := info["entries-added"], info["length"]
+		added, err1 := addedM.AsInt64()
+		length, err2 := lengthM.AsInt64()
+		if err1 == nil && err2 == nil && added > length {
+			return fmt.Errorf("%w: %d entries trimmed since the stream began", bus.ErrHistoryTrimmed, added-length)
+		}
+		return nil
 	}
 	if oldest == "" { // empty: every entry was trimmed
 		if m, ok := info["last-generated-id"]; ok {

@@ -55,6 +55,15 @@ func TestReadHistory(t *testing.T) {
 		t.Fatalf("read after entry 300, stopped at 10: %d entries from seq %d", len(rest), rest[0].Seq)
 	}
 
+	// From the very start ("0-0", where a node that found no stream starts):
+	// complete while nothing was ever trimmed.
+	if err := b.ReadHistory(ctx, "/chat", "0-0", func(bus.HistoryEntry) bool { return false }); err != nil {
+		t.Fatalf("reading from the start of an untrimmed stream: %v", err)
+	}
+	if got := b.Position("/chat"); got == "" || bus.ComparePositions(got, "0-0") < 0 {
+		t.Fatalf("Position = %q", got)
+	}
+
 	// Trim the first 100 away: reading after one of them fails, after a kept one works.
 	key := StreamKey(DefaultPrefix, b.PartitionOf("/chat"))
 	if _, err := srv.Do(ctx, "XTRIM", key, "MINID", all[100].ID); err != nil {
@@ -66,6 +75,9 @@ func TestReadHistory(t *testing.T) {
 	}
 	if err := b.ReadHistory(ctx, "/chat", all[150].ID, func(bus.HistoryEntry) bool { return true }); err != nil {
 		t.Fatalf("reading after a kept entry: %v", err)
+	}
+	if err := b.ReadHistory(ctx, "/chat", "0-0", func(bus.HistoryEntry) bool { return true }); !errors.Is(err, bus.ErrHistoryTrimmed) {
+		t.Fatalf("reading from the start after a trim: err = %v, want ErrHistoryTrimmed", err)
 	}
 }
 
