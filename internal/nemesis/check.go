@@ -44,6 +44,10 @@ type Verdict struct {
 	GapMessages int `json:"gap_messages"` // reported missing by receivers (all origins)
 	Dropped     int `json:"dropped"`      // counted drops by origins
 
+	// Resources is each node process's RSS and goroutines, first and last
+	// sample (reported, not judged: timing and size belong to benchmarks).
+	Resources []string `json:"resources,omitempty"`
+
 	// Evidence is the smallest slice of history showing each kind of failure.
 	Evidence []string `json:"evidence,omitempty"`
 }
@@ -94,6 +98,9 @@ func (v *Verdict) Table() string {
 	row("clients cut without a fault", v.Cuts, v.Cuts > 0, strings.Join(head(v.CutReasons, 3), "; "))
 	row("gap messages reported", v.GapMessages, false, "")
 	row("drops counted", v.Dropped, false, "")
+	for _, r := range v.Resources {
+		b.WriteString("  resources: " + r + "\n")
+	}
 	if v.OK() {
 		b.WriteString("  PASS\n")
 	} else {
@@ -396,6 +403,20 @@ func Check(h *History) *Verdict {
 				k.receiver, inst[k.receiver].NodeID, lost, k.origin, gapsBy[k], dropsBy[k.origin], m.Pub, m.Seq, s.ID,
 				describeMissing(h, s, got, m, pubs[m.Pub].sent[m.Seq-1]))
 		}
+	}
+	for _, in := range inst {
+		in.mu.Lock()
+		if n := len(in.Samples); n >= 2 {
+			first, last := in.Samples[0], in.Samples[n-1]
+			var peak uint64
+			for _, sm := range in.Samples {
+				peak = max(peak, sm.RSS)
+			}
+			v.Resources = append(v.Resources, fmt.Sprintf("%s (instance %d) %.0fs-%.0fs: RSS %.1f -> %.1f MiB (peak %.1f), goroutines %d -> %d",
+				in.NodeID, in.Instance, float64(first.At)/1e9, float64(last.At)/1e9,
+				float64(first.RSS)/(1<<20), float64(last.RSS)/(1<<20), float64(peak)/(1<<20), first.Goroutines, last.Goroutines))
+		}
+		in.mu.Unlock()
 	}
 	for _, e := range []string{firstLost, firstDup, firstReorder, firstPhantom} {
 		if e != "" {

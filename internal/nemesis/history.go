@@ -85,6 +85,14 @@ type instHist struct {
 	Exit     int64       `json:"exit"` // 0 while running
 	ExitErr  string      `json:"exit_err,omitempty"`
 	Final    *nodeStatus `json:"final,omitempty"` // the last /status read
+	Samples  []sample    `json:"samples,omitempty"`
+}
+
+// sample is a node's resource use at a time.
+type sample struct {
+	At         int64  `json:"at"`
+	RSS        uint64 `json:"rss"`
+	Goroutines int    `json:"goroutines"`
 }
 
 type fault struct {

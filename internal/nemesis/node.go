@@ -11,6 +11,9 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -58,6 +61,9 @@ type nodeStatus struct {
 	Clients int        `json:"clients"`
 	Bus     bus.Status `json:"bus"`
 	Stats   bus.Stats  `json:"stats"`
+	// Goroutines and RSS (bytes, 0 where /proc is missing) show leaks in soaks.
+	Goroutines int    `json:"goroutines"`
+	RSS        uint64 `json:"rss"`
 }
 
 // report is one line a node writes on its stdout for the harness: every gap,
@@ -183,7 +189,8 @@ func runNode(ctx context.Context, cfg nodeConfig, rep *reporter, stderr io.Write
 		_, _ = io.WriteString(w, `{"status":"ok"}`+"\n")
 	})
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
-		st := nodeStatus{Node: b.NodeID(), Nodes: cl.Nodes(), Clients: srv.Engine().Count(), Bus: b.Status(), Stats: b.Stats()}
+		st := nodeStatus{Node: b.NodeID(), Nodes: cl.Nodes(), Clients: srv.Engine().Count(), Bus: b.Status(), Stats: b.Stats(),
+			Goroutines: runtime.NumGoroutine(), RSS: readRSS()}
 		st.Bus.StateName = st.Bus.State.String()
 		w.Header().Set("Content-Type", "application/json")
 		// A write error means the caller went away.
@@ -256,6 +263,25 @@ func serveSocket(nsp *socketio.Namespace, s *socketio.Socket, log *slog.Logger) 
 		// The publisher may be gone; its history then says "unknown".
 		_ = e.Ack(res)
 	})
+}
+
+// readRSS returns this process's resident set size from /proc/self/status, or 0.
+func readRSS() uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(rest)
+			if len(f) > 0 {
+				if kb, err := strconv.ParseUint(f[0], 10, 64); err == nil {
+					return kb * 1024
+				}
+			}
+		}
+	}
+	return 0
 }
 
 func closeNodeBus(cl *cluster.Cluster, b *bus.Reliable, d time.Duration) error {

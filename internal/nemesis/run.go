@@ -180,9 +180,39 @@ func Start(ctx context.Context, cfg Config) (*Run, error) {
 		r.wg.Add(1)
 		go p.loop()
 	}
+	r.wg.Add(1)
+	go r.sampleLoop()
 	r.logf("started: %d nodes, %d clients, %d publishers at %d events/s, AOF %q, seed %d",
 		cfg.Nodes, len(r.clients), len(r.pubs), cfg.Rate, cfg.AOF, cfg.Seed)
 	return r, nil
+}
+
+// sampleLoop records every usable node's RSS and goroutines every 5 s.
+func (r *Run) sampleLoop() {
+	defer r.wg.Done()
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.done:
+			return
+		case <-t.C:
+		}
+		for _, p := range r.running() {
+			if !p.usable() {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			st, err := p.status(ctx)
+			cancel()
+			if err != nil {
+				continue
+			}
+			p.hist.mu.Lock()
+			p.hist.Samples = append(p.hist.Samples, sample{At: r.clk.now(), RSS: st.RSS, Goroutines: st.Goroutines})
+			p.hist.mu.Unlock()
+		}
+	}
 }
 
 func (r *Run) logf(format string, args ...any) {

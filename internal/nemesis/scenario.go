@@ -103,15 +103,26 @@ var Scenarios = []Scenario{
 		Defect: "a restart with a stable id seen by a lagging reader",
 		Doc: "n2 lags (blackholed) while n0 is SIGKILLed and restarted with the same id; then n2 reads the old " +
 			"run's and the new run's frames. Expected after the fix: PASS.",
-		Config: Config{Nodes: 3, AOF: "always", Rate: 300},
+		Config: Config{Nodes: 3, AOF: "always", Rate: 2000, Namespaces: []string{"/a", "/b", "/c", "/d"}, ClientsPerNode: 1},
 		Program: func(ctx context.Context, r *Run, _ time.Duration) error {
 			return r.fixed(ctx, "lagging reader sees a restart with the same id", func() error {
 				r.proxies[2].Blackhole()
-				r.pause(1500 * time.Millisecond)
+				// Cuts make n0 publish batches again whose first write had landed:
+				// the stream then holds frames twice, which only the receivers'
+				// per-run state removes.
+				cuts := func() {
+					for range 4 {
+						r.pause(500 * time.Millisecond)
+						r.proxies[0].Cut()
+						r.pause(200 * time.Millisecond)
+						r.proxies[0].Restore()
+					}
+				}
+				cuts()
 				if err := r.apply(ctx, Step{Op: OpNodeKill, Slot: 0, Hold: 500 * time.Millisecond}); err != nil {
 					return err
 				}
-				r.pause(1500 * time.Millisecond)
+				cuts()
 				r.proxies[2].Restore()
 				return nil
 			})
