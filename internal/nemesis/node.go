@@ -35,8 +35,8 @@ const nodeEnv = "DURASOCK_NEMESIS_NODE"
 // Event names of the node's application protocol.
 const (
 	joinEvent    = "join" // client -> node: [rooms...], acked with "ok"
-	publishEvent = "pub"  // publisher -> node: [room, publisher, seq], acked "ok" or an error
-	dataEvent    = "e"    // node -> clients: [publisher, seq]
+	publishEvent = "pub"  // publisher -> node: [room, publisher, seq, payload?], acked "ok" or an error
+	dataEvent    = "e"    // node -> clients: [publisher, seq, payload?]
 )
 
 // nodeConfig is what a node process is told at start.
@@ -256,8 +256,12 @@ func serveSocket(nsp *socketio.Namespace, s *socketio.Socket, log *slog.Logger) 
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
+		args := []any{pub, seq}
+		if len(e.Args) > 3 {
+			args = append(args, e.Args[3]) // the payload, passed on as is
+		}
 		res := "ok"
-		if err := nsp.To(room).Emit(ctx, dataEvent, pub, seq); err != nil {
+		if err := nsp.To(room).Emit(ctx, dataEvent, args...); err != nil {
 			res = err.Error()
 		}
 		// The publisher may be gone; its history then says "unknown".

@@ -36,6 +36,13 @@ type Config struct {
 	// first nemesis step begins: what they sent last is the tail of their
 	// stream, which only tail detection can report.
 	TailPublishers int
+	// PayloadBytes pads every event with a string of this length (0: none).
+	PayloadBytes int
+	// ClientMaxRate bounds the events per second each client reads (its
+	// handler's cost); 0 reads as fast as it can. A client that keeps up with
+	// the steady rate but not with a burst is what a replay after an outage
+	// must not cut.
+	ClientMaxRate int
 	// SendQueue is each node's Engine.IO send queue (messages per session);
 	// 0 is the product's default.
 	SendQueue int

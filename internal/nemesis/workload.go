@@ -3,6 +3,7 @@ package nemesis
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"time"
 
@@ -85,6 +86,10 @@ func (c *client) session(stop chan struct{}) {
 		}
 		s.mu.Unlock()
 	}
+	var cost, debt time.Duration
+	if c.r.cfg.ClientMaxRate > 0 {
+		cost = time.Second / time.Duration(c.r.cfg.ClientMaxRate)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	conn, err := sioclient.Dial(ctx, "http://"+p.addr+"/socket.io/", &sioclient.Options{
@@ -92,6 +97,13 @@ func (c *client) session(stop chan struct{}) {
 		WriteTimeout: 2 * time.Second,
 		AckTimeout:   10 * time.Second,
 		OnEvent: func(e *sioclient.Event) {
+			if cost > 0 {
+				// The handler's cost, paid in sleeps of at least 2 ms.
+				if debt += cost; debt >= 2*time.Millisecond {
+					time.Sleep(debt)
+					debt = 0
+				}
+			}
 			var pub int
 			var seq uint64
 			if e.Name != dataEvent || e.Bind(&pub, &seq) != nil {
@@ -164,6 +176,7 @@ type publisher struct {
 	hist  *pubHist
 	every float64 // events per second
 	tail  bool    // stops for good at the first nemesis step
+	pad   string  // the payload of every event
 	stop  chan struct{}
 	once  sync.Once
 }
@@ -242,6 +255,17 @@ func (p *publisher) session() {
 	}
 }
 
+func (p *publisher) args(seq uint64) []any {
+	args := []any{p.hist.room(seq), p.hist.ID, seq}
+	if n := p.r.cfg.PayloadBytes; n > 0 {
+		if len(p.pad) != n {
+			p.pad = strings.Repeat("x", n)
+		}
+		args = append(args, p.pad)
+	}
+	return args
+}
+
 // emit sends the next event; false when the connection cannot take it.
 func (p *publisher) emit(conn *sioclient.Client, si int) bool {
 	p.hist.mu.Lock()
@@ -268,7 +292,7 @@ func (p *publisher) emit(conn *sioclient.Client, si int) bool {
 			return
 		}
 		set(statusOK)
-	}, p.hist.room(seq), p.hist.ID, seq)
+	}, p.args(seq)...)
 	if err != nil {
 		set(statusUnknown)
 		return false
