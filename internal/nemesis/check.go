@@ -21,8 +21,8 @@ type Verdict struct {
 	Steps    int    `json:"steps"`
 	// Exact makes reported losses fail too: for scenarios whose faults lose
 	// nothing at all under the contract (AOF always, no process killed).
-	Exact bool `json:"exact"`
-	Sessions int    `json:"sessions"`
+	Exact    bool `json:"exact"`
+	Sessions int  `json:"sessions"`
 
 	Sent     int `json:"sent"`     // publishes sent
 	Accepted int `json:"accepted"` // acked "ok": delivered locally and accepted by the bus
