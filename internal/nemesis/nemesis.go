@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -24,14 +25,20 @@ const (
 	OpNetCut        = "net-cut"       // reset every connection between one node and Redis
 	OpNetBlackhole  = "net-blackhole" // hold every byte between one node and Redis
 	OpClientBounce  = "client-bounce" // some clients disconnect and connect again
+	// Asymmetric network faults between one node and Redis.
+	OpNetReadDead    = "net-read-dead"    // the node's reading connections (XREAD) held, publishing works
+	OpNetWriteDead   = "net-write-dead"   // the node's publishing connections (XADD) held, reading works
+	OpNetRepliesLost = "net-replies-lost" // Redis executes every command, the node hears no reply
+	OpRedisOOM       = "redis-oom"        // maxmemory below what Redis uses (noeviction): writes fail with OOM
 )
 
 // AllOps is every operation.
 var AllOps = []string{OpNodeKill, OpNodeKillNewID, OpNodeTerm, OpNodePause, OpNodeOverlap,
-	OpRedisKill, OpRedisPause, OpRedisClients, OpNetCut, OpNetBlackhole, OpClientBounce}
+	OpRedisKill, OpRedisPause, OpRedisClients, OpRedisOOM, OpNetCut, OpNetBlackhole,
+	OpNetReadDead, OpNetWriteDead, OpNetRepliesLost, OpClientBounce}
 
 // redisOps act on the one Redis; two of them never run at once.
-var redisOps = []string{OpRedisKill, OpRedisPause, OpRedisClients}
+var redisOps = []string{OpRedisKill, OpRedisPause, OpRedisClients, OpRedisOOM}
 
 // Step is one nemesis step: an operation on a target, held for a while.
 type Step struct {
@@ -199,6 +206,38 @@ func (r *Run) apply(ctx context.Context, s Step) error {
 			}
 		}
 		r.pause(s.Hold)
+		return nil
+	case OpRedisOOM:
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		info, err := r.redis.Info(sctx, "memory")
+		if err != nil {
+			return err
+		}
+		used, err := strconv.ParseInt(info["used_memory"], 10, 64)
+		if err != nil {
+			return fmt.Errorf("nemesis: used_memory %q: %w", info["used_memory"], err)
+		}
+		if _, err := r.redis.Do(sctx, "CONFIG", "SET", "maxmemory-policy", "noeviction"); err != nil {
+			return err
+		}
+		if _, err := r.redis.Do(sctx, "CONFIG", "SET", "maxmemory", strconv.FormatInt(max(used/2, 1), 10)); err != nil {
+			return err
+		}
+		r.pause(s.Hold)
+		_, err = r.redis.Do(sctx, "CONFIG", "SET", "maxmemory", "0")
+		return err
+	case OpNetReadDead, OpNetWriteDead, OpNetRepliesLost:
+		switch s.Op {
+		case OpNetReadDead:
+			r.proxies[s.Slot].BlackholeConns("XREAD")
+		case OpNetWriteDead:
+			r.proxies[s.Slot].BlackholeConns("XADD")
+		default:
+			r.proxies[s.Slot].BlackholeOneWay(false)
+		}
+		r.pause(s.Hold)
+		r.proxies[s.Slot].Restore()
 		return nil
 	case OpNetCut:
 		r.proxies[s.Slot].Cut()

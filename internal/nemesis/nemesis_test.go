@@ -45,6 +45,7 @@ func TestNemesis(t *testing.T) {
 		ops := strings.Split(*opsFlag, ",")
 		for i := range run {
 			run[i].Program = Random(ops, 2*time.Second, 4*time.Second)
+			run[i].Name += "[" + *opsFlag + "]"
 			if run[i].Duration == 0 {
 				run[i].Duration = 30 * time.Second
 			}

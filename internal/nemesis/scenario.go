@@ -29,8 +29,8 @@ type Scenario struct {
 
 // SafeOps are the operations today's product is expected to survive with the
 // contract intact.
-var SafeOps = []string{OpRedisKill, OpRedisPause, OpRedisClients, OpNetCut, OpNetBlackhole,
-	OpNodeTerm, OpNodePause, OpNodeKillNewID, OpClientBounce}
+var SafeOps = []string{OpRedisKill, OpRedisPause, OpRedisClients, OpRedisOOM, OpNetCut, OpNetBlackhole,
+	OpNetReadDead, OpNetWriteDead, OpNetRepliesLost, OpNodeTerm, OpNodePause, OpNodeKillNewID, OpClientBounce}
 
 // Random runs seeded random rounds of ops until d has passed.
 func Random(ops []string, minHold, maxHold time.Duration) func(ctx context.Context, r *Run, d time.Duration) error {
@@ -52,8 +52,9 @@ var Scenarios = []Scenario{
 	{
 		Name: "short",
 		Doc: "3 node processes, AOF always, 200 events/s over 6 publishers and 2 namespaces; seeded random rounds " +
-			"of Redis kill/pause/client-kill, network cut/blackhole of one node, node drain, node SIGSTOP, node " +
-			"SIGKILL with a new id and client reconnects, one or two faults at once. Expected: PASS.",
+			"of Redis kill/pause/client-kill/OOM, one node's link to Redis cut, blackholed, or dead one way (reads, " +
+			"writes, replies), node drain, node SIGSTOP, node SIGKILL with a new id and client reconnects, one or " +
+			"two faults at once. Expected: PASS, nothing lost even with a report.",
 		Exact:    true,
 		Config:   Config{Nodes: 3, AOF: "always", Rate: 200},
 		Program:  Random(SafeOps, 2*time.Second, 4*time.Second),
