@@ -154,8 +154,13 @@ func (x *pubIndex) missingFor(s *sessHist, tailToo bool) []recv {
 		return nil
 	}
 	have := make(map[recv]bool, len(got))
+	byPub := map[int][]uint64{}
 	for _, g := range got {
 		have[g] = true
+		byPub[g.Pub] = append(byPub[g.Pub], g.Seq)
+	}
+	for _, q := range byPub {
+		slices.Sort(q)
 	}
 	var out []recv
 	for _, p := range x.pubs {
@@ -166,11 +171,12 @@ func (x *pubIndex) missingFor(s *sessHist, tailToo bool) []recv {
 		for _, ps := range sessions {
 			last := ps.Last
 			if !tailToo {
+				// The last seq received from this publisher session.
+				q := byPub[p.ID]
+				i, _ := slices.BinarySearch(q, ps.Last+1)
 				last = 0
-				for _, g := range got {
-					if g.Pub == p.ID && g.Seq >= ps.First && g.Seq <= ps.Last {
-						last = max(last, g.Seq)
-					}
+				if i > 0 && q[i-1] >= ps.First {
+					last = q[i-1]
 				}
 			}
 			for seq := ps.First; seq <= last && seq <= uint64(len(status)); seq++ {
@@ -243,6 +249,7 @@ func Check(h *History) *Verdict {
 	var firstLost, firstDup, firstReorder, firstPhantom string
 	idx := newPubIndex(h.Publishers)
 	final := map[*sessHist]bool{}
+	missingBy := map[*sessHist][]recv{}
 	for _, s := range h.Sessions {
 		s.mu.Lock()
 		// A session still open, or closed by the harness at the end, was owed
@@ -295,6 +302,7 @@ func Check(h *History) *Verdict {
 		}
 		// Losses.
 		missing := idx.missingFor(s, final[s])
+		missingBy[s] = missing
 		owed := len(missing)
 		for _, g := range got {
 			if ps, ok := origin(g.Pub, g.Seq); ok && pubs[g.Pub].status[g.Seq-1] == statusOK && pubs[g.Pub].sent[g.Seq-1] > ready {
@@ -372,7 +380,7 @@ func Check(h *History) *Verdict {
 			if s.Instance != k.receiver {
 				continue
 			}
-			for _, m := range idx.missingFor(s, final[s]) {
+			for _, m := range missingBy[s] {
 				if lostBy[k][m] {
 					sessLost++
 				}
@@ -399,7 +407,7 @@ func Check(h *History) *Verdict {
 			m := ms[0]
 			var s *sessHist
 			for _, c := range h.Sessions {
-				if c.Instance == k.receiver && slices.Contains(idx.missingFor(c, final[c]), m) {
+				if c.Instance == k.receiver && slices.Contains(missingBy[c], m) {
 					s = c
 					break
 				}

@@ -32,6 +32,10 @@ type Config struct {
 	// ClientsPerNode is the number of clients of each node in each namespace.
 	// Default 2. Clients alternate between room r1, room r2 and both.
 	ClientsPerNode int
+	// Weights shares the rate between namespaces (same order); default equal.
+	// Uneven weights make the partitions of the streams fill at different
+	// speeds, so a lagging reader sees their frames interleaved.
+	Weights []float64
 	// TailPublishers is the number of publishers that stop for good when the
 	// first nemesis step begins: what they sent last is the tail of their
 	// stream, which only tail detection can report.
@@ -181,8 +185,18 @@ func Start(ctx context.Context, cfg Config) (*Run, error) {
 	for i := 0; i < cfg.TailPublishers && i < len(r.pubs); i++ {
 		r.pubs[i].tail = true
 	}
+	total := 0.0
+	weight := func(ns string) float64 {
+		if i := slices.Index(cfg.Namespaces, ns); i >= 0 && i < len(cfg.Weights) {
+			return cfg.Weights[i]
+		}
+		return 1
+	}
 	for _, p := range r.pubs {
-		p.every = float64(cfg.Rate) / float64(len(r.pubs))
+		total += weight(p.hist.Namespace)
+	}
+	for _, p := range r.pubs {
+		p.every = float64(cfg.Rate) * weight(p.hist.Namespace) / total
 		p.stop = make(chan struct{})
 		r.wg.Add(1)
 		go p.loop()
@@ -413,8 +427,7 @@ func (r *Run) Finish(ctx context.Context) (*History, error) {
 	// Delivered, or no progress for a while with every bus idle.
 	lastTotal, lastChange := -1, time.Now()
 	err := r.waitFor(ctx, func() bool {
-		owed := r.owedNow()
-		if owed == 0 {
+		if r.lastOwedReceived() {
 			return true
 		}
 		total := r.receivedTotal()
@@ -459,6 +472,47 @@ func (r *Run) owedNow() int {
 		n += len(idx.missingFor(s, true))
 	}
 	return n
+}
+
+// lastOwedReceived reports whether every open session has the last event of
+// every publisher it is owed: cheap enough to poll in long runs.
+func (r *Run) lastOwedReceived() bool {
+	for _, c := range r.clients {
+		s := c.current()
+		if s == nil || !s.open() {
+			continue
+		}
+		ready, _, _ := s.snapshot()
+		for _, p := range r.hist.Publishers {
+			if p.Namespace != s.Namespace {
+				continue
+			}
+			p.mu.Lock()
+			var last uint64
+			for seq := uint64(len(p.Status)); seq >= 1 && p.Sent[seq-1] > ready; seq-- {
+				if p.Status[seq-1] == statusOK && slices.Contains(s.Rooms, p.room(seq)) {
+					last = seq
+					break
+				}
+			}
+			p.mu.Unlock()
+			if last != 0 && !s.has(recv{p.ID, last}) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func (s *sessHist) has(g recv) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := len(s.Got) - 1; i >= 0; i-- {
+		if s.Got[i] == g {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *Run) receivedTotal() int {
