@@ -35,7 +35,7 @@ type pubHist struct {
 	Rooms     []string `json:"rooms"` // event seq goes to Rooms[seq % len(Rooms)]
 
 	mu       sync.Mutex
-	Status   []uint8   `json:"status"`   // Status[seq-1]
+	Status   []uint8   `json:"status"`   // Status[seq-1] (base64 in JSON): 0 pending, 1 ok, 2 refused, 3 unknown
 	Sent     []int64   `json:"sent"`     // Sent[seq-1]: ns since start
 	Sessions []pubSess `json:"sessions"` // in order; each covers seqs First..Last
 }

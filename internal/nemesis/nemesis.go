@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/durasock/durasock/internal/redistest"
 )
 
 // Nemesis operations. Each injects one fault, holds it, heals it and waits
@@ -30,6 +32,9 @@ const (
 	OpNetWriteDead   = "net-write-dead"   // the node's publishing connections (XADD) held, reading works
 	OpNetRepliesLost = "net-replies-lost" // Redis executes every command, the node hears no reply
 	OpRedisOOM       = "redis-oom"        // maxmemory below what Redis uses (noeviction): writes fail with OOM
+	// OpSentinelFailover kills the primary of a Sentinel set, waits for the
+	// promotion and starts the old primary again as a replica.
+	OpSentinelFailover = "sentinel-failover"
 )
 
 // AllOps is every operation.
@@ -38,7 +43,7 @@ var AllOps = []string{OpNodeKill, OpNodeKillNewID, OpNodeTerm, OpNodePause, OpNo
 	OpNetReadDead, OpNetWriteDead, OpNetRepliesLost, OpClientBounce}
 
 // redisOps act on the one Redis; two of them never run at once.
-var redisOps = []string{OpRedisKill, OpRedisPause, OpRedisClients, OpRedisOOM}
+var redisOps = []string{OpRedisKill, OpRedisPause, OpRedisClients, OpRedisOOM, OpSentinelFailover}
 
 // Step is one nemesis step: an operation on a target, held for a while.
 type Step struct {
@@ -182,6 +187,9 @@ func (r *Run) apply(ctx context.Context, s Step) error {
 		old.hist.addFault(r.clk.now(), "term")
 		return old.term(30 * time.Second)
 	case OpRedisKill:
+		if r.redis == nil {
+			return fmt.Errorf("nemesis: %s needs a standalone Redis (use %s with Sentinel)", s.Op, OpSentinelFailover)
+		}
 		if err := r.redis.Kill(); err != nil {
 			return err
 		}
@@ -189,65 +197,52 @@ func (r *Run) apply(ctx context.Context, s Step) error {
 		sctx, cancel := context.WithTimeout(ctx, r.cfg.Settle)
 		defer cancel()
 		return r.redis.Start(sctx)
-	case OpRedisPause:
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		if err := r.redis.Pause(sctx, s.Hold); err != nil {
-			return err
+	case OpSentinelFailover:
+		if r.sentinel == nil {
+			return fmt.Errorf("nemesis: %s needs Config.Sentinel", s.Op)
 		}
-		r.pause(s.Hold)
-		return nil
-	case OpRedisClients:
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		sctx, cancel := context.WithTimeout(ctx, 2*r.cfg.Settle)
 		defer cancel()
-		for _, typ := range []string{"normal", "pubsub"} {
-			if _, err := r.redis.Do(sctx, "CLIENT", "KILL", "TYPE", typ); err != nil {
-				return err
-			}
-		}
-		r.pause(s.Hold)
-		return nil
-	case OpRedisOOM:
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		info, err := r.redis.Info(sctx, "memory")
+		old, err := r.sentinel.KillPrimary()
 		if err != nil {
 			return err
 		}
-		used, err := strconv.ParseInt(info["used_memory"], 10, 64)
-		if err != nil {
-			return fmt.Errorf("nemesis: used_memory %q: %w", info["used_memory"], err)
-		}
-		if _, err := r.redis.Do(sctx, "CONFIG", "SET", "maxmemory-policy", "noeviction"); err != nil {
-			return err
-		}
-		if _, err := r.redis.Do(sctx, "CONFIG", "SET", "maxmemory", strconv.FormatInt(max(used/2, 1), 10)); err != nil {
+		if _, err := r.sentinel.WaitFailover(sctx); err != nil {
 			return err
 		}
 		r.pause(s.Hold)
-		_, err = r.redis.Do(sctx, "CONFIG", "SET", "maxmemory", "0")
-		return err
-	case OpNetReadDead, OpNetWriteDead, OpNetRepliesLost:
+		// Back as a replica: without one, WaitReplicas=1 cannot succeed.
+		if err := old.Start(sctx); err != nil {
+			return err
+		}
+		return r.sentinel.WaitReplicaSync(sctx)
+	case OpRedisPause, OpRedisClients, OpRedisOOM:
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		srv, err := r.primary(sctx)
+		if err != nil {
+			return err
+		}
+		return r.redisFault(sctx, srv, s)
+	case OpNetReadDead, OpNetWriteDead, OpNetRepliesLost, OpNetCut, OpNetBlackhole:
+		px, err := r.proxy(s.Slot)
+		if err != nil {
+			return err
+		}
 		switch s.Op {
 		case OpNetReadDead:
-			r.proxies[s.Slot].BlackholeConns("XREAD")
+			px.BlackholeConns("XREAD")
 		case OpNetWriteDead:
-			r.proxies[s.Slot].BlackholeConns("XADD")
+			px.BlackholeConns("XADD")
+		case OpNetRepliesLost:
+			px.BlackholeOneWay(false)
+		case OpNetCut:
+			px.Cut()
 		default:
-			r.proxies[s.Slot].BlackholeOneWay(false)
+			px.Blackhole()
 		}
 		r.pause(s.Hold)
-		r.proxies[s.Slot].Restore()
-		return nil
-	case OpNetCut:
-		r.proxies[s.Slot].Cut()
-		r.pause(s.Hold)
-		r.proxies[s.Slot].Restore()
-		return nil
-	case OpNetBlackhole:
-		r.proxies[s.Slot].Blackhole()
-		r.pause(s.Hold)
-		r.proxies[s.Slot].Restore()
+		px.Restore()
 		return nil
 	case OpClientBounce:
 		r.bounce(s.Slot)
@@ -255,6 +250,46 @@ func (r *Run) apply(ctx context.Context, s Step) error {
 		return nil
 	}
 	return fmt.Errorf("nemesis: unknown operation %q (want one of %s)", s.Op, strings.Join(AllOps, ", "))
+}
+
+// redisFault runs a fault on one Redis server that it holds for s.Hold.
+func (r *Run) redisFault(ctx context.Context, srv *redistest.Server, s Step) error {
+	switch s.Op {
+	case OpRedisPause:
+		if err := srv.Pause(ctx, s.Hold); err != nil {
+			return err
+		}
+		r.pause(s.Hold)
+		return nil
+	case OpRedisClients:
+		for _, typ := range []string{"normal", "pubsub"} {
+			if _, err := srv.Do(ctx, "CLIENT", "KILL", "TYPE", typ); err != nil {
+				return err
+			}
+		}
+		r.pause(s.Hold)
+		return nil
+	}
+	info, err := srv.Info(ctx, "memory")
+	if err != nil {
+		return err
+	}
+	used, err := strconv.ParseInt(info["used_memory"], 10, 64)
+	if err != nil {
+		return fmt.Errorf("nemesis: used_memory %q: %w", info["used_memory"], err)
+	}
+	if _, err := srv.Do(ctx, "CONFIG", "SET", "maxmemory-policy", "noeviction"); err != nil {
+		return err
+	}
+	if _, err := srv.Do(ctx, "CONFIG", "SET", "maxmemory", strconv.FormatInt(max(used/2, 1), 10)); err != nil {
+		return err
+	}
+	r.pause(s.Hold)
+	// The hold outlives ctx's 10 s bound when it is long: a fresh one.
+	rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = srv.Do(rctx, "CONFIG", "SET", "maxmemory", "0")
+	return err
 }
 
 // bounce makes the clients of slot disconnect and connect again.

@@ -52,6 +52,7 @@ type nodeConfig struct {
 	PingTimeout   time.Duration `json:"ping_timeout,omitempty"`
 	DrainTimeout  time.Duration `json:"drain_timeout,omitempty"`
 	ProbeInterval time.Duration `json:"probe_interval,omitempty"`
+	WaitReplicas  int           `json:"wait_replicas,omitempty"`
 }
 
 // nodeStatus is the JSON of a node's GET /status.
@@ -143,6 +144,7 @@ func runNode(ctx context.Context, cfg nodeConfig, rep *reporter, stderr io.Write
 		DialTimeout:  time.Second,
 		WriteTimeout: time.Second,
 		StreamMaxLen: cfg.StreamMaxLen,
+		WaitReplicas: cfg.WaitReplicas,
 		Bus: bus.Config{
 			NodeID:        cfg.NodeID,
 			Outbox:        bus.OutboxConfig{MaxMessages: cfg.OutboxMax, MaxAge: cfg.OutboxMaxAge},

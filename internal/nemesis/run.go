@@ -54,6 +54,15 @@ type Config struct {
 	// product's default.
 	StreamMaxLen int64
 	OutboxMax    int
+	// NodePing is the nodes' Engine.IO ping interval and timeout: a client is
+	// cut after about twice this of silence (a frozen node). Default 5s.
+	NodePing time.Duration
+	// Sentinel runs Redis as a Sentinel set (primary, replica, three
+	// sentinels) instead of one server; network operations are then
+	// unavailable (nodes reach Redis without a proxy).
+	Sentinel bool
+	// WaitReplicas is the nodes' redisbus WaitReplicas.
+	WaitReplicas int
 	// Settle bounds every wait for a condition. Default 60s.
 	Settle time.Duration
 	// Logf receives progress lines. Default: none.
@@ -73,6 +82,9 @@ func (c *Config) defaults() {
 	if c.ClientsPerNode == 0 {
 		c.ClientsPerNode = 2
 	}
+	if c.NodePing == 0 {
+		c.NodePing = 5 * time.Second
+	}
 	if c.Settle == 0 {
 		c.Settle = 60 * time.Second
 	}
@@ -90,7 +102,10 @@ type Run struct {
 	clk   clock
 	hist  *History
 	rng   *rand.Rand
-	redis *redistest.Server
+	redis *redistest.Server // standalone; nil with Sentinel
+	// sentinel is the Sentinel set (primary, replica, three sentinels) when
+	// Config.Sentinel; nodes then reach Redis directly, without proxies.
+	sentinel *redistest.SentinelSet
 
 	proxies []*redistest.Proxy
 
@@ -122,19 +137,27 @@ func Start(ctx context.Context, cfg Config) (*Run, error) {
 	if cfg.AOF != "" {
 		opts = append(opts, redistest.WithAOFPolicy(cfg.AOF))
 	}
-	srv, err := redistest.NewStandalone(ctx, opts...)
-	if err != nil {
-		return r, err
-	}
-	r.redis = srv
 	r.slots = make([][]*nodeProc, cfg.Nodes)
 	r.newIDs = make([]int, cfg.Nodes)
-	for range cfg.Nodes {
-		px, err := redistest.StartProxy(srv.Addr())
+	if cfg.Sentinel {
+		ss, err := redistest.NewSentinel(ctx, opts...)
 		if err != nil {
 			return r, err
 		}
-		r.proxies = append(r.proxies, px)
+		r.sentinel = ss
+	} else {
+		srv, err := redistest.NewStandalone(ctx, opts...)
+		if err != nil {
+			return r, err
+		}
+		r.redis = srv
+		for range cfg.Nodes {
+			px, err := redistest.StartProxy(srv.Addr())
+			if err != nil {
+				return r, err
+			}
+			r.proxies = append(r.proxies, px)
+		}
 	}
 	for i := range cfg.Nodes {
 		if _, err := r.startNode(ctx, i, false); err != nil {
@@ -259,14 +282,15 @@ func (r *Run) startNode(ctx context.Context, slot int, newID bool) (*nodeProc, e
 	r.hist.Instances = append(r.hist.Instances, hist)
 	r.mu.Unlock()
 	p, err := startNodeProc(ctx, nodeConfig{
-		RedisURL:     "redis://" + r.proxies[slot].Addr(),
+		RedisURL:     r.redisURL(slot),
+		WaitReplicas: r.cfg.WaitReplicas,
 		NodeID:       id,
 		Namespaces:   r.cfg.Namespaces,
 		SendQueue:    r.cfg.SendQueue,
 		OutboxMax:    r.cfg.OutboxMax,
 		StreamMaxLen: r.cfg.StreamMaxLen,
-		PingInterval: 5 * time.Second,
-		PingTimeout:  5 * time.Second,
+		PingInterval: r.cfg.NodePing,
+		PingTimeout:  r.cfg.NodePing,
 		DrainTimeout: 10 * time.Second,
 	}, hist, r.clk)
 	if err != nil {
@@ -277,6 +301,30 @@ func (r *Run) startNode(ctx context.Context, slot int, newID bool) (*nodeProc, e
 	r.mu.Unlock()
 	r.logf("node %s started (instance %d, pid %d, %s)", id, hist.Instance, hist.PID, p.addr)
 	return p, nil
+}
+
+// redisURL is the Redis URL of slot's nodes: its proxy, or the sentinels.
+func (r *Run) redisURL(slot int) string {
+	if r.sentinel != nil {
+		return r.sentinel.URL()
+	}
+	return "redis://" + r.proxies[slot].Addr()
+}
+
+// primary returns the Redis server that takes writes now.
+func (r *Run) primary(ctx context.Context) (*redistest.Server, error) {
+	if r.sentinel != nil {
+		return r.sentinel.CurrentPrimary(ctx)
+	}
+	return r.redis, nil
+}
+
+// proxy returns slot's fault proxy, or an error in topologies without one.
+func (r *Run) proxy(slot int) (*redistest.Proxy, error) {
+	if slot >= len(r.proxies) {
+		return nil, fmt.Errorf("nemesis: no fault proxy for node %d with Sentinel", slot)
+	}
+	return r.proxies[slot], nil
 }
 
 // current returns the newest running process of slot, or nil.
@@ -573,6 +621,9 @@ func (r *Run) Close() error {
 		}
 		if r.redis != nil {
 			errs = append(errs, r.redis.Close())
+		}
+		if r.sentinel != nil {
+			errs = append(errs, r.sentinel.Close())
 		}
 	})
 	return errors.Join(errs...)

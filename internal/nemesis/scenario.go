@@ -32,6 +32,11 @@ type Scenario struct {
 var SafeOps = []string{OpRedisKill, OpRedisPause, OpRedisClients, OpRedisOOM, OpNetCut, OpNetBlackhole,
 	OpNetReadDead, OpNetWriteDead, OpNetRepliesLost, OpNodeTerm, OpNodePause, OpNodeKillNewID, OpClientBounce}
 
+// SentinelOps are the operations of the Sentinel scenarios (no fault proxy
+// there: nodes reach the primary the sentinels name).
+var SentinelOps = []string{OpSentinelFailover, OpRedisPause, OpRedisClients, OpNodeTerm, OpNodePause,
+	OpNodeKillNewID, OpClientBounce}
+
 // Random runs seeded random rounds of ops until d has passed.
 func Random(ops []string, minHold, maxHold time.Duration) func(ctx context.Context, r *Run, d time.Duration) error {
 	return func(ctx context.Context, r *Run, d time.Duration) error {
@@ -67,6 +72,64 @@ var Scenarios = []Scenario{
 		Config:   Config{Nodes: 3, AOF: "everysec", Rate: 2000},
 		Program:  Random(AllOps, 2*time.Second, 20*time.Second),
 		Duration: 5 * time.Minute,
+	},
+	{
+		Name: "sentinel",
+		Doc: "3 node processes on a Sentinel set (primary, replica, three sentinels), WaitReplicas=1, AOF always, " +
+			"200 events/s; seeded random rounds of failovers (the old primary returns as a replica), CLIENT PAUSE, " +
+			"CLIENT KILL, node drain, SIGSTOP, SIGKILL with a new id. Expected: PASS, nothing lost.",
+		Exact:    true,
+		Config:   Config{Nodes: 3, AOF: "always", Rate: 200, Sentinel: true, WaitReplicas: 1},
+		Program:  Random(SentinelOps, 2*time.Second, 4*time.Second),
+		Duration: 40 * time.Second,
+	},
+	{
+		Name:   "failover-nowait",
+		Defect: "tail loss is never reported",
+		Doc: "Sentinel set, WaitReplicas=0 (Redis acknowledges before replicating), 2 000 events/s; n2 is " +
+			"frozen (SIGSTOP), the replica sleeps (DEBUG SLEEP 3) and the primary drops its link (CLIENT KILL " +
+			"TYPE replica); n0's publishers stop 500 ms later, the primary is killed and the replica promoted, " +
+			"then n2 resumes. Entries the old primary acknowledged but had not " +
+			"replicated are gone; losses of the others are reported as gaps, n0's tail never is. " +
+			"Expected after the fix: PASS (the tail reported).",
+		Config: Config{Nodes: 3, AOF: "always", Rate: 2000, Sentinel: true, TailPublishers: 2, Settle: 90 * time.Second,
+			NodePing: 20 * time.Second},
+		Program: func(ctx context.Context, r *Run, _ time.Duration) error {
+			return r.fixed(ctx, "failover to a lagging replica", func() error {
+				// The replica sleeps and the primary drops its link: what the
+				// primary acknowledges from then on is not replicated when it dies.
+				sctx, cancel := context.WithTimeout(ctx, 2*r.cfg.Settle)
+				defer cancel()
+				primary, err := r.primary(sctx)
+				if err != nil {
+					return err
+				}
+				slept := make(chan error, 1)
+				go func() {
+					_, err := r.sentinel.Replica().Do(sctx, "DEBUG", "SLEEP", "3")
+					slept <- err
+				}()
+				// n2 is frozen meanwhile: it reads what it missed after the failover.
+				lagging := r.current(2)
+				lagging.hist.addFault(r.clk.now(), "stop")
+				if err := lagging.pause(); err != nil {
+					return errors.Join(err, <-slept)
+				}
+				r.pause(100 * time.Millisecond)
+				if _, err := primary.Do(sctx, "CLIENT", "KILL", "TYPE", "replica"); err != nil {
+					return errors.Join(err, <-slept, lagging.cont())
+				}
+				r.pause(500 * time.Millisecond)
+				r.haltTail()
+				r.pause(200 * time.Millisecond)
+				// The old primary stays down: WaitReplicas=0 needs no replica.
+				_, err = r.sentinel.KillPrimary()
+				if err == nil {
+					_, err = r.sentinel.WaitFailover(sctx)
+				}
+				return errors.Join(err, <-slept, lagging.cont())
+			})
+		},
 	},
 	{
 		Name:   "overlap",
