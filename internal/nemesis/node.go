@@ -20,6 +20,7 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/bus"
 	"github.com/durasock/durasock/bus/redisbus"
 	"github.com/durasock/durasock/cluster"
@@ -35,7 +36,7 @@ const nodeEnv = "DURASOCK_NEMESIS_NODE"
 // Event names of the node's application protocol.
 const (
 	joinEvent    = "join" // client -> node: [rooms...], acked with "ok"
-	publishEvent = "pub"  // publisher -> node: [room, publisher, seq, payload?], acked "ok" or an error
+	publishEvent = "pub"  // publisher -> node: [room, publisher, seq, payload?, withAck?], acked "ok" or an error
 	dataEvent    = "e"    // node -> clients: [publisher, seq, payload?]
 )
 
@@ -256,6 +257,13 @@ func serveSocket(nsp *socketio.Namespace, s *socketio.Socket, log *slog.Logger) 
 			_ = e.Ack("bad publish: " + err.Error())
 			return
 		}
+		var withAck bool
+		if len(e.Args) > 4 {
+			if err := json.Unmarshal(e.Args[4], &withAck); err != nil {
+				_ = e.Ack("bad publish: " + err.Error())
+				return
+			}
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		args := []any{pub, seq}
@@ -263,7 +271,15 @@ func serveSocket(nsp *socketio.Namespace, s *socketio.Socket, log *slog.Logger) 
 			args = append(args, e.Args[3]) // the payload, passed on as is
 		}
 		res := "ok"
-		if err := nsp.To(room).Emit(ctx, dataEvent, args...); err != nil {
+		if withAck {
+			// The request plane: a broadcast whose clients answer. Its answers
+			// do not matter here, its order among the plain broadcasts does.
+			_, err := nsp.To(room).Timeout(3*time.Second).EmitWithAck(ctx, dataEvent, args...)
+			var missing *adapter.MissingRepliesError
+			if err != nil && !errors.As(err, &missing) {
+				res = err.Error()
+			}
+		} else if err := nsp.To(room).Emit(ctx, dataEvent, args...); err != nil {
 			res = err.Error()
 		}
 		// The publisher may be gone; its history then says "unknown".

@@ -40,6 +40,9 @@ type Config struct {
 	// first nemesis step begins: what they sent last is the tail of their
 	// stream, which only tail detection can report.
 	TailPublishers int
+	// AckEvery makes every n-th event a broadcast with acknowledgements (the
+	// request plane) instead of a plain one; 0: none.
+	AckEvery int
 	// PayloadBytes pads every event with a string of this length (0: none).
 	PayloadBytes int
 	// ClientMaxRate bounds the events per second each client reads (its

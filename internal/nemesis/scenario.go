@@ -132,6 +132,21 @@ var Scenarios = []Scenario{
 		},
 	},
 	{
+		Name: "planes",
+		Doc: "No fault: every second event of each publisher is a broadcast with acknowledgements (the " +
+			"request plane), the others plain broadcasts, back to back. Per publisher, clients on other nodes " +
+			"must get them in the order they were issued. A probe for the unordered-planes defect; it passes " +
+			"on today's code here (the publisher waits for each broadcast with acks to be answered).",
+		Config: Config{Nodes: 3, AOF: "always", Rate: 1000, AckEvery: 2},
+		Program: func(ctx context.Context, r *Run, d time.Duration) error {
+			return r.fixed(ctx, "steady traffic on both planes", func() error {
+				r.pause(d)
+				return nil
+			})
+		},
+		Duration: 10 * time.Second,
+	},
+	{
 		Name:   "overlap",
 		Defect: "two live processes with one node id",
 		Doc: "A second process starts with n1's id (a rolling deploy with a fixed id); n1's clients move to it " +

@@ -104,6 +104,15 @@ func (c *client) session(stop chan struct{}) {
 					debt = 0
 				}
 			}
+			if e.HasAck() {
+				ev := *e // acked from another goroutine: OnEvent must not block
+				go func() {
+					actx, acancel := context.WithTimeout(context.Background(), 2*time.Second)
+					defer acancel()
+					// A failed ack shows on the node as a missing reply only.
+					_ = ev.Ack(actx, "ok")
+				}()
+			}
 			var pub int
 			var seq uint64
 			if e.Name != dataEvent || e.Bind(&pub, &seq) != nil {
@@ -256,12 +265,12 @@ func (p *publisher) session() {
 }
 
 func (p *publisher) args(seq uint64) []any {
-	args := []any{p.hist.room(seq), p.hist.ID, seq}
-	if n := p.r.cfg.PayloadBytes; n > 0 {
-		if len(p.pad) != n {
-			p.pad = strings.Repeat("x", n)
-		}
-		args = append(args, p.pad)
+	if len(p.pad) != p.r.cfg.PayloadBytes {
+		p.pad = strings.Repeat("x", p.r.cfg.PayloadBytes)
+	}
+	args := []any{p.hist.room(seq), p.hist.ID, seq, p.pad}
+	if n := p.r.cfg.AckEvery; n > 0 && seq%uint64(n) == 0 {
+		args = append(args, true)
 	}
 	return args
 }
