@@ -19,6 +19,11 @@ type Verdict struct {
 	Scenario string `json:"scenario"`
 	Seed     int64  `json:"seed"`
 	Steps    int    `json:"steps"`
+	// Blunt counts the nemesis steps after which nothing changed: no bus left
+	// Connected, no process started, no client connection ended within 5 s of
+	// the step. A blunt step tested nothing (client-bounce steps never are).
+	Blunt      int      `json:"blunt"`
+	BluntSteps []string `json:"blunt_steps,omitempty"`
 	// Exact makes reported losses fail too: for scenarios whose faults lose
 	// nothing at all under the contract (AOF always, no process killed).
 	Exact    bool `json:"exact"`
@@ -84,7 +89,11 @@ func (v *Verdict) Failures() string {
 // Table renders the verdict as a table of checks.
 func (v *Verdict) Table() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "verdict of %s, seed %d (%d nemesis steps, %d client sessions)\n", v.Scenario, v.Seed, v.Steps, v.Sessions)
+	fmt.Fprintf(&b, "verdict of %s, seed %d (%d nemesis steps, %d without a visible effect; %d client sessions)\n",
+		v.Scenario, v.Seed, v.Steps, v.Blunt, v.Sessions)
+	if len(v.BluntSteps) > 0 {
+		fmt.Fprintf(&b, "  steps without a visible effect: %s\n", strings.Join(v.BluntSteps, "; "))
+	}
 	row := func(name string, n int, bad bool, note string) {
 		mark := "ok"
 		if bad {
@@ -304,9 +313,12 @@ func Check(h *History) *Verdict {
 		missing := idx.missingFor(s, final[s])
 		missingBy[s] = missing
 		owed := len(missing)
+		// Owed and received: accepted, sent after ready, counted once.
+		counted := map[recv]bool{}
 		for _, g := range got {
-			if ps, ok := origin(g.Pub, g.Seq); ok && pubs[g.Pub].status[g.Seq-1] == statusOK && pubs[g.Pub].sent[g.Seq-1] > ready {
-				_ = ps
+			if _, ok := origin(g.Pub, g.Seq); ok && !counted[g] && pubs[g.Pub].status[g.Seq-1] == statusOK &&
+				pubs[g.Pub].sent[g.Seq-1] > ready && slices.Contains(s.Rooms, h.Publishers[g.Pub].room(g.Seq)) {
+				counted[g] = true
 				owed++
 			}
 		}
@@ -431,6 +443,34 @@ func Check(h *History) *Verdict {
 				float64(first.RSS)/(1<<20), float64(last.RSS)/(1<<20), float64(peak)/(1<<20), first.Goroutines, last.Goroutines))
 		}
 		in.mu.Unlock()
+	}
+	// Did each step bite?
+	for _, st := range h.Steps {
+		to := st.End + int64(5*time.Second)
+		bit := false
+		for _, in := range inst {
+			in.mu.Lock()
+			if in.Start > st.Start && in.Start <= to {
+				bit = true
+			}
+			for _, sc := range in.States {
+				if sc.At >= st.Start && sc.At <= to && sc.State != "connected" {
+					bit = true
+				}
+			}
+			in.mu.Unlock()
+		}
+		for _, s := range h.Sessions {
+			s.mu.Lock()
+			if s.End >= st.Start && s.End <= to && s.Reason != reasonClosed {
+				bit = true
+			}
+			s.mu.Unlock()
+		}
+		if !bit {
+			v.Blunt++
+			v.BluntSteps = append(v.BluntSteps, fmt.Sprintf("%.2fs %s", float64(st.Start)/1e9, st.Op))
+		}
 	}
 	for _, e := range []string{firstLost, firstDup, firstReorder, firstPhantom} {
 		if e != "" {

@@ -185,3 +185,15 @@ func TestCheckCuts(t *testing.T) {
 		t.Fatalf("a bounced session is owed no tail: %s", v.Table())
 	}
 }
+
+func TestCheckCountsBluntSteps(t *testing.T) {
+	h := testHistory(seqs(1, 10))
+	h.Steps = []stepHist{{Start: 200 * ms, End: 300 * ms, Op: "net-cut n1 100ms"}}
+	if v := Check(h); v.Blunt != 1 || len(v.BluntSteps) != 1 {
+		t.Fatalf("a step with no effect: %s", v.Table())
+	}
+	h.Instances[1].States = []stateAt{{At: 250 * ms, State: "reconnecting"}}
+	if v := Check(h); v.Blunt != 0 {
+		t.Fatalf("a step during which a bus reconnected bit: %s", v.Table())
+	}
+}

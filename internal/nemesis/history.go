@@ -81,11 +81,18 @@ type instHist struct {
 	Faults   []fault     `json:"faults"` // kill, term, stop: what may explain client cuts
 	Gaps     []report    `json:"gaps"`
 	Drops    []report    `json:"drops"`
-	States   []string    `json:"states"`
+	States   []stateAt   `json:"states"`
 	Exit     int64       `json:"exit"` // 0 while running
 	ExitErr  string      `json:"exit_err,omitempty"`
 	Final    *nodeStatus `json:"final,omitempty"` // the last /status read
 	Samples  []sample    `json:"samples,omitempty"`
+}
+
+// stateAt is a bus state change a node reported.
+type stateAt struct {
+	At    int64  `json:"at"`
+	State string `json:"state"`
+	Err   string `json:"err,omitempty"`
 }
 
 // sample is a node's resource use at a time.

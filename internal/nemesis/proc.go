@@ -73,7 +73,7 @@ func startNodeProc(ctx context.Context, cfg nodeConfig, hist *instHist, clk cloc
 			case "drop":
 				hist.Drops = append(hist.Drops, r)
 			case "state":
-				hist.States = append(hist.States, fmt.Sprintf("%.2fs %s %s", float64(clk.now())/1e9, r.State, r.Err))
+				hist.States = append(hist.States, stateAt{At: clk.now(), State: r.State, Err: r.Err})
 			case "drained":
 				if r.Err != "" {
 					hist.ExitErr = "drain: " + r.Err
