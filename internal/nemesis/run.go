@@ -121,7 +121,8 @@ type Run struct {
 	steps     int
 	stopping  bool
 	closeOnce sync.Once
-	wg        sync.WaitGroup
+	wg        sync.WaitGroup // publishers and the sampler
+	clientWG  sync.WaitGroup // client loops
 	done      chan struct{}
 }
 
@@ -190,7 +191,7 @@ func Start(ctx context.Context, cfg Config) (*Run, error) {
 		}
 	}
 	for _, c := range r.clients {
-		r.wg.Add(1)
+		r.clientWG.Add(1)
 		go c.loop()
 	}
 	for _, c := range r.clients {
@@ -500,6 +501,8 @@ func (r *Run) Finish(ctx context.Context) (*History, error) {
 	for _, c := range r.clients {
 		c.stop()
 	}
+	// No session starts or ends after this: the history is final.
+	r.clientWG.Wait()
 	for _, p := range r.running() {
 		if st, err := p.status(ctx); err == nil {
 			p.hist.mu.Lock()
@@ -608,6 +611,7 @@ func (r *Run) Close() error {
 			c.stop()
 		}
 		r.wg.Wait()
+		r.clientWG.Wait()
 		r.mu.Lock()
 		var procs []*nodeProc
 		for _, ps := range r.slots {

@@ -52,7 +52,7 @@ func (c *client) stop() {
 }
 
 func (c *client) loop() {
-	defer c.r.wg.Done()
+	defer c.r.clientWG.Done()
 	stop := c.stopChan()
 	retry := time.NewTimer(0)
 	defer retry.Stop()
