@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/durasock/durasock/bus/redisbus"
 	"github.com/durasock/durasock/internal/redistest"
 )
 
@@ -35,6 +36,10 @@ const (
 	// OpSentinelFailover kills the primary of a Sentinel set, waits for the
 	// promotion and starts the old primary again as a replica.
 	OpSentinelFailover = "sentinel-failover"
+	// OpClusterFailover kills the Redis Cluster primary of one stream
+	// partition (the step's slot), waits until a replica serves its slots,
+	// and starts the old primary again (it returns as a replica).
+	OpClusterFailover = "cluster-failover"
 )
 
 // AllOps is every operation.
@@ -43,7 +48,7 @@ var AllOps = []string{OpNodeKill, OpNodeKillNewID, OpNodeTerm, OpNodePause, OpNo
 	OpNetReadDead, OpNetWriteDead, OpNetRepliesLost, OpClientBounce}
 
 // redisOps act on the one Redis; two of them never run at once.
-var redisOps = []string{OpRedisKill, OpRedisPause, OpRedisClients, OpRedisOOM, OpSentinelFailover}
+var redisOps = []string{OpRedisKill, OpRedisPause, OpRedisClients, OpRedisOOM, OpSentinelFailover, OpClusterFailover}
 
 // Step is one nemesis step: an operation on a target, held for a while.
 type Step struct {
@@ -216,6 +221,24 @@ func (r *Run) apply(ctx context.Context, s Step) error {
 			return err
 		}
 		return r.sentinel.WaitReplicaSync(sctx)
+	case OpClusterFailover:
+		if r.cluster == nil {
+			return fmt.Errorf("nemesis: %s needs Config.Cluster", s.Op)
+		}
+		sctx, cancel := context.WithTimeout(ctx, 2*r.cfg.Settle)
+		defer cancel()
+		old, err := r.cluster.KillPrimaryOf(sctx, redisbus.StreamKey(streamPrefix, s.Slot))
+		if err != nil {
+			return err
+		}
+		if err := r.cluster.WaitHealthy(sctx); err != nil {
+			return err
+		}
+		r.pause(s.Hold)
+		if err := old.Start(sctx); err != nil {
+			return err
+		}
+		return r.cluster.WaitHealthy(sctx)
 	case OpRedisPause, OpRedisClients, OpRedisOOM:
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()

@@ -40,6 +40,9 @@ const (
 	dataEvent    = "e"    // node -> clients: [publisher, seq, payload?]
 )
 
+// streamPrefix is the redisbus Prefix of the nodes.
+const streamPrefix = "nemesis"
+
 // nodeConfig is what a node process is told at start.
 type nodeConfig struct {
 	RedisURL      string        `json:"redis_url"`
@@ -140,7 +143,7 @@ func runNode(ctx context.Context, cfg nodeConfig, rep *reporter, stderr io.Write
 		probe = 500 * time.Millisecond
 	}
 	b, err := redisbus.Open(context.Background(), cfg.RedisURL, &redisbus.Options{
-		Prefix:       "nemesis",
+		Prefix:       streamPrefix,
 		BlockTimeout: time.Second,
 		DialTimeout:  time.Second,
 		WriteTimeout: time.Second,

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/durasock/durasock/bus/redisbus"
 	"github.com/durasock/durasock/internal/redistest"
 )
 
@@ -64,6 +65,9 @@ type Config struct {
 	// sentinels) instead of one server; network operations are then
 	// unavailable (nodes reach Redis without a proxy).
 	Sentinel bool
+	// Cluster runs Redis as a Redis Cluster (three primaries with a replica
+	// each); network operations are unavailable there too.
+	Cluster bool
 	// WaitReplicas is the nodes' redisbus WaitReplicas.
 	WaitReplicas int
 	// Settle bounds every wait for a condition. Default 60s.
@@ -109,6 +113,9 @@ type Run struct {
 	// sentinel is the Sentinel set (primary, replica, three sentinels) when
 	// Config.Sentinel; nodes then reach Redis directly, without proxies.
 	sentinel *redistest.SentinelSet
+	// cluster is the Redis Cluster (three primaries, three replicas) when
+	// Config.Cluster; nodes reach it directly too.
+	cluster *redistest.ClusterSet
 
 	proxies []*redistest.Proxy
 
@@ -143,13 +150,20 @@ func Start(ctx context.Context, cfg Config) (*Run, error) {
 	}
 	r.slots = make([][]*nodeProc, cfg.Nodes)
 	r.newIDs = make([]int, cfg.Nodes)
-	if cfg.Sentinel {
+	switch {
+	case cfg.Sentinel:
 		ss, err := redistest.NewSentinel(ctx, opts...)
 		if err != nil {
 			return r, err
 		}
 		r.sentinel = ss
-	} else {
+	case cfg.Cluster:
+		cs, err := redistest.NewCluster(ctx, opts...)
+		if err != nil {
+			return r, err
+		}
+		r.cluster = cs
+	default:
 		srv, err := redistest.NewStandalone(ctx, opts...)
 		if err != nil {
 			return r, err
@@ -309,16 +323,23 @@ func (r *Run) startNode(ctx context.Context, slot int, newID bool) (*nodeProc, e
 
 // redisURL is the Redis URL of slot's nodes: its proxy, or the sentinels.
 func (r *Run) redisURL(slot int) string {
-	if r.sentinel != nil {
+	switch {
+	case r.sentinel != nil:
 		return r.sentinel.URL()
+	case r.cluster != nil:
+		return r.cluster.URL()
 	}
 	return "redis://" + r.proxies[slot].Addr()
 }
 
 // primary returns the Redis server that takes writes now.
 func (r *Run) primary(ctx context.Context) (*redistest.Server, error) {
-	if r.sentinel != nil {
+	switch {
+	case r.sentinel != nil:
 		return r.sentinel.CurrentPrimary(ctx)
+	case r.cluster != nil:
+		// The primary of the partition most traffic of a scenario uses first.
+		return r.cluster.PrimaryOfSlot(ctx, redistest.KeySlot(redisbus.StreamKey(streamPrefix, 0)))
 	}
 	return r.redis, nil
 }
@@ -326,7 +347,7 @@ func (r *Run) primary(ctx context.Context) (*redistest.Server, error) {
 // proxy returns slot's fault proxy, or an error in topologies without one.
 func (r *Run) proxy(slot int) (*redistest.Proxy, error) {
 	if slot >= len(r.proxies) {
-		return nil, fmt.Errorf("nemesis: no fault proxy for node %d with Sentinel", slot)
+		return nil, fmt.Errorf("nemesis: no fault proxy for node %d with Sentinel or Cluster", slot)
 	}
 	return r.proxies[slot], nil
 }
@@ -631,6 +652,9 @@ func (r *Run) Close() error {
 		}
 		if r.sentinel != nil {
 			errs = append(errs, r.sentinel.Close())
+		}
+		if r.cluster != nil {
+			errs = append(errs, r.cluster.Close())
 		}
 	})
 	return errors.Join(errs...)

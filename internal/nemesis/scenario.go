@@ -37,6 +37,10 @@ var SafeOps = []string{OpRedisKill, OpRedisPause, OpRedisClients, OpRedisOOM, Op
 var SentinelOps = []string{OpSentinelFailover, OpRedisPause, OpRedisClients, OpNodeTerm, OpNodePause,
 	OpNodeKillNewID, OpClientBounce}
 
+// ClusterOps are the operations of the Redis Cluster scenario.
+var ClusterOps = []string{OpClusterFailover, OpRedisPause, OpRedisClients, OpNodeTerm, OpNodePause,
+	OpNodeKillNewID, OpClientBounce}
+
 // Random runs seeded random rounds of ops until d has passed.
 func Random(ops []string, minHold, maxHold time.Duration) func(ctx context.Context, r *Run, d time.Duration) error {
 	return func(ctx context.Context, r *Run, d time.Duration) error {
@@ -81,6 +85,17 @@ var Scenarios = []Scenario{
 		Exact:    true,
 		Config:   Config{Nodes: 3, AOF: "always", Rate: 200, Sentinel: true, WaitReplicas: 1},
 		Program:  Random(SentinelOps, 2*time.Second, 4*time.Second),
+		Duration: 40 * time.Second,
+	},
+	{
+		Name: "cluster",
+		Doc: "3 node processes on a Redis Cluster (three primaries, a replica each), WaitReplicas=1, AOF always, " +
+			"200 events/s; seeded random rounds of failovers of the primary of a stream partition (the old one " +
+			"returns as a replica), CLIENT PAUSE, CLIENT KILL, node drain, SIGSTOP, SIGKILL with a new id. " +
+			"Expected: PASS, nothing lost.",
+		Exact:    true,
+		Config:   Config{Nodes: 3, AOF: "always", Rate: 200, Cluster: true, WaitReplicas: 1},
+		Program:  Random(ClusterOps, 2*time.Second, 4*time.Second),
 		Duration: 40 * time.Second,
 	},
 	{
