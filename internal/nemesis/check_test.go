@@ -94,7 +94,7 @@ func TestCheckAccountsReportedGaps(t *testing.T) {
 func TestCheckAccountsOriginDrops(t *testing.T) {
 	h := testHistory(seqs(1, 8))
 	h.Instances[0].Drops = []report{{Kind: "drop", Origin: "n0", Reason: "max_age", Count: 2}}
-	if v := Check(h); !v.OK() || v.Accounted != 2 {
+	if v := Check(h); !v.OK() || v.LostDropped != 2 || v.Accounted != 0 {
 		t.Fatalf("a counted drop accounts for the loss: %s", v.Table())
 	}
 }
@@ -195,5 +195,22 @@ func TestCheckCountsBluntSteps(t *testing.T) {
 	h.Instances[1].States = []stateAt{{At: 250 * ms, State: "reconnecting"}}
 	if v := Check(h); v.Blunt != 0 {
 		t.Fatalf("a step during which a bus reconnected bit: %s", v.Table())
+	}
+}
+
+func TestCheckExactFailsOnlyOnGaps(t *testing.T) {
+	h := testHistory(seqs(1, 8))
+	h.Instances[0].Drops = []report{{Kind: "drop", Origin: "n0", Reason: "closed", Count: 2}}
+	v := Check(h)
+	v.Exact = true
+	if !v.OK() {
+		t.Fatalf("an exact scenario passes losses the origin counted as drops: %s", v.Table())
+	}
+	h = testHistory(seqs(1, 8))
+	h.Instances[1].Gaps = []report{{Kind: "gap", Origin: "n0", Missing: 2}}
+	v = Check(h)
+	v.Exact = true
+	if v.OK() || v.Accounted != 2 {
+		t.Fatalf("an exact scenario fails on losses only gaps account for: %s", v.Table())
 	}
 }

@@ -22,8 +22,9 @@ type nodeProc struct {
 	exited chan struct{}
 	logs   *tail
 
-	mu     sync.Mutex
-	paused bool
+	mu       sync.Mutex
+	paused   bool
+	draining bool
 }
 
 var statusClient = &http.Client{Timeout: 2 * time.Second}
@@ -112,11 +113,12 @@ func (p *nodeProc) running() bool {
 	}
 }
 
-// usable reports whether clients can talk to the process: running, not paused.
+// usable reports whether clients can talk to the process: running, not
+// paused, not draining.
 func (p *nodeProc) usable() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return !p.paused && p.running()
+	return !p.paused && !p.draining && p.running()
 }
 
 func (p *nodeProc) signal(sig syscall.Signal) error {
@@ -160,6 +162,9 @@ func (p *nodeProc) term(d time.Duration) error {
 	if err := p.cont(); err != nil {
 		return err
 	}
+	p.mu.Lock()
+	p.draining = true // clients and publishers look elsewhere
+	p.mu.Unlock()
 	if err := p.signal(syscall.SIGTERM); err != nil {
 		return err
 	}

@@ -74,11 +74,6 @@ func (c *client) session(stop chan struct{}) {
 		return
 	}
 	s := &sessHist{Client: c.id, Namespace: c.ns, Rooms: c.rooms, Instance: p.hist.Instance}
-	c.r.mu.Lock()
-	s.ID = c.r.nextSess
-	c.r.nextSess++
-	c.r.hist.Sessions = append(c.r.hist.Sessions, s)
-	c.r.mu.Unlock()
 	end := func(reason string) {
 		s.mu.Lock()
 		if s.End == 0 {
@@ -127,9 +122,14 @@ func (c *client) session(stop chan struct{}) {
 		},
 	})
 	if err != nil {
-		end("dial: " + err.Error())
+		// No session: the node was going away or not listening yet.
 		return
 	}
+	c.r.mu.Lock()
+	s.ID = c.r.nextSess
+	c.r.nextSess++
+	c.r.hist.Sessions = append(c.r.hist.Sessions, s)
+	c.r.mu.Unlock()
 	args := make([]any, len(c.rooms))
 	for i, rm := range c.rooms {
 		args[i] = rm
