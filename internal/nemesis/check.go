@@ -58,6 +58,10 @@ type Verdict struct {
 	// sample (reported, not judged: timing and size belong to benchmarks).
 	Resources []string `json:"resources,omitempty"`
 
+	// ReportedEvidence names the first receiver that lost events and reported
+	// them (shown when Exact fails).
+	ReportedEvidence string `json:"reported_evidence,omitempty"`
+
 	// Evidence is the smallest slice of history showing each kind of failure.
 	Evidence []string `json:"evidence,omitempty"`
 }
@@ -123,6 +127,9 @@ func (v *Verdict) Table() string {
 		b.WriteString("  PASS\n")
 	} else {
 		fmt.Fprintf(&b, "  FAIL: %s\n", v.Failures())
+		if v.Exact && v.Accounted > 0 {
+			b.WriteString("  evidence: " + v.ReportedEvidence + "\n")
+		}
 		for _, e := range v.Evidence {
 			b.WriteString("  evidence: " + strings.ReplaceAll(e, "\n", "\n    ") + "\n")
 		}
@@ -412,6 +419,10 @@ func Check(h *History) *Verdict {
 		v.Accounted += sessLost - unacc - byDrops
 		v.Lost += unacc
 		if unacc == 0 {
+			if sessLost > byDrops && v.ReportedEvidence == "" {
+				v.ReportedEvidence = fmt.Sprintf("lost and reported: instance %d (%s) missed %d events of origin %s, reported %d gap messages about it",
+					k.receiver, inst[k.receiver].NodeID, lost, k.origin, gapsBy[k])
+			}
 			continue
 		}
 		if firstLost == "" || strings.HasPrefix(firstLost, "lost locally") && v.LocalLost == 0 {

@@ -335,5 +335,5 @@ func (v *Verdict) MarkdownRow(defect string) string {
 }
 
 // MarkdownHeader is the header of the scenario table.
-const MarkdownHeader = "| scenario | seed | defect it shows | accepted | lost | lost, reported (drop or gap) | lost in crash | dup | reordered | clients cut | gap msgs | verdict |\n" +
+const MarkdownHeader = "| scenario | seed | defect it guards against | accepted | lost | lost, reported (drop or gap) | lost in crash | dup | reordered | clients cut | gap msgs | verdict |\n" +
 	"|---|---|---|---|---|---|---|---|---|---|---|---|"
