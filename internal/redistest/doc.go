@@ -23,7 +23,8 @@
 // fails, the logs of its servers are printed. A missing redis-server fails the test
 // with the command to install it (apt-get install redis-server); nothing is skipped.
 //
-// Options: WithAOF (appendfsync always), WithoutPersistence (the default), WithUser
+// Options: WithAOF (appendfsync always), WithAOFPolicy (always, everysec or no),
+// WithoutPersistence (the default), WithUser
 // (ACL user, default user off), WithDefaultPassword, WithTLS (a CA, server and client
 // certificates generated in the directory; Server.TLSConfig for clients), WithConfig
 // (extra redis.conf lines), WithNodeTimeout, WithStartTimeout.

@@ -7,6 +7,7 @@ type Option func(*config)
 
 type config struct {
 	aof             bool
+	fsync           string // appendfsync with aof; "" means always
 	user, password  string
 	defaultPassword string
 	tls             bool
@@ -27,8 +28,15 @@ func newConfig(opts []Option) *config {
 // acknowledged write survives Kill and Start.
 func WithAOF() Option { return func(c *config) { c.aof = true } }
 
+// WithAOFPolicy turns on the append-only file with the given appendfsync policy:
+// "always", "everysec" (Redis' default: a crash may lose the last second) or "no"
+// (the kernel decides when to write).
+func WithAOFPolicy(fsync string) Option {
+	return func(c *config) { c.aof, c.fsync = true, fsync }
+}
+
 // WithoutPersistence turns off RDB snapshots and the AOF (the default).
-func WithoutPersistence() Option { return func(c *config) { c.aof = false } }
+func WithoutPersistence() Option { return func(c *config) { c.aof, c.fsync = false, "" } }
 
 // WithUser creates an ACL user with all permissions and turns the default user off
 // (unless WithDefaultPassword is given too). URL carries the credentials.

@@ -1,6 +1,7 @@
 package redistest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,10 +18,13 @@ const (
 	modeSlow
 	modeBlackhole
 	modeCut
+	modeBlackholeConns // hold the connections that sent p.pattern
+	modeBlackholeUp    // hold bytes to the server only
+	modeBlackholeDown  // hold bytes to the client only
 )
 
 func (m proxyMode) String() string {
-	return [...]string{"forward", "slow", "blackhole", "cut"}[m]
+	return [...]string{"forward", "slow", "blackhole", "cut", "blackhole-conns", "blackhole-up", "blackhole-down"}[m]
 }
 
 const proxyDialTimeout = 5 * time.Second
@@ -36,6 +40,7 @@ type Proxy struct {
 	mu      sync.Mutex
 	mode    proxyMode
 	delay   time.Duration
+	pattern []byte        // modeBlackholeConns: the command that marks a connection
 	changed chan struct{} // closed and replaced on every mode change
 	conns   map[*proxyConn]struct{}
 	closed  bool
@@ -52,8 +57,9 @@ type proxyConn struct {
 	once   sync.Once
 	done   chan struct{}
 
-	mu     sync.Mutex
-	server net.Conn
+	mu      sync.Mutex
+	server  net.Conn
+	matched bool // it sent the pattern of a BlackholeConns
 }
 
 func (pc *proxyConn) close() {
@@ -141,6 +147,38 @@ func (p *Proxy) Cut() {
 func (p *Proxy) Blackhole() {
 	p.mu.Lock()
 	p.setModeLocked(modeBlackhole, 0)
+	p.mu.Unlock()
+}
+
+// BlackholeConns holds, in both directions, every connection that sends command
+// (a Redis command name such as "XREAD"; matched in upper or lower case within a
+// chunk the client writes), from the chunk that carries it on; other connections
+// keep forwarding. It makes asymmetric partitions: a node whose reading
+// connection is dead while its publishing connection works, or the reverse.
+// Restore delivers what was held.
+func (p *Proxy) BlackholeConns(command string) {
+	p.mu.Lock()
+	p.setModeLocked(modeBlackholeConns, 0)
+	p.pattern = []byte(command)
+	for pc := range p.conns {
+		pc.mu.Lock()
+		pc.matched = false
+		pc.mu.Unlock()
+	}
+	p.mu.Unlock()
+}
+
+// BlackholeOneWay holds the bytes of one direction only, on every connection:
+// toServer true loses the requests (the server sees nothing), false the replies
+// (the server executes every command; the client hears nothing back). Restore
+// delivers what was held.
+func (p *Proxy) BlackholeOneWay(toServer bool) {
+	p.mu.Lock()
+	if toServer {
+		p.setModeLocked(modeBlackholeUp, 0)
+	} else {
+		p.setModeLocked(modeBlackholeDown, 0)
+	}
 	p.mu.Unlock()
 }
 
@@ -259,19 +297,20 @@ func (p *Proxy) serve(ctx context.Context, pc *proxyConn) {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		p.pump(pc, server, pc.client)
+		p.pump(pc, server, pc.client, true)
 	}()
-	p.pump(pc, pc.client, server)
+	p.pump(pc, pc.client, server, false)
 }
 
-// pump copies src to dst chunk by chunk, passing each chunk through the fault gate.
-func (p *Proxy) pump(pc *proxyConn, dst, src net.Conn) {
+// pump copies src to dst chunk by chunk, passing each chunk through the fault
+// gate; up is the direction to the server.
+func (p *Proxy) pump(pc *proxyConn, dst, src net.Conn, up bool) {
 	defer pc.close()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
-			if !p.gate(pc) {
+			if !p.gate(pc, up, buf[:n]) {
 				return
 			}
 			if _, werr := dst.Write(buf[:n]); werr != nil {
@@ -285,11 +324,30 @@ func (p *Proxy) pump(pc *proxyConn, dst, src net.Conn) {
 }
 
 // gate blocks a chunk according to the mode; false means drop the connection.
-func (p *Proxy) gate(pc *proxyConn) bool {
+func (p *Proxy) gate(pc *proxyConn, up bool, chunk []byte) bool {
 	for {
 		p.mu.Lock()
-		m, d, changed := p.mode, p.delay, p.changed
+		m, d, changed, pattern := p.mode, p.delay, p.changed, p.pattern
 		p.mu.Unlock()
+		hold := false
+		switch m {
+		case modeBlackholeConns:
+			pc.mu.Lock()
+			if up && !pc.matched && (bytes.Contains(chunk, bytes.ToUpper(pattern)) || bytes.Contains(chunk, bytes.ToLower(pattern))) {
+				pc.matched = true
+			}
+			hold = pc.matched
+			pc.mu.Unlock()
+		case modeBlackholeUp:
+			hold = up
+		case modeBlackholeDown:
+			hold = !up
+		}
+		if hold {
+			m = modeBlackhole
+		} else if m > modeCut {
+			m = modeForward
+		}
 		switch m {
 		case modeForward:
 			return true

@@ -191,3 +191,101 @@ func TestProxyCloseStopsEverything(t *testing.T) {
 func ping(c *respConn) error {
 	return writeCommand(c.w, []string{"PING"})
 }
+
+// readLine reads one reply line within d; "" and a timeout error when none came.
+func readLineWithin(t *testing.T, c net.Conn, r *bufio.Reader, d time.Duration) (string, error) {
+	t.Helper()
+	if err := c.SetReadDeadline(time.Now().Add(d)); err != nil {
+		t.Fatal(err)
+	}
+	return r.ReadString('\n')
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func TestProxyBlackholeConnsHoldsOnlyMatchingConnections(t *testing.T) {
+	ctx := testCtx(t)
+	s := Standalone(t)
+	p := NewProxy(t, s.Addr())
+	reader, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	rr := bufio.NewReader(reader)
+	writer, err := dialRESP(ctx, p.Addr(), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.close()
+
+	p.BlackholeConns("XREAD")
+	// The connection that sends XREAD is held from that command on.
+	if _, err := reader.Write([]byte("*4\r\n$5\r\nxread\r\n$7\r\nstreams\r\n$1\r\ns\r\n$1\r\n0\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := readLineWithin(t, reader, rr, 300*time.Millisecond); !isTimeout(err) {
+		t.Fatalf("XREAD answered during BlackholeConns: %q, %v", line, err)
+	}
+	// Another connection keeps working, writes included.
+	if v, err := writer.do(ctx, "XADD", "s", "*", "f", "v"); err != nil {
+		t.Fatalf("XADD on another connection = %v, %v", v, err)
+	}
+	p.Restore()
+	if line, err := readLineWithin(t, reader, rr, 10*time.Second); err != nil || line != "*1\r\n" {
+		t.Fatalf("held XREAD after Restore = %q, %v (want one stream in the reply)", line, err)
+	}
+}
+
+func TestProxyBlackholeOneWay(t *testing.T) {
+	ctx := testCtx(t)
+	s := Standalone(t)
+	p := NewProxy(t, s.Addr())
+	raw, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	r := bufio.NewReader(raw)
+
+	// Replies lost: the server executes the command, the client hears nothing.
+	p.BlackholeOneWay(false)
+	if _, err := raw.Write([]byte("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4\r\ndown\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := readLineWithin(t, raw, r, 300*time.Millisecond); !isTimeout(err) {
+		t.Fatalf("reply passed a blackholed reply direction: %q, %v", line, err)
+	}
+	if err := waitUntil(ctx, 20*time.Millisecond, "SET executed", func(ctx context.Context) error {
+		v, err := s.Do(ctx, "GET", "k")
+		if err == nil && v != "down" {
+			err = errors.New("not yet")
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	p.Restore()
+	if line, err := readLineWithin(t, raw, r, 10*time.Second); err != nil || line != "+OK\r\n" {
+		t.Fatalf("held reply after Restore = %q, %v", line, err)
+	}
+
+	// Requests lost: the server sees nothing until Restore.
+	p.BlackholeOneWay(true)
+	if _, err := raw.Write([]byte("*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\nup\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := readLineWithin(t, raw, r, 300*time.Millisecond); !isTimeout(err) {
+		t.Fatalf("request passed a blackholed request direction: %q, %v", line, err)
+	}
+	if v, err := s.Do(ctx, "GET", "k"); err != nil || v != "down" {
+		t.Fatalf("GET k = %v, %v: the held SET reached the server", v, err)
+	}
+	p.Restore()
+	if line, err := readLineWithin(t, raw, r, 10*time.Second); err != nil || line != "+OK\r\n" {
+		t.Fatalf("held request after Restore = %q, %v", line, err)
+	}
+}

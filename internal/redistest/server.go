@@ -199,7 +199,11 @@ func dataConf(s *Server, port int) []string {
 		"repl-diskless-sync-delay 0",
 	}
 	if c.aof {
-		lines = append(lines, "appendonly yes", "appendfsync always")
+		fsync := c.fsync
+		if fsync == "" {
+			fsync = "always"
+		}
+		lines = append(lines, "appendonly yes", "appendfsync "+fsync)
 	} else {
 		lines = append(lines, "appendonly no")
 	}

@@ -1,0 +1,56 @@
+// Package nemesis is durasock's Jepsen-style fault suite: node processes, a
+// seeded random nemesis and a checker of recorded histories.
+//
+// Start with scenario.go: Scenarios lists the named runs, RunScenario runs one
+// (Start, the scenario's nemesis program between steady phases, Finish, Check).
+// The pieces:
+//
+//   - node.go: the node program. The harness starts this executable again with
+//     the node's configuration in an environment variable (NodeMain must come
+//     first in TestMain or main); the node is durasock built like cmd/durasock
+//     (redisbus + cluster + socketio) whose application lets sockets join rooms
+//     and lets a publisher socket broadcast numbered events, acking whether the
+//     bus accepted each. Every gap, drop and state change is written to stdout
+//     as it happens, so the harness knows what a node reported even when it is
+//     SIGKILLed a moment later.
+//   - run.go, proc.go: a Run is one redis-server (AOF always, everysec, no, or
+//     none) with a TCP fault proxy per node slot (internal/redistest), or a
+//     Sentinel set (Config.Sentinel); N node processes, WebSocket clients
+//     (internal/sioclient) in several namespaces and rooms, and publishers on
+//     every node (plain broadcasts, or every n-th one with acknowledgements);
+//     everything on 127.0.0.1 with free ports and stopped by PID in Close.
+//   - workload.go: clients reconnect when their connection ends (to their home
+//     node if usable, else another); each connection is a session of the
+//     history. Publishers emit at their share of Config.Rate and follow their
+//     home node through restarts; tail publishers stop for good at the first
+//     fault.
+//   - nemesis.go: the operations (node SIGKILL and restart with the same or a
+//     new id, SIGTERM drain, SIGSTOP/SIGCONT, two processes with one id; Redis
+//     SIGKILL and restart, CLIENT PAUSE, CLIENT KILL, maxmemory below its use,
+//     Sentinel failover; a node's link to Redis cut, blackholed, or dead one
+//     way: its reading connections, its publishing connections, or only the
+//     replies; clients bounced) and Schedule, which draws rounds of one or two
+//     concurrent steps from a seed.
+//   - check.go: Check proves, per (publisher session, client session), that
+//     every accepted event sent after the session was ready arrived exactly
+//     once and in order, or that the loss is covered by the gaps its receiving
+//     node reported about the origin and the drops the origin counted. It
+//     counts losses of events that never left a SIGKILLed origin apart (what
+//     "accepted" means when a process dies, G9), and every client disconnect
+//     that no nemesis step explains. It also names the steps after which
+//     nothing visibly changed (a fault that tested nothing). Verdict.Table
+//     prints the verdict and, on failure, the first missing, duplicated and
+//     reordered event with the history around it; Write saves histories and
+//     verdicts as JSON.
+//
+// The default test run (go test ./...) runs the scenario "short": about 40 s,
+// seed 1, faults the product is expected to survive. Other runs:
+//
+//	go test ./internal/nemesis -run TestNemesis -nemesis.scenario soak -nemesis.duration 30m -nemesis.seed 7 -nemesis.out /tmp/soak -timeout 2h
+//	go test ./internal/nemesis -run TestNemesis -nemesis.scenario overlap -v
+//	go test ./internal/nemesis -run TestNemesis -nemesis.ops node-kill,redis-kill -nemesis.seed 3 -v
+//	go test ./internal/nemesis -run TestNemesis -nemesis.scenario all -nemesis.table -nemesis.out /tmp/n -v   # docs/RELIABILITY.md's table
+//
+// A failing run prints its seed; the same seed gives the same nemesis
+// schedule (the timing of the workload around it varies).
+package nemesis

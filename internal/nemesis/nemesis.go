@@ -1,0 +1,332 @@
+package nemesis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/durasock/durasock/bus/redisbus"
+	"github.com/durasock/durasock/internal/redistest"
+)
+
+// Nemesis operations. Each injects one fault, holds it, heals it and waits
+// until the cluster is whole again (every node Connected and meshed).
+const (
+	OpNodeKill      = "node-kill"       // SIGKILL a node, restart it with the same id
+	OpNodeKillNewID = "node-kill-newid" // SIGKILL a node, restart it with a new id
+	OpNodeTerm      = "node-term"       // SIGTERM a node (drain), restart it with the same id
+	OpNodePause     = "node-pause"      // SIGSTOP a node, SIGCONT it later
+	OpNodeOverlap   = "node-overlap"    // start a second process with a node's id, then drain the old one
+	OpRedisKill     = "redis-kill"      // SIGKILL Redis, restart it from its AOF (or empty)
+	OpRedisPause    = "redis-pause"     // CLIENT PAUSE ALL
+	OpRedisClients  = "redis-client-kill"
+	OpNetCut        = "net-cut"       // reset every connection between one node and Redis
+	OpNetBlackhole  = "net-blackhole" // hold every byte between one node and Redis
+	OpClientBounce  = "client-bounce" // some clients disconnect and connect again
+	// Asymmetric network faults between one node and Redis.
+	OpNetReadDead    = "net-read-dead"    // the node's reading connections (XREAD) held, publishing works
+	OpNetWriteDead   = "net-write-dead"   // the node's publishing connections (XADD) held, reading works
+	OpNetRepliesLost = "net-replies-lost" // Redis executes every command, the node hears no reply
+	OpRedisOOM       = "redis-oom"        // maxmemory below what Redis uses (noeviction): writes fail with OOM
+	// OpSentinelFailover kills the primary of a Sentinel set, waits for the
+	// promotion and starts the old primary again as a replica.
+	OpSentinelFailover = "sentinel-failover"
+	// OpClusterFailover kills the Redis Cluster primary of one stream
+	// partition (the step's slot), waits until a replica serves its slots,
+	// and starts the old primary again (it returns as a replica).
+	OpClusterFailover = "cluster-failover"
+)
+
+// AllOps is every operation.
+var AllOps = []string{OpNodeKill, OpNodeKillNewID, OpNodeTerm, OpNodePause, OpNodeOverlap,
+	OpRedisKill, OpRedisPause, OpRedisClients, OpRedisOOM, OpNetCut, OpNetBlackhole,
+	OpNetReadDead, OpNetWriteDead, OpNetRepliesLost, OpClientBounce}
+
+// redisOps act on the one Redis; two of them never run at once.
+var redisOps = []string{OpRedisKill, OpRedisPause, OpRedisClients, OpRedisOOM, OpSentinelFailover, OpClusterFailover}
+
+// Step is one nemesis step: an operation on a target, held for a while.
+type Step struct {
+	Op   string
+	Slot int           // the node slot (node and network operations)
+	Hold time.Duration // how long the fault lasts
+}
+
+func (s Step) String() string {
+	if slices.Contains(redisOps, s.Op) {
+		return fmt.Sprintf("%s %v", s.Op, s.Hold)
+	}
+	return fmt.Sprintf("%s n%d %v", s.Op, s.Slot, s.Hold)
+}
+
+// Schedule draws steps from ops with the run's seeded generator: each round one
+// step or, one time in three, two at once on different targets.
+func (r *Run) Schedule(ops []string, rounds int, minHold, maxHold time.Duration) [][]Step {
+	var out [][]Step
+	for range rounds {
+		n := 1
+		if r.rng.IntN(3) == 0 {
+			n = 2
+		}
+		var round []Step
+		for len(round) < n {
+			s := Step{Op: ops[r.rng.IntN(len(ops))], Slot: r.rng.IntN(r.cfg.Nodes),
+				Hold: minHold + time.Duration(r.rng.Int64N(int64(maxHold-minHold)+1))}
+			if conflicts(round, s) {
+				if len(ops) == 1 || r.cfg.Nodes == 1 {
+					break
+				}
+				continue
+			}
+			round = append(round, s)
+		}
+		out = append(out, round)
+	}
+	return out
+}
+
+func conflicts(round []Step, s Step) bool {
+	for _, o := range round {
+		if slices.Contains(redisOps, o.Op) && slices.Contains(redisOps, s.Op) {
+			return true
+		}
+		if !slices.Contains(redisOps, o.Op) && !slices.Contains(redisOps, s.Op) && o.Slot == s.Slot {
+			return true
+		}
+	}
+	return false
+}
+
+// RunRound runs the steps of one round at once and waits until the cluster is
+// whole again.
+func (r *Run) RunRound(ctx context.Context, round []Step) error {
+	r.mu.Lock()
+	first := r.steps == 0
+	r.steps++
+	r.mu.Unlock()
+	if first {
+		for _, p := range r.pubs {
+			if p.tail {
+				p.halt()
+			}
+		}
+	}
+	errs := make(chan error, len(round))
+	for _, s := range round {
+		go func() { errs <- r.runStep(ctx, s) }()
+	}
+	var all []error
+	for range round {
+		all = append(all, <-errs)
+	}
+	if err := r.waitMeshed(ctx); err != nil {
+		all = append(all, err)
+	}
+	return errors.Join(all...)
+}
+
+func (r *Run) runStep(ctx context.Context, s Step) error {
+	start := r.clk.now()
+	r.logf("nemesis: %s", s)
+	err := r.apply(ctx, s)
+	h := stepHist{Start: start, End: r.clk.now(), Op: s.String()}
+	if err != nil {
+		h.Err = err.Error()
+		r.logf("nemesis: %s: %v", s, err)
+	}
+	r.mu.Lock()
+	r.hist.Steps = append(r.hist.Steps, h)
+	r.mu.Unlock()
+	return err
+}
+
+func (r *Run) apply(ctx context.Context, s Step) error {
+	switch s.Op {
+	case OpNodeKill, OpNodeKillNewID, OpNodeTerm:
+		p := r.current(s.Slot)
+		if p == nil {
+			return fmt.Errorf("nemesis: slot %d has no process", s.Slot)
+		}
+		if s.Op == OpNodeTerm {
+			p.hist.addFault(r.clk.now(), "term")
+			if err := p.term(30 * time.Second); err != nil {
+				return err
+			}
+		} else {
+			p.hist.addFault(r.clk.now(), "kill")
+			if err := p.kill(); err != nil {
+				return err
+			}
+		}
+		r.pause(s.Hold)
+		_, err := r.startNode(ctx, s.Slot, s.Op == OpNodeKillNewID)
+		return err
+	case OpNodePause:
+		p := r.current(s.Slot)
+		if p == nil {
+			return fmt.Errorf("nemesis: slot %d has no process", s.Slot)
+		}
+		p.hist.addFault(r.clk.now(), "stop")
+		if err := p.pause(); err != nil {
+			return err
+		}
+		r.pause(s.Hold)
+		return p.cont()
+	case OpNodeOverlap:
+		old := r.current(s.Slot)
+		if old == nil {
+			return fmt.Errorf("nemesis: slot %d has no process", s.Slot)
+		}
+		if _, err := r.startNode(ctx, s.Slot, false); err != nil {
+			return err
+		}
+		// The slot's clients move to the new process; its publishers stay on
+		// the old one until it drains: both processes are live with one id.
+		r.bounce(s.Slot)
+		r.pause(s.Hold)
+		old.hist.addFault(r.clk.now(), "term")
+		return old.term(30 * time.Second)
+	case OpRedisKill:
+		if r.redis == nil {
+			return fmt.Errorf("nemesis: %s needs a standalone Redis (use %s with Sentinel)", s.Op, OpSentinelFailover)
+		}
+		if err := r.redis.Kill(); err != nil {
+			return err
+		}
+		r.pause(s.Hold)
+		sctx, cancel := context.WithTimeout(ctx, r.cfg.Settle)
+		defer cancel()
+		return r.redis.Start(sctx)
+	case OpSentinelFailover:
+		if r.sentinel == nil {
+			return fmt.Errorf("nemesis: %s needs Config.Sentinel", s.Op)
+		}
+		sctx, cancel := context.WithTimeout(ctx, 2*r.cfg.Settle)
+		defer cancel()
+		old, err := r.sentinel.KillPrimary()
+		if err != nil {
+			return err
+		}
+		if _, err := r.sentinel.WaitFailover(sctx); err != nil {
+			return err
+		}
+		r.pause(s.Hold)
+		// Back as a replica: without one, WaitReplicas=1 cannot succeed.
+		if err := old.Start(sctx); err != nil {
+			return err
+		}
+		return r.sentinel.WaitReplicaSync(sctx)
+	case OpClusterFailover:
+		if r.cluster == nil {
+			return fmt.Errorf("nemesis: %s needs Config.Cluster", s.Op)
+		}
+		sctx, cancel := context.WithTimeout(ctx, 2*r.cfg.Settle)
+		defer cancel()
+		old, err := r.cluster.KillPrimaryOf(sctx, redisbus.StreamKey(streamPrefix, s.Slot))
+		if err != nil {
+			return err
+		}
+		if err := r.cluster.WaitHealthy(sctx); err != nil {
+			return err
+		}
+		r.pause(s.Hold)
+		if err := old.Start(sctx); err != nil {
+			return err
+		}
+		return r.cluster.WaitHealthy(sctx)
+	case OpRedisPause, OpRedisClients, OpRedisOOM:
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		srv, err := r.primary(sctx)
+		if err != nil {
+			return err
+		}
+		return r.redisFault(sctx, srv, s)
+	case OpNetReadDead, OpNetWriteDead, OpNetRepliesLost, OpNetCut, OpNetBlackhole:
+		px, err := r.proxy(s.Slot)
+		if err != nil {
+			return err
+		}
+		switch s.Op {
+		case OpNetReadDead:
+			px.BlackholeConns("XREAD")
+		case OpNetWriteDead:
+			px.BlackholeConns("XADD")
+		case OpNetRepliesLost:
+			px.BlackholeOneWay(false)
+		case OpNetCut:
+			px.Cut()
+		default:
+			px.Blackhole()
+		}
+		r.pause(s.Hold)
+		px.Restore()
+		return nil
+	case OpClientBounce:
+		r.bounce(s.Slot)
+		r.pause(s.Hold)
+		return nil
+	}
+	return fmt.Errorf("nemesis: unknown operation %q (want one of %s)", s.Op, strings.Join(AllOps, ", "))
+}
+
+// redisFault runs a fault on one Redis server that it holds for s.Hold.
+func (r *Run) redisFault(ctx context.Context, srv *redistest.Server, s Step) error {
+	switch s.Op {
+	case OpRedisPause:
+		if err := srv.Pause(ctx, s.Hold); err != nil {
+			return err
+		}
+		r.pause(s.Hold)
+		return nil
+	case OpRedisClients:
+		for _, typ := range []string{"normal", "pubsub"} {
+			if _, err := srv.Do(ctx, "CLIENT", "KILL", "TYPE", typ); err != nil {
+				return err
+			}
+		}
+		r.pause(s.Hold)
+		return nil
+	}
+	info, err := srv.Info(ctx, "memory")
+	if err != nil {
+		return err
+	}
+	used, err := strconv.ParseInt(info["used_memory"], 10, 64)
+	if err != nil {
+		return fmt.Errorf("nemesis: used_memory %q: %w", info["used_memory"], err)
+	}
+	if _, err := srv.Do(ctx, "CONFIG", "SET", "maxmemory-policy", "noeviction"); err != nil {
+		return err
+	}
+	if _, err := srv.Do(ctx, "CONFIG", "SET", "maxmemory", strconv.FormatInt(max(used/2, 1), 10)); err != nil {
+		return err
+	}
+	r.pause(s.Hold)
+	// The hold outlives ctx's 10 s bound when it is long: a fresh one.
+	rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = srv.Do(rctx, "CONFIG", "SET", "maxmemory", "0")
+	return err
+}
+
+// bounce makes the clients of slot disconnect and connect again.
+func (r *Run) bounce(slot int) {
+	for _, c := range r.clients {
+		if c.home == slot {
+			select {
+			case c.bounce <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// jitter returns a random number below n for timing spread; it does not use the
+// seeded generator, so it does not change the schedule.
+func (r *Run) jitter(n int) int { return rand.IntN(n) }

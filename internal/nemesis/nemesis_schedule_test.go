@@ -1,0 +1,50 @@
+package nemesis
+
+import (
+	"math/rand/v2"
+	"reflect"
+	"testing"
+	"time"
+)
+
+func scheduleOf(seed int64) [][]Step {
+	r := &Run{cfg: Config{Nodes: 3}, rng: rand.New(rand.NewPCG(uint64(seed), 0x6e656d65))}
+	return r.Schedule(AllOps, 50, time.Second, 5*time.Second)
+}
+
+func TestScheduleIsReproducible(t *testing.T) {
+	a, b := scheduleOf(7), scheduleOf(7)
+	if !reflect.DeepEqual(a, b) {
+		t.Fatalf("seed 7 gave two schedules:\n%v\n%v", a, b)
+	}
+	if reflect.DeepEqual(a, scheduleOf(8)) {
+		t.Fatal("seeds 7 and 8 gave the same schedule")
+	}
+}
+
+func TestScheduleCombinesWithoutConflicts(t *testing.T) {
+	pairs := 0
+	ops := map[string]bool{}
+	for _, round := range scheduleOf(3) {
+		if len(round) == 2 {
+			pairs++
+			if conflicts(round[:1], round[1]) {
+				t.Errorf("conflicting steps in one round: %v", round)
+			}
+		}
+		for _, s := range round {
+			ops[s.Op] = true
+			if s.Hold < time.Second || s.Hold > 5*time.Second || s.Slot < 0 || s.Slot > 2 {
+				t.Errorf("step out of bounds: %v", s)
+			}
+		}
+	}
+	if pairs == 0 {
+		t.Error("no round combines two faults")
+	}
+	for _, op := range AllOps {
+		if !ops[op] {
+			t.Errorf("50 rounds never drew %s", op)
+		}
+	}
+}

@@ -1,0 +1,320 @@
+package nemesis
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/durasock/durasock/adapter"
+	"github.com/durasock/durasock/bus"
+	"github.com/durasock/durasock/bus/redisbus"
+	"github.com/durasock/durasock/cluster"
+	"github.com/durasock/durasock/engineio"
+	"github.com/durasock/durasock/socketio"
+)
+
+// nodeEnv marks a node process: the test binary (or any program that calls
+// NodeMain first) started again with this variable holding the node's JSON
+// configuration.
+const nodeEnv = "DURASOCK_NEMESIS_NODE"
+
+// Event names of the node's application protocol.
+const (
+	joinEvent    = "join" // client -> node: [rooms...], acked with "ok"
+	publishEvent = "pub"  // publisher -> node: [room, publisher, seq, payload?, withAck?], acked "ok" or an error
+	dataEvent    = "e"    // node -> clients: [publisher, seq, payload?]
+)
+
+// streamPrefix is the redisbus Prefix of the nodes.
+const streamPrefix = "nemesis"
+
+// nodeConfig is what a node process is told at start.
+type nodeConfig struct {
+	RedisURL      string        `json:"redis_url"`
+	NodeID        string        `json:"node_id"`
+	Namespaces    []string      `json:"namespaces"`
+	SendQueue     int           `json:"send_queue,omitempty"`
+	OutboxMax     int           `json:"outbox_max,omitempty"`
+	OutboxMaxAge  time.Duration `json:"outbox_max_age,omitempty"`
+	StreamMaxLen  int64         `json:"stream_max_len,omitempty"`
+	PingInterval  time.Duration `json:"ping_interval,omitempty"`
+	PingTimeout   time.Duration `json:"ping_timeout,omitempty"`
+	DrainTimeout  time.Duration `json:"drain_timeout,omitempty"`
+	ProbeInterval time.Duration `json:"probe_interval,omitempty"`
+	WaitReplicas  int           `json:"wait_replicas,omitempty"`
+}
+
+// nodeStatus is the JSON of a node's GET /status.
+type nodeStatus struct {
+	Node    string     `json:"node"`
+	Nodes   []string   `json:"nodes"`
+	Clients int        `json:"clients"`
+	Bus     bus.Status `json:"bus"`
+	Stats   bus.Stats  `json:"stats"`
+	// Goroutines and RSS (bytes, 0 where /proc is missing) show leaks in soaks.
+	Goroutines int    `json:"goroutines"`
+	RSS        uint64 `json:"rss"`
+}
+
+// report is one line a node writes on its stdout for the harness: every gap,
+// drop and state change as it happens, so that what a node reported is known
+// even when it is SIGKILLed a moment later.
+type report struct {
+	Kind      string `json:"k"` // "listening", "gap", "drop", "state", "drained"
+	Addr      string `json:"addr,omitempty"`
+	Origin    string `json:"origin,omitempty"`
+	Partition int    `json:"partition,omitempty"`
+	After     uint64 `json:"after,omitempty"`
+	Next      uint64 `json:"next,omitempty"`
+	Missing   uint64 `json:"missing,omitempty"`
+	Reason    string `json:"reason,omitempty"`
+	Count     int    `json:"count,omitempty"`
+	State     string `json:"state,omitempty"`
+	Err       string `json:"err,omitempty"`
+}
+
+// reporter writes reports to stdout, one JSON object per line, unbuffered.
+type reporter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (r *reporter) send(rep report) {
+	b, err := json.Marshal(rep)
+	if err != nil {
+		panic(err) // a report has only plain fields
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	// A write error means the harness is gone; the process will be killed.
+	_, _ = r.w.Write(append(b, '\n'))
+}
+
+// NodeMain runs this process as a nemesis node when the harness started it as
+// one, and then exits; otherwise it returns at once. Call it first in TestMain
+// (before goleak) or main.
+func NodeMain() {
+	raw := os.Getenv(nodeEnv)
+	if raw == "" {
+		return
+	}
+	var cfg nodeConfig
+	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "nemesis node: bad config:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	rep := &reporter{w: os.Stdout}
+	err := runNode(ctx, cfg, rep, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nemesis node:", err)
+		rep.send(report{Kind: "drained", Err: err.Error()})
+		os.Exit(1)
+	}
+	rep.send(report{Kind: "drained"})
+	os.Exit(0)
+}
+
+// runNode is one durasock node built like cmd/durasock (the cluster adapter over
+// the reliable Redis bus) whose application is the nemesis workload: sockets
+// join rooms on "join", and "pub" broadcasts [publisher, seq] as "e" to a room
+// of the socket's namespace and acks whether the bus accepted it. It serves
+// until ctx ends, then drains like the binary does on SIGTERM.
+func runNode(ctx context.Context, cfg nodeConfig, rep *reporter, stderr io.Writer) error {
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	probe := cfg.ProbeInterval
+	if probe == 0 {
+		probe = 500 * time.Millisecond
+	}
+	b, err := redisbus.Open(context.Background(), cfg.RedisURL, &redisbus.Options{
+		Prefix:       streamPrefix,
+		BlockTimeout: time.Second,
+		DialTimeout:  time.Second,
+		WriteTimeout: time.Second,
+		StreamMaxLen: cfg.StreamMaxLen,
+		WaitReplicas: cfg.WaitReplicas,
+		Bus: bus.Config{
+			NodeID:        cfg.NodeID,
+			Outbox:        bus.OutboxConfig{MaxMessages: cfg.OutboxMax, MaxAge: cfg.OutboxMaxAge},
+			Backoff:       bus.BackoffConfig{Base: 50 * time.Millisecond, Cap: time.Second},
+			ProbeInterval: probe,
+			Logger:        log,
+			OnGap: func(g bus.Gap) {
+				rep.send(report{Kind: "gap", Origin: g.Origin, Partition: g.Partition, After: g.After, Next: g.Next, Missing: g.Missing})
+			},
+			OnDrop: func(d bus.Drop) {
+				rep.send(report{Kind: "drop", Origin: d.Origin, Reason: string(d.Reason), Count: d.Count})
+			},
+			OnStateChange: func(s bus.Status) {
+				rep.send(report{Kind: "state", State: s.State.String(), Err: s.LastError})
+			},
+		},
+		ConfigureClient: func(co *rueidis.ClientOption) { co.ClientName = "nemesis-" + cfg.NodeID },
+	})
+	if err != nil {
+		return fmt.Errorf("redis bus: %w", err)
+	}
+	cl, err := cluster.New(b, &cluster.Options{Logger: log, RequestTimeout: 2 * time.Second})
+	if err != nil {
+		return errors.Join(fmt.Errorf("cluster: %w", err), closeNodeBus(nil, b, time.Second))
+	}
+	srv := socketio.NewServer(&socketio.Options{
+		Adapter: cl.Adapter,
+		Options: engineio.Options{
+			Logger:        log,
+			SendQueueSize: cfg.SendQueue,
+			PingInterval:  cfg.PingInterval,
+			PingTimeout:   cfg.PingTimeout,
+		},
+	})
+	for _, name := range cfg.Namespaces {
+		nsp := srv.Of(name)
+		nsp.OnConnection(func(s *socketio.Socket) { serveSocket(nsp, s, log) })
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("/socket.io/", srv)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"status":"ok"}`+"\n")
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		st := nodeStatus{Node: b.NodeID(), Nodes: cl.Nodes(), Clients: srv.Engine().Count(), Bus: b.Status(), Stats: b.Stats(),
+			Goroutines: runtime.NumGoroutine(), RSS: readRSS()}
+		st.Bus.StateName = st.Bus.State.String()
+		w.Header().Set("Content-Type", "application/json")
+		// A write error means the caller went away.
+		_ = json.NewEncoder(w).Encode(st)
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return errors.Join(fmt.Errorf("listen: %w", err), closeNodeBus(cl, b, time.Second))
+	}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+	rep.send(report{Kind: "listening", Addr: ln.Addr().String()})
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-served:
+	}
+	drain := cfg.DrainTimeout
+	if drain <= 0 {
+		drain = 10 * time.Second
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	errs := []error{srv.Shutdown(shutCtx), hs.Shutdown(shutCtx)}
+	if err := cl.Close(shutCtx); err != nil {
+		errs = append(errs, fmt.Errorf("cluster close: %w", err))
+	}
+	if err := b.Close(shutCtx); err != nil {
+		errs = append(errs, fmt.Errorf("bus close: %w", err))
+	}
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		errs = append(errs, serveErr)
+	}
+	return errors.Join(errs...)
+}
+
+// serveSocket is the workload's application on one socket.
+func serveSocket(nsp *socketio.Namespace, s *socketio.Socket, log *slog.Logger) {
+	s.On(joinEvent, func(e *socketio.Event) {
+		var rooms []string
+		for _, a := range e.Args {
+			var r string
+			if err := json.Unmarshal(a, &r); err != nil {
+				_ = e.Ack("bad room")
+				return
+			}
+			rooms = append(rooms, r)
+		}
+		s.Join(rooms...)
+		if err := e.Ack("ok"); err != nil {
+			log.Warn("nemesis node: join ack", "err", err)
+		}
+	})
+	s.On(publishEvent, func(e *socketio.Event) {
+		var room string
+		var pub int
+		var seq uint64
+		if err := e.Bind(&room, &pub, &seq); err != nil {
+			_ = e.Ack("bad publish: " + err.Error())
+			return
+		}
+		var withAck bool
+		if len(e.Args) > 4 {
+			if err := json.Unmarshal(e.Args[4], &withAck); err != nil {
+				_ = e.Ack("bad publish: " + err.Error())
+				return
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		args := []any{pub, seq}
+		if len(e.Args) > 3 {
+			args = append(args, e.Args[3]) // the payload, passed on as is
+		}
+		res := "ok"
+		if withAck {
+			// The request plane: a broadcast whose clients answer. Its answers
+			// do not matter here, its order among the plain broadcasts does.
+			_, err := nsp.To(room).Timeout(3*time.Second).EmitWithAck(ctx, dataEvent, args...)
+			var missing *adapter.MissingRepliesError
+			if err != nil && !errors.As(err, &missing) {
+				res = err.Error()
+			}
+		} else if err := nsp.To(room).Emit(ctx, dataEvent, args...); err != nil {
+			res = err.Error()
+		}
+		// The publisher may be gone; its history then says "unknown".
+		_ = e.Ack(res)
+	})
+}
+
+// readRSS returns this process's resident set size from /proc/self/status, or 0.
+func readRSS() uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(rest)
+			if len(f) > 0 {
+				if kb, err := strconv.ParseUint(f[0], 10, 64); err == nil {
+					return kb * 1024
+				}
+			}
+		}
+	}
+	return 0
+}
+
+func closeNodeBus(cl *cluster.Cluster, b *bus.Reliable, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	var err error
+	if cl != nil {
+		err = cl.Close(ctx)
+	}
+	return errors.Join(err, b.Close(ctx))
+}

@@ -1,0 +1,339 @@
+package nemesis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Scenario is a named run: a cluster shape and a nemesis program.
+type Scenario struct {
+	Name string
+	// Doc says what the scenario does and what it expects.
+	Doc string
+	// Defect, when not empty, names the bus defect this scenario shows on code
+	// that has it; such a scenario is not part of the default test run.
+	Defect string
+	// Exact: Redis loses nothing it acknowledged in this scenario, so a loss
+	// that only receivers' gaps account for fails it (losses the origins
+	// counted as drops do not).
+	Exact bool
+	// Config shapes the cluster; Seed and Logf come from the caller.
+	Config Config
+	// Program runs the nemesis for about d.
+	Program func(ctx context.Context, r *Run, d time.Duration) error
+	// Duration is the default length of the nemesis program.
+	Duration time.Duration
+}
+
+// SafeOps are the operations today's product is expected to survive with the
+// contract intact.
+var SafeOps = []string{OpRedisKill, OpRedisPause, OpRedisClients, OpRedisOOM, OpNetCut, OpNetBlackhole,
+	OpNetReadDead, OpNetWriteDead, OpNetRepliesLost, OpNodeTerm, OpNodePause, OpNodeKillNewID, OpClientBounce}
+
+// SentinelOps are the operations of the Sentinel scenarios (no fault proxy
+// there: nodes reach the primary the sentinels name).
+var SentinelOps = []string{OpSentinelFailover, OpRedisPause, OpRedisClients, OpNodeTerm, OpNodePause,
+	OpNodeKillNewID, OpClientBounce}
+
+// ClusterOps are the operations of the Redis Cluster scenario.
+var ClusterOps = []string{OpClusterFailover, OpRedisPause, OpRedisClients, OpNodeTerm, OpNodePause,
+	OpNodeKillNewID, OpClientBounce}
+
+// Random runs seeded random rounds of ops until d has passed.
+func Random(ops []string, minHold, maxHold time.Duration) func(ctx context.Context, r *Run, d time.Duration) error {
+	return func(ctx context.Context, r *Run, d time.Duration) error {
+		end := time.Now().Add(d)
+		for time.Now().Before(end) {
+			round := r.Schedule(ops, 1, minHold, maxHold)[0]
+			if err := r.RunRound(ctx, round); err != nil {
+				return err
+			}
+			r.pause(time.Second)
+		}
+		return nil
+	}
+}
+
+// Scenarios are the named scenarios, "short" first.
+var Scenarios = []Scenario{
+	{
+		Name: "short",
+		Doc: "3 node processes, AOF always, 200 events/s over 6 publishers and 2 namespaces; seeded random rounds " +
+			"of Redis kill/pause/client-kill/OOM, one node's link to Redis cut, blackholed, or dead one way (reads, " +
+			"writes, replies), node drain, node SIGSTOP, node SIGKILL with a new id and client reconnects, one or " +
+			"two faults at once. Expected: PASS, nothing lost even with a report.",
+		Exact:    true,
+		Config:   Config{Nodes: 3, AOF: "always", Rate: 200},
+		Program:  Random(SafeOps, 2*time.Second, 4*time.Second),
+		Duration: 30 * time.Second,
+	},
+	{
+		Name: "soak",
+		Doc: "Like short with every operation (also SIGKILL with the same id and two processes with one id), " +
+			"AOF everysec, 2 000 events/s, holds of 2 to 20 s. For long runs (-nemesis.duration 30m).",
+		Config:   Config{Nodes: 3, AOF: "everysec", Rate: 2000},
+		Program:  Random(AllOps, 2*time.Second, 20*time.Second),
+		Duration: 5 * time.Minute,
+	},
+	{
+		Name: "sentinel",
+		Doc: "3 node processes on a Sentinel set (primary, replica, three sentinels), WaitReplicas=1, AOF always, " +
+			"200 events/s; seeded random rounds of failovers (the old primary returns as a replica), CLIENT PAUSE, " +
+			"CLIENT KILL, node drain, SIGSTOP, SIGKILL with a new id. Expected: PASS, nothing lost.",
+		Exact:    true,
+		Config:   Config{Nodes: 3, AOF: "always", Rate: 200, Sentinel: true, WaitReplicas: 1},
+		Program:  Random(SentinelOps, 2*time.Second, 4*time.Second),
+		Duration: 40 * time.Second,
+	},
+	{
+		Name: "cluster",
+		Doc: "3 node processes on a Redis Cluster (three primaries, a replica each), WaitReplicas=1, AOF always, " +
+			"200 events/s; seeded random rounds of failovers of the primary of a stream partition (the old one " +
+			"returns as a replica), CLIENT PAUSE, CLIENT KILL, node drain, SIGSTOP, SIGKILL with a new id. " +
+			"Expected: PASS, nothing lost.",
+		Exact:    true,
+		Config:   Config{Nodes: 3, AOF: "always", Rate: 200, Cluster: true, WaitReplicas: 1},
+		Program:  Random(ClusterOps, 2*time.Second, 4*time.Second),
+		Duration: 40 * time.Second,
+	},
+	{
+		Name:   "failover-nowait",
+		Defect: "tail loss is never reported",
+		Doc: "Sentinel set, WaitReplicas=0 (Redis acknowledges before replicating), 2 000 events/s; n2 is " +
+			"frozen (SIGSTOP), the replica sleeps (DEBUG SLEEP 3) and the primary drops its link (CLIENT KILL " +
+			"TYPE replica); n0's publishers stop 500 ms later, the primary is killed and the replica promoted, " +
+			"then n2 resumes. Entries the old primary acknowledged but had not " +
+			"replicated are gone; losses of the others are reported as gaps, n0's tail never is. " +
+			"Expected after the fix: PASS (the tail reported).",
+		Config: Config{Nodes: 3, AOF: "always", Rate: 2000, Sentinel: true, TailPublishers: 2, Settle: 90 * time.Second,
+			NodePing: 20 * time.Second},
+		Program: func(ctx context.Context, r *Run, _ time.Duration) error {
+			return r.fixed(ctx, "failover to a lagging replica", func() error {
+				// The replica sleeps and the primary drops its link: what the
+				// primary acknowledges from then on is not replicated when it dies.
+				sctx, cancel := context.WithTimeout(ctx, 2*r.cfg.Settle)
+				defer cancel()
+				primary, err := r.primary(sctx)
+				if err != nil {
+					return err
+				}
+				slept := make(chan error, 1)
+				go func() {
+					_, err := r.sentinel.Replica().Do(sctx, "DEBUG", "SLEEP", "3")
+					slept <- err
+				}()
+				// n2 is frozen meanwhile: it reads what it missed after the failover.
+				lagging := r.current(2)
+				lagging.hist.addFault(r.clk.now(), "stop")
+				if err := lagging.pause(); err != nil {
+					return errors.Join(err, <-slept)
+				}
+				r.pause(100 * time.Millisecond)
+				if _, err := primary.Do(sctx, "CLIENT", "KILL", "TYPE", "replica"); err != nil {
+					return errors.Join(err, <-slept, lagging.cont())
+				}
+				r.pause(500 * time.Millisecond)
+				r.haltTail()
+				r.pause(200 * time.Millisecond)
+				// The old primary stays down: WaitReplicas=0 needs no replica.
+				_, err = r.sentinel.KillPrimary()
+				if err == nil {
+					_, err = r.sentinel.WaitFailover(sctx)
+				}
+				return errors.Join(err, <-slept, lagging.cont())
+			})
+		},
+	},
+	{
+		Name: "planes",
+		Doc: "No fault: every second event of each publisher is a broadcast with acknowledgements (the " +
+			"request plane), the others plain broadcasts, back to back. Per publisher, clients on other nodes " +
+			"must get them in the order they were issued. A probe for the unordered-planes defect; it passes " +
+			"on today's code here (the publisher waits for each broadcast with acks to be answered).",
+		Config: Config{Nodes: 3, AOF: "always", Rate: 1000, AckEvery: 2},
+		Program: func(ctx context.Context, r *Run, d time.Duration) error {
+			return r.fixed(ctx, "steady traffic on both planes", func() error {
+				r.pause(d)
+				return nil
+			})
+		},
+		Duration: 10 * time.Second,
+	},
+	{
+		Name:   "overlap",
+		Defect: "two live processes with one node id",
+		Doc: "A second process starts with n1's id (a rolling deploy with a fixed id); n1's clients move to it " +
+			"while n1's publishers stay on the old process for 8 s, then the old one drains. " +
+			"Expected after the fix: PASS (or a refusal to start that the harness reports).",
+		Config: Config{Nodes: 3, AOF: "always", Rate: 200},
+		Program: func(ctx context.Context, r *Run, _ time.Duration) error {
+			return r.RunRound(ctx, []Step{{Op: OpNodeOverlap, Slot: 1, Hold: 8 * time.Second}})
+		},
+	},
+	{
+		Name:   "tail-loss",
+		Defect: "tail loss is never reported",
+		Doc: "No persistence. n2's link is blackholed (it lags), n0's publishers stop for good, Redis is killed " +
+			"and restarts empty: n2 never gets n0's last events and, with n0 quiet, no later message reveals the " +
+			"gap. Expected after the fix: the loss is reported (accounted), PASS.",
+		Config: Config{Nodes: 3, AOF: "", Rate: 300, TailPublishers: 2},
+		Program: func(ctx context.Context, r *Run, _ time.Duration) error {
+			return r.fixed(ctx, "lagging reader, quiet origin, Redis restarted empty", func() error {
+				r.proxies[2].Blackhole()
+				r.pause(1500 * time.Millisecond)
+				r.haltTail()
+				r.pause(300 * time.Millisecond)
+				if err := r.redis.Kill(); err != nil {
+					return err
+				}
+				r.proxies[2].Restore()
+				r.pause(2 * time.Second)
+				sctx, cancel := context.WithTimeout(ctx, r.cfg.Settle)
+				defer cancel()
+				return r.redis.Start(sctx)
+			})
+		},
+	},
+	{
+		Name: "restart-same-id",
+		Doc: "n2 lags (blackholed) while n0 is SIGKILLed and restarted with the same id, and the new run's " +
+			"replies are lost for 2 s (so it publishes batches again that had landed); then n2 reads the old " +
+			"run's and the new run's frames, interleaved across partitions (one namespace carries 8 times the " +
+			"traffic of the others). A probe for the stable-id restart defect; it passes on today's code.",
+		Config: Config{Nodes: 3, AOF: "always", Rate: 2000, Namespaces: []string{"/a", "/b", "/c", "/d"},
+			Weights: []float64{8, 1, 1, 1}, ClientsPerNode: 1},
+		Program: func(ctx context.Context, r *Run, _ time.Duration) error {
+			return r.fixed(ctx, "lagging reader sees a restart with the same id", func() error {
+				r.proxies[2].Blackhole()
+				r.pause(3 * time.Second)
+				if err := r.apply(ctx, Step{Op: OpNodeKill, Slot: 0, Hold: 500 * time.Millisecond}); err != nil {
+					return err
+				}
+				r.pause(time.Second)
+				if err := r.apply(ctx, Step{Op: OpNetRepliesLost, Slot: 0, Hold: 2 * time.Second}); err != nil {
+					return err
+				}
+				r.pause(2 * time.Second)
+				r.proxies[2].Restore()
+				return nil
+			})
+		},
+	},
+	{
+		Name:   "replay-8000",
+		Defect: "a replay after an outage cuts healthy clients",
+		Doc: "2 nodes, 10 clients each, one namespace, 8 000 events/s, AOF everysec, Redis SIGKILLed for 10 s; " +
+			"events carry 200 bytes, clients read at most 20 000 events/s (2.5 times the steady rate): the backlog reaches the other node at once. Expected after the fix: PASS (no client cut, nothing lost). " +
+			"Heavy: run it on an idle machine.",
+		Config: Config{Nodes: 2, AOF: "everysec", Rate: 8000, Namespaces: []string{"/a"}, ClientsPerNode: 10, ClientMaxRate: 20000, PayloadBytes: 200},
+		Program: func(ctx context.Context, r *Run, _ time.Duration) error {
+			return r.RunRound(ctx, []Step{{Op: OpRedisKill, Hold: 10 * time.Second}})
+		},
+	},
+}
+
+// fixed runs a hand-written nemesis program as one recorded step.
+func (r *Run) fixed(ctx context.Context, name string, f func() error) error {
+	r.mu.Lock()
+	r.steps++
+	r.mu.Unlock()
+	start := r.clk.now()
+	r.logf("nemesis: %s", name)
+	err := f()
+	h := stepHist{Start: start, End: r.clk.now(), Op: name}
+	if err != nil {
+		h.Err = err.Error()
+	}
+	r.mu.Lock()
+	r.hist.Steps = append(r.hist.Steps, h)
+	r.mu.Unlock()
+	return errors.Join(err, r.waitMeshed(ctx))
+}
+
+// haltTail stops the tail publishers for good.
+func (r *Run) haltTail() {
+	for _, p := range r.pubs {
+		if p.tail {
+			p.halt()
+		}
+	}
+}
+
+// ScenarioByName returns the named scenario.
+func ScenarioByName(name string) (Scenario, error) {
+	for _, s := range Scenarios {
+		if s.Name == name {
+			return s, nil
+		}
+	}
+	names := make([]string, len(Scenarios))
+	for i, s := range Scenarios {
+		names[i] = s.Name
+	}
+	return Scenario{}, fmt.Errorf("nemesis: no scenario %q (have %s)", name, strings.Join(names, ", "))
+}
+
+// Options of RunScenario.
+type Options struct {
+	Seed     int64
+	Duration time.Duration // 0: the scenario's Duration
+	Rate     int           // 0: the scenario's rate
+	Logf     func(format string, args ...any)
+}
+
+// RunScenario starts a cluster, runs the scenario's program between steady
+// phases, finishes and checks. The history is returned even on error (nil
+// only when the cluster never started).
+func RunScenario(ctx context.Context, sc Scenario, o Options) (*History, *Verdict, error) {
+	cfg := sc.Config
+	cfg.Scenario, cfg.Seed, cfg.Logf = sc.Name, o.Seed, o.Logf
+	if o.Rate > 0 {
+		cfg.Rate = o.Rate
+	}
+	d := o.Duration
+	if d == 0 {
+		d = sc.Duration
+	}
+	r, err := Start(ctx, cfg)
+	defer func() {
+		if cerr := r.Close(); cerr != nil && cfg.Logf != nil {
+			cfg.Logf("close: %v", cerr)
+		}
+	}()
+	if err != nil {
+		return nil, nil, errors.Join(err, fmt.Errorf("logs:\n%s", r.Logs()))
+	}
+	r.pause(2 * time.Second)
+	perr := sc.Program(ctx, r, d)
+	r.pause(2 * time.Second)
+	h, ferr := r.Finish(ctx)
+	v := Check(h)
+	if sc.Exact {
+		v.Exact = true
+	}
+	err = errors.Join(perr, ferr)
+	if err != nil || !v.OK() {
+		err = errors.Join(err, fmt.Errorf("logs:\n%s", r.Logs()))
+	}
+	return h, v, err
+}
+
+// MarkdownRow is a verdict as a row of the table in docs/RELIABILITY.md.
+func (v *Verdict) MarkdownRow(defect string) string {
+	res := "PASS"
+	if !v.OK() {
+		res = "FAIL: " + v.Failures()
+	}
+	if defect == "" {
+		defect = "—"
+	}
+	return fmt.Sprintf("| %s | %d | %s | %d | %d | %d | %d | %d | %d | %d | %d | %s |",
+		v.Scenario, v.Seed, defect, v.Accepted, v.Lost, v.LostDropped+v.Accounted, v.CrashLost, v.Duplicates, v.Reordered, v.Cuts, v.GapMessages, res)
+}
+
+// MarkdownHeader is the header of the scenario table.
+const MarkdownHeader = "| scenario | seed | defect it guards against | accepted | lost | lost, reported (drop or gap) | lost in crash | dup | reordered | clients cut | gap msgs | verdict |\n" +
+	"|---|---|---|---|---|---|---|---|---|---|---|---|"
