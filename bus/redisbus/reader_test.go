@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,12 +44,19 @@ func TestUnreadableEntrySkipped(t *testing.T) {
 	srv := redistest.Standalone(t, redistest.WithConfig("client-output-buffer-limit normal 1mb 0 0"))
 	o := faultOpts(Streams)
 	o.Prefix = "unreadable"
-	o.SkipUnreadableAfter = 300 * time.Millisecond
+	o.SkipUnreadableAfter = time.Second
+	var gapsMu sync.Mutex
+	var gaps []bus.Gap
 	open := func(node string) (*bus.Reliable, *prometheus.Registry) {
 		reg := prometheus.NewRegistry()
 		oo := o
 		oo.Bus = testBusConfig(node)
 		oo.Bus.Registerer = reg
+		oo.Bus.OnGap = func(g bus.Gap) {
+			gapsMu.Lock()
+			gaps = append(gaps, g)
+			gapsMu.Unlock()
+		}
 		b, err := Open(context.Background(), srv.URL(), &oo)
 		if err != nil {
 			t.Fatal(err)
@@ -91,7 +99,9 @@ func TestUnreadableEntrySkipped(t *testing.T) {
 		}
 	}
 	if s := b.Stats(); s.Gaps != 1 || s.GapMessages != 1 {
-		t.Errorf("receiver gaps %d (%d messages), want 1 (1)", s.Gaps, s.GapMessages)
+		gapsMu.Lock()
+		t.Errorf("receiver gaps %d (%d messages), want 1 (1): %+v", s.Gaps, s.GapMessages, gaps)
+		gapsMu.Unlock()
 	}
 	if v := metricValue(t, regB, "durasock_redisbus_read_skipped_total"); v != 1 {
 		t.Errorf("read_skipped_total %v, want 1", v)
