@@ -15,7 +15,7 @@ import (
 
 // waitTimeout bounds every wait for a condition in these tests. Tests never
 // assert speed: a condition only has to hold by then.
-const waitTimeout = 15 * time.Second
+const waitTimeout = 30 * time.Second
 
 // waitFor polls cond until it holds or waitTimeout passes.
 func waitFor(t testing.TB, what string, cond func() bool) {
