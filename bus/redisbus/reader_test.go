@@ -98,8 +98,9 @@ func TestUnreadableEntrySkipped(t *testing.T) {
 			t.Error("the entry above the output buffer limit was delivered")
 		}
 	}
-	// The skipped entry is reported (under load, a probe's announcement can
-	// report it before the skip does: then twice, as a tail and as a gap).
+	// The skipped entry is reported as a gap. Under heavy load one run
+	// reported two one-message gaps (cause not established; every event after
+	// the skipped entry still arrived, checked above).
 	if s := b.Stats(); s.Gaps < 1 || s.GapMessages < 1 || s.GapMessages > 2 {
 		gapsMu.Lock()
 		t.Errorf("receiver gaps %d (%d messages), want the skipped entry reported: %+v", s.Gaps, s.GapMessages, gaps)
