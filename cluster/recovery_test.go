@@ -148,10 +148,19 @@ func TestRecoveryOnAnotherNode(t *testing.T) {
 		}
 	}
 	// leave breaks a client's connection and waits until its node stored the
-	// session as away.
-	leave := func(c *recoveringClient) {
+	// session as away: its record's time to live is then the session's own
+	// (keep), no longer keep plus the slack of a connected session.
+	leave := func(c *recoveringClient, keep time.Duration) {
+		t.Helper()
 		c.c.CloseNow()
-		time.Sleep(3 * sessionFlushEvery)
+		waitFor(t, "the session stored as away", func() bool {
+			keys, err := redis.Do(ctx, "KEYS", "*:kv:session:"+c.pid)
+			if err != nil || len(keys.([]any)) != 1 {
+				return false
+			}
+			ttl, err := redis.Do(ctx, "PTTL", keys.([]any)[0].(string))
+			return err == nil && ttl.(int64) >= 0 && ttl.(int64) <= keep.Milliseconds()
+		})
 	}
 
 	t.Run("recovered", func(t *testing.T) {
@@ -165,7 +174,7 @@ func TestRecoveryOnAnotherNode(t *testing.T) {
 				t.Fatalf("event %d, want %d", got, want)
 			}
 		}
-		leave(c)
+		leave(c, socketio.DefaultMaxDisconnectionDuration)
 		emit(a, 7, 8)
 		emit(b, 9, 10)
 		back := dialRecovering(t, b.url, c.pid, c.offset)
@@ -194,7 +203,7 @@ func TestRecoveryOnAnotherNode(t *testing.T) {
 		c := dialRecovering(t, a.url, "", "")
 		emit(a, 1, 1)
 		c.event()
-		leave(c)
+		leave(c, 500*time.Millisecond)
 		time.Sleep(time.Second) // past MaxDisconnectionDuration
 		back := dialRecovering(t, b.url, c.pid, c.offset)
 		if back.id == c.id {
@@ -211,7 +220,7 @@ func TestRecoveryOnAnotherNode(t *testing.T) {
 		c := dialRecovering(t, a.url, "", "")
 		emit(a, 1, 1)
 		c.event()
-		leave(c)
+		leave(c, socketio.DefaultMaxDisconnectionDuration)
 		emit(b, 2, 6)
 		back := dialRecovering(t, b.url, c.pid, c.offset)
 		if back.id == c.id {
@@ -228,7 +237,7 @@ func TestRecoveryOnAnotherNode(t *testing.T) {
 		c := dialRecovering(t, a.url, "", "")
 		emit(a, 1, 1)
 		c.event()
-		leave(c)
+		leave(c, socketio.DefaultMaxDisconnectionDuration)
 		emit(b, 2, 3)
 		// Redis drops everything the stream held (MAXLEN 0).
 		keys, err := redis.Do(ctx, "KEYS", "*:stream")
