@@ -130,25 +130,7 @@ func TestEndpoints(t *testing.T) {
 
 func TestEmitAPI(t *testing.T) {
 	base := startApp(t, "-emit-token", "s3cret")
-	post := func(token, body string) (int, string) {
-		req, err := http.NewRequest(http.MethodPost, base+"/api/emit", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode, string(b)
-	}
+	post := func(token, body string) (int, string) { return postEmit(t, base, token, body) }
 	for _, c := range []struct {
 		token, body string
 		code        int
@@ -329,24 +311,7 @@ func TestClusterMode(t *testing.T) {
 func TestEmitAPIPublished(t *testing.T) {
 	redis := redistest.Standalone(t, redistest.WithAOF())
 	a := startApp(t, "-redis", redis.URL(), "-emit-token", "tok")
-	post := func(body string) (int, string) {
-		t.Helper()
-		req, err := http.NewRequest(http.MethodPost, a+"/api/emit", strings.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Authorization", "Bearer tok")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return resp.StatusCode, string(b)
-	}
+	post := func(body string) (int, string) { return postEmit(t, a, "tok", body) }
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	entries := func() int {
@@ -428,19 +393,8 @@ func TestEmitAPIPublished(t *testing.T) {
 	}
 
 	local := startApp(t, "-emit-token", "tok")
-	req, err := http.NewRequest(http.MethodPost, local+"/api/emit", strings.NewReader(`{"event":"news","delivery":"published"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer tok")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != http.StatusOK || !strings.Contains(string(b), `"delivery":"local"`) {
-		t.Fatalf("emit without a cluster: %d %s %v", resp.StatusCode, b, err)
+	if code, body := postEmit(t, local, "tok", `{"event":"news","delivery":"published"}`); code != http.StatusOK || !strings.Contains(body, `"delivery":"local"`) {
+		t.Fatalf("emit without a cluster: %d %s", code, body)
 	}
 }
 
@@ -497,11 +451,20 @@ func (n *node) kill(t *testing.T) {
 
 func (n *node) emit(t *testing.T, body string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, n.url+"/api/emit", strings.NewReader(body))
+	return postEmit(t, n.url, "tok", body)
+}
+
+// postEmit posts body to base's emit API with the bearer token (none when
+// empty) and returns the status and the answer.
+func postEmit(t *testing.T, base, token, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, base+"/api/emit", strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer tok")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
