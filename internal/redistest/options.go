@@ -61,7 +61,8 @@ func WithConfig(lines ...string) Option {
 }
 
 // WithNodeTimeout sets cluster-node-timeout (Cluster, default 1500ms) and sentinel
-// down-after-milliseconds (Sentinel, default 1000ms).
+// down-after-milliseconds (Sentinel, default 3000ms: shorter, a promoted
+// replica that answers Sentinel late on a loaded machine is failed over again).
 func WithNodeTimeout(d time.Duration) Option { return func(c *config) { c.nodeTimeout = d } }
 
 // WithStartTimeout bounds the wait for a process to answer PING (default 20s).

@@ -19,7 +19,7 @@ import (
 const MasterName = "mymaster"
 
 const (
-	defaultDownAfter   = time.Second
+	defaultDownAfter   = 3 * time.Second
 	failoverTimeout    = 5 * time.Second
 	topologyTimeout    = 60 * time.Second
 	sentinelQuorum     = 2
@@ -47,7 +47,7 @@ type SentinelSet struct {
 }
 
 // Sentinel starts a primary, a replica (replicaof) and three sentinels (down after
-// 1s unless WithNodeTimeout, failover timeout 5s, parallel-syncs 1), and waits until
+// 3s unless WithNodeTimeout, failover timeout 5s, parallel-syncs 1), and waits until
 // the replica is in sync and every sentinel sees the primary, the replica and the
 // two other sentinels. Options apply to the data nodes (WithAOF, WithUser, ...);
 // WithTLS is not supported. Everything stops when the test ends.
