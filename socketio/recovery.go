@@ -314,11 +314,7 @@ func (n *Namespace) takeOver(old, s *Socket, offset string) bool {
 		x := s.extraLocked()
 		x.data, x.dataJSON = old.extra.data, old.extra.dataJSON
 	}
-	if len(missed) > n.srv.recovery.History {
-		s.rs.history = append([]*parser.Encoded(nil), missed[len(missed)-n.srv.recovery.History:]...)
-	} else {
-		s.rs.history = append([]*parser.Encoded(nil), missed...)
-	}
+	s.keepHistoryLocked(missed)
 	s.connected.Store(true)
 	s.conn.write(connectPacket(n.name, s.id, s.rs.pid), false)
 	for _, e := range missed {
@@ -330,6 +326,16 @@ func (n *Namespace) takeOver(old, s *Socket, offset string) bool {
 	n.mu.Unlock()
 	old.mu.Unlock()
 	return true
+}
+
+// keepHistoryLocked remembers the last events of a replay (at most History) as
+// the recent events of s, to resend after a later break. s.mu is held.
+func (s *Socket) keepHistoryLocked(replayed []*parser.Encoded) {
+	h := s.nsp.srv.recovery.History
+	if len(replayed) > h {
+		replayed = replayed[len(replayed)-h:]
+	}
+	s.rs.history = append([]*parser.Encoded(nil), replayed...)
 }
 
 // Recovered reports whether the socket took over the session of an earlier

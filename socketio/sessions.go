@@ -81,12 +81,7 @@ func (n *Namespace) restoreRemote(st adapter.SessionStore, s *Socket, pid, offse
 		s.connected.Store(true)
 		s.conn.write(connectPacket(n.name, s.id, pid), false)
 		n.adapter.Join(s.id, sess.Rooms...)
-		hist := n.srv.recovery.History
-		if len(missed) > hist {
-			s.rs.history = append(s.rs.history[:0], missed[len(missed)-hist:]...)
-		} else {
-			s.rs.history = append(s.rs.history[:0], missed...)
-		}
+		s.keepHistoryLocked(missed)
 		for _, e := range missed {
 			s.conn.write(e, false)
 		}
