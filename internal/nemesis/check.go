@@ -27,8 +27,12 @@ type Verdict struct {
 	// Exact makes losses that receivers reported as gaps fail too (beyond
 	// what origins counted as drops): for scenarios where Redis loses nothing
 	// it acknowledged (AOF always, WaitReplicas=1).
-	Exact    bool `json:"exact"`
-	Sessions int  `json:"sessions"`
+	Exact bool `json:"exact"`
+	// NoRefusals makes every refused publish fail the run: for scenarios where
+	// Redis takes writes throughout (a replica down), so that nothing may be
+	// turned away.
+	NoRefusals bool `json:"no_refusals,omitempty"`
+	Sessions   int  `json:"sessions"`
 
 	Sent     int `json:"sent"`     // publishes sent
 	Accepted int `json:"accepted"` // acked "ok": delivered locally and accepted by the bus
@@ -69,7 +73,7 @@ type Verdict struct {
 // OK reports whether the history keeps the contract: nothing lost without a
 // report, nothing duplicated or reordered, no unexplained client cut.
 func (v *Verdict) OK() bool {
-	return v.Lost == 0 && (!v.Exact || v.Accounted == 0) && v.LocalLost == 0 && v.Duplicates == 0 && v.Reordered == 0 && v.Phantom == 0 && v.Cuts == 0
+	return v.Lost == 0 && (!v.Exact || v.Accounted == 0) && (!v.NoRefusals || v.Refused == 0) && v.LocalLost == 0 && v.Duplicates == 0 && v.Reordered == 0 && v.Phantom == 0 && v.Cuts == 0
 }
 
 // Failures names what failed, "" when OK.
@@ -83,6 +87,9 @@ func (v *Verdict) Failures() string {
 	add(v.Lost, "lost")
 	if v.Exact {
 		add(v.Accounted, "lost and reported")
+	}
+	if v.NoRefusals {
+		add(v.Refused, "refused")
 	}
 	add(v.LocalLost, "lost locally")
 	add(v.Duplicates, "duplicated")
@@ -107,7 +114,7 @@ func (v *Verdict) Table() string {
 		}
 		fmt.Fprintf(&b, "  %-38s %10d  %-4s %s\n", name, n, mark, note)
 	}
-	row("publishes sent", v.Sent, false, fmt.Sprintf("accepted %d, refused %d, unknown %d", v.Accepted, v.Refused, v.Unknown))
+	row("publishes sent", v.Sent, v.NoRefusals && v.Refused > 0, fmt.Sprintf("accepted %d, refused %d, unknown %d", v.Accepted, v.Refused, v.Unknown))
 	row("owed deliveries", v.Owed, false, fmt.Sprintf("delivered %d", v.Delivered))
 	row("lost, unaccounted", v.Lost, v.Lost > 0, "no gap or drop reported for them")
 	row("lost, origin counted a drop", v.LostDropped, false, "")

@@ -52,6 +52,7 @@ type nodeConfig struct {
 	OutboxMax     int           `json:"outbox_max,omitempty"`
 	OutboxMaxAge  time.Duration `json:"outbox_max_age,omitempty"`
 	StreamMaxLen  int64         `json:"stream_max_len,omitempty"`
+	ReadCount     int64         `json:"read_count,omitempty"`
 	PingInterval  time.Duration `json:"ping_interval,omitempty"`
 	PingTimeout   time.Duration `json:"ping_timeout,omitempty"`
 	DrainTimeout  time.Duration `json:"drain_timeout,omitempty"`
@@ -148,6 +149,7 @@ func runNode(ctx context.Context, cfg nodeConfig, rep *reporter, stderr io.Write
 		DialTimeout:  time.Second,
 		WriteTimeout: time.Second,
 		StreamMaxLen: cfg.StreamMaxLen,
+		ReadCount:    cfg.ReadCount,
 		WaitReplicas: cfg.WaitReplicas,
 		Bus: bus.Config{
 			NodeID:        cfg.NodeID,
@@ -267,22 +269,48 @@ func serveSocket(nsp *socketio.Namespace, s *socketio.Socket, log *slog.Logger) 
 				return
 			}
 		}
+		// A pair: seq to room as a plain broadcast, then seq+1 to pairRoom
+		// with acknowledgements, back to back.
+		var pairRoom string
+		if len(e.Args) > 5 {
+			if err := json.Unmarshal(e.Args[5], &pairRoom); err != nil {
+				_ = e.Ack("bad publish: " + err.Error())
+				return
+			}
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		args := []any{pub, seq}
-		if len(e.Args) > 3 {
-			args = append(args, e.Args[3]) // the payload, passed on as is
+		payload := func(seq uint64) []any {
+			args := []any{pub, seq}
+			if len(e.Args) > 3 {
+				args = append(args, e.Args[3]) // the payload, passed on as is
+			}
+			return args
 		}
-		res := "ok"
-		if withAck {
+		withAcks := func(room string, seq uint64) error {
 			// The request plane: a broadcast whose clients answer. Its answers
 			// do not matter here, its order among the plain broadcasts does.
-			_, err := nsp.To(room).Timeout(3*time.Second).EmitWithAck(ctx, dataEvent, args...)
+			_, err := nsp.To(room).Timeout(3*time.Second).EmitWithAck(ctx, dataEvent, payload(seq)...)
 			var missing *adapter.MissingRepliesError
-			if err != nil && !errors.As(err, &missing) {
-				res = err.Error()
+			if errors.As(err, &missing) {
+				return nil
 			}
-		} else if err := nsp.To(room).Emit(ctx, dataEvent, args...); err != nil {
+			return err
+		}
+		var err error
+		switch {
+		case pairRoom != "":
+			err = nsp.To(room).Emit(ctx, dataEvent, payload(seq)...)
+			if err == nil {
+				err = withAcks(pairRoom, seq+1)
+			}
+		case withAck:
+			err = withAcks(room, seq)
+		default:
+			err = nsp.To(room).Emit(ctx, dataEvent, payload(seq)...)
+		}
+		res := "ok"
+		if err != nil {
 			res = err.Error()
 		}
 		// The publisher may be gone; its history then says "unknown".

@@ -44,6 +44,11 @@ type Config struct {
 	// AckEvery makes every n-th event a broadcast with acknowledgements (the
 	// request plane) instead of a plain one; 0: none.
 	AckEvery int
+	// AckPairs makes each publisher send its events in pairs: the node emits
+	// the first as a plain broadcast and the second, at once after it, with
+	// acknowledgements (as an application calling Emit then EmitWithAck).
+	// Clients in both rooms see whether the two planes keep their order.
+	AckPairs bool
 	// PayloadBytes pads every event with a string of this length (0: none).
 	PayloadBytes int
 	// ClientMaxRate bounds the events per second each client reads (its
@@ -58,6 +63,12 @@ type Config struct {
 	// product's default.
 	StreamMaxLen int64
 	OutboxMax    int
+	// OutboxMaxAge is the nodes' outbox max age; 0 is the product's default.
+	OutboxMaxAge time.Duration
+	// ReadCount is the nodes' redisbus ReadCount (entries per partition and
+	// read); 0 is the product's default. A small one makes a lagging reader
+	// interleave the partitions finely.
+	ReadCount int64
 	// NodePing is the nodes' Engine.IO ping interval and timeout: a client is
 	// cut after about twice this of silence (a frozen node). Default 5s.
 	NodePing time.Duration
@@ -238,6 +249,9 @@ func Start(ctx context.Context, cfg Config) (*Run, error) {
 	}
 	for _, p := range r.pubs {
 		p.every = float64(cfg.Rate) * weight(p.hist.Namespace) / total
+		if cfg.AckPairs {
+			p.every /= 2 // every emit sends two events
+		}
 		p.stop = make(chan struct{})
 		r.wg.Add(1)
 		go p.loop()
@@ -307,6 +321,8 @@ func (r *Run) startNode(ctx context.Context, slot int, newID bool) (*nodeProc, e
 		SendQueue:    r.cfg.SendQueue,
 		OutboxMax:    r.cfg.OutboxMax,
 		StreamMaxLen: r.cfg.StreamMaxLen,
+		OutboxMaxAge: r.cfg.OutboxMaxAge,
+		ReadCount:    r.cfg.ReadCount,
 		PingInterval: r.cfg.NodePing,
 		PingTimeout:  r.cfg.NodePing,
 		DrainTimeout: 10 * time.Second,

@@ -20,6 +20,9 @@ type Scenario struct {
 	// that only receivers' gaps account for fails it (losses the origins
 	// counted as drops do not).
 	Exact bool
+	// NoRefusals: Redis takes writes throughout, so a refused publish fails
+	// the scenario.
+	NoRefusals bool
 	// Config shapes the cluster; Seed and Logf come from the caller.
 	Config Config
 	// Program runs the nemesis for about d.
@@ -148,15 +151,22 @@ var Scenarios = []Scenario{
 		},
 	},
 	{
-		Name: "planes",
-		Doc: "No fault: every second event of each publisher is a broadcast with acknowledgements (the " +
-			"request plane), the others plain broadcasts, back to back. Per publisher, clients on other nodes " +
-			"must get them in the order they were issued. A probe for the unordered-planes defect; it passes " +
-			"on today's code here (the publisher waits for each broadcast with acks to be answered).",
-		Config: Config{Nodes: 3, AOF: "always", Rate: 1000, AckEvery: 2},
+		Name:   "planes",
+		Defect: "a broadcast and a broadcast with acks of one node arrive in the other order",
+		Doc: "Publishers send pairs: the node emits the first event as a plain broadcast and the second, at " +
+			"once, as a broadcast with acknowledgements (the request plane), 200 events/s; every node's link " +
+			"to Redis is slowed by 20 ms each way for 10 s. Clients in both rooms on other nodes must get each " +
+			"publisher's events in the order they were issued. Expected: PASS.",
+		Config: Config{Nodes: 3, AOF: "always", Rate: 200, AckPairs: true, ClientsPerNode: 3},
 		Program: func(ctx context.Context, r *Run, d time.Duration) error {
-			return r.fixed(ctx, "steady traffic on both planes", func() error {
+			return r.fixed(ctx, "both planes over slow links", func() error {
+				for _, px := range r.proxies {
+					px.Slow(SlowDelay)
+				}
 				r.pause(d)
+				for _, px := range r.proxies {
+					px.Restore()
+				}
 				return nil
 			})
 		},
@@ -198,13 +208,14 @@ var Scenarios = []Scenario{
 		},
 	},
 	{
-		Name: "restart-same-id",
+		Name:   "restart-same-id",
+		Defect: "a restart with a stable id duplicates or hides a gap for a lagging reader",
 		Doc: "n2 lags (blackholed) while n0 is SIGKILLed and restarted with the same id, and the new run's " +
 			"replies are lost for 2 s (so it publishes batches again that had landed); then n2 reads the old " +
 			"run's and the new run's frames, interleaved across partitions (one namespace carries 8 times the " +
-			"traffic of the others). A probe for the stable-id restart defect; it passes on today's code.",
+			"traffic of the others, and every read takes at most 8 entries per partition). Expected: PASS.",
 		Config: Config{Nodes: 3, AOF: "always", Rate: 2000, Namespaces: []string{"/a", "/b", "/c", "/d"},
-			Weights: []float64{8, 1, 1, 1}, ClientsPerNode: 1},
+			Weights: []float64{8, 1, 1, 1}, ClientsPerNode: 1, ReadCount: 8},
 		Program: func(ctx context.Context, r *Run, _ time.Duration) error {
 			return r.fixed(ctx, "lagging reader sees a restart with the same id", func() error {
 				r.proxies[2].Blackhole()
@@ -220,6 +231,71 @@ var Scenarios = []Scenario{
 				r.proxies[2].Restore()
 				return nil
 			})
+		},
+	},
+	{
+		Name:   "trim",
+		Defect: "the stream is trimmed before a lagging reader reads it",
+		Doc: "3 nodes, one namespace, 3 000 events/s, AOF always, the product's default stream bounds; n2's link " +
+			"to Redis is blackholed for 40 s (it lags 120 000 entries, well within the outbox max age), then " +
+			"restored. Send queues are large so that the replay cuts no client. Expected: PASS, nothing lost " +
+			"(with the old count bound of 100 000 entries per partition the oldest were trimmed before n2 read them).",
+		Exact:  true,
+		Config: Config{Nodes: 3, AOF: "always", Rate: 3000, Namespaces: []string{"/a"}, SendQueue: 1 << 18},
+		Program: func(ctx context.Context, r *Run, _ time.Duration) error {
+			return r.RunRound(ctx, []Step{{Op: OpNetBlackhole, Slot: 2, Hold: 40 * time.Second}})
+		},
+	},
+	{
+		Name:   "forget",
+		Defect: "receivers forget a silent origin after 10 minutes, also while disconnected",
+		Doc: "n2 is cut off from Redis (blackhole) for 11 minutes at 100 events/s; streams are bounded to " +
+			"2 000 entries per partition, so n2 comes back behind the trim point. What it missed must be " +
+			"reported as gaps: a receiver that forgot the origins while it was disconnected takes the first " +
+			"entry it reads as a new start and reports nothing. Expected: PASS (reported). Takes 13 minutes.",
+		Config: Config{Nodes: 3, AOF: "always", Rate: 100, Namespaces: []string{"/a"}, StreamMaxLen: 2000},
+		Program: func(ctx context.Context, r *Run, _ time.Duration) error {
+			return r.RunRound(ctx, []Step{{Op: OpNetBlackhole, Slot: 2, Hold: 11*time.Minute + 30*time.Second}})
+		},
+	},
+	{
+		Name:   "oversized",
+		Defect: "an entry larger than Redis' client output buffer limit stops every reader",
+		Doc: "Redis' client-output-buffer-limit for normal clients is set to 256 KiB (and stays so), then one " +
+			"publisher of n0 sends one event of 400 KB among the usual ones: no read that returns it can " +
+			"succeed. The other nodes must skip it and report it, and deliver every later event. Expected: " +
+			"PASS (the one event lost and reported).",
+		Config: Config{Nodes: 3, AOF: "always", Rate: 200},
+		Program: func(ctx context.Context, r *Run, _ time.Duration) error {
+			return r.fixed(ctx, "one entry larger than the output buffer limit", func() error {
+				sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				defer cancel()
+				if _, err := r.redis.Do(sctx, "CONFIG", "SET", "client-output-buffer-limit", "normal 262144 0 0"); err != nil {
+					return err
+				}
+				r.pubs[0].big.Store(400_000)
+				r.pause(20 * time.Second)
+				return nil
+			})
+		},
+	},
+	{
+		Name:   "replica-down",
+		Defect: "WaitReplicas=1 with a replica down makes a healthy primary look down",
+		Doc: "Sentinel set, WaitReplicas=1, every 4th event a broadcast with acknowledgements; the replica is " +
+			"SIGKILLed for 8 s while the primary stays healthy, twice. Writes cannot be confirmed meanwhile, but " +
+			"the primary takes them: nothing may be refused (requests, heartbeats), lost or duplicated. Expected: PASS.",
+		Exact:      true,
+		NoRefusals: true,
+		Config:     Config{Nodes: 3, AOF: "always", Rate: 200, Sentinel: true, WaitReplicas: 1, AckEvery: 4},
+		Program: func(ctx context.Context, r *Run, _ time.Duration) error {
+			for range 2 {
+				if err := r.RunRound(ctx, []Step{{Op: OpReplicaDown, Hold: 8 * time.Second}}); err != nil {
+					return err
+				}
+				r.pause(2 * time.Second)
+			}
+			return nil
 		},
 	},
 	{
@@ -311,9 +387,8 @@ func RunScenario(ctx context.Context, sc Scenario, o Options) (*History, *Verdic
 	r.pause(2 * time.Second)
 	h, ferr := r.Finish(ctx)
 	v := Check(h)
-	if sc.Exact {
-		v.Exact = true
-	}
+	v.Exact = v.Exact || sc.Exact
+	v.NoRefusals = sc.NoRefusals
 	err = errors.Join(perr, ferr)
 	if err != nil || !v.OK() {
 		err = errors.Join(err, fmt.Errorf("logs:\n%s", r.Logs()))
