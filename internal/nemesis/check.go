@@ -52,6 +52,12 @@ type Verdict struct {
 	Reordered  int `json:"reordered"`  // an event received after a later one of the same publisher session
 	Phantom    int `json:"phantom"`    // a refused or never-sent event received on another node
 
+	// Official client sessions, the reconnects the server recovered into the
+	// same session, and the sessions a reconnect did not recover.
+	Official     int `json:"official,omitempty"`
+	Recovered    int `json:"recovered,omitempty"`
+	NotRecovered int `json:"not_recovered,omitempty"`
+
 	Cuts       int      `json:"cuts"` // client disconnects no nemesis step explains
 	CutReasons []string `json:"cut_reasons,omitempty"`
 
@@ -125,6 +131,9 @@ func (v *Verdict) Table() string {
 	row("reordered", v.Reordered, v.Reordered > 0, "")
 	row("phantom (refused, delivered remotely)", v.Phantom, v.Phantom > 0, "")
 	row("clients cut without a fault", v.Cuts, v.Cuts > 0, strings.Join(head(v.CutReasons, 3), "; "))
+	if v.Official > 0 {
+		row("official client sessions", v.Official, false, fmt.Sprintf("reconnects recovered %d, not recovered %d", v.Recovered, v.NotRecovered))
+	}
 	row("gap messages reported", v.GapMessages, false, "")
 	row("drops counted", v.Dropped, false, "")
 	for _, r := range v.Resources {
@@ -363,6 +372,13 @@ func Check(h *History) *Verdict {
 		// Cuts.
 		s.mu.Lock()
 		reason := s.Reason
+		if s.Official {
+			v.Official++
+			v.Recovered += s.Recovered
+			if strings.HasPrefix(reason, "not recovered") {
+				v.NotRecovered++
+			}
+		}
 		s.mu.Unlock()
 		if end != 0 && reason != reasonClosed && reason != reasonBounced {
 			slow := strings.Contains(reason, "send queue full")

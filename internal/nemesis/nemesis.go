@@ -472,6 +472,9 @@ func wipeData(dir string) error {
 
 // bounce makes the clients of slot disconnect and connect again.
 func (r *Run) bounce(slot int) {
+	if r.js != nil {
+		r.js.bounce(slot)
+	}
 	for _, c := range r.clients {
 		if c.home == slot {
 			select {

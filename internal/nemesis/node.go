@@ -58,6 +58,9 @@ type nodeConfig struct {
 	DrainTimeout  time.Duration `json:"drain_timeout,omitempty"`
 	ProbeInterval time.Duration `json:"probe_interval,omitempty"`
 	WaitReplicas  int           `json:"wait_replicas,omitempty"`
+	// Recovery, when above 0, enables connection state recovery with this
+	// MaxDisconnectionDuration.
+	Recovery time.Duration `json:"recovery,omitempty"`
 }
 
 // nodeStatus is the JSON of a node's GET /status.
@@ -176,7 +179,7 @@ func runNode(ctx context.Context, cfg nodeConfig, rep *reporter, stderr io.Write
 	if err != nil {
 		return errors.Join(fmt.Errorf("cluster: %w", err), closeNodeBus(nil, b, time.Second))
 	}
-	srv := socketio.NewServer(&socketio.Options{
+	opts := &socketio.Options{
 		Adapter: cl.Adapter,
 		Options: engineio.Options{
 			Logger:        log,
@@ -184,7 +187,9 @@ func runNode(ctx context.Context, cfg nodeConfig, rep *reporter, stderr io.Write
 			PingInterval:  cfg.PingInterval,
 			PingTimeout:   cfg.PingTimeout,
 		},
-	})
+	}
+	setRecovery(opts, cfg.Recovery)
+	srv := socketio.NewServer(opts)
 	for _, name := range cfg.Namespaces {
 		nsp := srv.Of(name)
 		nsp.OnConnection(func(s *socketio.Socket) { serveSocket(nsp, s, log) })

@@ -72,6 +72,11 @@ type Config struct {
 	// NodePing is the nodes' Engine.IO ping interval and timeout: a client is
 	// cut after about twice this of silence (a frozen node). Default 5s.
 	NodePing time.Duration
+	// OfficialClients is the number of official socket.io-client clients of
+	// each node (namespaces and rooms by turns), each behind a load balancer
+	// of its own, reconnecting with connection state recovery (which the
+	// nodes then enable). 0: none.
+	OfficialClients int
 	// Sentinel runs Redis as a Sentinel set (primary, replica, three
 	// sentinels) instead of one server; network operations are then
 	// unavailable (nodes reach Redis without a proxy).
@@ -135,6 +140,7 @@ type Run struct {
 	newIDs    []int         // slots[i] restarted with a new id this many times
 	pubs      []*publisher
 	clients   []*client
+	js        *jsClients // the official clients; nil without
 	nextSess  int
 	steps     int
 	stopping  bool
@@ -224,6 +230,11 @@ func Start(ctx context.Context, cfg Config) (*Run, error) {
 			return r, fmt.Errorf("nemesis: client %d never connected: %w", c.id, err)
 		}
 	}
+	if cfg.OfficialClients > 0 {
+		if err := r.startOfficial(ctx, id); err != nil {
+			return r, err
+		}
+	}
 	nPubs := 0
 	for i := range cfg.Nodes {
 		for _, ns := range cfg.Namespaces {
@@ -261,6 +272,65 @@ func Start(ctx context.Context, cfg Config) (*Run, error) {
 	r.logf("started: %d nodes, %d clients, %d publishers at %d events/s, AOF %q, seed %d",
 		cfg.Nodes, len(r.clients), len(r.pubs), cfg.Rate, cfg.AOF, cfg.Seed)
 	return r, nil
+}
+
+// recovery is the nodes' connection state recovery: on with official clients.
+func (r *Run) recovery() time.Duration {
+	if r.cfg.OfficialClients > 0 {
+		return 2 * time.Minute
+	}
+	return 0
+}
+
+// startOfficial starts the official clients, with ids from id on, and waits
+// until each has joined its rooms.
+func (r *Run) startOfficial(ctx context.Context, id int) error {
+	js, err := startJSClients(r)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.js = js
+	r.mu.Unlock()
+	var cs []*jsClient
+	for i := range r.cfg.Nodes {
+		for k := range r.cfg.OfficialClients {
+			ns := r.cfg.Namespaces[k%len(r.cfg.Namespaces)]
+			rs := [][]string{{"r1", "r2"}, {"r1"}, {"r2"}}[k%3]
+			c, err := js.open(id, ns, rs, i)
+			if err != nil {
+				return err
+			}
+			id++
+			cs = append(cs, c)
+		}
+	}
+	for _, c := range cs {
+		if err := waitChan(ctx, c.ready, r.cfg.Settle); err != nil {
+			return fmt.Errorf("nemesis: official client %d never joined: %w (%s)", c.id, err, js.logs.String())
+		}
+	}
+	return nil
+}
+
+// currentSessions returns the latest session of every client.
+func (r *Run) currentSessions() []*sessHist {
+	var out []*sessHist
+	for _, c := range r.clients {
+		if s := c.current(); s != nil {
+			out = append(out, s)
+		}
+	}
+	if r.js != nil {
+		r.js.mu.Lock()
+		for _, c := range r.js.clients {
+			if s := c.current(); s != nil {
+				out = append(out, s)
+			}
+		}
+		r.js.mu.Unlock()
+	}
+	return out
 }
 
 // sampleLoop records every usable node's RSS and goroutines every 5 s.
@@ -326,6 +396,7 @@ func (r *Run) startNode(ctx context.Context, slot int, newID bool) (*nodeProc, e
 		PingInterval: r.cfg.NodePing,
 		PingTimeout:  r.cfg.NodePing,
 		DrainTimeout: 10 * time.Second,
+		Recovery:     r.recovery(),
 	}, hist, r.clk)
 	if err != nil {
 		return nil, err
@@ -532,6 +603,11 @@ func (r *Run) Finish(ctx context.Context) (*History, error) {
 	r.logf("delivery finished: %d events owed and not received", r.owedNow())
 	// Anything still in flight (a duplicate, a replay) arrives before counting.
 	r.pause(500 * time.Millisecond)
+	if r.js != nil {
+		if err := r.js.stop(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	r.mu.Lock()
 	r.stopping = true
 	r.mu.Unlock()
@@ -555,12 +631,10 @@ func (r *Run) Finish(ctx context.Context) (*History, error) {
 func (r *Run) owedNow() int {
 	idx := newPubIndex(r.hist.Publishers)
 	n := 0
-	for _, c := range r.clients {
-		s := c.current()
-		if s == nil || !s.open() {
-			continue
+	for _, s := range r.currentSessions() {
+		if s.open() {
+			n += len(idx.missingFor(s, true))
 		}
-		n += len(idx.missingFor(s, true))
 	}
 	return n
 }
@@ -568,9 +642,8 @@ func (r *Run) owedNow() int {
 // lastOwedReceived reports whether every open session has the last event of
 // every publisher it is owed: cheap enough to poll in long runs.
 func (r *Run) lastOwedReceived() bool {
-	for _, c := range r.clients {
-		s := c.current()
-		if s == nil || !s.open() {
+	for _, s := range r.currentSessions() {
+		if !s.open() {
 			continue
 		}
 		ready, _, _ := s.snapshot()
@@ -608,12 +681,10 @@ func (s *sessHist) has(g recv) bool {
 
 func (r *Run) receivedTotal() int {
 	n := 0
-	for _, c := range r.clients {
-		if s := c.current(); s != nil {
-			s.mu.Lock()
-			n += len(s.Got)
-			s.mu.Unlock()
-		}
+	for _, s := range r.currentSessions() {
+		s.mu.Lock()
+		n += len(s.Got)
+		s.mu.Unlock()
 	}
 	return n
 }
@@ -649,6 +720,9 @@ func (r *Run) Close() error {
 		}
 		r.wg.Wait()
 		r.clientWG.Wait()
+		if r.js != nil {
+			errs = append(errs, r.js.close())
+		}
 		r.mu.Lock()
 		var procs []*nodeProc
 		for _, ps := range r.slots {
