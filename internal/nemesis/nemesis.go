@@ -98,13 +98,12 @@ func (r *Run) Schedule(ops []string, rounds int, minHold, maxHold time.Duration)
 			n = 2
 		}
 		var round []Step
-		for len(round) < n {
+		// A second step that conflicts with the first is drawn again, a few
+		// times: ops may hold nothing that combines (two Redis operations).
+		for tries := 0; len(round) < n && tries < 16; tries++ {
 			s := Step{Op: ops[r.rng.IntN(len(ops))], Slot: r.rng.IntN(r.cfg.Nodes),
 				Hold: minHold + time.Duration(r.rng.Int64N(int64(maxHold-minHold)+1))}
 			if conflicts(round, s) {
-				if len(ops) == 1 || r.cfg.Nodes == 1 {
-					break
-				}
 				continue
 			}
 			round = append(round, s)

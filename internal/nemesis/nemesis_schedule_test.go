@@ -48,3 +48,12 @@ func TestScheduleCombinesWithoutConflicts(t *testing.T) {
 		}
 	}
 }
+
+func TestScheduleOfOpsThatNeverCombine(t *testing.T) {
+	r := &Run{cfg: Config{Nodes: 3}, rng: rand.New(rand.NewPCG(1, 0x6e656d65))}
+	for _, round := range r.Schedule([]string{OpRedisKill, OpRedisWipe}, 30, time.Second, 2*time.Second) {
+		if len(round) != 1 {
+			t.Fatalf("two Redis operations in one round: %v", round)
+		}
+	}
+}
