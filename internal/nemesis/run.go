@@ -77,6 +77,13 @@ type Config struct {
 	// of its own, reconnecting with connection state recovery (which the
 	// nodes then enable). 0: none.
 	OfficialClients int
+	// EmitterPublishers is the number of publishers that emit through the
+	// emitter package from the harness process (one origin for all,
+	// namespaces by turns). 0: none.
+	EmitterPublishers int
+	// EmitterNamespaces are the namespaces of the emitter publishers, by
+	// turns. Default Namespaces.
+	EmitterNamespaces []string
 	// Sentinel runs Redis as a Sentinel set (primary, replica, three
 	// sentinels) instead of one server; network operations are then
 	// unavailable (nodes reach Redis without a proxy).
@@ -140,7 +147,9 @@ type Run struct {
 	newIDs    []int         // slots[i] restarted with a new id this many times
 	pubs      []*publisher
 	clients   []*client
-	js        *jsClients // the official clients; nil without
+	js        *jsClients    // the official clients; nil without
+	emitter   *emitterRun   // nil without emitter publishers
+	epubs     []*emitterPub // publishers through the emitter
 	nextSess  int
 	steps     int
 	stopping  bool
@@ -255,8 +264,34 @@ func Start(ctx context.Context, cfg Config) (*Run, error) {
 		}
 		return 1
 	}
+	if cfg.EmitterPublishers > 0 {
+		em, err := r.startEmitter(ctx)
+		if err != nil {
+			return r, err
+		}
+		r.emitter = em
+		for k := range cfg.EmitterPublishers {
+			nss := cfg.EmitterNamespaces
+			if len(nss) == 0 {
+				nss = cfg.Namespaces
+			}
+			ns := nss[k%len(nss)]
+			p := &emitterPub{r: r, e: em, hist: &pubHist{ID: nPubs, Namespace: ns, Rooms: rooms}, stop: make(chan struct{})}
+			nPubs++
+			r.epubs = append(r.epubs, p)
+			r.hist.Publishers = append(r.hist.Publishers, p.hist)
+		}
+	}
 	for _, p := range r.pubs {
 		total += weight(p.hist.Namespace)
+	}
+	for _, p := range r.epubs {
+		total += weight(p.hist.Namespace)
+	}
+	for _, p := range r.epubs {
+		p.every = float64(cfg.Rate) * weight(p.hist.Namespace) / total
+		r.wg.Add(1)
+		go p.loop()
 	}
 	for _, p := range r.pubs {
 		p.every = float64(cfg.Rate) * weight(p.hist.Namespace) / total
@@ -269,8 +304,9 @@ func Start(ctx context.Context, cfg Config) (*Run, error) {
 	}
 	r.wg.Add(1)
 	go r.sampleLoop()
-	r.logf("started: %d nodes, %d clients, %d publishers at %d events/s, AOF %q, seed %d",
-		cfg.Nodes, len(r.clients), len(r.pubs), cfg.Rate, cfg.AOF, cfg.Seed)
+	r.logf("started: %d nodes, %d clients (%d official), %d publishers (%d through the emitter) at %d events/s, AOF %q, seed %d",
+		cfg.Nodes, len(r.clients)+cfg.Nodes*cfg.OfficialClients, cfg.Nodes*cfg.OfficialClients, len(r.pubs)+len(r.epubs), len(r.epubs),
+		cfg.Rate, cfg.AOF, cfg.Seed)
 	return r, nil
 }
 
@@ -569,6 +605,9 @@ func (r *Run) Finish(ctx context.Context) (*History, error) {
 	for _, p := range r.pubs {
 		p.halt()
 	}
+	for _, p := range r.epubs {
+		p.halt()
+	}
 	// Every publish answered (or timed out).
 	var errs []error
 	if err := r.waitFor(ctx, func() bool {
@@ -715,10 +754,16 @@ func (r *Run) Close() error {
 		for _, p := range pubs {
 			p.halt()
 		}
+		for _, p := range r.epubs {
+			p.halt()
+		}
 		for _, c := range clients {
 			c.stop()
 		}
 		r.wg.Wait()
+		if r.emitter != nil {
+			errs = append(errs, r.emitter.close())
+		}
 		r.clientWG.Wait()
 		if r.js != nil {
 			errs = append(errs, r.js.close())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -36,10 +37,15 @@ type Scenario struct {
 var SafeOps = []string{OpRedisKill, OpRedisPause, OpRedisClients, OpRedisOOM, OpNetCut, OpNetBlackhole,
 	OpNetReadDead, OpNetWriteDead, OpNetRepliesLost, OpNodeTerm, OpNodePause, OpNodeKillNewID, OpClientBounce}
 
+// SoakOps are every operation of a standalone Redis but OpRedisWipe: a Redis
+// restarted empty within ClockJump of a clock jump stalls every reader (the
+// clock-reset scenario), and a soak would stop there.
+var SoakOps = slices.DeleteFunc(slices.Clone(AllOps), func(op string) bool { return op == OpRedisWipe })
+
 // SentinelOps are the operations of the Sentinel scenarios (no fault proxy
 // there: nodes reach the primary the sentinels name).
 var SentinelOps = []string{OpSentinelFailover, OpRedisPause, OpRedisClients, OpNodeTerm, OpNodePause,
-	OpNodeKillNewID, OpClientBounce}
+	OpNodeKillNewID, OpClientBounce, OpReplicaDown, OpClockJump}
 
 // ClusterOps are the operations of the Redis Cluster scenario.
 var ClusterOps = []string{OpClusterFailover, OpRedisPause, OpRedisClients, OpNodeTerm, OpNodePause,
@@ -75,10 +81,13 @@ var Scenarios = []Scenario{
 	},
 	{
 		Name: "soak",
-		Doc: "Like short with every operation (also SIGKILL with the same id and two processes with one id), " +
-			"AOF everysec, 2 000 events/s, holds of 2 to 20 s. For long runs (-nemesis.duration 30m).",
-		Config:   Config{Nodes: 3, AOF: "everysec", Rate: 2000},
-		Program:  Random(AllOps, 2*time.Second, 20*time.Second),
+		Doc: "Like short with every operation of a standalone Redis (SoakOps: also SIGKILL with the same id, two " +
+			"processes with one id, slow links, stream ids ahead of Redis' clock), AOF everysec, 2 000 events/s, " +
+			"holds of 2 to 20 s, 2 publishers through the emitter (on /b) and one official client per node with " +
+			"connection state recovery (on /a: the recovery scenario's defect stays out of the soak). For long " +
+			"runs (-nemesis.duration 30m).",
+		Config:   Config{Nodes: 3, AOF: "everysec", Rate: 2000, OfficialClients: 1, EmitterPublishers: 2},
+		Program:  Random(SoakOps, 2*time.Second, 20*time.Second),
 		Duration: 5 * time.Minute,
 	},
 	{
@@ -234,14 +243,18 @@ var Scenarios = []Scenario{
 		},
 	},
 	{
-		Name: "recovery",
-		Doc: "3 nodes, AOF always, 200 events/s, 2 namespaces; besides the Go clients, 2 official socket.io-client " +
+		Name:   "recovery",
+		Defect: "a client recovered on another node misses the emitter's events sent as its node died",
+		Doc: "3 nodes, AOF always, 200 events/s, 2 namespaces, 2 of 8 publishers through the emitter package; " +
+			"besides the Go clients, 2 official socket.io-client " +
 			"clients per node, each behind a load balancer that sends new connections to its home node or, when that " +
 			"one is gone, to another, reconnecting with connection state recovery. Seeded rounds of node drain, " +
 			"SIGKILL (same or new id), SIGSTOP, client reconnects, Redis kill and a node's link cut. A recovered " +
-			"session is owed every event sent while it was away. Expected: PASS.",
+			"session is owed every event sent while it was away. Fails today: an official client recovered on another " +
+			"node after its node was killed or drained misses the emitter's events sent at that moment (seed 1: 26 " +
+			"deliveries, unreported); the nodes' events of the same moment are restored. Expected after a fix: PASS.",
 		Exact:    true,
-		Config:   Config{Nodes: 3, AOF: "always", Rate: 200, OfficialClients: 2},
+		Config:   Config{Nodes: 3, AOF: "always", Rate: 200, OfficialClients: 2, EmitterPublishers: 2},
 		Program:  Random([]string{OpNodeTerm, OpNodeKill, OpNodeKillNewID, OpNodePause, OpClientBounce, OpRedisKill, OpNetCut}, 2*time.Second, 4*time.Second),
 		Duration: 40 * time.Second,
 	},
@@ -308,6 +321,20 @@ var Scenarios = []Scenario{
 				r.pause(2 * time.Second)
 			}
 			return nil
+		},
+	},
+	{
+		Name:   "clock-reset",
+		Defect: "a Redis restarted empty with its clock behind the stream ids stalls every reader",
+		Doc: "The stream ids are moved 10 minutes ahead of Redis' clock (as after a restart with the clock behind), " +
+			"then Redis is SIGKILLed and restarted empty (no persistence): new entries get ids below the ones " +
+			"readers have read up to. Expected: PASS (readers start over and report what they lost).",
+		Config: Config{Nodes: 3, AOF: "", Rate: 200},
+		Program: func(ctx context.Context, r *Run, _ time.Duration) error {
+			if err := r.RunRound(ctx, []Step{{Op: OpClockJump, Hold: 2 * time.Second}}); err != nil {
+				return err
+			}
+			return r.RunRound(ctx, []Step{{Op: OpRedisWipe, Hold: 2 * time.Second}})
 		},
 	},
 	{
