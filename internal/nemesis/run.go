@@ -44,6 +44,10 @@ type Config struct {
 	// AckEvery makes every n-th event a broadcast with acknowledgements (the
 	// request plane) instead of a plain one; 0: none.
 	AckEvery int
+	// MuteAcks makes the first client of every node and namespace never
+	// answer a broadcast with acknowledgements: its node's relays wait for
+	// it until the broadcast's timeout.
+	MuteAcks bool
 	// AckPairs makes each publisher send its events in pairs: the node emits
 	// the first as a plain broadcast and the second, at once after it, with
 	// acknowledgements (as an application calling Emit then EmitWithAck).
@@ -224,7 +228,8 @@ func Start(ctx context.Context, cfg Config) (*Run, error) {
 				default:
 					rs = []string{"r1", "r2"}
 				}
-				c := &client{r: r, id: id, ns: ns, rooms: rs, home: i, bounce: make(chan struct{}, 1), ready: make(chan struct{})}
+				c := &client{r: r, id: id, ns: ns, rooms: rs, home: i, bounce: make(chan struct{}, 1), ready: make(chan struct{}),
+					mute: cfg.MuteAcks && k == 0}
 				id++
 				r.clients = append(r.clients, c)
 			}

@@ -324,6 +324,24 @@ var Scenarios = []Scenario{
 		},
 	},
 	{
+		Name:   "mute-acks",
+		Defect: "relays of broadcasts with acks hold the slots that answer heartbeats and requests",
+		Doc: "3 nodes, every second event a broadcast with acknowledgements (3 s timeout), 400 events/s; the first " +
+			"client of every node and namespace never answers them, so each node relays hundreds of waiting " +
+			"broadcasts at once, for 30 s. Heartbeats, hellos and the other requests must still be answered: no " +
+			"node reported missing, nothing refused, lost or reordered. Expected: PASS.",
+		Exact:      true,
+		NoRefusals: true,
+		Config:     Config{Nodes: 3, AOF: "always", Rate: 400, AckEvery: 2, MuteAcks: true},
+		Program: func(ctx context.Context, r *Run, d time.Duration) error {
+			return r.fixed(ctx, "clients that never answer", func() error {
+				r.pause(d)
+				return nil
+			})
+		},
+		Duration: 30 * time.Second,
+	},
+	{
 		Name:   "clock-reset",
 		Defect: "a Redis restarted empty with its clock behind the stream ids stalls every reader",
 		Doc: "The stream ids are moved 10 minutes ahead of Redis' clock (as after a restart with the clock behind), " +

@@ -21,6 +21,7 @@ type client struct {
 	ns     string
 	rooms  []string
 	home   int
+	mute   bool          // never answers a broadcast with acknowledgements
 	bounce chan struct{} // the nemesis asks for a disconnect and reconnect
 	ready  chan struct{} // closed when the first session is ready
 
@@ -100,7 +101,7 @@ func (c *client) session(stop chan struct{}) {
 					debt = 0
 				}
 			}
-			if e.HasAck() {
+			if e.HasAck() && !c.mute {
 				ev := *e // acked from another goroutine: OnEvent must not block
 				go func() {
 					actx, acancel := context.WithTimeout(context.Background(), 2*time.Second)
