@@ -382,7 +382,11 @@ func Check(h *History) *Verdict {
 		s.mu.Unlock()
 		if end != 0 && reason != reasonClosed && reason != reasonBounced {
 			slow := strings.Contains(reason, "send queue full")
-			if slow || !inst[s.Instance].faultedBefore(end) {
+			// An official client that reconnected while Redis or a link was
+			// failing may get a new session (recovery on another node needs
+			// Redis): explained by that step, as a node fault explains a cut.
+			during := s.Official && strings.HasPrefix(reason, "not recovered") && faultAround(h.Steps, end)
+			if slow || !inst[s.Instance].faultedBefore(end) && !during {
 				v.Cuts++
 				if len(v.CutReasons) < 10 {
 					v.CutReasons = append(v.CutReasons, fmt.Sprintf("session %d on instance %d at %.2fs: %s", s.ID, s.Instance, float64(end)/1e9, reason))
@@ -521,6 +525,17 @@ func Check(h *History) *Verdict {
 		}
 	}
 	return v
+}
+
+// faultAround reports whether a nemesis step other than a client bounce ran
+// within a second of t.
+func faultAround(steps []stepHist, t int64) bool {
+	for _, st := range steps {
+		if !strings.HasPrefix(st.Op, OpClientBounce) && st.Start <= t+int64(time.Second) && st.End >= t-int64(time.Second) {
+			return true
+		}
+	}
+	return false
 }
 
 func sessIndex(sessions []pubSess, seq uint64) int {

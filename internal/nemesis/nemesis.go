@@ -101,9 +101,10 @@ func (r *Run) Schedule(ops []string, rounds int, minHold, maxHold time.Duration)
 		// A second step that conflicts with the first is drawn again, a few
 		// times: ops may hold nothing that combines (two Redis operations).
 		for tries := 0; len(round) < n && tries < 16; tries++ {
-			s := Step{Op: ops[r.rng.IntN(len(ops))], Slot: r.rng.IntN(r.cfg.Nodes),
+			s := Step{Op: r.draw(ops), Slot: r.rng.IntN(r.cfg.Nodes),
 				Hold: minHold + time.Duration(r.rng.Int64N(int64(maxHold-minHold)+1))}
 			if conflicts(round, s) {
+				r.deck = append([]string{s.Op}, r.deck...) // drawn again later
 				continue
 			}
 			round = append(round, s)
@@ -111,6 +112,19 @@ func (r *Run) Schedule(ops []string, rounds int, minHold, maxHold time.Duration)
 		out = append(out, round)
 	}
 	return out
+}
+
+// draw takes the next operation from a shuffled deck of ops, shuffled again
+// when empty: every operation comes once before any comes twice, so a short
+// run tries many of them and a long one tries each about as often.
+func (r *Run) draw(ops []string) string {
+	if key := strings.Join(ops, ","); key != r.deckOf || len(r.deck) == 0 {
+		r.deckOf, r.deck = key, slices.Clone(ops)
+		r.rng.Shuffle(len(r.deck), func(i, j int) { r.deck[i], r.deck[j] = r.deck[j], r.deck[i] })
+	}
+	op := r.deck[len(r.deck)-1]
+	r.deck = r.deck[:len(r.deck)-1]
+	return op
 }
 
 func conflicts(round []Step, s Step) bool {

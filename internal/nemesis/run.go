@@ -132,11 +132,14 @@ var rooms = []string{"r1", "r2"}
 // Run is one cluster under test: a redis-server, a fault proxy per node slot, the
 // node processes, clients and publishers, and their history.
 type Run struct {
-	cfg   Config
-	clk   clock
-	hist  *History
-	rng   *rand.Rand
-	redis *redistest.Server // standalone; nil with Sentinel
+	cfg  Config
+	clk  clock
+	hist *History
+	rng  *rand.Rand
+	// deck is what is left of the shuffled operations deckOf names (draw).
+	deck   []string
+	deckOf string
+	redis  *redistest.Server // standalone; nil with Sentinel
 	// sentinel is the Sentinel set (primary, replica, three sentinels) when
 	// Config.Sentinel; nodes then reach Redis directly, without proxies.
 	sentinel *redistest.SentinelSet

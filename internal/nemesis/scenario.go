@@ -35,7 +35,8 @@ type Scenario struct {
 // SafeOps are the operations today's product is expected to survive with the
 // contract intact.
 var SafeOps = []string{OpRedisKill, OpRedisPause, OpRedisClients, OpRedisOOM, OpNetCut, OpNetBlackhole,
-	OpNetReadDead, OpNetWriteDead, OpNetRepliesLost, OpNodeTerm, OpNodePause, OpNodeKillNewID, OpClientBounce}
+	OpNetReadDead, OpNetWriteDead, OpNetRepliesLost, OpNodeTerm, OpNodePause, OpNodeKillNewID, OpClientBounce,
+	OpNetSlow, OpClockJump}
 
 // SoakOps are every operation of a standalone Redis but OpRedisWipe: a Redis
 // restarted empty within ClockJump of a clock jump stalls every reader (the
@@ -70,12 +71,15 @@ func Random(ops []string, minHold, maxHold time.Duration) func(ctx context.Conte
 var Scenarios = []Scenario{
 	{
 		Name: "short",
-		Doc: "3 node processes, AOF always, 200 events/s over 6 publishers and 2 namespaces; seeded random rounds " +
-			"of Redis kill/pause/client-kill/OOM, one node's link to Redis cut, blackholed, or dead one way (reads, " +
-			"writes, replies), node drain, node SIGSTOP, node SIGKILL with a new id and client reconnects, one or " +
-			"two faults at once. Expected: PASS, nothing lost even with a report.",
-		Exact:    true,
-		Config:   Config{Nodes: 3, AOF: "always", Rate: 200},
+		Doc: "3 node processes, AOF always, 200 events/s over 6 publishers and 2 namespaces plus one publisher " +
+			"through the emitter (/b) and one official client per node with connection state recovery (/a); " +
+			"seeded random rounds of Redis kill/pause/client-kill/OOM, stream ids ahead of Redis' clock, one node's " +
+			"link to Redis cut, blackholed, slowed, or dead one way (reads, writes, replies), node drain, node " +
+			"SIGSTOP, node SIGKILL with a new id and client reconnects, one or two faults at once. Expected: PASS, " +
+			"nothing lost even with a report.",
+		Exact: true,
+		Config: Config{Nodes: 3, AOF: "always", Rate: 200, OfficialClients: 1, EmitterPublishers: 1,
+			EmitterNamespaces: []string{"/b"}},
 		Program:  Random(SafeOps, 2*time.Second, 4*time.Second),
 		Duration: 30 * time.Second,
 	},
