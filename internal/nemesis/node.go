@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,6 +62,9 @@ type nodeConfig struct {
 	// Recovery, when above 0, enables connection state recovery with this
 	// MaxDisconnectionDuration.
 	Recovery time.Duration `json:"recovery,omitempty"`
+	// AckAsync answers a publish with acknowledgements at once and lets the
+	// broadcast wait for its replies in the background.
+	AckAsync bool `json:"ack_async,omitempty"`
 }
 
 // nodeStatus is the JSON of a node's GET /status.
@@ -190,9 +194,14 @@ func runNode(ctx context.Context, cfg nodeConfig, rep *reporter, stderr io.Write
 	}
 	setRecovery(opts, cfg.Recovery)
 	srv := socketio.NewServer(opts)
+	var async *sync.WaitGroup
+	if cfg.AckAsync {
+		async = &sync.WaitGroup{}
+		defer async.Wait() // after Shutdown: the broadcasts end by their timeout
+	}
 	for _, name := range cfg.Namespaces {
 		nsp := srv.Of(name)
-		nsp.OnConnection(func(s *socketio.Socket) { serveSocket(nsp, s, log) })
+		nsp.OnConnection(func(s *socketio.Socket) { serveSocket(nsp, s, log, async) })
 	}
 
 	mux := http.NewServeMux()
@@ -243,7 +252,7 @@ func runNode(ctx context.Context, cfg nodeConfig, rep *reporter, stderr io.Write
 }
 
 // serveSocket is the workload's application on one socket.
-func serveSocket(nsp *socketio.Namespace, s *socketio.Socket, log *slog.Logger) {
+func serveSocket(nsp *socketio.Namespace, s *socketio.Socket, log *slog.Logger, async *sync.WaitGroup) {
 	s.On(joinEvent, func(e *socketio.Event) {
 		var rooms []string
 		for _, a := range e.Args {
@@ -288,7 +297,9 @@ func serveSocket(nsp *socketio.Namespace, s *socketio.Socket, log *slog.Logger) 
 		payload := func(seq uint64) []any {
 			args := []any{pub, seq}
 			if len(e.Args) > 3 {
-				args = append(args, e.Args[3]) // the payload, passed on as is
+				// The payload, passed on as is (copied: a background
+				// broadcast outlives the event).
+				args = append(args, json.RawMessage(slices.Clone(e.Args[3])))
 			}
 			return args
 		}
@@ -309,6 +320,19 @@ func serveSocket(nsp *socketio.Namespace, s *socketio.Socket, log *slog.Logger) 
 			if err == nil {
 				err = withAcks(pairRoom, seq+1)
 			}
+		case withAck && async != nil:
+			args := payload(seq)
+			async.Add(1)
+			go func() {
+				defer async.Done()
+				actx, acancel := context.WithTimeout(context.Background(), 12*time.Second)
+				defer acancel()
+				_, err := nsp.To(room).Timeout(10*time.Second).EmitWithAck(actx, dataEvent, args...)
+				var missing *adapter.MissingRepliesError
+				if err != nil && !errors.As(err, &missing) {
+					log.Warn("nemesis node: broadcast with acks", "seq", seq, "err", err)
+				}
+			}()
 		case withAck:
 			err = withAcks(room, seq)
 		default:

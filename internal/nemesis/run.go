@@ -44,10 +44,17 @@ type Config struct {
 	// AckEvery makes every n-th event a broadcast with acknowledgements (the
 	// request plane) instead of a plain one; 0: none.
 	AckEvery int
+	// PublishTimeout is how long a publisher waits for its node's answer to
+	// a publish before it records the event as unknown. Default 2s.
+	PublishTimeout time.Duration
 	// MuteAcks makes the first client of every node and namespace never
 	// answer a broadcast with acknowledgements: its node's relays wait for
 	// it until the broadcast's timeout.
 	MuteAcks bool
+	// AckAsync makes nodes answer a publish with acknowledgements at once,
+	// with the broadcast still waiting for its replies: many wait at a time.
+	// Their order among a publisher's events is then not the node's to keep.
+	AckAsync bool
 	// AckPairs makes each publisher send its events in pairs: the node emits
 	// the first as a plain broadcast and the second, at once after it, with
 	// acknowledgements (as an application calling Emit then EmitWithAck).
@@ -118,6 +125,9 @@ func (c *Config) defaults() {
 	}
 	if c.NodePing == 0 {
 		c.NodePing = 5 * time.Second
+	}
+	if c.PublishTimeout == 0 {
+		c.PublishTimeout = 2 * time.Second
 	}
 	if c.Settle == 0 {
 		c.Settle = 60 * time.Second
@@ -441,6 +451,7 @@ func (r *Run) startNode(ctx context.Context, slot int, newID bool) (*nodeProc, e
 		PingTimeout:  r.cfg.NodePing,
 		DrainTimeout: 10 * time.Second,
 		Recovery:     r.recovery(),
+		AckAsync:     r.cfg.AckAsync,
 	}, hist, r.clk)
 	if err != nil {
 		return nil, err

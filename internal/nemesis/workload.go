@@ -305,7 +305,7 @@ func (p *publisher) emit(conn *sioclient.Client, si int) bool {
 		}
 		p.hist.mu.Unlock()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), p.r.cfg.PublishTimeout)
 	defer cancel()
 	args := p.args(seq)
 	if n == 2 {
