@@ -12,13 +12,13 @@ package apicheck
 //	cluster                              adapter and bus, the packet format
 //	emitter                              bus and cluster, the packet format
 var layers = map[string][]string{
-	"engineio":             {},
-	"bus":                  {},
-	"socketio/parser":      {},
-	"bus/redisbus":         {"bus"},
-	"adapter":              {"socketio/parser"},
-	"adapter/adaptertest":  {"adapter", "socketio/parser"},
-	"socketio":             {"engineio", "adapter", "socketio/parser"},
-	"cluster":              {"adapter", "bus", "socketio/parser"},
-	"emitter":              {"adapter", "bus", "cluster", "socketio/parser"},
+	"engineio":            {},
+	"bus":                 {},
+	"socketio/parser":     {},
+	"bus/redisbus":        {"bus"},
+	"adapter":             {"socketio/parser"},
+	"adapter/adaptertest": {"adapter", "socketio/parser"},
+	"socketio":            {"engineio", "adapter", "socketio/parser"},
+	"cluster":             {"adapter", "bus", "socketio/parser"},
+	"emitter":             {"adapter", "bus", "cluster", "socketio/parser"},
 }
