@@ -25,7 +25,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/durasock/durasock/bench"
+	"github.com/durasock/durasock/internal/bench"
 )
 
 func main() {
