@@ -87,7 +87,9 @@ func newApp(cfg *config, log *slog.Logger) (*app, error) {
 		Name: "durasock_connected_clients",
 		Help: "Engine.IO sessions open on this node.",
 	}, func() float64 { return float64(a.sio.Engine().Count()) }))
-	setupDemo(a.sio, log)
+	if cfg.Demo {
+		setupDemo(a.sio, a.bus, a.cluster, log)
+	}
 	return a, nil
 }
 
@@ -128,7 +130,7 @@ func (a *app) handler() http.Handler {
 	mux.Handle("GET /metrics", promhandler(a.registry))
 	mux.HandleFunc("POST /api/emit", a.emit)
 	if a.cfg.Demo {
-		mountDemo(mux, a.cfg.Path)
+		mountDemo(mux, a.cfg.Path, a.cfg.DemoClientDir, a.log)
 	}
 	return mux
 }
