@@ -168,7 +168,8 @@ type demo struct {
 
 	mu      sync.Mutex
 	pending []pendingPublish // waiting for Redis to take them
-	wake    chan struct{}
+	wake    chan struct{}    // wakes watchPublished
+	poke    chan struct{}    // wakes watchBus: the outbox grew
 }
 
 type pendingPublish struct {
@@ -179,7 +180,7 @@ type pendingPublish struct {
 // setupDemo registers the demo chat on the main namespace. With a cluster bus
 // (b and c not nil) it also tells the pages about the bus until the bus closes.
 func setupDemo(srv *socketio.Server, b *bus.Reliable, c *cluster.Cluster, log *slog.Logger) {
-	d := &demo{nsp: srv.Of("/"), log: log, node: "local", wake: make(chan struct{}, 1)}
+	d := &demo{nsp: srv.Of("/"), log: log, node: "local", wake: make(chan struct{}, 1), poke: make(chan struct{}, 1)}
 	if b != nil && c != nil {
 		d.bus, d.cluster, d.node = b, c, b.NodeID()
 		go d.watchBus()
@@ -226,6 +227,7 @@ func (d *demo) watchBus() {
 		select {
 		case <-changed:
 		case <-tick.C:
+		case <-d.poke:
 		}
 	}
 }
@@ -239,9 +241,11 @@ func (d *demo) expectPublished(s *socketio.Socket, id string) bool {
 		return false
 	}
 	d.pending = append(d.pending, pendingPublish{s, id})
-	select {
-	case d.wake <- struct{}{}:
-	default:
+	for _, c := range []chan struct{}{d.wake, d.poke} {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
 	}
 	return true
 }

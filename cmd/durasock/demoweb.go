@@ -13,7 +13,7 @@ import (
 // web holds the demo page. The Socket.IO browser client is not part of it: it
 // comes from npm (socket.io-client) and is served from -demo-client-dir.
 //
-//go:embed web/index.html web/demo.js web/demo.css
+//go:embed web/index.html web/demo.js web/demo.css web/cluster.html web/cluster.js web/cluster.css
 var web embed.FS
 
 // demoClientCandidates are where the binary looks for the browser client when

@@ -75,7 +75,7 @@
       $("bus").textContent = me.node ? "none (one process)" : "–";
     } else {
       let t = bus.state;
-      if (bus.outbox > 0) t += ` · ${bus.outbox} queued` + (bus.outbox_age_ms >= 1000 ? ` (oldest ${Math.round(bus.outbox_age_ms / 1000)} s)` : "");
+      if (bus.outbox > 0 && (bus.state !== "connected" || bus.outbox_age_ms >= 1000)) t += ` · ${bus.outbox} queued` + (bus.outbox_age_ms >= 1000 ? ` (oldest ${Math.round(bus.outbox_age_ms / 1000)} s)` : "");
       if (bus.nodes) t += ` · ${bus.nodes.length} node${bus.nodes.length === 1 ? "" : "s"}`;
       $("bus").textContent = t;
     }
@@ -143,10 +143,7 @@
     if (b.state !== "connected" || !b.nodes) return;
     if (prevNodes) {
       for (const [p, m] of members) {
-        if (prevNodes.includes(m.node) && !b.nodes.includes(m.node)) {
-          members.delete(p);
-          line(`${m.name} left (node ${short(m.node)} is gone)`);
-        }
+        if (prevNodes.includes(m.node) && !b.nodes.includes(m.node)) leaveLater(p, m, ` (node ${short(m.node)} is gone)`);
       }
     }
     prevNodes = b.nodes;
@@ -170,6 +167,18 @@
   }
   $("joinform").addEventListener("submit", (e) => { e.preventDefault(); join(false); });
 
+  // A page that reconnects elsewhere leaves (or its node goes) and joins on
+  // another node, in either order: wait a little before saying it left.
+  function leaveLater(p, m, why) {
+    if (m.leaving) return;
+    m.leaving = setTimeout(() => {
+      if (members.get(p) !== m) return;
+      members.delete(p);
+      line(`${m.name} left${why}`);
+      render();
+    }, 3000);
+  }
+
   socket.on("presence", (p) => {
     if (p.page === page || p.room !== me.room) return;
     const known = members.get(p.page);
@@ -192,14 +201,7 @@
         line(`${p.old} is now ${p.name}`);
         break;
       case "leave":
-        // A page that reconnects elsewhere leaves on its old node and joins on
-        // the new one, in either order: wait before saying it left.
-        if (!known || known.sid !== p.sid || known.leaving) break;
-        known.leaving = setTimeout(() => {
-          members.delete(p.page);
-          line(`${known.name} left`);
-          render();
-        }, 3000);
+        if (known && known.sid === p.sid) leaveLater(p.page, known, "");
         break;
     }
     render();
