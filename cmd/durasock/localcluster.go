@@ -47,13 +47,13 @@ type redisControl interface {
 	Start(ctx context.Context) error
 }
 
-func runCluster(ctx context.Context, args []string, stderr io.Writer) error {
+func runCluster(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("durasock cluster", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, clusterUsage); fs.PrintDefaults() }
 	addr := fs.String("addr", "127.0.0.1:3000", "address of the load balancer (demo chat and control panel)")
 	nodes := fs.Int("nodes", 2, "durasock nodes to start (1 to 5)")
-	clientDir := fs.String("demo-client-dir", "", "socket.io-client's dist directory (see durasock -h)")
+	clientDir := fs.String("demo-client-dir", getenv(envPrefix+"DEMO_CLIENT_DIR"), "socket.io-client's dist directory (env DURASOCK_DEMO_CLIENT_DIR; see durasock -h)")
 	redisBin := fs.String("redis-server", "redis-server", "redis-server binary")
 	open := fs.Bool("open", true, "open the demo in a browser when one is available (xdg-open)")
 	if err := fs.Parse(args); err != nil {

@@ -24,7 +24,7 @@ import (
 // run serves until ctx is done, then drains. It returns nil after a clean drain.
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "cluster" {
-		return runCluster(ctx, args[1:], stderr) // localcluster.go
+		return runCluster(ctx, args[1:], getenv, stderr) // localcluster.go
 	}
 	cfg, err := parseConfig(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
