@@ -22,7 +22,7 @@ import (
 // the other pages actually report:
 //
 //   - every page learns its node, its transport and its node's bus state
-//     ("hello" on connect, "bus" on every change);
+//     (it asks "hello" on connect, then gets "bus" on every change);
 //   - a message is acknowledged by its node as sent or queued (the bus outbox
 //     holds it while Redis is unreachable), then "published" once Redis took it,
 //     then "receipt" per page that displayed it, relayed and stamped with the
@@ -61,6 +61,8 @@ const maxPendingPublish = 10_000
 const (
 	chatRoomPrefix = "room:"
 	pageRoomPrefix = "page:"
+	// watchRoom holds this node's pages that want "bus" updates.
+	watchRoom = "demo:watch"
 )
 
 // pageIDPattern is what a page id (chosen by the page, kept per browser tab) and
@@ -215,7 +217,7 @@ func (d *demo) watchBus() {
 		if last == nil || v.State != last.State || v.OutboxLen != last.OutboxLen || !slices.Equal(v.Nodes, last.Nodes) ||
 			(v.OutboxLen > 0 && v.OutboxAgeMS/1000 != last.OutboxAgeMS/1000) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			if err := d.nsp.Local().Emit(ctx, "bus", v); err != nil {
+			if err := d.nsp.Local().To(watchRoom).Emit(ctx, "bus", v); err != nil {
 				d.log.Debug("demo: bus state not sent", "err", err)
 			}
 			cancel()
@@ -325,10 +327,12 @@ func (d *demo) connected(s *socketio.Socket) {
 	ctx := func() (context.Context, context.CancelFunc) {
 		return context.WithTimeout(context.Background(), 5*time.Second)
 	}
-	hello := helloMsg{Node: d.node, Cluster: d.bus != nil, Transport: s.Transport(), Recovered: me.Room != "", Bus: d.view()}
-	if err := s.Emit("hello", hello); err != nil {
-		d.log.Debug("demo: hello not sent", "err", err)
-	}
+	// A demo page asks for "hello" and so subscribes to "bus" updates; other
+	// Socket.IO clients of the node get no demo events they did not ask for.
+	s.On("hello", func(e *socketio.Event) {
+		s.Join(watchRoom)
+		ackOrLog(e, d.log, helloMsg{Node: d.node, Cluster: d.bus != nil, Transport: s.Transport(), Recovered: me.Room != "", Bus: d.view()})
+	})
 	presence := func(to, typ string, m member, old string) {
 		c, cancel := ctx()
 		defer cancel()

@@ -148,7 +148,7 @@ func (d *demoClient) next(name string) map[string]any {
 func TestDemoChat(t *testing.T) {
 	base := startApp(t)
 	a, b := dialDemo(t, base), dialDemo(t, base)
-	if h := a.next("hello"); h["node"] != "local" || h["cluster"] != false {
+	if h := a.call("hello", nil); h["node"] != "local" || h["cluster"] != false {
 		t.Errorf("hello = %v", h)
 	}
 	if ack := a.call("join", map[string]string{"room": "  lobby ", "name": "  alice   ", "page": "pa"}); ack["room"] != "lobby" || ack["name"] != "alice" {

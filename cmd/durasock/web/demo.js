@@ -101,6 +101,7 @@
     }
     connectedOnce = true;
     lostAt = 0;
+    socket.emit("hello", hello);
     join(true);
     render();
   });
@@ -119,13 +120,14 @@
     render();
   });
 
-  socket.on("hello", (h) => {
+  function hello(h) {
+    if (!h || !h.node) return;
     const moved = me.node && me.node !== h.node;
     me.node = h.node;
     bus = h.bus || null;
     if (moved) line(`now on node ${short(h.node)}`);
     render();
-  });
+  }
   socket.on("bus", (b) => {
     const was = bus && bus.state;
     bus = b;
