@@ -35,6 +35,9 @@ type config struct {
 	LogLevel     slog.Level
 	Demo         bool
 	Admin        adminConfig // -parser and -admin*, see admin.go
+
+	// DemoClientDir holds socket.io-client's dist for the demo page.
+	DemoClientDir string
 }
 
 // envPrefix is the prefix of every environment variable the binary reads.
@@ -69,6 +72,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error (env DURASOCK_LOG_LEVEL)")
 	fs.BoolVar(&c.Demo, "demo", true, "serve the demo chat page at / (env DURASOCK_DEMO)")
 	c.Admin.flags(fs)
+	fs.StringVar(&c.DemoClientDir, "demo-client-dir", "", "directory of the Socket.IO browser client the demo page loads (socket.io-client's dist from npm); default: node_modules/socket.io-client/dist or interop/node_modules/socket.io-client/dist if present (env DURASOCK_DEMO_CLIENT_DIR)")
 
 	// Environment first, as flag defaults; the command line then overrides them.
 	var envErrs []error

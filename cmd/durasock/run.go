@@ -24,6 +24,9 @@ import (
 
 // run serves until ctx is done, then drains. It returns nil after a clean drain.
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "cluster" {
+		return runCluster(ctx, args[1:], getenv, stderr) // localcluster.go
+	}
 	cfg, err := parseConfig(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
@@ -93,7 +96,9 @@ func newApp(cfg *config, log *slog.Logger) (*app, error) {
 		Name: "durasock_connected_clients",
 		Help: "Engine.IO sessions open on this node.",
 	}, func() float64 { return float64(a.sio.Engine().Count()) }))
-	setupDemo(a.sio, log)
+	if cfg.Demo {
+		setupDemo(a.sio, a.bus, a.cluster, log)
+	}
 	return a, nil
 }
 
@@ -134,7 +139,7 @@ func (a *app) handler() http.Handler {
 	mux.Handle("GET /metrics", promhandler(a.registry))
 	mux.HandleFunc("POST /api/emit", a.emit)
 	if a.cfg.Demo {
-		mountDemo(mux, a.cfg.Path)
+		mountDemo(mux, a.cfg.Path, a.cfg.DemoClientDir, a.log)
 	}
 	a.mountAdmin(mux)
 	return mux
