@@ -193,10 +193,10 @@ func (a *app) statusBody() statusBody {
 		Outbox: outboxStatus{Messages: st.OutboxLen, Bytes: st.OutboxBytes, OldestAge: dur(st.OutboxOldest)},
 		Totals: busTotals{
 			Accepted: s.Accepted, Rejected: s.Rejected, Published: s.Published, Received: s.Received,
-			Dropped:     map[string]uint64{"max_age": s.DroppedMaxAge, "overflow": s.DroppedOverflow, "closed": s.DroppedClosed},
-			Gaps:        s.Gaps, GapMessages: s.GapMessages, Duplicates: s.Duplicates, Reconnects: s.Reconnects,
-			ProbeFails:  s.ProbeFailures, NodesGone: s.NodesGoneSilent + s.NodesGoneReplaced + s.NodesClosed,
-			DiskLoaded:  s.DiskLoaded, DecodeErrors: s.DecodeErrors,
+			Dropped: map[string]uint64{"max_age": s.DroppedMaxAge, "overflow": s.DroppedOverflow, "closed": s.DroppedClosed},
+			Gaps:    s.Gaps, GapMessages: s.GapMessages, Duplicates: s.Duplicates, Reconnects: s.Reconnects,
+			ProbeFails: s.ProbeFailures, NodesGone: s.NodesGoneSilent + s.NodesGoneReplaced + s.NodesClosed,
+			DiskLoaded: s.DiskLoaded, DecodeErrors: s.DecodeErrors,
 		},
 		History: hist,
 	}

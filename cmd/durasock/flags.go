@@ -56,15 +56,19 @@ func (f intFlag) String() string {
 }
 
 func (f intFlag) Set(s string) error {
-	v, err := parseInt(s, strconv.IntSize)
-	if err != nil {
+	var v int64
+	if err := (int64Flag{p: &v}).Set(s); err != nil {
 		return err
+	}
+	if int64(int(v)) != v {
+		return fmt.Errorf("%q is too large", s)
 	}
 	*f.p = int(v)
 	return nil
 }
 
-// int64Flag is an int64 flag; it also takes sizes like 64MiB or 512KiB.
+// int64Flag is an int64 flag; it also takes sizes like 64MiB or 512KiB (as
+// intFlag does).
 type int64Flag struct{ p *int64 }
 
 func (f int64Flag) String() string {

@@ -267,7 +267,7 @@ func (a *app) serve(ctx context.Context, ln, adminLn net.Listener) error {
 // logListening writes the line an operator looks for first: where, and how.
 func (a *app) logListening(ln, adminLn net.Listener) {
 	a.listen = listenURL(ln.Addr())
-	attrs := []any{slog.String("url", a.listen + strings.TrimPrefix(a.cfg.Path, "/")), slog.String("version", a.build.Version)}
+	attrs := []any{slog.String("url", a.listen+strings.TrimPrefix(a.cfg.Path, "/")), slog.String("version", a.build.Version)}
 	if a.bus != nil {
 		attrs = append(attrs, slog.String("mode", "cluster"), slog.String("redis", a.redisShown),
 			slog.String("transport", a.cfg.RedisMode), slog.String("node", a.bus.NodeID()))
