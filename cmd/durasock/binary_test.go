@@ -474,13 +474,12 @@ func TestRedisUnreachable(t *testing.T) {
 	}
 }
 
-// TestHTTPTimeouts: each HTTP timeout ends what a client leaves hanging.
+// TestHTTPTimeouts: each HTTP timeout ends what a client leaves hanging. Each
+// case runs a server where only its timeout is short, so that a loaded machine
+// does not trip the others.
 func TestHTTPTimeouts(t *testing.T) {
-	r := launch(t, nil, "-send-queue-bytes", "16MiB", "-read-header-timeout", "300ms", "-read-timeout", "500ms", "-idle-timeout", "500ms",
-		"-write-timeout", "500ms", "-ping-interval", "1s", "-ping-timeout", "5s")
-	addr := strings.TrimPrefix(r.url, "http://")
-	dial := func() net.Conn {
-		c, err := net.Dial("tcp", addr)
+	dial := func(t *testing.T, r *running) net.Conn {
+		c, err := net.Dial("tcp", strings.TrimPrefix(r.url, "http://"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -488,7 +487,7 @@ func TestHTTPTimeouts(t *testing.T) {
 		return c
 	}
 	// closedWithin reads c until the server closes it, and fails after limit.
-	closedWithin := func(what string, c net.Conn, limit time.Duration) {
+	closedWithin := func(t *testing.T, what string, c net.Conn, limit time.Duration) {
 		t.Helper()
 		_ = c.SetReadDeadline(time.Now().Add(limit))
 		_, err := io.Copy(io.Discard, c)
@@ -498,25 +497,27 @@ func TestHTTPTimeouts(t *testing.T) {
 	}
 
 	t.Run("header", func(t *testing.T) {
-		c := dial()
+		r := launch(t, nil, "-read-header-timeout", "300ms")
+		c := dial(t, r)
 		fmt.Fprint(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n") // never finished
-		closedWithin("unfinished headers", c, 5*time.Second)
+		closedWithin(t, "unfinished headers", c, 10*time.Second)
 	})
 	t.Run("body", func(t *testing.T) {
-		c := dial()
+		r := launch(t, nil, "-read-timeout", "300ms")
+		c := dial(t, r)
 		fmt.Fprint(c, "POST /api/emit HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{") // 1 of 100 bytes
-		closedWithin("unfinished body", c, 5*time.Second)
+		closedWithin(t, "unfinished body", c, 10*time.Second)
 	})
 	t.Run("idle", func(t *testing.T) {
+		r := launch(t, nil, "-idle-timeout", "1s")
 		const n = 500
 		conns := make([]net.Conn, n)
 		for i := range conns {
-			conns[i] = dial()
+			conns[i] = dial(t, r)
 			fmt.Fprint(conns[i], "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
 		}
 		for i, c := range conns {
-			br := bufio.NewReader(c)
-			resp, err := http.ReadResponse(br, nil)
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 			if err != nil {
 				t.Fatalf("conn %d: %v", i, err)
 			}
@@ -524,10 +525,11 @@ func TestHTTPTimeouts(t *testing.T) {
 			resp.Body.Close()
 		}
 		for i, c := range conns {
-			closedWithin(fmt.Sprintf("idle keep-alive connection %d", i), c, 10*time.Second)
+			closedWithin(t, fmt.Sprintf("idle keep-alive connection %d", i), c, 20*time.Second)
 		}
 	})
 	t.Run("unread poll", func(t *testing.T) {
+		r := launch(t, nil, "-send-queue-bytes", "16MiB", "-write-timeout", "2s", "-ping-interval", "1s", "-ping-timeout", "20s")
 		// A polling client that asks for a big answer and never reads it.
 		code, _, open := request(t, "GET", r.url+"/socket.io/?EIO=4&transport=polling", nil, "")
 		if code != http.StatusOK {
@@ -542,13 +544,14 @@ func TestHTTPTimeouts(t *testing.T) {
 			t.Fatal(body)
 		}
 		request(t, "GET", r.url+"/socket.io/?EIO=4&transport=polling&sid="+sid, nil, "") // the CONNECT answer
-		// Fill the session's queue: 12 MB of events to it, more than the
-		// socket buffers hold.
+		// 12 MB of events for it, more than the socket buffers hold.
 		chunk := strings.Repeat("x", 900_000)
 		for range 14 {
-			r.app.sio.Of("/").Local().Emit(context.Background(), "big", chunk)
+			if err := r.app.sio.Of("/").Local().Emit(context.Background(), "big", chunk); err != nil {
+				t.Fatal(err)
+			}
 		}
-		c := dial()
+		c := dial(t, r)
 		if tc, ok := c.(*net.TCPConn); ok {
 			_ = tc.SetReadBuffer(4096)
 		}
@@ -559,7 +562,8 @@ func TestHTTPTimeouts(t *testing.T) {
 			return strings.Contains(b.String(), "servePoll")
 		}
 		waitFor(t, "the poll to be served", polling)
-		// Its goroutine ends once the write deadline passes (1 s + 0.5 s).
+		// Its goroutine ends once the write deadline passes (-ping-interval +
+		// -write-timeout); without the deadline it waits for the client forever.
 		waitFor(t, "the unread poll's goroutine to end", func() bool { return !polling() })
 	})
 }
