@@ -57,8 +57,14 @@ func TestDocs(t *testing.T) {
 	if len(goSnips) == 0 || len(shSnips) < 5 {
 		t.Fatalf("found %d Go and %d shell snippets: the extraction is broken", len(goSnips), len(shSnips))
 	}
-	t.Run("go", func(t *testing.T) { checkGoSnippets(t, root, goSnips) })
+	// The two halves run side by side: one waits on the compiler, the other on
+	// the nodes it starts.
+	t.Run("go", func(t *testing.T) {
+		t.Parallel()
+		checkGoSnippets(t, root, goSnips)
+	})
 	t.Run("shell", func(t *testing.T) {
+		t.Parallel()
 		d := &docRunner{t: t, root: root}
 		for _, s := range shSnips {
 			d.snippet(s)
