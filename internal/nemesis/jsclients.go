@@ -153,6 +153,7 @@ func (j *jsClients) handle(line []byte) {
 			c.sess.mu.Lock()
 			c.sess.Recovered++
 			c.sess.Instance = inst
+			c.sess.Moves = append(c.sess.Moves, instMove{At: now, Index: len(c.sess.Got), Instance: inst})
 			c.sess.mu.Unlock()
 			return
 		}
@@ -165,7 +166,8 @@ func (j *jsClients) handle(line []byte) {
 		}
 		// Ready once its rooms are joined: what arrives before is recorded,
 		// not owed.
-		s := &sessHist{Client: c.id, Namespace: c.ns, Rooms: c.rooms, Instance: inst, Official: true}
+		s := &sessHist{Client: c.id, Namespace: c.ns, Rooms: c.rooms, Instance: inst, Official: true,
+			Moves: []instMove{{At: now, Instance: inst}}}
 		j.r.mu.Lock()
 		s.ID = j.r.nextSess
 		j.r.nextSess++
