@@ -49,11 +49,9 @@ type streams struct {
 	// the last one delivered (-1: unknown): more deleted entries than that
 	// means entries were trimmed before they were read.
 	readN []int64
-	// Per partition: the replication id of the primary that took writes not
-	// yet confirmed by replicas ("" when none), and whether they went to more
-	// than one primary (replication.go).
-	pendRepl  []string
-	pendMixed []bool
+	// pend is, per partition, what replicas have not confirmed yet
+	// (replication.go).
+	pend []pending
 }
 
 var (
@@ -65,7 +63,7 @@ func newStreams(b *base) *streams {
 	n := b.opts.Partitions
 	s := &streams{base: b, keyPart: make(map[string]int, n), serverMs: make([]atomic.Int64, n),
 		failID: make([]string, n), failN: make([]int, n), failAt: make([]time.Time, n), st: b.stats,
-		pendRepl: make([]string, n), pendMixed: make([]bool, n)}
+		pend: make([]pending, n)}
 	for p := range n {
 		k := StreamKey(b.opts.Prefix, p)
 		s.keys = append(s.keys, k)
@@ -116,7 +114,10 @@ func (s *streams) Publish(ctx context.Context, frames []bus.Frame) error {
 			cmds = append(cmds, c.B().Xtrim().Key(s.keys[p]).Maxlen().Almost().Threshold(s.maxLen).Build())
 		}
 	}
-	res, werr := s.publishPipeline(ctx, c, frames, cmds, wait)
+	res, werr, err := s.publishPipeline(ctx, c, frames, cmds, wait)
+	if err != nil {
+		return err
+	}
 	if err := s.checkAll("xadd", res); err != nil {
 		return err
 	}
