@@ -49,6 +49,11 @@ type streams struct {
 	// the last one delivered (-1: unknown): more deleted entries than that
 	// means entries were trimmed before they were read.
 	readN []int64
+	// recent is, per partition, a ring of the ids of the last entries
+	// delivered (recentIDs of them), kept where a failover can give the
+	// reader another history (Sentinel, Cluster): see checkPositions.
+	recent    [][]seenEntry
+	recentPos []int
 	// pend is, per partition, what replicas have not confirmed yet
 	// (replication.go).
 	pend []pending
@@ -64,6 +69,9 @@ func newStreams(b *base) *streams {
 	s := &streams{base: b, keyPart: make(map[string]int, n), serverMs: make([]atomic.Int64, n),
 		failID: make([]string, n), failN: make([]int, n), failAt: make([]time.Time, n), st: b.stats,
 		pend: make([]pending, n)}
+	if b.conn.topology != Standalone {
+		s.recent, s.recentPos = make([][]seenEntry, n), make([]int, n)
+	}
 	for p := range n {
 		k := StreamKey(b.opts.Prefix, p)
 		s.keys = append(s.keys, k)
@@ -263,12 +271,24 @@ func (s *streams) recordStart(ctx context.Context, c rueidis.Client) error {
 		}
 		ids[p], read[p] = info.lastID, info.added
 	}
-	s.mu.Lock()
-	if s.lastIDs == nil {
-		s.lastIDs, s.readN = ids, read
-	}
-	s.mu.Unlock()
+	s.setStart(ids, read)
 	return nil
+}
+
+// setStart records the first positions, unless recorded already. They count
+// as delivered for finding the entry in common after a failover.
+func (s *streams) setStart(ids []string, read []int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lastIDs != nil {
+		return
+	}
+	s.lastIDs, s.readN = ids, read
+	for p, id := range ids {
+		if s.recent != nil && id != "0-0" {
+			s.remember(p, seenEntry{id: id}) // its frame is unknown
+		}
+	}
 }
 
 // recordStartPlain is recordStart without scripts: XREVRANGE, and no trim
@@ -291,11 +311,7 @@ func (s *streams) recordStartPlain(ctx context.Context, c rueidis.Client) error 
 			ids[p] = entries[0].ID
 		}
 	}
-	s.mu.Lock()
-	if s.lastIDs == nil {
-		s.lastIDs, s.readN = ids, read
-	}
-	s.mu.Unlock()
+	s.setStart(ids, read)
 	return nil
 }
 
