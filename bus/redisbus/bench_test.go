@@ -122,12 +122,24 @@ func BenchmarkRoundTrip(b *testing.B) {
 
 // BenchmarkThroughput measures frames carried end to end (Publish in batches of
 // 256 on one transport, delivered by Subscribe on another): one op is one frame.
+// streams/position-check reads as on Sentinel and Cluster, where each read
+// also checks that the server holds the reader's position.
 func BenchmarkThroughput(b *testing.B) {
 	srv := redistest.Standalone(b)
-	for _, kind := range bothKinds {
-		b.Run(kind.String(), func(b *testing.B) {
-			o := Options{Kind: kind, Prefix: "tput-" + kind.String(), StreamMaxLen: -1}
+	cases := []struct {
+		name  string
+		kind  Kind
+		check bool
+	}{{"streams", Streams, false}, {"streams/position-check", Streams, true}, {"pubsub", PubSub, false}}
+	for _, tc := range cases {
+		kind := tc.kind
+		b.Run(tc.name, func(b *testing.B) {
+			o := Options{Kind: kind, Prefix: "tput-" + tc.name, StreamMaxLen: -1}
 			pub, subT := newTransport(b, srv.URL(), o), newTransport(b, srv.URL(), o)
+			if tc.check {
+				st := subT.(*streams)
+				st.recent, st.recentPos = make([][]seenEntry, st.opts.Partitions), make([]int, st.opts.Partitions)
+			}
 			var got, target atomic.Int64
 			target.Store(-1)
 			all := make(chan struct{})
