@@ -207,8 +207,10 @@ func BenchmarkThroughput(b *testing.B) {
 // BenchmarkDirectPlaneCluster sends direct frames between 6 nodes on a
 // Redis Cluster of 3 primaries, round robin over the receivers, and reports
 // the share of the direct-plane publishes (SPUBLISH) taken by the busiest
-// primary: 1 when one shard carries every request and reply, 0.33 when the
-// three share them evenly. One op is one frame sent and received.
+// primary: 1 when one shard carries every request and reply (the direct
+// channels share one hash tag, which keeps a node's frames to one node and
+// to all in order), 0.33 when the three share them evenly. One op is one
+// frame sent and received.
 func BenchmarkDirectPlaneCluster(b *testing.B) {
 	cs := redistest.Cluster(b)
 	const nodes = 6

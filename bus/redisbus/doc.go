@@ -19,9 +19,8 @@
 //	{P:<p>}:stream      stream of partition p (Streams), entries with field "d"
 //	{P:<p>}:replicated  written ("1") when the bus waits for replicas again (Streams, WaitReplicas)
 //	{P:<p>}:pubsub      channel of partition p (PubSub)
-//	{P:node:<id>}      direct channel of node id (both transports)
+//	{P}:node:<id>     direct channel of node id (both transports)
 //	{P}:all           direct channel of every node (both transports)
-//	{P}:node:<id>     direct channel of node id in earlier versions, still listened to
 //
 // Streams: Publish sends, in one pipeline, XADD {P:<p>}:stream MINID ~ <T>
 // * d <frame> for every frame of a batch, where T is the Redis server's time (the
@@ -36,17 +35,13 @@
 // counted. An entry that no read can return (Redis drops the reader every time)
 // is skipped after 3 attempts over at least SkipUnreadableAfter (10 s), its id
 // found by a Lua script without reading it. Pub/sub: PUBLISH {P:<p>}:pubsub
-// <frame>. Direct frames: PUBLISH {P:node:<id>} <frame> (when nobody received
-// it, again to {P}:node:<id>, for a node of an earlier version) or PUBLISH
-// {P}:all <frame>. When WaitReplicas is set, a batch written while frames wait
-// for replicas is first checked (XRANGE of the last of them, on the same
-// connection) to go only to the primary that holds them.
+// <frame>. Direct frames: PUBLISH {P}:node:<id> <frame> or PUBLISH {P}:all <frame>.
 // A frame is the bytes of a bus envelope (see package bus and docs/PROTOCOL.md);
 // this package never looks inside.
 //
 // The braces are Redis Cluster hash tags: each partition has its own slot, so a
-// cluster spreads the partitions over its primaries, and the channels of the
-// nodes over them too (the all channel has one slot). On Redis Cluster every channel is a sharded channel
+// cluster spreads the partitions over its primaries, while the direct channels
+// share one slot. On Redis Cluster every channel is a sharded channel
 // (SPUBLISH/SSUBSCRIBE): a message travels only within its shard instead of over
 // the whole cluster bus, and a failover of that shard closes the subscriber's
 // connection, so Subscribe returns an error and the bus subscribes again on the

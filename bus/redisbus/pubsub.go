@@ -3,7 +3,6 @@ package redisbus
 import (
 	"context"
 	"fmt"
-	"slices"
 
 	"github.com/redis/rueidis"
 
@@ -81,13 +80,15 @@ func (ps *pubsub) Subscribe(ctx context.Context, nodeID string, deliver func(bus
 	}
 	g := ps.subscribeGroup(ctx)
 	if !isCluster(c) {
-		channels := append(slices.Clone(ps.channels), slices.Concat(ps.directChannels(nodeID)...)...)
+		channels := append(append([]string(nil), ps.channels...), ps.directChannels(nodeID)...)
 		g.run(func(ctx context.Context) error { return ps.receive(ctx, c, false, channels, onMessage) })
 		return g.wait()
 	}
 	// Sharded channels of different slots cannot share a subscription: one
-	// per partition, one per hash tag of the direct plane.
-	ps.receiveDirect(g, c, nodeID, onMessage)
+	// per partition, one for the direct plane.
+	g.run(func(ctx context.Context) error {
+		return ps.receive(ctx, c, true, ps.directChannels(nodeID), onMessage)
+	})
 	for _, ch := range ps.channels {
 		g.run(func(ctx context.Context) error {
 			return ps.receive(ctx, c, true, []string{ch}, onMessage)

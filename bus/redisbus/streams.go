@@ -202,8 +202,10 @@ func (s *streams) Subscribe(ctx context.Context, nodeID string, deliver func(bus
 	deliver = serial(deliver)
 	cluster := isCluster(c)
 	g := s.subscribeGroup(ctx)
-	s.receiveDirect(g, c, nodeID, func(m rueidis.PubSubMessage) {
-		deliver(bus.Frame{Partition: -1, Data: []byte(m.Message)})
+	g.run(func(ctx context.Context) error {
+		return s.receive(ctx, c, cluster, s.directChannels(nodeID), func(m rueidis.PubSubMessage) {
+			deliver(bus.Frame{Partition: -1, Data: []byte(m.Message)})
+		})
 	})
 	if cluster {
 		// XREAD over keys of different slots is refused on a Cluster: one

@@ -168,28 +168,6 @@ func TestCluster(t *testing.T) {
 			t.Errorf("%d partitions on %d of 3 primaries", DefaultStreamPartitions, len(primaries))
 		}
 	})
-	t.Run("node-channels-spread", func(t *testing.T) {
-		ctx := context.Background()
-		primaries := map[string]bool{}
-		for i := range 16 {
-			v, err := cs.Nodes()[0].Do(ctx, "CLUSTER", "KEYSLOT", NodeChannel(DefaultPrefix, fmt.Sprintf("%016x", i*7919)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			slot, ok := v.(int64)
-			if !ok {
-				t.Fatalf("CLUSTER KEYSLOT reply %T", v)
-			}
-			srv, err := cs.PrimaryOfSlot(ctx, int(slot))
-			if err != nil {
-				t.Fatal(err)
-			}
-			primaries[srv.Addr()] = true
-		}
-		if len(primaries) != 3 {
-			t.Errorf("the direct channels of 16 nodes are on %d of 3 primaries", len(primaries))
-		}
-	})
 	t.Run("not-a-cluster", func(t *testing.T) {
 		srv := redistest.Standalone(t)
 		tr := newTransport(t, "redis+cluster://"+srv.Addr(), faultOpts(Streams))

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strconv"
 	"sync"
 
@@ -27,23 +26,14 @@ func PartitionChannel(prefix string, p int) string {
 	return "{" + prefix + ":" + strconv.Itoa(p) + "}:pubsub"
 }
 
-// NodeChannel is the direct-plane channel of one node:
-// "{<prefix>:node:<id>}". The hash tag holds the node id, so on Redis Cluster
-// the requests and replies addressed to different nodes spread over the
-// primaries instead of all going through one.
+// NodeChannel is the direct-plane channel of one node: "{<prefix>}:node:<id>".
 func NodeChannel(prefix, nodeID string) string {
-	return "{" + prefix + ":node:" + nodeID + "}"
-}
-
-// legacyNodeChannel is the channel of a node in earlier versions,
-// "{<prefix>}:node:<id>" (the hash tag of AllChannel). Nodes listen to it too,
-// and Send uses it when nobody listens to NodeChannel, so nodes of both
-// versions reach each other during a rolling upgrade.
-func legacyNodeChannel(prefix, nodeID string) string {
 	return "{" + prefix + "}:node:" + nodeID
 }
 
 // AllChannel is the direct-plane channel every node listens to: "{<prefix>}:all".
+// It shares its hash tag with the node channels, so on Redis Cluster one sharded
+// subscription covers both.
 func AllChannel(prefix string) string {
 	return "{" + prefix + "}:all"
 }
@@ -110,30 +100,23 @@ func (b *base) client(ctx context.Context) (rueidis.Client, error) {
 }
 
 // Send publishes one direct frame to a node's channel or to the all channel.
-// Nobody listening is not an error: the direct plane is best effort. A frame
-// that reached nobody on the node's channel goes again to the channel of
-// earlier versions (legacyNodeChannel).
+// Nobody listening is not an error: the direct plane is best effort.
 func (b *base) Send(ctx context.Context, to string, data []byte) error {
 	c, err := b.client(ctx)
 	if err != nil {
 		return err
 	}
-	if to == "" {
-		return b.wrap("send", c.Do(ctx, b.publish(c, b.all, data)).Error())
+	ch := b.all
+	if to != "" {
+		ch = NodeChannel(b.opts.Prefix, to)
 	}
-	n, err := c.Do(ctx, b.publish(c, NodeChannel(b.opts.Prefix, to), data)).AsInt64()
-	if err != nil || n > 0 {
-		return b.wrap("send", err)
-	}
-	return b.wrap("send", c.Do(ctx, b.publish(c, legacyNodeChannel(b.opts.Prefix, to), data)).Error())
-}
-
-// publish is PUBLISH, or SPUBLISH on a Redis Cluster.
-func (b *base) publish(c rueidis.Client, ch string, data []byte) rueidis.Completed {
+	var cmd rueidis.Completed
 	if isCluster(c) {
-		return c.B().Spublish().Channel(ch).Message(rueidis.BinaryString(data)).Build()
+		cmd = c.B().Spublish().Channel(ch).Message(rueidis.BinaryString(data)).Build()
+	} else {
+		cmd = c.B().Publish().Channel(ch).Message(rueidis.BinaryString(data)).Build()
 	}
-	return c.B().Publish().Channel(ch).Message(rueidis.BinaryString(data)).Build()
+	return b.wrap("send", c.Do(ctx, cmd).Error())
 }
 
 // Ping checks that Redis answers.
@@ -189,24 +172,9 @@ func (b *base) wrap(op string, err error) error {
 	return fmt.Errorf("redisbus: %s: %w: %w", op, ErrUnavailable, err)
 }
 
-// directChannels are the channels a node listens to on the direct plane,
-// grouped by hash tag: on Redis Cluster each group is one sharded
-// subscription.
-func (b *base) directChannels(nodeID string) [][]string {
-	return [][]string{{NodeChannel(b.opts.Prefix, nodeID)}, {b.all, legacyNodeChannel(b.opts.Prefix, nodeID)}}
-}
-
-// receiveDirect runs the subscriptions of the direct plane in g: one per
-// hash tag on a Redis Cluster, else one for every channel.
-func (b *base) receiveDirect(g *group, c rueidis.Client, nodeID string, fn func(rueidis.PubSubMessage)) {
-	groups := b.directChannels(nodeID)
-	sharded := isCluster(c)
-	if !sharded {
-		groups = [][]string{slices.Concat(groups...)}
-	}
-	for _, chs := range groups {
-		g.run(func(ctx context.Context) error { return b.receive(ctx, c, sharded, chs, fn) })
-	}
+// directChannels are the channels a node listens to on the direct plane.
+func (b *base) directChannels(nodeID string) []string {
+	return []string{NodeChannel(b.opts.Prefix, nodeID), b.all}
 }
 
 // receive runs one subscription until ctx ends or it fails. A subscription that
