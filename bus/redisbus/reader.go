@@ -205,7 +205,7 @@ func (s *streams) readLoop(ctx context.Context, c rueidis.Client, parts []int, d
 func (rd *reader) checkPositions(ctx context.Context, idx []int, res []rueidis.RedisResult) (bool, error) {
 	rewound := false
 	for j, i := range idx {
-		if !diverged(res[j], rd.ids[i]) {
+		if !diverged(res[j], rd.ids[i], rd.s.lastSum(rd.parts[i], rd.ids[i])) {
 			continue
 		}
 		if err := rd.rewind(ctx, rd.parts[i], rd.ids[i]); err != nil {
@@ -435,11 +435,37 @@ func (rd *reader) positionChecks() (cmds []rueidis.Completed, idx []int) {
 }
 
 // diverged reports whether a position check's reply shows that the server
-// lacks the entry at id while it holds older ones (none at all: trimmed or
-// never there, nothing to read again below id).
-func diverged(r rueidis.RedisResult, id string) bool {
+// lacks the entry delivered last (id, with checksum sum; 0: unknown) while it
+// holds older ones (none at all: trimmed or never there, nothing to read
+// again below id). An entry with that id but another frame counts as
+// lacking it: two primaries whose clock is behind their last id both number
+// new entries after it alike.
+func diverged(r rueidis.RedisResult, id string, sum uint64) bool {
 	entries, err := r.AsXRange()
-	return err == nil && len(entries) > 0 && entries[0].ID != id
+	if err != nil || len(entries) == 0 {
+		return false
+	}
+	e := entries[0]
+	return e.ID != id || (sum != 0 && entrySum([]byte(e.FieldValues[frameField])) != sum)
+}
+
+// lastSum returns the checksum of the entry partition p delivered last, if it
+// is id (0 otherwise: unknown).
+func (s *streams) lastSum(p int, id string) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ring := s.recent[p]
+	if len(ring) == 0 {
+		return 0
+	}
+	last := ring[len(ring)-1]
+	if len(ring) == recentIDs {
+		last = ring[(s.recentPos[p]+recentIDs-1)%recentIDs]
+	}
+	if last.id != id {
+		return 0
+	}
+	return last.sum
 }
 
 // rewind moves partition p, whose position id the server does not hold,

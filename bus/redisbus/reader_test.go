@@ -151,16 +151,18 @@ func TestReaderRewindsToCommonHistory(t *testing.T) {
 	}
 	entries = entries[len(entries)-5:] // m0..m4, after the sync frames
 	id := func(i int) string { return entries[i].([]any)[0].(string) }
-	// The other history: the first two entries, then two of its own below
-	// the reader's position.
+	// The other history: the first two entries, then three of its own, the
+	// last with the id of the reader's position (a primary whose clock is
+	// behind its last id numbers new entries like the other one did).
 	if _, err := srv.DoAll(ctx, []string{"DEL", key},
 		[]string{"XADD", key, id(0), frameField, "m0"}, []string{"XADD", key, id(1), frameField, "m1"},
-		[]string{"XADD", key, id(2), frameField, "m5"}, []string{"XADD", key, id(3), frameField, "m6"}); err != nil {
+		[]string{"XADD", key, id(2), frameField, "m5"}, []string{"XADD", key, id(3), frameField, "m6"},
+		[]string{"XADD", key, id(4), frameField, "m7"}); err != nil {
 		t.Fatal(err)
 	}
 	sub2 := startSubscribe(t, tr, "n")
-	publish(t, tr, numbered(7, 8, 1))
-	sub2.waitFor(t, "the other history's frames and a new one", countNumbered(5, 8))
+	publish(t, tr, numbered(8, 9, 1))
+	sub2.waitFor(t, "the other history's frames and a new one", countNumbered(5, 9))
 	if got := s.st.rewinds.Load(); got != 1 {
 		t.Errorf("%d rewinds, want 1", got)
 	}
