@@ -79,8 +79,9 @@ type Options struct {
 	// disconnecting, joining or leaving a room is a message to the UIs of
 	// every server, which costs a cluster broadcast each.
 	Production bool
-	// AllEvents also sends every event a client emits to the UIs (the UI's
-	// "Events" page): a cluster broadcast per event. Ignored in Production.
+	// AllEvents also lists every event a client emits on the UI's Events page
+	// (connections, disconnections and rooms are listed anyway): a cluster
+	// broadcast per event. Ignored in Production.
 	AllEvents bool
 	// Logger receives warnings. Default: none.
 	Logger *slog.Logger
@@ -186,8 +187,10 @@ func New(srv *socketio.Server, opts *Options) (*Admin, error) {
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
+	// The UI shows its Sockets, Rooms, Clients and Events pages only with
+	// ALL_EVENTS, as the reference development mode announces it.
 	a.features = []string{featureAggregatedEvents}
-	if o.AllEvents && !o.Production {
+	if !o.Production {
 		a.features = append(a.features, featureAllEvents)
 	}
 	if !o.ReadOnly {
