@@ -167,6 +167,7 @@ func (c *conn) closeWith(reason string) {
 // fail closes the connection after a malformed packet.
 func (c *conn) fail(err error) {
 	c.srv.log.Debug("socketio: malformed packet", "sid", c.t.ID(), "err", err)
+	c.srv.metrics.parseError()
 	c.dec.Reset()
 	c.closeWith(ReasonParseError)
 }
@@ -196,6 +197,7 @@ func (c *conn) onMessage(m engineio.Message) {
 	if p == nil {
 		return
 	}
+	c.srv.metrics.received(p)
 	done := c.t.Done()
 	switch p.Type {
 	case parser.Connect:
@@ -380,6 +382,7 @@ func (c *conn) onClose(reason string) {
 
 // write sends an encoded packet to the client.
 func (c *conn) write(e *parser.Encoded, volatile bool) {
+	c.srv.metrics.sent(e)
 	if err := c.t.writePacket(e, volatile); err != nil && !errors.Is(err, engineio.ErrClosed) {
 		// ErrQueueFull: the session closes itself with ReasonSendQueueFull.
 		c.srv.log.Debug("socketio: send", "sid", c.t.ID(), "err", err)
