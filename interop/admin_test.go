@@ -37,7 +37,7 @@ func TestAdminUIChromium(t *testing.T) {
 	}
 	redis := redistest.Standalone(t)
 	bin := buildDurasock(t)
-	admin := []string{"-admin", "-admin-password-hash", string(hash), "-admin-ui-dir", uiDir}
+	admin := []string{"-admin-ui", "-admin-ui-password-hash", string(hash), "-admin-ui-dir", uiDir}
 	a := startDurasock(t, bin, redis.URL(), "token", admin...)
 	b := startDurasock(t, bin, redis.URL(), "token", admin...)
 	waitPeers(t, a, b)
