@@ -21,9 +21,9 @@ import (
 const chromiumPath = "/usr/bin/chromium"
 
 // startLocalCluster runs the launcher's cluster in-process on redis: two node
-// processes of the built binary behind its load balancer. It returns the load
-// balancer's URL.
-func startLocalCluster(t *testing.T, redis redisControl, nodes ...string) (*localCluster, string) {
+// processes of the built binary behind its load balancer, with the delivery
+// checker at ticks per second (0: off). It returns the load balancer's URL.
+func startLocalCluster(t *testing.T, redis redisControl, ticks int, nodes ...string) (*localCluster, string) {
 	t.Helper()
 	client, err := filepath.Abs(findDemoClient(filepath.Join("..", "..", "interop", "node_modules", "socket.io-client", "dist")))
 	if err != nil || findDemoClient(client) == "" {
@@ -32,6 +32,7 @@ func startLocalCluster(t *testing.T, redis redisControl, nodes ...string) (*loca
 	bin := buildBinary(t)
 	logs := &syncBuffer{}
 	lc := newLocalCluster(redis, bin, client, t.TempDir(), slog.New(slog.NewTextHandler(logs, nil)), logs)
+	lc.checker.rate = ticks
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("cluster logs:\n%s", logs.String())
@@ -202,7 +203,7 @@ func TestBrowserDemo(t *testing.T) {
 		t.Fatal(err)
 	}
 	redis := redistest.Standalone(t, redistest.WithAOF())
-	lc, base := startLocalCluster(t, redis, "node-1", "node-2")
+	lc, base := startLocalCluster(t, redis, 0, "node-1", "node-2")
 	id1, id2 := nodeID(lc.node("node-1"))[:6], nodeID(lc.node("node-2"))[:6]
 
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(),

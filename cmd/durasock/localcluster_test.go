@@ -61,7 +61,7 @@ func panelAct(t *testing.T, base, action string, header bool) int {
 // and the load balancer keeping polling sessions on their node.
 func TestLocalClusterPanel(t *testing.T) {
 	redis := redistest.Standalone(t)
-	lc, base := startLocalCluster(t, redis, "node-1", "node-2")
+	lc, base := startLocalCluster(t, redis, 20, "node-1", "node-2")
 
 	resp, err := http.Get(base + "/cluster/")
 	if err != nil {
@@ -83,6 +83,10 @@ func TestLocalClusterPanel(t *testing.T) {
 	waitFor(t, 20*time.Second, "both buses connected on the panel", func() bool {
 		return busOf("node-1") == "connected" && busOf("node-2") == "connected"
 	})
+	checked := func(name string) checkNodeView { return readPanel(t, base).Checker.Nodes[name] }
+	waitFor(t, 20*time.Second, "the checker's ticks arriving on both nodes", func() bool {
+		return checked("node-1").Received > 10 && checked("node-2").Received > 10
+	})
 
 	// A page of another origin cannot act: it cannot send the header.
 	if code := panelAct(t, base, "redis/kill", false); code != http.StatusForbidden || !redis.Running() {
@@ -95,10 +99,25 @@ func TestLocalClusterPanel(t *testing.T) {
 		s := readPanel(t, base)
 		return !s.Redis.Running && busOf("node-1") != "connected"
 	})
+	// Ticks accepted by one node wait for Redis to reach the other one.
+	waitFor(t, 20*time.Second, "ticks waiting during the outage", func() bool {
+		return checked("node-1").Waiting > 0 && checked("node-2").Waiting > 0
+	})
+	accepted := readPanel(t, base).Checker.Accepted
 	if code := panelAct(t, base, "redis/start", true); code != http.StatusOK {
 		t.Fatalf("start Redis: %d", code)
 	}
 	waitFor(t, 20*time.Second, "buses connected again", func() bool { return busOf("node-1") == "connected" })
+	// Nothing lost: every accepted tick arrives, once.
+	waitFor(t, 30*time.Second, "every waiting tick delivered", func() bool {
+		s := readPanel(t, base).Checker
+		return s.Accepted > accepted+20 && s.Nodes["node-1"].Waiting == 0 && s.Nodes["node-2"].Waiting == 0
+	})
+	for _, name := range []string{"node-1", "node-2"} {
+		if c := checked(name); c.Duplicates != 0 || c.Joins != 1 {
+			t.Errorf("%s checker after the outage: %+v, want no duplicate and no rejoin", name, c)
+		}
+	}
 
 	// Polling sessions stay on their node: with two nodes taking new sessions
 	// in turn, a balancer without stickiness loses every other request.
@@ -133,6 +152,11 @@ func TestLocalClusterPanel(t *testing.T) {
 		t.Fatalf("start node-1: %d", code)
 	}
 	waitFor(t, 20*time.Second, "node-1 ready again", func() bool { return lc.node("node-1").health.ready.Load() })
+	// What node-1 had accepted when it was killed comes from its disk outbox.
+	waitFor(t, 30*time.Second, "node-2's checker with nothing waiting", func() bool {
+		c := checked("node-2")
+		return c.Waiting == 0 && c.Duplicates == 0
+	})
 	if n := lc.pick("node-1"); n == nil || n.name != "node-1" {
 		t.Fatalf("?node=node-1 went to %v", n)
 	}
