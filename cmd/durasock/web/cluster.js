@@ -29,8 +29,9 @@
     g.strokeStyle = color;
     g.lineWidth = 1.5;
     g.beginPath();
+    const step = 150 / (Math.max(values.length, 30) - 1);
     values.forEach((v, i) => {
-      const x = 150 - (values.length - 1 - i) * (150 / 119);
+      const x = 150 - (values.length - 1 - i) * step;
       const y = 29 - (v / top) * 27;
       if (i === 0) g.moveTo(x, y); else g.lineTo(x, y);
     });
@@ -70,7 +71,7 @@
       const s = n.samples || [];
       return el("div", { class: "card" },
         el("h2", {}, n.name, badge(n.proc + (n.proc === "running" && !n.ready ? " (not ready)" : ""), procCls), n.bus ? badge("bus " + n.bus, busCls) : ""),
-        el("div", { class: "facts" }, `${n.id ? "id " + n.id.slice(0, 6) + " · " : ""}${n.addr} · ${n.clients} clients · dropped ${n.dropped} · gaps ${n.gaps}` + (n.exit ? ` · last exit: ${n.exit}` : "")),
+        el("div", { class: "facts" }, `${n.id ? "id " + n.id.slice(0, 6) + " · " : ""}${n.addr} · ${n.clients} client${n.clients === 1 ? "" : "s"} · dropped ${n.dropped} · gaps ${n.gaps}` + (n.exit ? ` · last exit: ${n.exit}` : "")),
         chart("outbox", s.map((x) => x.outbox), "#d68910", ""),
         chart("lag", s.map((x) => x.lag_ms), "#c0392b", " ms"),
         chart("events/s", s.map((x) => x.eps), "#2d6cdf", ""),
