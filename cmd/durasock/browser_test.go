@@ -269,7 +269,12 @@ func TestBrowserDemo(t *testing.T) {
 	}
 	alice.screenshot(shots, "outage-desktop.png", 1280, 800)
 	alice.screenshot(shots, "outage-390.png", 390, 844)
-	alice.waitJS("fits 390 px", `document.documentElement.scrollWidth <= 390 && document.getElementById("join").getBoundingClientRect().right <= 390 && document.getElementById("pill").getBoundingClientRect().right <= 390 && document.querySelector("#form button").getBoundingClientRect().right <= 390`)
+	for _, w := range []int64{390, 360} {
+		if err := chromedp.Do(alice.ctx, chromedp.EmulateViewport(w, 740)); err != nil {
+			t.Fatal(err)
+		}
+		alice.waitJS(fmt.Sprintf("everything within %d px", w), fmt.Sprintf(`[document.getElementById("join"), document.getElementById("pill"), document.querySelector("#form button"), document.getElementById("bus")].every((e) => e.getBoundingClientRect().right <= %d) && document.documentElement.scrollWidth <= %d`, w, w))
+	}
 	if err := chromedp.Do(alice.ctx, chromedp.EmulateViewport(1280, 800)); err != nil {
 		t.Fatal(err)
 	}
