@@ -57,7 +57,7 @@ func startLocalCluster(t *testing.T, redis redisControl, ticks int, nodes ...str
 			t.Errorf("load balancer: %v", err)
 		}
 	})
-	waitFor(t, 30*time.Second, "every node ready", func() bool {
+	waitFor(t, 60*time.Second, "every node ready", func() bool {
 		for _, n := range lc.nodeList() {
 			if !n.health.ready.Load() || nodeID(n) == "" {
 				return false
@@ -95,7 +95,7 @@ type browserPage struct {
 // jsTrue polls expr in the page until it is true.
 func (p *browserPage) waitJS(what, expr string) {
 	p.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second) // generous: a loaded 2-core machine
 	for {
 		ok, err := chromedp.Run(p.ctx, chromedp.Evaluate[bool](expr))
 		if err == nil && ok {
@@ -183,8 +183,11 @@ func TestBrowserDemo(t *testing.T) {
 	if err := os.MkdirAll(shots, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	start := time.Now()
+	phase := func(what string) { t.Logf("%5.1fs %s", time.Since(start).Seconds(), what) }
 	redis := redistest.Standalone(t, redistest.WithAOF())
 	lc, base := startLocalCluster(t, redis, 0, "node-1", "node-2")
+	phase("cluster ready")
 	id1, id2 := nodeID(lc.node("node-1"))[:6], nodeID(lc.node("node-2"))[:6]
 
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
@@ -222,6 +225,8 @@ func TestBrowserDemo(t *testing.T) {
 		t.Errorf("transport shown: %q", transport)
 	}
 
+	phase("three pages online")
+
 	// Across nodes: alice's message reaches bob (node-2) and carol (node-1), and
 	// alice's page says so from their receipts.
 	m1 := alice.send("hello from alice")
@@ -232,6 +237,8 @@ func TestBrowserDemo(t *testing.T) {
 	if !strings.Contains(st, "delivered to 2 clients on 2 nodes") {
 		t.Errorf("receipt text: %q", st)
 	}
+
+	phase("receipts across nodes")
 
 	// Redis down: the pages say so, presence stays, messages queue.
 	if err := redis.Kill(); err != nil {
@@ -260,6 +267,8 @@ func TestBrowserDemo(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	phase("outage shown, message queued")
+
 	// Redis back: the queued message reaches bob, and alice's receipt updates.
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -269,6 +278,8 @@ func TestBrowserDemo(t *testing.T) {
 	bob.waitJS("the queued message, late", received("sent during the outage"))
 	alice.waitJS("receipts after the outage", mine(m2)+`.dataset.receivers === "2" && `+mine(m2)+`.dataset.nodes === "2"`)
 	alice.waitJS("online again", `document.getElementById("pill").dataset.state === "online"`)
+
+	phase("queued message delivered after the restart")
 
 	// node-2 drained: bob's page reconnects to node-1 and chats on.
 	if err := lc.node("node-2").drain(); err != nil {
@@ -280,6 +291,7 @@ func TestBrowserDemo(t *testing.T) {
 	bob.waitJS("receipts after the drain", mine(m3)+`.dataset.receivers === "2"`)
 	alice.waitJS("still three here", `document.getElementById("here").dataset.count === "3"`)
 
+	phase("bob reconnected to node-1 after the drain")
 	alice.screenshot(shots, "alice-desktop.png", 1280, 800)
 	bob.screenshot(shots, "bob-390.png", 390, 844)
 	// A message over the limit is refused, and said so.
