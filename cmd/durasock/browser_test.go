@@ -299,11 +299,19 @@ func TestBrowserDemo(t *testing.T) {
 	refused := alice.evalString(fmt.Sprintf(`(() => { const i = document.getElementById("text"); i.removeAttribute("maxlength"); i.value = %q; document.getElementById("form").requestSubmit(); return [...document.querySelectorAll(".msg.mine")].pop().dataset.id; })()`, long))
 	alice.waitJS("the refusal", mine(refused)+`.dataset.status === "error"`)
 
+	// A rename, keyboard only: Enter in the name field joins under the new name,
+	// and the others see one notice, not a leave and a join.
+	alice.evalString(`document.getElementById("name").value = ""`)
+	if err := chromedp.Do(alice.ctx, chromedp.SendKeys(chromedp.CSS("#name"), "alicia\n")); err != nil {
+		t.Fatal(err)
+	}
+	bob.waitJS("the rename", `document.getElementById("log").innerText.includes("alice is now alicia") && document.getElementById("here").textContent.includes("alicia")`)
+
 	// What the issue saw must never show: receipts of "undefined" or "0", a
 	// reconnected member printed as left, a line per failed reconnect attempt.
 	for _, p := range []*browserPage{alice, bob, carol} {
 		text := p.evalString(`document.getElementById("log").innerText`)
-		for _, bad := range []string{"undefined", "delivered to 0", "bob left"} {
+		for _, bad := range []string{"undefined", "delivered to 0", "bob left", "alice left", "alicia joined"} {
 			if strings.Contains(text, bad) {
 				t.Errorf("%s's page shows %q:\n%s", p.name, bad, text)
 			}
