@@ -250,7 +250,12 @@
       if (rec.firstReceipt - rec.at > 3000) t += ` · after ${Math.round((rec.firstReceipt - rec.at) / 1000)} s`;
       if (stillQueued(rec)) t += " · still queued for other nodes";
     } else if (!rec.acked) { s = "sending"; t = socket.connected ? "sending…" : "waiting for the connection…"; }
-    else if (stillQueued(rec)) { s = "queued"; t = "⏳ queued on node " + short(rec.node) + ": Redis is unreachable; delivered when it is back"; }
+    else if (stillQueued(rec)) {
+      s = "queued";
+      t = bus && bus.state === "connected"
+        ? "⏳ in node " + short(rec.node) + "'s outbox, on its way to Redis"
+        : "⏳ queued on node " + short(rec.node) + ": Redis is unreachable; delivered when it is back";
+    }
     else {
       s = "sent";
       const others = [...members.values()].filter((m) => !m.leaving).length;
