@@ -98,6 +98,9 @@
     if (connectedOnce) {
       const away = lostAt ? Math.round((Date.now() - lostAt) / 1000) : 0;
       line(`reconnected after ${away} s` + (socket.recovered ? " · session recovered, missed messages replayed" : " · new session"));
+      // A new session missed what happened meanwhile: the members answer
+      // the join below again ("here").
+      if (!socket.recovered) members.clear();
     }
     connectedOnce = true;
     lostAt = 0;
