@@ -357,8 +357,8 @@ func TestCORSAllowOriginFunc(t *testing.T) {
 		Credentials: true,
 	}})
 	for origin, want := range map[string]bool{
-		"https://app.trusted.example": true,
-		"https://listed.example":      true,
+		"https://app.trusted.example":  true,
+		"https://listed.example":       true,
 		"https://trusted.example.evil": false,
 		"null":                         false,
 	} {
