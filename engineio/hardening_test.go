@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -377,19 +376,4 @@ func TestCORSAllowOriginFunc(t *testing.T) {
 	if v, _ := asked.Load("null"); v != "4" {
 		t.Errorf("AllowOriginFunc saw request query EIO=%v", v)
 	}
-}
-
-// ExampleCORSOptions allows the origins of one site with credentials, as a
-// function given to the origin option of Node's cors package would.
-func ExampleCORSOptions() {
-	srv := NewServer(nopHandler{}, &Options{CORS: &CORSOptions{
-		Origins: []string{"https://example.com"},
-		AllowOriginFunc: func(origin string, _ *http.Request) bool {
-			return strings.HasSuffix(origin, ".example.com") && strings.HasPrefix(origin, "https://")
-		},
-		Credentials: true,
-	}})
-	defer srv.Close()
-	fmt.Println(srv.Count())
-	// Output: 0
 }
