@@ -98,6 +98,7 @@ func newConn(srv *Server, t transport) *conn {
 	c := &conn{srv: srv, t: t, at: time.Now().UnixNano()}
 	c.run.srv = srv
 	c.dec.MaxAttachments = srv.opts.MaxAttachments
+	c.dec.MaxAttachmentBytes = srv.opts.MaxAttachmentBytes
 	return c
 }
 
@@ -154,11 +155,14 @@ func (c *conn) closeWith(reason string) {
 	}
 }
 
-// fail closes the connection after a malformed packet.
+// fail closes the connection after a malformed packet, or attachments over
+// the bounds, and counts it.
 func (c *conn) fail(err error) {
 	c.srv.log.Debug("socketio: malformed packet", "sid", c.t.ID(), "err", err)
 	c.dec.Reset()
-	c.closeWith(ReasonParseError)
+	reason := cutReason(err)
+	c.srv.noteCut(reason, c.t.ID(), err)
+	c.closeWith(reason)
 }
 
 func (c *conn) socket(nsp string) *Socket {

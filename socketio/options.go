@@ -36,6 +36,13 @@ type Options struct {
 	// closes the connection with "parse error". Default
 	// parser.DefaultMaxAttachments.
 	MaxAttachments int
+	// MaxAttachmentBytes bounds the bytes of the binary attachments of one
+	// incoming packet, which the connection holds until the last one arrives
+	// (each one is also bounded by MaxPayload). More closes the connection with
+	// ReasonAttachmentsTooLarge, counted in
+	// durasock_socketio_clients_cut_total. Default
+	// parser.DefaultMaxAttachmentBytes (8 MiB).
+	MaxAttachmentBytes int
 	// Recovery, when not nil, enables connection state recovery.
 	Recovery *RecoveryOptions
 	// EventQueueSize bounds the incoming packets of one connection waiting for
@@ -81,6 +88,9 @@ func (o *Options) resolved() Options {
 	}
 	if r.MaxAttachments <= 0 {
 		r.MaxAttachments = parser.DefaultMaxAttachments
+	}
+	if r.MaxAttachmentBytes <= 0 {
+		r.MaxAttachmentBytes = parser.DefaultMaxAttachmentBytes
 	}
 	r.Recovery = r.Recovery.resolved()
 	if r.MaxChildNamespaces == 0 {

@@ -32,6 +32,7 @@ type Server struct {
 
 	handlers  tracker // handler goroutines of connections and server-side events
 	closeOnce sync.Once
+	cuts      serverCuts
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -52,6 +53,7 @@ func NewServer(opts *Options) *Server {
 	}
 	eo := o.Options
 	s.engine = engineio.NewServer((*engineHandler)(s), &eo)
+	s.registerMetrics(o.Registerer)
 	s.Of("/")
 	return s
 }
