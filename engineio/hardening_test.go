@@ -377,3 +377,52 @@ func TestCORSAllowOriginFunc(t *testing.T) {
 		t.Errorf("AllowOriginFunc saw request query EIO=%v", v)
 	}
 }
+
+// TestQueuedBytesAndVolatileDrops: the process-wide gauge of queued bytes
+// follows the queues, and a volatile message is dropped, and counted, as soon
+// as its session is behind, before any other message.
+func TestQueuedBytesAndVolatileDrops(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	srv := NewServer(newRecorder(false), &Options{Registerer: reg})
+	defer srv.Close()
+	a, b := openBare(t, srv), openBare(t, srv)
+	if err := a.Send(msgs(3, 100)...); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Send(msgs(1, 50)...); err != nil {
+		t.Fatal(err)
+	}
+	if got := srv.Stats().QueuedBytes; got != 350 {
+		t.Errorf("QueuedBytes = %d, want 350", got)
+	}
+	// a is behind (nothing takes its queue): volatile messages go first.
+	if a.SendVolatile(msgs(2, 10)...) {
+		t.Error("volatile messages queued behind others")
+	}
+	if got := srv.Stats().VolatileDropped; got != 2 {
+		t.Errorf("VolatileDropped = %d, want 2", got)
+	}
+	takeQueue(a)
+	if got := srv.Stats().QueuedBytes; got != 50 {
+		t.Errorf("QueuedBytes after a's queue was taken = %d, want 50", got)
+	}
+	b.Close()
+	a.closeNow(ReasonForcedClose, closeKill)
+	b.closeNow(ReasonForcedClose, closeKill)
+	if got := srv.Stats().QueuedBytes; got != 0 {
+		t.Errorf("QueuedBytes after close = %d, want 0", got)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := map[string]bool{}
+	for _, mf := range mfs {
+		found[mf.GetName()] = true
+	}
+	for _, name := range []string{"durasock_engineio_send_queue_bytes", "durasock_engineio_volatile_dropped_total", "durasock_engineio_refused_total", "durasock_engineio_clients_cut_total"} {
+		if !found[name] {
+			t.Errorf("metric %s not registered", name)
+		}
+	}
+}

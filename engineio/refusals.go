@@ -70,10 +70,24 @@ func (s *Server) noteRefusal(reason string, r *http.Request, sid string, detail 
 	s.log.Warn("engineio: client input refused", append(args, detail...)...)
 }
 
-// registerRefusalMetrics registers durasock_engineio_refused_total on reg.
+// registerRefusalMetrics registers durasock_engineio_refused_total,
+// durasock_engineio_send_queue_bytes and
+// durasock_engineio_volatile_dropped_total on reg.
 func (s *Server) registerRefusalMetrics(reg prometheus.Registerer) {
 	if reg == nil {
 		return
+	}
+	for _, col := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "durasock_engineio_send_queue_bytes",
+			Help: "Bytes of messages waiting in the send queues of all Engine.IO sessions of the process (each queue is bounded by SendQueueBytes)."},
+			func() float64 { return float64(s.queued.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "durasock_engineio_volatile_dropped_total",
+			Help: "Volatile messages dropped because their session was not writable at once."},
+			func() float64 { return float64(s.stats.volatileDropped.Load()) }),
+	} {
+		if err := reg.Register(col); err != nil {
+			return // reported by registerMetrics, which registers first
+		}
 	}
 	const name, help = "durasock_engineio_refused_total", "Client input the Engine.IO server refused (bodies or messages too large or not valid UTF-8, slow polling bodies, WebSocket handshakes from origins not allowed), by reason."
 	for i, reason := range refusalReasons {

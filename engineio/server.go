@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -65,6 +66,7 @@ type Server struct {
 	waitMsgs, waitBytes int
 	stats               serverStats
 	refused             refusals
+	queued              atomic.Int64 // bytes in the send queues of all sessions
 }
 
 // NewServer returns a server that reports session events to h. opts may be nil.
