@@ -34,6 +34,7 @@ type config struct {
 	DrainTimeout time.Duration
 	LogLevel     slog.Level
 	Demo         bool
+	Admin        adminConfig // -parser and -admin*, see admin.go
 }
 
 // envPrefix is the prefix of every environment variable the binary reads.
@@ -67,6 +68,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 10*time.Second, "how long shutdown waits for clients and the outbox (env DURASOCK_DRAIN_TIMEOUT)")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error (env DURASOCK_LOG_LEVEL)")
 	fs.BoolVar(&c.Demo, "demo", true, "serve the demo chat page at / (env DURASOCK_DEMO)")
+	c.Admin.flags(fs)
 
 	// Environment first, as flag defaults; the command line then overrides them.
 	var envErrs []error
@@ -105,6 +107,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		c.Outbox.Overflow = bus.DropOldest
 	default:
 		return nil, fmt.Errorf("-outbox-overflow %q: want reject-new or drop-oldest", overflow)
+	}
+	if err := c.Admin.check(); err != nil {
+		return nil, err
 	}
 	if c.SlowClient < 0 {
 		c.SlowClient = -1 // engineio: no bound

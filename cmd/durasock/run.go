@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/durasock/durasock/admin"
 	"github.com/durasock/durasock/bus"
 	"github.com/durasock/durasock/bus/redisbus"
 	"github.com/durasock/durasock/cluster"
@@ -52,6 +53,7 @@ type app struct {
 	sio      *socketio.Server
 	bus      *bus.Reliable    // nil on the in-memory adapter
 	cluster  *cluster.Cluster // nil on the in-memory adapter
+	admin    *admin.Admin     // nil without -admin
 	draining chan struct{}
 	http     *http.Server
 }
@@ -82,7 +84,11 @@ func newApp(cfg *config, log *slog.Logger) (*app, error) {
 		}
 		opts.Adapter = a.cluster.Adapter
 	}
+	opts.Parser = cfg.Admin.parser()
 	a.sio = socketio.NewServer(opts)
+	if err := a.startAdmin(); err != nil {
+		return nil, err
+	}
 	a.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "durasock_connected_clients",
 		Help: "Engine.IO sessions open on this node.",
@@ -130,6 +136,7 @@ func (a *app) handler() http.Handler {
 	if a.cfg.Demo {
 		mountDemo(mux, a.cfg.Path)
 	}
+	a.mountAdmin(mux)
 	return mux
 }
 
@@ -162,6 +169,7 @@ func (a *app) shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.DrainTimeout)
 	defer cancel()
 	var errs []error
+	a.stopAdmin()
 	if err := a.sio.Shutdown(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("socket.io shutdown: %w", err))
 	}
