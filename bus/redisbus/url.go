@@ -316,7 +316,7 @@ func hostPort(h, defaultPort string) (string, error) {
 	if host == "" {
 		return "", fmt.Errorf("empty host in %q", h)
 	}
-	if strings.ContainsAny(host, " /\\@?#%") {
+	if strings.ContainsAny(host, " /\\@?#%[]") {
 		return "", fmt.Errorf("bad host %q", host)
 	}
 	n, err := strconv.Atoi(port)
