@@ -205,17 +205,21 @@ func (c *conn) onMessage(m engineio.Message) {
 		return
 	}
 	done := c.t.Done()
+	size := len(p.Data)
+	for _, a := range p.Attachments {
+		size += len(a)
+	}
 	switch p.Type {
 	case parser.Connect:
-		c.run.push(done, true, func() { c.connect(p) })
+		c.run.push(done, true, size, func() { c.connect(p) })
 	case parser.Disconnect:
-		c.run.push(done, true, func() {
+		c.run.push(done, true, size, func() {
 			if s := c.socket(p.Namespace); s != nil {
 				s.closeWith(ReasonClientNamespaceDisconnect, false)
 			}
 		})
 	case parser.Event, parser.BinaryEvent:
-		c.run.push(done, true, func() {
+		c.run.push(done, true, size, func() {
 			if s := c.socket(p.Namespace); s != nil {
 				s.dispatch(p)
 			}

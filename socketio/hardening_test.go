@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -159,4 +160,75 @@ func TestEmitRefusesInvalidUTF8(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.expect(`2["chat","ok é"]`)
+}
+
+// TestEventQueueBoundedInBytes: a client that sends large events faster than
+// its handler takes them holds at most EventQueueBytes in the queue (the
+// connection stops reading), not EventQueueSize times MaxPayload; when the
+// handler catches up, every event is handled, in order.
+func TestEventQueueBoundedInBytes(t *testing.T) {
+	const (
+		events = 30
+		size   = 100_000
+		bound  = 512 << 10 // five events; unbounded, the queue would take all 30
+	)
+	srv, url := newTestServer(t, &Options{EventQueueBytes: bound})
+	release := make(chan struct{})
+	handled := make(chan int, events)
+	srv.OnConnection(func(s *Socket) {
+		s.On("big", func(e *Event) {
+			<-release
+			var n int
+			if err := e.Bind(&n); err != nil { // the padding, second, is not decoded
+				t.Errorf("bind: %v", err)
+			}
+			handled <- n
+		})
+	})
+	c := dial(t, url, "websocket")
+	c.connect("/", "")
+	var run *runner
+	srv.mu.RLock()
+	for _, cn := range srv.conns {
+		run = &cn.run
+	}
+	srv.mu.RUnlock()
+	queued := func() (int, int) {
+		run.mu.Lock()
+		defer run.mu.Unlock()
+		return len(run.queue), run.bytes
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var once sync.Once
+	releaseAll := func() { once.Do(func() { close(release) }) }
+	defer releaseAll() // on failure too, so that Shutdown is not held
+	pad := strings.Repeat("x", size)
+	go func() {
+		for i := range events {
+			msg := fmt.Sprintf(`42["big",%d,"%s"]`, i, pad)
+			if err := c.ws.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+				return
+			}
+		}
+	}()
+	waitFor(t, "the queue to fill", func() bool { _, b := queued(); return b+size > bound })
+	// The client keeps sending; the queue does not grow.
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for range 40 {
+		<-tick.C
+		if n, b := queued(); b > bound || n > 5 {
+			t.Fatalf("%d events, %d bytes queued for the handler, over the bound of %d bytes", n, b, bound)
+		}
+	}
+	release <- struct{}{} // one handler call returns: one event fits
+	waitFor(t, "the next event", func() bool { n, _ := queued(); return n == 5 })
+	releaseAll()
+	for i := range events {
+		if n := recv(t, handled); n != i {
+			t.Fatalf("event %d handled as #%d", n, i)
+		}
+	}
 }

@@ -13,6 +13,9 @@ const (
 	DefaultConnectTimeout = 45 * time.Second
 	DefaultAckTimeout     = 30 * time.Second
 	DefaultEventQueueSize = 128
+	// DefaultEventQueueBytes bounds the bytes of the incoming packets of one
+	// connection waiting for their handlers (see Options.EventQueueBytes).
+	DefaultEventQueueBytes = 4 << 20
 	// DefaultMaxChildNamespaces bounds the namespaces OfFunc and OfRegexp
 	// parents create (see Options.MaxChildNamespaces).
 	DefaultMaxChildNamespaces = 10_000
@@ -51,6 +54,13 @@ type Options struct {
 	// which go straight to the Engine.IO send queue (SendQueueSize, see the
 	// package documentation).
 	EventQueueSize int
+	// EventQueueBytes bounds the same queue in bytes (packet data and
+	// attachments), so that a client sending large events to handlers that
+	// take their time holds at most this much, not EventQueueSize times
+	// MaxPayload: the connection stops reading until handlers catch up. A
+	// packet larger than the bound is taken when the queue is empty. Default
+	// DefaultEventQueueBytes (4 MiB); -1 removes the bound.
+	EventQueueBytes int
 	// CleanupEmptyChildNamespaces removes a namespace that an OfFunc or OfRegexp
 	// parent created when its last socket leaves (and no disconnected session
 	// waits for its client, see RecoveryOptions): its adapter is closed, and a
@@ -107,6 +117,12 @@ func (o *Options) resolved() Options {
 	}
 	if r.EventQueueSize <= 0 {
 		r.EventQueueSize = DefaultEventQueueSize
+	}
+	switch {
+	case r.EventQueueBytes == 0:
+		r.EventQueueBytes = DefaultEventQueueBytes
+	case r.EventQueueBytes < 0:
+		r.EventQueueBytes = -1
 	}
 	return r
 }
