@@ -175,6 +175,9 @@ func (c *conn) fail(err error) {
 	c.srv.log.Debug("socketio: malformed packet", "sid", c.t.ID(), "err", err)
 	c.dec.Reset()
 	reason := cutReason(err)
+	if reason == ReasonParseError {
+		c.srv.metrics.parseError()
+	}
 	c.srv.noteCut(reason, c.t.ID(), err)
 	c.closeWith(reason)
 }
@@ -204,6 +207,7 @@ func (c *conn) onMessage(m engineio.Message) {
 	if p == nil {
 		return
 	}
+	c.srv.metrics.received(p)
 	done := c.t.Done()
 	size := len(p.Data)
 	for _, a := range p.Attachments {
@@ -392,6 +396,7 @@ func (c *conn) onClose(reason string) {
 
 // write sends an encoded packet to the client.
 func (c *conn) write(e *parser.Encoded, volatile bool) {
+	c.srv.metrics.sent(e)
 	if err := c.t.writePacket(e, volatile); err != nil && !errors.Is(err, engineio.ErrClosed) {
 		// ErrQueueFull: the session closes itself with ReasonSendQueueFull.
 		c.srv.log.Debug("socketio: send", "sid", c.t.ID(), "err", err)
