@@ -59,7 +59,10 @@ func (s *Session) readPost(w http.ResponseWriter, r *http.Request) ([]byte, bool
 		writeError(w, http.StatusBadRequest, codeBadRequest, "")
 		return nil, false
 	}
-	if !utf8.Valid(body) {
+	// A binary payload (application/octet-stream, protocol v3 only) is not
+	// text as a whole: the decoder of such payloads must check the text
+	// packets in it.
+	if r.Header.Get("Content-Type") != "application/octet-stream" && !utf8.Valid(body) {
 		s.refusePost(w, r, RefusedInvalidUTF8, ReasonParseError, http.StatusBadRequest)
 		return nil, false
 	}
