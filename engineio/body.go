@@ -32,6 +32,11 @@ func (s *Session) readPost(w http.ResponseWriter, r *http.Request) ([]byte, bool
 		return nil, false
 	}
 	if d := s.srv.opts.PollingBodyTimeout; d > 0 {
+		// The deadline replaces the connection's: never give the body more
+		// time than the http.Server's ReadTimeout gives the whole request.
+		if hs, ok := r.Context().Value(http.ServerContextKey).(*http.Server); ok && hs.ReadTimeout > 0 {
+			d = min(d, hs.ReadTimeout)
+		}
 		rc := http.NewResponseController(w)
 		// Not every ResponseWriter supports deadlines (a wrapper without
 		// Unwrap): the byte limit still holds, only the time is unbounded.

@@ -54,8 +54,9 @@ type Options struct {
 	// read as they arrive, never into a buffer sized by Content-Length, so a
 	// client that announces much and sends little holds only what it sent, and
 	// only this long. Default 20s, as long as a pong may be late: a client that
-	// cannot deliver a body in that time is no better off. -1 removes the bound
-	// (http.Server's ReadTimeout, if any, then applies).
+	// cannot deliver a body in that time is no better off. An http.Server
+	// ReadTimeout shorter than it wins. -1 removes the bound (the server's
+	// ReadTimeout, if any, then applies).
 	PollingBodyTimeout time.Duration
 	// Transports lists the enabled transports, TransportPolling and/or
 	// TransportWebSocket. Default both. With only TransportWebSocket, clients must
