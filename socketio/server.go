@@ -327,7 +327,7 @@ type engineHandler Server
 
 func (h *engineHandler) OnOpen(sess *engineio.Session) {
 	s := (*Server)(h)
-	c := newConn(s, sessionTransport{sess})
+	c := newConn(s, sessionTransport{Session: sess, wire: wireParser(s.opts.Parser)})
 	s.mu.Lock()
 	s.conns[sess] = c
 	s.mu.Unlock()

@@ -47,6 +47,9 @@ type config struct {
 	LogLevel          slog.Level
 	Demo              bool
 	Version           bool
+	Admin             adminConfig // -parser and -admin-ui*, see adminui.go
+	// DemoClientDir holds socket.io-client's dist for the demo page.
+	DemoClientDir string
 }
 
 // envPrefix is the prefix of every environment variable the binary reads.
@@ -125,6 +128,8 @@ func flagSet(c *config) (*flag.FlagSet, *choices) {
 	fs.StringVar(&ch.level, "log-level", "info", "debug, info, warn or error")
 	boolean(&c.Demo, "demo", true, "serve the demo chat page at /")
 	boolean(&c.Version, "version", false, "print the version and exit")
+	c.Admin.flags(fs)
+	fs.StringVar(&c.DemoClientDir, "demo-client-dir", "", "directory of the Socket.IO browser client the demo page loads (socket.io-client's dist from npm); default: node_modules/socket.io-client/dist or interop/node_modules/socket.io-client/dist if present")
 	return fs, ch
 }
 
@@ -181,6 +186,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 
 // resolve checks the values and turns the string choices into settings.
 func (c *config) resolve(ch *choices) error {
+	if err := c.Admin.check(); err != nil {
+		return err
+	}
 	for _, o := range strings.Split(ch.cors, ",") {
 		if o = strings.TrimSpace(o); o != "" {
 			c.CORSOrigins = append(c.CORSOrigins, o)

@@ -114,7 +114,6 @@ func TestEndpoints(t *testing.T) {
 		{"/readyz", `"ready"`},
 		{"/status", `"mode": "single process"`},
 		{"/", "durasock chat"},
-		{"/socket.io/socket.io.min.js", "Socket.IO v4"},
 		{"/socket.io/?EIO=4&transport=polling", `"pingInterval":25000`},
 		{"/metrics", "durasock_connected_clients"},
 	} {

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/durasock/durasock/admin"
 	"github.com/durasock/durasock/bus"
 	"github.com/durasock/durasock/bus/redisbus"
 	"github.com/durasock/durasock/cluster"
@@ -27,6 +28,9 @@ import (
 // run serves until ctx is done, then drains. It returns nil after a clean drain.
 // hurry, closed by a second signal, cuts the -shutdown-delay short.
 func run(ctx context.Context, hurry <-chan struct{}, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "cluster" {
+		return runCluster(ctx, args[1:], getenv, stderr) // localcluster.go
+	}
 	cfg, err := parseConfig(args, getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
@@ -92,6 +96,7 @@ type app struct {
 	stopping chan struct{} // closed at the signal: /readyz 503, still serving
 	draining chan struct{} // closed when the drain starts
 	hurry    <-chan struct{}
+	adminUI  *admin.Admin // nil without -admin-ui
 	http     *http.Server
 	admin    *http.Server // nil without -admin-addr
 	listen   string       // the URL of the main listener
@@ -128,12 +133,18 @@ func newApp(cfg *config, log *slog.Logger) (*app, error) {
 		}
 		opts.Adapter = a.cluster.Adapter
 	}
+	opts.Parser = cfg.Admin.parser()
 	a.sio = socketio.NewServer(opts)
+	if err := a.startAdminUI(); err != nil {
+		return nil, err
+	}
 	a.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "durasock_connected_clients",
 		Help: "Engine.IO sessions open on this node.",
 	}, func() float64 { return float64(a.sio.Engine().Count()) }))
-	setupDemo(a.sio, log)
+	if cfg.Demo {
+		setupDemo(a.sio, a.bus, a.cluster, log)
+	}
 	a.mon = newMonitor(a)
 	return a, nil
 }
@@ -177,8 +188,9 @@ func (a *app) handler() http.Handler {
 		a.mountAdmin(mux, false)
 	}
 	if a.cfg.Demo {
-		mountDemo(mux, a.cfg.Path)
+		mountDemo(mux, a.cfg.Path, a.cfg.DemoClientDir, a.log)
 	}
+	a.mountAdminUI(mux)
 	return a.deadlines(mux)
 }
 
@@ -336,6 +348,7 @@ func (a *app) shutdown(graceful bool) error {
 	a.log.Info("draining", "clients", clients, "outbox_messages", outbox, "drain_timeout", a.cfg.DrainTimeout)
 	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.DrainTimeout)
 	defer cancel()
+	a.stopAdminUI()
 
 	// The clients still open when time runs out are cut without a close.
 	var cut atomic.Int64
