@@ -333,6 +333,12 @@ func (d *docRunner) command(s snippet, words []string) {
 		if err != nil || fi.Mode()&0o111 == 0 {
 			t.Errorf("%s: %s is not an executable script of the repository", s, name)
 		}
+		if name == "./scripts/run" && len(words) > 1 {
+			// It runs go run ./cmd/durasock with its arguments: check them,
+			// without the npm and apt-get steps of the script.
+			d.durasockFlagsOnly(s, words[1:], env)
+			return
+		}
 		d.syntaxOnly++
 	case syntaxOnlyTools[name]:
 		d.syntaxOnly++
@@ -468,6 +474,11 @@ func (d *docRunner) goTest(s snippet, args []string) {
 // only this machine, runs it.
 func (d *docRunner) durasock(s snippet, args []string, env map[string]string) {
 	t := d.t
+	if len(args) > 0 && args[0] == "cluster" {
+		// The local cluster starts redis-server and a browser: checked, not run.
+		d.durasockFlagsOnly(s, args, env)
+		return
+	}
 	getenv := func(k string) string { return env[k] }
 	cfg, err := parseConfig(args, getenv, io.Discard)
 	if err != nil {
@@ -566,6 +577,26 @@ func (d *docRunner) durasock(s snippet, args []string, env map[string]string) {
 	}
 	if l := logs.String(); !strings.Contains(l, "durasock listening") || !strings.Contains(l, "msg=drained") {
 		t.Errorf("%s: durasock %s: logs lack the listening or drained line\n%s", s, strings.Join(run, " "), l)
+	}
+}
+
+// durasockFlagsOnly checks an invocation's flags (those of the cluster
+// subcommand with "cluster" first) without running it.
+func (d *docRunner) durasockFlagsOnly(s snippet, args []string, env map[string]string) {
+	d.flagOnly++
+	if len(args) > 0 && args[0] == "cluster" {
+		for _, a := range args[1:] {
+			if strings.HasPrefix(a, "-") && (a == "-h" || a == "-help") {
+				return
+			}
+		}
+		if len(args) > 1 {
+			d.t.Errorf("%s: durasock cluster %s: flags of the cluster subcommand have no rule in TestDocs", s, strings.Join(args[1:], " "))
+		}
+		return
+	}
+	if _, err := parseConfig(args, func(k string) string { return env[k] }, io.Discard); err != nil {
+		d.t.Errorf("%s: durasock %s: %v", s, strings.Join(args, " "), err)
 	}
 }
 
