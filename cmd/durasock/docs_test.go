@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -695,5 +696,35 @@ func (d *docRunner) curl(s snippet, args []string) {
 	}
 	if err := r.stop(); err != nil {
 		t.Errorf("%s: drain after curl: %v", s, err)
+	}
+}
+
+// TestDocsFlagTable: the flag table of docs/OPERATIONS.md lists every flag of
+// the binary, and no flag it does not have.
+func TestDocsFlagTable(t *testing.T) {
+	b, err := os.ReadFile("../../docs/OPERATIONS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	cell := regexp.MustCompile("`(-[a-z][a-z0-9-]*)`")
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(l, "| `-") {
+			continue
+		}
+		first := strings.SplitN(l, " | ", 2)[0]
+		for _, m := range cell.FindAllStringSubmatch(first, -1) {
+			documented[strings.TrimPrefix(m[1], "-")] = true
+		}
+	}
+	fs, _ := flagSet(&config{})
+	fs.VisitAll(func(f *flag.Flag) {
+		if !documented[f.Name] {
+			t.Errorf("flag -%s is not in the flag table of docs/OPERATIONS.md", f.Name)
+		}
+		delete(documented, f.Name)
+	})
+	for name := range documented {
+		t.Errorf("docs/OPERATIONS.md documents -%s, which the binary does not have", name)
 	}
 }
