@@ -2,7 +2,6 @@ package compat
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -247,8 +246,6 @@ func serverCount(ctx context.Context, client rueidis.Client, channel string, sha
 	}
 	return int(m[channel]), nil
 }
-
-var errNoAnswer = errors.New("compat: no answer")
 
 // metrics are the Prometheus metrics of a core.
 type metrics struct {
