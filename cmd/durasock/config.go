@@ -34,6 +34,7 @@ type config struct {
 	DrainTimeout time.Duration
 	LogLevel     slog.Level
 	Demo         bool
+	Compat       compatConfig // nodecompat.go
 }
 
 // envPrefix is the prefix of every environment variable the binary reads.
@@ -66,6 +67,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 	fs.StringVar(&c.EmitToken, "emit-token", "", "bearer token that enables the HTTP emit API at POST /api/emit (env DURASOCK_EMIT_TOKEN)")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 10*time.Second, "how long shutdown waits for clients and the outbox (env DURASOCK_DRAIN_TIMEOUT)")
 	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error (env DURASOCK_LOG_LEVEL)")
+	registerCompatFlags(fs, &c.Compat)
 	fs.BoolVar(&c.Demo, "demo", true, "serve the demo chat page at / (env DURASOCK_DEMO)")
 
 	// Environment first, as flag defaults; the command line then overrides them.
@@ -94,6 +96,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		if o = strings.TrimSpace(o); o != "" {
 			c.CORSOrigins = append(c.CORSOrigins, o)
 		}
+	}
+	if err := c.Compat.validate(c.RedisURL); err != nil {
+		return nil, err
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("-log-level: %w", err)

@@ -52,6 +52,7 @@ type app struct {
 	sio      *socketio.Server
 	bus      *bus.Reliable    // nil on the in-memory adapter
 	cluster  *cluster.Cluster // nil on the in-memory adapter
+	compat   *compatState     // nodecompat.go; nil without -cluster-protocol node-* or -emitters
 	draining chan struct{}
 	http     *http.Server
 }
@@ -76,11 +77,14 @@ func newApp(cfg *config, log *slog.Logger) (*app, error) {
 	if len(cfg.CORSOrigins) > 0 {
 		opts.CORS = &engineio.CORSOptions{Origins: cfg.CORSOrigins, Credentials: true}
 	}
-	if cfg.RedisURL != "" {
+	if cfg.RedisURL != "" && cfg.Compat.usesBus() {
 		if err := a.openCluster(cfg); err != nil {
 			return nil, err
 		}
 		opts.Adapter = a.cluster.Adapter
+	}
+	if err := a.setupCompat(cfg, opts); err != nil {
+		return nil, err
 	}
 	a.sio = socketio.NewServer(opts)
 	a.registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -169,6 +173,9 @@ func (a *app) shutdown() error {
 		if err := a.http.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 		}
+	}
+	if err := a.closeCompat(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("compat close: %w", err))
 	}
 	if a.cluster != nil {
 		if err := a.cluster.Close(ctx); err != nil {
