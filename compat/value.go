@@ -277,6 +277,11 @@ func keyText(k *value) string {
 // type 0), ArrayBuffer (ext, type 0), and dates (type -1 timestamps, and the
 // older fixext 8 type 0). A date becomes the string JSON.stringify gives it.
 func readExt(m *mpReader) (*value, error) {
+	code, err := m.d.PeekCode()
+	if err != nil {
+		return nil, err
+	}
+	fixed := msgpcode.IsFixedExt(code)
 	id, n, err := m.d.DecodeExtHeader()
 	if err != nil {
 		return nil, err
@@ -286,9 +291,9 @@ func readExt(m *mpReader) (*value, error) {
 		return nil, err
 	}
 	switch {
-	case id == 0 && n == 1:
+	case id == 0 && fixed && n == 1:
 		return null(), nil // undefined
-	case id == 0 && n == 8:
+	case id == 0 && fixed && n == 8:
 		ms := int64(be64(data))
 		return str(jsDate(time.UnixMilli(ms))), nil
 	case id == 0:
