@@ -51,7 +51,10 @@ type transport interface {
 	waitRoom(ctx context.Context, e *parser.Encoded) error
 }
 
-type sessionTransport struct{ *engineio.Session }
+type sessionTransport struct {
+	*engineio.Session
+	wire parser.Parser // nil for the JSON parser, which needs no translation
+}
 
 // messagesOf lists the Engine.IO messages of e in buf.
 func messagesOf(buf *[4]engineio.Message, e *parser.Encoded) []engineio.Message {
@@ -64,13 +67,20 @@ func messagesOf(buf *[4]engineio.Message, e *parser.Encoded) []engineio.Message 
 
 func (t sessionTransport) waitRoom(ctx context.Context, e *parser.Encoded) error {
 	var buf [4]engineio.Message
-	return t.WaitRoom(ctx, messagesOf(&buf, e)...)
+	msgs, err := wireMessages(t.wire, &buf, e)
+	if err != nil {
+		return err
+	}
+	return t.WaitRoom(ctx, msgs...)
 }
 
 func (t sessionTransport) writePacket(e *parser.Encoded, volatile bool) error {
 	// The messages live on the stack: Send copies them into its queue.
 	var buf [4]engineio.Message
-	msgs := messagesOf(&buf, e)
+	msgs, err := wireMessages(t.wire, &buf, e)
+	if err != nil {
+		return err
+	}
 	if volatile {
 		t.SendVolatile(msgs...)
 		return nil
@@ -83,7 +93,7 @@ func (t sessionTransport) writePacket(e *parser.Encoded, volatile bool) error {
 type conn struct {
 	srv *Server
 	t   transport
-	dec parser.Decoder
+	dec parser.FrameDecoder
 	run runner
 	at  int64 // when the session opened, in Unix nanoseconds
 
@@ -97,7 +107,7 @@ type conn struct {
 func newConn(srv *Server, t transport) *conn {
 	c := &conn{srv: srv, t: t, at: time.Now().UnixNano()}
 	c.run.srv = srv
-	c.dec.MaxAttachments = srv.opts.MaxAttachments
+	c.dec = srv.opts.Parser.NewDecoder(srv.opts.MaxAttachments)
 	return c
 }
 
@@ -157,6 +167,7 @@ func (c *conn) closeWith(reason string) {
 // fail closes the connection after a malformed packet.
 func (c *conn) fail(err error) {
 	c.srv.log.Debug("socketio: malformed packet", "sid", c.t.ID(), "err", err)
+	c.srv.metrics.parseError()
 	c.dec.Reset()
 	c.closeWith(ReasonParseError)
 }
@@ -178,13 +189,7 @@ func (c *conn) socketLocked(nsp string) *Socket {
 
 // onMessage runs on the session's read goroutine.
 func (c *conn) onMessage(m engineio.Message) {
-	var p *parser.Packet
-	var err error
-	if m.Binary {
-		p, err = c.dec.AddBinary(m.Data)
-	} else {
-		p, err = c.dec.AddText(m.Data)
-	}
+	p, err := c.dec.Add(m.Data, m.Binary)
 	if err != nil {
 		c.fail(err)
 		return
@@ -192,6 +197,7 @@ func (c *conn) onMessage(m engineio.Message) {
 	if p == nil {
 		return
 	}
+	c.srv.metrics.received(p)
 	done := c.t.Done()
 	switch p.Type {
 	case parser.Connect:
@@ -376,6 +382,7 @@ func (c *conn) onClose(reason string) {
 
 // write sends an encoded packet to the client.
 func (c *conn) write(e *parser.Encoded, volatile bool) {
+	c.srv.metrics.sent(e)
 	if err := c.t.writePacket(e, volatile); err != nil && !errors.Is(err, engineio.ErrClosed) {
 		// ErrQueueFull: the session closes itself with ReasonSendQueueFull.
 		c.srv.log.Debug("socketio: send", "sid", c.t.ID(), "err", err)

@@ -63,6 +63,12 @@ type Options struct {
 	// exist keep working. Without CleanupEmptyChildNamespaces the count never
 	// drops. Default DefaultMaxChildNamespaces; -1 removes the bound.
 	MaxChildNamespaces int
+	// Parser is the wire format spoken with every client: parser.JSON (the
+	// default) or parser.Msgpack, for clients built with the npm package
+	// socket.io-msgpack-parser. Adapters and the cluster carry packets in one
+	// form whatever the parser, so servers with different parsers can share a
+	// cluster.
+	Parser parser.Parser
 }
 
 func (o *Options) resolved() Options {
@@ -85,6 +91,9 @@ func (o *Options) resolved() Options {
 	r.Recovery = r.Recovery.resolved()
 	if r.MaxChildNamespaces == 0 {
 		r.MaxChildNamespaces = DefaultMaxChildNamespaces
+	}
+	if r.Parser == nil {
+		r.Parser = parser.JSON
 	}
 	if r.EventQueueSize <= 0 {
 		r.EventQueueSize = DefaultEventQueueSize

@@ -32,6 +32,7 @@ type Server struct {
 
 	handlers  tracker // handler goroutines of connections and server-side events
 	closeOnce sync.Once
+	metrics   *metrics // nil without Options.Registerer (metrics.go)
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -52,6 +53,7 @@ func NewServer(opts *Options) *Server {
 	}
 	eo := o.Options
 	s.engine = engineio.NewServer((*engineHandler)(s), &eo)
+	s.metrics = newMetrics(s, o.Registerer, s.log)
 	s.Of("/")
 	return s
 }
@@ -325,7 +327,7 @@ type engineHandler Server
 
 func (h *engineHandler) OnOpen(sess *engineio.Session) {
 	s := (*Server)(h)
-	c := newConn(s, sessionTransport{sess})
+	c := newConn(s, sessionTransport{Session: sess, wire: wireParser(s.opts.Parser)})
 	s.mu.Lock()
 	s.conns[sess] = c
 	s.mu.Unlock()

@@ -34,10 +34,10 @@ type compatConfig struct {
 }
 
 func registerCompatFlags(fs *flag.FlagSet, c *compatConfig) {
-	fs.StringVar(&c.Protocol, "cluster-protocol", protocolDurasock, `how the nodes of a cluster talk through -redis: "durasock" (its cluster bus, see -redis-transport), "node-redis-adapter" or "node-sharded" (the protocol of @socket.io/redis-adapter, classic or sharded pub/sub, to run in one cluster with Node socket.io servers) (env DURASOCK_CLUSTER_PROTOCOL)`)
-	fs.StringVar(&c.emitters, "emitters", "", `comma-separated emitters whose messages this node applies from -redis: "node" (@socket.io/redis-emitter) and "python" (python-socketio's pub/sub managers, JSON form) (env DURASOCK_EMITTERS)`)
-	fs.StringVar(&c.Key, "socketio-key", compat.DefaultKey, "channel prefix of @socket.io/redis-adapter and @socket.io/redis-emitter (their key option) (env DURASOCK_SOCKETIO_KEY)")
-	fs.StringVar(&c.PythonChannel, "python-channel", compat.DefaultPythonChannel, "channel of python-socketio's pub/sub managers (env DURASOCK_PYTHON_CHANNEL)")
+	fs.StringVar(&c.Protocol, "cluster-protocol", protocolDurasock, `how the nodes of a cluster talk through -redis: "durasock" (its cluster bus, see -redis-transport), "node-redis-adapter" or "node-sharded" (the protocol of @socket.io/redis-adapter, classic or sharded pub/sub, to run in one cluster with Node socket.io servers)`)
+	fs.StringVar(&c.emitters, "emitters", "", `comma-separated emitters whose messages this node applies from -redis: "node" (@socket.io/redis-emitter) and "python" (python-socketio's pub/sub managers, JSON form)`)
+	fs.StringVar(&c.Key, "socketio-key", compat.DefaultKey, "channel prefix of @socket.io/redis-adapter and @socket.io/redis-emitter (their key option)")
+	fs.StringVar(&c.PythonChannel, "python-channel", compat.DefaultPythonChannel, "channel of python-socketio's pub/sub managers")
 }
 
 // validate checks the compat flags against the rest of the configuration.

@@ -214,3 +214,28 @@ func TestCheckExactFailsOnlyOnGaps(t *testing.T) {
 		t.Fatalf("an exact scenario fails on losses only gaps account for: %s", v.Table())
 	}
 }
+
+func TestCheckOfficialSessionNotRecovered(t *testing.T) {
+	notRecovered := func(steps ...stepHist) *Verdict {
+		h := testHistory(seqs(1, 10))
+		s := h.Sessions[0]
+		s.Official, s.End, s.Reason = true, 500*ms, "not recovered: transport close"
+		h.Steps = steps
+		return Check(h)
+	}
+	if v := notRecovered(stepHist{Start: 490 * ms, End: 2000 * ms, Op: OpClientBounce + " n1 1s"}); v.Cuts != 1 || v.NotRecovered != 1 {
+		t.Errorf("a bounce alone must recover the session: %s", v.Table())
+	}
+	if v := notRecovered(stepHist{Start: 490 * ms, End: 2000 * ms, Op: OpClientBounce + " n1 1s"},
+		stepHist{Start: 400 * ms, End: 3000 * ms, Op: OpRedisKill + " 2s"}); v.Cuts != 0 {
+		t.Errorf("a reconnect while Redis was down may start over: %s", v.Table())
+	}
+}
+
+func TestCheckRecoveredSessionOwesTheGap(t *testing.T) {
+	h := testHistory(seqs(1, 10, 6, 7))
+	h.Sessions[0].Official, h.Sessions[0].Recovered = true, 1
+	if v := Check(h); v.OK() || v.Lost != 2 || v.Recovered != 1 {
+		t.Errorf("a recovered session missing events: %s", v.Table())
+	}
+}

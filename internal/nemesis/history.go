@@ -63,6 +63,10 @@ type sessHist struct {
 	Reason    string `json:"reason"` // why it ended; "closed" when the harness closed it
 	Got       []recv `json:"got"`
 	Bad       int    `json:"bad"` // events that did not decode
+	// Official marks a session of the official socket.io-client, which spans
+	// the reconnects the server recovered (Recovered counts them).
+	Official  bool `json:"official,omitempty"`
+	Recovered int  `json:"recovered,omitempty"`
 }
 
 type recv struct {
