@@ -71,7 +71,7 @@ type durasockProc struct {
 // startDurasock runs the binary in cluster mode on a free port. At the end of the
 // test it gets SIGTERM and must drain and exit with status 0 within its drain
 // timeout.
-func startDurasock(t *testing.T, bin, redisURL, token string) *durasockProc {
+func startDurasock(t *testing.T, bin, redisURL, token string, extra ...string) *durasockProc {
 	t.Helper()
 	port := redistest.FreePort(t)
 	p := &durasockProc{url: "http://127.0.0.1:" + strconv.Itoa(port), log: &syncBuffer{}}
@@ -83,6 +83,7 @@ func startDurasock(t *testing.T, bin, redisURL, token string) *durasockProc {
 		"-drain-timeout", "5s",
 		"-log-level", "info",
 	)
+	cmd.Args = append(cmd.Args, extra...)
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start durasock: %v", err)
