@@ -27,13 +27,13 @@ type adminConfig struct {
 }
 
 func (c *adminConfig) flags(fs *flag.FlagSet) {
-	fs.StringVar(&c.Parser, "parser", "json", `Socket.IO parser of every client: "json" (default) or "msgpack" (clients with socket.io-msgpack-parser) (env DURASOCK_PARSER)`)
-	fs.BoolVar(&c.Enabled, "admin", false, "serve the Socket.IO Admin UI namespace /admin (@socket.io/admin-ui) (env DURASOCK_ADMIN)")
-	fs.StringVar(&c.User, "admin-user", "admin", "Admin UI username (env DURASOCK_ADMIN_USER)")
-	fs.StringVar(&c.PasswordHash, "admin-password-hash", "", "bcrypt hash of the Admin UI password, e.g. from `htpasswd -nbBC 10 \"\" secret | cut -d: -f2` (env DURASOCK_ADMIN_PASSWORD_HASH)")
-	fs.BoolVar(&c.NoAuth, "admin-no-auth", false, "let the Admin UI in without a password (env DURASOCK_ADMIN_NO_AUTH)")
-	fs.BoolVar(&c.ReadOnly, "admin-readonly", false, "Admin UI watches only: no emit, join, leave or disconnect (env DURASOCK_ADMIN_READONLY)")
-	fs.StringVar(&c.UIDir, "admin-ui-dir", "", "serve the Admin UI build from this directory at "+adminUIPath+" (node_modules/@socket.io/admin-ui/ui/dist after npm install @socket.io/admin-ui) (env DURASOCK_ADMIN_UI_DIR)")
+	fs.StringVar(&c.Parser, "parser", "json", `Socket.IO parser of every client: "json" (default) or "msgpack" (clients with socket.io-msgpack-parser)`)
+	fs.BoolVar(&c.Enabled, "admin-ui", false, "serve the Socket.IO Admin UI namespace /admin (@socket.io/admin-ui)")
+	fs.StringVar(&c.User, "admin-ui-user", "admin", "Admin UI username")
+	fs.StringVar(&c.PasswordHash, "admin-ui-password-hash", "", "bcrypt hash of the Admin UI password, e.g. from `htpasswd -nbBC 10 \"\" secret | cut -d: -f2`")
+	fs.BoolVar(&c.NoAuth, "admin-ui-no-auth", false, "let the Admin UI in without a password")
+	fs.BoolVar(&c.ReadOnly, "admin-ui-readonly", false, "Admin UI watches only: no emit, join, leave or disconnect")
+	fs.StringVar(&c.UIDir, "admin-ui-dir", "", "serve the Admin UI build from this directory at "+adminUIPath+" (node_modules/@socket.io/admin-ui/ui/dist after npm install @socket.io/admin-ui)")
 }
 
 func (c *adminConfig) check() error {
@@ -44,7 +44,7 @@ func (c *adminConfig) check() error {
 	}
 	if !c.Enabled {
 		if c.UIDir != "" {
-			return errors.New("-admin-ui-dir needs -admin")
+			return errors.New("-admin-ui-dir needs -admin-ui")
 		}
 		return nil
 	}
@@ -54,11 +54,11 @@ func (c *adminConfig) check() error {
 		}
 	}
 	if c.PasswordHash == "" && !c.NoAuth {
-		return errors.New("-admin needs -admin-password-hash (a bcrypt hash) or -admin-no-auth")
+		return errors.New("-admin-ui needs -admin-ui-password-hash (a bcrypt hash) or -admin-ui-no-auth")
 	}
 	if c.PasswordHash != "" {
 		if _, err := bcrypt.Cost([]byte(c.PasswordHash)); err != nil {
-			return fmt.Errorf("-admin-password-hash is not a bcrypt hash: %w", err)
+			return fmt.Errorf("-admin-ui-password-hash is not a bcrypt hash: %w", err)
 		}
 	}
 	return nil

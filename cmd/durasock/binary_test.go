@@ -401,11 +401,11 @@ func TestSocketIOMetrics(t *testing.T) {
 	}
 	// The demo chat answers join and chat with acks and broadcasts chat to the room.
 	for i, c := range clients {
-		if _, err := c.EmitWithAck(ctx, "join", map[string]string{"room": "r", "name": fmt.Sprint("n", i)}); err != nil {
+		if _, err := c.EmitWithAck(ctx, "join", map[string]string{"room": "r", "name": fmt.Sprint("n", i), "page": fmt.Sprint("p", i)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := clients[0].EmitWithAck(ctx, "chat", map[string]string{"room": "r", "text": "hi"}); err != nil {
+	if _, err := clients[0].EmitWithAck(ctx, "chat", map[string]string{"room": "r", "text": "hi", "id": "m1"}); err != nil {
 		t.Fatal(err)
 	}
 	want := []*regexp.Regexp{

@@ -84,7 +84,6 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-
 // browserPage is one tab of headless Chromium.
 type browserPage struct {
 	t    *testing.T
