@@ -134,3 +134,5 @@ func TestPythonDecode(t *testing.T) {
 		t.Errorf("rooms %q", got)
 	}
 }
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
