@@ -1,115 +1,279 @@
 package main
 
 import (
-	"errors"
-	"flag"
-	"fmt"
+	_ "embed"
+	"encoding/json"
+	"net"
 	"net/http"
+	"sort"
+	"time"
 
-	"golang.org/x/crypto/bcrypt"
-
-	"github.com/durasock/durasock/admin"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/bus"
 )
 
-// adminUIPath is where -admin-ui-dir is served.
-const adminUIPath = "/admin/"
+// The admin endpoints, /status (JSON), /status/history (JSON), /dashboard
+// (HTML) and /metrics, say more about a node than its clients should know.
+// They answer:
+//   - with -admin-token: requests that carry it (Authorization: Bearer <token>,
+//     or Basic credentials with the token as password, which a browser asks for);
+//   - without it: every request on -admin-addr (the operator chose who reaches
+//     that address), and on -addr only requests from this machine (loopback)
+//     that no proxy forwarded.
 
-// adminConfig holds the flags of the parser and of the Admin UI.
-type adminConfig struct {
-	Parser       string
-	Enabled      bool
-	User         string
-	PasswordHash string
-	NoAuth       bool
-	ReadOnly     bool
-	UIDir        string
-}
+//go:embed dashboard.html
+var dashboardPage []byte
 
-func (c *adminConfig) flags(fs *flag.FlagSet) {
-	fs.StringVar(&c.Parser, "parser", "json", `Socket.IO parser of every client: "json" (default) or "msgpack" (clients with socket.io-msgpack-parser) (env DURASOCK_PARSER)`)
-	fs.BoolVar(&c.Enabled, "admin", false, "serve the Socket.IO Admin UI namespace /admin (@socket.io/admin-ui) (env DURASOCK_ADMIN)")
-	fs.StringVar(&c.User, "admin-user", "admin", "Admin UI username (env DURASOCK_ADMIN_USER)")
-	fs.StringVar(&c.PasswordHash, "admin-password-hash", "", "bcrypt hash of the Admin UI password, e.g. from `htpasswd -nbBC 10 \"\" secret | cut -d: -f2` (env DURASOCK_ADMIN_PASSWORD_HASH)")
-	fs.BoolVar(&c.NoAuth, "admin-no-auth", false, "let the Admin UI in without a password (env DURASOCK_ADMIN_NO_AUTH)")
-	fs.BoolVar(&c.ReadOnly, "admin-readonly", false, "Admin UI watches only: no emit, join, leave or disconnect (env DURASOCK_ADMIN_READONLY)")
-	fs.StringVar(&c.UIDir, "admin-ui-dir", "", "serve the Admin UI build from this directory at "+adminUIPath+" (node_modules/@socket.io/admin-ui/ui/dist after npm install @socket.io/admin-ui) (env DURASOCK_ADMIN_UI_DIR)")
-}
-
-func (c *adminConfig) check() error {
-	switch c.Parser {
-	case "json", "msgpack":
-	default:
-		return fmt.Errorf("-parser %q: want json or msgpack", c.Parser)
+func (a *app) mountAdmin(mux *http.ServeMux, onAdminListener bool) {
+	guard := func(browser bool, h http.Handler) http.Handler {
+		return a.adminOnly(onAdminListener, browser, h)
 	}
-	if !c.Enabled {
-		if c.UIDir != "" {
-			return errors.New("-admin-ui-dir needs -admin")
+	mux.Handle("GET /status", guard(false, http.HandlerFunc(a.status)))
+	mux.Handle("GET /status/history", guard(false, http.HandlerFunc(a.statusHistory)))
+	mux.Handle("GET /dashboard", guard(true, http.HandlerFunc(a.dashboard)))
+	mux.Handle("GET /metrics", guard(false, promhandler(a.registry)))
+}
+
+// adminOnly admits the requests the admin endpoints answer (see above). For
+// the browser page, a refusal asks the browser for the token (Basic).
+func (a *app) adminOnly(onAdminListener, browser bool, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Cache-Control", "no-store")
+		if a.cfg.AdminToken != "" {
+			if token, ok := bearerToken(r); !ok || !tokenMatches(token, a.cfg.AdminToken) {
+				if browser {
+					w.Header().Set("WWW-Authenticate", `Basic realm="durasock admin: the -admin-token as password"`)
+				} else {
+					w.Header().Set("WWW-Authenticate", `Bearer realm="durasock admin"`)
+				}
+				writeError(w, http.StatusUnauthorized, "missing or wrong token: send the header Authorization: Bearer <the -admin-token>")
+				return
+			}
+		} else if !onAdminListener && !fromThisMachine(r) {
+			writeError(w, http.StatusForbidden, r.URL.Path+" answers only requests from this machine: start durasock with -admin-token <token> (then send Authorization: Bearer <token>) or -admin-addr <address> to reach it from elsewhere")
+			return
 		}
-		return nil
-	}
-	if c.UIDir != "" {
-		if _, err := admin.UIHandler(c.UIDir); err != nil {
-			return fmt.Errorf("-admin-ui-dir: %w", err)
-		}
-	}
-	if c.PasswordHash == "" && !c.NoAuth {
-		return errors.New("-admin needs -admin-password-hash (a bcrypt hash) or -admin-no-auth")
-	}
-	if c.PasswordHash != "" {
-		if _, err := bcrypt.Cost([]byte(c.PasswordHash)); err != nil {
-			return fmt.Errorf("-admin-password-hash is not a bcrypt hash: %w", err)
-		}
-	}
-	return nil
+		next.ServeHTTP(w, r)
+	})
 }
 
-// parser is the parser the flags chose.
-func (c *adminConfig) parser() parser.Parser {
-	if c.Parser == "msgpack" {
-		return parser.Msgpack
+// fromThisMachine says whether r came from a loopback address and no proxy
+// forwarded it (a reverse proxy on this machine would otherwise open the
+// admin endpoints to everyone it serves).
+func fromThisMachine(r *http.Request) bool {
+	if r.Header.Get("X-Forwarded-For") != "" || r.Header.Get("Forwarded") != "" || r.Header.Get("X-Real-Ip") != "" {
+		return false
 	}
-	return parser.JSON
-}
-
-// startAdmin instruments the Socket.IO server when -admin is given.
-func (a *app) startAdmin() error {
-	c := &a.cfg.Admin
-	if !c.Enabled {
-		return nil
-	}
-	opts := &admin.Options{ReadOnly: c.ReadOnly, NoAuth: c.PasswordHash == "", Logger: a.log}
-	if c.PasswordHash != "" {
-		opts.Auth = &admin.BasicAuth{Username: c.User, Password: c.PasswordHash}
-	}
-	if a.bus != nil {
-		opts.ServerID = a.bus.NodeID()
-	}
-	ad, err := admin.New(a.sio, opts)
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return err
+		return false
 	}
-	a.admin = ad
-	a.log.Info("admin UI namespace", "namespace", admin.DefaultNamespace, "readonly", c.ReadOnly, "auth", !opts.NoAuth)
-	return nil
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
-// mountAdmin serves the Admin UI build when -admin-ui-dir is given.
-func (a *app) mountAdmin(mux *http.ServeMux) {
-	if a.cfg.Admin.UIDir == "" {
-		return
-	}
-	h, err := admin.UIHandler(a.cfg.Admin.UIDir)
-	if err != nil { // checked with the flags; the directory went away since
-		a.log.Error("admin UI not served", "err", err)
-		return
-	}
-	mux.Handle(adminUIPath, http.StripPrefix(adminUIPath, h))
+// duration is a time.Duration shown twice in /status: as text ("1m30s") and,
+// in a sibling field, in seconds.
+type duration struct {
+	Text    string  `json:"text"`
+	Seconds float64 `json:"seconds"`
 }
 
-// stopAdmin stops the statistics of the instrumentation.
-func (a *app) stopAdmin() {
-	if a.admin != nil {
-		a.admin.Close()
+func dur(d time.Duration) duration {
+	return duration{Text: roundDuration(d).String(), Seconds: d.Seconds()}
+}
+
+// roundDuration keeps a duration readable: milliseconds below a minute,
+// seconds above.
+func roundDuration(d time.Duration) time.Duration {
+	if d < time.Minute {
+		return d.Round(time.Millisecond)
 	}
+	return d.Round(time.Second)
+}
+
+// statusBody is the JSON of GET /status.
+type statusBody struct {
+	Ready   bool      `json:"ready"`
+	Reason  string    `json:"reason,omitempty"`
+	Node    string    `json:"node,omitempty"`
+	Mode    string    `json:"mode"`
+	Version buildInfo `json:"version"`
+	Started time.Time `json:"started"`
+	Uptime  duration  `json:"uptime"`
+	Clients int       `json:"clients"`
+	// OtherNodes are the other nodes this node hears from (it is not listed).
+	OtherNodes []string    `json:"other_nodes"`
+	Bus        *busStatus  `json:"bus,omitempty"`
+	Config     statusKnobs `json:"config"`
+}
+
+// statusKnobs are the settings worth seeing next to the state.
+type statusKnobs struct {
+	Path          string   `json:"path"`
+	Transport     string   `json:"transport,omitempty"`
+	WaitReplicas  int      `json:"redis_wait_replicas,omitempty"`
+	OutboxMaxMsgs int      `json:"outbox_max_messages,omitempty"`
+	OutboxMaxB    int64    `json:"outbox_max_bytes,omitempty"`
+	OutboxMaxAge  duration `json:"outbox_max_age"`
+	DiskOutbox    bool     `json:"disk_outbox"`
+	Recovery      duration `json:"recovery"`
+	DrainTimeout  duration `json:"drain_timeout"`
+	ShutdownDelay duration `json:"shutdown_delay"`
+}
+
+// busStatus is the cluster bus in /status. Error texts carry no address or
+// password: the logs have the details.
+type busStatus struct {
+	State           string       `json:"state"`
+	Since           time.Time    `json:"since"`
+	For             duration     `json:"for"`
+	Attempt         int          `json:"attempt,omitempty"`
+	NextRetry       *duration    `json:"next_retry,omitempty"`
+	LastError       string       `json:"last_error,omitempty"`
+	ConnectedOnce   bool         `json:"connected_once"`
+	UnderReplicated bool         `json:"under_replicated"`
+	NodeIDConflict  bool         `json:"node_id_conflict"`
+	Outbox          outboxStatus `json:"outbox"`
+	Totals          busTotals    `json:"totals"`
+	History         []transition `json:"state_history"`
+}
+
+type outboxStatus struct {
+	Messages  int      `json:"messages"`
+	Bytes     int64    `json:"bytes"`
+	OldestAge duration `json:"oldest_age"`
+}
+
+type busTotals struct {
+	Accepted     uint64            `json:"accepted"`
+	Rejected     uint64            `json:"rejected"`
+	Published    uint64            `json:"published"`
+	Received     uint64            `json:"received"`
+	Dropped      map[string]uint64 `json:"dropped"`
+	Gaps         uint64            `json:"gaps"`
+	GapMessages  uint64            `json:"gap_messages"`
+	Duplicates   uint64            `json:"duplicates"`
+	Reconnects   uint64            `json:"reconnects"`
+	ProbeFails   uint64            `json:"probe_failures"`
+	NodesGone    uint64            `json:"nodes_gone"`
+	DiskLoaded   uint64            `json:"disk_loaded,omitempty"`
+	DecodeErrors uint64            `json:"decode_errors,omitempty"`
+}
+
+func (a *app) statusBody() statusBody {
+	why := a.notReady()
+	now := time.Now()
+	body := statusBody{
+		Ready: why == "", Reason: why, Mode: "single process", Version: a.build,
+		Started: a.started.UTC().Truncate(time.Second), Uptime: dur(now.Sub(a.started)),
+		Clients: a.sio.Engine().Count(), OtherNodes: []string{},
+		Config: statusKnobs{
+			Path: a.cfg.Path, Recovery: dur(a.cfg.Recovery), DrainTimeout: dur(a.cfg.DrainTimeout),
+			ShutdownDelay: dur(a.cfg.ShutdownDelay), OutboxMaxAge: dur(0),
+		},
+	}
+	if a.bus == nil {
+		return body
+	}
+	body.Mode = "cluster"
+	body.Node = a.bus.NodeID()
+	body.OtherNodes = a.cluster.Nodes()
+	sort.Strings(body.OtherNodes)
+	o := a.cfg.Outbox
+	body.Config.Transport, body.Config.WaitReplicas = a.cfg.RedisMode, a.cfg.WaitReplicas
+	body.Config.OutboxMaxMsgs, body.Config.OutboxMaxB, body.Config.OutboxMaxAge, body.Config.DiskOutbox = o.MaxMessages, o.MaxBytes, dur(o.MaxAge), o.Dir != ""
+	st := a.bus.Status()
+	s := a.bus.Stats()
+	hist, _ := a.mon.history()
+	b := &busStatus{
+		State: st.State.String(), Since: st.Since.UTC(), For: dur(now.Sub(st.Since)), Attempt: st.Attempt,
+		LastError: a.scrub.publicError(st.LastError), ConnectedOnce: a.mon.connectedOnce.Load(),
+		UnderReplicated: st.UnderReplicated, NodeIDConflict: st.NodeIDConflict,
+		Outbox: outboxStatus{Messages: st.OutboxLen, Bytes: st.OutboxBytes, OldestAge: dur(st.OutboxOldest)},
+		Totals: busTotals{
+			Accepted: s.Accepted, Rejected: s.Rejected, Published: s.Published, Received: s.Received,
+			Dropped: map[string]uint64{"max_age": s.DroppedMaxAge, "overflow": s.DroppedOverflow, "closed": s.DroppedClosed},
+			Gaps:    s.Gaps, GapMessages: s.GapMessages, Duplicates: s.Duplicates, Reconnects: s.Reconnects,
+			ProbeFails: s.ProbeFailures, NodesGone: s.NodesGoneSilent + s.NodesGoneReplaced + s.NodesClosed,
+			DiskLoaded: s.DiskLoaded, DecodeErrors: s.DecodeErrors,
+		},
+		History: hist,
+	}
+	if st.State == bus.Reconnecting && !b.ConnectedOnce {
+		b.State = "connecting"
+	}
+	if st.NextRetry > 0 {
+		nr := dur(st.NextRetry)
+		b.NextRetry = &nr
+	}
+	if b.History == nil {
+		b.History = []transition{}
+	}
+	body.Bus = b
+	return body
+}
+
+// status is GET /status: JSON for humans and scripts, indented.
+func (a *app) status(w http.ResponseWriter, _ *http.Request) {
+	writeIndented(w, a.statusBody())
+}
+
+// statusHistory is GET /status/history: the dashboard's chart points.
+func (a *app) statusHistory(w http.ResponseWriter, _ *http.Request) {
+	t, s := a.mon.history()
+	if t == nil {
+		t = []transition{}
+	}
+	writeIndented(w, map[string]any{"interval_seconds": a.mon.sampleEvery.Seconds(), "transitions": t, "samples": s})
+}
+
+func writeIndented(w http.ResponseWriter, v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "status: "+err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	// The client may be gone; nothing else to tell it.
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// dashboard is GET /dashboard: a page that reads /status and /status/history.
+func (a *app) dashboard(w http.ResponseWriter, _ *http.Request) {
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Content-Security-Policy", "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "no-referrer")
+	_, _ = w.Write(dashboardPage) // the browser may be gone
+}
+
+// metricSums gathers the registry once and sums each named metric over its
+// labels.
+func (a *app) metricSums(names ...string) map[string]float64 {
+	out := make(map[string]float64, len(names))
+	want := make(map[string]bool, len(names))
+	for _, n := range names {
+		want[n] = true
+	}
+	families, err := a.registry.Gather()
+	if err != nil && len(families) == 0 {
+		return out
+	}
+	for _, f := range families {
+		if !want[f.GetName()] {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			switch {
+			case m.GetCounter() != nil:
+				out[f.GetName()] += m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				out[f.GetName()] += m.GetGauge().GetValue()
+			}
+		}
+	}
+	return out
 }
