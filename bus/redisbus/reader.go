@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"strconv"
 	"strings"
 	"time"
@@ -391,9 +390,13 @@ func entrySum(data []byte) uint64 {
 	if data == nil {
 		return 0
 	}
-	h := fnv.New64a()
-	_, _ = h.Write(data) // never fails
-	return h.Sum64() | 1
+	const offset64, prime64 = 14695981039346656037, 1099511628211
+	h := uint64(offset64)
+	for _, b := range data {
+		h ^= uint64(b)
+		h *= prime64
+	}
+	return h | 1
 }
 
 // remember adds e to partition p's ring of delivered entries (under s.mu).
