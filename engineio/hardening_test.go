@@ -426,3 +426,17 @@ func TestQueuedBytesAndVolatileDrops(t *testing.T) {
 		}
 	}
 }
+
+// TestBadPacketsCounted: packets that do not decode are counted as refusals.
+func TestBadPacketsCounted(t *testing.T) {
+	ts := newTestServer(t, nil)
+	sid := ts.handshake(t)
+	if res := ts.post(t, sid, "9nope"); res.status != http.StatusBadRequest {
+		t.Errorf("bad payload: %d", res.status)
+	}
+	c := dialWS(t, ts.wsURL("EIO=4&transport=websocket"))
+	readWS(t, c)
+	writeWS(t, c, websocket.MessageText, "x")
+	readWSClosed(t, c)
+	waitUntil(t, 10*time.Second, "two refusals", func() bool { return ts.eio.Refused()[RefusedBadPacket] == 2 })
+}
