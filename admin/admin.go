@@ -79,8 +79,9 @@ type Options struct {
 	// disconnecting, joining or leaving a room is a message to the UIs of
 	// every server, which costs a cluster broadcast each.
 	Production bool
-	// AllEvents also sends every event a client emits to the UIs (the UI's
-	// "Events" page): a cluster broadcast per event. Ignored in Production.
+	// AllEvents also lists every event a client emits on the UI's Events page
+	// (connections, disconnections and rooms are listed anyway): a cluster
+	// broadcast per event. Ignored in Production.
 	AllEvents bool
 	// Logger receives warnings. Default: none.
 	Logger *slog.Logger
@@ -134,6 +135,9 @@ type Admin struct {
 	mu      sync.Mutex
 	tracked map[*socketio.Namespace]bool
 	sockets map[*socketio.Socket]*seen // local sockets, with what the UI was last told
+	// sessions holds the session id made for a UI socket by the middleware
+	// until the socket is connected.
+	sessions map[*socketio.Socket]string
 
 	stop     chan struct{}
 	done     chan struct{}
@@ -181,13 +185,16 @@ func New(srv *socketio.Server, opts *Options) (*Admin, error) {
 	}
 	a := &Admin{
 		srv: srv, opts: o, log: log, started: time.Now(), hostname: host,
-		tracked: make(map[*socketio.Namespace]bool),
-		sockets: make(map[*socketio.Socket]*seen),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
+		tracked:  make(map[*socketio.Namespace]bool),
+		sockets:  make(map[*socketio.Socket]*seen),
+		sessions: make(map[*socketio.Socket]string),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
 	}
+	// The UI shows its Sockets, Rooms, Clients and Events pages only with
+	// ALL_EVENTS, as the reference development mode announces it.
 	a.features = []string{featureAggregatedEvents}
-	if o.AllEvents && !o.Production {
+	if !o.Production {
 		a.features = append(a.features, featureAllEvents)
 	}
 	if !o.ReadOnly {
@@ -249,9 +256,12 @@ func (a *Admin) authenticate(ctx context.Context, s *socketio.Socket) error {
 	id := hex.EncodeToString(b[:])
 	if err := a.opts.Sessions.SaveSession(ctx, id); err != nil {
 		a.log.Warn("admin: session store", "err", err)
-	} else if err := s.Emit("session", id); err != nil {
-		a.log.Debug("admin: session id", "err", err)
+		return nil
 	}
+	// Sent once the socket is connected (onAdmin).
+	a.mu.Lock()
+	a.sessions[s] = id
+	a.mu.Unlock()
 	return nil
 }
 
@@ -260,6 +270,15 @@ var errInvalidCredentials = &socketio.ConnectError{Message: "invalid credentials
 
 // onAdmin runs for every UI that connects to this server.
 func (a *Admin) onAdmin(s *socketio.Socket) {
+	a.mu.Lock()
+	session, ok := a.sessions[s]
+	delete(a.sessions, s)
+	a.mu.Unlock()
+	if ok {
+		if err := s.Emit("session", session); err != nil {
+			return
+		}
+	}
 	if !a.opts.ReadOnly {
 		s.On("emit", a.onEmit)
 		s.On("join", func(e *socketio.Event) { a.onRooms(e, true) })

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -333,6 +334,12 @@ func (d *docRunner) command(s snippet, words []string) {
 		if err != nil || fi.Mode()&0o111 == 0 {
 			t.Errorf("%s: %s is not an executable script of the repository", s, name)
 		}
+		if name == "./scripts/run" && len(words) > 1 {
+			// It runs go run ./cmd/durasock with its arguments: check them,
+			// without the npm and apt-get steps of the script.
+			d.durasockFlagsOnly(s, words[1:], env)
+			return
+		}
 		d.syntaxOnly++
 	case syntaxOnlyTools[name]:
 		d.syntaxOnly++
@@ -468,6 +475,11 @@ func (d *docRunner) goTest(s snippet, args []string) {
 // only this machine, runs it.
 func (d *docRunner) durasock(s snippet, args []string, env map[string]string) {
 	t := d.t
+	if len(args) > 0 && args[0] == "cluster" {
+		// The local cluster starts redis-server and a browser: checked, not run.
+		d.durasockFlagsOnly(s, args, env)
+		return
+	}
 	getenv := func(k string) string { return env[k] }
 	cfg, err := parseConfig(args, getenv, io.Discard)
 	if err != nil {
@@ -569,6 +581,26 @@ func (d *docRunner) durasock(s snippet, args []string, env map[string]string) {
 	}
 }
 
+// durasockFlagsOnly checks an invocation's flags (those of the cluster
+// subcommand with "cluster" first) without running it.
+func (d *docRunner) durasockFlagsOnly(s snippet, args []string, env map[string]string) {
+	d.flagOnly++
+	if len(args) > 0 && args[0] == "cluster" {
+		for _, a := range args[1:] {
+			if strings.HasPrefix(a, "-") && (a == "-h" || a == "-help") {
+				return
+			}
+		}
+		if len(args) > 1 {
+			d.t.Errorf("%s: durasock cluster %s: flags of the cluster subcommand have no rule in TestDocs", s, strings.Join(args[1:], " "))
+		}
+		return
+	}
+	if _, err := parseConfig(args, func(k string) string { return env[k] }, io.Discard); err != nil {
+		d.t.Errorf("%s: durasock %s: %v", s, strings.Join(args, " "), err)
+	}
+}
+
 // localURL says whether every host of a Redis URL is this machine.
 func localURL(raw string) bool {
 	red := redactURL(raw)
@@ -664,5 +696,35 @@ func (d *docRunner) curl(s snippet, args []string) {
 	}
 	if err := r.stop(); err != nil {
 		t.Errorf("%s: drain after curl: %v", s, err)
+	}
+}
+
+// TestDocsFlagTable: the flag table of docs/OPERATIONS.md lists every flag of
+// the binary, and no flag it does not have.
+func TestDocsFlagTable(t *testing.T) {
+	b, err := os.ReadFile("../../docs/OPERATIONS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	cell := regexp.MustCompile("`(-[a-z][a-z0-9-]*)`")
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(l, "| `-") {
+			continue
+		}
+		first := strings.SplitN(l, " | ", 2)[0]
+		for _, m := range cell.FindAllStringSubmatch(first, -1) {
+			documented[strings.TrimPrefix(m[1], "-")] = true
+		}
+	}
+	fs, _ := flagSet(&config{})
+	fs.VisitAll(func(f *flag.Flag) {
+		if !documented[f.Name] {
+			t.Errorf("flag -%s is not in the flag table of docs/OPERATIONS.md", f.Name)
+		}
+		delete(documented, f.Name)
+	})
+	for name := range documented {
+		t.Errorf("docs/OPERATIONS.md documents -%s, which the binary does not have", name)
 	}
 }

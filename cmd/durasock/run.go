@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -350,14 +349,24 @@ func (a *app) shutdown(graceful bool) error {
 	defer cancel()
 	a.stopAdminUI()
 
-	// The clients still open when time runs out are cut without a close.
-	var cut atomic.Int64
-	stopCount := context.AfterFunc(ctx, func() { cut.Store(int64(a.sio.Engine().Count())) })
-	sioErr := a.sio.Shutdown(ctx)
-	stopCount()
+	// The clients still open when time runs out are cut without a close:
+	// they are counted before Shutdown is told to cut them.
+	shutCtx, cutNow := context.WithCancel(context.Background())
+	defer cutNow()
+	shut := make(chan error, 1)
+	go func() { shut <- a.sio.Shutdown(shutCtx) }()
+	var sioErr error
+	nCut := 0
+	select {
+	case sioErr = <-shut:
+	case <-ctx.Done():
+		nCut = a.sio.Engine().Count()
+		cutNow()
+		sioErr = <-shut
+	}
 
 	var problems []string
-	if sioErr != nil && !errors.Is(sioErr, context.DeadlineExceeded) {
+	if sioErr != nil && !errors.Is(sioErr, context.Canceled) {
 		problems = append(problems, "closing clients: "+sioErr.Error())
 	}
 	for _, srv := range []*http.Server{a.http, a.admin} {
@@ -383,15 +392,14 @@ func (a *app) shutdown(graceful bool) error {
 		dropped = after.DroppedClosed - before.DroppedClosed
 	}
 	took := time.Since(start).Round(time.Millisecond)
-	nCut := cut.Load()
 	if nCut > 0 {
 		problems = append(problems, fmt.Sprintf("%d of %d clients had not closed and were cut", nCut, clients))
 	}
 	if dropped > 0 {
 		problems = append(problems, fmt.Sprintf("%d outbox messages had not reached Redis and were dropped", dropped))
 	}
-	if len(problems) == 0 && ctx.Err() != nil && (sioErr != nil) {
-		problems = append(problems, "handlers were still running")
+	if len(problems) == 0 && sioErr != nil {
+		problems = append(problems, "event handlers were still running")
 	}
 	if len(problems) == 0 {
 		a.log.Info("drained", "clients_closed", clients, "outbox_published", published, "took", took)

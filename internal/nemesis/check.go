@@ -280,11 +280,17 @@ func Check(h *History) *Verdict {
 	// Which events reached some node other than their origin (so they were in
 	// Redis): an event missing everywhere remote whose origin was SIGKILLed
 	// died in that process's outbox.
+	moves := map[*sessHist][]instMove{}
+	for _, s := range h.Sessions {
+		s.mu.Lock()
+		moves[s] = slices.Clone(s.Moves)
+		s.mu.Unlock()
+	}
 	reachedRemote := map[recv]bool{}
 	for _, s := range h.Sessions {
 		_, _, got := s.snapshot()
-		for _, g := range got {
-			if ps, ok := origin(g.Pub, g.Seq); ok && ps.Instance != s.Instance {
+		for i, g := range got {
+			if ps, ok := origin(g.Pub, g.Seq); ok && ps.Instance != instanceAtIndex(moves[s], s.Instance, i) {
 				reachedRemote[g] = true
 			}
 		}
@@ -331,7 +337,7 @@ func Check(h *History) *Verdict {
 				}
 				continue
 			}
-			if st := pubs[g.Pub].status[g.Seq-1]; st == statusRefused && ps.Instance != s.Instance {
+			if st := pubs[g.Pub].status[g.Seq-1]; st == statusRefused && ps.Instance != instanceAtIndex(moves[s], s.Instance, i) {
 				v.Phantom++
 				if firstPhantom == "" {
 					firstPhantom = fmt.Sprintf("phantom: session %d on instance %d got publisher %d seq %d that instance %d refused\n%s",
@@ -365,8 +371,11 @@ func Check(h *History) *Verdict {
 		v.Delivered += owed - len(missing)
 		for _, m := range missing {
 			ps, _ := origin(m.Pub, m.Seq)
+			// The instance that owed it to the session: where the session was
+			// when the event was sent.
+			at := instanceAtTime(moves[s], s.Instance, pubs[m.Pub].sent[m.Seq-1])
 			switch {
-			case ps.Instance == s.Instance:
+			case ps.Instance == at:
 				v.LocalLost++
 				if firstLost == "" {
 					firstLost = fmt.Sprintf("lost locally: session %d never got publisher %d seq %d of its own node\n%s",
@@ -375,7 +384,7 @@ func Check(h *History) *Verdict {
 			case !reachedRemote[m] && inst[ps.Instance].killed():
 				v.CrashLost++
 			default:
-				k := lossKey{s.Instance, ps.NodeID}
+				k := lossKey{at, ps.NodeID}
 				if lostBy[k] == nil {
 					lostBy[k] = map[recv]bool{}
 				}
@@ -439,11 +448,8 @@ func Check(h *History) *Verdict {
 		// over the sessions it hurt.
 		sessLost := 0
 		for _, s := range h.Sessions {
-			if s.Instance != k.receiver {
-				continue
-			}
 			for _, m := range missingBy[s] {
-				if lostBy[k][m] {
+				if lostBy[k][m] && instanceAtTime(moves[s], s.Instance, pubs[m.Pub].sent[m.Seq-1]) == k.receiver {
 					sessLost++
 				}
 			}
@@ -479,7 +485,7 @@ func Check(h *History) *Verdict {
 			m := ms[0]
 			var s *sessHist
 			for _, c := range h.Sessions {
-				if c.Instance == k.receiver && slices.Contains(missingBy[c], m) {
+				if instanceAtTime(moves[c], c.Instance, pubs[m.Pub].sent[m.Seq-1]) == k.receiver && slices.Contains(missingBy[c], m) {
 					s = c
 					break
 				}

@@ -147,12 +147,13 @@ func (j *jsClients) handle(line []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch rep.Kind {
-	case "ready":
+	case "connect":
 		inst := c.lb.lastInstance()
 		if rep.Recovered && c.sess != nil {
 			c.sess.mu.Lock()
 			c.sess.Recovered++
 			c.sess.Instance = inst
+			c.sess.Moves = append(c.sess.Moves, instMove{At: now, Index: len(c.sess.Got), Instance: inst})
 			c.sess.mu.Unlock()
 			return
 		}
@@ -163,13 +164,23 @@ func (j *jsClients) handle(line []byte) {
 			}
 			c.sess.mu.Unlock()
 		}
-		s := &sessHist{Client: c.id, Namespace: c.ns, Rooms: c.rooms, Instance: inst, Ready: now, Official: true}
+		// Ready once its rooms are joined: what arrives before is recorded,
+		// not owed.
+		s := &sessHist{Client: c.id, Namespace: c.ns, Rooms: c.rooms, Instance: inst, Official: true,
+			Moves: []instMove{{At: now, Instance: inst}}}
 		j.r.mu.Lock()
 		s.ID = j.r.nextSess
 		j.r.nextSess++
 		j.r.hist.Sessions = append(j.r.hist.Sessions, s)
 		j.r.mu.Unlock()
 		c.sess = s
+	case "ready":
+		if c.sess == nil {
+			return
+		}
+		c.sess.mu.Lock()
+		c.sess.Ready = now
+		c.sess.mu.Unlock()
 		c.once.Do(func() { close(c.ready) })
 	case "e":
 		if c.sess == nil {

@@ -351,6 +351,14 @@ func (r *Run) redisFault(ctx context.Context, srv *redistest.Server, s Step) err
 			return err
 		}
 		r.pause(s.Hold)
+		if r.sentinel != nil {
+			// Whether the sentinels failed over meanwhile says what the step did.
+			wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if now, err := r.sentinel.CurrentPrimary(wctx); err == nil && now != srv {
+				r.logf("nemesis: %s: failed over from %s to %s", s, srv.Addr(), now.Addr())
+			}
+		}
 		return nil
 	case OpRedisClients:
 		for _, typ := range []string{"normal", "pubsub"} {

@@ -11,8 +11,9 @@
 //   {"op":"open","c":7,"url":"http://127.0.0.1:4000/a","rooms":["r1"]}
 //   {"op":"close","c":7}
 // Reports on stdout, one JSON object a line:
-//   {"k":"ready","c":7,"recovered":false}  connected and rooms joined (a new session)
-//   {"k":"ready","c":7,"recovered":true}   reconnected into the same session
+//   {"k":"connect","c":7,"recovered":true}  reconnected into the same session
+//   {"k":"connect","c":7,"recovered":false} connected: a new session, joining its rooms
+//   {"k":"ready","c":7}                     the new session's rooms are joined
 //   {"k":"e","c":7,"p":3,"s":120}           an event [publisher, seq, ...]
 //   {"k":"down","c":7,"reason":"transport close"}
 //   {"k":"bad","c":7,"err":"..."}           something the harness should count
@@ -43,14 +44,13 @@ function open({ c, url, rooms }) {
   });
   clients.set(c, s);
   s.on("connect", async () => {
-    if (s.recovered) {
-      report({ k: "ready", c, recovered: true });
-      return;
-    }
+    // Events that arrive from now on belong to this connection's session.
+    report({ k: "connect", c, recovered: s.recovered === true });
+    if (s.recovered) return;
     try {
       const res = await s.timeout(10000).emitWithAck("join", ...rooms);
       if (res !== "ok") throw new Error(`join answered ${JSON.stringify(res)}`);
-      report({ k: "ready", c, recovered: false });
+      report({ k: "ready", c });
     } catch (err) {
       report({ k: "bad", c, err: `join: ${err.message}` });
       s.disconnect().connect(); // a new session: try again
