@@ -47,7 +47,8 @@ type config struct {
 	LogLevel          slog.Level
 	Demo              bool
 	Version           bool
-	Admin             adminConfig // -parser and -admin-ui*, see adminui.go
+	Admin             adminConfig  // -parser and -admin-ui*, see adminui.go
+	Compat            compatConfig // -cluster-protocol, -emitters…, see nodecompat.go
 	// DemoClientDir holds socket.io-client's dist for the demo page.
 	DemoClientDir string
 }
@@ -129,6 +130,7 @@ func flagSet(c *config) (*flag.FlagSet, *choices) {
 	boolean(&c.Demo, "demo", true, "serve the demo chat page at /")
 	boolean(&c.Version, "version", false, "print the version and exit")
 	c.Admin.flags(fs)
+	registerCompatFlags(fs, &c.Compat)
 	fs.StringVar(&c.DemoClientDir, "demo-client-dir", "", "directory of the Socket.IO browser client the demo page loads (socket.io-client's dist from npm); default: node_modules/socket.io-client/dist or interop/node_modules/socket.io-client/dist if present")
 	return fs, ch
 }
@@ -187,6 +189,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 // resolve checks the values and turns the string choices into settings.
 func (c *config) resolve(ch *choices) error {
 	if err := c.Admin.check(); err != nil {
+		return err
+	}
+	if err := c.Compat.validate(c.RedisURL); err != nil {
 		return err
 	}
 	for _, o := range strings.Split(ch.cors, ",") {

@@ -85,6 +85,7 @@ type app struct {
 	sio        *socketio.Server
 	bus        *bus.Reliable    // nil on the in-memory adapter
 	cluster    *cluster.Cluster // nil on the in-memory adapter
+	compat     *compatState     // nil without -cluster-protocol node-* or -emitters (nodecompat.go)
 	scrub      *scrubber        // hides the Redis URL's secrets
 	redisShown string           // the Redis URL, redacted
 	mon        *monitor
@@ -126,13 +127,16 @@ func newApp(cfg *config, log *slog.Logger) (*app, error) {
 	if len(cfg.CORSOrigins) > 0 {
 		opts.CORS = &engineio.CORSOptions{Origins: cfg.CORSOrigins, Credentials: true}
 	}
-	if cfg.RedisURL != "" {
+	if cfg.RedisURL != "" && cfg.Compat.usesBus() {
 		if err := a.openCluster(cfg); err != nil {
 			return nil, err
 		}
 		opts.Adapter = a.cluster.Adapter
 	}
 	opts.Parser = cfg.Admin.parser()
+	if err := a.setupCompat(cfg, opts); err != nil {
+		return nil, err
+	}
 	a.sio = socketio.NewServer(opts)
 	if err := a.startAdminUI(); err != nil {
 		return nil, err
@@ -376,6 +380,9 @@ func (a *app) shutdown(graceful bool) error {
 		if err := srv.Shutdown(ctx); err != nil {
 			_ = srv.Close() // out of time: the remaining requests are cut
 		}
+	}
+	if err := a.closeCompat(ctx); err != nil {
+		problems = append(problems, "closing the compat adapters: "+err.Error())
 	}
 	if a.cluster != nil {
 		if err := a.cluster.Close(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
