@@ -152,7 +152,7 @@ func TestPollingSlowBodyMemoryBounded(t *testing.T) {
 	logMu.Lock()
 	lines := strings.Count(logs.String(), "client input refused")
 	logMu.Unlock()
-	if lines < 1 || lines > 10 {
+	if lines < 1 || lines > 30 { // one a second at most; the timeouts spread over a few seconds
 		t.Errorf("%d warnings for %d refusals in a few seconds, want a rate-limited few", lines, clients)
 	}
 	if after := heapInUse(); int64(after)-int64(base) > limit {
