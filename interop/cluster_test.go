@@ -79,7 +79,6 @@ func startDurasock(t *testing.T, bin, redisURL, token string, extra ...string) *
 		"-addr", "127.0.0.1:" + strconv.Itoa(port),
 		"-redis", redisURL,
 		"-emit-token", token,
-		"-demo=false",
 		"-drain-timeout", "5s",
 		"-log-level", "info",
 	}
