@@ -79,8 +79,9 @@ type Options struct {
 	// disconnecting, joining or leaving a room is a message to the UIs of
 	// every server, which costs a cluster broadcast each.
 	Production bool
-	// AllEvents also sends every event a client emits to the UIs (the UI's
-	// "Events" page): a cluster broadcast per event. Ignored in Production.
+	// AllEvents also lists every event a client emits on the UI's Events page
+	// (connections, disconnections and rooms are listed anyway): a cluster
+	// broadcast per event. Ignored in Production.
 	AllEvents bool
 	// Logger receives warnings. Default: none.
 	Logger *slog.Logger
@@ -134,6 +135,14 @@ type Admin struct {
 	mu      sync.Mutex
 	tracked map[*socketio.Namespace]bool
 	sockets map[*socketio.Socket]*seen // local sockets, with what the UI was last told
+	// engines counts the tracked sockets of each Engine.IO session, so that
+	// the first one to connect and the last one to leave mark the client's
+	// connection and disconnection on the dashboard.
+	engines map[string]int
+	events  map[aggregatedKey]int // per second, sent with the next statistics
+	// sessions holds the session id made for a UI socket by the middleware
+	// until the socket is connected.
+	sessions map[*socketio.Socket]string
 
 	stop     chan struct{}
 	done     chan struct{}
@@ -181,13 +190,18 @@ func New(srv *socketio.Server, opts *Options) (*Admin, error) {
 	}
 	a := &Admin{
 		srv: srv, opts: o, log: log, started: time.Now(), hostname: host,
-		tracked: make(map[*socketio.Namespace]bool),
-		sockets: make(map[*socketio.Socket]*seen),
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
+		tracked:  make(map[*socketio.Namespace]bool),
+		sockets:  make(map[*socketio.Socket]*seen),
+		sessions: make(map[*socketio.Socket]string),
+		engines:  make(map[string]int),
+		events:   make(map[aggregatedKey]int),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
 	}
+	// The UI shows its Sockets, Rooms, Clients and Events pages only with
+	// ALL_EVENTS, as the reference development mode announces it.
 	a.features = []string{featureAggregatedEvents}
-	if o.AllEvents && !o.Production {
+	if !o.Production {
 		a.features = append(a.features, featureAllEvents)
 	}
 	if !o.ReadOnly {
@@ -249,9 +263,15 @@ func (a *Admin) authenticate(ctx context.Context, s *socketio.Socket) error {
 	id := hex.EncodeToString(b[:])
 	if err := a.opts.Sessions.SaveSession(ctx, id); err != nil {
 		a.log.Warn("admin: session store", "err", err)
-	} else if err := s.Emit("session", id); err != nil {
-		a.log.Debug("admin: session id", "err", err)
+		return nil
 	}
+	// Sent once the socket is connected (onAdmin).
+	a.mu.Lock()
+	if len(a.sessions) >= 1024 { // UI sockets that never completed their connection
+		clear(a.sessions)
+	}
+	a.sessions[s] = id
+	a.mu.Unlock()
 	return nil
 }
 
@@ -260,6 +280,15 @@ var errInvalidCredentials = &socketio.ConnectError{Message: "invalid credentials
 
 // onAdmin runs for every UI that connects to this server.
 func (a *Admin) onAdmin(s *socketio.Socket) {
+	a.mu.Lock()
+	session, ok := a.sessions[s]
+	delete(a.sessions, s)
+	a.mu.Unlock()
+	if ok {
+		if err := s.Emit("session", session); err != nil {
+			return
+		}
+	}
 	if !a.opts.ReadOnly {
 		s.On("emit", a.onEmit)
 		s.On("join", func(e *socketio.Event) { a.onRooms(e, true) })
@@ -431,6 +460,10 @@ func (a *Admin) onSocket(s *socketio.Socket) {
 		return
 	}
 	a.sockets[s] = &seen{rooms: s.Rooms(), transport: s.Transport()}
+	engine := s.EngineID()
+	if a.engines[engine]++; a.engines[engine] == 1 {
+		a.countLocked("rawConnection", "")
+	}
 	a.mu.Unlock()
 	nsp := s.Namespace().Name()
 	if a.opts.AllEvents && s.Namespace() != a.nsp {
@@ -442,6 +475,10 @@ func (a *Admin) onSocket(s *socketio.Socket) {
 	s.OnDisconnect(func(reason string) {
 		a.mu.Lock()
 		delete(a.sockets, s)
+		if a.engines[engine]--; a.engines[engine] <= 0 {
+			delete(a.engines, engine)
+			a.countLocked("rawDisconnection", reason)
+		}
 		a.mu.Unlock()
 		a.broadcast("socket_disconnected", nsp, s.ID(), reason, now())
 	})
@@ -516,6 +553,22 @@ type aggregated struct {
 	Count     int    `json:"count"`
 }
 
+// aggregatedKey is one bar of the dashboard's histograms: a second, an event
+// type and its detail (the reason of a disconnection).
+type aggregatedKey struct {
+	second  int64 // Unix milliseconds, whole seconds
+	typ     string
+	subType string
+}
+
+func (a *Admin) countLocked(typ, subType string) {
+	const maxKeys = 10_000 // the UI takes them every 2 s; a stopped loop must not grow this
+	if len(a.events) >= maxKeys {
+		return
+	}
+	a.events[aggregatedKey{second: time.Now().Truncate(time.Second).UnixMilli(), typ: typ, subType: subType}]++
+}
+
 type namespaceStat struct {
 	Name         string `json:"name"`
 	SocketsCount int    `json:"socketsCount"`
@@ -542,6 +595,12 @@ func (a *Admin) sendStats() {
 		}
 	}
 	st.PollingClientsCount = len(polling)
+	a.mu.Lock()
+	for k, n := range a.events {
+		st.AggregatedEvents = append(st.AggregatedEvents, aggregated{Timestamp: k.second, Type: k.typ, SubType: k.subType, Count: n})
+	}
+	clear(a.events)
+	a.mu.Unlock()
 	a.broadcast("server_stats", st)
 }
 

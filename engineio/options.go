@@ -26,6 +26,7 @@ const (
 	DefaultSendQueueSize        = 4096
 	DefaultSendQueueBytes       = 4 << 20
 	DefaultSlowClientTimeout    = 10 * time.Second
+	DefaultPollingBodyTimeout   = 20 * time.Second
 )
 
 // Options configures a Server. The zero value of every field means its default, so
@@ -46,6 +47,17 @@ type Options struct {
 	// WebSocket message closes the connection with status 1009; both close the
 	// session with ReasonPayloadTooLarge. Default 1 000 000.
 	MaxPayload int64
+	// PollingBodyTimeout bounds the read of one polling POST body, from the
+	// moment the server starts reading it. A body not complete by then is
+	// answered with 408, counted (durasock_engineio_refused_total{reason="body
+	// timeout"}) and closes the session with ReasonTransportError. Bodies are
+	// read as they arrive, never into a buffer sized by Content-Length, so a
+	// client that announces much and sends little holds only what it sent, and
+	// only this long. Default 20s, as long as a pong may be late: a client that
+	// cannot deliver a body in that time is no better off. An http.Server
+	// ReadTimeout shorter than it wins. -1 removes the bound (the server's
+	// ReadTimeout, if any, then applies).
+	PollingBodyTimeout time.Duration
 	// Transports lists the enabled transports, TransportPolling and/or
 	// TransportWebSocket. Default both. With only TransportWebSocket, clients must
 	// connect with WebSocket directly. Other names enable nothing; requests for
@@ -88,6 +100,14 @@ type Options struct {
 	// bound. Default 4 MiB (a slow client costs at most about 8 MiB, not 4096
 	// times the largest message); -1 removes the bound.
 	SendQueueBytes int
+	// SendQueueBudget, when positive, bounds the bytes queued in the send
+	// queues of all sessions of the server together
+	// (durasock_engineio_send_queue_bytes): a Send that would exceed it, to a
+	// session whose queue is not empty (a client that is behind), closes that
+	// session with ReasonSendQueueFull, as SendQueueBytes does for one
+	// session. Clients that keep up are never cut by it. Default 0: no budget,
+	// each session's bounds only.
+	SendQueueBudget int64
 	// SlowClientTimeout is how long Session.WaitRoom, the send that waits for
 	// room instead of overflowing (what a cluster node uses for the backlog of
 	// other nodes), waits for a client whose queue stays at or above the
@@ -133,6 +153,12 @@ func (o *Options) resolved() Options {
 	}
 	if r.MaxPayload <= 0 {
 		r.MaxPayload = DefaultMaxPayload
+	}
+	switch {
+	case r.PollingBodyTimeout == 0:
+		r.PollingBodyTimeout = DefaultPollingBodyTimeout
+	case r.PollingBodyTimeout < 0:
+		r.PollingBodyTimeout = -1
 	}
 	if len(r.Transports) == 0 {
 		r.Transports = []string{TransportPolling, TransportWebSocket}

@@ -1,7 +1,6 @@
 package engineio
 
 import (
-	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -163,20 +162,13 @@ func (s *Session) serveData(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, codeBadRequest, "")
 		return
 	}
-	body, err := readBody(w, r, s.srv.opts.MaxPayload)
-	if err != nil {
-		if errors.Is(err, errPayloadTooLarge) {
-			s.closeNow(ReasonPayloadTooLarge, closeTransport)
-			http.Error(w, "Payload Too Large", http.StatusRequestEntityTooLarge)
-			return
-		}
-		s.closeNow(ReasonTransportError, closeTransport)
-		writeError(w, http.StatusBadRequest, codeBadRequest, "")
+	body, ok := s.readPost(w, r)
+	if !ok {
 		return
 	}
 	pkts, err := decodePayload(body)
 	if err != nil {
-		s.srv.log.Debug("engineio: bad payload", "sid", s.id, "err", err)
+		s.srv.noteRefusal(RefusedBadPacket, r, s.id, "err", err)
 		s.closeNow(ReasonParseError, closeTransport)
 		writeError(w, http.StatusBadRequest, codeBadRequest, "")
 		return
@@ -192,32 +184,6 @@ func (s *Session) serveData(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "text/html")
 	h.Set("Content-Length", "2")
 	_, _ = io.WriteString(w, "ok") // the client may be gone; nothing else to tell it
-}
-
-var errPayloadTooLarge = errors.New("engineio: payload too large")
-
-// readBody reads at most limit bytes of r's body.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	if r.ContentLength > limit {
-		return nil, errPayloadTooLarge
-	}
-	body := http.MaxBytesReader(w, r.Body, limit)
-	var b []byte
-	if r.ContentLength > 0 {
-		b = make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(body, b); err != nil {
-			return nil, err
-		}
-		return b, nil
-	}
-	b, err := io.ReadAll(body)
-	if err != nil {
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			return nil, errPayloadTooLarge
-		}
-		return nil, err
-	}
-	return b, nil
 }
 
 // writePayload answers a poll with frames.

@@ -170,15 +170,23 @@ func (s *Session) Send(msgs ...Message) error {
 	return nil
 }
 
-// overflowLocked names the bound ("messages" or "bytes") that msgs would
+// overflowLocked names the bound ("messages", "bytes" or "process budget") that msgs would
 // exceed, or returns "". An empty queue takes any msgs within the message bound.
 func (s *Session) overflowLocked(msgs []Message) string {
 	o := &s.srv.opts
 	if len(s.queue)+len(msgs) > o.SendQueueSize {
 		return "messages"
 	}
-	if o.SendQueueBytes > 0 && len(s.queue) > 0 && s.queueBytes+sizeOf(msgs) > o.SendQueueBytes {
+	if len(s.queue) == 0 {
+		return "" // a client that keeps up is never cut for its size
+	}
+	size := sizeOf(msgs)
+	if o.SendQueueBytes > 0 && s.queueBytes+size > o.SendQueueBytes {
 		return "bytes"
+	}
+	if o.SendQueueBudget > 0 && s.srv.queued.Load()+int64(size) > o.SendQueueBudget {
+		// The process is over its budget: clients that are behind go first.
+		return "process budget"
 	}
 	return ""
 }
@@ -282,14 +290,13 @@ func sizeOf(msgs []Message) int {
 func (s *Session) SendVolatile(msgs ...Message) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.state != stateOpen || len(msgs) > s.srv.opts.SendQueueSize {
+	if s.state != stateOpen {
 		return false
 	}
-	if s.ws != nil {
-		if s.writing || len(s.queue) > 0 {
-			return false
-		}
-	} else if s.pollCh == nil {
+	if len(msgs) > s.srv.opts.SendQueueSize || (s.ws != nil && (s.writing || len(s.queue) > 0)) || (s.ws == nil && s.pollCh == nil) {
+		// Volatile messages never wait in the queue: they are the first to go
+		// when a client is behind.
+		s.srv.stats.volatileDropped.Add(uint64(len(msgs)))
 		return false
 	}
 	s.appendLocked(msgs)
@@ -301,10 +308,13 @@ func (s *Session) appendLocked(msgs []Message) {
 	if s.queue == nil {
 		s.queue = make([]frame, 0, max(len(msgs), 4))
 	}
+	added := 0
 	for _, m := range msgs {
 		s.queue = append(s.queue, frame{typ: packetMessage, msg: m})
-		s.queueBytes += len(m.Data)
+		added += len(m.Data)
 	}
+	s.queueBytes += added
+	s.srv.queued.Add(int64(added))
 	if !s.full && (len(s.queue) >= s.srv.waitMsgs || (s.srv.waitBytes > 0 && s.queueBytes >= s.srv.waitBytes)) {
 		// The waiting share is used up: the slow-client clock of WaitRoom starts.
 		s.full, s.fullSince = true, s.srv.now()
@@ -316,6 +326,7 @@ func (s *Session) appendLocked(msgs []Message) {
 func (s *Session) takeQueueLocked() []frame {
 	q := s.queue
 	s.queue = nil
+	s.srv.queued.Add(-int64(s.queueBytes))
 	s.queueBytes = 0
 	s.full = false
 	s.wakeLocked()

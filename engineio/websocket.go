@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 )
@@ -381,6 +382,7 @@ func (s *Session) readOne(c *wsConn) bool {
 		reason := ReasonTransportClose
 		if errors.Is(err, websocket.ErrMessageTooBig) {
 			reason = ReasonPayloadTooLarge
+			s.srv.noteRefusal(RefusedPayloadTooLarge, nil, s.id, "limit", s.srv.opts.MaxPayload)
 		}
 		s.closeNow(reason, closeDone)
 		return false
@@ -389,9 +391,13 @@ func (s *Session) readOne(c *wsConn) bool {
 		s.deliver(Message{Data: data, Binary: true})
 		return true
 	}
+	if !utf8.Valid(data) {
+		s.refuseInvalidText(c)
+		return false
+	}
 	p, err := decodePacket(data)
 	if err != nil {
-		s.srv.log.Debug("engineio: bad packet", "sid", s.id, "err", err)
+		s.srv.noteRefusal(RefusedBadPacket, nil, s.id, "err", err)
 		s.closeNow(ReasonParseError, closeTransport)
 		return false
 	}

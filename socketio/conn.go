@@ -108,6 +108,11 @@ func newConn(srv *Server, t transport) *conn {
 	c := &conn{srv: srv, t: t, at: time.Now().UnixNano()}
 	c.run.srv = srv
 	c.dec = srv.opts.Parser.NewDecoder(srv.opts.MaxAttachments)
+	if d, ok := c.dec.(*parser.Decoder); ok {
+		// The JSON decoder holds attachments across messages; msgpack packets
+		// come whole, within MaxPayload.
+		d.MaxAttachmentBytes = srv.opts.MaxAttachmentBytes
+	}
 	return c
 }
 
@@ -164,12 +169,17 @@ func (c *conn) closeWith(reason string) {
 	}
 }
 
-// fail closes the connection after a malformed packet.
+// fail closes the connection after a malformed packet, or attachments over
+// the bounds, and counts it.
 func (c *conn) fail(err error) {
 	c.srv.log.Debug("socketio: malformed packet", "sid", c.t.ID(), "err", err)
-	c.srv.metrics.parseError()
 	c.dec.Reset()
-	c.closeWith(ReasonParseError)
+	reason := cutReason(err)
+	if reason == ReasonParseError {
+		c.srv.metrics.parseError()
+	}
+	c.srv.noteCut(reason, c.t.ID(), err)
+	c.closeWith(reason)
 }
 
 func (c *conn) socket(nsp string) *Socket {
@@ -199,17 +209,21 @@ func (c *conn) onMessage(m engineio.Message) {
 	}
 	c.srv.metrics.received(p)
 	done := c.t.Done()
+	size := len(p.Data)
+	for _, a := range p.Attachments {
+		size += len(a)
+	}
 	switch p.Type {
 	case parser.Connect:
-		c.run.push(done, true, func() { c.connect(p) })
+		c.run.push(done, true, size, func() { c.connect(p) })
 	case parser.Disconnect:
-		c.run.push(done, true, func() {
+		c.run.push(done, true, size, func() {
 			if s := c.socket(p.Namespace); s != nil {
 				s.closeWith(ReasonClientNamespaceDisconnect, false)
 			}
 		})
 	case parser.Event, parser.BinaryEvent:
-		c.run.push(done, true, func() {
+		c.run.push(done, true, size, func() {
 			if s := c.socket(p.Namespace); s != nil {
 				s.dispatch(p)
 			}

@@ -32,6 +32,9 @@ import (
 // maxMetricNamespaces bounds the values of the namespace label.
 const maxMetricNamespaces = 64
 
+// mainNamespace is "/" as packet bytes.
+var mainNamespace = []byte("/")
+
 // otherNamespace is the label of the namespaces past maxMetricNamespaces.
 const otherNamespace = "other"
 
@@ -43,10 +46,12 @@ type nsCounters struct {
 }
 
 type metrics struct {
-	srv         *Server
-	mu          sync.Mutex
-	byNsp       sync.Map // string -> *nsCounters
-	n           int      // entries of byNsp, under mu
+	srv *Server
+	// byNsp maps a namespace label to its counters. The map is never changed
+	// once stored (a new label stores a copy), so that the per-packet lookup
+	// takes no lock and, with a []byte key, allocates nothing.
+	byNsp       atomic.Pointer[map[string]*nsCounters]
+	mu          sync.Mutex // serializes the copies
 	parseErrors atomic.Uint64
 }
 
@@ -76,6 +81,8 @@ func newMetrics(srv *Server, reg prometheus.Registerer, log *slog.Logger) *metri
 		return nil
 	}
 	m := &metrics{srv: srv}
+	empty := map[string]*nsCounters{}
+	m.byNsp.Store(&empty)
 	if err := reg.Register(m); err != nil {
 		if _, ok := errors.AsType[prometheus.AlreadyRegisteredError](err); ok {
 			log.Warn("socketio: metrics already registered (one Server per Registerer); not exported", slog.Any("error", err))
@@ -87,24 +94,37 @@ func newMetrics(srv *Server, reg prometheus.Registerer, log *slog.Logger) *metri
 }
 
 func (m *metrics) counters(nsp string) *nsCounters {
-	if c, ok := m.byNsp.Load(nsp); ok {
-		return c.(*nsCounters)
+	if c := (*m.byNsp.Load())[nsp]; c != nil {
+		return c
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if c, ok := m.byNsp.Load(nsp); ok {
-		return c.(*nsCounters)
+	old := *m.byNsp.Load()
+	if c := old[nsp]; c != nil {
+		return c
 	}
-	if m.n >= maxMetricNamespaces {
+	if len(old) >= maxMetricNamespaces {
 		nsp = otherNamespace
-		if c, ok := m.byNsp.Load(nsp); ok {
-			return c.(*nsCounters)
+		if c := old[nsp]; c != nil {
+			return c
 		}
 	}
+	next := make(map[string]*nsCounters, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
 	c := &nsCounters{}
-	m.byNsp.Store(nsp, c)
-	m.n++
+	next[nsp] = c
+	m.byNsp.Store(&next)
 	return c
+}
+
+// countersOf is counters for a namespace name still in the packet's bytes.
+func (m *metrics) countersOf(nsp []byte) *nsCounters {
+	if c := (*m.byNsp.Load())[string(nsp)]; c != nil {
+		return c
+	}
+	return m.counters(string(nsp))
 }
 
 // received counts a decoded packet from a client.
@@ -150,15 +170,15 @@ func (m *metrics) sent(e *parser.Encoded) {
 			t = t[1:]
 		}
 	}
-	nsp := "/"
+	nsp := mainNamespace
 	if len(t) > 0 && t[0] == '/' {
 		end := 0
 		for end < len(t) && t[end] != ',' {
 			end++
 		}
-		nsp = string(t[:end])
+		nsp = t[:end]
 	}
-	c := m.counters(nsp)
+	c := m.countersOf(nsp)
 	switch typ {
 	case '0':
 		c.connects.Add(1)
@@ -181,8 +201,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
-	m.byNsp.Range(func(k, v any) bool {
-		nsp, c := k.(string), v.(*nsCounters)
+	for nsp, c := range *m.byNsp.Load() {
 		counter := func(d *prometheus.Desc, v *atomic.Uint64) {
 			ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v.Load()), nsp)
 		}
@@ -192,8 +211,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(descEventsOut, &c.eventsOut)
 		counter(descAcksIn, &c.acksIn)
 		counter(descAcksOut, &c.acksOut)
-		return true
-	})
+	}
 	for nsp, n := range m.connections() {
 		ch <- prometheus.MustNewConstMetric(descConnections, prometheus.GaugeValue, float64(n), nsp)
 	}
@@ -214,7 +232,7 @@ func (m *metrics) connections() map[string]int {
 		k := len(n.sockets)
 		n.mu.RUnlock()
 		label := n.name
-		if _, ok := m.byNsp.Load(label); !ok && len(out) >= maxMetricNamespaces {
+		if _, ok := (*m.byNsp.Load())[label]; !ok && len(out) >= maxMetricNamespaces {
 			label = otherNamespace
 		}
 		out[label] += k

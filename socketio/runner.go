@@ -13,16 +13,25 @@ import (
 type runner struct {
 	srv     *Server
 	mu      sync.Mutex
-	queue   []func()
+	queue   []task
+	bytes   int // of the queued tasks
 	running bool
 	space   chan struct{} // closed when a waiting producer may retry
 }
 
-// push queues f. A bounded push waits while the queue is full, until done is
-// closed; it reports whether f was queued.
-func (r *runner) push(done <-chan struct{}, bounded bool, f func()) bool {
+// task is a queued call and the bytes of the packet it holds.
+type task struct {
+	f    func()
+	size int
+}
+
+// push queues f, which holds size bytes of an incoming packet. A bounded push
+// waits while the queue is full (EventQueueSize tasks, or EventQueueBytes
+// bytes unless the queue is empty), until done is closed; it reports whether
+// f was queued.
+func (r *runner) push(done <-chan struct{}, bounded bool, size int, f func()) bool {
 	r.mu.Lock()
-	for bounded && len(r.queue) >= r.srv.opts.EventQueueSize {
+	for bounded && r.fullLocked(size) {
 		if r.space == nil {
 			r.space = make(chan struct{})
 		}
@@ -35,7 +44,8 @@ func (r *runner) push(done <-chan struct{}, bounded bool, f func()) bool {
 		}
 		r.mu.Lock()
 	}
-	r.queue = append(r.queue, f)
+	r.queue = append(r.queue, task{f: f, size: size})
+	r.bytes += size
 	if !r.running {
 		r.running = true
 		r.srv.handlers.add()
@@ -55,16 +65,26 @@ func (r *runner) work() {
 			r.mu.Unlock()
 			return
 		}
-		f := r.queue[0]
-		r.queue[0] = nil
+		t := r.queue[0]
+		r.queue[0] = task{}
 		r.queue = r.queue[1:]
+		r.bytes -= t.size
 		if r.space != nil {
 			close(r.space)
 			r.space = nil
 		}
 		r.mu.Unlock()
-		r.call(f)
+		r.call(t.f)
 	}
+}
+
+// fullLocked reports whether a task of size bytes must wait.
+func (r *runner) fullLocked(size int) bool {
+	if len(r.queue) >= r.srv.opts.EventQueueSize {
+		return true
+	}
+	limit := r.srv.opts.EventQueueBytes
+	return limit > 0 && len(r.queue) > 0 && r.bytes+size > limit
 }
 
 // call runs f; a panic in an application handler is logged and does not take the

@@ -33,6 +33,7 @@ type Server struct {
 	handlers  tracker // handler goroutines of connections and server-side events
 	closeOnce sync.Once
 	metrics   *metrics // nil without Options.Registerer (metrics.go)
+	cuts      serverCuts
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -54,6 +55,7 @@ func NewServer(opts *Options) *Server {
 	eo := o.Options
 	s.engine = engineio.NewServer((*engineHandler)(s), &eo)
 	s.metrics = newMetrics(s, o.Registerer, s.log)
+	s.registerMetrics(o.Registerer)
 	s.Of("/")
 	return s
 }

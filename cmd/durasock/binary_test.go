@@ -185,6 +185,8 @@ func TestRedaction(t *testing.T) {
 		{"rediss://user:s3cret@host:6380?ca=/etc/ca.pem", "rediss://user:xxxxx@host:6380?ca=/etc/ca.pem"},
 		{"redis://user:pa/ss?w#rd@host:6379/1", "redis://user:xxxxx@host:6379/1"},
 		{"redis://user:p@ss@host:6379", "redis://user:xxxxx@host:6379"},
+		{"redis://user:@?@host", "redis://user:xxxxx@host"},
+		{"redis://user:pw@host:6379/0?client_name=a@b", "redis://user:xxxxx@b"}, // hides more, never less
 		{"redis://user:p%40ss@host:6379", "redis://user:xxxxx@host:6379"},
 		{"redis+sentinel://user:pw1@s1:26379,s2:26379/mymaster?sentinel_password=pw2", "redis+sentinel://user:xxxxx@s1:26379,s2:26379/mymaster?sentinel_password=xxxxx"},
 		{"redis+sentinel://s1:26379/mymaster?sentinel_username=sen&sentinel_password=p@ss&db=2", "redis+sentinel://s1:26379/mymaster?sentinel_username=sen&sentinel_password=xxxxx&db=2"},

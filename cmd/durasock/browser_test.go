@@ -20,9 +20,9 @@ import (
 const chromiumPath = "/usr/bin/chromium"
 
 // startLocalCluster runs the launcher's cluster in-process on redis: two node
-// processes of the built binary behind its load balancer. It returns the load
-// balancer's URL.
-func startLocalCluster(t *testing.T, redis redisControl, nodes ...string) (*localCluster, string) {
+// processes of the built binary behind its load balancer, with the delivery
+// checker at ticks per second (0: off). It returns the load balancer's URL.
+func startLocalCluster(t *testing.T, redis redisControl, ticks int, nodes ...string) (*localCluster, string) {
 	t.Helper()
 	client, err := filepath.Abs(findDemoClient(filepath.Join("..", "..", "interop", "node_modules", "socket.io-client", "dist")))
 	if err != nil || findDemoClient(client) == "" {
@@ -31,6 +31,7 @@ func startLocalCluster(t *testing.T, redis redisControl, nodes ...string) (*loca
 	bin := buildBinary(t)
 	logs := &syncBuffer{}
 	lc := newLocalCluster(redis, bin, client, t.TempDir(), slog.New(slog.NewTextHandler(logs, nil)), logs)
+	lc.checker.rate = ticks
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("cluster logs:\n%s", logs.String())
@@ -56,7 +57,7 @@ func startLocalCluster(t *testing.T, redis redisControl, nodes ...string) (*loca
 			t.Errorf("load balancer: %v", err)
 		}
 	})
-	waitFor(t, 30*time.Second, "every node ready", func() bool {
+	waitFor(t, 60*time.Second, "every node ready", func() bool {
 		for _, n := range lc.nodeList() {
 			if !n.health.ready.Load() || nodeID(n) == "" {
 				return false
@@ -94,7 +95,7 @@ type browserPage struct {
 // jsTrue polls expr in the page until it is true.
 func (p *browserPage) waitJS(what, expr string) {
 	p.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second) // generous: a loaded 2-core machine
 	for {
 		ok, err := chromedp.Run(p.ctx, chromedp.Evaluate[bool](expr))
 		if err == nil && ok {
@@ -182,8 +183,11 @@ func TestBrowserDemo(t *testing.T) {
 	if err := os.MkdirAll(shots, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	start := time.Now()
+	phase := func(what string) { t.Logf("%5.1fs %s", time.Since(start).Seconds(), what) }
 	redis := redistest.Standalone(t, redistest.WithAOF())
-	lc, base := startLocalCluster(t, redis, "node-1", "node-2")
+	lc, base := startLocalCluster(t, redis, 0, "node-1", "node-2")
+	phase("cluster ready")
 	id1, id2 := nodeID(lc.node("node-1"))[:6], nodeID(lc.node("node-2"))[:6]
 
 	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
@@ -221,6 +225,8 @@ func TestBrowserDemo(t *testing.T) {
 		t.Errorf("transport shown: %q", transport)
 	}
 
+	phase("three pages online")
+
 	// Across nodes: alice's message reaches bob (node-2) and carol (node-1), and
 	// alice's page says so from their receipts.
 	m1 := alice.send("hello from alice")
@@ -231,6 +237,8 @@ func TestBrowserDemo(t *testing.T) {
 	if !strings.Contains(st, "delivered to 2 clients on 2 nodes") {
 		t.Errorf("receipt text: %q", st)
 	}
+
+	phase("receipts across nodes")
 
 	// Redis down: the pages say so, presence stays, messages queue.
 	if err := redis.Kill(); err != nil {
@@ -249,10 +257,17 @@ func TestBrowserDemo(t *testing.T) {
 	}
 	alice.screenshot(shots, "outage-desktop.png", 1280, 800)
 	alice.screenshot(shots, "outage-390.png", 390, 844)
-	alice.waitJS("fits 390 px", `document.documentElement.scrollWidth <= 390 && document.getElementById("join").getBoundingClientRect().right <= 390 && document.getElementById("pill").getBoundingClientRect().right <= 390 && document.querySelector("#form button").getBoundingClientRect().right <= 390`)
+	for _, w := range []int64{390, 360} {
+		if err := chromedp.Do(alice.ctx, chromedp.EmulateViewport(w, 740)); err != nil {
+			t.Fatal(err)
+		}
+		alice.waitJS(fmt.Sprintf("everything within %d px", w), fmt.Sprintf(`[document.getElementById("join"), document.getElementById("pill"), document.querySelector("#form button"), document.getElementById("bus")].every((e) => e.getBoundingClientRect().right <= %d) && document.documentElement.scrollWidth <= %d`, w, w))
+	}
 	if err := chromedp.Do(alice.ctx, chromedp.EmulateViewport(1280, 800)); err != nil {
 		t.Fatal(err)
 	}
+
+	phase("outage shown, message queued")
 
 	// Redis back: the queued message reaches bob, and alice's receipt updates.
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -264,6 +279,8 @@ func TestBrowserDemo(t *testing.T) {
 	alice.waitJS("receipts after the outage", mine(m2)+`.dataset.receivers === "2" && `+mine(m2)+`.dataset.nodes === "2"`)
 	alice.waitJS("online again", `document.getElementById("pill").dataset.state === "online"`)
 
+	phase("queued message delivered after the restart")
+
 	// node-2 drained: bob's page reconnects to node-1 and chats on.
 	if err := lc.node("node-2").drain(); err != nil {
 		t.Fatal(err)
@@ -274,6 +291,7 @@ func TestBrowserDemo(t *testing.T) {
 	bob.waitJS("receipts after the drain", mine(m3)+`.dataset.receivers === "2"`)
 	alice.waitJS("still three here", `document.getElementById("here").dataset.count === "3"`)
 
+	phase("bob reconnected to node-1 after the drain")
 	alice.screenshot(shots, "alice-desktop.png", 1280, 800)
 	bob.screenshot(shots, "bob-390.png", 390, 844)
 	// A message over the limit is refused, and said so.
@@ -281,11 +299,19 @@ func TestBrowserDemo(t *testing.T) {
 	refused := alice.evalString(fmt.Sprintf(`(() => { const i = document.getElementById("text"); i.removeAttribute("maxlength"); i.value = %q; document.getElementById("form").requestSubmit(); return [...document.querySelectorAll(".msg.mine")].pop().dataset.id; })()`, long))
 	alice.waitJS("the refusal", mine(refused)+`.dataset.status === "error"`)
 
+	// A rename, keyboard only: Enter in the name field joins under the new name,
+	// and the others see one notice, not a leave and a join.
+	alice.evalString(`document.getElementById("name").value = ""`)
+	if err := chromedp.Do(alice.ctx, chromedp.SendKeys(chromedp.CSS("#name"), "alicia\n")); err != nil {
+		t.Fatal(err)
+	}
+	bob.waitJS("the rename", `document.getElementById("log").innerText.includes("alice is now alicia") && document.getElementById("here").textContent.includes("alicia")`)
+
 	// What the issue saw must never show: receipts of "undefined" or "0", a
 	// reconnected member printed as left, a line per failed reconnect attempt.
 	for _, p := range []*browserPage{alice, bob, carol} {
 		text := p.evalString(`document.getElementById("log").innerText`)
-		for _, bad := range []string{"undefined", "delivered to 0", "bob left"} {
+		for _, bad := range []string{"undefined", "delivered to 0", "bob left", "alice left", "alicia joined"} {
 			if strings.Contains(text, bad) {
 				t.Errorf("%s's page shows %q:\n%s", p.name, bad, text)
 			}

@@ -47,7 +47,8 @@ type config struct {
 	LogLevel          slog.Level
 	Demo              bool
 	Version           bool
-	Admin             adminConfig // -parser and -admin-ui*, see adminui.go
+	Admin             adminConfig  // -parser and -admin-ui*, see adminui.go
+	Compat            compatConfig // -cluster-protocol, -emitters…, see nodecompat.go
 	// DemoClientDir holds socket.io-client's dist for the demo page.
 	DemoClientDir string
 }
@@ -99,7 +100,7 @@ func flagSet(c *config) (*flag.FlagSet, *choices) {
 	fs.StringVar(&c.AdminAddr, "admin-addr", "", "serve /status, /dashboard and /metrics on this address (e.g. 127.0.0.1:9090) instead of -addr")
 	fs.StringVar(&c.AdminToken, "admin-token", "", "bearer token for /status, /dashboard and /metrics; without it they answer only clients on this machine (loopback) or on -admin-addr")
 	fs.StringVar(&c.Path, "path", "/socket.io/", "Socket.IO endpoint path")
-	fs.StringVar(&ch.cors, "cors-origins", "", `comma-separated allowed CORS origins, or "*"`)
+	fs.StringVar(&ch.cors, "cors-origins", "", `comma-separated allowed CORS origins (with credentials), or "*" (any origin, without credentials)`)
 	dur(&c.PingInterval, "ping-interval", 25*time.Second, "Engine.IO ping interval")
 	dur(&c.PingTimeout, "ping-timeout", 20*time.Second, "Engine.IO ping timeout")
 	num64(&c.MaxPayload, "max-payload", 1_000_000, "largest accepted message in bytes")
@@ -129,6 +130,7 @@ func flagSet(c *config) (*flag.FlagSet, *choices) {
 	boolean(&c.Demo, "demo", true, "serve the demo chat page at /")
 	boolean(&c.Version, "version", false, "print the version and exit")
 	c.Admin.flags(fs)
+	registerCompatFlags(fs, &c.Compat)
 	fs.StringVar(&c.DemoClientDir, "demo-client-dir", "", "directory of the Socket.IO browser client the demo page loads (socket.io-client's dist from npm); default: node_modules/socket.io-client/dist or interop/node_modules/socket.io-client/dist if present")
 	return fs, ch
 }
@@ -187,6 +189,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 // resolve checks the values and turns the string choices into settings.
 func (c *config) resolve(ch *choices) error {
 	if err := c.Admin.check(); err != nil {
+		return err
+	}
+	if err := c.Compat.validate(c.RedisURL); err != nil {
 		return err
 	}
 	for _, o := range strings.Split(ch.cors, ",") {

@@ -316,9 +316,9 @@ func (b *budget) take(now time.Time) bool {
 
 func (d *demo) connected(s *socketio.Socket) {
 	var (
-		mu     sync.Mutex // handlers of one socket run in order; OnDisconnect may not
-		me     member
-		budget budget
+		mu        sync.Mutex // handlers of one socket run in order; OnDisconnect may not
+		me        member
+		allowance budget
 	)
 	var recovered member
 	if err := bindData(s, &recovered); err == nil && recovered.Room != "" {
@@ -431,7 +431,7 @@ func (d *demo) connected(s *socketio.Socket) {
 	s.On("receipt", func(e *socketio.Event) {
 		var m receiptIn
 		mu.Lock()
-		from, ok := me, budget.take(time.Now())
+		from, ok := me, allowance.take(time.Now())
 		mu.Unlock()
 		if !ok || from.Room == "" || e.Bind(&m) != nil || !pageIDPattern.MatchString(m.ID) || !pageIDPattern.MatchString(m.To) {
 			return
@@ -448,7 +448,7 @@ func (d *demo) connected(s *socketio.Socket) {
 	s.On("here", func(e *socketio.Event) {
 		var m hereIn
 		mu.Lock()
-		from, ok := me, budget.take(time.Now())
+		from, ok := me, allowance.take(time.Now())
 		mu.Unlock()
 		if !ok || from.Room == "" || e.Bind(&m) != nil || !pageIDPattern.MatchString(m.To) {
 			return
@@ -458,7 +458,7 @@ func (d *demo) connected(s *socketio.Socket) {
 
 	s.On("typing", func(e *socketio.Event) {
 		mu.Lock()
-		from, ok := me, budget.take(time.Now())
+		from, ok := me, allowance.take(time.Now())
 		mu.Unlock()
 		if !ok || from.Room == "" {
 			return

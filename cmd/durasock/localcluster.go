@@ -56,6 +56,7 @@ func runCluster(ctx context.Context, args []string, getenv func(string) string, 
 	clientDir := fs.String("demo-client-dir", getenv(envPrefix+"DEMO_CLIENT_DIR"), "socket.io-client's dist directory (env DURASOCK_DEMO_CLIENT_DIR; see durasock -h)")
 	redisBin := fs.String("redis-server", "redis-server", "redis-server binary")
 	open := fs.Bool("open", true, "open the demo in a browser when one is available (xdg-open)")
+	ticks := fs.Int("ticks", 10, "numbered events per second that the delivery checker emits and counts on every node; 0 turns it off")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -91,6 +92,7 @@ func runCluster(ctx context.Context, args []string, getenv func(string) string, 
 	log.Info("redis-server started", "addr", rp.Addr(), "dir", rp.dir)
 
 	lc := newLocalCluster(rp, bin, client, dir, log, stderr)
+	lc.checker.rate = max(0, *ticks)
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return fmt.Errorf("cluster: load balancer: %w", err)
@@ -395,6 +397,7 @@ type localCluster struct {
 	events []string // recent actions, for the panel
 
 	history *clusterHistory
+	checker *tickChecker
 }
 
 type stickyEntry struct {
@@ -403,10 +406,12 @@ type stickyEntry struct {
 }
 
 func newLocalCluster(r redisControl, bin, clientDir, dir string, log *slog.Logger, out io.Writer) *localCluster {
-	return &localCluster{
+	lc := &localCluster{
 		redis: r, bin: bin, clientDir: clientDir, dir: dir, log: log, out: out, sioPath: "/socket.io/",
 		sticky: map[string]stickyEntry{}, history: newClusterHistory(120),
 	}
+	lc.checker = newTickChecker(lc, 0)
+	return lc
 }
 
 // addNode starts one more durasock node on the cluster's Redis.
@@ -424,6 +429,7 @@ func (lc *localCluster) addNode(name string) error {
 		"-outbox-dir", filepath.Join(lc.dir, name),
 		"-demo-client-dir", lc.clientDir,
 		"-log-level", "warn",
+		"-emit-token", lc.checker.token,
 	}
 	if err := n.start(lc.bin); err != nil {
 		return err
@@ -478,8 +484,9 @@ func (lc *localCluster) stopAll() {
 func (lc *localCluster) serve(ctx context.Context, ln net.Listener) error {
 	srv := &http.Server{Handler: lc, ReadHeaderTimeout: 10 * time.Second}
 	pollCtx, stopPoll := context.WithCancel(ctx)
-	polled := make(chan struct{})
+	polled, checked := make(chan struct{}), make(chan struct{})
 	go func() { defer close(polled); lc.poll(pollCtx) }()
+	go func() { defer close(checked); lc.checker.run(pollCtx) }()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	var err error
@@ -489,6 +496,7 @@ func (lc *localCluster) serve(ctx context.Context, ln net.Listener) error {
 	}
 	stopPoll()
 	<-polled
+	<-checked
 	lc.stopAll()
 	shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()

@@ -45,6 +45,8 @@ type panelSample struct {
 	LagMS  float64 `json:"lag_ms"`
 	EPS    float64 `json:"eps"`
 	Up     bool    `json:"up"`
+	// Waiting is the checker's accepted ticks not yet arrived on this node.
+	Waiting int `json:"waiting"`
 }
 
 // clusterHistory keeps the last samples of every node for the charts.
@@ -199,7 +201,7 @@ func (lc *localCluster) sample(ctx context.Context, n *nodeProc) {
 		}
 	}
 	h.prev = cur
-	lc.history.add(n.name, panelSample{Outbox: h.outbox, LagMS: h.lagMS, EPS: h.eps, Up: true})
+	lc.history.add(n.name, panelSample{Outbox: h.outbox, LagMS: h.lagMS, EPS: h.eps, Up: true, Waiting: lc.checker.view().Nodes[n.name].Waiting})
 }
 
 // parseMetrics reads the Prometheus text format: the sum of every series per
@@ -262,8 +264,9 @@ type panelState struct {
 		Running bool   `json:"running"`
 		History []bool `json:"history"`
 	} `json:"redis"`
-	Nodes  []panelNode `json:"nodes"`
-	Events []string    `json:"events"`
+	Nodes   []panelNode `json:"nodes"`
+	Events  []string    `json:"events"`
+	Checker checkView   `json:"checker"`
 }
 
 func (lc *localCluster) state() panelState {
@@ -285,6 +288,7 @@ func (lc *localCluster) state() panelState {
 	lc.mu.Lock()
 	s.Events = append([]string(nil), lc.events...)
 	lc.mu.Unlock()
+	s.Checker = lc.checker.view()
 	return s
 }
 

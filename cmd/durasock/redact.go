@@ -40,13 +40,10 @@ func redactSecrets(s string) (string, []string) {
 	if !ok {
 		return s, secrets
 	}
-	// The user information ends at the last "@" before the query; the hosts
-	// and the path after it hold none.
-	end := len(rest)
-	if q := strings.Index(rest, "?"); q >= 0 && strings.LastIndex(rest[:q], "@") >= 0 {
-		end = q
-	}
-	at := strings.LastIndex(rest[:end], "@")
+	// The user information ends at the last "@": hosts and paths hold none,
+	// and the query values that may (passwords) are hidden already. A query
+	// value with an "@" makes this hide more than the password, never less.
+	at := strings.LastIndex(rest, "@")
 	if at < 0 {
 		return s, secrets
 	}

@@ -9,9 +9,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -86,6 +86,7 @@ type app struct {
 	sio        *socketio.Server
 	bus        *bus.Reliable    // nil on the in-memory adapter
 	cluster    *cluster.Cluster // nil on the in-memory adapter
+	compat     *compatState     // nil without -cluster-protocol node-* or -emitters (nodecompat.go)
 	scrub      *scrubber        // hides the Redis URL's secrets
 	redisShown string           // the Redis URL, redacted
 	mon        *monitor
@@ -125,15 +126,20 @@ func newApp(cfg *config, log *slog.Logger) (*app, error) {
 		opts.Recovery = &socketio.RecoveryOptions{MaxDisconnectionDuration: cfg.Recovery}
 	}
 	if len(cfg.CORSOrigins) > 0 {
-		opts.CORS = &engineio.CORSOptions{Origins: cfg.CORSOrigins, Credentials: true}
+		// Credentials (cookies) only for listed origins: the Fetch standard
+		// forbids them with "*".
+		opts.CORS = &engineio.CORSOptions{Origins: cfg.CORSOrigins, Credentials: !slices.Contains(cfg.CORSOrigins, "*")}
 	}
-	if cfg.RedisURL != "" {
+	if cfg.RedisURL != "" && cfg.Compat.usesBus() {
 		if err := a.openCluster(cfg); err != nil {
 			return nil, err
 		}
 		opts.Adapter = a.cluster.Adapter
 	}
 	opts.Parser = cfg.Admin.parser()
+	if err := a.setupCompat(cfg, opts); err != nil {
+		return nil, err
+	}
 	a.sio = socketio.NewServer(opts)
 	if err := a.startAdminUI(); err != nil {
 		return nil, err
@@ -350,14 +356,24 @@ func (a *app) shutdown(graceful bool) error {
 	defer cancel()
 	a.stopAdminUI()
 
-	// The clients still open when time runs out are cut without a close.
-	var cut atomic.Int64
-	stopCount := context.AfterFunc(ctx, func() { cut.Store(int64(a.sio.Engine().Count())) })
-	sioErr := a.sio.Shutdown(ctx)
-	stopCount()
+	// The clients still open when time runs out are cut without a close:
+	// they are counted before Shutdown is told to cut them.
+	shutCtx, cutNow := context.WithCancel(context.Background())
+	defer cutNow()
+	shut := make(chan error, 1)
+	go func() { shut <- a.sio.Shutdown(shutCtx) }()
+	var sioErr error
+	nCut := 0
+	select {
+	case sioErr = <-shut:
+	case <-ctx.Done():
+		nCut = a.sio.Engine().Count()
+		cutNow()
+		sioErr = <-shut
+	}
 
 	var problems []string
-	if sioErr != nil && !errors.Is(sioErr, context.DeadlineExceeded) {
+	if sioErr != nil && !errors.Is(sioErr, context.Canceled) {
 		problems = append(problems, "closing clients: "+sioErr.Error())
 	}
 	for _, srv := range []*http.Server{a.http, a.admin} {
@@ -367,6 +383,9 @@ func (a *app) shutdown(graceful bool) error {
 		if err := srv.Shutdown(ctx); err != nil {
 			_ = srv.Close() // out of time: the remaining requests are cut
 		}
+	}
+	if err := a.closeCompat(ctx); err != nil {
+		problems = append(problems, "closing the compat adapters: "+err.Error())
 	}
 	if a.cluster != nil {
 		if err := a.cluster.Close(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
@@ -383,15 +402,14 @@ func (a *app) shutdown(graceful bool) error {
 		dropped = after.DroppedClosed - before.DroppedClosed
 	}
 	took := time.Since(start).Round(time.Millisecond)
-	nCut := cut.Load()
 	if nCut > 0 {
 		problems = append(problems, fmt.Sprintf("%d of %d clients had not closed and were cut", nCut, clients))
 	}
 	if dropped > 0 {
 		problems = append(problems, fmt.Sprintf("%d outbox messages had not reached Redis and were dropped", dropped))
 	}
-	if len(problems) == 0 && ctx.Err() != nil && (sioErr != nil) {
-		problems = append(problems, "handlers were still running")
+	if len(problems) == 0 && sioErr != nil {
+		problems = append(problems, "event handlers were still running")
 	}
 	if len(problems) == 0 {
 		a.log.Info("drained", "clients_closed", clients, "outbox_published", published, "took", took)

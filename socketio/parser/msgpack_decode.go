@@ -128,6 +128,9 @@ func (d *msgpackDecoder) packet() (*Packet, error) {
 			if nsp, err = readString(dec, &d.r); err != nil {
 				return nil, err
 			}
+			if !utf8.ValidString(nsp) {
+				return nil, ErrInvalidUTF8 // strings in data become U+FFFD; a name cannot
+			}
 		case "data":
 			data = &toJSON{dec: dec, r: &d.r, max: d.maxAttachments}
 			if err := data.value(0); err != nil {

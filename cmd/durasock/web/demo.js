@@ -98,6 +98,9 @@
     if (connectedOnce) {
       const away = lostAt ? Math.round((Date.now() - lostAt) / 1000) : 0;
       line(`reconnected after ${away} s` + (socket.recovered ? " · session recovered, missed messages replayed" : " · new session"));
+      // A new session missed what happened meanwhile: the members answer
+      // the join below again ("here").
+      if (!socket.recovered) members.clear();
     }
     connectedOnce = true;
     lostAt = 0;
@@ -136,6 +139,7 @@
       else line(`this node lost Redis (${b.state}): messages to other nodes queue in its outbox`, "sys warn");
     }
     pruneGoneNodes(b);
+    for (const rec of sent.values()) if (rec.queued && !rec.published) status(rec);
     render();
   });
 
@@ -233,6 +237,11 @@
     socket.emit("receipt", { id: m.id, to: m.page });
   });
 
+  // A message the node queued is still queued until the node says it reached
+  // Redis ("published"), or until its bus is connected with an empty outbox
+  // (the notice goes to the socket that sent it, which may have reconnected).
+  const stillQueued = (rec) => rec.queued && !rec.published && !(bus && bus.state === "connected" && bus.outbox === 0);
+
   function status(rec) {
     let s, t;
     const n = rec.receivers.size;
@@ -242,9 +251,14 @@
       s = "delivered";
       t = `✓ delivered to ${n} client${n === 1 ? "" : "s"} on ${nodes} node${nodes === 1 ? "" : "s"}`;
       if (rec.firstReceipt - rec.at > 3000) t += ` · after ${Math.round((rec.firstReceipt - rec.at) / 1000)} s`;
-      if (rec.queued && !rec.published) t += " · still queued for other nodes";
+      if (stillQueued(rec)) t += " · still queued for other nodes";
     } else if (!rec.acked) { s = "sending"; t = socket.connected ? "sending…" : "waiting for the connection…"; }
-    else if (rec.queued && !rec.published) { s = "queued"; t = "⏳ queued on node " + short(rec.node) + ": Redis is unreachable; delivered when it is back"; }
+    else if (stillQueued(rec)) {
+      s = "queued";
+      t = bus && bus.state === "connected"
+        ? "⏳ in node " + short(rec.node) + "'s outbox, on its way to Redis"
+        : "⏳ queued on node " + short(rec.node) + ": Redis is unreachable; delivered when it is back";
+    }
     else {
       s = "sent";
       const others = [...members.values()].filter((m) => !m.leaving).length;
