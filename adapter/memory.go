@@ -12,11 +12,13 @@ import (
 )
 
 // ErrInvalidPacket is returned by Broadcast and BroadcastWithAck for a packet they
-// cannot send: nil, not an EVENT or BINARY_EVENT, of another namespace, or (for
-// Broadcast) carrying an ack id.
+// cannot send: nil, not an EVENT or BINARY_EVENT, with data that is not a JSON
+// array, of another namespace, or (for Broadcast) carrying an ack id. See
+// CheckPacket.
 var ErrInvalidPacket = errors.New("adapter: invalid broadcast packet")
 
-// ErrInvalidEvent is returned by ServerSideEmit for an empty event name.
+// ErrInvalidEvent is returned by ServerSideEmit for an empty event name. See
+// CheckEvent.
 var ErrInvalidEvent = errors.New("adapter: invalid event name")
 
 // errNilNamespace is returned by NewMemory without a namespace.
@@ -262,30 +264,6 @@ func (m *Memory) withSockets(opts Options, fn func(Socket)) error {
 	return nil
 }
 
-// checkPacket validates a packet to broadcast and returns it with the namespace
-// filled in when it was empty.
-func (m *Memory) checkPacket(p *parser.Packet, withAck bool) (*parser.Packet, error) {
-	if p == nil {
-		return nil, fmt.Errorf("%w: nil packet", ErrInvalidPacket)
-	}
-	if p.Type != parser.Event && p.Type != parser.BinaryEvent {
-		return nil, fmt.Errorf("%w: packet type %d is not EVENT or BINARY_EVENT", ErrInvalidPacket, p.Type)
-	}
-	if !withAck && p.HasID {
-		return nil, fmt.Errorf("%w: packet has an ack id; use BroadcastWithAck", ErrInvalidPacket)
-	}
-	name := m.nsp.Name()
-	switch p.Namespace {
-	case name:
-		return p, nil
-	case "":
-		q := *p
-		q.Namespace = name
-		return &q, nil
-	}
-	return nil, fmt.Errorf("%w: packet of namespace %q sent through the adapter of %q", ErrInvalidPacket, p.Namespace, name)
-}
-
 // Broadcast writes p to every matching local socket: it encodes p once and writes
 // the same bytes to each. It never blocks, and ctx is not consulted.
 //
@@ -300,7 +278,7 @@ func (m *Memory) Broadcast(_ context.Context, p *parser.Packet, opts Options) er
 // BroadcastLocal is Broadcast returning the number of sockets written to. p is
 // encoded once, and only when there is at least one recipient.
 func (m *Memory) BroadcastLocal(p *parser.Packet, opts Options) (int, error) {
-	p, err := m.checkPacket(p, false)
+	p, err := CheckPacket(p, m.nsp.Name(), false)
 	if err != nil {
 		return 0, err
 	}
@@ -340,7 +318,7 @@ func (m *Memory) BroadcastPaced(ctx context.Context, p *parser.Packet, opts Opti
 	if opts.Volatile {
 		return m.BroadcastLocal(p, opts)
 	}
-	p, err := m.checkPacket(p, false)
+	p, err := CheckPacket(p, m.nsp.Name(), false)
 	if err != nil {
 		return 0, err
 	}
@@ -449,7 +427,7 @@ func (m *Memory) BroadcastWithAckLocal(ctx context.Context, p *parser.Packet, op
 // request can name the sockets it waits for without a second, racy selection.
 // onSent must not keep ids beyond the call.
 func (m *Memory) BroadcastWithAckRecipients(ctx context.Context, p *parser.Packet, opts Options, onSent func(ids []string), onReply func(Reply)) error {
-	p, err := m.checkPacket(p, true)
+	p, err := CheckPacket(p, m.nsp.Name(), true)
 	if err != nil {
 		return err
 	}
@@ -633,10 +611,7 @@ func (m *Memory) ServerSideEmit(_ context.Context, event string, _ []json.RawMes
 	if m.isClosed() {
 		return nil, ErrClosed
 	}
-	if event == "" {
-		return nil, fmt.Errorf("%w: empty", ErrInvalidEvent)
-	}
-	return nil, nil
+	return nil, CheckEvent(event)
 }
 
 func (m *Memory) isClosed() bool {
