@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/durasock/durasock/adapter"
+	"github.com/durasock/durasock/internal/jsonx"
 	"github.com/durasock/durasock/socketio/parser"
 )
 
@@ -340,7 +341,7 @@ func (m *message) validate() error {
 		default:
 			return fmt.Errorf("packet type %d is not an event", m.ptype)
 		}
-		if len(m.data) == 0 || firstNonSpace(m.data) != '[' {
+		if len(m.data) == 0 || jsonx.FirstByte(m.data) != '[' {
 			return errors.New("event data is not a JSON array")
 		}
 	}
@@ -348,17 +349,6 @@ func (m *message) validate() error {
 		return errors.New("request id 0")
 	}
 	return nil
-}
-
-func firstNonSpace(b []byte) byte {
-	for _, c := range b {
-		switch c {
-		case ' ', '\t', '\n', '\r':
-			continue
-		}
-		return c
-	}
-	return 0
 }
 
 var (
