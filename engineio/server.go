@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/durasock/durasock/internal/gotrack"
 )
 
 // Error codes of the protocol, as the reference server sends them in
@@ -58,7 +60,7 @@ type Server struct {
 	poll      *poller // watches parked connections; started with the first one
 	pollErr   error   // why there is no poller, once known
 
-	goroutines tracker // goroutines the server started for sessions
+	goroutines gotrack.Group // goroutines the server started for sessions
 	closeOnce  sync.Once
 
 	// The waiting share of a send queue (see Session.WaitRoom); waitBytes is
@@ -330,7 +332,7 @@ func (s *Server) cutParked() {
 // parked then are cut.
 func (s *Server) stopPoller() {
 	s.cutParked()
-	s.goroutines.wait()
+	_ = s.goroutines.Wait(context.Background())
 	s.mu.Lock()
 	p := s.poll
 	s.poll = nil
@@ -343,9 +345,9 @@ func (s *Server) stopPoller() {
 
 // go runs f on a goroutine the server waits for in Shutdown and Close.
 func (s *Server) goTracked(f func()) {
-	s.goroutines.add()
+	s.goroutines.Add()
 	go func() {
-		defer s.goroutines.done()
+		defer s.goroutines.Done()
 		f()
 	}()
 }
@@ -369,7 +371,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		s.waitSessions(ctx)
-		s.goroutines.wait()
+		_ = s.goroutines.Wait(context.Background())
 		close(done)
 	}()
 	var err error
@@ -380,7 +382,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-done
 		err = ctx.Err()
 	}
-	s.goroutines.wait()
+	_ = s.goroutines.Wait(context.Background())
 	s.stopPoller()
 	return err
 }
@@ -418,7 +420,7 @@ func (s *Server) sessionList() []*Session {
 // queued messages, and waits for the server's goroutines to end. It is idempotent.
 func (s *Server) Close() error {
 	s.forceClose()
-	s.goroutines.wait()
+	_ = s.goroutines.Wait(context.Background())
 	s.stopPoller()
 	return nil
 }
@@ -443,44 +445,4 @@ func (s *Server) forceClose() {
 	for _, c := range conns {
 		c.kill() // closing an already closed connection is harmless
 	}
-}
-
-// tracker counts running goroutines. Unlike sync.WaitGroup it allows starting
-// one while another goroutine waits for zero, which happens when a session
-// flushes its queue during Shutdown.
-type tracker struct {
-	mu   sync.Mutex
-	n    int
-	zero chan struct{}
-}
-
-func (t *tracker) add() {
-	t.mu.Lock()
-	t.n++
-	t.mu.Unlock()
-}
-
-func (t *tracker) done() {
-	t.mu.Lock()
-	t.n--
-	if t.n == 0 && t.zero != nil {
-		close(t.zero)
-		t.zero = nil
-	}
-	t.mu.Unlock()
-}
-
-// wait returns when no tracked goroutine runs.
-func (t *tracker) wait() {
-	t.mu.Lock()
-	if t.n == 0 {
-		t.mu.Unlock()
-		return
-	}
-	if t.zero == nil {
-		t.zero = make(chan struct{})
-	}
-	ch := t.zero
-	t.mu.Unlock()
-	<-ch
 }

@@ -161,14 +161,14 @@ func (c *wsConn) arm(add bool) error {
 // wake starts a reader for a parked connection. Spurious calls do nothing.
 func (c *wsConn) wake() {
 	if c.reader.CompareAndSwap(readerParked, readerRunning) {
-		c.srv.goroutines.add()
+		c.srv.goroutines.Add()
 		go c.resume()
 	}
 }
 
 // resume reads after a wake, on a goroutine of the server.
 func (c *wsConn) resume() {
-	defer c.srv.goroutines.done()
+	defer c.srv.goroutines.Done()
 	c.sess.readLoop(c, false)
 }
 
@@ -314,8 +314,8 @@ func (s *Server) refuse(nc net.Conn, r *http.Request) {
 // refuse). Otherwise every accepted connection becomes a session: OnOpen, and
 // later exactly one OnClose.
 func (s *Server) handshakeWebSocket(w http.ResponseWriter, r *http.Request) {
-	s.goroutines.add()
-	defer s.goroutines.done()
+	s.goroutines.Add()
+	defer s.goroutines.Done()
 	if s.isClosing() {
 		http.Error(w, "engineio: server shutting down", http.StatusServiceUnavailable)
 		return
@@ -474,8 +474,8 @@ func writeFrame(c *websocket.Conn, f *frame) error {
 // serveUpgrade runs the upgrade of a polling session to WebSocket: the client
 // sends "2probe", gets "3probe", then sends "5" once its last poll is done.
 func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request, sess *Session) {
-	s.goroutines.add() // see handshakeWebSocket
-	defer s.goroutines.done()
+	s.goroutines.Add() // see handshakeWebSocket
+	defer s.goroutines.Done()
 	c, err := s.accept(w, r)
 	if err != nil {
 		return

@@ -163,7 +163,7 @@ func BenchmarkConnect(b *testing.B) {
 	b.StopTimer()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := srv.handlers.wait(ctx); err != nil {
+	if err := srv.handlers.Wait(ctx); err != nil {
 		b.Fatal(err)
 	}
 	if n := len(srv.Of("/").Sockets()); n != len(conns) {
@@ -205,7 +205,7 @@ func BenchmarkIdleSocketMemory(b *testing.B) {
 			conns[i].onMessage(engineio.Message{Data: []byte("0")})
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		if err := srv.handlers.wait(ctx); err != nil {
+		if err := srv.handlers.Wait(ctx); err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()

@@ -228,9 +228,9 @@ func (n *Namespace) HandleServerSideEmit(event string, args []json.RawMessage, r
 		n.srv.log.Debug("socketio: server-side event after shutdown", "namespace", n.name, "event", event)
 		return
 	}
-	n.srv.handlers.add()
+	n.srv.handlers.Add()
 	go func() {
-		defer n.srv.handlers.done()
+		defer n.srv.handlers.Done()
 		r := runner{srv: n.srv}
 		r.call(func() { h(e) })
 	}()

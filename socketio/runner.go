@@ -48,7 +48,7 @@ func (r *runner) push(done <-chan struct{}, bounded bool, size int, f func()) bo
 	r.bytes += size
 	if !r.running {
 		r.running = true
-		r.srv.handlers.add()
+		r.srv.handlers.Add()
 		go r.work()
 	}
 	r.mu.Unlock()
@@ -56,7 +56,7 @@ func (r *runner) push(done <-chan struct{}, bounded bool, size int, f func()) bo
 }
 
 func (r *runner) work() {
-	defer r.srv.handlers.done()
+	defer r.srv.handlers.Done()
 	for {
 		r.mu.Lock()
 		if len(r.queue) == 0 {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/engineio"
+	"github.com/durasock/durasock/internal/gotrack"
 )
 
 // Server is a Socket.IO v5 server. It is an http.Handler: mount it on the path
@@ -30,7 +31,7 @@ type Server struct {
 	closed  bool
 	dynamic int // namespaces created by parents that exist
 
-	handlers  tracker // handler goroutines of connections and server-side events
+	handlers  gotrack.Group // handler goroutines of connections and server-side events
 	closeOnce sync.Once
 	metrics   *metrics // nil without Options.Registerer (metrics.go)
 	cuts      serverCuts
@@ -169,9 +170,9 @@ func (s *Server) removeIfEmpty(n *Namespace) {
 	if n.adapter == nil {
 		return
 	}
-	s.handlers.add()
+	s.handlers.Add()
 	go func() {
-		defer s.handlers.done()
+		defer s.handlers.Done()
 		if err := n.adapter.Close(); err != nil {
 			s.log.Warn("socketio: closing the adapter of an empty namespace", "namespace", n.name, "err", err)
 		}
@@ -231,7 +232,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if err != nil {
 		_ = s.engine.Close() // Shutdown ran out of time: Close reports no error of its own.
 	}
-	if wErr := s.handlers.wait(ctx); err == nil {
+	if wErr := s.handlers.Wait(ctx); err == nil {
 		err = wErr
 	}
 	if cErr := s.closeAdapters(); err == nil {
@@ -278,50 +279,6 @@ func (s *Server) isClosed() bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.closed
-}
-
-// tracker counts running goroutines. Unlike sync.WaitGroup it may gain
-// goroutines while someone waits for it to drain.
-type tracker struct {
-	mu   sync.Mutex
-	n    int
-	idle chan struct{} // closed when n drops to zero; nil when nobody waits
-}
-
-func (t *tracker) add() {
-	t.mu.Lock()
-	t.n++
-	t.mu.Unlock()
-}
-
-func (t *tracker) done() {
-	t.mu.Lock()
-	t.n--
-	if t.n == 0 && t.idle != nil {
-		close(t.idle)
-		t.idle = nil
-	}
-	t.mu.Unlock()
-}
-
-// wait returns when no goroutine runs, or ctx.Err() when ctx ends first.
-func (t *tracker) wait(ctx context.Context) error {
-	t.mu.Lock()
-	if t.n == 0 {
-		t.mu.Unlock()
-		return nil
-	}
-	if t.idle == nil {
-		t.idle = make(chan struct{})
-	}
-	idle := t.idle
-	t.mu.Unlock()
-	select {
-	case <-idle:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // engineHandler receives the Engine.IO session events of a Server.

@@ -836,7 +836,7 @@ func TestCloseIdempotent(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	if err := srv.handlers.wait(ctx); err != nil {
+	if err := srv.handlers.Wait(ctx); err != nil {
 		t.Fatal(err)
 	}
 }

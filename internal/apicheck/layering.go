@@ -5,7 +5,8 @@ package apicheck
 // (commands, examples, benchmarks, internal test support, interop tests) may import
 // anything; a new public package must be added here. internal/jsonx (the JSON
 // byte checks written once) may be imported by the packet format and what
-// carries packets.
+// carries packets; internal/gotrack (the goroutine count Shutdown waits for) by
+// the two servers.
 //
 //	engineio, bus, socketio/parser      import nothing of the module
 //	bus/redisbus                         the bus it implements
@@ -16,13 +17,13 @@ package apicheck
 //	compat                               adapter, the packet format (Node's wire)
 //	admin                                socketio (an application of the server)
 var layers = map[string][]string{
-	"engineio":            {},
+	"engineio":            {"internal/gotrack"},
 	"bus":                 {},
 	"socketio/parser":     {"internal/jsonx"},
 	"bus/redisbus":        {"bus"},
 	"adapter":             {"socketio/parser", "internal/jsonx"},
 	"adapter/adaptertest": {"adapter", "socketio/parser"},
-	"socketio":            {"engineio", "adapter", "socketio/parser"},
+	"socketio":            {"engineio", "adapter", "socketio/parser", "internal/gotrack"},
 	"cluster":             {"adapter", "bus", "socketio/parser", "internal/jsonx"},
 	"emitter":             {"adapter", "bus", "cluster", "socketio/parser"},
 	"compat":              {"adapter", "socketio/parser"},
