@@ -16,6 +16,7 @@ import (
 	"github.com/durasock/durasock/bus/redisbus"
 	"github.com/durasock/durasock/engineio"
 	"github.com/durasock/durasock/internal/redistest"
+	"github.com/durasock/durasock/internal/testwait"
 	"github.com/durasock/durasock/socketio"
 )
 
@@ -153,7 +154,7 @@ func TestRecoveryOnAnotherNode(t *testing.T) {
 	leave := func(c *recoveringClient, keep time.Duration) {
 		t.Helper()
 		c.c.CloseNow()
-		waitFor(t, "the session stored as away", func() bool {
+		testwait.For(t, waitTimeout, "the session stored as away", func() bool {
 			keys, err := redis.Do(ctx, "KEYS", "*:kv:session:"+c.pid)
 			if err != nil || len(keys.([]any)) != 1 {
 				return false
