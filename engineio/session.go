@@ -49,6 +49,7 @@ type Session struct {
 	id   string
 	hs   handshake
 	tls  *tls.ConnectionState
+	vals context.Context // the values of the handshake request's context
 	done chan struct{} // made by the first Done call
 
 	dmu sync.Mutex // serializes Handler calls
@@ -82,6 +83,7 @@ func (s *Server) newSession(r *http.Request, ws *wsConn) *Session {
 		id:        newSessionID(),
 		hs:        newHandshake(r),
 		tls:       r.TLS,
+		vals:      context.WithoutCancel(r.Context()),
 		ws:        ws,
 		inHandler: true, // until OnOpen has returned
 	}
@@ -108,12 +110,38 @@ func (s *Session) open() {
 func (s *Session) ID() string { return s.id }
 
 // Request returns the handshake request: headers, URL with query, RemoteAddr, TLS.
-// Its body is empty and its context is not the connection's. The headers of the
-// WebSocket handshake itself (Connection, Upgrade, Sec-WebSocket-*) are left out.
+// Its body is empty and its context is the session's (see Context): the values
+// that handlers in front of the server put in the handshake request's context
+// are there. The headers of the WebSocket handshake itself (Connection,
+// Upgrade, Sec-WebSocket-*) are left out.
 //
 // The session keeps the request in a compact form, so every call builds a new
 // copy: callers that need it often should keep the one they got.
-func (s *Session) Request() *http.Request { return s.hs.request(s.tls) }
+func (s *Session) Request() *http.Request {
+	return s.hs.request(s.tls).WithContext(s.Context())
+}
+
+// Context returns a context that carries the values of the handshake
+// request's context (what authentication middleware in front of the server
+// stored there) and is cancelled when the session closes. It costs no
+// goroutine or timer.
+func (s *Session) Context() context.Context { return sessionContext{s} }
+
+// sessionContext is the context of a session: its values are the handshake
+// request's, its end the session's.
+type sessionContext struct{ s *Session }
+
+func (c sessionContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c sessionContext) Done() <-chan struct{}       { return c.s.Done() }
+func (c sessionContext) Value(key any) any           { return c.s.vals.Value(key) }
+func (c sessionContext) Err() error {
+	select {
+	case <-c.s.Done():
+		return context.Canceled
+	default:
+		return nil
+	}
+}
 
 // Transport returns the current transport, TransportPolling or TransportWebSocket.
 func (s *Session) Transport() string {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -65,6 +66,9 @@ type wsConn struct {
 	added bool // registered with the poller; touched only by the reader
 
 	fd int32 // the socket's descriptor, for the poller
+	// deflateFrom is the smallest message permessage-deflate compresses on
+	// this connection, 0 when it was not negotiated.
+	deflateFrom int32
 	// fdmu keeps the descriptor from being closed, and its number from being
 	// reused, while the poller arms it.
 	fdmu     sync.Mutex
@@ -222,7 +226,11 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		h.c.src.fill(b)
 	}
 	size := wsReadBufferSize
-	if !h.c.setPoller(h.Header().Get("Sec-WebSocket-Extensions") != "") {
+	compressed := h.Header().Get("Sec-WebSocket-Extensions") != ""
+	if compressed {
+		h.c.deflateFrom = int32(min(h.c.srv.opts.CompressionThreshold, math.MaxInt32))
+	}
+	if !h.c.setPoller(compressed) {
 		// The reader blocks in reads while the connection is idle: it keeps a
 		// buffer of its own rather than a pooled one.
 		h.c.src.direct = true
@@ -418,7 +426,7 @@ func (s *Session) writeLoop() {
 		c.w.begin()
 		var err error
 		for i := range batch {
-			if err = writeFrame(c.Conn, &batch[i]); err != nil {
+			if err = writeFrame(c.Conn, &batch[i], int(c.deflateFrom)); err != nil {
 				break
 			}
 		}
@@ -450,19 +458,50 @@ const maxPooledFrame = 64 << 10
 // binary frames, others as text with the packet type first. The text is built in
 // a pooled buffer because coder/websocket's streaming Writer would fragment the
 // message into several frames.
-func writeFrame(c *websocket.Conn, f *frame) error {
+func writeFrame(c *websocket.Conn, f *frame, deflateFrom int) error {
 	ctx := context.Background()
 	if f.msg.Binary {
+		if f.msg.NoCompress && deflateFrom > 0 && len(f.msg.Data) >= deflateFrom {
+			return writeUncompressed(ctx, c, websocket.MessageBinary, f.msg.Data)
+		}
 		return c.Write(ctx, websocket.MessageBinary, f.msg.Data)
 	}
 	bp := framePool.Get().(*[]byte)
 	b := append(append((*bp)[:0], f.typ), f.msg.Data...)
-	err := c.Write(ctx, websocket.MessageText, b)
+	var err error
+	if f.msg.NoCompress && deflateFrom > 0 && len(b) >= deflateFrom {
+		err = writeUncompressed(ctx, c, websocket.MessageText, b)
+	} else {
+		err = c.Write(ctx, websocket.MessageText, b)
+	}
 	if cap(b) <= maxPooledFrame {
 		*bp = b
 		framePool.Put(bp)
 	}
 	return err
+}
+
+// writeUncompressed writes p as one message that permessage-deflate leaves
+// alone, for a Message with NoCompress. coder/websocket decides on
+// compression from the first frame of a message, which is compressed only
+// when it reaches the threshold: a first frame of one byte keeps the whole
+// message uncompressed. The message is then fragmented (a one-byte frame, the
+// rest, an empty final frame), which every client reassembles. A message that
+// would not be compressed anyway does not come here (see writeFrame).
+func writeUncompressed(ctx context.Context, c *websocket.Conn, typ websocket.MessageType, p []byte) error {
+	w, err := c.Writer(ctx, typ)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(p[:1]); err != nil {
+		_ = w.Close() // the write error says it all
+		return err
+	}
+	if _, err := w.Write(p[1:]); err != nil {
+		_ = w.Close()
+		return err
+	}
+	return w.Close()
 }
 
 // serveUpgrade runs the upgrade of a polling session to WebSocket: the client
