@@ -40,7 +40,9 @@ func (d *discardTransport) Done() <-chan struct{}                           { re
 func (d *discardTransport) Close() error                                    { return nil }
 func (d *discardTransport) waitRoom(context.Context, *parser.Encoded) error { return nil }
 
-func (d *discardTransport) writePacket(e *parser.Encoded, _ bool) error {
+func (d *discardTransport) Context() context.Context { return context.Background() }
+
+func (d *discardTransport) writePacket(e *parser.Encoded, _, _ bool) error {
 	d.sends.Add(1)
 	d.bytes.Add(int64(len(e.Text)))
 	return nil

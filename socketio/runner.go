@@ -6,12 +6,13 @@ import (
 	"sync"
 )
 
-// runner runs the handler calls of one connection one after the other, on a
+// runner runs the handler calls of one namespace of a connection one after the other, on a
 // goroutine that exists only while there is work. The queue of bounded tasks
 // (incoming packets) is limited: the reader waits for room, which slows a client
 // that sends faster than its handlers run instead of growing memory.
 type runner struct {
 	srv     *Server
+	nsp     string // the namespace whose handlers it runs (connection runners)
 	mu      sync.Mutex
 	queue   []func()
 	running bool
@@ -43,6 +44,13 @@ func (r *runner) push(done <-chan struct{}, bounded bool, f func()) bool {
 	}
 	r.mu.Unlock()
 	return true
+}
+
+// idle reports whether the runner has nothing to run.
+func (r *runner) idle() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return !r.running && len(r.queue) == 0
 }
 
 func (r *runner) work() {

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/engineio"
 )
 
@@ -207,7 +206,7 @@ func (s *Server) FetchSockets(ctx context.Context) ([]*RemoteSocket, error) {
 
 // EmitWithAck sends an event to every socket of the main namespace and collects
 // their acknowledgements.
-func (s *Server) EmitWithAck(ctx context.Context, event string, args ...any) ([]adapter.Reply, error) {
+func (s *Server) EmitWithAck(ctx context.Context, event string, args ...any) ([]Reply, error) {
 	return s.Of("/").EmitWithAck(ctx, event, args...)
 }
 
