@@ -195,6 +195,10 @@ func (s *Server) Local() BroadcastOperator { return s.Of("/").Local() }
 // sockets not ready to write.
 func (s *Server) Volatile() BroadcastOperator { return s.Of("/").Volatile() }
 
+// Compress returns a broadcast of the main namespace whose events are
+// compressed (true, the default) or not (see BroadcastOperator.Compress).
+func (s *Server) Compress(compress bool) BroadcastOperator { return s.Of("/").Compress(compress) }
+
 // Timeout returns a broadcast of the main namespace whose EmitWithAck waits at
 // most d.
 func (s *Server) Timeout(d time.Duration) BroadcastOperator { return s.Of("/").Timeout(d) }
