@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"strconv"
 	"time"
 )
 
@@ -21,6 +20,7 @@ func (s *Server) handshakePolling(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	openFrame := sess.queue[0]
+	s.setHeaders(w, r, sess.id, true)
 	sess.open()
 	sess.mu.Lock()
 	frames := sess.takeQueueLocked()
@@ -29,11 +29,12 @@ func (s *Server) handshakePolling(w http.ResponseWriter, r *http.Request) {
 		frames = []frame{openFrame, {typ: packetClose}}
 	}
 	sess.mu.Unlock()
-	writePayload(w, frames)
+	s.writePayload(w, r, frames)
 }
 
 // servePolling serves a request of an existing polling session.
 func (s *Session) servePolling(w http.ResponseWriter, r *http.Request) {
+	s.srv.setHeaders(w, r, s.id, false)
 	switch r.Method {
 	case http.MethodGet:
 		s.servePoll(w, r)
@@ -58,7 +59,7 @@ func (s *Session) servePoll(w http.ResponseWriter, r *http.Request) {
 		s.lingering = false
 		s.mu.Unlock()
 		s.srv.forgetLingering(s)
-		writePayload(w, []frame{{typ: packetNoop}})
+		s.srv.writePayload(w, r, []frame{{typ: packetNoop}})
 		return
 	case s.state == stateClosed:
 		s.mu.Unlock()
@@ -73,13 +74,13 @@ func (s *Session) servePoll(w http.ResponseWriter, r *http.Request) {
 	case s.state == stateClosing:
 		frames := append(s.takeQueueLocked(), frame{typ: packetClose})
 		s.mu.Unlock()
-		writePayload(w, frames)
+		s.srv.writePayload(w, r, frames)
 		s.closeNow("", closeDone)
 		return
 	case len(s.queue) > 0:
 		frames := s.takeQueueLocked()
 		s.mu.Unlock()
-		writePayload(w, frames)
+		s.srv.writePayload(w, r, frames)
 		return
 	}
 	// During an upgrade whose probe is answered, the request ends with a noop
@@ -103,19 +104,19 @@ func (s *Session) servePoll(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, codeBadRequest, "")
 			return
 		}
-		writePayload(w, frames)
+		s.srv.writePayload(w, r, frames)
 	case <-settle:
 		s.mu.Lock()
 		if s.pollCh == ch {
 			s.pollCh = nil
 			s.mu.Unlock()
-			writePayload(w, []frame{{typ: packetNoop}})
+			s.srv.writePayload(w, r, []frame{{typ: packetNoop}})
 			return
 		}
 		s.mu.Unlock()
 		// Answered meanwhile: ch holds the answer.
 		if frames := <-ch; frames != nil {
-			writePayload(w, frames)
+			s.srv.writePayload(w, r, frames)
 		} else {
 			writeError(w, http.StatusBadRequest, codeBadRequest, "")
 		}
@@ -218,14 +219,4 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 		return nil, err
 	}
 	return b, nil
-}
-
-// writePayload answers a poll with frames.
-func writePayload(w http.ResponseWriter, frames []frame) {
-	b := appendPayload(make([]byte, 0, payloadLen(frames)), frames)
-	h := w.Header()
-	h.Set("Content-Type", "text/plain; charset=UTF-8")
-	h.Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(b) // the client may be gone; the session's ping timeout follows
 }

@@ -50,7 +50,7 @@ type Session struct {
 	hs   handshake
 	tls  *tls.ConnectionState
 	vals context.Context // the values of the handshake request's context
-	done chan struct{} // made by the first Done call
+	done chan struct{}   // made by the first Done call
 
 	dmu sync.Mutex // serializes Handler calls
 
@@ -78,9 +78,14 @@ type Session struct {
 }
 
 func (s *Server) newSession(r *http.Request, ws *wsConn) *Session {
+	return s.newSessionID(newSessionID(), r, ws)
+}
+
+// newSessionID makes a session with this id.
+func (s *Server) newSessionID(id string, r *http.Request, ws *wsConn) *Session {
 	sess := &Session{
 		srv:       s,
-		id:        newSessionID(),
+		id:        id,
 		hs:        newHandshake(r),
 		tls:       r.TLS,
 		vals:      context.WithoutCancel(r.Context()),

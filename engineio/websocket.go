@@ -327,6 +327,8 @@ func (s *Server) handshakeWebSocket(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "engineio: server shutting down", http.StatusServiceUnavailable)
 		return
 	}
+	id := newSessionID()
+	s.setHeaders(w, r, id, true)
 	c, err := s.accept(w, r)
 	if err != nil {
 		return
@@ -334,7 +336,7 @@ func (s *Server) handshakeWebSocket(w http.ResponseWriter, r *http.Request) {
 	if s.testAfterAccept != nil {
 		s.testAfterAccept()
 	}
-	sess := s.newSession(r, c)
+	sess := s.newSessionID(id, r, c)
 	if !s.register(sess) {
 		sess.timer.Stop()
 		s.refuse(&c.nc, r)
@@ -509,6 +511,7 @@ func writeUncompressed(ctx context.Context, c *websocket.Conn, typ websocket.Mes
 func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request, sess *Session) {
 	s.goroutines.add() // see handshakeWebSocket
 	defer s.goroutines.done()
+	s.setHeaders(w, r, sess.id, false)
 	c, err := s.accept(w, r)
 	if err != nil {
 		return
