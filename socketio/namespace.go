@@ -314,7 +314,9 @@ func (n *Namespace) Emit(ctx context.Context, event string, args ...any) error {
 
 // Compress returns a broadcast whose events are compressed (true, the
 // default) or not (see BroadcastOperator.Compress).
-func (n *Namespace) Compress(compress bool) BroadcastOperator { return newBroadcast(n).Compress(compress) }
+func (n *Namespace) Compress(compress bool) BroadcastOperator {
+	return newBroadcast(n).Compress(compress)
+}
 
 // EmitWithAck sends an event to every socket of the namespace and collects their
 // acknowledgements (see BroadcastOperator.EmitWithAck).
