@@ -38,14 +38,15 @@ func TestConnectionErrorHook(t *testing.T) {
 		method, query string
 		code          int
 		message       string
-		key, value    string
+		key           string
+		value         any
 	}{
 		{"GET", "EIO=4&transport=abc", CodeUnknownTransport, "Transport unknown", "transport", "abc"},
 		{"GET", "EIO=4&transport=polling&sid=nope", CodeUnknownSID, "Session ID unknown", "sid", "nope"},
 		{"POST", "EIO=4&transport=polling", CodeBadHandshakeMethod, "Bad handshake method", "method", "POST"},
 		{"GET", "EIO=4&transport=websocket", CodeBadRequest, "Bad request", "name", "TRANSPORT_HANDSHAKE_ERROR"},
 		{"GET", "EIO=4&transport=polling&deny=1", CodeForbidden, "no thanks", "message", "no thanks"},
-		{"GET", "EIO=3&transport=polling", CodeUnsupportedProtocol, "Unsupported protocol version", "protocol", "3"},
+		{"GET", "EIO=3&transport=polling", CodeUnsupportedProtocol, "Unsupported protocol version", "protocol", 3},
 	}
 	for _, tt := range tests {
 		body := ""
@@ -63,7 +64,7 @@ func TestConnectionErrorHook(t *testing.T) {
 	for i, tt := range tests {
 		e := got[i]
 		if e.Code != tt.code || e.Message != tt.message || e.Context[tt.key] != tt.value || e.Request == nil || e.Request.Method != tt.method {
-			t.Errorf("report %d = %+v, want code %d message %q %s=%q", i, e, tt.code, tt.message, tt.key, tt.value)
+			t.Errorf("report %d = %+v, want code %d message %q %s=%v", i, e, tt.code, tt.message, tt.key, tt.value)
 		}
 	}
 }

@@ -154,8 +154,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if p := q.Get("EIO"); p != "4" {
-		s.refuseRequest(w, r, http.StatusBadRequest, CodeUnsupportedProtocol, "", map[string]any{"protocol": p})
+	if q.Get("EIO") != "4" {
+		// Any other value is protocol 3 to the reference server.
+		s.refuseRequest(w, r, http.StatusBadRequest, CodeUnsupportedProtocol, "", map[string]any{"protocol": 3})
 		return
 	}
 	if transport == TransportWebSocket {

@@ -652,3 +652,24 @@ func TestRecoverySkipsMiddleware(t *testing.T) {
 		})
 	}
 }
+
+// TestOnNewNamespace: listeners see namespaces made by Of and by a dynamic
+// parent for a client.
+func TestOnNewNamespace(t *testing.T) {
+	srv, url := newTestServer(t, nil)
+	made := make(chan string, 4)
+	srv.OnNewNamespace(func(n *Namespace) { made <- n.Name() })
+	srv.Of("/static")
+	srv.Of("/static") // exists: not new
+	srv.OfFunc(func(name string, _ json.RawMessage) bool { return strings.HasPrefix(name, "/dyn-") })
+	c := dial(t, url, "websocket")
+	c.connect("/dyn-1", "")
+	if a, b := recv(t, made), recv(t, made); a != "/static" || b != "/dyn-1" {
+		t.Fatalf("new namespaces %q, %q", a, b)
+	}
+	select {
+	case n := <-made:
+		t.Fatalf("announced again: %q", n)
+	default:
+	}
+}

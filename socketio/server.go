@@ -29,7 +29,8 @@ type Server struct {
 	closed  bool
 	dynamic int // namespaces created by parents that exist
 
-	handlers  tracker // handler goroutines of connections and server-side events
+	onNew     []func(*Namespace) // OnNewNamespace listeners
+	handlers  tracker            // handler goroutines of connections and server-side events
 	closeOnce sync.Once
 }
 
@@ -82,7 +83,26 @@ func (s *Server) Of(name string) *Namespace {
 	}
 	n := newNamespace(s, name, nil)
 	s.nsps[name] = n
+	s.announce(n)
 	return n
+}
+
+// OnNewNamespace registers a listener called with every namespace created
+// after it, by Of or for a client of an OfFunc or OfRegexp parent (the
+// reference server's "new_namespace" event). It runs with the server's lock
+// held: it may configure the namespace (Use, OnConnection, room listeners)
+// but not call methods of the Server.
+func (s *Server) OnNewNamespace(h func(*Namespace)) {
+	s.mu.Lock()
+	s.onNew = append(s.onNew, h)
+	s.mu.Unlock()
+}
+
+// announce runs the OnNewNamespace listeners; s.mu is held.
+func (s *Server) announce(n *Namespace) {
+	for _, h := range s.onNew {
+		h(n)
+	}
 }
 
 // OfFunc registers a dynamic namespace: a client may connect to any namespace
@@ -130,6 +150,7 @@ func (s *Server) lookupNamespace(name string, auth json.RawMessage) (*Namespace,
 			s.nsps[name] = n
 			s.dynamic++
 			p.addChild(n)
+			s.announce(n)
 		}
 		s.mu.Unlock()
 		return n, nil
