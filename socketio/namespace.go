@@ -307,6 +307,12 @@ func (n *Namespace) Timeout(d time.Duration) BroadcastOperator {
 	return newBroadcast(n).Timeout(d)
 }
 
+// Send emits a "message" event to every socket of the namespace, as the
+// reference server's send and write.
+func (n *Namespace) Send(ctx context.Context, args ...any) error {
+	return n.Emit(ctx, "message", args...)
+}
+
 // Emit sends an event to every socket of the namespace.
 func (n *Namespace) Emit(ctx context.Context, event string, args ...any) error {
 	return newBroadcast(n).Emit(ctx, event, args...)

@@ -235,6 +235,11 @@ func (s *Server) EmitWithAck(ctx context.Context, event string, args ...any) ([]
 	return s.Of("/").EmitWithAck(ctx, event, args...)
 }
 
+// Send emits a "message" event to every socket of the main namespace.
+func (s *Server) Send(ctx context.Context, args ...any) error {
+	return s.Of("/").Send(ctx, args...)
+}
+
 // Emit sends an event to every socket of the main namespace.
 func (s *Server) Emit(ctx context.Context, event string, args ...any) error {
 	return s.Of("/").Emit(ctx, event, args...)

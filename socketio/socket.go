@@ -286,6 +286,10 @@ func (s *Socket) Except(rooms ...string) BroadcastOperator {
 	return s.Broadcast().Except(rooms...)
 }
 
+// Local returns a broadcast to every socket of the namespace on this server
+// except this one.
+func (s *Socket) Local() BroadcastOperator { return s.Broadcast().Local() }
+
 // Broadcast returns a broadcast to every socket of the namespace except this one.
 func (s *Socket) Broadcast() BroadcastOperator { return s.nsp.To().Except(s.id) }
 
