@@ -26,7 +26,7 @@ func TestMain(m *testing.M) {
 }
 
 // server is one durasock node on the cluster's Redis.
-func server(t *testing.T, url string) string {
+func server(t *testing.T, url string, setup ...func(*socketio.Server)) string {
 	t.Helper()
 	b, err := redisbus.Open(context.Background(), url, &redisbus.Options{Bus: bus.Config{Logger: slog.New(slog.DiscardHandler)}})
 	if err != nil {
@@ -43,6 +43,9 @@ func server(t *testing.T, url string) string {
 			s.Join(q.Room)
 		}
 	})
+	for _, f := range setup {
+		f(srv)
+	}
 	hs := httptest.NewServer(srv)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -203,4 +206,105 @@ func TestEmitterOutboxFull(t *testing.T) {
 	if err := e.Sync(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Sync while Redis is down: err = %v, want the deadline", err)
 	}
+}
+
+// TestEmitterRoomOperations drives the emitter's room and server operations (In,
+// SocketsLeave, DisconnectSockets, ServerSideEmit) against two servers. Order per
+// origin makes the absence of an event observable: a client that should have
+// missed one receives the next event in its place.
+func TestEmitterRoomOperations(t *testing.T) {
+	redis := redistest.Standalone(t)
+	serverEvents := make(chan string, 8)
+	onServer := func(name string) func(*socketio.Server) {
+		return func(srv *socketio.Server) {
+			srv.Of("/").OnServerSideEmit("ping", func(e *socketio.Event) {
+				serverEvents <- name + ":" + string(e.Args[0])
+			})
+		}
+	}
+	urlA, urlB := server(t, redis.URL(), onServer("A")), server(t, redis.URL(), onServer("B"))
+	r1A, r1B := client(t, urlA, "r1"), client(t, urlB, "r1")
+
+	r2Events := make(chan received, 64)
+	r2Gone := make(chan error, 1)
+	dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r2, err := sioclient.Dial(dctx, urlB, &sioclient.Options{
+		Auth:         map[string]string{"room": "r2"},
+		OnEvent:      func(e *sioclient.Event) { r2Events <- received{e.Name, string(e.Data)} },
+		OnDisconnect: func(err error) { r2Gone <- err },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r2.Close() })
+
+	b, err := redisbus.Open(context.Background(), redis.URL(), &redisbus.Options{Bus: bus.Config{Logger: slog.New(slog.DiscardHandler)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := b.Close(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
+	e := emitter.New(b)
+	ctx := context.Background()
+	emit := func(op emitter.Operator, event string) {
+		t.Helper()
+		if err := op.Emit(ctx, event); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	emit(e.Of("/").In("r1"), "in")
+	emit(e.Of("/"), "all")
+	expect(t, r1A, received{"in", `["in"]`})
+	expect(t, r1B, received{"in", `["in"]`})
+	expect(t, r2Events, received{"all", `["all"]`}) // not "in": r2 is not in r1
+	expect(t, r1A, received{"all", `["all"]`})
+	expect(t, r1B, received{"all", `["all"]`})
+
+	// SocketsLeave: after it, r1 is empty, so "gone" reaches nobody and the clients
+	// of r1 receive "after" next.
+	if err := e.Of("/").In("r1").SocketsLeave(ctx, "r1"); err != nil {
+		t.Fatal(err)
+	}
+	emit(e.To("r1"), "gone")
+	emit(e.Of("/"), "after")
+	expect(t, r1A, received{"after", `["after"]`})
+	expect(t, r1B, received{"after", `["after"]`})
+	expect(t, r2Events, received{"after", `["after"]`})
+
+	// ServerSideEmit reaches every server: the emitter is not one of them.
+	if err := e.Of("/").ServerSideEmit(ctx, "ping", 7); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for range 2 {
+		select {
+		case s := <-serverEvents:
+			got[s] = true
+		case <-time.After(10 * time.Second):
+			t.Fatalf("server-side event reached only %v", got)
+		}
+	}
+	if !got["A:7"] || !got["B:7"] {
+		t.Fatalf("server-side event: got %v, want A:7 and B:7", got)
+	}
+
+	// DisconnectSockets closes the selected sockets only.
+	if err := e.Of("/").In("r2").DisconnectSockets(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-r2Gone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the socket in r2 was not disconnected")
+	}
+	emit(e.Of("/"), "still")
+	expect(t, r1A, received{"still", `["still"]`})
+	expect(t, r1B, received{"still", `["still"]`})
 }

@@ -4,6 +4,7 @@
 // and prints a table (JSON with -json).
 //
 //	go run ./bench/cmd/loadgen broadcast
+//	go run ./bench/cmd/loadgen rooms
 //	go run ./bench/cmd/loadgen redis-kill
 //	go run ./bench/cmd/loadgen idle-memory
 //	go run ./bench/cmd/loadgen all
@@ -25,7 +26,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/durasock/durasock/bench"
+	"github.com/durasock/durasock/internal/bench"
 )
 
 func main() {
@@ -42,7 +43,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: loadgen [flags] broadcast|redis-kill|idle-memory|all")
+		fmt.Fprintln(stderr, "usage: loadgen [flags] broadcast|rooms|redis-kill|idle-memory|all")
 		fs.PrintDefaults()
 	}
 	var (
@@ -64,6 +65,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		outage      = fs.Duration("outage", 10*time.Second, "redis-kill: how long Redis stays dead")
 		after       = fs.Duration("after", 5*time.Second, "redis-kill: run time after the restart")
 		conns       = fs.Int("conns", 10000, "idle-memory: idle connections")
+		roomRuns    = fs.String("runs", "relay:streams,node:pubsub,node:streams", "rooms: server:transport runs (servers relay, durasock, node)")
+		roomRates   = fs.String("room-rates", "6000,12000,18000", "rooms: total events/s, comma-separated steps")
+		roomPubs    = fs.Int("room-publishers", 4, "rooms: publishers spread over the nodes")
+		nodes       = fs.Int("nodes", 2, "rooms: node processes")
 		sendQueue   = fs.Int("send-queue", 0, "relay nodes: Engine.IO send queue per session (0: the engine's default, 4096)")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -75,7 +80,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	scenario := fs.Arg(0)
 	switch scenario {
-	case "broadcast", "redis-kill", "idle-memory", "all":
+	case "broadcast", "rooms", "redis-kill", "idle-memory", "all":
 	default:
 		return fmt.Errorf("unknown scenario %q", scenario)
 	}
@@ -106,6 +111,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if !*jsonOut {
 			fmt.Fprintln(stdout, "broadcast: 2 nodes, one Redis; subscribers on node B, publishers on node A")
 			if err := bench.PrintBroadcast(stdout, r); err != nil {
+				return err
+			}
+			fmt.Fprintln(stdout)
+		}
+	}
+	if scenario == "rooms" || scenario == "all" {
+		rr, err := parseRates(*roomRates)
+		if err != nil {
+			return err
+		}
+		r, sum, err := bench.Rooms(ctx, bench.RoomsConfig{Common: common, Runs: strings.Split(*roomRuns, ","), Nodes: *nodes,
+			Rates: rr, Duration: *duration, Subscribers: *subscribers, Publishers: *roomPubs, PayloadSize: *size})
+		results["rooms"] = map[string]any{"steps": r, "summary": sum}
+		errs = append(errs, err)
+		if !*jsonOut {
+			fmt.Fprintf(stdout, "rooms: %d nodes, one Redis; %d subscribers and %d publishers spread over the nodes; every event emitted to a room cluster-wide\n",
+				*nodes, *subscribers, *roomPubs)
+			if err := bench.PrintRooms(stdout, r, sum); err != nil {
 				return err
 			}
 			fmt.Fprintln(stdout)

@@ -45,6 +45,10 @@ type env struct {
 	// slow marks the subscribers (by index) made slow on purpose: drain does
 	// not wait for them and clientsCut does not count them.
 	slow map[int]bool
+	// subAuth is the handshake auth of subscribers (nil: none).
+	subAuth any
+	// pubEvent is the event publishers emit (default PublishEvent).
+	pubEvent string
 }
 
 // startEnv starts Redis (unless transport is local) and the nodes. aof, when
@@ -99,7 +103,7 @@ func (e *env) subscribeStalling(ctx context.Context, node int, keep bool, stall,
 			r.OnEvent(ev)
 		}
 	}
-	cl, err := sioclient.Dial(ctx, e.nodes[node].SocketURL(), &sioclient.Options{OnEvent: onEvent})
+	cl, err := sioclient.Dial(ctx, e.nodes[node].SocketURL(), &sioclient.Options{OnEvent: onEvent, Auth: e.subAuth})
 	if err != nil {
 		return err
 	}
@@ -109,7 +113,11 @@ func (e *env) subscribeStalling(ctx context.Context, node int, keep bool, stall,
 }
 
 func (e *env) publisher(ctx context.Context, node int) (publisher, error) {
-	p, err := newPublisher(ctx, e.nodes[node])
+	event := e.pubEvent
+	if event == "" {
+		event = PublishEvent
+	}
+	p, err := newPublisher(ctx, e.nodes[node], event)
 	if err != nil {
 		return nil, err
 	}

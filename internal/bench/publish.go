@@ -21,10 +21,13 @@ type publisher interface {
 
 // relayPublisher emits "pub" on its own Socket.IO connection; the relay node
 // broadcasts it to every other socket.
-type relayPublisher struct{ c *sioclient.Client }
+type relayPublisher struct {
+	c     *sioclient.Client
+	event string // PublishEvent or PublishRoomEvent
+}
 
 func (p *relayPublisher) publish(ctx context.Context, payload []byte) (bool, error) {
-	return false, p.c.Emit(ctx, PublishEvent, json.RawMessage(payload))
+	return false, p.c.Emit(ctx, p.event, json.RawMessage(payload))
 }
 
 func (p *relayPublisher) close() error { return p.c.Close() }
@@ -71,7 +74,7 @@ func (p *httpPublisher) close() error {
 	return nil
 }
 
-func newPublisher(ctx context.Context, n *Node) (publisher, error) {
+func newPublisher(ctx context.Context, n *Node, event string) (publisher, error) {
 	if n.Server == ServerDurasock {
 		return &httpPublisher{url: n.URL() + "/api/emit", client: &http.Client{
 			Transport: &http.Transport{MaxIdleConnsPerHost: 4, DisableCompression: true},
@@ -82,7 +85,7 @@ func newPublisher(ctx context.Context, n *Node) (publisher, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &relayPublisher{c: c}, nil
+	return &relayPublisher{c: c, event: event}, nil
 }
 
 // paced is one publisher's run: ids, counts and pacing.

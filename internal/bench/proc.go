@@ -27,6 +27,10 @@ const (
 	// ServerDurasock runs the cmd/durasock binary; publishers use its HTTP emit
 	// API (POST /api/emit), one request per event.
 	ServerDurasock = "durasock"
+	// ServerNode runs the Node.js peer (bench/node/relay.js: socket.io 4.8 with
+	// @socket.io/redis-adapter for transport pubsub, @socket.io/redis-streams-adapter
+	// for streams) with the relay protocol, to measure Node in the same run.
+	ServerNode = "node"
 )
 
 // Environment of a relay node process started by StartNode.
@@ -113,6 +117,16 @@ func StartNode(ctx context.Context, spec NodeSpec) (*Node, error) {
 		if stdout, err = n.cmd.StdoutPipe(); err != nil {
 			return nil, fmt.Errorf("bench: %w", err)
 		}
+	case ServerNode:
+		script, err := nodePeerScript()
+		if err != nil {
+			return nil, err
+		}
+		n.cmd = exec.Command("node", script)
+		n.cmd.Env = append(os.Environ(), nodeRedisEnv+"="+spec.RedisURL, nodeTransportEnv+"="+spec.Transport)
+		if stdout, err = n.cmd.StdoutPipe(); err != nil {
+			return nil, fmt.Errorf("bench: %w", err)
+		}
 	case ServerDurasock:
 		port, err := freePort()
 		if err != nil {
@@ -126,7 +140,7 @@ func StartNode(ctx context.Context, spec NodeSpec) (*Node, error) {
 		n.cmd = exec.Command(spec.DurasockBin, args...)
 		n.cmd.Env = os.Environ()
 	default:
-		return nil, fmt.Errorf("bench: server %q: want %s or %s", spec.Server, ServerRelay, ServerDurasock)
+		return nil, fmt.Errorf("bench: server %q: want %s, %s or %s", spec.Server, ServerRelay, ServerDurasock, ServerNode)
 	}
 	n.cmd.Stderr = n.logs
 	setDeathSignal(n.cmd)
@@ -256,4 +270,27 @@ func (t *tail) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return string(t.buf)
+}
+
+// nodePeerScript finds bench/node/relay.js in the module that contains the
+// current directory and checks that its npm packages are installed.
+func nodePeerScript() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("bench: %w", err)
+	}
+	for {
+		script := filepath.Join(dir, "bench", "node", "relay.js")
+		if _, err := os.Stat(script); err == nil {
+			if _, err := os.Stat(filepath.Join(dir, "bench", "node", "node_modules", "socket.io")); err != nil {
+				return "", fmt.Errorf("bench: the Node peer's packages are not installed: run (cd %s && npm ci)", filepath.Dir(script))
+			}
+			return script, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("bench: bench/node/relay.js not found: run from inside the durasock repository")
+		}
+		dir = parent
+	}
 }

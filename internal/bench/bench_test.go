@@ -32,6 +32,25 @@ func TestSmoke(t *testing.T) {
 			}
 		}
 	})
+	t.Run("rooms", func(t *testing.T) {
+		// durasock and the Node peer (socket.io + both Redis adapters) with the
+		// same clients, in the same run.
+		rs, sum, err := Rooms(ctx, RoomsConfig{Common: testCommon(t),
+			Runs:  []string{ServerRelay + ":streams", ServerRelay + ":pubsub", ServerNode + ":pubsub", ServerNode + ":streams"},
+			Rates: []float64{200}, Duration: 500 * time.Millisecond, Subscribers: 4, Publishers: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rs) != 4 || len(sum) != 4 {
+			t.Fatalf("%d results, %d summaries, want 4 each", len(rs), len(sum))
+		}
+		for _, r := range rs {
+			if r.Sent != 100 || r.Lost != 0 || r.Duplicated != 0 || r.Reordered != 0 || r.Rejected != 0 {
+				t.Errorf("%s %s: sent %d, lost %d, duplicated %d, reordered %d, rejected %d",
+					r.Server, r.Transport, r.Sent, r.Lost, r.Duplicated, r.Reordered, r.Rejected)
+			}
+		}
+	})
 	t.Run("redis-kill", func(t *testing.T) {
 		rs, err := RedisKill(ctx, RedisKillConfig{Common: testCommon(t), Transports: []string{"streams"}, Clients: 4,
 			Rate: 100, Before: 500 * time.Millisecond, Outage: time.Second, After: 500 * time.Millisecond})

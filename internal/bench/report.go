@@ -24,6 +24,39 @@ func PrintBroadcast(w io.Writer, rs []BroadcastResult) error {
 	return tw.Flush()
 }
 
+// PrintRooms writes the rooms results as a table, then each run's highest clean
+// rate and its ratio to the best Node run.
+func PrintRooms(w io.Writer, rs []RoomsResult, sum []RoomsSummary) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "server\ttransport\tnodes\ttarget/s\tsent\tper-sub/s\tlost\tdup\treord\tp50 ms\tp99 ms\tmax ms\tclean\tCPU cores loadgen/node0/node1/redis\t")
+	for _, r := range rs {
+		if r.Error != "" {
+			fmt.Fprintf(tw, "%s\t%s\tFAILED: %s\t\n", r.Server, r.Transport, r.Error)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%d\t%.0f\t%d\t%d\t%d\t%.1f\t%.1f\t%.1f\t%v\t%s\t\n", r.Server, r.Transport, r.Nodes,
+			r.TargetRate, r.Sent, r.PerSubscriber, r.Lost, r.Duplicated, r.Reordered, r.P50ms, r.P99ms, r.Maxms, r.Clean,
+			fmt.Sprintf("%.2f/%.2f/%.2f/%.2f", r.CPU["loadgen"], r.CPU["node0"], r.CPU["node1"], r.CPU["redis"]))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	var bestNode float64
+	for _, s := range sum {
+		if s.Server == ServerNode {
+			bestNode = max(bestNode, s.CleanRate)
+		}
+	}
+	for _, s := range sum {
+		line := fmt.Sprintf("highest clean rate %s %s: %.0f events/s", s.Server, s.Transport, s.CleanRate)
+		if s.Server != ServerNode && bestNode > 0 {
+			line += fmt.Sprintf(" (%.1f× Node's best)", s.CleanRate/bestNode)
+		}
+		fmt.Fprintln(w, line)
+	}
+	return nil
+}
+
 // PrintRedisKill writes the redis-kill results as a table.
 func PrintRedisKill(w io.Writer, rs []RedisKillResult) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)

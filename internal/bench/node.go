@@ -38,8 +38,12 @@ type NodeConfig struct {
 
 // Event names of the relay protocol.
 const (
-	PublishEvent = "pub" // client -> node: [payload]
-	RelayEvent   = "ev"  // node -> clients: [payload]
+	PublishEvent     = "pub"     // client -> node: [payload], broadcast to every other socket
+	PublishRoomEvent = "pubroom" // client -> node: [payload], emitted to Room cluster-wide
+	RelayEvent       = "ev"      // node -> clients: [payload]
+	// Room is the room PublishRoomEvent reaches. A client joins the room named
+	// in its handshake auth {"room": name}.
+	Room = "subs"
 )
 
 // NodeStatus is the JSON of a relay node's GET /status.
@@ -104,6 +108,21 @@ func RunNode(ctx context.Context, cfg NodeConfig, ready func(addr string)) error
 	srv := socketio.NewServer(opts)
 	var emitErrors atomic.Uint64
 	srv.OnConnection(func(s *socketio.Socket) {
+		var auth struct{ Room string }
+		if err := json.Unmarshal(s.Handshake().Auth, &auth); err == nil && auth.Room != "" {
+			s.Join(auth.Room)
+		}
+		s.On(PublishRoomEvent, func(e *socketio.Event) {
+			if len(e.Args) != 1 {
+				emitErrors.Add(1)
+				return
+			}
+			if err := srv.Of("/").To(Room).Emit(context.Background(), RelayEvent, e.Args[0]); err != nil {
+				if emitErrors.Add(1) == 1 {
+					log.Warn("relay: room emit failed", "err", err)
+				}
+			}
+		})
 		s.On(PublishEvent, func(e *socketio.Event) {
 			if len(e.Args) != 1 {
 				emitErrors.Add(1)
