@@ -43,10 +43,20 @@ type compressor interface {
 // when the client accepts it, the payload reaches
 // Options.HTTPCompressionThreshold and at least one of its messages may be
 // compressed (Message.NoCompress), as the reference server's httpCompression.
-func (s *Server) writePayload(w http.ResponseWriter, r *http.Request, frames []frame) {
-	b := appendPayload(make([]byte, 0, payloadLen(frames)), frames)
+func (s *Server) writePayload(w http.ResponseWriter, r *http.Request, sess *Session, frames []frame) {
+	var b []byte
 	h := w.Header()
-	h.Set("Content-Type", "text/plain; charset=UTF-8")
+	switch {
+	case sess.v3 && !sess.b64 && hasBinary(frames):
+		b = appendPayloadV3Binary(make([]byte, 0, payloadLen(frames)+8*len(frames)), frames)
+		h.Set("Content-Type", "application/octet-stream")
+	case sess.v3:
+		b = appendPayloadV3(make([]byte, 0, payloadLen(frames)+8*len(frames)), frames)
+		h.Set("Content-Type", "text/plain; charset=UTF-8")
+	default:
+		b = appendPayload(make([]byte, 0, payloadLen(frames)), frames)
+		h.Set("Content-Type", "text/plain; charset=UTF-8")
+	}
 	if t := s.opts.HTTPCompressionThreshold; t > 0 && len(b) >= t && compressible(frames) {
 		if enc := acceptedEncoding(r); enc != "" {
 			buf := bufPool.Get().(*bytes.Buffer)

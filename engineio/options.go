@@ -106,6 +106,10 @@ type Options struct {
 	// resume well before the ping timeout (45s by default) would notice. -1
 	// waits without a bound (until the context ends or the session closes).
 	SlowClientTimeout time.Duration
+	// AllowEIO3 accepts clients of Engine.IO protocol v3 (Socket.IO 2.x
+	// clients, still common in mobile apps) besides v4, as the reference
+	// server's allowEIO3. Off by default: they are refused with error code 5.
+	AllowEIO3 bool
 	// Cookie, when not nil, sends the session id in a cookie with the first
 	// response of every session (the polling handshake or the WebSocket
 	// upgrade), so that a load balancer can keep a client on one server

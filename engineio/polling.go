@@ -29,7 +29,7 @@ func (s *Server) handshakePolling(w http.ResponseWriter, r *http.Request) {
 		frames = []frame{openFrame, {typ: packetClose}}
 	}
 	sess.mu.Unlock()
-	s.writePayload(w, r, frames)
+	s.writePayload(w, r, sess, frames)
 }
 
 // servePolling serves a request of an existing polling session.
@@ -59,7 +59,7 @@ func (s *Session) servePoll(w http.ResponseWriter, r *http.Request) {
 		s.lingering = false
 		s.mu.Unlock()
 		s.srv.forgetLingering(s)
-		s.srv.writePayload(w, r, []frame{{typ: packetNoop}})
+		s.srv.writePayload(w, r, s, []frame{{typ: packetNoop}})
 		return
 	case s.state == stateClosed:
 		s.mu.Unlock()
@@ -74,13 +74,13 @@ func (s *Session) servePoll(w http.ResponseWriter, r *http.Request) {
 	case s.state == stateClosing:
 		frames := append(s.takeQueueLocked(), frame{typ: packetClose})
 		s.mu.Unlock()
-		s.srv.writePayload(w, r, frames)
+		s.srv.writePayload(w, r, s, frames)
 		s.closeNow("", closeDone)
 		return
 	case len(s.queue) > 0:
 		frames := s.takeQueueLocked()
 		s.mu.Unlock()
-		s.srv.writePayload(w, r, frames)
+		s.srv.writePayload(w, r, s, frames)
 		return
 	}
 	// During an upgrade whose probe is answered, the request ends with a noop
@@ -104,19 +104,19 @@ func (s *Session) servePoll(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, codeBadRequest, "")
 			return
 		}
-		s.srv.writePayload(w, r, frames)
+		s.srv.writePayload(w, r, s, frames)
 	case <-settle:
 		s.mu.Lock()
 		if s.pollCh == ch {
 			s.pollCh = nil
 			s.mu.Unlock()
-			s.srv.writePayload(w, r, []frame{{typ: packetNoop}})
+			s.srv.writePayload(w, r, s, []frame{{typ: packetNoop}})
 			return
 		}
 		s.mu.Unlock()
 		// Answered meanwhile: ch holds the answer.
 		if frames := <-ch; frames != nil {
-			s.srv.writePayload(w, r, frames)
+			s.srv.writePayload(w, r, s, frames)
 		} else {
 			writeError(w, http.StatusBadRequest, codeBadRequest, "")
 		}
@@ -158,7 +158,8 @@ func (s *Session) serveData(w http.ResponseWriter, r *http.Request) {
 		s.mu.Unlock()
 	}()
 
-	if r.Header.Get("Content-Type") == "application/octet-stream" {
+	binary := r.Header.Get("Content-Type") == "application/octet-stream"
+	if binary && !s.v3 {
 		// Protocol v4 sends binary as base64 inside a text payload.
 		s.closeNow(ReasonTransportError, closeTransport)
 		writeError(w, http.StatusBadRequest, codeBadRequest, "")
@@ -175,7 +176,12 @@ func (s *Session) serveData(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, codeBadRequest, "")
 		return
 	}
-	pkts, err := decodePayload(body)
+	var pkts []packet
+	if s.v3 {
+		pkts, err = decodePayloadV3(body, binary)
+	} else {
+		pkts, err = decodePayload(body)
+	}
 	if err != nil {
 		s.srv.log.Debug("engineio: bad payload", "sid", s.id, "err", err)
 		s.closeNow(ReasonParseError, closeTransport)

@@ -154,7 +154,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if q.Get("EIO") != "4" {
+	if q.Get("EIO") != "4" && !s.opts.AllowEIO3 {
 		// Any other value is protocol 3 to the reference server.
 		s.refuseRequest(w, r, http.StatusBadRequest, CodeUnsupportedProtocol, "", map[string]any{"protocol": 3})
 		return

@@ -62,6 +62,8 @@ type Session struct {
 	probed       bool // an upgrade probe was answered
 	lingering    bool // closed by the client, kept for one last poll
 	inHandler    bool // a Handler call other than OnClose is running
+	v3           bool // the client speaks protocol v3 (see eio3.go)
+	b64          bool // a v3 polling client that wants binary as base64
 	closePending bool // OnClose waits for that call to return
 	ws           *wsConn
 	probe        *wsConn
@@ -97,6 +99,19 @@ func (s *Server) newSessionID(id string, r *http.Request, ws *wsConn) *Session {
 		upgrades = nil
 	}
 	sess.queue = []frame{{typ: packetOpen, msg: Message{Data: openPacketData(sess.id, upgrades, s.opts.PingInterval, s.opts.PingTimeout, s.opts.MaxPayload)}}}
+	if s.opts.AllowEIO3 && r.URL != nil {
+		if q := r.URL.Query(); q.Get("EIO") != "4" {
+			sess.v3, sess.b64 = true, q.Has("b64")
+		}
+	}
+	if sess.v3 {
+		// The client pings: wait for its first ping.
+		wait := s.opts.PingInterval + s.opts.PingTimeout
+		sess.phase = phasePong
+		sess.due = s.now() + wait
+		sess.timer = time.AfterFunc(wait, sess.onTimer)
+		return sess
+	}
 	sess.due = s.now() + s.opts.PingInterval
 	sess.timer = time.AfterFunc(s.opts.PingInterval, sess.onTimer)
 	return sess
@@ -146,6 +161,15 @@ func (c sessionContext) Err() error {
 	default:
 		return nil
 	}
+}
+
+// Protocol returns the Engine.IO protocol version of the session's client: 4,
+// or 3 for a client let in by Options.AllowEIO3.
+func (s *Session) Protocol() int {
+	if s.v3 {
+		return 3
+	}
+	return 4
 }
 
 // Transport returns the current transport, TransportPolling or TransportWebSocket.
@@ -532,6 +556,10 @@ func (s *Session) handlePacket(p packet) bool {
 		s.closeNow(ReasonTransportClose, closeByClient)
 		return false
 	case packetPing:
+		if s.v3 {
+			s.onClientPing(p.data)
+			return true
+		}
 		// In protocol v4 only the server pings (the probe of an upgrade aside).
 		s.srv.log.Debug("engineio: ping from client", "sid", s.id)
 		s.closeNow(ReasonTransportError, closeTransport)

@@ -396,6 +396,15 @@ func (s *Session) readOne(c *wsConn) bool {
 		return false
 	}
 	if typ == websocket.MessageBinary {
+		if s.v3 {
+			// v3 binary messages start with their packet type.
+			if len(data) == 0 || data[0] != packetMessage-'0' {
+				s.srv.log.Debug("engineio: v3 binary message of another type", "sid", s.id)
+				s.closeNow(ReasonParseError, closeTransport)
+				return false
+			}
+			data = data[1:]
+		}
 		s.deliver(Message{Data: data, Binary: true})
 		return true
 	}
@@ -428,7 +437,7 @@ func (s *Session) writeLoop() {
 		c.w.begin()
 		var err error
 		for i := range batch {
-			if err = writeFrame(c.Conn, &batch[i], int(c.deflateFrom)); err != nil {
+			if err = writeFrame(c.Conn, &batch[i], int(c.deflateFrom), s.v3); err != nil {
 				break
 			}
 		}
@@ -460,8 +469,24 @@ const maxPooledFrame = 64 << 10
 // binary frames, others as text with the packet type first. The text is built in
 // a pooled buffer because coder/websocket's streaming Writer would fragment the
 // message into several frames.
-func writeFrame(c *websocket.Conn, f *frame, deflateFrom int) error {
+func writeFrame(c *websocket.Conn, f *frame, deflateFrom int, v3 bool) error {
 	ctx := context.Background()
+	if f.msg.Binary && v3 {
+		// v3 binary messages start with their packet type: built like text.
+		bp := framePool.Get().(*[]byte)
+		b := append(append((*bp)[:0], packetMessage-'0'), f.msg.Data...)
+		var err error
+		if f.msg.NoCompress && deflateFrom > 0 && len(b) >= deflateFrom {
+			err = writeUncompressed(ctx, c, websocket.MessageBinary, b)
+		} else {
+			err = c.Write(ctx, websocket.MessageBinary, b)
+		}
+		if cap(b) <= maxPooledFrame {
+			*bp = b
+			framePool.Put(bp)
+		}
+		return err
+	}
 	if f.msg.Binary {
 		if f.msg.NoCompress && deflateFrom > 0 && len(f.msg.Data) >= deflateFrom {
 			return writeUncompressed(ctx, c, websocket.MessageBinary, f.msg.Data)

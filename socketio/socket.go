@@ -660,13 +660,9 @@ func (s *Socket) handle(e *Event) {
 	}
 }
 
-// refuse answers an event an EventMiddleware refused.
+// refuse answers an event an EventMiddleware refused: the OnError handlers
+// run, then a client that asked for an ack gets the error.
 func (s *Socket) refuse(e *Event, err error) {
-	if e.HasAck() {
-		if aErr := e.Ack(connectErrorPayload(err)); aErr != nil && !errors.Is(aErr, ErrAckSent) {
-			s.nsp.srv.log.Debug("socketio: refusal ack", "socket", s.id, "err", aErr)
-		}
-	}
 	s.mu.Lock()
 	var hs []func(error)
 	if s.extra != nil {
@@ -678,6 +674,11 @@ func (s *Socket) refuse(e *Event, err error) {
 	}
 	for _, h := range hs {
 		h(err)
+	}
+	if e.HasAck() {
+		if aErr := e.Ack(connectErrorPayload(err)); aErr != nil && !errors.Is(aErr, ErrAckSent) {
+			s.nsp.srv.log.Debug("socketio: refusal ack", "socket", s.id, "err", aErr)
+		}
 	}
 }
 
