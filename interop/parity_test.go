@@ -2,6 +2,7 @@ package interop
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/durasock/durasock/engineio"
 	"github.com/durasock/durasock/socketio"
@@ -176,4 +178,73 @@ func TestClientStickyCookie(t *testing.T) {
 		t.Fatalf("%d requests carried the session cookie", n)
 	}
 	t.Logf("%d requests routed by the session cookie", lb.sticky.Load())
+}
+
+// TestClientV2 runs js/v2.mjs: socket.io-client 2.x (Engine.IO v3) against a
+// server with AllowEIO3.
+func TestClientV2(t *testing.T) {
+	node := requireNode(t)
+	srv := socketio.NewServer(&socketio.Options{Options: engineio.Options{
+		AllowEIO3:    true,
+		PingInterval: 500 * time.Millisecond,
+		PingTimeout:  500 * time.Millisecond,
+	}})
+	errs := make(chan error, 8)
+	report := func(err error) {
+		if err != nil && !errors.Is(err, socketio.ErrDisconnected) {
+			select {
+			case errs <- err:
+			default:
+			}
+		}
+	}
+	srv.OnConnection(func(s *socketio.Socket) {
+		report(s.Emit("welcome", []byte{1, 2, 3}))
+		s.On("echo", func(e *socketio.Event) { report(e.Ack(e.Values()...)) })
+		s.On("ask", func(e *socketio.Event) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			a, err := s.EmitWithAck(ctx, "question", "q1")
+			report(err)
+			report(e.Ack(a.Values()...))
+		})
+		s.On("join", func(e *socketio.Event) {
+			var room string
+			report(e.Bind(&room))
+			s.Join(room)
+			report(e.Ack())
+		})
+		s.On("shout", func(e *socketio.Event) {
+			var room, text string
+			report(e.Bind(&room, &text))
+			report(s.To(room).Emit(context.Background(), "shouted", text))
+			report(e.Ack())
+		})
+	})
+	ns := srv.Of("/v2ns")
+	ns.Use(func(ctx context.Context, s *socketio.Socket) error {
+		var auth struct {
+			Token string `json:"token"`
+		}
+		if err := json.Unmarshal(s.Handshake().Auth, &auth); err != nil || auth.Token != "good" {
+			return &socketio.ConnectError{Message: "bad token"}
+		}
+		return nil
+	})
+	ns.OnConnection(func(s *socketio.Socket) {
+		s.On("whoami", func(e *socketio.Event) { report(e.Ack(s.ID())) })
+	})
+	mux := http.NewServeMux()
+	mux.Handle("/socket.io/", srv)
+	url := startHTTP(t, mux, srv.Close)
+	for _, mode := range []string{"polling", "websocket"} {
+		t.Run(mode, func(t *testing.T) {
+			runScenario(t, scenarioTimeout, url, node, "js/v2.mjs", mode)
+		})
+	}
+	select {
+	case err := <-errs:
+		t.Fatal(err)
+	default:
+	}
 }

@@ -41,6 +41,7 @@ func (d *discardTransport) Close() error                                    { re
 func (d *discardTransport) waitRoom(context.Context, *parser.Encoded) error { return nil }
 
 func (d *discardTransport) Context() context.Context { return context.Background() }
+func (d *discardTransport) Protocol() int            { return 4 }
 
 func (d *discardTransport) writePacket(e *parser.Encoded, _, _ bool) error {
 	d.sends.Add(1)

@@ -43,6 +43,9 @@ type transport interface {
 	// Context carries the values of the handshake request's context and
 	// ends when the session closes.
 	Context() context.Context
+	// Protocol is the Engine.IO protocol of the client: 4, or 3 for a
+	// Socket.IO 2.x client (see v2.go).
+	Protocol() int
 	Transport() string
 	Close() error
 	Done() <-chan struct{}
@@ -88,6 +91,7 @@ type conn struct {
 	t   transport
 	dec parser.Decoder
 	at  int64 // when the session opened, in Unix nanoseconds
+	v2  bool  // a Socket.IO 2.x client (Engine.IO v3), see v2.go
 
 	mu      sync.Mutex
 	sockets []*Socket // one per namespace; few, so a slice beats a map
@@ -98,7 +102,7 @@ type conn struct {
 }
 
 func newConn(srv *Server, t transport) *conn {
-	c := &conn{srv: srv, t: t, at: time.Now().UnixNano()}
+	c := &conn{srv: srv, t: t, at: time.Now().UnixNano(), v2: t.Protocol() == 3}
 	c.dec.MaxAttachments = srv.opts.MaxAttachments
 	return c
 }
@@ -218,13 +222,18 @@ func (c *conn) onMessage(m engineio.Message) {
 	if p == nil {
 		return
 	}
+	c.onPacket(p)
+}
+
+// onPacket handles a decoded packet, on the session's read goroutine.
+func (c *conn) onPacket(p *parser.Packet) {
 	done := c.t.Done()
 	// Each namespace of the connection has its runner: a slow handler in one
 	// namespace does not hold up the others, and the packets of one namespace
 	// are handled in the order they arrived.
 	switch p.Type {
 	case parser.Connect:
-		r := c.runner(p.Namespace, true)
+		r := c.runner(c.namespaceName(p.Namespace), true)
 		r.push(done, true, func() { c.connect(p, r) })
 	case parser.Disconnect:
 		if r := c.runner(p.Namespace, false); r != nil {
@@ -267,6 +276,9 @@ var emptyAuth = json.RawMessage("{}")
 func (c *conn) connect(p *parser.Packet, r *runner) {
 	name := p.Namespace
 	auth := p.Data
+	if c.v2 {
+		name, auth = v2Connect(name)
+	}
 	if len(auth) == 0 {
 		auth = emptyAuth
 	}
@@ -289,9 +301,12 @@ func (c *conn) connect(p *parser.Packet, r *runner) {
 		return
 	}
 	s := newSocket(n, c, r, auth)
+	if c.v2 {
+		s.id = v2SocketID(name, c.t.ID())
+	}
 	var old *Socket // the session this client asks to recover
 	var pid, offset string
-	if c.srv.recovery != nil {
+	if c.srv.recovery != nil && !c.v2 {
 		pid, offset = recoveryRequest(auth)
 		if old = n.awaySocket(pid); old != nil {
 			s.id = old.id
@@ -301,7 +316,7 @@ func (c *conn) connect(p *parser.Packet, r *runner) {
 		ctx := c.t.Context()
 		for _, m := range n.middlewareList() {
 			if err := m(ctx, s); err != nil {
-				c.connectError(name, connectErrorPayload(err))
+				c.connectError(name, c.refusal(err))
 				return
 			}
 		}

@@ -264,7 +264,7 @@ func (n *Namespace) add(s *Socket) error {
 	if s.rs != nil && s.rs.pid == "" {
 		s.rs.pid = newID()
 	}
-	s.conn.write(connectPacket(n.name, s.id, s.pid()), false, false)
+	s.conn.write(s.conn.connectAnswer(n.name, s.id, s.pid()), false, false)
 	n.adapter.Join(s.id, s.takePendingLocked()...) // the rooms joined in middleware
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/durasock/durasock/engineio"
+	"github.com/durasock/durasock/socketio/parser"
 )
 
 // Server is a Socket.IO v5 server. It is an http.Handler: mount it on the path
@@ -359,6 +360,10 @@ func (h *engineHandler) OnOpen(sess *engineio.Session) {
 	s.conns[sess] = c
 	s.mu.Unlock()
 	c.start()
+	if c.v2 {
+		// A Socket.IO 2.x client is in the main namespace without asking.
+		c.onPacket(&parser.Packet{Type: parser.Connect, Namespace: "/"})
+	}
 }
 
 func (h *engineHandler) OnMessage(sess *engineio.Session, m engineio.Message) {
