@@ -260,12 +260,17 @@ func (n *Namespace) add(s *Socket) error {
 	// racing with this connection sees it.
 	n.sockets[s.id] = s
 	n.mu.Unlock()
-	s.connected.Store(true)
 	if s.rs != nil && s.rs.pid == "" {
 		s.rs.pid = newID()
 	}
+	// In its rooms (with those joined in middleware) before the client learns
+	// it is connected, so that whatever the client does next (and a
+	// DisconnectSockets or FetchSockets right after) finds it there. Until
+	// connected is set, broadcasts skip it: none reaches the client before
+	// the CONNECT answer, and s.mu keeps disconnections out meanwhile.
+	n.adapter.Join(s.id, s.takePendingLocked()...)
 	s.conn.write(s.conn.connectAnswer(n.name, s.id, s.pid()), false, false)
-	n.adapter.Join(s.id, s.takePendingLocked()...) // the rooms joined in middleware
+	s.connected.Store(true)
 	return nil
 }
 

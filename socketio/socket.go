@@ -451,10 +451,23 @@ func (s *Socket) write(e *parser.Encoded, volatile, noCompress bool) {
 		s.notifyOutgoing(e)
 		return
 	}
-	if s.Connected() {
+	if s.connectedSync() {
 		s.conn.write(e, volatile, noCompress)
 		s.notifyOutgoing(e)
 	}
+}
+
+// connectedSync is Connected for a write: a socket that is in its rooms but
+// not connected yet is being connected by Namespace.add, which holds s.mu
+// until the CONNECT answer is written, so waiting for s.mu puts the write
+// after it instead of dropping it.
+func (s *Socket) connectedSync() bool {
+	if s.connected.Load() {
+		return true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.connected.Load()
 }
 
 // WritePaced queues an encoded packet for the client as Write(e, false) does,
@@ -484,7 +497,7 @@ func (s *Socket) writePaced(ctx context.Context, e *parser.Encoded, noCompress b
 			return nil
 		}
 	}
-	if !s.Connected() {
+	if !s.connectedSync() {
 		return ErrDisconnected
 	}
 	if err := s.conn.t.waitRoom(ctx, e); err != nil {
