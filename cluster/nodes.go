@@ -133,7 +133,14 @@ func (c *Cluster) nodeGone(id string, bye bool) {
 		if bye {
 			c.log.Info("cluster: node left", slog.String("peer", id))
 		} else {
-			c.log.Warn("cluster: node timed out", slog.String("peer", id), slog.Duration("node_timeout", c.opts.NodeTimeout))
+			if st := c.bus.Status(); st.State != bus.Connected {
+				// This node's own link is the likely cause: it hears no one.
+				c.log.Warn("cluster: node timed out while this node cannot reach the broker (Redis): it hears no other node until the broker answers",
+					slog.String("peer", id), slog.Duration("node_timeout", c.opts.NodeTimeout),
+					slog.String("bus_state", st.State.String()), slog.String("bus_error", st.LastError))
+			} else {
+				c.log.Warn("cluster: node timed out", slog.String("peer", id), slog.Duration("node_timeout", c.opts.NodeTimeout))
+			}
 		}
 	}
 	for _, p := range reqs {

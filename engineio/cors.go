@@ -1,6 +1,7 @@
 package engineio
 
 import (
+	"log/slog"
 	"net/http"
 	"slices"
 	"strconv"
@@ -8,16 +9,40 @@ import (
 	"time"
 )
 
-// CORSOptions configures the CORS headers of polling responses. WebSocket
-// connections are not subject to CORS in browsers; when Origins lists specific
-// origins, WebSocket handshakes from other origins are refused too.
+// CORSOptions configures the CORS headers of polling responses and which
+// origins may open WebSocket connections. Browsers do not apply CORS to
+// WebSocket, so the server does: a WebSocket handshake whose Origin is not
+// allowed is refused with 403. Requests without an Origin header (clients that
+// are not browsers) are never refused because of it.
+//
+// The rules, in order, for a request's Origin:
+//
+//  1. An origin listed in Origins by name is allowed: its Origin is echoed
+//     (with Vary: Origin) and Credentials apply. "null" (sandboxed frames,
+//     file: pages, some redirects) is allowed only this way or by
+//     AllowOriginFunc.
+//  2. Otherwise, when AllowOriginFunc is set, it decides; an origin it allows
+//     is echoed and Credentials apply. "*" in Origins is then ignored.
+//  3. Otherwise, when Origins has "*", every origin but "null" is allowed with
+//     Access-Control-Allow-Origin: * and never with credentials: the Fetch
+//     standard forbids "*" with credentials, and echoing every origin with
+//     credentials would let any site act with the user's cookies. To allow
+//     credentials, list the origins or use AllowOriginFunc.
+//  4. Anything else gets no CORS headers (browsers then refuse the response)
+//     and its WebSocket handshakes are refused.
 type CORSOptions struct {
-	// Origins lists the allowed origins ("https://example.com"). "*" allows every
-	// origin. An empty list allows none (no CORS headers are sent).
+	// Origins lists the allowed origins ("https://example.com"), compared
+	// exactly with the request's Origin header. "*" allows every origin except
+	// "null", without credentials. An empty list allows none.
 	Origins []string
-	// Credentials sets Access-Control-Allow-Credentials: true. With "*" the
-	// request's Origin is echoed instead of "*", because browsers refuse "*" with
-	// credentials.
+	// AllowOriginFunc, when not nil, is asked about every origin that Origins
+	// does not list by name, as a function given to the origin option of
+	// Node's cors package is: true allows it (echoed, with Credentials). It
+	// runs on the request's goroutine for every request carrying an Origin, so
+	// it must be fast and safe for concurrent use. r is the request.
+	AllowOriginFunc func(origin string, r *http.Request) bool
+	// Credentials sets Access-Control-Allow-Credentials: true for origins
+	// allowed by name or by AllowOriginFunc, never for those allowed by "*".
 	Credentials bool
 	// Headers lists the request headers allowed in preflight answers. Empty echoes
 	// the headers the browser asks for (Access-Control-Request-Headers).
@@ -26,14 +51,56 @@ type CORSOptions struct {
 	MaxAge time.Duration
 }
 
-// anyOrigin reports whether every origin is allowed.
-func (c *CORSOptions) anyOrigin() bool {
-	return slices.Contains(c.Origins, "*")
+// How an origin is allowed.
+const (
+	originRefused  = iota
+	originEchoed   // by name or by AllowOriginFunc: echoed, credentials apply
+	originWildcard // by "*": answered with "*", no credentials
+)
+
+// wildcardOnly reports whether every answer is the same whatever the Origin
+// (only "*"): responses then need no Vary: Origin.
+func (c *CORSOptions) wildcardOnly() bool {
+	return c.AllowOriginFunc == nil && len(c.Origins) == 1 && c.Origins[0] == "*"
 }
 
-// allowed reports whether origin may use the server.
-func (c *CORSOptions) allowed(origin string) bool {
-	return c.anyOrigin() || slices.Contains(c.Origins, origin)
+// check says how origin, the Origin header of r, is allowed.
+func (c *CORSOptions) check(origin string, r *http.Request) int {
+	switch {
+	case origin == "":
+		return originRefused
+	case origin != "*" && slices.Contains(c.Origins, origin):
+		return originEchoed
+	case c.AllowOriginFunc != nil:
+		if c.AllowOriginFunc(origin, r) {
+			return originEchoed
+		}
+		return originRefused
+	case origin != "null" && slices.Contains(c.Origins, "*"):
+		return originWildcard
+	}
+	return originRefused
+}
+
+// allowsWebSocket reports whether a WebSocket handshake of r may proceed:
+// without an Origin (not a browser) or from an allowed one.
+func (c *CORSOptions) allowsWebSocket(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	return origin == "" || c.check(origin, r) != originRefused
+}
+
+// warnIgnored logs, once at start, a configuration that does not do what it
+// seems to. Nil-safe.
+func (c *CORSOptions) warnIgnored(log *slog.Logger) {
+	if c == nil {
+		return
+	}
+	if c.Credentials && slices.Contains(c.Origins, "*") && c.AllowOriginFunc == nil {
+		log.Warn(`engineio: CORS "*" never allows credentials (Fetch standard); list the origins or set AllowOriginFunc to allow them with credentials`)
+	}
+	if c.AllowOriginFunc != nil && slices.Contains(c.Origins, "*") {
+		log.Warn(`engineio: CORS "*" is ignored when AllowOriginFunc is set`)
+	}
 }
 
 // apply writes the CORS headers for r and reports whether r was a preflight
@@ -41,13 +108,16 @@ func (c *CORSOptions) allowed(origin string) bool {
 func (c *CORSOptions) apply(w http.ResponseWriter, r *http.Request) bool {
 	h := w.Header()
 	origin := r.Header.Get("Origin")
-	if origin != "" && c.allowed(origin) {
-		if c.anyOrigin() && !c.Credentials {
-			h.Set("Access-Control-Allow-Origin", "*")
-		} else {
-			h.Set("Access-Control-Allow-Origin", origin)
-			h.Add("Vary", "Origin")
-		}
+	how := c.check(origin, r)
+	if !c.wildcardOnly() {
+		// The answer depends on the Origin: caches must key on it.
+		h.Add("Vary", "Origin")
+	}
+	switch how {
+	case originWildcard:
+		h.Set("Access-Control-Allow-Origin", "*")
+	case originEchoed:
+		h.Set("Access-Control-Allow-Origin", origin)
 		if c.Credentials {
 			h.Set("Access-Control-Allow-Credentials", "true")
 		}
@@ -55,7 +125,7 @@ func (c *CORSOptions) apply(w http.ResponseWriter, r *http.Request) bool {
 	if r.Method != http.MethodOptions {
 		return false
 	}
-	if origin != "" && c.allowed(origin) {
+	if how != originRefused {
 		h.Set("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
 		if len(c.Headers) > 0 {
 			h.Set("Access-Control-Allow-Headers", strings.Join(c.Headers, ", "))

@@ -21,6 +21,15 @@
 // Options.SlowClientTimeout is closed with ReasonSlowClient. Both are counted
 // (Server.Stats, durasock_engineio_clients_cut_total) and logged as warnings.
 //
+// What clients send is bounded and checked before a Handler sees it: polling
+// bodies are read as they arrive, within MaxPayload and PollingBodyTimeout,
+// never into a buffer sized by Content-Length; WebSocket messages within
+// MaxPayload; text that is not valid UTF-8 is refused (WebSocket close 1007,
+// HTTP 400); CORSOptions never combines "*" with credentials and allows the
+// "null" origin only when listed. Every refusal is counted (Server.Refused,
+// durasock_engineio_refused_total{reason}) and logged at most once a second.
+// docs/SECURITY.md lists every limit and its default.
+//
 // Handler calls for one session never overlap. The Data of a Message passed to
 // OnMessage belongs to the handler: it is not reused by the server.
 //

@@ -88,3 +88,24 @@ func ExampleServer_Shutdown() {
 	fmt.Println("sessions:", eio.Count())
 	// Output: sessions: 0
 }
+
+// ExampleCORSOptions allows one site and its subdomains, with credentials
+// (cookies), as a function given to the origin option of Node's cors package
+// would. "*" would allow every site, but never with credentials.
+func ExampleCORSOptions() {
+	srv := engineio.NewServer(echo{}, &engineio.Options{CORS: &engineio.CORSOptions{
+		Origins: []string{"https://example.com"},
+		AllowOriginFunc: func(origin string, _ *http.Request) bool {
+			return strings.HasPrefix(origin, "https://") && strings.HasSuffix(origin, ".example.com")
+		},
+		Credentials: true,
+	}})
+	defer srv.Close()
+
+	req := httptest.NewRequest(http.MethodOptions, "/engine.io/?EIO=4&transport=polling", nil)
+	req.Header.Set("Origin", "https://app.example.com")
+	rec := httptest.NewRecorder()
+	srv.ServeHTTP(rec, req)
+	fmt.Println(rec.Code, rec.Header().Get("Access-Control-Allow-Origin"), rec.Header().Get("Access-Control-Allow-Credentials"))
+	// Output: 204 https://app.example.com true
+}

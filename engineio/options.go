@@ -26,6 +26,7 @@ const (
 	DefaultSendQueueSize        = 4096
 	DefaultSendQueueBytes       = 4 << 20
 	DefaultSlowClientTimeout    = 10 * time.Second
+	DefaultPollingBodyTimeout   = 20 * time.Second
 )
 
 // Options configures a Server. The zero value of every field means its default, so
@@ -46,6 +47,17 @@ type Options struct {
 	// WebSocket message closes the connection with status 1009; both close the
 	// session with ReasonPayloadTooLarge. Default 1 000 000.
 	MaxPayload int64
+	// PollingBodyTimeout bounds the read of one polling POST body, from the
+	// moment the server starts reading it. A body not complete by then is
+	// answered with 408, counted (durasock_engineio_refused_total{reason="body
+	// timeout"}) and closes the session with ReasonTransportError. Bodies are
+	// read as they arrive, never into a buffer sized by Content-Length, so a
+	// client that announces much and sends little holds only what it sent, and
+	// only this long. Default 20s, as long as a pong may be late: a client that
+	// cannot deliver a body in that time is no better off. An http.Server
+	// ReadTimeout shorter than it wins. -1 removes the bound (the server's
+	// ReadTimeout, if any, then applies).
+	PollingBodyTimeout time.Duration
 	// Transports lists the enabled transports, TransportPolling and/or
 	// TransportWebSocket. Default both. With only TransportWebSocket, clients must
 	// connect with WebSocket directly. Other names enable nothing; requests for
@@ -165,6 +177,12 @@ func (o *Options) resolved() Options {
 	}
 	if r.MaxPayload <= 0 {
 		r.MaxPayload = DefaultMaxPayload
+	}
+	switch {
+	case r.PollingBodyTimeout == 0:
+		r.PollingBodyTimeout = DefaultPollingBodyTimeout
+	case r.PollingBodyTimeout < 0:
+		r.PollingBodyTimeout = -1
 	}
 	if len(r.Transports) == 0 {
 		r.Transports = []string{TransportPolling, TransportWebSocket}

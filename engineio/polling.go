@@ -1,7 +1,6 @@
 package engineio
 
 import (
-	"errors"
 	"io"
 	"net/http"
 	"time"
@@ -165,18 +164,12 @@ func (s *Session) serveData(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, codeBadRequest, "")
 		return
 	}
-	body, err := readBody(w, r, s.srv.opts.MaxPayload)
-	if err != nil {
-		if errors.Is(err, errPayloadTooLarge) {
-			s.closeNow(ReasonPayloadTooLarge, closeTransport)
-			http.Error(w, "Payload Too Large", http.StatusRequestEntityTooLarge)
-			return
-		}
-		s.closeNow(ReasonTransportError, closeTransport)
-		writeError(w, http.StatusBadRequest, codeBadRequest, "")
+	body, ok := s.readPost(w, r)
+	if !ok {
 		return
 	}
 	var pkts []packet
+	var err error
 	if s.v3 {
 		pkts, err = decodePayloadV3(body, binary)
 	} else {
@@ -199,30 +192,4 @@ func (s *Session) serveData(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "text/html")
 	h.Set("Content-Length", "2")
 	_, _ = io.WriteString(w, "ok") // the client may be gone; nothing else to tell it
-}
-
-var errPayloadTooLarge = errors.New("engineio: payload too large")
-
-// readBody reads at most limit bytes of r's body.
-func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
-	if r.ContentLength > limit {
-		return nil, errPayloadTooLarge
-	}
-	body := http.MaxBytesReader(w, r.Body, limit)
-	var b []byte
-	if r.ContentLength > 0 {
-		b = make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(body, b); err != nil {
-			return nil, err
-		}
-		return b, nil
-	}
-	b, err := io.ReadAll(body)
-	if err != nil {
-		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			return nil, errPayloadTooLarge
-		}
-		return nil, err
-	}
-	return b, nil
 }

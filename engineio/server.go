@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -63,6 +64,8 @@ type Server struct {
 	// -1 without a byte bound.
 	waitMsgs, waitBytes int
 	stats               serverStats
+	refused             refusals
+	queued              atomic.Int64 // bytes in the send queues of all sessions
 }
 
 // NewServer returns a server that reports session events to h. opts may be nil.
@@ -86,6 +89,8 @@ func NewServer(h Handler, opts *Options) *Server {
 		s.waitBytes = max(1, o.SendQueueBytes/2)
 	}
 	s.registerMetrics(o.Registerer)
+	s.registerRefusalMetrics(o.Registerer)
+	o.CORS.warnIgnored(s.log)
 	return s
 }
 
@@ -141,11 +146,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.refuseRequest(w, r, http.StatusBadRequest, CodeBadRequest, "", map[string]any{"name": "TRANSPORT_HANDSHAKE_ERROR"})
 		return
 	}
-	if c := s.opts.CORS; c != nil && transport == TransportWebSocket && !c.anyOrigin() {
-		if o := r.Header.Get("Origin"); o != "" && !c.allowed(o) {
-			s.refuseRequest(w, r, http.StatusForbidden, CodeForbidden, "", map[string]any{"message": "origin not allowed"})
-			return
-		}
+	if c := s.opts.CORS; c != nil && transport == TransportWebSocket && !c.allowsWebSocket(r) {
+		s.noteRefusal(RefusedOrigin, r, "", "origin", r.Header.Get("Origin"))
+		s.refuseRequest(w, r, http.StatusForbidden, CodeForbidden, "", map[string]any{"message": "origin not allowed"})
+		return
 	}
 	if s.opts.AllowRequest != nil {
 		if err := s.opts.AllowRequest(r); err != nil {

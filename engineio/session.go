@@ -339,14 +339,13 @@ func sizeOf(msgs []Message) int {
 func (s *Session) SendVolatile(msgs ...Message) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.state != stateOpen || len(msgs) > s.srv.opts.SendQueueSize {
+	if s.state != stateOpen {
 		return false
 	}
-	if s.ws != nil {
-		if s.writing || len(s.queue) > 0 {
-			return false
-		}
-	} else if s.pollCh == nil {
+	if len(msgs) > s.srv.opts.SendQueueSize || (s.ws != nil && (s.writing || len(s.queue) > 0)) || (s.ws == nil && s.pollCh == nil) {
+		// Volatile messages never wait in the queue: they are the first to go
+		// when a client is behind.
+		s.srv.stats.volatileDropped.Add(uint64(len(msgs)))
 		return false
 	}
 	s.appendLocked(msgs)
@@ -358,10 +357,13 @@ func (s *Session) appendLocked(msgs []Message) {
 	if s.queue == nil {
 		s.queue = make([]frame, 0, max(len(msgs), 4))
 	}
+	added := 0
 	for _, m := range msgs {
 		s.queue = append(s.queue, frame{typ: packetMessage, msg: m})
-		s.queueBytes += len(m.Data)
+		added += len(m.Data)
 	}
+	s.queueBytes += added
+	s.srv.queued.Add(int64(added))
 	if !s.full && (len(s.queue) >= s.srv.waitMsgs || (s.srv.waitBytes > 0 && s.queueBytes >= s.srv.waitBytes)) {
 		// The waiting share is used up: the slow-client clock of WaitRoom starts.
 		s.full, s.fullSince = true, s.srv.now()
@@ -373,6 +375,7 @@ func (s *Session) appendLocked(msgs []Message) {
 func (s *Session) takeQueueLocked() []frame {
 	q := s.queue
 	s.queue = nil
+	s.srv.queued.Add(-int64(s.queueBytes))
 	s.queueBytes = 0
 	s.full = false
 	s.wakeLocked()

@@ -17,17 +17,26 @@ type Stats struct {
 	// CutSlowClient counts sessions closed with ReasonSlowClient: WaitRoom
 	// found the queue full for longer than Options.SlowClientTimeout.
 	CutSlowClient uint64
+	// VolatileDropped counts messages SendVolatile dropped because the
+	// session was not writable at once: volatile messages never wait.
+	VolatileDropped uint64
+	// QueuedBytes is the bytes of messages waiting in the send queues of
+	// all sessions now (not counting those being written), the memory that
+	// SendQueueBytes bounds per session.
+	QueuedBytes int64
 }
 
 // Stats returns the server's counters.
 func (s *Server) Stats() Stats {
-	return Stats{CutSendQueueFull: s.stats.cutQueueFull.Load(), CutSlowClient: s.stats.cutSlow.Load()}
+	return Stats{CutSendQueueFull: s.stats.cutQueueFull.Load(), CutSlowClient: s.stats.cutSlow.Load(),
+		VolatileDropped: s.stats.volatileDropped.Load(), QueuedBytes: s.queued.Load()}
 }
 
 type serverStats struct {
-	cutQueueFull atomic.Uint64
-	cutSlow      atomic.Uint64
-	logGate      atomic.Int64 // Unix nanoseconds of the last rate-limited warning
+	cutQueueFull    atomic.Uint64
+	cutSlow         atomic.Uint64
+	volatileDropped atomic.Uint64
+	logGate         atomic.Int64 // Unix nanoseconds of the last rate-limited warning
 }
 
 // cut counts a session the server is about to close because of its send queue

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 )
@@ -391,6 +392,7 @@ func (s *Session) readOne(c *wsConn) bool {
 		reason := ReasonTransportClose
 		if errors.Is(err, websocket.ErrMessageTooBig) {
 			reason = ReasonPayloadTooLarge
+			s.srv.noteRefusal(RefusedPayloadTooLarge, nil, s.id, "limit", s.srv.opts.MaxPayload)
 		}
 		s.closeNow(reason, closeDone)
 		return false
@@ -407,6 +409,10 @@ func (s *Session) readOne(c *wsConn) bool {
 		}
 		s.deliver(Message{Data: data, Binary: true})
 		return true
+	}
+	if !utf8.Valid(data) {
+		s.refuseInvalidText(c)
+		return false
 	}
 	p, err := decodePacket(data)
 	if err != nil {

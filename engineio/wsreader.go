@@ -3,6 +3,8 @@ package engineio
 import (
 	"net"
 	"sync"
+
+	"github.com/coder/websocket"
 )
 
 // pooledReader is what coder/websocket's bufio.Reader reads from. That
@@ -77,4 +79,14 @@ func (pr *pooledReader) release() {
 		readPool.Put(pr.buf)
 	}
 	pr.buf, pr.r, pr.w = nil, 0, 0
+}
+
+// refuseInvalidText ends a session whose client sent a text message that is
+// not valid UTF-8 (RFC 6455 section 8.1): the connection is closed with 1007
+// and the message goes nowhere, so one client cannot make the server forward
+// bytes that standards-following clients drop their connection over.
+func (s *Session) refuseInvalidText(c *wsConn) {
+	s.srv.noteRefusal(RefusedInvalidUTF8, nil, s.id)
+	c.closeAsync(websocket.StatusInvalidFramePayloadData, "invalid UTF-8")
+	s.closeNow(ReasonParseError, closeDone)
 }

@@ -68,21 +68,22 @@ type durasockProc struct {
 	log *syncBuffer
 }
 
-// startDurasock runs the binary in cluster mode on a free port. At the end of the
-// test it gets SIGTERM and must drain and exit with status 0 within its drain
-// timeout.
-func startDurasock(t *testing.T, bin, redisURL, token string) *durasockProc {
+// startDurasock runs the binary in cluster mode on a free port, with extra
+// flags after the usual ones. At the end of the test it gets SIGTERM and must
+// drain and exit with status 0 within its drain timeout.
+func startDurasock(t *testing.T, bin, redisURL, token string, extra ...string) *durasockProc {
 	t.Helper()
 	port := redistest.FreePort(t)
 	p := &durasockProc{url: "http://127.0.0.1:" + strconv.Itoa(port), log: &syncBuffer{}}
-	cmd := exec.Command(bin,
-		"-addr", "127.0.0.1:"+strconv.Itoa(port),
+	args := []string{
+		"-addr", "127.0.0.1:" + strconv.Itoa(port),
 		"-redis", redisURL,
 		"-emit-token", token,
 		"-demo=false",
 		"-drain-timeout", "5s",
 		"-log-level", "info",
-	)
+	}
+	cmd := exec.Command(bin, append(args, extra...)...)
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start durasock: %v", err)

@@ -14,7 +14,12 @@
 //   - cluster_test.go runs the official client against two cmd/durasock processes
 //     sharing one redis-server, and recovery_test.go its connection state
 //     recovery behind a load balancer (a TCP proxy) when a node is stopped,
-//     killed or restarted (js/recovery.mjs).
+//     killed or restarted (js/recovery.mjs);
+//   - mixed_test.go runs a cluster of two Node socket.io servers
+//     (@socket.io/redis-adapter) and two durasock servers (package compat) on one
+//     Redis, emitters_test.go the Node and Python emitters against a durasock
+//     cluster on the streams bus, and compat_binary_test.go the binary's
+//     -cluster-protocol and -emitters flags.
 //
 // The tests need Node.js with the npm packages of package.json installed in
 // interop/node_modules, and /usr/bin/python3 with python3-socketio: scripts/test

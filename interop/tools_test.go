@@ -49,9 +49,9 @@ func requirePython(t testing.TB) string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, pythonPath, "-c", "import socketio, requests, websocket").CombinedOutput()
+	out, err := exec.CommandContext(ctx, pythonPath, "-c", "import socketio, requests, websocket, redis").CombinedOutput()
 	if err != nil {
-		t.Fatalf("python3-socketio, python3-requests or python3-websocket is missing (%v: %s): %s", err, out, installAdvice)
+		t.Fatalf("python3-socketio, python3-requests, python3-websocket or python3-redis is missing (%v: %s): %s", err, out, installAdvice)
 	}
 	return pythonPath
 }

@@ -57,26 +57,41 @@ type transport interface {
 	waitRoom(ctx context.Context, e *parser.Encoded) error
 }
 
-type sessionTransport struct{ *engineio.Session }
+type sessionTransport struct {
+	*engineio.Session
+	wire parser.Parser // nil for the JSON parser, which needs no translation
+}
 
 // messagesOf lists the Engine.IO messages of e in buf.
-func messagesOf(buf *[4]engineio.Message, e *parser.Encoded, noCompress bool) []engineio.Message {
-	msgs := append(buf[:0], engineio.Message{Data: e.Text, NoCompress: noCompress})
+func messagesOf(buf *[4]engineio.Message, e *parser.Encoded) []engineio.Message {
+	msgs := append(buf[:0], engineio.Message{Data: e.Text})
 	for _, a := range e.Attachments {
-		msgs = append(msgs, engineio.Message{Data: a, Binary: true, NoCompress: noCompress})
+		msgs = append(msgs, engineio.Message{Data: a, Binary: true})
 	}
 	return msgs
 }
 
 func (t sessionTransport) waitRoom(ctx context.Context, e *parser.Encoded) error {
 	var buf [4]engineio.Message
-	return t.WaitRoom(ctx, messagesOf(&buf, e, false)...)
+	msgs, err := wireMessages(t.wire, &buf, e)
+	if err != nil {
+		return err
+	}
+	return t.WaitRoom(ctx, msgs...)
 }
 
 func (t sessionTransport) writePacket(e *parser.Encoded, volatile, noCompress bool) error {
 	// The messages live on the stack: Send copies them into its queue.
 	var buf [4]engineio.Message
-	msgs := messagesOf(&buf, e, noCompress)
+	msgs, err := wireMessages(t.wire, &buf, e)
+	if err != nil {
+		return err
+	}
+	if noCompress {
+		for i := range msgs {
+			msgs[i].NoCompress = true
+		}
+	}
 	if volatile {
 		t.SendVolatile(msgs...)
 		return nil
@@ -89,13 +104,14 @@ func (t sessionTransport) writePacket(e *parser.Encoded, volatile, noCompress bo
 type conn struct {
 	srv *Server
 	t   transport
-	dec parser.Decoder
+	dec parser.FrameDecoder
 	at  int64 // when the session opened, in Unix nanoseconds
 	v2  bool  // a Socket.IO 2.x client (Engine.IO v3), see v2.go
 
 	mu      sync.Mutex
 	sockets []*Socket // one per namespace; few, so a slice beats a map
 	runners []*runner // one per namespace the client asked for
+	budget  budget    // of the packets queued in the runners
 	reason  string    // why this side closed the connection, if it did
 	closed  bool
 	timer   *time.Timer
@@ -103,7 +119,12 @@ type conn struct {
 
 func newConn(srv *Server, t transport) *conn {
 	c := &conn{srv: srv, t: t, at: time.Now().UnixNano(), v2: t.Protocol() == 3}
-	c.dec.MaxAttachments = srv.opts.MaxAttachments
+	c.dec = srv.opts.Parser.NewDecoder(srv.opts.MaxAttachments)
+	if d, ok := c.dec.(*parser.Decoder); ok {
+		// The JSON decoder holds attachments across messages; msgpack packets
+		// come whole, within MaxPayload.
+		d.MaxAttachmentBytes = srv.opts.MaxAttachmentBytes
+	}
 	return c
 }
 
@@ -126,7 +147,7 @@ func (c *conn) runner(nsp string, create bool) *runner {
 	c.runners = slices.DeleteFunc(c.runners, func(r *runner) bool {
 		return r.idle() && c.socketLocked(r.nsp) == nil
 	})
-	r := &runner{srv: c.srv, nsp: nsp}
+	r := &runner{srv: c.srv, nsp: nsp, budget: &c.budget}
 	c.runners = append(c.runners, r)
 	return r
 }
@@ -184,11 +205,17 @@ func (c *conn) closeWith(reason string) {
 	}
 }
 
-// fail closes the connection after a malformed packet.
+// fail closes the connection after a malformed packet, or attachments over
+// the bounds, and counts it.
 func (c *conn) fail(err error) {
 	c.srv.log.Debug("socketio: malformed packet", "sid", c.t.ID(), "err", err)
 	c.dec.Reset()
-	c.closeWith(ReasonParseError)
+	reason := cutReason(err)
+	if reason == ReasonParseError {
+		c.srv.metrics.parseError()
+	}
+	c.srv.noteCut(reason, c.t.ID(), err)
+	c.closeWith(reason)
 }
 
 func (c *conn) socket(nsp string) *Socket {
@@ -208,13 +235,7 @@ func (c *conn) socketLocked(nsp string) *Socket {
 
 // onMessage runs on the session's read goroutine.
 func (c *conn) onMessage(m engineio.Message) {
-	var p *parser.Packet
-	var err error
-	if m.Binary {
-		p, err = c.dec.AddBinary(m.Data)
-	} else {
-		p, err = c.dec.AddText(m.Data)
-	}
+	p, err := c.dec.Add(m.Data, m.Binary)
 	if err != nil {
 		c.fail(err)
 		return
@@ -227,17 +248,22 @@ func (c *conn) onMessage(m engineio.Message) {
 
 // onPacket handles a decoded packet, on the session's read goroutine.
 func (c *conn) onPacket(p *parser.Packet) {
+	c.srv.metrics.received(p)
 	done := c.t.Done()
+	size := len(p.Data)
+	for _, a := range p.Attachments {
+		size += len(a)
+	}
 	// Each namespace of the connection has its runner: a slow handler in one
 	// namespace does not hold up the others, and the packets of one namespace
 	// are handled in the order they arrived.
 	switch p.Type {
 	case parser.Connect:
 		r := c.runner(c.namespaceName(p.Namespace), true)
-		r.push(done, true, func() { c.connect(p, r) })
+		r.push(done, true, size, func() { c.connect(p, r) })
 	case parser.Disconnect:
 		if r := c.runner(p.Namespace, false); r != nil {
-			r.push(done, true, func() {
+			r.push(done, true, size, func() {
 				if s := c.socket(p.Namespace); s != nil {
 					s.closeWith(ReasonClientNamespaceDisconnect, false)
 				}
@@ -245,7 +271,7 @@ func (c *conn) onPacket(p *parser.Packet) {
 		}
 	case parser.Event, parser.BinaryEvent:
 		if r := c.runner(p.Namespace, false); r != nil {
-			r.push(done, true, func() {
+			r.push(done, true, size, func() {
 				if s := c.socket(p.Namespace); s != nil {
 					s.dispatch(p)
 				}
@@ -428,6 +454,7 @@ func (c *conn) onClose(reason string) {
 
 // write sends an encoded packet to the client.
 func (c *conn) write(e *parser.Encoded, volatile, noCompress bool) {
+	c.srv.metrics.sent(e)
 	if err := c.t.writePacket(e, volatile, noCompress); err != nil && !errors.Is(err, engineio.ErrClosed) {
 		// ErrQueueFull: the session closes itself with ReasonSendQueueFull.
 		c.srv.log.Debug("socketio: send", "sid", c.t.ID(), "err", err)

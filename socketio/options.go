@@ -13,6 +13,9 @@ const (
 	DefaultConnectTimeout = 45 * time.Second
 	DefaultAckTimeout     = 30 * time.Second
 	DefaultEventQueueSize = 128
+	// DefaultEventQueueBytes bounds the bytes of the incoming packets of one
+	// connection waiting for their handlers (see Options.EventQueueBytes).
+	DefaultEventQueueBytes = 4 << 20
 	// DefaultMaxChildNamespaces bounds the namespaces OfFunc and OfRegexp
 	// parents create (see Options.MaxChildNamespaces).
 	DefaultMaxChildNamespaces = 10_000
@@ -36,6 +39,13 @@ type Options struct {
 	// closes the connection with "parse error". Default
 	// parser.DefaultMaxAttachments.
 	MaxAttachments int
+	// MaxAttachmentBytes bounds the bytes of the binary attachments of one
+	// incoming packet, which the connection holds until the last one arrives
+	// (each one is also bounded by MaxPayload). More closes the connection with
+	// ReasonAttachmentsTooLarge, counted in
+	// durasock_socketio_clients_cut_total. Default
+	// parser.DefaultMaxAttachmentBytes (8 MiB).
+	MaxAttachmentBytes int
 	// Recovery, when not nil, enables connection state recovery.
 	Recovery *RecoveryOptions
 	// EventQueueSize bounds the incoming packets of one connection waiting for
@@ -44,6 +54,13 @@ type Options struct {
 	// which go straight to the Engine.IO send queue (SendQueueSize, see the
 	// package documentation).
 	EventQueueSize int
+	// EventQueueBytes bounds the same queue in bytes (packet data and
+	// attachments), so that a client sending large events to handlers that
+	// take their time holds at most this much, not EventQueueSize times
+	// MaxPayload: the connection stops reading until handlers catch up. A
+	// packet larger than the bound is taken when the queue is empty. Default
+	// DefaultEventQueueBytes (4 MiB); -1 removes the bound.
+	EventQueueBytes int
 	// CleanupEmptyChildNamespaces removes a namespace that an OfFunc or OfRegexp
 	// parent created when its last socket leaves (and no disconnected session
 	// waits for its client, see RecoveryOptions): its adapter is closed, and a
@@ -63,6 +80,12 @@ type Options struct {
 	// exist keep working. Without CleanupEmptyChildNamespaces the count never
 	// drops. Default DefaultMaxChildNamespaces; -1 removes the bound.
 	MaxChildNamespaces int
+	// Parser is the wire format spoken with every client: parser.JSON (the
+	// default) or parser.Msgpack, for clients built with the npm package
+	// socket.io-msgpack-parser. Adapters and the cluster carry packets in one
+	// form whatever the parser, so servers with different parsers can share a
+	// cluster.
+	Parser parser.Parser
 }
 
 func (o *Options) resolved() Options {
@@ -82,12 +105,24 @@ func (o *Options) resolved() Options {
 	if r.MaxAttachments <= 0 {
 		r.MaxAttachments = parser.DefaultMaxAttachments
 	}
+	if r.MaxAttachmentBytes <= 0 {
+		r.MaxAttachmentBytes = parser.DefaultMaxAttachmentBytes
+	}
 	r.Recovery = r.Recovery.resolved()
 	if r.MaxChildNamespaces == 0 {
 		r.MaxChildNamespaces = DefaultMaxChildNamespaces
 	}
+	if r.Parser == nil {
+		r.Parser = parser.JSON
+	}
 	if r.EventQueueSize <= 0 {
 		r.EventQueueSize = DefaultEventQueueSize
+	}
+	switch {
+	case r.EventQueueBytes == 0:
+		r.EventQueueBytes = DefaultEventQueueBytes
+	case r.EventQueueBytes < 0:
+		r.EventQueueBytes = -1
 	}
 	return r
 }

@@ -66,7 +66,7 @@ func (n *Namespace) ObservesRooms() bool {
 
 // RoomChanged queues the room listeners of a change (adapter.RoomObserver).
 func (n *Namespace) RoomChanged(c adapter.RoomChange) {
-	n.roomRun.push(nil, false, func() {
+	n.roomRun.push(nil, false, 0, func() {
 		for _, t := range []*Namespace{n.parent, n} {
 			if t == nil {
 				continue

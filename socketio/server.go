@@ -33,6 +33,8 @@ type Server struct {
 	onNew     []func(*Namespace) // OnNewNamespace listeners
 	handlers  tracker            // handler goroutines of connections and server-side events
 	closeOnce sync.Once
+	metrics   *metrics // nil without Options.Registerer (metrics.go)
+	cuts      serverCuts
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -53,6 +55,8 @@ func NewServer(opts *Options) *Server {
 	}
 	eo := o.Options
 	s.engine = engineio.NewServer((*engineHandler)(s), &eo)
+	s.metrics = newMetrics(s, o.Registerer, s.log)
+	s.registerMetrics(o.Registerer)
 	s.Of("/")
 	return s
 }
@@ -355,7 +359,7 @@ type engineHandler Server
 
 func (h *engineHandler) OnOpen(sess *engineio.Session) {
 	s := (*Server)(h)
-	c := newConn(s, sessionTransport{sess})
+	c := newConn(s, sessionTransport{Session: sess, wire: wireParser(s.opts.Parser)})
 	s.mu.Lock()
 	s.conns[sess] = c
 	s.mu.Unlock()

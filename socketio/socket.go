@@ -745,16 +745,16 @@ func (s *Socket) closeWith(reason string, notify bool) {
 	}
 	s.conn.removeSocket(s.nsp.name, s)
 	for _, h := range disconnecting {
-		s.run.push(nil, false, func() { h(reason) })
+		s.run.push(nil, false, 0, func() { h(reason) })
 	}
 	if len(disconnecting) > 0 && !away {
-		s.run.push(nil, false, func() {
+		s.run.push(nil, false, 0, func() {
 			s.nsp.adapter.LeaveAll(s.id)
 			s.nsp.srv.removeIfEmpty(s.nsp)
 		})
 	}
 	for _, h := range handlers {
-		s.run.push(nil, false, func() { h(reason) })
+		s.run.push(nil, false, 0, func() { h(reason) })
 	}
 }
 

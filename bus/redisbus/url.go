@@ -116,7 +116,7 @@ var knownParams = map[string]bool{
 func ParseEndpoint(s string) (Endpoint, error) {
 	var ep Endpoint
 	bad := func(format string, args ...any) (Endpoint, error) {
-		return Endpoint{}, &URLError{URL: redact(s), Reason: fmt.Sprintf(format, args...)}
+		return Endpoint{}, &URLError{URL: redactLoose(s), Reason: safeReason(s, format, args)}
 	}
 	if strings.TrimSpace(s) == "" {
 		return bad("empty URL")
@@ -316,7 +316,7 @@ func hostPort(h, defaultPort string) (string, error) {
 	if host == "" {
 		return "", fmt.Errorf("empty host in %q", h)
 	}
-	if strings.ContainsAny(host, " /\\@?#%") {
+	if strings.ContainsAny(host, " /\\@?#%[]") {
 		return "", fmt.Errorf("bad host %q", host)
 	}
 	n, err := strconv.Atoi(port)
@@ -345,25 +345,206 @@ func parseDuration(q url.Values, name string) (time.Duration, error) {
 	return d, nil
 }
 
-// redact hides the password of a URL for error messages.
-func redact(s string) string {
-	scheme, rest, ok := strings.Cut(s, "://")
-	if !ok {
+// Redacted is what a redacted secret is replaced with.
+const Redacted = "xxxxx"
+
+// String returns the endpoint as a URL with every secret (Password,
+// SentinelPassword) replaced by Redacted, for logs and status pages. Parsing
+// it gives the same endpoint but for the secrets.
+func (e Endpoint) String() string {
+	var b strings.Builder
+	scheme := map[Topology]string{Standalone: "redis", Unix: "unix", Sentinel: "redis+sentinel", Cluster: "redis+cluster"}[e.Topology]
+	if scheme == "" {
+		scheme = "redis"
+	}
+	if e.TLS {
+		scheme = strings.Replace(scheme, "redis", "rediss", 1)
+	}
+	b.WriteString(scheme + "://")
+	if e.Username != "" || e.Password != "" {
+		b.WriteString(strings.NewReplacer(":", "%3A", "@", "%40").Replace(url.PathEscape(e.Username)))
+		if e.Password != "" {
+			b.WriteString(":" + Redacted)
+		}
+		b.WriteByte('@')
+	}
+	q := url.Values{}
+	switch e.Topology {
+	case Unix:
+		if len(e.Addrs) > 0 {
+			b.WriteString((&url.URL{Path: e.Addrs[0]}).EscapedPath())
+		}
+		if e.DB != 0 {
+			q.Set("db", strconv.Itoa(e.DB))
+		}
+	default:
+		b.WriteString(strings.Join(e.Addrs, ","))
+		if e.Topology == Sentinel {
+			b.WriteString("/" + url.PathEscape(e.MasterName))
+		}
+		if e.DB != 0 {
+			b.WriteString("/" + strconv.Itoa(e.DB))
+		}
+	}
+	set := func(k, v string) {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	set("sentinel_username", e.SentinelUsername)
+	if e.SentinelPassword != "" {
+		q.Set("sentinel_password", Redacted)
+	}
+	if e.DialTimeout > 0 {
+		q.Set("dial_timeout", e.DialTimeout.String())
+	}
+	if e.WriteTimeout > 0 {
+		q.Set("write_timeout", e.WriteTimeout.String())
+	}
+	set("client_name", e.ClientName)
+	set("ca", e.CAFile)
+	set("cert", e.CertFile)
+	set("key", e.KeyFile)
+	set("server_name", e.ServerName)
+	if e.InsecureSkipVerify {
+		q.Set("skip_verify", "true")
+	}
+	if len(q) > 0 {
+		b.WriteString("?" + q.Encode())
+	}
+	return b.String()
+}
+
+// RedactURL returns s, a Redis URL, fit for logs and status pages: every
+// secret in it (the password of the user info, sentinel_password, and the
+// value of any query parameter whose name speaks of a password, token, secret
+// or auth) replaced by Redacted. A URL that ParseEndpoint accepts comes back
+// in the form of Endpoint.String. Any other string is redacted generously:
+// when a password holds characters that should have been escaped (/ ? # @ &),
+// where it ends is a guess, so everything that may belong to it is hidden,
+// hosts and parameters included if need be.
+func RedactURL(s string) string {
+	if ep, err := ParseEndpoint(s); err == nil {
+		return ep.String()
+	}
+	return redactLoose(s)
+}
+
+// sensitiveParam reports whether a query parameter named k may carry a
+// secret.
+func sensitiveParam(k string) bool {
+	k = strings.ToLower(k)
+	for _, w := range [...]string{"pass", "pwd", "token", "secret", "auth", "credential"} {
+		if strings.Contains(k, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// secretSpans returns the byte ranges of s that may hold a secret, whether or
+// not s is a valid URL:
+//
+//   - the password of the user info: from the first ':' after the scheme to
+//     the last '@' of the whole string, since a password may hold an
+//     unescaped '/', '?', '#' or '@';
+//   - from each sensitive query parameter's '=' to the end of the string,
+//     since its value may hold an unescaped '&' or '#'.
+func secretSpans(s string) [][2]int {
+	var spans [][2]int
+	base := 0
+	if i := strings.Index(s, "://"); i >= 0 {
+		base = i + 3
+	}
+	if at := strings.LastIndexByte(s[base:], '@'); at >= 0 {
+		at += base
+		if c := strings.IndexByte(s[base:at], ':'); c >= 0 {
+			spans = append(spans, [2]int{base + c + 1, at})
+		}
+	}
+	// Parameters: every name that follows '?', '&' or ';' up to '='.
+	for i := base; i < len(s); i++ {
+		if s[i] != '?' && s[i] != '&' && s[i] != ';' {
+			continue
+		}
+		rest := s[i+1:]
+		eq := strings.IndexByte(rest, '=')
+		if eq < 0 {
+			break
+		}
+		if end := strings.IndexAny(rest, "&;"); end >= 0 && end < eq {
+			continue // a parameter without value; the next one starts there
+		}
+		name := rest[:eq]
+		if un, err := url.QueryUnescape(name); err == nil {
+			name = un
+		}
+		if sensitiveParam(name) {
+			spans = append(spans, [2]int{i + 1 + eq + 1, len(s)})
+			break
+		}
+	}
+	return spans
+}
+
+// redactLoose replaces the secret spans of s by Redacted; where a password
+// would leave the user info, what follows it is hidden too.
+func redactLoose(s string) string {
+	spans := secretSpans(s)
+	if len(spans) == 0 {
 		return s
 	}
-	end := len(rest)
-	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
-		end = i
+	var b strings.Builder
+	last := 0
+	for _, sp := range spans {
+		if sp[0] < last {
+			// Overlapping spans (a sensitive parameter inside what may be a
+			// password): the first one covers it.
+			if sp[1] > last {
+				last = sp[1]
+			}
+			continue
+		}
+		b.WriteString(s[last:sp[0]])
+		b.WriteString(Redacted)
+		last = sp[1]
 	}
-	at := strings.LastIndexByte(rest[:end], '@')
-	if at < 0 {
-		return s
+	b.WriteString(s[last:])
+	return b.String()
+}
+
+// safeReason formats the reason of a URL error. Reasons quote parts of the
+// URL (a host, a path, a parameter name); when one of them may hold a piece
+// of a secret of s, the reason says what to fix without quoting anything.
+func safeReason(s, format string, args []any) string {
+	spans := secretSpans(s)
+	for _, a := range args {
+		text := fmt.Sprint(a)
+		for _, sp := range spans {
+			if sharesText(text, s[sp[0]:sp[1]]) {
+				return "malformed URL; details hidden because they would show part of a password. " +
+					"Escape / ? # @ : % & in passwords (url.QueryEscape, encodeURIComponent)"
+			}
+		}
 	}
-	user, _, hasPass := strings.Cut(rest[:at], ":")
-	if !hasPass {
-		return s
+	return fmt.Sprintf(format, args...)
+}
+
+// sharesText reports whether text holds a piece of secret: two consecutive
+// bytes of it, or, for a one-byte secret, that byte quoted or alone.
+func sharesText(text, secret string) bool {
+	switch len(secret) {
+	case 0:
+		return false
+	case 1:
+		return text == secret || strings.Contains(text, strconv.Quote(secret))
 	}
-	return scheme + "://" + user + ":xxxxx" + rest[at:]
+	for i := 0; i+2 <= len(secret); i++ {
+		if strings.Contains(text, secret[i:i+2]) {
+			return true
+		}
+	}
+	return false
 }
 
 // ParseURL turns a Redis URL (see ParseEndpoint) into a rueidis client

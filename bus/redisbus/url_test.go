@@ -281,11 +281,27 @@ func FuzzParseURL(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		ep, err := ParseEndpoint(s)
+		red := RedactURL(s)
 		if err != nil {
 			if !errors.Is(err, ErrBadURL) {
 				t.Fatalf("error %v does not wrap ErrBadURL", err)
 			}
 			return
+		}
+		// The redacted form names the same deployment, secrets aside.
+		back, err := ParseEndpoint(red)
+		if err != nil {
+			t.Fatalf("RedactURL(%q) = %q does not parse: %v", s, red, err)
+		}
+		want := ep
+		if want.Password != "" {
+			want.Password = Redacted
+		}
+		if want.SentinelPassword != "" {
+			want.SentinelPassword = Redacted
+		}
+		if diff := cmp.Diff(want, back); diff != "" {
+			t.Fatalf("RedactURL(%q) = %q names another deployment (-want +got):\n%s", s, red, diff)
 		}
 		if len(ep.Addrs) == 0 {
 			t.Fatalf("%q parsed with no address", s)

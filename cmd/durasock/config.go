@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 
@@ -17,6 +18,8 @@ import (
 // A flag given on the command line wins over the environment.
 type config struct {
 	Addr         string
+	AdminAddr    string // "" serves the admin endpoints on Addr
+	AdminToken   string // "" admits loopback clients and -admin-addr only
 	Path         string
 	CORSOrigins  []string
 	PingInterval time.Duration
@@ -29,52 +32,132 @@ type config struct {
 	RedisURL     string
 	RedisMode    string // "streams" or "pubsub"
 	WaitReplicas int
+	NodeID       string
 	EmitToken    string
 	Outbox       bus.OutboxConfig
-	DrainTimeout time.Duration
-	LogLevel     slog.Level
-	Demo         bool
+	// ReadyNeedsBus keeps /readyz at 503 until the bus reached Redis once.
+	ReadyNeedsBus bool
+	ShutdownDelay time.Duration
+	DrainTimeout  time.Duration
+	// HTTP server timeouts.
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration
+	WriteTimeout      time.Duration
+	IdleTimeout       time.Duration
+	LogLevel          slog.Level
+	Demo              bool
+	Version           bool
+	Admin             adminConfig  // -parser and -admin-ui*, see adminui.go
+	Compat            compatConfig // -cluster-protocol, -emitters…, see nodecompat.go
+	// DemoClientDir holds socket.io-client's dist for the demo page.
+	DemoClientDir string
 }
 
 // envPrefix is the prefix of every environment variable the binary reads.
 const envPrefix = "DURASOCK_"
 
+// envName is the environment variable of flag name.
+func envName(name string) string {
+	if name == "redis" {
+		return envPrefix + "REDIS_URL"
+	}
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// errUsage wraps a configuration error so that main adds how to list the flags.
+type errUsage struct{ err error }
+
+func (e errUsage) Error() string { return e.err.Error() + " (durasock -h lists every flag)" }
+func (e errUsage) Unwrap() error { return e.err }
+
+// flagSet declares every flag into c; the string-typed choices land in the
+// returned choices, checked by parseConfig.
+func flagSet(c *config) (*flag.FlagSet, *choices) {
+	ch := &choices{}
+	fs := flag.NewFlagSet("durasock", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are returned, usage printed on -h only
+	dur := func(p *time.Duration, name string, def time.Duration, usage string) {
+		*p = def
+		fs.Var(durationFlag{p: p}, name, usage)
+	}
+	durOrOff := func(p *time.Duration, name string, def time.Duration, usage string) {
+		*p = def
+		fs.Var(durationFlag{p: p, minusOne: true}, name, usage)
+	}
+	num := func(p *int, name string, def int, usage string) {
+		*p = def
+		fs.Var(intFlag{p: p}, name, usage)
+	}
+	num64 := func(p *int64, name string, def int64, usage string) {
+		*p = def
+		fs.Var(int64Flag{p: p}, name, usage)
+	}
+	boolean := func(p *bool, name string, def bool, usage string) {
+		*p = def
+		fs.Var(boolFlag{p: p}, name, usage)
+	}
+	fs.StringVar(&c.Addr, "addr", ":3000", "listen address of Socket.IO, the demo, /healthz and /readyz; \":3000\" is every interface, \"127.0.0.1:3000\" this machine only")
+	fs.StringVar(&c.AdminAddr, "admin-addr", "", "serve /status, /dashboard and /metrics on this address (e.g. 127.0.0.1:9090) instead of -addr")
+	fs.StringVar(&c.AdminToken, "admin-token", "", "bearer token for /status, /dashboard and /metrics; without it they answer only clients on this machine (loopback) or on -admin-addr")
+	fs.StringVar(&c.Path, "path", "/socket.io/", "Socket.IO endpoint path")
+	fs.StringVar(&ch.cors, "cors-origins", "", `comma-separated allowed CORS origins, or "*"`)
+	dur(&c.PingInterval, "ping-interval", 25*time.Second, "Engine.IO ping interval")
+	dur(&c.PingTimeout, "ping-timeout", 20*time.Second, "Engine.IO ping timeout")
+	num64(&c.MaxPayload, "max-payload", 1_000_000, "largest accepted message in bytes")
+	num(&c.SendQueue, "send-queue", engineio.DefaultSendQueueSize, "messages queued per client before a client that cannot keep up is disconnected")
+	num(&c.SendBytes, "send-queue-bytes", engineio.DefaultSendQueueBytes, "bytes queued per client, the byte bound of -send-queue; -1 disables it")
+	durOrOff(&c.SlowClient, "slow-client-timeout", engineio.DefaultSlowClientTimeout, "a client that takes nothing of its full send queue for this long while other nodes' events wait for it is disconnected (\"slow client\"); -1 waits without bound")
+	dur(&c.Recovery, "recovery", 0, "connection state recovery: how long the session of a client whose connection broke is kept for it, with the events it misses; 0 disables")
+	fs.StringVar(&c.RedisURL, "redis", "", "Redis URL for the cluster adapter: redis://, rediss://, unix://, redis+sentinel://, redis+cluster:// (env DURASOCK_REDIS_URL); empty runs one process with the in-memory adapter")
+	fs.StringVar(&c.RedisMode, "redis-transport", "streams", `cluster bus transport: "streams" (durable, default) or "pubsub"`)
+	num(&c.WaitReplicas, "redis-wait-replicas", 0, "replicas that must have a batch before it leaves the outbox (Redis WAIT); 1 keeps Sentinel and Cluster failovers from losing writes")
+	fs.StringVar(&c.NodeID, "node-id", "", "this node's name in the cluster, unique among running processes (default: random at every start, or the one kept in -outbox-dir)")
+	num(&c.Outbox.MaxMessages, "outbox-max-messages", bus.DefaultOutboxMaxMessages, "most cross-node messages buffered while Redis is unreachable; 0: default, -1: no bound")
+	num64(&c.Outbox.MaxBytes, "outbox-max-bytes", bus.DefaultOutboxMaxBytes, "most bytes buffered while Redis is unreachable (also 64MiB, 512KiB); 0: default, -1: no bound")
+	durOrOff(&c.Outbox.MaxAge, "outbox-max-age", bus.DefaultOutboxMaxAge, "buffered messages older than this are dropped, counted and logged; 0: default, -1: no bound")
+	fs.StringVar(&ch.overflow, "outbox-overflow", "reject-new", `what a full outbox does: "reject-new" (the emit fails) or "drop-oldest"`)
+	fs.StringVar(&c.Outbox.Dir, "outbox-dir", "", "keep the outbox in this directory too, so that a node killed or crashed publishes at its next start what it had accepted and Redis had not taken; one directory per node process; it also keeps the node id")
+	fs.StringVar(&ch.fsync, "outbox-fsync", "interval", `when the disk outbox syncs to stable storage: "interval" (every second; a host crash may lose the last second), "always" (every emit), "never"`)
+	fs.StringVar(&c.EmitToken, "emit-token", "", "bearer token that enables the HTTP emit API at POST /api/emit")
+	boolean(&c.ReadyNeedsBus, "ready-needs-redis", true, "with -redis, /readyz answers 503 until the node has reached Redis once")
+	dur(&c.ShutdownDelay, "shutdown-delay", 0, "after SIGTERM, how long /readyz answers 503 while everything is still served, so that load balancers stop sending new clients before the drain")
+	dur(&c.DrainTimeout, "drain-timeout", 10*time.Second, "how long the drain waits for clients to close and the outbox to reach Redis")
+	dur(&c.ReadHeaderTimeout, "read-header-timeout", 10*time.Second, "time a client has to send the headers of a request")
+	dur(&c.ReadTimeout, "read-timeout", 30*time.Second, "time a client has to send a whole request (not WebSocket connections)")
+	dur(&c.WriteTimeout, "write-timeout", 15*time.Second, "time a client has to take an answer, on top of the longest wait of the request (a long poll waits up to -ping-interval); not WebSocket connections")
+	dur(&c.IdleTimeout, "idle-timeout", 60*time.Second, "an idle keep-alive HTTP connection is closed after this")
+	fs.StringVar(&ch.level, "log-level", "info", "debug, info, warn or error")
+	boolean(&c.Demo, "demo", true, "serve the demo chat page at /")
+	boolean(&c.Version, "version", false, "print the version and exit")
+	c.Admin.flags(fs)
+	registerCompatFlags(fs, &c.Compat)
+	fs.StringVar(&c.DemoClientDir, "demo-client-dir", "", "directory of the Socket.IO browser client the demo page loads (socket.io-client's dist from npm); default: node_modules/socket.io-client/dist or interop/node_modules/socket.io-client/dist if present")
+	return fs, ch
+}
+
+// choices are the flags parsed from strings after the flag package is done.
+type choices struct{ cors, level, overflow, fsync string }
+
+// usage prints the flags.
+func usage(w io.Writer) {
+	fs, _ := flagSet(&config{})
+	fmt.Fprintf(w, "Usage: durasock [flags]\n\n"+
+		"A Socket.IO server. Without -redis it runs one process; with -redis every process\n"+
+		"on that Redis serves one application. Every flag can also be set by an\n"+
+		"environment variable: DURASOCK_ and the flag name in upper case, - as _\n"+
+		"(the Redis URL is DURASOCK_REDIS_URL). A flag on the command line wins.\n\nFlags:\n")
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+}
+
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
 	c := &config{}
-	fs := flag.NewFlagSet("durasock", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var cors, level, overflow, fsync string
-	fs.StringVar(&c.Addr, "addr", ":3000", "listen address (env DURASOCK_ADDR)")
-	fs.StringVar(&c.Path, "path", "/socket.io/", "Socket.IO endpoint path (env DURASOCK_PATH)")
-	fs.StringVar(&cors, "cors-origins", "", `comma-separated allowed CORS origins, or "*" (env DURASOCK_CORS_ORIGINS)`)
-	fs.DurationVar(&c.PingInterval, "ping-interval", 25*time.Second, "Engine.IO ping interval (env DURASOCK_PING_INTERVAL)")
-	fs.DurationVar(&c.PingTimeout, "ping-timeout", 20*time.Second, "Engine.IO ping timeout (env DURASOCK_PING_TIMEOUT)")
-	fs.Int64Var(&c.MaxPayload, "max-payload", 1_000_000, "largest accepted message in bytes (env DURASOCK_MAX_PAYLOAD)")
-	fs.IntVar(&c.SendQueue, "send-queue", engineio.DefaultSendQueueSize, "messages queued per client before a client that cannot keep up is disconnected (env DURASOCK_SEND_QUEUE)")
-	fs.IntVar(&c.SendBytes, "send-queue-bytes", engineio.DefaultSendQueueBytes, "bytes queued per client, the byte bound of -send-queue; -1 disables it (env DURASOCK_SEND_QUEUE_BYTES)")
-	fs.DurationVar(&c.SlowClient, "slow-client-timeout", engineio.DefaultSlowClientTimeout, "a client that takes nothing of its full send queue for this long while other nodes' events wait for it is disconnected (\"slow client\"); -1ns waits without bound (env DURASOCK_SLOW_CLIENT_TIMEOUT)")
-	fs.DurationVar(&c.Recovery, "recovery", 0, "connection state recovery: how long the session of a client whose connection broke is kept for it, with the events it misses; 0 disables (env DURASOCK_RECOVERY)")
-	fs.StringVar(&c.RedisURL, "redis", "", "Redis URL for the cluster adapter: redis://, rediss://, unix://, redis+sentinel://, redis+cluster:// (env DURASOCK_REDIS_URL); empty runs one process with the in-memory adapter")
-	fs.StringVar(&c.RedisMode, "redis-transport", "streams", `cluster bus transport: "streams" (durable, default) or "pubsub" (env DURASOCK_REDIS_TRANSPORT)`)
-	fs.IntVar(&c.WaitReplicas, "redis-wait-replicas", 0, "replicas that must have a batch before it leaves the outbox (Redis WAIT); 1 keeps Sentinel and Cluster failovers from losing writes (env DURASOCK_REDIS_WAIT_REPLICAS)")
-	fs.IntVar(&c.Outbox.MaxMessages, "outbox-max-messages", bus.DefaultOutboxMaxMessages, "most cross-node messages buffered while Redis is unreachable (env DURASOCK_OUTBOX_MAX_MESSAGES)")
-	fs.Int64Var(&c.Outbox.MaxBytes, "outbox-max-bytes", bus.DefaultOutboxMaxBytes, "most bytes buffered while Redis is unreachable (env DURASOCK_OUTBOX_MAX_BYTES)")
-	fs.DurationVar(&c.Outbox.MaxAge, "outbox-max-age", bus.DefaultOutboxMaxAge, "buffered messages older than this are dropped, counted and logged (env DURASOCK_OUTBOX_MAX_AGE)")
-	fs.StringVar(&overflow, "outbox-overflow", "reject-new", `what a full outbox does: "reject-new" (the emit fails) or "drop-oldest" (env DURASOCK_OUTBOX_OVERFLOW)`)
-	fs.StringVar(&c.Outbox.Dir, "outbox-dir", "", "keep the outbox in this directory too, so that a node killed or crashed publishes at its next start what it had accepted and Redis had not taken; one directory per node process; it also keeps the node id (env DURASOCK_OUTBOX_DIR)")
-	fs.StringVar(&fsync, "outbox-fsync", "interval", `when the disk outbox syncs to stable storage: "interval" (every second; a host crash may lose the last second), "always" (every emit), "never" (env DURASOCK_OUTBOX_FSYNC)`)
-	fs.StringVar(&c.EmitToken, "emit-token", "", "bearer token that enables the HTTP emit API at POST /api/emit (env DURASOCK_EMIT_TOKEN)")
-	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 10*time.Second, "how long shutdown waits for clients and the outbox (env DURASOCK_DRAIN_TIMEOUT)")
-	fs.StringVar(&level, "log-level", "info", "debug, info, warn or error (env DURASOCK_LOG_LEVEL)")
-	fs.BoolVar(&c.Demo, "demo", true, "serve the demo chat page at / (env DURASOCK_DEMO)")
+	fs, ch := flagSet(c)
 
 	// Environment first, as flag defaults; the command line then overrides them.
 	var envErrs []error
 	fs.VisitAll(func(f *flag.Flag) {
-		name := envPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if f.Name == "redis" {
-			name = envPrefix + "REDIS_URL"
-		}
+		name := envName(f.Name)
 		if v := getenv(name); v != "" {
 			if err := f.Value.Set(v); err != nil {
 				envErrs = append(envErrs, fmt.Errorf("%s=%q: %w", name, v, err))
@@ -82,61 +165,126 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (*
 		}
 	})
 	if err := errors.Join(envErrs...); err != nil {
-		return nil, err
+		return nil, errUsage{err}
 	}
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		if errors.Is(err, flag.ErrHelp) {
+			usage(stderr)
+			return nil, err
+		}
+		return nil, errUsage{err}
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return nil, errUsage{fmt.Errorf("unexpected argument %q: flags start with -", fs.Arg(0))}
 	}
-	for _, o := range strings.Split(cors, ",") {
+	if c.Version {
+		return c, nil
+	}
+	if err := c.resolve(ch); err != nil {
+		return nil, errUsage{err}
+	}
+	return c, nil
+}
+
+// resolve checks the values and turns the string choices into settings.
+func (c *config) resolve(ch *choices) error {
+	if err := c.Admin.check(); err != nil {
+		return err
+	}
+	if err := c.Compat.validate(c.RedisURL); err != nil {
+		return err
+	}
+	for _, o := range strings.Split(ch.cors, ",") {
 		if o = strings.TrimSpace(o); o != "" {
 			c.CORSOrigins = append(c.CORSOrigins, o)
 		}
 	}
-	if err := c.LogLevel.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("-log-level: %w", err)
+	switch strings.ToLower(ch.level) {
+	case "debug":
+		c.LogLevel = slog.LevelDebug
+	case "info":
+		c.LogLevel = slog.LevelInfo
+	case "warn", "warning":
+		c.LogLevel = slog.LevelWarn
+	case "error":
+		c.LogLevel = slog.LevelError
+	default:
+		return fmt.Errorf("-log-level %q: want debug, info, warn or error", ch.level)
 	}
-	switch overflow {
+	switch ch.overflow {
 	case "reject-new":
 		c.Outbox.Overflow = bus.RejectNew
 	case "drop-oldest":
 		c.Outbox.Overflow = bus.DropOldest
 	default:
-		return nil, fmt.Errorf("-outbox-overflow %q: want reject-new or drop-oldest", overflow)
+		return fmt.Errorf("-outbox-overflow %q: want reject-new or drop-oldest", ch.overflow)
+	}
+	p, err := bus.ParseFsyncPolicy(ch.fsync)
+	if err != nil {
+		return fmt.Errorf("-outbox-fsync %q: want interval, always or never", ch.fsync)
+	}
+	c.Outbox.Fsync = p
+	// 0 means the default, -1 no bound, as in bus.OutboxConfig.
+	if c.Outbox.MaxMessages == 0 {
+		c.Outbox.MaxMessages = bus.DefaultOutboxMaxMessages
+	}
+	if c.Outbox.MaxBytes == 0 {
+		c.Outbox.MaxBytes = bus.DefaultOutboxMaxBytes
+	}
+	if c.Outbox.MaxAge == 0 {
+		c.Outbox.MaxAge = bus.DefaultOutboxMaxAge
 	}
 	if c.SlowClient < 0 {
 		c.SlowClient = -1 // engineio: no bound
 	}
-	p, err := bus.ParseFsyncPolicy(fsync)
-	if err != nil {
-		return nil, fmt.Errorf("-outbox-fsync: %w", err)
+	for _, a := range []struct{ flag, addr string }{{"-addr", c.Addr}, {"-admin-addr", c.AdminAddr}} {
+		if a.addr == "" && a.flag == "-admin-addr" {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(a.addr); err != nil || port == "" {
+			return fmt.Errorf("%s %q: want host:port, like :3000 or 127.0.0.1:3000", a.flag, a.addr)
+		}
 	}
-	c.Outbox.Fsync = p
+	positive := []struct {
+		name string
+		v    time.Duration
+	}{
+		{"-ping-interval", c.PingInterval}, {"-ping-timeout", c.PingTimeout}, {"-drain-timeout", c.DrainTimeout},
+		{"-read-header-timeout", c.ReadHeaderTimeout}, {"-read-timeout", c.ReadTimeout},
+		{"-write-timeout", c.WriteTimeout}, {"-idle-timeout", c.IdleTimeout},
+	}
+	for _, p := range positive {
+		if p.v <= 0 {
+			return fmt.Errorf("%s %v: must be more than 0", p.name, p.v)
+		}
+	}
 	switch {
-	case c.Outbox.MaxMessages <= 0 || c.Outbox.MaxBytes <= 0 || c.Outbox.MaxAge <= 0:
-		return nil, errors.New("-outbox-max-messages, -outbox-max-bytes and -outbox-max-age must be positive")
+	case c.Outbox.MaxMessages < -1:
+		return fmt.Errorf("-outbox-max-messages %d: want a positive number, 0 (default) or -1 (no bound)", c.Outbox.MaxMessages)
+	case c.Outbox.MaxBytes < -1:
+		return fmt.Errorf("-outbox-max-bytes %d: want a positive number, 0 (default) or -1 (no bound)", c.Outbox.MaxBytes)
+	case c.Outbox.MaxAge < -1:
+		return fmt.Errorf("-outbox-max-age %v: want a positive duration, 0 (default) or -1 (no bound)", c.Outbox.MaxAge)
 	case !strings.HasPrefix(c.Path, "/") || !strings.HasSuffix(c.Path, "/"):
-		return nil, fmt.Errorf("-path %q must start and end with /", c.Path)
-	case c.PingInterval <= 0 || c.PingTimeout <= 0:
-		return nil, errors.New("-ping-interval and -ping-timeout must be positive")
+		return fmt.Errorf("-path %q must start and end with /, like /socket.io/", c.Path)
 	case c.Recovery < 0:
-		return nil, errors.New("-recovery must not be negative")
+		return fmt.Errorf("-recovery %v: must not be negative (0 turns recovery off)", c.Recovery)
+	case c.ShutdownDelay < 0:
+		return fmt.Errorf("-shutdown-delay %v: must not be negative", c.ShutdownDelay)
 	case c.SendBytes == 0 || c.SendBytes < -1:
-		return nil, errors.New("-send-queue-bytes must be positive, or -1")
+		return fmt.Errorf("-send-queue-bytes %d: want a positive number, or -1 (no byte bound)", c.SendBytes)
 	case c.SlowClient == 0:
-		return nil, errors.New("-slow-client-timeout must not be 0 (negative: no bound)")
+		return errors.New("-slow-client-timeout 0: want a duration, or -1 (no bound)")
 	case c.SendQueue <= 0:
-		return nil, errors.New("-send-queue must be positive")
+		return fmt.Errorf("-send-queue %d: must be positive", c.SendQueue)
 	case c.MaxPayload <= 0:
-		return nil, errors.New("-max-payload must be positive")
+		return fmt.Errorf("-max-payload %d: must be positive", c.MaxPayload)
 	case c.WaitReplicas < 0:
-		return nil, errors.New("-redis-wait-replicas must not be negative")
-	case c.DrainTimeout <= 0:
-		return nil, errors.New("-drain-timeout must be positive")
+		return fmt.Errorf("-redis-wait-replicas %d: must not be negative", c.WaitReplicas)
 	case c.RedisMode != "streams" && c.RedisMode != "pubsub":
-		return nil, fmt.Errorf("-redis-transport %q: want streams or pubsub", c.RedisMode)
+		return fmt.Errorf("-redis-transport %q: want streams or pubsub", c.RedisMode)
+	case c.AdminAddr != "" && c.AdminAddr == c.Addr:
+		return fmt.Errorf("-admin-addr %q is -addr too: give it another port, or leave it out", c.AdminAddr)
 	}
-	return c, nil
+	return nil
 }

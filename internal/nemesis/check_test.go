@@ -214,3 +214,50 @@ func TestCheckExactFailsOnlyOnGaps(t *testing.T) {
 		t.Fatalf("an exact scenario fails on losses only gaps account for: %s", v.Table())
 	}
 }
+
+func TestCheckOfficialSessionNotRecovered(t *testing.T) {
+	notRecovered := func(steps ...stepHist) *Verdict {
+		h := testHistory(seqs(1, 10))
+		s := h.Sessions[0]
+		s.Official, s.End, s.Reason = true, 500*ms, "not recovered: transport close"
+		h.Steps = steps
+		return Check(h)
+	}
+	if v := notRecovered(stepHist{Start: 490 * ms, End: 2000 * ms, Op: OpClientBounce + " n1 1s"}); v.Cuts != 1 || v.NotRecovered != 1 {
+		t.Errorf("a bounce alone must recover the session: %s", v.Table())
+	}
+	if v := notRecovered(stepHist{Start: 490 * ms, End: 2000 * ms, Op: OpClientBounce + " n1 1s"},
+		stepHist{Start: 400 * ms, End: 3000 * ms, Op: OpRedisKill + " 2s"}); v.Cuts != 0 {
+		t.Errorf("a reconnect while Redis was down may start over: %s", v.Table())
+	}
+}
+
+func TestCheckRecoveredSessionOwesTheGap(t *testing.T) {
+	h := testHistory(seqs(1, 10, 6, 7))
+	h.Sessions[0].Official, h.Sessions[0].Recovered = true, 1
+	if v := Check(h); v.OK() || v.Lost != 2 || v.Recovered != 1 {
+		t.Errorf("a recovered session missing events: %s", v.Table())
+	}
+}
+
+func TestCheckMovedSessionCountsWhereItWas(t *testing.T) {
+	// An official session on instance 0 (the origin's own node) gets seqs 1-5
+	// there, is recovered on instance 1 and gets 6-10: the events it got on
+	// instance 0 did not reach another node.
+	h := testHistory(seqs(1, 10))
+	s := h.Sessions[0]
+	s.Official, s.Instance = true, 1
+	s.Moves = []instMove{{At: 0, Index: 0, Instance: 0}, {At: 105 * ms, Index: 5, Instance: 1}}
+	h.Instances[0].Faults = []fault{{At: 110 * ms, What: "kill"}}
+	// Another session on instance 1 that missed 2-3: they never left the
+	// killed origin, whatever the moved session got while on instance 0.
+	o := &sessHist{ID: 1, Client: 1, Namespace: "/a", Rooms: []string{"r1", "r2"}, Instance: 1, Ready: 50 * ms, End: 900 * ms, Reason: reasonClosed}
+	for _, q := range seqs(1, 10, 2, 3) {
+		o.Got = append(o.Got, recv{Pub: 0, Seq: q})
+	}
+	h.Sessions = append(h.Sessions, o)
+	v := Check(h)
+	if !v.OK() || v.CrashLost != 2 {
+		t.Fatalf("want 2 lost in the crash, nothing else: %s", v.Table())
+	}
+}

@@ -15,7 +15,7 @@
 //     SIGKILLed a moment later.
 //   - run.go, proc.go: a Run is one redis-server (AOF always, everysec, no, or
 //     none) with a TCP fault proxy per node slot (internal/redistest), or a
-//     Sentinel set (Config.Sentinel); N node processes, WebSocket clients
+//     Sentinel set (Config.Sentinel) or a Redis Cluster (Config.Cluster); N node processes, WebSocket clients
 //     (internal/sioclient) in several namespaces and rooms, and publishers on
 //     every node (plain broadcasts, or every n-th one with acknowledgements);
 //     everything on 127.0.0.1 with free ports and stopped by PID in Close.
@@ -23,14 +23,24 @@
 //     node if usable, else another); each connection is a session of the
 //     history. Publishers emit at their share of Config.Rate and follow their
 //     home node through restarts; tail publishers stop for good at the first
-//     fault.
+//     fault; AckEvery and AckPairs mix in broadcasts with acknowledgements,
+//     MuteAcks adds clients that never answer them.
+//   - jsclients.go, js/clients.mjs: official socket.io-client clients
+//     (Config.OfficialClients, from interop/node_modules) in one node process,
+//     each behind a load balancer of its own that sends a new connection to
+//     its home node or another; they reconnect with connection state
+//     recovery, and a recovered session spans its reconnects.
+//   - emitter.go: publishers that emit through the emitter package from the
+//     harness process (Config.EmitterPublishers), one origin of their own.
 //   - nemesis.go: the operations (node SIGKILL and restart with the same or a
 //     new id, SIGTERM drain, SIGSTOP/SIGCONT, two processes with one id; Redis
-//     SIGKILL and restart, CLIENT PAUSE, CLIENT KILL, maxmemory below its use,
-//     Sentinel failover; a node's link to Redis cut, blackholed, or dead one
-//     way: its reading connections, its publishing connections, or only the
-//     replies; clients bounced) and Schedule, which draws rounds of one or two
-//     concurrent steps from a seed.
+//     SIGKILL and restart from its AOF or empty, CLIENT PAUSE, CLIENT KILL,
+//     maxmemory below its use, Sentinel and Cluster failover, the Sentinel
+//     replica down; stream ids moved ahead of Redis' clock; a node's link to
+//     Redis cut, blackholed, slowed, or dead one way: its reading connections,
+//     its publishing connections, or only the replies; clients bounced) and
+//     Schedule, which draws rounds of one or two concurrent steps from a seed,
+//     from a shuffled deck of the operations.
 //   - check.go: Check proves, per (publisher session, client session), that
 //     every accepted event sent after the session was ready arrived exactly
 //     once and in order, or that the loss is covered by the gaps its receiving
@@ -44,12 +54,14 @@
 //     verdicts as JSON.
 //
 // The default test run (go test ./...) runs the scenario "short": about 40 s,
-// seed 1, faults the product is expected to survive. Other runs:
+// seed 1, faults the product is expected to survive. compare.sh runs
+// scenarios on an older commit and on this checkout (a defect before and after
+// its fix). Other runs:
 //
 //	go test ./internal/nemesis -run TestNemesis -nemesis.scenario soak -nemesis.duration 30m -nemesis.seed 7 -nemesis.out /tmp/soak -timeout 2h
 //	go test ./internal/nemesis -run TestNemesis -nemesis.scenario overlap -v
 //	go test ./internal/nemesis -run TestNemesis -nemesis.ops node-kill,redis-kill -nemesis.seed 3 -v
-//	go test ./internal/nemesis -run TestNemesis -nemesis.scenario all -nemesis.table -nemesis.out /tmp/n -v   # docs/RELIABILITY.md's table
+//	go test ./internal/nemesis -run TestNemesis -nemesis.scenario all -nemesis.table -nemesis.out /tmp/n -v -timeout 90m   # docs/RELIABILITY.md's table
 //
 // A failing run prints its seed; the same seed gives the same nemesis
 // schedule (the timing of the workload around it varies).

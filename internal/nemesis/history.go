@@ -63,6 +63,45 @@ type sessHist struct {
 	Reason    string `json:"reason"` // why it ended; "closed" when the harness closed it
 	Got       []recv `json:"got"`
 	Bad       int    `json:"bad"` // events that did not decode
+	// Official marks a session of the official socket.io-client, which spans
+	// the reconnects the server recovered (Recovered counts them).
+	Official  bool `json:"official,omitempty"`
+	Recovered int  `json:"recovered,omitempty"`
+	// Moves says which node instance the session was on from when (an
+	// official session moves when it is recovered on another node);
+	// Instance is the last one.
+	Moves []instMove `json:"moves,omitempty"`
+}
+
+// instMove: from time At, and from event Got[Index] on, the session is on
+// Instance.
+type instMove struct {
+	At       int64 `json:"at"`
+	Index    int   `json:"index"`
+	Instance int   `json:"instance"`
+}
+
+// instanceAtIndex returns the instance that delivered Got[i].
+func instanceAtIndex(moves []instMove, last, i int) int {
+	for j := len(moves) - 1; j >= 0; j-- {
+		if moves[j].Index <= i {
+			return moves[j].Instance
+		}
+	}
+	return last
+}
+
+// instanceAtTime returns the instance the session was on at t.
+func instanceAtTime(moves []instMove, last int, t int64) int {
+	for j := len(moves) - 1; j >= 0; j-- {
+		if moves[j].At <= t {
+			return moves[j].Instance
+		}
+	}
+	if len(moves) > 0 {
+		return moves[0].Instance
+	}
+	return last
 }
 
 type recv struct {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,15 +42,37 @@ const (
 	// partition (the step's slot), waits until a replica serves its slots,
 	// and starts the old primary again (it returns as a replica).
 	OpClusterFailover = "cluster-failover"
+	// OpReplicaDown SIGKILLs the replica of a Sentinel set while the primary
+	// stays healthy (with WaitReplicas=1 no write can be confirmed), and
+	// starts it again after the hold.
+	OpReplicaDown = "replica-down"
+	// OpClockJump moves the ids of every stream partition ClockJump ahead of
+	// Redis' clock (XSETID): what a Redis restarted from its AOF with its clock
+	// behind does, done without a fake clock. Nothing heals it; it only grows
+	// with further jumps.
+	OpClockJump = "clock-jump"
+	// OpRedisWipe SIGKILLs Redis and starts it again empty (its AOF and RDB
+	// removed): a restart without persistence, whatever the run's AOF policy.
+	OpRedisWipe = "redis-restart-empty"
+	// OpNetSlow delays every chunk of bytes between one node and Redis by
+	// SlowDelay, both ways.
+	OpNetSlow = "net-slow"
 )
+
+// ClockJump is how far one OpClockJump moves the stream ids ahead.
+const ClockJump = 10 * time.Minute
+
+// SlowDelay is the delay of OpNetSlow.
+const SlowDelay = 20 * time.Millisecond
 
 // AllOps is every operation.
 var AllOps = []string{OpNodeKill, OpNodeKillNewID, OpNodeTerm, OpNodePause, OpNodeOverlap,
 	OpRedisKill, OpRedisPause, OpRedisClients, OpRedisOOM, OpNetCut, OpNetBlackhole,
-	OpNetReadDead, OpNetWriteDead, OpNetRepliesLost, OpClientBounce}
+	OpNetReadDead, OpNetWriteDead, OpNetRepliesLost, OpClientBounce, OpNetSlow, OpClockJump, OpRedisWipe}
 
 // redisOps act on the one Redis; two of them never run at once.
-var redisOps = []string{OpRedisKill, OpRedisPause, OpRedisClients, OpRedisOOM, OpSentinelFailover, OpClusterFailover}
+var redisOps = []string{OpRedisKill, OpRedisPause, OpRedisClients, OpRedisOOM, OpSentinelFailover, OpClusterFailover,
+	OpReplicaDown, OpClockJump, OpRedisWipe}
 
 // Step is one nemesis step: an operation on a target, held for a while.
 type Step struct {
@@ -74,13 +98,13 @@ func (r *Run) Schedule(ops []string, rounds int, minHold, maxHold time.Duration)
 			n = 2
 		}
 		var round []Step
-		for len(round) < n {
-			s := Step{Op: ops[r.rng.IntN(len(ops))], Slot: r.rng.IntN(r.cfg.Nodes),
+		// A second step that conflicts with the first is drawn again, a few
+		// times: ops may hold nothing that combines (two Redis operations).
+		for tries := 0; len(round) < n && tries < 16; tries++ {
+			s := Step{Op: r.draw(ops), Slot: r.rng.IntN(r.cfg.Nodes),
 				Hold: minHold + time.Duration(r.rng.Int64N(int64(maxHold-minHold)+1))}
 			if conflicts(round, s) {
-				if len(ops) == 1 || r.cfg.Nodes == 1 {
-					break
-				}
+				r.deck = append([]string{s.Op}, r.deck...) // drawn again later
 				continue
 			}
 			round = append(round, s)
@@ -88,6 +112,19 @@ func (r *Run) Schedule(ops []string, rounds int, minHold, maxHold time.Duration)
 		out = append(out, round)
 	}
 	return out
+}
+
+// draw takes the next operation from a shuffled deck of ops, shuffled again
+// when empty: every operation comes once before any comes twice, so a short
+// run tries many of them and a long one tries each about as often.
+func (r *Run) draw(ops []string) string {
+	if key := strings.Join(ops, ","); key != r.deckOf || len(r.deck) == 0 {
+		r.deckOf, r.deck = key, slices.Clone(ops)
+		r.rng.Shuffle(len(r.deck), func(i, j int) { r.deck[i], r.deck[j] = r.deck[j], r.deck[i] })
+	}
+	op := r.deck[len(r.deck)-1]
+	r.deck = r.deck[:len(r.deck)-1]
+	return op
 }
 
 func conflicts(round []Step, s Step) bool {
@@ -191,17 +228,46 @@ func (r *Run) apply(ctx context.Context, s Step) error {
 		r.pause(s.Hold)
 		old.hist.addFault(r.clk.now(), "term")
 		return old.term(30 * time.Second)
-	case OpRedisKill:
+	case OpRedisKill, OpRedisWipe:
 		if r.redis == nil {
 			return fmt.Errorf("nemesis: %s needs a standalone Redis (use %s with Sentinel)", s.Op, OpSentinelFailover)
 		}
 		if err := r.redis.Kill(); err != nil {
 			return err
 		}
+		if s.Op == OpRedisWipe {
+			if err := wipeData(r.redis.Dir()); err != nil {
+				return err
+			}
+		}
 		r.pause(s.Hold)
 		sctx, cancel := context.WithTimeout(ctx, r.cfg.Settle)
 		defer cancel()
 		return r.redis.Start(sctx)
+	case OpReplicaDown:
+		if r.sentinel == nil {
+			return fmt.Errorf("nemesis: %s needs Config.Sentinel", s.Op)
+		}
+		sctx, cancel := context.WithTimeout(ctx, 2*r.cfg.Settle)
+		defer cancel()
+		rep, err := r.replica(sctx)
+		if err != nil {
+			return err
+		}
+		if err := rep.Kill(); err != nil {
+			return err
+		}
+		r.pause(s.Hold)
+		if err := rep.Start(sctx); err != nil {
+			return err
+		}
+		return r.sentinel.WaitReplicaSync(sctx)
+	case OpClockJump:
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		err := r.clockJump(sctx, ClockJump)
+		r.pause(s.Hold)
+		return err
 	case OpSentinelFailover:
 		if r.sentinel == nil {
 			return fmt.Errorf("nemesis: %s needs Config.Sentinel", s.Op)
@@ -247,7 +313,7 @@ func (r *Run) apply(ctx context.Context, s Step) error {
 			return err
 		}
 		return r.redisFault(sctx, srv, s)
-	case OpNetReadDead, OpNetWriteDead, OpNetRepliesLost, OpNetCut, OpNetBlackhole:
+	case OpNetReadDead, OpNetWriteDead, OpNetRepliesLost, OpNetCut, OpNetBlackhole, OpNetSlow:
 		px, err := r.proxy(s.Slot)
 		if err != nil {
 			return err
@@ -261,6 +327,8 @@ func (r *Run) apply(ctx context.Context, s Step) error {
 			px.BlackholeOneWay(false)
 		case OpNetCut:
 			px.Cut()
+		case OpNetSlow:
+			px.Slow(SlowDelay)
 		default:
 			px.Blackhole()
 		}
@@ -283,6 +351,14 @@ func (r *Run) redisFault(ctx context.Context, srv *redistest.Server, s Step) err
 			return err
 		}
 		r.pause(s.Hold)
+		if r.sentinel != nil {
+			// Whether the sentinels failed over meanwhile says what the step did.
+			wctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if now, err := r.sentinel.CurrentPrimary(wctx); err == nil && now != srv {
+				r.logf("nemesis: %s: failed over from %s to %s", s, srv.Addr(), now.Addr())
+			}
+		}
 		return nil
 	case OpRedisClients:
 		for _, typ := range []string{"normal", "pubsub"} {
@@ -315,8 +391,111 @@ func (r *Run) redisFault(ctx context.Context, srv *redistest.Server, s Step) err
 	return err
 }
 
+// replica returns the data node of the Sentinel set that is not the primary.
+func (r *Run) replica(ctx context.Context) (*redistest.Server, error) {
+	primary, err := r.sentinel.CurrentPrimary(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range []*redistest.Server{r.sentinel.Primary(), r.sentinel.Replica()} {
+		if s != primary {
+			return s, nil
+		}
+	}
+	return nil, fmt.Errorf("nemesis: no replica besides the primary %s", primary.Addr())
+}
+
+// clockJump sets the last id of every stream partition d ahead of the
+// Redis server's clock, so that the entries added next carry ids from the
+// future, as after a restart of Redis with its clock behind. A partition
+// without a stream yet is left alone.
+func (r *Run) clockJump(ctx context.Context, d time.Duration) error {
+	for p := range redisbus.DefaultStreamPartitions {
+		key := redisbus.StreamKey(streamPrefix, p)
+		srv, err := r.serverOf(ctx, key)
+		if err != nil {
+			return err
+		}
+		res, err := srv.DoAll(ctx, []string{"TIME"}, []string{"XINFO", "STREAM", key})
+		if err != nil {
+			if strings.Contains(err.Error(), "no such key") {
+				continue
+			}
+			return err
+		}
+		now, err := redisMillis(res[0])
+		if err != nil {
+			return err
+		}
+		last, err := lastStreamMillis(res[1])
+		if err != nil {
+			return err
+		}
+		to := max(now, last) + d.Milliseconds()
+		if _, err := srv.Do(ctx, "XSETID", key, strconv.FormatInt(to, 10)+"-0"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// serverOf returns the Redis server that takes writes of key.
+func (r *Run) serverOf(ctx context.Context, key string) (*redistest.Server, error) {
+	if r.cluster != nil {
+		return r.cluster.PrimaryOfSlot(ctx, redistest.KeySlot(key))
+	}
+	return r.primary(ctx)
+}
+
+// redisMillis reads a TIME reply as milliseconds.
+func redisMillis(v any) (int64, error) {
+	parts, ok := v.([]any)
+	if !ok || len(parts) != 2 {
+		return 0, fmt.Errorf("nemesis: TIME replied %v", v)
+	}
+	sec, err1 := strconv.ParseInt(fmt.Sprint(parts[0]), 10, 64)
+	usec, err2 := strconv.ParseInt(fmt.Sprint(parts[1]), 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("nemesis: TIME replied %v: %w", v, err)
+	}
+	return sec*1000 + usec/1000, nil
+}
+
+// lastStreamMillis reads the milliseconds of last-generated-id from an XINFO
+// STREAM reply.
+func lastStreamMillis(v any) (int64, error) {
+	fields, ok := v.([]any)
+	if !ok {
+		return 0, fmt.Errorf("nemesis: XINFO STREAM replied %T", v)
+	}
+	for i := 0; i+1 < len(fields); i += 2 {
+		if fmt.Sprint(fields[i]) == "last-generated-id" {
+			ms, _, _ := strings.Cut(fmt.Sprint(fields[i+1]), "-")
+			n, err := strconv.ParseInt(ms, 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("nemesis: last-generated-id %v: %w", fields[i+1], err)
+			}
+			return n, nil
+		}
+	}
+	return 0, errors.New("nemesis: XINFO STREAM without last-generated-id")
+}
+
+// wipeData removes what a killed redis-server would load at its next start.
+func wipeData(dir string) error {
+	for _, name := range []string{"appendonlydir", "appendonly.aof", "dump.rdb"} {
+		if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
+			return fmt.Errorf("nemesis: wipe Redis data: %w", err)
+		}
+	}
+	return nil
+}
+
 // bounce makes the clients of slot disconnect and connect again.
 func (r *Run) bounce(slot int) {
+	if r.js != nil {
+		r.js.bounce(slot)
+	}
 	for _, c := range r.clients {
 		if c.home == slot {
 			select {

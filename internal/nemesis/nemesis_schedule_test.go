@@ -48,3 +48,31 @@ func TestScheduleCombinesWithoutConflicts(t *testing.T) {
 		}
 	}
 }
+
+func TestScheduleOfOpsThatNeverCombine(t *testing.T) {
+	r := &Run{cfg: Config{Nodes: 3}, rng: rand.New(rand.NewPCG(1, 0x6e656d65))}
+	for _, round := range r.Schedule([]string{OpRedisKill, OpRedisWipe}, 30, time.Second, 2*time.Second) {
+		if len(round) != 1 {
+			t.Fatalf("two Redis operations in one round: %v", round)
+		}
+	}
+}
+
+func TestScheduleDrawsEveryOperationBeforeRepeating(t *testing.T) {
+	r := &Run{cfg: Config{Nodes: 3}, rng: rand.New(rand.NewPCG(5, 0x6e656d65))}
+	seen := map[string]int{}
+	steps := 0
+	for _, round := range r.Schedule(SafeOps, 6, time.Second, 2*time.Second) {
+		for _, s := range round {
+			seen[s.Op]++
+			steps++
+		}
+	}
+	if steps < len(SafeOps) {
+		for op, n := range seen {
+			if n > 1 {
+				t.Errorf("%s drawn %d times in %d steps, before every operation came once", op, n, steps)
+			}
+		}
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,11 +53,18 @@ type nodeConfig struct {
 	OutboxMax     int           `json:"outbox_max,omitempty"`
 	OutboxMaxAge  time.Duration `json:"outbox_max_age,omitempty"`
 	StreamMaxLen  int64         `json:"stream_max_len,omitempty"`
+	ReadCount     int64         `json:"read_count,omitempty"`
 	PingInterval  time.Duration `json:"ping_interval,omitempty"`
 	PingTimeout   time.Duration `json:"ping_timeout,omitempty"`
 	DrainTimeout  time.Duration `json:"drain_timeout,omitempty"`
 	ProbeInterval time.Duration `json:"probe_interval,omitempty"`
 	WaitReplicas  int           `json:"wait_replicas,omitempty"`
+	// Recovery, when above 0, enables connection state recovery with this
+	// MaxDisconnectionDuration.
+	Recovery time.Duration `json:"recovery,omitempty"`
+	// AckAsync answers a publish with acknowledgements at once and lets the
+	// broadcast wait for its replies in the background.
+	AckAsync bool `json:"ack_async,omitempty"`
 }
 
 // nodeStatus is the JSON of a node's GET /status.
@@ -148,6 +156,7 @@ func runNode(ctx context.Context, cfg nodeConfig, rep *reporter, stderr io.Write
 		DialTimeout:  time.Second,
 		WriteTimeout: time.Second,
 		StreamMaxLen: cfg.StreamMaxLen,
+		ReadCount:    cfg.ReadCount,
 		WaitReplicas: cfg.WaitReplicas,
 		Bus: bus.Config{
 			NodeID:        cfg.NodeID,
@@ -174,7 +183,7 @@ func runNode(ctx context.Context, cfg nodeConfig, rep *reporter, stderr io.Write
 	if err != nil {
 		return errors.Join(fmt.Errorf("cluster: %w", err), closeNodeBus(nil, b, time.Second))
 	}
-	srv := socketio.NewServer(&socketio.Options{
+	opts := &socketio.Options{
 		Adapter: cl.Adapter,
 		Options: engineio.Options{
 			Logger:        log,
@@ -182,10 +191,17 @@ func runNode(ctx context.Context, cfg nodeConfig, rep *reporter, stderr io.Write
 			PingInterval:  cfg.PingInterval,
 			PingTimeout:   cfg.PingTimeout,
 		},
-	})
+	}
+	setRecovery(opts, cfg.Recovery)
+	srv := socketio.NewServer(opts)
+	var async *sync.WaitGroup
+	if cfg.AckAsync {
+		async = &sync.WaitGroup{}
+		defer async.Wait() // after Shutdown: the broadcasts end by their timeout
+	}
 	for _, name := range cfg.Namespaces {
 		nsp := srv.Of(name)
-		nsp.OnConnection(func(s *socketio.Socket) { serveSocket(nsp, s, log) })
+		nsp.OnConnection(func(s *socketio.Socket) { serveSocket(nsp, s, log, async) })
 	}
 
 	mux := http.NewServeMux()
@@ -236,7 +252,7 @@ func runNode(ctx context.Context, cfg nodeConfig, rep *reporter, stderr io.Write
 }
 
 // serveSocket is the workload's application on one socket.
-func serveSocket(nsp *socketio.Namespace, s *socketio.Socket, log *slog.Logger) {
+func serveSocket(nsp *socketio.Namespace, s *socketio.Socket, log *slog.Logger, async *sync.WaitGroup) {
 	s.On(joinEvent, func(e *socketio.Event) {
 		var rooms []string
 		for _, a := range e.Args {
@@ -267,22 +283,63 @@ func serveSocket(nsp *socketio.Namespace, s *socketio.Socket, log *slog.Logger) 
 				return
 			}
 		}
+		// A pair: seq to room as a plain broadcast, then seq+1 to pairRoom
+		// with acknowledgements, back to back.
+		var pairRoom string
+		if len(e.Args) > 5 {
+			if err := json.Unmarshal(e.Args[5], &pairRoom); err != nil {
+				_ = e.Ack("bad publish: " + err.Error())
+				return
+			}
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		args := []any{pub, seq}
-		if len(e.Args) > 3 {
-			args = append(args, e.Args[3]) // the payload, passed on as is
+		payload := func(seq uint64) []any {
+			args := []any{pub, seq}
+			if len(e.Args) > 3 {
+				// The payload, passed on as is (copied: a background
+				// broadcast outlives the event).
+				args = append(args, json.RawMessage(slices.Clone(e.Args[3])))
+			}
+			return args
 		}
-		res := "ok"
-		if withAck {
+		withAcks := func(room string, seq uint64) error {
 			// The request plane: a broadcast whose clients answer. Its answers
 			// do not matter here, its order among the plain broadcasts does.
-			_, err := nsp.To(room).Timeout(3*time.Second).EmitWithAck(ctx, dataEvent, args...)
+			_, err := nsp.To(room).Timeout(3*time.Second).EmitWithAck(ctx, dataEvent, payload(seq)...)
 			var missing *adapter.MissingRepliesError
-			if err != nil && !errors.As(err, &missing) {
-				res = err.Error()
+			if errors.As(err, &missing) {
+				return nil
 			}
-		} else if err := nsp.To(room).Emit(ctx, dataEvent, args...); err != nil {
+			return err
+		}
+		var err error
+		switch {
+		case pairRoom != "":
+			err = nsp.To(room).Emit(ctx, dataEvent, payload(seq)...)
+			if err == nil {
+				err = withAcks(pairRoom, seq+1)
+			}
+		case withAck && async != nil:
+			args := payload(seq)
+			async.Add(1)
+			go func() {
+				defer async.Done()
+				actx, acancel := context.WithTimeout(context.Background(), 12*time.Second)
+				defer acancel()
+				_, err := nsp.To(room).Timeout(10*time.Second).EmitWithAck(actx, dataEvent, args...)
+				var missing *adapter.MissingRepliesError
+				if err != nil && !errors.As(err, &missing) {
+					log.Warn("nemesis node: broadcast with acks", "seq", seq, "err", err)
+				}
+			}()
+		case withAck:
+			err = withAcks(room, seq)
+		default:
+			err = nsp.To(room).Emit(ctx, dataEvent, payload(seq)...)
+		}
+		res := "ok"
+		if err != nil {
 			res = err.Error()
 		}
 		// The publisher may be gone; its history then says "unknown".

@@ -44,6 +44,22 @@ type Config struct {
 	// AckEvery makes every n-th event a broadcast with acknowledgements (the
 	// request plane) instead of a plain one; 0: none.
 	AckEvery int
+	// PublishTimeout is how long a publisher waits for its node's answer to
+	// a publish before it records the event as unknown. Default 2s.
+	PublishTimeout time.Duration
+	// MuteAcks makes the first client of every node and namespace never
+	// answer a broadcast with acknowledgements: its node's relays wait for
+	// it until the broadcast's timeout.
+	MuteAcks bool
+	// AckAsync makes nodes answer a publish with acknowledgements at once,
+	// with the broadcast still waiting for its replies: many wait at a time.
+	// Their order among a publisher's events is then not the node's to keep.
+	AckAsync bool
+	// AckPairs makes each publisher send its events in pairs: the node emits
+	// the first as a plain broadcast and the second, at once after it, with
+	// acknowledgements (as an application calling Emit then EmitWithAck).
+	// Clients in both rooms see whether the two planes keep their order.
+	AckPairs bool
 	// PayloadBytes pads every event with a string of this length (0: none).
 	PayloadBytes int
 	// ClientMaxRate bounds the events per second each client reads (its
@@ -58,9 +74,27 @@ type Config struct {
 	// product's default.
 	StreamMaxLen int64
 	OutboxMax    int
+	// OutboxMaxAge is the nodes' outbox max age; 0 is the product's default.
+	OutboxMaxAge time.Duration
+	// ReadCount is the nodes' redisbus ReadCount (entries per partition and
+	// read); 0 is the product's default. A small one makes a lagging reader
+	// interleave the partitions finely.
+	ReadCount int64
 	// NodePing is the nodes' Engine.IO ping interval and timeout: a client is
 	// cut after about twice this of silence (a frozen node). Default 5s.
 	NodePing time.Duration
+	// OfficialClients is the number of official socket.io-client clients of
+	// each node (namespaces and rooms by turns), each behind a load balancer
+	// of its own, reconnecting with connection state recovery (which the
+	// nodes then enable). 0: none.
+	OfficialClients int
+	// EmitterPublishers is the number of publishers that emit through the
+	// emitter package from the harness process (one origin for all,
+	// namespaces by turns). 0: none.
+	EmitterPublishers int
+	// EmitterNamespaces are the namespaces of the emitter publishers, by
+	// turns. Default Namespaces.
+	EmitterNamespaces []string
 	// Sentinel runs Redis as a Sentinel set (primary, replica, three
 	// sentinels) instead of one server; network operations are then
 	// unavailable (nodes reach Redis without a proxy).
@@ -92,6 +126,9 @@ func (c *Config) defaults() {
 	if c.NodePing == 0 {
 		c.NodePing = 5 * time.Second
 	}
+	if c.PublishTimeout == 0 {
+		c.PublishTimeout = 2 * time.Second
+	}
 	if c.Settle == 0 {
 		c.Settle = 60 * time.Second
 	}
@@ -105,11 +142,14 @@ var rooms = []string{"r1", "r2"}
 // Run is one cluster under test: a redis-server, a fault proxy per node slot, the
 // node processes, clients and publishers, and their history.
 type Run struct {
-	cfg   Config
-	clk   clock
-	hist  *History
-	rng   *rand.Rand
-	redis *redistest.Server // standalone; nil with Sentinel
+	cfg  Config
+	clk  clock
+	hist *History
+	rng  *rand.Rand
+	// deck is what is left of the shuffled operations deckOf names (draw).
+	deck   []string
+	deckOf string
+	redis  *redistest.Server // standalone; nil with Sentinel
 	// sentinel is the Sentinel set (primary, replica, three sentinels) when
 	// Config.Sentinel; nodes then reach Redis directly, without proxies.
 	sentinel *redistest.SentinelSet
@@ -124,6 +164,9 @@ type Run struct {
 	newIDs    []int         // slots[i] restarted with a new id this many times
 	pubs      []*publisher
 	clients   []*client
+	js        *jsClients    // the official clients; nil without
+	emitter   *emitterRun   // nil without emitter publishers
+	epubs     []*emitterPub // publishers through the emitter
 	nextSess  int
 	steps     int
 	stopping  bool
@@ -198,7 +241,8 @@ func Start(ctx context.Context, cfg Config) (*Run, error) {
 				default:
 					rs = []string{"r1", "r2"}
 				}
-				c := &client{r: r, id: id, ns: ns, rooms: rs, home: i, bounce: make(chan struct{}, 1), ready: make(chan struct{})}
+				c := &client{r: r, id: id, ns: ns, rooms: rs, home: i, bounce: make(chan struct{}, 1), ready: make(chan struct{}),
+					mute: cfg.MuteAcks && k == 0}
 				id++
 				r.clients = append(r.clients, c)
 			}
@@ -211,6 +255,11 @@ func Start(ctx context.Context, cfg Config) (*Run, error) {
 	for _, c := range r.clients {
 		if err := waitChan(ctx, c.ready, cfg.Settle); err != nil {
 			return r, fmt.Errorf("nemesis: client %d never connected: %w", c.id, err)
+		}
+	}
+	if cfg.OfficialClients > 0 {
+		if err := r.startOfficial(ctx, id); err != nil {
+			return r, err
 		}
 	}
 	nPubs := 0
@@ -233,20 +282,109 @@ func Start(ctx context.Context, cfg Config) (*Run, error) {
 		}
 		return 1
 	}
+	if cfg.EmitterPublishers > 0 {
+		em, err := r.startEmitter(ctx)
+		if err != nil {
+			return r, err
+		}
+		r.emitter = em
+		for k := range cfg.EmitterPublishers {
+			nss := cfg.EmitterNamespaces
+			if len(nss) == 0 {
+				nss = cfg.Namespaces
+			}
+			ns := nss[k%len(nss)]
+			p := &emitterPub{r: r, e: em, hist: &pubHist{ID: nPubs, Namespace: ns, Rooms: rooms}, stop: make(chan struct{})}
+			nPubs++
+			r.epubs = append(r.epubs, p)
+			r.hist.Publishers = append(r.hist.Publishers, p.hist)
+		}
+	}
 	for _, p := range r.pubs {
 		total += weight(p.hist.Namespace)
 	}
+	for _, p := range r.epubs {
+		total += weight(p.hist.Namespace)
+	}
+	for _, p := range r.epubs {
+		p.every = float64(cfg.Rate) * weight(p.hist.Namespace) / total
+		r.wg.Add(1)
+		go p.loop()
+	}
 	for _, p := range r.pubs {
 		p.every = float64(cfg.Rate) * weight(p.hist.Namespace) / total
+		if cfg.AckPairs {
+			p.every /= 2 // every emit sends two events
+		}
 		p.stop = make(chan struct{})
 		r.wg.Add(1)
 		go p.loop()
 	}
 	r.wg.Add(1)
 	go r.sampleLoop()
-	r.logf("started: %d nodes, %d clients, %d publishers at %d events/s, AOF %q, seed %d",
-		cfg.Nodes, len(r.clients), len(r.pubs), cfg.Rate, cfg.AOF, cfg.Seed)
+	r.logf("started: %d nodes, %d clients (%d official), %d publishers (%d through the emitter) at %d events/s, AOF %q, seed %d",
+		cfg.Nodes, len(r.clients)+cfg.Nodes*cfg.OfficialClients, cfg.Nodes*cfg.OfficialClients, len(r.pubs)+len(r.epubs), len(r.epubs),
+		cfg.Rate, cfg.AOF, cfg.Seed)
 	return r, nil
+}
+
+// recovery is the nodes' connection state recovery: on with official clients.
+func (r *Run) recovery() time.Duration {
+	if r.cfg.OfficialClients > 0 {
+		return 2 * time.Minute
+	}
+	return 0
+}
+
+// startOfficial starts the official clients, with ids from id on, and waits
+// until each has joined its rooms.
+func (r *Run) startOfficial(ctx context.Context, id int) error {
+	js, err := startJSClients(r)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.js = js
+	r.mu.Unlock()
+	var cs []*jsClient
+	for i := range r.cfg.Nodes {
+		for k := range r.cfg.OfficialClients {
+			ns := r.cfg.Namespaces[k%len(r.cfg.Namespaces)]
+			rs := [][]string{{"r1", "r2"}, {"r1"}, {"r2"}}[k%3]
+			c, err := js.open(id, ns, rs, i)
+			if err != nil {
+				return err
+			}
+			id++
+			cs = append(cs, c)
+		}
+	}
+	for _, c := range cs {
+		if err := waitChan(ctx, c.ready, r.cfg.Settle); err != nil {
+			return fmt.Errorf("nemesis: official client %d never joined: %w (%s)", c.id, err, js.logs.String())
+		}
+	}
+	return nil
+}
+
+// currentSessions returns the latest session of every client.
+func (r *Run) currentSessions() []*sessHist {
+	var out []*sessHist
+	for _, c := range r.clients {
+		if s := c.current(); s != nil {
+			out = append(out, s)
+		}
+	}
+	if r.js != nil {
+		r.js.mu.Lock()
+		for _, c := range r.js.clients {
+			if s := c.current(); s != nil {
+				out = append(out, s)
+			}
+		}
+		r.js.mu.Unlock()
+	}
+	return out
 }
 
 // sampleLoop records every usable node's RSS and goroutines every 5 s.
@@ -307,9 +445,13 @@ func (r *Run) startNode(ctx context.Context, slot int, newID bool) (*nodeProc, e
 		SendQueue:    r.cfg.SendQueue,
 		OutboxMax:    r.cfg.OutboxMax,
 		StreamMaxLen: r.cfg.StreamMaxLen,
+		OutboxMaxAge: r.cfg.OutboxMaxAge,
+		ReadCount:    r.cfg.ReadCount,
 		PingInterval: r.cfg.NodePing,
 		PingTimeout:  r.cfg.NodePing,
 		DrainTimeout: 10 * time.Second,
+		Recovery:     r.recovery(),
+		AckAsync:     r.cfg.AckAsync,
 	}, hist, r.clk)
 	if err != nil {
 		return nil, err
@@ -482,6 +624,9 @@ func (r *Run) Finish(ctx context.Context) (*History, error) {
 	for _, p := range r.pubs {
 		p.halt()
 	}
+	for _, p := range r.epubs {
+		p.halt()
+	}
 	// Every publish answered (or timed out).
 	var errs []error
 	if err := r.waitFor(ctx, func() bool {
@@ -516,6 +661,11 @@ func (r *Run) Finish(ctx context.Context) (*History, error) {
 	r.logf("delivery finished: %d events owed and not received", r.owedNow())
 	// Anything still in flight (a duplicate, a replay) arrives before counting.
 	r.pause(500 * time.Millisecond)
+	if r.js != nil {
+		if err := r.js.stop(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	r.mu.Lock()
 	r.stopping = true
 	r.mu.Unlock()
@@ -539,12 +689,10 @@ func (r *Run) Finish(ctx context.Context) (*History, error) {
 func (r *Run) owedNow() int {
 	idx := newPubIndex(r.hist.Publishers)
 	n := 0
-	for _, c := range r.clients {
-		s := c.current()
-		if s == nil || !s.open() {
-			continue
+	for _, s := range r.currentSessions() {
+		if s.open() {
+			n += len(idx.missingFor(s, true))
 		}
-		n += len(idx.missingFor(s, true))
 	}
 	return n
 }
@@ -552,9 +700,8 @@ func (r *Run) owedNow() int {
 // lastOwedReceived reports whether every open session has the last event of
 // every publisher it is owed: cheap enough to poll in long runs.
 func (r *Run) lastOwedReceived() bool {
-	for _, c := range r.clients {
-		s := c.current()
-		if s == nil || !s.open() {
+	for _, s := range r.currentSessions() {
+		if !s.open() {
 			continue
 		}
 		ready, _, _ := s.snapshot()
@@ -592,12 +739,10 @@ func (s *sessHist) has(g recv) bool {
 
 func (r *Run) receivedTotal() int {
 	n := 0
-	for _, c := range r.clients {
-		if s := c.current(); s != nil {
-			s.mu.Lock()
-			n += len(s.Got)
-			s.mu.Unlock()
-		}
+	for _, s := range r.currentSessions() {
+		s.mu.Lock()
+		n += len(s.Got)
+		s.mu.Unlock()
 	}
 	return n
 }
@@ -628,11 +773,20 @@ func (r *Run) Close() error {
 		for _, p := range pubs {
 			p.halt()
 		}
+		for _, p := range r.epubs {
+			p.halt()
+		}
 		for _, c := range clients {
 			c.stop()
 		}
 		r.wg.Wait()
+		if r.emitter != nil {
+			errs = append(errs, r.emitter.close())
+		}
 		r.clientWG.Wait()
+		if r.js != nil {
+			errs = append(errs, r.js.close())
+		}
 		r.mu.Lock()
 		var procs []*nodeProc
 		for _, ps := range r.slots {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/durasock/durasock/internal/sioclient"
@@ -20,6 +21,7 @@ type client struct {
 	ns     string
 	rooms  []string
 	home   int
+	mute   bool          // never answers a broadcast with acknowledgements
 	bounce chan struct{} // the nemesis asks for a disconnect and reconnect
 	ready  chan struct{} // closed when the first session is ready
 
@@ -99,7 +101,7 @@ func (c *client) session(stop chan struct{}) {
 					debt = 0
 				}
 			}
-			if e.HasAck() {
+			if e.HasAck() && !c.mute {
 				ev := *e // acked from another goroutine: OnEvent must not block
 				go func() {
 					actx, acancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -183,9 +185,10 @@ type publisher struct {
 	r     *Run
 	home  int
 	hist  *pubHist
-	every float64 // events per second
-	tail  bool    // stops for good at the first nemesis step
-	pad   string  // the payload of every event
+	every float64      // events per second
+	tail  bool         // stops for good at the first nemesis step
+	pad   string       // the payload of every event
+	big   atomic.Int64 // when not 0, the next event carries a payload of this many bytes
 	stop  chan struct{}
 	once  sync.Once
 }
@@ -268,28 +271,48 @@ func (p *publisher) args(seq uint64) []any {
 	if len(p.pad) != p.r.cfg.PayloadBytes {
 		p.pad = strings.Repeat("x", p.r.cfg.PayloadBytes)
 	}
-	args := []any{p.hist.room(seq), p.hist.ID, seq, p.pad}
+	pad := p.pad
+	if n := p.big.Swap(0); n > 0 {
+		pad = strings.Repeat("y", int(n))
+	}
+	args := []any{p.hist.room(seq), p.hist.ID, seq, pad}
 	if n := p.r.cfg.AckEvery; n > 0 && seq%uint64(n) == 0 {
 		args = append(args, true)
 	}
 	return args
 }
 
-// emit sends the next event; false when the connection cannot take it.
+// emit sends the next event (two with AckPairs); false when the connection
+// cannot take it.
 func (p *publisher) emit(conn *sioclient.Client, si int) bool {
+	n := uint64(1)
+	if p.r.cfg.AckPairs {
+		n = 2
+	}
 	p.hist.mu.Lock()
 	seq := uint64(len(p.hist.Status)) + 1
-	p.hist.Status = append(p.hist.Status, statusPending)
-	p.hist.Sent = append(p.hist.Sent, p.r.clk.now())
-	p.hist.Sessions[si].Last = seq
+	now := p.r.clk.now()
+	for range n {
+		p.hist.Status = append(p.hist.Status, statusPending)
+		p.hist.Sent = append(p.hist.Sent, now)
+	}
+	p.hist.Sessions[si].Last = seq + n - 1
 	p.hist.mu.Unlock()
 	set := func(st uint8) {
 		p.hist.mu.Lock()
-		p.hist.Status[seq-1] = st
+		for i := range n {
+			p.hist.Status[seq-1+i] = st
+		}
 		p.hist.mu.Unlock()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), p.r.cfg.PublishTimeout)
 	defer cancel()
+	args := p.args(seq)
+	if n == 2 {
+		// [room, publisher, seq, payload, false, room of seq+1]: seq plain,
+		// seq+1 with acknowledgements right after it.
+		args = append(args[:4], false, p.hist.room(seq+1))
+	}
 	err := conn.EmitAck(ctx, publishEvent, func(a sioclient.Ack, err error) {
 		if err != nil {
 			set(statusUnknown)
@@ -301,7 +324,7 @@ func (p *publisher) emit(conn *sioclient.Client, si int) bool {
 			return
 		}
 		set(statusOK)
-	}, p.args(seq)...)
+	}, args...)
 	if err != nil {
 		set(statusUnknown)
 		return false

@@ -3,6 +3,7 @@
 // prints "FAIL <scenario>: <reason>" and exits 1. Every wait is bounded.
 
 import { isDeepStrictEqual, inspect } from "node:util";
+import msgpackParser from "socket.io-msgpack-parser";
 
 export const SERVER_URL = (process.env.SERVER_URL || "").replace(/\/+$/, "");
 if (!SERVER_URL) {
@@ -121,10 +122,13 @@ export function sleep(ms) {
 
 // Options every scenario passes to io(): no multiplexing surprises between sockets
 // of different scenarios, and short, bounded connection attempts.
+// SIO_PARSER=msgpack gives every scenario the parser of socket.io-msgpack-parser.
+export const parserOptions = process.env.SIO_PARSER === "msgpack" ? { parser: msgpackParser } : {};
 export const baseOptions = {
   forceNew: true,
   reconnection: false,
   timeout: 5000,
+  ...parserOptions,
 };
 
 // ack emits event with args and resolves with every argument of the server's ack,

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"unicode/utf8"
 )
 
 // ErrInvalidArgument is returned when an argument cannot be marshalled to JSON.
@@ -57,6 +58,7 @@ func MarshalArgs(args ...any) (json.RawMessage, [][]byte, error) {
 }
 
 func appendArgs(b []byte, comma bool, atts [][]byte, args []any) ([]byte, [][]byte, error) {
+	start := len(b)
 	for i, a := range args {
 		if comma {
 			b = append(b, ',')
@@ -111,6 +113,13 @@ func appendArgs(b []byte, comma bool, atts [][]byte, args []any) ([]byte, [][]by
 			}
 			b = append(b, m...)
 		}
+	}
+	// encoding/json writes valid UTF-8 for strings, but copies a
+	// json.RawMessage, a RawArg or the output of a MarshalJSON method as it
+	// is: text that is not UTF-8 must not reach clients, which drop their
+	// connection over it.
+	if !utf8.Valid(b[start:]) {
+		return nil, nil, fmt.Errorf("%w: not valid UTF-8", ErrInvalidArgument)
 	}
 	b = append(b, ']')
 	return b, atts, nil

@@ -17,8 +17,15 @@ var (
 	ErrInvalidAckID       = fmt.Errorf("%w: invalid ack id", ErrInvalid)
 	ErrInvalidPayload     = fmt.Errorf("%w: invalid payload", ErrInvalid)
 	ErrTooManyAttachments = fmt.Errorf("%w: too many attachments", ErrInvalid)
-	ErrUnexpectedBinary   = fmt.Errorf("%w: binary data when not reconstructing a packet", ErrInvalid)
-	ErrUnexpectedText     = fmt.Errorf("%w: plaintext data when reconstructing a packet", ErrInvalid)
+	// ErrAttachmentsTooLarge: the attachments of one packet exceed
+	// Decoder.MaxAttachmentBytes.
+	ErrAttachmentsTooLarge = fmt.Errorf("%w: attachments too large", ErrInvalid)
+	// ErrInvalidUTF8: a text message that is not valid UTF-8. Engine.IO
+	// refuses such messages before they reach the parser; Decode checks again
+	// so that no path forwards them.
+	ErrInvalidUTF8      = fmt.Errorf("%w: not valid UTF-8", ErrInvalid)
+	ErrUnexpectedBinary = fmt.Errorf("%w: binary data when not reconstructing a packet", ErrInvalid)
+	ErrUnexpectedText   = fmt.Errorf("%w: plaintext data when reconstructing a packet", ErrInvalid)
 )
 
 // reservedEvents may not be sent by a client: they have a meaning of their own.
@@ -46,6 +53,9 @@ func Decode(text []byte) (*Packet, int, error) {
 	c := text[0]
 	if c < '0' || c > '6' {
 		return nil, 0, ErrUnknownType
+	}
+	if !utf8.Valid(text) {
+		return nil, 0, ErrInvalidUTF8
 	}
 	p := &Packet{Type: Type(c - '0'), Namespace: "/"}
 	i := 1

@@ -6,6 +6,11 @@ import "fmt"
 // is zero.
 const DefaultMaxAttachments = 64
 
+// DefaultMaxAttachmentBytes is the attachment byte limit of a Decoder whose
+// MaxAttachmentBytes is zero: what one connection may hold in attachments of
+// a packet that is not complete yet.
+const DefaultMaxAttachmentBytes = 8 << 20
+
 // Decoder reassembles packets from the Engine.IO messages of one connection: a
 // BINARY_EVENT or BINARY_ACK text message is followed by its attachments as binary
 // messages. A Decoder is not safe for concurrent use; a connection reads its
@@ -14,9 +19,15 @@ type Decoder struct {
 	// MaxAttachments bounds the attachments one packet may announce (0 means
 	// DefaultMaxAttachments). A packet that announces more is an error.
 	MaxAttachments int
+	// MaxAttachmentBytes bounds the bytes of the attachments of one packet,
+	// which the decoder holds until the last one arrives (0 means
+	// DefaultMaxAttachmentBytes). An attachment that would exceed it is an
+	// error wrapping ErrAttachmentsTooLarge, and the packet is dropped.
+	MaxAttachmentBytes int
 
 	pending  *Packet
 	expected int
+	held     int // bytes of pending.Attachments
 }
 
 // AddText decodes a text message. It returns the packet when it is complete, or
@@ -57,11 +68,21 @@ func (d *Decoder) AddBinary(b []byte) (*Packet, error) {
 	if p == nil {
 		return nil, ErrUnexpectedBinary
 	}
+	limit := d.MaxAttachmentBytes
+	if limit <= 0 {
+		limit = DefaultMaxAttachmentBytes
+	}
+	if len(b) > limit-d.held {
+		held := d.held
+		d.Reset()
+		return nil, fmt.Errorf("%w: %d bytes held, %d more arrived, at most %d allowed", ErrAttachmentsTooLarge, held, len(b), limit)
+	}
+	d.held += len(b)
 	p.Attachments = append(p.Attachments, b)
 	if len(p.Attachments) < d.expected {
 		return nil, nil
 	}
-	d.pending, d.expected = nil, 0
+	d.Reset()
 	if err := checkPlaceholders(p); err != nil {
 		return nil, err
 	}
@@ -72,4 +93,4 @@ func (d *Decoder) AddBinary(b []byte) (*Packet, error) {
 func (d *Decoder) Pending() bool { return d.pending != nil }
 
 // Reset drops a partially received packet.
-func (d *Decoder) Reset() { d.pending, d.expected = nil, 0 }
+func (d *Decoder) Reset() { d.pending, d.expected, d.held = nil, 0, 0 }

@@ -24,3 +24,21 @@ func ExampleEventPacket() {
 	// 51-["upload",{"name":"a.bin","data":{"_placeholder":true,"num":0}}]
 	// [[1 2 3]]
 }
+
+// A packet as a socket.io-msgpack-parser client receives it, and back.
+func ExampleMsgpack() {
+	e := parser.Encode(&parser.Packet{Type: parser.Event, Namespace: "/", Data: []byte(`["hello",{"_placeholder":true,"num":0}]`), Attachments: [][]byte{{1, 2}}})
+	frames, err := parser.Msgpack.Frames(e)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(len(frames), frames[0].Binary)
+	p, err := parser.DecodeMsgpack(frames[0].Data, 0)
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(string(p.Data), p.Attachments)
+	// Output:
+	// 1 true
+	// ["hello",{"_placeholder":true,"num":0}] [[1 2]]
+}

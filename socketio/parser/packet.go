@@ -39,4 +39,8 @@ type Packet struct {
 type Encoded struct {
 	Text        []byte
 	Attachments [][]byte
+
+	// msgpack is the packet in the Msgpack format, made by the first
+	// connection that needs it and shared by the others.
+	msgpack alternate
 }

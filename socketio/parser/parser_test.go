@@ -319,3 +319,44 @@ func TestEventNameForms(t *testing.T) {
 		t.Fatalf("SplitValid(nil) = %q", got)
 	}
 }
+
+// TestDecoderAttachmentBytes: attachments are bounded in bytes by default
+// (DefaultMaxAttachmentBytes) and by MaxAttachmentBytes; over the bound the
+// packet is dropped with ErrAttachmentsTooLarge and the decoder is ready for
+// the next one.
+func TestDecoderAttachmentBytes(t *testing.T) {
+	for _, tt := range []struct {
+		max, bound int
+	}{{0, DefaultMaxAttachmentBytes}, {1000, 1000}} {
+		d := Decoder{MaxAttachmentBytes: tt.max}
+		if _, err := d.AddText([]byte(`53-["up",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1},{"_placeholder":true,"num":2}]`)); err != nil {
+			t.Fatal(err)
+		}
+		half := tt.bound / 2
+		if p, err := d.AddBinary(make([]byte, half)); p != nil || err != nil {
+			t.Fatalf("first attachment: %v %v", p, err)
+		}
+		if p, err := d.AddBinary(make([]byte, tt.bound-half)); p != nil || err != nil {
+			t.Fatalf("second attachment, at the bound: %v %v", p, err)
+		}
+		if _, err := d.AddBinary([]byte{1}); !errors.Is(err, ErrAttachmentsTooLarge) || !errors.Is(err, ErrInvalid) {
+			t.Fatalf("over the bound of %d: %v", tt.bound, err)
+		}
+		if d.Pending() {
+			t.Fatal("still pending after the error")
+		}
+		if p, err := d.AddText([]byte(`2["x"]`)); err != nil || p == nil {
+			t.Fatalf("next packet: %v %v", p, err)
+		}
+	}
+}
+
+// TestDecodeRefusesInvalidUTF8: a text message that is not UTF-8 is no
+// packet, wherever the bad bytes are.
+func TestDecodeRefusesInvalidUTF8(t *testing.T) {
+	for _, s := range []string{"2[\"x\",\"\xff\"]", "0/\xc3\x28,", "2[\"\xed\xa0\x80\"]"} {
+		if _, _, err := Decode([]byte(s)); !errors.Is(err, ErrInvalidUTF8) {
+			t.Errorf("Decode(%q) = %v, want ErrInvalidUTF8", s, err)
+		}
+	}
+}

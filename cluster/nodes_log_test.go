@@ -1,0 +1,44 @@
+package cluster
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/durasock/durasock/bus"
+)
+
+// lockedBuffer is a log destination a test may read while nodes write.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestNodeTimeoutNamesTheBroker: when the other nodes time out because this
+// node's own broker link is down, the warning says so instead of blaming them.
+func TestNodeTimeoutNamesTheBroker(t *testing.T) {
+	hub := bus.NewMemoryHub()
+	var logs lockedBuffer
+	opts := &Options{HeartbeatInterval: time.Second, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
+	startNodes(t, 2, opts, func(id string) bus.Bus { return memoryBus(t, hub, id) })
+	hub.SetDown(true)
+	waitFor(t, "the node timeout warning", func() bool {
+		return strings.Contains(logs.String(), "node timed out while this node cannot reach the broker (Redis)")
+	})
+	hub.SetDown(false)
+}
