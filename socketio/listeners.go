@@ -65,38 +65,43 @@ func (s *Socket) On(event string, h func(*Event), opts ...ListenerOption) (off f
 	for _, o := range opts {
 		o(&l)
 	}
+	return s.addListener(event, l)
+}
+
+func (s *Socket) addListener(event string, l listener) (off func()) {
 	s.mu.Lock()
 	if s.handlers == nil {
 		s.handlers = make(map[string][]listener)
 	}
 	s.handlers[event] = append(slices.Clip(s.handlers[event]), l)
 	s.mu.Unlock()
-	return func() {
-		s.mu.Lock()
-		if list := without(s.handlers[event], l.id); len(list) > 0 {
-			s.handlers[event] = list
-		} else {
-			delete(s.handlers, event)
-		}
-		s.mu.Unlock()
+	return func() { s.removeListener(event, l.id) }
+}
+
+func (s *Socket) removeListener(event string, id uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if list := without(s.handlers[event], id); len(list) > 0 {
+		s.handlers[event] = list
+	} else {
+		delete(s.handlers, event)
 	}
 }
 
 // Once registers a listener of event that runs for the next such event only.
 func (s *Socket) Once(event string, h func(*Event), opts ...ListenerOption) (off func()) {
 	var fired atomic.Bool
-	var remove func()
-	done := make(chan struct{})
-	remove = s.On(event, func(e *Event) {
-		if !fired.CompareAndSwap(false, true) {
-			return
+	l := newListener(nil)
+	l.h = func(e *Event) {
+		if fired.CompareAndSwap(false, true) {
+			s.removeListener(event, l.id)
+			h(e)
 		}
-		<-done
-		remove()
-		h(e)
-	}, opts...)
-	close(done)
-	return remove
+	}
+	for _, o := range opts {
+		o(&l)
+	}
+	return s.addListener(event, l)
 }
 
 // Off removes every listener of event.
