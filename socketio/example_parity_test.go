@@ -11,6 +11,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/durasock/durasock/engineio"
 	"github.com/durasock/durasock/socketio"
 )
 
@@ -234,4 +235,51 @@ func dialRawHeader(url string, h http.Header) rawConn {
 	r := rawConn{c}
 	r.read() // Engine.IO open packet
 	return r
+}
+
+// OnNewNamespace sees every namespace made after it. This server also lets
+// Socket.IO 2.x clients in (AllowEIO3: Engine.IO v3, common in older mobile
+// apps): they are in the main namespace at once, their socket id is their
+// connection's, and other namespaces get their query as auth.
+func ExampleServer_OnNewNamespace() {
+	srv := socketio.NewServer(&socketio.Options{Options: engineio.Options{AllowEIO3: true}})
+	srv.OnNewNamespace(func(n *socketio.Namespace) {
+		fmt.Println("new namespace", n.Name())
+	})
+	srv.Of("/admin")
+	srv.OnConnection(func(s *socketio.Socket) {})
+	shutdown(srv)
+	// Output:
+	// new namespace /admin
+}
+
+// Binary in a client's acknowledgement stays binary.
+func ExampleArgs_Bind() {
+	srv := socketio.NewServer(nil)
+	got := make(chan []byte, 1)
+	srv.OnConnection(func(s *socketio.Socket) {
+		go func() {
+			args, err := s.EmitWithAck(context.Background(), "thumbnail?")
+			var img []byte
+			if err == nil && args.Bind(&img) == nil {
+				got <- img
+			}
+		}()
+	})
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	defer shutdown(srv)
+
+	c := dialRaw(hs.URL)
+	defer c.Close(websocket.StatusNormalClosure, "")
+	c.send(`40`)
+	c.read()
+	id := strings.TrimSuffix(strings.TrimPrefix(c.read(), "42"), `["thumbnail?"]`)
+	c.send(`461-` + id + `[{"_placeholder":true,"num":0}]`) // BINARY_ACK with one attachment
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = c.Write(ctx, websocket.MessageBinary, []byte{0x89, 'P', 'N', 'G'})
+	fmt.Printf("%q\n", <-got)
+	// Output:
+	// "\x89PNG"
 }
