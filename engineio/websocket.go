@@ -223,7 +223,9 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		h.c.src.fill(b)
 	}
 	size := wsReadBufferSize
-	if !h.c.setPoller(h.Header().Get("Sec-WebSocket-Extensions") != "") {
+	compressed := h.Header().Get("Sec-WebSocket-Extensions") != ""
+	h.c.w.raw = compressed
+	if !h.c.setPoller(compressed) {
 		// The reader blocks in reads while the connection is idle: it keeps a
 		// buffer of its own rather than a pooled one.
 		h.c.src.direct = true
@@ -421,15 +423,11 @@ func (s *Session) writeLoop() {
 			return
 		}
 		s.mu.Unlock()
-		c.w.begin()
 		var err error
-		for i := range batch {
-			if err = writeFrame(c.Conn, &batch[i]); err != nil {
-				break
-			}
-		}
-		if endErr := c.w.end(); err == nil {
-			err = endErr
+		if c.w.raw {
+			err = writeRaw(c, batch)
+		} else {
+			err = c.w.writeFrames(batch)
 		}
 		if err != nil {
 			s.mu.Lock()
@@ -452,10 +450,28 @@ var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b
 // maxPooledFrame keeps rare large frames out of the pool.
 const maxPooledFrame = 64 << 10
 
-// writeFrame writes one packet as one WebSocket message: binary messages as
-// binary frames, others as text with the packet type first. The text is built in
-// a pooled buffer because coder/websocket's streaming Writer would fragment the
-// message into several frames.
+// writeRaw writes a batch through coder/websocket, which compresses it: the
+// writer of connections with permessage-deflate. The frames' bytes leave in
+// one write at the end (see batchWriter).
+func writeRaw(c *wsConn, batch []frame) error {
+	c.w.begin()
+	var err error
+	for i := range batch {
+		if err = writeFrame(c.Conn, &batch[i]); err != nil {
+			break
+		}
+	}
+	if endErr := c.w.end(); err == nil {
+		err = endErr
+	}
+	return err
+}
+
+// writeFrame writes one packet as one WebSocket message through
+// coder/websocket: binary messages as binary frames, others as text with the
+// packet type first. The text is built in a pooled buffer because
+// coder/websocket's streaming Writer would fragment the message into several
+// frames.
 func writeFrame(c *websocket.Conn, f *frame) error {
 	ctx := context.Background()
 	if f.msg.Binary {
@@ -469,6 +485,15 @@ func writeFrame(c *websocket.Conn, f *frame) error {
 		framePool.Put(bp)
 	}
 	return err
+}
+
+// writeOne writes one packet on c, as the session's writer does.
+func (c *wsConn) writeOne(f frame) error {
+	fs := [1]frame{f}
+	if c.w.raw {
+		return writeRaw(c, fs[:])
+	}
+	return c.w.writeFrames(fs[:])
 }
 
 // serveUpgrade runs the upgrade of a polling session to WebSocket: the client
@@ -535,7 +560,7 @@ func (s *Session) probeLoop(c *wsConn) {
 		p, err := decodePacket(data)
 		switch {
 		case err == nil && p.typ == packetPing && string(p.data) == "probe":
-			if err := c.Write(ctx, websocket.MessageText, []byte("3probe")); err != nil {
+			if err := c.writeOne(frame{typ: packetPong, msg: Message{Data: []byte("probe")}}); err != nil {
 				s.abortUpgrade(c)
 				c.release()
 				return
