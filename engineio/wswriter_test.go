@@ -320,3 +320,83 @@ func readFrames(c net.Conn, got chan<- wsMsg) error {
 		}
 	}
 }
+
+// recordConn records each write it gets.
+type recordConn struct {
+	net.Conn
+	writes [][]byte
+}
+
+func (r *recordConn) Write(p []byte) (int, error) {
+	r.writes = append(r.writes, bytes.Clone(p))
+	return len(p), nil
+}
+
+// FuzzBatchWriterPieces writes a sequence of frames (sizes and opcodes from
+// the input) through Write in arbitrary pieces, as coder/websocket's small
+// bufio.Writer may cut them, with writeFrames batches in between: every write
+// reaching the connection holds whole frames, all bytes arrive in order, and
+// nothing follows a close frame.
+func FuzzBatchWriterPieces(f *testing.F) {
+	f.Add([]byte{0x0a, 4, 1, 0x09, 125, 7, 0x01, 200, 3, 0x08, 2, 1})
+	f.Add([]byte{0x02, 255, 1, 0x0a, 0, 0})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		rc := &recordConn{}
+		w := &batchWriter{conn: rc}
+		var want []byte
+		closed := false
+		for len(in) >= 3 {
+			op, size, cut := in[0]&0x0f, int(in[1])*3, int(in[2])
+			in = in[3:]
+			if op == 0x3 { // stands for a batch of the session's writer
+				err := w.writeFrames([]frame{{typ: packetMessage, msg: Message{Data: bytes.Repeat([]byte{'x'}, size)}}})
+				if closed {
+					if !errors.Is(err, net.ErrClosed) {
+						t.Fatalf("writeFrames after close = %v", err)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				want = append(appendFrameHeader(want, opText, size+1), packetMessage)
+				want = append(want, bytes.Repeat([]byte{'x'}, size)...)
+				continue
+			}
+			fr := appendFrameHeader(nil, op, size)
+			fr = append(fr, bytes.Repeat([]byte{op}, size)...)
+			cut = min(cut, len(fr))
+			for _, p := range [][]byte{fr[:cut], fr[cut:]} {
+				if len(p) == 0 {
+					continue
+				}
+				if _, err := w.Write(p); err != nil {
+					if closed && errors.Is(err, net.ErrClosed) {
+						break
+					}
+					t.Fatal(err)
+				}
+			}
+			if !closed {
+				want = append(want, fr...)
+			}
+			if op == opClose {
+				closed = true
+			}
+		}
+		var got []byte
+		for _, p := range rc.writes {
+			for rest := p; len(rest) > 0; {
+				n := frameSize(rest)
+				if n == 0 {
+					t.Fatalf("a write ends inside a frame: % x", rest)
+				}
+				rest = rest[n:]
+			}
+			got = append(got, p...)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("connection got %d bytes, want %d", len(got), len(want))
+		}
+	})
+}
