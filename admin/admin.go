@@ -135,6 +135,11 @@ type Admin struct {
 	mu      sync.Mutex
 	tracked map[*socketio.Namespace]bool
 	sockets map[*socketio.Socket]*seen // local sockets, with what the UI was last told
+	// engines counts the tracked sockets of each Engine.IO session, so that
+	// the first one to connect and the last one to leave mark the client's
+	// connection and disconnection on the dashboard.
+	engines map[string]int
+	events  map[aggregatedKey]int // per second, sent with the next statistics
 	// sessions holds the session id made for a UI socket by the middleware
 	// until the socket is connected.
 	sessions map[*socketio.Socket]string
@@ -188,6 +193,8 @@ func New(srv *socketio.Server, opts *Options) (*Admin, error) {
 		tracked:  make(map[*socketio.Namespace]bool),
 		sockets:  make(map[*socketio.Socket]*seen),
 		sessions: make(map[*socketio.Socket]string),
+		engines:  make(map[string]int),
+		events:   make(map[aggregatedKey]int),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
@@ -260,6 +267,9 @@ func (a *Admin) authenticate(ctx context.Context, s *socketio.Socket) error {
 	}
 	// Sent once the socket is connected (onAdmin).
 	a.mu.Lock()
+	if len(a.sessions) >= 1024 { // UI sockets that never completed their connection
+		clear(a.sessions)
+	}
 	a.sessions[s] = id
 	a.mu.Unlock()
 	return nil
@@ -450,6 +460,10 @@ func (a *Admin) onSocket(s *socketio.Socket) {
 		return
 	}
 	a.sockets[s] = &seen{rooms: s.Rooms(), transport: s.Transport()}
+	engine := s.EngineID()
+	if a.engines[engine]++; a.engines[engine] == 1 {
+		a.countLocked("rawConnection", "")
+	}
 	a.mu.Unlock()
 	nsp := s.Namespace().Name()
 	if a.opts.AllEvents && s.Namespace() != a.nsp {
@@ -461,6 +475,10 @@ func (a *Admin) onSocket(s *socketio.Socket) {
 	s.OnDisconnect(func(reason string) {
 		a.mu.Lock()
 		delete(a.sockets, s)
+		if a.engines[engine]--; a.engines[engine] <= 0 {
+			delete(a.engines, engine)
+			a.countLocked("rawDisconnection", reason)
+		}
 		a.mu.Unlock()
 		a.broadcast("socket_disconnected", nsp, s.ID(), reason, now())
 	})
@@ -535,6 +553,22 @@ type aggregated struct {
 	Count     int    `json:"count"`
 }
 
+// aggregatedKey is one bar of the dashboard's histograms: a second, an event
+// type and its detail (the reason of a disconnection).
+type aggregatedKey struct {
+	second  int64 // Unix milliseconds, whole seconds
+	typ     string
+	subType string
+}
+
+func (a *Admin) countLocked(typ, subType string) {
+	const maxKeys = 10_000 // the UI takes them every 2 s; a stopped loop must not grow this
+	if len(a.events) >= maxKeys {
+		return
+	}
+	a.events[aggregatedKey{second: time.Now().Truncate(time.Second).UnixMilli(), typ: typ, subType: subType}]++
+}
+
 type namespaceStat struct {
 	Name         string `json:"name"`
 	SocketsCount int    `json:"socketsCount"`
@@ -561,6 +595,12 @@ func (a *Admin) sendStats() {
 		}
 	}
 	st.PollingClientsCount = len(polling)
+	a.mu.Lock()
+	for k, n := range a.events {
+		st.AggregatedEvents = append(st.AggregatedEvents, aggregated{Timestamp: k.second, Type: k.typ, SubType: k.subType, Count: n})
+	}
+	clear(a.events)
+	a.mu.Unlock()
 	a.broadcast("server_stats", st)
 }
 

@@ -170,6 +170,19 @@ func TestAdminNamespace(t *testing.T) {
 	if args := ev.wait(t, "socket_disconnected"); string(args[1]) != `"`+user.ID()+`"` || string(args[2]) != `"server namespace disconnect"` {
 		t.Fatalf("socket_disconnected %s", args)
 	}
+	// The dashboard's histogram gets the disconnection with its reason.
+	for range 3 {
+		var st stats
+		if err := json.Unmarshal(ev.wait(t, "server_stats")[0], &st); err != nil {
+			t.Fatal(err)
+		}
+		if slices.ContainsFunc(st.AggregatedEvents, func(e aggregated) bool {
+			return e.Type == "rawDisconnection" && e.SubType == "server namespace disconnect" && e.Count == 1 && e.Timestamp%1000 == 0
+		}) {
+			return
+		}
+	}
+	t.Fatal("no rawDisconnection in three server_stats")
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {

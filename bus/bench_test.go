@@ -190,3 +190,52 @@ func BenchmarkPublishAccept(b *testing.B) {
 		b.Fatal(err)
 	}
 }
+
+// BenchmarkDeliverFrame: the receive path of one frame read from the broker,
+// for this node's own data frames (every node reads its own messages back
+// from the shared streams) and, as the peer measured in the same run, another
+// node's.
+func BenchmarkDeliverFrame(b *testing.B) {
+	hub := NewMemoryHub()
+	r, err := New(hub.Transport(), benchConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close(context.Background())
+	var handled atomic.Int64
+	r.Receive(func(Message) { handled.Add(1) })
+	frame := func(origin string, instance, seq uint64) Frame {
+		data, err := AppendEnvelope(nil, &Envelope{Kind: KindData, Origin: origin, Instance: instance, Seq: seq, Time: 1, Payload: benchPayload})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return Frame{Partition: 0, Data: data}
+	}
+	b.Run("own", func(b *testing.B) {
+		f := frame(r.nodeID, r.instance, 1)
+		b.ReportAllocs()
+		for b.Loop() {
+			r.deliver(f)
+		}
+		if handled.Load() != 0 {
+			b.Fatal("own frame handled")
+		}
+	})
+	b.Run("other", func(b *testing.B) {
+		frames := make([]Frame, 1024)
+		seq := uint64(0)
+		b.ReportAllocs()
+		for b.Loop() {
+			i := int(seq % uint64(len(frames)))
+			if i == 0 {
+				b.StopTimer()
+				for j := range frames {
+					frames[j] = frame("other", 7, seq+uint64(j)+1)
+				}
+				b.StartTimer()
+			}
+			seq++
+			r.deliver(frames[i])
+		}
+	})
+}

@@ -239,7 +239,9 @@ func TestDiskOutboxMaxAgeAtLoad(t *testing.T) {
 	hub.SetDown(true)
 	dir := t.TempDir()
 	var dropped atomic.Int64
-	cfg := Config{Outbox: OutboxConfig{Dir: dir, MaxAge: 50 * time.Millisecond}, NodeID: "a", Logger: quietLogger()}
+	// The first process has no max age, so that a slow machine cannot make it
+	// drop the messages itself before it stops; the second one has 50 ms.
+	cfg := Config{Outbox: OutboxConfig{Dir: dir, MaxAge: -1}, NodeID: "a", Logger: quietLogger()}
 	a1, err := New(hub.Transport(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -252,6 +254,7 @@ func TestDiskOutboxMaxAgeAtLoad(t *testing.T) {
 	closeBus(t, a1, 10*time.Millisecond)
 	time.Sleep(60 * time.Millisecond) // older than the max age, on disk
 	hub.SetDown(false)
+	cfg.Outbox.MaxAge = 50 * time.Millisecond
 	cfg.OnDrop = func(d Drop) { dropped.Add(int64(d.Count)) }
 	a2 := newBus(t, hub, cfg)
 	// The counter moves first, the hook runs right after.

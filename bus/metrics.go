@@ -19,6 +19,7 @@ type counters struct {
 	goneClosed                                   atomic.Uint64
 	nodeIDConflicts, peerIDConflicts             atomic.Uint64
 	underReplicated, replicaWaits                atomic.Uint64
+	primaryChanges                               atomic.Uint64
 }
 
 // Stats are the counters of a bus since New.
@@ -81,6 +82,10 @@ type Stats struct {
 	// UnderReplicated counts episodes of under-replication (Status.UnderReplicated
 	// turned on); ReplicaWaits counts waits for replicas that fell short again.
 	UnderReplicated, ReplicaWaits uint64
+	// PrimaryChanges counts the times messages written without replicas'
+	// confirmation turned out to be on a primary that no longer serves (a
+	// failover, a restart): they were written again, ahead of newer ones.
+	PrimaryChanges uint64
 }
 
 // Stats returns the counters.
@@ -115,6 +120,7 @@ func (r *Reliable) Stats() Stats {
 		DiskErrors:        c.diskErrors.Load(),
 		UnderReplicated:   c.underReplicated.Load(),
 		ReplicaWaits:      c.replicaWaits.Load(),
+		PrimaryChanges:    c.primaryChanges.Load(),
 	}
 	s.PublishLatencyCount = r.m.latencyCount.Load()
 	s.PublishLatencySum = time.Duration(r.m.latencySumNanos.Load())
@@ -137,6 +143,7 @@ type metrics struct {
 	nodeIDConflicts, nodeIDConflict, peerIDConflicts *prometheus.Desc
 	diskLoaded, diskErrors                           *prometheus.Desc
 	underReplicated, unreplicated, replicaWaits      *prometheus.Desc
+	primaryChanges                                   *prometheus.Desc
 }
 
 func newMetrics(r *Reliable) *metrics {
@@ -178,6 +185,7 @@ func newMetrics(r *Reliable) *metrics {
 		underReplicated: d("bus_under_replicated", "1 while messages the broker wrote wait for its replicas to acknowledge them (WaitReplicas)."),
 		unreplicated:    d("bus_unreplicated_messages", "Messages written by the broker, kept in the outbox until its replicas acknowledge them."),
 		replicaWaits:    d("bus_replica_waits_total", "Waits for replicas that fell short (each retried, never published again)."),
+		primaryChanges:  d("bus_primary_changes_total", "Times messages written without replicas' confirmation were found on a primary that no longer serves; they were written again, ahead of newer ones."),
 	}
 	m.underReplicated = d("bus_under_replicated", "1 while messages the broker wrote wait for its replicas to acknowledge them (WaitReplicas).")
 	m.unreplicated = d("bus_unreplicated_messages", "Messages written by the broker, kept in the outbox until its replicas acknowledge them.")
@@ -197,7 +205,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 		m.dropped, m.reconnects, m.replayed, m.duplicates, m.gaps, m.gapMessages, m.probeFailures,
 		m.received, m.decodeErr, m.accepted, m.rejected, m.published, m.handlerPanics, m.brokerReturns,
 		m.tailGaps, m.nodesGone, m.nodeIDConflicts, m.nodeIDConflict, m.peerIDConflicts,
-		m.diskLoaded, m.diskErrors, m.underReplicated, m.unreplicated, m.replicaWaits} {
+		m.diskLoaded, m.diskErrors, m.underReplicated, m.unreplicated, m.replicaWaits, m.primaryChanges} {
 		ch <- d
 	}
 	m.latency.Describe(ch)
@@ -252,6 +260,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(m.nodeIDConflict, prometheus.GaugeValue, conflict)
 	counter(m.replicaWaits, s.ReplicaWaits)
+	counter(m.primaryChanges, s.PrimaryChanges)
 	under := 0.0
 	if r.underReplicated.Load() {
 		under = 1

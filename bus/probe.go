@@ -188,7 +188,7 @@ func (r *Reliable) probeFrames(round uint64) (frames []Frame, last []uint64) {
 		data = binary.BigEndian.AppendUint64(data, round)
 		data = binary.BigEndian.AppendUint64(data, uint64(now))
 		data = binary.BigEndian.AppendUint64(data, last[p])
-		frames[p] = Frame{Partition: p, Data: data, NoWait: true} // probes never wait for replicas
+		frames[p] = Frame{Partition: p, Data: data, NoWait: true, Probe: true} // probes never wait for replicas
 	}
 	return frames, last
 }

@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -262,6 +263,11 @@ func (r *Reliable) deliverFrame(f Frame) {
 	rv := &r.recv
 	rv.progress.Add(1)
 	r.sm.ok(compSubscribe)
+	if len(f.Data) > len(r.prefix) && bytes.HasPrefix(f.Data, r.prefix) {
+		// This run's own data frame, read back from the shared log: it was
+		// applied locally at Publish. Skipped before decoding.
+		return
+	}
 	e, err := decodeEnvelope(f.Data, rv.intern)
 	if err != nil {
 		r.c.decodeErrors.Add(1)

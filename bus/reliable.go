@@ -533,6 +533,9 @@ func (r *Reliable) sendLoop(ctx context.Context) {
 	var waits []time.Duration
 	var rp replication
 	attempt := 0
+	// rewrote is set when the last publish was refused with ErrPrimaryChanged
+	// and the sender went straight on; a second refusal in a row backs off.
+	rewrote := false
 	for {
 		var expired dropAcc
 		var lastID uint64
@@ -582,6 +585,7 @@ func (r *Reliable) sendLoop(ctx context.Context) {
 				r.c.reconnects.Add(1)
 				attempt = 0
 			}
+			rewrote = false
 			r.sm.ok(compPublish)
 			r.drops.end(r.log)
 			clear(frames) // do not keep published payloads alive
@@ -597,6 +601,14 @@ func (r *Reliable) sendLoop(ctx context.Context) {
 			rp.reset()
 		}
 		r.ob.markFailed(lastID)
+		if errors.Is(err, ErrPrimaryChanged) && r.replicas != nil && !rewrote {
+			// The transport wrote nothing: what the old primary took without
+			// replicas goes to the new one at once, ahead of this batch.
+			rewrote = true
+			r.c.primaryChanges.Add(1)
+			r.log.Info("bus: the broker's primary changed before replicas confirmed messages; writing them again", "error", err)
+			continue
+		}
 		attempt++
 		d := r.bo.delay(attempt)
 		r.sm.fail(compPublish, err, attempt, d)

@@ -108,6 +108,11 @@ func (r *Reliable) awaitReplicas(ctx context.Context, rp *replication) {
 	case errors.Is(err, ErrNotReplicated):
 		r.c.replicaWaits.Add(1)
 	case ctx.Err() != nil:
+	case errors.Is(err, ErrPrimaryChanged):
+		r.c.primaryChanges.Add(1)
+		r.log.Info("bus: the broker's primary changed before replicas confirmed messages; writing them again", "error", err)
+		r.ob.forgetWritten()
+		rp.reset()
 	default:
 		// The broker did not answer: it may have failed over and lost the
 		// entries. Publish them again; receivers drop the duplicates.

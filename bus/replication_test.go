@@ -20,6 +20,12 @@ type replTransport struct {
 	writes     map[uint64]int // data seq -> times written
 	waited     int            // publishes that waited for replicas
 	probesWait int            // probe frames without NoWait
+	// refuse is the number of publishes with data frames left to refuse with
+	// ErrPrimaryChanged (nothing written); order is the data seqs written
+	// after the last refusal, in order.
+	refuse  int
+	refused int
+	order   []uint64
 }
 
 var errBrokerGone = errors.New("broker gone")
@@ -29,6 +35,15 @@ func newReplTransport(hub *MemoryHub) *replTransport {
 }
 
 func (t *replTransport) Publish(ctx context.Context, frames []Frame) error {
+	t.mu.Lock()
+	if t.refuse > 0 && !frames[0].Probe {
+		t.refuse--
+		t.refused++
+		t.order = nil
+		t.mu.Unlock()
+		return fmt.Errorf("test: the kept writes are not on this primary: %w", ErrPrimaryChanged)
+	}
+	t.mu.Unlock()
 	if err := t.Transport.Publish(ctx, frames); err != nil {
 		return err
 	}
@@ -43,6 +58,7 @@ func (t *replTransport) Publish(ctx context.Context, frames []Frame) error {
 		switch e.Kind {
 		case KindData:
 			t.writes[e.Seq]++
+			t.order = append(t.order, e.Seq)
 		case KindProbe:
 			if !f.NoWait {
 				t.probesWait++
@@ -199,6 +215,73 @@ func TestUnderReplicationBrokerErrorRepublishes(t *testing.T) {
 		synctestWait()
 		if got, s := in.len(), r.Stats(); got != n || s.Duplicates == 0 {
 			t.Errorf("receiver: %d messages, %d duplicates dropped; want %d and some", got, s.Duplicates, n)
+		}
+		if st := a.Status(); st.OutboxLen != 0 || st.UnderReplicated {
+			t.Errorf("status %+v", st)
+		}
+	})
+}
+
+// TestPrimaryChangedRewritesFirst (fake time): when the transport refuses a
+// batch because the messages written without replicas are not on the primary
+// serving now (a failover), the bus writes those again at once, before the
+// refused batch and anything newer, without backing off or leaving
+// Connected; the receiver gets every message once, in order, with no gap.
+func TestPrimaryChangedRewritesFirst(t *testing.T) {
+	synctestRun(t, func(t *testing.T) {
+		hub := NewMemoryHub()
+		tr := newReplTransport(hub)
+		tr.set(func(t *replTransport) { t.short = true })
+		a, err := New(tr, Config{NodeID: "a", Logger: quietLogger(), ProbeInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Close(context.Background())
+		r := newBus(t, hub, Config{NodeID: "r", ProbeInterval: -1})
+		in := newSink()
+		r.Receive(in.handle)
+		const n = 10
+		for i := range n / 2 {
+			if err := a.Publish(context.Background(), "k", payload("a", i+1)); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		synctestWait()
+		if st := a.Status(); !st.UnderReplicated || st.OutboxLen != n/2 {
+			t.Fatalf("status %+v: want under-replicated with %d kept", st, n/2)
+		}
+		// The primary changes: the next batch is refused, once.
+		tr.set(func(t *replTransport) { t.refuse = 1 })
+		for i := n / 2; i < n; i++ {
+			if err := a.Publish(context.Background(), "k", payload("a", i+1)); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		synctestWait()
+		tr.mu.Lock()
+		order, refused := append([]uint64(nil), tr.order...), tr.refused
+		tr.mu.Unlock()
+		if refused != 1 || len(order) < n || order[0] != 1 {
+			t.Fatalf("%d refusals; data written after it %v: want every seq from 1 on", refused, order)
+		}
+		for i, seq := range order[:n] {
+			if seq != uint64(i+1) {
+				t.Fatalf("data written after the refusal %v: want 1..%d in order first", order, n)
+			}
+		}
+		if s := a.Stats(); s.PrimaryChanges != 1 || s.Reconnects != 0 {
+			t.Errorf("stats %+v: want 1 primary change and no reconnect", s)
+		}
+		if st := a.Status(); st.State != Connected {
+			t.Errorf("state %v, want connected", st.State)
+		}
+		tr.set(func(t *replTransport) { t.short = false })
+		time.Sleep(2 * time.Second)
+		synctestWait()
+		if got, s := in.len(), r.Stats(); got != n || s.Gaps != 0 {
+			t.Errorf("receiver: %d messages, %d gaps; want %d and none", got, s.Gaps, n)
 		}
 		if st := a.Status(); st.OutboxLen != 0 || st.UnderReplicated {
 			t.Errorf("status %+v", st)

@@ -26,6 +26,10 @@ type Frame struct {
 	// waits for replicas itself through ReplicaWaiter). A batch waits when at
 	// least one of its frames does not have NoWait.
 	NoWait bool
+	// Probe marks a liveness probe (the bus sets NoWait on it too). Only its
+	// round trip matters: a ReplicaWaiter does not count it among the writes
+	// replicas must confirm, and writes it to whichever primary serves.
+	Probe bool
 }
 
 // ErrNotReplicated is the error (wrapped) a Transport's Publish returns when it
@@ -39,6 +43,17 @@ type Frame struct {
 // treats it as any publish error.
 var ErrNotReplicated = errors.New("bus: written, not yet replicated")
 
+// ErrPrimaryChanged is the error (wrapped) a ReplicaWaiter returns when writes
+// that replicas had not confirmed went to a primary that no longer serves (a
+// failover, or a restart that lost them). AwaitReplicas returns it instead of
+// confirming them; Publish returns it, before writing anything, for a batch
+// whose frames would land on another primary than those unconfirmed writes:
+// a receiver reading the new primary would otherwise see newer messages of
+// this node before the lost ones, report those as a gap and drop them when
+// they come again. The bus writes the unconfirmed frames again at once, ahead
+// of the refused batch; receivers drop the duplicates.
+var ErrPrimaryChanged = errors.New("bus: the primary changed before replicas confirmed the writes")
+
 // ReplicaWaiter is implemented by a Transport whose Publish can return
 // ErrNotReplicated (Redis streams with WaitReplicas).
 type ReplicaWaiter interface {
@@ -47,7 +62,13 @@ type ReplicaWaiter interface {
 	// It returns nil when it is, an error wrapping ErrNotReplicated when it is
 	// still not after the transport's wait timeout, and any other error when
 	// the broker could not be asked (the bus then publishes the frames again,
-	// since a failover may have lost them; receivers drop duplicates).
+	// since a failover may have lost them; receivers drop duplicates), in
+	// particular ErrPrimaryChanged.
+	//
+	// Its Publish must also keep this node's order across a failover: while
+	// frames of a partition wait for replicas, it writes further non-probe
+	// frames of that partition only to the primary that holds them, and
+	// otherwise returns ErrPrimaryChanged without writing them.
 	AwaitReplicas(ctx context.Context, partitions []int) error
 }
 

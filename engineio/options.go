@@ -100,6 +100,14 @@ type Options struct {
 	// bound. Default 4 MiB (a slow client costs at most about 8 MiB, not 4096
 	// times the largest message); -1 removes the bound.
 	SendQueueBytes int
+	// SendQueueBudget, when positive, bounds the bytes queued in the send
+	// queues of all sessions of the server together
+	// (durasock_engineio_send_queue_bytes): a Send that would exceed it, to a
+	// session whose queue is not empty (a client that is behind), closes that
+	// session with ReasonSendQueueFull, as SendQueueBytes does for one
+	// session. Clients that keep up are never cut by it. Default 0: no budget,
+	// each session's bounds only.
+	SendQueueBudget int64
 	// SlowClientTimeout is how long Session.WaitRoom, the send that waits for
 	// room instead of overflowing (what a cluster node uses for the backlog of
 	// other nodes), waits for a client whose queue stays at or above the

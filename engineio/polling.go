@@ -168,7 +168,7 @@ func (s *Session) serveData(w http.ResponseWriter, r *http.Request) {
 	}
 	pkts, err := decodePayload(body)
 	if err != nil {
-		s.srv.log.Debug("engineio: bad payload", "sid", s.id, "err", err)
+		s.srv.noteRefusal(RefusedBadPacket, r, s.id, "err", err)
 		s.closeNow(ReasonParseError, closeTransport)
 		writeError(w, http.StatusBadRequest, codeBadRequest, "")
 		return

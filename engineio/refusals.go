@@ -25,9 +25,13 @@ const (
 	// RefusedOrigin: a WebSocket handshake from an Origin that CORSOptions does
 	// not allow (HTTP 403).
 	RefusedOrigin = "origin"
+	// RefusedBadPacket: a packet or polling payload that does not decode
+	// (HTTP 400, or the WebSocket closed); the session closes with
+	// ReasonParseError.
+	RefusedBadPacket = "bad packet"
 )
 
-var refusalReasons = [...]string{RefusedPayloadTooLarge, RefusedBodyTimeout, RefusedInvalidUTF8, RefusedOrigin}
+var refusalReasons = [...]string{RefusedPayloadTooLarge, RefusedBodyTimeout, RefusedInvalidUTF8, RefusedOrigin, RefusedBadPacket}
 
 // refusals counts refused input by reason, in the order of refusalReasons.
 type refusals struct {
@@ -89,7 +93,7 @@ func (s *Server) registerRefusalMetrics(reg prometheus.Registerer) {
 			return // reported by registerMetrics, which registers first
 		}
 	}
-	const name, help = "durasock_engineio_refused_total", "Client input the Engine.IO server refused (bodies or messages too large or not valid UTF-8, slow polling bodies, WebSocket handshakes from origins not allowed), by reason."
+	const name, help = "durasock_engineio_refused_total", "Client input the Engine.IO server refused (bodies or messages too large, not valid UTF-8 or not decodable, slow polling bodies, WebSocket handshakes from origins not allowed), by reason."
 	for i, reason := range refusalReasons {
 		c := &s.refused.n[i]
 		col := prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help, ConstLabels: prometheus.Labels{"reason": reason}},

@@ -170,15 +170,23 @@ func (s *Session) Send(msgs ...Message) error {
 	return nil
 }
 
-// overflowLocked names the bound ("messages" or "bytes") that msgs would
+// overflowLocked names the bound ("messages", "bytes" or "process budget") that msgs would
 // exceed, or returns "". An empty queue takes any msgs within the message bound.
 func (s *Session) overflowLocked(msgs []Message) string {
 	o := &s.srv.opts
 	if len(s.queue)+len(msgs) > o.SendQueueSize {
 		return "messages"
 	}
-	if o.SendQueueBytes > 0 && len(s.queue) > 0 && s.queueBytes+sizeOf(msgs) > o.SendQueueBytes {
+	if len(s.queue) == 0 {
+		return "" // a client that keeps up is never cut for its size
+	}
+	size := sizeOf(msgs)
+	if o.SendQueueBytes > 0 && s.queueBytes+size > o.SendQueueBytes {
 		return "bytes"
+	}
+	if o.SendQueueBudget > 0 && s.srv.queued.Load()+int64(size) > o.SendQueueBudget {
+		// The process is over its budget: clients that are behind go first.
+		return "process budget"
 	}
 	return ""
 }

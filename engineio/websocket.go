@@ -399,7 +399,7 @@ func (s *Session) readOne(c *wsConn) bool {
 	}
 	p, err := decodePacket(data)
 	if err != nil {
-		s.srv.log.Debug("engineio: bad packet", "sid", s.id, "err", err)
+		s.srv.noteRefusal(RefusedBadPacket, nil, s.id, "err", err)
 		s.closeNow(ReasonParseError, closeTransport)
 		return false
 	}

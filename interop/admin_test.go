@@ -44,8 +44,14 @@ func TestAdminUIChromium(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*scenarioTimeout)
 	defer cancel()
+	sa, errA := a.status(ctx)
+	sb, errB := b.status(ctx)
+	if errA != nil || errB != nil {
+		t.Fatalf("status: %v %v", errA, errB)
+	}
 	cmd := command(ctx, a.url, node, "js/admin-ui.mjs")
 	cmd.Env = append(cmd.Env, "URL_A="+a.url, "URL_B="+b.url, "ADMIN_PASSWORD="+password,
+		"NODE_A="+sa.Node, "NODE_B="+sb.Node,
 		"SCREENSHOT="+filepath.Join(t.TempDir(), "admin-ui.png"))
 	if shot := os.Getenv("ADMIN_UI_SCREENSHOT"); shot != "" {
 		cmd.Env = append(cmd.Env, "SCREENSHOT="+shot)

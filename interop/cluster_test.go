@@ -79,7 +79,6 @@ func startDurasock(t *testing.T, bin, redisURL, token string, extra ...string) *
 		"-addr", "127.0.0.1:" + strconv.Itoa(port),
 		"-redis", redisURL,
 		"-emit-token", token,
-		"-demo=false",
 		"-drain-timeout", "5s",
 		"-log-level", "info",
 	}
@@ -111,9 +110,10 @@ func startDurasock(t *testing.T, bin, redisURL, token string, extra ...string) *
 }
 
 type statusReply struct {
-	Ready bool     `json:"ready"`
-	Node  string   `json:"node"`
-	Nodes []string `json:"nodes"`
+	Ready      bool     `json:"ready"`
+	Node       string   `json:"node"`
+	Nodes      []string `json:"nodes"`
+	OtherNodes []string `json:"other_nodes"` // the name /status gives them now
 }
 
 func (p *durasockProc) status(ctx context.Context) (statusReply, error) {
@@ -153,7 +153,8 @@ func waitPeers(t *testing.T, a, b *durasockProc) {
 			last = errB
 		case !sa.Ready || !sb.Ready:
 			last = fmt.Errorf("not ready: A %+v, B %+v", sa, sb)
-		case !slices.Contains(sa.Nodes, sb.Node) || !slices.Contains(sb.Nodes, sa.Node):
+		case !slices.Contains(append(sa.Nodes, sa.OtherNodes...), sb.Node) ||
+			!slices.Contains(append(sb.Nodes, sb.OtherNodes...), sa.Node):
 			last = fmt.Errorf("nodes do not see each other yet: A %+v, B %+v", sa, sb)
 		default:
 			return

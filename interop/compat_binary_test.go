@@ -84,6 +84,26 @@ func TestBinaryCompat(t *testing.T) {
 			return onNode.count("from-api") == 1 && onDurasock.count("from-api") == 1 &&
 				onNode.count("from-emitter") == 1 && onDurasock.count("from-emitter") == 1
 		})
+		// /status (from this machine: no token needed) shows the Node protocol,
+		// its subscription up and what it received.
+		var st struct {
+			Ready  bool
+			Mode   string
+			Compat struct {
+				Protocol string
+				UID      string
+				Cluster  struct {
+					Connected bool
+					Received  map[string]uint64
+				}
+			}
+		}
+		if err := json.Unmarshal([]byte(get(t, d.url+"/status")), &st); err != nil {
+			t.Fatal(err)
+		}
+		if !st.Ready || st.Compat.Protocol != "node-redis-adapter" || st.Compat.UID == "" || !st.Compat.Cluster.Connected || st.Compat.Cluster.Received["emitter"] == 0 {
+			t.Fatalf("/status of a node-redis-adapter node: %+v", st)
+		}
 	})
 }
 

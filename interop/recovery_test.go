@@ -131,7 +131,7 @@ func emitBody(n int, ids []string) string {
 	case 1:
 		return fmt.Sprintf(`{"event":"seq","args":[{"n":%d}]}`, n)
 	case 2:
-		return fmt.Sprintf(`{"event":"seq","args":[{"n":%d}],"rooms":["lobby"]}`, n)
+		return fmt.Sprintf(`{"event":"seq","args":[{"n":%d}],"rooms":["room:lobby"]}`, n)
 	default:
 		rooms, err := json.Marshal(ids)
 		if err != nil {
@@ -384,7 +384,6 @@ func startNode(t *testing.T, bin string, port int, redisURL string, extra []stri
 		"-addr", addr,
 		"-redis", redisURL,
 		"-emit-token", recoveryToken,
-		"-demo=false",
 		"-drain-timeout", "5s",
 		"-log-level", "info",
 	}, extra...)

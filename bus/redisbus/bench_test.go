@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -121,12 +122,24 @@ func BenchmarkRoundTrip(b *testing.B) {
 
 // BenchmarkThroughput measures frames carried end to end (Publish in batches of
 // 256 on one transport, delivered by Subscribe on another): one op is one frame.
+// streams/position-check reads as on Sentinel and Cluster, where each read
+// also checks that the server holds the reader's position.
 func BenchmarkThroughput(b *testing.B) {
 	srv := redistest.Standalone(b)
-	for _, kind := range bothKinds {
-		b.Run(kind.String(), func(b *testing.B) {
-			o := Options{Kind: kind, Prefix: "tput-" + kind.String(), StreamMaxLen: -1}
+	cases := []struct {
+		name  string
+		kind  Kind
+		check bool
+	}{{"streams", Streams, false}, {"streams/position-check", Streams, true}, {"pubsub", PubSub, false}}
+	for _, tc := range cases {
+		kind := tc.kind
+		b.Run(tc.name, func(b *testing.B) {
+			o := Options{Kind: kind, Prefix: "tput-" + tc.name, StreamMaxLen: -1}
 			pub, subT := newTransport(b, srv.URL(), o), newTransport(b, srv.URL(), o)
+			if tc.check {
+				st := subT.(*streams)
+				st.recent, st.recentPos = make([][]seenEntry, st.opts.Partitions), make([]int, st.opts.Partitions)
+			}
 			var got, target atomic.Int64
 			target.Store(-1)
 			all := make(chan struct{})
@@ -189,4 +202,94 @@ func BenchmarkThroughput(b *testing.B) {
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "frames/s")
 		})
 	}
+}
+
+// BenchmarkDirectPlaneCluster sends direct frames between 6 nodes on a
+// Redis Cluster of 3 primaries, round robin over the receivers, and reports
+// the share of the direct-plane publishes (SPUBLISH) taken by the busiest
+// primary: 1 when one shard carries every request and reply (the direct
+// channels share one hash tag, which keeps a node's frames to one node and
+// to all in order), 0.33 when the three share them evenly. One op is one
+// frame sent and received.
+func BenchmarkDirectPlaneCluster(b *testing.B) {
+	cs := redistest.Cluster(b)
+	const nodes = 6
+	o := Options{Kind: Streams, Prefix: "direct-bench"}
+	var received atomic.Int64
+	trs := make([]bus.Transport, nodes)
+	ids := make([]string, nodes)
+	for i := range trs {
+		trs[i] = newTransport(b, cs.URL(), o)
+		ids[i] = "node-" + strconv.Itoa(i)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = trs[i].Subscribe(ctx, ids[i], func(f bus.Frame) {
+				if f.Partition < 0 {
+					received.Add(1)
+				}
+			})
+		}()
+		b.Cleanup(func() { cancel(); <-done })
+	}
+	ctx := context.Background()
+	// Every node reachable before measuring.
+	deadline := time.Now().Add(waitLong)
+	for received.Load() < nodes {
+		received.Store(0)
+		for i, tr := range trs {
+			if err := tr.Send(ctx, ids[(i+1)%nodes], []byte("hello")); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("direct plane not up after %v", waitLong)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	primaries, err := cs.Primaries(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	spublishes := func() []int64 {
+		out := make([]int64, len(primaries))
+		for i, p := range primaries {
+			info, err := p.Info(ctx, "commandstats")
+			if err != nil {
+				b.Fatal(err)
+			}
+			calls, _, _ := strings.Cut(strings.TrimPrefix(info["cmdstat_spublish"], "calls="), ",")
+			out[i], _ = strconv.ParseInt(calls, 10, 64)
+		}
+		return out
+	}
+	before := spublishes()
+	received.Store(0)
+	payload := make([]byte, benchPayload)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		from, to := i%nodes, (i+1+i/nodes)%nodes
+		if to == from {
+			to = (to + 1) % nodes
+		}
+		if err := trs[from].Send(ctx, ids[to], payload); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for received.Load() < int64(b.N) && time.Now().Before(deadline.Add(time.Minute)) {
+		time.Sleep(time.Millisecond)
+	}
+	b.StopTimer()
+	var total, busiest int64
+	for i, n := range spublishes() {
+		d := n - before[i]
+		total += d
+		busiest = max(busiest, d)
+	}
+	if total > 0 {
+		b.ReportMetric(float64(busiest)/float64(total), "busiest-shard-share")
+	}
+	b.ReportMetric(float64(received.Load())/float64(b.N), "delivered/op")
 }

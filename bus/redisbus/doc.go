@@ -36,6 +36,12 @@
 // is skipped after 3 attempts over at least SkipUnreadableAfter (10 s), its id
 // found by a Lua script without reading it. Pub/sub: PUBLISH {P:<p>}:pubsub
 // <frame>. Direct frames: PUBLISH {P}:node:<id> <frame> or PUBLISH {P}:all <frame>.
+// With WaitReplicas, a batch written while earlier frames wait for replicas
+// goes only to the primary that holds the last of them (XRANGE of it first, on
+// the same connection). On Sentinel and Cluster every read also asks
+// (XREVRANGE <key> <position> - COUNT 1, same pipeline) whether the server
+// holds the reader's position; after a failover to a primary with another
+// history the reader goes back to the last entry in common.
 // A frame is the bytes of a bus envelope (see package bus and docs/PROTOCOL.md);
 // this package never looks inside.
 //

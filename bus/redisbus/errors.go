@@ -27,9 +27,12 @@ var (
 	ErrNotReplicated = fmt.Errorf("redisbus: batch not acknowledged by enough replicas: %w", bus.ErrNotReplicated)
 	// ErrPrimaryChanged is returned by AwaitReplicas when writes that replicas
 	// had not confirmed went to another primary than the one serving now (a
-	// failover, or a restart that lost them). The bus writes them again;
-	// receivers drop the duplicates.
-	ErrPrimaryChanged = errors.New("redisbus: the primary changed before replicas confirmed the writes")
+	// failover, or a restart that lost them), and by Publish, which then
+	// writes nothing, for a batch that would follow such writes on a primary
+	// that does not hold them. The bus writes them again at once, ahead of
+	// the batch; receivers drop the duplicates. It wraps
+	// bus.ErrPrimaryChanged.
+	ErrPrimaryChanged = fmt.Errorf("redisbus: unconfirmed writes are not on the serving primary: %w", bus.ErrPrimaryChanged)
 	// ErrSubscriptionEnded is returned by Subscribe when Redis ended a
 	// subscription on its own (for example a sharded channel's slot moved).
 	ErrSubscriptionEnded = errors.New("redisbus: subscription ended by the server")

@@ -28,8 +28,11 @@ type streamStats struct {
 	skipped atomic.Uint64
 	// readFailures: reads that failed while Redis kept answering.
 	readFailures atomic.Uint64
+	// rewinds: positions read again from the last entry in common after the
+	// server's history turned out to differ (a failover).
+	rewinds atomic.Uint64
 
-	capLog, behindLog, skipLog rateLog
+	capLog, behindLog, skipLog, rewindLog rateLog
 
 	// Per partition, as the readers last saw it: the stream's length and the
 	// time between its first and its last id (the history it holds).
@@ -83,6 +86,7 @@ type statsCollector struct {
 	st                                           *streamStats
 	capTrimmed, behindTrim, skipped, readFailure *prometheus.Desc
 	trimmedUnread, length, window                *prometheus.Desc
+	rewinds                                      *prometheus.Desc
 }
 
 func newStatsCollector(st *streamStats) *statsCollector {
@@ -98,6 +102,7 @@ func newStatsCollector(st *streamStats) *statsCollector {
 		window:        d("stream_window_seconds", "Time between the first and the last entry of the partition's stream: the history it holds now.", "partition"),
 		skipped:       d("read_skipped_total", "Stream entries skipped because every read of them failed while Redis kept answering (the bus reports them as gaps)."),
 		readFailure:   d("read_failures_total", "Stream reads that failed while Redis kept answering (for example an entry above the client output buffer limit)."),
+		rewinds:       d("reader_rewinds_total", "Times a reader found the last entry it read missing on the server (a failover to a primary with another history) and read again from the last entry in common."),
 	}
 }
 
@@ -110,6 +115,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.trimmedUnread
 	ch <- c.length
 	ch <- c.window
+	ch <- c.rewinds
 }
 
 // Collect implements prometheus.Collector.
@@ -117,7 +123,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, m := range []struct {
 		d *prometheus.Desc
 		v *atomic.Uint64
-	}{{c.capTrimmed, &c.st.capTrimmed}, {c.behindTrim, &c.st.behindTrim}, {c.skipped, &c.st.skipped}, {c.readFailure, &c.st.readFailures}, {c.trimmedUnread, &c.st.trimmedUnread}} {
+	}{{c.capTrimmed, &c.st.capTrimmed}, {c.behindTrim, &c.st.behindTrim}, {c.skipped, &c.st.skipped}, {c.readFailure, &c.st.readFailures}, {c.trimmedUnread, &c.st.trimmedUnread}, {c.rewinds, &c.st.rewinds}} {
 		ch <- prometheus.MustNewConstMetric(m.d, prometheus.CounterValue, float64(m.v.Load()))
 	}
 	c.st.mu.Lock()

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -127,13 +129,17 @@ func (s *streams) readLoop(ctx context.Context, c rueidis.Client, parts []int, d
 			rd.ids[i] = s.lastIDs[p]
 		}
 		s.mu.Unlock()
-		cmds := make(rueidis.Commands, 0, len(parts)+1)
+		cmds := make(rueidis.Commands, 0, 2*len(parts)+1)
 		check := rd.checkNext || time.Since(rd.lastCheck) >= trimCheckEvery
 		if check {
 			for _, k := range rd.keys {
 				cmds = append(cmds, streamInfo(c, k))
 			}
 		}
+		// Same pipeline, so same server as the read.
+		posChecks, posIdx := rd.positionChecks()
+		posAt := len(cmds)
+		cmds = append(cmds, posChecks...)
 		cmds = append(cmds, c.B().Xread().Count(rd.count).Block(block.Milliseconds()).
 			Streams().Key(rd.keys...).Id(rd.ids...).Build())
 
@@ -150,6 +156,13 @@ func (s *streams) readLoop(ctx context.Context, c rueidis.Client, parts []int, d
 		if check {
 			rd.lastCheck, rd.checkNext = time.Now(), false
 			rd.checkTrim(res[:len(parts)])
+		}
+		if rewound, err := rd.checkPositions(ctx, posIdx, res[posAt:len(res)-1]); err != nil || rewound {
+			if err != nil {
+				return err
+			}
+			rd.checkNext = true
+			continue // this read went on from a position the server does not hold
 		}
 		m, err := res[len(res)-1].AsXReadSlices()
 		if rueidis.IsRedisNil(err) {
@@ -176,13 +189,30 @@ func (s *streams) readLoop(ctx context.Context, c rueidis.Client, parts []int, d
 				got++
 				deliver(bus.Frame{Partition: p, ID: e.ID, Data: data})
 				s.mu.Lock()
-				s.delivered(p, e.ID)
+				s.delivered(p, e.ID, data)
 				s.failN[p] = 0
 				s.mu.Unlock()
 			}
 		}
 		rd.adapt(largest, got)
 	}
+}
+
+// checkPositions reads the replies of positionChecks (res, one per index of
+// idx) and rewinds the partitions whose position the server does not hold.
+// It reports whether any was rewound.
+func (rd *reader) checkPositions(ctx context.Context, idx []int, res []rueidis.RedisResult) (bool, error) {
+	rewound := false
+	for j, i := range idx {
+		if !diverged(res[j], rd.ids[i], rd.s.lastSum(rd.parts[i], rd.ids[i])) {
+			continue
+		}
+		if err := rd.rewind(ctx, rd.parts[i], rd.ids[i]); err != nil {
+			return false, err
+		}
+		rewound = true
+	}
+	return rewound, nil
 }
 
 // adapt sets the COUNT of the next read from the largest entry of the last
@@ -290,9 +320,10 @@ func (rd *reader) recover(ctx context.Context, deliver func(bus.Frame)) error {
 			return s.wrap("xread", err)
 		}
 		for _, e := range m[s.keys[p]] {
-			deliver(bus.Frame{Partition: p, ID: e.ID, Data: frameData(e.FieldValues)})
+			data := frameData(e.FieldValues)
+			deliver(bus.Frame{Partition: p, ID: e.ID, Data: data})
 			s.mu.Lock()
-			s.delivered(p, e.ID)
+			s.delivered(p, e.ID, data)
 			s.mu.Unlock()
 		}
 		s.mu.Lock()
@@ -324,7 +355,7 @@ func (rd *reader) skip(ctx context.Context, p int, id string) error {
 	}
 	s.mu.Lock()
 	if s.lastIDs[p] == id {
-		s.delivered(p, next)
+		s.delivered(p, next, nil)
 	}
 	s.failN[p] = 0
 	s.mu.Unlock()
@@ -334,12 +365,167 @@ func (rd *reader) skip(ctx context.Context, p int, id string) error {
 	return nil
 }
 
-// delivered moves partition p past entry id (under s.mu).
-func (s *streams) delivered(p int, id string) {
+// delivered moves partition p past entry id, whose frame is data (nil:
+// skipped unread), under s.mu.
+func (s *streams) delivered(p int, id string, data []byte) {
 	s.lastIDs[p] = id
 	if s.readN[p] >= 0 {
 		s.readN[p]++
 	}
+	if s.recent != nil {
+		s.remember(p, seenEntry{id: id, sum: entrySum(data)})
+	}
+}
+
+// seenEntry is an entry a reader delivered: its id and a checksum of its
+// frame (0: unknown). Two primaries can give one id to different entries
+// (both take the time of one clock), so an entry is known by both.
+type seenEntry struct {
+	id  string
+	sum uint64
+}
+
+// entrySum is the FNV-1a checksum of a frame, never 0 (0 means unknown).
+func entrySum(data []byte) uint64 {
+	if data == nil {
+		return 0
+	}
+	const offset64, prime64 = 14695981039346656037, 1099511628211
+	h := uint64(offset64)
+	for _, b := range data {
+		h ^= uint64(b)
+		h *= prime64
+	}
+	return h | 1
+}
+
+// remember adds e to partition p's ring of delivered entries (under s.mu).
+func (s *streams) remember(p int, e seenEntry) {
+	if len(s.recent[p]) < recentIDs {
+		s.recent[p] = append(s.recent[p], e)
+		return
+	}
+	s.recent[p][s.recentPos[p]] = e
+	s.recentPos[p] = (s.recentPos[p] + 1) % recentIDs
+}
+
+// recentIDs is how many ids of delivered entries a reader keeps per
+// partition to find, after a failover, the last entry it has in common with
+// the server.
+const recentIDs = 1024
+
+// positionChecks returns, per partition of the read (nil where it needs
+// none), the command that tells whether the server holds the entry at the
+// reader's position: XREVRANGE <key> <id> - COUNT 1. After a failover the
+// reader may be on a primary whose history differs from the one it read:
+// the promoted replica lacks what the old primary took last, and an old
+// primary that served again before Sentinel demoted it has entries that
+// the new one lacks. Reading on from an id the server does not hold would
+// skip the server's own entries below that id.
+// It returns the commands and, for each, the index of its partition in the
+// read.
+func (rd *reader) positionChecks() (cmds []rueidis.Completed, idx []int) {
+	if rd.s.recent == nil {
+		return nil, nil
+	}
+	for i, id := range rd.ids {
+		if id != "0-0" && id != "" {
+			cmds = append(cmds, rd.c.B().Xrevrange().Key(rd.keys[i]).End(id).Start("-").Count(1).Build())
+			idx = append(idx, i)
+		}
+	}
+	return cmds, idx
+}
+
+// diverged reports whether a position check's reply shows that the server
+// lacks the entry delivered last (id, with checksum sum; 0: unknown) while it
+// holds older ones (none at all: trimmed or never there, nothing to read
+// again below id). An entry with that id but another frame counts as
+// lacking it: two primaries whose clock is behind their last id both number
+// new entries after it alike.
+func diverged(r rueidis.RedisResult, id string, sum uint64) bool {
+	entries, err := r.AsXRange()
+	if err != nil || len(entries) == 0 {
+		return false
+	}
+	e := entries[0]
+	return e.ID != id || (sum != 0 && entrySum([]byte(e.FieldValues[frameField])) != sum)
+}
+
+// lastSum returns the checksum of the entry partition p delivered last, if it
+// is id (0 otherwise: unknown).
+func (s *streams) lastSum(p int, id string) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ring := s.recent[p]
+	if len(ring) == 0 {
+		return 0
+	}
+	last := ring[len(ring)-1]
+	if len(ring) == recentIDs {
+		last = ring[(s.recentPos[p]+recentIDs-1)%recentIDs]
+	}
+	if last.id != id {
+		return 0
+	}
+	return last.sum
+}
+
+// rewind moves partition p, whose position id the server does not hold,
+// back to the newest entry of the server that the reader delivered (the
+// last entry in common), so that the server's entries after it are read;
+// the bus drops what it had already. It reports an error only when Redis
+// could not be asked.
+func (rd *reader) rewind(ctx context.Context, p int, id string) error {
+	s := rd.s
+	entries, err := rd.c.Do(ctx, rd.c.B().Xrevrange().Key(s.keys[p]).End(id).Start("-").Count(recentIDs).Build()).AsXRange()
+	if err != nil {
+		return s.wrap("xrevrange", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lastIDs[p] != id || len(entries) == 0 {
+		return nil
+	}
+	known := make(map[string]uint64, len(s.recent[p]))
+	for _, r := range s.recent[p] {
+		known[r.id] = r.sum
+	}
+	to, common := "", false
+	for _, e := range entries {
+		sum, ok := known[e.ID]
+		if ok && (sum == 0 || sum == entrySum([]byte(e.FieldValues[frameField]))) {
+			to, common = e.ID, true
+			break
+		}
+	}
+	if !common {
+		// Nothing in common among the server's last entries below id: read
+		// them all again.
+		to = prevID(entries[len(entries)-1].ID)
+	}
+	s.lastIDs[p] = to
+	s.readN[p] = -1 // the trim check cannot count on this history
+	s.st.rewinds.Add(1)
+	s.st.warn(&s.st.rewindLog, "redisbus: the server does not hold the last stream entry this node read (a failover to a primary with another history); reading again from the last entry in common",
+		"partition", p, "position", id, "from", to, "in_common", common)
+	return nil
+}
+
+// prevID returns the stream id just before id ("0-0" for the smallest).
+func prevID(id string) string {
+	ms, seq, _ := strings.Cut(id, "-")
+	m, err1 := strconv.ParseUint(ms, 10, 64)
+	n, err2 := strconv.ParseUint(seq, 10, 64)
+	switch {
+	case err1 != nil || err2 != nil:
+		return "0-0"
+	case n > 0:
+		return ms + "-" + strconv.FormatUint(n-1, 10)
+	case m > 0:
+		return strconv.FormatUint(m-1, 10) + "-" + strconv.FormatUint(^uint64(0), 10)
+	}
+	return "0-0"
 }
 
 // str is the string of m, or "" when it is not one (nil, another type).

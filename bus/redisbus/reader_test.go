@@ -2,6 +2,7 @@ package redisbus
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"sync"
@@ -111,5 +112,58 @@ func TestUnreadableEntrySkipped(t *testing.T) {
 	}
 	if v := metricValue(t, regB, "durasock_redisbus_read_failures_total"); v < maxReadAttempts {
 		t.Errorf("read_failures_total %v, want at least %d", v, maxReadAttempts)
+	}
+}
+
+// TestReaderRewindsToCommonHistory: after a failover the reader may resume on
+// a primary whose stream differs from the one it read: it lacks the last
+// entries read, and holds entries of its own with lower ids (written while
+// the reader was on the other primary). The reader must go back to the last
+// entry in common and read those, instead of skipping every entry below its
+// position. The two histories are made on one server here: the stream is
+// rebuilt while the subscription is down.
+func TestReaderRewindsToCommonHistory(t *testing.T) {
+	srv := redistest.Standalone(t)
+	o := faultOpts(Streams)
+	o.Prefix = "rewind"
+	o.Partitions = 1
+	tr := newTransport(t, srv.URL(), o)
+	s := tr.(*streams)
+	// As on Sentinel and Cluster, where failovers happen.
+	s.recent, s.recentPos = make([][]seenEntry, 1), make([]int, 1)
+	sub := startSubscribe(t, tr, "n")
+	syncSubscribed(t, tr, "n", sub)
+	publish(t, tr, numbered(0, 5, 1))
+	sub.waitFor(t, "the first frames", countNumbered(0, 5))
+	if err := sub.stop(t); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Subscribe after cancel: %v", err)
+	}
+
+	ctx := context.Background()
+	key := StreamKey("rewind", 0)
+	v, err := srv.Do(ctx, "XRANGE", key, "-", "+")
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := v.([]any)
+	if len(entries) < 5 {
+		t.Fatalf("%d entries, want at least 5", len(entries))
+	}
+	entries = entries[len(entries)-5:] // m0..m4, after the sync frames
+	id := func(i int) string { return entries[i].([]any)[0].(string) }
+	// The other history: the first two entries, then three of its own, the
+	// last with the id of the reader's position (a primary whose clock is
+	// behind its last id numbers new entries like the other one did).
+	if _, err := srv.DoAll(ctx, []string{"DEL", key},
+		[]string{"XADD", key, id(0), frameField, "m0"}, []string{"XADD", key, id(1), frameField, "m1"},
+		[]string{"XADD", key, id(2), frameField, "m5"}, []string{"XADD", key, id(3), frameField, "m6"},
+		[]string{"XADD", key, id(4), frameField, "m7"}); err != nil {
+		t.Fatal(err)
+	}
+	sub2 := startSubscribe(t, tr, "n")
+	publish(t, tr, numbered(8, 9, 1))
+	sub2.waitFor(t, "the other history's frames and a new one", countNumbered(5, 9))
+	if got := s.st.rewinds.Load(); got != 1 {
+		t.Errorf("%d rewinds, want 1", got)
 	}
 }

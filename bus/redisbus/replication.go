@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -12,31 +13,44 @@ import (
 	"github.com/durasock/durasock/bus"
 )
 
-// group is the outcome of one pipeline: the replication id of the primary it
-// ran on (when asked) and the WAIT outcome (when asked).
+// pipeOutcome is the outcome of one pipeline: the replication id of the
+// primary it ran on (when asked) and the WAIT outcome (when asked).
 type pipeOutcome struct {
 	replid string
 	err    error // WAIT shortfall (ErrNotReplicated) or WAIT failure
 }
 
+// guard is the check that must pass on a connection before a batch is
+// written there: the last entry this transport wrote to partition p without
+// replicas confirming it (id, data) is in the stream on that server.
+type guard struct {
+	p    int
+	id   string
+	data []byte
+	cmd  rueidis.Completed // XRANGE <key> <id> <id>
+}
+
 // run sends cmds and returns their results in order, with, per command, the
 // outcome of its pipeline. With ident, INFO replication follows the commands
 // on the same connection (the replication id tells which primary took them);
-// with wait, WAIT WaitReplicas WaitTimeout follows too. On a Cluster, WAIT
-// and INFO count for the primary they run on, and a pipeline with a key-less
-// command must stay in one slot: one pipeline per slot, run in parallel
-// (partitions keep their order: one slot each).
-func (s *streams) run(ctx context.Context, c rueidis.Client, cmds rueidis.Commands, wait, ident bool) ([]rueidis.RedisResult, []pipeOutcome) {
+// with wait, WAIT WaitReplicas WaitTimeout follows too; with guards, the
+// commands go out only on a connection where the guards pass (otherwise the
+// error wraps ErrPrimaryChanged). On a Cluster, WAIT and INFO count for the
+// primary they run on, and a pipeline with a key-less command must stay in
+// one slot: one pipeline per slot, run in parallel (partitions keep their
+// order: one slot each). An error means that the pipelines of some slots may
+// not have run.
+func (s *streams) run(ctx context.Context, c rueidis.Client, cmds rueidis.Commands, guards []guard, wait, ident bool) ([]rueidis.RedisResult, []pipeOutcome, error) {
 	out := make([]pipeOutcome, len(cmds))
-	if !wait && !ident {
-		return c.DoMulti(ctx, cmds...), out
+	if !wait && !ident && len(guards) == 0 {
+		return c.DoMulti(ctx, cmds...), out, nil
 	}
 	if !isCluster(c) {
-		res, o := s.doGroup(ctx, c, cmds, wait, ident)
+		res, o, err := s.doGroup(ctx, c, cmds, guards, wait, ident)
 		for i := range out {
 			out[i] = o
 		}
-		return res, out
+		return res, out, err
 	}
 	bySlot := map[uint16][]int{}
 	var order []uint16
@@ -47,9 +61,14 @@ func (s *streams) run(ctx context.Context, c rueidis.Client, cmds rueidis.Comman
 		}
 		bySlot[sl] = append(bySlot[sl], i)
 	}
+	guardsBySlot := map[uint16][]guard{}
+	for _, g := range guards {
+		guardsBySlot[g.cmd.Slot()] = append(guardsBySlot[g.cmd.Slot()], g)
+	}
 	res := make([]rueidis.RedisResult, len(cmds))
+	errs := make([]error, len(order))
 	var wg sync.WaitGroup
-	for _, sl := range order {
+	for gi, sl := range order {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -58,20 +77,28 @@ func (s *streams) run(ctx context.Context, c rueidis.Client, cmds rueidis.Comman
 			for j, k := range idx {
 				group[j] = cmds[k]
 			}
-			r, o := s.doGroup(ctx, c, group, wait, ident)
+			r, o, err := s.doGroup(ctx, c, group, guardsBySlot[sl], wait, ident)
+			if err != nil {
+				errs[gi] = err
+				return
+			}
 			for j, k := range idx {
 				res[k], out[k] = r[j], o
 			}
 		}()
 	}
 	wg.Wait()
-	return res, out
+	if err := errors.Join(errs...); err != nil {
+		return nil, nil, err
+	}
+	return res, out, nil
 }
 
 // doGroup sends cmds, then INFO replication (ident) and WAIT (wait), on one
 // connection (WAIT is a blocking command, so rueidis runs the whole pipeline
-// on a dedicated connection).
-func (s *streams) doGroup(ctx context.Context, c rueidis.Client, cmds rueidis.Commands, wait, ident bool) ([]rueidis.RedisResult, pipeOutcome) {
+// on a dedicated connection). With guards it first checks them on a
+// dedicated connection, and sends the rest there only if they pass.
+func (s *streams) doGroup(ctx context.Context, c rueidis.Client, cmds rueidis.Commands, guards []guard, wait, ident bool) ([]rueidis.RedisResult, pipeOutcome, error) {
 	n := len(cmds)
 	all := cmds[:n:n] // appends below copy, never write into cmds
 	if ident {
@@ -81,7 +108,35 @@ func (s *streams) doGroup(ctx context.Context, c rueidis.Client, cmds rueidis.Co
 	if wait {
 		all = append(all, c.B().Wait().Numreplicas(int64(want)).Timeout(s.opts.WaitTimeout.Milliseconds()).Build())
 	}
-	res := c.DoMulti(ctx, all...)
+	var res []rueidis.RedisResult
+	if len(guards) == 0 {
+		res = c.DoMulti(ctx, all...)
+	} else {
+		// One connection, so one server, for the check and the writes: a
+		// server that holds the unconfirmed entries now keeps them until it
+		// stops being a primary, and then refuses the writes (READONLY) or
+		// drops the connection.
+		err := c.Dedicated(func(dc rueidis.DedicatedClient) error {
+			checks := make(rueidis.Commands, len(guards))
+			for i, g := range guards {
+				checks[i] = g.cmd
+			}
+			for i, r := range dc.DoMulti(ctx, checks...) {
+				entries, err := r.AsXRange()
+				if err != nil {
+					return s.wrap("xrange", err)
+				}
+				if g := guards[i]; len(entries) == 0 || entries[0].FieldValues[frameField] != string(g.data) {
+					return fmt.Errorf("%w: partition %d: entry %s, written without replicas, is not on the primary serving now", ErrPrimaryChanged, g.p, g.id)
+				}
+			}
+			res = dc.DoMulti(ctx, all...)
+			return nil
+		})
+		if err != nil {
+			return nil, pipeOutcome{}, err
+		}
+	}
 	var o pipeOutcome
 	if ident {
 		if info, err := res[n].ToString(); err == nil {
@@ -97,7 +152,7 @@ func (s *streams) doGroup(ctx context.Context, c rueidis.Client, cmds rueidis.Co
 			o.err = fmt.Errorf("%w: %d of %d replicas within %v", ErrNotReplicated, got, want, s.opts.WaitTimeout)
 		}
 	}
-	return res[:n], o
+	return res[:n], o, nil
 }
 
 // replicationID returns master_replid from INFO replication ("" when absent).
@@ -110,15 +165,55 @@ func replicationID(info string) string {
 	return ""
 }
 
+// pending is what a transport with WaitReplicas knows of the writes of one
+// partition that replicas have not confirmed (the bus keeps them in its
+// outbox until they are).
+type pending struct {
+	// replid is the replication id of the primary that took them ("" when
+	// none); mixed is set when they went to more than one primary.
+	replid string
+	mixed  bool
+	// lastID and lastData are the stream id and the bytes of the last one.
+	lastID   string
+	lastData []byte
+}
+
 // publishPipeline runs the XADD (and XTRIM) commands of a batch. With
 // WaitReplicas it also learns which primary took them: writes that replicas
 // have not confirmed (NoWait, or WAIT fell short) are remembered per
 // partition with that primary's replication id, so AwaitReplicas can tell
-// when they went to a primary that is no longer the one it asks. It returns
-// the commands' results and the WAIT outcome.
-func (s *streams) publishPipeline(ctx context.Context, c rueidis.Client, frames []bus.Frame, cmds rueidis.Commands, wait bool) ([]rueidis.RedisResult, error) {
+// when they went to a primary that is no longer the one it asks. While a
+// partition has such writes, the batch's frames of that partition go out only
+// to a server that holds the last of them (a guard); on any other the batch is
+// not written and the error wraps ErrPrimaryChanged: after a failover, a
+// receiver must not read newer frames of this node on the new primary before
+// the ones the old primary took and lost. It returns the commands' results
+// and the WAIT outcome, or err when the batch may not have been written.
+func (s *streams) publishPipeline(ctx context.Context, c rueidis.Client, frames []bus.Frame, cmds rueidis.Commands, wait bool) (res []rueidis.RedisResult, werr, err error) {
 	ident := s.opts.WaitReplicas > 0
-	res, out := s.run(ctx, c, cmds, wait, ident)
+	var guards []guard
+	if ident {
+		s.mu.Lock()
+		for _, f := range frames {
+			pd := &s.pend[f.Partition]
+			if f.Probe || pd.lastID == "" || slices.ContainsFunc(guards, func(g guard) bool { return g.p == f.Partition }) {
+				continue
+			}
+			guards = append(guards, guard{p: f.Partition, id: pd.lastID, data: pd.lastData,
+				cmd: c.B().Xrange().Key(s.keys[f.Partition]).Start(pd.lastID).End(pd.lastID).Build()})
+		}
+		s.mu.Unlock()
+	}
+	res, out, err := s.run(ctx, c, cmds, guards, wait, ident)
+	if err != nil {
+		if errors.Is(err, ErrPrimaryChanged) {
+			// The bus writes every unconfirmed frame again, first.
+			s.mu.Lock()
+			clear(s.pend)
+			s.mu.Unlock()
+		}
+		return nil, nil, err
+	}
 	var errs []error
 	s.mu.Lock()
 	for i, f := range frames {
@@ -126,25 +221,27 @@ func (s *streams) publishPipeline(ctx context.Context, c rueidis.Client, frames 
 		if o.err != nil && (i == 0 || out[i-1].err != o.err) {
 			errs = append(errs, o.err)
 		}
-		if !ident || res[i].Error() != nil {
+		if !ident || f.Probe || res[i].Error() != nil {
 			continue
 		}
-		p := f.Partition
+		pd := &s.pend[f.Partition]
 		if wait && o.err == nil {
-			// Confirmed: the bus keeps nothing unconfirmed on p (it writes
-			// without waiting while it does).
-			s.pendRepl[p], s.pendMixed[p] = "", false
+			// Confirmed, with everything written before on that primary.
+			*pd = pending{}
 			continue
 		}
 		switch {
-		case s.pendRepl[p] == "":
-			s.pendRepl[p] = o.replid
-		case s.pendRepl[p] != o.replid:
-			s.pendMixed[p] = true
+		case pd.replid == "":
+			pd.replid = o.replid
+		case pd.replid != o.replid:
+			pd.mixed = true
+		}
+		if id, err := res[i].ToString(); err == nil {
+			pd.lastID, pd.lastData = id, f.Data
 		}
 	}
 	s.mu.Unlock()
-	return res, errors.Join(errs...)
+	return res, errors.Join(errs...), nil
 }
 
 // AwaitReplicas waits until what this transport wrote to partitions is
@@ -171,7 +268,10 @@ func (s *streams) AwaitReplicas(ctx context.Context, partitions []int) error {
 		}
 		cmds = append(cmds, c.B().Set().Key(s.waitKeys[p]).Value("1").Build())
 	}
-	res, out := s.run(ctx, c, cmds, true, true)
+	res, out, err := s.run(ctx, c, cmds, nil, true, true)
+	if err != nil {
+		return err
+	}
 	if err := s.checkAll("set", res); err != nil {
 		return err
 	}
@@ -179,17 +279,17 @@ func (s *streams) AwaitReplicas(ctx context.Context, partitions []int) error {
 	var errs []error
 	s.mu.Lock()
 	for i, p := range partitions {
-		o := out[i]
-		if s.pendRepl[p] != "" && (s.pendMixed[p] || s.pendRepl[p] != o.replid) {
-			changed = append(changed, fmt.Sprintf("partition %d: written on %s, primary now %s", p, s.pendRepl[p], o.replid))
-			s.pendRepl[p], s.pendMixed[p] = "", false
+		o, pd := out[i], &s.pend[p]
+		if pd.replid != "" && (pd.mixed || pd.replid != o.replid) {
+			changed = append(changed, fmt.Sprintf("partition %d: written on %s, primary now %s", p, pd.replid, o.replid))
+			*pd = pending{}
 			continue
 		}
 		if o.err != nil {
 			errs = append(errs, o.err)
 			continue
 		}
-		s.pendRepl[p], s.pendMixed[p] = "", false
+		*pd = pending{}
 	}
 	s.mu.Unlock()
 	if len(changed) > 0 {

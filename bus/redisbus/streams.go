@@ -49,11 +49,14 @@ type streams struct {
 	// the last one delivered (-1: unknown): more deleted entries than that
 	// means entries were trimmed before they were read.
 	readN []int64
-	// Per partition: the replication id of the primary that took writes not
-	// yet confirmed by replicas ("" when none), and whether they went to more
-	// than one primary (replication.go).
-	pendRepl  []string
-	pendMixed []bool
+	// recent is, per partition, a ring of the ids of the last entries
+	// delivered (recentIDs of them), kept where a failover can give the
+	// reader another history (Sentinel, Cluster): see checkPositions.
+	recent    [][]seenEntry
+	recentPos []int
+	// pend is, per partition, what replicas have not confirmed yet
+	// (replication.go).
+	pend []pending
 }
 
 var (
@@ -65,7 +68,10 @@ func newStreams(b *base) *streams {
 	n := b.opts.Partitions
 	s := &streams{base: b, keyPart: make(map[string]int, n), serverMs: make([]atomic.Int64, n),
 		failID: make([]string, n), failN: make([]int, n), failAt: make([]time.Time, n), st: b.stats,
-		pendRepl: make([]string, n), pendMixed: make([]bool, n)}
+		pend: make([]pending, n)}
+	if b.conn.topology != Standalone {
+		s.recent, s.recentPos = make([][]seenEntry, n), make([]int, n)
+	}
 	for p := range n {
 		k := StreamKey(b.opts.Prefix, p)
 		s.keys = append(s.keys, k)
@@ -116,7 +122,10 @@ func (s *streams) Publish(ctx context.Context, frames []bus.Frame) error {
 			cmds = append(cmds, c.B().Xtrim().Key(s.keys[p]).Maxlen().Almost().Threshold(s.maxLen).Build())
 		}
 	}
-	res, werr := s.publishPipeline(ctx, c, frames, cmds, wait)
+	res, werr, err := s.publishPipeline(ctx, c, frames, cmds, wait)
+	if err != nil {
+		return err
+	}
 	if err := s.checkAll("xadd", res); err != nil {
 		return err
 	}
@@ -264,12 +273,24 @@ func (s *streams) recordStart(ctx context.Context, c rueidis.Client) error {
 		}
 		ids[p], read[p] = info.lastID, info.added
 	}
-	s.mu.Lock()
-	if s.lastIDs == nil {
-		s.lastIDs, s.readN = ids, read
-	}
-	s.mu.Unlock()
+	s.setStart(ids, read)
 	return nil
+}
+
+// setStart records the first positions, unless recorded already. They count
+// as delivered for finding the entry in common after a failover.
+func (s *streams) setStart(ids []string, read []int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lastIDs != nil {
+		return
+	}
+	s.lastIDs, s.readN = ids, read
+	for p, id := range ids {
+		if s.recent != nil && id != "0-0" {
+			s.remember(p, seenEntry{id: id}) // its frame is unknown
+		}
+	}
 }
 
 // recordStartPlain is recordStart without scripts: XREVRANGE, and no trim
@@ -292,11 +313,7 @@ func (s *streams) recordStartPlain(ctx context.Context, c rueidis.Client) error 
 			ids[p] = entries[0].ID
 		}
 	}
-	s.mu.Lock()
-	if s.lastIDs == nil {
-		s.lastIDs, s.readN = ids, read
-	}
-	s.mu.Unlock()
+	s.setStart(ids, read)
 	return nil
 }
 

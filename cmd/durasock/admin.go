@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/durasock/durasock/bus"
+	"github.com/durasock/durasock/compat"
 )
 
 // The admin endpoints, /status (JSON), /status/history (JSON), /dashboard
@@ -103,9 +104,21 @@ type statusBody struct {
 	Uptime  duration  `json:"uptime"`
 	Clients int       `json:"clients"`
 	// OtherNodes are the other nodes this node hears from (it is not listed).
-	OtherNodes []string    `json:"other_nodes"`
-	Bus        *busStatus  `json:"bus,omitempty"`
-	Config     statusKnobs `json:"config"`
+	OtherNodes []string   `json:"other_nodes"`
+	Bus        *busStatus `json:"bus,omitempty"`
+	// Compat is the state of the Node protocol (-cluster-protocol node-*) and
+	// of the emitter listeners (-emitters).
+	Compat *compatStatus `json:"compat,omitempty"`
+	Config statusKnobs   `json:"config"`
+}
+
+// compatStatus is /status's view of the Node cluster and emitter listeners.
+type compatStatus struct {
+	Protocol  string        `json:"protocol"`
+	UID       string        `json:"uid,omitempty"`
+	Cluster   *compat.Stats `json:"cluster,omitempty"`
+	Emitters  []string      `json:"emitters,omitempty"`
+	Listeners *compat.Stats `json:"listeners,omitempty"`
 }
 
 // statusKnobs are the settings worth seeing next to the state.
@@ -172,6 +185,19 @@ func (a *app) statusBody() statusBody {
 			Path: a.cfg.Path, Recovery: dur(a.cfg.Recovery), DrainTimeout: dur(a.cfg.DrainTimeout),
 			ShutdownDelay: dur(a.cfg.ShutdownDelay), OutboxMaxAge: dur(0),
 		},
+	}
+	if st := a.compat; st != nil {
+		c := &compatStatus{Protocol: a.cfg.Compat.Protocol, Emitters: a.cfg.Compat.Emitters}
+		if st.node != nil {
+			s := st.node.Stats()
+			c.UID, c.Cluster = st.node.UID(), &s
+			body.Mode = "cluster (" + a.cfg.Compat.Protocol + ")"
+		}
+		if st.listener != nil {
+			s := st.listener.Stats()
+			c.Listeners = &s
+		}
+		body.Compat = c
 	}
 	if a.bus == nil {
 		return body

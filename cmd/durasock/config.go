@@ -100,7 +100,7 @@ func flagSet(c *config) (*flag.FlagSet, *choices) {
 	fs.StringVar(&c.AdminAddr, "admin-addr", "", "serve /status, /dashboard and /metrics on this address (e.g. 127.0.0.1:9090) instead of -addr")
 	fs.StringVar(&c.AdminToken, "admin-token", "", "bearer token for /status, /dashboard and /metrics; without it they answer only clients on this machine (loopback) or on -admin-addr")
 	fs.StringVar(&c.Path, "path", "/socket.io/", "Socket.IO endpoint path")
-	fs.StringVar(&ch.cors, "cors-origins", "", `comma-separated allowed CORS origins, or "*"`)
+	fs.StringVar(&ch.cors, "cors-origins", "", `comma-separated allowed CORS origins (with credentials), or "*" (any origin, without credentials)`)
 	dur(&c.PingInterval, "ping-interval", 25*time.Second, "Engine.IO ping interval")
 	dur(&c.PingTimeout, "ping-timeout", 20*time.Second, "Engine.IO ping timeout")
 	num64(&c.MaxPayload, "max-payload", 1_000_000, "largest accepted message in bytes")

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/durasock/durasock/internal/redistest"
 )
 
@@ -135,7 +137,15 @@ var goImports = map[string]string{
 	"socketio": "github.com/durasock/durasock/socketio", "engineio": "github.com/durasock/durasock/engineio",
 	"cluster": "github.com/durasock/durasock/cluster", "redisbus": "github.com/durasock/durasock/bus/redisbus",
 	"bus": "github.com/durasock/durasock/bus", "emitter": "github.com/durasock/durasock/emitter",
-	"adapter": "github.com/durasock/durasock/adapter",
+	"adapter": "github.com/durasock/durasock/adapter", "parser": "github.com/durasock/durasock/socketio/parser",
+	"admin": "github.com/durasock/durasock/admin",
+}
+
+// goStandIns are values a fragment may use without declaring them: the
+// surrounding program of the docs has them.
+var goStandIns = []struct{ name, decl string }{
+	{"srv", "srv := socketio.NewServer(nil)"},
+	{"bcryptHash", `bcryptHash := "$2a$10$abcdefghijklmnopqrstuuN4r0BwDRvVwh2Y9KxZ1Y2d3nP4b5qWe"`},
 }
 
 // checkGoSnippets builds every Go snippet as a package of a scratch module
@@ -155,11 +165,14 @@ func checkGoSnippets(t *testing.T, root string, snips []snippet) {
 	}
 	where := map[string]snippet{}
 	for i, s := range snips {
+		// Each snippet is a package of its own, not a main package: compiled and
+		// type-checked like one, without the minutes of linking every binary.
+		pkg := fmt.Sprintf("s%02d", i)
 		src := s.text
 		if !strings.HasPrefix(strings.TrimSpace(src), "package ") {
 			src = wrapFragment(src)
 		}
-		pkg := fmt.Sprintf("s%02d", i)
+		src = regexp.MustCompile(`(?m)^package main$`).ReplaceAllString(src, "package "+pkg)
 		where[pkg] = s
 		if err := os.MkdirAll(filepath.Join(dir, pkg), 0o755); err != nil {
 			t.Fatal(err)
@@ -172,7 +185,9 @@ func checkGoSnippets(t *testing.T, root string, snips []snippet) {
 		cmd := exec.Command("go", args...)
 		cmd.Dir = dir
 		cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOPROXY=off", "GOWORK=off")
+		began := time.Now()
 		out, err := cmd.CombinedOutput()
+		t.Logf("go %s: %v", strings.Join(args, " "), time.Since(began).Round(time.Millisecond))
 		if err != nil {
 			msg := string(out)
 			for pkg, s := range where {
@@ -185,11 +200,29 @@ func checkGoSnippets(t *testing.T, root string, snips []snippet) {
 	t.Logf("go: %d snippets compile and vet", len(snips))
 }
 
-// wrapFragment turns statements into a main package with the imports they name.
+// wrapFragment turns statements into a main package with the imports they
+// name, stand-ins for the values they use without declaring them, and a use
+// of every variable they declare (a fragment shows a step, not a program).
 func wrapFragment(body string) string {
+	var pre, post []string
+	declared := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^\s*([A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*:=`).FindAllStringSubmatch(body, -1) {
+		for _, name := range strings.Split(m[1], ",") {
+			if name = strings.TrimSpace(name); name != "_" && !declared[name] {
+				declared[name] = true
+				post = append(post, "\t_ = "+name)
+			}
+		}
+	}
+	for _, si := range goStandIns {
+		if !declared[si.name] && regexp.MustCompile(`\b`+si.name+`\b`).MatchString(body) {
+			pre = append(pre, "\t"+si.decl)
+		}
+	}
+	code := strings.Join(pre, "\n") + "\n" + body + "\n" + strings.Join(post, "\n")
 	var imports []string
 	for name, path := range goImports {
-		if regexp.MustCompile(`\b` + name + `\.`).MatchString(body) {
+		if regexp.MustCompile(`\b` + name + `\.`).MatchString(code) {
 			imports = append(imports, fmt.Sprintf("%q", path))
 		}
 	}
@@ -197,7 +230,7 @@ func wrapFragment(body string) string {
 		imports = append(imports, `"context"`)
 	}
 	slices.Sort(imports)
-	return "package main\n\nimport (\n\t" + strings.Join(imports, "\n\t") + "\n)\n\nfunc main() {\n\tctx := context.Background()\n\t_ = ctx\n" + body + "\n}\n"
+	return "package main\n\nimport (\n\t" + strings.Join(imports, "\n\t") + "\n)\n\nfunc main() {\n\tctx := context.Background()\n\t_ = ctx\n" + code + "\n}\n"
 }
 
 // docRunner checks shell snippets.
@@ -308,7 +341,7 @@ func splitCommands(line string) [][]string {
 // reproduce; bash -n checked them.
 var syntaxOnlyTools = map[string]bool{
 	"redis-server": true, "redis-cli": true, "kill": true, "apt-get": true, "sudo": true,
-	"echo": true, "cat": true, "cd": true, "export": true,
+	"echo": true, "cat": true, "cd": true, "export": true, "npm": true, "htpasswd": true,
 }
 
 func (d *docRunner) command(s snippet, words []string) {
@@ -329,7 +362,8 @@ func (d *docRunner) command(s snippet, words []string) {
 		d.goCommand(s, words[1:], env)
 	case name == "curl":
 		d.curl(s, words[1:])
-	case strings.HasPrefix(name, "./scripts/"):
+	case strings.HasPrefix(name, "./scripts/") || strings.HasPrefix(name, "scripts/"):
+		name = "./" + strings.TrimPrefix(name, "./")
 		fi, err := os.Stat(filepath.Join(d.root, name))
 		if err != nil || fi.Mode()&0o111 == 0 {
 			t.Errorf("%s: %s is not an executable script of the repository", s, name)
@@ -475,6 +509,7 @@ func (d *docRunner) goTest(s snippet, args []string) {
 // only this machine, runs it.
 func (d *docRunner) durasock(s snippet, args []string, env map[string]string) {
 	t := d.t
+	args = d.standIns(args)
 	if len(args) > 0 && args[0] == "cluster" {
 		// The local cluster starts redis-server and a browser: checked, not run.
 		d.durasockFlagsOnly(s, args, env)
@@ -581,10 +616,39 @@ func (d *docRunner) durasock(s snippet, args []string, env map[string]string) {
 	}
 }
 
+// standIns replaces, in durasock arguments, what the reader provides: the
+// value of a command substitution ($(...)) and directories they install.
+func (d *docRunner) standIns(args []string) []string {
+	out := slices.Clone(args)
+	for i := 1; i < len(out); i++ {
+		flag := strings.TrimLeft(out[i-1], "-")
+		switch {
+		case flag == "admin-ui-password-hash" && strings.Contains(out[i], "$("):
+			h, err := bcrypt.GenerateFromPassword([]byte("a-good-password"), bcrypt.MinCost)
+			if err != nil {
+				d.t.Fatal(err)
+			}
+			out[i] = string(h)
+		case flag == "admin-ui-dir" || flag == "demo-client-dir":
+			dir := d.t.TempDir()
+			for _, f := range []string{"index.html", "socket.io.min.js", "socket.io.js"} {
+				if err := os.WriteFile(filepath.Join(dir, f), []byte("stand-in"), 0o644); err != nil {
+					d.t.Fatal(err)
+				}
+			}
+			out[i] = dir
+		case strings.Contains(out[i], "$("):
+			d.t.Errorf("durasock %s: no stand-in for the command substitution in -%s", strings.Join(args, " "), flag)
+		}
+	}
+	return out
+}
+
 // durasockFlagsOnly checks an invocation's flags (those of the cluster
 // subcommand with "cluster" first) without running it.
 func (d *docRunner) durasockFlagsOnly(s snippet, args []string, env map[string]string) {
 	d.flagOnly++
+	args = d.standIns(args)
 	if len(args) > 0 && args[0] == "cluster" {
 		for _, a := range args[1:] {
 			if strings.HasPrefix(a, "-") && (a == "-h" || a == "-help") {

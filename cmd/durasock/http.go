@@ -51,7 +51,7 @@ func (a *app) notReady() string {
 	default:
 	}
 	if a.bus == nil {
-		return ""
+		return a.compatNotReady()
 	}
 	st := a.bus.Status()
 	switch st.State {
@@ -339,4 +339,19 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 func writeError(w http.ResponseWriter, code int, msg string) {
 	writeJSON(w, code, map[string]string{"error": msg})
+}
+
+// compatNotReady is notReady for a node of a Node cluster (-cluster-protocol
+// node-*): it is ready once its subscription to Redis was up once.
+func (a *app) compatNotReady() string {
+	if a.compat == nil || a.compat.node == nil {
+		return ""
+	}
+	if a.compat.node.Stats().Connected {
+		a.mon.connectedOnce.Store(true)
+	}
+	if a.cfg.ReadyNeedsBus && !a.mon.connectedOnce.Load() {
+		return "waiting for Redis: the Node cluster's subscription is not up yet"
+	}
+	return ""
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -125,7 +126,9 @@ func newApp(cfg *config, log *slog.Logger) (*app, error) {
 		opts.Recovery = &socketio.RecoveryOptions{MaxDisconnectionDuration: cfg.Recovery}
 	}
 	if len(cfg.CORSOrigins) > 0 {
-		opts.CORS = &engineio.CORSOptions{Origins: cfg.CORSOrigins, Credentials: true}
+		// Credentials (cookies) only for listed origins: the Fetch standard
+		// forbids them with "*".
+		opts.CORS = &engineio.CORSOptions{Origins: cfg.CORSOrigins, Credentials: !slices.Contains(cfg.CORSOrigins, "*")}
 	}
 	if cfg.RedisURL != "" && cfg.Compat.usesBus() {
 		if err := a.openCluster(cfg); err != nil {

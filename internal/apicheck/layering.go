@@ -11,6 +11,8 @@ package apicheck
 //	socketio                             engineio, adapter, the packet format
 //	cluster                              adapter and bus, the packet format
 //	emitter                              bus and cluster, the packet format
+//	compat                               adapter, the packet format (Node's wire)
+//	admin                                socketio (an application of the server)
 var layers = map[string][]string{
 	"engineio":            {},
 	"bus":                 {},
@@ -21,4 +23,6 @@ var layers = map[string][]string{
 	"socketio":            {"engineio", "adapter", "socketio/parser"},
 	"cluster":             {"adapter", "bus", "socketio/parser"},
 	"emitter":             {"adapter", "bus", "cluster", "socketio/parser"},
+	"compat":              {"adapter", "socketio/parser"},
+	"admin":               {"socketio"},
 }

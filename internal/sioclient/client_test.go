@@ -367,7 +367,10 @@ func TestAckTimeoutAndContext(t *testing.T) {
 // answer every ping.
 func TestHeartbeat(t *testing.T) {
 	url := newServer(t, &socketio.Options{Options: engineio.Options{
-		PingInterval: 20 * time.Millisecond, PingTimeout: 200 * time.Millisecond,
+		// A timeout long enough for a loaded machine's stalls; the loop below
+		// outlasts interval + timeout, so a client that never answers is closed
+		// while it runs.
+		PingInterval: 20 * time.Millisecond, PingTimeout: time.Second,
 	}}, func(srv *socketio.Server) {
 		srv.OnConnection(func(s *socketio.Socket) {
 			s.On("ping-me", func(e *socketio.Event) {
@@ -378,7 +381,7 @@ func TestHeartbeat(t *testing.T) {
 		})
 	})
 	c := dial(t, url, nil)
-	deadline := time.Now().Add(300 * time.Millisecond) // 15 ping intervals
+	deadline := time.Now().Add(2 * time.Second) // 100 ping intervals, past interval + timeout
 	for time.Now().Before(deadline) {
 		if _, err := c.EmitWithAck(ctxT(t), "ping-me"); err != nil {
 			t.Fatalf("EmitWithAck: %v", err)

@@ -4,7 +4,8 @@
 //
 //   - two clients connect to node A and two to node B;
 //   - the UI, opened on node A, logs in with the username and password;
-//   - its Sockets page lists the four sockets, those of B too;
+//   - its Servers page lists both nodes (by node id), its Sockets page the four
+//     sockets, those of B too;
 //   - "Disconnect" on the page of a socket of node B disconnects that client
 //     (reason "io server disconnect"), and the others stay connected.
 //
@@ -16,12 +17,12 @@ import { io } from "socket.io-client";
 import { chromium } from "playwright-core";
 import { scenario, track, connected, once, equal, check, log } from "./lib.mjs";
 
-const { URL_A, URL_B, ADMIN_PASSWORD, SCREENSHOT } = process.env;
+const { URL_A, URL_B, NODE_A, NODE_B, ADMIN_PASSWORD, SCREENSHOT } = process.env;
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
 
 let browser;
 await scenario("admin-ui", 90000, async () => {
-  check(URL_A && URL_B && ADMIN_PASSWORD, "URL_A, URL_B and ADMIN_PASSWORD must be set");
+  check(URL_A && URL_B && NODE_A && NODE_B && ADMIN_PASSWORD, "URL_A, URL_B, NODE_A, NODE_B and ADMIN_PASSWORD must be set");
   const opts = { forceNew: true, reconnection: false, timeout: 5000, transports: ["websocket"] };
   const clients = [URL_A, URL_A, URL_B, URL_B].map((u) => track(io(u, opts)));
   await Promise.all(clients.map((c) => connected(c, 10000)));
@@ -49,6 +50,13 @@ await scenario("admin-ui", 90000, async () => {
     await page.getByRole("button", { name: "Connect" }).click();
     await page.getByLabel("Server URL").waitFor({ state: "hidden", timeout: 15000 });
     log("logged in");
+
+    await page.evaluate(() => { location.hash = "#/servers/"; });
+    for (const id of [NODE_A, NODE_B]) {
+      await page.getByText(id, { exact: true }).first().waitFor({ timeout: 15000 });
+    }
+    log("the Servers page lists both nodes");
+    if (SCREENSHOT) await page.screenshot({ path: SCREENSHOT.replace(/\.png$/, "-servers.png"), fullPage: true });
 
     await page.evaluate(() => { location.hash = "#/sockets/"; });
     for (const id of ids) {

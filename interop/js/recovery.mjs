@@ -98,8 +98,8 @@ await scenario("recovery", 55000, async () => {
   });
   await Promise.all(clients.map((c) => connected(c.socket, 15000)));
   for (const c of clients) {
-    const [reply] = await ack(c.socket, "join", [{ room: ROOM, name: c.label }], 10000);
-    check(reply && typeof reply.members === "number", `join reply of ${c.label}: ${JSON.stringify(reply)}`);
+    const [reply] = await ack(c.socket, "join", [{ room: ROOM, name: c.label, page: c.label }], 10000);
+    check(reply && reply.ok === true, `join reply of ${c.label}: ${JSON.stringify(reply)}`);
   }
   console.log(`READY ${clients.length} ${JSON.stringify(clients.map((c) => c.firstId))}`);
 

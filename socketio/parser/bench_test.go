@@ -116,3 +116,34 @@ func BenchmarkEventPacketInterfaceField(b *testing.B) {
 		_ = Encode(p)
 	}
 }
+
+// BenchmarkMsgpackEncode is the translation of one broadcast to msgpack, made
+// once per packet whatever the number of msgpack clients (BenchmarkEncode is
+// the JSON peer).
+func BenchmarkMsgpackEncode(b *testing.B) {
+	e := Encode(&Packet{Type: Event, Namespace: "/chat", Data: benchData})
+	b.ReportAllocs()
+	b.SetBytes(int64(len(benchData)))
+	for b.Loop() {
+		if _, err := EncodeMsgpack(e); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkMsgpackDecode decodes what a socket.io-msgpack-parser client sends
+// (BenchmarkDecode is the JSON peer).
+func BenchmarkMsgpackDecode(b *testing.B) {
+	msg, err := EncodeMsgpack(Encode(&Packet{Type: Event, Namespace: "/chat", ID: 12, HasID: true, Data: benchData}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	dec := Msgpack.NewDecoder(0)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(msg)))
+	for b.Loop() {
+		if _, err := dec.Add(msg, true); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
