@@ -44,11 +44,11 @@ const (
 	kindApplied         kind = 16 // direct: a reliable socket operation was applied
 	kindMax                  = kindApplied
 	flagVolatile        byte = 1 << 0
-	flagCompress        byte = 1 << 1
+	flagNoCompress      byte = 1 << 1
 	flagCloseConn       byte = 1 << 2
 	flagHello           byte = 1 << 3 // heartbeat: answer with a heartbeat at once
 	flagRecoverable     byte = 1 << 4 // broadcast: clients get a recovery offset (recovery.go)
-	knownFlags               = flagVolatile | flagCompress | flagCloseConn | flagHello | flagRecoverable
+	knownFlags               = flagVolatile | flagNoCompress | flagCloseConn | flagHello | flagRecoverable
 	maxCodecListEntries      = 1 << 20
 )
 
@@ -112,7 +112,7 @@ func (m *message) options() adapter.Options {
 		Rooms:       m.rooms,
 		Except:      m.except,
 		Volatile:    m.flags&flagVolatile != 0,
-		Compress:    m.flags&flagCompress != 0,
+		NoCompress:  m.flags&flagNoCompress != 0,
 		Recoverable: m.flags&flagRecoverable != 0,
 	}
 }
@@ -122,8 +122,8 @@ func selectorFlags(o adapter.Options) byte {
 	if o.Volatile {
 		f |= flagVolatile
 	}
-	if o.Compress {
-		f |= flagCompress
+	if o.NoCompress {
+		f |= flagNoCompress
 	}
 	if o.Recoverable && !o.Volatile {
 		f |= flagRecoverable

@@ -16,7 +16,7 @@ import (
 func sampleMessages() []*message {
 	bin := []byte{0, 1, 2, 0xff, '\r', '\n'}
 	return []*message{
-		{kind: kindBroadcast, nsp: "/chat", flags: flagVolatile | flagCompress, rooms: []string{"a", "b"}, except: []string{"c"},
+		{kind: kindBroadcast, nsp: "/chat", flags: flagVolatile | flagNoCompress, rooms: []string{"a", "b"}, except: []string{"c"},
 			ptype: parser.BinaryEvent, data: []byte(`["m",{"_placeholder":true,"num":0}]`), attachments: [][]byte{bin, {}}},
 		{kind: kindBroadcast, nsp: "/", ptype: parser.Event, data: []byte(`["hello","é"]`)},
 		{kind: kindAddSockets, nsp: "/", reqID: 7, rooms: []string{"a"}, target: []string{"x", "y"}},

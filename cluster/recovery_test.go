@@ -117,7 +117,12 @@ func recoveryNodes(t *testing.T, redisURL string, rec *socketio.RecoveryOptions)
 		logs := &logLines{}
 		s := socketio.NewServer(&socketio.Options{Adapter: c.Adapter, Recovery: rec,
 			Options: engineio.Options{Logger: slog.New(logs)}})
-		s.OnConnection(func(so *socketio.Socket) { so.Join("room") })
+		// Joined in middleware: in the room before the client learns it is
+		// connected, so an emit right after the CONNECT answer reaches it.
+		s.Use(func(_ context.Context, so *socketio.Socket) error {
+			so.Join("room")
+			return nil
+		})
 		hs := httptest.NewServer(s)
 		t.Cleanup(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)

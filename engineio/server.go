@@ -14,15 +14,14 @@ import (
 	"time"
 )
 
-// Error codes of the protocol, as the reference server sends them in
-// {"code":N,"message":"..."} bodies.
+// Short names of the error codes (hooks.go) inside the package.
 const (
-	codeUnknownTransport    = 0
-	codeUnknownSID          = 1
-	codeBadHandshakeMethod  = 2
-	codeBadRequest          = 3
-	codeForbidden           = 4
-	codeUnsupportedProtocol = 5
+	codeUnknownTransport    = CodeUnknownTransport
+	codeUnknownSID          = CodeUnknownSID
+	codeBadHandshakeMethod  = CodeBadHandshakeMethod
+	codeBadRequest          = CodeBadRequest
+	codeForbidden           = CodeForbidden
+	codeUnsupportedProtocol = CodeUnsupportedProtocol
 )
 
 var errorMessages = [...]string{
@@ -117,19 +116,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	transport := q.Get("transport")
 	if !s.transportEnabled(transport) {
-		writeError(w, http.StatusBadRequest, codeUnknownTransport, "")
+		s.refuseRequest(w, r, http.StatusBadRequest, CodeUnknownTransport, "", map[string]any{"transport": transport})
 		return
 	}
 	upgrade := isWebSocketRequest(r)
 	if sid := q.Get("sid"); sid != "" {
 		sess := s.lookup(sid)
 		if sess == nil {
-			writeError(w, http.StatusBadRequest, codeUnknownSID, "")
+			s.refuseRequest(w, r, http.StatusBadRequest, CodeUnknownSID, "", map[string]any{"sid": sid})
 			return
 		}
 		if transport == TransportWebSocket {
 			if !upgrade {
-				writeError(w, http.StatusBadRequest, codeBadRequest, "")
+				s.refuseRequest(w, r, http.StatusBadRequest, CodeBadRequest, "", map[string]any{
+					"name": "TRANSPORT_MISMATCH", "transport": transport, "previousTransport": sess.Transport()})
 				return
 			}
 			s.serveUpgrade(w, r, sess)
@@ -139,27 +139,28 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method != http.MethodGet {
-		writeError(w, http.StatusBadRequest, codeBadHandshakeMethod, "")
+		s.refuseRequest(w, r, http.StatusBadRequest, CodeBadHandshakeMethod, "", map[string]any{"method": r.Method})
 		return
 	}
 	if transport == TransportWebSocket && !upgrade {
-		writeError(w, http.StatusBadRequest, codeBadRequest, "")
+		s.refuseRequest(w, r, http.StatusBadRequest, CodeBadRequest, "", map[string]any{"name": "TRANSPORT_HANDSHAKE_ERROR"})
 		return
 	}
 	if c := s.opts.CORS; c != nil && transport == TransportWebSocket && !c.allowsWebSocket(r) {
 		s.noteRefusal(RefusedOrigin, r, "", "origin", r.Header.Get("Origin"))
-		writeError(w, http.StatusForbidden, codeForbidden, "")
+		s.refuseRequest(w, r, http.StatusForbidden, CodeForbidden, "", map[string]any{"message": "origin not allowed"})
 		return
 	}
 	if s.opts.AllowRequest != nil {
 		if err := s.opts.AllowRequest(r); err != nil {
 			s.log.Debug("engineio: handshake refused", "remote", r.RemoteAddr, "err", err)
-			writeError(w, http.StatusForbidden, codeForbidden, err.Error())
+			s.refuseRequest(w, r, http.StatusForbidden, CodeForbidden, err.Error(), map[string]any{"message": err.Error()})
 			return
 		}
 	}
-	if q.Get("EIO") != "4" {
-		writeError(w, http.StatusBadRequest, codeUnsupportedProtocol, "")
+	if q.Get("EIO") != "4" && !s.opts.AllowEIO3 {
+		// Any other value is protocol 3 to the reference server.
+		s.refuseRequest(w, r, http.StatusBadRequest, CodeUnsupportedProtocol, "", map[string]any{"protocol": 3})
 		return
 	}
 	if transport == TransportWebSocket {

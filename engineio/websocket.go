@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -66,6 +67,9 @@ type wsConn struct {
 	added bool // registered with the poller; touched only by the reader
 
 	fd int32 // the socket's descriptor, for the poller
+	// deflateFrom is the smallest message permessage-deflate compresses on
+	// this connection, 0 when it was not negotiated.
+	deflateFrom int32
 	// fdmu keeps the descriptor from being closed, and its number from being
 	// reused, while the poller arms it.
 	fdmu     sync.Mutex
@@ -225,6 +229,9 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	size := wsReadBufferSize
 	compressed := h.Header().Get("Sec-WebSocket-Extensions") != ""
 	h.c.w.raw = compressed
+	if compressed {
+		h.c.deflateFrom = int32(min(h.c.srv.opts.CompressionThreshold, math.MaxInt32))
+	}
 	if !h.c.setPoller(compressed) {
 		// The reader blocks in reads while the connection is idle: it keeps a
 		// buffer of its own rather than a pooled one.
@@ -322,6 +329,8 @@ func (s *Server) handshakeWebSocket(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "engineio: server shutting down", http.StatusServiceUnavailable)
 		return
 	}
+	id := newSessionID()
+	s.setHeaders(w, r, id, true)
 	c, err := s.accept(w, r)
 	if err != nil {
 		return
@@ -329,7 +338,7 @@ func (s *Server) handshakeWebSocket(w http.ResponseWriter, r *http.Request) {
 	if s.testAfterAccept != nil {
 		s.testAfterAccept()
 	}
-	sess := s.newSession(r, c)
+	sess := s.newSessionID(id, r, c)
 	if !s.register(sess) {
 		sess.timer.Stop()
 		s.refuse(&c.nc, r)
@@ -390,6 +399,15 @@ func (s *Session) readOne(c *wsConn) bool {
 		return false
 	}
 	if typ == websocket.MessageBinary {
+		if s.v3 {
+			// v3 binary messages start with their packet type.
+			if len(data) == 0 || data[0] != packetMessage-'0' {
+				s.srv.log.Debug("engineio: v3 binary message of another type", "sid", s.id)
+				s.closeNow(ReasonParseError, closeTransport)
+				return false
+			}
+			data = data[1:]
+		}
 		s.deliver(Message{Data: data, Binary: true})
 		return true
 	}
@@ -425,9 +443,9 @@ func (s *Session) writeLoop() {
 		s.mu.Unlock()
 		var err error
 		if c.w.raw {
-			err = writeRaw(c, batch)
+			err = writeRaw(c, batch, s.v3)
 		} else {
-			err = c.w.writeFrames(batch)
+			err = c.w.writeFrames(batch, s.v3)
 		}
 		if err != nil {
 			s.mu.Lock()
@@ -453,11 +471,11 @@ const maxPooledFrame = 64 << 10
 // writeRaw writes a batch through coder/websocket, which compresses it: the
 // writer of connections with permessage-deflate. The frames' bytes leave in
 // one write at the end (see batchWriter).
-func writeRaw(c *wsConn, batch []frame) error {
+func writeRaw(c *wsConn, batch []frame, v3 bool) error {
 	c.w.begin()
 	var err error
 	for i := range batch {
-		if err = writeFrame(c.Conn, &batch[i]); err != nil {
+		if err = writeFrame(c.Conn, &batch[i], int(c.deflateFrom), v3); err != nil {
 			break
 		}
 	}
@@ -472,14 +490,38 @@ func writeRaw(c *wsConn, batch []frame) error {
 // packet type first. The text is built in a pooled buffer because
 // coder/websocket's streaming Writer would fragment the message into several
 // frames.
-func writeFrame(c *websocket.Conn, f *frame) error {
+func writeFrame(c *websocket.Conn, f *frame, deflateFrom int, v3 bool) error {
 	ctx := context.Background()
+	if f.msg.Binary && v3 {
+		// v3 binary messages start with their packet type: built like text.
+		bp := framePool.Get().(*[]byte)
+		b := append(append((*bp)[:0], packetMessage-'0'), f.msg.Data...)
+		var err error
+		if f.msg.NoCompress && deflateFrom > 0 && len(b) >= deflateFrom {
+			err = writeUncompressed(ctx, c, websocket.MessageBinary, b)
+		} else {
+			err = c.Write(ctx, websocket.MessageBinary, b)
+		}
+		if cap(b) <= maxPooledFrame {
+			*bp = b
+			framePool.Put(bp)
+		}
+		return err
+	}
 	if f.msg.Binary {
+		if f.msg.NoCompress && deflateFrom > 0 && len(f.msg.Data) >= deflateFrom {
+			return writeUncompressed(ctx, c, websocket.MessageBinary, f.msg.Data)
+		}
 		return c.Write(ctx, websocket.MessageBinary, f.msg.Data)
 	}
 	bp := framePool.Get().(*[]byte)
 	b := append(append((*bp)[:0], f.typ), f.msg.Data...)
-	err := c.Write(ctx, websocket.MessageText, b)
+	var err error
+	if f.msg.NoCompress && deflateFrom > 0 && len(b) >= deflateFrom {
+		err = writeUncompressed(ctx, c, websocket.MessageText, b)
+	} else {
+		err = c.Write(ctx, websocket.MessageText, b)
+	}
 	if cap(b) <= maxPooledFrame {
 		*bp = b
 		framePool.Put(bp)
@@ -488,12 +530,35 @@ func writeFrame(c *websocket.Conn, f *frame) error {
 }
 
 // writeOne writes one packet on c, as the session's writer does.
-func (c *wsConn) writeOne(f frame) error {
+func (c *wsConn) writeOne(f frame, v3 bool) error {
 	fs := [1]frame{f}
 	if c.w.raw {
-		return writeRaw(c, fs[:])
+		return writeRaw(c, fs[:], v3)
 	}
-	return c.w.writeFrames(fs[:])
+	return c.w.writeFrames(fs[:], v3)
+}
+
+// writeUncompressed writes p as one message that permessage-deflate leaves
+// alone, for a Message with NoCompress. coder/websocket decides on
+// compression from the first frame of a message, which is compressed only
+// when it reaches the threshold: a first frame of one byte keeps the whole
+// message uncompressed. The message is then fragmented (a one-byte frame, the
+// rest, an empty final frame), which every client reassembles. A message that
+// would not be compressed anyway does not come here (see writeFrame).
+func writeUncompressed(ctx context.Context, c *websocket.Conn, typ websocket.MessageType, p []byte) error {
+	w, err := c.Writer(ctx, typ)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(p[:1]); err != nil {
+		_ = w.Close() // the write error says it all
+		return err
+	}
+	if _, err := w.Write(p[1:]); err != nil {
+		_ = w.Close()
+		return err
+	}
+	return w.Close()
 }
 
 // serveUpgrade runs the upgrade of a polling session to WebSocket: the client
@@ -501,6 +566,7 @@ func (c *wsConn) writeOne(f frame) error {
 func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request, sess *Session) {
 	s.goroutines.add() // see handshakeWebSocket
 	defer s.goroutines.done()
+	s.setHeaders(w, r, sess.id, false)
 	c, err := s.accept(w, r)
 	if err != nil {
 		return
@@ -560,7 +626,7 @@ func (s *Session) probeLoop(c *wsConn) {
 		p, err := decodePacket(data)
 		switch {
 		case err == nil && p.typ == packetPing && string(p.data) == "probe":
-			if err := c.writeOne(frame{typ: packetPong, msg: Message{Data: []byte("probe")}}); err != nil {
+			if err := c.writeOne(frame{typ: packetPong, msg: Message{Data: []byte("probe")}}, s.v3); err != nil {
 				s.abortUpgrade(c)
 				c.release()
 				return

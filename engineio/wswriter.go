@@ -94,8 +94,9 @@ func frameSize(b []byte) int {
 }
 
 // writeFrames writes each frame as one WebSocket message: binary messages as
-// binary frames, others as text with the packet type first.
-func (w *batchWriter) writeFrames(fs []frame) error {
+// binary frames (with v3, the Engine.IO v3 protocol, after the byte 4 of a
+// message packet), others as text with the packet type first.
+func (w *batchWriter) writeFrames(fs []frame, v3 bool) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
@@ -108,9 +109,12 @@ func (w *batchWriter) writeFrames(fs []frame) error {
 		f := &fs[i]
 		b := *w.buf
 		data := f.msg.Data
-		if f.msg.Binary {
+		switch {
+		case f.msg.Binary && v3:
+			b = append(appendFrameHeader(b, opBinary, 1+len(data)), packetMessage-'0')
+		case f.msg.Binary:
 			b = appendFrameHeader(b, opBinary, len(data))
-		} else {
+		default:
 			b = append(appendFrameHeader(b, opText, 1+len(data)), f.typ)
 		}
 		if len(data) >= directWriteSize {

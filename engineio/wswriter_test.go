@@ -200,7 +200,7 @@ func TestBatchWriterFrames(t *testing.T) {
 		done <- readFrames(client, got)
 	}()
 
-	if err := w.writeFrames(fs[:3]); err != nil {
+	if err := w.writeFrames(fs[:3], false); err != nil {
 		t.Fatal(err)
 	}
 	// A pong written in pieces: held back until complete.
@@ -214,7 +214,7 @@ func TestBatchWriterFrames(t *testing.T) {
 	if w.pend != nil {
 		t.Error("a complete frame left bytes pending")
 	}
-	if err := w.writeFrames(fs[3:]); err != nil {
+	if err := w.writeFrames(fs[3:], false); err != nil {
 		t.Fatal(err)
 	}
 	if w.buf != nil {
@@ -245,7 +245,7 @@ func TestBatchWriterFrames(t *testing.T) {
 	if _, err := w.Write(cl[3:]); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.writeFrames(fs[:1]); !errors.Is(err, net.ErrClosed) {
+	if err := w.writeFrames(fs[:1], false); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("writeFrames after the close frame = %v, want net.ErrClosed", err)
 	}
 	if _, err := w.Write(pong); !errors.Is(err, net.ErrClosed) {
@@ -349,7 +349,7 @@ func FuzzBatchWriterPieces(f *testing.F) {
 			op, size, cut := in[0]&0x0f, int(in[1])*3, int(in[2])
 			in = in[3:]
 			if op == 0x3 { // stands for a batch of the session's writer
-				err := w.writeFrames([]frame{{typ: packetMessage, msg: Message{Data: bytes.Repeat([]byte{'x'}, size)}}})
+				err := w.writeFrames([]frame{{typ: packetMessage, msg: Message{Data: bytes.Repeat([]byte{'x'}, size)}}}, false)
 				if closed {
 					if !errors.Is(err, net.ErrClosed) {
 						t.Fatalf("writeFrames after close = %v", err)

@@ -40,7 +40,10 @@ func (d *discardTransport) Done() <-chan struct{}                           { re
 func (d *discardTransport) Close() error                                    { return nil }
 func (d *discardTransport) waitRoom(context.Context, *parser.Encoded) error { return nil }
 
-func (d *discardTransport) writePacket(e *parser.Encoded, _ bool) error {
+func (d *discardTransport) Context() context.Context { return context.Background() }
+func (d *discardTransport) Protocol() int            { return 4 }
+
+func (d *discardTransport) writePacket(e *parser.Encoded, _, _ bool) error {
 	d.sends.Add(1)
 	d.bytes.Add(int64(len(e.Text)))
 	return nil

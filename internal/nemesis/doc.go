@@ -59,6 +59,7 @@
 // its fix). Other runs:
 //
 //	go test ./internal/nemesis -run TestNemesis -nemesis.scenario soak -nemesis.duration 30m -nemesis.seed 7 -nemesis.out /tmp/soak -timeout 2h
+//	go run ./internal/nemesis/cmd/nemesis -duration 30m -seed 7 -out /tmp/soak   # the same without go test
 //	go test ./internal/nemesis -run TestNemesis -nemesis.scenario overlap -v
 //	go test ./internal/nemesis -run TestNemesis -nemesis.ops node-kill,redis-kill -nemesis.seed 3 -v
 //	go test ./internal/nemesis -run TestNemesis -nemesis.scenario all -nemesis.table -nemesis.out /tmp/n -v -timeout 90m   # docs/RELIABILITY.md's table

@@ -90,7 +90,8 @@ var Scenarios = []Scenario{
 			"holds of 2 to 20 s, 2 publishers through the emitter (on /b) and one official client per node with " +
 			"connection state recovery (on /a: the recovery scenario's defect stays out of the soak). For long " +
 			"runs (-nemesis.duration 30m).",
-		Config:   Config{Nodes: 3, AOF: "everysec", Rate: 2000, OfficialClients: 1, EmitterPublishers: 2},
+		Config: Config{Nodes: 3, AOF: "everysec", Rate: 2000, OfficialClients: 1, EmitterPublishers: 2,
+			EmitterNamespaces: []string{"/b"}},
 		Program:  Random(SoakOps, 2*time.Second, 20*time.Second),
 		Duration: 5 * time.Minute,
 	},
