@@ -7,9 +7,11 @@
 //	srv := engineio.NewServer(h, &engineio.Options{PingInterval: 25 * time.Second})
 //	mux.Handle("/engine.io/", srv)
 //
-// It serves HTTP long-polling and WebSocket (github.com/coder/websocket), the
-// upgrade from one to the other, heartbeats, and the error answers of the
-// reference server, so the official clients cannot tell it apart.
+// It serves HTTP long-polling and WebSocket (github.com/coder/websocket accepts
+// the connection, reads it and runs the close handshake; the session's writer
+// writes its message frames itself, a batch in one system call), the upgrade
+// from one to the other, heartbeats, and the error answers of the reference
+// server, so the official clients cannot tell it apart.
 //
 // A Session sends with Send, which queues atomically and in order; one Message
 // may be sent to many sessions, its bytes are shared, never copied per session

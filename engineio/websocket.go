@@ -228,6 +228,7 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	size := wsReadBufferSize
 	compressed := h.Header().Get("Sec-WebSocket-Extensions") != ""
+	h.c.w.raw = compressed
 	if compressed {
 		h.c.deflateFrom = int32(min(h.c.srv.opts.CompressionThreshold, math.MaxInt32))
 	}
@@ -440,15 +441,11 @@ func (s *Session) writeLoop() {
 			return
 		}
 		s.mu.Unlock()
-		c.w.begin()
 		var err error
-		for i := range batch {
-			if err = writeFrame(c.Conn, &batch[i], int(c.deflateFrom), s.v3); err != nil {
-				break
-			}
-		}
-		if endErr := c.w.end(); err == nil {
-			err = endErr
+		if c.w.raw {
+			err = writeRaw(c, batch, s.v3)
+		} else {
+			err = c.w.writeFrames(batch, s.v3)
 		}
 		if err != nil {
 			s.mu.Lock()
@@ -471,10 +468,28 @@ var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b
 // maxPooledFrame keeps rare large frames out of the pool.
 const maxPooledFrame = 64 << 10
 
-// writeFrame writes one packet as one WebSocket message: binary messages as
-// binary frames, others as text with the packet type first. The text is built in
-// a pooled buffer because coder/websocket's streaming Writer would fragment the
-// message into several frames.
+// writeRaw writes a batch through coder/websocket, which compresses it: the
+// writer of connections with permessage-deflate. The frames' bytes leave in
+// one write at the end (see batchWriter).
+func writeRaw(c *wsConn, batch []frame, v3 bool) error {
+	c.w.begin()
+	var err error
+	for i := range batch {
+		if err = writeFrame(c.Conn, &batch[i], int(c.deflateFrom), v3); err != nil {
+			break
+		}
+	}
+	if endErr := c.w.end(); err == nil {
+		err = endErr
+	}
+	return err
+}
+
+// writeFrame writes one packet as one WebSocket message through
+// coder/websocket: binary messages as binary frames, others as text with the
+// packet type first. The text is built in a pooled buffer because
+// coder/websocket's streaming Writer would fragment the message into several
+// frames.
 func writeFrame(c *websocket.Conn, f *frame, deflateFrom int, v3 bool) error {
 	ctx := context.Background()
 	if f.msg.Binary && v3 {
@@ -512,6 +527,15 @@ func writeFrame(c *websocket.Conn, f *frame, deflateFrom int, v3 bool) error {
 		framePool.Put(bp)
 	}
 	return err
+}
+
+// writeOne writes one packet on c, as the session's writer does.
+func (c *wsConn) writeOne(f frame, v3 bool) error {
+	fs := [1]frame{f}
+	if c.w.raw {
+		return writeRaw(c, fs[:], v3)
+	}
+	return c.w.writeFrames(fs[:], v3)
 }
 
 // writeUncompressed writes p as one message that permessage-deflate leaves
@@ -602,7 +626,7 @@ func (s *Session) probeLoop(c *wsConn) {
 		p, err := decodePacket(data)
 		switch {
 		case err == nil && p.typ == packetPing && string(p.data) == "probe":
-			if err := c.Write(ctx, websocket.MessageText, []byte("3probe")); err != nil {
+			if err := c.writeOne(frame{typ: packetPong, msg: Message{Data: []byte("probe")}}, s.v3); err != nil {
 				s.abortUpgrade(c)
 				c.release()
 				return
