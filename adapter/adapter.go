@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // Errors an Adapter returns.

@@ -4,7 +4,7 @@ import (
 	"fmt"
 
 	"github.com/durasock/durasock/internal/jsonx"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // CheckPacket is the check every Adapter makes before it sends p through the

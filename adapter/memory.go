@@ -8,7 +8,7 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // ErrInvalidPacket is returned by Broadcast and BroadcastWithAck for a packet they

@@ -13,7 +13,7 @@ import (
 	"github.com/durasock/durasock/adapter/adaptertest"
 	"github.com/durasock/durasock/bus"
 	"github.com/durasock/durasock/internal/testwait"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 	"github.com/prometheus/client_golang/prometheus"
 )
 

@@ -7,7 +7,7 @@ import (
 
 	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/internal/jsonx"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // Cluster messages are bus payloads in a compact binary framing (docs/PROTOCOL.md,

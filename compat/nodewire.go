@@ -9,7 +9,7 @@ import (
 	"unicode/utf16"
 
 	"github.com/durasock/durasock/adapter"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // opKind is what a message of the Node dialect asks for, whichever of the two

@@ -18,8 +18,8 @@ import (
 	"github.com/durasock/durasock/cluster"
 	"github.com/durasock/durasock/engineio"
 	"github.com/durasock/durasock/internal/redistest"
+	"github.com/durasock/durasock/parser"
 	"github.com/durasock/durasock/socketio"
-	"github.com/durasock/durasock/socketio/parser"
 )
 
 var clusterPrefix atomic.Uint64

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/durasock/durasock/engineio"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // discardTransport is an in-process Engine.IO session that counts what is sent

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/durasock/durasock/adapter"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // BroadcastOperator selects sockets of a namespace, cluster-wide, and acts on

@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/durasock/durasock/adapter"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // Event is an event a client (or, for server-side events, another server)

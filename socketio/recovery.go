@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/durasock/durasock/engineio"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // Defaults of RecoveryOptions.

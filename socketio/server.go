@@ -12,7 +12,7 @@ import (
 
 	"github.com/durasock/durasock/engineio"
 	"github.com/durasock/durasock/internal/gotrack"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // Server is a Socket.IO v5 server. It is an http.Handler: mount it on the path

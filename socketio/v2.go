@@ -5,7 +5,7 @@ import (
 	"errors"
 	"net/url"
 
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // Socket.IO 2.x clients speak Engine.IO v3 (engineio Options.AllowEIO3) and

@@ -144,7 +144,7 @@ var goImports = map[string]string{
 	"socketio": "github.com/durasock/durasock/socketio", "engineio": "github.com/durasock/durasock/engineio",
 	"cluster": "github.com/durasock/durasock/cluster", "redisbus": "github.com/durasock/durasock/bus/redisbus",
 	"bus": "github.com/durasock/durasock/bus", "emitter": "github.com/durasock/durasock/emitter",
-	"adapter": "github.com/durasock/durasock/adapter", "parser": "github.com/durasock/durasock/socketio/parser",
+	"adapter": "github.com/durasock/durasock/adapter", "parser": "github.com/durasock/durasock/parser",
 	"admin": "github.com/durasock/durasock/admin",
 }
 

@@ -8,7 +8,7 @@ package apicheck
 // carries packets; internal/gotrack (the goroutine count Shutdown waits for) by
 // the two servers.
 //
-//	engineio, bus, socketio/parser      import nothing of the module
+//	engineio, bus, parser                import nothing of the module
 //	bus/redisbus                         the bus it implements
 //	adapter                              the packet format it carries
 //	socketio                             engineio, adapter, the packet format
@@ -19,13 +19,13 @@ package apicheck
 var layers = map[string][]string{
 	"engineio":            {"internal/gotrack"},
 	"bus":                 {},
-	"socketio/parser":     {"internal/jsonx"},
+	"parser":              {"internal/jsonx"},
 	"bus/redisbus":        {"bus"},
-	"adapter":             {"socketio/parser", "internal/jsonx"},
-	"adapter/adaptertest": {"adapter", "socketio/parser"},
-	"socketio":            {"engineio", "adapter", "socketio/parser", "internal/gotrack"},
-	"cluster":             {"adapter", "bus", "socketio/parser", "internal/jsonx"},
-	"emitter":             {"adapter", "bus", "cluster", "socketio/parser"},
-	"compat":              {"adapter", "socketio/parser"},
+	"adapter":             {"parser", "internal/jsonx"},
+	"adapter/adaptertest": {"adapter", "parser"},
+	"socketio":            {"engineio", "adapter", "parser", "internal/gotrack"},
+	"cluster":             {"adapter", "bus", "parser", "internal/jsonx"},
+	"emitter":             {"adapter", "bus", "cluster", "parser"},
+	"compat":              {"adapter", "parser"},
 	"admin":               {"socketio"},
 }
