@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // Errors an Adapter returns.
@@ -31,8 +31,11 @@ type Options struct {
 	Local bool
 	// Volatile broadcasts may be dropped for a socket that is not ready to write.
 	Volatile bool
-	// Compress asks the transport to compress the packet when it supports it.
-	Compress bool
+	// NoCompress asks that the packet be sent without per-message compression
+	// (the reference server's compress(false)); the zero value compresses as
+	// the transport is configured to. Memory passes it to sockets that are
+	// UncompressedWriters.
+	NoCompress bool
 	// Recoverable marks a broadcast that connection state recovery must be able
 	// to replay: an adapter that implements SessionStore appends a recovery
 	// offset to the event for every node's clients. Other adapters ignore it.
@@ -51,6 +54,41 @@ type Namespace interface {
 	// ServerSideEmit. reply is nil when the emitter wants no acknowledgement; when it
 	// is not nil the handler must call it at most once.
 	HandleServerSideEmit(event string, args []json.RawMessage, reply func(args []json.RawMessage))
+}
+
+// RoomObserver is implemented by a Namespace that wants to know when the rooms
+// of this node change (the socketio package: Namespace.OnCreateRoom and the
+// like). Memory, and so every cluster adapter built on it, reports every
+// change of local membership to it, after the change, in order, outside its
+// locks, on the goroutine that made the change.
+type RoomObserver interface {
+	// ObservesRooms reports whether RoomChanged wants calls at all; it is
+	// asked before each membership change, so that nothing is collected when
+	// nobody listens.
+	ObservesRooms() bool
+	// RoomChanged reports one change. It must not block.
+	RoomChanged(c RoomChange)
+}
+
+// RoomChangeKind says what happened to a room.
+type RoomChangeKind uint8
+
+// Room changes, as the reference server's adapter events name them:
+// "create-room", "join-room", "leave-room", "delete-room".
+const (
+	RoomCreated RoomChangeKind = iota + 1 // the first socket joined the room
+	RoomJoined                            // a socket joined the room
+	RoomLeft                              // a socket left the room
+	RoomDeleted                           // the last socket left the room
+)
+
+// RoomChange is one change of local room membership. ID is the socket, empty
+// for RoomCreated and RoomDeleted. A socket's own room (named by its id) is
+// created when it connects and deleted when it disconnects, like any other.
+type RoomChange struct {
+	Kind RoomChangeKind
+	Room string
+	ID   string
 }
 
 // Socket is a socket connected to this node, as an adapter sees it.
@@ -82,6 +120,16 @@ type PacedSocket interface {
 	// disconnected, or is cut meanwhile because its client took nothing for the
 	// transport's slow-client timeout; ctx's error when ctx is done first.
 	WritePaced(ctx context.Context, e *parser.Encoded) error
+}
+
+// UncompressedWriter is a Socket that can write a packet with per-message
+// compression off (Options.NoCompress). A Socket without it is written to as
+// usual.
+type UncompressedWriter interface {
+	// WriteUncompressed writes e as Write(e, volatile) does or, with paced, as
+	// PacedSocket.WritePaced(ctx, e) does (and returns what it returns), with
+	// compression off for e's messages.
+	WriteUncompressed(ctx context.Context, e *parser.Encoded, volatile, paced bool) error
 }
 
 // PacedBroadcaster is implemented by adapters that can deliver a broadcast at

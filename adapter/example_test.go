@@ -2,12 +2,13 @@ package adapter_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/adapter/adaptertest"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // The in-memory adapter serves one namespace of one server process. The socketio
@@ -77,4 +78,24 @@ func ExampleMemory_BroadcastWithAck() {
 	// Output:
 	// fast replied ["fast"]
 	// adapter: 1 of 2 replies before timeout; missing: silent
+}
+
+// An Adapter of another kind checks what it is asked to send with CheckPacket,
+// so that every adapter rejects the same packets with the same errors.
+func ExampleCheckPacket() {
+	p, err := parser.EventPacket("", "hello", "world")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	q, err := adapter.CheckPacket(p, "/chat", false)
+	fmt.Println(q.Namespace, err)
+	p.HasID, p.ID = true, 7
+	_, err = adapter.CheckPacket(p, "/chat", false)
+	fmt.Println(errors.Is(err, adapter.ErrInvalidPacket))
+	fmt.Println(errors.Is(adapter.CheckEvent(""), adapter.ErrInvalidEvent))
+	// Output:
+	// /chat <nil>
+	// true
+	// true
 }

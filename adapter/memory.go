@@ -8,15 +8,17 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // ErrInvalidPacket is returned by Broadcast and BroadcastWithAck for a packet they
-// cannot send: nil, not an EVENT or BINARY_EVENT, of another namespace, or (for
-// Broadcast) carrying an ack id.
+// cannot send: nil, not an EVENT or BINARY_EVENT, with data that is not a JSON
+// array, of another namespace, or (for Broadcast) carrying an ack id. See
+// CheckPacket.
 var ErrInvalidPacket = errors.New("adapter: invalid broadcast packet")
 
-// ErrInvalidEvent is returned by ServerSideEmit for an empty event name.
+// ErrInvalidEvent is returned by ServerSideEmit for an empty event name. See
+// CheckEvent.
 var ErrInvalidEvent = errors.New("adapter: invalid event name")
 
 // errNilNamespace is returned by NewMemory without a namespace.
@@ -46,6 +48,7 @@ var errNilNamespace = errors.New("adapter: nil namespace")
 // Options.Local is ignored by Memory: everything it does is local.
 type Memory struct {
 	nsp Namespace
+	obs RoomObserver // nsp, when it observes room changes
 	// life is cancelled by Close. A context rather than a bare channel, so that
 	// BroadcastPaced merges it into its caller's ctx without a goroutine.
 	life context.Context
@@ -79,8 +82,10 @@ func NewLocal(nsp Namespace) (*Memory, error) {
 		return nil, errNilNamespace
 	}
 	life, stop := context.WithCancel(context.Background())
+	obs, _ := nsp.(RoomObserver)
 	return &Memory{
 		nsp:   nsp,
+		obs:   obs,
 		life:  life,
 		stop:  stop,
 		rooms: make(map[string]map[string]struct{}),
@@ -95,24 +100,47 @@ func (m *Memory) Namespace() Namespace { return m.nsp }
 // named by its id; Join(id) with no rooms does only that. After Close it does
 // nothing.
 func (m *Memory) Join(id string, rooms ...string) {
+	ev := m.changes()
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.closed {
+		m.mu.Unlock()
 		return
 	}
 	mine := m.sids[id]
 	if mine == nil {
 		mine = make(map[string]struct{}, 1+len(rooms))
 		m.sids[id] = mine
-		m.add(id, mine, id)
+		m.add(ev, id, mine, id)
 	}
 	for _, r := range rooms {
-		m.add(id, mine, r)
+		m.add(ev, id, mine, r)
+	}
+	m.mu.Unlock()
+	m.notify(ev)
+}
+
+// changes returns where to collect room changes for the observer, or nil when
+// nobody observes them (then nothing is collected or allocated).
+func (m *Memory) changes() *[]RoomChange {
+	if m.obs == nil || !m.obs.ObservesRooms() {
+		return nil
+	}
+	return new([]RoomChange)
+}
+
+// notify reports collected room changes, outside the lock and in order.
+func (m *Memory) notify(ev *[]RoomChange) {
+	if ev == nil {
+		return
+	}
+	for _, c := range *ev {
+		m.obs.RoomChanged(c)
 	}
 }
 
-// add puts id in room r; m.mu is held for writing.
-func (m *Memory) add(id string, mine map[string]struct{}, r string) {
+// add puts id in room r; m.mu is held for writing. Changes are appended to ev
+// unless it is nil.
+func (m *Memory) add(ev *[]RoomChange, id string, mine map[string]struct{}, r string) {
 	if _, ok := mine[r]; ok {
 		return
 	}
@@ -121,49 +149,69 @@ func (m *Memory) add(id string, mine map[string]struct{}, r string) {
 	if members == nil {
 		members = make(map[string]struct{}, 1)
 		m.rooms[r] = members
+		if ev != nil {
+			*ev = append(*ev, RoomChange{Kind: RoomCreated, Room: r})
+		}
 	}
 	members[id] = struct{}{}
+	if ev != nil {
+		*ev = append(*ev, RoomChange{Kind: RoomJoined, Room: r, ID: id})
+	}
 }
 
 // Leave removes socket id from rooms. A socket may leave the room named by its id;
 // it stays known to the adapter until LeaveAll.
 func (m *Memory) Leave(id string, rooms ...string) {
+	ev := m.changes()
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	mine := m.sids[id]
-	if mine == nil {
-		return
+	if mine := m.sids[id]; mine != nil {
+		for _, r := range rooms {
+			m.remove(ev, id, mine, r)
+		}
 	}
-	for _, r := range rooms {
-		m.remove(id, mine, r)
-	}
+	m.mu.Unlock()
+	m.notify(ev)
 }
 
-// remove takes id out of room r; m.mu is held for writing.
-func (m *Memory) remove(id string, mine map[string]struct{}, r string) {
+// remove takes id out of room r; m.mu is held for writing. Changes are
+// appended to ev unless it is nil.
+func (m *Memory) remove(ev *[]RoomChange, id string, mine map[string]struct{}, r string) {
 	if _, ok := mine[r]; !ok {
 		return
 	}
 	delete(mine, r)
 	members := m.rooms[r]
 	delete(members, id)
+	if ev != nil {
+		*ev = append(*ev, RoomChange{Kind: RoomLeft, Room: r, ID: id})
+	}
 	if len(members) == 0 {
 		delete(m.rooms, r)
+		if ev != nil {
+			*ev = append(*ev, RoomChange{Kind: RoomDeleted, Room: r})
+		}
 	}
 }
 
-// LeaveAll removes socket id from every room and forgets it.
+// LeaveAll removes socket id from every room and forgets it. Its rooms are
+// left in sorted order.
 func (m *Memory) LeaveAll(id string) {
+	ev := m.changes()
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	mine := m.sids[id]
-	if mine == nil {
-		return
+	if mine := m.sids[id]; mine != nil {
+		if ev != nil {
+			for _, r := range m.roomsOf(id) {
+				m.remove(ev, id, mine, r)
+			}
+		} else {
+			for r := range mine {
+				m.remove(nil, id, mine, r)
+			}
+		}
+		delete(m.sids, id)
 	}
-	for r := range mine {
-		m.remove(id, mine, r)
-	}
-	delete(m.sids, id)
+	m.mu.Unlock()
+	m.notify(ev)
 }
 
 // Rooms returns the rooms of socket id, sorted, or nil for an unknown socket.
@@ -262,36 +310,11 @@ func (m *Memory) withSockets(opts Options, fn func(Socket)) error {
 	return nil
 }
 
-// checkPacket validates a packet to broadcast and returns it with the namespace
-// filled in when it was empty.
-func (m *Memory) checkPacket(p *parser.Packet, withAck bool) (*parser.Packet, error) {
-	if p == nil {
-		return nil, fmt.Errorf("%w: nil packet", ErrInvalidPacket)
-	}
-	if p.Type != parser.Event && p.Type != parser.BinaryEvent {
-		return nil, fmt.Errorf("%w: packet type %d is not EVENT or BINARY_EVENT", ErrInvalidPacket, p.Type)
-	}
-	if !withAck && p.HasID {
-		return nil, fmt.Errorf("%w: packet has an ack id; use BroadcastWithAck", ErrInvalidPacket)
-	}
-	name := m.nsp.Name()
-	switch p.Namespace {
-	case name:
-		return p, nil
-	case "":
-		q := *p
-		q.Namespace = name
-		return &q, nil
-	}
-	return nil, fmt.Errorf("%w: packet of namespace %q sent through the adapter of %q", ErrInvalidPacket, p.Namespace, name)
-}
-
 // Broadcast writes p to every matching local socket: it encodes p once and writes
 // the same bytes to each. It never blocks, and ctx is not consulted.
 //
-// opts.Compress is not passed on: Socket.Write has no such flag, and the
-// Engine.IO transport compresses by message size (permessage-deflate with a
-// threshold) for every packet alike.
+// With opts.NoCompress, sockets that are UncompressedWriters write p without
+// per-message compression.
 func (m *Memory) Broadcast(_ context.Context, p *parser.Packet, opts Options) error {
 	_, err := m.BroadcastLocal(p, opts)
 	return err
@@ -300,7 +323,7 @@ func (m *Memory) Broadcast(_ context.Context, p *parser.Packet, opts Options) er
 // BroadcastLocal is Broadcast returning the number of sockets written to. p is
 // encoded once, and only when there is at least one recipient.
 func (m *Memory) BroadcastLocal(p *parser.Packet, opts Options) (int, error) {
-	p, err := m.checkPacket(p, false)
+	p, err := CheckPacket(p, m.nsp.Name(), false)
 	if err != nil {
 		return 0, err
 	}
@@ -310,10 +333,21 @@ func (m *Memory) BroadcastLocal(p *parser.Packet, opts Options) (int, error) {
 		if enc == nil {
 			enc = parser.Encode(p)
 		}
-		s.Write(enc, opts.Volatile)
+		write(s, enc, opts)
 		n++
 	})
 	return n, err
+}
+
+// write writes enc to s as opts say, never waiting.
+func write(s Socket, enc *parser.Encoded, opts Options) {
+	if opts.NoCompress {
+		if u, ok := s.(UncompressedWriter); ok {
+			_ = u.WriteUncompressed(context.Background(), enc, opts.Volatile, false) // returns an error only when paced
+			return
+		}
+	}
+	s.Write(enc, opts.Volatile)
 }
 
 // BroadcastPaced is BroadcastLocal for a delivery that may wait: a cluster
@@ -340,7 +374,7 @@ func (m *Memory) BroadcastPaced(ctx context.Context, p *parser.Packet, opts Opti
 	if opts.Volatile {
 		return m.BroadcastLocal(p, opts)
 	}
-	p, err := m.checkPacket(p, false)
+	p, err := CheckPacket(p, m.nsp.Name(), false)
 	if err != nil {
 		return 0, err
 	}
@@ -358,11 +392,17 @@ func (m *Memory) BroadcastPaced(ctx context.Context, p *parser.Packet, opts Opti
 		}
 		ps, ok := s.(PacedSocket)
 		if !ok {
-			s.Write(enc, false)
+			write(s, enc, opts)
 			n++
 			return
 		}
-		if err := ps.WritePaced(ctx, enc); err != nil {
+		var err error
+		if u, ok := s.(UncompressedWriter); ok && opts.NoCompress {
+			err = u.WriteUncompressed(ctx, enc, false, true)
+		} else {
+			err = ps.WritePaced(ctx, enc)
+		}
+		if err != nil {
 			if ctx.Err() != nil {
 				stopped = err
 			}
@@ -403,7 +443,7 @@ func (m *Memory) WriteLocal(enc *parser.Encoded, opts Options) (int, error) {
 	}
 	n := 0
 	err := m.withSockets(opts, func(s Socket) {
-		s.Write(enc, opts.Volatile)
+		write(s, enc, opts)
 		n++
 	})
 	return n, err
@@ -449,7 +489,7 @@ func (m *Memory) BroadcastWithAckLocal(ctx context.Context, p *parser.Packet, op
 // request can name the sockets it waits for without a second, racy selection.
 // onSent must not keep ids beyond the call.
 func (m *Memory) BroadcastWithAckRecipients(ctx context.Context, p *parser.Packet, opts Options, onSent func(ids []string), onReply func(Reply)) error {
-	p, err := m.checkPacket(p, true)
+	p, err := CheckPacket(p, m.nsp.Name(), true)
 	if err != nil {
 		return err
 	}
@@ -559,18 +599,21 @@ func (m *Memory) DelSocketsLocal(opts Options, rooms []string) error {
 
 // eachRoomLocal calls op for every matching local socket and every room, under
 // the lock. op is m.add or m.remove.
-func (m *Memory) eachRoomLocal(opts Options, rooms []string, op func(id string, mine map[string]struct{}, room string)) error {
+func (m *Memory) eachRoomLocal(opts Options, rooms []string, op func(ev *[]RoomChange, id string, mine map[string]struct{}, room string)) error {
+	ev := m.changes()
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	if m.closed {
+		m.mu.Unlock()
 		return ErrClosed
 	}
 	for _, id := range m.selectLocked(nil, opts) {
 		mine := m.sids[id]
 		for _, r := range rooms {
-			op(id, mine, r)
+			op(ev, id, mine, r)
 		}
 	}
+	m.mu.Unlock()
+	m.notify(ev)
 	return nil
 }
 
@@ -633,10 +676,7 @@ func (m *Memory) ServerSideEmit(_ context.Context, event string, _ []json.RawMes
 	if m.isClosed() {
 		return nil, ErrClosed
 	}
-	if event == "" {
-		return nil, fmt.Errorf("%w: empty", ErrInvalidEvent)
-	}
-	return nil, nil
+	return nil, CheckEvent(event)
 }
 
 func (m *Memory) isClosed() bool {

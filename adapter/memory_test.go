@@ -12,7 +12,7 @@ import (
 
 	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/adapter/adaptertest"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 func TestMemoryConformance(t *testing.T) {

@@ -6,7 +6,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // ErrNoSession is returned by SessionStore.RestoreSession when the session

@@ -697,11 +697,11 @@ func (a *Admin) allSockets(ctx context.Context) []socketInfo {
 		a.log.Warn("admin: sockets of the other servers", "answered", len(replies), "err", err)
 	}
 	for _, r := range replies {
-		if len(r.Args) == 0 {
+		if r.Args.Len() == 0 {
 			continue
 		}
 		var more []socketInfo
-		if err := json.Unmarshal(r.Args[0], &more); err != nil {
+		if err := r.Args.Bind(&more); err != nil {
 			a.log.Warn("admin: malformed socket list", "from", r.From, "err", err)
 			continue
 		}

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/durasock/durasock/internal/sioclient"
+	"github.com/durasock/durasock/internal/testwait"
 	"github.com/durasock/durasock/socketio"
 )
 
@@ -160,7 +161,7 @@ func TestAdminNamespace(t *testing.T) {
 	if err := adm.Emit(ctx, "join", "/", "vip", user.ID()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "join from the UI", func() bool { return slices.Contains(sock.Rooms(), "vip") })
+	testwait.For(t, 10*time.Second, "join from the UI", func() bool { return slices.Contains(sock.Rooms(), "vip") })
 	if args := ev.wait(t, "room_joined"); string(args[1]) != `"vip"` {
 		t.Fatalf("room_joined %s", args)
 	}
@@ -183,17 +184,6 @@ func TestAdminNamespace(t *testing.T) {
 		}
 	}
 	t.Fatal("no rawDisconnection in three server_stats")
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func TestReadOnly(t *testing.T) {

@@ -6,9 +6,12 @@ import (
 	"time"
 )
 
-// rewaitInterval is the least time between two AwaitReplicas calls of the
-// sender while entries wait for replicas (each call itself blocks up to the
-// transport's wait timeout).
+// rewaitInterval is the least time between the end of one AwaitReplicas call
+// of the sender and the start of the next while entries wait for replicas
+// (each call itself blocks up to the transport's wait timeout). The sender
+// publishes new entries in between: counted from the start of a call, a wait
+// timeout above the interval would leave no time for them, and nothing would
+// leave the outbox until the replicas returned.
 const rewaitInterval = 500 * time.Millisecond
 
 // writtenLocked is the number of entries at the front of the outbox that the
@@ -90,13 +93,14 @@ func (r *Reliable) notReplicated(err error, frames []Frame, lastID uint64, rp *r
 
 // awaitReplicas asks the transport whether the written entries are
 // replicated now; when they are, they leave the outbox as published. A
-// transport error (not a shortfall) makes them go out again.
+// transport error (not a shortfall) makes them go out again. The next call is
+// due rewaitInterval after this one returns.
 func (r *Reliable) awaitReplicas(ctx context.Context, rp *replication) {
-	rp.lastTry = time.Now()
 	through, _ := r.ob.written()
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 	err := r.replicas.AwaitReplicas(pctx, rp.partitions())
 	cancel()
+	rp.lastTry = time.Now()
 	switch {
 	case err == nil:
 		waits := r.ob.commit(through, time.Now(), nil)

@@ -15,7 +15,7 @@ import (
 	"github.com/durasock/durasock/bus"
 	"github.com/durasock/durasock/bus/redisbus"
 	"github.com/durasock/durasock/internal/redistest"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // benchSubscribers is the number of sockets on the receiving node.

@@ -12,7 +12,8 @@ import (
 	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/adapter/adaptertest"
 	"github.com/durasock/durasock/bus"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/internal/testwait"
+	"github.com/durasock/durasock/parser"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -177,7 +178,7 @@ func TestBrokerDown(t *testing.T) {
 	ctx := testCtx(t)
 
 	hub.SetDown(true)
-	waitFor(t, "the bus to see the broker down", func() bool {
+	testwait.For(t, waitTimeout, "the bus to see the broker down", func() bool {
 		return cs[0].bus.Status().State != bus.Connected
 	})
 	// No deadline on these: they must not wait for RequestTimeout either.
@@ -211,14 +212,14 @@ func TestBrokerDown(t *testing.T) {
 	if ms[0].Event != "during" {
 		t.Errorf("remote socket got %q, want the event broadcast while down", ms[0].Event)
 	}
-	waitFor(t, "the join made while down to reach the other node", func() bool {
+	testwait.For(t, waitTimeout, "the join made while down to reach the other node", func() bool {
 		return slices.Contains(ns[1].a.Rooms("there"), "later")
 	})
 	if _, err := ns[1].ns.WaitServerEmits(ctx, 1); err != nil {
 		t.Errorf("server-side emit made while down: %v", err)
 	}
 	// Requests work again once the buses are connected.
-	waitFor(t, "the buses to reconnect", func() bool {
+	testwait.For(t, waitTimeout, "the buses to reconnect", func() bool {
 		return cs[0].bus.Status().State == bus.Connected && cs[1].bus.Status().State == bus.Connected
 	})
 	waitMesh(t, cs)
@@ -258,13 +259,13 @@ func TestNodeLeaves(t *testing.T) {
 	if got := infoIDs(infos); !slices.Equal(got, []string{"s0", "s1"}) {
 		t.Errorf("FetchSockets = %q, want s0 s1", got)
 	}
-	waitFor(t, "node 2 to be forgotten", func() bool { return !slices.Contains(cs[0].Nodes(), cs[2].NodeID()) })
+	testwait.For(t, waitTimeout, "node 2 to be forgotten", func() bool { return !slices.Contains(cs[0].Nodes(), cs[2].NodeID()) })
 
 	// Node 1 closes: it says goodbye.
 	if err := cs[1].Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "node 1 to be forgotten", func() bool { return len(cs[0].Nodes()) == 0 })
+	testwait.For(t, waitTimeout, "node 1 to be forgotten", func() bool { return len(cs[0].Nodes()) == 0 })
 	replies, err := ns[0].a.ServerSideEmit(context.Background(), "q", nil, true)
 	if err != nil || len(replies) != 0 {
 		t.Errorf("ServerSideEmit alone = %v, %v; want no replies, nil", replies, err)
@@ -306,7 +307,7 @@ func TestMalformedMessagesCounted(t *testing.T) {
 		}
 	})
 	foreign.Receive(func(bus.Message) {})
-	waitFor(t, "the foreign bus to connect", func() bool { return foreign.Status().State == bus.Connected })
+	testwait.For(t, waitTimeout, "the foreign bus to connect", func() bool { return foreign.Status().State == bus.Connected })
 	valid := (&message{kind: kindBroadcast, nsp: "/", ptype: parser.Event, data: []byte(`["x"]`)}).marshal()
 	bad := [][]byte{
 		nil,
@@ -335,7 +336,7 @@ func TestMalformedMessagesCounted(t *testing.T) {
 	waitEvents(t, ctx, there, 1)
 	// Direct messages may be dropped by the best-effort plane, so at least the
 	// published ones are counted.
-	waitFor(t, "decode errors to be counted", func() bool { return cs[1].Stats().DecodeErrors >= uint64(len(bad)) })
+	testwait.For(t, waitTimeout, "decode errors to be counted", func() bool { return cs[1].Stats().DecodeErrors >= uint64(len(bad)) })
 	got := cs[1].Stats().DecodeErrors
 	if m := gathered(t, reg, "durasock_cluster_decode_errors_total"); m != float64(got) {
 		t.Errorf("durasock_cluster_decode_errors_total = %v, Stats = %d", m, got)

@@ -6,7 +6,8 @@ import (
 	"fmt"
 
 	"github.com/durasock/durasock/adapter"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/internal/jsonx"
+	"github.com/durasock/durasock/parser"
 )
 
 // Cluster messages are bus payloads in a compact binary framing (docs/PROTOCOL.md,
@@ -44,11 +45,11 @@ const (
 	kindApplied         kind = 16 // direct: a reliable socket operation was applied
 	kindMax                  = kindApplied
 	flagVolatile        byte = 1 << 0
-	flagCompress        byte = 1 << 1
+	flagNoCompress      byte = 1 << 1
 	flagCloseConn       byte = 1 << 2
 	flagHello           byte = 1 << 3 // heartbeat: answer with a heartbeat at once
 	flagRecoverable     byte = 1 << 4 // broadcast: clients get a recovery offset (recovery.go)
-	knownFlags               = flagVolatile | flagCompress | flagCloseConn | flagHello | flagRecoverable
+	knownFlags               = flagVolatile | flagNoCompress | flagCloseConn | flagHello | flagRecoverable
 	maxCodecListEntries      = 1 << 20
 )
 
@@ -112,7 +113,7 @@ func (m *message) options() adapter.Options {
 		Rooms:       m.rooms,
 		Except:      m.except,
 		Volatile:    m.flags&flagVolatile != 0,
-		Compress:    m.flags&flagCompress != 0,
+		NoCompress:  m.flags&flagNoCompress != 0,
 		Recoverable: m.flags&flagRecoverable != 0,
 	}
 }
@@ -122,8 +123,8 @@ func selectorFlags(o adapter.Options) byte {
 	if o.Volatile {
 		f |= flagVolatile
 	}
-	if o.Compress {
-		f |= flagCompress
+	if o.NoCompress {
+		f |= flagNoCompress
 	}
 	if o.Recoverable && !o.Volatile {
 		f |= flagRecoverable
@@ -340,7 +341,7 @@ func (m *message) validate() error {
 		default:
 			return fmt.Errorf("packet type %d is not an event", m.ptype)
 		}
-		if len(m.data) == 0 || firstNonSpace(m.data) != '[' {
+		if len(m.data) == 0 || jsonx.FirstByte(m.data) != '[' {
 			return errors.New("event data is not a JSON array")
 		}
 	}
@@ -348,17 +349,6 @@ func (m *message) validate() error {
 		return errors.New("request id 0")
 	}
 	return nil
-}
-
-func firstNonSpace(b []byte) byte {
-	for _, c := range b {
-		switch c {
-		case ' ', '\t', '\n', '\r':
-			continue
-		}
-		return c
-	}
-	return 0
 }
 
 var (

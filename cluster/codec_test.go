@@ -9,14 +9,14 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // sampleMessages has one message of every kind, with every field of the kind set.
 func sampleMessages() []*message {
 	bin := []byte{0, 1, 2, 0xff, '\r', '\n'}
 	return []*message{
-		{kind: kindBroadcast, nsp: "/chat", flags: flagVolatile | flagCompress, rooms: []string{"a", "b"}, except: []string{"c"},
+		{kind: kindBroadcast, nsp: "/chat", flags: flagVolatile | flagNoCompress, rooms: []string{"a", "b"}, except: []string{"c"},
 			ptype: parser.BinaryEvent, data: []byte(`["m",{"_placeholder":true,"num":0}]`), attachments: [][]byte{bin, {}}},
 		{kind: kindBroadcast, nsp: "/", ptype: parser.Event, data: []byte(`["hello","é"]`)},
 		{kind: kindAddSockets, nsp: "/", reqID: 7, rooms: []string{"a"}, target: []string{"x", "y"}},

@@ -6,7 +6,7 @@ import (
 	"fmt"
 
 	"github.com/durasock/durasock/adapter"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // The encoders below let a process that is not a Socket.IO server (an emitter)

@@ -12,7 +12,7 @@ import (
 	"github.com/durasock/durasock/adapter/adaptertest"
 	"github.com/durasock/durasock/bus"
 	"github.com/durasock/durasock/cluster"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // Two nodes on an in-process hub: a broadcast on one reaches a socket of the

@@ -11,27 +11,12 @@ import (
 	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/adapter/adaptertest"
 	"github.com/durasock/durasock/bus"
+	"github.com/durasock/durasock/internal/testwait"
 )
 
 // waitTimeout bounds every wait for a condition in these tests. Tests never
 // assert speed: a condition only has to hold by then.
 const waitTimeout = 30 * time.Second
-
-// waitFor polls cond until it holds or waitTimeout passes.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(waitTimeout)
-	defer deadline.Stop()
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			t.Fatalf("timed out waiting for %s", what)
-		case <-tick.C:
-		}
-	}
-}
 
 // quietLogger drops the log lines of the nodes of a test.
 var quietLogger = slog.New(slog.DiscardHandler)
@@ -83,7 +68,7 @@ func startNodes(t testing.TB, n int, opts *Options, newBus func(id string) bus.B
 // waitMesh waits until every cluster of cs knows every other one.
 func waitMesh(t testing.TB, cs []*Cluster) {
 	t.Helper()
-	waitFor(t, "every node to know every other", func() bool {
+	testwait.For(t, waitTimeout, "every node to know every other", func() bool {
 		for _, c := range cs {
 			for _, o := range cs {
 				if o != c && !slices.Contains(c.Nodes(), o.NodeID()) {

@@ -12,7 +12,8 @@ import (
 	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/adapter/adaptertest"
 	"github.com/durasock/durasock/bus"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/internal/testwait"
+	"github.com/durasock/durasock/parser"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -48,7 +49,7 @@ func TestAckRelaysDoNotBlockControl(t *testing.T) {
 	if _, err := silent.WaitMessages(ctx, relays); err != nil {
 		t.Fatalf("the silent socket got %d of %d broadcasts with acks: %v", len(silent.Messages()), relays, err)
 	}
-	waitFor(t, "the relays to be counted", func() bool { return cs[1].Stats().Relays == relays })
+	testwait.For(t, waitTimeout, "the relays to be counted", func() bool { return cs[1].Stats().Relays == relays })
 
 	// Node 1 is watched for the rest of the test: it must stay known to node 0.
 	stopWatch := make(chan struct{})
@@ -158,7 +159,7 @@ func TestAckRelaysBounded(t *testing.T) {
 	if got := len(silent.Messages()); got != maxRelays {
 		t.Errorf("the silent socket got %d packets, want %d (refused ones are not written)", got, maxRelays)
 	}
-	waitFor(t, "the relays to end at their deadline", func() bool { return cs[1].Stats().Relays == 0 })
+	testwait.For(t, waitTimeout, "the relays to end at their deadline", func() bool { return cs[1].Stats().Relays == 0 })
 	if n := silent.PendingAcks(); n != 0 {
 		t.Errorf("%d acks still registered on the silent socket after the deadline", n)
 	}
@@ -193,7 +194,7 @@ func TestExpiredRequestsNotServed(t *testing.T) {
 			answers <- m
 		}
 	})
-	waitFor(t, "the requester's bus to connect", func() bool { return requester.Status().State == bus.Connected })
+	testwait.For(t, waitTimeout, "the requester's bus to connect", func() bool { return requester.Status().State == bus.Connected })
 
 	past := uint64(time.Now().Add(-time.Second).UnixMilli())
 	expired := []*message{

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/durasock/durasock/bus"
+	"github.com/durasock/durasock/internal/testwait"
 )
 
 // lockedBuffer is a log destination a test may read while nodes write.
@@ -37,7 +38,7 @@ func TestNodeTimeoutNamesTheBroker(t *testing.T) {
 	opts := &Options{HeartbeatInterval: time.Second, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
 	startNodes(t, 2, opts, func(id string) bus.Bus { return memoryBus(t, hub, id) })
 	hub.SetDown(true)
-	waitFor(t, "the node timeout warning", func() bool {
+	testwait.For(t, waitTimeout, "the node timeout warning", func() bool {
 		return strings.Contains(logs.String(), "node timed out while this node cannot reach the broker (Redis)")
 	})
 	hub.SetDown(false)

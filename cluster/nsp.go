@@ -12,7 +12,7 @@ import (
 
 	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/bus"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // nspAdapter is the cluster adapter of one namespace: an adapter.Memory for the
@@ -203,8 +203,8 @@ func (a *nspAdapter) ServerSideEmit(ctx context.Context, event string, args []js
 	if a.isClosed() {
 		return nil, adapter.ErrClosed
 	}
-	if event == "" {
-		return nil, errors.New("cluster: server-side emit: empty event name")
+	if err := adapter.CheckEvent(event); err != nil {
+		return nil, err
 	}
 	m := &message{kind: kindServerEmit, nsp: a.name, event: event, args: jsonArgs(args)}
 	if !wantReplies {
@@ -235,7 +235,7 @@ func (a *nspAdapter) BroadcastWithAck(ctx context.Context, p *parser.Packet, opt
 	if a.isClosed() {
 		return nil, adapter.ErrClosed
 	}
-	if err := a.checkPacket(p); err != nil {
+	if _, err := adapter.CheckPacket(p, a.name, true); err != nil {
 		return nil, err
 	}
 	ctx, cancel := a.c.requestCtx(ctx)
@@ -284,23 +284,6 @@ func (a *nspAdapter) BroadcastWithAck(ctx context.Context, p *parser.Packet, opt
 func isMissing(err error) bool {
 	var me *adapter.MissingRepliesError
 	return errors.As(err, &me)
-}
-
-// checkPacket rejects what BroadcastWithAck cannot send, before anything is sent.
-func (a *nspAdapter) checkPacket(p *parser.Packet) error {
-	if p == nil {
-		return fmt.Errorf("%w: nil packet", adapter.ErrInvalidPacket)
-	}
-	if p.Type != parser.Event && p.Type != parser.BinaryEvent {
-		return fmt.Errorf("%w: packet type %d is not EVENT or BINARY_EVENT", adapter.ErrInvalidPacket, p.Type)
-	}
-	if p.Namespace != "" && p.Namespace != a.name && (p.Namespace != "/" || a.name != "") {
-		return fmt.Errorf("%w: packet of namespace %q sent through the adapter of %q", adapter.ErrInvalidPacket, p.Namespace, a.name)
-	}
-	if len(p.Data) == 0 || firstNonSpace(p.Data) != '[' {
-		return fmt.Errorf("%w: event data is not a JSON array", adapter.ErrInvalidPacket)
-	}
-	return nil
 }
 
 // serveFetch answers a remote FetchSockets with the matching local sockets.

@@ -14,6 +14,7 @@ import (
 	"github.com/durasock/durasock/bus"
 	"github.com/durasock/durasock/bus/redisbus"
 	"github.com/durasock/durasock/internal/redistest"
+	"github.com/durasock/durasock/internal/testwait"
 )
 
 // orderRounds is how many broadcast-then-request rounds the order tests run.
@@ -132,7 +133,7 @@ func TestRequestReplayedAfterOutageNotServed(t *testing.T) {
 	ctx := testCtx(t)
 
 	proxy.Cut()
-	waitFor(t, "node 1's bus to see the cut", func() bool { return cs[1].bus.Status().State != bus.Connected })
+	testwait.For(t, waitTimeout, "node 1's bus to see the cut", func() bool { return cs[1].bus.Status().State != bus.Connected })
 	if s := cs[0].bus.Status().State; s != bus.Connected {
 		t.Fatalf("node 0's bus is %s, want connected", s)
 	}
@@ -145,7 +146,7 @@ func TestRequestReplayedAfterOutageNotServed(t *testing.T) {
 	}
 
 	proxy.Restore()
-	waitFor(t, "node 1's bus to reconnect", func() bool { return cs[1].bus.Status().State == bus.Connected })
+	testwait.For(t, waitTimeout, "node 1's bus to reconnect", func() bool { return cs[1].bus.Status().State == bus.Connected })
 	if err := ns[0].a.Broadcast(ctx, event(t, "after"), adapter.Options{Rooms: []string{"r"}}); err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/durasock/durasock/bus/redisbus"
 	"github.com/durasock/durasock/engineio"
 	"github.com/durasock/durasock/internal/redistest"
+	"github.com/durasock/durasock/internal/testwait"
 	"github.com/durasock/durasock/socketio"
 )
 
@@ -117,7 +118,12 @@ func recoveryNodes(t *testing.T, redisURL string, rec *socketio.RecoveryOptions)
 		logs := &logLines{}
 		s := socketio.NewServer(&socketio.Options{Adapter: c.Adapter, Recovery: rec,
 			Options: engineio.Options{Logger: slog.New(logs)}})
-		s.OnConnection(func(so *socketio.Socket) { so.Join("room") })
+		// Joined in middleware: in the room before the client learns it is
+		// connected, so an emit right after the CONNECT answer reaches it.
+		s.Use(func(_ context.Context, so *socketio.Socket) error {
+			so.Join("room")
+			return nil
+		})
 		hs := httptest.NewServer(s)
 		t.Cleanup(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
@@ -153,7 +159,7 @@ func TestRecoveryOnAnotherNode(t *testing.T) {
 	leave := func(c *recoveringClient, keep time.Duration) {
 		t.Helper()
 		c.c.CloseNow()
-		waitFor(t, "the session stored as away", func() bool {
+		testwait.For(t, waitTimeout, "the session stored as away", func() bool {
 			keys, err := redis.Do(ctx, "KEYS", "*:kv:session:"+c.pid)
 			if err != nil || len(keys.([]any)) != 1 {
 				return false

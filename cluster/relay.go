@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/durasock/durasock/adapter"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // maxAckHold bounds how long a node holds the acks of a remote request.

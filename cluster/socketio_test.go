@@ -163,7 +163,7 @@ func TestSocketIOServersOnRedis(t *testing.T) {
 	var from []string
 	for _, r := range replies {
 		var name string
-		if len(r.Args) != 1 || json.Unmarshal(r.Args[0], &name) != nil {
+		if r.Args.Len() != 1 || r.Args.Bind(&name) != nil {
 			t.Errorf("server-side reply %+v", r)
 		}
 		from = append(from, name)

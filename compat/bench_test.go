@@ -4,7 +4,7 @@ import (
 	"testing"
 
 	"github.com/durasock/durasock/adapter"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // The cost per message of the Node dialect's codec, both ways: a chat-sized

@@ -9,7 +9,7 @@ import (
 	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/adapter/adaptertest"
 	"github.com/durasock/durasock/internal/redistest"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 func countEvent(ms []adaptertest.Message, event string) int {

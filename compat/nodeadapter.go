@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/durasock/durasock/adapter"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // maxSids bounds the recipient ids a durasock node adds to its client count

@@ -9,7 +9,7 @@ import (
 	"unicode/utf16"
 
 	"github.com/durasock/durasock/adapter"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // opKind is what a message of the Node dialect asks for, whichever of the two
@@ -331,8 +331,8 @@ func optsValue(o adapter.Options, timeout time.Duration) *value {
 	if o.Volatile {
 		flags.set("volatile", boolean(true))
 	}
-	if o.Compress {
-		flags.set("compress", boolean(true))
+	if o.NoCompress {
+		flags.set("compress", boolean(false)) // Node compresses unless compress is false
 	}
 	if timeout > 0 {
 		flags.set("timeout", integer(timeout.Milliseconds()))
@@ -359,8 +359,8 @@ func (o *op) options() adapter.Options {
 	if f := o.flags.get("volatile"); f != nil && f.kind == kBool && f.b {
 		opts.Volatile = true
 	}
-	if f := o.flags.get("compress"); f != nil && f.kind == kBool && f.b {
-		opts.Compress = true
+	if f := o.flags.get("compress"); f != nil && f.kind == kBool && !f.b {
+		opts.NoCompress = true
 	}
 	return opts
 }

@@ -8,7 +8,7 @@ import (
 	"log/slog"
 
 	"github.com/durasock/durasock/adapter"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // pythonMessage is a message of python-socketio's pub/sub managers, as

@@ -10,7 +10,7 @@ import (
 	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/bus"
 	"github.com/durasock/durasock/cluster"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // ErrInvalidNamespace is returned for a namespace that does not start with "/".

@@ -27,6 +27,12 @@ var (
 type Message struct {
 	Data   []byte
 	Binary bool
+	// NoCompress asks that this message not be compressed: a WebSocket
+	// message is then written without permessage-deflate whatever its size,
+	// and a polling response holding only such messages is not compressed
+	// (see Options.HTTPCompressionThreshold). The reference server's
+	// compress: false.
+	NoCompress bool
 }
 
 // Handler receives the life cycle of every session. Calls for one session are never

@@ -7,9 +7,11 @@
 //	srv := engineio.NewServer(h, &engineio.Options{PingInterval: 25 * time.Second})
 //	mux.Handle("/engine.io/", srv)
 //
-// It serves HTTP long-polling and WebSocket (github.com/coder/websocket), the
-// upgrade from one to the other, heartbeats, and the error answers of the
-// reference server, so the official clients cannot tell it apart.
+// It serves HTTP long-polling and WebSocket (github.com/coder/websocket accepts
+// the connection, reads it and runs the close handshake; the session's writer
+// writes its message frames itself, a batch in one system call), the upgrade
+// from one to the other, heartbeats, and the error answers of the reference
+// server, so the official clients cannot tell it apart.
 //
 // A Session sends with Send, which queues atomically and in order; one Message
 // may be sent to many sessions, its bytes are shared, never copied per session
@@ -30,6 +32,14 @@
 // durasock_engineio_refused_total{reason}) and logged at most once a second.
 // docs/SECURITY.md lists every limit and its default.
 //
+// The options and hooks of the reference server have their counterparts
+// (docs/NODE-PARITY.md): Cookie (sticky sessions by cookie), gzip or deflate
+// of polling responses from HTTPCompressionThreshold on (Message.NoCompress
+// opts a message out, of permessage-deflate too), OnInitialHeaders and
+// OnHeaders, OnConnectionError with the reference codes (RequestError),
+// AllowRequest, and AllowEIO3 for clients of protocol v3 (Socket.IO 2.x).
+// Session.Context carries the values of the handshake request's context.
+//
 // Handler calls for one session never overlap. The Data of a Message passed to
 // OnMessage belongs to the handler: it is not reused by the server.
 //
@@ -39,7 +49,7 @@
 // the connection becomes readable or closes. The writer goroutine likewise
 // runs only while there is something to write, reads and writes use pooled
 // buffers only while they happen, and heartbeats use runtime timers: about
-// 3.2 KiB of server memory per idle WebSocket session in all
+// 3.4 KiB of server memory per idle WebSocket session in all
 // (BenchmarkIdleWebSocketMemory). On other systems, over TLS, and with
 // PerMessageDeflate negotiated, each WebSocket session keeps a reader
 // goroutine blocked in its read instead (about 8 KiB per idle session).

@@ -70,7 +70,13 @@ func TestSessionRequest(t *testing.T) {
 	readWS(t, c)
 	ts.handshake(t)
 	ts.rec.waitFor(t, "sessions", func(r *recorder) bool { return len(r.opened) == 2 })
-	ws := ts.rec.opened[0].Request()
+	// The WebSocket client reads its open packet before OnOpen runs: the
+	// sessions may be recorded in either order.
+	wsSess, pollSess := ts.rec.opened[0], ts.rec.opened[1]
+	if wsSess.Transport() != TransportWebSocket {
+		wsSess, pollSess = pollSess, wsSess
+	}
+	ws := wsSess.Request()
 	if got := ws.Header["X-Token"]; len(got) != 2 || got[0] != "one" || got[1] != "two" {
 		t.Errorf("X-Token = %q", got)
 	}
@@ -80,7 +86,7 @@ func TestSessionRequest(t *testing.T) {
 	if ws.RemoteAddr == "" || ws.Host != ts.Listener.Addr().String() {
 		t.Errorf("RemoteAddr %q, Host %q", ws.RemoteAddr, ws.Host)
 	}
-	if p := ts.rec.opened[1].Request(); p.URL.Query().Get("transport") != "polling" || p.TLS != nil {
+	if p := pollSess.Request(); p.URL.Query().Get("transport") != "polling" || p.TLS != nil {
 		t.Errorf("polling request = %+v", p)
 	}
 

@@ -16,6 +16,8 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/durasock/durasock/internal/testwait"
 )
 
 // heapInUse returns the live heap after a collection.
@@ -47,18 +49,6 @@ func refusedMetric(t *testing.T, reg *prometheus.Registry, reason string) float6
 	}
 	t.Fatalf("no refused series with reason %q", reason)
 	return 0
-}
-
-// waitUntil polls cond until it holds or fails the test after d.
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // TestPollingSlowBodyMemoryBounded: clients that announce a large POST body
@@ -114,7 +104,7 @@ func TestPollingSlowBodyMemoryBounded(t *testing.T) {
 		}
 		return n
 	}
-	waitUntil(t, 20*time.Second, "every POST being read", func() bool { return posting() == clients })
+	testwait.For(t, 20*time.Second, "every POST being read", func() bool { return posting() == clients })
 	var peak uint64
 	for range 5 {
 		peak = max(peak, heapInUse())
@@ -137,7 +127,7 @@ func TestPollingSlowBodyMemoryBounded(t *testing.T) {
 			t.Fatalf("client %d: status %d, want 408", i, res.StatusCode)
 		}
 	}
-	waitUntil(t, 10*time.Second, "sessions closed", func() bool { return ts.eio.Count() == 0 })
+	testwait.For(t, 10*time.Second, "sessions closed", func() bool { return ts.eio.Count() == 0 })
 	for _, sid := range sids {
 		if reason, _ := ts.rec.closeReason(sid); reason != ReasonTransportError {
 			t.Fatalf("session %s closed with %q, want %q", sid, reason, ReasonTransportError)
@@ -439,7 +429,7 @@ func TestBadPacketsCounted(t *testing.T) {
 	readWS(t, c)
 	writeWS(t, c, websocket.MessageText, "x")
 	readWSClosed(t, c)
-	waitUntil(t, 10*time.Second, "two refusals", func() bool { return ts.eio.Refused()[RefusedBadPacket] == 2 })
+	testwait.For(t, 10*time.Second, "two refusals", func() bool { return ts.eio.Refused()[RefusedBadPacket] == 2 })
 }
 
 // TestSendQueueBudget: over the process-wide budget, a send to a client that

@@ -71,7 +71,8 @@ type Options struct {
 	CORS *CORSOptions
 	// AllowRequest, when not nil, is called for every handshake request (polling or
 	// WebSocket) before a session is created. An error refuses the request with HTTP
-	// 403 and {"code":4,"message":err.Error()}, as the reference server does.
+	// 403 and {"code":4,"message":err.Error()}, as the reference server does. The
+	// request's context has what HTTP middleware in front of the server put there.
 	AllowRequest func(r *http.Request) error
 	// PerMessageDeflate enables the WebSocket permessage-deflate extension when the
 	// client offers it. It runs without context takeover so that an idle connection
@@ -125,6 +126,37 @@ type Options struct {
 	// resume well before the ping timeout (45s by default) would notice. -1
 	// waits without a bound (until the context ends or the session closes).
 	SlowClientTimeout time.Duration
+	// AllowEIO3 accepts clients of Engine.IO protocol v3 (Socket.IO 2.x
+	// clients, still common in mobile apps) besides v4, as the reference
+	// server's allowEIO3. Off by default: they are refused with error code 5.
+	AllowEIO3 bool
+	// Cookie, when not nil, sends the session id in a cookie with the first
+	// response of every session (the polling handshake or the WebSocket
+	// upgrade), so that a load balancer can keep a client on one server
+	// (sticky sessions by cookie). Its Value is the session id; an empty Name
+	// is "io", an empty Path "/", a zero SameSite Lax, and HttpOnly is always
+	// set (scripts have no use for the id). Nil sends no cookie, as the
+	// reference server by default.
+	Cookie *http.Cookie
+	// HTTPCompressionThreshold is the smallest polling response compressed
+	// with gzip or deflate when the client accepts it (Accept-Encoding); a
+	// response whose messages all have Message.NoCompress is not compressed.
+	// Default 1024 bytes, as the reference server's httpCompression; -1
+	// disables it.
+	HTTPCompressionThreshold int
+	// OnInitialHeaders, when not nil, may change the headers of the first
+	// response of a session (the polling handshake or the WebSocket upgrade),
+	// after the cookie was added (the reference server's "initial_headers").
+	OnInitialHeaders func(h http.Header, r *http.Request)
+	// OnHeaders, when not nil, may change the headers of every response of a
+	// session, polling requests and WebSocket upgrades alike (the reference
+	// server's "headers").
+	OnHeaders func(h http.Header, r *http.Request)
+	// OnConnectionError, when not nil, is told of every request refused
+	// before it reached a session, with the reference server's codes and
+	// messages (its "connection_error" event; see RequestError). It runs on
+	// the request's goroutine, before the answer is written.
+	OnConnectionError func(e *RequestError)
 	// Logger receives debug logs of session life cycles and protocol errors,
 	// and a rate-limited warning when a client is cut (send queue full, slow
 	// client). Nil discards them (the server never logs on its own otherwise).
@@ -164,6 +196,12 @@ func (o *Options) resolved() Options {
 		r.Transports = []string{TransportPolling, TransportWebSocket}
 	} else {
 		r.Transports = append([]string(nil), r.Transports...)
+	}
+	switch {
+	case r.HTTPCompressionThreshold == 0:
+		r.HTTPCompressionThreshold = DefaultCompressionThreshold
+	case r.HTTPCompressionThreshold < 0:
+		r.HTTPCompressionThreshold = -1
 	}
 	if r.CompressionThreshold <= 0 {
 		r.CompressionThreshold = DefaultCompressionThreshold

@@ -3,7 +3,6 @@ package engineio
 import (
 	"io"
 	"net/http"
-	"strconv"
 	"time"
 )
 
@@ -20,6 +19,7 @@ func (s *Server) handshakePolling(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	openFrame := sess.queue[0]
+	s.setHeaders(w, r, sess.id, true)
 	sess.open()
 	sess.mu.Lock()
 	frames := sess.takeQueueLocked()
@@ -28,11 +28,12 @@ func (s *Server) handshakePolling(w http.ResponseWriter, r *http.Request) {
 		frames = []frame{openFrame, {typ: packetClose}}
 	}
 	sess.mu.Unlock()
-	writePayload(w, frames)
+	s.writePayload(w, r, sess, frames)
 }
 
 // servePolling serves a request of an existing polling session.
 func (s *Session) servePolling(w http.ResponseWriter, r *http.Request) {
+	s.srv.setHeaders(w, r, s.id, false)
 	switch r.Method {
 	case http.MethodGet:
 		s.servePoll(w, r)
@@ -57,7 +58,7 @@ func (s *Session) servePoll(w http.ResponseWriter, r *http.Request) {
 		s.lingering = false
 		s.mu.Unlock()
 		s.srv.forgetLingering(s)
-		writePayload(w, []frame{{typ: packetNoop}})
+		s.srv.writePayload(w, r, s, []frame{{typ: packetNoop}})
 		return
 	case s.state == stateClosed:
 		s.mu.Unlock()
@@ -72,13 +73,13 @@ func (s *Session) servePoll(w http.ResponseWriter, r *http.Request) {
 	case s.state == stateClosing:
 		frames := append(s.takeQueueLocked(), frame{typ: packetClose})
 		s.mu.Unlock()
-		writePayload(w, frames)
+		s.srv.writePayload(w, r, s, frames)
 		s.closeNow("", closeDone)
 		return
 	case len(s.queue) > 0:
 		frames := s.takeQueueLocked()
 		s.mu.Unlock()
-		writePayload(w, frames)
+		s.srv.writePayload(w, r, s, frames)
 		return
 	}
 	// During an upgrade whose probe is answered, the request ends with a noop
@@ -102,19 +103,19 @@ func (s *Session) servePoll(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, codeBadRequest, "")
 			return
 		}
-		writePayload(w, frames)
+		s.srv.writePayload(w, r, s, frames)
 	case <-settle:
 		s.mu.Lock()
 		if s.pollCh == ch {
 			s.pollCh = nil
 			s.mu.Unlock()
-			writePayload(w, []frame{{typ: packetNoop}})
+			s.srv.writePayload(w, r, s, []frame{{typ: packetNoop}})
 			return
 		}
 		s.mu.Unlock()
 		// Answered meanwhile: ch holds the answer.
 		if frames := <-ch; frames != nil {
-			writePayload(w, frames)
+			s.srv.writePayload(w, r, s, frames)
 		} else {
 			writeError(w, http.StatusBadRequest, codeBadRequest, "")
 		}
@@ -156,7 +157,8 @@ func (s *Session) serveData(w http.ResponseWriter, r *http.Request) {
 		s.mu.Unlock()
 	}()
 
-	if r.Header.Get("Content-Type") == "application/octet-stream" {
+	binary := r.Header.Get("Content-Type") == "application/octet-stream"
+	if binary && !s.v3 {
 		// Protocol v4 sends binary as base64 inside a text payload.
 		s.closeNow(ReasonTransportError, closeTransport)
 		writeError(w, http.StatusBadRequest, codeBadRequest, "")
@@ -166,7 +168,13 @@ func (s *Session) serveData(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	pkts, err := decodePayload(body)
+	var pkts []packet
+	var err error
+	if s.v3 {
+		pkts, err = decodePayloadV3(body, binary)
+	} else {
+		pkts, err = decodePayload(body)
+	}
 	if err != nil {
 		s.srv.noteRefusal(RefusedBadPacket, r, s.id, "err", err)
 		s.closeNow(ReasonParseError, closeTransport)
@@ -184,14 +192,4 @@ func (s *Session) serveData(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "text/html")
 	h.Set("Content-Length", "2")
 	_, _ = io.WriteString(w, "ok") // the client may be gone; nothing else to tell it
-}
-
-// writePayload answers a poll with frames.
-func writePayload(w http.ResponseWriter, frames []frame) {
-	b := appendPayload(make([]byte, 0, payloadLen(frames)), frames)
-	h := w.Header()
-	h.Set("Content-Type", "text/plain; charset=UTF-8")
-	h.Set("Content-Length", strconv.Itoa(len(b)))
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(b) // the client may be gone; the session's ping timeout follows
 }

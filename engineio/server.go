@@ -12,17 +12,18 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/durasock/durasock/internal/gotrack"
 )
 
-// Error codes of the protocol, as the reference server sends them in
-// {"code":N,"message":"..."} bodies.
+// Short names of the error codes (hooks.go) inside the package.
 const (
-	codeUnknownTransport    = 0
-	codeUnknownSID          = 1
-	codeBadHandshakeMethod  = 2
-	codeBadRequest          = 3
-	codeForbidden           = 4
-	codeUnsupportedProtocol = 5
+	codeUnknownTransport    = CodeUnknownTransport
+	codeUnknownSID          = CodeUnknownSID
+	codeBadHandshakeMethod  = CodeBadHandshakeMethod
+	codeBadRequest          = CodeBadRequest
+	codeForbidden           = CodeForbidden
+	codeUnsupportedProtocol = CodeUnsupportedProtocol
 )
 
 var errorMessages = [...]string{
@@ -58,7 +59,7 @@ type Server struct {
 	poll      *poller // watches parked connections; started with the first one
 	pollErr   error   // why there is no poller, once known
 
-	goroutines tracker // goroutines the server started for sessions
+	goroutines gotrack.Group // goroutines the server started for sessions
 	closeOnce  sync.Once
 
 	// The waiting share of a send queue (see Session.WaitRoom); waitBytes is
@@ -117,19 +118,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	transport := q.Get("transport")
 	if !s.transportEnabled(transport) {
-		writeError(w, http.StatusBadRequest, codeUnknownTransport, "")
+		s.refuseRequest(w, r, http.StatusBadRequest, CodeUnknownTransport, "", map[string]any{"transport": transport})
 		return
 	}
 	upgrade := isWebSocketRequest(r)
 	if sid := q.Get("sid"); sid != "" {
 		sess := s.lookup(sid)
 		if sess == nil {
-			writeError(w, http.StatusBadRequest, codeUnknownSID, "")
+			s.refuseRequest(w, r, http.StatusBadRequest, CodeUnknownSID, "", map[string]any{"sid": sid})
 			return
 		}
 		if transport == TransportWebSocket {
 			if !upgrade {
-				writeError(w, http.StatusBadRequest, codeBadRequest, "")
+				s.refuseRequest(w, r, http.StatusBadRequest, CodeBadRequest, "", map[string]any{
+					"name": "TRANSPORT_MISMATCH", "transport": transport, "previousTransport": sess.Transport()})
 				return
 			}
 			s.serveUpgrade(w, r, sess)
@@ -139,27 +141,28 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method != http.MethodGet {
-		writeError(w, http.StatusBadRequest, codeBadHandshakeMethod, "")
+		s.refuseRequest(w, r, http.StatusBadRequest, CodeBadHandshakeMethod, "", map[string]any{"method": r.Method})
 		return
 	}
 	if transport == TransportWebSocket && !upgrade {
-		writeError(w, http.StatusBadRequest, codeBadRequest, "")
+		s.refuseRequest(w, r, http.StatusBadRequest, CodeBadRequest, "", map[string]any{"name": "TRANSPORT_HANDSHAKE_ERROR"})
 		return
 	}
 	if c := s.opts.CORS; c != nil && transport == TransportWebSocket && !c.allowsWebSocket(r) {
 		s.noteRefusal(RefusedOrigin, r, "", "origin", r.Header.Get("Origin"))
-		writeError(w, http.StatusForbidden, codeForbidden, "")
+		s.refuseRequest(w, r, http.StatusForbidden, CodeForbidden, "", map[string]any{"message": "origin not allowed"})
 		return
 	}
 	if s.opts.AllowRequest != nil {
 		if err := s.opts.AllowRequest(r); err != nil {
 			s.log.Debug("engineio: handshake refused", "remote", r.RemoteAddr, "err", err)
-			writeError(w, http.StatusForbidden, codeForbidden, err.Error())
+			s.refuseRequest(w, r, http.StatusForbidden, CodeForbidden, err.Error(), map[string]any{"message": err.Error()})
 			return
 		}
 	}
-	if q.Get("EIO") != "4" {
-		writeError(w, http.StatusBadRequest, codeUnsupportedProtocol, "")
+	if q.Get("EIO") != "4" && !s.opts.AllowEIO3 {
+		// Any other value is protocol 3 to the reference server.
+		s.refuseRequest(w, r, http.StatusBadRequest, CodeUnsupportedProtocol, "", map[string]any{"protocol": 3})
 		return
 	}
 	if transport == TransportWebSocket {
@@ -330,7 +333,7 @@ func (s *Server) cutParked() {
 // parked then are cut.
 func (s *Server) stopPoller() {
 	s.cutParked()
-	s.goroutines.wait()
+	_ = s.goroutines.Wait(context.Background())
 	s.mu.Lock()
 	p := s.poll
 	s.poll = nil
@@ -343,9 +346,9 @@ func (s *Server) stopPoller() {
 
 // go runs f on a goroutine the server waits for in Shutdown and Close.
 func (s *Server) goTracked(f func()) {
-	s.goroutines.add()
+	s.goroutines.Add()
 	go func() {
-		defer s.goroutines.done()
+		defer s.goroutines.Done()
 		f()
 	}()
 }
@@ -369,7 +372,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		s.waitSessions(ctx)
-		s.goroutines.wait()
+		_ = s.goroutines.Wait(context.Background())
 		close(done)
 	}()
 	var err error
@@ -380,7 +383,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		<-done
 		err = ctx.Err()
 	}
-	s.goroutines.wait()
+	_ = s.goroutines.Wait(context.Background())
 	s.stopPoller()
 	return err
 }
@@ -418,7 +421,7 @@ func (s *Server) sessionList() []*Session {
 // queued messages, and waits for the server's goroutines to end. It is idempotent.
 func (s *Server) Close() error {
 	s.forceClose()
-	s.goroutines.wait()
+	_ = s.goroutines.Wait(context.Background())
 	s.stopPoller()
 	return nil
 }
@@ -443,44 +446,4 @@ func (s *Server) forceClose() {
 	for _, c := range conns {
 		c.kill() // closing an already closed connection is harmless
 	}
-}
-
-// tracker counts running goroutines. Unlike sync.WaitGroup it allows starting
-// one while another goroutine waits for zero, which happens when a session
-// flushes its queue during Shutdown.
-type tracker struct {
-	mu   sync.Mutex
-	n    int
-	zero chan struct{}
-}
-
-func (t *tracker) add() {
-	t.mu.Lock()
-	t.n++
-	t.mu.Unlock()
-}
-
-func (t *tracker) done() {
-	t.mu.Lock()
-	t.n--
-	if t.n == 0 && t.zero != nil {
-		close(t.zero)
-		t.zero = nil
-	}
-	t.mu.Unlock()
-}
-
-// wait returns when no tracked goroutine runs.
-func (t *tracker) wait() {
-	t.mu.Lock()
-	if t.n == 0 {
-		t.mu.Unlock()
-		return
-	}
-	if t.zero == nil {
-		t.zero = make(chan struct{})
-	}
-	ch := t.zero
-	t.mu.Unlock()
-	<-ch
 }

@@ -49,7 +49,8 @@ type Session struct {
 	id   string
 	hs   handshake
 	tls  *tls.ConnectionState
-	done chan struct{} // made by the first Done call
+	vals context.Context // the values of the handshake request's context
+	done chan struct{}   // made by the first Done call
 
 	dmu sync.Mutex // serializes Handler calls
 
@@ -61,6 +62,8 @@ type Session struct {
 	probed       bool // an upgrade probe was answered
 	lingering    bool // closed by the client, kept for one last poll
 	inHandler    bool // a Handler call other than OnClose is running
+	v3           bool // the client speaks protocol v3 (see eio3.go)
+	b64          bool // a v3 polling client that wants binary as base64
 	closePending bool // OnClose waits for that call to return
 	ws           *wsConn
 	probe        *wsConn
@@ -77,11 +80,17 @@ type Session struct {
 }
 
 func (s *Server) newSession(r *http.Request, ws *wsConn) *Session {
+	return s.newSessionID(newSessionID(), r, ws)
+}
+
+// newSessionID makes a session with this id.
+func (s *Server) newSessionID(id string, r *http.Request, ws *wsConn) *Session {
 	sess := &Session{
 		srv:       s,
-		id:        newSessionID(),
+		id:        id,
 		hs:        newHandshake(r),
 		tls:       r.TLS,
+		vals:      context.WithoutCancel(r.Context()),
 		ws:        ws,
 		inHandler: true, // until OnOpen has returned
 	}
@@ -90,6 +99,19 @@ func (s *Server) newSession(r *http.Request, ws *wsConn) *Session {
 		upgrades = nil
 	}
 	sess.queue = []frame{{typ: packetOpen, msg: Message{Data: openPacketData(sess.id, upgrades, s.opts.PingInterval, s.opts.PingTimeout, s.opts.MaxPayload)}}}
+	if s.opts.AllowEIO3 && r.URL != nil {
+		if q := r.URL.Query(); q.Get("EIO") != "4" {
+			sess.v3, sess.b64 = true, q.Has("b64")
+		}
+	}
+	if sess.v3 {
+		// The client pings: wait for its first ping.
+		wait := s.opts.PingInterval + s.opts.PingTimeout
+		sess.phase = phasePong
+		sess.due = s.now() + wait
+		sess.timer = time.AfterFunc(wait, sess.onTimer)
+		return sess
+	}
 	sess.due = s.now() + s.opts.PingInterval
 	sess.timer = time.AfterFunc(s.opts.PingInterval, sess.onTimer)
 	return sess
@@ -108,12 +130,47 @@ func (s *Session) open() {
 func (s *Session) ID() string { return s.id }
 
 // Request returns the handshake request: headers, URL with query, RemoteAddr, TLS.
-// Its body is empty and its context is not the connection's. The headers of the
-// WebSocket handshake itself (Connection, Upgrade, Sec-WebSocket-*) are left out.
+// Its body is empty and its context is the session's (see Context): the values
+// that handlers in front of the server put in the handshake request's context
+// are there. The headers of the WebSocket handshake itself (Connection,
+// Upgrade, Sec-WebSocket-*) are left out.
 //
 // The session keeps the request in a compact form, so every call builds a new
 // copy: callers that need it often should keep the one they got.
-func (s *Session) Request() *http.Request { return s.hs.request(s.tls) }
+func (s *Session) Request() *http.Request {
+	return s.hs.request(s.tls).WithContext(s.Context())
+}
+
+// Context returns a context that carries the values of the handshake
+// request's context (what authentication middleware in front of the server
+// stored there) and is cancelled when the session closes. It costs no
+// goroutine or timer.
+func (s *Session) Context() context.Context { return sessionContext{s} }
+
+// sessionContext is the context of a session: its values are the handshake
+// request's, its end the session's.
+type sessionContext struct{ s *Session }
+
+func (c sessionContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c sessionContext) Done() <-chan struct{}       { return c.s.Done() }
+func (c sessionContext) Value(key any) any           { return c.s.vals.Value(key) }
+func (c sessionContext) Err() error {
+	select {
+	case <-c.s.Done():
+		return context.Canceled
+	default:
+		return nil
+	}
+}
+
+// Protocol returns the Engine.IO protocol version of the session's client: 4,
+// or 3 for a client let in by Options.AllowEIO3.
+func (s *Session) Protocol() int {
+	if s.v3 {
+		return 3
+	}
+	return 4
+}
 
 // Transport returns the current transport, TransportPolling or TransportWebSocket.
 func (s *Session) Transport() string {
@@ -510,6 +567,10 @@ func (s *Session) handlePacket(p packet) bool {
 		s.closeNow(ReasonTransportClose, closeByClient)
 		return false
 	case packetPing:
+		if s.v3 {
+			s.onClientPing(p.data)
+			return true
+		}
 		// In protocol v4 only the server pings (the probe of an upgrade aside).
 		s.srv.log.Debug("engineio: ping from client", "sid", s.id)
 		s.closeNow(ReasonTransportError, closeTransport)

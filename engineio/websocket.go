@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"math"
 	"net"
 	"net/http"
 	"sync"
@@ -66,6 +67,9 @@ type wsConn struct {
 	added bool // registered with the poller; touched only by the reader
 
 	fd int32 // the socket's descriptor, for the poller
+	// deflateFrom is the smallest message permessage-deflate compresses on
+	// this connection, 0 when it was not negotiated.
+	deflateFrom int32
 	// fdmu keeps the descriptor from being closed, and its number from being
 	// reused, while the poller arms it.
 	fdmu     sync.Mutex
@@ -161,14 +165,14 @@ func (c *wsConn) arm(add bool) error {
 // wake starts a reader for a parked connection. Spurious calls do nothing.
 func (c *wsConn) wake() {
 	if c.reader.CompareAndSwap(readerParked, readerRunning) {
-		c.srv.goroutines.add()
+		c.srv.goroutines.Add()
 		go c.resume()
 	}
 }
 
 // resume reads after a wake, on a goroutine of the server.
 func (c *wsConn) resume() {
-	defer c.srv.goroutines.done()
+	defer c.srv.goroutines.Done()
 	c.sess.readLoop(c, false)
 }
 
@@ -223,7 +227,12 @@ func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		h.c.src.fill(b)
 	}
 	size := wsReadBufferSize
-	if !h.c.setPoller(h.Header().Get("Sec-WebSocket-Extensions") != "") {
+	compressed := h.Header().Get("Sec-WebSocket-Extensions") != ""
+	h.c.w.raw = compressed
+	if compressed {
+		h.c.deflateFrom = int32(min(h.c.srv.opts.CompressionThreshold, math.MaxInt32))
+	}
+	if !h.c.setPoller(compressed) {
 		// The reader blocks in reads while the connection is idle: it keeps a
 		// buffer of its own rather than a pooled one.
 		h.c.src.direct = true
@@ -314,12 +323,14 @@ func (s *Server) refuse(nc net.Conn, r *http.Request) {
 // refuse). Otherwise every accepted connection becomes a session: OnOpen, and
 // later exactly one OnClose.
 func (s *Server) handshakeWebSocket(w http.ResponseWriter, r *http.Request) {
-	s.goroutines.add()
-	defer s.goroutines.done()
+	s.goroutines.Add()
+	defer s.goroutines.Done()
 	if s.isClosing() {
 		http.Error(w, "engineio: server shutting down", http.StatusServiceUnavailable)
 		return
 	}
+	id := newSessionID()
+	s.setHeaders(w, r, id, true)
 	c, err := s.accept(w, r)
 	if err != nil {
 		return
@@ -327,7 +338,7 @@ func (s *Server) handshakeWebSocket(w http.ResponseWriter, r *http.Request) {
 	if s.testAfterAccept != nil {
 		s.testAfterAccept()
 	}
-	sess := s.newSession(r, c)
+	sess := s.newSessionID(id, r, c)
 	if !s.register(sess) {
 		sess.timer.Stop()
 		s.refuse(&c.nc, r)
@@ -388,6 +399,15 @@ func (s *Session) readOne(c *wsConn) bool {
 		return false
 	}
 	if typ == websocket.MessageBinary {
+		if s.v3 {
+			// v3 binary messages start with their packet type.
+			if len(data) == 0 || data[0] != packetMessage-'0' {
+				s.srv.log.Debug("engineio: v3 binary message of another type", "sid", s.id)
+				s.closeNow(ReasonParseError, closeTransport)
+				return false
+			}
+			data = data[1:]
+		}
 		s.deliver(Message{Data: data, Binary: true})
 		return true
 	}
@@ -421,15 +441,11 @@ func (s *Session) writeLoop() {
 			return
 		}
 		s.mu.Unlock()
-		c.w.begin()
 		var err error
-		for i := range batch {
-			if err = writeFrame(c.Conn, &batch[i]); err != nil {
-				break
-			}
-		}
-		if endErr := c.w.end(); err == nil {
-			err = endErr
+		if c.w.raw {
+			err = writeRaw(c, batch, s.v3)
+		} else {
+			err = c.w.writeFrames(batch, s.v3)
 		}
 		if err != nil {
 			s.mu.Lock()
@@ -452,18 +468,60 @@ var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b
 // maxPooledFrame keeps rare large frames out of the pool.
 const maxPooledFrame = 64 << 10
 
-// writeFrame writes one packet as one WebSocket message: binary messages as
-// binary frames, others as text with the packet type first. The text is built in
-// a pooled buffer because coder/websocket's streaming Writer would fragment the
-// message into several frames.
-func writeFrame(c *websocket.Conn, f *frame) error {
+// writeRaw writes a batch through coder/websocket, which compresses it: the
+// writer of connections with permessage-deflate. The frames' bytes leave in
+// one write at the end (see batchWriter).
+func writeRaw(c *wsConn, batch []frame, v3 bool) error {
+	c.w.begin()
+	var err error
+	for i := range batch {
+		if err = writeFrame(c.Conn, &batch[i], int(c.deflateFrom), v3); err != nil {
+			break
+		}
+	}
+	if endErr := c.w.end(); err == nil {
+		err = endErr
+	}
+	return err
+}
+
+// writeFrame writes one packet as one WebSocket message through
+// coder/websocket: binary messages as binary frames, others as text with the
+// packet type first. The text is built in a pooled buffer because
+// coder/websocket's streaming Writer would fragment the message into several
+// frames.
+func writeFrame(c *websocket.Conn, f *frame, deflateFrom int, v3 bool) error {
 	ctx := context.Background()
+	if f.msg.Binary && v3 {
+		// v3 binary messages start with their packet type: built like text.
+		bp := framePool.Get().(*[]byte)
+		b := append(append((*bp)[:0], packetMessage-'0'), f.msg.Data...)
+		var err error
+		if f.msg.NoCompress && deflateFrom > 0 && len(b) >= deflateFrom {
+			err = writeUncompressed(ctx, c, websocket.MessageBinary, b)
+		} else {
+			err = c.Write(ctx, websocket.MessageBinary, b)
+		}
+		if cap(b) <= maxPooledFrame {
+			*bp = b
+			framePool.Put(bp)
+		}
+		return err
+	}
 	if f.msg.Binary {
+		if f.msg.NoCompress && deflateFrom > 0 && len(f.msg.Data) >= deflateFrom {
+			return writeUncompressed(ctx, c, websocket.MessageBinary, f.msg.Data)
+		}
 		return c.Write(ctx, websocket.MessageBinary, f.msg.Data)
 	}
 	bp := framePool.Get().(*[]byte)
 	b := append(append((*bp)[:0], f.typ), f.msg.Data...)
-	err := c.Write(ctx, websocket.MessageText, b)
+	var err error
+	if f.msg.NoCompress && deflateFrom > 0 && len(b) >= deflateFrom {
+		err = writeUncompressed(ctx, c, websocket.MessageText, b)
+	} else {
+		err = c.Write(ctx, websocket.MessageText, b)
+	}
 	if cap(b) <= maxPooledFrame {
 		*bp = b
 		framePool.Put(bp)
@@ -471,11 +529,44 @@ func writeFrame(c *websocket.Conn, f *frame) error {
 	return err
 }
 
+// writeOne writes one packet on c, as the session's writer does.
+func (c *wsConn) writeOne(f frame, v3 bool) error {
+	fs := [1]frame{f}
+	if c.w.raw {
+		return writeRaw(c, fs[:], v3)
+	}
+	return c.w.writeFrames(fs[:], v3)
+}
+
+// writeUncompressed writes p as one message that permessage-deflate leaves
+// alone, for a Message with NoCompress. coder/websocket decides on
+// compression from the first frame of a message, which is compressed only
+// when it reaches the threshold: a first frame of one byte keeps the whole
+// message uncompressed. The message is then fragmented (a one-byte frame, the
+// rest, an empty final frame), which every client reassembles. A message that
+// would not be compressed anyway does not come here (see writeFrame).
+func writeUncompressed(ctx context.Context, c *websocket.Conn, typ websocket.MessageType, p []byte) error {
+	w, err := c.Writer(ctx, typ)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(p[:1]); err != nil {
+		_ = w.Close() // the write error says it all
+		return err
+	}
+	if _, err := w.Write(p[1:]); err != nil {
+		_ = w.Close()
+		return err
+	}
+	return w.Close()
+}
+
 // serveUpgrade runs the upgrade of a polling session to WebSocket: the client
 // sends "2probe", gets "3probe", then sends "5" once its last poll is done.
 func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request, sess *Session) {
-	s.goroutines.add() // see handshakeWebSocket
-	defer s.goroutines.done()
+	s.goroutines.Add() // see handshakeWebSocket
+	defer s.goroutines.Done()
+	s.setHeaders(w, r, sess.id, false)
 	c, err := s.accept(w, r)
 	if err != nil {
 		return
@@ -535,7 +626,7 @@ func (s *Session) probeLoop(c *wsConn) {
 		p, err := decodePacket(data)
 		switch {
 		case err == nil && p.typ == packetPing && string(p.data) == "probe":
-			if err := c.Write(ctx, websocket.MessageText, []byte("3probe")); err != nil {
+			if err := c.writeOne(frame{typ: packetPong, msg: Message{Data: []byte("probe")}}, s.v3); err != nil {
 				s.abortUpgrade(c)
 				c.release()
 				return

@@ -11,6 +11,7 @@ import (
 
 	"github.com/durasock/durasock/compat"
 	"github.com/durasock/durasock/internal/redistest"
+	"github.com/durasock/durasock/internal/testwait"
 )
 
 // TestBinaryCompat runs cmd/durasock with the flags of the compatibility layer:
@@ -49,7 +50,7 @@ func TestBinaryCompat(t *testing.T) {
 		if out, err := run(30*time.Second, "", python, "py/publish.py", redis.URL(), "bin-py", string(msg)); err != nil {
 			t.Fatalf("publish.py: %v\n%s", err, out)
 		}
-		waitCond(t, 15*time.Second, "both emitters' events", func() bool {
+		testwait.For(t, 15*time.Second, "both emitters' events", func() bool {
 			return r.count("from-node-emitter") == 1 && r.count("from-python") == 1
 		})
 		metrics := get(t, d.url+"/metrics")
@@ -80,7 +81,7 @@ func TestBinaryCompat(t *testing.T) {
 			t.Fatalf("POST /api/emit: %d %s", res.StatusCode, b)
 		}
 		emit("bin-mixed", map[string]any{"event": "from-emitter"})
-		waitCond(t, 15*time.Second, "the API emit on the Node server's client and the emitter's on both", func() bool {
+		testwait.For(t, 15*time.Second, "the API emit on the Node server's client and the emitter's on both", func() bool {
 			return onNode.count("from-api") == 1 && onDurasock.count("from-api") == 1 &&
 				onNode.count("from-emitter") == 1 && onDurasock.count("from-emitter") == 1
 		})
@@ -109,7 +110,7 @@ func TestBinaryCompat(t *testing.T) {
 
 func waitReady(t *testing.T, d *durasockProc) {
 	t.Helper()
-	waitCond(t, 30*time.Second, "durasock ready", func() bool {
+	testwait.For(t, 30*time.Second, "durasock ready", func() bool {
 		res, err := http.Get(d.url + "/readyz")
 		if err != nil {
 			return false

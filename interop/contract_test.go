@@ -83,11 +83,7 @@ func newContract(opts *socketio.Options) *contract {
 				c.fail(fmt.Errorf("ask-me: question: %w", err))
 				return
 			}
-			out := make([]any, len(reply))
-			for i, a := range reply {
-				out[i] = a
-			}
-			c.ack(e, out...)
+			c.ack(e, reply.Values()...)
 		})
 		s.On("ask-me-silent", func(e *socketio.Event) {
 			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
@@ -155,7 +151,7 @@ func newContract(opts *socketio.Options) *contract {
 			votes := []string{}
 			for _, r := range replies {
 				var v string
-				if err := socketio.Args(r.Args).Bind(&v); err != nil {
+				if err := r.Args.Bind(&v); err != nil {
 					c.fail(fmt.Errorf("poll-room: reply of %s: %w", r.From, err))
 					continue
 				}

@@ -17,6 +17,7 @@ import (
 	"github.com/durasock/durasock/compat"
 	"github.com/durasock/durasock/internal/redistest"
 	"github.com/durasock/durasock/internal/sioclient"
+	"github.com/durasock/durasock/internal/testwait"
 	"github.com/durasock/durasock/socketio"
 )
 
@@ -180,23 +181,11 @@ func (r *recorder) disconnected() bool {
 	}
 }
 
-// waitCond polls cond until it holds or d passes.
-func waitCond(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v: %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // checkDeliveries waits for a fence event on every client in fenced, then
 // checks that each event reached exactly the clients listed.
 func checkDeliveries(t *testing.T, all []*recorder, fence string, want map[string][]*recorder) {
 	t.Helper()
-	waitCond(t, 20*time.Second, "fence "+fence, func() bool {
+	testwait.For(t, 20*time.Second, "fence "+fence, func() bool {
 		for _, r := range all {
 			if !r.disconnected() && r.count(fence) == 0 {
 				return false
@@ -291,7 +280,7 @@ func TestNodeEmitter(t *testing.T) {
 		}
 	}
 	for i, n := range []*emitterNode{n1, n2} {
-		waitCond(t, 10*time.Second, "server-side emit on every node", func() bool { return len(n.serverEvents()) >= 1 })
+		testwait.For(t, 10*time.Second, "server-side emit on every node", func() bool { return len(n.serverEvents()) >= 1 })
 		if got := n.serverEvents(); !slices.Equal(got, []string{`tick 1 "two"`}) {
 			t.Errorf("node %d: server-side events %q", i, got)
 		}
@@ -299,7 +288,7 @@ func TestNodeEmitter(t *testing.T) {
 	// disconnectSockets, with close.
 	emit(map[string]any{"to": []string{"a"}, "disconnect": true})
 	for _, r := range roomA {
-		waitCond(t, 10*time.Second, r.name+" disconnected", r.disconnected)
+		testwait.For(t, 10*time.Second, r.name+" disconnected", r.disconnected)
 	}
 	emit(fence("fence-2"), adminFence("fence-2"))
 	checkDeliveries(t, all, "fence-2", nil)
@@ -385,7 +374,7 @@ func TestPythonEmitter(t *testing.T) {
 		}
 	}
 	for i, n := range []*emitterNode{n1, n2} {
-		waitCond(t, 10*time.Second, "the pickled message counted", func() bool { return n.listener.Stats().NotApplied["pickle"] == 1 })
+		testwait.For(t, 10*time.Second, "the pickled message counted", func() bool { return n.listener.Stats().NotApplied["pickle"] == 1 })
 		if st := n.listener.Stats(); st.Received["python"] != 13 {
 			t.Errorf("node %d: listener stats %+v", i, st)
 		}
@@ -402,5 +391,5 @@ func TestPythonEmitter(t *testing.T) {
 	}
 	// disconnect.
 	publish(map[string]any{"json": map[string]any{"method": "disconnect", "sid": victim.c.ID(), "namespace": "/", "host_id": "publisher"}})
-	waitCond(t, 10*time.Second, "the python disconnect", victim.disconnected)
+	testwait.For(t, 10*time.Second, "the python disconnect", victim.disconnected)
 }

@@ -230,7 +230,7 @@ func runMixedCmd(s *socketio.Socket, main *socketio.Namespace, name string, c mi
 		out := make([]string, 0, len(replies))
 		for _, r := range replies {
 			var label string
-			if len(r.Args) == 0 || json.Unmarshal(r.Args[0], &label) != nil {
+			if r.Args.Len() == 0 || r.Args.Bind(&label) != nil {
 				return nil, fmt.Errorf("ack %v: want a label", r.Args)
 			}
 			out = append(out, label)
@@ -268,7 +268,7 @@ func runMixedCmd(s *socketio.Socket, main *socketio.Namespace, name string, c mi
 		out := make([]string, 0, len(replies))
 		for _, r := range replies {
 			var from string
-			if len(r.Args) == 0 || json.Unmarshal(r.Args[0], &from) != nil {
+			if r.Args.Len() == 0 || r.Args.Bind(&from) != nil {
 				return nil, fmt.Errorf("server-side reply %v: want a name", r.Args)
 			}
 			out = append(out, from)

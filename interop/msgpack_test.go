@@ -18,8 +18,8 @@ import (
 	"github.com/durasock/durasock/cluster"
 	"github.com/durasock/durasock/engineio"
 	"github.com/durasock/durasock/internal/redistest"
+	"github.com/durasock/durasock/parser"
 	"github.com/durasock/durasock/socketio"
-	"github.com/durasock/durasock/socketio/parser"
 )
 
 var clusterPrefix atomic.Uint64
@@ -137,13 +137,10 @@ func startMsgpackNode(t *testing.T, redisURL, prefix, id string, p parser.Parser
 				var id string
 				var next int
 				var raw []byte
-				if err := json.Unmarshal(r.Args[0], &id); err != nil || json.Unmarshal(r.Args[1], &next) != nil || next != 42 {
-					n.fail(fmt.Errorf("gather: reply %q", r.Args))
+				// The third argument is binary, and stays binary.
+				if err := r.Args.Bind(&id, &next, &raw); err != nil || next != 42 || len(raw) == 0 {
+					n.fail(fmt.Errorf("gather: reply %q %d bytes: %v", r.Args.JSON, len(raw), err))
 					continue
-				}
-				// The third argument is binary: a placeholder in the JSON form.
-				if _, ok := parser.PlaceholderIndex(r.Args[2]); !ok && json.Unmarshal(r.Args[2], &raw) != nil {
-					n.fail(fmt.Errorf("gather: reply binary %q", r.Args[2]))
 				}
 				ids = append(ids, id)
 			}

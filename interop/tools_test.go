@@ -32,7 +32,7 @@ func requireNode(t testing.TB) string {
 	if err != nil {
 		t.Fatalf("node is not installed (%v): %s", err, installAdvice)
 	}
-	for _, pkg := range []string{"socket.io-client", "ws"} {
+	for _, pkg := range []string{"socket.io-client", "socket.io-client-v2", "ws"} {
 		if _, err := os.Stat(filepath.Join("node_modules", pkg, "package.json")); err != nil {
 			t.Fatalf("npm package %s is missing in interop/node_modules (%v): %s", pkg, err, installAdvice)
 		}

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/durasock/durasock/engineio"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // discardTransport is an in-process Engine.IO session that counts what is sent
@@ -40,7 +40,10 @@ func (d *discardTransport) Done() <-chan struct{}                           { re
 func (d *discardTransport) Close() error                                    { return nil }
 func (d *discardTransport) waitRoom(context.Context, *parser.Encoded) error { return nil }
 
-func (d *discardTransport) writePacket(e *parser.Encoded, _ bool) error {
+func (d *discardTransport) Context() context.Context { return context.Background() }
+func (d *discardTransport) Protocol() int            { return 4 }
+
+func (d *discardTransport) writePacket(e *parser.Encoded, _, _ bool) error {
 	d.sends.Add(1)
 	d.bytes.Add(int64(len(e.Text)))
 	return nil
@@ -163,7 +166,7 @@ func BenchmarkConnect(b *testing.B) {
 	b.StopTimer()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := srv.handlers.wait(ctx); err != nil {
+	if err := srv.handlers.Wait(ctx); err != nil {
 		b.Fatal(err)
 	}
 	if n := len(srv.Of("/").Sockets()); n != len(conns) {
@@ -205,7 +208,7 @@ func BenchmarkIdleSocketMemory(b *testing.B) {
 			conns[i].onMessage(engineio.Message{Data: []byte("0")})
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		if err := srv.handlers.wait(ctx); err != nil {
+		if err := srv.handlers.Wait(ctx); err != nil {
 			b.Fatal(err)
 		}
 		b.StopTimer()

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/durasock/durasock/adapter"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // BroadcastOperator selects sockets of a namespace, cluster-wide, and acts on
@@ -22,6 +22,9 @@ type BroadcastOperator struct {
 	opts    adapter.Options
 	timeout time.Duration
 }
+
+// newBroadcast returns a broadcast to every socket of n.
+func newBroadcast(n *Namespace) BroadcastOperator { return BroadcastOperator{nsp: n} }
 
 // To adds rooms: the selected sockets are those in at least one of the rooms.
 func (b BroadcastOperator) To(rooms ...string) BroadcastOperator {
@@ -51,9 +54,12 @@ func (b BroadcastOperator) Volatile() BroadcastOperator {
 	return b
 }
 
-// Compress asks for compression where the transport supports it.
+// Compress sets whether the events are compressed (true, the default) or not:
+// with false a WebSocket message is sent without permessage-deflate, and a
+// polling response holding only such messages is not compressed. The flag
+// travels with a cluster broadcast to every server.
 func (b BroadcastOperator) Compress(compress bool) BroadcastOperator {
-	b.opts.Compress = compress
+	b.opts.NoCompress = !compress
 	return b
 }
 
@@ -102,8 +108,13 @@ func (b BroadcastOperator) Emit(ctx context.Context, event string, args ...any) 
 // socket until every socket replied or ctx is done (bounded by Timeout, or by
 // Options.AckTimeout when ctx has no deadline). When time runs out it returns the
 // replies that arrived and an *adapter.MissingRepliesError naming the sockets
-// that did not reply. Binary reply arguments arrive base64-encoded (see Args).
-func (b BroadcastOperator) EmitWithAck(ctx context.Context, event string, args ...any) ([]adapter.Reply, error) {
+// that did not reply. Binary reply arguments stay binary (see Args).
+func (b BroadcastOperator) EmitWithAck(ctx context.Context, event string, args ...any) ([]Reply, error) {
+	r, err := b.emitWithAck(ctx, event, args)
+	return replies(r), err
+}
+
+func (b BroadcastOperator) emitWithAck(ctx context.Context, event string, args []any) ([]adapter.Reply, error) {
 	p, err := eventPacket(b.nsp.name, event, args)
 	if err != nil {
 		return nil, err
@@ -249,12 +260,12 @@ func (r *RemoteSocket) Emit(ctx context.Context, event string, args ...any) erro
 func (r *RemoteSocket) EmitWithAck(ctx context.Context, event string, args ...any) (Args, error) {
 	replies, err := r.nsp.To(r.ID).EmitWithAck(ctx, event, args...)
 	if err != nil {
-		return nil, err
+		return Args{}, err
 	}
 	if len(replies) == 0 {
-		return nil, ErrDisconnected
+		return Args{}, ErrDisconnected
 	}
-	return Args(replies[0].Args), nil
+	return replies[0].Args, nil
 }
 
 // Join makes the socket join rooms.

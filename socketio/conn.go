@@ -12,7 +12,7 @@ import (
 
 	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/engineio"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // Close reasons given to OnDisconnect handlers, as the reference server names
@@ -40,12 +40,18 @@ const (
 type transport interface {
 	ID() string
 	Request() *http.Request
+	// Context carries the values of the handshake request's context and
+	// ends when the session closes.
+	Context() context.Context
+	// Protocol is the Engine.IO protocol of the client: 4, or 3 for a
+	// Socket.IO 2.x client (see v2.go).
+	Protocol() int
 	Transport() string
 	Close() error
 	Done() <-chan struct{}
 	// writePacket sends an encoded packet: its text and attachments in one Send,
 	// so they stay together in the session's queue.
-	writePacket(e *parser.Encoded, volatile bool) error
+	writePacket(e *parser.Encoded, volatile, noCompress bool) error
 	// waitRoom waits until the send queue has room for e among the deliveries
 	// that may wait (engineio.Session.WaitRoom).
 	waitRoom(ctx context.Context, e *parser.Encoded) error
@@ -74,12 +80,17 @@ func (t sessionTransport) waitRoom(ctx context.Context, e *parser.Encoded) error
 	return t.WaitRoom(ctx, msgs...)
 }
 
-func (t sessionTransport) writePacket(e *parser.Encoded, volatile bool) error {
+func (t sessionTransport) writePacket(e *parser.Encoded, volatile, noCompress bool) error {
 	// The messages live on the stack: Send copies them into its queue.
 	var buf [4]engineio.Message
 	msgs, err := wireMessages(t.wire, &buf, e)
 	if err != nil {
 		return err
+	}
+	if noCompress {
+		for i := range msgs {
+			msgs[i].NoCompress = true
+		}
 	}
 	if volatile {
 		t.SendVolatile(msgs...)
@@ -89,24 +100,25 @@ func (t sessionTransport) writePacket(e *parser.Encoded, volatile bool) error {
 }
 
 // conn is the Socket.IO side of one Engine.IO session: the sockets it has in its
-// namespaces, its packet decoder and its handler runner.
+// namespaces, its packet decoder and a handler runner per namespace.
 type conn struct {
 	srv *Server
 	t   transport
 	dec parser.FrameDecoder
-	run runner
 	at  int64 // when the session opened, in Unix nanoseconds
+	v2  bool  // a Socket.IO 2.x client (Engine.IO v3), see v2.go
 
 	mu      sync.Mutex
 	sockets []*Socket // one per namespace; few, so a slice beats a map
+	runners []*runner // one per namespace the client asked for
+	budget  budget    // of the packets queued in the runners
 	reason  string    // why this side closed the connection, if it did
 	closed  bool
 	timer   *time.Timer
 }
 
 func newConn(srv *Server, t transport) *conn {
-	c := &conn{srv: srv, t: t, at: time.Now().UnixNano()}
-	c.run.srv = srv
+	c := &conn{srv: srv, t: t, at: time.Now().UnixNano(), v2: t.Protocol() == 3}
 	c.dec = srv.opts.Parser.NewDecoder(srv.opts.MaxAttachments)
 	if d, ok := c.dec.(*parser.Decoder); ok {
 		// The JSON decoder holds attachments across messages; msgpack packets
@@ -114,6 +126,30 @@ func newConn(srv *Server, t transport) *conn {
 		d.MaxAttachmentBytes = srv.opts.MaxAttachmentBytes
 	}
 	return c
+}
+
+// runner returns the runner of namespace nsp on this connection. With create
+// it makes one for a CONNECT; runners of namespaces that have no socket on the
+// connection and nothing to run are dropped then, so that a client asking for
+// many namespaces does not grow the list. Only the read goroutine creates
+// runners, so packets of one namespace always reach the same one.
+func (c *conn) runner(nsp string, create bool) *runner {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range c.runners {
+		if r.nsp == nsp {
+			return r
+		}
+	}
+	if !create {
+		return nil
+	}
+	c.runners = slices.DeleteFunc(c.runners, func(r *runner) bool {
+		return r.idle() && c.socketLocked(r.nsp) == nil
+	})
+	r := &runner{srv: c.srv, nsp: nsp, budget: &c.budget}
+	c.runners = append(c.runners, r)
+	return r
 }
 
 // handshake describes the session's handshake request. It is built on demand so
@@ -207,27 +243,42 @@ func (c *conn) onMessage(m engineio.Message) {
 	if p == nil {
 		return
 	}
+	c.onPacket(p)
+}
+
+// onPacket handles a decoded packet, on the session's read goroutine.
+func (c *conn) onPacket(p *parser.Packet) {
 	c.srv.metrics.received(p)
 	done := c.t.Done()
 	size := len(p.Data)
 	for _, a := range p.Attachments {
 		size += len(a)
 	}
+	// Each namespace of the connection has its runner: a slow handler in one
+	// namespace does not hold up the others, and the packets of one namespace
+	// are handled in the order they arrived.
 	switch p.Type {
 	case parser.Connect:
-		c.run.push(done, true, size, func() { c.connect(p) })
+		r := c.runner(c.namespaceName(p.Namespace), true)
+		r.push(done, true, size, func() { c.connect(p, r) })
 	case parser.Disconnect:
-		c.run.push(done, true, size, func() {
-			if s := c.socket(p.Namespace); s != nil {
-				s.closeWith(ReasonClientNamespaceDisconnect, false)
-			}
-		})
+		if r := c.runner(p.Namespace, false); r != nil {
+			r.push(done, true, size, func() {
+				if s := c.socket(p.Namespace); s != nil {
+					s.closeWith(ReasonClientNamespaceDisconnect, false)
+				}
+			})
+		}
 	case parser.Event, parser.BinaryEvent:
-		c.run.push(done, true, size, func() {
-			if s := c.socket(p.Namespace); s != nil {
-				s.dispatch(p)
-			}
-		})
+		if r := c.runner(p.Namespace, false); r != nil {
+			r.push(done, true, size, func() {
+				if s := c.socket(p.Namespace); s != nil {
+					s.dispatch(p)
+				}
+			})
+		} else {
+			c.srv.log.Debug("socketio: event for a namespace not joined", "sid", c.t.ID(), "namespace", p.Namespace)
+		}
 	case parser.Ack, parser.BinaryAck:
 		// Acks are resolved here, not queued behind handlers, so that a handler
 		// waiting in EmitWithAck gets its answer.
@@ -247,10 +298,13 @@ func (c *conn) onMessage(m engineio.Message) {
 // (Handshake is read-only).
 var emptyAuth = json.RawMessage("{}")
 
-// connect handles a CONNECT packet on the connection's runner.
-func (c *conn) connect(p *parser.Packet) {
+// connect handles a CONNECT packet on the namespace's runner r.
+func (c *conn) connect(p *parser.Packet, r *runner) {
 	name := p.Namespace
 	auth := p.Data
+	if c.v2 {
+		name, auth = v2Connect(name)
+	}
 	if len(auth) == 0 {
 		auth = emptyAuth
 	}
@@ -272,20 +326,23 @@ func (c *conn) connect(p *parser.Packet) {
 		c.connectError(name, connectErrorPayload(&ConnectError{Message: "Namespace unavailable"}))
 		return
 	}
-	s := newSocket(n, c, auth)
+	s := newSocket(n, c, r, auth)
+	if c.v2 {
+		s.id = v2SocketID(name, c.t.ID())
+	}
 	var old *Socket // the session this client asks to recover
 	var pid, offset string
-	if c.srv.recovery != nil {
+	if c.srv.recovery != nil && !c.v2 {
 		pid, offset = recoveryRequest(auth)
 		if old = n.awaySocket(pid); old != nil {
 			s.id = old.id
 		}
 	}
-	if old == nil || !c.srv.recovery.SkipMiddlewares {
-		ctx := doneContext{c.t.Done()}
+	if old == nil || c.srv.recovery.RunMiddlewares {
+		ctx := c.t.Context()
 		for _, m := range n.middlewareList() {
 			if err := m(ctx, s); err != nil {
-				c.connectError(name, connectErrorPayload(err))
+				c.connectError(name, c.refusal(err))
 				return
 			}
 		}
@@ -319,6 +376,7 @@ func (c *conn) connect(p *parser.Packet) {
 		}
 		s.saveSession()
 	}
+	s.joinPending()
 	for _, h := range n.connectionHandlers() {
 		if !s.Connected() {
 			return
@@ -348,7 +406,7 @@ func (c *conn) join(n *Namespace, s *Socket, auth json.RawMessage) error {
 }
 
 func (c *conn) connectError(nsp string, payload json.RawMessage) {
-	c.write(parser.Encode(&parser.Packet{Type: parser.ConnectError, Namespace: nsp, Data: payload}), false)
+	c.write(parser.Encode(&parser.Packet{Type: parser.ConnectError, Namespace: nsp, Data: payload}), false, false)
 }
 
 func (c *conn) isClosed() bool {
@@ -395,26 +453,10 @@ func (c *conn) onClose(reason string) {
 }
 
 // write sends an encoded packet to the client.
-func (c *conn) write(e *parser.Encoded, volatile bool) {
+func (c *conn) write(e *parser.Encoded, volatile, noCompress bool) {
 	c.srv.metrics.sent(e)
-	if err := c.t.writePacket(e, volatile); err != nil && !errors.Is(err, engineio.ErrClosed) {
+	if err := c.t.writePacket(e, volatile, noCompress); err != nil && !errors.Is(err, engineio.ErrClosed) {
 		// ErrQueueFull: the session closes itself with ReasonSendQueueFull.
 		c.srv.log.Debug("socketio: send", "sid", c.t.ID(), "err", err)
-	}
-}
-
-// doneContext is a context cancelled when a connection closes, without a
-// goroutine or timer of its own.
-type doneContext struct{ done <-chan struct{} }
-
-func (doneContext) Deadline() (time.Time, bool) { return time.Time{}, false }
-func (d doneContext) Done() <-chan struct{}     { return d.done }
-func (doneContext) Value(any) any               { return nil }
-func (d doneContext) Err() error {
-	select {
-	case <-d.done:
-		return context.Canceled
-	default:
-		return nil
 	}
 }

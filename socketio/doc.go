@@ -37,9 +37,23 @@
 // event it missed, whichever server process or adapter sent them (see
 // RecoveryOptions).
 //
-// Handlers of one connection run one at a time, in the order the packets arrived,
+// Handlers of one socket run one at a time, in the order the packets arrived,
 // on a goroutine of their own, so a handler may block (for example on EmitWithAck)
-// without stopping the connection from reading. Stop the server with Shutdown.
+// without stopping the connection from reading. Each namespace of a connection
+// has its own such goroutine: a slow handler in one namespace does not hold up
+// the others. An event registered with Concurrent, or every event of a namespace
+// after Namespace.SetConcurrency, runs on goroutines of its own instead, up to a
+// bound per socket. Stop the server with Shutdown.
+//
+// # Coming from the Node.js server
+//
+// docs/NODE-PARITY.md maps every API and option of socket.io 4.8's server to
+// this package. In short: socket.request is Socket.Request (and the values of
+// the request's context are in Socket.Context and in the ctx of connect
+// middleware), socket.use is Socket.Use, several listeners per event with On
+// (which returns the function that removes it), Off, OnAny, PrependAny,
+// OnAnyOutgoing, room events with Namespace.OnCreateRoom and the like, the
+// engine's cookie, headers hooks and connection_error in engineio.Options.
 //
 // # Queues
 //

@@ -2,6 +2,7 @@ package socketio_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log"
@@ -94,7 +95,7 @@ func ExampleServer_Use() {
 		var auth struct {
 			Token string `json:"token"`
 		}
-		err := socketio.Args{s.Handshake().Auth}.Bind(&auth)
+		err := json.Unmarshal(s.Handshake().Auth, &auth)
 		if err != nil || auth.Token != "secret" {
 			return &socketio.ConnectError{Message: "not authorized", Data: map[string]string{"hint": "send a token"}}
 		}
@@ -228,7 +229,7 @@ func (c rawConn) read() string {
 
 func ExampleRecoveryOptions() {
 	srv := socketio.NewServer(&socketio.Options{
-		Recovery: &socketio.RecoveryOptions{MaxDisconnectionDuration: time.Minute, SkipMiddlewares: true},
+		Recovery: &socketio.RecoveryOptions{MaxDisconnectionDuration: time.Minute},
 	})
 	srv.OnConnection(func(s *socketio.Socket) {
 		if s.Recovered() {

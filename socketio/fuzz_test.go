@@ -76,7 +76,7 @@ func FuzzConnMessages(f *testing.F) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		// Let the handlers run on a live connection before closing it.
-		if err := srv.handlers.wait(ctx); err != nil {
+		if err := srv.handlers.Wait(ctx); err != nil {
 			t.Fatalf("handlers still running: %v", err)
 		}
 		close(tr.done)

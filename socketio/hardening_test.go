@@ -14,7 +14,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/durasock/durasock/engineio"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -187,16 +187,16 @@ func TestEventQueueBoundedInBytes(t *testing.T) {
 	})
 	c := dial(t, url, "websocket")
 	c.connect("/", "")
-	var run *runner
+	var b *budget // of the connection's runners
 	srv.mu.RLock()
 	for _, cn := range srv.conns {
-		run = &cn.run
+		b = &cn.budget
 	}
 	srv.mu.RUnlock()
 	queued := func() (int, int) {
-		run.mu.Lock()
-		defer run.mu.Unlock()
-		return len(run.queue), run.bytes
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.tasks, b.bytes
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())

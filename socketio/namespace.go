@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/durasock/durasock/adapter"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // Middleware runs when a client asks to join a namespace, before the socket is
@@ -33,6 +33,9 @@ type Namespace struct {
 	match      func(name string, auth json.RawMessage) bool // parents only
 	parent     *Namespace                                   // namespaces made by a parent
 	ackID      atomic.Uint64
+	limit      atomic.Int32 // handler concurrency of each socket (SetConcurrency)
+	observed   atomic.Bool  // room listeners exist
+	roomRun    runner       // runs the room listeners in order
 
 	mu             sync.RWMutex
 	sockets        map[string]*Socket
@@ -40,6 +43,7 @@ type Namespace struct {
 	onConnection   []func(*Socket)
 	serverHandlers map[string]func(*Event)
 	children       []*Namespace
+	rooms          roomListeners
 	away           map[string]*Socket // disconnected sessions by pid (recovery)
 	removed        bool               // an empty child taken out of the server
 }
@@ -48,6 +52,7 @@ var _ adapter.Namespace = (*Namespace)(nil)
 
 func newNamespace(srv *Server, name string, match func(string, json.RawMessage) bool) *Namespace {
 	n := &Namespace{srv: srv, name: name, match: match, sockets: make(map[string]*Socket)}
+	n.roomRun.srv = srv
 	if match == nil {
 		a, err := srv.opts.Adapter(n)
 		switch {
@@ -213,14 +218,15 @@ func (n *Namespace) HandleServerSideEmit(event string, args []json.RawMessage, r
 		n.srv.log.Debug("socketio: server-side event without handler", "namespace", n.name, "event", event)
 		return
 	}
-	e := &Event{Name: event, Args: args}
+	in := unpackArgs(args)
+	e := &Event{Name: event, Args: in.JSON, Attachments: in.Attachments}
 	if reply != nil {
 		e.ack = func(a []any) error {
-			raw, err := marshalEach(a)
+			raw, atts, err := parser.MarshalArgs(a...)
 			if err != nil {
 				return err
 			}
-			reply(raw)
+			reply(packArgs(parser.SplitValid(raw), atts))
 			return nil
 		}
 	}
@@ -228,9 +234,9 @@ func (n *Namespace) HandleServerSideEmit(event string, args []json.RawMessage, r
 		n.srv.log.Debug("socketio: server-side event after shutdown", "namespace", n.name, "event", event)
 		return
 	}
-	n.srv.handlers.add()
+	n.srv.handlers.Add()
 	go func() {
-		defer n.srv.handlers.done()
+		defer n.srv.handlers.Done()
 		r := runner{srv: n.srv}
 		r.call(func() { h(e) })
 	}()
@@ -254,12 +260,17 @@ func (n *Namespace) add(s *Socket) error {
 	// racing with this connection sees it.
 	n.sockets[s.id] = s
 	n.mu.Unlock()
-	s.connected.Store(true)
 	if s.rs != nil && s.rs.pid == "" {
 		s.rs.pid = newID()
 	}
-	s.conn.write(connectPacket(n.name, s.id, s.pid()), false)
-	n.adapter.Join(s.id)
+	// In its rooms (with those joined in middleware) before the client learns
+	// it is connected, so that whatever the client does next (and a
+	// DisconnectSockets or FetchSockets right after) finds it there. Until
+	// connected is set, broadcasts skip it: none reaches the client before
+	// the CONNECT answer, and s.mu keeps disconnections out meanwhile.
+	n.adapter.Join(s.id, s.takePendingLocked()...)
+	s.conn.write(s.conn.connectAnswer(n.name, s.id, s.pid()), false, false)
+	s.connected.Store(true)
 	return nil
 }
 
@@ -279,7 +290,7 @@ func (n *Namespace) remove(s *Socket, leaveRooms bool) {
 // To returns a broadcast to the sockets in any of rooms (every socket of the
 // namespace when rooms is empty).
 func (n *Namespace) To(rooms ...string) BroadcastOperator {
-	return BroadcastOperator{nsp: n}.To(rooms...)
+	return newBroadcast(n).To(rooms...)
 }
 
 // In is To.
@@ -287,54 +298,67 @@ func (n *Namespace) In(rooms ...string) BroadcastOperator { return n.To(rooms...
 
 // Except returns a broadcast to every socket not in any of rooms.
 func (n *Namespace) Except(rooms ...string) BroadcastOperator {
-	return BroadcastOperator{nsp: n}.Except(rooms...)
+	return newBroadcast(n).Except(rooms...)
 }
 
 // Local returns a broadcast to the sockets of this server only.
-func (n *Namespace) Local() BroadcastOperator { return BroadcastOperator{nsp: n}.Local() }
+func (n *Namespace) Local() BroadcastOperator { return newBroadcast(n).Local() }
 
 // Volatile returns a broadcast that may be dropped for sockets not ready to write.
-func (n *Namespace) Volatile() BroadcastOperator { return BroadcastOperator{nsp: n}.Volatile() }
+func (n *Namespace) Volatile() BroadcastOperator { return newBroadcast(n).Volatile() }
 
 // Timeout returns a broadcast whose EmitWithAck waits at most d.
 func (n *Namespace) Timeout(d time.Duration) BroadcastOperator {
-	return BroadcastOperator{nsp: n}.Timeout(d)
+	return newBroadcast(n).Timeout(d)
+}
+
+// Send emits a "message" event to every socket of the namespace, as the
+// reference server's send and write.
+func (n *Namespace) Send(ctx context.Context, args ...any) error {
+	return n.Emit(ctx, "message", args...)
 }
 
 // Emit sends an event to every socket of the namespace.
 func (n *Namespace) Emit(ctx context.Context, event string, args ...any) error {
-	return BroadcastOperator{nsp: n}.Emit(ctx, event, args...)
+	return newBroadcast(n).Emit(ctx, event, args...)
+}
+
+// Compress returns a broadcast whose events are compressed (true, the
+// default) or not (see BroadcastOperator.Compress).
+func (n *Namespace) Compress(compress bool) BroadcastOperator {
+	return newBroadcast(n).Compress(compress)
 }
 
 // EmitWithAck sends an event to every socket of the namespace and collects their
 // acknowledgements (see BroadcastOperator.EmitWithAck).
-func (n *Namespace) EmitWithAck(ctx context.Context, event string, args ...any) ([]adapter.Reply, error) {
-	return BroadcastOperator{nsp: n}.EmitWithAck(ctx, event, args...)
+func (n *Namespace) EmitWithAck(ctx context.Context, event string, args ...any) ([]Reply, error) {
+	return newBroadcast(n).EmitWithAck(ctx, event, args...)
 }
 
 // FetchSockets describes every socket of the namespace, on every server.
 func (n *Namespace) FetchSockets(ctx context.Context) ([]*RemoteSocket, error) {
-	return BroadcastOperator{nsp: n}.FetchSockets(ctx)
+	return newBroadcast(n).FetchSockets(ctx)
 }
 
 // SocketsJoin makes every socket of the namespace join rooms.
 func (n *Namespace) SocketsJoin(ctx context.Context, rooms ...string) error {
-	return BroadcastOperator{nsp: n}.SocketsJoin(ctx, rooms...)
+	return newBroadcast(n).SocketsJoin(ctx, rooms...)
 }
 
 // SocketsLeave makes every socket of the namespace leave rooms.
 func (n *Namespace) SocketsLeave(ctx context.Context, rooms ...string) error {
-	return BroadcastOperator{nsp: n}.SocketsLeave(ctx, rooms...)
+	return newBroadcast(n).SocketsLeave(ctx, rooms...)
 }
 
 // DisconnectSockets disconnects every socket of the namespace.
 func (n *Namespace) DisconnectSockets(ctx context.Context, closeConn bool) error {
-	return BroadcastOperator{nsp: n}.DisconnectSockets(ctx, closeConn)
+	return newBroadcast(n).DisconnectSockets(ctx, closeConn)
 }
 
 // ServerSideEmit sends an event to this namespace on every other server process;
-// their OnServerSideEmit handlers receive it. Arguments are marshalled with
-// encoding/json (a json.RawMessage as it is); there are no binary attachments.
+// their OnServerSideEmit handlers receive it. Arguments are marshalled as by
+// Socket.Emit: binary stays binary (Event.Bind into a *[]byte, Event.Values
+// gives a []byte), though it crosses the cluster base64-encoded inside JSON.
 func (n *Namespace) ServerSideEmit(ctx context.Context, event string, args ...any) error {
 	_, err := n.serverSideEmit(ctx, event, args, false)
 	return err
@@ -342,20 +366,19 @@ func (n *Namespace) ServerSideEmit(ctx context.Context, event string, args ...an
 
 // ServerSideEmitWithAck is ServerSideEmit collecting one reply per server until
 // ctx is done (or Options.AckTimeout when ctx has no deadline).
-func (n *Namespace) ServerSideEmitWithAck(ctx context.Context, event string, args ...any) ([]adapter.Reply, error) {
+func (n *Namespace) ServerSideEmitWithAck(ctx context.Context, event string, args ...any) ([]Reply, error) {
 	ctx, cancel := n.srv.ackContext(ctx, 0)
 	defer cancel()
-	return n.serverSideEmit(ctx, event, args, true)
+	r, err := n.serverSideEmit(ctx, event, args, true)
+	return replies(r), err
 }
 
 func (n *Namespace) serverSideEmit(ctx context.Context, event string, args []any, wantReplies bool) ([]adapter.Reply, error) {
-	if _, err := eventPacket(n.name, event, nil); err != nil {
-		return nil, err
-	}
-	raw, err := marshalEach(args)
+	p, err := eventPacket(n.name, event, args)
 	if err != nil {
 		return nil, err
 	}
+	raw := packArgs(parser.SplitValid(p.Data)[1:], p.Attachments)
 	targets, err := n.targets()
 	if err != nil {
 		return nil, err
@@ -369,24 +392,4 @@ func (n *Namespace) serverSideEmit(ctx context.Context, event string, args []any
 		}
 	}
 	return replies, nil
-}
-
-// marshalEach marshals every argument to its own JSON value.
-func marshalEach(args []any) ([]json.RawMessage, error) {
-	out := make([]json.RawMessage, len(args))
-	for i, a := range args {
-		if r, ok := a.(json.RawMessage); ok && r != nil {
-			if !json.Valid(r) {
-				return nil, fmt.Errorf("%w: argument %d: json.RawMessage is not valid JSON", parser.ErrInvalidArgument, i)
-			}
-			out[i] = r
-			continue
-		}
-		b, err := json.Marshal(a)
-		if err != nil {
-			return nil, fmt.Errorf("%w: argument %d: %w", parser.ErrInvalidArgument, i, err)
-		}
-		out[i] = b
-	}
-	return out, nil
 }

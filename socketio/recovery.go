@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/durasock/durasock/engineio"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // Defaults of RecoveryOptions.
@@ -55,9 +55,11 @@ type RecoveryOptions struct {
 	// MaxDisconnectionDuration is how long a session waits for its client.
 	// Default 2 minutes.
 	MaxDisconnectionDuration time.Duration
-	// SkipMiddlewares connects a recovered client without running the
-	// namespace's middleware again.
-	SkipMiddlewares bool
+	// RunMiddlewares runs the namespace's connect middleware again for a
+	// client whose session is recovered. By default, as in the reference
+	// server (skipMiddlewares: true), a recovered client is connected without
+	// it: it passed the middleware when it first connected.
+	RunMiddlewares bool
 	// History is how many recent events a connected socket remembers, to resend
 	// those a client had not received when its connection broke. Default 32.
 	History int
@@ -161,12 +163,12 @@ func hasOffset(e *parser.Encoded, offset string) bool {
 // recordedWrite is Socket.Write when recovery is enabled: it remembers recent
 // events, keeps them for a disconnected client, and forwards to the socket that
 // took over a recovered session.
-func (s *Socket) recordedWrite(e *parser.Encoded, volatile bool) {
+func (s *Socket) recordedWrite(e *parser.Encoded, volatile, noCompress bool) {
 	rec := s.nsp.srv.recovery
 	s.mu.Lock()
 	if r := s.rs.successor; r != nil {
 		s.mu.Unlock()
-		r.Write(e, volatile)
+		r.write(e, volatile, noCompress)
 		return
 	}
 	if s.away {
@@ -196,7 +198,7 @@ func (s *Socket) recordedWrite(e *parser.Encoded, volatile bool) {
 		}
 	}
 	// Written under s.mu so that the history and the wire agree on the order.
-	s.conn.write(e, volatile)
+	s.conn.write(e, volatile, noCompress)
 	s.mu.Unlock()
 }
 
@@ -316,9 +318,9 @@ func (n *Namespace) takeOver(old, s *Socket, offset string) bool {
 	}
 	s.keepHistoryLocked(missed)
 	s.connected.Store(true)
-	s.conn.write(connectPacket(n.name, s.id, s.rs.pid), false)
+	s.conn.write(connectPacket(n.name, s.id, s.rs.pid), false, false)
 	for _, e := range missed {
-		s.conn.write(e, false)
+		s.conn.write(e, false, false)
 	}
 	n.mu.Lock()
 	delete(n.away, old.rs.pid)

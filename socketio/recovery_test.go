@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/durasock/durasock/engineio"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // lastString returns the last argument of an event message, which carries the
@@ -134,7 +134,7 @@ func TestRecovery(t *testing.T) {
 }
 
 func TestRecoveryExpiry(t *testing.T) {
-	srv, url := newTestServer(t, &Options{Recovery: &RecoveryOptions{MaxDisconnectionDuration: 100 * time.Millisecond, SkipMiddlewares: true}})
+	srv, url := newTestServer(t, &Options{Recovery: &RecoveryOptions{MaxDisconnectionDuration: 100 * time.Millisecond}})
 	reasons := make(chan string, 2)
 	srv.OnConnection(func(s *Socket) {
 		s.Join("room")

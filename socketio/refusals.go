@@ -6,7 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 	"github.com/prometheus/client_golang/prometheus"
 )
 

@@ -10,8 +10,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/engineio"
+	"github.com/durasock/durasock/internal/gotrack"
+	"github.com/durasock/durasock/parser"
 )
 
 // Server is a Socket.IO v5 server. It is an http.Handler: mount it on the path
@@ -30,7 +31,8 @@ type Server struct {
 	closed  bool
 	dynamic int // namespaces created by parents that exist
 
-	handlers  tracker // handler goroutines of connections and server-side events
+	onNew     []func(*Namespace) // OnNewNamespace listeners
+	handlers  gotrack.Group      // handler goroutines of connections and server-side events
 	closeOnce sync.Once
 	metrics   *metrics // nil without Options.Registerer (metrics.go)
 	cuts      serverCuts
@@ -87,7 +89,26 @@ func (s *Server) Of(name string) *Namespace {
 	}
 	n := newNamespace(s, name, nil)
 	s.nsps[name] = n
+	s.announce(n)
 	return n
+}
+
+// OnNewNamespace registers a listener called with every namespace created
+// after it, by Of or for a client of an OfFunc or OfRegexp parent (the
+// reference server's "new_namespace" event). It runs with the server's lock
+// held: it may configure the namespace (Use, OnConnection, room listeners)
+// but not call methods of the Server.
+func (s *Server) OnNewNamespace(h func(*Namespace)) {
+	s.mu.Lock()
+	s.onNew = append(s.onNew, h)
+	s.mu.Unlock()
+}
+
+// announce runs the OnNewNamespace listeners; s.mu is held.
+func (s *Server) announce(n *Namespace) {
+	for _, h := range s.onNew {
+		h(n)
+	}
 }
 
 // OfFunc registers a dynamic namespace: a client may connect to any namespace
@@ -135,6 +156,7 @@ func (s *Server) lookupNamespace(name string, auth json.RawMessage) (*Namespace,
 			s.nsps[name] = n
 			s.dynamic++
 			p.addChild(n)
+			s.announce(n)
 		}
 		s.mu.Unlock()
 		return n, nil
@@ -169,9 +191,9 @@ func (s *Server) removeIfEmpty(n *Namespace) {
 	if n.adapter == nil {
 		return
 	}
-	s.handlers.add()
+	s.handlers.Add()
 	go func() {
-		defer s.handlers.done()
+		defer s.handlers.Done()
 		if err := n.adapter.Close(); err != nil {
 			s.log.Warn("socketio: closing the adapter of an empty namespace", "namespace", n.name, "err", err)
 		}
@@ -200,6 +222,10 @@ func (s *Server) Local() BroadcastOperator { return s.Of("/").Local() }
 // sockets not ready to write.
 func (s *Server) Volatile() BroadcastOperator { return s.Of("/").Volatile() }
 
+// Compress returns a broadcast of the main namespace whose events are
+// compressed (true, the default) or not (see BroadcastOperator.Compress).
+func (s *Server) Compress(compress bool) BroadcastOperator { return s.Of("/").Compress(compress) }
+
 // Timeout returns a broadcast of the main namespace whose EmitWithAck waits at
 // most d.
 func (s *Server) Timeout(d time.Duration) BroadcastOperator { return s.Of("/").Timeout(d) }
@@ -211,8 +237,13 @@ func (s *Server) FetchSockets(ctx context.Context) ([]*RemoteSocket, error) {
 
 // EmitWithAck sends an event to every socket of the main namespace and collects
 // their acknowledgements.
-func (s *Server) EmitWithAck(ctx context.Context, event string, args ...any) ([]adapter.Reply, error) {
+func (s *Server) EmitWithAck(ctx context.Context, event string, args ...any) ([]Reply, error) {
 	return s.Of("/").EmitWithAck(ctx, event, args...)
+}
+
+// Send emits a "message" event to every socket of the main namespace.
+func (s *Server) Send(ctx context.Context, args ...any) error {
+	return s.Of("/").Send(ctx, args...)
 }
 
 // Emit sends an event to every socket of the main namespace.
@@ -231,7 +262,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if err != nil {
 		_ = s.engine.Close() // Shutdown ran out of time: Close reports no error of its own.
 	}
-	if wErr := s.handlers.wait(ctx); err == nil {
+	if wErr := s.handlers.Wait(ctx); err == nil {
 		err = wErr
 	}
 	if cErr := s.closeAdapters(); err == nil {
@@ -280,50 +311,6 @@ func (s *Server) isClosed() bool {
 	return s.closed
 }
 
-// tracker counts running goroutines. Unlike sync.WaitGroup it may gain
-// goroutines while someone waits for it to drain.
-type tracker struct {
-	mu   sync.Mutex
-	n    int
-	idle chan struct{} // closed when n drops to zero; nil when nobody waits
-}
-
-func (t *tracker) add() {
-	t.mu.Lock()
-	t.n++
-	t.mu.Unlock()
-}
-
-func (t *tracker) done() {
-	t.mu.Lock()
-	t.n--
-	if t.n == 0 && t.idle != nil {
-		close(t.idle)
-		t.idle = nil
-	}
-	t.mu.Unlock()
-}
-
-// wait returns when no goroutine runs, or ctx.Err() when ctx ends first.
-func (t *tracker) wait(ctx context.Context) error {
-	t.mu.Lock()
-	if t.n == 0 {
-		t.mu.Unlock()
-		return nil
-	}
-	if t.idle == nil {
-		t.idle = make(chan struct{})
-	}
-	idle := t.idle
-	t.mu.Unlock()
-	select {
-	case <-idle:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // engineHandler receives the Engine.IO session events of a Server.
 type engineHandler Server
 
@@ -334,6 +321,10 @@ func (h *engineHandler) OnOpen(sess *engineio.Session) {
 	s.conns[sess] = c
 	s.mu.Unlock()
 	c.start()
+	if c.v2 {
+		// A Socket.IO 2.x client is in the main namespace without asking.
+		c.onPacket(&parser.Packet{Type: parser.Connect, Namespace: "/"})
+	}
 }
 
 func (h *engineHandler) OnMessage(sess *engineio.Session, m engineio.Message) {

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/durasock/durasock/adapter"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // restoreTimeout bounds the restore of a session kept by the adapter.
@@ -79,11 +79,11 @@ func (n *Namespace) restoreRemote(st adapter.SessionStore, s *Socket, pid, offse
 			x.data, x.dataJSON = sess.Data, sess.Data
 		}
 		s.connected.Store(true)
-		s.conn.write(connectPacket(n.name, s.id, pid), false)
+		s.conn.write(connectPacket(n.name, s.id, pid), false, false)
 		n.adapter.Join(s.id, sess.Rooms...)
 		s.keepHistoryLocked(missed)
 		for _, e := range missed {
-			s.conn.write(e, false)
+			s.conn.write(e, false, false)
 		}
 		return nil
 	})

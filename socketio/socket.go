@@ -13,7 +13,7 @@ import (
 
 	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/engineio"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // Handshake is what a client presented when it connected: the headers, query and
@@ -34,15 +34,17 @@ type Socket struct {
 	auth json.RawMessage
 
 	connected atomic.Bool
+	outgoing  atomic.Bool // OnAnyOutgoing listeners exist
 	// Guarded by mu; next to connected so that the flags share one word.
 	closed    bool
 	recovered bool
 	away      bool // the connection broke; the session waits for its client
 
 	mu       sync.Mutex
-	handlers map[string]func(*Event)
+	handlers map[string][]listener
 	acks     map[uint64]func([]json.RawMessage)
 	extra    *socketExtra // nil until used
+	run      *runner      // runs the handlers of the socket's namespace on its connection
 
 	rs *recoveryState // nil when connection state recovery is off
 }
@@ -71,7 +73,12 @@ var _ adapter.PacedSocket = (*Socket)(nil)
 type socketExtra struct {
 	done          chan struct{} // made on first use: most sockets are never waited for
 	reason        string        // why the socket disconnected
-	anyHandlers   []func(*Event)
+	anyIn         []listener    // OnAny, PrependAny
+	anyOut        []listener    // OnAnyOutgoing, PrependAnyOutgoing
+	middlewares   []EventMiddleware
+	onError       []func(error)
+	pending       []string                 // rooms joined before the socket connected
+	sems          map[string]chan struct{} // bounds of concurrent events, by event ("" for the namespace's)
 	onDisconnect  []func(reason string)
 	disconnecting []func(reason string)
 	data          any
@@ -86,8 +93,8 @@ func (s *Socket) extraLocked() *socketExtra {
 	return s.extra
 }
 
-func newSocket(n *Namespace, c *conn, auth json.RawMessage) *Socket {
-	s := &Socket{id: newID(), nsp: n, conn: c, auth: auth}
+func newSocket(n *Namespace, c *conn, run *runner, auth json.RawMessage) *Socket {
+	s := &Socket{id: newID(), nsp: n, conn: c, auth: auth, run: run}
 	if n.srv.recovery != nil {
 		s.rs = new(recoveryState)
 	}
@@ -124,25 +131,6 @@ func (s *Socket) Done() <-chan struct{} {
 		}
 	}
 	return x.done
-}
-
-// On registers the handler of event, replacing an earlier one.
-func (s *Socket) On(event string, h func(*Event)) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.handlers == nil {
-		s.handlers = make(map[string]func(*Event))
-	}
-	s.handlers[event] = h
-}
-
-// OnAny registers a handler called for every event, before the event's own
-// handler.
-func (s *Socket) OnAny(h func(*Event)) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	x := s.extraLocked()
-	x.anyHandlers = append(x.anyHandlers, h)
 }
 
 // OnDisconnect registers a handler called once, with the reason, when the socket
@@ -198,9 +186,50 @@ func (s *Socket) Data() any {
 	return s.extra.data
 }
 
-// Join adds the socket to rooms.
+// Join adds the socket to rooms. From a connect middleware, before the socket
+// is connected, the rooms are joined when it connects (and not if it is
+// refused).
 func (s *Socket) Join(rooms ...string) {
 	if s.Connected() {
+		s.nsp.adapter.Join(s.id, rooms...)
+		s.saveSession()
+		return
+	}
+	s.mu.Lock()
+	if !s.closed && !s.connected.Load() {
+		x := s.extraLocked()
+		for _, r := range rooms {
+			if !slices.Contains(x.pending, r) {
+				x.pending = append(x.pending, r)
+			}
+		}
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	if s.Connected() { // connected meanwhile
+		s.nsp.adapter.Join(s.id, rooms...)
+		s.saveSession()
+	}
+}
+
+// takePendingLocked returns the rooms joined before the socket connected and
+// forgets them. s.mu is held.
+func (s *Socket) takePendingLocked() []string {
+	if s.extra == nil {
+		return nil
+	}
+	p := s.extra.pending
+	s.extra.pending = nil
+	return p
+}
+
+// joinPending joins the rooms joined before the socket connected, once it is.
+func (s *Socket) joinPending() {
+	s.mu.Lock()
+	rooms := s.takePendingLocked()
+	s.mu.Unlock()
+	if len(rooms) > 0 && s.Connected() {
 		s.nsp.adapter.Join(s.id, rooms...)
 		s.saveSession()
 	}
@@ -213,6 +242,9 @@ func (s *Socket) Join(rooms ...string) {
 func (s *Socket) Leave(rooms ...string) {
 	s.mu.Lock()
 	away := s.away
+	if !s.connected.Load() && !s.closed && s.extra != nil {
+		s.extra.pending = slices.DeleteFunc(s.extra.pending, func(r string) bool { return slices.Contains(rooms, r) })
+	}
 	s.mu.Unlock()
 	if away {
 		return
@@ -221,14 +253,42 @@ func (s *Socket) Leave(rooms ...string) {
 	s.saveSession()
 }
 
-// Rooms returns the rooms the socket is in, its own id room included. After the
-// socket disconnected (from OnDisconnect on) it is in none.
-func (s *Socket) Rooms() []string { return s.nsp.adapter.Rooms(s.id) }
+// Rooms returns the rooms the socket is in, its own id room included. In a
+// connect middleware they are the rooms it will join when it connects. After
+// the socket disconnected (from OnDisconnect on) it is in none.
+func (s *Socket) Rooms() []string {
+	s.mu.Lock()
+	if !s.connected.Load() && !s.closed {
+		var rooms []string
+		if s.extra != nil {
+			rooms = slices.Clone(s.extra.pending)
+		}
+		s.mu.Unlock()
+		rooms = append(rooms, s.id)
+		slices.Sort(rooms)
+		return rooms
+	}
+	s.mu.Unlock()
+	return s.nsp.adapter.Rooms(s.id)
+}
 
 // To returns a broadcast to the sockets in any of rooms, except this one.
 func (s *Socket) To(rooms ...string) BroadcastOperator {
 	return s.nsp.To(rooms...).Except(s.id)
 }
+
+// In is To.
+func (s *Socket) In(rooms ...string) BroadcastOperator { return s.To(rooms...) }
+
+// Except returns a broadcast to every socket of the namespace in none of
+// rooms, except this one.
+func (s *Socket) Except(rooms ...string) BroadcastOperator {
+	return s.Broadcast().Except(rooms...)
+}
+
+// Local returns a broadcast to every socket of the namespace on this server
+// except this one.
+func (s *Socket) Local() BroadcastOperator { return s.Broadcast().Local() }
 
 // Broadcast returns a broadcast to every socket of the namespace except this one.
 func (s *Socket) Broadcast() BroadcastOperator { return s.nsp.To().Except(s.id) }
@@ -237,6 +297,64 @@ func (s *Socket) Broadcast() BroadcastOperator { return s.nsp.To().Except(s.id) 
 // parser.EventPacket: a json.RawMessage is sent as it is, a []byte as a binary
 // attachment, any other value through encoding/json. Emit never blocks.
 func (s *Socket) Emit(event string, args ...any) error {
+	return SocketEmitter{s: s}.Emit(event, args...)
+}
+
+// Send emits a "message" event, as the reference server's send and write.
+func (s *Socket) Send(args ...any) error { return s.Emit("message", args...) }
+
+// EmitWithAck sends an event and waits for the client's acknowledgement, until ctx
+// is done (or Options.AckTimeout when ctx has no deadline) or the socket
+// disconnects. Binary arguments of the answer stay binary (see Args).
+func (s *Socket) EmitWithAck(ctx context.Context, event string, args ...any) (Args, error) {
+	return SocketEmitter{s: s}.EmitWithAck(ctx, event, args...)
+}
+
+// Compress returns an emitter to this socket whose events are compressed
+// (true, the default) or not (false): with false a WebSocket message is sent
+// without permessage-deflate and a polling response holding only such
+// messages is not compressed.
+func (s *Socket) Compress(compress bool) SocketEmitter {
+	return SocketEmitter{s: s}.Compress(compress)
+}
+
+// Volatile returns an emitter to this socket whose events are dropped when
+// the connection is not ready to write them at once.
+func (s *Socket) Volatile() SocketEmitter { return SocketEmitter{s: s}.Volatile() }
+
+// Timeout returns an emitter to this socket whose EmitWithAck waits at most d.
+func (s *Socket) Timeout(d time.Duration) SocketEmitter { return SocketEmitter{s: s}.Timeout(d) }
+
+// SocketEmitter emits to one socket with flags (Socket.Compress, Volatile,
+// Timeout). It is a value: every method returns a new one.
+type SocketEmitter struct {
+	s          *Socket
+	volatile   bool
+	noCompress bool
+	timeout    time.Duration
+}
+
+// Compress sets whether the events are compressed (the default is true).
+func (e SocketEmitter) Compress(compress bool) SocketEmitter {
+	e.noCompress = !compress
+	return e
+}
+
+// Volatile lets the events be dropped when the connection is not ready.
+func (e SocketEmitter) Volatile() SocketEmitter {
+	e.volatile = true
+	return e
+}
+
+// Timeout bounds EmitWithAck, in addition to its ctx.
+func (e SocketEmitter) Timeout(d time.Duration) SocketEmitter {
+	e.timeout = d
+	return e
+}
+
+// Emit sends an event to the socket (see Socket.Emit).
+func (e SocketEmitter) Emit(event string, args ...any) error {
+	s := e.s
 	p, err := eventPacket(s.nsp.name, event, args)
 	if err != nil {
 		return err
@@ -245,43 +363,50 @@ func (s *Socket) Emit(event string, args ...any) error {
 		return ErrDisconnected
 	}
 	if s.nsp.srv.recovery != nil {
-		if s.nsp.sessionStore() != nil {
+		if !e.volatile && s.nsp.sessionStore() != nil {
 			// Through the adapter, so that every node can replay it.
-			return s.nsp.adapter.Broadcast(context.Background(), p, adapter.Options{Rooms: []string{s.id}, Recoverable: true})
+			return s.nsp.adapter.Broadcast(context.Background(), p, adapter.Options{Rooms: []string{s.id}, Recoverable: true, NoCompress: e.noCompress})
 		}
-		s.nsp.srv.withOffset(p)
-		s.recordedWrite(parser.Encode(p), false)
+		if !e.volatile {
+			s.nsp.srv.withOffset(p)
+		}
+		enc := parser.Encode(p)
+		s.recordedWrite(enc, e.volatile, e.noCompress)
+		s.notifyOutgoing(enc)
 		return nil
 	}
-	s.conn.write(parser.Encode(p), false)
+	enc := parser.Encode(p)
+	s.conn.write(enc, e.volatile, e.noCompress)
+	s.notifyOutgoing(enc)
 	return nil
 }
 
-// EmitWithAck sends an event and waits for the client's acknowledgement, until ctx
-// is done (or Options.AckTimeout when ctx has no deadline) or the socket
-// disconnects. A binary argument of the answer arrives base64-encoded, which
-// Args.Bind decodes into a []byte.
-func (s *Socket) EmitWithAck(ctx context.Context, event string, args ...any) (Args, error) {
+// EmitWithAck sends an event and waits for the acknowledgement (see
+// Socket.EmitWithAck).
+func (e SocketEmitter) EmitWithAck(ctx context.Context, event string, args ...any) (Args, error) {
+	s := e.s
 	p, err := eventPacket(s.nsp.name, event, args)
 	if err != nil {
-		return nil, err
+		return Args{}, err
 	}
-	ctx, cancel := s.nsp.srv.ackContext(ctx, 0)
+	ctx, cancel := s.nsp.srv.ackContext(ctx, e.timeout)
 	defer cancel()
 	p.ID, p.HasID = s.nsp.NextAckID(), true
 	reply := make(chan []json.RawMessage, 1)
 	if !s.expectAck(p.ID, func(a []json.RawMessage) { reply <- a }) {
-		return nil, ErrDisconnected
+		return Args{}, ErrDisconnected
 	}
-	s.conn.write(parser.Encode(p), false)
+	enc := parser.Encode(p)
+	s.conn.write(enc, e.volatile, e.noCompress)
+	s.notifyOutgoing(enc)
 	select {
 	case a := <-reply:
-		return Args(a), nil
+		return unpackArgs(a), nil
 	case <-ctx.Done():
 		s.ForgetAck(p.ID)
-		return nil, fmt.Errorf("%w: event %q to socket %s: %w", ErrAckTimeout, event, s.id, ctx.Err())
+		return Args{}, fmt.Errorf("%w: event %q to socket %s: %w", ErrAckTimeout, event, s.id, ctx.Err())
 	case <-s.Done():
-		return nil, ErrDisconnected
+		return Args{}, ErrDisconnected
 	}
 }
 
@@ -307,13 +432,42 @@ func (s *Socket) Disconnect(closeConn bool) {
 
 // Write queues an encoded packet for the client (adapter.Socket).
 func (s *Socket) Write(e *parser.Encoded, volatile bool) {
+	s.write(e, volatile, false)
+}
+
+// WriteUncompressed writes e as Write or, with paced, as WritePaced does,
+// with per-message compression off (adapter.UncompressedWriter).
+func (s *Socket) WriteUncompressed(ctx context.Context, e *parser.Encoded, volatile, paced bool) error {
+	if paced {
+		return s.writePaced(ctx, e, true)
+	}
+	s.write(e, volatile, true)
+	return nil
+}
+
+func (s *Socket) write(e *parser.Encoded, volatile, noCompress bool) {
 	if s.nsp.srv.recovery != nil {
-		s.recordedWrite(e, volatile)
+		s.recordedWrite(e, volatile, noCompress)
+		s.notifyOutgoing(e)
 		return
 	}
-	if s.Connected() {
-		s.conn.write(e, volatile)
+	if s.connectedSync() {
+		s.conn.write(e, volatile, noCompress)
+		s.notifyOutgoing(e)
 	}
+}
+
+// connectedSync is Connected for a write: a socket that is in its rooms but
+// not connected yet is being connected by Namespace.add, which holds s.mu
+// until the CONNECT answer is written, so waiting for s.mu puts the write
+// after it instead of dropping it.
+func (s *Socket) connectedSync() bool {
+	if s.connected.Load() {
+		return true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.connected.Load()
 }
 
 // WritePaced queues an encoded packet for the client as Write(e, false) does,
@@ -327,19 +481,23 @@ func (s *Socket) Write(e *parser.Encoded, volatile bool) {
 // error. For a client that is away, with connection state recovery, the
 // packet is kept for it without waiting.
 func (s *Socket) WritePaced(ctx context.Context, e *parser.Encoded) error {
+	return s.writePaced(ctx, e, false)
+}
+
+func (s *Socket) writePaced(ctx context.Context, e *parser.Encoded, noCompress bool) error {
 	if s.nsp.srv.recovery != nil {
 		s.mu.Lock()
 		successor, away := s.rs.successor, s.away
 		s.mu.Unlock()
 		switch {
 		case successor != nil:
-			return successor.WritePaced(ctx, e)
+			return successor.writePaced(ctx, e, noCompress)
 		case away:
-			s.recordedWrite(e, false)
+			s.recordedWrite(e, false, noCompress)
 			return nil
 		}
 	}
-	if !s.Connected() {
+	if !s.connectedSync() {
 		return ErrDisconnected
 	}
 	if err := s.conn.t.waitRoom(ctx, e); err != nil {
@@ -348,7 +506,7 @@ func (s *Socket) WritePaced(ctx context.Context, e *parser.Encoded) error {
 		}
 		return fmt.Errorf("socketio: socket %s: %w", s.id, err)
 	}
-	s.Write(e, false)
+	s.write(e, false, noCompress)
 	return nil
 }
 
@@ -390,21 +548,14 @@ func (s *Socket) Info() adapter.SocketInfo {
 }
 
 // resolveAck delivers an ACK packet to the waiting registration. Binary
-// arguments are replaced by their base64 strings.
+// arguments stay binary: their placeholders are kept and the attachments ride
+// along as a last argument (see packArgs), which crosses a cluster as JSON.
 func (s *Socket) resolveAck(p *parser.Packet) error {
 	s.mu.Lock()
 	fn := s.acks[p.ID]
 	delete(s.acks, p.ID)
 	s.mu.Unlock()
-	args := parser.SplitValid(p.Data) // validated by Decode
-	var err error
-	if len(p.Attachments) > 0 {
-		for i, a := range args {
-			if args[i], err = parser.ResolveBinary(a, p.Attachments); err != nil {
-				return err
-			}
-		}
-	}
+	args := packArgs(parser.SplitValid(p.Data), p.Attachments) // validated by Decode
 	if fn != nil {
 		fn(args)
 	} else {
@@ -413,7 +564,10 @@ func (s *Socket) resolveAck(p *parser.Packet) error {
 	return nil
 }
 
-// dispatch runs the handlers of an event, on the connection's runner.
+// dispatch runs the handlers of an event, on the namespace's runner of the
+// connection: in place, or on a goroutine of its own for an event that runs
+// concurrently (Concurrent, Namespace.SetConcurrency), once one of its slots
+// is free.
 func (s *Socket) dispatch(p *parser.Packet) {
 	if !s.Connected() {
 		return
@@ -436,24 +590,108 @@ func (s *Socket) dispatch(p *parser.Packet) {
 			if !s.Connected() {
 				return ErrDisconnected
 			}
-			s.conn.write(parser.Encode(ap), false)
+			s.conn.write(parser.Encode(ap), false, false)
 			return nil
 		}
 	}
-	s.mu.Lock()
-	var anys []func(*Event)
-	if s.extra != nil {
-		anys = slices.Clip(s.extra.anyHandlers)
+	key, limit := s.concurrency(name)
+	if limit < 2 {
+		s.handle(e)
+		return
 	}
-	h := s.handlers[name]
+	sem := s.semaphore(key, limit)
+	select {
+	case sem <- struct{}{}:
+	case <-s.Done():
+		return
+	}
+	srv := s.nsp.srv
+	srv.handlers.Add()
+	go func() {
+		defer srv.handlers.Done()
+		defer func() { <-sem }()
+		s.run.call(func() { s.handle(e) })
+	}()
+}
+
+// concurrency returns how many events named name the socket may handle at
+// once, and the key of the bound: the event's own, or the namespace's ("").
+func (s *Socket) concurrency(name string) (key string, limit int) {
+	s.mu.Lock()
+	for _, l := range s.handlers[name] {
+		if l.limit > 0 {
+			s.mu.Unlock()
+			return name, l.limit
+		}
+	}
+	s.mu.Unlock()
+	return "", s.nsp.concurrencyLimit()
+}
+
+// semaphore returns the bound of the events of key.
+func (s *Socket) semaphore(key string, limit int) chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	x := s.extraLocked()
+	sem := x.sems[key]
+	if sem == nil || cap(sem) != limit {
+		if x.sems == nil {
+			x.sems = make(map[string]chan struct{})
+		}
+		sem = make(chan struct{}, limit)
+		x.sems[key] = sem
+	}
+	return sem
+}
+
+// handle runs the middleware, the OnAny listeners and the listeners of e.
+func (s *Socket) handle(e *Event) {
+	s.mu.Lock()
+	var anys []listener
+	var mws []EventMiddleware
+	if x := s.extra; x != nil {
+		anys, mws = x.anyIn, x.middlewares
+	}
+	s.mu.Unlock()
+	for _, m := range mws {
+		if err := m(e); err != nil {
+			s.refuse(e, err)
+			return
+		}
+	}
+	s.mu.Lock()
+	list := s.handlers[e.Name]
 	s.mu.Unlock()
 	for _, a := range anys {
-		a(e)
+		a.h(e)
 	}
-	if h != nil {
-		h(e)
-	} else if len(anys) == 0 {
-		s.nsp.srv.log.Debug("socketio: event without handler", "socket", s.id, "event", name)
+	for _, l := range list {
+		l.h(e)
+	}
+	if len(list) == 0 && len(anys) == 0 {
+		s.nsp.srv.log.Debug("socketio: event without handler", "socket", s.id, "event", e.Name)
+	}
+}
+
+// refuse answers an event an EventMiddleware refused: the OnError handlers
+// run, then a client that asked for an ack gets the error.
+func (s *Socket) refuse(e *Event, err error) {
+	s.mu.Lock()
+	var hs []func(error)
+	if s.extra != nil {
+		hs = s.extra.onError
+	}
+	s.mu.Unlock()
+	if len(hs) == 0 {
+		s.nsp.srv.log.Debug("socketio: event refused by middleware", "socket", s.id, "event", e.Name, "err", err)
+	}
+	for _, h := range hs {
+		h(err)
+	}
+	if e.HasAck() {
+		if aErr := e.Ack(connectErrorPayload(err)); aErr != nil && !errors.Is(aErr, ErrAckSent) {
+			s.nsp.srv.log.Debug("socketio: refusal ack", "socket", s.id, "err", aErr)
+		}
 	}
 }
 
@@ -498,7 +736,7 @@ func (s *Socket) closeWith(reason string, notify bool) {
 		return
 	}
 	if notify {
-		s.conn.write(parser.Encode(&parser.Packet{Type: parser.Disconnect, Namespace: s.nsp.name}), false)
+		s.conn.write(parser.Encode(&parser.Packet{Type: parser.Disconnect, Namespace: s.nsp.name}), false, false)
 	}
 	// Broadcasts skip the socket from now on (it is not connected); it stays in
 	// its rooms until its OnDisconnecting handlers have run.
@@ -507,16 +745,16 @@ func (s *Socket) closeWith(reason string, notify bool) {
 	}
 	s.conn.removeSocket(s.nsp.name, s)
 	for _, h := range disconnecting {
-		s.conn.run.push(nil, false, 0, func() { h(reason) })
+		s.run.push(nil, false, 0, func() { h(reason) })
 	}
 	if len(disconnecting) > 0 && !away {
-		s.conn.run.push(nil, false, 0, func() {
+		s.run.push(nil, false, 0, func() {
 			s.nsp.adapter.LeaveAll(s.id)
 			s.nsp.srv.removeIfEmpty(s.nsp)
 		})
 	}
 	for _, h := range handlers {
-		s.conn.run.push(nil, false, 0, func() { h(reason) })
+		s.run.push(nil, false, 0, func() { h(reason) })
 	}
 }
 

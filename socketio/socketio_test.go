@@ -18,7 +18,7 @@ import (
 
 	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/engineio"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 func TestConnectMainNamespace(t *testing.T) {
@@ -453,7 +453,7 @@ func TestBroadcastEmitWithAck(t *testing.T) {
 	clients, sockets := clientGroup(t, srv, url, 3)
 	ctx := context.Background()
 	type out struct {
-		replies []adapter.Reply
+		replies []Reply
 		err     error
 	}
 	res := make(chan out, 1)
@@ -479,7 +479,7 @@ func TestBroadcastEmitWithAck(t *testing.T) {
 	for _, r := range o.replies {
 		var vote string
 		var i int
-		if err := Args(r.Args).Bind(&vote, &i); err != nil || vote != "yes" || r.From != sockets[i].ID() {
+		if err := r.Args.Bind(&vote, &i); err != nil || vote != "yes" || r.From != sockets[i].ID() {
 			t.Fatalf("reply %+v: %v", r, err)
 		}
 	}
@@ -789,7 +789,7 @@ func TestOperatorOptions(t *testing.T) {
 	}})
 	clients, sockets := clientGroup(t, srv, url, 1)
 	ctx := context.Background()
-	if err := sockets[0].To("a", "b").Except("c").Local().Volatile().Compress(true).Emit(ctx, "x"); err != nil {
+	if err := sockets[0].To("a", "b").Except("c").Local().Volatile().Compress(false).Emit(ctx, "x"); err != nil {
 		t.Fatal(err)
 	}
 	if err := srv.Of("/").Emit(ctx, "y", []byte{1}); err != nil {
@@ -800,7 +800,7 @@ func TestOperatorOptions(t *testing.T) {
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	want := []adapter.Options{
-		{Rooms: []string{"a", "b"}, Except: []string{sockets[0].ID(), "c"}, Local: true, Volatile: true, Compress: true},
+		{Rooms: []string{"a", "b"}, Except: []string{sockets[0].ID(), "c"}, Local: true, Volatile: true, NoCompress: true},
 		{},
 	}
 	if diff := cmp.Diff(want, rec.opts, cmpopts.EquateEmpty()); diff != "" {
@@ -836,7 +836,7 @@ func TestCloseIdempotent(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	defer cancel()
-	if err := srv.handlers.wait(ctx); err != nil {
+	if err := srv.handlers.Wait(ctx); err != nil {
 		t.Fatal(err)
 	}
 }

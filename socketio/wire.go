@@ -2,7 +2,7 @@ package socketio
 
 import (
 	"github.com/durasock/durasock/engineio"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // wireParser returns p when packets must be translated for it on their way

@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/durasock/durasock/adapter"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // Message is one packet a Socket received, decoded from the bytes written to it.

@@ -10,7 +10,7 @@ import (
 
 	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/adapter/adaptertest"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // answer collects ack replies delivered to a registration.

@@ -16,7 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/durasock/durasock/adapter"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // Defaults of Setup.
@@ -516,12 +516,15 @@ func testBroadcastInvalid(t *testing.T, s *suite) {
 	l := c.standard()
 	a := c.nodes[0].a
 	ack := &parser.Packet{Type: parser.Ack, Namespace: NamespaceName, ID: 1, HasID: true, Data: json.RawMessage(`[]`)}
-	for name, p := range map[string]*parser.Packet{"nil": nil, "ACK": ack} {
-		if err := a.Broadcast(c.ctx, p, adapter.Options{}); err == nil {
-			t.Errorf("Broadcast of a %s packet: no error", name)
+	other := &parser.Packet{Type: parser.Event, Namespace: "/other", Data: json.RawMessage(`["x"]`)}
+	object := &parser.Packet{Type: parser.Event, Namespace: NamespaceName, Data: json.RawMessage(` {"x":1}`)}
+	invalid := map[string]*parser.Packet{"nil": nil, "ACK": ack, "other namespace's": other, "object data": object}
+	for name, p := range invalid {
+		if err := a.Broadcast(c.ctx, p, adapter.Options{}); !errors.Is(err, adapter.ErrInvalidPacket) {
+			t.Errorf("Broadcast of a %s packet: %v, want adapter.ErrInvalidPacket", name, err)
 		}
-		if _, err := a.BroadcastWithAck(c.ctx, p, adapter.Options{}); err == nil {
-			t.Errorf("BroadcastWithAck of a %s packet: no error", name)
+		if _, err := a.BroadcastWithAck(c.ctx, p, adapter.Options{}); !errors.Is(err, adapter.ErrInvalidPacket) {
+			t.Errorf("BroadcastWithAck of a %s packet: %v, want adapter.ErrInvalidPacket", name, err)
 		}
 	}
 	c.emit(0, adapter.Options{}, "valid")
@@ -909,8 +912,8 @@ func testServerSideEmit(t *testing.T, s *suite) {
 			t.Errorf("node %d: server-side emits (-want +got):\n%s", i, diff)
 		}
 	}
-	if _, err := c.nodes[0].a.ServerSideEmit(c.ctx, "", nil, false); err == nil {
-		t.Errorf("ServerSideEmit with an empty event name: no error")
+	if _, err := c.nodes[0].a.ServerSideEmit(c.ctx, "", nil, false); !errors.Is(err, adapter.ErrInvalidEvent) {
+		t.Errorf("ServerSideEmit with an empty event name: %v, want adapter.ErrInvalidEvent", err)
 	}
 }
 

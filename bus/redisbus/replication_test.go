@@ -152,6 +152,84 @@ func TestUnderReplicated(t *testing.T) {
 	checkEvents(t, in.snapshot(), "a", n)
 }
 
+// TestUnderReplicatedKeepsPublishing: with WaitReplicas=1, a WaitTimeout
+// above the bus's interval between waits for replicas (the default 1 s) and
+// the only replica stopped, messages published after several such waits still
+// reach the other node while the replica is down, instead of waiting in the
+// outbox until it returns (a request among them would expire there).
+func TestUnderReplicatedKeepsPublishing(t *testing.T) {
+	primary, replica := redistest.Standalone(t), redistest.Standalone(t)
+	startReplica(t, primary, replica)
+	o := faultOpts(Streams)
+	o.Prefix = "underrepl-pub"
+	o.WaitReplicas = 1
+	o.WaitTimeout = time.Second
+	a, b := openBus(t, primary.URL(), o, "a"), openBus(t, primary.URL(), o, "b")
+	in := newInbox()
+	b.Receive(in.handle)
+	a.Receive(func(bus.Message) {})
+	busWarmUp(t, a, in)
+
+	if err := syscall.Kill(replica.PID(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	resume := func() {
+		if stopped {
+			stopped = false
+			if err := syscall.Kill(replica.PID(), syscall.SIGCONT); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	t.Cleanup(resume)
+
+	ctx := context.Background()
+	sent := 0
+	publish := func() {
+		t.Helper()
+		if err := a.Publish(ctx, "k", []byte("e"+strconv.Itoa(sent))); err != nil {
+			t.Fatalf("Publish %d: %v", sent, err)
+		}
+		sent++
+	}
+	// Under-replicated, and through two waits for replicas (each as long as
+	// WaitTimeout), with messages published all along.
+	deadline := time.Now().Add(waitLong)
+	for !a.Status().UnderReplicated || a.Stats().ReplicaWaits < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("not under-replicated with waits for replicas: status %+v, stats %+v", a.Status(), a.Stats())
+		}
+		publish()
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Each message now reaches b while the replica is still stopped.
+	for range 5 {
+		publish()
+		if !in.await(waitLong, countEvents(sent)) {
+			t.Fatalf("with the replica stopped, b received %d of %d events: the outbox held them (status %+v, stats %+v)",
+				len(in.snapshot())-1, sent, a.Status(), a.Stats())
+		}
+	}
+	if st := a.Status(); !st.UnderReplicated || st.OutboxLen == 0 {
+		t.Errorf("while the replica is stopped: under-replicated %v, outbox %d; want true and the messages kept until confirmed",
+			st.UnderReplicated, st.OutboxLen)
+	}
+
+	resume()
+	deadline = time.Now().Add(waitLong)
+	for st := a.Status(); st.OutboxLen > 0 || st.UnderReplicated; st = a.Status() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the replica returned: outbox %d, under-replicated %v", st.OutboxLen, st.UnderReplicated)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s := a.Stats(); s.Published != s.Accepted || s.Replayed != 0 {
+		t.Errorf("stats %+v: want every accepted message published once", s)
+	}
+	checkEvents(t, in.snapshot(), "a", sent)
+}
+
 // TestAwaitReplicasPrimaryChanged: writes that the replica had not confirmed
 // when the primary restarted without them are not confirmed by a later wait
 // on the new primary: AwaitReplicas reports ErrPrimaryChanged (the bus writes

@@ -114,17 +114,55 @@ var knownParams = map[string]bool{
 // sentinel_password, and for TLS ca, cert, key (PEM file paths), server_name,
 // skip_verify (bool). An unknown parameter is an error, so a typo is not ignored.
 func ParseEndpoint(s string) (Endpoint, error) {
-	var ep Endpoint
-	bad := func(format string, args ...any) (Endpoint, error) {
-		return Endpoint{}, &URLError{URL: redactLoose(s), Reason: safeReason(s, format, args)}
+	ep, err := parseEndpoint(s)
+	if err != nil {
+		return Endpoint{}, &URLError{URL: redactLoose(s), Reason: safeReason(s, err.format, err.args)}
 	}
+	return ep, nil
+}
+
+// badURL is why a URL was rejected, kept unformatted until ParseEndpoint knows
+// which of its parts may show a secret (see safeReason).
+type badURL struct {
+	format string
+	args   []any
+}
+
+func bad(format string, args ...any) *badURL { return &badURL{format: format, args: args} }
+
+// parseEndpoint takes s apart: scheme, user info, hosts or socket path, path,
+// query parameters, in that order.
+func parseEndpoint(s string) (Endpoint, *badURL) {
+	var ep Endpoint
 	if strings.TrimSpace(s) == "" {
-		return bad("empty URL")
+		return ep, bad("empty URL")
 	}
 	scheme, rest, ok := strings.Cut(s, "://")
 	if !ok {
-		return bad("missing scheme (want redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://)")
+		return ep, bad("missing scheme (want redis://, rediss://, unix://, redis+sentinel:// or redis+cluster://)")
 	}
+	if err := ep.setScheme(scheme); err != nil {
+		return ep, err
+	}
+	if i := strings.IndexByte(rest, '#'); i >= 0 {
+		return ep, bad("fragment %q not allowed", rest[i:])
+	}
+	rest, rawQuery, _ := strings.Cut(rest, "?")
+	authority, path := splitAuthority(rest)
+	authority, err := ep.setUserInfo(authority)
+	if err == nil && ep.Topology == Unix {
+		err = ep.setSocketPath(authority, path)
+	} else if err == nil {
+		err = ep.setHostsAndPath(scheme, authority, path)
+	}
+	if err == nil {
+		err = ep.setQuery(rawQuery)
+	}
+	return ep, err
+}
+
+// setScheme sets the topology and TLS that the scheme names.
+func (ep *Endpoint) setScheme(scheme string) *badURL {
 	switch strings.ToLower(scheme) {
 	case "redis":
 		ep.Topology = Standalone
@@ -143,96 +181,122 @@ func ParseEndpoint(s string) (Endpoint, error) {
 	default:
 		return bad("unknown scheme %q (want redis, rediss, unix, redis+sentinel, rediss+sentinel, redis+cluster or rediss+cluster)", scheme)
 	}
-	if i := strings.IndexByte(rest, '#'); i >= 0 {
-		return bad("fragment %q not allowed", rest[i:])
-	}
-	rest, rawQuery, _ := strings.Cut(rest, "?")
+	return nil
+}
 
-	// Authority: everything up to the first '/', except that a unix URL's
-	// authority is only user info ending in '@' (unix://user:pw@/path).
-	var authority, path string
+// splitAuthority cuts what follows the scheme (without the query) at the first
+// '/': the authority (user info and hosts; for a unix URL only user info ending
+// in '@', as in unix://user:pw@/path) and the path.
+func splitAuthority(rest string) (authority, path string) {
 	if i := strings.IndexByte(rest, '/'); i >= 0 {
-		authority, path = rest[:i], rest[i:]
-	} else {
-		authority = rest
+		return rest[:i], rest[i:]
 	}
-	if at := strings.LastIndexByte(authority, '@'); at >= 0 {
-		userinfo := authority[:at]
-		authority = authority[at+1:]
-		user, pass, hasPass := strings.Cut(userinfo, ":")
-		var err error
-		if ep.Username, err = url.PathUnescape(user); err != nil {
-			return bad("bad escape in user name")
-		}
-		if hasPass {
-			if ep.Password, err = url.PathUnescape(pass); err != nil {
-				return bad("bad escape in password")
-			}
-		}
-	}
+	return rest, ""
+}
 
+// setUserInfo takes the user name and password out of the authority and
+// returns what is left: the hosts.
+func (ep *Endpoint) setUserInfo(authority string) (string, *badURL) {
+	at := strings.LastIndexByte(authority, '@')
+	if at < 0 {
+		return authority, nil
+	}
+	user, pass, hasPass := strings.Cut(authority[:at], ":")
+	var err error
+	if ep.Username, err = url.PathUnescape(user); err != nil {
+		return "", bad("bad escape in user name")
+	}
+	if hasPass {
+		if ep.Password, err = url.PathUnescape(pass); err != nil {
+			return "", bad("bad escape in password")
+		}
+	}
+	return authority[at+1:], nil
+}
+
+// setSocketPath sets the address of a unix URL, which has no host.
+func (ep *Endpoint) setSocketPath(authority, path string) *badURL {
+	if authority != "" {
+		return bad("unix URL has host %q; write unix:///path/to/redis.sock", authority)
+	}
+	if path == "" || path == "/" {
+		return bad("missing socket path")
+	}
+	p, err := url.PathUnescape(path)
+	if err != nil {
+		return bad("bad escape in socket path")
+	}
+	ep.Addrs = []string{p}
+	return nil
+}
+
+// setHostsAndPath sets the addresses of a network URL and what its path says:
+// the master name of a Sentinel URL, then the database number.
+func (ep *Endpoint) setHostsAndPath(scheme, authority, path string) *badURL {
+	if err := ep.setHosts(scheme, authority); err != nil {
+		return err
+	}
+	segs := strings.Split(strings.Trim(path, "/"), "/")
+	if len(segs) == 1 && segs[0] == "" {
+		segs = nil
+	}
+	if ep.Topology == Sentinel {
+		if len(segs) == 0 {
+			return bad("missing master name (redis+sentinel://host:port/mastername)")
+		}
+		name, err := url.PathUnescape(segs[0])
+		if err != nil || name == "" {
+			return bad("bad master name %q", segs[0])
+		}
+		ep.MasterName = name
+		segs = segs[1:]
+	}
+	switch {
+	case len(segs) > 1:
+		return bad("unexpected path %q", path)
+	case len(segs) == 1 && ep.Topology == Cluster:
+		return bad("Redis Cluster has only database 0; remove the path %q", path)
+	case len(segs) == 1:
+		return ep.setDB(segs[0])
+	}
+	return nil
+}
+
+// setHosts sets the addresses of the comma-separated hosts, with the default
+// port of the topology where a host has none.
+func (ep *Endpoint) setHosts(scheme, authority string) *badURL {
+	if authority == "" {
+		return bad("missing host")
+	}
+	hosts := strings.Split(authority, ",")
+	if ep.Topology == Standalone && len(hosts) > 1 {
+		return bad("%d hosts in a %s URL; use redis+cluster:// or redis+sentinel:// for several", len(hosts), scheme)
+	}
 	defaultPort := "6379"
 	if ep.Topology == Sentinel {
 		defaultPort = "26379"
 	}
-	switch ep.Topology {
-	case Unix:
-		if authority != "" {
-			return bad("unix URL has host %q; write unix:///path/to/redis.sock", authority)
-		}
-		if path == "" || path == "/" {
-			return bad("missing socket path")
-		}
-		p, err := url.PathUnescape(path)
+	for _, h := range hosts {
+		addr, err := hostPort(h, defaultPort)
 		if err != nil {
-			return bad("bad escape in socket path")
+			return bad("%v", err)
 		}
-		ep.Addrs = []string{p}
-	default:
-		if authority == "" {
-			return bad("missing host")
-		}
-		hosts := strings.Split(authority, ",")
-		if ep.Topology == Standalone && len(hosts) > 1 {
-			return bad("%d hosts in a %s URL; use redis+cluster:// or redis+sentinel:// for several", len(hosts), scheme)
-		}
-		for _, h := range hosts {
-			addr, err := hostPort(h, defaultPort)
-			if err != nil {
-				return bad("%v", err)
-			}
-			ep.Addrs = append(ep.Addrs, addr)
-		}
-		segs := strings.Split(strings.Trim(path, "/"), "/")
-		if len(segs) == 1 && segs[0] == "" {
-			segs = nil
-		}
-		if ep.Topology == Sentinel {
-			if len(segs) == 0 {
-				return bad("missing master name (redis+sentinel://host:port/mastername)")
-			}
-			name, err := url.PathUnescape(segs[0])
-			if err != nil || name == "" {
-				return bad("bad master name %q", segs[0])
-			}
-			ep.MasterName = name
-			segs = segs[1:]
-		}
-		switch {
-		case len(segs) > 1:
-			return bad("unexpected path %q", path)
-		case len(segs) == 1:
-			if ep.Topology == Cluster {
-				return bad("Redis Cluster has only database 0; remove the path %q", path)
-			}
-			db, err := parseDB(segs[0])
-			if err != nil {
-				return bad("%v", err)
-			}
-			ep.DB = db
-		}
+		ep.Addrs = append(ep.Addrs, addr)
 	}
+	return nil
+}
 
+func (ep *Endpoint) setDB(s string) *badURL {
+	db, err := parseDB(s)
+	if err != nil {
+		return bad("%v", err)
+	}
+	ep.DB = db
+	return nil
+}
+
+// setQuery sets what the query parameters say. Each is known and given once.
+func (ep *Endpoint) setQuery(rawQuery string) *badURL {
 	q, err := url.ParseQuery(rawQuery)
 	if err != nil {
 		return bad("bad query: %v", err)
@@ -245,14 +309,27 @@ func ParseEndpoint(s string) (Endpoint, error) {
 			return bad("parameter %q given %d times", k, len(v))
 		}
 	}
-	if q.Has("db") {
-		if ep.Topology == Cluster {
-			return bad("Redis Cluster has only database 0")
-		}
-		if ep.DB, err = parseDB(q.Get("db")); err != nil {
-			return bad("%v", err)
+	for _, set := range [...]func(url.Values) *badURL{ep.setDBParam, ep.setConnParams, ep.setSentinelParams, ep.setTLSParams} {
+		if err := set(q); err != nil {
+			return err
 		}
 	}
+	return nil
+}
+
+func (ep *Endpoint) setDBParam(q url.Values) *badURL {
+	if !q.Has("db") {
+		return nil
+	}
+	if ep.Topology == Cluster {
+		return bad("Redis Cluster has only database 0")
+	}
+	return ep.setDB(q.Get("db"))
+}
+
+// setConnParams sets the timeouts and the client name.
+func (ep *Endpoint) setConnParams(q url.Values) *badURL {
+	var err error
 	if ep.DialTimeout, err = parseDuration(q, "dial_timeout"); err != nil {
 		return bad("%v", err)
 	}
@@ -263,17 +340,28 @@ func ParseEndpoint(s string) (Endpoint, error) {
 	if strings.ContainsAny(ep.ClientName, " \n\r") {
 		return bad("client_name must not contain spaces or newlines")
 	}
-	if q.Has("sentinel_username") || q.Has("sentinel_password") {
-		if ep.Topology != Sentinel {
-			return bad("sentinel_username and sentinel_password need a redis+sentinel URL")
-		}
-		ep.SentinelUsername = q.Get("sentinel_username")
-		ep.SentinelPassword = q.Get("sentinel_password")
+	return nil
+}
+
+func (ep *Endpoint) setSentinelParams(q url.Values) *badURL {
+	if !q.Has("sentinel_username") && !q.Has("sentinel_password") {
+		return nil
 	}
+	if ep.Topology != Sentinel {
+		return bad("sentinel_username and sentinel_password need a redis+sentinel URL")
+	}
+	ep.SentinelUsername = q.Get("sentinel_username")
+	ep.SentinelPassword = q.Get("sentinel_password")
+	return nil
+}
+
+// setTLSParams sets the TLS files and switches, which need a rediss scheme.
+func (ep *Endpoint) setTLSParams(q url.Values) *badURL {
 	ep.CAFile, ep.CertFile, ep.KeyFile = q.Get("ca"), q.Get("cert"), q.Get("key")
 	ep.ServerName = q.Get("server_name")
 	if q.Has("skip_verify") {
 		v := q.Get("skip_verify")
+		var err error
 		if v == "" {
 			ep.InsecureSkipVerify = true
 		} else if ep.InsecureSkipVerify, err = strconv.ParseBool(v); err != nil {
@@ -286,7 +374,7 @@ func ParseEndpoint(s string) (Endpoint, error) {
 	if (ep.CertFile == "") != (ep.KeyFile == "") {
 		return bad("cert and key must be given together")
 	}
-	return ep, nil
+	return nil
 }
 
 func hostPort(h, defaultPort string) (string, error) {

@@ -9,7 +9,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/durasock/durasock/admin"
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // adminUIPath is where -admin-ui-dir is served.

@@ -2,9 +2,16 @@ package main
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"flag"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/url"
@@ -137,7 +144,7 @@ var goImports = map[string]string{
 	"socketio": "github.com/durasock/durasock/socketio", "engineio": "github.com/durasock/durasock/engineio",
 	"cluster": "github.com/durasock/durasock/cluster", "redisbus": "github.com/durasock/durasock/bus/redisbus",
 	"bus": "github.com/durasock/durasock/bus", "emitter": "github.com/durasock/durasock/emitter",
-	"adapter": "github.com/durasock/durasock/adapter", "parser": "github.com/durasock/durasock/socketio/parser",
+	"adapter": "github.com/durasock/durasock/adapter", "parser": "github.com/durasock/durasock/parser",
 	"admin": "github.com/durasock/durasock/admin",
 }
 
@@ -791,4 +798,115 @@ func TestDocsFlagTable(t *testing.T) {
 	for name := range documented {
 		t.Errorf("docs/OPERATIONS.md documents -%s, which the binary does not have", name)
 	}
+}
+
+// TestDocsProxyConfigs checks every nginx and HAProxy configuration in README
+// and docs with the real programs (nginx -t, haproxy -c), installed by
+// scripts/test: a load balancer config a user copies must load.
+func TestDocsProxyConfigs(t *testing.T) {
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files = append(files, filepath.Join(root, "README.md"))
+	checked := 0
+	for _, f := range files {
+		for _, s := range extractSnippets(t, f) {
+			switch s.lang {
+			case "nginx":
+				checkNginx(t, s)
+			case "haproxy":
+				checkHAProxy(t, s)
+			default:
+				continue
+			}
+			checked++
+		}
+	}
+	if checked < 2 {
+		t.Fatalf("found %d proxy configurations; README has an nginx and an HAProxy one", checked)
+	}
+}
+
+// sbinTool finds a program that Debian installs in /usr/sbin, which a user's
+// PATH may lack.
+func sbinTool(t *testing.T, name string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	p := "/usr/sbin/" + name
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("%s is not installed (./scripts/test installs it: apt-get install nginx-light haproxy)", name)
+	}
+	return p
+}
+
+// checkNginx loads an http-context snippet inside a minimal nginx.conf.
+func checkNginx(t *testing.T, s snippet) {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "logs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The snippet's certificate paths are the user's: point them at a
+	// certificate made here, so that nginx can load them.
+	cert, key := selfSignedCert(t, dir)
+	text := regexp.MustCompile(`ssl_certificate\s+[^;]+;`).ReplaceAllString(s.text, "ssl_certificate "+cert+";")
+	text = regexp.MustCompile(`ssl_certificate_key\s+[^;]+;`).ReplaceAllString(text, "ssl_certificate_key "+key+";")
+	if err := os.WriteFile(filepath.Join(dir, "snippet.conf"), []byte(text+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	conf := fmt.Sprintf("pid %[1]s/nginx.pid;\nerror_log %[1]s/logs/error.log;\nevents {}\nhttp {\n    access_log off;\n    include %[1]s/snippet.conf;\n}\n", dir)
+	if err := os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(sbinTool(t, "nginx"), "-t", "-q", "-p", dir, "-c", filepath.Join(dir, "nginx.conf")).CombinedOutput()
+	if err != nil {
+		t.Errorf("%s: nginx -t refuses the configuration: %v\n%s", s, err, out)
+	}
+}
+
+// checkHAProxy checks a whole haproxy.cfg snippet.
+func checkHAProxy(t *testing.T, s snippet) {
+	t.Helper()
+	cfg := filepath.Join(t.TempDir(), "haproxy.cfg")
+	if err := os.WriteFile(cfg, []byte(s.text+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(sbinTool(t, "haproxy"), "-c", "-q", "-f", cfg).CombinedOutput()
+	if err != nil {
+		t.Errorf("%s: haproxy -c refuses the configuration: %v\n%s", s, err, out)
+	}
+}
+
+// selfSignedCert writes a certificate and its key for 127.0.0.1 into dir.
+func selfSignedCert(t *testing.T, dir string) (certPath, keyPath string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPath, keyPath = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certPath, keyPath
 }

@@ -2,6 +2,10 @@ package bench
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 )
@@ -80,7 +84,7 @@ func TestSmoke(t *testing.T) {
 		}
 	})
 	t.Run("idle-memory", func(t *testing.T) {
-		r, err := Idle(ctx, IdleConfig{Common: testCommon(t), Conns: 50, Settle: 100 * time.Millisecond})
+		r, err := Idle(ctx, IdleConfig{Common: testCommon(t), Conns: 50, Settle: 100 * time.Millisecond, SourceAddrs: 3})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -88,6 +92,27 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("result %+v", r)
 		}
 	})
+}
+
+// TestSourceAddrClients checks that the idle scenario's clients dial from
+// the loopback addresses they are given, as the server sees them.
+func TestSourceAddrClients(t *testing.T) {
+	seen := make(chan string, 3)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		seen <- host
+	}))
+	defer hs.Close()
+	for i, c := range sourceAddrClients(3) {
+		res, err := c.Get(hs.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = res.Body.Close() // empty
+		if got, want := <-seen, fmt.Sprintf("127.0.0.%d", i+1); got != want {
+			t.Errorf("client %d dialed from %s, want %s", i, got, want)
+		}
+	}
 }
 
 func TestHistogram(t *testing.T) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,7 +20,16 @@ type IdleConfig struct {
 	Conns       int           // default 10000
 	Concurrency int           // dials at once; default 64
 	Settle      time.Duration // wait after the last connection before measuring; default 2s
+	// SourceAddrs spreads the clients over the loopback source addresses
+	// 127.0.0.1 … 127.0.0.N, each with its own ephemeral port range (about 28 000
+	// ports on Linux by default); default one per 20 000 connections.
+	SourceAddrs int
 }
+
+// connsPerSourceAddr is how many connections the idle scenario opens from
+// one loopback source address by default, below Linux's default ephemeral
+// port range (32768–60999).
+const connsPerSourceAddr = 20000
 
 // IdleResult is the memory a node spends on idle connections.
 type IdleResult struct {
@@ -37,6 +48,10 @@ type IdleResult struct {
 	Before            *MemStatus `json:"before,omitempty"`
 	After             *MemStatus `json:"after,omitempty"`
 	DialSeconds       float64    `json:"dial_seconds"`
+	// IdleCPU is the node's CPU seconds per second (1.0: one core) during the
+	// settle wait, when every connection is idle but for its heartbeats.
+	IdleCPU     float64 `json:"idle_cpu_cores"`
+	SourceAddrs int     `json:"source_addrs"`
 }
 
 // Idle runs the idle-memory scenario.
@@ -54,7 +69,11 @@ func Idle(ctx context.Context, cfg IdleConfig) (_ IdleResult, err error) {
 	if res.Server == "" {
 		res.Server = ServerRelay
 	}
-	if limit, err := RaiseFileLimit(); err == nil && limit < uint64(cfg.Conns)+256 {
+	if cfg.SourceAddrs <= 0 {
+		cfg.SourceAddrs = (cfg.Conns + connsPerSourceAddr - 1) / connsPerSourceAddr
+	}
+	res.SourceAddrs = cfg.SourceAddrs
+	if limit, err := RaiseFileLimitTo(uint64(cfg.Conns) + 256); err == nil && limit < uint64(cfg.Conns)+256 {
 		return res, fmt.Errorf("bench: open file limit %d is too low for %d connections (raise the hard limit: ulimit -Hn)", limit, cfg.Conns)
 	}
 	e, err := startEnv(ctx, &cfg.Common, TransportLocal, 1)
@@ -79,7 +98,8 @@ func Idle(ctx context.Context, cfg IdleConfig) (_ IdleResult, err error) {
 	if res.Before, res.RSSBefore, err = measure(); err != nil {
 		return res, err
 	}
-	cfg.logf("idle-memory: dialing %d connections", cfg.Conns)
+	clientsFor := sourceAddrClients(cfg.SourceAddrs)
+	cfg.logf("idle-memory: dialing %d connections from %d source address(es)", cfg.Conns, cfg.SourceAddrs)
 	start := time.Now()
 	clients := make([]*sioclient.Client, cfg.Conns)
 	var (
@@ -98,7 +118,8 @@ func Idle(ctx context.Context, cfg IdleConfig) (_ IdleResult, err error) {
 					return
 				}
 				dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				c, err := sioclient.Dial(dctx, node.SocketURL(), &sioclient.Options{OnEvent: func(*sioclient.Event) {}})
+				c, err := sioclient.Dial(dctx, node.SocketURL(), &sioclient.Options{OnEvent: func(*sioclient.Event) {},
+					HTTPClient: clientsFor[i%len(clientsFor)]})
 				cancel()
 				if err != nil {
 					mu.Lock()
@@ -123,8 +144,13 @@ func Idle(ctx context.Context, cfg IdleConfig) (_ IdleResult, err error) {
 		return res, firstErr
 	}
 	res.DialSeconds = time.Since(start).Seconds()
+	cpu0, cpuErr := cpuSeconds(node.PID())
+	settleStart := time.Now()
 	if err := sleepCtx(ctx, cfg.Settle); err != nil {
 		return res, err
+	}
+	if cpu1, err := cpuSeconds(node.PID()); err == nil && cpuErr == nil {
+		res.IdleCPU = (cpu1 - cpu0) / time.Since(settleStart).Seconds()
 	}
 	if res.After, res.RSSAfter, err = measure(); err != nil {
 		return res, err
@@ -146,4 +172,18 @@ func Idle(ctx context.Context, cfg IdleConfig) (_ IdleResult, err error) {
 	}
 	cfg.logf("idle-memory: closing %d connections", cfg.Conns)
 	return res, nil
+}
+
+// sourceAddrClients returns one HTTP client per loopback source address
+// 127.0.0.1 … 127.0.0.n; with n = 1, the default client.
+func sourceAddrClients(n int) []*http.Client {
+	if n <= 1 {
+		return []*http.Client{http.DefaultClient}
+	}
+	cs := make([]*http.Client, n)
+	for i := range cs {
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i))}}
+		cs[i] = &http.Client{Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}
+	}
+	return cs
 }

@@ -33,3 +33,19 @@ func RaiseFileLimit() (uint64, error) {
 	}
 	return r.Cur, nil
 }
+
+// RaiseFileLimitTo raises the soft limit of open files to the hard limit and,
+// where the hard limit is below n and the process may raise it (root), both
+// to n; processes started afterwards inherit it. It returns the soft limit.
+func RaiseFileLimitTo(n uint64) (uint64, error) {
+	var r syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
+		return 0, err
+	}
+	if r.Max < n {
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: n, Max: n}); err == nil {
+			return n, nil
+		}
+	}
+	return RaiseFileLimit()
+}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/durasock/durasock/internal/jsonx"
 )
 
 // Defaults of Options.
@@ -134,7 +136,7 @@ func Dial(ctx context.Context, rawURL string, opts *Options) (*Client, error) {
 				return nil, fmt.Errorf("%w: auth: %w", ErrInvalidArgument, err)
 			}
 		}
-		if !json.Valid(auth) || firstNonSpace(auth) != '{' {
+		if !json.Valid(auth) || jsonx.FirstByte(auth) != '{' {
 			return nil, fmt.Errorf("%w: auth must be a JSON object", ErrInvalidArgument)
 		}
 	}
@@ -302,7 +304,7 @@ func (c *Client) parseConnectReply(b []byte) (string, error) {
 			Data    json.RawMessage `json:"data"`
 		}
 		switch {
-		case firstNonSpace(rest) == '"':
+		case jsonx.FirstByte(rest) == '"':
 			if err := json.Unmarshal(rest, &ce.Message); err != nil {
 				return "", fmt.Errorf("%w: CONNECT_ERROR: %w", ErrProtocol, err)
 			}
@@ -320,17 +322,6 @@ func (c *Client) parseConnectReply(b []byte) (string, error) {
 		return "", fmt.Errorf("%w: CONNECT reply without sid: %.60q", ErrProtocol, rest)
 	}
 	return body.SID, nil
-}
-
-func firstNonSpace(b []byte) byte {
-	for _, c := range b {
-		switch c {
-		case ' ', '\t', '\r', '\n':
-			continue
-		}
-		return c
-	}
-	return 0
 }
 
 // ID is the socket id the server gave this client in the namespace.

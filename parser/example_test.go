@@ -3,7 +3,7 @@ package parser_test
 import (
 	"fmt"
 
-	"github.com/durasock/durasock/socketio/parser"
+	"github.com/durasock/durasock/parser"
 )
 
 // A []byte nested in a Go value travels as a binary attachment, with a

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"unicode/utf8"
+
+	"github.com/durasock/durasock/internal/jsonx"
 )
 
 // Errors returned by Decode and Decoder. Every decoding error wraps ErrInvalid, so
@@ -113,7 +115,7 @@ func validate(p *Packet) error {
 		if p.HasID {
 			return ErrInvalidAckID
 		}
-		if p.Data != nil && firstByte(p.Data) != '{' {
+		if p.Data != nil && jsonx.FirstByte(p.Data) != '{' {
 			return fmt.Errorf("%w: CONNECT payload must be an object", ErrInvalidPayload)
 		}
 	case Disconnect:
@@ -128,7 +130,7 @@ func validate(p *Packet) error {
 			return ErrInvalidAckID
 		}
 		if p.Data != nil {
-			if b := firstByte(p.Data); b != '{' && b != '"' {
+			if b := jsonx.FirstByte(p.Data); b != '{' && b != '"' {
 				return fmt.Errorf("%w: CONNECT_ERROR payload must be an object or a string", ErrInvalidPayload)
 			}
 		}
@@ -143,7 +145,7 @@ func validate(p *Packet) error {
 		if !p.HasID {
 			return fmt.Errorf("%w: ACK without id", ErrInvalidAckID)
 		}
-		if p.Data != nil && firstByte(p.Data) != '[' {
+		if p.Data != nil && jsonx.FirstByte(p.Data) != '[' {
 			return fmt.Errorf("%w: ACK payload must be an array", ErrInvalidPayload)
 		}
 	}
@@ -154,7 +156,7 @@ func validate(p *Packet) error {
 // element is the name). A numeric first element is accepted, as by the reference
 // parser, and returned as its JSON text.
 func EventName(data json.RawMessage) (string, error) {
-	if firstByte(data) != '[' {
+	if jsonx.FirstByte(data) != '[' {
 		return "", fmt.Errorf("%w: EVENT payload must be an array", ErrInvalidPayload)
 	}
 	first, _, ok := nextElement(data, skipSpace(data, skipSpace(data, 0)+1))
@@ -204,14 +206,6 @@ func plainString(tok []byte) (string, bool) {
 		return "", false
 	}
 	return string(body), true
-}
-
-func firstByte(b []byte) byte {
-	i := skipSpace(b, 0)
-	if i >= len(b) {
-		return 0
-	}
-	return b[i]
 }
 
 func skipSpace(b []byte, i int) int {
@@ -277,7 +271,7 @@ func SplitArray(data json.RawMessage) ([]json.RawMessage, error) {
 	if len(data) == 0 {
 		return nil, nil
 	}
-	if firstByte(data) != '[' || !json.Valid(data) {
+	if jsonx.FirstByte(data) != '[' || !json.Valid(data) {
 		return nil, fmt.Errorf("%w: not a JSON array", ErrInvalidPayload)
 	}
 	return splitValid(data), nil
@@ -287,7 +281,7 @@ func SplitArray(data json.RawMessage) ([]json.RawMessage, error) {
 // packet returned by Decode or a Decoder: it skips the validation pass. On
 // invalid JSON it returns meaningless elements but never panics.
 func SplitValid(data json.RawMessage) []json.RawMessage {
-	if len(data) == 0 || firstByte(data) != '[' {
+	if len(data) == 0 || jsonx.FirstByte(data) != '[' {
 		return nil
 	}
 	return splitValid(data)

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/durasock/durasock/internal/jsonx"
 )
 
 // ErrInvalidArgument is returned when an argument cannot be marshalled to JSON.
@@ -134,7 +136,7 @@ func appendPlaceholder(b []byte, n int) []byte {
 // PlaceholderIndex reports whether v is exactly a binary placeholder
 // {"_placeholder":true,"num":N} and returns N.
 func PlaceholderIndex(v json.RawMessage) (int, bool) {
-	if firstByte(v) != '{' || !bytes.Contains(v, placeholderKey) {
+	if jsonx.FirstByte(v) != '{' || !bytes.Contains(v, placeholderKey) {
 		return 0, false
 	}
 	var ph struct {

@@ -217,123 +217,156 @@ func (m *binaryMarshaller) rewrite(v reflect.Value, depth int) (reflect.Value, b
 	}
 	switch t.Kind() {
 	case reflect.Interface:
-		// The dynamic value is looked at first without reflection: decoded JSON
-		// (maps, slices, scalars) or a type known to hold no byte slice.
-		if v.IsNil() || !v.CanInterface() || !mayHoldBytes(v.Interface()) {
-			return v, false
-		}
-		e, changed := m.rewrite(v.Elem(), depth+1)
-		if !changed {
-			return v, false
-		}
-		cp := reflect.New(t).Elem()
-		cp.Set(e)
-		return cp, true
+		return m.rewriteInterface(v, depth)
 	case reflect.Pointer:
-		if v.IsNil() || !typeHoldsBytes(t) {
-			return v, false
-		}
-		e, changed := m.rewrite(v.Elem(), depth+1)
-		if !changed {
-			return v, false
-		}
-		p := reflect.New(t.Elem())
-		p.Elem().Set(e)
-		return p, true
+		return m.rewritePointer(v, depth)
 	case reflect.Slice:
-		if v.IsNil() {
-			return v, false
-		}
-		if isBytes(t) {
-			return reflect.ValueOf(m.marker(v.Bytes())).Convert(t), true
-		}
-		if !typeHoldsBytes(t) {
-			return v, false
-		}
-		var cp reflect.Value
-		for i := range v.Len() {
-			e, changed := m.rewrite(v.Index(i), depth+1)
-			if !changed {
-				continue
-			}
-			if !cp.IsValid() {
-				cp = reflect.MakeSlice(t, v.Len(), v.Len())
-				reflect.Copy(cp, v)
-			}
-			cp.Index(i).Set(e)
-		}
-		return cp, cp.IsValid()
+		return m.rewriteSlice(v, depth)
 	case reflect.Array:
 		if !typeHoldsBytes(t) {
 			return v, false
 		}
-		var cp reflect.Value
-		for i := range v.Len() {
-			e, changed := m.rewrite(v.Index(i), depth+1)
-			if !changed {
-				continue
-			}
-			if !cp.IsValid() {
-				cp = reflect.New(t).Elem()
-				cp.Set(v)
-			}
-			cp.Index(i).Set(e)
-		}
-		return cp, cp.IsValid()
+		return m.rewriteElems(v, depth, func() reflect.Value {
+			cp := reflect.New(t).Elem()
+			cp.Set(v)
+			return cp
+		})
 	case reflect.Map:
-		if v.IsNil() || !typeHoldsBytes(t) {
-			return v, false
-		}
-		var cp reflect.Value
-		iter := v.MapRange()
-		for iter.Next() {
-			e, changed := m.rewrite(iter.Value(), depth+1)
-			if !changed {
-				continue
-			}
-			if !cp.IsValid() {
-				cp = reflect.MakeMapWithSize(t, v.Len())
-				for _, k := range v.MapKeys() {
-					cp.SetMapIndex(k, v.MapIndex(k))
-				}
-			}
-			cp.SetMapIndex(iter.Key(), e)
-		}
-		return cp, cp.IsValid()
+		return m.rewriteMap(v, depth)
 	case reflect.Struct:
-		if !typeHoldsBytes(t) {
-			return v, false
-		}
-		var cp reflect.Value
-		for i := range t.NumField() {
-			f := t.Field(i)
-			if !f.IsExported() && !f.Anonymous {
-				continue
-			}
-			tag := f.Tag.Get("json")
-			if tag == "-" {
-				continue
-			}
-			fv := v.Field(i)
-			if !fv.CanInterface() {
-				continue // an unexported embedded field cannot be copied into
-			}
-			if isBytes(f.Type) && fv.Len() == 0 && hasOption(tag, "omitempty") {
-				continue // omitted: an empty marker must not bring it back
-			}
-			e, changed := m.rewrite(fv, depth+1)
-			if !changed {
-				continue
-			}
-			if !cp.IsValid() {
-				cp = reflect.New(t).Elem()
-				cp.Set(v)
-			}
-			cp.Field(i).Set(e)
-		}
-		return cp, cp.IsValid()
+		return m.rewriteStruct(v, depth)
 	}
 	return v, false
+}
+
+func (m *binaryMarshaller) rewriteInterface(v reflect.Value, depth int) (reflect.Value, bool) {
+	// The dynamic value is looked at first without reflection: decoded JSON
+	// (maps, slices, scalars) or a type known to hold no byte slice.
+	if v.IsNil() || !v.CanInterface() || !mayHoldBytes(v.Interface()) {
+		return v, false
+	}
+	e, changed := m.rewrite(v.Elem(), depth+1)
+	if !changed {
+		return v, false
+	}
+	cp := reflect.New(v.Type()).Elem()
+	cp.Set(e)
+	return cp, true
+}
+
+func (m *binaryMarshaller) rewritePointer(v reflect.Value, depth int) (reflect.Value, bool) {
+	t := v.Type()
+	if v.IsNil() || !typeHoldsBytes(t) {
+		return v, false
+	}
+	e, changed := m.rewrite(v.Elem(), depth+1)
+	if !changed {
+		return v, false
+	}
+	p := reflect.New(t.Elem())
+	p.Elem().Set(e)
+	return p, true
+}
+
+func (m *binaryMarshaller) rewriteSlice(v reflect.Value, depth int) (reflect.Value, bool) {
+	t := v.Type()
+	if v.IsNil() {
+		return v, false
+	}
+	if isBytes(t) {
+		return reflect.ValueOf(m.marker(v.Bytes())).Convert(t), true
+	}
+	if !typeHoldsBytes(t) {
+		return v, false
+	}
+	return m.rewriteElems(v, depth, func() reflect.Value {
+		cp := reflect.MakeSlice(t, v.Len(), v.Len())
+		reflect.Copy(cp, v)
+		return cp
+	})
+}
+
+// rewriteElems rewrites the elements of the slice or array v into a copy
+// that newCopy makes at the first element that changes.
+func (m *binaryMarshaller) rewriteElems(v reflect.Value, depth int, newCopy func() reflect.Value) (reflect.Value, bool) {
+	var cp reflect.Value
+	for i := range v.Len() {
+		e, changed := m.rewrite(v.Index(i), depth+1)
+		if !changed {
+			continue
+		}
+		if !cp.IsValid() {
+			cp = newCopy()
+		}
+		cp.Index(i).Set(e)
+	}
+	return cp, cp.IsValid()
+}
+
+func (m *binaryMarshaller) rewriteMap(v reflect.Value, depth int) (reflect.Value, bool) {
+	t := v.Type()
+	if v.IsNil() || !typeHoldsBytes(t) {
+		return v, false
+	}
+	var cp reflect.Value
+	iter := v.MapRange()
+	for iter.Next() {
+		e, changed := m.rewrite(iter.Value(), depth+1)
+		if !changed {
+			continue
+		}
+		if !cp.IsValid() {
+			cp = reflect.MakeMapWithSize(t, v.Len())
+			for _, k := range v.MapKeys() {
+				cp.SetMapIndex(k, v.MapIndex(k))
+			}
+		}
+		cp.SetMapIndex(iter.Key(), e)
+	}
+	return cp, cp.IsValid()
+}
+
+func (m *binaryMarshaller) rewriteStruct(v reflect.Value, depth int) (reflect.Value, bool) {
+	t := v.Type()
+	if !typeHoldsBytes(t) {
+		return v, false
+	}
+	var cp reflect.Value
+	for i := range t.NumField() {
+		fv, ok := marshaledField(t.Field(i), v.Field(i))
+		if !ok {
+			continue
+		}
+		e, changed := m.rewrite(fv, depth+1)
+		if !changed {
+			continue
+		}
+		if !cp.IsValid() {
+			cp = reflect.New(t).Elem()
+			cp.Set(v)
+		}
+		cp.Field(i).Set(e)
+	}
+	return cp, cp.IsValid()
+}
+
+// marshaledField returns the value fv of struct field f and whether
+// encoding/json writes it and rewrite may replace it.
+func marshaledField(f reflect.StructField, fv reflect.Value) (reflect.Value, bool) {
+	if !f.IsExported() && !f.Anonymous {
+		return fv, false
+	}
+	tag := f.Tag.Get("json")
+	if tag == "-" {
+		return fv, false
+	}
+	if !fv.CanInterface() {
+		return fv, false // an unexported embedded field cannot be copied into
+	}
+	if isBytes(f.Type) && fv.Len() == 0 && hasOption(tag, "omitempty") {
+		return fv, false // omitted: an empty marker must not bring it back
+	}
+	return fv, true
 }
 
 func hasOption(tag, opt string) bool {
@@ -394,100 +427,154 @@ type phObject struct {
 // ResolveBinary sees them) by a placeholder numbered renumber(N). It is one pass
 // over src.
 func rewritePlaceholders(dst, src []byte, renumber func(int) (int, error)) ([]byte, error) {
-	var stack []phObject
+	w := phRewriter{dst: dst, renumber: renumber}
 	for i := 0; i < len(src); {
 		c := src[i]
 		switch {
 		case c == '"':
-			j := i + 1
-			for j < len(src) && src[j] != '"' {
-				if src[j] == '\\' {
-					j++
-				}
-				j++
-			}
-			j++ // closing quote
-			if j > len(src) {
-				j = len(src)
-			}
-			tok := src[i:j]
-			dst = append(dst, tok...)
-			if n := len(stack); n > 0 {
-				o := &stack[n-1]
-				if o.isKey {
-					o.isKey = false
-					o.key = 0
-					var name string
-					if s, plain := plainString(tok); plain {
-						name = s
-					} else if err := json.Unmarshal(tok, &name); err != nil {
-						name = ""
-					}
-					switch name {
-					case "_placeholder":
-						o.key = 1
-					case "num":
-						o.key = 2
-					}
-				} else if o.key != 0 {
-					o.setValue(tok)
-				}
-			}
+			j := stringEnd(src, i)
+			w.str(src[i:j])
 			i = j
-		case c == '{':
-			if n := len(stack); n > 0 && stack[n-1].key != 0 {
-				stack[n-1].setValue(nil)
-			}
-			stack = append(stack, phObject{start: len(dst), isKey: true})
-			dst = append(dst, c)
-			i++
-		case c == '[':
-			if n := len(stack); n > 0 && stack[n-1].key != 0 {
-				stack[n-1].setValue(nil)
-			}
-			// An array inside an object: its elements are not members.
-			stack = append(stack, phObject{start: -1})
-			dst = append(dst, c)
+		case c == '{' || c == '[':
+			w.open(c)
 			i++
 		case c == '}' || c == ']':
-			dst = append(dst, c)
+			if err := w.close(c); err != nil {
+				return nil, err
+			}
 			i++
-			if len(stack) == 0 {
-				continue
-			}
-			o := stack[len(stack)-1]
-			stack = stack[:len(stack)-1]
-			if c == '}' && o.flag && o.numOK && o.start >= 0 {
-				k, err := renumber(o.num)
-				if err != nil {
-					return nil, err
-				}
-				dst = appendPlaceholder(dst[:o.start], k)
-			}
 		case c == ',':
-			if n := len(stack); n > 0 && stack[n-1].start >= 0 {
-				stack[n-1].isKey = true
-				stack[n-1].key = 0
-			}
-			dst = append(dst, c)
+			w.comma()
 			i++
 		case c == ':' || c == ' ' || c == '\t' || c == '\n' || c == '\r':
-			dst = append(dst, c)
+			w.dst = append(w.dst, c)
 			i++
 		default: // a literal or a number
-			j := i
-			for j < len(src) && !endsLiteral(src[j]) {
-				j++
-			}
-			tok := src[i:j]
-			dst = append(dst, tok...)
-			if n := len(stack); n > 0 && stack[n-1].key != 0 {
-				stack[n-1].setValue(tok)
-			}
+			j := literalEnd(src, i)
+			w.literal(src[i:j])
 			i = j
 		}
 	}
-	return dst, nil
+	return w.dst, nil
+}
+
+// phRewriter is the output of rewritePlaceholders and the objects it is in.
+type phRewriter struct {
+	dst      []byte
+	stack    []phObject
+	renumber func(int) (int, error)
+}
+
+// top returns the innermost object or array, or nil at the top level.
+func (w *phRewriter) top() *phObject {
+	if len(w.stack) == 0 {
+		return nil
+	}
+	return &w.stack[len(w.stack)-1]
+}
+
+// str copies a string token: a member name, or a member's value.
+func (w *phRewriter) str(tok []byte) {
+	w.dst = append(w.dst, tok...)
+	o := w.top()
+	switch {
+	case o == nil:
+	case o.isKey:
+		o.isKey = false
+		o.key = memberKey(tok)
+	case o.key != 0:
+		o.setValue(tok)
+	}
+}
+
+// memberKey tells the member names that make a placeholder: 1 for
+// "_placeholder", 2 for "num", 0 for any other.
+func memberKey(tok []byte) int {
+	var name string
+	if s, plain := plainString(tok); plain {
+		name = s
+	} else if err := json.Unmarshal(tok, &name); err != nil {
+		name = ""
+	}
+	switch name {
+	case "_placeholder":
+		return 1
+	case "num":
+		return 2
+	}
+	return 0
+}
+
+// open starts an object or an array; either is a member's value that is not a
+// placeholder's.
+func (w *phRewriter) open(c byte) {
+	if o := w.top(); o != nil && o.key != 0 {
+		o.setValue(nil)
+	}
+	if c == '{' {
+		w.stack = append(w.stack, phObject{start: len(w.dst), isKey: true})
+	} else {
+		// An array inside an object: its elements are not members.
+		w.stack = append(w.stack, phObject{start: -1})
+	}
+	w.dst = append(w.dst, c)
+}
+
+// close ends an object or an array, and replaces an object that was a
+// placeholder by the renumbered one.
+func (w *phRewriter) close(c byte) error {
+	w.dst = append(w.dst, c)
+	if len(w.stack) == 0 {
+		return nil
+	}
+	o := w.stack[len(w.stack)-1]
+	w.stack = w.stack[:len(w.stack)-1]
+	if c == '}' && o.flag && o.numOK && o.start >= 0 {
+		k, err := w.renumber(o.num)
+		if err != nil {
+			return err
+		}
+		w.dst = appendPlaceholder(w.dst[:o.start], k)
+	}
+	return nil
+}
+
+// comma ends a member: a name comes next.
+func (w *phRewriter) comma() {
+	if o := w.top(); o != nil && o.start >= 0 {
+		o.isKey = true
+		o.key = 0
+	}
+	w.dst = append(w.dst, ',')
+}
+
+// literal copies a number, true, false or null.
+func (w *phRewriter) literal(tok []byte) {
+	w.dst = append(w.dst, tok...)
+	if o := w.top(); o != nil && o.key != 0 {
+		o.setValue(tok)
+	}
+}
+
+// stringEnd returns the offset just past the string that starts at src[i],
+// or len(src) when it is not closed.
+func stringEnd(src []byte, i int) int {
+	j := i + 1
+	for j < len(src) && src[j] != '"' {
+		if src[j] == '\\' {
+			j++
+		}
+		j++
+	}
+	return min(j+1, len(src)) // past the closing quote
+}
+
+// literalEnd returns the offset just past the literal or number at src[i].
+func literalEnd(src []byte, i int) int {
+	for i < len(src) && !endsLiteral(src[i]) {
+		i++
+	}
+	return i
 }
 
 // setValue records the value of a "_placeholder" or "num" member; tok is nil
