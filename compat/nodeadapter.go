@@ -139,6 +139,10 @@ func (a *nodeAdapter) Broadcast(ctx context.Context, p *parser.Packet, opts adap
 	if a.closed.Load() {
 		return adapter.ErrClosed
 	}
+	p, err := adapter.CheckPacket(p, a.name, false)
+	if err != nil {
+		return err
+	}
 	if _, err := a.local.BroadcastLocal(p, opts); err != nil {
 		return err
 	}
@@ -317,8 +321,8 @@ func (a *nodeAdapter) ServerSideEmit(ctx context.Context, event string, args []j
 	if a.closed.Load() {
 		return nil, adapter.ErrClosed
 	}
-	if event == "" {
-		return nil, errors.New("compat: server-side emit: empty event name")
+	if err := adapter.CheckEvent(event); err != nil {
+		return nil, fmt.Errorf("compat: server-side emit: %w", err)
 	}
 	data, err := argsValue(event, args)
 	if err != nil {
@@ -351,8 +355,9 @@ func (a *nodeAdapter) BroadcastWithAck(ctx context.Context, p *parser.Packet, op
 	if a.closed.Load() {
 		return nil, adapter.ErrClosed
 	}
-	if p == nil || (p.Type != parser.Event && p.Type != parser.BinaryEvent) {
-		return nil, fmt.Errorf("%w: BroadcastWithAck needs an EVENT packet", adapter.ErrInvalidPacket)
+	p, err := adapter.CheckPacket(p, a.name, true)
+	if err != nil {
+		return nil, err
 	}
 	ctx, cancel := a.c.requestCtx(ctx)
 	defer cancel()
@@ -392,7 +397,7 @@ func (a *nodeAdapter) BroadcastWithAck(ctx context.Context, p *parser.Packet, op
 		}
 		localDone <- err
 	}()
-	err := a.c.wait(ctx, pd)
+	err = a.c.wait(ctx, pd)
 	cancel()
 	lerr := <-localDone
 	if err == nil && lerr != nil && !isMissing(lerr) {
