@@ -179,8 +179,9 @@ func (a *nspAdapter) broadcastRecoverable(ctx context.Context, p *parser.Packet,
 func (a *nspAdapter) applyRecoverable(m *message) {
 	a.rec.mu.Lock()
 	defer a.rec.mu.Unlock()
-	if m.kind == kindBroadcast && m.flags&flagRecoverable != 0 {
+	if recoverableHere(m) {
 		opts := m.options()
+		opts.Recoverable = true
 		if skip := a.skipLocked(m); len(skip) > 0 {
 			opts.Except = append(slices.Clip(opts.Except), skip...)
 		}
@@ -198,6 +199,22 @@ func (a *nspAdapter) applyRecoverable(m *message) {
 		a.c.logLimited("cluster: message of another node not applied",
 			slog.String("namespace", a.name), slog.String("kind", m.kind.String()), slog.Any("error", err))
 	}
+}
+
+// recoverableHere reports whether m, a message of another origin applied by a
+// namespace that keeps sessions, is a broadcast its clients must be able to
+// recover. That is decided here, by the receiving namespace, as Socket.IO
+// does, not only by the sender's flagRecoverable: a publisher that is not a
+// node (package emitter) does not know whether the namespace keeps sessions,
+// and its events, delivered without an offset and left out of a replay, would
+// be lost by a client recovered on another node (or, applied there after its
+// earlier node had delivered them, received twice). Volatile broadcasts are
+// never recoverable.
+func recoverableHere(m *message) bool {
+	if m.kind != kindBroadcast || m.flags&flagVolatile != 0 {
+		return false
+	}
+	return m.flags&flagRecoverable != 0 || m.ptype == parser.Event || m.ptype == parser.BinaryEvent
 }
 
 // skipLocked returns the restored sockets that already have m, and forgets the
@@ -307,7 +324,7 @@ func (a *nspAdapter) RestoreSession(ctx context.Context, pid, off string, maxMis
 				return false
 			}
 		case kindBroadcast:
-			if m.flags&flagRecoverable == 0 || !rooms.matches(m.options()) {
+			if !recoverableHere(m) || !rooms.matches(m.options()) {
 				return true
 			}
 			if len(missed) >= maxMissed {

@@ -13,10 +13,13 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/durasock/durasock/adapter"
+	"github.com/durasock/durasock/bus"
 	"github.com/durasock/durasock/bus/redisbus"
 	"github.com/durasock/durasock/engineio"
 	"github.com/durasock/durasock/internal/redistest"
 	"github.com/durasock/durasock/internal/testwait"
+	"github.com/durasock/durasock/parser"
 	"github.com/durasock/durasock/socketio"
 )
 
@@ -112,7 +115,11 @@ type recoveryNode struct {
 }
 
 func recoveryNodes(t *testing.T, redisURL string, rec *socketio.RecoveryOptions) []recoveryNode {
-	cs := startNodes(t, 2, nil, redisBuses(t, redisURL, redisbus.Streams))
+	return recoveryNodesOn(t, redisBuses(t, redisURL, redisbus.Streams), rec)
+}
+
+func recoveryNodesOn(t *testing.T, buses func(id string) bus.Bus, rec *socketio.RecoveryOptions) []recoveryNode {
+	cs := startNodes(t, 2, nil, buses)
 	var out []recoveryNode
 	for _, c := range cs {
 		logs := &logLines{}
@@ -263,4 +270,80 @@ func TestRecoveryOnAnotherNode(t *testing.T) {
 			t.Fatalf("log says %q", line)
 		}
 	})
+}
+
+// A publisher that is not a node (package emitter: its own bus origin, no
+// cluster) does not mark its broadcasts recoverable. A client of a namespace
+// that keeps sessions still gets them with an offset, and once recovered on
+// another node it gets every one it missed, exactly once.
+func TestRecoveryOnAnotherNodeEmitterEvents(t *testing.T) {
+	redis := redistest.Standalone(t)
+	ctx := testCtx(t)
+	buses := redisBuses(t, redis.URL(), redisbus.Streams)
+	nodes := recoveryNodesOn(t, buses, &socketio.RecoveryOptions{})
+	a, b := nodes[0], nodes[1]
+	pub := buses("")
+	t.Cleanup(func() {
+		cctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		if err := pub.Close(cctx); err != nil {
+			t.Errorf("bus Close: %v", err)
+		}
+	})
+	// emitFrom publishes as package emitter does (it imports this package).
+	emitFrom := func(from, to int) {
+		t.Helper()
+		for i := from; i <= to; i++ {
+			p, err := parser.EventPacket("/", "e", i)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := EncodeBroadcast("/", p, adapter.Options{Rooms: []string{"room"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := pub.Publish(ctx, PartitionKey("/"), m); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	emit := func(n recoveryNode, i int) {
+		t.Helper()
+		if err := n.srv.To("room").Emit(ctx, "e", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	c := dialRecovering(t, a.url, "", "")
+	emitFrom(1, 3)
+	for want := 1; want <= 3; want++ {
+		if got := c.event(); got != want {
+			t.Fatalf("event %d, want %d", got, want)
+		}
+	}
+	c.c.CloseNow()
+	testwait.For(t, waitTimeout, "the session stored as away", func() bool {
+		keys, err := redis.Do(ctx, "KEYS", "*:kv:session:"+c.pid)
+		if err != nil || len(keys.([]any)) != 1 {
+			return false
+		}
+		ttl, err := redis.Do(ctx, "PTTL", keys.([]any)[0].(string))
+		return err == nil && ttl.(int64) >= 0 && ttl.(int64) <= socketio.DefaultMaxDisconnectionDuration.Milliseconds()
+	})
+	emitFrom(4, 6)
+	back := dialRecovering(t, b.url, c.pid, c.offset)
+	if back.id != c.id || back.pid != c.pid {
+		t.Fatalf("session not recovered: sid %s pid %s, want %s %s\n%s", back.id, back.pid, c.id, c.pid, b.log.find("session"))
+	}
+	emitFrom(7, 8)
+	for want := 4; want <= 8; want++ {
+		if got := back.event(); got != want {
+			t.Fatalf("after recovery: event %d, want %d", got, want)
+		}
+	}
+	// Then an event of its new node: nothing may come twice before it.
+	emit(b, 9)
+	if got := back.event(); got != 9 {
+		t.Fatalf("after recovery: event %d, want 9 (an event came twice)", got)
+	}
 }
