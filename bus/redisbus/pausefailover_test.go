@@ -71,6 +71,9 @@ func TestSentinelPauseFailover(t *testing.T) {
 	b.Receive(in.handle)
 	a.Receive(func(bus.Message) {})
 	busWarmUp(t, a, in)
+	// The first warm-up messages may precede b's reader: b reports them as
+	// lost, rightly, but the test is about what follows.
+	warm := a.Stats().Accepted
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -136,6 +139,9 @@ func TestSentinelPauseFailover(t *testing.T) {
 	}
 	t.Logf("publisher: %+v", a.Stats())
 	gaps.Range(func(k, v any) bool {
+		if g := v.(bus.Gap); g.Origin == "a" && g.Next <= warm+1 {
+			return true // warm-up messages only
+		}
 		t.Errorf("gap reported: %+v", v)
 		return true
 	})

@@ -617,6 +617,11 @@ func TestFailedDrainSaysWhatWasLeft(t *testing.T) {
 	if code, _, body := request(t, "POST", r.url+"/socket.io/?EIO=4&transport=polling&sid="+hs.SID, nil, "40"); code != http.StatusOK {
 		t.Fatal(body)
 	}
+	// The server handles the CONNECT on its own goroutine: drain only once the
+	// answer is queued (the socket is counted when it is).
+	waitFor(t, 20*time.Second, "the CONNECT to be answered", func() bool {
+		return strings.Contains(metricsText(t, r.url), `durasock_socketio_connects_total{namespace="/"} 1`)
+	})
 	err := r.stop()
 	if err == nil {
 		t.Fatalf("drain with a client that never polls succeeded\n%s", r.logs)
