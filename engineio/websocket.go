@@ -626,11 +626,8 @@ func (s *Session) probeLoop(c *wsConn) {
 		p, err := decodePacket(data)
 		switch {
 		case err == nil && p.typ == packetPing && string(p.data) == "probe":
-			if err := c.writeOne(frame{typ: packetPong, msg: Message{Data: []byte("probe")}}, s.v3); err != nil {
-				s.abortUpgrade(c)
-				c.release()
-				return
-			}
+			// Marked probed before the answer goes out, so that a poll the
+			// client sends once it has the answer is held as during an upgrade.
 			s.mu.Lock()
 			if s.probe == c {
 				s.probed = true
@@ -641,6 +638,11 @@ func (s *Session) probeLoop(c *wsConn) {
 				}
 			}
 			s.mu.Unlock()
+			if err := c.writeOne(frame{typ: packetPong, msg: Message{Data: []byte("probe")}}, s.v3); err != nil {
+				s.abortUpgrade(c)
+				c.release()
+				return
+			}
 		case err == nil && p.typ == packetUpgrade:
 			s.mu.Lock()
 			if s.probe != c || s.state != stateOpen {
