@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/durasock/durasock/internal/redistest"
-	"github.com/durasock/durasock/internal/sioclient"
 )
 
 // Common settings of the scenarios.
@@ -31,11 +30,19 @@ func (c *Common) logf(format string, args ...any) {
 // Redis: the baseline that shows what the cluster bus adds.
 const TransportLocal = "local"
 
+// benchClient is a client connection of a scenario: the load generator's own
+// wsClient, or a sioclient.Client (idle-memory).
+type benchClient interface {
+	Err() error
+	Done() <-chan struct{}
+	Close() error
+}
+
 // env is a running cluster: one Redis, nodes, clients.
 type env struct {
 	redis   *redistest.Server
 	nodes   []*Node
-	clients []*sioclient.Client
+	clients []benchClient
 	recv    []*Receiver
 	pubs    []publisher
 	base    time.Time
@@ -92,18 +99,25 @@ func (e *env) subscribe(ctx context.Context, node int, keep bool) error {
 // is closed: a client too slow for its traffic. Nil channels never stall.
 func (e *env) subscribeStalling(ctx context.Context, node int, keep bool, stall, resume <-chan struct{}) error {
 	r := newReceiver(node, e.base, keep)
-	onEvent := r.OnEvent
+	onEvent := r.OnData
 	if stall != nil {
-		onEvent = func(ev *sioclient.Event) {
+		onEvent = func(data []byte, recv int64) {
 			select {
 			case <-stall:
 				<-resume
 			default:
 			}
-			r.OnEvent(ev)
+			r.OnData(data, recv)
 		}
 	}
-	cl, err := sioclient.Dial(ctx, e.nodes[node].SocketURL(), &sioclient.Options{OnEvent: onEvent, Auth: e.subAuth})
+	var auth []byte
+	if e.subAuth != nil {
+		var err error
+		if auth, err = json.Marshal(e.subAuth); err != nil {
+			return fmt.Errorf("bench: auth: %w", err)
+		}
+	}
+	cl, err := dialWS(ctx, e.nodes[node].SocketURL(), auth, e.base, onEvent)
 	if err != nil {
 		return err
 	}
@@ -172,6 +186,9 @@ func (e *env) warmUp(ctx context.Context, pubs []publisher, id int) (int, error)
 		for k, p := range pubs {
 			buf = appendPayload(buf[:0], id+k, seq, int64(time.Since(e.base)), 0)
 			if _, err := p.publish(ctx, buf); err != nil {
+				return 0, err
+			}
+			if err := p.flush(); err != nil {
 				return 0, err
 			}
 		}

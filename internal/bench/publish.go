@@ -3,32 +3,38 @@ package bench
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"time"
-
-	"github.com/durasock/durasock/internal/sioclient"
 )
 
-// publisher emits numbered events into a node.
+// publisher emits numbered events into a node. What publish queues leaves at
+// the latest on flush.
 type publisher interface {
 	publish(ctx context.Context, payload []byte) (rejected bool, err error)
+	flush() error
 	close() error
 }
 
 // relayPublisher emits "pub" on its own Socket.IO connection; the relay node
-// broadcasts it to every other socket.
+// broadcasts it to every other socket. The emits of one burst leave in one
+// write.
 type relayPublisher struct {
-	c     *sioclient.Client
+	c     *wsClient
 	event string // PublishEvent or PublishRoomEvent
 }
 
-func (p *relayPublisher) publish(ctx context.Context, payload []byte) (bool, error) {
-	return false, p.c.Emit(ctx, p.event, json.RawMessage(payload))
+func (p *relayPublisher) publish(_ context.Context, payload []byte) (bool, error) {
+	if err := p.c.Err(); err != nil {
+		return false, err
+	}
+	p.c.emit(p.event, payload)
+	return false, nil
 }
+
+func (p *relayPublisher) flush() error { return p.c.flush() }
 
 func (p *relayPublisher) close() error { return p.c.Close() }
 
@@ -69,6 +75,8 @@ func (p *httpPublisher) publish(ctx context.Context, payload []byte) (bool, erro
 	}
 }
 
+func (p *httpPublisher) flush() error { return nil }
+
 func (p *httpPublisher) close() error {
 	p.client.CloseIdleConnections()
 	return nil
@@ -81,7 +89,7 @@ func newPublisher(ctx context.Context, n *Node, event string) (publisher, error)
 			Timeout:   10 * time.Second,
 		}}, nil
 	}
-	c, err := sioclient.Dial(ctx, n.SocketURL(), nil)
+	c, err := dialWS(ctx, n.SocketURL(), nil, time.Now(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -120,6 +128,9 @@ func (p *paced) run(ctx context.Context, dur time.Duration) error {
 				p.rejected++
 			}
 			p.sent++
+		}
+		if err := p.pub.flush(); err != nil {
+			return err
 		}
 		if p.sent >= total {
 			return nil
