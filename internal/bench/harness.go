@@ -56,6 +56,9 @@ type env struct {
 	subAuth any
 	// pubEvent is the event publishers emit (default PublishEvent).
 	pubEvent string
+	// want, when set, is how many events of p receiver i should get (default:
+	// every event p sent and the node accepted).
+	want func(i int, p *paced) int64
 }
 
 // startEnv starts Redis (unless transport is local) and the nodes. aof, when
@@ -185,7 +188,7 @@ func (e *env) warmUp(ctx context.Context, pubs []publisher, id int) (int, error)
 		}
 		for k, p := range pubs {
 			buf = appendPayload(buf[:0], id+k, seq, int64(time.Since(e.base)), 0)
-			if _, err := p.publish(ctx, buf); err != nil {
+			if _, err := p.publish(ctx, seq, buf); err != nil {
 				return 0, err
 			}
 			if err := p.flush(); err != nil {
@@ -218,7 +221,11 @@ func (e *env) drain(ctx context.Context, ps []*paced, timeout time.Duration) {
 				continue // cut or slow on purpose: it will get nothing more
 			}
 			for _, p := range ps {
-				if r.Got(p.id) < int64(p.sent-p.rejected) {
+				want := int64(p.sent - p.rejected)
+				if e.want != nil {
+					want = e.want(i, p)
+				}
+				if r.Got(p.id) < want {
 					complete = false
 				}
 			}

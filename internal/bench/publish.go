@@ -7,13 +7,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 )
 
 // publisher emits numbered events into a node. What publish queues leaves at
 // the latest on flush.
 type publisher interface {
-	publish(ctx context.Context, payload []byte) (rejected bool, err error)
+	// publish sends event seq of the run; payload is its JSON argument.
+	publish(ctx context.Context, seq int, payload []byte) (rejected bool, err error)
 	flush() error
 	close() error
 }
@@ -23,15 +25,29 @@ type publisher interface {
 // write.
 type relayPublisher struct {
 	c     *wsClient
-	event string // PublishEvent or PublishRoomEvent
+	event string // PublishEvent, PublishRoomEvent or PublishToEvent
+	// rooms > 0 (with PublishToEvent): event seq goes to room roomName(seq % rooms).
+	rooms int
+	buf   []byte
 }
 
-func (p *relayPublisher) publish(_ context.Context, payload []byte) (bool, error) {
+func (p *relayPublisher) publish(_ context.Context, seq int, payload []byte) (bool, error) {
 	if err := p.c.Err(); err != nil {
 		return false, err
 	}
+	if p.rooms > 0 {
+		p.buf = append(appendRoomName(append(p.buf[:0], '"'), seq%p.rooms), `",`...)
+		p.buf = append(p.buf, payload...)
+		p.c.emit(p.event, p.buf)
+		return false, nil
+	}
 	p.c.emit(p.event, payload)
 	return false, nil
+}
+
+// appendRoomName appends the name of room k of the scale scenario.
+func appendRoomName(b []byte, k int) []byte {
+	return strconv.AppendInt(append(b, 'r'), int64(k), 10)
 }
 
 func (p *relayPublisher) flush() error { return p.c.flush() }
@@ -45,7 +61,7 @@ type httpPublisher struct {
 	buf    bytes.Buffer
 }
 
-func (p *httpPublisher) publish(ctx context.Context, payload []byte) (bool, error) {
+func (p *httpPublisher) publish(ctx context.Context, _ int, payload []byte) (bool, error) {
 	p.buf.Reset()
 	p.buf.WriteString(`{"event":"` + RelayEvent + `","args":[`)
 	p.buf.Write(payload)
@@ -120,7 +136,7 @@ func (p *paced) run(ctx context.Context, dur time.Duration) error {
 		due := min(int(p.rate*el.Seconds()), total)
 		for p.sent < due {
 			buf = appendPayload(buf[:0], p.id, p.sent, int64(time.Since(p.base)), p.size)
-			rejected, err := p.pub.publish(ctx, buf)
+			rejected, err := p.pub.publish(ctx, p.sent, buf)
 			if err != nil {
 				return err
 			}
