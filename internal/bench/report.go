@@ -1,9 +1,11 @@
 package bench
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 )
@@ -120,5 +122,21 @@ func PrintScale(w io.Writer, rs []ScaleResult) error {
 			r.NodeCPUMean, r.NodeCPUMax, r.NodeCPUTotal, r.RedisCPU, r.CPU["loadgen"],
 			r.NodeCPUPerDelivery, r.RedisCPUPerDelivery, r.RedisOpsPerDelivery, r.RedisInPerDelivery, r.RedisOutPerDelivery, r.ReadPerEvent)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "Redis calls per event published, by command:")
+	for _, r := range rs {
+		cmds := make([]string, 0, len(r.RedisCallsPerEvent))
+		for k := range r.RedisCallsPerEvent {
+			cmds = append(cmds, k)
+		}
+		slices.SortFunc(cmds, func(a, b string) int { return cmp.Compare(r.RedisCallsPerEvent[b], r.RedisCallsPerEvent[a]) })
+		parts := make([]string, len(cmds))
+		for i, k := range cmds {
+			parts[i] = fmt.Sprintf("%s %.3f", k, r.RedisCallsPerEvent[k])
+		}
+		fmt.Fprintf(w, "  %d nodes: %s\n", r.Nodes, strings.Join(parts, ", "))
+	}
+	return nil
 }

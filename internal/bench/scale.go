@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -62,6 +63,9 @@ type ScaleResult struct {
 	// RedisOutPerEvent is what Redis sent per event published: with every node
 	// reading every message it grows with the number of nodes.
 	RedisOutPerEvent float64 `json:"redis_bytes_out_per_event"`
+	// RedisCallsPerEvent is, per command, the calls Redis processed per event
+	// published (INFO commandstats).
+	RedisCallsPerEvent map[string]float64 `json:"redis_calls_per_event"`
 	// ReadPerEvent is the bus messages the nodes received (both planes, all
 	// nodes) per event published.
 	ReadPerEvent float64 `json:"bus_messages_read_per_event"`
@@ -143,6 +147,31 @@ func (e *env) redisStats(ctx context.Context) ([]float64, error) {
 	return out, nil
 }
 
+// redisCalls reads the calls of every command from INFO commandstats.
+func (e *env) redisCalls(ctx context.Context) (map[string]float64, error) {
+	info, err := e.redis.Info(ctx, "commandstats")
+	if err != nil {
+		return nil, fmt.Errorf("bench: redis INFO: %w", err)
+	}
+	out := map[string]float64{}
+	for k, v := range info {
+		cmd, ok := strings.CutPrefix(k, "cmdstat_")
+		if !ok {
+			continue
+		}
+		for f := range strings.SplitSeq(v, ",") {
+			if n, ok := strings.CutPrefix(f, "calls="); ok {
+				c, err := strconv.ParseFloat(n, 64)
+				if err != nil {
+					return nil, fmt.Errorf("bench: redis INFO %s=%q", k, v)
+				}
+				out[cmd] = c
+			}
+		}
+	}
+	return out, nil
+}
+
 // busReceived sums the bus messages the nodes received so far.
 func (e *env) busReceived(ctx context.Context) (uint64, error) {
 	var sum uint64
@@ -205,6 +234,10 @@ func scaleOne(ctx context.Context, cfg *ScaleConfig, nodes int) (res ScaleResult
 	if err != nil {
 		return res, err
 	}
+	c0, err := e.redisCalls(ctx)
+	if err != nil {
+		return res, err
+	}
 	start := int64(time.Since(e.base))
 	meter := newCPUMeter(e)
 	if err := runAll(ctx, ps, cfg.Duration); err != nil {
@@ -218,6 +251,10 @@ func scaleOne(ctx context.Context, cfg *ScaleConfig, nodes int) (res ScaleResult
 		return res, err
 	}
 	b1, err := e.busReceived(ctx)
+	if err != nil {
+		return res, err
+	}
+	c1, err := e.redisCalls(ctx)
 	if err != nil {
 		return res, err
 	}
@@ -269,6 +306,12 @@ func scaleOne(ctx context.Context, cfg *ScaleConfig, nodes int) (res ScaleResult
 	if s := float64(res.Sent); s > 0 {
 		res.RedisOutPerEvent = (r1[2] - r0[2]) / s
 		res.ReadPerEvent = float64(b1-b0) / s
+		res.RedisCallsPerEvent = map[string]float64{}
+		for k, v := range c1 {
+			if d := v - c0[k]; d > 0 && k != "info" {
+				res.RedisCallsPerEvent[k] = d / s
+			}
+		}
 	}
 	return res, nil
 }
