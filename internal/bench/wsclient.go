@@ -41,6 +41,9 @@ type wsClient struct {
 	err       error // why the read loop ended; set before done is closed
 }
 
+// maxFrame bounds one frame the client reads.
+const maxFrame = 64 << 20
+
 // errClosed is the error of a client stopped by Close.
 var errClosed = errors.New("bench: client closed")
 
@@ -100,7 +103,7 @@ func (c *wsClient) handshake(u *url.URL, auth []byte) ([]byte, error) {
 		return nil, fmt.Errorf("bench: handshake: %s", resp.Status)
 	}
 	// The Engine.IO open packet, then our CONNECT, then its answer.
-	fr := frameReader{r: br}
+	fr := frameReader{r: br, c: c}
 	msg, err := fr.next()
 	if err != nil || len(msg) == 0 || msg[0] != '0' {
 		return nil, fmt.Errorf("bench: no Engine.IO open packet (%q): %w", msg, err)
@@ -134,6 +137,7 @@ func (c *wsClient) handshake(u *url.URL, auth []byte) ([]byte, error) {
 // handshake (the read loop has its own buffer).
 type frameReader struct {
 	r   *bufio.Reader
+	c   *wsClient // answers pings
 	buf []byte
 }
 
@@ -164,8 +168,20 @@ func (f *frameReader) next() ([]byte, error) {
 		if _, err := io.ReadFull(f.r, p); err != nil {
 			return nil, err
 		}
-		if h[0]&0x0f >= 8 {
-			continue // control frame during the handshake: ignored
+		switch h[0] & 0x0f {
+		case 0x8:
+			return nil, io.EOF
+		case 0x9:
+			f.c.wmu.Lock()
+			f.c.appendFrameOp(0xA, p)
+			err := f.c.flushLocked()
+			f.c.wmu.Unlock()
+			if err != nil {
+				return nil, err
+			}
+			continue
+		case 0xA:
+			continue
 		}
 		f.buf = append(f.buf, p...)
 		if h[0]&0x80 != 0 {
@@ -259,6 +275,10 @@ func (c *wsClient) readLoop(pre []byte) {
 		for err == nil {
 			fin, op, payload, size, ok := parseFrame(buf[off:n])
 			if !ok {
+				if size > maxFrame {
+					err = fmt.Errorf("bench: WebSocket frame of %d bytes", size)
+					break
+				}
 				if size > len(buf) { // a message larger than the buffer: grow it
 					nb := make([]byte, size)
 					copy(nb, buf[off:n])
