@@ -22,6 +22,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -77,6 +78,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		scaleSubs   = fs.Int("scale-subscribers", 64, "scale: subscribers spread over the nodes")
 		scaleRooms  = fs.Int("scale-rooms", 32, "scale: rooms (subscriber i joins room i % rooms; event seq goes to room seq % rooms)")
 		scaleTr     = fs.String("scale-transport", "streams", "scale: Redis transport")
+		cpuProfile  = fs.String("cpuprofile", "", "write the load generator's own CPU profile to this file (nodes serve /debug/pprof/)")
 		sendQueue   = fs.Int("send-queue", 0, "relay nodes: Engine.IO send queue per session (0: the engine's default, 4096)")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -85,6 +87,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() != 1 {
 		fs.Usage()
 		return errors.New("one scenario expected")
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	scenario := fs.Arg(0)
 	switch scenario {
