@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/durasock/durasock/internal/redistest"
+	"github.com/durasock/durasock/internal/sioclient"
 )
 
 // Common settings of the scenarios.
@@ -56,6 +57,9 @@ type env struct {
 	subAuth any
 	// pubEvent is the event publishers emit (default PublishEvent).
 	pubEvent string
+	// sioSubscribers: subscribers are internal/sioclient clients instead of
+	// the load generator's own.
+	sioSubscribers bool
 	// want, when set, is how many events of p receiver i should get (default:
 	// every event p sent and the node accepted).
 	want func(i int, p *paced) int64
@@ -120,7 +124,17 @@ func (e *env) subscribeStalling(ctx context.Context, node int, keep bool, stall,
 			return fmt.Errorf("bench: auth: %w", err)
 		}
 	}
-	cl, err := dialWS(ctx, e.nodes[node].SocketURL(), auth, e.base, onEvent)
+	var cl benchClient
+	var err error
+	if e.sioSubscribers {
+		opts := &sioclient.Options{OnEvent: func(ev *sioclient.Event) { onEvent(ev.Data, int64(time.Since(e.base))) }}
+		if auth != nil {
+			opts.Auth = json.RawMessage(auth)
+		}
+		cl, err = sioclient.Dial(ctx, e.nodes[node].SocketURL(), opts)
+	} else {
+		cl, err = dialWS(ctx, e.nodes[node].SocketURL(), auth, e.base, onEvent)
+	}
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -131,9 +132,14 @@ func (p *paced) run(ctx context.Context, dur time.Duration) error {
 	defer tick.Stop()
 	buf := make([]byte, 0, 64+p.size)
 	total := int(p.rate * dur.Seconds())
+	// A publisher that fell behind (its goroutine or the machine stalled)
+	// catches up at most maxBurst events per millisecond, twice its rate or 4,
+	// so that a stall of the load generator does not reach the node as one
+	// burst of hundreds of events in one read.
+	maxBurst := max(4, 2*int(math.Ceil(p.rate/1000)))
 	for {
 		el := time.Since(start)
-		due := min(int(p.rate*el.Seconds()), total)
+		due := min(int(p.rate*el.Seconds()), total, p.sent+maxBurst)
 		for p.sent < due {
 			buf = appendPayload(buf[:0], p.id, p.sent, int64(time.Since(p.base)), p.size)
 			rejected, err := p.pub.publish(ctx, p.sent, buf)
