@@ -283,12 +283,11 @@ func (rd *reader) checkReset(infos []rueidis.RedisResult) bool {
 // position check that follows (Sentinel, Cluster) goes further back when its
 // frame differs. Standalone readers keep no ring: none.
 func (s *streams) commonEntryLocked(p int, last string) (string, bool) {
-	ring := s.recent[p:min(p+1, len(s.recent))]
-	if len(ring) == 0 {
+	if p >= len(s.recent) {
 		return "", false
 	}
 	best := ""
-	for _, e := range ring[0] {
+	for _, e := range s.recent[p] {
 		if e.sum != 0 && !idBefore(last, e.id) && (best == "" || idBefore(best, e.id)) {
 			best = e.id
 		}

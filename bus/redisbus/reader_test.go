@@ -180,7 +180,7 @@ func TestReaderFollowsStreamReset(t *testing.T) {
 	srv := redistest.Standalone(t, redistest.WithoutPersistence())
 	o := faultOpts(Streams)
 	o.Prefix = "reset"
-	o.Partitions = 1
+	o.Partitions = 2
 	open := func(node string) (*bus.Reliable, *prometheus.Registry) {
 		reg := prometheus.NewRegistry()
 		oo := o
@@ -223,7 +223,6 @@ func TestReaderFollowsStreamReset(t *testing.T) {
 	}
 
 	// Ids ten minutes ahead of the server's clock, past the retention.
-	key := StreamKey(o.Prefix, 0)
 	now, err := srv.Do(ctx, "TIME")
 	if err != nil {
 		t.Fatal(err)
@@ -233,8 +232,10 @@ func TestReaderFollowsStreamReset(t *testing.T) {
 		t.Fatal(err)
 	}
 	ahead := strconv.FormatInt((secs+600)*1000, 10) + "-0"
-	if _, err := srv.Do(ctx, "XSETID", key, ahead); err != nil {
-		t.Fatal(err)
+	for p := range o.Partitions { // probes wrote to every partition
+		if _, err := srv.Do(ctx, "XSETID", StreamKey(o.Prefix, p), ahead); err != nil {
+			t.Fatal(err)
+		}
 	}
 	publishEvents(10)
 	if !in.await(waitLong, countEvents(next)) {
