@@ -246,6 +246,17 @@ func (x *pubIndex) missingFor(s *sessHist, tailToo bool) []recv {
 	return out
 }
 
+// stoppedDuring reports whether faults hold a SIGSTOP of the instance
+// between from and to.
+func stoppedDuring(faults []fault, from, to int64) bool {
+	for _, f := range faults {
+		if f.What == "stop" && f.At >= from && f.At <= to {
+			return true
+		}
+	}
+	return false
+}
+
 // Check checks a finished history.
 func Check(h *History) *Verdict {
 	v := &Verdict{Scenario: h.Scenario, Seed: h.Seed, Steps: len(h.Steps), Sessions: len(h.Sessions)}
@@ -436,6 +447,9 @@ func Check(h *History) *Verdict {
 			v.Dropped += d.Count
 		}
 		for _, l := range in.Late {
+			if stoppedDuring(in.Faults, l.At-l.TookMs*int64(time.Millisecond), l.At) {
+				continue // the node itself was frozen (SIGSTOP) while it waited
+			}
 			v.Late++
 			if v.Late <= 3 {
 				v.Evidence = append(v.Evidence, fmt.Sprintf("instance %d (%s): %s returned after %d ms, timeout %d ms",

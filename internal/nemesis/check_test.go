@@ -274,6 +274,13 @@ func TestCheckFindsLateRequests(t *testing.T) {
 		!strings.Contains(strings.Join(v.Evidence, "\n"), "broadcast with acks returned after 14000 ms") {
 		t.Fatalf("want 1 late request: %s", v.Table())
 	}
+	// A node frozen by SIGSTOP while its request waited is not late.
+	h = testHistory(seqs(1, 10))
+	h.Instances[0].Late = []report{{Kind: "late", Op: "broadcast", TimeoutMs: 5000, TookMs: 30000, At: 40000 * ms}}
+	h.Instances[0].Faults = []fault{{At: 12000 * ms, What: "stop"}}
+	if v := Check(h); !v.OK() || v.Late != 0 {
+		t.Fatalf("a request of a stopped node counted late: %s", v.Table())
+	}
 }
 
 // A broadcast with acknowledgements that a whole node never answered may not

@@ -99,6 +99,8 @@ type report struct {
 	Op        string `json:"op,omitempty"`
 	TimeoutMs int64  `json:"timeout_ms,omitempty"`
 	TookMs    int64  `json:"took_ms,omitempty"`
+	// At is when the harness read the report (set by the harness).
+	At int64 `json:"at,omitempty"`
 }
 
 // reporter writes reports to stdout, one JSON object per line, unbuffered.
