@@ -308,3 +308,30 @@ func TestPublishAfterStreamReset(t *testing.T) {
 		t.Errorf("the stream holds %v entries after 5 were added, want 5", n)
 	}
 }
+
+// FuzzIDOrder: any two stream ids (from XINFO STREAM and the reader's
+// position) compare as a strict order, and the id just before a valid one is
+// below it.
+func FuzzIDOrder(f *testing.F) {
+	for _, p := range [][2]string{{"1-0", "1-1"}, {"0-0", "0-0"}, {"18446744073709551615-18446744073709551615", "1-0"}, {"x", "1-0"}, {"2-", "-2"}, {"10-0", "9-99"}} {
+		f.Add(p[0], p[1])
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		if idBefore(a, a) {
+			t.Fatalf("%q below itself", a)
+		}
+		if idBefore(a, b) && idBefore(b, a) {
+			t.Fatalf("%q and %q each below the other", a, b)
+		}
+		am, as, ok := parseID(a)
+		if !ok {
+			if idBefore(a, b) || idBefore(b, a) {
+				t.Fatalf("an id that does not parse (%q) compared with %q", a, b)
+			}
+			return
+		}
+		if (am != 0 || as != 0) && !idBefore(prevID(a), a) {
+			t.Fatalf("prevID(%q) = %q, not below it", a, prevID(a))
+		}
+	})
+}
