@@ -391,32 +391,43 @@ func readServerFrame(r *bufio.Reader) (string, error) {
 	return string(p), nil
 }
 
-// TestDeflateNotParked checks that connections with permessage-deflate keep
-// their reader goroutine, and that others on the same server are parked.
-func TestDeflateNotParked(t *testing.T) {
+// TestDeflateParked checks that connections with permessage-deflate are
+// parked like others (no compression state outlives a message), whether the
+// client offers context takeover or not, and that compressed messages go
+// both ways.
+func TestDeflateParked(t *testing.T) {
 	ts := newModeServer(t, "parked", &Options{PerMessageDeflate: true, CompressionThreshold: 16})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, _, err := websocket.Dial(ctx, ts.wsURL("EIO=4&transport=websocket"), &websocket.DialOptions{CompressionMode: websocket.CompressionNoContextTakeover})
-	if err != nil {
-		t.Fatal(err)
+	var deflated []*websocket.Conn
+	for _, mode := range []websocket.CompressionMode{websocket.CompressionNoContextTakeover, websocket.CompressionContextTakeover} {
+		c, resp, err := websocket.Dial(ctx, ts.wsURL("EIO=4&transport=websocket"), &websocket.DialOptions{CompressionMode: mode})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.CloseNow()
+		if got := resp.Header.Get("Sec-WebSocket-Extensions"); got != deflateResponse {
+			t.Fatalf("extensions %q, want %q", got, deflateResponse)
+		}
+		readWS(t, c)
+		deflated = append(deflated, c)
 	}
-	defer c.CloseNow()
-	readWS(t, c)
 	plain := dialMany(t, ts, 1)[0]
-	waitConns(t, ts.eio, 2, 1)
+	waitConns(t, ts.eio, 3, 3)
 	long := "4" + strings.Repeat("compress me ", 50)
 	for range 3 {
-		writeWS(t, c, websocket.MessageText, long)
-		if _, got := readWS(t, c); got != long {
-			t.Fatalf("echo mismatch: %d bytes", len(got))
+		for _, c := range deflated {
+			writeWS(t, c, websocket.MessageText, long)
+			if _, got := readWS(t, c); got != long {
+				t.Fatalf("echo mismatch: %d bytes", len(got))
+			}
 		}
 		writeWS(t, plain, websocket.MessageText, long)
 		if _, got := readWS(t, plain); got != long {
 			t.Fatalf("echo mismatch: %d bytes", len(got))
 		}
 	}
-	waitConns(t, ts.eio, 2, 1)
+	waitConns(t, ts.eio, 3, 3)
 }
 
 // TestUpgradedIdle upgrades a polling session to WebSocket and checks that the
