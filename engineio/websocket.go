@@ -110,6 +110,7 @@ func (c *wsConn) release() {
 // peer's answer is over, and the reader's use of the connection ends.
 func (c *wsConn) endReader() {
 	c.rmu.Lock()
+	c.src.drop()
 	c.readerDone = true
 	if c.closeWait != nil {
 		close(c.closeWait)

@@ -120,6 +120,12 @@ func (pr *pooledReader) fill(b []byte) {
 // buffered reports the bytes read from the connection and not yet returned.
 func (pr *pooledReader) buffered() int { return pr.w - pr.r }
 
+// drop forgets unread bytes, for a reader that ends.
+func (pr *pooledReader) drop() {
+	pr.direct = false
+	pr.release()
+}
+
 // release gives the drained buffer back; a direct reader keeps its own.
 func (pr *pooledReader) release() {
 	pr.r, pr.w = 0, 0
@@ -205,7 +211,7 @@ type wsFrameHeader struct {
 // readFrameHeader reads one frame header from a client, which must mask
 // its frames.
 func (c *wsConn) readFrameHeader() (wsFrameHeader, error) {
-	var b [12]byte
+	var b [14]byte
 	var h wsFrameHeader
 	if err := c.src.readFull(b[:2]); err != nil {
 		return h, err

@@ -1,0 +1,312 @@
+package engineio
+
+import (
+	"bytes"
+	"compress/flate"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+)
+
+// scriptConn is a net.Conn whose reads return script in pieces of at most
+// chunk bytes, then io.EOF, and whose writes are recorded.
+type scriptConn struct {
+	net.Conn
+	r     *bytes.Reader
+	chunk int
+	out   bytes.Buffer
+}
+
+func (c *scriptConn) Read(p []byte) (int, error) {
+	if c.r.Len() == 0 {
+		return 0, io.EOF
+	}
+	return c.r.Read(p[:min(len(p), c.chunk)])
+}
+
+func (c *scriptConn) Write(p []byte) (int, error) { return c.out.Write(p) }
+
+// newScriptConn returns a wsConn reading script, as a client sends it.
+func newScriptConn(srv *Server, script []byte, chunk int, deflate bool) (*wsConn, *scriptConn) {
+	sc := &scriptConn{r: bytes.NewReader(script), chunk: max(1, chunk)}
+	c := &wsConn{srv: srv}
+	c.nc = netConn{Conn: sc, ws: c}
+	c.src.conn = sc
+	c.w.conn = sc
+	if deflate {
+		c.deflateFrom = 1
+	}
+	return c, sc
+}
+
+// clientFrame returns a masked frame as a client sends it; first is the
+// first header byte (FIN, RSV bits, opcode).
+func maskedFrame(first byte, payload []byte, key [4]byte) []byte {
+	b := []byte{first}
+	switch n := len(payload); {
+	case n <= 125:
+		b = append(b, maskBit|byte(n))
+	case n <= 0xffff:
+		b = binary.BigEndian.AppendUint16(append(b, maskBit|126), uint16(n))
+	default:
+		b = binary.BigEndian.AppendUint64(append(b, maskBit|127), uint64(n))
+	}
+	b = append(b, key[:]...)
+	start := len(b)
+	b = append(b, payload...)
+	for i := range payload {
+		b[start+i] ^= key[i&3]
+	}
+	return b
+}
+
+// deflated compresses p as permessage-deflate sends it.
+func deflated(t testing.TB, p []byte) []byte {
+	var buf bytes.Buffer
+	fw, err := flate.NewWriter(&buf, flate.BestCompression)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fw.Write(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := fw.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte{0, 0, 0xff, 0xff})
+}
+
+// serverFrames splits what the server wrote into frames, checking that each
+// is a final, unmasked frame.
+func serverFrames(t testing.TB, b []byte) (ops []byte, payloads [][]byte) {
+	t.Helper()
+	for len(b) > 0 {
+		if len(b) < 2 || b[0]&finBit == 0 || b[1]&maskBit != 0 {
+			t.Fatalf("bad server frame % x", b)
+		}
+		h, n := 2, int(b[1]&0x7f)
+		switch n {
+		case 126:
+			h, n = 4, int(binary.BigEndian.Uint16(b[2:]))
+		case 127:
+			h, n = 10, int(binary.BigEndian.Uint64(b[2:]))
+		}
+		if len(b) < h+n {
+			t.Fatalf("server frame cut: % x", b)
+		}
+		ops = append(ops, b[0]&0x0f)
+		payloads = append(payloads, b[h:h+n])
+		b = b[h+n:]
+	}
+	return ops, payloads
+}
+
+var testKey = [4]byte{0x12, 0x34, 0x56, 0x78}
+
+// TestReadMessage feeds client frames to the reader, in pieces of every size
+// from 1 byte, and checks the messages and the server's answers.
+func TestReadMessage(t *testing.T) {
+	srv := NewServer(nopHandler{}, &Options{MaxPayload: 100})
+	big := bytes.Repeat([]byte("z"), 90)
+	close1000 := binary.BigEndian.AppendUint16(nil, 1000)
+	tests := []struct {
+		name    string
+		script  [][]byte
+		deflate bool
+		msgs    []string // "t:" or "b:" and the payload
+		err     error    // after the messages
+		answers []string // opcodes and payloads written, "op:payload"
+	}{
+		{
+			name:   "text and binary",
+			script: [][]byte{maskedFrame(0x81, []byte("4hello"), testKey), maskedFrame(0x82, []byte{1, 2, 3}, testKey)},
+			msgs:   []string{"t:4hello", "b:\x01\x02\x03"},
+			err:    io.EOF,
+		},
+		{
+			name: "fragments with a ping between",
+			script: [][]byte{maskedFrame(0x01, []byte("4he"), testKey), maskedFrame(0x89, []byte("hi"), testKey),
+				maskedFrame(0x00, []byte("ll"), [4]byte{9, 8, 7, 6}), maskedFrame(0x80, []byte("o"), testKey)},
+			msgs:    []string{"t:4hello"},
+			err:     io.EOF,
+			answers: []string{"10:hi"},
+		},
+		{
+			name:   "empty message",
+			script: [][]byte{maskedFrame(0x81, nil, testKey)},
+			msgs:   []string{"t:"},
+			err:    io.EOF,
+		},
+		{
+			name:    "compressed",
+			deflate: true,
+			script:  [][]byte{maskedFrame(0xc1, deflated(t, []byte("4"+strings.Repeat("ab", 40))), testKey)},
+			msgs:    []string{"t:4" + strings.Repeat("ab", 40)},
+			err:     io.EOF,
+		},
+		{
+			name:    "compressed beyond MaxPayload",
+			deflate: true,
+			script:  [][]byte{maskedFrame(0xc2, deflated(t, bytes.Repeat([]byte{0}, 101)), testKey)},
+			err:     errWSTooBig,
+			answers: []string{"8:\x03\xf1message too big"},
+		},
+		{
+			name:    "too big, then the close handshake",
+			script:  [][]byte{maskedFrame(0x01, big, testKey), maskedFrame(0x80, big, testKey), maskedFrame(0x88, close1000, testKey)},
+			err:     errWSTooBig,
+			answers: []string{"8:\x03\xf1message too big"},
+		},
+		{
+			name:    "close echoed",
+			script:  [][]byte{maskedFrame(0x88, append(close1000, "bye"...), testKey), maskedFrame(0x81, []byte("4late"), testKey)},
+			err:     errWSClosed,
+			answers: []string{"8:\x03\xe8"},
+		},
+		{
+			name:    "close without status",
+			script:  [][]byte{maskedFrame(0x88, nil, testKey)},
+			err:     errWSClosed,
+			answers: []string{"8:"},
+		},
+		{
+			name:    "unmasked",
+			script:  [][]byte{{0x81, 0x01, '4'}},
+			err:     &wsProtocolError{},
+			answers: []string{"8:\x03\xeaunmasked client frame"},
+		},
+		{
+			name:    "reserved close status",
+			script:  [][]byte{maskedFrame(0x88, []byte{0x03, 0xed}, testKey)},
+			err:     &wsProtocolError{},
+			answers: []string{"8:\x03\xeainvalid close status"},
+		},
+		{
+			name:    "close reason not UTF-8",
+			script:  [][]byte{maskedFrame(0x88, append(close1000, 0xff), testKey)},
+			err:     &wsProtocolError{},
+			answers: []string{"8:\x03\xefclose reason not UTF-8"},
+		},
+		{
+			name:    "compression not negotiated",
+			script:  [][]byte{maskedFrame(0xc1, []byte("x"), testKey)},
+			err:     &wsProtocolError{},
+			answers: []string{"8:\x03\xeaunexpected compression bit"},
+		},
+		{
+			name:    "continuation without a message",
+			script:  [][]byte{maskedFrame(0x80, []byte("x"), testKey)},
+			err:     &wsProtocolError{},
+			answers: []string{"8:\x03\xeacontinuation without a message"},
+		},
+		{
+			name:    "fragmented ping",
+			script:  [][]byte{maskedFrame(0x09, []byte("x"), testKey)},
+			err:     &wsProtocolError{},
+			answers: []string{"8:\x03\xeafragmented control frame"},
+		},
+		{
+			name:    "unknown opcode",
+			script:  [][]byte{maskedFrame(0x83, nil, testKey)},
+			err:     &wsProtocolError{},
+			answers: []string{"8:\x03\xeaunknown opcode"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			script := bytes.Join(tt.script, nil)
+			for chunk := 1; chunk <= len(script); chunk++ {
+				c, sc := newScriptConn(srv, script, chunk, tt.deflate)
+				var got []string
+				var err error
+				for {
+					var op byte
+					var data []byte
+					op, data, err = c.readMessage()
+					if err != nil {
+						break
+					}
+					got = append(got, map[byte]string{opText: "t:", opBinary: "b:"}[op]+string(data))
+				}
+				if strings.Join(got, "|") != strings.Join(tt.msgs, "|") {
+					t.Fatalf("chunk %d: messages %q, want %q", chunk, got, tt.msgs)
+				}
+				var perr *wsProtocolError
+				if _, ok := tt.err.(*wsProtocolError); ok && !errors.As(err, &perr) || !ok && !errors.Is(err, tt.err) {
+					t.Fatalf("chunk %d: error %v, want %v", chunk, err, tt.err)
+				}
+				if errors.Is(err, errWSTooBig) {
+					// The reader goes on to the peer's close frame.
+					for errors.Is(err, errWSTooBig) {
+						_, _, err = c.readMessage()
+					}
+					if !errors.Is(err, errWSClosed) && !errors.Is(err, io.EOF) {
+						t.Fatalf("chunk %d: after the refusal: %v", chunk, err)
+					}
+				}
+				ops, payloads := serverFrames(t, sc.out.Bytes())
+				var answers []string
+				for i, op := range ops {
+					answers = append(answers, fmt.Sprintf("%d:%s", op, payloads[i]))
+				}
+				if strings.Join(answers, "|") != strings.Join(tt.answers, "|") {
+					t.Fatalf("chunk %d: answers %q, want %q", chunk, answers, tt.answers)
+				}
+				if errors.Is(err, io.EOF) && c.src.buf != nil {
+					t.Fatalf("chunk %d: read buffer kept after the end", chunk)
+				}
+			}
+		})
+	}
+}
+
+// FuzzWSReader reads arbitrary client bytes as WebSocket frames, with and
+// without permessage-deflate, in pieces of any size: the reader must not
+// panic, must return only text or binary messages within MaxPayload, must
+// end (each call consumes input or fails), must answer with well-formed
+// frames, and must write nothing after its close frame.
+func FuzzWSReader(f *testing.F) {
+	f.Add(maskedFrame(0x81, []byte("4hello"), testKey), byte(3))
+	f.Add(append(maskedFrame(0x01, []byte("4he"), testKey), append(maskedFrame(0x89, []byte("p"), testKey), maskedFrame(0x80, []byte("llo"), testKey)...)...), byte(0x85))
+	f.Add(maskedFrame(0xc1, deflated(f, []byte("4"+strings.Repeat("x", 300))), testKey), byte(0x80))
+	f.Add(maskedFrame(0x88, []byte{0x03, 0xe8}, testKey), byte(1))
+	f.Add(append(maskedFrame(0x82, bytes.Repeat([]byte{7}, 300), testKey), maskedFrame(0x88, nil, testKey)...), byte(2))
+	f.Add([]byte{0x81, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4}, byte(9))
+	const maxPayload = 256
+	srv := NewServer(nopHandler{}, &Options{MaxPayload: maxPayload})
+	f.Fuzz(func(t *testing.T, script []byte, mode byte) {
+		c, sc := newScriptConn(srv, script, int(mode&0x7f)+1, mode&0x80 != 0)
+		for range len(script) + 2 {
+			op, data, err := c.readMessage()
+			if errors.Is(err, errWSTooBig) {
+				continue
+			}
+			if err != nil {
+				break
+			}
+			if op != opText && op != opBinary {
+				t.Fatalf("message opcode %d", op)
+			}
+			if len(data) > maxPayload {
+				t.Fatalf("message of %d bytes beyond MaxPayload", len(data))
+			}
+		}
+		if sc.r.Len() > 0 {
+			if _, _, err := c.readMessage(); err == nil || errors.Is(err, errWSTooBig) {
+				// Every call consumes a frame or more: the loop above cannot
+				// have ended with input left unless an error ended it.
+				t.Fatalf("reader did not end: %d bytes left", sc.r.Len())
+			}
+		}
+		ops, _ := serverFrames(t, sc.out.Bytes())
+		for i, op := range ops {
+			if op == opClose && i != len(ops)-1 {
+				t.Fatalf("frames after the close frame: %v", ops)
+			}
+		}
+	})
+}
