@@ -39,9 +39,8 @@ const (
 // reader state: only the goroutine that moves it from readerParked to
 // readerRunning may read.
 type wsConn struct {
-	nc   netConn
 	src  pooledReader // what frames are read from
-	w    batchWriter
+	w    batchWriter  // its conn is the hijacked connection
 	srv  *Server
 	sess *Session // whose reader runs; set before the connection first parks
 	poll *poller  // nil: the connection is never parked
@@ -69,20 +68,14 @@ type wsConn struct {
 	fdClosed bool
 }
 
-// netConn is the hijacked connection as kill sees it: closing it also wakes
-// a parked reader, which then sees the end and releases the connection.
-type netConn struct {
-	net.Conn
-	ws *wsConn
-}
-
-func (n *netConn) Close() error {
-	n.ws.fdmu.Lock()
-	n.ws.fdClosed = true
-	n.ws.fdmu.Unlock()
-	err := n.Conn.Close()
-	n.ws.wake()
-	return err
+// closeConn closes the hijacked connection; this also wakes a parked reader,
+// which then sees the end and releases the connection.
+func (c *wsConn) closeConn() {
+	c.fdmu.Lock()
+	c.fdClosed = true
+	c.fdmu.Unlock()
+	_ = c.w.conn.Close() // closing twice is harmless here
+	c.wake()
 }
 
 // acquire adds a user unless the connection has already ended.
@@ -102,7 +95,7 @@ func (c *wsConn) acquire() bool {
 func (c *wsConn) release() {
 	if c.refs.Add(-1) == 0 {
 		c.srv.untrackConn(c)
-		_ = c.nc.Close() // usually closed already by the WebSocket close
+		c.closeConn() // usually closed already by the WebSocket close
 	}
 }
 
@@ -122,7 +115,7 @@ func (c *wsConn) endReader() {
 // kill cuts the connection without a close handshake. Nil-safe.
 func (c *wsConn) kill() {
 	if c != nil {
-		_ = c.nc.Close() // idempotent in effect
+		c.closeConn()
 	}
 }
 
@@ -193,7 +186,7 @@ func (c *wsConn) closeAsync(code uint16, reason string) {
 	c.srv.goTracked(func() {
 		defer c.release()
 		// A peer that reads nothing must not hold the close frame's write.
-		_ = c.nc.SetWriteDeadline(time.Now().Add(closeHandshakeTimeout)) // fails only once closed; the write then fails too
+		_ = c.w.conn.SetWriteDeadline(time.Now().Add(closeHandshakeTimeout)) // fails only once closed; the write then fails too
 		if err := c.w.writeClose(code, reason); err != nil {
 			if !errors.Is(err, net.ErrClosed) || !c.w.isClosed() {
 				c.kill()
@@ -287,7 +280,6 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*wsConn, error)
 		return nil, err
 	}
 	c := &wsConn{srv: s}
-	c.nc = netConn{Conn: nc, ws: c}
 	c.w.conn = nc
 	c.src.conn = nc
 	// Bytes the client sent right after the handshake (an upgrade probe) may sit
@@ -319,7 +311,7 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*wsConn, error)
 // can, TLS connections cannot, as TLS keeps bytes of its own that the
 // socket's readiness does not show.
 func (c *wsConn) setPoller() bool {
-	sc, ok := c.nc.Conn.(syscall.Conn)
+	sc, ok := c.w.conn.(syscall.Conn)
 	if !ok {
 		return false
 	}
@@ -381,7 +373,7 @@ func (s *Server) handshakeWebSocket(w http.ResponseWriter, r *http.Request) {
 	sess := s.newSessionID(id, r, c)
 	if !s.register(sess) {
 		sess.timer.Stop()
-		s.refuse(&c.nc, r)
+		s.refuse(c.w.conn, r)
 		c.release()
 		return
 	}

@@ -34,7 +34,6 @@ func (c *scriptConn) Write(p []byte) (int, error) { return c.out.Write(p) }
 func newScriptConn(srv *Server, script []byte, chunk int, deflate bool) (*wsConn, *scriptConn) {
 	sc := &scriptConn{r: bytes.NewReader(script), chunk: max(1, chunk)}
 	c := &wsConn{srv: srv}
-	c.nc = netConn{Conn: sc, ws: c}
 	c.src.conn = sc
 	c.w.conn = sc
 	if deflate {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"slices"
 	"sync"
@@ -19,11 +20,13 @@ import (
 // With direct set (connections that are never parked, whose reader waits in
 // reads and would hold a pooled buffer while idle), it reads into a small
 // buffer of the connection's own instead.
+//
+// An error that comes with bytes is dropped: the connection returns it again
+// on the next read.
 type pooledReader struct {
 	conn   net.Conn
 	buf    *[]byte // from readPool while it holds unread bytes; with direct, the connection's own
-	r, w   int     // unread bytes are (*buf)[r:w]
-	err    error   // returned once the buffer is drained
+	r, w   int32   // unread bytes are (*buf)[r:w]
 	direct bool
 }
 
@@ -45,7 +48,7 @@ func (pr *pooledReader) Read(p []byte) (int, error) {
 		if pr.direct {
 			size = directReadBufferSize
 		}
-		if pr.err == nil && len(p) >= size {
+		if len(p) >= size {
 			return pr.conn.Read(p)
 		}
 		if err := pr.more(); err != nil {
@@ -71,11 +74,6 @@ func (pr *pooledReader) readFull(p []byte) error {
 
 // more reads from the connection into the buffer, which is empty.
 func (pr *pooledReader) more() error {
-	if pr.err != nil {
-		err := pr.err
-		pr.err = nil
-		return err
-	}
 	if pr.buf == nil {
 		if pr.direct {
 			b := make([]byte, directReadBufferSize)
@@ -88,18 +86,18 @@ func (pr *pooledReader) more() error {
 	if n <= 0 {
 		pr.release()
 		if err == nil {
-			err = errors.New("engineio: empty read") // net.Conn reads do not do this
+			err = io.ErrNoProgress // net.Conn reads do not do this
 		}
 		return err
 	}
-	pr.r, pr.w, pr.err = 0, n, err
+	pr.r, pr.w = 0, int32(n)
 	return nil
 }
 
 // take copies buffered bytes into p.
 func (pr *pooledReader) take(p []byte) int {
 	n := copy(p, (*pr.buf)[pr.r:pr.w])
-	pr.r += n
+	pr.r += int32(n)
 	if pr.r == pr.w {
 		pr.release()
 	}
@@ -114,11 +112,11 @@ func (pr *pooledReader) fill(b []byte) {
 		big := make([]byte, len(b))
 		buf = &big
 	}
-	pr.buf, pr.r, pr.w = buf, 0, copy(*buf, b)
+	pr.buf, pr.r, pr.w = buf, 0, int32(copy(*buf, b))
 }
 
 // buffered reports the bytes read from the connection and not yet returned.
-func (pr *pooledReader) buffered() int { return pr.w - pr.r }
+func (pr *pooledReader) buffered() int { return int(pr.w - pr.r) }
 
 // drop forgets unread bytes, for a reader that ends.
 func (pr *pooledReader) drop() {
