@@ -372,7 +372,7 @@ func (s *Server) handshakeWebSocket(w http.ResponseWriter, r *http.Request) {
 	}
 	sess := s.newSessionID(id, r, c)
 	if !s.register(sess) {
-		sess.timer.Stop()
+		s.hb.unschedule(sess)
 		s.refuse(c.w.conn, r)
 		c.release()
 		return
