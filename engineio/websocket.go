@@ -431,6 +431,13 @@ func (s *Session) readOne(c *wsConn) bool {
 			s.closeNow(reason, closeDone) // the close frame is sent
 			return true
 		}
+		var perr *wsProtocolError
+		if errors.As(err, &perr) {
+			// Frames no client may send: the close frame (1002 or 1007) is
+			// out, and the operator hears of it.
+			reason = ReasonParseError
+			s.srv.noteRefusal(RefusedBadPacket, nil, s.id, "err", err)
+		}
 		s.closeNow(reason, closeDone)
 		return false
 	}

@@ -1,6 +1,7 @@
 package engineio
 
 import (
+	"bufio"
 	"bytes"
 	"compress/flate"
 	"encoding/binary"
@@ -8,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // scriptConn is a net.Conn whose reads return script in pieces of at most
@@ -308,4 +311,94 @@ func FuzzWSReader(f *testing.F) {
 			}
 		}
 	})
+}
+
+// rawWS opens a WebSocket to ts with a hand-written handshake and returns
+// the connection and a reader past the 101 response.
+func rawWS(t *testing.T, ts *testServer, extraHeaders string) (net.Conn, *bufio.Reader, *http.Response) {
+	t.Helper()
+	nc, err := net.Dial("tcp", ts.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = nc.Close() }) // the test is over
+	if err := nc.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	req := "GET /engine.io/?EIO=4&transport=websocket HTTP/1.1\r\n" +
+		"Host: " + ts.Listener.Addr().String() + "\r\n" +
+		"Connection: Upgrade\r\nUpgrade: websocket\r\n" + extraHeaders + "\r\n"
+	if _, err := nc.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(nc)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, br, res
+}
+
+// TestWebSocketHandshake checks the handshake's answers: the accept key of
+// RFC 6455's example, 426 for another version, 400 for a bad key.
+func TestWebSocketHandshake(t *testing.T) {
+	ts := newTestServer(t, nil)
+	_, _, res := rawWS(t, ts, "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
+	if res.StatusCode != http.StatusSwitchingProtocols || res.Header.Get("Sec-WebSocket-Accept") != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" {
+		t.Errorf("101 expected with the RFC's accept key, got %d %q", res.StatusCode, res.Header.Get("Sec-WebSocket-Accept"))
+	}
+	if res.Header.Get("Sec-WebSocket-Extensions") != "" {
+		t.Errorf("extensions %q without PerMessageDeflate", res.Header.Get("Sec-WebSocket-Extensions"))
+	}
+	_, _, res = rawWS(t, ts, "Sec-WebSocket-Version: 8\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
+	if res.StatusCode != http.StatusUpgradeRequired || res.Header.Get("Sec-WebSocket-Version") != "13" {
+		t.Errorf("version 8: %d, Sec-WebSocket-Version %q", res.StatusCode, res.Header.Get("Sec-WebSocket-Version"))
+	}
+	_, _, res = rawWS(t, ts, "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: short\r\n")
+	if res.StatusCode != http.StatusBadRequest {
+		t.Errorf("bad key: %d", res.StatusCode)
+	}
+
+	deflate := newTestServer(t, &Options{PerMessageDeflate: true})
+	for offer, want := range map[string]string{
+		"permessage-deflate; client_max_window_bits":                       deflateResponse,
+		"permessage-deflate; server_max_window_bits=10, permessage-deflate": deflateResponse,
+		"permessage-deflate; server_max_window_bits=10":                     "",
+		"x-webkit-deflate-frame":                                            "",
+	} {
+		_, _, res := rawWS(t, deflate, "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Extensions: "+offer+"\r\n")
+		if got := res.Header.Get("Sec-WebSocket-Extensions"); res.StatusCode != http.StatusSwitchingProtocols || got != want {
+			t.Errorf("offer %q: %d, extensions %q, want %q", offer, res.StatusCode, got, want)
+		}
+	}
+}
+
+// TestWebSocketProtocolError sends an unmasked frame on an open session: the
+// client gets the close frame 1002, the session closes with ReasonParseError,
+// and the refusal is counted.
+func TestWebSocketProtocolError(t *testing.T) {
+	ts := newTestServer(t, nil)
+	nc, br, res := rawWS(t, ts, "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
+	if res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d", res.StatusCode)
+	}
+	open, err := readServerFrame(br)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sid := parseOpen(t, open).SID
+	if _, err := nc.Write([]byte{0x81, 0x02, '4', 'x'}); err != nil {
+		t.Fatal(err)
+	}
+	h := make([]byte, 4)
+	if _, err := io.ReadFull(br, h); err != nil {
+		t.Fatal(err)
+	}
+	if h[0] != finBit|opClose || binary.BigEndian.Uint16(h[2:]) != closeProtocolError {
+		t.Fatalf("close frame % x, want status 1002", h)
+	}
+	ts.rec.waitFor(t, "close", func(r *recorder) bool { return r.closed[sid] == ReasonParseError })
+	if got := ts.eio.Refused()[RefusedBadPacket]; got != 1 {
+		t.Errorf("Refused()[bad packet] = %d, want 1", got)
+	}
 }
