@@ -361,7 +361,7 @@ func TestWebSocketHandshake(t *testing.T) {
 
 	deflate := newTestServer(t, &Options{PerMessageDeflate: true})
 	for offer, want := range map[string]string{
-		"permessage-deflate; client_max_window_bits":                       deflateResponse,
+		"permessage-deflate; client_max_window_bits":                        deflateResponse,
 		"permessage-deflate; server_max_window_bits=10, permessage-deflate": deflateResponse,
 		"permessage-deflate; server_max_window_bits=10":                     "",
 		"x-webkit-deflate-frame":                                            "",
