@@ -164,6 +164,13 @@ func TestReadMessage(t *testing.T) {
 			answers: []string{"8:\x03\xf1message too big"},
 		},
 		{
+			name: "too big in a first fragment, the rest skipped",
+			script: [][]byte{maskedFrame(0x02, bytes.Repeat([]byte("y"), 101), testKey), maskedFrame(0x00, big, testKey),
+				maskedFrame(0x89, []byte("p"), testKey), maskedFrame(0x80, big, testKey), maskedFrame(0x88, close1000, testKey)},
+			err:     errWSTooBig,
+			answers: []string{"8:\x03\xf1message too big"},
+		},
+		{
 			name:    "close echoed",
 			script:  [][]byte{maskedFrame(0x88, append(close1000, "bye"...), testKey), maskedFrame(0x81, []byte("4late"), testKey)},
 			err:     errWSClosed,

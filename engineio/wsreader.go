@@ -301,7 +301,9 @@ func (c *wsConn) readMessage() (byte, []byte, error) {
 			}
 		}
 		h, err := c.readFrameHeader()
-		if err == nil {
+		// Once the close frame is sent, data frames are skipped unchecked: the
+		// peer may still be sending the rest of a message refused as too big.
+		if err == nil && (h.opcode&0x8 != 0 || !c.w.isClosed()) {
 			if perr := c.checkFrame(&h, msgOp); perr != nil {
 				err = perr
 			}
@@ -318,10 +320,6 @@ func (c *wsConn) readMessage() (byte, []byte, error) {
 		if c.w.isClosed() {
 			// The close handshake is under way: data goes nowhere.
 			c.skip = h.length
-			msgOp = 0
-			if !h.fin {
-				msgOp = opBinary
-			}
 			continue
 		}
 		if h.opcode != opContinuation {
