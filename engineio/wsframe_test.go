@@ -409,3 +409,47 @@ func TestWebSocketProtocolError(t *testing.T) {
 		t.Errorf("Refused()[bad packet] = %d, want 1", got)
 	}
 }
+
+// TestCloseHandshakeUnanswered closes a session whose client never answers
+// the close frame (and whose connection is parked meanwhile): the client gets
+// the close frame, and the server cuts the connection after
+// closeHandshakeTimeout, leaving no tracked connection behind.
+func TestCloseHandshakeUnanswered(t *testing.T) {
+	ts := newTestServer(t, nil)
+	nc, br, res := rawWS(t, ts, "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n")
+	if res.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("status %d", res.StatusCode)
+	}
+	if err := nc.SetDeadline(time.Now().Add(closeHandshakeTimeout + 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := readServerFrame(br); err != nil { // the open packet
+		t.Fatal(err)
+	}
+	ts.rec.waitFor(t, "open", func(r *recorder) bool { return len(r.opened) == 1 })
+	ts.rec.mu.Lock()
+	sess := ts.rec.opened[0]
+	ts.rec.mu.Unlock()
+	start := time.Now()
+	if err := sess.Close(); err != nil {
+		t.Fatal(err)
+	}
+	h := make([]byte, 4)
+	if _, err := io.ReadFull(br, h); err != nil {
+		t.Fatal(err)
+	}
+	if h[0] != finBit|opClose || binary.BigEndian.Uint16(h[2:]) != closeNormal {
+		t.Fatalf("close frame % x, want status 1000", h)
+	}
+	if _, err := br.Discard(int(h[1]) - 2); err != nil { // the reason
+		t.Fatal(err)
+	}
+	// Not answered: the next read sees the server's end of the connection.
+	if _, err := br.ReadByte(); !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !strings.Contains(fmt.Sprint(err), "reset") {
+		t.Fatalf("after the close frame: %v, want the connection's end", err)
+	}
+	if waited := time.Since(start); waited < closeHandshakeTimeout/2 {
+		t.Errorf("cut after %v, before the close handshake's timeout", waited)
+	}
+	waitConns(t, ts.eio, 0, 0)
+}
