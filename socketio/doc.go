@@ -68,7 +68,7 @@
 // session closes with ReasonSendQueueFull: size it for the largest burst of
 // this node's emits one client may receive at once. What a cluster adapter
 // delivers for other nodes, which after a Redis outage arrives as a backlog,
-// does not have to fit: it is written with Socket.WritePaced, which waits for
+// does not have to fit: it is written paced (adapter.PacedSocket), which waits for
 // room in the first half of the queue (the second half stays free for this
 // node's emits, which never wait), so the backlog reaches each client at the
 // pace the client reads it. A client that takes nothing for engineio

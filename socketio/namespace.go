@@ -20,7 +20,7 @@ import (
 type Middleware func(ctx context.Context, s *Socket) error
 
 // Namespace is a Socket.IO namespace on this server: its middleware, connection
-// handlers, local sockets and adapter. It implements adapter.Namespace.
+// handlers, local sockets and adapter.
 //
 // A namespace returned by OfFunc or OfRegexp is a parent: it has no sockets of
 // its own, its middleware and handlers apply to every namespace created from it,
@@ -48,13 +48,11 @@ type Namespace struct {
 	removed        bool               // an empty child taken out of the server
 }
 
-var _ adapter.Namespace = (*Namespace)(nil)
-
 func newNamespace(srv *Server, name string, match func(string, json.RawMessage) bool) *Namespace {
 	n := &Namespace{srv: srv, name: name, match: match, sockets: make(map[string]*Socket)}
 	n.roomRun.srv = srv
 	if match == nil {
-		a, err := srv.opts.Adapter(n)
+		a, err := srv.opts.Adapter(n.forAdapter())
 		switch {
 		case err != nil:
 			n.adapterErr = fmt.Errorf("%w: namespace %q: %w", ErrAdapter, name, err)
@@ -177,15 +175,6 @@ func (n *Namespace) targets() ([]*Namespace, error) {
 	return out, nil
 }
 
-// Socket returns the socket with this id connected to this server, or nil
-// (adapter.Namespace). LocalSocket returns it as a *Socket.
-func (n *Namespace) Socket(id string) adapter.Socket {
-	if s := n.LocalSocket(id); s != nil {
-		return s
-	}
-	return nil
-}
-
 // LocalSocket returns the socket with this id connected to this server, or nil.
 func (n *Namespace) LocalSocket(id string) *Socket {
 	n.mu.RLock()
@@ -207,12 +196,12 @@ func (n *Namespace) Sockets() []*Socket {
 	return out
 }
 
-// NextAckID returns a fresh ack id (adapter.Namespace).
-func (n *Namespace) NextAckID() uint64 { return n.ackID.Add(1) - 1 }
+// nextAckID returns a fresh ack id.
+func (n *Namespace) nextAckID() uint64 { return n.ackID.Add(1) - 1 }
 
-// HandleServerSideEmit runs the handler registered with OnServerSideEmit
-// (adapter.Namespace). It does not wait for the handler.
-func (n *Namespace) HandleServerSideEmit(event string, args []json.RawMessage, reply func(args []json.RawMessage)) {
+// handleServerSideEmit runs the handler registered with OnServerSideEmit for
+// an event another server sent. It does not wait for the handler.
+func (n *Namespace) handleServerSideEmit(event string, args []json.RawMessage, reply func(args []json.RawMessage)) {
 	h := n.serverHandler(event)
 	if h == nil {
 		n.srv.log.Debug("socketio: server-side event without handler", "namespace", n.name, "event", event)

@@ -580,7 +580,7 @@ func TestServerSideEmitBinary(t *testing.T) {
 		}
 	})
 	reply := make(chan []json.RawMessage, 1)
-	nsp.HandleServerSideEmit("blob", args, func(a []json.RawMessage) { reply <- a })
+	nsp.forAdapter().HandleServerSideEmit("blob", args, func(a []json.RawMessage) { reply <- a })
 	e := recv(t, got)
 	var b []byte
 	var m struct {

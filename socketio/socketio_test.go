@@ -720,7 +720,7 @@ func TestServerSideEmitHandler(t *testing.T) {
 	})
 	// An adapter delivers server-side events of other nodes through the
 	// adapter.Namespace interface.
-	var an adapter.Namespace = nsp
+	var an adapter.Namespace = nsp.forAdapter()
 	an.HandleServerSideEmit("sum", []json.RawMessage{json.RawMessage("2"), json.RawMessage("40")}, func(args []json.RawMessage) {
 		got <- string(args[0])
 	})
@@ -828,7 +828,7 @@ func TestCloseIdempotent(t *testing.T) {
 	c.waitClosed()
 	got := make(chan bool, 1)
 	srv.Of("/").OnServerSideEmit("late", func(*Event) { got <- true })
-	srv.Of("/").HandleServerSideEmit("late", nil, nil)
+	srv.Of("/").forAdapter().HandleServerSideEmit("late", nil, nil)
 	select {
 	case <-got:
 		t.Fatal("server-side event handled after Close")
