@@ -18,6 +18,7 @@ import (
 
 	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/engineio"
+	"github.com/durasock/durasock/internal/testwait"
 	"github.com/durasock/durasock/parser"
 )
 
@@ -431,7 +432,7 @@ func TestRoomsAndBroadcast(t *testing.T) {
 
 	// Disconnecting leaves every room.
 	clients[1].close()
-	waitFor(t, "socket 1 gone", func() bool { return !sockets[1].Connected() })
+	testwait.For(t, waitTimeout, "socket 1 gone", func() bool { return !sockets[1].Connected() })
 	if rooms := srv.Of("/").Adapter().Rooms(sockets[1].ID()); len(rooms) != 0 {
 		t.Fatalf("rooms after disconnect = %q", rooms)
 	}
