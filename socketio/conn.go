@@ -376,6 +376,8 @@ func (c *conn) connect(p *parser.Packet, r *runner) {
 		}
 		s.saveSession()
 	}
+	// The client hears CONNECT once the handlers returned (connecthold.go).
+	defer s.release()
 	s.joinPending()
 	for _, h := range n.connectionHandlers() {
 		if !s.Connected() {

@@ -86,8 +86,16 @@ func (n *Namespace) Use(m Middleware) {
 	n.mu.Unlock()
 }
 
-// OnConnection registers a handler called for every socket that connects, after
-// the client was told it is connected. Register the socket's event handlers here.
+// OnConnection registers a handler called for every socket that connects.
+// Register the socket's event handlers here.
+//
+// As in the reference server, the handlers run before the client hears that
+// it is connected: the socket is already in its rooms and reachable, but the
+// CONNECT answer, and whatever the handlers or broadcasts send the socket
+// meanwhile, are held and written, in order, when the handlers return. So a
+// room joined here holds for every broadcast made after the client could have
+// heard CONNECT. A handler that waits for the client (EmitWithAck) ends the
+// hold at that point: the client is told it is connected, then asked.
 func (n *Namespace) OnConnection(h func(*Socket)) {
 	n.mu.Lock()
 	n.onConnection = append(slices.Clip(n.onConnection), h)
@@ -231,9 +239,10 @@ func (n *Namespace) handleServerSideEmit(event string, args []json.RawMessage, r
 	}()
 }
 
-// add connects s: it tells the client, then makes s visible to broadcasts. It
-// returns errRemoved when n was removed as empty meanwhile (the caller looks the
-// name up again), and ErrDisconnected when s was disconnected.
+// add connects s: it makes s visible to broadcasts and holds its CONNECT
+// answer until the connection handlers return (connecthold.go). It returns
+// errRemoved when n was removed as empty meanwhile (the caller looks the name
+// up again), and ErrDisconnected when s was disconnected.
 func (n *Namespace) add(s *Socket) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -255,11 +264,11 @@ func (n *Namespace) add(s *Socket) error {
 	// In its rooms (with those joined in middleware) before the client learns
 	// it is connected, so that whatever the client does next (and a
 	// DisconnectSockets or FetchSockets right after) finds it there. Until
-	// connected is set, broadcasts skip it: none reaches the client before
-	// the CONNECT answer, and s.mu keeps disconnections out meanwhile.
+	// connected is set, broadcasts skip it, and s.mu keeps disconnections out
+	// meanwhile; from then on, what reaches it is held behind the CONNECT
+	// answer.
 	n.adapter.Join(s.id, s.takePendingLocked()...)
-	s.conn.write(s.conn.connectAnswer(n.name, s.id, s.pid()), false, false)
-	s.connected.Store(true)
+	s.holdLocked(s.conn.connectAnswer(n.name, s.id, s.pid()), nil)
 	return nil
 }
 

@@ -35,6 +35,7 @@ type Socket struct {
 
 	connected atomic.Bool
 	outgoing  atomic.Bool // OnAnyOutgoing listeners exist
+	holding   atomic.Bool // hold is not nil (connecthold.go)
 	// Guarded by mu; next to connected so that the flags share one word.
 	closed    bool
 	recovered bool
@@ -45,6 +46,7 @@ type Socket struct {
 	acks     map[uint64]func([]json.RawMessage)
 	extra    *socketExtra // nil until used
 	run      *runner      // runs the handlers of the socket's namespace on its connection
+	hold     *connectHold // the CONNECT answer and what follows it, until the connection handlers return
 
 	rs *recoveryState // nil when connection state recovery is off
 }
@@ -374,7 +376,7 @@ func (e SocketEmitter) Emit(event string, args ...any) error {
 		return nil
 	}
 	enc := parser.Encode(p)
-	s.conn.write(enc, e.volatile, e.noCompress)
+	s.connWrite(enc, e.volatile, e.noCompress)
 	s.notifyOutgoing(enc)
 	return nil
 }
@@ -395,7 +397,7 @@ func (e SocketEmitter) EmitWithAck(ctx context.Context, event string, args ...an
 		return Args{}, ErrDisconnected
 	}
 	enc := parser.Encode(p)
-	s.conn.write(enc, e.volatile, e.noCompress)
+	s.connWrite(enc, e.volatile, e.noCompress)
 	s.notifyOutgoing(enc)
 	select {
 	case a := <-reply:
@@ -435,15 +437,15 @@ func (s *Socket) write(e *parser.Encoded, volatile, noCompress bool) {
 		return
 	}
 	if s.connectedSync() {
-		s.conn.write(e, volatile, noCompress)
+		s.connWrite(e, volatile, noCompress)
 		s.notifyOutgoing(e)
 	}
 }
 
 // connectedSync is Connected for a write: a socket that is in its rooms but
 // not connected yet is being connected by Namespace.add, which holds s.mu
-// until the CONNECT answer is written, so waiting for s.mu puts the write
-// after it instead of dropping it.
+// until it is, so waiting for s.mu puts the write after the CONNECT answer
+// instead of dropping it.
 func (s *Socket) connectedSync() bool {
 	if s.connected.Load() {
 		return true
@@ -491,13 +493,15 @@ func (s *Socket) writePaced(ctx context.Context, e *parser.Encoded, noCompress b
 
 // expectAck registers fn for the client's ACK with this id; it reports false
 // when the socket is closed. fn runs on the connection's read goroutine and
-// must not block.
+// must not block. Whoever expects an ack waits for the client, so a CONNECT
+// answer still held is written now (connecthold.go).
 func (s *Socket) expectAck(id uint64, fn func(args []json.RawMessage)) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return false
 	}
+	s.releaseLocked()
 	if s.acks == nil {
 		s.acks = make(map[uint64]func([]json.RawMessage))
 	}
@@ -701,6 +705,11 @@ func (s *Socket) closeWith(reason string, notify bool) {
 		}
 	}
 	s.acks = nil
+	if notify {
+		s.releaseLocked() // the client hears CONNECT, then DISCONNECT
+	} else {
+		s.dropHoldLocked()
+	}
 	x := s.extra // made above
 	handlers, disconnecting := x.onDisconnect, x.disconnecting
 	x.onDisconnect, x.disconnecting = nil, nil
