@@ -79,6 +79,15 @@
 // that missed more messages than the send queue holds is given a new session
 // rather than recovered into a queue that would overflow (see RecoveryOptions).
 //
+// # Options and logs
+//
+// As in every package of the module, a constructor takes a pointer to its
+// options (nil gives the defaults; a zero field takes its default, -1 disables
+// where that makes sense), and a nil Logger means slog.Default(): warnings
+// (a client cut, a refused request, a dropped event) reach the process's log
+// unless a Logger says otherwise; pass slog.New(slog.DiscardHandler) to
+// silence them. Debug lines follow the logger's level.
+//
 // # Dynamic namespaces
 //
 // OfFunc and OfRegexp create namespaces on demand. Options.MaxChildNamespaces

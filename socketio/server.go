@@ -52,7 +52,7 @@ func NewServer(opts *Options) *Server {
 	s.offsets = newOffsets()
 	s.log = o.Logger
 	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
+		s.log = slog.Default()
 	}
 	eo := o.Options
 	s.engine = engineio.NewServer((*engineHandler)(s), &eo)
