@@ -211,6 +211,26 @@ func TestEmitterOutboxFull(t *testing.T) {
 	}
 }
 
+// plainBus hides every method of its bus but those of bus.Bus: a bus that
+// cannot tell when Redis holds a message.
+type plainBus struct{ bus.Bus }
+
+// TestEmitterSyncNeedsASyncer: an emitter over a bus that cannot confirm
+// publication says so instead of pretending.
+func TestEmitterSyncNeedsASyncer(t *testing.T) {
+	b, err := bus.New(bus.NewMemoryHub().Transport(), bus.Config{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	if err := emitter.New(b).Sync(t.Context()); err != nil {
+		t.Errorf("Sync over a bus.Reliable: %v", err)
+	}
+	if err := emitter.New(plainBus{b}).Sync(t.Context()); !errors.Is(err, emitter.ErrNoSync) {
+		t.Errorf("Sync over a bus without Sync: %v, want ErrNoSync", err)
+	}
+}
+
 // TestEmitterRoomOperations drives the emitter's room and server operations (In,
 // SocketsLeave, DisconnectSockets, ServerSideEmit) against two servers. Order per
 // origin makes the absence of an event observable: a client that should have

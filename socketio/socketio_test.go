@@ -894,3 +894,21 @@ func TestDynamicChildMiddleware(t *testing.T) {
 		t.Fatalf("order = %q", order)
 	}
 }
+
+// TestBindErrors: what Bind says when the arguments do not fit, so that a
+// handler can tell a client's mistake from its own with errors.Is.
+func TestBindErrors(t *testing.T) {
+	e := &Event{Name: "e", Args: []json.RawMessage{json.RawMessage(`"text"`)}}
+	var n int
+	if err := e.Bind(&n); !errors.Is(err, ErrBadArgument) {
+		t.Errorf("Bind of a string into an int: %v, want ErrBadArgument", err)
+	}
+	var s, more string
+	if err := e.Bind(&s, &more); !errors.Is(err, ErrMissingArgument) || s != "text" {
+		t.Errorf("Bind of one argument into two: %v (%q), want ErrMissingArgument", err, s)
+	}
+	var data struct{}
+	if err := (&RemoteSocket{}).BindData(&data); !errors.Is(err, ErrMissingArgument) {
+		t.Errorf("BindData without data: %v, want ErrMissingArgument", err)
+	}
+}
