@@ -90,3 +90,29 @@ func TestConnectionHandlerDisconnects(t *testing.T) {
 	c.expect(`2["bye"]`)
 	c.expect(`1`)
 }
+
+// TestConnectionHandlerHoldIsBounded: what is held behind the CONNECT answer
+// never exceeds the send queue: when a handler sends that much before it
+// returns, the client is told it is connected and gets it all at once.
+func TestConnectionHandlerHoldIsBounded(t *testing.T) {
+	const queue = 16
+	srv, url := newTestServer(t, &Options{Options: engineio.Options{SendQueueSize: queue}})
+	gate := make(chan struct{})
+	t.Cleanup(func() { close(gate) }) // before the server's shutdown, which waits for the handler
+	srv.OnConnection(func(s *Socket) {
+		for i := range queue - 1 { // with the CONNECT answer, the hold is full
+			if err := s.Emit("n", i); err != nil {
+				t.Error(err)
+			}
+		}
+		if err := s.Volatile().Emit("overflow"); err != nil { // releases the hold
+			t.Error(err)
+		}
+		<-gate
+	})
+	c := dial(t, url, "websocket")
+	c.connect("/", "")
+	for i := range queue - 1 {
+		c.expect(`2["n",` + jsonString(i) + `]`)
+	}
+}
