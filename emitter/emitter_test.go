@@ -37,14 +37,13 @@ func server(t *testing.T, url string, setup ...func(*socketio.Server)) string {
 		t.Fatal(err)
 	}
 	srv := socketio.NewServer(&socketio.Options{Adapter: c.Adapter})
-	// Joined in connect middleware, the socket is in its room before its
-	// client hears CONNECT: an emit right after Dial returns finds it there.
-	srv.Use(func(_ context.Context, s *socketio.Socket) error {
+	// Joined in the connection handler, which runs before the client hears
+	// CONNECT (as in Node): an emit right after Dial returns finds it there.
+	srv.OnConnection(func(s *socketio.Socket) {
 		var q struct{ Room string }
 		if err := json.Unmarshal(s.Handshake().Auth, &q); err == nil && q.Room != "" {
 			s.Join(q.Room)
 		}
-		return nil
 	})
 	for _, f := range setup {
 		f(srv)
