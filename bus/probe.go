@@ -175,7 +175,10 @@ func (r *Reliable) ping(ctx context.Context) error {
 // the last seq of its partition that left the outbox (acknowledged by the broker
 // or dropped by a bound). The outbox is read before the probes are published, so
 // every seq they announce was published (or dropped) before them: on each
-// partition the probe follows the frames it announces.
+// partition the probe follows the frames it announces. The caller holds
+// r.publishing until the probes are written, so that no batch of the sender is
+// written between (one would follow no probe that announces it, yet precede
+// this one).
 func (r *Reliable) probeFrames(round uint64) (frames []Frame, last []uint64) {
 	last = r.ob.lastResolved(make([]uint64, 0, r.partitions))
 	frames = make([]Frame, r.partitions)
@@ -210,6 +213,10 @@ type announcer struct {
 // announcement, and every announceEvery rounds once anything was resolved. Their
 // round (seq) is 0: they announce, but their rhythm says nothing about liveness.
 func (r *Reliable) announce(ctx context.Context, a *announcer) error {
+	if !r.lockPublishing(ctx) {
+		return ctx.Err()
+	}
+	defer r.unlockPublishing()
 	frames, last := r.probeFrames(0)
 	a.since++
 	if a.last == nil {
@@ -236,11 +243,15 @@ func (r *Reliable) announce(ctx context.Context, a *announcer) error {
 // failover), or the publish error.
 func (r *Reliable) probeRound(ctx context.Context, round uint64) (missed, lost bool, err error) {
 	subs := r.recv.subscriptions.Load()
+	if !r.lockPublishing(ctx) {
+		return false, false, ctx.Err()
+	}
 	frames, _ := r.probeFrames(round)
 	done := r.probes.begin(round, r.partitions)
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.ProbeTimeout)
 	err = r.t.Publish(pctx, frames)
 	cancel()
+	r.unlockPublishing()
 	if err != nil {
 		return false, false, fmt.Errorf("bus: publish probe: %w", err)
 	}

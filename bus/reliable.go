@@ -28,6 +28,13 @@ type Reliable struct {
 	// and another instance written earlier are an earlier run's history.
 	startNanos int64
 	partitions int
+	// publishing is held by the sender from a batch's publish until the
+	// outbox knows its outcome, and by the prober from reading what its probes
+	// announce until they are written: a probe then follows on each partition
+	// exactly the frames it announces, never a batch written but not yet
+	// acknowledged (a receiver that starts between the two would take that
+	// batch for lost). A channel of one, so that a wait can end with ctx.
+	publishing chan struct{}
 	// prefix is version, kind data, origin length, origin and instance: the start of
 	// every data envelope this node writes.
 	prefix []byte
@@ -127,6 +134,7 @@ func newReliable(t Transport, cfg Config, jitter func(int64) int64) (*Reliable, 
 		bo:             newBackoff(cfg.Backoff),
 		wake:           make(chan struct{}, 1),
 		senderDone:     make(chan struct{}),
+		publishing:     make(chan struct{}, 1),
 		notifierDone:   make(chan struct{}),
 		notifierExited: make(chan struct{}),
 		closed:         make(chan struct{}),
@@ -567,6 +575,9 @@ func (r *Reliable) sendLoop(ctx context.Context) {
 			}
 		}
 		back := r.recovered.wait()
+		if !r.lockPublishing(ctx) {
+			return
+		}
 		pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 		err := r.t.Publish(pctx, frames)
 		cancel()
@@ -574,13 +585,15 @@ func (r *Reliable) sendLoop(ctx context.Context) {
 		if err == nil && under {
 			err = ErrNotReplicated // written, not confirmed: same path
 		}
+		if err == nil {
+			waits = r.ob.commit(lastID, time.Now(), waits[:0])
+		}
+		r.unlockPublishing()
 		if err == nil || r.notReplicated(err, frames, lastID, &rp) {
-			if err == nil {
-				waits = r.ob.commit(lastID, time.Now(), waits[:0])
-				for _, w := range waits { // outside the outbox lock
-					r.m.observeLatency(w)
-				}
+			for _, w := range waits { // outside the outbox lock
+				r.m.observeLatency(w)
 			}
+			waits = waits[:0]
 			if attempt > 0 {
 				r.c.reconnects.Add(1)
 				attempt = 0
@@ -617,6 +630,18 @@ func (r *Reliable) sendLoop(ctx context.Context) {
 		}
 	}
 }
+
+// lockPublishing takes r.publishing, or reports false when ctx ends first.
+func (r *Reliable) lockPublishing(ctx context.Context) bool {
+	select {
+	case r.publishing <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (r *Reliable) unlockPublishing() { <-r.publishing }
 
 // idle waits for work: a Publish, Close, or the next wait for replicas when
 // written entries wait for them. It reports whether ctx is still live.

@@ -31,8 +31,11 @@ type streamStats struct {
 	// rewinds: positions read again from the last entry in common after the
 	// server's history turned out to differ (a failover).
 	rewinds atomic.Uint64
+	// resets: positions moved back because the stream's last id was below
+	// them (a stream lost with a Redis restart, or deleted).
+	resets atomic.Uint64
 
-	capLog, behindLog, skipLog, rewindLog rateLog
+	capLog, behindLog, skipLog, rewindLog, resetLog rateLog
 
 	// Per partition, as the readers last saw it: the stream's length and the
 	// time between its first and its last id (the history it holds).
@@ -86,7 +89,7 @@ type statsCollector struct {
 	st                                           *streamStats
 	capTrimmed, behindTrim, skipped, readFailure *prometheus.Desc
 	trimmedUnread, length, window                *prometheus.Desc
-	rewinds                                      *prometheus.Desc
+	rewinds, resets                              *prometheus.Desc
 }
 
 func newStatsCollector(st *streamStats) *statsCollector {
@@ -103,6 +106,7 @@ func newStatsCollector(st *streamStats) *statsCollector {
 		skipped:       d("read_skipped_total", "Stream entries skipped because every read of them failed while Redis kept answering (the bus reports them as gaps)."),
 		readFailure:   d("read_failures_total", "Stream reads that failed while Redis kept answering (for example an entry above the client output buffer limit)."),
 		rewinds:       d("reader_rewinds_total", "Times a reader found the last entry it read missing on the server (a failover to a primary with another history) and read again from the last entry in common."),
+		resets:        d("reader_resets_total", "Times a reader found the stream's last id below its position (Redis restarted without its data, the stream deleted) and read again from the last entry in common or the stream's start (the bus reports what was lost as gaps)."),
 	}
 }
 
@@ -116,6 +120,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.length
 	ch <- c.window
 	ch <- c.rewinds
+	ch <- c.resets
 }
 
 // Collect implements prometheus.Collector.
@@ -123,7 +128,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, m := range []struct {
 		d *prometheus.Desc
 		v *atomic.Uint64
-	}{{c.capTrimmed, &c.st.capTrimmed}, {c.behindTrim, &c.st.behindTrim}, {c.skipped, &c.st.skipped}, {c.readFailure, &c.st.readFailures}, {c.trimmedUnread, &c.st.trimmedUnread}, {c.rewinds, &c.st.rewinds}} {
+	}{{c.capTrimmed, &c.st.capTrimmed}, {c.behindTrim, &c.st.behindTrim}, {c.skipped, &c.st.skipped}, {c.readFailure, &c.st.readFailures}, {c.trimmedUnread, &c.st.trimmedUnread}, {c.rewinds, &c.st.rewinds}, {c.resets, &c.st.resets}} {
 		ch <- prometheus.MustNewConstMetric(m.d, prometheus.CounterValue, float64(m.v.Load()))
 	}
 	c.st.mu.Lock()

@@ -155,6 +155,10 @@ func (s *streams) readLoop(ctx context.Context, c rueidis.Client, parts []int, d
 
 		if check {
 			rd.lastCheck, rd.checkNext = time.Now(), false
+			if rd.checkReset(res[:len(parts)]) {
+				rd.checkNext = true
+				continue // this read went on from a position past the server's stream
+			}
 			rd.checkTrim(res[:len(parts)])
 		}
 		if rewound, err := rd.checkPositions(ctx, posIdx, res[posAt:len(res)-1]); err != nil || rewound {
@@ -226,6 +230,94 @@ func (rd *reader) adapt(largest int64, got int) {
 	rd.size = max(largest, rd.size/2)
 	fit := max(1, o.ReadBytes/(rd.size*int64(len(rd.parts))))
 	rd.count = min(o.ReadCount, fit, 2*rd.count)
+}
+
+// checkReset compares, per partition, the stream's last id (read in the same
+// pipeline just before the read) with the reader's position. A last id below
+// the position means the server's stream is not the one the reader read: Redis
+// restarted without its data (or the stream was deleted) and numbers new
+// entries from its own clock, below ids taken while its clock was behind, or a
+// failover promoted a replica without the reader's last entries. Reading on
+// from the position would wait, silently, until the server's clock passes it.
+// The reader goes back to the last entry it has in common with the server
+// (Sentinel, Cluster: a failover) or to the stream's start; it counts and logs
+// the reset, and the bus reports what the lost stream held as a gap of each
+// origin's seqs. It reports whether any partition was moved.
+func (rd *reader) checkReset(infos []rueidis.RedisResult) bool {
+	s := rd.s
+	moved := false
+	for i, r := range infos {
+		info, err := parseStreamInfo(r)
+		if err != nil {
+			continue // Redis failed: the read reports it
+		}
+		p := rd.parts[i]
+		if !idBefore(info.lastID, rd.ids[i]) {
+			continue
+		}
+		s.mu.Lock()
+		if s.lastIDs[p] != rd.ids[i] {
+			s.mu.Unlock()
+			continue
+		}
+		to := "0-0"
+		if common, ok := s.commonEntryLocked(p, info.lastID); ok {
+			to = common
+		}
+		s.lastIDs[p] = to
+		s.readN[p] = -1 // the trim check cannot count on this history
+		if to == "0-0" && info.added >= 0 {
+			s.readN[p] = 0 // a new stream: its counts start with it
+		}
+		s.mu.Unlock()
+		moved = true
+		s.st.resets.Add(1)
+		s.st.warn(&s.st.resetLog, "redisbus: the stream's last id is below this node's read position (Redis restarted without its data, the stream was deleted, or a failover lost entries); reading again from the last entry in common, or from the stream's start; the bus reports what was lost as a gap",
+			"partition", p, "position", rd.ids[i], "stream_last_id", info.lastID, "from", to, "stream_entries", info.length)
+	}
+	return moved
+}
+
+// commonEntryLocked returns the newest entry the reader delivered on partition
+// p whose id is at most last (under s.mu). Only the id is compared: the
+// position check that follows (Sentinel, Cluster) goes further back when its
+// frame differs. Standalone readers keep no ring: none.
+func (s *streams) commonEntryLocked(p int, last string) (string, bool) {
+	if p >= len(s.recent) {
+		return "", false
+	}
+	best := ""
+	for _, e := range s.recent[p] {
+		if e.sum != 0 && !idBefore(last, e.id) && (best == "" || idBefore(best, e.id)) {
+			best = e.id
+		}
+	}
+	return best, best != ""
+}
+
+// idBefore reports whether stream id a is below stream id b; an id that does
+// not parse is below none and above none.
+func idBefore(a, b string) bool {
+	am, as, ok1 := parseID(a)
+	bm, bs, ok2 := parseID(b)
+	if !ok1 || !ok2 {
+		return false
+	}
+	return am < bm || (am == bm && as < bs)
+}
+
+// parseID splits a stream id "<ms>-<seq>".
+func parseID(id string) (ms, seq uint64, ok bool) {
+	m, q, found := strings.Cut(id, "-")
+	if !found {
+		return 0, 0, false
+	}
+	v, err1 := strconv.ParseUint(m, 10, 64)
+	n, err2 := strconv.ParseUint(q, 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, 0, false
+	}
+	return v, n, true
 }
 
 // checkTrim compares, per partition, the entries the stream had received up

@@ -167,3 +167,171 @@ func TestReaderRewindsToCommonHistory(t *testing.T) {
 		t.Errorf("%d rewinds, want 1", got)
 	}
 }
+
+// TestReaderFollowsStreamReset: the stream ids run ahead of Redis' clock (as
+// after a restart of Redis with its clock behind), then Redis restarts without
+// its data: the new stream numbers its entries from the server's clock, below
+// the reader's position. The reader must notice (the stream's last id is
+// below its position), count and log it, and read the new stream from its
+// start, instead of waiting silently until the server's clock passes its
+// position; and the publisher must not trim what it adds with a threshold
+// taken from the old ids.
+func TestReaderFollowsStreamReset(t *testing.T) {
+	srv := redistest.Standalone(t, redistest.WithoutPersistence())
+	o := faultOpts(Streams)
+	o.Prefix = "reset"
+	o.Partitions = 2
+	open := func(node string) (*bus.Reliable, *prometheus.Registry) {
+		reg := prometheus.NewRegistry()
+		oo := o
+		oo.Bus = testBusConfig(node)
+		oo.Bus.Registerer = reg
+		b, err := Open(context.Background(), srv.URL(), &oo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := b.Close(ctx); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		})
+		return b, reg
+	}
+	a, _ := open("a")
+	b, regB := open("b")
+	in := newInbox()
+	b.Receive(in.handle)
+	a.Receive(func(bus.Message) {})
+	busWarmUp(t, a, in)
+
+	ctx := context.Background()
+	next := 0
+	publishEvents := func(n int) {
+		t.Helper()
+		for range n {
+			if err := a.Publish(ctx, "k", []byte("e"+strconv.Itoa(next))); err != nil {
+				t.Fatal(err)
+			}
+			next++
+		}
+	}
+	publishEvents(10)
+	if !in.await(waitLong, countEvents(next)) {
+		t.Fatalf("received %d messages before the clock jump", len(in.snapshot()))
+	}
+
+	// Ids ten minutes ahead of the server's clock, past the retention.
+	now, err := srv.Do(ctx, "TIME")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secs, err := strconv.ParseInt(now.([]any)[0].(string), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ahead := strconv.FormatInt((secs+600)*1000, 10) + "-0"
+	for p := range o.Partitions { // probes wrote to every partition
+		if _, err := srv.Do(ctx, "XSETID", StreamKey(o.Prefix, p), ahead); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publishEvents(10)
+	if !in.await(waitLong, countEvents(next)) {
+		t.Fatalf("received %d messages after the clock jump", len(in.snapshot()))
+	}
+
+	if err := srv.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	publishEvents(10)
+	if !in.await(waitLong, countEvents(next)) {
+		t.Fatalf("received %d of %d events %v after Redis restarted empty (status %+v, stats %+v)",
+			len(dataEvents(in.snapshot())), next, waitLong, b.Status(), b.Stats())
+	}
+	checkEvents(t, in.snapshot(), "a", next)
+	if v := metricValue(t, regB, "durasock_redisbus_reader_resets_total"); v < 1 {
+		t.Errorf("reader_resets_total %v, want at least 1", v)
+	}
+}
+
+// dataEvents returns the events "e<i>" of msgs.
+func dataEvents(msgs []bus.Message) []bus.Message {
+	var out []bus.Message
+	for _, m := range msgs {
+		if strings.HasPrefix(string(m.Payload), "e") {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// TestPublishAfterStreamReset: after the stream's ids ran ahead of the
+// server's clock, the stream is lost (a restart without persistence, here a
+// DEL): the next XADDs get ids from the server's clock. Their trim threshold
+// must not come from the ids seen before, which would trim the entries they
+// add at once.
+func TestPublishAfterStreamReset(t *testing.T) {
+	srv := redistest.Standalone(t)
+	o := faultOpts(Streams)
+	o.Prefix = "reset-publish"
+	o.Partitions = 1
+	tr := newTransport(t, srv.URL(), o)
+	ctx := context.Background()
+	key := StreamKey(o.Prefix, 0)
+	publish(t, tr, numbered(0, 1, 1))
+	now, err := srv.Do(ctx, "TIME")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secs, err := strconv.ParseInt(now.([]any)[0].(string), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := srv.Do(ctx, "XSETID", key, strconv.FormatInt((secs+600)*1000, 10)+"-0"); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, tr, numbered(1, 2, 1)) // the transport sees an id 10 minutes ahead
+	if _, err := srv.Do(ctx, "DEL", key); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, tr, numbered(2, 7, 1))
+	n, err := srv.Do(ctx, "XLEN", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != int64(5) {
+		t.Errorf("the stream holds %v entries after 5 were added, want 5", n)
+	}
+}
+
+// FuzzIDOrder: any two stream ids (from XINFO STREAM and the reader's
+// position) compare as a strict order, and the id just before a valid one is
+// below it.
+func FuzzIDOrder(f *testing.F) {
+	for _, p := range [][2]string{{"1-0", "1-1"}, {"0-0", "0-0"}, {"18446744073709551615-18446744073709551615", "1-0"}, {"x", "1-0"}, {"2-", "-2"}, {"10-0", "9-99"}} {
+		f.Add(p[0], p[1])
+	}
+	f.Fuzz(func(t *testing.T, a, b string) {
+		if idBefore(a, a) {
+			t.Fatalf("%q below itself", a)
+		}
+		if idBefore(a, b) && idBefore(b, a) {
+			t.Fatalf("%q and %q each below the other", a, b)
+		}
+		am, as, ok := parseID(a)
+		if !ok {
+			if idBefore(a, b) || idBefore(b, a) {
+				t.Fatalf("an id that does not parse (%q) compared with %q", a, b)
+			}
+			return
+		}
+		if (am != 0 || as != 0) && !idBefore(prevID(a), a) {
+			t.Fatalf("prevID(%q) = %q, not below it", a, prevID(a))
+		}
+	})
+}

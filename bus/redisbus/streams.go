@@ -24,8 +24,8 @@ const frameField = "d"
 // Subscribe calls, so a rebuilt subscription resumes where the last one stopped.
 //
 // History is trimmed by time: every XADD carries MINID ~ (the server's time, as
-// seen in the id of the previous XADD on that partition, minus
-// StreamRetention), so what the outboxes of the nodes may still need stays
+// seen in the id of the previous XADD on that partition, or this node's time
+// when that is earlier, minus StreamRetention), so what the outboxes of the nodes may still need stays
 // readable whatever the rate. StreamMaxLen is a memory cap on top, enforced by
 // XTRIM MAXLEN ~ after each batch (Redis takes one trim strategy per XADD).
 type streams struct {
@@ -173,7 +173,12 @@ func idMillis(id string) (int64, bool) {
 func (s *streams) xadd(c rueidis.Client, f bus.Frame) rueidis.Completed {
 	k := c.B().Xadd().Key(s.keys[f.Partition])
 	data := rueidis.BinaryString(f.Data)
-	if now := s.serverMs[f.Partition].Load(); s.retention > 0 && now > s.retention {
+	// The server's time as of the last XADD, but never past this node's
+	// clock: a Redis restarted without its data (or with its clock behind)
+	// numbers new entries below the ids seen last, and a threshold taken from
+	// those would trim the entries this XADD adds.
+	now := min(s.serverMs[f.Partition].Load(), time.Now().UnixMilli())
+	if s.retention > 0 && now > s.retention {
 		minID := strconv.FormatInt(now-s.retention, 10) + "-0"
 		return k.Minid().Almost().Threshold(minID).Id("*").FieldValue().FieldValue(frameField, data).Build()
 	}

@@ -61,6 +61,10 @@ type Verdict struct {
 	Cuts       int      `json:"cuts"` // client disconnects no nemesis step explains
 	CutReasons []string `json:"cut_reasons,omitempty"`
 
+	// Late counts the requests of the nodes (broadcasts, broadcasts with
+	// acknowledgements) that returned more than lateMargin past their timeout.
+	Late int `json:"late,omitempty"`
+
 	GapMessages int `json:"gap_messages"` // reported missing by receivers (all origins)
 	Dropped     int `json:"dropped"`      // counted drops by origins
 
@@ -87,7 +91,7 @@ type Verdict struct {
 // OK reports whether the history keeps the contract: nothing lost without a
 // report, nothing duplicated or reordered, no unexplained client cut.
 func (v *Verdict) OK() bool {
-	return v.Err == "" && v.Lost == 0 && (!v.Exact || v.Accounted == 0) && (!v.NoRefusals || v.Refused == 0) && v.LocalLost == 0 && v.Duplicates == 0 && (v.Unordered || v.Reordered == 0) && v.Phantom == 0 && v.Cuts == 0
+	return v.Err == "" && v.Lost == 0 && (!v.Exact || v.Accounted == 0) && (!v.NoRefusals || v.Refused == 0) && v.LocalLost == 0 && v.Duplicates == 0 && (v.Unordered || v.Reordered == 0) && v.Phantom == 0 && v.Cuts == 0 && v.Late == 0
 }
 
 // Failures names what failed, "" when OK.
@@ -112,6 +116,7 @@ func (v *Verdict) Failures() string {
 	}
 	add(v.Phantom, "phantom")
 	add(v.Cuts, "clients cut")
+	add(v.Late, "requests past their timeout")
 	if v.Err != "" {
 		f = append(f, v.Err)
 	}
@@ -147,6 +152,7 @@ func (v *Verdict) Table() string {
 	if v.Official > 0 {
 		row("official client sessions", v.Official, false, fmt.Sprintf("reconnects recovered %d, not recovered %d", v.Recovered, v.NotRecovered))
 	}
+	row("requests past their timeout", v.Late, v.Late > 0, fmt.Sprintf("returned over %v late", lateMargin))
 	row("gap messages reported", v.GapMessages, false, "")
 	row("drops counted", v.Dropped, false, "")
 	for _, r := range v.Resources {
@@ -238,6 +244,17 @@ func (x *pubIndex) missingFor(s *sessHist, tailToo bool) []recv {
 		}
 	}
 	return out
+}
+
+// stoppedDuring reports whether faults hold a SIGSTOP of the instance
+// between from and to.
+func stoppedDuring(faults []fault, from, to int64) bool {
+	for _, f := range faults {
+		if f.What == "stop" && f.At >= from && f.At <= to {
+			return true
+		}
+	}
+	return false
 }
 
 // Check checks a finished history.
@@ -428,6 +445,16 @@ func Check(h *History) *Verdict {
 		for _, d := range in.Drops {
 			dropsBy[in.NodeID] += d.Count
 			v.Dropped += d.Count
+		}
+		for _, l := range in.Late {
+			if stoppedDuring(in.Faults, l.At-l.TookMs*int64(time.Millisecond), l.At) {
+				continue // the node itself was frozen (SIGSTOP) while it waited
+			}
+			v.Late++
+			if v.Late <= 3 {
+				v.Evidence = append(v.Evidence, fmt.Sprintf("instance %d (%s): %s returned after %d ms, timeout %d ms",
+					in.Instance, in.NodeID, l.Op, l.TookMs, l.TimeoutMs))
+			}
 		}
 		in.mu.Unlock()
 	}

@@ -1,9 +1,13 @@
 package nemesis
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/durasock/durasock/adapter"
 )
 
 // The checker is tested on small hand-made histories: two node instances (0 on
@@ -259,5 +263,41 @@ func TestCheckMovedSessionCountsWhereItWas(t *testing.T) {
 	v := Check(h)
 	if !v.OK() || v.CrashLost != 2 {
 		t.Fatalf("want 2 lost in the crash, nothing else: %s", v.Table())
+	}
+}
+
+func TestCheckFindsLateRequests(t *testing.T) {
+	h := testHistory(seqs(1, 10))
+	h.Instances[0].Late = []report{{Kind: "late", Op: "broadcast with acks", TimeoutMs: 3000, TookMs: 14000}}
+	v := Check(h)
+	if v.OK() || v.Late != 1 || !strings.Contains(v.Failures(), "past their timeout") ||
+		!strings.Contains(strings.Join(v.Evidence, "\n"), "broadcast with acks returned after 14000 ms") {
+		t.Fatalf("want 1 late request: %s", v.Table())
+	}
+	// A node frozen by SIGSTOP while its request waited is not late.
+	h = testHistory(seqs(1, 10))
+	h.Instances[0].Late = []report{{Kind: "late", Op: "broadcast", TimeoutMs: 5000, TookMs: 30000, At: 40000 * ms}}
+	h.Instances[0].Faults = []fault{{At: 12000 * ms, What: "stop"}}
+	if v := Check(h); !v.OK() || v.Late != 0 {
+		t.Fatalf("a request of a stopped node counted late: %s", v.Table())
+	}
+}
+
+// A broadcast with acknowledgements that a whole node never answered may not
+// have reached that node's sockets (a node serves no request past its
+// deadline): its publish is unknown, not accepted. Sockets that did not
+// answer on a node that counted them got it: accepted.
+func TestAckOutcome(t *testing.T) {
+	socketsMissing := &adapter.MissingRepliesError{Expected: 3, Received: 1, Missing: []string{"s1", "s2"}, Err: context.DeadlineExceeded}
+	if err := ackOutcome(socketsMissing); err != nil {
+		t.Errorf("sockets missing: %v, want accepted", err)
+	}
+	nodeMissing := &adapter.MissingRepliesError{Expected: 1, Received: 1, Missing: []string{"node:n2"}, Err: context.DeadlineExceeded}
+	if err := ackOutcome(nodeMissing); err == nil || !strings.HasPrefix(err.Error(), unknownPrefix) {
+		t.Errorf("a node missing: %v, want an answer starting with %q", err, unknownPrefix)
+	}
+	refused := errors.New("bus: outbox full")
+	if err := ackOutcome(refused); !errors.Is(err, refused) {
+		t.Errorf("refused: %v", err)
 	}
 }

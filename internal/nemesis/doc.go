@@ -10,9 +10,9 @@
 //     first in TestMain or main); the node is durasock built like cmd/durasock
 //     (redisbus + cluster + socketio) whose application lets sockets join rooms
 //     and lets a publisher socket broadcast numbered events, acking whether the
-//     bus accepted each. Every gap, drop and state change is written to stdout
-//     as it happens, so the harness knows what a node reported even when it is
-//     SIGKILLed a moment later.
+//     bus accepted each. Every gap, drop, state change and late request is
+//     written to stdout as it happens, so the harness knows what a node
+//     reported even when it is SIGKILLed a moment later.
 //   - run.go, proc.go: a Run is one redis-server (AOF always, everysec, no, or
 //     none) with a TCP fault proxy per node slot (internal/redistest), or a
 //     Sentinel set (Config.Sentinel) or a Redis Cluster (Config.Cluster); N node processes, WebSocket clients
@@ -46,8 +46,12 @@
 //     once and in order, or that the loss is covered by the gaps its receiving
 //     node reported about the origin and the drops the origin counted. It
 //     counts losses of events that never left a SIGKILLed origin apart (what
-//     "accepted" means when a process dies, G9), and every client disconnect
-//     that no nemesis step explains. It also names the steps after which
+//     "accepted" means when a process dies, G9), every client disconnect
+//     that no nemesis step explains, and every request of a node (a
+//     broadcast, a broadcast with acknowledgements) that returned more than
+//     lateMargin past its timeout. A broadcast with acknowledgements that a
+//     whole node never answered is unknown, not accepted: that node may not
+//     have served it. It also names the steps after which
 //     nothing visibly changed (a fault that tested nothing). Verdict.Table
 //     prints the verdict and, on failure, the first missing, duplicated and
 //     reordered event with the history around it; Write saves histories and

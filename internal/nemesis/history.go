@@ -120,6 +120,7 @@ type instHist struct {
 	Faults   []fault     `json:"faults"` // kill, term, stop: what may explain client cuts
 	Gaps     []report    `json:"gaps"`
 	Drops    []report    `json:"drops"`
+	Late     []report    `json:"late,omitempty"` // requests that returned past their timeout
 	States   []stateAt   `json:"states"`
 	Exit     int64       `json:"exit"` // 0 while running
 	ExitErr  string      `json:"exit_err,omitempty"`

@@ -83,7 +83,7 @@ type nodeStatus struct {
 // drop and state change as it happens, so that what a node reported is known
 // even when it is SIGKILLed a moment later.
 type report struct {
-	Kind      string `json:"k"` // "listening", "gap", "drop", "state", "drained"
+	Kind      string `json:"k"` // "listening", "gap", "drop", "state", "drained", "late"
 	Addr      string `json:"addr,omitempty"`
 	Origin    string `json:"origin,omitempty"`
 	Partition int    `json:"partition,omitempty"`
@@ -94,6 +94,13 @@ type report struct {
 	Count     int    `json:"count,omitempty"`
 	State     string `json:"state,omitempty"`
 	Err       string `json:"err,omitempty"`
+	// A request that returned past its timeout (kind "late"): what it was,
+	// its timeout and how long it took, in milliseconds.
+	Op        string `json:"op,omitempty"`
+	TimeoutMs int64  `json:"timeout_ms,omitempty"`
+	TookMs    int64  `json:"took_ms,omitempty"`
+	// At is when the harness read the report (set by the harness).
+	At int64 `json:"at,omitempty"`
 }
 
 // reporter writes reports to stdout, one JSON object per line, unbuffered.
@@ -201,7 +208,7 @@ func runNode(ctx context.Context, cfg nodeConfig, rep *reporter, stderr io.Write
 	}
 	for _, name := range cfg.Namespaces {
 		nsp := srv.Of(name)
-		nsp.OnConnection(func(s *socketio.Socket) { serveSocket(nsp, s, log, async) })
+		nsp.OnConnection(func(s *socketio.Socket) { serveSocket(nsp, s, log, rep, async) })
 	}
 
 	mux := http.NewServeMux()
@@ -252,7 +259,7 @@ func runNode(ctx context.Context, cfg nodeConfig, rep *reporter, stderr io.Write
 }
 
 // serveSocket is the workload's application on one socket.
-func serveSocket(nsp *socketio.Namespace, s *socketio.Socket, log *slog.Logger, async *sync.WaitGroup) {
+func serveSocket(nsp *socketio.Namespace, s *socketio.Socket, log *slog.Logger, rep *reporter, async *sync.WaitGroup) {
 	s.On(joinEvent, func(e *socketio.Event) {
 		var rooms []string
 		for _, a := range e.Args {
@@ -292,7 +299,7 @@ func serveSocket(nsp *socketio.Namespace, s *socketio.Socket, log *slog.Logger, 
 				return
 			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 		defer cancel()
 		payload := func(seq uint64) []any {
 			args := []any{pub, seq}
@@ -306,17 +313,22 @@ func serveSocket(nsp *socketio.Namespace, s *socketio.Socket, log *slog.Logger, 
 		withAcks := func(room string, seq uint64) error {
 			// The request plane: a broadcast whose clients answer. Its answers
 			// do not matter here, its order among the plain broadcasts does.
-			_, err := nsp.To(room).Timeout(3*time.Second).EmitWithAck(ctx, dataEvent, payload(seq)...)
-			var missing *adapter.MissingRepliesError
-			if errors.As(err, &missing) {
-				return nil
-			}
+			const timeout = 3 * time.Second
+			start := time.Now()
+			_, err := nsp.To(room).Timeout(timeout).EmitWithAck(ctx, dataEvent, payload(seq)...)
+			checkLate(rep, "broadcast with acks", timeout, time.Since(start))
+			return ackOutcome(err)
+		}
+		emit := func(room string, seq uint64) error {
+			start := time.Now()
+			err := nsp.To(room).Emit(ctx, dataEvent, payload(seq)...)
+			checkLate(rep, "broadcast", publishTimeout, time.Since(start))
 			return err
 		}
 		var err error
 		switch {
 		case pairRoom != "":
-			err = nsp.To(room).Emit(ctx, dataEvent, payload(seq)...)
+			err = emit(room, seq)
 			if err == nil {
 				err = withAcks(pairRoom, seq+1)
 			}
@@ -325,9 +337,12 @@ func serveSocket(nsp *socketio.Namespace, s *socketio.Socket, log *slog.Logger, 
 			async.Add(1)
 			go func() {
 				defer async.Done()
+				const timeout = 10 * time.Second
 				actx, acancel := context.WithTimeout(context.Background(), 12*time.Second)
 				defer acancel()
-				_, err := nsp.To(room).Timeout(10*time.Second).EmitWithAck(actx, dataEvent, args...)
+				start := time.Now()
+				_, err := nsp.To(room).Timeout(timeout).EmitWithAck(actx, dataEvent, args...)
+				checkLate(rep, "broadcast with acks (async)", timeout, time.Since(start))
 				var missing *adapter.MissingRepliesError
 				if err != nil && !errors.As(err, &missing) {
 					log.Warn("nemesis node: broadcast with acks", "seq", seq, "err", err)
@@ -336,7 +351,7 @@ func serveSocket(nsp *socketio.Namespace, s *socketio.Socket, log *slog.Logger, 
 		case withAck:
 			err = withAcks(room, seq)
 		default:
-			err = nsp.To(room).Emit(ctx, dataEvent, payload(seq)...)
+			err = emit(room, seq)
 		}
 		res := "ok"
 		if err != nil {
@@ -345,6 +360,45 @@ func serveSocket(nsp *socketio.Namespace, s *socketio.Socket, log *slog.Logger, 
 		// The publisher may be gone; its history then says "unknown".
 		_ = e.Ack(res)
 	})
+}
+
+// publishTimeout bounds a node's broadcast of one publish.
+const publishTimeout = 5 * time.Second
+
+// lateMargin is how much past its timeout a request may return before it
+// counts as late: far above scheduling delays on a loaded machine, far below
+// a request that waits for something its timeout should have ended.
+const lateMargin = 10 * time.Second
+
+// checkLate reports a request that returned more than lateMargin past its
+// timeout.
+func checkLate(rep *reporter, op string, timeout, took time.Duration) {
+	if took <= timeout+lateMargin {
+		return
+	}
+	rep.send(report{Kind: "late", Op: op, TimeoutMs: timeout.Milliseconds(), TookMs: took.Milliseconds()})
+}
+
+// unknownPrefix starts the answer to a publish whose delivery cannot be
+// known: the publisher records it as unknown, not accepted.
+const unknownPrefix = "unknown: "
+
+// ackOutcome is the outcome of a broadcast with acknowledgements for its
+// publisher. Sockets that did not answer in time still got the event (their
+// node counted them): accepted. A node that never answered may not have
+// served the request at all (a node serves no request past its deadline, as
+// after a replay): what its sockets got is unknown.
+func ackOutcome(err error) error {
+	var missing *adapter.MissingRepliesError
+	if !errors.As(err, &missing) {
+		return err
+	}
+	for _, m := range missing.Missing {
+		if strings.HasPrefix(m, "node:") {
+			return fmt.Errorf("%s%w", unknownPrefix, err)
+		}
+	}
+	return nil
 }
 
 // readRSS returns this process's resident set size from /proc/self/status, or 0.

@@ -73,6 +73,9 @@ func startNodeProc(ctx context.Context, cfg nodeConfig, hist *instHist, clk cloc
 				hist.Gaps = append(hist.Gaps, r)
 			case "drop":
 				hist.Drops = append(hist.Drops, r)
+			case "late":
+				r.At = clk.now()
+				hist.Late = append(hist.Late, r)
 			case "state":
 				hist.States = append(hist.States, stateAt{At: clk.now(), State: r.State, Err: r.Err})
 			case "drained":

@@ -319,11 +319,14 @@ func (p *publisher) emit(conn *sioclient.Client, si int) bool {
 			return
 		}
 		var res string
-		if a.Bind(&res) != nil || res != "ok" {
+		switch berr := a.Bind(&res); {
+		case berr == nil && strings.HasPrefix(res, unknownPrefix):
+			set(statusUnknown) // the node cannot tell whether it was delivered
+		case berr != nil || res != "ok":
 			set(statusRefused)
-			return
+		default:
+			set(statusOK)
 		}
-		set(statusOK)
 	}, args...)
 	if err != nil {
 		set(statusUnknown)

@@ -161,7 +161,11 @@ func readReply(r *bufio.Reader, depth int) (any, error) {
 			if err != nil {
 				return nil, err
 			}
-			return ReplyError(s.(string)), nil
+			str, ok := s.(string)
+			if !ok {
+				return nil, fmt.Errorf("%w: null blob error", ErrProtocol)
+			}
+			return ReplyError(str), nil
 		}
 		return ReplyError(body), nil
 	case ':':
