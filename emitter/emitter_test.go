@@ -217,7 +217,7 @@ type plainBus struct{ bus.Bus }
 // TestEmitterSyncNeedsASyncer: an emitter over a bus that cannot confirm
 // publication says so instead of pretending.
 func TestEmitterSyncNeedsASyncer(t *testing.T) {
-	b, err := bus.New(bus.NewMemoryHub().Transport(), bus.Config{Logger: slog.New(slog.DiscardHandler)})
+	b, err := bus.New(bus.NewMemoryHub().Transport(), &bus.Config{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
