@@ -582,7 +582,7 @@ func (w *writtenThenHeld) Publish(ctx context.Context, frames []Frame) error {
 		return err
 	}
 	w.once.Do(func() {
-		last, derr := DecodeEnvelope(frames[len(frames)-1].Data)
+		last, derr := decodeEnvelope(frames[len(frames)-1].Data, nil)
 		if derr == nil {
 			w.heldLast = last.Payload
 		}
