@@ -62,8 +62,7 @@
 // Options.NodeTimeout, so that requests do not wait for it. Nodes lists the
 // others.
 //
-// A process that is no server (an emitter) publishes into a cluster with
-// encodeBroadcast and its siblings and bus.Publish with partitionKey.
+// A process that is no server publishes into a cluster with package emitter.
 //
 // Messages are encoded as described in docs/PROTOCOL.md ("Cluster messages").
 // A message that does not decode is dropped, counted (Stats.DecodeErrors and
