@@ -7,9 +7,11 @@
 //	srv := engineio.NewServer(h, &engineio.Options{PingInterval: 25 * time.Second})
 //	mux.Handle("/engine.io/", srv)
 //
-// It serves HTTP long-polling and WebSocket (github.com/coder/websocket accepts
-// the connection, reads it and runs the close handshake; the session's writer
-// writes its message frames itself, a batch in one system call), the upgrade
+// It serves HTTP long-polling and WebSocket (RFC 6455 frames read and written
+// directly on the hijacked connection, permessage-deflate of RFC 7692 without
+// context takeover; an idle connection is parked on one epoll instance with no
+// goroutine and no buffer; the session's writer writes a batch of frames in
+// one system call), the upgrade
 // from one to the other, heartbeats, and the error answers of the reference
 // server, so the official clients cannot tell it apart.
 //

@@ -224,8 +224,7 @@ func (s *Session) onClientPing(data []byte) {
 		return
 	}
 	wait := s.srv.opts.PingInterval + s.srv.opts.PingTimeout
-	s.due = s.srv.now() + wait
-	s.timer.Reset(wait)
+	s.srv.hb.schedule(s, wait)
 	s.queue = append(s.queue, frame{typ: packetPong, msg: Message{Data: data}})
 	s.flushLocked()
 }

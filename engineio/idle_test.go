@@ -75,14 +75,22 @@ func wantParked(mode string, n int) int {
 
 func dialMany(t *testing.T, ts *testServer, n int) []*websocket.Conn {
 	t.Helper()
+	conns, _ := dialManySIDs(t, ts, n)
+	return conns
+}
+
+// dialManySIDs is dialMany that also returns each connection's sid (OnOpen
+// may run in another order than the clients get their open packets).
+func dialManySIDs(t *testing.T, ts *testServer, n int) ([]*websocket.Conn, []string) {
+	t.Helper()
 	conns := make([]*websocket.Conn, n)
+	sids := make([]string, n)
 	for i := range conns {
 		conns[i] = dialWS(t, ts.wsURL("EIO=4&transport=websocket"))
-		if _, open := readWS(t, conns[i]); !strings.HasPrefix(open, "0{") {
-			t.Fatalf("open packet %q", open)
-		}
+		_, open := readWS(t, conns[i])
+		sids[i] = parseOpen(t, open).SID
 	}
-	return conns
+	return conns, sids
 }
 
 // TestIdleThenActive opens many connections, lets them go idle, then has all
@@ -137,11 +145,8 @@ func TestIdlePeerClose(t *testing.T) {
 	for _, mode := range readerModes {
 		t.Run(mode, func(t *testing.T) {
 			ts := newModeServer(t, mode, nil)
-			conns := dialMany(t, ts, 3)
+			conns, sids := dialManySIDs(t, ts, 3)
 			waitConns(t, ts.eio, 3, wantParked(mode, 3))
-			ts.rec.mu.Lock()
-			sessions := append([]*Session(nil), ts.rec.opened...)
-			ts.rec.mu.Unlock()
 
 			if err := conns[0].CloseNow(); err != nil { // TCP close, no close frame
 				t.Fatal(err)
@@ -149,9 +154,9 @@ func TestIdlePeerClose(t *testing.T) {
 			if err := conns[1].Close(websocket.StatusNormalClosure, "bye"); err != nil {
 				t.Fatalf("close handshake: %v", err)
 			}
-			for _, s := range sessions[:2] {
-				ts.rec.waitFor(t, "OnClose", func(r *recorder) bool { _, ok := r.closed[s.ID()]; return ok })
-				if reason, _ := ts.rec.closeReason(s.ID()); reason != ReasonTransportClose {
+			for _, sid := range sids[:2] {
+				ts.rec.waitFor(t, "OnClose", func(r *recorder) bool { _, ok := r.closed[sid]; return ok })
+				if reason, _ := ts.rec.closeReason(sid); reason != ReasonTransportClose {
 					t.Errorf("reason = %q, want %q", reason, ReasonTransportClose)
 				}
 			}
@@ -391,32 +396,43 @@ func readServerFrame(r *bufio.Reader) (string, error) {
 	return string(p), nil
 }
 
-// TestDeflateNotParked checks that connections with permessage-deflate keep
-// their reader goroutine, and that others on the same server are parked.
-func TestDeflateNotParked(t *testing.T) {
+// TestDeflateParked checks that connections with permessage-deflate are
+// parked like others (no compression state outlives a message), whether the
+// client offers context takeover or not, and that compressed messages go
+// both ways.
+func TestDeflateParked(t *testing.T) {
 	ts := newModeServer(t, "parked", &Options{PerMessageDeflate: true, CompressionThreshold: 16})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, _, err := websocket.Dial(ctx, ts.wsURL("EIO=4&transport=websocket"), &websocket.DialOptions{CompressionMode: websocket.CompressionNoContextTakeover})
-	if err != nil {
-		t.Fatal(err)
+	var deflated []*websocket.Conn
+	for _, mode := range []websocket.CompressionMode{websocket.CompressionNoContextTakeover, websocket.CompressionContextTakeover} {
+		c, resp, err := websocket.Dial(ctx, ts.wsURL("EIO=4&transport=websocket"), &websocket.DialOptions{CompressionMode: mode})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.CloseNow()
+		if got := resp.Header.Get("Sec-WebSocket-Extensions"); got != deflateResponse {
+			t.Fatalf("extensions %q, want %q", got, deflateResponse)
+		}
+		readWS(t, c)
+		deflated = append(deflated, c)
 	}
-	defer c.CloseNow()
-	readWS(t, c)
 	plain := dialMany(t, ts, 1)[0]
-	waitConns(t, ts.eio, 2, 1)
+	waitConns(t, ts.eio, 3, 3)
 	long := "4" + strings.Repeat("compress me ", 50)
 	for range 3 {
-		writeWS(t, c, websocket.MessageText, long)
-		if _, got := readWS(t, c); got != long {
-			t.Fatalf("echo mismatch: %d bytes", len(got))
+		for _, c := range deflated {
+			writeWS(t, c, websocket.MessageText, long)
+			if _, got := readWS(t, c); got != long {
+				t.Fatalf("echo mismatch: %d bytes", len(got))
+			}
 		}
 		writeWS(t, plain, websocket.MessageText, long)
 		if _, got := readWS(t, plain); got != long {
 			t.Fatalf("echo mismatch: %d bytes", len(got))
 		}
 	}
-	waitConns(t, ts.eio, 2, 1)
+	waitConns(t, ts.eio, 3, 3)
 }
 
 // TestUpgradedIdle upgrades a polling session to WebSocket and checks that the

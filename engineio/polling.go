@@ -14,7 +14,7 @@ const upgradeSettle = 100 * time.Millisecond
 func (s *Server) handshakePolling(w http.ResponseWriter, r *http.Request) {
 	sess := s.newSession(r, nil)
 	if !s.register(sess) {
-		sess.timer.Stop()
+		s.hb.unschedule(sess)
 		http.Error(w, "engineio: server shutting down", http.StatusServiceUnavailable)
 		return
 	}

@@ -26,8 +26,9 @@ const (
 	// not allow (HTTP 403).
 	RefusedOrigin = "origin"
 	// RefusedBadPacket: a packet or polling payload that does not decode
-	// (HTTP 400, or the WebSocket closed); the session closes with
-	// ReasonParseError.
+	// (HTTP 400, or the WebSocket closed), or a WebSocket frame that breaks
+	// RFC 6455 (close 1002, or 1007 for bad compressed data); the session
+	// closes with ReasonParseError.
 	RefusedBadPacket = "bad packet"
 )
 

@@ -59,6 +59,7 @@ type Server struct {
 	poll      *poller // watches parked connections; started with the first one
 	pollErr   error   // why there is no poller, once known
 
+	hb         heartbeats    // the heartbeat deadlines of all sessions
 	goroutines gotrack.Group // goroutines the server started for sessions
 	closeOnce  sync.Once
 
@@ -83,6 +84,7 @@ func NewServer(h Handler, opts *Options) *Server {
 		lingering:     make(map[string]*Session),
 		conns:         make(map[uint64]*wsConn),
 	}
+	s.hb.srv = s
 	if !o.DisableUpgrades && s.transportEnabled(TransportWebSocket) {
 		s.upgrades = []string{TransportWebSocket}
 	}

@@ -17,7 +17,7 @@ const (
 	stateClosed
 )
 
-// Heartbeat timer phases: one timer per session serves all three.
+// Heartbeat phases: one deadline per session (see heartbeats) serves all three.
 const (
 	phasePing  uint8 = iota // next fire sends a ping
 	phasePong               // next fire is the ping timeout
@@ -73,9 +73,9 @@ type Session struct {
 	full         bool          // queue reached the waiting share (see WaitRoom)
 	fullSince    time.Duration // when it did, on the server's clock
 	room         chan struct{} // closed when the queue is taken or the session closes; made by WaitRoom
-	timer        *time.Timer
 	upgradeTimer *time.Timer
-	due          time.Duration // when the timer is due, on the server's clock
+	due          time.Duration // when onTimer is due, on the server's clock (see heartbeats)
+	hbPos        int32         // position in the server's heartbeats, see sessionHeap
 	reason       string
 }
 
@@ -108,12 +108,10 @@ func (s *Server) newSessionID(id string, r *http.Request, ws *wsConn) *Session {
 		// The client pings: wait for its first ping.
 		wait := s.opts.PingInterval + s.opts.PingTimeout
 		sess.phase = phasePong
-		sess.due = s.now() + wait
-		sess.timer = time.AfterFunc(wait, sess.onTimer)
+		s.hb.schedule(sess, wait)
 		return sess
 	}
-	sess.due = s.now() + s.opts.PingInterval
-	sess.timer = time.AfterFunc(s.opts.PingInterval, sess.onTimer)
+	s.hb.schedule(sess, s.opts.PingInterval)
 	return sess
 }
 
@@ -436,8 +434,7 @@ func (s *Session) closeGraceful(reason string) {
 	s.reason = reason
 	s.wakeLocked() // waiting senders get ErrClosed
 	s.phase = phaseClose
-	s.due = s.srv.now() + closeTimeout
-	s.timer.Reset(closeTimeout)
+	s.srv.hb.schedule(s, closeTimeout)
 	probe := s.abortUpgradeLocked()
 	if s.ws != nil {
 		if !s.writing {
@@ -484,7 +481,7 @@ func (s *Session) closeNow(reason string, mode closeMode) {
 	s.reason = reason
 	done := s.done
 	s.takeQueueLocked()
-	s.timer.Stop()
+	s.srv.hb.unschedule(s)
 	probe := s.abortUpgradeLocked()
 	ws := s.ws
 	ch := s.pollCh
@@ -598,8 +595,7 @@ func (s *Session) onTimer() {
 			return
 		}
 		s.phase = phasePong
-		s.due = now + s.srv.opts.PingTimeout
-		s.timer.Reset(s.srv.opts.PingTimeout)
+		s.srv.hb.schedule(s, s.srv.opts.PingTimeout)
 		s.queue = append(s.queue, frame{typ: packetPing})
 		s.flushLocked()
 		s.mu.Unlock()
@@ -619,6 +615,5 @@ func (s *Session) onPong() {
 		return
 	}
 	s.phase = phasePing
-	s.due = s.srv.now() + s.srv.opts.PingInterval
-	s.timer.Reset(s.srv.opts.PingInterval)
+	s.srv.hb.schedule(s, s.srv.opts.PingInterval)
 }

@@ -1,37 +1,26 @@
 package engineio
 
 import (
-	"bufio"
-	"context"
+	"crypto/sha1"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"math"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode/utf8"
-
-	"github.com/coder/websocket"
 )
-
-// Buffer sizes of the bufio.Reader and bufio.Writer that coder/websocket
-// requires, the smallest bufio allows. net/http hands over 4 KiB each, which an
-// idle connection does not need: reads and writes use pooled buffers while
-// they happen (see pooledReader and batchWriter).
-const (
-	wsReadBufferSize  = 16
-	wsWriteBufferSize = 16
-)
-
-// wsDirectReadBufferSize is the read buffer of a connection that is never
-// parked: its reader waits in reads, so it keeps a buffer of its own, small
-// for an idle connection, instead of holding a pooled one.
-const wsDirectReadBufferSize = 256
 
 var errServerClosing = errors.New("engineio: server closing")
+
+// closeHandshakeTimeout bounds the wait for the peer's close frame once the
+// server sent its own.
+const closeHandshakeTimeout = 5 * time.Second
 
 // Reader states of a wsConn.
 const (
@@ -39,32 +28,35 @@ const (
 	readerParked               // the poller watches the connection; no goroutine reads
 )
 
-// wsConn is an accepted WebSocket connection with its raw network connection,
-// which Server.Close can cut at any time.
+// wsConn is an accepted WebSocket connection on its hijacked network
+// connection, which Server.Close can cut at any time. Its frames are read
+// (readMessage) and written (batchWriter) here, RFC 6455 and 7692 directly.
 //
 // While idle, a session's connection is parked: its reader goroutine has
-// returned and the server's poller watches the socket. When the socket becomes
-// readable, or is closed, a new reader goroutine continues where the last one
-// stopped. The hand-over is the atomic reader state: only the goroutine that
-// moves it from readerParked to readerRunning may read.
+// returned, no read buffer is held, and the server's poller watches the
+// socket. When the socket becomes readable, or is closed, a new reader
+// goroutine continues where the last one stopped. The hand-over is the atomic
+// reader state: only the goroutine that moves it from readerParked to
+// readerRunning may read.
 type wsConn struct {
-	*websocket.Conn
-	nc   netConn
-	br   *bufio.Reader // the reader coder/websocket reads frames from
-	src  pooledReader  // what br reads from
-	w    batchWriter   // what coder/websocket writes to
+	src  pooledReader // what frames are read from
+	w    batchWriter  // its conn is the hijacked connection
 	srv  *Server
 	sess *Session // whose reader runs; set before the connection first parks
 	poll *poller  // nil: the connection is never parked
 	id   uint64
+	skip uint64       // payload bytes of a refused frame the reader still discards
 	refs atomic.Int32 // goroutines using the connection; the last one ends it
 
 	reader atomic.Int32
-	// rmu keeps the reader's look into br (before parking) apart from the reads
-	// of the close handshake, which coder/websocket does on the closing
-	// goroutine.
-	rmu   sync.Mutex
-	added bool // registered with the poller; touched only by the reader
+	// rmu keeps the reader's look into its buffer (before parking) apart from
+	// other goroutines, and guards the two fields below.
+	rmu sync.Mutex
+	// readerDone: the reader has ended; closeWait, when set, is closed then
+	// (a close handshake waits for it).
+	readerDone bool
+	added      bool // registered with the poller; touched only by the reader
+	closeWait  chan struct{}
 
 	fd int32 // the socket's descriptor, for the poller
 	// deflateFrom is the smallest message permessage-deflate compresses on
@@ -76,21 +68,14 @@ type wsConn struct {
 	fdClosed bool
 }
 
-// netConn is the hijacked connection as coder/websocket and kill see it:
-// closing it also wakes a parked reader, which then sees the end and releases
-// the connection.
-type netConn struct {
-	net.Conn
-	ws *wsConn
-}
-
-func (n *netConn) Close() error {
-	n.ws.fdmu.Lock()
-	n.ws.fdClosed = true
-	n.ws.fdmu.Unlock()
-	err := n.Conn.Close()
-	n.ws.wake()
-	return err
+// closeConn closes the hijacked connection; this also wakes a parked reader,
+// which then sees the end and releases the connection.
+func (c *wsConn) closeConn() {
+	c.fdmu.Lock()
+	c.fdClosed = true
+	c.fdmu.Unlock()
+	_ = c.w.conn.Close() // closing twice is harmless here
+	c.wake()
 }
 
 // acquire adds a user unless the connection has already ended.
@@ -110,14 +95,27 @@ func (c *wsConn) acquire() bool {
 func (c *wsConn) release() {
 	if c.refs.Add(-1) == 0 {
 		c.srv.untrackConn(c)
-		_ = c.nc.Close() // usually closed already by the WebSocket close
+		c.closeConn() // usually closed already by the WebSocket close
 	}
+}
+
+// endReader ends the connection's reader: a close handshake waiting for the
+// peer's answer is over, and the reader's use of the connection ends.
+func (c *wsConn) endReader() {
+	c.rmu.Lock()
+	c.src.drop()
+	c.readerDone = true
+	if c.closeWait != nil {
+		close(c.closeWait)
+	}
+	c.rmu.Unlock()
+	c.release()
 }
 
 // kill cuts the connection without a close handshake. Nil-safe.
 func (c *wsConn) kill() {
 	if c != nil {
-		_ = c.nc.Close() // idempotent in effect
+		c.closeConn()
 	}
 }
 
@@ -131,7 +129,7 @@ func (c *wsConn) park() bool {
 	}
 	c.rmu.Lock()
 	defer c.rmu.Unlock()
-	if c.br.Buffered() > 0 || c.src.buffered() > 0 {
+	if c.src.buffered() > 0 {
 		return false
 	}
 	add := !c.added
@@ -176,78 +174,145 @@ func (c *wsConn) resume() {
 	c.sess.readLoop(c, false)
 }
 
-// closeAsync runs the close handshake on a goroutine of the server.
-func (c *wsConn) closeAsync(code websocket.StatusCode, reason string) {
+// closeAsync runs the close handshake on a goroutine of the server: the close
+// frame with code and reason, then a wait of at most closeHandshakeTimeout
+// for the connection's reader to see the peer's close frame; then the
+// connection ends. The reader goes on reading meanwhile (parked when idle),
+// discarding messages.
+func (c *wsConn) closeAsync(code uint16, reason string) {
 	if !c.acquire() {
 		return
 	}
 	c.srv.goTracked(func() {
 		defer c.release()
+		// A peer that reads nothing must not hold the close frame's write.
+		_ = c.w.conn.SetWriteDeadline(time.Now().Add(closeHandshakeTimeout)) // fails only once closed; the write then fails too
+		if err := c.w.writeClose(code, reason); err != nil {
+			if !errors.Is(err, net.ErrClosed) || !c.w.isClosed() {
+				c.kill()
+			}
+			return // another close frame, or none can be written
+		}
 		c.rmu.Lock()
-		defer c.rmu.Unlock()
-		_ = c.Close(code, reason) // the peer may be gone; the connection ends either way
+		if c.readerDone {
+			c.rmu.Unlock()
+			c.kill()
+			return
+		}
+		wait := make(chan struct{})
+		c.closeWait = wait
+		c.rmu.Unlock()
+		t := time.NewTimer(closeHandshakeTimeout)
+		defer t.Stop()
+		select {
+		case <-wait:
+		case <-t.C:
+			c.kill()
+		}
 	})
 }
 
-func closeStatus(reason string) websocket.StatusCode {
+// readUntilClosed reads and discards until the connection ends, for a
+// connection that has no session but is in its close handshake.
+func (c *wsConn) readUntilClosed() {
+	for {
+		if _, _, err := c.readMessage(); err != nil && !errors.Is(err, errWSTooBig) {
+			return
+		}
+	}
+}
+
+func closeStatus(reason string) uint16 {
 	switch reason {
 	case ReasonServerShutdown, ReasonForcedServerExit:
-		return websocket.StatusGoingAway
+		return closeGoingAway
 	case ReasonPayloadTooLarge:
-		return websocket.StatusMessageTooBig
+		return closeTooBig
 	case ReasonSendQueueFull, ReasonSlowClient:
-		return websocket.StatusPolicyViolation
+		return closePolicy
 	}
-	return websocket.StatusNormalClosure
+	return closeNormal
 }
 
-// hijackWriter gives coder/websocket small buffers instead of net/http's, and
-// the hijacked connection wrapped in c.nc.
-type hijackWriter struct {
-	http.ResponseWriter
-	c *wsConn
+// websocketGUID is the key suffix of Sec-WebSocket-Accept (RFC 6455 section 4.2.2).
+const websocketGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+// acceptKey is the Sec-WebSocket-Accept of a Sec-WebSocket-Key.
+func acceptKey(key string) string {
+	h := sha1.Sum([]byte(key + websocketGUID))
+	return base64.StdEncoding.EncodeToString(h[:])
 }
 
-func (h *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	c, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+// accept completes a WebSocket handshake (RFC 6455 section 4.2) on a request
+// that asks for an upgrade (isWebSocketRequest): the 101 response, with the
+// headers set on w before, then the connection is the server's. Origins are
+// checked by ServeHTTP (CORSOptions, AllowRequest); the reference server
+// accepts WebSocket connections from any origin.
+func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*wsConn, error) {
+	fail := func(status int, msg string) (*wsConn, error) {
+		s.log.Debug("engineio: websocket handshake failed", "remote", r.RemoteAddr, "err", msg)
+		http.Error(w, msg, status)
+		return nil, errors.New("engineio: " + msg)
+	}
+	if r.Method != http.MethodGet {
+		return fail(http.StatusMethodNotAllowed, "websocket handshake must be a GET")
+	}
+	if r.Header.Get("Sec-WebSocket-Version") != "13" {
+		w.Header().Set("Sec-WebSocket-Version", "13")
+		return fail(http.StatusUpgradeRequired, "unsupported Sec-WebSocket-Version")
+	}
+	key := strings.TrimSpace(r.Header.Get("Sec-WebSocket-Key"))
+	if k, err := base64.StdEncoding.DecodeString(key); err != nil || len(k) != 16 {
+		return fail(http.StatusBadRequest, "invalid Sec-WebSocket-Key")
+	}
+	deflate := s.opts.PerMessageDeflate && acceptDeflate(r.Header)
+	h := w.Header()
+	h.Set("Upgrade", "websocket")
+	h.Set("Connection", "Upgrade")
+	h.Set("Sec-WebSocket-Accept", acceptKey(key))
+	if deflate {
+		h.Set("Sec-WebSocket-Extensions", deflateResponse)
+	}
+	w.WriteHeader(http.StatusSwitchingProtocols)
+	nc, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
-		return nil, nil, err
+		s.log.Debug("engineio: websocket hijack failed", "remote", r.RemoteAddr, "err", err)
+		return nil, err
 	}
-	h.c.nc = netConn{Conn: c, ws: h.c}
-	h.c.w.conn = c
-	h.c.src.conn = c
+	c := &wsConn{srv: s}
+	c.w.conn = nc
+	c.src.conn = nc
 	// Bytes the client sent right after the handshake (an upgrade probe) may sit
-	// in net/http's buffer: they are the first the new reader returns.
+	// in net/http's buffer: they are the first the reader returns. net/http's
+	// buffers are not kept.
 	if n := brw.Reader.Buffered(); n > 0 {
 		b, err := brw.Reader.Peek(n)
 		if err != nil {
-			_ = c.Close() // unusable; the Peek error is what matters
-			return nil, nil, err
+			_ = nc.Close() // unusable; the Peek error is what matters
+			return nil, err
 		}
-		h.c.src.fill(b)
+		c.src.fill(b)
 	}
-	size := wsReadBufferSize
-	compressed := h.Header().Get("Sec-WebSocket-Extensions") != ""
-	h.c.w.raw = compressed
-	if compressed {
-		h.c.deflateFrom = int32(min(h.c.srv.opts.CompressionThreshold, math.MaxInt32))
+	if deflate {
+		c.deflateFrom = int32(min(s.opts.CompressionThreshold, math.MaxInt32))
 	}
-	if !h.c.setPoller(compressed) {
-		// The reader blocks in reads while the connection is idle: it keeps a
-		// buffer of its own rather than a pooled one.
-		h.c.src.direct = true
-		size = wsDirectReadBufferSize
+	if !c.setPoller() {
+		c.src.direct = true // the reader blocks in reads while the connection is idle
 	}
-	h.c.br = bufio.NewReaderSize(&h.c.src, size)
-	return &h.c.nc, bufio.NewReadWriter(h.c.br, bufio.NewWriterSize(&h.c.w, wsWriteBufferSize)), nil
+	c.refs.Store(1) // the reader
+	if !s.trackConn(c) {
+		s.refuse(nc, r)
+		return nil, errServerClosing
+	}
+	return c, nil
 }
 
-// setPoller gives c the server's poller if c can be parked: only plain sockets
-// without compression can, as TLS and the decompressor keep bytes of their
-// own that the socket's readiness does not show.
-func (c *wsConn) setPoller(compressed bool) bool {
-	sc, ok := c.nc.Conn.(syscall.Conn)
-	if !ok || compressed {
+// setPoller gives c the server's poller if c can be parked: plain sockets
+// can, TLS connections cannot, as TLS keeps bytes of its own that the
+// socket's readiness does not show.
+func (c *wsConn) setPoller() bool {
+	sc, ok := c.w.conn.(syscall.Conn)
+	if !ok {
 		return false
 	}
 	rc, err := sc.SyscallConn()
@@ -259,39 +324,6 @@ func (c *wsConn) setPoller(compressed bool) bool {
 	}
 	c.poll = c.srv.poller()
 	return c.poll != nil
-}
-
-// accept completes a WebSocket handshake.
-func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*wsConn, error) {
-	opts := &websocket.AcceptOptions{
-		// Origins are checked by ServeHTTP (CORSOptions, AllowRequest); the
-		// reference server accepts WebSocket connections from any origin.
-		InsecureSkipVerify: true,
-		CompressionMode:    websocket.CompressionDisabled,
-	}
-	if s.opts.PerMessageDeflate {
-		opts.CompressionMode = websocket.CompressionNoContextTakeover
-		opts.CompressionThreshold = s.opts.CompressionThreshold
-	}
-	wc := &wsConn{srv: s}
-	hw := &hijackWriter{ResponseWriter: w, c: wc}
-	c, err := websocket.Accept(hw, r, opts)
-	if err != nil {
-		s.log.Debug("engineio: websocket handshake failed", "remote", r.RemoteAddr, "err", err)
-		return nil, err
-	}
-	c.SetReadLimit(s.opts.MaxPayload)
-	wc.Conn = c
-	wc.refs.Store(1) // the reader
-	// coder/websocket put a reader of what was buffered at hijack in front of
-	// the connection; nothing was (the handshake tail is in wc.src), so read
-	// from wc.src directly.
-	wc.br.Reset(&wc.src)
-	if !s.trackConn(wc) {
-		s.refuse(wc.nc.Conn, r)
-		return nil, errServerClosing
-	}
-	return wc, nil
 }
 
 // refuseTimeout bounds the write of the close frame to a refused connection.
@@ -308,7 +340,7 @@ func (s *Server) refuse(nc net.Conn, r *http.Request) {
 	// A server's close frame is unmasked: FIN|close, length, status, reason.
 	f := make([]byte, 0, 4+len(reason))
 	f = append(f, 0x88, byte(2+len(reason)))
-	f = binary.BigEndian.AppendUint16(f, uint16(websocket.StatusGoingAway))
+	f = binary.BigEndian.AppendUint16(f, closeGoingAway)
 	f = append(f, reason...)
 	_ = nc.SetWriteDeadline(time.Now().Add(refuseTimeout)) // fails only once closed; the write then fails too
 	_, _ = nc.Write(f)                                     // the client may be gone; it is cut either way
@@ -340,8 +372,8 @@ func (s *Server) handshakeWebSocket(w http.ResponseWriter, r *http.Request) {
 	}
 	sess := s.newSessionID(id, r, c)
 	if !s.register(sess) {
-		sess.timer.Stop()
-		s.refuse(&c.nc, r)
+		s.hb.unschedule(sess)
+		s.refuse(c.w.conn, r)
 		c.release()
 		return
 	}
@@ -376,7 +408,7 @@ func (s *Session) readLoop(c *wsConn, parkFirst bool) {
 	}
 	for {
 		if !s.readOne(c) {
-			c.release()
+			c.endReader()
 			return
 		}
 		if c.park() {
@@ -386,25 +418,36 @@ func (s *Session) readLoop(c *wsConn, parkFirst bool) {
 }
 
 // readOne reads and handles one message; it reports false when the
-// connection has ended.
+// connection has ended. A message that ends the session (and starts the close
+// handshake) is not the end of the connection: the reader goes on until the
+// peer's close frame.
 func (s *Session) readOne(c *wsConn) bool {
-	typ, data, err := c.Read(context.Background())
+	op, data, err := c.readMessage()
 	if err != nil {
 		reason := ReasonTransportClose
-		if errors.Is(err, websocket.ErrMessageTooBig) {
+		if errors.Is(err, errWSTooBig) {
 			reason = ReasonPayloadTooLarge
 			s.srv.noteRefusal(RefusedPayloadTooLarge, nil, s.id, "limit", s.srv.opts.MaxPayload)
+			s.closeNow(reason, closeDone) // the close frame is sent
+			return true
+		}
+		var perr *wsProtocolError
+		if errors.As(err, &perr) {
+			// Frames no client may send: the close frame (1002 or 1007) is
+			// out, and the operator hears of it.
+			reason = ReasonParseError
+			s.srv.noteRefusal(RefusedBadPacket, nil, s.id, "err", err)
 		}
 		s.closeNow(reason, closeDone)
 		return false
 	}
-	if typ == websocket.MessageBinary {
+	if op == opBinary {
 		if s.v3 {
 			// v3 binary messages start with their packet type.
 			if len(data) == 0 || data[0] != packetMessage-'0' {
 				s.srv.log.Debug("engineio: v3 binary message of another type", "sid", s.id)
 				s.closeNow(ReasonParseError, closeTransport)
-				return false
+				return true
 			}
 			data = data[1:]
 		}
@@ -413,15 +456,16 @@ func (s *Session) readOne(c *wsConn) bool {
 	}
 	if !utf8.Valid(data) {
 		s.refuseInvalidText(c)
-		return false
+		return true
 	}
 	p, err := decodePacket(data)
 	if err != nil {
 		s.srv.noteRefusal(RefusedBadPacket, nil, s.id, "err", err)
 		s.closeNow(ReasonParseError, closeTransport)
-		return false
+		return true
 	}
-	return s.handlePacket(p)
+	s.handlePacket(p) // when it ends the session, the close handshake follows
+	return true
 }
 
 // writeLoop writes the queue to the WebSocket until it is empty, then exits; a
@@ -441,13 +485,7 @@ func (s *Session) writeLoop() {
 			return
 		}
 		s.mu.Unlock()
-		var err error
-		if c.w.raw {
-			err = writeRaw(c, batch, s.v3)
-		} else {
-			err = c.w.writeFrames(batch, s.v3)
-		}
-		if err != nil {
+		if err := c.w.writeFrames(batch, s.v3, int(c.deflateFrom)); err != nil {
 			s.mu.Lock()
 			s.writing = false
 			s.mu.Unlock()
@@ -463,102 +501,10 @@ func (s *Session) finishClose() {
 	s.closeNow("", closeTransport)
 }
 
-var framePool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
-
-// maxPooledFrame keeps rare large frames out of the pool.
-const maxPooledFrame = 64 << 10
-
-// writeRaw writes a batch through coder/websocket, which compresses it: the
-// writer of connections with permessage-deflate. The frames' bytes leave in
-// one write at the end (see batchWriter).
-func writeRaw(c *wsConn, batch []frame, v3 bool) error {
-	c.w.begin()
-	var err error
-	for i := range batch {
-		if err = writeFrame(c.Conn, &batch[i], int(c.deflateFrom), v3); err != nil {
-			break
-		}
-	}
-	if endErr := c.w.end(); err == nil {
-		err = endErr
-	}
-	return err
-}
-
-// writeFrame writes one packet as one WebSocket message through
-// coder/websocket: binary messages as binary frames, others as text with the
-// packet type first. The text is built in a pooled buffer because
-// coder/websocket's streaming Writer would fragment the message into several
-// frames.
-func writeFrame(c *websocket.Conn, f *frame, deflateFrom int, v3 bool) error {
-	ctx := context.Background()
-	if f.msg.Binary && v3 {
-		// v3 binary messages start with their packet type: built like text.
-		bp := framePool.Get().(*[]byte)
-		b := append(append((*bp)[:0], packetMessage-'0'), f.msg.Data...)
-		var err error
-		if f.msg.NoCompress && deflateFrom > 0 && len(b) >= deflateFrom {
-			err = writeUncompressed(ctx, c, websocket.MessageBinary, b)
-		} else {
-			err = c.Write(ctx, websocket.MessageBinary, b)
-		}
-		if cap(b) <= maxPooledFrame {
-			*bp = b
-			framePool.Put(bp)
-		}
-		return err
-	}
-	if f.msg.Binary {
-		if f.msg.NoCompress && deflateFrom > 0 && len(f.msg.Data) >= deflateFrom {
-			return writeUncompressed(ctx, c, websocket.MessageBinary, f.msg.Data)
-		}
-		return c.Write(ctx, websocket.MessageBinary, f.msg.Data)
-	}
-	bp := framePool.Get().(*[]byte)
-	b := append(append((*bp)[:0], f.typ), f.msg.Data...)
-	var err error
-	if f.msg.NoCompress && deflateFrom > 0 && len(b) >= deflateFrom {
-		err = writeUncompressed(ctx, c, websocket.MessageText, b)
-	} else {
-		err = c.Write(ctx, websocket.MessageText, b)
-	}
-	if cap(b) <= maxPooledFrame {
-		*bp = b
-		framePool.Put(bp)
-	}
-	return err
-}
-
 // writeOne writes one packet on c, as the session's writer does.
 func (c *wsConn) writeOne(f frame, v3 bool) error {
 	fs := [1]frame{f}
-	if c.w.raw {
-		return writeRaw(c, fs[:], v3)
-	}
-	return c.w.writeFrames(fs[:], v3)
-}
-
-// writeUncompressed writes p as one message that permessage-deflate leaves
-// alone, for a Message with NoCompress. coder/websocket decides on
-// compression from the first frame of a message, which is compressed only
-// when it reaches the threshold: a first frame of one byte keeps the whole
-// message uncompressed. The message is then fragmented (a one-byte frame, the
-// rest, an empty final frame), which every client reassembles. A message that
-// would not be compressed anyway does not come here (see writeFrame).
-func writeUncompressed(ctx context.Context, c *websocket.Conn, typ websocket.MessageType, p []byte) error {
-	w, err := c.Writer(ctx, typ)
-	if err != nil {
-		return err
-	}
-	if _, err := w.Write(p[:1]); err != nil {
-		_ = w.Close() // the write error says it all
-		return err
-	}
-	if _, err := w.Write(p[1:]); err != nil {
-		_ = w.Close()
-		return err
-	}
-	return w.Close()
+	return c.w.writeFrames(fs[:], v3, int(c.deflateFrom))
 }
 
 // serveUpgrade runs the upgrade of a polling session to WebSocket: the client
@@ -576,8 +522,9 @@ func (s *Server) serveUpgrade(w http.ResponseWriter, r *http.Request, sess *Sess
 		// Already upgraded or upgrading: like the reference server, accept and
 		// close this connection without touching the session.
 		sess.mu.Unlock()
-		c.closeAsync(websocket.StatusPolicyViolation, "upgrade refused")
-		c.release()
+		c.closeAsync(closePolicy, "upgrade refused")
+		c.readUntilClosed()
+		c.endReader()
 		return
 	}
 	sess.probe = c
@@ -615,12 +562,11 @@ func (s *Session) abortUpgrade(c *wsConn) {
 // probeLoop reads the probe connection of an upgrade until the upgrade
 // completes, then continues as the session's reader.
 func (s *Session) probeLoop(c *wsConn) {
-	ctx := context.Background()
 	for {
-		typ, data, err := c.Read(ctx)
-		if err != nil || typ != websocket.MessageText {
+		op, data, err := c.readMessage()
+		if err != nil || op != opText {
 			s.abortUpgrade(c)
-			c.release()
+			c.endReader()
 			return
 		}
 		p, err := decodePacket(data)
@@ -640,7 +586,7 @@ func (s *Session) probeLoop(c *wsConn) {
 			s.mu.Unlock()
 			if err := c.writeOne(frame{typ: packetPong, msg: Message{Data: []byte("probe")}}, s.v3); err != nil {
 				s.abortUpgrade(c)
-				c.release()
+				c.endReader()
 				return
 			}
 		case err == nil && p.typ == packetUpgrade:
@@ -648,7 +594,7 @@ func (s *Session) probeLoop(c *wsConn) {
 			if s.probe != c || s.state != stateOpen {
 				s.mu.Unlock()
 				s.abortUpgrade(c)
-				c.release()
+				c.endReader()
 				return
 			}
 			s.abortUpgradeLocked()
@@ -666,7 +612,7 @@ func (s *Session) probeLoop(c *wsConn) {
 			return
 		default:
 			s.abortUpgrade(c)
-			c.release()
+			c.endReader()
 			return
 		}
 	}

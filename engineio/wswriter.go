@@ -4,34 +4,24 @@ import (
 	"encoding/binary"
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 // batchWriter writes a connection's WebSocket frames.
 //
-// The session's writer writes its messages itself (writeFrames): a server's
-// frames are unmasked (RFC 6455 section 5.1), so a message is a header of 2 to
-// 10 bytes and its payload. All the frames of a batch collect in one pooled
-// buffer and leave in one write(2); the buffer goes back to the pool then, so
-// an idle connection keeps no write buffer. One lock per batch, not per frame.
-//
-// coder/websocket still writes the control frames it sends on its own (pongs,
-// close frames) through Write. Its bufio.Writer is tiny (wsWriteBufferSize), so
-// one of its frames may come in several Writes: they are held in pend until the
-// frame is complete and only then written, so frames never interleave. Once a
-// close frame is written, nothing follows it (section 5.5.1): writeFrames
-// reports net.ErrClosed.
-//
-// With raw set (compressed connections, where coder/websocket writes every
-// message to deflate it), Write passes coder/websocket's bytes on as they
-// come, collected between begin and end.
+// A server's frames are unmasked (RFC 6455 section 5.1), so a message is a
+// header of 2 to 10 bytes and its payload, compressed or not. All the frames
+// of a batch collect in one pooled buffer and leave in one write(2); the
+// buffer goes back to the pool then, so an idle connection keeps no write
+// buffer. One lock per batch, not per frame. Control frames (pongs, the close
+// frame) are written under the same lock, so frames never interleave. Once a
+// close frame is written, nothing follows it (section 5.5.1): writes report
+// net.ErrClosed.
 type batchWriter struct {
 	mu     sync.Mutex
 	conn   net.Conn
-	buf    *[]byte // from batchPool, while a batch holds bytes
-	pend   []byte  // the start of a frame coder/websocket is writing
-	closed bool    // a close frame was written
-	raw    bool
-	batch  bool
+	buf    *[]byte     // from batchPool, while a batch holds bytes
+	closed atomic.Bool // a close frame was written
 }
 
 // Sizes of batch buffers: what a new one can hold, the most a batch
@@ -45,61 +35,31 @@ const (
 
 var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, batchBufferSize); return &b }}
 
-// WebSocket opcodes the writer uses (RFC 6455 section 5.2).
-const (
-	opText   = 0x1
-	opBinary = 0x2
-	opClose  = 0x8
-	finBit   = 0x80
-)
-
-// appendFrameHeader appends the header of an unmasked final frame.
-func appendFrameHeader(b []byte, opcode byte, n int) []byte {
+// appendFrameHeader appends the header of an unmasked final frame; first is
+// the opcode with the RSV bits.
+func appendFrameHeader(b []byte, first byte, n int) []byte {
 	switch {
 	case n <= 125:
-		return append(b, finBit|opcode, byte(n))
+		return append(b, finBit|first, byte(n))
 	case n <= 0xffff:
-		return binary.BigEndian.AppendUint16(append(b, finBit|opcode, 126), uint16(n))
+		return binary.BigEndian.AppendUint16(append(b, finBit|first, 126), uint16(n))
 	default:
-		return binary.BigEndian.AppendUint64(append(b, finBit|opcode, 127), uint64(n))
+		return binary.BigEndian.AppendUint64(append(b, finBit|first, 127), uint64(n))
 	}
 }
 
-// frameSize returns the size of the frame at the start of b, or 0 when b does
-// not hold all of it yet.
-func frameSize(b []byte) int {
-	if len(b) < 2 {
-		return 0
-	}
-	h, n := 2, uint64(b[1]&0x7f)
-	switch n {
-	case 126:
-		if len(b) < 4 {
-			return 0
-		}
-		h, n = 4, uint64(binary.BigEndian.Uint16(b[2:]))
-	case 127:
-		if len(b) < 10 {
-			return 0
-		}
-		h, n = 10, binary.BigEndian.Uint64(b[2:])
-	}
-	if b[1]&0x80 != 0 {
-		h += 4 // a masking key; a server never masks, but the size stays right
-	}
-	if n > uint64(len(b)-h) {
-		return 0
-	}
-	return h + int(n)
-}
+// isClosed reports whether the close frame was written.
+func (w *batchWriter) isClosed() bool { return w.closed.Load() }
 
 // writeFrames writes each frame as one WebSocket message: binary messages as
 // binary frames (with v3, the Engine.IO v3 protocol, after the byte 4 of a
-// message packet), others as text with the packet type first.
-func (w *batchWriter) writeFrames(fs []frame, v3 bool) error {
+// message packet), others as text with the packet type first. A message of
+// at least deflateFrom bytes is compressed (permessage-deflate; 0: not
+// negotiated) unless it has NoCompress.
+func (w *batchWriter) writeFrames(fs []frame, v3 bool, deflateFrom int) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.closed {
+	if w.closed.Load() {
 		return net.ErrClosed
 	}
 	if w.buf == nil {
@@ -109,27 +69,32 @@ func (w *batchWriter) writeFrames(fs []frame, v3 bool) error {
 		f := &fs[i]
 		b := *w.buf
 		data := f.msg.Data
+		op, prefix := byte(opText), packetPrefix(f.typ)
 		switch {
 		case f.msg.Binary && v3:
-			b = append(appendFrameHeader(b, opBinary, 1+len(data)), packetMessage-'0')
+			op, prefix = opBinary, v3BinaryPrefix
 		case f.msg.Binary:
-			b = appendFrameHeader(b, opBinary, len(data))
-		default:
-			b = append(appendFrameHeader(b, opText, 1+len(data)), f.typ)
+			op, prefix = opBinary, nil
 		}
-		if len(data) >= directWriteSize {
-			// A large payload: what is collected, then data, in one writev.
-			*w.buf = b
-			bufs := net.Buffers{b, data}
-			if _, err := bufs.WriteTo(w.conn); err != nil {
-				w.releaseLocked()
-				return err
+		if size := len(prefix) + len(data); deflateFrom > 0 && size >= deflateFrom && !f.msg.NoCompress {
+			b = appendDeflated(b, op|rsv1Bit, prefix, data)
+		} else {
+			b = append(appendFrameHeader(b, op, size), prefix...)
+			if len(data) >= directWriteSize {
+				// A large payload: what is collected, then data, in one writev.
+				*w.buf = b
+				bufs := net.Buffers{b, data}
+				if _, err := bufs.WriteTo(w.conn); err != nil {
+					w.releaseLocked()
+					return err
+				}
+				*w.buf = (*w.buf)[:0]
+				continue
 			}
-			*w.buf = (*w.buf)[:0]
-			continue
+			b = append(b, data...)
 		}
-		*w.buf = append(b, data...)
-		if len(*w.buf) >= maxBatchBytes {
+		*w.buf = b
+		if len(b) >= maxBatchBytes {
 			if err := w.flushLocked(); err != nil {
 				return err
 			}
@@ -139,103 +104,49 @@ func (w *batchWriter) writeFrames(fs []frame, v3 bool) error {
 	return w.flushLocked()
 }
 
-// Write takes the bytes coder/websocket writes.
-func (w *batchWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.raw {
-		return w.writeRawLocked(p)
+// packetTypes holds the bytes of the packet types, sliced for the prefix of
+// a text message.
+const packetTypes = "0123456"
+
+var packetTypeBytes = []byte(packetTypes)
+
+// v3BinaryPrefix starts a binary message packet of protocol v3.
+var v3BinaryPrefix = []byte{packetMessage - '0'}
+
+// packetPrefix returns typ as a one-byte slice that allocates nothing.
+func packetPrefix(typ byte) []byte {
+	if i := int(typ - '0'); i >= 0 && i < len(packetTypeBytes) {
+		return packetTypeBytes[i : i+1]
 	}
-	size := len(p)
-	if len(w.pend) == 0 {
-		// Usually a whole frame, or whole frames.
-		for len(p) > 0 {
-			n := frameSize(p)
-			if n == 0 {
-				break
-			}
-			if err := w.writeCompleteLocked(p[:n]); err != nil {
-				return 0, err
-			}
-			p = p[n:]
-		}
-		if len(p) > 0 {
-			w.pend = append(w.pend, p...)
-		}
-		return size, nil
-	}
-	w.pend = append(w.pend, p...)
-	for {
-		n := frameSize(w.pend)
-		if n == 0 {
-			break
-		}
-		if err := w.writeCompleteLocked(w.pend[:n]); err != nil {
-			w.pend = nil
-			return 0, err
-		}
-		w.pend = w.pend[n:]
-	}
-	if len(w.pend) == 0 {
-		w.pend = nil // an idle connection keeps no buffer
-	}
-	return size, nil
+	return []byte{typ}
 }
 
-// writeCompleteLocked writes one whole frame from coder/websocket.
-func (w *batchWriter) writeCompleteLocked(f []byte) error {
-	if w.closed {
+// writeControl writes one control frame (payload at most 125 bytes); a close
+// frame is the last frame written.
+func (w *batchWriter) writeControl(op byte, payload []byte) error {
+	var b [2 + maxControlPayload]byte
+	f := append(appendFrameHeader(b[:0], op, len(payload)), payload...)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed.Load() {
 		return net.ErrClosed
 	}
-	if f[0]&0x0f == opClose {
-		w.closed = true
+	if op == opClose {
+		w.closed.Store(true)
 	}
 	_, err := w.conn.Write(f)
 	return err
 }
 
-// writeRawLocked passes coder/websocket's bytes on, collected while a batch
-// runs.
-func (w *batchWriter) writeRawLocked(p []byte) (int, error) {
-	if !w.batch {
-		return w.conn.Write(p)
+// writeClose writes the close frame with a status and a reason, cut to fit.
+func (w *batchWriter) writeClose(code uint16, reason string) error {
+	var b [maxControlPayload]byte
+	p := binary.BigEndian.AppendUint16(b[:0], code)
+	if len(reason) > maxControlPayload-2 {
+		reason = reason[:maxControlPayload-2]
 	}
-	if len(p) >= directWriteSize {
-		// A large payload: what is collected, then p, in one writev.
-		if w.buf == nil {
-			return w.conn.Write(p)
-		}
-		pre := len(*w.buf)
-		bufs := net.Buffers{*w.buf, p}
-		n, err := bufs.WriteTo(w.conn)
-		w.releaseLocked()
-		return int(max(0, n-int64(pre))), err
-	}
-	if w.buf == nil {
-		w.buf = batchPool.Get().(*[]byte)
-	}
-	*w.buf = append(*w.buf, p...)
-	if len(*w.buf) >= maxBatchBytes {
-		if err := w.flushLocked(); err != nil {
-			return 0, err
-		}
-	}
-	return len(p), nil
-}
-
-// begin starts a batch of a raw writer: writes collect until end.
-func (w *batchWriter) begin() {
-	w.mu.Lock()
-	w.batch = true
-	w.mu.Unlock()
-}
-
-// end writes what the batch collected and returns its buffer to the pool.
-func (w *batchWriter) end() error {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.batch = false
-	return w.flushLocked()
+	p = append(p, reason...)
+	return w.writeControl(opClose, p)
 }
 
 // flushLocked writes what is collected and returns the buffer to the pool.

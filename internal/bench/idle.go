@@ -19,12 +19,18 @@ type IdleConfig struct {
 	Common
 	Conns       int           // default 10000
 	Concurrency int           // dials at once; default 64
-	Settle      time.Duration // wait after the last connection before measuring; default 2s
+	Settle      time.Duration // wait after the last connection before measuring; default 30s, more than one ping interval
 	// SourceAddrs spreads the clients over the loopback source addresses
 	// 127.0.0.1 … 127.0.0.N, each with its own ephemeral port range (about 28 000
 	// ports on Linux by default); default one per 20 000 connections.
 	SourceAddrs int
 }
+
+// DefaultIdleSettle is the idle scenario's wait before measuring: longer
+// than the default ping interval (25 s), so that the idle CPU includes every
+// connection's heartbeat and the runtime has had time to return the memory
+// that dialing freed.
+const DefaultIdleSettle = 30 * time.Second
 
 // connsPerSourceAddr is how many connections the idle scenario opens from
 // one loopback source address by default, below Linux's default ephemeral
@@ -38,7 +44,11 @@ type IdleResult struct {
 	// Per connection, from the difference between before and after: resident set
 	// size of the node process, and (relay nodes only) the Go runtime's
 	// HeapInuse+StackInuse after a GC.
-	RSSPerConn        float64    `json:"rss_bytes_per_conn"`
+	RSSPerConn float64 `json:"rss_bytes_per_conn"`
+	// RSSDialPerConn is the same at the end of dialing, before the settle
+	// wait: it includes the garbage of the handshakes that the runtime has
+	// not given back yet.
+	RSSDialPerConn    float64    `json:"rss_dial_bytes_per_conn"`
 	HeapStackPerConn  float64    `json:"heap_stack_bytes_per_conn,omitempty"`
 	HeapPerConn       float64    `json:"heap_bytes_per_conn,omitempty"`
 	StackPerConn      float64    `json:"stack_bytes_per_conn,omitempty"`
@@ -63,7 +73,7 @@ func Idle(ctx context.Context, cfg IdleConfig) (_ IdleResult, err error) {
 		cfg.Concurrency = 64
 	}
 	if cfg.Settle <= 0 {
-		cfg.Settle = 2 * time.Second
+		cfg.Settle = DefaultIdleSettle
 	}
 	res := IdleResult{Server: cfg.Server, Conns: cfg.Conns}
 	if res.Server == "" {
@@ -144,6 +154,7 @@ func Idle(ctx context.Context, cfg IdleConfig) (_ IdleResult, err error) {
 		return res, firstErr
 	}
 	res.DialSeconds = time.Since(start).Seconds()
+	rssDial, rssDialErr := ReadVmRSS(node.PID())
 	cpu0, cpuErr := cpuSeconds(node.PID())
 	settleStart := time.Now()
 	if err := sleepCtx(ctx, cfg.Settle); err != nil {
@@ -160,6 +171,9 @@ func Idle(ctx context.Context, cfg IdleConfig) (_ IdleResult, err error) {
 	}
 	n := float64(cfg.Conns)
 	res.RSSPerConn = (float64(res.RSSAfter) - float64(res.RSSBefore)) / n
+	if rssDialErr == nil {
+		res.RSSDialPerConn = (float64(rssDial) - float64(res.RSSBefore)) / n
+	}
 	if relay {
 		if res.After.Clients < cfg.Conns {
 			return res, fmt.Errorf("bench: node counts %d clients, want %d", res.After.Clients, cfg.Conns)

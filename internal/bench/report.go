@@ -84,8 +84,8 @@ func PrintRedisKill(w io.Writer, rs []RedisKillResult) error {
 // PrintIdle writes the idle-memory result as a table.
 func PrintIdle(w io.Writer, r IdleResult) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "server\tconns\tsource addrs\tRSS B/conn\theap+stack B/conn\theap B/conn\tstack B/conn\tgoroutines/conn\tidle CPU cores\tdial s\t")
-	fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.0f\t%.0f\t%.0f\t%.2f\t%.3f\t%.1f\t\n", r.Server, r.Conns, r.SourceAddrs, r.RSSPerConn,
+	fmt.Fprintln(tw, "server\tconns\tsource addrs\tRSS B/conn\tRSS at dial B/conn\theap+stack B/conn\theap B/conn\tstack B/conn\tgoroutines/conn\tidle CPU cores\tdial s\t")
+	fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.2f\t%.3f\t%.1f\t\n", r.Server, r.Conns, r.SourceAddrs, r.RSSPerConn, r.RSSDialPerConn,
 		r.HeapStackPerConn, r.HeapPerConn, r.StackPerConn, r.GoroutinesPerConn, r.IdleCPU, r.DialSeconds)
 	return tw.Flush()
 }

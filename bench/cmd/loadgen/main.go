@@ -66,7 +66,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		after       = fs.Duration("after", 5*time.Second, "redis-kill: run time after the restart")
 		conns       = fs.Int("conns", 10000, "idle-memory: idle connections")
 		sourceAddrs = fs.Int("source-addrs", 0, "idle-memory: loopback source addresses 127.0.0.1..N the clients dial from (0: one per 20 000 connections)")
-		idleSettle  = fs.Duration("idle-settle", 2*time.Second, "idle-memory: wait after the last connection, over which the node's idle CPU is measured")
+		idleSettle  = fs.Duration("idle-settle", bench.DefaultIdleSettle, "idle-memory: wait after the last connection, over which the node's idle CPU is measured")
 		roomRuns    = fs.String("runs", "relay:streams,node:pubsub,node:streams", "rooms: server:transport runs (servers relay, durasock, node)")
 		roomRates   = fs.String("room-rates", "6000,12000,18000", "rooms: total events/s, comma-separated steps")
 		roomPubs    = fs.Int("room-publishers", 4, "rooms: publishers spread over the nodes")
