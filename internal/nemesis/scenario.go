@@ -343,6 +343,17 @@ var Scenarios = []Scenario{
 		},
 	},
 	{
+		Name: "cluster-nowait",
+		Doc: "3 node processes on a Redis Cluster (three primaries, a replica each), WaitReplicas=0 (a primary " +
+			"acknowledges before replicating), AOF always, 1 000 events/s; seeded random rounds of the cluster " +
+			"scenario's operations. A failover may lose what the old primary acknowledged and had not " +
+			"replicated: every such loss must be reported (the replica here is not made to lag first, as " +
+			"failover-nowait does on Sentinel). Expected: PASS.",
+		Config:   Config{Nodes: 3, AOF: "always", Rate: 1000, Cluster: true},
+		Program:  Random(ClusterOps, 2*time.Second, 4*time.Second),
+		Duration: 40 * time.Second,
+	},
+	{
 		Name: "cluster-replica-down",
 		Doc: "Redis Cluster (three primaries, a replica each), WaitReplicas=1, every 4th event a broadcast with " +
 			"acknowledgements; the replica of the primary of partition 0 is SIGKILLed for 8 s while that primary " +
