@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/durasock/durasock/emitter"
 	"github.com/durasock/durasock/internal/redistest"
 	"github.com/durasock/durasock/internal/sioclient"
+	"github.com/durasock/durasock/internal/testwait"
 	"github.com/durasock/durasock/socketio"
 )
 
@@ -26,7 +28,7 @@ func TestMain(m *testing.M) {
 }
 
 // server is one durasock node on the cluster's Redis.
-func server(t *testing.T, url string, setup ...func(*socketio.Server)) string {
+func server(t *testing.T, url string, setup ...func(*socketio.Server)) node {
 	t.Helper()
 	b, err := redisbus.Open(context.Background(), url, &redisbus.Options{Bus: bus.Config{Logger: slog.New(slog.DiscardHandler)}})
 	if err != nil {
@@ -63,7 +65,44 @@ func server(t *testing.T, url string, setup ...func(*socketio.Server)) string {
 			t.Error(err)
 		}
 	})
-	return hs.URL + "/socket.io/"
+	return node{hs.URL + "/socket.io/", b}
+}
+
+// node is a server started by server: its Socket.IO URL and its bus.
+type node struct {
+	url string
+	bus *bus.Reliable
+}
+
+// openEmitterBus opens the bus of an emitter on the cluster's Redis once every
+// node reads the cluster's streams: a node receives what is published from the
+// moment its bus fixed its start, which it does in the background after it
+// opened, so an emit right after the servers start could precede it. A node
+// that has heard every other node reads.
+func openEmitterBus(t *testing.T, url string, nodes ...node) *bus.Reliable {
+	t.Helper()
+	b, err := redisbus.Open(context.Background(), url, &redisbus.Options{Bus: bus.Config{Logger: slog.New(slog.DiscardHandler)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := b.Close(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	for _, n := range nodes {
+		for _, other := range nodes {
+			if other.bus == n.bus {
+				continue
+			}
+			testwait.For(t, 30*time.Second, "node "+n.bus.NodeID()+" to hear node "+other.bus.NodeID(), func() bool {
+				return slices.Contains(n.bus.Status().Nodes, other.bus.NodeID())
+			})
+		}
+	}
+	return b
 }
 
 type received struct{ name, data string }
@@ -104,20 +143,9 @@ func expect(t *testing.T, ch <-chan received, want received) {
 
 func TestEmitterReachesEveryServer(t *testing.T) {
 	redis := redistest.Standalone(t)
-	urlA, urlB := server(t, redis.URL()), server(t, redis.URL())
-	lobbyA, lobbyB, otherB := client(t, urlA, "lobby"), client(t, urlB, "lobby"), client(t, urlB, "other")
-
-	b, err := redisbus.Open(context.Background(), redis.URL(), &redisbus.Options{Bus: bus.Config{Logger: slog.New(slog.DiscardHandler)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := b.Close(ctx); err != nil {
-			t.Error(err)
-		}
-	}()
+	nodeA, nodeB := server(t, redis.URL()), server(t, redis.URL())
+	lobbyA, lobbyB, otherB := client(t, nodeA.url, "lobby"), client(t, nodeB.url, "lobby"), client(t, nodeB.url, "other")
+	b := openEmitterBus(t, redis.URL(), nodeA, nodeB)
 	e := emitter.New(b)
 	ctx := context.Background()
 
@@ -244,7 +272,8 @@ func TestEmitterRoomOperations(t *testing.T) {
 			})
 		}
 	}
-	urlA, urlB := server(t, redis.URL(), onServer("A")), server(t, redis.URL(), onServer("B"))
+	nodeA, nodeB := server(t, redis.URL(), onServer("A")), server(t, redis.URL(), onServer("B"))
+	urlA, urlB := nodeA.url, nodeB.url
 	r1A, r1B := client(t, urlA, "r1"), client(t, urlB, "r1")
 
 	r2Events := make(chan received, 64)
@@ -261,17 +290,7 @@ func TestEmitterRoomOperations(t *testing.T) {
 	}
 	t.Cleanup(func() { r2.Close() })
 
-	b, err := redisbus.Open(context.Background(), redis.URL(), &redisbus.Options{Bus: bus.Config{Logger: slog.New(slog.DiscardHandler)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := b.Close(ctx); err != nil {
-			t.Error(err)
-		}
-	}()
+	b := openEmitterBus(t, redis.URL(), nodeA, nodeB)
 	e := emitter.New(b)
 	ctx := context.Background()
 	emit := func(op emitter.Operator, event string) {
