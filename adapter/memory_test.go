@@ -119,7 +119,7 @@ type roomLog struct {
 	changes []adapter.RoomChange
 }
 
-func (n *roomLog) ObservesRooms() bool             { return true }
+func (n *roomLog) ObservesRooms() bool              { return true }
 func (n *roomLog) RoomChanged(c adapter.RoomChange) { n.changes = append(n.changes, c) }
 
 // A socket's own room is kept implicitly; it must behave as any other room,
