@@ -35,8 +35,9 @@
 //   - nemesis.go: the operations (node SIGKILL and restart with the same or a
 //     new id, SIGTERM drain, SIGSTOP/SIGCONT, two processes with one id; Redis
 //     SIGKILL and restart from its AOF or empty, CLIENT PAUSE, CLIENT KILL,
-//     maxmemory below its use, Sentinel and Cluster failover, the Sentinel
-//     replica down; stream ids moved ahead of Redis' clock; a node's link to
+//     maxmemory below its use, Sentinel and Cluster failover, a replica down
+//     (the Sentinel replica, or the Cluster replica of a stream partition's
+//     primary); stream ids moved ahead of Redis' clock; a node's link to
 //     Redis cut, blackholed, slowed, or dead one way: its reading connections,
 //     its publishing connections, or only the replies; clients bounced) and
 //     Schedule, which draws rounds of one or two concurrent steps from a seed,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -42,9 +43,10 @@ const (
 	// partition (the step's slot), waits until a replica serves its slots,
 	// and starts the old primary again (it returns as a replica).
 	OpClusterFailover = "cluster-failover"
-	// OpReplicaDown SIGKILLs the replica of a Sentinel set while the primary
-	// stays healthy (with WaitReplicas=1 no write can be confirmed), and
-	// starts it again after the hold.
+	// OpReplicaDown SIGKILLs the replica of a Sentinel set, or on a Redis
+	// Cluster the replica of the primary of one stream partition (the step's
+	// slot), while the primary stays healthy (with WaitReplicas=1 no write
+	// to it can be confirmed), and starts it again after the hold.
 	OpReplicaDown = "replica-down"
 	// OpClockJump moves the ids of every stream partition ClockJump ahead of
 	// Redis' clock (XSETID): what a Redis restarted from its AOF with its clock
@@ -245,21 +247,25 @@ func (r *Run) apply(ctx context.Context, s Step) error {
 		defer cancel()
 		return r.redis.Start(sctx)
 	case OpReplicaDown:
-		if r.sentinel == nil {
-			return fmt.Errorf("nemesis: %s needs Config.Sentinel", s.Op)
+		if r.sentinel == nil && r.cluster == nil {
+			return fmt.Errorf("nemesis: %s needs Config.Sentinel or Config.Cluster", s.Op)
 		}
 		sctx, cancel := context.WithTimeout(ctx, 2*r.cfg.Settle)
 		defer cancel()
-		rep, err := r.replica(sctx)
+		rep, err := r.replica(sctx, s.Slot)
 		if err != nil {
 			return err
 		}
+		r.logf("nemesis: %s: replica %s", s, rep.Addr())
 		if err := rep.Kill(); err != nil {
 			return err
 		}
 		r.pause(s.Hold)
 		if err := rep.Start(sctx); err != nil {
 			return err
+		}
+		if r.cluster != nil {
+			return r.cluster.WaitHealthy(sctx)
 		}
 		return r.sentinel.WaitReplicaSync(sctx)
 	case OpClockJump:
@@ -391,8 +397,12 @@ func (r *Run) redisFault(ctx context.Context, srv *redistest.Server, s Step) err
 	return err
 }
 
-// replica returns the data node of the Sentinel set that is not the primary.
-func (r *Run) replica(ctx context.Context) (*redistest.Server, error) {
+// replica returns the data node of the Sentinel set that is not the primary,
+// or on a Redis Cluster the replica of the primary of stream partition slot.
+func (r *Run) replica(ctx context.Context, slot int) (*redistest.Server, error) {
+	if r.cluster != nil {
+		return r.clusterReplica(ctx, slot)
+	}
 	primary, err := r.sentinel.CurrentPrimary(ctx)
 	if err != nil {
 		return nil, err
@@ -403,6 +413,53 @@ func (r *Run) replica(ctx context.Context) (*redistest.Server, error) {
 		}
 	}
 	return nil, fmt.Errorf("nemesis: no replica besides the primary %s", primary.Addr())
+}
+
+// clusterReplica returns the online replica of the Redis Cluster primary of
+// stream partition slot, as that primary's INFO replication names it.
+func (r *Run) clusterReplica(ctx context.Context, slot int) (*redistest.Server, error) {
+	primary, err := r.cluster.PrimaryOfSlot(ctx, redistest.KeySlot(redisbus.StreamKey(streamPrefix, slot)))
+	if err != nil {
+		return nil, err
+	}
+	info, err := primary.Info(ctx, "replication")
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range info {
+		addr, ok := replicaAddr(v)
+		if !strings.HasPrefix(k, "slave") || !ok {
+			continue
+		}
+		for _, n := range r.cluster.Nodes() {
+			if n.Addr() == addr && n.Running() {
+				return n, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("nemesis: the primary %s of partition %d has no online replica", primary.Addr(), slot)
+}
+
+// replicaAddr reads the address of an online replica from a slaveN line of
+// INFO replication ("ip=127.0.0.1,port=6380,state=online,...").
+func replicaAddr(line string) (string, bool) {
+	var ip, port string
+	online := false
+	for f := range strings.SplitSeq(line, ",") {
+		k, v, _ := strings.Cut(f, "=")
+		switch k {
+		case "ip":
+			ip = v
+		case "port":
+			port = v
+		case "state":
+			online = v == "online"
+		}
+	}
+	if ip == "" || port == "" || !online {
+		return "", false
+	}
+	return net.JoinHostPort(ip, port), true
 }
 
 // clockJump sets the last id of every stream partition d ahead of the

@@ -76,3 +76,17 @@ func TestScheduleDrawsEveryOperationBeforeRepeating(t *testing.T) {
 		}
 	}
 }
+
+func TestReplicaAddr(t *testing.T) {
+	for line, want := range map[string]string{
+		"ip=127.0.0.1,port=6380,state=online,offset=42,lag=0": "127.0.0.1:6380",
+		"ip=127.0.0.1,port=6380,state=wait_bgsave,offset=0":   "",
+		"ip=::1,port=7000,state=online":                       "[::1]:7000",
+		"port=7000,state=online":                              "",
+	} {
+		got, ok := replicaAddr(line)
+		if got != want || ok != (want != "") {
+			t.Errorf("replicaAddr(%q) = %q, %v; want %q", line, got, ok, want)
+		}
+	}
+}

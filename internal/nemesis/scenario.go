@@ -50,7 +50,7 @@ var SentinelOps = []string{OpSentinelFailover, OpRedisPause, OpRedisClients, OpN
 
 // ClusterOps are the operations of the Redis Cluster scenario.
 var ClusterOps = []string{OpClusterFailover, OpRedisPause, OpRedisClients, OpNodeTerm, OpNodePause,
-	OpNodeKillNewID, OpClientBounce}
+	OpNodeKillNewID, OpClientBounce, OpReplicaDown, OpClockJump}
 
 // Random runs seeded random rounds of ops until d has passed.
 func Random(ops []string, minHold, maxHold time.Duration) func(ctx context.Context, r *Run, d time.Duration) error {
@@ -122,7 +122,8 @@ var Scenarios = []Scenario{
 		Name: "cluster",
 		Doc: "3 node processes on a Redis Cluster (three primaries, a replica each), WaitReplicas=1, AOF always, " +
 			"200 events/s; seeded random rounds of failovers of the primary of a stream partition (the old one " +
-			"returns as a replica), CLIENT PAUSE, CLIENT KILL, node drain, SIGSTOP, SIGKILL with a new id. " +
+			"returns as a replica), the replica of such a primary down, stream ids ahead of Redis' clock, " +
+			"CLIENT PAUSE, CLIENT KILL, node drain, SIGSTOP, SIGKILL with a new id. " +
 			"Expected: PASS, nothing lost.",
 		Exact:    true,
 		Config:   Config{Nodes: 3, AOF: "always", Rate: 200, Cluster: true, WaitReplicas: 1},
@@ -334,6 +335,41 @@ var Scenarios = []Scenario{
 		Program: func(ctx context.Context, r *Run, _ time.Duration) error {
 			for range 2 {
 				if err := r.RunRound(ctx, []Step{{Op: OpReplicaDown, Hold: 8 * time.Second}}); err != nil {
+					return err
+				}
+				r.pause(2 * time.Second)
+			}
+			return nil
+		},
+	},
+	{
+		Name: "cluster-nowait",
+		Doc: "3 node processes on a Redis Cluster (three primaries, a replica each), WaitReplicas=0 (a primary " +
+			"acknowledges before replicating), AOF always, 1 000 events/s; seeded random rounds of the cluster " +
+			"scenario's operations. A failover may lose what the old primary acknowledged and had not " +
+			"replicated: every such loss must be reported (the replica here is not made to lag first, as " +
+			"failover-nowait does on Sentinel). Expected: PASS.",
+		Config:   Config{Nodes: 3, AOF: "always", Rate: 1000, Cluster: true},
+		Program:  Random(ClusterOps, 2*time.Second, 4*time.Second),
+		Duration: 40 * time.Second,
+	},
+	{
+		Name: "cluster-replica-down",
+		Doc: "Redis Cluster (three primaries, a replica each), WaitReplicas=1, every 4th event a broadcast with " +
+			"acknowledgements; the replica of the primary of partition 0 is SIGKILLed for 8 s while that primary " +
+			"stays healthy, the stream ids of every partition jump 10 minutes ahead of Redis' clock, then the " +
+			"replica of partition 1's primary is down for 8 s. Nothing may be refused, lost or duplicated. " +
+			"Expected: PASS.",
+		Exact:      true,
+		NoRefusals: true,
+		Config:     Config{Nodes: 3, AOF: "always", Rate: 200, Cluster: true, WaitReplicas: 1, AckEvery: 4},
+		Program: func(ctx context.Context, r *Run, _ time.Duration) error {
+			for _, round := range [][]Step{
+				{{Op: OpReplicaDown, Slot: 0, Hold: 8 * time.Second}},
+				{{Op: OpClockJump, Hold: 2 * time.Second}},
+				{{Op: OpReplicaDown, Slot: 1, Hold: 8 * time.Second}},
+			} {
+				if err := r.RunRound(ctx, round); err != nil {
 					return err
 				}
 				r.pause(2 * time.Second)
