@@ -35,12 +35,12 @@ var errNilNamespace = errors.New("adapter: nil namespace")
 // adapter embeds or wraps a *Memory (made with NewLocal) for its membership and
 // local delivery and adds the cross-node part:
 //
-//   - Broadcast, or BroadcastLocal / WriteLocal with the recipient count, deliver
-//     to local sockets; BroadcastPaced does the same for what other nodes
-//     published, waiting for room in full send queues instead of cutting;
-//   - BroadcastWithAckLocal runs a broadcast with acks locally and reports the
-//     recipient count and each reply through callbacks, which is what a node needs
-//     to answer a remote BroadcastWithAck request;
+//   - Broadcast, or BroadcastLocal with the recipient count, deliver to local
+//     sockets; BroadcastPaced does the same for what other nodes published,
+//     waiting for room in full send queues instead of cutting;
+//   - BroadcastWithAckRecipients runs a broadcast with acks locally and reports
+//     the recipients and each reply through callbacks, which is what a node
+//     needs to answer a remote BroadcastWithAck request;
 //   - AddSocketsLocal, DelSocketsLocal, DisconnectSocketsLocal and
 //     FetchSocketsLocal apply remote requests to local sockets;
 //   - SocketIDs lists the local sockets an Options selects.
@@ -483,21 +483,6 @@ func (m *Memory) mergeLife(ctx context.Context) (context.Context, context.Cancel
 	}
 }
 
-// WriteLocal writes an already encoded packet of this namespace to every matching
-// local socket and returns how many were written to. The caller vouches for enc (a
-// cluster adapter that carries encoded packets between nodes uses it).
-func (m *Memory) WriteLocal(enc *parser.Encoded, opts Options) (int, error) {
-	if enc == nil {
-		return 0, fmt.Errorf("%w: nil encoded packet", ErrInvalidPacket)
-	}
-	n := 0
-	err := m.withSockets(opts, func(s Socket) {
-		write(s, enc, opts)
-		n++
-	})
-	return n, err
-}
-
 // BroadcastWithAck sends p to every matching local socket with one fresh ack id
 // and collects the replies until every recipient replied, ctx is done, or the
 // adapter is closed. On ctx expiry it returns the replies that arrived and a
@@ -505,18 +490,20 @@ func (m *Memory) WriteLocal(enc *parser.Encoded, opts Options) (int, error) {
 // on ctx it waits for every reply, so callers set one.
 func (m *Memory) BroadcastWithAck(ctx context.Context, p *parser.Packet, opts Options) ([]Reply, error) {
 	var replies []Reply
-	err := m.BroadcastWithAckLocal(ctx, p, opts,
-		func(n int) { replies = make([]Reply, 0, n) },
+	err := m.BroadcastWithAckRecipients(ctx, p, opts,
+		func(ids []string) { replies = make([]Reply, 0, len(ids)) },
 		func(r Reply) { replies = append(replies, r) })
 	return replies, err
 }
 
-// BroadcastWithAckLocal runs a broadcast with acks on the local sockets and
-// reports through callbacks, which a cluster node uses to answer a remote request:
-// onCount is called once with the number of recipients right after the packet was
-// written, then onReply once per reply as it arrives. Both are called on the
-// calling goroutine, in that order, and may be nil. onCount is not called when
-// nothing was sent because p is invalid or the adapter is closed.
+// BroadcastWithAckRecipients runs a broadcast with acks on the local sockets
+// and reports through callbacks, which a cluster node uses to answer a remote
+// request: onSent is called once with the ids of the recipients (sorted) right
+// after the packet was written, so that the node can name the sockets it waits
+// for without a second, racy selection; then onReply once per reply as it
+// arrives. Both are called on the calling goroutine, in that order, and may be
+// nil. onSent is not called when nothing was sent because p is invalid or the
+// adapter is closed, and must not keep ids beyond the call.
 //
 // It returns nil once every recipient replied; ErrClosed when the adapter is
 // closed meanwhile; or, when ctx is done first, a *MissingRepliesError with the
@@ -525,18 +512,6 @@ func (m *Memory) BroadcastWithAck(ctx context.Context, p *parser.Packet, opts Op
 //
 // The ack id comes from Namespace.NextAckID and is set on a copy of p; p itself
 // is not modified.
-func (m *Memory) BroadcastWithAckLocal(ctx context.Context, p *parser.Packet, opts Options, onCount func(n int), onReply func(Reply)) error {
-	var onSent func([]string)
-	if onCount != nil {
-		onSent = func(ids []string) { onCount(len(ids)) }
-	}
-	return m.BroadcastWithAckRecipients(ctx, p, opts, onSent, onReply)
-}
-
-// BroadcastWithAckRecipients is BroadcastWithAckLocal reporting the ids of the
-// recipients (sorted) instead of their count, so that a node answering a remote
-// request can name the sockets it waits for without a second, racy selection.
-// onSent must not keep ids beyond the call.
 func (m *Memory) BroadcastWithAckRecipients(ctx context.Context, p *parser.Packet, opts Options, onSent func(ids []string), onReply func(Reply)) error {
 	p, err := CheckPacket(p, m.nsp.Name(), true)
 	if err != nil {

@@ -260,7 +260,7 @@ func TestBroadcastPacketChecks(t *testing.T) {
 	}
 }
 
-func TestBroadcastWithAckLocalCallbacks(t *testing.T) {
+func TestBroadcastWithAckRecipientsCallbacks(t *testing.T) {
 	m, ns := newMemory(t)
 	for i := range 10 {
 		ns.Connect("s"+strconv.Itoa(i), adaptertest.SocketOptions{Ack: adaptertest.ReplyID, Rooms: []string{"r"}})
@@ -270,21 +270,21 @@ func TestBroadcastWithAckLocalCallbacks(t *testing.T) {
 	defer cancel()
 	counts := []int{}
 	var from []string
-	err := m.BroadcastWithAckLocal(ctx, event(t, "ask"), adapter.Options{Rooms: []string{"r"}},
-		func(n int) { counts = append(counts, n) },
+	err := m.BroadcastWithAckRecipients(ctx, event(t, "ask"), adapter.Options{Rooms: []string{"r"}},
+		func(ids []string) { counts = append(counts, len(ids)) },
 		func(r adapter.Reply) { from = append(from, r.From) })
 	var missing *adapter.MissingRepliesError
 	if !errors.As(err, &missing) || !slices.Equal(missing.Missing, []string{"quiet"}) ||
 		missing.Expected != 11 || missing.Received != 10 || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("BroadcastWithAckLocal: %v", err)
+		t.Fatalf("BroadcastWithAckRecipients: %v", err)
 	}
 	if !slices.Equal(counts, []int{11}) || len(from) != 10 {
-		t.Errorf("onCount calls %v, %d replies", counts, len(from))
+		t.Errorf("onSent calls with %v recipients, %d replies", counts, len(from))
 	}
 	if n := ns.Get("quiet").PendingAcks(); n != 0 {
 		t.Errorf("quiet socket still has %d acks registered", n)
 	}
-	if err := m.BroadcastWithAckLocal(t.Context(), event(t, "ask"), adapter.Options{Rooms: []string{"none"}}, nil, nil); err != nil {
+	if err := m.BroadcastWithAckRecipients(t.Context(), event(t, "ask"), adapter.Options{Rooms: []string{"none"}}, nil, nil); err != nil {
 		t.Errorf("no recipients: %v", err)
 	}
 }
@@ -309,28 +309,8 @@ func TestBroadcastWithAckEndsOnClose(t *testing.T) {
 	if n := s.PendingAcks(); n != 0 {
 		t.Errorf("%d acks still registered", n)
 	}
-	if n, err := m.WriteLocal(parser.Encode(event(t, "x")), adapter.Options{}); n != 0 || !errors.Is(err, adapter.ErrClosed) {
-		t.Errorf("WriteLocal after Close = %d, %v", n, err)
-	}
-}
-
-func TestWriteLocal(t *testing.T) {
-	m, ns := newMemory(t)
-	a := ns.Connect("a", adaptertest.SocketOptions{Rooms: []string{"r"}})
-	b := ns.Connect("b", adaptertest.SocketOptions{})
-	enc := parser.Encode(event(t, "pre"))
-	n, err := m.WriteLocal(enc, adapter.Options{Rooms: []string{"r"}, Volatile: true})
-	if err != nil || n != 1 {
-		t.Fatalf("WriteLocal = %d, %v", n, err)
-	}
-	if got := a.Messages(); len(got) != 1 || got[0].Encoded != enc || !got[0].Volatile {
-		t.Errorf("a got %+v", got)
-	}
-	if len(b.Messages()) != 0 {
-		t.Errorf("b got a packet for room r")
-	}
-	if _, err := m.WriteLocal(nil, adapter.Options{}); !errors.Is(err, adapter.ErrInvalidPacket) {
-		t.Errorf("WriteLocal(nil): %v", err)
+	if n, err := m.BroadcastLocal(event(t, "x"), adapter.Options{}); n != 0 || !errors.Is(err, adapter.ErrClosed) {
+		t.Errorf("BroadcastLocal after Close = %d, %v", n, err)
 	}
 }
 

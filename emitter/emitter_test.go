@@ -6,6 +6,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/durasock/durasock/emitter"
 	"github.com/durasock/durasock/internal/redistest"
 	"github.com/durasock/durasock/internal/sioclient"
+	"github.com/durasock/durasock/internal/testwait"
 	"github.com/durasock/durasock/socketio"
 )
 
@@ -26,7 +28,7 @@ func TestMain(m *testing.M) {
 }
 
 // server is one durasock node on the cluster's Redis.
-func server(t *testing.T, url string, setup ...func(*socketio.Server)) string {
+func server(t *testing.T, url string, setup ...func(*socketio.Server)) node {
 	t.Helper()
 	b, err := redisbus.Open(context.Background(), url, &redisbus.Options{Bus: bus.Config{Logger: slog.New(slog.DiscardHandler)}})
 	if err != nil {
@@ -37,14 +39,13 @@ func server(t *testing.T, url string, setup ...func(*socketio.Server)) string {
 		t.Fatal(err)
 	}
 	srv := socketio.NewServer(&socketio.Options{Adapter: c.Adapter})
-	// Joined in connect middleware, the socket is in its room before its
-	// client hears CONNECT: an emit right after Dial returns finds it there.
-	srv.Use(func(_ context.Context, s *socketio.Socket) error {
+	// Joined in the connection handler, which runs before the client hears
+	// CONNECT (as in Node): an emit right after Dial returns finds it there.
+	srv.OnConnection(func(s *socketio.Socket) {
 		var q struct{ Room string }
 		if err := json.Unmarshal(s.Handshake().Auth, &q); err == nil && q.Room != "" {
 			s.Join(q.Room)
 		}
-		return nil
 	})
 	for _, f := range setup {
 		f(srv)
@@ -64,7 +65,44 @@ func server(t *testing.T, url string, setup ...func(*socketio.Server)) string {
 			t.Error(err)
 		}
 	})
-	return hs.URL + "/socket.io/"
+	return node{hs.URL + "/socket.io/", b}
+}
+
+// node is a server started by server: its Socket.IO URL and its bus.
+type node struct {
+	url string
+	bus *bus.Reliable
+}
+
+// openEmitterBus opens the bus of an emitter on the cluster's Redis once every
+// node reads the cluster's streams: a node receives what is published from the
+// moment its bus fixed its start, which it does in the background after it
+// opened, so an emit right after the servers start could precede it. A node
+// that has heard every other node reads.
+func openEmitterBus(t *testing.T, url string, nodes ...node) *bus.Reliable {
+	t.Helper()
+	b, err := redisbus.Open(context.Background(), url, &redisbus.Options{Bus: bus.Config{Logger: slog.New(slog.DiscardHandler)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := b.Close(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	for _, n := range nodes {
+		for _, other := range nodes {
+			if other.bus == n.bus {
+				continue
+			}
+			testwait.For(t, 30*time.Second, "node "+n.bus.NodeID()+" to hear node "+other.bus.NodeID(), func() bool {
+				return slices.Contains(n.bus.Status().Nodes, other.bus.NodeID())
+			})
+		}
+	}
+	return b
 }
 
 type received struct{ name, data string }
@@ -105,20 +143,9 @@ func expect(t *testing.T, ch <-chan received, want received) {
 
 func TestEmitterReachesEveryServer(t *testing.T) {
 	redis := redistest.Standalone(t)
-	urlA, urlB := server(t, redis.URL()), server(t, redis.URL())
-	lobbyA, lobbyB, otherB := client(t, urlA, "lobby"), client(t, urlB, "lobby"), client(t, urlB, "other")
-
-	b, err := redisbus.Open(context.Background(), redis.URL(), &redisbus.Options{Bus: bus.Config{Logger: slog.New(slog.DiscardHandler)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := b.Close(ctx); err != nil {
-			t.Error(err)
-		}
-	}()
+	nodeA, nodeB := server(t, redis.URL()), server(t, redis.URL())
+	lobbyA, lobbyB, otherB := client(t, nodeA.url, "lobby"), client(t, nodeB.url, "lobby"), client(t, nodeB.url, "other")
+	b := openEmitterBus(t, redis.URL(), nodeA, nodeB)
 	e := emitter.New(b)
 	ctx := context.Background()
 
@@ -211,6 +238,26 @@ func TestEmitterOutboxFull(t *testing.T) {
 	}
 }
 
+// plainBus hides every method of its bus but those of bus.Bus: a bus that
+// cannot tell when Redis holds a message.
+type plainBus struct{ bus.Bus }
+
+// TestEmitterSyncNeedsASyncer: an emitter over a bus that cannot confirm
+// publication says so instead of pretending.
+func TestEmitterSyncNeedsASyncer(t *testing.T) {
+	b, err := bus.New(bus.NewMemoryHub().Transport(), &bus.Config{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	if err := emitter.New(b).Sync(t.Context()); err != nil {
+		t.Errorf("Sync over a bus.Reliable: %v", err)
+	}
+	if err := emitter.New(plainBus{b}).Sync(t.Context()); !errors.Is(err, emitter.ErrNoSync) {
+		t.Errorf("Sync over a bus without Sync: %v, want ErrNoSync", err)
+	}
+}
+
 // TestEmitterRoomOperations drives the emitter's room and server operations (In,
 // SocketsLeave, DisconnectSockets, ServerSideEmit) against two servers. Order per
 // origin makes the absence of an event observable: a client that should have
@@ -225,7 +272,8 @@ func TestEmitterRoomOperations(t *testing.T) {
 			})
 		}
 	}
-	urlA, urlB := server(t, redis.URL(), onServer("A")), server(t, redis.URL(), onServer("B"))
+	nodeA, nodeB := server(t, redis.URL(), onServer("A")), server(t, redis.URL(), onServer("B"))
+	urlA, urlB := nodeA.url, nodeB.url
 	r1A, r1B := client(t, urlA, "r1"), client(t, urlB, "r1")
 
 	r2Events := make(chan received, 64)
@@ -242,17 +290,7 @@ func TestEmitterRoomOperations(t *testing.T) {
 	}
 	t.Cleanup(func() { r2.Close() })
 
-	b, err := redisbus.Open(context.Background(), redis.URL(), &redisbus.Options{Bus: bus.Config{Logger: slog.New(slog.DiscardHandler)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := b.Close(ctx); err != nil {
-			t.Error(err)
-		}
-	}()
+	b := openEmitterBus(t, redis.URL(), nodeA, nodeB)
 	e := emitter.New(b)
 	ctx := context.Background()
 	emit := func(op emitter.Operator, event string) {

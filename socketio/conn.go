@@ -311,7 +311,7 @@ func (c *conn) connect(p *parser.Packet, r *runner) {
 		return
 	}
 	n, err := c.srv.lookupNamespace(name, auth)
-	if errors.Is(err, ErrTooManyNamespaces) {
+	if errors.Is(err, errTooManyNamespaces) {
 		c.srv.log.Warn("socketio: namespace refused", "namespace", name, "err", err,
 			"limit", c.srv.opts.MaxChildNamespaces)
 		c.connectError(name, json.RawMessage(`{"message":"Too many namespaces"}`))
@@ -375,6 +375,8 @@ func (c *conn) connect(p *parser.Packet, r *runner) {
 		}
 		s.saveSession()
 	}
+	// The client hears CONNECT once the handlers returned (connecthold.go).
+	defer s.release()
 	s.joinPending()
 	for _, h := range n.connectionHandlers() {
 		if !s.Connected() {
