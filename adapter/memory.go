@@ -57,8 +57,28 @@ type Memory struct {
 
 	mu     sync.RWMutex
 	closed bool
-	rooms  map[string]map[string]struct{} // room -> socket ids
-	sids   map[string]map[string]struct{} // socket id -> rooms
+	// rooms maps a room to the ids of its members, except the socket the room
+	// is named after: a socket's own room is implicit (member.own), since
+	// every socket is in it and most sockets are in no other, so an idle
+	// socket costs one entry of sids and no map of its own.
+	rooms map[string]map[string]struct{}
+	sids  map[string]member // socket id -> its rooms
+}
+
+// member is what the adapter knows of one socket: whether it is in its own
+// room, and the other rooms it joined (nil while there are none).
+type member struct {
+	rooms map[string]struct{}
+	own   bool
+}
+
+// in reports whether socket id, whose membership is mb, is in room r.
+func (mb member) in(id, r string) bool {
+	if r == id {
+		return mb.own
+	}
+	_, ok := mb.rooms[r]
+	return ok
 }
 
 var (
@@ -89,7 +109,7 @@ func NewLocal(nsp Namespace) (*Memory, error) {
 		life:  life,
 		stop:  stop,
 		rooms: make(map[string]map[string]struct{}),
-		sids:  make(map[string]map[string]struct{}),
+		sids:  make(map[string]member),
 	}, nil
 }
 
@@ -106,14 +126,12 @@ func (m *Memory) Join(id string, rooms ...string) {
 		m.mu.Unlock()
 		return
 	}
-	mine := m.sids[id]
-	if mine == nil {
-		mine = make(map[string]struct{}, 1+len(rooms))
-		m.sids[id] = mine
-		m.add(ev, id, mine, id)
+	if _, known := m.sids[id]; !known {
+		m.sids[id] = member{}
+		m.add(ev, id, id)
 	}
 	for _, r := range rooms {
-		m.add(ev, id, mine, r)
+		m.add(ev, id, r)
 	}
 	m.mu.Unlock()
 	m.notify(ev)
@@ -138,22 +156,36 @@ func (m *Memory) notify(ev *[]RoomChange) {
 	}
 }
 
-// add puts id in room r; m.mu is held for writing. Changes are appended to ev
-// unless it is nil.
-func (m *Memory) add(ev *[]RoomChange, id string, mine map[string]struct{}, r string) {
-	if _, ok := mine[r]; ok {
+// exists reports whether room r has a member; m.mu is held.
+func (m *Memory) exists(r string) bool {
+	return len(m.rooms[r]) > 0 || m.sids[r].own
+}
+
+// add puts the known socket id in room r; m.mu is held for writing. Changes
+// are appended to ev unless it is nil.
+func (m *Memory) add(ev *[]RoomChange, id string, r string) {
+	mb := m.sids[id]
+	if mb.in(id, r) {
 		return
 	}
-	mine[r] = struct{}{}
-	members := m.rooms[r]
-	if members == nil {
-		members = make(map[string]struct{}, 1)
-		m.rooms[r] = members
-		if ev != nil {
-			*ev = append(*ev, RoomChange{Kind: RoomCreated, Room: r})
-		}
+	if ev != nil && !m.exists(r) {
+		*ev = append(*ev, RoomChange{Kind: RoomCreated, Room: r})
 	}
-	members[id] = struct{}{}
+	if r == id {
+		mb.own = true
+	} else {
+		if mb.rooms == nil {
+			mb.rooms = make(map[string]struct{}, 1)
+		}
+		mb.rooms[r] = struct{}{}
+		members := m.rooms[r]
+		if members == nil {
+			members = make(map[string]struct{}, 1)
+			m.rooms[r] = members
+		}
+		members[id] = struct{}{}
+	}
+	m.sids[id] = mb
 	if ev != nil {
 		*ev = append(*ev, RoomChange{Kind: RoomJoined, Room: r, ID: id})
 	}
@@ -164,30 +196,39 @@ func (m *Memory) add(ev *[]RoomChange, id string, mine map[string]struct{}, r st
 func (m *Memory) Leave(id string, rooms ...string) {
 	ev := m.changes()
 	m.mu.Lock()
-	if mine := m.sids[id]; mine != nil {
+	if _, known := m.sids[id]; known {
 		for _, r := range rooms {
-			m.remove(ev, id, mine, r)
+			m.remove(ev, id, r)
 		}
 	}
 	m.mu.Unlock()
 	m.notify(ev)
 }
 
-// remove takes id out of room r; m.mu is held for writing. Changes are
-// appended to ev unless it is nil.
-func (m *Memory) remove(ev *[]RoomChange, id string, mine map[string]struct{}, r string) {
-	if _, ok := mine[r]; !ok {
+// remove takes the known socket id out of room r; m.mu is held for writing.
+// Changes are appended to ev unless it is nil.
+func (m *Memory) remove(ev *[]RoomChange, id string, r string) {
+	mb := m.sids[id]
+	if !mb.in(id, r) {
 		return
 	}
-	delete(mine, r)
-	members := m.rooms[r]
-	delete(members, id)
+	if r == id {
+		mb.own = false
+	} else {
+		delete(mb.rooms, r)
+		if len(mb.rooms) == 0 {
+			mb.rooms = nil
+		}
+		members := m.rooms[r]
+		delete(members, id)
+		if len(members) == 0 {
+			delete(m.rooms, r)
+		}
+	}
+	m.sids[id] = mb
 	if ev != nil {
 		*ev = append(*ev, RoomChange{Kind: RoomLeft, Room: r, ID: id})
-	}
-	if len(members) == 0 {
-		delete(m.rooms, r)
-		if ev != nil {
+		if !m.exists(r) {
 			*ev = append(*ev, RoomChange{Kind: RoomDeleted, Room: r})
 		}
 	}
@@ -198,14 +239,14 @@ func (m *Memory) remove(ev *[]RoomChange, id string, mine map[string]struct{}, r
 func (m *Memory) LeaveAll(id string) {
 	ev := m.changes()
 	m.mu.Lock()
-	if mine := m.sids[id]; mine != nil {
+	if mb, known := m.sids[id]; known {
 		if ev != nil {
 			for _, r := range m.roomsOf(id) {
-				m.remove(ev, id, mine, r)
+				m.remove(ev, id, r)
 			}
 		} else {
-			for r := range mine {
-				m.remove(nil, id, mine, r)
+			for r := range mb.rooms {
+				m.remove(nil, id, r)
 			}
 		}
 		delete(m.sids, id)
@@ -223,12 +264,15 @@ func (m *Memory) Rooms(id string) []string {
 
 // roomsOf returns the sorted rooms of id; m.mu is held.
 func (m *Memory) roomsOf(id string) []string {
-	mine := m.sids[id]
-	if mine == nil {
+	mb, known := m.sids[id]
+	if !known {
 		return nil
 	}
-	out := make([]string, 0, len(mine))
-	for r := range mine {
+	out := make([]string, 0, 1+len(mb.rooms))
+	if mb.own {
+		out = append(out, id)
+	}
+	for r := range mb.rooms {
 		out = append(out, r)
 	}
 	slices.Sort(out)
@@ -252,32 +296,37 @@ func (m *Memory) selectLocked(dst []string, opts Options) []string {
 		return dst
 	}
 	if len(opts.Rooms) == 0 {
-		for id, mine := range m.sids {
-			if !excluded(mine, opts.Except) {
+		for id, mb := range m.sids {
+			if !excluded(id, mb, opts.Except) {
 				dst = append(dst, id)
 			}
 		}
 		return dst
 	}
+	pick := func(id string, mb member, earlier []string) {
+		if inAny(id, mb, earlier) || excluded(id, mb, opts.Except) {
+			return // already selected through an earlier room, or excluded
+		}
+		dst = append(dst, id)
+	}
 	for i, r := range opts.Rooms {
+		if mb := m.sids[r]; mb.own { // r is the own room of a socket
+			pick(r, mb, opts.Rooms[:i])
+		}
 		for id := range m.rooms[r] {
-			mine := m.sids[id]
-			if inAny(mine, opts.Rooms[:i]) || excluded(mine, opts.Except) {
-				continue // already selected through an earlier room, or excluded
-			}
-			dst = append(dst, id)
+			pick(id, m.sids[id], opts.Rooms[:i])
 		}
 	}
 	return dst
 }
 
-func excluded(mine map[string]struct{}, except []string) bool {
-	return len(except) > 0 && inAny(mine, except)
+func excluded(id string, mb member, except []string) bool {
+	return len(except) > 0 && inAny(id, mb, except)
 }
 
-func inAny(mine map[string]struct{}, rooms []string) bool {
+func inAny(id string, mb member, rooms []string) bool {
 	for _, r := range rooms {
-		if _, ok := mine[r]; ok {
+		if mb.in(id, r) {
 			return true
 		}
 	}
@@ -574,7 +623,7 @@ func (m *Memory) DelSocketsLocal(opts Options, rooms []string) error {
 
 // eachRoomLocal calls op for every matching local socket and every room, under
 // the lock. op is m.add or m.remove.
-func (m *Memory) eachRoomLocal(opts Options, rooms []string, op func(ev *[]RoomChange, id string, mine map[string]struct{}, room string)) error {
+func (m *Memory) eachRoomLocal(opts Options, rooms []string, op func(ev *[]RoomChange, id string, room string)) error {
 	ev := m.changes()
 	m.mu.Lock()
 	if m.closed {
@@ -582,9 +631,8 @@ func (m *Memory) eachRoomLocal(opts Options, rooms []string, op func(ev *[]RoomC
 		return ErrClosed
 	}
 	for _, id := range m.selectLocked(nil, opts) {
-		mine := m.sids[id]
 		for _, r := range rooms {
-			op(ev, id, mine, r)
+			op(ev, id, r)
 		}
 	}
 	m.mu.Unlock()

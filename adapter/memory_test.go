@@ -113,6 +113,76 @@ func TestMembershipOwnRoom(t *testing.T) {
 	}
 }
 
+// roomLog is a namespace double that records the room changes it observes.
+type roomLog struct {
+	*adaptertest.Namespace
+	changes []adapter.RoomChange
+}
+
+func (n *roomLog) ObservesRooms() bool              { return true }
+func (n *roomLog) RoomChanged(c adapter.RoomChange) { n.changes = append(n.changes, c) }
+
+// A socket's own room is kept implicitly; it must behave as any other room,
+// also when other sockets join a room named by a socket's id.
+func TestMembershipRoomNamedByAnotherSocket(t *testing.T) {
+	ns := &roomLog{Namespace: adaptertest.NewNamespace("/")}
+	m, err := adapter.NewLocal(ns)
+	if err != nil {
+		t.Fatalf("NewLocal: %v", err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	type change = adapter.RoomChange
+	expect := func(want ...change) {
+		t.Helper()
+		if !slices.Equal(ns.changes, want) {
+			t.Errorf("room changes = %+v, want %+v", ns.changes, want)
+		}
+		ns.changes = nil
+	}
+	selected := func(rooms ...string) []string {
+		got := m.SocketIDs(adapter.Options{Rooms: rooms})
+		slices.Sort(got)
+		return got
+	}
+
+	m.Join("s2", "s1") // s2 joins the room named by s1 before s1 connects
+	expect(change{adapter.RoomCreated, "s2", ""}, change{adapter.RoomJoined, "s2", "s2"},
+		change{adapter.RoomCreated, "s1", ""}, change{adapter.RoomJoined, "s1", "s2"})
+	m.Join("s1")
+	expect(change{adapter.RoomJoined, "s1", "s1"})
+	if got := selected("s1"); !slices.Equal(got, []string{"s1", "s2"}) {
+		t.Errorf("room s1 = %q", got)
+	}
+	if got := selected("s1", "s2"); !slices.Equal(got, []string{"s1", "s2"}) {
+		t.Errorf("rooms s1, s2 = %q", got)
+	}
+	if got := m.SocketIDs(adapter.Options{Rooms: []string{"s1"}, Except: []string{"s2"}}); !slices.Equal(got, []string{"s1"}) {
+		t.Errorf("room s1 except s2 = %q", got)
+	}
+	if got := m.Rooms("s2"); !slices.Equal(got, []string{"s1", "s2"}) {
+		t.Errorf("Rooms(s2) = %q", got)
+	}
+	m.Leave("s1", "s1")
+	expect(change{adapter.RoomLeft, "s1", "s1"})
+	if got := selected("s1"); !slices.Equal(got, []string{"s2"}) {
+		t.Errorf("room s1 after s1 left it = %q", got)
+	}
+	m.Join("s1", "s1")
+	expect(change{adapter.RoomJoined, "s1", "s1"})
+	m.LeaveAll("s2")
+	expect(change{adapter.RoomLeft, "s1", "s2"}, change{adapter.RoomLeft, "s2", "s2"}, change{adapter.RoomDeleted, "s2", ""})
+	if err := m.AddSocketsLocal(adapter.Options{Rooms: []string{"s1"}}, []string{"a"}); err != nil {
+		t.Fatal(err)
+	}
+	expect(change{adapter.RoomCreated, "a", ""}, change{adapter.RoomJoined, "a", "s1"})
+	m.LeaveAll("s1")
+	expect(change{adapter.RoomLeft, "a", "s1"}, change{adapter.RoomDeleted, "a", ""},
+		change{adapter.RoomLeft, "s1", "s1"}, change{adapter.RoomDeleted, "s1", ""})
+	if got := m.SocketIDs(adapter.Options{}); len(got) != 0 {
+		t.Errorf("SocketIDs after LeaveAll = %q", got)
+	}
+}
+
 func TestBroadcastEncodesOnce(t *testing.T) {
 	m, ns := newMemory(t)
 	var sockets []*adaptertest.Socket

@@ -42,7 +42,7 @@ type Socket struct {
 	away      bool // the connection broke; the session waits for its client
 
 	mu       sync.Mutex
-	handlers map[string][]listener
+	handlers listenerTable
 	acks     map[uint64]func([]json.RawMessage)
 	extra    *socketExtra // nil until used
 	run      *runner      // runs the handlers of the socket's namespace on its connection
@@ -598,7 +598,7 @@ func (s *Socket) dispatch(p *parser.Packet) {
 // once, and the key of the bound: the event's own, or the namespace's ("").
 func (s *Socket) concurrency(name string) (key string, limit int) {
 	s.mu.Lock()
-	for _, l := range s.handlers[name] {
+	for _, l := range s.handlers.get(name) {
 		if l.limit > 0 {
 			s.mu.Unlock()
 			return name, l.limit
@@ -640,7 +640,7 @@ func (s *Socket) handle(e *Event) {
 		}
 	}
 	s.mu.Lock()
-	list := s.handlers[e.Name]
+	list := s.handlers.get(e.Name)
 	s.mu.Unlock()
 	for _, a := range anys {
 		a.h(e)
