@@ -2,7 +2,6 @@ package emitter
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -10,6 +9,7 @@ import (
 	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/bus"
 	_ "github.com/durasock/durasock/cluster" // sets the encoders of internal/clusterwire
+	"github.com/durasock/durasock/internal/argpack"
 	"github.com/durasock/durasock/internal/clusterwire"
 	"github.com/durasock/durasock/parser"
 )
@@ -129,17 +129,16 @@ func (o Operator) DisconnectSockets(ctx context.Context, closeConn bool) error {
 }
 
 // ServerSideEmit delivers an event to the namespace's server-side handlers
-// (Namespace.OnServerSideEmit) on every server. Replies are not collected.
+// (Namespace.OnServerSideEmit) on every server. Arguments are marshalled as by
+// Emit and as by socketio's Namespace.ServerSideEmit: a []byte argument reaches
+// the handlers as binary (Event.Bind into a *[]byte, Event.Values gives a
+// []byte). Replies are not collected.
 func (o Operator) ServerSideEmit(ctx context.Context, event string, args ...any) error {
-	raw := make([]json.RawMessage, len(args))
-	for i, a := range args {
-		b, err := json.Marshal(a)
-		if err != nil {
-			return fmt.Errorf("emitter: argument %d: %w", i, err)
-		}
-		raw[i] = b
+	raw, atts, err := parser.MarshalArgs(args...)
+	if err != nil {
+		return fmt.Errorf("emitter: %w", err)
 	}
-	payload, err := clusterwire.ServerSideEmit(o.nsp, event, raw)
+	payload, err := clusterwire.ServerSideEmit(o.nsp, event, argpack.Pack(parser.SplitValid(raw), atts))
 	if err != nil {
 		return fmt.Errorf("emitter: %w", err)
 	}

@@ -1,6 +1,7 @@
 package emitter_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -255,6 +256,57 @@ func TestEmitterSyncNeedsASyncer(t *testing.T) {
 	}
 	if err := emitter.New(plainBus{b}).Sync(t.Context()); !errors.Is(err, emitter.ErrNoSync) {
 		t.Errorf("Sync over a bus without Sync: %v, want ErrNoSync", err)
+	}
+}
+
+// TestEmitterServerSideEmitBinary: binary arguments of the emitter's
+// server-side event reach the servers' handlers as binary, as those of
+// socketio's Namespace.ServerSideEmit do, not as base64 strings.
+func TestEmitterServerSideEmitBinary(t *testing.T) {
+	redis := redistest.Standalone(t)
+	type blob struct {
+		from  string
+		b     []byte
+		m     []byte
+		value any
+	}
+	got := make(chan blob, 4)
+	onServer := func(name string) func(*socketio.Server) {
+		return func(srv *socketio.Server) {
+			srv.Of("/").OnServerSideEmit("blob", func(e *socketio.Event) {
+				var b []byte
+				var m struct {
+					M []byte `json:"m"`
+				}
+				if err := e.Bind(&b, &m); err != nil {
+					t.Errorf("server %s: Bind: %v", name, err)
+				}
+				got <- blob{name, b, m.M, e.Values()[0]}
+			})
+		}
+	}
+	nodeA, nodeB := server(t, redis.URL(), onServer("A")), server(t, redis.URL(), onServer("B"))
+	e := emitter.New(openEmitterBus(t, redis.URL(), nodeA, nodeB))
+	if err := e.Of("/").ServerSideEmit(t.Context(), "blob", []byte{0, 1, 0xff}, map[string]any{"m": []byte("bin")}); err != nil {
+		t.Fatal(err)
+	}
+	from := map[string]bool{}
+	for range 2 {
+		select {
+		case r := <-got:
+			from[r.from] = true
+			if !bytes.Equal(r.b, []byte{0, 1, 0xff}) || !bytes.Equal(r.m, []byte("bin")) {
+				t.Errorf("server %s bound %v and %q, want [0 1 255] and \"bin\"", r.from, r.b, r.m)
+			}
+			if v, ok := r.value.([]byte); !ok || !bytes.Equal(v, []byte{0, 1, 0xff}) {
+				t.Errorf("server %s: Values()[0] = %#v, want the []byte", r.from, r.value)
+			}
+		case <-time.After(30 * time.Second): // a loaded machine: a wait, not a timing claim
+			t.Fatalf("server-side event reached only %v", from)
+		}
+	}
+	if !from["A"] || !from["B"] {
+		t.Fatalf("server-side event reached %v, want A and B", from)
 	}
 }
 

@@ -3,13 +3,12 @@ package socketio
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"slices"
 	"sync/atomic"
 
 	"github.com/durasock/durasock/adapter"
+	"github.com/durasock/durasock/internal/argpack"
 	"github.com/durasock/durasock/parser"
 )
 
@@ -137,53 +136,11 @@ func replies(rs []adapter.Reply) []Reply {
 	return out
 }
 
-// attachmentsKey starts the extra last argument that carries the attachments
-// of arguments through interfaces that take JSON only (adapter acks and
-// server-side events): {"_durasock_attachments":["<base64>",...]}. It crosses a
-// cluster as JSON, and unpackArgs turns it back into binary.
-const attachmentsKey = `{"_durasock_attachments":`
-
-// packArgs returns args with atts as an extra last argument, or args as they
-// are when there are no attachments.
-func packArgs(args []json.RawMessage, atts [][]byte) []json.RawMessage {
-	if len(atts) == 0 {
-		return args
-	}
-	n := len(attachmentsKey) + 2
-	for _, a := range atts {
-		n += base64.StdEncoding.EncodedLen(len(a)) + 3
-	}
-	b := make([]byte, 0, n)
-	b = append(b, attachmentsKey...)
-	b = append(b, '[')
-	for i, a := range atts {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = append(b, '"')
-		b = base64.StdEncoding.AppendEncode(b, a)
-		b = append(b, '"')
-	}
-	b = append(b, ']', '}')
-	return append(slices.Clip(args), b)
-}
-
-// unpackArgs undoes packArgs.
+// unpackArgs returns the arguments of an adapter ack or server-side event with
+// their attachments (see argpack).
 func unpackArgs(args []json.RawMessage) Args {
-	if len(args) == 0 {
-		return Args{JSON: args}
-	}
-	last := args[len(args)-1]
-	if !bytes.HasPrefix(last, []byte(attachmentsKey)) {
-		return Args{JSON: args}
-	}
-	var env struct {
-		Attachments [][]byte `json:"_durasock_attachments"`
-	}
-	if err := json.Unmarshal(last, &env); err != nil {
-		return Args{JSON: args}
-	}
-	return Args{JSON: args[:len(args)-1], Attachments: env.Attachments}
+	a, atts := argpack.Unpack(args)
+	return Args{JSON: a, Attachments: atts}
 }
 
 func bindArgs(args []json.RawMessage, atts [][]byte, dst []any) error {

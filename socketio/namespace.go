@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/durasock/durasock/adapter"
+	"github.com/durasock/durasock/internal/argpack"
 	"github.com/durasock/durasock/parser"
 )
 
@@ -223,7 +224,7 @@ func (n *Namespace) handleServerSideEmit(event string, args []json.RawMessage, r
 			if err != nil {
 				return err
 			}
-			reply(packArgs(parser.SplitValid(raw), atts))
+			reply(argpack.Pack(parser.SplitValid(raw), atts))
 			return nil
 		}
 	}
@@ -376,7 +377,7 @@ func (n *Namespace) serverSideEmit(ctx context.Context, event string, args []any
 	if err != nil {
 		return nil, err
 	}
-	raw := packArgs(parser.SplitValid(p.Data)[1:], p.Attachments)
+	raw := argpack.Pack(parser.SplitValid(p.Data)[1:], p.Attachments)
 	targets, err := n.targets()
 	if err != nil {
 		return nil, err

@@ -18,6 +18,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/durasock/durasock/engineio"
+	"github.com/durasock/durasock/internal/argpack"
 	"github.com/durasock/durasock/internal/testwait"
 )
 
@@ -556,7 +557,7 @@ func TestBinaryAckReply(t *testing.T) {
 }
 
 // TestServerSideEmitBinary: binary arguments of a server-side event and of its
-// reply reach the handlers as binary (through packArgs, which is what crosses
+// reply reach the handlers as binary (through argpack.Pack, which is what crosses
 // a cluster).
 func TestServerSideEmitBinary(t *testing.T) {
 	srv, _ := newTestServer(t, nil)
@@ -565,7 +566,7 @@ func TestServerSideEmitBinary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wire, err := json.Marshal(packArgs(splitArgs(t, p.Data), p.Attachments))
+	wire, err := json.Marshal(argpack.Pack(splitArgs(t, p.Data), p.Attachments))
 	if err != nil {
 		t.Fatal(err)
 	}

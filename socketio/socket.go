@@ -13,6 +13,7 @@ import (
 
 	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/engineio"
+	"github.com/durasock/durasock/internal/argpack"
 	"github.com/durasock/durasock/parser"
 )
 
@@ -529,13 +530,13 @@ func (s *Socket) info() adapter.SocketInfo {
 
 // resolveAck delivers an ACK packet to the waiting registration. Binary
 // arguments stay binary: their placeholders are kept and the attachments ride
-// along as a last argument (see packArgs), which crosses a cluster as JSON.
+// along as a last argument (see argpack), which crosses a cluster as JSON.
 func (s *Socket) resolveAck(p *parser.Packet) error {
 	s.mu.Lock()
 	fn := s.acks[p.ID]
 	delete(s.acks, p.ID)
 	s.mu.Unlock()
-	args := packArgs(parser.SplitValid(p.Data), p.Attachments) // validated by Decode
+	args := argpack.Pack(parser.SplitValid(p.Data), p.Attachments) // validated by Decode
 	if fn != nil {
 		fn(args)
 	} else {

@@ -7,7 +7,8 @@ package apicheck
 // byte checks written once) may be imported by the packet format and what
 // carries packets; internal/gotrack (the goroutine count Shutdown waits for) by
 // the two servers; internal/clusterwire (the cluster's message encoders, which
-// cluster sets) by cluster and the emitter.
+// cluster sets) by cluster and the emitter; internal/argpack (binary arguments
+// through JSON-only interfaces) by socketio and the emitter.
 //
 //	engineio, bus, parser                import nothing of the module
 //	bus/redisbus                         the bus it implements
@@ -24,9 +25,9 @@ var layers = map[string][]string{
 	"bus/redisbus":        {"bus"},
 	"adapter":             {"parser", "internal/jsonx"},
 	"adapter/adaptertest": {"adapter", "parser"},
-	"socketio":            {"engineio", "adapter", "parser", "internal/gotrack"},
+	"socketio":            {"engineio", "adapter", "parser", "internal/gotrack", "internal/argpack"},
 	"cluster":             {"adapter", "bus", "parser", "internal/jsonx", "internal/clusterwire"},
-	"emitter":             {"adapter", "bus", "cluster", "parser", "internal/clusterwire"},
+	"emitter":             {"adapter", "bus", "cluster", "parser", "internal/clusterwire", "internal/argpack"},
 	"compat":              {"adapter", "parser"},
 	"admin":               {"socketio"},
 }
