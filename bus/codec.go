@@ -53,8 +53,9 @@ import (
 // envelopeVersion is the version byte of envelopes this package writes.
 const envelopeVersion = 1
 
-// MaxPartition is the largest partition number an envelope can carry.
-const MaxPartition = 1<<16 - 1
+// maxPartition is the largest partition number an envelope can carry: a
+// transport has at most maxPartition+1 partitions.
+const maxPartition = 1<<16 - 1
 
 // envelopeMinLen is the length of an envelope with a one-byte origin, a one-byte
 // partition and no payload.
@@ -127,8 +128,8 @@ func (e *envelope) validate() error {
 	switch {
 	case len(e.Origin) == 0 || len(e.Origin) > 255:
 		return fmt.Errorf("%w: origin length %d not in 1..255", errBadEnvelope, len(e.Origin))
-	case e.Partition < 0 || e.Partition > MaxPartition:
-		return fmt.Errorf("%w: partition %d not in 0..%d", errBadEnvelope, e.Partition, MaxPartition)
+	case e.Partition < 0 || e.Partition > maxPartition:
+		return fmt.Errorf("%w: partition %d not in 0..%d", errBadEnvelope, e.Partition, maxPartition)
 	}
 	switch e.Kind {
 	case kindData:
@@ -176,7 +177,7 @@ func decodeEnvelope(data []byte, intern func([]byte) string) (envelope, error) {
 	e.Instance = binary.BigEndian.Uint64(rest[n:])
 	rest = rest[n+8:]
 	p, k := binary.Uvarint(rest)
-	if k <= 0 || k != uvarintLen(p) || p > MaxPartition {
+	if k <= 0 || k != uvarintLen(p) || p > maxPartition {
 		return e, fmt.Errorf("%w: bad partition", errBadEnvelope)
 	}
 	e.Partition = int(p)

@@ -12,7 +12,7 @@ import (
 func TestEnvelopeRoundTrip(t *testing.T) {
 	for _, e := range []envelope{
 		{Kind: kindData, Origin: "n", Instance: 1, Partition: 0, Seq: 1, Time: 1, Payload: []byte("x")},
-		{Kind: kindData, Origin: strings.Repeat("o", 255), Instance: ^uint64(0), Partition: MaxPartition, Seq: ^uint64(0), Time: -1, Payload: bytes.Repeat([]byte{0xff}, 1000)},
+		{Kind: kindData, Origin: strings.Repeat("o", 255), Instance: ^uint64(0), Partition: maxPartition, Seq: ^uint64(0), Time: -1, Payload: bytes.Repeat([]byte{0xff}, 1000)},
 		{Kind: kindProbe, Origin: "node-1", Instance: 7, Partition: 300, Seq: 0, Time: 123456789},
 		{Kind: kindProbe, Origin: "node-1", Instance: 7, Partition: 2, Seq: 5, Time: 123456789, Payload: probePayload(1 << 40)},
 		{Kind: kindDirect, Origin: "node-2", Instance: 9, Time: 5, Payload: []byte{0}},
@@ -113,7 +113,7 @@ func TestDecodeEnvelopeErrors(t *testing.T) {
 	for name, e := range map[string]envelope{
 		"no origin":     {Kind: kindData, Seq: 1},
 		"long origin":   {Kind: kindData, Origin: strings.Repeat("x", 256), Seq: 1},
-		"bad partition": {Kind: kindData, Origin: "n", Seq: 1, Partition: MaxPartition + 1},
+		"bad partition": {Kind: kindData, Origin: "n", Seq: 1, Partition: maxPartition + 1},
 		"neg partition": {Kind: kindData, Origin: "n", Seq: 1, Partition: -1},
 		"bad kind":      {Kind: 4, Origin: "n"},
 	} {

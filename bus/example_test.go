@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -52,4 +53,30 @@ func ExampleNew() {
 	// a #1: join
 	// a #2: say hello
 	// a #3: leave
+}
+
+// A transport that keeps no history (here the in-process hub; Redis pub/sub
+// likewise) answers ReadHistory and KeyValue with ErrNoHistory: a caller that
+// would replay or hand over state falls back to starting afresh.
+func ExampleReliable_ReadHistory() {
+	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	b, err := bus.New(bus.NewMemoryHub().Transport(), &bus.Config{NodeID: "a", Logger: quiet})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	defer b.Close(ctx)
+
+	err = b.ReadHistory(ctx, "room-1", "", func(e bus.HistoryEntry) bool { return true })
+	if errors.Is(err, bus.ErrNoHistory) {
+		fmt.Println("ReadHistory: no history, start afresh")
+	}
+	if _, err := b.KeyValue(); errors.Is(err, bus.ErrNoHistory) {
+		fmt.Println("KeyValue: no store, keep state locally")
+	}
+	// Output:
+	// ReadHistory: no history, start afresh
+	// KeyValue: no store, keep state locally
 }

@@ -113,8 +113,8 @@ func newReliable(t Transport, cfg Config, jitter func(int64) int64) (*Reliable, 
 		return nil, err
 	}
 	partitions := t.Partitions()
-	if partitions < 1 || partitions > MaxPartition+1 {
-		return nil, fmt.Errorf("%w: transport has %d partitions, want 1..%d", ErrInvalidConfig, partitions, MaxPartition+1)
+	if partitions < 1 || partitions > maxPartition+1 {
+		return nil, fmt.Errorf("%w: transport has %d partitions, want 1..%d", ErrInvalidConfig, partitions, maxPartition+1)
 	}
 	var disk *diskLog
 	var loaded []loadedRecord

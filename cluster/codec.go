@@ -67,10 +67,10 @@ func (k kind) String() string {
 var (
 	// ErrMalformed is wrapped by every error of decoding a cluster message.
 	ErrMalformed = errors.New("cluster: malformed message")
-	// ErrVersion is returned for a message of an unsupported codec version.
-	ErrVersion = fmt.Errorf("%w: unsupported version", ErrMalformed)
-	// ErrKind is returned for a message of an unknown kind.
-	ErrKind = fmt.Errorf("%w: unknown kind", ErrMalformed)
+	// errVersion is returned for a message of an unsupported codec version.
+	errVersion = fmt.Errorf("%w: unsupported version", ErrMalformed)
+	// errKind is returned for a message of an unknown kind.
+	errKind = fmt.Errorf("%w: unknown kind", ErrMalformed)
 )
 
 // message is a decoded cluster message. Which fields are set depends on kind; the
@@ -270,11 +270,11 @@ func decodeMessage(buf []byte) (*message, error) {
 		return nil, fmt.Errorf("%w: %d bytes", ErrMalformed, len(buf))
 	}
 	if buf[0] != codecVersion {
-		return nil, fmt.Errorf("%w %d", ErrVersion, buf[0])
+		return nil, fmt.Errorf("%w %d", errVersion, buf[0])
 	}
 	m := &message{kind: kind(buf[1]), flags: buf[2]}
 	if m.kind == 0 || m.kind > kindMax {
-		return nil, fmt.Errorf("%w %d", ErrKind, buf[1])
+		return nil, fmt.Errorf("%w %d", errKind, buf[1])
 	}
 	if m.flags&^knownFlags != 0 {
 		return nil, fmt.Errorf("%w: unknown flags %#x", ErrMalformed, m.flags)
