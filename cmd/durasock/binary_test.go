@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/durasock/durasock/internal/sioclient"
+	"github.com/durasock/durasock/internal/testwait"
 )
 
 // syncBuffer is a bytes.Buffer safe for a logger and a test reading it.
@@ -226,7 +227,7 @@ func TestRedaction(t *testing.T) {
 
 	// The startup line of a URL the parser takes.
 	r := launch(t, nil, "-redis", "redis+sentinel://user:hunter55@127.0.0.1:1/mymaster?sentinel_password=hunter66")
-	waitFor(t, 20*time.Second, "the listening line", func() bool { return strings.Contains(r.logs.String(), "durasock listening") })
+	testwait.Every(t, poll, 20*time.Second, "the listening line", func() bool { return strings.Contains(r.logs.String(), "durasock listening") })
 	if s := r.logs.String(); strings.Contains(s, "hunter55") || strings.Contains(s, "hunter66") || !strings.Contains(s, "sentinel_password=xxxxx") {
 		t.Errorf("startup logs show a secret or no redacted URL:\n%s", s)
 	}
@@ -419,7 +420,7 @@ func TestSocketIOMetrics(t *testing.T) {
 		regexp.MustCompile(`durasock_socketio_events_sent_total\{namespace="/"\} [1-9]\d*\b`),
 		regexp.MustCompile(`durasock_socketio_parse_errors_total 0\b`),
 	}
-	waitFor(t, 20*time.Second, "socket.io metrics", func() bool {
+	testwait.Every(t, poll, 20*time.Second, "socket.io metrics", func() bool {
 		m := metricsText(t, r.url)
 		for _, re := range want {
 			if !re.MatchString(m) {
@@ -429,7 +430,7 @@ func TestSocketIOMetrics(t *testing.T) {
 		return true
 	})
 	clients[1].Close()
-	waitFor(t, 20*time.Second, "the connection gauge to drop", func() bool {
+	testwait.Every(t, poll, 20*time.Second, "the connection gauge to drop", func() bool {
 		return strings.Contains(metricsText(t, r.url), `durasock_socketio_connections{namespace="/"} 1`)
 	})
 }
@@ -442,7 +443,7 @@ func TestRedisUnreachable(t *testing.T) {
 	dead := freeAddr(t) // nothing listens there
 	r := launch(t, func(a *app) { a.mon.warnAfter, a.mon.warnEvery = 200*time.Millisecond, 500*time.Millisecond },
 		"-redis", "redis://:pw-unreachable@"+dead)
-	waitFor(t, 20*time.Second, "two warnings", func() bool {
+	testwait.Every(t, poll, 20*time.Second, "two warnings", func() bool {
 		return strings.Count(r.logs.String(), "cannot reach Redis since start") >= 2
 	})
 	if s := r.logs.String(); !strings.Contains(s, "redis=redis://:xxxxx@"+dead) || strings.Contains(s, "pw-unreachable") {
@@ -551,10 +552,10 @@ func TestHTTPTimeouts(t *testing.T) {
 			_ = pprof.Lookup("goroutine").WriteTo(&b, 2)
 			return strings.Contains(b.String(), "servePoll")
 		}
-		waitFor(t, 20*time.Second, "the poll to be served", polling)
+		testwait.Every(t, poll, 20*time.Second, "the poll to be served", polling)
 		// Its goroutine ends once the write deadline passes (-ping-interval +
 		// -write-timeout); without the deadline it waits for the client forever.
-		waitFor(t, 20*time.Second, "the unread poll's goroutine to end", func() bool { return !polling() })
+		testwait.Every(t, poll, 20*time.Second, "the unread poll's goroutine to end", func() bool { return !polling() })
 	})
 }
 
@@ -574,7 +575,7 @@ func TestShutdownDelayAndDrain(t *testing.T) {
 	if err := n.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "/readyz 503 during the shutdown delay", func() bool {
+	testwait.Every(t, poll, 20*time.Second, "/readyz 503 during the shutdown delay", func() bool {
 		code, _, body := request(t, "GET", n.url+"/readyz", nil, "")
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "shutting down")
 	})
@@ -619,7 +620,7 @@ func TestFailedDrainSaysWhatWasLeft(t *testing.T) {
 	}
 	// The server handles the CONNECT on its own goroutine: drain only once the
 	// answer is queued (the socket is counted when it is).
-	waitFor(t, 20*time.Second, "the CONNECT to be answered", func() bool {
+	testwait.Every(t, poll, 20*time.Second, "the CONNECT to be answered", func() bool {
 		return strings.Contains(metricsText(t, r.url), `durasock_socketio_connects_total{namespace="/"} 1`)
 	})
 	err := r.stop()
@@ -639,7 +640,7 @@ func TestFailedDrainSaysWhatWasLeft(t *testing.T) {
 // TestListeningLine names the URL and the mode.
 func TestListeningLine(t *testing.T) {
 	r := launch(t, nil)
-	waitFor(t, 20*time.Second, "the listening line", func() bool { return strings.Contains(r.logs.String(), "durasock listening") })
+	testwait.Every(t, poll, 20*time.Second, "the listening line", func() bool { return strings.Contains(r.logs.String(), "durasock listening") })
 	line := r.logs.String()
 	for _, want := range []string{"url=" + r.url + "/socket.io/", `mode="single process`} {
 		if !strings.Contains(line, want) {

@@ -14,6 +14,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/durasock/durasock/internal/redistest"
+	"github.com/durasock/durasock/internal/testwait"
 )
 
 // chromiumPath is Debian's chromium (scripts/test installs it).
@@ -57,7 +58,7 @@ func startLocalCluster(t *testing.T, redis redisControl, ticks int, nodes ...str
 			t.Errorf("load balancer: %v", err)
 		}
 	})
-	waitFor(t, 60*time.Second, "every node ready", func() bool {
+	testwait.Every(t, poll, 60*time.Second, "every node ready", func() bool {
 		for _, n := range lc.nodeList() {
 			if !n.health.ready.Load() || nodeID(n) == "" {
 				return false
@@ -74,16 +75,10 @@ func nodeID(n *nodeProc) string {
 	return n.health.id
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+// poll is how often the tests of this package check what they wait for: most
+// conditions read a subprocess's HTTP endpoints or dump goroutines, not a
+// variable.
+const poll = 50 * time.Millisecond
 
 // browserPage is one tab of headless Chromium.
 type browserPage struct {

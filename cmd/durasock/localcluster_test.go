@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/durasock/durasock/internal/redistest"
+	"github.com/durasock/durasock/internal/testwait"
 )
 
 func TestRunClusterRefusesBadSetups(t *testing.T) {
@@ -80,11 +81,11 @@ func TestLocalClusterPanel(t *testing.T) {
 		}
 		return ""
 	}
-	waitFor(t, 20*time.Second, "both buses connected on the panel", func() bool {
+	testwait.Every(t, poll, 20*time.Second, "both buses connected on the panel", func() bool {
 		return busOf("node-1") == "connected" && busOf("node-2") == "connected"
 	})
 	checked := func(name string) checkNodeView { return readPanel(t, base).Checker.Nodes[name] }
-	waitFor(t, 20*time.Second, "the checker's ticks arriving on both nodes", func() bool {
+	testwait.Every(t, poll, 20*time.Second, "the checker's ticks arriving on both nodes", func() bool {
 		return checked("node-1").Received > 10 && checked("node-2").Received > 10
 	})
 
@@ -95,21 +96,21 @@ func TestLocalClusterPanel(t *testing.T) {
 	if code := panelAct(t, base, "redis/kill", true); code != http.StatusOK || redis.Running() {
 		t.Fatalf("kill Redis: %d, running %v", code, redis.Running())
 	}
-	waitFor(t, 20*time.Second, "the outage on the panel", func() bool {
+	testwait.Every(t, poll, 20*time.Second, "the outage on the panel", func() bool {
 		s := readPanel(t, base)
 		return !s.Redis.Running && busOf("node-1") != "connected"
 	})
 	// Ticks accepted by one node wait for Redis to reach the other one.
-	waitFor(t, 20*time.Second, "ticks waiting during the outage", func() bool {
+	testwait.Every(t, poll, 20*time.Second, "ticks waiting during the outage", func() bool {
 		return checked("node-1").Waiting > 0 && checked("node-2").Waiting > 0
 	})
 	accepted := readPanel(t, base).Checker.Accepted
 	if code := panelAct(t, base, "redis/start", true); code != http.StatusOK {
 		t.Fatalf("start Redis: %d", code)
 	}
-	waitFor(t, 20*time.Second, "buses connected again", func() bool { return busOf("node-1") == "connected" })
+	testwait.Every(t, poll, 20*time.Second, "buses connected again", func() bool { return busOf("node-1") == "connected" })
 	// Nothing lost: every accepted tick arrives, once.
-	waitFor(t, 30*time.Second, "every waiting tick delivered", func() bool {
+	testwait.Every(t, poll, 30*time.Second, "every waiting tick delivered", func() bool {
 		s := readPanel(t, base).Checker
 		return s.Accepted > accepted+20 && s.Nodes["node-1"].Waiting == 0 && s.Nodes["node-2"].Waiting == 0
 	})
@@ -151,9 +152,9 @@ func TestLocalClusterPanel(t *testing.T) {
 	if code := panelAct(t, base, "node/node-1/start", true); code != http.StatusOK {
 		t.Fatalf("start node-1: %d", code)
 	}
-	waitFor(t, 20*time.Second, "node-1 ready again", func() bool { return lc.node("node-1").health.ready.Load() })
+	testwait.Every(t, poll, 20*time.Second, "node-1 ready again", func() bool { return lc.node("node-1").health.ready.Load() })
 	// What node-1 had accepted when it was killed comes from its disk outbox.
-	waitFor(t, 30*time.Second, "node-2's checker with nothing waiting", func() bool {
+	testwait.Every(t, poll, 30*time.Second, "node-2's checker with nothing waiting", func() bool {
 		c := checked("node-2")
 		return c.Waiting == 0 && c.Duplicates == 0
 	})

@@ -12,9 +12,16 @@ import (
 // wait that should end, it does not assert speed.
 func For(t testing.TB, within time.Duration, what string, cond func() bool) {
 	t.Helper()
+	Every(t, 2*time.Millisecond, within, what, cond)
+}
+
+// Every is For for a cond that costs something (an HTTP request to a server
+// under test, a goroutine dump): it polls every interval.
+func Every(t testing.TB, interval, within time.Duration, what string, cond func() bool) {
+	t.Helper()
 	deadline := time.NewTimer(within)
 	defer deadline.Stop()
-	tick := time.NewTicker(2 * time.Millisecond)
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for !cond() {
 		select {
