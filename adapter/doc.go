@@ -9,8 +9,7 @@
 //
 // Memory (made by NewLocal) is also the local part of a cluster adapter: its
 // methods apply to the sockets of this node only, and the ...Local variants
-// (BroadcastLocal, WriteLocal, BroadcastWithAckLocal, BroadcastWithAckRecipients,
-// AddSocketsLocal, DelSocketsLocal, DisconnectSocketsLocal, FetchSocketsLocal,
+// (BroadcastLocal, BroadcastWithAckRecipients, AddSocketsLocal, DelSocketsLocal, DisconnectSocketsLocal, FetchSocketsLocal,
 // SocketIDs) apply an operation that arrived from another node.
 //
 // Package adaptertest holds the conformance suite every adapter passes, and test

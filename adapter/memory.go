@@ -35,12 +35,12 @@ var errNilNamespace = errors.New("adapter: nil namespace")
 // adapter embeds or wraps a *Memory (made with NewLocal) for its membership and
 // local delivery and adds the cross-node part:
 //
-//   - Broadcast, or BroadcastLocal / WriteLocal with the recipient count, deliver
-//     to local sockets; BroadcastPaced does the same for what other nodes
-//     published, waiting for room in full send queues instead of cutting;
-//   - BroadcastWithAckLocal runs a broadcast with acks locally and reports the
-//     recipient count and each reply through callbacks, which is what a node needs
-//     to answer a remote BroadcastWithAck request;
+//   - Broadcast, or BroadcastLocal with the recipient count, deliver to local
+//     sockets; BroadcastPaced does the same for what other nodes published,
+//     waiting for room in full send queues instead of cutting;
+//   - BroadcastWithAckRecipients runs a broadcast with acks locally and reports
+//     the recipients and each reply through callbacks, which is what a node
+//     needs to answer a remote BroadcastWithAck request;
 //   - AddSocketsLocal, DelSocketsLocal, DisconnectSocketsLocal and
 //     FetchSocketsLocal apply remote requests to local sockets;
 //   - SocketIDs lists the local sockets an Options selects.
@@ -57,8 +57,28 @@ type Memory struct {
 
 	mu     sync.RWMutex
 	closed bool
-	rooms  map[string]map[string]struct{} // room -> socket ids
-	sids   map[string]map[string]struct{} // socket id -> rooms
+	// rooms maps a room to the ids of its members, except the socket the room
+	// is named after: a socket's own room is implicit (member.own), since
+	// every socket is in it and most sockets are in no other, so an idle
+	// socket costs one entry of sids and no map of its own.
+	rooms map[string]map[string]struct{}
+	sids  map[string]member // socket id -> its rooms
+}
+
+// member is what the adapter knows of one socket: whether it is in its own
+// room, and the other rooms it joined (nil while there are none).
+type member struct {
+	rooms map[string]struct{}
+	own   bool
+}
+
+// in reports whether socket id, whose membership is mb, is in room r.
+func (mb member) in(id, r string) bool {
+	if r == id {
+		return mb.own
+	}
+	_, ok := mb.rooms[r]
+	return ok
 }
 
 var (
@@ -89,7 +109,7 @@ func NewLocal(nsp Namespace) (*Memory, error) {
 		life:  life,
 		stop:  stop,
 		rooms: make(map[string]map[string]struct{}),
-		sids:  make(map[string]map[string]struct{}),
+		sids:  make(map[string]member),
 	}, nil
 }
 
@@ -106,14 +126,12 @@ func (m *Memory) Join(id string, rooms ...string) {
 		m.mu.Unlock()
 		return
 	}
-	mine := m.sids[id]
-	if mine == nil {
-		mine = make(map[string]struct{}, 1+len(rooms))
-		m.sids[id] = mine
-		m.add(ev, id, mine, id)
+	if _, known := m.sids[id]; !known {
+		m.sids[id] = member{}
+		m.add(ev, id, id)
 	}
 	for _, r := range rooms {
-		m.add(ev, id, mine, r)
+		m.add(ev, id, r)
 	}
 	m.mu.Unlock()
 	m.notify(ev)
@@ -138,22 +156,36 @@ func (m *Memory) notify(ev *[]RoomChange) {
 	}
 }
 
-// add puts id in room r; m.mu is held for writing. Changes are appended to ev
-// unless it is nil.
-func (m *Memory) add(ev *[]RoomChange, id string, mine map[string]struct{}, r string) {
-	if _, ok := mine[r]; ok {
+// exists reports whether room r has a member; m.mu is held.
+func (m *Memory) exists(r string) bool {
+	return len(m.rooms[r]) > 0 || m.sids[r].own
+}
+
+// add puts the known socket id in room r; m.mu is held for writing. Changes
+// are appended to ev unless it is nil.
+func (m *Memory) add(ev *[]RoomChange, id string, r string) {
+	mb := m.sids[id]
+	if mb.in(id, r) {
 		return
 	}
-	mine[r] = struct{}{}
-	members := m.rooms[r]
-	if members == nil {
-		members = make(map[string]struct{}, 1)
-		m.rooms[r] = members
-		if ev != nil {
-			*ev = append(*ev, RoomChange{Kind: RoomCreated, Room: r})
-		}
+	if ev != nil && !m.exists(r) {
+		*ev = append(*ev, RoomChange{Kind: RoomCreated, Room: r})
 	}
-	members[id] = struct{}{}
+	if r == id {
+		mb.own = true
+	} else {
+		if mb.rooms == nil {
+			mb.rooms = make(map[string]struct{}, 1)
+		}
+		mb.rooms[r] = struct{}{}
+		members := m.rooms[r]
+		if members == nil {
+			members = make(map[string]struct{}, 1)
+			m.rooms[r] = members
+		}
+		members[id] = struct{}{}
+	}
+	m.sids[id] = mb
 	if ev != nil {
 		*ev = append(*ev, RoomChange{Kind: RoomJoined, Room: r, ID: id})
 	}
@@ -164,30 +196,39 @@ func (m *Memory) add(ev *[]RoomChange, id string, mine map[string]struct{}, r st
 func (m *Memory) Leave(id string, rooms ...string) {
 	ev := m.changes()
 	m.mu.Lock()
-	if mine := m.sids[id]; mine != nil {
+	if _, known := m.sids[id]; known {
 		for _, r := range rooms {
-			m.remove(ev, id, mine, r)
+			m.remove(ev, id, r)
 		}
 	}
 	m.mu.Unlock()
 	m.notify(ev)
 }
 
-// remove takes id out of room r; m.mu is held for writing. Changes are
-// appended to ev unless it is nil.
-func (m *Memory) remove(ev *[]RoomChange, id string, mine map[string]struct{}, r string) {
-	if _, ok := mine[r]; !ok {
+// remove takes the known socket id out of room r; m.mu is held for writing.
+// Changes are appended to ev unless it is nil.
+func (m *Memory) remove(ev *[]RoomChange, id string, r string) {
+	mb := m.sids[id]
+	if !mb.in(id, r) {
 		return
 	}
-	delete(mine, r)
-	members := m.rooms[r]
-	delete(members, id)
+	if r == id {
+		mb.own = false
+	} else {
+		delete(mb.rooms, r)
+		if len(mb.rooms) == 0 {
+			mb.rooms = nil
+		}
+		members := m.rooms[r]
+		delete(members, id)
+		if len(members) == 0 {
+			delete(m.rooms, r)
+		}
+	}
+	m.sids[id] = mb
 	if ev != nil {
 		*ev = append(*ev, RoomChange{Kind: RoomLeft, Room: r, ID: id})
-	}
-	if len(members) == 0 {
-		delete(m.rooms, r)
-		if ev != nil {
+		if !m.exists(r) {
 			*ev = append(*ev, RoomChange{Kind: RoomDeleted, Room: r})
 		}
 	}
@@ -198,14 +239,14 @@ func (m *Memory) remove(ev *[]RoomChange, id string, mine map[string]struct{}, r
 func (m *Memory) LeaveAll(id string) {
 	ev := m.changes()
 	m.mu.Lock()
-	if mine := m.sids[id]; mine != nil {
+	if mb, known := m.sids[id]; known {
 		if ev != nil {
 			for _, r := range m.roomsOf(id) {
-				m.remove(ev, id, mine, r)
+				m.remove(ev, id, r)
 			}
 		} else {
-			for r := range mine {
-				m.remove(nil, id, mine, r)
+			for r := range mb.rooms {
+				m.remove(nil, id, r)
 			}
 		}
 		delete(m.sids, id)
@@ -223,12 +264,15 @@ func (m *Memory) Rooms(id string) []string {
 
 // roomsOf returns the sorted rooms of id; m.mu is held.
 func (m *Memory) roomsOf(id string) []string {
-	mine := m.sids[id]
-	if mine == nil {
+	mb, known := m.sids[id]
+	if !known {
 		return nil
 	}
-	out := make([]string, 0, len(mine))
-	for r := range mine {
+	out := make([]string, 0, 1+len(mb.rooms))
+	if mb.own {
+		out = append(out, id)
+	}
+	for r := range mb.rooms {
 		out = append(out, r)
 	}
 	slices.Sort(out)
@@ -252,32 +296,37 @@ func (m *Memory) selectLocked(dst []string, opts Options) []string {
 		return dst
 	}
 	if len(opts.Rooms) == 0 {
-		for id, mine := range m.sids {
-			if !excluded(mine, opts.Except) {
+		for id, mb := range m.sids {
+			if !excluded(id, mb, opts.Except) {
 				dst = append(dst, id)
 			}
 		}
 		return dst
 	}
+	pick := func(id string, mb member, earlier []string) {
+		if inAny(id, mb, earlier) || excluded(id, mb, opts.Except) {
+			return // already selected through an earlier room, or excluded
+		}
+		dst = append(dst, id)
+	}
 	for i, r := range opts.Rooms {
+		if mb := m.sids[r]; mb.own { // r is the own room of a socket
+			pick(r, mb, opts.Rooms[:i])
+		}
 		for id := range m.rooms[r] {
-			mine := m.sids[id]
-			if inAny(mine, opts.Rooms[:i]) || excluded(mine, opts.Except) {
-				continue // already selected through an earlier room, or excluded
-			}
-			dst = append(dst, id)
+			pick(id, m.sids[id], opts.Rooms[:i])
 		}
 	}
 	return dst
 }
 
-func excluded(mine map[string]struct{}, except []string) bool {
-	return len(except) > 0 && inAny(mine, except)
+func excluded(id string, mb member, except []string) bool {
+	return len(except) > 0 && inAny(id, mb, except)
 }
 
-func inAny(mine map[string]struct{}, rooms []string) bool {
+func inAny(id string, mb member, rooms []string) bool {
 	for _, r := range rooms {
-		if _, ok := mine[r]; ok {
+		if mb.in(id, r) {
 			return true
 		}
 	}
@@ -434,21 +483,6 @@ func (m *Memory) mergeLife(ctx context.Context) (context.Context, context.Cancel
 	}
 }
 
-// WriteLocal writes an already encoded packet of this namespace to every matching
-// local socket and returns how many were written to. The caller vouches for enc (a
-// cluster adapter that carries encoded packets between nodes uses it).
-func (m *Memory) WriteLocal(enc *parser.Encoded, opts Options) (int, error) {
-	if enc == nil {
-		return 0, fmt.Errorf("%w: nil encoded packet", ErrInvalidPacket)
-	}
-	n := 0
-	err := m.withSockets(opts, func(s Socket) {
-		write(s, enc, opts)
-		n++
-	})
-	return n, err
-}
-
 // BroadcastWithAck sends p to every matching local socket with one fresh ack id
 // and collects the replies until every recipient replied, ctx is done, or the
 // adapter is closed. On ctx expiry it returns the replies that arrived and a
@@ -456,18 +490,20 @@ func (m *Memory) WriteLocal(enc *parser.Encoded, opts Options) (int, error) {
 // on ctx it waits for every reply, so callers set one.
 func (m *Memory) BroadcastWithAck(ctx context.Context, p *parser.Packet, opts Options) ([]Reply, error) {
 	var replies []Reply
-	err := m.BroadcastWithAckLocal(ctx, p, opts,
-		func(n int) { replies = make([]Reply, 0, n) },
+	err := m.BroadcastWithAckRecipients(ctx, p, opts,
+		func(ids []string) { replies = make([]Reply, 0, len(ids)) },
 		func(r Reply) { replies = append(replies, r) })
 	return replies, err
 }
 
-// BroadcastWithAckLocal runs a broadcast with acks on the local sockets and
-// reports through callbacks, which a cluster node uses to answer a remote request:
-// onCount is called once with the number of recipients right after the packet was
-// written, then onReply once per reply as it arrives. Both are called on the
-// calling goroutine, in that order, and may be nil. onCount is not called when
-// nothing was sent because p is invalid or the adapter is closed.
+// BroadcastWithAckRecipients runs a broadcast with acks on the local sockets
+// and reports through callbacks, which a cluster node uses to answer a remote
+// request: onSent is called once with the ids of the recipients (sorted) right
+// after the packet was written, so that the node can name the sockets it waits
+// for without a second, racy selection; then onReply once per reply as it
+// arrives. Both are called on the calling goroutine, in that order, and may be
+// nil. onSent is not called when nothing was sent because p is invalid or the
+// adapter is closed, and must not keep ids beyond the call.
 //
 // It returns nil once every recipient replied; ErrClosed when the adapter is
 // closed meanwhile; or, when ctx is done first, a *MissingRepliesError with the
@@ -476,18 +512,6 @@ func (m *Memory) BroadcastWithAck(ctx context.Context, p *parser.Packet, opts Op
 //
 // The ack id comes from Namespace.NextAckID and is set on a copy of p; p itself
 // is not modified.
-func (m *Memory) BroadcastWithAckLocal(ctx context.Context, p *parser.Packet, opts Options, onCount func(n int), onReply func(Reply)) error {
-	var onSent func([]string)
-	if onCount != nil {
-		onSent = func(ids []string) { onCount(len(ids)) }
-	}
-	return m.BroadcastWithAckRecipients(ctx, p, opts, onSent, onReply)
-}
-
-// BroadcastWithAckRecipients is BroadcastWithAckLocal reporting the ids of the
-// recipients (sorted) instead of their count, so that a node answering a remote
-// request can name the sockets it waits for without a second, racy selection.
-// onSent must not keep ids beyond the call.
 func (m *Memory) BroadcastWithAckRecipients(ctx context.Context, p *parser.Packet, opts Options, onSent func(ids []string), onReply func(Reply)) error {
 	p, err := CheckPacket(p, m.nsp.Name(), true)
 	if err != nil {
@@ -599,7 +623,7 @@ func (m *Memory) DelSocketsLocal(opts Options, rooms []string) error {
 
 // eachRoomLocal calls op for every matching local socket and every room, under
 // the lock. op is m.add or m.remove.
-func (m *Memory) eachRoomLocal(opts Options, rooms []string, op func(ev *[]RoomChange, id string, mine map[string]struct{}, room string)) error {
+func (m *Memory) eachRoomLocal(opts Options, rooms []string, op func(ev *[]RoomChange, id string, room string)) error {
 	ev := m.changes()
 	m.mu.Lock()
 	if m.closed {
@@ -607,9 +631,8 @@ func (m *Memory) eachRoomLocal(opts Options, rooms []string, op func(ev *[]RoomC
 		return ErrClosed
 	}
 	for _, id := range m.selectLocked(nil, opts) {
-		mine := m.sids[id]
 		for _, r := range rooms {
-			op(ev, id, mine, r)
+			op(ev, id, r)
 		}
 	}
 	m.mu.Unlock()

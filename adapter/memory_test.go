@@ -113,6 +113,76 @@ func TestMembershipOwnRoom(t *testing.T) {
 	}
 }
 
+// roomLog is a namespace double that records the room changes it observes.
+type roomLog struct {
+	*adaptertest.Namespace
+	changes []adapter.RoomChange
+}
+
+func (n *roomLog) ObservesRooms() bool              { return true }
+func (n *roomLog) RoomChanged(c adapter.RoomChange) { n.changes = append(n.changes, c) }
+
+// A socket's own room is kept implicitly; it must behave as any other room,
+// also when other sockets join a room named by a socket's id.
+func TestMembershipRoomNamedByAnotherSocket(t *testing.T) {
+	ns := &roomLog{Namespace: adaptertest.NewNamespace("/")}
+	m, err := adapter.NewLocal(ns)
+	if err != nil {
+		t.Fatalf("NewLocal: %v", err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	type change = adapter.RoomChange
+	expect := func(want ...change) {
+		t.Helper()
+		if !slices.Equal(ns.changes, want) {
+			t.Errorf("room changes = %+v, want %+v", ns.changes, want)
+		}
+		ns.changes = nil
+	}
+	selected := func(rooms ...string) []string {
+		got := m.SocketIDs(adapter.Options{Rooms: rooms})
+		slices.Sort(got)
+		return got
+	}
+
+	m.Join("s2", "s1") // s2 joins the room named by s1 before s1 connects
+	expect(change{adapter.RoomCreated, "s2", ""}, change{adapter.RoomJoined, "s2", "s2"},
+		change{adapter.RoomCreated, "s1", ""}, change{adapter.RoomJoined, "s1", "s2"})
+	m.Join("s1")
+	expect(change{adapter.RoomJoined, "s1", "s1"})
+	if got := selected("s1"); !slices.Equal(got, []string{"s1", "s2"}) {
+		t.Errorf("room s1 = %q", got)
+	}
+	if got := selected("s1", "s2"); !slices.Equal(got, []string{"s1", "s2"}) {
+		t.Errorf("rooms s1, s2 = %q", got)
+	}
+	if got := m.SocketIDs(adapter.Options{Rooms: []string{"s1"}, Except: []string{"s2"}}); !slices.Equal(got, []string{"s1"}) {
+		t.Errorf("room s1 except s2 = %q", got)
+	}
+	if got := m.Rooms("s2"); !slices.Equal(got, []string{"s1", "s2"}) {
+		t.Errorf("Rooms(s2) = %q", got)
+	}
+	m.Leave("s1", "s1")
+	expect(change{adapter.RoomLeft, "s1", "s1"})
+	if got := selected("s1"); !slices.Equal(got, []string{"s2"}) {
+		t.Errorf("room s1 after s1 left it = %q", got)
+	}
+	m.Join("s1", "s1")
+	expect(change{adapter.RoomJoined, "s1", "s1"})
+	m.LeaveAll("s2")
+	expect(change{adapter.RoomLeft, "s1", "s2"}, change{adapter.RoomLeft, "s2", "s2"}, change{adapter.RoomDeleted, "s2", ""})
+	if err := m.AddSocketsLocal(adapter.Options{Rooms: []string{"s1"}}, []string{"a"}); err != nil {
+		t.Fatal(err)
+	}
+	expect(change{adapter.RoomCreated, "a", ""}, change{adapter.RoomJoined, "a", "s1"})
+	m.LeaveAll("s1")
+	expect(change{adapter.RoomLeft, "a", "s1"}, change{adapter.RoomDeleted, "a", ""},
+		change{adapter.RoomLeft, "s1", "s1"}, change{adapter.RoomDeleted, "s1", ""})
+	if got := m.SocketIDs(adapter.Options{}); len(got) != 0 {
+		t.Errorf("SocketIDs after LeaveAll = %q", got)
+	}
+}
+
 func TestBroadcastEncodesOnce(t *testing.T) {
 	m, ns := newMemory(t)
 	var sockets []*adaptertest.Socket
@@ -190,7 +260,7 @@ func TestBroadcastPacketChecks(t *testing.T) {
 	}
 }
 
-func TestBroadcastWithAckLocalCallbacks(t *testing.T) {
+func TestBroadcastWithAckRecipientsCallbacks(t *testing.T) {
 	m, ns := newMemory(t)
 	for i := range 10 {
 		ns.Connect("s"+strconv.Itoa(i), adaptertest.SocketOptions{Ack: adaptertest.ReplyID, Rooms: []string{"r"}})
@@ -200,21 +270,21 @@ func TestBroadcastWithAckLocalCallbacks(t *testing.T) {
 	defer cancel()
 	counts := []int{}
 	var from []string
-	err := m.BroadcastWithAckLocal(ctx, event(t, "ask"), adapter.Options{Rooms: []string{"r"}},
-		func(n int) { counts = append(counts, n) },
+	err := m.BroadcastWithAckRecipients(ctx, event(t, "ask"), adapter.Options{Rooms: []string{"r"}},
+		func(ids []string) { counts = append(counts, len(ids)) },
 		func(r adapter.Reply) { from = append(from, r.From) })
 	var missing *adapter.MissingRepliesError
 	if !errors.As(err, &missing) || !slices.Equal(missing.Missing, []string{"quiet"}) ||
 		missing.Expected != 11 || missing.Received != 10 || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("BroadcastWithAckLocal: %v", err)
+		t.Fatalf("BroadcastWithAckRecipients: %v", err)
 	}
 	if !slices.Equal(counts, []int{11}) || len(from) != 10 {
-		t.Errorf("onCount calls %v, %d replies", counts, len(from))
+		t.Errorf("onSent calls with %v recipients, %d replies", counts, len(from))
 	}
 	if n := ns.Get("quiet").PendingAcks(); n != 0 {
 		t.Errorf("quiet socket still has %d acks registered", n)
 	}
-	if err := m.BroadcastWithAckLocal(t.Context(), event(t, "ask"), adapter.Options{Rooms: []string{"none"}}, nil, nil); err != nil {
+	if err := m.BroadcastWithAckRecipients(t.Context(), event(t, "ask"), adapter.Options{Rooms: []string{"none"}}, nil, nil); err != nil {
 		t.Errorf("no recipients: %v", err)
 	}
 }
@@ -239,28 +309,8 @@ func TestBroadcastWithAckEndsOnClose(t *testing.T) {
 	if n := s.PendingAcks(); n != 0 {
 		t.Errorf("%d acks still registered", n)
 	}
-	if n, err := m.WriteLocal(parser.Encode(event(t, "x")), adapter.Options{}); n != 0 || !errors.Is(err, adapter.ErrClosed) {
-		t.Errorf("WriteLocal after Close = %d, %v", n, err)
-	}
-}
-
-func TestWriteLocal(t *testing.T) {
-	m, ns := newMemory(t)
-	a := ns.Connect("a", adaptertest.SocketOptions{Rooms: []string{"r"}})
-	b := ns.Connect("b", adaptertest.SocketOptions{})
-	enc := parser.Encode(event(t, "pre"))
-	n, err := m.WriteLocal(enc, adapter.Options{Rooms: []string{"r"}, Volatile: true})
-	if err != nil || n != 1 {
-		t.Fatalf("WriteLocal = %d, %v", n, err)
-	}
-	if got := a.Messages(); len(got) != 1 || got[0].Encoded != enc || !got[0].Volatile {
-		t.Errorf("a got %+v", got)
-	}
-	if len(b.Messages()) != 0 {
-		t.Errorf("b got a packet for room r")
-	}
-	if _, err := m.WriteLocal(nil, adapter.Options{}); !errors.Is(err, adapter.ErrInvalidPacket) {
-		t.Errorf("WriteLocal(nil): %v", err)
+	if n, err := m.BroadcastLocal(event(t, "x"), adapter.Options{}); n != 0 || !errors.Is(err, adapter.ErrClosed) {
+		t.Errorf("BroadcastLocal after Close = %d, %v", n, err)
 	}
 }
 

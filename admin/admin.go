@@ -83,7 +83,7 @@ type Options struct {
 	// (connections, disconnections and rooms are listed anyway): a cluster
 	// broadcast per event. Ignored in Production.
 	AllEvents bool
-	// Logger receives warnings. Default: none.
+	// Logger receives warnings. Default slog.Default().
 	Logger *slog.Logger
 }
 
@@ -186,7 +186,7 @@ func New(srv *socketio.Server, opts *Options) (*Admin, error) {
 	}
 	log := o.Logger
 	if log == nil {
-		log = slog.New(slog.DiscardHandler)
+		log = slog.Default()
 	}
 	a := &Admin{
 		srv: srv, opts: o, log: log, started: time.Now(), hostname: host,

@@ -21,7 +21,7 @@ func benchConfig() Config {
 // sequence, outbox, pipelined batches) until the memory hub acknowledged all.
 func BenchmarkPublishReliable(b *testing.B) {
 	hub := NewMemoryHubConfig(MemoryHubConfig{MaxLen: 8192})
-	bus, err := New(hub.Transport(), benchConfig())
+	bus, err := New(hub.Transport(), new(benchConfig()))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -65,12 +65,12 @@ func BenchmarkPublishBare(b *testing.B) {
 func BenchmarkPublishReceiveReliable(b *testing.B) {
 	hub := NewMemoryHubConfig(MemoryHubConfig{MaxLen: 1 << 24}) // untrimmed: the receiver may fall behind
 	cfg := benchConfig()
-	pub, err := New(hub.Transport(), cfg)
+	pub, err := New(hub.Transport(), &cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
 	cfg.NodeID = "recv"
-	recv, err := New(hub.Transport(), cfg)
+	recv, err := New(hub.Transport(), &cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -153,13 +153,13 @@ func BenchmarkPublishReceiveBare(b *testing.B) {
 }
 
 func BenchmarkDecodeEnvelope(b *testing.B) {
-	data, err := AppendEnvelope(nil, &Envelope{Kind: KindData, Origin: "0123456789abcdef", Instance: 1, Partition: 3, Seq: 12345, Time: 1, Payload: benchPayload})
+	data, err := appendEnvelope(nil, &envelope{Kind: kindData, Origin: "0123456789abcdef", Instance: 1, Partition: 3, Seq: 12345, Time: 1, Payload: benchPayload})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := DecodeEnvelope(data); err != nil {
+		if _, err := decodeEnvelope(data, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -169,10 +169,10 @@ func BenchmarkDecodeEnvelope(b *testing.B) {
 // enqueue), with the broker down so that the sender stays out of the way.
 func BenchmarkPublishAccept(b *testing.B) {
 	hub := NewMemoryHub()
-	hub.SetDown(true)
+	hub.setDown(true)
 	cfg := benchConfig()
 	cfg.Backoff = BackoffConfig{Base: time.Millisecond, Cap: 10 * time.Millisecond}
-	bus, err := New(hub.Transport(), cfg)
+	bus, err := New(hub.Transport(), &cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -185,7 +185,7 @@ func BenchmarkPublishAccept(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	hub.SetDown(false)
+	hub.setDown(false)
 	if err := bus.Close(ctx); err != nil {
 		b.Fatal(err)
 	}
@@ -197,7 +197,7 @@ func BenchmarkPublishAccept(b *testing.B) {
 // node's.
 func BenchmarkDeliverFrame(b *testing.B) {
 	hub := NewMemoryHub()
-	r, err := New(hub.Transport(), benchConfig())
+	r, err := New(hub.Transport(), new(benchConfig()))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func BenchmarkDeliverFrame(b *testing.B) {
 	var handled atomic.Int64
 	r.Receive(func(Message) { handled.Add(1) })
 	frame := func(origin string, instance, seq uint64) Frame {
-		data, err := AppendEnvelope(nil, &Envelope{Kind: KindData, Origin: origin, Instance: instance, Seq: seq, Time: 1, Payload: benchPayload})
+		data, err := appendEnvelope(nil, &envelope{Kind: kindData, Origin: origin, Instance: instance, Seq: seq, Time: 1, Payload: benchPayload})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -130,21 +130,21 @@ func chaos(t *testing.T, lose bool) {
 	for time.Now().Before(deadline) {
 		switch k := rng.IntN(4); {
 		case k == 0:
-			hub.SetDown(true)
+			hub.setDown(true)
 			time.Sleep(time.Duration(rng.IntN(60)) * time.Millisecond)
-			hub.SetDown(false)
+			hub.setDown(false)
 		case k == 1:
-			hub.FailAfterWrite(1 + rng.IntN(3))
+			hub.failNextWrites(1 + rng.IntN(3))
 		case k == 2:
-			hub.BreakSubscriptions()
+			hub.breakSubscriptions()
 		case k == 3 && lose:
-			hub.Lose()
+			hub.lose()
 		}
 		faults++
 		time.Sleep(time.Duration(10+rng.IntN(40)) * time.Millisecond)
 	}
-	hub.SetDown(false)
-	hub.FailAfterWrite(0)
+	hub.setDown(false)
+	hub.failNextWrites(0)
 	// A tail after the chaos, so that losses at the end show up as gaps too.
 	time.Sleep(50 * time.Millisecond)
 	stop()

@@ -16,7 +16,7 @@ func TestCloseDrains(t *testing.T) {
 	r := newBus(t, hub, Config{NodeID: "r", ProbeInterval: -1})
 	sr := newSink()
 	r.Receive(sr.handle)
-	a, err := New(hub.Transport(), Config{NodeID: "a", Logger: quietLogger(), BatchSize: 8})
+	a, err := New(hub.Transport(), &Config{NodeID: "a", Logger: quietLogger(), BatchSize: 8})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,10 +52,10 @@ func TestCloseDrains(t *testing.T) {
 func TestCloseOutOfTime(t *testing.T) {
 	synctestRun(t, func(t *testing.T) {
 		hub := NewMemoryHub()
-		hub.SetDown(true)
+		hub.setDown(true)
 		drops := &dropLog{}
 		states := &statusLog{}
-		a, err := New(hub.Transport(), Config{NodeID: "a", Logger: quietLogger(), OnDrop: drops.hook, OnStateChange: states.hook})
+		a, err := New(hub.Transport(), &Config{NodeID: "a", Logger: quietLogger(), OnDrop: drops.hook, OnStateChange: states.hook})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -98,17 +98,17 @@ func TestSendFailsFast(t *testing.T) {
 		if a.Status().State != Connected {
 			t.Fatalf("state %v", a.Status().State)
 		}
-		hub.SetDown(true)
+		hub.setDown(true)
 		// Before the bus notices, the transport error itself fails Send.
-		if err := a.Send(context.Background(), "", []byte("x")); !errors.Is(err, ErrNotConnected) || !errors.Is(err, ErrHubDown) {
-			t.Fatalf("Send = %v, want ErrNotConnected wrapping ErrHubDown", err)
+		if err := a.Send(context.Background(), "", []byte("x")); !errors.Is(err, ErrNotConnected) || !errors.Is(err, errHubDown) {
+			t.Fatalf("Send = %v, want ErrNotConnected wrapping errHubDown", err)
 		}
 		time.Sleep(2 * time.Second)
 		synctestWait()
 		if err := a.Send(context.Background(), "", []byte("x")); !errors.Is(err, ErrNotConnected) {
 			t.Fatalf("Send while Reconnecting = %v", err)
 		}
-		hub.SetDown(false)
+		hub.setDown(false)
 	})
 }
 
@@ -148,7 +148,7 @@ func TestRestartSameNodeID(t *testing.T) {
 	sr := newSink()
 	r.Receive(sr.handle)
 	for run := 1; run <= 2; run++ {
-		a, err := New(hub.Transport(), Config{NodeID: "a", Logger: quietLogger(), ProbeInterval: -1})
+		a, err := New(hub.Transport(), &Config{NodeID: "a", Logger: quietLogger(), ProbeInterval: -1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -176,7 +176,7 @@ func TestMetrics(t *testing.T) {
 	hub := NewMemoryHub()
 	reg := prometheus.NewRegistry()
 	a := newBus(t, hub, Config{NodeID: "a", Registerer: reg})
-	if _, err := New(hub.Transport(), Config{NodeID: "b", Registerer: reg, Logger: quietLogger()}); err == nil {
+	if _, err := New(hub.Transport(), &Config{NodeID: "b", Registerer: reg, Logger: quietLogger()}); err == nil {
 		t.Fatal("a second bus registered the same metrics without error")
 	}
 	r := newBus(t, hub, Config{NodeID: "r"})
@@ -245,12 +245,12 @@ func TestConfigErrors(t *testing.T) {
 		"probe timeout":  {ProbeTimeout: -1},
 	} {
 		tr := hub.Transport()
-		if _, err := New(tr, cfg); !errors.Is(err, ErrInvalidConfig) {
+		if _, err := New(tr, &cfg); !errors.Is(err, ErrInvalidConfig) {
 			t.Errorf("%s: err = %v, want ErrInvalidConfig", name, err)
 		}
 		tr.Close()
 	}
-	if _, err := New(nil, Config{}); !errors.Is(err, ErrInvalidConfig) {
+	if _, err := New(nil, &Config{}); !errors.Is(err, ErrInvalidConfig) {
 		t.Errorf("nil transport: %v", err)
 	}
 	b := newBus(t, hub, Config{})
@@ -281,7 +281,7 @@ func TestCloseWithStuckTransport(t *testing.T) {
 		hub := NewMemoryHub()
 		tr := &stuckTransport{Transport: hub.Transport(), release: make(chan struct{})}
 		logs := newLogCounter()
-		a, err := New(tr, Config{NodeID: "a", ProbeInterval: -1, Logger: slogNew(logs)})
+		a, err := New(tr, &Config{NodeID: "a", ProbeInterval: -1, Logger: slogNew(logs)})
 		if err != nil {
 			t.Fatal(err)
 		}

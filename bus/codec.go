@@ -50,8 +50,8 @@ import (
 // receiver that sees a new instance of an origin takes its next message as the new
 // baseline instead of dropping it as a duplicate.
 
-// EnvelopeVersion is the version byte of envelopes this package writes.
-const EnvelopeVersion = 1
+// envelopeVersion is the version byte of envelopes this package writes.
+const envelopeVersion = 1
 
 // MaxPartition is the largest partition number an envelope can carry.
 const MaxPartition = 1<<16 - 1
@@ -60,37 +60,37 @@ const MaxPartition = 1<<16 - 1
 // partition and no payload.
 const envelopeMinLen = 3 + 1 + 8 + 1 + 8 + 8
 
-// ErrBadEnvelope is wrapped by every error of DecodeEnvelope.
-var ErrBadEnvelope = errors.New("bus: bad envelope")
+// errBadEnvelope is wrapped by every error of decodeEnvelope.
+var errBadEnvelope = errors.New("bus: bad envelope")
 
 // Kind is the kind of an envelope.
-type Kind uint8
+type frameKind uint8
 
 // Envelope kinds.
 const (
-	// KindData is a reliable-plane message of Publish.
-	KindData Kind = 1
-	// KindProbe is a liveness probe a node publishes and expects back.
-	KindProbe Kind = 2
-	// KindDirect is a best-effort message of Send.
-	KindDirect Kind = 3
+	// kindData is a reliable-plane message of Publish.
+	kindData frameKind = 1
+	// kindProbe is a liveness probe a node publishes and expects back.
+	kindProbe frameKind = 2
+	// kindDirect is a best-effort message of Send.
+	kindDirect frameKind = 3
 )
 
-func (k Kind) String() string {
+func (k frameKind) String() string {
 	switch k {
-	case KindData:
+	case kindData:
 		return "data"
-	case KindProbe:
+	case kindProbe:
 		return "probe"
-	case KindDirect:
+	case kindDirect:
 		return "direct"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
 
-// Envelope is a decoded frame.
-type Envelope struct {
-	Kind      Kind
+// envelope is a decoded frame.
+type envelope struct {
+	Kind      frameKind
 	Origin    string
 	Instance  uint64
 	Partition int
@@ -109,12 +109,12 @@ func uvarintLen(x uint64) int {
 	return n
 }
 
-// AppendEnvelope appends the encoding of e to b.
-func AppendEnvelope(b []byte, e *Envelope) ([]byte, error) {
+// appendEnvelope appends the encoding of e to b.
+func appendEnvelope(b []byte, e *envelope) ([]byte, error) {
 	if err := e.validate(); err != nil {
 		return b, err
 	}
-	b = append(b, EnvelopeVersion, byte(e.Kind), byte(len(e.Origin)))
+	b = append(b, envelopeVersion, byte(e.Kind), byte(len(e.Origin)))
 	b = append(b, e.Origin...)
 	b = binary.BigEndian.AppendUint64(b, e.Instance)
 	b = binary.AppendUvarint(b, uint64(e.Partition))
@@ -123,55 +123,50 @@ func AppendEnvelope(b []byte, e *Envelope) ([]byte, error) {
 	return append(b, e.Payload...), nil
 }
 
-func (e *Envelope) validate() error {
+func (e *envelope) validate() error {
 	switch {
 	case len(e.Origin) == 0 || len(e.Origin) > 255:
-		return fmt.Errorf("%w: origin length %d not in 1..255", ErrBadEnvelope, len(e.Origin))
+		return fmt.Errorf("%w: origin length %d not in 1..255", errBadEnvelope, len(e.Origin))
 	case e.Partition < 0 || e.Partition > MaxPartition:
-		return fmt.Errorf("%w: partition %d not in 0..%d", ErrBadEnvelope, e.Partition, MaxPartition)
+		return fmt.Errorf("%w: partition %d not in 0..%d", errBadEnvelope, e.Partition, MaxPartition)
 	}
 	switch e.Kind {
-	case KindData:
+	case kindData:
 		if e.Seq == 0 {
-			return fmt.Errorf("%w: data envelope with seq 0", ErrBadEnvelope)
+			return fmt.Errorf("%w: data envelope with seq 0", errBadEnvelope)
 		}
-	case KindProbe:
+	case kindProbe:
 		if len(e.Payload) != 0 && len(e.Payload) != probeLastLen {
-			return fmt.Errorf("%w: probe envelope with a payload of %d bytes, want 0 or %d", ErrBadEnvelope, len(e.Payload), probeLastLen)
+			return fmt.Errorf("%w: probe envelope with a payload of %d bytes, want 0 or %d", errBadEnvelope, len(e.Payload), probeLastLen)
 		}
-	case KindDirect:
+	case kindDirect:
 		if e.Partition != 0 || e.Seq != 0 {
-			return fmt.Errorf("%w: direct envelope with partition or seq", ErrBadEnvelope)
+			return fmt.Errorf("%w: direct envelope with partition or seq", errBadEnvelope)
 		}
 	default:
-		return fmt.Errorf("%w: unknown kind %d", ErrBadEnvelope, uint8(e.Kind))
+		return fmt.Errorf("%w: unknown kind %d", errBadEnvelope, uint8(e.Kind))
 	}
 	return nil
 }
 
-// DecodeEnvelope decodes a frame. The returned Payload aliases data. Bytes that
-// are not a valid version-1 envelope (foreign publishers, corruption, a newer
-// version) give an error wrapping ErrBadEnvelope; it never panics.
-func DecodeEnvelope(data []byte) (Envelope, error) { return decodeEnvelope(data, nil) }
-
-// decodeEnvelope is DecodeEnvelope with an optional interning of the origin (a
+// decodeEnvelope decodes an envelope, with an optional interning of the origin (a
 // receiver sees few origins and need not allocate one string per frame).
-func decodeEnvelope(data []byte, intern func([]byte) string) (Envelope, error) {
-	var e Envelope
+func decodeEnvelope(data []byte, intern func([]byte) string) (envelope, error) {
+	var e envelope
 	if len(data) < envelopeMinLen {
-		return e, fmt.Errorf("%w: %d bytes, shorter than %d", ErrBadEnvelope, len(data), envelopeMinLen)
+		return e, fmt.Errorf("%w: %d bytes, shorter than %d", errBadEnvelope, len(data), envelopeMinLen)
 	}
-	if data[0] != EnvelopeVersion {
-		return e, fmt.Errorf("%w: version %d, want %d", ErrBadEnvelope, data[0], EnvelopeVersion)
+	if data[0] != envelopeVersion {
+		return e, fmt.Errorf("%w: version %d, want %d", errBadEnvelope, data[0], envelopeVersion)
 	}
-	e.Kind = Kind(data[1])
+	e.Kind = frameKind(data[1])
 	n := int(data[2])
 	if n == 0 {
-		return e, fmt.Errorf("%w: empty origin", ErrBadEnvelope)
+		return e, fmt.Errorf("%w: empty origin", errBadEnvelope)
 	}
 	rest := data[3:]
 	if len(rest) < n+8 {
-		return e, fmt.Errorf("%w: truncated origin", ErrBadEnvelope)
+		return e, fmt.Errorf("%w: truncated origin", errBadEnvelope)
 	}
 	if intern != nil {
 		e.Origin = intern(rest[:n])
@@ -182,12 +177,12 @@ func decodeEnvelope(data []byte, intern func([]byte) string) (Envelope, error) {
 	rest = rest[n+8:]
 	p, k := binary.Uvarint(rest)
 	if k <= 0 || k != uvarintLen(p) || p > MaxPartition {
-		return e, fmt.Errorf("%w: bad partition", ErrBadEnvelope)
+		return e, fmt.Errorf("%w: bad partition", errBadEnvelope)
 	}
 	e.Partition = int(p)
 	rest = rest[k:]
 	if len(rest) < 16 {
-		return e, fmt.Errorf("%w: truncated header", ErrBadEnvelope)
+		return e, fmt.Errorf("%w: truncated header", errBadEnvelope)
 	}
 	e.Seq = binary.BigEndian.Uint64(rest)
 	e.Time = int64(binary.BigEndian.Uint64(rest[8:]))
@@ -195,7 +190,7 @@ func decodeEnvelope(data []byte, intern func([]byte) string) (Envelope, error) {
 		e.Payload = rest[16:]
 	}
 	if err := e.validate(); err != nil {
-		return Envelope{}, err
+		return envelope{}, err
 	}
 	return e, nil
 }
@@ -203,19 +198,19 @@ func decodeEnvelope(data []byte, intern func([]byte) string) (Envelope, error) {
 // probeLastLen is the length of a probe's payload: last, a uint64.
 const probeLastLen = 8
 
-// ProbeLast returns the announcement of a probe envelope: the last seq of its
+// probeLast returns the announcement of a probe envelope: the last seq of its
 // partition that its writer had resolved (acknowledged by the broker or dropped
 // by a bound) when it wrote the probe. ok is false for any other envelope and for
 // a probe without an announcement.
-func (e *Envelope) ProbeLast() (last uint64, ok bool) {
-	if e.Kind != KindProbe || len(e.Payload) != probeLastLen {
+func (e *envelope) probeLast() (last uint64, ok bool) {
+	if e.Kind != kindProbe || len(e.Payload) != probeLastLen {
 		return 0, false
 	}
 	return binary.BigEndian.Uint64(e.Payload), true
 }
 
-// ProbePayload returns the payload of a probe that announces last.
-func ProbePayload(last uint64) []byte { return binary.BigEndian.AppendUint64(nil, last) }
+// probePayload returns the payload of a probe that announces last.
+func probePayload(last uint64) []byte { return binary.BigEndian.AppendUint64(nil, last) }
 
-// PublishTime returns Time as a time.Time.
-func (e *Envelope) PublishTime() time.Time { return time.Unix(0, e.Time) }
+// publishTime returns Time as a time.Time.
+func (e *envelope) publishTime() time.Time { return time.Unix(0, e.Time) }

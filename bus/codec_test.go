@@ -10,21 +10,21 @@ import (
 )
 
 func TestEnvelopeRoundTrip(t *testing.T) {
-	for _, e := range []Envelope{
-		{Kind: KindData, Origin: "n", Instance: 1, Partition: 0, Seq: 1, Time: 1, Payload: []byte("x")},
-		{Kind: KindData, Origin: strings.Repeat("o", 255), Instance: ^uint64(0), Partition: MaxPartition, Seq: ^uint64(0), Time: -1, Payload: bytes.Repeat([]byte{0xff}, 1000)},
-		{Kind: KindProbe, Origin: "node-1", Instance: 7, Partition: 300, Seq: 0, Time: 123456789},
-		{Kind: KindProbe, Origin: "node-1", Instance: 7, Partition: 2, Seq: 5, Time: 123456789, Payload: ProbePayload(1 << 40)},
-		{Kind: KindDirect, Origin: "node-2", Instance: 9, Time: 5, Payload: []byte{0}},
-		{Kind: KindDirect, Origin: "node-2", Instance: 9, Time: 5},
+	for _, e := range []envelope{
+		{Kind: kindData, Origin: "n", Instance: 1, Partition: 0, Seq: 1, Time: 1, Payload: []byte("x")},
+		{Kind: kindData, Origin: strings.Repeat("o", 255), Instance: ^uint64(0), Partition: MaxPartition, Seq: ^uint64(0), Time: -1, Payload: bytes.Repeat([]byte{0xff}, 1000)},
+		{Kind: kindProbe, Origin: "node-1", Instance: 7, Partition: 300, Seq: 0, Time: 123456789},
+		{Kind: kindProbe, Origin: "node-1", Instance: 7, Partition: 2, Seq: 5, Time: 123456789, Payload: probePayload(1 << 40)},
+		{Kind: kindDirect, Origin: "node-2", Instance: 9, Time: 5, Payload: []byte{0}},
+		{Kind: kindDirect, Origin: "node-2", Instance: 9, Time: 5},
 	} {
-		b, err := AppendEnvelope(nil, &e)
+		b, err := appendEnvelope(nil, &e)
 		if err != nil {
-			t.Fatalf("AppendEnvelope(%+v): %v", e, err)
+			t.Fatalf("appendEnvelope(%+v): %v", e, err)
 		}
-		got, err := DecodeEnvelope(b)
+		got, err := decodeEnvelope(b, nil)
 		if err != nil {
-			t.Fatalf("DecodeEnvelope: %v", err)
+			t.Fatalf("decodeEnvelope: %v", err)
 		}
 		if diff := cmp.Diff(e, got); diff != "" {
 			t.Fatalf("round trip (-want +got):\n%s", diff)
@@ -35,8 +35,8 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 // TestEnvelopeLayout pins the wire format documented in codec.go and
 // docs/PROTOCOL.md byte by byte.
 func TestEnvelopeLayout(t *testing.T) {
-	e := Envelope{Kind: KindData, Origin: "ab", Instance: 0x0102030405060708, Partition: 200, Seq: 3, Time: 0x1122334455667788, Payload: []byte("hi")}
-	b, err := AppendEnvelope(nil, &e)
+	e := envelope{Kind: kindData, Origin: "ab", Instance: 0x0102030405060708, Partition: 200, Seq: 3, Time: 0x1122334455667788, Payload: []byte("hi")}
+	b, err := appendEnvelope(nil, &e)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func TestEnvelopeLayout(t *testing.T) {
 }
 
 // TestPublishEncodingMatchesCodec checks that the hand-rolled encoding of the hot
-// path (prefix plus in-place seq) equals AppendEnvelope.
+// path (prefix plus in-place seq) equals appendEnvelope.
 func TestPublishEncodingMatchesCodec(t *testing.T) {
 	hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: 200})
 	b := newBus(t, hub, Config{NodeID: "enc", ProbeInterval: -1})
@@ -69,21 +69,21 @@ func TestPublishEncodingMatchesCodec(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := recvFrames(t, frames, 1)[0]
-	e, err := DecodeEnvelope(f.Data)
+	e, err := decodeEnvelope(f.Data, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.Kind != KindData || e.Origin != "enc" || e.Seq != 1 || e.Partition != b.PartitionOf(key) || f.Partition != e.Partition || string(e.Payload) != "payload" {
+	if e.Kind != kindData || e.Origin != "enc" || e.Seq != 1 || e.Partition != b.PartitionOf(key) || f.Partition != e.Partition || string(e.Payload) != "payload" {
 		t.Fatalf("envelope %+v", e)
 	}
-	again, err := AppendEnvelope(nil, &e)
+	again, err := appendEnvelope(nil, &e)
 	if err != nil || !bytes.Equal(again, f.Data) {
 		t.Fatalf("re-encoding differs: %v", err)
 	}
 }
 
 func TestDecodeEnvelopeErrors(t *testing.T) {
-	good, err := AppendEnvelope(nil, &Envelope{Kind: KindData, Origin: "n", Seq: 1, Payload: []byte("p")})
+	good, err := appendEnvelope(nil, &envelope{Kind: kindData, Origin: "n", Seq: 1, Payload: []byte("p")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,25 +100,25 @@ func TestDecodeEnvelopeErrors(t *testing.T) {
 		"seq 0":                 mutate(func(b []byte) []byte { b[3+1+8+1+7] = 0; return b }),
 		"partition 2^16":        append(append([]byte{1, 1, 1, 'n', 0, 0, 0, 0, 0, 0, 0, 0}, 0x80, 0x80, 0x04), make([]byte, 16)...),
 		"non-minimal partition": append(append([]byte{1, 1, 1, 'n', 0, 0, 0, 0, 0, 0, 0, 0}, 0x80, 0x00), append([]byte{0, 0, 0, 0, 0, 0, 0, 1}, make([]byte, 8)...)...),
-		"direct with seq":       mutate(func(b []byte) []byte { b[1] = byte(KindDirect); return b }),
-		"probe with payload":    mutate(func(b []byte) []byte { b[1] = byte(KindProbe); return b }),
-		"probe with 9 bytes":    mutate(func(b []byte) []byte { b[1] = byte(KindProbe); return append(b, 1, 2, 3, 4, 5, 6, 7, 8) }),
-		"probe with 7 bytes":    mutate(func(b []byte) []byte { b[1] = byte(KindProbe); return append(b, 1, 2, 3, 4, 5, 6) }),
+		"direct with seq":       mutate(func(b []byte) []byte { b[1] = byte(kindDirect); return b }),
+		"probe with payload":    mutate(func(b []byte) []byte { b[1] = byte(kindProbe); return b }),
+		"probe with 9 bytes":    mutate(func(b []byte) []byte { b[1] = byte(kindProbe); return append(b, 1, 2, 3, 4, 5, 6, 7, 8) }),
+		"probe with 7 bytes":    mutate(func(b []byte) []byte { b[1] = byte(kindProbe); return append(b, 1, 2, 3, 4, 5, 6) }),
 		"json":                  []byte(`{"type":"broadcast","data":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}`),
 	} {
-		if _, err := DecodeEnvelope(data); !errors.Is(err, ErrBadEnvelope) {
-			t.Errorf("%s: err = %v, want ErrBadEnvelope", name, err)
+		if _, err := decodeEnvelope(data, nil); !errors.Is(err, errBadEnvelope) {
+			t.Errorf("%s: err = %v, want errBadEnvelope", name, err)
 		}
 	}
-	for name, e := range map[string]Envelope{
-		"no origin":     {Kind: KindData, Seq: 1},
-		"long origin":   {Kind: KindData, Origin: strings.Repeat("x", 256), Seq: 1},
-		"bad partition": {Kind: KindData, Origin: "n", Seq: 1, Partition: MaxPartition + 1},
-		"neg partition": {Kind: KindData, Origin: "n", Seq: 1, Partition: -1},
+	for name, e := range map[string]envelope{
+		"no origin":     {Kind: kindData, Seq: 1},
+		"long origin":   {Kind: kindData, Origin: strings.Repeat("x", 256), Seq: 1},
+		"bad partition": {Kind: kindData, Origin: "n", Seq: 1, Partition: MaxPartition + 1},
+		"neg partition": {Kind: kindData, Origin: "n", Seq: 1, Partition: -1},
 		"bad kind":      {Kind: 4, Origin: "n"},
 	} {
-		if _, err := AppendEnvelope(nil, &e); !errors.Is(err, ErrBadEnvelope) {
-			t.Errorf("%s: err = %v, want ErrBadEnvelope", name, err)
+		if _, err := appendEnvelope(nil, &e); !errors.Is(err, errBadEnvelope) {
+			t.Errorf("%s: err = %v, want errBadEnvelope", name, err)
 		}
 	}
 }
@@ -126,41 +126,41 @@ func TestDecodeEnvelopeErrors(t *testing.T) {
 // TestProbeLastLayout pins the probe announcement: 8 bytes, big-endian, the whole
 // payload; a probe without payload announces nothing.
 func TestProbeLastLayout(t *testing.T) {
-	e := Envelope{Kind: KindProbe, Origin: "ab", Instance: 1, Partition: 1, Seq: 2, Time: 3, Payload: ProbePayload(0x0102030405060708)}
-	b, err := AppendEnvelope(nil, &e)
+	e := envelope{Kind: kindProbe, Origin: "ab", Instance: 1, Partition: 1, Seq: 2, Time: 3, Payload: probePayload(0x0102030405060708)}
+	b, err := appendEnvelope(nil, &e)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := []byte{1, 2, 3, 4, 5, 6, 7, 8}; !bytes.Equal(b[len(b)-8:], want) {
 		t.Fatalf("announcement bytes %v, want %v", b[len(b)-8:], want)
 	}
-	got, err := DecodeEnvelope(b)
+	got, err := decodeEnvelope(b, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if last, ok := got.ProbeLast(); !ok || last != 0x0102030405060708 {
-		t.Fatalf("ProbeLast = %#x, %v", last, ok)
+	if last, ok := got.probeLast(); !ok || last != 0x0102030405060708 {
+		t.Fatalf("probeLast = %#x, %v", last, ok)
 	}
 	e.Payload = nil
-	if _, ok := e.ProbeLast(); ok {
+	if _, ok := e.probeLast(); ok {
 		t.Fatal("a probe without payload announces something")
 	}
-	d := Envelope{Kind: KindData, Origin: "ab", Seq: 1, Payload: ProbePayload(1)}
-	if _, ok := d.ProbeLast(); ok {
+	d := envelope{Kind: kindData, Origin: "ab", Seq: 1, Payload: probePayload(1)}
+	if _, ok := d.probeLast(); ok {
 		t.Fatal("a data envelope announces something")
 	}
 }
 
 func FuzzDecodeFrame(f *testing.F) {
-	for _, e := range []Envelope{
-		{Kind: KindData, Origin: "node-a", Instance: 42, Partition: 3, Seq: 17, Time: 1700000000000000000, Payload: []byte(`{"ev":"x"}`)},
-		{Kind: KindData, Origin: "n", Partition: 300, Seq: 1},
-		{Kind: KindProbe, Origin: "node-b", Instance: 1, Partition: 1, Seq: 99},
-		{Kind: KindProbe, Origin: "node-b", Instance: 1, Partition: 1, Seq: 100, Payload: ProbePayload(12345)},
-		{Kind: KindProbe, Origin: "node-b", Instance: 1, Partition: 0, Seq: 1, Payload: ProbePayload(^uint64(0))},
-		{Kind: KindDirect, Origin: "node-c", Payload: []byte("reply")},
+	for _, e := range []envelope{
+		{Kind: kindData, Origin: "node-a", Instance: 42, Partition: 3, Seq: 17, Time: 1700000000000000000, Payload: []byte(`{"ev":"x"}`)},
+		{Kind: kindData, Origin: "n", Partition: 300, Seq: 1},
+		{Kind: kindProbe, Origin: "node-b", Instance: 1, Partition: 1, Seq: 99},
+		{Kind: kindProbe, Origin: "node-b", Instance: 1, Partition: 1, Seq: 100, Payload: probePayload(12345)},
+		{Kind: kindProbe, Origin: "node-b", Instance: 1, Partition: 0, Seq: 1, Payload: probePayload(^uint64(0))},
+		{Kind: kindDirect, Origin: "node-c", Payload: []byte("reply")},
 	} {
-		b, err := AppendEnvelope(nil, &e)
+		b, err := appendEnvelope(nil, &e)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -171,15 +171,15 @@ func FuzzDecodeFrame(f *testing.F) {
 	f.Add([]byte{1, 1, 255})
 	f.Add([]byte("2[\"event\",\"data\"]"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		e, err := DecodeEnvelope(data)
+		e, err := decodeEnvelope(data, nil)
 		if err != nil {
-			if !errors.Is(err, ErrBadEnvelope) {
-				t.Fatalf("error %v does not wrap ErrBadEnvelope", err)
+			if !errors.Is(err, errBadEnvelope) {
+				t.Fatalf("error %v does not wrap errBadEnvelope", err)
 			}
 			return
 		}
 		// A valid envelope has exactly one encoding.
-		again, err := AppendEnvelope(nil, &e)
+		again, err := appendEnvelope(nil, &e)
 		if err != nil {
 			t.Fatalf("decoded envelope does not encode: %v", err)
 		}

@@ -144,7 +144,7 @@ type diskLog struct {
 // loadedRecord is a record of an earlier generation still to be published.
 type loadedRecord struct {
 	data []byte
-	env  Envelope
+	env  envelope
 }
 
 // openDisk opens (creating it if needed) the disk outbox in dir for nodeID (empty:
@@ -356,8 +356,8 @@ func (d *diskLog) loadOld(last uint64) ([]loadedRecord, error) {
 		idx := f.first
 		for _, data := range diskRecords(b) {
 			if idx >= done {
-				env, err := DecodeEnvelope(data)
-				if err != nil || env.Kind != KindData {
+				env, err := decodeEnvelope(data, nil)
+				if err != nil || env.Kind != kindData {
 					return nil, fmt.Errorf("segment %s record %d: not a data envelope: %v", f.name, idx, err)
 				}
 				out = append(out, loadedRecord{data: slices.Clone(data), env: env})

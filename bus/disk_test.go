@@ -84,7 +84,7 @@ func TestDiskOutboxSurvivesKill(t *testing.T) {
 
 	dir := filepath.Join(t.TempDir(), "outbox")
 	cfg := Config{Outbox: OutboxConfig{Dir: dir}, NodeID: "a", Backoff: fast, Logger: quietLogger()}
-	a1, err := New(hub.Transport(), cfg)
+	a1, err := New(hub.Transport(), &cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func TestDiskOutboxSurvivesKill(t *testing.T) {
 	if err := a1.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	hub.SetDown(true)
+	hub.setDown(true)
 	for i := 51; i <= 100; i++ {
 		if err := a1.Publish(ctx, "k", payload("a", i)); err != nil {
 			t.Fatal(err)
@@ -106,7 +106,7 @@ func TestDiskOutboxSurvivesKill(t *testing.T) {
 	}
 	killed := copyDir(t, dir) // the process dies here
 	closeBus(t, a1, 50*time.Millisecond)
-	hub.SetDown(false)
+	hub.setDown(false)
 
 	cfg.Outbox.Dir, cfg.NodeID = killed, "" // the id comes from the directory
 	a2 := newBus(t, hub, cfg)
@@ -145,8 +145,8 @@ func TestDiskOutboxKeepsAtClose(t *testing.T) {
 	b.Receive(rcv.handle)
 	dir := t.TempDir()
 	cfg := Config{Outbox: OutboxConfig{Dir: dir, Fsync: FsyncAlways}, NodeID: "a", Backoff: fast, Logger: quietLogger()}
-	hub.SetDown(true)
-	a1, err := New(hub.Transport(), cfg)
+	hub.setDown(true)
+	a1, err := New(hub.Transport(), &cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +159,7 @@ func TestDiskOutboxKeepsAtClose(t *testing.T) {
 	if s := a1.Stats(); s.DroppedClosed != 0 {
 		t.Fatalf("Close dropped %d with a disk outbox", s.DroppedClosed)
 	}
-	hub.SetDown(false)
+	hub.setDown(false)
 	a2 := newBus(t, hub, cfg)
 	a2.Receive(func(Message) {})
 	payloadsInOrder(t, rcv.wait(t, 20, 30*time.Second), "a", 1, 20)
@@ -178,10 +178,10 @@ func TestDiskOutboxKeepsAtClose(t *testing.T) {
 // A record cut in the middle by a crash ends the log; what precedes it is kept.
 func TestDiskOutboxTornRecord(t *testing.T) {
 	hub := NewMemoryHub()
-	hub.SetDown(true)
+	hub.setDown(true)
 	dir := t.TempDir()
 	cfg := Config{Outbox: OutboxConfig{Dir: dir}, NodeID: "a", Logger: quietLogger()}
-	a1, err := New(hub.Transport(), cfg)
+	a1, err := New(hub.Transport(), &cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +203,7 @@ func TestDiskOutboxTornRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	a2, err := New(hub.Transport(), cfg)
+	a2, err := New(hub.Transport(), &cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,12 +218,12 @@ func TestDiskOutboxRefusesSharing(t *testing.T) {
 	hub := NewMemoryHub()
 	dir := t.TempDir()
 	a := newBus(t, hub, Config{Outbox: OutboxConfig{Dir: dir}, NodeID: "a"})
-	_, err := New(hub.Transport(), Config{Outbox: OutboxConfig{Dir: dir}, NodeID: "a", Logger: quietLogger()})
+	_, err := New(hub.Transport(), &Config{Outbox: OutboxConfig{Dir: dir}, NodeID: "a", Logger: quietLogger()})
 	if !errors.Is(err, ErrDisk) || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("second process on one directory: err = %v", err)
 	}
 	closeBus(t, a, 5*time.Second)
-	_, err = New(hub.Transport(), Config{Outbox: OutboxConfig{Dir: dir}, NodeID: "other", Logger: quietLogger()})
+	_, err = New(hub.Transport(), &Config{Outbox: OutboxConfig{Dir: dir}, NodeID: "other", Logger: quietLogger()})
 	if !errors.Is(err, ErrDisk) || !strings.Contains(err.Error(), `belongs to node "a"`) {
 		t.Fatalf("another node id on the directory: err = %v", err)
 	}
@@ -236,13 +236,13 @@ func TestDiskOutboxRefusesSharing(t *testing.T) {
 // start like any other: counted and reported.
 func TestDiskOutboxMaxAgeAtLoad(t *testing.T) {
 	hub := NewMemoryHub()
-	hub.SetDown(true)
+	hub.setDown(true)
 	dir := t.TempDir()
 	var dropped atomic.Int64
 	// The first process has no max age, so that a slow machine cannot make it
 	// drop the messages itself before it stops; the second one has 50 ms.
 	cfg := Config{Outbox: OutboxConfig{Dir: dir, MaxAge: -1}, NodeID: "a", Logger: quietLogger()}
-	a1, err := New(hub.Transport(), cfg)
+	a1, err := New(hub.Transport(), &cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +253,7 @@ func TestDiskOutboxMaxAgeAtLoad(t *testing.T) {
 	}
 	closeBus(t, a1, 10*time.Millisecond)
 	time.Sleep(60 * time.Millisecond) // older than the max age, on disk
-	hub.SetDown(false)
+	hub.setDown(false)
 	cfg.Outbox.MaxAge = 50 * time.Millisecond
 	cfg.OnDrop = func(d Drop) { dropped.Add(int64(d.Count)) }
 	a2 := newBus(t, hub, cfg)

@@ -6,7 +6,7 @@
 // pub/sub, or NewMemoryHub for tests and single-process use) into a Bus:
 //
 //	hub := bus.NewMemoryHub()
-//	b, err := bus.New(hub.Transport(), bus.Config{NodeID: "node-1"})
+//	b, err := bus.New(hub.Transport(), &bus.Config{NodeID: "node-1"})
 //	...
 //	b.Receive(func(m bus.Message) { ... })   // messages of the other nodes
 //	err = b.Publish(ctx, "room-42", payload)  // never waits for the broker
@@ -53,6 +53,10 @@
 //     stream entry id).
 //   - Metrics with the durasock_ prefix (Config.Registerer) and Stats.
 //
+// As in every package of the module, New takes a pointer to its configuration
+// (nil: every default; a zero field takes its default, -1 disables where that
+// makes sense), and a nil Config.Logger means slog.Default().
+//
 // The wire format of a frame is described in codec.go and docs/PROTOCOL.md
-// ("Envelope"); DecodeEnvelope never panics on foreign bytes.
+// ("Envelope"); its decoder never panics on foreign bytes (FuzzDecodeFrame).
 package bus

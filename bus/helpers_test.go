@@ -65,7 +65,7 @@ func newBus(t testing.TB, hub *MemoryHub, cfg Config) *Reliable {
 	if cfg.Logger == nil {
 		cfg.Logger = quietLogger()
 	}
-	b, err := New(hub.Transport(), cfg)
+	b, err := New(hub.Transport(), &cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

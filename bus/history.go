@@ -60,7 +60,16 @@ func (r *Reliable) PublishSeq(ctx context.Context, key string, payload []byte) (
 type HistoryEntry struct {
 	// ID is the position in the partition (a Redis stream entry id).
 	ID string
-	Envelope
+	// Origin is the node that published the message, Instance that node's
+	// run (random per process start), Seq its sequence number in the
+	// partition within that run.
+	Origin   string
+	Instance uint64
+	Seq      uint64
+	// Time is when it was published, by the publisher's clock.
+	Time time.Time
+	// Payload is what was published.
+	Payload []byte
 }
 
 // ReadHistory calls fn in order for the data messages published with key's
@@ -75,11 +84,11 @@ func (r *Reliable) ReadHistory(ctx context.Context, key, after string, fn func(H
 	}
 	p := partitionOf(key, r.partitions)
 	return h.ReadHistory(ctx, p, after, func(f Frame) bool {
-		e, err := DecodeEnvelope(f.Data)
-		if err != nil || e.Kind != KindData {
+		e, err := decodeEnvelope(f.Data, nil)
+		if err != nil || e.Kind != kindData {
 			return true
 		}
-		return fn(HistoryEntry{ID: f.ID, Envelope: e})
+		return fn(HistoryEntry{ID: f.ID, Origin: e.Origin, Instance: e.Instance, Seq: e.Seq, Time: e.publishTime(), Payload: e.Payload})
 	})
 }
 

@@ -47,7 +47,7 @@ func TestTwoProcessesOneNodeID(t *testing.T) {
 		const n = 200
 		for i := 1; i <= n; i++ {
 			if i == n/2 {
-				hub.FailAfterWrite(6) // replays: each run publishes some frames twice
+				hub.failNextWrites(6) // replays: each run publishes some frames twice
 			}
 			if err := a1.Publish(t.Context(), "k", []byte(fmt.Sprintf("one/%d", i))); err != nil {
 				t.Fatal(err)
@@ -132,7 +132,7 @@ func TestEarlierRunIsNoConflict(t *testing.T) {
 	if err := old.Close(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	b, err := New(tr, Config{NodeID: "a", Logger: quietLogger()})
+	b, err := New(tr, &Config{NodeID: "a", Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,11 +8,11 @@ import (
 	"sync"
 )
 
-// ErrHubDown is returned by every call of a MemoryHub transport while the hub is
-// down (MemoryHub.SetDown).
-var ErrHubDown = errors.New("bus: memory hub is down")
+// errHubDown is returned by every call of a MemoryHub transport while the hub is
+// down (MemoryHub.setDown).
+var errHubDown = errors.New("bus: memory hub is down")
 
-// errInjected is returned by a publish that MemoryHub.FailAfterWrite made fail
+// errInjected is returned by a publish that MemoryHub.failNextWrites made fail
 // after its frames were stored.
 var errInjected = errors.New("bus: memory hub: injected failure after write")
 
@@ -47,8 +47,9 @@ type MemoryHubConfig struct {
 // reaches only the subscriptions active when it is sent, and a subscription that
 // has 4096 direct frames waiting loses newer ones.
 //
-// The fault controls (SetDown, Lose, FailAfterWrite, BreakSubscriptions) let tests
-// reproduce broker failures without a broker.
+// Its fault controls (setDown, lose, failNextWrites, breakSubscriptions) let
+// this package's tests reproduce broker failures without a broker; tests of
+// other packages wrap the Transport instead (see cluster's brokerSwitch).
 type MemoryHub struct {
 	mu             sync.Mutex
 	partitions     int
@@ -105,20 +106,20 @@ func (h *MemoryHub) Transport() Transport {
 	return t
 }
 
-// SetDown makes every call of every transport fail with ErrHubDown while down is
-// true, and ends every active Subscribe with ErrHubDown. The logs are kept (a
+// setDown makes every call of every transport fail with errHubDown while down is
+// true, and ends every active Subscribe with errHubDown. The logs are kept (a
 // network outage, or a broker restart with persistence).
-func (h *MemoryHub) SetDown(down bool) {
+func (h *MemoryHub) setDown(down bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.down = down
 	h.broadcastLocked()
 }
 
-// Lose forgets every frame of the reliable plane, like a Redis restart without
+// lose forgets every frame of the reliable plane, like a Redis restart without
 // persistence. Subscriptions continue with frames published afterwards; the buses
 // detect the lost sequences as gaps.
-func (h *MemoryHub) Lose() {
+func (h *MemoryHub) lose() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for p := range h.logs {
@@ -129,20 +130,20 @@ func (h *MemoryHub) Lose() {
 	h.broadcastLocked()
 }
 
-// FailAfterWrite makes the next n Publish calls store their frames and then return
+// failNextWrites makes the next n Publish calls store their frames and then return
 // an error, as when a connection breaks before the broker's reply arrives: the
 // publisher cannot know the outcome and publishes again.
-func (h *MemoryHub) FailAfterWrite(n int) {
+func (h *MemoryHub) failNextWrites(n int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.failAfterWrite = n
 }
 
-// BreakSubscriptions makes every active Subscribe call silently dead: it delivers
+// breakSubscriptions makes every active Subscribe call silently dead: it delivers
 // nothing more and does not return until its ctx is done, like a subscription on a
 // half-open TCP connection or on a Redis that switched roles. New Subscribe calls
 // work normally.
-func (h *MemoryHub) BreakSubscriptions() {
+func (h *MemoryHub) breakSubscriptions() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for s := range h.subs {
@@ -151,16 +152,16 @@ func (h *MemoryHub) BreakSubscriptions() {
 	h.broadcastLocked()
 }
 
-// DirectDropped reports how many direct frames were dropped because a
+// droppedDirect reports how many direct frames were dropped because a
 // subscription's queue was full.
-func (h *MemoryHub) DirectDropped() uint64 {
+func (h *MemoryHub) droppedDirect() uint64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.directDropped
 }
 
-// Len reports the number of frames the hub keeps in partition p.
-func (h *MemoryHub) Len(p int) int {
+// kept reports the number of frames the hub keeps in partition p.
+func (h *MemoryHub) kept(p int) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if p < 0 || p >= len(h.logs) {
@@ -200,7 +201,7 @@ func (t *memoryTransport) checkLocked() error {
 		return fmt.Errorf("bus: memory transport: %w", ErrClosed)
 	}
 	if t.hub.down {
-		return ErrHubDown
+		return errHubDown
 	}
 	return nil
 }

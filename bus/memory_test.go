@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 )
@@ -109,48 +110,48 @@ func TestMemoryHubFaults(t *testing.T) {
 	if err := waitSubs(hub, 1); err != nil {
 		t.Fatal(err)
 	}
-	hub.SetDown(true)
+	hub.setDown(true)
 	select {
 	case err := <-subErr:
-		if !errors.Is(err, ErrHubDown) {
-			t.Fatalf("Subscribe while down = %v, want ErrHubDown", err)
+		if !errors.Is(err, errHubDown) {
+			t.Fatalf("Subscribe while down = %v, want errHubDown", err)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Subscribe did not return when the hub went down")
 	}
-	if err := sub.Subscribe(ctx, "sub", func(Frame) {}); !errors.Is(err, ErrHubDown) {
-		t.Fatalf("Subscribe on a down hub = %v, want ErrHubDown", err)
+	if err := sub.Subscribe(ctx, "sub", func(Frame) {}); !errors.Is(err, errHubDown) {
+		t.Fatalf("Subscribe on a down hub = %v, want errHubDown", err)
 	}
-	if err := pub.Publish(ctx, []Frame{{Data: []byte("x")}}); !errors.Is(err, ErrHubDown) {
+	if err := pub.Publish(ctx, []Frame{{Data: []byte("x")}}); !errors.Is(err, errHubDown) {
 		t.Fatalf("Publish while down = %v", err)
 	}
-	if err := pub.Send(ctx, "", []byte("x")); !errors.Is(err, ErrHubDown) {
+	if err := pub.Send(ctx, "", []byte("x")); !errors.Is(err, errHubDown) {
 		t.Fatalf("Send while down = %v", err)
 	}
-	if err := pub.Ping(ctx); !errors.Is(err, ErrHubDown) {
+	if err := pub.Ping(ctx); !errors.Is(err, errHubDown) {
 		t.Fatalf("Ping while down = %v", err)
 	}
-	hub.SetDown(false)
+	hub.setDown(false)
 	if err := pub.Ping(ctx); err != nil {
 		t.Fatal(err)
 	}
 
-	// FailAfterWrite: the frame is stored although Publish fails.
-	hub.FailAfterWrite(1)
+	// failNextWrites: the frame is stored although Publish fails.
+	hub.failNextWrites(1)
 	if err := pub.Publish(ctx, []Frame{{Data: []byte("1")}}); err == nil {
-		t.Fatal("Publish after FailAfterWrite succeeded")
+		t.Fatal("Publish after failNextWrites succeeded")
 	}
-	// Lose: stored frames vanish; later ones arrive.
-	if hub.Len(0) != 1 {
-		t.Fatalf("Len = %d, want 1", hub.Len(0))
+	// lose: stored frames vanish; later ones arrive.
+	if hub.kept(0) != 1 {
+		t.Fatalf("Len = %d, want 1", hub.kept(0))
 	}
-	hub.Lose()
+	hub.lose()
 	if err := pub.Publish(ctx, []Frame{{Data: []byte("2")}}); err != nil {
 		t.Fatal(err)
 	}
 	ch, _ := collect(t, sub, "sub")
 	if f := recvFrames(t, ch, 1)[0]; string(f.Data) != "2" {
-		t.Fatalf("got %q after Lose, want 2", f.Data)
+		t.Fatalf("got %q after lose, want 2", f.Data)
 	}
 
 	// Direct frames: to one node, or to all.
@@ -173,8 +174,8 @@ func TestMemoryHubFaults(t *testing.T) {
 		t.Fatalf("broadcast direct frame = %+v", f)
 	}
 
-	// BreakSubscriptions: silent, no error, nothing delivered.
-	hub.BreakSubscriptions()
+	// breakSubscriptions: silent, no error, nothing delivered.
+	hub.breakSubscriptions()
 	if err := pub.Publish(ctx, []Frame{{Data: []byte("3")}}); err != nil {
 		t.Fatal(err)
 	}
@@ -203,11 +204,11 @@ func TestMemoryHubTrim(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if n := hub.Len(0); n < 8 || n > 10 {
+	if n := hub.kept(0); n < 8 || n > 10 {
 		t.Fatalf("Len = %d, want about 8", n)
 	}
 	ch, _ := collect(t, sub, "sub")
-	got := recvFrames(t, ch, hub.Len(0))
+	got := recvFrames(t, ch, hub.kept(0))
 	if string(got[len(got)-1].Data) != "99" {
 		t.Fatalf("last frame %q, want 99", got[len(got)-1].Data)
 	}
@@ -232,4 +233,45 @@ func waitSubs(hub *MemoryHub, n int) error {
 		case <-time.After(time.Millisecond):
 		}
 	}
+}
+
+// TestMemoryHubDirectQueueBound: a subscription that does not take its direct
+// frames keeps memoryDirectQueue of them; the hub counts the ones it loses.
+func TestMemoryHubDirectQueueBound(t *testing.T) {
+	hub := NewMemoryHub()
+	a, b := hub.Transport(), hub.Transport()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	first, release := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	var once sync.Once
+	go func() {
+		done <- a.Subscribe(ctx, "a", func(Frame) {
+			once.Do(func() { close(first) })
+			<-release // the subscriber stops taking frames
+		})
+	}()
+	// The first frame reaches the subscriber, which stops in deliver.
+	waitFor(t, "the subscription", 10*time.Second, func() bool {
+		if err := b.Send(ctx, "a", []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-first:
+			return true
+		default:
+			return false
+		}
+	})
+	for range memoryDirectQueue + 3 {
+		if err := b.Send(ctx, "a", []byte("y")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := hub.droppedDirect(); n < 3 {
+		t.Errorf("droppedDirect = %d, want at least 3", n)
+	}
+	close(release)
+	cancel()
+	<-done
 }

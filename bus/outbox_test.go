@@ -36,7 +36,7 @@ func (d *dropLog) total(reason DropReason) (count int, seqs []SeqRange) {
 // envelopeSize is the encoded size of a data envelope of node with payload.
 func envelopeSize(t *testing.T, node string, partition int, payload []byte) int64 {
 	t.Helper()
-	b, err := AppendEnvelope(nil, &Envelope{Kind: KindData, Origin: node, Partition: partition, Seq: 1, Payload: payload})
+	b, err := appendEnvelope(nil, &envelope{Kind: kindData, Origin: node, Partition: partition, Seq: 1, Payload: payload})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +45,7 @@ func envelopeSize(t *testing.T, node string, partition int, payload []byte) int6
 
 func TestOutboxRejectNewCount(t *testing.T) {
 	hub := NewMemoryHub()
-	hub.SetDown(true)
+	hub.setDown(true)
 	b := newBus(t, hub, Config{NodeID: "a", ProbeInterval: -1, Outbox: OutboxConfig{MaxMessages: 10}})
 	ctx := context.Background()
 	for i := 1; i <= 10; i++ {
@@ -74,13 +74,13 @@ func TestOutboxRejectNewCount(t *testing.T) {
 	r := newBus(t, hub, Config{NodeID: "r", ProbeInterval: -1})
 	sr := newSink()
 	r.Receive(sr.handle)
-	hub.SetDown(false)
+	hub.setDown(false)
 	checkStreams(t, sr.wait(t, 10, 10*time.Second), map[string]int{"a": 10})
 }
 
 func TestOutboxRejectNewBytes(t *testing.T) {
 	hub := NewMemoryHub()
-	hub.SetDown(true)
+	hub.setDown(true)
 	p := []byte("0123456789")
 	size := envelopeSize(t, "a", 0, p)
 	b := newBus(t, hub, Config{NodeID: "a", ProbeInterval: -1, Outbox: OutboxConfig{MaxBytes: 6*size - 5}})
@@ -103,7 +103,7 @@ func TestOutboxRejectNewBytes(t *testing.T) {
 	if err := b.Publish(ctx, "", make([]byte, 6*size)); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("Publish of a message above MaxBytes = %v, want ErrTooLarge", err)
 	}
-	hub.SetDown(false)
+	hub.setDown(false)
 }
 
 func TestOutboxDropOldest(t *testing.T) {
@@ -133,7 +133,7 @@ func TestOutboxDropOldest(t *testing.T) {
 			}
 			sr.wait(t, 1, 10*time.Second)
 			waitFor(t, "outbox to empty", 10*time.Second, func() bool { return a.Status().OutboxLen == 0 })
-			hub.SetDown(true)
+			hub.setDown(true)
 			for i := 2; i <= 40; i++ { // payloads 10..40 have the same size
 				if err := a.Publish(ctx, "k", payload("a", i)); err != nil {
 					t.Fatalf("Publish %d under drop-oldest: %v", i, err)
@@ -165,7 +165,7 @@ func TestOutboxDropOldest(t *testing.T) {
 			if n := logs.count("bus outbox full, dropping the oldest messages"); n != 1 {
 				t.Fatalf("%d drop log lines, want 1 per episode: %q", n, logs.all())
 			}
-			hub.SetDown(false)
+			hub.setDown(false)
 			kept := uint64(dropped) + 2 // the first seq the outbox kept
 			sr.wait(t, 1+40-1-dropped, 10*time.Second)
 			waitFor(t, "the last message", 10*time.Second, func() bool {
@@ -201,7 +201,7 @@ func TestOutboxDropOldest(t *testing.T) {
 func TestOutboxMaxAgeSynctest(t *testing.T) {
 	synctestRun(t, func(t *testing.T) {
 		hub := NewMemoryHub()
-		hub.SetDown(true)
+		hub.setDown(true)
 		drops := &dropLog{}
 		logs := newLogCounter()
 		a := newBusJitter(t, hub, Config{NodeID: "a", ProbeInterval: -1, OnDrop: drops.hook, Logger: slogNew(logs),
@@ -247,7 +247,7 @@ func TestOutboxMaxAgeSynctest(t *testing.T) {
 		r := newBus(t, hub, Config{NodeID: "r", ProbeInterval: -1})
 		sr := newSink()
 		r.Receive(sr.handle)
-		hub.SetDown(false)
+		hub.setDown(false)
 		if err := a.Publish(ctx, "k", payload("a", 16)); err != nil {
 			t.Fatal(err)
 		}
@@ -290,7 +290,7 @@ func TestReplayAfterOutage(t *testing.T) {
 		}
 	}
 	publish(1, before)
-	hub.SetDown(true)
+	hub.setDown(true)
 	for _, n := range nodes {
 		waitState(t, buses[n], Reconnecting, 10*time.Second)
 	}
@@ -303,7 +303,7 @@ func TestReplayAfterOutage(t *testing.T) {
 			t.Fatalf("%s Send while down = %v, want ErrNotConnected", n, err)
 		}
 	}
-	hub.SetDown(false)
+	hub.setDown(false)
 	publish(before+during+1, before+during+after)
 	total := before + during + after
 	for _, n := range nodes {
@@ -339,7 +339,7 @@ func TestDuplicatesDropped(t *testing.T) {
 	r := newBus(t, hub, Config{NodeID: "r", ProbeInterval: -1})
 	sr := newSink()
 	r.Receive(sr.handle)
-	hub.FailAfterWrite(5)
+	hub.failNextWrites(5)
 	const n = 300
 	for i := 1; i <= n; i++ {
 		if err := a.Publish(context.Background(), fmt.Sprint(i%3), payload("a", i)); err != nil {
@@ -384,9 +384,9 @@ func TestGapAfterBrokerLoss(t *testing.T) {
 	}
 	publish(1, 10)
 	sr.wait(t, 10, 10*time.Second)
-	hub.BreakSubscriptions() // r stops reading, silently
+	hub.breakSubscriptions() // r stops reading, silently
 	publish(11, 20)
-	hub.Lose() // 11..20 are gone before r read them
+	hub.lose() // 11..20 are gone before r read them
 	publish(21, 30)
 	r.recv.rebuildSubscription()
 	got := sr.wait(t, 20, 10*time.Second)
@@ -430,7 +430,7 @@ func TestLongOutageStaysBounded(t *testing.T) {
 				time.Sleep(time.Second)
 				synctestWait()
 				sr.wait(t, 1, time.Second) // baseline
-				hub.SetDown(true)
+				hub.setDown(true)
 				i, rejected := 10001, 0
 				for tick := 0; tick < 6000; tick++ { // 10 minutes, 50 messages a second
 					for range 5 {
@@ -466,7 +466,7 @@ func TestLongOutageStaysBounded(t *testing.T) {
 				if a.Status().State != Reconnecting {
 					t.Fatalf("state %v during the outage", a.Status().State)
 				}
-				hub.SetDown(false)
+				hub.setDown(false)
 				time.Sleep(15 * time.Second) // the backoff cap, and then some
 				synctestWait()
 				// What aged out while the sender waited for its next attempt is

@@ -202,7 +202,7 @@ func (r *Reliable) probeFrames(round uint64) (frames []Frame, last []uint64) {
 	for p := range frames {
 		data := make([]byte, 0, len(r.prefix)+3+16+probeLastLen)
 		data = append(data, r.prefix...)
-		data[1] = byte(KindProbe)
+		data[1] = byte(kindProbe)
 		data = binary.AppendUvarint(data, uint64(p))
 		data = binary.BigEndian.AppendUint64(data, round)
 		data = binary.BigEndian.AppendUint64(data, uint64(now))

@@ -288,7 +288,7 @@ func (r *Reliable) deliverFrame(f Frame) {
 	}
 	if e.Origin == r.nodeID {
 		if e.Instance == r.instance {
-			if e.Kind == KindProbe {
+			if e.Kind == kindProbe {
 				r.probes.ack(e.Seq, e.Partition)
 			}
 			return
@@ -306,18 +306,18 @@ func (r *Reliable) deliverFrame(f Frame) {
 		// node's. Its direct messages (requests, replies, heartbeats) are not: no
 		// reply could be addressed to it.
 		r.nodeIDConflict(&e)
-		if e.Kind == KindDirect {
+		if e.Kind == kindDirect {
 			return
 		}
 	}
 	switch e.Kind {
-	case KindProbe:
+	case kindProbe:
 		rv.probe(r, &e)
-	case KindDirect:
+	case kindDirect:
 		rv.touch(r, e.Origin, e.Instance, time.Now())
 		r.c.received.Add(1)
 		r.handle(Message{Origin: e.Origin, Payload: e.Payload, Instance: e.Instance})
-	case KindData:
+	case kindData:
 		if !rv.accept(r, &e) {
 			return
 		}
@@ -328,7 +328,7 @@ func (r *Reliable) deliverFrame(f Frame) {
 
 // nodeIDConflict counts and logs (at most once a minute) a frame of another
 // process that uses this node's id, and marks the conflict for Status.
-func (r *Reliable) nodeIDConflict(e *Envelope) {
+func (r *Reliable) nodeIDConflict(e *envelope) {
 	now := time.Now()
 	r.c.nodeIDConflicts.Add(1)
 	r.recv.conflictAt.Store(now.UnixNano())
@@ -388,7 +388,7 @@ const maxInterned = 4096
 
 // accept applies the high-water mark of e's stream: false for a duplicate; a gap is
 // counted, logged and reported, and the message is delivered.
-func (rv *receiver) accept(r *Reliable, e *Envelope) bool {
+func (rv *receiver) accept(r *Reliable, e *envelope) bool {
 	k := streamKey{origin: e.Origin, instance: e.Instance, partition: e.Partition}
 	now := time.Now()
 	var gone []goneReport
@@ -416,9 +416,9 @@ func (rv *receiver) accept(r *Reliable, e *Envelope) bool {
 // the rest: it is reported as a tail gap at once, and the mark is raised, so that
 // a frame that still arrives is a duplicate. The first announcement of a stream
 // sets its baseline, like a first data envelope.
-func (rv *receiver) probe(r *Reliable, e *Envelope) {
+func (rv *receiver) probe(r *Reliable, e *envelope) {
 	now := time.Now()
-	last, announces := e.ProbeLast()
+	last, announces := e.probeLast()
 	var gone []goneReport
 	var gap Gap
 	rv.mu.Lock()

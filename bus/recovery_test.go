@@ -72,7 +72,7 @@ func TestBrokerReturnEndsBackoff(t *testing.T) {
 			}
 		}
 
-		hub.SetDown(true)
+		hub.setDown(true)
 		const outage = 10 * time.Second
 		down := time.Now()
 		for i := 1; i <= 10; i++ {
@@ -102,7 +102,7 @@ func TestBrokerReturnEndsBackoff(t *testing.T) {
 			t.Fatalf("%d messages received during the outage", n)
 		}
 
-		hub.SetDown(false)
+		hub.setDown(false)
 		back := time.Now()
 		var resubscribed, published time.Time
 		for i := 0; i < 200 && (resubscribed.IsZero() || published.IsZero()); i++ {
@@ -166,7 +166,7 @@ func TestBackoffKeptWhileBrokerAnswers(t *testing.T) {
 		a := newBusJitter(t, hub, Config{NodeID: "a", Backoff: BackoffConfig{Base: 100 * time.Millisecond, Cap: time.Minute}}, maxJitter)
 		time.Sleep(1500 * time.Millisecond)
 		synctestWait()
-		hub.FailAfterWrite(6)
+		hub.failNextWrites(6)
 		start := time.Now()
 		if err := a.Publish(context.Background(), "k", []byte("m")); err != nil {
 			t.Fatal(err)
@@ -218,7 +218,7 @@ func (s *startMarking) counts() (calls, ok int) {
 func TestMarkStartAtNew(t *testing.T) {
 	synctestRun(t, func(t *testing.T) {
 		hub := NewMemoryHub()
-		hub.SetDown(true)
+		hub.setDown(true)
 		tr := &startMarking{Transport: hub.Transport()}
 		b, err := newReliable(tr, Config{NodeID: "a", Logger: quietLogger(),
 			Backoff: BackoffConfig{Base: 100 * time.Millisecond, Cap: time.Minute}}, maxJitter)
@@ -236,7 +236,7 @@ func TestMarkStartAtNew(t *testing.T) {
 		if calls, ok := tr.counts(); calls != 7 || ok != 0 {
 			t.Fatalf("while down: %d MarkStart calls, %d ok; want 7, 0", calls, ok)
 		}
-		hub.SetDown(false)
+		hub.setDown(false)
 		time.Sleep(readinessInterval + recoveryJitter)
 		synctestWait()
 		if calls, ok := tr.counts(); calls != 8 || ok != 1 {
@@ -249,7 +249,7 @@ func TestMarkStartAtNew(t *testing.T) {
 		}
 
 		// Receive while MarkStart is still failing: the attempts stop.
-		hub.SetDown(true)
+		hub.setDown(true)
 		tr2 := &startMarking{Transport: hub.Transport()}
 		b2, err := newReliable(tr2, Config{NodeID: "b", Logger: quietLogger(), ProbeInterval: -1,
 			Backoff: BackoffConfig{Base: 100 * time.Millisecond, Cap: time.Minute}}, maxJitter)
@@ -271,6 +271,6 @@ func TestMarkStartAtNew(t *testing.T) {
 		if now, _ := tr2.counts(); now != calls || calls != 5 {
 			t.Fatalf("MarkStart calls: %d before Receive (want 5), %d after", calls, now)
 		}
-		hub.SetDown(false)
+		hub.setDown(false)
 	})
 }

@@ -83,8 +83,9 @@ type Reliable struct {
 
 var _ Bus = (*Reliable)(nil)
 
-// New returns a reliable bus over t. On success the bus owns t (Close closes it);
-// on error t is left to the caller.
+// New returns a reliable bus over t configured by cfg (nil: every default).
+// On success the bus owns t (Close closes it); on error t is left to the
+// caller.
 //
 // New does not wait for the broker: a bus created while the broker is down
 // accepts Publish into its outbox and connects when the broker appears. The bus
@@ -94,7 +95,12 @@ var _ Bus = (*Reliable)(nil)
 //
 // The bus calls t's methods from several goroutines at once: Publish from the
 // sender and the prober, Ping, Send from callers, and one Subscribe at a time.
-func New(t Transport, cfg Config) (*Reliable, error) { return newReliable(t, cfg, nil) }
+func New(t Transport, cfg *Config) (*Reliable, error) {
+	if cfg == nil {
+		cfg = new(Config)
+	}
+	return newReliable(t, *cfg, nil)
+}
 
 // newReliable is New with a replaceable backoff jitter (tests make it
 // deterministic).
@@ -157,7 +163,7 @@ func newReliable(t Transport, cfg Config, jitter func(int64) int64) (*Reliable, 
 		r.c.diskLoaded.Add(uint64(len(loaded)))
 	}
 	r.replicas, _ = t.(ReplicaWaiter)
-	r.prefix = append(r.prefix, EnvelopeVersion, byte(KindData), byte(len(r.nodeID)))
+	r.prefix = append(r.prefix, envelopeVersion, byte(kindData), byte(len(r.nodeID)))
 	r.prefix = append(r.prefix, r.nodeID...)
 	r.prefix = binary.BigEndian.AppendUint64(r.prefix, r.instance)
 	r.notify.wake = make(chan struct{}, 1)
@@ -317,7 +323,7 @@ func (r *Reliable) Send(ctx context.Context, to string, payload []byte) error {
 	}
 	data := make([]byte, 0, len(r.prefix)+17+len(payload))
 	data = append(data, r.prefix...)
-	data[1] = byte(KindDirect)
+	data[1] = byte(kindDirect)
 	data = append(data, 0) // partition
 	data = binary.BigEndian.AppendUint64(data, 0)
 	data = binary.BigEndian.AppendUint64(data, uint64(time.Now().UnixNano()))

@@ -51,15 +51,15 @@ func (t *replTransport) Publish(ctx context.Context, frames []Frame) error {
 	defer t.mu.Unlock()
 	wait := false
 	for _, f := range frames {
-		e, err := DecodeEnvelope(f.Data)
+		e, err := decodeEnvelope(f.Data, nil)
 		if err != nil {
 			return err
 		}
 		switch e.Kind {
-		case KindData:
+		case kindData:
 			t.writes[e.Seq]++
 			t.order = append(t.order, e.Seq)
-		case KindProbe:
+		case kindProbe:
 			if !f.NoWait {
 				t.probesWait++
 			}
@@ -119,7 +119,7 @@ func TestUnderReplicationKeepsAndRewaits(t *testing.T) {
 		tr := newReplTransport(hub)
 		tr.set(func(t *replTransport) { t.short = true })
 		cfg := Config{NodeID: "a", Logger: quietLogger(), Outbox: OutboxConfig{MaxAge: time.Second}}
-		a, err := New(tr, cfg)
+		a, err := New(tr, &cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -191,7 +191,7 @@ func TestUnderReplicationBrokerErrorRepublishes(t *testing.T) {
 		hub := NewMemoryHub()
 		tr := newReplTransport(hub)
 		tr.set(func(t *replTransport) { t.short, t.failAwait = true, 1 })
-		a, err := New(tr, Config{NodeID: "a", Logger: quietLogger(), ProbeInterval: -1})
+		a, err := New(tr, &Config{NodeID: "a", Logger: quietLogger(), ProbeInterval: -1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -232,7 +232,7 @@ func TestPrimaryChangedRewritesFirst(t *testing.T) {
 		hub := NewMemoryHub()
 		tr := newReplTransport(hub)
 		tr.set(func(t *replTransport) { t.short = true })
-		a, err := New(tr, Config{NodeID: "a", Logger: quietLogger(), ProbeInterval: -1})
+		a, err := New(tr, &Config{NodeID: "a", Logger: quietLogger(), ProbeInterval: -1})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -68,7 +68,7 @@ func (l *statusLog) states() []State {
 func TestBackoffSequenceToFailed(t *testing.T) {
 	synctestRun(t, func(t *testing.T) {
 		hub := NewMemoryHub()
-		hub.SetDown(true)
+		hub.setDown(true)
 		logs := newLogCounter()
 		states := &statusLog{}
 		a := newBusJitter(t, hub, Config{NodeID: "a", ProbeInterval: -1, Logger: slogNew(logs), OnStateChange: states.hook,
@@ -94,7 +94,7 @@ func TestBackoffSequenceToFailed(t *testing.T) {
 			if i+1 >= 5 {
 				wantState = Failed
 			}
-			if st.State != wantState || st.Attempt != i+1 || st.NextRetry != w || st.LastError != ErrHubDown.Error() {
+			if st.State != wantState || st.Attempt != i+1 || st.NextRetry != w || st.LastError != errHubDown.Error() {
 				t.Fatalf("after attempt %d: %+v, want %v with next retry %v", i+1, st, wantState, w)
 			}
 			// Nothing happens before the wait is over.
@@ -113,7 +113,7 @@ func TestBackoffSequenceToFailed(t *testing.T) {
 		if st := a.Status(); st.OutboxLen != 2 {
 			t.Fatalf("outbox %d while Failed, want 2", st.OutboxLen)
 		}
-		hub.SetDown(false)
+		hub.setDown(false)
 		time.Sleep(time.Second)
 		synctestWait()
 		if st := a.Status(); st.State != Connected || st.OutboxLen != 0 || st.Attempt != 0 || st.LastError != "" {
@@ -152,7 +152,7 @@ func equalStates(a, b []State) bool {
 func TestStartWhileBrokerDown(t *testing.T) {
 	synctestRun(t, func(t *testing.T) {
 		hub := NewMemoryHub()
-		hub.SetDown(true)
+		hub.setDown(true)
 		r := newBus(t, hub, Config{NodeID: "r"})
 		sr := newSink()
 		r.Receive(sr.handle)
@@ -168,7 +168,7 @@ func TestStartWhileBrokerDown(t *testing.T) {
 		if st := a.Status(); st.State != Reconnecting || st.OutboxLen != 1 {
 			t.Fatalf("status while down: %+v", st)
 		}
-		hub.SetDown(false)
+		hub.setDown(false)
 		time.Sleep(15 * time.Second) // at most one backoff cap (10 s) plus probes
 		synctestWait()
 		for _, b := range []*Reliable{a, r} {
@@ -207,7 +207,7 @@ func TestProbeRebuildsDeadSubscription(t *testing.T) {
 		if nodes := r.Status().Nodes; len(nodes) != 0 {
 			t.Fatalf("nodes %v before a receives", nodes)
 		}
-		hub.BreakSubscriptions()
+		hub.breakSubscriptions()
 		start := time.Now()
 		for i := 1; i <= 50; i++ {
 			if err := a.Publish(context.Background(), "k", payload("a", i)); err != nil {
@@ -243,13 +243,13 @@ func TestSubscribeRecoversWithoutProbes(t *testing.T) {
 		hub := NewMemoryHub()
 		r := newBusJitter(t, hub, Config{NodeID: "r", ProbeInterval: -1}, maxJitter)
 		r.Receive(func(Message) {})
-		hub.SetDown(true)
+		hub.setDown(true)
 		time.Sleep(time.Millisecond)
 		synctestWait()
 		if st := r.Status(); st.State != Reconnecting || st.Attempt != 1 {
 			t.Fatalf("while down: %+v", st)
 		}
-		hub.SetDown(false)
+		hub.setDown(false)
 		time.Sleep(DefaultBackoffBase + subscribeSettle)
 		synctestWait()
 		if st := r.Status(); st.State != Connected {
@@ -267,7 +267,7 @@ func TestNodesAndPrune(t *testing.T) {
 		r.Receive(func(Message) {})
 		var others []*Reliable
 		for _, id := range []string{"b", "a"} {
-			b, err := New(hub.Transport(), Config{NodeID: id, Logger: quietLogger()})
+			b, err := New(hub.Transport(), &Config{NodeID: id, Logger: quietLogger()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -332,7 +332,7 @@ func TestReceiveTwiceAndNil(t *testing.T) {
 	if r.Partitions() != DefaultMemoryPartitions {
 		t.Fatalf("Partitions = %d", r.Partitions())
 	}
-	if KindData.String() != "data" || KindProbe.String() != "probe" || KindDirect.String() != "direct" || Kind(9).String() != "kind(9)" {
+	if kindData.String() != "data" || kindProbe.String() != "probe" || kindDirect.String() != "direct" || frameKind(9).String() != "kind(9)" {
 		t.Fatal("Kind.String")
 	}
 }

@@ -20,7 +20,7 @@ func TestSyncWaitsForTheBroker(t *testing.T) {
 		t.Fatalf("Sync of an empty outbox: %v", err)
 	}
 
-	hub.SetDown(true)
+	hub.setDown(true)
 	for i := range 10 {
 		if err := b.Publish(ctx, "k", payload("a", i)); err != nil {
 			t.Fatal(err)
@@ -32,7 +32,7 @@ func TestSyncWaitsForTheBroker(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Sync while the broker is down = %v, want the context's deadline", err)
 	}
-	if got := hub.Len(b.PartitionOf("k")); got != 0 {
+	if got := hub.kept(b.PartitionOf("k")); got != 0 {
 		t.Fatalf("broker holds %d frames while down", got)
 	}
 
@@ -43,7 +43,7 @@ func TestSyncWaitsForTheBroker(t *testing.T) {
 		t.Fatalf("Sync returned %v while the broker is down", err)
 	case <-time.After(100 * time.Millisecond):
 	}
-	hub.SetDown(false)
+	hub.setDown(false)
 	select {
 	case err := <-done:
 		if err != nil {
@@ -53,7 +53,7 @@ func TestSyncWaitsForTheBroker(t *testing.T) {
 		t.Fatal("Sync did not return after the broker came back")
 	}
 	// When Sync returns, the broker holds every frame accepted before it.
-	if got := hub.Len(b.PartitionOf("k")); got < 10 {
+	if got := hub.kept(b.PartitionOf("k")); got < 10 {
 		t.Fatalf("Sync returned with %d of 10 frames in the broker", got)
 	}
 	if n, _, _ := b.ob.snapshot(time.Now()); n != 0 {
@@ -65,7 +65,7 @@ func TestSyncWaitsForTheBroker(t *testing.T) {
 func TestSyncReportsDrops(t *testing.T) {
 	synctestRun(t, func(t *testing.T) {
 		hub := NewMemoryHub()
-		hub.SetDown(true)
+		hub.setDown(true)
 		b := newBus(t, hub, Config{NodeID: "a", Outbox: OutboxConfig{MaxAge: time.Minute}})
 		ctx := context.Background()
 		for i := range 3 {
@@ -83,14 +83,14 @@ func TestSyncReportsDrops(t *testing.T) {
 		if got := b.Stats().DroppedMaxAge; got != 3 {
 			t.Fatalf("DroppedMaxAge = %d, want 3", got)
 		}
-		hub.SetDown(false)
+		hub.setDown(false)
 	})
 }
 
 // A Sync whose context ended leaves no waiter behind.
 func TestSyncCancelForgetsTheWaiter(t *testing.T) {
 	hub := NewMemoryHub()
-	hub.SetDown(true)
+	hub.setDown(true)
 	b := newBus(t, hub, Config{NodeID: "a"})
 	if err := b.Publish(context.Background(), "k", []byte("x")); err != nil {
 		t.Fatal(err)
@@ -106,5 +106,5 @@ func TestSyncCancelForgetsTheWaiter(t *testing.T) {
 	if n != 0 {
 		t.Fatalf("%d waiters left", n)
 	}
-	hub.SetDown(false)
+	hub.setDown(false)
 }

@@ -27,7 +27,7 @@ func TestRedisRestartLosesTailReported(t *testing.T) {
 			t.Fatal(err)
 		}
 		cfg.NodeID, cfg.Logger = id, quiet
-		b, err := bus.New(tr, cfg)
+		b, err := bus.New(tr, &cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -65,7 +65,7 @@ func TestProbeReportsLostTail(t *testing.T) {
 		if st := a.Status(); st.OutboxLen != 0 {
 			t.Fatalf("a's outbox holds %d", st.OutboxLen)
 		}
-		hub.Lose() // a restart without persistence: 2..10 are gone
+		hub.lose() // a restart without persistence: 2..10 are gone
 		close(block)
 		time.Sleep(5 * time.Second) // a publishes nothing more; its probes go on
 		synctestWait()
@@ -102,7 +102,7 @@ func TestProbeAnnouncesOnlyCommitted(t *testing.T) {
 	synctestRun(t, func(t *testing.T) {
 		hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: 1})
 		slow := &slowPublish{Transport: hub.Transport(), release: make(chan struct{})}
-		a, err := New(slow, Config{NodeID: "a", Logger: quietLogger()})
+		a, err := New(slow, &Config{NodeID: "a", Logger: quietLogger()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -161,7 +161,7 @@ func TestNoForgettingDuringLongOutage(t *testing.T) {
 		for _, s := range sinks {
 			s.wait(t, 1, time.Minute)
 		}
-		hub.SetDown(true)
+		hub.setDown(true)
 		for i := 2; i <= 101; i++ {
 			if err := a.Publish(t.Context(), "k", payload("a", i)); err != nil {
 				t.Fatal(err)
@@ -169,7 +169,7 @@ func TestNoForgettingDuringLongOutage(t *testing.T) {
 		}
 		time.Sleep(11 * time.Minute)
 		synctestWait()
-		hub.SetDown(false)
+		hub.setDown(false)
 		time.Sleep(5 * time.Second)
 		synctestWait()
 		if err := a.Publish(t.Context(), "k", payload("a", 102)); err != nil {
@@ -205,7 +205,7 @@ func TestVanishedNodeReported(t *testing.T) {
 		r.Receive(sr.handle)
 		start := func() (*Reliable, *cutTransport) {
 			ct := &cutTransport{Transport: hub.Transport(), cut: make(chan struct{})}
-			b, err := New(ct, Config{NodeID: "a", Logger: quietLogger()})
+			b, err := New(ct, &Config{NodeID: "a", Logger: quietLogger()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -306,7 +306,7 @@ type slowPublish struct {
 
 func (s *slowPublish) Publish(ctx context.Context, frames []Frame) error {
 	if s.hold.Load() && len(frames) > 0 {
-		if e, err := DecodeEnvelope(frames[0].Data); err == nil && e.Kind == KindData {
+		if e, err := decodeEnvelope(frames[0].Data, nil); err == nil && e.Kind == kindData {
 			select {
 			case <-s.release:
 			case <-ctx.Done():
@@ -330,7 +330,7 @@ type losingTransport struct {
 
 func (l *losingTransport) Publish(ctx context.Context, frames []Frame) error {
 	if len(frames) > 0 {
-		if e, err := DecodeEnvelope(frames[0].Data); err == nil && e.Kind == KindProbe && l.loseProbe.CompareAndSwap(true, false) {
+		if e, err := decodeEnvelope(frames[0].Data, nil); err == nil && e.Kind == kindProbe && l.loseProbe.CompareAndSwap(true, false) {
 			l.mu.Lock()
 			close(l.breakSub)
 			l.breakSub = make(chan struct{})
@@ -357,7 +357,7 @@ func (l *losingTransport) Subscribe(ctx context.Context, nodeID string, deliver 
 	}()
 	err := l.Transport.Subscribe(sctx, nodeID, deliver)
 	if ctx.Err() == nil && sctx.Err() != nil {
-		return ErrHubDown // the connection broke with the restart
+		return errHubDown // the connection broke with the restart
 	}
 	return err
 }
@@ -370,7 +370,7 @@ func TestLostProbeRoundDoesNotStall(t *testing.T) {
 	synctestRun(t, func(t *testing.T) {
 		hub := NewMemoryHub()
 		lt := &losingTransport{Transport: hub.Transport(), lost: make(chan struct{}), breakSub: make(chan struct{})}
-		a, err := New(lt, Config{NodeID: "a", Logger: quietLogger()})
+		a, err := New(lt, &Config{NodeID: "a", Logger: quietLogger()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -425,7 +425,7 @@ func TestPublishOnlyNodeAnnounces(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 		synctestWait()
-		hub.Lose()
+		hub.lose()
 		close(block)
 		time.Sleep(30 * time.Second)
 		synctestWait()
@@ -464,7 +464,7 @@ func (c *cutTransport) check() (<-chan struct{}, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.down {
-		return nil, ErrHubDown
+		return nil, errHubDown
 	}
 	return c.cut, nil
 }
@@ -499,7 +499,7 @@ func (c *cutTransport) Subscribe(ctx context.Context, nodeID string, deliver fun
 	}()
 	err = c.Transport.Subscribe(sctx, nodeID, deliver)
 	if ctx.Err() == nil && sctx.Err() != nil {
-		return ErrHubDown
+		return errHubDown
 	}
 	return err
 }
@@ -512,7 +512,7 @@ func TestPublisherCutOffAloneReported(t *testing.T) {
 	synctestRun(t, func(t *testing.T) {
 		hub := NewMemoryHub()
 		ct := &cutTransport{Transport: hub.Transport(), cut: make(chan struct{})}
-		a, err := New(ct, Config{NodeID: "a", Logger: quietLogger()})
+		a, err := New(ct, &Config{NodeID: "a", Logger: quietLogger()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -578,11 +578,11 @@ func (w *writtenThenHeld) Publish(ctx context.Context, frames []Frame) error {
 	if err != nil || !w.hold.Load() || len(frames) == 0 {
 		return err
 	}
-	if e, derr := DecodeEnvelope(frames[0].Data); derr != nil || e.Kind != KindData {
+	if e, derr := decodeEnvelope(frames[0].Data, nil); derr != nil || e.Kind != kindData {
 		return err
 	}
 	w.once.Do(func() {
-		last, derr := DecodeEnvelope(frames[len(frames)-1].Data)
+		last, derr := decodeEnvelope(frames[len(frames)-1].Data, nil)
 		if derr == nil {
 			w.heldLast = last.Payload
 		}
@@ -608,7 +608,7 @@ func TestLateReceiverAfterWrittenBatch(t *testing.T) {
 	synctestRun(t, func(t *testing.T) {
 		hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: 1})
 		w := &writtenThenHeld{Transport: hub.Transport(), written: make(chan struct{}), release: make(chan struct{})}
-		a, err := New(w, Config{NodeID: "a", Logger: quietLogger()})
+		a, err := New(w, &Config{NodeID: "a", Logger: quietLogger()})
 		if err != nil {
 			t.Fatal(err)
 		}

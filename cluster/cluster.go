@@ -233,9 +233,6 @@ func (c *Cluster) Adapter(nsp adapter.Namespace) (adapter.Adapter, error) {
 	return a, nil
 }
 
-// Factory returns c.Adapter as an adapter.Factory.
-func (c *Cluster) Factory() adapter.Factory { return c.Adapter }
-
 // Nodes returns the ids of the other nodes known to be alive, sorted.
 func (c *Cluster) Nodes() []string {
 	c.mu.RLock()

@@ -171,13 +171,13 @@ func TestOrderOfThousandBroadcasts(t *testing.T) {
 // broadcasts and socket operations are accepted, reach local sockets at once and
 // the other nodes when the broker is back.
 func TestBrokerDown(t *testing.T) {
-	hub, cs := memoryNodes(t, 2, nil)
+	broker, cs := memoryNodes(t, 2, nil)
 	ns := bind(t, cs, "/")
 	here := connect(ns[0], "here", "r")
 	there := connect(ns[1], "there", "r")
 	ctx := testCtx(t)
 
-	hub.SetDown(true)
+	broker.setDown(true)
 	testwait.For(t, waitTimeout, "the bus to see the broker down", func() bool {
 		return cs[0].bus.Status().State != bus.Connected
 	})
@@ -207,7 +207,7 @@ func TestBrokerDown(t *testing.T) {
 		t.Fatalf("ServerSideEmit without replies while down: %v", err)
 	}
 
-	hub.SetDown(false)
+	broker.setDown(false)
 	ms := waitEvents(t, ctx, there, 1)
 	if ms[0].Event != "during" {
 		t.Errorf("remote socket got %q, want the event broadcast while down", ms[0].Event)
@@ -411,25 +411,25 @@ func TestEncodersForEmitters(t *testing.T) {
 	})
 	emitter.Receive(func(bus.Message) {})
 
-	if _, err := EncodeBroadcast("/", &parser.Packet{Type: parser.Ack, Data: []byte(`[]`)}, adapter.Options{}); !errors.Is(err, adapter.ErrInvalidPacket) {
-		t.Errorf("EncodeBroadcast of an ACK: %v", err)
+	if _, err := encodeBroadcast("/", &parser.Packet{Type: parser.Ack, Data: []byte(`[]`)}, adapter.Options{}); !errors.Is(err, adapter.ErrInvalidPacket) {
+		t.Errorf("encodeBroadcast of an ACK: %v", err)
 	}
 	publish := func(b []byte, err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := emitter.Publish(ctx, PartitionKey("/"), b); err != nil {
+		if err := emitter.Publish(ctx, partitionKey("/"), b); err != nil {
 			t.Fatal(err)
 		}
 	}
 	p := event(t, "from-emitter", 1)
-	publish(EncodeBroadcast("/", p, adapter.Options{Rooms: []string{"r"}}))
-	publish(EncodeAddSockets("/", adapter.Options{Rooms: []string{"other"}}, []string{"r"}), nil)
-	publish(EncodeServerSideEmit("/", "note", nil))
-	publish(EncodeBroadcast("/", event(t, "second"), adapter.Options{Rooms: []string{"r"}}))
-	publish(EncodeDelSockets("/", adapter.Options{}, []string{"r"}), nil)
-	publish(EncodeDisconnectSockets("/", adapter.Options{Rooms: []string{"target"}}, true), nil)
+	publish(encodeBroadcast("/", p, adapter.Options{Rooms: []string{"r"}}))
+	publish(encodeAddSockets("/", adapter.Options{Rooms: []string{"other"}}, []string{"r"}), nil)
+	publish(encodeServerSideEmit("/", "note", nil))
+	publish(encodeBroadcast("/", event(t, "second"), adapter.Options{Rooms: []string{"r"}}))
+	publish(encodeDelSockets("/", adapter.Options{}, []string{"r"}), nil)
+	publish(encodeDisconnectSockets("/", adapter.Options{Rooms: []string{"target"}}, true), nil)
 
 	ms := waitEvents(t, ctx, target, 2)
 	if ms[0].Event != "from-emitter" || ms[1].Event != "second" {

@@ -8,6 +8,10 @@
 //	c, err := cluster.New(b, nil)
 //	srv := socketio.NewServer(&socketio.Options{Adapter: c.Adapter})
 //
+// As in every package of the module, New takes a pointer to its options (nil:
+// every default; a zero field takes its default), and a nil Options.Logger
+// means slog.Default().
+//
 // One Cluster serves every namespace of a process. On shutdown, close the server,
 // then the Cluster, then the bus.
 //
@@ -58,8 +62,7 @@
 // Options.NodeTimeout, so that requests do not wait for it. Nodes lists the
 // others.
 //
-// A process that is no server (an emitter) publishes into a cluster with
-// EncodeBroadcast and its siblings and bus.Publish with PartitionKey.
+// A process that is no server publishes into a cluster with package emitter.
 //
 // Messages are encoded as described in docs/PROTOCOL.md ("Cluster messages").
 // A message that does not decode is dropped, counted (Stats.DecodeErrors and

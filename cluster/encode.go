@@ -2,28 +2,38 @@ package cluster
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 
 	"github.com/durasock/durasock/adapter"
+	"github.com/durasock/durasock/internal/clusterwire"
 	"github.com/durasock/durasock/parser"
 )
 
-// The encoders below let a process that is not a Socket.IO server (an emitter)
-// publish into a cluster: give the bytes to bus.Publish with PartitionKey(nsp)
-// as the key, and every node applies them as if one of its peers had issued
-// them, in order with the other messages of the publishing node.
+// The encoders below let a process that is not a Socket.IO server (package
+// emitter) publish into a cluster: it gives the bytes to bus.Publish with
+// partitionKey(nsp) as the key, and every node applies them as if one of its
+// peers had issued them, in order with the other messages of the publishing
+// node. They reach emitter through internal/clusterwire, not through this
+// package's API.
+func init() {
+	clusterwire.PartitionKey = partitionKey
+	clusterwire.Broadcast = encodeBroadcast
+	clusterwire.AddSockets = encodeAddSockets
+	clusterwire.DelSockets = encodeDelSockets
+	clusterwire.DisconnectSockets = encodeDisconnectSockets
+	clusterwire.ServerSideEmit = encodeServerSideEmit
+}
 
-// PartitionKey is the bus key of the reliable messages of namespace nsp. A
+// partitionKey is the bus key of the reliable messages of namespace nsp. A
 // node publishes every message of a namespace — broadcasts, socket operations,
 // server-side emits and requests — under this one key: that is what keeps them
 // in the order issued on every other node.
-func PartitionKey(nsp string) string { return nsp }
+func partitionKey(nsp string) string { return nsp }
 
-// EncodeBroadcast returns the cluster message that broadcasts p (an EVENT or
+// encodeBroadcast returns the cluster message that broadcasts p (an EVENT or
 // BINARY_EVENT without ack id) to the sockets of namespace nsp that opts
 // selects (opts.Local is meaningless here and ignored).
-func EncodeBroadcast(nsp string, p *parser.Packet, opts adapter.Options) ([]byte, error) {
+func encodeBroadcast(nsp string, p *parser.Packet, opts adapter.Options) ([]byte, error) {
 	if p == nil {
 		return nil, fmt.Errorf("%w: nil packet", adapter.ErrInvalidPacket)
 	}
@@ -41,21 +51,21 @@ func EncodeBroadcast(nsp string, p *parser.Packet, opts adapter.Options) ([]byte
 	return m.marshal(), nil
 }
 
-// EncodeAddSockets returns the cluster message that makes the sockets opts
+// encodeAddSockets returns the cluster message that makes the sockets opts
 // selects in namespace nsp join rooms.
-func EncodeAddSockets(nsp string, opts adapter.Options, rooms []string) []byte {
+func encodeAddSockets(nsp string, opts adapter.Options, rooms []string) []byte {
 	return (&message{kind: kindAddSockets, nsp: nsp, rooms: opts.Rooms, except: opts.Except, target: rooms}).marshal()
 }
 
-// EncodeDelSockets returns the cluster message that makes the sockets opts
+// encodeDelSockets returns the cluster message that makes the sockets opts
 // selects in namespace nsp leave rooms.
-func EncodeDelSockets(nsp string, opts adapter.Options, rooms []string) []byte {
+func encodeDelSockets(nsp string, opts adapter.Options, rooms []string) []byte {
 	return (&message{kind: kindDelSockets, nsp: nsp, rooms: opts.Rooms, except: opts.Except, target: rooms}).marshal()
 }
 
-// EncodeDisconnectSockets returns the cluster message that disconnects the
+// encodeDisconnectSockets returns the cluster message that disconnects the
 // sockets opts selects in namespace nsp.
-func EncodeDisconnectSockets(nsp string, opts adapter.Options, closeConn bool) []byte {
+func encodeDisconnectSockets(nsp string, opts adapter.Options, closeConn bool) []byte {
 	m := &message{kind: kindDisconnect, nsp: nsp, rooms: opts.Rooms, except: opts.Except}
 	if closeConn {
 		m.flags = flagCloseConn
@@ -63,11 +73,11 @@ func EncodeDisconnectSockets(nsp string, opts adapter.Options, closeConn bool) [
 	return m.marshal()
 }
 
-// EncodeServerSideEmit returns the cluster message that delivers a server-side
+// encodeServerSideEmit returns the cluster message that delivers a server-side
 // event (without replies) to namespace nsp on every node.
-func EncodeServerSideEmit(nsp, event string, args []json.RawMessage) ([]byte, error) {
-	if event == "" {
-		return nil, errors.New("cluster: server-side emit: empty event name")
+func encodeServerSideEmit(nsp, event string, args []json.RawMessage) ([]byte, error) {
+	if err := adapter.CheckEvent(event); err != nil {
+		return nil, fmt.Errorf("cluster: server-side emit: %w", err)
 	}
 	return (&message{kind: kindServerEmit, nsp: nsp, event: event, args: jsonArgs(args)}).marshal(), nil
 }

@@ -28,7 +28,7 @@ func Example() {
 	var adapters []adapter.Adapter
 	var namespaces []*adaptertest.Namespace
 	for _, id := range []string{"a", "b"} {
-		b, err := bus.New(hub.Transport(), bus.Config{NodeID: id, Logger: quiet})
+		b, err := bus.New(hub.Transport(), &bus.Config{NodeID: id, Logger: quiet})
 		if err != nil {
 			panic(err)
 		}

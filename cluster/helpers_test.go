@@ -2,9 +2,11 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,7 +26,13 @@ var quietLogger = slog.New(slog.DiscardHandler)
 // memoryBus returns the reliable bus of node id on hub.
 func memoryBus(t testing.TB, hub *bus.MemoryHub, id string) bus.Bus {
 	t.Helper()
-	b, err := bus.New(hub.Transport(), bus.Config{NodeID: id, Logger: quietLogger})
+	return reliableBus(t, hub.Transport(), id)
+}
+
+// reliableBus returns the reliable bus of node id over tr.
+func reliableBus(t testing.TB, tr bus.Transport, id string) bus.Bus {
+	t.Helper()
+	b, err := bus.New(tr, &bus.Config{NodeID: id, Logger: quietLogger})
 	if err != nil {
 		t.Fatalf("bus.New: %v", err)
 	}
@@ -80,10 +88,95 @@ func waitMesh(t testing.TB, cs []*Cluster) {
 	})
 }
 
-// memoryNodes starts n nodes on a fresh MemoryHub.
-func memoryNodes(t testing.TB, n int, opts *Options) (*bus.MemoryHub, []*Cluster) {
-	hub := bus.NewMemoryHub()
-	return hub, startNodes(t, n, opts, func(id string) bus.Bus { return memoryBus(t, hub, id) })
+// memoryNodes starts n nodes on a fresh MemoryHub, reached through a switch
+// that can take the broker away from all of them.
+func memoryNodes(t testing.TB, n int, opts *Options) (*brokerSwitch, []*Cluster) {
+	hub, sw := bus.NewMemoryHub(), new(brokerSwitch)
+	return sw, startNodes(t, n, opts, func(id string) bus.Bus { return reliableBus(t, sw.wrap(hub.Transport()), id) })
+}
+
+// errBrokerDown is what a switched transport answers while its switch is down.
+var errBrokerDown = errors.New("test: broker down")
+
+// brokerSwitch takes the broker away from the transports it wraps and gives it
+// back, as a network outage does: while it is down every call fails and the
+// running subscriptions end; what the broker kept stays.
+type brokerSwitch struct {
+	mu   sync.Mutex
+	down bool
+	subs map[*context.CancelFunc]struct{} // of the running subscriptions
+}
+
+// setDown takes the broker away (true) or gives it back.
+func (s *brokerSwitch) setDown(down bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.down = down
+	if down {
+		for cancel := range s.subs {
+			(*cancel)()
+		}
+	}
+}
+
+func (s *brokerSwitch) isDown() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.down
+}
+
+func (s *brokerSwitch) wrap(t bus.Transport) bus.Transport { return &switchedTransport{t, s} }
+
+// switchedTransport is a Transport behind a brokerSwitch.
+type switchedTransport struct {
+	bus.Transport
+	sw *brokerSwitch
+}
+
+func (t *switchedTransport) Publish(ctx context.Context, frames []bus.Frame) error {
+	if t.sw.isDown() {
+		return errBrokerDown
+	}
+	return t.Transport.Publish(ctx, frames)
+}
+
+func (t *switchedTransport) Send(ctx context.Context, to string, data []byte) error {
+	if t.sw.isDown() {
+		return errBrokerDown
+	}
+	return t.Transport.Send(ctx, to, data)
+}
+
+func (t *switchedTransport) Ping(ctx context.Context) error {
+	if t.sw.isDown() {
+		return errBrokerDown
+	}
+	return t.Transport.Ping(ctx)
+}
+
+func (t *switchedTransport) Subscribe(ctx context.Context, nodeID string, deliver func(bus.Frame)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	sw := t.sw
+	sw.mu.Lock()
+	if sw.down {
+		sw.mu.Unlock()
+		return errBrokerDown
+	}
+	if sw.subs == nil {
+		sw.subs = make(map[*context.CancelFunc]struct{})
+	}
+	sw.subs[&cancel] = struct{}{}
+	sw.mu.Unlock()
+	err := t.Transport.Subscribe(ctx, nodeID, deliver)
+	sw.mu.Lock()
+	delete(sw.subs, &cancel)
+	down := sw.down
+	sw.mu.Unlock()
+	if down && context.Cause(ctx) == context.Canceled {
+		return errBrokerDown
+	}
+	return err
 }
 
 // node is one Cluster with a namespace double bound to its adapter.

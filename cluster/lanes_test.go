@@ -203,7 +203,7 @@ func TestExpiredRequestsNotServed(t *testing.T) {
 		{kind: kindFetchRequest, nsp: "/", reqID: 3, deadline: past},
 	}
 	for _, m := range expired {
-		if err := requester.Publish(ctx, PartitionKey("/"), m.marshal()); err != nil {
+		if err := requester.Publish(ctx, partitionKey("/"), m.marshal()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -217,7 +217,7 @@ func TestExpiredRequestsNotServed(t *testing.T) {
 		{kind: kindAckRequest, nsp: "/", reqID: 5, ptype: parser.Event, data: []byte(`["legacy"]`),
 			deadline: uint64(waitTimeout.Milliseconds())},
 	}
-	if err := requester.Publish(ctx, PartitionKey("/"), live[0].marshal()); err != nil {
+	if err := requester.Publish(ctx, partitionKey("/"), live[0].marshal()); err != nil {
 		t.Fatal(err)
 	}
 	if err := requester.Send(ctx, "", live[1].marshal()); err != nil {

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/durasock/durasock/bus"
 	"github.com/durasock/durasock/internal/testwait"
 )
 
@@ -33,13 +32,12 @@ func (l *lockedBuffer) String() string {
 // TestNodeTimeoutNamesTheBroker: when the other nodes time out because this
 // node's own broker link is down, the warning says so instead of blaming them.
 func TestNodeTimeoutNamesTheBroker(t *testing.T) {
-	hub := bus.NewMemoryHub()
 	var logs lockedBuffer
 	opts := &Options{HeartbeatInterval: time.Second, Logger: slog.New(slog.NewTextHandler(&logs, nil))}
-	startNodes(t, 2, opts, func(id string) bus.Bus { return memoryBus(t, hub, id) })
-	hub.SetDown(true)
+	broker, _ := memoryNodes(t, 2, opts)
+	broker.setDown(true)
 	testwait.For(t, waitTimeout, "the node timeout warning", func() bool {
 		return strings.Contains(logs.String(), "node timed out while this node cannot reach the broker (Redis)")
 	})
-	hub.SetDown(false)
+	broker.setDown(false)
 }

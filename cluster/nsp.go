@@ -45,7 +45,7 @@ func (a *nspAdapter) isClosed() bool { return a.closed.Load() || a.c.isClosed() 
 
 // publish hands a reliable message to the bus.
 func (a *nspAdapter) publish(ctx context.Context, m *message) error {
-	if err := a.c.bus.Publish(ctx, PartitionKey(a.name), m.marshal()); err != nil {
+	if err := a.c.bus.Publish(ctx, partitionKey(a.name), m.marshal()); err != nil {
 		return fmt.Errorf("cluster: %s: %w", m.kind, err)
 	}
 	return nil

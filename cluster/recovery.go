@@ -127,7 +127,7 @@ func withOffset(p *parser.Packet, off string) *parser.Packet {
 }
 
 // key is the partition key of the namespace.
-func (a *nspAdapter) key() string { return PartitionKey(a.name) }
+func (a *nspAdapter) key() string { return partitionKey(a.name) }
 
 // currentOffset is the offset of a delivery made now. rec.mu is held.
 func (a *nspAdapter) currentOffset(pos string) string {

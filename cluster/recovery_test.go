@@ -298,11 +298,11 @@ func TestRecoveryOnAnotherNodeEmitterEvents(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			m, err := EncodeBroadcast("/", p, adapter.Options{Rooms: []string{"room"}})
+			m, err := encodeBroadcast("/", p, adapter.Options{Rooms: []string{"room"}})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := pub.Publish(ctx, PartitionKey("/"), m); err != nil {
+			if err := pub.Publish(ctx, partitionKey("/"), m); err != nil {
 				t.Fatal(err)
 			}
 		}

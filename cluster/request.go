@@ -293,7 +293,7 @@ func (c *Cluster) publishRequest(ctx context.Context, p *pending, m *message) er
 	if d, ok := ctx.Deadline(); ok {
 		m.deadline = uint64(max(d.UnixMilli(), 1))
 	}
-	if err := c.bus.Publish(ctx, PartitionKey(m.nsp), m.marshal()); err != nil {
+	if err := c.bus.Publish(ctx, partitionKey(m.nsp), m.marshal()); err != nil {
 		return fmt.Errorf("%w: %s: %w", adapter.ErrUnavailable, m.kind, err)
 	}
 	return nil

@@ -9,7 +9,8 @@ import (
 
 	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/bus"
-	"github.com/durasock/durasock/cluster"
+	_ "github.com/durasock/durasock/cluster" // sets the encoders of internal/clusterwire
+	"github.com/durasock/durasock/internal/clusterwire"
 	"github.com/durasock/durasock/parser"
 )
 
@@ -89,7 +90,7 @@ func (o Operator) publish(ctx context.Context, payload []byte) error {
 	if len(o.nsp) == 0 || o.nsp[0] != '/' {
 		return fmt.Errorf("%w: %q", ErrInvalidNamespace, o.nsp)
 	}
-	return o.e.bus.Publish(ctx, cluster.PartitionKey(o.nsp), payload)
+	return o.e.bus.Publish(ctx, clusterwire.PartitionKey(o.nsp), payload)
 }
 
 // Emit broadcasts an event to the selected sockets on every server. Arguments are
@@ -104,7 +105,7 @@ func (o Operator) Emit(ctx context.Context, event string, args ...any) error {
 	if err != nil {
 		return fmt.Errorf("emitter: %w", err)
 	}
-	payload, err := cluster.EncodeBroadcast(o.nsp, p, o.opts())
+	payload, err := clusterwire.Broadcast(o.nsp, p, o.opts())
 	if err != nil {
 		return fmt.Errorf("emitter: %w", err)
 	}
@@ -113,18 +114,18 @@ func (o Operator) Emit(ctx context.Context, event string, args ...any) error {
 
 // SocketsJoin makes the selected sockets join rooms, on every server.
 func (o Operator) SocketsJoin(ctx context.Context, rooms ...string) error {
-	return o.publish(ctx, cluster.EncodeAddSockets(o.nsp, o.opts(), rooms))
+	return o.publish(ctx, clusterwire.AddSockets(o.nsp, o.opts(), rooms))
 }
 
 // SocketsLeave makes the selected sockets leave rooms, on every server.
 func (o Operator) SocketsLeave(ctx context.Context, rooms ...string) error {
-	return o.publish(ctx, cluster.EncodeDelSockets(o.nsp, o.opts(), rooms))
+	return o.publish(ctx, clusterwire.DelSockets(o.nsp, o.opts(), rooms))
 }
 
 // DisconnectSockets disconnects the selected sockets; with closeConn their whole
 // connection (every namespace) is closed.
 func (o Operator) DisconnectSockets(ctx context.Context, closeConn bool) error {
-	return o.publish(ctx, cluster.EncodeDisconnectSockets(o.nsp, o.opts(), closeConn))
+	return o.publish(ctx, clusterwire.DisconnectSockets(o.nsp, o.opts(), closeConn))
 }
 
 // ServerSideEmit delivers an event to the namespace's server-side handlers
@@ -138,7 +139,7 @@ func (o Operator) ServerSideEmit(ctx context.Context, event string, args ...any)
 		}
 		raw[i] = b
 	}
-	payload, err := cluster.EncodeServerSideEmit(o.nsp, event, raw)
+	payload, err := clusterwire.ServerSideEmit(o.nsp, event, raw)
 	if err != nil {
 		return fmt.Errorf("emitter: %w", err)
 	}

@@ -39,14 +39,13 @@ func server(t *testing.T, url string, setup ...func(*socketio.Server)) node {
 		t.Fatal(err)
 	}
 	srv := socketio.NewServer(&socketio.Options{Adapter: c.Adapter})
-	// Joined in connect middleware, the socket is in its room before its
-	// client hears CONNECT: an emit right after Dial returns finds it there.
-	srv.Use(func(_ context.Context, s *socketio.Socket) error {
+	// Joined in the connection handler, which runs before the client hears
+	// CONNECT (as in Node): an emit right after Dial returns finds it there.
+	srv.OnConnection(func(s *socketio.Socket) {
 		var q struct{ Room string }
 		if err := json.Unmarshal(s.Handshake().Auth, &q); err == nil && q.Room != "" {
 			s.Join(q.Room)
 		}
-		return nil
 	})
 	for _, f := range setup {
 		f(srv)
@@ -236,6 +235,26 @@ func TestEmitterOutboxFull(t *testing.T) {
 	defer cancel()
 	if err := e.Sync(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Sync while Redis is down: err = %v, want the deadline", err)
+	}
+}
+
+// plainBus hides every method of its bus but those of bus.Bus: a bus that
+// cannot tell when Redis holds a message.
+type plainBus struct{ bus.Bus }
+
+// TestEmitterSyncNeedsASyncer: an emitter over a bus that cannot confirm
+// publication says so instead of pretending.
+func TestEmitterSyncNeedsASyncer(t *testing.T) {
+	b, err := bus.New(bus.NewMemoryHub().Transport(), &bus.Config{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close(context.Background()) })
+	if err := emitter.New(b).Sync(t.Context()); err != nil {
+		t.Errorf("Sync over a bus.Reliable: %v", err)
+	}
+	if err := emitter.New(plainBus{b}).Sync(t.Context()); !errors.Is(err, emitter.ErrNoSync) {
+		t.Errorf("Sync over a bus without Sync: %v, want ErrNoSync", err)
 	}
 }
 

@@ -86,9 +86,12 @@ func BenchmarkIdleWebSocketMemory(b *testing.B) {
 		b.Fatalf("Count = %d, want %d", got, n)
 	}
 	heap1, stack1 := serverMemoryParts()
-	b.ReportMetric(float64(heap1+stack1-heap0-stack0)/float64(n), "bytes/conn")
-	b.ReportMetric(float64(heap1-heap0)/float64(n), "heap-bytes/conn")
-	b.ReportMetric(float64(stack1-stack0)/float64(n), "stack-bytes/conn")
+	// Signed deltas: the stack of an earlier run's goroutines may be freed
+	// meanwhile.
+	dHeap, dStack := int64(heap1)-int64(heap0), int64(stack1)-int64(stack0)
+	b.ReportMetric(float64(dHeap+dStack)/float64(n), "bytes/conn")
+	b.ReportMetric(float64(dHeap)/float64(n), "heap-bytes/conn")
+	b.ReportMetric(float64(dStack)/float64(n), "stack-bytes/conn")
 	if os.Getenv("EIO_MEMORY_PROFILE") != "" {
 		f, err := os.Create(os.Getenv("EIO_MEMORY_PROFILE"))
 		if err != nil {

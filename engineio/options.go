@@ -159,7 +159,9 @@ type Options struct {
 	OnConnectionError func(e *RequestError)
 	// Logger receives debug logs of session life cycles and protocol errors,
 	// and a rate-limited warning when a client is cut (send queue full, slow
-	// client). Nil discards them (the server never logs on its own otherwise).
+	// client) or a request is refused. Default slog.Default(), as everywhere
+	// in the module: an operator sees every cut without asking for it; pass
+	// slog.New(slog.DiscardHandler) to silence it.
 	Logger *slog.Logger
 	// Registerer, when not nil, gets the server's metrics:
 	// durasock_engineio_clients_cut_total{reason} counts sessions closed because
@@ -222,7 +224,7 @@ func (o *Options) resolved() Options {
 		r.SlowClientTimeout = -1
 	}
 	if r.Logger == nil {
-		r.Logger = slog.New(slog.DiscardHandler)
+		r.Logger = slog.Default()
 	}
 	return r
 }

@@ -90,7 +90,7 @@ func (s *Server) newSessionID(id string, r *http.Request, ws *wsConn) *Session {
 		id:        id,
 		hs:        newHandshake(r),
 		tls:       r.TLS,
-		vals:      context.WithoutCancel(r.Context()),
+		vals:      requestValues(r.Context()),
 		ws:        ws,
 		inHandler: true, // until OnOpen has returned
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/durasock/durasock/internal/redistest"
+	"github.com/durasock/durasock/internal/testwait"
 )
 
 // TestRecoveryAcrossNodes is what a user of a load-balanced cluster sees when a
@@ -305,7 +306,7 @@ func runRecovery(t *testing.T, bin, node string, sc recoveryScenario) *recoveryR
 		t.Fatalf("bad READY line %q", ready)
 	}
 	pub := startPublisher(t, b.proc.url, recoveryToken, ids)
-	waitFor(t, 20*time.Second, "the publisher's first events", func() bool { return pub.last() >= eventsBeforeFault }, pub.err)
+	testwait.For(t, 20*time.Second, "the publisher's first events", pub.unfailed(t, func() bool { return pub.last() >= eventsBeforeFault }))
 
 	// The fault: node A goes away, the proxy stops sending clients to it.
 	switch sc.fault {
@@ -342,9 +343,9 @@ func runRecovery(t *testing.T, bin, node string, sc recoveryScenario) *recoveryR
 		run.problems = append(run.problems, fmt.Sprintf("not every client reconnected: %v", err))
 	}
 	back := pub.last()
-	waitFor(t, 20*time.Second, "the publisher's events after the reconnect", func() bool {
+	testwait.For(t, 20*time.Second, "the publisher's events after the reconnect", pub.unfailed(t, func() bool {
 		return pub.last() >= back+eventsAfterReconnect
-	}, pub.err)
+	}))
 	run.lastPublished = pub.stop()
 	if err := pub.err(); err != nil {
 		t.Fatalf("publisher: %v\n%s", err, run.logs())
@@ -447,22 +448,6 @@ func tail(s string, lines int) string {
 	return s
 }
 
-// waitFor polls cond every 10ms until it holds; it fails the test after d or
-// when errf reports an error.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool, errf func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if err := errf(); err != nil {
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: not within %v", what, d)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // publisher posts event "seq" with {"n":N} (emitBody) to POST /api/emit, N = 1,
 // 2, ... one after the other, about every publishInterval. Asked to stop, it
 // stops after the next broadcast (N%3 == 1).
@@ -535,6 +520,17 @@ func (p *publisher) last() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.n
+}
+
+// unfailed returns cond for testwait.For, failing t as soon as the publisher
+// failed instead of waiting out the deadline.
+func (p *publisher) unfailed(t *testing.T, cond func() bool) func() bool {
+	return func() bool {
+		if err := p.err(); err != nil {
+			t.Fatalf("publisher: %v", err)
+		}
+		return cond()
+	}
 }
 
 func (p *publisher) err() error {

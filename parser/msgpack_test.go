@@ -182,7 +182,7 @@ func TestMsgpackRejects(t *testing.T) {
 		})
 	}
 	dec := Msgpack.NewDecoder(0)
-	if _, err := dec.Add([]byte(`2["a"]`), false); !errors.Is(err, ErrInvalid) {
+	if _, err := dec.Add([]byte(`2["a"]`), false); !errors.Is(err, ErrUnexpectedFormat) || !errors.Is(err, ErrInvalid) {
 		t.Fatalf("text message: %v", err)
 	}
 }

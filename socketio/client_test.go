@@ -342,20 +342,6 @@ func (c *testClient) close() {
 	c.wg.Wait()
 }
 
-// waitFor waits until cond holds.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
-}
-
 // recv receives from ch within the wait timeout.
 func recv[T any](t *testing.T, ch <-chan T) T {
 	t.Helper()

@@ -249,7 +249,6 @@ func (c *conn) onMessage(m engineio.Message) {
 // onPacket handles a decoded packet, on the session's read goroutine.
 func (c *conn) onPacket(p *parser.Packet) {
 	c.srv.metrics.received(p)
-	done := c.t.Done()
 	size := len(p.Data)
 	for _, a := range p.Attachments {
 		size += len(a)
@@ -260,10 +259,10 @@ func (c *conn) onPacket(p *parser.Packet) {
 	switch p.Type {
 	case parser.Connect:
 		r := c.runner(c.namespaceName(p.Namespace), true)
-		r.push(done, true, size, func() { c.connect(p, r) })
+		r.push(c.t, true, size, func() { c.connect(p, r) })
 	case parser.Disconnect:
 		if r := c.runner(p.Namespace, false); r != nil {
-			r.push(done, true, size, func() {
+			r.push(c.t, true, size, func() {
 				if s := c.socket(p.Namespace); s != nil {
 					s.closeWith(ReasonClientNamespaceDisconnect, false)
 				}
@@ -271,7 +270,7 @@ func (c *conn) onPacket(p *parser.Packet) {
 		}
 	case parser.Event, parser.BinaryEvent:
 		if r := c.runner(p.Namespace, false); r != nil {
-			r.push(done, true, size, func() {
+			r.push(c.t, true, size, func() {
 				if s := c.socket(p.Namespace); s != nil {
 					s.dispatch(p)
 				}
@@ -312,7 +311,7 @@ func (c *conn) connect(p *parser.Packet, r *runner) {
 		return
 	}
 	n, err := c.srv.lookupNamespace(name, auth)
-	if errors.Is(err, ErrTooManyNamespaces) {
+	if errors.Is(err, errTooManyNamespaces) {
 		c.srv.log.Warn("socketio: namespace refused", "namespace", name, "err", err,
 			"limit", c.srv.opts.MaxChildNamespaces)
 		c.connectError(name, json.RawMessage(`{"message":"Too many namespaces"}`))
@@ -376,6 +375,8 @@ func (c *conn) connect(p *parser.Packet, r *runner) {
 		}
 		s.saveSession()
 	}
+	// The client hears CONNECT once the handlers returned (connecthold.go).
+	defer s.release()
 	s.joinPending()
 	for _, h := range n.connectionHandlers() {
 		if !s.Connected() {

@@ -68,7 +68,7 @@
 // session closes with ReasonSendQueueFull: size it for the largest burst of
 // this node's emits one client may receive at once. What a cluster adapter
 // delivers for other nodes, which after a Redis outage arrives as a backlog,
-// does not have to fit: it is written with Socket.WritePaced, which waits for
+// does not have to fit: it is written paced (adapter.PacedSocket), which waits for
 // room in the first half of the queue (the second half stays free for this
 // node's emits, which never wait), so the backlog reaches each client at the
 // pace the client reads it. A client that takes nothing for engineio
@@ -78,6 +78,15 @@
 // Connection state recovery replays the missed events the same way; a client
 // that missed more messages than the send queue holds is given a new session
 // rather than recovered into a queue that would overflow (see RecoveryOptions).
+//
+// # Options and logs
+//
+// As in every package of the module, a constructor takes a pointer to its
+// options (nil gives the defaults; a zero field takes its default, -1 disables
+// where that makes sense), and a nil Logger means slog.Default(): warnings
+// (a client cut, a refused request, a dropped event) reach the process's log
+// unless a Logger says otherwise; pass slog.New(slog.DiscardHandler) to
+// silence them. Debug lines follow the logger's level.
 //
 // # Dynamic namespaces
 //

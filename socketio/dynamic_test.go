@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/durasock/durasock/internal/testwait"
 )
 
 // childCount returns the namespaces the server holds that a parent created.
@@ -44,13 +46,13 @@ func TestCleanupEmptyChildNamespaces(t *testing.T) {
 	// One of two sockets leaves: the namespace stays.
 	a.send("1/doc-1,")
 	b.send("1/doc-2,")
-	waitFor(t, "/doc-2 removed", func() bool { return childCount(srv) == 1 })
+	testwait.For(t, waitTimeout, "/doc-2 removed", func() bool { return childCount(srv) == 1 })
 	if srv.Of("/doc-1") != first {
 		t.Fatal("/doc-1 replaced while a socket is in it")
 	}
 	// The last socket leaves by closing its connection.
 	b.close()
-	waitFor(t, "/doc-1 removed", func() bool { return childCount(srv) == 0 })
+	testwait.For(t, waitTimeout, "/doc-1 removed", func() bool { return childCount(srv) == 0 })
 	parent.mu.RLock()
 	children := len(parent.children)
 	parent.mu.RUnlock()
@@ -103,7 +105,7 @@ func TestMaxChildNamespaces(t *testing.T) {
 			}
 			c.send("1/b,")
 			if cleanup {
-				waitFor(t, "/b removed", func() bool { return childCount(srv) == 1 })
+				testwait.For(t, waitTimeout, "/b removed", func() bool { return childCount(srv) == 1 })
 				c.connect("/c", "")
 				return
 			}
@@ -156,5 +158,5 @@ func TestCleanupRacingConnect(t *testing.T) {
 			c.send("1/")
 		}
 	}
-	waitFor(t, "/race removed", func() bool { return childCount(srv) == 0 })
+	testwait.For(t, waitTimeout, "/race removed", func() bool { return childCount(srv) == 0 })
 }

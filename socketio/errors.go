@@ -32,12 +32,12 @@ var (
 	ErrAdapter = errors.New("socketio: namespace adapter unavailable")
 	// ErrServerClosed is returned by operations after Close or Shutdown.
 	ErrServerClosed = errors.New("socketio: server closed")
-	// ErrTooManyNamespaces is why a client asking for a new dynamic namespace
-	// is refused when Options.MaxChildNamespaces exist already.
-	ErrTooManyNamespaces = errors.New("socketio: too many namespaces")
-
 	// errRemoved: the namespace was removed as empty while a client joined it.
 	errRemoved = errors.New("socketio: namespace removed")
+	// errTooManyNamespaces is why a client asking for a new dynamic namespace
+	// is refused (with CONNECT_ERROR "Too many namespaces", and a warning)
+	// when Options.MaxChildNamespaces exist already.
+	errTooManyNamespaces = errors.New("socketio: too many namespaces")
 )
 
 // ConnectError refuses a connection from a middleware: the client receives a

@@ -14,6 +14,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/durasock/durasock/engineio"
+	"github.com/durasock/durasock/internal/testwait"
 	"github.com/durasock/durasock/parser"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -213,7 +214,7 @@ func TestEventQueueBoundedInBytes(t *testing.T) {
 			}
 		}
 	}()
-	waitFor(t, "the queue to fill", func() bool { _, b := queued(); return b+size > bound })
+	testwait.For(t, waitTimeout, "the queue to fill", func() bool { _, b := queued(); return b+size > bound })
 	// The client keeps sending; the queue does not grow.
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
@@ -224,7 +225,7 @@ func TestEventQueueBoundedInBytes(t *testing.T) {
 		}
 	}
 	release <- struct{}{} // one handler call returns: one event fits
-	waitFor(t, "the next event", func() bool { n, _ := queued(); return n == 5 })
+	testwait.For(t, waitTimeout, "the next event", func() bool { n, _ := queued(); return n == 5 })
 	releaseAll()
 	for i := range events {
 		if n := recv(t, handled); n != i {

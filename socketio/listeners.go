@@ -44,6 +44,74 @@ func newListener(h func(*Event)) listener {
 	return listener{id: listenerIDs.Add(1), h: h}
 }
 
+// listenerTable holds a socket's listeners by event: a slice searched in
+// order while there are few events (most sockets listen to a handful, and a
+// map costs a few hundred bytes per socket), a map beyond fewEvents. Its
+// lists are replaced, never changed in place, so that a caller may keep one
+// outside the socket's lock.
+type listenerTable struct {
+	few  []eventListeners
+	many map[string][]listener
+}
+
+type eventListeners struct {
+	event string
+	list  []listener
+}
+
+const fewEvents = 8
+
+func (t *listenerTable) get(event string) []listener {
+	if t.many != nil {
+		return t.many[event]
+	}
+	for i := range t.few {
+		if t.few[i].event == event {
+			return t.few[i].list
+		}
+	}
+	return nil
+}
+
+// set makes list the listeners of event; an empty list removes the event.
+func (t *listenerTable) set(event string, list []listener) {
+	if t.many != nil {
+		if len(list) == 0 {
+			delete(t.many, event)
+		} else {
+			t.many[event] = list
+		}
+		return
+	}
+	for i := range t.few {
+		if t.few[i].event != event {
+			continue
+		}
+		if len(list) == 0 {
+			t.few = slices.Delete(t.few, i, i+1)
+			if len(t.few) == 0 {
+				t.few = nil
+			}
+		} else {
+			t.few[i].list = list
+		}
+		return
+	}
+	if len(list) == 0 {
+		return
+	}
+	if len(t.few) < fewEvents {
+		t.few = append(t.few, eventListeners{event: event, list: list})
+		return
+	}
+	t.many = make(map[string][]listener, len(t.few)+1)
+	for _, e := range t.few {
+		t.many[e.event] = e.list
+	}
+	t.many[event] = list
+	t.few = nil
+}
+
 // without returns list without the listener id, as a new slice: readers hold
 // the old one outside the lock.
 func without(list []listener, id uint64) []listener {
@@ -70,10 +138,7 @@ func (s *Socket) On(event string, h func(*Event), opts ...ListenerOption) (off f
 
 func (s *Socket) addListener(event string, l listener) (off func()) {
 	s.mu.Lock()
-	if s.handlers == nil {
-		s.handlers = make(map[string][]listener)
-	}
-	s.handlers[event] = append(slices.Clip(s.handlers[event]), l)
+	s.handlers.set(event, append(slices.Clip(s.handlers.get(event)), l))
 	s.mu.Unlock()
 	return func() { s.removeListener(event, l.id) }
 }
@@ -81,11 +146,7 @@ func (s *Socket) addListener(event string, l listener) (off func()) {
 func (s *Socket) removeListener(event string, id uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if list := without(s.handlers[event], id); len(list) > 0 {
-		s.handlers[event] = list
-	} else {
-		delete(s.handlers, event)
-	}
+	s.handlers.set(event, without(s.handlers.get(event), id))
 }
 
 // Once registers a listener of event that runs for the next such event only.
@@ -107,7 +168,7 @@ func (s *Socket) Once(event string, h func(*Event), opts ...ListenerOption) (off
 // Off removes every listener of event.
 func (s *Socket) Off(event string) {
 	s.mu.Lock()
-	delete(s.handlers, event)
+	s.handlers.set(event, nil)
 	s.mu.Unlock()
 }
 
@@ -115,7 +176,7 @@ func (s *Socket) Off(event string) {
 func (s *Socket) ListenerCount(event string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.handlers[event])
+	return len(s.handlers.get(event))
 }
 
 // OnAny registers a listener called for every event the client sends, before

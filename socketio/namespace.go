@@ -20,7 +20,7 @@ import (
 type Middleware func(ctx context.Context, s *Socket) error
 
 // Namespace is a Socket.IO namespace on this server: its middleware, connection
-// handlers, local sockets and adapter. It implements adapter.Namespace.
+// handlers, local sockets and adapter.
 //
 // A namespace returned by OfFunc or OfRegexp is a parent: it has no sockets of
 // its own, its middleware and handlers apply to every namespace created from it,
@@ -48,13 +48,11 @@ type Namespace struct {
 	removed        bool               // an empty child taken out of the server
 }
 
-var _ adapter.Namespace = (*Namespace)(nil)
-
 func newNamespace(srv *Server, name string, match func(string, json.RawMessage) bool) *Namespace {
 	n := &Namespace{srv: srv, name: name, match: match, sockets: make(map[string]*Socket)}
 	n.roomRun.srv = srv
 	if match == nil {
-		a, err := srv.opts.Adapter(n)
+		a, err := srv.opts.Adapter(n.forAdapter())
 		switch {
 		case err != nil:
 			n.adapterErr = fmt.Errorf("%w: namespace %q: %w", ErrAdapter, name, err)
@@ -88,8 +86,16 @@ func (n *Namespace) Use(m Middleware) {
 	n.mu.Unlock()
 }
 
-// OnConnection registers a handler called for every socket that connects, after
-// the client was told it is connected. Register the socket's event handlers here.
+// OnConnection registers a handler called for every socket that connects.
+// Register the socket's event handlers here.
+//
+// As in the reference server, the handlers run before the client hears that
+// it is connected: the socket is already in its rooms and reachable, but the
+// CONNECT answer, and whatever the handlers or broadcasts send the socket
+// meanwhile, are held and written, in order, when the handlers return. So a
+// room joined here holds for every broadcast made after the client could have
+// heard CONNECT. A handler that waits for the client (EmitWithAck) ends the
+// hold at that point: the client is told it is connected, then asked.
 func (n *Namespace) OnConnection(h func(*Socket)) {
 	n.mu.Lock()
 	n.onConnection = append(slices.Clip(n.onConnection), h)
@@ -177,15 +183,6 @@ func (n *Namespace) targets() ([]*Namespace, error) {
 	return out, nil
 }
 
-// Socket returns the socket with this id connected to this server, or nil
-// (adapter.Namespace). LocalSocket returns it as a *Socket.
-func (n *Namespace) Socket(id string) adapter.Socket {
-	if s := n.LocalSocket(id); s != nil {
-		return s
-	}
-	return nil
-}
-
 // LocalSocket returns the socket with this id connected to this server, or nil.
 func (n *Namespace) LocalSocket(id string) *Socket {
 	n.mu.RLock()
@@ -207,12 +204,12 @@ func (n *Namespace) Sockets() []*Socket {
 	return out
 }
 
-// NextAckID returns a fresh ack id (adapter.Namespace).
-func (n *Namespace) NextAckID() uint64 { return n.ackID.Add(1) - 1 }
+// nextAckID returns a fresh ack id.
+func (n *Namespace) nextAckID() uint64 { return n.ackID.Add(1) - 1 }
 
-// HandleServerSideEmit runs the handler registered with OnServerSideEmit
-// (adapter.Namespace). It does not wait for the handler.
-func (n *Namespace) HandleServerSideEmit(event string, args []json.RawMessage, reply func(args []json.RawMessage)) {
+// handleServerSideEmit runs the handler registered with OnServerSideEmit for
+// an event another server sent. It does not wait for the handler.
+func (n *Namespace) handleServerSideEmit(event string, args []json.RawMessage, reply func(args []json.RawMessage)) {
 	h := n.serverHandler(event)
 	if h == nil {
 		n.srv.log.Debug("socketio: server-side event without handler", "namespace", n.name, "event", event)
@@ -242,9 +239,10 @@ func (n *Namespace) HandleServerSideEmit(event string, args []json.RawMessage, r
 	}()
 }
 
-// add connects s: it tells the client, then makes s visible to broadcasts. It
-// returns errRemoved when n was removed as empty meanwhile (the caller looks the
-// name up again), and ErrDisconnected when s was disconnected.
+// add connects s: it makes s visible to broadcasts and holds its CONNECT
+// answer until the connection handlers return (connecthold.go). It returns
+// errRemoved when n was removed as empty meanwhile (the caller looks the name
+// up again), and ErrDisconnected when s was disconnected.
 func (n *Namespace) add(s *Socket) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -266,11 +264,11 @@ func (n *Namespace) add(s *Socket) error {
 	// In its rooms (with those joined in middleware) before the client learns
 	// it is connected, so that whatever the client does next (and a
 	// DisconnectSockets or FetchSockets right after) finds it there. Until
-	// connected is set, broadcasts skip it: none reaches the client before
-	// the CONNECT answer, and s.mu keeps disconnections out meanwhile.
+	// connected is set, broadcasts skip it, and s.mu keeps disconnections out
+	// meanwhile; from then on, what reaches it is held behind the CONNECT
+	// answer.
 	n.adapter.Join(s.id, s.takePendingLocked()...)
-	s.conn.write(s.conn.connectAnswer(n.name, s.id, s.pid()), false, false)
-	s.connected.Store(true)
+	s.holdLocked(s.conn.connectAnswer(n.name, s.id, s.pid()), nil)
 	return nil
 }
 

@@ -25,7 +25,8 @@ const (
 // a nil *Options gives a server with the reference server's defaults.
 type Options struct {
 	// Options configures the Engine.IO layer: heartbeats, payload limit,
-	// transports, CORS, send queue. Its Logger is also the Socket.IO logger.
+	// transports, CORS, send queue. Its Logger (default slog.Default()) is
+	// also the Socket.IO logger.
 	engineio.Options
 
 	// ConnectTimeout closes a connection that has not joined any namespace by

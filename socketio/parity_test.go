@@ -18,6 +18,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/durasock/durasock/engineio"
+	"github.com/durasock/durasock/internal/testwait"
 )
 
 type userKey struct{}
@@ -297,7 +298,7 @@ func TestHandlersPerNamespace(t *testing.T) {
 	}
 	mu.Unlock()
 	close(release)
-	waitFor(t, "events after the blocked one", func() bool {
+	testwait.For(t, waitTimeout, "events after the blocked one", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(order) == 5
@@ -580,7 +581,7 @@ func TestServerSideEmitBinary(t *testing.T) {
 		}
 	})
 	reply := make(chan []json.RawMessage, 1)
-	nsp.HandleServerSideEmit("blob", args, func(a []json.RawMessage) { reply <- a })
+	nsp.forAdapter().HandleServerSideEmit("blob", args, func(a []json.RawMessage) { reply <- a })
 	e := recv(t, got)
 	var b []byte
 	var m struct {
@@ -632,7 +633,7 @@ func TestRecoverySkipsMiddleware(t *testing.T) {
 			}
 			off := lastString(t, "2"+`["e","`+c1.expectPrefix(`2["e","`))
 			c1.close()
-			waitFor(t, "away", func() bool { return !s1.Connected() })
+			testwait.For(t, waitTimeout, "away", func() bool { return !s1.Connected() })
 			c2 := dial(t, url, "websocket")
 			c2.send(`0{"pid":"` + first.PID + `","offset":"` + off + `"}`)
 			if run {

@@ -198,7 +198,7 @@ func (s *Socket) recordedWrite(e *parser.Encoded, volatile, noCompress bool) {
 		}
 	}
 	// Written under s.mu so that the history and the wire agree on the order.
-	s.conn.write(e, volatile, noCompress)
+	s.connWriteLocked(e, volatile, noCompress)
 	s.mu.Unlock()
 }
 
@@ -317,11 +317,7 @@ func (n *Namespace) takeOver(old, s *Socket, offset string) bool {
 		x.data, x.dataJSON = old.extra.data, old.extra.dataJSON
 	}
 	s.keepHistoryLocked(missed)
-	s.connected.Store(true)
-	s.conn.write(connectPacket(n.name, s.id, s.rs.pid), false, false)
-	for _, e := range missed {
-		s.conn.write(e, false, false)
-	}
+	s.holdLocked(connectPacket(n.name, s.id, s.rs.pid), missed)
 	n.mu.Lock()
 	delete(n.away, old.rs.pid)
 	n.sockets[s.id] = s

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/durasock/durasock/engineio"
+	"github.com/durasock/durasock/internal/testwait"
 	"github.com/durasock/durasock/parser"
 )
 
@@ -78,7 +79,7 @@ func TestRecovery(t *testing.T) {
 	must(s1.Emit("e", 2)) // sent, but the client will not have read it
 	c1.expectPrefix(`2["e",2,"`)
 	c1.close()
-	waitFor(t, "socket 1 away", func() bool { return !s1.Connected() })
+	testwait.For(t, waitTimeout, "socket 1 away", func() bool { return !s1.Connected() })
 
 	// While the client is away, what is sent to it is kept.
 	must(srv.To("room").Emit(ctx, "e", 3))
@@ -118,7 +119,7 @@ func TestRecovery(t *testing.T) {
 	}
 	recv(t, sockets)
 	c3.close()
-	waitFor(t, "socket 3 away", func() bool { return len(srv.Of("/").Sockets()) == 1 })
+	testwait.For(t, waitTimeout, "socket 3 away", func() bool { return len(srv.Of("/").Sockets()) == 1 })
 	c4 := dial(t, url, "websocket")
 	fresh := connectWith(t, c4, `{"pid":"`+other.PID+`","offset":"not-remembered"}`)
 	if fresh.SID == other.SID {
@@ -146,7 +147,7 @@ func TestRecoveryExpiry(t *testing.T) {
 	if r := recv(t, reasons); r != ReasonTransportClose {
 		t.Fatalf("reason = %q", r)
 	}
-	waitFor(t, "session expiry", func() bool { return len(srv.Of("/").Adapter().Rooms(first.SID)) == 0 })
+	testwait.For(t, waitTimeout, "session expiry", func() bool { return len(srv.Of("/").Adapter().Rooms(first.SID)) == 0 })
 	c2 := dial(t, url, "websocket")
 	second := connectWith(t, c2, `{"pid":"`+first.PID+`"}`)
 	if second.SID == first.SID {
@@ -177,7 +178,7 @@ func TestRecoveryBinaryCustomNamespace(t *testing.T) {
 		t.Fatalf("connect: %+v %v", first, err)
 	}
 	// The connection handler runs after the client is told it is connected.
-	waitFor(t, "join", func() bool { return slices.Contains(chat.Adapter().Rooms(first.SID), "r") })
+	testwait.For(t, waitTimeout, "join", func() bool { return slices.Contains(chat.Adapter().Rooms(first.SID), "r") })
 	ctx := context.Background()
 	if err := chat.To("r").Emit(ctx, "file", []byte{1, 2}); err != nil {
 		t.Fatal(err)
@@ -185,7 +186,7 @@ func TestRecoveryBinaryCustomNamespace(t *testing.T) {
 	off := lastString(t, c1.expectPrefix(`51-/chat,`))
 	c1.expectBinary([]byte{1, 2})
 	c1.close()
-	waitFor(t, "away", func() bool { return len(chat.Sockets()) == 0 })
+	testwait.For(t, waitTimeout, "away", func() bool { return len(chat.Sockets()) == 0 })
 	if err := chat.To("r").Emit(ctx, "file", []byte{3}, "name"); err != nil {
 		t.Fatal(err)
 	}
@@ -210,9 +211,9 @@ func TestRecoveryBeyondSendQueue(t *testing.T) {
 	srv.OnConnection(func(s *Socket) { s.Join("r") })
 	c1 := dial(t, url, "websocket")
 	first := connectWith(t, c1, "")
-	waitFor(t, "join", func() bool { return slices.Contains(srv.Of("/").Adapter().Rooms(first.SID), "r") })
+	testwait.For(t, waitTimeout, "join", func() bool { return slices.Contains(srv.Of("/").Adapter().Rooms(first.SID), "r") })
 	c1.close()
-	waitFor(t, "away", func() bool { return len(srv.Of("/").Sockets()) == 0 })
+	testwait.For(t, waitTimeout, "away", func() bool { return len(srv.Of("/").Sockets()) == 0 })
 	ctx := context.Background()
 	for i := range 10 {
 		if err := srv.To("r").Emit(ctx, "file", []byte{byte(i)}); err != nil { // two messages each
@@ -231,7 +232,7 @@ func TestRecoveryBeyondSendQueue(t *testing.T) {
 
 	// Within the queue's bound the session is recovered.
 	c2.close()
-	waitFor(t, "away again", func() bool { return len(srv.Of("/").Sockets()) == 0 })
+	testwait.For(t, waitTimeout, "away again", func() bool { return len(srv.Of("/").Sockets()) == 0 })
 	for i := range 3 {
 		if err := srv.To("r").Emit(ctx, "file", []byte{byte(i)}); err != nil {
 			t.Fatal(err)

@@ -13,8 +13,6 @@ type roomListeners struct {
 	join, leave []func(room, id string)
 }
 
-var _ adapter.RoomObserver = (*Namespace)(nil)
-
 // OnCreateRoom registers a listener called when a room of this namespace gets
 // its first socket on this server. A socket's own room (named by its id) is a
 // room too: it is created when the socket connects.
@@ -59,13 +57,13 @@ func (n *Namespace) OnLeaveRoom(h func(room, id string)) {
 	n.observed.Store(true)
 }
 
-// ObservesRooms reports whether room listeners exist (adapter.RoomObserver).
-func (n *Namespace) ObservesRooms() bool {
+// observesRooms reports whether room listeners exist.
+func (n *Namespace) observesRooms() bool {
 	return n.observed.Load() || (n.parent != nil && n.parent.observed.Load())
 }
 
-// RoomChanged queues the room listeners of a change (adapter.RoomObserver).
-func (n *Namespace) RoomChanged(c adapter.RoomChange) {
+// roomChanged queues the room listeners of a change.
+func (n *Namespace) roomChanged(c adapter.RoomChange) {
 	n.roomRun.push(nil, false, 0, func() {
 		for _, t := range []*Namespace{n.parent, n} {
 			if t == nil {

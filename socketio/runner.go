@@ -39,16 +39,21 @@ type task struct {
 	counted bool
 }
 
+// ender is what a bounded push waits on: the connection's transport. Its Done
+// channel is asked for only when the push has to wait, so that a session
+// whose client never fills the budget never makes one.
+type ender interface{ Done() <-chan struct{} }
+
 // push queues f, which holds size bytes of an incoming packet. A bounded push
-// waits while the budget is full, until done is closed; it reports whether f
-// was queued.
-func (r *runner) push(done <-chan struct{}, bounded bool, size int, f func()) bool {
+// waits while the budget is full, until end is done; it reports whether f was
+// queued.
+func (r *runner) push(end ender, bounded bool, size int, f func()) bool {
 	if bounded {
 		b := r.budget
 		if b == nil {
 			b = r.ownBudget()
 		}
-		if !b.take(r.srv, done, size) {
+		if !b.take(r.srv, end, size) {
 			return false
 		}
 	}
@@ -74,9 +79,16 @@ func (r *runner) ownBudget() *budget {
 }
 
 // take waits for room for a task of size bytes and counts it.
-func (b *budget) take(srv *Server, done <-chan struct{}, size int) bool {
+func (b *budget) take(srv *Server, end ender, size int) bool {
 	b.mu.Lock()
+	var done <-chan struct{}
 	for b.fullLocked(srv, size) {
+		if done == nil {
+			b.mu.Unlock()
+			done = end.Done()
+			b.mu.Lock()
+			continue // the budget may have room by now
+		}
 		if b.space == nil {
 			b.space = make(chan struct{})
 		}

@@ -52,7 +52,7 @@ func NewServer(opts *Options) *Server {
 	s.offsets = newOffsets()
 	s.log = o.Logger
 	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
+		s.log = slog.Default()
 	}
 	eo := o.Options
 	s.engine = engineio.NewServer((*engineHandler)(s), &eo)
@@ -130,7 +130,7 @@ func (s *Server) OfRegexp(re *regexp.Regexp) *Namespace {
 }
 
 // lookupNamespace returns the namespace a client asks for, creating a dynamic
-// one if a parent matches, or nil. It returns ErrTooManyNamespaces when a parent
+// one if a parent matches, or nil. It returns errTooManyNamespaces when a parent
 // matches but Options.MaxChildNamespaces namespaces exist already.
 func (s *Server) lookupNamespace(name string, auth json.RawMessage) (*Namespace, error) {
 	s.mu.RLock()
@@ -149,7 +149,7 @@ func (s *Server) lookupNamespace(name string, auth json.RawMessage) (*Namespace,
 		if n = s.nsps[name]; n == nil {
 			if limit := s.opts.MaxChildNamespaces; limit > 0 && s.dynamic >= limit {
 				s.mu.Unlock()
-				return nil, ErrTooManyNamespaces
+				return nil, errTooManyNamespaces
 			}
 			n = newNamespace(s, name, nil)
 			n.parent = p

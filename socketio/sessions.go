@@ -78,13 +78,9 @@ func (n *Namespace) restoreRemote(st adapter.SessionStore, s *Socket, pid, offse
 			x := s.extraLocked()
 			x.data, x.dataJSON = sess.Data, sess.Data
 		}
-		s.connected.Store(true)
-		s.conn.write(connectPacket(n.name, s.id, pid), false, false)
+		s.holdLocked(connectPacket(n.name, s.id, pid), missed)
 		n.adapter.Join(s.id, sess.Rooms...)
 		s.keepHistoryLocked(missed)
-		for _, e := range missed {
-			s.conn.write(e, false, false)
-		}
 		return nil
 	})
 	if err != nil {

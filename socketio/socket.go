@@ -35,16 +35,18 @@ type Socket struct {
 
 	connected atomic.Bool
 	outgoing  atomic.Bool // OnAnyOutgoing listeners exist
+	holding   atomic.Bool // hold is not nil (connecthold.go)
 	// Guarded by mu; next to connected so that the flags share one word.
 	closed    bool
 	recovered bool
 	away      bool // the connection broke; the session waits for its client
 
 	mu       sync.Mutex
-	handlers map[string][]listener
+	handlers listenerTable
 	acks     map[uint64]func([]json.RawMessage)
 	extra    *socketExtra // nil until used
 	run      *runner      // runs the handlers of the socket's namespace on its connection
+	hold     *connectHold // the CONNECT answer and what follows it, until the connection handlers return
 
 	rs *recoveryState // nil when connection state recovery is off
 }
@@ -65,8 +67,6 @@ func (s *Socket) pid() string {
 	}
 	return s.rs.pid
 }
-
-var _ adapter.PacedSocket = (*Socket)(nil)
 
 // socketExtra holds what many sockets never use, so that an idle socket does
 // not pay for it.
@@ -376,7 +376,7 @@ func (e SocketEmitter) Emit(event string, args ...any) error {
 		return nil
 	}
 	enc := parser.Encode(p)
-	s.conn.write(enc, e.volatile, e.noCompress)
+	s.connWrite(enc, e.volatile, e.noCompress)
 	s.notifyOutgoing(enc)
 	return nil
 }
@@ -391,19 +391,19 @@ func (e SocketEmitter) EmitWithAck(ctx context.Context, event string, args ...an
 	}
 	ctx, cancel := s.nsp.srv.ackContext(ctx, e.timeout)
 	defer cancel()
-	p.ID, p.HasID = s.nsp.NextAckID(), true
+	p.ID, p.HasID = s.nsp.nextAckID(), true
 	reply := make(chan []json.RawMessage, 1)
 	if !s.expectAck(p.ID, func(a []json.RawMessage) { reply <- a }) {
 		return Args{}, ErrDisconnected
 	}
 	enc := parser.Encode(p)
-	s.conn.write(enc, e.volatile, e.noCompress)
+	s.connWrite(enc, e.volatile, e.noCompress)
 	s.notifyOutgoing(enc)
 	select {
 	case a := <-reply:
 		return unpackArgs(a), nil
 	case <-ctx.Done():
-		s.ForgetAck(p.ID)
+		s.forgetAck(p.ID)
 		return Args{}, fmt.Errorf("%w: event %q to socket %s: %w", ErrAckTimeout, event, s.id, ctx.Err())
 	case <-s.Done():
 		return Args{}, ErrDisconnected
@@ -430,21 +430,6 @@ func (s *Socket) Disconnect(closeConn bool) {
 	s.closeWith(ReasonServerNamespaceDisconnect, true)
 }
 
-// Write queues an encoded packet for the client (adapter.Socket).
-func (s *Socket) Write(e *parser.Encoded, volatile bool) {
-	s.write(e, volatile, false)
-}
-
-// WriteUncompressed writes e as Write or, with paced, as WritePaced does,
-// with per-message compression off (adapter.UncompressedWriter).
-func (s *Socket) WriteUncompressed(ctx context.Context, e *parser.Encoded, volatile, paced bool) error {
-	if paced {
-		return s.writePaced(ctx, e, true)
-	}
-	s.write(e, volatile, true)
-	return nil
-}
-
 func (s *Socket) write(e *parser.Encoded, volatile, noCompress bool) {
 	if s.nsp.srv.recovery != nil {
 		s.recordedWrite(e, volatile, noCompress)
@@ -452,15 +437,15 @@ func (s *Socket) write(e *parser.Encoded, volatile, noCompress bool) {
 		return
 	}
 	if s.connectedSync() {
-		s.conn.write(e, volatile, noCompress)
+		s.connWrite(e, volatile, noCompress)
 		s.notifyOutgoing(e)
 	}
 }
 
 // connectedSync is Connected for a write: a socket that is in its rooms but
 // not connected yet is being connected by Namespace.add, which holds s.mu
-// until the CONNECT answer is written, so waiting for s.mu puts the write
-// after it instead of dropping it.
+// until it is, so waiting for s.mu puts the write after the CONNECT answer
+// instead of dropping it.
 func (s *Socket) connectedSync() bool {
 	if s.connected.Load() {
 		return true
@@ -470,7 +455,7 @@ func (s *Socket) connectedSync() bool {
 	return s.connected.Load()
 }
 
-// WritePaced queues an encoded packet for the client as Write(e, false) does,
+// writePaced queues an encoded packet for the client as write does,
 // after waiting while the connection's send queue has no room for it in the
 // share kept for deliveries that may wait (adapter.PacedSocket). A cluster node
 // delivers what other nodes broadcast this way, so that a backlog reaches the
@@ -480,10 +465,6 @@ func (s *Socket) connectedSync() bool {
 // timeout (the connection is then closed with ReasonSlowClient), or ctx's
 // error. For a client that is away, with connection state recovery, the
 // packet is kept for it without waiting.
-func (s *Socket) WritePaced(ctx context.Context, e *parser.Encoded) error {
-	return s.writePaced(ctx, e, false)
-}
-
 func (s *Socket) writePaced(ctx context.Context, e *parser.Encoded, noCompress bool) error {
 	if s.nsp.srv.recovery != nil {
 		s.mu.Lock()
@@ -510,18 +491,17 @@ func (s *Socket) writePaced(ctx context.Context, e *parser.Encoded, noCompress b
 	return nil
 }
 
-// ExpectAck registers fn for the client's ACK with this id (adapter.Socket). fn
-// runs on the connection's read goroutine and must not block.
-func (s *Socket) ExpectAck(id uint64, fn func(args []json.RawMessage)) {
-	s.expectAck(id, fn)
-}
-
+// expectAck registers fn for the client's ACK with this id; it reports false
+// when the socket is closed. fn runs on the connection's read goroutine and
+// must not block. Whoever expects an ack waits for the client, so a CONNECT
+// answer still held is written now (connecthold.go).
 func (s *Socket) expectAck(id uint64, fn func(args []json.RawMessage)) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return false
 	}
+	s.releaseLocked()
 	if s.acks == nil {
 		s.acks = make(map[uint64]func([]json.RawMessage))
 	}
@@ -529,15 +509,15 @@ func (s *Socket) expectAck(id uint64, fn func(args []json.RawMessage)) bool {
 	return true
 }
 
-// ForgetAck removes the registration of ack id (adapter.Socket).
-func (s *Socket) ForgetAck(id uint64) {
+// forgetAck removes the registration of ack id.
+func (s *Socket) forgetAck(id uint64) {
 	s.mu.Lock()
 	delete(s.acks, id)
 	s.mu.Unlock()
 }
 
-// Info describes the socket for FetchSockets (adapter.Socket).
-func (s *Socket) Info() adapter.SocketInfo {
+// info describes the socket for FetchSockets.
+func (s *Socket) info() adapter.SocketInfo {
 	s.mu.Lock()
 	var data json.RawMessage
 	if s.extra != nil {
@@ -618,7 +598,7 @@ func (s *Socket) dispatch(p *parser.Packet) {
 // once, and the key of the bound: the event's own, or the namespace's ("").
 func (s *Socket) concurrency(name string) (key string, limit int) {
 	s.mu.Lock()
-	for _, l := range s.handlers[name] {
+	for _, l := range s.handlers.get(name) {
 		if l.limit > 0 {
 			s.mu.Unlock()
 			return name, l.limit
@@ -660,7 +640,7 @@ func (s *Socket) handle(e *Event) {
 		}
 	}
 	s.mu.Lock()
-	list := s.handlers[e.Name]
+	list := s.handlers.get(e.Name)
 	s.mu.Unlock()
 	for _, a := range anys {
 		a.h(e)
@@ -725,6 +705,11 @@ func (s *Socket) closeWith(reason string, notify bool) {
 		}
 	}
 	s.acks = nil
+	if notify {
+		s.releaseLocked() // the client hears CONNECT, then DISCONNECT
+	} else {
+		s.dropHoldLocked()
+	}
 	x := s.extra // made above
 	handlers, disconnecting := x.onDisconnect, x.disconnecting
 	x.onDisconnect, x.disconnecting = nil, nil

@@ -18,6 +18,7 @@ import (
 
 	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/engineio"
+	"github.com/durasock/durasock/internal/testwait"
 	"github.com/durasock/durasock/parser"
 )
 
@@ -431,7 +432,7 @@ func TestRoomsAndBroadcast(t *testing.T) {
 
 	// Disconnecting leaves every room.
 	clients[1].close()
-	waitFor(t, "socket 1 gone", func() bool { return !sockets[1].Connected() })
+	testwait.For(t, waitTimeout, "socket 1 gone", func() bool { return !sockets[1].Connected() })
 	if rooms := srv.Of("/").Adapter().Rooms(sockets[1].ID()); len(rooms) != 0 {
 		t.Fatalf("rooms after disconnect = %q", rooms)
 	}
@@ -720,7 +721,7 @@ func TestServerSideEmitHandler(t *testing.T) {
 	})
 	// An adapter delivers server-side events of other nodes through the
 	// adapter.Namespace interface.
-	var an adapter.Namespace = nsp
+	var an adapter.Namespace = nsp.forAdapter()
 	an.HandleServerSideEmit("sum", []json.RawMessage{json.RawMessage("2"), json.RawMessage("40")}, func(args []json.RawMessage) {
 		got <- string(args[0])
 	})
@@ -828,7 +829,7 @@ func TestCloseIdempotent(t *testing.T) {
 	c.waitClosed()
 	got := make(chan bool, 1)
 	srv.Of("/").OnServerSideEmit("late", func(*Event) { got <- true })
-	srv.Of("/").HandleServerSideEmit("late", nil, nil)
+	srv.Of("/").forAdapter().HandleServerSideEmit("late", nil, nil)
 	select {
 	case <-got:
 		t.Fatal("server-side event handled after Close")
@@ -891,5 +892,23 @@ func TestDynamicChildMiddleware(t *testing.T) {
 	defer mu.Unlock()
 	if !slices.Equal(order, []string{"parent /org-a", "parent /org-a", "child"}) {
 		t.Fatalf("order = %q", order)
+	}
+}
+
+// TestBindErrors: what Bind says when the arguments do not fit, so that a
+// handler can tell a client's mistake from its own with errors.Is.
+func TestBindErrors(t *testing.T) {
+	e := &Event{Name: "e", Args: []json.RawMessage{json.RawMessage(`"text"`)}}
+	var n int
+	if err := e.Bind(&n); !errors.Is(err, ErrBadArgument) {
+		t.Errorf("Bind of a string into an int: %v, want ErrBadArgument", err)
+	}
+	var s, more string
+	if err := e.Bind(&s, &more); !errors.Is(err, ErrMissingArgument) || s != "text" {
+		t.Errorf("Bind of one argument into two: %v (%q), want ErrMissingArgument", err, s)
+	}
+	var data struct{}
+	if err := (&RemoteSocket{}).BindData(&data); !errors.Is(err, ErrMissingArgument) {
+		t.Errorf("BindData without data: %v, want ErrMissingArgument", err)
 	}
 }

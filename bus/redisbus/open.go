@@ -35,7 +35,7 @@ func Open(ctx context.Context, url string, opts *Options) (*bus.Reliable, error)
 	if err != nil {
 		return nil, err
 	}
-	b, err := bus.New(t, o.Bus)
+	b, err := bus.New(t, &o.Bus)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("redisbus: %w", err), t.Close())
 	}

@@ -83,8 +83,10 @@ type Options struct {
 	// (docs/OPERATIONS.md).
 	StreamRetention time.Duration
 	// StreamMaxLen caps each stream's length as a memory safety net, with
-	// XTRIM MAXLEN ~ N after each batch (Redis takes one trim strategy per
-	// XADD, so the cap is its own command). Default 1 000 000 entries per
+	// XTRIM MAXLEN ~ N each time a partition took N/1000 entries (at least 1)
+	// since its last trim (Redis takes one trim strategy per XADD, so the cap
+	// is its own command; checking it every thousandth of the cap keeps it off
+	// the per-batch command count and overshoots it by at most 0.1 %). Default 1 000 000 entries per
 	// partition; -1 disables the cap. Entries it removes before their
 	// retention time are counted (durasock_redisbus_stream_cap_trimmed_total)
 	// and logged; a reader that had not read them reports them

@@ -24,6 +24,14 @@ const (
 	// pingAfterFailure bounds the check that tells a read Redis refused to
 	// complete (the server answers) from a connection failure.
 	pingAfterFailure = time.Second
+	// readLinger is the least time between the starts of two reads of one
+	// reader that got entries without filling its COUNT: entries arriving
+	// more often than that are taken in batches (fewer XREADs, fewer
+	// wake-ups, and far fewer bytes: every XREAD names every partition and
+	// its position) at the price of at most this much latency. A read that
+	// waited for its entries longer is followed by the next at once, so
+	// sparse traffic gains no latency.
+	readLinger = time.Millisecond
 	// entryOverhead is added to the payload size of each entry when
 	// budgeting a read (id, field name, framing).
 	entryOverhead = 64
@@ -120,10 +128,25 @@ func (s *streams) readLoop(ctx context.Context, c rueidis.Client, parts []int, d
 		return err
 	}
 	block := s.opts.BlockTimeout
+	linger := time.NewTimer(readLinger)
+	defer linger.Stop()
+	var started time.Time
+	lingering := false
 	for {
+		if lingering {
+			if d := readLinger - time.Since(started); d > 0 {
+				linger.Reset(d)
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-linger.C:
+				}
+			}
+		}
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		started = time.Now()
 		s.mu.Lock()
 		for i, p := range parts {
 			rd.ids[i] = s.lastIDs[p]
@@ -198,6 +221,7 @@ func (s *streams) readLoop(ctx context.Context, c rueidis.Client, parts []int, d
 				s.mu.Unlock()
 			}
 		}
+		lingering = got > 0 && int64(got) < rd.count
 		rd.adapt(largest, got)
 	}
 }

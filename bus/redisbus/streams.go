@@ -27,13 +27,18 @@ const frameField = "d"
 // seen in the id of the previous XADD on that partition, or this node's time
 // when that is earlier, minus StreamRetention), so what the outboxes of the nodes may still need stays
 // readable whatever the rate. StreamMaxLen is a memory cap on top, enforced by
-// XTRIM MAXLEN ~ after each batch (Redis takes one trim strategy per XADD).
+// XTRIM MAXLEN ~ every thousandth of the cap (Redis takes one trim strategy
+// per XADD).
 type streams struct {
 	*base
 	keys      []string
 	waitKeys  []string // the per-partition keys AwaitReplicas writes to
 	retention int64    // StreamRetention in ms; 0 when off
 	maxLen    string   // "" when the cap is off
+	// trimEvery is how many entries a partition takes between two XTRIM
+	// MAXLEN (a thousandth of the cap, at least 1); untrimmed counts them.
+	trimEvery int64
+	untrimmed []atomic.Int64
 	serverMs  []atomic.Int64
 	st        *streamStats
 
@@ -80,6 +85,8 @@ func newStreams(b *base) *streams {
 	}
 	if b.opts.StreamMaxLen > 0 {
 		s.maxLen = strconv.FormatInt(b.opts.StreamMaxLen, 10)
+		s.trimEvery = max(1, b.opts.StreamMaxLen/1000)
+		s.untrimmed = make([]atomic.Int64, n)
 	}
 	if b.opts.StreamRetention > 0 {
 		s.retention = max(1, b.opts.StreamRetention.Milliseconds())
@@ -89,7 +96,8 @@ func newStreams(b *base) *streams {
 
 // Publish appends every frame to its partition's stream in one pipeline
 // (XADD <key> MINID ~ <server time - retention> * d <bytes>), then trims each
-// partition written to its cap (XTRIM <key> MAXLEN ~ N), followed by WAIT when
+// partition that took a thousandth of the cap since its last trim to its cap
+// (XTRIM <key> MAXLEN ~ N), followed by WAIT when
 // WaitReplicas is set and a frame does not have NoWait. A WAIT that falls short
 // returns an error wrapping ErrNotReplicated (and bus.ErrNotReplicated): every
 // frame was written.
@@ -113,14 +121,16 @@ func (s *streams) Publish(ctx context.Context, frames []bus.Frame) error {
 	var touched []int
 	for _, f := range frames {
 		cmds = append(cmds, s.xadd(c, f))
-		if !slices.Contains(touched, f.Partition) {
+		// The cap is checked once per trimEvery entries of a partition, not
+		// after every batch: an XTRIM per batch was most of Redis' commands
+		// at moderate rates, and the cap overshoots by at most a thousandth.
+		if s.maxLen != "" && s.untrimmed[f.Partition].Add(1) >= s.trimEvery && !slices.Contains(touched, f.Partition) {
 			touched = append(touched, f.Partition)
 		}
 	}
-	if s.maxLen != "" {
-		for _, p := range touched {
-			cmds = append(cmds, c.B().Xtrim().Key(s.keys[p]).Maxlen().Almost().Threshold(s.maxLen).Build())
-		}
+	for _, p := range touched {
+		s.untrimmed[p].Store(0)
+		cmds = append(cmds, c.B().Xtrim().Key(s.keys[p]).Maxlen().Almost().Threshold(s.maxLen).Build())
 	}
 	res, werr, err := s.publishPipeline(ctx, c, frames, cmds, wait)
 	if err != nil {

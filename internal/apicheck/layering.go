@@ -6,7 +6,8 @@ package apicheck
 // anything; a new public package must be added here. internal/jsonx (the JSON
 // byte checks written once) may be imported by the packet format and what
 // carries packets; internal/gotrack (the goroutine count Shutdown waits for) by
-// the two servers.
+// the two servers; internal/clusterwire (the cluster's message encoders, which
+// cluster sets) by cluster and the emitter.
 //
 //	engineio, bus, parser                import nothing of the module
 //	bus/redisbus                         the bus it implements
@@ -24,8 +25,8 @@ var layers = map[string][]string{
 	"adapter":             {"parser", "internal/jsonx"},
 	"adapter/adaptertest": {"adapter", "parser"},
 	"socketio":            {"engineio", "adapter", "parser", "internal/gotrack"},
-	"cluster":             {"adapter", "bus", "parser", "internal/jsonx"},
-	"emitter":             {"adapter", "bus", "cluster", "parser"},
+	"cluster":             {"adapter", "bus", "parser", "internal/jsonx", "internal/clusterwire"},
+	"emitter":             {"adapter", "bus", "cluster", "parser", "internal/clusterwire"},
 	"compat":              {"adapter", "parser"},
 	"admin":               {"socketio"},
 }

@@ -55,6 +55,24 @@ func TestSmoke(t *testing.T) {
 			}
 		}
 	})
+	t.Run("scale", func(t *testing.T) {
+		rs, err := Scale(ctx, ScaleConfig{Common: testCommon(t), Nodes: []int{1, 3}, Rate: 300,
+			Duration: 500 * time.Millisecond, Subscribers: 6, Rooms: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rs) != 2 {
+			t.Fatalf("%d results, want 2", len(rs))
+		}
+		for _, r := range rs {
+			// Each publisher sends 150/nodes events over 4 rooms; rooms 0 and 1
+			// have two subscribers, rooms 2 and 3 one.
+			if r.Sent != 150 || r.Delivered == 0 || r.Lost != 0 || r.Duplicated != 0 || r.Reordered != 0 {
+				t.Errorf("%d nodes: sent %d, delivered %d, lost %d, duplicated %d, reordered %d",
+					r.Nodes, r.Sent, r.Delivered, r.Lost, r.Duplicated, r.Reordered)
+			}
+		}
+	})
 	t.Run("redis-kill", func(t *testing.T) {
 		rs, err := RedisKill(ctx, RedisKillConfig{Common: testCommon(t), Transports: []string{"streams"}, Clients: 4,
 			Rate: 100, Before: 500 * time.Millisecond, Outage: time.Second, After: 500 * time.Millisecond})

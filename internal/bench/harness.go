@@ -31,11 +31,19 @@ func (c *Common) logf(format string, args ...any) {
 // Redis: the baseline that shows what the cluster bus adds.
 const TransportLocal = "local"
 
+// benchClient is a client connection of a scenario: the load generator's own
+// wsClient, or a sioclient.Client (idle-memory).
+type benchClient interface {
+	Err() error
+	Done() <-chan struct{}
+	Close() error
+}
+
 // env is a running cluster: one Redis, nodes, clients.
 type env struct {
 	redis   *redistest.Server
 	nodes   []*Node
-	clients []*sioclient.Client
+	clients []benchClient
 	recv    []*Receiver
 	pubs    []publisher
 	base    time.Time
@@ -49,6 +57,12 @@ type env struct {
 	subAuth any
 	// pubEvent is the event publishers emit (default PublishEvent).
 	pubEvent string
+	// sioSubscribers: subscribers are internal/sioclient clients instead of
+	// the load generator's own.
+	sioSubscribers bool
+	// want, when set, is how many events of p receiver i should get (default:
+	// every event p sent and the node accepted).
+	want func(i int, p *paced) int64
 }
 
 // startEnv starts Redis (unless transport is local) and the nodes. aof, when
@@ -92,18 +106,35 @@ func (e *env) subscribe(ctx context.Context, node int, keep bool) error {
 // is closed: a client too slow for its traffic. Nil channels never stall.
 func (e *env) subscribeStalling(ctx context.Context, node int, keep bool, stall, resume <-chan struct{}) error {
 	r := newReceiver(node, e.base, keep)
-	onEvent := r.OnEvent
+	onEvent := r.OnData
 	if stall != nil {
-		onEvent = func(ev *sioclient.Event) {
+		onEvent = func(data []byte, recv int64) {
 			select {
 			case <-stall:
 				<-resume
 			default:
 			}
-			r.OnEvent(ev)
+			r.OnData(data, recv)
 		}
 	}
-	cl, err := sioclient.Dial(ctx, e.nodes[node].SocketURL(), &sioclient.Options{OnEvent: onEvent, Auth: e.subAuth})
+	var auth []byte
+	if e.subAuth != nil {
+		var err error
+		if auth, err = json.Marshal(e.subAuth); err != nil {
+			return fmt.Errorf("bench: auth: %w", err)
+		}
+	}
+	var cl benchClient
+	var err error
+	if e.sioSubscribers {
+		opts := &sioclient.Options{OnEvent: func(ev *sioclient.Event) { onEvent(ev.Data, int64(time.Since(e.base))) }}
+		if auth != nil {
+			opts.Auth = json.RawMessage(auth)
+		}
+		cl, err = sioclient.Dial(ctx, e.nodes[node].SocketURL(), opts)
+	} else {
+		cl, err = dialWS(ctx, e.nodes[node].SocketURL(), auth, e.base, onEvent)
+	}
 	if err != nil {
 		return err
 	}
@@ -171,7 +202,10 @@ func (e *env) warmUp(ctx context.Context, pubs []publisher, id int) (int, error)
 		}
 		for k, p := range pubs {
 			buf = appendPayload(buf[:0], id+k, seq, int64(time.Since(e.base)), 0)
-			if _, err := p.publish(ctx, buf); err != nil {
+			if _, err := p.publish(ctx, seq, buf); err != nil {
+				return 0, err
+			}
+			if err := p.flush(); err != nil {
 				return 0, err
 			}
 		}
@@ -201,7 +235,11 @@ func (e *env) drain(ctx context.Context, ps []*paced, timeout time.Duration) {
 				continue // cut or slow on purpose: it will get nothing more
 			}
 			for _, p := range ps {
-				if r.Got(p.id) < int64(p.sent-p.rejected) {
+				want := int64(p.sent - p.rejected)
+				if e.want != nil {
+					want = e.want(i, p)
+				}
+				if r.Got(p.id) < want {
 					complete = false
 				}
 			}

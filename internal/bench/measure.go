@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"sync/atomic"
 	"time"
-
-	"github.com/durasock/durasock/internal/sioclient"
 )
 
 // Histogram counts latencies in microseconds with about 3% precision, from 1 µs
@@ -124,9 +122,12 @@ func parsePayload(data []byte) (pub, seq int, sent int64, ok bool) {
 		if j == 0 {
 			return 0, 0, 0, false
 		}
-		v, err := strconv.ParseInt(string(rest[:j]), 10, 64)
-		if err != nil {
-			return 0, 0, 0, false
+		if j > 18 {
+			return 0, 0, 0, false // beyond int64
+		}
+		var v int64
+		for _, d := range rest[:j] {
+			v = v*10 + int64(d-'0')
 		}
 		vals[k] = v
 		rest = rest[j:]
@@ -207,14 +208,17 @@ func newReceiver(node int, base time.Time, keep bool) *Receiver {
 	return &Receiver{Node: node, base: base, keep: keep}
 }
 
-// OnEvent is the sioclient.Options.OnEvent of the receiver's client.
-func (r *Receiver) OnEvent(e *sioclient.Event) {
-	recv := int64(time.Since(r.base))
-	if e.Name != RelayEvent {
+// relayPrefix starts the Socket.IO event array of RelayEvent.
+var relayPrefix = []byte(`["` + RelayEvent + `",`)
+
+// OnData takes one Socket.IO event array (["ev",[p,s,t]]) received at recv
+// (nanoseconds since the run's base time), on the client's read goroutine.
+func (r *Receiver) OnData(data []byte, recv int64) {
+	if !bytes.HasPrefix(data, relayPrefix) {
 		r.bad.Add(1)
 		return
 	}
-	pub, seq, sent, ok := parsePayload(e.Data)
+	pub, seq, sent, ok := parsePayload(data)
 	if !ok || pub < 0 || pub >= maxPublishers || seq < 0 {
 		r.bad.Add(1)
 		return

@@ -40,6 +40,7 @@ type NodeConfig struct {
 const (
 	PublishEvent     = "pub"     // client -> node: [payload], broadcast to every other socket
 	PublishRoomEvent = "pubroom" // client -> node: [payload], emitted to Room cluster-wide
+	PublishToEvent   = "pubto"   // client -> node: [room, payload], emitted to that room cluster-wide
 	RelayEvent       = "ev"      // node -> clients: [payload]
 	// Room is the room PublishRoomEvent reaches. A client joins the room named
 	// in its handshake auth {"room": name}.
@@ -118,6 +119,18 @@ func RunNode(ctx context.Context, cfg NodeConfig, ready func(addr string)) error
 				return
 			}
 			if err := srv.Of("/").To(Room).Emit(context.Background(), RelayEvent, e.Args[0]); err != nil {
+				if emitErrors.Add(1) == 1 {
+					log.Warn("relay: room emit failed", "err", err)
+				}
+			}
+		})
+		s.On(PublishToEvent, func(e *socketio.Event) {
+			var room string
+			if len(e.Args) != 2 || json.Unmarshal(e.Args[0], &room) != nil {
+				emitErrors.Add(1)
+				return
+			}
+			if err := srv.Of("/").To(room).Emit(context.Background(), RelayEvent, e.Args[1]); err != nil {
 				if emitErrors.Add(1) == 1 {
 					log.Warn("relay: room emit failed", "err", err)
 				}

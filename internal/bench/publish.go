@@ -3,32 +3,55 @@ package bench
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
+	"strconv"
 	"time"
-
-	"github.com/durasock/durasock/internal/sioclient"
 )
 
-// publisher emits numbered events into a node.
+// publisher emits numbered events into a node. What publish queues leaves at
+// the latest on flush.
 type publisher interface {
-	publish(ctx context.Context, payload []byte) (rejected bool, err error)
+	// publish sends event seq of the run; payload is its JSON argument.
+	publish(ctx context.Context, seq int, payload []byte) (rejected bool, err error)
+	flush() error
 	close() error
 }
 
 // relayPublisher emits "pub" on its own Socket.IO connection; the relay node
-// broadcasts it to every other socket.
+// broadcasts it to every other socket. The emits of one burst leave in one
+// write.
 type relayPublisher struct {
-	c     *sioclient.Client
-	event string // PublishEvent or PublishRoomEvent
+	c     *wsClient
+	event string // PublishEvent, PublishRoomEvent or PublishToEvent
+	// rooms > 0 (with PublishToEvent): event seq goes to room roomName(seq % rooms).
+	rooms int
+	buf   []byte
 }
 
-func (p *relayPublisher) publish(ctx context.Context, payload []byte) (bool, error) {
-	return false, p.c.Emit(ctx, p.event, json.RawMessage(payload))
+func (p *relayPublisher) publish(_ context.Context, seq int, payload []byte) (bool, error) {
+	if err := p.c.Err(); err != nil {
+		return false, err
+	}
+	if p.rooms > 0 {
+		p.buf = append(appendRoomName(append(p.buf[:0], '"'), seq%p.rooms), `",`...)
+		p.buf = append(p.buf, payload...)
+		p.c.emit(p.event, p.buf)
+		return false, nil
+	}
+	p.c.emit(p.event, payload)
+	return false, nil
 }
+
+// appendRoomName appends the name of room k of the scale scenario.
+func appendRoomName(b []byte, k int) []byte {
+	return strconv.AppendInt(append(b, 'r'), int64(k), 10)
+}
+
+func (p *relayPublisher) flush() error { return p.c.flush() }
 
 func (p *relayPublisher) close() error { return p.c.Close() }
 
@@ -39,7 +62,7 @@ type httpPublisher struct {
 	buf    bytes.Buffer
 }
 
-func (p *httpPublisher) publish(ctx context.Context, payload []byte) (bool, error) {
+func (p *httpPublisher) publish(ctx context.Context, _ int, payload []byte) (bool, error) {
 	p.buf.Reset()
 	p.buf.WriteString(`{"event":"` + RelayEvent + `","args":[`)
 	p.buf.Write(payload)
@@ -69,6 +92,8 @@ func (p *httpPublisher) publish(ctx context.Context, payload []byte) (bool, erro
 	}
 }
 
+func (p *httpPublisher) flush() error { return nil }
+
 func (p *httpPublisher) close() error {
 	p.client.CloseIdleConnections()
 	return nil
@@ -81,7 +106,7 @@ func newPublisher(ctx context.Context, n *Node, event string) (publisher, error)
 			Timeout:   10 * time.Second,
 		}}, nil
 	}
-	c, err := sioclient.Dial(ctx, n.SocketURL(), nil)
+	c, err := dialWS(ctx, n.SocketURL(), nil, time.Now(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -107,12 +132,17 @@ func (p *paced) run(ctx context.Context, dur time.Duration) error {
 	defer tick.Stop()
 	buf := make([]byte, 0, 64+p.size)
 	total := int(p.rate * dur.Seconds())
+	// A publisher that fell behind (its goroutine or the machine stalled)
+	// catches up at most maxBurst events per millisecond, twice its rate or 4,
+	// so that a stall of the load generator does not reach the node as one
+	// burst of hundreds of events in one read.
+	maxBurst := max(4, 2*int(math.Ceil(p.rate/1000)))
 	for {
 		el := time.Since(start)
-		due := min(int(p.rate*el.Seconds()), total)
+		due := min(int(p.rate*el.Seconds()), total, p.sent+maxBurst)
 		for p.sent < due {
 			buf = appendPayload(buf[:0], p.id, p.sent, int64(time.Since(p.base)), p.size)
-			rejected, err := p.pub.publish(ctx, buf)
+			rejected, err := p.pub.publish(ctx, p.sent, buf)
 			if err != nil {
 				return err
 			}
@@ -120,6 +150,9 @@ func (p *paced) run(ctx context.Context, dur time.Duration) error {
 				p.rejected++
 			}
 			p.sent++
+		}
+		if err := p.pub.flush(); err != nil {
+			return err
 		}
 		if p.sent >= total {
 			return nil

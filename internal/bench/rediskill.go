@@ -158,6 +158,12 @@ func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (
 	if err != nil {
 		return res, err
 	}
+	// The clients of this scenario are internal/sioclient clients, as when
+	// its numbers were taken: with the load generator's own client, the
+	// smoke test's 16-message queue saw the publisher's node cut its two
+	// clients ("send queue full") at the start in about one run of four on a
+	// loaded machine, not explained yet.
+	e.sioSubscribers = true
 	defer func() { err = errors.Join(err, e.close()) }()
 	stall, resume := make(chan struct{}), make(chan struct{})
 	resumed := false

@@ -1,9 +1,11 @@
 package bench
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 )
@@ -102,4 +104,39 @@ func LoadAverage() string {
 		return ""
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// PrintScale writes the scale results as a table.
+func PrintScale(w io.Writer, rs []ScaleResult) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "nodes\ttarget/s\tsent\tdeliveries/s\tlost\tdup\treord\tp50 ms\tp99 ms\t"+
+		"CPU/node mean\tmax\tnodes total\tredis\tloadgen\t"+
+		"node CPU µs/delivery\tredis CPU µs/delivery\tredis ops/delivery\tredis B in/delivery\tredis B out/delivery\tbus msgs read/event\t")
+	for _, r := range rs {
+		if r.Error != "" {
+			fmt.Fprintf(tw, "%d\tFAILED: %s\t\n", r.Nodes, r.Error)
+			continue
+		}
+		fmt.Fprintf(tw, "%d\t%.0f\t%d\t%.0f\t%d\t%d\t%d\t%.1f\t%.1f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.1f\t%.1f\t%.2f\t%.0f\t%.0f\t%.2f\t\n",
+			r.Nodes, r.TargetRate, r.Sent, r.Deliveries, r.Lost, r.Duplicated, r.Reordered, r.P50ms, r.P99ms,
+			r.NodeCPUMean, r.NodeCPUMax, r.NodeCPUTotal, r.RedisCPU, r.CPU["loadgen"],
+			r.NodeCPUPerDelivery, r.RedisCPUPerDelivery, r.RedisOpsPerDelivery, r.RedisInPerDelivery, r.RedisOutPerDelivery, r.ReadPerEvent)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "Redis calls per event published, by command:")
+	for _, r := range rs {
+		cmds := make([]string, 0, len(r.RedisCallsPerEvent))
+		for k := range r.RedisCallsPerEvent {
+			cmds = append(cmds, k)
+		}
+		slices.SortFunc(cmds, func(a, b string) int { return cmp.Compare(r.RedisCallsPerEvent[b], r.RedisCallsPerEvent[a]) })
+		parts := make([]string, len(cmds))
+		for i, k := range cmds {
+			parts[i] = fmt.Sprintf("%s %.3f", k, r.RedisCallsPerEvent[k])
+		}
+		fmt.Fprintf(w, "  %d nodes: %s\n", r.Nodes, strings.Join(parts, ", "))
+	}
+	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/durasock/durasock/engineio"
+	"github.com/durasock/durasock/parser"
 	"github.com/durasock/durasock/socketio"
 )
 
@@ -219,6 +220,9 @@ func TestServerAckAndBinary(t *testing.T) {
 		}
 	case <-time.After(wait):
 		t.Fatal("no bin-back")
+	}
+	if err := c.Emit(ctxT(t), "bin", json.RawMessage(`{"not":`)); !errors.Is(err, ErrInvalidArgument) || !errors.Is(err, parser.ErrInvalidArgument) {
+		t.Fatalf("Emit with invalid JSON: %v, want ErrInvalidArgument (the parser's)", err)
 	}
 	if err := c.Emit(ctxT(t), "ask-me"); err != nil {
 		t.Fatalf("Emit: %v", err)
@@ -476,21 +480,6 @@ func TestEndpointURL(t *testing.T) {
 	for _, in := range []string{"", "h:1", "ftp://h/", "http:///x", "://"} {
 		if _, err := endpointURL(in); !errors.Is(err, ErrInvalidArgument) {
 			t.Errorf("endpointURL(%q) err = %v", in, err)
-		}
-	}
-}
-
-func TestAppendJSONString(t *testing.T) {
-	for _, s := range []string{"", "plain", `q"uo\te`, "ctl\x00\x1f\n", "ünï", "bad\xffutf8", "<&>"} {
-		got := appendJSONString(nil, s)
-		var back string
-		if err := json.Unmarshal(got, &back); err != nil {
-			t.Errorf("%q -> %s: %v", s, got, err)
-			continue
-		}
-		want := strings.ToValidUTF8(s, "\uFFFD")
-		if back != want {
-			t.Errorf("%q -> %s -> %q", s, got, back)
 		}
 	}
 }

@@ -4,20 +4,20 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/coder/websocket"
+
+	"github.com/durasock/durasock/parser"
 )
 
-// Emit sends an event with args. A json.RawMessage argument is sent byte for byte
-// (it must be valid JSON), a []byte becomes a binary attachment, anything else is
+// Emit sends an event with args, marshalled as parser.EventPacket does: a
+// json.RawMessage argument is sent byte for byte (it must be valid JSON), a
+// []byte becomes a binary attachment (at any depth), anything else is
 // marshalled with encoding/json. ctx bounds the write.
 func (c *Client) Emit(ctx context.Context, event string, args ...any) error {
-	return c.writePacket(ctx, '2', 0, false, event, true, args)
+	return c.writeEvent(ctx, 0, false, event, args)
 }
 
 // EmitWithAck sends an event and waits, within ctx, for the server's
@@ -28,7 +28,7 @@ func (c *Client) EmitWithAck(ctx context.Context, event string, args ...any) (Ac
 	if err != nil {
 		return Ack{}, err
 	}
-	if err := c.writePacket(ctx, '2', id, true, event, true, args); err != nil {
+	if err := c.writeEvent(ctx, id, true, event, args); err != nil {
 		c.takeAck(id)
 		return Ack{}, err
 	}
@@ -57,7 +57,7 @@ func (c *Client) EmitAck(ctx context.Context, event string, fn func(Ack, error),
 	if err != nil {
 		return err
 	}
-	if err := c.writePacket(ctx, '2', id, true, event, true, args); err != nil {
+	if err := c.writeEvent(ctx, id, true, event, args); err != nil {
 		if pa := c.takeAck(id); pa != nil {
 			pa.timer.Stop()
 			return err
@@ -150,39 +150,24 @@ func (c *Client) failAcks(err error) {
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
 
-// writePacket encodes an EVENT (kind '2', with the event name) or an ACK (kind
-// '3') and writes it with its attachments.
-func (c *Client) writePacket(ctx context.Context, kind byte, id uint64, hasID bool, event string, named bool, args []any) error {
-	ap := bufPool.Get().(*[]byte)
-	defer bufPool.Put(ap)
-	body := append((*ap)[:0], '[')
-	if named {
-		body = appendJSONString(body, event)
-	}
-	body, atts, err := appendArgs(body, named, args)
+// writeEvent encodes an EVENT, with ack id when hasID, and writes it.
+func (c *Client) writeEvent(ctx context.Context, id uint64, hasID bool, event string, args []any) error {
+	p, err := parser.EventPacket(c.opts.Namespace, event, args...)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
 	}
-	body = append(body, ']')
-	*ap = body
+	p.ID, p.HasID = id, hasID
+	return c.writePacket(ctx, p)
+}
 
+// writePacket writes p, encoded by the parser, with its attachments.
+func (c *Client) writePacket(ctx context.Context, p *parser.Packet) error {
+	e := parser.Encode(p)
 	fp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(fp)
-	f := append((*fp)[:0], '4')
-	if len(atts) > 0 {
-		f = append(f, kind+3) // BINARY_EVENT 5, BINARY_ACK 6
-		f = strconv.AppendInt(f, int64(len(atts)), 10)
-		f = append(f, '-')
-	} else {
-		f = append(f, kind)
-	}
-	f = append(f, c.nspPrefix...)
-	if hasID {
-		f = strconv.AppendUint(f, id, 10)
-	}
-	f = append(f, body...)
+	f := append(append((*fp)[:0], '4'), e.Text...) // an Engine.IO message
 	*fp = f
-	return c.send(ctx, f, atts)
+	return c.send(ctx, f, e.Attachments)
 }
 
 // send writes one text frame and its attachments without interleaving with other
@@ -206,66 +191,3 @@ func (c *Client) send(ctx context.Context, frame []byte, atts [][]byte) error {
 	}
 	return nil
 }
-
-func appendArgs(b []byte, comma bool, args []any) ([]byte, [][]byte, error) {
-	var atts [][]byte
-	for i, a := range args {
-		if comma {
-			b = append(b, ',')
-		}
-		comma = true
-		switch v := a.(type) {
-		case json.RawMessage:
-			if v == nil {
-				b = append(b, "null"...)
-				continue
-			}
-			if !json.Valid(v) {
-				return nil, nil, fmt.Errorf("%w: argument %d: json.RawMessage is not valid JSON", ErrInvalidArgument, i)
-			}
-			b = append(b, v...)
-		case []byte:
-			b = append(b, `{"_placeholder":true,"num":`...)
-			b = strconv.AppendInt(b, int64(len(atts)), 10)
-			b = append(b, '}')
-			atts = append(atts, v)
-		case string:
-			b = appendJSONString(b, v)
-		case int:
-			b = strconv.AppendInt(b, int64(v), 10)
-		case int64:
-			b = strconv.AppendInt(b, v, 10)
-		case nil:
-			b = append(b, "null"...)
-		default:
-			m, err := json.Marshal(v)
-			if err != nil {
-				return nil, nil, fmt.Errorf("%w: argument %d: %w", ErrInvalidArgument, i, err)
-			}
-			b = append(b, m...)
-		}
-	}
-	return b, atts, nil
-}
-
-// appendJSONString quotes s as JSON without allocating. Invalid UTF-8 becomes
-// U+FFFD, as encoding/json does.
-func appendJSONString(b []byte, s string) []byte {
-	if !utf8.ValidString(s) {
-		s = strings.ToValidUTF8(s, "\uFFFD")
-	}
-	b = append(b, '"')
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '"' || c == '\\':
-			b = append(b, '\\', c)
-		case c < 0x20:
-			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-		default:
-			b = append(b, c)
-		}
-	}
-	return append(b, '"')
-}
-
-const hexDigits = "0123456789abcdef"

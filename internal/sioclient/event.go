@@ -49,7 +49,11 @@ func (e *Event) Ack(ctx context.Context, args ...any) error {
 	if !e.hasAck {
 		return fmt.Errorf("%w: event %q was sent without an ack", ErrInvalidArgument, e.Name)
 	}
-	return e.c.writePacket(ctx, '3', e.ackID, true, "", false, args)
+	p, err := parser.AckPacket(e.c.opts.Namespace, e.ackID, args...)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	return e.c.writePacket(ctx, p)
 }
 
 // Ack is the server's answer to an emit with an acknowledgement.

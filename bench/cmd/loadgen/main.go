@@ -6,6 +6,7 @@
 //	go run ./bench/cmd/loadgen broadcast
 //	go run ./bench/cmd/loadgen rooms
 //	go run ./bench/cmd/loadgen redis-kill
+//	go run ./bench/cmd/loadgen scale
 //	go run ./bench/cmd/loadgen idle-memory
 //	go run ./bench/cmd/loadgen all
 //
@@ -21,6 +22,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -43,7 +45,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: loadgen [flags] broadcast|rooms|redis-kill|idle-memory|all")
+		fmt.Fprintln(stderr, "usage: loadgen [flags] broadcast|rooms|scale|redis-kill|idle-memory|all")
 		fs.PrintDefaults()
 	}
 	var (
@@ -71,6 +73,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		roomRates   = fs.String("room-rates", "6000,12000,18000", "rooms: total events/s, comma-separated steps")
 		roomPubs    = fs.Int("room-publishers", 4, "rooms: publishers spread over the nodes")
 		nodes       = fs.Int("nodes", 2, "rooms: node processes")
+		scaleNodes  = fs.String("scale-nodes", "1,2,4,8", "scale: cluster sizes (node processes), one run each")
+		scaleRate   = fs.Float64("scale-rate", 2000, "scale: total events/s, the same for every cluster size")
+		scaleSubs   = fs.Int("scale-subscribers", 64, "scale: subscribers spread over the nodes")
+		scaleRooms  = fs.Int("scale-rooms", 32, "scale: rooms (subscriber i joins room i % rooms; event seq goes to room seq % rooms)")
+		scaleTr     = fs.String("scale-transport", "streams", "scale: Redis transport")
+		cpuProfile  = fs.String("cpuprofile", "", "write the load generator's own CPU profile to this file (nodes serve /debug/pprof/)")
 		sendQueue   = fs.Int("send-queue", 0, "relay nodes: Engine.IO send queue per session (0: the engine's default, 4096)")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -80,9 +88,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errors.New("one scenario expected")
 	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	scenario := fs.Arg(0)
 	switch scenario {
-	case "broadcast", "rooms", "redis-kill", "idle-memory", "all":
+	case "broadcast", "rooms", "scale", "redis-kill", "idle-memory", "all":
 	default:
 		return fmt.Errorf("unknown scenario %q", scenario)
 	}
@@ -131,6 +150,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "rooms: %d nodes, one Redis; %d subscribers and %d publishers spread over the nodes; every event emitted to a room cluster-wide\n",
 				*nodes, *subscribers, *roomPubs)
 			if err := bench.PrintRooms(stdout, r, sum); err != nil {
+				return err
+			}
+			fmt.Fprintln(stdout)
+		}
+	}
+	if scenario == "scale" || scenario == "all" {
+		var ns []int
+		for _, f := range strings.Split(*scaleNodes, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n <= 0 {
+				return fmt.Errorf("-scale-nodes %q: want positive integers", *scaleNodes)
+			}
+			ns = append(ns, n)
+		}
+		r, err := bench.Scale(ctx, bench.ScaleConfig{Common: common, Transport: *scaleTr, Nodes: ns, Rate: *scaleRate,
+			Duration: *duration, Subscribers: *scaleSubs, Rooms: *scaleRooms, PayloadSize: *size})
+		results["scale"] = r
+		errs = append(errs, err)
+		if !*jsonOut {
+			fmt.Fprintf(stdout, "scale: %.0f events/s in total, %d subscribers in %d rooms spread over the nodes, one publisher per node; every event emitted to one room cluster-wide\n",
+				*scaleRate, *scaleSubs, *scaleRooms)
+			if err := bench.PrintScale(stdout, r); err != nil {
 				return err
 			}
 			fmt.Fprintln(stdout)

@@ -1,0 +1,317 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ScaleConfig configures the scale scenario: the same total load on clusters
+// of 1, 2, 4, 8, … node processes, to show how the cost per node and per
+// delivered event moves as nodes are added. Subscribers are spread over the
+// nodes, each in one of Rooms rooms; one publisher per node shares the rate;
+// event seq of a publisher goes to room seq % Rooms, cluster-wide.
+type ScaleConfig struct {
+	Common
+	Transport   string        // default streams
+	Nodes       []int         // cluster sizes, one run each; default 1, 2, 4, 8
+	Rate        float64       // events/s emitted in total; default 2000
+	Duration    time.Duration // per run; default 10s
+	Subscribers int           // spread over the nodes; default 64
+	Rooms       int           // subscriber i joins room i % Rooms; default 32
+	PayloadSize int           // bytes of the event argument; default 0 (about 30)
+	Drain       time.Duration // wait for stragglers; default 5s
+}
+
+// ScaleResult is one cluster size.
+type ScaleResult struct {
+	Nodes       int     `json:"nodes"`
+	Transport   string  `json:"transport"`
+	Error       string  `json:"error,omitempty"`
+	TargetRate  float64 `json:"target_rate"`
+	Sent        int     `json:"sent"`
+	Subscribers int     `json:"subscribers"`
+	Rooms       int     `json:"rooms"`
+	// Delivered is the number of distinct events the subscribers received;
+	// Deliveries the same per second of the run.
+	Delivered  int64   `json:"delivered"`
+	Deliveries float64 `json:"deliveries_per_s"`
+	Lost       int64   `json:"lost"`
+	Duplicated int64   `json:"duplicated"`
+	Reordered  int64   `json:"reordered"`
+	P50ms      float64 `json:"p50_ms"`
+	P99ms      float64 `json:"p99_ms"`
+	Maxms      float64 `json:"max_ms"`
+	// CPU is the CPU time per second of every process during the run (1.0 is
+	// one core); NodeCPUMean and NodeCPUMax are over the node processes,
+	// NodeCPUTotal their sum.
+	CPU          map[string]float64 `json:"cpu_cores"`
+	NodeCPUMean  float64            `json:"node_cpu_mean"`
+	NodeCPUMax   float64            `json:"node_cpu_max"`
+	NodeCPUTotal float64            `json:"node_cpu_total"`
+	RedisCPU     float64            `json:"redis_cpu"`
+	// Per delivered event: CPU microseconds of all nodes together and of Redis,
+	// Redis commands processed, and bytes Redis received and sent.
+	NodeCPUPerDelivery  float64 `json:"node_cpu_us_per_delivery"`
+	RedisCPUPerDelivery float64 `json:"redis_cpu_us_per_delivery"`
+	RedisOpsPerDelivery float64 `json:"redis_ops_per_delivery"`
+	RedisInPerDelivery  float64 `json:"redis_bytes_in_per_delivery"`
+	RedisOutPerDelivery float64 `json:"redis_bytes_out_per_delivery"`
+	// RedisOutPerEvent is what Redis sent per event published: with every node
+	// reading every message it grows with the number of nodes.
+	RedisOutPerEvent float64 `json:"redis_bytes_out_per_event"`
+	// RedisCallsPerEvent is, per command, the calls Redis processed per event
+	// published (INFO commandstats).
+	RedisCallsPerEvent map[string]float64 `json:"redis_calls_per_event"`
+	// ReadPerEvent is the bus messages the nodes received (both planes, all
+	// nodes) per event published.
+	ReadPerEvent float64 `json:"bus_messages_read_per_event"`
+}
+
+func (c *ScaleConfig) defaults() {
+	if c.Transport == "" {
+		c.Transport = "streams"
+	}
+	if len(c.Nodes) == 0 {
+		c.Nodes = []int{1, 2, 4, 8}
+	}
+	if c.Rate <= 0 {
+		c.Rate = 2000
+	}
+	if c.Duration <= 0 {
+		c.Duration = 10 * time.Second
+	}
+	if c.Subscribers <= 0 {
+		c.Subscribers = 64
+	}
+	if c.Rooms <= 0 {
+		c.Rooms = 32
+	}
+	if c.Drain <= 0 {
+		c.Drain = 5 * time.Second
+	}
+}
+
+// Scale runs the scenario for every cluster size.
+func Scale(ctx context.Context, cfg ScaleConfig) ([]ScaleResult, error) {
+	cfg.defaults()
+	if cfg.Transport == TransportLocal {
+		return nil, errors.New("bench: scale needs a Redis transport")
+	}
+	var (
+		out  []ScaleResult
+		errs []error
+	)
+	for _, n := range cfg.Nodes {
+		r, err := scaleOne(ctx, &cfg, n)
+		if err != nil {
+			r.Error = err.Error()
+			errs = append(errs, fmt.Errorf("scale %d nodes: %w", n, err))
+		}
+		out = append(out, r)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// roomWant is how many of the first sent events of a publisher go to room k
+// of rooms (event seq goes to room seq % rooms).
+func roomWant(sent, k, rooms int) int64 {
+	if sent <= k {
+		return 0
+	}
+	return int64((sent - k + rooms - 1) / rooms)
+}
+
+// redisCounters are the INFO stats counters the scenario reads.
+var redisCounters = []string{"total_commands_processed", "total_net_input_bytes", "total_net_output_bytes"}
+
+func (e *env) redisStats(ctx context.Context) ([]float64, error) {
+	info, err := e.redis.Info(ctx, "stats")
+	if err != nil {
+		return nil, fmt.Errorf("bench: redis INFO: %w", err)
+	}
+	out := make([]float64, len(redisCounters))
+	for i, k := range redisCounters {
+		v, err := strconv.ParseFloat(info[k], 64)
+		if err != nil {
+			return nil, fmt.Errorf("bench: redis INFO %s=%q", k, info[k])
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+// redisCalls reads the calls of every command from INFO commandstats.
+func (e *env) redisCalls(ctx context.Context) (map[string]float64, error) {
+	info, err := e.redis.Info(ctx, "commandstats")
+	if err != nil {
+		return nil, fmt.Errorf("bench: redis INFO: %w", err)
+	}
+	out := map[string]float64{}
+	for k, v := range info {
+		cmd, ok := strings.CutPrefix(k, "cmdstat_")
+		if !ok {
+			continue
+		}
+		for f := range strings.SplitSeq(v, ",") {
+			if n, ok := strings.CutPrefix(f, "calls="); ok {
+				c, err := strconv.ParseFloat(n, 64)
+				if err != nil {
+					return nil, fmt.Errorf("bench: redis INFO %s=%q", k, v)
+				}
+				out[cmd] = c
+			}
+		}
+	}
+	return out, nil
+}
+
+// busReceived sums the bus messages the nodes received so far.
+func (e *env) busReceived(ctx context.Context) (uint64, error) {
+	var sum uint64
+	for _, n := range e.nodes {
+		var st NodeStatus
+		if err := getJSON(ctx, n.URL()+"/status", &st); err != nil {
+			return 0, err
+		}
+		if st.BusStats != nil {
+			sum += st.BusStats.Received
+		}
+	}
+	return sum, nil
+}
+
+func scaleOne(ctx context.Context, cfg *ScaleConfig, nodes int) (res ScaleResult, err error) {
+	res = ScaleResult{Nodes: nodes, Transport: cfg.Transport, TargetRate: cfg.Rate, Subscribers: cfg.Subscribers, Rooms: cfg.Rooms}
+	common := cfg.Common
+	common.Server = ServerRelay
+	e, err := startEnv(ctx, &common, cfg.Transport, nodes)
+	if err != nil {
+		return res, err
+	}
+	defer func() { err = errors.Join(err, e.close()) }()
+	rooms := make([]int, cfg.Subscribers) // room of each receiver
+	for i := range cfg.Subscribers {
+		rooms[i] = i % cfg.Rooms
+		e.subAuth = map[string]string{"room": string(appendRoomName(nil, rooms[i]))}
+		if err := e.subscribe(ctx, i%nodes, false); err != nil {
+			return res, err
+		}
+	}
+	var pubs []publisher
+	for i := range nodes {
+		c, err := dialWS(ctx, e.nodes[i].SocketURL(), nil, e.base, nil)
+		if err != nil {
+			return res, err
+		}
+		p := &relayPublisher{c: c, event: PublishToEvent, rooms: cfg.Rooms}
+		e.pubs = append(e.pubs, p)
+		pubs = append(pubs, p)
+	}
+	id, err := e.warmUp(ctx, pubs, 0)
+	if err != nil {
+		return res, err
+	}
+	want := func(ri int, p *paced) int64 { return roomWant(p.sent, rooms[ri], cfg.Rooms) }
+	e.want = want
+	ps := make([]*paced, len(pubs))
+	for k, p := range pubs {
+		ps[k] = &paced{id: id + k, pub: p, rate: cfg.Rate / float64(len(pubs)), size: cfg.PayloadSize, base: e.base}
+	}
+	cfg.logf("scale %s: %d nodes, %d subscribers in %d rooms, %d publishers, %.0f events/s for %s",
+		cfg.Transport, nodes, cfg.Subscribers, cfg.Rooms, len(pubs), cfg.Rate, cfg.Duration)
+	r0, err := e.redisStats(ctx)
+	if err != nil {
+		return res, err
+	}
+	b0, err := e.busReceived(ctx)
+	if err != nil {
+		return res, err
+	}
+	c0, err := e.redisCalls(ctx)
+	if err != nil {
+		return res, err
+	}
+	start := int64(time.Since(e.base))
+	meter := newCPUMeter(e)
+	if err := runAll(ctx, ps, cfg.Duration); err != nil {
+		return res, err
+	}
+	e.drain(ctx, ps, cfg.Drain)
+	elapsed := time.Duration(int64(time.Since(e.base)) - start).Seconds()
+	res.CPU = meter.shares(elapsed)
+	r1, err := e.redisStats(ctx)
+	if err != nil {
+		return res, err
+	}
+	b1, err := e.busReceived(ctx)
+	if err != nil {
+		return res, err
+	}
+	c1, err := e.redisCalls(ctx)
+	if err != nil {
+		return res, err
+	}
+	if err := e.clientErr(); err != nil {
+		return res, err
+	}
+	for _, p := range ps {
+		res.Sent += p.sent
+	}
+	e.closeClients()
+
+	var hist Histogram
+	var last int64
+	for i, r := range e.recv {
+		for _, p := range ps {
+			w := want(i, p)
+			s := r.streams[p.id]
+			if s == nil {
+				res.Lost += w
+				continue
+			}
+			res.Delivered += s.unique
+			res.Lost += max(0, w-s.unique)
+			res.Duplicated += s.dups
+			res.Reordered += s.reordered
+			hist.Merge(&s.hist)
+			last = max(last, s.lastRecv)
+		}
+	}
+	if span := time.Duration(last - start).Seconds(); span > 0 {
+		res.Deliveries = float64(res.Delivered) / span
+	}
+	res.P50ms, res.P99ms, res.Maxms = ms(hist.Quantile(0.50)), ms(hist.Quantile(0.99)), ms(hist.Max())
+	for _, n := range e.nodes {
+		c := res.CPU[n.Name]
+		res.NodeCPUTotal += c
+		res.NodeCPUMax = max(res.NodeCPUMax, c)
+	}
+	res.NodeCPUMean = res.NodeCPUTotal / float64(nodes)
+	res.RedisCPU = res.CPU["redis"]
+	if d := float64(res.Delivered); d > 0 {
+		res.NodeCPUPerDelivery = res.NodeCPUTotal * elapsed / d * 1e6
+		res.RedisCPUPerDelivery = res.RedisCPU * elapsed / d * 1e6
+		// INFO itself counts one command and its bytes: negligible here.
+		res.RedisOpsPerDelivery = (r1[0] - r0[0]) / d
+		res.RedisInPerDelivery = (r1[1] - r0[1]) / d
+		res.RedisOutPerDelivery = (r1[2] - r0[2]) / d
+	}
+	if s := float64(res.Sent); s > 0 {
+		res.RedisOutPerEvent = (r1[2] - r0[2]) / s
+		res.ReadPerEvent = float64(b1-b0) / s
+		res.RedisCallsPerEvent = map[string]float64{}
+		for k, v := range c1 {
+			if d := v - c0[k]; d > 0 && k != "info" {
+				res.RedisCallsPerEvent[k] = d / s
+			}
+		}
+	}
+	return res, nil
+}
