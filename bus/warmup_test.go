@@ -92,7 +92,7 @@ func TestProbeWarmUpOnPubSub(t *testing.T) {
 			if logs != nil {
 				cfg.Logger = slogNew(logs)
 			}
-			b, err := New(net.transport(delay), cfg)
+			b, err := New(net.transport(delay), &cfg)
 			if err != nil {
 				t.Fatal(err)
 			}

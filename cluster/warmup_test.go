@@ -91,7 +91,7 @@ func (w *warmUp) wait(t testing.TB, cs []*Cluster) {
 	found := 0
 	for i := 0; found < len(nsps); i++ {
 		nsp := fmt.Sprintf("/durasock-warm-up-%d", i)
-		if p := pb.PartitionOf(PartitionKey(nsp)); nsps[p] == "" {
+		if p := pb.PartitionOf(partitionKey(nsp)); nsps[p] == "" {
 			nsps[p] = nsp
 			found++
 		}
@@ -102,7 +102,7 @@ func (w *warmUp) wait(t testing.TB, cs []*Cluster) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if frames[p], err = EncodeBroadcast(nsp, pkt, adapter.Options{}); err != nil {
+		if frames[p], err = encodeBroadcast(nsp, pkt, adapter.Options{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -126,7 +126,7 @@ func (w *warmUp) wait(t testing.TB, cs []*Cluster) {
 		last = time.Now()
 		for _, b := range buses {
 			for p, nsp := range nsps {
-				if err := b.Publish(ctx, PartitionKey(nsp), frames[p]); err != nil {
+				if err := b.Publish(ctx, partitionKey(nsp), frames[p]); err != nil {
 					t.Fatalf("warm up: Publish: %v", err)
 				}
 			}
