@@ -160,7 +160,7 @@ func TestLocalClusterPanel(t *testing.T) {
 	})
 	// The health check can miss one /readyz of a node on a loaded machine, and
 	// the node counts as not ready until the next: wait for a pick, not one.
-	waitFor(t, 20*time.Second, "?node=node-1 to reach node-1 again", func() bool {
+	testwait.Every(t, poll, 20*time.Second, "?node=node-1 to reach node-1 again", func() bool {
 		n := lc.pick("node-1")
 		return n != nil && n.name == "node-1"
 	})
