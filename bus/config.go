@@ -151,8 +151,10 @@ type Config struct {
 	// pings that end backoff waits when the broker returns (BackoffConfig).
 	ProbeInterval time.Duration
 	// ProbeTimeout is how long a ping may take and how long the probes may take to
-	// come back. A probe that does not come back (while the subscription delivers
-	// nothing else) is a probe failure: the subscription is rebuilt. Default 3 s.
+	// come back. A probe that does not come back (while its partition delivers
+	// nothing else and the handler is not running) is a probe failure: the
+	// subscription is rebuilt, except in the first round under a new
+	// subscription (a warm-up: a new round starts). Default 3 s.
 	ProbeTimeout time.Duration
 	// OnDrop is called for every batch of accepted messages dropped by a bound
 	// (max age, drop-oldest) or by a Close that ran out of time. It runs on the

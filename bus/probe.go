@@ -93,6 +93,8 @@ func (r *Reliable) probeLoop(ctx context.Context) {
 	var round uint64
 	var ann announcer
 	attempt, misses := 0, 0
+	var prevGen uint64  // the subscription the last round began under
+	prevRound := false  // a round began before
 	pingFailed := false // the last failure recorded was a ping's (not a probe publish's)
 	for {
 		start := time.Now()
@@ -110,10 +112,24 @@ func (r *Reliable) probeLoop(ctx context.Context) {
 		pingErr := err
 		if err == nil && r.recv.receiving() {
 			round++
+			// The first round under a subscription is a warm-up: its probes may
+			// have been published before the broker had the subscription (pub/sub
+			// keeps nothing for a subscriber that does not exist yet).
+			gen := r.recv.subscribes.Load()
+			warmUp := !prevRound || gen != prevGen
+			prevGen, prevRound = gen, true
 			var missed, lost bool
-			missed, lost, err = r.probeRound(ctx, round)
+			missed, lost, err = r.probeRound(ctx, round, warmUp)
 			if ctx.Err() != nil {
 				return
+			}
+			if missed && (warmUp || r.recv.subscribes.Load() != gen) {
+				// Not a dead subscription: one that did not exist yet when the
+				// probes left. A rebuild would lose, on pub/sub, what is published
+				// meanwhile; the next round, at once, tells.
+				r.log.Debug("bus probe round missed while the subscription started", "round", round,
+					"partitions", r.probes.missing())
+				continue
 			}
 			if lost {
 				// The broker lost the probes (it restarted or failed over while
@@ -240,8 +256,11 @@ func (r *Reliable) announce(ctx context.Context, a *announcer) error {
 // probeRound publishes the probes of round and waits for them. It returns
 // missed when they did not all come back in time, lost when they did not and
 // the subscription ended meanwhile (the broker may have lost them: a restart, a
-// failover), or the publish error.
-func (r *Reliable) probeRound(ctx context.Context, round uint64) (missed, lost bool, err error) {
+// failover), or the publish error. The wait is extended while a partition whose
+// probe is missing delivers other frames or the handler runs (the subscription
+// is behind, not dead), except in a warm-up round: frames of a subscription
+// that did not exist when the probes left say nothing about them.
+func (r *Reliable) probeRound(ctx context.Context, round uint64, warmUp bool) (missed, lost bool, err error) {
 	subs := r.recv.subscriptions.Load()
 	if !r.lockPublishing(ctx) {
 		return false, false, ctx.Err()
@@ -258,7 +277,7 @@ func (r *Reliable) probeRound(ctx context.Context, round uint64) (missed, lost b
 	r.c.probesSent.Add(1)
 	timer := time.NewTimer(r.cfg.ProbeTimeout)
 	defer timer.Stop()
-	progress := r.recv.progress.Load()
+	progress := r.partitionProgress(nil)
 	for ext := 0; ; {
 		select {
 		case <-ctx.Done():
@@ -273,14 +292,30 @@ func (r *Reliable) probeRound(ctx context.Context, round uint64) (missed, lost b
 			// (and its announcements) for up to maxProbeExtensions timeouts.
 			return false, true, nil
 		}
-		// A subscription that keeps delivering other frames, or whose handler is
-		// still running (the transport waits for it), is alive, only behind.
-		now := r.recv.progress.Load()
-		if (now == progress && !r.recv.handling.Load()) || ext >= maxProbeExtensions {
+		// A subscription that keeps delivering other frames on a partition
+		// whose probe is missing, or whose handler is still running (the
+		// transport waits for it), is alive, only behind. Frames of other
+		// partitions, or of the direct plane (heartbeats), say nothing about
+		// the missing probes: on pub/sub they keep coming after a probe was lost.
+		now := r.partitionProgress(progress[:0:0])
+		behind := r.recv.handling.Load()
+		for _, p := range r.probes.missing() {
+			behind = behind || now[p] != progress[p]
+		}
+		if !behind || warmUp || ext >= maxProbeExtensions {
 			return true, false, nil
 		}
 		progress = now
 		ext++
 		timer.Reset(r.cfg.ProbeTimeout)
 	}
+}
+
+// partitionProgress appends to dst the count of frames delivered so far on each
+// partition of the reliable plane.
+func (r *Reliable) partitionProgress(dst []uint64) []uint64 {
+	for i := range r.recv.partProgress {
+		dst = append(dst, r.recv.partProgress[i].Load())
+	}
+	return dst
 }

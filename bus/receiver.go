@@ -81,10 +81,14 @@ type receiver struct {
 	handler Handler
 	started chan struct{} // closed by the first Receive
 
-	// progress counts frames delivered by the transport, for the prober;
-	// subscriptions counts the Subscribe calls that ended.
+	// progress counts frames delivered by the transport, for the prober, and
+	// partProgress those of each partition of the reliable plane;
+	// subscriptions counts the Subscribe calls that ended, subscribes those
+	// that started.
 	progress      atomic.Uint64
+	partProgress  []atomic.Uint64
 	subscriptions atomic.Uint64
+	subscribes    atomic.Uint64
 	// handling is set while the handler runs, for the prober: a handler that
 	// waits (a cluster node pacing a backlog to a slow client) holds up the
 	// transport, which is then behind, not dead.
@@ -117,6 +121,7 @@ func (rv *receiver) init(r *Reliable) {
 	rv.streams = make(map[streamKey]*stream)
 	rv.nodes = make(map[string]*originRuns)
 	rv.names = make(map[string]string)
+	rv.partProgress = make([]atomic.Uint64, r.partitions)
 }
 
 func (rv *receiver) start(h Handler, log *slog.Logger) {
@@ -176,6 +181,7 @@ func (r *Reliable) recvLoop(ctx context.Context) {
 		rv.subCancel = cancel
 		rv.subMu.Unlock()
 		before := rv.progress.Load()
+		rv.subscribes.Add(1)
 		var established *time.Timer
 		if r.cfg.ProbeInterval < 0 {
 			// Without probes, a subscription that has not failed for a while counts
@@ -262,6 +268,9 @@ func (r *Reliable) deliver(f Frame) {
 func (r *Reliable) deliverFrame(f Frame) {
 	rv := &r.recv
 	rv.progress.Add(1)
+	if f.Partition >= 0 && f.Partition < len(rv.partProgress) {
+		rv.partProgress[f.Partition].Add(1)
+	}
 	r.sm.ok(compSubscribe)
 	if len(f.Data) > len(r.prefix) && bytes.HasPrefix(f.Data, r.prefix) {
 		// This run's own data frame, read back from the shared log: it was

@@ -42,7 +42,10 @@ func runRedisConformance(t *testing.T, name, url string) {
 				Name:  "cluster on " + name + " " + kind.String(),
 				Nodes: 3,
 				New: func(t *testing.T, n int) []adapter.Factory {
-					return factories(startNodes(t, n, nil, redisBuses(t, url, kind)))
+					w := newWarmUp()
+					cs := startNodes(t, n, nil, w.wrap(redisBuses(t, url, kind)))
+					w.wait(t, cs)
+					return factories(cs)
 				},
 			})
 		})
