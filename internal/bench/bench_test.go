@@ -97,8 +97,8 @@ func TestSmoke(t *testing.T) {
 		}
 		r := rs[0]
 		if r.Sent != 400 || r.Lost != 0 || r.Duplicated != 0 || r.Reordered != 0 || r.ClientsCut != 0 {
-			t.Errorf("sent %d (outage %d), expected %d, lost %d, duplicated %d, reordered %d, clients cut %d",
-				r.Sent, r.SentDuringOutage, r.Expected, r.Lost, r.Duplicated, r.Reordered, r.ClientsCut)
+			t.Errorf("sent %d (outage %d), expected %d, lost %d, duplicated %d, reordered %d, clients cut %d (nodes: send queue full %d, slow %d)",
+				r.Sent, r.SentDuringOutage, r.Expected, r.Lost, r.Duplicated, r.Reordered, r.ClientsCut, r.ServerCutQueueFull, r.ServerCutSlow)
 		}
 	})
 	t.Run("idle-memory", func(t *testing.T) {

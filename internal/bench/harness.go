@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/durasock/durasock/internal/redistest"
-	"github.com/durasock/durasock/internal/sioclient"
 )
 
 // Common settings of the scenarios.
@@ -57,9 +56,6 @@ type env struct {
 	subAuth any
 	// pubEvent is the event publishers emit (default PublishEvent).
 	pubEvent string
-	// sioSubscribers: subscribers are internal/sioclient clients instead of
-	// the load generator's own.
-	sioSubscribers bool
 	// want, when set, is how many events of p receiver i should get (default:
 	// every event p sent and the node accepted).
 	want func(i int, p *paced) int64
@@ -124,17 +120,7 @@ func (e *env) subscribeStalling(ctx context.Context, node int, keep bool, stall,
 			return fmt.Errorf("bench: auth: %w", err)
 		}
 	}
-	var cl benchClient
-	var err error
-	if e.sioSubscribers {
-		opts := &sioclient.Options{OnEvent: func(ev *sioclient.Event) { onEvent(ev.Data, int64(time.Since(e.base))) }}
-		if auth != nil {
-			opts.Auth = json.RawMessage(auth)
-		}
-		cl, err = sioclient.Dial(ctx, e.nodes[node].SocketURL(), opts)
-	} else {
-		cl, err = dialWS(ctx, e.nodes[node].SocketURL(), auth, e.base, onEvent)
-	}
+	cl, err := dialWS(ctx, e.nodes[node].SocketURL(), auth, e.base, onEvent)
 	if err != nil {
 		return err
 	}

@@ -133,10 +133,13 @@ func (p *paced) run(ctx context.Context, dur time.Duration) error {
 	buf := make([]byte, 0, 64+p.size)
 	total := int(p.rate * dur.Seconds())
 	// A publisher that fell behind (its goroutine or the machine stalled)
-	// catches up at most maxBurst events per millisecond, twice its rate or 4,
-	// so that a stall of the load generator does not reach the node as one
-	// burst of hundreds of events in one read.
-	maxBurst := max(4, 2*int(math.Ceil(p.rate/1000)))
+	// catches up at most maxBurst events per millisecond, twice its rate (at
+	// least 1), so that a stall of the load generator does not reach the node
+	// as a burst far above the rate measured: the node broadcasts its own
+	// clients' events without waiting, so a burst lands whole in their send
+	// queues (a floor of 4 a millisecond, 20 times a rate of 200/s, made the
+	// smoke test's 16-message queue overflow after a 100 ms stall).
+	maxBurst := max(1, int(math.Ceil(2*p.rate/1000)))
 	for {
 		el := time.Since(start)
 		due := min(int(p.rate*el.Seconds()), total, p.sent+maxBurst)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -158,12 +159,6 @@ func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (
 	if err != nil {
 		return res, err
 	}
-	// The clients of this scenario are internal/sioclient clients, as when
-	// its numbers were taken: with the load generator's own client, the
-	// smoke test's 16-message queue saw the publisher's node cut its two
-	// clients ("send queue full") at the start in about one run of four on a
-	// loaded machine, not explained yet.
-	e.sioSubscribers = true
 	defer func() { err = errors.Join(err, e.close()) }()
 	stall, resume := make(chan struct{}), make(chan struct{})
 	resumed := false
@@ -272,6 +267,30 @@ func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (
 	}
 	if res.ClientsCut > 0 {
 		cfg.logf("redis-kill %s: clients cut by the server, per node: %v; first: %v", transport, res.CutByNode, e.clientErr())
+		// When a cut happened (before, during or after the outage) and what the
+		// node said about it (its rate-limited "client cut" warning: reason,
+		// bound, how many messages were queued).
+		cfg.logf("redis-kill %s: Redis killed at %.0f ms, answering again at %.0f ms (run time)",
+			transport, float64(killAt)/1e6, float64(restartAt)/1e6)
+		for i, c := range e.clients {
+			if c.Err() == nil || e.slow[i] {
+				continue
+			}
+			r := e.recv[i]
+			for k, p := range ps {
+				if s := r.streams[p.id]; s != nil {
+					cfg.logf("redis-kill %s: subscriber %d (node %d) cut: had %d events of publisher %d, last at %.0f ms",
+						transport, i, r.Node, s.unique, k, float64(s.lastRecv)/1e6)
+				}
+			}
+		}
+		for _, n := range e.nodes {
+			for _, line := range strings.Split(n.Logs(), "\n") {
+				if strings.Contains(line, "client cut") {
+					cfg.logf("redis-kill %s: %s: %s", transport, n.Name, line)
+				}
+			}
+		}
 	}
 	e.closeClients()
 
