@@ -39,9 +39,13 @@ type countingConn struct {
 	written *atomic.Int64
 }
 
+// Write counts b before it writes it: the client can read the bytes (and ask
+// for the count) before the writing goroutine runs again after write(2), so a
+// count taken after the write could miss them. A short write is taken back.
 func (c countingConn) Write(b []byte) (int, error) {
+	c.written.Add(int64(len(b)))
 	n, err := c.Conn.Write(b)
-	c.written.Add(int64(n))
+	c.written.Add(int64(n - len(b)))
 	return n, err
 }
 
