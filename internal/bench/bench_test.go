@@ -73,32 +73,40 @@ func TestSmoke(t *testing.T) {
 			}
 		}
 	})
+	// The redis-kill smoke tests run Redis with appendfsync always: with
+	// everysec, Redis postpones its AOF write while a background fsync is in
+	// progress (up to 2 s) yet answers the writes meanwhile, so a SIGKILL can
+	// lose entries the bus was told were written. Those are Redis' losses,
+	// reported by the receivers as gaps; what these tests check is the bus.
 	t.Run("redis-kill", func(t *testing.T) {
-		rs, err := RedisKill(ctx, RedisKillConfig{Common: testCommon(t), Transports: []string{"streams"}, Clients: 4,
+		rs, err := RedisKill(ctx, RedisKillConfig{Common: testCommon(t), Transports: []string{"streams"}, Clients: 4, Fsync: "always",
 			Rate: 100, Before: 500 * time.Millisecond, Outage: time.Second, After: 500 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
 		r := rs[0]
-		if r.Sent != 200 || r.Expected != 4*200 || r.Lost != 0 || r.Duplicated != 0 || r.Reordered != 0 || r.SentDuringOutage == 0 || r.ClientsCut != 0 {
-			t.Errorf("sent %d (outage %d), expected %d, lost %d, duplicated %d, reordered %d, clients cut %d",
-				r.Sent, r.SentDuringOutage, r.Expected, r.Lost, r.Duplicated, r.Reordered, r.ClientsCut)
+		if r.Sent != 200 || r.Expected != 4*200 || r.Lost != 0 || r.Duplicated != 0 || r.Reordered != 0 || r.SentDuringOutage == 0 || r.ClientsCut != 0 || r.GapMessages != 0 {
+			t.Errorf("sent %d (outage %d), expected %d, lost %d, duplicated %d, reordered %d, clients cut %d, bus gap messages %d",
+				r.Sent, r.SentDuringOutage, r.Expected, r.Lost, r.Duplicated, r.Reordered, r.ClientsCut, r.GapMessages)
 		}
 	})
 	t.Run("redis-kill-backlog", func(t *testing.T) {
 		// The backlog of the outage (about 200 events) reaches node 1's clients at
 		// once, many times their send queue of 16: they take it at their pace.
+		// Node 0, the publisher's, keeps the default queue: its own emits never
+		// wait, and 16 is 80 ms of them, less than a stall of a loaded machine.
 		common := testCommon(t)
 		common.SendQueue = 16
-		rs, err := RedisKill(ctx, RedisKillConfig{Common: common, Transports: []string{"streams"}, Clients: 4, Publishers: 1,
+		common.SendQueueFrom = 1
+		rs, err := RedisKill(ctx, RedisKillConfig{Common: common, Transports: []string{"streams"}, Clients: 4, Publishers: 1, Fsync: "always",
 			Rate: 200, Before: 500 * time.Millisecond, Outage: time.Second, After: 500 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
 		r := rs[0]
-		if r.Sent != 400 || r.Lost != 0 || r.Duplicated != 0 || r.Reordered != 0 || r.ClientsCut != 0 {
-			t.Errorf("sent %d (outage %d), expected %d, lost %d, duplicated %d, reordered %d, clients cut %d (nodes: send queue full %d, slow %d)",
-				r.Sent, r.SentDuringOutage, r.Expected, r.Lost, r.Duplicated, r.Reordered, r.ClientsCut, r.ServerCutQueueFull, r.ServerCutSlow)
+		if r.Sent != 400 || r.Lost != 0 || r.Duplicated != 0 || r.Reordered != 0 || r.ClientsCut != 0 || r.GapMessages != 0 || r.RefusedAtNode != 0 {
+			t.Errorf("sent %d (outage %d), expected %d, lost %d, duplicated %d, reordered %d, clients cut %d (nodes: send queue full %d, slow %d), bus gap messages %d, refused at node %d",
+				r.Sent, r.SentDuringOutage, r.Expected, r.Lost, r.Duplicated, r.Reordered, r.ClientsCut, r.ServerCutQueueFull, r.ServerCutSlow, r.GapMessages, r.RefusedAtNode)
 		}
 	})
 	t.Run("idle-memory", func(t *testing.T) {

@@ -17,7 +17,10 @@ type Common struct {
 	Server      string // ServerRelay (default) or ServerDurasock
 	DurasockBin string // built when empty and Server is ServerDurasock
 	SendQueue   int    // relay nodes: Engine.IO send queue per session; 0: engineio.DefaultSendQueueSize
-	Logf        func(format string, args ...any)
+	// SendQueueFrom is the first node SendQueue applies to (0: every node);
+	// the nodes before it keep the engine's default.
+	SendQueueFrom int
+	Logf          func(format string, args ...any)
 }
 
 func (c *Common) logf(format string, args ...any) {
@@ -81,8 +84,12 @@ func startEnv(ctx context.Context, c *Common, transport string, nodes int, aof .
 		url = e.redis.URL()
 	}
 	for i := range nodes {
+		queue := c.SendQueue
+		if i < c.SendQueueFrom {
+			queue = 0
+		}
 		n, err := StartNode(ctx, NodeSpec{Server: c.Server, DurasockBin: c.DurasockBin,
-			RedisURL: url, Transport: transport, Name: fmt.Sprintf("node%d", i), SendQueue: c.SendQueue})
+			RedisURL: url, Transport: transport, Name: fmt.Sprintf("node%d", i), SendQueue: queue})
 		if err != nil {
 			return nil, errors.Join(err, e.close())
 		}
