@@ -62,10 +62,16 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 // newBus creates a bus on hub with test-friendly defaults and closes it at cleanup.
 func newBus(t testing.TB, hub *MemoryHub, cfg Config) *Reliable {
 	t.Helper()
+	return newBusOn(t, hub.Transport(), cfg)
+}
+
+// newBusOn is newBus on any transport.
+func newBusOn(t testing.TB, tr Transport, cfg Config) *Reliable {
+	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = quietLogger()
 	}
-	b, err := New(hub.Transport(), &cfg)
+	b, err := New(tr, &cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -88,22 +88,11 @@ func TestProbeWarmUpOnPubSub(t *testing.T) {
 	synctestRun(t, func(t *testing.T) {
 		net := newPubSubNet(NewMemoryHub())
 		newPubSubBus := func(id string, delay time.Duration, logs *logCounter) *Reliable {
-			cfg := Config{NodeID: id, Logger: quietLogger()}
+			cfg := Config{NodeID: id}
 			if logs != nil {
 				cfg.Logger = slogNew(logs)
 			}
-			b, err := New(net.transport(delay), &cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				defer cancel()
-				if err := b.Close(ctx); err != nil {
-					t.Errorf("Close: %v", err)
-				}
-			})
-			return b
+			return newBusOn(t, net.transport(delay), cfg)
 		}
 		a := newPubSubBus("a", 0, nil)
 		a.Receive(func(Message) {}) // a probes every partition every second
