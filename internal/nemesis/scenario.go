@@ -191,25 +191,25 @@ var Scenarios = []Scenario{
 	{
 		Name:   "sentinel-lagging-failover",
 		Defect: "tail loss on a failover to a lagging replica is never reported",
-		Doc: "Sentinel set with two replicas, WaitReplicas=0, AOF always, 1 000 events/s, one namespace; the " +
-			"sentinels are made to prefer one replica, whose replication link then breaks while n2 is frozen " +
-			"(SIGSTOP); the primary takes writes for 1.5 s, n0's publisher stops for good, the primary is SIGKILLed " +
+		Doc: "Sentinel set with two replicas, WaitReplicas=0, no persistence (fast acknowledgements), 1 000 " +
+			"events/s, one namespace; the sentinels are made to prefer one replica, whose replication link then " +
+			"breaks while n2 is frozen (SIGSTOP); the primary takes writes for 2 s, n0's publisher stops for good, the primary is SIGKILLed " +
 			"and the lagging replica promoted (the other replica follows it and drops what it lacks), then n2 " +
 			"resumes. What only the old primary had is gone: every loss must be reported (or, with a republish " +
 			"of retained messages, nothing lost). Expected: PASS.",
-		Config: Config{Nodes: 3, AOF: "always", Rate: 1000, Sentinel: true, Replicas: 2, Namespaces: []string{"/a"},
+		Config: Config{Nodes: 3, Rate: 1000, Sentinel: true, Replicas: 2, Namespaces: []string{"/a"},
 			TailPublishers: 1, NodePing: 20 * time.Second},
 		Program: laggingProgram(OpSentinelLagging),
 	},
 	{
 		Name:   "cluster-lagging-failover",
 		Defect: "tail loss on a failover to a lagging replica is never reported",
-		Doc: "Redis Cluster, WaitReplicas=0, AOF always, 1 000 events/s, one namespace; the replica of the primary " +
-			"of its stream partition loses its replication link while n2 is frozen (SIGSTOP); the primary takes " +
-			"writes for 1.5 s, n0's publisher stops for good, the replica takes over (CLUSTER FAILOVER TAKEOVER) " +
+		Doc: "Redis Cluster, WaitReplicas=0, no persistence (fast acknowledgements), 1 000 events/s, one " +
+			"namespace; the replica of the primary of its stream partition loses its replication link while n2 " +
+			"is frozen (SIGSTOP); the primary takes writes for 2 s, n0's publisher stops for good, the replica takes over (CLUSTER FAILOVER TAKEOVER) " +
 			"and the old primary, still running, follows it and drops what it lacks; then n2 resumes. Every loss " +
 			"must be reported (or, with a republish of retained messages, nothing lost). Expected: PASS.",
-		Config: Config{Nodes: 3, AOF: "always", Rate: 1000, Cluster: true, Namespaces: []string{"/a"},
+		Config: Config{Nodes: 3, Rate: 1000, Cluster: true, Namespaces: []string{"/a"},
 			TailPublishers: 1, NodePing: 20 * time.Second},
 		Program: laggingProgram(OpClusterLagging),
 	},
@@ -463,7 +463,7 @@ var Scenarios = []Scenario{
 func laggingProgram(op string) func(ctx context.Context, r *Run, _ time.Duration) error {
 	return func(ctx context.Context, r *Run, _ time.Duration) error {
 		return r.fixed(ctx, "failover to a lagging replica, n2 frozen, n0 quiet", func() error {
-			s := Step{Op: op, Slot: streamPartition(r.cfg.Namespaces[0]), Hold: 1500 * time.Millisecond}
+			s := Step{Op: op, Slot: streamPartition(r.cfg.Namespaces[0]), Hold: 2 * time.Second}
 			return r.laggingFailover(ctx, s, lagPlan{freeze: 2, haltTail: true})
 		})
 	}
