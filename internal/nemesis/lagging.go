@@ -15,10 +15,10 @@ import (
 // lagPlan adds what the fixed lagging-failover scenarios need to a failover to a
 // lagging replica.
 type lagPlan struct {
-	// freeze is a node slot frozen (SIGSTOP) from the detach until the failover
-	// is done, -1 for none: a reader that has not read the old primary's last
+	// freeze are node slots frozen (SIGSTOP) from the detach until the
+	// failover is done: readers that have not read the old primary's last
 	// entries when they vanish.
-	freeze int
+	freeze []int
 	// haltTail stops the tail publishers just before the failover: nothing
 	// they publish later reveals the loss of their last messages.
 	haltTail bool
@@ -50,20 +50,27 @@ func (r *Run) laggingFailover(ctx context.Context, s Step, plan lagPlan) (err er
 		}
 	}
 	r.logf("nemesis: %s: primary %s, lagging replica %s", s, primary.Addr(), lagging.Addr())
-	thaw := func() error { return nil }
-	if plan.freeze >= 0 && plan.freeze < r.cfg.Nodes {
-		if p := r.current(plan.freeze); p != nil {
-			p.hist.addFault(r.clk.now(), "stop")
-			if err := p.pause(); err != nil {
-				return err
+	var frozen []*nodeProc
+	var thawOnce sync.Once
+	thaw := func() (err error) {
+		thawOnce.Do(func() {
+			for _, p := range frozen {
+				err = errors.Join(err, p.cont())
 			}
-			var once sync.Once
-			thaw = func() (err error) {
-				once.Do(func() { err = p.cont() })
-				return err
-			}
-			defer func() { err = errors.Join(err, thaw()) }()
+		})
+		return err
+	}
+	defer func() { err = errors.Join(err, thaw()) }()
+	for _, slot := range plan.freeze {
+		p := r.current(slot)
+		if p == nil {
+			return fmt.Errorf("nemesis: slot %d has no process to freeze", slot)
 		}
+		p.hist.addFault(r.clk.now(), "stop")
+		if err := p.pause(); err != nil {
+			return err
+		}
+		frozen = append(frozen, p)
 	}
 	if err := redistest.DetachReplica(sctx, primary, lagging); err != nil {
 		return err

@@ -464,7 +464,7 @@ func laggingProgram(op string) func(ctx context.Context, r *Run, _ time.Duration
 	return func(ctx context.Context, r *Run, _ time.Duration) error {
 		return r.fixed(ctx, "failover to a lagging replica, n2 frozen, n0 quiet", func() error {
 			s := Step{Op: op, Slot: streamPartition(r.cfg.Namespaces[0]), Hold: 2 * time.Second}
-			return r.laggingFailover(ctx, s, lagPlan{freeze: 2, haltTail: true})
+			return r.laggingFailover(ctx, s, lagPlan{freeze: []int{2}, haltTail: true})
 		})
 	}
 }
