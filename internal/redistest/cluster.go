@@ -93,8 +93,16 @@ func startClusterSet(ctx context.Context, dir string, cfg *config, started func(
 			cfg:      cfg,
 			tlsFiles: cs.tlsFiles,
 			conf: func(s *Server, port int) []string {
+				// The bus port gets a free port of its own: the default, port +
+				// 10000, may be any other process's (an outgoing connection's
+				// port, another test's server) and fail every retry of the start.
+				busPort, err := freePort()
+				if err != nil {
+					busPort = port + 10000
+				}
 				return withExtra(s, append(dataConf(s, port),
 					"cluster-enabled yes",
+					"cluster-port "+strconv.Itoa(busPort),
 					"cluster-config-file "+quote(filepath.Join(s.dir, "nodes.conf")),
 					"cluster-node-timeout "+strconv.FormatInt(nodeTimeout.Milliseconds(), 10),
 					"cluster-replica-validity-factor 0",
