@@ -41,6 +41,7 @@ type SentinelSet struct {
 	// replicas are the other data nodes; after a failover the old primary takes
 	// the place of the promoted one.
 	replicas []*Server
+	killed   *Server // the primary KillPrimary killed, until WaitFailover
 
 	all       []*Server // every process in start order
 	dir       string
@@ -363,18 +364,45 @@ func (ss *SentinelSet) URL() string {
 // KillPrimary kills (SIGKILL) the server last known as primary and returns it, so a
 // test can Start it again later (the sentinels then make it a replica).
 func (ss *SentinelSet) KillPrimary() (*Server, error) {
-	p := ss.Primary()
+	ss.mu.Lock()
+	p := ss.primary
+	ss.killed = p
+	ss.mu.Unlock()
 	return p, p.Kill()
 }
 
 // CurrentPrimary asks the sentinels for the primary address and returns the server
-// that a majority of the reachable sentinels report.
+// that a majority of the reachable sentinels report. When every running sentinel
+// reports another server than Primary (a failover that no WaitFailover saw, after a
+// long CLIENT PAUSE for example), that server is Primary from then on.
 func (ss *SentinelSet) CurrentPrimary(ctx context.Context) (*Server, error) {
-	addr, err := ss.primaryAddr(ctx)
+	addr, all, err := ss.primaryVotes(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return ss.serverAt(addr)
+	s, err := ss.serverAt(addr)
+	if err != nil {
+		return nil, err
+	}
+	if all {
+		ss.setPrimary(s)
+	}
+	return s, nil
+}
+
+// setPrimary makes s Primary; the old primary takes s's place among the replicas.
+func (ss *SentinelSet) setPrimary(s *Server) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if s == ss.primary {
+		return
+	}
+	for i, rep := range ss.replicas {
+		if rep == s {
+			ss.replicas[i] = ss.primary
+		}
+	}
+	ss.primary = s
 }
 
 func (ss *SentinelSet) serverAt(addr string) (*Server, error) {
@@ -386,12 +414,6 @@ func (ss *SentinelSet) serverAt(addr string) (*Server, error) {
 		}
 	}
 	return nil, fmt.Errorf("redistest: sentinels report unknown primary %s", addr)
-}
-
-// primaryAddr returns the address a majority of running sentinels report.
-func (ss *SentinelSet) primaryAddr(ctx context.Context) (string, error) {
-	addr, _, err := ss.primaryVotes(ctx)
-	return addr, err
 }
 
 // primaryVotes returns the majority address and whether every running sentinel
@@ -428,7 +450,7 @@ func (ss *SentinelSet) primaryVotes(ctx context.Context) (string, bool, error) {
 }
 
 // WaitFailover waits until every running sentinel reports a primary other than the
-// one last known and that server has the master role; it returns its address.
+// one last known (or the one KillPrimary killed) and that server has the master role; it returns its address.
 // The promoted replica is Primary afterwards and the old primary takes its place
 // among Replicas. Waiting for all sentinels (not just a quorum)
 // makes it safe to Start the old primary right away: it is then reconfigured as a
@@ -436,7 +458,13 @@ func (ss *SentinelSet) primaryVotes(ctx context.Context) (string, bool, error) {
 func (ss *SentinelSet) WaitFailover(ctx context.Context) (string, error) {
 	ctx, cancel := withDefaultTimeout(ctx, topologyTimeout)
 	defer cancel()
-	old := ss.Primary()
+	ss.mu.Lock()
+	old := ss.primary
+	if ss.killed != nil {
+		// A CurrentPrimary since KillPrimary may have made the new one Primary.
+		old = ss.killed
+	}
+	ss.mu.Unlock()
 	var promoted *Server
 	err := waitUntil(ctx, slowPollInterval, "sentinel failover away from "+old.Addr(), func(ctx context.Context) error {
 		addr, all, err := ss.primaryVotes(ctx)
@@ -466,13 +494,9 @@ func (ss *SentinelSet) WaitFailover(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	ss.setPrimary(promoted)
 	ss.mu.Lock()
-	for i, rep := range ss.replicas {
-		if rep == promoted {
-			ss.replicas[i] = ss.primary
-		}
-	}
-	ss.primary = promoted
+	ss.killed = nil
 	ss.mu.Unlock()
 	return promoted.Addr(), nil
 }
