@@ -93,9 +93,10 @@ func startClusterSet(ctx context.Context, dir string, cfg *config, started func(
 			cfg:      cfg,
 			tlsFiles: cs.tlsFiles,
 			conf: func(s *Server, port int) []string {
-				// The bus port gets a free port of its own: the default, port +
-				// 10000, may be any other process's (an outgoing connection's
-				// port, another test's server) and fail every retry of the start.
+				// The cluster bus listens on a port of its own, found free like the
+				// data port: Redis' default (port + 10000) is not checked and, on a
+				// machine with many connections open, is often an ephemeral port in
+				// use (then every start fails with "address already in use").
 				busPort, err := freePort()
 				if err != nil {
 					busPort = port + 10000
