@@ -214,6 +214,26 @@ var Scenarios = []Scenario{
 		Program: laggingProgram(OpClusterLagging),
 	},
 	{
+		Name: "sentinel-lagging-wait2",
+		Doc: "sentinel-lagging-failover with WaitReplicas=2 (every replica): the writes the lagging replica " +
+			"never gets are not confirmed, so they stay in the outboxes and are written again to the promoted " +
+			"replica. Expected: PASS, nothing lost.",
+		Exact: true,
+		Config: Config{Nodes: 3, Rate: 1000, Sentinel: true, Replicas: 2, WaitReplicas: 2, Namespaces: []string{"/a"},
+			TailPublishers: 1, NodePing: 20 * time.Second},
+		Program: laggingProgram(OpSentinelLagging),
+	},
+	{
+		Name: "cluster-lagging-wait1",
+		Doc: "cluster-lagging-failover with WaitReplicas=1: the writes the lagging replica never gets are not " +
+			"confirmed, so they stay in the outboxes and are written again once it has taken over. Expected: " +
+			"PASS, nothing lost.",
+		Exact: true,
+		Config: Config{Nodes: 3, Rate: 1000, Cluster: true, WaitReplicas: 1, Namespaces: []string{"/a"},
+			TailPublishers: 1, NodePing: 20 * time.Second},
+		Program: laggingProgram(OpClusterLagging),
+	},
+	{
 		Name:   "planes",
 		Defect: "a broadcast and a broadcast with acks of one node arrive in the other order",
 		Doc: "Publishers send pairs: the node emits the first event as a plain broadcast and the second, at " +
