@@ -123,6 +123,7 @@ func testDirectCompat(t *testing.T, newT func(t testing.TB) bus.Transport) {
 	baseOf(t, sender).legacy = newLegacyTargets(100 * time.Millisecond)
 	nNode := newT(t)
 	subN := startSubscribe(t, nNode, "n")
+	waitSubscribed(t, nNode, NodeChannel(baseOf(t, nNode).opts.Prefix, "n"))
 	syncSubscribed(t, sender, "n", subN)
 	old := startLegacyPeer(t, newT(t), "o")
 	sendUntilSeen(t, transportSend(sender), "o", old.collector)
@@ -311,6 +312,29 @@ func primaryIndex(t testing.TB, cs *redistest.ClusterSet, primaries []*redistest
 	return i
 }
 
+// waitSubscribed waits until channel ch has a subscriber, asking through
+// tr's client (on a cluster PUBSUB SHARDNUMSUB, sent to the shard of ch).
+func waitSubscribed(t testing.TB, tr bus.Transport, ch string) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := baseOf(t, tr).client(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testwait.Every(t, 10*time.Millisecond, waitLong, "a subscriber of "+ch, func() bool {
+		cmd := c.B().PubsubNumsub().Channel(ch).Build()
+		if isCluster(c) {
+			cmd = c.B().PubsubShardnumsub().Channel(ch).Build()
+		}
+		reply, err := c.Do(ctx, cmd).ToArray()
+		if err != nil || len(reply) != 2 {
+			return false
+		}
+		n, err := reply[1].AsInt64()
+		return err == nil && n > 0
+	})
+}
+
 // directMesh is n nodes on the direct plane of one deployment: of this
 // version, or of the earlier one (legacy), with a collector each.
 type directMesh struct {
@@ -330,10 +354,14 @@ func newDirectMesh(t testing.TB, newT func(t testing.TB) bus.Transport, n int, l
 			p := startLegacyPeer(t, tr, id)
 			m.send = append(m.send, p.send)
 			m.recv = append(m.recv, p.collector)
+			waitSubscribed(t, tr, legacyNodeChannel(baseOf(t, tr).opts.Prefix, id))
 		} else {
 			sub := startSubscribe(t, tr, id)
 			m.send = append(m.send, transportSend(tr))
 			m.recv = append(m.recv, sub.collector)
+			// Sent to before it listens there, a node is reached on its
+			// legacy channel for a while.
+			waitSubscribed(t, tr, NodeChannel(baseOf(t, tr).opts.Prefix, id))
 		}
 	}
 	for i := range m.ids {
