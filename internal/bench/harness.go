@@ -20,7 +20,10 @@ type Common struct {
 	// SendQueueFrom is the first node SendQueue applies to (0: every node);
 	// the nodes before it keep the engine's default.
 	SendQueueFrom int
-	Logf          func(format string, args ...any)
+	// PingInterval is the nodes' Engine.IO ping interval (every server kind);
+	// 0: the default, 25 s.
+	PingInterval time.Duration
+	Logf         func(format string, args ...any)
 }
 
 func (c *Common) logf(format string, args ...any) {
@@ -89,7 +92,7 @@ func startEnv(ctx context.Context, c *Common, transport string, nodes int, aof .
 			queue = 0
 		}
 		n, err := StartNode(ctx, NodeSpec{Server: c.Server, DurasockBin: c.DurasockBin,
-			RedisURL: url, Transport: transport, Name: fmt.Sprintf("node%d", i), SendQueue: queue})
+			RedisURL: url, Transport: transport, Name: fmt.Sprintf("node%d", i), SendQueue: queue, PingInterval: c.PingInterval})
 		if err != nil {
 			return nil, errors.Join(err, e.close())
 		}
