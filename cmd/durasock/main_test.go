@@ -4,15 +4,18 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +25,7 @@ import (
 	"github.com/durasock/durasock/bus/redisbus"
 	"github.com/durasock/durasock/internal/redistest"
 	"github.com/durasock/durasock/internal/sioclient"
+	"github.com/durasock/durasock/internal/testwait"
 )
 
 func TestMain(m *testing.M) {
@@ -199,28 +203,41 @@ func TestSIGTERMDrains(t *testing.T) {
 	})
 
 	// Wait for it to listen, then open an Engine.IO session and hold a long poll.
-	var sid string
-	deadline := time.Now().Add(20 * time.Second)
-	for sid == "" {
+	var (
+		sid     string
+		lastErr error
+	)
+	testwait.Every(t, 50*time.Millisecond, 20*time.Second, "the binary to open an Engine.IO session", func() bool {
+		select {
+		case err := <-exited:
+			t.Fatalf("binary exited at start: %v\n%s", err, logs.String())
+		default:
+		}
 		resp, err := http.Get("http://" + addr + "/socket.io/?EIO=4&transport=polling")
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			var open struct{ SID string }
-			if json.Unmarshal(bytes.TrimPrefix(b, []byte("0")), &open) == nil {
-				sid = open.SID
-			}
+		if lastErr = err; err != nil {
+			return false
 		}
-		if sid == "" {
-			if time.Now().After(deadline) {
-				t.Fatalf("binary did not start: %v\n%s", err, logs.String())
-			}
-			time.Sleep(50 * time.Millisecond)
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var open struct{ SID string }
+		if lastErr = errors.Join(err, json.Unmarshal(bytes.TrimPrefix(b, []byte("0")), &open)); lastErr != nil {
+			return false
 		}
-	}
+		sid = open.SID
+		return sid != ""
+	})
 	poll := make(chan string, 1)
+	wrote := make(chan struct{})
 	go func() {
-		resp, err := http.Get("http://" + addr + "/socket.io/?EIO=4&transport=polling&sid=" + sid)
+		var once sync.Once // a retried request is written again
+		trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { once.Do(func() { close(wrote) }) }}
+		req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet,
+			"http://"+addr+"/socket.io/?EIO=4&transport=polling&sid="+sid, nil)
+		if err != nil {
+			poll <- "error: " + err.Error()
+			return
+		}
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			poll <- "error: " + err.Error()
 			return
@@ -229,7 +246,15 @@ func TestSIGTERMDrains(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		poll <- string(b)
 	}()
-	time.Sleep(200 * time.Millisecond) // let the long poll reach the server
+	select {
+	case <-wrote: // the long poll is on the wire
+	case got := <-poll:
+		t.Fatalf("long poll ended before SIGTERM: %q", got)
+	}
+	// Real time on purpose: the binary shows nothing that says a poll is
+	// waiting (no metric, no status field), so the server is given a moment
+	// to read the request it has been sent and park it.
+	time.Sleep(200 * time.Millisecond)
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
