@@ -102,12 +102,8 @@ func Idle(ctx context.Context, cfg IdleConfig) (_ []IdleResult, err error) {
 		return nil, fmt.Errorf("bench: idle steps %v: want ascending positive connection counts", steps)
 	}
 	maxConns := steps[len(steps)-1]
-	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 64
-	}
-	if cfg.Settle <= 0 {
-		cfg.Settle = DefaultIdleSettle
-	}
+	positiveOr(&cfg.Concurrency, 64)
+	positiveOr(&cfg.Settle, DefaultIdleSettle)
 	if cfg.SourceAddrs <= 0 {
 		cfg.SourceAddrs = min((maxConns+connsPerSourceAddr-1)/connsPerSourceAddr, maxSourceAddrs)
 	}
@@ -115,9 +111,7 @@ func Idle(ctx context.Context, cfg IdleConfig) (_ []IdleResult, err error) {
 		return nil, fmt.Errorf("bench: %d source addresses: at most %d (127.0.0.1 … 127.0.0.%d)", cfg.SourceAddrs, maxSourceAddrs, maxSourceAddrs)
 	}
 	pingInterval := cfg.PingInterval
-	if pingInterval <= 0 {
-		pingInterval = engineio.DefaultPingInterval
-	}
+	positiveOr(&pingInterval, engineio.DefaultPingInterval)
 	// The node and this process each hold one descriptor per connection;
 	// nodes inherit the limit raised here.
 	limit, limitErr := RaiseFileLimitTo(uint64(maxConns) + fileReserve)
