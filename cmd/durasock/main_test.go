@@ -97,16 +97,8 @@ func startApp(t *testing.T, args ...string) string {
 
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(b)
+	code, _, body := request(t, http.MethodGet, url, nil, "")
+	return code, body
 }
 
 func TestEndpoints(t *testing.T) {
@@ -482,23 +474,12 @@ func (n *node) emit(t *testing.T, body string) (int, string) {
 // empty) and returns the status and the answer.
 func postEmit(t *testing.T, base, token, body string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, base+"/api/emit", strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
+	var header map[string]string
 	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+		header = map[string]string{"Authorization": "Bearer " + token}
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(b)
+	code, _, answer := request(t, http.MethodPost, base+"/api/emit", header, body)
+	return code, answer
 }
 
 // TestKilledNodeDiskOutbox: a node process accepts events while Redis is down
