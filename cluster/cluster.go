@@ -29,10 +29,10 @@ var (
 
 // Defaults of Options.
 const (
-	DefaultRequestTimeout    = 5 * time.Second
-	DefaultHeartbeatInterval = 5 * time.Second
-	DefaultMaxServing        = 256
-	DefaultMaxRelays         = 10000
+	defaultRequestTimeout    = 5 * time.Second
+	defaultHeartbeatInterval = 5 * time.Second
+	defaultMaxServing        = 256
+	defaultMaxRelays         = 10000
 )
 
 // Options configures a Cluster. The zero value (or nil) gives the defaults.
@@ -73,20 +73,20 @@ func (o *Options) withDefaults() Options {
 		r = *o
 	}
 	if r.RequestTimeout <= 0 {
-		r.RequestTimeout = DefaultRequestTimeout
+		r.RequestTimeout = defaultRequestTimeout
 	}
 	if r.HeartbeatInterval <= 0 {
-		r.HeartbeatInterval = DefaultHeartbeatInterval
+		r.HeartbeatInterval = defaultHeartbeatInterval
 	}
 	if r.NodeTimeout <= 0 {
 		r.NodeTimeout = 3 * r.HeartbeatInterval
 	}
 	if r.MaxServing <= 0 {
-		r.MaxServing = DefaultMaxServing
+		r.MaxServing = defaultMaxServing
 	}
 	switch {
 	case r.MaxRelays == 0:
-		r.MaxRelays = DefaultMaxRelays
+		r.MaxRelays = defaultMaxRelays
 	case r.MaxRelays < 0:
 		r.MaxRelays = 0 // no bound
 	}

@@ -273,9 +273,6 @@ func TestNodeLeaves(t *testing.T) {
 	if _, err := ns[1].a.FetchSockets(ctx, adapter.Options{}); !errors.Is(err, adapter.ErrClosed) {
 		t.Errorf("FetchSockets on a closed cluster: %v, want adapter.ErrClosed", err)
 	}
-	if _, err := cs[1].Adapter(adaptertest.NewNamespace("/other")); !errors.Is(err, ErrClosed) {
-		t.Errorf("Adapter on a closed cluster: %v, want ErrClosed", err)
-	}
 }
 
 func infoIDs(infos []adapter.SocketInfo) []string {
@@ -349,13 +346,12 @@ func TestMalformedMessagesCounted(t *testing.T) {
 	}
 }
 
-func TestNewErrors(t *testing.T) {
-	if _, err := New(nil, nil); !errors.Is(err, ErrNilBus) {
-		t.Errorf("New(nil) = %v", err)
-	}
+// TestRegistererTaken: New refuses a second Cluster on one Registerer (the
+// sentinel errors are checked from outside the package, in errors_test.go).
+func TestRegistererTaken(t *testing.T) {
 	hub := bus.NewMemoryHub()
 	reg := prometheus.NewRegistry()
-	cs := startNodes(t, 1, &Options{Registerer: reg}, func(id string) bus.Bus { return memoryBus(t, hub, id) })
+	startNodes(t, 1, &Options{Registerer: reg}, func(id string) bus.Bus { return memoryBus(t, hub, id) })
 	b := memoryBus(t, hub, "second")
 	t.Cleanup(func() {
 		if err := b.Close(context.Background()); err != nil {
@@ -364,13 +360,6 @@ func TestNewErrors(t *testing.T) {
 	})
 	if _, err := New(b, &Options{Registerer: reg}); err == nil {
 		t.Errorf("a second Cluster on one Registerer: no error")
-	}
-	ns := adaptertest.NewNamespace("/")
-	if _, err := cs[0].Adapter(ns); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cs[0].Adapter(adaptertest.NewNamespace("/")); !errors.Is(err, ErrNamespaceTaken) {
-		t.Errorf("second adapter of a namespace: %v", err)
 	}
 }
 

@@ -63,14 +63,14 @@ func (k kind) String() string {
 	return fmt.Sprintf("kind(%d)", byte(k))
 }
 
-// Codec errors. Every decoding error wraps ErrMalformed.
+// Codec errors. Every decoding error wraps errMalformed.
 var (
-	// ErrMalformed is wrapped by every error of decoding a cluster message.
-	ErrMalformed = errors.New("cluster: malformed message")
+	// errMalformed is wrapped by every error of decoding a cluster message.
+	errMalformed = errors.New("cluster: malformed message")
 	// errVersion is returned for a message of an unsupported codec version.
-	errVersion = fmt.Errorf("%w: unsupported version", ErrMalformed)
+	errVersion = fmt.Errorf("%w: unsupported version", errMalformed)
 	// errKind is returned for a message of an unknown kind.
-	errKind = fmt.Errorf("%w: unknown kind", ErrMalformed)
+	errKind = fmt.Errorf("%w: unknown kind", errMalformed)
 )
 
 // message is a decoded cluster message. Which fields are set depends on kind; the
@@ -263,11 +263,11 @@ func appendByteList(b []byte, bs [][]byte) []byte {
 }
 
 // decodeMessage parses one cluster message. Byte strings of the result alias buf.
-// It never panics; every error wraps ErrMalformed.
+// It never panics; every error wraps errMalformed.
 func decodeMessage(buf []byte) (*message, error) {
 	r := reader{b: buf}
 	if len(buf) < 3 {
-		return nil, fmt.Errorf("%w: %d bytes", ErrMalformed, len(buf))
+		return nil, fmt.Errorf("%w: %d bytes", errMalformed, len(buf))
 	}
 	if buf[0] != codecVersion {
 		return nil, fmt.Errorf("%w %d", errVersion, buf[0])
@@ -277,7 +277,7 @@ func decodeMessage(buf []byte) (*message, error) {
 		return nil, fmt.Errorf("%w %d", errKind, buf[1])
 	}
 	if m.flags&^knownFlags != 0 {
-		return nil, fmt.Errorf("%w: unknown flags %#x", ErrMalformed, m.flags)
+		return nil, fmt.Errorf("%w: unknown flags %#x", errMalformed, m.flags)
 	}
 	r.off = 3
 	m.nsp = r.string()
@@ -322,13 +322,13 @@ func decodeMessage(buf []byte) (*message, error) {
 		m.deadline = r.uvarint()
 	}
 	if r.err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrMalformed, m.kind, r.err)
+		return nil, fmt.Errorf("%w: %s: %w", errMalformed, m.kind, r.err)
 	}
 	if r.off != len(buf) {
-		return nil, fmt.Errorf("%w: %s: %d trailing bytes", ErrMalformed, m.kind, len(buf)-r.off)
+		return nil, fmt.Errorf("%w: %s: %d trailing bytes", errMalformed, m.kind, len(buf)-r.off)
 	}
 	if err := m.validate(); err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrMalformed, m.kind, err)
+		return nil, fmt.Errorf("%w: %s: %w", errMalformed, m.kind, err)
 	}
 	return m, nil
 }

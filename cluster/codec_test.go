@@ -100,13 +100,13 @@ func TestDecodeErrors(t *testing.T) {
 		if err != nil || got.deadline != 0 {
 			t.Errorf("%s without a deadline: %+v, %v; want deadline 0", m.kind, got, err)
 		}
-		if _, err := decodeMessage(b[:len(b)-1]); !errors.Is(err, ErrMalformed) {
-			t.Errorf("%s with a cut deadline: %v, want ErrMalformed", m.kind, err)
+		if _, err := decodeMessage(b[:len(b)-1]); !errors.Is(err, errMalformed) {
+			t.Errorf("%s with a cut deadline: %v, want errMalformed", m.kind, err)
 		}
 	}
 	for name, b := range cases {
-		if _, err := decodeMessage(b); !errors.Is(err, ErrMalformed) {
-			t.Errorf("%s: error %v, want ErrMalformed", name, err)
+		if _, err := decodeMessage(b); !errors.Is(err, errMalformed) {
+			t.Errorf("%s: error %v, want errMalformed", name, err)
 		}
 	}
 }
@@ -122,8 +122,8 @@ func FuzzDecodeMessage(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := decodeMessage(b)
 		if err != nil {
-			if !errors.Is(err, ErrMalformed) {
-				t.Fatalf("error %v does not wrap ErrMalformed", err)
+			if !errors.Is(err, errMalformed) {
+				t.Fatalf("error %v does not wrap errMalformed", err)
 			}
 			return
 		}

@@ -46,7 +46,7 @@ func Example() {
 		ns.Bind(a)
 		nodes, adapters, namespaces = append(nodes, c), append(adapters, a), append(namespaces, ns)
 	}
-	for !slices.Contains(nodes[0].Nodes(), "b") { // wait until a knows b
+	for !slices.Contains(nodes[0].Nodes(), nodes[1].NodeID()) { // wait until a knows b
 		select {
 		case <-ctx.Done():
 			panic(ctx.Err())
@@ -71,5 +71,10 @@ func Example() {
 		panic(err)
 	}
 	fmt.Println(ms[0].Event, text)
-	// Output: headline hello from a
+	// Messages that could not be decoded are dropped and counted (also as
+	// the metric durasock_cluster_decode_errors_total).
+	fmt.Println("decode errors on b:", nodes[1].Stats().DecodeErrors)
+	// Output:
+	// headline hello from a
+	// decode errors on b: 0
 }

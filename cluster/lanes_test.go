@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -88,8 +89,11 @@ func TestAckRelaysDoNotBlockControl(t *testing.T) {
 			t.Fatalf("BroadcastWithAck to an acking socket with %d relays waiting: %d replies, %v", relays, len(replies), err)
 		}
 	}
-	// Several node timeouts' worth of heartbeats while the relays wait.
-	time.Sleep(2 * opts.NodeTimeout)
+	// Two node timeouts' worth of node 1's heartbeats while the relays wait
+	// (node 0 hears nothing else from it meanwhile).
+	beats := uint64(2 * opts.NodeTimeout / opts.HeartbeatInterval)
+	from := cs[0].Stats().Received
+	testwait.For(t, waitTimeout, fmt.Sprintf("node 0 to receive %d heartbeats of node 1", beats), func() bool { return cs[0].Stats().Received >= from+beats })
 	close(stopWatch)
 	watch.Wait()
 	if missingSeen != 0 {

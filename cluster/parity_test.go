@@ -2,8 +2,6 @@ package cluster
 
 import (
 	"bytes"
-	"context"
-	"net/http/httptest"
 	"slices"
 	"testing"
 
@@ -41,17 +39,8 @@ func TestSocketIOParityOnRedis(t *testing.T) {
 				t.Errorf("server-side ack: %v", err)
 			}
 		})
-		hs := httptest.NewServer(s)
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-			defer cancel()
-			if err := s.Shutdown(ctx); err != nil {
-				t.Errorf("Shutdown: %v", err)
-			}
-			hs.Close()
-		})
 		servers = append(servers, s)
-		urls = append(urls, hs.URL)
+		urls = append(urls, serve(t, s))
 	}
 	for _, u := range urls {
 		dialSocketIO(t, u)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -131,16 +130,7 @@ func recoveryNodesOn(t *testing.T, buses func(id string) bus.Bus, rec *socketio.
 			so.Join("room")
 			return nil
 		})
-		hs := httptest.NewServer(s)
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-			defer cancel()
-			if err := s.Shutdown(ctx); err != nil {
-				t.Errorf("Shutdown: %v", err)
-			}
-			hs.Close()
-		})
-		out = append(out, recoveryNode{srv: s, url: hs.URL, log: logs})
+		out = append(out, recoveryNode{srv: s, url: serve(t, s), log: logs})
 	}
 	return out
 }
@@ -217,7 +207,11 @@ func TestRecoveryOnAnotherNode(t *testing.T) {
 		emit(a, 1, 1)
 		c.event()
 		leave(c, 500*time.Millisecond)
-		time.Sleep(time.Second) // past MaxDisconnectionDuration
+		// Real time on purpose: the session must stay away longer than
+		// MaxDisconnectionDuration by the clocks that expire it (the record's
+		// time to live in Redis, the node's own), which no test can move; a
+		// second is twice that.
+		time.Sleep(time.Second)
 		back := dialRecovering(t, b.url, c.pid, c.offset)
 		if back.id == c.id {
 			t.Fatal("a session away longer than MaxDisconnectionDuration was recovered")

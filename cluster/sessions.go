@@ -237,21 +237,21 @@ func (a *nspAdapter) SaveSession(s adapter.Session, keep time.Duration) {
 // more, at the next flush, with the session's own time to live, and no longer
 // extended.
 func (a *nspAdapter) SessionAway(pid string, keep time.Duration) {
-	st := a.c.sessions
-	if st == nil {
-		return
-	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if ls := st.live[pid]; ls != nil {
+	a.withLiveSession(pid, func(ls *liveSession) {
 		ls.rec.KeepMS = keep.Milliseconds()
 		ls.away, ls.dirty = true, true
-	}
+	})
 }
 
 // DropSession implements adapter.SessionStore: the record is deleted at the
 // next flush, if this node still owns the session.
 func (a *nspAdapter) DropSession(pid string) {
+	a.withLiveSession(pid, func(ls *liveSession) { ls.drop, ls.dirty = true, true })
+}
+
+// withLiveSession calls f with the live session pid under the store's lock,
+// if the cluster stores sessions and this node has that one.
+func (a *nspAdapter) withLiveSession(pid string, f func(*liveSession)) {
 	st := a.c.sessions
 	if st == nil {
 		return
@@ -259,7 +259,7 @@ func (a *nspAdapter) DropSession(pid string) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if ls := st.live[pid]; ls != nil {
-		ls.drop, ls.dirty = true, true
+		f(ls)
 	}
 }
 

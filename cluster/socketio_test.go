@@ -89,17 +89,8 @@ func TestSocketIOServersOnRedis(t *testing.T) {
 				t.Errorf("server-side ack: %v", err)
 			}
 		})
-		hs := httptest.NewServer(s)
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
-			defer cancel()
-			if err := s.Shutdown(ctx); err != nil {
-				t.Errorf("Shutdown: %v", err)
-			}
-			hs.Close()
-		})
 		servers = append(servers, s)
-		clients = append(clients, dialSocketIO(t, hs.URL))
+		clients = append(clients, dialSocketIO(t, serve(t, s)))
 	}
 	ctx := testCtx(t)
 
@@ -200,4 +191,20 @@ func TestSocketIOServersOnRedis(t *testing.T) {
 	if got := clients[2].read(); got != "41" {
 		t.Errorf("client 2: %q, want a DISCONNECT", got)
 	}
+}
+
+// serve serves s over HTTP until the test ends, then shuts it down, and
+// returns its URL.
+func serve(t *testing.T, s *socketio.Server) string {
+	t.Helper()
+	hs := httptest.NewServer(s)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		hs.Close()
+	})
+	return hs.URL
 }

@@ -5,7 +5,8 @@
 //   - "pub" [payload] is broadcast as "ev" to every other socket;
 //   - "pubroom" [payload] is emitted as "ev" to the room "subs", cluster-wide.
 // It prints "listening 127.0.0.1:<port>" once it accepts connections and
-// answers GET /healthz. SIGTERM closes it.
+// answers GET /healthz. SIGTERM closes it. DURASOCK_BENCH_NODE_PING_INTERVAL_MS
+// sets Engine.IO's ping interval (default 25 000).
 "use strict";
 
 const http = require("node:http");
@@ -20,6 +21,10 @@ async function main() {
   const url = process.env.DURASOCK_BENCH_NODE_REDIS;
   const transport = process.env.DURASOCK_BENCH_NODE_TRANSPORT || "pubsub";
   const opts = { serveClient: false };
+  const pingMs = Number(process.env.DURASOCK_BENCH_NODE_PING_INTERVAL_MS);
+  if (pingMs > 0) {
+    opts.pingInterval = pingMs;
+  }
   const clients = [];
   if (url) {
     const pub = createClient({ url });

@@ -522,15 +522,7 @@ func TestHTTPTimeouts(t *testing.T) {
 	t.Run("unread poll", func(t *testing.T) {
 		r := launch(t, nil, "-send-queue-bytes", "16MiB", "-write-timeout", "2s", "-ping-interval", "1s", "-ping-timeout", "20s")
 		// A polling client that asks for a big answer and never reads it.
-		code, _, open := request(t, "GET", r.url+"/socket.io/?EIO=4&transport=polling", nil, "")
-		if code != http.StatusOK {
-			t.Fatal(open)
-		}
-		var hs struct{ SID string }
-		if err := json.Unmarshal([]byte(strings.TrimPrefix(open, "0")), &hs); err != nil {
-			t.Fatal(err)
-		}
-		sid := hs.SID
+		sid := openPolling(t, r.url)
 		if code, _, body := request(t, "POST", r.url+"/socket.io/?EIO=4&transport=polling&sid="+sid, nil, "40"); code != http.StatusOK {
 			t.Fatal(body)
 		}
@@ -606,16 +598,9 @@ func TestShutdownDelayAndDrain(t *testing.T) {
 // -drain-timeout and says so.
 func TestFailedDrainSaysWhatWasLeft(t *testing.T) {
 	r := launch(t, nil, "-drain-timeout", "500ms", "-ping-interval", "10s", "-ping-timeout", "10s")
-	code, _, open := request(t, "GET", r.url+"/socket.io/?EIO=4&transport=polling", nil, "")
-	if code != http.StatusOK {
-		t.Fatal(open)
-	}
-	var hs struct{ SID string }
-	if err := json.Unmarshal([]byte(strings.TrimPrefix(open, "0")), &hs); err != nil {
-		t.Fatal(err)
-	}
+	sid := openPolling(t, r.url)
 	// CONNECT: its answer waits in the queue for a poll that never comes.
-	if code, _, body := request(t, "POST", r.url+"/socket.io/?EIO=4&transport=polling&sid="+hs.SID, nil, "40"); code != http.StatusOK {
+	if code, _, body := request(t, "POST", r.url+"/socket.io/?EIO=4&transport=polling&sid="+sid, nil, "40"); code != http.StatusOK {
 		t.Fatal(body)
 	}
 	// The server handles the CONNECT on its own goroutine: drain only once the
@@ -647,4 +632,19 @@ func TestListeningLine(t *testing.T) {
 			t.Errorf("listening line lacks %q:\n%s", want, line)
 		}
 	}
+}
+
+// openPolling opens an Engine.IO session over polling at base and returns its
+// id.
+func openPolling(t *testing.T, base string) string {
+	t.Helper()
+	code, _, open := request(t, http.MethodGet, base+"/socket.io/?EIO=4&transport=polling", nil, "")
+	if code != http.StatusOK {
+		t.Fatal(open)
+	}
+	var hs struct{ SID string }
+	if err := json.Unmarshal([]byte(strings.TrimPrefix(open, "0")), &hs); err != nil {
+		t.Fatal(err)
+	}
+	return hs.SID
 }

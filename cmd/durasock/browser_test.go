@@ -90,19 +90,24 @@ type browserPage struct {
 // jsTrue polls expr in the page until it is true.
 func (p *browserPage) waitJS(what, expr string) {
 	p.t.Helper()
-	deadline := time.Now().Add(60 * time.Second) // generous: a loaded 2-core machine
-	for {
-		ok, err := chromedp.Run(p.ctx, chromedp.Evaluate[bool](expr))
-		if err == nil && ok {
-			return
-		}
-		if time.Now().After(deadline) {
+	var (
+		held    bool
+		lastErr error
+	)
+	defer func() { // also when the wait fails the test: what the page showed
+		if !held {
 			pill, _ := chromedp.Run(p.ctx, chromedp.Evaluate[string](`document.getElementById("pill").textContent`))
 			logText, _ := chromedp.Run(p.ctx, chromedp.Evaluate[string](`document.getElementById("log").innerText`))
-			p.t.Fatalf("%s: timed out waiting for %s (%s; err %v)\npill: %s\nlog:\n%s", p.name, what, expr, err, pill, logText)
+			p.t.Logf("%s: %s (last error %v)\npill: %s\nlog:\n%s", p.name, expr, lastErr, pill, logText)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	}()
+	// Generous: a loaded 2-core machine.
+	testwait.Every(p.t, 100*time.Millisecond, 60*time.Second, p.name+": "+what, func() bool {
+		ok, err := chromedp.Run(p.ctx, chromedp.Evaluate[bool](expr))
+		lastErr = err
+		return err == nil && ok
+	})
+	held = true
 }
 
 func (p *browserPage) evalString(expr string) string {

@@ -4,15 +4,18 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +25,7 @@ import (
 	"github.com/durasock/durasock/bus/redisbus"
 	"github.com/durasock/durasock/internal/redistest"
 	"github.com/durasock/durasock/internal/sioclient"
+	"github.com/durasock/durasock/internal/testwait"
 )
 
 func TestMain(m *testing.M) {
@@ -93,16 +97,8 @@ func startApp(t *testing.T, args ...string) string {
 
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(b)
+	code, _, body := request(t, http.MethodGet, url, nil, "")
+	return code, body
 }
 
 func TestEndpoints(t *testing.T) {
@@ -199,28 +195,41 @@ func TestSIGTERMDrains(t *testing.T) {
 	})
 
 	// Wait for it to listen, then open an Engine.IO session and hold a long poll.
-	var sid string
-	deadline := time.Now().Add(20 * time.Second)
-	for sid == "" {
+	var (
+		sid     string
+		lastErr error
+	)
+	testwait.Every(t, 50*time.Millisecond, 20*time.Second, "the binary to open an Engine.IO session", func() bool {
+		select {
+		case err := <-exited:
+			t.Fatalf("binary exited at start: %v\n%s", err, logs.String())
+		default:
+		}
 		resp, err := http.Get("http://" + addr + "/socket.io/?EIO=4&transport=polling")
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			var open struct{ SID string }
-			if json.Unmarshal(bytes.TrimPrefix(b, []byte("0")), &open) == nil {
-				sid = open.SID
-			}
+		if lastErr = err; err != nil {
+			return false
 		}
-		if sid == "" {
-			if time.Now().After(deadline) {
-				t.Fatalf("binary did not start: %v\n%s", err, logs.String())
-			}
-			time.Sleep(50 * time.Millisecond)
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var open struct{ SID string }
+		if lastErr = errors.Join(err, json.Unmarshal(bytes.TrimPrefix(b, []byte("0")), &open)); lastErr != nil {
+			return false
 		}
-	}
+		sid = open.SID
+		return sid != ""
+	})
 	poll := make(chan string, 1)
+	wrote := make(chan struct{})
 	go func() {
-		resp, err := http.Get("http://" + addr + "/socket.io/?EIO=4&transport=polling&sid=" + sid)
+		var once sync.Once // a retried request is written again
+		trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { once.Do(func() { close(wrote) }) }}
+		req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodGet,
+			"http://"+addr+"/socket.io/?EIO=4&transport=polling&sid="+sid, nil)
+		if err != nil {
+			poll <- "error: " + err.Error()
+			return
+		}
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			poll <- "error: " + err.Error()
 			return
@@ -229,7 +238,15 @@ func TestSIGTERMDrains(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		poll <- string(b)
 	}()
-	time.Sleep(200 * time.Millisecond) // let the long poll reach the server
+	select {
+	case <-wrote: // the long poll is on the wire
+	case got := <-poll:
+		t.Fatalf("long poll ended before SIGTERM: %q", got)
+	}
+	// Real time on purpose: the binary shows nothing that says a poll is
+	// waiting (no metric, no status field), so the server is given a moment
+	// to read the request it has been sent and park it.
+	time.Sleep(200 * time.Millisecond)
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -457,23 +474,12 @@ func (n *node) emit(t *testing.T, body string) (int, string) {
 // empty) and returns the status and the answer.
 func postEmit(t *testing.T, base, token, body string) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, base+"/api/emit", strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
+	var header map[string]string
 	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+		header = map[string]string{"Authorization": "Bearer " + token}
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, string(b)
+	code, _, answer := request(t, http.MethodPost, base+"/api/emit", header, body)
+	return code, answer
 }
 
 // TestKilledNodeDiskOutbox: a node process accepts events while Redis is down

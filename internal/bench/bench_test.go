@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 )
@@ -67,9 +68,15 @@ func TestSmoke(t *testing.T) {
 		for _, r := range rs {
 			// Each publisher sends 150/nodes events over 4 rooms; rooms 0 and 1
 			// have two subscribers, rooms 2 and 3 one.
-			if r.Sent != 150 || r.Delivered == 0 || r.Lost != 0 || r.Duplicated != 0 || r.Reordered != 0 {
-				t.Errorf("%d nodes: sent %d, delivered %d, lost %d, duplicated %d, reordered %d",
-					r.Nodes, r.Sent, r.Delivered, r.Lost, r.Duplicated, r.Reordered)
+			var want int64
+			for range r.Nodes {
+				for sub := range 6 {
+					want += roomWant(150/r.Nodes, sub%4, 4)
+				}
+			}
+			if r.Sent != 150 || r.Delivered != want || r.Lost != 0 || r.Duplicated != 0 || r.Reordered != 0 {
+				t.Errorf("%d nodes: sent %d, delivered %d (want %d), lost %d, duplicated %d, reordered %d",
+					r.Nodes, r.Sent, r.Delivered, want, r.Lost, r.Duplicated, r.Reordered)
 			}
 		}
 	})
@@ -110,14 +117,37 @@ func TestSmoke(t *testing.T) {
 		}
 	})
 	t.Run("idle-memory", func(t *testing.T) {
-		r, err := Idle(ctx, IdleConfig{Common: testCommon(t), Conns: 50, Settle: 100 * time.Millisecond, SourceAddrs: 3})
+		common := testCommon(t)
+		common.PingInterval = 500 * time.Millisecond
+		rs, err := Idle(ctx, IdleConfig{Common: common, Conns: []int{30, 50}, Settle: 100 * time.Millisecond, SourceAddrs: 3})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.After == nil || r.After.Clients != 50 || r.RSSAfter == 0 {
-			t.Errorf("result %+v", r)
+		if len(rs) != 2 {
+			t.Fatalf("%d results, want one per step: %+v", len(rs), rs)
+		}
+		for i, want := range []int{30, 50} {
+			r := rs[i]
+			if r.Conns != want || r.After == nil || r.After.Clients != want || r.RSSAfter == 0 || r.HeartbeatsPerSec != float64(want)*2 {
+				t.Errorf("step %d: result %+v", i, r)
+			}
 		}
 	})
+}
+
+// TestIdleFileLimit checks that the idle scenario measures the steps that
+// fit in the open-file limit and names the limit of the first that does not:
+// 2^31 connections exceed every Linux's ceiling (fs.nr_open).
+func TestIdleFileLimit(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rs, err := Idle(ctx, IdleConfig{Common: testCommon(t), Conns: []int{10, 1 << 31}, Settle: 10 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "2147483904 open files") {
+		t.Errorf("error %v, want the open files 2^31 connections need", err)
+	}
+	if len(rs) != 1 || rs[0].Conns != 10 || rs[0].After == nil || rs[0].After.Clients != 10 {
+		t.Errorf("results %+v, want the first step's", rs)
+	}
 }
 
 // TestSourceAddrClients checks that the idle scenario's clients dial from
@@ -238,10 +268,11 @@ func BenchmarkRedisKill(b *testing.B) {
 // -benchtime=1x) and reports the node's memory per connection.
 func BenchmarkIdleMemory(b *testing.B) {
 	for range b.N {
-		r, err := Idle(context.Background(), IdleConfig{Common: testCommon(b), Conns: 10000})
+		rs, err := Idle(context.Background(), IdleConfig{Common: testCommon(b), Conns: []int{10000}})
 		if err != nil {
 			b.Fatal(err)
 		}
+		r := rs[0]
 		b.ReportMetric(r.HeapStackPerConn, "heap+stack-B/conn")
 		b.ReportMetric(r.RSSPerConn, "rss-B/conn")
 	}

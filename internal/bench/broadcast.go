@@ -46,46 +46,25 @@ type BroadcastResult struct {
 }
 
 func (c *BroadcastConfig) defaults() {
-	if len(c.Transports) == 0 {
-		c.Transports = []string{"streams", "pubsub"}
-	}
-	if len(c.Rates) == 0 {
-		c.Rates = []float64{12000}
-	}
-	if c.Duration <= 0 {
-		c.Duration = 10 * time.Second
-	}
-	if c.Subscribers <= 0 {
-		c.Subscribers = 20
-	}
-	if c.Publishers <= 0 {
-		c.Publishers = 1
-	}
-	if c.Drain <= 0 {
-		c.Drain = 5 * time.Second
-	}
+	nonEmptyOr(&c.Transports, []string{"streams", "pubsub"})
+	nonEmptyOr(&c.Rates, []float64{12000})
+	positiveOr(&c.Duration, 10*time.Second)
+	positiveOr(&c.Subscribers, 20)
+	positiveOr(&c.Publishers, 1)
+	positiveOr(&c.Drain, 5*time.Second)
 }
 
 // Broadcast runs the scenario for every transport and rate.
 func Broadcast(ctx context.Context, cfg BroadcastConfig) ([]BroadcastResult, error) {
 	cfg.defaults()
-	var (
-		out  []BroadcastResult
-		errs []error
-	)
-	for _, tr := range cfg.Transports {
+	return runEach(ctx, cfg.Transports, func(tr string) ([]BroadcastResult, error) {
 		res, err := broadcastOne(ctx, &cfg, tr)
-		out = append(out, res...)
 		if err != nil {
-			// The next transport still runs: a failed step is a result too.
-			out = append(out, BroadcastResult{Transport: tr, Error: err.Error()})
-			errs = append(errs, fmt.Errorf("broadcast %s: %w", tr, err))
+			res = append(res, BroadcastResult{Transport: tr, Error: err.Error()})
+			err = fmt.Errorf("broadcast %s: %w", tr, err)
 		}
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return out, errors.Join(errs...)
+		return res, err
+	})
 }
 
 func broadcastOne(ctx context.Context, cfg *BroadcastConfig, transport string) (_ []BroadcastResult, err error) {
@@ -95,75 +74,28 @@ func broadcastOne(ctx context.Context, cfg *BroadcastConfig, transport string) (
 	}
 	defer func() { err = errors.Join(err, e.close()) }()
 	subNode := len(e.nodes) - 1 // node B, or the only node for TransportLocal
-	for range cfg.Subscribers {
-		if err := e.subscribe(ctx, subNode, false); err != nil {
-			return nil, err
-		}
+	if err := e.subscribeAll(ctx, cfg.Subscribers, func(int) int { return subNode }); err != nil {
+		return nil, err
 	}
-	var pubs []publisher
-	for range cfg.Publishers {
-		p, err := e.publisher(ctx, 0)
-		if err != nil {
-			return nil, err
-		}
-		pubs = append(pubs, p)
+	pubs, err := e.publishers(ctx, cfg.Publishers, func(int) int { return 0 })
+	if err != nil {
+		return nil, err
 	}
 	id, err := e.warmUp(ctx, pubs, 0)
 	if err != nil {
 		return nil, err
 	}
-	type stepRef struct {
-		idx   int
-		ps    []*paced
-		start int64
-	}
-	var (
-		out   []BroadcastResult
-		steps []stepRef
-	)
-	for _, rate := range cfg.Rates {
-		ps := make([]*paced, len(pubs))
-		for k, p := range pubs {
-			ps[k] = &paced{id: id + k, pub: p, rate: rate / float64(len(pubs)), size: cfg.PayloadSize, base: e.base}
-		}
-		id += len(pubs)
-		cfg.logf("broadcast %s: %d subscribers, %.0f events/s for %s", transport, cfg.Subscribers, rate, cfg.Duration)
-		start := int64(time.Since(e.base))
-		meter := newCPUMeter(e)
-		if err := runAll(ctx, ps, cfg.Duration); err != nil {
-			return out, err
-		}
-		e.drain(ctx, ps, cfg.Drain)
-		cpu := meter.shares(time.Duration(int64(time.Since(e.base)) - start).Seconds())
-		if err := e.clientErr(); err != nil {
-			return out, err
-		}
-		res := BroadcastResult{Transport: transport, Server: e.nodes[0].Server, TargetRate: rate, Subscribers: cfg.Subscribers, CPU: cpu}
-		for _, p := range ps {
-			res.Sent += p.sent
-			res.Rejected += p.rejected
-		}
-		if res.NodeStatus, err = status(ctx, e.nodes[subNode]); err != nil {
-			cfg.logf("%v", err)
-		}
-		if res.PublisherStats, err = status(ctx, e.nodes[0]); err != nil {
-			cfg.logf("%v", err)
-		}
-		out = append(out, res)
-		steps = append(steps, stepRef{idx: len(out) - 1, ps: ps, start: start})
-	}
-	// Receivers are read once their clients have stopped.
-	e.closeClients()
-	for _, s := range steps {
-		t := tallyOf(e.recv, s.ps, nil)
-		r := &out[s.idx]
-		span := time.Duration(t.lastRecv - s.start).Seconds()
-		if span > 0 {
-			r.Deliveries = float64(t.unique) / span
-			r.PerSubscriber = r.Deliveries / float64(cfg.Subscribers)
-		}
-		r.Lost, r.Duplicated, r.Reordered = t.lost, t.dups, t.reordered
-		r.P50ms, r.P99ms, r.Maxms = ms(t.hist.Quantile(0.50)), ms(t.hist.Quantile(0.99)), ms(t.hist.Max())
-	}
-	return out, nil
+	subNodeStatus := e.nodes[subNode]
+	return e.runRates(ctx, rateSteps{Transport: transport, Rates: cfg.Rates, Duration: cfg.Duration, Drain: cfg.Drain,
+		PayloadSize: cfg.PayloadSize, Subscribers: cfg.Subscribers, Logf: cfg.logf,
+		Label: fmt.Sprintf("broadcast %s: %d subscribers", transport, cfg.Subscribers)}, pubs, id,
+		func(res *BroadcastResult) {
+			var err error
+			if res.NodeStatus, err = status(ctx, subNodeStatus); err != nil {
+				cfg.logf("%v", err)
+			}
+			if res.PublisherStats, err = status(ctx, e.nodes[0]); err != nil {
+				cfg.logf("%v", err)
+			}
+		})
 }

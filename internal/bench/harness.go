@@ -20,7 +20,10 @@ type Common struct {
 	// SendQueueFrom is the first node SendQueue applies to (0: every node);
 	// the nodes before it keep the engine's default.
 	SendQueueFrom int
-	Logf          func(format string, args ...any)
+	// PingInterval is the nodes' Engine.IO ping interval (every server kind);
+	// 0: the default, 25 s.
+	PingInterval time.Duration
+	Logf         func(format string, args ...any)
 }
 
 func (c *Common) logf(format string, args ...any) {
@@ -59,9 +62,9 @@ type env struct {
 	subAuth any
 	// pubEvent is the event publishers emit (default PublishEvent).
 	pubEvent string
-	// want, when set, is how many events of p receiver i should get (default:
+	// want, when set, is how many events of p receiver r should get (default:
 	// every event p sent and the node accepted).
-	want func(i int, p *paced) int64
+	want func(r *Receiver, p *paced) int64
 }
 
 // startEnv starts Redis (unless transport is local) and the nodes. aof, when
@@ -89,7 +92,7 @@ func startEnv(ctx context.Context, c *Common, transport string, nodes int, aof .
 			queue = 0
 		}
 		n, err := StartNode(ctx, NodeSpec{Server: c.Server, DurasockBin: c.DurasockBin,
-			RedisURL: url, Transport: transport, Name: fmt.Sprintf("node%d", i), SendQueue: queue})
+			RedisURL: url, Transport: transport, Name: fmt.Sprintf("node%d", i), SendQueue: queue, PingInterval: c.PingInterval})
 		if err != nil {
 			return nil, errors.Join(err, e.close())
 		}
@@ -228,11 +231,7 @@ func (e *env) drain(ctx context.Context, ps []*paced, timeout time.Duration) {
 				continue // cut or slow on purpose: it will get nothing more
 			}
 			for _, p := range ps {
-				want := int64(p.sent - p.rejected)
-				if e.want != nil {
-					want = e.want(i, p)
-				}
-				if r.Got(p.id) < want {
+				if r.Got(p.id) < e.wantOf(r, p) {
 					complete = false
 				}
 			}
@@ -322,14 +321,24 @@ type tally struct {
 	lastRecv                                int64
 }
 
-func tallyOf(recv []*Receiver, ps []*paced, filter func(r *Receiver, p *paced) bool) tally {
+// wantOf is how many events of p receiver r should get.
+func (e *env) wantOf(r *Receiver, p *paced) int64 {
+	if e.want != nil {
+		return e.want(r, p)
+	}
+	return int64(p.sent - p.rejected)
+}
+
+// tallyOf sums what the receivers recv got of what they should get from ps;
+// filter, when not nil, picks the pairs that count.
+func (e *env) tallyOf(recv []*Receiver, ps []*paced, filter func(r *Receiver, p *paced) bool) tally {
 	var t tally
 	for _, r := range recv {
 		for _, p := range ps {
 			if filter != nil && !filter(r, p) {
 				continue
 			}
-			want := int64(p.sent - p.rejected)
+			want := e.wantOf(r, p)
 			t.expected += want
 			s := r.streams[p.id]
 			if s == nil {
@@ -348,3 +357,18 @@ func tallyOf(recv []*Receiver, ps []*paced, filter func(r *Receiver, p *paced) b
 }
 
 func ms(us uint64) float64 { return float64(us) / 1000 }
+
+// positiveOr sets *p to def unless it is positive: a scenario's zero (or
+// negative) setting means its default.
+func positiveOr[T ~int | ~int64 | ~float64](p *T, def T) {
+	if *p <= 0 {
+		*p = def
+	}
+}
+
+// nonEmptyOr sets *p to def when it is empty.
+func nonEmptyOr[S ~[]E, E any](p *S, def S) {
+	if len(*p) == 0 {
+		*p = def
+	}
+}

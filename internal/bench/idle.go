@@ -6,20 +6,27 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/durasock/durasock/engineio"
 	"github.com/durasock/durasock/internal/sioclient"
 )
 
 // IdleConfig configures the idle-memory scenario: one node without Redis and
-// Conns idle Socket.IO connections over WebSocket.
+// idle Socket.IO connections over WebSocket, added in steps and measured at
+// each.
 type IdleConfig struct {
 	Common
-	Conns       int           // default 10000
+	// Conns are the connection counts measured in turn, ascending, on one
+	// node: each step dials up to its count, waits Settle and measures.
+	// Default {10000}.
+	Conns       []int
 	Concurrency int           // dials at once; default 64
-	Settle      time.Duration // wait after the last connection before measuring; default 30s, more than one ping interval
+	Settle      time.Duration // wait after a step's last connection before measuring; default 30s, more than one ping interval
 	// SourceAddrs spreads the clients over the loopback source addresses
 	// 127.0.0.1 … 127.0.0.N, each with its own ephemeral port range (about 28 000
 	// ports on Linux by default); default one per 20 000 connections.
@@ -37,58 +44,80 @@ const DefaultIdleSettle = 30 * time.Second
 // port range (32768–60999).
 const connsPerSourceAddr = 20000
 
-// IdleResult is the memory a node spends on idle connections.
+// maxSourceAddrs is how many loopback source addresses the idle scenario
+// can use: 127.0.0.1 … 127.0.0.254.
+const maxSourceAddrs = 254
+
+// fileReserve is the open files a process of the idle scenario needs
+// besides one per connection (listener, pipes, Redis, HTTP clients).
+const fileReserve = 256
+
+// IdleResult is the memory and CPU a node spends on idle connections, at one
+// step of the idle scenario.
 type IdleResult struct {
 	Server string `json:"server"`
 	Conns  int    `json:"conns"`
-	// Per connection, from the difference between before and after: resident set
-	// size of the node process, and (relay nodes only) the Go runtime's
-	// HeapInuse+StackInuse after a GC.
+	// Per connection, from the difference between before the first
+	// connection and now: resident set size of the node process, and (relay
+	// nodes only) the Go runtime's HeapInuse+StackInuse after a GC.
 	RSSPerConn float64 `json:"rss_bytes_per_conn"`
-	// RSSDialPerConn is the same at the end of dialing, before the settle
-	// wait: it includes the garbage of the handshakes that the runtime has
-	// not given back yet.
+	// RSSDialPerConn is the same at the end of the step's dialing, before the
+	// settle wait: it includes the garbage of the handshakes that the runtime
+	// has not given back yet.
 	RSSDialPerConn    float64    `json:"rss_dial_bytes_per_conn"`
 	HeapStackPerConn  float64    `json:"heap_stack_bytes_per_conn,omitempty"`
 	HeapPerConn       float64    `json:"heap_bytes_per_conn,omitempty"`
 	StackPerConn      float64    `json:"stack_bytes_per_conn,omitempty"`
 	GoroutinesPerConn float64    `json:"goroutines_per_conn,omitempty"`
+	Goroutines        int        `json:"goroutines,omitempty"` // the node's, relay nodes only
 	RSSBefore         uint64     `json:"rss_before"`
 	RSSAfter          uint64     `json:"rss_after"`
 	Before            *MemStatus `json:"before,omitempty"`
 	After             *MemStatus `json:"after,omitempty"`
-	DialSeconds       float64    `json:"dial_seconds"`
+	DialSeconds       float64    `json:"dial_seconds"` // this step's dialing
 	// IdleCPU is the node's CPU seconds per second (1.0: one core) during the
 	// settle wait, when every connection is idle but for its heartbeats.
-	IdleCPU     float64 `json:"idle_cpu_cores"`
-	SourceAddrs int     `json:"source_addrs"`
+	IdleCPU float64 `json:"idle_cpu_cores"`
+	// PingInterval is the node's; HeartbeatsPerSec = Conns / PingInterval,
+	// and CPUPerHeartbeatUs the node's idle CPU divided by them: what one
+	// heartbeat (a ping written, its pong read) costs, the runtime included.
+	PingInterval      time.Duration `json:"ping_interval"`
+	HeartbeatsPerSec  float64       `json:"heartbeats_per_sec"`
+	CPUPerHeartbeatUs float64       `json:"cpu_per_heartbeat_us"`
+	// LoadgenRSSPerConn is the load generator's own resident memory per client
+	// connection: it runs on the same machine.
+	LoadgenRSSPerConn float64 `json:"loadgen_rss_bytes_per_conn"`
+	SourceAddrs       int     `json:"source_addrs"`
 }
 
-// Idle runs the idle-memory scenario.
-func Idle(ctx context.Context, cfg IdleConfig) (_ IdleResult, err error) {
-	if cfg.Conns <= 0 {
-		cfg.Conns = 10000
+// Idle runs the idle-memory scenario and returns one result per step that
+// was measured; a step that cannot run (the open-file limit) ends it with an
+// error saying why, after the steps before it.
+func Idle(ctx context.Context, cfg IdleConfig) (_ []IdleResult, err error) {
+	steps := slices.Clone(cfg.Conns)
+	if len(steps) == 0 {
+		steps = []int{10000}
 	}
-	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 64
+	if !slices.IsSorted(steps) || steps[0] <= 0 {
+		return nil, fmt.Errorf("bench: idle steps %v: want ascending positive connection counts", steps)
 	}
-	if cfg.Settle <= 0 {
-		cfg.Settle = DefaultIdleSettle
-	}
-	res := IdleResult{Server: cfg.Server, Conns: cfg.Conns}
-	if res.Server == "" {
-		res.Server = ServerRelay
-	}
+	maxConns := steps[len(steps)-1]
+	positiveOr(&cfg.Concurrency, 64)
+	positiveOr(&cfg.Settle, DefaultIdleSettle)
 	if cfg.SourceAddrs <= 0 {
-		cfg.SourceAddrs = (cfg.Conns + connsPerSourceAddr - 1) / connsPerSourceAddr
+		cfg.SourceAddrs = min((maxConns+connsPerSourceAddr-1)/connsPerSourceAddr, maxSourceAddrs)
 	}
-	res.SourceAddrs = cfg.SourceAddrs
-	if limit, err := RaiseFileLimitTo(uint64(cfg.Conns) + 256); err == nil && limit < uint64(cfg.Conns)+256 {
-		return res, fmt.Errorf("bench: open file limit %d is too low for %d connections (raise the hard limit: ulimit -Hn)", limit, cfg.Conns)
+	if cfg.SourceAddrs > maxSourceAddrs {
+		return nil, fmt.Errorf("bench: %d source addresses: at most %d (127.0.0.1 … 127.0.0.%d)", cfg.SourceAddrs, maxSourceAddrs, maxSourceAddrs)
 	}
+	pingInterval := cfg.PingInterval
+	positiveOr(&pingInterval, engineio.DefaultPingInterval)
+	// The node and this process each hold one descriptor per connection;
+	// nodes inherit the limit raised here.
+	limit, limitErr := RaiseFileLimitTo(uint64(maxConns) + fileReserve)
 	e, err := startEnv(ctx, &cfg.Common, TransportLocal, 1)
 	if err != nil {
-		return res, err
+		return nil, err
 	}
 	defer func() { err = errors.Join(err, e.close()) }()
 	node := e.nodes[0]
@@ -105,87 +134,137 @@ func Idle(ctx context.Context, cfg IdleConfig) (_ IdleResult, err error) {
 		rss, err := ReadVmRSS(node.PID())
 		return m, rss, err
 	}
-	if res.Before, res.RSSBefore, err = measure(); err != nil {
-		return res, err
+	before, rssBefore, err := measure()
+	if err != nil {
+		return nil, err
 	}
-	clientsFor := sourceAddrClients(cfg.SourceAddrs)
-	cfg.logf("idle-memory: dialing %d connections from %d source address(es)", cfg.Conns, cfg.SourceAddrs)
-	start := time.Now()
-	clients := make([]*sioclient.Client, cfg.Conns)
+	ownBefore, err := ReadVmRSS(os.Getpid())
+	if err != nil {
+		return nil, err
+	}
+	d := &idleDialer{url: node.SocketURL(), httpClients: sourceAddrClients(cfg.SourceAddrs), concurrency: cfg.Concurrency}
+	var results []IdleResult
+	for _, n := range steps {
+		if need := uint64(n) + fileReserve; limitErr != nil || limit < need {
+			cause := errors.Join(limitErr, fileLimitCause(need))
+			if cause == nil {
+				cause = errors.New("raise it (ulimit -n)")
+			}
+			return results, fmt.Errorf("bench: %d connections need %d open files in the node and in this process; the limit is %d: %w",
+				n, need, limit, cause)
+		}
+		cfg.logf("idle-memory: dialing up to %d connections from %d source address(es)", n, cfg.SourceAddrs)
+		res := IdleResult{Server: node.Server, Conns: n, SourceAddrs: cfg.SourceAddrs, RSSBefore: rssBefore, Before: before, PingInterval: pingInterval}
+		start := time.Now()
+		dialed, err := d.dial(ctx, len(e.clients), n)
+		e.clients = append(e.clients, dialed...) // closed by e.close
+		if err != nil {
+			return results, err
+		}
+		res.DialSeconds = time.Since(start).Seconds()
+		rssDial, rssDialErr := ReadVmRSS(node.PID())
+		cpu0, cpuErr := cpuSeconds(node.PID())
+		settleStart := time.Now()
+		if err := sleepCtx(ctx, cfg.Settle); err != nil {
+			return results, err
+		}
+		if cpu1, err := cpuSeconds(node.PID()); err == nil && cpuErr == nil {
+			res.IdleCPU = (cpu1 - cpu0) / time.Since(settleStart).Seconds()
+		}
+		if res.After, res.RSSAfter, err = measure(); err != nil {
+			return results, err
+		}
+		if err := e.clientErr(); err != nil {
+			return results, err
+		}
+		if own, err := ReadVmRSS(os.Getpid()); err == nil {
+			res.LoadgenRSSPerConn = (float64(own) - float64(ownBefore)) / float64(n)
+		}
+		if rssDialErr == nil {
+			res.RSSDialPerConn = (float64(rssDial) - float64(rssBefore)) / float64(n)
+		}
+		if err := res.perConn(); err != nil {
+			return results, err
+		}
+		results = append(results, res)
+	}
+	cfg.logf("idle-memory: closing %d connections", len(e.clients))
+	return results, nil
+}
+
+// perConn fills in the per-connection figures from the totals.
+func (r *IdleResult) perConn() error {
+	n := float64(r.Conns)
+	r.RSSPerConn = (float64(r.RSSAfter) - float64(r.RSSBefore)) / n
+	r.HeartbeatsPerSec = n / r.PingInterval.Seconds()
+	r.CPUPerHeartbeatUs = r.IdleCPU / r.HeartbeatsPerSec * 1e6
+	if r.After == nil { // not a relay node: no runtime figures
+		return nil
+	}
+	if r.After.Clients < r.Conns {
+		return fmt.Errorf("bench: node counts %d clients, want %d", r.After.Clients, r.Conns)
+	}
+	b, a := r.Before, r.After
+	r.HeapPerConn = (float64(a.HeapInuse) - float64(b.HeapInuse)) / n
+	r.StackPerConn = (float64(a.StackInuse) - float64(b.StackInuse)) / n
+	r.HeapStackPerConn = r.HeapPerConn + r.StackPerConn
+	r.Goroutines = a.Goroutines
+	r.GoroutinesPerConn = float64(a.Goroutines-b.Goroutines) / n
+	return nil
+}
+
+// idleDialer opens the idle scenario's connections, concurrency at a time,
+// spread over its HTTP clients (one per source address).
+type idleDialer struct {
+	url         string
+	httpClients []*http.Client
+	concurrency int
+}
+
+// dial opens connections from (the count already open) up to to, and
+// returns those it opened, also when it fails.
+func (d *idleDialer) dial(ctx context.Context, from, to int) ([]benchClient, error) {
+	dialed := make([]*sioclient.Client, max(to-from, 0))
 	var (
 		wg       sync.WaitGroup
 		next     atomic.Int64
 		mu       sync.Mutex
 		firstErr error
 	)
-	for range cfg.Concurrency {
+	for range d.concurrency {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
 				i := int(next.Add(1) - 1)
-				if i >= cfg.Conns {
+				if i >= len(dialed) {
 					return
 				}
 				dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				c, err := sioclient.Dial(dctx, node.SocketURL(), &sioclient.Options{OnEvent: func(*sioclient.Event) {},
-					HTTPClient: clientsFor[i%len(clientsFor)]})
+				c, err := sioclient.Dial(dctx, d.url, &sioclient.Options{OnEvent: func(*sioclient.Event) {},
+					HTTPClient: d.httpClients[(from+i)%len(d.httpClients)]})
 				cancel()
 				if err != nil {
 					mu.Lock()
 					if firstErr == nil {
-						firstErr = fmt.Errorf("bench: connection %d: %w", i, err)
+						firstErr = fmt.Errorf("bench: connection %d: %w", from+i, err)
 					}
 					mu.Unlock()
-					next.Store(int64(cfg.Conns)) // stop dialing
+					next.Store(int64(len(dialed))) // stop dialing
 					return
 				}
-				clients[i] = c
+				dialed[i] = c
 			}
 		}()
 	}
 	wg.Wait()
-	for _, c := range clients {
+	var open []benchClient
+	for _, c := range dialed {
 		if c != nil {
-			e.clients = append(e.clients, c)
+			open = append(open, c)
 		}
 	}
-	if firstErr != nil {
-		return res, firstErr
-	}
-	res.DialSeconds = time.Since(start).Seconds()
-	rssDial, rssDialErr := ReadVmRSS(node.PID())
-	cpu0, cpuErr := cpuSeconds(node.PID())
-	settleStart := time.Now()
-	if err := sleepCtx(ctx, cfg.Settle); err != nil {
-		return res, err
-	}
-	if cpu1, err := cpuSeconds(node.PID()); err == nil && cpuErr == nil {
-		res.IdleCPU = (cpu1 - cpu0) / time.Since(settleStart).Seconds()
-	}
-	if res.After, res.RSSAfter, err = measure(); err != nil {
-		return res, err
-	}
-	if err := e.clientErr(); err != nil {
-		return res, err
-	}
-	n := float64(cfg.Conns)
-	res.RSSPerConn = (float64(res.RSSAfter) - float64(res.RSSBefore)) / n
-	if rssDialErr == nil {
-		res.RSSDialPerConn = (float64(rssDial) - float64(res.RSSBefore)) / n
-	}
-	if relay {
-		if res.After.Clients < cfg.Conns {
-			return res, fmt.Errorf("bench: node counts %d clients, want %d", res.After.Clients, cfg.Conns)
-		}
-		b, a := res.Before, res.After
-		res.HeapPerConn = (float64(a.HeapInuse) - float64(b.HeapInuse)) / n
-		res.StackPerConn = (float64(a.StackInuse) - float64(b.StackInuse)) / n
-		res.HeapStackPerConn = res.HeapPerConn + res.StackPerConn
-		res.GoroutinesPerConn = float64(a.Goroutines-b.Goroutines) / n
-	}
-	cfg.logf("idle-memory: closing %d connections", cfg.Conns)
-	return res, nil
+	return open, firstErr
 }
 
 // sourceAddrClients returns one HTTP client per loopback source address

@@ -33,7 +33,9 @@ type NodeConfig struct {
 	RedisURL  string // empty: in-memory adapter, one process
 	Transport string // "streams" (default) or "pubsub"
 	SendQueue int    // Engine.IO send queue per session; 0: the engine's default
-	Logger    *slog.Logger
+	// PingInterval is the Engine.IO ping interval; 0: the engine's default.
+	PingInterval time.Duration
+	Logger       *slog.Logger
 }
 
 // Event names of the relay protocol.
@@ -81,7 +83,7 @@ func RunNode(ctx context.Context, cfg NodeConfig, ready func(addr string)) error
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	opts := &socketio.Options{Options: engineio.Options{Logger: log, SendQueueSize: cfg.SendQueue}}
+	opts := &socketio.Options{Options: engineio.Options{Logger: log, SendQueueSize: cfg.SendQueue, PingInterval: cfg.PingInterval}}
 	var (
 		rb *bus.Reliable
 		cl *cluster.Cluster

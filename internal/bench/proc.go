@@ -39,6 +39,7 @@ const (
 	nodeRedisEnv     = "DURASOCK_BENCH_NODE_REDIS"
 	nodeTransportEnv = "DURASOCK_BENCH_NODE_TRANSPORT"
 	nodeQueueEnv     = "DURASOCK_BENCH_NODE_SEND_QUEUE"
+	nodePingEnv      = "DURASOCK_BENCH_NODE_PING_INTERVAL_MS" // 0 or unset: the default
 	listeningPrefix  = "listening "
 )
 
@@ -57,7 +58,12 @@ func NodeMain() {
 	if err != nil {
 		queue = 0
 	}
-	err = RunNode(ctx, NodeConfig{RedisURL: os.Getenv(nodeRedisEnv), Transport: os.Getenv(nodeTransportEnv), SendQueue: queue},
+	pingMs, err := strconv.Atoi(os.Getenv(nodePingEnv))
+	if err != nil {
+		pingMs = 0
+	}
+	err = RunNode(ctx, NodeConfig{RedisURL: os.Getenv(nodeRedisEnv), Transport: os.Getenv(nodeTransportEnv), SendQueue: queue,
+		PingInterval: time.Duration(pingMs) * time.Millisecond},
 		func(addr string) { fmt.Printf("%s%s\n", listeningPrefix, addr) })
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "relay node:", err)
@@ -74,6 +80,9 @@ type NodeSpec struct {
 	Transport   string // "streams" or "pubsub"
 	Name        string // for messages
 	SendQueue   int    // relay nodes: Engine.IO send queue per session; 0: default
+	// PingInterval is the node's Engine.IO ping interval (every server
+	// kind); 0: the server's default, 25 s.
+	PingInterval time.Duration
 }
 
 // Node is a running server process.
@@ -104,6 +113,7 @@ func (n *Node) Logs() string { return n.logs.String() }
 func StartNode(ctx context.Context, spec NodeSpec) (*Node, error) {
 	n := &Node{Name: spec.Name, Server: spec.Server, exited: make(chan struct{}), logs: newTail(64 << 10)}
 	var stdout io.ReadCloser
+	pingEnv := nodePingEnv + "=" + strconv.FormatInt(spec.PingInterval.Milliseconds(), 10)
 	switch spec.Server {
 	case "", ServerRelay:
 		n.Server = ServerRelay
@@ -113,7 +123,7 @@ func StartNode(ctx context.Context, spec NodeSpec) (*Node, error) {
 		}
 		n.cmd = exec.Command(self)
 		n.cmd.Env = append(os.Environ(), NodeEnv+"=1", nodeRedisEnv+"="+spec.RedisURL, nodeTransportEnv+"="+spec.Transport,
-			nodeQueueEnv+"="+strconv.Itoa(spec.SendQueue))
+			nodeQueueEnv+"="+strconv.Itoa(spec.SendQueue), pingEnv)
 		if stdout, err = n.cmd.StdoutPipe(); err != nil {
 			return nil, fmt.Errorf("bench: %w", err)
 		}
@@ -123,7 +133,7 @@ func StartNode(ctx context.Context, spec NodeSpec) (*Node, error) {
 			return nil, err
 		}
 		n.cmd = exec.Command("node", script)
-		n.cmd.Env = append(os.Environ(), nodeRedisEnv+"="+spec.RedisURL, nodeTransportEnv+"="+spec.Transport)
+		n.cmd.Env = append(os.Environ(), nodeRedisEnv+"="+spec.RedisURL, nodeTransportEnv+"="+spec.Transport, pingEnv)
 		if stdout, err = n.cmd.StdoutPipe(); err != nil {
 			return nil, fmt.Errorf("bench: %w", err)
 		}
@@ -136,6 +146,9 @@ func StartNode(ctx context.Context, spec NodeSpec) (*Node, error) {
 		args := []string{"-addr", n.Addr, "-emit-token", emitToken, "-demo=false", "-log-level", "warn", "-drain-timeout", "5s"}
 		if spec.RedisURL != "" {
 			args = append(args, "-redis", spec.RedisURL, "-redis-transport", spec.Transport)
+		}
+		if spec.PingInterval > 0 {
+			args = append(args, "-ping-interval", spec.PingInterval.String())
 		}
 		n.cmd = exec.Command(spec.DurasockBin, args...)
 		n.cmd.Env = os.Environ()

@@ -2,9 +2,13 @@ package bench
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 )
 
@@ -48,4 +52,42 @@ func RaiseFileLimitTo(n uint64) (uint64, error) {
 		}
 	}
 	return RaiseFileLimit()
+}
+
+// capSysResource is the capability bit that lets a process raise a hard
+// resource limit (linux/capability.h).
+const capSysResource = 24
+
+// fileLimitCause says why this process cannot have n open files: the
+// system-wide ceiling of a process's limit (/proc/sys/fs/nr_open), or a hard
+// limit it may not raise (no CAP_SYS_RESOURCE in its effective set: root in
+// a container often lacks it, and then `ulimit -Hn` cannot go up either).
+func fileLimitCause(n uint64) error {
+	var r syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
+		return err
+	}
+	if b, err := os.ReadFile("/proc/sys/fs/nr_open"); err == nil {
+		if max, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil && max < n {
+			return fmt.Errorf("/proc/sys/fs/nr_open is %d: raise it (sysctl fs.nr_open) and the hard limit", max)
+		}
+	}
+	if r.Max >= n {
+		return nil
+	}
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return err
+	}
+	for line := range strings.Lines(string(status)) {
+		if hex, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			caps, err := strconv.ParseUint(strings.TrimSpace(hex), 16, 64)
+			if err == nil && caps&(1<<capSysResource) == 0 {
+				return fmt.Errorf("the hard limit is %d and this process lacks CAP_SYS_RESOURCE (CapEff %s), so it cannot raise it; "+
+					"run where the hard limit is at least %d (ulimit -Hn, LimitNOFILE= in systemd, docker run --ulimit nofile=%d:%d)",
+					r.Max, strings.TrimSpace(hex), n, n, n)
+			}
+		}
+	}
+	return errors.New("the hard limit is " + strconv.FormatUint(r.Max, 10) + ": raise it (ulimit -Hn)")
 }

@@ -19,6 +19,8 @@ func signalContext() (context.Context, context.CancelFunc) {
 // RaiseFileLimit is implemented on Linux only.
 func RaiseFileLimit() (uint64, error) { return 0, errors.New("bench: RaiseFileLimit: Linux only") }
 
+func fileLimitCause(uint64) error { return nil }
+
 // RaiseFileLimitTo raises the limit of open files on Linux only.
 func RaiseFileLimitTo(uint64) (uint64, error) {
 	return 0, errors.New("bench: RaiseFileLimitTo: Linux only")

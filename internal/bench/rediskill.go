@@ -91,57 +91,35 @@ type RedisKillResult struct {
 }
 
 func (c *RedisKillConfig) defaults() {
-	if len(c.Transports) == 0 {
-		c.Transports = []string{"streams", "pubsub"}
-	}
-	if c.Clients <= 0 {
-		c.Clients = 20
-	}
-	if c.Rate <= 0 {
-		c.Rate = 200
-	}
+	nonEmptyOr(&c.Transports, []string{"streams", "pubsub"})
+	positiveOr(&c.Clients, 20)
+	positiveOr(&c.Rate, 200)
 	if c.Publishers != 1 {
 		c.Publishers = 2
 	}
 	if c.Fsync == "" {
 		c.Fsync = "everysec"
 	}
-	if c.Before <= 0 {
-		c.Before = 3 * time.Second
-	}
-	if c.Outage <= 0 {
-		c.Outage = 10 * time.Second
-	}
-	if c.After <= 0 {
-		c.After = 5 * time.Second
-	}
-	if c.Drain <= 0 {
-		c.Drain = 20 * time.Second
-	}
+	positiveOr(&c.Before, 3*time.Second)
+	positiveOr(&c.Outage, 10*time.Second)
+	positiveOr(&c.After, 5*time.Second)
+	positiveOr(&c.Drain, 20*time.Second)
 }
 
 // RedisKill runs the scenario for every transport.
 func RedisKill(ctx context.Context, cfg RedisKillConfig) ([]RedisKillResult, error) {
 	cfg.defaults()
-	var (
-		out  []RedisKillResult
-		errs []error
-	)
-	for _, tr := range cfg.Transports {
+	return runEach(ctx, cfg.Transports, func(tr string) ([]RedisKillResult, error) {
 		if tr == TransportLocal {
-			continue // no Redis to kill
+			return nil, nil // no Redis to kill
 		}
 		r, err := redisKillOne(ctx, &cfg, tr)
 		if err != nil {
 			r.Error = err.Error()
-			errs = append(errs, fmt.Errorf("redis-kill %s: %w", tr, err))
+			err = fmt.Errorf("redis-kill %s: %w", tr, err)
 		}
-		out = append(out, r)
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return out, errors.Join(errs...)
+		return []RedisKillResult{r}, err
+	})
 }
 
 func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (_ RedisKillResult, err error) {
@@ -184,20 +162,15 @@ func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (
 	res.SlowClients = len(e.slow)
 	// A client the server cuts is counted, not a failure of the run.
 	e.tolerateCuts = true
-	pubs := make([]publisher, cfg.Publishers)
-	for k := range pubs {
-		if pubs[k], err = e.publisher(ctx, k); err != nil {
-			return res, err
-		}
+	pubs, err := e.publishers(ctx, cfg.Publishers, func(k int) int { return k })
+	if err != nil {
+		return res, err
 	}
 	id, err := e.warmUp(ctx, pubs, 0)
 	if err != nil {
 		return res, err
 	}
-	ps := make([]*paced, len(pubs))
-	for k := range ps {
-		ps[k] = &paced{id: id + k, pub: pubs[k], rate: cfg.Rate / float64(len(pubs)), size: cfg.Size, base: e.base}
-	}
+	ps := e.pacedAt(pubs, id, cfg.Rate, cfg.Size)
 	total := cfg.Before + cfg.Outage + cfg.After
 	if cfg.StopAtKill {
 		total = cfg.Before
@@ -304,13 +277,13 @@ func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (
 			healthy = append(healthy, r)
 		}
 	}
-	t := tallyOf(healthy, ps, nil)
+	t := e.tallyOf(healthy, ps, nil)
 	res.Expected, res.Lost, res.Duplicated, res.Reordered = t.expected, t.lost, t.dups, t.reordered
 	if nodes := len(e.nodes); nodes > 0 {
 		remote := int64(len(healthy) - len(healthy)/nodes) // clients not on the refusing node
 		res.LostBeyondRefused = max(0, res.Lost-int64(res.RefusedAtNode)*remote)
 	}
-	same := tallyOf(healthy, ps, func(r *Receiver, p *paced) bool { return r.Node == p.id-id })
+	same := e.tallyOf(healthy, ps, func(r *Receiver, p *paced) bool { return r.Node == p.id-id })
 	res.SameNodeP99Ms = ms(same.hist.Quantile(0.99))
 
 	inOutage := func(sent int64) bool { return sent >= killAt && sent < restartAt }

@@ -83,12 +83,16 @@ func PrintRedisKill(w io.Writer, rs []RedisKillResult) error {
 	return tw.Flush()
 }
 
-// PrintIdle writes the idle-memory result as a table.
-func PrintIdle(w io.Writer, r IdleResult) error {
+// PrintIdle writes the idle-memory results as a table, one row per step.
+func PrintIdle(w io.Writer, rs []IdleResult) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "server\tconns\tsource addrs\tRSS B/conn\tRSS at dial B/conn\theap+stack B/conn\theap B/conn\tstack B/conn\tgoroutines/conn\tidle CPU cores\tdial s\t")
-	fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%.2f\t%.3f\t%.1f\t\n", r.Server, r.Conns, r.SourceAddrs, r.RSSPerConn, r.RSSDialPerConn,
-		r.HeapStackPerConn, r.HeapPerConn, r.StackPerConn, r.GoroutinesPerConn, r.IdleCPU, r.DialSeconds)
+	fmt.Fprintln(tw, "server\tconns\tsource addrs\tRSS B/conn\tRSS at dial B/conn\theap+stack B/conn\theap B/conn\tstack B/conn\t"+
+		"goroutines\tping s\theartbeats/s\tidle CPU cores\tCPU µs/heartbeat\tloadgen RSS B/conn\tdial s\t")
+	for _, r := range rs {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%d\t%g\t%.0f\t%.3f\t%.1f\t%.0f\t%.1f\t\n", r.Server, r.Conns, r.SourceAddrs,
+			r.RSSPerConn, r.RSSDialPerConn, r.HeapStackPerConn, r.HeapPerConn, r.StackPerConn, r.Goroutines,
+			r.PingInterval.Seconds(), r.HeartbeatsPerSec, r.IdleCPU, r.CPUPerHeartbeatUs, r.LoadgenRSSPerConn, r.DialSeconds)
+	}
 	return tw.Flush()
 }
 

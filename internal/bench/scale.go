@@ -75,24 +75,12 @@ func (c *ScaleConfig) defaults() {
 	if c.Transport == "" {
 		c.Transport = "streams"
 	}
-	if len(c.Nodes) == 0 {
-		c.Nodes = []int{1, 2, 4, 8}
-	}
-	if c.Rate <= 0 {
-		c.Rate = 2000
-	}
-	if c.Duration <= 0 {
-		c.Duration = 10 * time.Second
-	}
-	if c.Subscribers <= 0 {
-		c.Subscribers = 64
-	}
-	if c.Rooms <= 0 {
-		c.Rooms = 32
-	}
-	if c.Drain <= 0 {
-		c.Drain = 5 * time.Second
-	}
+	nonEmptyOr(&c.Nodes, []int{1, 2, 4, 8})
+	positiveOr(&c.Rate, 2000)
+	positiveOr(&c.Duration, 10*time.Second)
+	positiveOr(&c.Subscribers, 64)
+	positiveOr(&c.Rooms, 32)
+	positiveOr(&c.Drain, 5*time.Second)
 }
 
 // Scale runs the scenario for every cluster size.
@@ -101,22 +89,14 @@ func Scale(ctx context.Context, cfg ScaleConfig) ([]ScaleResult, error) {
 	if cfg.Transport == TransportLocal {
 		return nil, errors.New("bench: scale needs a Redis transport")
 	}
-	var (
-		out  []ScaleResult
-		errs []error
-	)
-	for _, n := range cfg.Nodes {
+	return runEach(ctx, cfg.Nodes, func(n int) ([]ScaleResult, error) {
 		r, err := scaleOne(ctx, &cfg, n)
 		if err != nil {
 			r.Error = err.Error()
-			errs = append(errs, fmt.Errorf("scale %d nodes: %w", n, err))
+			err = fmt.Errorf("scale %d nodes: %w", n, err)
 		}
-		out = append(out, r)
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return out, errors.Join(errs...)
+		return []ScaleResult{r}, err
+	})
 }
 
 // roomWant is how many of the first sent events of a publisher go to room k
@@ -172,6 +152,25 @@ func (e *env) redisCalls(ctx context.Context) (map[string]float64, error) {
 	return out, nil
 }
 
+// scaleCounters are the counters the scale scenario reads before and after
+// its step.
+type scaleCounters struct {
+	redis   []float64          // redisCounters
+	busRead uint64             // bus messages the nodes received
+	calls   map[string]float64 // Redis calls by command
+}
+
+func (e *env) scaleCounters(ctx context.Context) (c scaleCounters, err error) {
+	if c.redis, err = e.redisStats(ctx); err != nil {
+		return c, err
+	}
+	if c.busRead, err = e.busReceived(ctx); err != nil {
+		return c, err
+	}
+	c.calls, err = e.redisCalls(ctx)
+	return c, err
+}
+
 // busReceived sums the bus messages the nodes received so far.
 func (e *env) busReceived(ctx context.Context) (uint64, error) {
 	var sum uint64
@@ -218,47 +217,25 @@ func scaleOne(ctx context.Context, cfg *ScaleConfig, nodes int) (res ScaleResult
 	if err != nil {
 		return res, err
 	}
-	want := func(ri int, p *paced) int64 { return roomWant(p.sent, rooms[ri], cfg.Rooms) }
-	e.want = want
-	ps := make([]*paced, len(pubs))
-	for k, p := range pubs {
-		ps[k] = &paced{id: id + k, pub: p, rate: cfg.Rate / float64(len(pubs)), size: cfg.PayloadSize, base: e.base}
+	roomOf := make(map[*Receiver]int, len(e.recv))
+	for i, r := range e.recv {
+		roomOf[r] = rooms[i]
 	}
+	e.want = func(r *Receiver, p *paced) int64 { return roomWant(p.sent, roomOf[r], cfg.Rooms) }
+	ps := e.pacedAt(pubs, id, cfg.Rate, cfg.PayloadSize)
 	cfg.logf("scale %s: %d nodes, %d subscribers in %d rooms, %d publishers, %.0f events/s for %s",
 		cfg.Transport, nodes, cfg.Subscribers, cfg.Rooms, len(pubs), cfg.Rate, cfg.Duration)
-	r0, err := e.redisStats(ctx)
+	before, err := e.scaleCounters(ctx)
 	if err != nil {
 		return res, err
 	}
-	b0, err := e.busReceived(ctx)
+	st, err := e.runStep(ctx, ps, cfg.Duration, cfg.Drain)
 	if err != nil {
 		return res, err
 	}
-	c0, err := e.redisCalls(ctx)
+	res.CPU = st.cpu
+	after, err := e.scaleCounters(ctx)
 	if err != nil {
-		return res, err
-	}
-	start := int64(time.Since(e.base))
-	meter := newCPUMeter(e)
-	if err := runAll(ctx, ps, cfg.Duration); err != nil {
-		return res, err
-	}
-	e.drain(ctx, ps, cfg.Drain)
-	elapsed := time.Duration(int64(time.Since(e.base)) - start).Seconds()
-	res.CPU = meter.shares(elapsed)
-	r1, err := e.redisStats(ctx)
-	if err != nil {
-		return res, err
-	}
-	b1, err := e.busReceived(ctx)
-	if err != nil {
-		return res, err
-	}
-	c1, err := e.redisCalls(ctx)
-	if err != nil {
-		return res, err
-	}
-	if err := e.clientErr(); err != nil {
 		return res, err
 	}
 	for _, p := range ps {
@@ -266,28 +243,12 @@ func scaleOne(ctx context.Context, cfg *ScaleConfig, nodes int) (res ScaleResult
 	}
 	e.closeClients()
 
-	var hist Histogram
-	var last int64
-	for i, r := range e.recv {
-		for _, p := range ps {
-			w := want(i, p)
-			s := r.streams[p.id]
-			if s == nil {
-				res.Lost += w
-				continue
-			}
-			res.Delivered += s.unique
-			res.Lost += max(0, w-s.unique)
-			res.Duplicated += s.dups
-			res.Reordered += s.reordered
-			hist.Merge(&s.hist)
-			last = max(last, s.lastRecv)
-		}
-	}
-	if span := time.Duration(last - start).Seconds(); span > 0 {
+	t := e.tallyOf(e.recv, ps, nil)
+	res.Delivered, res.Lost, res.Duplicated, res.Reordered = t.unique, t.lost, t.dups, t.reordered
+	if span := time.Duration(t.lastRecv - st.start).Seconds(); span > 0 {
 		res.Deliveries = float64(res.Delivered) / span
 	}
-	res.P50ms, res.P99ms, res.Maxms = ms(hist.Quantile(0.50)), ms(hist.Quantile(0.99)), ms(hist.Max())
+	res.P50ms, res.P99ms, res.Maxms = ms(t.hist.Quantile(0.50)), ms(t.hist.Quantile(0.99)), ms(t.hist.Max())
 	for _, n := range e.nodes {
 		c := res.CPU[n.Name]
 		res.NodeCPUTotal += c
@@ -296,19 +257,19 @@ func scaleOne(ctx context.Context, cfg *ScaleConfig, nodes int) (res ScaleResult
 	res.NodeCPUMean = res.NodeCPUTotal / float64(nodes)
 	res.RedisCPU = res.CPU["redis"]
 	if d := float64(res.Delivered); d > 0 {
-		res.NodeCPUPerDelivery = res.NodeCPUTotal * elapsed / d * 1e6
-		res.RedisCPUPerDelivery = res.RedisCPU * elapsed / d * 1e6
+		res.NodeCPUPerDelivery = res.NodeCPUTotal * st.elapsed / d * 1e6
+		res.RedisCPUPerDelivery = res.RedisCPU * st.elapsed / d * 1e6
 		// INFO itself counts one command and its bytes: negligible here.
-		res.RedisOpsPerDelivery = (r1[0] - r0[0]) / d
-		res.RedisInPerDelivery = (r1[1] - r0[1]) / d
-		res.RedisOutPerDelivery = (r1[2] - r0[2]) / d
+		res.RedisOpsPerDelivery = (after.redis[0] - before.redis[0]) / d
+		res.RedisInPerDelivery = (after.redis[1] - before.redis[1]) / d
+		res.RedisOutPerDelivery = (after.redis[2] - before.redis[2]) / d
 	}
 	if s := float64(res.Sent); s > 0 {
-		res.RedisOutPerEvent = (r1[2] - r0[2]) / s
-		res.ReadPerEvent = float64(b1-b0) / s
+		res.RedisOutPerEvent = (after.redis[2] - before.redis[2]) / s
+		res.ReadPerEvent = float64(after.busRead-before.busRead) / s
 		res.RedisCallsPerEvent = map[string]float64{}
-		for k, v := range c1 {
-			if d := v - c0[k]; d > 0 && k != "info" {
+		for k, v := range after.calls {
+			if d := v - before.calls[k]; d > 0 && k != "info" {
 				res.RedisCallsPerEvent[k] = d / s
 			}
 		}

@@ -66,7 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		before      = fs.Duration("before", 3*time.Second, "redis-kill: run time before the kill")
 		outage      = fs.Duration("outage", 10*time.Second, "redis-kill: how long Redis stays dead")
 		after       = fs.Duration("after", 5*time.Second, "redis-kill: run time after the restart")
-		conns       = fs.Int("conns", 10000, "idle-memory: idle connections")
+		conns       = fs.String("conns", "10000", "idle-memory: idle connections, comma-separated ascending steps measured in turn on one node (e.g. 10000,50000,100000)")
+		ping        = fs.Duration("ping-interval", 0, "nodes' Engine.IO ping interval (0: the server's default, 25s); idle-memory: a shorter one is the heartbeat load of more connections")
 		sourceAddrs = fs.Int("source-addrs", 0, "idle-memory: loopback source addresses 127.0.0.1..N the clients dial from (0: one per 20 000 connections)")
 		idleSettle  = fs.Duration("idle-settle", bench.DefaultIdleSettle, "idle-memory: wait after the last connection, over which the node's idle CPU is measured")
 		roomRuns    = fs.String("runs", "relay:streams,node:pubsub,node:streams", "rooms: server:transport runs (servers relay, durasock, node)")
@@ -105,7 +106,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	default:
 		return fmt.Errorf("unknown scenario %q", scenario)
 	}
-	common := bench.Common{Server: *server, DurasockBin: *durasockBin, SendQueue: *sendQueue,
+	common := bench.Common{Server: *server, DurasockBin: *durasockBin, SendQueue: *sendQueue, PingInterval: *ping,
 		Logf: func(f string, a ...any) { fmt.Fprintf(stderr, f+"\n", a...) }}
 	if *server == bench.ServerDurasock && common.DurasockBin == "" {
 		dir, err := os.MkdirTemp("", "loadgen-")
@@ -156,13 +157,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	if scenario == "scale" || scenario == "all" {
-		var ns []int
-		for _, f := range strings.Split(*scaleNodes, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(f))
-			if err != nil || n <= 0 {
-				return fmt.Errorf("-scale-nodes %q: want positive integers", *scaleNodes)
-			}
-			ns = append(ns, n)
+		ns, err := parseInts(*scaleNodes)
+		if err != nil {
+			return fmt.Errorf("-scale-nodes: %w", err)
 		}
 		r, err := bench.Scale(ctx, bench.ScaleConfig{Common: common, Transport: *scaleTr, Nodes: ns, Rate: *scaleRate,
 			Duration: *duration, Subscribers: *scaleSubs, Rooms: *scaleRooms, PayloadSize: *size})
@@ -192,11 +189,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	if scenario == "idle-memory" || scenario == "all" {
-		r, err := bench.Idle(ctx, bench.IdleConfig{Common: common, Conns: *conns, SourceAddrs: *sourceAddrs, Settle: *idleSettle})
+		steps, err := parseInts(*conns)
+		if err != nil {
+			return fmt.Errorf("-conns: %w", err)
+		}
+		r, err := bench.Idle(ctx, bench.IdleConfig{Common: common, Conns: steps, SourceAddrs: *sourceAddrs, Settle: *idleSettle})
 		results["idle_memory"] = r
 		errs = append(errs, err)
 		if !*jsonOut {
-			fmt.Fprintf(stdout, "idle-memory: %d idle WebSocket connections to one node\n", *conns)
+			fmt.Fprintf(stdout, "idle-memory: %s idle WebSocket connections to one node\n", *conns)
 			if err := bench.PrintIdle(stdout, r); err != nil {
 				return err
 			}
@@ -215,6 +216,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// parseInts parses a comma-separated list of positive integers.
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("%q: want positive integers", s)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
 
 func parseRates(s string) ([]float64, error) {
