@@ -233,6 +233,9 @@ func (r *Reliable) announce(ctx context.Context, a *announcer) error {
 		return ctx.Err()
 	}
 	defer r.unlockPublishing()
+	if err := r.republish(ctx); err != nil {
+		return err
+	}
 	frames, last := r.probeFrames(0)
 	a.since++
 	if a.last == nil {
@@ -246,6 +249,7 @@ func (r *Reliable) announce(ctx context.Context, a *announcer) error {
 	err := r.t.Publish(pctx, frames)
 	cancel()
 	if err != nil {
+		r.connectionBroke()
 		return fmt.Errorf("bus: publish probe: %w", err)
 	}
 	r.c.probesSent.Add(1)
@@ -265,6 +269,11 @@ func (r *Reliable) probeRound(ctx context.Context, round uint64, warmUp bool) (m
 	if !r.lockPublishing(ctx) {
 		return false, false, ctx.Err()
 	}
+	// Retained messages go out again before a probe announces them.
+	if err := r.republish(ctx); err != nil {
+		r.unlockPublishing()
+		return false, false, err
+	}
 	frames, _ := r.probeFrames(round)
 	done := r.probes.begin(round, r.partitions)
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.ProbeTimeout)
@@ -272,6 +281,7 @@ func (r *Reliable) probeRound(ctx context.Context, round uint64, warmUp bool) (m
 	cancel()
 	r.unlockPublishing()
 	if err != nil {
+		r.connectionBroke()
 		return false, false, fmt.Errorf("bus: publish probe: %w", err)
 	}
 	r.c.probesSent.Add(1)

@@ -115,12 +115,14 @@ func (r *Reliable) awaitReplicas(ctx context.Context, rp *replication) {
 	case errors.Is(err, ErrPrimaryChanged):
 		r.c.primaryChanges.Add(1)
 		r.log.Info("bus: the broker's primary changed before replicas confirmed messages; writing them again", "error", err)
+		r.connectionBroke()
 		r.ob.forgetWritten()
 		rp.reset()
 	default:
 		// The broker did not answer: it may have failed over and lost the
 		// entries. Publish them again; receivers drop the duplicates.
 		r.log.Debug("bus: waiting for replicas failed; publishing the written entries again", "error", err)
+		r.connectionBroke()
 		r.ob.forgetWritten()
 		rp.reset()
 	}
