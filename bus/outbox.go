@@ -49,6 +49,8 @@ type outbox struct {
 	// replicated yet (replication.go): batch skips those entries, max age
 	// spares them.
 	writtenThrough uint64
+	// forgets counts forgetWritten calls.
+	forgets uint64
 
 	// keep gets the entries the broker acknowledged (nil: none kept).
 	keep *retained

@@ -564,6 +564,7 @@ func (r *Reliable) sendLoop(ctx context.Context) {
 		var expired dropAcc
 		var lastID uint64
 		var replays int
+		forgets := r.ob.forgotten()
 		frames, lastID, replays, _ = r.ob.batch(time.Now(), frames[:0], r.cfg.BatchSize, r.cfg.BatchBytes, &expired)
 		r.reportDrop(DropMaxAge, &expired)
 		if rp.rewaitDue(time.Now()) {
@@ -593,6 +594,13 @@ func (r *Reliable) sendLoop(ctx context.Context) {
 		back := r.recovered.wait()
 		if !r.lockPublishing(ctx) {
 			return
+		}
+		if r.ob.forgotten() != forgets {
+			// The prober, republishing meanwhile, learnt that the written
+			// entries must go out again: this batch starts after them.
+			r.unlockPublishing()
+			clear(frames)
+			continue
 		}
 		// What the broker acknowledged before a break goes out again first.
 		err := r.republish(ctx)

@@ -44,7 +44,16 @@ func (o *outbox) forgetWritten() {
 	o.mu.Lock()
 	o.failedThrough = max(o.failedThrough, o.writtenThrough)
 	o.writtenThrough = 0
+	o.forgets++
 	o.mu.Unlock()
+}
+
+// forgotten returns how often forgetWritten ran: a batch taken before it
+// changed may lack written entries that must go out first.
+func (o *outbox) forgotten() uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.forgets
 }
 
 // replication is the sender's view of entries written but not replicated.

@@ -173,6 +173,13 @@ func (r *Reliable) republish(ctx context.Context) error {
 		cancel()
 		if err != nil && !errors.Is(err, ErrNotReplicated) { // written is what counts here
 			r.kept.broke()
+			if errors.Is(err, ErrPrimaryChanged) {
+				// The transport forgot the writes that wait for replicas, which
+				// the old primary may have lost: they go out again too, after
+				// the retained ones (the prober may be the caller, not the
+				// sender).
+				r.ob.forgetWritten()
+			}
 			return fmt.Errorf("bus: republish retained messages: %w", err)
 		}
 		start = end
