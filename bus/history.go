@@ -76,18 +76,30 @@ type HistoryEntry struct {
 // partition after position after, up to the newest, until fn returns false. It
 // returns ErrNoHistory when the transport keeps none, and an error wrapping
 // ErrHistoryTrimmed when messages after `after` are gone. Frames that do not
-// decode are skipped (the receiver counts them).
+// decode are skipped (the receiver counts them), and so is a message whose
+// (origin, instance) seq the read already passed: a copy written again after
+// a failed publish or republished after a broken connection (RetainConfig).
 func (r *Reliable) ReadHistory(ctx context.Context, key, after string, fn func(HistoryEntry) bool) error {
 	h, ok := r.t.(HistoryReader)
 	if !ok {
 		return ErrNoHistory
 	}
 	p := partitionOf(key, r.partitions)
+	type run struct {
+		origin   string
+		instance uint64
+	}
+	passed := make(map[run]uint64)
 	return h.ReadHistory(ctx, p, after, func(f Frame) bool {
 		e, err := decodeEnvelope(f.Data, nil)
 		if err != nil || e.Kind != kindData {
 			return true
 		}
+		k := run{e.Origin, e.Instance}
+		if last, ok := passed[k]; ok && e.Seq <= last {
+			return true
+		}
+		passed[k] = e.Seq
 		return fn(HistoryEntry{ID: f.ID, Origin: e.Origin, Instance: e.Instance, Seq: e.Seq, Time: e.publishTime(), Payload: e.Payload})
 	})
 }

@@ -183,6 +183,18 @@ func testLostAcknowledgedWrites(t *testing.T, retain bus.RetainConfig) {
 			t.Errorf("%s reported %d gaps (%d messages)", b.NodeID(), s.Gaps, s.GapMessages)
 		}
 	}
+	// The stream holds the first n twice (from the snapshot, and again):
+	// reading the history yields each message once, in order.
+	var hist recorder
+	if err := current.ReadHistory(ctx, "k", "", func(e bus.HistoryEntry) bool {
+		hist.add(bus.Message{Origin: e.Origin, Seq: e.Seq, Payload: e.Payload})
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if bad := hist.check("a", total); bad != "" {
+		t.Errorf("history: %s", bad)
+	}
 	s := a.Stats()
 	if s.Republished < m {
 		t.Errorf("a republished %d messages, want at least the %d Redis lost", s.Republished, m)
