@@ -103,18 +103,6 @@ func waitState(t testing.TB, b Bus, s State, within time.Duration) {
 	}
 }
 
-// waitFor polls cond (a cheap read) until it holds.
-func waitFor(t testing.TB, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // checkInOrder checks that msgs hold, per origin and partition, the payloads
 // "<origin>/<partition>/<i>" exactly once and in order, from 1 to per[origin].
 func payload(origin string, i int) []byte { return fmt.Appendf(nil, "%s/%d", origin, i) }
