@@ -10,9 +10,9 @@ import (
 	"time"
 )
 
-// ErrProbeTimeout is the failure recorded when a liveness probe did not come back
+// errProbeTimeout is the failure recorded when a liveness probe did not come back
 // through the node's own subscription in time.
-var ErrProbeTimeout = errors.New("bus: liveness probe not received")
+var errProbeTimeout = errors.New("bus: liveness probe not received")
 
 // maxProbeExtensions bounds how often a probe's wait is extended because the
 // subscription is busy delivering a backlog or its handler is running (alive,
@@ -141,7 +141,7 @@ func (r *Reliable) probeLoop(ctx context.Context) {
 				r.log.Warn("bus liveness probe missed; rebuilding the subscription",
 					"timeout", r.cfg.ProbeTimeout, "partitions", r.probes.missing(), "consecutive", misses)
 				if r.recv.rebuildSubscription() {
-					r.sm.fail(compSubscribe, fmt.Errorf("%w within %v", ErrProbeTimeout, r.cfg.ProbeTimeout), misses, 0)
+					r.sm.fail(compSubscribe, fmt.Errorf("%w within %v", errProbeTimeout, r.cfg.ProbeTimeout), misses, 0)
 				}
 			} else if err == nil {
 				misses = 0
