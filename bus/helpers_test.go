@@ -103,6 +103,22 @@ func waitState(t testing.TB, b Bus, s State, within time.Duration) {
 	}
 }
 
+// pairOn starts node "a" on tr (cfg, with NodeID "a"; it receives nothing
+// itself) and node "r" on hub, whose messages go to the returned sink, and
+// lets two probe intervals pass, in a synctest bubble.
+func pairOn(t *testing.T, hub *MemoryHub, tr Transport, cfg Config) (a, r *Reliable, sr *sink) {
+	t.Helper()
+	cfg.NodeID = "a"
+	a = newBusOn(t, tr, cfg)
+	a.Receive(func(Message) {})
+	r = newBus(t, hub, Config{NodeID: "r"})
+	sr = newSink()
+	r.Receive(sr.handle)
+	time.Sleep(2 * time.Second)
+	synctestWait()
+	return a, r, sr
+}
+
 // checkInOrder checks that msgs hold, per origin and partition, the payloads
 // "<origin>/<partition>/<i>" exactly once and in order, from 1 to per[origin].
 func payload(origin string, i int) []byte { return fmt.Appendf(nil, "%s/%d", origin, i) }

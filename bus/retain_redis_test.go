@@ -1,10 +1,7 @@
 package bus_test
 
 import (
-	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,8 +13,6 @@ import (
 	"github.com/durasock/durasock/internal/redistest"
 	"github.com/durasock/durasock/internal/testwait"
 )
-
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // recorder records what a receiver got, in order.
 type recorder struct {
@@ -90,26 +85,7 @@ func TestRedisLostAcknowledgedWritesRepublished(t *testing.T) {
 func testLostAcknowledgedWrites(t *testing.T, retain bus.RetainConfig) {
 	const n, m, k = 40, 25, 15
 	srv := redistest.Standalone(t, redistest.WithoutPersistence())
-	open := func(id string, cfg bus.Config) *bus.Reliable {
-		t.Helper()
-		tr, err := redisbus.NewTransport(&redisbus.Options{URL: srv.URL(), Partitions: 2})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.NodeID, cfg.Logger = id, quiet()
-		b, err := bus.New(tr, &cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := b.Close(ctx); err != nil {
-				t.Errorf("Close %s: %v", id, err)
-			}
-		})
-		return b
-	}
+	open := func(id string, cfg bus.Config) *bus.Reliable { return openRedisBus(t, srv.URL(), id, cfg) }
 	a := open("a", bus.Config{Retain: retain})
 	a.Receive(func(bus.Message) {})
 	behind, current := open("behind", bus.Config{}), open("current", bus.Config{})

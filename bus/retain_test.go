@@ -120,13 +120,7 @@ func TestRepublishFillsLostWrites(t *testing.T) {
 func TestRepublishOrderAcrossPartitions(t *testing.T) {
 	synctestRun(t, func(t *testing.T) {
 		hub := NewMemoryHub()
-		a := newBus(t, hub, Config{NodeID: "a"})
-		a.Receive(func(Message) {})
-		r := newBus(t, hub, Config{NodeID: "r"})
-		s := newSink()
-		r.Receive(s.handle)
-		time.Sleep(2 * time.Second)
-		synctestWait()
+		a, r, s := pairOn(t, hub, hub.Transport(), Config{})
 		const before, during = 40, 30
 		for i := 1; i <= before+during; i++ {
 			if i == before+1 {
@@ -159,13 +153,7 @@ func TestRepublishOrderAcrossPartitions(t *testing.T) {
 func TestRetainBounds(t *testing.T) {
 	synctestRun(t, func(t *testing.T) {
 		hub := NewMemoryHub()
-		a := newBus(t, hub, Config{NodeID: "a", Retain: RetainConfig{MaxMessages: 3}})
-		a.Receive(func(Message) {})
-		r := newBus(t, hub, Config{NodeID: "r"})
-		s := newSink()
-		r.Receive(s.handle)
-		time.Sleep(2 * time.Second)
-		synctestWait()
+		a, r, s := pairOn(t, hub, hub.Transport(), Config{Retain: RetainConfig{MaxMessages: 3}})
 		publishRange(t, a, "k", "a", 1, 10)
 		s.wait(t, 10, time.Minute)
 		synctestWait()
@@ -197,13 +185,7 @@ func TestRetainBounds(t *testing.T) {
 func TestRetainWindow(t *testing.T) {
 	synctestRun(t, func(t *testing.T) {
 		hub := NewMemoryHub()
-		a := newBus(t, hub, Config{NodeID: "a", Retain: RetainConfig{Window: 5 * time.Second}})
-		a.Receive(func(Message) {})
-		r := newBus(t, hub, Config{NodeID: "r"})
-		s := newSink()
-		r.Receive(s.handle)
-		time.Sleep(2 * time.Second)
-		synctestWait()
+		a, r, s := pairOn(t, hub, hub.Transport(), Config{Retain: RetainConfig{Window: 5 * time.Second}})
 		publishRange(t, a, "k", "a", 1, 5)
 		time.Sleep(10 * time.Second) // healthy: these leave the window
 		synctestWait()

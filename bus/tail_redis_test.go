@@ -19,27 +19,7 @@ import (
 // receiver reports exactly those nine as a tail gap within seconds.
 func TestRedisRestartLosesTailReported(t *testing.T) {
 	srv := redistest.Standalone(t, redistest.WithoutPersistence())
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	open := func(id string, cfg bus.Config) *bus.Reliable {
-		t.Helper()
-		tr, err := redisbus.NewTransport(&redisbus.Options{URL: srv.URL(), Partitions: 2})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.NodeID, cfg.Logger = id, quiet
-		b, err := bus.New(tr, &cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := b.Close(ctx); err != nil {
-				t.Errorf("Close %s: %v", id, err)
-			}
-		})
-		return b
-	}
+	open := func(id string, cfg bus.Config) *bus.Reliable { return openRedisBus(t, srv.URL(), id, cfg) }
 	var mu sync.Mutex
 	var gaps []bus.Gap
 	// a does not retain what Redis acknowledged: it would publish the lost
@@ -105,6 +85,29 @@ func TestRedisRestartLosesTailReported(t *testing.T) {
 	if len(gaps) != 1 || !gaps[0].Tail || gaps[0].Origin != "a" || gaps[0].After != 1 || gaps[0].Missing != 9 {
 		t.Fatalf("OnGap got %+v", gaps)
 	}
+}
+
+// openRedisBus opens a bus with node id id over a streams transport of 2
+// partitions on the Redis at url, and closes it at cleanup.
+func openRedisBus(t *testing.T, url, id string, cfg bus.Config) *bus.Reliable {
+	t.Helper()
+	tr, err := redisbus.NewTransport(&redisbus.Options{URL: url, Partitions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.NodeID, cfg.Logger = id, slog.New(slog.NewTextHandler(io.Discard, nil))
+	b, err := bus.New(tr, &cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := b.Close(ctx); err != nil {
+			t.Errorf("Close %s: %v", id, err)
+		}
+	})
+	return b
 }
 
 func waitConnected(t *testing.T, b *bus.Reliable) {

@@ -102,21 +102,7 @@ func TestProbeAnnouncesOnlyCommitted(t *testing.T) {
 	synctestRun(t, func(t *testing.T) {
 		hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: 1})
 		slow := &slowPublish{Transport: hub.Transport(), release: make(chan struct{})}
-		a, err := New(slow, &Config{NodeID: "a", Logger: quietLogger()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() {
-			if err := a.Close(context.Background()); err != nil {
-				t.Error(err)
-			}
-		}()
-		a.Receive(func(Message) {})
-		r := newBus(t, hub, Config{NodeID: "r"})
-		sr := newSink()
-		r.Receive(sr.handle)
-		time.Sleep(2 * time.Second)
-		synctestWait()
+		a, r, sr := pairOn(t, hub, slow, Config{})
 		slow.hold.Store(true)
 		for i := 1; i <= 5; i++ {
 			if err := a.Publish(t.Context(), "k", payload("a", i)); err != nil {
@@ -517,21 +503,7 @@ func TestPublisherCutOffAloneReported(t *testing.T) {
 	synctestRun(t, func(t *testing.T) {
 		hub := NewMemoryHub()
 		ct := &cutTransport{Transport: hub.Transport(), cut: make(chan struct{})}
-		a, err := New(ct, &Config{NodeID: "a", Logger: quietLogger()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer func() {
-			if err := a.Close(context.Background()); err != nil {
-				t.Error(err)
-			}
-		}()
-		a.Receive(func(Message) {})
-		r := newBus(t, hub, Config{NodeID: "r"})
-		sr := newSink()
-		r.Receive(sr.handle)
-		time.Sleep(2 * time.Second)
-		synctestWait()
+		a, r, sr := pairOn(t, hub, ct, Config{})
 		if err := a.Publish(t.Context(), "k", payload("a", 1)); err != nil {
 			t.Fatal(err)
 		}
