@@ -93,8 +93,17 @@ func startClusterSet(ctx context.Context, dir string, cfg *config, started func(
 			cfg:      cfg,
 			tlsFiles: cs.tlsFiles,
 			conf: func(s *Server, port int) []string {
+				// The cluster bus listens on a port of its own, found free like the
+				// data port: Redis' default (port + 10000) is not checked and, on a
+				// machine with many connections open, is often an ephemeral port in
+				// use (then every start fails with "address already in use").
+				busPort, err := freePort()
+				if err != nil {
+					busPort = port + 10000
+				}
 				return withExtra(s, append(dataConf(s, port),
 					"cluster-enabled yes",
+					"cluster-port "+strconv.Itoa(busPort),
 					"cluster-config-file "+quote(filepath.Join(s.dir, "nodes.conf")),
 					"cluster-node-timeout "+strconv.FormatInt(nodeTimeout.Milliseconds(), 10),
 					"cluster-replica-validity-factor 0",
