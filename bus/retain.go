@@ -133,7 +133,11 @@ func (rt *retained) pending() []Frame {
 	rt.trimLocked()
 	frames := make([]Frame, 0, rt.lenLocked())
 	for _, e := range rt.entries[rt.head:] {
-		frames = append(frames, Frame{Partition: e.partition, Data: e.data})
+		// The same envelope but for its kind, which tells a reader of the
+		// history that the broker may hold it twice.
+		data := append([]byte(nil), e.data...)
+		data[1] = byte(kindRepublished)
+		frames = append(frames, Frame{Partition: e.partition, Data: data})
 	}
 	return frames
 }

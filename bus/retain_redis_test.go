@@ -162,14 +162,35 @@ func testLostAcknowledgedWrites(t *testing.T, retain bus.RetainConfig) {
 	// The stream holds the first n twice (from the snapshot, and again):
 	// reading the history yields each message once, in order.
 	var hist recorder
+	var nth string // the position of message n, the last the snapshot kept
 	if err := current.ReadHistory(ctx, "k", "", func(e bus.HistoryEntry) bool {
 		hist.add(bus.Message{Origin: e.Origin, Seq: e.Seq, Payload: e.Payload})
+		if string(e.Payload) == fmt.Sprintf("a/%d", n) {
+			nth = e.ID
+		}
 		return true
 	}); err != nil {
 		t.Fatal(err)
 	}
 	if bad := hist.check("a", total); bad != "" {
 		t.Errorf("history: %s", bad)
+	}
+	// A reader that had everything through message n (a client's recovery
+	// offset) and reads on from there: the copies of 1..n come first in what
+	// it reads, their originals are behind its position: it gets n+1.. once.
+	var from []string
+	if err := current.ReadHistory(ctx, "k", nth, func(e bus.HistoryEntry) bool {
+		from = append(from, string(e.Payload))
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for i := n + 1; i <= total; i++ {
+		want = append(want, fmt.Sprintf("a/%d", i))
+	}
+	if fmt.Sprint(from) != fmt.Sprint(want) {
+		t.Errorf("history after message %d (%s): got %v, want %v", n, nth, from, want)
 	}
 	s := a.Stats()
 	if s.Republished < m {
