@@ -13,6 +13,7 @@ import (
 
 	"github.com/durasock/durasock/bus"
 	"github.com/durasock/durasock/internal/redistest"
+	"github.com/durasock/durasock/internal/testwait"
 )
 
 const benchPayload = 256
@@ -204,92 +205,61 @@ func BenchmarkThroughput(b *testing.B) {
 	}
 }
 
-// BenchmarkDirectPlaneCluster sends direct frames between 6 nodes on a
-// Redis Cluster of 3 primaries, round robin over the receivers, and reports
-// the share of the direct-plane publishes (SPUBLISH) taken by the busiest
-// primary: 1 when one shard carries every request and reply (the direct
-// channels share one hash tag, which keeps a node's frames to one node and
-// to all in order), 0.33 when the three share them evenly. One op is one
-// frame sent and received.
+// BenchmarkDirectPlaneCluster sends direct frames between 4 nodes on a Redis
+// Cluster of 3 primaries, round robin over the pairs, as nodes of the earlier
+// version (every node channel in the slot of {P}) and of this one (a slot per
+// node channel), and reports the SPUBLISH each primary ran per frame
+// (primary0..2) and the share of the busiest: 1 when one shard carries every
+// answer, 0.33 when three share them evenly. One op is one frame sent and
+// received.
 func BenchmarkDirectPlaneCluster(b *testing.B) {
 	cs := redistest.Cluster(b)
-	const nodes = 6
-	o := Options{Kind: Streams, Prefix: "direct-bench"}
-	var received atomic.Int64
-	trs := make([]bus.Transport, nodes)
-	ids := make([]string, nodes)
-	for i := range trs {
-		trs[i] = newTransport(b, cs.URL(), o)
-		ids[i] = "node-" + strconv.Itoa(i)
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			_ = trs[i].Subscribe(ctx, ids[i], func(f bus.Frame) {
-				if f.Partition < 0 {
-					received.Add(1)
-				}
-			})
-		}()
-		b.Cleanup(func() { cancel(); <-done })
-	}
-	ctx := context.Background()
-	// Every node reachable before measuring.
-	deadline := time.Now().Add(waitLong)
-	for received.Load() < nodes {
-		received.Store(0)
-		for i, tr := range trs {
-			if err := tr.Send(ctx, ids[(i+1)%nodes], []byte("hello")); err != nil {
-				b.Fatal(err)
-			}
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("direct plane not up after %v", waitLong)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	primaries, err := cs.Primaries(ctx)
+	const nodes = 4
+	o := Options{Kind: Streams, Prefix: "direct-spread", Partitions: 1}
+	newT := func(t testing.TB) bus.Transport { return newTransport(t, cs.URL(), o) }
+	primaries, err := cs.Primaries(context.Background())
 	if err != nil {
 		b.Fatal(err)
 	}
-	spublishes := func() []int64 {
-		out := make([]int64, len(primaries))
-		for i, p := range primaries {
-			info, err := p.Info(ctx, "commandstats")
-			if err != nil {
-				b.Fatal(err)
+	for _, v := range []struct {
+		name   string
+		legacy bool
+	}{{"earlier-version", true}, {"this-version", false}} {
+		b.Run(v.name, func(b *testing.B) {
+			m := newDirectMesh(b, newT, nodes, v.legacy)
+			received := func() int {
+				n := 0
+				for _, c := range m.recv {
+					n += len(directFrames(c.snapshot(), "bench-"))
+				}
+				return n
 			}
-			calls, _, _ := strings.Cut(strings.TrimPrefix(info["cmdstat_spublish"], "calls="), ",")
-			out[i], _ = strconv.ParseInt(calls, 10, 64)
-		}
-		return out
+			ctx := context.Background()
+			payload := "bench-" + strings.Repeat("x", benchPayload)
+			before := spublishCalls(b, primaries)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				from := i % nodes
+				to := (from + 1 + (i/nodes)%(nodes-1)) % nodes
+				if err := m.send[from](ctx, m.ids[to], payload); err != nil {
+					b.Fatal(err)
+				}
+			}
+			testwait.Every(b, 10*time.Millisecond, time.Minute, "every frame received", func() bool { return received() >= b.N })
+			b.StopTimer()
+			after := spublishCalls(b, primaries)
+			var total, busiest int64
+			for i := range after {
+				d := after[i] - before[i]
+				total += d
+				busiest = max(busiest, d)
+				b.ReportMetric(float64(d)/float64(b.N), "primary"+strconv.Itoa(i)+"-spublish/op")
+			}
+			if total > 0 {
+				b.ReportMetric(float64(busiest)/float64(total), "busiest-shard-share")
+			}
+			b.ReportMetric(float64(received())/float64(b.N), "delivered/op")
+		})
 	}
-	before := spublishes()
-	received.Store(0)
-	payload := make([]byte, benchPayload)
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := range b.N {
-		from, to := i%nodes, (i+1+i/nodes)%nodes
-		if to == from {
-			to = (to + 1) % nodes
-		}
-		if err := trs[from].Send(ctx, ids[to], payload); err != nil {
-			b.Fatal(err)
-		}
-	}
-	for received.Load() < int64(b.N) && time.Now().Before(deadline.Add(time.Minute)) {
-		time.Sleep(time.Millisecond)
-	}
-	b.StopTimer()
-	var total, busiest int64
-	for i, n := range spublishes() {
-		d := n - before[i]
-		total += d
-		busiest = max(busiest, d)
-	}
-	if total > 0 {
-		b.ReportMetric(float64(busiest)/float64(total), "busiest-shard-share")
-	}
-	b.ReportMetric(float64(received.Load())/float64(b.N), "delivered/op")
 }

@@ -19,8 +19,9 @@
 //	{P:<p>}:stream      stream of partition p (Streams), entries with field "d"
 //	{P:<p>}:replicated  written ("1") when the bus waits for replicas again (Streams, WaitReplicas)
 //	{P:<p>}:pubsub      channel of partition p (PubSub)
-//	{P}:node:<id>     direct channel of node id (both transports)
-//	{P}:all           direct channel of every node (both transports)
+//	{P:node:<id>}       direct channel of node id (both transports)
+//	{P}:node:<id>       legacy direct channel of node id (earlier versions; still listened on)
+//	{P}:all             direct channel of every node (both transports)
 //
 // Streams: Publish sends, in one pipeline, XADD {P:<p>}:stream MINID ~ <T>
 // * d <frame> for every frame of a batch, where T is the Redis server's time (the
@@ -35,7 +36,9 @@
 // counted. An entry that no read can return (Redis drops the reader every time)
 // is skipped after 3 attempts over at least SkipUnreadableAfter (10 s), its id
 // found by a Lua script without reading it. Pub/sub: PUBLISH {P:<p>}:pubsub
-// <frame>. Direct frames: PUBLISH {P}:node:<id> <frame> or PUBLISH {P}:all <frame>.
+// <frame>. Direct frames: PUBLISH {P:node:<id>} <frame> (then PUBLISH
+// {P}:node:<id> <frame> when the first reached nobody, see "Rolling upgrades")
+// or PUBLISH {P}:all <frame>.
 // With WaitReplicas, a batch written while earlier frames wait for replicas
 // goes only to the primary that holds the last of them (XRANGE of it first, on
 // the same connection). On Sentinel and Cluster every read also asks
@@ -45,13 +48,29 @@
 // A frame is the bytes of a bus envelope (see package bus and docs/PROTOCOL.md);
 // this package never looks inside.
 //
-// The braces are Redis Cluster hash tags: each partition has its own slot, so a
-// cluster spreads the partitions over its primaries, while the direct channels
-// share one slot. On Redis Cluster every channel is a sharded channel
-// (SPUBLISH/SSUBSCRIBE): a message travels only within its shard instead of over
-// the whole cluster bus, and a failover of that shard closes the subscriber's
-// connection, so Subscribe returns an error and the bus subscribes again on the
-// new primary.
+// The braces are Redis Cluster hash tags: each partition and each node's direct
+// channel has its own slot, so a cluster spreads the partitions, and the
+// answers to the nodes, over its primaries. The all channel has one slot (a
+// frame to all is one publish; it carries heartbeats, hellos and goodbyes, a
+// few frames per node and heartbeat interval), shared with the legacy node
+// channels. On Redis Cluster every channel is a sharded channel
+// (SPUBLISH/SSUBSCRIBE), with one subscription per slot: a message travels only
+// within its shard instead of over the whole cluster bus, and a failover of
+// that shard closes the subscriber's connection, so Subscribe returns an error
+// and the bus subscribes again on the new primary.
+//
+// # Rolling upgrades
+//
+// Earlier versions named a node's direct channel {P}:node:<id>. A node listens
+// on both names of its id, so nodes of an earlier version, which publish on the
+// old name, reach it. Send publishes a frame to a node on {P:node:<id>}; when
+// Redis answers that nobody received it (a node of an earlier version, or one
+// not subscribed right now) it publishes the frame on {P}:node:<id>, and goes
+// there directly for that node during the next 5 seconds. The second publish
+// follows only a first that reached nobody, so no node gets a frame twice, and
+// no setting is needed in either direction of an upgrade or a rollback. A Redis
+// ACL user limited to some channels needs both forms (&{P* covers every channel
+// of prefix P). docs/PROTOCOL.md ("Compatibility") has the details.
 //
 // # Failure behaviour
 //

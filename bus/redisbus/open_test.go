@@ -66,9 +66,13 @@ func testBusConfig(node string) bus.Config {
 	}
 }
 
+// openBus opens a bus for node with the timings of testBusConfig and the
+// Registerer and OnGap of o.Bus, closed when the test ends.
 func openBus(t *testing.T, url string, o Options, node string) *bus.Reliable {
 	t.Helper()
-	o.Bus = testBusConfig(node)
+	cfg := testBusConfig(node)
+	cfg.Registerer, cfg.OnGap = o.Bus.Registerer, o.Bus.OnGap
+	o.Bus = cfg
 	b, err := Open(context.Background(), url, &o)
 	if err != nil {
 		t.Fatalf("Open: %v", err)

@@ -80,15 +80,12 @@ func (ps *pubsub) Subscribe(ctx context.Context, nodeID string, deliver func(bus
 	}
 	g := ps.subscribeGroup(ctx)
 	if !isCluster(c) {
-		channels := append(append([]string(nil), ps.channels...), ps.directChannels(nodeID)...)
-		g.run(func(ctx context.Context) error { return ps.receive(ctx, c, false, channels, onMessage) })
+		ps.subscribeDirect(g, c, nodeID, ps.channels, onMessage)
 		return g.wait()
 	}
 	// Sharded channels of different slots cannot share a subscription: one
-	// per partition, one for the direct plane.
-	g.run(func(ctx context.Context) error {
-		return ps.receive(ctx, c, true, ps.directChannels(nodeID), onMessage)
-	})
+	// per partition, and those of the direct plane.
+	ps.subscribeDirect(g, c, nodeID, nil, onMessage)
 	for _, ch := range ps.channels {
 		g.run(func(ctx context.Context) error {
 			return ps.receive(ctx, c, true, []string{ch}, onMessage)

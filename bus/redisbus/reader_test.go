@@ -36,6 +36,38 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	return 0
 }
 
+// openPair opens node a, which publishes, and node b, which receives into in
+// and registers its metrics in regB, both with o (o.Bus.OnGap is b's), and
+// returns once b receives what a publishes.
+func openPair(t *testing.T, url string, o Options) (a, b *bus.Reliable, in *inbox, regB *prometheus.Registry) {
+	t.Helper()
+	onGap := o.Bus.OnGap
+	o.Bus.OnGap = nil
+	a = openBus(t, url, o, "a")
+	regB = prometheus.NewRegistry()
+	o.Bus.Registerer, o.Bus.OnGap = regB, onGap
+	b = openBus(t, url, o, "b")
+	in = newInbox()
+	b.Receive(in.handle)
+	a.Receive(func(bus.Message) {})
+	busWarmUp(t, a, in)
+	return a, b, in, regB
+}
+
+// idAhead is a stream id d ahead of srv's clock.
+func idAhead(t *testing.T, srv *redistest.Server, d time.Duration) string {
+	t.Helper()
+	now, err := srv.Do(context.Background(), "TIME")
+	if err != nil {
+		t.Fatal(err)
+	}
+	secs, err := strconv.ParseInt(now.([]any)[0].(string), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strconv.FormatInt(secs*1000+d.Milliseconds(), 10) + "-0"
+}
+
 // TestUnreadableEntrySkipped: an entry larger than Redis' client output
 // buffer limit makes Redis drop every reader that reads it. Each node's reader
 // skips it after a bounded number of attempts (counted in
@@ -48,35 +80,12 @@ func TestUnreadableEntrySkipped(t *testing.T) {
 	o.SkipUnreadableAfter = time.Second
 	var gapsMu sync.Mutex
 	var gaps []bus.Gap
-	open := func(node string) (*bus.Reliable, *prometheus.Registry) {
-		reg := prometheus.NewRegistry()
-		oo := o
-		oo.Bus = testBusConfig(node)
-		oo.Bus.Registerer = reg
-		oo.Bus.OnGap = func(g bus.Gap) {
-			gapsMu.Lock()
-			gaps = append(gaps, g)
-			gapsMu.Unlock()
-		}
-		b, err := Open(context.Background(), srv.URL(), &oo)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := b.Close(ctx); err != nil {
-				t.Errorf("Close: %v", err)
-			}
-		})
-		return b, reg
+	o.Bus.OnGap = func(g bus.Gap) {
+		gapsMu.Lock()
+		gaps = append(gaps, g)
+		gapsMu.Unlock()
 	}
-	a, _ := open("a")
-	b, regB := open("b")
-	in := newInbox()
-	b.Receive(in.handle)
-	a.Receive(func(bus.Message) {})
-	busWarmUp(t, a, in)
+	a, b, in, regB := openPair(t, srv.URL(), o)
 
 	ctx := context.Background()
 	const n = 10
@@ -181,30 +190,7 @@ func TestReaderFollowsStreamReset(t *testing.T) {
 	o := faultOpts(Streams)
 	o.Prefix = "reset"
 	o.Partitions = 2
-	open := func(node string) (*bus.Reliable, *prometheus.Registry) {
-		reg := prometheus.NewRegistry()
-		oo := o
-		oo.Bus = testBusConfig(node)
-		oo.Bus.Registerer = reg
-		b, err := Open(context.Background(), srv.URL(), &oo)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := b.Close(ctx); err != nil {
-				t.Errorf("Close: %v", err)
-			}
-		})
-		return b, reg
-	}
-	a, _ := open("a")
-	b, regB := open("b")
-	in := newInbox()
-	b.Receive(in.handle)
-	a.Receive(func(bus.Message) {})
-	busWarmUp(t, a, in)
+	a, b, in, regB := openPair(t, srv.URL(), o)
 
 	ctx := context.Background()
 	next := 0
@@ -223,15 +209,7 @@ func TestReaderFollowsStreamReset(t *testing.T) {
 	}
 
 	// Ids ten minutes ahead of the server's clock, past the retention.
-	now, err := srv.Do(ctx, "TIME")
-	if err != nil {
-		t.Fatal(err)
-	}
-	secs, err := strconv.ParseInt(now.([]any)[0].(string), 10, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ahead := strconv.FormatInt((secs+600)*1000, 10) + "-0"
+	ahead := idAhead(t, srv, 10*time.Minute)
 	for p := range o.Partitions { // probes wrote to every partition
 		if _, err := srv.Do(ctx, "XSETID", StreamKey(o.Prefix, p), ahead); err != nil {
 			t.Fatal(err)
@@ -284,15 +262,7 @@ func TestPublishAfterStreamReset(t *testing.T) {
 	ctx := context.Background()
 	key := StreamKey(o.Prefix, 0)
 	publish(t, tr, numbered(0, 1, 1))
-	now, err := srv.Do(ctx, "TIME")
-	if err != nil {
-		t.Fatal(err)
-	}
-	secs, err := strconv.ParseInt(now.([]any)[0].(string), 10, 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := srv.Do(ctx, "XSETID", key, strconv.FormatInt((secs+600)*1000, 10)+"-0"); err != nil {
+	if _, err := srv.Do(ctx, "XSETID", key, idAhead(t, srv, 10*time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	publish(t, tr, numbered(1, 2, 1)) // the transport sees an id 10 minutes ahead

@@ -217,10 +217,8 @@ func (s *streams) Subscribe(ctx context.Context, nodeID string, deliver func(bus
 	deliver = serial(deliver)
 	cluster := isCluster(c)
 	g := s.subscribeGroup(ctx)
-	g.run(func(ctx context.Context) error {
-		return s.receive(ctx, c, cluster, s.directChannels(nodeID), func(m rueidis.PubSubMessage) {
-			deliver(bus.Frame{Partition: -1, Data: []byte(m.Message)})
-		})
+	s.subscribeDirect(g, c, nodeID, nil, func(m rueidis.PubSubMessage) {
+		deliver(bus.Frame{Partition: -1, Data: []byte(m.Message)})
 	})
 	if cluster {
 		// XREAD over keys of different slots is refused on a Cluster: one

@@ -168,6 +168,7 @@ func TestCluster(t *testing.T) {
 			t.Errorf("%d partitions on %d of 3 primaries", DefaultStreamPartitions, len(primaries))
 		}
 	})
+	t.Run("direct-spread", func(t *testing.T) { testDirectSpread(t, cs) })
 	t.Run("not-a-cluster", func(t *testing.T) {
 		srv := redistest.Standalone(t)
 		tr := newTransport(t, "redis+cluster://"+srv.Addr(), faultOpts(Streams))

@@ -26,18 +26,6 @@ func PartitionChannel(prefix string, p int) string {
 	return "{" + prefix + ":" + strconv.Itoa(p) + "}:pubsub"
 }
 
-// NodeChannel is the direct-plane channel of one node: "{<prefix>}:node:<id>".
-func NodeChannel(prefix, nodeID string) string {
-	return "{" + prefix + "}:node:" + nodeID
-}
-
-// AllChannel is the direct-plane channel every node listens to: "{<prefix>}:all".
-// It shares its hash tag with the node channels, so on Redis Cluster one sharded
-// subscription covers both.
-func AllChannel(prefix string) string {
-	return "{" + prefix + "}:all"
-}
-
 // NewTransport makes the transport named by opts.Kind for opts.URL. It does not
 // connect: the first call that needs Redis does, and calls fail with an error
 // (wrapping ErrUnavailable) until Redis answers. It fails only for a bad URL,
@@ -64,7 +52,7 @@ func NewTransport(opts *Options) (bus.Transport, error) {
 		log = slog.Default()
 	}
 	b := &base{opts: o, conn: newLazyClient(co, ep.Topology), all: AllChannel(o.Prefix), closed: make(chan struct{}),
-		stats: &streamStats{log: log}}
+		stats: &streamStats{log: log}, legacy: newLegacyTargets(legacyDirectFor)}
 	if o.Kind == Streams && o.Bus.Registerer != nil {
 		b.metrics = newStatsCollector(b.stats)
 		if err := o.Bus.Registerer.Register(b.metrics); err != nil {
@@ -84,6 +72,9 @@ type base struct {
 	opts Options
 	conn *lazyClient
 	all  string
+	// legacy are the nodes that did not receive a frame on their NodeChannel
+	// lately: Send uses their legacyNodeChannel for a while.
+	legacy *legacyTargets
 
 	closeOnce sync.Once
 	closed    chan struct{} // closed by Close: running Subscribe calls return
@@ -97,26 +88,6 @@ func (b *base) Partitions() int { return b.opts.Partitions }
 // client returns the connected client or an error at once.
 func (b *base) client(ctx context.Context) (rueidis.Client, error) {
 	return b.conn.get(ctx)
-}
-
-// Send publishes one direct frame to a node's channel or to the all channel.
-// Nobody listening is not an error: the direct plane is best effort.
-func (b *base) Send(ctx context.Context, to string, data []byte) error {
-	c, err := b.client(ctx)
-	if err != nil {
-		return err
-	}
-	ch := b.all
-	if to != "" {
-		ch = NodeChannel(b.opts.Prefix, to)
-	}
-	var cmd rueidis.Completed
-	if isCluster(c) {
-		cmd = c.B().Spublish().Channel(ch).Message(rueidis.BinaryString(data)).Build()
-	} else {
-		cmd = c.B().Publish().Channel(ch).Message(rueidis.BinaryString(data)).Build()
-	}
-	return b.wrap("send", c.Do(ctx, cmd).Error())
 }
 
 // Ping checks that Redis answers.
@@ -170,11 +141,6 @@ func (b *base) wrap(op string, err error) error {
 		return fmt.Errorf("redisbus: %s: %w", op, err)
 	}
 	return fmt.Errorf("redisbus: %s: %w: %w", op, ErrUnavailable, err)
-}
-
-// directChannels are the channels a node listens to on the direct plane.
-func (b *base) directChannels(nodeID string) []string {
-	return []string{NodeChannel(b.opts.Prefix, nodeID), b.all}
 }
 
 // receive runs one subscription until ctx ends or it fails. A subscription that

@@ -4,9 +4,11 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/durasock/durasock/bus/redisbus"
 	"github.com/durasock/durasock/internal/redistest"
+	"github.com/durasock/durasock/internal/testwait"
 )
 
 // admin runs an admin command on srv, bounded by settle.
@@ -79,9 +81,10 @@ func TestRedisKillsAndPausesClients(t *testing.T) {
 
 	// CLIENT KILL ADDR: the stream reader of one node.
 	var addr string
-	if !waitFor(settle, func() bool { addr = clientAddr(t, srv, r.nodes[1].id, "xread"); return addr != "" }) {
-		t.Fatalf("no XREAD connection of %s in CLIENT LIST", r.nodes[1].id)
-	}
+	testwait.Every(t, 50*time.Millisecond, settle, "an XREAD connection of "+r.nodes[1].id+" in CLIENT LIST", func() bool {
+		addr = clientAddr(t, srv, r.nodes[1].id, "xread")
+		return addr != ""
+	})
 	admin(t, srv, "CLIENT", "KILL", "ADDR", addr)
 	t.Logf("killed the stream reader of %s at %s", r.nodes[1].id, addr)
 	r.waitConnected("after CLIENT KILL ADDR")
@@ -91,10 +94,9 @@ func TestRedisKillsAndPausesClients(t *testing.T) {
 	// A 64 KiB event then kills every stream reader each time it reads it.
 	admin(t, srv, "CONFIG", "SET", "client-output-buffer-limit", "normal 16384 8192 1 pubsub 16384 8192 1")
 	r.nodes[0].pub.padNext(strings.Repeat("x", 64<<10))
-	killed := waitFor(settle, func() bool { return strings.Contains(srv.Logs(), "output buffer limits") })
-	if !killed {
-		t.Fatalf("Redis closed no client for its output buffer limit within %v", settle)
-	}
+	testwait.Every(t, 50*time.Millisecond, settle, "Redis to close a client for its output buffer limit", func() bool {
+		return strings.Contains(srv.Logs(), "output buffer limits")
+	})
 	pause(r.outage)
 	r.checkLocal("output buffer limit")
 	admin(t, srv, "CONFIG", "SET", "client-output-buffer-limit", "normal 0 0 0 pubsub 33554432 8388608 60")

@@ -35,6 +35,13 @@
 //     acknowledged it, so the promoted replica has it. The old primary is
 //     started again (it rejoins as a replica) because without any replica WAIT
 //     cannot succeed and messages wait in the outbox.
+//   - Sentinel failover to a lagging replica (two replicas, the sentinels prefer
+//     the one whose replication link is broken) and Redis Cluster failover to a
+//     lagging replica (CLUSTER FAILOVER TAKEOVER while the old primary runs),
+//     with WaitReplicas=0: the promoted replica lacks what the old primary
+//     acknowledged last (a marker key proves it). Every message lost so is
+//     reported: for each receiving node and origin, lost == gap messages
+//     reported.
 //   - The link between one node and Redis cut, slowed and blackholed (a
 //     half-open TCP connection) through a fault proxy: the liveness probe
 //     detects the blackhole, the node recovers after the link is restored, and

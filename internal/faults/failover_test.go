@@ -86,3 +86,119 @@ func TestClusterFailover(t *testing.T) {
 	pause(steadyPhase)
 	r.finish(exact)
 }
+
+// laggingMarker is written on the primary after its replica was detached: found
+// missing on the promoted replica, it proves the failover lost the primary's last
+// writes (the bus's entries among them).
+const laggingMarker = ":lagging-marker"
+
+// Scenario 3b: Sentinel failover to a lagging replica, WaitReplicas=0. Two
+// replicas; the sentinels prefer the one whose replication link is broken
+// (redistest.DetachReplica) for the length of an outage while the nodes
+// publish, so the promoted replica lacks what the old primary acknowledged last
+// and the up-to-date replica drops it when it follows. The bus must deliver
+// each such message or report it: for each receiving node and origin, lost ==
+// gap messages reported.
+func TestSentinelLaggingFailover(t *testing.T) {
+	ss := redistest.Sentinel(t, redistest.WithReplicas(2))
+	ctx, cancel := context.WithTimeout(context.Background(), 4*settle)
+	defer cancel()
+	lagging := ss.Replicas()[0]
+	if err := ss.PreferReplica(ctx, lagging); err != nil {
+		t.Fatal(err)
+	}
+	r := newRun(t, "sentinel-lagging-failover", options{kind: redisbus.Streams})
+	r.addNodes(ss.URL(), ss.URL(), ss.URL())
+	r.warmUp()
+	r.startPublishers()
+	pause(steadyPhase)
+
+	primary := ss.Primary()
+	start := time.Now()
+	if err := redistest.DetachReplica(ctx, primary, lagging); err != nil {
+		t.Fatal(err)
+	}
+	pause(r.outage) // the nodes publish what only the primary gets
+	if _, err := primary.Do(ctx, "SET", laggingMarker[1:], "1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ss.KillPrimary(); err != nil {
+		t.Fatalf("kill the primary: %v", err)
+	}
+	r.checkLocal("primary killed")
+	if _, err := ss.WaitFailover(ctx); err != nil {
+		t.Fatalf("failover: %v", err)
+	}
+	if ss.Primary() != lagging {
+		t.Fatalf("the sentinels promoted %s, not the lagging replica %s", ss.Primary().Addr(), lagging.Addr())
+	}
+	if v, err := lagging.Do(ctx, "GET", laggingMarker[1:]); err != nil || v != nil {
+		t.Fatalf("GET marker on the promoted replica = %#v, %v: it did not lag", v, err)
+	}
+	r.phase("the lagging replica %s is primary", lagging.Addr())
+	if err := redistest.AttachReplica(ctx, lagging); err != nil {
+		t.Fatal(err)
+	}
+	// The old primary stays down: WaitReplicas=0 needs no replica, and the
+	// up-to-date one follows the promoted one (dropping what it lacks).
+	if err := ss.WaitReplicaSync(ctx); err != nil {
+		t.Fatalf("the other replica following the promoted one: %v", err)
+	}
+	r.waitConnected("after the failover")
+	r.outage = time.Since(start).Round(100 * time.Millisecond)
+	pause(steadyPhase)
+	res := r.finish(accounted)
+	t.Logf("lagging failover: %d events lost, %d reported missing", res.lost, res.gapMsgs)
+}
+
+// Scenario 4b: Redis Cluster failover to a lagging replica, WaitReplicas=0. The
+// replica of the primary serving the nodes' stream is detached for the length of
+// an outage while the nodes publish, then takes over with CLUSTER FAILOVER
+// TAKEOVER; the old primary, still running, follows it and drops what it
+// acknowledged last. For each receiving node and origin, lost == gap messages
+// reported.
+func TestClusterLaggingFailover(t *testing.T) {
+	cs := redistest.Cluster(t)
+	r := newRun(t, "cluster-lagging-failover", options{kind: redisbus.Streams})
+	r.addNodes(cs.URL(), cs.URL(), cs.URL())
+	r.warmUp()
+	r.startPublishers()
+	pause(steadyPhase)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 4*settle)
+	defer cancel()
+	key := redisbus.StreamKey(r.prefix, r.nodes[0].bus.PartitionOf("/"))
+	primary, err := cs.PrimaryOfSlot(ctx, redistest.KeySlot(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reps, err := cs.ReplicasOf(ctx, primary)
+	if err != nil || len(reps) == 0 {
+		t.Fatalf("replicas of %s: %v, %v", primary.Addr(), reps, err)
+	}
+	replica := reps[0]
+	marker := key + laggingMarker // the stream's hash tag: the same slot
+	start := time.Now()
+	if err := redistest.DetachReplica(ctx, primary, replica); err != nil {
+		t.Fatal(err)
+	}
+	pause(r.outage) // the nodes publish what only the primary gets
+	if _, err := primary.Do(ctx, "SET", marker, "1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.Failover(ctx, replica, "TAKEOVER"); err != nil {
+		t.Fatalf("takeover by %s: %v", replica.Addr(), err)
+	}
+	if v, err := replica.Do(ctx, "GET", marker); err != nil || v != nil {
+		t.Fatalf("GET marker on the promoted replica = %#v, %v: it did not lag", v, err)
+	}
+	r.phase("the lagging replica %s serves %s", replica.Addr(), key)
+	if err := redistest.AttachReplica(ctx, replica); err != nil {
+		t.Fatal(err)
+	}
+	r.waitConnected("after the failover")
+	r.outage = time.Since(start).Round(100 * time.Millisecond)
+	pause(steadyPhase)
+	res := r.finish(accounted)
+	t.Logf("lagging failover: %d events lost, %d reported missing", res.lost, res.gapMsgs)
+}

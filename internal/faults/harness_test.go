@@ -21,6 +21,7 @@ import (
 	"github.com/durasock/durasock/cluster"
 	"github.com/durasock/durasock/engineio"
 	"github.com/durasock/durasock/internal/sioclient"
+	"github.com/durasock/durasock/internal/testwait"
 	"github.com/durasock/durasock/socketio"
 )
 
@@ -455,20 +456,13 @@ func (p *publisher) snapshot() (accepted []bool, rejected uint64, errs []error) 
 	return slices.Clone(p.accepted), p.rejected, slices.Clone(p.errs)
 }
 
-// waitFor polls cond every few milliseconds until it holds or d passes.
-func waitFor(d time.Duration, cond func() bool) bool {
-	deadline := time.NewTimer(d)
-	defer deadline.Stop()
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			return cond()
-		case <-tick.C:
-		}
+// onFailure runs report if the test has failed by the time the calling function
+// returns, also through t.Fatal: defer it before a testwait wait to log what the
+// wait's message cannot say (the state it last saw).
+func onFailure(t *testing.T, report func()) {
+	if t.Failed() {
+		report()
 	}
-	return true
 }
 
 // pause lets d pass: the length of a phase of a scenario, not a retry.
@@ -484,7 +478,12 @@ func pause(d time.Duration) {
 func (r *run) warmUp() {
 	r.t.Helper()
 	nodes := r.nodes
-	meshed := waitFor(settle, func() bool {
+	defer onFailure(r.t, func() {
+		for _, n := range nodes {
+			r.t.Logf("%s knows %v", n.id, n.cl.Nodes())
+		}
+	})
+	testwait.For(r.t, settle, "the nodes to find each other", func() bool {
 		for _, n := range nodes {
 			if len(n.cl.Nodes()) != len(nodes)-1 {
 				return false
@@ -492,34 +491,19 @@ func (r *run) warmUp() {
 		}
 		return true
 	})
-	if !meshed {
-		for _, n := range nodes {
-			r.t.Logf("%s knows %v", n.id, n.cl.Nodes())
-		}
-		r.t.Fatalf("the nodes did not find each other within %v", settle)
-	}
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	deadline := time.NewTimer(settle)
-	defer deadline.Stop()
-	for {
+	// Warm-up events go out again on every check: one may have been sent before
+	// a receiver's reading started.
+	testwait.Every(r.t, 100*time.Millisecond, settle, "warm-up events to reach every client", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
 		for _, n := range nodes {
 			if err := n.srv.Emit(ctx, "w", n.idx); err != nil {
 				r.t.Fatalf("%s: warm-up emit: %v", n.id, err)
 			}
 		}
-		cancel()
-		if r.allWarm() {
-			r.phase("warm: every client heard every node")
-			return
-		}
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			r.t.Fatalf("warm-up events did not reach every client within %v", settle)
-		}
-	}
+		return r.allWarm()
+	})
+	r.phase("warm: every client heard every node")
 }
 
 func (r *run) allWarm() bool {
@@ -567,7 +551,7 @@ func (r *run) checkLocal(what string) {
 			continue
 		}
 		last := n.pub.last()
-		ok := waitFor(settle, func() bool {
+		testwait.For(r.t, settle, fmt.Sprintf("G1 (%s): the clients of %s to get all %d of its own events while the broker is away", what, n.id, last), func() bool {
 			for _, c := range n.clients {
 				if !c.hasUpTo(n.idx, last) {
 					return false
@@ -575,16 +559,16 @@ func (r *run) checkLocal(what string) {
 			}
 			return true
 		})
-		if !ok {
-			r.t.Errorf("G1 (%s): clients of %s did not get all %d of its own events while the broker was away", what, n.id, last)
-		}
 	}
 	r.phase("G1 checked (%s)", what)
 }
 
-// waitState waits until n's bus state satisfies ok; false after settle.
-func (n *node) waitState(ok func(bus.State) bool) bool {
-	return waitFor(settle, func() bool { return ok(n.bus.Status().State) })
+// waitState waits until n's bus state satisfies ok, described by want; it fails
+// the test after settle.
+func (n *node) waitState(t *testing.T, what, want string, ok func(bus.State) bool) {
+	t.Helper()
+	defer onFailure(t, func() { t.Logf("%s: %s is %v", what, n.id, n.bus.Status().State) })
+	testwait.For(t, settle, fmt.Sprintf("%s: %s to be %s", what, n.id, want), func() bool { return ok(n.bus.Status().State) })
 }
 
 func connected(s bus.State) bool    { return s == bus.Connected }
@@ -594,9 +578,7 @@ func notConnected(s bus.State) bool { return s != bus.Connected }
 func (r *run) waitConnected(what string) {
 	r.t.Helper()
 	for _, n := range r.nodes {
-		if !n.waitState(connected) {
-			r.t.Fatalf("%s: %s still %v after %v", what, n.id, n.bus.Status().State, settle)
-		}
+		n.waitState(r.t, what, "connected", connected)
 	}
 	r.phase("every bus connected (%s)", what)
 }
@@ -605,9 +587,7 @@ func (r *run) waitConnected(what string) {
 func (r *run) waitDisconnected(what string, nodes ...*node) {
 	r.t.Helper()
 	for _, n := range nodes {
-		if !n.waitState(notConnected) {
-			r.t.Fatalf("%s: %s still connected after %v", what, n.id, settle)
-		}
+		n.waitState(r.t, what, "not connected", notConnected)
 	}
 	r.phase("outage seen by %d buses (%s)", len(nodes), what)
 }
@@ -736,7 +716,14 @@ func (r *run) waitDelivered() {
 			}
 		}
 	}
-	ok := waitFor(settle, func() bool {
+	defer onFailure(r.t, func() {
+		for _, tg := range targets {
+			if !tg.c.hasSeq(tg.origin, tg.seq) {
+				r.t.Logf("a client of %s never got event %d of %s", nodeID(tg.c.node), tg.seq, nodeID(tg.origin))
+			}
+		}
+	})
+	testwait.For(r.t, settle, "every client to get the last event of every publisher", func() bool {
 		for _, tg := range targets {
 			if !tg.c.hasSeq(tg.origin, tg.seq) {
 				return false
@@ -744,13 +731,6 @@ func (r *run) waitDelivered() {
 		}
 		return true
 	})
-	if !ok {
-		for _, tg := range targets {
-			if !tg.c.hasSeq(tg.origin, tg.seq) {
-				r.t.Errorf("a client of %s never got event %d of %s", nodeID(tg.c.node), tg.seq, nodeID(tg.origin))
-			}
-		}
-	}
 	r.phase("every client has the last event of every publisher")
 	// Let anything still in flight (a duplicate, a replay) arrive before counting.
 	pause(200 * time.Millisecond)

@@ -6,6 +6,7 @@ import (
 	"github.com/durasock/durasock/bus"
 	"github.com/durasock/durasock/bus/redisbus"
 	"github.com/durasock/durasock/internal/redistest"
+	"github.com/durasock/durasock/internal/testwait"
 )
 
 // Scenario 7: a node starts while Redis is down. It serves its own clients at
@@ -71,19 +72,22 @@ func TestLateNodeReportsConnectedPromptly(t *testing.T) {
 		late.startPublisher()
 		pause(r.outage)
 		restartRedis(t, srv)
-		if !waitFor(settle, func() bool {
+		testwait.For(t, settle, "the late node to receive and publish", func() bool {
 			s := late.bus.Stats()
 			return s.Received > 0 && s.Published > 0
-		}) {
-			t.Fatalf("the late node neither received nor published within %v", settle)
-		}
+		})
 		bound := 2 * (bus.DefaultProbeInterval + bus.DefaultProbeTimeout)
-		ok := waitFor(bound, func() bool { return late.bus.Status().State == bus.Connected })
-		st := late.bus.Status()
-		r.phase("attempt %d: state %v, last error %q, probes sent %d", attempt, st.State, st.LastError, late.bus.Stats().ProbesSent)
-		if !ok {
-			t.Fatalf("the late node delivers and publishes but still says %v %v later (last error %q)", st.State, bound, st.LastError)
+		report := func() {
+			st := late.bus.Status()
+			r.phase("attempt %d: state %v, last error %q, probes sent %d", attempt, st.State, st.LastError, late.bus.Stats().ProbesSent)
 		}
+		func() {
+			defer onFailure(t, report)
+			testwait.For(t, bound, "the late node, which delivers and publishes, to say Connected", func() bool {
+				return late.bus.Status().State == bus.Connected
+			})
+		}()
+		report()
 		r.finish(exact, late)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/durasock/durasock/bus"
 	"github.com/durasock/durasock/bus/redisbus"
 	"github.com/durasock/durasock/internal/redistest"
+	"github.com/durasock/durasock/internal/testwait"
 )
 
 // Scenario 5: the network between one node and Redis fails while the others
@@ -47,13 +48,14 @@ func TestNetworkFaults(t *testing.T) {
 			// Blackhole: a half-open link. The probe must notice it.
 			before := far.bus.Stats().ProbeFailures
 			proxy.Blackhole()
-			detected := waitFor(settle, func() bool {
-				return far.bus.Stats().ProbeFailures > before && far.bus.Status().State != bus.Connected
-			})
-			if !detected {
-				t.Fatalf("blackhole not detected within %v: state %v, probe failures %d -> %d",
-					settle, far.bus.Status().State, before, far.bus.Stats().ProbeFailures)
-			}
+			func() {
+				defer onFailure(t, func() {
+					t.Logf("state %v, probe failures %d -> %d", far.bus.Status().State, before, far.bus.Stats().ProbeFailures)
+				})
+				testwait.For(t, settle, "the probe to detect the blackhole", func() bool {
+					return far.bus.Stats().ProbeFailures > before && far.bus.Status().State != bus.Connected
+				})
+			}()
 			t.Logf("blackhole detected: state %v, probe failures %d -> %d", far.bus.Status().State, before, far.bus.Stats().ProbeFailures)
 			pause(r.outage)
 			r.checkLocal("link blackholed")

@@ -15,7 +15,7 @@
 //     reported even when it is SIGKILLed a moment later.
 //   - run.go, proc.go: a Run is one redis-server (AOF always, everysec, no, or
 //     none) with a TCP fault proxy per node slot (internal/redistest), or a
-//     Sentinel set (Config.Sentinel) or a Redis Cluster (Config.Cluster); N node processes, WebSocket clients
+//     Sentinel set (Config.Sentinel, Config.Replicas) or a Redis Cluster (Config.Cluster); N node processes, WebSocket clients
 //     (internal/sioclient) in several namespaces and rooms, and publishers on
 //     every node (plain broadcasts, or every n-th one with acknowledgements);
 //     everything on 127.0.0.1 with free ports and stopped by PID in Close.
@@ -35,9 +35,11 @@
 //   - nemesis.go: the operations (node SIGKILL and restart with the same or a
 //     new id, SIGTERM drain, SIGSTOP/SIGCONT, two processes with one id; Redis
 //     SIGKILL and restart from its AOF or empty, CLIENT PAUSE, CLIENT KILL,
-//     maxmemory below its use, Sentinel and Cluster failover, a replica down
-//     (the Sentinel replica, or the Cluster replica of a stream partition's
-//     primary); stream ids moved ahead of Redis' clock; a node's link to
+//     maxmemory below its use, Sentinel and Cluster failover, a failover to a
+//     lagging replica (its replication link broken while the primary takes
+//     writes; on Sentinel the sentinels prefer it, on Cluster CLUSTER FAILOVER
+//     TAKEOVER), a replica down (a Sentinel replica, or the Cluster replica of
+//     a stream partition's primary); stream ids moved ahead of Redis' clock; a node's link to
 //     Redis cut, blackholed, slowed, or dead one way: its reading connections,
 //     its publishing connections, or only the replies; clients bounced) and
 //     Schedule, which draws rounds of one or two concurrent steps from a seed,

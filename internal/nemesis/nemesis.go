@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -59,6 +58,19 @@ const (
 	// OpNetSlow delays every chunk of bytes between one node and Redis by
 	// SlowDelay, both ways.
 	OpNetSlow = "net-slow"
+	// OpSentinelLagging fails a Sentinel set over to a lagging replica: the
+	// replica (chosen by the step's slot; with two or more, made the one the
+	// sentinels prefer) loses its replication link for the hold while the
+	// primary takes writes, then the primary is SIGKILLed and the sentinels
+	// promote the replica without those writes (any other replica follows it
+	// and drops them too). The old primary returns as a replica.
+	OpSentinelLagging = "sentinel-lagging-failover"
+	// OpClusterLagging fails the Redis Cluster primary of one stream
+	// partition (the step's slot) over to its lagging replica: the replica
+	// loses its replication link for the hold, then takes over with CLUSTER
+	// FAILOVER TAKEOVER while the old primary runs; the old primary follows
+	// it and drops what the replica lacked.
+	OpClusterLagging = "cluster-lagging-failover"
 )
 
 // ClockJump is how far one OpClockJump moves the stream ids ahead.
@@ -74,7 +86,7 @@ var AllOps = []string{OpNodeKill, OpNodeKillNewID, OpNodeTerm, OpNodePause, OpNo
 
 // redisOps act on the one Redis; two of them never run at once.
 var redisOps = []string{OpRedisKill, OpRedisPause, OpRedisClients, OpRedisOOM, OpSentinelFailover, OpClusterFailover,
-	OpReplicaDown, OpClockJump, OpRedisWipe}
+	OpReplicaDown, OpClockJump, OpRedisWipe, OpSentinelLagging, OpClusterLagging}
 
 // Step is one nemesis step: an operation on a target, held for a while.
 type Step struct {
@@ -293,6 +305,8 @@ func (r *Run) apply(ctx context.Context, s Step) error {
 			return err
 		}
 		return r.sentinel.WaitReplicaSync(sctx)
+	case OpSentinelLagging, OpClusterLagging:
+		return r.laggingFailover(ctx, s, lagPlan{})
 	case OpClusterFailover:
 		if r.cluster == nil {
 			return fmt.Errorf("nemesis: %s needs Config.Cluster", s.Op)
@@ -397,8 +411,9 @@ func (r *Run) redisFault(ctx context.Context, srv *redistest.Server, s Step) err
 	return err
 }
 
-// replica returns the data node of the Sentinel set that is not the primary,
-// or on a Redis Cluster the replica of the primary of stream partition slot.
+// replica returns a running replica of the Sentinel set (the step's slot
+// chooses among several), or on a Redis Cluster the replica of the primary of
+// stream partition slot.
 func (r *Run) replica(ctx context.Context, slot int) (*redistest.Server, error) {
 	if r.cluster != nil {
 		return r.clusterReplica(ctx, slot)
@@ -407,59 +422,33 @@ func (r *Run) replica(ctx context.Context, slot int) (*redistest.Server, error) 
 	if err != nil {
 		return nil, err
 	}
-	for _, s := range []*redistest.Server{r.sentinel.Primary(), r.sentinel.Replica()} {
-		if s != primary {
-			return s, nil
+	var reps []*redistest.Server
+	for _, s := range append([]*redistest.Server{r.sentinel.Primary()}, r.sentinel.Replicas()...) {
+		if s != primary && s.Running() {
+			reps = append(reps, s)
 		}
 	}
-	return nil, fmt.Errorf("nemesis: no replica besides the primary %s", primary.Addr())
+	if len(reps) == 0 {
+		return nil, fmt.Errorf("nemesis: no running replica besides the primary %s", primary.Addr())
+	}
+	return reps[slot%len(reps)], nil
 }
 
 // clusterReplica returns the online replica of the Redis Cluster primary of
-// stream partition slot, as that primary's INFO replication names it.
+// stream partition slot.
 func (r *Run) clusterReplica(ctx context.Context, slot int) (*redistest.Server, error) {
 	primary, err := r.cluster.PrimaryOfSlot(ctx, redistest.KeySlot(redisbus.StreamKey(streamPrefix, slot)))
 	if err != nil {
 		return nil, err
 	}
-	info, err := primary.Info(ctx, "replication")
+	reps, err := r.cluster.ReplicasOf(ctx, primary)
 	if err != nil {
 		return nil, err
 	}
-	for k, v := range info {
-		addr, ok := replicaAddr(v)
-		if !strings.HasPrefix(k, "slave") || !ok {
-			continue
-		}
-		for _, n := range r.cluster.Nodes() {
-			if n.Addr() == addr && n.Running() {
-				return n, nil
-			}
-		}
+	if len(reps) == 0 {
+		return nil, fmt.Errorf("nemesis: the primary %s of partition %d has no online replica", primary.Addr(), slot)
 	}
-	return nil, fmt.Errorf("nemesis: the primary %s of partition %d has no online replica", primary.Addr(), slot)
-}
-
-// replicaAddr reads the address of an online replica from a slaveN line of
-// INFO replication ("ip=127.0.0.1,port=6380,state=online,...").
-func replicaAddr(line string) (string, bool) {
-	var ip, port string
-	online := false
-	for f := range strings.SplitSeq(line, ",") {
-		k, v, _ := strings.Cut(f, "=")
-		switch k {
-		case "ip":
-			ip = v
-		case "port":
-			port = v
-		case "state":
-			online = v == "online"
-		}
-	}
-	if ip == "" || port == "" || !online {
-		return "", false
-	}
-	return net.JoinHostPort(ip, port), true
+	return reps[0], nil
 }
 
 // clockJump sets the last id of every stream partition d ahead of the

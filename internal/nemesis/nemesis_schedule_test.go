@@ -1,10 +1,14 @@
 package nemesis
 
 import (
+	"context"
 	"math/rand/v2"
 	"reflect"
 	"testing"
 	"time"
+
+	"github.com/durasock/durasock/bus"
+	"github.com/durasock/durasock/bus/redisbus"
 )
 
 func scheduleOf(seed int64) [][]Step {
@@ -77,16 +81,20 @@ func TestScheduleDrawsEveryOperationBeforeRepeating(t *testing.T) {
 	}
 }
 
-func TestReplicaAddr(t *testing.T) {
-	for line, want := range map[string]string{
-		"ip=127.0.0.1,port=6380,state=online,offset=42,lag=0": "127.0.0.1:6380",
-		"ip=127.0.0.1,port=6380,state=wait_bgsave,offset=0":   "",
-		"ip=::1,port=7000,state=online":                       "[::1]:7000",
-		"port=7000,state=online":                              "",
-	} {
-		got, ok := replicaAddr(line)
-		if got != want || ok != (want != "") {
-			t.Errorf("replicaAddr(%q) = %q, %v; want %q", line, got, ok, want)
+func TestStreamPartitionIsTheBuses(t *testing.T) {
+	hub := bus.NewMemoryHubConfig(bus.MemoryHubConfig{Partitions: redisbus.DefaultStreamPartitions})
+	b, err := bus.New(hub.Transport(), &bus.Config{NodeID: "n0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := b.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	}()
+	for _, ns := range []string{"/", "/a", "/b", "/c", "/d", "/chat"} {
+		if got, want := streamPartition(ns), b.PartitionOf(ns); got != want {
+			t.Errorf("streamPartition(%q) = %d, the bus says %d", ns, got, want)
 		}
 	}
 }

@@ -99,6 +99,9 @@ type Config struct {
 	// sentinels) instead of one server; network operations are then
 	// unavailable (nodes reach Redis without a proxy).
 	Sentinel bool
+	// Replicas is the number of replicas of the Sentinel set's primary.
+	// Default 1.
+	Replicas int
 	// Cluster runs Redis as a Redis Cluster (three primaries with a replica
 	// each); network operations are unavailable there too.
 	Cluster bool
@@ -195,7 +198,7 @@ func Start(ctx context.Context, cfg Config) (*Run, error) {
 	r.newIDs = make([]int, cfg.Nodes)
 	switch {
 	case cfg.Sentinel:
-		ss, err := redistest.NewSentinel(ctx, opts...)
+		ss, err := redistest.NewSentinel(ctx, append(opts, redistest.WithReplicas(cfg.Replicas))...)
 		if err != nil {
 			return r, err
 		}

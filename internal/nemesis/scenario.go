@@ -179,6 +179,61 @@ var Scenarios = []Scenario{
 		},
 	},
 	{
+		Name: "sentinel-2replicas",
+		Doc: "3 node processes on a Sentinel set with two replicas (a failover has a choice; the replica not " +
+			"promoted follows the new primary), WaitReplicas=1, AOF always, 200 events/s; seeded random rounds of " +
+			"the sentinel scenario's operations (a replica down is one of the two). Expected: PASS, nothing lost.",
+		Exact:    true,
+		Config:   Config{Nodes: 3, AOF: "always", Rate: 200, Sentinel: true, Replicas: 2, WaitReplicas: 1},
+		Program:  Random(SentinelOps, 2*time.Second, 4*time.Second),
+		Duration: 40 * time.Second,
+	},
+	{
+		Name:   "sentinel-lagging-failover",
+		Defect: "tail loss on a failover to a lagging replica is never reported",
+		Doc: "Sentinel set with two replicas, WaitReplicas=0, no persistence (fast acknowledgements), 1 000 " +
+			"events/s, one namespace; the sentinels are made to prefer one replica, whose replication link then " +
+			"breaks while n2 is frozen (SIGSTOP); the primary takes writes for 2 s, n0's publisher stops for good, the primary is SIGKILLed " +
+			"and the lagging replica promoted (the other replica follows it and drops what it lacks), then n2 " +
+			"resumes. What only the old primary had is gone: every loss must be reported (or, with a republish " +
+			"of retained messages, nothing lost). Expected: PASS.",
+		Config: Config{Nodes: 3, Rate: 1000, Sentinel: true, Replicas: 2, Namespaces: []string{"/a"},
+			TailPublishers: 1, NodePing: 20 * time.Second},
+		Program: laggingProgram(OpSentinelLagging),
+	},
+	{
+		Name:   "cluster-lagging-failover",
+		Defect: "tail loss on a failover to a lagging replica is never reported",
+		Doc: "Redis Cluster, WaitReplicas=0, no persistence (fast acknowledgements), 1 000 events/s, one " +
+			"namespace; the replica of the primary of its stream partition loses its replication link while n2 " +
+			"is frozen (SIGSTOP); the primary takes writes for 2 s, n0's publisher stops for good, the replica takes over (CLUSTER FAILOVER TAKEOVER) " +
+			"and the old primary, still running, follows it and drops what it lacks; then n2 resumes. Every loss " +
+			"must be reported (or, with a republish of retained messages, nothing lost). Expected: PASS.",
+		Config: Config{Nodes: 3, Rate: 1000, Cluster: true, Namespaces: []string{"/a"},
+			TailPublishers: 1, NodePing: 20 * time.Second},
+		Program: laggingProgram(OpClusterLagging),
+	},
+	{
+		Name: "sentinel-lagging-wait2",
+		Doc: "sentinel-lagging-failover with WaitReplicas=2 (every replica): the writes the lagging replica " +
+			"never gets are not confirmed, so they stay in the outboxes and are written again to the promoted " +
+			"replica. Expected: PASS, nothing lost.",
+		Exact: true,
+		Config: Config{Nodes: 3, Rate: 1000, Sentinel: true, Replicas: 2, WaitReplicas: 2, Namespaces: []string{"/a"},
+			TailPublishers: 1, NodePing: 20 * time.Second},
+		Program: laggingProgram(OpSentinelLagging),
+	},
+	{
+		Name: "cluster-lagging-wait1",
+		Doc: "cluster-lagging-failover with WaitReplicas=1: the writes the lagging replica never gets are not " +
+			"confirmed, so they stay in the outboxes and are written again once it has taken over. Expected: " +
+			"PASS, nothing lost.",
+		Exact: true,
+		Config: Config{Nodes: 3, Rate: 1000, Cluster: true, WaitReplicas: 1, Namespaces: []string{"/a"},
+			TailPublishers: 1, NodePing: 20 * time.Second},
+		Program: laggingProgram(OpClusterLagging),
+	},
+	{
 		Name:   "planes",
 		Defect: "a broadcast and a broadcast with acks of one node arrive in the other order",
 		Doc: "Publishers send pairs: the node emits the first event as a plain broadcast and the second, at " +
@@ -420,6 +475,18 @@ var Scenarios = []Scenario{
 			return r.RunRound(ctx, []Step{{Op: OpRedisKill, Hold: 10 * time.Second}})
 		},
 	},
+}
+
+// laggingProgram fails over to a lagging replica (op) with a frozen reader (n2)
+// and a quiet origin (n0's tail publisher), on the stream partition of the
+// first namespace.
+func laggingProgram(op string) func(ctx context.Context, r *Run, _ time.Duration) error {
+	return func(ctx context.Context, r *Run, _ time.Duration) error {
+		return r.fixed(ctx, "failover to a lagging replica, n2 frozen, n0 quiet", func() error {
+			s := Step{Op: op, Slot: streamPartition(r.cfg.Namespaces[0]), Hold: 2 * time.Second}
+			return r.laggingFailover(ctx, s, lagPlan{freeze: []int{2}, haltTail: true})
+		})
+	}
 }
 
 // fixed runs a hand-written nemesis program as one recorded step.

@@ -377,3 +377,87 @@ func (cs *ClusterSet) checkHealthy(ctx context.Context) error {
 	}
 	return nil
 }
+
+// ReplicasOf returns the running nodes that primary lists as online replicas
+// (INFO replication).
+func (cs *ClusterSet) ReplicasOf(ctx context.Context, primary *Server) ([]*Server, error) {
+	info, err := primary.Info(ctx, "replication")
+	if err != nil {
+		return nil, err
+	}
+	var out []*Server
+	for k, v := range info {
+		if !strings.HasPrefix(k, "slave") {
+			continue
+		}
+		addr, ok := onlineReplicaAddr(v)
+		if !ok {
+			continue
+		}
+		if n := cs.nodeAt(addr); n != nil && n.Running() {
+			out = append(out, n)
+		}
+	}
+	slices.SortFunc(out, func(a, b *Server) int { return a.Port() - b.Port() })
+	return out, nil
+}
+
+// onlineReplicaAddr reads the address of an online replica from a slaveN line of
+// INFO replication ("ip=127.0.0.1,port=6380,state=online,...").
+func onlineReplicaAddr(line string) (string, bool) {
+	var ip, port string
+	online := false
+	for f := range strings.SplitSeq(line, ",") {
+		k, v, _ := strings.Cut(f, "=")
+		switch k {
+		case "ip":
+			ip = v
+		case "port":
+			port = v
+		case "state":
+			online = v == "online"
+		}
+	}
+	if ip == "" || port == "" || !online {
+		return "", false
+	}
+	return net.JoinHostPort(ip, port), true
+}
+
+// Failover runs CLUSTER FAILOVER on replica: mode "" is the coordinated failover
+// (the primary must be up; the replica catches up first), "FORCE" skips the
+// primary (the other primaries still vote), "TAKEOVER" skips the vote too. A
+// replica that lags its primary (Suspend, then the primary's CLIENT KILL TYPE
+// replica) takes over without what it lacks; a primary still running then follows
+// it and drops those writes. Failover waits until every running node reports
+// replica as serving slots and the cluster is healthy.
+func (cs *ClusterSet) Failover(ctx context.Context, replica *Server, mode string) error {
+	ctx, cancel := withDefaultTimeout(ctx, topologyTimeout)
+	defer cancel()
+	args := []string{"CLUSTER", "FAILOVER"}
+	if mode != "" {
+		args = append(args, mode)
+	}
+	if _, err := replica.Do(ctx, args...); err != nil {
+		return fmt.Errorf("redistest: %s on %s: %w", strings.Join(args, " "), replica.Addr(), err)
+	}
+	err := waitUntil(ctx, slowPollInterval, replica.Addr()+" serving slots", func(ctx context.Context) error {
+		for _, s := range cs.nodes {
+			if !s.Running() {
+				continue
+			}
+			ranges, err := clusterSlots(ctx, s)
+			if err != nil {
+				return fmt.Errorf("%s: %w", s.Addr(), err)
+			}
+			if !slices.ContainsFunc(ranges, func(r slotRange) bool { return r.primary == replica.Addr() }) {
+				return fmt.Errorf("%s does not see %s serve slots yet", s.Addr(), replica.Addr())
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return cs.WaitHealthy(ctx)
+}

@@ -145,3 +145,58 @@ func TestClusterTLSAndACL(t *testing.T) {
 		t.Fatalf("GET over TLS = %v, %v", v, err)
 	}
 }
+
+// A replica that lags its primary takes over with CLUSTER FAILOVER TAKEOVER
+// without the writes it lacks; the old primary, still running, follows it and
+// drops them too.
+func TestClusterLaggingFailover(t *testing.T) {
+	t.Parallel()
+	ctx := longCtx(t)
+	cs := Cluster(t)
+	primary, err := cs.PrimaryOfSlot(ctx, KeySlot("{k}before"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reps, err := cs.ReplicasOf(ctx, primary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reps) != 1 || reps[0] == primary {
+		t.Fatalf("replicas of %s: %v", primary.Addr(), reps)
+	}
+	replica := reps[0]
+	if n := writeAcked(t, ctx, primary, "{k}before", "1", 1); n != 1 {
+		t.Fatalf("WAIT 1 = %d", n)
+	}
+	if err := DetachReplica(ctx, primary, replica); err != nil {
+		t.Fatal(err)
+	}
+	// Acknowledged by the primary, never replicated.
+	if n := writeAcked(t, ctx, primary, "{k}after", "2", 0); n != 0 {
+		t.Fatalf("WAIT 0 = %d", n)
+	}
+	if err := cs.Failover(ctx, replica, "TAKEOVER"); err != nil {
+		t.Fatal(err)
+	}
+	if owner, err := cs.PrimaryOfSlot(ctx, KeySlot("{k}")); err != nil || owner != replica {
+		t.Fatalf("slot served by %v (%v), want %s", owner, err, replica.Addr())
+	}
+	if err := AttachReplica(ctx, replica); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := cs.ReplicasOf(ctx, replica); err != nil || !slices.Contains(got, primary) {
+		t.Fatalf("replicas of the new primary: %v, %v; want the old primary", got, err)
+	}
+	if got := mustDo(t, ctx, replica, "GET", "{k}before"); got != "1" {
+		t.Fatalf("GET before on the new primary = %#v", got)
+	}
+	for _, s := range []*Server{replica, primary} {
+		v, err := s.DoAll(ctx, []string{"READONLY"}, []string{"GET", "{k}after"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v[1] != nil {
+			t.Fatalf("GET after on %s = %#v: the write the promoted replica lacked survived", s.Addr(), v[1])
+		}
+	}
+}

@@ -1,6 +1,6 @@
 // Package redistest starts real Redis processes for tests: a standalone server, a
-// Sentinel set (primary, replica, three sentinels) and a Redis Cluster (three
-// primaries, three replicas), plus a TCP fault proxy that cuts, blackholes or slows the
+// Sentinel set (primary, one replica or more, three sentinels) and a Redis Cluster
+// (three primaries, three replicas), plus a TCP fault proxy that cuts, blackholes or slows the
 // link between a node and Redis.
 //
 // Start with Standalone:
@@ -27,7 +27,8 @@
 // WithoutPersistence (the default), WithUser
 // (ACL user, default user off), WithDefaultPassword, WithTLS (a CA, server and client
 // certificates generated in the directory; Server.TLSConfig for clients), WithConfig
-// (extra redis.conf lines), WithNodeTimeout, WithStartTimeout.
+// (extra redis.conf lines), WithNodeTimeout, WithStartTimeout, WithReplicas (the
+// replicas of a Sentinel set's primary).
 //
 // Server.Do sends admin commands (CONFIG SET, CLIENT KILL, DEBUG SLEEP ...) through a
 // small RESP client of this package, so it does not depend on the client under test.
@@ -53,6 +54,24 @@
 //	cs := redistest.Cluster(t)            // cs.URL(): redis+cluster://n1,...,n6
 //	cs.KillPrimaryOf(ctx, "some-key")
 //	err := cs.WaitHealthy(ctx)            // every slot served by a running primary
+//
+// A failover to a lagging replica, which lacks the primary's last writes:
+// DetachReplica breaks a replica's replication link while both servers keep
+// answering everyone else; then promote it.
+//
+//	ss := redistest.Sentinel(t, redistest.WithReplicas(2))
+//	lagging := ss.Replicas()[0]
+//	ss.PreferReplica(ctx, lagging)        // the sentinels will promote it
+//	redistest.DetachReplica(ctx, ss.Primary(), lagging)
+//	// ... writes only the primary gets ...
+//	ss.KillPrimary()
+//	ss.WaitFailover(ctx)                  // lagging is primary; the other replica follows it
+//
+//	reps, _ := cs.ReplicasOf(ctx, primary)
+//	redistest.DetachReplica(ctx, primary, reps[0])
+//	cs.Failover(ctx, reps[0], "TAKEOVER") // CLUSTER FAILOVER TAKEOVER; primary follows it
+//
+// Server.Suspend and Resume stop and continue a process (SIGSTOP, SIGCONT).
 //
 // Outside tests (benchmarks, tools) use NewStandalone, NewSentinel, NewCluster and
 // StartProxy, and Close what they return.

@@ -14,6 +14,7 @@ type config struct {
 	extra           []string
 	nodeTimeout     time.Duration
 	startTimeout    time.Duration
+	replicas        int
 }
 
 func newConfig(opts []Option) *config {
@@ -67,3 +68,10 @@ func WithNodeTimeout(d time.Duration) Option { return func(c *config) { c.nodeTi
 
 // WithStartTimeout bounds the wait for a process to answer PING (default 20s).
 func WithStartTimeout(d time.Duration) Option { return func(c *config) { c.startTimeout = d } }
+
+// WithReplicas sets the number of replicas of a Sentinel set's primary (default 1).
+// With two or more, a failover has a choice: the sentinels promote one and make
+// the others follow it. Standalone and Cluster ignore it.
+func WithReplicas(n int) Option { return func(c *config) { c.replicas = n } }
+
+func (c *config) replicaCount() int { return max(c.replicas, 1) }

@@ -93,10 +93,22 @@ func (p *process) term() error {
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !p.exited() {
 		return fmt.Errorf("redistest: terminate pid %d: %w", p.pid(), err)
 	}
+	// A suspended process handles SIGTERM only once it runs again.
+	if err := p.signal(syscall.SIGCONT); err != nil {
+		return err
+	}
 	if p.wait(termWait) {
 		return nil
 	}
 	return p.kill()
+}
+
+// signal sends sig unless the process has exited.
+func (p *process) signal(sig syscall.Signal) error {
+	if err := p.cmd.Process.Signal(sig); err != nil && !p.exited() {
+		return fmt.Errorf("redistest: signal %v to pid %d: %w", sig, p.pid(), err)
+	}
+	return nil
 }
 
 // tailFile returns up to the last max bytes of a file, for failure reports.

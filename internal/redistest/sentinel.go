@@ -29,8 +29,8 @@ const (
 	sentinelProbeLimit = 2 * time.Second
 )
 
-// SentinelSet is one primary, one replica and three sentinels monitoring them as
-// MasterName with quorum 2.
+// SentinelSet is one primary, its replicas (one unless WithReplicas) and three
+// sentinels monitoring them as MasterName with quorum 2.
 type SentinelSet struct {
 	cfg       *config
 	tlsFiles  *TLSFiles
@@ -38,7 +38,10 @@ type SentinelSet struct {
 
 	mu      sync.Mutex
 	primary *Server // the server last known as primary
-	replica *Server
+	// replicas are the other data nodes; after a failover the old primary takes
+	// the place of the promoted one.
+	replicas []*Server
+	killed   *Server // the primary KillPrimary killed, until WaitFailover
 
 	all       []*Server // every process in start order
 	dir       string
@@ -46,11 +49,11 @@ type SentinelSet struct {
 	closeErr  error
 }
 
-// Sentinel starts a primary, a replica (replicaof) and three sentinels (down after
-// 3s unless WithNodeTimeout, failover timeout 5s, parallel-syncs 1), and waits until
-// the replica is in sync and every sentinel sees the primary, the replica and the
-// two other sentinels. Options apply to the data nodes (WithAOF, WithUser, ...);
-// WithTLS is not supported. Everything stops when the test ends.
+// Sentinel starts a primary, a replica (replicaof; WithReplicas for more) and three
+// sentinels (down after 3s unless WithNodeTimeout, failover timeout 5s,
+// parallel-syncs 1), and waits until every replica is in sync and every sentinel
+// sees the primary, every replica and the two other sentinels. Options apply to the
+// data nodes (WithAOF, WithUser, WithTLS, ...). Everything stops when the test ends.
 func Sentinel(tb testing.TB, opts ...Option) *SentinelSet {
 	tb.Helper()
 	RequireRedisServer(tb)
@@ -136,18 +139,27 @@ func startSentinelSet(ctx context.Context, dir string, cfg *config, started func
 	}
 	started(ss.primary)
 	primaryPort := ss.primary.Port()
-	ss.replica, err = startServer(ctx, serverSpec{
-		name: "sentinel-replica", dir: filepath.Join(dir, "replica"), cfg: cfg, tlsFiles: ss.tlsFiles,
-		conf: func(s *Server, port int) []string {
-			return withExtra(s, append(dataConf(s, port), "replicaof 127.0.0.1 "+strconv.Itoa(primaryPort)))
-		},
-	})
-	if err != nil {
-		return nil, err
+	for i := range cfg.replicaCount() {
+		name, sub := "sentinel-replica", "replica"
+		if i > 0 {
+			name, sub = fmt.Sprintf("sentinel-replica-%d", i+1), fmt.Sprintf("replica%d", i+1)
+		}
+		rep, err := startServer(ctx, serverSpec{
+			name: name, dir: filepath.Join(dir, sub), cfg: cfg, tlsFiles: ss.tlsFiles,
+			conf: func(s *Server, port int) []string {
+				return withExtra(s, append(dataConf(s, port), "replicaof 127.0.0.1 "+strconv.Itoa(primaryPort)))
+			},
+		})
+		if err != nil {
+			return nil, err
+		}
+		started(rep)
+		ss.replicas = append(ss.replicas, rep)
 	}
-	started(ss.replica)
-	if err := waitReplicaSync(ctx, ss.primary, ss.replica); err != nil {
-		return nil, err
+	for _, rep := range ss.replicas {
+		if err := waitReplicaSync(ctx, ss.primary, rep); err != nil {
+			return nil, err
+		}
 	}
 	// Sentinels need no auth of their own; they authenticate to the data nodes.
 	scfg := &config{startTimeout: cfg.startTimeout, tls: cfg.tls}
@@ -245,7 +257,7 @@ func (ss *SentinelSet) waitSentinelsSettled(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			if m["flags"] != "master" || m["num-slaves"] != "1" || m["num-other-sentinels"] != strconv.Itoa(sentinelCount-1) {
+			if m["flags"] != "master" || m["num-slaves"] != strconv.Itoa(len(ss.replicas)) || m["num-other-sentinels"] != strconv.Itoa(sentinelCount-1) {
 				return fmt.Errorf("%s: flags %q num-slaves %s num-other-sentinels %s", sn.name, m["flags"], m["num-slaves"], m["num-other-sentinels"])
 			}
 			v, err = sn.Do(ctx, "SENTINEL", "REPLICAS", MasterName)
@@ -253,15 +265,17 @@ func (ss *SentinelSet) waitSentinelsSettled(ctx context.Context) error {
 				return fmt.Errorf("%s: %w", sn.name, err)
 			}
 			reps, ok := v.([]any)
-			if !ok || len(reps) != 1 {
+			if !ok || len(reps) != len(ss.replicas) {
 				return fmt.Errorf("%s: replicas %v", sn.name, v)
 			}
-			r, err := pairs(reps[0])
-			if err != nil {
-				return err
-			}
-			if r["flags"] != "slave" || r["master-link-status"] != "ok" {
-				return fmt.Errorf("%s: replica flags %q link %q", sn.name, r["flags"], r["master-link-status"])
+			for _, rep := range reps {
+				r, err := pairs(rep)
+				if err != nil {
+					return err
+				}
+				if r["flags"] != "slave" || r["master-link-status"] != "ok" {
+					return fmt.Errorf("%s: replica %s flags %q link %q", sn.name, r["name"], r["flags"], r["master-link-status"])
+				}
 			}
 		}
 		return nil
@@ -271,12 +285,22 @@ func (ss *SentinelSet) waitSentinelsSettled(ctx context.Context) error {
 // TLS returns the certificate files shared by every process, or nil without WithTLS.
 func (ss *SentinelSet) TLS() *TLSFiles { return ss.tlsFiles }
 
-// WaitReplicaSync waits until Replica is connected to Primary and in sync, for
-// example after Start of a killed primary that the sentinels turn into a replica.
+// WaitReplicaSync waits until every running replica is connected to Primary and in
+// sync, for example after Start of a killed primary that the sentinels turn into a
+// replica, or after a failover that the sentinels make the other replicas follow.
 func (ss *SentinelSet) WaitReplicaSync(ctx context.Context) error {
 	ctx, cancel := withDefaultTimeout(ctx, topologyTimeout)
 	defer cancel()
-	return waitReplicaSync(ctx, ss.Primary(), ss.Replica())
+	primary := ss.Primary()
+	for _, rep := range ss.Replicas() {
+		if !rep.Running() {
+			continue
+		}
+		if err := waitReplicaSync(ctx, primary, rep); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // MasterName returns the monitored name, "mymaster".
@@ -302,11 +326,19 @@ func (ss *SentinelSet) Primary() *Server {
 	return ss.primary
 }
 
-// Replica returns the other data node.
+// Replica returns the first replica: with one replica, the other data node.
 func (ss *SentinelSet) Replica() *Server {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	return ss.replica
+	return ss.replicas[0]
+}
+
+// Replicas returns every data node but Primary, in a stable order: after a
+// failover the old primary takes the place of the promoted replica.
+func (ss *SentinelSet) Replicas() []*Server {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return append([]*Server(nil), ss.replicas...)
 }
 
 // URL returns redis+sentinel://[user:password@]h1:p1,h2:p2,h3:p3/mymaster (rediss+
@@ -332,35 +364,56 @@ func (ss *SentinelSet) URL() string {
 // KillPrimary kills (SIGKILL) the server last known as primary and returns it, so a
 // test can Start it again later (the sentinels then make it a replica).
 func (ss *SentinelSet) KillPrimary() (*Server, error) {
-	p := ss.Primary()
+	ss.mu.Lock()
+	p := ss.primary
+	ss.killed = p
+	ss.mu.Unlock()
 	return p, p.Kill()
 }
 
 // CurrentPrimary asks the sentinels for the primary address and returns the server
-// that a majority of the reachable sentinels report.
+// that a majority of the reachable sentinels report. When every running sentinel
+// reports another server than Primary (a failover that no WaitFailover saw, after a
+// long CLIENT PAUSE for example), that server is Primary from then on.
 func (ss *SentinelSet) CurrentPrimary(ctx context.Context) (*Server, error) {
-	addr, err := ss.primaryAddr(ctx)
+	addr, all, err := ss.primaryVotes(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return ss.serverAt(addr)
+	s, err := ss.serverAt(addr)
+	if err != nil {
+		return nil, err
+	}
+	if all {
+		ss.setPrimary(s)
+	}
+	return s, nil
+}
+
+// setPrimary makes s Primary; the old primary takes s's place among the replicas.
+func (ss *SentinelSet) setPrimary(s *Server) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if s == ss.primary {
+		return
+	}
+	for i, rep := range ss.replicas {
+		if rep == s {
+			ss.replicas[i] = ss.primary
+		}
+	}
+	ss.primary = s
 }
 
 func (ss *SentinelSet) serverAt(addr string) (*Server, error) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	for _, s := range []*Server{ss.primary, ss.replica} {
+	for _, s := range append([]*Server{ss.primary}, ss.replicas...) {
 		if s.Addr() == addr {
 			return s, nil
 		}
 	}
 	return nil, fmt.Errorf("redistest: sentinels report unknown primary %s", addr)
-}
-
-// primaryAddr returns the address a majority of running sentinels report.
-func (ss *SentinelSet) primaryAddr(ctx context.Context) (string, error) {
-	addr, _, err := ss.primaryVotes(ctx)
-	return addr, err
 }
 
 // primaryVotes returns the majority address and whether every running sentinel
@@ -397,14 +450,21 @@ func (ss *SentinelSet) primaryVotes(ctx context.Context) (string, bool, error) {
 }
 
 // WaitFailover waits until every running sentinel reports a primary other than the
-// one last known and that server has the master role; it returns its address.
-// Primary and Replica swap afterwards. Waiting for all sentinels (not just a quorum)
+// one last known (or the one KillPrimary killed) and that server has the master role; it returns its address.
+// The promoted replica is Primary afterwards and the old primary takes its place
+// among Replicas. Waiting for all sentinels (not just a quorum)
 // makes it safe to Start the old primary right away: it is then reconfigured as a
 // replica (Redis Sentinel does that about 8-11s after it is back).
 func (ss *SentinelSet) WaitFailover(ctx context.Context) (string, error) {
 	ctx, cancel := withDefaultTimeout(ctx, topologyTimeout)
 	defer cancel()
-	old := ss.Primary()
+	ss.mu.Lock()
+	old := ss.primary
+	if ss.killed != nil {
+		// A CurrentPrimary since KillPrimary may have made the new one Primary.
+		old = ss.killed
+	}
+	ss.mu.Unlock()
 	var promoted *Server
 	err := waitUntil(ctx, slowPollInterval, "sentinel failover away from "+old.Addr(), func(ctx context.Context) error {
 		addr, all, err := ss.primaryVotes(ctx)
@@ -434,8 +494,71 @@ func (ss *SentinelSet) WaitFailover(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	ss.setPrimary(promoted)
 	ss.mu.Lock()
-	ss.replica, ss.primary = ss.primary, promoted
+	ss.killed = nil
 	ss.mu.Unlock()
 	return promoted.Addr(), nil
+}
+
+// PreferReplica makes rep the replica the sentinels promote at the next failover:
+// replica-priority 1 on rep and 100 (Redis' default) on the other running replicas
+// (Sentinel looks at the priority before the replication offset). It waits until
+// every running sentinel reports these priorities, which takes up to one INFO
+// period of the sentinels (10s). A lagging replica preferred so is promoted
+// although another one has more data; the priority stays with the server.
+func (ss *SentinelSet) PreferReplica(ctx context.Context, rep *Server) error {
+	ctx, cancel := withDefaultTimeout(ctx, topologyTimeout)
+	defer cancel()
+	want := make(map[string]string)
+	for _, s := range ss.Replicas() {
+		if !s.Running() {
+			continue
+		}
+		prio := "100"
+		if s == rep {
+			prio = "1"
+		}
+		if _, err := s.Do(ctx, "CONFIG", "SET", "replica-priority", prio); err != nil {
+			return fmt.Errorf("redistest: %s: %w", s.Addr(), err)
+		}
+		want[s.Addr()] = prio
+	}
+	if want[rep.Addr()] != "1" {
+		return fmt.Errorf("redistest: %s is not a running replica of the set", rep.Addr())
+	}
+	return waitUntil(ctx, slowPollInterval, "sentinels to see the priority of "+rep.Addr(), func(ctx context.Context) error {
+		for _, sn := range ss.sentinels {
+			if !sn.Running() {
+				continue
+			}
+			v, err := sn.Do(ctx, "SENTINEL", "REPLICAS", MasterName)
+			if err != nil {
+				return fmt.Errorf("%s: %w", sn.name, err)
+			}
+			reps, ok := v.([]any)
+			if !ok {
+				return fmt.Errorf("%w: %s: SENTINEL REPLICAS %T", ErrProtocol, sn.name, v)
+			}
+			seen := 0
+			for _, e := range reps {
+				r, err := pairs(e)
+				if err != nil {
+					return err
+				}
+				prio, ok := want[r["name"]]
+				if !ok {
+					continue
+				}
+				if r["slave-priority"] != prio {
+					return fmt.Errorf("%s: %s has priority %s, want %s", sn.name, r["name"], r["slave-priority"], prio)
+				}
+				seen++
+			}
+			if seen != len(want) {
+				return fmt.Errorf("%s: lists %d of the %d running replicas", sn.name, seen, len(want))
+			}
+		}
+		return nil
+	})
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -360,6 +361,26 @@ func (s *Server) Stop() error {
 		return ErrNotRunning
 	}
 	return p.term()
+}
+
+// Suspend stops the process with SIGSTOP: it answers nobody and reads nothing (a
+// replica suspended this way falls behind its primary) until Resume. Kill, Stop
+// and Close work on a suspended process.
+func (s *Server) Suspend() error {
+	p := s.running()
+	if p == nil {
+		return ErrNotRunning
+	}
+	return p.signal(syscall.SIGSTOP)
+}
+
+// Resume continues a process stopped by Suspend (SIGCONT).
+func (s *Server) Resume() error {
+	p := s.running()
+	if p == nil {
+		return ErrNotRunning
+	}
+	return p.signal(syscall.SIGCONT)
 }
 
 // Restart stops the process (SIGTERM) if it runs and starts it again.

@@ -335,3 +335,35 @@ func TestDoAllOneConnection(t *testing.T) {
 		t.Fatalf("NOSUCH reply = %#v", replies[5])
 	}
 }
+
+func TestSuspendResume(t *testing.T) {
+	t.Parallel()
+	ctx := testCtx(t)
+	s := Standalone(t)
+	if err := s.Suspend(); err != nil {
+		t.Fatal(err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err := s.Do(pctx, "PING")
+	cancel()
+	if err == nil {
+		t.Fatal("a suspended server answered PING")
+	}
+	if err := s.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	if v := mustDo(t, ctx, s, "PING"); v != "PONG" {
+		t.Fatalf("PING after Resume = %#v", v)
+	}
+	// Close stops a suspended server at once (SIGTERM, then SIGCONT).
+	if err := s.Suspend(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d >= termWait {
+		t.Fatalf("Close of a suspended server took %v: it waited for SIGKILL", d)
+	}
+}
