@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/durasock/durasock/internal/testwait"
 )
 
 // TestConcurrentPublishers: many goroutines of one node publish at once; every
@@ -173,7 +175,7 @@ func chaos(t *testing.T, lose bool) {
 			continue
 		}
 		// Delivered plus reported missing covers everything, in order, no doubles.
-		waitFor(t, n+" to account for every message", 30*time.Second, func() bool {
+		testwait.For(t, 30*time.Second, n+" to account for every message", func() bool {
 			gapMu.Lock()
 			defer gapMu.Unlock()
 			got := uint64(sinks[n].len())

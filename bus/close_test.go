@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/durasock/durasock/internal/testwait"
 )
 
 func TestCloseDrains(t *testing.T) {
@@ -134,7 +136,7 @@ func TestDecodeErrorsDropped(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkStreams(t, sr.wait(t, 1, 10*time.Second), map[string]int{"a": 1})
-	waitFor(t, "decode errors", 10*time.Second, func() bool { return r.Stats().DecodeErrors >= 4 })
+	testwait.For(t, 10*time.Second, "decode errors", func() bool { return r.Stats().DecodeErrors >= 4 })
 	if n := logs.count("bus dropped an undecodable frame"); n != 1 {
 		t.Fatalf("%d decode log lines, want 1 (rate-limited)", n)
 	}
@@ -189,7 +191,7 @@ func TestMetrics(t *testing.T) {
 	}
 	sr.wait(t, 10, 10*time.Second)
 	waitState(t, a, Connected, 10*time.Second)
-	waitFor(t, "outbox to empty", 10*time.Second, func() bool { return a.Status().OutboxLen == 0 })
+	testwait.For(t, 10*time.Second, "outbox to empty", func() bool { return a.Status().OutboxLen == 0 })
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,8 @@ import (
 //
 //	offset      size      field
 //	0           1         version   = 1
-//	1           1         kind      1 data (Publish), 2 probe (liveness), 3 direct (Send)
+//	1           1         kind      1 data (Publish), 2 probe (liveness), 3 direct (Send),
+//	                                4 data published again (republished)
 //	2           1         n         length of origin, 1..255
 //	3           n         origin    node id of the publisher (UTF-8)
 //	3+n         8         instance  random per process start of the origin
@@ -41,6 +42,11 @@ import (
 // data frame up to last precedes the probe in the partition, and a receiver that
 // reads the probe with a high-water mark below last knows that the rest was lost.
 // An empty probe payload (writers before this field) announces nothing.
+//
+// Kind 4 is a data envelope that its writer publishes again, unchanged but for
+// the kind, after its connection to the broker broke (the broker may have lost
+// it): receivers treat it as data (their high-water mark drops it when they
+// have it); a reader of the history knows the broker may hold it twice.
 // Receivers drop a rejected frame, count it in durasock_bus_decode_errors_total and
 // log it (rate-limited).
 //
@@ -75,6 +81,10 @@ const (
 	kindProbe frameKind = 2
 	// kindDirect is a best-effort message of Send.
 	kindDirect frameKind = 3
+	// kindRepublished is, on the wire only, a data envelope published again
+	// after the writer's connection broke (RetainConfig): decoded as kindData
+	// with Republished set.
+	kindRepublished frameKind = 4
 )
 
 func (k frameKind) String() string {
@@ -99,6 +109,9 @@ type envelope struct {
 	// Time is the publish time in Unix nanoseconds.
 	Time    int64
 	Payload []byte
+	// Republished marks a data envelope written again after its writer's
+	// connection broke (wire kind 4): the broker may hold it twice.
+	Republished bool
 }
 
 func uvarintLen(x uint64) int {
@@ -115,7 +128,11 @@ func appendEnvelope(b []byte, e *envelope) ([]byte, error) {
 	if err := e.validate(); err != nil {
 		return b, err
 	}
-	b = append(b, envelopeVersion, byte(e.Kind), byte(len(e.Origin)))
+	kind := e.Kind
+	if kind == kindData && e.Republished {
+		kind = kindRepublished
+	}
+	b = append(b, envelopeVersion, byte(kind), byte(len(e.Origin)))
 	b = append(b, e.Origin...)
 	b = binary.BigEndian.AppendUint64(b, e.Instance)
 	b = binary.AppendUvarint(b, uint64(e.Partition))
@@ -161,6 +178,9 @@ func decodeEnvelope(data []byte, intern func([]byte) string) (envelope, error) {
 		return e, fmt.Errorf("%w: version %d, want %d", errBadEnvelope, data[0], envelopeVersion)
 	}
 	e.Kind = frameKind(data[1])
+	if e.Kind == kindRepublished {
+		e.Kind, e.Republished = kindData, true
+	}
 	n := int(data[2])
 	if n == 0 {
 		return e, fmt.Errorf("%w: empty origin", errBadEnvelope)

@@ -12,6 +12,7 @@ import (
 func TestEnvelopeRoundTrip(t *testing.T) {
 	for _, e := range []envelope{
 		{Kind: kindData, Origin: "n", Instance: 1, Partition: 0, Seq: 1, Time: 1, Payload: []byte("x")},
+		{Kind: kindData, Origin: "n", Instance: 1, Partition: 5, Seq: 2, Time: 1, Payload: []byte("x"), Republished: true},
 		{Kind: kindData, Origin: strings.Repeat("o", 255), Instance: ^uint64(0), Partition: maxPartition, Seq: ^uint64(0), Time: -1, Payload: bytes.Repeat([]byte{0xff}, 1000)},
 		{Kind: kindProbe, Origin: "node-1", Instance: 7, Partition: 300, Seq: 0, Time: 123456789},
 		{Kind: kindProbe, Origin: "node-1", Instance: 7, Partition: 2, Seq: 5, Time: 123456789, Payload: probePayload(1 << 40)},
@@ -98,6 +99,7 @@ func TestDecodeEnvelopeErrors(t *testing.T) {
 		"empty origin":          mutate(func(b []byte) []byte { b[2] = 0; return b }),
 		"long origin":           mutate(func(b []byte) []byte { b[2] = 200; return b }),
 		"seq 0":                 mutate(func(b []byte) []byte { b[3+1+8+1+7] = 0; return b }),
+		"republished seq 0":     mutate(func(b []byte) []byte { b[1] = byte(kindRepublished); b[3+1+8+1+7] = 0; return b }),
 		"partition 2^16":        append(append([]byte{1, 1, 1, 'n', 0, 0, 0, 0, 0, 0, 0, 0}, 0x80, 0x80, 0x04), make([]byte, 16)...),
 		"non-minimal partition": append(append([]byte{1, 1, 1, 'n', 0, 0, 0, 0, 0, 0, 0, 0}, 0x80, 0x00), append([]byte{0, 0, 0, 0, 0, 0, 0, 1}, make([]byte, 8)...)...),
 		"direct with seq":       mutate(func(b []byte) []byte { b[1] = byte(kindDirect); return b }),
@@ -155,6 +157,7 @@ func FuzzDecodeFrame(f *testing.F) {
 	for _, e := range []envelope{
 		{Kind: kindData, Origin: "node-a", Instance: 42, Partition: 3, Seq: 17, Time: 1700000000000000000, Payload: []byte(`{"ev":"x"}`)},
 		{Kind: kindData, Origin: "n", Partition: 300, Seq: 1},
+		{Kind: kindData, Origin: "node-a", Instance: 42, Partition: 3, Seq: 17, Time: 1, Payload: []byte("x"), Republished: true},
 		{Kind: kindProbe, Origin: "node-b", Instance: 1, Partition: 1, Seq: 99},
 		{Kind: kindProbe, Origin: "node-b", Instance: 1, Partition: 1, Seq: 100, Payload: probePayload(12345)},
 		{Kind: kindProbe, Origin: "node-b", Instance: 1, Partition: 0, Seq: 1, Payload: probePayload(^uint64(0))},

@@ -22,6 +22,9 @@ const (
 	DefaultPublishTimeout    = 5 * time.Second
 	DefaultProbeInterval     = time.Second
 	DefaultProbeTimeout      = 3 * time.Second
+	DefaultRetainWindow      = 5 * time.Second
+	DefaultRetainMaxMessages = 100_000
+	DefaultRetainMaxBytes    = 32 << 20
 )
 
 // ErrInvalidConfig is wrapped by the errors of New for a Config it cannot use.
@@ -80,6 +83,38 @@ type OutboxConfig struct {
 	Fsync FsyncPolicy
 }
 
+// RetainConfig bounds what the bus keeps of the messages the broker already
+// acknowledged, so that it can publish them again when the connection breaks:
+// a broker can lose writes it answered. Redis with appendfsync everysec (its
+// default) replies to a write whose AOF write it postpones up to 2 s while a
+// background fsync runs, and the fsync itself covers up to 1 s: a kill then
+// loses up to about 3 s of acknowledged writes. A failover to a replica that
+// had not received the last writes, and a restart from an older snapshot, lose
+// them too. After the connection broke (a failed publish, ping or
+// subscription), the bus publishes the retained messages again, in order and
+// with their own origin, instance, partition and seq, before anything newer
+// and before a probe announces them: receivers skip those they have, and those
+// the broker lost arrive instead of being reported as a gap.
+//
+// Retained messages are in memory only (the disk outbox releases a message
+// when the broker acknowledges it). The window counts from the last time the
+// broker was seen healthy, so an outage longer than the window still
+// republishes what was acknowledged in the window before it.
+type RetainConfig struct {
+	// Window is how long after its acknowledgment a message is kept. Default
+	// 5 s: the 3 s Redis can lose under everysec plus a margin for the time
+	// the bus takes to see the break (a ping interval). -1 disables retention
+	// (and republishing).
+	Window time.Duration
+	// MaxMessages bounds the retained messages; beyond it the oldest are
+	// forgotten (durasock_bus_retained_evicted_total). Default 100 000; -1: no
+	// bound.
+	MaxMessages int
+	// MaxBytes bounds their encoded size, likewise. Default 32 MiB; -1: no
+	// bound.
+	MaxBytes int64
+}
+
 // BackoffConfig shapes the waits between attempts after a broker error, for
 // publishing, subscribing and probing alike: exponential with full jitter, the
 // wait before attempt n+1 is uniform in [0, min(Cap, Base*2^(n-1))].
@@ -129,6 +164,9 @@ type Config struct {
 	Outbox OutboxConfig
 	// Backoff shapes reconnect waits.
 	Backoff BackoffConfig
+	// Retain keeps acknowledged messages for a while, to publish them again
+	// when the connection breaks (the broker may have lost them).
+	Retain RetainConfig
 	// BatchSize is the most frames written per Transport.Publish (one pipelined
 	// round trip). Default 256.
 	BatchSize int
@@ -209,6 +247,25 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if o.Fsync < FsyncInterval || o.Fsync > FsyncNever {
 		return bad("Outbox.Fsync %v", o.Fsync)
+	}
+	rt := &c.Retain
+	switch {
+	case rt.Window == 0:
+		rt.Window = DefaultRetainWindow
+	case rt.Window < -1:
+		return bad("Retain.Window %v", rt.Window)
+	}
+	switch {
+	case rt.MaxMessages == 0:
+		rt.MaxMessages = DefaultRetainMaxMessages
+	case rt.MaxMessages < -1:
+		return bad("Retain.MaxMessages %d", rt.MaxMessages)
+	}
+	switch {
+	case rt.MaxBytes == 0:
+		rt.MaxBytes = DefaultRetainMaxBytes
+	case rt.MaxBytes < -1:
+		return bad("Retain.MaxBytes %d", rt.MaxBytes)
 	}
 	b := &c.Backoff
 	switch {

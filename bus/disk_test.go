@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/durasock/durasock/internal/testwait"
 )
 
 // copyDir copies the files of a running disk outbox: what the kernel holds for
@@ -258,7 +260,7 @@ func TestDiskOutboxMaxAgeAtLoad(t *testing.T) {
 	cfg.OnDrop = func(d Drop) { dropped.Add(int64(d.Count)) }
 	a2 := newBus(t, hub, cfg)
 	// The counter moves first, the hook runs right after.
-	waitFor(t, "the max-age drop", 10*time.Second, func() bool { return a2.Stats().DroppedMaxAge == 3 && dropped.Load() == 3 })
+	testwait.For(t, 10*time.Second, "the max-age drop", func() bool { return a2.Stats().DroppedMaxAge == 3 && dropped.Load() == 3 })
 	if n := a2.Status().OutboxLen; n != 0 {
 		t.Fatalf("outbox %d", n)
 	}

@@ -22,6 +22,15 @@
 //     Drops happen only at a configured bound (max age, drop-oldest) or at a Close
 //     that runs out of time, and each is counted, logged once per episode and
 //     passed to Config.OnDrop.
+//   - Retention: what the broker acknowledged stays in memory for
+//     Config.Retain.Window (default 5 s; bounded in messages and bytes). A
+//     broker can lose writes it answered (Redis appendfsync everysec killed
+//     during a background fsync, a failover to a replica without the last
+//     writes, a restart from an older snapshot): after the connection breaks,
+//     the bus publishes the retained messages again, with their own seqs,
+//     before anything newer and before a probe announces them. Receivers skip
+//     those they have; those the broker lost arrive instead of a gap
+//     (durasock_bus_republished_total).
 //   - Sequencing: every Publish gets a sequence number per (node, partition); the
 //     partition comes from the key (FNV-1a), so one key keeps its order. Receivers
 //     keep a high-water mark per (origin, instance, partition), for up to four

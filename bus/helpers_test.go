@@ -103,16 +103,20 @@ func waitState(t testing.TB, b Bus, s State, within time.Duration) {
 	}
 }
 
-// waitFor polls cond (a cheap read) until it holds.
-func waitFor(t testing.TB, what string, within time.Duration, cond func() bool) {
+// pairOn starts node "a" on tr (cfg, with NodeID "a"; it receives nothing
+// itself) and node "r" on hub, whose messages go to the returned sink, and
+// lets two probe intervals pass, in a synctest bubble.
+func pairOn(t *testing.T, hub *MemoryHub, tr Transport, cfg Config) (a, r *Reliable, sr *sink) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	cfg.NodeID = "a"
+	a = newBusOn(t, tr, cfg)
+	a.Receive(func(Message) {})
+	r = newBus(t, hub, Config{NodeID: "r"})
+	sr = newSink()
+	r.Receive(sr.handle)
+	time.Sleep(2 * time.Second)
+	synctestWait()
+	return a, r, sr
 }
 
 // checkInOrder checks that msgs hold, per origin and partition, the payloads

@@ -76,20 +76,107 @@ type HistoryEntry struct {
 // partition after position after, up to the newest, until fn returns false. It
 // returns ErrNoHistory when the transport keeps none, and an error wrapping
 // ErrHistoryTrimmed when messages after `after` are gone. Frames that do not
-// decode are skipped (the receiver counts them).
+// decode are skipped (the receiver counts them), and so are copies: a message
+// whose (origin, instance) seq the read already passed (written again after a
+// failed publish, or republished after a broken connection), and a
+// republished message whose original is at or before after (the reader had
+// it): for the first republished message of a run met before any other of
+// that run, the history just before after is read back to find it
+// (lookbackSkew before the message's publish time).
 func (r *Reliable) ReadHistory(ctx context.Context, key, after string, fn func(HistoryEntry) bool) error {
 	h, ok := r.t.(HistoryReader)
 	if !ok {
 		return ErrNoHistory
 	}
 	p := partitionOf(key, r.partitions)
-	return h.ReadHistory(ctx, p, after, func(f Frame) bool {
-		e, err := decodeEnvelope(f.Data, nil)
-		if err != nil || e.Kind != kindData {
+	passed := make(map[historyRun]uint64)
+	decided := make(map[string]bool) // republished entries whose original was looked for
+	cursor := after
+	for {
+		var pending *envelope
+		var pendingID string
+		stopped := false
+		err := h.ReadHistory(ctx, p, cursor, func(f Frame) bool {
+			e, err := decodeEnvelope(f.Data, nil)
+			if err != nil || e.Kind != kindData {
+				cursor = f.ID
+				return true
+			}
+			k := historyRun{e.Origin, e.Instance}
+			last, seen := passed[k]
+			if seen && e.Seq <= last {
+				cursor = f.ID
+				return true
+			}
+			if e.Republished && !seen && !decided[f.ID] {
+				pending, pendingID = &e, f.ID
+				return false // look back for its original first; the read resumes here
+			}
+			passed[k] = e.Seq
+			cursor = f.ID
+			if !fn(HistoryEntry{ID: f.ID, Origin: e.Origin, Instance: e.Instance, Seq: e.Seq, Time: e.publishTime(), Payload: e.Payload}) {
+				stopped = true
+				return false
+			}
 			return true
+		})
+		if err != nil || stopped || pending == nil {
+			return err
 		}
-		return fn(HistoryEntry{ID: f.ID, Origin: e.Origin, Instance: e.Instance, Seq: e.Seq, Time: e.publishTime(), Payload: e.Payload})
-	})
+		decided[pendingID] = true
+		k := historyRun{pending.Origin, pending.Instance}
+		if held := heldThrough(ctx, h, p, after, pending); held >= pending.Seq {
+			passed[k] = held // the reader had these: their copies are skipped
+		}
+	}
+}
+
+// historyRun is one sequence space of a partition: a run of an origin.
+type historyRun struct {
+	origin   string
+	instance uint64
+}
+
+// lookbackSkew is how far before a republished message's publish time (the
+// publisher's clock) its original is looked for (the broker's clock numbers
+// the positions).
+const lookbackSkew = 10 * time.Second
+
+// heldThrough returns the highest seq of e's run in the history from
+// lookbackSkew before e's publish time through position after (0 when none,
+// when after is the start, or when the history could not be read: the copy is
+// then delivered, a possible duplicate rather than a loss).
+func heldThrough(ctx context.Context, h HistoryReader, p int, after string, e *envelope) uint64 {
+	if after == "" || after == "0-0" {
+		return 0
+	}
+	fromMs := max(e.Time/int64(time.Millisecond)-int64(lookbackSkew/time.Millisecond), 0)
+	from := strconv.FormatInt(fromMs, 10) + "-0"
+	if ComparePositions(from, after) >= 0 {
+		return 0
+	}
+	var held uint64
+	scan := func(f Frame) bool {
+		if ComparePositions(f.ID, after) > 0 {
+			return false
+		}
+		o, err := decodeEnvelope(f.Data, nil)
+		if err == nil && o.Kind == kindData && o.Origin == e.Origin && o.Instance == e.Instance {
+			held = max(held, o.Seq)
+		}
+		return true
+	}
+	err := h.ReadHistory(ctx, p, from, scan)
+	if errors.Is(err, ErrHistoryTrimmed) {
+		// The stream starts after from (it is younger than the skew, or
+		// began again after a restart): it holds little; read it all.
+		held = 0
+		err = h.ReadHistory(ctx, p, "", scan)
+	}
+	if err != nil {
+		return 0
+	}
+	return held
 }
 
 // KeepsHistory reports whether the transport keeps history (ReadHistory works).

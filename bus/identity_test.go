@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/durasock/durasock/internal/testwait"
 )
 
 // TestMessageIDIsTheTransportPosition checks that a delivered message carries the
@@ -144,7 +146,7 @@ func TestEarlierRunIsNoConflict(t *testing.T) {
 	s := newSink()
 	b.Receive(s.handle)
 	waitState(t, b, Connected, 10*time.Second)
-	waitFor(t, "a probe round", 10*time.Second, func() bool { return b.Stats().ProbesSent >= 2 })
+	testwait.For(t, 10*time.Second, "a probe round", func() bool { return b.Stats().ProbesSent >= 2 })
 	if n, st := s.len(), b.Stats(); n != 0 || st.NodeIDConflicts != 0 || b.Status().NodeIDConflict {
 		t.Fatalf("%d delivered, stats %+v", n, st)
 	}

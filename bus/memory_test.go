@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/durasock/durasock/internal/testwait"
 )
 
 // collect runs Subscribe on t in a goroutine and sends every frame to the returned
@@ -252,7 +254,7 @@ func TestMemoryHubDirectQueueBound(t *testing.T) {
 		})
 	}()
 	// The first frame reaches the subscriber, which stops in deliver.
-	waitFor(t, "the subscription", 10*time.Second, func() bool {
+	testwait.For(t, 10*time.Second, "the subscription", func() bool {
 		if err := b.Send(ctx, "a", []byte("x")); err != nil {
 			t.Fatal(err)
 		}

@@ -20,6 +20,7 @@ type counters struct {
 	nodeIDConflicts, peerIDConflicts             atomic.Uint64
 	underReplicated, replicaWaits                atomic.Uint64
 	primaryChanges                               atomic.Uint64
+	republished, republishes, retainEvicted      atomic.Uint64
 }
 
 // Stats are the counters of a bus since New.
@@ -86,6 +87,11 @@ type Stats struct {
 	// confirmation turned out to be on a primary that no longer serves (a
 	// failover, a restart): they were written again, ahead of newer ones.
 	PrimaryChanges uint64
+	// Republished counts messages published again after the connection broke
+	// (Config.Retain), in Republishes episodes; RetainEvicted the acknowledged
+	// messages forgotten before their retention window ended, to stay within
+	// the retention bounds.
+	Republished, Republishes, RetainEvicted uint64
 }
 
 // Stats returns the counters.
@@ -121,6 +127,9 @@ func (r *Reliable) Stats() Stats {
 		UnderReplicated:   c.underReplicated.Load(),
 		ReplicaWaits:      c.replicaWaits.Load(),
 		PrimaryChanges:    c.primaryChanges.Load(),
+		Republished:       c.republished.Load(),
+		Republishes:       c.republishes.Load(),
+		RetainEvicted:     c.retainEvicted.Load(),
 	}
 	s.PublishLatencyCount = r.m.latencyCount.Load()
 	s.PublishLatencySum = time.Duration(r.m.latencySumNanos.Load())
@@ -144,6 +153,8 @@ type metrics struct {
 	diskLoaded, diskErrors                           *prometheus.Desc
 	underReplicated, unreplicated, replicaWaits      *prometheus.Desc
 	primaryChanges                                   *prometheus.Desc
+	republished, retainEvicted                       *prometheus.Desc
+	retainedMessages, retainedBytes                  *prometheus.Desc
 }
 
 func newMetrics(r *Reliable) *metrics {
@@ -157,35 +168,39 @@ func newMetrics(r *Reliable) *metrics {
 			Help:    "Time from Publish accepting a message to the broker acknowledging it.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}),
-		state:           d("bus_state", "1 for the current bus state, 0 for the others.", "state"),
-		outboxMessages:  d("outbox_messages", "Messages in the outbox, not yet acknowledged by the broker."),
-		outboxBytes:     d("outbox_bytes", "Encoded bytes in the outbox."),
-		outboxOldest:    d("outbox_oldest_age_seconds", "Age of the oldest message in the outbox (0 when empty)."),
-		dropped:         d("bus_dropped_total", "Accepted messages dropped, by reason (max_age, overflow, closed).", "reason"),
-		reconnects:      d("bus_reconnects_total", "Recoveries after broker errors (publish, subscribe, ping)."),
-		replayed:        d("bus_replayed_total", "Frames published again after a failed publish."),
-		duplicates:      d("bus_duplicates_total", "Received frames dropped as duplicates."),
-		gaps:            d("bus_gaps_total", "Sequence gaps detected in messages of other nodes."),
-		gapMessages:     d("bus_gap_messages_total", "Messages of other nodes missing in sequence gaps."),
-		probeFailures:   d("bus_probe_failures_total", "Liveness probes missed and failed pings."),
-		received:        d("bus_received_total", "Messages delivered to the handler."),
-		decodeErr:       d("bus_decode_errors_total", "Received frames that were not valid envelopes."),
-		accepted:        d("bus_accepted_total", "Messages accepted by Publish."),
-		rejected:        d("bus_rejected_total", "Publish calls rejected at once (outbox full, too large)."),
-		published:       d("bus_published_total", "Accepted messages acknowledged by the broker."),
-		handlerPanics:   d("bus_handler_panics_total", "Received messages whose handler panicked (recovered)."),
-		diskLoaded:      d("bus_disk_loaded_total", "Messages of an earlier process of this node loaded from the disk outbox to be published."),
-		diskErrors:      d("bus_disk_errors_total", "Disk outbox failures: Publish refused for a failed write, failed fsyncs."),
-		brokerReturns:   d("bus_broker_returns_total", "Pings that found the broker answering again after a failure (each ends the pending backoff waits)."),
-		tailGaps:        d("bus_tail_gaps_total", "Sequence gaps (included in bus_gaps_total) found by another node's probe announcing more than arrived."),
-		nodesGone:       d("bus_nodes_gone_total", "Runs of other nodes that fell silent past the liveness window, by reason (silent: it sent probes; replaced: a newer run of its id speaks; closed: it announced its Close).", "reason"),
-		nodeIDConflicts: d("bus_node_id_conflicts_total", "Frames received under this node's id from another process (node ids must be unique)."),
-		nodeIDConflict:  d("bus_node_id_conflict", "1 while another process used this node's id within the last minute."),
-		peerIDConflicts: d("bus_peer_id_conflicts_total", "Times a run of another node id spoke again after a newer run of that id replaced it (two processes with one id)."),
-		underReplicated: d("bus_under_replicated", "1 while messages the broker wrote wait for its replicas to acknowledge them (WaitReplicas)."),
-		unreplicated:    d("bus_unreplicated_messages", "Messages written by the broker, kept in the outbox until its replicas acknowledge them."),
-		replicaWaits:    d("bus_replica_waits_total", "Waits for replicas that fell short (each retried, never published again)."),
-		primaryChanges:  d("bus_primary_changes_total", "Times messages written without replicas' confirmation were found on a primary that no longer serves; they were written again, ahead of newer ones."),
+		state:            d("bus_state", "1 for the current bus state, 0 for the others.", "state"),
+		outboxMessages:   d("outbox_messages", "Messages in the outbox, not yet acknowledged by the broker."),
+		outboxBytes:      d("outbox_bytes", "Encoded bytes in the outbox."),
+		outboxOldest:     d("outbox_oldest_age_seconds", "Age of the oldest message in the outbox (0 when empty)."),
+		dropped:          d("bus_dropped_total", "Accepted messages dropped, by reason (max_age, overflow, closed).", "reason"),
+		reconnects:       d("bus_reconnects_total", "Recoveries after broker errors (publish, subscribe, ping)."),
+		replayed:         d("bus_replayed_total", "Frames published again after a failed publish."),
+		duplicates:       d("bus_duplicates_total", "Received frames dropped as duplicates."),
+		gaps:             d("bus_gaps_total", "Sequence gaps detected in messages of other nodes."),
+		gapMessages:      d("bus_gap_messages_total", "Messages of other nodes missing in sequence gaps."),
+		probeFailures:    d("bus_probe_failures_total", "Liveness probes missed and failed pings."),
+		received:         d("bus_received_total", "Messages delivered to the handler."),
+		decodeErr:        d("bus_decode_errors_total", "Received frames that were not valid envelopes."),
+		accepted:         d("bus_accepted_total", "Messages accepted by Publish."),
+		rejected:         d("bus_rejected_total", "Publish calls rejected at once (outbox full, too large)."),
+		published:        d("bus_published_total", "Accepted messages acknowledged by the broker."),
+		handlerPanics:    d("bus_handler_panics_total", "Received messages whose handler panicked (recovered)."),
+		diskLoaded:       d("bus_disk_loaded_total", "Messages of an earlier process of this node loaded from the disk outbox to be published."),
+		diskErrors:       d("bus_disk_errors_total", "Disk outbox failures: Publish refused for a failed write, failed fsyncs."),
+		brokerReturns:    d("bus_broker_returns_total", "Pings that found the broker answering again after a failure (each ends the pending backoff waits)."),
+		tailGaps:         d("bus_tail_gaps_total", "Sequence gaps (included in bus_gaps_total) found by another node's probe announcing more than arrived."),
+		nodesGone:        d("bus_nodes_gone_total", "Runs of other nodes that fell silent past the liveness window, by reason (silent: it sent probes; replaced: a newer run of its id speaks; closed: it announced its Close).", "reason"),
+		nodeIDConflicts:  d("bus_node_id_conflicts_total", "Frames received under this node's id from another process (node ids must be unique)."),
+		nodeIDConflict:   d("bus_node_id_conflict", "1 while another process used this node's id within the last minute."),
+		peerIDConflicts:  d("bus_peer_id_conflicts_total", "Times a run of another node id spoke again after a newer run of that id replaced it (two processes with one id)."),
+		underReplicated:  d("bus_under_replicated", "1 while messages the broker wrote wait for its replicas to acknowledge them (WaitReplicas)."),
+		unreplicated:     d("bus_unreplicated_messages", "Messages written by the broker, kept in the outbox until its replicas acknowledge them."),
+		replicaWaits:     d("bus_replica_waits_total", "Waits for replicas that fell short (each retried, never published again)."),
+		primaryChanges:   d("bus_primary_changes_total", "Times messages written without replicas' confirmation were found on a primary that no longer serves; they were written again, ahead of newer ones."),
+		republished:      d("bus_republished_total", "Acknowledged messages published again after the broker connection broke (the broker may have lost them; receivers skip those they have)."),
+		retainEvicted:    d("bus_retained_evicted_total", "Acknowledged messages forgotten before their retention window ended, to stay within the retention bounds."),
+		retainedMessages: d("bus_retained_messages", "Acknowledged messages kept to be published again if the broker connection breaks."),
+		retainedBytes:    d("bus_retained_bytes", "Encoded bytes of the retained messages."),
 	}
 	m.underReplicated = d("bus_under_replicated", "1 while messages the broker wrote wait for its replicas to acknowledge them (WaitReplicas).")
 	m.unreplicated = d("bus_unreplicated_messages", "Messages written by the broker, kept in the outbox until its replicas acknowledge them.")
@@ -205,7 +220,8 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 		m.dropped, m.reconnects, m.replayed, m.duplicates, m.gaps, m.gapMessages, m.probeFailures,
 		m.received, m.decodeErr, m.accepted, m.rejected, m.published, m.handlerPanics, m.brokerReturns,
 		m.tailGaps, m.nodesGone, m.nodeIDConflicts, m.nodeIDConflict, m.peerIDConflicts,
-		m.diskLoaded, m.diskErrors, m.underReplicated, m.unreplicated, m.replicaWaits, m.primaryChanges} {
+		m.diskLoaded, m.diskErrors, m.underReplicated, m.unreplicated, m.replicaWaits, m.primaryChanges,
+		m.republished, m.retainEvicted, m.retainedMessages, m.retainedBytes} {
 		ch <- d
 	}
 	m.latency.Describe(ch)
@@ -261,6 +277,11 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(m.nodeIDConflict, prometheus.GaugeValue, conflict)
 	counter(m.replicaWaits, s.ReplicaWaits)
 	counter(m.primaryChanges, s.PrimaryChanges)
+	counter(m.republished, s.Republished)
+	counter(m.retainEvicted, s.RetainEvicted)
+	keptN, keptBytes := r.kept.snapshot()
+	ch <- prometheus.MustNewConstMetric(m.retainedMessages, prometheus.GaugeValue, float64(keptN))
+	ch <- prometheus.MustNewConstMetric(m.retainedBytes, prometheus.GaugeValue, float64(keptBytes))
 	under := 0.0
 	if r.underReplicated.Load() {
 		under = 1

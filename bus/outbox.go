@@ -49,6 +49,11 @@ type outbox struct {
 	// replicated yet (replication.go): batch skips those entries, max age
 	// spares them.
 	writtenThrough uint64
+	// forgets counts forgetWritten calls.
+	forgets uint64
+
+	// keep gets the entries the broker acknowledged (nil: none kept).
+	keep *retained
 
 	// c gets the accepted, published and dropped counts under mu, so that a
 	// quiet bus always has Accepted == Published + Dropped + outbox length.
@@ -254,6 +259,7 @@ func (o *outbox) commit(lastID uint64, now time.Time, waits []time.Duration) []t
 	for o.n > 0 && o.front().id <= lastID {
 		e := o.popLocked()
 		waits = append(waits, now.Sub(e.accepted))
+		o.keep.add(e.partition, e.data, now)
 		n++
 	}
 	o.c.published.Add(uint64(n))

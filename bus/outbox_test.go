@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/durasock/durasock/internal/testwait"
 )
 
 // dropLog records OnDrop calls.
@@ -132,7 +134,7 @@ func TestOutboxDropOldest(t *testing.T) {
 				t.Fatal(err)
 			}
 			sr.wait(t, 1, 10*time.Second)
-			waitFor(t, "outbox to empty", 10*time.Second, func() bool { return a.Status().OutboxLen == 0 })
+			testwait.For(t, 10*time.Second, "outbox to empty", func() bool { return a.Status().OutboxLen == 0 })
 			hub.setDown(true)
 			for i := 2; i <= 40; i++ { // payloads 10..40 have the same size
 				if err := a.Publish(ctx, "k", payload("a", i)); err != nil {
@@ -168,7 +170,7 @@ func TestOutboxDropOldest(t *testing.T) {
 			hub.setDown(false)
 			kept := uint64(dropped) + 2 // the first seq the outbox kept
 			sr.wait(t, 1+40-1-dropped, 10*time.Second)
-			waitFor(t, "the last message", 10*time.Second, func() bool {
+			testwait.For(t, 10*time.Second, "the last message", func() bool {
 				m := sr.all()
 				return m[len(m)-1].Seq == 40
 			})
@@ -189,11 +191,11 @@ func TestOutboxDropOldest(t *testing.T) {
 			if len(after) != 40-int(kept)+1 || after[0] != kept {
 				t.Fatalf("after the outage the receiver got %v (%d from an in-flight batch first), want %d..40", after, inFlight, kept)
 			}
-			waitFor(t, "gap report", 10*time.Second, func() bool { return r.Stats().Gaps >= 1 })
+			testwait.For(t, 10*time.Second, "gap report", func() bool { return r.Stats().Gaps >= 1 })
 			if s := r.Stats(); s.GapMessages != uint64(dropped-inFlight) {
 				t.Fatalf("receiver stats %+v, want %d missing (%d dropped, %d delivered from an in-flight batch)", s, dropped-inFlight, dropped, inFlight)
 			}
-			waitFor(t, "episode end log", 10*time.Second, func() bool { return logs.count("bus outbox drop episode over") == 1 })
+			testwait.For(t, 10*time.Second, "episode end log", func() bool { return logs.count("bus outbox drop episode over") == 1 })
 		})
 	}
 }
@@ -352,7 +354,7 @@ func TestDuplicatesDropped(t *testing.T) {
 		t.Fatalf("replayed %d frames after 5 failed publishes", replayed)
 	}
 	// Every republished frame reached the receiver twice; it dropped one copy.
-	waitFor(t, "duplicates", 10*time.Second, func() bool { return r.Stats().Duplicates == replayed })
+	testwait.For(t, 10*time.Second, "duplicates", func() bool { return r.Stats().Duplicates == replayed })
 	if got := sr.len(); got != n {
 		t.Fatalf("received %d, want %d", got, n)
 	}
@@ -380,7 +382,7 @@ func TestGapAfterBrokerLoss(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		waitFor(t, "outbox to empty", 10*time.Second, func() bool { return a.Status().OutboxLen == 0 })
+		testwait.For(t, 10*time.Second, "outbox to empty", func() bool { return a.Status().OutboxLen == 0 })
 	}
 	publish(1, 10)
 	sr.wait(t, 10, 10*time.Second)

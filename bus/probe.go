@@ -10,9 +10,9 @@ import (
 	"time"
 )
 
-// ErrProbeTimeout is the failure recorded when a liveness probe did not come back
+// errProbeTimeout is the failure recorded when a liveness probe did not come back
 // through the node's own subscription in time.
-var ErrProbeTimeout = errors.New("bus: liveness probe not received")
+var errProbeTimeout = errors.New("bus: liveness probe not received")
 
 // maxProbeExtensions bounds how often a probe's wait is extended because the
 // subscription is busy delivering a backlog or its handler is running (alive,
@@ -141,7 +141,7 @@ func (r *Reliable) probeLoop(ctx context.Context) {
 				r.log.Warn("bus liveness probe missed; rebuilding the subscription",
 					"timeout", r.cfg.ProbeTimeout, "partitions", r.probes.missing(), "consecutive", misses)
 				if r.recv.rebuildSubscription() {
-					r.sm.fail(compSubscribe, fmt.Errorf("%w within %v", ErrProbeTimeout, r.cfg.ProbeTimeout), misses, 0)
+					r.sm.fail(compSubscribe, fmt.Errorf("%w within %v", errProbeTimeout, r.cfg.ProbeTimeout), misses, 0)
 				}
 			} else if err == nil {
 				misses = 0
@@ -233,6 +233,9 @@ func (r *Reliable) announce(ctx context.Context, a *announcer) error {
 		return ctx.Err()
 	}
 	defer r.unlockPublishing()
+	if err := r.republish(ctx); err != nil {
+		return err
+	}
 	frames, last := r.probeFrames(0)
 	a.since++
 	if a.last == nil {
@@ -246,6 +249,7 @@ func (r *Reliable) announce(ctx context.Context, a *announcer) error {
 	err := r.t.Publish(pctx, frames)
 	cancel()
 	if err != nil {
+		r.connectionBroke()
 		return fmt.Errorf("bus: publish probe: %w", err)
 	}
 	r.c.probesSent.Add(1)
@@ -265,6 +269,11 @@ func (r *Reliable) probeRound(ctx context.Context, round uint64, warmUp bool) (m
 	if !r.lockPublishing(ctx) {
 		return false, false, ctx.Err()
 	}
+	// Retained messages go out again before a probe announces them.
+	if err := r.republish(ctx); err != nil {
+		r.unlockPublishing()
+		return false, false, err
+	}
 	frames, _ := r.probeFrames(round)
 	done := r.probes.begin(round, r.partitions)
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.ProbeTimeout)
@@ -272,6 +281,7 @@ func (r *Reliable) probeRound(ctx context.Context, round uint64, warmUp bool) (m
 	cancel()
 	r.unlockPublishing()
 	if err != nil {
+		r.connectionBroke()
 		return false, false, fmt.Errorf("bus: publish probe: %w", err)
 	}
 	r.c.probesSent.Add(1)

@@ -208,6 +208,9 @@ func (r *Reliable) recvLoop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		// A subscription that failed, or that the prober found dead, may be
+		// to a broker that restarted or failed over and lost writes.
+		r.connectionBroke()
 		if rv.rebuild.Swap(false) {
 			r.c.reconnects.Add(1)
 			continue

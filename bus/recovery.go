@@ -133,8 +133,10 @@ func (r *Reliable) pause(ctx context.Context, d time.Duration) bool {
 func (r *Reliable) notePing(err error) bool {
 	if err != nil {
 		r.pingDown = true
+		r.connectionBroke()
 		return false
 	}
+	r.kept.ok(time.Now())
 	if !r.pingDown {
 		return false
 	}

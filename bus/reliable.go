@@ -66,6 +66,10 @@ type Reliable struct {
 	recovered signal
 	pingDown  bool // the last ping failed; owned by the prober
 	drops     dropEpisodes
+	// kept holds what the broker acknowledged last, published again after
+	// the connection breaks (Config.Retain).
+	kept         *retained
+	republishLog rateLimit
 
 	notify       notifier
 	notifierDone chan struct{}
@@ -149,6 +153,8 @@ func newReliable(t Transport, cfg Config, jitter func(int64) int64) (*Reliable, 
 		r.bo.jitter = jitter
 	}
 	r.ob = newOutbox(cfg.Outbox, partitions, &r.c)
+	r.kept = newRetained(cfg.Retain, &r.c)
+	r.ob.keep = r.kept
 	if disk != nil {
 		r.disk, r.ob.disk = disk, disk
 		r.ob.load(loaded)
@@ -506,6 +512,10 @@ func (r *Reliable) finalAnnounce(ctx context.Context, backgroundDone <-chan stru
 	default:
 		return
 	}
+	if err := r.republish(ctx); err != nil {
+		r.log.Debug("bus: the final announcement failed", "error", err)
+		return
+	}
 	frames, _ := r.probeFrames(finalRound)
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.ProbeTimeout)
 	defer cancel()
@@ -554,6 +564,7 @@ func (r *Reliable) sendLoop(ctx context.Context) {
 		var expired dropAcc
 		var lastID uint64
 		var replays int
+		forgets := r.ob.forgotten()
 		frames, lastID, replays, _ = r.ob.batch(time.Now(), frames[:0], r.cfg.BatchSize, r.cfg.BatchBytes, &expired)
 		r.reportDrop(DropMaxAge, &expired)
 		if rp.rewaitDue(time.Now()) {
@@ -584,9 +595,20 @@ func (r *Reliable) sendLoop(ctx context.Context) {
 		if !r.lockPublishing(ctx) {
 			return
 		}
-		pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
-		err := r.t.Publish(pctx, frames)
-		cancel()
+		if r.ob.forgotten() != forgets {
+			// The prober, republishing meanwhile, learnt that the written
+			// entries must go out again: this batch starts after them.
+			r.unlockPublishing()
+			clear(frames)
+			continue
+		}
+		// What the broker acknowledged before a break goes out again first.
+		err := r.republish(ctx)
+		if err == nil {
+			pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
+			err = r.t.Publish(pctx, frames)
+			cancel()
+		}
 		r.c.replayed.Add(uint64(replays))
 		if err == nil && under {
 			err = ErrNotReplicated // written, not confirmed: same path
@@ -613,6 +635,7 @@ func (r *Reliable) sendLoop(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		r.connectionBroke()
 		if rp.pending() {
 			// The broker failed: what it wrote unreplicated may be lost with
 			// a failover, so it goes out again with the rest.

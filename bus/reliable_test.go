@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/durasock/durasock/internal/testwait"
 )
 
 func TestPublishReceive(t *testing.T) {
@@ -43,7 +45,7 @@ func TestPublishReceive(t *testing.T) {
 		t.Fatalf("a received %d of its own messages", sa.len())
 	}
 	waitState(t, a, Connected, 10*time.Second)
-	waitFor(t, "a's outbox to empty", 10*time.Second, func() bool { return a.Status().OutboxLen == 0 })
+	testwait.For(t, 10*time.Second, "a's outbox to empty", func() bool { return a.Status().OutboxLen == 0 })
 	if st := a.Stats(); st.Accepted != n || st.Published != n {
 		t.Fatalf("stats %+v", st)
 	}

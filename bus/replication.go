@@ -44,7 +44,16 @@ func (o *outbox) forgetWritten() {
 	o.mu.Lock()
 	o.failedThrough = max(o.failedThrough, o.writtenThrough)
 	o.writtenThrough = 0
+	o.forgets++
 	o.mu.Unlock()
+}
+
+// forgotten returns how often forgetWritten ran: a batch taken before it
+// changed may lack written entries that must go out first.
+func (o *outbox) forgotten() uint64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.forgets
 }
 
 // replication is the sender's view of entries written but not replicated.
@@ -115,12 +124,14 @@ func (r *Reliable) awaitReplicas(ctx context.Context, rp *replication) {
 	case errors.Is(err, ErrPrimaryChanged):
 		r.c.primaryChanges.Add(1)
 		r.log.Info("bus: the broker's primary changed before replicas confirmed messages; writing them again", "error", err)
+		r.connectionBroke()
 		r.ob.forgetWritten()
 		rp.reset()
 	default:
 		// The broker did not answer: it may have failed over and lost the
 		// entries. Publish them again; receivers drop the duplicates.
 		r.log.Debug("bus: waiting for replicas failed; publishing the written entries again", "error", err)
+		r.connectionBroke()
 		r.ob.forgetWritten()
 		rp.reset()
 	}

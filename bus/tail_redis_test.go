@@ -14,35 +14,18 @@ import (
 )
 
 // TestRedisRestartLosesTailReported: a real Redis without persistence is killed
-// and restarted while a receiver has not read a node's last nine messages yet;
+// and restarted, with retention off, while a receiver has not read a node's last nine messages yet;
 // the node publishes nothing more. Its probes announce what it published, so the
 // receiver reports exactly those nine as a tail gap within seconds.
 func TestRedisRestartLosesTailReported(t *testing.T) {
 	srv := redistest.Standalone(t, redistest.WithoutPersistence())
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	open := func(id string, cfg bus.Config) *bus.Reliable {
-		t.Helper()
-		tr, err := redisbus.NewTransport(&redisbus.Options{URL: srv.URL(), Partitions: 2})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.NodeID, cfg.Logger = id, quiet
-		b, err := bus.New(tr, &cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := b.Close(ctx); err != nil {
-				t.Errorf("Close %s: %v", id, err)
-			}
-		})
-		return b
-	}
+	open := func(id string, cfg bus.Config) *bus.Reliable { return openRedisBus(t, srv.URL(), id, cfg) }
 	var mu sync.Mutex
 	var gaps []bus.Gap
-	a := open("a", bus.Config{})
+	// a does not retain what Redis acknowledged: it would publish the lost
+	// messages again (TestRedisLostAcknowledgedWritesRepublished); this test
+	// is about reporting a loss nothing repairs.
+	a := open("a", bus.Config{Retain: bus.RetainConfig{Window: -1}})
 	a.Receive(func(bus.Message) {})
 	r := open("r", bus.Config{OnGap: func(g bus.Gap) {
 		mu.Lock()
@@ -102,6 +85,29 @@ func TestRedisRestartLosesTailReported(t *testing.T) {
 	if len(gaps) != 1 || !gaps[0].Tail || gaps[0].Origin != "a" || gaps[0].After != 1 || gaps[0].Missing != 9 {
 		t.Fatalf("OnGap got %+v", gaps)
 	}
+}
+
+// openRedisBus opens a bus with node id id over a streams transport of 2
+// partitions on the Redis at url, and closes it at cleanup.
+func openRedisBus(t *testing.T, url, id string, cfg bus.Config) *bus.Reliable {
+	t.Helper()
+	tr, err := redisbus.NewTransport(&redisbus.Options{URL: url, Partitions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.NodeID, cfg.Logger = id, slog.New(slog.NewTextHandler(io.Discard, nil))
+	b, err := bus.New(tr, &cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := b.Close(ctx); err != nil {
+			t.Errorf("Close %s: %v", id, err)
+		}
+	})
+	return b
 }
 
 func waitConnected(t *testing.T, b *bus.Reliable) {
