@@ -17,7 +17,7 @@ const (
 	DefaultOutboxMaxAge      = 5 * time.Minute
 	DefaultBackoffBase       = 100 * time.Millisecond
 	DefaultBackoffCap        = 10 * time.Second
-	DefaultBatchSize         = 256
+	DefaultBatchSize         = 2048
 	DefaultBatchBytes        = 1 << 20
 	DefaultPublishTimeout    = 5 * time.Second
 	DefaultProbeInterval     = time.Second
@@ -120,14 +120,16 @@ type RetainConfig struct {
 // wait before attempt n+1 is uniform in [0, min(Cap, Base*2^(n-1))].
 //
 // A long wait does not delay the return to service: while the bus is not
-// Connected (and probes are enabled) it pings the broker every 250 ms, each
+// Connected (and probes are enabled) it pings the broker every 100 ms, each
 // ping bounded by ProbeTimeout. These readiness pings are not attempts: they
 // change neither the attempt count nor the state. The first one that answers
-// after a failed ping ends every pending wait: the subscription is attempted
-// again within a jitter of at most 100 ms, the publish after 250 ms more plus
-// that jitter (so that the other nodes, which see the broker back within their
-// own 250 ms, are subscribed again before the backlog goes out). Errors while
-// the broker answers pings (a refused write) keep their full waits.
+// after a failed ping ends every pending wait: the subscription and the
+// publish are attempted again within a jitter of at most 100 ms. On a
+// transport without a log (pub/sub) the publish waits 200 ms more (so that the
+// other nodes, which see the broker back within their own 100 ms, are
+// subscribed again before the backlog goes out); Redis streams keep the
+// backlog for readers that come back later, so there it does not wait. Errors
+// while the broker answers pings (a refused write) keep their full waits.
 type BackoffConfig struct {
 	// Base is the ceiling of the first wait. Default 100 ms.
 	Base time.Duration
@@ -168,7 +170,10 @@ type Config struct {
 	// when the connection breaks (the broker may have lost them).
 	Retain RetainConfig
 	// BatchSize is the most frames written per Transport.Publish (one pipelined
-	// round trip). Default 256.
+	// round trip). Default 2048. A batch is what the outbox holds when the
+	// sender is free, up to BatchSize and BatchBytes: the sender never waits
+	// for a batch to fill, so a larger bound costs no latency at low rates and
+	// drains a backlog in fewer round trips.
 	BatchSize int
 	// BatchBytes is the most bytes written per Transport.Publish; a larger single
 	// frame goes alone. Default 1 MiB.

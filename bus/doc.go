@@ -39,10 +39,11 @@
 //     silent run only after an hour of connected time, never while disconnected.
 //   - Reconnects with exponential backoff and full jitter for publishing,
 //     subscribing and pinging, interruptible by Close. While the bus is not
-//     Connected it pings the broker every 250 ms (readiness pings, no attempts);
+//     Connected it pings the broker every 100 ms (readiness pings, no attempts);
 //     the first that answers after a failure ends the pending waits, so a node
-//     resumes within about 250 ms (receiver) to 600 ms (sender, which leaves the
-//     other nodes time to subscribe again first) of the broker's return.
+//     resumes within about 200 ms of the broker's return (a sender on a
+//     transport without a log, pub/sub, 200 ms later, which leaves the other
+//     nodes time to subscribe again first).
 //   - Start position: with a transport that keeps history (StartMarker: Redis
 //     streams; the memory hub starts at Transport) the reliable plane starts at
 //     New, so messages other nodes publish before Receive are delivered.

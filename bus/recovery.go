@@ -12,17 +12,33 @@ import (
 // at most once per ProbeTimeout). A readiness ping does not count as a reconnect
 // attempt and does not change the state; one that succeeds after a failed ping
 // means the broker is back, and it ends every pending backoff wait.
-const readinessInterval = 250 * time.Millisecond
+// Against a broker that is down a ping fails at once (connection refused) or
+// within ProbeTimeout, so pinging often costs little and takes little off the
+// time to resume.
+const readinessInterval = 100 * time.Millisecond
 
 // recoveryJitter bounds the random wait left to a backoff wait that a recovery
 // ended, so that the nodes of a cluster do not all reconnect in the same instant.
 const recoveryJitter = 100 * time.Millisecond
 
 // senderHold is how much longer than the receiver the sender waits after a
-// recovery: the other nodes see the broker back within one readiness interval
-// of this one and subscribe again meanwhile, so the backlog does not go out
-// while they are not listening (pub/sub delivers only to current subscribers).
-const senderHold = readinessInterval
+// recovery on a transport without a log (pub/sub delivers only to current
+// subscribers): the other nodes see the broker back within one readiness
+// interval of this one and subscribe again within recoveryJitter, so the
+// backlog does not go out while they are not listening. A transport that
+// keeps a log (StartMarker: Redis streams) stores the backlog for readers that
+// come back later, and its sender does not hold (recoveryHold).
+const senderHold = readinessInterval + recoveryJitter
+
+// recoveryHold is the hold a backoff wait keeps after a recovery: none on a
+// transport whose reliable plane keeps a log that receivers read from their
+// own position (StartMarker), hold otherwise.
+func (r *Reliable) recoveryHold(hold time.Duration) time.Duration {
+	if _, logged := r.t.(StartMarker); logged {
+		return 0
+	}
+	return hold
+}
 
 // signal is a broadcast: the channel of wait is closed at the next fire.
 type signal struct {
@@ -55,6 +71,7 @@ func (s *signal) fire() {
 // runs at every wake-up and returns when it wants to run again (zero: never).
 // retryWait reports whether ctx is still live.
 func (r *Reliable) retryWait(ctx context.Context, d time.Duration, back <-chan struct{}, hold time.Duration, until <-chan struct{}, tick func() time.Time) bool {
+	hold = r.recoveryHold(hold)
 	deadline := time.Now().Add(d)
 	for {
 		var next time.Time
