@@ -99,10 +99,11 @@ type Options struct {
 	BlockTimeout time.Duration
 	// ReadCount is the most XREAD COUNT per stream and read. Default 512.
 	ReadCount int64
-	// ReadBytes bounds the bytes one read returns: the reader adapts COUNT
+	// ReadBytes bounds the bytes a reader holds: the reader adapts COUNT
 	// from the sizes of the entries it read, starting at 1 and doubling while
-	// within budget, so one read stays within ReadBytes (or one entry per
-	// partition, when entries are larger). Default 4 MiB; -1 disables (COUNT
+	// within budget, so the read it delivers and the next one, read ahead
+	// meanwhile, stay within ReadBytes together (or one entry per partition
+	// each, when entries are larger). Default 4 MiB; -1 disables (COUNT
 	// is then always ReadCount). An entry whose reads fail again and again
 	// while Redis keeps answering (larger than the client output buffer
 	// limit, which makes Redis drop the reader) is skipped once it failed 3

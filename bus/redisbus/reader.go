@@ -112,7 +112,10 @@ type reader struct {
 // is bounded by ReadCount entries per partition and, adapting COUNT to the
 // entries seen, by ReadBytes. Before a read it may ask Redis (XINFO STREAM, in
 // the same pipeline) whether entries after its position were trimmed: on
-// resume, and at most every trimCheckEvery while it keeps reading. A position
+// resume, and at most every trimCheckEvery while it keeps reading. A read that
+// fills its COUNT on a partition is followed at once by the next, sent before
+// its entries are delivered and handled after: a backlog is read while it is
+// delivered, in order, and a failure resumes from the last entry delivered. A position
 // whose reads kept failing with Redis answering is read alone, one entry at a
 // time, and the entry is skipped after maxReadAttempts.
 func (s *streams) readLoop(ctx context.Context, c rueidis.Client, parts []int, deliver func(bus.Frame)) error {
@@ -127,56 +130,51 @@ func (s *streams) readLoop(ctx context.Context, c rueidis.Client, parts []int, d
 	if err := rd.recover(ctx, deliver); err != nil {
 		return err
 	}
-	block := s.opts.BlockTimeout
 	linger := time.NewTimer(readLinger)
 	defer linger.Stop()
+	// ahead is the next read, sent while the entries of the last one are
+	// delivered.
+	var ahead *pendingRead
+	defer func() {
+		if ahead != nil {
+			ahead.stop()
+		}
+	}()
 	var started time.Time
 	lingering := false
 	for {
-		if lingering {
-			if d := readLinger - time.Since(started); d > 0 {
-				linger.Reset(d)
-				select {
-				case <-ctx.Done():
-					return ctx.Err()
-				case <-linger.C:
+		pr := ahead
+		ahead = nil
+		if pr == nil {
+			if lingering {
+				if d := readLinger - time.Since(started); d > 0 {
+					linger.Reset(d)
+					select {
+					case <-ctx.Done():
+						return ctx.Err()
+					case <-linger.C:
+					}
 				}
 			}
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		started = time.Now()
-		s.mu.Lock()
-		for i, p := range parts {
-			rd.ids[i] = s.lastIDs[p]
-		}
-		s.mu.Unlock()
-		cmds := make(rueidis.Commands, 0, 2*len(parts)+1)
-		check := rd.checkNext || time.Since(rd.lastCheck) >= trimCheckEvery
-		if check {
-			for _, k := range rd.keys {
-				cmds = append(cmds, streamInfo(c, k))
+			if err := ctx.Err(); err != nil {
+				return err
 			}
+			ids := make([]string, len(parts))
+			s.mu.Lock()
+			for i, p := range parts {
+				ids[i] = s.lastIDs[p]
+			}
+			s.mu.Unlock()
+			pr = rd.send(ctx, ids, rd.checkNext || time.Since(rd.lastCheck) >= trimCheckEvery)
 		}
-		// Same pipeline, so same server as the read.
-		posChecks, posIdx := rd.positionChecks()
-		posAt := len(cmds)
-		cmds = append(cmds, posChecks...)
-		cmds = append(cmds, c.B().Xread().Count(rd.count).Block(block.Milliseconds()).
-			Streams().Key(rd.keys...).Id(rd.ids...).Build())
+		pr.wait()
+		// Everything before this read was delivered: the positions it read
+		// from are the reader's.
+		copy(rd.ids, pr.ids)
+		started = pr.started
+		res := pr.res
 
-		// The read is cancelled (and its connection closed by rueidis) when no
-		// answer came within the block time plus a margin: a connection that
-		// died without closing must not hold Subscribe forever. A cancel rather
-		// than a deadline keeps Subscribe's own ctx able to stop it at once.
-		rctx, cancel := context.WithCancel(ctx)
-		timer := time.AfterFunc(block+readMargin, cancel)
-		res := c.DoMulti(rctx, cmds...)
-		inTime := timer.Stop()
-		cancel()
-
-		if check {
+		if pr.check {
 			rd.lastCheck, rd.checkNext = time.Now(), false
 			if rd.checkReset(res[:len(parts)]) {
 				rd.checkNext = true
@@ -184,7 +182,7 @@ func (s *streams) readLoop(ctx context.Context, c rueidis.Client, parts []int, d
 			}
 			rd.checkTrim(res[:len(parts)])
 		}
-		if rewound, err := rd.checkPositions(ctx, posIdx, res[posAt:len(res)-1]); err != nil || rewound {
+		if rewound, err := rd.checkPositions(ctx, pr.posIdx, res[pr.posAt:len(res)-1]); err != nil || rewound {
 			if err != nil {
 				return err
 			}
@@ -199,21 +197,37 @@ func (s *streams) readLoop(ctx context.Context, c rueidis.Client, parts []int, d
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			if !inTime {
-				return fmt.Errorf("redisbus: xread: %w: no answer within %v", ErrUnavailable, block+readMargin)
+			if !pr.inTime {
+				return fmt.Errorf("redisbus: xread: %w: no answer within %v", ErrUnavailable, s.opts.BlockTimeout+readMargin)
 			}
 			rd.noteFailure(ctx, parts, rd.ids)
 			return s.wrap("xread", err)
 		}
 		var largest int64
 		got := 0
+		full := false
+		for _, p := range parts {
+			es := m[s.keys[p]]
+			got += len(es)
+			full = full || int64(len(es)) >= rd.count
+			for _, e := range es {
+				largest = max(largest, int64(len(frameData(e.FieldValues)))+entryOverhead)
+			}
+		}
+		lingering = got > 0 && int64(got) < rd.count
+		rd.adapt(largest, got)
+		if full {
+			// A partition filled its COUNT: more is likely waiting. The next
+			// read goes out now, from the last entry of this one, and is
+			// answered while this one is delivered; it is handled (and its
+			// checks read) only after, so everything before it was delivered.
+			ahead = rd.send(ctx, rd.aheadIDs(pr.ids, m), time.Since(rd.lastCheck) >= trimCheckEvery)
+		}
 		for _, p := range parts {
 			for _, e := range m[s.keys[p]] {
 				// An entry without the field (written by something else) is
 				// delivered empty: the bus counts and logs what it cannot decode.
 				data := frameData(e.FieldValues)
-				largest = max(largest, int64(len(data))+entryOverhead)
-				got++
 				deliver(bus.Frame{Partition: p, ID: e.ID, Data: data})
 				s.mu.Lock()
 				s.delivered(p, e.ID, data)
@@ -221,8 +235,6 @@ func (s *streams) readLoop(ctx context.Context, c rueidis.Client, parts []int, d
 				s.mu.Unlock()
 			}
 		}
-		lingering = got > 0 && int64(got) < rd.count
-		rd.adapt(largest, got)
 	}
 }
 
@@ -244,15 +256,16 @@ func (rd *reader) checkPositions(ctx context.Context, idx []int, res []rueidis.R
 }
 
 // adapt sets the COUNT of the next read from the largest entry of the last
-// one: within ReadBytes for every partition of the read, at most doubling,
-// between 1 and ReadCount.
+// one: within half of ReadBytes for every partition of the read (a reader holds
+// two reads at once: the one it delivers and the next, read ahead), at most
+// doubling, between 1 and ReadCount.
 func (rd *reader) adapt(largest int64, got int) {
 	o := &rd.s.opts
 	if o.ReadBytes <= 0 || got == 0 {
 		return
 	}
 	rd.size = max(largest, rd.size/2)
-	fit := max(1, o.ReadBytes/(rd.size*int64(len(rd.parts))))
+	fit := max(1, o.ReadBytes/(2*rd.size*int64(len(rd.parts))))
 	rd.count = min(o.ReadCount, fit, 2*rd.count)
 }
 
@@ -540,11 +553,11 @@ const recentIDs = 1024
 // skip the server's own entries below that id.
 // It returns the commands and, for each, the index of its partition in the
 // read.
-func (rd *reader) positionChecks() (cmds []rueidis.Completed, idx []int) {
+func (rd *reader) positionChecks(ids []string) (cmds []rueidis.Completed, idx []int) {
 	if rd.s.recent == nil {
 		return nil, nil
 	}
-	for i, id := range rd.ids {
+	for i, id := range ids {
 		if id != "0-0" && id != "" {
 			cmds = append(cmds, rd.c.B().Xrevrange().Key(rd.keys[i]).End(id).Start("-").Count(1).Build())
 			idx = append(idx, i)
