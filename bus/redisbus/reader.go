@@ -32,6 +32,11 @@ const (
 	// waited for its entries longer is followed by the next at once, so
 	// sparse traffic gains no latency.
 	readLinger = time.Millisecond
+	// readAheadMin is the least COUNT filled for the reader to read ahead:
+	// reads of fewer entries are the reader at the stream's tail or ramping
+	// up its COUNT, where a read ahead saves nothing and only keeps entries
+	// read and not yet delivered for longer.
+	readAheadMin = 64
 	// entryOverhead is added to the payload size of each entry when
 	// budgeting a read (id, field name, framing).
 	entryOverhead = 64
@@ -113,7 +118,7 @@ type reader struct {
 // entries seen, by ReadBytes. Before a read it may ask Redis (XINFO STREAM, in
 // the same pipeline) whether entries after its position were trimmed: on
 // resume, and at most every trimCheckEvery while it keeps reading. A read that
-// fills its COUNT on a partition is followed at once by the next, sent before
+// fills its COUNT (of at least readAheadMin) on a partition is followed at once by the next, sent before
 // its entries are delivered and handled after: a backlog is read while it is
 // delivered, in order, and a failure resumes from the last entry delivered. A position
 // whose reads kept failing with Redis answering is read alone, one entry at a
@@ -209,7 +214,7 @@ func (s *streams) readLoop(ctx context.Context, c rueidis.Client, parts []int, d
 		for _, p := range parts {
 			es := m[s.keys[p]]
 			got += len(es)
-			full = full || int64(len(es)) >= rd.count
+			full = full || (int64(len(es)) >= rd.count && rd.count >= readAheadMin)
 			for _, e := range es {
 				largest = max(largest, int64(len(frameData(e.FieldValues)))+entryOverhead)
 			}
@@ -217,7 +222,8 @@ func (s *streams) readLoop(ctx context.Context, c rueidis.Client, parts []int, d
 		lingering = got > 0 && int64(got) < rd.count
 		rd.adapt(largest, got)
 		if full {
-			// A partition filled its COUNT: more is likely waiting. The next
+			// A partition filled its COUNT (of at least readAheadMin): more
+			// is likely waiting. The next
 			// read goes out now, from the last entry of this one, and is
 			// answered while this one is delivered; it is handled (and its
 			// checks read) only after, so everything before it was delivered.

@@ -91,12 +91,13 @@ func checkInOrder(t *testing.T, got []string, from, to int) {
 }
 
 // TestReadAheadWhileDelivering: with a backlog, the reader sends its next
-// XREAD while it is still delivering the entries of a full one, and holds no
-// more than those two reads; every entry is delivered once, in order.
+// XREAD while it is still delivering the entries of a full one (COUNT
+// readAheadMin), and holds no more than those two reads; every entry is
+// delivered once, in order.
 func TestReadAheadWhileDelivering(t *testing.T) {
 	srv := redistest.Standalone(t)
 	o := faultOpts(Streams)
-	o.Prefix, o.Partitions, o.ReadCount, o.ReadBytes = "ahead", 1, 8, -1
+	o.Prefix, o.Partitions, o.ReadCount, o.ReadBytes = "ahead", 1, readAheadMin, -1
 	pub := newTransport(t, srv.URL(), o)
 	tr := newTransport(t, srv.URL(), o)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -104,7 +105,7 @@ func TestReadAheadWhileDelivering(t *testing.T) {
 	if err := tr.(bus.StartMarker).MarkStart(ctx); err != nil {
 		t.Fatal(err)
 	}
-	const n = 40
+	const n = 5 * readAheadMin
 	publish(t, pub, numbered(0, n, 1))
 	before := infoField(t, srv, "commandstats", "cmdstat_xread", "calls")
 
@@ -112,7 +113,7 @@ func TestReadAheadWhileDelivering(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- tr.Subscribe(ctx, "r", h.deliver) }()
 	<-h.held
-	// The first read (8 entries) is being delivered: the second is sent and
+	// The first read (readAheadMin entries) is being delivered: the second is sent and
 	// answered meanwhile, and nothing more.
 	testwait.For(t, waitLong, "the read-ahead XREAD", func() bool {
 		return infoField(t, srv, "commandstats", "cmdstat_xread", "calls") >= before+2
@@ -136,7 +137,7 @@ func TestReadAheadWhileDelivering(t *testing.T) {
 func TestReadAheadFailureResumes(t *testing.T) {
 	srv := redistest.Standalone(t)
 	o := faultOpts(Streams)
-	o.Prefix, o.Partitions, o.ReadCount, o.ReadBytes = "aheadfail", 1, 8, -1
+	o.Prefix, o.Partitions, o.ReadCount, o.ReadBytes = "aheadfail", 1, readAheadMin, -1
 	o.BlockTimeout = 5 * time.Second // the read ahead blocks until killed
 	pub := newTransport(t, srv.URL(), o)
 	tr := newTransport(t, srv.URL(), o)
@@ -145,7 +146,7 @@ func TestReadAheadFailureResumes(t *testing.T) {
 	if err := tr.(bus.StartMarker).MarkStart(ctx); err != nil {
 		t.Fatal(err)
 	}
-	publish(t, pub, numbered(0, 8, 1)) // exactly one full read
+	publish(t, pub, numbered(0, readAheadMin, 1)) // exactly one full read
 
 	h := newHeldDelivery()
 	done := make(chan error, 1)
@@ -154,9 +155,7 @@ func TestReadAheadFailureResumes(t *testing.T) {
 	testwait.For(t, waitLong, "the read ahead to block", func() bool {
 		return infoField(t, srv, "clients", "blocked_clients", "") >= 1
 	})
-	if _, err := srv.Do(context.Background(), "CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"); err != nil {
-		t.Fatal(err)
-	}
+	killBlockedReads(t, srv)
 	close(h.release)
 	select {
 	case err := <-done:
@@ -166,16 +165,50 @@ func TestReadAheadFailureResumes(t *testing.T) {
 	case <-time.After(waitLong):
 		t.Fatal("Subscribe did not return after its read ahead failed")
 	}
-	checkInOrder(t, h.data(), 0, 8)
+	checkInOrder(t, h.data(), 0, readAheadMin)
 
-	publish(t, pub, numbered(8, 20, 1))
+	publish(t, pub, numbered(readAheadMin, readAheadMin+12, 1))
 	h2 := newHeldDelivery()
 	close(h2.release)
 	go func() { done <- tr.Subscribe(ctx, "r", h2.deliver) }()
 	testwait.For(t, waitLong, "the rest", func() bool { return len(h2.data()) >= 12 })
-	checkInOrder(t, h2.data(), 8, 20)
+	checkInOrder(t, h2.data(), readAheadMin, readAheadMin+12)
 	cancel()
 	if err := <-done; err != context.Canceled {
 		t.Fatalf("Subscribe returned %v", err)
+	}
+}
+
+// killBlockedReads closes the connections of srv's clients blocked in XREAD.
+func killBlockedReads(t *testing.T, srv *redistest.Server) {
+	t.Helper()
+	v, err := srv.Do(context.Background(), "CLIENT", "LIST")
+	if err != nil {
+		t.Fatal(err)
+	}
+	killed := 0
+	for _, l := range strings.Split(v.(string), "\n") {
+		f := strings.Fields(l)
+		id, blocked, xread := "", false, false
+		for _, kv := range f {
+			switch {
+			case strings.HasPrefix(kv, "id="):
+				id = strings.TrimPrefix(kv, "id=")
+			case strings.HasPrefix(kv, "flags="):
+				blocked = strings.Contains(strings.TrimPrefix(kv, "flags="), "b")
+			case kv == "cmd=xread":
+				xread = true
+			}
+		}
+		if id == "" || !blocked || !xread {
+			continue
+		}
+		if _, err := srv.Do(context.Background(), "CLIENT", "KILL", "ID", id); err != nil {
+			t.Fatal(err)
+		}
+		killed++
+	}
+	if killed != 1 {
+		t.Fatalf("killed %d blocked XREADs, want 1: %s", killed, v)
 	}
 }
