@@ -664,7 +664,7 @@ func (r *Reliable) sendLoop(ctx context.Context) {
 			// replicas goes to the new one at once, ahead of this batch.
 			rewrote = true
 			r.c.primaryChanges.Add(1)
-			r.log.Info("bus: the broker's primary changed before replicas confirmed messages; writing them again", "error", err)
+			r.log.Info("bus: the broker's primary changed; publishing again what it acknowledged last and what waits for replicas", "error", err)
 			continue
 		}
 		attempt++
