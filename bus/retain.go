@@ -292,6 +292,10 @@ func (r *Reliable) rewaitParts(frames []Frame) {
 	for _, f := range frames {
 		r.rewait[f.Partition] = struct{}{}
 	}
+	select { // the prober may have republished while the sender idles
+	case r.wake <- struct{}{}:
+	default:
+	}
 }
 
 // takeRewait moves the partitions rewaitParts noted into rp.

@@ -418,3 +418,73 @@ func TestCloseWhileBrokenCountsRetained(t *testing.T) {
 		}
 	})
 }
+
+// replicaRecorder is a ReplicaWaiter over the memory hub that records the
+// republished frames written without NoWait and the partitions
+// AwaitReplicas is asked about.
+type replicaRecorder struct {
+	Transport
+	mu          sync.Mutex
+	republished int
+	waited      int // republished frames that would have waited for replicas
+	awaited     map[int]int
+}
+
+func (rr *replicaRecorder) Publish(ctx context.Context, frames []Frame) error {
+	rr.mu.Lock()
+	for _, f := range frames {
+		if !f.Probe && len(f.Data) > 1 && f.Data[1] == byte(kindRepublished) {
+			rr.republished++
+			if !f.NoWait {
+				rr.waited++
+			}
+		}
+	}
+	rr.mu.Unlock()
+	return rr.Transport.Publish(ctx, frames)
+}
+
+func (rr *replicaRecorder) AwaitReplicas(ctx context.Context, partitions []int) error {
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	for _, p := range partitions {
+		rr.awaited[p]++
+	}
+	return nil
+}
+
+// TestRepublishDoesNotWaitPerBatch: with a transport that waits for replicas,
+// republished frames go out without waiting for them per batch (after a
+// failover the replicas are behind, and thousands of retained messages would
+// hold everything newer back), and the sender waits for their replicas
+// afterwards, once per partition, so the transport stops guarding them.
+func TestRepublishDoesNotWaitPerBatch(t *testing.T) {
+	const n = 300 // several batches
+	synctestRun(t, func(t *testing.T) {
+		hub := NewMemoryHub()
+		rr := &replicaRecorder{Transport: hub.Transport(), awaited: make(map[int]int)}
+		a := newBusOn(t, rr, Config{NodeID: "a", BatchSize: 64})
+		time.Sleep(2 * time.Second)
+		synctestWait()
+		publishRange(t, a, "k", "a", 1, n)
+		time.Sleep(time.Second)
+		synctestWait()
+		hub.setDown(true)
+		time.Sleep(3 * time.Second)
+		synctestWait()
+		hub.setDown(false)
+		time.Sleep(3 * time.Second)
+		synctestWait()
+		rr.mu.Lock()
+		defer rr.mu.Unlock()
+		if rr.republished != n || rr.waited != 0 {
+			t.Fatalf("%d republished frames, %d of them waiting for replicas; want %d, 0", rr.republished, rr.waited, n)
+		}
+		if got := rr.awaited[a.PartitionOf("k")]; got != 1 {
+			t.Fatalf("AwaitReplicas asked %d times about the republished partition, want 1 (%v)", got, rr.awaited)
+		}
+		if s := a.Stats(); s.Republished != n || s.Republishes != 1 {
+			t.Fatalf("republished %d in %d, want %d in 1", s.Republished, s.Republishes, n)
+		}
+	})
+}
