@@ -200,7 +200,7 @@ func newMetrics(r *Reliable) *metrics {
 		underReplicated:  d("bus_under_replicated", "1 while messages the broker wrote wait for its replicas to acknowledge them (WaitReplicas)."),
 		unreplicated:     d("bus_unreplicated_messages", "Messages written by the broker, kept in the outbox until its replicas acknowledge them."),
 		replicaWaits:     d("bus_replica_waits_total", "Waits for replicas that fell short (each retried, never published again)."),
-		primaryChanges:   d("bus_primary_changes_total", "Times messages written without replicas' confirmation were found on a primary that no longer serves; they were written again, ahead of newer ones."),
+		primaryChanges:   d("bus_primary_changes_total", "Times messages written without replicas' confirmation were found on a primary that no longer serves, or a batch was refused because the primary serving its partition changed (a Cluster slot moved); what the old primary may have lost was written again, ahead of newer ones."),
 		republished:      d("bus_republished_total", "Acknowledged messages published again after the broker connection broke (the broker may have lost them; receivers skip those they have)."),
 		retainEvicted:    d("bus_retained_evicted_total", "Acknowledged messages forgotten before they could be published again: beyond the retention bounds, older than the outbox max age at a republish, or retained at Close while a republish was due."),
 		retainedMessages: d("bus_retained_messages", "Acknowledged messages kept to be published again if the broker connection breaks."),
