@@ -45,13 +45,18 @@ type Stats struct {
 	Connected bool `json:"connected"`
 }
 
-// Defaults of the options.
+// Defaults of the options that name a Redis channel, exported for commands
+// that offer them as flags.
 const (
-	DefaultKey            = "socket.io"
-	DefaultRequestTimeout = 5 * time.Second
-	DefaultMaxQueue       = 10000
-	DefaultMaxRelays      = 10000
-	DefaultPythonChannel  = "socketio"
+	DefaultKey           = "socket.io"
+	DefaultPythonChannel = "socketio"
+)
+
+// Defaults of the other options (documented on the fields).
+const (
+	defaultRequestTimeout = 5 * time.Second
+	defaultMaxQueue       = 10000
+	defaultMaxRelays      = 10000
 	maxAckWait            = time.Hour
 )
 

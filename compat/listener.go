@@ -77,7 +77,7 @@ func NewListener(client rueidis.Client, opts *ListenerOptions) (*Listener, error
 		o.AckTimeout = 30 * time.Second
 	}
 	if o.MaxQueue <= 0 {
-		o.MaxQueue = DefaultMaxQueue
+		o.MaxQueue = defaultMaxQueue
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -96,7 +96,7 @@ func NewListener(client rueidis.Client, opts *ListenerOptions) (*Listener, error
 	if o.Python {
 		subs = append(subs, subscription{subChannel, o.PythonChannel})
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), DefaultRequestTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), defaultRequestTimeout)
 	defer cancel()
 	if err := l.sub.apply(ctx, true, subs...); err != nil {
 		l.log.Warn("compat: emitter subscriptions not confirmed yet", slog.Any("error", err))
@@ -195,7 +195,7 @@ func (l *Listener) applyNode(o *op) {
 			slog.String("namespace", o.nsp))
 		return
 	}
-	ctx, cancel := context.WithTimeout(l.life, DefaultRequestTimeout)
+	ctx, cancel := context.WithTimeout(l.life, defaultRequestTimeout)
 	defer cancel()
 	opts := o.options()
 	opts.Local = true

@@ -75,13 +75,13 @@ func (o *Options) withDefaults() Options {
 		r.Key = DefaultKey
 	}
 	if r.RequestTimeout <= 0 {
-		r.RequestTimeout = DefaultRequestTimeout
+		r.RequestTimeout = defaultRequestTimeout
 	}
 	if r.MaxQueue <= 0 {
-		r.MaxQueue = DefaultMaxQueue
+		r.MaxQueue = defaultMaxQueue
 	}
 	if r.MaxRelays <= 0 {
-		r.MaxRelays = DefaultMaxRelays
+		r.MaxRelays = defaultMaxRelays
 	}
 	if r.Logger == nil {
 		r.Logger = slog.Default()

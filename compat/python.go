@@ -139,7 +139,7 @@ func (l *Listener) python(b []byte) {
 			slog.String("namespace", m.namespace))
 		return
 	}
-	ctx, cancel := context.WithTimeout(l.life, DefaultRequestTimeout)
+	ctx, cancel := context.WithTimeout(l.life, defaultRequestTimeout)
 	defer cancel()
 	one := func(sid string) adapter.Options { return adapter.Options{Rooms: []string{sid}, Local: true} }
 	switch m.method {

@@ -411,7 +411,7 @@ func TestQueuedBytesAndVolatileDrops(t *testing.T) {
 	for _, mf := range mfs {
 		found[mf.GetName()] = true
 	}
-	for _, name := range []string{"durasock_engineio_send_queue_bytes", "durasock_engineio_volatile_dropped_total", "durasock_engineio_refused_total", "durasock_engineio_clients_cut_total"} {
+	for _, name := range []string{"durasock_engineio_send_queue_bytes", "durasock_engineio_polls_waiting", "durasock_engineio_volatile_dropped_total", "durasock_engineio_refused_total", "durasock_engineio_clients_cut_total"} {
 		if !found[name] {
 			t.Errorf("metric %s not registered", name)
 		}
@@ -462,4 +462,24 @@ func TestSendQueueBudget(t *testing.T) {
 	if got := srv.Stats().CutSendQueueFull; got != 1 {
 		t.Errorf("CutSendQueueFull = %d, want 1", got)
 	}
+}
+
+// TestPollsWaitingCounted: a long poll the server holds shows in
+// Stats().PollsWaiting until it is answered.
+func TestPollsWaitingCounted(t *testing.T) {
+	ts := newTestServer(t, nil)
+	sid := ts.handshake(t)
+	if n := ts.eio.Stats().PollsWaiting; n != 0 {
+		t.Fatalf("PollsWaiting before any poll = %d, want 0", n)
+	}
+	got := make(chan response, 1)
+	go func() { got <- ts.poll(t, sid) }()
+	testwait.For(t, 10*time.Second, "the poll being held", func() bool { return ts.eio.Stats().PollsWaiting == 1 })
+	if res := ts.post(t, sid, "4hi"); res.status != http.StatusOK {
+		t.Fatalf("POST status = %d, body %q", res.status, res.body)
+	}
+	if res := <-got; res.status != http.StatusOK || res.body != "4hi" {
+		t.Fatalf("poll = %d %q, want 200 \"4hi\" (the echo)", res.status, res.body)
+	}
+	testwait.For(t, 10*time.Second, "the answered poll no longer counted", func() bool { return ts.eio.Stats().PollsWaiting == 0 })
 }

@@ -95,16 +95,20 @@ func (s *Session) servePoll(w http.ResponseWriter, r *http.Request) {
 	}
 	ch := make(chan []frame, 1)
 	s.pollCh = ch
+	waiting := &s.srv.stats.pollsWaiting
+	waiting.Add(1)
 	s.mu.Unlock()
 
 	select {
 	case frames := <-ch:
+		waiting.Add(-1)
 		if frames == nil { // upgraded meanwhile
 			writeError(w, http.StatusBadRequest, codeBadRequest, "")
 			return
 		}
 		s.srv.writePayload(w, r, s, frames)
 	case <-settle:
+		waiting.Add(-1)
 		s.mu.Lock()
 		if s.pollCh == ch {
 			s.pollCh = nil
@@ -120,6 +124,7 @@ func (s *Session) servePoll(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, codeBadRequest, "")
 		}
 	case <-r.Context().Done():
+		waiting.Add(-1)
 		s.mu.Lock()
 		if s.pollCh == ch {
 			s.pollCh = nil

@@ -76,7 +76,7 @@ func (s *Server) noteRefusal(reason string, r *http.Request, sid string, detail 
 }
 
 // registerRefusalMetrics registers durasock_engineio_refused_total,
-// durasock_engineio_send_queue_bytes and
+// durasock_engineio_send_queue_bytes, durasock_engineio_polls_waiting and
 // durasock_engineio_volatile_dropped_total on reg.
 func (s *Server) registerRefusalMetrics(reg prometheus.Registerer) {
 	if reg == nil {
@@ -86,6 +86,9 @@ func (s *Server) registerRefusalMetrics(reg prometheus.Registerer) {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "durasock_engineio_send_queue_bytes",
 			Help: "Bytes of messages waiting in the send queues of all Engine.IO sessions of the process (each queue is bounded by SendQueueBytes)."},
 			func() float64 { return float64(s.queued.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "durasock_engineio_polls_waiting",
+			Help: "Long-polling requests the Engine.IO server holds now, parked until it has something to send."},
+			func() float64 { return float64(s.stats.pollsWaiting.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "durasock_engineio_volatile_dropped_total",
 			Help: "Volatile messages dropped because their session was not writable at once."},
 			func() float64 { return float64(s.stats.volatileDropped.Load()) }),

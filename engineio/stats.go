@@ -24,18 +24,24 @@ type Stats struct {
 	// all sessions now (not counting those being written), the memory that
 	// SendQueueBytes bounds per session.
 	QueuedBytes int64
+	// PollsWaiting is the number of long-polling GET requests the server
+	// holds now, parked until it has something to send (or the ping interval
+	// ends them).
+	PollsWaiting int64
 }
 
 // Stats returns the server's counters.
 func (s *Server) Stats() Stats {
 	return Stats{CutSendQueueFull: s.stats.cutQueueFull.Load(), CutSlowClient: s.stats.cutSlow.Load(),
-		VolatileDropped: s.stats.volatileDropped.Load(), QueuedBytes: s.queued.Load()}
+		VolatileDropped: s.stats.volatileDropped.Load(), QueuedBytes: s.queued.Load(),
+		PollsWaiting: s.stats.pollsWaiting.Load()}
 }
 
 type serverStats struct {
 	cutQueueFull    atomic.Uint64
 	cutSlow         atomic.Uint64
 	volatileDropped atomic.Uint64
+	pollsWaiting    atomic.Int64
 	logGate         atomic.Int64 // Unix nanoseconds of the last rate-limited warning
 }
 

@@ -485,7 +485,9 @@ func (s *Session) writeLoop() {
 			return
 		}
 		s.mu.Unlock()
-		if err := c.w.writeFrames(batch, s.v3, int(c.deflateFrom)); err != nil {
+		err := c.w.writeFrames(batch, s.v3, int(c.deflateFrom))
+		putQueue(batch)
+		if err != nil {
 			s.mu.Lock()
 			s.writing = false
 			s.mu.Unlock()

@@ -648,3 +648,26 @@ func openPolling(t *testing.T, base string) string {
 	}
 	return hs.SID
 }
+
+// TestRetainFlags: the retention of acknowledged messages is set by flag or
+// environment, 0 meaning the bus default and -1 off, and nonsense is refused.
+func TestRetainFlags(t *testing.T) {
+	env := func(name string) string {
+		if name == "DURASOCK_RETAIN_MAX_BYTES" {
+			return "1MiB"
+		}
+		return ""
+	}
+	c, err := parseConfig([]string{"-retain-window", "-1", "-retain-max-messages", "500"}, env, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Retain.Window != -1 || c.Retain.MaxMessages != 500 || c.Retain.MaxBytes != 1<<20 {
+		t.Fatalf("retain = %+v", c.Retain)
+	}
+	for _, bad := range [][]string{{"-retain-window", "-2s"}, {"-retain-max-messages", "-5"}, {"-retain-max-bytes", "-3"}} {
+		if _, err := parseConfig(bad, func(string) string { return "" }, io.Discard); err == nil || !strings.Contains(err.Error(), bad[0]) {
+			t.Errorf("%v: err = %v, want one naming the flag", bad, err)
+		}
+	}
+}

@@ -35,6 +35,7 @@ type config struct {
 	NodeID       string
 	EmitToken    string
 	Outbox       bus.OutboxConfig
+	Retain       bus.RetainConfig
 	// ReadyNeedsBus keeps /readyz at 503 until the bus reached Redis once.
 	ReadyNeedsBus bool
 	ShutdownDelay time.Duration
@@ -115,6 +116,9 @@ func flagSet(c *config) (*flag.FlagSet, *choices) {
 	num(&c.Outbox.MaxMessages, "outbox-max-messages", bus.DefaultOutboxMaxMessages, "most cross-node messages buffered while Redis is unreachable; 0: default, -1: no bound")
 	num64(&c.Outbox.MaxBytes, "outbox-max-bytes", bus.DefaultOutboxMaxBytes, "most bytes buffered while Redis is unreachable (also 64MiB, 512KiB); 0: default, -1: no bound")
 	durOrOff(&c.Outbox.MaxAge, "outbox-max-age", bus.DefaultOutboxMaxAge, "buffered messages older than this are dropped, counted and logged; 0: default, -1: no bound")
+	durOrOff(&c.Retain.Window, "retain-window", bus.DefaultRetainWindow, "how long a message Redis acknowledged is kept to be published again after the connection breaks (Redis may lose what it answered: appendfsync everysec on a kill, a failover to a lagging replica); 0: default, -1: off")
+	num(&c.Retain.MaxMessages, "retain-max-messages", bus.DefaultRetainMaxMessages, "most acknowledged messages kept for -retain-window; 0: default, -1: no bound")
+	num64(&c.Retain.MaxBytes, "retain-max-bytes", bus.DefaultRetainMaxBytes, "most bytes of acknowledged messages kept for -retain-window; 0: default, -1: no bound")
 	fs.StringVar(&ch.overflow, "outbox-overflow", "reject-new", `what a full outbox does: "reject-new" (the emit fails) or "drop-oldest"`)
 	fs.StringVar(&c.Outbox.Dir, "outbox-dir", "", "keep the outbox in this directory too, so that a node killed or crashed publishes at its next start what it had accepted and Redis had not taken; one directory per node process; it also keeps the node id")
 	fs.StringVar(&ch.fsync, "outbox-fsync", "interval", `when the disk outbox syncs to stable storage: "interval" (every second; a host crash may lose the last second), "always" (every emit), "never"`)
@@ -263,6 +267,12 @@ func (c *config) resolve(ch *choices) error {
 		return fmt.Errorf("-outbox-max-messages %d: want a positive number, 0 (default) or -1 (no bound)", c.Outbox.MaxMessages)
 	case c.Outbox.MaxBytes < -1:
 		return fmt.Errorf("-outbox-max-bytes %d: want a positive number, 0 (default) or -1 (no bound)", c.Outbox.MaxBytes)
+	case c.Retain.Window < -1:
+		return fmt.Errorf("-retain-window %v: want a positive duration, 0 (default) or -1 (off)", c.Retain.Window)
+	case c.Retain.MaxMessages < -1:
+		return fmt.Errorf("-retain-max-messages %d: want a positive number, 0 (default) or -1 (no bound)", c.Retain.MaxMessages)
+	case c.Retain.MaxBytes < -1:
+		return fmt.Errorf("-retain-max-bytes %d: want a positive number, 0 (default) or -1 (no bound)", c.Retain.MaxBytes)
 	case c.Outbox.MaxAge < -1:
 		return fmt.Errorf("-outbox-max-age %v: want a positive duration, 0 (default) or -1 (no bound)", c.Outbox.MaxAge)
 	case !strings.HasPrefix(c.Path, "/") || !strings.HasSuffix(c.Path, "/"):

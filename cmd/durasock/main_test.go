@@ -243,10 +243,17 @@ func TestSIGTERMDrains(t *testing.T) {
 	case got := <-poll:
 		t.Fatalf("long poll ended before SIGTERM: %q", got)
 	}
-	// Real time on purpose: the binary shows nothing that says a poll is
-	// waiting (no metric, no status field), so the server is given a moment
-	// to read the request it has been sent and park it.
-	time.Sleep(200 * time.Millisecond)
+	// The server has read the request and holds it: its gauge of waiting
+	// polls says so.
+	testwait.Every(t, 20*time.Millisecond, 20*time.Second, "the long poll to be held", func() bool {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return bytes.Contains(b, []byte("\ndurasock_engineio_polls_waiting 1\n"))
+	})
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

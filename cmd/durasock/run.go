@@ -166,7 +166,7 @@ func (a *app) openCluster(cfg *config) error {
 	b, err := redisbus.Open(context.Background(), cfg.RedisURL, &redisbus.Options{
 		Kind:         kind,
 		WaitReplicas: cfg.WaitReplicas,
-		Bus:          bus.Config{NodeID: cfg.NodeID, Outbox: cfg.Outbox, Logger: a.log, Registerer: a.registry},
+		Bus:          bus.Config{NodeID: cfg.NodeID, Outbox: cfg.Outbox, Retain: cfg.Retain, Logger: a.log, Registerer: a.registry},
 	})
 	if err != nil {
 		return fmt.Errorf("-redis %s: %s", a.redisShown, a.scrub.scrub(err.Error()))

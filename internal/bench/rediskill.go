@@ -79,7 +79,11 @@ type RedisKillResult struct {
 	SameNodeP99Ms        float64 `json:"same_node_p99_ms"`
 	// Clients on the other node: the time from Redis answering again to the last
 	// event sent during the outage delivered there.
-	RemoteCatchUpMs    float64 `json:"remote_catch_up_ms"`
+	RemoteCatchUpMs float64 `json:"remote_catch_up_ms"`
+	// RemoteFirstMs is the time from Redis answering again to the first event
+	// sent during the outage delivered on the other node: what reconnecting
+	// costs. RemoteCatchUpMs minus it is how long delivering the backlog took.
+	RemoteFirstMs      float64 `json:"remote_first_ms"`
 	RemoteMaxLatencyMs float64 `json:"remote_max_latency_ms"`
 	// RedisStartMs is how long redis-server took to start again (load the AOF).
 	RedisStartMs float64 `json:"redis_start_ms"`
@@ -289,6 +293,7 @@ func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (
 	inOutage := func(sent int64) bool { return sent >= killAt && sent < restartAt }
 	counted := map[[2]int]bool{}
 	var sameLat, sameGap, remoteLat, lastRemote int64
+	firstRemote := int64(-1)
 	for _, r := range healthy {
 		for k, p := range ps {
 			s := r.streams[p.id]
@@ -315,6 +320,9 @@ func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (
 				remoteLat = max(remoteLat, d.recv-d.sent)
 				if inOutage(d.sent) {
 					lastRemote = max(lastRemote, d.recv)
+					if firstRemote < 0 || d.recv < firstRemote {
+						firstRemote = d.recv
+					}
 				}
 			}
 		}
@@ -324,6 +332,7 @@ func redisKillOne(ctx context.Context, cfg *RedisKillConfig, transport string) (
 	res.RemoteMaxLatencyMs = nsToMs(remoteLat)
 	if lastRemote > 0 {
 		res.RemoteCatchUpMs = nsToMs(lastRemote - restartAt)
+		res.RemoteFirstMs = nsToMs(firstRemote - restartAt)
 	}
 	return res, nil
 }

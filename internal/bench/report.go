@@ -62,7 +62,7 @@ func PrintRooms(w io.Writer, rs []RoomsResult, sum []RoomsSummary) error {
 // PrintRedisKill writes the redis-kill results as a table.
 func PrintRedisKill(w io.Writer, rs []RedisKillResult) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "transport\tserver\trate/s\tpubs\tsent\trejected\trefused at node\tin outage\tdeliveries\tlost\tlost beyond refused\tdup\treord\tclients cut (per node)\tserver cuts queue-full/slow\tgaps reported\tsame-node max lat ms\tsame-node max gap ms\tremote catch-up ms\tredis start ms\t")
+	fmt.Fprintln(tw, "transport\tserver\trate/s\tpubs\tsent\trejected\trefused at node\tin outage\tdeliveries\tlost\tlost beyond refused\tdup\treord\tclients cut (per node)\tserver cuts queue-full/slow\tgaps reported\tsame-node max lat ms\tsame-node max gap ms\tremote catch-up ms\tremote first ms\tredis start ms\t")
 	for _, r := range rs {
 		if r.Error != "" {
 			fmt.Fprintf(tw, "%s\tFAILED: %s\t\n", r.Transport, r.Error)
@@ -76,9 +76,9 @@ func PrintRedisKill(w io.Writer, rs []RedisKillResult) error {
 		if r.StopAtKill {
 			pubs += " (stop at kill)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%d/%d\t%d\t%.1f\t%.1f\t%.0f\t%.0f\t\n", r.Transport, r.Server,
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%d/%d\t%d\t%.1f\t%.1f\t%.0f\t%.0f\t%.0f\t\n", r.Transport, r.Server,
 			r.Rate, pubs, r.Sent, r.Rejected, r.RefusedAtNode, r.SentDuringOutage, r.Expected, r.Lost, r.LostBeyondRefused, r.Duplicated, r.Reordered, cut, r.ServerCutQueueFull, r.ServerCutSlow,
-			r.GapMessages, r.SameNodeMaxLatencyMs, r.SameNodeMaxGapMs, r.RemoteCatchUpMs, r.RedisStartMs)
+			r.GapMessages, r.SameNodeMaxLatencyMs, r.SameNodeMaxGapMs, r.RemoteCatchUpMs, r.RemoteFirstMs, r.RedisStartMs)
 	}
 	return tw.Flush()
 }
