@@ -192,6 +192,9 @@ func (s *streams) doGroup(ctx context.Context, c rueidis.Client, cmds rueidis.Co
 // movedErr returns an error wrapping ErrPrimaryChanged when err is a Cluster
 // redirection (MOVED, ASK): the node asked no longer serves the slot.
 func movedErr(err error) error {
+	if err == nil {
+		return nil
+	}
 	var re *rueidis.RedisError
 	if !errors.As(err, &re) {
 		return nil
