@@ -43,6 +43,10 @@ func TestTLS(t *testing.T) {
 		// so does every call, promptly.
 		o := faultOpts(Streams)
 		o.CertFile, o.KeyFile = files.ClientCert, files.ClientKey
+		// Time enough for a handshake on a loaded machine: the test is
+		// about the error, and a dial that times out first says nothing of
+		// the certificate.
+		o.DialTimeout, o.WriteTimeout = 15*time.Second, 15*time.Second
 		tr := newTransport(t, "rediss://"+srv.Addr(), o)
 		err := tr.Ping(context.Background())
 		if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "certificate") {

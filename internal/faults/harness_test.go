@@ -65,6 +65,7 @@ func (l *logBuffer) String() string {
 type options struct {
 	kind         redisbus.Kind
 	outbox       bus.OutboxConfig
+	retain       bus.RetainConfig
 	waitReplicas int
 }
 
@@ -202,6 +203,7 @@ func (r *run) addNode(url string) *node {
 		Bus: bus.Config{
 			NodeID:  n.id,
 			Outbox:  r.opts.outbox,
+			Retain:  r.opts.retain,
 			Backoff: bus.BackoffConfig{Base: 50 * time.Millisecond, Cap: time.Second},
 			OnGap:   n.onGap,
 			OnDrop:  n.onDrop,
