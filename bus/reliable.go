@@ -588,8 +588,10 @@ func (r *Reliable) sendLoop(ctx context.Context) {
 			continue
 		}
 		if len(frames) == 0 {
-			if _, written := r.ob.written(); r.draining.Load() && (!rp.pending() || written == 0) {
-				return // republished frames do not hold Close back
+			if r.draining.Load() {
+				if _, written := r.ob.written(); !rp.pending() || written == 0 {
+					return // republished frames do not hold Close back
+				}
 			}
 			if !r.idle(ctx, &rp) {
 				return

@@ -232,6 +232,9 @@ func (r *Reliable) connectionBroke() { r.kept.broke() }
 // the start. It may run once per break: copies the broker acknowledged again
 // are retained again for a window.
 func (r *Reliable) republish(ctx context.Context) error {
+	if !r.kept.enabled() || !r.kept.broken() {
+		return nil // the common case: no time.Now, no lock
+	}
 	frames, gen, expired := r.kept.pending(time.Now())
 	if expired > 0 {
 		if ok, suppressed := r.retainLog.allow(time.Now(), 10*time.Second); ok {
