@@ -49,7 +49,20 @@ type retainedEntry struct {
 	data      []byte    // the envelope as published, immutable
 	accepted  time.Time // when Publish took it
 	committed time.Time // when the broker acknowledged it last
+	copies    int       // how many times it was published again
 }
+
+// maxCopies bounds how many times one message is published again. Each break
+// republishes what the window holds, and the copies are retained again, so
+// without a bound a message that itself breaks the connection (an entry
+// larger than Redis' client output buffer limit: every reader reading it is
+// dropped, which is a break) would be published again after every break it
+// causes, for ever, and everything retained with it. Two copies cover a
+// second failure right after the first (a crash loop, a failover after a
+// restart); a message that needs more is forgotten, counted in
+// durasock_bus_retained_evicted_total and logged, and if the broker lost it,
+// receivers report it as a gap.
+const maxCopies = 2
 
 func newRetained(cfg RetainConfig, maxAge time.Duration, c *counters) *retained {
 	return &retained{window: cfg.Window, maxAge: maxAge, maxMessages: cfg.MaxMessages, maxBytes: cfg.MaxBytes, c: c}
@@ -137,13 +150,13 @@ func (rt *retained) broke() {
 // break. It forgets first the entries accepted more than maxAge before now
 // and returns how many: receivers may have forgotten their run by then, and
 // would take them for new (expired).
-func (rt *retained) pending(now time.Time) (frames []Frame, gen uint64, expired int) {
+func (rt *retained) pending(now time.Time) (frames []Frame, gen uint64, expired, exhausted int) {
 	if !rt.enabled() {
-		return nil, 0, 0
+		return nil, 0, 0, 0
 	}
 	gen = rt.breaks.Load()
 	if gen == rt.done.Load() {
-		return nil, 0, 0
+		return nil, 0, 0, 0
 	}
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
@@ -163,6 +176,18 @@ func (rt *retained) pending(now time.Time) (frames []Frame, gen uint64, expired 
 		rt.entries = kept
 		rt.c.retainEvicted.Add(uint64(expired))
 	}
+	kept := rt.entries[:rt.head]
+	for _, e := range rt.entries[rt.head:] {
+		if e.copies >= maxCopies {
+			rt.bytes -= int64(len(e.data))
+			exhausted++
+			continue
+		}
+		kept = append(kept, e)
+	}
+	clear(rt.entries[len(kept):])
+	rt.entries = kept
+	rt.c.retainEvicted.Add(uint64(exhausted))
 	frames = make([]Frame, 0, rt.lenLocked())
 	for _, e := range rt.entries[rt.head:] {
 		// The same envelope but for its kind, which tells a reader of the
@@ -173,7 +198,7 @@ func (rt *retained) pending(now time.Time) (frames []Frame, gen uint64, expired 
 		data[1] = byte(kindRepublished)
 		frames = append(frames, Frame{Partition: e.partition, Data: data, NoWait: true})
 	}
-	return frames, gen, expired
+	return frames, gen, expired, exhausted
 }
 
 // republished records that the republish of generation gen succeeded at now:
@@ -188,6 +213,7 @@ func (rt *retained) republished(gen uint64, now time.Time) {
 	}
 	for i := rt.head; i < len(rt.entries); i++ {
 		rt.entries[i].committed = now
+		rt.entries[i].copies++
 	}
 	if !rt.broken() {
 		rt.okLocked(now)
@@ -235,11 +261,11 @@ func (r *Reliable) republish(ctx context.Context) error {
 	if !r.kept.enabled() || !r.kept.broken() {
 		return nil // the common case: no time.Now, no lock
 	}
-	frames, gen, expired := r.kept.pending(time.Now())
-	if expired > 0 {
+	frames, gen, expired, exhausted := r.kept.pending(time.Now())
+	if expired > 0 || exhausted > 0 {
 		if ok, suppressed := r.retainLog.allow(time.Now(), 10*time.Second); ok {
-			r.log.Warn("bus: retained messages older than the outbox max age are not published again (receivers may take them for new)",
-				"messages", expired, "max_age", r.cfg.Outbox.MaxAge, "suppressed_since_last", suppressed)
+			r.log.Warn("bus: retained messages not published again: older than the outbox max age (receivers may take them for new), or published again twice already (a message that breaks the connection itself, e.g. larger than Redis' client output buffer limit, or a connection that keeps breaking)",
+				"too_old", expired, "copies_exhausted", exhausted, "max_age", r.cfg.Outbox.MaxAge, "suppressed_since_last", suppressed)
 		}
 	}
 	if gen == 0 {

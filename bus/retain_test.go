@@ -350,6 +350,46 @@ func TestRepublishedRetainedAgain(t *testing.T) {
 	})
 }
 
+const notRepublishedWarning = "bus: retained messages not published again: older than the outbox max age (receivers may take them for new), or published again twice already (a message that breaks the connection itself, e.g. larger than Redis' client output buffer limit, or a connection that keeps breaking)"
+
+// TestRepublishCopiesBounded: a message is published again at most maxCopies
+// times. A third break within the window (a connection that keeps breaking,
+// or a message that breaks every reader itself) republishes nothing of it:
+// it is counted as evicted and logged, and a receiver that lacks it reports
+// it as a gap instead of the bus republishing it after every break for ever.
+func TestRepublishCopiesBounded(t *testing.T) {
+	const n, m, k = 20, 12, 8
+	synctestRun(t, func(t *testing.T) {
+		hub := NewMemoryHub()
+		logs := newLogCounter()
+		a := newBus(t, hub, Config{NodeID: "a", Logger: slogNew(logs)})
+		a.Receive(func(Message) {})
+		behind, _, release, p, saved := lostBehind(t, hub, a, n, m)
+		for range maxCopies + 1 {
+			hub.setDown(true)
+			hub.truncate(p, saved)
+			time.Sleep(2 * time.Second)
+			synctestWait()
+			hub.setDown(false)
+			time.Sleep(2 * time.Second)
+			synctestWait()
+		}
+		close(release)
+		publishRange(t, a, "k", "a", n+m+1, n+m+k)
+		time.Sleep(5 * time.Second)
+		synctestWait()
+		if s := a.Stats(); s.Republished != maxCopies*(n+m) || s.Republishes != maxCopies || s.RetainEvicted != n+m {
+			t.Fatalf("publisher: republished %d in %d, evicted %d; want %d in %d, %d", s.Republished, s.Republishes, s.RetainEvicted, maxCopies*(n+m), maxCopies, n+m)
+		}
+		if c := logs.count(notRepublishedWarning); c != 1 {
+			t.Fatalf("%d warnings, want 1: %v", c, logs.all())
+		}
+		if s := behind.Stats(); s.GapMessages != m || s.Received != n+k {
+			t.Fatalf("behind: %+v, want the %d lost by the third break reported", s, m)
+		}
+	})
+}
+
 // TestRetainedOlderThanMaxAgeNotRepublished: after an outage longer than
 // Outbox.MaxAge, retained messages accepted before it are not published
 // again (receivers may have forgotten their run by then and would deliver
@@ -377,7 +417,7 @@ func TestRetainedOlderThanMaxAgeNotRepublished(t *testing.T) {
 		if s := a.Stats(); s.Republished != 0 || s.RetainEvicted != n+m {
 			t.Fatalf("publisher: republished %d, evicted %d; want 0, %d", s.Republished, s.RetainEvicted, n+m)
 		}
-		if c := logs.count("bus: retained messages older than the outbox max age are not published again (receivers may take them for new)"); c != 1 {
+		if c := logs.count(notRepublishedWarning); c != 1 {
 			t.Fatalf("%d warnings, want 1: %v", c, logs.all())
 		}
 		if s := behind.Stats(); s.GapMessages != m || s.Received != n+k {
