@@ -91,15 +91,21 @@ type OutboxConfig struct {
 // loses up to about 3 s of acknowledged writes. A failover to a replica that
 // had not received the last writes, and a restart from an older snapshot, lose
 // them too. After the connection broke (a failed publish, ping or
-// subscription), the bus publishes the retained messages again, in order and
-// with their own origin, instance, partition and seq, before anything newer
-// and before a probe announces them: receivers skip those they have, and those
-// the broker lost arrive instead of being reported as a gap.
+// subscription, or a transport error wrapping ErrPrimaryChanged, such as a
+// Cluster slot that moved), the bus publishes the retained messages again, in
+// order and with their own origin, instance, partition and seq, before
+// anything newer and before a probe announces them: receivers skip those they
+// have, and those the broker lost arrive instead of being reported as a gap.
+// It does so after every break: the copies the broker acknowledged again are
+// retained for a window from then.
 //
 // Retained messages are in memory only (the disk outbox releases a message
 // when the broker acknowledges it). The window counts from the last time the
 // broker was seen healthy, so an outage longer than the window still
-// republishes what was acknowledged in the window before it.
+// republishes what was acknowledged in the window before it; a republish that
+// fails forgets nothing and is tried again whole. Messages accepted longer
+// than Outbox.MaxAge before a republish are not published again (receivers may
+// have forgotten their run): they are counted as evicted and logged.
 type RetainConfig struct {
 	// Window is how long after its acknowledgment a message is kept. Default
 	// 5 s: the 3 s Redis can lose under everysec plus a margin for the time

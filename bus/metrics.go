@@ -85,12 +85,16 @@ type Stats struct {
 	UnderReplicated, ReplicaWaits uint64
 	// PrimaryChanges counts the times messages written without replicas'
 	// confirmation turned out to be on a primary that no longer serves (a
-	// failover, a restart): they were written again, ahead of newer ones.
+	// failover, a restart), or the transport refused a batch because the
+	// primary serving its partition changed (a Cluster slot moved): what the
+	// old primary may have lost was written again, ahead of newer ones.
 	PrimaryChanges uint64
 	// Republished counts messages published again after the connection broke
-	// (Config.Retain), in Republishes episodes; RetainEvicted the acknowledged
-	// messages forgotten before their retention window ended, to stay within
-	// the retention bounds.
+	// (Config.Retain), in Republishes episodes (a failed republish counts
+	// nothing: it is tried again whole); RetainEvicted the acknowledged
+	// messages forgotten before they could be published again: beyond the
+	// retention bounds, accepted longer than Outbox.MaxAge before a republish
+	// (logged), or retained at Close while a republish was due (logged).
 	Republished, Republishes, RetainEvicted uint64
 }
 
@@ -196,9 +200,9 @@ func newMetrics(r *Reliable) *metrics {
 		underReplicated:  d("bus_under_replicated", "1 while messages the broker wrote wait for its replicas to acknowledge them (WaitReplicas)."),
 		unreplicated:     d("bus_unreplicated_messages", "Messages written by the broker, kept in the outbox until its replicas acknowledge them."),
 		replicaWaits:     d("bus_replica_waits_total", "Waits for replicas that fell short (each retried, never published again)."),
-		primaryChanges:   d("bus_primary_changes_total", "Times messages written without replicas' confirmation were found on a primary that no longer serves; they were written again, ahead of newer ones."),
+		primaryChanges:   d("bus_primary_changes_total", "Times messages written without replicas' confirmation were found on a primary that no longer serves, or a batch was refused because the primary serving its partition changed (a Cluster slot moved); what the old primary may have lost was written again, ahead of newer ones."),
 		republished:      d("bus_republished_total", "Acknowledged messages published again after the broker connection broke (the broker may have lost them; receivers skip those they have)."),
-		retainEvicted:    d("bus_retained_evicted_total", "Acknowledged messages forgotten before their retention window ended, to stay within the retention bounds."),
+		retainEvicted:    d("bus_retained_evicted_total", "Acknowledged messages forgotten before they could be published again: beyond the retention bounds, older than the outbox max age at a republish, or retained at Close while a republish was due."),
 		retainedMessages: d("bus_retained_messages", "Acknowledged messages kept to be published again if the broker connection breaks."),
 		retainedBytes:    d("bus_retained_bytes", "Encoded bytes of the retained messages."),
 	}

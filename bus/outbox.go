@@ -259,7 +259,7 @@ func (o *outbox) commit(lastID uint64, now time.Time, waits []time.Duration) []t
 	for o.n > 0 && o.front().id <= lastID {
 		e := o.popLocked()
 		waits = append(waits, now.Sub(e.accepted))
-		o.keep.add(e.partition, e.data, now)
+		o.keep.add(e.partition, e.data, e.accepted, now)
 		n++
 	}
 	o.c.published.Add(uint64(n))

@@ -245,16 +245,37 @@ func (r *Reliable) announce(ctx context.Context, a *announcer) error {
 	if !changed && (a.since < announceEvery || !slices.ContainsFunc(last, func(s uint64) bool { return s > 0 })) {
 		return nil
 	}
-	pctx, cancel := context.WithTimeout(ctx, r.cfg.ProbeTimeout)
-	err := r.t.Publish(pctx, frames)
-	cancel()
-	if err != nil {
-		r.connectionBroke()
-		return fmt.Errorf("bus: publish probe: %w", err)
+	if err := r.publishProbes(ctx, frames); err != nil {
+		return err
 	}
 	r.c.probesSent.Add(1)
 	a.last, a.since = last, 0
 	return nil
+}
+
+// publishProbes publishes probe frames; the caller holds r.publishing and has
+// republished. When the transport refuses them because the primary changed (a
+// Cluster slot moved), what the old primary acknowledged last goes out again
+// first, then the probes, once: a probe must not announce seqs the new
+// primary lacks.
+func (r *Reliable) publishProbes(ctx context.Context, frames []Frame) error {
+	for try := 0; ; try++ {
+		pctx, cancel := context.WithTimeout(ctx, r.cfg.ProbeTimeout)
+		err := r.t.Publish(pctx, frames)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		r.connectionBroke()
+		if !errors.Is(err, ErrPrimaryChanged) || try > 0 {
+			return fmt.Errorf("bus: publish probe: %w", err)
+		}
+		r.c.primaryChanges.Add(1)
+		r.log.Info("bus: the broker's primary changed; publishing again what it acknowledged last", "error", err)
+		if rerr := r.republish(ctx); rerr != nil {
+			return rerr
+		}
+	}
 }
 
 // probeRound publishes the probes of round and waits for them. It returns
@@ -276,13 +297,10 @@ func (r *Reliable) probeRound(ctx context.Context, round uint64, warmUp bool) (m
 	}
 	frames, _ := r.probeFrames(round)
 	done := r.probes.begin(round, r.partitions)
-	pctx, cancel := context.WithTimeout(ctx, r.cfg.ProbeTimeout)
-	err = r.t.Publish(pctx, frames)
-	cancel()
+	err = r.publishProbes(ctx, frames)
 	r.unlockPublishing()
 	if err != nil {
-		r.connectionBroke()
-		return false, false, fmt.Errorf("bus: publish probe: %w", err)
+		return false, false, err
 	}
 	r.c.probesSent.Add(1)
 	timer := time.NewTimer(r.cfg.ProbeTimeout)

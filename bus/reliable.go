@@ -70,6 +70,11 @@ type Reliable struct {
 	// the connection breaks (Config.Retain).
 	kept         *retained
 	republishLog rateLimit
+	retainLog    rateLimit
+	// rewait holds the partitions of republished frames, written without
+	// waiting for replicas, until the sender takes them (takeRewait).
+	rewaitMu sync.Mutex
+	rewait   map[int]struct{}
 
 	notify       notifier
 	notifierDone chan struct{}
@@ -153,7 +158,7 @@ func newReliable(t Transport, cfg Config, jitter func(int64) int64) (*Reliable, 
 		r.bo.jitter = jitter
 	}
 	r.ob = newOutbox(cfg.Outbox, partitions, &r.c)
-	r.kept = newRetained(cfg.Retain, &r.c)
+	r.kept = newRetained(cfg.Retain, cfg.Outbox.MaxAge, &r.c)
 	r.ob.keep = r.kept
 	if disk != nil {
 		r.disk, r.ob.disk = disk, disk
@@ -466,6 +471,11 @@ func (r *Reliable) close(ctx context.Context) error {
 	}
 	r.drops.end(r.log)
 	r.finalAnnounce(ctx, backgroundDone)
+	if n := r.kept.discard(); n > 0 {
+		// The broker may have lost them and they do not go out again.
+		r.log.Warn("bus: closing with acknowledged messages not yet published again after a broken connection; receivers may report them as a gap",
+			"messages", n)
+	}
 
 	if cerr := r.t.Close(); cerr != nil {
 		r.log.Warn("bus: closing the transport", "error", cerr)
@@ -567,6 +577,9 @@ func (r *Reliable) sendLoop(ctx context.Context) {
 		forgets := r.ob.forgotten()
 		frames, lastID, replays, _ = r.ob.batch(time.Now(), frames[:0], r.cfg.BatchSize, r.cfg.BatchBytes, &expired)
 		r.reportDrop(DropMaxAge, &expired)
+		if r.replicas != nil {
+			r.takeRewait(&rp)
+		}
 		if rp.rewaitDue(time.Now()) {
 			r.awaitReplicas(ctx, &rp)
 			if ctx.Err() != nil {
@@ -575,8 +588,10 @@ func (r *Reliable) sendLoop(ctx context.Context) {
 			continue
 		}
 		if len(frames) == 0 {
-			if r.draining.Load() && !rp.pending() {
-				return
+			if r.draining.Load() {
+				if _, written := r.ob.written(); !rp.pending() || written == 0 {
+					return // republished frames do not hold Close back
+				}
 			}
 			if !r.idle(ctx, &rp) {
 				return
@@ -604,12 +619,13 @@ func (r *Reliable) sendLoop(ctx context.Context) {
 		}
 		// What the broker acknowledged before a break goes out again first.
 		err := r.republish(ctx)
-		if err == nil {
+		sent := err == nil // the batch went out (or may have)
+		if sent {
 			pctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 			err = r.t.Publish(pctx, frames)
 			cancel()
+			r.c.replayed.Add(uint64(replays))
 		}
-		r.c.replayed.Add(uint64(replays))
 		if err == nil && under {
 			err = ErrNotReplicated // written, not confirmed: same path
 		}
@@ -642,13 +658,15 @@ func (r *Reliable) sendLoop(ctx context.Context) {
 			r.ob.forgetWritten()
 			rp.reset()
 		}
-		r.ob.markFailed(lastID)
+		if sent {
+			r.ob.markFailed(lastID)
+		}
 		if errors.Is(err, ErrPrimaryChanged) && r.replicas != nil && !rewrote {
 			// The transport wrote nothing: what the old primary took without
 			// replicas goes to the new one at once, ahead of this batch.
 			rewrote = true
 			r.c.primaryChanges.Add(1)
-			r.log.Info("bus: the broker's primary changed before replicas confirmed messages; writing them again", "error", err)
+			r.log.Info("bus: the broker's primary changed; publishing again what it acknowledged last and what waits for replicas", "error", err)
 			continue
 		}
 		attempt++

@@ -31,10 +31,14 @@ type retained struct {
 	// lastOK is the last time the broker was known healthy with nothing
 	// pending: entries committed more than window before it are forgotten.
 	lastOK time.Time
-	// broken is set when the connection broke since the last republish.
-	broken atomic.Bool
+	// breaks counts the breaks noted; done is the value of breaks the last
+	// successful republish started from. While breaks > done a republish is
+	// due (or running): nothing leaves by age, so a republish that fails
+	// part-way, or a break during one, forgets nothing.
+	breaks, done atomic.Uint64
 
 	window      time.Duration // < 0: retention disabled
+	maxAge      time.Duration // Outbox.MaxAge; -1: none
 	maxMessages int           // -1: none
 	maxBytes    int64         // -1: none
 	c           *counters
@@ -42,47 +46,66 @@ type retained struct {
 
 type retainedEntry struct {
 	partition int
-	data      []byte // the envelope as published, immutable
-	committed time.Time
+	data      []byte    // the envelope as published, immutable
+	accepted  time.Time // when Publish took it
+	committed time.Time // when the broker acknowledged it last
+	copies    int       // how many times it was published again
 }
 
-func newRetained(cfg RetainConfig, c *counters) *retained {
-	return &retained{window: cfg.Window, maxMessages: cfg.MaxMessages, maxBytes: cfg.MaxBytes, c: c}
+// maxCopies bounds how many times one message is published again. Each break
+// republishes what the window holds, and the copies are retained again, so
+// without a bound a message that itself breaks the connection (an entry
+// larger than Redis' client output buffer limit: every reader reading it is
+// dropped, which is a break) would be published again after every break it
+// causes, for ever, and everything retained with it. Two copies cover a
+// second failure right after the first (a crash loop, a failover after a
+// restart); a message that needs more is forgotten, counted in
+// durasock_bus_retained_evicted_total and logged, and if the broker lost it,
+// receivers report it as a gap.
+const maxCopies = 2
+
+func newRetained(cfg RetainConfig, maxAge time.Duration, c *counters) *retained {
+	return &retained{window: cfg.Window, maxAge: maxAge, maxMessages: cfg.MaxMessages, maxBytes: cfg.MaxBytes, c: c}
 }
 
 func (rt *retained) enabled() bool { return rt != nil && rt.window >= 0 }
 
-// add keeps a message the broker acknowledged at now, forgetting the oldest
-// beyond the count and byte bounds (counted: their loss would be reported as
-// a gap again).
-func (rt *retained) add(partition int, data []byte, now time.Time) {
+// broken reports whether a break was noted since the last republish began.
+func (rt *retained) broken() bool { return rt.breaks.Load() != rt.done.Load() }
+
+// add keeps a message, accepted at accepted, that the broker acknowledged at
+// now, forgetting the oldest beyond the count and byte bounds (counted: their
+// loss would be reported as a gap again).
+func (rt *retained) add(partition int, data []byte, accepted, now time.Time) {
 	if !rt.enabled() {
 		return
 	}
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
-	rt.entries = append(rt.entries, retainedEntry{partition: partition, data: data, committed: now})
+	rt.entries = append(rt.entries, retainedEntry{partition: partition, data: data, accepted: accepted, committed: now})
 	rt.bytes += int64(len(data))
 	for rt.lenLocked() > 0 && ((rt.maxMessages >= 0 && rt.lenLocked() > rt.maxMessages) ||
 		(rt.maxBytes >= 0 && rt.bytes > rt.maxBytes)) {
 		rt.popLocked()
 		rt.c.retainEvicted.Add(1)
 	}
-	if !rt.broken.Load() {
+	if !rt.broken() {
 		rt.okLocked(now)
 	}
 }
 
 // ok records that the broker was healthy at now (a commit, a ping) and
 // forgets what is older than the window before it. After a break it does
-// nothing until the republish.
+// nothing until a republish succeeded.
 func (rt *retained) ok(now time.Time) {
-	if !rt.enabled() || rt.broken.Load() {
+	if !rt.enabled() || rt.broken() {
 		return
 	}
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
-	rt.okLocked(now)
+	if !rt.broken() { // a republish may have started meanwhile
+		rt.okLocked(now)
+	}
 }
 
 func (rt *retained) okLocked(now time.Time) {
@@ -118,28 +141,99 @@ func (rt *retained) popLocked() {
 // republishes what is retained first.
 func (rt *retained) broke() {
 	if rt.enabled() {
-		rt.broken.Store(true)
+		rt.breaks.Add(1)
 	}
 }
 
 // pending returns the frames to publish again after a break, oldest first, and
-// clears the break; nil when there was no break or nothing is retained.
-func (rt *retained) pending() []Frame {
-	if !rt.enabled() || !rt.broken.Swap(false) {
-		return nil
+// the break generation they cover (for republished); nil when there was no
+// break. It forgets first the entries accepted more than maxAge before now
+// and returns how many: receivers may have forgotten their run by then, and
+// would take them for new (expired).
+func (rt *retained) pending(now time.Time) (frames []Frame, gen uint64, expired, exhausted int) {
+	if !rt.enabled() {
+		return nil, 0, 0, 0
+	}
+	gen = rt.breaks.Load()
+	if gen == rt.done.Load() {
+		return nil, 0, 0, 0
 	}
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	rt.trimLocked()
-	frames := make([]Frame, 0, rt.lenLocked())
+	if rt.maxAge >= 0 {
+		horizon := now.Add(-rt.maxAge)
+		kept := rt.entries[:rt.head]
+		for _, e := range rt.entries[rt.head:] {
+			if e.accepted.Before(horizon) {
+				rt.bytes -= int64(len(e.data))
+				expired++
+				continue
+			}
+			kept = append(kept, e)
+		}
+		clear(rt.entries[len(kept):])
+		rt.entries = kept
+		rt.c.retainEvicted.Add(uint64(expired))
+	}
+	kept := rt.entries[:rt.head]
+	for _, e := range rt.entries[rt.head:] {
+		if e.copies >= maxCopies {
+			rt.bytes -= int64(len(e.data))
+			exhausted++
+			continue
+		}
+		kept = append(kept, e)
+	}
+	clear(rt.entries[len(kept):])
+	rt.entries = kept
+	rt.c.retainEvicted.Add(uint64(exhausted))
+	frames = make([]Frame, 0, rt.lenLocked())
 	for _, e := range rt.entries[rt.head:] {
 		// The same envelope but for its kind, which tells a reader of the
-		// history that the broker may hold it twice.
+		// history that the broker may hold it twice. NoWait: the broker may
+		// have lost them once already, waiting for replicas per batch would
+		// hold everything newer back (the sender waits for them afterwards).
 		data := append([]byte(nil), e.data...)
 		data[1] = byte(kindRepublished)
-		frames = append(frames, Frame{Partition: e.partition, Data: data})
+		frames = append(frames, Frame{Partition: e.partition, Data: data, NoWait: true})
 	}
-	return frames
+	return frames, gen, expired, exhausted
+}
+
+// republished records that the republish of generation gen succeeded at now:
+// the copies were acknowledged again, so the window starts again for them (a
+// second break within it may lose them too). A break noted since gen keeps the
+// next republish due.
+func (rt *retained) republished(gen uint64, now time.Time) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if gen > rt.done.Load() {
+		rt.done.Store(gen)
+	}
+	for i := rt.head; i < len(rt.entries); i++ {
+		rt.entries[i].committed = now
+		rt.entries[i].copies++
+	}
+	if !rt.broken() {
+		rt.okLocked(now)
+	}
+}
+
+// discard forgets every retained message when a republish is still due, and
+// returns how many (Close: they may be lost and will not go out again).
+func (rt *retained) discard() int {
+	if !rt.enabled() || !rt.broken() {
+		return 0
+	}
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	n := rt.lenLocked()
+	for rt.lenLocked() > 0 {
+		rt.popLocked()
+	}
+	rt.c.retainEvicted.Add(uint64(n))
+	return n
 }
 
 // snapshot reports the number and bytes of retained messages.
@@ -160,10 +254,21 @@ func (r *Reliable) connectionBroke() { r.kept.broke() }
 // in batches. The caller holds r.publishing and publishes nothing before it
 // returns nil: on each partition the retained messages precede anything newer
 // of this node, and any probe that announces them. On error the break stays
-// noted and the next publish tries again from the start.
+// noted, nothing retained is forgotten, and the next publish tries again from
+// the start. It may run once per break: copies the broker acknowledged again
+// are retained again for a window.
 func (r *Reliable) republish(ctx context.Context) error {
-	frames := r.kept.pending()
-	if len(frames) == 0 {
+	if !r.kept.enabled() || !r.kept.broken() {
+		return nil // the common case: no time.Now, no lock
+	}
+	frames, gen, expired, exhausted := r.kept.pending(time.Now())
+	if expired > 0 || exhausted > 0 {
+		if ok, suppressed := r.retainLog.allow(time.Now(), 10*time.Second); ok {
+			r.log.Warn("bus: retained messages not published again: older than the outbox max age (receivers may take them for new), or published again twice already (a message that breaks the connection itself, e.g. larger than Redis' client output buffer limit, or a connection that keeps breaking)",
+				"too_old", expired, "copies_exhausted", exhausted, "max_age", r.cfg.Outbox.MaxAge, "suppressed_since_last", suppressed)
+		}
+	}
+	if gen == 0 {
 		return nil
 	}
 	for start := 0; start < len(frames); {
@@ -188,6 +293,13 @@ func (r *Reliable) republish(ctx context.Context) error {
 		}
 		start = end
 	}
+	r.kept.republished(gen, time.Now())
+	if len(frames) == 0 {
+		return nil
+	}
+	if r.replicas != nil {
+		r.rewaitParts(frames)
+	}
 	r.c.republished.Add(uint64(len(frames)))
 	r.c.republishes.Add(1)
 	if ok, suppressed := r.republishLog.allow(time.Now(), 10*time.Second); ok {
@@ -195,4 +307,41 @@ func (r *Reliable) republish(ctx context.Context) error {
 			"messages", len(frames), "retain_window", r.cfg.Retain.Window, "suppressed_since_last", suppressed)
 	}
 	return nil
+}
+
+// rewaitParts hands the partitions of republished frames, written without
+// waiting for replicas, to the sender, which waits for their replicas (so
+// that the transport stops guarding them).
+func (r *Reliable) rewaitParts(frames []Frame) {
+	r.rewaitMu.Lock()
+	defer r.rewaitMu.Unlock()
+	if r.rewait == nil {
+		r.rewait = make(map[int]struct{})
+	}
+	for _, f := range frames {
+		r.rewait[f.Partition] = struct{}{}
+	}
+	select { // the prober may have republished while the sender idles
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// takeRewait moves the partitions rewaitParts noted into rp.
+func (r *Reliable) takeRewait(rp *replication) {
+	r.rewaitMu.Lock()
+	defer r.rewaitMu.Unlock()
+	if len(r.rewait) == 0 {
+		return
+	}
+	if !rp.pending() {
+		rp.lastTry = time.Now()
+	}
+	if rp.parts == nil {
+		rp.parts = make(map[int]struct{})
+	}
+	for p := range r.rewait {
+		rp.parts[p] = struct{}{}
+	}
+	clear(r.rewait)
 }

@@ -1,8 +1,11 @@
 package bus
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -206,6 +209,322 @@ func TestRetainWindow(t *testing.T) {
 		checkStreams(t, s.all(), map[string]int{"a": 8})
 		if st := r.Stats(); st.Duplicates != 3 || st.Gaps != 0 {
 			t.Fatalf("receiver %+v", st)
+		}
+	})
+}
+
+// failOnce fails, once armed, the next non-probe Publish after holding it for
+// hold (the bus's pings go through meanwhile).
+type failOnce struct {
+	Transport
+	arm   atomic.Bool
+	hold  time.Duration
+	fails atomic.Int64
+}
+
+func (f *failOnce) Publish(ctx context.Context, frames []Frame) error {
+	if len(frames) > 0 && !frames[0].Probe && f.arm.Swap(false) {
+		select {
+		case <-time.After(f.hold):
+		case <-ctx.Done():
+		}
+		f.fails.Add(1)
+		return errors.New("test: publish failed after a while")
+	}
+	return f.Transport.Publish(ctx, frames)
+}
+
+// lostBehind sets up a publisher a and a receiver behind that holds its first
+// delivery until release is closed; a publishes n messages, then m more that
+// the hub loses at the next outage (truncate to saved). It returns the
+// partition and the end of the log before the m.
+func lostBehind(t *testing.T, hub *MemoryHub, a *Reliable, n, m int) (behind *Reliable, sb *sink, release chan struct{}, p int, saved uint64) {
+	behind = newBus(t, hub, Config{NodeID: "behind"})
+	sb = newSink()
+	first := make(chan struct{})
+	release = make(chan struct{})
+	var once sync.Once
+	behind.Receive(func(msg Message) {
+		sb.handle(msg)
+		once.Do(func() {
+			close(first)
+			<-release
+		})
+	})
+	time.Sleep(2 * time.Second)
+	synctestWait()
+	p = a.PartitionOf("k")
+	publishRange(t, a, "k", "a", 1, n)
+	<-first
+	synctestWait()
+	saved = hub.end(p)
+	publishRange(t, a, "k", "a", n+1, n+m)
+	time.Sleep(time.Second)
+	synctestWait()
+	return behind, sb, release, p, saved
+}
+
+// TestRepublishFailingPartWayForgetsNothing: the broker loses m acknowledged
+// messages in an outage longer than the retention window; the first publish
+// after it (the republish) hangs and fails while pings succeed. Nothing
+// retained is forgotten meanwhile: the next attempt republishes it, and the
+// receiver that had not read the m gets every message once, with no gap.
+func TestRepublishFailingPartWayForgetsNothing(t *testing.T) {
+	const n, m, k = 20, 12, 8
+	synctestRun(t, func(t *testing.T) {
+		hub := NewMemoryHub()
+		f := &failOnce{Transport: hub.Transport(), hold: 2500 * time.Millisecond}
+		a := newBusOn(t, f, Config{NodeID: "a"})
+		a.Receive(func(Message) {})
+		behind, sb, release, p, saved := lostBehind(t, hub, a, n, m)
+		hub.setDown(true)
+		hub.truncate(p, saved)
+		time.Sleep(10 * time.Second)
+		synctestWait()
+		publishRange(t, a, "k", "a", n+m+1, n+m+1) // waits in the outbox: the sender republishes first
+		synctestWait()
+		f.arm.Store(true)
+		hub.setDown(false)
+		time.Sleep(10 * time.Second)
+		synctestWait()
+		close(release)
+		publishRange(t, a, "k", "a", n+m+2, n+m+k)
+		time.Sleep(5 * time.Second)
+		synctestWait()
+		if f.fails.Load() != 1 {
+			t.Fatalf("%d publishes failed, want 1", f.fails.Load())
+		}
+		checkStreams(t, sb.all(), map[string]int{"a": n + m + k})
+		if s := behind.Stats(); s.Gaps != 0 || s.GapMessages != 0 || s.Received != n+m+k {
+			t.Fatalf("behind: %+v, want every message once and no gap", s)
+		}
+		// One successful republish of all n+m; the failed attempt counts
+		// neither as republished nor as replayed.
+		if s := a.Stats(); s.Republished != n+m || s.Republishes != 1 || s.RetainEvicted != 0 || s.Replayed != 0 {
+			t.Fatalf("publisher: republished %d in %d, evicted %d, replayed %d; want %d in 1, 0, 0",
+				s.Republished, s.Republishes, s.RetainEvicted, s.Replayed, n+m)
+		}
+	})
+}
+
+// TestRepublishedRetainedAgain: two outages, the first longer than the window,
+// each losing what was written last. The copies republished after the first
+// are acknowledged again and retained for a window from then, so the second
+// outage, seconds later, loses nothing either.
+func TestRepublishedRetainedAgain(t *testing.T) {
+	const n, m, k = 20, 12, 8
+	synctestRun(t, func(t *testing.T) {
+		hub := NewMemoryHub()
+		a := newBus(t, hub, Config{NodeID: "a"})
+		a.Receive(func(Message) {})
+		behind, sb, release, p, saved := lostBehind(t, hub, a, n, m)
+		hub.setDown(true)
+		hub.truncate(p, saved)
+		time.Sleep(10 * time.Second)
+		synctestWait()
+		hub.setDown(false)
+		time.Sleep(3 * time.Second)
+		synctestWait()
+		if s := a.Stats(); s.Republished != n+m || s.Republishes != 1 {
+			t.Fatalf("after the first outage: republished %d in %d, want %d in 1", s.Republished, s.Republishes, n+m)
+		}
+		// The second outage loses the copies written a few seconds ago.
+		hub.setDown(true)
+		hub.truncate(p, saved)
+		time.Sleep(2 * time.Second)
+		synctestWait()
+		hub.setDown(false)
+		time.Sleep(3 * time.Second)
+		synctestWait()
+		close(release)
+		publishRange(t, a, "k", "a", n+m+1, n+m+k)
+		time.Sleep(5 * time.Second)
+		synctestWait()
+		checkStreams(t, sb.all(), map[string]int{"a": n + m + k})
+		if s := behind.Stats(); s.Gaps != 0 || s.GapMessages != 0 || s.Received != n+m+k {
+			t.Fatalf("behind: %+v, want every message once and no gap", s)
+		}
+		if s := a.Stats(); s.Republished != 2*(n+m) || s.Republishes != 2 || s.RetainEvicted != 0 {
+			t.Fatalf("publisher: republished %d in %d, evicted %d; want %d in 2, 0", s.Republished, s.Republishes, s.RetainEvicted, 2*(n+m))
+		}
+	})
+}
+
+const notRepublishedWarning = "bus: retained messages not published again: older than the outbox max age (receivers may take them for new), or published again twice already (a message that breaks the connection itself, e.g. larger than Redis' client output buffer limit, or a connection that keeps breaking)"
+
+// TestRepublishCopiesBounded: a message is published again at most maxCopies
+// times. A third break within the window (a connection that keeps breaking,
+// or a message that breaks every reader itself) republishes nothing of it:
+// it is counted as evicted and logged, and a receiver that lacks it reports
+// it as a gap instead of the bus republishing it after every break for ever.
+func TestRepublishCopiesBounded(t *testing.T) {
+	const n, m, k = 20, 12, 8
+	synctestRun(t, func(t *testing.T) {
+		hub := NewMemoryHub()
+		logs := newLogCounter()
+		a := newBus(t, hub, Config{NodeID: "a", Logger: slogNew(logs)})
+		a.Receive(func(Message) {})
+		behind, _, release, p, saved := lostBehind(t, hub, a, n, m)
+		for range maxCopies + 1 {
+			hub.setDown(true)
+			hub.truncate(p, saved)
+			time.Sleep(2 * time.Second)
+			synctestWait()
+			hub.setDown(false)
+			time.Sleep(2 * time.Second)
+			synctestWait()
+		}
+		close(release)
+		publishRange(t, a, "k", "a", n+m+1, n+m+k)
+		time.Sleep(5 * time.Second)
+		synctestWait()
+		if s := a.Stats(); s.Republished != maxCopies*(n+m) || s.Republishes != maxCopies || s.RetainEvicted != n+m {
+			t.Fatalf("publisher: republished %d in %d, evicted %d; want %d in %d, %d", s.Republished, s.Republishes, s.RetainEvicted, maxCopies*(n+m), maxCopies, n+m)
+		}
+		if c := logs.count(notRepublishedWarning); c != 1 {
+			t.Fatalf("%d warnings, want 1: %v", c, logs.all())
+		}
+		if s := behind.Stats(); s.GapMessages != m || s.Received != n+k {
+			t.Fatalf("behind: %+v, want the %d lost by the third break reported", s, m)
+		}
+	})
+}
+
+// TestRetainedOlderThanMaxAgeNotRepublished: after an outage longer than
+// Outbox.MaxAge, retained messages accepted before it are not published
+// again (receivers may have forgotten their run by then and would deliver
+// them as new): they are counted as evicted and logged, and a receiver that
+// had not read the lost ones reports them as a gap.
+func TestRetainedOlderThanMaxAgeNotRepublished(t *testing.T) {
+	const n, m, k = 20, 12, 8
+	synctestRun(t, func(t *testing.T) {
+		hub := NewMemoryHub()
+		logs := newLogCounter()
+		a := newBus(t, hub, Config{NodeID: "a", Logger: slogNew(logs), Outbox: OutboxConfig{MaxAge: 20 * time.Second}})
+		a.Receive(func(Message) {})
+		behind, _, release, p, saved := lostBehind(t, hub, a, n, m)
+		hub.setDown(true)
+		hub.truncate(p, saved)
+		time.Sleep(30 * time.Second)
+		synctestWait()
+		hub.setDown(false)
+		time.Sleep(3 * time.Second)
+		synctestWait()
+		close(release)
+		publishRange(t, a, "k", "a", n+m+1, n+m+k)
+		time.Sleep(5 * time.Second)
+		synctestWait()
+		if s := a.Stats(); s.Republished != 0 || s.RetainEvicted != n+m {
+			t.Fatalf("publisher: republished %d, evicted %d; want 0, %d", s.Republished, s.RetainEvicted, n+m)
+		}
+		if c := logs.count(notRepublishedWarning); c != 1 {
+			t.Fatalf("%d warnings, want 1: %v", c, logs.all())
+		}
+		if s := behind.Stats(); s.GapMessages != m || s.Received != n+k {
+			t.Fatalf("behind: %+v, want %d reported lost", s, m)
+		}
+	})
+}
+
+// TestCloseWhileBrokenCountsRetained: a bus closed while a republish is due
+// (the broker is down) forgets its retained messages: counted as evicted and
+// logged.
+func TestCloseWhileBrokenCountsRetained(t *testing.T) {
+	const n = 15
+	synctestRun(t, func(t *testing.T) {
+		hub := NewMemoryHub()
+		logs := newLogCounter()
+		a := newBus(t, hub, Config{NodeID: "a", Logger: slogNew(logs)})
+		time.Sleep(2 * time.Second)
+		synctestWait()
+		publishRange(t, a, "k", "a", 1, n)
+		synctestWait()
+		if kept, _ := a.kept.snapshot(); kept != n {
+			t.Fatalf("%d retained, want %d", kept, n)
+		}
+		hub.setDown(true)
+		time.Sleep(3 * time.Second)
+		synctestWait()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if err := a.Close(ctx); err != nil {
+			t.Fatalf("Close with an empty outbox: %v", err)
+		}
+		if s := a.Stats(); s.RetainEvicted != n {
+			t.Fatalf("evicted %d at close, want %d", s.RetainEvicted, n)
+		}
+		if c := logs.count("bus: closing with acknowledged messages not yet published again after a broken connection; receivers may report them as a gap"); c != 1 {
+			t.Fatalf("%d warnings, want 1: %v", c, logs.all())
+		}
+	})
+}
+
+// replicaRecorder is a ReplicaWaiter over the memory hub that records the
+// republished frames written without NoWait and the partitions
+// AwaitReplicas is asked about.
+type replicaRecorder struct {
+	Transport
+	mu          sync.Mutex
+	republished int
+	waited      int // republished frames that would have waited for replicas
+	awaited     map[int]int
+}
+
+func (rr *replicaRecorder) Publish(ctx context.Context, frames []Frame) error {
+	rr.mu.Lock()
+	for _, f := range frames {
+		if !f.Probe && len(f.Data) > 1 && f.Data[1] == byte(kindRepublished) {
+			rr.republished++
+			if !f.NoWait {
+				rr.waited++
+			}
+		}
+	}
+	rr.mu.Unlock()
+	return rr.Transport.Publish(ctx, frames)
+}
+
+func (rr *replicaRecorder) AwaitReplicas(ctx context.Context, partitions []int) error {
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	for _, p := range partitions {
+		rr.awaited[p]++
+	}
+	return nil
+}
+
+// TestRepublishDoesNotWaitPerBatch: with a transport that waits for replicas,
+// republished frames go out without waiting for them per batch (after a
+// failover the replicas are behind, and thousands of retained messages would
+// hold everything newer back), and the sender waits for their replicas
+// afterwards, once per partition, so the transport stops guarding them.
+func TestRepublishDoesNotWaitPerBatch(t *testing.T) {
+	const n = 300 // several batches
+	synctestRun(t, func(t *testing.T) {
+		hub := NewMemoryHub()
+		rr := &replicaRecorder{Transport: hub.Transport(), awaited: make(map[int]int)}
+		a := newBusOn(t, rr, Config{NodeID: "a", BatchSize: 64})
+		time.Sleep(2 * time.Second)
+		synctestWait()
+		publishRange(t, a, "k", "a", 1, n)
+		time.Sleep(time.Second)
+		synctestWait()
+		hub.setDown(true)
+		time.Sleep(3 * time.Second)
+		synctestWait()
+		hub.setDown(false)
+		time.Sleep(3 * time.Second)
+		synctestWait()
+		rr.mu.Lock()
+		defer rr.mu.Unlock()
+		if rr.republished != n || rr.waited != 0 {
+			t.Fatalf("%d republished frames, %d of them waiting for replicas; want %d, 0", rr.republished, rr.waited, n)
+		}
+		if got := rr.awaited[a.PartitionOf("k")]; got != 1 {
+			t.Fatalf("AwaitReplicas asked %d times about the republished partition, want 1 (%v)", got, rr.awaited)
+		}
+		if s := a.Stats(); s.Republished != n || s.Republishes != 1 {
+			t.Fatalf("republished %d in %d, want %d in 1", s.Republished, s.Republishes, n)
 		}
 	})
 }

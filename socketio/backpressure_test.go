@@ -87,8 +87,8 @@ func TestPacedBroadcastBacklogDoesNotCutHealthyClients(t *testing.T) {
 			t.Errorf("socket %d disconnected", i)
 		}
 	}
-	if st := srv.Engine().Stats(); st != (engineio.Stats{}) {
-		t.Errorf("clients cut: %+v", st)
+	if st := srv.Engine().Stats(); st.CutSendQueueFull != 0 || st.CutSlowClient != 0 || st.VolatileDropped != 0 {
+		t.Errorf("clients cut or packets dropped: %+v", st)
 	}
 }
 

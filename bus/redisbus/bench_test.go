@@ -51,6 +51,37 @@ func BenchmarkPublish(b *testing.B) {
 	}
 }
 
+// BenchmarkPublishCluster is BenchmarkPublish (streams) on a Redis Cluster,
+// where every batch's pipelines are pinned to the node serving each slot.
+func BenchmarkPublishCluster(b *testing.B) {
+	cs := redistest.Cluster(b)
+	for _, batch := range []int{1, 64, 256} {
+		b.Run("batch="+strconv.Itoa(batch), func(b *testing.B) {
+			o := Options{Kind: Streams, Prefix: "bench-cluster", StreamMaxLen: 10_000}
+			tr := newTransport(b, cs.URL(), o)
+			frames := make([]bus.Frame, batch)
+			for i := range frames {
+				frames[i] = bus.Frame{Partition: i % tr.Partitions(), Data: make([]byte, benchPayload)}
+			}
+			ctx := context.Background()
+			if err := tr.Ping(ctx); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.SetBytes(benchPayload)
+			b.ResetTimer()
+			start := time.Now()
+			for done := 0; done < b.N; done += batch {
+				n := min(batch, b.N-done)
+				if err := tr.Publish(ctx, frames[:n]); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "frames/s")
+		})
+	}
+}
+
 // BenchmarkRoundTrip measures the time from Publish to delivery by Subscribe
 // of another transport, one frame at a time.
 func BenchmarkRoundTrip(b *testing.B) {

@@ -41,7 +41,12 @@
 // or PUBLISH {P}:all <frame>.
 // With WaitReplicas, a batch written while earlier frames wait for replicas
 // goes only to the primary that holds the last of them (XRANGE of it first, on
-// the same connection). On Sentinel and Cluster every read also asks
+// the same connection). On a Cluster each batch's commands of one slot go out
+// on a connection pinned to the node that serves the slot, in one pipeline:
+// a node that no longer serves it (a takeover while it keeps running) answers
+// MOVED without writing, and Publish returns ErrPrimaryChanged instead of
+// following the redirection, so the bus republishes what the old primary
+// acknowledged last before anything newer. On Sentinel and Cluster every read also asks
 // (XREVRANGE <key> <position> - COUNT 1, same pipeline) whether the server
 // holds the reader's position; after a failover to a primary with another
 // history the reader goes back to the last entry in common.

@@ -29,8 +29,12 @@ var (
 	// had not confirmed went to another primary than the one serving now (a
 	// failover, or a restart that lost them), and by Publish, which then
 	// writes nothing, for a batch that would follow such writes on a primary
-	// that does not hold them. The bus writes them again at once, ahead of
-	// the batch; receivers drop the duplicates. It wraps
+	// that does not hold them. On a Cluster, Publish and AwaitReplicas also
+	// return it, with WaitReplicas 0 too, when the node that served a slot
+	// answers MOVED or ASK (a failover or takeover, a resharding): the
+	// commands of that slot were not written (those of other slots may have
+	// been). The bus writes again what the old primary may have lost, ahead
+	// of the batch; receivers drop the duplicates. It wraps
 	// bus.ErrPrimaryChanged.
 	ErrPrimaryChanged = fmt.Errorf("redisbus: unconfirmed writes are not on the serving primary: %w", bus.ErrPrimaryChanged)
 	// ErrSubscriptionEnded is returned by Subscribe when Redis ended a

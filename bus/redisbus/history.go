@@ -42,8 +42,15 @@ func (s *streams) ReadHistory(ctx context.Context, p int, after string, fn func(
 	if after != "" {
 		start = "(" + after
 	}
-	for {
+	for retried := false; ; {
 		entries, err := c.Do(ctx, c.B().Xrange().Key(key).Start(start).End("+").Count(historyPage).Build()).AsXRangeSlices()
+		if _, redisErr := rueidis.IsRedisErr(err); err != nil && !redisErr && !rueidis.IsRedisNil(err) && !retried && ctx.Err() == nil {
+			// A connection of the client that broke while idle (Redis
+			// restarted) fails its first command: a read is safe to ask
+			// again, once.
+			retried = true
+			continue
+		}
 		if err != nil {
 			if rueidis.IsRedisNil(err) {
 				return nil

@@ -116,8 +116,13 @@ func TestUnreadableEntrySkipped(t *testing.T) {
 		t.Errorf("receiver gaps %d (%d messages), want the skipped entry reported: %+v", s.Gaps, s.GapMessages, gaps)
 		gapsMu.Unlock()
 	}
-	if v := metricValue(t, regB, "durasock_redisbus_read_skipped_total"); v != 1 {
-		t.Errorf("read_skipped_total %v, want 1", v)
+	// Each reader dropped by Redis is a break of the connection, after which
+	// the publishing node publishes its last acknowledged messages again
+	// (bus.RetainConfig), the entry above the limit among them: a copy is
+	// skipped like the original. The bus publishes a message again at most
+	// twice, so at most three such entries are skipped, not one per break.
+	if v := metricValue(t, regB, "durasock_redisbus_read_skipped_total"); v < 1 || v > 3 {
+		t.Errorf("read_skipped_total %v, want 1 (the original) to 3 (and its two copies at most)", v)
 	}
 	if v := metricValue(t, regB, "durasock_redisbus_read_failures_total"); v < maxReadAttempts {
 		t.Errorf("read_failures_total %v, want at least %d", v, maxReadAttempts)

@@ -40,12 +40,21 @@ type guard struct {
 // one slot: one pipeline per slot, run in parallel (partitions keep their
 // order: one slot each). An error means that the pipelines of some slots may
 // not have run.
+//
+// On a Cluster every pipeline runs on a connection pinned to the node that
+// serves its slot in the client's map: a node that no longer serves it (a
+// failover, CLUSTER FAILOVER TAKEOVER while it keeps running, a resharding)
+// answers MOVED without writing, and the error wraps ErrPrimaryChanged. The
+// client's own redirection would write the batch to the new primary silently,
+// ahead of what the old one acknowledged and the new one lacks, and nothing
+// would tell the bus to publish that again.
 func (s *streams) run(ctx context.Context, c rueidis.Client, cmds rueidis.Commands, guards []guard, wait, ident bool) ([]rueidis.RedisResult, []pipeOutcome, error) {
 	out := make([]pipeOutcome, len(cmds))
-	if !wait && !ident && len(guards) == 0 {
+	cluster := isCluster(c)
+	if !wait && !ident && len(guards) == 0 && !cluster {
 		return c.DoMulti(ctx, cmds...), out, nil
 	}
-	if !isCluster(c) {
+	if !cluster {
 		res, o, err := s.doGroup(ctx, c, cmds, guards, wait, ident)
 		for i := range out {
 			out[i] = o
@@ -64,6 +73,13 @@ func (s *streams) run(ctx context.Context, c rueidis.Client, cmds rueidis.Comman
 	guardsBySlot := map[uint16][]guard{}
 	for _, g := range guards {
 		guardsBySlot[g.cmd.Slot()] = append(guardsBySlot[g.cmd.Slot()], g)
+	}
+	if len(order) == 1 { // one slot: no goroutine
+		res, o, err := s.doGroup(ctx, c, cmds, guards, wait, ident)
+		for i := range out {
+			out[i] = o
+		}
+		return res, out, err
 	}
 	res := make([]rueidis.RedisResult, len(cmds))
 	errs := make([]error, len(order))
@@ -109,9 +125,19 @@ func (s *streams) doGroup(ctx context.Context, c rueidis.Client, cmds rueidis.Co
 		all = append(all, c.B().Wait().Numreplicas(int64(want)).Timeout(s.opts.WaitTimeout.Milliseconds()).Build())
 	}
 	var res []rueidis.RedisResult
-	if len(guards) == 0 {
+	switch {
+	case len(guards) == 0 && isCluster(c):
+		// Pinned to the node of the slot: a MOVED is returned, not followed.
+		err := c.Dedicated(func(dc rueidis.DedicatedClient) error {
+			res = dc.DoMulti(ctx, all...)
+			return nil
+		})
+		if err != nil {
+			return nil, pipeOutcome{}, err
+		}
+	case len(guards) == 0:
 		res = c.DoMulti(ctx, all...)
-	} else {
+	default:
 		// One connection, so one server, for the check and the writes: a
 		// server that holds the unconfirmed entries now keeps them until it
 		// stops being a primary, and then refuses the writes (READONLY) or
@@ -123,6 +149,9 @@ func (s *streams) doGroup(ctx context.Context, c rueidis.Client, cmds rueidis.Co
 			}
 			for i, r := range dc.DoMulti(ctx, checks...) {
 				entries, err := r.AsXRange()
+				if merr := movedErr(err); merr != nil {
+					return merr
+				}
 				if err != nil {
 					return s.wrap("xrange", err)
 				}
@@ -134,6 +163,11 @@ func (s *streams) doGroup(ctx context.Context, c rueidis.Client, cmds rueidis.Co
 			return nil
 		})
 		if err != nil {
+			return nil, pipeOutcome{}, err
+		}
+	}
+	for _, r := range res[:n] {
+		if err := movedErr(r.Error()); err != nil {
 			return nil, pipeOutcome{}, err
 		}
 	}
@@ -153,6 +187,25 @@ func (s *streams) doGroup(ctx context.Context, c rueidis.Client, cmds rueidis.Co
 		}
 	}
 	return res[:n], o, nil
+}
+
+// movedErr returns an error wrapping ErrPrimaryChanged when err is a Cluster
+// redirection (MOVED, ASK): the node asked no longer serves the slot.
+func movedErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	var re *rueidis.RedisError
+	if !errors.As(err, &re) {
+		return nil
+	}
+	if addr, ok := re.IsMoved(); ok {
+		return fmt.Errorf("%w: the slot moved to %s", ErrPrimaryChanged, addr)
+	}
+	if addr, ok := re.IsAsk(); ok {
+		return fmt.Errorf("%w: the slot is moving to %s", ErrPrimaryChanged, addr)
+	}
+	return nil
 }
 
 // replicationID returns master_replid from INFO replication ("" when absent).

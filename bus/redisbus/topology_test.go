@@ -13,6 +13,7 @@ import (
 
 	"github.com/durasock/durasock/bus"
 	"github.com/durasock/durasock/internal/redistest"
+	"github.com/durasock/durasock/internal/testwait"
 )
 
 var bothKinds = []Kind{Streams, PubSub}
@@ -245,4 +246,60 @@ func testFailover(t *testing.T, url string, failover func(ctx context.Context) e
 		}
 		return fmt.Errorf("got %v, want ErrNotReplicated", err)
 	})
+}
+
+// TestClusterTakeoverRefusesBatch: a replica takes over the slot of a
+// partition (CLUSTER FAILOVER TAKEOVER) while the old primary keeps running,
+// so no connection breaks. The next Publish to that partition is refused with
+// ErrPrimaryChanged (the old primary answers MOVED) and writes nothing: the
+// bus must republish what the old primary acknowledged last before anything
+// newer. The publish after it goes to the new primary.
+func TestClusterTakeoverRefusesBatch(t *testing.T) {
+	cs := redistest.Cluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	opts := faultOpts(Streams)
+	opts.Prefix = "takeover"
+	tr := newTransport(t, cs.URL(), opts)
+	publish(t, tr, numbered(0, 8, opts.Partitions))
+	key := StreamKey(opts.Prefix, 0)
+	primary, err := cs.PrimaryOfSlot(ctx, redistest.KeySlot(key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reps, err := cs.ReplicasOf(ctx, primary)
+	if err != nil || len(reps) == 0 {
+		t.Fatalf("replicas of %s: %v, %v", primary.Addr(), reps, err)
+	}
+	if err := cs.Failover(ctx, reps[0], "TAKEOVER"); err != nil {
+		t.Fatal(err)
+	}
+	refused := bus.Frame{Partition: 0, Data: []byte("refused")}
+	err = tr.Publish(ctx, []bus.Frame{refused})
+	if !errors.Is(err, ErrPrimaryChanged) || !errors.Is(err, bus.ErrPrimaryChanged) {
+		t.Fatalf("Publish after the takeover: %v, want ErrPrimaryChanged", err)
+	}
+	after := bus.Frame{Partition: 0, Data: []byte("after")}
+	tries := 0
+	testwait.For(t, 10*time.Second, "a publish on the new primary", func() bool {
+		tries++
+		return tr.Publish(ctx, []bus.Frame{after}) == nil
+	})
+	entries, err := reps[0].Do(ctx, "XRANGE", key, "-", "+")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refusedN, afterN int
+	for _, e := range entries.([]any) {
+		fv := e.([]any)[1].([]any)
+		switch fv[1] {
+		case "refused":
+			refusedN++
+		case "after":
+			afterN++
+		}
+	}
+	if refusedN != 0 || afterN != 1 {
+		t.Fatalf("new primary holds %d refused and %d later frames, want 0 and 1 (%d tries)", refusedN, afterN, tries)
+	}
 }
