@@ -359,6 +359,10 @@ func (t *memoryTransport) Subscribe(ctx context.Context, nodeID string, deliver 
 			if ctx.Err() != nil {
 				break
 			}
+			if r.data == nil { // a frame the hub lost (tests): passed over
+				delivered++
+				continue
+			}
 			// Each subscriber gets its own copy, as it would from a network.
 			deliver(Frame{Partition: r.partition, Data: append([]byte(nil), r.data...), ID: memoryID(r.offset)})
 			delivered++

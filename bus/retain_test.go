@@ -11,16 +11,16 @@ import (
 )
 
 // truncate makes the hub lose every frame of partition p from offset end on,
-// like a Redis restarted from a snapshot taken at end, and moves readers past
-// it back to it (a redisbus reader resets likewise).
+// like a Redis restarted from a snapshot taken at end. The lost frames stay as
+// holes that readers pass over, so what is appended later lands beyond every
+// reader's position, as entries Redis adds after a restart get ids above the
+// lost ones (stream ids follow the clock): a reader that had read the lost
+// frames reads the copies, whether or not it was subscribed at the loss.
 func (h *MemoryHub) truncate(p int, end uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	l := &h.logs[p]
-	l.entries = l.entries[:end-l.first]
-	for s := range h.subs {
-		s.t.cursor[p] = min(s.t.cursor[p], end)
-	}
+	clear(l.entries[end-l.first:])
 	h.broadcastLocked()
 }
 
