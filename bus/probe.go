@@ -272,6 +272,10 @@ func (r *Reliable) publishProbes(ctx context.Context, frames []Frame) error {
 		}
 		r.c.primaryChanges.Add(1)
 		r.log.Info("bus: the broker's primary changed; publishing again what it acknowledged last", "error", err)
+		// The transport forgot the writes that wait for replicas, which the
+		// old primary may have lost: the sender writes them again before it
+		// trusts a confirmation (as after a refused batch).
+		r.ob.forgetWritten()
 		if rerr := r.republish(ctx); rerr != nil {
 			return rerr
 		}

@@ -26,6 +26,12 @@ type replTransport struct {
 	refuse  int
 	refused int
 	order   []uint64
+	// refuseProbe is the number of probe publishes left to refuse with
+	// ErrPrimaryChanged. Like redisbus, the transport then forgets the
+	// writes that waited for replicas (forgot), so AwaitReplicas has nothing
+	// left to compare and confirms.
+	refuseProbe int
+	forgot      bool
 }
 
 var errBrokerGone = errors.New("broker gone")
@@ -36,6 +42,14 @@ func newReplTransport(hub *MemoryHub) *replTransport {
 
 func (t *replTransport) Publish(ctx context.Context, frames []Frame) error {
 	t.mu.Lock()
+	if t.refuseProbe > 0 && frames[0].Probe {
+		t.refuseProbe--
+		t.refused++
+		t.order = nil
+		t.forgot = true
+		t.mu.Unlock()
+		return fmt.Errorf("test: the slot moved: %w", ErrPrimaryChanged)
+	}
 	if t.refuse > 0 && !frames[0].Probe {
 		t.refuse--
 		t.refused++
@@ -81,6 +95,9 @@ func (t *replTransport) AwaitReplicas(ctx context.Context, partitions []int) err
 	if t.failAwait > 0 {
 		t.failAwait--
 		return errBrokerGone
+	}
+	if t.forgot {
+		return nil
 	}
 	if t.short {
 		return fmt.Errorf("test: 0 of 1 replicas: %w", ErrNotReplicated)
@@ -285,6 +302,68 @@ func TestPrimaryChangedRewritesFirst(t *testing.T) {
 		}
 		if st := a.Status(); st.OutboxLen != 0 || st.UnderReplicated {
 			t.Errorf("status %+v", st)
+		}
+	})
+}
+
+// TestProbeMeetsPrimaryChange (fake time): messages written while replicas
+// fell short wait in the outbox; then the primary changes and a probe is the
+// first write to meet it (a Redis Cluster takeover answered with MOVED). The
+// transport forgets the unconfirmed writes as it refuses the probe, so the
+// bus must write them again to the new primary before it trusts a
+// confirmation: every seq is written again after the refusal, in order, and
+// the receiver gets every message once with no gap.
+func TestProbeMeetsPrimaryChange(t *testing.T) {
+	synctestRun(t, func(t *testing.T) {
+		hub := NewMemoryHub()
+		tr := newReplTransport(hub)
+		tr.set(func(t *replTransport) { t.short = true })
+		a, err := New(tr, &Config{NodeID: "a", Logger: quietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			a.Close(ctx)
+		}()
+		a.Receive(func(Message) {}) // starts the prober
+		r := newBus(t, hub, Config{NodeID: "r"})
+		in := newSink()
+		r.Receive(in.handle)
+		const n = 5
+		for i := range n {
+			if err := a.Publish(context.Background(), "k", payload("a", i+1)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+		synctestWait()
+		if st := a.Status(); !st.UnderReplicated || st.OutboxLen != n {
+			t.Fatalf("status %+v: want under-replicated with %d kept", st, n)
+		}
+		tr.set(func(t *replTransport) { t.refuseProbe = 1 })
+		time.Sleep(5 * time.Second)
+		synctestWait()
+		tr.mu.Lock()
+		order, refused := append([]uint64(nil), tr.order...), tr.refused
+		tr.mu.Unlock()
+		if refused != 1 {
+			t.Fatalf("%d probes refused, want 1", refused)
+		}
+		if len(order) < n {
+			t.Fatalf("data written after the probe met the new primary: %v; want 1..%d again (the new primary may lack them)", order, n)
+		}
+		for i, seq := range order[:n] {
+			if seq != uint64(i+1) {
+				t.Fatalf("data written after the refusal %v: want 1..%d in order first", order, n)
+			}
+		}
+		if got, s := in.len(), r.Stats(); got != n || s.Gaps != 0 {
+			t.Errorf("receiver: %d messages, %d gaps; want %d and none", got, s.Gaps, n)
+		}
+		if st := a.Status(); st.OutboxLen != 0 {
+			t.Errorf("status %+v: want the outbox empty once confirmed", st)
 		}
 	})
 }
