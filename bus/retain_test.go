@@ -24,6 +24,21 @@ func (h *MemoryHub) truncate(p int, end uint64) {
 	h.broadcastLocked()
 }
 
+// outage takes the hub down for down, losing partition p's frames from offset
+// saved on (p < 0: losing nothing), then brings it back and lets up pass, in
+// a synctest bubble.
+func outage(hub *MemoryHub, p int, saved uint64, down, up time.Duration) {
+	hub.setDown(true)
+	if p >= 0 {
+		hub.truncate(p, saved)
+	}
+	time.Sleep(down)
+	synctestWait()
+	hub.setDown(false)
+	time.Sleep(up)
+	synctestWait()
+}
+
 func (h *MemoryHub) end(p int) uint64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -166,12 +181,7 @@ func TestRetainBounds(t *testing.T) {
 		if n, _ := a.kept.snapshot(); n != 3 {
 			t.Fatalf("retained %d, want 3", n)
 		}
-		hub.setDown(true)
-		time.Sleep(3 * time.Second)
-		synctestWait()
-		hub.setDown(false)
-		time.Sleep(3 * time.Second)
-		synctestWait()
+		outage(hub, -1, 0, 3*time.Second, 3*time.Second)
 		if st := a.Stats(); st.Republished != 3 {
 			t.Fatalf("republished %d, want 3", st.Republished)
 		}
@@ -197,12 +207,7 @@ func TestRetainWindow(t *testing.T) {
 		}
 		publishRange(t, a, "k", "a", 6, 8)
 		synctestWait()
-		hub.setDown(true)
-		time.Sleep(time.Minute)
-		synctestWait()
-		hub.setDown(false)
-		time.Sleep(3 * time.Second)
-		synctestWait()
+		outage(hub, -1, 0, time.Minute, 3*time.Second)
 		if st := a.Stats(); st.Republished != 3 {
 			t.Fatalf("republished %d, want 3 (6..8)", st.Republished)
 		}
@@ -318,24 +323,12 @@ func TestRepublishedRetainedAgain(t *testing.T) {
 		a := newBus(t, hub, Config{NodeID: "a"})
 		a.Receive(func(Message) {})
 		behind, sb, release, p, saved := lostBehind(t, hub, a, n, m)
-		hub.setDown(true)
-		hub.truncate(p, saved)
-		time.Sleep(10 * time.Second)
-		synctestWait()
-		hub.setDown(false)
-		time.Sleep(3 * time.Second)
-		synctestWait()
+		outage(hub, p, saved, 10*time.Second, 3*time.Second)
 		if s := a.Stats(); s.Republished != n+m || s.Republishes != 1 {
 			t.Fatalf("after the first outage: republished %d in %d, want %d in 1", s.Republished, s.Republishes, n+m)
 		}
 		// The second outage loses the copies written a few seconds ago.
-		hub.setDown(true)
-		hub.truncate(p, saved)
-		time.Sleep(2 * time.Second)
-		synctestWait()
-		hub.setDown(false)
-		time.Sleep(3 * time.Second)
-		synctestWait()
+		outage(hub, p, saved, 2*time.Second, 3*time.Second)
 		close(release)
 		publishRange(t, a, "k", "a", n+m+1, n+m+k)
 		time.Sleep(5 * time.Second)
@@ -366,13 +359,7 @@ func TestRepublishCopiesBounded(t *testing.T) {
 		a.Receive(func(Message) {})
 		behind, _, release, p, saved := lostBehind(t, hub, a, n, m)
 		for range maxCopies + 1 {
-			hub.setDown(true)
-			hub.truncate(p, saved)
-			time.Sleep(2 * time.Second)
-			synctestWait()
-			hub.setDown(false)
-			time.Sleep(2 * time.Second)
-			synctestWait()
+			outage(hub, p, saved, 2*time.Second, 2*time.Second)
 		}
 		close(release)
 		publishRange(t, a, "k", "a", n+m+1, n+m+k)
@@ -403,13 +390,7 @@ func TestRetainedOlderThanMaxAgeNotRepublished(t *testing.T) {
 		a := newBus(t, hub, Config{NodeID: "a", Logger: slogNew(logs), Outbox: OutboxConfig{MaxAge: 20 * time.Second}})
 		a.Receive(func(Message) {})
 		behind, _, release, p, saved := lostBehind(t, hub, a, n, m)
-		hub.setDown(true)
-		hub.truncate(p, saved)
-		time.Sleep(30 * time.Second)
-		synctestWait()
-		hub.setDown(false)
-		time.Sleep(3 * time.Second)
-		synctestWait()
+		outage(hub, p, saved, 30*time.Second, 3*time.Second)
 		close(release)
 		publishRange(t, a, "k", "a", n+m+1, n+m+k)
 		time.Sleep(5 * time.Second)
@@ -509,12 +490,7 @@ func TestRepublishDoesNotWaitPerBatch(t *testing.T) {
 		publishRange(t, a, "k", "a", 1, n)
 		time.Sleep(time.Second)
 		synctestWait()
-		hub.setDown(true)
-		time.Sleep(3 * time.Second)
-		synctestWait()
-		hub.setDown(false)
-		time.Sleep(3 * time.Second)
-		synctestWait()
+		outage(hub, -1, 0, 3*time.Second, 3*time.Second)
 		rr.mu.Lock()
 		defer rr.mu.Unlock()
 		if rr.republished != n || rr.waited != 0 {
