@@ -68,7 +68,7 @@ func ExampleMemory_BroadcastWithAck() {
 		fmt.Println(err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	replies, err := a.BroadcastWithAck(ctx, p, adapter.Options{})
 	for _, r := range replies {

@@ -102,7 +102,9 @@ func TestEIO3Session(t *testing.T) {
 		t.Fatalf("v3 without AllowEIO3: %d %q", res.status, res.body)
 	}
 
-	ts := newTestServer(t, &Options{AllowEIO3: true, PingInterval: 300 * time.Millisecond, PingTimeout: 200 * time.Millisecond})
+	// PingInterval+PingTimeout (3 s) is how long the polling phase may take
+	// before the session closes, and how long the test waits for that close.
+	ts := newTestServer(t, &Options{AllowEIO3: true, PingInterval: time.Second, PingTimeout: 2 * time.Second})
 	res := ts.do(t, http.MethodGet, "EIO=3&transport=polling", "")
 	if !strings.HasPrefix(res.body, "0:") && !strings.Contains(res.body, ":0{") {
 		t.Fatalf("v3 handshake %q", res.body)

@@ -267,7 +267,7 @@ func TestIdleClose(t *testing.T) {
 func TestIdleHeartbeat(t *testing.T) {
 	for _, mode := range readerModes {
 		t.Run(mode, func(t *testing.T) {
-			ts := newModeServer(t, mode, &Options{PingInterval: 40 * time.Millisecond, PingTimeout: 200 * time.Millisecond})
+			ts := newModeServer(t, mode, &Options{PingInterval: 40 * time.Millisecond, PingTimeout: 2 * time.Second})
 			c := dialMany(t, ts, 1)[0]
 			for range 4 {
 				if _, got := readWS(t, c); got != "2" {

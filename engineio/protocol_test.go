@@ -227,7 +227,7 @@ func TestWebSocketClientCloseAndInvalidPacket(t *testing.T) {
 }
 
 func TestHeartbeatPolling(t *testing.T) {
-	ts := newTestServer(t, &Options{PingInterval: 50 * time.Millisecond, PingTimeout: 200 * time.Millisecond})
+	ts := newTestServer(t, &Options{PingInterval: 50 * time.Millisecond, PingTimeout: 2 * time.Second})
 	sid := ts.handshake(t)
 	for i := range 3 {
 		if res := ts.poll(t, sid); res.body != "2" {
@@ -248,7 +248,7 @@ func TestHeartbeatPolling(t *testing.T) {
 }
 
 func TestHeartbeatWebSocket(t *testing.T) {
-	ts := newTestServer(t, &Options{PingInterval: 50 * time.Millisecond, PingTimeout: 200 * time.Millisecond})
+	ts := newTestServer(t, &Options{PingInterval: 50 * time.Millisecond, PingTimeout: 2 * time.Second})
 	c := dialWS(t, ts.wsURL("EIO=4&transport=websocket"))
 	_, open := readWS(t, c)
 	sid := parseOpen(t, open).SID

@@ -246,13 +246,13 @@ func readWSClosed(t *testing.T, c *websocket.Conn) error {
 }
 
 func TestPollingHandshake(t *testing.T) {
-	ts := newTestServer(t, &Options{PingInterval: 300 * time.Millisecond, PingTimeout: 200 * time.Millisecond})
+	ts := newTestServer(t, &Options{PingInterval: 3 * time.Second, PingTimeout: 2 * time.Second})
 	res := ts.do(t, http.MethodGet, "EIO=4&transport=polling", "")
 	if res.status != http.StatusOK {
 		t.Fatalf("status = %d", res.status)
 	}
 	o := parseOpen(t, res.body)
-	if len(o.SID) != 20 || len(o.Upgrades) != 1 || o.Upgrades[0] != "websocket" || o.PingInterval != 300 || o.PingTimeout != 200 || o.MaxPayload != 1000000 {
+	if len(o.SID) != 20 || len(o.Upgrades) != 1 || o.Upgrades[0] != "websocket" || o.PingInterval != 3000 || o.PingTimeout != 2000 || o.MaxPayload != 1000000 {
 		t.Errorf("open = %+v", o)
 	}
 	if ct := res.header.Get("Content-Type"); ct != "text/plain; charset=UTF-8" {

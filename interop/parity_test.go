@@ -189,9 +189,11 @@ func TestClientStickyCookie(t *testing.T) {
 func TestClientV2(t *testing.T) {
 	node := requireNode(t)
 	srv := socketio.NewServer(&socketio.Options{Options: engineio.Options{
-		AllowEIO3:    true,
-		PingInterval: 500 * time.Millisecond,
-		PingTimeout:  500 * time.Millisecond,
+		AllowEIO3: true,
+		// The client pings every second; a stall of up to 2 s (a loaded
+		// machine) does not end the session. v2.mjs outlasts the sum.
+		PingInterval: time.Second,
+		PingTimeout:  2 * time.Second,
 	}})
 	errs := make(chan error, 8)
 	report := func(err error) {

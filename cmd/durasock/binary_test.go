@@ -556,7 +556,9 @@ func TestHTTPTimeouts(t *testing.T) {
 // how many.
 func TestShutdownDelayAndDrain(t *testing.T) {
 	bin := buildBinary(t)
-	n := startNode(t, bin, "-shutdown-delay", "2s", "-drain-timeout", "5s")
+	// The delay is long enough for the two checks made during it (readyz, a
+	// handshake) to land inside it on a loaded machine.
+	n := startNode(t, bin, "-shutdown-delay", "8s", "-drain-timeout", "5s")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	c, err := sioclient.Dial(ctx, n.url+"/socket.io/", nil)
@@ -581,12 +583,12 @@ func TestShutdownDelayAndDrain(t *testing.T) {
 		if err != nil {
 			t.Fatalf("exit: %v\n%s", err, n.logs)
 		}
-	case <-time.After(20 * time.Second):
+	case <-time.After(60 * time.Second):
 		t.Fatalf("still running\n%s", n.logs)
 	}
 	<-c.Done()
 	logs := n.logs.String()
-	for _, want := range []string{"shutting down: /readyz answers 503", "shutdown_delay=2s", "msg=draining clients=", "msg=drained clients_closed=", "outbox_published=0"} {
+	for _, want := range []string{"shutting down: /readyz answers 503", "shutdown_delay=8s", "msg=draining clients=", "msg=drained clients_closed=", "outbox_published=0"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("logs lack %q:\n%s", want, logs)
 		}

@@ -1,15 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net"
 	"net/http"
+	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/durasock/durasock/examples/protocol-suite/suiteserver"
+	"github.com/durasock/durasock/internal/testwait"
 	"go.uber.org/goleak"
 )
 
@@ -44,13 +47,27 @@ func TestServeAndStop(t *testing.T) {
 			t.Errorf("handshake on %s: %q", path, body)
 		}
 	}
-	// A polling GET that waits for data when the server stops.
-	body := get(t, base+"/engine.io/?EIO=4&transport=polling")
-	sid := body[len(`0{"sid":"`):strings.Index(body, `","upgrades"`)]
-	pending := make(chan string, 1)
-	go func() { pending <- get(t, base+"/engine.io/?EIO=4&transport=polling&sid="+sid) }()
-
-	time.Sleep(50 * time.Millisecond) // let the GET reach the server; either way it must end
+	// A polling GET that waits for data on the server when it stops. The
+	// suite's 300 ms ping can answer a GET before it is seen waiting (a loaded
+	// machine); then a new session tries again.
+	var pending chan string
+	for attempt := 1; ; attempt++ {
+		body := get(t, base+"/engine.io/?EIO=4&transport=polling")
+		sid := body[len(`0{"sid":"`):strings.Index(body, `","upgrades"`)]
+		pending = make(chan string, 1)
+		go func() { pending <- get(t, base+"/engine.io/?EIO=4&transport=polling&sid="+sid) }()
+		waiting := false
+		testwait.For(t, 10*time.Second, "the poll to wait on the server or be answered", func() bool {
+			waiting = pollWaiting()
+			return waiting || len(pending) == 1
+		})
+		if waiting {
+			break
+		}
+		if attempt == 20 {
+			t.Fatal("no poll was seen waiting on the server in 20 tries")
+		}
+	}
 	cancel()
 	select {
 	case err := <-done:
@@ -65,6 +82,14 @@ func TestServeAndStop(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the pending poll did not end")
 	}
+}
+
+// pollWaiting reports whether a polling GET is held by the server, waiting
+// for something to send.
+func pollWaiting() bool {
+	var b bytes.Buffer
+	_ = pprof.Lookup("goroutine").WriteTo(&b, 2)
+	return strings.Contains(b.String(), "servePoll")
 }
 
 func get(t *testing.T, url string) string {

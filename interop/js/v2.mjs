@@ -83,8 +83,8 @@ await scenario(`v2/${transports.join("+")}`, 20000, async () => {
     const [err] = await wait(bad, "error");
     equal(err, "bad token", "refusal");
 
-    // The client's pings keep the session open past pingInterval+pingTimeout.
-    await sleep(2500);
+    // The client's pings keep the session open past pingInterval+pingTimeout (3 s).
+    await sleep(4000);
     const [still] = await ack(s, "echo", "still here");
     equal(still, "still here", "after heartbeats");
     log("v2 client", s.id, "over", s.io.engine.transport.name);
