@@ -192,6 +192,8 @@ func TestMetrics(t *testing.T) {
 	sr.wait(t, 10, 10*time.Second)
 	waitState(t, a, Connected, 10*time.Second)
 	testwait.For(t, 10*time.Second, "outbox to empty", func() bool { return a.Status().OutboxLen == 0 })
+	// The sender observes the latencies just after it empties the outbox.
+	testwait.For(t, 10*time.Second, "10 latencies observed", func() bool { return a.m.latencyCount.Load() == 10 })
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
