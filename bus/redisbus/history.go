@@ -42,15 +42,10 @@ func (s *streams) ReadHistory(ctx context.Context, p int, after string, fn func(
 	if after != "" {
 		start = "(" + after
 	}
-	for retried := false; ; {
-		entries, err := c.Do(ctx, c.B().Xrange().Key(key).Start(start).End("+").Count(historyPage).Build()).AsXRangeSlices()
-		if _, redisErr := rueidis.IsRedisErr(err); err != nil && !redisErr && !rueidis.IsRedisNil(err) && !retried && ctx.Err() == nil {
-			// A connection of the client that broke while idle (Redis
-			// restarted) fails its first command: a read is safe to ask
-			// again, once.
-			retried = true
-			continue
-		}
+	for {
+		entries, err := read(ctx, c, func() rueidis.Completed {
+			return c.B().Xrange().Key(key).Start(start).End("+").Count(historyPage).Build()
+		}).AsXRangeSlices()
 		if err != nil {
 			if rueidis.IsRedisNil(err) {
 				return nil
@@ -83,8 +78,21 @@ func (s *streams) Position(p int) string {
 // checkKept fails with bus.ErrHistoryTrimmed when the stream no longer holds
 // the entry after: its oldest entry is newer (trimming removes the oldest, so
 // what followed after may be gone too; the check is on the safe side).
+// read runs a read command, and runs it once more when it failed without an
+// answer from Redis: a connection of the client that broke while idle (Redis
+// restarted) fails its first command, and a read is safe to ask again.
+func read(ctx context.Context, c rueidis.Client, cmd func() rueidis.Completed) rueidis.RedisResult {
+	r := c.Do(ctx, cmd())
+	if err := r.Error(); err != nil && ctx.Err() == nil {
+		if _, redisErr := rueidis.IsRedisErr(err); !redisErr && !rueidis.IsRedisNil(err) {
+			r = c.Do(ctx, cmd())
+		}
+	}
+	return r
+}
+
 func (s *streams) checkKept(ctx context.Context, c rueidis.Client, key, after string) error {
-	info, err := c.Do(ctx, c.B().XinfoStream().Key(key).Build()).AsMap()
+	info, err := read(ctx, c, func() rueidis.Completed { return c.B().XinfoStream().Key(key).Build() }).AsMap()
 	if err != nil {
 		if strings.Contains(err.Error(), "no such key") {
 			if after == "0-0" {

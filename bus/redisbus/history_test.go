@@ -140,3 +140,44 @@ func TestKeyValue(t *testing.T) {
 		t.Fatalf("TakeValue after DeleteValue = %q %v", v, err)
 	}
 }
+
+// A history read right after Redis restarted succeeds: the client's idle
+// connections broke with the restart, and a read that meets one asks again.
+func TestReadHistoryAfterRestart(t *testing.T) {
+	srv := redistest.Standalone(t, redistest.WithAOFPolicy("always"))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	b, err := Open(ctx, srv.URL(), &Options{Bus: bus.Config{NodeID: "a", Logger: slog.New(slog.DiscardHandler)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := b.Close(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
+	for i := range 5 {
+		if _, err := b.PublishSeq(ctx, "/chat", fmt.Appendf(nil, "m%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var first string
+	if err := b.ReadHistory(ctx, "/chat", "", func(e bus.HistoryEntry) bool { first = e.ID; return false }); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 5 {
+		if err := srv.Restart(ctx); err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		if err := b.ReadHistory(ctx, "/chat", first, func(bus.HistoryEntry) bool { n++; return true }); err != nil {
+			t.Fatalf("round %d: read after the restart: %v", round, err)
+		}
+		if n != 4 {
+			t.Fatalf("round %d: read %d entries after the first, want 4", round, n)
+		}
+	}
+}
