@@ -78,18 +78,35 @@ func (s *streams) Position(p int) string {
 // checkKept fails with bus.ErrHistoryTrimmed when the stream no longer holds
 // the entry after: its oldest entry is newer (trimming removes the oldest, so
 // what followed after may be gone too; the check is on the safe side).
-// read runs a read command, and runs it once more when it failed without an
-// answer from Redis: a connection of the client that broke while idle (Redis
-// restarted) fails its first command, and a read is safe to ask again.
+// read runs a read command, and runs it again when it failed without an
+// answer from Redis: the connections of the client that broke while idle
+// (Redis restarted) fail their next commands until the client has noticed, and
+// a read is safe to ask again. It asks up to readTries times, a little later
+// each time, then returns the last failure.
 func read(ctx context.Context, c rueidis.Client, cmd func() rueidis.Completed) rueidis.RedisResult {
-	r := c.Do(ctx, cmd())
-	if err := r.Error(); err != nil && ctx.Err() == nil {
-		if _, redisErr := rueidis.IsRedisErr(err); !redisErr && !rueidis.IsRedisNil(err) {
-			r = c.Do(ctx, cmd())
+	pause := 5 * time.Millisecond
+	for try := 1; ; try++ {
+		r := c.Do(ctx, cmd())
+		err := r.Error()
+		if err == nil || try == readTries || ctx.Err() != nil || rueidis.IsRedisNil(err) {
+			return r
 		}
+		if _, redisErr := rueidis.IsRedisErr(err); redisErr {
+			return r
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return r
+		case <-t.C:
+		}
+		pause *= 4
 	}
-	return r
 }
+
+// readTries bounds how often read asks (waiting 5, 20, 80, 320 ms in between).
+const readTries = 5
 
 func (s *streams) checkKept(ctx context.Context, c rueidis.Client, key, after string) error {
 	info, err := read(ctx, c, func() rueidis.Completed { return c.B().XinfoStream().Key(key).Build() }).AsMap()
