@@ -43,7 +43,7 @@ func (s *streams) ReadHistory(ctx context.Context, p int, after string, fn func(
 		start = "(" + after
 	}
 	for {
-		entries, err := read(ctx, c, func() rueidis.Completed {
+		entries, err := retried(ctx, c, func() rueidis.Completed {
 			return c.B().Xrange().Key(key).Start(start).End("+").Count(historyPage).Build()
 		}).AsXRangeSlices()
 		if err != nil {
@@ -78,12 +78,14 @@ func (s *streams) Position(p int) string {
 // checkKept fails with bus.ErrHistoryTrimmed when the stream no longer holds
 // the entry after: its oldest entry is newer (trimming removes the oldest, so
 // what followed after may be gone too; the check is on the safe side).
-// read runs a read command, and runs it again when it failed without an
-// answer from Redis: the connections of the client that broke while idle
-// (Redis restarted) fail their next commands until the client has noticed, and
-// a read is safe to ask again. It asks up to readTries times, a little later
-// each time, then returns the last failure.
-func read(ctx context.Context, c rueidis.Client, cmd func() rueidis.Completed) rueidis.RedisResult {
+// retried runs a command, and runs it again when it failed without an answer
+// from Redis: the connections of the client that broke while idle (Redis
+// restarted) fail their next commands until the client has noticed. Only for
+// commands that may run twice: reads, SET, DEL; and GETDEL, whose second run
+// after a first that ran but lost its answer finds nothing, as a failure
+// would. It asks up to readTries times, a little later each time, then returns
+// the last failure.
+func retried(ctx context.Context, c rueidis.Client, cmd func() rueidis.Completed) rueidis.RedisResult {
 	pause := 5 * time.Millisecond
 	for try := 1; ; try++ {
 		r := c.Do(ctx, cmd())
@@ -105,11 +107,11 @@ func read(ctx context.Context, c rueidis.Client, cmd func() rueidis.Completed) r
 	}
 }
 
-// readTries bounds how often read asks (waiting 5, 20, 80, 320 ms in between).
+// readTries bounds how often retried asks (waiting 5, 20, 80, 320 ms in between).
 const readTries = 5
 
 func (s *streams) checkKept(ctx context.Context, c rueidis.Client, key, after string) error {
-	info, err := read(ctx, c, func() rueidis.Completed { return c.B().XinfoStream().Key(key).Build() }).AsMap()
+	info, err := retried(ctx, c, func() rueidis.Completed { return c.B().XinfoStream().Key(key).Build() }).AsMap()
 	if err != nil {
 		if strings.Contains(err.Error(), "no such key") {
 			if after == "0-0" {
@@ -158,8 +160,9 @@ func (b *base) PutValue(ctx context.Context, key string, value []byte, ttl time.
 	if err != nil {
 		return err
 	}
-	cmd := c.B().Set().Key(b.kvKey(key)).Value(rueidis.BinaryString(value)).PxMilliseconds(max(1, ttl.Milliseconds())).Build()
-	return b.wrap("set", c.Do(ctx, cmd).Error())
+	return b.wrap("set", retried(ctx, c, func() rueidis.Completed {
+		return c.B().Set().Key(b.kvKey(key)).Value(rueidis.BinaryString(value)).PxMilliseconds(max(1, ttl.Milliseconds())).Build()
+	}).Error())
 }
 
 // TakeValue returns and deletes key (GETDEL), bus.KeyValue.
@@ -168,7 +171,7 @@ func (b *base) TakeValue(ctx context.Context, key string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, err := c.Do(ctx, c.B().Getdel().Key(b.kvKey(key)).Build()).AsBytes()
+	v, err := retried(ctx, c, func() rueidis.Completed { return c.B().Getdel().Key(b.kvKey(key)).Build() }).AsBytes()
 	if rueidis.IsRedisNil(err) {
 		return nil, nil
 	}
@@ -206,5 +209,5 @@ func (b *base) DeleteValue(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	return b.wrap("del", c.Do(ctx, c.B().Del().Key(b.kvKey(key)).Build()).Error())
+	return b.wrap("del", retried(ctx, c, func() rueidis.Completed { return c.B().Del().Key(b.kvKey(key)).Build() }).Error())
 }

@@ -141,8 +141,9 @@ func TestKeyValue(t *testing.T) {
 	}
 }
 
-// A history read right after Redis restarted succeeds: the client's idle
-// connections broke with the restart, and a read that meets one asks again.
+// A history read or a session take (a client's recovery) right after Redis
+// restarted succeeds: the client's idle connections broke with the restart,
+// and a command that meets one asks again.
 func TestReadHistoryAfterRestart(t *testing.T) {
 	srv := redistest.Standalone(t, redistest.WithAOFPolicy("always"))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -156,6 +157,10 @@ func TestReadHistoryAfterRestart(t *testing.T) {
 			t.Error(err)
 		}
 	}()
+	kv, err := b.KeyValue()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i := range 5 {
 		if _, err := b.PublishSeq(ctx, "/chat", fmt.Appendf(nil, "m%d", i)); err != nil {
 			t.Fatal(err)
@@ -168,16 +173,35 @@ func TestReadHistoryAfterRestart(t *testing.T) {
 	if err := b.ReadHistory(ctx, "/chat", "", func(e bus.HistoryEntry) bool { first = e.ID; return false }); err != nil {
 		t.Fatal(err)
 	}
-	for round := range 5 {
-		if err := srv.Restart(ctx); err != nil {
-			t.Fatal(err)
-		}
+	readHistory := func(round int) {
 		n := 0
 		if err := b.ReadHistory(ctx, "/chat", first, func(bus.HistoryEntry) bool { n++; return true }); err != nil {
 			t.Fatalf("round %d: read after the restart: %v", round, err)
 		}
 		if n != 4 {
 			t.Fatalf("round %d: read %d entries after the first, want 4", round, n)
+		}
+	}
+	take := func(round int) {
+		v, err := kv.TakeValue(ctx, fmt.Sprint("s", round))
+		if err != nil || string(v) != fmt.Sprint("v", round) {
+			t.Fatalf("round %d: take after the restart: %q, %v", round, v, err)
+		}
+	}
+	for round := range 6 {
+		if err := kv.PutValue(ctx, fmt.Sprint("s", round), fmt.Append(nil, "v", round), time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Restart(ctx); err != nil {
+			t.Fatal(err)
+		}
+		// Whichever comes first meets the broken connections.
+		if round%2 == 0 {
+			readHistory(round)
+			take(round)
+		} else {
+			take(round)
+			readHistory(round)
 		}
 	}
 }
