@@ -43,11 +43,12 @@ type guard struct {
 //
 // On a Cluster every pipeline runs on a connection pinned to the node that
 // serves its slot in the client's map: a node that no longer serves it (a
-// failover, CLUSTER FAILOVER TAKEOVER while it keeps running, a resharding)
-// answers MOVED without writing, and the error wraps ErrPrimaryChanged. The
-// client's own redirection would write the batch to the new primary silently,
-// ahead of what the old one acknowledged and the new one lacks, and nothing
-// would tell the bus to publish that again.
+// failover, CLUSTER FAILOVER TAKEOVER while it keeps running) answers MOVED
+// without writing, and the error wraps ErrPrimaryChanged. The client's own
+// redirection would write the batch to the new primary silently, ahead of
+// what the old one acknowledged and the new one lacks, and nothing would tell
+// the bus to publish that again. A slot that moved with its data (ASK during
+// a migration, MOVED after a resharding) is followed here instead (redirect).
 func (s *streams) run(ctx context.Context, c rueidis.Client, cmds rueidis.Commands, guards []guard, wait, ident bool) ([]rueidis.RedisResult, []pipeOutcome, error) {
 	out := make([]pipeOutcome, len(cmds))
 	cluster := isCluster(c)
@@ -229,12 +230,13 @@ func (s *streams) outcome(res []rueidis.RedisResult, wait, ident bool) pipeOutco
 //     refused), so sending them, each after ASKING, in order, to the target
 //     keeps a stream's entries in order; what the source wrote before is in
 //     the key it migrated.
-//   - MOVED while the pinned node is still a primary (ROLE): the slot was
-//     resharded (CLUSTER SETSLOT NODE, after MIGRATE moved its keys with
-//     their entries), not failed over. A failover or a takeover turns the
-//     old primary into a replica, which may lack what it had acknowledged:
-//     then the error wraps ErrPrimaryChanged, and the bus writes again what
-//     it may have lost.
+//   - MOVED while the pinned node is still a primary (ROLE) and holds no
+//     key of the slot (CLUSTER COUNTKEYSINSLOT): the slot was resharded
+//     (CLUSTER SETSLOT NODE, after MIGRATE moved its keys with their
+//     entries), not failed over. A failover or a takeover turns the old
+//     primary into a replica, which may lack what it had acknowledged: then
+//     the error wraps ErrPrimaryChanged, and the bus writes again what it
+//     may have lost.
 //
 // The redirected commands, then INFO and WAIT again, go in one pipeline to
 // the node named by the redirection, on a connection of its own; redirect
@@ -262,7 +264,7 @@ func (s *streams) redirect(ctx context.Context, c rueidis.Client, dc rueidis.Ded
 	if first == nil {
 		return nil, nil
 	}
-	if kind == "moved" && !stillPrimary(ctx, c, dc) {
+	if kind == "moved" && !movedWithData(ctx, c, dc, all[redo[0]].Slot()) {
 		return nil, movedErr(first)
 	}
 	node, ok := c.Nodes()[addr]
@@ -302,15 +304,21 @@ func (s *streams) redirect(ctx context.Context, c rueidis.Client, dc rueidis.Ded
 	return got[j:], nil
 }
 
-// stillPrimary reports whether the node of dc is a primary (ROLE), so a MOVED
-// it answered comes from a resharding rather than a failover.
-func stillPrimary(ctx context.Context, c rueidis.Client, dc rueidis.DedicatedClient) bool {
-	role, err := dc.Do(ctx, c.B().Role().Build()).ToArray()
+// movedWithData reports whether the node of dc, which answered MOVED for
+// slot, is still a primary (ROLE) and holds no key of the slot (CLUSTER
+// COUNTKEYSINSLOT): the slot was resharded with its data, not failed over.
+func movedWithData(ctx context.Context, c rueidis.Client, dc rueidis.DedicatedClient, slot uint16) bool {
+	res := dc.DoMulti(ctx, c.B().Role().Build(), c.B().ClusterCountkeysinslot().Slot(int64(slot)).Build())
+	role, err := res[0].ToArray()
 	if err != nil || len(role) == 0 {
 		return false
 	}
 	r, err := role[0].ToString()
-	return err == nil && r == "master"
+	if err != nil || r != "master" {
+		return false
+	}
+	n, err := res[1].AsInt64()
+	return err == nil && n == 0
 }
 
 // redirection returns "moved" or "ask" for a Cluster redirection, "" for
