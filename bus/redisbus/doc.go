@@ -46,7 +46,16 @@
 // a node that no longer serves it (a takeover while it keeps running) answers
 // MOVED without writing, and Publish returns ErrPrimaryChanged instead of
 // following the redirection, so the bus republishes what the old primary
-// acknowledged last before anything newer. On Sentinel and Cluster every read also asks
+// acknowledged last before anything newer. A slot that moves with its data is
+// followed instead: while it is migrated (CLUSTER SETSLOT MIGRATING/IMPORTING,
+// MIGRATE), the node answers ASK for a key it already gave away, and the
+// commands it refused go, each after ASKING, in order, to the target (then
+// INFO and WAIT there); after the resharding (CLUSTER SETSLOT NODE), a MOVED
+// from a node that is still a primary (ROLE) sends them to the new owner. A
+// batch that must follow unconfirmed writes (WaitReplicas) still returns
+// ErrPrimaryChanged. Readers and history reads follow ASK and MOVED through
+// the client (on a Cluster, XREAD goes on its own after the position checks).
+// On Sentinel and Cluster every read also asks
 // (XREVRANGE <key> <position> - COUNT 1, same pipeline) whether the server
 // holds the reader's position; after a failover to a primary with another
 // history the reader goes back to the last entry in common.

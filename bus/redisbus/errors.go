@@ -31,9 +31,12 @@ var (
 	// writes nothing, for a batch that would follow such writes on a primary
 	// that does not hold them. On a Cluster, Publish and AwaitReplicas also
 	// return it, with WaitReplicas 0 too, when the node that served a slot
-	// answers MOVED or ASK (a failover or takeover, a resharding): the
-	// commands of that slot were not written (those of other slots may have
-	// been). The bus writes again what the old primary may have lost, ahead
+	// answers MOVED and is no longer a primary (a failover or takeover), or
+	// answers MOVED or ASK for a batch that must follow unconfirmed writes:
+	// the commands of that slot were not written (those of other slots, and
+	// of that slot before the redirection, may have been). A redirection of a
+	// slot that moved with its data (a migration, a resharding) is followed
+	// instead. The bus writes again what the old primary may have lost, ahead
 	// of the batch; receivers drop the duplicates. It wraps
 	// bus.ErrPrimaryChanged.
 	ErrPrimaryChanged = fmt.Errorf("redisbus: unconfirmed writes are not on the serving primary: %w", bus.ErrPrimaryChanged)

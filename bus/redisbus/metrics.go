@@ -34,6 +34,9 @@ type streamStats struct {
 	// resets: positions moved back because the stream's last id was below
 	// them (a stream lost with a Redis restart, or deleted).
 	resets atomic.Uint64
+	// askFollowed, movedFollowed: commands of a batch sent again to the node
+	// a Cluster redirection named (a slot migration, a resharding).
+	askFollowed, movedFollowed atomic.Uint64
 
 	capLog, behindLog, skipLog, rewindLog, resetLog rateLog
 
@@ -90,6 +93,7 @@ type statsCollector struct {
 	capTrimmed, behindTrim, skipped, readFailure *prometheus.Desc
 	trimmedUnread, length, window                *prometheus.Desc
 	rewinds, resets                              *prometheus.Desc
+	askFollowed, movedFollowed                   *prometheus.Desc
 }
 
 func newStatsCollector(st *streamStats) *statsCollector {
@@ -106,6 +110,8 @@ func newStatsCollector(st *streamStats) *statsCollector {
 		skipped:       d("read_skipped_total", "Stream entries skipped because every read of them failed while Redis kept answering (the bus reports them as gaps)."),
 		readFailure:   d("read_failures_total", "Stream reads that failed while Redis kept answering (for example an entry above the client output buffer limit)."),
 		rewinds:       d("reader_rewinds_total", "Times a reader found the last entry it read missing on the server (a failover to a primary with another history) and read again from the last entry in common."),
+		askFollowed:   d("cluster_ask_followed_total", "Commands of a batch sent again, after ASKING, to the node importing their slot (a Redis Cluster slot migration in progress) instead of failing the batch."),
+		movedFollowed: d("cluster_moved_followed_total", "Commands of a batch sent again to a slot's new primary after a resharding (MOVED from a node still primary), without the bus republishing anything."),
 		resets:        d("reader_resets_total", "Times a reader found the stream's last id below its position (Redis restarted without its data, the stream deleted) and read again from the last entry in common or the stream's start (the bus reports what was lost as gaps)."),
 	}
 }
@@ -121,6 +127,8 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.window
 	ch <- c.rewinds
 	ch <- c.resets
+	ch <- c.askFollowed
+	ch <- c.movedFollowed
 }
 
 // Collect implements prometheus.Collector.
@@ -128,7 +136,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	for _, m := range []struct {
 		d *prometheus.Desc
 		v *atomic.Uint64
-	}{{c.capTrimmed, &c.st.capTrimmed}, {c.behindTrim, &c.st.behindTrim}, {c.skipped, &c.st.skipped}, {c.readFailure, &c.st.readFailures}, {c.trimmedUnread, &c.st.trimmedUnread}, {c.rewinds, &c.st.rewinds}, {c.resets, &c.st.resets}} {
+	}{{c.capTrimmed, &c.st.capTrimmed}, {c.behindTrim, &c.st.behindTrim}, {c.skipped, &c.st.skipped}, {c.readFailure, &c.st.readFailures}, {c.trimmedUnread, &c.st.trimmedUnread}, {c.rewinds, &c.st.rewinds}, {c.resets, &c.st.resets}, {c.askFollowed, &c.st.askFollowed}, {c.movedFollowed, &c.st.movedFollowed}} {
 		ch <- prometheus.MustNewConstMetric(m.d, prometheus.CounterValue, float64(m.v.Load()))
 	}
 	c.st.mu.Lock()

@@ -57,7 +57,7 @@ func (rd *reader) send(ctx context.Context, ids []string, check bool) *pendingRe
 	go func() {
 		defer close(pr.done)
 		timer := time.AfterFunc(block+readMargin, cancel)
-		pr.res = c.DoMulti(rctx, cmds...)
+		pr.res = doRead(rctx, c, cmds)
 		pr.inTime = timer.Stop()
 		cancel()
 	}()
@@ -85,4 +85,21 @@ func (rd *reader) aheadIDs(ids []string, m map[string][]rueidis.XRangeSlice) []s
 		}
 	}
 	return next
+}
+
+// doRead sends a reader's pipeline, whose last command is the blocking XREAD.
+// On a Cluster the XREAD goes on its own, after the rest: rueidis (v1.0.79)
+// follows an ASK answered to a pipeline that holds a blocking command by
+// sending it again with ASKING before each command, marks that first ASKING
+// as blocking, then fails to tell it from the others and panics while sorting
+// the replies (a slot migration would crash the process). A single command
+// follows ASK without that fault.
+func doRead(ctx context.Context, c rueidis.Client, cmds rueidis.Commands) []rueidis.RedisResult {
+	if !isCluster(c) || len(cmds) == 1 {
+		return c.DoMulti(ctx, cmds...)
+	}
+	last := len(cmds) - 1
+	res := make([]rueidis.RedisResult, 0, len(cmds))
+	res = append(res, c.DoMulti(ctx, cmds[:last]...)...)
+	return append(res, c.Do(ctx, cmds[last]))
 }

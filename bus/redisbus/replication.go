@@ -43,11 +43,12 @@ type guard struct {
 //
 // On a Cluster every pipeline runs on a connection pinned to the node that
 // serves its slot in the client's map: a node that no longer serves it (a
-// failover, CLUSTER FAILOVER TAKEOVER while it keeps running, a resharding)
-// answers MOVED without writing, and the error wraps ErrPrimaryChanged. The
-// client's own redirection would write the batch to the new primary silently,
-// ahead of what the old one acknowledged and the new one lacks, and nothing
-// would tell the bus to publish that again.
+// failover, CLUSTER FAILOVER TAKEOVER while it keeps running) answers MOVED
+// without writing, and the error wraps ErrPrimaryChanged. The client's own
+// redirection would write the batch to the new primary silently, ahead of
+// what the old one acknowledged and the new one lacks, and nothing would tell
+// the bus to publish that again. A slot that moved with its data (ASK during
+// a migration, MOVED after a resharding) is followed here instead (redirect).
 func (s *streams) run(ctx context.Context, c rueidis.Client, cmds rueidis.Commands, guards []guard, wait, ident bool) ([]rueidis.RedisResult, []pipeOutcome, error) {
 	out := make([]pipeOutcome, len(cmds))
 	cluster := isCluster(c)
@@ -120,17 +121,24 @@ func (s *streams) doGroup(ctx context.Context, c rueidis.Client, cmds rueidis.Co
 	if ident {
 		all = append(all, c.B().Info().Section("replication").Build())
 	}
-	want := s.opts.WaitReplicas
 	if wait {
-		all = append(all, c.B().Wait().Numreplicas(int64(want)).Timeout(s.opts.WaitTimeout.Milliseconds()).Build())
+		all = append(all, c.B().Wait().Numreplicas(int64(s.opts.WaitReplicas)).Timeout(s.opts.WaitTimeout.Milliseconds()).Build())
 	}
-	var res []rueidis.RedisResult
+	var res, tail []rueidis.RedisResult
 	switch {
 	case len(guards) == 0 && isCluster(c):
-		// Pinned to the node of the slot: a MOVED is returned, not followed.
+		// Pinned to the node of the slot: a redirection is returned, and
+		// followed here only where nothing acknowledged can be lost
+		// (redirect). The commands are pinned: rueidis recycles a command
+		// once answered, and a redirected one is sent again.
+		for i := range n {
+			all[i] = all[i].Pin()
+		}
 		err := c.Dedicated(func(dc rueidis.DedicatedClient) error {
 			res = dc.DoMulti(ctx, all...)
-			return nil
+			var err error
+			tail, err = s.redirect(ctx, c, dc, all, res, n, wait, ident)
+			return err
 		})
 		if err != nil {
 			return nil, pipeOutcome{}, err
@@ -171,13 +179,35 @@ func (s *streams) doGroup(ctx context.Context, c rueidis.Client, cmds rueidis.Co
 			return nil, pipeOutcome{}, err
 		}
 	}
+	o := s.outcome(res[n:], wait, ident)
+	if tail != nil {
+		// Some commands went to the node the slot was redirected to: its
+		// WAIT counts them, and the writes are on two primaries when the
+		// first one took some too.
+		to := s.outcome(tail, wait, ident)
+		if o.err == nil {
+			o.err = to.err
+		}
+		if slices.ContainsFunc(res[:n], func(r rueidis.RedisResult) bool { return redirection(r.Error()) == "" }) {
+			o.replid += "+" + to.replid // matches no primary: AwaitReplicas reports the change
+		} else {
+			o.replid = to.replid
+		}
+	}
+	return res[:n], o, nil
+}
+
+// outcome reads the answers to INFO replication (ident) and WAIT (wait) that
+// follow the commands of a pipeline.
+func (s *streams) outcome(res []rueidis.RedisResult, wait, ident bool) pipeOutcome {
 	var o pipeOutcome
 	if ident {
-		if info, err := res[n].ToString(); err == nil {
+		if info, err := res[0].ToString(); err == nil {
 			o.replid = replicationID(info)
 		}
 	}
 	if wait {
+		want := s.opts.WaitReplicas
 		got, err := res[len(res)-1].AsInt64()
 		switch {
 		case err != nil:
@@ -186,7 +216,137 @@ func (s *streams) doGroup(ctx context.Context, c rueidis.Client, cmds rueidis.Co
 			o.err = fmt.Errorf("%w: %d of %d replicas within %v", ErrNotReplicated, got, want, s.opts.WaitTimeout)
 		}
 	}
-	return res[:n], o, nil
+	return o
+}
+
+// redirect follows the Cluster redirections among res, the answers of the
+// node pinned for the slot to the first n commands of all (then INFO
+// replication with ident, WAIT with wait), where no acknowledged write can be
+// lost by doing so:
+//
+//   - ASK: the slot is being migrated and the key is already on the target
+//     (a stream key lives whole on one node). The command was not written,
+//     nor any later command of that key in the pipeline (they were all
+//     refused), so sending them, each after ASKING, in order, to the target
+//     keeps a stream's entries in order; what the source wrote before is in
+//     the key it migrated.
+//   - MOVED while the pinned node is still a primary (ROLE) and holds no
+//     key of the slot (CLUSTER COUNTKEYSINSLOT): the slot was resharded
+//     (CLUSTER SETSLOT NODE, after MIGRATE moved its keys with their
+//     entries), not failed over. A failover or a takeover turns the old
+//     primary into a replica, which may lack what it had acknowledged: then
+//     the error wraps ErrPrimaryChanged, and the bus writes again what it
+//     may have lost.
+//
+// The redirected commands, then INFO and WAIT again, go in one pipeline to
+// the node named by the redirection, on a connection of its own; redirect
+// writes their answers into res and returns those of INFO and WAIT (nil when
+// nothing was redirected). A second redirection, or a node the client does
+// not know, is an error wrapping ErrPrimaryChanged.
+func (s *streams) redirect(ctx context.Context, c rueidis.Client, dc rueidis.DedicatedClient, all rueidis.Commands, res []rueidis.RedisResult, n int, wait, ident bool) ([]rueidis.RedisResult, error) {
+	var redo []int
+	var addr, kind string
+	var first error
+	for i, r := range res[:n] {
+		k := redirection(r.Error())
+		if k == "" {
+			continue
+		}
+		a := redirectAddr(r.Error())
+		if first == nil {
+			first, addr, kind = r.Error(), a, k
+		}
+		if k != kind || a != addr {
+			return nil, movedErr(first) // two targets: not a migration
+		}
+		redo = append(redo, i)
+	}
+	if first == nil {
+		return nil, nil
+	}
+	if kind == "moved" && !movedWithData(ctx, c, dc, all[redo[0]].Slot()) {
+		return nil, movedErr(first)
+	}
+	node, ok := c.Nodes()[addr]
+	if !ok {
+		return nil, movedErr(first)
+	}
+	cmds := make(rueidis.Commands, 0, 2*len(redo)+len(all)-n)
+	for _, i := range redo {
+		if kind == "ask" {
+			cmds = append(cmds, c.B().Asking().Build())
+		}
+		cmds = append(cmds, all[i])
+	}
+	if ident {
+		cmds = append(cmds, c.B().Info().Section("replication").Build())
+	}
+	if wait {
+		cmds = append(cmds, c.B().Wait().Numreplicas(int64(s.opts.WaitReplicas)).Timeout(s.opts.WaitTimeout.Milliseconds()).Build())
+	}
+	got := node.DoMulti(ctx, cmds...)
+	j := 0
+	for _, i := range redo {
+		if kind == "ask" {
+			j++ // OK of ASKING
+		}
+		if err := movedErr(got[j].Error()); err != nil {
+			return nil, err
+		}
+		res[i] = got[j]
+		j++
+	}
+	if kind == "ask" {
+		s.st.askFollowed.Add(uint64(len(redo)))
+	} else {
+		s.st.movedFollowed.Add(uint64(len(redo)))
+	}
+	return got[j:], nil
+}
+
+// movedWithData reports whether the node of dc, which answered MOVED for
+// slot, is still a primary (ROLE) and holds no key of the slot (CLUSTER
+// COUNTKEYSINSLOT): the slot was resharded with its data, not failed over.
+func movedWithData(ctx context.Context, c rueidis.Client, dc rueidis.DedicatedClient, slot uint16) bool {
+	res := dc.DoMulti(ctx, c.B().Role().Build(), c.B().ClusterCountkeysinslot().Slot(int64(slot)).Build())
+	role, err := res[0].ToArray()
+	if err != nil || len(role) == 0 {
+		return false
+	}
+	r, err := role[0].ToString()
+	if err != nil || r != "master" {
+		return false
+	}
+	n, err := res[1].AsInt64()
+	return err == nil && n == 0
+}
+
+// redirection returns "moved" or "ask" for a Cluster redirection, "" for
+// anything else.
+func redirection(err error) string {
+	var re *rueidis.RedisError
+	if !errors.As(err, &re) {
+		return ""
+	}
+	if _, ok := re.IsMoved(); ok {
+		return "moved"
+	}
+	if _, ok := re.IsAsk(); ok {
+		return "ask"
+	}
+	return ""
+}
+
+func redirectAddr(err error) string {
+	var re *rueidis.RedisError
+	if !errors.As(err, &re) {
+		return ""
+	}
+	if a, ok := re.IsMoved(); ok {
+		return a
+	}
+	a, _ := re.IsAsk()
+	return a
 }
 
 // movedErr returns an error wrapping ErrPrimaryChanged when err is a Cluster

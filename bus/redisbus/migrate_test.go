@@ -1,0 +1,404 @@
+package redisbus
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/durasock/durasock/bus"
+	"github.com/durasock/durasock/internal/redistest"
+	"github.com/durasock/durasock/internal/testwait"
+)
+
+// otherPrimary returns a primary of cs that does not serve slot.
+func otherPrimary(t *testing.T, ctx context.Context, cs *redistest.ClusterSet, slot int) *redistest.Server {
+	t.Helper()
+	owner, err := cs.PrimaryOfSlot(ctx, slot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prims, err := cs.Primaries(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range prims {
+		if p != owner {
+			return p
+		}
+	}
+	t.Fatalf("no primary besides %s", owner.Addr())
+	return nil
+}
+
+// streamOn returns the frames of key on s, read after ASKING (s may be
+// importing the key's slot).
+func streamOn(t *testing.T, ctx context.Context, s *redistest.Server, key string) []string {
+	t.Helper()
+	v, err := s.DoAll(ctx, []string{"ASKING"}, []string{"XRANGE", key, "-", "+"})
+	if err != nil {
+		t.Fatalf("XRANGE %s on %s: %v", key, s.Addr(), err)
+	}
+	var out []string
+	for _, e := range v[1].([]any) {
+		fv := e.([]any)[1].([]any)
+		out = append(out, fv[1].(string))
+	}
+	return out
+}
+
+// checkFrameOrder checks that frames holds "m<i>" for every i of want, once
+// each, in the order of want.
+func checkFrameOrder(t *testing.T, what string, frames []string, want []int) {
+	t.Helper()
+	var got []int
+	for _, f := range frames {
+		if i, ok := frameNumber(bus.Frame{Data: []byte(f)}); ok {
+			got = append(got, i)
+		}
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d frames %v, want %d %v", what, len(got), got, len(want), want)
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Fatalf("%s: frames %v, want %v", what, got, want)
+		}
+	}
+}
+
+// partitionOf returns the numbers i in [from, to) with i%parts == p.
+func partitionOf(from, to, parts, p int) []int {
+	var out []int
+	for i := from; i < to; i++ {
+		if i%parts == p {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// TestClusterHalfDoneMigrationPublishes: the slot of partition 0 is being
+// migrated and its keys already moved, but the migration never finishes
+// (CLUSTER SETSLOT NODE never sent, as when redis-cli --cluster reshard is
+// interrupted). The source answers ASK for the stream key; Publish follows it
+// (ASKING, XADD on the target, in order), with and without WaitReplicas,
+// instead of refusing every batch until the migration is fixed. Readers
+// (XREAD) and history reads (XRANGE) keep working: rueidis follows ASK for
+// them.
+func TestClusterHalfDoneMigrationPublishes(t *testing.T) {
+	cs := redistest.Cluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	opts := faultOpts(Streams)
+	opts.Prefix = "askmig"
+	const parts = 4
+	opts.Partitions = parts
+	tr := newTransport(t, cs.URL(), opts)
+	wopts := opts
+	wopts.WaitReplicas, wopts.WaitTimeout = 1, 10*time.Second
+	trw := newTransport(t, cs.URL(), wopts)
+	sub := startSubscribe(t, newTransport(t, cs.URL(), opts), "reader")
+	syncSubscribed(t, tr, "reader", sub)
+	publish(t, tr, numbered(0, 40, parts))
+	sub.waitFor(t, "frames before the migration", countNumbered(0, 40))
+
+	key := StreamKey(opts.Prefix, 0)
+	slot := redistest.KeySlot(key)
+	to := otherPrimary(t, ctx, cs, slot)
+	m, err := cs.StartMigration(ctx, slot, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Before the key moves, the source still takes the writes.
+	publish(t, tr, numbered(40, 80, parts))
+	for {
+		n, err := m.MoveKeys(ctx, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	if _, err := m.From().Do(ctx, "XLEN", key); err == nil || !strings.HasPrefix(err.Error(), "ASK ") {
+		t.Fatalf("XLEN on the source after the keys moved: %v, want ASK", err)
+	}
+	// Several batches, each with ten XADDs of partition 0 that all get ASK.
+	for from := 80; from < 200; from += 40 {
+		if err := tr.Publish(ctx, numbered(from, from+40, parts)); err != nil {
+			t.Fatalf("Publish during the migration: %v", err)
+		}
+	}
+	if err := trw.Publish(ctx, numbered(200, 240, parts)); err != nil {
+		t.Fatalf("Publish with WaitReplicas 1 during the migration: %v", err)
+	}
+	if err := trw.(bus.ReplicaWaiter).AwaitReplicas(ctx, []int{0, 1, 2, 3}); err != nil {
+		t.Fatalf("AwaitReplicas during the migration: %v", err)
+	}
+	checkFrameOrder(t, "stream on the target", streamOn(t, ctx, m.To(), key), partitionOf(0, 240, parts, 0))
+
+	sub.waitFor(t, "every frame through XREAD", countNumbered(0, 240))
+	checkNumbered(t, sub.snapshot(), 0, 240, parts)
+	var hist []string
+	err = tr.(bus.HistoryReader).ReadHistory(ctx, 0, "", func(f bus.Frame) bool {
+		hist = append(hist, string(f.Data))
+		return true
+	})
+	if err != nil {
+		t.Fatalf("ReadHistory during the migration: %v", err)
+	}
+	checkFrameOrder(t, "history", hist, partitionOf(0, 240, parts, 0))
+}
+
+// TestClusterReshardingRepins: the slot of partition 0 moves, with its keys,
+// to another primary (a resharding: its primary did not fail). The next
+// Publish meets MOVED from a node that is still a primary: nothing it
+// acknowledged can be lost, so the batch goes to the new owner at once and
+// Publish returns no ErrPrimaryChanged (which would make the bus republish its
+// whole retained window), with WaitReplicas 0 and 1.
+func TestClusterReshardingRepins(t *testing.T) {
+	cs := redistest.Cluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	opts := faultOpts(Streams)
+	opts.Prefix = "reshard"
+	const parts = 4
+	opts.Partitions = parts
+	tr := newTransport(t, cs.URL(), opts)
+	wopts := opts
+	wopts.WaitReplicas, wopts.WaitTimeout = 1, 10*time.Second
+	trw := newTransport(t, cs.URL(), wopts)
+	publish(t, tr, numbered(0, 40, parts))
+	publish(t, trw, numbered(40, 80, parts))
+	key := StreamKey(opts.Prefix, 0)
+	slot := redistest.KeySlot(key)
+	to := otherPrimary(t, ctx, cs, slot)
+	if err := cs.MigrateSlot(ctx, slot, to); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Publish(ctx, numbered(80, 120, parts)); err != nil {
+		t.Fatalf("Publish after the resharding: %v", err)
+	}
+	if err := trw.Publish(ctx, numbered(120, 160, parts)); err != nil {
+		t.Fatalf("Publish with WaitReplicas 1 after the resharding: %v", err)
+	}
+	if err := trw.(bus.ReplicaWaiter).AwaitReplicas(ctx, []int{0, 1, 2, 3}); err != nil {
+		t.Fatalf("AwaitReplicas after the resharding: %v", err)
+	}
+	checkFrameOrder(t, "stream on the new owner", streamOn(t, ctx, to, key), partitionOf(0, 160, parts, 0))
+}
+
+// counterValue returns the value of counter name in reg (0 when absent).
+func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			var v float64
+			for _, m := range mf.GetMetric() {
+				v += m.GetCounter().GetValue()
+			}
+			return v
+		}
+	}
+	return 0
+}
+
+// TestClusterSlotMigrationUnderLoad: a node publishes continuously, a few
+// thousand events a second, all on partition 0, while that partition's slot
+// migrates to another primary the way redis-cli --cluster reshard does it
+// (IMPORTING/MIGRATING, MIGRATE of the keys a few at a time, then SETSLOT
+// NODE on every primary). The receiver gets every event once and in order;
+// publishing is never held by the migration (with the keys moved and the
+// migration not finished, what was accepted gets published, via ASK); and the
+// bus writes nothing again (the redirections are followed by the transport,
+// not reported as a primary change).
+func TestClusterSlotMigrationUnderLoad(t *testing.T) {
+	cs := redistest.Cluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	o := faultOpts(Streams)
+	o.Prefix = "loadmig"
+	o.Partitions = 1
+	reg := prometheus.NewRegistry()
+	o.Bus.Registerer = reg
+	a := openBus(t, cs.URL(), o, "a")
+	o.Bus.Registerer = nil
+	b := openBus(t, cs.URL(), o, "b")
+	in := newInbox()
+	b.Receive(in.handle)
+	a.Receive(func(bus.Message) {})
+	busWarmUp(t, a, in)
+
+	key := StreamKey(o.Prefix, 0)
+	slot := redistest.KeySlot(key)
+	from, err := cs.PrimaryOfSlot(ctx, slot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Other keys in the slot, so the migration takes several MIGRATE steps
+	// with the stream key among them.
+	for i := range 20 {
+		if _, err := from.Do(ctx, "SET", "{"+o.Prefix+":0}:fill:"+strconv.Itoa(i), "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	stop := make(chan struct{})
+	published := make(chan int, 1)
+	var pubErr error
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		i := 0
+		defer func() { published <- i }()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			for range 30 { // ~3000 events/s
+				if err := a.Publish(context.Background(), "k", []byte("e"+strconv.Itoa(i))); err != nil {
+					pubErr = err
+					return
+				}
+				i++
+			}
+		}
+	}()
+	defer func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+		wg.Wait()
+	}()
+	flowing := func(what string) {
+		t.Helper()
+		// Events accepted from now on get published, and the receiver gets
+		// them: the migration holds nothing.
+		acc := a.Stats().Accepted + 100
+		testwait.For(t, time.Minute, what, func() bool { return a.Stats().Published >= acc })
+		if !in.await(time.Minute, countEvents(int(acc)-1)) {
+			t.Fatalf("%s: received %d events, want %d (a %+v)", what, len(in.snapshot()), acc-1, a.Status())
+		}
+	}
+	flowing("events before the migration")
+
+	to := otherPrimary(t, ctx, cs, slot)
+	m, err := cs.StartMigration(ctx, slot, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := 0
+	for {
+		n, err := m.MoveKeys(ctx, 4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		steps++
+		flowing("events during the migration, step " + strconv.Itoa(steps))
+	}
+	if _, err := m.From().Do(ctx, "XLEN", key); err == nil || !strings.HasPrefix(err.Error(), "ASK ") {
+		t.Fatalf("XLEN on the source with the keys moved: %v, want ASK", err)
+	}
+	flowing("events with the keys moved, the migration not finished")
+	asked := counterValue(t, reg, "durasock_redisbus_cluster_ask_followed_total")
+	if asked == 0 {
+		t.Errorf("no ASK followed while the keys were on the target")
+	}
+	if err := m.Finish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	flowing("events after the migration")
+	close(stop)
+	wg.Wait()
+	n := <-published
+	if pubErr != nil {
+		t.Fatalf("Publish: %v", pubErr)
+	}
+	if !in.await(time.Minute, countEvents(n)) {
+		t.Fatalf("received %d of %d events (a %+v)", len(in.snapshot()), n, a.Status())
+	}
+	checkEvents(t, in.snapshot(), "a", n)
+	st := a.Stats()
+	t.Logf("%d events, %d MIGRATE steps; ASK followed for %v commands, MOVED for %v; publisher %+v", n, steps,
+		asked, counterValue(t, reg, "durasock_redisbus_cluster_moved_followed_total"), st)
+	if st.PrimaryChanges != 0 || st.Republished != 0 {
+		t.Errorf("primary changes %d, republished %d: want 0 (the slot moved with its data)", st.PrimaryChanges, st.Republished)
+	}
+	if errors.Is(pubErr, bus.ErrPrimaryChanged) {
+		t.Errorf("publish error %v", pubErr)
+	}
+}
+
+// TestClusterMigrationAfterUnconfirmedWrites: with WaitReplicas 1, a write
+// replicas have not confirmed (NoWait) went to the slot's source. Once its
+// key moved, the next batch of that partition is still refused with
+// ErrPrimaryChanged (the transport cannot check, on the node it is pinned
+// to, that the unconfirmed write is where the batch would go, so the bus
+// writes it again first); the batch after it, with nothing unconfirmed left,
+// follows ASK. The same holds for MOVED once the migration is finished.
+func TestClusterMigrationAfterUnconfirmedWrites(t *testing.T) {
+	cs := redistest.Cluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	opts := faultOpts(Streams)
+	opts.Prefix = "unconfmig"
+	opts.Partitions = 1
+	opts.WaitReplicas, opts.WaitTimeout = 1, 10*time.Second
+	tr := newTransport(t, cs.URL(), opts)
+	unconfirmed := func(i int) []bus.Frame {
+		return []bus.Frame{{Partition: 0, NoWait: true, Data: []byte("m" + strconv.Itoa(i))}}
+	}
+	publish(t, tr, unconfirmed(0))
+	key := StreamKey(opts.Prefix, 0)
+	slot := redistest.KeySlot(key)
+	m, err := cs.StartMigration(ctx, slot, otherPrimary(t, ctx, cs, slot))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		n, err := m.MoveKeys(ctx, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	if err := tr.Publish(ctx, numbered(1, 2, 1)); !errors.Is(err, ErrPrimaryChanged) {
+		t.Fatalf("Publish after an unconfirmed write, its key migrated: %v, want ErrPrimaryChanged", err)
+	}
+	if err := tr.Publish(ctx, numbered(1, 2, 1)); err != nil {
+		t.Fatalf("Publish again: %v", err)
+	}
+	publish(t, tr, unconfirmed(2))
+	if err := m.Finish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Publish(ctx, numbered(3, 4, 1)); !errors.Is(err, ErrPrimaryChanged) {
+		t.Fatalf("Publish after an unconfirmed write, its slot resharded: %v, want ErrPrimaryChanged", err)
+	}
+	if err := tr.Publish(ctx, numbered(3, 4, 1)); err != nil {
+		t.Fatalf("Publish again: %v", err)
+	}
+	checkFrameOrder(t, "stream on the new owner", streamOn(t, ctx, m.To(), key), []int{0, 1, 2, 3})
+}
