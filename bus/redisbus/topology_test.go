@@ -198,7 +198,9 @@ func testFailover(t *testing.T, url string, failover func(ctx context.Context) e
 	o := faultOpts(Streams)
 	o.Prefix = "failover"
 	o.WaitReplicas = 1
-	o.WaitTimeout = 2 * time.Second
+	// A replica acknowledges within 5 s even on a loaded machine; the last
+	// check waits this long for the replica that is gone.
+	o.WaitTimeout = 5 * time.Second
 	pub, subT := newTransport(t, url, o), newTransport(t, url, o)
 	sub := startSubscribe(t, subT, "s")
 	syncSubscribed(t, pub, "s", sub)
@@ -237,7 +239,7 @@ func testFailover(t *testing.T, url string, failover func(ctx context.Context) e
 	checkNumbered(t, sub2.snapshot(), 100, 160, o.Partitions)
 	checkNumbered(t, append(sub.snapshot(), sub2.snapshot()...), 0, 160, o.Partitions)
 	eventually(t, "WAIT 1 reporting the missing replica", func(context.Context) error {
-		// Longer than the 2s of eventually: WAIT itself takes WaitTimeout.
+		// Longer than the 2 s of eventually: WAIT itself takes WaitTimeout.
 		ctx, cancel := context.WithTimeout(context.Background(), 2*o.WaitTimeout+time.Second)
 		defer cancel()
 		err := pub.Publish(ctx, []bus.Frame{{Partition: 0, Data: []byte("x")}})
