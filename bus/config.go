@@ -97,7 +97,12 @@ type OutboxConfig struct {
 // anything newer and before a probe announces them: receivers skip those they
 // have, and those the broker lost arrive instead of being reported as a gap.
 // It does so after every break: the copies the broker acknowledged again are
-// retained for a window from then.
+// retained for a window from then. A transport implementing SurvivorFinder
+// (Redis streams) tells which of them the broker still holds: a broker loses
+// acknowledged writes only as a suffix of each partition's log (an AOF, a
+// snapshot and a replica are prefixes of the writes), so the bus publishes
+// again only the retained messages after the newest one still there, per
+// partition; nothing after a network cut or a restart that lost nothing.
 //
 // Retained messages are in memory only (the disk outbox releases a message
 // when the broker acknowledges it). The window counts from the last time the

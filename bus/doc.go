@@ -30,7 +30,11 @@
 //     the bus publishes the retained messages again, with their own seqs,
 //     before anything newer and before a probe announces them. Receivers skip
 //     those they have; those the broker lost arrive instead of a gap
-//     (durasock_bus_republished_total).
+//     (durasock_bus_republished_total). Over a transport that implements
+//     SurvivorFinder (Redis streams, the memory hub), only those after the
+//     newest one the broker still holds go out again, per partition (a broker
+//     loses writes only as a suffix): nothing after a network cut, the lost
+//     tail after a restart.
 //   - Sequencing: every Publish gets a sequence number per (node, partition); the
 //     partition comes from the key (FNV-1a), so one key keeps its order. Receivers
 //     keep a high-water mark per (origin, instance, partition), for up to four

@@ -231,3 +231,8 @@ func slogNew(h slog.Handler) *slog.Logger { return slog.New(h) }
 func synctestRun(t *testing.T, f func(t *testing.T)) { synctest.Test(t, f) }
 
 func synctestWait() { synctest.Wait() }
+
+// wholeWindow hides a transport's SurvivorFinder: the bus then publishes
+// everything it retained again after a break, not knowing what the broker
+// kept.
+type wholeWindow struct{ Transport }

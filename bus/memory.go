@@ -183,7 +183,10 @@ type memoryTransport struct {
 	closed bool
 }
 
-var _ Transport = (*memoryTransport)(nil)
+var (
+	_ Transport      = (*memoryTransport)(nil)
+	_ SurvivorFinder = (*memoryTransport)(nil)
+)
 
 // memorySub is an active Subscribe call; its fields are guarded by hub.mu.
 type memorySub struct {
@@ -236,6 +239,37 @@ func (t *memoryTransport) Publish(ctx context.Context, frames []Frame) error {
 		return errInjected
 	}
 	return nil
+}
+
+// FindSurvivor implements SurvivorFinder: it reads partition's log backwards
+// from its end (passing over the holes a loss left).
+func (t *memoryTransport) FindSurvivor(ctx context.Context, partition, limit int, match func(data []byte) int) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return -1, err
+	}
+	h := t.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := t.checkLocked(); err != nil {
+		return -1, err
+	}
+	if partition < 0 || partition >= h.partitions {
+		return -1, fmt.Errorf("bus: memory transport: partition %d out of range [0, %d)", partition, h.partitions)
+	}
+	entries := h.logs[partition].entries
+	for i := len(entries) - 1; i >= 0 && limit > 0; i-- {
+		if entries[i] == nil {
+			continue
+		}
+		limit--
+		switch j := match(entries[i]); {
+		case j >= 0:
+			return j, nil
+		case j == -2:
+			return -1, nil
+		}
+	}
+	return -1, nil
 }
 
 func (t *memoryTransport) Send(ctx context.Context, to string, data []byte) error {

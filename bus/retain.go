@@ -2,8 +2,10 @@ package bus
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -203,15 +205,24 @@ func (rt *retained) pending(now time.Time) (frames []Frame, gen uint64, expired,
 
 // republished records that the republish of generation gen succeeded at now:
 // the copies were acknowledged again, so the window starts again for them (a
-// second break within it may lose them too). A break noted since gen keeps the
-// next republish due.
-func (rt *retained) republished(gen uint64, now time.Time) {
+// second break within it may lose them too). skip (nil: none), aligned with the
+// frames pending returned, marks those not published again because the broker
+// still held them: they keep their commit time and count of copies. The
+// caller holds r.publishing since pending, so the entries are those pending
+// returned. A break noted since gen keeps the next republish due.
+func (rt *retained) republished(gen uint64, now time.Time, skip []bool) {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	if gen > rt.done.Load() {
 		rt.done.Store(gen)
 	}
+	if len(skip) != rt.lenLocked() {
+		skip = nil
+	}
 	for i := rt.head; i < len(rt.entries); i++ {
+		if skip != nil && skip[i-rt.head] {
+			continue
+		}
 		rt.entries[i].committed = now
 		rt.entries[i].copies++
 	}
@@ -271,6 +282,21 @@ func (r *Reliable) republish(ctx context.Context) error {
 	if gen == 0 {
 		return nil
 	}
+	all := len(frames)
+	skip, survived, err := r.survivors(ctx, frames)
+	if err != nil {
+		r.kept.broke()
+		return fmt.Errorf("bus: republish retained messages: read what the broker holds: %w", err)
+	}
+	if survived > 0 {
+		kept := make([]Frame, 0, len(frames)-survived)
+		for i, f := range frames {
+			if !skip[i] {
+				kept = append(kept, f)
+			}
+		}
+		frames = kept
+	}
 	for start := 0; start < len(frames); {
 		end, size := start, 0
 		for end < len(frames) && end-start < r.cfg.BatchSize && (end == start || size+len(frames[end].Data) <= r.cfg.BatchBytes) {
@@ -293,8 +319,13 @@ func (r *Reliable) republish(ctx context.Context) error {
 		}
 		start = end
 	}
-	r.kept.republished(gen, time.Now())
+	r.kept.republished(gen, time.Now(), skip)
 	if len(frames) == 0 {
+		if all > 0 {
+			if ok, suppressed := r.republishLog.allow(time.Now(), 10*time.Second); ok {
+				r.log.Info(stillHeldLog, "messages", all, "suppressed_since_last", suppressed)
+			}
+		}
 		return nil
 	}
 	if r.replicas != nil {
@@ -303,11 +334,15 @@ func (r *Reliable) republish(ctx context.Context) error {
 	r.c.republished.Add(uint64(len(frames)))
 	r.c.republishes.Add(1)
 	if ok, suppressed := r.republishLog.allow(time.Now(), 10*time.Second); ok {
-		r.log.Info("bus: the broker connection broke; published again the messages it acknowledged last (receivers skip those they have)",
-			"messages", len(frames), "retain_window", r.cfg.Retain.Window, "suppressed_since_last", suppressed)
+		r.log.Info("bus: the broker connection broke; published again the messages it acknowledged last that it may have lost (receivers skip those they have)",
+			"messages", len(frames), "still_held", survived, "retain_window", r.cfg.Retain.Window, "suppressed_since_last", suppressed)
 	}
 	return nil
 }
+
+// stillHeldLog is logged after a break when the broker still holds every
+// retained message (a network cut, a restart that lost nothing).
+const stillHeldLog = "bus: the broker connection broke; it still holds every message it acknowledged last, none published again"
 
 // rewaitParts hands the partitions of republished frames, written without
 // waiting for replicas, to the sender, which waits for their replicas (so
@@ -344,4 +379,120 @@ func (r *Reliable) takeRewait(rp *replication) {
 		rp.parts[p] = struct{}{}
 	}
 	clear(r.rewait)
+}
+
+// survivorScanMin is how many entries more than it retained for a partition
+// the bus lets a SurvivorFinder read back (other nodes' entries interleave
+// with its own), and survivorSkew how much older than the oldest retained
+// message an entry's publish time may be before the scan stops (the clocks of
+// nodes differ, and a node flushing its outbox writes old messages late:
+// stopping early only publishes the whole window again, as without a
+// SurvivorFinder).
+const (
+	survivorScanMin = 10_000
+	survivorSkew    = time.Minute
+)
+
+// survivors asks a transport that implements SurvivorFinder which of the
+// retained frames (in retained order, which is seq order per partition) the
+// broker still holds: per partition, the newest one it finds in the log and
+// every older one of that partition, since a broker loses writes only as a
+// suffix. It returns skip[i] set for those (nil when none) and how many. A
+// partition where none is found keeps all of its frames; an error (the broker
+// could not be asked) fails the republish.
+func (r *Reliable) survivors(ctx context.Context, frames []Frame) (skip []bool, survived int, err error) {
+	sf, ok := r.t.(SurvivorFinder)
+	if !ok || len(frames) == 0 {
+		return nil, 0, nil
+	}
+	parts := make(map[int][]int) // partition -> indices in frames
+	for i, f := range frames {
+		parts[f.Partition] = append(parts[f.Partition], i)
+	}
+	ctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
+	defer cancel()
+	for p, idx := range parts {
+		type key struct{ instance, seq uint64 }
+		pos := make(map[key]int, len(idx))
+		oldest := int64(math.MaxInt64)
+		for j, i := range idx {
+			h, ok := parseHeader(frames[i].Data)
+			if !ok || string(h.origin) != r.nodeID {
+				pos = nil // never: retained frames are this node's data
+				break
+			}
+			pos[key{h.instance, h.seq}] = j
+			oldest = min(oldest, h.time)
+		}
+		if pos == nil {
+			continue
+		}
+		horizon := oldest - survivorSkew.Nanoseconds()
+		match := func(data []byte) int {
+			h, ok := parseHeader(data)
+			if !ok {
+				return -1
+			}
+			if string(h.origin) == r.nodeID && h.partition == p && (h.kind == kindData || h.kind == kindRepublished) {
+				if j, ok := pos[key{h.instance, h.seq}]; ok {
+					return j
+				}
+			}
+			if h.time < horizon {
+				return -2
+			}
+			return -1
+		}
+		j, err := sf.FindSurvivor(ctx, p, 2*len(idx)+survivorScanMin, match)
+		if err != nil {
+			return nil, 0, err
+		}
+		if j < 0 || j >= len(idx) {
+			continue
+		}
+		if skip == nil {
+			skip = make([]bool, len(frames))
+		}
+		for _, i := range idx[:j+1] {
+			skip[i] = true
+		}
+		survived += j + 1
+	}
+	return skip, survived, nil
+}
+
+// header is the part of an envelope survivors compares.
+type header struct {
+	kind      frameKind
+	origin    []byte // aliases the frame: compared, not kept
+	instance  uint64
+	partition int
+	seq       uint64
+	time      int64
+}
+
+// parseHeader reads an envelope's header without copying the origin (the
+// string is only compared) and without validating the rest.
+func parseHeader(data []byte) (h header, ok bool) {
+	if len(data) < envelopeMinLen || data[0] != envelopeVersion {
+		return h, false
+	}
+	n := int(data[2])
+	rest := data[3:]
+	if n == 0 || len(rest) < n+8 {
+		return h, false
+	}
+	h.kind = frameKind(data[1])
+	h.origin = rest[:n]
+	h.instance = binary.BigEndian.Uint64(rest[n:])
+	rest = rest[n+8:]
+	p, k := binary.Uvarint(rest)
+	if k <= 0 || p > maxPartition || len(rest[k:]) < 16 {
+		return h, false
+	}
+	h.partition = int(p)
+	rest = rest[k:]
+	h.seq = binary.BigEndian.Uint64(rest)
+	h.time = int64(binary.BigEndian.Uint64(rest[8:]))
+	return h, true
 }

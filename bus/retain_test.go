@@ -56,20 +56,32 @@ func publishRange(t *testing.T, b *Reliable, key, origin string, from, to int) {
 
 // TestRepublishFillsLostWrites: the broker loses the last m messages it
 // acknowledged (a restart from an older snapshot) while one receiver has not
-// read them and another has. After the outage the publisher publishes its
-// retained messages again before anything new, so both receivers get every
-// message once, in order, with no gap; with retention disabled the receiver
-// that was behind reports the m as lost.
+// read them and another has. After the outage the publisher publishes again,
+// before anything new, the retained messages the broker lacks (all it
+// retained over a transport that cannot tell, "whole window"), so both
+// receivers get every message once, in order, with no gap; with retention
+// disabled the receiver that was behind reports the m as lost.
 func TestRepublishFillsLostWrites(t *testing.T) {
 	const n, m, k = 20, 12, 8
 	for _, tc := range []struct {
 		name   string
 		retain RetainConfig
-	}{{"retained", RetainConfig{}}, {"disabled", RetainConfig{Window: -1}}} {
+		whole  bool
+		// republished, and the duplicates current and behind skip.
+		republished, dupCurrent, dupBehind uint64
+	}{
+		{"retained", RetainConfig{}, false, m, m, 0},
+		{"whole window", RetainConfig{}, true, n + m, n + m, n},
+		{"disabled", RetainConfig{Window: -1}, false, 0, 0, 0},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctestRun(t, func(t *testing.T) {
 				hub := NewMemoryHub()
-				a := newBus(t, hub, Config{NodeID: "a", Retain: tc.retain})
+				var tr Transport = hub.Transport()
+				if tc.whole {
+					tr = wholeWindow{tr}
+				}
+				a := newBusOn(t, tr, Config{NodeID: "a", Retain: tc.retain})
 				a.Receive(func(Message) {})
 				behind, current := newBus(t, hub, Config{NodeID: "behind"}), newBus(t, hub, Config{NodeID: "current"})
 				sb, sc := newSink(), newSink()
@@ -117,14 +129,14 @@ func TestRepublishFillsLostWrites(t *testing.T) {
 					}
 				}
 				// current had everything; behind had the first n from the log.
-				if d := current.Stats().Duplicates; d != n+m {
-					t.Fatalf("current skipped %d duplicates, want %d", d, n+m)
+				if d := current.Stats().Duplicates; d != tc.dupCurrent {
+					t.Fatalf("current skipped %d duplicates, want %d", d, tc.dupCurrent)
 				}
-				if d := behind.Stats().Duplicates; d != n {
-					t.Fatalf("behind skipped %d duplicates, want %d", d, n)
+				if d := behind.Stats().Duplicates; d != tc.dupBehind {
+					t.Fatalf("behind skipped %d duplicates, want %d", d, tc.dupBehind)
 				}
-				if s := a.Stats(); s.Republished != n+m || s.Republishes != 1 {
-					t.Fatalf("publisher %+v, want %d republished once", s, n+m)
+				if s := a.Stats(); s.Republished != tc.republished || s.Republishes != 1 {
+					t.Fatalf("publisher %+v, want %d republished once", s, tc.republished)
 				}
 			})
 		})
@@ -138,7 +150,7 @@ func TestRepublishFillsLostWrites(t *testing.T) {
 func TestRepublishOrderAcrossPartitions(t *testing.T) {
 	synctestRun(t, func(t *testing.T) {
 		hub := NewMemoryHub()
-		a, r, s := pairOn(t, hub, hub.Transport(), Config{})
+		a, r, s := pairOn(t, hub, wholeWindow{hub.Transport()}, Config{})
 		const before, during = 40, 30
 		for i := 1; i <= before+during; i++ {
 			if i == before+1 {
@@ -171,7 +183,7 @@ func TestRepublishOrderAcrossPartitions(t *testing.T) {
 func TestRetainBounds(t *testing.T) {
 	synctestRun(t, func(t *testing.T) {
 		hub := NewMemoryHub()
-		a, r, s := pairOn(t, hub, hub.Transport(), Config{Retain: RetainConfig{MaxMessages: 3}})
+		a, r, s := pairOn(t, hub, wholeWindow{hub.Transport()}, Config{Retain: RetainConfig{MaxMessages: 3}})
 		publishRange(t, a, "k", "a", 1, 10)
 		s.wait(t, 10, time.Minute)
 		synctestWait()
@@ -198,7 +210,7 @@ func TestRetainBounds(t *testing.T) {
 func TestRetainWindow(t *testing.T) {
 	synctestRun(t, func(t *testing.T) {
 		hub := NewMemoryHub()
-		a, r, s := pairOn(t, hub, hub.Transport(), Config{Retain: RetainConfig{Window: 5 * time.Second}})
+		a, r, s := pairOn(t, hub, wholeWindow{hub.Transport()}, Config{Retain: RetainConfig{Window: 5 * time.Second}})
 		publishRange(t, a, "k", "a", 1, 5)
 		time.Sleep(10 * time.Second) // healthy: these leave the window
 		synctestWait()
@@ -314,8 +326,8 @@ func TestRepublishFailingPartWayForgetsNothing(t *testing.T) {
 
 // TestRepublishedRetainedAgain: two outages, the first longer than the window,
 // each losing what was written last. The copies republished after the first
-// are acknowledged again and retained for a window from then, so the second
-// outage, seconds later, loses nothing either.
+// (of the m the broker lost) are acknowledged again and retained for a window
+// from then, so the second outage, seconds later, loses nothing either.
 func TestRepublishedRetainedAgain(t *testing.T) {
 	const n, m, k = 20, 12, 8
 	synctestRun(t, func(t *testing.T) {
@@ -324,8 +336,8 @@ func TestRepublishedRetainedAgain(t *testing.T) {
 		a.Receive(func(Message) {})
 		behind, sb, release, p, saved := lostBehind(t, hub, a, n, m)
 		outage(hub, p, saved, 10*time.Second, 3*time.Second)
-		if s := a.Stats(); s.Republished != n+m || s.Republishes != 1 {
-			t.Fatalf("after the first outage: republished %d in %d, want %d in 1", s.Republished, s.Republishes, n+m)
+		if s := a.Stats(); s.Republished != m || s.Republishes != 1 {
+			t.Fatalf("after the first outage: republished %d in %d, want %d in 1", s.Republished, s.Republishes, m)
 		}
 		// The second outage loses the copies written a few seconds ago.
 		outage(hub, p, saved, 2*time.Second, 3*time.Second)
@@ -337,8 +349,8 @@ func TestRepublishedRetainedAgain(t *testing.T) {
 		if s := behind.Stats(); s.Gaps != 0 || s.GapMessages != 0 || s.Received != n+m+k {
 			t.Fatalf("behind: %+v, want every message once and no gap", s)
 		}
-		if s := a.Stats(); s.Republished != 2*(n+m) || s.Republishes != 2 || s.RetainEvicted != 0 {
-			t.Fatalf("publisher: republished %d in %d, evicted %d; want %d in 2, 0", s.Republished, s.Republishes, s.RetainEvicted, 2*(n+m))
+		if s := a.Stats(); s.Republished != 2*m || s.Republishes != 2 || s.RetainEvicted != 0 {
+			t.Fatalf("publisher: republished %d in %d, evicted %d; want %d in 2, 0", s.Republished, s.Republishes, s.RetainEvicted, 2*m)
 		}
 	})
 }
@@ -365,8 +377,10 @@ func TestRepublishCopiesBounded(t *testing.T) {
 		publishRange(t, a, "k", "a", n+m+1, n+m+k)
 		time.Sleep(5 * time.Second)
 		synctestWait()
-		if s := a.Stats(); s.Republished != maxCopies*(n+m) || s.Republishes != maxCopies || s.RetainEvicted != n+m {
-			t.Fatalf("publisher: republished %d in %d, evicted %d; want %d in %d, %d", s.Republished, s.Republishes, s.RetainEvicted, maxCopies*(n+m), maxCopies, n+m)
+		// The n the broker kept are never published again, so never run out
+		// of copies.
+		if s := a.Stats(); s.Republished != maxCopies*m || s.Republishes != maxCopies || s.RetainEvicted != m {
+			t.Fatalf("publisher: republished %d in %d, evicted %d; want %d in %d, %d", s.Republished, s.Republishes, s.RetainEvicted, maxCopies*m, maxCopies, m)
 		}
 		if c := logs.count(notRepublishedWarning); c != 1 {
 			t.Fatalf("%d warnings, want 1: %v", c, logs.all())
@@ -501,6 +515,59 @@ func TestRepublishDoesNotWaitPerBatch(t *testing.T) {
 		}
 		if s := a.Stats(); s.Republished != n || s.Republishes != 1 {
 			t.Fatalf("republished %d in %d, want %d in 1", s.Republished, s.Republishes, n)
+		}
+	})
+}
+
+// TestRepublishOnlyWhatBrokerLacks: over a transport that can tell what the
+// broker holds (SurvivorFinder), an outage that loses nothing (a network cut)
+// republishes nothing, and one that loses the last m messages of one
+// partition republishes exactly those m, not the other partitions' retained
+// messages nor the older ones of that partition. Receivers get every message
+// once, in order, with no gap. Before SurvivorFinder the bus published the
+// whole retention window again both times.
+func TestRepublishOnlyWhatBrokerLacks(t *testing.T) {
+	const keys, perRound, m = 7, 70, 6
+	synctestRun(t, func(t *testing.T) {
+		hub := NewMemoryHub()
+		logs := newLogCounter()
+		a, r, s := pairOn(t, hub, hub.Transport(), Config{Logger: slogNew(logs)})
+		n := 0
+		publish := func(count int, key func(i int) string) {
+			t.Helper()
+			for range count {
+				n++
+				if err := a.Publish(t.Context(), key(n), payload("a", n)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s.wait(t, n, time.Minute)
+			synctestWait()
+		}
+		spread := func(i int) string { return fmt.Sprint("key", i%keys) }
+		publish(perRound, spread)
+		outage(hub, -1, 0, 3*time.Second, 3*time.Second) // a network cut
+		publish(perRound, spread)
+		if st := a.Stats(); st.Republished != 0 || st.Reconnects == 0 {
+			t.Fatalf("after a cut that lost nothing: republished %d, reconnects %d; want 0, > 0", st.Republished, st.Reconnects)
+		}
+		if c := logs.count(stillHeldLog); c != 1 {
+			t.Fatalf("%d %q logs, want 1: %v", c, stillHeldLog, logs.all())
+		}
+		// The broker loses the last m messages of key0's partition.
+		p := a.PartitionOf("key0")
+		saved := hub.end(p)
+		publish(m, func(int) string { return "key0" })
+		outage(hub, p, saved, 3*time.Second, 3*time.Second)
+		publish(perRound, spread)
+		time.Sleep(3 * time.Second)
+		synctestWait()
+		if st := a.Stats(); st.Republished != m || st.Republishes != 1 {
+			t.Fatalf("after losing %d: republished %d in %d, want %d in 1", m, st.Republished, st.Republishes, m)
+		}
+		checkStreams(t, s.all(), map[string]int{"a": n})
+		if st := r.Stats(); st.Gaps != 0 || st.Duplicates != m || st.Received != uint64(n) {
+			t.Fatalf("receiver %+v, want %d duplicates (it had read the lost ones), no gap", st, m)
 		}
 	})
 }

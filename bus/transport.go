@@ -117,3 +117,26 @@ type StartMarker interface {
 	// Subscribe that runs before any MarkStart succeeded fixes it itself.
 	MarkStart(ctx context.Context) error
 }
+
+// SurvivorFinder is implemented by a Transport whose reliable plane keeps a
+// log it can read backwards (Redis streams, NewMemoryHub). After a break the
+// bus asks it which of the messages the broker acknowledged last (Config.Retain)
+// the broker still holds, and publishes again only those after the newest that
+// survived, instead of the whole retention window: a broker loses
+// acknowledged writes only as a suffix of its log (an AOF or a snapshot is a
+// prefix of the writes, and so is a replica), on each partition, so when a
+// message survived, everything written before it to its partition did too. A
+// Transport without it gets the whole window published again.
+type SurvivorFinder interface {
+	// FindSurvivor reads partition's log from its newest entry backwards, at
+	// most limit entries, and calls match with each entry's frame bytes (which
+	// it must not keep). It stops at the first entry for which match returns
+	// i >= 0 and returns i, or returns -1 when match returned -2 (nothing
+	// older can match), the log ended, or limit entries were read. It may
+	// skip entries this transport wrote after the last Publish that
+	// succeeded before the break (nothing of them is asked for). A log it
+	// can never read (a command refused for good) counts as nothing found.
+	// An error means the broker could not be asked now: the republish
+	// fails like a failed publish, and the bus tries again after a backoff.
+	FindSurvivor(ctx context.Context, partition, limit int, match func(data []byte) int) (int, error)
+}
