@@ -148,6 +148,10 @@ func (a *nspAdapter) applyLocal(m *message) error {
 	return nil
 }
 
+// testAfterApply, set by tests only, runs after a message is applied under
+// the recovery lock and before the bus's delivery returns.
+var testAfterApply atomic.Pointer[func(nsp string, m *message)]
+
 // apply runs a reliable message of another node.
 func (a *nspAdapter) apply(m *message) {
 	if a.isClosed() {
@@ -155,6 +159,9 @@ func (a *nspAdapter) apply(m *message) {
 	}
 	if a.rec.used.Load() {
 		a.applyRecoverable(m)
+		if h := testAfterApply.Load(); h != nil {
+			(*h)(a.name, m)
+		}
 		return
 	}
 	if err := a.applyLocal(m); err != nil && !errors.Is(err, adapter.ErrClosed) {

@@ -68,6 +68,11 @@ type recoverState struct {
 	// that it had already received but that this node had not applied yet:
 	// they must not reach it a second time. Guarded by mu.
 	skip []skipRule
+	// applied is the stream position of the last message of another node
+	// this namespace applied under mu. The bus's own Position moves only once
+	// the delivery has returned, so right after an apply it can still be
+	// behind a message the namespace's sockets already had. Guarded by mu.
+	applied string
 }
 
 // skipRule keeps from socket sid the messages at positions up to pos, and those
@@ -136,12 +141,23 @@ func (a *nspAdapter) currentOffset(pos string) string {
 		return offset{pos: "-", inst: 0, seq: 0}.String()
 	}
 	if pos == "" {
-		pos = r.Position(a.key())
+		pos = a.positionLocked()
 	}
 	if pos == "" {
 		pos = "-" // nothing read yet: restorable only from the start of the history
 	}
 	return offset{pos: pos, inst: r.Instance(), seq: r.LastSeq(a.key())}.String()
+}
+
+// positionLocked is how far this namespace has applied the partition: the
+// bus's position, or the last message applied under rec.mu when that is
+// further. rec.mu is held.
+func (a *nspAdapter) positionLocked() string {
+	pos := a.c.recall.Position(a.key())
+	if a.rec.applied != "" && (pos == "" || bus.ComparePositions(a.rec.applied, pos) > 0) {
+		return a.rec.applied
+	}
+	return pos
 }
 
 // broadcastRecoverable publishes p (unless opts.Local), then writes it with
@@ -179,6 +195,9 @@ func (a *nspAdapter) broadcastRecoverable(ctx context.Context, p *parser.Packet,
 func (a *nspAdapter) applyRecoverable(m *message) {
 	a.rec.mu.Lock()
 	defer a.rec.mu.Unlock()
+	if m.pos != "" && (a.rec.applied == "" || bus.ComparePositions(m.pos, a.rec.applied) > 0) {
+		a.rec.applied = m.pos
+	}
 	if recoverableHere(m) {
 		opts := m.options()
 		opts.Recoverable = true
@@ -277,7 +296,7 @@ func (a *nspAdapter) RestoreSession(ctx context.Context, pid, off string, maxMis
 	if err != nil {
 		return fmt.Errorf("%w: this node's outbox did not reach Redis: %w", adapter.ErrNoSession, err)
 	}
-	here, mine, ownSeq := r.Position(a.key()), r.Instance(), r.LastSeq(a.key())
+	here, mine, ownSeq := a.positionLocked(), r.Instance(), r.LastSeq(a.key())
 	if here == "" {
 		return fmt.Errorf("%w: this node has not read the namespace's partition yet", adapter.ErrNoSession)
 	}

@@ -200,6 +200,52 @@ func TestRecoveryOnAnotherNode(t *testing.T) {
 		}
 	})
 
+	// The session is restored right after its new node applied an event of
+	// the other node, before that node's bus counted the event as delivered:
+	// the event, written before the socket was there, is replayed.
+	t.Run("restored right after an apply", func(t *testing.T) {
+		nodes := recoveryNodes(t, redis.URL(), &socketio.RecoveryOptions{})
+		a, b := nodes[0], nodes[1]
+		c := dialRecovering(t, a.url, "", "")
+		emit(a, 1, 1)
+		emit(b, 2, 2) // b has delivered a recoverable event: its applies take the lock
+		for want := 1; want <= 2; want++ {
+			if got := c.event(); got != want {
+				t.Fatalf("event %d, want %d", got, want)
+			}
+		}
+		leave(c, socketio.DefaultMaxDisconnectionDuration)
+		applied, restored := make(chan struct{}), make(chan struct{})
+		var once sync.Once
+		hook := func(_ string, m *message) {
+			if m.kind == kindBroadcast && strings.HasSuffix(string(m.data), ",3]") {
+				once.Do(func() {
+					close(applied)
+					<-restored
+				})
+			}
+		}
+		testAfterApply.Store(&hook)
+		defer testAfterApply.Store(nil)
+		emit(a, 3, 3)
+		select {
+		case <-applied:
+		case <-time.After(waitTimeout):
+			t.Fatal("node b did not apply event 3")
+		}
+		back := dialRecovering(t, b.url, c.pid, c.offset)
+		close(restored)
+		if back.id != c.id {
+			t.Fatalf("session not recovered\n%s", b.log.find("session"))
+		}
+		emit(b, 4, 4)
+		for want := 3; want <= 4; want++ {
+			if got := back.event(); got != want {
+				t.Fatalf("after recovery: event %d, want %d", got, want)
+			}
+		}
+	})
+
 	t.Run("away too long", func(t *testing.T) {
 		nodes := recoveryNodes(t, redis.URL(), &socketio.RecoveryOptions{MaxDisconnectionDuration: 500 * time.Millisecond})
 		a, b := nodes[0], nodes[1]
