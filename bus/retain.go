@@ -27,6 +27,7 @@ import (
 // at its start.
 type retained struct {
 	mu      sync.Mutex
+	nextID  uint64
 	entries []retainedEntry // from head
 	head    int
 	bytes   int64
@@ -47,6 +48,7 @@ type retained struct {
 }
 
 type retainedEntry struct {
+	id        uint64 // names the entry across a republish (its index moves)
 	partition int
 	data      []byte    // the envelope as published, immutable
 	accepted  time.Time // when Publish took it
@@ -84,7 +86,8 @@ func (rt *retained) add(partition int, data []byte, accepted, now time.Time) {
 	}
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
-	rt.entries = append(rt.entries, retainedEntry{partition: partition, data: data, accepted: accepted, committed: now})
+	rt.nextID++
+	rt.entries = append(rt.entries, retainedEntry{id: rt.nextID, partition: partition, data: data, accepted: accepted, committed: now})
 	rt.bytes += int64(len(data))
 	for rt.lenLocked() > 0 && ((rt.maxMessages >= 0 && rt.lenLocked() > rt.maxMessages) ||
 		(rt.maxBytes >= 0 && rt.bytes > rt.maxBytes)) {
@@ -147,18 +150,18 @@ func (rt *retained) broke() {
 	}
 }
 
-// pending returns the frames to publish again after a break, oldest first, and
-// the break generation they cover (for republished); nil when there was no
-// break. It forgets first the entries accepted more than maxAge before now
+// pending returns the frames to publish again after a break, oldest first,
+// the ids of their entries (for republished) and the break generation they
+// cover; nil when there was no break. It forgets first the entries accepted more than maxAge before now
 // and returns how many: receivers may have forgotten their run by then, and
 // would take them for new (expired).
-func (rt *retained) pending(now time.Time) (frames []Frame, gen uint64, expired, exhausted int) {
+func (rt *retained) pending(now time.Time) (frames []Frame, ids []uint64, gen uint64, expired, exhausted int) {
 	if !rt.enabled() {
-		return nil, 0, 0, 0
+		return nil, nil, 0, 0, 0
 	}
 	gen = rt.breaks.Load()
 	if gen == rt.done.Load() {
-		return nil, 0, 0, 0
+		return nil, nil, 0, 0, 0
 	}
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
@@ -191,7 +194,9 @@ func (rt *retained) pending(now time.Time) (frames []Frame, gen uint64, expired,
 	rt.entries = kept
 	rt.c.retainEvicted.Add(uint64(exhausted))
 	frames = make([]Frame, 0, rt.lenLocked())
+	ids = make([]uint64, 0, rt.lenLocked())
 	for _, e := range rt.entries[rt.head:] {
+		ids = append(ids, e.id)
 		// The same envelope but for its kind, which tells a reader of the
 		// history that the broker may hold it twice. NoWait: the broker may
 		// have lost them once already, waiting for replicas per batch would
@@ -200,31 +205,39 @@ func (rt *retained) pending(now time.Time) (frames []Frame, gen uint64, expired,
 		data[1] = byte(kindRepublished)
 		frames = append(frames, Frame{Partition: e.partition, Data: data, NoWait: true})
 	}
-	return frames, gen, expired, exhausted
+	return frames, ids, gen, expired, exhausted
 }
 
-// republished records that the republish of generation gen succeeded at now:
-// the copies were acknowledged again, so the window starts again for them (a
-// second break within it may lose them too). skip (nil: none), aligned with the
-// frames pending returned, marks those not published again because the broker
-// still held them: they keep their commit time and count of copies. The
-// caller holds r.publishing since pending, so the entries are those pending
-// returned. A break noted since gen keeps the next republish due.
-func (rt *retained) republished(gen uint64, now time.Time, skip []bool) {
+// republished records that the republish of generation gen succeeded at now,
+// for the entries ids (those pending returned; skip, nil or aligned with ids,
+// marks those not published again because the broker still held them). Each
+// starts a new window: a second break within it may lose them (again), and a
+// broker that held them through one failure can still lose them in the next
+// (a failover right after a restart). The copies count one more copy; the
+// entries the broker held do not. Entries added since pending (a commit of
+// writes awaiting replicas runs beside a republish) and entries forgotten
+// since are matched by id, not by place. A break noted since gen keeps the
+// next republish due.
+func (rt *retained) republished(gen uint64, now time.Time, ids []uint64, skip []bool) {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	if gen > rt.done.Load() {
 		rt.done.Store(gen)
 	}
-	if len(skip) != rt.lenLocked() {
-		skip = nil
+	held := make(map[uint64]bool, len(ids))
+	for i, id := range ids {
+		held[id] = skip != nil && skip[i]
 	}
 	for i := rt.head; i < len(rt.entries); i++ {
-		if skip != nil && skip[i-rt.head] {
+		e := &rt.entries[i]
+		h, ok := held[e.id]
+		if !ok {
 			continue
 		}
-		rt.entries[i].committed = now
-		rt.entries[i].copies++
+		e.committed = now
+		if !h {
+			e.copies++
+		}
 	}
 	if !rt.broken() {
 		rt.okLocked(now)
@@ -272,7 +285,7 @@ func (r *Reliable) republish(ctx context.Context) error {
 	if !r.kept.enabled() || !r.kept.broken() {
 		return nil // the common case: no time.Now, no lock
 	}
-	frames, gen, expired, exhausted := r.kept.pending(time.Now())
+	frames, ids, gen, expired, exhausted := r.kept.pending(time.Now())
 	if expired > 0 || exhausted > 0 {
 		if ok, suppressed := r.retainLog.allow(time.Now(), 10*time.Second); ok {
 			r.log.Warn("bus: retained messages not published again: older than the outbox max age (receivers may take them for new), or published again twice already (a message that breaks the connection itself, e.g. larger than Redis' client output buffer limit, or a connection that keeps breaking)",
@@ -319,7 +332,7 @@ func (r *Reliable) republish(ctx context.Context) error {
 		}
 		start = end
 	}
-	r.kept.republished(gen, time.Now(), skip)
+	r.kept.republished(gen, time.Now(), ids, skip)
 	if len(frames) == 0 {
 		if all > 0 {
 			if ok, suppressed := r.republishLog.allow(time.Now(), 10*time.Second); ok {
@@ -398,8 +411,9 @@ const (
 // broker still holds: per partition, the newest one it finds in the log and
 // every older one of that partition, since a broker loses writes only as a
 // suffix. It returns skip[i] set for those (nil when none) and how many. A
-// partition where none is found keeps all of its frames; an error (the broker
-// could not be asked) fails the republish.
+// partition where none is found keeps all of its frames, and so do those not
+// asked within PublishTimeout; an error (the broker could not be asked, or
+// what answered is not the primary) fails the republish.
 func (r *Reliable) survivors(ctx context.Context, frames []Frame) (skip []bool, survived int, err error) {
 	sf, ok := r.t.(SurvivorFinder)
 	if !ok || len(frames) == 0 {
@@ -409,6 +423,7 @@ func (r *Reliable) survivors(ctx context.Context, frames []Frame) (skip []bool, 
 	for i, f := range frames {
 		parts[f.Partition] = append(parts[f.Partition], i)
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.PublishTimeout)
 	defer cancel()
 	for p, idx := range parts {
@@ -445,6 +460,12 @@ func (r *Reliable) survivors(ctx context.Context, frames []Frame) (skip []bool, 
 		}
 		j, err := sf.FindSurvivor(ctx, p, 2*len(idx)+survivorScanMin, match)
 		if err != nil {
+			if errors.Is(err, context.DeadlineExceeded) && parent.Err() == nil {
+				// Out of time (a broker slow to scan, many partitions): the
+				// partitions not asked yet go out whole, as without the
+				// check, rather than holding publishing up for another try.
+				return skip, survived, nil
+			}
 			return nil, 0, err
 		}
 		if j < 0 || j >= len(idx) {

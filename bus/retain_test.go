@@ -571,3 +571,59 @@ func TestRepublishOnlyWhatBrokerLacks(t *testing.T) {
 		}
 	})
 }
+
+// A broker that held everything through one break can still lose it in the
+// next (a failover right after a restart): what it held is retained for a new
+// window from the republish, although nothing was published again.
+func TestHeldRetainedForANewWindow(t *testing.T) {
+	const m = 6
+	synctestRun(t, func(t *testing.T) {
+		hub := NewMemoryHub()
+		a, r, s := pairOn(t, hub, hub.Transport(), Config{})
+		p := a.PartitionOf("k")
+		saved := hub.end(p)
+		publishRange(t, a, "k", "a", 1, m)
+		s.wait(t, m, time.Minute)
+		// A cut longer than the window that loses nothing: nothing goes
+		// out again.
+		outage(hub, -1, 0, 2*DefaultRetainWindow, time.Second)
+		if st := a.Stats(); st.Republished != 0 || st.Reconnects == 0 {
+			t.Fatalf("after a cut that lost nothing: republished %d, reconnects %d; want 0, > 0", st.Republished, st.Reconnects)
+		}
+		// Then the broker loses them.
+		outage(hub, p, saved, time.Second, 3*time.Second)
+		if st := a.Stats(); st.Republished != m {
+			t.Fatalf("after the broker lost the %d messages it held through the first break: republished %d", m, st.Republished)
+		}
+		if st := r.Stats(); st.Gaps != 0 {
+			t.Fatalf("receiver reported %d gaps", st.Gaps)
+		}
+	})
+}
+
+// stalledSurvivor is a transport whose broker never answers which messages
+// it still holds.
+type stalledSurvivor struct{ Transport }
+
+func (stalledSurvivor) FindSurvivor(ctx context.Context, _, _ int, _ func([]byte) int) (int, error) {
+	<-ctx.Done()
+	return -1, ctx.Err()
+}
+
+// A check of what the broker holds that runs out of time does not hold
+// publishing up: the retained messages go out again whole, as without it.
+func TestSurvivorCheckOutOfTime(t *testing.T) {
+	const m = 6
+	synctestRun(t, func(t *testing.T) {
+		hub := NewMemoryHub()
+		a, _, s := pairOn(t, hub, stalledSurvivor{hub.Transport()}, Config{})
+		publishRange(t, a, "k", "a", 1, m)
+		s.wait(t, m, time.Minute)
+		outage(hub, -1, 0, time.Second, time.Second)
+		publishRange(t, a, "k", "a", m+1, m+1)
+		s.wait(t, m+1, time.Minute)
+		if st := a.Stats(); st.Republished != m {
+			t.Fatalf("republished %d, want the %d retained", st.Republished, m)
+		}
+	})
+}

@@ -96,3 +96,31 @@ func TestFindSurvivor(t *testing.T) {
 		t.Errorf("Redis down: %v, want ErrUnavailable", err)
 	}
 }
+
+// A server demoted to a replica (Sentinel moved the primary while this node
+// was cut off from it) still answers reads with what the new primary lacks:
+// FindSurvivor refuses to trust it, and the bus asks again later.
+func TestFindSurvivorRefusesAReplica(t *testing.T) {
+	old, primary := redistest.Standalone(t), redistest.Standalone(t)
+	ctx := t.Context()
+	o := faultOpts(Streams)
+	o.Prefix, o.Partitions = "survivor", 1
+	a := newTransport(t, old.URL(), o)
+	publish(t, a, []bus.Frame{{Partition: 0, Data: []byte("a-0")}, {Partition: 0, Data: []byte("a-1")}})
+	sf := a.(bus.SurvivorFinder)
+	match := func(data []byte) int {
+		if string(data) == "a-1" {
+			return 1
+		}
+		return -1
+	}
+	if i, err := sf.FindSurvivor(ctx, 0, 100, match); err != nil || i != 1 {
+		t.Fatalf("on the primary: %d, %v; want 1", i, err)
+	}
+	if _, err := old.Do(ctx, "REPLICAOF", "127.0.0.1", strconv.Itoa(primary.Port())); err != nil {
+		t.Fatal(err)
+	}
+	if i, err := sf.FindSurvivor(ctx, 0, 100, match); !errors.Is(err, errNotPrimary) {
+		t.Fatalf("on a replica: %d, %v; want errNotPrimary", i, err)
+	}
+}
