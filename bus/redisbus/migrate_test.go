@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/rueidis"
 
 	"github.com/durasock/durasock/bus"
 	"github.com/durasock/durasock/internal/redistest"
@@ -401,4 +402,49 @@ func TestClusterMigrationAfterUnconfirmedWrites(t *testing.T) {
 		t.Fatalf("Publish again: %v", err)
 	}
 	checkFrameOrder(t, "stream on the new owner", streamOn(t, ctx, m.To(), key), []int{0, 1, 2, 3})
+}
+
+// TestClusterReadAskSingleXREAD: a reader's read that holds only the blocking
+// XREAD (no position check: every position 0-0) of a key absent from a slot
+// being migrated gets ASK from the source. The XREAD goes alone, so the
+// client follows ASK (ASKING then XREAD on the target) and returns the
+// target's answer: nothing within the block time. Sent as a one-command
+// pipeline, rueidis v1.0.79 panicked sorting the replies of [ASKING, XREAD].
+func TestClusterReadAskSingleXREAD(t *testing.T) {
+	cs := redistest.Cluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	opts := faultOpts(Streams)
+	opts.Prefix = "askread"
+	opts.Partitions = 1
+	s := newTransport(t, cs.URL(), opts).(*streams)
+	c, err := s.client(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := StreamKey(opts.Prefix, 0)
+	slot := redistest.KeySlot(key)
+	m, err := cs.StartMigration(ctx, slot, otherPrimary(t, ctx, cs, slot))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.From().Do(ctx, "XLEN", key); err == nil || !strings.HasPrefix(err.Error(), "ASK ") {
+		t.Fatalf("XLEN on the source of the migration, key absent: %v, want ASK", err)
+	}
+	xread := func() rueidis.Completed {
+		return c.B().Xread().Count(10).Block(200).Streams().Key(key).Id("0-0").Build()
+	}
+	res := doRead(ctx, c, rueidis.Commands{xread()})
+	if len(res) != 1 || !rueidis.IsRedisNil(res[0].Error()) {
+		t.Fatalf("XREAD of an absent key being migrated: %d results %v, want one nil (block time out)", len(res), res)
+	}
+	// Once the target holds the key, the read returns its entries.
+	if _, err := m.To().DoAll(ctx, []string{"ASKING"}, []string{"XADD", key, "*", frameField, "m0"}); err != nil {
+		t.Fatal(err)
+	}
+	res = doRead(ctx, c, rueidis.Commands{xread()})
+	got, err := res[0].AsXRead()
+	if err != nil || len(got[key]) != 1 || got[key][0].FieldValues[frameField] != "m0" {
+		t.Fatalf("XREAD of a key on the target of the migration: %v %v, want the entry m0", got, err)
+	}
 }
