@@ -448,3 +448,73 @@ func TestClusterReadAskSingleXREAD(t *testing.T) {
 		t.Fatalf("XREAD of a key on the target of the migration: %v %v, want the entry m0", got, err)
 	}
 }
+
+// TestClusterAskWholeBatchOnTarget: with WaitReplicas 1, during a migration
+// of the slot of partition 0 whose stream key is not on the source, every
+// command of a batch gets ASK and goes to the target. The batch is the
+// target's alone: a NoWait write is recorded with the target's replication
+// id, and the source's own WAIT counts for nothing (its replica is stopped
+// and the connection wrote there before, so that WAIT falls short): Publish
+// with WAIT and AwaitReplicas confirm against the target.
+func TestClusterAskWholeBatchOnTarget(t *testing.T) {
+	cs := redistest.Cluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	opts := faultOpts(Streams)
+	opts.Prefix = "askwhole"
+	opts.Partitions = 16
+	opts.WaitReplicas, opts.WaitTimeout = 1, 2*time.Second
+	s := newTransport(t, cs.URL(), opts).(*streams)
+	key := StreamKey(opts.Prefix, 0)
+	slot := redistest.KeySlot(key)
+	from, err := cs.PrimaryOfSlot(ctx, slot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another partition served by the source.
+	other := -1
+	for p := 1; p < opts.Partitions && other < 0; p++ {
+		if o, err := cs.PrimaryOfSlot(ctx, redistest.KeySlot(StreamKey(opts.Prefix, p))); err == nil && o == from && redistest.KeySlot(StreamKey(opts.Prefix, p)) != slot {
+			other = p
+		}
+	}
+	if other < 0 {
+		t.Fatalf("no partition of %d besides 0 on %s", opts.Partitions, from.Addr())
+	}
+	m, err := cs.StartMigration(ctx, slot, otherPrimary(t, ctx, cs, slot))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reps, err := cs.ReplicasOf(ctx, from)
+	if err != nil || len(reps) == 0 {
+		t.Fatalf("replicas of the source %s: %v %v", from.Addr(), reps, err)
+	}
+	for _, r := range reps {
+		if err := r.Suspend(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = r.Resume() })
+	}
+	// A write on the source that its replica cannot acknowledge.
+	publish(t, s, []bus.Frame{{Partition: other, NoWait: true, Data: []byte("m0")}})
+	info, err := m.To().Info(ctx, "replication")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := info["master_replid"]
+
+	publish(t, s, []bus.Frame{{Partition: 0, NoWait: true, Data: []byte("m0")}})
+	s.mu.Lock()
+	pd := s.pend[0]
+	s.mu.Unlock()
+	if pd.replid != target || pd.mixed || pd.lastID == "" {
+		t.Fatalf("pending write after a batch all sent to the target: replid %q mixed %v id %q, want the target's %q", pd.replid, pd.mixed, pd.lastID, target)
+	}
+	if err := s.AwaitReplicas(ctx, []int{0}); err != nil {
+		t.Fatalf("AwaitReplicas with the batch and the marker on the target: %v", err)
+	}
+	if err := s.Publish(ctx, numbered(1, 2, 1)); err != nil {
+		t.Fatalf("Publish with WAIT, the batch on the target: %v", err)
+	}
+	checkFrameOrder(t, "stream on the target", streamOn(t, ctx, m.To(), key), []int{0, 1})
+}

@@ -125,6 +125,7 @@ func (s *streams) doGroup(ctx context.Context, c rueidis.Client, cmds rueidis.Co
 		all = append(all, c.B().Wait().Numreplicas(int64(s.opts.WaitReplicas)).Timeout(s.opts.WaitTimeout.Milliseconds()).Build())
 	}
 	var res, tail []rueidis.RedisResult
+	redirected := 0
 	switch {
 	case len(guards) == 0 && isCluster(c):
 		// Pinned to the node of the slot: a redirection is returned, and
@@ -137,7 +138,7 @@ func (s *streams) doGroup(ctx context.Context, c rueidis.Client, cmds rueidis.Co
 		err := c.Dedicated(func(dc rueidis.DedicatedClient) error {
 			res = dc.DoMulti(ctx, all...)
 			var err error
-			tail, err = s.redirect(ctx, c, dc, all, res, n, wait, ident)
+			tail, redirected, err = s.redirect(ctx, c, dc, all, res, n, wait, ident)
 			return err
 		})
 		if err != nil {
@@ -180,19 +181,19 @@ func (s *streams) doGroup(ctx context.Context, c rueidis.Client, cmds rueidis.Co
 		}
 	}
 	o := s.outcome(res[n:], wait, ident)
-	if tail != nil {
+	switch {
+	case redirected == n:
+		// Every command went to the node the slot was redirected to: the
+		// first node wrote none, its INFO and WAIT tell nothing of them.
+		o = s.outcome(tail, wait, ident)
+	case redirected > 0:
 		// Some commands went to the node the slot was redirected to: its
-		// WAIT counts them, and the writes are on two primaries when the
-		// first one took some too.
+		// WAIT counts them, and the writes are on two primaries.
 		to := s.outcome(tail, wait, ident)
 		if o.err == nil {
 			o.err = to.err
 		}
-		if slices.ContainsFunc(res[:n], func(r rueidis.RedisResult) bool { return redirection(r.Error()) == "" }) {
-			o.replid += "+" + to.replid // matches no primary: AwaitReplicas reports the change
-		} else {
-			o.replid = to.replid
-		}
+		o.replid += "+" + to.replid // matches no primary: AwaitReplicas reports the change
 	}
 	return res[:n], o, nil
 }
@@ -241,9 +242,10 @@ func (s *streams) outcome(res []rueidis.RedisResult, wait, ident bool) pipeOutco
 // The redirected commands, then INFO and WAIT again, go in one pipeline to
 // the node named by the redirection, on a connection of its own; redirect
 // writes their answers into res and returns those of INFO and WAIT (nil when
-// nothing was redirected). A second redirection, or a node the client does
-// not know, is an error wrapping ErrPrimaryChanged.
-func (s *streams) redirect(ctx context.Context, c rueidis.Client, dc rueidis.DedicatedClient, all rueidis.Commands, res []rueidis.RedisResult, n int, wait, ident bool) ([]rueidis.RedisResult, error) {
+// nothing was redirected) and how many of the n commands it redirected. A
+// second redirection, or a node the client does not know, is an error
+// wrapping ErrPrimaryChanged.
+func (s *streams) redirect(ctx context.Context, c rueidis.Client, dc rueidis.DedicatedClient, all rueidis.Commands, res []rueidis.RedisResult, n int, wait, ident bool) ([]rueidis.RedisResult, int, error) {
 	var redo []int
 	var addr, kind string
 	var first error
@@ -257,19 +259,19 @@ func (s *streams) redirect(ctx context.Context, c rueidis.Client, dc rueidis.Ded
 			first, addr, kind = r.Error(), a, k
 		}
 		if k != kind || a != addr {
-			return nil, movedErr(first) // two targets: not a migration
+			return nil, 0, movedErr(first) // two targets: not a migration
 		}
 		redo = append(redo, i)
 	}
 	if first == nil {
-		return nil, nil
+		return nil, 0, nil
 	}
 	if kind == "moved" && !movedWithData(ctx, c, dc, all[redo[0]].Slot()) {
-		return nil, movedErr(first)
+		return nil, 0, movedErr(first)
 	}
 	node, ok := c.Nodes()[addr]
 	if !ok {
-		return nil, movedErr(first)
+		return nil, 0, movedErr(first)
 	}
 	cmds := make(rueidis.Commands, 0, 2*len(redo)+len(all)-n)
 	for _, i := range redo {
@@ -291,7 +293,7 @@ func (s *streams) redirect(ctx context.Context, c rueidis.Client, dc rueidis.Ded
 			j++ // OK of ASKING
 		}
 		if err := movedErr(got[j].Error()); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		res[i] = got[j]
 		j++
@@ -301,7 +303,7 @@ func (s *streams) redirect(ctx context.Context, c rueidis.Client, dc rueidis.Ded
 	} else {
 		s.st.movedFollowed.Add(uint64(len(redo)))
 	}
-	return got[j:], nil
+	return got[j:], len(redo), nil
 }
 
 // movedWithData reports whether the node of dc, which answered MOVED for
