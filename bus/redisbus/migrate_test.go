@@ -518,3 +518,66 @@ func TestClusterAskWholeBatchOnTarget(t *testing.T) {
 	}
 	checkFrameOrder(t, "stream on the target", streamOn(t, ctx, m.To(), key), []int{0, 1})
 }
+
+// TestClusterRedirectToNodeLackingWrites: the node a redirection names must
+// hold the last entry this node wrote to the stream; otherwise the slot did
+// not move with its data, and Publish returns ErrPrimaryChanged (the bus
+// writes again what the new owner lacks) instead of writing the batch there
+// silently. MOVED: the old owner's keys of the slot were deleted and the
+// slot given to another primary (as a primary does that loses a slot to a
+// higher config epoch, or an operator's SETSLOT NODE on a half-done
+// migration): the old owner is still a primary holding no key of the slot.
+// ASK: the stream key moved to the target of a migration and was lost there.
+// After the error the next batch is written (the bus republishes first).
+func TestClusterRedirectToNodeLackingWrites(t *testing.T) {
+	cs := redistest.Cluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	opts := faultOpts(Streams)
+	opts.Prefix = "lostmig"
+	opts.Partitions = 2
+	tr := newTransport(t, cs.URL(), opts)
+	wopts := opts
+	wopts.WaitReplicas, wopts.WaitTimeout = 1, 10*time.Second
+	trw := newTransport(t, cs.URL(), wopts)
+	frames := func(p, i int) []bus.Frame { return []bus.Frame{{Partition: p, Data: []byte("m" + strconv.Itoa(i))}} }
+
+	for _, tc := range []struct {
+		name string
+		p    int
+		tr   bus.Transport
+		ask  bool
+	}{{"moved", 0, tr, false}, {"ask", 1, trw, true}} {
+		key := StreamKey(opts.Prefix, tc.p)
+		slot := redistest.KeySlot(key)
+		publish(t, tc.tr, frames(tc.p, 0))
+		m, err := cs.StartMigration(ctx, slot, otherPrimary(t, ctx, cs, slot))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.ask {
+			if n, err := m.MoveKeys(ctx, 10); err != nil || n != 1 {
+				t.Fatalf("%s: MoveKeys: %d %v", tc.name, n, err)
+			}
+			if _, err := m.To().DoAll(ctx, []string{"ASKING"}, []string{"DEL", key}); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			if _, err := m.From().Do(ctx, "DEL", key); err != nil {
+				t.Fatal(err)
+			}
+			if err := m.Finish(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tc.tr.Publish(ctx, frames(tc.p, 1)); !errors.Is(err, ErrPrimaryChanged) || !errors.Is(err, bus.ErrPrimaryChanged) {
+			t.Fatalf("%s: Publish to a node lacking the last entry written: %v, want ErrPrimaryChanged", tc.name, err)
+		}
+		if got := streamOn(t, ctx, m.To(), key); len(got) != 0 {
+			t.Fatalf("%s: the refused batch was written: %v", tc.name, got)
+		}
+		publish(t, tc.tr, frames(tc.p, 0)) // what the bus writes again
+		publish(t, tc.tr, frames(tc.p, 1))
+		checkFrameOrder(t, tc.name+": stream on the new node", streamOn(t, ctx, m.To(), key), []int{0, 1})
+	}
+}
