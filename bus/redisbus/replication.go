@@ -513,12 +513,12 @@ func (s *streams) publishPipeline(ctx context.Context, c rueidis.Client, frames 
 	var errs []error
 	s.mu.Lock()
 	if cluster {
-		// The last data frame of each partition (probes are not checked:
-		// losing one loses nothing).
+		// The last frame of each partition, probes too: the newer the entry
+		// checked, the less likely it was trimmed since.
 		var seen []int
 		for i := len(frames) - 1; i >= 0; i-- {
 			f := frames[i]
-			if f.Probe || slices.Contains(seen, f.Partition) {
+			if slices.Contains(seen, f.Partition) {
 				continue
 			}
 			if id, err := res[i].ToString(); err == nil {
