@@ -51,12 +51,16 @@
 // MIGRATE), the node answers ASK for a key it already gave away, and the
 // commands it refused go, each after ASKING, in order, to the target (then
 // INFO and WAIT there); after the resharding (CLUSTER SETSLOT NODE), a MOVED
-// from a node that is still a primary (ROLE) sends them to the new owner. A
-// batch that must follow unconfirmed writes (WaitReplicas) still returns
-// ErrPrimaryChanged. Readers and history reads follow ASK and MOVED through
-// the client (on a Cluster, XREAD goes on its own after the position checks).
+// from a node that is still a primary (ROLE) and holds no key of the slot
+// sends them to the new owner. Either way the node named must first show
+// (XRANGE <id> <id>) the entry this transport wrote last to each stream
+// redirected. A batch that must follow unconfirmed writes (WaitReplicas), or
+// whose last entry the node named lacks, still returns ErrPrimaryChanged.
+// Readers and history reads follow ASK and MOVED through the client (on a
+// Cluster, XREAD goes on its own after the position checks).
 // On Sentinel and Cluster every read also asks
-// (XREVRANGE <key> <position> - COUNT 1, same pipeline) whether the server
+// (XREVRANGE <key> <position> - COUNT 1, in the same pipeline on Sentinel,
+// just before the XREAD on a Cluster) whether the server
 // holds the reader's position; after a failover to a primary with another
 // history the reader goes back to the last entry in common.
 // A frame is the bytes of a bus envelope (see package bus and docs/PROTOCOL.md);

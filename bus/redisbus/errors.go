@@ -32,11 +32,15 @@ var (
 	// that does not hold them. On a Cluster, Publish and AwaitReplicas also
 	// return it, with WaitReplicas 0 too, when the node that served a slot
 	// answers MOVED and is no longer a primary (a failover or takeover), or
-	// answers MOVED or ASK for a batch that must follow unconfirmed writes:
-	// the commands of that slot were not written (those of other slots, and
-	// of that slot before the redirection, may have been). A redirection of a
-	// slot that moved with its data (a migration, a resharding) is followed
-	// instead. The bus writes again what the old primary may have lost, ahead
+	// answers MOVED or ASK for a batch that must follow unconfirmed writes,
+	// when a redirection names a node that lacks the entry this transport
+	// wrote last to a stream of the batch (the slot did not move with its
+	// data: its keys deleted on the old owner, or a migration given up), when
+	// the commands of one slot get redirections to different nodes, or when
+	// the node named is not in the client's map: the commands of that slot
+	// were not written (those of other slots, and of that slot before the
+	// redirection, may have been). A redirection of a slot that moved with its
+	// data (a migration, a resharding) is followed instead. The bus writes again what the old primary may have lost, ahead
 	// of the batch; receivers drop the duplicates. It wraps
 	// bus.ErrPrimaryChanged.
 	ErrPrimaryChanged = fmt.Errorf("redisbus: unconfirmed writes are not on the serving primary: %w", bus.ErrPrimaryChanged)

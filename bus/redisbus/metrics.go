@@ -110,8 +110,8 @@ func newStatsCollector(st *streamStats) *statsCollector {
 		skipped:       d("read_skipped_total", "Stream entries skipped because every read of them failed while Redis kept answering (the bus reports them as gaps)."),
 		readFailure:   d("read_failures_total", "Stream reads that failed while Redis kept answering (for example an entry above the client output buffer limit)."),
 		rewinds:       d("reader_rewinds_total", "Times a reader found the last entry it read missing on the server (a failover to a primary with another history) and read again from the last entry in common."),
-		askFollowed:   d("cluster_ask_followed_total", "Commands of a batch sent again, after ASKING, to the node importing their slot (a Redis Cluster slot migration in progress) instead of failing the batch."),
-		movedFollowed: d("cluster_moved_followed_total", "Commands of a batch sent again to a slot's new primary after a resharding (MOVED from a node still primary), without the bus republishing anything."),
+		askFollowed:   d("cluster_ask_followed_total", "Commands sent again, after ASKING, to the node importing their slot (a Redis Cluster slot migration in progress) instead of failing: those of published batches and AwaitReplicas' markers."),
+		movedFollowed: d("cluster_moved_followed_total", "Commands sent again to a slot's new primary after a resharding (MOVED from a node still primary), without the bus republishing anything: those of published batches and AwaitReplicas' markers."),
 		resets:        d("reader_resets_total", "Times a reader found the stream's last id below its position (Redis restarted without its data, the stream deleted) and read again from the last entry in common or the stream's start (the bus reports what was lost as gaps)."),
 	}
 }

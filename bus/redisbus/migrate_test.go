@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/rueidis"
 
 	"github.com/durasock/durasock/bus"
 	"github.com/durasock/durasock/internal/redistest"
@@ -406,4 +407,182 @@ func TestClusterMigrationAfterUnconfirmedWrites(t *testing.T) {
 		}
 	}
 	checkFrameOrder(t, "stream on the new owner", streamOn(t, ctx, m.To(), key), []int{0, 1, 2, 3})
+}
+
+// TestClusterReadAskSingleXREAD: a reader's read that holds only the blocking
+// XREAD (no position check: every position 0-0) of a key absent from a slot
+// being migrated gets ASK from the source. The XREAD goes alone, so the
+// client follows ASK (ASKING then XREAD on the target) and returns the
+// target's answer: nothing within the block time. Sent as a one-command
+// pipeline, rueidis v1.0.79 panicked sorting the replies of [ASKING, XREAD].
+func TestClusterReadAskSingleXREAD(t *testing.T) {
+	cs := redistest.Cluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	opts := faultOpts(Streams)
+	opts.Prefix = "askread"
+	opts.Partitions = 1
+	s := newTransport(t, cs.URL(), opts).(*streams)
+	c, err := s.client(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := StreamKey(opts.Prefix, 0)
+	slot := redistest.KeySlot(key)
+	m, err := cs.StartMigration(ctx, slot, otherPrimary(t, ctx, cs, slot))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.From().Do(ctx, "XLEN", key); err == nil || !strings.HasPrefix(err.Error(), "ASK ") {
+		t.Fatalf("XLEN on the source of the migration, key absent: %v, want ASK", err)
+	}
+	xread := func() rueidis.Completed {
+		return c.B().Xread().Count(10).Block(200).Streams().Key(key).Id("0-0").Build()
+	}
+	res := doRead(ctx, c, rueidis.Commands{xread()})
+	if len(res) != 1 || !rueidis.IsRedisNil(res[0].Error()) {
+		t.Fatalf("XREAD of an absent key being migrated: %d results %v, want one nil (block time out)", len(res), res)
+	}
+	// Once the target holds the key, the read returns its entries.
+	if _, err := m.To().DoAll(ctx, []string{"ASKING"}, []string{"XADD", key, "*", frameField, "m0"}); err != nil {
+		t.Fatal(err)
+	}
+	res = doRead(ctx, c, rueidis.Commands{xread()})
+	got, err := res[0].AsXRead()
+	if err != nil || len(got[key]) != 1 || got[key][0].FieldValues[frameField] != "m0" {
+		t.Fatalf("XREAD of a key on the target of the migration: %v %v, want the entry m0", got, err)
+	}
+}
+
+// TestClusterAskWholeBatchOnTarget: with WaitReplicas 1, during a migration
+// of the slot of partition 0 whose stream key is not on the source, every
+// command of a batch gets ASK and goes to the target. The batch is the
+// target's alone: a NoWait write is recorded with the target's replication
+// id, and the source's own WAIT counts for nothing (its replica is stopped
+// and the connection wrote there before, so that WAIT falls short): Publish
+// with WAIT and AwaitReplicas confirm against the target.
+func TestClusterAskWholeBatchOnTarget(t *testing.T) {
+	cs := redistest.Cluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	opts := faultOpts(Streams)
+	opts.Prefix = "askwhole"
+	opts.Partitions = 16
+	opts.WaitReplicas, opts.WaitTimeout = 1, 2*time.Second
+	s := newTransport(t, cs.URL(), opts).(*streams)
+	key := StreamKey(opts.Prefix, 0)
+	slot := redistest.KeySlot(key)
+	from, err := cs.PrimaryOfSlot(ctx, slot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another partition served by the source.
+	other := -1
+	for p := 1; p < opts.Partitions && other < 0; p++ {
+		if o, err := cs.PrimaryOfSlot(ctx, redistest.KeySlot(StreamKey(opts.Prefix, p))); err == nil && o == from && redistest.KeySlot(StreamKey(opts.Prefix, p)) != slot {
+			other = p
+		}
+	}
+	if other < 0 {
+		t.Fatalf("no partition of %d besides 0 on %s", opts.Partitions, from.Addr())
+	}
+	m, err := cs.StartMigration(ctx, slot, otherPrimary(t, ctx, cs, slot))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reps, err := cs.ReplicasOf(ctx, from)
+	if err != nil || len(reps) == 0 {
+		t.Fatalf("replicas of the source %s: %v %v", from.Addr(), reps, err)
+	}
+	for _, r := range reps {
+		if err := r.Suspend(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = r.Resume() })
+	}
+	// A write on the source that its replica cannot acknowledge.
+	publish(t, s, []bus.Frame{{Partition: other, NoWait: true, Data: []byte("m0")}})
+	info, err := m.To().Info(ctx, "replication")
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := info["master_replid"]
+
+	publish(t, s, []bus.Frame{{Partition: 0, NoWait: true, Data: []byte("m0")}})
+	s.mu.Lock()
+	pd := s.pend[0]
+	s.mu.Unlock()
+	if pd.replid != target || pd.mixed || pd.lastID == "" {
+		t.Fatalf("pending write after a batch all sent to the target: replid %q mixed %v id %q, want the target's %q", pd.replid, pd.mixed, pd.lastID, target)
+	}
+	if err := s.AwaitReplicas(ctx, []int{0}); err != nil {
+		t.Fatalf("AwaitReplicas with the batch and the marker on the target: %v", err)
+	}
+	if err := s.Publish(ctx, numbered(1, 2, 1)); err != nil {
+		t.Fatalf("Publish with WAIT, the batch on the target: %v", err)
+	}
+	checkFrameOrder(t, "stream on the target", streamOn(t, ctx, m.To(), key), []int{0, 1})
+}
+
+// TestClusterRedirectToNodeLackingWrites: the node a redirection names must
+// hold the last entry this node wrote to the stream; otherwise the slot did
+// not move with its data, and Publish returns ErrPrimaryChanged (the bus
+// writes again what the new owner lacks) instead of writing the batch there
+// silently. MOVED: the old owner's keys of the slot were deleted and the
+// slot given to another primary (as a primary does that loses a slot to a
+// higher config epoch, or an operator's SETSLOT NODE on a half-done
+// migration): the old owner is still a primary holding no key of the slot.
+// ASK: the stream key moved to the target of a migration and was lost there.
+// After the error the next batch is written (the bus republishes first).
+func TestClusterRedirectToNodeLackingWrites(t *testing.T) {
+	cs := redistest.Cluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	opts := faultOpts(Streams)
+	opts.Prefix = "lostmig"
+	opts.Partitions = 2
+	tr := newTransport(t, cs.URL(), opts)
+	wopts := opts
+	wopts.WaitReplicas, wopts.WaitTimeout = 1, 10*time.Second
+	trw := newTransport(t, cs.URL(), wopts)
+	frames := func(p, i int) []bus.Frame { return []bus.Frame{{Partition: p, Data: []byte("m" + strconv.Itoa(i))}} }
+
+	for _, tc := range []struct {
+		name string
+		p    int
+		tr   bus.Transport
+		ask  bool
+	}{{"moved", 0, tr, false}, {"ask", 1, trw, true}} {
+		key := StreamKey(opts.Prefix, tc.p)
+		slot := redistest.KeySlot(key)
+		publish(t, tc.tr, frames(tc.p, 0))
+		m, err := cs.StartMigration(ctx, slot, otherPrimary(t, ctx, cs, slot))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.ask {
+			if n, err := m.MoveKeys(ctx, 10); err != nil || n != 1 {
+				t.Fatalf("%s: MoveKeys: %d %v", tc.name, n, err)
+			}
+			if _, err := m.To().DoAll(ctx, []string{"ASKING"}, []string{"DEL", key}); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			if _, err := m.From().Do(ctx, "DEL", key); err != nil {
+				t.Fatal(err)
+			}
+			if err := m.Finish(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := tc.tr.Publish(ctx, frames(tc.p, 1)); !errors.Is(err, ErrPrimaryChanged) || !errors.Is(err, bus.ErrPrimaryChanged) {
+			t.Fatalf("%s: Publish to a node lacking the last entry written: %v, want ErrPrimaryChanged", tc.name, err)
+		}
+		if got := streamOn(t, ctx, m.To(), key); len(got) != 0 {
+			t.Fatalf("%s: the refused batch was written: %v", tc.name, got)
+		}
+		publish(t, tc.tr, frames(tc.p, 0)) // what the bus writes again
+		publish(t, tc.tr, frames(tc.p, 1))
+		checkFrameOrder(t, tc.name+": stream on the new node", streamOn(t, ctx, m.To(), key), []int{0, 1})
+	}
 }

@@ -30,8 +30,12 @@ type pendingRead struct {
 
 // send starts, in its own goroutine, the read of the reader's partitions from
 // ids with COUNT rd.count: when check, the streamInfo of every partition first;
-// the position checks (Sentinel, Cluster); the XREAD. Same pipeline, so same
-// server as the read. The caller must wait for done (wait).
+// the position checks (Sentinel, Cluster); the XREAD. Outside a Cluster they
+// go in one pipeline, so the checks ran on the server that answers the read;
+// on a Cluster the XREAD goes after them on its own (doRead), to the node the
+// client maps the slot to then: the same server as the checks unless the slot
+// changed hands (failover, migration) between the two. The caller must wait
+// for done (wait).
 func (rd *reader) send(ctx context.Context, ids []string, check bool) *pendingRead {
 	pr := &pendingRead{ids: ids, check: check, started: time.Now(), done: make(chan struct{})}
 	c, block := rd.c, rd.s.opts.BlockTimeout
@@ -88,18 +92,20 @@ func (rd *reader) aheadIDs(ids []string, m map[string][]rueidis.XRangeSlice) []s
 }
 
 // doRead sends a reader's pipeline, whose last command is the blocking XREAD.
-// On a Cluster the XREAD goes on its own, after the rest: rueidis (v1.0.79)
-// follows an ASK answered to a pipeline that holds a blocking command by
-// sending it again with ASKING before each command, marks that first ASKING
-// as blocking, then fails to tell it from the others and panics while sorting
-// the replies (a slot migration would crash the process). A single command
-// follows ASK without that fault.
+// On a Cluster the XREAD always goes on its own with Do, after the rest (if
+// any): rueidis (v1.0.79) follows an ASK answered to DoMulti with a blocking
+// command, even a pipeline of that command alone, by sending it again with
+// ASKING before each command, marks that first ASKING as blocking, then fails
+// to tell it from the others and panics while sorting the replies (a slot
+// migration would crash the process). Do follows ASK without that fault.
 func doRead(ctx context.Context, c rueidis.Client, cmds rueidis.Commands) []rueidis.RedisResult {
-	if !isCluster(c) || len(cmds) == 1 {
+	if !isCluster(c) {
 		return c.DoMulti(ctx, cmds...)
 	}
 	last := len(cmds) - 1
 	res := make([]rueidis.RedisResult, 0, len(cmds))
-	res = append(res, c.DoMulti(ctx, cmds[:last]...)...)
+	if last > 0 {
+		res = append(res, c.DoMulti(ctx, cmds[:last]...)...)
+	}
 	return append(res, c.Do(ctx, cmds[last]))
 }

@@ -1,6 +1,7 @@
 package redisbus
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -30,12 +31,23 @@ type guard struct {
 	cmd  rueidis.Completed // XRANGE <key> <id> <id>
 }
 
+// written is the last entry this transport wrote to a stream (key) on a
+// Cluster, confirmed by replicas or not: before a redirection is followed,
+// the node it names must hold it (redirect).
+type written struct {
+	key  string
+	id   string
+	data []byte
+}
+
 // run sends cmds and returns their results in order, with, per command, the
 // outcome of its pipeline. With ident, INFO replication follows the commands
 // on the same connection (the replication id tells which primary took them);
 // with wait, WAIT WaitReplicas WaitTimeout follows too; with guards, the
 // commands go out only on a connection where the guards pass (otherwise the
-// error wraps ErrPrimaryChanged). On a Cluster, WAIT and INFO count for the
+// error wraps ErrPrimaryChanged); last are the entries this transport wrote
+// last to the streams of cmds (Cluster), checked before a redirection is
+// followed (redirect). On a Cluster, WAIT and INFO count for the
 // primary they run on, and a pipeline with a key-less command must stay in
 // one slot: one pipeline per slot, run in parallel (partitions keep their
 // order: one slot each). An error means that the pipelines of some slots may
@@ -49,14 +61,14 @@ type guard struct {
 // what the old one acknowledged and the new one lacks, and nothing would tell
 // the bus to publish that again. A slot that moved with its data (ASK during
 // a migration, MOVED after a resharding) is followed here instead (redirect).
-func (s *streams) run(ctx context.Context, c rueidis.Client, cmds rueidis.Commands, guards []guard, wait, ident bool) ([]rueidis.RedisResult, []pipeOutcome, error) {
+func (s *streams) run(ctx context.Context, c rueidis.Client, cmds rueidis.Commands, guards []guard, last []written, wait, ident bool) ([]rueidis.RedisResult, []pipeOutcome, error) {
 	out := make([]pipeOutcome, len(cmds))
 	cluster := isCluster(c)
 	if !wait && !ident && len(guards) == 0 && !cluster {
 		return c.DoMulti(ctx, cmds...), out, nil
 	}
 	if !cluster {
-		res, o, err := s.doGroup(ctx, c, cmds, guards, wait, ident)
+		res, o, err := s.doGroup(ctx, c, cmds, guards, last, wait, ident)
 		for i := range out {
 			out[i] = o
 		}
@@ -76,7 +88,7 @@ func (s *streams) run(ctx context.Context, c rueidis.Client, cmds rueidis.Comman
 		guardsBySlot[g.cmd.Slot()] = append(guardsBySlot[g.cmd.Slot()], g)
 	}
 	if len(order) == 1 { // one slot: no goroutine
-		res, o, err := s.doGroup(ctx, c, cmds, guards, wait, ident)
+		res, o, err := s.doGroup(ctx, c, cmds, guards, last, wait, ident)
 		for i := range out {
 			out[i] = o
 		}
@@ -94,7 +106,7 @@ func (s *streams) run(ctx context.Context, c rueidis.Client, cmds rueidis.Comman
 			for j, k := range idx {
 				group[j] = cmds[k]
 			}
-			r, o, err := s.doGroup(ctx, c, group, guardsBySlot[sl], wait, ident)
+			r, o, err := s.doGroup(ctx, c, group, guardsBySlot[sl], last, wait, ident)
 			if err != nil {
 				errs[gi] = err
 				return
@@ -115,7 +127,7 @@ func (s *streams) run(ctx context.Context, c rueidis.Client, cmds rueidis.Comman
 // connection (WAIT is a blocking command, so rueidis runs the whole pipeline
 // on a dedicated connection). With guards it first checks them on a
 // dedicated connection, and sends the rest there only if they pass.
-func (s *streams) doGroup(ctx context.Context, c rueidis.Client, cmds rueidis.Commands, guards []guard, wait, ident bool) ([]rueidis.RedisResult, pipeOutcome, error) {
+func (s *streams) doGroup(ctx context.Context, c rueidis.Client, cmds rueidis.Commands, guards []guard, last []written, wait, ident bool) ([]rueidis.RedisResult, pipeOutcome, error) {
 	n := len(cmds)
 	all := cmds[:n:n] // appends below copy, never write into cmds
 	if ident {
@@ -125,6 +137,7 @@ func (s *streams) doGroup(ctx context.Context, c rueidis.Client, cmds rueidis.Co
 		all = append(all, c.B().Wait().Numreplicas(int64(s.opts.WaitReplicas)).Timeout(s.opts.WaitTimeout.Milliseconds()).Build())
 	}
 	var res, tail []rueidis.RedisResult
+	redirected := 0
 	switch {
 	case len(guards) == 0 && isCluster(c):
 		// Pinned to the node of the slot: a redirection is returned, and
@@ -137,7 +150,7 @@ func (s *streams) doGroup(ctx context.Context, c rueidis.Client, cmds rueidis.Co
 		err := c.Dedicated(func(dc rueidis.DedicatedClient) error {
 			res = dc.DoMulti(ctx, all...)
 			var err error
-			tail, err = s.redirect(ctx, c, dc, all, res, n, wait, ident)
+			tail, redirected, err = s.redirect(ctx, c, dc, all, res, n, last, wait, ident)
 			return err
 		})
 		if err != nil {
@@ -180,19 +193,19 @@ func (s *streams) doGroup(ctx context.Context, c rueidis.Client, cmds rueidis.Co
 		}
 	}
 	o := s.outcome(res[n:], wait, ident)
-	if tail != nil {
+	switch {
+	case redirected == n:
+		// Every command went to the node the slot was redirected to: the
+		// first node wrote none, its INFO and WAIT tell nothing of them.
+		o = s.outcome(tail, wait, ident)
+	case redirected > 0:
 		// Some commands went to the node the slot was redirected to: its
-		// WAIT counts them, and the writes are on two primaries when the
-		// first one took some too.
+		// WAIT counts them, and the writes are on two primaries.
 		to := s.outcome(tail, wait, ident)
 		if o.err == nil {
 			o.err = to.err
 		}
-		if slices.ContainsFunc(res[:n], func(r rueidis.RedisResult) bool { return redirection(r.Error()) == "" }) {
-			o.replid += "+" + to.replid // matches no primary: AwaitReplicas reports the change
-		} else {
-			o.replid = to.replid
-		}
+		o.replid += "+" + to.replid // matches no primary: AwaitReplicas reports the change
 	}
 	return res[:n], o, nil
 }
@@ -233,17 +246,23 @@ func (s *streams) outcome(res []rueidis.RedisResult, wait, ident bool) pipeOutco
 //   - MOVED while the pinned node is still a primary (ROLE) and holds no
 //     key of the slot (CLUSTER COUNTKEYSINSLOT): the slot was resharded
 //     (CLUSTER SETSLOT NODE, after MIGRATE moved its keys with their
-//     entries), not failed over. A failover or a takeover turns the old
+//     entries), not failed over, if the new owner holds what this
+//     transport wrote last (below). A failover or a takeover turns the old
 //     primary into a replica, which may lack what it had acknowledged: then
 //     the error wraps ErrPrimaryChanged, and the bus writes again what it
 //     may have lost.
 //
+// Either way the node named by the redirection must hold the entry this
+// transport wrote last to each stream of the redirected commands (holdsLast):
+// a primary holding no key of the slot does not prove that they moved.
+//
 // The redirected commands, then INFO and WAIT again, go in one pipeline to
 // the node named by the redirection, on a connection of its own; redirect
 // writes their answers into res and returns those of INFO and WAIT (nil when
-// nothing was redirected). A second redirection, or a node the client does
-// not know, is an error wrapping ErrPrimaryChanged.
-func (s *streams) redirect(ctx context.Context, c rueidis.Client, dc rueidis.DedicatedClient, all rueidis.Commands, res []rueidis.RedisResult, n int, wait, ident bool) ([]rueidis.RedisResult, error) {
+// nothing was redirected) and how many of the n commands it redirected. A
+// second redirection, or a node the client does not know, is an error
+// wrapping ErrPrimaryChanged.
+func (s *streams) redirect(ctx context.Context, c rueidis.Client, dc rueidis.DedicatedClient, all rueidis.Commands, res []rueidis.RedisResult, n int, last []written, wait, ident bool) ([]rueidis.RedisResult, int, error) {
 	var redo []int
 	var addr, kind string
 	var first error
@@ -257,19 +276,22 @@ func (s *streams) redirect(ctx context.Context, c rueidis.Client, dc rueidis.Ded
 			first, addr, kind = r.Error(), a, k
 		}
 		if k != kind || a != addr {
-			return nil, movedErr(first) // two targets: not a migration
+			return nil, 0, movedErr(first) // two targets: not a migration
 		}
 		redo = append(redo, i)
 	}
 	if first == nil {
-		return nil, nil
+		return nil, 0, nil
 	}
 	if kind == "moved" && !movedWithData(ctx, c, dc, all[redo[0]].Slot()) {
-		return nil, movedErr(first)
+		return nil, 0, movedErr(first)
 	}
 	node, ok := c.Nodes()[addr]
 	if !ok {
-		return nil, movedErr(first)
+		return nil, 0, movedErr(first)
+	}
+	if err := s.holdsLast(ctx, c, node, all, redo, last, kind == "ask"); err != nil {
+		return nil, 0, err
 	}
 	cmds := make(rueidis.Commands, 0, 2*len(redo)+len(all)-n)
 	for _, i := range redo {
@@ -291,7 +313,7 @@ func (s *streams) redirect(ctx context.Context, c rueidis.Client, dc rueidis.Ded
 			j++ // OK of ASKING
 		}
 		if err := movedErr(got[j].Error()); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 		res[i] = got[j]
 		j++
@@ -301,7 +323,59 @@ func (s *streams) redirect(ctx context.Context, c rueidis.Client, dc rueidis.Ded
 	} else {
 		s.st.movedFollowed.Add(uint64(len(redo)))
 	}
-	return got[j:], nil
+	return got[j:], len(redo), nil
+}
+
+// holdsLast checks that node, named by a redirection of the commands of all
+// at redo, holds the last entry this transport wrote (last) to each stream
+// those commands write (after ASKING when ask). A node that still serves as
+// a primary without a key of the slot does not prove that its keys moved: a
+// primary that lost the slot to a higher config epoch deletes them, and an
+// operator may give a slot away (CLUSTER SETSLOT NODE) halfway through a
+// migration. Then the error wraps ErrPrimaryChanged, and the bus writes
+// again what the new owner may lack, ahead of the batch.
+func (s *streams) holdsLast(ctx context.Context, c rueidis.Client, node rueidis.Client, all rueidis.Commands, redo []int, last []written, ask bool) error {
+	var check []written
+	for _, i := range redo {
+		args := all[i].Commands()
+		if len(args) < 2 {
+			continue
+		}
+		for _, w := range last {
+			if w.key == args[1] && !slices.ContainsFunc(check, func(x written) bool { return x.key == w.key }) {
+				check = append(check, w)
+			}
+		}
+	}
+	if len(check) == 0 {
+		return nil
+	}
+	cmds := make(rueidis.Commands, 0, 2*len(check))
+	for _, w := range check {
+		if ask {
+			cmds = append(cmds, c.B().Asking().Build())
+		}
+		cmds = append(cmds, c.B().Xrange().Key(w.key).Start(w.id).End(w.id).Build())
+	}
+	got := node.DoMulti(ctx, cmds...)
+	j := 0
+	for _, w := range check {
+		if ask {
+			j++ // OK of ASKING
+		}
+		entries, err := got[j].AsXRange()
+		j++
+		if merr := movedErr(err); merr != nil {
+			return merr
+		}
+		if err != nil {
+			return s.wrap("xrange", err)
+		}
+		if len(entries) == 0 || entries[0].FieldValues[frameField] != string(w.data) {
+			return fmt.Errorf("%w: %s: entry %s, written last by this node, is not on the node the slot was redirected to", ErrPrimaryChanged, w.key, w.id)
+		}
+	}
+	return nil
 }
 
 // movedWithData reports whether the node of dc, which answered MOVED for
@@ -404,10 +478,18 @@ type pending struct {
 // and the WAIT outcome, or err when the batch may not have been written.
 func (s *streams) publishPipeline(ctx context.Context, c rueidis.Client, frames []bus.Frame, cmds rueidis.Commands, wait bool) (res []rueidis.RedisResult, werr, err error) {
 	ident := s.opts.WaitReplicas > 0
+	cluster := isCluster(c)
 	var guards []guard
-	if ident {
+	var last []written
+	if ident || cluster {
 		s.mu.Lock()
 		for _, f := range frames {
+			if w := s.last[f.Partition]; cluster && w.id != "" && !slices.ContainsFunc(last, func(x written) bool { return x.key == w.key }) {
+				last = append(last, w)
+			}
+			if !ident {
+				continue
+			}
 			pd := &s.pend[f.Partition]
 			if f.Probe || pd.lastID == "" || slices.ContainsFunc(guards, func(g guard) bool { return g.p == f.Partition }) {
 				continue
@@ -417,18 +499,34 @@ func (s *streams) publishPipeline(ctx context.Context, c rueidis.Client, frames 
 		}
 		s.mu.Unlock()
 	}
-	res, out, err := s.run(ctx, c, cmds, guards, wait, ident)
+	res, out, err := s.run(ctx, c, cmds, guards, last, wait, ident)
 	if err != nil {
 		if errors.Is(err, ErrPrimaryChanged) {
 			// The bus writes every unconfirmed frame again, first.
 			s.mu.Lock()
 			clear(s.pend)
+			clear(s.last)
 			s.mu.Unlock()
 		}
 		return nil, nil, err
 	}
 	var errs []error
 	s.mu.Lock()
+	if cluster {
+		// The last frame of each partition, probes too: the newer the entry
+		// checked, the less likely it was trimmed since.
+		var seen []int
+		for i := len(frames) - 1; i >= 0; i-- {
+			f := frames[i]
+			if slices.Contains(seen, f.Partition) {
+				continue
+			}
+			if id, err := res[i].ToString(); err == nil {
+				seen = append(seen, f.Partition)
+				s.last[f.Partition] = written{key: s.keys[f.Partition], id: id, data: bytes.Clone(f.Data)}
+			}
+		}
+	}
 	for i, f := range frames {
 		o := out[i]
 		if o.err != nil && (i == 0 || out[i-1].err != o.err) {
@@ -481,7 +579,7 @@ func (s *streams) AwaitReplicas(ctx context.Context, partitions []int) error {
 		}
 		cmds = append(cmds, c.B().Set().Key(s.waitKeys[p]).Value("1").Build())
 	}
-	res, out, err := s.run(ctx, c, cmds, nil, true, true)
+	res, out, err := s.run(ctx, c, cmds, nil, nil, true, true)
 	if err != nil {
 		return err
 	}

@@ -62,6 +62,9 @@ type streams struct {
 	// pend is, per partition, what replicas have not confirmed yet
 	// (replication.go).
 	pend []pending
+	// last is, per partition, the last entry this transport wrote on a
+	// Cluster (replication.go: holdsLast).
+	last []written
 }
 
 var (
@@ -73,7 +76,7 @@ func newStreams(b *base) *streams {
 	n := b.opts.Partitions
 	s := &streams{base: b, keyPart: make(map[string]int, n), serverMs: make([]atomic.Int64, n),
 		failID: make([]string, n), failN: make([]int, n), failAt: make([]time.Time, n), st: b.stats,
-		pend: make([]pending, n)}
+		pend: make([]pending, n), last: make([]written, n)}
 	if b.conn.topology != Standalone {
 		s.recent, s.recentPos = make([][]seenEntry, n), make([]int, n)
 	}
