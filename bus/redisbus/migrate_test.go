@@ -93,17 +93,10 @@ func partitionOf(from, to, parts, p int) []int {
 // (XREAD) and history reads (XRANGE) keep working: rueidis follows ASK for
 // them.
 func TestClusterHalfDoneMigrationPublishes(t *testing.T) {
-	cs := redistest.Cluster(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	opts := faultOpts(Streams)
-	opts.Prefix = "askmig"
 	const parts = 4
-	opts.Partitions = parts
+	cs, ctx, opts := migrationCluster(t, "askmig", parts, 2*time.Minute)
 	tr := newTransport(t, cs.URL(), opts)
-	wopts := opts
-	wopts.WaitReplicas, wopts.WaitTimeout = 1, 10*time.Second
-	trw := newTransport(t, cs.URL(), wopts)
+	trw := newTransport(t, cs.URL(), waitingForOne(opts))
 	sub := startSubscribe(t, newTransport(t, cs.URL(), opts), "reader")
 	syncSubscribed(t, tr, "reader", sub)
 	publish(t, tr, numbered(0, 40, parts))
@@ -164,17 +157,10 @@ func TestClusterHalfDoneMigrationPublishes(t *testing.T) {
 // Publish returns no ErrPrimaryChanged (which would make the bus republish its
 // whole retained window), with WaitReplicas 0 and 1.
 func TestClusterReshardingRepins(t *testing.T) {
-	cs := redistest.Cluster(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	opts := faultOpts(Streams)
-	opts.Prefix = "reshard"
 	const parts = 4
-	opts.Partitions = parts
+	cs, ctx, opts := migrationCluster(t, "reshard", parts, 2*time.Minute)
 	tr := newTransport(t, cs.URL(), opts)
-	wopts := opts
-	wopts.WaitReplicas, wopts.WaitTimeout = 1, 10*time.Second
-	trw := newTransport(t, cs.URL(), wopts)
+	trw := newTransport(t, cs.URL(), waitingForOne(opts))
 	publish(t, tr, numbered(0, 40, parts))
 	publish(t, trw, numbered(40, 80, parts))
 	key := StreamKey(opts.Prefix, 0)
@@ -224,12 +210,7 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 // bus writes nothing again (the redirections are followed by the transport,
 // not reported as a primary change).
 func TestClusterSlotMigrationUnderLoad(t *testing.T) {
-	cs := redistest.Cluster(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	o := faultOpts(Streams)
-	o.Prefix = "loadmig"
-	o.Partitions = 1
+	cs, ctx, o := migrationCluster(t, "loadmig", 1, 3*time.Minute)
 	reg := prometheus.NewRegistry()
 	o.Bus.Registerer = reg
 	a := openBus(t, cs.URL(), o, "a")
@@ -359,12 +340,7 @@ func TestClusterSlotMigrationUnderLoad(t *testing.T) {
 // follows ASK. Once the migration is finished, the batch goes to the new
 // owner, refused once if the client still sends it to the old one.
 func TestClusterMigrationAfterUnconfirmedWrites(t *testing.T) {
-	cs := redistest.Cluster(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	opts := faultOpts(Streams)
-	opts.Prefix = "unconfmig"
-	opts.Partitions = 1
+	cs, ctx, opts := migrationCluster(t, "unconfmig", 1, 2*time.Minute)
 	opts.WaitReplicas, opts.WaitTimeout = 1, 10*time.Second
 	tr := newTransport(t, cs.URL(), opts)
 	unconfirmed := func(i int) []bus.Frame {
@@ -416,12 +392,7 @@ func TestClusterMigrationAfterUnconfirmedWrites(t *testing.T) {
 // target's answer: nothing within the block time. Sent as a one-command
 // pipeline, rueidis v1.0.79 panicked sorting the replies of [ASKING, XREAD].
 func TestClusterReadAskSingleXREAD(t *testing.T) {
-	cs := redistest.Cluster(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	opts := faultOpts(Streams)
-	opts.Prefix = "askread"
-	opts.Partitions = 1
+	cs, ctx, opts := migrationCluster(t, "askread", 1, time.Minute)
 	s := newTransport(t, cs.URL(), opts).(*streams)
 	c, err := s.client(ctx)
 	if err != nil {
@@ -462,12 +433,7 @@ func TestClusterReadAskSingleXREAD(t *testing.T) {
 // and the connection wrote there before, so that WAIT falls short): Publish
 // with WAIT and AwaitReplicas confirm against the target.
 func TestClusterAskWholeBatchOnTarget(t *testing.T) {
-	cs := redistest.Cluster(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	opts := faultOpts(Streams)
-	opts.Prefix = "askwhole"
-	opts.Partitions = 16
+	cs, ctx, opts := migrationCluster(t, "askwhole", 16, 2*time.Minute)
 	opts.WaitReplicas, opts.WaitTimeout = 1, 2*time.Second
 	s := newTransport(t, cs.URL(), opts).(*streams)
 	key := StreamKey(opts.Prefix, 0)
@@ -535,16 +501,9 @@ func TestClusterAskWholeBatchOnTarget(t *testing.T) {
 // ASK: the stream key moved to the target of a migration and was lost there.
 // After the error the next batch is written (the bus republishes first).
 func TestClusterRedirectToNodeLackingWrites(t *testing.T) {
-	cs := redistest.Cluster(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	opts := faultOpts(Streams)
-	opts.Prefix = "lostmig"
-	opts.Partitions = 2
+	cs, ctx, opts := migrationCluster(t, "lostmig", 2, 2*time.Minute)
 	tr := newTransport(t, cs.URL(), opts)
-	wopts := opts
-	wopts.WaitReplicas, wopts.WaitTimeout = 1, 10*time.Second
-	trw := newTransport(t, cs.URL(), wopts)
+	trw := newTransport(t, cs.URL(), waitingForOne(opts))
 	frames := func(p, i int) []bus.Frame { return []bus.Frame{{Partition: p, Data: []byte("m" + strconv.Itoa(i))}} }
 
 	for _, tc := range []struct {
@@ -585,4 +544,24 @@ func TestClusterRedirectToNodeLackingWrites(t *testing.T) {
 		publish(t, tc.tr, frames(tc.p, 1))
 		checkFrameOrder(t, tc.name+": stream on the new node", streamOn(t, ctx, m.To(), key), []int{0, 1})
 	}
+}
+
+// migrationCluster starts a Redis Cluster for a migration test and returns
+// it, a context that ends within the given time (or with the test), and
+// streams options with the test's own prefix and partition count.
+func migrationCluster(t *testing.T, prefix string, parts int, within time.Duration) (*redistest.ClusterSet, context.Context, Options) {
+	t.Helper()
+	cs := redistest.Cluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	t.Cleanup(cancel)
+	o := faultOpts(Streams)
+	o.Prefix, o.Partitions = prefix, parts
+	return cs, ctx, o
+}
+
+// waitingForOne returns o waiting for one replica (10 s at most) after each
+// batch.
+func waitingForOne(o Options) Options {
+	o.WaitReplicas, o.WaitTimeout = 1, 10*time.Second
+	return o
 }
