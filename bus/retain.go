@@ -168,31 +168,9 @@ func (rt *retained) pending(now time.Time) (frames []Frame, ids []uint64, gen ui
 	rt.trimLocked()
 	if rt.maxAge >= 0 {
 		horizon := now.Add(-rt.maxAge)
-		kept := rt.entries[:rt.head]
-		for _, e := range rt.entries[rt.head:] {
-			if e.accepted.Before(horizon) {
-				rt.bytes -= int64(len(e.data))
-				expired++
-				continue
-			}
-			kept = append(kept, e)
-		}
-		clear(rt.entries[len(kept):])
-		rt.entries = kept
-		rt.c.retainEvicted.Add(uint64(expired))
+		expired = rt.dropLocked(func(e *retainedEntry) bool { return e.accepted.Before(horizon) })
 	}
-	kept := rt.entries[:rt.head]
-	for _, e := range rt.entries[rt.head:] {
-		if e.copies >= maxCopies {
-			rt.bytes -= int64(len(e.data))
-			exhausted++
-			continue
-		}
-		kept = append(kept, e)
-	}
-	clear(rt.entries[len(kept):])
-	rt.entries = kept
-	rt.c.retainEvicted.Add(uint64(exhausted))
+	exhausted = rt.dropLocked(func(e *retainedEntry) bool { return e.copies >= maxCopies })
 	frames = make([]Frame, 0, rt.lenLocked())
 	ids = make([]uint64, 0, rt.lenLocked())
 	for _, e := range rt.entries[rt.head:] {
@@ -206,6 +184,26 @@ func (rt *retained) pending(now time.Time) (frames []Frame, ids []uint64, gen ui
 		frames = append(frames, Frame{Partition: e.partition, Data: data, NoWait: true})
 	}
 	return frames, ids, gen, expired, exhausted
+}
+
+// dropLocked forgets the retained entries drop selects, counted as evicted,
+// and returns how many.
+func (rt *retained) dropLocked(drop func(*retainedEntry) bool) int {
+	n := 0
+	kept := rt.entries[:rt.head]
+	for i := rt.head; i < len(rt.entries); i++ {
+		e := &rt.entries[i]
+		if drop(e) {
+			rt.bytes -= int64(len(e.data))
+			n++
+			continue
+		}
+		kept = append(kept, *e)
+	}
+	clear(rt.entries[len(kept):])
+	rt.entries = kept
+	rt.c.retainEvicted.Add(uint64(n))
+	return n
 }
 
 // republished records that the republish of generation gen succeeded at now,
