@@ -29,20 +29,24 @@ type prober struct {
 	done    chan struct{}
 }
 
-// begin starts round with one probe per partition and returns the channel closed
-// when all came back.
-func (p *prober) begin(round uint64, partitions int) <-chan struct{} {
+// begin starts round with one probe on each of parts (of partitions) and
+// returns the channel closed when all came back.
+func (p *prober) begin(round uint64, partitions int, parts []int) <-chan struct{} {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.round = round
 	if len(p.pending) != partitions {
 		p.pending = make([]bool, partitions)
 	}
-	for i := range p.pending {
+	clear(p.pending)
+	for _, i := range parts {
 		p.pending[i] = true
 	}
-	p.left = partitions
+	p.left = len(parts)
 	p.done = make(chan struct{})
+	if p.left == 0 {
+		close(p.done)
+	}
 	return p.done
 }
 
@@ -187,19 +191,24 @@ func (r *Reliable) ping(ctx context.Context) error {
 	return nil
 }
 
-// probeFrames returns the probes of round, one per partition, each announcing
+// probeFrames returns the probes of round, one on each of parts, each announcing
 // the last seq of its partition that left the outbox (acknowledged by the broker
-// or dropped by a bound). The outbox is read before the probes are published, so
+// or dropped by a bound), and that last seq of every partition. The outbox is read before the probes are published, so
 // every seq they announce was published (or dropped) before them: on each
 // partition the probe follows the frames it announces. The caller holds
 // r.publishing until the probes are written, so that no batch of the sender is
 // written between (one would follow no probe that announces it, yet precede
 // this one).
-func (r *Reliable) probeFrames(round uint64) (frames []Frame, last []uint64) {
+func (r *Reliable) probeFrames(round uint64, parts []int) (frames []Frame, last []uint64) {
 	last = r.ob.lastResolved(make([]uint64, 0, r.partitions))
-	frames = make([]Frame, r.partitions)
+	frames = r.appendProbes(make([]Frame, 0, len(parts)), round, parts, last)
+	return frames, last
+}
+
+// appendProbes appends to frames the probes of round on parts, announcing last.
+func (r *Reliable) appendProbes(frames []Frame, round uint64, parts []int, last []uint64) []Frame {
 	now := time.Now().UnixNano()
-	for p := range frames {
+	for _, p := range parts {
 		data := make([]byte, 0, len(r.prefix)+3+16+probeLastLen)
 		data = append(data, r.prefix...)
 		data[1] = byte(kindProbe)
@@ -207,9 +216,26 @@ func (r *Reliable) probeFrames(round uint64) (frames []Frame, last []uint64) {
 		data = binary.BigEndian.AppendUint64(data, round)
 		data = binary.BigEndian.AppendUint64(data, uint64(now))
 		data = binary.BigEndian.AppendUint64(data, last[p])
-		frames[p] = Frame{Partition: p, Data: data, NoWait: true, Probe: true} // probes never wait for replicas
+		frames = append(frames, Frame{Partition: p, Data: data, NoWait: true, Probe: true}) // probes never wait for replicas
 	}
-	return frames, last
+	return frames
+}
+
+// announced returns the partitions whose last seq an announcement (of a bus
+// that does not receive, or at Close) carries: those this node reads, and the
+// inbox partitions it does not read but wrote to (last[p] > 0). An inbox that
+// was never written has nothing to announce.
+func (r *Reliable) announced(last []uint64) []int {
+	if r.inboxes == 0 {
+		return r.reads
+	}
+	parts := slices.Clone(r.reads)
+	for p := r.shared; p < r.partitions; p++ {
+		if p != r.inbox && last[p] > 0 {
+			parts = append(parts, p)
+		}
+	}
+	return parts
 }
 
 // announceEvery is how many probe intervals a bus that does not receive lets
@@ -236,7 +262,8 @@ func (r *Reliable) announce(ctx context.Context, a *announcer) error {
 	if err := r.republish(ctx); err != nil {
 		return err
 	}
-	frames, last := r.probeFrames(0)
+	last := r.ob.lastResolved(make([]uint64, 0, r.partitions))
+	frames := r.appendProbes(nil, 0, r.announced(last), last)
 	a.since++
 	if a.last == nil {
 		a.last = make([]uint64, len(last)) // nothing announced: all 0
@@ -299,8 +326,8 @@ func (r *Reliable) probeRound(ctx context.Context, round uint64, warmUp bool) (m
 		r.unlockPublishing()
 		return false, false, err
 	}
-	frames, _ := r.probeFrames(round)
-	done := r.probes.begin(round, r.partitions)
+	frames, _ := r.probeFrames(round, r.reads)
+	done := r.probes.begin(round, r.partitions, r.reads)
 	err = r.publishProbes(ctx, frames)
 	r.unlockPublishing()
 	if err != nil {
