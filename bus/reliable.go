@@ -75,6 +75,9 @@ type Reliable struct {
 	recv   receiver
 	pos    positions
 	probes prober
+	// breaks counts broken connections (connectionBroke): after one, the
+	// prober announces again every inbox partition this node wrote to.
+	breaks atomic.Uint64
 	// recovered fires when a ping finds the broker back after a failed one.
 	recovered signal
 	pingDown  bool // the last ping failed; owned by the prober
