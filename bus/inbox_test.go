@@ -3,8 +3,8 @@ package bus
 import (
 	"context"
 	"errors"
-	"maps"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"testing"
