@@ -236,14 +236,24 @@ func TestPublishToInboxMates(t *testing.T) {
 // retention to publish them again; the sender publishes nothing more there.
 // Its announcement after the reconnect makes the target report the lost
 // tail, exactly once; a later message is neither a duplicate nor another gap.
+// A sender that receives announces in its probe rounds, one that only
+// publishes in its announcements.
 func TestInboxLostTailReported(t *testing.T) {
+	for _, receives := range []bool{true, false} {
+		t.Run(fmt.Sprint("receives=", receives), func(t *testing.T) { testInboxLostTail(t, receives) })
+	}
+}
+
+func testInboxLostTail(t *testing.T, receives bool) {
 	synctestRun(t, func(t *testing.T) {
 		const shared, inboxes = 2, 8
 		hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: shared, Inboxes: inboxes})
 		ids := inboxIDs(t, shared, inboxes, 2)
 		var gaps gapLog
 		a := newBus(t, hub, Config{NodeID: ids[0], Retain: RetainConfig{Window: -1}})
-		a.Receive(func(Message) {})
+		if receives {
+			a.Receive(func(Message) {})
+		}
 		r := newBus(t, hub, Config{NodeID: ids[1], OnGap: gaps.add})
 		sr := newSink()
 		block, first := make(chan struct{}), make(chan struct{})
@@ -455,5 +465,56 @@ func TestPublishToWithoutInboxes(t *testing.T) {
 	}
 	if err := b.PublishTo(t.Context(), "x", []byte("p")); !errors.Is(err, ErrNoInboxes) {
 		t.Fatalf("PublishTo = %v, want ErrNoInboxes", err)
+	}
+}
+
+// TestMemoryHubInboxes: a hub with inboxes has them after its shared
+// partitions; a transport restricted by ReadPartitions delivers, in order,
+// only the frames of the partitions it reads, and the survivor search still
+// reads any partition (a sender checks the inboxes it wrote to).
+func TestMemoryHubInboxes(t *testing.T) {
+	hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: 2, Inboxes: 3})
+	pub, sub := hub.Transport(), hub.Transport()
+	defer pub.Close()
+	defer sub.Close()
+	ib, ok := sub.(Inboxer)
+	if !ok || sub.Partitions() != 5 || ib.Inboxes() != 3 {
+		t.Fatalf("Inboxer %v, partitions %d", ok, sub.Partitions())
+	}
+	if n := NewMemoryHub().Transport().(Inboxer).Inboxes(); n != 0 {
+		t.Fatalf("a hub without inboxes has %d", n)
+	}
+	ib.ReadPartitions([]int{0, 1, 3})
+	ctx := context.Background()
+	const rounds = 100
+	for i := 1; i <= rounds; i++ {
+		var frames []Frame
+		for p := range 5 {
+			frames = append(frames, Frame{Partition: p, Data: fmt.Appendf(nil, "%d", i)})
+		}
+		if err := pub.Publish(ctx, frames); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ch, _ := collect(t, sub, "sub")
+	got := recvFrames(t, ch, 3*rounds)
+	last := make(map[int]int)
+	for _, f := range got {
+		var n int
+		fmt.Sscan(string(f.Data), &n)
+		if !slices.Contains([]int{0, 1, 3}, f.Partition) || n != last[f.Partition]+1 {
+			t.Fatalf("frame %d of partition %d after %d", n, f.Partition, last[f.Partition])
+		}
+		last[f.Partition] = n
+	}
+	expectNoFrame(t, ch)
+	i, err := pub.(SurvivorFinder).FindSurvivor(ctx, 4, 10, func(data []byte) int {
+		if string(data) == fmt.Sprint(rounds) {
+			return 7
+		}
+		return -1
+	})
+	if err != nil || i != 7 {
+		t.Fatalf("FindSurvivor on an inbox = %d, %v", i, err)
 	}
 }
