@@ -193,13 +193,17 @@ type Config struct {
 	// retried like any failed one. Default 5 s.
 	PublishTimeout time.Duration
 	// ProbeInterval is the period of liveness checks: a Ping, then (once Receive
-	// was called) one probe frame per partition published through the reliable
-	// plane and expected back through this node's own subscription. Probes also
-	// announce the last seq per partition that left the outbox, so that receivers
-	// report the loss of a node's last messages (a bus that never receives sends
-	// these announcements when they change and every 10 intervals, and every bus
-	// a final one at Close); and other nodes report a node whose probes stop
-	// (Stats.NodesGoneSilent, NodesClosed after a final one). Default 1 s;
+	// was called) one probe frame per partition this node reads (with inbox
+	// partitions, see Inboxer: the shared ones and its own inbox) published
+	// through the reliable plane and expected back through this node's own
+	// subscription. Probes also announce the last seq per partition that left
+	// the outbox, so that receivers report the loss of a node's last messages (a
+	// bus that never receives sends these announcements when they change and
+	// every 10 intervals; on the inbox partitions of other nodes it wrote to,
+	// every bus sends them when they change and again after a broken
+	// connection; every bus sends a final one at Close); and other nodes report
+	// a node whose probes stop (Stats.NodesGoneSilent, NodesClosed after a final
+	// one). Default 1 s;
 	// -1 disables pings and probes (the bus then starts as Connected and only
 	// publish and subscribe errors change its state), including the readiness
 	// pings that end backoff waits when the broker returns (BackoffConfig).

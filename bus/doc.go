@@ -55,11 +55,19 @@
 //     keeps buffering and retrying), Closed — Status, StateChanged,
 //     Config.OnStateChange, one log line per transition.
 //   - Liveness probes: every ProbeInterval the node publishes a probe per
-//     partition and expects it back through its own subscription; a subscription
-//     that is silently dead is rebuilt. Each probe announces the partition's last
-//     seq that left the outbox, so receivers report a lost tail (Gap.Tail) even
-//     when its node publishes nothing more, and other nodes report a node whose
-//     probes stop (durasock_bus_nodes_gone_total).
+//     partition it reads and expects it back through its own subscription; a
+//     subscription that is silently dead is rebuilt. Each probe announces the
+//     partition's last seq that left the outbox, so receivers report a lost tail
+//     (Gap.Tail) even when its node publishes nothing more, and other nodes
+//     report a node whose probes stop (durasock_bus_nodes_gone_total).
+//   - Inbox partitions (interest routing): over a transport that implements
+//     Inboxer, the reliable plane ends with inbox partitions; a node reads the
+//     shared partitions and only its own inbox (InboxOf), and PublishTo sends a
+//     message to one node's inbox, with everything Publish guarantees. Keys
+//     hash over the shared partitions. On an inbox it writes to and does not
+//     read, a node announces its last seq when it changed and again after a
+//     broken connection, so the target still reports a lost tail; its probes,
+//     and so its liveness, stay on the partitions it reads.
 //   - Node ids: a second running process with this node's id is detected and
 //     reported (Status.NodeIDConflict, durasock_bus_node_id_conflicts_total, an
 //     error log); see Config.NodeID.

@@ -88,7 +88,7 @@ func (r *Reliable) ReadHistory(ctx context.Context, key, after string, fn func(H
 	if !ok {
 		return ErrNoHistory
 	}
-	p := partitionOf(key, r.partitions)
+	p := partitionOf(key, r.shared)
 	passed := make(map[historyRun]uint64)
 	decided := make(map[string]bool) // republished entries whose original was looked for
 	cursor := after
@@ -208,7 +208,7 @@ type Positioner interface {
 // where its reading started. Empty on transports without positions (pub/sub),
 // and before the start is known.
 func (r *Reliable) Position(key string) string {
-	p := partitionOf(key, r.partitions)
+	p := partitionOf(key, r.shared)
 	if ps, ok := r.t.(Positioner); ok {
 		if id := ps.Position(p); id != "" {
 			return id
@@ -220,7 +220,7 @@ func (r *Reliable) Position(key string) string {
 // LastSeq returns the sequence number of the last message this bus accepted on
 // key's partition (0 before the first).
 func (r *Reliable) LastSeq(key string) uint64 {
-	p := partitionOf(key, r.partitions)
+	p := partitionOf(key, r.shared)
 	r.ob.mu.Lock()
 	defer r.ob.mu.Unlock()
 	return r.ob.seqs[p]

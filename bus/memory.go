@@ -30,8 +30,14 @@ const (
 
 // MemoryHubConfig configures NewMemoryHubConfig. Zero fields take defaults.
 type MemoryHubConfig struct {
-	// Partitions of the reliable plane. Default DefaultMemoryPartitions.
+	// Partitions of the reliable plane that every node reads (the shared
+	// partitions). Default DefaultMemoryPartitions.
 	Partitions int
+	// Inboxes is the number of inbox partitions after the shared ones (see
+	// Inboxer): the transports' Partitions() is Partitions+Inboxes, and a bus
+	// over one reads the shared partitions and its own inbox only. Default 0:
+	// no inboxes, every node reads every partition.
+	Inboxes int
 	// MaxLen is the number of frames kept per partition; older frames are trimmed
 	// like a Redis stream with MAXLEN (a subscriber behind the trim point resumes at
 	// the oldest kept frame and its bus reports the gap). Default DefaultMemoryMaxLen.
@@ -52,7 +58,8 @@ type MemoryHubConfig struct {
 // other packages wrap the Transport instead (see cluster's brokerSwitch).
 type MemoryHub struct {
 	mu             sync.Mutex
-	partitions     int
+	partitions     int // shared and inbox partitions
+	inboxes        int
 	maxLen         int
 	down           bool
 	failAfterWrite int
@@ -83,10 +90,12 @@ func NewMemoryHubConfig(cfg MemoryHubConfig) *MemoryHub {
 	if cfg.MaxLen <= 0 {
 		cfg.MaxLen = DefaultMemoryMaxLen
 	}
+	cfg.Inboxes = max(cfg.Inboxes, 0)
 	return &MemoryHub{
-		partitions: cfg.Partitions,
+		partitions: cfg.Partitions + cfg.Inboxes,
+		inboxes:    cfg.Inboxes,
 		maxLen:     cfg.MaxLen,
-		logs:       make([]memoryLog, cfg.Partitions),
+		logs:       make([]memoryLog, cfg.Partitions+cfg.Inboxes),
 		subs:       make(map[*memorySub]struct{}),
 		changed:    make(chan struct{}),
 	}
@@ -178,15 +187,48 @@ func (h *MemoryHub) broadcastLocked() {
 // memoryTransport is one node's connection to a MemoryHub.
 type memoryTransport struct {
 	hub *MemoryHub
-	// cursor and closed are guarded by hub.mu.
+	// cursor, reads and closed are guarded by hub.mu.
 	cursor []uint64
+	// reads are the partitions Subscribe reads (ReadPartitions); nil: all.
+	reads  []int
 	closed bool
 }
 
 var (
 	_ Transport      = (*memoryTransport)(nil)
 	_ SurvivorFinder = (*memoryTransport)(nil)
+	_ Inboxer        = (*memoryTransport)(nil)
 )
+
+// Inboxes implements Inboxer: MemoryHubConfig.Inboxes.
+func (t *memoryTransport) Inboxes() int { return t.hub.inboxes }
+
+// ReadPartitions implements Inboxer: Subscribe reads only parts from now on
+// (out-of-range partitions are ignored).
+func (t *memoryTransport) ReadPartitions(parts []int) {
+	h := t.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t.reads = make([]int, 0, len(parts))
+	for _, p := range parts {
+		if p >= 0 && p < h.partitions {
+			t.reads = append(t.reads, p)
+		}
+	}
+}
+
+// readsLocked returns the partitions Subscribe reads.
+func (t *memoryTransport) readsLocked() []int {
+	if t.reads != nil {
+		return t.reads
+	}
+	all := make([]int, t.hub.partitions)
+	for p := range all {
+		all[p] = p
+	}
+	t.reads = all
+	return all
+}
 
 // memorySub is an active Subscribe call; its fields are guarded by hub.mu.
 type memorySub struct {
@@ -360,7 +402,7 @@ func (t *memoryTransport) Subscribe(ctx context.Context, nodeID string, deliver 
 			return ctx.Err()
 		}
 		reads = reads[:0]
-		for p := range h.logs {
+		for _, p := range t.readsLocked() {
 			l := &h.logs[p]
 			if t.cursor[p] < l.first {
 				t.cursor[p] = l.first // trimmed or lost: resume at the oldest kept

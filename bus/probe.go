@@ -29,20 +29,24 @@ type prober struct {
 	done    chan struct{}
 }
 
-// begin starts round with one probe per partition and returns the channel closed
-// when all came back.
-func (p *prober) begin(round uint64, partitions int) <-chan struct{} {
+// begin starts round with one probe on each of parts (of partitions) and
+// returns the channel closed when all came back.
+func (p *prober) begin(round uint64, partitions int, parts []int) <-chan struct{} {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.round = round
 	if len(p.pending) != partitions {
 		p.pending = make([]bool, partitions)
 	}
-	for i := range p.pending {
+	clear(p.pending)
+	for _, i := range parts {
 		p.pending[i] = true
 	}
-	p.left = partitions
+	p.left = len(parts)
 	p.done = make(chan struct{})
+	if p.left == 0 {
+		close(p.done)
+	}
 	return p.done
 }
 
@@ -119,7 +123,7 @@ func (r *Reliable) probeLoop(ctx context.Context) {
 			warmUp := !prevRound || gen != prevGen
 			prevGen, prevRound = gen, true
 			var missed, lost bool
-			missed, lost, err = r.probeRound(ctx, round, warmUp)
+			missed, lost, err = r.probeRound(ctx, round, warmUp, &ann.inbox)
 			if ctx.Err() != nil {
 				return
 			}
@@ -187,19 +191,24 @@ func (r *Reliable) ping(ctx context.Context) error {
 	return nil
 }
 
-// probeFrames returns the probes of round, one per partition, each announcing
+// probeFrames returns the probes of round, one on each of parts, each announcing
 // the last seq of its partition that left the outbox (acknowledged by the broker
-// or dropped by a bound). The outbox is read before the probes are published, so
+// or dropped by a bound), and that last seq of every partition. The outbox is read before the probes are published, so
 // every seq they announce was published (or dropped) before them: on each
 // partition the probe follows the frames it announces. The caller holds
 // r.publishing until the probes are written, so that no batch of the sender is
 // written between (one would follow no probe that announces it, yet precede
 // this one).
-func (r *Reliable) probeFrames(round uint64) (frames []Frame, last []uint64) {
+func (r *Reliable) probeFrames(round uint64, parts []int) (frames []Frame, last []uint64) {
 	last = r.ob.lastResolved(make([]uint64, 0, r.partitions))
-	frames = make([]Frame, r.partitions)
+	frames = r.appendProbes(make([]Frame, 0, len(parts)), round, parts, last)
+	return frames, last
+}
+
+// appendProbes appends to frames the probes of round on parts, announcing last.
+func (r *Reliable) appendProbes(frames []Frame, round uint64, parts []int, last []uint64) []Frame {
 	now := time.Now().UnixNano()
-	for p := range frames {
+	for _, p := range parts {
 		data := make([]byte, 0, len(r.prefix)+3+16+probeLastLen)
 		data = append(data, r.prefix...)
 		data[1] = byte(kindProbe)
@@ -207,9 +216,26 @@ func (r *Reliable) probeFrames(round uint64) (frames []Frame, last []uint64) {
 		data = binary.BigEndian.AppendUint64(data, round)
 		data = binary.BigEndian.AppendUint64(data, uint64(now))
 		data = binary.BigEndian.AppendUint64(data, last[p])
-		frames[p] = Frame{Partition: p, Data: data, NoWait: true, Probe: true} // probes never wait for replicas
+		frames = append(frames, Frame{Partition: p, Data: data, NoWait: true, Probe: true}) // probes never wait for replicas
 	}
-	return frames, last
+	return frames
+}
+
+// announced returns the partitions whose last seq an announcement (of a bus
+// that does not receive, or at Close) carries: those this node reads, and the
+// inbox partitions it does not read but wrote to (last[p] > 0). An inbox that
+// was never written has nothing to announce.
+func (r *Reliable) announced(last []uint64) []int {
+	if r.inboxes == 0 {
+		return r.reads
+	}
+	parts := slices.Clone(r.reads)
+	for p := r.shared; p < r.partitions; p++ {
+		if p != r.inbox && last[p] > 0 {
+			parts = append(parts, p)
+		}
+	}
+	return parts
 }
 
 // announceEvery is how many probe intervals a bus that does not receive lets
@@ -222,12 +248,15 @@ const announceEvery = 10
 type announcer struct {
 	last  []uint64
 	since int // rounds since the last announcement
+	inbox inboxAnnouncer
 }
 
 // announce publishes, for a bus that does not receive, probes without waiting
-// for them: when a partition's last resolved seq changed since the last
-// announcement, and every announceEvery rounds once anything was resolved. Their
-// round (seq) is 0: they announce, but their rhythm says nothing about liveness.
+// for them: when the last resolved seq of a partition it reads changed since
+// the last announcement, and every announceEvery rounds once anything was
+// resolved; and the announcements of the inbox partitions it writes to
+// (inboxAnnouncements). Their round (seq) is 0: they announce, but their
+// rhythm says nothing about liveness.
 func (r *Reliable) announce(ctx context.Context, a *announcer) error {
 	if !r.lockPublishing(ctx) {
 		return ctx.Err()
@@ -236,21 +265,75 @@ func (r *Reliable) announce(ctx context.Context, a *announcer) error {
 	if err := r.republish(ctx); err != nil {
 		return err
 	}
-	frames, last := r.probeFrames(0)
+	last := r.ob.lastResolved(make([]uint64, 0, r.partitions))
 	a.since++
 	if a.last == nil {
 		a.last = make([]uint64, len(last)) // nothing announced: all 0
 	}
-	changed := !slices.Equal(last, a.last)
-	if !changed && (a.since < announceEvery || !slices.ContainsFunc(last, func(s uint64) bool { return s > 0 })) {
+	changed, some := false, false
+	for _, p := range r.reads {
+		changed = changed || last[p] != a.last[p]
+		some = some || last[p] > 0
+	}
+	var frames []Frame
+	reads := changed || (a.since >= announceEvery && some)
+	if reads {
+		frames = r.appendProbes(frames, 0, r.reads, last)
+	}
+	frames, sent := r.inboxAnnouncements(frames, last, &a.inbox)
+	if len(frames) == 0 {
 		return nil
 	}
 	if err := r.publishProbes(ctx, frames); err != nil {
 		return err
 	}
 	r.c.probesSent.Add(1)
-	a.last, a.since = last, 0
+	sent()
+	if reads {
+		a.last, a.since = last, 0
+	}
 	return nil
+}
+
+// inboxAnnouncer is the prober's memory of its announcements on the inbox
+// partitions this node writes to and does not read.
+type inboxAnnouncer struct {
+	last   []uint64 // per partition: the last seq announced there
+	breaks uint64   // Reliable.breaks at the last announcement of them all
+}
+
+// inboxAnnouncements appends to frames an announcement (round 0: a last seq,
+// no liveness meaning) on each inbox partition this node wrote to and does
+// not read whose last resolved seq changed since its last announcement there,
+// and on every one of them after a broken connection (the broker may have lost
+// their tails while nothing new was written): this node's probes do not go
+// there, and the nodes reading them learn a lost tail only so. Its round-trip
+// probes keep going on the shared partitions, which every node reads, so a
+// sender that stops writing to an inbox is not taken for gone. It returns the
+// frames and the function to call once they are written. Without inboxes it
+// adds nothing.
+func (r *Reliable) inboxAnnouncements(frames []Frame, last []uint64, a *inboxAnnouncer) ([]Frame, func()) {
+	if r.inboxes == 0 {
+		return frames, func() {}
+	}
+	if a.last == nil {
+		a.last = make([]uint64, r.partitions)
+	}
+	breaks := r.breaks.Load()
+	all := breaks != a.breaks
+	var parts []int
+	for p := r.shared; p < r.partitions; p++ {
+		if p != r.inbox && last[p] > 0 && (all || last[p] != a.last[p]) {
+			parts = append(parts, p)
+		}
+	}
+	frames = r.appendProbes(frames, 0, parts, last)
+	return frames, func() {
+		for _, p := range parts {
+			a.last[p] = last[p]
+		}
+		a.breaks = breaks
+	}
 }
 
 // publishProbes publishes probe frames; the caller holds r.publishing and has
@@ -289,7 +372,7 @@ func (r *Reliable) publishProbes(ctx context.Context, frames []Frame) error {
 // probe is missing delivers other frames or the handler runs (the subscription
 // is behind, not dead), except in a warm-up round: frames of a subscription
 // that did not exist when the probes left say nothing about them.
-func (r *Reliable) probeRound(ctx context.Context, round uint64, warmUp bool) (missed, lost bool, err error) {
+func (r *Reliable) probeRound(ctx context.Context, round uint64, warmUp bool, ann *inboxAnnouncer) (missed, lost bool, err error) {
 	subs := r.recv.subscriptions.Load()
 	if !r.lockPublishing(ctx) {
 		return false, false, ctx.Err()
@@ -299,13 +382,15 @@ func (r *Reliable) probeRound(ctx context.Context, round uint64, warmUp bool) (m
 		r.unlockPublishing()
 		return false, false, err
 	}
-	frames, _ := r.probeFrames(round)
-	done := r.probes.begin(round, r.partitions)
+	frames, last := r.probeFrames(round, r.reads)
+	frames, sent := r.inboxAnnouncements(frames, last, ann)
+	done := r.probes.begin(round, r.partitions, r.reads)
 	err = r.publishProbes(ctx, frames)
 	r.unlockPublishing()
 	if err != nil {
 		return false, false, err
 	}
+	sent()
 	r.c.probesSent.Add(1)
 	timer := time.NewTimer(r.cfg.ProbeTimeout)
 	defer timer.Stop()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,10 @@ import (
 
 // ErrSelf is returned by Send addressed to the sending node itself.
 var ErrSelf = errors.New("bus: send to own node")
+
+// ErrNoInboxes is returned by PublishTo on a bus whose transport has no inbox
+// partitions (see Inboxer and Routing).
+var ErrNoInboxes = errors.New("bus: the transport has no inboxes")
 
 // Reliable is the reliable Bus over any Transport: a bounded outbox drained in
 // order by one sender goroutine, reconnects with backoff, per-origin sequencing
@@ -28,6 +33,14 @@ type Reliable struct {
 	// and another instance written earlier are an earlier run's history.
 	startNanos int64
 	partitions int
+	// shared is the number of partitions every node reads, over which keys
+	// are hashed: partitions without inboxes, partitions-inboxes with.
+	shared  int
+	inboxes int
+	// inbox is this node's inbox partition (-1 without inboxes); reads are
+	// the partitions it reads, sorted (every partition without inboxes).
+	inbox int
+	reads []int
 	// publishing is held by the sender from a batch's publish until the
 	// outbox knows its outcome, and by the prober from reading what its probes
 	// announce until they are written: a probe then follows on each partition
@@ -62,6 +75,9 @@ type Reliable struct {
 	recv   receiver
 	pos    positions
 	probes prober
+	// breaks counts broken connections (connectionBroke): after one, the
+	// prober announces again every inbox partition this node wrote to.
+	breaks atomic.Uint64
 	// recovered fires when a ping finds the broker back after a failed one.
 	recovered signal
 	pingDown  bool // the last ping failed; owned by the prober
@@ -138,6 +154,19 @@ func newReliable(t Transport, cfg Config, jitter func(int64) int64) (*Reliable, 
 	if cfg.NodeID == "" {
 		cfg.NodeID = newNodeID()
 	}
+	shared, inboxes, inbox := partitions, 0, -1
+	ib, _ := t.(Inboxer)
+	if ib != nil && ib.Inboxes() > 0 {
+		inboxes = ib.Inboxes()
+		if inboxes >= partitions {
+			if disk != nil {
+				_ = disk.close()
+			}
+			return nil, fmt.Errorf("%w: transport has %d inbox partitions among %d partitions, want at least 1 shared", ErrInvalidConfig, inboxes, partitions)
+		}
+		shared = partitions - inboxes
+		inbox = InboxOf(cfg.NodeID, shared, inboxes)
+	}
 	r := &Reliable{
 		cfg:            cfg,
 		t:              t,
@@ -145,6 +174,9 @@ func newReliable(t Transport, cfg Config, jitter func(int64) int64) (*Reliable, 
 		instance:       rand.Uint64(),
 		startNanos:     time.Now().UnixNano(),
 		partitions:     partitions,
+		shared:         shared,
+		inboxes:        inboxes,
+		inbox:          inbox,
 		log:            cfg.Logger.With("node", cfg.NodeID),
 		bo:             newBackoff(cfg.Backoff),
 		wake:           make(chan struct{}, 1),
@@ -188,6 +220,17 @@ func newReliable(t Transport, cfg Config, jitter func(int64) int64) (*Reliable, 
 		onChange = r.notify.push
 	}
 	r.sm = newStateMachine(initial, cfg.Backoff.MaxAttempts, r.log, onChange)
+	r.reads = make([]int, 0, shared+1)
+	for p := range shared {
+		r.reads = append(r.reads, p)
+	}
+	if inboxes > 0 {
+		r.reads = append(r.reads, inbox)
+	} else {
+		for p := shared; p < partitions; p++ {
+			r.reads = append(r.reads, p)
+		}
+	}
 	r.recv.init(r)
 	r.m = newMetrics(r)
 	if cfg.Registerer != nil {
@@ -197,6 +240,12 @@ func newReliable(t Transport, cfg Config, jitter func(int64) int64) (*Reliable, 
 			}
 			return nil, fmt.Errorf("bus: register metrics: %w", err)
 		}
+	}
+
+	if inboxes > 0 {
+		// Before the receiver's MarkStart: the start is fixed, and the
+		// subscription reads, only on the partitions of this node.
+		ib.ReadPartitions(slices.Clone(r.reads))
 	}
 
 	bg, stopBackground := context.WithCancel(context.Background())
@@ -245,12 +294,40 @@ func (r *Reliable) callStateHook(s stateSnapshot) {
 // NodeID returns this node's id.
 func (r *Reliable) NodeID() string { return r.nodeID }
 
-// Partitions returns the number of partitions of the transport.
+// Partitions returns the number of partitions of the transport (with inboxes:
+// the shared partitions and the inbox partitions).
 func (r *Reliable) Partitions() int { return r.partitions }
 
 // PartitionOf returns the partition Publish uses for key: FNV-1a (32 bit) of the
-// key modulo the number of partitions.
-func (r *Reliable) PartitionOf(key string) int { return partitionOf(key, r.partitions) }
+// key modulo the number of shared partitions (every partition without inboxes,
+// the partitions before the inboxes with).
+func (r *Reliable) PartitionOf(key string) int { return partitionOf(key, r.shared) }
+
+// Routing reports whether the transport has inbox partitions, so that
+// PublishTo can address one node (see Inboxer).
+func (r *Reliable) Routing() bool { return r.inboxes > 0 }
+
+// InboxOf returns the partition of node's inbox, -1 without inboxes.
+func (r *Reliable) InboxOf(node string) int {
+	if r.inboxes == 0 {
+		return -1
+	}
+	return InboxOf(node, r.shared, r.inboxes)
+}
+
+// PublishTo is Publish on node's inbox partition instead of a key's partition:
+// the message reaches node (and any node whose inbox is the same partition),
+// not the others, with everything Publish promises (order per partition,
+// outbox, retention, gap detection at the receiver). Like every message of
+// this node, it is not delivered to this node's own handler, also when node
+// shares its inbox. It returns ErrNoInboxes when the transport has none.
+func (r *Reliable) PublishTo(ctx context.Context, node string, payload []byte) error {
+	if r.inboxes == 0 {
+		return ErrNoInboxes
+	}
+	_, err := r.publishOn(ctx, r.InboxOf(node), payload)
+	return err
+}
 
 func partitionOf(key string, partitions int) int {
 	const offset32, prime32 = 2166136261, 16777619
@@ -272,10 +349,14 @@ func (r *Reliable) Publish(ctx context.Context, key string, payload []byte) erro
 
 // publish is Publish returning the seq the message got.
 func (r *Reliable) publish(ctx context.Context, key string, payload []byte) (uint64, error) {
+	return r.publishOn(ctx, partitionOf(key, r.shared), payload)
+}
+
+// publishOn accepts payload into the outbox for partition p.
+func (r *Reliable) publishOn(ctx context.Context, p int, payload []byte) (uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	p := partitionOf(key, r.partitions)
 	seqAt := len(r.prefix) + uvarintLen(uint64(p))
 	size := seqAt + 16 + len(payload)
 	if r.cfg.Outbox.MaxBytes > 0 && int64(size) > r.cfg.Outbox.MaxBytes {
@@ -526,7 +607,8 @@ func (r *Reliable) finalAnnounce(ctx context.Context, backgroundDone <-chan stru
 		r.log.Debug("bus: the final announcement failed", "error", err)
 		return
 	}
-	frames, _ := r.probeFrames(finalRound)
+	last := r.ob.lastResolved(make([]uint64, 0, r.partitions))
+	frames := r.appendProbes(nil, finalRound, r.announced(last), last)
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.ProbeTimeout)
 	defer cancel()
 	if err := r.t.Publish(pctx, frames); err != nil {

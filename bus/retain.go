@@ -270,7 +270,10 @@ func (rt *retained) snapshot() (int, int64) {
 
 // connectionBroke records a broken connection (a failed publish, ping or
 // subscription): the retained messages go out again before anything newer.
-func (r *Reliable) connectionBroke() { r.kept.broke() }
+func (r *Reliable) connectionBroke() {
+	r.breaks.Add(1)
+	r.kept.broke()
+}
 
 // republish publishes again, after a break, the retained messages, in order,
 // in batches. The caller holds r.publishing and publishes nothing before it

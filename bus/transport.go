@@ -140,3 +140,27 @@ type SurvivorFinder interface {
 	// fails like a failed publish, and the bus tries again after a backoff.
 	FindSurvivor(ctx context.Context, partition, limit int, match func(data []byte) int) (int, error)
 }
+
+// Inboxer is implemented by a Transport whose reliable plane ends with inbox
+// partitions (interest routing): after its shared partitions
+// (0..Partitions()-Inboxes()-1), read by every node, come Inboxes() partitions
+// of which each node reads only its own (InboxOf). A message for one node goes
+// to that node's inbox partition, so a node receives what concerns it instead
+// of everything; it stays an ordinary message of its partition (sequence,
+// outbox, retention, republish, gap detection). Two node ids whose inbox is the
+// same partition both read it and both get its messages.
+type Inboxer interface {
+	// Inboxes is the number of inbox partitions at the end of Partitions() (0: none).
+	Inboxes() int
+	// ReadPartitions restricts what Subscribe and MarkStart read to parts (sorted,
+	// distinct). New calls it once, before MarkStart, when Inboxes() > 0.
+	ReadPartitions(parts []int)
+}
+
+// InboxOf returns the inbox partition of node on a reliable plane of shared
+// shared partitions followed by inboxes inbox partitions: shared plus the
+// FNV-1a (32 bit) hash of node modulo inboxes, the hash Publish uses for keys.
+// Every node computes the same partition for a node id without asking anyone.
+func InboxOf(node string, shared, inboxes int) int {
+	return shared + partitionOf(node, inboxes)
+}

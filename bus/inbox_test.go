@@ -1,0 +1,520 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// inboxSpy is a MemoryHub transport (an Inboxer) that counts, per partition,
+// the probe frames it published (round-trip probes and round-0
+// announcements apart) and the frames its subscription delivered.
+type inboxSpy struct {
+	*memoryTransport
+	mu            sync.Mutex
+	probes        map[int]int
+	announcements map[int]int
+	delivered     map[int]int
+}
+
+func newInboxSpy(hub *MemoryHub) *inboxSpy {
+	return &inboxSpy{
+		memoryTransport: hub.Transport().(*memoryTransport),
+		probes:          make(map[int]int),
+		announcements:   make(map[int]int),
+		delivered:       make(map[int]int),
+	}
+}
+
+func (s *inboxSpy) Publish(ctx context.Context, frames []Frame) error {
+	if err := s.memoryTransport.Publish(ctx, frames); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, f := range frames {
+		e, err := decodeEnvelope(f.Data, nil)
+		if err != nil || e.Kind != kindProbe || e.Partition != f.Partition {
+			continue
+		}
+		switch e.Seq {
+		case 0:
+			s.announcements[f.Partition]++
+		case finalRound:
+		default:
+			s.probes[f.Partition]++
+		}
+	}
+	return nil
+}
+
+func (s *inboxSpy) Subscribe(ctx context.Context, nodeID string, deliver func(Frame)) error {
+	return s.memoryTransport.Subscribe(ctx, nodeID, func(f Frame) {
+		s.mu.Lock()
+		s.delivered[f.Partition]++
+		s.mu.Unlock()
+		deliver(f)
+	})
+}
+
+// counts returns copies of the spy's counters.
+func (s *inboxSpy) counts() (probes, announcements, delivered map[int]int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.probes), maps.Clone(s.announcements), maps.Clone(s.delivered)
+}
+
+// inboxIDs returns n node ids whose inboxes (shared, inboxes) are distinct.
+func inboxIDs(t testing.TB, shared, inboxes, n int) []string {
+	t.Helper()
+	var ids []string
+	used := make(map[int]bool)
+	for i := 0; len(ids) < n && i < 10_000; i++ {
+		id := fmt.Sprintf("n%d", i)
+		if p := InboxOf(id, shared, inboxes); !used[p] {
+			used[p] = true
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) < n {
+		t.Fatalf("found %d ids with distinct inboxes, want %d", len(ids), n)
+	}
+	return ids
+}
+
+// inboxNodes starts, on hub, a receiving bus per id over an inboxSpy, with
+// cfg (NodeID set per bus), and lets two probe intervals pass, in a synctest
+// bubble.
+func inboxNodes(t *testing.T, hub *MemoryHub, cfg Config, ids ...string) ([]*Reliable, []*sink, []*inboxSpy) {
+	t.Helper()
+	var buses []*Reliable
+	var sinks []*sink
+	var spies []*inboxSpy
+	for _, id := range ids {
+		spy := newInboxSpy(hub)
+		c := cfg
+		c.NodeID = id
+		b := newBusOn(t, spy, c)
+		s := newSink()
+		b.Receive(s.handle)
+		buses, sinks, spies = append(buses, b), append(sinks, s), append(spies, spy)
+	}
+	time.Sleep(2 * time.Second)
+	synctestWait()
+	return buses, sinks, spies
+}
+
+// reads returns the partitions b reads.
+func reads(b *Reliable) []int {
+	var out []int
+	for p := range b.shared {
+		out = append(out, p)
+	}
+	return append(out, b.inbox)
+}
+
+// publishTo publishes payload(origin, from..to) to node's inbox.
+func publishTo(t *testing.T, b *Reliable, node, origin string, from, to int) {
+	t.Helper()
+	for i := from; i <= to; i++ {
+		if err := b.PublishTo(t.Context(), node, payload(origin, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestPublishToReachesOnlyTarget: messages published with PublishTo reach
+// their target only, in order, exactly once; no subscription delivers a frame
+// of a partition its node does not read (a node never reads what it sends to
+// others); Publish hashes keys over the shared partitions, whose messages
+// reach every node as without inboxes.
+func TestPublishToReachesOnlyTarget(t *testing.T) {
+	synctestRun(t, func(t *testing.T) {
+		const shared, inboxes = 2, 8
+		hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: shared, Inboxes: inboxes})
+		ids := inboxIDs(t, shared, inboxes, 3)
+		buses, sinks, spies := inboxNodes(t, hub, Config{}, ids...)
+		a, b, c := buses[0], buses[1], buses[2]
+		if !a.Routing() || a.Partitions() != shared+inboxes || a.InboxOf(ids[1]) != InboxOf(ids[1], shared, inboxes) {
+			t.Fatalf("routing %v partitions %d inbox %d", a.Routing(), a.Partitions(), a.InboxOf(ids[1]))
+		}
+		keys := make(map[int]bool)
+		for i := range 100 {
+			p := a.PartitionOf(fmt.Sprint("k", i))
+			if p < 0 || p >= shared {
+				t.Fatalf("PartitionOf = %d, want a shared partition", p)
+			}
+			keys[p] = true
+		}
+		if len(keys) != shared {
+			t.Fatalf("100 keys hash to %d partitions, want %d", len(keys), shared)
+		}
+		publishTo(t, a, ids[1], ids[0], 1, 100)
+		publishTo(t, c, ids[0], ids[2], 1, 40)
+		for i := 1; i <= 30; i++ {
+			if err := b.Publish(t.Context(), fmt.Sprint("k", i), payload(ids[1], i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		sinks[1].wait(t, 100, time.Minute)
+		sinks[0].wait(t, 70, time.Minute)
+		sinks[2].wait(t, 30, time.Minute)
+		time.Sleep(3 * time.Second)
+		synctestWait()
+		checkStreams(t, sinks[0].all(), map[string]int{ids[2]: 40, ids[1]: 30})
+		checkStreams(t, sinks[1].all(), map[string]int{ids[0]: 100})
+		checkStreams(t, sinks[2].all(), map[string]int{ids[1]: 30})
+		for _, m := range sinks[1].all() {
+			if m.Partition != b.InboxOf(ids[1]) {
+				t.Fatalf("message on partition %d, want b's inbox %d", m.Partition, b.InboxOf(ids[1]))
+			}
+		}
+		for i, bus := range buses {
+			if s := bus.Stats(); s.Gaps != 0 || s.Duplicates != 0 || s.Published != []uint64{100, 30, 40}[i] {
+				t.Fatalf("node %s stats %+v", ids[i], s)
+			}
+			_, _, delivered := spies[i].counts()
+			for p, n := range delivered {
+				if p >= 0 && !slices.Contains(reads(bus), p) {
+					t.Fatalf("node %s (reads %v) was delivered %d frames of partition %d", ids[i], reads(bus), n, p)
+				}
+			}
+			if delivered[bus.inbox] == 0 {
+				t.Fatalf("node %s was delivered nothing of its inbox %d", ids[i], bus.inbox)
+			}
+		}
+	})
+}
+
+// TestPublishToInboxMates: two node ids whose inbox is one partition both get
+// what is published to either, once and in order; a node does not get its own
+// messages, also those sent to its inbox-mate.
+func TestPublishToInboxMates(t *testing.T) {
+	synctestRun(t, func(t *testing.T) {
+		const shared, inboxes = 1, 4
+		hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: shared, Inboxes: inboxes})
+		// x and y share an inbox, z has another.
+		var x, y, z string
+		for i := 0; z == "" || y == ""; i++ {
+			id := fmt.Sprintf("n%d", i)
+			switch p := InboxOf(id, shared, inboxes); {
+			case x == "":
+				x = id
+			case p == InboxOf(x, shared, inboxes) && y == "":
+				y = id
+			case p != InboxOf(x, shared, inboxes) && z == "":
+				z = id
+			}
+		}
+		buses, sinks, _ := inboxNodes(t, hub, Config{}, x, y, z)
+		publishTo(t, buses[2], x, z, 1, 50)
+		publishTo(t, buses[0], y, x, 1, 20)
+		sinks[0].wait(t, 50, time.Minute)
+		sinks[1].wait(t, 70, time.Minute)
+		time.Sleep(3 * time.Second)
+		synctestWait()
+		checkStreams(t, sinks[0].all(), map[string]int{z: 50})
+		checkStreams(t, sinks[1].all(), map[string]int{z: 50, x: 20})
+		if n := sinks[2].len(); n != 0 {
+			t.Fatalf("z received %d messages, want 0", n)
+		}
+		for _, b := range buses {
+			if s := b.Stats(); s.Gaps != 0 || s.Duplicates != 0 {
+				t.Fatalf("node %s stats %+v", b.NodeID(), s)
+			}
+		}
+	})
+}
+
+// TestInboxLostTailReported: the broker restarts without persistence and
+// loses the last messages a node sent to another node's inbox, without
+// retention to publish them again; the sender publishes nothing more there.
+// Its announcement after the reconnect makes the target report the lost
+// tail, exactly once; a later message is neither a duplicate nor another gap.
+// A sender that receives announces in its probe rounds, one that only
+// publishes in its announcements.
+func TestInboxLostTailReported(t *testing.T) {
+	for _, receives := range []bool{true, false} {
+		t.Run(fmt.Sprint("receives=", receives), func(t *testing.T) { testInboxLostTail(t, receives) })
+	}
+}
+
+func testInboxLostTail(t *testing.T, receives bool) {
+	synctestRun(t, func(t *testing.T) {
+		const shared, inboxes = 2, 8
+		hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: shared, Inboxes: inboxes})
+		ids := inboxIDs(t, shared, inboxes, 2)
+		var gaps gapLog
+		a := newBus(t, hub, Config{NodeID: ids[0], Retain: RetainConfig{Window: -1}})
+		if receives {
+			a.Receive(func(Message) {})
+		}
+		r := newBus(t, hub, Config{NodeID: ids[1], OnGap: gaps.add})
+		sr := newSink()
+		block, first := make(chan struct{}), make(chan struct{})
+		r.Receive(func(m Message) {
+			if string(m.Payload) == string(payload(ids[0], 1)) {
+				close(first)
+				<-block // r is behind while the broker loses the tail
+			}
+			sr.handle(m)
+		})
+		time.Sleep(2 * time.Second)
+		synctestWait()
+		publishTo(t, a, ids[1], ids[0], 1, 1)
+		<-first
+		publishTo(t, a, ids[1], ids[0], 2, 10)
+		time.Sleep(3 * time.Second) // a announces its last seq there (10)
+		synctestWait()
+		if st := a.Status(); st.OutboxLen != 0 {
+			t.Fatalf("a's outbox holds %d", st.OutboxLen)
+		}
+		hub.setDown(true)
+		hub.lose() // 2..10 and a's announcement of them are gone
+		time.Sleep(3 * time.Second)
+		synctestWait()
+		hub.setDown(false)
+		close(block)
+		time.Sleep(10 * time.Second)
+		synctestWait()
+		inbox := r.InboxOf(ids[1])
+		if g := gaps.all(); len(g) != 1 || g[0] != (Gap{Origin: ids[0], Partition: inbox, After: 1, Next: 11, Missing: 9, Tail: true}) {
+			t.Fatalf("OnGap got %+v", g)
+		}
+		publishTo(t, a, ids[1], ids[0], 11, 11)
+		msgs := sr.wait(t, 2, time.Minute)
+		if msgs[1].Seq != 11 || string(msgs[1].Payload) != string(payload(ids[0], 11)) {
+			t.Fatalf("after the gap: %+v", msgs[1])
+		}
+		time.Sleep(3 * time.Second)
+		synctestWait()
+		if s := r.Stats(); s.Gaps != 1 || s.TailGaps != 1 || s.GapMessages != 9 || s.Duplicates != 0 || s.Received != 2 {
+			t.Fatalf("receiver stats %+v", s)
+		}
+	})
+}
+
+// TestInboxReplayAfterOutage: a node sends to the inboxes of two others, one
+// reading along and one behind, before, during and after an outage in which
+// the broker loses everything (a restart without persistence). What the
+// broker had acknowledged goes out again from the retained window, what was
+// accepted meanwhile from the outbox: both targets apply every message once,
+// in order, and report no gap.
+func TestInboxReplayAfterOutage(t *testing.T) {
+	synctestRun(t, func(t *testing.T) {
+		const shared, inboxes, n = 2, 16, 30
+		hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: shared, Inboxes: inboxes})
+		ids := inboxIDs(t, shared, inboxes, 3)
+		a := newBus(t, hub, Config{NodeID: ids[0]})
+		a.Receive(func(Message) {})
+		current := newBus(t, hub, Config{NodeID: ids[1]})
+		sc := newSink()
+		current.Receive(sc.handle)
+		behind := newBus(t, hub, Config{NodeID: ids[2]})
+		sb := newSink()
+		first, release := make(chan struct{}), make(chan struct{})
+		var once sync.Once
+		behind.Receive(func(m Message) {
+			sb.handle(m)
+			once.Do(func() {
+				close(first)
+				<-release
+			})
+		})
+		time.Sleep(2 * time.Second)
+		synctestWait()
+		publishTo(t, a, ids[2], ids[0], 1, 1)
+		<-first
+		publishTo(t, a, ids[2], ids[0], 2, n)
+		publishTo(t, a, ids[1], ids[0], 1, n)
+		sc.wait(t, n, time.Minute)
+		synctestWait()
+		hub.setDown(true)
+		hub.lose()
+		publishTo(t, a, ids[1], ids[0], n+1, 2*n) // into the outbox
+		publishTo(t, a, ids[2], ids[0], n+1, 2*n)
+		time.Sleep(3 * time.Second)
+		synctestWait()
+		hub.setDown(false)
+		close(release)
+		time.Sleep(5 * time.Second)
+		synctestWait()
+		publishTo(t, a, ids[1], ids[0], 2*n+1, 3*n)
+		publishTo(t, a, ids[2], ids[0], 2*n+1, 3*n)
+		sc.wait(t, 3*n, time.Minute)
+		sb.wait(t, 3*n, time.Minute)
+		time.Sleep(5 * time.Second)
+		synctestWait()
+		checkStreams(t, sc.all(), map[string]int{ids[0]: 3 * n})
+		checkStreams(t, sb.all(), map[string]int{ids[0]: 3 * n})
+		for _, r := range []*Reliable{current, behind} {
+			if s := r.Stats(); s.Gaps != 0 || s.Received != 3*n {
+				t.Fatalf("%s: %+v", r.NodeID(), s)
+			}
+		}
+		// Both inboxes lost their n acknowledged messages: all of them go out
+		// again, once.
+		if s := a.Stats(); s.Republished != 2*n || s.Republishes != 1 {
+			t.Fatalf("sender %+v, want %d republished once", s, 2*n)
+		}
+	})
+}
+
+// TestInboxSenderStopsWritingNotGone: a node writes to another node's inbox
+// and then never again, for many liveness windows. It announces its last seq
+// there once (when it changed) and once more after a broken connection, never
+// otherwise, and the target never reports it gone: its liveness comes from its
+// probes on the shared partitions.
+func TestInboxSenderStopsWritingNotGone(t *testing.T) {
+	synctestRun(t, func(t *testing.T) {
+		const shared, inboxes = 2, 8
+		hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: shared, Inboxes: inboxes})
+		ids := inboxIDs(t, shared, inboxes, 2)
+		buses, sinks, spies := inboxNodes(t, hub, Config{}, ids...)
+		a, r := buses[0], buses[1]
+		publishTo(t, a, ids[1], ids[0], 1, 5)
+		sinks[1].wait(t, 5, time.Minute)
+		time.Sleep(3 * time.Second)
+		synctestWait()
+		inbox := r.InboxOf(ids[1])
+		_, ann, _ := spies[0].counts()
+		if ann[inbox] != 1 || len(ann) != 1 {
+			t.Fatalf("announcements after 5 messages: %v, want 1 on partition %d", ann, inbox)
+		}
+		time.Sleep(10 * time.Minute)
+		synctestWait()
+		if _, now, _ := spies[0].counts(); !maps.Equal(now, ann) {
+			t.Fatalf("announcements while nothing changed: %v, then %v", ann, now)
+		}
+		if s := r.Stats(); s.NodesGoneSilent+s.NodesGoneReplaced+s.NodesClosed != 0 || !slices.Contains(r.Status().Nodes, ids[0]) {
+			t.Fatalf("target stats %+v, nodes %v", s, r.Status().Nodes)
+		}
+		hub.setDown(true)
+		time.Sleep(2 * time.Second)
+		synctestWait()
+		hub.setDown(false)
+		time.Sleep(time.Minute)
+		synctestWait()
+		if _, now, _ := spies[0].counts(); now[inbox] != 2 || len(now) != 1 {
+			t.Fatalf("announcements after a reconnect: %v, want 2 on partition %d", now, inbox)
+		}
+		if s := r.Stats(); s.NodesGoneSilent+s.NodesGoneReplaced+s.NodesClosed != 0 || s.Gaps != 0 || s.Received != 5 ||
+			!slices.Contains(r.Status().Nodes, ids[0]) {
+			t.Fatalf("target stats %+v, nodes %v", s, r.Status().Nodes)
+		}
+	})
+}
+
+// TestProbesOnlyOnReadPartitions: with 64 inboxes, a node's round-trip probes
+// go only to the partitions it reads (the shared ones and its inbox), the same
+// number on each: a round costs 3 probes, not 66.
+func TestProbesOnlyOnReadPartitions(t *testing.T) {
+	synctestRun(t, func(t *testing.T) {
+		const shared, inboxes = 2, 64
+		hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: shared, Inboxes: inboxes})
+		ids := inboxIDs(t, shared, inboxes, 4)
+		buses, _, spies := inboxNodes(t, hub, Config{}, ids...)
+		for _, b := range buses[1:] {
+			publishTo(t, buses[0], b.NodeID(), ids[0], 1, 3)
+		}
+		time.Sleep(30 * time.Second)
+		synctestWait()
+		for i, b := range buses {
+			probes, ann, _ := spies[i].counts()
+			want := reads(b)
+			if got := slices.Sorted(maps.Keys(probes)); !slices.Equal(got, want) {
+				t.Fatalf("node %s probed partitions %v, want %v", ids[i], got, want)
+			}
+			rounds := probes[want[0]]
+			if rounds < 20 {
+				t.Fatalf("node %s: %d probe rounds in 30 s", ids[i], rounds)
+			}
+			for _, p := range want {
+				if probes[p] != rounds {
+					t.Fatalf("node %s: probes per partition %v", ids[i], probes)
+				}
+			}
+			if i > 0 && len(ann) != 0 {
+				t.Fatalf("node %s wrote to no inbox and announced %v", ids[i], ann)
+			}
+		}
+		_, ann, _ := spies[0].counts()
+		for _, b := range buses[1:] {
+			if ann[b.inbox] != 1 {
+				t.Fatalf("announcements of the sender %v, want 1 on each of its targets' inboxes", ann)
+			}
+		}
+		if len(ann) != 3 {
+			t.Fatalf("announcements of the sender %v, want 3 partitions", ann)
+		}
+	})
+}
+
+// TestPublishToWithoutInboxes: a bus whose transport has no inboxes refuses
+// PublishTo and routes nothing.
+func TestPublishToWithoutInboxes(t *testing.T) {
+	hub := NewMemoryHub()
+	b := newBus(t, hub, Config{NodeID: "a", ProbeInterval: -1})
+	if b.Routing() || b.InboxOf("x") != -1 {
+		t.Fatalf("routing %v inbox %d", b.Routing(), b.InboxOf("x"))
+	}
+	if err := b.PublishTo(t.Context(), "x", []byte("p")); !errors.Is(err, ErrNoInboxes) {
+		t.Fatalf("PublishTo = %v, want ErrNoInboxes", err)
+	}
+}
+
+// TestMemoryHubInboxes: a hub with inboxes has them after its shared
+// partitions; a transport restricted by ReadPartitions delivers, in order,
+// only the frames of the partitions it reads, and the survivor search still
+// reads any partition (a sender checks the inboxes it wrote to).
+func TestMemoryHubInboxes(t *testing.T) {
+	hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: 2, Inboxes: 3})
+	pub, sub := hub.Transport(), hub.Transport()
+	defer pub.Close()
+	defer sub.Close()
+	ib, ok := sub.(Inboxer)
+	if !ok || sub.Partitions() != 5 || ib.Inboxes() != 3 {
+		t.Fatalf("Inboxer %v, partitions %d", ok, sub.Partitions())
+	}
+	if n := NewMemoryHub().Transport().(Inboxer).Inboxes(); n != 0 {
+		t.Fatalf("a hub without inboxes has %d", n)
+	}
+	ib.ReadPartitions([]int{0, 1, 3})
+	ctx := context.Background()
+	const rounds = 100
+	for i := 1; i <= rounds; i++ {
+		var frames []Frame
+		for p := range 5 {
+			frames = append(frames, Frame{Partition: p, Data: fmt.Appendf(nil, "%d", i)})
+		}
+		if err := pub.Publish(ctx, frames); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ch, _ := collect(t, sub, "sub")
+	got := recvFrames(t, ch, 3*rounds)
+	last := make(map[int]int)
+	for _, f := range got {
+		var n int
+		fmt.Sscan(string(f.Data), &n)
+		if !slices.Contains([]int{0, 1, 3}, f.Partition) || n != last[f.Partition]+1 {
+			t.Fatalf("frame %d of partition %d after %d", n, f.Partition, last[f.Partition])
+		}
+		last[f.Partition] = n
+	}
+	expectNoFrame(t, ch)
+	i, err := pub.(SurvivorFinder).FindSurvivor(ctx, 4, 10, func(data []byte) int {
+		if string(data) == fmt.Sprint(rounds) {
+			return 7
+		}
+		return -1
+	})
+	if err != nil || i != 7 {
+		t.Fatalf("FindSurvivor on an inbox = %d, %v", i, err)
+	}
+}
