@@ -220,3 +220,18 @@ func testCtx(t testing.TB) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// Inboxes and ReadPartitions pass the inbox partitions of the switched
+// transport through (bus.Inboxer).
+func (t *switchedTransport) Inboxes() int {
+	if ib, ok := t.Transport.(bus.Inboxer); ok {
+		return ib.Inboxes()
+	}
+	return 0
+}
+
+func (t *switchedTransport) ReadPartitions(parts []int) {
+	if ib, ok := t.Transport.(bus.Inboxer); ok {
+		ib.ReadPartitions(parts)
+	}
+}
