@@ -175,6 +175,10 @@ func TestInboxOptions(t *testing.T) {
 	if got := s.readParts(); !slices.Equal(got, []int{0, 3, 263}) {
 		t.Errorf("readParts after ReadPartitions = %v, want [0 3 263]", got)
 	}
+	s.ReadPartitions([]int{-1})
+	if got := s.readParts(); len(got) != 0 {
+		t.Errorf("readParts after ReadPartitions([-1]) = %v, want none", got)
+	}
 	s.ReadPartitions(nil)
 	if got := s.readParts(); len(got) != 264 {
 		t.Errorf("readParts after ReadPartitions(nil): %d partitions, want 264", len(got))

@@ -232,7 +232,8 @@ func (s *streams) Inboxes() int { return s.opts.Inboxes }
 // ReadPartitions restricts what Subscribe and MarkStart read to the
 // partitions parts (the bus passes the shared partitions and this node's
 // inbox, sorted and distinct); partitions out of range are left out. nil
-// restores reading every partition. Publish, ReadHistory, FindSurvivor and
+// restores reading every partition; an empty list reads none (Subscribe then
+// listens to the direct plane only). Publish, ReadHistory, FindSurvivor and
 // AwaitReplicas still take any partition. It takes effect at the next
 // Subscribe: the bus calls it before MarkStart. A partition it adds after
 // the start is read from its last entry at that next Subscribe or MarkStart;
