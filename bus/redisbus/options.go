@@ -39,9 +39,13 @@ func (k Kind) String() string {
 
 // Defaults of Options.
 const (
-	DefaultPrefix              = "durasock"
-	DefaultStreamPartitions    = 8
-	DefaultPubSubPartitions    = 1
+	DefaultPrefix           = "durasock"
+	DefaultStreamPartitions = 8
+	DefaultPubSubPartitions = 1
+	// DefaultInboxes is the number of inbox partitions a cluster with
+	// interest routing usually takes (Options.Inboxes): with a few dozen
+	// nodes, few of them share an inbox.
+	DefaultInboxes             = 256
 	DefaultStreamMaxLen        = 1_000_000
 	DefaultStreamRetention     = bus.DefaultOutboxMaxAge + time.Minute
 	DefaultReadBytes           = 4 << 20

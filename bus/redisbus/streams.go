@@ -81,7 +81,7 @@ type streams struct {
 var (
 	_ bus.StartMarker   = (*streams)(nil)
 	_ bus.ReplicaWaiter = (*streams)(nil)
-	// The bus.Inboxer assertion (Inboxes, ReadPartitions) goes here.
+	_ bus.Inboxer       = (*streams)(nil)
 )
 
 func newStreams(b *base) *streams {
