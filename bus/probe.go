@@ -193,9 +193,10 @@ func (r *Reliable) ping(ctx context.Context) error {
 
 // probeFrames returns the probes of round, one on each of parts, each announcing
 // the last seq of its partition that left the outbox (acknowledged by the broker
-// or dropped by a bound), and that last seq of every partition. The outbox is read before the probes are published, so
-// every seq they announce was published (or dropped) before them: on each
-// partition the probe follows the frames it announces. The caller holds
+// or dropped by a bound), and that last seq of every partition. The outbox is
+// read before the probes are published, so every seq they announce was
+// published (or dropped) before them: on each partition the probe follows the
+// frames it announces. The caller holds
 // r.publishing until the probes are written, so that no batch of the sender is
 // written between (one would follow no probe that announces it, yet precede
 // this one).
