@@ -222,10 +222,10 @@ func (r *Reliable) appendProbes(frames []Frame, round uint64, parts []int, last 
 	return frames
 }
 
-// announced returns the partitions whose last seq an announcement (of a bus
-// that does not receive, or at Close) carries: those this node reads, and the
-// inbox partitions it does not read but wrote to (last[p] > 0). An inbox that
-// was never written has nothing to announce.
+// announced returns the partitions whose last seq the final announcement at
+// Close carries: those this node reads, and the inbox partitions it does not
+// read but wrote to (last[p] > 0). An inbox that was never written has nothing
+// to announce.
 func (r *Reliable) announced(last []uint64) []int {
 	if r.inboxes == 0 {
 		return r.reads
