@@ -78,7 +78,7 @@ func (p *prober) missing() []int {
 }
 
 // probeLoop checks the broker every ProbeInterval: a Ping, then, once receiving,
-// a probe per partition through the reliable plane that must come back through
+// a probe per partition it reads through the reliable plane that must come back through
 // this node's own subscription within ProbeTimeout. A missing probe means the
 // subscription is silently dead (a half-open connection, a broker that switched
 // roles, a client the broker killed): it is rebuilt. Failed pings back off like
@@ -88,7 +88,9 @@ func (p *prober) missing() []int {
 //
 // Probes also announce, per partition, the last seq that left the outbox, so
 // that receivers report a lost tail (probeFrames); a bus that does not receive
-// publishes them without waiting for them when they changed (announce). After a round
+// publishes them without waiting for them when they changed (announce), and
+// every bus announces so on the inbox partitions it writes to and does not
+// read (inboxAnnouncements). After a round
 // that came back, the runs of other nodes silent past the liveness window are
 // reported (checkGone). Every iteration prunes what receivers keep of runs
 // silent for pruneAfter, while Connected.
