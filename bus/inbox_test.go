@@ -19,6 +19,7 @@ type inboxSpy struct {
 	mu            sync.Mutex
 	probes        map[int]int
 	announcements map[int]int
+	finals        map[int]int
 	delivered     map[int]int
 }
 
@@ -27,6 +28,7 @@ func newInboxSpy(hub *MemoryHub) *inboxSpy {
 		memoryTransport: hub.Transport().(*memoryTransport),
 		probes:          make(map[int]int),
 		announcements:   make(map[int]int),
+		finals:          make(map[int]int),
 		delivered:       make(map[int]int),
 	}
 }
@@ -46,6 +48,7 @@ func (s *inboxSpy) Publish(ctx context.Context, frames []Frame) error {
 		case 0:
 			s.announcements[f.Partition]++
 		case finalRound:
+			s.finals[f.Partition]++
 		default:
 			s.probes[f.Partition]++
 		}
@@ -451,6 +454,45 @@ func TestProbesOnlyOnReadPartitions(t *testing.T) {
 		}
 		if len(ann) != 3 {
 			t.Fatalf("announcements of the sender %v, want 3 partitions", ann)
+		}
+	})
+}
+
+// TestInboxFinalAnnouncement: at Close a node announces its last seq for good
+// on the partitions it reads and on the inbox it wrote to, not on the others;
+// the target reports it closed, not gone silent, and no gap.
+func TestInboxFinalAnnouncement(t *testing.T) {
+	synctestRun(t, func(t *testing.T) {
+		const shared, inboxes = 2, 8
+		hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: shared, Inboxes: inboxes})
+		ids := inboxIDs(t, shared, inboxes, 3)
+		spy := newInboxSpy(hub)
+		a, err := New(spy, &Config{NodeID: ids[0], Logger: quietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.Receive(func(Message) {})
+		buses, sinks, _ := inboxNodes(t, hub, Config{}, ids[1:]...)
+		r := buses[0]
+		publishTo(t, a, ids[1], ids[0], 1, 5)
+		sinks[0].wait(t, 5, time.Minute)
+		if err := a.Close(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Minute)
+		synctestWait()
+		spy.mu.Lock()
+		finals := slices.Sorted(maps.Keys(spy.finals))
+		spy.mu.Unlock()
+		want := append(reads(a), r.inbox)
+		slices.Sort(want)
+		if !slices.Equal(finals, want) {
+			t.Fatalf("final announcements on %v, want %v", finals, want)
+		}
+		for _, b := range buses {
+			if s := b.Stats(); s.NodesClosed != 1 || s.NodesGoneSilent != 0 || s.Gaps != 0 {
+				t.Fatalf("%s stats %+v", b.NodeID(), s)
+			}
 		}
 	})
 }

@@ -78,7 +78,7 @@ func (p *prober) missing() []int {
 }
 
 // probeLoop checks the broker every ProbeInterval: a Ping, then, once receiving,
-// a probe per partition through the reliable plane that must come back through
+// a probe per partition it reads through the reliable plane that must come back through
 // this node's own subscription within ProbeTimeout. A missing probe means the
 // subscription is silently dead (a half-open connection, a broker that switched
 // roles, a client the broker killed): it is rebuilt. Failed pings back off like
@@ -88,7 +88,9 @@ func (p *prober) missing() []int {
 //
 // Probes also announce, per partition, the last seq that left the outbox, so
 // that receivers report a lost tail (probeFrames); a bus that does not receive
-// publishes them without waiting for them when they changed (announce). After a round
+// publishes them without waiting for them when they changed (announce), and
+// every bus announces so on the inbox partitions it writes to and does not
+// read (inboxAnnouncements). After a round
 // that came back, the runs of other nodes silent past the liveness window are
 // reported (checkGone). Every iteration prunes what receivers keep of runs
 // silent for pruneAfter, while Connected.
@@ -193,9 +195,10 @@ func (r *Reliable) ping(ctx context.Context) error {
 
 // probeFrames returns the probes of round, one on each of parts, each announcing
 // the last seq of its partition that left the outbox (acknowledged by the broker
-// or dropped by a bound), and that last seq of every partition. The outbox is read before the probes are published, so
-// every seq they announce was published (or dropped) before them: on each
-// partition the probe follows the frames it announces. The caller holds
+// or dropped by a bound), and that last seq of every partition. The outbox is
+// read before the probes are published, so every seq they announce was
+// published (or dropped) before them: on each partition the probe follows the
+// frames it announces. The caller holds
 // r.publishing until the probes are written, so that no batch of the sender is
 // written between (one would follow no probe that announces it, yet precede
 // this one).
@@ -221,10 +224,10 @@ func (r *Reliable) appendProbes(frames []Frame, round uint64, parts []int, last 
 	return frames
 }
 
-// announced returns the partitions whose last seq an announcement (of a bus
-// that does not receive, or at Close) carries: those this node reads, and the
-// inbox partitions it does not read but wrote to (last[p] > 0). An inbox that
-// was never written has nothing to announce.
+// announced returns the partitions whose last seq the final announcement at
+// Close carries: those this node reads, and the inbox partitions it does not
+// read but wrote to (last[p] > 0). An inbox that was never written has nothing
+// to announce.
 func (r *Reliable) announced(last []uint64) []int {
 	if r.inboxes == 0 {
 		return r.reads

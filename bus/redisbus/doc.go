@@ -14,14 +14,17 @@
 //
 // # Keys and channels
 //
-// With prefix P (Options.Prefix, default "durasock") and N partitions:
+// With prefix P (Options.Prefix, default "durasock"), N partitions
+// (Options.Partitions) and I inboxes (Options.Inboxes, Streams only):
 //
-//	{P:<p>}:stream      stream of partition p (Streams), entries with field "d"
-//	{P:<p>}:replicated  written ("1") when the bus waits for replicas again (Streams, WaitReplicas)
-//	{P:<p>}:pubsub      channel of partition p (PubSub)
-//	{P:node:<id>}       direct channel of node id (both transports)
-//	{P}:node:<id>       legacy direct channel of node id (earlier versions; still listened on)
-//	{P}:all             direct channel of every node (both transports)
+//	{P:<p>}:stream         stream of partition p (Streams), entries with field "d"
+//	{P:<p>}:replicated     written ("1") when the bus waits for replicas again (Streams, WaitReplicas)
+//	{P:in:<b>}:stream      stream of inbox b, partition N+b (Streams, 0 <= b < I)
+//	{P:in:<b>}:replicated  as {P:<p>}:replicated, for inbox b
+//	{P:<p>}:pubsub         channel of partition p (PubSub)
+//	{P:node:<id>}          direct channel of node id (both transports)
+//	{P}:node:<id>          legacy direct channel of node id (earlier versions; still listened on)
+//	{P}:all                direct channel of every node (both transports)
 //
 // Streams: Publish sends, in one pipeline, XADD {P:<p>}:stream MINID ~ <T>
 // * d <frame> for every frame of a batch, where T is the Redis server's time (the
@@ -63,12 +66,19 @@
 // just before the XREAD on a Cluster) whether the server
 // holds the reader's position; after a failover to a primary with another
 // history the reader goes back to the last entry in common.
+// Inboxes: the transport has N+I partitions, the N shared ones first. Every
+// node reads the shared partitions, and with ReadPartitions (package bus
+// calls it with the shared partitions and the node's inbox) only those it is
+// given: the start recorded by MarkStart (one script per partition read),
+// the XREAD (standalone and Sentinel: one over the keys read; Cluster: one
+// reader per partition read) and its checks name no other partition. Publish,
+// history reads, FindSurvivor and AwaitReplicas take any partition.
 // A frame is the bytes of a bus envelope (see package bus and docs/PROTOCOL.md);
 // this package never looks inside.
 //
-// The braces are Redis Cluster hash tags: each partition and each node's direct
-// channel has its own slot, so a cluster spreads the partitions, and the
-// answers to the nodes, over its primaries. The all channel has one slot (a
+// The braces are Redis Cluster hash tags: each partition, each inbox and each
+// node's direct channel has its own slot, so a cluster spreads the partitions,
+// the inboxes, and the answers to the nodes, over its primaries. The all channel has one slot (a
 // frame to all is one publish; it carries heartbeats, hellos and goodbyes, a
 // few frames per node and heartbeat interval), shared with the legacy node
 // channels. On Redis Cluster every channel is a sharded channel

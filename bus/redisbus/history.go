@@ -65,7 +65,8 @@ func (s *streams) ReadHistory(ctx context.Context, p int, after string, fn func(
 }
 
 // Position is the id of the last entry of partition p delivered (and whose
-// delivery returned), or where reading started (bus.Positioner).
+// delivery returned), or where reading started (bus.Positioner); "" for a
+// partition not read yet.
 func (s *streams) Position(p int) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()

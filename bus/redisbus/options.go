@@ -39,9 +39,13 @@ func (k Kind) String() string {
 
 // Defaults of Options.
 const (
-	DefaultPrefix              = "durasock"
-	DefaultStreamPartitions    = 8
-	DefaultPubSubPartitions    = 1
+	DefaultPrefix           = "durasock"
+	DefaultStreamPartitions = 8
+	DefaultPubSubPartitions = 1
+	// DefaultInboxes is the number of inbox partitions a cluster with
+	// interest routing usually takes (Options.Inboxes): with a few dozen
+	// nodes, few of them share an inbox.
+	DefaultInboxes             = 256
 	DefaultStreamMaxLen        = 1_000_000
 	DefaultStreamRetention     = bus.DefaultOutboxMaxAge + time.Minute
 	DefaultReadBytes           = 4 << 20
@@ -72,6 +76,17 @@ type Options struct {
 	// Default 8 for Streams (so a Redis Cluster spreads them over its primaries),
 	// 1 for PubSub. Every node of a cluster must use the same number.
 	Partitions int
+	// Inboxes is the number of inbox partitions that follow the Partitions
+	// shared ones (Streams only): the transport's Partitions() is then
+	// Partitions+Inboxes, and inbox partition Partitions+b is the stream
+	// InboxKey(Prefix, b), with a hash tag of its own, so a Redis Cluster
+	// spreads the inboxes over its primaries. A node reads the shared
+	// partitions and only its own inbox (ReadPartitions, called by package
+	// bus), so what is published for one node is read by that node alone.
+	// Default 0: none, every node reads every partition. Partitions+Inboxes
+	// is at most 1024. The URL parameter inboxes overrides it. Every node of
+	// a cluster must use the same number.
+	Inboxes int
 	// StreamRetention is how long a stream keeps its entries: each XADD trims
 	// with MINID ~ (the Redis server's time, read from the ids XADD returns,
 	// minus StreamRetention), so the history is sized in time whatever the
@@ -210,6 +225,14 @@ func (o *Options) validate() error {
 		return fmt.Errorf("%w: unknown Kind %d", ErrBadOptions, int(o.Kind))
 	case o.Partitions < 1 || o.Partitions > maxPartitions:
 		return fmt.Errorf("%w: Partitions %d not in 1..%d", ErrBadOptions, o.Partitions, maxPartitions)
+	case o.Inboxes < 0:
+		return fmt.Errorf("%w: Inboxes %d (use 0 for none)", ErrBadOptions, o.Inboxes)
+	case o.Inboxes > 0 && o.Kind == PubSub:
+		// An inbox is read by its node only and must keep what arrives
+		// while that node is away: a stream, not a channel.
+		return fmt.Errorf("%w: Inboxes %d with the pub/sub transport (inbox partitions need Kind Streams)", ErrBadOptions, o.Inboxes)
+	case o.Partitions+o.Inboxes > maxPartitions:
+		return fmt.Errorf("%w: Partitions %d + Inboxes %d above %d", ErrBadOptions, o.Partitions, o.Inboxes, maxPartitions)
 	case o.StreamMaxLen < -1:
 		return fmt.Errorf("%w: StreamMaxLen %d (use -1 to disable trimming)", ErrBadOptions, o.StreamMaxLen)
 	case o.StreamRetention < -1 || (o.StreamRetention > 0 && o.StreamRetention < time.Millisecond):

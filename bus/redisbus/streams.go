@@ -29,9 +29,14 @@ const frameField = "d"
 // readable whatever the rate. StreamMaxLen is a memory cap on top, enforced by
 // XTRIM MAXLEN ~ every thousandth of the cap (Redis takes one trim strategy
 // per XADD).
+//
+// With Options.Inboxes, the inbox partitions follow the shared ones, each a
+// stream of its own (InboxKey), and ReadPartitions narrows what this node reads
+// to some of the partitions (the shared ones and its own inbox); it writes to
+// and reads the history of any.
 type streams struct {
 	*base
-	keys      []string
+	keys      []string // per partition: its stream
 	waitKeys  []string // the per-partition keys AwaitReplicas writes to
 	retention int64    // StreamRetention in ms; 0 when off
 	maxLen    string   // "" when the cap is off
@@ -42,8 +47,14 @@ type streams struct {
 	serverMs  []atomic.Int64
 	st        *streamStats
 
-	mu      sync.Mutex
-	lastIDs []string // nil until the first Subscribe records the start
+	mu sync.Mutex
+	// read are the partitions Subscribe and MarkStart read (ReadPartitions);
+	// nil: every partition.
+	read []int
+	// lastIDs is, per partition, the id of the last entry delivered, or the
+	// position reading started from; "" until MarkStart or Subscribe records
+	// the start of a partition it reads.
+	lastIDs []string
 	keyPart map[string]int
 	// Per partition: the position of reads that failed with Redis still
 	// answering, and how often in a row (see readLoop).
@@ -70,21 +81,28 @@ type streams struct {
 var (
 	_ bus.StartMarker   = (*streams)(nil)
 	_ bus.ReplicaWaiter = (*streams)(nil)
+	_ bus.Inboxer       = (*streams)(nil)
 )
 
 func newStreams(b *base) *streams {
-	n := b.opts.Partitions
+	n := b.opts.Partitions + b.opts.Inboxes
 	s := &streams{base: b, keyPart: make(map[string]int, n), serverMs: make([]atomic.Int64, n),
 		failID: make([]string, n), failN: make([]int, n), failAt: make([]time.Time, n), st: b.stats,
-		pend: make([]pending, n), last: make([]written, n)}
+		pend: make([]pending, n), last: make([]written, n), lastIDs: make([]string, n), readN: make([]int64, n)}
 	if b.conn.topology != Standalone {
 		s.recent, s.recentPos = make([][]seenEntry, n), make([]int, n)
 	}
 	for p := range n {
-		k := StreamKey(b.opts.Prefix, p)
+		// A partition's keys share its hash tag: on a Cluster, one slot.
+		tag := "{" + b.opts.Prefix + ":" + strconv.Itoa(p) + "}"
+		if p >= b.opts.Partitions {
+			tag = "{" + b.opts.Prefix + ":in:" + strconv.Itoa(p-b.opts.Partitions) + "}"
+		}
+		k := tag + ":stream"
 		s.keys = append(s.keys, k)
-		s.waitKeys = append(s.waitKeys, "{"+b.opts.Prefix+":"+strconv.Itoa(p)+"}:replicated")
+		s.waitKeys = append(s.waitKeys, tag+":replicated")
 		s.keyPart[k] = p
+		s.readN[p] = -1
 	}
 	if b.opts.StreamMaxLen > 0 {
 		s.maxLen = strconv.FormatInt(b.opts.StreamMaxLen, 10)
@@ -207,14 +225,60 @@ func (s *streams) checkAll(op string, res []rueidis.RedisResult) error {
 	return nil
 }
 
-// Subscribe reads every partition with XREAD BLOCK from the last id delivered,
-// and listens to the direct plane, until ctx ends or a read fails.
+// Inboxes is the number of inbox partitions, the last ones of Partitions()
+// (Options.Inboxes; 0: none).
+func (s *streams) Inboxes() int { return s.opts.Inboxes }
+
+// ReadPartitions restricts what Subscribe and MarkStart read to the
+// partitions parts (the bus passes the shared partitions and this node's
+// inbox, sorted and distinct); partitions out of range are left out. nil
+// restores reading every partition; an empty list reads none (Subscribe then
+// listens to the direct plane only). Publish, ReadHistory, FindSurvivor and
+// AwaitReplicas still take any partition. It takes effect at the next
+// Subscribe: the bus calls it before MarkStart. A partition it adds after
+// the start is read from its last entry at that next Subscribe or MarkStart;
+// one it removes keeps its position, resumed if it is read again.
+func (s *streams) ReadPartitions(parts []int) {
+	var read []int
+	if parts != nil {
+		read = make([]int, 0, len(parts))
+		for _, p := range parts {
+			if p >= 0 && p < len(s.keys) {
+				read = append(read, p)
+			}
+		}
+		slices.Sort(read)
+		read = slices.Compact(read)
+	}
+	s.mu.Lock()
+	s.read = read
+	s.mu.Unlock()
+}
+
+// readParts returns the partitions Subscribe and MarkStart read.
+func (s *streams) readParts() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.read != nil {
+		return slices.Clone(s.read)
+	}
+	all := make([]int, len(s.keys))
+	for p := range all {
+		all[p] = p
+	}
+	return all
+}
+
+// Subscribe reads the partitions it reads (every partition, or those of
+// ReadPartitions) with XREAD BLOCK from the last id delivered, and listens to
+// the direct plane, until ctx ends or a read fails.
 func (s *streams) Subscribe(ctx context.Context, nodeID string, deliver func(bus.Frame)) error {
 	c, err := s.client(ctx)
 	if err != nil {
 		return err
 	}
-	if err := s.recordStart(ctx, c); err != nil {
+	parts := s.readParts()
+	if err := s.recordStart(ctx, c, parts); err != nil {
 		return err
 	}
 	deliver = serial(deliver)
@@ -223,18 +287,17 @@ func (s *streams) Subscribe(ctx context.Context, nodeID string, deliver func(bus
 	s.subscribeDirect(g, c, nodeID, nil, func(m rueidis.PubSubMessage) {
 		deliver(bus.Frame{Partition: -1, Data: []byte(m.Message)})
 	})
-	if cluster {
+	switch {
+	case len(parts) == 0:
+		// Nothing to read on the reliable plane: the direct plane only.
+	case cluster:
 		// XREAD over keys of different slots is refused on a Cluster: one
 		// blocking reader per partition.
-		for p := range s.keys {
+		for _, p := range parts {
 			g.run(func(ctx context.Context) error { return s.readLoop(ctx, c, []int{p}, deliver) })
 		}
-	} else {
-		all := make([]int, len(s.keys))
-		for p := range all {
-			all[p] = p
-		}
-		g.run(func(ctx context.Context) error { return s.readLoop(ctx, c, all, deliver) })
+	default:
+		g.run(func(ctx context.Context) error { return s.readLoop(ctx, c, parts, deliver) })
 	}
 	return g.wait()
 }
@@ -242,94 +305,106 @@ func (s *streams) Subscribe(ctx context.Context, nodeID string, deliver func(bus
 // MarkStart fixes the position the first Subscribe reads from
 // (bus.StartMarker): the bus calls it at New, so that it receives what other
 // nodes publish from then on, also before its Receive. A Subscribe before any
-// successful MarkStart fixes the start itself.
+// successful MarkStart fixes the start itself. Only the partitions read
+// (ReadPartitions) are asked about.
 func (s *streams) MarkStart(ctx context.Context) error {
-	s.mu.Lock()
-	started := s.lastIDs != nil
-	s.mu.Unlock()
-	if started {
+	parts := s.readParts()
+	if len(s.unstarted(parts)) == 0 {
 		return nil
 	}
 	c, err := s.client(ctx)
 	if err != nil {
 		return err
 	}
-	return s.recordStart(ctx, c)
+	return s.recordStart(ctx, c, parts)
 }
 
-// recordStart fixes, on the first MarkStart or Subscribe, the id each
-// partition is read from: its last id now (what XREAD "$" would mean), or 0-0
-// for a stream that does not exist yet, with the number of entries the stream
-// had received up to it (for the trim check of readLoop). Later calls resume
-// from what was delivered.
-func (s *streams) recordStart(ctx context.Context, c rueidis.Client) error {
+// unstarted returns the partitions of parts whose start is not recorded yet.
+func (s *streams) unstarted(parts []int) []int {
 	s.mu.Lock()
-	started := s.lastIDs != nil
-	s.mu.Unlock()
-	if started {
+	defer s.mu.Unlock()
+	var out []int
+	for _, p := range parts {
+		if s.lastIDs[p] == "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// recordStart fixes, the first time MarkStart or Subscribe reads a partition
+// of parts, the id it is read from: its last id now (what XREAD "$" would
+// mean), or 0-0 for a stream that does not exist yet, with the number of
+// entries the stream had received up to it (for the trim check of readLoop).
+// Later calls resume from what was delivered. Only the partitions of parts
+// without a start are asked about, in one pipeline.
+func (s *streams) recordStart(ctx context.Context, c rueidis.Client, parts []int) error {
+	todo := s.unstarted(parts)
+	if len(todo) == 0 {
 		return nil
 	}
-	cmds := make(rueidis.Commands, len(s.keys))
-	for p, k := range s.keys {
-		cmds[p] = streamInfo(c, k)
+	cmds := make(rueidis.Commands, len(todo))
+	for i, p := range todo {
+		cmds[i] = streamInfo(c, s.keys[p])
 	}
 	res := c.DoMulti(ctx, cmds...)
-	ids := make([]string, len(s.keys))
-	read := make([]int64, len(s.keys))
-	for p, r := range res {
+	ids := make([]string, len(todo))
+	read := make([]int64, len(todo))
+	for i, r := range res {
 		info, err := parseStreamInfo(r)
 		var re *rueidis.RedisError
 		if errors.As(err, &re) {
 			// Scripts refused (ACL): start at the last entry, without the trim
 			// check.
-			return s.recordStartPlain(ctx, c)
+			return s.recordStartPlain(ctx, c, todo)
 		}
 		if err != nil {
 			return s.wrap("eval", err)
 		}
-		ids[p], read[p] = info.lastID, info.added
+		ids[i], read[i] = info.lastID, info.added
 	}
-	s.setStart(ids, read)
+	s.setStart(todo, ids, read)
 	return nil
 }
 
-// setStart records the first positions, unless recorded already. They count
-// as delivered for finding the entry in common after a failover.
-func (s *streams) setStart(ids []string, read []int64) {
+// setStart records the first positions ids of partitions parts, of those
+// not recorded already. They count as delivered for finding the entry in
+// common after a failover.
+func (s *streams) setStart(parts []int, ids []string, read []int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.lastIDs != nil {
-		return
-	}
-	s.lastIDs, s.readN = ids, read
-	for p, id := range ids {
-		if s.recent != nil && id != "0-0" {
-			s.remember(p, seenEntry{id: id}) // its frame is unknown
+	for i, p := range parts {
+		if s.lastIDs[p] != "" {
+			continue
+		}
+		s.lastIDs[p], s.readN[p] = ids[i], read[i]
+		if s.recent != nil && ids[i] != "0-0" {
+			s.remember(p, seenEntry{id: ids[i]}) // its frame is unknown
 		}
 	}
 }
 
-// recordStartPlain is recordStart without scripts: XREVRANGE, and no trim
-// check.
-func (s *streams) recordStartPlain(ctx context.Context, c rueidis.Client) error {
-	cmds := make(rueidis.Commands, len(s.keys))
-	for p, k := range s.keys {
-		cmds[p] = c.B().Xrevrange().Key(k).End("+").Start("-").Count(1).Build()
+// recordStartPlain is recordStart of partitions parts without scripts:
+// XREVRANGE, and no trim check.
+func (s *streams) recordStartPlain(ctx context.Context, c rueidis.Client, parts []int) error {
+	cmds := make(rueidis.Commands, len(parts))
+	for i, p := range parts {
+		cmds[i] = c.B().Xrevrange().Key(s.keys[p]).End("+").Start("-").Count(1).Build()
 	}
 	res := c.DoMulti(ctx, cmds...)
-	ids := make([]string, len(s.keys))
-	read := make([]int64, len(s.keys))
-	for p, r := range res {
+	ids := make([]string, len(parts))
+	read := make([]int64, len(parts))
+	for i, r := range res {
 		entries, err := r.AsXRange()
 		if err != nil {
 			return s.wrap("xrevrange", err)
 		}
-		ids[p], read[p] = "0-0", -1
+		ids[i], read[i] = "0-0", -1
 		if len(entries) > 0 {
-			ids[p] = entries[0].ID
+			ids[i] = entries[0].ID
 		}
 	}
-	s.setStart(ids, read)
+	s.setStart(parts, ids, read)
 	return nil
 }
 

@@ -20,6 +20,14 @@ func StreamKey(prefix string, p int) string {
 	return "{" + prefix + ":" + strconv.Itoa(p) + "}:stream"
 }
 
+// InboxKey is the stream of inbox b (0 <= b < Options.Inboxes) of the Streams
+// transport, partition Partitions+b: "{<prefix>:in:<b>}:stream". Like a shared
+// partition, each inbox has its own hash tag, so a Redis Cluster spreads the
+// inboxes over its primaries.
+func InboxKey(prefix string, b int) string {
+	return "{" + prefix + ":in:" + strconv.Itoa(b) + "}:stream"
+}
+
 // PartitionChannel is the channel of partition p of the PubSub transport:
 // "{<prefix>:<p>}:pubsub" (a sharded channel on Redis Cluster).
 func PartitionChannel(prefix string, p int) string {
@@ -42,6 +50,12 @@ func NewTransport(opts *Options) (bus.Transport, error) {
 	ep, err := ParseEndpoint(o.URL)
 	if err != nil {
 		return nil, err
+	}
+	if ep.Inboxes > 0 {
+		o.Inboxes = ep.Inboxes
+		if err := o.validate(); err != nil {
+			return nil, err
+		}
 	}
 	co, err := clientOption(ep, &o)
 	if err != nil {
@@ -83,7 +97,9 @@ type base struct {
 	metrics *statsCollector // registered on opts.Bus.Registerer (streams only)
 }
 
-func (b *base) Partitions() int { return b.opts.Partitions }
+// Partitions is the number of partitions of the reliable plane: the shared
+// ones, then the inboxes.
+func (b *base) Partitions() int { return b.opts.Partitions + b.opts.Inboxes }
 
 // client returns the connected client or an error at once.
 func (b *base) client(ctx context.Context) (rueidis.Client, error) {

@@ -70,6 +70,9 @@ type Endpoint struct {
 	WriteTimeout time.Duration
 	// ClientName is sent with CLIENT SETNAME (client_name parameter).
 	ClientName string
+	// Inboxes is the number of inbox partitions of the Streams transport
+	// (inboxes parameter; Options.Inboxes); zero when absent.
+	Inboxes int
 	// TLS files and switches (ca, cert, key, server_name, skip_verify parameters).
 	CAFile             string
 	CertFile           string
@@ -94,7 +97,7 @@ func (e *URLError) Unwrap() error { return ErrBadURL }
 var knownParams = map[string]bool{
 	"db": true, "dial_timeout": true, "write_timeout": true, "client_name": true,
 	"ca": true, "cert": true, "key": true, "server_name": true, "skip_verify": true,
-	"sentinel_username": true, "sentinel_password": true,
+	"sentinel_username": true, "sentinel_password": true, "inboxes": true,
 }
 
 // ParseEndpoint takes a Redis URL apart without touching the network or files.
@@ -111,8 +114,10 @@ var knownParams = map[string]bool{
 //
 // The port defaults to 6379 (26379 for sentinels). Parameters: db,
 // dial_timeout and write_timeout (Go durations), client_name, sentinel_username,
-// sentinel_password, and for TLS ca, cert, key (PEM file paths), server_name,
-// skip_verify (bool). An unknown parameter is an error, so a typo is not ignored.
+// sentinel_password, inboxes (the number of inbox partitions, 1 to 1024; it
+// replaces Options.Inboxes), and for TLS ca, cert, key (PEM file paths),
+// server_name, skip_verify (bool). An unknown parameter is an error, so a typo
+// is not ignored.
 func ParseEndpoint(s string) (Endpoint, error) {
 	ep, err := parseEndpoint(s)
 	if err != nil {
@@ -309,7 +314,7 @@ func (ep *Endpoint) setQuery(rawQuery string) *badURL {
 			return bad("parameter %q given %d times", k, len(v))
 		}
 	}
-	for _, set := range [...]func(url.Values) *badURL{ep.setDBParam, ep.setConnParams, ep.setSentinelParams, ep.setTLSParams} {
+	for _, set := range [...]func(url.Values) *badURL{ep.setDBParam, ep.setConnParams, ep.setInboxes, ep.setSentinelParams, ep.setTLSParams} {
 		if err := set(q); err != nil {
 			return err
 		}
@@ -340,6 +345,22 @@ func (ep *Endpoint) setConnParams(q url.Values) *badURL {
 	if strings.ContainsAny(ep.ClientName, " \n\r") {
 		return bad("client_name must not contain spaces or newlines")
 	}
+	return nil
+}
+
+// setInboxes sets the number of inbox partitions: a count from 1 to
+// maxPartitions (without the parameter there are none, unless Options say
+// otherwise).
+func (ep *Endpoint) setInboxes(q url.Values) *badURL {
+	if !q.Has("inboxes") {
+		return nil
+	}
+	v := q.Get("inboxes")
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > maxPartitions {
+		return bad("inboxes %q is not a count from 1 to %d (omit it for none)", v, maxPartitions)
+	}
+	ep.Inboxes = n
 	return nil
 }
 
@@ -490,6 +511,9 @@ func (e Endpoint) String() string {
 		q.Set("write_timeout", e.WriteTimeout.String())
 	}
 	set("client_name", e.ClientName)
+	if e.Inboxes > 0 {
+		q.Set("inboxes", strconv.Itoa(e.Inboxes))
+	}
 	set("ca", e.CAFile)
 	set("cert", e.CertFile)
 	set("key", e.KeyFile)

@@ -27,6 +27,8 @@ func TestParseEndpoint(t *testing.T) {
 		{"redis://a:b:c@h", Endpoint{Topology: Standalone, Addrs: []string{"h:6379"}, Username: "a", Password: "b:c"}},
 		{"redis://[::1]:6380", Endpoint{Topology: Standalone, Addrs: []string{"[::1]:6380"}}},
 		{"redis://[::1]", Endpoint{Topology: Standalone, Addrs: []string{"[::1]:6379"}}},
+		{"redis://h?inboxes=256", Endpoint{Topology: Standalone, Addrs: []string{"h:6379"}, Inboxes: 256}},
+		{"redis+cluster://h1,h2?inboxes=1&client_name=n", Endpoint{Topology: Cluster, Addrs: []string{"h1:6379", "h2:6379"}, Inboxes: 1, ClientName: "n"}},
 		{"redis://h?dial_timeout=250ms&write_timeout=2s", Endpoint{Topology: Standalone, Addrs: []string{"h:6379"}, DialTimeout: 250 * time.Millisecond, WriteTimeout: 2 * time.Second}},
 		{"rediss://h:6380?ca=/ca.pem&cert=/c.pem&key=/k.pem&server_name=redis.local&skip_verify=false", Endpoint{Topology: Standalone, TLS: true, Addrs: []string{"h:6380"}, CAFile: "/ca.pem", CertFile: "/c.pem", KeyFile: "/k.pem", ServerName: "redis.local"}},
 		{"rediss://h?skip_verify", Endpoint{Topology: Standalone, TLS: true, Addrs: []string{"h:6379"}, InsecureSkipVerify: true}},
@@ -93,6 +95,12 @@ func TestParseEndpointErrors(t *testing.T) {
 		{"redis+cluster://h1/1", "only database 0"},
 		{"redis+cluster://h1?db=1", "only database 0"},
 		{"redis://h?q=%zz", "bad query"},
+		{"redis://h?inboxes=0", `inboxes "0" is not a count from 1 to 1024`},
+		{"redis://h?inboxes=-4", `inboxes "-4" is not a count from 1 to 1024`},
+		{"redis://h?inboxes=1025", `inboxes "1025" is not a count from 1 to 1024`},
+		{"redis://h?inboxes=many", `inboxes "many" is not a count`},
+		{"redis://h?inboxes=", `inboxes "" is not a count`},
+		{"redis://h?inboxes=8&inboxes=8", "given 2 times"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.url, func(t *testing.T) {
@@ -240,6 +248,10 @@ func TestOptionsValidate(t *testing.T) {
 		{DialTimeout: -1},
 		{Prefix: "a{b}"},
 		{Prefix: "a b"},
+		{Inboxes: -1},
+		{Kind: PubSub, Inboxes: 1},
+		{Partitions: 8, Inboxes: maxPartitions - 7},
+		{Partitions: maxPartitions, Inboxes: 1},
 	}
 	for _, o := range bad {
 		o.URL = "redis://127.0.0.1:1"
@@ -276,6 +288,7 @@ func FuzzParseURL(f *testing.F) {
 		"unix:///tmp/r.sock?db=1", "redis+sentinel://a,b:1/m/2?sentinel_password=x",
 		"redis+cluster://a:1,b:2", "redis://[::1]:7", "redis://h?dial_timeout=1s",
 		"redis://%zz@h", "redis://h:99999", "redis+sentinel:///", "",
+		"redis://h?inboxes=256", "redis://h?inboxes=0",
 	} {
 		f.Add(s)
 	}
