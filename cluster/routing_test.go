@@ -12,6 +12,8 @@ import (
 	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/adapter/adaptertest"
 	"github.com/durasock/durasock/bus"
+	"github.com/durasock/durasock/bus/redisbus"
+	"github.com/durasock/durasock/internal/redistest"
 	"github.com/durasock/durasock/internal/testwait"
 	"github.com/durasock/durasock/parser"
 )
@@ -61,13 +63,56 @@ func (b *countingBus) received(nsp string, k kind) int {
 	return b.count[countKey{nsp, k}]
 }
 
-// routedNodes starts n nodes with opts on hub, each on a countingBus.
-func routedNodes(t *testing.T, hub *bus.MemoryHub, n int, opts *Options) ([]*Cluster, []*countingBus) {
+// routedEnv is where the nodes of a routing test run: newCluster returns the
+// bus maker of a fresh cluster (one memory hub, or one key prefix on Redis),
+// whose buses have shared partitions then inboxes.
+type routedEnv struct {
+	shared     int
+	newCluster func(t *testing.T) func(id string) *bus.Reliable
+}
+
+// memoryEnv runs nodes on a memory hub with routedHubConfig.
+var memoryEnv = routedEnv{shared: routedHubConfig.Partitions, newCluster: func(t *testing.T) func(id string) *bus.Reliable {
+	hub := bus.NewMemoryHubConfig(routedHubConfig)
+	return func(id string) *bus.Reliable { return reliableBus(t, hub.Transport(), id).(*bus.Reliable) }
+}}
+
+// redisEnv runs nodes on the Redis streams transport at url, with 4 shared
+// partitions and 64 inboxes.
+func redisEnv(url string) routedEnv {
+	return routedEnv{shared: 4, newCluster: func(t *testing.T) func(id string) *bus.Reliable {
+		prefix := fmt.Sprintf("durasock-test-%d", prefixes.Add(1))
+		return func(id string) *bus.Reliable {
+			t.Helper()
+			b, err := redisbus.Open(context.Background(), url, &redisbus.Options{
+				Kind: redisbus.Streams, Prefix: prefix, Partitions: 4, Inboxes: 64,
+				Bus: bus.Config{NodeID: id, Logger: quietLogger},
+			})
+			if err != nil {
+				t.Fatalf("redisbus.Open(%s): %v", url, err)
+			}
+			return b
+		}
+	}}
+}
+
+// runRouted runs test on a memory hub and on a Redis of its own.
+func runRouted(t *testing.T, test func(t *testing.T, env routedEnv)) {
+	t.Run("memory", func(t *testing.T) { test(t, memoryEnv) })
+	t.Run("redis", func(t *testing.T) {
+		srv := redistest.Standalone(t)
+		test(t, redisEnv(srv.URL()))
+	})
+}
+
+// routedNodes starts n nodes with opts in a fresh cluster of env, each on a
+// countingBus.
+func routedNodes(t *testing.T, env routedEnv, n int, opts *Options) ([]*Cluster, []*countingBus) {
 	t.Helper()
 	buses := make([]*countingBus, n)
+	newBus := env.newCluster(t)
 	cs := startNodes(t, n, opts, func(id string) bus.Bus {
-		b := reliableBus(t, hub.Transport(), id)
-		cb := &countingBus{Reliable: b.(*bus.Reliable), count: make(map[countKey]int), parts: make(map[int]int)}
+		cb := &countingBus{Reliable: newBus(id), count: make(map[countKey]int), parts: make(map[int]int)}
 		var i int
 		if _, err := fmt.Sscanf(id, "node-%d", &i); err != nil {
 			t.Fatalf("node id %q: %v", id, err)
@@ -183,9 +228,10 @@ func checkSeq(t *testing.T, who string, msgs []adaptertest.Message, ev string, n
 	}
 }
 
-func TestRoutingOnlyInterestedNodesReceive(t *testing.T) {
-	hub := bus.NewMemoryHubConfig(routedHubConfig)
-	cs, buses := routedNodes(t, hub, 4, routingOptions())
+func TestRoutingOnlyInterestedNodesReceive(t *testing.T) { runRouted(t, testRoutingOnlyInterestedNodesReceive) }
+
+func testRoutingOnlyInterestedNodesReceive(t *testing.T, env routedEnv) {
+	cs, buses := routedNodes(t, env, 4, routingOptions())
 	ns := bind(t, cs, "/")
 	in := connect(ns[1], sid("in"), "r")
 	out := connect(ns[2], sid("out"), "elsewhere")
@@ -228,7 +274,7 @@ func TestRoutingOnlyInterestedNodesReceive(t *testing.T) {
 	for i, b := range buses {
 		b.mu.Lock()
 		for p, k := range b.parts {
-			if p < routedHubConfig.Partitions {
+			if p < env.shared {
 				t.Errorf("node %d received %d messages on shared partition %d", i, k, p)
 			}
 		}
@@ -236,9 +282,10 @@ func TestRoutingOnlyInterestedNodesReceive(t *testing.T) {
 	}
 }
 
-func TestRoutingJoinAnnouncedThenLeave(t *testing.T) {
-	hub := bus.NewMemoryHubConfig(routedHubConfig)
-	cs, buses := routedNodes(t, hub, 2, routingOptions())
+func TestRoutingJoinAnnouncedThenLeave(t *testing.T) { runRouted(t, testRoutingJoinAnnouncedThenLeave) }
+
+func testRoutingJoinAnnouncedThenLeave(t *testing.T, env routedEnv) {
+	cs, buses := routedNodes(t, env, 2, routingOptions())
 	ns := bind(t, cs, "/")
 	s := connect(ns[1], sid("s"))
 	testwait.For(t, waitTimeout, "node 0 to know node 1's socket", func() bool { return knows(cs[0], cs[1].NodeID(), "/") })
@@ -280,9 +327,10 @@ func TestRoutingJoinAnnouncedThenLeave(t *testing.T) {
 // A socketsJoin from node 0 for a socket of node 1, then at once an emit to
 // the new room from node 0: routed to node 1 without waiting for node 1's
 // announcement.
-func TestRoutingSocketsJoinThenEmit(t *testing.T) {
-	hub := bus.NewMemoryHubConfig(routedHubConfig)
-	cs, _ := routedNodes(t, hub, 3, routingOptions())
+func TestRoutingSocketsJoinThenEmit(t *testing.T) { runRouted(t, testRoutingSocketsJoinThenEmit) }
+
+func testRoutingSocketsJoinThenEmit(t *testing.T, env routedEnv) {
+	cs, _ := routedNodes(t, env, 3, routingOptions())
 	ns := bind(t, cs, "/")
 	s := connect(ns[1], sid("s"))
 	testwait.For(t, waitTimeout, "node 0 to know node 1's socket", func() bool { return knows(cs[0], cs[1].NodeID(), "/") })
@@ -307,9 +355,10 @@ func TestRoutingSocketsJoinThenEmit(t *testing.T) {
 
 // Requests that collect answers from every node complete with routing on,
 // whether or not the nodes have sockets.
-func TestRoutingRequestsComplete(t *testing.T) {
-	hub := bus.NewMemoryHubConfig(routedHubConfig)
-	cs, _ := routedNodes(t, hub, 3, routingOptions())
+func TestRoutingRequestsComplete(t *testing.T) { runRouted(t, testRoutingRequestsComplete) }
+
+func testRoutingRequestsComplete(t *testing.T, env routedEnv) {
+	cs, _ := routedNodes(t, env, 3, routingOptions())
 	ns := bind(t, cs, "/")
 	connect(ns[0], sid("a"), "r")
 	connect(ns[1], sid("b"), "r")
@@ -348,9 +397,10 @@ func TestRoutingRequestsComplete(t *testing.T) {
 // A namespace named by Options.Recoverable is not routed: its messages go to
 // the shared partitions, which every node reads, and its adapter keeps
 // sessions; the routed one's does not.
-func TestRoutingRecoverableNamespaceUnchanged(t *testing.T) {
-	hub := bus.NewMemoryHubConfig(routedHubConfig)
-	cs, buses := routedNodes(t, hub, 3, routingOptions())
+func TestRoutingRecoverableNamespaceUnchanged(t *testing.T) { runRouted(t, testRoutingRecoverableNamespaceUnchanged) }
+
+func testRoutingRecoverableNamespaceUnchanged(t *testing.T, env routedEnv) {
+	cs, buses := routedNodes(t, env, 3, routingOptions())
 	rec := bind(t, cs, "/rec")
 	routed := bind(t, cs, "/")
 	if _, ok := rec[0].a.(adapter.SessionStore); !ok {
@@ -382,10 +432,18 @@ func TestRoutingRecoverableNamespaceUnchanged(t *testing.T) {
 
 // A node that leaves is forgotten; back under the same id, it announces its
 // interest again and is routed to.
-func TestRoutingNodeLeavesAndRejoins(t *testing.T) {
-	hub := bus.NewMemoryHubConfig(routedHubConfig)
+func TestRoutingNodeLeavesAndRejoins(t *testing.T) { runRouted(t, testRoutingNodeLeavesAndRejoins) }
+
+func testRoutingNodeLeavesAndRejoins(t *testing.T, env routedEnv) {
 	opts := routingOptions()
-	cs, _ := routedNodes(t, hub, 2, opts)
+	// The node that comes back is on a bus of the same cluster.
+	var newBus func(id string) *bus.Reliable
+	env0 := env
+	env.newCluster = func(t *testing.T) func(id string) *bus.Reliable {
+		newBus = env0.newCluster(t)
+		return newBus
+	}
+	cs, _ := routedNodes(t, env, 2, opts)
 	ns := bind(t, cs, "/")
 	connect(ns[1], sid("s"), "r")
 	testwait.For(t, waitTimeout, "node 0 to know node 1's room", func() bool { return knows(cs[0], cs[1].NodeID(), "/", "r") })
@@ -410,7 +468,7 @@ func TestRoutingNodeLeavesAndRejoins(t *testing.T) {
 
 	o := *opts
 	o.Logger = quietLogger
-	b := reliableBus(t, hub.Transport(), cs[1].NodeID())
+	b := newBus(cs[1].NodeID())
 	back, err := New(b, &o)
 	if err != nil {
 		t.Fatal(err)
@@ -459,15 +517,23 @@ func (s *settledAdapter) AddSockets(ctx context.Context, opts adapter.Options, r
 }
 
 func TestConformanceMemoryHubRouted(t *testing.T) {
+	runRoutedConformance(t, "cluster on a memory hub with interest routing", memoryEnv)
+}
+
+func TestConformanceRedisRouted(t *testing.T) {
+	srv := redistest.Standalone(t)
+	runRoutedConformance(t, "cluster on redis streams with interest routing", redisEnv(srv.URL()))
+}
+
+func runRoutedConformance(t *testing.T, name string, env routedEnv) {
 	adaptertest.Run(t, adaptertest.Setup{
-		Name:  "cluster on a memory hub with interest routing",
+		Name:  name,
 		Nodes: 3,
 		New: func(t *testing.T, n int) []adapter.Factory {
-			hub := bus.NewMemoryHubConfig(routedHubConfig)
 			o := routingOptions()
 			// The suite's socket ids: "n<node>-s<i>".
 			o.SocketIDRoom = func(room string) bool { return strings.Contains(room, "-s") }
-			cs, _ := routedNodes(t, hub, n, o)
+			cs, _ := routedNodes(t, env, n, o)
 			fs := make([]adapter.Factory, n)
 			for i, c := range cs {
 				fs[i] = func(nsp adapter.Namespace) (adapter.Adapter, error) {
