@@ -228,7 +228,9 @@ func checkSeq(t *testing.T, who string, msgs []adaptertest.Message, ev string, n
 	}
 }
 
-func TestRoutingOnlyInterestedNodesReceive(t *testing.T) { runRouted(t, testRoutingOnlyInterestedNodesReceive) }
+func TestRoutingOnlyInterestedNodesReceive(t *testing.T) {
+	runRouted(t, testRoutingOnlyInterestedNodesReceive)
+}
 
 func testRoutingOnlyInterestedNodesReceive(t *testing.T, env routedEnv) {
 	cs, buses := routedNodes(t, env, 4, routingOptions())
@@ -397,7 +399,9 @@ func testRoutingRequestsComplete(t *testing.T, env routedEnv) {
 // A namespace named by Options.Recoverable is not routed: its messages go to
 // the shared partitions, which every node reads, and its adapter keeps
 // sessions; the routed one's does not.
-func TestRoutingRecoverableNamespaceUnchanged(t *testing.T) { runRouted(t, testRoutingRecoverableNamespaceUnchanged) }
+func TestRoutingRecoverableNamespaceUnchanged(t *testing.T) {
+	runRouted(t, testRoutingRecoverableNamespaceUnchanged)
+}
 
 func testRoutingRecoverableNamespaceUnchanged(t *testing.T, env routedEnv) {
 	cs, buses := routedNodes(t, env, 3, routingOptions())
