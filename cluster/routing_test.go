@@ -173,7 +173,7 @@ func knows(c *Cluster, peer, nsp string, rooms ...string) bool {
 func settled(cs []*Cluster, nsp string) bool {
 	for _, c := range cs {
 		a := c.nsp(nsp)
-		if a == nil || a.interest == nil {
+		if c.route == nil || a == nil || a.interest == nil {
 			continue
 		}
 		want := a.interest.snapshot(nsp)
@@ -550,5 +550,35 @@ func runRoutedConformance(t *testing.T, name string, env routedEnv) {
 			}
 			return fs
 		},
+	})
+}
+
+// The main cluster tests, on routed namespaces.
+
+// requireRouted fails unless node 0 of cs published routed messages only.
+func requireRouted(t *testing.T, cs []*Cluster) {
+	t.Helper()
+	if cs[0].route == nil || cs[0].Stats().RoutedMessages == 0 {
+		t.Fatalf("node 0 did not route (%d routed messages)", cs[0].Stats().RoutedMessages)
+	}
+}
+
+func TestOrderOfThousandBroadcastsRouted(t *testing.T) {
+	_, cs := memoryNodesConfig(t, 3, routingOptions(), routedHubConfig)
+	checkOrderOfThousandBroadcasts(t, cs)
+	requireRouted(t, cs)
+}
+
+func TestBrokerDownRouted(t *testing.T) {
+	broker, cs := memoryNodesConfig(t, 2, routingOptions(), routedHubConfig)
+	checkBrokerDown(t, broker, cs)
+	requireRouted(t, cs)
+}
+
+func TestOrderAcrossPlanesRouted(t *testing.T) {
+	runRouted(t, func(t *testing.T, env routedEnv) {
+		cs, _ := routedNodes(t, env, 2, routingOptions())
+		checkOrderAcrossPlanes(t, cs)
+		requireRouted(t, cs)
 	})
 }
