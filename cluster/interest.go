@@ -258,6 +258,9 @@ type routedAdapter struct{ adapter.Adapter }
 type routeState struct {
 	bus     routingBus
 	version atomic.Uint64 // of this node's last announcement
+	// building makes version order the order of the snapshots: a higher
+	// version never carries an older interest.
+	building sync.Mutex
 	wake    chan struct{} // this node's interest changed
 	// connectedAt is when the bus last became connected (Unix nanos), 0 while
 	// it is not.
@@ -391,6 +394,8 @@ func (c *Cluster) interestMessage() *message {
 		nsps = append(nsps, a)
 	}
 	c.mu.RUnlock()
+	c.route.building.Lock()
+	defer c.route.building.Unlock()
 	m := &message{kind: kindInterest, version: c.route.version.Add(1), interest: make([]nspInterest, 0, len(nsps))}
 	for _, a := range nsps {
 		if a.interest == nil {
@@ -513,13 +518,10 @@ func (r *routeState) markGrace(nodes []string, nsp string, rooms []string, until
 }
 
 // routeTargets returns the other nodes a message of namespace nsp to rooms
-// concerns: every live node when every, else the live nodes and those whose
-// interest is kept (forgetPeer) that are interested.
+// concerns, among the live nodes and those whose interest is kept
+// (forgetPeer): all of them when every, else those interested.
 func (c *Cluster) routeTargets(nsp string, rooms []string, every bool) []string {
 	live := c.liveNodes()
-	if every {
-		return live
-	}
 	r := c.route
 	now := time.Now()
 	isLive := make(map[string]bool, len(live))
@@ -530,12 +532,12 @@ func (c *Cluster) routeTargets(nsp string, rooms []string, every bool) []string 
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, id := range live {
-		if r.interestedLocked(c, id, nsp, rooms, now) {
+		if every || r.interestedLocked(c, id, nsp, rooms, now) {
 			out = append(out, id)
 		}
 	}
 	for id := range r.peers {
-		if !isLive[id] && r.interestedLocked(c, id, nsp, rooms, now) {
+		if !isLive[id] && (every || r.interestedLocked(c, id, nsp, rooms, now)) {
 			out = append(out, id)
 		}
 	}

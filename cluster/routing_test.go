@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/adapter/adaptertest"
@@ -581,4 +582,30 @@ func TestOrderAcrossPlanesRouted(t *testing.T) {
 		checkOrderAcrossPlanes(t, cs)
 		requireRouted(t, cs)
 	})
+}
+
+// The broker goes away for longer than NodeTimeout: the nodes stop waiting
+// for each other, but what one broadcasts meanwhile still goes to the inboxes
+// of the nodes it knew interested, and reaches them, in order, once the
+// broker is back.
+func TestRoutingOutageLongerThanNodeTimeout(t *testing.T) {
+	opts := routingOptions()
+	opts.HeartbeatInterval, opts.NodeTimeout = 20*time.Millisecond, 200*time.Millisecond
+	broker, cs := memoryNodesConfig(t, 2, opts, routedHubConfig)
+	ns := bind(t, cs, "/")
+	s := connect(ns[1], "there", "r")
+	waitSettled(t, cs, "/")
+	broker.setDown(true)
+	testwait.For(t, waitTimeout, "node 0 to stop waiting for node 1", func() bool { return len(cs[0].Nodes()) == 0 })
+	const n = 30
+	for i := range n {
+		emit(t, ns[0].a, "during", i, "r")
+	}
+	broker.setDown(false)
+	msgs, err := s.WaitMessages(testCtx(t), n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSeq(t, "socket", msgs, "during", n)
+	requireRouted(t, cs)
 }
