@@ -261,7 +261,7 @@ type routeState struct {
 	// building makes version order the order of the snapshots: a higher
 	// version never carries an older interest.
 	building sync.Mutex
-	wake    chan struct{} // this node's interest changed
+	wake     chan struct{} // this node's interest changed
 	// connectedAt is when the bus last became connected (Unix nanos), 0 while
 	// it is not.
 	connectedAt atomic.Int64
