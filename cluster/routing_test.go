@@ -609,3 +609,95 @@ func TestRoutingOutageLongerThanNodeTimeout(t *testing.T) {
 	checkSeq(t, "socket", msgs, "during", n)
 	requireRouted(t, cs)
 }
+
+// The rules of routeTargets, on a known view of the other nodes' interest.
+func TestRouteTargetsRules(t *testing.T) {
+	c := &Cluster{opts: Options{NodeTimeout: time.Minute}, nodes: make(map[string]time.Time)}
+	c.route = newRouteState(nil)
+	now := time.Now()
+	for _, id := range []string{"unknown", "rooms", "empty", "all", "other-nsp", "held"} {
+		if id != "held" {
+			c.nodes[id] = now
+		}
+	}
+	in := func(flags byte, rooms ...string) map[string]*nspInterest {
+		i := &nspInterest{nsp: "/", flags: flags}
+		for _, r := range rooms {
+			i.rooms.set(roomBucket(r))
+		}
+		return map[string]*nspInterest{"/": i}
+	}
+	c.route.peers = map[string]*peerInterest{
+		"rooms":     {nsps: in(interestSockets, "r")},
+		"empty":     {nsps: in(0)},
+		"all":       {nsps: in(interestAll)},
+		"other-nsp": {nsps: map[string]*nspInterest{"/x": {nsp: "/x", flags: interestSockets}}},
+		"held":      {nsps: in(interestSockets, "r")}, // not live, kept
+	}
+	c.route.markGrace([]string{"other-nsp"}, "/", []string{"granted"}, now.Add(time.Minute))
+	c.route.markGrace([]string{"empty"}, "/", []string{"over"}, now.Add(-time.Second))
+	sidRoom := sid("x")
+	cases := []struct {
+		rooms []string
+		every bool
+		want  []string
+	}{
+		{rooms: []string{"r"}, want: []string{"all", "held", "rooms", "unknown"}},
+		{rooms: []string{"nobody"}, want: []string{"all", "unknown"}},
+		{rooms: nil, want: []string{"all", "held", "rooms", "unknown"}},
+		{rooms: []string{sidRoom}, want: []string{"all", "held", "rooms", "unknown"}},
+		{rooms: []string{"granted"}, want: []string{"all", "other-nsp", "unknown"}},
+		{rooms: []string{"over"}, want: []string{"all", "unknown"}},
+		{every: true, want: []string{"all", "empty", "held", "other-nsp", "rooms", "unknown"}},
+	}
+	for _, tc := range cases {
+		got := c.routeTargets("/", tc.rooms, tc.every)
+		slices.Sort(got)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("rooms %q every %v: targets %q, want %q", tc.rooms, tc.every, got, tc.want)
+		}
+	}
+	// A late or repeated announcement changes nothing; a newer one replaces.
+	c.learnInterest("rooms", &message{kind: kindInterest, version: 0})
+	if got := c.routeTargets("/", []string{"r"}, false); !slices.Contains(got, "rooms") {
+		t.Errorf("an older announcement replaced a newer one")
+	}
+	c.learnInterest("rooms", &message{kind: kindInterest, version: 1})
+	if got := c.routeTargets("/", []string{"r"}, false); slices.Contains(got, "rooms") {
+		t.Errorf("a newer announcement (no namespace) did not replace the older one")
+	}
+}
+
+// A node's own interest follows its sockets' rooms, own id rooms left out.
+func TestLocalInterestFollowsRooms(t *testing.T) {
+	hub := bus.NewMemoryHubConfig(routedHubConfig)
+	cs := startNodes(t, 1, routingOptions(), func(id string) bus.Bus { return reliableBus(t, hub.Transport(), id) })
+	n := bind(t, cs, "/")[0]
+	li := cs[0].nsp("/").interest
+	snap := func() nspInterest { return li.snapshot("/") }
+	if s := snap(); s.flags != 0 || s.rooms.count() != 0 {
+		t.Fatalf("empty namespace: %+v", s)
+	}
+	a := connect(n, "a", "r1", "r2")
+	connect(n, "b", "r1")
+	if s := snap(); s.flags != interestSockets || s.rooms.count() != 2 || !s.rooms.has(roomBucket("r1")) || !s.rooms.has(roomBucket("r2")) {
+		t.Fatalf("two sockets in r1, r2: flags %x, %d buckets", s.flags, s.rooms.count())
+	}
+	n.a.Leave("a", "r1")
+	if s := snap(); !s.rooms.has(roomBucket("r1")) {
+		t.Fatalf("r1 left by one of its two sockets is gone")
+	}
+	n.a.LeaveAll("b")
+	if s := snap(); s.rooms.has(roomBucket("r1")) || !s.rooms.has(roomBucket("r2")) {
+		t.Fatalf("after the last socket of r1 left: r1 %v r2 %v", s.rooms.has(roomBucket("r1")), s.rooms.has(roomBucket("r2")))
+	}
+	// A socket out of its own room is still a socket of the namespace.
+	n.a.Leave(a.ID(), a.ID())
+	if s := snap(); s.flags != interestSockets {
+		t.Fatalf("socket out of its own room: flags %x", s.flags)
+	}
+	n.a.LeaveAll(a.ID())
+	if s := snap(); s.flags != 0 || s.rooms.count() != 0 {
+		t.Fatalf("no socket left: flags %x, %d buckets", s.flags, s.rooms.count())
+	}
+}
