@@ -144,17 +144,26 @@ func (a *nspAdapter) socketsOp(ctx context.Context, k kind, opts adapter.Options
 	}
 	ctx, cancel := a.c.requestCtx(ctx)
 	defer cancel()
-	nodes := a.c.liveNodes()
+	live := a.c.liveNodes()
+	nodes, awaited := live, live
 	if a.interest != nil {
-		// Confirmed by exactly the nodes it goes to.
+		// Confirmed by exactly the live nodes it goes to (a node whose
+		// interest is kept while it is not heard is written to, not waited
+		// for).
 		nodes = a.targets(m)
+		awaited = make([]string, 0, len(nodes))
+		for _, id := range nodes {
+			if slices.Contains(live, id) {
+				awaited = append(awaited, id)
+			}
+		}
 		if k == kindAddSockets {
 			// Until their own announcement says so, this node knows before
 			// they do that they have sockets in these rooms.
 			a.c.route.markGrace(nodes, a.name, rooms, time.Now().Add(a.c.graceFor()))
 		}
 	}
-	p := newPending(k, nodes)
+	p := newPending(k, awaited)
 	if err := a.c.register(p); err != nil {
 		return err
 	}
