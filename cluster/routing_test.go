@@ -17,6 +17,7 @@ import (
 	"github.com/durasock/durasock/internal/redistest"
 	"github.com/durasock/durasock/internal/testwait"
 	"github.com/durasock/durasock/parser"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // routedHubConfig is the memory hub of the routing tests: 4 shared
@@ -700,4 +701,59 @@ func TestLocalInterestFollowsRooms(t *testing.T) {
 	if s := snap(); s.flags != 0 || s.rooms.count() != 0 {
 		t.Fatalf("no socket left: flags %x, %d buckets", s.flags, s.rooms.count())
 	}
+}
+
+// The routing metrics count routed messages and their inbox writes.
+func TestRoutingMetrics(t *testing.T) {
+	hub := bus.NewMemoryHubConfig(routedHubConfig)
+	reg := prometheus.NewRegistry()
+	opts := routingOptions()
+	cs := startNodes(t, 3, opts, func(id string) bus.Bus { return reliableBus(t, hub.Transport(), id) })
+	// Node 0's metrics: a cluster of its own registry, on the same hub.
+	o := *opts
+	o.Logger, o.Registerer = quietLogger, reg
+	b := reliableBus(t, hub.Transport(), "metered")
+	m, err := New(b, &o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		_ = m.Close(ctx)
+		_ = b.Close(ctx)
+	})
+	all := append([]*Cluster{m}, cs...)
+	waitMesh(t, all)
+	ns := bind(t, all, "/")
+	connect(ns[1], sid("one"), "r")
+	connect(ns[2], sid("two"), "r")
+	connect(ns[3], sid("three"), "elsewhere")
+	waitSettled(t, all, "/")
+	const n = 10
+	for i := range n {
+		emit(t, ns[0].a, "r", i, "r") // to nodes 1 and 2
+	}
+	emit(t, ns[0].a, "all", 0) // to nodes 1, 2 and 3
+	if got := gathered(t, reg, "durasock_cluster_routed_messages_total"); got != n+1 {
+		t.Errorf("routed messages %v, want %d", got, n+1)
+	}
+	if got := gathered(t, reg, "durasock_cluster_inbox_writes_total"); got != 2*n+3 {
+		t.Errorf("inbox writes %v, want %d", got, 2*n+3)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "durasock_cluster_routed_fanout" {
+			continue
+		}
+		h := mf.GetMetric()[0].GetHistogram()
+		if h.GetSampleCount() != n+1 || h.GetSampleSum() != 2*n+3 {
+			t.Errorf("fan-out histogram: %d samples summing to %v, want %d summing to %d", h.GetSampleCount(), h.GetSampleSum(), n+1, 2*n+3)
+		}
+		return
+	}
+	t.Errorf("durasock_cluster_routed_fanout not registered")
 }
