@@ -163,15 +163,20 @@ func (a *app) openCluster(cfg *config) error {
 	if cfg.RedisMode == "pubsub" {
 		kind = redisbus.PubSub
 	}
+	inboxes := 0
+	if cfg.InterestRouting {
+		inboxes = redisbus.DefaultInboxes
+	}
 	b, err := redisbus.Open(context.Background(), cfg.RedisURL, &redisbus.Options{
 		Kind:         kind,
 		WaitReplicas: cfg.WaitReplicas,
+		Inboxes:      inboxes,
 		Bus:          bus.Config{NodeID: cfg.NodeID, Outbox: cfg.Outbox, Retain: cfg.Retain, Logger: a.log, Registerer: a.registry},
 	})
 	if err != nil {
 		return fmt.Errorf("-redis %s: %s", a.redisShown, a.scrub.scrub(err.Error()))
 	}
-	c, err := cluster.New(b, &cluster.Options{Logger: a.log, Registerer: a.registry})
+	c, err := cluster.New(b, &cluster.Options{Logger: a.log, Registerer: a.registry, InterestRouting: cfg.InterestRouting})
 	if err != nil {
 		closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
