@@ -176,7 +176,13 @@ func (a *app) openCluster(cfg *config) error {
 	if err != nil {
 		return fmt.Errorf("-redis %s: %s", a.redisShown, a.scrub.scrub(err.Error()))
 	}
-	c, err := cluster.New(b, &cluster.Options{Logger: a.log, Registerer: a.registry, InterestRouting: cfg.InterestRouting})
+	copts := &cluster.Options{Logger: a.log, Registerer: a.registry, InterestRouting: cfg.InterestRouting}
+	if cfg.Recovery > 0 {
+		// A client recovers on another node only from a stream every node
+		// reads: with -recovery, no namespace is routed.
+		copts.Recoverable = func(string) bool { return true }
+	}
+	c, err := cluster.New(b, copts)
 	if err != nil {
 		closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
