@@ -208,17 +208,23 @@ func (r *Reliable) probeFrames(round uint64, parts []int) (frames []Frame, last 
 	return frames, last
 }
 
-// appendProbes appends to frames the probes of round on parts, announcing last.
+// appendProbes appends to frames the probes of round on parts, announcing
+// last, and on an inbox partition this process wrote to also the time of its
+// first message there (the receivers' baseline rule, see receiver.probe).
 func (r *Reliable) appendProbes(frames []Frame, round uint64, parts []int, last []uint64) []Frame {
 	now := time.Now().UnixNano()
 	for _, p := range parts {
-		data := make([]byte, 0, len(r.prefix)+3+16+probeLastLen)
+		data := make([]byte, 0, len(r.prefix)+3+16+probeFirstLen)
 		data = append(data, r.prefix...)
 		data[1] = byte(kindProbe)
 		data = binary.AppendUvarint(data, uint64(p))
 		data = binary.BigEndian.AppendUint64(data, round)
 		data = binary.BigEndian.AppendUint64(data, uint64(now))
 		data = binary.BigEndian.AppendUint64(data, last[p])
+		if r.inboxes > 0 && p >= r.shared && last[p] > 0 {
+			// last > 0: seq 1 was accepted, its time is set.
+			data = binary.BigEndian.AppendUint64(data, uint64(r.ob.first(p)))
+		}
 		frames = append(frames, Frame{Partition: p, Data: data, NoWait: true, Probe: true}) // probes never wait for replicas
 	}
 	return frames

@@ -1,0 +1,198 @@
+package bus
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+)
+
+// behindReceiver starts, on hub, the receiving bus of id with OnGap into
+// gaps, whose handler blocks on the first message it gets until release is
+// closed (it is behind while the broker loses messages). It returns the sink
+// of what it applied and a channel closed when the first message arrived.
+func behindReceiver(t *testing.T, hub *MemoryHub, id string, gaps *gapLog, release <-chan struct{}) (*Reliable, *sink, <-chan struct{}) {
+	t.Helper()
+	r := newBus(t, hub, Config{NodeID: id, OnGap: gaps.add})
+	s := newSink()
+	first := make(chan struct{})
+	n := 0
+	r.Receive(func(m Message) {
+		n++
+		if n == 1 {
+			close(first)
+			<-release
+		}
+		s.handle(m)
+	})
+	return r, s, first
+}
+
+// originGaps returns the gaps of origin in gaps.
+func originGaps(gaps *gapLog, origin string) []Gap {
+	return slices.DeleteFunc(gaps.all(), func(g Gap) bool { return g.Origin != origin })
+}
+
+// TestInboxFirstMessagesLostReported: the broker loses the first 10 messages
+// a node ever sent to another node's inbox (a restart without persistence,
+// retention off), before the target, reading its inbox since long before,
+// got any of them. The sender's announcement after the reconnect carries the
+// time of its first message there: the target, reading since before it,
+// takes 0 as the baseline and reports the 10 as lost, exactly once, instead
+// of taking the announcement as its baseline. Control: the same on a shared
+// partition, where the sender's probes gave the baseline.
+func TestInboxFirstMessagesLostReported(t *testing.T) {
+	for _, inbox := range []bool{true, false} {
+		t.Run(fmt.Sprint("inbox=", inbox), func(t *testing.T) {
+			synctestRun(t, func(t *testing.T) {
+				const shared, inboxes = 2, 8
+				hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: shared, Inboxes: inboxes})
+				ids := inboxIDs(t, shared, inboxes, 3)
+				var gaps gapLog
+				a := newBus(t, hub, Config{NodeID: ids[0], Retain: RetainConfig{Window: -1}})
+				a.Receive(func(Message) {})
+				c := newBus(t, hub, Config{NodeID: ids[2], Retain: RetainConfig{Window: -1}})
+				c.Receive(func(Message) {})
+				release := make(chan struct{})
+				r, sr, first := behindReceiver(t, hub, ids[1], &gaps, release)
+				time.Sleep(2 * time.Second)
+				synctestWait()
+				if err := c.PublishTo(t.Context(), ids[1], []byte("x")); err != nil {
+					t.Fatal(err)
+				}
+				<-first
+				sendOn(t, a, inbox, ids[1], ids[0], 1, 10)
+				time.Sleep(3 * time.Second)
+				synctestWait()
+				if st := a.Status(); st.OutboxLen != 0 {
+					t.Fatalf("a's outbox holds %d", st.OutboxLen)
+				}
+				hub.setDown(true)
+				hub.lose()
+				time.Sleep(3 * time.Second)
+				synctestWait()
+				hub.setDown(false)
+				close(release)
+				time.Sleep(10 * time.Second)
+				synctestWait()
+				p := r.PartitionOf("k")
+				if inbox {
+					p = r.InboxOf(ids[1])
+				}
+				want := Gap{Origin: ids[0], Partition: p, After: 0, Next: 11, Missing: 10, Tail: true}
+				if g := originGaps(&gaps, ids[0]); len(g) != 1 || g[0] != want {
+					t.Fatalf("gaps of a %+v, want %+v", g, want)
+				}
+				sendOn(t, a, inbox, ids[1], ids[0], 11, 11)
+				msgs := sr.wait(t, 2, time.Minute)
+				if msgs[1].Seq != 11 {
+					t.Fatalf("after the gap: %+v", msgs[1])
+				}
+				time.Sleep(3 * time.Second)
+				synctestWait()
+				if s := r.Stats(); s.Gaps != 1 || s.GapMessages != 10 || s.Duplicates != 0 || s.Received != 2 {
+					t.Fatalf("receiver stats %+v", s)
+				}
+			})
+		})
+	}
+}
+
+// TestInboxFirstMessagesLostDataFirst: the broker loses the first 5
+// messages a node sent to another node's inbox and its announcement of them
+// without any connection breaking (a trim, a failover of a shard it only
+// writes to); the next 5 arrive before any announcement. The first message
+// the target sees (seq 6) is only a provisional baseline: the sender's next
+// announcement, with the time of its first message there, makes the target,
+// reading since before it, report 1..5 lost, once. Control: the same on a
+// shared partition.
+func TestInboxFirstMessagesLostDataFirst(t *testing.T) {
+	for _, inbox := range []bool{true, false} {
+		t.Run(fmt.Sprint("inbox=", inbox), func(t *testing.T) {
+			synctestRun(t, func(t *testing.T) {
+				const shared, inboxes = 2, 8
+				hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: shared, Inboxes: inboxes})
+				ids := inboxIDs(t, shared, inboxes, 3)
+				var gaps gapLog
+				a := newBus(t, hub, Config{NodeID: ids[0], Retain: RetainConfig{Window: -1}})
+				a.Receive(func(Message) {})
+				c := newBus(t, hub, Config{NodeID: ids[2]})
+				c.Receive(func(Message) {})
+				release := make(chan struct{})
+				r, sr, first := behindReceiver(t, hub, ids[1], &gaps, release)
+				time.Sleep(2 * time.Second)
+				synctestWait()
+				if err := c.PublishTo(t.Context(), ids[1], []byte("x")); err != nil {
+					t.Fatal(err)
+				}
+				<-first
+				sendOn(t, a, inbox, ids[1], ids[0], 1, 5)
+				time.Sleep(3 * time.Second) // a announces last=5
+				synctestWait()
+				hub.lose()
+				sendOn(t, a, inbox, ids[1], ids[0], 6, 10)
+				synctestWait()
+				close(release)
+				time.Sleep(10 * time.Second)
+				synctestWait()
+				p := r.PartitionOf("k")
+				if inbox {
+					p = r.InboxOf(ids[1])
+				}
+				want := Gap{Origin: ids[0], Partition: p, After: 0, Next: 6, Missing: 5}
+				if g := originGaps(&gaps, ids[0]); len(g) != 1 || g[0] != want {
+					t.Fatalf("gaps of a %+v, want %+v", g, want)
+				}
+				var seqs []uint64
+				for _, m := range sr.all() {
+					if m.Origin == ids[0] {
+						seqs = append(seqs, m.Seq)
+					}
+				}
+				if !slices.Equal(seqs, []uint64{6, 7, 8, 9, 10}) {
+					t.Fatalf("a's messages applied: seqs %v, want 6..10", seqs)
+				}
+				if s := r.Stats(); s.Gaps != 1 || s.GapMessages != 5 || s.Duplicates != 0 || s.Received != 6 {
+					t.Fatalf("receiver stats %+v", s)
+				}
+			})
+		})
+	}
+}
+
+// TestInboxBaselineReaderStartedLater: a node sends 10 messages to another
+// node's inbox before that node reads it; the target, started later, sees
+// only the sender's announcements there (last 10, first message before it
+// read): it takes 10 as the baseline and reports nothing; the next message
+// arrives as the next one. A receiver that was not reading then has no loss
+// to report.
+func TestInboxBaselineReaderStartedLater(t *testing.T) {
+	synctestRun(t, func(t *testing.T) {
+		const shared, inboxes = 2, 8
+		hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: shared, Inboxes: inboxes})
+		ids := inboxIDs(t, shared, inboxes, 2)
+		var gaps gapLog
+		a := newBus(t, hub, Config{NodeID: ids[0]})
+		a.Receive(func(Message) {})
+		time.Sleep(2 * time.Second)
+		synctestWait()
+		publishTo(t, a, ids[1], ids[0], 1, 10)
+		time.Sleep(500 * time.Millisecond) // within the 1 s margin
+		synctestWait()
+		r := newBus(t, hub, Config{NodeID: ids[1], OnGap: gaps.add})
+		sr := newSink()
+		r.Receive(sr.handle)
+		time.Sleep(30 * time.Second) // announcements: every round, then periodic
+		synctestWait()
+		publishTo(t, a, ids[1], ids[0], 11, 11)
+		msgs := sr.wait(t, 1, time.Minute)
+		time.Sleep(3 * time.Second)
+		synctestWait()
+		if len(msgs) != 1 || msgs[0].Seq != 11 || len(gaps.all()) != 0 {
+			t.Fatalf("got %+v, gaps %+v", msgs, gaps.all())
+		}
+		if s := r.Stats(); s.Gaps != 0 || s.Received != 1 {
+			t.Fatalf("receiver stats %+v", s)
+		}
+	})
+}
