@@ -196,3 +196,59 @@ func TestInboxBaselineReaderStartedLater(t *testing.T) {
 		}
 	})
 }
+
+// TestInboxTrimmedTailReported: a target is behind while its inbox stream is
+// trimmed (MaxLen) by another node's writes, well after the retain window
+// of a sender's last write there: the sender's messages 2..5 and its
+// announcements of them are trimmed, and it writes nothing more there. Its
+// announcement every announceEvery rounds still makes the target report the
+// 4 as a tail gap, once. Control: the same on a shared partition, where the
+// sender's probes go every round.
+func TestInboxTrimmedTailReported(t *testing.T) {
+	for _, inbox := range []bool{true, false} {
+		t.Run(fmt.Sprint("inbox=", inbox), func(t *testing.T) {
+			synctestRun(t, func(t *testing.T) {
+				const shared, inboxes = 2, 8
+				hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: shared, Inboxes: inboxes, MaxLen: 20})
+				ids := inboxIDs(t, shared, inboxes, 3)
+				var gaps gapLog
+				a := newBus(t, hub, Config{NodeID: ids[0]})
+				a.Receive(func(Message) {})
+				c := newBus(t, hub, Config{NodeID: ids[2]})
+				c.Receive(func(Message) {})
+				release := make(chan struct{})
+				r, sr, first := behindReceiver(t, hub, ids[1], &gaps, release)
+				time.Sleep(2 * time.Second)
+				synctestWait()
+				sendOn(t, a, inbox, ids[1], ids[0], 1, 1)
+				<-first
+				sendOn(t, a, inbox, ids[1], ids[0], 2, 5)
+				time.Sleep(15 * time.Second) // past the retain window: a announces last=5 no more every round
+				synctestWait()
+				sendOn(t, c, inbox, ids[1], ids[2], 1, 60) // trims a's 2..5 and its announcements
+				synctestWait()
+				p := r.PartitionOf("k")
+				if inbox {
+					p = r.InboxOf(ids[1])
+				}
+				if n := hub.kept(p); n > 20+20/4 { // trimmed in chunks of a quarter
+					close(release)
+					t.Fatalf("partition %d keeps %d frames", p, n)
+				}
+				close(release)
+				time.Sleep(30 * time.Second)
+				synctestWait()
+				want := Gap{Origin: ids[0], Partition: p, After: 1, Next: 6, Missing: 4, Tail: true}
+				if g := originGaps(&gaps, ids[0]); len(g) != 1 || g[0] != want {
+					t.Fatalf("gaps of a %+v, want %+v", g, want)
+				}
+				if s := r.Stats(); s.GapMessages < 4 || s.Duplicates != 0 {
+					t.Fatalf("receiver stats %+v", s)
+				}
+				if n := sr.len(); n < 1 {
+					t.Fatalf("receiver applied %d", n)
+				}
+			})
+		})
+	}
+}
