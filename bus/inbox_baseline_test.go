@@ -252,3 +252,69 @@ func TestInboxTrimmedTailReported(t *testing.T) {
 		})
 	}
 }
+
+// inboxCut is a cutTransport (a node's own link to the hub, which the test
+// can cut) over a hub with inboxes.
+type inboxCut struct {
+	*cutTransport
+	ib Inboxer
+}
+
+func newInboxCut(hub *MemoryHub) *inboxCut {
+	mt := hub.Transport()
+	return &inboxCut{cutTransport: &cutTransport{Transport: mt, cut: make(chan struct{})}, ib: mt.(Inboxer)}
+}
+
+func (c *inboxCut) Inboxes() int               { return c.ib.Inboxes() }
+func (c *inboxCut) ReadPartitions(parts []int) { c.ib.ReadPartitions(parts) }
+
+// TestInboxBaselineAfterForgetting: a node writes 5 messages to another
+// node's inbox, which applies them; then the writer is cut off alone for
+// longer than receivers remember a silent run, and the target forgets it.
+// Back, the writer announces again, with the time of its first message
+// there: the target has been reading since before it, but forgot the run
+// since, so it takes the announcement as the baseline and reports no gap
+// for messages it had applied.
+func TestInboxBaselineAfterForgetting(t *testing.T) {
+	synctestRun(t, func(t *testing.T) {
+		const shared, inboxes = 2, 8
+		hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: shared, Inboxes: inboxes})
+		ids := inboxIDs(t, shared, inboxes, 2)
+		var gaps gapLog
+		ta := newInboxCut(hub)
+		a := newBusOn(t, ta, Config{NodeID: ids[0]})
+		t.Cleanup(func() { ta.setDown(false) })
+		a.Receive(func(Message) {})
+		r := newBus(t, hub, Config{NodeID: ids[1], OnGap: gaps.add})
+		sr := newSink()
+		r.Receive(sr.handle)
+		time.Sleep(2 * time.Second)
+		synctestWait()
+		publishTo(t, a, ids[1], ids[0], 1, 5)
+		sr.wait(t, 5, time.Minute)
+		ta.setDown(true)
+		time.Sleep(r.pruneAfter() + 10*time.Minute)
+		synctestWait()
+		if s := r.Stats(); s.NodesGoneSilent != 1 || slices.Contains(r.Status().Nodes, ids[0]) {
+			t.Fatalf("target stats %+v, nodes %v", s, r.Status().Nodes)
+		}
+		r.recv.mu.Lock()
+		_, known := r.recv.nodes[ids[0]]
+		r.recv.mu.Unlock()
+		if known {
+			t.Fatal("the target still knows the writer's run")
+		}
+		ta.setDown(false)
+		time.Sleep(time.Minute)
+		synctestWait()
+		if !slices.Contains(r.Status().Nodes, ids[0]) {
+			t.Fatalf("the writer is not heard again: nodes %v", r.Status().Nodes)
+		}
+		if g := gaps.all(); len(g) != 0 {
+			t.Fatalf("gaps %+v for messages the target applied", g)
+		}
+		if s := r.Stats(); s.Received != 5 || s.Gaps != 0 {
+			t.Fatalf("target stats %+v", s)
+		}
+	})
+}
