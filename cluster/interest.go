@@ -41,7 +41,9 @@ import (
 // announces it as wanting everything. A socketsJoin this node sends marks the
 // nodes it went to as interested in the joined rooms at once, for NodeTimeout
 // (graceFor), so that an emit that follows it in the program reaches them
-// before their own announcement does.
+// before their own announcement does. AwaitRouting and AwaitRoutingReady
+// (await.go) wait until the other nodes have applied this node's interest,
+// and until this node knows theirs.
 //
 // Which namespaces are routed is decided when the namespace's adapter is made,
 // and never changes while it lives: with InterestRouting on a bus with
