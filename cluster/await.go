@@ -222,7 +222,7 @@ func (c *Cluster) routingMissing(now time.Time) string {
 	if st.State != bus.Connected {
 		return "the bus is " + st.State.String()
 	}
-	c.route.setConnected(true)
+	// connectedAt is the heartbeat loop's, which sees every state change.
 	if !c.route.connectedFor(now, c.opts.HeartbeatInterval+c.opts.HeartbeatInterval/4) {
 		return "the bus has been connected for less than the heartbeat interval"
 	}
