@@ -68,6 +68,14 @@ func (a *app) notReady() string {
 	if st.NodeIDConflict {
 		return "another running process uses this node id"
 	}
+	if a.cfg.InterestRouting && a.cluster != nil && !a.mon.routingReady.Load() {
+		// Once, at start: a node that routes before it knows where every
+		// other node's sockets are would miss some of them.
+		if err := a.cluster.AwaitRoutingReady(checkNow); err != nil {
+			return "interest routing: the other nodes' rooms are not known yet"
+		}
+		a.mon.routingReady.Store(true)
+	}
 	o := a.cfg.Outbox
 	if (o.MaxMessages > 0 && float64(st.OutboxLen) >= outboxReadyFraction*float64(o.MaxMessages)) ||
 		(o.MaxBytes > 0 && float64(st.OutboxBytes) >= outboxReadyFraction*float64(o.MaxBytes)) {
@@ -75,6 +83,13 @@ func (a *app) notReady() string {
 	}
 	return ""
 }
+
+// checkNow is a context that is already done: a wait given it checks once.
+var checkNow = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
 
 func (a *app) readyz(w http.ResponseWriter, _ *http.Request) {
 	if why := a.notReady(); why != "" {

@@ -565,3 +565,82 @@ func TestKilledNodeDiskOutbox(t *testing.T) {
 	case <-time.After(500 * time.Millisecond):
 	}
 }
+
+// TestClusterModeInterestRouting: two nodes with -interest-routing become
+// ready once each knows the other's interest, and an emit on one reaches a
+// client of the other through that node's inbox (a routed message).
+func TestClusterModeInterestRouting(t *testing.T) {
+	redis := redistest.Standalone(t)
+	a := startApp(t, "-redis", redis.URL(), "-emit-token", "tok", "-interest-routing")
+	b := startApp(t, "-redis", redis.URL(), "-interest-routing")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for _, n := range []string{a, b} {
+		for {
+			if code, _ := get(t, n+"/readyz"); code == http.StatusOK {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				_, body := get(t, n+"/readyz")
+				t.Fatalf("%s never ready: %s", n, body)
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	got := make(chan string, 16)
+	c, err := sioclient.Dial(ctx, b+"/socket.io/", &sioclient.Options{
+		OnEvent: func(e *sioclient.Event) { got <- e.Name + " " + string(e.Data) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	// b announces its new socket within tens of milliseconds; until a knows
+	// it, a routes the emit nowhere, so repeat it until the client sees it.
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, a+"/api/emit", strings.NewReader(`{"event":"news","args":[{"n":1}]}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer tok")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("emit: %d", resp.StatusCode)
+		}
+		select {
+		case ev := <-got:
+			if ev != `news ["news",{"n":1}]` {
+				t.Fatalf("client on the other node got %q", ev)
+			}
+			_, metrics := get(t, a+"/metrics")
+			if !strings.Contains(metrics, "durasock_cluster_routed_messages_total") ||
+				strings.Contains(metrics, "durasock_cluster_routed_messages_total 0\n") {
+				t.Errorf("node a routed nothing:\n%s", grepLines(metrics, "durasock_cluster_routed"))
+			}
+			return
+		case <-tick.C:
+		case <-ctx.Done():
+			t.Fatal("the event never crossed to the other node")
+		}
+	}
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for l := range strings.SplitSeq(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

@@ -22,6 +22,9 @@ type monitor struct {
 	sampleEvery          time.Duration
 
 	connectedOnce atomic.Bool
+	// routingReady: with interest routing, this node knew every live node's
+	// interest once (cluster.AwaitRoutingReady).
+	routingReady atomic.Bool
 
 	mu          sync.Mutex
 	transitions []transition // oldest first, at most maxTransitions
