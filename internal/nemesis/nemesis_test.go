@@ -20,6 +20,7 @@ var (
 	tableFlag    = flag.Bool("nemesis.table", false, "print the verdicts as the markdown table of docs/RELIABILITY.md")
 	logsFlag     = flag.Bool("nemesis.logs", false, "print the node logs of passing runs too")
 	opsFlag      = flag.String("nemesis.ops", "", "comma-separated operations: the scenario runs seeded random rounds of these instead of its program")
+	routingFlag  = flag.Bool("nemesis.routing", false, "run the scenario(s) with interest routing (inbox partitions, routed namespaces)")
 )
 
 func TestMain(m *testing.M) {
@@ -28,8 +29,9 @@ func TestMain(m *testing.M) {
 }
 
 // TestNemesis runs the scenario named by -nemesis.scenario (default "short",
-// the seeded run of the default test suite) and fails on any unaccounted loss,
-// duplicate, reorder or unexplained client cut.
+// the seeded run of the default test suite), with interest routing when
+// -nemesis.routing is set, and fails on any unaccounted loss, duplicate,
+// reorder or unexplained client cut.
 func TestNemesis(t *testing.T) {
 	var run []Scenario
 	if *scenarioFlag == "all" {
@@ -53,13 +55,18 @@ func TestNemesis(t *testing.T) {
 	}
 	var rows []string
 	for _, sc := range run {
-		t.Run(sc.Name, func(t *testing.T) {
+		name := sc.Name
+		if *routingFlag {
+			name += "+routing"
+		}
+		t.Run(name, func(t *testing.T) {
 			if *scenarioFlag == "all" && sc.Name == "soak" && *durationFlag == 0 {
 				t.Skip("soak runs only when asked by name or with -nemesis.duration")
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Hour)
 			defer cancel()
-			h, v, err := RunScenario(ctx, sc, Options{Seed: *seedFlag, Duration: *durationFlag, Rate: *rateFlag, Logf: t.Logf})
+			h, v, err := RunScenario(ctx, sc, Options{Seed: *seedFlag, Duration: *durationFlag, Rate: *rateFlag,
+				Routing: *routingFlag, Logf: t.Logf})
 			if h == nil {
 				t.Fatal(err)
 			}
