@@ -50,7 +50,7 @@ func (r *Run) laggingFailover(ctx context.Context, s Step, plan lagPlan) (err er
 			return err
 		}
 	}
-	r.logf("nemesis: %s: primary %s, lagging replica %s", s, primary.Addr(), lagging.Addr())
+	r.logf("nemesis: %s: %s: primary %s, lagging replica %s", s, partitionKey(s.Slot), primary.Addr(), lagging.Addr())
 	var frozen []*nodeProc
 	var thawOnce sync.Once
 	thaw := func() (err error) {

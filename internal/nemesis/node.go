@@ -69,6 +69,10 @@ type nodeConfig struct {
 	// and the cluster with interest routing; a join is acked once the other
 	// nodes apply it (routingAwaiter).
 	Routing bool `json:"routing,omitempty"`
+	// Recoverable are the namespaces whose sessions recover on any node
+	// (those of the official clients): with Routing they are not routed
+	// (cluster.Options.Recoverable) and keep the shared partitions.
+	Recoverable []string `json:"recoverable,omitempty"`
 }
 
 // nodeStatus is the JSON of a node's GET /status.
@@ -289,10 +293,15 @@ type routingAwaiter interface {
 	AwaitRouting(ctx context.Context, nsp string) error
 }
 
-// joinRoutingTimeout bounds a join's wait for AwaitRouting: below the 10 s
-// the clients wait for the join's ack (workload.go, js/clients.mjs), so a
-// client hears the error and starts a new session rather than timing out.
-const joinRoutingTimeout = 8 * time.Second
+// joinRoutingTimeout bounds a join's wait for AwaitRouting: below the time
+// the clients wait for the join's ack (joinTimeout, which also covers a Go
+// client's dial, and the 10 s of js/clients.mjs), so that a client hears the
+// answer and asks again rather than timing out.
+const joinRoutingTimeout = 3 * time.Second
+
+// notRoutedPrefix starts the answer to a join that the cluster did not route
+// within joinRoutingTimeout: the session is not ready, the client asks again.
+const notRoutedPrefix = "join not routed: "
 
 // serveSocket is the workload's application on one socket. awaiter, when not
 // nil, is waited on before a join is acked.
@@ -316,7 +325,7 @@ func serveSocket(nsp *socketio.Namespace, s *socketio.Socket, awaiter routingAwa
 			err := awaiter.AwaitRouting(ctx, nsp.Name())
 			cancel()
 			if err != nil {
-				res = fmt.Sprintf("join not routed: %v", err)
+				res = notRoutedPrefix + err.Error()
 			}
 		}
 		if err := e.Ack(res); err != nil {

@@ -344,6 +344,25 @@ func (r *Run) recovery() time.Duration {
 	return 0
 }
 
+// officialNamespace is the namespace of the k-th official client of a node.
+func (r *Run) officialNamespace(k int) string { return r.cfg.Namespaces[k%len(r.cfg.Namespaces)] }
+
+// recoverable are the namespaces of the official clients, whose sessions
+// recover on any node: with routing they are not routed, and keep the shared
+// partitions.
+func (r *Run) recoverable() []string {
+	var out []string
+	for k := range r.cfg.OfficialClients {
+		if ns := r.officialNamespace(k); !slices.Contains(out, ns) {
+			out = append(out, ns)
+		}
+	}
+	return out
+}
+
+// routed reports whether the nodes route namespace ns.
+func (r *Run) routed(ns string) bool { return r.cfg.Routing && !slices.Contains(r.recoverable(), ns) }
+
 // startOfficial starts the official clients, with ids from id on, and waits
 // until each has joined its rooms.
 func (r *Run) startOfficial(ctx context.Context, id int) error {
@@ -357,7 +376,7 @@ func (r *Run) startOfficial(ctx context.Context, id int) error {
 	var cs []*jsClient
 	for i := range r.cfg.Nodes {
 		for k := range r.cfg.OfficialClients {
-			ns := r.cfg.Namespaces[k%len(r.cfg.Namespaces)]
+			ns := r.officialNamespace(k)
 			rs := [][]string{{"r1", "r2"}, {"r1"}, {"r2"}}[k%3]
 			c, err := js.open(id, ns, rs, i)
 			if err != nil {
@@ -461,6 +480,7 @@ func (r *Run) startNode(ctx context.Context, slot int, newID bool) (*nodeProc, e
 		Recovery:     r.recovery(),
 		AckAsync:     r.cfg.AckAsync,
 		Routing:      r.cfg.Routing,
+		Recoverable:  r.recoverable(),
 	}, hist, r.clk)
 	if err != nil {
 		return nil, err
