@@ -60,6 +60,34 @@ type Options struct {
 	// durasock_cluster_relays_refused_total) and logged; its requester sees this
 	// node in MissingRepliesError. Default 10 000; -1 means no bound.
 	MaxRelays int
+	// InterestRouting makes a node receive only the messages that concern its
+	// sockets: each message of a routed namespace is written once to the inbox
+	// of every node with a socket it may reach, instead of once to the
+	// namespace's partition that every node reads. Each node announces the
+	// rooms of its sockets to the others (see docs/SCALING.md, "Interest
+	// routing"). It takes effect only on a bus with inbox partitions (the
+	// Redis streams transport with inboxes; bus.Reliable.Routing), and must be
+	// the same on every node, all of them of a version that announces
+	// interest. Default false.
+	//
+	// Every namespace is routed but those Recoverable names; a routed
+	// namespace keeps no sessions in the cluster, so a server with connection
+	// state recovery recovers its clients on the node they left only. The
+	// choice is made when the namespace's adapter is made.
+	InterestRouting bool
+	// Recoverable, with InterestRouting, names the namespaces that keep
+	// connection state recovery across nodes: they are not routed, and use the
+	// namespace's partition as without InterestRouting. It is called once per
+	// namespace, when its adapter is made. Default nil: none.
+	Recoverable func(namespace string) bool
+	// SocketIDRoom, with InterestRouting, tells a room named by a socket's id
+	// (which nodes do not announce: one per socket) from the other rooms. A
+	// message to such a room goes to every node with sockets in the namespace,
+	// one to another room only to the nodes that announced it. Default: the
+	// form of package socketio's socket ids (26 characters A–Z, 2–7). A server
+	// whose socket ids look otherwise must set it, or messages to its socket
+	// ids are not routed.
+	SocketIDRoom func(room string) bool
 	// Logger receives the log lines of the cluster. Default slog.Default().
 	Logger *slog.Logger
 	// Registerer, when not nil, receives the cluster's Prometheus metrics
@@ -121,6 +149,11 @@ type Stats struct {
 	// those that ended without every reply.
 	Requests        uint64 `json:"requests"`
 	RequestTimeouts uint64 `json:"request_timeouts"`
+	// RoutedMessages counts the messages of routed namespaces this node
+	// published (InterestRouting), and InboxWrites the inbox writes they took:
+	// InboxWrites / RoutedMessages is the mean fan-out.
+	RoutedMessages uint64 `json:"routed_messages"`
+	InboxWrites    uint64 `json:"inbox_writes"`
 }
 
 // Cluster makes the processes that share a bus behave as one Socket.IO server. One
@@ -152,6 +185,7 @@ type Cluster struct {
 	reqs   map[uint64]*pending
 	nextID atomic.Uint64
 
+	route    *routeState   // nil: no interest routing (interest.go)
 	recall   recallBus     // nil: the bus cannot restore sessions (recovery.go)
 	sessions *sessionStore // nil without recall
 
@@ -163,6 +197,7 @@ type Cluster struct {
 type counters struct {
 	received, decodeErrors, unknownNsp, dropped, requests, timeouts atomic.Uint64
 	expired, refusedRelays                                          atomic.Uint64
+	routed, inboxWrites                                             atomic.Uint64
 }
 
 // New starts a Cluster on b: it calls b.Receive, announces this node and starts
@@ -202,9 +237,10 @@ func New(b bus.Bus, opts *Options) (*Cluster, error) {
 	c.cancel = cancel
 	c.startLane(ctx, c.controlLane, controlWorkers)
 	c.startLane(ctx, c.replyLane, replyWorkers)
+	c.startSessions(ctx)
+	c.startRouting(ctx)
 	c.wg.Add(1)
 	go c.heartbeatLoop(ctx)
-	c.startSessions(ctx)
 	b.Receive(c.receive)
 	return c, nil
 }
@@ -216,11 +252,23 @@ func (c *Cluster) NodeID() string { return c.id }
 //
 //	srv := socketio.NewServer(&socketio.Options{Adapter: c.Adapter})
 func (c *Cluster) Adapter(nsp adapter.Namespace) (adapter.Adapter, error) {
-	local, err := adapter.NewLocal(nsp)
+	if nsp == nil {
+		_, err := adapter.NewLocal(nil) // its error for a nil namespace
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	a := &nspAdapter{c: c, name: nsp.Name(), nsp: nsp}
+	seen := nsp
+	if c.routes(a.name) {
+		// The local adapter reports its room changes to the interest first.
+		a.interest = &localInterest{c: c, local: func() int { return len(a.local.SocketIDs(adapter.Options{})) }}
+		obs, _ := nsp.(adapter.RoomObserver)
+		seen = &observedNamespace{Namespace: nsp, obs: obs, in: a.interest}
+	}
+	local, err := adapter.NewLocal(seen)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
-	a := &nspAdapter{c: c, name: nsp.Name(), nsp: nsp, local: local}
+	a.local = local
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.isClosed() {
@@ -230,6 +278,10 @@ func (c *Cluster) Adapter(nsp adapter.Namespace) (adapter.Adapter, error) {
 		return nil, fmt.Errorf("%w: %q", ErrNamespaceTaken, a.name)
 	}
 	c.nsps[a.name] = a
+	c.interestChanged()
+	if a.interest != nil {
+		return routedAdapter{a}, nil
+	}
 	return a, nil
 }
 
@@ -261,6 +313,8 @@ func (c *Cluster) Stats() Stats {
 		RefusedRelays:    c.stats.refusedRelays.Load(),
 		Requests:         c.stats.requests.Load(),
 		RequestTimeouts:  c.stats.timeouts.Load(),
+		RoutedMessages:   c.stats.routed.Load(),
+		InboxWrites:      c.stats.inboxWrites.Load(),
 	}
 }
 
@@ -325,6 +379,7 @@ func (c *Cluster) removeNsp(a *nspAdapter) {
 		delete(c.nsps, a.name)
 	}
 	c.mu.Unlock()
+	c.interestChanged()
 }
 
 // receive is the bus handler: it decodes a message and applies or serves it
@@ -359,6 +414,8 @@ func (c *Cluster) receive(bm bus.Message) {
 		c.serve(bm.Origin, m)
 	case kindFetchResponse, kindEmitResponse, kindAckCount, kindAckReply, kindUnknownNsp, kindApplied:
 		c.answer(bm.Origin, m)
+	case kindInterest:
+		c.learnInterest(bm.Origin, m)
 	case kindHeartbeat:
 		// heard already
 	case kindGoodbye:

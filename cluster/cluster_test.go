@@ -128,13 +128,18 @@ func TestLocalOperationsStayLocal(t *testing.T) {
 // Broadcasts of one node arrive at every other node in order, each once, with
 // socket operations in between applied in order too.
 func TestOrderOfThousandBroadcasts(t *testing.T) {
-	const n = 1000
 	_, cs := memoryNodes(t, 3, nil)
+	checkOrderOfThousandBroadcasts(t, cs)
+}
+
+func checkOrderOfThousandBroadcasts(t *testing.T, cs []*Cluster) {
+	const n = 1000
 	ns := bind(t, cs, "/")
 	var sockets []*adaptertest.Socket
 	for i := 1; i < 3; i++ {
 		sockets = append(sockets, connect(ns[i], "s"+strconv.Itoa(i), "r"))
 	}
+	waitSettled(t, cs, "/")
 	ctx := testCtx(t)
 	for seq := range n {
 		if seq == n/2 {
@@ -172,9 +177,14 @@ func TestOrderOfThousandBroadcasts(t *testing.T) {
 // the other nodes when the broker is back.
 func TestBrokerDown(t *testing.T) {
 	broker, cs := memoryNodes(t, 2, nil)
+	checkBrokerDown(t, broker, cs)
+}
+
+func checkBrokerDown(t *testing.T, broker *brokerSwitch, cs []*Cluster) {
 	ns := bind(t, cs, "/")
 	here := connect(ns[0], "here", "r")
 	there := connect(ns[1], "there", "r")
+	waitSettled(t, cs, "/")
 	ctx := testCtx(t)
 
 	broker.setDown(true)

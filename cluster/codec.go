@@ -43,7 +43,8 @@ const (
 	kindGoodbye         kind = 14 // direct: node leaves
 	kindUnknownNsp      kind = 15 // direct: the namespace of a request is not served here
 	kindApplied         kind = 16 // direct: a reliable socket operation was applied
-	kindMax                  = kindApplied
+	kindInterest        kind = 17 // direct: the rooms of a node's sockets (interest.go)
+	kindMax                  = kindInterest
 	flagVolatile        byte = 1 << 0
 	flagNoCompress      byte = 1 << 1
 	flagCloseConn       byte = 1 << 2
@@ -56,7 +57,8 @@ const (
 func (k kind) String() string {
 	names := [...]string{"invalid", "broadcast", "add-sockets", "del-sockets", "disconnect",
 		"server-emit", "fetch-request", "fetch-response", "emit-request", "emit-response",
-		"ack-request", "ack-count", "ack-reply", "heartbeat", "goodbye", "unknown-namespace", "applied"}
+		"ack-request", "ack-count", "ack-reply", "heartbeat", "goodbye", "unknown-namespace", "applied",
+		"interest"}
 	if int(k) < len(names) {
 		return names[k]
 	}
@@ -100,6 +102,9 @@ type message struct {
 	count   uint64   // ack count: how many sockets got the packet
 	ids     []string // ack count: their ids, as far as known
 	sid     string   // ack reply: the replying socket
+
+	version  uint64        // interest: the announcement's version
+	interest []nspInterest // interest: one entry per namespace of the node
 
 	// Where a reliable-plane message came from (set by receive, not encoded):
 	// the bus position, origin instance and seq.
@@ -201,6 +206,12 @@ func (m *message) encode(b []byte) []byte {
 	case kindAckReply:
 		b = appendString(b, m.sid)
 		b = appendByteList(b, m.args)
+	case kindInterest:
+		b = binary.AppendUvarint(b, m.version)
+		b = binary.AppendUvarint(b, uint64(len(m.interest)))
+		for i := range m.interest {
+			b = m.interest[i].encode(b)
+		}
 	}
 	if m.kind.isRequest() {
 		b = binary.AppendUvarint(b, m.deadline)
@@ -231,7 +242,10 @@ func (m *message) size() int {
 	for _, s := range m.ids {
 		n += len(s) + 5
 	}
-	return n + len(m.sid) + 5
+	for i := range m.interest {
+		n += len(m.interest[i].nsp) + 5 + 1 + 2 + interestBuckets/8
+	}
+	return n + len(m.sid) + 5 + 10 + 5
 }
 
 func (m *message) marshal() []byte { return m.encode(make([]byte, 0, m.size())) }
@@ -315,6 +329,14 @@ func decodeMessage(buf []byte) (*message, error) {
 	case kindAckReply:
 		m.sid = r.string()
 		m.args = r.byteList()
+	case kindInterest:
+		m.version = r.uvarint()
+		if n := r.count(); n > 0 {
+			m.interest = make([]nspInterest, n)
+			for i := range m.interest {
+				m.interest[i].decode(&r)
+			}
+		}
 	}
 	if m.kind.isRequest() && r.off < len(buf) {
 		// Absent in a request of a node of an earlier version (sent on the

@@ -34,10 +34,15 @@ func sampleMessages() []*message {
 		{kind: kindGoodbye},
 		{kind: kindUnknownNsp, nsp: "/gone", reqID: 5},
 		{kind: kindApplied, nsp: "/", reqID: 6},
+		{kind: kindInterest, version: 1 << 62, interest: []nspInterest{
+			{nsp: "/", flags: interestSockets, rooms: bucketSet{1, 0, 1 << 63}},
+			{nsp: "/chat", rooms: bucketSet{15: 1 << 40}},
+			{nsp: "/all", flags: interestAll},
+		}},
 	}
 }
 
-var messageCmp = cmp.Options{cmp.AllowUnexported(message{}), cmpopts.EquateEmpty()}
+var messageCmp = cmp.Options{cmp.AllowUnexported(message{}, nspInterest{}), cmpopts.EquateEmpty()}
 
 func TestCodecRoundTrip(t *testing.T) {
 	seen := make(map[kind]bool)
@@ -87,6 +92,10 @@ func TestDecodeErrors(t *testing.T) {
 		"not event": (&message{kind: kindBroadcast, nsp: "/", ptype: parser.Ack, data: []byte(`[]`)}).marshal(),
 		"no array":  (&message{kind: kindBroadcast, nsp: "/", ptype: parser.Event, data: []byte(`"x"`)}).marshal(),
 		"req 0":     (&message{kind: kindAckCount, nsp: "/"}).marshal(),
+		// interest: version 1, one namespace "/" with unknown flags, or with
+		// 129 bytes of buckets (1024 buckets are 128).
+		"interest flags":   {codecVersion, byte(kindInterest), 0, 0, 1, 1, 1, '/', 0x80, 0},
+		"interest buckets": append([]byte{codecVersion, byte(kindInterest), 0, 0, 1, 1, 1, '/', 1, 0x81, 1}, make([]byte, 129)...),
 	}
 	// A request's deadline is its last field; a request without it (a node of an
 	// earlier version) decodes with deadline 0.
@@ -135,4 +144,26 @@ func FuzzDecodeMessage(f *testing.F) {
 			t.Fatalf("re-encoded %s differs (-first +second):\n%s", m.kind, diff)
 		}
 	})
+}
+
+// An interest's buckets travel without their trailing zero bytes, and decode
+// back to the same set whether or not the zeros are there.
+func TestInterestBucketsTrimmed(t *testing.T) {
+	in := nspInterest{nsp: "/", flags: interestSockets}
+	in.rooms.set(3)
+	m := &message{kind: kindInterest, version: 7, interest: []nspInterest{in}}
+	b := m.marshal()
+	// version kind flags nsp("") version(7) count(1) nsp("/") flags len(1) 0x08
+	want := []byte{codecVersion, byte(kindInterest), 0, 0, 7, 1, 1, '/', interestSockets, 1, 0x08}
+	if !bytes.Equal(b, want) {
+		t.Fatalf("encoded %x, want %x", b, want)
+	}
+	padded := append(append([]byte(nil), want[:len(want)-2]...), 4, 0x08, 0, 0, 0)
+	got, err := decodeMessage(padded)
+	if err != nil {
+		t.Fatalf("decode padded: %v", err)
+	}
+	if diff := cmp.Diff(m, got, messageCmp); diff != "" {
+		t.Errorf("padded buckets (-want +got):\n%s", diff)
+	}
 }

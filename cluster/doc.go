@@ -62,6 +62,24 @@
 // Options.NodeTimeout, so that requests do not wait for it. Nodes lists the
 // others.
 //
+// # Interest routing
+//
+// With Options.InterestRouting, on a bus whose transport has inbox partitions
+// (bus.Reliable.Routing: the Redis streams transport with
+// redisbus.Options.Inboxes), a node receives only what concerns its sockets.
+// Each node announces to the others, per namespace, the rooms its sockets are
+// in (as hash buckets) and whether it has sockets; a routed namespace
+// publishes each message to the inbox of every node it concerns instead of
+// once to the partition every node reads. Order, exactly-once and replay are
+// the bus's, as above, since each node reads its messages from one
+// partition. Requests and server-side emits go to every live node; requests
+// and socket operations wait for exactly the nodes they went to. A join
+// counts on another node once its announcement has arrived there; a
+// socketsJoin counts at once on the node that sends it. Namespaces that
+// Options.Recoverable names keep cross-node connection state recovery and
+// are not routed; a routed namespace's adapter keeps no sessions.
+// docs/SCALING.md ("Interest routing") has the details and the costs.
+//
 // A process that is no server publishes into a cluster with package emitter.
 //
 // Messages are encoded as described in docs/PROTOCOL.md ("Cluster messages").

@@ -91,8 +91,22 @@ func waitMesh(t testing.TB, cs []*Cluster) {
 // memoryNodes starts n nodes on a fresh MemoryHub, reached through a switch
 // that can take the broker away from all of them.
 func memoryNodes(t testing.TB, n int, opts *Options) (*brokerSwitch, []*Cluster) {
-	hub, sw := bus.NewMemoryHub(), new(brokerSwitch)
+	return memoryNodesConfig(t, n, opts, bus.MemoryHubConfig{})
+}
+
+// memoryNodesConfig is memoryNodes on a hub configured by cfg.
+func memoryNodesConfig(t testing.TB, n int, opts *Options, cfg bus.MemoryHubConfig) (*brokerSwitch, []*Cluster) {
+	hub, sw := bus.NewMemoryHubConfig(cfg), new(brokerSwitch)
 	return sw, startNodes(t, n, opts, func(id string) bus.Bus { return reliableBus(t, sw.wrap(hub.Transport()), id) })
+}
+
+// waitSettled waits, on clusters that route, until every node knows every
+// other's interest in namespace nsp as it is now: with interest routing a
+// join counts on another node once announced there. Without routing it
+// returns at once.
+func waitSettled(t testing.TB, cs []*Cluster, nsp string) {
+	t.Helper()
+	testwait.For(t, waitTimeout, "every node to know every other's interest", func() bool { return settled(cs, nsp) })
 }
 
 // errBrokerDown is what a switched transport answers while its switch is down.
@@ -219,4 +233,19 @@ func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// Inboxes and ReadPartitions pass the inbox partitions of the switched
+// transport through (bus.Inboxer).
+func (t *switchedTransport) Inboxes() int {
+	if ib, ok := t.Transport.(bus.Inboxer); ok {
+		return ib.Inboxes()
+	}
+	return 0
+}
+
+func (t *switchedTransport) ReadPartitions(parts []int) {
+	if ib, ok := t.Transport.(bus.Inboxer); ok {
+		ib.ReadPartitions(parts)
+	}
 }

@@ -16,6 +16,8 @@ type metrics struct {
 	timeouts      prometheus.Counter
 	expired       prometheus.Counter
 	refusedRelays prometheus.Counter
+	routed        prometheus.Counter
+	fanout        prometheus.Histogram
 }
 
 func newMetrics(c *Cluster, reg prometheus.Registerer) (*metrics, error) {
@@ -41,6 +43,15 @@ func newMetrics(c *Cluster, reg prometheus.Registerer) (*metrics, error) {
 			Name: "durasock_cluster_relays_refused_total",
 			Help: "Broadcasts with acks of other nodes refused because MaxRelays were waiting for acks.",
 		}),
+		routed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "durasock_cluster_routed_messages_total",
+			Help: "Messages of routed namespaces (InterestRouting) this node published to the inboxes of the nodes they concern.",
+		}),
+		fanout: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "durasock_cluster_routed_fanout",
+			Help:    "Inbox writes per routed message: how many nodes' inboxes it was written to.",
+			Buckets: []float64{0, 1, 2, 4, 8, 16, 32, 64, 128},
+		}),
 	}
 	// Both lanes are visible from the start, at 0.
 	m.dropped.WithLabelValues(laneControl)
@@ -61,7 +72,12 @@ func newMetrics(c *Cluster, reg prometheus.Registerer) (*metrics, error) {
 		Name: "durasock_cluster_relays",
 		Help: "Broadcasts with acks of other nodes waiting for the acks of this node's sockets (bounded by MaxRelays).",
 	}, func() float64 { return float64(c.relayCount()) })
-	m.collectors = []prometheus.Collector{m.decodeErrors, m.dropped, m.timeouts, m.expired, m.refusedRelays, nodes, requests, received, relays}
+	inboxWrites := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "durasock_cluster_inbox_writes_total",
+		Help: "Inbox writes of the routed messages this node published (InterestRouting).",
+	}, func() float64 { return float64(c.stats.inboxWrites.Load()) })
+	m.collectors = []prometheus.Collector{m.decodeErrors, m.dropped, m.timeouts, m.expired, m.refusedRelays,
+		m.routed, m.fanout, nodes, requests, received, relays, inboxWrites}
 	if reg == nil {
 		return m, nil
 	}

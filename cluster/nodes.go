@@ -28,12 +28,14 @@ func (c *Cluster) heartbeatLoop(ctx context.Context) {
 	burst := time.NewTimer(0)
 	defer burst.Stop()
 	delay := helloFirstDelay
+	c.noteState()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-burst.C:
 			c.sendHeartbeat(ctx, "", true)
+			c.sendInterest(ctx, "")
 			if delay < c.opts.HeartbeatInterval {
 				burst.Reset(delay)
 				delay *= 2
@@ -41,14 +43,24 @@ func (c *Cluster) heartbeatLoop(ctx context.Context) {
 		case now := <-t.C:
 			c.expire(now)
 			c.sendHeartbeat(ctx, "", false)
+			c.sendInterest(ctx, "")
 		case <-changed:
 			changed = c.bus.StateChanged()
-			if c.bus.Status().State == bus.Connected {
+			if c.noteState() {
 				delay = helloFirstDelay
 				burst.Reset(0)
 			}
 		}
 	}
+}
+
+// noteState reports whether the bus is connected, and tells the routing.
+func (c *Cluster) noteState() bool {
+	up := c.bus.Status().State == bus.Connected
+	if c.route != nil {
+		c.route.setConnected(up)
+	}
+	return up
 }
 
 // helloFirstDelay is the first interval between repeated hellos.
@@ -89,6 +101,7 @@ func (c *Cluster) heard(id string, m *message) {
 	}
 	if hello || !known {
 		c.control(id, &message{kind: kindHeartbeat})
+		c.answerInterest(id)
 	}
 }
 
@@ -107,9 +120,17 @@ func (c *Cluster) expire(now time.Time) {
 			delete(c.gone, id)
 		}
 	}
+	live := make(map[string]bool, len(c.nodes))
+	for id := range c.nodes {
+		live[id] = true
+	}
 	c.mu.Unlock()
 	for _, id := range lost {
 		c.nodeGone(id, false)
+		delete(live, id)
+	}
+	if c.route != nil {
+		c.route.expire(now, live, c.opts.NodeTimeout)
 	}
 }
 
@@ -129,6 +150,7 @@ func (c *Cluster) nodeGone(id string, bye bool) {
 		reqs = append(reqs, p)
 	}
 	c.mu.Unlock()
+	c.forgetPeer(id, bye)
 	if known {
 		if bye {
 			c.log.Info("cluster: node left", slog.String("peer", id))

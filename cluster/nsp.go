@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/durasock/durasock/adapter"
 	"github.com/durasock/durasock/bus"
@@ -32,6 +33,9 @@ type nspAdapter struct {
 	closed atomic.Bool
 	once   sync.Once
 	rec    recoverState
+	// interest is this node's interest in the namespace when it is routed
+	// (interest.go), nil when it uses the namespace's shared partition.
+	interest *localInterest
 }
 
 var _ adapter.Adapter = (*nspAdapter)(nil)
@@ -43,9 +47,28 @@ func (a *nspAdapter) Rooms(id string) []string         { return a.local.Rooms(id
 
 func (a *nspAdapter) isClosed() bool { return a.closed.Load() || a.c.isClosed() }
 
-// publish hands a reliable message to the bus.
+// publish hands a reliable message to the bus: on the namespace's partition,
+// or, routed, on the inboxes of the nodes it concerns.
 func (a *nspAdapter) publish(ctx context.Context, m *message) error {
+	if a.interest != nil {
+		return a.publishTo(ctx, a.targets(m), m)
+	}
 	if err := a.c.bus.Publish(ctx, partitionKey(a.name), m.marshal()); err != nil {
+		return fmt.Errorf("cluster: %s: %w", m.kind, err)
+	}
+	return nil
+}
+
+// targets are the other nodes a message of this routed namespace concerns.
+func (a *nspAdapter) targets(m *message) []string {
+	// A server-side emit is for every node's handlers, sockets or not.
+	every := !m.hasSelector()
+	return a.c.routeTargets(a.name, m.rooms, every)
+}
+
+// publishTo publishes m on the inboxes of nodes.
+func (a *nspAdapter) publishTo(ctx context.Context, nodes []string, m *message) error {
+	if err := a.c.publishRouted(ctx, nodes, m.marshal()); err != nil {
 		return fmt.Errorf("cluster: %s: %w", m.kind, err)
 	}
 	return nil
@@ -57,6 +80,9 @@ func (a *nspAdapter) publish(ctx context.Context, m *message) error {
 func (a *nspAdapter) Broadcast(ctx context.Context, p *parser.Packet, opts adapter.Options) error {
 	if a.isClosed() {
 		return adapter.ErrClosed
+	}
+	if a.interest != nil {
+		opts.Recoverable = false // a routed namespace keeps no sessions
 	}
 	if opts.Recoverable && !opts.Volatile && !opts.Local {
 		return a.broadcastRecoverable(ctx, p, opts)
@@ -109,20 +135,55 @@ func (a *nspAdapter) socketsOp(ctx context.Context, k kind, opts adapter.Options
 	if a.c.bus.Status().State != bus.Connected {
 		// Accepted into the outbox like a broadcast: the other nodes apply it, in
 		// order, when the bus is back. There is nobody to wait for now.
+		if a.interest != nil && k == kindAddSockets {
+			nodes := a.targets(m)
+			a.c.route.markGrace(nodes, a.name, rooms, time.Now().Add(a.c.graceFor()))
+			return a.publishTo(ctx, nodes, m)
+		}
 		return a.publish(ctx, m)
 	}
 	ctx, cancel := a.c.requestCtx(ctx)
 	defer cancel()
-	p := newPending(k, a.c.liveNodes())
+	live := a.c.liveNodes()
+	nodes, awaited := live, live
+	if a.interest != nil {
+		// Confirmed by exactly the live nodes it goes to (a node whose
+		// interest is kept while it is not heard is written to, not waited
+		// for).
+		nodes = a.targets(m)
+		awaited = make([]string, 0, len(nodes))
+		for _, id := range nodes {
+			if slices.Contains(live, id) {
+				awaited = append(awaited, id)
+			}
+		}
+		if k == kindAddSockets {
+			// Until their own announcement says so, this node knows before
+			// they do that they have sockets in these rooms.
+			a.c.route.markGrace(nodes, a.name, rooms, time.Now().Add(a.c.graceFor()))
+		}
+	}
+	p := newPending(k, awaited)
 	if err := a.c.register(p); err != nil {
 		return err
 	}
 	defer a.c.unregister(p)
 	m.reqID = p.id
-	if err := a.publish(ctx, m); err != nil {
+	var err error
+	if a.interest != nil {
+		err = a.publishTo(ctx, nodes, m)
+	} else {
+		err = a.publish(ctx, m)
+	}
+	if err != nil {
 		return err
 	}
-	return a.c.wait(ctx, p)
+	err = a.c.wait(ctx, p)
+	if a.interest != nil && k == kindAddSockets {
+		// The grace counts from when they applied it (or were last waited for).
+		a.c.route.markGrace(nodes, a.name, rooms, time.Now().Add(a.c.graceFor()))
+	}
+	return err
 }
 
 // applyLocal runs a reliable message on the local sockets.

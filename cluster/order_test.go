@@ -28,6 +28,7 @@ const orderRounds = 500
 func checkOrderAcrossPlanes(t *testing.T, cs []*Cluster) {
 	ns := bind(t, cs, "/")
 	there := connect(ns[1], "there", "r")
+	waitSettled(t, cs, "/")
 	ns[1].ns.OnServerSideEmit(func(adaptertest.ServerEmit) ([]json.RawMessage, bool) {
 		return []json.RawMessage{json.RawMessage(`"ok"`)}, true
 	})

@@ -16,8 +16,9 @@ import (
 // Replies are routed back to the requesting node by the bus (Send to its id) and
 // matched by request id.
 type pending struct {
-	id   uint64
-	kind kind // the request kind
+	id    uint64
+	kind  kind     // the request kind
+	nodes []string // the other nodes it was made to
 
 	mu       sync.Mutex
 	peers    map[string]*peer // nodes whose answer is awaited (and, for acks, this node)
@@ -43,7 +44,7 @@ func (p *peer) complete() bool {
 }
 
 func newPending(k kind, nodes []string) *pending {
-	p := &pending{kind: k, peers: make(map[string]*peer, len(nodes)+1), done: make(chan struct{})}
+	p := &pending{kind: k, nodes: nodes, peers: make(map[string]*peer, len(nodes)+1), done: make(chan struct{})}
 	for _, n := range nodes {
 		p.peers[n] = &peer{}
 	}
@@ -293,7 +294,14 @@ func (c *Cluster) publishRequest(ctx context.Context, p *pending, m *message) er
 	if d, ok := ctx.Deadline(); ok {
 		m.deadline = uint64(max(d.UnixMilli(), 1))
 	}
-	if err := c.bus.Publish(ctx, partitionKey(m.nsp), m.marshal()); err != nil {
+	var err error
+	if a := c.nsp(m.nsp); a != nil && a.interest != nil {
+		// Routed: to the inbox of every node it waits for.
+		err = c.publishRouted(ctx, p.nodes, m.marshal())
+	} else {
+		err = c.bus.Publish(ctx, partitionKey(m.nsp), m.marshal())
+	}
+	if err != nil {
 		return fmt.Errorf("%w: %s: %w", adapter.ErrUnavailable, m.kind, err)
 	}
 	return nil

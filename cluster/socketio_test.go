@@ -10,6 +10,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/durasock/durasock/bus"
 	"github.com/durasock/durasock/bus/redisbus"
 	"github.com/durasock/durasock/engineio"
 	"github.com/durasock/durasock/internal/redistest"
@@ -79,6 +80,20 @@ func (w *wsClient) read() string {
 func TestSocketIOServersOnRedis(t *testing.T) {
 	srv := redistest.Standalone(t)
 	cs := startNodes(t, 3, nil, redisBuses(t, srv.URL(), redisbus.Streams))
+	checkSocketIOServers(t, cs)
+}
+
+// The same with interest routing: the servers' socket ids are of the default
+// Options.SocketIDRoom form.
+func TestSocketIOServersOnRedisRouted(t *testing.T) {
+	srv := redistest.Standalone(t)
+	newBus := redisEnv(srv.URL()).newCluster(t)
+	cs := startNodes(t, 3, routingOptions(), func(id string) bus.Bus { return newBus(id) })
+	checkSocketIOServers(t, cs)
+	requireRouted(t, cs)
+}
+
+func checkSocketIOServers(t *testing.T, cs []*Cluster) {
 	var servers []*socketio.Server
 	var clients []*wsClient
 	for i, c := range cs {
@@ -92,6 +107,7 @@ func TestSocketIOServersOnRedis(t *testing.T) {
 		servers = append(servers, s)
 		clients = append(clients, dialSocketIO(t, serve(t, s)))
 	}
+	waitSettled(t, cs, "/")
 	ctx := testCtx(t)
 
 	// A broadcast from server 0 reaches the clients of every server.
@@ -169,6 +185,8 @@ func TestSocketIOServersOnRedis(t *testing.T) {
 	if err := servers[1].To(clients[0].id).SocketsJoin(ctx, "vip"); err != nil {
 		t.Fatalf("SocketsJoin: %v", err)
 	}
+	// With interest routing, server 2 routes to "vip" once server 0 announced it.
+	waitSettled(t, cs, "/")
 	if err := servers[2].To("vip").Emit(ctx, "vip-news"); err != nil {
 		t.Fatal(err)
 	}

@@ -32,10 +32,13 @@ type config struct {
 	RedisURL     string
 	RedisMode    string // "streams" or "pubsub"
 	WaitReplicas int
-	NodeID       string
-	EmitToken    string
-	Outbox       bus.OutboxConfig
-	Retain       bus.RetainConfig
+	// InterestRouting: each node reads only its inbox (redisbus inboxes,
+	// cluster.Options.InterestRouting).
+	InterestRouting bool
+	NodeID          string
+	EmitToken       string
+	Outbox          bus.OutboxConfig
+	Retain          bus.RetainConfig
 	// ReadyNeedsBus keeps /readyz at 503 until the bus reached Redis once.
 	ReadyNeedsBus bool
 	ShutdownDelay time.Duration
@@ -112,6 +115,7 @@ func flagSet(c *config) (*flag.FlagSet, *choices) {
 	fs.StringVar(&c.RedisURL, "redis", "", "Redis URL for the cluster adapter: redis://, rediss://, unix://, redis+sentinel://, redis+cluster:// (env DURASOCK_REDIS_URL); empty runs one process with the in-memory adapter")
 	fs.StringVar(&c.RedisMode, "redis-transport", "streams", `cluster bus transport: "streams" (durable, default) or "pubsub"`)
 	num(&c.WaitReplicas, "redis-wait-replicas", 0, "replicas that must have a batch before it leaves the outbox (Redis WAIT); 1 keeps Sentinel and Cluster failovers from losing writes")
+	boolean(&c.InterestRouting, "interest-routing", false, "with -redis streams: a node reads only the messages of its sockets' rooms (an inbox stream per node), not every message of the cluster; namespaces with -recovery are read by every node as without it; every node of a cluster must use the same setting")
 	fs.StringVar(&c.NodeID, "node-id", "", "this node's name in the cluster, unique among running processes (default: random at every start, or the one kept in -outbox-dir)")
 	num(&c.Outbox.MaxMessages, "outbox-max-messages", bus.DefaultOutboxMaxMessages, "most cross-node messages buffered while Redis is unreachable; 0: default, -1: no bound")
 	num64(&c.Outbox.MaxBytes, "outbox-max-bytes", bus.DefaultOutboxMaxBytes, "most bytes buffered while Redis is unreachable (also 64MiB, 512KiB); 0: default, -1: no bound")
@@ -293,6 +297,8 @@ func (c *config) resolve(ch *choices) error {
 		return fmt.Errorf("-redis-wait-replicas %d: must not be negative", c.WaitReplicas)
 	case c.RedisMode != "streams" && c.RedisMode != "pubsub":
 		return fmt.Errorf("-redis-transport %q: want streams or pubsub", c.RedisMode)
+	case c.InterestRouting && c.RedisMode != "streams":
+		return errors.New("-interest-routing needs -redis-transport streams (a node's inbox is a stream)")
 	case c.AdminAddr != "" && c.AdminAddr == c.Addr:
 		return fmt.Errorf("-admin-addr %q is -addr too: give it another port, or leave it out", c.AdminAddr)
 	}

@@ -163,15 +163,26 @@ func (a *app) openCluster(cfg *config) error {
 	if cfg.RedisMode == "pubsub" {
 		kind = redisbus.PubSub
 	}
+	inboxes := 0
+	if cfg.InterestRouting {
+		inboxes = redisbus.DefaultInboxes
+	}
 	b, err := redisbus.Open(context.Background(), cfg.RedisURL, &redisbus.Options{
 		Kind:         kind,
 		WaitReplicas: cfg.WaitReplicas,
+		Inboxes:      inboxes,
 		Bus:          bus.Config{NodeID: cfg.NodeID, Outbox: cfg.Outbox, Retain: cfg.Retain, Logger: a.log, Registerer: a.registry},
 	})
 	if err != nil {
 		return fmt.Errorf("-redis %s: %s", a.redisShown, a.scrub.scrub(err.Error()))
 	}
-	c, err := cluster.New(b, &cluster.Options{Logger: a.log, Registerer: a.registry})
+	copts := &cluster.Options{Logger: a.log, Registerer: a.registry, InterestRouting: cfg.InterestRouting}
+	if cfg.Recovery > 0 {
+		// A client recovers on another node only from a stream every node
+		// reads: with -recovery, no namespace is routed.
+		copts.Recoverable = func(string) bool { return true }
+	}
+	c, err := cluster.New(b, copts)
 	if err != nil {
 		closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()

@@ -23,7 +23,10 @@ type Common struct {
 	// PingInterval is the nodes' Engine.IO ping interval (every server kind);
 	// 0: the default, 25 s.
 	PingInterval time.Duration
-	Logf         func(format string, args ...any)
+	// Routing runs durasock nodes with interest routing: a node reads only
+	// what its sockets' rooms need (redisbus inboxes, cluster.Options.InterestRouting).
+	Routing bool
+	Logf    func(format string, args ...any)
 }
 
 func (c *Common) logf(format string, args ...any) {
@@ -92,7 +95,7 @@ func startEnv(ctx context.Context, c *Common, transport string, nodes int, aof .
 			queue = 0
 		}
 		n, err := StartNode(ctx, NodeSpec{Server: c.Server, DurasockBin: c.DurasockBin,
-			RedisURL: url, Transport: transport, Name: fmt.Sprintf("node%d", i), SendQueue: queue, PingInterval: c.PingInterval})
+			RedisURL: url, Transport: transport, Name: fmt.Sprintf("node%d", i), SendQueue: queue, PingInterval: c.PingInterval, Routing: c.Routing})
 		if err != nil {
 			return nil, errors.Join(err, e.close())
 		}

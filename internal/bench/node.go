@@ -35,7 +35,10 @@ type NodeConfig struct {
 	SendQueue int    // Engine.IO send queue per session; 0: the engine's default
 	// PingInterval is the Engine.IO ping interval; 0: the engine's default.
 	PingInterval time.Duration
-	Logger       *slog.Logger
+	// Routing turns interest routing on: redisbus inboxes
+	// (redisbus.DefaultInboxes) and cluster.Options.InterestRouting.
+	Routing bool
+	Logger  *slog.Logger
 }
 
 // Event names of the relay protocol.
@@ -98,11 +101,15 @@ func RunNode(ctx context.Context, cfg NodeConfig, ready func(addr string)) error
 			return fmt.Errorf("bench: transport %q: want streams or pubsub", cfg.Transport)
 		}
 		var err error
-		rb, err = redisbus.Open(ctx, cfg.RedisURL, &redisbus.Options{Kind: kind, Bus: bus.Config{Logger: log}})
+		ropts := &redisbus.Options{Kind: kind, Bus: bus.Config{Logger: log}}
+		if cfg.Routing {
+			ropts.Inboxes = redisbus.DefaultInboxes
+		}
+		rb, err = redisbus.Open(ctx, cfg.RedisURL, ropts)
 		if err != nil {
 			return fmt.Errorf("bench: redis bus: %w", err)
 		}
-		cl, err = cluster.New(rb, &cluster.Options{Logger: log})
+		cl, err = cluster.New(rb, &cluster.Options{Logger: log, InterestRouting: cfg.Routing})
 		if err != nil {
 			return errors.Join(fmt.Errorf("bench: cluster: %w", err), closeBus(rb))
 		}

@@ -38,6 +38,7 @@ const (
 	NodeEnv          = "DURASOCK_BENCH_NODE" // set to "1" in a node process
 	nodeRedisEnv     = "DURASOCK_BENCH_NODE_REDIS"
 	nodeTransportEnv = "DURASOCK_BENCH_NODE_TRANSPORT"
+	nodeRoutingEnv   = "DURASOCK_BENCH_NODE_ROUTING"
 	nodeQueueEnv     = "DURASOCK_BENCH_NODE_SEND_QUEUE"
 	nodePingEnv      = "DURASOCK_BENCH_NODE_PING_INTERVAL_MS" // 0 or unset: the default
 	listeningPrefix  = "listening "
@@ -63,7 +64,7 @@ func NodeMain() {
 		pingMs = 0
 	}
 	err = RunNode(ctx, NodeConfig{RedisURL: os.Getenv(nodeRedisEnv), Transport: os.Getenv(nodeTransportEnv), SendQueue: queue,
-		PingInterval: time.Duration(pingMs) * time.Millisecond},
+		PingInterval: time.Duration(pingMs) * time.Millisecond, Routing: os.Getenv(nodeRoutingEnv) == "true"},
 		func(addr string) { fmt.Printf("%s%s\n", listeningPrefix, addr) })
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "relay node:", err)
@@ -83,6 +84,9 @@ type NodeSpec struct {
 	// PingInterval is the node's Engine.IO ping interval (every server
 	// kind); 0: the server's default, 25 s.
 	PingInterval time.Duration
+	// Routing turns interest routing on (durasock nodes): each node reads only
+	// its inbox and the messages of its sockets' rooms.
+	Routing bool
 }
 
 // Node is a running server process.
@@ -123,7 +127,7 @@ func StartNode(ctx context.Context, spec NodeSpec) (*Node, error) {
 		}
 		n.cmd = exec.Command(self)
 		n.cmd.Env = append(os.Environ(), NodeEnv+"=1", nodeRedisEnv+"="+spec.RedisURL, nodeTransportEnv+"="+spec.Transport,
-			nodeQueueEnv+"="+strconv.Itoa(spec.SendQueue), pingEnv)
+			nodeQueueEnv+"="+strconv.Itoa(spec.SendQueue), pingEnv, nodeRoutingEnv+"="+strconv.FormatBool(spec.Routing))
 		if stdout, err = n.cmd.StdoutPipe(); err != nil {
 			return nil, fmt.Errorf("bench: %w", err)
 		}
@@ -149,6 +153,9 @@ func StartNode(ctx context.Context, spec NodeSpec) (*Node, error) {
 		}
 		if spec.PingInterval > 0 {
 			args = append(args, "-ping-interval", spec.PingInterval.String())
+		}
+		if spec.Routing {
+			args = append(args, "-interest-routing")
 		}
 		n.cmd = exec.Command(spec.DurasockBin, args...)
 		n.cmd.Env = os.Environ()

@@ -113,6 +113,9 @@ func LoadAverage() string {
 // PrintScale writes the scale results as a table.
 func PrintScale(w io.Writer, rs []ScaleResult) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	if len(rs) > 0 && rs[0].Routing {
+		fmt.Fprintln(w, "interest routing on")
+	}
 	fmt.Fprintln(tw, "nodes\ttarget/s\tsent\tdeliveries/s\tlost\tdup\treord\tp50 ms\tp99 ms\t"+
 		"CPU/node mean\tmax\tnodes total\tredis\tloadgen\t"+
 		"node CPU µs/delivery\tredis CPU µs/delivery\tredis ops/delivery\tredis B in/delivery\tredis B out/delivery\tbus msgs read/event\t")

@@ -30,6 +30,7 @@ type ScaleConfig struct {
 type ScaleResult struct {
 	Nodes       int     `json:"nodes"`
 	Transport   string  `json:"transport"`
+	Routing     bool    `json:"interest_routing,omitempty"`
 	Error       string  `json:"error,omitempty"`
 	TargetRate  float64 `json:"target_rate"`
 	Sent        int     `json:"sent"`
@@ -187,7 +188,7 @@ func (e *env) busReceived(ctx context.Context) (uint64, error) {
 }
 
 func scaleOne(ctx context.Context, cfg *ScaleConfig, nodes int) (res ScaleResult, err error) {
-	res = ScaleResult{Nodes: nodes, Transport: cfg.Transport, TargetRate: cfg.Rate, Subscribers: cfg.Subscribers, Rooms: cfg.Rooms}
+	res = ScaleResult{Nodes: nodes, Transport: cfg.Transport, Routing: cfg.Routing, TargetRate: cfg.Rate, Subscribers: cfg.Subscribers, Rooms: cfg.Rooms}
 	common := cfg.Common
 	common.Server = ServerRelay
 	e, err := startEnv(ctx, &common, cfg.Transport, nodes)

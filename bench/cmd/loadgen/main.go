@@ -81,6 +81,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		scaleTr     = fs.String("scale-transport", "streams", "scale: Redis transport")
 		cpuProfile  = fs.String("cpuprofile", "", "write the load generator's own CPU profile to this file (nodes serve /debug/pprof/)")
 		sendQueue   = fs.Int("send-queue", 0, "relay nodes: Engine.IO send queue per session (0: the engine's default, 4096)")
+		routing     = fs.Bool("routing", false, "durasock nodes: interest routing on (each node reads only its inbox: what its sockets' rooms need)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -106,7 +107,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	default:
 		return fmt.Errorf("unknown scenario %q", scenario)
 	}
-	common := bench.Common{Server: *server, DurasockBin: *durasockBin, SendQueue: *sendQueue, PingInterval: *ping,
+	common := bench.Common{Server: *server, DurasockBin: *durasockBin, SendQueue: *sendQueue, PingInterval: *ping, Routing: *routing,
 		Logf: func(f string, a ...any) { fmt.Fprintf(stderr, f+"\n", a...) }}
 	if *server == bench.ServerDurasock && common.DurasockBin == "" {
 		dir, err := os.MkdirTemp("", "loadgen-")

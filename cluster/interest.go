@@ -1,0 +1,615 @@
+package cluster
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/bits"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/durasock/durasock/adapter"
+)
+
+// Interest routing (Options.InterestRouting): a node receives only the
+// messages that concern its sockets.
+//
+// The bus gives every node an inbox partition (bus.Reliable.InboxOf), an
+// ordinary partition of the reliable plane that only that node (and a node
+// whose id hashes to the same inbox) reads. A routed namespace publishes each
+// message once to the inbox of every node it concerns instead of once to the
+// namespace's shared partition: order per origin, gap detection, replay after
+// an outage stay those of the bus, since each receiver reads one partition.
+//
+// What concerns a node is its interest in the namespace: the buckets
+// (roomBucket) of the rooms its sockets are in, a socket's own id room left
+// out, and whether it has sockets at all. Each node keeps it up to date from
+// the room changes of its local adapter and announces it (kindInterest) on the
+// direct plane: to every node shortly after a change (changes coalesced over
+// interestDelay), with every heartbeat and hello, and to a node that says hello
+// or is heard for the first time. An announcement holds the node's whole
+// interest (every namespace it serves) under a version that only grows, so a
+// late or repeated one changes nothing.
+//
+// A message goes to the nodes that are interested: in one of the buckets of its
+// rooms; in any socket when it has no rooms or a room that is a socket id
+// (Options.SocketIDRoom); every node when it is a server-side emit or a request
+// (those answer from every node). A node heard from whose interest is not known
+// yet wants everything; a node that serves a namespace without routing it
+// announces it as wanting everything. A socketsJoin this node sends marks the
+// nodes it went to as interested in the joined rooms at once, for NodeTimeout
+// (graceFor), so that an emit that follows it in the program reaches them
+// before their own announcement does.
+//
+// Which namespaces are routed is decided when the namespace's adapter is made,
+// and never changes while it lives: with InterestRouting on a bus with
+// inboxes, every namespace but those Options.Recoverable names. A routed
+// namespace's adapter keeps no sessions (it is no adapter.SessionStore): a
+// server with connection state recovery recovers its clients on the node they
+// left only. The others keep the shared partitions, exactly as without routing.
+
+// routingBus is what interest routing needs of a bus (bus.Reliable over a
+// transport with inbox partitions).
+type routingBus interface {
+	// Routing reports whether the transport has inbox partitions.
+	Routing() bool
+	// InboxOf is the partition of node's inbox, -1 without inboxes.
+	InboxOf(node string) int
+	// PublishTo publishes payload on the reliable plane, on node's inbox.
+	PublishTo(ctx context.Context, node string, payload []byte) error
+}
+
+const (
+	// interestBuckets is the number of room buckets of an interest.
+	interestBuckets = 1024
+	// interestDelay coalesces the announcements of interest changes.
+	interestDelay = 25 * time.Millisecond
+
+	// Flags of one namespace's interest.
+	interestSockets    byte = 1 << 0 // the node has sockets in the namespace
+	interestAll        byte = 1 << 1 // the node does not route the namespace: it wants everything
+	knownInterestFlags      = interestSockets | interestAll
+)
+
+// bucketSet is a set of room buckets.
+type bucketSet [interestBuckets / 64]uint64
+
+func (s *bucketSet) set(b int)      { s[b/64] |= 1 << (b % 64) }
+func (s *bucketSet) clear(b int)    { s[b/64] &^= 1 << (b % 64) }
+func (s *bucketSet) has(b int) bool { return s[b/64]&(1<<(b%64)) != 0 }
+
+// count is the number of buckets in s.
+func (s *bucketSet) count() int {
+	n := 0
+	for _, w := range s {
+		n += bits.OnesCount64(w)
+	}
+	return n
+}
+
+// roomBucket is the bucket of room: FNV-1a (32 bits) modulo interestBuckets.
+func roomBucket(room string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(room); i++ {
+		h ^= uint32(room[i])
+		h *= 16777619
+	}
+	return int(h % interestBuckets)
+}
+
+// looksLikeSocketID is the default Options.SocketIDRoom: the form of the
+// socket ids of package socketio (crypto/rand.Text: 26 characters of the
+// base32 alphabet A–Z, 2–7).
+func looksLikeSocketID(room string) bool {
+	if len(room) != 26 {
+		return false
+	}
+	for i := 0; i < len(room); i++ {
+		c := room[i]
+		if (c < 'A' || c > 'Z') && (c < '2' || c > '7') {
+			return false
+		}
+	}
+	return true
+}
+
+// nspInterest is one namespace's interest of a node, as announced.
+type nspInterest struct {
+	nsp   string
+	flags byte
+	rooms bucketSet
+}
+
+// encode appends the wire form of i: namespace:str flags:u8 buckets:bytes,
+// buckets being the set as little-endian 64-bit words without trailing zero
+// bytes.
+func (i *nspInterest) encode(b []byte) []byte {
+	b = appendString(b, i.nsp)
+	b = append(b, i.flags)
+	var raw [interestBuckets / 8]byte
+	for w, v := range i.rooms {
+		binary.LittleEndian.PutUint64(raw[w*8:], v)
+	}
+	n := len(raw)
+	for n > 0 && raw[n-1] == 0 {
+		n--
+	}
+	return appendBytes(b, raw[:n])
+}
+
+var (
+	errInterestFlags   = errors.New("unknown interest flags")
+	errInterestBuckets = errors.New("interest buckets longer than the set")
+)
+
+func (i *nspInterest) decode(r *reader) {
+	i.nsp = r.string()
+	i.flags = r.byte()
+	raw := r.bytes()
+	if r.err != nil {
+		return
+	}
+	if i.flags&^knownInterestFlags != 0 {
+		r.fail(fmt.Errorf("%w %#x", errInterestFlags, i.flags))
+		return
+	}
+	if len(raw) > interestBuckets/8 {
+		r.fail(errInterestBuckets)
+		return
+	}
+	var full [interestBuckets / 8]byte
+	copy(full[:], raw)
+	for w := range i.rooms {
+		i.rooms[w] = binary.LittleEndian.Uint64(full[w*8:])
+	}
+}
+
+// localInterest is this node's interest in one routed namespace, kept from
+// the room changes of the namespace's local adapter.
+type localInterest struct {
+	c     *Cluster
+	local func() int // sockets of the local adapter (see snapshot)
+
+	mu      sync.Mutex
+	counts  [interestBuckets]int32 // memberships (socket, room) per bucket, own rooms left out
+	rooms   bucketSet              // buckets whose count is above 0
+	sockets int                    // sockets in their own room
+}
+
+// roomChanged counts one membership change. Changes of concurrent callers
+// may arrive in another order than they were made; counts commute, so the
+// result is right once all arrived.
+func (li *localInterest) roomChanged(ch adapter.RoomChange) {
+	var d int32
+	switch ch.Kind {
+	case adapter.RoomJoined:
+		d = 1
+	case adapter.RoomLeft:
+		d = -1
+	default:
+		return
+	}
+	changed := false
+	li.mu.Lock()
+	if ch.Room == ch.ID {
+		had := li.sockets > 0
+		li.sockets += int(d)
+		changed = had != (li.sockets > 0)
+	} else {
+		b := roomBucket(ch.Room)
+		had := li.rooms.has(b)
+		li.counts[b] += d
+		if now := li.counts[b] > 0; now != had {
+			if now {
+				li.rooms.set(b)
+			} else {
+				li.rooms.clear(b)
+			}
+			changed = true
+		}
+	}
+	li.mu.Unlock()
+	if changed {
+		li.c.interestChanged()
+	}
+}
+
+// snapshot returns the interest to announce for namespace nsp.
+func (li *localInterest) snapshot(nsp string) nspInterest {
+	li.mu.Lock()
+	i := nspInterest{nsp: nsp, rooms: li.rooms}
+	sockets := li.sockets > 0
+	li.mu.Unlock()
+	// A socket that left its own room is still a socket of the namespace
+	// (a broadcast to all reaches it): asked of the adapter only then.
+	if sockets || li.local() > 0 {
+		i.flags |= interestSockets
+	}
+	return i
+}
+
+// observedNamespace is the namespace as the local adapter of a routed
+// namespace sees it: the room changes reach the interest, then the
+// namespace's own observer if it has one.
+type observedNamespace struct {
+	adapter.Namespace
+	obs adapter.RoomObserver // the namespace's, or nil
+	in  *localInterest
+}
+
+func (n *observedNamespace) ObservesRooms() bool { return true }
+
+func (n *observedNamespace) RoomChanged(ch adapter.RoomChange) {
+	n.in.roomChanged(ch)
+	if n.obs != nil && n.obs.ObservesRooms() {
+		n.obs.RoomChanged(ch)
+	}
+}
+
+var _ adapter.RoomObserver = (*observedNamespace)(nil)
+
+// routedAdapter is the adapter of a routed namespace as the server sees it:
+// the same operations, without adapter.SessionStore.
+type routedAdapter struct{ adapter.Adapter }
+
+// routeState is what a Cluster that routes knows of the other nodes' interest.
+type routeState struct {
+	bus     routingBus
+	version atomic.Uint64 // of this node's last announcement
+	// building makes version order the order of the snapshots: a higher
+	// version never carries an older interest.
+	building sync.Mutex
+	wake     chan struct{} // this node's interest changed
+	// connectedAt is when the bus last became connected (Unix nanos), 0 while
+	// it is not.
+	connectedAt atomic.Int64
+
+	mu    sync.Mutex
+	peers map[string]*peerInterest
+	grace map[graceKey]*graceEntry
+}
+
+// peerInterest is the last announcement of another node.
+type peerInterest struct {
+	version uint64
+	heard   time.Time
+	nsps    map[string]*nspInterest
+}
+
+type graceKey struct{ node, nsp string }
+
+// graceEntry is the rooms a socketsJoin of this node made node interested in.
+type graceEntry struct {
+	rooms bucketSet
+	until time.Time
+}
+
+func newRouteState(b routingBus) *routeState {
+	r := &routeState{
+		bus:   b,
+		wake:  make(chan struct{}, 1),
+		peers: make(map[string]*peerInterest),
+		grace: make(map[graceKey]*graceEntry),
+	}
+	// Versions start at the clock so that a node restarted under the same id
+	// announces above what the others remember of its earlier process.
+	r.version.Store(uint64(time.Now().UnixNano()))
+	return r
+}
+
+// startRouting enables interest routing when asked for and the bus has inboxes.
+func (c *Cluster) startRouting(ctx context.Context) {
+	if !c.opts.InterestRouting {
+		return
+	}
+	rb, ok := c.bus.(routingBus)
+	if !ok || !rb.Routing() {
+		c.log.Warn("cluster: InterestRouting is on but the bus has no inbox partitions; every namespace uses the shared partitions")
+		return
+	}
+	c.route = newRouteState(rb)
+	c.wg.Add(1)
+	go c.interestLoop(ctx)
+}
+
+// routes reports whether namespace name is routed (see the top of the file).
+func (c *Cluster) routes(name string) bool {
+	if c.route == nil {
+		return false
+	}
+	return c.opts.Recoverable == nil || !c.opts.Recoverable(name)
+}
+
+func (c *Cluster) isSocketID(room string) bool {
+	if c.opts.SocketIDRoom != nil {
+		return c.opts.SocketIDRoom(room)
+	}
+	return looksLikeSocketID(room)
+}
+
+// interestChanged asks for an announcement of this node's interest.
+func (c *Cluster) interestChanged() {
+	if c.route == nil {
+		return
+	}
+	select {
+	case c.route.wake <- struct{}{}:
+	default:
+	}
+}
+
+// interestLoop announces this node's interest to every node after it changed,
+// at most once per interestDelay.
+func (c *Cluster) interestLoop(ctx context.Context) {
+	defer c.wg.Done()
+	t := time.NewTimer(0)
+	<-t.C
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.route.wake:
+		}
+		t.Reset(interestDelay)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		// The changes until now are in this announcement.
+		select {
+		case <-c.route.wake:
+		default:
+		}
+		c.sendInterest(ctx, "")
+	}
+}
+
+// sendInterest sends this node's interest to node to ("" for every node). A
+// lost one is made good by the next heartbeat's.
+func (c *Cluster) sendInterest(ctx context.Context, to string) {
+	if c.route == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.opts.HeartbeatInterval)
+	defer cancel()
+	_ = c.bus.Send(ctx, to, c.interestMessage().marshal())
+}
+
+// answerInterest queues this node's interest for node to on the control lane.
+func (c *Cluster) answerInterest(to string) {
+	if c.route == nil {
+		return
+	}
+	c.queueOut(c.controlLane, kindInterest, outgoing{to: to, build: c.interestMessage})
+}
+
+// interestMessage is this node's whole interest, under a new version.
+func (c *Cluster) interestMessage() *message {
+	c.mu.RLock()
+	nsps := make([]*nspAdapter, 0, len(c.nsps))
+	for _, a := range c.nsps {
+		nsps = append(nsps, a)
+	}
+	c.mu.RUnlock()
+	c.route.building.Lock()
+	defer c.route.building.Unlock()
+	m := &message{kind: kindInterest, version: c.route.version.Add(1), interest: make([]nspInterest, 0, len(nsps))}
+	for _, a := range nsps {
+		if a.interest == nil {
+			m.interest = append(m.interest, nspInterest{nsp: a.name, flags: interestAll})
+			continue
+		}
+		m.interest = append(m.interest, a.interest.snapshot(a.name))
+	}
+	return m
+}
+
+// learnInterest takes an announcement of node from.
+func (c *Cluster) learnInterest(from string, m *message) {
+	r := c.route
+	if r == nil || from == "" || from == c.id {
+		return
+	}
+	c.mu.RLock()
+	_, bye := c.gone[from]
+	c.mu.RUnlock()
+	if bye {
+		return // a late announcement of a node that left
+	}
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p := r.peers[from]; p != nil && m.version <= p.version {
+		p.heard = now
+		return
+	}
+	p := &peerInterest{version: m.version, heard: now, nsps: make(map[string]*nspInterest, len(m.interest))}
+	for i := range m.interest {
+		in := m.interest[i]
+		p.nsps[in.nsp] = &in
+	}
+	r.peers[from] = p
+}
+
+// setConnected notes whether the bus is connected now.
+func (r *routeState) setConnected(connected bool) {
+	if !connected {
+		r.connectedAt.Store(0)
+	} else if r.connectedAt.Load() == 0 {
+		r.connectedAt.Store(time.Now().UnixNano())
+	}
+}
+
+// forgetPeer forgets the interest of node id, which left (bye) or went silent.
+// A node that went silent while this node was cut off from the broker, or
+// had just come back, may be alive: its interest is kept, and its inbox
+// written to, until it is heard from again or stays silent for NodeTimeout
+// after this node's bus has been connected for that long (expire).
+func (c *Cluster) forgetPeer(id string, bye bool) {
+	r := c.route
+	if r == nil {
+		return
+	}
+	if !bye && !r.connectedFor(time.Now(), c.opts.NodeTimeout) {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.peers, id)
+	for k := range r.grace {
+		if k.node == id {
+			delete(r.grace, k)
+		}
+	}
+}
+
+// connectedFor reports whether the bus has been connected for d at now.
+func (r *routeState) connectedFor(now time.Time, d time.Duration) bool {
+	at := r.connectedAt.Load()
+	return at != 0 && now.Sub(time.Unix(0, at)) >= d
+}
+
+// expire forgets the kept interest of nodes that are not alive (live) and
+// silent for timeout, once the bus has been connected for that long, and the
+// graces that are over.
+func (r *routeState) expire(now time.Time, live map[string]bool, timeout time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.connectedFor(now, timeout) {
+		for id, p := range r.peers {
+			if !live[id] && now.Sub(p.heard) > timeout {
+				delete(r.peers, id)
+			}
+		}
+	}
+	for k, g := range r.grace {
+		if now.After(g.until) {
+			delete(r.grace, k)
+		}
+	}
+}
+
+// graceFor is how long a socketsJoin of this node makes the nodes it went to
+// interested in its rooms: long enough for their announcements to say so,
+// one of which may be lost (the next heartbeat repeats it).
+func (c *Cluster) graceFor() time.Duration { return c.opts.NodeTimeout }
+
+// markGrace makes nodes interested in rooms of namespace nsp until until.
+func (r *routeState) markGrace(nodes []string, nsp string, rooms []string, until time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, id := range nodes {
+		k := graceKey{id, nsp}
+		g := r.grace[k]
+		if g == nil {
+			g = &graceEntry{}
+			r.grace[k] = g
+		}
+		for _, room := range rooms {
+			g.rooms.set(roomBucket(room))
+		}
+		if until.After(g.until) {
+			g.until = until
+		}
+	}
+}
+
+// routeTargets returns the other nodes a message of namespace nsp to rooms
+// concerns, among the live nodes and those whose interest is kept
+// (forgetPeer): all of them when every, else those interested.
+func (c *Cluster) routeTargets(nsp string, rooms []string, every bool) []string {
+	live := c.liveNodes()
+	r := c.route
+	now := time.Now()
+	isLive := make(map[string]bool, len(live))
+	for _, id := range live {
+		isLive[id] = true
+	}
+	out := live[:0]
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, id := range live {
+		if every || r.interestedLocked(c, id, nsp, rooms, now) {
+			out = append(out, id)
+		}
+	}
+	for id := range r.peers {
+		if !isLive[id] && (every || r.interestedLocked(c, id, nsp, rooms, now)) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// interestedLocked reports whether node id is interested in a message of
+// namespace nsp to rooms; r.mu is held.
+func (r *routeState) interestedLocked(c *Cluster, id, nsp string, rooms []string, now time.Time) bool {
+	p := r.peers[id]
+	if p == nil {
+		return true // not known yet: everything
+	}
+	in := p.nsps[nsp]
+	g := r.grace[graceKey{id, nsp}]
+	if g != nil && now.After(g.until) {
+		g = nil
+	}
+	if in == nil && g == nil {
+		return false // the node does not serve the namespace
+	}
+	if in != nil && in.flags&interestAll != 0 {
+		return true
+	}
+	sockets := in != nil && in.flags&interestSockets != 0
+	if len(rooms) == 0 {
+		return sockets
+	}
+	for _, room := range rooms {
+		if c.isSocketID(room) {
+			if sockets {
+				return true
+			}
+			continue
+		}
+		b := roomBucket(room)
+		if (in != nil && in.rooms.has(b)) || (g != nil && g.rooms.has(b)) {
+			return true
+		}
+	}
+	return false
+}
+
+// publishRouted publishes payload once on the inbox of each of nodes (once
+// per distinct inbox: nodes whose ids share one all read it).
+func (c *Cluster) publishRouted(ctx context.Context, nodes []string, payload []byte) error {
+	r := c.route
+	var seen map[int]struct{}
+	if len(nodes) > 1 {
+		seen = make(map[int]struct{}, len(nodes))
+	}
+	var first error
+	writes := 0
+	for _, id := range nodes {
+		if seen != nil {
+			in := r.bus.InboxOf(id)
+			if _, dup := seen[in]; dup {
+				continue
+			}
+			seen[in] = struct{}{}
+		}
+		if err := r.bus.PublishTo(ctx, id, payload); err != nil {
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		writes++
+	}
+	c.stats.routed.Add(1)
+	c.stats.inboxWrites.Add(uint64(writes))
+	c.metrics.routed.Inc()
+	c.metrics.fanout.Observe(float64(writes))
+	return first
+}
