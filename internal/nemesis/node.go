@@ -199,7 +199,11 @@ func runNode(ctx context.Context, cfg nodeConfig, rep *reporter, stderr io.Write
 	if err != nil {
 		return fmt.Errorf("redis bus: %w", err)
 	}
-	cl, err := cluster.New(b, &cluster.Options{Logger: log, RequestTimeout: 2 * time.Second})
+	cl, err := cluster.New(b, &cluster.Options{Logger: log, RequestTimeout: 2 * time.Second,
+		InterestRouting: cfg.Routing,
+		// Finer than cmd/durasock, which with -recovery routes no namespace:
+		// only the namespaces of recovering clients keep the shared path.
+		Recoverable: func(ns string) bool { return slices.Contains(cfg.Recoverable, ns) }})
 	if err != nil {
 		return errors.Join(fmt.Errorf("cluster: %w", err), closeNodeBus(nil, b, time.Second))
 	}
