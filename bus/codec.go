@@ -26,14 +26,15 @@ import (
 //	                                receive; 2^64-1: the final one, at Close);
 //	                                direct: 0
 //	p+8         8         time      int64, publish time in Unix nanoseconds
-//	p+16        rest      payload   data, direct: opaque bytes; probe: empty or
-//	                                8 bytes, last (below)
+//	p+16        rest      payload   data, direct: opaque bytes; probe: empty,
+//	                                8 bytes (last) or 16 bytes (last, first;
+//	                                below)
 //
 // The smallest valid envelope is 29 bytes. A decoder rejects, with an error and
 // without panicking: an empty or short frame, a version other than 1, an unknown
 // kind, an origin length of 0, a partition above 65535 or not in shortest form, and
-// a direct frame with a partition or seq, and a probe whose payload is neither
-// empty nor 8 bytes.
+// a direct frame with a partition or seq, and a probe whose payload is not
+// empty, 8 or 16 bytes.
 //
 // The payload of a probe is its announcement: last, a uint64, the highest seq of
 // the probe's partition such that the writer's outbox has resolved every seq up
@@ -42,6 +43,16 @@ import (
 // data frame up to last precedes the probe in the partition, and a receiver that
 // reads the probe with a high-water mark below last knows that the rest was lost.
 // An empty probe payload (writers before this field) announces nothing.
+//
+// A probe on an inbox partition (see Inboxer) whose writer published there
+// carries a second uint64 after last: first, the publish time (Unix
+// nanoseconds, the writer's clock) of the writer's first message (seq 1) on
+// that partition. A receiver that has no high-water mark for the stream yet,
+// or one taken from whatever it saw first, and that has been reading the
+// partition since well before first, knows that the stream starts at seq 1
+// and reports what it missed of it (docs/RELIABILITY.md, "Baseline"). A
+// decoder that knows only the 8-byte form rejects the 16-byte one; inboxes
+// are new with it.
 //
 // Kind 4 is a data envelope that its writer publishes again, unchanged but for
 // the kind, after its connection to the broker broke (the broker may have lost
@@ -154,8 +165,8 @@ func (e *envelope) validate() error {
 			return fmt.Errorf("%w: data envelope with seq 0", errBadEnvelope)
 		}
 	case kindProbe:
-		if len(e.Payload) != 0 && len(e.Payload) != probeLastLen {
-			return fmt.Errorf("%w: probe envelope with a payload of %d bytes, want 0 or %d", errBadEnvelope, len(e.Payload), probeLastLen)
+		if n := len(e.Payload); n != 0 && n != probeLastLen && n != probeFirstLen {
+			return fmt.Errorf("%w: probe envelope with a payload of %d bytes, want 0, %d or %d", errBadEnvelope, n, probeLastLen, probeFirstLen)
 		}
 	case kindDirect:
 		if e.Partition != 0 || e.Seq != 0 {
@@ -216,22 +227,42 @@ func decodeEnvelope(data []byte, intern func([]byte) string) (envelope, error) {
 	return e, nil
 }
 
-// probeLastLen is the length of a probe's payload: last, a uint64.
-const probeLastLen = 8
+// probeLastLen is the length of a probe's payload that announces last, a
+// uint64; probeFirstLen that of one that also carries first, an int64.
+const (
+	probeLastLen  = 8
+	probeFirstLen = 16
+)
 
 // probeLast returns the announcement of a probe envelope: the last seq of its
 // partition that its writer had resolved (acknowledged by the broker or dropped
 // by a bound) when it wrote the probe. ok is false for any other envelope and for
 // a probe without an announcement.
 func (e *envelope) probeLast() (last uint64, ok bool) {
-	if e.Kind != kindProbe || len(e.Payload) != probeLastLen {
+	if e.Kind != kindProbe || (len(e.Payload) != probeLastLen && len(e.Payload) != probeFirstLen) {
 		return 0, false
 	}
 	return binary.BigEndian.Uint64(e.Payload), true
 }
 
+// probeFirst returns the publish time (Unix nanoseconds) of the writer's
+// first message on the probe's partition, which a probe on an inbox
+// partition carries after last; ok is false for any other envelope.
+func (e *envelope) probeFirst() (first int64, ok bool) {
+	if e.Kind != kindProbe || len(e.Payload) != probeFirstLen {
+		return 0, false
+	}
+	return int64(binary.BigEndian.Uint64(e.Payload[probeLastLen:])), true
+}
+
 // probePayload returns the payload of a probe that announces last.
 func probePayload(last uint64) []byte { return binary.BigEndian.AppendUint64(nil, last) }
+
+// probePayloadFirst returns the payload of a probe that announces last and
+// the time of the first message, first.
+func probePayloadFirst(last uint64, first int64) []byte {
+	return binary.BigEndian.AppendUint64(probePayload(last), uint64(first))
+}
 
 // publishTime returns Time as a time.Time.
 func (e *envelope) publishTime() time.Time { return time.Unix(0, e.Time) }

@@ -153,6 +153,46 @@ func TestProbeLastLayout(t *testing.T) {
 	}
 }
 
+// TestProbeFirstLayout pins the announcement on an inbox partition: last then
+// first, 8 bytes each, big-endian; the decoder accepts payloads of 0, 8 and
+// 16 bytes and rejects any other length.
+func TestProbeFirstLayout(t *testing.T) {
+	e := envelope{Kind: kindProbe, Origin: "ab", Instance: 1, Partition: 9, Time: 3, Payload: probePayloadFirst(0x0102030405060708, 0x1112131415161718)}
+	b, err := appendEnvelope(nil, &e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []byte{1, 2, 3, 4, 5, 6, 7, 8, 0x11, 0x12, 0x13, 0x14, 0x15, 0x16, 0x17, 0x18}
+	if !bytes.Equal(b[len(b)-16:], want) {
+		t.Fatalf("announcement bytes %v, want %v", b[len(b)-16:], want)
+	}
+	got, err := decodeEnvelope(b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, ok := got.probeLast()
+	first, okFirst := got.probeFirst()
+	if !ok || !okFirst || last != 0x0102030405060708 || first != 0x1112131415161718 {
+		t.Fatalf("probeLast = %#x, %v; probeFirst = %#x, %v", last, ok, first, okFirst)
+	}
+	e.Payload = probePayload(5)
+	if _, ok := e.probeFirst(); ok {
+		t.Fatal("an 8-byte announcement carries a first time")
+	}
+	for _, n := range []int{1, 7, 9, 12, 15, 17, 24} {
+		e.Payload = make([]byte, n)
+		b, err := appendEnvelope(nil, &e)
+		if err == nil {
+			t.Fatalf("a probe payload of %d bytes encodes", n)
+		}
+		b = append(b[:0], envelopeVersion, byte(kindProbe), 2, 'a', 'b')
+		b = append(b, make([]byte, 8+1+16+n)...)
+		if _, err := decodeEnvelope(b, nil); !errors.Is(err, errBadEnvelope) {
+			t.Fatalf("a probe payload of %d bytes decodes: %v", n, err)
+		}
+	}
+}
+
 func FuzzDecodeFrame(f *testing.F) {
 	for _, e := range []envelope{
 		{Kind: kindData, Origin: "node-a", Instance: 42, Partition: 3, Seq: 17, Time: 1700000000000000000, Payload: []byte(`{"ev":"x"}`)},
@@ -161,6 +201,8 @@ func FuzzDecodeFrame(f *testing.F) {
 		{Kind: kindProbe, Origin: "node-b", Instance: 1, Partition: 1, Seq: 99},
 		{Kind: kindProbe, Origin: "node-b", Instance: 1, Partition: 1, Seq: 100, Payload: probePayload(12345)},
 		{Kind: kindProbe, Origin: "node-b", Instance: 1, Partition: 0, Seq: 1, Payload: probePayload(^uint64(0))},
+		{Kind: kindProbe, Origin: "node-b", Instance: 1, Partition: 300, Payload: probePayloadFirst(7, 1700000000000000000)},
+		{Kind: kindProbe, Origin: "node-b", Instance: 1, Partition: 4, Seq: finalRound, Payload: probePayloadFirst(^uint64(0), -1)},
 		{Kind: kindDirect, Origin: "node-c", Payload: []byte("reply")},
 	} {
 		b, err := appendEnvelope(nil, &e)
@@ -180,6 +222,13 @@ func FuzzDecodeFrame(f *testing.F) {
 				t.Fatalf("error %v does not wrap errBadEnvelope", err)
 			}
 			return
+		}
+		// A probe announces with an 8- or 16-byte payload, only the
+		// 16-byte one carries a first time.
+		_, announces := e.probeLast()
+		_, hasFirst := e.probeFirst()
+		if n := len(e.Payload); e.Kind == kindProbe && (announces != (n == 8 || n == 16) || hasFirst != (n == 16)) {
+			t.Fatalf("probe payload of %d bytes: announces %v, first %v", n, announces, hasFirst)
 		}
 		// A valid envelope has exactly one encoding.
 		again, err := appendEnvelope(nil, &e)

@@ -24,7 +24,9 @@ import (
 // Layout of the directory:
 //
 //	LOCK                  held (flock) by the running process
-//	meta.json             {"version":1,"node_id":…,"partitions":…,"generation":G}
+//	meta.json             {"version":1,"node_id":…,"partitions":S,"inboxes":I,"generation":G}
+//	                      S shared partitions and I inbox partitions (see
+//	                      Inboxer); a file without "inboxes" has none
 //	g<G>-<index>.log      segments of the log of generation G (one per process
 //	                      start); <index> is the position of its first record
 //	g<G>.done             8 bytes: how many records of generation G, from the
@@ -102,9 +104,13 @@ const (
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 type diskMeta struct {
-	Version    int    `json:"version"`
-	NodeID     string `json:"node_id"`
+	Version int    `json:"version"`
+	NodeID  string `json:"node_id"`
+	// Partitions is the number of shared partitions (all of them without
+	// inboxes, and in files written before inboxes), Inboxes the number of
+	// inbox partitions after them.
 	Partitions int    `json:"partitions"`
+	Inboxes    int    `json:"inboxes,omitempty"`
 	Generation uint64 `json:"generation"`
 }
 
@@ -150,8 +156,13 @@ type loadedRecord struct {
 // openDisk opens (creating it if needed) the disk outbox in dir for nodeID (empty:
 // adopt the directory's node id, or the generated one for a new directory) and
 // returns the log of the new generation with the records of earlier generations
-// that were not done, in order.
-func openDisk(dir, nodeID string, partitions int, policy FsyncPolicy) (*diskLog, string, []loadedRecord, error) {
+// that were not done, in order. shared and inboxes are the transport's shared
+// and inbox partitions: a record names its partition by number, so a
+// directory written with another number of shared partitions is refused, and
+// one written with another number of inboxes too when it still holds a
+// record for an inbox partition (the same number would be another node's
+// inbox now); without such a record the inboxes may change.
+func openDisk(dir, nodeID string, shared, inboxes int, policy FsyncPolicy) (*diskLog, string, []loadedRecord, error) {
 	fail := func(err error) (*diskLog, string, []loadedRecord, error) {
 		return nil, "", nil, fmt.Errorf("%w: %s: %w", ErrDisk, dir, err)
 	}
@@ -176,15 +187,16 @@ func openDisk(dir, nodeID string, partitions int, policy FsyncPolicy) (*diskLog,
 		if nodeID == "" {
 			nodeID = newNodeID()
 		}
-		meta = diskMeta{Version: diskMetaVersion, NodeID: nodeID, Partitions: partitions}
+		meta = diskMeta{Version: diskMetaVersion, NodeID: nodeID, Partitions: shared, Inboxes: inboxes}
 	case err != nil:
 		return fail(err)
 	case meta.Version != diskMetaVersion:
 		return fail(fmt.Errorf("meta.json version %d, want %d", meta.Version, diskMetaVersion))
 	case nodeID != "" && meta.NodeID != nodeID:
 		return fail(fmt.Errorf("the directory belongs to node %q, not %q (one directory per node id)", meta.NodeID, nodeID))
-	case meta.Partitions != partitions:
-		return fail(fmt.Errorf("the directory was written with %d partitions, the transport has %d", meta.Partitions, partitions))
+	case meta.Partitions != shared:
+		return fail(fmt.Errorf("the directory was written with %d shared partitions (and %d inboxes), the transport has %d (and %d inboxes): its messages would go to other partitions",
+			meta.Partitions, meta.Inboxes, shared, inboxes))
 	}
 	if meta.NodeID == "" {
 		return fail(errors.New("no node id"))
@@ -192,6 +204,19 @@ func openDisk(dir, nodeID string, partitions int, policy FsyncPolicy) (*diskLog,
 	old, err := d.loadOld(meta.Generation)
 	if err != nil {
 		return fail(err)
+	}
+	if meta.Inboxes != inboxes {
+		n := 0
+		for _, r := range old {
+			if r.env.Partition >= shared {
+				n++
+			}
+		}
+		if n > 0 {
+			return fail(fmt.Errorf("the directory was written with %d inboxes and holds %d messages for inbox partitions, the transport has %d inboxes: they would reach other nodes",
+				meta.Inboxes, n, inboxes))
+		}
+		meta.Inboxes = inboxes
 	}
 	meta.Generation++
 	d.gen = meta.Generation

@@ -294,3 +294,106 @@ func FuzzDiskRecords(f *testing.F) {
 		}
 	})
 }
+
+// TestDiskOutboxPartitionLayout: the disk outbox records the shared and the
+// inbox partitions of the transport it was written with (a directory without
+// inboxes, as written before them, has only shared ones). A start with
+// another number of shared partitions is refused, also when the total is the
+// same (its inbox records would go out on shared partitions); another number
+// of inboxes is refused while it holds a record for an inbox, and accepted
+// without one: the records go out, in order, to their shared partitions.
+func TestDiskOutboxPartitionLayout(t *testing.T) {
+	fast := BackoffConfig{Base: 10 * time.Millisecond, Cap: 50 * time.Millisecond}
+	// write leaves in a new directory 5 messages of node "a", accepted over
+	// a hub of shared+inboxes partitions that is down: on key "k", and when
+	// toInbox to node "t"'s inbox.
+	write := func(t *testing.T, shared, inboxes int, toInbox bool) string {
+		t.Helper()
+		hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: shared, Inboxes: inboxes})
+		hub.setDown(true)
+		dir := t.TempDir()
+		a, err := New(hub.Transport(), &Config{Outbox: OutboxConfig{Dir: dir}, NodeID: "a", Logger: quietLogger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 1; i <= 5; i++ {
+			if toInbox {
+				err = a.PublishTo(context.Background(), "t", payload("a", i))
+			} else {
+				err = a.Publish(context.Background(), "k", payload("a", i))
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		closeBus(t, a, 10*time.Millisecond)
+		return dir
+	}
+	// start starts node "a" on dir over a hub of shared+inboxes partitions
+	// read by node "t": the error of New, or nil once "t" got the 5 loaded
+	// messages in order.
+	start := func(t *testing.T, dir string, shared, inboxes int) error {
+		t.Helper()
+		hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: shared, Inboxes: inboxes})
+		rcv := newSink()
+		newBus(t, hub, Config{NodeID: "t", Backoff: fast}).Receive(rcv.handle)
+		a, err := New(hub.Transport(), &Config{Outbox: OutboxConfig{Dir: dir}, NodeID: "a", Backoff: fast, Logger: quietLogger()})
+		if err != nil {
+			return err
+		}
+		defer closeBus(t, a, 5*time.Second)
+		if got := a.Stats().DiskLoaded; got != 5 {
+			t.Fatalf("loaded %d, want 5", got)
+		}
+		msgs := rcv.wait(t, 5, 30*time.Second)
+		payloadsInOrder(t, msgs, "a", 1, 5)
+		for _, m := range msgs {
+			if m.Partition != partitionOf("k", shared) {
+				t.Fatalf("loaded message on partition %d, want the shared partition %d", m.Partition, partitionOf("k", shared))
+			}
+		}
+		return nil
+	}
+	refused := func(t *testing.T, err error, want string) {
+		t.Helper()
+		if !errors.Is(err, ErrDisk) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("New = %v, want a disk error saying %q", err, want)
+		}
+	}
+	t.Run("inboxes turned on, shared records", func(t *testing.T) {
+		dir := write(t, 2, 0, false)
+		meta, err := os.ReadFile(filepath.Join(dir, "meta.json"))
+		if err != nil || strings.Contains(string(meta), "inboxes") {
+			t.Fatalf("meta.json without inboxes: %s, %v", meta, err)
+		}
+		if err := start(t, dir, 2, 8); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("inboxes changed, shared records", func(t *testing.T) {
+		if err := start(t, write(t, 2, 8, false), 2, 16); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("inboxes changed, inbox records", func(t *testing.T) {
+		dir := write(t, 2, 8, true)
+		_, err := New(NewMemoryHubConfig(MemoryHubConfig{Partitions: 2, Inboxes: 16}).Transport(),
+			&Config{Outbox: OutboxConfig{Dir: dir}, NodeID: "a", Logger: quietLogger()})
+		refused(t, err, "written with 8 inboxes and holds 5 messages for inbox partitions, the transport has 16 inboxes")
+		_, err = New(NewMemoryHubConfig(MemoryHubConfig{Partitions: 2}).Transport(),
+			&Config{Outbox: OutboxConfig{Dir: dir}, NodeID: "a", Logger: quietLogger()})
+		refused(t, err, "written with 8 inboxes and holds 5 messages for inbox partitions, the transport has 0 inboxes")
+	})
+	t.Run("same total, another split", func(t *testing.T) {
+		dir := write(t, 2, 8, true)
+		_, err := New(NewMemoryHubConfig(MemoryHubConfig{Partitions: 4, Inboxes: 6}).Transport(),
+			&Config{Outbox: OutboxConfig{Dir: dir}, NodeID: "a", Logger: quietLogger()})
+		refused(t, err, "written with 2 shared partitions (and 8 inboxes), the transport has 4 (and 6 inboxes)")
+	})
+	t.Run("shared changed", func(t *testing.T) {
+		dir := write(t, 2, 0, false)
+		_, err := New(NewMemoryHubConfig(MemoryHubConfig{Partitions: 3, Inboxes: 8}).Transport(),
+			&Config{Outbox: OutboxConfig{Dir: dir}, NodeID: "a", Logger: quietLogger()})
+		refused(t, err, "written with 2 shared partitions (and 0 inboxes), the transport has 3 (and 8 inboxes)")
+	})
+}

@@ -65,9 +65,15 @@
 //     shared partitions and only its own inbox (InboxOf), and PublishTo sends a
 //     message to one node's inbox, with everything Publish guarantees. Keys
 //     hash over the shared partitions. On an inbox it writes to and does not
-//     read, a node announces its last seq when it changed and again after a
-//     broken connection, so the target still reports a lost tail; its probes,
-//     and so its liveness, stay on the partitions it reads.
+//     read, a node announces its last seq when it changed, again after a
+//     broken connection, every probe interval within the retain window of
+//     its last write there (a failover of that inbox's Cluster shard then
+//     meets the transport's primary guard, and the retained messages go out
+//     again) and every 10 intervals for minutes after, so the target still
+//     reports a lost tail; the announcement carries the time of its first
+//     message there, so a target reading since before it reports the loss of
+//     the first messages too. Its probes, and so its liveness, stay on the
+//     partitions it reads.
 //   - Node ids: a second running process with this node's id is detected and
 //     reported (Status.NodeIDConflict, durasock_bus_node_id_conflicts_total, an
 //     error log); see Config.NodeID.

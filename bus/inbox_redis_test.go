@@ -231,3 +231,66 @@ func TestRedisInboxLostTailReported(t *testing.T) {
 		t.Fatalf("OnGap got %+v", gaps)
 	}
 }
+
+// TestRedisInboxFirstMessagesLostReported: a real Redis without persistence
+// is restarted, with retention off, before the target read any of the ten
+// messages a node ever sent to its inbox (it was busy with another node's
+// message). The sender's announcement after the reconnect carries the time
+// of its first message there; the target, reading its inbox since before it
+// (MarkStart), takes 0 as the baseline and reports exactly those ten as a
+// tail gap, instead of starting the stream at 10.
+func TestRedisInboxFirstMessagesLostReported(t *testing.T) {
+	srv := redistest.Standalone(t, redistest.WithoutPersistence())
+	ids := redisInboxIDs(3)
+	var mu sync.Mutex
+	var gaps []bus.Gap
+	r := openRedisInboxBus(t, srv.URL(), ids[1], bus.Config{OnGap: func(g bus.Gap) {
+		mu.Lock()
+		gaps = append(gaps, g)
+		mu.Unlock()
+	}})
+	started := time.Now()
+	first, block := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	r.Receive(func(bus.Message) {
+		once.Do(func() {
+			close(first)
+			<-block
+		})
+	})
+	a := openRedisInboxBus(t, srv.URL(), ids[0], bus.Config{Retain: bus.RetainConfig{Window: -1}})
+	a.Receive(func(bus.Message) {})
+	c := openRedisInboxBus(t, srv.URL(), ids[2], bus.Config{Retain: bus.RetainConfig{Window: -1}})
+	waitConnected(t, r)
+	waitConnected(t, a)
+	waitConnected(t, c)
+	publishToRange(t, c, ids[1], 1, 1)
+	select {
+	case <-first:
+	case <-time.After(30 * time.Second):
+		t.Fatal("r did not receive c's message")
+	}
+	// The baseline rule asks for reading since a second (the clock margin)
+	// before the sender's first message.
+	time.Sleep(time.Until(started.Add(1500 * time.Millisecond)))
+	publishToRange(t, a, ids[1], 1, 10)
+	poll(t, "a's outbox to empty", func() bool { return a.Stats().Published == 10 })
+	if err := srv.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	close(block)
+	poll(t, "the gap", func() bool { return r.Stats().GapMessages >= 10 })
+	time.Sleep(3 * time.Second) // more probe rounds: nothing is reported twice
+	s := r.Stats()
+	if s.Gaps != 1 || s.TailGaps != 1 || s.GapMessages != 10 || s.Received != 1 {
+		t.Fatalf("receiver stats %+v", s)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(gaps) != 1 || gaps[0] != (bus.Gap{Origin: ids[0], Partition: r.InboxOf(ids[1]), After: 0, Next: 11, Missing: 10, Tail: true}) {
+		t.Fatalf("OnGap got %+v", gaps)
+	}
+}

@@ -30,6 +30,10 @@ type outbox struct {
 	bytes   int64
 	nextID  uint64
 	seqs    []uint64 // last seq per partition
+	// firstAt is, per partition, when this process accepted its message of
+	// seq 1 there (Unix nanoseconds; 0: none yet): probes on inbox
+	// partitions carry it (appendProbes).
+	firstAt []int64
 	// resolved is, per partition, the last seq that left the outbox: acknowledged
 	// by the broker or dropped. Entries of a partition leave in seq order, so every
 	// seq up to it is resolved.
@@ -69,6 +73,7 @@ func newOutbox(c OutboxConfig, partitions int, counts *counters) *outbox {
 	return &outbox{
 		c:           counts,
 		seqs:        make([]uint64, partitions),
+		firstAt:     make([]int64, partitions),
 		resolved:    make([]uint64, partitions),
 		nextID:      1,
 		maxMessages: c.MaxMessages,
@@ -204,6 +209,9 @@ func (o *outbox) add(partition int, data []byte, seqAt int, now time.Time, expir
 		}
 	}
 	o.seqs[partition] = seq
+	if seq == 1 {
+		o.firstAt[partition] = now.UnixNano()
+	}
 	o.pushLocked(outEntry{id: o.nextID, seq: seq, partition: partition, data: data, accepted: now})
 	o.nextID++
 	o.c.accepted.Add(1)
@@ -291,6 +299,14 @@ func (o *outbox) lastResolved(dst []uint64) []uint64 {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return append(dst, o.resolved...)
+}
+
+// first returns when this process accepted its first message on partition
+// (Unix nanoseconds), 0 when none yet.
+func (o *outbox) first(partition int) int64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.firstAt[partition]
 }
 
 // close stops accepting.

@@ -208,17 +208,23 @@ func (r *Reliable) probeFrames(round uint64, parts []int) (frames []Frame, last 
 	return frames, last
 }
 
-// appendProbes appends to frames the probes of round on parts, announcing last.
+// appendProbes appends to frames the probes of round on parts, announcing
+// last, and on an inbox partition this process wrote to also the time of its
+// first message there (the receivers' baseline rule, see receiver.probe).
 func (r *Reliable) appendProbes(frames []Frame, round uint64, parts []int, last []uint64) []Frame {
 	now := time.Now().UnixNano()
 	for _, p := range parts {
-		data := make([]byte, 0, len(r.prefix)+3+16+probeLastLen)
+		data := make([]byte, 0, len(r.prefix)+3+16+probeFirstLen)
 		data = append(data, r.prefix...)
 		data[1] = byte(kindProbe)
 		data = binary.AppendUvarint(data, uint64(p))
 		data = binary.BigEndian.AppendUint64(data, round)
 		data = binary.BigEndian.AppendUint64(data, uint64(now))
 		data = binary.BigEndian.AppendUint64(data, last[p])
+		if r.inboxes > 0 && p >= r.shared && last[p] > 0 {
+			// last > 0: seq 1 was accepted, its time is set.
+			data = binary.BigEndian.AppendUint64(data, uint64(r.ob.first(p)))
+		}
 		frames = append(frames, Frame{Partition: p, Data: data, NoWait: true, Probe: true}) // probes never wait for replicas
 	}
 	return frames
@@ -303,30 +309,78 @@ func (r *Reliable) announce(ctx context.Context, a *announcer) error {
 type inboxAnnouncer struct {
 	last   []uint64 // per partition: the last seq announced there
 	breaks uint64   // Reliable.breaks at the last announcement of them all
+	// written holds the inbox partitions written to recently: when the
+	// prober saw their last seq change. Entries leave once older than both
+	// the retain window and inboxReannounceFor, so a round costs
+	// O(inboxes written recently), not O(inboxes).
+	written map[int]time.Time
+	rounds  int // rounds since the last periodic announcement
 }
 
 // inboxAnnouncements appends to frames an announcement (round 0: a last seq,
-// no liveness meaning) on each inbox partition this node wrote to and does
-// not read whose last resolved seq changed since its last announcement there,
-// and on every one of them after a broken connection (the broker may have lost
-// their tails while nothing new was written): this node's probes do not go
-// there, and the nodes reading them learn a lost tail only so. Its round-trip
-// probes keep going on the shared partitions, which every node reads, so a
-// sender that stops writing to an inbox is not taken for gone. It returns the
-// frames and the function to call once they are written. Without inboxes it
-// adds nothing.
+// no liveness meaning) on inbox partitions this node wrote to and does not
+// read: this node's probes do not go there, and the nodes reading them learn
+// a lost tail only so. It announces on a partition
+//   - whose last resolved seq changed since its last announcement there;
+//   - every one of them after a broken connection (the broker may have lost
+//     their tails while nothing new was written);
+//   - every round while it holds retained entries there (Config.Retain) or
+//     wrote there within the retain window: on a Redis Cluster the shard of
+//     an inbox this node only writes to can fail over and lose those writes
+//     while nothing of this node breaks (its subscription and pings go to
+//     other shards). The write goes through the transport's guard of the
+//     primary (a connection pinned to the node that served the slot), so the
+//     failover surfaces as ErrPrimaryChanged or a broken connection, and the
+//     retained messages go out again (publishProbes, republish) before the
+//     announcement;
+//   - every announceEvery rounds while it wrote there within
+//     inboxReannounceFor: a tail trimmed from the stream with its
+//     announcement, while its reader was behind, is still reported.
+//
+// Its round-trip probes keep going on the shared partitions, which every
+// node reads, so a sender that stops writing to an inbox is not taken for
+// gone. It returns the frames and the function to call once they are
+// written. Without inboxes it adds nothing.
 func (r *Reliable) inboxAnnouncements(frames []Frame, last []uint64, a *inboxAnnouncer) ([]Frame, func()) {
 	if r.inboxes == 0 {
 		return frames, func() {}
 	}
 	if a.last == nil {
 		a.last = make([]uint64, r.partitions)
+		a.written = make(map[int]time.Time)
 	}
+	now := time.Now()
 	breaks := r.breaks.Load()
 	all := breaks != a.breaks
+	a.rounds++
+	periodic := a.rounds >= announceEvery
+	if periodic {
+		a.rounds = 0
+	}
+	window := r.cfg.Retain.Window // -1: no retention
+	held := make(map[int]bool)
+	r.kept.holding(held)
 	var parts []int
 	for p := r.shared; p < r.partitions; p++ {
-		if p != r.inbox && last[p] > 0 && (all || last[p] != a.last[p]) {
+		if p == r.inbox || last[p] == 0 {
+			continue
+		}
+		due := all || last[p] != a.last[p] || held[p]
+		if last[p] != a.last[p] {
+			a.written[p] = now
+		}
+		if w, ok := a.written[p]; ok {
+			age := now.Sub(w)
+			switch {
+			case age <= window:
+				due = true
+			case age <= r.inboxReannounceFor():
+				due = due || periodic
+			default:
+				delete(a.written, p)
+			}
+		}
+		if due {
 			parts = append(parts, p)
 		}
 	}
@@ -337,6 +391,19 @@ func (r *Reliable) inboxAnnouncements(frames []Frame, last []uint64, a *inboxAnn
 		}
 		a.breaks = breaks
 	}
+}
+
+// inboxReannounceFor is how long after its last write to an inbox partition
+// a node announces there again every announceEvery rounds: as long as a Redis
+// stream keeps its entries by default (redisbus.DefaultStreamRetention:
+// Outbox.MaxAge, or its default when disabled, plus a minute). A reader
+// behind by more than that has lost entries to the retention anyway.
+func (r *Reliable) inboxReannounceFor() time.Duration {
+	age := r.cfg.Outbox.MaxAge
+	if age <= 0 {
+		age = DefaultOutboxMaxAge
+	}
+	return age + time.Minute
 }
 
 // publishProbes publishes probe frames; the caller holds r.publishing and has

@@ -33,6 +33,12 @@ type stream struct {
 	// known; before, the next data envelope or announcement sets the baseline.
 	hwm   uint64
 	known bool
+	// provisional: the baseline was taken from the first data envelope
+	// (seq base+1) or announcement (last base) seen, not known to be the
+	// start of the stream; an announcement that carries the time of the
+	// stream's first message settles it (receiver.probe).
+	provisional bool
+	base        uint64
 	// announced is the highest last seq announced by the origin's probes.
 	announced uint64
 	inst      *instance
@@ -113,6 +119,47 @@ type receiver struct {
 	// node's id was last received; conflictInstance is that process's instance.
 	conflictAt       atomic.Int64
 	conflictInstance atomic.Uint64
+
+	// readingSince is a time (Unix nanoseconds) after the start of what
+	// this node reads was fixed: MarkStart returned, or the first frame of
+	// the reliable plane arrived. Every entry written later to a partition
+	// it reads is delivered or reported lost (a transport that keeps a log
+	// resumes where it stopped). 0: not reading yet.
+	readingSince atomic.Int64
+	// forgotAt is when (Unix nanoseconds) the receiver last forgot a run
+	// (prune, maxInstances): a stream heard again after that may have been
+	// delivered before. Guarded by mu.
+	forgotAt int64
+}
+
+// baselineSkew is the margin of the baseline rule for clock differences
+// between nodes: a receiver takes seq 0 as the baseline of a stream whose
+// first message was published at first (the writer's clock) only when it
+// has been reading since before first minus baselineSkew (its own clock).
+// Clocks further apart than that make a receiver whose clock is behind
+// report as lost messages written before it started reading, and one whose
+// clock is ahead not report the loss of the first messages.
+const baselineSkew = time.Second
+
+// noteReading records that this node reads the reliable plane from now on
+// (the first call counts).
+func (rv *receiver) noteReading(now time.Time) {
+	if rv.readingSince.Load() == 0 {
+		rv.readingSince.CompareAndSwap(0, now.UnixNano())
+	}
+}
+
+// readFromBeforeLocked reports whether this node has been reading, without
+// forgetting any run, since before first minus baselineSkew: every entry a
+// writer wrote after first to a partition this node reads reached it or is
+// reported lost.
+func (rv *receiver) readFromBeforeLocked(first int64) bool {
+	since := rv.readingSince.Load()
+	if since == 0 {
+		return false
+	}
+	since = max(since, rv.forgotAt)
+	return since < first-baselineSkew.Nanoseconds()
 }
 
 func (rv *receiver) init(r *Reliable) {
@@ -244,6 +291,7 @@ func (r *Reliable) markStart(ctx context.Context, m StartMarker) bool {
 		err := m.MarkStart(mctx)
 		cancel()
 		if err == nil {
+			r.recv.noteReading(time.Now())
 			return true
 		}
 		if ctx.Err() != nil {
@@ -273,6 +321,7 @@ func (r *Reliable) deliverFrame(f Frame) {
 	rv.progress.Add(1)
 	if f.Partition >= 0 && f.Partition < len(rv.partProgress) {
 		rv.partProgress[f.Partition].Add(1)
+		rv.noteReading(time.Now())
 	}
 	r.sm.ok(compSubscribe)
 	if len(f.Data) > len(r.prefix) && bytes.HasPrefix(f.Data, r.prefix) {
@@ -405,6 +454,11 @@ func (rv *receiver) accept(r *Reliable, e *envelope) bool {
 		return false
 	}
 	st.hwm, st.known = e.Seq, true
+	if !known && e.Seq > 1 {
+		// Messages 1..Seq-1 were lost, or written before this node read
+		// the partition: an announcement with the stream's first time tells.
+		st.provisional, st.base = true, e.Seq-1
+	}
 	rv.mu.Unlock()
 	r.reportGone(gone)
 	if known && e.Seq > hwm+1 {
@@ -418,7 +472,9 @@ func (rv *receiver) accept(r *Reliable, e *envelope) bool {
 // published before the probe. A high-water mark below last means the broker lost
 // the rest: it is reported as a tail gap at once, and the mark is raised, so that
 // a frame that still arrives is a duplicate. The first announcement of a stream
-// sets its baseline, like a first data envelope.
+// sets its baseline, like a first data envelope, except under the baseline
+// rule (an announcement with the time of the stream's first message, which
+// this node has been reading since before: the baseline is 0).
 func (rv *receiver) probe(r *Reliable, e *envelope) {
 	now := time.Now()
 	last, announces := e.probeLast()
@@ -440,15 +496,34 @@ func (rv *receiver) probe(r *Reliable, e *envelope) {
 	st.inst.probed = st.inst.probed || probed
 	st.inst.closed = st.inst.closed || final
 	st.announced = max(st.announced, last)
+	// The baseline rule: an announcement that carries the time of the
+	// stream's first message (inbox partitions) tells a receiver that has
+	// been reading since before it that the stream starts at seq 1, so that
+	// the loss of its first messages is reported, not taken as a baseline.
+	first, hasFirst := e.probeFirst()
+	fromStart := hasFirst && rv.readFromBeforeLocked(first)
+	var head Gap
 	switch {
+	case !st.known && fromStart:
+		st.hwm, st.known = 0, true
 	case !st.known:
 		st.hwm, st.known = last, true
-	case last > st.hwm:
+		st.provisional, st.base = !hasFirst && last > 0, last
+	case st.provisional && hasFirst:
+		st.provisional = false
+		if fromStart {
+			head = Gap{Origin: e.Origin, Partition: e.Partition, After: 0, Next: st.base + 1, Missing: st.base}
+		}
+	}
+	if last > st.hwm {
 		gap = Gap{Origin: e.Origin, Partition: e.Partition, After: st.hwm, Next: last + 1, Missing: last - st.hwm, Tail: true}
 		st.hwm = last
 	}
 	rv.mu.Unlock()
 	r.reportGone(gone)
+	if head.Missing > 0 {
+		r.reportGap(head)
+	}
 	if gap.Missing > 0 {
 		r.reportGap(gap)
 	}
@@ -545,6 +620,7 @@ func (rv *receiver) heardLocked(r *Reliable, inst *instance, now time.Time) {
 
 // forgetLocked drops the streams of inst.
 func (rv *receiver) forgetLocked(inst *instance) {
+	rv.forgotAt = time.Now().UnixNano()
 	for _, p := range inst.partitions {
 		delete(rv.streams, streamKey{origin: inst.origin, instance: inst.id, partition: p})
 	}

@@ -141,11 +141,20 @@ func newReliable(t Transport, cfg Config, jitter func(int64) int64) (*Reliable, 
 	if partitions < 1 || partitions > maxPartition+1 {
 		return nil, fmt.Errorf("%w: transport has %d partitions, want 1..%d", ErrInvalidConfig, partitions, maxPartition+1)
 	}
+	shared, inboxes, inbox := partitions, 0, -1
+	ib, _ := t.(Inboxer)
+	if ib != nil && ib.Inboxes() > 0 {
+		inboxes = ib.Inboxes()
+		if inboxes >= partitions {
+			return nil, fmt.Errorf("%w: transport has %d inbox partitions among %d partitions, want at least 1 shared", ErrInvalidConfig, inboxes, partitions)
+		}
+		shared = partitions - inboxes
+	}
 	var disk *diskLog
 	var loaded []loadedRecord
 	if cfg.Outbox.Dir != "" {
 		var id string
-		disk, id, loaded, err = openDisk(cfg.Outbox.Dir, cfg.NodeID, partitions, cfg.Outbox.Fsync)
+		disk, id, loaded, err = openDisk(cfg.Outbox.Dir, cfg.NodeID, shared, inboxes, cfg.Outbox.Fsync)
 		if err != nil {
 			return nil, err
 		}
@@ -154,17 +163,7 @@ func newReliable(t Transport, cfg Config, jitter func(int64) int64) (*Reliable, 
 	if cfg.NodeID == "" {
 		cfg.NodeID = newNodeID()
 	}
-	shared, inboxes, inbox := partitions, 0, -1
-	ib, _ := t.(Inboxer)
-	if ib != nil && ib.Inboxes() > 0 {
-		inboxes = ib.Inboxes()
-		if inboxes >= partitions {
-			if disk != nil {
-				_ = disk.close()
-			}
-			return nil, fmt.Errorf("%w: transport has %d inbox partitions among %d partitions, want at least 1 shared", ErrInvalidConfig, inboxes, partitions)
-		}
-		shared = partitions - inboxes
+	if inboxes > 0 {
 		inbox = InboxOf(cfg.NodeID, shared, inboxes)
 	}
 	r := &Reliable{

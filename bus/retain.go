@@ -31,6 +31,10 @@ type retained struct {
 	entries []retainedEntry // from head
 	head    int
 	bytes   int64
+	// parts counts the entries per partition (for the prober: a partition
+	// that holds retained entries is announced every round, see
+	// inboxAnnouncements).
+	parts map[int]int
 	// lastOK is the last time the broker was known healthy with nothing
 	// pending: entries committed more than window before it are forgotten.
 	lastOK time.Time
@@ -89,6 +93,10 @@ func (rt *retained) add(partition int, data []byte, accepted, now time.Time) {
 	rt.nextID++
 	rt.entries = append(rt.entries, retainedEntry{id: rt.nextID, partition: partition, data: data, accepted: accepted, committed: now})
 	rt.bytes += int64(len(data))
+	if rt.parts == nil {
+		rt.parts = make(map[int]int)
+	}
+	rt.parts[partition]++
 	for rt.lenLocked() > 0 && ((rt.maxMessages >= 0 && rt.lenLocked() > rt.maxMessages) ||
 		(rt.maxBytes >= 0 && rt.bytes > rt.maxBytes)) {
 		rt.popLocked()
@@ -132,6 +140,7 @@ func (rt *retained) lenLocked() int { return len(rt.entries) - rt.head }
 func (rt *retained) popLocked() {
 	e := &rt.entries[rt.head]
 	rt.bytes -= int64(len(e.data))
+	rt.forgetPartLocked(e.partition)
 	*e = retainedEntry{}
 	rt.head++
 	if rt.head == len(rt.entries) {
@@ -139,6 +148,28 @@ func (rt *retained) popLocked() {
 	} else if rt.head >= 1024 && rt.head > len(rt.entries)/2 {
 		rt.entries = append(rt.entries[:0:0], rt.entries[rt.head:]...)
 		rt.head = 0
+	}
+}
+
+// forgetPartLocked counts one entry of partition p less.
+func (rt *retained) forgetPartLocked(p int) {
+	if rt.parts[p] <= 1 {
+		delete(rt.parts, p)
+		return
+	}
+	rt.parts[p]--
+}
+
+// holding adds to set the partitions that hold retained entries: O(those
+// partitions).
+func (rt *retained) holding(set map[int]bool) {
+	if !rt.enabled() {
+		return
+	}
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	for p := range rt.parts {
+		set[p] = true
 	}
 }
 
@@ -195,6 +226,7 @@ func (rt *retained) dropLocked(drop func(*retainedEntry) bool) int {
 		e := &rt.entries[i]
 		if drop(e) {
 			rt.bytes -= int64(len(e.data))
+			rt.forgetPartLocked(e.partition)
 			n++
 			continue
 		}

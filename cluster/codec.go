@@ -44,13 +44,15 @@ const (
 	kindUnknownNsp      kind = 15 // direct: the namespace of a request is not served here
 	kindApplied         kind = 16 // direct: a reliable socket operation was applied
 	kindInterest        kind = 17 // direct: the rooms of a node's sockets (interest.go)
-	kindMax                  = kindInterest
+	kindInterestApplied kind = 18 // direct: the interest version a node applied of the addressee (interest.go)
+	kindMax                  = kindInterestApplied
 	flagVolatile        byte = 1 << 0
 	flagNoCompress      byte = 1 << 1
 	flagCloseConn       byte = 1 << 2
 	flagHello           byte = 1 << 3 // heartbeat: answer with a heartbeat at once
 	flagRecoverable     byte = 1 << 4 // broadcast: clients get a recovery offset (recovery.go)
-	knownFlags               = flagVolatile | flagNoCompress | flagCloseConn | flagHello | flagRecoverable
+	flagAnswer          byte = 1 << 5 // interest: answer with interest-applied (AwaitRouting)
+	knownFlags               = flagVolatile | flagNoCompress | flagCloseConn | flagHello | flagRecoverable | flagAnswer
 	maxCodecListEntries      = 1 << 20
 )
 
@@ -58,7 +60,7 @@ func (k kind) String() string {
 	names := [...]string{"invalid", "broadcast", "add-sockets", "del-sockets", "disconnect",
 		"server-emit", "fetch-request", "fetch-response", "emit-request", "emit-response",
 		"ack-request", "ack-count", "ack-reply", "heartbeat", "goodbye", "unknown-namespace", "applied",
-		"interest"}
+		"interest", "interest-applied"}
 	if int(k) < len(names) {
 		return names[k]
 	}
@@ -103,7 +105,7 @@ type message struct {
 	ids     []string // ack count: their ids, as far as known
 	sid     string   // ack reply: the replying socket
 
-	version  uint64        // interest: the announcement's version
+	version  uint64        // interest: the announcement's version; interest-applied: the version applied
 	interest []nspInterest // interest: one entry per namespace of the node
 
 	// Where a reliable-plane message came from (set by receive, not encoded):
@@ -206,6 +208,8 @@ func (m *message) encode(b []byte) []byte {
 	case kindAckReply:
 		b = appendString(b, m.sid)
 		b = appendByteList(b, m.args)
+	case kindInterestApplied:
+		b = binary.AppendUvarint(b, m.version)
 	case kindInterest:
 		b = binary.AppendUvarint(b, m.version)
 		b = binary.AppendUvarint(b, uint64(len(m.interest)))
@@ -329,6 +333,8 @@ func decodeMessage(buf []byte) (*message, error) {
 	case kindAckReply:
 		m.sid = r.string()
 		m.args = r.byteList()
+	case kindInterestApplied:
+		m.version = r.uvarint()
 	case kindInterest:
 		m.version = r.uvarint()
 		if n := r.count(); n > 0 {

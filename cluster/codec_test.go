@@ -39,6 +39,8 @@ func sampleMessages() []*message {
 			{nsp: "/chat", rooms: bucketSet{15: 1 << 40}},
 			{nsp: "/all", flags: interestAll},
 		}},
+		{kind: kindInterest, flags: flagAnswer, version: 9, interest: []nspInterest{{nsp: "/", flags: interestSockets}}},
+		{kind: kindInterestApplied, version: 1<<63 + 5},
 	}
 }
 
@@ -128,6 +130,8 @@ func FuzzDecodeMessage(f *testing.F) {
 	}
 	f.Add([]byte{})
 	f.Add([]byte{codecVersion, byte(kindBroadcast), 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Add([]byte{codecVersion, byte(kindInterestApplied), flagAnswer, 0, 0x80})
+	f.Add([]byte{codecVersion, byte(kindInterestApplied), 0, 0, 1, 2})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := decodeMessage(b)
 		if err != nil {

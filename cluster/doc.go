@@ -75,7 +75,10 @@
 // partition. Requests and server-side emits go to every live node; requests
 // and socket operations wait for exactly the nodes they went to. A join
 // counts on another node once its announcement has arrived there; a
-// socketsJoin counts at once on the node that sends it. Namespaces that
+// socketsJoin counts at once on the node that sends it. Cluster.AwaitRouting
+// waits until every live node has applied this node's joins so far, and
+// Cluster.AwaitRoutingReady until a node that started or reconnected knows
+// every live node's interest (for a readiness check). Namespaces that
 // Options.Recoverable names keep cross-node connection state recovery and
 // are not routed; a routed namespace's adapter keeps no sessions.
 // docs/SCALING.md ("Interest routing") has the details and the costs.

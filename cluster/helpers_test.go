@@ -100,13 +100,19 @@ func memoryNodesConfig(t testing.TB, n int, opts *Options, cfg bus.MemoryHubConf
 	return sw, startNodes(t, n, opts, func(id string) bus.Bus { return reliableBus(t, sw.wrap(hub.Transport()), id) })
 }
 
-// waitSettled waits, on clusters that route, until every node knows every
-// other's interest in namespace nsp as it is now: with interest routing a
-// join counts on another node once announced there. Without routing it
-// returns at once.
+// waitSettled waits, on clusters that route, until every node has applied
+// every other's interest in namespace nsp as it is now (AwaitRouting): with
+// interest routing a join counts on another node once announced there.
+// Without routing it returns at once.
 func waitSettled(t testing.TB, cs []*Cluster, nsp string) {
 	t.Helper()
-	testwait.For(t, waitTimeout, "every node to know every other's interest", func() bool { return settled(cs, nsp) })
+	ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+	defer cancel()
+	for _, c := range cs {
+		if err := c.AwaitRouting(ctx, nsp); err != nil {
+			t.Fatalf("%s: AwaitRouting(%q): %v", c.NodeID(), nsp, err)
+		}
+	}
 }
 
 // errBrokerDown is what a switched transport answers while its switch is down.

@@ -41,7 +41,9 @@ import (
 // announces it as wanting everything. A socketsJoin this node sends marks the
 // nodes it went to as interested in the joined rooms at once, for NodeTimeout
 // (graceFor), so that an emit that follows it in the program reaches them
-// before their own announcement does.
+// before their own announcement does. AwaitRouting and AwaitRoutingReady
+// (await.go) wait until the other nodes have applied this node's interest,
+// and until this node knows theirs.
 //
 // Which namespaces are routed is decided when the namespace's adapter is made,
 // and never changes while it lives: with InterestRouting on a bus with
@@ -269,6 +271,15 @@ type routeState struct {
 	mu    sync.Mutex
 	peers map[string]*peerInterest
 	grace map[graceKey]*graceEntry
+
+	waiters waiters // AwaitRouting calls (await.go)
+
+	// The other nodes the bus has heard, as of heardAt, and since when each
+	// is heard (busHeard).
+	heardMu  sync.Mutex
+	heardAt  time.Time
+	heard    []string
+	busFirst map[string]time.Time
 }
 
 // peerInterest is the last announcement of another node.
@@ -407,24 +418,38 @@ func (c *Cluster) interestMessage() *message {
 	return m
 }
 
-// learnInterest takes an announcement of node from.
+// learnInterest takes an announcement of node from, and answers it when it
+// asks (flagAnswer, AwaitRouting) with the version now held.
 func (c *Cluster) learnInterest(from string, m *message) {
-	r := c.route
-	if r == nil || from == "" || from == c.id {
+	if from == "" || from == c.id {
 		return
+	}
+	if v, ok := c.applyInterest(from, m); ok && m.flags&flagAnswer != 0 {
+		c.control(from, &message{kind: kindInterestApplied, version: v})
+	}
+}
+
+// applyInterest keeps an announcement of node from unless it holds a later
+// one, and returns the version it holds; false for an announcement it does
+// not take (of a node that said goodbye). A node that does not route needs
+// no one's interest: it holds every announcement as applied.
+func (c *Cluster) applyInterest(from string, m *message) (uint64, bool) {
+	r := c.route
+	if r == nil {
+		return m.version, true
 	}
 	c.mu.RLock()
 	_, bye := c.gone[from]
 	c.mu.RUnlock()
 	if bye {
-		return // a late announcement of a node that left
+		return 0, false // a late announcement of a node that left
 	}
 	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if p := r.peers[from]; p != nil && m.version <= p.version {
 		p.heard = now
-		return
+		return p.version, true
 	}
 	p := &peerInterest{version: m.version, heard: now, nsps: make(map[string]*nspInterest, len(m.interest))}
 	for i := range m.interest {
@@ -432,6 +457,7 @@ func (c *Cluster) learnInterest(from string, m *message) {
 		p.nsps[in.nsp] = &in
 	}
 	r.peers[from] = p
+	return p.version, true
 }
 
 // setConnected notes whether the bus is connected now.
@@ -518,12 +544,14 @@ func (r *routeState) markGrace(nodes []string, nsp string, rooms []string, until
 }
 
 // routeTargets returns the other nodes a message of namespace nsp to rooms
-// concerns, among the live nodes and those whose interest is kept
-// (forgetPeer): all of them when every, else those interested.
+// concerns, among the live nodes, those the bus has heard (a node starts
+// being heard by the bus before its heartbeats reach this node, await.go),
+// and those whose interest is kept (forgetPeer): all of them when every,
+// else those interested.
 func (c *Cluster) routeTargets(nsp string, rooms []string, every bool) []string {
-	live := c.liveNodes()
-	r := c.route
 	now := time.Now()
+	live := c.knownNodes(c.busHeard(now))
+	r := c.route
 	isLive := make(map[string]bool, len(live))
 	for _, id := range live {
 		isLive[id] = true

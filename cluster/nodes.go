@@ -151,6 +151,9 @@ func (c *Cluster) nodeGone(id string, bye bool) {
 	}
 	c.mu.Unlock()
 	c.forgetPeer(id, bye)
+	if c.route != nil {
+		c.route.waiters.wakeAll()
+	}
 	if known {
 		if bye {
 			c.log.Info("cluster: node left", slog.String("peer", id))
