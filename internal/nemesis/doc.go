@@ -78,8 +78,10 @@
 // Redis Cluster operations on "the partition of a node slot" then act on
 // that node's inbox, and a clock jump moves the inboxes' ids too.
 //
-// The default test run (go test ./...) runs the scenario "short": about 40 s,
-// seed 1, faults the product is expected to survive. compare.sh runs
+// The default test run (go test ./...) runs the scenario "short", seed 1,
+// faults the product is expected to survive, twice: without interest routing
+// and with it (about 40 s each; -nemesis.scenario short runs only the first,
+// -nemesis.routing only the second). compare.sh runs
 // scenarios on an older commit and on this checkout (a defect before and after
 // its fix). Other runs:
 //
