@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/durasock/durasock/bus"
 	"github.com/durasock/durasock/bus/redisbus"
 	"github.com/durasock/durasock/internal/redistest"
 )
@@ -33,7 +34,7 @@ func (r *Run) laggingFailover(ctx context.Context, s Step, plan lagPlan) (err er
 	defer cancel()
 	var primary *redistest.Server
 	if r.cluster != nil {
-		primary, err = r.cluster.PrimaryOfSlot(sctx, redistest.KeySlot(redisbus.StreamKey(streamPrefix, s.Slot)))
+		primary, err = r.cluster.PrimaryOfSlot(sctx, redistest.KeySlot(partitionKey(s.Slot)))
 	} else {
 		primary, err = r.sentinel.CurrentPrimary(sctx)
 	}
@@ -49,7 +50,7 @@ func (r *Run) laggingFailover(ctx context.Context, s Step, plan lagPlan) (err er
 			return err
 		}
 	}
-	r.logf("nemesis: %s: primary %s, lagging replica %s", s, primary.Addr(), lagging.Addr())
+	r.logf("nemesis: %s: %s: primary %s, lagging replica %s", s, partitionKey(s.Slot), primary.Addr(), lagging.Addr())
 	var frozen []*nodeProc
 	var thawOnce sync.Once
 	thaw := func() (err error) {
@@ -119,4 +120,33 @@ func streamPartition(ns string) int {
 	h := fnv.New32a()
 	h.Write([]byte(ns)) // a hash.Hash never fails to write
 	return int(h.Sum32() % redisbus.DefaultStreamPartitions)
+}
+
+// inboxPartition is the partition of node id's inbox on the nodes' buses with
+// routing (bus.InboxOf over the default shared partitions and inboxes).
+func inboxPartition(id string) int {
+	return bus.InboxOf(id, redisbus.DefaultStreamPartitions, redisbus.DefaultInboxes)
+}
+
+// partitionKey is the stream of partition p of the nodes' buses: a shared
+// partition, or with routing an inbox after them.
+func partitionKey(p int) string {
+	if p >= redisbus.DefaultStreamPartitions {
+		return redisbus.InboxKey(streamPrefix, p-redisbus.DefaultStreamPartitions)
+	}
+	return redisbus.StreamKey(streamPrefix, p)
+}
+
+// slotPartition is the stream partition a Redis Cluster operation on node
+// slot's step acts on: partition slot, or with routing the inbox of slot's
+// current node id, which carries what the routed namespaces send to it (the
+// shared partition slot carries only what is not routed).
+func (r *Run) slotPartition(slot int) int {
+	if !r.cfg.Routing {
+		return slot
+	}
+	r.mu.Lock()
+	id := nodeIDOf(slot, r.newIDs[slot])
+	r.mu.Unlock()
+	return inboxPartition(id)
 }

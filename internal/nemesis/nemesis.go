@@ -264,7 +264,11 @@ func (r *Run) apply(ctx context.Context, s Step) error {
 		}
 		sctx, cancel := context.WithTimeout(ctx, 2*r.cfg.Settle)
 		defer cancel()
-		rep, err := r.replica(sctx, s.Slot)
+		slot := s.Slot
+		if r.cluster != nil {
+			slot = r.slotPartition(slot)
+		}
+		rep, err := r.replica(sctx, slot)
 		if err != nil {
 			return err
 		}
@@ -313,7 +317,7 @@ func (r *Run) apply(ctx context.Context, s Step) error {
 		}
 		sctx, cancel := context.WithTimeout(ctx, 2*r.cfg.Settle)
 		defer cancel()
-		old, err := r.cluster.KillPrimaryOf(sctx, redisbus.StreamKey(streamPrefix, s.Slot))
+		old, err := r.cluster.KillPrimaryOf(sctx, partitionKey(r.slotPartition(s.Slot)))
 		if err != nil {
 			return err
 		}
@@ -437,7 +441,7 @@ func (r *Run) replica(ctx context.Context, slot int) (*redistest.Server, error) 
 // clusterReplica returns the online replica of the Redis Cluster primary of
 // stream partition slot.
 func (r *Run) clusterReplica(ctx context.Context, slot int) (*redistest.Server, error) {
-	primary, err := r.cluster.PrimaryOfSlot(ctx, redistest.KeySlot(redisbus.StreamKey(streamPrefix, slot)))
+	primary, err := r.cluster.PrimaryOfSlot(ctx, redistest.KeySlot(partitionKey(slot)))
 	if err != nil {
 		return nil, err
 	}
@@ -451,13 +455,17 @@ func (r *Run) clusterReplica(ctx context.Context, slot int) (*redistest.Server, 
 	return reps[0], nil
 }
 
-// clockJump sets the last id of every stream partition d ahead of the
-// Redis server's clock, so that the entries added next carry ids from the
-// future, as after a restart of Redis with its clock behind. A partition
-// without a stream yet is left alone.
+// clockJump sets the last id of every stream partition (with routing, every
+// inbox too) d ahead of the Redis server's clock, so that the entries added
+// next carry ids from the future, as after a restart of Redis with its clock
+// behind. A partition without a stream yet is left alone.
 func (r *Run) clockJump(ctx context.Context, d time.Duration) error {
-	for p := range redisbus.DefaultStreamPartitions {
-		key := redisbus.StreamKey(streamPrefix, p)
+	n := redisbus.DefaultStreamPartitions
+	if r.cfg.Routing {
+		n += redisbus.DefaultInboxes
+	}
+	for p := range n {
+		key := partitionKey(p)
 		srv, err := r.serverOf(ctx, key)
 		if err != nil {
 			return err

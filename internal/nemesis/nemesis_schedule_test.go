@@ -98,3 +98,31 @@ func TestStreamPartitionIsTheBuses(t *testing.T) {
 		}
 	}
 }
+
+// TestInboxPartitionIsTheBuses proves that the partition a fault on a node's
+// inbox targets is the one that node's bus reads, and that its stream is the
+// inbox's.
+func TestInboxPartitionIsTheBuses(t *testing.T) {
+	hub := bus.NewMemoryHubConfig(bus.MemoryHubConfig{Partitions: redisbus.DefaultStreamPartitions, Inboxes: redisbus.DefaultInboxes})
+	b, err := bus.New(hub.Transport(), &bus.Config{NodeID: "n0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := b.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	}()
+	for _, id := range []string{"n0", "n1", "n2", "n0.1", "n2.3"} {
+		p := inboxPartition(id)
+		if want := b.InboxOf(id); p != want {
+			t.Errorf("inboxPartition(%q) = %d, the bus says %d", id, p, want)
+		}
+		if got, want := partitionKey(p), redisbus.InboxKey(streamPrefix, p-redisbus.DefaultStreamPartitions); got != want {
+			t.Errorf("partitionKey(%d) = %q, want %q", p, got, want)
+		}
+	}
+	if got, want := partitionKey(3), redisbus.StreamKey(streamPrefix, 3); got != want {
+		t.Errorf("partitionKey(3) = %q, want %q", got, want)
+	}
+}

@@ -65,6 +65,14 @@ type nodeConfig struct {
 	// AckAsync answers a publish with acknowledgements at once and lets the
 	// broadcast wait for its replies in the background.
 	AckAsync bool `json:"ack_async,omitempty"`
+	// Routing opens the bus with redisbus.DefaultInboxes inbox partitions
+	// and the cluster with interest routing; a join is acked once the other
+	// nodes apply it (routingAwaiter).
+	Routing bool `json:"routing,omitempty"`
+	// Recoverable are the namespaces whose sessions recover on any node
+	// (those of the official clients): with Routing they are not routed
+	// (cluster.Options.Recoverable) and keep the shared partitions.
+	Recoverable []string `json:"recoverable,omitempty"`
 }
 
 // nodeStatus is the JSON of a node's GET /status.
@@ -157,8 +165,13 @@ func runNode(ctx context.Context, cfg nodeConfig, rep *reporter, stderr io.Write
 	if probe == 0 {
 		probe = 500 * time.Millisecond
 	}
+	inboxes := 0
+	if cfg.Routing {
+		inboxes = redisbus.DefaultInboxes
+	}
 	b, err := redisbus.Open(context.Background(), cfg.RedisURL, &redisbus.Options{
 		Prefix:       streamPrefix,
+		Inboxes:      inboxes,
 		BlockTimeout: time.Second,
 		DialTimeout:  time.Second,
 		WriteTimeout: time.Second,
@@ -186,9 +199,22 @@ func runNode(ctx context.Context, cfg nodeConfig, rep *reporter, stderr io.Write
 	if err != nil {
 		return fmt.Errorf("redis bus: %w", err)
 	}
-	cl, err := cluster.New(b, &cluster.Options{Logger: log, RequestTimeout: 2 * time.Second})
+	cl, err := cluster.New(b, &cluster.Options{Logger: log, RequestTimeout: 2 * time.Second,
+		InterestRouting: cfg.Routing,
+		// Finer than cmd/durasock, which with -recovery routes no namespace:
+		// only the namespaces of recovering clients keep the shared path.
+		Recoverable: func(ns string) bool { return slices.Contains(cfg.Recoverable, ns) }})
 	if err != nil {
 		return errors.Join(fmt.Errorf("cluster: %w", err), closeNodeBus(nil, b, time.Second))
+	}
+	var awaiter routingAwaiter
+	if cfg.Routing {
+		var ok bool
+		if awaiter, ok = any(cl).(routingAwaiter); !ok {
+			log.Error("nemesis node: interest routing is on but the cluster cannot tell when the other nodes " +
+				"apply a join (no AwaitRouting): joins are acked at once, and events sent to a room just joined " +
+				"may miss the nodes that do not know it yet")
+		}
 	}
 	opts := &socketio.Options{
 		Adapter: cl.Adapter,
@@ -208,7 +234,7 @@ func runNode(ctx context.Context, cfg nodeConfig, rep *reporter, stderr io.Write
 	}
 	for _, name := range cfg.Namespaces {
 		nsp := srv.Of(name)
-		nsp.OnConnection(func(s *socketio.Socket) { serveSocket(nsp, s, log, rep, async) })
+		nsp.OnConnection(func(s *socketio.Socket) { serveSocket(nsp, s, awaiter, log, rep, async) })
 	}
 
 	mux := http.NewServeMux()
@@ -258,8 +284,32 @@ func runNode(ctx context.Context, cfg nodeConfig, rep *reporter, stderr io.Write
 	return errors.Join(errs...)
 }
 
-// serveSocket is the workload's application on one socket.
-func serveSocket(nsp *socketio.Namespace, s *socketio.Socket, log *slog.Logger, rep *reporter, async *sync.WaitGroup) {
+// routingAwaiter is what a cluster with interest routing offers to wait until
+// every live node has applied this node's interest (rooms) in a namespace.
+// With routing, a room joined here counts cluster-wide only then: a broadcast
+// from another node sent before may not be routed to this node. As with
+// @socket.io/redis-adapter's sharded mode, where a join resolves once the
+// subscription is made, the node acks a join only after AwaitRouting, so a
+// session is ready (and owed every event) only once the cluster routes its
+// rooms here. It is found by type assertion, so that the node builds with
+// clusters that lack it.
+type routingAwaiter interface {
+	AwaitRouting(ctx context.Context, nsp string) error
+}
+
+// joinRoutingTimeout bounds a join's wait for AwaitRouting: below the time
+// the clients wait for the join's ack (joinTimeout, which also covers a Go
+// client's dial, and the 10 s of js/clients.mjs), so that a client hears the
+// answer and asks again rather than timing out.
+const joinRoutingTimeout = 3 * time.Second
+
+// notRoutedPrefix starts the answer to a join that the cluster did not route
+// within joinRoutingTimeout: the session is not ready, the client asks again.
+const notRoutedPrefix = "join not routed: "
+
+// serveSocket is the workload's application on one socket. awaiter, when not
+// nil, is waited on before a join is acked.
+func serveSocket(nsp *socketio.Namespace, s *socketio.Socket, awaiter routingAwaiter, log *slog.Logger, rep *reporter, async *sync.WaitGroup) {
 	s.On(joinEvent, func(e *socketio.Event) {
 		var rooms []string
 		for _, a := range e.Args {
@@ -271,7 +321,18 @@ func serveSocket(nsp *socketio.Namespace, s *socketio.Socket, log *slog.Logger, 
 			rooms = append(rooms, r)
 		}
 		s.Join(rooms...)
-		if err := e.Ack("ok"); err != nil {
+		res := "ok"
+		if awaiter != nil {
+			// The wait runs on this socket's handler runner: the client
+			// sends nothing else before the ack.
+			ctx, cancel := context.WithTimeout(context.Background(), joinRoutingTimeout)
+			err := awaiter.AwaitRouting(ctx, nsp.Name())
+			cancel()
+			if err != nil {
+				res = notRoutedPrefix + err.Error()
+			}
+		}
+		if err := e.Ack(res); err != nil {
 			log.Warn("nemesis node: join ack", "err", err)
 		}
 	})

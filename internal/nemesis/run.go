@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/durasock/durasock/bus/redisbus"
 	"github.com/durasock/durasock/internal/redistest"
 )
 
@@ -107,6 +106,12 @@ type Config struct {
 	Cluster bool
 	// WaitReplicas is the nodes' redisbus WaitReplicas.
 	WaitReplicas int
+	// Routing runs the nodes with interest routing: their buses have
+	// redisbus.DefaultInboxes inbox partitions, the cluster routes the
+	// namespaces without connection state recovery to the inboxes of the
+	// nodes that have sockets there, and a join is answered once every
+	// other node knows it (see docs of the node's join handler).
+	Routing bool
 	// Settle bounds every wait for a condition. Default 60s.
 	Settle time.Duration
 	// Logf receives progress lines. Default: none.
@@ -325,9 +330,9 @@ func Start(ctx context.Context, cfg Config) (*Run, error) {
 	}
 	r.wg.Add(1)
 	go r.sampleLoop()
-	r.logf("started: %d nodes, %d clients (%d official), %d publishers (%d through the emitter) at %d events/s, AOF %q, seed %d",
+	r.logf("started: %d nodes, %d clients (%d official), %d publishers (%d through the emitter) at %d events/s, AOF %q, routing %v, seed %d",
 		cfg.Nodes, len(r.clients)+cfg.Nodes*cfg.OfficialClients, cfg.Nodes*cfg.OfficialClients, len(r.pubs)+len(r.epubs), len(r.epubs),
-		cfg.Rate, cfg.AOF, cfg.Seed)
+		cfg.Rate, cfg.AOF, cfg.Routing, cfg.Seed)
 	return r, nil
 }
 
@@ -338,6 +343,25 @@ func (r *Run) recovery() time.Duration {
 	}
 	return 0
 }
+
+// officialNamespace is the namespace of the k-th official client of a node.
+func (r *Run) officialNamespace(k int) string { return r.cfg.Namespaces[k%len(r.cfg.Namespaces)] }
+
+// recoverable are the namespaces of the official clients, whose sessions
+// recover on any node: with routing they are not routed, and keep the shared
+// partitions.
+func (r *Run) recoverable() []string {
+	var out []string
+	for k := range r.cfg.OfficialClients {
+		if ns := r.officialNamespace(k); !slices.Contains(out, ns) {
+			out = append(out, ns)
+		}
+	}
+	return out
+}
+
+// routed reports whether the nodes route namespace ns.
+func (r *Run) routed(ns string) bool { return r.cfg.Routing && !slices.Contains(r.recoverable(), ns) }
 
 // startOfficial starts the official clients, with ids from id on, and waits
 // until each has joined its rooms.
@@ -352,7 +376,7 @@ func (r *Run) startOfficial(ctx context.Context, id int) error {
 	var cs []*jsClient
 	for i := range r.cfg.Nodes {
 		for k := range r.cfg.OfficialClients {
-			ns := r.cfg.Namespaces[k%len(r.cfg.Namespaces)]
+			ns := r.officialNamespace(k)
 			rs := [][]string{{"r1", "r2"}, {"r1"}, {"r2"}}[k%3]
 			c, err := js.open(id, ns, rs, i)
 			if err != nil {
@@ -455,6 +479,8 @@ func (r *Run) startNode(ctx context.Context, slot int, newID bool) (*nodeProc, e
 		DrainTimeout: 10 * time.Second,
 		Recovery:     r.recovery(),
 		AckAsync:     r.cfg.AckAsync,
+		Routing:      r.cfg.Routing,
+		Recoverable:  r.recoverable(),
 	}, hist, r.clk)
 	if err != nil {
 		return nil, err
@@ -483,8 +509,9 @@ func (r *Run) primary(ctx context.Context) (*redistest.Server, error) {
 	case r.sentinel != nil:
 		return r.sentinel.CurrentPrimary(ctx)
 	case r.cluster != nil:
-		// The primary of the partition most traffic of a scenario uses first.
-		return r.cluster.PrimaryOfSlot(ctx, redistest.KeySlot(redisbus.StreamKey(streamPrefix, 0)))
+		// The primary of the partition most traffic of a scenario uses first
+		// (with routing, n0's inbox).
+		return r.cluster.PrimaryOfSlot(ctx, redistest.KeySlot(partitionKey(r.slotPartition(0))))
 	}
 	return r.redis, nil
 }

@@ -479,11 +479,16 @@ var Scenarios = []Scenario{
 
 // laggingProgram fails over to a lagging replica (op) with a frozen reader (n2)
 // and a quiet origin (n0's tail publisher), on the stream partition of the
-// first namespace.
+// first namespace; on a Redis Cluster with routing, on n2's inbox, which
+// carries what the others send to n2's rooms.
 func laggingProgram(op string) func(ctx context.Context, r *Run, _ time.Duration) error {
 	return func(ctx context.Context, r *Run, _ time.Duration) error {
 		return r.fixed(ctx, "failover to a lagging replica, n2 frozen, n0 quiet", func() error {
-			s := Step{Op: op, Slot: streamPartition(r.cfg.Namespaces[0]), Hold: 2 * time.Second}
+			part := streamPartition(r.cfg.Namespaces[0])
+			if r.cluster != nil && r.routed(r.cfg.Namespaces[0]) {
+				part = r.slotPartition(2)
+			}
+			s := Step{Op: op, Slot: part, Hold: 2 * time.Second}
 			return r.laggingFailover(ctx, s, lagPlan{freeze: []int{2}, haltTail: true})
 		})
 	}
@@ -535,7 +540,10 @@ type Options struct {
 	Seed     int64
 	Duration time.Duration // 0: the scenario's Duration
 	Rate     int           // 0: the scenario's rate
-	Logf     func(format string, args ...any)
+	// Routing runs the scenario with interest routing (Config.Routing); its
+	// history and verdict are named "<scenario>+routing".
+	Routing bool
+	Logf    func(format string, args ...any)
 }
 
 // RunScenario starts a cluster, runs the scenario's program between steady
@@ -546,6 +554,10 @@ func RunScenario(ctx context.Context, sc Scenario, o Options) (*History, *Verdic
 	cfg.Scenario, cfg.Seed, cfg.Logf = sc.Name, o.Seed, o.Logf
 	if o.Rate > 0 {
 		cfg.Rate = o.Rate
+	}
+	if o.Routing {
+		cfg.Routing = true
+		cfg.Scenario += "+routing"
 	}
 	d := o.Duration
 	if d == 0 {

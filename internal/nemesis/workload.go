@@ -87,7 +87,7 @@ func (c *client) session(stop chan struct{}) {
 	if c.r.cfg.ClientMaxRate > 0 {
 		cost = time.Second / time.Duration(c.r.cfg.ClientMaxRate)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), joinTimeout)
 	defer cancel()
 	conn, err := sioclient.Dial(ctx, "http://"+p.addr+"/socket.io/", &sioclient.Options{
 		Namespace:    c.ns,
@@ -136,10 +136,29 @@ func (c *client) session(stop chan struct{}) {
 	for i, rm := range c.rooms {
 		args[i] = rm
 	}
-	ack, err := conn.EmitWithAck(ctx, joinEvent, args...)
-	var res string
-	if err == nil {
-		err = ack.Bind(&res)
+	res, err := join(ctx, conn, args)
+	// With interest routing a node answers that the join is not routed yet
+	// when another node has not applied it in time (one frozen, or Redis
+	// down): the client asks again on the same connection, as an
+	// application waiting for its join would; it is not ready meanwhile.
+	for err == nil && strings.HasPrefix(res, notRoutedPrefix) {
+		select {
+		case <-stop:
+			end(reasonClosed)
+			_ = conn.Close()
+			return
+		case <-c.bounce:
+			end(reasonBounced)
+			_ = conn.Close()
+			return
+		case <-conn.Done():
+			end(conn.Err().Error())
+			return
+		default:
+		}
+		jctx, jcancel := context.WithTimeout(context.Background(), joinTimeout)
+		res, err = join(jctx, conn, args)
+		jcancel()
 	}
 	if err != nil || res != "ok" {
 		end("join: " + errors.Join(err, errors.New(res)).Error())
@@ -163,6 +182,20 @@ func (c *client) session(stop chan struct{}) {
 		end(reasonBounced)
 		_ = conn.Close()
 	}
+}
+
+// joinTimeout bounds a Go client's join (the first one also covers its dial).
+const joinTimeout = 5 * time.Second
+
+// join asks the node to join the client's rooms and returns its answer.
+func join(ctx context.Context, conn *sioclient.Client, rooms []any) (string, error) {
+	ack, err := conn.EmitWithAck(ctx, joinEvent, rooms...)
+	if err != nil {
+		return "", err
+	}
+	var res string
+	err = ack.Bind(&res)
+	return res, err
 }
 
 // Reasons a session ended that the harness chose.

@@ -2,6 +2,7 @@
 // test, for long runs:
 //
 //	go run ./internal/nemesis/cmd/nemesis -duration 30m -seed 11 -out /tmp/soak
+//	go run ./internal/nemesis/cmd/nemesis -scenario short -routing   # with interest routing
 //
 // It prints the verdict table, writes the history and verdict to -out when
 // set, and exits 1 when the verdict fails.
@@ -34,6 +35,7 @@ func run() error {
 	duration := flag.Duration("duration", 0, "length of the nemesis program (0: the scenario's default)")
 	rate := flag.Int("rate", 0, "total events per second (0: the scenario's default)")
 	out := flag.String("out", "", "directory to write the history and verdict to")
+	routing := flag.Bool("routing", false, "run with interest routing (inbox partitions, routed namespaces)")
 	flag.Parse()
 	sc, err := nemesis.ScenarioByName(*scenario)
 	if err != nil {
@@ -43,7 +45,8 @@ func run() error {
 	defer stop()
 	logger := log.New(os.Stderr, "", log.LstdFlags)
 	start := time.Now()
-	h, v, err := nemesis.RunScenario(ctx, sc, nemesis.Options{Seed: *seed, Duration: *duration, Rate: *rate, Logf: logger.Printf})
+	h, v, err := nemesis.RunScenario(ctx, sc, nemesis.Options{Seed: *seed, Duration: *duration, Rate: *rate,
+		Routing: *routing, Logf: logger.Printf})
 	if h == nil {
 		return err
 	}
@@ -55,12 +58,12 @@ func run() error {
 			return werr
 		}
 	}
-	logger.Printf("%s, seed %d: %s in %v", sc.Name, *seed, map[bool]string{true: "PASS", false: "FAIL"}[v.OK()], time.Since(start).Round(time.Second))
+	logger.Printf("%s, seed %d: %s in %v", v.Scenario, *seed, map[bool]string{true: "PASS", false: "FAIL"}[v.OK()], time.Since(start).Round(time.Second))
 	if !v.OK() {
 		if err != nil {
 			logger.Print(err)
 		}
-		return fmt.Errorf("%s (seed %d): %s", sc.Name, *seed, v.Failures())
+		return fmt.Errorf("%s (seed %d): %s", v.Scenario, *seed, v.Failures())
 	}
 	return err
 }
