@@ -337,10 +337,19 @@ func decodeMessage(buf []byte) (*message, error) {
 		m.version = r.uvarint()
 	case kindInterest:
 		m.version = r.uvarint()
-		if n := r.count(); n > 0 {
-			m.interest = make([]nspInterest, n)
-			for i := range m.interest {
-				m.interest[i].decode(&r)
+		if n := r.count(); n > maxInterestNamespaces {
+			r.fail(errInterestCount)
+		} else if n > 0 {
+			// Appended as they are read: a count is bounded by the bytes
+			// left, not by what an entry takes in memory.
+			m.interest = make([]nspInterest, 0, min(n, 16))
+			for range n {
+				var e nspInterest
+				e.decode(&r)
+				if r.err != nil {
+					break
+				}
+				m.interest = append(m.interest, e)
 			}
 		}
 	}

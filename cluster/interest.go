@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -144,13 +145,24 @@ func (i *nspInterest) encode(b []byte) []byte {
 var (
 	errInterestFlags   = errors.New("unknown interest flags")
 	errInterestBuckets = errors.New("interest buckets longer than the set")
+	errInterestNsp     = errors.New("interest of a namespace not starting with /")
+	errInterestCount   = errors.New("interest of more namespaces than a node announces")
 )
+
+// maxInterestNamespaces bounds the namespaces of one interest message, so
+// that a message cannot make its decoder allocate much more than its size
+// (an entry is about 150 bytes in memory, 4 on the wire).
+const maxInterestNamespaces = 4096
 
 func (i *nspInterest) decode(r *reader) {
 	i.nsp = r.string()
 	i.flags = r.byte()
 	raw := r.bytes()
 	if r.err != nil {
+		return
+	}
+	if !strings.HasPrefix(i.nsp, "/") {
+		r.fail(errInterestNsp)
 		return
 	}
 	if i.flags&^knownInterestFlags != 0 {
@@ -399,14 +411,17 @@ func (c *Cluster) answerInterest(to string) {
 
 // interestMessage is this node's whole interest, under a new version.
 func (c *Cluster) interestMessage() *message {
+	// The namespaces are read under building, after the builders before
+	// this one: a higher version never carries fewer namespaces than a lower
+	// one read later.
+	c.route.building.Lock()
+	defer c.route.building.Unlock()
 	c.mu.RLock()
 	nsps := make([]*nspAdapter, 0, len(c.nsps))
 	for _, a := range c.nsps {
 		nsps = append(nsps, a)
 	}
 	c.mu.RUnlock()
-	c.route.building.Lock()
-	defer c.route.building.Unlock()
 	m := &message{kind: kindInterest, version: c.route.version.Add(1), interest: make([]nspInterest, 0, len(nsps))}
 	for _, a := range nsps {
 		if a.interest == nil {
