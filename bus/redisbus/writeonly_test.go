@@ -140,7 +140,9 @@ func TestClusterFailoverWriteOnlyPartition(t *testing.T) {
 	key := InboxKey(o.Prefix, 0)
 	pinned, once := newTransport(t, cs.URL(), o), newTransport(t, cs.URL(), o)
 	frame := func(s string) []bus.Frame { return []bus.Frame{{Partition: p, Data: []byte(s)}} }
-	probe := func(s string) []bus.Frame { return []bus.Frame{{Partition: p, Data: []byte(s), Probe: true, NoWait: true}} }
+	probe := func(s string) []bus.Frame {
+		return []bus.Frame{{Partition: p, Data: []byte(s), Probe: true, NoWait: true}}
+	}
 
 	publish(t, once, frame("once-1"))
 	publish(t, pinned, frame("pinned-1"))
