@@ -228,7 +228,9 @@ func (s *streams) doGroup(ctx context.Context, c rueidis.Client, cmds rueidis.Co
 // first show (XRANGE <id> <id>) the entry this transport wrote last to each
 // of the streams, or the error wraps ErrPrimaryChanged and nothing is
 // written: a new primary may lack what the old one acknowledged, and the bus
-// must write that again before anything newer. The same round trip locates
+// must write that again before anything newer (a check answered with a
+// redirection leaves it to redirect, which follows one only to a node that
+// holds the entry). The same round trip locates
 // the node (CLUSTER MYID, CLUSTER SLOTS), so the check costs one round trip
 // per stream and change of primary, not one per write.
 func (s *streams) doCluster(ctx context.Context, c rueidis.Client, all rueidis.Commands, n int, guards []guard, last []written, pin, wait, ident bool) (res, tail []rueidis.RedisResult, redirected int, addr string, err error) {
