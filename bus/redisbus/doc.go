@@ -45,11 +45,18 @@
 // With WaitReplicas, a batch written while earlier frames wait for replicas
 // goes only to the primary that holds the last of them (XRANGE of it first, on
 // the same connection). On a Cluster each batch's commands of one slot go out
-// on a connection pinned to the node that serves the slot, in one pipeline:
-// a node that no longer serves it (a takeover while it keeps running) answers
-// MOVED without writing, and Publish returns ErrPrimaryChanged instead of
-// following the redirection, so the bus republishes what the old primary
-// acknowledged last before anything newer. A slot that moves with its data is
+// in one pipeline on a connection pinned to the node that took the last
+// write of their streams: a node that no longer serves the slot (a takeover
+// while it keeps running) answers MOVED without writing, and Publish returns
+// ErrPrimaryChanged instead of following the redirection, so the bus
+// republishes what the old primary acknowledged last before anything newer,
+// also on a partition this node only writes to (another node's inbox),
+// whose failover breaks nothing of its own. Where that node is not known
+// (after an error, a stream written once), the node the client's slot map
+// names must first show (XRANGE <id> <id>, in a round trip that also asks
+// CLUSTER MYID and CLUSTER SLOTS to pin the next writes there) the entry this
+// transport wrote last to each stream, or Publish returns ErrPrimaryChanged
+// without writing: one check per stream and change of primary. A slot that moves with its data is
 // followed instead: while it is migrated (CLUSTER SETSLOT MIGRATING/IMPORTING,
 // MIGRATE), the node answers ASK for a key it already gave away, and the
 // commands it refused go, each after ASKING, in order, to the target (then

@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -19,6 +21,9 @@ import (
 type pipeOutcome struct {
 	replid string
 	err    error // WAIT shortfall (ErrNotReplicated) or WAIT failure
+	// addr is, on a Cluster, the node the next writes of the pipeline's
+	// streams go to ("" when not known).
+	addr string
 }
 
 // guard is the check that must pass on a connection before a batch is
@@ -33,11 +38,15 @@ type guard struct {
 
 // written is the last entry this transport wrote to a stream (key) on a
 // Cluster, confirmed by replicas or not: before a redirection is followed,
-// the node it names must hold it (redirect).
+// the node it names must hold it (redirect), and so must any other node the
+// next write of the stream goes to (doCluster).
 type written struct {
 	key  string
 	id   string
 	data []byte
+	// addr is the node that took it, where the next writes of the stream go
+	// ("" when not known: after an error, or before the node was located).
+	addr string
 }
 
 // run sends cmds and returns their results in order, with, per command, the
@@ -47,28 +56,34 @@ type written struct {
 // commands go out only on a connection where the guards pass (otherwise the
 // error wraps ErrPrimaryChanged); last are the entries this transport wrote
 // last to the streams of cmds (Cluster), checked before a redirection is
-// followed (redirect). On a Cluster, WAIT and INFO count for the
+// followed (redirect), and, with pin (Publish), before the commands go to
+// another node than the one that took them (doCluster); out tells, per
+// command, where the next writes of its streams go. On a Cluster, WAIT and INFO count for the
 // primary they run on, and a pipeline with a key-less command must stay in
 // one slot: one pipeline per slot, run in parallel (partitions keep their
 // order: one slot each). An error means that the pipelines of some slots may
 // not have run.
 //
-// On a Cluster every pipeline runs on a connection pinned to the node that
-// serves its slot in the client's map: a node that no longer serves it (a
-// failover, CLUSTER FAILOVER TAKEOVER while it keeps running) answers MOVED
-// without writing, and the error wraps ErrPrimaryChanged. The client's own
-// redirection would write the batch to the new primary silently, ahead of
-// what the old one acknowledged and the new one lacks, and nothing would tell
-// the bus to publish that again. A slot that moved with its data (ASK during
+// On a Cluster every pipeline runs on a connection pinned to a node: with
+// pin, the node that took the last writes of its streams, otherwise (or when
+// that is not known) the node that serves its slot in the client's map. A
+// node that no longer serves it (a failover, CLUSTER FAILOVER TAKEOVER while
+// it keeps running) answers MOVED without writing, and the error wraps
+// ErrPrimaryChanged. The client's own redirection would write the batch to
+// the new primary silently, ahead of what the old one acknowledged and the
+// new one lacks, and nothing would tell the bus to publish that again; so
+// would the client's map once it has learnt the new primary, hence the
+// pinning to the node of the last writes, or a check of the node that is not
+// known to have them (doCluster). A slot that moved with its data (ASK during
 // a migration, MOVED after a resharding) is followed here instead (redirect).
-func (s *streams) run(ctx context.Context, c rueidis.Client, cmds rueidis.Commands, guards []guard, last []written, wait, ident bool) ([]rueidis.RedisResult, []pipeOutcome, error) {
+func (s *streams) run(ctx context.Context, c rueidis.Client, cmds rueidis.Commands, guards []guard, last []written, pin, wait, ident bool) ([]rueidis.RedisResult, []pipeOutcome, error) {
 	out := make([]pipeOutcome, len(cmds))
 	cluster := isCluster(c)
 	if !wait && !ident && len(guards) == 0 && !cluster {
 		return c.DoMulti(ctx, cmds...), out, nil
 	}
 	if !cluster {
-		res, o, err := s.doGroup(ctx, c, cmds, guards, last, wait, ident)
+		res, o, err := s.doGroup(ctx, c, cmds, guards, last, pin, wait, ident)
 		for i := range out {
 			out[i] = o
 		}
@@ -88,7 +103,7 @@ func (s *streams) run(ctx context.Context, c rueidis.Client, cmds rueidis.Comman
 		guardsBySlot[g.cmd.Slot()] = append(guardsBySlot[g.cmd.Slot()], g)
 	}
 	if len(order) == 1 { // one slot: no goroutine
-		res, o, err := s.doGroup(ctx, c, cmds, guards, last, wait, ident)
+		res, o, err := s.doGroup(ctx, c, cmds, guards, last, pin, wait, ident)
 		for i := range out {
 			out[i] = o
 		}
@@ -106,7 +121,7 @@ func (s *streams) run(ctx context.Context, c rueidis.Client, cmds rueidis.Comman
 			for j, k := range idx {
 				group[j] = cmds[k]
 			}
-			r, o, err := s.doGroup(ctx, c, group, guardsBySlot[sl], last, wait, ident)
+			r, o, err := s.doGroup(ctx, c, group, guardsBySlot[sl], last, pin, wait, ident)
 			if err != nil {
 				errs[gi] = err
 				return
@@ -126,8 +141,10 @@ func (s *streams) run(ctx context.Context, c rueidis.Client, cmds rueidis.Comman
 // doGroup sends cmds, then INFO replication (ident) and WAIT (wait), on one
 // connection (WAIT is a blocking command, so rueidis runs the whole pipeline
 // on a dedicated connection). With guards it first checks them on a
-// dedicated connection, and sends the rest there only if they pass.
-func (s *streams) doGroup(ctx context.Context, c rueidis.Client, cmds rueidis.Commands, guards []guard, last []written, wait, ident bool) ([]rueidis.RedisResult, pipeOutcome, error) {
+// dedicated connection, and sends the rest there only if they pass. On a
+// Cluster it runs doCluster (pin: the node that took the last writes of the
+// streams, see run).
+func (s *streams) doGroup(ctx context.Context, c rueidis.Client, cmds rueidis.Commands, guards []guard, last []written, pin, wait, ident bool) ([]rueidis.RedisResult, pipeOutcome, error) {
 	n := len(cmds)
 	all := cmds[:n:n] // appends below copy, never write into cmds
 	if ident {
@@ -138,21 +155,11 @@ func (s *streams) doGroup(ctx context.Context, c rueidis.Client, cmds rueidis.Co
 	}
 	var res, tail []rueidis.RedisResult
 	redirected := 0
+	var addr string
 	switch {
-	case len(guards) == 0 && isCluster(c):
-		// Pinned to the node of the slot: a redirection is returned, and
-		// followed here only where nothing acknowledged can be lost
-		// (redirect). The commands are pinned: rueidis recycles a command
-		// once answered, and a redirected one is sent again.
-		for i := range n {
-			all[i] = all[i].Pin()
-		}
-		err := c.Dedicated(func(dc rueidis.DedicatedClient) error {
-			res = dc.DoMulti(ctx, all...)
-			var err error
-			tail, redirected, err = s.redirect(ctx, c, dc, all, res, n, last, wait, ident)
-			return err
-		})
+	case isCluster(c):
+		var err error
+		res, tail, redirected, addr, err = s.doCluster(ctx, c, all, n, guards, last, pin, wait, ident)
 		if err != nil {
 			return nil, pipeOutcome{}, err
 		}
@@ -164,21 +171,8 @@ func (s *streams) doGroup(ctx context.Context, c rueidis.Client, cmds rueidis.Co
 		// stops being a primary, and then refuses the writes (READONLY) or
 		// drops the connection.
 		err := c.Dedicated(func(dc rueidis.DedicatedClient) error {
-			checks := make(rueidis.Commands, len(guards))
-			for i, g := range guards {
-				checks[i] = g.cmd
-			}
-			for i, r := range dc.DoMulti(ctx, checks...) {
-				entries, err := r.AsXRange()
-				if merr := movedErr(err); merr != nil {
-					return merr
-				}
-				if err != nil {
-					return s.wrap("xrange", err)
-				}
-				if g := guards[i]; len(entries) == 0 || entries[0].FieldValues[frameField] != string(g.data) {
-					return fmt.Errorf("%w: partition %d: entry %s, written without replicas, is not on the primary serving now", ErrPrimaryChanged, g.p, g.id)
-				}
+			if err := s.checkGuards(dc.DoMulti(ctx, guardCmds(guards)...), guards); err != nil {
+				return err
 			}
 			res = dc.DoMulti(ctx, all...)
 			return nil
@@ -207,7 +201,229 @@ func (s *streams) doGroup(ctx context.Context, c rueidis.Client, cmds rueidis.Co
 		}
 		o.replid += "+" + to.replid // matches no primary: AwaitReplicas reports the change
 	}
+	o.addr = addr
 	return res[:n], o, nil
+}
+
+// doCluster runs all (n commands of one slot, then INFO and WAIT) on one
+// connection of a Cluster, after the guards, and returns the answers, those
+// of INFO and WAIT on the node of a followed redirection (redirect), how many
+// commands were redirected, and the node the next writes of the streams of
+// the commands go to ("" when not known).
+//
+// The connection is pinned: a redirection is returned by the node, and
+// followed here only where nothing acknowledged can be lost (redirect). The
+// commands are pinned too: rueidis recycles a command once answered, and a
+// redirected one is sent again.
+//
+// With pin (writes of Publish), the pipeline goes to the node that took the
+// last write of its streams (last), not to the node the client's slot map
+// names now: after a failover (CLUSTER FAILOVER TAKEOVER while the old
+// primary keeps running) the old primary answers MOVED without writing, and
+// the error wraps ErrPrimaryChanged, even when the client has already learnt
+// the new primary from other traffic (a node writing to another node's inbox
+// reads nothing on that shard, so nothing of its own breaks). When that node
+// is not known (after an error, a stream written once) or no longer in the
+// client's map, the pipeline goes to the node of the slot map, which must
+// first show (XRANGE <id> <id>) the entry this transport wrote last to each
+// of the streams, or the error wraps ErrPrimaryChanged and nothing is
+// written: a new primary may lack what the old one acknowledged, and the bus
+// must write that again before anything newer (a check answered with a
+// redirection leaves it to redirect, which follows one only to a node that
+// holds the entry). The same round trip locates
+// the node (CLUSTER MYID, CLUSTER SLOTS), so the check costs one round trip
+// per stream and change of primary, not one per write.
+func (s *streams) doCluster(ctx context.Context, c rueidis.Client, all rueidis.Commands, n int, guards []guard, last []written, pin, wait, ident bool) (res, tail []rueidis.RedisResult, redirected int, addr string, err error) {
+	for i := range n {
+		all[i] = all[i].Pin()
+	}
+	var own []written
+	var node rueidis.Client
+	if pin {
+		own = lastOf(all[:n], last)
+		if addr = pinnedAddr(own); addr != "" {
+			if node = c.Nodes()[addr]; node == nil {
+				addr = "" // gone from the cluster: located again below
+			}
+		}
+	}
+	locate := len(own) > 0 && node == nil
+	checks := guardCmds(guards)
+	if locate {
+		for _, w := range own {
+			checks = append(checks, c.B().Xrange().Key(w.key).Start(w.id).End(w.id).Build())
+		}
+		checks = append(checks, c.B().ClusterMyid().Build(), c.B().ClusterSlots().Build())
+	}
+	slot := all[0].Slot()
+	movedAway := false
+	run := func(dc rueidis.DedicatedClient) error {
+		if len(checks) > 0 {
+			got := dc.DoMulti(ctx, checks...)
+			if err := s.checkGuards(got[:len(guards)], guards); err != nil {
+				return err
+			}
+			if locate {
+				got = got[len(guards):]
+				for i, w := range own {
+					if redirection(got[i].Error()) != "" {
+						// The stream is on another node (a migration, a
+						// resharding, a stale map): so are the writes,
+						// which redirect follows only to a node that
+						// holds w.
+						movedAway = true
+						continue
+					}
+					if err := s.checkHeld(got[i], w, "is not on the primary serving now"); err != nil {
+						return err
+					}
+				}
+				addr = slotPrimary(got[len(own)], got[len(own)+1], slot)
+			}
+		}
+		res = dc.DoMulti(ctx, all...)
+		if len(guards) > 0 {
+			return nil // a redirection is refused (doGroup)
+		}
+		var to string
+		var err error
+		tail, redirected, to, err = s.redirect(ctx, c, dc, all, res, n, last, wait, ident)
+		if err == nil && movedAway && redirected == 0 {
+			// The slot came to this node between the check and the
+			// writes, which it took unchecked.
+			return fmt.Errorf("%w: slot %d changed primary while written", ErrPrimaryChanged, slot)
+		}
+		if to != "" {
+			addr = to
+		}
+		return err
+	}
+	if node != nil {
+		err = node.Dedicated(run)
+	} else {
+		err = c.Dedicated(run)
+	}
+	if err != nil {
+		return nil, nil, 0, "", err
+	}
+	return res, tail, redirected, addr, nil
+}
+
+// lastOf returns the entries of last written to the streams that the
+// commands of cmds write (XADD, XTRIM: the key is their first argument).
+func lastOf(cmds rueidis.Commands, last []written) []written {
+	var own []written
+	for _, cmd := range cmds {
+		args := cmd.Commands()
+		if len(args) < 2 {
+			continue
+		}
+		for _, w := range last {
+			if w.key == args[1] && !slices.ContainsFunc(own, func(x written) bool { return x.key == w.key }) {
+				own = append(own, w)
+			}
+		}
+	}
+	return own
+}
+
+// pinnedAddr returns the node that took the last writes of every stream of
+// own, "" when it is not known for one of them, they went to different
+// nodes, or own is empty.
+func pinnedAddr(own []written) string {
+	if len(own) == 0 {
+		return ""
+	}
+	addr := own[0].addr
+	for _, w := range own[1:] {
+		if w.addr != addr {
+			return ""
+		}
+	}
+	return addr
+}
+
+// slotPrimary returns the address of the node that answered myid (CLUSTER
+// MYID) and slots (CLUSTER SLOTS) when, by its own map, it serves slot; ""
+// otherwise, or when the map gives no address (the client then locates it
+// again at the next write). The address is built as rueidis builds the keys
+// of Nodes from the same reply.
+func slotPrimary(myid, slots rueidis.RedisResult, slot uint16) string {
+	id, err := myid.ToString()
+	if err != nil || id == "" {
+		return ""
+	}
+	ranges, err := slots.ToArray()
+	if err != nil {
+		return ""
+	}
+	for _, r := range ranges {
+		v, err := r.ToArray()
+		if err != nil || len(v) < 3 {
+			continue
+		}
+		from, err1 := v[0].AsInt64()
+		to, err2 := v[1].AsInt64()
+		if err1 != nil || err2 != nil || int64(slot) < from || int64(slot) > to {
+			continue
+		}
+		primary, err := v[2].ToArray()
+		if err != nil || len(primary) < 3 {
+			return ""
+		}
+		host, err1 := primary[0].ToString()
+		port, err2 := primary[1].AsInt64()
+		pid, err3 := primary[2].ToString()
+		if err1 != nil || err2 != nil || err3 != nil || pid != id || host == "" || host == "?" {
+			return ""
+		}
+		return net.JoinHostPort(host, strconv.FormatInt(port, 10))
+	}
+	return ""
+}
+
+// guardCmds returns the checks of guards.
+func guardCmds(guards []guard) rueidis.Commands {
+	cmds := make(rueidis.Commands, len(guards), len(guards)+4)
+	for i, g := range guards {
+		cmds[i] = g.cmd
+	}
+	return cmds
+}
+
+// checkGuards checks the answers got to the checks of guards: each must show
+// the entry of its guard, or the error wraps ErrPrimaryChanged.
+func (s *streams) checkGuards(got []rueidis.RedisResult, guards []guard) error {
+	for i, g := range guards {
+		entries, err := got[i].AsXRange()
+		if merr := movedErr(err); merr != nil {
+			return merr
+		}
+		if err != nil {
+			return s.wrap("xrange", err)
+		}
+		if len(entries) == 0 || entries[0].FieldValues[frameField] != string(g.data) {
+			return fmt.Errorf("%w: partition %d: entry %s, written without replicas, is not on the primary serving now", ErrPrimaryChanged, g.p, g.id)
+		}
+	}
+	return nil
+}
+
+// checkHeld checks the answer r to XRANGE <id> <id> of w's stream: it must
+// show w, or the error wraps ErrPrimaryChanged (where telling which node
+// lacks it).
+func (s *streams) checkHeld(r rueidis.RedisResult, w written, where string) error {
+	entries, err := r.AsXRange()
+	if merr := movedErr(err); merr != nil {
+		return merr
+	}
+	if err != nil {
+		return s.wrap("xrange", err)
+	}
+	if len(entries) == 0 || entries[0].FieldValues[frameField] != string(w.data) {
+		return fmt.Errorf("%w: %s: entry %s, written last by this node, %s", ErrPrimaryChanged, w.key, w.id, where)
+	}
+	return nil
 }
 
 // outcome reads the answers to INFO replication (ident) and WAIT (wait) that
@@ -259,10 +475,12 @@ func (s *streams) outcome(res []rueidis.RedisResult, wait, ident bool) pipeOutco
 // The redirected commands, then INFO and WAIT again, go in one pipeline to
 // the node named by the redirection, on a connection of its own; redirect
 // writes their answers into res and returns those of INFO and WAIT (nil when
-// nothing was redirected) and how many of the n commands it redirected. A
-// second redirection, or a node the client does not know, is an error
-// wrapping ErrPrimaryChanged.
-func (s *streams) redirect(ctx context.Context, c rueidis.Client, dc rueidis.DedicatedClient, all rueidis.Commands, res []rueidis.RedisResult, n int, last []written, wait, ident bool) ([]rueidis.RedisResult, int, error) {
+// nothing was redirected), how many of the n commands it redirected and,
+// after a MOVED, the node that serves the slot now (the next writes go
+// there; after an ASK they still go to the source). A second redirection,
+// or a node the client does not know, is an error wrapping
+// ErrPrimaryChanged.
+func (s *streams) redirect(ctx context.Context, c rueidis.Client, dc rueidis.DedicatedClient, all rueidis.Commands, res []rueidis.RedisResult, n int, last []written, wait, ident bool) ([]rueidis.RedisResult, int, string, error) {
 	var redo []int
 	var addr, kind string
 	var first error
@@ -276,22 +494,22 @@ func (s *streams) redirect(ctx context.Context, c rueidis.Client, dc rueidis.Ded
 			first, addr, kind = r.Error(), a, k
 		}
 		if k != kind || a != addr {
-			return nil, 0, movedErr(first) // two targets: not a migration
+			return nil, 0, "", movedErr(first) // two targets: not a migration
 		}
 		redo = append(redo, i)
 	}
 	if first == nil {
-		return nil, 0, nil
+		return nil, 0, "", nil
 	}
 	if kind == "moved" && !movedWithData(ctx, c, dc, all[redo[0]].Slot()) {
-		return nil, 0, movedErr(first)
+		return nil, 0, "", movedErr(first)
 	}
 	node, ok := c.Nodes()[addr]
 	if !ok {
-		return nil, 0, movedErr(first)
+		return nil, 0, "", movedErr(first)
 	}
 	if err := s.holdsLast(ctx, c, node, all, redo, last, kind == "ask"); err != nil {
-		return nil, 0, err
+		return nil, 0, "", err
 	}
 	cmds := make(rueidis.Commands, 0, 2*len(redo)+len(all)-n)
 	for _, i := range redo {
@@ -313,17 +531,17 @@ func (s *streams) redirect(ctx context.Context, c rueidis.Client, dc rueidis.Ded
 			j++ // OK of ASKING
 		}
 		if err := movedErr(got[j].Error()); err != nil {
-			return nil, 0, err
+			return nil, 0, "", err
 		}
 		res[i] = got[j]
 		j++
 	}
 	if kind == "ask" {
 		s.st.askFollowed.Add(uint64(len(redo)))
-	} else {
-		s.st.movedFollowed.Add(uint64(len(redo)))
+		return got[j:], len(redo), "", nil
 	}
-	return got[j:], len(redo), nil
+	s.st.movedFollowed.Add(uint64(len(redo)))
+	return got[j:], len(redo), addr, nil
 }
 
 // holdsLast checks that node, named by a redirection of the commands of all
@@ -363,17 +581,10 @@ func (s *streams) holdsLast(ctx context.Context, c rueidis.Client, node rueidis.
 		if ask {
 			j++ // OK of ASKING
 		}
-		entries, err := got[j].AsXRange()
+		if err := s.checkHeld(got[j], w, "is not on the node the slot was redirected to"); err != nil {
+			return err
+		}
 		j++
-		if merr := movedErr(err); merr != nil {
-			return merr
-		}
-		if err != nil {
-			return s.wrap("xrange", err)
-		}
-		if len(entries) == 0 || entries[0].FieldValues[frameField] != string(w.data) {
-			return fmt.Errorf("%w: %s: entry %s, written last by this node, is not on the node the slot was redirected to", ErrPrimaryChanged, w.key, w.id)
-		}
 	}
 	return nil
 }
@@ -499,15 +710,21 @@ func (s *streams) publishPipeline(ctx context.Context, c rueidis.Client, frames 
 		}
 		s.mu.Unlock()
 	}
-	res, out, err := s.run(ctx, c, cmds, guards, last, wait, ident)
+	res, out, err := s.run(ctx, c, cmds, guards, last, cluster, wait, ident)
 	if err != nil {
+		s.mu.Lock()
 		if errors.Is(err, ErrPrimaryChanged) {
 			// The bus writes every unconfirmed frame again, first.
-			s.mu.Lock()
 			clear(s.pend)
 			clear(s.last)
-			s.mu.Unlock()
+		} else {
+			// The node may be gone, or another may serve the slot when it
+			// answers again: the next write checks the node it goes to.
+			for _, f := range frames {
+				s.last[f.Partition].addr = ""
+			}
 		}
+		s.mu.Unlock()
 		return nil, nil, err
 	}
 	var errs []error
@@ -521,9 +738,13 @@ func (s *streams) publishPipeline(ctx context.Context, c rueidis.Client, frames 
 			if slices.Contains(seen, f.Partition) {
 				continue
 			}
+			seen = append(seen, f.Partition)
 			if id, err := res[i].ToString(); err == nil {
-				seen = append(seen, f.Partition)
-				s.last[f.Partition] = written{key: s.keys[f.Partition], id: id, data: bytes.Clone(f.Data)}
+				s.last[f.Partition] = written{key: s.keys[f.Partition], id: id, data: bytes.Clone(f.Data), addr: out[i].addr}
+			} else {
+				// Refused, or the connection failed: the next write
+				// checks the node it goes to (see the error case above).
+				s.last[f.Partition].addr = ""
 			}
 		}
 	}
@@ -579,7 +800,7 @@ func (s *streams) AwaitReplicas(ctx context.Context, partitions []int) error {
 		}
 		cmds = append(cmds, c.B().Set().Key(s.waitKeys[p]).Value("1").Build())
 	}
-	res, out, err := s.run(ctx, c, cmds, nil, nil, true, true)
+	res, out, err := s.run(ctx, c, cmds, nil, nil, false, true, true)
 	if err != nil {
 		return err
 	}
