@@ -193,6 +193,10 @@ func (c *Cluster) knownNodes(busHeard []string) []string {
 // broker link came back. When ctx is done it returns an error that wraps
 // ctx's and says what is missing.
 //
+// It also waits for the answer of every node heard by heartbeat to this
+// connection's hello, which names the live nodes that node hears (peers.go):
+// a node cut off from the broker is known second-hand, and routed to.
+//
 // Nodes the bus has heard but the cluster has not are not waited for (an
 // emitter process is one, and never announces): until their heartbeat
 // arrives they count as interested in everything (busHeard).
@@ -227,17 +231,27 @@ func (c *Cluster) routingMissing(now time.Time) string {
 		return "the bus has been connected for less than the heartbeat interval"
 	}
 	nodes := c.liveNodes()
+	since := time.Unix(0, c.route.connectedAt.Load())
 	c.route.mu.Lock()
 	defer c.route.mu.Unlock()
-	var unknown []string
+	var unknown, unreported []string
 	for _, id := range nodes {
 		if c.route.peers[id] == nil {
 			unknown = append(unknown, id)
+		}
+		// The answer to this connection's hello: the nodes id hears and
+		// this node may not (peers.go).
+		if at, ok := c.route.reported[id]; !ok || at.Before(since) {
+			unreported = append(unreported, id)
 		}
 	}
 	if len(unknown) > 0 {
 		slices.Sort(unknown)
 		return "the interest of " + strings.Join(unknown, ", ") + " is not known"
+	}
+	if len(unreported) > 0 {
+		slices.Sort(unreported)
+		return "the nodes heard by " + strings.Join(unreported, ", ") + " are not known"
 	}
 	return ""
 }

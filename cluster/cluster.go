@@ -416,6 +416,8 @@ func (c *Cluster) receive(bm bus.Message) {
 		c.answer(bm.Origin, m)
 	case kindInterest:
 		c.learnInterest(bm.Origin, m)
+	case kindPeers:
+		c.learnPeers(bm.Origin, m)
 	case kindInterestApplied:
 		if c.route != nil {
 			c.route.waiters.applied(bm.Origin, m.version)

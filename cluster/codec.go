@@ -45,7 +45,8 @@ const (
 	kindApplied         kind = 16 // direct: a reliable socket operation was applied
 	kindInterest        kind = 17 // direct: the rooms of a node's sockets (interest.go)
 	kindInterestApplied kind = 18 // direct: the interest version a node applied of the addressee (interest.go)
-	kindMax                  = kindInterestApplied
+	kindPeers           kind = 19 // direct: the interests a node holds of the other live nodes (peers.go)
+	kindMax                  = kindPeers
 	flagVolatile        byte = 1 << 0
 	flagNoCompress      byte = 1 << 1
 	flagCloseConn       byte = 1 << 2
@@ -60,7 +61,7 @@ func (k kind) String() string {
 	names := [...]string{"invalid", "broadcast", "add-sockets", "del-sockets", "disconnect",
 		"server-emit", "fetch-request", "fetch-response", "emit-request", "emit-response",
 		"ack-request", "ack-count", "ack-reply", "heartbeat", "goodbye", "unknown-namespace", "applied",
-		"interest", "interest-applied"}
+		"interest", "interest-applied", "peers"}
 	if int(k) < len(names) {
 		return names[k]
 	}
@@ -107,6 +108,7 @@ type message struct {
 
 	version  uint64        // interest: the announcement's version; interest-applied: the version applied
 	interest []nspInterest // interest: one entry per namespace of the node
+	peers    []peerReport  // peers: one entry per other live node whose interest the sender holds
 
 	// Where a reliable-plane message came from (set by receive, not encoded):
 	// the bus position, origin instance and seq.
@@ -216,6 +218,11 @@ func (m *message) encode(b []byte) []byte {
 		for i := range m.interest {
 			b = m.interest[i].encode(b)
 		}
+	case kindPeers:
+		b = binary.AppendUvarint(b, uint64(len(m.peers)))
+		for i := range m.peers {
+			b = m.peers[i].encode(b)
+		}
 	}
 	if m.kind.isRequest() {
 		b = binary.AppendUvarint(b, m.deadline)
@@ -248,6 +255,12 @@ func (m *message) size() int {
 	}
 	for i := range m.interest {
 		n += len(m.interest[i].nsp) + 5 + 1 + 2 + interestBuckets/8
+	}
+	for i := range m.peers {
+		n += len(m.peers[i].node) + 5 + 10 + 10 + 5
+		for j := range m.peers[i].interest {
+			n += len(m.peers[i].interest[j].nsp) + 5 + 1 + 2 + interestBuckets/8
+		}
 	}
 	return n + len(m.sid) + 5 + 10 + 5
 }
@@ -352,6 +365,8 @@ func decodeMessage(buf []byte) (*message, error) {
 				m.interest = append(m.interest, e)
 			}
 		}
+	case kindPeers:
+		m.peers = decodePeers(&r)
 	}
 	if m.kind.isRequest() && r.off < len(buf) {
 		// Absent in a request of a node of an earlier version (sent on the

@@ -41,10 +41,18 @@ func sampleMessages() []*message {
 		}},
 		{kind: kindInterest, flags: flagAnswer, version: 9, interest: []nspInterest{{nsp: "/", flags: interestSockets}}},
 		{kind: kindInterestApplied, version: 1<<63 + 5},
+		{kind: kindPeers, peers: []peerReport{
+			{node: "n2", version: 1 << 62, ago: 1500, interest: []nspInterest{
+				{nsp: "/", flags: interestSockets, rooms: bucketSet{1, 0, 1 << 63}},
+				{nsp: "/all", flags: interestAll},
+			}},
+			{node: "n3", version: 7},
+		}},
+		{kind: kindPeers},
 	}
 }
 
-var messageCmp = cmp.Options{cmp.AllowUnexported(message{}, nspInterest{}), cmpopts.EquateEmpty()}
+var messageCmp = cmp.Options{cmp.AllowUnexported(message{}, nspInterest{}, peerReport{}), cmpopts.EquateEmpty()}
 
 func TestCodecRoundTrip(t *testing.T) {
 	seen := make(map[kind]bool)
@@ -132,6 +140,9 @@ func FuzzDecodeMessage(f *testing.F) {
 	f.Add([]byte{codecVersion, byte(kindBroadcast), 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Add([]byte{codecVersion, byte(kindInterestApplied), flagAnswer, 0, 0x80})
 	f.Add([]byte{codecVersion, byte(kindInterestApplied), 0, 0, 1, 2})
+	f.Add([]byte{codecVersion, byte(kindPeers), 0, 0, 1, 0, 1, 0, 0})
+	f.Add([]byte{codecVersion, byte(kindPeers), 0, 0, 0xff, 0xff, 0x03})
+	f.Add([]byte{codecVersion, byte(kindPeers), 0, 0, 1, 1, 'n', 1, 0, 0xff, 0xff, 0x03})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := decodeMessage(b)
 		if err != nil {

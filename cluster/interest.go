@@ -292,12 +292,19 @@ type routeState struct {
 	heardAt  time.Time
 	heard    []string
 	busFirst map[string]time.Time
+
+	// reported is when each node last answered with the interests it holds
+	// of the others (peers.go); r.mu.
+	reported map[string]time.Time
 }
 
 // peerInterest is the last announcement of another node.
 type peerInterest struct {
 	version uint64
 	heard   time.Time
+	// relayed: taken from another node's report (peers.go), the node not
+	// heard first-hand since; heard is when the reporting node last heard it.
+	relayed bool
 	nsps    map[string]*nspInterest
 }
 
@@ -464,6 +471,7 @@ func (c *Cluster) applyInterest(from string, m *message) (uint64, bool) {
 	defer r.mu.Unlock()
 	if p := r.peers[from]; p != nil && m.version <= p.version {
 		p.heard = now
+		p.relayed = false
 		return p.version, true
 	}
 	p := &peerInterest{version: m.version, heard: now, nsps: make(map[string]*nspInterest, len(m.interest))}
@@ -519,11 +527,17 @@ func (r *routeState) connectedFor(now time.Time, d time.Duration) bool {
 func (r *routeState) expire(now time.Time, live map[string]bool, timeout time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.connectedFor(now, timeout) {
-		for id, p := range r.peers {
-			if !live[id] && now.Sub(p.heard) > timeout {
-				delete(r.peers, id)
-			}
+	// A second-hand entry ends NodeTimeout after the reporting node last
+	// heard the node, whatever this node's link (peers.go).
+	connected := r.connectedFor(now, timeout)
+	for id, p := range r.peers {
+		if !live[id] && (connected || p.relayed) && now.Sub(p.heard) > timeout {
+			delete(r.peers, id)
+		}
+	}
+	for id, at := range r.reported {
+		if !live[id] && now.Sub(at) > timeout {
+			delete(r.reported, id)
 		}
 	}
 	for k, g := range r.grace {

@@ -102,6 +102,7 @@ func (c *Cluster) heard(id string, m *message) {
 	if hello || !known {
 		c.control(id, &message{kind: kindHeartbeat})
 		c.answerInterest(id)
+		c.answerPeers(id)
 	}
 }
 
