@@ -195,7 +195,9 @@ func (c *Cluster) knownNodes(busHeard []string) []string {
 //
 // It also waits for the answer of every node heard by heartbeat to this
 // connection's hello, which names the live nodes that node hears (peers.go):
-// a node cut off from the broker is known second-hand, and routed to.
+// a node cut off from the broker is known second-hand, and routed to. That
+// wait ends once the bus has been connected for NodeTimeout (a node of an
+// earlier version never answers so).
 //
 // Nodes the bus has heard but the cluster has not are not waited for (an
 // emitter process is one, and never announces): until their heartbeat
@@ -232,6 +234,12 @@ func (c *Cluster) routingMissing(now time.Time) string {
 	}
 	nodes := c.liveNodes()
 	since := time.Unix(0, c.route.connectedAt.Load())
+	// Connected for NodeTimeout, this node has heard every node that the
+	// broker heard since: a node the others still hold alive but silent
+	// that long is forgotten by them too. A node of an earlier version,
+	// which does not answer with the nodes it hears, holds readiness back
+	// that long at most.
+	needReports := !c.route.connectedFor(now, c.opts.NodeTimeout)
 	c.route.mu.Lock()
 	defer c.route.mu.Unlock()
 	var unknown, unreported []string
@@ -241,7 +249,7 @@ func (c *Cluster) routingMissing(now time.Time) string {
 		}
 		// The answer to this connection's hello: the nodes id hears and
 		// this node may not (peers.go).
-		if at, ok := c.route.reported[id]; !ok || at.Before(since) {
+		if at, ok := c.route.reported[id]; needReports && (!ok || at.Before(since)) {
 			unreported = append(unreported, id)
 		}
 	}

@@ -78,9 +78,10 @@
 // socketsJoin counts at once on the node that sends it. Cluster.AwaitRouting
 // waits until every live node has applied this node's joins so far, and
 // Cluster.AwaitRoutingReady until a node that started or reconnected knows
-// every live node's interest (for a readiness check). Namespaces that
-// Options.Recoverable names keep cross-node connection state recovery and
-// are not routed; a routed namespace's adapter keeps no sessions.
+// every live node's interest, those it cannot hear itself included (for a
+// readiness check). Namespaces that Options.Recoverable names keep
+// cross-node connection state recovery and are not routed; a routed
+// namespace's adapter keeps no sessions.
 // docs/SCALING.md ("Interest routing") has the details and the costs.
 //
 // A process that is no server publishes into a cluster with package emitter.

@@ -44,7 +44,8 @@ import (
 // (graceFor), so that an emit that follows it in the program reaches them
 // before their own announcement does. AwaitRouting and AwaitRoutingReady
 // (await.go) wait until the other nodes have applied this node's interest,
-// and until this node knows theirs.
+// and until this node knows theirs. A node learns of the live nodes it cannot
+// hear itself (cut off from the broker) from the nodes it hears (peers.go).
 //
 // Which namespaces are routed is decided when the namespace's adapter is made,
 // and never changes while it lives: with InterestRouting on a bus with
