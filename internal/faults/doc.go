@@ -76,4 +76,19 @@
 // documented soak), -faults.rate the events per second per publisher (default
 // 100), -faults.long runs the soak (10 s outages at 200 events/s)
 // and -faults.logs prints the nodes' logs of passing scenarios too.
+//
+// Interest routing: -faults.routing runs every scenario with the nodes'
+// buses given redisbus.DefaultInboxes inbox partitions and their clusters
+// InterestRouting, so that the events travel on the inboxes of the nodes with
+// clients; the assertions are the same. A node's clients count as connected
+// once AwaitRouting("/") returned on it (every live node applied its
+// interest), also again after warm-up, and a publisher emits its first event
+// once AwaitRoutingReady returned on its node (it knows every live node's
+// interest): a node started while Redis is down starts emitting only after
+// it reached Redis and heard the others. The pub/sub scenarios run without
+// routing (that transport has no inboxes), and the Redis Cluster failovers
+// aim at the primary of the first node's inbox instead of the shared
+// partition of "/". The summary line says routing=on with the messages routed
+// and the inbox writes they took. The default run includes one routed
+// scenario: Redis killed and restarted with AOF, on streams.
 package faults

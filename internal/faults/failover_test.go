@@ -64,7 +64,7 @@ func TestClusterFailover(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*settle)
 	defer cancel()
-	key := redisbus.StreamKey(r.prefix, r.nodes[0].bus.PartitionOf("/"))
+	key := r.eventStream()
 	start := time.Now()
 	old, err := cs.KillPrimaryOf(ctx, key)
 	if err != nil {
@@ -168,7 +168,7 @@ func TestClusterLaggingFailover(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 4*settle)
 	defer cancel()
-	key := redisbus.StreamKey(r.prefix, r.nodes[0].bus.PartitionOf("/"))
+	key := r.eventStream()
 	primary, err := cs.PrimaryOfSlot(ctx, redistest.KeySlot(key))
 	if err != nil {
 		t.Fatal(err)

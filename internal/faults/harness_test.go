@@ -67,6 +67,10 @@ type options struct {
 	outbox       bus.OutboxConfig
 	retain       bus.RetainConfig
 	waitReplicas int
+	// routing opens the buses with redisbus.DefaultInboxes inbox partitions
+	// and the clusters with InterestRouting (-faults.routing). The pub/sub
+	// transport has no inboxes: its scenarios run without routing.
+	routing bool
 }
 
 // run is one scenario: its nodes, their clients and publishers.
@@ -91,6 +95,7 @@ func (r *run) phase(format string, args ...any) {
 // newRun starts an empty scenario; addNode adds its nodes.
 func newRun(t *testing.T, name string, opts options) *run {
 	t.Helper()
+	opts.routing = (opts.routing || *routingFlag) && opts.kind == redisbus.Streams
 	r := &run{t: t, name: name, opts: opts, prefix: "faults", logs: &logBuffer{}, outage: outage(), start: time.Now()}
 	r.log = slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	t.Cleanup(func() {
@@ -193,9 +198,14 @@ func (r *run) addNode(url string) *node {
 	}
 	n := &node{r: r, idx: idx, id: nodeID(idx), drops: make(map[bus.DropReason]uint64)}
 	logger := r.log
+	inboxes := 0
+	if r.opts.routing {
+		inboxes = redisbus.DefaultInboxes
+	}
 	o := redisbus.Options{
 		Kind:         r.opts.kind,
 		Prefix:       r.prefix,
+		Inboxes:      inboxes,
 		BlockTimeout: time.Second,
 		DialTimeout:  time.Second,
 		WriteTimeout: time.Second,
@@ -217,7 +227,7 @@ func (r *run) addNode(url string) *node {
 		t.Fatalf("redisbus.Open(%s): %v", url, err)
 	}
 	n.bus = b
-	c, err := cluster.New(b, &cluster.Options{Logger: logger, RequestTimeout: requestTimeout})
+	c, err := cluster.New(b, &cluster.Options{Logger: logger, RequestTimeout: requestTimeout, InterestRouting: r.opts.routing})
 	if err != nil {
 		t.Fatalf("cluster.New: %v", err)
 	}
@@ -301,7 +311,41 @@ func (n *node) dial() *client {
 		t.Fatalf("%s: dial: %v", n.id, err)
 	}
 	cl.c = c
+	n.awaitRouting(ctx, "client connected")
 	return cl
+}
+
+// awaitRouting returns once every live node applied n's interest in the
+// namespace "/" (its sockets) as it is now, so that an emit any node makes
+// afterwards is routed to n's clients: with interest routing a connection
+// counts cluster-wide only then, as a sharded subscription of
+// @socket.io/redis-adapter does once Redis confirmed it. It returns at once
+// without routing; a node that never reached Redis knows no node to wait for.
+func (n *node) awaitRouting(ctx context.Context, what string) {
+	t := n.r.t
+	t.Helper()
+	if !n.r.opts.routing {
+		return
+	}
+	if err := n.cl.AwaitRouting(ctx, "/"); err != nil {
+		t.Fatalf("%s: %s: routing not confirmed: %v", n.id, what, err)
+	}
+}
+
+// awaitRoutingReady returns once n knows the interest of every live node, so
+// that what it emits reaches every node with clients. It returns at once
+// without routing.
+func (n *node) awaitRoutingReady() {
+	t := n.r.t
+	t.Helper()
+	if !n.r.opts.routing {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), settle)
+	defer cancel()
+	if err := n.cl.AwaitRoutingReady(ctx); err != nil {
+		t.Fatalf("%s: %v", n.id, err)
+	}
 }
 
 func (cl *client) onEvent(e *sioclient.Event) {
@@ -393,6 +437,9 @@ func (n *node) startPublisher() {
 
 func (p *publisher) loop() {
 	defer close(p.done)
+	if !p.routingReady() {
+		return
+	}
 	tick := time.NewTicker(p.every)
 	defer tick.Stop()
 	for {
@@ -403,6 +450,39 @@ func (p *publisher) loop() {
 			p.emit()
 		}
 	}
+}
+
+// routingReady waits, with interest routing, until the node knows the
+// interest of every live node (AwaitRoutingReady) before the first event: a
+// node routes only to the nodes it knows. startPublishers waited already; a
+// node started while Redis is down starts emitting once it reached Redis and
+// heard the others. It returns false when the publisher was halted first.
+func (p *publisher) routingReady() bool {
+	if !p.n.r.opts.routing {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), settle)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	err := p.n.cl.AwaitRoutingReady(ctx)
+	select {
+	case <-p.stop:
+		return false
+	default:
+	}
+	if err != nil {
+		p.mu.Lock()
+		p.errs = append(p.errs, fmt.Errorf("before the first event: %w", err))
+		p.mu.Unlock()
+		return false
+	}
+	return true
 }
 
 func (p *publisher) emit() {
@@ -493,6 +573,14 @@ func (r *run) warmUp() {
 		}
 		return true
 	})
+	// With routing, a node's clients count once every node applied its
+	// interest: when they connected, some nodes may not have known the others
+	// yet.
+	for _, n := range nodes {
+		ctx, cancel := context.WithTimeout(context.Background(), settle)
+		n.awaitRouting(ctx, "warm-up")
+		cancel()
+	}
 	// Warm-up events go out again on every check: one may have been sent before
 	// a receiver's reading started.
 	testwait.Every(r.t, 100*time.Millisecond, settle, "warm-up events to reach every client", func() bool {
@@ -524,8 +612,18 @@ func (r *run) allWarm() bool {
 	return true
 }
 
-// startPublishers starts a publisher on every node that has none.
+// startPublishers starts a publisher on every node that has none, with
+// interest routing once every node knows the interest of every other.
 func (r *run) startPublishers() {
+	r.t.Helper()
+	for _, n := range r.nodes {
+		if n.pub == nil {
+			n.awaitRoutingReady()
+		}
+	}
+	if r.opts.routing {
+		r.phase("routing ready on every node")
+	}
 	for _, n := range r.nodes {
 		if n.pub == nil {
 			n.startPublisher()
@@ -895,8 +993,20 @@ func (r *run) report(exp expectation, res result) {
 	t.Helper()
 	s := res.stats
 	kind := r.opts.kind.String()
-	summary := fmt.Sprintf("SUMMARY scenario=%s transport=%s outage=%v nodes=%d clients=%d rate=%d/s sent=%d accepted=%d rejected=%d lost=%d dup=%d reordered=%d gap_msgs=%d gaps=%d drops(max_age/overflow/closed)=%d/%d/%d dup_dropped=%d replayed=%d reconnects=%d probe_failures=%d",
-		r.name, kind, r.outage, len(r.nodes), len(r.nodes)*clientsPerNode, rate(), res.sent, res.accepted, res.rejected,
+	routing := "off"
+	if r.opts.routing {
+		// Messages routed and inbox writes they took: proof that the events
+		// went through the inboxes.
+		var routed, writes uint64
+		for _, n := range r.nodes {
+			cs := n.cl.Stats()
+			routed += cs.RoutedMessages
+			writes += cs.InboxWrites
+		}
+		routing = fmt.Sprintf("on(routed=%d,inbox_writes=%d)", routed, writes)
+	}
+	summary := fmt.Sprintf("SUMMARY scenario=%s transport=%s routing=%s outage=%v nodes=%d clients=%d rate=%d/s sent=%d accepted=%d rejected=%d lost=%d dup=%d reordered=%d gap_msgs=%d gaps=%d drops(max_age/overflow/closed)=%d/%d/%d dup_dropped=%d replayed=%d reconnects=%d probe_failures=%d",
+		r.name, kind, routing, r.outage, len(r.nodes), len(r.nodes)*clientsPerNode, rate(), res.sent, res.accepted, res.rejected,
 		res.lost, res.dup, res.reordered, res.gapMsgs, res.gaps,
 		s.DroppedMaxAge, s.DroppedOverflow, s.DroppedClosed, s.Duplicates, s.Replayed, s.Reconnects, s.ProbeFailures)
 	if res.lostBefore > 0 {
@@ -976,4 +1086,16 @@ func (r *run) checkWindow(what string, from, to [maxNodes]uint64) {
 			}
 		}
 	}
+}
+
+// eventStream is the stream the events of the nodes travel on, for a fault
+// aimed at it: the partition of the namespace "/", or with interest routing
+// the inbox of the first node, which carries the events of the others to it
+// (the harness's buses have the default shared partitions).
+func (r *run) eventStream() string {
+	n := r.nodes[0]
+	if !r.opts.routing {
+		return redisbus.StreamKey(r.prefix, n.bus.PartitionOf("/"))
+	}
+	return redisbus.InboxKey(r.prefix, n.bus.InboxOf(n.id)-redisbus.DefaultStreamPartitions)
 }

@@ -9,10 +9,11 @@ import (
 )
 
 var (
-	outageFlag = flag.Duration("faults.outage", 2500*time.Millisecond, "length of each outage")
-	rateFlag   = flag.Int("faults.rate", 100, "events per second of each publisher")
-	longFlag   = flag.Bool("faults.long", false, "soak: 10s outages at 200 events/s per publisher")
-	logsFlag   = flag.Bool("faults.logs", false, "print the nodes' logs of passing scenarios too")
+	outageFlag  = flag.Duration("faults.outage", 2500*time.Millisecond, "length of each outage")
+	rateFlag    = flag.Int("faults.rate", 100, "events per second of each publisher")
+	longFlag    = flag.Bool("faults.long", false, "soak: 10s outages at 200 events/s per publisher")
+	logsFlag    = flag.Bool("faults.logs", false, "print the nodes' logs of passing scenarios too")
+	routingFlag = flag.Bool("faults.routing", false, "run every scenario with interest routing (inbox partitions, cluster InterestRouting)")
 )
 
 // outage is the length of every outage of a run.

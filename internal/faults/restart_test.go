@@ -31,12 +31,24 @@ func killRedis(t *testing.T, srv *redistest.Server) {
 // the same port after the outage, with AOF (appendfsync always). On streams
 // nothing is lost; on pub/sub what the broker could not deliver while
 // subscriptions were down is reported as gaps, every message of it. Cross-node
-// requests made during the outage fail fast.
+// requests made during the outage fail fast. The default run also runs it on
+// streams with interest routing (the events travel on the nodes' inboxes);
+// -faults.routing runs every scenario so.
 func TestRedisKilledAndRestartedWithAOF(t *testing.T) {
-	for _, kind := range []redisbus.Kind{redisbus.Streams, redisbus.PubSub} {
-		t.Run(kind.String(), func(t *testing.T) {
+	type variant struct {
+		name    string
+		kind    redisbus.Kind
+		routing bool
+	}
+	variants := []variant{{"streams", redisbus.Streams, false}, {"pubsub", redisbus.PubSub, false}}
+	if !*routingFlag {
+		variants = append(variants, variant{"streams+routing", redisbus.Streams, true})
+	}
+	for _, v := range variants {
+		kind := v.kind
+		t.Run(v.name, func(t *testing.T) {
 			srv := redistest.Standalone(t, redistest.WithAOF())
-			r := newRun(t, "kill-restart-aof", options{kind: kind})
+			r := newRun(t, "kill-restart-aof", options{kind: kind, routing: v.routing})
 			r.addNodes(srv.URL(), srv.URL(), srv.URL())
 			r.warmUp()
 			r.startPublishers()
