@@ -569,3 +569,52 @@ func TestMemoryHubInboxes(t *testing.T) {
 		t.Fatalf("FindSurvivor on an inbox = %d, %v", i, err)
 	}
 }
+
+// TestPublishToNodesAllOrNone: a payload for several nodes is accepted into
+// the outbox once per distinct inbox, all or none: when the outbox cannot
+// take every copy (RejectNew), no copy is accepted and the refusal counts
+// once.
+func TestPublishToNodesAllOrNone(t *testing.T) {
+	hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: 1, Inboxes: 64})
+	hub.setDown(true) // nothing leaves the outbox
+	b := newBus(t, hub, Config{NodeID: "a", ProbeInterval: -1,
+		Outbox: OutboxConfig{MaxMessages: 5, Overflow: RejectNew}})
+	// Three nodes with inboxes of their own, and one sharing x's.
+	var ids []string
+	inboxes := map[int]string{}
+	mate := ""
+	for i := 0; len(ids) < 3 || mate == ""; i++ {
+		id := fmt.Sprintf("n%d", i)
+		p := b.InboxOf(id)
+		switch other, ok := inboxes[p]; {
+		case !ok && len(ids) < 3:
+			inboxes[p] = id
+			ids = append(ids, id)
+		case ok && other == ids[0] && mate == "":
+			mate = id
+		}
+	}
+	ctx := t.Context()
+	if err := b.PublishToNodes(ctx, append(slices.Clone(ids), mate), []byte("first")); err != nil {
+		t.Fatalf("first: %v", err)
+	}
+	if n := b.Status().OutboxLen; n != 3 {
+		t.Fatalf("outbox holds %d after a payload for 3 inboxes (one node shares one), want 3", n)
+	}
+	if err := b.PublishToNodes(ctx, ids, []byte("second")); !errors.Is(err, ErrOutboxFull) {
+		t.Fatalf("second: %v, want ErrOutboxFull (3 more copies do not fit in 5)", err)
+	}
+	if n, rej := b.Status().OutboxLen, b.Stats().Rejected; n != 3 || rej != 1 {
+		t.Fatalf("after the refusal: outbox %d, rejected %d; want 3 and 1 (no copy accepted, one refusal)", n, rej)
+	}
+	if err := b.PublishToNodes(ctx, ids[:2], []byte("third")); err != nil {
+		t.Fatalf("third (2 copies, room for 2): %v", err)
+	}
+	if n := b.Status().OutboxLen; n != 5 {
+		t.Fatalf("outbox holds %d, want 5", n)
+	}
+	if err := b.PublishToNodes(ctx, nil, []byte("none")); err != nil {
+		t.Fatalf("no node: %v", err)
+	}
+	hub.setDown(false) // the outbox drains before Close
+}

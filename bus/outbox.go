@@ -184,15 +184,33 @@ func (o *outbox) fitsLocked(size int) bool {
 // fills expired and overflow with what it dropped to make room. With a disk
 // outbox it also returns the position of the entry's record there.
 func (o *outbox) add(partition int, data []byte, seqAt int, now time.Time, expired, overflow *dropAcc) (pos, seq uint64, err error) {
+	var (
+		seqs  [1]uint64
+		parts = [1]int{partition}
+		datas = [1][]byte{data}
+		ats   = [1]int{seqAt}
+	)
+	pos, err = o.addAll(parts[:], datas[:], ats[:], seqs[:], now, expired, overflow)
+	return pos, seqs[0], err
+}
+
+// addAll is add of several envelopes, all or none: it returns ErrOutboxFull
+// (or ErrClosed) without accepting any when they do not fit together. seqs
+// gets the sequence number of each; pos is the disk position of the last.
+func (o *outbox) addAll(partitions []int, datas [][]byte, seqAts []int, seqs []uint64, now time.Time, expired, overflow *dropAcc) (pos uint64, err error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {
-		return 0, 0, ErrClosed
+		return 0, ErrClosed
 	}
 	o.expireLocked(now, expired)
-	for !o.fitsLocked(len(data)) {
+	size := 0
+	for _, d := range datas {
+		size += len(d)
+	}
+	for !o.fitsAllLocked(len(datas), size) {
 		if !o.dropOldest || o.n == 0 {
-			return 0, 0, ErrOutboxFull
+			return 0, ErrOutboxFull
 		}
 		e := o.popLocked()
 		overflow.add(&e)
@@ -201,21 +219,32 @@ func (o *outbox) add(partition int, data []byte, seqAt int, now time.Time, expir
 	}
 	o.advanceDiskLocked()
 	o.settleLocked()
-	seq = o.seqs[partition] + 1
-	binary.BigEndian.PutUint64(data[seqAt:], seq)
-	if o.disk != nil {
-		if pos, err = o.disk.append(data); err != nil {
-			return 0, 0, fmt.Errorf("%w: %w", ErrDisk, err)
+	for i, partition := range partitions {
+		data := datas[i]
+		seq := o.seqs[partition] + 1
+		binary.BigEndian.PutUint64(data[seqAts[i]:], seq)
+		if o.disk != nil {
+			if pos, err = o.disk.append(data); err != nil {
+				return 0, fmt.Errorf("%w: %w", ErrDisk, err)
+			}
 		}
+		o.seqs[partition] = seq
+		if seq == 1 {
+			o.firstAt[partition] = now.UnixNano()
+		}
+		o.pushLocked(outEntry{id: o.nextID, seq: seq, partition: partition, data: data, accepted: now})
+		o.nextID++
+		o.c.accepted.Add(1)
+		seqs[i] = seq
 	}
-	o.seqs[partition] = seq
-	if seq == 1 {
-		o.firstAt[partition] = now.UnixNano()
-	}
-	o.pushLocked(outEntry{id: o.nextID, seq: seq, partition: partition, data: data, accepted: now})
-	o.nextID++
-	o.c.accepted.Add(1)
-	return pos, seq, nil
+	return pos, nil
+}
+
+// fitsAllLocked reports whether n entries of size bytes in all fit within the
+// bounds.
+func (o *outbox) fitsAllLocked(n, size int) bool {
+	return (o.maxMessages < 0 || o.n+n <= o.maxMessages) &&
+		(o.maxBytes < 0 || o.bytes+int64(size) <= o.maxBytes)
 }
 
 // load puts entries of an earlier process (the disk outbox) at the end of the

@@ -328,6 +328,28 @@ func (r *Reliable) PublishTo(ctx context.Context, node string, payload []byte) e
 	return err
 }
 
+// PublishToNodes is PublishTo of one payload to several nodes, all or none:
+// it writes it once to each distinct inbox of nodes, and returns
+// ErrOutboxFull (RejectNew) without accepting it anywhere when the outbox
+// cannot take every copy; a refusal counts once (Stats.Rejected). Under
+// DropOldest, older messages are dropped until every copy fits.
+func (r *Reliable) PublishToNodes(ctx context.Context, nodes []string, payload []byte) error {
+	if r.inboxes == 0 {
+		return ErrNoInboxes
+	}
+	parts := make([]int, 0, len(nodes))
+	for _, n := range nodes {
+		if p := r.InboxOf(n); !slices.Contains(parts, p) {
+			parts = append(parts, p)
+		}
+	}
+	if len(parts) == 0 {
+		return ctx.Err()
+	}
+	_, err := r.publishOnAll(ctx, parts, payload)
+	return err
+}
+
 func partitionOf(key string, partitions int) int {
 	const offset32, prime32 = 2166136261, 16777619
 	h := uint32(offset32)
@@ -353,25 +375,44 @@ func (r *Reliable) publish(ctx context.Context, key string, payload []byte) (uin
 
 // publishOn accepts payload into the outbox for partition p.
 func (r *Reliable) publishOn(ctx context.Context, p int, payload []byte) (uint64, error) {
+	return r.publishOnAll(ctx, []int{p}, payload)
+}
+
+// publishOnAll accepts payload into the outbox once for each of parts, all or
+// none, and returns the seq of the last.
+func (r *Reliable) publishOnAll(ctx context.Context, parts []int, payload []byte) (uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	seqAt := len(r.prefix) + uvarintLen(uint64(p))
-	size := seqAt + 16 + len(payload)
-	if r.cfg.Outbox.MaxBytes > 0 && int64(size) > r.cfg.Outbox.MaxBytes {
-		r.c.rejected.Add(1)
-		return 0, fmt.Errorf("%w: %d bytes, outbox holds %d", ErrTooLarge, size, r.cfg.Outbox.MaxBytes)
-	}
 	now := time.Now()
-	data := make([]byte, 0, size)
-	data = append(data, r.prefix...)
-	data = binary.AppendUvarint(data, uint64(p))
-	data = binary.BigEndian.AppendUint64(data, 0) // seq, set by the outbox
-	data = binary.BigEndian.AppendUint64(data, uint64(now.UnixNano()))
-	data = append(data, payload...)
-
+	var (
+		// One partition (every Publish) without allocations of their own.
+		datas1  [1][]byte
+		seqAts1 [1]int
+		seqs1   [1]uint64
+	)
+	datas, seqAts, seqs := datas1[:], seqAts1[:], seqs1[:]
+	if len(parts) > 1 {
+		datas, seqAts, seqs = make([][]byte, len(parts)), make([]int, len(parts)), make([]uint64, len(parts))
+	}
+	for i, p := range parts {
+		seqAt := len(r.prefix) + uvarintLen(uint64(p))
+		size := seqAt + 16 + len(payload)
+		if r.cfg.Outbox.MaxBytes > 0 && int64(size) > r.cfg.Outbox.MaxBytes {
+			r.c.rejected.Add(1)
+			return 0, fmt.Errorf("%w: %d bytes, outbox holds %d", ErrTooLarge, size, r.cfg.Outbox.MaxBytes)
+		}
+		data := make([]byte, 0, size)
+		data = append(data, r.prefix...)
+		data = binary.AppendUvarint(data, uint64(p))
+		data = binary.BigEndian.AppendUint64(data, 0) // seq, set by the outbox
+		data = binary.BigEndian.AppendUint64(data, uint64(now.UnixNano()))
+		data = append(data, payload...)
+		datas[i], seqAts[i] = data, seqAt
+	}
 	var expired, overflow dropAcc
-	pos, seq, err := r.ob.add(p, data, seqAt, now, &expired, &overflow)
+	pos, err := r.ob.addAll(parts, datas, seqAts, seqs, now, &expired, &overflow)
+	seq := seqs[len(seqs)-1]
 	r.reportDrop(DropMaxAge, &expired)
 	r.reportDrop(DropOverflow, &overflow)
 	if err != nil {
