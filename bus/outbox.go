@@ -173,30 +173,12 @@ func (o *outbox) expireLocked(now time.Time, acc *dropAcc) {
 	o.settleLocked()
 }
 
-// fitsLocked reports whether an entry of size bytes fits within the bounds.
-func (o *outbox) fitsLocked(size int) bool {
-	return (o.maxMessages < 0 || o.n < o.maxMessages) &&
-		(o.maxBytes < 0 || o.bytes+int64(size) <= o.maxBytes)
-}
-
-// add accepts an encoded data envelope whose seq field is at seqAt, assigning its
-// sequence number. It returns ErrOutboxFull, ErrClosed or an ErrDisk error, and
-// fills expired and overflow with what it dropped to make room. With a disk
-// outbox it also returns the position of the entry's record there.
-func (o *outbox) add(partition int, data []byte, seqAt int, now time.Time, expired, overflow *dropAcc) (pos, seq uint64, err error) {
-	var (
-		seqs  [1]uint64
-		parts = [1]int{partition}
-		datas = [1][]byte{data}
-		ats   = [1]int{seqAt}
-	)
-	pos, err = o.addAll(parts[:], datas[:], ats[:], seqs[:], now, expired, overflow)
-	return pos, seqs[0], err
-}
-
-// addAll is add of several envelopes, all or none: it returns ErrOutboxFull
-// (or ErrClosed) without accepting any when they do not fit together. seqs
-// gets the sequence number of each; pos is the disk position of the last.
+// addAll accepts encoded data envelopes, each on its partition with its seq
+// field at seqAts[i], assigning their sequence numbers (seqs), all or none: it
+// returns ErrOutboxFull (or ErrClosed) without accepting any when they do not
+// fit together, and an ErrDisk error. It fills expired and overflow with what
+// it dropped to make room. With a disk outbox it also returns the position of
+// the last one's record there.
 func (o *outbox) addAll(partitions []int, datas [][]byte, seqAts []int, seqs []uint64, now time.Time, expired, overflow *dropAcc) (pos uint64, err error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
