@@ -19,8 +19,9 @@ import (
 // node's announcement reached it misses the socket. AwaitRouting closes that
 // window for a program that needs it: it announces the current interest
 // flagged answer-me (flagAnswer) to every node, and each node, having applied
-// it, answers on the direct plane with the version it now holds of this node
-// (kindInterestApplied). The wait ends when every live node answered with a
+// it, answers on the direct plane with the version it now holds of this node's
+// bus instance, naming it (kindInterestApplied: another process under this
+// node's id reads the answer too). The wait ends when every live node answered with a
 // version at least the announced one. The direct plane is best-effort: the
 // announcement is sent again, at growing intervals, to whoever has not
 // answered. A node that goes away (goodbye, or no longer heard by the cluster

@@ -415,11 +415,13 @@ func (c *Cluster) receive(bm bus.Message) {
 	case kindFetchResponse, kindEmitResponse, kindAckCount, kindAckReply, kindUnknownNsp, kindApplied:
 		c.answer(bm.Origin, m)
 	case kindInterest:
-		c.learnInterest(bm.Origin, m)
+		c.learnInterest(bm.Origin, bm.Instance, m)
 	case kindPeers:
 		c.learnPeers(bm.Origin, m)
 	case kindInterestApplied:
-		if c.route != nil {
+		// An answer to another process under this node's id (its
+		// versions are not comparable) is not one to this process.
+		if c.route != nil && (m.instance == 0 || m.instance == c.route.bus.Instance()) {
 			c.route.waiters.applied(bm.Origin, m.version)
 		}
 	case kindHeartbeat:
