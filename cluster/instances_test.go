@@ -155,3 +155,31 @@ func TestRoutingAppliedAnswerOfOtherInstance(t *testing.T) {
 		t.Errorf("an answer without instance (a node of an earlier version) did not count")
 	}
 }
+
+// Each room a socketsJoin grants has its own end: a later socketsJoin to the
+// same node for another room does not extend it, and expire drops it.
+func TestRoutingGracePerRoom(t *testing.T) {
+	r := newRouteState(nil)
+	c := &Cluster{opts: Options{NodeTimeout: time.Second}, nodes: map[string]time.Time{}, route: r}
+	t0 := time.Now()
+	r.peers["b"] = &peerNode{insts: map[uint64]*peerInterest{1: {version: 1, heard: t0, nsps: map[string]*nspInterest{"/": {nsp: "/", flags: interestSockets}}}}}
+	r.markGrace([]string{"b"}, "/", []string{"old"}, t0.Add(time.Second))
+	r.markGrace([]string{"b"}, "/", []string{"new"}, t0.Add(1900*time.Millisecond))
+	later := t0.Add(1500 * time.Millisecond) // the grace of old is over, that of new not
+	r.mu.Lock()
+	if r.interestedLocked(c, "b", "/", []string{"old"}, later) {
+		t.Errorf("room old, granted until t0+1s, still routed at t0+1.5s")
+	}
+	if !r.interestedLocked(c, "b", "/", []string{"new"}, later) {
+		t.Errorf("room new, granted until t0+1.9s, not routed at t0+1.5s")
+	}
+	r.mu.Unlock()
+	r.expire(later, map[string]bool{"b": true}, time.Hour)
+	if g := r.grace[graceKey{"b", "/"}]; g == nil || len(g.rooms) != 1 {
+		t.Errorf("grace after expire at t0+1.5s: %v, want the bucket of new only", g)
+	}
+	r.expire(t0.Add(2*time.Second), map[string]bool{"b": true}, time.Hour)
+	if g := r.grace[graceKey{"b", "/"}]; g != nil {
+		t.Errorf("grace after every room's end: %v, want none", g)
+	}
+}

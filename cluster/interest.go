@@ -339,10 +339,18 @@ type peerInterest struct {
 
 type graceKey struct{ node, nsp string }
 
-// graceEntry is the rooms a socketsJoin of this node made node interested in.
+// graceEntry is the rooms a socketsJoin of this node made node interested in:
+// each bucket until its own end, so that a later socketsJoin to other rooms
+// does not keep an earlier one's rooms routed.
 type graceEntry struct {
-	rooms bucketSet
-	until time.Time
+	rooms map[int]time.Time // bucket: end of its grace
+	until time.Time         // the latest end of a bucket
+}
+
+// has reports whether bucket b is granted at now.
+func (g *graceEntry) has(b int, now time.Time) bool {
+	until, ok := g.rooms[b]
+	return ok && !now.After(until)
 }
 
 func newRouteState(b routingBus) *routeState {
@@ -586,6 +594,12 @@ func (r *routeState) expire(now time.Time, live map[string]bool, timeout time.Du
 	for k, g := range r.grace {
 		if now.After(g.until) {
 			delete(r.grace, k)
+			continue
+		}
+		for b, until := range g.rooms {
+			if now.After(until) {
+				delete(g.rooms, b)
+			}
 		}
 	}
 }
@@ -603,11 +617,14 @@ func (r *routeState) markGrace(nodes []string, nsp string, rooms []string, until
 		k := graceKey{id, nsp}
 		g := r.grace[k]
 		if g == nil {
-			g = &graceEntry{}
+			g = &graceEntry{rooms: make(map[int]time.Time, len(rooms))}
 			r.grace[k] = g
 		}
 		for _, room := range rooms {
-			g.rooms.set(roomBucket(room))
+			b := roomBucket(room)
+			if until.After(g.rooms[b]) {
+				g.rooms[b] = until
+			}
 		}
 		if until.After(g.until) {
 			g.until = until
@@ -656,7 +673,7 @@ func (r *routeState) interestedLocked(c *Cluster, id, nsp string, rooms []string
 		g = nil
 	}
 	for _, p := range n.insts {
-		if r.instInterested(c, p.nsps[nsp], g, rooms) {
+		if r.instInterested(c, p.nsps[nsp], g, rooms, now) {
 			return true
 		}
 	}
@@ -665,8 +682,8 @@ func (r *routeState) interestedLocked(c *Cluster, id, nsp string, rooms []string
 
 // instInterested reports whether an instance of interest in (nil: it does
 // not serve the namespace) with grace g (or nil) is interested in a message
-// to rooms.
-func (r *routeState) instInterested(c *Cluster, in *nspInterest, g *graceEntry, rooms []string) bool {
+// to rooms at now.
+func (r *routeState) instInterested(c *Cluster, in *nspInterest, g *graceEntry, rooms []string, now time.Time) bool {
 	if in == nil && g == nil {
 		return false // the node does not serve the namespace
 	}
@@ -685,7 +702,7 @@ func (r *routeState) instInterested(c *Cluster, in *nspInterest, g *graceEntry, 
 			continue
 		}
 		b := roomBucket(room)
-		if (in != nil && in.rooms.has(b)) || (g != nil && g.rooms.has(b)) {
+		if (in != nil && in.rooms.has(b)) || (g != nil && g.has(b, now)) {
 			return true
 		}
 	}
