@@ -286,7 +286,9 @@ func (c *Cluster) busHeard(now time.Time) []string {
 	if !r.heardAt.IsZero() && now.Sub(r.heardAt) <= heardTTL {
 		return r.heard
 	}
-	nodes := c.bus.Status().Nodes
+	st := c.bus.Status()
+	nodes := st.Nodes
+	r.conflict = st.NodeIDConflict
 	first := make(map[string]time.Time, len(nodes))
 	connected := r.connectedAt.Load()
 	r.heard = r.heard[:0:0]

@@ -183,3 +183,35 @@ func TestRoutingGracePerRoom(t *testing.T) {
 		t.Errorf("grace after every room's end: %v, want none", g)
 	}
 }
+
+// The goodbye of one of two processes under one node id leaves the node alive
+// and routed to for what the other process wants; the goodbye of the last
+// one makes it leave.
+func TestRoutingGoodbyeOfOneProcess(t *testing.T) {
+	hub := bus.NewMemoryHubConfig(routedHubConfig)
+	cs := startNodes(t, 1, routingOptions(), func(id string) bus.Bus { return reliableBus(t, hub.Transport(), id) })
+	c := cs[0]
+	from := func(inst uint64, m *message) {
+		c.receive(bus.Message{Origin: "dup", Instance: inst, Payload: m.marshal()})
+	}
+	for inst, room := range map[uint64]string{1: "a", 2: "b"} {
+		in := nspInterest{nsp: "/", flags: interestSockets}
+		in.rooms.set(roomBucket(room))
+		from(inst, &message{kind: kindHeartbeat})
+		from(inst, &message{kind: kindInterest, version: 5, interest: []nspInterest{in}})
+	}
+	from(1, &message{kind: kindGoodbye})
+	if !slices.Contains(c.liveNodes(), "dup") {
+		t.Fatalf("the goodbye of one of dup's two processes made dup leave")
+	}
+	if !slices.Contains(c.routeTargets("/", []string{"b"}, false), "dup") {
+		t.Errorf("room b of dup's remaining process is not routed to")
+	}
+	if slices.Contains(c.routeTargets("/", []string{"a"}, false), "dup") {
+		t.Errorf("room a of dup's process that left is still routed to")
+	}
+	from(2, &message{kind: kindGoodbye})
+	if slices.Contains(c.liveNodes(), "dup") || slices.Contains(c.routeTargets("/", nil, true), "dup") {
+		t.Errorf("dup is still live or routed to after the goodbye of its last process")
+	}
+}

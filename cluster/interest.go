@@ -296,6 +296,9 @@ type routeState struct {
 	heardAt  time.Time
 	heard    []string
 	busFirst map[string]time.Time
+	// conflict: another process uses this node's id (bus.Status
+	// NodeIDConflict), as of heardAt.
+	conflict bool
 
 	// reported is when each node last answered with the interests it holds
 	// of the others (peers.go); r.mu.
@@ -657,6 +660,16 @@ func (c *Cluster) routeTargets(nsp string, rooms []string, every bool) []string 
 		if !isLive[id] && (every || r.interestedLocked(c, id, nsp, rooms, now)) {
 			out = append(out, id)
 		}
+	}
+	r.heardMu.Lock()
+	conflict := r.conflict
+	r.heardMu.Unlock()
+	if conflict {
+		// Another process under this node's id (a misconfiguration the bus
+		// reports) reads this node's inbox, and gets this node's messages
+		// there as another node's: its interest is not known (this node
+		// drops what comes from its own id), so it gets everything.
+		out = append(out, c.id)
 	}
 	return out
 }
