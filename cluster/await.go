@@ -19,12 +19,13 @@ import (
 // node's announcement reached it misses the socket. AwaitRouting closes that
 // window for a program that needs it: it announces the current interest
 // flagged answer-me (flagAnswer) to every node, and each node, having applied
-// it, answers on the direct plane with the version it now holds of this node
-// (kindInterestApplied). The wait ends when every live node answered with a
-// version at least the announced one. The direct plane is best-effort: the
+// it, answers on the direct plane with the version it now holds of this node's
+// bus instance, naming it (kindInterestApplied: another process under this
+// node's id reads the answer too). The wait ends when every live node
+// answered with a version at least the announced one. The direct plane is best-effort: the
 // announcement is sent again, at growing intervals, to whoever has not
-// answered. A node that goes away (goodbye, or no longer heard by the cluster
-// or the bus) stops counting.
+// answered. Only the nodes heard by heartbeat are waited for; a node that goes
+// away (goodbye, or no longer heard) stops counting.
 //
 // A node that starts, or whose broker link comes back, routes only to the
 // nodes it has heard of: AwaitRoutingReady waits until it knows the interest
@@ -100,8 +101,10 @@ func (rw *routingWaiter) signal() {
 // interest in namespace nsp as it is at the call (every Join made before it
 // included): an emit any node makes after it returns reaches this node's
 // sockets in the rooms they are in. It returns nil at once when interest
-// routing is off or nsp is not routed. A node that goes away while awaited
-// (goodbye, or no longer heard) stops counting. It returns when ctx is done
+// routing is off or nsp is not routed. The live nodes are those heard by
+// heartbeat: a node only the bus has heard (an emitter process, or a node
+// whose heartbeat has not arrived yet) is not waited for. A node that goes
+// away while awaited (goodbye, or no longer heard) stops counting. It returns when ctx is done
 // with an error that wraps ctx's and names the nodes that did not answer.
 //
 // The nodes answer only from this version on: a node of an earlier version
@@ -147,9 +150,13 @@ func (c *Cluster) AwaitRouting(ctx context.Context, nsp string) error {
 	}
 }
 
-// unanswered returns the live nodes that have not answered rw, sorted.
+// unanswered returns the nodes heard by heartbeat that have not answered rw,
+// sorted. A node only the bus has heard is not waited for, as in
+// AwaitRoutingReady: an emitter process is one, and never answers. A cluster
+// node whose heartbeat has not arrived yet gets the announcement as every node
+// does, but its answer is not waited for.
 func (c *Cluster) unanswered(rw *routingWaiter) []string {
-	nodes := c.knownNodes(c.busHeard(time.Now()))
+	nodes := c.liveNodes()
 	c.route.waiters.mu.Lock()
 	defer c.route.waiters.mu.Unlock()
 	out := nodes[:0]
@@ -279,7 +286,9 @@ func (c *Cluster) busHeard(now time.Time) []string {
 	if !r.heardAt.IsZero() && now.Sub(r.heardAt) <= heardTTL {
 		return r.heard
 	}
-	nodes := c.bus.Status().Nodes
+	st := c.bus.Status()
+	nodes := st.Nodes
+	r.conflict = st.NodeIDConflict
 	first := make(map[string]time.Time, len(nodes))
 	connected := r.connectedAt.Load()
 	r.heard = r.heard[:0:0]

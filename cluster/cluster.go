@@ -178,10 +178,14 @@ type Cluster struct {
 	ready     []*relay            // relays with answers to send
 	relayWake chan struct{}       // a relay became ready
 
-	mu     sync.RWMutex
-	nsps   map[string]*nspAdapter
-	nodes  map[string]time.Time // other node id -> last heard from
-	gone   map[string]time.Time // node id -> when it said goodbye
+	mu    sync.RWMutex
+	nsps  map[string]*nspAdapter
+	nodes map[string]time.Time // other node id -> last heard from
+	gone  map[string]time.Time // node id -> when it said goodbye
+	// insts is when each bus instance (process) of a live node was last
+	// heard: a goodbye of one of two processes under one id (goodbye) leaves
+	// the node alive.
+	insts  map[string]map[uint64]time.Time
 	reqs   map[uint64]*pending
 	nextID atomic.Uint64
 
@@ -415,17 +419,19 @@ func (c *Cluster) receive(bm bus.Message) {
 	case kindFetchResponse, kindEmitResponse, kindAckCount, kindAckReply, kindUnknownNsp, kindApplied:
 		c.answer(bm.Origin, m)
 	case kindInterest:
-		c.learnInterest(bm.Origin, m)
+		c.learnInterest(bm.Origin, bm.Instance, m)
 	case kindPeers:
 		c.learnPeers(bm.Origin, m)
 	case kindInterestApplied:
-		if c.route != nil {
+		// An answer to another process under this node's id (its
+		// versions are not comparable) is not one to this process.
+		if c.route != nil && (m.instance == 0 || m.instance == c.route.bus.Instance()) {
 			c.route.waiters.applied(bm.Origin, m.version)
 		}
 	case kindHeartbeat:
 		// heard already
 	case kindGoodbye:
-		c.nodeGone(bm.Origin, true)
+		c.goodbye(bm.Origin, bm.Instance)
 	}
 }
 

@@ -107,6 +107,7 @@ type message struct {
 	sid     string   // ack reply: the replying socket
 
 	version  uint64        // interest: the announcement's version; interest-applied: the version applied
+	instance uint64        // interest-applied: the bus instance of the addressee whose version it is (0 from a node of an earlier version)
 	interest []nspInterest // interest: one entry per namespace of the node
 	peers    []peerReport  // peers: one entry per other live node whose interest the sender holds
 
@@ -212,6 +213,7 @@ func (m *message) encode(b []byte) []byte {
 		b = appendByteList(b, m.args)
 	case kindInterestApplied:
 		b = binary.AppendUvarint(b, m.version)
+		b = binary.AppendUvarint(b, m.instance)
 	case kindInterest:
 		b = binary.AppendUvarint(b, m.version)
 		b = binary.AppendUvarint(b, uint64(len(m.interest)))
@@ -348,6 +350,10 @@ func decodeMessage(buf []byte) (*message, error) {
 		m.args = r.byteList()
 	case kindInterestApplied:
 		m.version = r.uvarint()
+		if r.off < len(buf) {
+			// Absent from a node of an earlier version.
+			m.instance = r.uvarint()
+		}
 	case kindInterest:
 		m.version = r.uvarint()
 		if n := r.count(); n > maxInterestNamespaces {

@@ -40,13 +40,15 @@ func sampleMessages() []*message {
 			{nsp: "/all", flags: interestAll},
 		}},
 		{kind: kindInterest, flags: flagAnswer, version: 9, interest: []nspInterest{{nsp: "/", flags: interestSockets}}},
-		{kind: kindInterestApplied, version: 1<<63 + 5},
+		{kind: kindInterestApplied, version: 1<<63 + 5, instance: 1<<64 - 1},
+		{kind: kindInterestApplied, version: 3},
 		{kind: kindPeers, peers: []peerReport{
-			{node: "n2", version: 1 << 62, ago: 1500, interest: []nspInterest{
+			{node: "n2", instance: 1<<63 + 3, version: 1 << 62, ago: 1500, interest: []nspInterest{
 				{nsp: "/", flags: interestSockets, rooms: bucketSet{1, 0, 1 << 63}},
 				{nsp: "/all", flags: interestAll},
 			}},
-			{node: "n3", version: 7},
+			{node: "n3", instance: 5, version: 7},
+			{node: "n3", instance: 6, version: 2},
 		}},
 		{kind: kindPeers},
 	}
@@ -139,10 +141,13 @@ func FuzzDecodeMessage(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{codecVersion, byte(kindBroadcast), 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Add([]byte{codecVersion, byte(kindInterestApplied), flagAnswer, 0, 0x80})
+	f.Add([]byte{codecVersion, byte(kindInterestApplied), 0, 0, 1})
 	f.Add([]byte{codecVersion, byte(kindInterestApplied), 0, 0, 1, 2})
-	f.Add([]byte{codecVersion, byte(kindPeers), 0, 0, 1, 0, 1, 0, 0})
+	f.Add([]byte{codecVersion, byte(kindInterestApplied), 0, 0, 1, 2, 3})
+	f.Add([]byte{codecVersion, byte(kindPeers), 0, 0, 1, 0, 9, 1, 0, 0})
 	f.Add([]byte{codecVersion, byte(kindPeers), 0, 0, 0xff, 0xff, 0x03})
-	f.Add([]byte{codecVersion, byte(kindPeers), 0, 0, 1, 1, 'n', 1, 0, 0xff, 0xff, 0x03})
+	f.Add([]byte{codecVersion, byte(kindPeers), 0, 0, 1, 1, 'n', 0xff, 0x01, 1, 0, 0xff, 0xff, 0x03})
+	f.Add([]byte{codecVersion, byte(kindPeers), 0, 0, 2, 1, 'n', 1, 1, 0, 0, 1, 'n', 2, 1, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := decodeMessage(b)
 		if err != nil {

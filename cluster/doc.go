@@ -72,8 +72,10 @@
 // publishes each message to the inbox of every node it concerns instead of
 // once to the partition every node reads. Order, exactly-once and replay are
 // the bus's, as above, since each node reads its messages from one
-// partition. Requests and server-side emits go to every live node; requests
-// and socket operations wait for exactly the nodes they went to. A join
+// partition. Requests and server-side emits go to every live node, and to
+// the nodes the bus has heard whose interest is not known; requests wait for
+// the live nodes (heard by heartbeat), socket operations for exactly the live
+// nodes they went to. A join
 // counts on another node once its announcement has arrived there; a
 // socketsJoin counts at once on the node that sends it. Cluster.AwaitRouting
 // waits until every live node has applied this node's joins so far, and

@@ -63,6 +63,9 @@ type routingBus interface {
 	InboxOf(node string) int
 	// PublishTo publishes payload on the reliable plane, on node's inbox.
 	PublishTo(ctx context.Context, node string, payload []byte) error
+	// Instance is the random number of this process start (bus.Message.Instance
+	// of what this node sends).
+	Instance() uint64
 }
 
 const (
@@ -282,7 +285,7 @@ type routeState struct {
 	connectedAt atomic.Int64
 
 	mu    sync.Mutex
-	peers map[string]*peerInterest
+	peers map[string]*peerNode
 	grace map[graceKey]*graceEntry
 
 	waiters waiters // AwaitRouting calls (await.go)
@@ -293,13 +296,41 @@ type routeState struct {
 	heardAt  time.Time
 	heard    []string
 	busFirst map[string]time.Time
+	// conflict: another process uses this node's id (bus.Status
+	// NodeIDConflict), as of heardAt.
+	conflict bool
 
 	// reported is when each node last answered with the interests it holds
 	// of the others (peers.go); r.mu.
 	reported map[string]time.Time
 }
 
-// peerInterest is the last announcement of another node.
+// peerNode is what this node holds of another node's interest: one entry per
+// bus instance (process start) of that node id heard. Two live processes
+// under one id (a misconfiguration the bus reports) each announce their own
+// interest, and a process restarted under the same id starts its own versions
+// (from its clock, which may be behind the earlier process's): versions
+// compare within one instance only, and the node is interested in what any
+// of its instances is. An instance not heard for NodeTimeout (a process that
+// ended, or was replaced by a restart) is dropped by expire; until then the
+// node also gets what its earlier process wanted, which costs writes but
+// loses nothing.
+type peerNode struct {
+	insts map[uint64]*peerInterest
+}
+
+// latest returns the instance of n heard last, nil when n has none.
+func (n *peerNode) latest() *peerInterest {
+	var out *peerInterest
+	for _, p := range n.insts {
+		if out == nil || p.heard.After(out.heard) {
+			out = p
+		}
+	}
+	return out
+}
+
+// peerInterest is the last announcement of one instance of another node.
 type peerInterest struct {
 	version uint64
 	heard   time.Time
@@ -311,17 +342,25 @@ type peerInterest struct {
 
 type graceKey struct{ node, nsp string }
 
-// graceEntry is the rooms a socketsJoin of this node made node interested in.
+// graceEntry is the rooms a socketsJoin of this node made node interested in:
+// each bucket until its own end, so that a later socketsJoin to other rooms
+// does not keep an earlier one's rooms routed.
 type graceEntry struct {
-	rooms bucketSet
-	until time.Time
+	rooms map[int]time.Time // bucket: end of its grace
+	until time.Time         // the latest end of a bucket
+}
+
+// has reports whether bucket b is granted at now.
+func (g *graceEntry) has(b int, now time.Time) bool {
+	until, ok := g.rooms[b]
+	return ok && !now.After(until)
 }
 
 func newRouteState(b routingBus) *routeState {
 	r := &routeState{
 		bus:   b,
 		wake:  make(chan struct{}, 1),
-		peers: make(map[string]*peerInterest),
+		peers: make(map[string]*peerNode),
 		grace: make(map[graceKey]*graceEntry),
 	}
 	// Versions start at the clock so that a node restarted under the same id
@@ -441,22 +480,25 @@ func (c *Cluster) interestMessage() *message {
 	return m
 }
 
-// learnInterest takes an announcement of node from, and answers it when it
-// asks (flagAnswer, AwaitRouting) with the version now held.
-func (c *Cluster) learnInterest(from string, m *message) {
+// learnInterest takes an announcement of instance inst of node from, and
+// answers it when it asks (flagAnswer, AwaitRouting) with the version now held
+// of that instance, naming the instance: another process under the same id
+// reads the answer too, and its versions are not comparable.
+func (c *Cluster) learnInterest(from string, inst uint64, m *message) {
 	if from == "" || from == c.id {
 		return
 	}
-	if v, ok := c.applyInterest(from, m); ok && m.flags&flagAnswer != 0 {
-		c.control(from, &message{kind: kindInterestApplied, version: v})
+	if v, ok := c.applyInterest(from, inst, m); ok && m.flags&flagAnswer != 0 {
+		c.control(from, &message{kind: kindInterestApplied, version: v, instance: inst})
 	}
 }
 
-// applyInterest keeps an announcement of node from unless it holds a later
-// one, and returns the version it holds; false for an announcement it does
-// not take (of a node that said goodbye). A node that does not route needs
-// no one's interest: it holds every announcement as applied.
-func (c *Cluster) applyInterest(from string, m *message) (uint64, bool) {
+// applyInterest keeps an announcement of instance inst of node from unless it
+// holds a later one of that instance, and returns the version it holds of it;
+// false for an announcement it does not take (of a node that said goodbye). A
+// node that does not route needs no one's interest: it holds every
+// announcement as applied.
+func (c *Cluster) applyInterest(from string, inst uint64, m *message) (uint64, bool) {
 	r := c.route
 	if r == nil {
 		return m.version, true
@@ -470,7 +512,12 @@ func (c *Cluster) applyInterest(from string, m *message) (uint64, bool) {
 	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if p := r.peers[from]; p != nil && m.version <= p.version {
+	n := r.peers[from]
+	if n == nil {
+		n = &peerNode{insts: make(map[uint64]*peerInterest, 1)}
+		r.peers[from] = n
+	}
+	if p := n.insts[inst]; p != nil && m.version <= p.version {
 		p.heard = now
 		p.relayed = false
 		return p.version, true
@@ -480,7 +527,7 @@ func (c *Cluster) applyInterest(from string, m *message) (uint64, bool) {
 		in := m.interest[i]
 		p.nsps[in.nsp] = &in
 	}
-	r.peers[from] = p
+	n.insts[inst] = p
 	return p.version, true
 }
 
@@ -522,17 +569,23 @@ func (r *routeState) connectedFor(now time.Time, d time.Duration) bool {
 	return at != 0 && now.Sub(time.Unix(0, at)) >= d
 }
 
-// expire forgets the kept interest of nodes that are not alive (live) and
-// silent for timeout, once the bus has been connected for that long, and the
-// graces that are over.
+// expire forgets the kept interest of instances silent for timeout, once the
+// bus has been connected for that long (of a node alive by heartbeat: an
+// instance that ended or was replaced by a restart; of one that is not: the
+// node), and the graces that are over.
 func (r *routeState) expire(now time.Time, live map[string]bool, timeout time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	// A second-hand entry ends NodeTimeout after the reporting node last
 	// heard the node, whatever this node's link (peers.go).
 	connected := r.connectedFor(now, timeout)
-	for id, p := range r.peers {
-		if !live[id] && (connected || p.relayed) && now.Sub(p.heard) > timeout {
+	for id, n := range r.peers {
+		for inst, p := range n.insts {
+			if (connected || p.relayed) && now.Sub(p.heard) > timeout {
+				delete(n.insts, inst)
+			}
+		}
+		if len(n.insts) == 0 {
 			delete(r.peers, id)
 		}
 	}
@@ -544,6 +597,12 @@ func (r *routeState) expire(now time.Time, live map[string]bool, timeout time.Du
 	for k, g := range r.grace {
 		if now.After(g.until) {
 			delete(r.grace, k)
+			continue
+		}
+		for b, until := range g.rooms {
+			if now.After(until) {
+				delete(g.rooms, b)
+			}
 		}
 	}
 }
@@ -561,11 +620,14 @@ func (r *routeState) markGrace(nodes []string, nsp string, rooms []string, until
 		k := graceKey{id, nsp}
 		g := r.grace[k]
 		if g == nil {
-			g = &graceEntry{}
+			g = &graceEntry{rooms: make(map[int]time.Time, len(rooms))}
 			r.grace[k] = g
 		}
 		for _, room := range rooms {
-			g.rooms.set(roomBucket(room))
+			b := roomBucket(room)
+			if until.After(g.rooms[b]) {
+				g.rooms[b] = until
+			}
 		}
 		if until.After(g.until) {
 			g.until = until
@@ -599,21 +661,42 @@ func (c *Cluster) routeTargets(nsp string, rooms []string, every bool) []string 
 			out = append(out, id)
 		}
 	}
+	r.heardMu.Lock()
+	conflict := r.conflict
+	r.heardMu.Unlock()
+	if conflict {
+		// Another process under this node's id (a misconfiguration the bus
+		// reports) reads this node's inbox, and gets this node's messages
+		// there as another node's: its interest is not known (this node
+		// drops what comes from its own id), so it gets everything.
+		out = append(out, c.id)
+	}
 	return out
 }
 
 // interestedLocked reports whether node id is interested in a message of
-// namespace nsp to rooms; r.mu is held.
+// namespace nsp to rooms: whether any of its instances is; r.mu is held.
 func (r *routeState) interestedLocked(c *Cluster, id, nsp string, rooms []string, now time.Time) bool {
-	p := r.peers[id]
-	if p == nil {
+	n := r.peers[id]
+	if n == nil || len(n.insts) == 0 {
 		return true // not known yet: everything
 	}
-	in := p.nsps[nsp]
 	g := r.grace[graceKey{id, nsp}]
 	if g != nil && now.After(g.until) {
 		g = nil
 	}
+	for _, p := range n.insts {
+		if r.instInterested(c, p.nsps[nsp], g, rooms, now) {
+			return true
+		}
+	}
+	return false
+}
+
+// instInterested reports whether an instance of interest in (nil: it does
+// not serve the namespace) with grace g (or nil) is interested in a message
+// to rooms at now.
+func (r *routeState) instInterested(c *Cluster, in *nspInterest, g *graceEntry, rooms []string, now time.Time) bool {
 	if in == nil && g == nil {
 		return false // the node does not serve the namespace
 	}
@@ -632,7 +715,7 @@ func (r *routeState) interestedLocked(c *Cluster, id, nsp string, rooms []string
 			continue
 		}
 		b := roomBucket(room)
-		if (in != nil && in.rooms.has(b)) || (g != nil && g.rooms.has(b)) {
+		if (in != nil && in.rooms.has(b)) || (g != nil && g.has(b, now)) {
 			return true
 		}
 	}

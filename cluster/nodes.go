@@ -95,6 +95,15 @@ func (c *Cluster) heard(id string, m *message) {
 	delete(c.gone, id)
 	_, known := c.nodes[id]
 	c.nodes[id] = now
+	if m.inst != 0 {
+		if c.insts == nil {
+			c.insts = make(map[string]map[uint64]time.Time)
+		}
+		if c.insts[id] == nil {
+			c.insts[id] = make(map[uint64]time.Time, 1)
+		}
+		c.insts[id][m.inst] = now
+	}
 	c.mu.Unlock()
 	if !known {
 		c.log.Info("cluster: node joined", slog.String("peer", id))
@@ -121,6 +130,16 @@ func (c *Cluster) expire(now time.Time) {
 			delete(c.gone, id)
 		}
 	}
+	for id, insts := range c.insts {
+		for inst, at := range insts {
+			if now.Sub(at) > c.opts.NodeTimeout {
+				delete(insts, inst)
+			}
+		}
+		if len(insts) == 0 {
+			delete(c.insts, id)
+		}
+	}
 	live := make(map[string]bool, len(c.nodes))
 	for id := range c.nodes {
 		live[id] = true
@@ -135,6 +154,44 @@ func (c *Cluster) expire(now time.Time) {
 	}
 }
 
+// goodbye takes the goodbye of instance inst of node id. Another process under
+// the same id (a misconfiguration the bus reports) heard within NodeTimeout
+// keeps the node alive: only the interest of the process that left is
+// forgotten. (A process that ended without goodbye counts as such a process
+// until NodeTimeout after it was last heard.)
+func (c *Cluster) goodbye(id string, inst uint64) {
+	if id == "" || id == c.id {
+		return
+	}
+	now := time.Now()
+	others := false
+	c.mu.Lock()
+	for i, at := range c.insts[id] {
+		if i != inst && now.Sub(at) <= c.opts.NodeTimeout {
+			others = true
+		}
+	}
+	if others {
+		delete(c.insts[id], inst)
+	}
+	c.mu.Unlock()
+	if !others {
+		c.nodeGone(id, true)
+		return
+	}
+	c.log.Info("cluster: a process of node left; another process under its id is alive", slog.String("peer", id))
+	if r := c.route; r != nil {
+		r.mu.Lock()
+		if n := r.peers[id]; n != nil {
+			delete(n.insts, inst)
+			if len(n.insts) == 0 {
+				delete(r.peers, id)
+			}
+		}
+		r.mu.Unlock()
+	}
+}
+
 // nodeGone forgets node id and stops waiting for it in pending requests.
 func (c *Cluster) nodeGone(id string, bye bool) {
 	if id == "" || id == c.id {
@@ -143,6 +200,7 @@ func (c *Cluster) nodeGone(id string, bye bool) {
 	c.mu.Lock()
 	_, known := c.nodes[id]
 	delete(c.nodes, id)
+	delete(c.insts, id)
 	if bye {
 		c.gone[id] = time.Now()
 	}

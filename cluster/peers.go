@@ -15,9 +15,9 @@ import (
 // node learns of the live nodes it has not heard from the nodes it hears: the
 // answer to a hello carries, besides the sender's own interest (kindInterest),
 // the interest the sender holds of every other node it considers live
-// (kindPeers), with how long ago it last heard each one. The receiver takes
-// an entry for a node whose interest it does not hold, or holds at a lower
-// version, and routes to that node as to one it heard, until NodeTimeout after
+// (kindPeers), per bus instance of each (interest.go, peerNode), with how long
+// ago it last heard each one. The receiver takes an entry for an instance
+// whose interest it does not hold, or holds at a lower version, and routes to that node as to one it heard, until NodeTimeout after
 // the reporting node last heard it, a goodbye of the node, or the node is
 // heard first-hand (its own announcements then keep the entry).
 //
@@ -41,15 +41,18 @@ var (
 // peerReport is the interest a node holds of another live node.
 type peerReport struct {
 	node     string
+	instance uint64 // the bus instance of node whose interest it is
 	version  uint64
 	ago      uint64 // milliseconds since the reporting node last heard node
 	interest []nspInterest
 }
 
-// encode appends the wire form of p: node:str version:uvarint ago:uvarint
-// count:uvarint interest... (each as in a kindInterest message).
+// encode appends the wire form of p: node:str instance:uvarint
+// version:uvarint ago:uvarint count:uvarint interest... (each as in a
+// kindInterest message).
 func (p *peerReport) encode(b []byte) []byte {
 	b = appendString(b, p.node)
+	b = binary.AppendUvarint(b, p.instance)
 	b = binary.AppendUvarint(b, p.version)
 	b = binary.AppendUvarint(b, p.ago)
 	b = binary.AppendUvarint(b, uint64(len(p.interest)))
@@ -76,6 +79,7 @@ func decodePeers(r *reader) []peerReport {
 	for range n {
 		var p peerReport
 		p.node = r.string()
+		p.instance = r.uvarint()
 		p.version = r.uvarint()
 		p.ago = r.uvarint()
 		k := r.count()
@@ -130,24 +134,29 @@ func (c *Cluster) peersMessage(to string) *message {
 	r := c.route
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for id, p := range r.peers {
-		at, live := seen[id]
-		if !live {
-			// Kept (forgetPeer) or second-hand: the node heard last when
-			// this node took its interest, as far as known.
-			if id == to || id == c.id || now.Sub(p.heard) > c.opts.NodeTimeout {
+	for id, n := range r.peers {
+		if id == to || id == c.id {
+			continue
+		}
+		_, live := seen[id]
+		for inst, p := range n.insts {
+			// The instance heard last when this node took its interest
+			// (every heartbeat of a live node carries it), as far as known:
+			// an instance that ended stops being reported with it. A node
+			// not heard by heartbeat is kept (forgetPeer) or second-hand.
+			at := p.heard
+			if !live && now.Sub(at) > c.opts.NodeTimeout {
 				continue
 			}
-			at = p.heard
+			if len(m.peers) == maxPeerReports {
+				return m
+			}
+			e := peerReport{node: id, instance: inst, version: p.version, ago: uint64(max(now.Sub(at), 0) / time.Millisecond)}
+			for _, in := range p.nsps {
+				e.interest = append(e.interest, *in)
+			}
+			m.peers = append(m.peers, e)
 		}
-		if len(m.peers) == maxPeerReports {
-			break
-		}
-		e := peerReport{node: id, version: p.version, ago: uint64(max(now.Sub(at), 0) / time.Millisecond)}
-		for _, in := range p.nsps {
-			e.interest = append(e.interest, *in)
-		}
-		m.peers = append(m.peers, e)
 	}
 	return m
 }
@@ -182,7 +191,12 @@ func (c *Cluster) learnPeers(from string, m *message) {
 		if now.Sub(heard) > c.opts.NodeTimeout {
 			continue // silent for too long already
 		}
-		p := r.peers[e.node]
+		n := r.peers[e.node]
+		if n == nil {
+			n = &peerNode{insts: make(map[uint64]*peerInterest, 1)}
+			r.peers[e.node] = n
+		}
+		p := n.insts[e.instance]
 		if p != nil && e.version <= p.version {
 			continue
 		}
@@ -196,7 +210,7 @@ func (c *Cluster) learnPeers(from string, m *message) {
 			in := e.interest[i]
 			np.nsps[in.nsp] = &in
 		}
-		r.peers[e.node] = np
+		n.insts[e.instance] = np
 	}
 }
 

@@ -105,7 +105,7 @@ func TestDecodePeersBounds(t *testing.T) {
 	half := maxInterestNamespaces/2 + 1
 	for range 2 {
 		b = appendString(b, "n")
-		b = append(b, 1, 0)
+		b = append(b, 9, 1, 0) // instance, version, ago
 		b = binary.AppendUvarint(b, uint64(half))
 		for range half {
 			b = append(b, 1, '/', 0, 0)
@@ -115,7 +115,7 @@ func TestDecodePeersBounds(t *testing.T) {
 		t.Fatalf("%d namespaces over two entries: %v, want %v", 2*half, err, errInterestCount)
 	}
 	// A node without an id.
-	if _, err := decodeMessage([]byte{codecVersion, byte(kindPeers), 0, 0, 1, 0, 1, 0, 0}); !errors.Is(err, errMalformed) {
+	if _, err := decodeMessage([]byte{codecVersion, byte(kindPeers), 0, 0, 1, 0, 9, 1, 0, 0}); !errors.Is(err, errMalformed) {
 		t.Fatalf("entry without a node id: %v, want a malformed message", err)
 	}
 }
@@ -174,9 +174,9 @@ func TestLearnPeersRules(t *testing.T) {
 	})
 	// Heard first-hand, an entry is no longer second-hand.
 	c.learnPeers("rep", &message{kind: kindPeers, peers: []peerReport{{node: "near", version: 1}}})
-	c.learnInterest("near", &message{kind: kindInterest, version: 1})
+	c.learnInterest("near", 0, &message{kind: kindInterest, version: 1})
 	r.mu.Lock()
-	relayed := r.peers["near"].relayed
+	relayed := r.peers["near"].insts[0].relayed
 	r.mu.Unlock()
 	if relayed {
 		t.Fatal("an entry heard first-hand stays second-hand")

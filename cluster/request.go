@@ -296,8 +296,13 @@ func (c *Cluster) publishRequest(ctx context.Context, p *pending, m *message) er
 	}
 	var err error
 	if a := c.nsp(m.nsp); a != nil && a.interest != nil {
-		// Routed: to the inbox of every node it waits for.
-		err = c.publishRouted(ctx, p.nodes, m.marshal())
+		// Routed: to the inbox of every node it waits for, and of every node
+		// a server-side emit goes to (routeTargets): the nodes the bus has
+		// heard and the cluster not yet, as a broadcast would reach them.
+		// Those are not waited for (an emitter process is one, and never
+		// answers); what they answer while the request waits is taken
+		// (peerLocked).
+		err = c.publishRouted(ctx, requestTargets(p.nodes, c.routeTargets(m.nsp, nil, true)), m.marshal())
 	} else {
 		err = c.bus.Publish(ctx, partitionKey(m.nsp), m.marshal())
 	}
@@ -324,4 +329,20 @@ func (c *Cluster) wait(ctx context.Context, p *pending) error {
 	case <-c.closed:
 		return adapter.ErrClosed
 	}
+}
+
+// requestTargets returns the nodes a routed request is written to: those it
+// waits for and the others every of a server-side emit.
+func requestTargets(awaited, every []string) []string {
+	out := slices.Clone(awaited)
+	in := make(map[string]bool, len(awaited))
+	for _, id := range awaited {
+		in[id] = true
+	}
+	for _, id := range every {
+		if !in[id] {
+			out = append(out, id)
+		}
+	}
+	return out
 }

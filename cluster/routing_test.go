@@ -159,10 +159,11 @@ func sid(name string) string {
 func knows(c *Cluster, peer, nsp string, rooms ...string) bool {
 	c.route.mu.Lock()
 	defer c.route.mu.Unlock()
-	p := c.route.peers[peer]
-	if p == nil {
+	n := c.route.peers[peer]
+	if n == nil {
 		return false
 	}
+	p := n.latest()
 	in := p.nsps[nsp]
 	if in == nil || in.flags&interestSockets == 0 {
 		return false
@@ -603,12 +604,13 @@ func TestRouteTargetsRules(t *testing.T) {
 		}
 		return map[string]*nspInterest{"/": i}
 	}
-	c.route.peers = map[string]*peerInterest{
-		"rooms":     {nsps: in(interestSockets, "r")},
-		"empty":     {nsps: in(0)},
-		"all":       {nsps: in(interestAll)},
-		"other-nsp": {nsps: map[string]*nspInterest{"/x": {nsp: "/x", flags: interestSockets}}},
-		"held":      {nsps: in(interestSockets, "r")}, // not live, kept
+	one := func(p *peerInterest) *peerNode { return &peerNode{insts: map[uint64]*peerInterest{1: p}} }
+	c.route.peers = map[string]*peerNode{
+		"rooms":     one(&peerInterest{nsps: in(interestSockets, "r")}),
+		"empty":     one(&peerInterest{nsps: in(0)}),
+		"all":       one(&peerInterest{nsps: in(interestAll)}),
+		"other-nsp": one(&peerInterest{nsps: map[string]*nspInterest{"/x": {nsp: "/x", flags: interestSockets}}}),
+		"held":      one(&peerInterest{nsps: in(interestSockets, "r")}), // not live, kept
 	}
 	c.route.markGrace([]string{"other-nsp"}, "/", []string{"granted"}, now.Add(time.Minute))
 	c.route.markGrace([]string{"empty"}, "/", []string{"over"}, now.Add(-time.Second))
@@ -634,11 +636,11 @@ func TestRouteTargetsRules(t *testing.T) {
 		}
 	}
 	// A late or repeated announcement changes nothing; a newer one replaces.
-	c.learnInterest("rooms", &message{kind: kindInterest, version: 0})
+	c.learnInterest("rooms", 1, &message{kind: kindInterest, version: 0})
 	if got := c.routeTargets("/", []string{"r"}, false); !slices.Contains(got, "rooms") {
 		t.Errorf("an older announcement replaced a newer one")
 	}
-	c.learnInterest("rooms", &message{kind: kindInterest, version: 1})
+	c.learnInterest("rooms", 1, &message{kind: kindInterest, version: 1})
 	if got := c.routeTargets("/", []string{"r"}, false); slices.Contains(got, "rooms") {
 		t.Errorf("a newer announcement (no namespace) did not replace the older one")
 	}
