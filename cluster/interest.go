@@ -63,6 +63,9 @@ type routingBus interface {
 	InboxOf(node string) int
 	// PublishTo publishes payload on the reliable plane, on node's inbox.
 	PublishTo(ctx context.Context, node string, payload []byte) error
+	// PublishToNodes publishes payload once on each distinct inbox of
+	// nodes, all or none (the outbox takes every copy or refuses it).
+	PublishToNodes(ctx context.Context, nodes []string, payload []byte) error
 	// Instance is the random number of this process start (bus.Message.Instance
 	// of what this node sends).
 	Instance() uint64
@@ -726,31 +729,31 @@ func (r *routeState) instInterested(c *Cluster, in *nspInterest, g *graceEntry, 
 // per distinct inbox: nodes whose ids share one all read it).
 func (c *Cluster) publishRouted(ctx context.Context, nodes []string, payload []byte) error {
 	r := c.route
+	// The inboxes, for the fan-out count: PublishToNodes writes each once.
+	writes := 0
 	var seen map[int]struct{}
 	if len(nodes) > 1 {
 		seen = make(map[int]struct{}, len(nodes))
+		for _, id := range nodes {
+			seen[r.bus.InboxOf(id)] = struct{}{}
+		}
+		writes = len(seen)
+	} else {
+		writes = len(nodes)
 	}
-	var first error
-	writes := 0
-	for _, id := range nodes {
-		if seen != nil {
-			in := r.bus.InboxOf(id)
-			if _, dup := seen[in]; dup {
-				continue
-			}
-			seen[in] = struct{}{}
-		}
-		if err := r.bus.PublishTo(ctx, id, payload); err != nil {
-			if first == nil {
-				first = err
-			}
-			continue
-		}
-		writes++
+	if writes == 0 && c.routingMissing(time.Now()) != "" {
+		// Nobody to write to because this node does not know the cluster
+		// yet (it started, or came back, before hearing the others): say so.
+		c.metrics.unrouted.Inc()
+		c.logLimited("cluster: a routed message reached no node: this node does not know every live node's interest yet (a node should serve only once AwaitRoutingReady returned)")
+	}
+	// All or none: an emit the outbox refuses reaches no node.
+	if err := r.bus.PublishToNodes(ctx, nodes, payload); err != nil {
+		return err
 	}
 	c.stats.routed.Add(1)
 	c.stats.inboxWrites.Add(uint64(writes))
 	c.metrics.routed.Inc()
 	c.metrics.fanout.Observe(float64(writes))
-	return first
+	return nil
 }

@@ -18,6 +18,7 @@ type metrics struct {
 	refusedRelays prometheus.Counter
 	routed        prometheus.Counter
 	fanout        prometheus.Histogram
+	unrouted      prometheus.Counter
 }
 
 func newMetrics(c *Cluster, reg prometheus.Registerer) (*metrics, error) {
@@ -52,6 +53,10 @@ func newMetrics(c *Cluster, reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Inbox writes per routed message: how many nodes' inboxes it was written to.",
 			Buckets: []float64{0, 1, 2, 4, 8, 16, 32, 64, 128},
 		}),
+		unrouted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "durasock_cluster_routed_unready_total",
+			Help: "Routed messages this node published to no node before it knew every live node's interest (AwaitRoutingReady had not returned): other nodes' sockets may have missed them.",
+		}),
 	}
 	// Both lanes are visible from the start, at 0.
 	m.dropped.WithLabelValues(laneControl)
@@ -77,7 +82,7 @@ func newMetrics(c *Cluster, reg prometheus.Registerer) (*metrics, error) {
 		Help: "Inbox writes of the routed messages this node published (InterestRouting).",
 	}, func() float64 { return float64(c.stats.inboxWrites.Load()) })
 	m.collectors = []prometheus.Collector{m.decodeErrors, m.dropped, m.timeouts, m.expired, m.refusedRelays,
-		m.routed, m.fanout, nodes, requests, received, relays, inboxWrites}
+		m.routed, m.fanout, m.unrouted, nodes, requests, received, relays, inboxWrites}
 	if reg == nil {
 		return m, nil
 	}
