@@ -1,10 +1,7 @@
 package bus_test
 
 import (
-	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -20,23 +17,7 @@ const redisShared, redisInboxes = 2, 8
 // redisShared partitions and redisInboxes inboxes on the Redis at url.
 func openRedisInboxBus(t *testing.T, url, id string, cfg bus.Config) *bus.Reliable {
 	t.Helper()
-	tr, err := redisbus.NewTransport(&redisbus.Options{URL: url, Partitions: redisShared, Inboxes: redisInboxes})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.NodeID, cfg.Logger = id, slog.New(slog.NewTextHandler(io.Discard, nil))
-	b, err := bus.New(tr, &cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := b.Close(ctx); err != nil {
-			t.Errorf("Close %s: %v", id, err)
-		}
-	})
-	return b
+	return openRedisBusWith(t, &redisbus.Options{URL: url, Partitions: redisShared, Inboxes: redisInboxes}, id, cfg)
 }
 
 // redisInboxIDs returns n node ids whose inboxes are distinct.

@@ -91,7 +91,13 @@ func TestRedisRestartLosesTailReported(t *testing.T) {
 // partitions on the Redis at url, and closes it at cleanup.
 func openRedisBus(t *testing.T, url, id string, cfg bus.Config) *bus.Reliable {
 	t.Helper()
-	tr, err := redisbus.NewTransport(&redisbus.Options{URL: url, Partitions: 2})
+	return openRedisBusWith(t, &redisbus.Options{URL: url, Partitions: 2}, id, cfg)
+}
+
+// openRedisBusWith is openRedisBus on a transport of its own options.
+func openRedisBusWith(t *testing.T, o *redisbus.Options, id string, cfg bus.Config) *bus.Reliable {
+	t.Helper()
+	tr, err := redisbus.NewTransport(o)
 	if err != nil {
 		t.Fatal(err)
 	}
