@@ -70,7 +70,9 @@
 // owed events from then on (a cluster without AwaitRouting is logged once,
 // and its joins are acked at once). A join not routed within a few seconds (a peer
 // frozen, Redis down) is answered so, and the Go client asks again on the
-// same connection. Namespaces whose clients recover across nodes are not
+// same connection. A node listens only once it knows every live node's
+// interest (AwaitRoutingReady, at most 20 s), as durasock's /readyz holds a
+// load balancer back. Namespaces whose clients recover across nodes are not
 // routed (an offset must name a stream every node can continue from): the
 // namespaces of the official clients keep the shared partitions, so a
 // scenario with official clients still exercises the shared path there and

@@ -251,6 +251,15 @@ func runNode(ctx context.Context, cfg nodeConfig, rep *reporter, stderr io.Write
 		// A write error means the caller went away.
 		_ = json.NewEncoder(w).Encode(st)
 	})
+	if cfg.Routing {
+		// Like durasock's /readyz: a node that served before it knew the
+		// other nodes' rooms would route its first events to no one.
+		rctx, cancel := context.WithTimeout(ctx, routingReadyTimeout)
+		if err := cl.AwaitRoutingReady(rctx); err != nil {
+			log.Error("nemesis node: serving before interest routing is ready", "err", err)
+		}
+		cancel()
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return errors.Join(fmt.Errorf("listen: %w", err), closeNodeBus(cl, b, time.Second))
@@ -283,6 +292,12 @@ func runNode(ctx context.Context, cfg nodeConfig, rep *reporter, stderr io.Write
 	}
 	return errors.Join(errs...)
 }
+
+// routingReadyTimeout bounds how long a node with interest routing waits,
+// before it listens, to know every live node's interest: below the 30 s the
+// harness waits for a node to listen, above a Redis outage of the nemesis plus
+// the 1.25 heartbeat intervals AwaitRoutingReady takes once connected.
+const routingReadyTimeout = 20 * time.Second
 
 // routingAwaiter is what a cluster with interest routing offers to wait until
 // every live node has applied this node's interest (rooms) in a namespace.
