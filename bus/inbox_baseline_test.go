@@ -55,7 +55,11 @@ func TestInboxFirstMessagesLostReported(t *testing.T) {
 				c.Receive(func(Message) {})
 				release := make(chan struct{})
 				r, sr, first := behindReceiver(t, hub, ids[1], &gaps, release)
-				time.Sleep(2 * time.Second)
+				// The receiver counts as reading from its first frame: a's
+				// and c's probes at 0 s (which it may start too late for)
+				// or 1 s; a's first message comes more than the 1 s
+				// baseline margin after that.
+				time.Sleep(3 * time.Second)
 				synctestWait()
 				if err := c.PublishTo(t.Context(), ids[1], []byte("x")); err != nil {
 					t.Fatal(err)
@@ -120,7 +124,11 @@ func TestInboxFirstMessagesLostDataFirst(t *testing.T) {
 				c.Receive(func(Message) {})
 				release := make(chan struct{})
 				r, sr, first := behindReceiver(t, hub, ids[1], &gaps, release)
-				time.Sleep(2 * time.Second)
+				// The receiver counts as reading from its first frame: a's
+				// and c's probes at 0 s (which it may start too late for)
+				// or 1 s; a's first message comes more than the 1 s
+				// baseline margin after that.
+				time.Sleep(3 * time.Second)
 				synctestWait()
 				if err := c.PublishTo(t.Context(), ids[1], []byte("x")); err != nil {
 					t.Fatal(err)
