@@ -165,8 +165,8 @@ func (e *envelope) validate() error {
 			return fmt.Errorf("%w: data envelope with seq 0", errBadEnvelope)
 		}
 	case kindProbe:
-		if n := len(e.Payload); n != 0 && n != probeLastLen && n != probeFirstLen {
-			return fmt.Errorf("%w: probe envelope with a payload of %d bytes, want 0, %d or %d", errBadEnvelope, n, probeLastLen, probeFirstLen)
+		if n := len(e.Payload); n != 0 && n != probeLastLen && n != probeFirstLen && n != probeLiveLen {
+			return fmt.Errorf("%w: probe envelope with a payload of %d bytes, want 0, %d, %d or %d", errBadEnvelope, n, probeLastLen, probeFirstLen, probeLiveLen)
 		}
 	case kindDirect:
 		if e.Partition != 0 || e.Seq != 0 {
@@ -228,10 +228,12 @@ func decodeEnvelope(data []byte, intern func([]byte) string) (envelope, error) {
 }
 
 // probeLastLen is the length of a probe's payload that announces last, a
-// uint64; probeFirstLen that of one that also carries first, an int64.
+// uint64; probeFirstLen that of one that also carries first, an int64;
+// probeLiveLen that of one that also carries live, an int64 duration.
 const (
 	probeLastLen  = 8
 	probeFirstLen = 16
+	probeLiveLen  = 24
 )
 
 // probeLast returns the announcement of a probe envelope: the last seq of its
@@ -239,7 +241,7 @@ const (
 // by a bound) when it wrote the probe. ok is false for any other envelope and for
 // a probe without an announcement.
 func (e *envelope) probeLast() (last uint64, ok bool) {
-	if e.Kind != kindProbe || (len(e.Payload) != probeLastLen && len(e.Payload) != probeFirstLen) {
+	if e.Kind != kindProbe || len(e.Payload) < probeLastLen {
 		return 0, false
 	}
 	return binary.BigEndian.Uint64(e.Payload), true
@@ -249,10 +251,23 @@ func (e *envelope) probeLast() (last uint64, ok bool) {
 // first message on the probe's partition, which a probe on an inbox
 // partition carries after last; ok is false for any other envelope.
 func (e *envelope) probeFirst() (first int64, ok bool) {
-	if e.Kind != kindProbe || len(e.Payload) != probeFirstLen {
+	if e.Kind != kindProbe || len(e.Payload) < probeFirstLen {
 		return 0, false
 	}
 	return int64(binary.BigEndian.Uint64(e.Payload[probeLastLen:])), true
+}
+
+// probeLive returns how long after this announcement its writer promises to
+// announce on the partition again every ProbeInterval (it wrote there
+// recently), which an announcement of a bus with inboxes carries after
+// first; 0 for any other envelope. A receiver that hears nothing more of the
+// writer within its liveness window, while that promise held, reports it
+// gone (receiver.checkGone).
+func (e *envelope) probeLive() time.Duration {
+	if e.Kind != kindProbe || len(e.Payload) != probeLiveLen {
+		return 0
+	}
+	return time.Duration(binary.BigEndian.Uint64(e.Payload[probeFirstLen:]))
 }
 
 // probePayload returns the payload of a probe that announces last.

@@ -2,9 +2,11 @@ package bus
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -153,9 +155,10 @@ func TestProbeLastLayout(t *testing.T) {
 	}
 }
 
-// TestProbeFirstLayout pins the announcement on an inbox partition: last then
-// first, 8 bytes each, big-endian; the decoder accepts payloads of 0, 8 and
-// 16 bytes and rejects any other length.
+// TestProbeFirstLayout pins the announcement of a bus with inboxes: last
+// then first, then (optionally) the every-round promise, 8 bytes each,
+// big-endian; the decoder accepts payloads of 0, 8, 16 and 24 bytes and
+// rejects any other length.
 func TestProbeFirstLayout(t *testing.T) {
 	e := envelope{Kind: kindProbe, Origin: "ab", Instance: 1, Partition: 9, Time: 3, Payload: probePayloadFirst(0x0102030405060708, 0x1112131415161718)}
 	b, err := appendEnvelope(nil, &e)
@@ -179,7 +182,24 @@ func TestProbeFirstLayout(t *testing.T) {
 	if _, ok := e.probeFirst(); ok {
 		t.Fatal("an 8-byte announcement carries a first time")
 	}
-	for _, n := range []int{1, 7, 9, 12, 15, 17, 24} {
+	if got.probeLive() != 0 {
+		t.Fatal("a 16-byte announcement carries a promise")
+	}
+	// With the promise to announce every round for a duration (nanoseconds).
+	e.Payload = binary.BigEndian.AppendUint64(probePayloadFirst(7, 8), uint64(6*time.Second))
+	b, err = appendEnvelope(nil, &e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err = decodeEnvelope(b, nil); err != nil {
+		t.Fatal(err)
+	}
+	last, ok = got.probeLast()
+	first, okFirst = got.probeFirst()
+	if !ok || !okFirst || last != 7 || first != 8 || got.probeLive() != 6*time.Second {
+		t.Fatalf("probeLast = %d, probeFirst = %d, probeLive = %v", last, first, got.probeLive())
+	}
+	for _, n := range []int{1, 7, 9, 12, 15, 17, 23, 25, 32} {
 		e.Payload = make([]byte, n)
 		b, err := appendEnvelope(nil, &e)
 		if err == nil {
@@ -202,6 +222,7 @@ func FuzzDecodeFrame(f *testing.F) {
 		{Kind: kindProbe, Origin: "node-b", Instance: 1, Partition: 1, Seq: 100, Payload: probePayload(12345)},
 		{Kind: kindProbe, Origin: "node-b", Instance: 1, Partition: 0, Seq: 1, Payload: probePayload(^uint64(0))},
 		{Kind: kindProbe, Origin: "node-b", Instance: 1, Partition: 300, Payload: probePayloadFirst(7, 1700000000000000000)},
+		{Kind: kindProbe, Origin: "node-b", Instance: 1, Partition: 2, Payload: binary.BigEndian.AppendUint64(probePayloadFirst(7, 1700000000000000000), uint64(6*time.Second))},
 		{Kind: kindProbe, Origin: "node-b", Instance: 1, Partition: 4, Seq: finalRound, Payload: probePayloadFirst(^uint64(0), -1)},
 		{Kind: kindDirect, Origin: "node-c", Payload: []byte("reply")},
 	} {
@@ -223,12 +244,13 @@ func FuzzDecodeFrame(f *testing.F) {
 			}
 			return
 		}
-		// A probe announces with an 8- or 16-byte payload, only the
-		// 16-byte one carries a first time.
+		// A probe announces with an 8-, 16- or 24-byte payload; the 16- and
+		// 24-byte ones carry a first time, only the 24-byte one a promise.
 		_, announces := e.probeLast()
 		_, hasFirst := e.probeFirst()
-		if n := len(e.Payload); e.Kind == kindProbe && (announces != (n == 8 || n == 16) || hasFirst != (n == 16)) {
-			t.Fatalf("probe payload of %d bytes: announces %v, first %v", n, announces, hasFirst)
+		live := e.probeLive()
+		if n := len(e.Payload); e.Kind == kindProbe && (announces != (n == 8 || n == 16 || n == 24) || hasFirst != (n == 16 || n == 24) || (n != 24 && live != 0)) {
+			t.Fatalf("probe payload of %d bytes: announces %v, first %v, live %v", n, announces, hasFirst, live)
 		}
 		// A valid envelope has exactly one encoding.
 		again, err := appendEnvelope(nil, &e)

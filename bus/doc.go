@@ -55,7 +55,8 @@
 //     keeps buffering and retrying), Closed — Status, StateChanged,
 //     Config.OnStateChange, one log line per transition.
 //   - Liveness probes: every ProbeInterval the node publishes a probe per
-//     partition it reads and expects it back through its own subscription; a
+//     partition it reads (with inbox partitions: on its own inbox only) and
+//     expects it back through its own subscription; a
 //     subscription that is silently dead is rebuilt. Each probe announces the
 //     partition's last seq that left the outbox, so receivers report a lost tail
 //     (Gap.Tail) even when its node publishes nothing more, and other nodes
@@ -64,16 +65,19 @@
 //     Inboxer, the reliable plane ends with inbox partitions; a node reads the
 //     shared partitions and only its own inbox (InboxOf), and PublishTo sends a
 //     message to one node's inbox, with everything Publish guarantees. Keys
-//     hash over the shared partitions. On an inbox it writes to and does not
-//     read, a node announces its last seq when it changed, again after a
-//     broken connection, every probe interval within the retain window of
-//     its last write there (a failover of that inbox's Cluster shard then
-//     meets the transport's primary guard, and the retained messages go out
-//     again) and every 10 intervals for minutes after, so the target still
-//     reports a lost tail; the announcement carries the time of its first
-//     message there, so a target reading since before it reports the loss of
-//     the first messages too. Its probes, and so its liveness, stay on the
-//     partitions it reads.
+//     hash over the shared partitions. On a partition it writes to and
+//     sends no round-trip probe to (the shared ones and other nodes'
+//     inboxes), a node announces its last seq when it changed, again after a
+//     broken connection, every probe interval within the retain window (and
+//     two liveness windows) of its last write there (a failover of that
+//     partition's Cluster shard then meets the transport's primary guard,
+//     and the retained messages go out again) and every 10 intervals for
+//     minutes after, so the reader still reports a lost tail; the
+//     announcement carries the time of its first message there, so a reader
+//     reading since before it reports the loss of the first messages too,
+//     and, while it comes every interval, how long it goes on doing so: a
+//     writer silent meanwhile is reported gone. Probes thus cost O(nodes) in
+//     the cluster; a node is heard only by the nodes it writes to.
 //   - Node ids: a second running process with this node's id is detected and
 //     reported (Status.NodeIDConflict, durasock_bus_node_id_conflicts_total, an
 //     error log); see Config.NodeID.

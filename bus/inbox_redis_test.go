@@ -218,7 +218,7 @@ func TestRedisInboxLostTailReported(t *testing.T) {
 // messages a node ever sent to its inbox (it was busy with another node's
 // message). The sender's announcement after the reconnect carries the time
 // of its first message there; the target, reading its inbox since before it
-// (from its first frame), takes 0 as the baseline and reports exactly those ten as a
+// (MarkStart), takes 0 as the baseline and reports exactly those ten as a
 // tail gap, instead of starting the stream at 10.
 func TestRedisInboxFirstMessagesLostReported(t *testing.T) {
 	srv := redistest.Standalone(t, redistest.WithoutPersistence())
@@ -251,8 +251,8 @@ func TestRedisInboxFirstMessagesLostReported(t *testing.T) {
 		t.Fatal("r did not receive c's message")
 	}
 	// The baseline rule asks for reading since a second (the clock margin)
-	// before the sender's first message; r counts as reading from the first
-	// frame it read, c's message at the latest.
+	// before the sender's first message; r reads since its MarkStart, before
+	// c's message.
 	time.Sleep(1500 * time.Millisecond)
 	publishToRange(t, a, ids[1], 1, 10)
 	poll(t, "a's outbox to empty", func() bool { return a.Stats().Published == 10 })

@@ -370,11 +370,13 @@ func TestInboxReplayAfterOutage(t *testing.T) {
 
 // TestInboxSenderStopsWritingNotGone: a node writes to another node's inbox
 // and then never again, for many liveness windows. It announces its last seq
-// there every round for the retain window (5 s), then every announceEvery
-// rounds until inboxReannounceFor (6 min) after the write, then never, except
-// once more after a broken connection; only on that inbox. The target never
-// reports it gone: its liveness comes from its probes on the shared
-// partitions.
+// there every round for liveFor (6 s: two liveness windows, more than the
+// retain window), then every announceEvery rounds until inboxReannounceFor
+// (6 min) after the write, then never, except once more after a broken
+// connection; only on that inbox. The target never reports it gone: its
+// every-round announcements promised no more than liveFor, and its
+// round-trip probes go to its own inbox only, so the target does not hear it
+// between announcements.
 func TestInboxSenderStopsWritingNotGone(t *testing.T) {
 	synctestRun(t, func(t *testing.T) {
 		const shared, inboxes = 2, 8
@@ -389,18 +391,18 @@ func TestInboxSenderStopsWritingNotGone(t *testing.T) {
 		time.Sleep(reannounce + 30*time.Second)
 		synctestWait()
 		_, ann, _ := spies[0].counts()
-		// 5 or 6 rounds within the retain window, then one per 10 rounds
-		// (give or take one at either end).
+		// 6 or 7 rounds within liveFor, then one per 10 rounds (give or
+		// take one at either end).
 		periodic := int(reannounce / (announceEvery * time.Second))
-		if n := ann[inbox]; len(ann) != 1 || n < 5+periodic-2 || n > 6+periodic+2 {
-			t.Fatalf("announcements in %v after a write: %v, want about %d on partition %d", reannounce, ann, 5+periodic, inbox)
+		if n := ann[inbox]; len(ann) != 1 || n < 6+periodic-2 || n > 7+periodic+2 {
+			t.Fatalf("announcements in %v after a write: %v, want about %d on partition %d", reannounce, ann, 6+periodic, inbox)
 		}
 		time.Sleep(10 * time.Minute)
 		synctestWait()
 		if _, now, _ := spies[0].counts(); !maps.Equal(now, ann) {
 			t.Fatalf("announcements long after the write: %v, then %v", ann, now)
 		}
-		if s := r.Stats(); s.NodesGoneSilent+s.NodesGoneReplaced+s.NodesClosed != 0 || !slices.Contains(r.Status().Nodes, ids[0]) {
+		if s := r.Stats(); s.NodesGoneSilent+s.NodesGoneReplaced+s.NodesClosed != 0 || slices.Contains(r.Status().Nodes, ids[0]) {
 			t.Fatalf("target stats %+v, nodes %v", s, r.Status().Nodes)
 		}
 		hub.setDown(true)
@@ -413,16 +415,19 @@ func TestInboxSenderStopsWritingNotGone(t *testing.T) {
 			t.Fatalf("announcements after a reconnect: %v, want %d on partition %d", now, ann[inbox]+1, inbox)
 		}
 		if s := r.Stats(); s.NodesGoneSilent+s.NodesGoneReplaced+s.NodesClosed != 0 || s.Gaps != 0 || s.Received != 5 ||
-			!slices.Contains(r.Status().Nodes, ids[0]) {
+			slices.Contains(r.Status().Nodes, ids[0]) {
 			t.Fatalf("target stats %+v, nodes %v", s, r.Status().Nodes)
 		}
 	})
 }
 
-// TestProbesOnlyOnReadPartitions: with 64 inboxes, a node's round-trip probes
-// go only to the partitions it reads (the shared ones and its inbox), the same
-// number on each: a round costs 3 probes, not 66. Its announcements go only
-// to the inboxes it wrote to.
+// TestProbesOnlyOnReadPartitions: with inboxes, a node's round-trip probes
+// go only to its own inbox, which only it reads: a round costs one probe,
+// not one per shared partition read by every node (O(nodes) in the cluster,
+// not O(nodes² × shared partitions)). Nothing of any node goes to the
+// shared partitions while nothing is written there. A node's announcements
+// go only to the inboxes it wrote to: every round for liveFor (6 or 7), then
+// every announceEvery rounds (2 or 3 in 30 s).
 func TestProbesOnlyOnReadPartitions(t *testing.T) {
 	synctestRun(t, func(t *testing.T) {
 		const shared, inboxes = 2, 64
@@ -436,33 +441,50 @@ func TestProbesOnlyOnReadPartitions(t *testing.T) {
 		synctestWait()
 		for i, b := range buses {
 			probes, ann, _ := spies[i].counts()
-			want := reads(b)
-			if got := slices.Sorted(maps.Keys(probes)); !slices.Equal(got, want) {
-				t.Fatalf("node %s probed partitions %v, want %v", ids[i], got, want)
+			if got := slices.Sorted(maps.Keys(probes)); !slices.Equal(got, []int{b.inbox}) {
+				t.Fatalf("node %s probed partitions %v, want only its inbox %d", ids[i], got, b.inbox)
 			}
-			rounds := probes[want[0]]
-			if rounds < 20 {
+			if rounds := probes[b.inbox]; rounds < 20 {
 				t.Fatalf("node %s: %d probe rounds in 30 s", ids[i], rounds)
-			}
-			for _, p := range want {
-				if probes[p] != rounds {
-					t.Fatalf("node %s: probes per partition %v", ids[i], probes)
-				}
 			}
 			if i > 0 && len(ann) != 0 {
 				t.Fatalf("node %s wrote to no inbox and announced %v", ids[i], ann)
 			}
 		}
-		// Every round of the retain window (5 or 6), then every announceEvery
-		// rounds (2 or 3 in 30 s).
+		for p := range shared {
+			if n := hub.kept(p); n != 0 {
+				t.Fatalf("shared partition %d holds %d frames", p, n)
+			}
+		}
 		_, ann, _ := spies[0].counts()
 		for _, b := range buses[1:] {
-			if ann[b.inbox] < 7 || ann[b.inbox] > 9 {
-				t.Fatalf("announcements of the sender %v, want 7 to 9 on each of its targets' inboxes", ann)
+			if ann[b.inbox] < 8 || ann[b.inbox] > 10 {
+				t.Fatalf("announcements of the sender %v, want 8 to 10 on each of its targets' inboxes", ann)
 			}
 		}
 		if len(ann) != 3 {
 			t.Fatalf("announcements of the sender %v, want 3 partitions", ann)
+		}
+	})
+}
+
+// TestProbesWithoutInboxes: without inboxes, a node's round-trip probes go
+// to every partition, which every node reads (the control of
+// TestProbesOnlyOnReadPartitions).
+func TestProbesWithoutInboxes(t *testing.T) {
+	synctestRun(t, func(t *testing.T) {
+		hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: 2})
+		for i := range 4 {
+			b := newBus(t, hub, Config{NodeID: fmt.Sprint("n", i)})
+			b.Receive(func(Message) {})
+		}
+		time.Sleep(30 * time.Second)
+		synctestWait()
+		for p := range 2 {
+			// 4 nodes, about 30 rounds each.
+			if n := hub.kept(p); n < 4*25 {
+				t.Fatalf("partition %d holds %d frames, want a probe of each node every round", p, n)
+			}
 		}
 	})
 }
@@ -617,4 +639,62 @@ func TestPublishToNodesAllOrNone(t *testing.T) {
 		t.Fatalf("no node: %v", err)
 	}
 	hub.setDown(false) // the outbox drains before Close
+}
+
+// TestInboxWriterCutReportedGone: with inboxes no node hears another's
+// round-trip probes, yet a node that writes to another and then falls
+// silent (its link cut, as in a crash) is reported gone, once, by its
+// every-round promise: whether it wrote to the target's inbox (the promise
+// of its data, before any announcement, and of its announcements) or to a
+// shared partition (the promise of its announcements there). A node that
+// reads nothing the writer wrote does not report it.
+func TestInboxWriterCutReportedGone(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		inbox bool
+		// announce: the writer announced after its last write before the cut.
+		announce bool
+	}{
+		{"inbox, cut right after the write", true, false},
+		{"inbox, cut after an announcement", true, true},
+		{"shared partition, cut after an announcement", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctestRun(t, func(t *testing.T) {
+				const shared, inboxes = 2, 8
+				hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: shared, Inboxes: inboxes})
+				ids := inboxIDs(t, shared, inboxes, 3)
+				ta := newInboxCut(hub)
+				a := newBusOn(t, ta, Config{NodeID: ids[0]})
+				t.Cleanup(func() { ta.setDown(false) })
+				a.Receive(func(Message) {})
+				c := newBus(t, hub, Config{NodeID: ids[2]}) // writes nothing
+				c.Receive(func(Message) {})
+				r := newBus(t, hub, Config{NodeID: ids[1]})
+				sr := newSink()
+				r.Receive(sr.handle)
+				time.Sleep(2 * time.Second)
+				synctestWait()
+				for i := 1; i <= 20; i++ {
+					sendOn(t, a, tc.inbox, ids[1], ids[0], i, i)
+					time.Sleep(250 * time.Millisecond)
+				}
+				sr.wait(t, 20, time.Minute)
+				if tc.announce {
+					time.Sleep(1500 * time.Millisecond)
+					synctestWait()
+				}
+				ta.setDown(true)
+				time.Sleep(time.Minute)
+				synctestWait()
+				if s := r.Stats(); s.NodesGoneSilent != 1 || s.NodesGoneReplaced+s.NodesClosed != 0 || s.Gaps != 0 {
+					t.Fatalf("target stats %+v", s)
+				}
+				// c reads the shared partitions, not the target's inbox.
+				if s, want := c.Stats(), map[bool]uint64{true: 0, false: 1}[tc.inbox]; s.NodesGoneSilent != want || s.NodesGoneReplaced+s.NodesClosed != 0 {
+					t.Fatalf("the other node: stats %+v, want %d gone", s, want)
+				}
+			})
+		})
+	}
 }

@@ -86,11 +86,18 @@ func (p *prober) missing() []int {
 // readinessInterval in between (pause), and the first one that answers after a
 // failure ends the backoff waits of the sender and the receiver (notePing).
 //
+// With inboxes (Inboxer), the round-trip probe goes only to this node's
+// inbox, which only it (and the nodes that share its inbox) reads: one
+// reader covers every partition of a node on one Redis, and on a Redis
+// Cluster each reader checks its own connection (block timeouts, position
+// checks). Probes then cost O(nodes) in the cluster, not O(nodes ×
+// nodes × shared partitions).
+//
 // Probes also announce, per partition, the last seq that left the outbox, so
 // that receivers report a lost tail (probeFrames); a bus that does not receive
 // publishes them without waiting for them when they changed (announce), and
-// every bus announces so on the inbox partitions it writes to and does not
-// read (inboxAnnouncements). After a round
+// every bus announces so on the partitions it writes to and sends no
+// round-trip probe to (writtenAnnouncements). After a round
 // that came back, the runs of other nodes silent past the liveness window are
 // reported (checkGone). Every iteration prunes what receivers keep of runs
 // silent for pruneAfter, while Connected.
@@ -204,26 +211,31 @@ func (r *Reliable) ping(ctx context.Context) error {
 // this one).
 func (r *Reliable) probeFrames(round uint64, parts []int) (frames []Frame, last []uint64) {
 	last = r.ob.lastResolved(make([]uint64, 0, r.partitions))
-	frames = r.appendProbes(make([]Frame, 0, len(parts)), round, parts, last)
+	frames = r.appendProbes(make([]Frame, 0, len(parts)), round, parts, last, nil)
 	return frames, last
 }
 
 // appendProbes appends to frames the probes of round on parts, announcing
-// last, and on an inbox partition this process wrote to also the time of its
-// first message there (the receivers' baseline rule, see receiver.probe).
-func (r *Reliable) appendProbes(frames []Frame, round uint64, parts []int, last []uint64) []Frame {
+// last. A bus with inboxes adds, on a partition it wrote to, the time of its
+// first message there (the receivers' baseline rule, see receiver.probe) and,
+// where live (aligned with parts; nil for none) is positive, its promise to
+// announce there every round for that long (receiver.checkGone).
+func (r *Reliable) appendProbes(frames []Frame, round uint64, parts []int, last []uint64, live []time.Duration) []Frame {
 	now := time.Now().UnixNano()
-	for _, p := range parts {
-		data := make([]byte, 0, len(r.prefix)+3+16+probeFirstLen)
+	for i, p := range parts {
+		data := make([]byte, 0, len(r.prefix)+3+16+probeLiveLen)
 		data = append(data, r.prefix...)
 		data[1] = byte(kindProbe)
 		data = binary.AppendUvarint(data, uint64(p))
 		data = binary.BigEndian.AppendUint64(data, round)
 		data = binary.BigEndian.AppendUint64(data, uint64(now))
 		data = binary.BigEndian.AppendUint64(data, last[p])
-		if r.inboxes > 0 && p >= r.shared && last[p] > 0 {
+		if r.inboxes > 0 && last[p] > 0 {
 			// last > 0: seq 1 was accepted, its time is set.
 			data = binary.BigEndian.AppendUint64(data, uint64(r.ob.first(p)))
+			if live != nil && live[i] > 0 {
+				data = binary.BigEndian.AppendUint64(data, uint64(live[i]))
+			}
 		}
 		frames = append(frames, Frame{Partition: p, Data: data, NoWait: true, Probe: true}) // probes never wait for replicas
 	}
@@ -264,7 +276,7 @@ type announcer struct {
 // for them: when the last resolved seq of a partition it reads changed since
 // the last announcement, and every announceEvery rounds once anything was
 // resolved; and the announcements of the inbox partitions it writes to
-// (inboxAnnouncements). Their round (seq) is 0: they announce, but their
+// (writtenAnnouncements). Their round (seq) is 0: they announce, but their
 // rhythm says nothing about liveness.
 func (r *Reliable) announce(ctx context.Context, a *announcer) error {
 	if !r.lockPublishing(ctx) {
@@ -287,9 +299,9 @@ func (r *Reliable) announce(ctx context.Context, a *announcer) error {
 	var frames []Frame
 	reads := changed || (a.since >= announceEvery && some)
 	if reads {
-		frames = r.appendProbes(frames, 0, r.reads, last)
+		frames = r.appendProbes(frames, 0, r.reads, last, nil)
 	}
-	frames, sent := r.inboxAnnouncements(frames, last, &a.inbox)
+	frames, sent := r.writtenAnnouncements(frames, last, &a.inbox, r.reads)
 	if len(frames) == 0 {
 		return nil
 	}
@@ -304,44 +316,49 @@ func (r *Reliable) announce(ctx context.Context, a *announcer) error {
 	return nil
 }
 
-// inboxAnnouncer is the prober's memory of its announcements on the inbox
-// partitions this node writes to and does not read.
+// inboxAnnouncer is the prober's memory of its announcements on the
+// partitions this node writes to and sends no round-trip probe to.
 type inboxAnnouncer struct {
 	last   []uint64 // per partition: the last seq announced there
 	breaks uint64   // Reliable.breaks at the last announcement of them all
-	// written holds the inbox partitions written to recently: when the
-	// prober saw their last seq change. Entries leave once older than both
-	// the retain window and inboxReannounceFor, so a round costs
-	// O(inboxes written recently), not O(inboxes).
+	// written holds the partitions written to recently: when the prober saw
+	// their last seq change. Entries leave once older than both liveFor and
+	// inboxReannounceFor.
 	written map[int]time.Time
 	rounds  int // rounds since the last periodic announcement
 }
 
-// inboxAnnouncements appends to frames an announcement (round 0: a last seq,
-// no liveness meaning) on inbox partitions this node wrote to and does not
-// read: this node's probes do not go there, and the nodes reading them learn
-// a lost tail only so. It announces on a partition
+// writtenAnnouncements appends to frames, for a bus with inboxes, an
+// announcement (round 0: a last seq and the time of the first message,
+// without a liveness rhythm) on the partitions this node wrote to other than
+// skip (those its probes of this round go to): the inboxes of other nodes,
+// and, when skip is the round-trip partitions, the shared partitions, which
+// then get no round-trip probe (probeLoop). The nodes reading them learn a
+// lost tail only so. It announces on a partition
 //   - whose last resolved seq changed since its last announcement there;
 //   - every one of them after a broken connection (the broker may have lost
 //     their tails while nothing new was written);
 //   - every round while it holds retained entries there (Config.Retain) or
-//     wrote there within the retain window: on a Redis Cluster the shard of
+//     wrote there within liveFor (the retain window, and at least two
+//     liveness windows): on a Redis Cluster the shard of
 //     an inbox this node only writes to can fail over and lose those writes
 //     while nothing of this node breaks (its subscription and pings go to
 //     other shards). The write goes through the transport's guard of the
 //     primary (a connection pinned to the node that served the slot), so the
 //     failover surfaces as ErrPrimaryChanged or a broken connection, and the
 //     retained messages go out again (publishProbes, republish) before the
-//     announcement;
+//     announcement. These announcements carry how much longer the every-round
+//     rhythm lasts (probeLive): a receiver that then hears nothing of this node
+//     for its liveness window reports it gone (receiver.checkGone), which the
+//     round-trip probes on the shared partitions told before;
 //   - every announceEvery rounds while it wrote there within
 //     inboxReannounceFor: a tail trimmed from the stream with its
 //     announcement, while its reader was behind, is still reported.
 //
-// Its round-trip probes keep going on the shared partitions, which every
-// node reads, so a sender that stops writing to an inbox is not taken for
-// gone. It returns the frames and the function to call once they are
-// written. Without inboxes it adds nothing.
-func (r *Reliable) inboxAnnouncements(frames []Frame, last []uint64, a *inboxAnnouncer) ([]Frame, func()) {
+// A node that stops writing to a partition is then no longer heard there, and
+// not taken for gone. It returns the frames and the function to call once
+// they are written. Without inboxes it adds nothing.
+func (r *Reliable) writtenAnnouncements(frames []Frame, last []uint64, a *inboxAnnouncer, skip []int) ([]Frame, func()) {
 	if r.inboxes == 0 {
 		return frames, func() {}
 	}
@@ -357,23 +374,25 @@ func (r *Reliable) inboxAnnouncements(frames []Frame, last []uint64, a *inboxAnn
 	if periodic {
 		a.rounds = 0
 	}
-	window := r.cfg.Retain.Window // -1: no retention
+	liveFor := r.liveFor()
 	held := make(map[int]bool)
 	r.kept.holding(held)
 	var parts []int
-	for p := r.shared; p < r.partitions; p++ {
-		if p == r.inbox || last[p] == 0 {
+	var lives []time.Duration
+	for p := range r.partitions {
+		if last[p] == 0 || slices.Contains(skip, p) {
 			continue
 		}
 		due := all || last[p] != a.last[p] || held[p]
 		if last[p] != a.last[p] {
 			a.written[p] = now
 		}
+		var live time.Duration
 		if w, ok := a.written[p]; ok {
 			age := now.Sub(w)
 			switch {
-			case age <= window:
-				due = true
+			case age <= liveFor:
+				due, live = true, liveFor-age
 			case age <= r.inboxReannounceFor():
 				due = due || periodic
 			default:
@@ -382,15 +401,24 @@ func (r *Reliable) inboxAnnouncements(frames []Frame, last []uint64, a *inboxAnn
 		}
 		if due {
 			parts = append(parts, p)
+			lives = append(lives, live)
 		}
 	}
-	frames = r.appendProbes(frames, 0, parts, last)
+	frames = r.appendProbes(frames, 0, parts, last, lives)
 	return frames, func() {
 		for _, p := range parts {
 			a.last[p] = last[p]
 		}
 		a.breaks = breaks
 	}
+}
+
+// liveFor is how long after a write to a partition without its round-trip
+// probe a bus with inboxes announces there every round: the retain window,
+// and at least two liveness windows, so that a receiver can tell a writer
+// that stopped from one that crashed (receiver.checkGone).
+func (r *Reliable) liveFor() time.Duration {
+	return max(r.cfg.Retain.Window, 2*r.livenessWindow())
 }
 
 // inboxReannounceFor is how long after its last write to an inbox partition
@@ -452,9 +480,9 @@ func (r *Reliable) probeRound(ctx context.Context, round uint64, warmUp bool, an
 		r.unlockPublishing()
 		return false, false, err
 	}
-	frames, last := r.probeFrames(round, r.reads)
-	frames, sent := r.inboxAnnouncements(frames, last, ann)
-	done := r.probes.begin(round, r.partitions, r.reads)
+	frames, last := r.probeFrames(round, r.trips)
+	frames, sent := r.writtenAnnouncements(frames, last, ann, r.trips)
+	done := r.probes.begin(round, r.partitions, r.trips)
 	err = r.publishProbes(ctx, frames)
 	r.unlockPublishing()
 	if err != nil {

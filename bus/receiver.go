@@ -60,6 +60,9 @@ type instance struct {
 	lastConn time.Duration
 	// probed: it sends probes, so silence means it stopped.
 	probed bool
+	// promise is until when (this node's clock) it promised to announce every
+	// round (probeLive): silence while the promise holds means it stopped too.
+	promise time.Time
 	// closed: it published its final announcement (it closed its bus).
 	closed bool
 	// gone: reported as stopped (reason goneReason), until it is heard again.
@@ -454,6 +457,14 @@ func (rv *receiver) accept(r *Reliable, e *envelope) bool {
 		return false
 	}
 	st.hwm, st.known = e.Seq, true
+	if r.inboxes > 0 && e.Partition >= r.shared {
+		// Its writer announces here every round for liveFor, at least two
+		// liveness windows (writtenAnnouncements): a crash right after this
+		// write, before any announcement, is reported too.
+		if u := now.Add(2 * r.livenessWindow()); u.After(st.inst.promise) {
+			st.inst.promise = u
+		}
+	}
 	if !known && e.Seq > 1 {
 		// Messages 1..Seq-1 were lost, or written before this node read
 		// the partition: an announcement with the stream's first time tells.
@@ -495,6 +506,9 @@ func (rv *receiver) probe(r *Reliable, e *envelope) {
 	st := rv.streamLocked(r, streamKey{origin: e.Origin, instance: e.Instance, partition: e.Partition}, now, &gone)
 	st.inst.probed = st.inst.probed || probed
 	st.inst.closed = st.inst.closed || final
+	if live := e.probeLive(); live > 0 && now.Add(live).After(st.inst.promise) {
+		st.inst.promise = now.Add(live)
+	}
 	st.announced = max(st.announced, last)
 	// The baseline rule: an announcement that carries the time of the
 	// stream's first message (inbox partitions) tells a receiver that has
@@ -688,8 +702,9 @@ func (rv *receiver) touch(r *Reliable, origin string, id uint64, now time.Time) 
 	r.reportGone(gone)
 }
 
-// checkGone reports the runs that sent probes and then nothing for longer than
-// window of connected time (reason silent), and the runs silent that long while a
+// checkGone reports the runs that sent probes, or promised to announce every
+// round for at least window past the last frame heard (probeLive), and then
+// nothing for longer than window of connected time (reason silent), and the runs silent that long while a
 // newer run of their id speaks (reason replaced, also for runs without probes).
 // The prober calls it only after its own probe round came back, so that this
 // node's subscription is current and a backlog cannot make a node look silent.
@@ -713,8 +728,11 @@ func (rv *receiver) checkGone(r *Reliable, now time.Time, window time.Duration) 
 			if inst.closed {
 				reason = goneClosed
 			}
-			if reason == goneSilent && !inst.probed {
-				continue // a quiet publisher without probes: silence says nothing
+			if reason == goneSilent && !inst.probed && inst.last.Add(window).After(inst.promise) {
+				// A quiet publisher without probes, or one whose every-round
+				// announcements could end within the window: silence says
+				// nothing.
+				continue
 			}
 			g := rv.goneLocked(inst, reason)
 			g.silent = silent

@@ -38,9 +38,12 @@ type Reliable struct {
 	shared  int
 	inboxes int
 	// inbox is this node's inbox partition (-1 without inboxes); reads are
-	// the partitions it reads, sorted (every partition without inboxes).
+	// the partitions it reads, sorted (every partition without inboxes);
+	// trips those of its round-trip probes (its inbox with inboxes, see
+	// probeLoop; reads without).
 	inbox int
 	reads []int
+	trips []int
 	// publishing is held by the sender from a batch's publish until the
 	// outbox knows its outcome, and by the prober from reading what its probes
 	// announce until they are written: a probe then follows on each partition
@@ -225,10 +228,12 @@ func newReliable(t Transport, cfg Config, jitter func(int64) int64) (*Reliable, 
 	}
 	if inboxes > 0 {
 		r.reads = append(r.reads, inbox)
+		r.trips = []int{inbox}
 	} else {
 		for p := shared; p < partitions; p++ {
 			r.reads = append(r.reads, p)
 		}
+		r.trips = r.reads
 	}
 	r.recv.init(r)
 	r.m = newMetrics(r)
@@ -648,7 +653,7 @@ func (r *Reliable) finalAnnounce(ctx context.Context, backgroundDone <-chan stru
 		return
 	}
 	last := r.ob.lastResolved(make([]uint64, 0, r.partitions))
-	frames := r.appendProbes(nil, finalRound, r.announced(last), last)
+	frames := r.appendProbes(nil, finalRound, r.announced(last), last, nil)
 	pctx, cancel := context.WithTimeout(ctx, r.cfg.ProbeTimeout)
 	defer cancel()
 	if err := r.t.Publish(pctx, frames); err != nil {

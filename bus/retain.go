@@ -33,7 +33,7 @@ type retained struct {
 	bytes   int64
 	// parts counts the entries per partition (for the prober: a partition
 	// that holds retained entries is announced every round, see
-	// inboxAnnouncements).
+	// writtenAnnouncements).
 	parts map[int]int
 	// lastOK is the last time the broker was known healthy with nothing
 	// pending: entries committed more than window before it are forgotten.

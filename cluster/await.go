@@ -30,7 +30,8 @@ import (
 // A node that starts, or whose broker link comes back, routes only to the
 // nodes it has heard of: AwaitRoutingReady waits until it knows the interest
 // of every live node. Meanwhile a node the bus has heard (bus.Status.Nodes:
-// every node probes the shared partitions) whose interest is not known counts
+// its heartbeats and requests, its probes on the shared partitions without
+// inboxes, its writes and their announcements) whose interest is not known counts
 // as interested in everything, like a node heard by heartbeat, for
 // NodeTimeout (busHeard).
 

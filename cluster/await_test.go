@@ -175,6 +175,7 @@ func TestRouteTargetsBusHeard(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = other.Close(context.Background()) })
 	other.Receive(func(bus.Message) {})
+	keepPublishing(t, other)
 	testwait.For(t, waitTimeout, "the bus of node 0 to hear bus-only", func() bool {
 		return slices.Contains(cs[0].bus.Status().Nodes, "bus-only")
 	})

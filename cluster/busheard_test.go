@@ -101,6 +101,7 @@ func TestRoutingAwaitIgnoresEmitter(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = other.Close(context.Background()) })
 	other.Receive(func(bus.Message) {})
+	keepPublishing(t, other)
 	testwait.For(t, waitTimeout, "node 0's bus to hear the emitter", func() bool {
 		return slices.Contains(cs[0].bus.Status().Nodes, "emitter")
 	})
@@ -110,4 +111,31 @@ func TestRoutingAwaitIgnoresEmitter(t *testing.T) {
 	if err := cs[0].AwaitRouting(ctx, "/"); err != nil {
 		t.Errorf("AwaitRouting with node-1 live and an emitter on the bus: %v", err)
 	}
+}
+
+// keepPublishing publishes from b every 50 ms until the test ends: a bus
+// with inboxes is heard by the nodes it writes to (its round-trip probes go
+// to its own inbox), as an emitter process is by the nodes reading what it
+// emits.
+func keepPublishing(t *testing.T, b *bus.Reliable) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			_ = b.Publish(ctx, "k", []byte("x"))
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
 }
