@@ -194,16 +194,19 @@ type Config struct {
 	PublishTimeout time.Duration
 	// ProbeInterval is the period of liveness checks: a Ping, then (once Receive
 	// was called) one probe frame per partition this node reads (with inbox
-	// partitions, see Inboxer: the shared ones and its own inbox) published
-	// through the reliable plane and expected back through this node's own
-	// subscription. Probes also announce the last seq per partition that left
-	// the outbox, so that receivers report the loss of a node's last messages (a
-	// bus that never receives sends these announcements when they change and
-	// every 10 intervals; on the inbox partitions of other nodes it wrote to,
-	// every bus sends them when they change and again after a broken
-	// connection; every bus sends a final one at Close); and other nodes report
-	// a node whose probes stop (Stats.NodesGoneSilent, NodesClosed after a final
-	// one). Default 1 s;
+	// partitions, see Inboxer: on its own inbox only) published through the
+	// reliable plane and expected back through this node's own subscription.
+	// Probes also announce the last seq per partition that left the outbox, so
+	// that receivers report the loss of a node's last messages (a bus that
+	// never receives sends these announcements when they change and every 10
+	// intervals; with inbox partitions, every bus sends them on the partitions
+	// it wrote to and sends no probe to when they change, every interval for a
+	// few seconds after a write, every 10 intervals for minutes after, and
+	// again after a broken connection; every bus sends a final one at Close);
+	// and other nodes report a node whose probes, or the every-interval
+	// announcements it promised, stop (Stats.NodesGoneSilent, NodesClosed
+	// after a final one). Nodes must share ProbeInterval and ProbeTimeout.
+	// Default 1 s;
 	// -1 disables pings and probes (the bus then starts as Connected and only
 	// publish and subscribe errors change its state), including the readiness
 	// pings that end backoff waits when the broker returns (BackoffConfig).

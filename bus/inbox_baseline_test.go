@@ -300,6 +300,8 @@ func TestInboxBaselineAfterForgetting(t *testing.T) {
 		synctestWait()
 		publishTo(t, a, ids[1], ids[0], 1, 5)
 		sr.wait(t, 5, time.Minute)
+		time.Sleep(1500 * time.Millisecond) // an announcement, with its promise
+		synctestWait()
 		ta.setDown(true)
 		time.Sleep(r.pruneAfter() + 10*time.Minute)
 		synctestWait()

@@ -644,20 +644,26 @@ func TestPublishToNodesAllOrNone(t *testing.T) {
 // TestInboxWriterCutReportedGone: with inboxes no node hears another's
 // round-trip probes, yet a node that writes to another and then falls
 // silent (its link cut, as in a crash) is reported gone, once, by its
-// every-round promise: whether it wrote to the target's inbox (the promise
-// of its data, before any announcement, and of its announcements) or to a
-// shared partition (the promise of its announcements there). A node that
-// reads nothing the writer wrote does not report it.
+// every-round promise: whether it wrote to the target's inbox or to a shared
+// partition, and whether it announced after its last write (the promise of
+// the announcement) or not (the promise its data carries once it was heard
+// promising), also after a quiet spell longer than its promises. A node
+// that reads nothing the writer wrote does not report it.
 func TestInboxWriterCutReportedGone(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		inbox bool
 		// announce: the writer announced after its last write before the cut.
 		announce bool
+		// quiet: the writer wrote nothing for 20 s before its last write.
+		quiet bool
 	}{
-		{"inbox, cut right after the write", true, false},
-		{"inbox, cut after an announcement", true, true},
-		{"shared partition, cut after an announcement", false, true},
+		{"inbox, cut right after the write", true, false, false},
+		{"inbox, cut after an announcement", true, true, false},
+		{"inbox, cut right after a write after a quiet spell", true, false, true},
+		{"shared partition, cut right after the write", false, false, false},
+		{"shared partition, cut after an announcement", false, true, false},
+		{"shared partition, cut right after a write after a quiet spell", false, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctestRun(t, func(t *testing.T) {
@@ -679,7 +685,15 @@ func TestInboxWriterCutReportedGone(t *testing.T) {
 					sendOn(t, a, tc.inbox, ids[1], ids[0], i, i)
 					time.Sleep(250 * time.Millisecond)
 				}
-				sr.wait(t, 20, time.Minute)
+				n := 20
+				if tc.quiet {
+					sr.wait(t, n, time.Minute)
+					time.Sleep(20 * time.Second)
+					synctestWait()
+					n++
+					sendOn(t, a, tc.inbox, ids[1], ids[0], n, n)
+				}
+				sr.wait(t, n, time.Minute)
 				if tc.announce {
 					time.Sleep(1500 * time.Millisecond)
 					synctestWait()
@@ -693,6 +707,68 @@ func TestInboxWriterCutReportedGone(t *testing.T) {
 				// c reads the shared partitions, not the target's inbox.
 				if s, want := c.Stats(), map[bool]uint64{true: 0, false: 1}[tc.inbox]; s.NodesGoneSilent != want || s.NodesGoneReplaced+s.NodesClosed != 0 {
 					t.Fatalf("the other node: stats %+v, want %d gone", s, want)
+				}
+			})
+		})
+	}
+}
+
+// TestInboxLiveWriterNotGone: writers that stay alive and stop writing are
+// not reported gone by a target that hears them no more: a publisher that
+// does not receive (an emitter), writing to the inbox it shares with its
+// target or to a shared partition, keeps the every-round promise of its
+// writes; a writer with probes disabled never promises, so its data gives
+// none.
+func TestInboxLiveWriterNotGone(t *testing.T) {
+	const shared, inboxes = 2, 8
+	mate := func(t *testing.T, target string) string {
+		for i := 1; i < 10000; i++ {
+			if id := fmt.Sprint("n", i); InboxOf(id, shared, inboxes) == InboxOf(target, shared, inboxes) {
+				return id
+			}
+		}
+		t.Fatal("no id shares n0's inbox")
+		return ""
+	}
+	for _, tc := range []struct {
+		name    string
+		inbox   bool
+		mate    bool // the writer shares the target's inbox
+		receive bool
+		probe   time.Duration
+	}{
+		{"not receiving, the inbox it shares with the target", true, true, false, 0},
+		{"not receiving, a shared partition", false, false, false, 0},
+		{"probes disabled, the target's inbox", true, false, true, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctestRun(t, func(t *testing.T) {
+				hub := NewMemoryHubConfig(MemoryHubConfig{Partitions: shared, Inboxes: inboxes})
+				target, writer := "n0", ""
+				if tc.mate {
+					writer = mate(t, target)
+				} else {
+					ids := inboxIDs(t, shared, inboxes, 2)
+					writer, target = ids[0], ids[1]
+				}
+				a := newBus(t, hub, Config{NodeID: writer, ProbeInterval: tc.probe})
+				if tc.receive {
+					a.Receive(func(Message) {})
+				}
+				r := newBus(t, hub, Config{NodeID: target})
+				sr := newSink()
+				r.Receive(sr.handle)
+				time.Sleep(2 * time.Second)
+				synctestWait()
+				for i := 1; i <= 10; i++ {
+					sendOn(t, a, tc.inbox, target, writer, i, i)
+					time.Sleep(300 * time.Millisecond)
+				}
+				sr.wait(t, 10, time.Minute)
+				time.Sleep(time.Minute)
+				synctestWait()
+				if s := r.Stats(); s.NodesGoneSilent+s.NodesGoneReplaced+s.NodesClosed != 0 || s.Gaps != 0 {
+					t.Fatalf("a live writer that stopped writing: target stats %+v", s)
 				}
 			})
 		})

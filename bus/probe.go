@@ -275,9 +275,10 @@ type announcer struct {
 // announce publishes, for a bus that does not receive, probes without waiting
 // for them: when the last resolved seq of a partition it reads changed since
 // the last announcement, and every announceEvery rounds once anything was
-// resolved; and the announcements of the inbox partitions it writes to
-// (writtenAnnouncements). Their round (seq) is 0: they announce, but their
-// rhythm says nothing about liveness.
+// resolved. With inboxes it announces instead on every partition it wrote
+// to as a receiving bus does on those without its round-trip probe
+// (writtenAnnouncements), promise included. Their round (seq) is 0: they
+// announce, but their rhythm says nothing about liveness.
 func (r *Reliable) announce(ctx context.Context, a *announcer) error {
 	if !r.lockPublishing(ctx) {
 		return ctx.Err()
@@ -287,6 +288,18 @@ func (r *Reliable) announce(ctx context.Context, a *announcer) error {
 		return err
 	}
 	last := r.ob.lastResolved(make([]uint64, 0, r.partitions))
+	if r.inboxes > 0 {
+		frames, sent := r.writtenAnnouncements(nil, last, &a.inbox, nil)
+		if len(frames) == 0 {
+			return nil
+		}
+		if err := r.publishProbes(ctx, frames); err != nil {
+			return err
+		}
+		r.c.probesSent.Add(1)
+		sent()
+		return nil
+	}
 	a.since++
 	if a.last == nil {
 		a.last = make([]uint64, len(last)) // nothing announced: all 0
@@ -296,23 +309,14 @@ func (r *Reliable) announce(ctx context.Context, a *announcer) error {
 		changed = changed || last[p] != a.last[p]
 		some = some || last[p] > 0
 	}
-	var frames []Frame
-	reads := changed || (a.since >= announceEvery && some)
-	if reads {
-		frames = r.appendProbes(frames, 0, r.reads, last, nil)
-	}
-	frames, sent := r.writtenAnnouncements(frames, last, &a.inbox, r.reads)
-	if len(frames) == 0 {
+	if !changed && (a.since < announceEvery || !some) {
 		return nil
 	}
-	if err := r.publishProbes(ctx, frames); err != nil {
+	if err := r.publishProbes(ctx, r.appendProbes(nil, 0, r.reads, last, nil)); err != nil {
 		return err
 	}
 	r.c.probesSent.Add(1)
-	sent()
-	if reads {
-		a.last, a.since = last, 0
-	}
+	a.last, a.since = last, 0
 	return nil
 }
 

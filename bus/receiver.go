@@ -62,7 +62,9 @@ type instance struct {
 	probed bool
 	// promise is until when (this node's clock) it promised to announce every
 	// round (probeLive): silence while the promise holds means it stopped too.
-	promise time.Time
+	// promises: it sent such a promise once, so it keeps one after each write.
+	promise  time.Time
+	promises bool
 	// closed: it published its final announcement (it closed its bus).
 	closed bool
 	// gone: reported as stopped (reason goneReason), until it is heard again.
@@ -457,10 +459,12 @@ func (rv *receiver) accept(r *Reliable, e *envelope) bool {
 		return false
 	}
 	st.hwm, st.known = e.Seq, true
-	if r.inboxes > 0 && e.Partition >= r.shared {
-		// Its writer announces here every round for liveFor, at least two
-		// liveness windows (writtenAnnouncements): a crash right after this
-		// write, before any announcement, is reported too.
+	if st.inst.promises {
+		// A writer that promises announces after each write every round for
+		// liveFor, at least two liveness windows (writtenAnnouncements): a
+		// crash right after this write, before its next announcement, is
+		// reported too. A writer never heard promising (probes disabled, or
+		// none of its announcements reached this node yet) gets no promise.
 		if u := now.Add(2 * r.livenessWindow()); u.After(st.inst.promise) {
 			st.inst.promise = u
 		}
@@ -506,8 +510,11 @@ func (rv *receiver) probe(r *Reliable, e *envelope) {
 	st := rv.streamLocked(r, streamKey{origin: e.Origin, instance: e.Instance, partition: e.Partition}, now, &gone)
 	st.inst.probed = st.inst.probed || probed
 	st.inst.closed = st.inst.closed || final
-	if live := e.probeLive(); live > 0 && now.Add(live).After(st.inst.promise) {
-		st.inst.promise = now.Add(live)
+	if live := e.probeLive(); live > 0 {
+		st.inst.promises = true
+		if u := now.Add(live); u.After(st.inst.promise) {
+			st.inst.promise = u
+		}
 	}
 	st.announced = max(st.announced, last)
 	// The baseline rule: an announcement that carries the time of the

@@ -29,9 +29,10 @@ import (
 //
 // A node that starts, or whose broker link comes back, routes only to the
 // nodes it has heard of: AwaitRoutingReady waits until it knows the interest
-// of every live node. Meanwhile a node the bus has heard (bus.Status.Nodes:
-// its heartbeats and requests, its probes on the shared partitions without
-// inboxes, its writes and their announcements) whose interest is not known counts
+// of every live node. Meanwhile a node the bus has heard (bus.Status.Nodes,
+// within the bus's liveness window: its probes on the shared partitions
+// without inboxes; with inboxes, its direct messages, and its writes to this
+// node and their announcements) whose interest is not known counts
 // as interested in everything, like a node heard by heartbeat, for
 // NodeTimeout (busHeard).
 

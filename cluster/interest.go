@@ -639,9 +639,10 @@ func (r *routeState) markGrace(nodes []string, nsp string, rooms []string, until
 }
 
 // routeTargets returns the other nodes a message of namespace nsp to rooms
-// concerns, among the live nodes, those the bus has heard (a node starts
-// being heard by the bus before its heartbeats reach this node, await.go),
-// and those whose interest is kept (forgetPeer): all of them when every,
+// concerns, among the live nodes, those the bus has heard (without inboxes a
+// node's bus probes reach this node before its heartbeats; with them, what
+// it writes to this node: await.go), and those whose interest is kept
+// (forgetPeer): all of them when every,
 // else those interested.
 func (c *Cluster) routeTargets(nsp string, rooms []string, every bool) []string {
 	now := time.Now()
