@@ -31,6 +31,7 @@ var (
 const (
 	defaultRequestTimeout    = 5 * time.Second
 	defaultHeartbeatInterval = 5 * time.Second
+	defaultInterestKeep      = time.Hour
 	defaultMaxServing        = 256
 	defaultMaxRelays         = 10000
 )
@@ -88,6 +89,22 @@ type Options struct {
 	// whose socket ids look otherwise must set it, or messages to its socket
 	// ids are not routed.
 	SocketIDRoom func(room string) bool
+	// InterestKeep, with InterestRouting, is how long a node goes on writing
+	// to the inbox of a node it no longer hears (silent without a goodbye: cut
+	// off from the broker, or crashed) what that node's last known interest
+	// asks for, and reports that interest to the nodes that start meanwhile.
+	// A node cut off for up to that long then reads, once back, everything
+	// its sockets missed, as it would from the partitions without routing. A
+	// node cut off for longer is forgotten, and what was published for its
+	// sockets after that reaches no inbox: when its bus comes back after such
+	// an outage it logs a warning and counts it
+	// (durasock_cluster_routing_outages_total). The cost is writes to the
+	// inbox of a node that crashed for good (no goodbye), for that long.
+	// Default an hour: as long as the bus remembers a silent node's messages
+	// (bus.Config, gone nodes), so that what a node cut off for less misses is
+	// written to its inbox, or reported as a gap once trimmed from it; at
+	// least NodeTimeout.
+	InterestKeep time.Duration
 	// Logger receives the log lines of the cluster. Default slog.Default().
 	Logger *slog.Logger
 	// Registerer, when not nil, receives the cluster's Prometheus metrics
@@ -109,6 +126,10 @@ func (o *Options) withDefaults() Options {
 	if r.NodeTimeout <= 0 {
 		r.NodeTimeout = 3 * r.HeartbeatInterval
 	}
+	if r.InterestKeep <= 0 {
+		r.InterestKeep = defaultInterestKeep
+	}
+	r.InterestKeep = max(r.InterestKeep, r.NodeTimeout)
 	if r.MaxServing <= 0 {
 		r.MaxServing = defaultMaxServing
 	}
@@ -154,6 +175,11 @@ type Stats struct {
 	// InboxWrites / RoutedMessages is the mean fan-out.
 	RoutedMessages uint64 `json:"routed_messages"`
 	InboxWrites    uint64 `json:"inbox_writes"`
+	// RoutingOutages counts the times this node's bus came back after being
+	// disconnected for longer than InterestKeep (InterestRouting): the other
+	// nodes may have forgotten its interest, and what they published for its
+	// sockets after that reached no inbox.
+	RoutingOutages uint64 `json:"routing_outages"`
 }
 
 // Cluster makes the processes that share a bus behave as one Socket.IO server. One
@@ -201,7 +227,7 @@ type Cluster struct {
 type counters struct {
 	received, decodeErrors, unknownNsp, dropped, requests, timeouts atomic.Uint64
 	expired, refusedRelays                                          atomic.Uint64
-	routed, inboxWrites                                             atomic.Uint64
+	routed, inboxWrites, routingOutages                             atomic.Uint64
 }
 
 // New starts a Cluster on b: it calls b.Receive, announces this node and starts
@@ -319,6 +345,7 @@ func (c *Cluster) Stats() Stats {
 		RequestTimeouts:  c.stats.timeouts.Load(),
 		RoutedMessages:   c.stats.routed.Load(),
 		InboxWrites:      c.stats.inboxWrites.Load(),
+		RoutingOutages:   c.stats.routingOutages.Load(),
 	}
 }
 

@@ -119,7 +119,7 @@ func TestRoutingSilentInstanceDropped(t *testing.T) {
 		2: {version: 1, heard: now, nsps: sockets},
 	}}
 	r.peers["gone"] = &peerNode{insts: map[uint64]*peerInterest{1: {heard: now.Add(-2 * timeout)}}}
-	r.expire(now, map[string]bool{"b": true}, timeout)
+	r.expire(now, map[string]bool{"b": true}, timeout, timeout)
 	if n := r.peers["b"]; n == nil || len(n.insts) != 1 || n.insts[2] == nil {
 		t.Errorf("b holds %v, want instance 2 only", n)
 	}
@@ -174,11 +174,11 @@ func TestRoutingGracePerRoom(t *testing.T) {
 		t.Errorf("room new, granted until t0+1.9s, not routed at t0+1.5s")
 	}
 	r.mu.Unlock()
-	r.expire(later, map[string]bool{"b": true}, time.Hour)
+	r.expire(later, map[string]bool{"b": true}, time.Hour, time.Hour)
 	if g := r.grace[graceKey{"b", "/"}]; g == nil || len(g.rooms) != 1 {
 		t.Errorf("grace after expire at t0+1.5s: %v, want the bucket of new only", g)
 	}
-	r.expire(t0.Add(2*time.Second), map[string]bool{"b": true}, time.Hour)
+	r.expire(t0.Add(2*time.Second), map[string]bool{"b": true}, time.Hour, time.Hour)
 	if g := r.grace[graceKey{"b", "/"}]; g != nil {
 		t.Errorf("grace after every room's end: %v, want none", g)
 	}

@@ -284,8 +284,9 @@ type routeState struct {
 	building sync.Mutex
 	wake     chan struct{} // this node's interest changed
 	// connectedAt is when the bus last became connected (Unix nanos), 0 while
-	// it is not.
+	// it is not; downAt when it last stopped being connected (0 before).
 	connectedAt atomic.Int64
+	downAt      atomic.Int64
 
 	mu    sync.Mutex
 	peers map[string]*peerNode
@@ -534,26 +535,33 @@ func (c *Cluster) applyInterest(from string, inst uint64, m *message) (uint64, b
 	return p.version, true
 }
 
-// setConnected notes whether the bus is connected now.
-func (r *routeState) setConnected(connected bool) {
+// setConnected notes whether the bus is connected now, and returns for how
+// long it was not when it just came back (0 otherwise).
+func (r *routeState) setConnected(connected bool) time.Duration {
+	now := time.Now().UnixNano()
 	if !connected {
-		r.connectedAt.Store(0)
-	} else if r.connectedAt.Load() == 0 {
-		r.connectedAt.Store(time.Now().UnixNano())
+		if r.connectedAt.Swap(0) != 0 {
+			r.downAt.Store(now)
+		}
+		return 0
 	}
+	if !r.connectedAt.CompareAndSwap(0, now) {
+		return 0
+	}
+	if down := r.downAt.Load(); down != 0 {
+		return time.Duration(now - down)
+	}
+	return 0
 }
 
-// forgetPeer forgets the interest of node id, which left (bye) or went silent.
-// A node that went silent while this node was cut off from the broker, or
-// had just come back, may be alive: its interest is kept, and its inbox
-// written to, until it is heard from again or stays silent for NodeTimeout
-// after this node's bus has been connected for that long (expire).
+// forgetPeer forgets the interest of node id, which left (bye). A node that
+// went silent may be alive, cut off from the broker: its interest is kept,
+// and its inbox written to, until it is heard from again or stays silent for
+// InterestKeep after this node's bus has been connected for that long
+// (expire).
 func (c *Cluster) forgetPeer(id string, bye bool) {
 	r := c.route
-	if r == nil {
-		return
-	}
-	if !bye && !r.connectedFor(time.Now(), c.opts.NodeTimeout) {
+	if r == nil || !bye {
 		return
 	}
 	r.mu.Lock()
@@ -572,19 +580,26 @@ func (r *routeState) connectedFor(now time.Time, d time.Duration) bool {
 	return at != 0 && now.Sub(time.Unix(0, at)) >= d
 }
 
-// expire forgets the kept interest of instances silent for timeout, once the
-// bus has been connected for that long (of a node alive by heartbeat: an
-// instance that ended or was replaced by a restart; of one that is not: the
-// node), and the graces that are over.
-func (r *routeState) expire(now time.Time, live map[string]bool, timeout time.Duration) {
+// expire forgets the kept interest of instances silent for keep
+// (InterestKeep), once the bus has been connected for that long (of a node
+// alive by heartbeat: an instance that ended or was replaced by a restart; of
+// one that is not: the node), the hello answers older than timeout
+// (NodeTimeout) of nodes no longer live, and the graces that are over.
+func (r *routeState) expire(now time.Time, live map[string]bool, timeout, keep time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	// A second-hand entry ends NodeTimeout after the reporting node last
+	// A second-hand entry ends InterestKeep after the reporting node last
 	// heard the node, whatever this node's link (peers.go).
-	connected := r.connectedFor(now, timeout)
+	connected := r.connectedFor(now, keep)
 	for id, n := range r.peers {
+		// An instance of a node alive by heartbeat silent for timeout ended,
+		// or a restart replaced it.
+		limit, live := keep, live[id]
+		if live {
+			limit = timeout
+		}
 		for inst, p := range n.insts {
-			if (connected || p.relayed) && now.Sub(p.heard) > timeout {
+			if (connected || live || p.relayed) && now.Sub(p.heard) > limit {
 				delete(n.insts, inst)
 			}
 		}

@@ -77,12 +77,16 @@ func newMetrics(c *Cluster, reg prometheus.Registerer) (*metrics, error) {
 		Name: "durasock_cluster_relays",
 		Help: "Broadcasts with acks of other nodes waiting for the acks of this node's sockets (bounded by MaxRelays).",
 	}, func() float64 { return float64(c.relayCount()) })
+	outages := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "durasock_cluster_routing_outages_total",
+		Help: "Times this node's bus came back after being disconnected for longer than InterestKeep (InterestRouting): what other nodes published for its sockets after they forgot its interest reached no inbox.",
+	}, func() float64 { return float64(c.stats.routingOutages.Load()) })
 	inboxWrites := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "durasock_cluster_inbox_writes_total",
 		Help: "Inbox writes of the routed messages this node published (InterestRouting).",
 	}, func() float64 { return float64(c.stats.inboxWrites.Load()) })
 	m.collectors = []prometheus.Collector{m.decodeErrors, m.dropped, m.timeouts, m.expired, m.refusedRelays,
-		m.routed, m.fanout, m.unrouted, nodes, requests, received, relays, inboxWrites}
+		m.routed, m.fanout, m.unrouted, nodes, requests, received, relays, inboxWrites, outages}
 	if reg == nil {
 		return m, nil
 	}

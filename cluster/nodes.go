@@ -54,11 +54,17 @@ func (c *Cluster) heartbeatLoop(ctx context.Context) {
 	}
 }
 
-// noteState reports whether the bus is connected, and tells the routing.
+// noteState reports whether the bus is connected, and tells the routing. A
+// bus back after an outage longer than InterestKeep is reported: the other
+// nodes may have forgotten this node's interest meanwhile (Options.InterestKeep).
 func (c *Cluster) noteState() bool {
 	up := c.bus.Status().State == bus.Connected
 	if c.route != nil {
-		c.route.setConnected(up)
+		if down := c.route.setConnected(up); down > c.opts.InterestKeep {
+			c.stats.routingOutages.Add(1)
+			c.log.Warn("cluster: the bus is back after an outage longer than InterestKeep: the other nodes may have forgotten this node's interest, and what they published meanwhile for its sockets after that reached no inbox",
+				slog.Duration("down_for", down), slog.Duration("interest_keep", c.opts.InterestKeep))
+		}
 	}
 	return up
 }
@@ -150,7 +156,7 @@ func (c *Cluster) expire(now time.Time) {
 		delete(live, id)
 	}
 	if c.route != nil {
-		c.route.expire(now, live, c.opts.NodeTimeout)
+		c.route.expire(now, live, c.opts.NodeTimeout, c.opts.InterestKeep)
 	}
 }
 

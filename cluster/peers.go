@@ -17,9 +17,11 @@ import (
 // the interest the sender holds of every other node it considers live
 // (kindPeers), per bus instance of each (interest.go, peerNode), with how long
 // ago it last heard each one. The receiver takes an entry for an instance
-// whose interest it does not hold, or holds at a lower version, and routes to that node as to one it heard, until NodeTimeout after
+// whose interest it does not hold, or holds at a lower version, and routes to that node as to one it heard, until InterestKeep after
 // the reporting node last heard it, a goodbye of the node, or the node is
-// heard first-hand (its own announcements then keep the entry).
+// heard first-hand (its own announcements then keep the entry). The nodes
+// report the interest of the nodes they stopped hearing for that long too:
+// a node cut off for longer than NodeTimeout is still routed to.
 //
 // AwaitRoutingReady waits for this answer from every node heard by heartbeat,
 // so that a starting node knows the second-hand nodes before it is ready.
@@ -145,7 +147,7 @@ func (c *Cluster) peersMessage(to string) *message {
 			// an instance that ended stops being reported with it. A node
 			// not heard by heartbeat is kept (forgetPeer) or second-hand.
 			at := p.heard
-			if !live && now.Sub(at) > c.opts.NodeTimeout {
+			if !live && now.Sub(at) > c.opts.InterestKeep {
 				continue
 			}
 			if len(m.peers) == maxPeerReports {
@@ -187,8 +189,8 @@ func (c *Cluster) learnPeers(from string, m *message) {
 		if e.node == c.id || e.node == from || gone[e.node] {
 			continue
 		}
-		heard := now.Add(-time.Duration(min(e.ago, uint64(c.opts.NodeTimeout/time.Millisecond)+1)) * time.Millisecond)
-		if now.Sub(heard) > c.opts.NodeTimeout {
+		heard := now.Add(-time.Duration(min(e.ago, uint64(c.opts.InterestKeep/time.Millisecond)+1)) * time.Millisecond)
+		if now.Sub(heard) > c.opts.InterestKeep {
 			continue // silent for too long already
 		}
 		n := r.peers[e.node]

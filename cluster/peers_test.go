@@ -122,11 +122,11 @@ func TestDecodePeersBounds(t *testing.T) {
 
 // A node takes a reported interest of a node it does not know or knows at a
 // lower version, never of itself or of the reporter, never of a node that said
-// goodbye, and routes to it until NodeTimeout after the reporter last heard
+// goodbye, and routes to it until InterestKeep after the reporter last heard
 // it; hearing the node itself makes the entry first-hand.
 func TestLearnPeersRules(t *testing.T) {
 	opts := routingOptions()
-	opts.HeartbeatInterval, opts.NodeTimeout = 20*time.Millisecond, time.Second
+	opts.HeartbeatInterval, opts.NodeTimeout, opts.InterestKeep = 20*time.Millisecond, 500*time.Millisecond, time.Second
 	hub := bus.NewMemoryHubConfig(routedHubConfig)
 	cs := startNodes(t, 1, opts, func(id string) bus.Bus { return reliableBus(t, hub.Transport(), id) })
 	c := cs[0]
@@ -168,7 +168,7 @@ func TestLearnPeersRules(t *testing.T) {
 	if knows(c, "far", "/", "r") {
 		t.Fatal("a higher version did not replace the interest")
 	}
-	// NodeTimeout after the reporter last heard it, the entry ends.
+	// InterestKeep after the reporter last heard it, the entry ends.
 	testwait.For(t, waitTimeout, "far to stop counting", func() bool {
 		return !slices.Contains(c.routeTargets("/", nil, true), "far")
 	})

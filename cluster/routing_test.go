@@ -734,3 +734,88 @@ func TestRoutingMetrics(t *testing.T) {
 	}
 	t.Errorf("durasock_cluster_routed_fanout not registered")
 }
+
+// switchedNodes starts n routed nodes on one memory hub, each behind its own
+// brokerSwitch (cut off alone with setDown), and waits until they know each
+// other.
+func switchedNodes(t *testing.T, n int, opts *Options) ([]*Cluster, []*brokerSwitch) {
+	t.Helper()
+	hub := bus.NewMemoryHubConfig(routedHubConfig)
+	sws := make([]*brokerSwitch, n)
+	for i := range sws {
+		sws[i] = new(brokerSwitch)
+	}
+	i := 0
+	cs := startNodes(t, n, opts, func(id string) bus.Bus {
+		b := reliableBus(t, sws[i].wrap(hub.Transport()), id)
+		i++
+		return b
+	})
+	t.Cleanup(func() {
+		for _, sw := range sws {
+			sw.setDown(false)
+		}
+	})
+	return cs, sws
+}
+
+// A node cut off from the broker alone for longer than NodeTimeout (and less
+// than InterestKeep): the other stops waiting for it but goes on writing to
+// its inbox what its interest asks for, so that its socket gets every event
+// published meanwhile, in order, once it is back; it reports no outage.
+func TestRoutingNodeCutOffLongerThanNodeTimeout(t *testing.T) {
+	opts := routingOptions()
+	opts.HeartbeatInterval, opts.NodeTimeout, opts.InterestKeep = 20*time.Millisecond, 200*time.Millisecond, time.Minute
+	opts.Logger = quietLogger
+	cs, sws := switchedNodes(t, 2, opts)
+	ns := bind(t, cs, "/")
+	s := connect(ns[1], "there", "r")
+	waitSettled(t, cs, "/")
+	sws[1].setDown(true)
+	testwait.For(t, waitTimeout, "node 0 to stop waiting for node 1", func() bool { return len(cs[0].Nodes()) == 0 })
+	// Past the bus's liveness window too (3 s), after which node 0's bus no
+	// longer hears node 1 either (busHeard).
+	time.Sleep(3500 * time.Millisecond)
+	const n = 30
+	for i := range n {
+		emit(t, ns[0].a, "during", i, "r")
+	}
+	sws[1].setDown(false)
+	msgs, err := s.WaitMessages(testCtx(t), n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSeq(t, "socket", msgs, "during", n)
+	requireRouted(t, cs)
+	if o := cs[1].Stats().RoutingOutages; o != 0 {
+		t.Errorf("node 1 reported %d routing outages after a cut shorter than InterestKeep", o)
+	}
+}
+
+// A node cut off alone for longer than InterestKeep is forgotten by the
+// other, which then routes nothing to it; back, it reports the outage
+// (Stats.RoutingOutages, the metric, a warning), and gets what is
+// published once the other heard it again.
+func TestRoutingNodeCutOffLongerThanInterestKeep(t *testing.T) {
+	opts := routingOptions()
+	opts.HeartbeatInterval, opts.NodeTimeout, opts.InterestKeep = 20*time.Millisecond, 200*time.Millisecond, 500*time.Millisecond
+	opts.Logger = quietLogger
+	cs, sws := switchedNodes(t, 2, opts)
+	ns := bind(t, cs, "/")
+	s := connect(ns[1], "there", "r")
+	waitSettled(t, cs, "/")
+	sws[1].setDown(true)
+	testwait.For(t, waitTimeout, "node 0 to forget node 1's interest", func() bool {
+		return !slices.Contains(cs[0].routeTargets("/", []string{"r"}, false), cs[1].NodeID())
+	})
+	time.Sleep(opts.InterestKeep) // node 1's own outage outlasts InterestKeep too
+	sws[1].setDown(false)
+	testwait.For(t, waitTimeout, "node 1 to report the outage", func() bool { return cs[1].Stats().RoutingOutages == 1 })
+	waitSettled(t, cs, "/")
+	emit(t, ns[0].a, "after", 0, "r")
+	msgs, err := s.WaitMessages(testCtx(t), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSeq(t, "socket", msgs, "after", 1)
+}
