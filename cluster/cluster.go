@@ -93,17 +93,17 @@ type Options struct {
 	// to the inbox of a node it no longer hears (silent without a goodbye: cut
 	// off from the broker, or crashed) what that node's last known interest
 	// asks for, and reports that interest to the nodes that start meanwhile.
-	// A node cut off for up to that long then reads, once back, everything
-	// its sockets missed, as it would from the partitions without routing. A
-	// node cut off for longer is forgotten, and what was published for its
-	// sockets after that reaches no inbox: when its bus comes back after such
-	// an outage it logs a warning and counts it
+	// Silence counts in this node's connected time (a node cut off itself
+	// forgets no one meanwhile). A node cut off for up to that long then
+	// reads, once back, everything its sockets missed (or a gap for what the
+	// stream's retention trimmed), as it would from the partitions without
+	// routing. A node cut off for longer is forgotten, and what was published
+	// for its sockets after that reaches no inbox: each node that forgot it
+	// logs a warning and counts it when it speaks again
 	// (durasock_cluster_routing_outages_total). The cost is writes to the
 	// inbox of a node that crashed for good (no goodbye), for that long.
-	// Default an hour: as long as the bus remembers a silent node's messages
-	// (bus.Config, gone nodes), so that what a node cut off for less misses is
-	// written to its inbox, or reported as a gap once trimmed from it; at
-	// least NodeTimeout.
+	// Default an hour, as long as the bus remembers a silent node by
+	// default (gone nodes); at least NodeTimeout.
 	InterestKeep time.Duration
 	// Logger receives the log lines of the cluster. Default slog.Default().
 	Logger *slog.Logger
@@ -175,10 +175,10 @@ type Stats struct {
 	// InboxWrites / RoutedMessages is the mean fan-out.
 	RoutedMessages uint64 `json:"routed_messages"`
 	InboxWrites    uint64 `json:"inbox_writes"`
-	// RoutingOutages counts the times this node's bus came back after being
-	// disconnected for longer than InterestKeep (InterestRouting): the other
-	// nodes may have forgotten its interest, and what they published for its
-	// sockets after that reached no inbox.
+	// RoutingOutages counts the nodes (processes) that spoke again after this
+	// node forgot their interest (InterestRouting; silent for longer than
+	// InterestKeep without a goodbye): what this node published for their
+	// sockets meanwhile reached no inbox.
 	RoutingOutages uint64 `json:"routing_outages"`
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/bits"
 	"strings"
 	"sync"
@@ -284,13 +285,16 @@ type routeState struct {
 	building sync.Mutex
 	wake     chan struct{} // this node's interest changed
 	// connectedAt is when the bus last became connected (Unix nanos), 0 while
-	// it is not; downAt when it last stopped being connected (0 before).
+	// it is not; connAccum the connected time (nanoseconds) before that.
 	connectedAt atomic.Int64
-	downAt      atomic.Int64
+	connAccum   atomic.Int64
 
 	mu    sync.Mutex
 	peers map[string]*peerNode
-	grace map[graceKey]*graceEntry
+	// forgotten holds the instances whose interest expire forgot, and when
+	// (at most maxForgotten, for a day), for noteReturned.
+	forgotten map[instKey]time.Time
+	grace     map[graceKey]*graceEntry
 
 	waiters waiters // AwaitRouting calls (await.go)
 
@@ -338,6 +342,8 @@ func (n *peerNode) latest() *peerInterest {
 type peerInterest struct {
 	version uint64
 	heard   time.Time
+	// heardConn is routeState.connTime when it was heard first-hand.
+	heardConn time.Duration
 	// relayed: taken from another node's report (peers.go), the node not
 	// heard first-hand since; heard is when the reporting node last heard it.
 	relayed bool
@@ -345,6 +351,57 @@ type peerInterest struct {
 }
 
 type graceKey struct{ node, nsp string }
+
+// instKey names one bus instance (process) of a node.
+type instKey struct {
+	node string
+	inst uint64
+}
+
+// maxForgotten bounds routeState.forgotten.
+const maxForgotten = 4096
+
+// noteForgotten records, r.mu held, that the interest of instance inst of
+// node id was forgotten at now.
+func (r *routeState) noteForgotten(id string, inst uint64, now time.Time) {
+	if r.forgotten == nil {
+		r.forgotten = make(map[instKey]time.Time)
+	}
+	if len(r.forgotten) >= maxForgotten {
+		var oldest instKey
+		var at time.Time
+		for k, t := range r.forgotten {
+			if at.IsZero() || t.Before(at) {
+				oldest, at = k, t
+			}
+		}
+		delete(r.forgotten, oldest)
+	}
+	r.forgotten[instKey{id, inst}] = now
+}
+
+// noteReturned reports instance inst of node id, heard again, if its
+// interest was forgotten: it was silent for longer than InterestKeep, not
+// gone, and what this node published for its sockets since reached no inbox.
+// Counted (Stats.RoutingOutages, durasock_cluster_routing_outages_total)
+// and logged.
+func (c *Cluster) noteReturned(id string, inst uint64) {
+	r := c.route
+	if r == nil || inst == 0 {
+		return
+	}
+	r.mu.Lock()
+	at, ok := r.forgotten[instKey{id, inst}]
+	delete(r.forgotten, instKey{id, inst})
+	r.mu.Unlock()
+	if !ok {
+		return
+	}
+	c.stats.routingOutages.Add(1)
+	c.log.Warn("cluster: a node whose interest this node forgot (silent for longer than InterestKeep) speaks again: what this node published for its sockets since reached no inbox",
+		slog.String("peer", id), slog.Uint64("instance", inst), slog.Time("forgotten_at", at),
+		slog.Duration("interest_keep", c.opts.InterestKeep))
+}
 
 // graceEntry is the rooms a socketsJoin of this node made node interested in:
 // each bucket until its own end, so that a later socketsJoin to other rooms
@@ -522,11 +579,11 @@ func (c *Cluster) applyInterest(from string, inst uint64, m *message) (uint64, b
 		r.peers[from] = n
 	}
 	if p := n.insts[inst]; p != nil && m.version <= p.version {
-		p.heard = now
+		p.heard, p.heardConn = now, r.connTime(now)
 		p.relayed = false
 		return p.version, true
 	}
-	p := &peerInterest{version: m.version, heard: now, nsps: make(map[string]*nspInterest, len(m.interest))}
+	p := &peerInterest{version: m.version, heard: now, heardConn: r.connTime(now), nsps: make(map[string]*nspInterest, len(m.interest))}
 	for i := range m.interest {
 		in := m.interest[i]
 		p.nsps[in.nsp] = &in
@@ -535,23 +592,28 @@ func (c *Cluster) applyInterest(from string, inst uint64, m *message) (uint64, b
 	return p.version, true
 }
 
-// setConnected notes whether the bus is connected now, and returns for how
-// long it was not when it just came back (0 otherwise).
-func (r *routeState) setConnected(connected bool) time.Duration {
+// setConnected notes whether the bus is connected now. Only the heartbeat
+// loop calls it.
+func (r *routeState) setConnected(connected bool) {
 	now := time.Now().UnixNano()
 	if !connected {
-		if r.connectedAt.Swap(0) != 0 {
-			r.downAt.Store(now)
+		if at := r.connectedAt.Swap(0); at != 0 {
+			r.connAccum.Add(now - at)
 		}
-		return 0
+	} else if r.connectedAt.Load() == 0 {
+		r.connectedAt.Store(now)
 	}
-	if !r.connectedAt.CompareAndSwap(0, now) {
-		return 0
+}
+
+// connTime returns the time the bus has been connected since New, at now: a
+// clock that stops while this node is cut off, so that another node's silence
+// counted on it is not this node's own.
+func (r *routeState) connTime(now time.Time) time.Duration {
+	d := r.connAccum.Load()
+	if at := r.connectedAt.Load(); at != 0 && now.UnixNano() > at {
+		d += now.UnixNano() - at
 	}
-	if down := r.downAt.Load(); down != 0 {
-		return time.Duration(now - down)
-	}
-	return 0
+	return time.Duration(d)
 }
 
 // forgetPeer forgets the interest of node id, which left (bye). A node that
@@ -580,27 +642,35 @@ func (r *routeState) connectedFor(now time.Time, d time.Duration) bool {
 	return at != 0 && now.Sub(time.Unix(0, at)) >= d
 }
 
-// expire forgets the kept interest of instances silent for keep
-// (InterestKeep), once the bus has been connected for that long (of a node
-// alive by heartbeat: an instance that ended or was replaced by a restart; of
-// one that is not: the node), the hello answers older than timeout
-// (NodeTimeout) of nodes no longer live, and the graces that are over.
+// expire forgets the kept interest of the instances of a node not alive by
+// heartbeat silent for keep (InterestKeep) of this node's connected time —
+// of wall time for a second-hand entry, counted from when the reporting node
+// last heard it (peers.go) —, and of a node alive by heartbeat those silent
+// for timeout (NodeTimeout: an instance that ended, or a restart replaced
+// it); the hello answers older than timeout of nodes no longer live, and the
+// graces that are over. A forgotten instance is remembered for a day, so
+// that it is reported if it speaks again (noteReturned).
 func (r *routeState) expire(now time.Time, live map[string]bool, timeout, keep time.Duration) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	// A second-hand entry ends InterestKeep after the reporting node last
-	// heard the node, whatever this node's link (peers.go).
-	connected := r.connectedFor(now, keep)
+	conn := r.connTime(now)
 	for id, n := range r.peers {
-		// An instance of a node alive by heartbeat silent for timeout ended,
-		// or a restart replaced it.
-		limit, live := keep, live[id]
-		if live {
-			limit = timeout
-		}
 		for inst, p := range n.insts {
-			if (connected || live || p.relayed) && now.Sub(p.heard) > limit {
-				delete(n.insts, inst)
+			var gone bool
+			switch {
+			case live[id]:
+				gone = now.Sub(p.heard) > timeout
+			case p.relayed:
+				gone = now.Sub(p.heard) > keep
+			default:
+				gone = conn-p.heardConn > keep
+			}
+			if !gone {
+				continue
+			}
+			delete(n.insts, inst)
+			if !live[id] {
+				r.noteForgotten(id, inst, now)
 			}
 		}
 		if len(n.insts) == 0 {
@@ -610,6 +680,11 @@ func (r *routeState) expire(now time.Time, live map[string]bool, timeout, keep t
 	for id, at := range r.reported {
 		if !live[id] && now.Sub(at) > timeout {
 			delete(r.reported, id)
+		}
+	}
+	for k, at := range r.forgotten {
+		if now.Sub(at) > 24*time.Hour {
+			delete(r.forgotten, k)
 		}
 	}
 	for k, g := range r.grace {

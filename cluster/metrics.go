@@ -79,7 +79,7 @@ func newMetrics(c *Cluster, reg prometheus.Registerer) (*metrics, error) {
 	}, func() float64 { return float64(c.relayCount()) })
 	outages := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "durasock_cluster_routing_outages_total",
-		Help: "Times this node's bus came back after being disconnected for longer than InterestKeep (InterestRouting): what other nodes published for its sockets after they forgot its interest reached no inbox.",
+		Help: "Nodes (processes) that spoke again after this node forgot their interest (InterestRouting; silent for longer than InterestKeep without a goodbye): what this node published for their sockets meanwhile reached no inbox.",
 	}, func() float64 { return float64(c.stats.routingOutages.Load()) })
 	inboxWrites := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "durasock_cluster_inbox_writes_total",

@@ -54,17 +54,11 @@ func (c *Cluster) heartbeatLoop(ctx context.Context) {
 	}
 }
 
-// noteState reports whether the bus is connected, and tells the routing. A
-// bus back after an outage longer than InterestKeep is reported: the other
-// nodes may have forgotten this node's interest meanwhile (Options.InterestKeep).
+// noteState reports whether the bus is connected, and tells the routing.
 func (c *Cluster) noteState() bool {
 	up := c.bus.Status().State == bus.Connected
 	if c.route != nil {
-		if down := c.route.setConnected(up); down > c.opts.InterestKeep {
-			c.stats.routingOutages.Add(1)
-			c.log.Warn("cluster: the bus is back after an outage longer than InterestKeep: the other nodes may have forgotten this node's interest, and what they published meanwhile for its sockets after that reached no inbox",
-				slog.Duration("down_for", down), slog.Duration("interest_keep", c.opts.InterestKeep))
-		}
+		c.route.setConnected(up)
 	}
 	return up
 }
@@ -111,6 +105,7 @@ func (c *Cluster) heard(id string, m *message) {
 		c.insts[id][m.inst] = now
 	}
 	c.mu.Unlock()
+	c.noteReturned(id, m.inst)
 	if !known {
 		c.log.Info("cluster: node joined", slog.String("peer", id))
 	}

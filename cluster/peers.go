@@ -206,7 +206,7 @@ func (c *Cluster) learnPeers(from string, m *message) {
 		if p != nil && !p.relayed {
 			// Heard first-hand before: its own announcements keep the entry.
 			np.relayed = false
-			np.heard = maxTime(p.heard, heard)
+			np.heard, np.heardConn = maxTime(p.heard, heard), p.heardConn
 		}
 		for i := range e.interest {
 			in := e.interest[i]

@@ -787,30 +787,43 @@ func TestRoutingNodeCutOffLongerThanNodeTimeout(t *testing.T) {
 	}
 	checkSeq(t, "socket", msgs, "during", n)
 	requireRouted(t, cs)
-	if o := cs[1].Stats().RoutingOutages; o != 0 {
-		t.Errorf("node 1 reported %d routing outages after a cut shorter than InterestKeep", o)
+	for i, c := range cs {
+		if o := c.Stats().RoutingOutages; o != 0 {
+			t.Errorf("node %d reported %d routing outages after a cut shorter than InterestKeep", i, o)
+		}
 	}
 }
 
-// A node cut off alone for longer than InterestKeep is forgotten by the
-// other, which then routes nothing to it; back, it reports the outage
-// (Stats.RoutingOutages, the metric, a warning), and gets what is
-// published once the other heard it again.
+// A node cut off alone for longer than InterestKeep (of the other's
+// connected time: the other's own link breaking now and then meanwhile does
+// not hold it back) is forgotten by the other, which then routes nothing to
+// it; when it speaks again, the node that forgot it reports it
+// (Stats.RoutingOutages, the metric, a warning), and routes to it again.
 func TestRoutingNodeCutOffLongerThanInterestKeep(t *testing.T) {
 	opts := routingOptions()
-	opts.HeartbeatInterval, opts.NodeTimeout, opts.InterestKeep = 20*time.Millisecond, 200*time.Millisecond, 500*time.Millisecond
+	opts.HeartbeatInterval, opts.NodeTimeout, opts.InterestKeep = 20*time.Millisecond, 200*time.Millisecond, time.Second
 	opts.Logger = quietLogger
 	cs, sws := switchedNodes(t, 2, opts)
 	ns := bind(t, cs, "/")
 	s := connect(ns[1], "there", "r")
 	waitSettled(t, cs, "/")
 	sws[1].setDown(true)
-	testwait.For(t, waitTimeout, "node 0 to forget node 1's interest", func() bool {
-		return !slices.Contains(cs[0].routeTargets("/", []string{"r"}, false), cs[1].NodeID())
-	})
-	time.Sleep(opts.InterestKeep) // node 1's own outage outlasts InterestKeep too
+	forgotten := func() bool { return !slices.Contains(cs[0].routeTargets("/", []string{"r"}, false), cs[1].NodeID()) }
+	for !forgotten() {
+		// Node 0's link breaks briefly every 300 ms.
+		sws[0].setDown(true)
+		time.Sleep(30 * time.Millisecond)
+		sws[0].setDown(false)
+		time.Sleep(270 * time.Millisecond)
+		if testCtx(t).Err() != nil {
+			t.Fatal("node 0 never forgot node 1")
+		}
+	}
+	if o := cs[0].Stats().RoutingOutages; o != 0 {
+		t.Fatalf("node 0 reported %d routing outages before node 1 came back", o)
+	}
 	sws[1].setDown(false)
-	testwait.For(t, waitTimeout, "node 1 to report the outage", func() bool { return cs[1].Stats().RoutingOutages == 1 })
+	testwait.For(t, waitTimeout, "node 0 to report node 1's outage", func() bool { return cs[0].Stats().RoutingOutages == 1 })
 	waitSettled(t, cs, "/")
 	emit(t, ns[0].a, "after", 0, "r")
 	msgs, err := s.WaitMessages(testCtx(t), 1)
@@ -818,4 +831,38 @@ func TestRoutingNodeCutOffLongerThanInterestKeep(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkSeq(t, "socket", msgs, "after", 1)
+	if o := cs[1].Stats().RoutingOutages; o != 0 {
+		t.Errorf("node 1 reported %d routing outages: it forgot no one", o)
+	}
+}
+
+// Redis goes away for every node for longer than InterestKeep: no node's
+// connected time passes, none forgets another, what one published meanwhile
+// reaches the other's socket once Redis is back, and no outage is reported.
+func TestRoutingBrokerDownLongerThanInterestKeep(t *testing.T) {
+	opts := routingOptions()
+	opts.HeartbeatInterval, opts.NodeTimeout, opts.InterestKeep = 20*time.Millisecond, 200*time.Millisecond, 500*time.Millisecond
+	opts.Logger = quietLogger
+	broker, cs := memoryNodesConfig(t, 2, opts, routedHubConfig)
+	ns := bind(t, cs, "/")
+	s := connect(ns[1], "there", "r")
+	waitSettled(t, cs, "/")
+	broker.setDown(true)
+	testwait.For(t, waitTimeout, "node 0 to stop waiting for node 1", func() bool { return len(cs[0].Nodes()) == 0 })
+	time.Sleep(3 * opts.InterestKeep)
+	const n = 10
+	for i := range n {
+		emit(t, ns[0].a, "during", i, "r")
+	}
+	broker.setDown(false)
+	msgs, err := s.WaitMessages(testCtx(t), n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSeq(t, "socket", msgs, "during", n)
+	for i, c := range cs {
+		if o := c.Stats().RoutingOutages; o != 0 {
+			t.Errorf("node %d reported %d routing outages", i, o)
+		}
+	}
 }
