@@ -28,10 +28,12 @@ type replTransport struct {
 	order   []uint64
 	// refuseProbe is the number of probe publishes left to refuse with
 	// ErrPrimaryChanged. Like redisbus, the transport then forgets the
-	// writes that waited for replicas (forgot), so AwaitReplicas has nothing
-	// left to compare and confirms.
+	// writes that waited for replicas (forgot): its next AwaitReplicas says
+	// so (ErrPrimaryChanged), then it has nothing left to compare and
+	// confirms.
 	refuseProbe int
 	forgot      bool
+	reported    bool
 }
 
 var errBrokerGone = errors.New("broker gone")
@@ -97,6 +99,10 @@ func (t *replTransport) AwaitReplicas(ctx context.Context, partitions []int) err
 		return errBrokerGone
 	}
 	if t.forgot {
+		if !t.reported {
+			t.reported = true
+			return fmt.Errorf("test: writes forgotten at a primary change: %w", ErrPrimaryChanged)
+		}
 		return nil
 	}
 	if t.short {

@@ -68,7 +68,12 @@ type ReplicaWaiter interface {
 	// Its Publish must also keep this node's order across a failover: while
 	// frames of a partition wait for replicas, it writes further non-probe
 	// frames of that partition only to the primary that holds them, and
-	// otherwise returns ErrPrimaryChanged without writing them.
+	// otherwise returns ErrPrimaryChanged without writing them. A transport
+	// that forgets the writes waiting for replicas when a Publish returns
+	// ErrPrimaryChanged (any frames, probes too) must then return
+	// ErrPrimaryChanged from the next AwaitReplicas of those partitions, not
+	// nil: the sender may ask before the caller of that Publish told the bus,
+	// and would confirm writes the new primary may lack.
 	AwaitReplicas(ctx context.Context, partitions []int) error
 }
 

@@ -561,30 +561,45 @@ func TestOrderAcrossPlanesRouted(t *testing.T) {
 	})
 }
 
-// The broker goes away for longer than NodeTimeout: the nodes stop waiting
-// for each other, but what one broadcasts meanwhile still goes to the inboxes
-// of the nodes it knew interested, and reaches them, in order, once the
-// broker is back.
+// The broker goes away for every node for longer than NodeTimeout and
+// InterestKeep: the nodes stop waiting for each other, but no node's
+// connected time passes, so none forgets another: what one broadcasts
+// meanwhile still goes to the inboxes of the nodes it knew interested, and
+// reaches them, in order, once the broker is back; no outage is reported.
 func TestRoutingOutageLongerThanNodeTimeout(t *testing.T) {
 	opts := routingOptions()
-	opts.HeartbeatInterval, opts.NodeTimeout = 20*time.Millisecond, 200*time.Millisecond
+	opts.HeartbeatInterval, opts.NodeTimeout, opts.InterestKeep = 20*time.Millisecond, 200*time.Millisecond, 500*time.Millisecond
 	broker, cs := memoryNodesConfig(t, 2, opts, routedHubConfig)
 	ns := bind(t, cs, "/")
 	s := connect(ns[1], "there", "r")
 	waitSettled(t, cs, "/")
 	broker.setDown(true)
 	testwait.For(t, waitTimeout, "node 0 to stop waiting for node 1", func() bool { return len(cs[0].Nodes()) == 0 })
+	time.Sleep(3 * opts.InterestKeep)
+	emitDuringCut(t, cs, ns[0], s, func() { broker.setDown(false) })
+}
+
+// emitDuringCut emits 30 events from from to room r, where socket s is,
+// then ends the cut with restore: s gets them all, in order, node 0 routed,
+// and no node reports a routing outage.
+func emitDuringCut(t *testing.T, cs []*Cluster, from *node, s *adaptertest.Socket, restore func()) {
+	t.Helper()
 	const n = 30
 	for i := range n {
-		emit(t, ns[0].a, "during", i, "r")
+		emit(t, from.a, "during", i, "r")
 	}
-	broker.setDown(false)
+	restore()
 	msgs, err := s.WaitMessages(testCtx(t), n)
 	if err != nil {
 		t.Fatal(err)
 	}
 	checkSeq(t, "socket", msgs, "during", n)
 	requireRouted(t, cs)
+	for i, c := range cs {
+		if o := c.Stats().RoutingOutages; o != 0 {
+			t.Errorf("node %d reported %d routing outages", i, o)
+		}
+	}
 }
 
 // The rules of routeTargets, on a known view of the other nodes' interest.
@@ -759,39 +774,33 @@ func switchedNodes(t *testing.T, n int, opts *Options) ([]*Cluster, []*brokerSwi
 	return cs, sws
 }
 
-// A node cut off from the broker alone for longer than NodeTimeout (and less
-// than InterestKeep): the other stops waiting for it but goes on writing to
-// its inbox what its interest asks for, so that its socket gets every event
-// published meanwhile, in order, once it is back; it reports no outage.
-func TestRoutingNodeCutOffLongerThanNodeTimeout(t *testing.T) {
+// cutOffNode1 starts two routed nodes (NodeTimeout 200 ms, InterestKeep
+// keep), each behind its own brokerSwitch, with a socket on node 1 in room r
+// known to node 0, and cuts node 1 off from the broker.
+func cutOffNode1(t *testing.T, keep time.Duration) ([]*Cluster, []*brokerSwitch, []*node, *adaptertest.Socket) {
+	t.Helper()
 	opts := routingOptions()
-	opts.HeartbeatInterval, opts.NodeTimeout, opts.InterestKeep = 20*time.Millisecond, 200*time.Millisecond, time.Minute
+	opts.HeartbeatInterval, opts.NodeTimeout, opts.InterestKeep = 20*time.Millisecond, 200*time.Millisecond, keep
 	opts.Logger = quietLogger
 	cs, sws := switchedNodes(t, 2, opts)
 	ns := bind(t, cs, "/")
 	s := connect(ns[1], "there", "r")
 	waitSettled(t, cs, "/")
 	sws[1].setDown(true)
+	return cs, sws, ns, s
+}
+
+// A node cut off from the broker alone for longer than NodeTimeout (and less
+// than InterestKeep): the other stops waiting for it but goes on writing to
+// its inbox what its interest asks for, so that its socket gets every event
+// published meanwhile, in order, once it is back; it reports no outage.
+func TestRoutingNodeCutOffLongerThanNodeTimeout(t *testing.T) {
+	cs, sws, ns, s := cutOffNode1(t, time.Minute)
 	testwait.For(t, waitTimeout, "node 0 to stop waiting for node 1", func() bool { return len(cs[0].Nodes()) == 0 })
 	// Past the bus's liveness window too (3 s), after which node 0's bus no
 	// longer hears node 1 either (busHeard).
 	time.Sleep(3500 * time.Millisecond)
-	const n = 30
-	for i := range n {
-		emit(t, ns[0].a, "during", i, "r")
-	}
-	sws[1].setDown(false)
-	msgs, err := s.WaitMessages(testCtx(t), n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkSeq(t, "socket", msgs, "during", n)
-	requireRouted(t, cs)
-	for i, c := range cs {
-		if o := c.Stats().RoutingOutages; o != 0 {
-			t.Errorf("node %d reported %d routing outages after a cut shorter than InterestKeep", i, o)
-		}
-	}
+	emitDuringCut(t, cs, ns[0], s, func() { sws[1].setDown(false) })
 }
 
 // A node cut off alone for longer than InterestKeep (of the other's
@@ -800,14 +809,7 @@ func TestRoutingNodeCutOffLongerThanNodeTimeout(t *testing.T) {
 // it; when it speaks again, the node that forgot it reports it
 // (Stats.RoutingOutages, the metric, a warning), and routes to it again.
 func TestRoutingNodeCutOffLongerThanInterestKeep(t *testing.T) {
-	opts := routingOptions()
-	opts.HeartbeatInterval, opts.NodeTimeout, opts.InterestKeep = 20*time.Millisecond, 200*time.Millisecond, time.Second
-	opts.Logger = quietLogger
-	cs, sws := switchedNodes(t, 2, opts)
-	ns := bind(t, cs, "/")
-	s := connect(ns[1], "there", "r")
-	waitSettled(t, cs, "/")
-	sws[1].setDown(true)
+	cs, sws, ns, s := cutOffNode1(t, time.Second)
 	forgotten := func() bool { return !slices.Contains(cs[0].routeTargets("/", []string{"r"}, false), cs[1].NodeID()) }
 	for !forgotten() {
 		// Node 0's link breaks briefly every 300 ms.
@@ -833,36 +835,5 @@ func TestRoutingNodeCutOffLongerThanInterestKeep(t *testing.T) {
 	checkSeq(t, "socket", msgs, "after", 1)
 	if o := cs[1].Stats().RoutingOutages; o != 0 {
 		t.Errorf("node 1 reported %d routing outages: it forgot no one", o)
-	}
-}
-
-// Redis goes away for every node for longer than InterestKeep: no node's
-// connected time passes, none forgets another, what one published meanwhile
-// reaches the other's socket once Redis is back, and no outage is reported.
-func TestRoutingBrokerDownLongerThanInterestKeep(t *testing.T) {
-	opts := routingOptions()
-	opts.HeartbeatInterval, opts.NodeTimeout, opts.InterestKeep = 20*time.Millisecond, 200*time.Millisecond, 500*time.Millisecond
-	opts.Logger = quietLogger
-	broker, cs := memoryNodesConfig(t, 2, opts, routedHubConfig)
-	ns := bind(t, cs, "/")
-	s := connect(ns[1], "there", "r")
-	waitSettled(t, cs, "/")
-	broker.setDown(true)
-	testwait.For(t, waitTimeout, "node 0 to stop waiting for node 1", func() bool { return len(cs[0].Nodes()) == 0 })
-	time.Sleep(3 * opts.InterestKeep)
-	const n = 10
-	for i := range n {
-		emit(t, ns[0].a, "during", i, "r")
-	}
-	broker.setDown(false)
-	msgs, err := s.WaitMessages(testCtx(t), n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkSeq(t, "socket", msgs, "during", n)
-	for i, c := range cs {
-		if o := c.Stats().RoutingOutages; o != 0 {
-			t.Errorf("node %d reported %d routing outages", i, o)
-		}
 	}
 }

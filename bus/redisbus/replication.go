@@ -714,7 +714,18 @@ func (s *streams) publishPipeline(ctx context.Context, c rueidis.Client, frames 
 	if err != nil {
 		s.mu.Lock()
 		if errors.Is(err, ErrPrimaryChanged) {
-			// The bus writes every unconfirmed frame again, first.
+			// The bus writes every unconfirmed frame again, first. Until
+			// AwaitReplicas said so, it does not confirm them: the sender
+			// may ask before the caller of this publish (the prober) told
+			// the bus.
+			for p := range s.pend {
+				if s.pend[p].replid != "" {
+					if s.forgot == nil {
+						s.forgot = make(map[int]bool)
+					}
+					s.forgot[p] = true
+				}
+			}
 			clear(s.pend)
 			clear(s.last)
 		} else {
@@ -812,6 +823,12 @@ func (s *streams) AwaitReplicas(ctx context.Context, partitions []int) error {
 	s.mu.Lock()
 	for i, p := range partitions {
 		o, pd := out[i], &s.pend[p]
+		if s.forgot[p] {
+			delete(s.forgot, p)
+			changed = append(changed, fmt.Sprintf("partition %d: unconfirmed writes forgotten at a primary change", p))
+			*pd = pending{}
+			continue
+		}
 		if pd.replid != "" && (pd.mixed || pd.replid != o.replid) {
 			changed = append(changed, fmt.Sprintf("partition %d: written on %s, primary now %s", p, pd.replid, o.replid))
 			*pd = pending{}

@@ -237,15 +237,17 @@ func TestUnderReplicatedKeepsPublishing(t *testing.T) {
 	checkEvents(t, in.snapshot(), "a", sent)
 }
 
-// TestAwaitReplicasPrimaryChanged: writes that the replica had not confirmed
-// when the primary restarted without them are not confirmed by a later wait
-// on the new primary: AwaitReplicas reports ErrPrimaryChanged (the bus writes
-// them again), and confirms writes made since.
-func TestAwaitReplicasPrimaryChanged(t *testing.T) {
+// restartedWithoutUnconfirmed returns a streams transport with WaitReplicas
+// 1 (prefix) that wrote a batch the replica confirmed, then one it did not
+// (the replica stopped), after which the primary restarted without
+// persistence (losing the unconfirmed writes) and the replica caught up with
+// it again.
+func restartedWithoutUnconfirmed(t *testing.T, prefix string) (bus.Transport, bus.ReplicaWaiter) {
+	t.Helper()
 	primary, replica := redistest.Standalone(t), redistest.Standalone(t)
 	startReplica(t, primary, replica)
 	o := faultOpts(Streams)
-	o.Prefix = "primarychanged"
+	o.Prefix = prefix
 	o.Partitions = 2
 	o.WaitReplicas = 1
 	o.WaitTimeout = 100 * time.Millisecond
@@ -294,6 +296,16 @@ func TestAwaitReplicasPrimaryChanged(t *testing.T) {
 		}
 		return nil
 	})
+	return tr, rw
+}
+
+// TestAwaitReplicasPrimaryChanged: writes that the replica had not confirmed
+// when the primary restarted without them are not confirmed by a later wait
+// on the new primary: AwaitReplicas reports ErrPrimaryChanged (the bus writes
+// them again), and confirms writes made since.
+func TestAwaitReplicasPrimaryChanged(t *testing.T) {
+	tr, rw := restartedWithoutUnconfirmed(t, "primarychanged")
+	ctx := context.Background()
 	var werr error
 	eventually(t, "AwaitReplicas answering", func(ctx context.Context) error {
 		werr = rw.AwaitReplicas(ctx, []int{0, 1})
@@ -308,6 +320,41 @@ func TestAwaitReplicasPrimaryChanged(t *testing.T) {
 	// Written again on the new primary (as the bus does) and confirmed.
 	eventually(t, "Publish on the new primary", func(ctx context.Context) error {
 		return tr.Publish(ctx, numbered(2, 4, 2))
+	})
+	if err := rw.AwaitReplicas(ctx, []int{0, 1}); err != nil {
+		t.Errorf("AwaitReplicas after writing again: %v", err)
+	}
+}
+
+// TestAwaitReplicasAfterPublishMetPrimaryChange: as above, but a publish
+// meets the restarted primary before any wait does, and forgets the
+// unconfirmed writes: the next AwaitReplicas reports ErrPrimaryChanged all
+// the same (bus.ReplicaWaiter), then confirms writes made since.
+func TestAwaitReplicasAfterPublishMetPrimaryChange(t *testing.T) {
+	tr, rw := restartedWithoutUnconfirmed(t, "publishmet")
+	ctx := context.Background()
+	// A publish meets the new primary first (its guard finds the last
+	// unconfirmed write missing) and forgets the unconfirmed writes; the
+	// wait that follows still reports them lost, instead of confirming
+	// nothing left to compare: the bus's sender may ask before the publisher
+	// told the bus.
+	var perr error
+	eventually(t, "a publish meeting the restarted primary", func(ctx context.Context) error {
+		perr = tr.Publish(ctx, numbered(4, 5, 2))
+		if errors.Is(perr, ErrUnavailable) {
+			return perr
+		}
+		return nil
+	})
+	if !errors.Is(perr, ErrPrimaryChanged) {
+		t.Fatalf("Publish after the primary lost the writes: %v, want ErrPrimaryChanged", perr)
+	}
+	if err := rw.AwaitReplicas(ctx, []int{0, 1}); !errors.Is(err, ErrPrimaryChanged) {
+		t.Fatalf("AwaitReplicas after a publish met the primary change: %v, want ErrPrimaryChanged", err)
+	}
+	// Written again on the new primary (as the bus does) and confirmed.
+	eventually(t, "Publish on the new primary", func(ctx context.Context) error {
+		return tr.Publish(ctx, numbered(2, 5, 2))
 	})
 	if err := rw.AwaitReplicas(ctx, []int{0, 1}); err != nil {
 		t.Errorf("AwaitReplicas after writing again: %v", err)

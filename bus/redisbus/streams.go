@@ -71,8 +71,10 @@ type streams struct {
 	recent    [][]seenEntry
 	recentPos []int
 	// pend is, per partition, what replicas have not confirmed yet
-	// (replication.go).
-	pend []pending
+	// (replication.go); forgot marks the partitions whose unconfirmed writes
+	// a primary change made it forget, until AwaitReplicas reported it.
+	pend   []pending
+	forgot map[int]bool
 	// last is, per partition, the last entry this transport wrote on a
 	// Cluster (replication.go: holdsLast).
 	last []written
