@@ -132,7 +132,7 @@ func (r *Reliable) probeLoop(ctx context.Context) {
 			warmUp := !prevRound || gen != prevGen
 			prevGen, prevRound = gen, true
 			var missed, lost bool
-			missed, lost, err = r.probeRound(ctx, round, warmUp, &ann.inbox)
+			missed, lost, err = r.probeRound(ctx, round, warmUp, &ann.written)
 			if ctx.Err() != nil {
 				return
 			}
@@ -267,9 +267,9 @@ const announceEvery = 10
 // announcer is the prober's memory of what a bus that does not receive last
 // announced.
 type announcer struct {
-	last  []uint64
-	since int // rounds since the last announcement
-	inbox inboxAnnouncer
+	last    []uint64
+	since   int // rounds since the last announcement
+	written writtenAnnouncer
 }
 
 // announce publishes, for a bus that does not receive, probes without waiting
@@ -289,7 +289,7 @@ func (r *Reliable) announce(ctx context.Context, a *announcer) error {
 	}
 	last := r.ob.lastResolved(make([]uint64, 0, r.partitions))
 	if r.inboxes > 0 {
-		frames, sent := r.writtenAnnouncements(nil, last, &a.inbox, nil)
+		frames, sent := r.writtenAnnouncements(nil, last, &a.written, nil)
 		if len(frames) == 0 {
 			return nil
 		}
@@ -320,9 +320,9 @@ func (r *Reliable) announce(ctx context.Context, a *announcer) error {
 	return nil
 }
 
-// inboxAnnouncer is the prober's memory of its announcements on the
+// writtenAnnouncer is the prober's memory of its announcements on the
 // partitions this node writes to and sends no round-trip probe to.
-type inboxAnnouncer struct {
+type writtenAnnouncer struct {
 	last   []uint64 // per partition: the last seq announced there
 	breaks uint64   // Reliable.breaks at the last announcement of them all
 	// written holds the partitions written to recently: when the prober saw
@@ -362,7 +362,7 @@ type inboxAnnouncer struct {
 // A node that stops writing to a partition is then no longer heard there, and
 // not taken for gone. It returns the frames and the function to call once
 // they are written. Without inboxes it adds nothing.
-func (r *Reliable) writtenAnnouncements(frames []Frame, last []uint64, a *inboxAnnouncer, skip []int) ([]Frame, func()) {
+func (r *Reliable) writtenAnnouncements(frames []Frame, last []uint64, a *writtenAnnouncer, skip []int) ([]Frame, func()) {
 	if r.inboxes == 0 {
 		return frames, func() {}
 	}
@@ -474,7 +474,7 @@ func (r *Reliable) publishProbes(ctx context.Context, frames []Frame) error {
 // probe is missing delivers other frames or the handler runs (the subscription
 // is behind, not dead), except in a warm-up round: frames of a subscription
 // that did not exist when the probes left say nothing about them.
-func (r *Reliable) probeRound(ctx context.Context, round uint64, warmUp bool, ann *inboxAnnouncer) (missed, lost bool, err error) {
+func (r *Reliable) probeRound(ctx context.Context, round uint64, warmUp bool, ann *writtenAnnouncer) (missed, lost bool, err error) {
 	subs := r.recv.subscriptions.Load()
 	if !r.lockPublishing(ctx) {
 		return false, false, ctx.Err()
