@@ -294,7 +294,10 @@ type routeState struct {
 	// forgotten holds the instances whose interest expire forgot, and when
 	// (at most maxForgotten, for a day), for noteReturned.
 	forgotten map[instKey]time.Time
-	grace     map[graceKey]*graceEntry
+	// nForgotten is len(forgotten), read without mu: noteReturned runs for
+	// every direct message and has nothing to look up almost always.
+	nForgotten atomic.Int64
+	grace      map[graceKey]*graceEntry
 
 	waiters waiters // AwaitRouting calls (await.go)
 
@@ -378,6 +381,7 @@ func (r *routeState) noteForgotten(id string, inst uint64, now time.Time) {
 		delete(r.forgotten, oldest)
 	}
 	r.forgotten[instKey{id, inst}] = now
+	r.nForgotten.Store(int64(len(r.forgotten)))
 }
 
 // noteReturned reports instance inst of node id, heard again, if its
@@ -387,12 +391,13 @@ func (r *routeState) noteForgotten(id string, inst uint64, now time.Time) {
 // and logged.
 func (c *Cluster) noteReturned(id string, inst uint64) {
 	r := c.route
-	if r == nil || inst == 0 {
+	if r == nil || inst == 0 || r.nForgotten.Load() == 0 {
 		return
 	}
 	r.mu.Lock()
 	at, ok := r.forgotten[instKey{id, inst}]
 	delete(r.forgotten, instKey{id, inst})
+	r.nForgotten.Store(int64(len(r.forgotten)))
 	r.mu.Unlock()
 	if !ok {
 		return
@@ -616,14 +621,14 @@ func (r *routeState) connTime(now time.Time) time.Duration {
 	return time.Duration(d)
 }
 
-// forgetPeer forgets the interest of node id, which left (bye). A node that
-// went silent may be alive, cut off from the broker: its interest is kept,
-// and its inbox written to, until it is heard from again or stays silent for
-// InterestKeep after this node's bus has been connected for that long
-// (expire).
-func (c *Cluster) forgetPeer(id string, bye bool) {
+// forgetPeer forgets the interest of node id, which left (goodbye). Only a
+// goodbye forgets at once: a node that went silent may be alive, cut off from
+// the broker, so its interest is kept, and its inbox written to, until it is
+// heard from again or stays silent for InterestKeep of this node's connected
+// time (expire).
+func (c *Cluster) forgetPeer(id string) {
 	r := c.route
-	if r == nil || !bye {
+	if r == nil {
 		return
 	}
 	r.mu.Lock()
@@ -687,6 +692,7 @@ func (r *routeState) expire(now time.Time, live map[string]bool, timeout, keep t
 			delete(r.forgotten, k)
 		}
 	}
+	r.nForgotten.Store(int64(len(r.forgotten)))
 	for k, g := range r.grace {
 		if now.After(g.until) {
 			delete(r.grace, k)

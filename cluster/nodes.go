@@ -210,7 +210,9 @@ func (c *Cluster) nodeGone(id string, bye bool) {
 		reqs = append(reqs, p)
 	}
 	c.mu.Unlock()
-	c.forgetPeer(id, bye)
+	if bye {
+		c.forgetPeer(id)
+	}
 	if c.route != nil {
 		c.route.waiters.wakeAll()
 	}
