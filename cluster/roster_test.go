@@ -1,0 +1,197 @@
+package cluster
+
+import (
+	"context"
+	"regexp"
+	"slices"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/durasock/durasock/bus"
+	"github.com/durasock/durasock/bus/redisbus"
+	"github.com/durasock/durasock/internal/redistest"
+	"github.com/durasock/durasock/internal/testwait"
+)
+
+// noRecord hides the bus's membership record (and every other capability
+// beyond bus.Bus): the node sends heartbeats, as a node of an earlier version
+// or on a bus without a record does.
+type noRecord struct{ bus.Bus }
+
+// commandCalls returns how often Redis ran each command so far (INFO
+// commandstats).
+func commandCalls(t testing.TB, srv *redistest.Server) map[string]int {
+	t.Helper()
+	r, err := srv.Do(context.Background(), "INFO", "commandstats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := r.(string)
+	out := make(map[string]int)
+	for _, m := range regexp.MustCompile(`cmdstat_([a-z|]+):calls=(\d+)`).FindAllStringSubmatch(s, -1) {
+		n, _ := strconv.Atoi(m[2])
+		out[m[1]] = n
+	}
+	return out
+}
+
+// directFrames is how many frames the direct plane carried (PUBLISH, SPUBLISH)
+// and how many beats the record took (EVALSHA, EVAL) during d.
+func directFrames(t testing.TB, srv *redistest.Server, d time.Duration) (frames, beats int) {
+	t.Helper()
+	before := commandCalls(t, srv)
+	time.Sleep(d) // a window of time to count in
+	after := commandCalls(t, srv)
+	for _, c := range []string{"publish", "spublish"} {
+		frames += after[c] - before[c]
+	}
+	for _, c := range []string{"evalsha", "eval"} {
+		beats += after[c] - before[c]
+	}
+	return frames, beats
+}
+
+// rosterOptions beat often, so that a test sees many intervals.
+func rosterOptions() *Options {
+	return &Options{HeartbeatInterval: 50 * time.Millisecond, NodeTimeout: 400 * time.Millisecond}
+}
+
+// TestRosterReplacesHeartbeats: on Redis, nodes write the membership record
+// instead of sending heartbeats: an idle cluster's direct plane carries no
+// frame at all, one beat per node per interval goes to Redis, every node
+// keeps knowing the others for many NodeTimeouts, and a node that stops
+// (its bus closed, no goodbye) times out on the others. The control, the
+// same nodes without the record, sends a heartbeat (and its interest) per
+// node per interval.
+func TestRosterReplacesHeartbeats(t *testing.T) {
+	for _, record := range []bool{true, false} {
+		t.Run(map[bool]string{true: "record", false: "heartbeats"}[record], func(t *testing.T) {
+			srv := redistest.Standalone(t)
+			newBus := redisBuses(t, srv.URL(), redisbus.Streams)
+			var buses []bus.Bus
+			cs := startNodes(t, 3, rosterOptions(), func(id string) bus.Bus {
+				b := newBus(id)
+				buses = append(buses, b)
+				if !record {
+					return noRecord{b}
+				}
+				return b
+			})
+			for _, c := range cs {
+				if (c.roster != nil) != record {
+					t.Fatalf("%s: record in use %v, want %v", c.NodeID(), c.roster != nil, record)
+				}
+			}
+			time.Sleep(10 * rosterOptions().HeartbeatInterval) // the hellos of the start end
+			window := 20 * rosterOptions().HeartbeatInterval
+			frames, beats := directFrames(t, srv, window)
+			t.Logf("%v with 3 idle nodes: %d direct frames, %d beats", window, frames, beats)
+			if record {
+				if frames != 0 {
+					t.Errorf("direct frames in an idle cluster with the record: %d, want 0", frames)
+				}
+				if beats < 3 || beats > 3*(20+2) {
+					t.Errorf("beats: %d, want one per node per interval (3 to 66)", beats)
+				}
+			} else if frames < 3*5 || beats != 0 {
+				t.Errorf("without the record: %d direct frames (want heartbeats, ≥ 15), %d beats (want 0)", frames, beats)
+			}
+			for _, c := range cs {
+				if n := len(c.Nodes()); n != 2 {
+					t.Fatalf("%s knows %v after %v, want the 2 others", c.NodeID(), c.Nodes(), window)
+				}
+			}
+
+			// Node 2 stops without goodbye.
+			if err := buses[2].Close(testCtx(t)); err != nil {
+				t.Fatal(err)
+			}
+			testwait.For(t, waitTimeout, "node 2 to time out on the others", func() bool {
+				return !slices.Contains(cs[0].Nodes(), cs[2].NodeID()) && !slices.Contains(cs[1].Nodes(), cs[2].NodeID())
+			})
+			if !slices.Contains(cs[0].Nodes(), cs[1].NodeID()) || !slices.Contains(cs[1].Nodes(), cs[0].NodeID()) {
+				t.Fatalf("the nodes that stayed lost each other: %v, %v", cs[0].Nodes(), cs[1].Nodes())
+			}
+		})
+	}
+}
+
+// TestRosterWithNodeWithoutRecord: a node that does not write the record
+// (an earlier version) joins nodes that do: they send it heartbeats, so that
+// no one times out on anyone; once it left, they stop.
+func TestRosterWithNodeWithoutRecord(t *testing.T) {
+	srv := redistest.Standalone(t)
+	newBus := redisBuses(t, srv.URL(), redisbus.Streams)
+	cs := startNodes(t, 3, rosterOptions(), func(id string) bus.Bus {
+		b := newBus(id)
+		if id == "node-2" {
+			return noRecord{b}
+		}
+		return b
+	})
+	time.Sleep(3 * rosterOptions().NodeTimeout) // longer than any node would wait for a heartbeat
+	for _, c := range cs {
+		if n := len(c.Nodes()); n != 2 {
+			t.Fatalf("%s knows %v after 3 node timeouts, want the 2 others", c.NodeID(), c.Nodes())
+		}
+	}
+	if frames, _ := directFrames(t, srv, 10*rosterOptions().HeartbeatInterval); frames < 3*3 {
+		t.Errorf("direct frames with a node without the record: %d, want every node's heartbeats (≥ 9)", frames)
+	}
+
+	ctx := testCtx(t)
+	if err := cs[2].Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, waitTimeout, "the others to stop sending heartbeats once it left", func() bool {
+		frames, _ := directFrames(t, srv, 4*rosterOptions().HeartbeatInterval)
+		return frames == 0
+	})
+	for _, c := range cs[:2] {
+		if n := len(c.Nodes()); n != 1 {
+			t.Fatalf("%s knows %v, want the other node with the record", c.NodeID(), c.Nodes())
+		}
+	}
+}
+
+// TestRosterMissedInterestAsked: with interest routing and the record, no
+// heartbeat carries a node's interest again. A node that missed an
+// announcement (it heard nothing meanwhile) sees in the record that the
+// announcer announced a version it does not hold, asks for it, and routes
+// to the room.
+func TestRosterMissedInterestAsked(t *testing.T) {
+	srv := redistest.Standalone(t)
+	opts := routingOptions()
+	opts.HeartbeatInterval, opts.NodeTimeout = rosterOptions().HeartbeatInterval, rosterOptions().NodeTimeout
+	cs, buses := routedNodes(t, redisEnv(srv.URL()), 2, opts)
+	ns := bind(t, cs, "/")
+	s := connect(ns[1], sid("s"))
+	waitSettled(t, cs, "/")
+
+	buses[0].deaf.Store(true)
+	before := cs[1].route.announced.Load()
+	ns[1].a.Join(s.ID(), "room")
+	testwait.For(t, waitTimeout, "node 1 to announce the join to every node", func() bool {
+		return cs[1].route.announced.Load() > before
+	})
+	time.Sleep(2 * opts.HeartbeatInterval) // node 0 beats, deaf, meanwhile
+	if slices.Contains(cs[0].routeTargets("/", []string{"room"}, false), cs[1].NodeID()) {
+		t.Fatal("node 0 routes to the room although it heard no announcement")
+	}
+	buses[0].deaf.Store(false)
+	testwait.For(t, waitTimeout, "node 0 to learn node 1's interest", func() bool {
+		return slices.Contains(cs[0].routeTargets("/", []string{"room"}, false), cs[1].NodeID())
+	})
+	for _, c := range cs {
+		if c.roster == nil || c.needsHeartbeats(true, time.Now()) {
+			t.Fatalf("%s: record %v, sends heartbeats %v; want the record alone", c.NodeID(), c.roster != nil, c.roster == nil || c.needsHeartbeats(true, time.Now()))
+		}
+	}
+	emit(t, ns[0].a, "after", 0, "room")
+	msgs, err := s.WaitMessages(testCtx(t), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkSeq(t, "socket", msgs, "after", 1)
+}
