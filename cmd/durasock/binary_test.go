@@ -673,3 +673,22 @@ func TestRetainFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestInterestKeepFlag: -interest-keep sets cluster.Options.InterestKeep (an
+// hour by default); a keep shorter than the node timeout is refused.
+func TestInterestKeepFlag(t *testing.T) {
+	none := func(string) string { return "" }
+	c, err := parseConfig(nil, none, io.Discard)
+	if err != nil || c.InterestKeep != time.Hour {
+		t.Fatalf("default: %v, %v; want 1h", c.InterestKeep, err)
+	}
+	c, err = parseConfig([]string{"-interest-routing", "-interest-keep", "10m"}, none, io.Discard)
+	if err != nil || c.InterestKeep != 10*time.Minute {
+		t.Fatalf("-interest-keep 10m: %v, %v", c.InterestKeep, err)
+	}
+	for _, bad := range []string{"10s", "0", "-1s"} {
+		if _, err := parseConfig([]string{"-interest-keep", bad}, none, io.Discard); err == nil || !strings.Contains(err.Error(), "-interest-keep") {
+			t.Errorf("-interest-keep %s: err = %v, want one naming the flag", bad, err)
+		}
+	}
+}

@@ -35,10 +35,12 @@ type config struct {
 	// InterestRouting: each node reads only its inbox (redisbus inboxes,
 	// cluster.Options.InterestRouting).
 	InterestRouting bool
-	NodeID          string
-	EmitToken       string
-	Outbox          bus.OutboxConfig
-	Retain          bus.RetainConfig
+	// InterestKeep: cluster.Options.InterestKeep.
+	InterestKeep time.Duration
+	NodeID       string
+	EmitToken    string
+	Outbox       bus.OutboxConfig
+	Retain       bus.RetainConfig
 	// ReadyNeedsBus keeps /readyz at 503 until the bus reached Redis once.
 	ReadyNeedsBus bool
 	ShutdownDelay time.Duration
@@ -116,6 +118,7 @@ func flagSet(c *config) (*flag.FlagSet, *choices) {
 	fs.StringVar(&c.RedisMode, "redis-transport", "streams", `cluster bus transport: "streams" (durable, default) or "pubsub"`)
 	num(&c.WaitReplicas, "redis-wait-replicas", 0, "replicas that must have a batch before it leaves the outbox (Redis WAIT); 1 keeps Sentinel and Cluster failovers from losing writes")
 	boolean(&c.InterestRouting, "interest-routing", false, "with -redis streams: a node reads only the messages of its sockets' rooms (an inbox stream per node), not every message of the cluster; namespaces with -recovery are read by every node as without it; every node of a cluster must use the same setting")
+	dur(&c.InterestKeep, "interest-keep", time.Hour, "with -interest-routing: how long a node goes on writing to the inbox of a node it no longer hears (cut off from Redis, or stopped without goodbye) what that node's sockets asked for, so that it reads, once back, what it missed; counted in this node's own connected time; at least 3 × the 5 s heartbeat interval")
 	fs.StringVar(&c.NodeID, "node-id", "", "this node's name in the cluster, unique among running processes (default: random at every start, or the one kept in -outbox-dir)")
 	num(&c.Outbox.MaxMessages, "outbox-max-messages", bus.DefaultOutboxMaxMessages, "most cross-node messages buffered while Redis is unreachable; 0: default, -1: no bound")
 	num64(&c.Outbox.MaxBytes, "outbox-max-bytes", bus.DefaultOutboxMaxBytes, "most bytes buffered while Redis is unreachable (also 64MiB, 512KiB); 0: default, -1: no bound")
@@ -297,6 +300,8 @@ func (c *config) resolve(ch *choices) error {
 		return fmt.Errorf("-redis-wait-replicas %d: must not be negative", c.WaitReplicas)
 	case c.RedisMode != "streams" && c.RedisMode != "pubsub":
 		return fmt.Errorf("-redis-transport %q: want streams or pubsub", c.RedisMode)
+	case c.InterestKeep < 15*time.Second:
+		return fmt.Errorf("-interest-keep %v: must be at least 15s (the node timeout: 3 heartbeat intervals)", c.InterestKeep)
 	case c.InterestRouting && c.RedisMode != "streams":
 		return errors.New("-interest-routing needs -redis-transport streams (a node's inbox is a stream)")
 	case c.AdminAddr != "" && c.AdminAddr == c.Addr:

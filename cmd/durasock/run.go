@@ -176,7 +176,7 @@ func (a *app) openCluster(cfg *config) error {
 	if err != nil {
 		return fmt.Errorf("-redis %s: %s", a.redisShown, a.scrub.scrub(err.Error()))
 	}
-	copts := &cluster.Options{Logger: a.log, Registerer: a.registry, InterestRouting: cfg.InterestRouting}
+	copts := &cluster.Options{Logger: a.log, Registerer: a.registry, InterestRouting: cfg.InterestRouting, InterestKeep: cfg.InterestKeep}
 	if cfg.Recovery > 0 {
 		// A client recovers on another node only from a stream every node
 		// reads: with -recovery, no namespace is routed.
