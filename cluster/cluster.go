@@ -216,7 +216,6 @@ type Cluster struct {
 	nextID atomic.Uint64
 
 	route    *routeState   // nil: no interest routing (interest.go)
-	roster   *rosterState  // nil: the bus keeps no membership record (roster.go)
 	recall   recallBus     // nil: the bus cannot restore sessions (recovery.go)
 	sessions *sessionStore // nil without recall
 
@@ -270,7 +269,6 @@ func New(b bus.Bus, opts *Options) (*Cluster, error) {
 	c.startLane(ctx, c.replyLane, replyWorkers)
 	c.startSessions(ctx)
 	c.startRouting(ctx)
-	c.startRoster()
 	c.wg.Add(1)
 	go c.heartbeatLoop(ctx)
 	b.Receive(c.receive)
@@ -361,7 +359,6 @@ func (c *Cluster) Close(ctx context.Context) error {
 		if err := c.bus.Send(ctx, "", bye); err != nil {
 			c.log.Warn("cluster: goodbye not sent; other nodes will time this node out", slog.Any("error", err))
 		}
-		c.leaveRoster(ctx)
 		c.mu.Lock()
 		close(c.closed)
 		nsps := make([]*nspAdapter, 0, len(c.nsps))

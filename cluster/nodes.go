@@ -9,12 +9,10 @@ import (
 )
 
 // Node discovery: every node sends a heartbeat to all others (Send "") every
-// HeartbeatInterval, or writes its entry in the membership record instead
-// where the bus keeps one (roster.go), and at start and after each reconnect a
-// heartbeat flagged hello, which the others answer at once with a heartbeat of
-// their own. Any direct message from a node counts as a sign of life. A node
-// silent for NodeTimeout, or one that said goodbye, is forgotten and no longer
-// waited for.
+// HeartbeatInterval, and at start and after each reconnect a heartbeat flagged
+// hello, which the others answer at once with a heartbeat of their own. Any direct
+// message from a node counts as a sign of life. A node silent for NodeTimeout, or
+// one that said goodbye, is forgotten and no longer waited for.
 
 // heartbeatLoop sends heartbeats, expires silent nodes and says hello after the
 // bus reconnects.
@@ -36,7 +34,6 @@ func (c *Cluster) heartbeatLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-burst.C:
-			c.beat(ctx, time.Now())
 			c.sendHeartbeat(ctx, "", true)
 			c.sendInterest(ctx, "")
 			if delay < c.opts.HeartbeatInterval {
@@ -45,10 +42,8 @@ func (c *Cluster) heartbeatLoop(ctx context.Context) {
 			}
 		case now := <-t.C:
 			c.expire(now)
-			if c.needsHeartbeats(c.beat(ctx, now), now) {
-				c.sendHeartbeat(ctx, "", false)
-				c.sendInterest(ctx, "")
-			}
+			c.sendHeartbeat(ctx, "", false)
+			c.sendInterest(ctx, "")
 		case <-changed:
 			changed = c.bus.StateChanged()
 			if c.noteState() {
@@ -100,9 +95,6 @@ func (c *Cluster) heard(id string, m *message) {
 	delete(c.gone, id)
 	_, known := c.nodes[id]
 	c.nodes[id] = now
-	if m.kind == kindHeartbeat && !hello {
-		c.heardBeat(id, now)
-	}
 	if m.inst != 0 {
 		if c.insts == nil {
 			c.insts = make(map[string]map[uint64]time.Time)
