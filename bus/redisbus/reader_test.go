@@ -74,7 +74,6 @@ func idAhead(t *testing.T, srv *redistest.Server, d time.Duration) string {
 // durasock_redisbus_read_skipped_total), delivers everything after it, and the
 // bus of the receiving node reports its seq as a gap.
 func TestUnreadableEntrySkipped(t *testing.T) {
-	t.Parallel()
 	srv := redistest.Standalone(t, redistest.WithConfig("client-output-buffer-limit normal 1mb 0 0"))
 	o := faultOpts(Streams)
 	o.Prefix = "unreadable"
