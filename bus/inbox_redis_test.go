@@ -100,6 +100,7 @@ func publishToRange(t *testing.T, b *bus.Reliable, to string, from, n int) {
 // all read, and the senders publish it again from their retained window: no
 // message is lost or applied twice, no gap is reported.
 func TestRedisInboxRouting(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Standalone(t, redistest.WithoutPersistence())
 	ids := redisInboxIDs(3)
 	var buses []*bus.Reliable
@@ -164,6 +165,7 @@ func TestRedisInboxRouting(t *testing.T) {
 // announcement after the reconnect makes the target report exactly those
 // nine as a tail gap of its inbox.
 func TestRedisInboxLostTailReported(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Standalone(t, redistest.WithoutPersistence())
 	ids := redisInboxIDs(2)
 	var mu sync.Mutex
@@ -221,6 +223,7 @@ func TestRedisInboxLostTailReported(t *testing.T) {
 // (MarkStart), takes 0 as the baseline and reports exactly those ten as a
 // tail gap, instead of starting the stream at 10.
 func TestRedisInboxFirstMessagesLostReported(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Standalone(t, redistest.WithoutPersistence())
 	ids := redisInboxIDs(3)
 	var mu sync.Mutex

@@ -72,6 +72,7 @@ func (rc *recorder) check(origin string, n int) string {
 // reports the M as a gap, which the test checks too, so that it proves the loss
 // is real.
 func TestRedisLostAcknowledgedWritesRepublished(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		retain bus.RetainConfig

@@ -52,6 +52,7 @@ func (c *msgCounter) count() int {
 // read the streams), and a receiver gets every message once, in order, with no
 // gap reported.
 func TestRedisRepublishesOnlyWhatRedisLost(t *testing.T) {
+	t.Parallel()
 	const n, m, k = 300, 40, 20
 	for _, tc := range []struct {
 		name   string

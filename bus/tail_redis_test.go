@@ -18,6 +18,7 @@ import (
 // the node publishes nothing more. Its probes announce what it published, so the
 // receiver reports exactly those nine as a tail gap within seconds.
 func TestRedisRestartLosesTailReported(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Standalone(t, redistest.WithoutPersistence())
 	open := func(id string, cfg bus.Config) *bus.Reliable { return openRedisBus(t, srv.URL(), id, cfg) }
 	var mu sync.Mutex

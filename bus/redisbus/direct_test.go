@@ -233,6 +233,7 @@ func wantOnce(t *testing.T, who string, got []string, prefix string, n int, extr
 }
 
 func TestLegacyTargets(t *testing.T) {
+	t.Parallel()
 	now := time.Unix(1000, 0)
 	l := newLegacyTargets(5 * time.Second)
 	if l.has("a", now) {
@@ -477,6 +478,7 @@ func testDirectSpread(t *testing.T, cs *redistest.ClusterSet) {
 // an error, the next one listens on the new primary, and frames to the node
 // arrive again on its own channel, once each.
 func TestClusterDirectFailover(t *testing.T) {
+	t.Parallel()
 	cs := redistest.Cluster(t)
 	o := faultOpts(Streams)
 	o.Prefix, o.Partitions = "dfail", 1

@@ -89,6 +89,7 @@ func eventually(t *testing.T, what string, op func(ctx context.Context) error) {
 }
 
 func TestRedisDownAtStart(t *testing.T) {
+	t.Parallel()
 	for _, kind := range []Kind{Streams, PubSub} {
 		t.Run(kind.String(), func(t *testing.T) {
 			srv := redistest.Standalone(t)
@@ -113,6 +114,7 @@ func TestRedisDownAtStart(t *testing.T) {
 }
 
 func TestRedisKilledAndRestarted(t *testing.T) {
+	t.Parallel()
 	for _, kind := range []Kind{Streams, PubSub} {
 		t.Run(kind.String(), func(t *testing.T) {
 			srv := redistest.Standalone(t, redistest.WithAOF())
@@ -198,6 +200,7 @@ func TestStreamsResumeAfterCut(t *testing.T) {
 // TestBlackhole checks that a connection that stops answering without closing
 // fails Subscribe and every call within bounded time instead of hanging.
 func TestBlackhole(t *testing.T) {
+	t.Parallel()
 	for _, kind := range []Kind{Streams, PubSub} {
 		t.Run(kind.String(), func(t *testing.T) {
 			srv := redistest.Standalone(t)
@@ -263,6 +266,7 @@ func TestPubSubLosesWhileDown(t *testing.T) {
 }
 
 func TestWaitReplicas(t *testing.T) {
+	t.Parallel()
 	primary := redistest.Standalone(t)
 	o := faultOpts(Streams)
 	o.WaitReplicas = 1
@@ -309,6 +313,7 @@ func TestWaitReplicas(t *testing.T) {
 // TestClientKill checks that a subscription Redis disconnects (CLIENT KILL)
 // ends Subscribe with an error, and that the streams transport resumes.
 func TestClientKill(t *testing.T) {
+	t.Parallel()
 	for _, kind := range bothKinds {
 		t.Run(kind.String(), func(t *testing.T) {
 			srv := redistest.Standalone(t)

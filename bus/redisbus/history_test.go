@@ -145,6 +145,7 @@ func TestKeyValue(t *testing.T) {
 // restarted succeeds: the client's idle connections broke with the restart,
 // and a command that meets one asks again.
 func TestReadHistoryAfterRestart(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Standalone(t, redistest.WithAOFPolicy("always"))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -300,6 +300,7 @@ func TestReadPartitionsCommands(t *testing.T) {
 // several shards (each on the primary of its slot), a transport reads only
 // the partitions given (one reader each), and WAIT works on inbox partitions.
 func TestInboxCluster(t *testing.T) {
+	t.Parallel()
 	cs := redistest.Cluster(t)
 	ctx := context.Background()
 	const shared, inboxes, n = 2, 12, 20

@@ -93,6 +93,7 @@ func partitionOf(from, to, parts, p int) []int {
 // (XREAD) and history reads (XRANGE) keep working: rueidis follows ASK for
 // them.
 func TestClusterHalfDoneMigrationPublishes(t *testing.T) {
+	t.Parallel()
 	const parts = 4
 	cs, ctx, opts := migrationCluster(t, "askmig", parts, 2*time.Minute)
 	tr := newTransport(t, cs.URL(), opts)
@@ -157,6 +158,7 @@ func TestClusterHalfDoneMigrationPublishes(t *testing.T) {
 // Publish returns no ErrPrimaryChanged (which would make the bus republish its
 // whole retained window), with WaitReplicas 0 and 1.
 func TestClusterReshardingRepins(t *testing.T) {
+	t.Parallel()
 	const parts = 4
 	cs, ctx, opts := migrationCluster(t, "reshard", parts, 2*time.Minute)
 	tr := newTransport(t, cs.URL(), opts)
@@ -210,6 +212,7 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 // bus writes nothing again (the redirections are followed by the transport,
 // not reported as a primary change).
 func TestClusterSlotMigrationUnderLoad(t *testing.T) {
+	t.Parallel()
 	cs, ctx, o := migrationCluster(t, "loadmig", 1, 3*time.Minute)
 	reg := prometheus.NewRegistry()
 	o.Bus.Registerer = reg
@@ -340,6 +343,7 @@ func TestClusterSlotMigrationUnderLoad(t *testing.T) {
 // follows ASK. Once the migration is finished, the batch goes to the new
 // owner, refused once if the client still sends it to the old one.
 func TestClusterMigrationAfterUnconfirmedWrites(t *testing.T) {
+	t.Parallel()
 	cs, ctx, opts := migrationCluster(t, "unconfmig", 1, 2*time.Minute)
 	opts.WaitReplicas, opts.WaitTimeout = 1, 10*time.Second
 	tr := newTransport(t, cs.URL(), opts)
@@ -392,6 +396,7 @@ func TestClusterMigrationAfterUnconfirmedWrites(t *testing.T) {
 // target's answer: nothing within the block time. Sent as a one-command
 // pipeline, rueidis v1.0.79 panicked sorting the replies of [ASKING, XREAD].
 func TestClusterReadAskSingleXREAD(t *testing.T) {
+	t.Parallel()
 	cs, ctx, opts := migrationCluster(t, "askread", 1, time.Minute)
 	s := newTransport(t, cs.URL(), opts).(*streams)
 	c, err := s.client(ctx)
@@ -433,6 +438,7 @@ func TestClusterReadAskSingleXREAD(t *testing.T) {
 // and the connection wrote there before, so that WAIT falls short): Publish
 // with WAIT and AwaitReplicas confirm against the target.
 func TestClusterAskWholeBatchOnTarget(t *testing.T) {
+	t.Parallel()
 	cs, ctx, opts := migrationCluster(t, "askwhole", 16, 2*time.Minute)
 	opts.WaitReplicas, opts.WaitTimeout = 1, 2*time.Second
 	s := newTransport(t, cs.URL(), opts).(*streams)
@@ -501,6 +507,7 @@ func TestClusterAskWholeBatchOnTarget(t *testing.T) {
 // ASK: the stream key moved to the target of a migration and was lost there.
 // After the error the next batch is written (the bus republishes first).
 func TestClusterRedirectToNodeLackingWrites(t *testing.T) {
+	t.Parallel()
 	cs, ctx, opts := migrationCluster(t, "lostmig", 2, 2*time.Minute)
 	tr := newTransport(t, cs.URL(), opts)
 	trw := newTransport(t, cs.URL(), waitingForOne(opts))

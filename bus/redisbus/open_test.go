@@ -186,6 +186,7 @@ func TestOpenBus(t *testing.T) {
 // TestOpenBusSurvivesKill kills Redis (with AOF) while a node publishes at a
 // steady rate and restarts it: every event arrives exactly once, in order.
 func TestOpenBusSurvivesKill(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Standalone(t, redistest.WithAOF())
 	o := faultOpts(Streams)
 	a, b := openBus(t, srv.URL(), o, "a"), openBus(t, srv.URL(), o, "b")
@@ -242,6 +243,7 @@ func TestOpenErrors(t *testing.T) {
 // while Sentinel fails the primary over (and the old primary comes back as a
 // replica): every event arrives exactly once, in order.
 func TestOpenBusSentinelFailover(t *testing.T) {
+	t.Parallel()
 	ss := redistest.Sentinel(t, redistest.WithAOF())
 	o := faultOpts(Streams)
 	o.WaitReplicas = 1

@@ -37,6 +37,7 @@ func (l *lockedBuffer) String() string {
 // the pause ends, after the publisher already writes to the new primary; it
 // must still reach every receiver, once and in order, with no gap reported.
 func TestSentinelPauseFailover(t *testing.T) {
+	t.Parallel()
 	ss := redistest.Sentinel(t, redistest.WithAOF())
 	o := faultOpts(Streams)
 	o.Partitions = 1

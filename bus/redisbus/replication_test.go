@@ -76,6 +76,7 @@ func isDataOf(frame, origin string) bool {
 // (never written again because WAIT fell short), none is dropped for its age,
 // and the outbox keeps the messages until the replica is back, then empties.
 func TestUnderReplicated(t *testing.T) {
+	t.Parallel()
 	primary, replica := redistest.Standalone(t), redistest.Standalone(t)
 	startReplica(t, primary, replica)
 	o := faultOpts(Streams)
@@ -165,6 +166,7 @@ func TestUnderReplicated(t *testing.T) {
 // reach the other node while the replica is down, instead of waiting in the
 // outbox until it returns (a request among them would expire there).
 func TestUnderReplicatedKeepsPublishing(t *testing.T) {
+	t.Parallel()
 	primary, replica := redistest.Standalone(t), redistest.Standalone(t)
 	startReplica(t, primary, replica)
 	o := faultOpts(Streams)
@@ -304,6 +306,7 @@ func restartedWithoutUnconfirmed(t *testing.T, prefix string) (bus.Transport, bu
 // on the new primary: AwaitReplicas reports ErrPrimaryChanged (the bus writes
 // them again), and confirms writes made since.
 func TestAwaitReplicasPrimaryChanged(t *testing.T) {
+	t.Parallel()
 	tr, rw := restartedWithoutUnconfirmed(t, "primarychanged")
 	ctx := context.Background()
 	var werr error
@@ -331,6 +334,7 @@ func TestAwaitReplicasPrimaryChanged(t *testing.T) {
 // unconfirmed writes: the next AwaitReplicas reports ErrPrimaryChanged all
 // the same (bus.ReplicaWaiter), then confirms writes made since.
 func TestAwaitReplicasAfterPublishMetPrimaryChange(t *testing.T) {
+	t.Parallel()
 	tr, rw := restartedWithoutUnconfirmed(t, "publishmet")
 	ctx := context.Background()
 	// A publish meets the new primary first (its guard finds the last

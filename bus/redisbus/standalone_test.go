@@ -25,6 +25,7 @@ func urlFactory(url string, extra func(*Options)) factory {
 }
 
 func TestStandalone(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Standalone(t)
 	for _, kind := range []Kind{Streams, PubSub} {
 		t.Run(kind.String(), func(t *testing.T) {

@@ -176,6 +176,7 @@ func (c *orderCounter) waitCount(t *testing.T, n int) {
 // every one of them: history is trimmed by time, not by a count shared by all
 // nodes.
 func TestStreamsHistoryOutlivesBacklog(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Standalone(t)
 	o := Options{Partitions: 1, Prefix: "history"}
 	pub := newTransport(t, srv.URL(), o)

@@ -19,6 +19,7 @@ import (
 var bothKinds = []Kind{Streams, PubSub}
 
 func TestTLS(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Standalone(t, redistest.WithTLS())
 	files := srv.TLS()
 	q := url.Values{"ca": {files.CACert}, "cert": {files.ClientCert}, "key": {files.ClientKey}}
@@ -64,6 +65,7 @@ func TestTLS(t *testing.T) {
 }
 
 func TestACL(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Standalone(t, redistest.WithUser("busnode", "s3cret-pw"))
 	for _, kind := range bothKinds {
 		t.Run(kind.String(), func(t *testing.T) {
@@ -91,6 +93,7 @@ func TestACL(t *testing.T) {
 }
 
 func TestUnixSocket(t *testing.T) {
+	t.Parallel()
 	// Socket paths are limited to about 100 bytes: t.TempDir can be longer.
 	dir, err := os.MkdirTemp("", "rb")
 	if err != nil {
@@ -115,6 +118,7 @@ func TestUnixSocket(t *testing.T) {
 }
 
 func TestSentinel(t *testing.T) {
+	t.Parallel()
 	ss := redistest.Sentinel(t, redistest.WithAOF())
 	for _, kind := range bothKinds {
 		t.Run(kind.String(), func(t *testing.T) {
@@ -139,6 +143,7 @@ func TestSentinel(t *testing.T) {
 }
 
 func TestCluster(t *testing.T) {
+	t.Parallel()
 	cs := redistest.Cluster(t)
 	for _, kind := range bothKinds {
 		t.Run(kind.String(), func(t *testing.T) {
@@ -257,6 +262,7 @@ func testFailover(t *testing.T, url string, failover func(ctx context.Context) e
 // bus must republish what the old primary acknowledged last before anything
 // newer. The publish after it goes to the new primary.
 func TestClusterTakeoverRefusesBatch(t *testing.T) {
+	t.Parallel()
 	cs := redistest.Cluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

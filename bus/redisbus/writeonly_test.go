@@ -131,6 +131,7 @@ func lagFailover(t *testing.T, ctx context.Context, cs *redistest.ClusterSet, ke
 // entry). Before the failover, pinned writes cost no check: the primary runs
 // no XRANGE nor CLUSTER SLOTS for 20 batches.
 func TestClusterFailoverWriteOnlyPartition(t *testing.T) {
+	t.Parallel()
 	cs := redistest.Cluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -222,6 +223,7 @@ func (g *gatedTransport) Publish(ctx context.Context, frames []bus.Frame) error 
 // refused, a publishes again what the new primary lacks, and b receives
 // every message of a once, in order, with no gap reported.
 func TestClusterFailoverInboxRepublished(t *testing.T) {
+	t.Parallel()
 	cs := redistest.Cluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

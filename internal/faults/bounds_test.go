@@ -22,6 +22,7 @@ import (
 //
 // In all three the buses are Connected again afterwards with an empty outbox.
 func TestOutageLongerThanOutbox(t *testing.T) {
+	t.Parallel()
 	// The bound holds what the publishers emit in a third of the outage.
 	bound := max(int(r3(outage())*float64(rate())), 20)
 	cases := []struct {
@@ -35,6 +36,7 @@ func TestOutageLongerThanOutbox(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			srv := redistest.Standalone(t, redistest.WithAOF())
 			r := newRun(t, "outbox-bounds-"+tc.name, options{kind: redisbus.Streams, outbox: tc.outbox})
 			r.addNodes(srv.URL(), srv.URL(), srv.URL())

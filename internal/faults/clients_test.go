@@ -48,6 +48,7 @@ func clientAddr(t *testing.T, srv *redistest.Server, id, cmd string) string {
 // client-output-buffer-limit while an event too large for it waits in the stream,
 // until the limit is restored. Nothing is lost, duplicated or reordered.
 func TestRedisKillsAndPausesClients(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Standalone(t, redistest.WithAOF())
 	r := newRun(t, "client-pause-kill-output-limit", options{kind: redisbus.Streams})
 	r.addNodes(srv.URL(), srv.URL(), srv.URL())

@@ -16,6 +16,7 @@ import (
 // or reordered. (Publishing waits until the old primary is back as a replica:
 // without a replica, WAIT cannot succeed and messages stay in the outbox.)
 func TestSentinelFailover(t *testing.T) {
+	t.Parallel()
 	ss := redistest.Sentinel(t)
 	r := newRun(t, "sentinel-failover", options{kind: redisbus.Streams, waitReplicas: 1})
 	r.addNodes(ss.URL(), ss.URL(), ss.URL())
@@ -55,6 +56,7 @@ func TestSentinelFailover(t *testing.T) {
 // reordered. The old primary comes back as a replica so that WAIT can succeed
 // again.
 func TestClusterFailover(t *testing.T) {
+	t.Parallel()
 	cs := redistest.Cluster(t)
 	r := newRun(t, "cluster-failover", options{kind: redisbus.Streams, waitReplicas: 1})
 	r.addNodes(cs.URL(), cs.URL(), cs.URL())
@@ -100,6 +102,7 @@ const laggingMarker = ":lagging-marker"
 // makes every node republish what it retained (Config.Retain): nothing is
 // lost and no gap is reported.
 func TestSentinelLaggingFailover(t *testing.T) {
+	t.Parallel()
 	ss := redistest.Sentinel(t, redistest.WithReplicas(2))
 	ctx, cancel := context.WithTimeout(context.Background(), 4*settle)
 	defer cancel()
@@ -159,6 +162,7 @@ func TestSentinelLaggingFailover(t *testing.T) {
 // republishes what it retained before anything newer: nothing is lost and no
 // gap is reported.
 func TestClusterLaggingFailover(t *testing.T) {
+	t.Parallel()
 	cs := redistest.Cluster(t)
 	r := newRun(t, "cluster-lagging-failover", options{kind: redisbus.Streams})
 	r.addNodes(cs.URL(), cs.URL(), cs.URL())

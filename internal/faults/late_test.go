@@ -20,6 +20,7 @@ import (
 // contiguous run ending with the last event, checked like every other delivery,
 // and the count of earlier events is logged (not_owed_before_join).
 func TestNodeStartedWhileRedisDown(t *testing.T) {
+	t.Parallel()
 	srv := redistest.Standalone(t, redistest.WithAOF())
 	r := newRun(t, "node-started-while-redis-down", options{kind: redisbus.Streams})
 	r.addNodes(srv.URL(), srv.URL())
@@ -58,6 +59,8 @@ func TestNodeStartedWhileRedisDown(t *testing.T) {
 // its own after Redis came back, it must say Connected within two probe
 // periods (2 × (ProbeInterval + ProbeTimeout) with the defaults: 8 s). Four
 // attempts, because the first probe round does not lose that race every time.
+// It runs before the parallel scenarios, alone in its package: its check is a
+// time bound.
 func TestLateNodeReportsConnectedPromptly(t *testing.T) {
 	for attempt := range 4 {
 		srv := redistest.Standalone(t, redistest.WithAOF())

@@ -32,6 +32,10 @@ func rate() int {
 	return max(*rateFlag, 1)
 }
 
+// Every scenario starts Redis servers of its own (internal/redistest) and
+// shares nothing with the others, so scenarios call t.Parallel: go test runs
+// at most -parallel (GOMAXPROCS) at once. TestLateNodeReportsConnectedPromptly,
+// whose check is a time bound, runs alone.
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m,
 		// rueidis's Redis Cluster client sleeps out a pause after a failed slot

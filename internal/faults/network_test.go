@@ -16,8 +16,10 @@ import (
 // half-open link that only the liveness probe can find). The node recovers after
 // each and, on streams, nothing is lost; on pub/sub every loss is a reported gap.
 func TestNetworkFaults(t *testing.T) {
+	t.Parallel()
 	for _, kind := range []redisbus.Kind{redisbus.Streams, redisbus.PubSub} {
 		t.Run(kind.String(), func(t *testing.T) {
+			t.Parallel()
 			srv := redistest.Standalone(t, redistest.WithAOF())
 			proxy := redistest.NewProxy(t, srv.Addr())
 			r := newRun(t, "network-cut-slow-blackhole", options{kind: kind})

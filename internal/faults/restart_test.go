@@ -35,6 +35,7 @@ func killRedis(t *testing.T, srv *redistest.Server) {
 // streams with interest routing (the events travel on the nodes' inboxes);
 // -faults.routing runs every scenario so.
 func TestRedisKilledAndRestartedWithAOF(t *testing.T) {
+	t.Parallel()
 	type variant struct {
 		name    string
 		kind    redisbus.Kind
@@ -47,6 +48,7 @@ func TestRedisKilledAndRestartedWithAOF(t *testing.T) {
 	for _, v := range variants {
 		kind := v.kind
 		t.Run(v.name, func(t *testing.T) {
+			t.Parallel()
 			srv := redistest.Standalone(t, redistest.WithAOF())
 			r := newRun(t, "kill-restart-aof", options{kind: kind, routing: v.routing})
 			r.addNodes(srv.URL(), srv.URL(), srv.URL())
@@ -83,11 +85,13 @@ func TestRedisKilledAndRestartedWithAOF(t *testing.T) {
 // blackhole the older erased entries are reported as a gap, message for
 // message.
 func TestRedisRestartedWithoutPersistence(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		name   string
 		window time.Duration
 	}{{"retained", 0}, {"beyond-retention", 100 * time.Millisecond}} {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			srv := redistest.Standalone(t, redistest.WithoutPersistence())
 			proxy := redistest.NewProxy(t, srv.Addr())
 			r := newRun(t, "restart-no-persistence-"+c.name, options{kind: redisbus.Streams, retain: bus.RetainConfig{Window: c.window}})

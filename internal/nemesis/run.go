@@ -228,10 +228,21 @@ func Start(ctx context.Context, cfg Config) (*Run, error) {
 			r.proxies = append(r.proxies, px)
 		}
 	}
+	// The nodes start together, as a cluster's nodes do when it is deployed:
+	// with interest routing each one listens only once its bus has been
+	// connected for 1.25 heartbeat intervals (AwaitRoutingReady).
+	insts := make([]*instHist, cfg.Nodes)
 	for i := range cfg.Nodes {
-		if _, err := r.startNode(ctx, i, false); err != nil {
-			return r, err
-		}
+		insts[i] = r.newInstance(i, false)
+	}
+	errs := make([]error, cfg.Nodes)
+	var starting sync.WaitGroup
+	for i := range cfg.Nodes {
+		starting.Go(func() { _, errs[i] = r.launchNode(ctx, insts[i]) })
+	}
+	starting.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return r, err
 	}
 	if err := r.waitMeshed(ctx); err != nil {
 		return r, err
@@ -456,14 +467,26 @@ func nodeIDOf(slot, gen int) string {
 // startNode starts a process for slot. newID gives it a node id never used
 // before; otherwise the slot's current id.
 func (r *Run) startNode(ctx context.Context, slot int, newID bool) (*nodeProc, error) {
+	return r.launchNode(ctx, r.newInstance(slot, newID))
+}
+
+// newInstance records the next instance of slot, with a node id never used
+// before when newID is set, and otherwise the slot's current id.
+func (r *Run) newInstance(slot int, newID bool) *instHist {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	if newID {
 		r.newIDs[slot]++
 	}
 	id := nodeIDOf(slot, r.newIDs[slot])
 	hist := &instHist{Instance: len(r.hist.Instances), Slot: slot, NodeID: id}
 	r.hist.Instances = append(r.hist.Instances, hist)
-	r.mu.Unlock()
+	return hist
+}
+
+// launchNode starts the process of instance hist and waits until it listens.
+func (r *Run) launchNode(ctx context.Context, hist *instHist) (*nodeProc, error) {
+	slot, id := hist.Slot, hist.NodeID
 	p, err := startNodeProc(ctx, nodeConfig{
 		RedisURL:     r.redisURL(slot),
 		WaitReplicas: r.cfg.WaitReplicas,
