@@ -21,6 +21,8 @@ import (
 // Arguments reach handlers as they would from a JSON client: maps as JSON
 // objects, binary as []byte (Event.Bind, Event.Values), an undefined array
 // element as null, a Date as its ISO 8601 string, as JSON.stringify writes them.
+// Binary is accepted in events and acks only, as in the JSON form: a CONNECT
+// whose auth holds a bin value is refused with ErrIllegalAttachments.
 // Outgoing packets are translated from their JSON form once per packet, not
 // once per connection.
 var Msgpack Parser = msgpackParser{}

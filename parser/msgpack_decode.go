@@ -193,6 +193,11 @@ func (d *msgpackDecoder) packet() (*Packet, error) {
 			p.Type = BinaryEvent
 		case Ack:
 			p.Type = BinaryAck
+		default:
+			// The JSON form carries binary only in events and acks, and so
+			// does every handler downstream: a CONNECT whose auth holds a
+			// bin value cannot be passed on intact.
+			return nil, fmt.Errorf("%w: binary data in a packet of type %d", ErrIllegalAttachments, p.Type)
 		}
 	}
 	if err := validate(p); err != nil {

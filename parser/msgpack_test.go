@@ -165,6 +165,8 @@ func TestMsgpackRejects(t *testing.T) {
 		{"string id", mustMsgpack(t, map[string]any{"type": 3, "nsp": "/", "data": []any{}, "id": "1"}), ErrInvalidAckID},
 		{"ack without id", mustMsgpack(t, map[string]any{"type": 3, "nsp": "/", "data": []any{}}), ErrInvalidAckID},
 		{"placeholder lookalike", mustMsgpack(t, map[string]any{"type": 2, "nsp": "/", "data": []any{"a", map[string]any{"_placeholder": true, "num": 3}}}), ErrIllegalAttachments},
+		{"binary in connect", mustMsgpack(t, map[string]any{"type": 0, "nsp": "/", "data": map[string]any{"token": []byte{1, 2}}}), ErrIllegalAttachments},
+		{"binary in connect error", mustMsgpack(t, map[string]any{"type": 4, "nsp": "/", "data": map[string]any{"message": "x", "data": []byte{1}}}), ErrIllegalAttachments},
 		{"trailing bytes", append(mustMsgpack(t, map[string]any{"type": 2, "nsp": "/", "data": []any{"a"}}), 0xc0), ErrInvalid},
 		{"truncated", mustMsgpack(t, map[string]any{"type": 2, "nsp": "/", "data": []any{"a"}})[:12], ErrInvalid},
 		{"huge array header", []byte{0x83, 0xa4, 't', 'y', 'p', 'e', 2, 0xa3, 'n', 's', 'p', 0xa1, '/', 0xa4, 'd', 'a', 't', 'a', 0xdd, 0xff, 0xff, 0xff, 0xff}, ErrInvalid},
