@@ -180,6 +180,11 @@ type Stats struct {
 	// InterestKeep without a goodbye): what this node published for their
 	// sockets meanwhile reached no inbox.
 	RoutingOutages uint64 `json:"routing_outages"`
+	// NodeTimeouts counts the nodes this node stopped waiting for without a
+	// goodbye: silent for NodeTimeout, or their membership entry turned
+	// stale. A node that was only unreachable for a while is counted as well
+	// (it comes back with a hello).
+	NodeTimeouts uint64 `json:"node_timeouts"`
 }
 
 // Cluster makes the processes that share a bus behave as one Socket.IO server. One
@@ -211,13 +216,21 @@ type Cluster struct {
 	// insts is when each bus instance (process) of a live node was last
 	// heard: a goodbye of one of two processes under one id (goodbye) leaves
 	// the node alive.
-	insts  map[string]map[uint64]time.Time
-	reqs   map[uint64]*pending
-	nextID atomic.Uint64
+	insts map[string]map[uint64]time.Time
+	// directAt is when a node was last heard on the direct plane (with the
+	// membership record only, where nodes keeps the record's word too).
+	directAt map[string]time.Time
+	reqs     map[uint64]*pending
+	nextID   atomic.Uint64
 
-	route    *routeState   // nil: no interest routing (interest.go)
-	recall   recallBus     // nil: the bus cannot restore sessions (recovery.go)
-	sessions *sessionStore // nil without recall
+	route  *routeState  // nil: no interest routing (interest.go)
+	roster *rosterState // nil: the bus keeps no membership record (roster.go)
+	// stopBeats ends heartbeatLoop, which closes beatsDone: Close stops the
+	// beats before it leaves, so that no beat follows the goodbye.
+	stopBeats context.CancelFunc
+	beatsDone chan struct{}
+	recall    recallBus     // nil: the bus cannot restore sessions (recovery.go)
+	sessions  *sessionStore // nil without recall
 
 	stats   counters
 	metrics *metrics
@@ -227,7 +240,7 @@ type Cluster struct {
 type counters struct {
 	received, decodeErrors, unknownNsp, dropped, requests, timeouts atomic.Uint64
 	expired, refusedRelays                                          atomic.Uint64
-	routed, inboxWrites, routingOutages                             atomic.Uint64
+	routed, inboxWrites, routingOutages, nodeTimeouts               atomic.Uint64
 }
 
 // New starts a Cluster on b: it calls b.Receive, announces this node and starts
@@ -269,8 +282,14 @@ func New(b bus.Bus, opts *Options) (*Cluster, error) {
 	c.startLane(ctx, c.replyLane, replyWorkers)
 	c.startSessions(ctx)
 	c.startRouting(ctx)
+	c.startRoster()
+	hbCtx, hbStop := context.WithCancel(ctx)
+	c.stopBeats, c.beatsDone = hbStop, make(chan struct{})
 	c.wg.Add(1)
-	go c.heartbeatLoop(ctx)
+	go func() {
+		defer close(c.beatsDone)
+		c.heartbeatLoop(hbCtx)
+	}()
 	b.Receive(c.receive)
 	return c, nil
 }
@@ -346,6 +365,7 @@ func (c *Cluster) Stats() Stats {
 		RoutedMessages:   c.stats.routed.Load(),
 		InboxWrites:      c.stats.inboxWrites.Load(),
 		RoutingOutages:   c.stats.routingOutages.Load(),
+		NodeTimeouts:     c.stats.nodeTimeouts.Load(),
 	}
 }
 
@@ -355,10 +375,16 @@ func (c *Cluster) Stats() Stats {
 // not close the bus. It is idempotent.
 func (c *Cluster) Close(ctx context.Context) error {
 	c.closeOnce.Do(func() {
+		c.stopBeats()
+		select {
+		case <-c.beatsDone:
+		case <-ctx.Done():
+		}
 		bye := (&message{kind: kindGoodbye}).marshal()
 		if err := c.bus.Send(ctx, "", bye); err != nil {
 			c.log.Warn("cluster: goodbye not sent; other nodes will time this node out", slog.Any("error", err))
 		}
+		c.leaveRoster(ctx)
 		c.mu.Lock()
 		close(c.closed)
 		nsps := make([]*nspAdapter, 0, len(c.nsps))

@@ -57,8 +57,12 @@
 // Options.MaxRelays bounds how many are open at once; beyond it one is refused
 // (Stats.RefusedRelays) and the requester names this node missing.
 //
-// Nodes find each other by heartbeats (Options.HeartbeatInterval); a node that
-// closes says goodbye and one that goes silent is forgotten after
+// Nodes find each other by hellos, and say every Options.HeartbeatInterval
+// that they are alive: on Redis by writing their entry in a membership record
+// there and reading back only what changed (bus.Roster: one small command per
+// node, where heartbeats to every node cost N messages delivered N times),
+// otherwise, and to nodes that do not write the record, by heartbeats. A node
+// that closes says goodbye and one that goes silent is forgotten after
 // Options.NodeTimeout, so that requests do not wait for it. Nodes lists the
 // others.
 //

@@ -280,6 +280,9 @@ type routedAdapter struct{ adapter.Adapter }
 type routeState struct {
 	bus     routingBus
 	version atomic.Uint64 // of this node's last announcement
+	// announced is the version of the last announcement sent to every node
+	// (the membership record carries it: roster.go).
+	announced atomic.Uint64
 	// building makes version order the order of the snapshots: a higher
 	// version never carries an older interest.
 	building sync.Mutex
@@ -504,14 +507,23 @@ func (c *Cluster) interestLoop(ctx context.Context) {
 }
 
 // sendInterest sends this node's interest to node to ("" for every node). A
-// lost one is made good by the next heartbeat's.
+// lost one is made good by the next heartbeat's, or, with the membership
+// record, asked for by the node that missed it (roster.go).
 func (c *Cluster) sendInterest(ctx context.Context, to string) {
 	if c.route == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.opts.HeartbeatInterval)
 	defer cancel()
-	_ = c.bus.Send(ctx, to, c.interestMessage().marshal())
+	m := c.interestMessage()
+	if err := c.bus.Send(ctx, to, m.marshal()); err == nil && to == "" {
+		for {
+			at := c.route.announced.Load()
+			if at >= m.version || c.route.announced.CompareAndSwap(at, m.version) {
+				break
+			}
+		}
+	}
 }
 
 // answerInterest queues this node's interest for node to on the control lane.

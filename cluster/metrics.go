@@ -81,12 +81,16 @@ func newMetrics(c *Cluster, reg prometheus.Registerer) (*metrics, error) {
 		Name: "durasock_cluster_routing_outages_total",
 		Help: "Nodes (processes) that spoke again after this node forgot their interest (InterestRouting; silent for longer than InterestKeep without a goodbye): what this node published for their sockets meanwhile reached no inbox.",
 	}, func() float64 { return float64(c.stats.routingOutages.Load()) })
+	timeouts := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "durasock_cluster_node_timeouts_total",
+		Help: "Nodes this node stopped waiting for without a goodbye (silent for NodeTimeout, or their membership entry turned stale); each is logged as a warning.",
+	}, func() float64 { return float64(c.stats.nodeTimeouts.Load()) })
 	inboxWrites := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "durasock_cluster_inbox_writes_total",
 		Help: "Inbox writes of the routed messages this node published (InterestRouting).",
 	}, func() float64 { return float64(c.stats.inboxWrites.Load()) })
 	m.collectors = []prometheus.Collector{m.decodeErrors, m.dropped, m.timeouts, m.expired, m.refusedRelays,
-		m.routed, m.fanout, m.unrouted, nodes, requests, received, relays, inboxWrites, outages}
+		m.routed, m.fanout, m.unrouted, nodes, requests, received, relays, inboxWrites, outages, timeouts}
 	if reg == nil {
 		return m, nil
 	}

@@ -9,10 +9,12 @@ import (
 )
 
 // Node discovery: every node sends a heartbeat to all others (Send "") every
-// HeartbeatInterval, and at start and after each reconnect a heartbeat flagged
-// hello, which the others answer at once with a heartbeat of their own. Any direct
-// message from a node counts as a sign of life. A node silent for NodeTimeout, or
-// one that said goodbye, is forgotten and no longer waited for.
+// HeartbeatInterval, or writes its entry in the membership record instead
+// where the bus keeps one (roster.go), and at start and after each reconnect a
+// heartbeat flagged hello, which the others answer at once with a heartbeat of
+// their own. Any direct message from a node counts as a sign of life. A node
+// silent for NodeTimeout, or one that said goodbye, is forgotten and no longer
+// waited for.
 
 // heartbeatLoop sends heartbeats, expires silent nodes and says hello after the
 // bus reconnects.
@@ -34,7 +36,8 @@ func (c *Cluster) heartbeatLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-burst.C:
-			c.sendHeartbeat(ctx, "", true)
+			c.beat(ctx, time.Now())
+			c.sendHeartbeat(ctx, "", true, false)
 			c.sendInterest(ctx, "")
 			if delay < c.opts.HeartbeatInterval {
 				burst.Reset(delay)
@@ -42,8 +45,13 @@ func (c *Cluster) heartbeatLoop(ctx context.Context) {
 			}
 		case now := <-t.C:
 			c.expire(now)
-			c.sendHeartbeat(ctx, "", false)
-			c.sendInterest(ctx, "")
+			ok := c.beat(ctx, now)
+			if c.needsHeartbeats(ok, now) {
+				// A node that cannot write the record asks the others
+				// for heartbeats: it reads no entry either.
+				c.sendHeartbeat(ctx, "", false, !ok && c.roster != nil)
+				c.sendInterest(ctx, "")
+			}
 		case <-changed:
 			changed = c.bus.StateChanged()
 			if c.noteState() {
@@ -66,10 +74,21 @@ func (c *Cluster) noteState() bool {
 // helloFirstDelay is the first interval between repeated hellos.
 const helloFirstDelay = 25 * time.Millisecond
 
-func (c *Cluster) sendHeartbeat(ctx context.Context, to string, hello bool) {
+// wantHeartbeats in the namespace field of a periodic heartbeat asks the
+// nodes that write the membership record for heartbeats (roster.go). It is a
+// field that every version reads and ignores in a heartbeat, where an unknown
+// flag would make a node of an earlier version drop the heartbeat.
+const wantHeartbeats = "want-heartbeats"
+
+// sendHeartbeat sends a heartbeat to node to ("" for every node): a hello, or
+// a periodic one that, with want, asks for heartbeats in return.
+func (c *Cluster) sendHeartbeat(ctx context.Context, to string, hello, want bool) {
 	m := &message{kind: kindHeartbeat}
 	if hello {
 		m.flags = flagHello
+	}
+	if want {
+		m.nsp = wantHeartbeats
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.opts.HeartbeatInterval)
 	defer cancel()
@@ -95,6 +114,12 @@ func (c *Cluster) heard(id string, m *message) {
 	delete(c.gone, id)
 	_, known := c.nodes[id]
 	c.nodes[id] = now
+	if c.roster != nil {
+		if c.directAt == nil {
+			c.directAt = make(map[string]time.Time)
+		}
+		c.directAt[id] = now
+	}
 	if m.inst != 0 {
 		if c.insts == nil {
 			c.insts = make(map[string]map[uint64]time.Time)
@@ -105,6 +130,9 @@ func (c *Cluster) heard(id string, m *message) {
 		c.insts[id][m.inst] = now
 	}
 	c.mu.Unlock()
+	if m.kind == kindHeartbeat && !hello {
+		c.heardBeat(id, m.nsp == wantHeartbeats, now)
+	}
 	c.noteReturned(id, m.inst)
 	if !known {
 		c.log.Info("cluster: node joined", slog.String("peer", id))
@@ -202,6 +230,7 @@ func (c *Cluster) nodeGone(id string, bye bool) {
 	_, known := c.nodes[id]
 	delete(c.nodes, id)
 	delete(c.insts, id)
+	delete(c.directAt, id)
 	if bye {
 		c.gone[id] = time.Now()
 	}
@@ -220,6 +249,7 @@ func (c *Cluster) nodeGone(id string, bye bool) {
 		if bye {
 			c.log.Info("cluster: node left", slog.String("peer", id))
 		} else {
+			c.stats.nodeTimeouts.Add(1)
 			if st := c.bus.Status(); st.State != bus.Connected {
 				// This node's own link is the likely cause: it hears no one.
 				c.log.Warn("cluster: node timed out while this node cannot reach the broker (Redis): it hears no other node until the broker answers",
