@@ -214,8 +214,10 @@ type Config struct {
 	// ProbeTimeout is how long a ping may take and how long the probes may take to
 	// come back. A probe that does not come back (while its partition delivers
 	// nothing else and the handler is not running) is a probe failure: the
-	// subscription is rebuilt, except in the first round under a new
-	// subscription (a warm-up: a new round starts). Default 3 s.
+	// subscription is rebuilt, except in the rounds of the first ProbeTimeout
+	// under a new subscription (a warm-up: rounds that wait 25 ms, 50 ms, …
+	// and begin again, since pub/sub loses probes published before the
+	// broker had the subscription). Default 3 s.
 	ProbeTimeout time.Duration
 	// OnDrop is called for every batch of accepted messages dropped by a bound
 	// (max age, drop-oldest) or by a Close that ran out of time. It runs on the

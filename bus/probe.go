@@ -106,8 +106,10 @@ func (r *Reliable) probeLoop(ctx context.Context) {
 	var round uint64
 	var ann announcer
 	attempt, misses := 0, 0
-	var prevGen uint64  // the subscription the last round began under
-	prevRound := false  // a round began before
+	var prevGen uint64      // the subscription the last round began under
+	prevRound := false      // a round began before
+	var warmSince time.Time // the warm-up of the current subscription began (zero: it ended)
+	var warmWait time.Duration
 	pingFailed := false // the last failure recorded was a ping's (not a probe publish's)
 	for {
 		start := time.Now()
@@ -128,11 +130,26 @@ func (r *Reliable) probeLoop(ctx context.Context) {
 			// The first round under a subscription is a warm-up: its probes may
 			// have been published before the broker had the subscription (pub/sub
 			// keeps nothing for a subscriber that does not exist yet).
+			// Warm-up rounds wait briefly and begin again (25 ms, doubling),
+			// so that a subscription that goes live soon after its probes
+			// left is Connected soon, until a round comes back or the
+			// warm-up has lasted ProbeTimeout.
 			gen := r.recv.subscribes.Load()
-			warmUp := !prevRound || gen != prevGen
+			if !prevRound || gen != prevGen {
+				warmSince, warmWait = start, warmUpFirstWait
+			}
 			prevGen, prevRound = gen, true
+			warmUp := !warmSince.IsZero() && start.Sub(warmSince) < r.cfg.ProbeTimeout
+			wait := r.cfg.ProbeTimeout
+			if warmUp {
+				wait = min(warmWait, r.cfg.ProbeTimeout-start.Sub(warmSince))
+				warmWait *= 2
+			}
 			var missed, lost bool
-			missed, lost, err = r.probeRound(ctx, round, warmUp, &ann.written)
+			missed, lost, err = r.probeRound(ctx, round, warmUp, wait, &ann.written)
+			if !missed && !lost && err == nil {
+				warmSince = time.Time{}
+			}
 			if ctx.Err() != nil {
 				return
 			}
@@ -467,14 +484,19 @@ func (r *Reliable) publishProbes(ctx context.Context, frames []Frame) error {
 	}
 }
 
-// probeRound publishes the probes of round and waits for them. It returns
+// warmUpFirstWait is how long the first warm-up round under a subscription
+// waits for its probes; each next one waits twice as long.
+const warmUpFirstWait = 25 * time.Millisecond
+
+// probeRound publishes the probes of round and waits for them (wait, and
+// ProbeTimeout for each extension). It returns
 // missed when they did not all come back in time, lost when they did not and
 // the subscription ended meanwhile (the broker may have lost them: a restart, a
 // failover), or the publish error. The wait is extended while a partition whose
 // probe is missing delivers other frames or the handler runs (the subscription
 // is behind, not dead), except in a warm-up round: frames of a subscription
 // that did not exist when the probes left say nothing about them.
-func (r *Reliable) probeRound(ctx context.Context, round uint64, warmUp bool, ann *writtenAnnouncer) (missed, lost bool, err error) {
+func (r *Reliable) probeRound(ctx context.Context, round uint64, warmUp bool, wait time.Duration, ann *writtenAnnouncer) (missed, lost bool, err error) {
 	subs := r.recv.subscriptions.Load()
 	if !r.lockPublishing(ctx) {
 		return false, false, ctx.Err()
@@ -494,7 +516,7 @@ func (r *Reliable) probeRound(ctx context.Context, round uint64, warmUp bool, an
 	}
 	sent()
 	r.c.probesSent.Add(1)
-	timer := time.NewTimer(r.cfg.ProbeTimeout)
+	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	progress := r.partitionProgress(nil)
 	for ext := 0; ; {

@@ -53,16 +53,19 @@ func runRedisConformance(t *testing.T, name, url string) {
 }
 
 func TestConformanceRedisStandalone(t *testing.T) {
+	t.Parallel() // its own Redis servers, its own prefixes
 	srv := redistest.Standalone(t)
 	runRedisConformance(t, "redis", srv.URL())
 }
 
 func TestConformanceRedisSentinel(t *testing.T) {
+	t.Parallel() // its own Redis servers, its own prefixes
 	set := redistest.Sentinel(t)
 	runRedisConformance(t, "redis sentinel", set.URL())
 }
 
 func TestConformanceRedisCluster(t *testing.T) {
+	t.Parallel() // its own Redis servers, its own prefixes
 	set := redistest.Cluster(t)
 	runRedisConformance(t, "redis cluster", set.URL())
 }

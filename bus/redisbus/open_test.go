@@ -13,6 +13,7 @@ import (
 
 	"github.com/durasock/durasock/bus"
 	"github.com/durasock/durasock/internal/redistest"
+	"github.com/durasock/durasock/internal/testwait"
 )
 
 // inbox collects the payloads a bus handler receives.
@@ -295,5 +296,39 @@ func TestOpenBusSentinelFailover(t *testing.T) {
 			t.Fatalf("outbox still holds %d messages a minute after the failover (status %+v)", st.OutboxLen, st)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestPubSubConnectedBeforeProbeTimeout: on pub/sub, the probes of the first
+// round may leave before Redis has the subscription, and are lost. The bus
+// begins warm-up rounds again after a short wait, so that it is Connected as
+// soon as its subscription delivers, not after a whole ProbeTimeout (here a
+// minute); no warm-up round counts as a probe failure.
+func TestPubSubConnectedBeforeProbeTimeout(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Standalone(t)
+	for _, kind := range []Kind{PubSub, Streams} {
+		t.Run(kind.String(), func(t *testing.T) {
+			cfg := testBusConfig("n1")
+			cfg.ProbeTimeout = time.Minute
+			b, err := Open(context.Background(), srv.URL(), &Options{Kind: kind, Prefix: "warm-" + kind.String(), Bus: cfg})
+			if err != nil {
+				t.Fatalf("Open: %v", err)
+			}
+			defer func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if err := b.Close(ctx); err != nil {
+					t.Errorf("Close: %v", err)
+				}
+			}()
+			b.Receive(func(bus.Message) {})
+			testwait.For(t, 20*time.Second, "the bus to be Connected (ProbeTimeout is a minute)", func() bool {
+				return b.Status().State == bus.Connected
+			})
+			if st := b.Stats(); st.ProbeFailures != 0 {
+				t.Fatalf("probe failures during the warm-up: %d", st.ProbeFailures)
+			}
+		})
 	}
 }
