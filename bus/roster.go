@@ -17,7 +17,9 @@ import (
 // caller chooses (Info). It is fresh while its process writes it within the
 // stale bound it gave; the first Beat of any node after that bound marks it
 // stale, which is a change every reader then reads. A stale entry is removed
-// once Forget has passed.
+// once Forget has passed; a reader whose last read is older than a removal
+// gets the whole record. Processes that share a record should share their
+// intervals and bounds.
 type Roster interface {
 	// Beat writes (or, with Leave, marks stale) the caller's entry, and
 	// returns the entries that changed after b.Since, or every entry when
@@ -39,10 +41,11 @@ type RosterBeat struct {
 	// Stale; every reader that reads within it learns that it went stale).
 	Forget time.Duration
 	// Interval is how often the caller beats (at most Stale). When no node
-	// wrote the record for longer (writes were refused, Redis was down, or
-	// its clock stepped), the pause is not counted towards any entry's
-	// bound: a live node's entry does not turn stale because no one could
-	// write. Zero is taken as Stale.
+	// wrote the record for more than twice an entry's interval (writes were
+	// refused, Redis was down, or its clock stepped), the pause beyond that
+	// interval is not counted towards the entry's bound: a live node's entry
+	// does not turn stale because no one could write. Such an entry is
+	// Unconfirmed until written again. Zero is taken as Stale.
 	Interval time.Duration
 	// Since is the version of the record the caller read last; zero asks for
 	// every entry.
@@ -79,6 +82,13 @@ type RosterEntry struct {
 	// Fresh reports that the process wrote its entry within its stale bound
 	// (as of this Beat); a stale one stopped, or left.
 	Fresh bool
+	// Unconfirmed reports a fresh entry that is fresh only because the
+	// record paused (no node could write it, or the broker's clock stepped
+	// forward) and that was not written since: no sign that its process
+	// lives.
+	Unconfirmed bool
+	// Left reports a stale entry that its process marked stale (Leave).
+	Left bool
 }
 
 // ErrNoRoster is returned by Reliable.Roster when the transport keeps no

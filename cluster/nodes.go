@@ -44,8 +44,9 @@ func (c *Cluster) heartbeatLoop(ctx context.Context) {
 				delay *= 2
 			}
 		case now := <-t.C:
-			c.expire(now)
+			// The record first: what it confirms counts before silence does.
 			ok := c.beat(ctx, now)
+			c.expire(now)
 			if c.needsHeartbeats(ok, now) {
 				// A node that cannot write the record asks the others
 				// for heartbeats: it reads no entry either.

@@ -66,7 +66,7 @@ type rosterState struct {
 	failed bool      // the last beat failed (logged once)
 	// fresh are the processes of other nodes with a fresh entry, and the
 	// interest version each announced last.
-	fresh map[instKey]uint64
+	fresh map[instKey]heldEntry
 	// legacy are the nodes heard by a periodic heartbeat, and when: while one
 	// of them without a fresh entry is live, this node sends heartbeats too.
 	legacy map[string]time.Time
@@ -74,6 +74,14 @@ type rosterState struct {
 	wants map[string]time.Time
 	// staled counts the nodes timed out because their entry turned stale.
 	staled atomic.Uint64
+}
+
+// heldEntry is a fresh entry of another process: the interest version it
+// announced last, and whether it is fresh only because the record paused
+// (bus.RosterEntry.Unconfirmed), which is no sign of life.
+type heldEntry struct {
+	info        uint64
+	unconfirmed bool
 }
 
 // startRoster uses the bus's membership record when it has one.
@@ -89,7 +97,7 @@ func (c *Cluster) startRoster() {
 	if err != nil {
 		return
 	}
-	c.roster = &rosterState{ro: ro, inst: rb.Instance(), fresh: make(map[instKey]uint64),
+	c.roster = &rosterState{ro: ro, inst: rb.Instance(), fresh: make(map[instKey]heldEntry),
 		legacy: make(map[string]time.Time), wants: make(map[string]time.Time)}
 }
 
@@ -199,24 +207,42 @@ func (c *Cluster) beat(ctx context.Context, now time.Time) bool {
 		// heard (it times out if it stays silent); what it holds as stale
 		// and this node held as fresh stopped.
 		rs.beats = 0
-		rs.fresh = make(map[instKey]uint64, len(held))
+		rs.fresh = make(map[instKey]heldEntry, len(held))
 	}
+	var left []instKey
 	for _, e := range v.Changed {
 		if e.Node == c.id || e.Node == "" {
 			continue // this process, or another under its id (the bus reports that)
 		}
 		k := instKey{e.Node, e.Instance}
-		if e.Fresh {
-			rs.fresh[k] = e.Info
-		} else if _, was := held[k]; was || !v.Full {
+		h, was := held[k]
+		switch {
+		case e.Fresh && !e.Unconfirmed:
+			rs.fresh[k] = heldEntry{info: e.Info}
+		case e.Fresh:
+			// Fresh only because the record paused, not written since: no
+			// sign of life. A process held stays held (it writes again
+			// within its interval, or goes stale); one not held (it may
+			// have died before the pause) is not taken for live.
+			if was {
+				h.unconfirmed = true
+				rs.fresh[k] = h
+			}
+		case was || !v.Full:
 			delete(rs.fresh, k)
-			stale = append(stale, k)
+			if e.Left {
+				left = append(left, k)
+			} else {
+				stale = append(stale, k)
+			}
 		}
 	}
 	infos := make([]uint64, 0, len(rs.fresh))
-	for k, info := range rs.fresh {
-		joined = append(joined, k)
-		infos = append(infos, info)
+	for k, h := range rs.fresh {
+		if !h.unconfirmed {
+			joined = append(joined, k)
+			infos = append(infos, h.info)
+		}
 	}
 	rs.mu.Unlock()
 	for i, k := range joined {
@@ -229,6 +255,10 @@ func (c *Cluster) beat(ctx context.Context, now time.Time) bool {
 	}
 	for _, k := range stale {
 		c.staleProcess(k.node, k.inst)
+	}
+	for _, k := range left {
+		// It closed: its goodbye may still be on its way here.
+		c.goodbye(k.node, k.inst)
 	}
 	for id := range asks {
 		// Its last announcement to every node did not arrive here: a hello

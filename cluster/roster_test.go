@@ -174,6 +174,19 @@ type flakyRecord struct {
 	// blind: beats are written, but read no change; full: the next beat
 	// reads the whole record.
 	blind, full atomic.Bool
+	// byeDelay holds back the delivery of each goodbye (a receive backlog).
+	byeDelay time.Duration
+}
+
+func (f *flakyRecord) Receive(h bus.Handler) {
+	f.Bus.Receive(func(m bus.Message) {
+		if f.byeDelay > 0 {
+			if dm, err := decodeMessage(m.Payload); err == nil && dm.kind == kindGoodbye {
+				time.Sleep(f.byeDelay)
+			}
+		}
+		h(m)
+	})
 }
 
 func (f *flakyRecord) Instance() uint64 {
@@ -312,6 +325,76 @@ func TestRosterFullReadStale(t *testing.T) {
 	})
 	if n := cs[0].roster.staled.Load(); n != 1 {
 		t.Fatalf("node 0 timed node 2 out by silence, not by the whole record's stale entry (%d)", n)
+	}
+}
+
+// TestRosterPauseRevivesNoOne: no node can write the record (every beat
+// refused) while node 2 crashes; the others time it out by silence. Once
+// they write again, the record moves node 2's bound on by the pause, like
+// every other; but its entry is only unconfirmed, no sign of life: no node
+// takes node 2 for live again (which would time it out a second time).
+func TestRosterPauseRevivesNoOne(t *testing.T) {
+	srv := redistest.Standalone(t)
+	newBus := redisBuses(t, srv.URL(), redisbus.Streams)
+	opts := rosterOptions()
+	var flaky []*flakyRecord
+	var buses []bus.Bus
+	cs := startNodes(t, 3, opts, func(id string) bus.Bus {
+		b := newBus(id)
+		buses = append(buses, b)
+		f := &flakyRecord{Bus: b}
+		flaky = append(flaky, f)
+		return f
+	})
+	time.Sleep(5 * opts.HeartbeatInterval) // every node reads every entry
+	for _, f := range flaky {
+		f.fail.Store(true)
+	}
+	time.Sleep(opts.HeartbeatInterval)
+	if err := buses[2].Close(testCtx(t)); err != nil { // a crash: no goodbye
+		t.Fatal(err)
+	}
+	testwait.For(t, waitTimeout, "node 2 to time out by silence", func() bool {
+		return !slices.Contains(cs[0].Nodes(), cs[2].NodeID()) && !slices.Contains(cs[1].Nodes(), cs[2].NodeID())
+	})
+	time.Sleep(2 * opts.NodeTimeout) // the pause outlasts node 2's bound
+	before := [2]uint64{cs[0].Stats().NodeTimeouts, cs[1].Stats().NodeTimeouts}
+	for _, f := range flaky[:2] {
+		f.fail.Store(false)
+	}
+	time.Sleep(3 * opts.NodeTimeout) // a node taken for live again would time out again meanwhile
+	for i, c := range cs[:2] {
+		if n := c.Stats().NodeTimeouts - before[i]; n != 0 || len(c.Nodes()) != 1 {
+			t.Fatalf("%s after the pause: %d more timeouts, knows %v; want 0 and node 2 gone", c.NodeID(), n, c.Nodes())
+		}
+	}
+}
+
+// TestRosterLeaveBeforeGoodbye: node 2 closes (goodbye, then leave); node 1
+// handles the goodbye late (a receive backlog) and reads the leave first. It
+// takes node 2 as left, not as timed out.
+func TestRosterLeaveBeforeGoodbye(t *testing.T) {
+	srv := redistest.Standalone(t)
+	newBus := redisBuses(t, srv.URL(), redisbus.Streams)
+	late := &flakyRecord{byeDelay: 2 * rosterOptions().HeartbeatInterval * 2}
+	cs := startNodes(t, 3, rosterOptions(), func(id string) bus.Bus {
+		if id == "node-1" {
+			late.Bus = newBus(id)
+			return late
+		}
+		return newBus(id)
+	})
+	time.Sleep(2 * rosterOptions().NodeTimeout) // no direct frame since the start
+	before := cs[1].Stats().NodeTimeouts
+	if err := cs[2].Close(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, waitTimeout, "node 2 gone on node 1", func() bool {
+		return !slices.Contains(cs[1].Nodes(), cs[2].NodeID())
+	})
+	time.Sleep(late.byeDelay) // the goodbye is handled
+	if n := cs[1].Stats().NodeTimeouts - before; n != 0 {
+		t.Fatalf("node 1 counted node 2, which closed, as timed out (%d)", n)
 	}
 }
 

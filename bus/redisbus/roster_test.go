@@ -65,9 +65,16 @@ func (n *rosterNode) try(ctx context.Context, leave bool) (bus.RosterView, error
 func names(v bus.RosterView) []string {
 	var out []string
 	for _, e := range v.Changed {
-		s := "stale"
-		if e.Fresh {
+		var s string
+		switch {
+		case e.Unconfirmed:
+			s = "unconfirmed"
+		case e.Fresh:
 			s = "fresh"
+		case e.Left:
+			s = "left"
+		default:
+			s = "stale"
 		}
 		out = append(out, e.Node+"/"+s+"/"+strconv.FormatUint(e.Info, 10))
 	}
@@ -122,7 +129,7 @@ func TestRosterChanges(t *testing.T) {
 
 	// c leaves.
 	c.beat(true)
-	if v := a.beat(false); !slices.Equal(names(v), []string{"b/fresh/0", "c/stale/8"}) && !slices.Equal(names(v), []string{"c/stale/8"}) {
+	if v := a.beat(false); !slices.Equal(names(v), []string{"b/fresh/0", "c/left/8"}) && !slices.Equal(names(v), []string{"c/left/8"}) {
 		t.Fatalf("a after c left: %v", names(v))
 	}
 
@@ -162,7 +169,7 @@ func TestRosterForgets(t *testing.T) {
 			t.Fatal(err)
 		}
 		ttl, _ := r.(int64)
-		if k != rosterKeys("rt")[2] && (ttl <= 0 || ttl > 2*int64(4*time.Hour/time.Millisecond)) {
+		if k != rosterKeys("rt")[2] && k != rosterKeys("rt")[5] && (ttl <= 0 || ttl > 2*int64(4*time.Hour/time.Millisecond)) {
 			t.Errorf("%s: pttl %d ms, want (0, 8h]", k, ttl)
 		}
 	}
@@ -231,10 +238,13 @@ func TestRosterWriteOutage(t *testing.T) {
 	if refused == 0 {
 		t.Fatal("Redis took every beat while out of memory: no outage was made")
 	}
-	if v := a.beat(false); slices.Contains(names(v), "b/stale/0") {
-		t.Fatalf("a's first beat after the outage took b for stopped: %v", names(v))
+	if v := a.beat(false); !slices.Equal(names(v), []string{"a/fresh/0", "b/unconfirmed/0"}) {
+		t.Fatalf("a's first beat after the outage: %v, want b unconfirmed (not stale)", names(v))
 	}
 	b.beat(false)
+	if v := a.beat(false); !slices.Equal(names(v), []string{"b/fresh/0"}) {
+		t.Fatalf("a after b's first beat after the outage: %v, want b fresh", names(v))
+	}
 	for range 3 {
 		if v := a.beat(false); len(v.Changed) != 0 {
 			t.Fatalf("a after the outage, both beating: %v", names(v))
@@ -298,11 +308,13 @@ func TestRosterClockSteps(t *testing.T) {
 	a.beat(false)
 
 	shiftRecord(t, srv, "rt", -time.Minute) // the clock stepped forward a minute
-	if v := a.beat(false); len(v.Changed) != 0 {
-		t.Fatalf("after the clock stepped forward: %v", names(v))
+	if v := a.beat(false); !slices.Equal(names(v), []string{"a/fresh/0", "b/unconfirmed/0"}) {
+		t.Fatalf("after the clock stepped forward: %v, want b unconfirmed (not stale)", names(v))
 	}
 	b.beat(false)
-	a.beat(false)
+	if v := a.beat(false); !slices.Equal(names(v), []string{"b/fresh/0"}) {
+		t.Fatalf("after b beat again: %v", names(v))
+	}
 
 	shiftRecord(t, srv, "rt", 10*time.Minute) // and back ten minutes; b stops
 	a.beat(false)
@@ -310,6 +322,57 @@ func TestRosterClockSteps(t *testing.T) {
 		time.Sleep(interval)
 		return slices.Contains(names(a.beat(false)), "b/stale/0")
 	})
+}
+
+// TestRosterMixedIntervals: processes that beat at different intervals; the
+// clock steps forward a minute and the slow one writes first: the fast one's
+// entry is not stale (its bound moves on by the pause beyond its own
+// interval), only unconfirmed until it writes again.
+func TestRosterMixedIntervals(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Standalone(t)
+	fast := &rosterNode{t: t, tr: newRosterTransport(t, srv.URL()), node: "fast", inst: 1, stale: 3 * time.Second, interval: time.Second}
+	slow := &rosterNode{t: t, tr: newRosterTransport(t, srv.URL()), node: "slow", inst: 2, stale: 15 * time.Second, interval: 5 * time.Second}
+	slow.beat(false)
+	fast.beat(false)
+	shiftRecord(t, srv, "rt", -time.Minute)
+	if v := slow.beat(false); !slices.Equal(names(v), []string{"fast/unconfirmed/0", "slow/fresh/0"}) {
+		t.Fatalf("slow's beat after the clock stepped: %v, want fast unconfirmed", names(v))
+	}
+	fast.beat(false)
+	if v := slow.beat(false); !slices.Equal(names(v), []string{"fast/fresh/0"}) {
+		t.Fatalf("after fast beat again: %v", names(v))
+	}
+}
+
+// TestRosterRemovalMissed: a reader that last read before an entry turned
+// stale and was removed (it beats less often than that entry's forget bound)
+// gets the whole record, without the entry, instead of holding it forever.
+func TestRosterRemovalMissed(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Standalone(t)
+	reader := &rosterNode{t: t, tr: newRosterTransport(t, srv.URL()), node: "reader", inst: 1, stale: time.Hour}
+	gone := &rosterNode{t: t, tr: newRosterTransport(t, srv.URL()), node: "gone", inst: 2, stale: 100 * time.Millisecond, interval: 20 * time.Millisecond}
+	other := &rosterNode{t: t, tr: newRosterTransport(t, srv.URL()), node: "other", inst: 3, stale: 100 * time.Millisecond, interval: 20 * time.Millisecond}
+	gone.beat(false)
+	other.beat(false)
+	if v := reader.beat(false); !slices.Contains(names(v), "gone/fresh/0") {
+		t.Fatalf("reader: %v", names(v))
+	}
+	// gone stops; other beats on until gone was removed (4 × its bound).
+	testwait.For(t, 10*time.Second, "gone's entry to be removed", func() bool {
+		time.Sleep(20 * time.Millisecond)
+		other.beat(false)
+		r, err := srv.Do(context.Background(), "HEXISTS", rosterKeys("rt")[0], rosterMember("gone", 2))
+		return err == nil && r == int64(0)
+	})
+	v := reader.beat(false)
+	if !v.Full || slices.ContainsFunc(names(v), func(s string) bool { return strings.HasPrefix(s, "gone/") }) {
+		t.Fatalf("reader after gone was removed: full %v, %v; want the whole record without gone", v.Full, names(v))
+	}
+	if v := reader.beat(false); v.Full {
+		t.Fatalf("reader's next beat is a whole read again: %v", names(v))
+	}
 }
 
 func TestRosterUnavailable(t *testing.T) {
@@ -330,6 +393,7 @@ func FuzzParseRoster(f *testing.F) {
 	f.Add("e1\n0\n1")
 	f.Add("e1\n4\n0\n0000000000000001:a\n7\nf\n0000000000000002:b\n0\ns")
 	f.Add("e1\n4\n0\n0000000000000001\n7\nf")
+	f.Add("e1\n9\n1\n0000000000000003:c\n2\nu\n0000000000000004:d\n0\nl")
 	f.Fuzz(func(t *testing.T, s string) {
 		v, err := parseRoster(strings.Split(s, "\n"))
 		if err != nil {
@@ -341,6 +405,9 @@ func FuzzParseRoster(f *testing.F) {
 		for _, e := range v.Changed {
 			if got := rosterMember(e.Node, e.Instance); !strings.Contains(s, got) {
 				t.Fatalf("member %q not in the input", got)
+			}
+			if (e.Unconfirmed && !e.Fresh) || (e.Left && e.Fresh) {
+				t.Fatalf("impossible state %+v", e)
 			}
 		}
 	})
