@@ -331,8 +331,24 @@ func (c *Cluster) staleProcess(id string, inst uint64) {
 	now := time.Now()
 	c.mu.Lock()
 	if at, ok := c.directAt[id]; ok && now.Sub(at) <= c.opts.NodeTimeout {
-		// It is heard: only its writes of the record fail. It times out
-		// when it falls silent.
+		// It is heard: perhaps only its writes of the record fail. It times
+		// out when it falls silent: NodeTimeout after it was last heard on
+		// the direct plane (or another of its processes in the record), not
+		// after the record's last word that this process lived, and this
+		// process no longer counts as alive (a goodbye of another process
+		// under the id ends the node). A direct message of it brings it back.
+		if ia, ok := c.insts[id][inst]; ok && ia.After(at) {
+			delete(c.insts[id], inst)
+		}
+		last := at
+		for _, ia := range c.insts[id] {
+			if ia.After(last) {
+				last = ia
+			}
+		}
+		if seen, ok := c.nodes[id]; ok && seen.After(last) {
+			c.nodes[id] = last
+		}
 		c.mu.Unlock()
 		c.logLimited("cluster: a node's membership entry turned stale, but the node is heard; it is kept until it falls silent",
 			slog.String("peer", id), slog.Duration("node_timeout", c.opts.NodeTimeout))

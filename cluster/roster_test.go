@@ -398,6 +398,114 @@ func TestRosterLeaveBeforeGoodbye(t *testing.T) {
 	}
 }
 
+// TestRosterStaleHeardCountsFromLastFrame: node 2 stops beating, sends one
+// direct frame (an answer, an announcement) and crashes. Its entry turns
+// stale while the frame is recent, so the others keep it until it falls
+// silent: from then on its life counts from that frame, not from the
+// record's last word that it lived, as without the record.
+func TestRosterStaleHeardCountsFromLastFrame(t *testing.T) {
+	srv := redistest.Standalone(t)
+	opts := rosterOptions()
+	opts.NodeTimeout = 2 * time.Second // the frame is recent when the entry turns stale
+	newBus := redisBuses(t, srv.URL(), redisbus.Streams)
+	var b2 bus.Bus
+	cs := startNodes(t, 3, opts, func(id string) bus.Bus {
+		b := newBus(id)
+		if id == "node-2" {
+			b2 = b
+		}
+		return b
+	})
+	held := func(c *Cluster) bool {
+		rs := c.roster
+		rs.mu.Lock()
+		defer rs.mu.Unlock()
+		return rs.freshNodeLocked("node-2")
+	}
+	testwait.For(t, waitTimeout, "node 0 to read node 2's entry", func() bool { return held(cs[0]) })
+	cs[2].stopBeats()
+	<-cs[2].beatsDone
+	time.Sleep(opts.NodeTimeout / 2) // the frame goes out halfway to the entry's bound
+	if err := b2.Send(testCtx(t), "", (&message{kind: kindApplied, reqID: 12345}).marshal()); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, waitTimeout, "node 0 to hear node 2's frame", func() bool {
+		cs[0].mu.RLock()
+		defer cs[0].mu.RUnlock()
+		_, ok := cs[0].directAt["node-2"]
+		return ok
+	})
+	if err := b2.Close(testCtx(t)); err != nil { // a crash: no goodbye
+		t.Fatal(err)
+	}
+	testwait.For(t, waitTimeout, "node 0 to read node 2's entry stale", func() bool { return !held(cs[0]) })
+	cs[0].mu.RLock()
+	seen, known := cs[0].nodes["node-2"]
+	at := cs[0].directAt["node-2"]
+	insts := len(cs[0].insts["node-2"])
+	cs[0].mu.RUnlock()
+	if !known {
+		t.Fatal("node 0 timed node 2 out although its frame was recent")
+	}
+	if seen.After(at) || insts != 0 {
+		t.Fatalf("node 2 counts as heard at %v, its last frame at %v, with %d live processes: the stale entry still keeps it alive", seen, at, insts)
+	}
+	testwait.For(t, waitTimeout, "node 0 to time node 2 out", func() bool { return !slices.Contains(cs[0].Nodes(), "node-2") })
+}
+
+// TestRosterRestartSameIDThenClose: node 2 crashes and starts again at once
+// under the same id (a new process). Once the old process's entry turned
+// stale, the new process closes with a goodbye: the node leaves (it is not
+// kept for the old process, nor counted as timed out), with the record as
+// with heartbeats.
+func TestRosterRestartSameIDThenClose(t *testing.T) {
+	for _, record := range []bool{true, false} {
+		t.Run(map[bool]string{true: "record", false: "heartbeats"}[record], func(t *testing.T) {
+			srv := redistest.Standalone(t)
+			opts := rosterOptions()
+			newBus := redisBuses(t, srv.URL(), redisbus.Streams)
+			wrap := func(b bus.Bus) bus.Bus {
+				if !record {
+					return noRecord{b}
+				}
+				return b
+			}
+			var b2 bus.Bus
+			cs := startNodes(t, 2, opts, func(id string) bus.Bus {
+				b := newBus(id)
+				if id == "node-1" {
+					b2 = b
+				}
+				return wrap(b)
+			})
+			time.Sleep(2 * opts.NodeTimeout) // only the record, no direct frame
+			before := cs[0].Stats().NodeTimeouts
+			if err := b2.Close(testCtx(t)); err != nil { // the old process crashes
+				t.Fatal(err)
+			}
+			nb := newBus("node-1")
+			o := *opts
+			o.Logger = quietLogger
+			n1, err := New(wrap(nb), &o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = nb.Close(testCtx(t)) }()
+			time.Sleep(opts.NodeTimeout*3/2 + opts.HeartbeatInterval) // the old entry turned stale meanwhile
+			if !slices.Contains(cs[0].Nodes(), "node-1") {
+				t.Fatal("node 0 lost node 1, which was started again")
+			}
+			if err := n1.Close(testCtx(t)); err != nil {
+				t.Fatal(err)
+			}
+			testwait.For(t, waitTimeout, "node 1 to leave node 0", func() bool { return !slices.Contains(cs[0].Nodes(), "node-1") })
+			if n := cs[0].Stats().NodeTimeouts - before; n != 0 {
+				t.Fatalf("node 0 counted %d timeouts; want 0: the only live process of node 1 said goodbye", n)
+			}
+		})
+	}
+}
+
 // TestRosterCloseLeaves: Close stops the beats before it leaves, so that a
 // beat under way cannot make the entry fresh again after it: once Close
 // returns, every node reads the entry stale.
