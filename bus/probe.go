@@ -110,6 +110,7 @@ func (r *Reliable) probeLoop(ctx context.Context) {
 	prevRound := false      // a round began before
 	var warmSince time.Time // the warm-up of the current subscription began (zero: it ended)
 	var warmWait time.Duration
+	verified := false   // a round came back under the current subscription
 	pingFailed := false // the last failure recorded was a ping's (not a probe publish's)
 	for {
 		start := time.Now()
@@ -137,6 +138,7 @@ func (r *Reliable) probeLoop(ctx context.Context) {
 			gen := r.recv.subscribes.Load()
 			if !prevRound || gen != prevGen {
 				warmSince, warmWait = start, warmUpFirstWait
+				verified = false
 			}
 			prevGen, prevRound = gen, true
 			warmUp := !warmSince.IsZero() && start.Sub(warmSince) < r.cfg.ProbeTimeout
@@ -161,6 +163,9 @@ func (r *Reliable) probeLoop(ctx context.Context) {
 					"partitions", r.probes.missing())
 				continue
 			}
+			if lost && warmUp {
+				continue // the subscription it began under was replaced: a new warm-up, at once
+			}
 			if lost {
 				// The broker lost the probes (it restarted or failed over while
 				// they were on their way): the next round tells.
@@ -173,10 +178,19 @@ func (r *Reliable) probeLoop(ctx context.Context) {
 				if r.recv.rebuildSubscription() {
 					r.sm.fail(compSubscribe, fmt.Errorf("%w within %v", errProbeTimeout, r.cfg.ProbeTimeout), misses, 0)
 				}
+				// The next round may begin before the receiver subscribes
+				// again: it is a warm-up whichever subscription it finds.
+				prevRound = false
 			} else if err == nil {
 				misses = 0
 				// This node's subscription is current: a node silent now is gone.
-				r.reportGone(r.recv.checkGone(r, time.Now(), r.livenessWindow()))
+				// Not on the first round under a subscription: the nodes
+				// it missed while the last one was silently dead have had
+				// no probe interval yet to be heard on it.
+				if verified {
+					r.reportGone(r.recv.checkGone(r, time.Now(), r.livenessWindow()))
+				}
+				verified = true
 			}
 		} else if err == nil {
 			// A node that only publishes still announces what it published, so

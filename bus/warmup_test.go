@@ -123,3 +123,87 @@ func TestProbeWarmUpOnPubSub(t *testing.T) {
 		checkStreams(t, sr.all(), map[string]int{"a": n})
 	})
 }
+
+// kill makes t's live subscription silently dead, as a pub/sub connection
+// that stays open while Redis no longer sends to it: what is published from
+// now on is lost for it.
+func (t *pubsubTransport) kill() {
+	t.net.mu.Lock()
+	t.net.subs[t] = false
+	t.net.mu.Unlock()
+}
+
+// slowPing answers pings after a millisecond (a round trip to Redis), so that
+// the prober's next round begins after the receiver subscribed again.
+type slowPing struct{ *pubsubTransport }
+
+func (s slowPing) Ping(ctx context.Context) error {
+	time.Sleep(time.Millisecond)
+	return s.pubsubTransport.Ping(ctx)
+}
+
+// TestNoFalseGoneAfterRebuildOnPubSub: r's pub/sub subscription dies
+// silently; its prober finds that and rebuilds it. Node a probed all along:
+// the silence r counted while its subscription was dead is not a's, and a is
+// not reported gone when the first round under the new subscription comes
+// back (before any probe of a could reach it), with a new subscription that
+// goes live at once or after a while.
+func TestNoFalseGoneAfterRebuildOnPubSub(t *testing.T) {
+	for _, delay := range []time.Duration{0, 10 * time.Millisecond} {
+		t.Run(delay.String(), func(t *testing.T) {
+			synctestRun(t, func(t *testing.T) {
+				net := newPubSubNet(NewMemoryHub())
+				a := newBusOn(t, net.transport(0), Config{NodeID: "a"})
+				a.Receive(func(Message) {})
+				logs := newLogCounter()
+				rt := net.transport(delay)
+				r := newBusOn(t, slowPing{rt}, Config{NodeID: "r", Logger: slogNew(logs)})
+				r.Receive(func(Message) {})
+				time.Sleep(5500 * time.Millisecond)
+				synctestWait()
+				if st := r.Status(); st.State != Connected || len(st.Nodes) != 1 {
+					t.Fatalf("before: %+v", st)
+				}
+				rt.kill()
+				time.Sleep(10 * time.Second)
+				synctestWait()
+				s := r.Stats()
+				if s.ProbeFailures == 0 {
+					t.Fatalf("the dead subscription was not found: %+v", s)
+				}
+				if s.NodesGoneSilent != 0 {
+					t.Errorf("a reported gone %d times although it probed all along; logs %q", s.NodesGoneSilent, logs.all())
+				}
+			})
+		})
+	}
+}
+
+// TestConnectedSoonAfterRebuild: a lone pub/sub node whose subscription died
+// silently is rebuilt by its prober; the round after the rebuild is a
+// warm-up whichever subscription it finds, so the node is Connected again
+// within a few warm-up rounds (virtual time), not after another ProbeTimeout.
+func TestConnectedSoonAfterRebuild(t *testing.T) {
+	synctestRun(t, func(t *testing.T) {
+		net := newPubSubNet(NewMemoryHub())
+		rt := net.transport(10 * time.Millisecond)
+		r := newBusOn(t, rt, Config{NodeID: "r"})
+		r.Receive(func(Message) {})
+		time.Sleep(2 * time.Second)
+		synctestWait()
+		if st := r.Status(); st.State != Connected {
+			t.Fatalf("before: %+v", st)
+		}
+		rt.kill()
+		for r.Stats().ProbeFailures == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		rebuilt := time.Now()
+		for r.Status().State != Connected {
+			time.Sleep(time.Millisecond)
+		}
+		if d := time.Since(rebuilt); d > 500*time.Millisecond {
+			t.Errorf("Connected %v after the rebuild (virtual time), want a few warm-up rounds", d)
+		}
+	})
+}
