@@ -346,7 +346,18 @@ func TestRosterPauseRevivesNoOne(t *testing.T) {
 		flaky = append(flaky, f)
 		return f
 	})
-	time.Sleep(5 * opts.HeartbeatInterval) // every node reads every entry
+	testwait.For(t, waitTimeout, "every node to read every entry", func() bool {
+		for _, c := range cs {
+			rs := c.roster
+			rs.mu.Lock()
+			n := len(rs.fresh)
+			rs.mu.Unlock()
+			if n != len(cs)-1 {
+				return false
+			}
+		}
+		return true
+	})
 	for _, f := range flaky {
 		f.fail.Store(true)
 	}
@@ -392,7 +403,12 @@ func TestRosterLeaveBeforeGoodbye(t *testing.T) {
 	testwait.For(t, waitTimeout, "node 2 gone on node 1", func() bool {
 		return !slices.Contains(cs[1].Nodes(), cs[2].NodeID())
 	})
-	time.Sleep(late.byeDelay) // the goodbye is handled
+	testwait.For(t, waitTimeout, "node 1 to take node 2's goodbye", func() bool {
+		cs[1].mu.RLock()
+		defer cs[1].mu.RUnlock()
+		_, bye := cs[1].gone[cs[2].NodeID()]
+		return bye
+	})
 	if n := cs[1].Stats().NodeTimeouts - before; n != 0 {
 		t.Fatalf("node 1 counted node 2, which closed, as timed out (%d)", n)
 	}
@@ -406,7 +422,7 @@ func TestRosterLeaveBeforeGoodbye(t *testing.T) {
 func TestRosterStaleHeardCountsFromLastFrame(t *testing.T) {
 	srv := redistest.Standalone(t)
 	opts := rosterOptions()
-	opts.NodeTimeout = 2 * time.Second // the frame is recent when the entry turns stale
+	opts.NodeTimeout = 3 * time.Second // the frame is recent when the entry turns stale
 	newBus := redisBuses(t, srv.URL(), redisbus.Streams)
 	var b2 bus.Bus
 	cs := startNodes(t, 3, opts, func(id string) bus.Bus {
@@ -425,7 +441,7 @@ func TestRosterStaleHeardCountsFromLastFrame(t *testing.T) {
 	testwait.For(t, waitTimeout, "node 0 to read node 2's entry", func() bool { return held(cs[0]) })
 	cs[2].stopBeats()
 	<-cs[2].beatsDone
-	time.Sleep(opts.NodeTimeout / 2) // the frame goes out halfway to the entry's bound
+	time.Sleep(opts.NodeTimeout * 2 / 3) // the frame goes out a NodeTimeout/3 before the entry's bound
 	if err := b2.Send(testCtx(t), "", (&message{kind: kindApplied, reqID: 12345}).marshal()); err != nil {
 		t.Fatal(err)
 	}
@@ -491,7 +507,19 @@ func TestRosterRestartSameIDThenClose(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer func() { _ = nb.Close(testCtx(t)) }()
-			time.Sleep(opts.NodeTimeout*3/2 + opts.HeartbeatInterval) // the old entry turned stale meanwhile
+			old := b2.(interface{ Instance() uint64 }).Instance()
+			testwait.For(t, waitTimeout, "node 0 to read the old process's entry stale, or time it out", func() bool {
+				if rs := cs[0].roster; rs != nil {
+					rs.mu.Lock()
+					defer rs.mu.Unlock()
+					_, held := rs.fresh[instKey{"node-1", old}]
+					return !held
+				}
+				cs[0].mu.RLock()
+				defer cs[0].mu.RUnlock()
+				_, alive := cs[0].insts["node-1"][old]
+				return !alive
+			})
 			if !slices.Contains(cs[0].Nodes(), "node-1") {
 				t.Fatal("node 0 lost node 1, which was started again")
 			}
