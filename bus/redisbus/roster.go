@@ -229,7 +229,8 @@ func parseRoster(vals []string) (bus.RosterView, error) {
 			return bus.RosterView{}, fmt.Errorf("%w: member %q", errRosterReply, vals[i])
 		}
 		id, err := strconv.ParseUint(inst, 16, 64)
-		if err != nil {
+		if err != nil || rosterMember(node, id) != vals[i] {
+			// Only the script's own form (lower-case hex) names a member.
 			return bus.RosterView{}, fmt.Errorf("%w: member %q", errRosterReply, vals[i])
 		}
 		info, err := strconv.ParseUint(vals[i+1], 10, 64)
