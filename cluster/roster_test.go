@@ -86,7 +86,14 @@ func TestRosterReplacesHeartbeats(t *testing.T) {
 					t.Fatalf("%s: record in use %v, want %v", c.NodeID(), c.roster != nil, record)
 				}
 			}
-			time.Sleep(10 * rosterOptions().HeartbeatInterval) // the hellos of the start end
+			if record {
+				testwait.For(t, waitTimeout, "the hellos of the start, and their answers, to end", func() bool {
+					frames, _ := directFrames(t, srv, 2*rosterOptions().HeartbeatInterval)
+					return frames == 0
+				})
+			} else {
+				time.Sleep(10 * rosterOptions().HeartbeatInterval) // heartbeats go on: only the start's hellos end
+			}
 			window := 20 * rosterOptions().HeartbeatInterval
 			frames, beats := directFrames(t, srv, window)
 			t.Logf("%v with 3 idle nodes: %d direct frames, %d beats", window, frames, beats)
