@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -101,8 +102,10 @@ type recoveryRun struct {
 	lastPublished   int
 	publishedAtCut  int // last seq published before the proxy cut the clients
 	publishedAtBack int // last seq published before the proxy let them in again
-	problems        []string
-	logs            func() string
+	// metrics is the /metrics text of the node the clients went back to.
+	metrics  string
+	problems []string
+	logs     func() string
 }
 
 // clientResult is one client of js/recovery.mjs, as its RESULT line reports it.
@@ -251,6 +254,10 @@ func (r *recoveryRun) checkRecovered(t *testing.T) {
 		t.Errorf("%s: want %d/%d recovered (same socket id, an offset on every event), lost 0, dup 0, reord 0; got %s\n%s%s",
 			r.sc.name, recoveryClients, recoveryClients, r.summary(), r.details(), r.logs())
 	}
+	// The node counted them: an operator sees recoveries, and refusals.
+	if rec, not := r.recoveryMetrics(); rec != strconv.Itoa(recoveryClients) || (not != "0" && not != "absent") {
+		t.Errorf("%s: the node counted %s sessions recovered and %s not; want %d and 0", r.sc.name, rec, not, recoveryClients)
+	}
 }
 
 // checkControl requires that with recovery off no client recovers and every
@@ -362,7 +369,21 @@ func runRecovery(t *testing.T, bin, node string, sc recoveryScenario) *recoveryR
 	for i := range run.clients {
 		run.clients[i].stats = analyzeSeqs(run.clients[i].Seqs, run.lastPublished)
 	}
+	run.metrics = get(t, "http://"+target+"/metrics")
 	return run
+}
+
+// recoveryMetrics returns the sessions recovered and not recovered in "/" that
+// the node the clients went back to counted.
+func (r *recoveryRun) recoveryMetrics() (recovered, not string) {
+	find := func(name string) string {
+		re := regexp.MustCompile(`(?m)^` + name + `\{namespace="/"\} (\S+)$`)
+		if m := re.FindStringSubmatch(r.metrics); m != nil {
+			return m[1]
+		}
+		return "absent"
+	}
+	return find("durasock_socketio_sessions_recovered_total"), find("durasock_socketio_sessions_not_recovered_total")
 }
 
 // recNode is one cmd/durasock process that the test may stop at any time.

@@ -360,11 +360,16 @@ func (c *conn) connect(p *parser.Packet, r *runner) {
 	store := n.sessionStore()
 	switch {
 	case old != nil && n.takeOver(old, s, offset):
+		c.srv.metrics.recovery(name, true)
 		s.saveSession()
 	case old == nil && pid != "" && store != nil && n.restoreRemote(store, s, pid, offset):
+		c.srv.metrics.recovery(name, true)
 	default:
 		if old != nil {
 			s.id = newID() // the session could not be recovered: a new one
+		}
+		if pid != "" {
+			c.srv.metrics.recovery(name, false)
 		}
 		if err := c.join(n, s, auth); err != nil {
 			c.removeSocket(name, s)

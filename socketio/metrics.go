@@ -24,6 +24,8 @@ import (
 //	durasock_socketio_acks_received_total{namespace}    ACK packets from clients
 //	durasock_socketio_acks_sent_total{namespace}        ACK packets written to clients
 //	durasock_socketio_parse_errors_total                connections closed for a malformed packet
+//	durasock_socketio_sessions_recovered_total{namespace}     clients that asked to recover their session and did
+//	durasock_socketio_sessions_not_recovered_total{namespace} clients that asked to and got a new session instead
 //
 // The namespace label takes at most maxMetricNamespaces distinct values (the
 // first seen); further namespaces, from a dynamic parent with many names, are
@@ -43,6 +45,7 @@ type nsCounters struct {
 	connects, connectErrors atomic.Uint64
 	eventsIn, eventsOut     atomic.Uint64
 	acksIn, acksOut         atomic.Uint64
+	recovered, notRecovered atomic.Uint64
 }
 
 type metrics struct {
@@ -72,6 +75,10 @@ var (
 		"ACK packets written to clients (Event.Ack).", []string{"namespace"}, nil)
 	descParseErrors = prometheus.NewDesc("durasock_socketio_parse_errors_total",
 		"Connections closed because a client sent a malformed Socket.IO packet.", nil, nil)
+	descRecovered = prometheus.NewDesc("durasock_socketio_sessions_recovered_total",
+		"Clients that asked to recover their session (connection state recovery) and did, with the events they missed.", []string{"namespace"}, nil)
+	descNotRecovered = prometheus.NewDesc("durasock_socketio_sessions_not_recovered_total",
+		"Clients that asked to recover their session and got a new one instead (expired, unknown, or not restorable exactly): the events they missed while away are not delivered to them.", []string{"namespace"}, nil)
 )
 
 // newMetrics registers the Socket.IO metrics of srv on reg, or returns nil when
@@ -140,6 +147,19 @@ func (m *metrics) received(p *parser.Packet) {
 	}
 }
 
+// recovery counts a client that asked to recover its session in namespace
+// nsp: recovered, or given a new session.
+func (m *metrics) recovery(nsp string, recovered bool) {
+	if m == nil {
+		return
+	}
+	if recovered {
+		m.counters(nsp).recovered.Add(1)
+	} else {
+		m.counters(nsp).notRecovered.Add(1)
+	}
+}
+
 // parseError counts a connection closed for a malformed packet.
 func (m *metrics) parseError() {
 	if m != nil {
@@ -194,7 +214,7 @@ func (m *metrics) sent(e *parser.Encoded) {
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descConnections, descConnects, descConnectErrors,
-		descEventsIn, descEventsOut, descAcksIn, descAcksOut, descParseErrors} {
+		descEventsIn, descEventsOut, descAcksIn, descAcksOut, descParseErrors, descRecovered, descNotRecovered} {
 		ch <- d
 	}
 }
@@ -211,6 +231,8 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(descEventsOut, &c.eventsOut)
 		counter(descAcksIn, &c.acksIn)
 		counter(descAcksOut, &c.acksOut)
+		counter(descRecovered, &c.recovered)
+		counter(descNotRecovered, &c.notRecovered)
 	}
 	for nsp, n := range m.connections() {
 		ch <- prometheus.MustNewConstMetric(descConnections, prometheus.GaugeValue, float64(n), nsp)

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/durasock/durasock/engineio"
 	"github.com/durasock/durasock/internal/testwait"
 	"github.com/durasock/durasock/parser"
@@ -47,8 +49,32 @@ func connectWith(t *testing.T, c *testClient, auth string) connectAnswer {
 	return a
 }
 
+// nsMetric reads the counter name{namespace=nsp} from reg (0 when absent).
+func nsMetric(t *testing.T, reg *prometheus.Registry, name, nsp string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "namespace" && l.GetValue() == nsp {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
 func TestRecovery(t *testing.T) {
-	srv, url := newTestServer(t, &Options{Recovery: &RecoveryOptions{MaxDisconnectionDuration: waitTimeout}})
+	reg := prometheus.NewRegistry()
+	srv, url := newTestServer(t, &Options{Recovery: &RecoveryOptions{MaxDisconnectionDuration: waitTimeout},
+		Options: engineio.Options{Registerer: reg}})
 	sockets := make(chan *Socket, 4)
 	srv.OnConnection(func(s *Socket) {
 		if !s.Recovered() {
@@ -131,6 +157,14 @@ func TestRecovery(t *testing.T) {
 	}
 	if rooms := srv.Of("/").Adapter().Rooms(other.SID); len(rooms) != 0 {
 		t.Fatalf("dropped session still in rooms %q", rooms)
+	}
+	// One client recovered; two asked and got a new session. The first
+	// connects asked for nothing and count in neither.
+	if got := nsMetric(t, reg, "durasock_socketio_sessions_recovered_total", "/"); got != 1 {
+		t.Errorf("sessions recovered = %v, want 1", got)
+	}
+	if got := nsMetric(t, reg, "durasock_socketio_sessions_not_recovered_total", "/"); got != 2 {
+		t.Errorf("sessions not recovered = %v, want 2", got)
 	}
 }
 
