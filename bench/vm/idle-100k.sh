@@ -20,8 +20,9 @@
 # nested it may hang before the kernel prints anything).
 # It installs qemu-system-x86, cpio and busybox-static with apt-get, and
 # downloads Debian's kernel package (not installed: only its vmlinuz is used).
-# Under tcg, memory is measured as on the host; CPU times are the emulator's,
-# several times the host's, and dialing is slow (tens of minutes for 100 000).
+# Under tcg, memory is measured as on the host; CPU times are the emulated
+# machine's, not comparable with the host's, and dialing is slow (tens of
+# minutes for 100 000).
 set -eu
 
 [ -f go.mod ] && [ -d bench/cmd/loadgen ] || { echo "idle-100k: run it from the repository's root" >&2; exit 1; }
