@@ -191,7 +191,10 @@ func RunNode(ctx context.Context, cfg NodeConfig, ready func(addr string)) error
 	if err != nil {
 		return errors.Join(fmt.Errorf("bench: listen: %w", err), closeCluster(cl, rb))
 	}
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// A long header timeout: on a saturated or emulated machine (bench/vm)
+	// a client's first bytes can wait for seconds behind its own process's
+	// collections, and a benchmark node has no slow-header attack to fear.
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 2 * time.Minute}
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()
 	if ready != nil {
