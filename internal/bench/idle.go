@@ -41,7 +41,8 @@ const DefaultIdleSettle = 30 * time.Second
 
 // connsPerSourceAddr is how many connections the idle scenario opens from
 // one loopback source address by default, below Linux's default ephemeral
-// port range (32768–60999).
+// port range (32768–60999), which a socket bound to its source address with
+// IP_BIND_ADDRESS_NO_PORT (bindNoPort) draws from whole.
 const connsPerSourceAddr = 20000
 
 // maxSourceAddrs is how many loopback source addresses the idle scenario
@@ -275,7 +276,7 @@ func sourceAddrClients(n int) []*http.Client {
 	}
 	cs := make([]*http.Client, n)
 	for i := range cs {
-		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i))}}
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i))}, Control: bindNoPort}
 		cs[i] = &http.Client{Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}
 	}
 	return cs

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"syscall"
 )
 
 func setDeathSignal(*exec.Cmd) {}
@@ -25,3 +26,6 @@ func fileLimitCause(uint64) error { return nil }
 func RaiseFileLimitTo(uint64) (uint64, error) {
 	return 0, errors.New("bench: RaiseFileLimitTo: Linux only")
 }
+
+// bindNoPort leaves the socket as it is: IP_BIND_ADDRESS_NO_PORT is Linux's.
+func bindNoPort(_, _ string, _ syscall.RawConn) error { return nil }
