@@ -241,7 +241,9 @@ func (d *idleDialer) dial(ctx context.Context, from, to int) ([]benchClient, err
 				if i >= len(dialed) {
 					return
 				}
-				dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				// Generous: in an emulated machine (bench/vm) a dial waits
+				// behind the collections of this process's growing heap.
+				dctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 				c, err := sioclient.Dial(dctx, d.url, &sioclient.Options{OnEvent: func(*sioclient.Event) {},
 					HTTPClient: d.httpClients[(from+i)%len(d.httpClients)]})
 				cancel()
