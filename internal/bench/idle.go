@@ -41,8 +41,8 @@ const DefaultIdleSettle = 30 * time.Second
 
 // connsPerSourceAddr is how many connections the idle scenario opens from
 // one loopback source address by default, below Linux's default ephemeral
-// port range (32768–60999), which a socket bound to its source address with
-// IP_BIND_ADDRESS_NO_PORT (bindNoPort) draws from whole.
+// port range (32768–60999); the sockets take their ports at connect
+// (bindNoPort).
 const connsPerSourceAddr = 20000
 
 // maxSourceAddrs is how many loopback source addresses the idle scenario

@@ -97,10 +97,9 @@ func fileLimitCause(n uint64) error {
 const ipBindAddressNoPort = 24
 
 // bindNoPort makes a socket bound to a source address take its port at
-// connect, not at bind: bind with port 0 allots a port no other socket on that
-// address holds, from half the ephemeral range (Linux keeps the other half
-// for connect), so about 14 000 connections per address; at connect, a port
-// need only be free for the destination, the whole range.
+// connect, not at bind, as load generators do: the port then need only be
+// free for the destination, where bind with port 0 holds it on the address
+// for any destination.
 func bindNoPort(_, _ string, c syscall.RawConn) error {
 	var serr error
 	if err := c.Control(func(fd uintptr) {
