@@ -84,11 +84,19 @@ type HistoryEntry struct {
 // that run, the history just before after is read back to find it
 // (lookbackSkew before the message's publish time).
 func (r *Reliable) ReadHistory(ctx context.Context, key, after string, fn func(HistoryEntry) bool) error {
+	return r.ReadHistoryOn(ctx, partitionOf(key, r.shared), after, fn)
+}
+
+// ReadHistoryOn is ReadHistory of partition p (PartitionOf of a key, or
+// InboxOf of a node).
+func (r *Reliable) ReadHistoryOn(ctx context.Context, p int, after string, fn func(HistoryEntry) bool) error {
 	h, ok := r.t.(HistoryReader)
 	if !ok {
 		return ErrNoHistory
 	}
-	p := partitionOf(key, r.shared)
+	if p < 0 || p >= r.partitions {
+		return fmt.Errorf("bus: partition %d of %d", p, r.partitions)
+	}
 	passed := make(map[historyRun]uint64)
 	decided := make(map[string]bool) // republished entries whose original was looked for
 	cursor := after
@@ -208,7 +216,11 @@ type Positioner interface {
 // where its reading started. Empty on transports without positions (pub/sub),
 // and before the start is known.
 func (r *Reliable) Position(key string) string {
-	p := partitionOf(key, r.shared)
+	return r.PositionOn(partitionOf(key, r.shared))
+}
+
+// PositionOn is Position of partition p.
+func (r *Reliable) PositionOn(p int) string {
 	if ps, ok := r.t.(Positioner); ok {
 		if id := ps.Position(p); id != "" {
 			return id
@@ -220,9 +232,16 @@ func (r *Reliable) Position(key string) string {
 // LastSeq returns the sequence number of the last message this bus accepted on
 // key's partition (0 before the first).
 func (r *Reliable) LastSeq(key string) uint64 {
-	p := partitionOf(key, r.shared)
+	return r.LastSeqOn(partitionOf(key, r.shared))
+}
+
+// LastSeqOn is LastSeq of partition p.
+func (r *Reliable) LastSeqOn(p int) uint64 {
 	r.ob.mu.Lock()
 	defer r.ob.mu.Unlock()
+	if p < 0 || p >= len(r.ob.seqs) {
+		return 0
+	}
 	return r.ob.seqs[p]
 }
 

@@ -71,15 +71,19 @@ type Options struct {
 	// the same on every node, all of them of a version that announces
 	// interest. Default false.
 	//
-	// Every namespace is routed but those Recoverable names; a routed
-	// namespace keeps no sessions in the cluster, so a server with connection
-	// state recovery recovers its clients on the node they left only. The
-	// choice is made when the namespace's adapter is made.
+	// Every namespace is routed but those Recoverable names. A routed
+	// namespace keeps sessions too: with connection state recovery, a client
+	// whose node is gone recovers on another node, from its earlier node's
+	// inbox (docs/SCALING.md, "Recovery on a routed namespace"). The choice
+	// is made when the namespace's adapter is made.
 	InterestRouting bool
-	// Recoverable, with InterestRouting, names the namespaces that keep
-	// connection state recovery across nodes: they are not routed, and use the
-	// namespace's partition as without InterestRouting. It is called once per
-	// namespace, when its adapter is made. Default nil: none.
+	// Recoverable, with InterestRouting, names namespaces that are not
+	// routed: they use the namespace's partition, which every node reads, as
+	// without InterestRouting (their sessions recover across nodes from it).
+	// Routed namespaces recover across nodes as well; this keeps a namespace
+	// on the shared partitions for a cluster some of whose nodes are of a
+	// version without the handoff. It is called once per namespace, when its
+	// adapter is made. Default nil: none.
 	Recoverable func(namespace string) bool
 	// SocketIDRoom, with InterestRouting, tells a room named by a socket's id
 	// (which nodes do not announce: one per socket) from the other rooms. A
@@ -209,8 +213,11 @@ type Cluster struct {
 	ready     []*relay            // relays with answers to send
 	relayWake chan struct{}       // a relay became ready
 
-	mu    sync.RWMutex
-	nsps  map[string]*nspAdapter
+	mu   sync.RWMutex
+	nsps map[string]*nspAdapter
+	// kept are the routed namespaces closed while sessions of theirs are
+	// kept: their interest is still announced (localInterest.keepRooms).
+	kept  map[string]*nspAdapter
 	nodes map[string]time.Time // other node id -> last heard from
 	gone  map[string]time.Time // node id -> when it said goodbye
 	// insts is when each bus instance (process) of a live node was last
@@ -309,7 +316,7 @@ func (c *Cluster) Adapter(nsp adapter.Namespace) (adapter.Adapter, error) {
 	seen := nsp
 	if c.routes(a.name) {
 		// The local adapter reports its room changes to the interest first.
-		a.interest = &localInterest{c: c, local: func() int { return len(a.local.SocketIDs(adapter.Options{})) }}
+		a.interest = &localInterest{c: c, local: func() int { return len(a.local.SocketIDs(adapter.Options{})) }, keep: a.rec.keeps}
 		obs, _ := nsp.(adapter.RoomObserver)
 		seen = &observedNamespace{Namespace: nsp, obs: obs, in: a.interest}
 	}
@@ -328,9 +335,6 @@ func (c *Cluster) Adapter(nsp adapter.Namespace) (adapter.Adapter, error) {
 	}
 	c.nsps[a.name] = a
 	c.interestChanged()
-	if a.interest != nil {
-		return routedAdapter{a}, nil
-	}
 	return a, nil
 }
 
@@ -434,6 +438,22 @@ func (c *Cluster) removeNsp(a *nspAdapter) {
 	c.mu.Lock()
 	if c.nsps[a.name] == a {
 		delete(c.nsps, a.name)
+		if a.interest != nil && a.interest.keeping() {
+			if c.kept == nil {
+				c.kept = make(map[string]*nspAdapter)
+			}
+			c.kept[a.name] = a
+		}
+	}
+	c.mu.Unlock()
+	c.interestChanged()
+}
+
+// keptOver forgets a closed namespace whose kept sessions all expired.
+func (c *Cluster) keptOver(a *nspAdapter) {
+	c.mu.Lock()
+	if c.kept[a.name] == a {
+		delete(c.kept, a.name)
 	}
 	c.mu.Unlock()
 	c.interestChanged()
@@ -457,7 +477,7 @@ func (c *Cluster) receive(bm bus.Message) {
 		return
 	}
 	c.stats.received.Add(1)
-	m.pos, m.inst, m.seq = bm.ID, bm.Instance, bm.Seq
+	m.pos, m.inst, m.seq, m.part = bm.ID, bm.Instance, bm.Seq, bm.Partition
 	if bm.Seq == 0 { // only the direct plane says a node is alive now
 		c.heard(bm.Origin, m)
 	}
@@ -485,6 +505,10 @@ func (c *Cluster) receive(bm bus.Message) {
 		// heard already
 	case kindGoodbye:
 		c.goodbye(bm.Origin, bm.Instance)
+	case kindCut:
+		c.serveCut(bm.Origin, bm.Instance, m)
+	case kindCutAnswer:
+		c.cutAnswered(bm.Origin, bm.Instance, m)
 	}
 }
 

@@ -46,7 +46,9 @@ const (
 	kindInterest        kind = 17 // direct: the rooms of a node's sockets (interest.go)
 	kindInterestApplied kind = 18 // direct: the interest version a node applied of the addressee (interest.go)
 	kindPeers           kind = 19 // direct: the interests a node holds of the other live nodes (peers.go)
-	kindMax                  = kindPeers
+	kindCut             kind = 20 // direct: a restoring node's interest, asking for each node's cut (handoff.go)
+	kindCutAnswer       kind = 21 // direct: one node's cut, to the restoring node (handoff.go)
+	kindMax                  = kindCutAnswer
 	flagVolatile        byte = 1 << 0
 	flagNoCompress      byte = 1 << 1
 	flagCloseConn       byte = 1 << 2
@@ -61,7 +63,7 @@ func (k kind) String() string {
 	names := [...]string{"invalid", "broadcast", "add-sockets", "del-sockets", "disconnect",
 		"server-emit", "fetch-request", "fetch-response", "emit-request", "emit-response",
 		"ack-request", "ack-count", "ack-reply", "heartbeat", "goodbye", "unknown-namespace", "applied",
-		"interest", "interest-applied", "peers"}
+		"interest", "interest-applied", "peers", "cut", "cut-answer"}
 	if int(k) < len(names) {
 		return names[k]
 	}
@@ -108,14 +110,23 @@ type message struct {
 
 	version  uint64        // interest: the announcement's version; interest-applied: the version applied
 	instance uint64        // interest-applied: the bus instance of the addressee whose version it is (0 from a node of an earlier version)
-	interest []nspInterest // interest: one entry per namespace of the node
+	interest []nspInterest // interest, cut: one entry per namespace of the node
 	peers    []peerReport  // peers: one entry per other live node whose interest the sender holds
 
+	// cut: the inbox partition the restored client's offset names;
+	// cut-answer: the answering node's last sequence numbers on that
+	// partition and on the restoring node's inbox (instance: the restoring
+	// node's instance).
+	cutPart uint64
+	cutOld  uint64
+	cutNew  uint64
+
 	// Where a reliable-plane message came from (set by receive, not encoded):
-	// the bus position, origin instance and seq.
+	// the bus position, origin instance and seq, and the partition.
 	pos  string
 	inst uint64
 	seq  uint64
+	part int
 }
 
 func (m *message) options() adapter.Options {
@@ -170,7 +181,7 @@ func (k kind) isRequest() bool {
 func (m *message) hasReqID() bool {
 	switch m.kind {
 	case kindAddSockets, kindDelSockets, kindDisconnect, kindApplied, kindFetchRequest, kindFetchResponse, kindEmitRequest, kindEmitResponse,
-		kindAckRequest, kindAckCount, kindAckReply, kindUnknownNsp:
+		kindAckRequest, kindAckCount, kindAckReply, kindUnknownNsp, kindCut, kindCutAnswer:
 		return true
 	}
 	return false
@@ -214,12 +225,19 @@ func (m *message) encode(b []byte) []byte {
 	case kindInterestApplied:
 		b = binary.AppendUvarint(b, m.version)
 		b = binary.AppendUvarint(b, m.instance)
-	case kindInterest:
+	case kindInterest, kindCut:
 		b = binary.AppendUvarint(b, m.version)
 		b = binary.AppendUvarint(b, uint64(len(m.interest)))
 		for i := range m.interest {
 			b = m.interest[i].encode(b)
 		}
+		if m.kind == kindCut {
+			b = binary.AppendUvarint(b, m.cutPart)
+		}
+	case kindCutAnswer:
+		b = binary.AppendUvarint(b, m.instance)
+		b = binary.AppendUvarint(b, m.cutOld)
+		b = binary.AppendUvarint(b, m.cutNew)
 	case kindPeers:
 		b = binary.AppendUvarint(b, uint64(len(m.peers)))
 		for i := range m.peers {
@@ -256,15 +274,15 @@ func (m *message) size() int {
 		n += len(s) + 5
 	}
 	for i := range m.interest {
-		n += len(m.interest[i].nsp) + 5 + 1 + 2 + interestBuckets/8
+		n += len(m.interest[i].nsp) + 5 + 1 + 2 + interestBuckets/8 + 10
 	}
 	for i := range m.peers {
 		n += len(m.peers[i].node) + 5 + 10 + 10 + 5
 		for j := range m.peers[i].interest {
-			n += len(m.peers[i].interest[j].nsp) + 5 + 1 + 2 + interestBuckets/8
+			n += len(m.peers[i].interest[j].nsp) + 5 + 1 + 2 + interestBuckets/8 + 10
 		}
 	}
-	return n + len(m.sid) + 5 + 10 + 5
+	return n + len(m.sid) + 5 + 10 + 5 + 30
 }
 
 func (m *message) marshal() []byte { return m.encode(make([]byte, 0, m.size())) }
@@ -354,7 +372,7 @@ func decodeMessage(buf []byte) (*message, error) {
 			// Absent from a node of an earlier version.
 			m.instance = r.uvarint()
 		}
-	case kindInterest:
+	case kindInterest, kindCut:
 		m.version = r.uvarint()
 		if n := r.count(); n > maxInterestNamespaces {
 			r.fail(errInterestCount)
@@ -371,6 +389,13 @@ func decodeMessage(buf []byte) (*message, error) {
 				m.interest = append(m.interest, e)
 			}
 		}
+		if m.kind == kindCut {
+			m.cutPart = r.uvarint()
+		}
+	case kindCutAnswer:
+		m.instance = r.uvarint()
+		m.cutOld = r.uvarint()
+		m.cutNew = r.uvarint()
 	case kindPeers:
 		m.peers = decodePeers(&r)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -42,6 +43,11 @@ func sampleMessages() []*message {
 		{kind: kindInterest, flags: flagAnswer, version: 9, interest: []nspInterest{{nsp: "/", flags: interestSockets}}},
 		{kind: kindInterestApplied, version: 1<<63 + 5, instance: 1<<64 - 1},
 		{kind: kindInterestApplied, version: 3},
+		{kind: kindCut, reqID: 7, version: 12, cutPart: 300, interest: []nspInterest{
+			{nsp: "/", flags: interestSockets | interestKeeps, keep: 2 * time.Minute},
+			{nsp: "/b", flags: interestAll},
+		}},
+		{kind: kindCutAnswer, reqID: 1<<64 - 1, instance: 1 << 63, cutOld: 0, cutNew: 1<<64 - 1},
 		{kind: kindPeers, peers: []peerReport{
 			{node: "n2", instance: 1<<63 + 3, version: 1 << 62, ago: 1500, interest: []nspInterest{
 				{nsp: "/", flags: interestSockets, rooms: bucketSet{1, 0, 1 << 63}},

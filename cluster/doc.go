@@ -85,9 +85,11 @@
 // waits until every live node has applied this node's joins so far, and
 // Cluster.AwaitRoutingReady until a node that started or reconnected knows
 // every live node's interest, those it cannot hear itself included (for a
-// readiness check). Namespaces that Options.Recoverable names keep
-// cross-node connection state recovery and are not routed; a routed
-// namespace's adapter keeps no sessions.
+// readiness check). Namespaces that Options.Recoverable names are not
+// routed. A routed namespace keeps sessions: a client restored on another
+// node gets what it missed from its earlier node's inbox, by a handoff in
+// which every node says where its messages to the client's rooms went from
+// the earlier inbox to the new one.
 // docs/SCALING.md ("Interest routing") has the details and the costs.
 //
 // A process that is no server publishes into a cluster with package emitter.

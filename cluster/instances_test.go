@@ -79,7 +79,7 @@ func TestRoutingTwoProcessesOneNodeID(t *testing.T) {
 // answer to its AwaitRouting being the version it announced.
 func TestRoutingRestartWithLowerVersion(t *testing.T) {
 	c := &Cluster{opts: Options{NodeTimeout: time.Minute}, nodes: map[string]time.Time{}, gone: map[string]time.Time{}}
-	c.route = newRouteState(nil)
+	c.route = newRouteState(nil, "")
 	old := &message{kind: kindInterest, version: 2000, interest: []nspInterest{{nsp: "/", flags: interestSockets}}}
 	if v, ok := c.applyInterest("b", 1, old); !ok || v != 2000 {
 		t.Fatalf("first process: applied %d %v, want 2000", v, ok)
@@ -110,7 +110,7 @@ func TestRoutingRestartWithLowerVersion(t *testing.T) {
 // another instance; the node is forgotten when none is left.
 func TestRoutingSilentInstanceDropped(t *testing.T) {
 	const timeout = time.Second
-	r := newRouteState(nil)
+	r := newRouteState(nil, "")
 	now := time.Now()
 	r.connectedAt.Store(now.Add(-time.Hour).UnixNano())
 	sockets := map[string]*nspInterest{"/": {nsp: "/", flags: interestSockets}}
@@ -159,7 +159,7 @@ func TestRoutingAppliedAnswerOfOtherInstance(t *testing.T) {
 // Each room a socketsJoin grants has its own end: a later socketsJoin to the
 // same node for another room does not extend it, and expire drops it.
 func TestRoutingGracePerRoom(t *testing.T) {
-	r := newRouteState(nil)
+	r := newRouteState(nil, "")
 	c := &Cluster{opts: Options{NodeTimeout: time.Second}, nodes: map[string]time.Time{}, route: r}
 	t0 := time.Now()
 	r.peers["b"] = &peerNode{insts: map[uint64]*peerInterest{1: {version: 1, heard: t0, nsps: map[string]*nspInterest{"/": {nsp: "/", flags: interestSockets}}}}}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/bits"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -51,9 +52,10 @@ import (
 // Which namespaces are routed is decided when the namespace's adapter is made,
 // and never changes while it lives: with InterestRouting on a bus with
 // inboxes, every namespace but those Options.Recoverable names. A routed
-// namespace's adapter keeps no sessions (it is no adapter.SessionStore): a
-// server with connection state recovery recovers its clients on the node they
-// left only. The others keep the shared partitions, exactly as without routing.
+// namespace keeps sessions as any other: a client whose node is gone is
+// restored on another one by a handoff from its earlier node's inbox
+// (handoff.go). The others keep the shared partitions, exactly as without
+// routing.
 
 // routingBus is what interest routing needs of a bus (bus.Reliable over a
 // transport with inbox partitions).
@@ -70,6 +72,14 @@ type routingBus interface {
 	// Instance is the random number of this process start (bus.Message.Instance
 	// of what this node sends).
 	Instance() uint64
+	// LastSeqOn is the sequence number of the last message this node's
+	// outbox took for partition p.
+	LastSeqOn(p int) uint64
+	// Sync returns once every message the outbox took before the call is in
+	// the broker.
+	Sync(ctx context.Context) error
+	// Partitions is the number of partitions, inboxes included.
+	Partitions() int
 }
 
 const (
@@ -81,7 +91,8 @@ const (
 	// Flags of one namespace's interest.
 	interestSockets    byte = 1 << 0 // the node has sockets in the namespace
 	interestAll        byte = 1 << 1 // the node does not route the namespace: it wants everything
-	knownInterestFlags      = interestSockets | interestAll
+	interestKeeps      byte = 1 << 2 // the namespace keeps sessions: after a goodbye, written to for keep
+	knownInterestFlags      = interestSockets | interestAll | interestKeeps
 )
 
 // bucketSet is a set of room buckets.
@@ -131,11 +142,14 @@ type nspInterest struct {
 	nsp   string
 	flags byte
 	rooms bucketSet
+	// keep is, with interestKeeps, how long the namespace keeps the session
+	// of a client whose connection broke (the longest of its sessions').
+	keep time.Duration
 }
 
 // encode appends the wire form of i: namespace:str flags:u8 buckets:bytes,
 // buckets being the set as little-endian 64-bit words without trailing zero
-// bytes.
+// bytes, then keep-ms:uvarint with interestKeeps.
 func (i *nspInterest) encode(b []byte) []byte {
 	b = appendString(b, i.nsp)
 	b = append(b, i.flags)
@@ -147,8 +161,15 @@ func (i *nspInterest) encode(b []byte) []byte {
 	for n > 0 && raw[n-1] == 0 {
 		n--
 	}
-	return appendBytes(b, raw[:n])
+	b = appendBytes(b, raw[:n])
+	if i.flags&interestKeeps != 0 {
+		b = binary.AppendUvarint(b, uint64(i.keep.Milliseconds()))
+	}
+	return b
 }
+
+// maxInterestKeep bounds the keep of an announcement (a day).
+const maxInterestKeep = 24 * time.Hour
 
 var (
 	errInterestFlags   = errors.New("unknown interest flags")
@@ -186,6 +207,10 @@ func (i *nspInterest) decode(r *reader) {
 	for w := range i.rooms {
 		i.rooms[w] = binary.LittleEndian.Uint64(full[w*8:])
 	}
+	if i.flags&interestKeeps != 0 {
+		ms := r.uvarint()
+		i.keep = time.Duration(min(ms, uint64(maxInterestKeep.Milliseconds()))) * time.Millisecond
+	}
 }
 
 // localInterest is this node's interest in one routed namespace, kept from
@@ -193,11 +218,15 @@ func (i *nspInterest) decode(r *reader) {
 type localInterest struct {
 	c     *Cluster
 	local func() int // sockets of the local adapter (see snapshot)
+	// keep is how long the namespace keeps the sessions of clients whose
+	// connection broke (0: it keeps none); see interestKeeps.
+	keep func() time.Duration
 
 	mu      sync.Mutex
 	counts  [interestBuckets]int32 // memberships (socket, room) per bucket, own rooms left out
 	rooms   bucketSet              // buckets whose count is above 0
 	sockets int                    // sockets in their own room
+	keptN   int                    // sessions whose rooms keepRooms holds
 }
 
 // roomChanged counts one membership change. Changes of concurrent callers
@@ -238,6 +267,95 @@ func (li *localInterest) roomChanged(ch adapter.RoomChange) {
 	}
 }
 
+// hold adds rooms, and a socket, to the interest as if a socket had joined
+// them, until release with the same rooms: a session being restored here
+// (handoff.go) is routed here before its socket exists.
+func (li *localInterest) hold(rooms []string) {
+	li.held(rooms, 1)
+}
+
+func (li *localInterest) release(rooms []string) {
+	li.held(rooms, -1)
+}
+
+func (li *localInterest) held(rooms []string, d int32) {
+	changed := false
+	li.mu.Lock()
+	had := li.sockets > 0
+	li.sockets += int(d)
+	changed = had != (li.sockets > 0)
+	for _, room := range rooms {
+		b := roomBucket(room)
+		had := li.rooms.has(b)
+		li.counts[b] += d
+		if now := li.counts[b] > 0; now != had {
+			if now {
+				li.rooms.set(b)
+			} else {
+				li.rooms.clear(b)
+			}
+			changed = true
+		}
+	}
+	li.mu.Unlock()
+	if changed {
+		li.c.interestChanged()
+	}
+}
+
+// keepRooms holds rooms, those of a session whose connection broke, for
+// keep: while the session can be restored, on any node, the senders go on
+// routing its rooms to this node's inbox, from which the restore reads what it
+// missed (handoff.go), even if its stand-in socket is gone (the server shut
+// down) or the namespace closed (Cluster.kept).
+func (li *localInterest) keepRooms(a *nspAdapter, rooms []string, keep time.Duration) {
+	rooms = slices.Clone(rooms)
+	li.hold(rooms)
+	li.mu.Lock()
+	li.keptN++
+	li.mu.Unlock()
+	time.AfterFunc(keep, func() {
+		li.release(rooms)
+		li.mu.Lock()
+		li.keptN--
+		over := li.keptN == 0
+		li.mu.Unlock()
+		if over {
+			li.c.keptOver(a)
+		}
+	})
+}
+
+// keeping reports whether sessions of the namespace are kept (keepRooms).
+func (li *localInterest) keeping() bool {
+	li.mu.Lock()
+	defer li.mu.Unlock()
+	return li.keptN > 0
+}
+
+// covers reports whether a message to rooms may reach a socket of this node
+// by its own interest: the test a sender applies to the announcement
+// (instInterested), applied to this node's current interest.
+func (li *localInterest) covers(rooms []string) bool {
+	li.mu.Lock()
+	defer li.mu.Unlock()
+	if len(rooms) == 0 {
+		return li.sockets > 0
+	}
+	for _, room := range rooms {
+		if li.c.isSocketID(room) {
+			if li.sockets > 0 {
+				return true
+			}
+			continue
+		}
+		if li.rooms.has(roomBucket(room)) {
+			return true
+		}
+	}
+	return false
+}
+
 // snapshot returns the interest to announce for namespace nsp.
 func (li *localInterest) snapshot(nsp string) nspInterest {
 	li.mu.Lock()
@@ -248,6 +366,12 @@ func (li *localInterest) snapshot(nsp string) nspInterest {
 	// (a broadcast to all reaches it): asked of the adapter only then.
 	if sockets || li.local() > 0 {
 		i.flags |= interestSockets
+	}
+	if li.keep != nil {
+		if k := li.keep(); k > 0 {
+			i.flags |= interestKeeps
+			i.keep = k
+		}
 	}
 	return i
 }
@@ -272,13 +396,15 @@ func (n *observedNamespace) RoomChanged(ch adapter.RoomChange) {
 
 var _ adapter.RoomObserver = (*observedNamespace)(nil)
 
-// routedAdapter is the adapter of a routed namespace as the server sees it:
-// the same operations, without adapter.SessionStore.
-type routedAdapter struct{ adapter.Adapter }
-
 // routeState is what a Cluster that routes knows of the other nodes' interest.
 type routeState struct {
-	bus     routingBus
+	bus   routingBus
+	inbox int // this node's inbox partition
+	// pubMu orders this node's routing decisions with its outbox: every
+	// routed publish holds it shared from choosing its targets until the
+	// outbox took it; a cut (handoff.go) holds it alone.
+	pubMu   sync.RWMutex
+	cuts    cutWaits      // this node's restores waiting for cuts (handoff.go)
 	version atomic.Uint64 // of this node's last announcement
 	// announced is the version of the last announcement sent to every node
 	// (the membership record carries it: roster.go).
@@ -354,6 +480,9 @@ type peerInterest struct {
 	// heard first-hand since; heard is when the reporting node last heard it.
 	relayed bool
 	nsps    map[string]*nspInterest
+	// until, when set, is when the interest of a node that said goodbye ends:
+	// its namespaces that keep sessions are written to until then.
+	until time.Time
 }
 
 type graceKey struct{ node, nsp string }
@@ -425,12 +554,16 @@ func (g *graceEntry) has(b int, now time.Time) bool {
 	return ok && !now.After(until)
 }
 
-func newRouteState(b routingBus) *routeState {
+func newRouteState(b routingBus, id string) *routeState {
 	r := &routeState{
 		bus:   b,
+		inbox: -1,
 		wake:  make(chan struct{}, 1),
 		peers: make(map[string]*peerNode),
 		grace: make(map[graceKey]*graceEntry),
+	}
+	if b != nil {
+		r.inbox = b.InboxOf(id)
 	}
 	// Versions start at the clock so that a node restarted under the same id
 	// announces above what the others remember of its earlier process.
@@ -448,7 +581,7 @@ func (c *Cluster) startRouting(ctx context.Context) {
 		c.log.Warn("cluster: InterestRouting is on but the bus has no inbox partitions; every namespace uses the shared partitions")
 		return
 	}
-	c.route = newRouteState(rb)
+	c.route = newRouteState(rb, c.id)
 	c.wg.Add(1)
 	go c.interestLoop(ctx)
 }
@@ -542,9 +675,14 @@ func (c *Cluster) interestMessage() *message {
 	c.route.building.Lock()
 	defer c.route.building.Unlock()
 	c.mu.RLock()
-	nsps := make([]*nspAdapter, 0, len(c.nsps))
+	nsps := make([]*nspAdapter, 0, len(c.nsps)+len(c.kept))
 	for _, a := range c.nsps {
 		nsps = append(nsps, a)
+	}
+	for name, a := range c.kept {
+		if _, open := c.nsps[name]; !open {
+			nsps = append(nsps, a)
+		}
 	}
 	c.mu.RUnlock()
 	m := &message{kind: kindInterest, version: c.route.version.Add(1), interest: make([]nspInterest, 0, len(nsps))}
@@ -637,15 +775,39 @@ func (r *routeState) connTime(now time.Time) time.Duration {
 // goodbye forgets at once: a node that went silent may be alive, cut off from
 // the broker, so its interest is kept, and its inbox written to, until it is
 // heard from again or stays silent for InterestKeep of this node's connected
-// time (expire).
+// time (expire). The namespaces of a node that keep sessions (interestKeeps)
+// are kept for as long as they said: a client of that node restored on
+// another one reads what it missed from that node's inbox (handoff.go).
 func (c *Cluster) forgetPeer(id string) {
 	r := c.route
 	if r == nil {
 		return
 	}
+	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.peers, id)
+	if n := r.peers[id]; n != nil {
+		for inst, p := range n.insts {
+			kept := make(map[string]*nspInterest)
+			var until time.Time
+			for name, in := range p.nsps {
+				if in.flags&interestKeeps != 0 && in.keep > 0 {
+					kept[name] = in
+					if end := now.Add(in.keep); end.After(until) {
+						until = end
+					}
+				}
+			}
+			if len(kept) == 0 {
+				delete(n.insts, inst)
+				continue
+			}
+			p.nsps, p.until = kept, until
+		}
+		if len(n.insts) == 0 {
+			delete(r.peers, id)
+		}
+	}
 	for k := range r.grace {
 		if k.node == id {
 			delete(r.grace, k)
@@ -675,6 +837,8 @@ func (r *routeState) expire(now time.Time, live map[string]bool, timeout, keep t
 		for inst, p := range n.insts {
 			var gone bool
 			switch {
+			case !p.until.IsZero():
+				gone = now.After(p.until)
 			case live[id]:
 				gone = now.Sub(p.heard) > timeout
 			case p.relayed:
@@ -686,7 +850,7 @@ func (r *routeState) expire(now time.Time, live map[string]bool, timeout, keep t
 				continue
 			}
 			delete(n.insts, inst)
-			if !live[id] {
+			if !live[id] && p.until.IsZero() {
 				r.noteForgotten(id, inst, now)
 			}
 		}

@@ -51,6 +51,9 @@ func (a *nspAdapter) isClosed() bool { return a.closed.Load() || a.c.isClosed() 
 // or, routed, on the inboxes of the nodes it concerns.
 func (a *nspAdapter) publish(ctx context.Context, m *message) error {
 	if a.interest != nil {
+		rt := a.c.route
+		rt.pubMu.RLock()
+		defer rt.pubMu.RUnlock()
 		return a.publishTo(ctx, a.targets(m), m)
 	}
 	if err := a.c.bus.Publish(ctx, partitionKey(a.name), m.marshal()); err != nil {
@@ -64,6 +67,21 @@ func (a *nspAdapter) targets(m *message) []string {
 	// A server-side emit is for every node's handlers, sockets or not.
 	every := !m.hasSelector()
 	return a.c.routeTargets(a.name, m.rooms, every)
+}
+
+// publishOwn publishes a recoverable broadcast m of this routed namespace to
+// rooms: to the nodes it concerns and, when one of this node's sockets may
+// get it, to this node's own inbox too (never read back here), which is the
+// history of this node's clients (handoff.go).
+func (a *nspAdapter) publishOwn(ctx context.Context, m *message, rooms []string) error {
+	rt := a.c.route
+	rt.pubMu.RLock()
+	defer rt.pubMu.RUnlock()
+	nodes := a.targets(m)
+	if a.interest.covers(rooms) {
+		nodes = append(nodes, a.c.id)
+	}
+	return a.publishTo(ctx, nodes, m)
 }
 
 // publishTo publishes m on the inboxes of nodes.
@@ -80,9 +98,6 @@ func (a *nspAdapter) publishTo(ctx context.Context, nodes []string, m *message) 
 func (a *nspAdapter) Broadcast(ctx context.Context, p *parser.Packet, opts adapter.Options) error {
 	if a.isClosed() {
 		return adapter.ErrClosed
-	}
-	if a.interest != nil {
-		opts.Recoverable = false // a routed namespace keeps no sessions
 	}
 	if opts.Recoverable && !opts.Volatile && !opts.Local {
 		return a.broadcastRecoverable(ctx, p, opts)
@@ -136,6 +151,8 @@ func (a *nspAdapter) socketsOp(ctx context.Context, k kind, opts adapter.Options
 		// Accepted into the outbox like a broadcast: the other nodes apply it, in
 		// order, when the bus is back. There is nobody to wait for now.
 		if a.interest != nil && k == kindAddSockets {
+			a.c.route.pubMu.RLock()
+			defer a.c.route.pubMu.RUnlock()
 			nodes := a.targets(m)
 			a.c.route.markGrace(nodes, a.name, rooms, time.Now().Add(a.c.graceFor()))
 			return a.publishTo(ctx, nodes, m)
@@ -146,7 +163,13 @@ func (a *nspAdapter) socketsOp(ctx context.Context, k kind, opts adapter.Options
 	defer cancel()
 	live := a.c.liveNodes()
 	nodes, awaited := live, live
+	unlock := func() {}
 	if a.interest != nil {
+		// Routed with the interest known when the outbox takes it (a cut
+		// waits: handoff.go).
+		a.c.route.pubMu.RLock()
+		unlock = sync.OnceFunc(a.c.route.pubMu.RUnlock)
+		defer unlock()
 		// Confirmed by exactly the live nodes it goes to (a node whose
 		// interest is kept while it is not heard is written to, not waited
 		// for).
@@ -175,6 +198,7 @@ func (a *nspAdapter) socketsOp(ctx context.Context, k kind, opts adapter.Options
 	} else {
 		err = a.publish(ctx, m)
 	}
+	unlock()
 	if err != nil {
 		return err
 	}

@@ -47,8 +47,11 @@ type recallBus interface {
 	PublishSeq(ctx context.Context, key string, payload []byte) (uint64, error)
 	Instance() uint64
 	Position(key string) string
+	PositionOn(p int) string
 	LastSeq(key string) uint64
+	LastSeqOn(p int) uint64
 	ReadHistory(ctx context.Context, key, after string, fn func(bus.HistoryEntry) bool) error
+	ReadHistoryOn(ctx context.Context, p int, after string, fn func(bus.HistoryEntry) bool) error
 	KeyValue() (bus.KeyValue, error)
 	KeepsHistory() bool
 	Sync(ctx context.Context) error
@@ -69,10 +72,30 @@ type recoverState struct {
 	// they must not reach it a second time. Guarded by mu.
 	skip []skipRule
 	// applied is the stream position of the last message of another node
-	// this namespace applied under mu. The bus's own Position moves only once
-	// the delivery has returned, so right after an apply it can still be
-	// behind a message the namespace's sockets already had. Guarded by mu.
+	// this namespace applied under mu (routed: in this node's inbox). The
+	// bus's own Position moves only once the delivery has returned, so right
+	// after an apply it can still be behind a message the namespace's
+	// sockets already had. Guarded by mu.
 	applied string
+	// appliedShared is, on a routed namespace, applied for the namespace's
+	// shared partition (emitters' messages). Guarded by mu.
+	appliedShared string
+	// keep is the longest time a session of the namespace is kept after its
+	// connection broke (nanoseconds), as SaveSession was told.
+	keep atomic.Int64
+}
+
+// keeps is how long the namespace keeps sessions (0 before the first).
+func (r *recoverState) keeps() time.Duration { return time.Duration(r.keep.Load()) }
+
+// noteKeep notes that a session is kept for d.
+func (r *recoverState) noteKeep(d time.Duration) {
+	for {
+		k := r.keep.Load()
+		if int64(d) <= k || r.keep.CompareAndSwap(k, int64(d)) {
+			return
+		}
+	}
 }
 
 // skipRule keeps from socket sid the messages at positions up to pos, and those
@@ -86,32 +109,47 @@ type skipRule struct {
 	until   time.Time
 }
 
-// offset is a recovery offset: "<R>~<instance hex>~<seq base 36>".
+// offset is a recovery offset: "<R>~<instance hex>~<seq base 36>" on the
+// namespace's shared partition; on a routed namespace (handoff.go)
+// "<R>~<instance hex>~<seq base 36>~<partition>~<S>", R and seq in inbox
+// partition partition, S the position in the shared partition.
 type offset struct {
 	pos  string
 	inst uint64
 	seq  uint64
+	// part is the inbox partition of pos and seq, -1 for the shared one;
+	// shared the position in the shared partition then.
+	part   int
+	shared string
 }
 
 func (o offset) String() string {
-	return o.pos + "~" + strconv.FormatUint(o.inst, 16) + "~" + strconv.FormatUint(o.seq, 36)
+	s := o.pos + "~" + strconv.FormatUint(o.inst, 16) + "~" + strconv.FormatUint(o.seq, 36)
+	if o.part < 0 {
+		return s
+	}
+	return s + "~" + strconv.Itoa(o.part) + "~" + o.shared
 }
 
 func parseOffset(s string) (offset, bool) {
-	pos, rest, ok := strings.Cut(s, "~")
-	if !ok || pos == "" {
+	f := strings.Split(s, "~")
+	if (len(f) != 3 && len(f) != 5) || f[0] == "" {
 		return offset{}, false
 	}
-	is, ss, ok := strings.Cut(rest, "~")
-	if !ok {
-		return offset{}, false
-	}
-	inst, err1 := strconv.ParseUint(is, 16, 64)
-	seq, err2 := strconv.ParseUint(ss, 36, 64)
+	inst, err1 := strconv.ParseUint(f[1], 16, 64)
+	seq, err2 := strconv.ParseUint(f[2], 36, 64)
 	if err1 != nil || err2 != nil {
 		return offset{}, false
 	}
-	return offset{pos: pos, inst: inst, seq: seq}, true
+	o := offset{pos: f[0], inst: inst, seq: seq, part: -1}
+	if len(f) == 5 {
+		part, err := strconv.Atoi(f[3])
+		if err != nil || part < 0 || f[4] == "" {
+			return offset{}, false
+		}
+		o.part, o.shared = part, f[4]
+	}
+	return o, true
 }
 
 // withOffset returns p with off appended as the last argument of its data (an
@@ -138,7 +176,13 @@ func (a *nspAdapter) key() string { return partitionKey(a.name) }
 func (a *nspAdapter) currentOffset(pos string) string {
 	r := a.c.recall
 	if r == nil {
-		return offset{pos: "-", inst: 0, seq: 0}.String()
+		return offset{pos: "-", inst: 0, seq: 0, part: -1}.String()
+	}
+	if a.interest != nil {
+		// Routed: this node's inbox, as far as applied (pos is not used).
+		part := a.c.route.inbox
+		return offset{pos: orDash(a.inboxPosLocked()), inst: r.Instance(), seq: r.LastSeqOn(part),
+			part: part, shared: orDash(a.sharedPosLocked())}.String()
 	}
 	if pos == "" {
 		pos = a.positionLocked()
@@ -146,7 +190,15 @@ func (a *nspAdapter) currentOffset(pos string) string {
 	if pos == "" {
 		pos = "-" // nothing read yet: restorable only from the start of the history
 	}
-	return offset{pos: pos, inst: r.Instance(), seq: r.LastSeq(a.key())}.String()
+	return offset{pos: pos, inst: r.Instance(), seq: r.LastSeq(a.key()), part: -1}.String()
+}
+
+// orDash is p, or "-" (nothing read yet) when it is empty.
+func orDash(p string) string {
+	if p == "" {
+		return "-"
+	}
+	return p
 }
 
 // positionLocked is how far this namespace has applied the partition: the
@@ -173,12 +225,15 @@ func (a *nspAdapter) broadcastRecoverable(ctx context.Context, p *parser.Packet,
 			rooms: opts.Rooms, except: opts.Except,
 			ptype: p.Type, data: p.Data, attachments: p.Attachments,
 		}
-		if a.c.recall != nil {
+		switch {
+		case a.interest != nil:
+			err = a.publishOwn(ctx, m, opts.Rooms)
+		case a.c.recall != nil:
 			_, err = a.c.recall.PublishSeq(ctx, a.key(), m.marshal())
 			if err != nil {
 				err = fmt.Errorf("cluster: %s: %w", m.kind, err)
 			}
-		} else {
+		default:
 			err = a.publish(ctx, m)
 		}
 	}
@@ -195,14 +250,23 @@ func (a *nspAdapter) broadcastRecoverable(ctx context.Context, p *parser.Packet,
 func (a *nspAdapter) applyRecoverable(m *message) {
 	a.rec.mu.Lock()
 	defer a.rec.mu.Unlock()
-	if m.pos != "" && (a.rec.applied == "" || bus.ComparePositions(m.pos, a.rec.applied) > 0) {
-		a.rec.applied = m.pos
+	// On a routed namespace, the shared partition holds what emitters
+	// publish; only it has skip rules (handoff.go).
+	shared := a.interest == nil || m.part != a.c.route.inbox
+	applied := &a.rec.applied
+	if a.interest != nil && shared {
+		applied = &a.rec.appliedShared
+	}
+	if m.pos != "" && (*applied == "" || bus.ComparePositions(m.pos, *applied) > 0) {
+		*applied = m.pos
 	}
 	if recoverableHere(m) {
 		opts := m.options()
 		opts.Recoverable = true
-		if skip := a.skipLocked(m); len(skip) > 0 {
-			opts.Except = append(slices.Clip(opts.Except), skip...)
+		if shared {
+			if skip := a.skipLocked(m); len(skip) > 0 {
+				opts.Except = append(slices.Clip(opts.Except), skip...)
+			}
 		}
 		p := &parser.Packet{Type: m.ptype, Namespace: a.name, Data: m.data, Attachments: m.attachments}
 		// Paced like any remote delivery (applyLocal). The wait holds rec.mu, so
@@ -286,6 +350,12 @@ func (a *nspAdapter) RestoreSession(ctx context.Context, pid, off string, maxMis
 	if !ok {
 		return fmt.Errorf("%w: offset %q is not one of this cluster", adapter.ErrNoSession, off)
 	}
+	if a.interest != nil {
+		return a.restoreRouted(ctx, rec, pid, from, maxMissed, attach)
+	}
+	if from.part >= 0 {
+		return fmt.Errorf("%w: offset %q is of a routed namespace; this one is not", adapter.ErrNoSession, off)
+	}
 	a.rec.used.Store(true)
 	a.rec.mu.Lock()
 	defer a.rec.mu.Unlock()
@@ -350,9 +420,9 @@ func (a *nspAdapter) RestoreSession(ctx context.Context, pid, off string, maxMis
 				bad = fmt.Errorf("%w: more than %d missed events", adapter.ErrNoSession, maxMissed)
 				return false
 			}
-			o := offset{pos: e.ID, inst: from.inst, seq: from.seq}
+			o := offset{pos: e.ID, inst: from.inst, seq: from.seq, part: -1}
 			if own && bus.ComparePositions(e.ID, here) > 0 {
-				o = offset{pos: here, inst: mine, seq: e.Seq}
+				o = offset{pos: here, inst: mine, seq: e.Seq, part: -1}
 			}
 			p := &parser.Packet{Type: m.ptype, Namespace: a.name, Data: m.data, Attachments: m.attachments}
 			missed = append(missed, parser.Encode(withOffset(p, o.String())))

@@ -111,14 +111,56 @@ type recoveryNode struct {
 	srv *socketio.Server
 	url string
 	log *logLines
+	c   *Cluster
 }
 
-func recoveryNodes(t *testing.T, redisURL string, rec *socketio.RecoveryOptions) []recoveryNode {
-	return recoveryNodesOn(t, redisBuses(t, redisURL, redisbus.Streams), rec)
+// routed returns once every node has applied n's interest (at once when the
+// namespace is not routed): an emit then reaches n's sockets.
+func (n recoveryNode) routed(t *testing.T) {
+	t.Helper()
+	if err := n.c.AwaitRouting(testCtx(t), "/"); err != nil {
+		t.Fatal(err)
+	}
 }
 
-func recoveryNodesOn(t *testing.T, buses func(id string) bus.Bus, rec *socketio.RecoveryOptions) []recoveryNode {
-	cs := startNodes(t, 2, nil, buses)
+func recoveryNodes(t *testing.T, redisURL string, routed bool, rec *socketio.RecoveryOptions) []recoveryNode {
+	return recoveryNodesOn(t, recoveryBuses(t, redisURL, routed), routed, rec)
+}
+
+// recoveryBuses makes the buses of a fresh cluster on Redis at url: with
+// inboxes when routed.
+func recoveryBuses(t *testing.T, url string, routed bool) func(id string) bus.Bus {
+	if !routed {
+		return redisBuses(t, url, redisbus.Streams)
+	}
+	newBus := redisEnv(url).newCluster(t)
+	return func(id string) bus.Bus { return newBus(id) }
+}
+
+// eachRouting runs test with the namespace routed (interest routing) and not.
+func eachRouting(t *testing.T, test func(t *testing.T, routed bool)) {
+	t.Run("shared", func(t *testing.T) { test(t, false) })
+	t.Run("routed", func(t *testing.T) { test(t, true) })
+}
+
+func recoveryNodesOn(t *testing.T, buses func(id string) bus.Bus, routed bool, rec *socketio.RecoveryOptions) []recoveryNode {
+	return recoveryNodesN(t, 2, buses, routed, rec)
+}
+
+// recoveryNodesN starts n nodes.
+func recoveryNodesN(t *testing.T, n int, buses func(id string) bus.Bus, routed bool, rec *socketio.RecoveryOptions) []recoveryNode {
+	var opts *Options
+	if routed {
+		opts = &Options{InterestRouting: true}
+	}
+	cs := startNodes(t, n, opts, buses)
+	if routed {
+		for _, c := range cs {
+			if c.route == nil || !c.routes("/") {
+				t.Fatalf("%s does not route namespace /", c.NodeID())
+			}
+		}
+	}
 	var out []recoveryNode
 	for _, c := range cs {
 		logs := &logLines{}
@@ -130,7 +172,7 @@ func recoveryNodesOn(t *testing.T, buses func(id string) bus.Bus, rec *socketio.
 			so.Join("room")
 			return nil
 		})
-		out = append(out, recoveryNode{srv: s, url: serve(t, s), log: logs})
+		out = append(out, recoveryNode{srv: s, url: serve(t, s), log: logs, c: c})
 	}
 	return out
 }
@@ -139,7 +181,9 @@ func recoveryNodesOn(t *testing.T, buses func(id string) bus.Bus, rec *socketio.
 // session back with every event it missed, in order, once; beyond the limits
 // (time away, missed events, history kept) it gets a new session and the
 // server says why.
-func TestRecoveryOnAnotherNode(t *testing.T) {
+func TestRecoveryOnAnotherNode(t *testing.T) { eachRouting(t, testRecoveryOnAnotherNode) }
+
+func testRecoveryOnAnotherNode(t *testing.T, routed bool) {
 	redis := redistest.Standalone(t)
 	ctx := testCtx(t)
 	emit := func(n recoveryNode, from, to int) {
@@ -167,9 +211,10 @@ func TestRecoveryOnAnotherNode(t *testing.T) {
 	}
 
 	t.Run("recovered", func(t *testing.T) {
-		nodes := recoveryNodes(t, redis.URL(), &socketio.RecoveryOptions{})
+		nodes := recoveryNodes(t, redis.URL(), routed, &socketio.RecoveryOptions{})
 		a, b := nodes[0], nodes[1]
 		c := dialRecovering(t, a.url, "", "")
+		a.routed(t)
 		emit(a, 1, 3) // from its own node
 		emit(b, 4, 6) // from the other
 		for want := 1; want <= 6; want++ {
@@ -203,10 +248,12 @@ func TestRecoveryOnAnotherNode(t *testing.T) {
 	// The session is restored right after its new node applied an event of
 	// the other node, before that node's bus counted the event as delivered:
 	// the event, written before the socket was there, is replayed.
-	t.Run("restored right after an apply", func(t *testing.T) {
-		nodes := recoveryNodes(t, redis.URL(), &socketio.RecoveryOptions{})
+	// (Routed, node b has no socket in the room: it gets no event of a.)
+	restoredAfterApply := func(t *testing.T) {
+		nodes := recoveryNodes(t, redis.URL(), routed, &socketio.RecoveryOptions{})
 		a, b := nodes[0], nodes[1]
 		c := dialRecovering(t, a.url, "", "")
+		a.routed(t)
 		emit(a, 1, 1)
 		emit(b, 2, 2) // b has delivered a recoverable event: its applies take the lock
 		for want := 1; want <= 2; want++ {
@@ -244,12 +291,16 @@ func TestRecoveryOnAnotherNode(t *testing.T) {
 				t.Fatalf("after recovery: event %d, want %d", got, want)
 			}
 		}
-	})
+	}
+	if !routed {
+		t.Run("restored right after an apply", restoredAfterApply)
+	}
 
 	t.Run("away too long", func(t *testing.T) {
-		nodes := recoveryNodes(t, redis.URL(), &socketio.RecoveryOptions{MaxDisconnectionDuration: 500 * time.Millisecond})
+		nodes := recoveryNodes(t, redis.URL(), routed, &socketio.RecoveryOptions{MaxDisconnectionDuration: 500 * time.Millisecond})
 		a, b := nodes[0], nodes[1]
 		c := dialRecovering(t, a.url, "", "")
+		a.routed(t)
 		emit(a, 1, 1)
 		c.event()
 		leave(c, 500*time.Millisecond)
@@ -268,9 +319,10 @@ func TestRecoveryOnAnotherNode(t *testing.T) {
 	})
 
 	t.Run("too many missed", func(t *testing.T) {
-		nodes := recoveryNodes(t, redis.URL(), &socketio.RecoveryOptions{MaxMissedPackets: 3})
+		nodes := recoveryNodes(t, redis.URL(), routed, &socketio.RecoveryOptions{MaxMissedPackets: 3})
 		a, b := nodes[0], nodes[1]
 		c := dialRecovering(t, a.url, "", "")
+		a.routed(t)
 		emit(a, 1, 1)
 		c.event()
 		leave(c, socketio.DefaultMaxDisconnectionDuration)
@@ -285,9 +337,10 @@ func TestRecoveryOnAnotherNode(t *testing.T) {
 	})
 
 	t.Run("history trimmed", func(t *testing.T) {
-		nodes := recoveryNodes(t, redis.URL(), &socketio.RecoveryOptions{})
+		nodes := recoveryNodes(t, redis.URL(), routed, &socketio.RecoveryOptions{})
 		a, b := nodes[0], nodes[1]
 		c := dialRecovering(t, a.url, "", "")
+		a.routed(t)
 		emit(a, 1, 1)
 		c.event()
 		leave(c, socketio.DefaultMaxDisconnectionDuration)
@@ -317,10 +370,14 @@ func TestRecoveryOnAnotherNode(t *testing.T) {
 // that keeps sessions still gets them with an offset, and once recovered on
 // another node it gets every one it missed, exactly once.
 func TestRecoveryOnAnotherNodeEmitterEvents(t *testing.T) {
+	eachRouting(t, testRecoveryOnAnotherNodeEmitterEvents)
+}
+
+func testRecoveryOnAnotherNodeEmitterEvents(t *testing.T, routed bool) {
 	redis := redistest.Standalone(t)
 	ctx := testCtx(t)
-	buses := redisBuses(t, redis.URL(), redisbus.Streams)
-	nodes := recoveryNodesOn(t, buses, &socketio.RecoveryOptions{})
+	buses := recoveryBuses(t, redis.URL(), routed)
+	nodes := recoveryNodesOn(t, buses, routed, &socketio.RecoveryOptions{})
 	a, b := nodes[0], nodes[1]
 	pub := buses("")
 	t.Cleanup(func() {
@@ -355,6 +412,7 @@ func TestRecoveryOnAnotherNodeEmitterEvents(t *testing.T) {
 	}
 
 	c := dialRecovering(t, a.url, "", "")
+	a.routed(t)
 	emitFrom(1, 3)
 	for want := 1; want <= 3; want++ {
 		if got := c.event(); got != want {

@@ -44,6 +44,9 @@ type sessionRecord struct {
 	// KeepMS is how long the session stays restorable after its connection
 	// breaks.
 	KeepMS int64 `json:"keep_ms"`
+	// Cuts are, on a routed namespace, the messages the client got from an
+	// earlier node's inbox when it was restored on this node (handoff.go).
+	Cuts []recordCut `json:"cuts,omitempty"`
 }
 
 type liveSession struct {
@@ -62,6 +65,28 @@ type sessionStore struct {
 	mu   sync.Mutex
 	live map[string]*liveSession // by pid
 	wake chan struct{}
+	// cuts are the cuts of sessions restored here (handoff.go) until their
+	// first SaveSession.
+	cuts map[string][]recordCut
+}
+
+// maxPendingCuts bounds sessionStore.cuts.
+const maxPendingCuts = 4096
+
+// setCuts keeps the cuts of session pid, restored here, for its record.
+func (st *sessionStore) setCuts(pid string, cuts []recordCut) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if ls := st.live[pid]; ls != nil {
+		ls.rec.Cuts, ls.dirty = cuts, true
+		return
+	}
+	if st.cuts == nil || len(st.cuts) >= maxPendingCuts {
+		// Sessions restored whose socket closed before it was saved: their
+		// cuts are of no use.
+		st.cuts = make(map[string][]recordCut)
+	}
+	st.cuts[pid] = cuts
 }
 
 func sessionKey(pid string) string { return "session:" + pid }
@@ -209,6 +234,7 @@ func (a *nspAdapter) SaveSession(s adapter.Session, keep time.Duration) {
 		return
 	}
 	a.rec.used.Store(true)
+	a.rec.noteKeep(keep)
 	st.mu.Lock()
 	_, known := st.live[s.PID]
 	st.mu.Unlock()
@@ -224,7 +250,8 @@ func (a *nspAdapter) SaveSession(s adapter.Session, keep time.Duration) {
 	defer st.mu.Unlock()
 	ls := st.live[s.PID]
 	if ls == nil || ls.drop {
-		ls = &liveSession{rec: sessionRecord{Base: base}}
+		ls = &liveSession{rec: sessionRecord{Base: base, Cuts: st.cuts[s.PID]}}
+		delete(st.cuts, s.PID)
 		st.live[s.PID] = ls
 	}
 	ls.away = false
@@ -237,10 +264,17 @@ func (a *nspAdapter) SaveSession(s adapter.Session, keep time.Duration) {
 // more, at the next flush, with the session's own time to live, and no longer
 // extended.
 func (a *nspAdapter) SessionAway(pid string, keep time.Duration) {
+	var rooms []string
+	found := false
 	a.withLiveSession(pid, func(ls *liveSession) {
 		ls.rec.KeepMS = keep.Milliseconds()
 		ls.away, ls.dirty = true, true
+		rooms, found = ls.rec.Rooms, true
 	})
+	if found && a.interest != nil {
+		// Routed: its rooms stay this node's interest while it is kept.
+		a.interest.keepRooms(a, rooms, keep)
+	}
 }
 
 // DropSession implements adapter.SessionStore: the record is deleted at the

@@ -1,0 +1,464 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/durasock/durasock/adapter"
+	"github.com/durasock/durasock/bus"
+	"github.com/durasock/durasock/parser"
+)
+
+// Cross-node recovery on a routed namespace: the handoff.
+//
+// On a routed namespace a client's history is its node's inbox: what the
+// other nodes sent to that node's sockets, and this node's own recoverable
+// emits, which a node also writes to its own inbox (never read back) while
+// one of its sockets may get them (localInterest.covers). Its offsets name
+// that inbox (offset.part) and, for what emitters publish on the
+// namespace's shared partition, a position there (offset.shared).
+//
+// Node B restoring a client whose offset names the inbox of node A (A gone,
+// or the client's connection to it broke) cannot simply read A's inbox: every
+// sender goes on routing the client's rooms to A (A's interest is kept while
+// its sessions are) until it knows that B has them, and from then on to B.
+// So B, before the client is there:
+//
+//  1. adds the client's rooms to its interest (localInterest.hold);
+//  2. asks every node for its cut (kindCut, carrying that interest): each
+//     applies the interest and then, holding routeState.pubMu alone (no
+//     routing decision of its own in flight), takes the last sequence number
+//     its outbox gave on A's inbox and on B's, lets its outbox reach the
+//     broker, and answers them (kindCutAnswer). Its messages up to the first
+//     were routed with A's interest: the client's are in A's inbox. Its
+//     messages after the second were routed with B's: the client's are in
+//     B's inbox;
+//  3. waits until it has applied its inbox up to the tail it has once every
+//     cut arrived: what any node routed to B up to its cut has been applied
+//     here, so nothing up to a cut is still on its way to B's sockets;
+//  4. under rec.mu (nothing of the namespace is delivered meanwhile), reads
+//     A's inbox after the client's offset: each answering origin's messages
+//     up to its cut, every message of the others (a crashed A, an origin
+//     that no longer runs); then its own inbox, from where it stood at 2, the
+//     messages past each answering origin's cut that it applied before the
+//     client was there; then the shared partition (emitters), as for a
+//     namespace that is not routed. Those are the missed events, in order
+//     per origin, each once.
+//
+// A replayed message of A's inbox carries an offset in A's inbox (a restore
+// from it does the handoff again); the others carry offsets in B's inbox, and
+// the session record keeps B's cuts (sessionRecord.Cuts), so that a restore
+// from an offset in B's inbox taken before B passed them skips what came from
+// A. A live node other than A that does not answer within restoreCutTimeout
+// makes the restore fail (the client gets a new session); A that does not
+// answer is taken for gone.
+
+// restoreCutTimeout bounds how long a restore waits for the cuts.
+const restoreCutTimeout = 1500 * time.Millisecond
+
+// cutAnswer is one node's cut.
+type cutAnswer struct {
+	inst     uint64 // the answering process's bus instance
+	old, new uint64 // its last seqs on the old inbox and on this node's
+}
+
+// cutWait is a restore of this node waiting for the cuts.
+type cutWait struct {
+	answers map[string]cutAnswer // by node id
+	wake    chan struct{}
+}
+
+// cutWaits are the restores of this node waiting for cuts, by request id.
+type cutWaits struct {
+	ids  atomic.Uint64
+	mu   sync.Mutex
+	wait map[uint64]*cutWait
+}
+
+// serveCut applies the interest of node from (instance inst) that m carries
+// and answers with this node's cut, once its outbox reached the broker (in
+// the background: the bus's goroutine does not wait for it).
+func (c *Cluster) serveCut(from string, inst uint64, m *message) {
+	r := c.route
+	if r == nil || from == "" || from == c.id {
+		return
+	}
+	if _, ok := c.applyInterest(from, inst, m); !ok {
+		return // a node that said goodbye
+	}
+	old, own := int(min(m.cutPart, 1<<31)), r.bus.InboxOf(from)
+	r.pubMu.Lock()
+	cutOld, cutNew := r.bus.LastSeqOn(old), r.bus.LastSeqOn(own)
+	r.pubMu.Unlock()
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), restoreSyncTimeout)
+		err := r.bus.Sync(ctx)
+		cancel()
+		if err != nil {
+			// No answer: the restoring node gives its client a new session.
+			c.logLimited("cluster: a cut for a session restored on another node not answered: this node's outbox did not reach Redis",
+				slog.String("peer", from), slog.Any("error", err))
+			return
+		}
+		c.control(from, &message{kind: kindCutAnswer, reqID: m.reqID, instance: inst, cutOld: cutOld, cutNew: cutNew})
+	}()
+}
+
+// cutAnswered takes a node's answer to a cut of this process.
+func (c *Cluster) cutAnswered(from string, inst uint64, m *message) {
+	r := c.route
+	if r == nil || m.instance != r.bus.Instance() {
+		return // another process under this node's id asked
+	}
+	r.cuts.mu.Lock()
+	w := r.cuts.wait[m.reqID]
+	if w != nil {
+		w.answers[from] = cutAnswer{inst: inst, old: m.cutOld, new: m.cutNew}
+	}
+	r.cuts.mu.Unlock()
+	if w != nil {
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// askCuts sends this node's interest to every node, asking for its cut
+// against inbox partition part, and returns the answers, by the answering
+// process's instance, once every live node answered. When ctx ends first, it returns those that arrived if only nodes
+// whose inbox is part are missing (the client's earlier node: taken for gone),
+// else an error naming the others.
+func (c *Cluster) askCuts(ctx context.Context, part int) (map[uint64]cutAnswer, error) {
+	r := c.route
+	id := r.cuts.ids.Add(1)
+	w := &cutWait{answers: make(map[string]cutAnswer), wake: make(chan struct{}, 1)}
+	r.cuts.mu.Lock()
+	if r.cuts.wait == nil {
+		r.cuts.wait = make(map[uint64]*cutWait)
+	}
+	r.cuts.wait[id] = w
+	r.cuts.mu.Unlock()
+	defer func() {
+		r.cuts.mu.Lock()
+		delete(r.cuts.wait, id)
+		r.cuts.mu.Unlock()
+	}()
+	m := c.interestMessage()
+	m.kind, m.reqID, m.cutPart = kindCut, id, uint64(part)
+	payload := m.marshal()
+	send := func() {
+		sctx, cancel := context.WithTimeout(ctx, c.opts.HeartbeatInterval)
+		defer cancel()
+		// A failure (the bus reconnecting) is made good by the next round.
+		_ = c.bus.Send(sctx, "", payload)
+	}
+	send()
+	delay := helloFirstDelay
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	for {
+		r.cuts.mu.Lock()
+		var missing []string
+		for _, node := range c.liveNodes() {
+			if _, ok := w.answers[node]; !ok {
+				missing = append(missing, node)
+			}
+		}
+		r.cuts.mu.Unlock()
+		if len(missing) == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			var others []string
+			for _, node := range missing {
+				if r.bus.InboxOf(node) != part {
+					others = append(others, node)
+				}
+			}
+			if len(others) > 0 {
+				slices.Sort(others)
+				return nil, fmt.Errorf("%w: no cut from %v within %s", adapter.ErrNoSession, others, restoreCutTimeout)
+			}
+			r.cuts.mu.Lock()
+			defer r.cuts.mu.Unlock()
+			return byInstance(w.answers), nil
+		case <-w.wake:
+		case <-t.C:
+			send()
+			delay = min(2*delay, c.opts.HeartbeatInterval, awaitMaxResend)
+			t.Reset(delay)
+		}
+	}
+	r.cuts.mu.Lock()
+	defer r.cuts.mu.Unlock()
+	return byInstance(w.answers), nil
+}
+
+// byInstance returns the answers by the answering process's instance.
+func byInstance(m map[string]cutAnswer) map[uint64]cutAnswer {
+	out := make(map[uint64]cutAnswer, len(m))
+	for _, a := range m {
+		out[a.inst] = a
+	}
+	return out
+}
+
+// recordCut is a cut a session record keeps: on partition Part, the messages
+// of instance Inst (hex) with seqs up to Seq reached the client another way.
+type recordCut struct {
+	Part int    `json:"part"`
+	Inst string `json:"inst"`
+	Seq  uint64 `json:"seq"`
+}
+
+// cutsOn returns the cuts of cuts on partition part, by instance.
+func cutsOn(cuts []recordCut, part int) map[uint64]uint64 {
+	out := make(map[uint64]uint64)
+	for _, k := range cuts {
+		if k.Part != part {
+			continue
+		}
+		if inst, err := strconv.ParseUint(k.Inst, 16, 64); err == nil {
+			out[inst] = max(out[inst], k.Seq)
+		}
+	}
+	return out
+}
+
+// inboxPosLocked is how far this routed namespace has applied its node's
+// inbox; sharedPosLocked the shared partition. rec.mu is held.
+func (a *nspAdapter) inboxPosLocked() string {
+	return laterPos(a.c.recall.PositionOn(a.c.route.inbox), a.rec.applied)
+}
+
+func (a *nspAdapter) sharedPosLocked() string {
+	return laterPos(a.c.recall.Position(a.key()), a.rec.appliedShared)
+}
+
+func laterPos(p, q string) string {
+	if q != "" && (p == "" || bus.ComparePositions(q, p) > 0) {
+		return q
+	}
+	return p
+}
+
+// restoreRouted restores session rec (pid) of a routed namespace from offset
+// from: see the top of this file. attach and maxMissed are RestoreSession's.
+func (a *nspAdapter) restoreRouted(ctx context.Context, rec *sessionRecord, pid string, from offset, maxMissed int, attach func(adapter.Session, []*parser.Encoded) error) error {
+	c, r, rt := a.c, a.c.recall, a.c.route
+	if from.part < 0 || from.pos == "-" || from.shared == "-" {
+		return fmt.Errorf("%w: its offset names no inbox position", adapter.ErrNoSession)
+	}
+	if n := rt.bus.Partitions(); from.part >= n {
+		return fmt.Errorf("%w: its offset names partition %d of %d", adapter.ErrNoSession, from.part, n)
+	}
+	mine, myPart := r.Instance(), rt.inbox
+	a.interest.hold(rec.Rooms)
+	defer a.interest.release(rec.Rooms)
+	a.rec.mu.Lock()
+	h0 := a.inboxPosLocked()
+	a.rec.mu.Unlock()
+	if h0 == "" {
+		return fmt.Errorf("%w: this node has not read its inbox yet", adapter.ErrNoSession)
+	}
+	cctx, cancel := context.WithTimeout(ctx, restoreCutTimeout)
+	cuts, err := c.askCuts(cctx, from.part)
+	cancel()
+	if err != nil {
+		return err
+	}
+	// Everything up to a cut that came here is applied before the client is.
+	var tail string
+	if err := r.ReadHistoryOn(ctx, myPart, h0, func(e bus.HistoryEntry) bool {
+		tail = e.ID
+		return true
+	}); err != nil {
+		return fmt.Errorf("%w: reading this node's inbox: %w", adapter.ErrNoSession, err)
+	}
+	if tail != "" {
+		wctx, cancel := context.WithTimeout(ctx, restoreSyncTimeout)
+		err := a.awaitInbox(wctx, tail)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("%w: this node's inbox not applied up to the cuts: %w", adapter.ErrNoSession, err)
+		}
+	}
+
+	a.rec.used.Store(true)
+	a.rec.mu.Lock()
+	defer a.rec.mu.Unlock()
+	// This node's own messages up to now must be in Redis to be read back.
+	sctx, cancel := context.WithTimeout(ctx, restoreSyncTimeout)
+	err = r.Sync(sctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("%w: this node's outbox did not reach Redis: %w", adapter.ErrNoSession, err)
+	}
+	here, hereShared, ownSeq := a.inboxPosLocked(), a.sharedPosLocked(), r.LastSeqOn(myPart)
+	rp := replay{a: a, rooms: newRoomSet(rec.SID, rec.Rooms), max: maxMissed}
+	had := cutsOn(rec.Cuts, from.part)
+
+	// The client's earlier inbox: each answering origin up to its cut.
+	err = r.ReadHistoryOn(ctx, from.part, from.pos, func(e bus.HistoryEntry) bool {
+		if e.Instance == from.inst && e.Seq <= from.seq {
+			return true // the client had it from its earlier node
+		}
+		if s, ok := had[e.Instance]; ok && e.Seq <= s {
+			return true
+		}
+		if k, ok := cuts[e.Instance]; ok && e.Seq > k.old && e.Instance != mine {
+			return true // routed here, with this node's interest
+		}
+		return rp.add(e, offset{pos: e.ID, inst: from.inst, seq: from.seq, part: from.part, shared: from.shared})
+	})
+	if err = rp.result(err); err != nil {
+		return err
+	}
+	// This node's inbox: what came past the cuts before the client was here.
+	floors := make(map[uint64]uint64)
+	for inst, k := range cuts {
+		floors[inst] = k.new
+	}
+	// (When the earlier inbox is this one, the read above left out exactly
+	// these.)
+	err = r.ReadHistoryOn(ctx, myPart, h0, func(e bus.HistoryEntry) bool {
+		if bus.ComparePositions(e.ID, here) > 0 {
+			return false
+		}
+		if e.Instance == mine {
+			return true
+		}
+		k, ok := cuts[e.Instance]
+		if !ok {
+			// An origin that did not answer: the client has its messages
+			// from the earlier inbox.
+			floors[e.Instance] = max(floors[e.Instance], e.Seq)
+			return true
+		}
+		if e.Seq <= k.new {
+			return true
+		}
+		return rp.add(e, offset{pos: e.ID, inst: mine, seq: ownSeq, part: myPart, shared: from.shared})
+	})
+	if err = rp.result(err); err != nil {
+		return err
+	}
+	// The shared partition: emitters' messages, as without routing.
+	if hereShared == "" {
+		return fmt.Errorf("%w: this node has not read the namespace's partition yet", adapter.ErrNoSession)
+	}
+	err = r.ReadHistory(ctx, a.key(), from.shared, func(e bus.HistoryEntry) bool {
+		if bus.ComparePositions(e.ID, hereShared) > 0 {
+			return false
+		}
+		return rp.add(e, offset{pos: here, inst: mine, seq: ownSeq, part: myPart, shared: e.ID})
+	})
+	if err = rp.result(err); err != nil {
+		return err
+	}
+
+	s := adapter.Session{PID: pid, SID: rec.SID, Rooms: rp.rooms.list(), Data: rec.Data}
+	if err := attach(s, rp.missed); err != nil {
+		return err
+	}
+	// What this node applies of the shared partition after the client's
+	// earlier node had it must not reach the client again.
+	if bus.ComparePositions(from.shared, hereShared) > 0 {
+		a.rec.skip = append(a.rec.skip, skipRule{sid: rec.SID, pos: from.shared, until: time.Now().Add(c.sessions.keepFor(rec))})
+	}
+	// The cuts go with the session's record.
+	kept := make([]recordCut, 0, len(floors)+len(rec.Cuts))
+	for _, k := range rec.Cuts {
+		if k.Part == from.part && k.Part != myPart {
+			kept = append(kept, k)
+		}
+	}
+	for inst, seq := range floors {
+		kept = append(kept, recordCut{Part: myPart, Inst: strconv.FormatUint(inst, 16), Seq: seq})
+	}
+	c.sessions.setCuts(pid, kept)
+	return nil
+}
+
+// awaitInbox returns once this namespace has applied its node's inbox up to
+// pos, or ctx's error.
+func (a *nspAdapter) awaitInbox(ctx context.Context, pos string) error {
+	for {
+		a.rec.mu.Lock()
+		at := a.inboxPosLocked()
+		a.rec.mu.Unlock()
+		if at != "" && bus.ComparePositions(at, pos) >= 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// replay collects the missed events of a restore.
+type replay struct {
+	a      *nspAdapter
+	rooms  *roomSet
+	max    int
+	missed []*parser.Encoded
+	bad    error
+}
+
+// add takes history entry e, read for the restored socket, with the offset
+// its event carries; false ends the read (bad says why).
+func (rp *replay) add(e bus.HistoryEntry, off offset) bool {
+	m, err := decodeMessage(e.Payload)
+	if err != nil || m.nsp != rp.a.name {
+		return true
+	}
+	switch m.kind {
+	case kindAddSockets, kindDelSockets:
+		if rp.rooms.matches(m.options()) {
+			rp.rooms.apply(m.kind == kindAddSockets, m.target)
+		}
+	case kindDisconnect:
+		if rp.rooms.matches(m.options()) {
+			rp.bad = fmt.Errorf("%w: disconnected by the server while away", adapter.ErrNoSession)
+			return false
+		}
+	case kindBroadcast:
+		if !recoverableHere(m) || !rp.rooms.matches(m.options()) {
+			return true
+		}
+		if len(rp.missed) >= rp.max {
+			rp.bad = fmt.Errorf("%w: more than %d missed events", adapter.ErrNoSession, rp.max)
+			return false
+		}
+		p := &parser.Packet{Type: m.ptype, Namespace: rp.a.name, Data: m.data, Attachments: m.attachments}
+		rp.missed = append(rp.missed, parser.Encode(withOffset(p, off.String())))
+	}
+	return true
+}
+
+// result is the outcome of a read that ended with err.
+func (rp *replay) result(err error) error {
+	if rp.bad != nil {
+		return rp.bad
+	}
+	if err != nil {
+		if errors.Is(err, bus.ErrHistoryTrimmed) {
+			return fmt.Errorf("%w: %w", adapter.ErrNoSession, err)
+		}
+		return fmt.Errorf("%w: reading the history: %w", adapter.ErrNoSession, err)
+	}
+	return nil
+}
