@@ -138,6 +138,13 @@ func (p *durasockProc) status(ctx context.Context) (statusReply, error) {
 // cluster node.
 func waitPeers(t *testing.T, a, b *durasockProc) {
 	t.Helper()
+	waitCluster(t, a, b, true)
+}
+
+// waitCluster is waitPeers that, unless ready, does not wait for the nodes to
+// report themselves ready.
+func waitCluster(t *testing.T, a, b *durasockProc, ready bool) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -151,7 +158,7 @@ func waitPeers(t *testing.T, a, b *durasockProc) {
 			last = errA
 		case errB != nil:
 			last = errB
-		case !sa.Ready || !sb.Ready:
+		case ready && (!sa.Ready || !sb.Ready):
 			last = fmt.Errorf("not ready: A %+v, B %+v", sa, sb)
 		case !slices.Contains(append(sa.Nodes, sa.OtherNodes...), sb.Node) ||
 			!slices.Contains(append(sb.Nodes, sb.OtherNodes...), sa.Node):

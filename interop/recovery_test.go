@@ -41,7 +41,10 @@ import (
 // The control runs the same with recovery off: no client recovers and every one
 // misses events, which shows the checks can fail. "same node" only breaks the
 // connections and lets the clients back to A, which is there all along: what one
-// process's recovery gives, the baseline for the others.
+// process's recovery gives, the baseline for the others. The "routed"
+// scenarios run the nodes with -interest-routing: each reads only its own
+// inbox, and a client restored on B gets what it missed from A's inbox, handed
+// over to B's (cluster/handoff.go).
 func TestRecoveryAcrossNodes(t *testing.T) {
 	node := requireNode(t)
 	bin := buildDurasock(t)
@@ -51,6 +54,12 @@ func TestRecoveryAcrossNodes(t *testing.T) {
 		{name: "A SIGKILL and restart", recovery: "2m", fault: faultRestart},
 		{name: "control: recovery off, A SIGKILL", recovery: "0s", fault: faultKill, control: true},
 		{name: "same node: connections cut, A stays", recovery: "2m", fault: faultCut},
+		// With interest routing each node reads only its own inbox: the
+		// client's events come from A's inbox, then from B's (a handoff).
+		{name: "routed: A SIGTERM", recovery: "2m", fault: faultTerm, routed: true},
+		{name: "routed: A SIGKILL", recovery: "2m", fault: faultKill, routed: true},
+		{name: "routed: A SIGKILL and restart", recovery: "2m", fault: faultRestart, routed: true},
+		{name: "routed: same node: connections cut, A stays", recovery: "2m", fault: faultCut, routed: true},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			r := runRecovery(t, bin, node, sc)
@@ -93,6 +102,7 @@ type recoveryScenario struct {
 	recovery string // the -recovery flag
 	fault    faultKind
 	control  bool
+	routed   bool // -interest-routing
 }
 
 // recoveryRun is what one scenario saw.
@@ -282,6 +292,9 @@ func (r *recoveryRun) checkControl(t *testing.T) {
 func runRecovery(t *testing.T, bin, node string, sc recoveryScenario) *recoveryRun {
 	redis := redistest.Standalone(t, redistest.WithAOF())
 	args := []string{"-recovery", sc.recovery}
+	if sc.routed {
+		args = append(args, "-interest-routing")
+	}
 	portA := redistest.FreePort(t)
 	a := startNode(t, bin, portA, redis.URL(), args)
 	b := startNode(t, bin, redistest.FreePort(t), redis.URL(), args)
@@ -339,7 +352,16 @@ func runRecovery(t *testing.T, bin, node string, sc recoveryScenario) *recoveryR
 		a2 := startNode(t, bin, portA, redis.URL(), args)
 		a2.name = "A (restarted)"
 		nodes = append(nodes, a2)
-		waitPeers(t, a2.proc, b.proc)
+		if sc.routed {
+			// A routing node is ready once it knows the interest of every
+			// live node, A's earlier process included until it times out
+			// (NodeTimeout, 15 s: 1 500 events here, more than a session
+			// keeps). The clients go back to it before that: the handoff
+			// does not wait for a node that does not answer its cut.
+			waitCluster(t, a2.proc, b.proc, false)
+		} else {
+			waitPeers(t, a2.proc, b.proc)
+		}
 		target = a2.addr
 	}
 	time.Sleep(time.Until(cutAt.Add(outage)))

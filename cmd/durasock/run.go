@@ -177,11 +177,6 @@ func (a *app) openCluster(cfg *config) error {
 		return fmt.Errorf("-redis %s: %s", a.redisShown, a.scrub.scrub(err.Error()))
 	}
 	copts := &cluster.Options{Logger: a.log, Registerer: a.registry, InterestRouting: cfg.InterestRouting, InterestKeep: cfg.InterestKeep}
-	if cfg.Recovery > 0 {
-		// A client recovers on another node only from a stream every node
-		// reads: with -recovery, no namespace is routed.
-		copts.Recoverable = func(string) bool { return true }
-	}
 	c, err := cluster.New(b, copts)
 	if err != nil {
 		closeCtx, cancel := context.WithTimeout(context.Background(), time.Second)
