@@ -50,7 +50,7 @@ vmlinuz=$(ls "$work"/kernel/boot/vmlinuz-* | head -1)
 root="$work/root"
 mkdir -p "$root/bin" "$root/proc" "$root/sys" "$root/dev" "$root/tmp"
 cp /bin/busybox "$root/bin/busybox"
-for app in sh mount ip ulimit poweroff cat uname sleep; do
+for app in sh mount ip ulimit poweroff cat uname sleep grep tr sed tail dmesg; do
 	ln -s busybox "$root/bin/$app"
 done
 CGO_ENABLED=0 go build -o "$root/bin/loadgen" ./bench/cmd/loadgen
@@ -61,10 +61,16 @@ CGO_ENABLED=0 go build -o "$root/bin/loadgen" ./bench/cmd/loadgen
 	echo 'echo 1048576 > /proc/sys/fs/nr_open'
 	echo 'ulimit -n 1000000'
 	echo 'echo "vm: $(uname -r), $(grep -c ^processor /proc/cpuinfo) CPUs, $(grep MemTotal /proc/meminfo), open files $(ulimit -n)"'
+	# The kernel's view every two minutes (sockets, TCP memory in pages
+	# against tcp_mem), and its messages at the end: a limit of the guest
+	# shows there.
+	echo 'echo "vm: tcp_mem $(cat /proc/sys/net/ipv4/tcp_mem), somaxconn $(cat /proc/sys/net/core/somaxconn)"'
+	echo '(while sleep 120; do echo "vm: $(grep -E "^(TCP|sockets):" /proc/net/sockstat | tr "\n" " ")$(grep MemAvailable /proc/meminfo)"; done) &'
 	printf 'HOME=/tmp /bin/loadgen'
 	for a in "$@"; do printf " '%s'" "$a"; done
 	echo ' idle-memory 2>&1'
 	echo 'echo "vm: loadgen exit $?"'
+	echo 'dmesg | tail -20 | sed "s/^/vm: dmesg: /"'
 	echo 'poweroff -f'
 } > "$root/init"
 chmod +x "$root/init"

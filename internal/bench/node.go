@@ -86,7 +86,10 @@ func RunNode(ctx context.Context, cfg NodeConfig, ready func(addr string)) error
 	if addr == "" {
 		addr = "127.0.0.1:0"
 	}
-	opts := &socketio.Options{Options: engineio.Options{Logger: log, SendQueueSize: cfg.SendQueue, PingInterval: cfg.PingInterval}}
+	// A long connect timeout, for the reason of the header timeout below: a
+	// client's CONNECT can wait behind the load generator's collections.
+	opts := &socketio.Options{ConnectTimeout: 5 * time.Minute,
+		Options: engineio.Options{Logger: log, SendQueueSize: cfg.SendQueue, PingInterval: cfg.PingInterval}}
 	var (
 		rb *bus.Reliable
 		cl *cluster.Cluster
