@@ -71,7 +71,9 @@ type cutAnswer struct {
 
 // cutWait is a restore of this node waiting for the cuts.
 type cutWait struct {
-	answers map[string]cutAnswer // by node id
+	// answers are by process (two under one id, a misconfiguration the bus
+	// reports, each answer for their own messages).
+	answers map[instKey]cutAnswer
 	wake    chan struct{}
 }
 
@@ -122,7 +124,7 @@ func (c *Cluster) cutAnswered(from string, inst uint64, m *message) {
 	r.cuts.mu.Lock()
 	w := r.cuts.wait[m.reqID]
 	if w != nil {
-		w.answers[from] = cutAnswer{inst: inst, old: m.cutOld, new: m.cutNew}
+		w.answers[instKey{from, inst}] = cutAnswer{inst: inst, old: m.cutOld, new: m.cutNew}
 	}
 	r.cuts.mu.Unlock()
 	if w != nil {
@@ -141,7 +143,7 @@ func (c *Cluster) cutAnswered(from string, inst uint64, m *message) {
 func (c *Cluster) askCuts(ctx context.Context, part int) (map[uint64]cutAnswer, error) {
 	r := c.route
 	id := r.cuts.ids.Add(1)
-	w := &cutWait{answers: make(map[string]cutAnswer), wake: make(chan struct{}, 1)}
+	w := &cutWait{answers: make(map[instKey]cutAnswer), wake: make(chan struct{}, 1)}
 	r.cuts.mu.Lock()
 	if r.cuts.wait == nil {
 		r.cuts.wait = make(map[uint64]*cutWait)
@@ -168,13 +170,17 @@ func (c *Cluster) askCuts(ctx context.Context, part int) (map[uint64]cutAnswer, 
 	defer t.Stop()
 	for {
 		r.cuts.mu.Lock()
+		answered := make(map[string]bool, len(w.answers))
+		for k := range w.answers {
+			answered[k.node] = true
+		}
+		r.cuts.mu.Unlock()
 		var missing []string
 		for _, node := range c.liveNodes() {
-			if _, ok := w.answers[node]; !ok {
+			if !answered[node] {
 				missing = append(missing, node)
 			}
 		}
-		r.cuts.mu.Unlock()
 		if len(missing) == 0 {
 			break
 		}
@@ -206,7 +212,7 @@ func (c *Cluster) askCuts(ctx context.Context, part int) (map[uint64]cutAnswer, 
 }
 
 // byInstance returns the answers by the answering process's instance.
-func byInstance(m map[string]cutAnswer) map[uint64]cutAnswer {
+func byInstance(m map[instKey]cutAnswer) map[uint64]cutAnswer {
 	out := make(map[uint64]cutAnswer, len(m))
 	for _, a := range m {
 		out[a.inst] = a

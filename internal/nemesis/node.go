@@ -69,10 +69,6 @@ type nodeConfig struct {
 	// and the cluster with interest routing; a join is acked once the other
 	// nodes apply it (routingAwaiter).
 	Routing bool `json:"routing,omitempty"`
-	// Recoverable are the namespaces whose sessions recover on any node
-	// (those of the official clients): with Routing they are not routed
-	// (cluster.Options.Recoverable) and keep the shared partitions.
-	Recoverable []string `json:"recoverable,omitempty"`
 }
 
 // nodeStatus is the JSON of a node's GET /status.
@@ -200,10 +196,7 @@ func runNode(ctx context.Context, cfg nodeConfig, rep *reporter, stderr io.Write
 		return fmt.Errorf("redis bus: %w", err)
 	}
 	cl, err := cluster.New(b, &cluster.Options{Logger: log, RequestTimeout: 2 * time.Second,
-		InterestRouting: cfg.Routing,
-		// Finer than cmd/durasock, which with -recovery routes no namespace:
-		// only the namespaces of recovering clients keep the shared path.
-		Recoverable: func(ns string) bool { return slices.Contains(cfg.Recoverable, ns) }})
+		InterestRouting: cfg.Routing})
 	if err != nil {
 		return errors.Join(fmt.Errorf("cluster: %w", err), closeNodeBus(nil, b, time.Second))
 	}

@@ -358,21 +358,10 @@ func (r *Run) recovery() time.Duration {
 // officialNamespace is the namespace of the k-th official client of a node.
 func (r *Run) officialNamespace(k int) string { return r.cfg.Namespaces[k%len(r.cfg.Namespaces)] }
 
-// recoverable are the namespaces of the official clients, whose sessions
-// recover on any node: with routing they are not routed, and keep the shared
-// partitions.
-func (r *Run) recoverable() []string {
-	var out []string
-	for k := range r.cfg.OfficialClients {
-		if ns := r.officialNamespace(k); !slices.Contains(out, ns) {
-			out = append(out, ns)
-		}
-	}
-	return out
-}
-
-// routed reports whether the nodes route namespace ns.
-func (r *Run) routed(ns string) bool { return r.cfg.Routing && !slices.Contains(r.recoverable(), ns) }
+// routed reports whether the nodes route namespace ns: every one with
+// routing, those of the official clients (whose sessions recover on any node)
+// included.
+func (r *Run) routed(string) bool { return r.cfg.Routing }
 
 // startOfficial starts the official clients, with ids from id on, and waits
 // until each has joined its rooms.
@@ -503,7 +492,6 @@ func (r *Run) launchNode(ctx context.Context, hist *instHist) (*nodeProc, error)
 		Recovery:     r.recovery(),
 		AckAsync:     r.cfg.AckAsync,
 		Routing:      r.cfg.Routing,
-		Recoverable:  r.recoverable(),
 	}, hist, r.clk)
 	if err != nil {
 		return nil, err
