@@ -506,7 +506,7 @@ func (c *Cluster) receive(bm bus.Message) {
 	case kindGoodbye:
 		c.goodbye(bm.Origin, bm.Instance)
 	case kindCut:
-		c.serveCut(bm.Origin, bm.Instance, m)
+		c.queueCut(bm.Origin, bm.Instance, m)
 	case kindCutAnswer:
 		c.cutAnswered(bm.Origin, bm.Instance, m)
 	}

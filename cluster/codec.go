@@ -55,7 +55,8 @@ const (
 	flagHello           byte = 1 << 3 // heartbeat: answer with a heartbeat at once
 	flagRecoverable     byte = 1 << 4 // broadcast: clients get a recovery offset (recovery.go)
 	flagAnswer          byte = 1 << 5 // interest: answer with interest-applied (AwaitRouting)
-	knownFlags               = flagVolatile | flagNoCompress | flagCloseConn | flagHello | flagRecoverable | flagAnswer
+	flagFlushed         byte = 1 << 6 // cut-answer: the outbox reached the broker up to the cut (handoff.go)
+	knownFlags               = flagVolatile | flagNoCompress | flagCloseConn | flagHello | flagRecoverable | flagAnswer | flagFlushed
 	maxCodecListEntries      = 1 << 20
 )
 

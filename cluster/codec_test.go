@@ -103,7 +103,7 @@ func TestDecodeErrors(t *testing.T) {
 		"version":   append([]byte{9}, valid[1:]...),
 		"kind 0":    {codecVersion, 0, 0, 0},
 		"kind":      {codecVersion, byte(kindMax) + 1, 0, 0},
-		"flags":     {codecVersion, byte(kindGoodbye), 0x40, 0},
+		"flags":     {codecVersion, byte(kindGoodbye), 0x80, 0},
 		"truncated": valid[:len(valid)-3],
 		"trailing":  append(append([]byte(nil), valid...), 1),
 		"huge list": {codecVersion, byte(kindBroadcast), 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f},

@@ -20,8 +20,8 @@ import (
 //
 // On a routed namespace a client's history is its node's inbox: what the
 // other nodes sent to that node's sockets, and this node's own recoverable
-// emits, which a node also writes to its own inbox (never read back) while
-// one of its sockets may get them (localInterest.covers). Its offsets name
+// emits, which a node also writes to its own inbox (never read back). Its
+// offsets name
 // that inbox (offset.part) and, for what emitters publish on the
 // namespace's shared partition, a position there (offset.shared).
 //
@@ -60,13 +60,19 @@ import (
 // makes the restore fail (the client gets a new session); A that does not
 // answer is taken for gone.
 
-// restoreCutTimeout bounds how long a restore waits for the cuts.
-const restoreCutTimeout = 1500 * time.Millisecond
+// restoreCutTimeout bounds how long a restore waits for the first answer of
+// every node to its cut; restoreFlushTimeout how long it then waits for a
+// node that answered to say its outbox reached Redis.
+const (
+	restoreCutTimeout   = 1500 * time.Millisecond
+	restoreFlushTimeout = 2 * time.Second
+)
 
 // cutAnswer is one node's cut.
 type cutAnswer struct {
 	inst     uint64 // the answering process's bus instance
 	old, new uint64 // its last seqs on the old inbox and on this node's
+	flushed  bool   // its outbox reached Redis up to them
 }
 
 // cutWait is a restore of this node waiting for the cuts.
@@ -77,19 +83,58 @@ type cutWait struct {
 	wake    chan struct{}
 }
 
-// cutWaits are the restores of this node waiting for cuts, by request id.
+// cutWaits are the restores of this node waiting for cuts, by request id,
+// and the cut requests of other nodes waiting to be served.
 type cutWaits struct {
 	ids  atomic.Uint64
 	mu   sync.Mutex
 	wait map[uint64]*cutWait
+	in   chan cutRequest
+}
+
+type cutRequest struct {
+	from string
+	inst uint64
+	m    *message
+}
+
+// maxQueuedCuts bounds the cut requests waiting to be served; one that does
+// not fit is dropped (the restoring node asks again).
+const maxQueuedCuts = 256
+
+// queueCut hands a cut request to cutLoop, so that the bus's goroutine does
+// not wait for this node's routing decisions in flight.
+func (c *Cluster) queueCut(from string, inst uint64, m *message) {
+	r := c.route
+	if r == nil {
+		return
+	}
+	select {
+	case r.cuts.in <- cutRequest{from, inst, m}:
+	default:
+	}
+}
+
+// cutLoop serves the cut requests of other nodes until ctx ends.
+func (c *Cluster) cutLoop(ctx context.Context) {
+	defer c.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case q := <-c.route.cuts.in:
+			c.serveCut(ctx, q.from, q.inst, q.m)
+		}
+	}
 }
 
 // serveCut applies the interest of node from (instance inst) that m carries
-// and answers with this node's cut, once its outbox reached the broker (in
-// the background: the bus's goroutine does not wait for it).
-func (c *Cluster) serveCut(from string, inst uint64, m *message) {
+// and answers with this node's cut at once, then again, flagged flushed, once
+// its outbox reached the broker: the first says this node is alive, the
+// second that the restoring node can read what it routed up to the cut.
+func (c *Cluster) serveCut(ctx context.Context, from string, inst uint64, m *message) {
 	r := c.route
-	if r == nil || from == "" || from == c.id {
+	if from == "" || from == c.id {
 		return
 	}
 	if _, ok := c.applyInterest(from, inst, m); !ok {
@@ -99,20 +144,20 @@ func (c *Cluster) serveCut(from string, inst uint64, m *message) {
 	r.pubMu.Lock()
 	cutOld, cutNew := r.bus.LastSeqOn(old), r.bus.LastSeqOn(own)
 	r.pubMu.Unlock()
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), restoreSyncTimeout)
-		err := r.bus.Sync(ctx)
-		cancel()
-		if err != nil {
-			// No answer: the restoring node gives its client a new session.
-			c.logLimited("cluster: a cut for a session restored on another node not answered: this node's outbox did not reach Redis",
-				slog.String("peer", from), slog.Any("error", err))
-			return
-		}
-		c.control(from, &message{kind: kindCutAnswer, reqID: m.reqID, instance: inst, cutOld: cutOld, cutNew: cutNew})
-	}()
+	answer := func(flags byte) *message {
+		return &message{kind: kindCutAnswer, flags: flags, reqID: m.reqID, instance: inst, cutOld: cutOld, cutNew: cutNew}
+	}
+	c.control(from, answer(0))
+	sctx, cancel := context.WithTimeout(ctx, restoreFlushTimeout)
+	err := r.bus.Sync(sctx)
+	cancel()
+	if err != nil {
+		// The restoring node gives its client a new session.
+		c.logLimited("cluster: a cut for a session restored on another node not confirmed: this node's outbox did not reach Redis",
+			slog.String("peer", from), slog.Any("error", err))
+		return
+	}
+	c.control(from, answer(flagFlushed))
 }
 
 // cutAnswered takes a node's answer to a cut of this process.
@@ -124,7 +169,11 @@ func (c *Cluster) cutAnswered(from string, inst uint64, m *message) {
 	r.cuts.mu.Lock()
 	w := r.cuts.wait[m.reqID]
 	if w != nil {
-		w.answers[instKey{from, inst}] = cutAnswer{inst: inst, old: m.cutOld, new: m.cutNew}
+		k := instKey{from, inst}
+		a := cutAnswer{inst: inst, old: m.cutOld, new: m.cutNew, flushed: m.flags&flagFlushed != 0}
+		if prev, ok := w.answers[k]; !ok || !prev.flushed {
+			w.answers[k] = a
+		}
 	}
 	r.cuts.mu.Unlock()
 	if w != nil {
@@ -137,10 +186,13 @@ func (c *Cluster) cutAnswered(from string, inst uint64, m *message) {
 
 // askCuts sends this node's interest to every node, asking for its cut
 // against inbox partition part, and returns the answers, by the answering
-// process's instance, once every live node answered. When ctx ends first, it returns those that arrived if only nodes
-// whose inbox is part are missing (the client's earlier node: taken for gone),
-// else an error naming the others.
-func (c *Cluster) askCuts(ctx context.Context, part int) (map[uint64]cutAnswer, error) {
+// process's instance, once every live node answered flushed. A live node
+// that did not answer at all within restoreCutTimeout is taken for gone if it
+// is home, the node whose inbox the client's offset names (it crashed, or is
+// cut off: docs/SCALING.md), and fails the restore otherwise; one that
+// answered but did not say flushed within restoreFlushTimeout more fails it
+// too.
+func (c *Cluster) askCuts(ctx context.Context, part int, home string) (map[uint64]cutAnswer, error) {
 	r := c.route
 	id := r.cuts.ids.Add(1)
 	w := &cutWait{answers: make(map[instKey]cutAnswer), wake: make(chan struct{}, 1)}
@@ -165,40 +217,44 @@ func (c *Cluster) askCuts(ctx context.Context, part int) (map[uint64]cutAnswer, 
 		_ = c.bus.Send(sctx, "", payload)
 	}
 	send()
+	first := time.Now().Add(restoreCutTimeout)
+	flushBy := first.Add(restoreFlushTimeout)
 	delay := helloFirstDelay
 	t := time.NewTimer(delay)
 	defer t.Stop()
 	for {
 		r.cuts.mu.Lock()
-		answered := make(map[string]bool, len(w.answers))
-		for k := range w.answers {
-			answered[k.node] = true
-		}
-		r.cuts.mu.Unlock()
-		var missing []string
-		for _, node := range c.liveNodes() {
-			if !answered[node] {
-				missing = append(missing, node)
+		heard, flushed := make(map[string]bool), make(map[string]bool)
+		for k, a := range w.answers {
+			heard[k.node] = true
+			if a.flushed {
+				flushed[k.node] = true
 			}
 		}
-		if len(missing) == 0 {
+		r.cuts.mu.Unlock()
+		var silent, unflushed []string
+		for _, node := range c.liveNodes() {
+			switch {
+			case flushed[node]:
+			case heard[node]:
+				unflushed = append(unflushed, node)
+			default:
+				silent = append(silent, node)
+			}
+		}
+		now := time.Now()
+		gone := len(silent) == 1 && silent[0] == home && now.After(first)
+		if len(unflushed) == 0 && (len(silent) == 0 || gone) {
 			break
+		}
+		if now.After(flushBy) || (now.After(first) && len(silent) > 0 && !gone) {
+			slices.Sort(silent)
+			slices.Sort(unflushed)
+			return nil, fmt.Errorf("%w: no cut from %v, none confirmed by %v", adapter.ErrNoSession, silent, unflushed)
 		}
 		select {
 		case <-ctx.Done():
-			var others []string
-			for _, node := range missing {
-				if r.bus.InboxOf(node) != part {
-					others = append(others, node)
-				}
-			}
-			if len(others) > 0 {
-				slices.Sort(others)
-				return nil, fmt.Errorf("%w: no cut from %v within %s", adapter.ErrNoSession, others, restoreCutTimeout)
-			}
-			r.cuts.mu.Lock()
-			defer r.cuts.mu.Unlock()
-			return byInstance(w.answers), nil
+			return nil, fmt.Errorf("%w: waiting for the cuts: %w", adapter.ErrNoSession, ctx.Err())
 		case <-w.wake:
 		case <-t.C:
 			send()
@@ -208,16 +264,13 @@ func (c *Cluster) askCuts(ctx context.Context, part int) (map[uint64]cutAnswer, 
 	}
 	r.cuts.mu.Lock()
 	defer r.cuts.mu.Unlock()
-	return byInstance(w.answers), nil
-}
-
-// byInstance returns the answers by the answering process's instance.
-func byInstance(m map[instKey]cutAnswer) map[uint64]cutAnswer {
-	out := make(map[uint64]cutAnswer, len(m))
-	for _, a := range m {
-		out[a.inst] = a
+	out := make(map[uint64]cutAnswer, len(w.answers))
+	for _, a := range w.answers {
+		if a.flushed {
+			out[a.inst] = a
+		}
 	}
-	return out
+	return out, nil
 }
 
 // recordCut is a cut a session record keeps: on partition Part, the messages
@@ -259,6 +312,18 @@ func laterPos(p, q string) string {
 	return p
 }
 
+// handoffRecord is what a session record keeps of the session's last restore
+// from another node's inbox: an offset of that inbox is the client's only
+// while the client has not received all that the restore replayed from it.
+type handoffRecord struct {
+	Part int    `json:"part"` // the earlier inbox
+	Last string `json:"last"` // the offset of the last event replayed from it (the client's own when none)
+	// Resume is the offset in this node's inbox that stands for Last: its
+	// position when it asked for the cuts, its own seq, and the client's
+	// position in the shared partition.
+	Resume string `json:"resume"`
+}
+
 // restoreRouted restores session rec (pid) of a routed namespace from offset
 // from: see the top of this file. attach and maxMissed are RestoreSession's.
 func (a *nspAdapter) restoreRouted(ctx context.Context, rec *sessionRecord, pid string, from offset, maxMissed int, attach func(adapter.Session, []*parser.Encoded) error) error {
@@ -269,18 +334,42 @@ func (a *nspAdapter) restoreRouted(ctx context.Context, rec *sessionRecord, pid 
 	if n := rt.bus.Partitions(); from.part >= n {
 		return fmt.Errorf("%w: its offset names partition %d of %d", adapter.ErrNoSession, from.part, n)
 	}
+	if rec.Node != "" && from.part != rt.bus.InboxOf(rec.Node) {
+		// An offset of the inbox its session was restored from: the client
+		// has what was replayed from it only if it has the last of those.
+		h := rec.Handoff
+		if h == nil || h.Part != from.part || h.Last != from.String() {
+			return fmt.Errorf("%w: its offset is older than the session's last move", adapter.ErrNoSession)
+		}
+		resume, ok := parseOffset(h.Resume)
+		if !ok || resume.part < 0 {
+			return fmt.Errorf("%w: unreadable session record", adapter.ErrNoSession)
+		}
+		from = resume
+	}
+	sent := from.String()
 	mine, myPart := r.Instance(), rt.inbox
-	a.interest.hold(rec.Rooms)
-	defer a.interest.release(rec.Rooms)
+	// The rooms the client is in, those joined while it was away included.
+	held := newRoomSet(rec.SID, rec.Rooms)
+	err := r.ReadHistoryOn(ctx, from.part, from.pos, func(e bus.HistoryEntry) bool {
+		if m, err := decodeMessage(e.Payload); err == nil && m.nsp == a.name && m.kind == kindAddSockets && held.matches(m.options()) {
+			held.apply(true, m.target)
+		}
+		return true
+	})
+	if err != nil {
+		return (&replay{}).result(err)
+	}
+	holdRooms := held.list()
+	a.interest.hold(holdRooms)
+	defer a.interest.release(holdRooms)
 	a.rec.mu.Lock()
 	h0 := a.inboxPosLocked()
 	a.rec.mu.Unlock()
 	if h0 == "" {
 		return fmt.Errorf("%w: this node has not read its inbox yet", adapter.ErrNoSession)
 	}
-	cctx, cancel := context.WithTimeout(ctx, restoreCutTimeout)
-	cuts, err := c.askCuts(cctx, from.part)
-	cancel()
+	cuts, err := c.askCuts(ctx, from.part, rec.Node)
 	if err != nil {
 		return err
 	}
@@ -301,8 +390,7 @@ func (a *nspAdapter) restoreRouted(ctx context.Context, rec *sessionRecord, pid 
 		}
 	}
 
-	a.rec.used.Store(true)
-	a.rec.mu.Lock()
+	a.lockRecovery()
 	defer a.rec.mu.Unlock()
 	// This node's own messages up to now must be in Redis to be read back.
 	sctx, cancel := context.WithTimeout(ctx, restoreSyncTimeout)
@@ -316,6 +404,7 @@ func (a *nspAdapter) restoreRouted(ctx context.Context, rec *sessionRecord, pid 
 	had := cutsOn(rec.Cuts, from.part)
 
 	// The client's earlier inbox: each answering origin up to its cut.
+	last := sent
 	err = r.ReadHistoryOn(ctx, from.part, from.pos, func(e bus.HistoryEntry) bool {
 		if e.Instance == from.inst && e.Seq <= from.seq {
 			return true // the client had it from its earlier node
@@ -326,18 +415,31 @@ func (a *nspAdapter) restoreRouted(ctx context.Context, rec *sessionRecord, pid 
 		if k, ok := cuts[e.Instance]; ok && e.Seq > k.old && e.Instance != mine {
 			return true // routed here, with this node's interest
 		}
-		return rp.add(e, offset{pos: e.ID, inst: from.inst, seq: from.seq, part: from.part, shared: from.shared})
+		o := offset{pos: e.ID, inst: from.inst, seq: from.seq, part: from.part, shared: from.shared}
+		n := len(rp.missed)
+		ok := rp.add(e, o)
+		if len(rp.missed) > n {
+			last = o.String()
+		}
+		return ok
 	})
 	if err = rp.result(err); err != nil {
 		return err
 	}
+	// A room the client joined that this node did not hold was routed to
+	// the earlier inbox only past the cuts.
+	for x := range rp.rooms.rooms {
+		if !held.rooms[x] {
+			return fmt.Errorf("%w: it joined room %q while its session was restored", adapter.ErrNoSession, x)
+		}
+	}
 	// This node's inbox: what came past the cuts before the client was here.
+	// (When the earlier inbox is this one, the read above left out exactly
+	// these.)
 	floors := make(map[uint64]uint64)
 	for inst, k := range cuts {
 		floors[inst] = k.new
 	}
-	// (When the earlier inbox is this one, the read above left out exactly
-	// these.)
 	err = r.ReadHistoryOn(ctx, myPart, h0, func(e bus.HistoryEntry) bool {
 		if bus.ComparePositions(e.ID, here) > 0 {
 			return false
@@ -383,17 +485,25 @@ func (a *nspAdapter) restoreRouted(ctx context.Context, rec *sessionRecord, pid 
 	if bus.ComparePositions(from.shared, hereShared) > 0 {
 		a.rec.skip = append(a.rec.skip, skipRule{sid: rec.SID, pos: from.shared, until: time.Now().Add(c.sessions.keepFor(rec))})
 	}
-	// The cuts go with the session's record.
+	// The cuts, and the handoff, go with the session's record.
 	kept := make([]recordCut, 0, len(floors)+len(rec.Cuts))
 	for _, k := range rec.Cuts {
 		if k.Part == from.part && k.Part != myPart {
 			kept = append(kept, k)
 		}
 	}
+	for inst, s := range cutsOn(rec.Cuts, myPart) {
+		floors[inst] = max(floors[inst], s)
+	}
 	for inst, seq := range floors {
 		kept = append(kept, recordCut{Part: myPart, Inst: strconv.FormatUint(inst, 16), Seq: seq})
 	}
-	c.sessions.setCuts(pid, kept)
+	var h *handoffRecord
+	if lo, _ := parseOffset(last); lo.part >= 0 && lo.part != myPart {
+		h = &handoffRecord{Part: lo.part, Last: last,
+			Resume: offset{pos: h0, inst: mine, seq: ownSeq, part: myPart, shared: from.shared}.String()}
+	}
+	c.sessions.setCarry(pid, carry{cuts: kept, handoff: h})
 	return nil
 }
 

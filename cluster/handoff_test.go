@@ -2,11 +2,15 @@ package cluster
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/durasock/durasock/bus"
 	"github.com/durasock/durasock/internal/redistest"
 	"github.com/durasock/durasock/internal/testwait"
 	"github.com/durasock/durasock/socketio"
@@ -49,36 +53,16 @@ func testRoutedHandoff(t *testing.T, url string, drain bool) {
 		}()
 	}
 
-	// Each node emits 1, 2, 3, … (times 10^6 plus its index) until stop.
-	const base = 1_000_000
-	var stop atomic.Bool
-	last := make([]atomic.Int64, len(nodes))
-	var wg sync.WaitGroup
-	for i, n := range nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for k := int64(1); !stop.Load(); k++ {
-				if err := n.srv.To("room").Emit(ctx, "e", int64(i)*base+k); err != nil {
-					return // a node drained
-				}
-				last[i].Store(k)
-				time.Sleep(time.Millisecond)
-			}
-		}()
-	}
+	em := startEmitters(t, nodes, "room")
+	last := em.last
 	next := make([]int64, len(nodes)) // the next event expected of each node
 	for i := range next {
 		next[i] = 1
 	}
 	take := func(r *recoveringClient) {
 		t.Helper()
-		timer := time.AfterFunc(10*time.Second, func() {
-			t.Logf("waiting: next of each node %v, last emitted %d %d %d", next, last[0].Load(), last[1].Load(), last[2].Load())
-		})
-		defer timer.Stop()
 		v := int64(r.event())
-		i, k := v/base, v%base
+		i, k := v/emitBase, v%emitBase
 		if i < 0 || int(i) >= len(nodes) || k != next[i] {
 			t.Fatalf("event %d of node %d, want %d (next of each node: %v)", k, i, next[max(0, min(int(i), len(nodes)-1))], next)
 		}
@@ -103,9 +87,8 @@ func testRoutedHandoff(t *testing.T, url string, drain bool) {
 		}
 		cancel()
 	}
-	testwait.For(t, waitTimeout, "events emitted while the client is away", func() bool {
-		return last[1].Load() > next[1]+100 && last[2].Load() > next[2]+100
-	})
+	em.past(t, 1, next[1]+100) // emitted while the client is away
+	em.past(t, 2, next[2]+100)
 	back := dialRecovering(t, b.url, c.pid, c.offset)
 	if back.id != c.id {
 		t.Fatalf("session not recovered\n%s", b.log.find("session"))
@@ -113,15 +96,377 @@ func testRoutedHandoff(t *testing.T, url string, drain bool) {
 	// Past what was emitted while it was away, then the rest once the
 	// publishers stopped.
 	l1, l2 := last[1].Load(), last[2].Load()
+	em.past(t, 1, l1+100)
+	em.past(t, 2, l2+100)
 	for next[1] < l1+100 || next[2] < l2+100 {
 		take(back)
 	}
-	stop.Store(true)
-	wg.Wait()
+	em.stop()
 	for i := range nodes {
 		for next[i] <= last[i].Load() {
 			take(back)
 		}
 	}
 	t.Logf("%s: events of a, b, d: %d, %d, %d", map[bool]string{false: "broke", true: "drained"}[drain], last[0].Load(), last[1].Load(), last[2].Load())
+}
+
+// emitters emit to a room from each of a set of nodes, node i's k-th event
+// being i×10^6 + k, every millisecond or so, until stop.
+type emitters struct {
+	last []atomic.Int64 // the last event each node emitted
+	end  atomic.Bool
+	wg   sync.WaitGroup
+}
+
+const emitBase = 1_000_000
+
+func startEmitters(t *testing.T, nodes []recoveryNode, room string) *emitters {
+	ctx := testCtx(t)
+	em := &emitters{last: make([]atomic.Int64, len(nodes))}
+	for i, n := range nodes {
+		em.wg.Add(1)
+		go func() {
+			defer em.wg.Done()
+			for k := int64(1); !em.end.Load(); k++ {
+				if err := n.srv.To(room).Emit(ctx, "e", int64(i)*emitBase+k); err != nil {
+					return // the node drained
+				}
+				em.last[i].Store(k)
+				time.Sleep(time.Millisecond) // pacing
+			}
+		}()
+	}
+	t.Cleanup(em.stop)
+	return em
+}
+
+// stop ends the emitters and returns once none emits.
+func (em *emitters) stop() {
+	em.end.Store(true)
+	em.wg.Wait()
+}
+
+// past waits until node i emitted past k.
+func (em *emitters) past(t *testing.T, i int, k int64) {
+	t.Helper()
+	testwait.For(t, waitTimeout, fmt.Sprintf("node %d to emit past %d", i, k), func() bool { return em.last[i].Load() > k })
+}
+
+// A room the session joined while away (socketsJoin from another node to its
+// stand-in) is routed to its earlier node only; the restore holds it too, and
+// the client gets every event to it, once, in order.
+func TestRecoveryRoomJoinedWhileAway(t *testing.T) { eachRouting(t, testRecoveryRoomJoinedWhileAway) }
+
+func testRecoveryRoomJoinedWhileAway(t *testing.T, routed bool) {
+	redis := redistest.Standalone(t)
+	ctx := testCtx(t)
+	nodes := recoveryNodesN(t, 3, recoveryBuses(t, redis.URL(), routed), routed, &socketio.RecoveryOptions{MaxMissedPackets: 100000})
+	a, b, d := nodes[0], nodes[1], nodes[2]
+	c := dialRecovering(t, a.url, "", "")
+	a.routed(t)
+	c.c.CloseNow()
+	awayStored(t, redis, c.pid, socketio.DefaultMaxDisconnectionDuration)
+	if err := d.srv.In(c.id).SocketsJoin(ctx, "r3"); err != nil {
+		t.Fatal(err)
+	}
+	a.routed(t)
+	em := startEmitters(t, []recoveryNode{d}, "r3")
+	em.past(t, 0, 100)
+	back := dialRecovering(t, b.url, c.pid, c.offset)
+	if back.id != c.id {
+		t.Fatalf("not recovered: %s", b.log.find("session"))
+	}
+	em.past(t, 0, em.last[0].Load()+100)
+	em.stop()
+	for want := 1; want <= int(em.last[0].Load()); want++ {
+		if got := back.event(); got != want {
+			t.Fatalf("event %d, want %d (last emitted %d)", got, want, em.last[0].Load())
+		}
+	}
+}
+
+// confirmlessBus drops this node's cut answers that say its outbox reached
+// Redis: the node answers (it is alive) but never confirms.
+type confirmlessBus struct {
+	*bus.Reliable
+	on *atomic.Bool
+}
+
+func (d confirmlessBus) Send(ctx context.Context, to string, payload []byte) error {
+	if d.on.Load() {
+		if m, err := decodeMessage(payload); err == nil && m.kind == kindCutAnswer && m.flags&flagFlushed != 0 {
+			return nil
+		}
+	}
+	return d.Reliable.Send(ctx, to, payload)
+}
+
+// A client's earlier node that is alive but cannot confirm its cut (its
+// outbox does not reach Redis) is not taken for gone: the client gets a new
+// session, with the reason logged, rather than events twice or none.
+func TestRecoveryRoutedEarlierNodeUnconfirmed(t *testing.T) {
+	redis := redistest.Standalone(t)
+	newBus := redisEnv(redis.URL()).newCluster(t)
+	var on atomic.Bool
+	buses := func(id string) bus.Bus {
+		r := newBus(id)
+		if id == "node-0" {
+			return confirmlessBus{Reliable: r, on: &on}
+		}
+		return r
+	}
+	nodes := recoveryNodesN(t, 2, buses, true, &socketio.RecoveryOptions{MaxMissedPackets: 100000})
+	a, b := nodes[0], nodes[1]
+	c := dialRecovering(t, a.url, "", "")
+	a.routed(t)
+	em := startEmitters(t, []recoveryNode{a}, "room")
+	for want := 1; want < 50; want++ {
+		if got := c.event(); got != want {
+			t.Fatalf("before: event %d, want %d", got, want)
+		}
+	}
+	c.c.CloseNow()
+	on.Store(true)
+	awayStored(t, redis, c.pid, socketio.DefaultMaxDisconnectionDuration)
+	back := dialRecovering(t, b.url, c.pid, c.offset)
+	em.stop()
+	if back.id == c.id {
+		t.Fatal("recovered although its earlier node, alive, did not confirm its cut")
+	}
+	if line := b.log.find("session not recovered"); !strings.Contains(line, "none confirmed by [node-0]") {
+		t.Fatalf("log says %q", line)
+	}
+}
+
+// A client restored on b that got only events replayed from a's inbox, then
+// no other, keeps an offset of a's inbox. Restored again on d once a no
+// longer keeps its rooms (what is sent to them goes to b's inbox only), it
+// gets what b got for it meanwhile.
+func TestRecoveryTwiceOffsetOfEarlierInbox(t *testing.T) {
+	eachRouting(t, testRecoveryTwiceOffsetOfEarlierInbox)
+}
+
+func testRecoveryTwiceOffsetOfEarlierInbox(t *testing.T, routed bool) {
+	redis := redistest.Standalone(t)
+	ctx := testCtx(t)
+	keep := 2 * time.Second
+	nodes := recoveryNodesN(t, 3, recoveryBuses(t, redis.URL(), routed), routed, &socketio.RecoveryOptions{MaxDisconnectionDuration: keep})
+	a, b, d := nodes[0], nodes[1], nodes[2]
+	c := dialRecovering(t, a.url, "", "")
+	a.routed(t)
+	t0 := time.Now()
+	c.c.CloseNow()
+	awayStored(t, redis, c.pid, keep)
+	for i := 1; i <= 2; i++ {
+		if err := d.srv.To("room").Emit(ctx, "e", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	back := dialRecovering(t, b.url, c.pid, c.offset)
+	if back.id != c.id {
+		t.Fatalf("not recovered on b: %s", b.log.find("session"))
+	}
+	for want := 1; want <= 2; want++ {
+		if got := back.event(); got != want {
+			t.Fatalf("on b: event %d, want %d", got, want)
+		}
+	}
+	// Real time on purpose: a's stand-in and its kept rooms end with the
+	// session's own time to live (keep), counted from when the client left
+	// a, which no test can move; the client leaves b shortly before, so that
+	// b keeps its session past then.
+	time.Sleep(time.Until(t0.Add(keep - 500*time.Millisecond)))
+	back.c.CloseNow()
+	time.Sleep(time.Until(t0.Add(keep + 300*time.Millisecond)))
+	a.routed(t)
+	if err := d.srv.To("room").Emit(ctx, "e", 3); err != nil {
+		t.Fatal(err)
+	}
+	again := dialRecovering(t, d.url, back.pid, back.offset)
+	if again.id != c.id {
+		t.Fatalf("not recovered on d: %s", d.log.find("session"))
+	}
+	if got := again.event(); got != 3 {
+		t.Fatalf("on d: event %d, want 3", got)
+	}
+}
+
+// The cuts a restore keeps in the session's record stay there when the
+// client comes back to the same node after its record was written as away.
+func TestRecoveryCutsKeptOnTakeOver(t *testing.T) {
+	redis := redistest.Standalone(t)
+	ctx := testCtx(t)
+	nodes := recoveryNodesN(t, 3, recoveryBuses(t, redis.URL(), true), true, &socketio.RecoveryOptions{})
+	a, b, d := nodes[0], nodes[1], nodes[2]
+	c := dialRecovering(t, a.url, "", "")
+	a.routed(t)
+	c.c.CloseNow()
+	awayStored(t, redis, c.pid, socketio.DefaultMaxDisconnectionDuration)
+	if err := d.srv.To("room").Emit(ctx, "e", 1); err != nil {
+		t.Fatal(err)
+	}
+	back := dialRecovering(t, b.url, c.pid, c.offset)
+	if back.id != c.id {
+		t.Fatal("not recovered on b")
+	}
+	back.event()
+	testwait.For(t, waitTimeout, "the cuts in b's record", func() bool {
+		return strings.Contains(sessionRecordOf(t, redis, c.pid), `"cuts"`)
+	})
+	back.c.CloseNow()
+	awayStored(t, redis, c.pid, socketio.DefaultMaxDisconnectionDuration)
+	again := dialRecovering(t, b.url, back.pid, back.offset)
+	if again.id != c.id {
+		t.Fatal("not taken over on b")
+	}
+	testwait.For(t, waitTimeout, "the record written again, connected", func() bool {
+		keys, err := redis.Do(ctx, "KEYS", "*:kv:session:"+c.pid)
+		if err != nil || len(keys.([]any)) != 1 {
+			return false
+		}
+		ttl, err := redis.Do(ctx, "PTTL", keys.([]any)[0].(string))
+		return err == nil && ttl.(int64) > socketio.DefaultMaxDisconnectionDuration.Milliseconds()
+	})
+	if r := sessionRecordOf(t, redis, c.pid); !strings.Contains(r, `"cuts"`) {
+		t.Fatalf("the cuts are gone from the record: %s", r)
+	}
+}
+
+// A node that drained and started again under the same id restores the
+// session of a client of its earlier process, with what it emitted itself
+// to the client's rooms before the client was back.
+func TestRecoveryRoutedRestartSameID(t *testing.T) {
+	redis := redistest.Standalone(t)
+	ctx := testCtx(t)
+	rec := &socketio.RecoveryOptions{}
+	buses := recoveryBuses(t, redis.URL(), true)
+	var busA bus.Bus
+	nodes := recoveryNodesN(t, 2, func(id string) bus.Bus {
+		b := buses(id)
+		if id == "node-0" {
+			busA = b
+		}
+		return b
+	}, true, rec)
+	a, b := nodes[0], nodes[1]
+	c := dialRecovering(t, a.url, "", "")
+	a.routed(t)
+	c.c.CloseNow()
+	sctx, cancel := context.WithTimeout(ctx, waitTimeout)
+	defer cancel()
+	if err := a.srv.Shutdown(sctx); err != nil {
+		t.Fatal(err)
+	}
+	a.routed(t)
+	if err := a.c.Close(sctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := busA.Close(sctx); err != nil {
+		t.Fatal(err)
+	}
+	bus2 := buses("node-0") // a again, a new process under the same id
+	c2, err := New(bus2, &Options{InterestRouting: true, Logger: quietLogger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitTimeout)
+		defer cancel()
+		if err := c2.Close(ctx); err != nil {
+			t.Error(err)
+		}
+		if err := bus2.Close(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	waitMesh(t, []*Cluster{c2, b.c})
+	srv2 := socketio.NewServer(&socketio.Options{Adapter: c2.Adapter, Recovery: rec})
+	srv2.Use(func(_ context.Context, so *socketio.Socket) error { so.Join("room"); return nil })
+	url2 := serve(t, srv2)
+	if err := c2.AwaitRouting(ctx, "/"); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 3; i++ {
+		if err := srv2.To("room").Emit(ctx, "e", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.srv.To("room").Emit(ctx, "e", 4); err != nil {
+		t.Fatal(err)
+	}
+	back := dialRecovering(t, url2, c.pid, c.offset)
+	if back.id != c.id {
+		t.Fatal("not recovered on the restarted a")
+	}
+	for want := 1; want <= 4; want++ {
+		if got := back.event(); got != want {
+			t.Fatalf("event %d, want %d", got, want)
+		}
+	}
+}
+
+// A client whose connection breaks while it receives its replay, right after
+// an event replayed from its earlier node's inbox, and that comes back to a
+// third node, gets every event once, in order: or, when the offset it has no
+// longer says what it got, a new session rather than events lost or twice.
+func TestRecoveryBreakDuringReplay(t *testing.T) {
+	redis := redistest.Standalone(t)
+	nodes := recoveryNodesN(t, 3, recoveryBuses(t, redis.URL(), true), true, &socketio.RecoveryOptions{MaxMissedPackets: 100000})
+	a, b, d := nodes[0], nodes[1], nodes[2]
+	c := dialRecovering(t, a.url, "", "")
+	a.routed(t)
+	em := startEmitters(t, nodes, "room")
+	next := []int64{1, 1, 1}
+	take := func(r *recoveringClient) {
+		t.Helper()
+		v := int64(r.event())
+		i, k := v/emitBase, v%emitBase
+		if i < 0 || i > 2 || k != next[i] {
+			t.Fatalf("event %d of node %d, want the next of %v", k, i, next)
+		}
+		next[i]++
+	}
+	for next[0] < 50 || next[1] < 50 || next[2] < 50 {
+		take(c)
+	}
+	c.c.CloseNow()
+	awayStored(t, redis, c.pid, socketio.DefaultMaxDisconnectionDuration)
+	back := dialRecovering(t, b.url, c.pid, c.offset)
+	if back.id != c.id {
+		t.Fatal("not recovered on b")
+	}
+	partOf := func(off string) string { return strings.Split(off, "~")[3] }
+	aPart := partOf(c.offset)
+	var lastA string
+	var nextA []int64
+	for {
+		take(back)
+		if partOf(back.offset) != aPart {
+			break
+		}
+		lastA, nextA = back.offset, slices.Clone(next)
+	}
+	if lastA == "" {
+		t.Fatal("no event replayed from a's inbox: the test does not test")
+	}
+	back.c.CloseNow()
+	awayStored(t, redis, c.pid, socketio.DefaultMaxDisconnectionDuration)
+	next = nextA // the connection broke right after lastA
+	again := dialRecovering(t, d.url, c.pid, lastA)
+	if again.id != c.id {
+		// Allowed when lastA was not the last event replayed from a's inbox.
+		if line := d.log.find("session not recovered"); !strings.Contains(line, "older than the session's last move") {
+			t.Fatalf("not recovered on d: %s", line)
+		}
+		return
+	}
+	for i := range nodes {
+		em.past(t, i, next[i]+100)
+	}
+	em.stop()
+	for i := range nodes {
+		for next[i] <= em.last[i].Load() {
+			take(again)
+		}
+	}
 }

@@ -333,29 +333,6 @@ func (li *localInterest) keeping() bool {
 	return li.keptN > 0
 }
 
-// covers reports whether a message to rooms may reach a socket of this node
-// by its own interest: the test a sender applies to the announcement
-// (instInterested), applied to this node's current interest.
-func (li *localInterest) covers(rooms []string) bool {
-	li.mu.Lock()
-	defer li.mu.Unlock()
-	if len(rooms) == 0 {
-		return li.sockets > 0
-	}
-	for _, room := range rooms {
-		if li.c.isSocketID(room) {
-			if li.sockets > 0 {
-				return true
-			}
-			continue
-		}
-		if li.rooms.has(roomBucket(room)) {
-			return true
-		}
-	}
-	return false
-}
-
 // snapshot returns the interest to announce for namespace nsp.
 func (li *localInterest) snapshot(nsp string) nspInterest {
 	li.mu.Lock()
@@ -470,6 +447,19 @@ func (n *peerNode) latest() *peerInterest {
 	return out
 }
 
+// sessionKeep is the longest keep of p's namespaces that keep sessions: a
+// silent node is written to at least that long, so that a client of it
+// restored elsewhere finds in its inbox what it missed (handoff.go).
+func (p *peerInterest) sessionKeep() time.Duration {
+	var d time.Duration
+	for _, in := range p.nsps {
+		if in.flags&interestKeeps != 0 {
+			d = max(d, in.keep)
+		}
+	}
+	return d
+}
+
 // peerInterest is the last announcement of one instance of another node.
 type peerInterest struct {
 	version uint64
@@ -558,6 +548,7 @@ func newRouteState(b routingBus, id string) *routeState {
 	r := &routeState{
 		bus:   b,
 		inbox: -1,
+		cuts:  cutWaits{in: make(chan cutRequest, maxQueuedCuts)},
 		wake:  make(chan struct{}, 1),
 		peers: make(map[string]*peerNode),
 		grace: make(map[graceKey]*graceEntry),
@@ -582,8 +573,9 @@ func (c *Cluster) startRouting(ctx context.Context) {
 		return
 	}
 	c.route = newRouteState(rb, c.id)
-	c.wg.Add(1)
+	c.wg.Add(2)
 	go c.interestLoop(ctx)
+	go c.cutLoop(ctx)
 }
 
 // routes reports whether namespace name is routed (see the top of the file).
@@ -842,9 +834,9 @@ func (r *routeState) expire(now time.Time, live map[string]bool, timeout, keep t
 			case live[id]:
 				gone = now.Sub(p.heard) > timeout
 			case p.relayed:
-				gone = now.Sub(p.heard) > keep
+				gone = now.Sub(p.heard) > max(keep, p.sessionKeep())
 			default:
-				gone = conn-p.heardConn > keep
+				gone = conn-p.heardConn > max(keep, p.sessionKeep())
 			}
 			if !gone {
 				continue

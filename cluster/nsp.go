@@ -69,19 +69,16 @@ func (a *nspAdapter) targets(m *message) []string {
 	return a.c.routeTargets(a.name, m.rooms, every)
 }
 
-// publishOwn publishes a recoverable broadcast m of this routed namespace to
-// rooms: to the nodes it concerns and, when one of this node's sockets may
-// get it, to this node's own inbox too (never read back here), which is the
-// history of this node's clients (handoff.go).
-func (a *nspAdapter) publishOwn(ctx context.Context, m *message, rooms []string) error {
+// publishOwn publishes a recoverable broadcast m of this routed namespace: to
+// the nodes it concerns and to this node's own inbox (never read back here),
+// which is the history of this node's clients (handoff.go). Always: a session
+// of an earlier process under this node's id may be restored here, whose rooms
+// this process does not know yet.
+func (a *nspAdapter) publishOwn(ctx context.Context, m *message) error {
 	rt := a.c.route
 	rt.pubMu.RLock()
 	defer rt.pubMu.RUnlock()
-	nodes := a.targets(m)
-	if a.interest.covers(rooms) {
-		nodes = append(nodes, a.c.id)
-	}
-	return a.publishTo(ctx, nodes, m)
+	return a.publishTo(ctx, append(a.targets(m), a.c.id), m)
 }
 
 // publishTo publishes m on the inboxes of nodes.
@@ -242,16 +239,22 @@ func (a *nspAdapter) apply(m *message) {
 	if a.isClosed() {
 		return
 	}
-	if a.rec.used.Load() {
-		a.applyRecoverable(m)
-		if h := testAfterApply.Load(); h != nil {
-			(*h)(a.name, m)
+	if !a.rec.used.Load() {
+		a.rec.unlocked.Add(1)
+		if !a.rec.used.Load() {
+			err := a.applyLocal(m)
+			a.rec.unlocked.Add(-1)
+			if err != nil && !errors.Is(err, adapter.ErrClosed) {
+				a.c.logLimited("cluster: message of another node not applied",
+					slog.String("namespace", a.name), slog.String("kind", m.kind.String()), slog.Any("error", err))
+			}
+			return
 		}
-		return
+		a.rec.unlocked.Add(-1) // a restore began: this one takes the lock
 	}
-	if err := a.applyLocal(m); err != nil && !errors.Is(err, adapter.ErrClosed) {
-		a.c.logLimited("cluster: message of another node not applied",
-			slog.String("namespace", a.name), slog.String("kind", m.kind.String()), slog.Any("error", err))
+	a.applyRecoverable(m)
+	if h := testAfterApply.Load(); h != nil {
+		(*h)(a.name, m)
 	}
 }
 

@@ -83,6 +83,9 @@ type recoverState struct {
 	// keep is the longest time a session of the namespace is kept after its
 	// connection broke (nanoseconds), as SaveSession was told.
 	keep atomic.Int64
+	// unlocked counts the deliveries in progress that do not take mu (used
+	// was false when they started): lockRecovery waits for them.
+	unlocked atomic.Int32
 }
 
 // keeps is how long the namespace keeps sessions (0 before the first).
@@ -227,7 +230,7 @@ func (a *nspAdapter) broadcastRecoverable(ctx context.Context, p *parser.Packet,
 		}
 		switch {
 		case a.interest != nil:
-			err = a.publishOwn(ctx, m, opts.Rooms)
+			err = a.publishOwn(ctx, m)
 		case a.c.recall != nil:
 			_, err = a.c.recall.PublishSeq(ctx, a.key(), m.marshal())
 			if err != nil {
@@ -356,8 +359,7 @@ func (a *nspAdapter) RestoreSession(ctx context.Context, pid, off string, maxMis
 	if from.part >= 0 {
 		return fmt.Errorf("%w: offset %q is of a routed namespace; this one is not", adapter.ErrNoSession, off)
 	}
-	a.rec.used.Store(true)
-	a.rec.mu.Lock()
+	a.lockRecovery()
 	defer a.rec.mu.Unlock()
 	// This node's own messages up to now must be in Redis to be read back.
 	sctx, cancel := context.WithTimeout(ctx, restoreSyncTimeout)
@@ -514,4 +516,15 @@ func (r *roomSet) list() []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// lockRecovery takes rec.mu for a restore, once every delivery of the
+// namespace takes it: one that started without it (before the namespace was
+// used for recovery) has returned.
+func (a *nspAdapter) lockRecovery() {
+	a.rec.used.Store(true)
+	for a.rec.unlocked.Load() > 0 {
+		time.Sleep(50 * time.Microsecond)
+	}
+	a.rec.mu.Lock()
 }

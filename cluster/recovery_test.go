@@ -107,6 +107,36 @@ func (c *recoveringClient) event() int {
 	return n
 }
 
+// awayStored waits until session pid is stored as away: its record's time
+// to live is the session's own (keep), no longer keep plus the slack of a
+// connected session.
+func awayStored(t *testing.T, redis *redistest.Server, pid string, keep time.Duration) {
+	t.Helper()
+	ctx := testCtx(t)
+	testwait.For(t, waitTimeout, "the session stored as away", func() bool {
+		keys, err := redis.Do(ctx, "KEYS", "*:kv:session:"+pid)
+		if err != nil || len(keys.([]any)) != 1 {
+			return false
+		}
+		ttl, err := redis.Do(ctx, "PTTL", keys.([]any)[0].(string))
+		return err == nil && ttl.(int64) >= 0 && ttl.(int64) <= keep.Milliseconds()
+	})
+}
+
+// sessionRecordOf returns the record of session pid in Redis, "" when none.
+func sessionRecordOf(t *testing.T, redis *redistest.Server, pid string) string {
+	ctx := testCtx(t)
+	keys, err := redis.Do(ctx, "KEYS", "*:kv:session:"+pid)
+	if err != nil || len(keys.([]any)) != 1 {
+		return ""
+	}
+	v, err := redis.Do(ctx, "GET", keys.([]any)[0].(string))
+	if err != nil || v == nil {
+		return ""
+	}
+	return v.(string)
+}
+
 type recoveryNode struct {
 	srv *socketio.Server
 	url string
@@ -200,14 +230,7 @@ func testRecoveryOnAnotherNode(t *testing.T, routed bool) {
 	leave := func(c *recoveringClient, keep time.Duration) {
 		t.Helper()
 		c.c.CloseNow()
-		testwait.For(t, waitTimeout, "the session stored as away", func() bool {
-			keys, err := redis.Do(ctx, "KEYS", "*:kv:session:"+c.pid)
-			if err != nil || len(keys.([]any)) != 1 {
-				return false
-			}
-			ttl, err := redis.Do(ctx, "PTTL", keys.([]any)[0].(string))
-			return err == nil && ttl.(int64) >= 0 && ttl.(int64) <= keep.Milliseconds()
-		})
+		awayStored(t, redis, c.pid, keep)
 	}
 
 	t.Run("recovered", func(t *testing.T) {
@@ -420,14 +443,7 @@ func testRecoveryOnAnotherNodeEmitterEvents(t *testing.T, routed bool) {
 		}
 	}
 	c.c.CloseNow()
-	testwait.For(t, waitTimeout, "the session stored as away", func() bool {
-		keys, err := redis.Do(ctx, "KEYS", "*:kv:session:"+c.pid)
-		if err != nil || len(keys.([]any)) != 1 {
-			return false
-		}
-		ttl, err := redis.Do(ctx, "PTTL", keys.([]any)[0].(string))
-		return err == nil && ttl.(int64) >= 0 && ttl.(int64) <= socketio.DefaultMaxDisconnectionDuration.Milliseconds()
-	})
+	awayStored(t, redis, c.pid, socketio.DefaultMaxDisconnectionDuration)
 	emitFrom(4, 6)
 	back := dialRecovering(t, b.url, c.pid, c.offset)
 	if back.id != c.id || back.pid != c.pid {

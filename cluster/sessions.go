@@ -44,9 +44,15 @@ type sessionRecord struct {
 	// KeepMS is how long the session stays restorable after its connection
 	// breaks.
 	KeepMS int64 `json:"keep_ms"`
+	// Node is the node that keeps the session (whose inbox its offsets
+	// name, on a routed namespace).
+	Node string `json:"node,omitempty"`
 	// Cuts are, on a routed namespace, the messages the client got from an
 	// earlier node's inbox when it was restored on this node (handoff.go).
 	Cuts []recordCut `json:"cuts,omitempty"`
+	// Handoff is, on a routed namespace, the last restore of the session
+	// from another node's inbox (handoff.go).
+	Handoff *handoffRecord `json:"handoff,omitempty"`
 }
 
 type liveSession struct {
@@ -65,28 +71,48 @@ type sessionStore struct {
 	mu   sync.Mutex
 	live map[string]*liveSession // by pid
 	wake chan struct{}
-	// cuts are the cuts of sessions restored here (handoff.go) until their
-	// first SaveSession.
-	cuts map[string][]recordCut
+	// carried are the carries of sessions not live here (setCarry).
+	carried map[string]carry
 }
 
-// maxPendingCuts bounds sessionStore.cuts.
-const maxPendingCuts = 4096
+// carry is what a session record keeps across the times this node
+// recreates it (a restore here, a client back after its record was written
+// as away): the cuts and the handoff of its last restore (handoff.go).
+type carry struct {
+	cuts    []recordCut
+	handoff *handoffRecord
+}
 
-// setCuts keeps the cuts of session pid, restored here, for its record.
-func (st *sessionStore) setCuts(pid string, cuts []recordCut) {
+// maxCarried bounds sessionStore.carried.
+const maxCarried = 4096
+
+// setCarry keeps k for session pid until its record is written again.
+func (st *sessionStore) setCarry(pid string, k carry) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if ls := st.live[pid]; ls != nil {
-		ls.rec.Cuts, ls.dirty = cuts, true
+		ls.rec.Cuts, ls.rec.Handoff, ls.dirty = k.cuts, k.handoff, true
 		return
 	}
-	if st.cuts == nil || len(st.cuts) >= maxPendingCuts {
-		// Sessions restored whose socket closed before it was saved: their
-		// cuts are of no use.
-		st.cuts = make(map[string][]recordCut)
+	st.carryLocked(pid, k)
+}
+
+// carryLocked keeps k for pid; st.mu is held.
+func (st *sessionStore) carryLocked(pid string, k carry) {
+	if len(k.cuts) == 0 && k.handoff == nil {
+		delete(st.carried, pid)
+		return
 	}
-	st.cuts[pid] = cuts
+	if st.carried == nil {
+		st.carried = make(map[string]carry)
+	}
+	if _, ok := st.carried[pid]; !ok && len(st.carried) >= maxCarried {
+		for old := range st.carried { // one out, any: a session long gone, most likely
+			delete(st.carried, old)
+			break
+		}
+	}
+	st.carried[pid] = k
 }
 
 func sessionKey(pid string) string { return "session:" + pid }
@@ -155,6 +181,10 @@ func (st *sessionStore) flush(ctx context.Context) {
 		}
 		if s.away || s.drop {
 			delete(st.live, pid)
+		}
+		if s.away {
+			// Back here later (not restored elsewhere), it is recreated.
+			st.carryLocked(pid, carry{cuts: s.rec.Cuts, handoff: s.rec.Handoff})
 		}
 		jobs = append(jobs, j)
 	}
@@ -250,12 +280,13 @@ func (a *nspAdapter) SaveSession(s adapter.Session, keep time.Duration) {
 	defer st.mu.Unlock()
 	ls := st.live[s.PID]
 	if ls == nil || ls.drop {
-		ls = &liveSession{rec: sessionRecord{Base: base, Cuts: st.cuts[s.PID]}}
-		delete(st.cuts, s.PID)
+		k := st.carried[s.PID]
+		delete(st.carried, s.PID)
+		ls = &liveSession{rec: sessionRecord{Base: base, Cuts: k.cuts, Handoff: k.handoff}}
 		st.live[s.PID] = ls
 	}
 	ls.away = false
-	ls.rec.SID, ls.rec.Nsp, ls.rec.Data, ls.rec.KeepMS = s.SID, a.name, s.Data, keep.Milliseconds()
+	ls.rec.SID, ls.rec.Nsp, ls.rec.Data, ls.rec.KeepMS, ls.rec.Node = s.SID, a.name, s.Data, keep.Milliseconds(), a.c.id
 	ls.rec.Rooms = slices.Clone(s.Rooms)
 	ls.dirty = true
 }
@@ -269,7 +300,14 @@ func (a *nspAdapter) SessionAway(pid string, keep time.Duration) {
 	a.withLiveSession(pid, func(ls *liveSession) {
 		ls.rec.KeepMS = keep.Milliseconds()
 		ls.away, ls.dirty = true, true
-		rooms, found = ls.rec.Rooms, true
+		// With the rooms its stand-in is in: those another node made it
+		// join (socketsJoin) no SaveSession reported.
+		for _, r := range a.local.Rooms(ls.rec.SID) {
+			if r != ls.rec.SID && !slices.Contains(ls.rec.Rooms, r) {
+				ls.rec.Rooms = append(ls.rec.Rooms, r)
+			}
+		}
+		rooms, found = slices.Clone(ls.rec.Rooms), true
 	})
 	if found && a.interest != nil {
 		// Routed: its rooms stay this node's interest while it is kept.
@@ -281,6 +319,11 @@ func (a *nspAdapter) SessionAway(pid string, keep time.Duration) {
 // next flush, if this node still owns the session.
 func (a *nspAdapter) DropSession(pid string) {
 	a.withLiveSession(pid, func(ls *liveSession) { ls.drop, ls.dirty = true, true })
+	if st := a.c.sessions; st != nil {
+		st.mu.Lock()
+		delete(st.carried, pid)
+		st.mu.Unlock()
+	}
 }
 
 // withLiveSession calls f with the live session pid under the store's lock,
