@@ -59,7 +59,6 @@ func TestRecoveryAcrossNodes(t *testing.T) {
 		{name: "routed: A SIGTERM", recovery: "2m", fault: faultTerm, routed: true},
 		{name: "routed: A SIGKILL", recovery: "2m", fault: faultKill, routed: true},
 		{name: "routed: A SIGKILL and restart", recovery: "2m", fault: faultRestart, routed: true},
-		{name: "routed: same node: connections cut, A stays", recovery: "2m", fault: faultCut, routed: true},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			r := runRecovery(t, bin, node, sc)
