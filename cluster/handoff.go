@@ -390,15 +390,10 @@ func (a *nspAdapter) restoreRouted(ctx context.Context, rec *sessionRecord, pid 
 		}
 	}
 
-	a.lockRecovery()
-	defer a.rec.mu.Unlock()
-	// This node's own messages up to now must be in Redis to be read back.
-	sctx, cancel := context.WithTimeout(ctx, restoreSyncTimeout)
-	err = r.Sync(sctx)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("%w: this node's outbox did not reach Redis: %w", adapter.ErrNoSession, err)
+	if err := a.lockRestore(ctx); err != nil {
+		return err
 	}
+	defer a.rec.mu.Unlock()
 	here, hereShared, ownSeq := a.inboxPosLocked(), a.sharedPosLocked(), r.LastSeqOn(myPart)
 	rp := replay{a: a, rooms: newRoomSet(rec.SID, rec.Rooms), max: maxMissed}
 	had := cutsOn(rec.Cuts, from.part)

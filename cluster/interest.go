@@ -249,22 +249,30 @@ func (li *localInterest) roomChanged(ch adapter.RoomChange) {
 		li.sockets += int(d)
 		changed = had != (li.sockets > 0)
 	} else {
-		b := roomBucket(ch.Room)
-		had := li.rooms.has(b)
-		li.counts[b] += d
-		if now := li.counts[b] > 0; now != had {
-			if now {
-				li.rooms.set(b)
-			} else {
-				li.rooms.clear(b)
-			}
-			changed = true
-		}
+		changed = li.countLocked(ch.Room, d)
 	}
 	li.mu.Unlock()
 	if changed {
 		li.c.interestChanged()
 	}
+}
+
+// countLocked adds d memberships to room's bucket and reports whether the
+// bucket entered or left the set; li.mu is held.
+func (li *localInterest) countLocked(room string, d int32) bool {
+	b := roomBucket(room)
+	had := li.rooms.has(b)
+	li.counts[b] += d
+	now := li.counts[b] > 0
+	if now == had {
+		return false
+	}
+	if now {
+		li.rooms.set(b)
+	} else {
+		li.rooms.clear(b)
+	}
+	return true
 }
 
 // hold adds rooms, and a socket, to the interest as if a socket had joined
@@ -285,15 +293,7 @@ func (li *localInterest) held(rooms []string, d int32) {
 	li.sockets += int(d)
 	changed = had != (li.sockets > 0)
 	for _, room := range rooms {
-		b := roomBucket(room)
-		had := li.rooms.has(b)
-		li.counts[b] += d
-		if now := li.counts[b] > 0; now != had {
-			if now {
-				li.rooms.set(b)
-			} else {
-				li.rooms.clear(b)
-			}
+		if li.countLocked(room, d) {
 			changed = true
 		}
 	}

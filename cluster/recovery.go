@@ -359,23 +359,16 @@ func (a *nspAdapter) RestoreSession(ctx context.Context, pid, off string, maxMis
 	if from.part >= 0 {
 		return fmt.Errorf("%w: offset %q is of a routed namespace; this one is not", adapter.ErrNoSession, off)
 	}
-	a.lockRecovery()
-	defer a.rec.mu.Unlock()
-	// This node's own messages up to now must be in Redis to be read back.
-	sctx, cancel := context.WithTimeout(ctx, restoreSyncTimeout)
-	err = r.Sync(sctx)
-	cancel()
-	if err != nil {
-		return fmt.Errorf("%w: this node's outbox did not reach Redis: %w", adapter.ErrNoSession, err)
+	if err := a.lockRestore(ctx); err != nil {
+		return err
 	}
+	defer a.rec.mu.Unlock()
 	here, mine, ownSeq := a.positionLocked(), r.Instance(), r.LastSeq(a.key())
 	if here == "" {
 		return fmt.Errorf("%w: this node has not read the namespace's partition yet", adapter.ErrNoSession)
 	}
 	s := adapter.Session{PID: pid, SID: rec.SID, Rooms: rec.Rooms, Data: rec.Data}
-	rooms := newRoomSet(rec.SID, rec.Rooms)
-	var missed []*parser.Encoded
-	var bad error
+	rp := replay{a: a, rooms: newRoomSet(rec.SID, rec.Rooms), max: maxMissed}
 	after := from.pos
 	if after == "-" {
 		// Its node had not started reading the stream: where its events
@@ -400,48 +393,17 @@ func (a *nspAdapter) RestoreSession(ctx context.Context, pid, off string, maxMis
 		if e.Instance == from.inst && e.Seq <= from.seq {
 			return true // the client had it from its earlier node
 		}
-		m, err := decodeMessage(e.Payload)
-		if err != nil || m.nsp != a.name {
-			return true
+		o := offset{pos: e.ID, inst: from.inst, seq: from.seq, part: -1}
+		if own && bus.ComparePositions(e.ID, here) > 0 {
+			o = offset{pos: here, inst: mine, seq: e.Seq, part: -1}
 		}
-		switch m.kind {
-		case kindAddSockets, kindDelSockets:
-			if rooms.matches(m.options()) {
-				rooms.apply(m.kind == kindAddSockets, m.target)
-			}
-		case kindDisconnect:
-			if rooms.matches(m.options()) {
-				bad = fmt.Errorf("%w: disconnected by the server while away", adapter.ErrNoSession)
-				return false
-			}
-		case kindBroadcast:
-			if !recoverableHere(m) || !rooms.matches(m.options()) {
-				return true
-			}
-			if len(missed) >= maxMissed {
-				bad = fmt.Errorf("%w: more than %d missed events", adapter.ErrNoSession, maxMissed)
-				return false
-			}
-			o := offset{pos: e.ID, inst: from.inst, seq: from.seq, part: -1}
-			if own && bus.ComparePositions(e.ID, here) > 0 {
-				o = offset{pos: here, inst: mine, seq: e.Seq, part: -1}
-			}
-			p := &parser.Packet{Type: m.ptype, Namespace: a.name, Data: m.data, Attachments: m.attachments}
-			missed = append(missed, parser.Encode(withOffset(p, o.String())))
-		}
-		return true
+		return rp.add(e, o)
 	})
-	if bad != nil {
-		return bad
+	if err := rp.result(err); err != nil {
+		return err
 	}
-	if err != nil {
-		if errors.Is(err, bus.ErrHistoryTrimmed) {
-			return fmt.Errorf("%w: %w", adapter.ErrNoSession, err)
-		}
-		return fmt.Errorf("%w: reading the history: %w", adapter.ErrNoSession, err)
-	}
-	s.Rooms = rooms.list()
-	if err := attach(s, missed); err != nil {
+	s.Rooms = rp.rooms.list()
+	if err := attach(s, rp.missed); err != nil {
 		return err
 	}
 	// What the client had from its earlier node but this node applies only
@@ -516,6 +478,21 @@ func (r *roomSet) list() []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// lockRestore takes rec.mu (lockRecovery) once this node's own messages up to
+// now are in Redis, to be read back; it returns an error without the lock
+// when they do not get there within restoreSyncTimeout.
+func (a *nspAdapter) lockRestore(ctx context.Context) error {
+	a.lockRecovery()
+	sctx, cancel := context.WithTimeout(ctx, restoreSyncTimeout)
+	err := a.c.recall.Sync(sctx)
+	cancel()
+	if err != nil {
+		a.rec.mu.Unlock()
+		return fmt.Errorf("%w: this node's outbox did not reach Redis: %w", adapter.ErrNoSession, err)
+	}
+	return nil
 }
 
 // lockRecovery takes rec.mu for a restore, once every delivery of the
