@@ -148,16 +148,22 @@ func (c *Cluster) serveCut(ctx context.Context, from string, inst uint64, m *mes
 		return &message{kind: kindCutAnswer, flags: flags, reqID: m.reqID, instance: inst, cutOld: cutOld, cutNew: cutNew}
 	}
 	c.control(from, answer(0))
-	sctx, cancel := context.WithTimeout(ctx, restoreFlushTimeout)
-	err := r.bus.Sync(sctx)
-	cancel()
-	if err != nil {
-		// The restoring node gives its client a new session.
-		c.logLimited("cluster: a cut for a session restored on another node not confirmed: this node's outbox did not reach Redis",
-			slog.String("peer", from), slog.Any("error", err))
-		return
-	}
-	c.control(from, answer(flagFlushed))
+	// The confirmation waits for the outbox, the next request's first answer
+	// does not. (cutLoop runs under c.wg: adding to it here is safe.)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		sctx, cancel := context.WithTimeout(ctx, restoreFlushTimeout)
+		err := r.bus.Sync(sctx)
+		cancel()
+		if err != nil {
+			// The restoring node gives its client a new session.
+			c.logLimited("cluster: a cut for a session restored on another node not confirmed: this node's outbox did not reach Redis",
+				slog.String("peer", from), slog.Any("error", err))
+			return
+		}
+		c.control(from, answer(flagFlushed))
+	}()
 }
 
 // cutAnswered takes a node's answer to a cut of this process.
