@@ -198,7 +198,7 @@ func (c *Cluster) cutAnswered(from string, inst uint64, m *message) {
 // cut off: docs/SCALING.md), and fails the restore otherwise; one that
 // answered but did not say flushed within restoreFlushTimeout more fails it
 // too.
-func (c *Cluster) askCuts(ctx context.Context, part int, home string) (map[uint64]cutAnswer, error) {
+func (c *Cluster) askCuts(ctx context.Context, part int, home string) (cuts map[uint64]cutAnswer, homeAnswered bool, err error) {
 	r := c.route
 	id := r.cuts.ids.Add(1)
 	w := &cutWait{answers: make(map[instKey]cutAnswer), wake: make(chan struct{}, 1)}
@@ -222,8 +222,9 @@ func (c *Cluster) askCuts(ctx context.Context, part int, home string) (map[uint6
 		// A failure (the bus reconnecting) is made good by the next round.
 		_ = c.bus.Send(sctx, "", payload)
 	}
+	sentAt := time.Now()
 	send()
-	first := time.Now().Add(restoreCutTimeout)
+	first := sentAt.Add(restoreCutTimeout)
 	flushBy := first.Add(restoreFlushTimeout)
 	delay := helloFirstDelay
 	t := time.NewTimer(delay)
@@ -239,7 +240,13 @@ func (c *Cluster) askCuts(ctx context.Context, part int, home string) (map[uint6
 		}
 		r.cuts.mu.Unlock()
 		var silent, unflushed []string
-		for _, node := range c.liveNodes() {
+		nodes := c.liveNodes()
+		for node := range heard {
+			if !slices.Contains(nodes, node) {
+				nodes = append(nodes, node) // answered, not live by heartbeat yet
+			}
+		}
+		for _, node := range nodes {
 			switch {
 			case flushed[node]:
 			case heard[node]:
@@ -249,18 +256,19 @@ func (c *Cluster) askCuts(ctx context.Context, part int, home string) (map[uint6
 			}
 		}
 		now := time.Now()
-		gone := len(silent) == 1 && silent[0] == home && now.After(first)
+		// Home, silent, is gone unless heard from since the request.
+		gone := len(silent) == 1 && silent[0] == home && now.After(first) && !c.lastHeard(home).After(sentAt)
 		if len(unflushed) == 0 && (len(silent) == 0 || gone) {
 			break
 		}
 		if now.After(flushBy) || (now.After(first) && len(silent) > 0 && !gone) {
 			slices.Sort(silent)
 			slices.Sort(unflushed)
-			return nil, fmt.Errorf("%w: no cut from %v, none confirmed by %v", adapter.ErrNoSession, silent, unflushed)
+			return nil, false, fmt.Errorf("%w: no cut from %v, none confirmed by %v", adapter.ErrNoSession, silent, unflushed)
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: waiting for the cuts: %w", adapter.ErrNoSession, ctx.Err())
+			return nil, false, fmt.Errorf("%w: waiting for the cuts: %w", adapter.ErrNoSession, ctx.Err())
 		case <-w.wake:
 		case <-t.C:
 			send()
@@ -271,12 +279,21 @@ func (c *Cluster) askCuts(ctx context.Context, part int, home string) (map[uint6
 	r.cuts.mu.Lock()
 	defer r.cuts.mu.Unlock()
 	out := make(map[uint64]cutAnswer, len(w.answers))
-	for _, a := range w.answers {
+	for k, a := range w.answers {
 		if a.flushed {
 			out[a.inst] = a
+			homeAnswered = homeAnswered || k.node == home
 		}
 	}
-	return out, nil
+	return out, homeAnswered, nil
+}
+
+// lastHeard is when node id was last heard alive (its direct messages, its
+// beats in the membership record); zero when not live.
+func (c *Cluster) lastHeard(id string) time.Time {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.nodes[id]
 }
 
 // recordCut is a cut a session record keeps: on partition Part, the messages
@@ -340,6 +357,7 @@ func (a *nspAdapter) restoreRouted(ctx context.Context, rec *sessionRecord, pid 
 	if n := rt.bus.Partitions(); from.part >= n {
 		return fmt.Errorf("%w: its offset names partition %d of %d", adapter.ErrNoSession, from.part, n)
 	}
+	sent := from.String() // the client's, before it stands for another
 	if rec.Node != "" && from.part != rt.bus.InboxOf(rec.Node) {
 		// An offset of the inbox its session was restored from: the client
 		// has what was replayed from it only if it has the last of those.
@@ -353,7 +371,6 @@ func (a *nspAdapter) restoreRouted(ctx context.Context, rec *sessionRecord, pid 
 		}
 		from = resume
 	}
-	sent := from.String()
 	mine, myPart := r.Instance(), rt.inbox
 	// The rooms the client is in, those joined while it was away included.
 	held := newRoomSet(rec.SID, rec.Rooms)
@@ -367,6 +384,7 @@ func (a *nspAdapter) restoreRouted(ctx context.Context, rec *sessionRecord, pid 
 		return (&replay{}).result(err)
 	}
 	holdRooms := held.list()
+	joined := len(holdRooms) > len(newRoomSet(rec.SID, rec.Rooms).list())
 	a.interest.hold(holdRooms)
 	defer a.interest.release(holdRooms)
 	a.rec.mu.Lock()
@@ -375,9 +393,14 @@ func (a *nspAdapter) restoreRouted(ctx context.Context, rec *sessionRecord, pid 
 	if h0 == "" {
 		return fmt.Errorf("%w: this node has not read its inbox yet", adapter.ErrNoSession)
 	}
-	cuts, err := c.askCuts(ctx, from.part, rec.Node)
+	cuts, homeAnswered, err := c.askCuts(ctx, from.part, rec.Node)
 	if err != nil {
 		return err
+	}
+	if joined && !homeAnswered {
+		// Its node, gone, did not announce them: what was sent to them
+		// since may be in no inbox.
+		return fmt.Errorf("%w: it joined rooms while away and its node is gone", adapter.ErrNoSession)
 	}
 	// Everything up to a cut that came here is applied before the client is.
 	var tail string
@@ -427,13 +450,6 @@ func (a *nspAdapter) restoreRouted(ctx context.Context, rec *sessionRecord, pid 
 	if err = rp.result(err); err != nil {
 		return err
 	}
-	// A room the client joined that this node did not hold was routed to
-	// the earlier inbox only past the cuts.
-	for x := range rp.rooms.rooms {
-		if !held.rooms[x] {
-			return fmt.Errorf("%w: it joined room %q while its session was restored", adapter.ErrNoSession, x)
-		}
-	}
 	// This node's inbox: what came past the cuts before the client was here.
 	// (When the earlier inbox is this one, the read above left out exactly
 	// these.)
@@ -477,6 +493,13 @@ func (a *nspAdapter) restoreRouted(ctx context.Context, rec *sessionRecord, pid 
 		return err
 	}
 
+	// A room the client joined (from any of the three) that this node did
+	// not hold was routed elsewhere, or nowhere, past the cuts.
+	for x := range rp.rooms.rooms {
+		if !held.rooms[x] {
+			return fmt.Errorf("%w: it joined room %q while its session was restored", adapter.ErrNoSession, x)
+		}
+	}
 	s := adapter.Session{PID: pid, SID: rec.SID, Rooms: rp.rooms.list(), Data: rec.Data}
 	if err := attach(s, rp.missed); err != nil {
 		return err

@@ -470,3 +470,144 @@ func TestRecoveryBreakDuringReplay(t *testing.T) {
 		}
 	}
 }
+
+// slowConfirmBus signals its node's first cut answer, and sends the answers
+// that confirm a second later.
+type slowConfirmBus struct {
+	*bus.Reliable
+	on  *atomic.Bool
+	cut chan struct{}
+}
+
+func (d slowConfirmBus) Send(ctx context.Context, to string, payload []byte) error {
+	if d.on.Load() {
+		if m, err := decodeMessage(payload); err == nil && m.kind == kindCutAnswer {
+			if m.flags&flagFlushed != 0 {
+				p := slices.Clone(payload)
+				time.AfterFunc(time.Second, func() { _ = d.Reliable.Send(context.Background(), to, p) })
+				return nil
+			}
+			select {
+			case d.cut <- struct{}{}:
+			default:
+			}
+		}
+	}
+	return d.Reliable.Send(ctx, to, payload)
+}
+
+// eventsUntil reads events of r until sentinel, and returns them.
+func eventsUntil(r *recoveringClient, sentinel int) map[int]bool {
+	got := map[int]bool{}
+	for {
+		n := r.event()
+		got[n] = true
+		if n == sentinel {
+			return got
+		}
+	}
+}
+
+// A node makes the session join a room after it gave its cut, while the
+// session is restored on b, which did not hold that room: what is sent to it
+// may be in no inbox. The client gets every event to the room, or a new
+// session saying so; never a session in the room that lacks some.
+func TestRecoveryRoutedJoinDuringRestore(t *testing.T) {
+	redis := redistest.Standalone(t)
+	ctx := testCtx(t)
+	newBus := redisEnv(redis.URL()).newCluster(t)
+	var on atomic.Bool
+	cut := make(chan struct{}, 1)
+	buses := func(id string) bus.Bus {
+		r := newBus(id)
+		if id == "node-2" {
+			return slowConfirmBus{Reliable: r, on: &on, cut: cut}
+		}
+		return r
+	}
+	nodes := recoveryNodesN(t, 3, buses, true, &socketio.RecoveryOptions{})
+	a, b, d := nodes[0], nodes[1], nodes[2]
+	c := dialRecovering(t, a.url, "", "")
+	a.routed(t)
+	c.c.CloseNow()
+	awayStored(t, redis, c.pid, socketio.DefaultMaxDisconnectionDuration)
+	on.Store(true)
+	done := make(chan *recoveringClient, 1)
+	go func() { done <- dialRecovering(t, b.url, c.pid, c.offset) }()
+	select {
+	case <-cut: // d gave its cut
+	case <-time.After(waitTimeout):
+		t.Fatal("no cut from d")
+	}
+	if err := d.srv.In(c.id).SocketsJoin(ctx, "r4"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.srv.To("r4").Emit(ctx, "e", 42); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.srv.To("r4").Emit(ctx, "e", 43); err != nil {
+		t.Fatal(err)
+	}
+	back := <-done
+	if back.id != c.id {
+		if line := b.log.find("session not recovered"); !strings.Contains(line, `joined room "r4" while its session was restored`) {
+			t.Fatalf("not recovered: %s", line)
+		}
+		return
+	}
+	if err := d.srv.To(c.id).Emit(ctx, "e", 99); err != nil {
+		t.Fatal(err)
+	}
+	if got := eventsUntil(back, 99); !got[42] || !got[43] {
+		t.Fatalf("restored in r4 without events 42 and 43: %v", got)
+	}
+}
+
+// A session made to join a room while away, after its node drained: that
+// node's kept interest does not have the room, so what was sent to it is in
+// no inbox the restore reads. The client gets a new session saying so, or
+// every event.
+func TestRecoveryRoutedJoinWhileAwayNodeGone(t *testing.T) {
+	redis := redistest.Standalone(t)
+	ctx := testCtx(t)
+	nodes := recoveryNodesN(t, 3, recoveryBuses(t, redis.URL(), true), true, &socketio.RecoveryOptions{})
+	a, b, d := nodes[0], nodes[1], nodes[2]
+	c := dialRecovering(t, a.url, "", "")
+	a.routed(t)
+	c.c.CloseNow()
+	awayStored(t, redis, c.pid, socketio.DefaultMaxDisconnectionDuration)
+	sctx, cancel := context.WithTimeout(ctx, waitTimeout)
+	defer cancel()
+	if err := a.srv.Shutdown(sctx); err != nil {
+		t.Fatal(err)
+	}
+	a.routed(t)
+	if err := a.c.Close(sctx); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, waitTimeout, "a's goodbye at b and d", func() bool {
+		return !slices.Contains(b.c.Nodes(), "node-0") && !slices.Contains(d.c.Nodes(), "node-0")
+	})
+	if err := d.srv.In(c.id).SocketsJoin(ctx, "r3"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.srv.To("r3").Emit(ctx, "e", 42); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.srv.To("r3").Emit(ctx, "e", 43); err != nil {
+		t.Fatal(err)
+	}
+	back := dialRecovering(t, b.url, c.pid, c.offset)
+	if back.id != c.id {
+		if line := b.log.find("session not recovered"); !strings.Contains(line, "joined rooms while away and its node is gone") {
+			t.Fatalf("not recovered: %s", line)
+		}
+		return
+	}
+	if err := d.srv.To(c.id).Emit(ctx, "e", 99); err != nil {
+		t.Fatal(err)
+	}
+	if got := eventsUntil(back, 99); !got[42] || !got[43] {
+		t.Fatalf("restored in r3 without events 42 and 43: %v", got)
+	}
+}

@@ -243,6 +243,13 @@ func (a *nspAdapter) apply(m *message) {
 		a.rec.unlocked.Add(1)
 		if !a.rec.used.Load() {
 			err := a.applyLocal(m)
+			if m.pos != "" {
+				if a.interest != nil && m.part == a.c.route.inbox {
+					a.rec.lastInbox.Store(m)
+				} else {
+					a.rec.lastShared.Store(m)
+				}
+			}
 			a.rec.unlocked.Add(-1)
 			if err != nil && !errors.Is(err, adapter.ErrClosed) {
 				a.c.logLimited("cluster: message of another node not applied",

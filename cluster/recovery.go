@@ -84,8 +84,12 @@ type recoverState struct {
 	// connection broke (nanoseconds), as SaveSession was told.
 	keep atomic.Int64
 	// unlocked counts the deliveries in progress that do not take mu (used
-	// was false when they started): lockRecovery waits for them.
-	unlocked atomic.Int32
+	// was false when they started): lockRecovery waits for them, then
+	// counts the last of them (lastInbox: of a routed namespace's inbox;
+	// lastShared: of the shared partition) as applied: the bus's position
+	// moves only once their delivery has returned.
+	unlocked              atomic.Int32
+	lastInbox, lastShared atomic.Pointer[message]
 }
 
 // keeps is how long the namespace keeps sessions (0 before the first).
@@ -504,4 +508,14 @@ func (a *nspAdapter) lockRecovery() {
 		time.Sleep(50 * time.Microsecond)
 	}
 	a.rec.mu.Lock()
+	shared := &a.rec.applied
+	if a.interest != nil {
+		shared = &a.rec.appliedShared
+		if m := a.rec.lastInbox.Load(); m != nil {
+			a.rec.applied = laterPos(a.rec.applied, m.pos)
+		}
+	}
+	if m := a.rec.lastShared.Load(); m != nil {
+		*shared = laterPos(*shared, m.pos)
+	}
 }
