@@ -288,12 +288,13 @@ func (c *Cluster) askCuts(ctx context.Context, part int, home string) (cuts map[
 	return out, homeAnswered, nil
 }
 
-// lastHeard is when node id was last heard alive (its direct messages, its
-// beats in the membership record); zero when not live.
+// lastHeard is when a direct message of node id last arrived (not its beats
+// in the membership record, read at this node's pace, which may show a
+// crashed node's last beat after the crash); zero when none.
 func (c *Cluster) lastHeard(id string) time.Time {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return c.nodes[id]
+	return c.direct[id]
 }
 
 // recordCut is a cut a session record keeps: on partition Part, the messages

@@ -115,6 +115,10 @@ func (c *Cluster) heard(id string, m *message) {
 	delete(c.gone, id)
 	_, known := c.nodes[id]
 	c.nodes[id] = now
+	if c.direct == nil {
+		c.direct = make(map[string]time.Time)
+	}
+	c.direct[id] = now
 	if c.roster != nil {
 		if c.directAt == nil {
 			c.directAt = make(map[string]time.Time)
@@ -230,6 +234,7 @@ func (c *Cluster) nodeGone(id string, bye bool) {
 	c.mu.Lock()
 	_, known := c.nodes[id]
 	delete(c.nodes, id)
+	delete(c.direct, id)
 	delete(c.insts, id)
 	delete(c.directAt, id)
 	if bye {
