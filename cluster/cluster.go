@@ -221,7 +221,7 @@ type Cluster struct {
 	nodes map[string]time.Time // other node id -> last heard from
 	// direct is when each live node's last direct message arrived.
 	direct map[string]time.Time
-	gone  map[string]time.Time // node id -> when it said goodbye
+	gone   map[string]time.Time // node id -> when it said goodbye
 	// insts is when each bus instance (process) of a live node was last
 	// heard: a goodbye of one of two processes under one id (goodbye) leaves
 	// the node alive.
