@@ -296,12 +296,7 @@ func testRecoveryTwiceOffsetOfEarlierInbox(t *testing.T, routed bool) {
 func TestRecoveryCutsKeptOnTakeOver(t *testing.T) {
 	redis := redistest.Standalone(t)
 	ctx := testCtx(t)
-	nodes := recoveryNodesN(t, 3, recoveryBuses(t, redis.URL(), true), true, &socketio.RecoveryOptions{})
-	a, b, d := nodes[0], nodes[1], nodes[2]
-	c := dialRecovering(t, a.url, "", "")
-	a.routed(t)
-	c.c.CloseNow()
-	awayStored(t, redis, c.pid, socketio.DefaultMaxDisconnectionDuration)
+	_, b, d, c := awayFromA(t, redis, recoveryBuses(t, redis.URL(), true))
 	if err := d.srv.To("room").Emit(ctx, "e", 1); err != nil {
 		t.Fatal(err)
 	}
@@ -525,12 +520,7 @@ func TestRecoveryRoutedJoinDuringRestore(t *testing.T) {
 		}
 		return r
 	}
-	nodes := recoveryNodesN(t, 3, buses, true, &socketio.RecoveryOptions{})
-	a, b, d := nodes[0], nodes[1], nodes[2]
-	c := dialRecovering(t, a.url, "", "")
-	a.routed(t)
-	c.c.CloseNow()
-	awayStored(t, redis, c.pid, socketio.DefaultMaxDisconnectionDuration)
+	_, b, d, c := awayFromA(t, redis, buses)
 	on.Store(true)
 	done := make(chan *recoveringClient, 1)
 	go func() { done <- dialRecovering(t, b.url, c.pid, c.offset) }()
@@ -570,12 +560,7 @@ func TestRecoveryRoutedJoinDuringRestore(t *testing.T) {
 func TestRecoveryRoutedJoinWhileAwayNodeGone(t *testing.T) {
 	redis := redistest.Standalone(t)
 	ctx := testCtx(t)
-	nodes := recoveryNodesN(t, 3, recoveryBuses(t, redis.URL(), true), true, &socketio.RecoveryOptions{})
-	a, b, d := nodes[0], nodes[1], nodes[2]
-	c := dialRecovering(t, a.url, "", "")
-	a.routed(t)
-	c.c.CloseNow()
-	awayStored(t, redis, c.pid, socketio.DefaultMaxDisconnectionDuration)
+	a, b, d, c := awayFromA(t, redis, recoveryBuses(t, redis.URL(), true))
 	sctx, cancel := context.WithTimeout(ctx, waitTimeout)
 	defer cancel()
 	if err := a.srv.Shutdown(sctx); err != nil {
@@ -610,4 +595,17 @@ func TestRecoveryRoutedJoinWhileAwayNodeGone(t *testing.T) {
 	if got := eventsUntil(back, 99); !got[42] || !got[43] {
 		t.Fatalf("restored in r3 without events 42 and 43: %v", got)
 	}
+}
+
+// awayFromA starts three routed nodes a, b and d on buses, and a client of
+// a whose connection broke and whose session a stored as away.
+func awayFromA(t *testing.T, redis *redistest.Server, buses func(id string) bus.Bus) (a, b, d recoveryNode, c *recoveringClient) {
+	t.Helper()
+	nodes := recoveryNodesN(t, 3, buses, true, &socketio.RecoveryOptions{})
+	a, b, d = nodes[0], nodes[1], nodes[2]
+	c = dialRecovering(t, a.url, "", "")
+	a.routed(t)
+	c.c.CloseNow()
+	awayStored(t, redis, c.pid, socketio.DefaultMaxDisconnectionDuration)
+	return a, b, d, c
 }
