@@ -436,6 +436,31 @@ type peerNode struct {
 	insts map[uint64]*peerInterest
 }
 
+// leftLocked forgets instance inst of n, which said goodbye at now, but for
+// its namespaces that keep sessions, kept for as long as it said (one that
+// left already keeps its end); routeState.mu is held.
+func (n *peerNode) leftLocked(inst uint64, now time.Time) {
+	p := n.insts[inst]
+	if p == nil || !p.until.IsZero() {
+		return
+	}
+	kept := make(map[string]*nspInterest)
+	var until time.Time
+	for name, in := range p.nsps {
+		if in.flags&interestKeeps != 0 && in.keep > 0 {
+			kept[name] = in
+			if end := now.Add(in.keep); end.After(until) {
+				until = end
+			}
+		}
+	}
+	if len(kept) == 0 {
+		delete(n.insts, inst)
+		return
+	}
+	p.nsps, p.until = kept, until
+}
+
 // latest returns the instance of n heard last, nil when n has none.
 func (n *peerNode) latest() *peerInterest {
 	var out *peerInterest
@@ -779,22 +804,8 @@ func (c *Cluster) forgetPeer(id string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if n := r.peers[id]; n != nil {
-		for inst, p := range n.insts {
-			kept := make(map[string]*nspInterest)
-			var until time.Time
-			for name, in := range p.nsps {
-				if in.flags&interestKeeps != 0 && in.keep > 0 {
-					kept[name] = in
-					if end := now.Add(in.keep); end.After(until) {
-						until = end
-					}
-				}
-			}
-			if len(kept) == 0 {
-				delete(n.insts, inst)
-				continue
-			}
-			p.nsps, p.until = kept, until
+		for inst := range n.insts {
+			n.leftLocked(inst, now)
 		}
 		if len(n.insts) == 0 {
 			delete(r.peers, id)

@@ -217,7 +217,7 @@ func (c *Cluster) goodbye(id string, inst uint64) {
 	if r := c.route; r != nil {
 		r.mu.Lock()
 		if n := r.peers[id]; n != nil {
-			delete(n.insts, inst)
+			n.leftLocked(inst, time.Now())
 			if len(n.insts) == 0 {
 				delete(r.peers, id)
 			}
