@@ -539,24 +539,38 @@ func TestRecoveryRoutedJoinDuringRestore(t *testing.T) {
 	if err := d.srv.In(c.id).SocketsJoin(ctx, "r4"); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.srv.To("r4").Emit(ctx, "e", 42); err != nil {
+	emitToJoined(t, b, d, "r4")
+	checkJoined(t, b, d, c, <-done, "r4", `joined room "r4" while its session was restored`)
+}
+
+// emitToJoined emits 42 from b and 43 from d to room.
+func emitToJoined(t *testing.T, b, d recoveryNode, room string) {
+	t.Helper()
+	ctx := testCtx(t)
+	if err := b.srv.To(room).Emit(ctx, "e", 42); err != nil {
 		t.Fatal(err)
 	}
-	if err := d.srv.To("r4").Emit(ctx, "e", 43); err != nil {
+	if err := d.srv.To(room).Emit(ctx, "e", 43); err != nil {
 		t.Fatal(err)
 	}
-	back := <-done
+}
+
+// checkJoined checks back, client c restored on b after it was made to join
+// room: a new session whose reason b logged, or c's session with the events
+// emitToJoined sent (d's 99 to its id marks the end).
+func checkJoined(t *testing.T, b, d recoveryNode, c, back *recoveringClient, room, reason string) {
+	t.Helper()
 	if back.id != c.id {
-		if line := b.log.find("session not recovered"); !strings.Contains(line, `joined room "r4" while its session was restored`) {
+		if line := b.log.find("session not recovered"); !strings.Contains(line, reason) {
 			t.Fatalf("not recovered: %s", line)
 		}
 		return
 	}
-	if err := d.srv.To(c.id).Emit(ctx, "e", 99); err != nil {
+	if err := d.srv.To(c.id).Emit(testCtx(t), "e", 99); err != nil {
 		t.Fatal(err)
 	}
 	if got := eventsUntil(back, 99); !got[42] || !got[43] {
-		t.Fatalf("restored in r4 without events 42 and 43: %v", got)
+		t.Fatalf("restored in %s without events 42 and 43: %v", room, got)
 	}
 }
 
@@ -583,25 +597,8 @@ func TestRecoveryRoutedJoinWhileAwayNodeGone(t *testing.T) {
 	if err := d.srv.In(c.id).SocketsJoin(ctx, "r3"); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.srv.To("r3").Emit(ctx, "e", 42); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.srv.To("r3").Emit(ctx, "e", 43); err != nil {
-		t.Fatal(err)
-	}
-	back := dialRecovering(t, b.url, c.pid, c.offset)
-	if back.id != c.id {
-		if line := b.log.find("session not recovered"); !strings.Contains(line, "joined rooms while away and its node is gone") {
-			t.Fatalf("not recovered: %s", line)
-		}
-		return
-	}
-	if err := d.srv.To(c.id).Emit(ctx, "e", 99); err != nil {
-		t.Fatal(err)
-	}
-	if got := eventsUntil(back, 99); !got[42] || !got[43] {
-		t.Fatalf("restored in r3 without events 42 and 43: %v", got)
-	}
+	emitToJoined(t, b, d, "r3")
+	checkJoined(t, b, d, c, dialRecovering(t, b.url, c.pid, c.offset), "r3", "joined rooms while away and its node is gone")
 }
 
 // awayFromA starts three routed nodes a, b and d on buses, and a client of
