@@ -43,6 +43,15 @@ func TestRoutingTwoProcessesOneNodeID(t *testing.T) {
 		n := r.peers["dup"]
 		return n != nil && len(n.insts) == 2
 	})
+	// AwaitRouting waits for the nodes this process has heard from: one
+	// that has not heard node-0 yet would return at once, confirming
+	// nothing (under load, events 0–5 of b were then routed by an earlier
+	// announcement of process 2, without b, and lost).
+	for _, i := range []int{1, 2} {
+		testwait.For(t, waitTimeout, "dup process to hear node-0", func() bool {
+			return slices.Contains(cs[i].liveNodes(), "node-0")
+		})
+	}
 	for _, i := range []int{1, 2} {
 		if err := cs[i].AwaitRouting(testCtx(t), "/"); err != nil {
 			t.Fatalf("AwaitRouting of dup process %d: %v", i, err)

@@ -126,6 +126,18 @@ type Options struct {
 	// resume well before the ping timeout (45s by default) would notice. -1
 	// waits without a bound (until the context ends or the session closes).
 	SlowClientTimeout time.Duration
+	// TCPKeepAlive is the TCP keepalive of a WebSocket connection once the
+	// server has taken it over from net/http. Default 0: off. The Engine.IO
+	// heartbeat already finds a dead peer (a ping every PingInterval, its pong
+	// due within PingTimeout: 45 s by default, where TCP's probes take 2.5
+	// minutes) and its packets keep NAT and load-balancer mappings alive, so
+	// the probes Go's listeners turn on for every accepted connection (one
+	// every 15 s per idle connection: 6 700 a second at 100 000 connections,
+	// each a kernel timer, a packet and its answer) buy nothing. A positive
+	// value sends probes after that much idle time, and then at that
+	// interval; -1 leaves the connection as the listener set it. Polling
+	// requests keep the listener's setting: net/http owns their connections.
+	TCPKeepAlive time.Duration
 	// AllowEIO3 accepts clients of Engine.IO protocol v3 (Socket.IO 2.x
 	// clients, still common in mobile apps) besides v4, as the reference
 	// server's allowEIO3. Off by default: they are refused with error code 5.
@@ -216,6 +228,9 @@ func (o *Options) resolved() Options {
 		r.SendQueueBytes = DefaultSendQueueBytes
 	case r.SendQueueBytes < 0:
 		r.SendQueueBytes = -1
+	}
+	if r.TCPKeepAlive < 0 {
+		r.TCPKeepAlive = -1
 	}
 	switch {
 	case r.SlowClientTimeout == 0:

@@ -279,6 +279,10 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*wsConn, error)
 		s.log.Debug("engineio: websocket hijack failed", "remote", r.RemoteAddr, "err", err)
 		return nil, err
 	}
+	if err := setTCPKeepAlive(nc, s.opts.TCPKeepAlive); err != nil {
+		// The connection works without it: its heartbeat still runs.
+		s.log.Debug("engineio: websocket keepalive not set", "remote", r.RemoteAddr, "err", err)
+	}
 	c := &wsConn{srv: s}
 	c.w.conn = nc
 	c.src.conn = nc
@@ -305,6 +309,31 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*wsConn, error)
 		return nil, errServerClosing
 	}
 	return c, nil
+}
+
+// setTCPKeepAlive applies Options.TCPKeepAlive (already resolved) to the
+// TCP connection under nc, through TLS: 0 turns keepalive off, a positive d
+// probes after d of idle time and then every d, -1 leaves it. A connection
+// that is not TCP (a unix socket, a test's pipe) is left alone.
+func setTCPKeepAlive(nc net.Conn, d time.Duration) error {
+	if d < 0 {
+		return nil
+	}
+	for {
+		u, ok := nc.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		nc = u.NetConn()
+	}
+	tc, ok := nc.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	if d == 0 {
+		return tc.SetKeepAlive(false)
+	}
+	return tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: d, Interval: d})
 }
 
 // setPoller gives c the server's poller if c can be parked: plain sockets

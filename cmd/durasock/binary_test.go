@@ -128,6 +128,7 @@ func TestFlagErrorsArePlain(t *testing.T) {
 		{args: []string{"-addr", "3000"}, want: "want host:port"},
 		{args: []string{"-outbox-max-messages", "-2"}, want: "0 (default) or -1 (no bound)"},
 		{args: []string{"-ping-timeout", "0s"}, want: "-ping-timeout 0s: must be more than 0"},
+		{args: []string{"-tcp-keepalive", "-2s"}, want: "-tcp-keepalive -2s: want a positive duration, 0 (off) or -1"},
 		{args: []string{"-nope"}, want: "flag provided but not defined: -nope"},
 		{args: []string{"extra"}, want: `unexpected argument "extra"`},
 		{env: map[string]string{"DURASOCK_MAX_PAYLOAD": "lots"}, want: `DURASOCK_MAX_PAYLOAD="lots": not a whole number`},

@@ -24,6 +24,9 @@ type config struct {
 	CORSOrigins  []string
 	PingInterval time.Duration
 	PingTimeout  time.Duration
+	// TCPKeepAlive: engineio.Options.TCPKeepAlive (0: off on WebSocket
+	// connections, -1: as the listener set it).
+	TCPKeepAlive time.Duration
 	MaxPayload   int64
 	SendQueue    int
 	SendBytes    int
@@ -109,6 +112,7 @@ func flagSet(c *config) (*flag.FlagSet, *choices) {
 	fs.StringVar(&ch.cors, "cors-origins", "", `comma-separated allowed CORS origins (with credentials), or "*" (any origin, without credentials)`)
 	dur(&c.PingInterval, "ping-interval", 25*time.Second, "Engine.IO ping interval")
 	dur(&c.PingTimeout, "ping-timeout", 20*time.Second, "Engine.IO ping timeout")
+	durOrOff(&c.TCPKeepAlive, "tcp-keepalive", 0, "TCP keepalive probes of WebSocket connections after this much idle time; 0: none (the Engine.IO heartbeat finds dead peers sooner), -1: Go's default (15s)")
 	num64(&c.MaxPayload, "max-payload", 1_000_000, "largest accepted message in bytes")
 	num(&c.SendQueue, "send-queue", engineio.DefaultSendQueueSize, "messages queued per client before a client that cannot keep up is disconnected")
 	num(&c.SendBytes, "send-queue-bytes", engineio.DefaultSendQueueBytes, "bytes queued per client, the byte bound of -send-queue; -1 disables it")
@@ -284,6 +288,8 @@ func (c *config) resolve(ch *choices) error {
 		return fmt.Errorf("-outbox-max-age %v: want a positive duration, 0 (default) or -1 (no bound)", c.Outbox.MaxAge)
 	case !strings.HasPrefix(c.Path, "/") || !strings.HasSuffix(c.Path, "/"):
 		return fmt.Errorf("-path %q must start and end with /, like /socket.io/", c.Path)
+	case c.TCPKeepAlive < -1:
+		return fmt.Errorf("-tcp-keepalive %v: want a positive duration, 0 (off) or -1 (Go's default)", c.TCPKeepAlive)
 	case c.Recovery < 0:
 		return fmt.Errorf("-recovery %v: must not be negative (0 turns recovery off)", c.Recovery)
 	case c.ShutdownDelay < 0:

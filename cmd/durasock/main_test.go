@@ -41,6 +41,17 @@ func TestParseConfig(t *testing.T) {
 	if c.Addr != ":5000" || c.RedisURL != "redis://x:6379" || c.PingInterval != 2*time.Second || len(c.CORSOrigins) != 2 || c.CORSOrigins[1] != "https://b" {
 		t.Fatalf("config = %+v", c)
 	}
+	if c.TCPKeepAlive != 0 {
+		t.Errorf("-tcp-keepalive default %v, want 0 (off)", c.TCPKeepAlive)
+	}
+	for arg, want := range map[string]time.Duration{"30s": 30 * time.Second, "-1": -1} {
+		c, err := parseConfig([]string{"-tcp-keepalive", arg}, func(string) string { return "" }, io.Discard)
+		if err != nil {
+			t.Errorf("-tcp-keepalive %s: %v", arg, err)
+		} else if c.TCPKeepAlive != want {
+			t.Errorf("-tcp-keepalive %s: %v, want %v", arg, c.TCPKeepAlive, want)
+		}
+	}
 	bad := [][]string{
 		{"-path", "socket.io"},
 		{"-redis-transport", "carrier-pigeon"},

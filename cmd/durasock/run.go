@@ -115,6 +115,7 @@ func newApp(cfg *config, log *slog.Logger) (*app, error) {
 	opts := &socketio.Options{Options: engineio.Options{
 		PingInterval:      cfg.PingInterval,
 		PingTimeout:       cfg.PingTimeout,
+		TCPKeepAlive:      cfg.TCPKeepAlive,
 		MaxPayload:        cfg.MaxPayload,
 		SendQueueSize:     cfg.SendQueue,
 		SendQueueBytes:    cfg.SendBytes,

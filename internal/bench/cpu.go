@@ -35,6 +35,30 @@ func cpuSeconds(pid int) (float64, error) {
 	return float64(u+s) / clockTicks, nil
 }
 
+// machineCPU returns the CPU seconds every core of the machine spent busy
+// (user, nice, system, irq, softirq, steal) and, of them, in softirq, where
+// the kernel's network work runs when no process is (a TCP timer, a packet
+// on loopback): the first line of /proc/stat.
+func machineCPU() (busy, softirq float64, err error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, fmt.Errorf("bench: %w", err)
+	}
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := bytes.Fields(line)
+	if len(f) < 9 || string(f[0]) != "cpu" {
+		return 0, 0, fmt.Errorf("bench: /proc/stat: first line %q", line)
+	}
+	var t [8]uint64 // user nice system idle iowait irq softirq steal
+	for i := range t {
+		if t[i], err = strconv.ParseUint(string(f[1+i]), 10, 64); err != nil {
+			return 0, 0, fmt.Errorf("bench: /proc/stat: %w", err)
+		}
+	}
+	busy = float64(t[0]+t[1]+t[2]+t[5]+t[6]+t[7]) / clockTicks
+	return busy, float64(t[6]) / clockTicks, nil
+}
+
 // cpuMeter measures the CPU share of the processes of a run.
 type cpuMeter struct {
 	pids  map[string]int

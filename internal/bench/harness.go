@@ -23,6 +23,10 @@ type Common struct {
 	// PingInterval is the nodes' Engine.IO ping interval (every server kind);
 	// 0: the default, 25 s.
 	PingInterval time.Duration
+	// TCPKeepAlive is the relay and durasock nodes' TCP keepalive of
+	// WebSocket connections (engineio.Options.TCPKeepAlive): 0, the default,
+	// none; -1: as Go's listener sets it (15 s).
+	TCPKeepAlive time.Duration
 	// Routing runs durasock nodes with interest routing: a node reads only
 	// what its sockets' rooms need (redisbus inboxes, cluster.Options.InterestRouting).
 	Routing bool
@@ -95,7 +99,8 @@ func startEnv(ctx context.Context, c *Common, transport string, nodes int, aof .
 			queue = 0
 		}
 		n, err := StartNode(ctx, NodeSpec{Server: c.Server, DurasockBin: c.DurasockBin,
-			RedisURL: url, Transport: transport, Name: fmt.Sprintf("node%d", i), SendQueue: queue, PingInterval: c.PingInterval, Routing: c.Routing})
+			RedisURL: url, Transport: transport, Name: fmt.Sprintf("node%d", i), SendQueue: queue, PingInterval: c.PingInterval,
+			TCPKeepAlive: c.TCPKeepAlive, Routing: c.Routing})
 		if err != nil {
 			return nil, errors.Join(err, e.close())
 		}

@@ -79,6 +79,13 @@ type IdleResult struct {
 	// IdleCPU is the node's CPU seconds per second (1.0: one core) during the
 	// settle wait, when every connection is idle but for its heartbeats.
 	IdleCPU float64 `json:"idle_cpu_cores"`
+	// MachineCPU is the whole machine's busy CPU over the same wait, the
+	// kernel's included (cores), and SoftirqCPU the part of it in softirq:
+	// the TCP work of idle connections (keepalive probes, the packets of
+	// heartbeats) is counted there, not in the node's own CPU. Both count
+	// whatever else the machine runs.
+	MachineCPU float64 `json:"machine_cpu_cores"`
+	SoftirqCPU float64 `json:"softirq_cpu_cores"`
 	// PingInterval is the node's; HeartbeatsPerSec = Conns / PingInterval,
 	// and CPUPerHeartbeatUs the node's idle CPU divided by them: what one
 	// heartbeat (a ping written, its pong read) costs, the runtime included.
@@ -165,12 +172,17 @@ func Idle(ctx context.Context, cfg IdleConfig) (_ []IdleResult, err error) {
 		res.DialSeconds = time.Since(start).Seconds()
 		rssDial, rssDialErr := ReadVmRSS(node.PID())
 		cpu0, cpuErr := cpuSeconds(node.PID())
+		busy0, soft0, machineErr := machineCPU()
 		settleStart := time.Now()
 		if err := sleepCtx(ctx, cfg.Settle); err != nil {
 			return results, err
 		}
+		settled := time.Since(settleStart).Seconds()
 		if cpu1, err := cpuSeconds(node.PID()); err == nil && cpuErr == nil {
-			res.IdleCPU = (cpu1 - cpu0) / time.Since(settleStart).Seconds()
+			res.IdleCPU = (cpu1 - cpu0) / settled
+		}
+		if busy1, soft1, err := machineCPU(); err == nil && machineErr == nil {
+			res.MachineCPU, res.SoftirqCPU = (busy1-busy0)/settled, (soft1-soft0)/settled
 		}
 		if res.After, res.RSSAfter, err = measure(); err != nil {
 			return results, err

@@ -35,6 +35,8 @@ type NodeConfig struct {
 	SendQueue int    // Engine.IO send queue per session; 0: the engine's default
 	// PingInterval is the Engine.IO ping interval; 0: the engine's default.
 	PingInterval time.Duration
+	// TCPKeepAlive is engineio.Options.TCPKeepAlive.
+	TCPKeepAlive time.Duration
 	// Routing turns interest routing on: redisbus inboxes
 	// (redisbus.DefaultInboxes) and cluster.Options.InterestRouting.
 	Routing bool
@@ -89,7 +91,8 @@ func RunNode(ctx context.Context, cfg NodeConfig, ready func(addr string)) error
 	// A long connect timeout, for the reason of the header timeout below: a
 	// client's CONNECT can wait behind the load generator's collections.
 	opts := &socketio.Options{ConnectTimeout: 5 * time.Minute,
-		Options: engineio.Options{Logger: log, SendQueueSize: cfg.SendQueue, PingInterval: cfg.PingInterval}}
+		Options: engineio.Options{Logger: log, SendQueueSize: cfg.SendQueue, PingInterval: cfg.PingInterval,
+			TCPKeepAlive: cfg.TCPKeepAlive}}
 	var (
 		rb *bus.Reliable
 		cl *cluster.Cluster

@@ -41,6 +41,7 @@ const (
 	nodeRoutingEnv   = "DURASOCK_BENCH_NODE_ROUTING"
 	nodeQueueEnv     = "DURASOCK_BENCH_NODE_SEND_QUEUE"
 	nodePingEnv      = "DURASOCK_BENCH_NODE_PING_INTERVAL_MS" // 0 or unset: the default
+	nodeKeepAliveEnv = "DURASOCK_BENCH_NODE_TCP_KEEPALIVE_MS" // 0 or unset: the default (off)
 	listeningPrefix  = "listening "
 )
 
@@ -63,8 +64,13 @@ func NodeMain() {
 	if err != nil {
 		pingMs = 0
 	}
+	keepMs, err := strconv.Atoi(os.Getenv(nodeKeepAliveEnv))
+	if err != nil {
+		keepMs = 0
+	}
 	err = RunNode(ctx, NodeConfig{RedisURL: os.Getenv(nodeRedisEnv), Transport: os.Getenv(nodeTransportEnv), SendQueue: queue,
-		PingInterval: time.Duration(pingMs) * time.Millisecond, Routing: os.Getenv(nodeRoutingEnv) == "true"},
+		PingInterval: time.Duration(pingMs) * time.Millisecond, TCPKeepAlive: time.Duration(keepMs) * time.Millisecond,
+		Routing: os.Getenv(nodeRoutingEnv) == "true"},
 		func(addr string) { fmt.Printf("%s%s\n", listeningPrefix, addr) })
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "relay node:", err)
@@ -84,6 +90,9 @@ type NodeSpec struct {
 	// PingInterval is the node's Engine.IO ping interval (every server
 	// kind); 0: the server's default, 25 s.
 	PingInterval time.Duration
+	// TCPKeepAlive is the relay and durasock nodes' TCP keepalive of
+	// WebSocket connections: 0, none; -1, Go's 15 s (Common.TCPKeepAlive).
+	TCPKeepAlive time.Duration
 	// Routing turns interest routing on (durasock nodes): each node reads only
 	// its inbox and the messages of its sockets' rooms.
 	Routing bool
@@ -127,7 +136,8 @@ func StartNode(ctx context.Context, spec NodeSpec) (*Node, error) {
 		}
 		n.cmd = exec.Command(self)
 		n.cmd.Env = append(os.Environ(), NodeEnv+"=1", nodeRedisEnv+"="+spec.RedisURL, nodeTransportEnv+"="+spec.Transport,
-			nodeQueueEnv+"="+strconv.Itoa(spec.SendQueue), pingEnv, nodeRoutingEnv+"="+strconv.FormatBool(spec.Routing))
+			nodeQueueEnv+"="+strconv.Itoa(spec.SendQueue), pingEnv, nodeRoutingEnv+"="+strconv.FormatBool(spec.Routing),
+			nodeKeepAliveEnv+"="+strconv.FormatInt(spec.TCPKeepAlive.Milliseconds(), 10))
 		if stdout, err = n.cmd.StdoutPipe(); err != nil {
 			return nil, fmt.Errorf("bench: %w", err)
 		}
@@ -153,6 +163,12 @@ func StartNode(ctx context.Context, spec NodeSpec) (*Node, error) {
 		}
 		if spec.PingInterval > 0 {
 			args = append(args, "-ping-interval", spec.PingInterval.String())
+		}
+		switch {
+		case spec.TCPKeepAlive < 0:
+			args = append(args, "-tcp-keepalive", "-1")
+		case spec.TCPKeepAlive > 0:
+			args = append(args, "-tcp-keepalive", spec.TCPKeepAlive.String())
 		}
 		if spec.Routing {
 			args = append(args, "-interest-routing")

@@ -87,11 +87,11 @@ func PrintRedisKill(w io.Writer, rs []RedisKillResult) error {
 func PrintIdle(w io.Writer, rs []IdleResult) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "server\tconns\tsource addrs\tRSS B/conn\tRSS at dial B/conn\theap+stack B/conn\theap B/conn\tstack B/conn\t"+
-		"goroutines\tping s\theartbeats/s\tidle CPU cores\tCPU µs/heartbeat\tloadgen RSS B/conn\tdial s\t")
+		"goroutines\tping s\theartbeats/s\tidle CPU cores\tCPU µs/heartbeat\tmachine CPU cores\tsoftirq cores\tloadgen RSS B/conn\tdial s\t")
 	for _, r := range rs {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%d\t%g\t%.0f\t%.3f\t%.1f\t%.0f\t%.1f\t\n", r.Server, r.Conns, r.SourceAddrs,
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%.0f\t%.0f\t%.0f\t%.0f\t%d\t%g\t%.0f\t%.3f\t%.1f\t%.3f\t%.3f\t%.0f\t%.1f\t\n", r.Server, r.Conns, r.SourceAddrs,
 			r.RSSPerConn, r.RSSDialPerConn, r.HeapStackPerConn, r.HeapPerConn, r.StackPerConn, r.Goroutines,
-			r.PingInterval.Seconds(), r.HeartbeatsPerSec, r.IdleCPU, r.CPUPerHeartbeatUs, r.LoadgenRSSPerConn, r.DialSeconds)
+			r.PingInterval.Seconds(), r.HeartbeatsPerSec, r.IdleCPU, r.CPUPerHeartbeatUs, r.MachineCPU, r.SoftirqCPU, r.LoadgenRSSPerConn, r.DialSeconds)
 	}
 	return tw.Flush()
 }

@@ -83,6 +83,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		sendQueue   = fs.Int("send-queue", 0, "relay nodes: Engine.IO send queue per session (0: the engine's default, 4096)")
 		routing     = fs.Bool("routing", false, "durasock nodes: interest routing on (each node reads only its inbox: what its sockets' rooms need)")
 	)
+	var keepAlive time.Duration
+	fs.Func("tcp-keepalive", "relay and durasock nodes: TCP keepalive of WebSocket connections after this idle time (0: none, the product's default; -1: Go's listener default, 15s)", func(s string) error {
+		if s == "-1" {
+			keepAlive = -1
+			return nil
+		}
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 {
+			return errors.New("want a duration, 0 or -1")
+		}
+		keepAlive = d
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -107,7 +120,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	default:
 		return fmt.Errorf("unknown scenario %q", scenario)
 	}
-	common := bench.Common{Server: *server, DurasockBin: *durasockBin, SendQueue: *sendQueue, PingInterval: *ping, Routing: *routing,
+	common := bench.Common{Server: *server, DurasockBin: *durasockBin, SendQueue: *sendQueue, PingInterval: *ping, TCPKeepAlive: keepAlive, Routing: *routing,
 		Logf: func(f string, a ...any) { fmt.Fprintf(stderr, f+"\n", a...) }}
 	if *server == bench.ServerDurasock && common.DurasockBin == "" {
 		dir, err := os.MkdirTemp("", "loadgen-")
