@@ -79,6 +79,15 @@ func NodeMain() {
 	os.Exit(0)
 }
 
+// keepAliveMs is NodeSpec.TCPKeepAlive as the relay node's environment
+// carries it: milliseconds, with -1 (as the listener set it) kept.
+func keepAliveMs(d time.Duration) int64 {
+	if d < 0 {
+		return -1
+	}
+	return d.Milliseconds()
+}
+
 // NodeSpec says how to start a node.
 type NodeSpec struct {
 	Server      string // ServerRelay (default) or ServerDurasock
@@ -137,7 +146,7 @@ func StartNode(ctx context.Context, spec NodeSpec) (*Node, error) {
 		n.cmd = exec.Command(self)
 		n.cmd.Env = append(os.Environ(), NodeEnv+"=1", nodeRedisEnv+"="+spec.RedisURL, nodeTransportEnv+"="+spec.Transport,
 			nodeQueueEnv+"="+strconv.Itoa(spec.SendQueue), pingEnv, nodeRoutingEnv+"="+strconv.FormatBool(spec.Routing),
-			nodeKeepAliveEnv+"="+strconv.FormatInt(spec.TCPKeepAlive.Milliseconds(), 10))
+			nodeKeepAliveEnv+"="+strconv.FormatInt(keepAliveMs(spec.TCPKeepAlive), 10))
 		if stdout, err = n.cmd.StdoutPipe(); err != nil {
 			return nil, fmt.Errorf("bench: %w", err)
 		}
