@@ -3,8 +3,6 @@ package engineio
 import (
 	"context"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"syscall"
 	"testing"
@@ -73,22 +71,7 @@ func TestWebSocketTCPKeepAlive(t *testing.T) {
 			}
 			t.Run(name, func(t *testing.T) {
 				srv := NewServer(newRecorder(true), &Options{TCPKeepAlive: tc.opt})
-				mux := http.NewServeMux()
-				mux.Handle("/engine.io/", srv)
-				hs := httptest.NewUnstartedServer(mux)
-				if tls {
-					hs.StartTLS()
-				} else {
-					hs.Start()
-				}
-				t.Cleanup(func() {
-					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-					defer cancel()
-					if err := srv.Shutdown(ctx); err != nil {
-						t.Errorf("Shutdown: %v", err)
-					}
-					hs.Close()
-				})
+				hs := startHTTP(t, srv, tls)
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
 				url := "ws" + strings.TrimPrefix(hs.URL, "http") + "/engine.io/?EIO=4&transport=websocket"

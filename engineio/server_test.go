@@ -97,9 +97,21 @@ func newTestServer(t *testing.T, opts *Options) *testServer {
 	t.Helper()
 	rec := newRecorder(true)
 	eio := NewServer(rec, opts)
+	return &testServer{Server: startHTTP(t, eio, false), eio: eio, rec: rec}
+}
+
+// startHTTP serves eio at /engine.io/ over HTTP, or HTTPS with tls, until
+// the test ends, when it shuts both down.
+func startHTTP(t *testing.T, eio *Server, tls bool) *httptest.Server {
+	t.Helper()
 	mux := http.NewServeMux()
 	mux.Handle("/engine.io/", eio)
-	hs := httptest.NewServer(mux)
+	hs := httptest.NewUnstartedServer(mux)
+	if tls {
+		hs.StartTLS()
+	} else {
+		hs.Start()
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -108,7 +120,7 @@ func newTestServer(t *testing.T, opts *Options) *testServer {
 		}
 		hs.Close()
 	})
-	return &testServer{Server: hs, eio: eio, rec: rec}
+	return hs
 }
 
 func (ts *testServer) url(query string) string {
