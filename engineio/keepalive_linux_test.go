@@ -14,8 +14,8 @@ import (
 // keepAliveOf reads the TCP keepalive of the server's side of the one
 // WebSocket connection srv holds (parked: 1 if it is parked on the poller, 0
 // if not): whether probes are on, and after how many seconds of idle time
-// the first is sent.
-func keepAliveOf(t *testing.T, srv *Server, parked int) (on bool, idle int) {
+// the first is sent and then the next ones.
+func keepAliveOf(t *testing.T, srv *Server, parked int) (on bool, idle, interval int) {
 	t.Helper()
 	waitConns(t, srv, 1, parked)
 	srv.mu.Lock()
@@ -41,11 +41,14 @@ func keepAliveOf(t *testing.T, srv *Server, parked int) (on bool, idle int) {
 		if keep, sockErr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_KEEPALIVE); sockErr != nil {
 			return
 		}
-		idle, sockErr = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE)
+		if idle, sockErr = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_KEEPIDLE); sockErr != nil {
+			return
+		}
+		interval, sockErr = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL)
 	}); err != nil || sockErr != nil {
 		t.Fatal(err, sockErr)
 	}
-	return keep != 0, idle
+	return keep != 0, idle, interval
 }
 
 // TestWebSocketTCPKeepAlive: a WebSocket connection the server takes over
@@ -57,7 +60,7 @@ func TestWebSocketTCPKeepAlive(t *testing.T) {
 		name     string
 		opt      time.Duration
 		wantOn   bool
-		wantIdle int // seconds; 0: not checked
+		wantIdle int // seconds, of idle and interval; 0: not checked
 	}{
 		{"default", 0, false, 0},
 		{"30s", 30 * time.Second, true, 30},
@@ -87,9 +90,9 @@ func TestWebSocketTCPKeepAlive(t *testing.T) {
 				if tls {
 					parked = 0 // TLS connections are not parked
 				}
-				on, idle := keepAliveOf(t, srv, parked)
-				if on != tc.wantOn || (tc.wantIdle != 0 && idle != tc.wantIdle) {
-					t.Errorf("keepalive on=%v idle=%ds; want on=%v idle=%ds", on, idle, tc.wantOn, tc.wantIdle)
+				on, idle, interval := keepAliveOf(t, srv, parked)
+				if on != tc.wantOn || (tc.wantIdle != 0 && (idle != tc.wantIdle || interval != tc.wantIdle)) {
+					t.Errorf("keepalive on=%v idle=%ds interval=%ds; want on=%v, %ds", on, idle, interval, tc.wantOn, tc.wantIdle)
 				}
 			})
 		}

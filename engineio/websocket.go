@@ -311,10 +311,21 @@ func (s *Server) accept(w http.ResponseWriter, r *http.Request) (*wsConn, error)
 	return c, nil
 }
 
+// keepAliver is what setTCPKeepAlive needs of a connection: *net.TCPConn,
+// or a type that embeds one.
+type keepAliver interface {
+	SetKeepAlive(bool) error
+	SetKeepAliveConfig(net.KeepAliveConfig) error
+}
+
+// errNoKeepAlive: the connection under a WebSocket offers no TCP keepalive
+// to set (a unix socket, a listener's wrapper that hides the TCP
+// connection).
+var errNoKeepAlive = errors.New("connection has no TCP keepalive to set")
+
 // setTCPKeepAlive applies Options.TCPKeepAlive (already resolved) to the
 // TCP connection under nc, through TLS: 0 turns keepalive off, a positive d
-// probes after d of idle time and then every d, -1 leaves it. A connection
-// that is not TCP (a unix socket, a test's pipe) is left alone.
+// probes after d of idle time and then every d, -1 leaves it.
 func setTCPKeepAlive(nc net.Conn, d time.Duration) error {
 	if d < 0 {
 		return nil
@@ -326,9 +337,9 @@ func setTCPKeepAlive(nc net.Conn, d time.Duration) error {
 		}
 		nc = u.NetConn()
 	}
-	tc, ok := nc.(*net.TCPConn)
+	tc, ok := nc.(keepAliver)
 	if !ok {
-		return nil
+		return errNoKeepAlive
 	}
 	if d == 0 {
 		return tc.SetKeepAlive(false)

@@ -62,8 +62,8 @@ func TestNodeTCPKeepAlive(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// A timer of the handshake (a delayed ACK) may still run: wait
-			// for the idle connection's own.
+			// Until the server has taken the connection over, it has the
+			// listener's keepalive: wait for the idle connection's state.
 			deadline := time.Now().Add(10 * time.Second)
 			for {
 				got := serverTimers(t, port)

@@ -82,8 +82,11 @@ func NodeMain() {
 // keepAliveMs is NodeSpec.TCPKeepAlive as the relay node's environment
 // carries it: milliseconds, with -1 (as the listener set it) kept.
 func keepAliveMs(d time.Duration) int64 {
-	if d < 0 {
+	switch {
+	case d < 0:
 		return -1
+	case d > 0 && d < time.Millisecond:
+		return 1 // not 0, which is off
 	}
 	return d.Milliseconds()
 }
