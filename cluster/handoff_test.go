@@ -74,18 +74,7 @@ func testRoutedHandoff(t *testing.T, url string, drain bool) {
 
 	c.c.CloseNow()
 	if drain {
-		sctx, cancel := context.WithTimeout(ctx, waitTimeout)
-		if err := a.srv.Shutdown(sctx); err != nil {
-			t.Fatal(err)
-		}
-		// The others learn a's interest once its server is gone (its
-		// sockets left their rooms, its namespace closed), before it says
-		// goodbye: the session's rooms are in it still.
-		a.routed(t)
-		if err := a.c.Close(sctx); err != nil {
-			t.Fatal(err)
-		}
-		cancel()
+		a.drain(t)
 	}
 	em.past(t, 1, next[1]+100) // emitted while the client is away
 	em.past(t, 2, next[2]+100)
@@ -127,12 +116,14 @@ func startEmitters(t *testing.T, nodes []recoveryNode, room string) *emitters {
 		em.wg.Add(1)
 		go func() {
 			defer em.wg.Done()
+			pace := time.NewTicker(time.Millisecond) // about 1 000 events a second each
+			defer pace.Stop()
 			for k := int64(1); !em.end.Load(); k++ {
 				if err := n.srv.To(room).Emit(ctx, "e", int64(i)*emitBase+k); err != nil {
 					return // the node drained
 				}
 				em.last[i].Store(k)
-				time.Sleep(time.Millisecond) // pacing
+				<-pace.C
 			}
 		}()
 	}
@@ -230,12 +221,7 @@ func TestRecoveryRoutedEarlierNodeUnconfirmed(t *testing.T) {
 	awayStored(t, redis, c.pid, socketio.DefaultMaxDisconnectionDuration)
 	back := dialRecovering(t, b.url, c.pid, c.offset)
 	em.stop()
-	if back.id == c.id {
-		t.Fatal("recovered although its earlier node, alive, did not confirm its cut")
-	}
-	if line := b.log.find("session not recovered"); !strings.Contains(line, "none confirmed by [node-0]") {
-		t.Fatalf("log says %q", line)
-	}
+	wantNewSession(t, b, c, back, "recovered although its earlier node, alive, did not confirm its cut", "none confirmed by [node-0]")
 }
 
 // A client restored on b that got only events replayed from a's inbox, then
@@ -249,12 +235,15 @@ func TestRecoveryTwiceOffsetOfEarlierInbox(t *testing.T) {
 func testRecoveryTwiceOffsetOfEarlierInbox(t *testing.T, routed bool) {
 	redis := redistest.Standalone(t)
 	ctx := testCtx(t)
+	// a keeps sessions for keep; b and d much longer, so that the session b
+	// stores outlives by far a's stand-in and kept rooms.
 	keep := 2 * time.Second
-	nodes := recoveryNodesN(t, 3, recoveryBuses(t, redis.URL(), routed), routed, &socketio.RecoveryOptions{MaxDisconnectionDuration: keep})
+	long := &socketio.RecoveryOptions{MaxDisconnectionDuration: 10 * keep}
+	nodes := recoveryNodesN(t, 3, recoveryBuses(t, redis.URL(), routed), routed,
+		&socketio.RecoveryOptions{MaxDisconnectionDuration: keep}, long, long)
 	a, b, d := nodes[0], nodes[1], nodes[2]
 	c := dialRecovering(t, a.url, "", "")
 	a.routed(t)
-	t0 := time.Now()
 	c.c.CloseNow()
 	awayStored(t, redis, c.pid, keep)
 	for i := 1; i <= 2; i++ {
@@ -271,14 +260,17 @@ func testRecoveryTwiceOffsetOfEarlierInbox(t *testing.T, routed bool) {
 			t.Fatalf("on b: event %d, want %d", got, want)
 		}
 	}
-	// Real time on purpose: a's stand-in and its kept rooms end with the
-	// session's own time to live (keep), counted from when the client left
-	// a, which no test can move; the client leaves b shortly before, so that
-	// b keeps its session past then.
-	time.Sleep(time.Until(t0.Add(keep - 500*time.Millisecond)))
 	back.c.CloseNow()
-	time.Sleep(time.Until(t0.Add(keep + 300*time.Millisecond)))
-	a.routed(t)
+	awayStored(t, redis, back.pid, long.MaxDisconnectionDuration)
+	// a's stand-in and its kept rooms end with a's keep, counted from when
+	// the client left a: once they have, and the other nodes no longer
+	// route the room to a, event 3 reaches b's inbox only.
+	testwait.For(t, waitTimeout, "a's stand-in and kept rooms to end", func() bool {
+		if len(a.srv.Of("/").Adapter().Rooms(c.id)) > 0 {
+			return false
+		}
+		return !routed || (!knowsRoom(b.c, a.c.NodeID(), "/", "room") && !knowsRoom(d.c, a.c.NodeID(), "/", "room"))
+	})
 	if err := d.srv.To("room").Emit(ctx, "e", 3); err != nil {
 		t.Fatal(err)
 	}
@@ -349,13 +341,7 @@ func TestRecoveryRoutedRestartSameID(t *testing.T) {
 	c.c.CloseNow()
 	sctx, cancel := context.WithTimeout(ctx, waitTimeout)
 	defer cancel()
-	if err := a.srv.Shutdown(sctx); err != nil {
-		t.Fatal(err)
-	}
-	a.routed(t)
-	if err := a.c.Close(sctx); err != nil {
-		t.Fatal(err)
-	}
+	a.drain(t)
 	if err := busA.Close(sctx); err != nil {
 		t.Fatal(err)
 	}
@@ -582,15 +568,7 @@ func TestRecoveryRoutedJoinWhileAwayNodeGone(t *testing.T) {
 	redis := redistest.Standalone(t)
 	ctx := testCtx(t)
 	a, b, d, c := awayFromA(t, redis, recoveryBuses(t, redis.URL(), true))
-	sctx, cancel := context.WithTimeout(ctx, waitTimeout)
-	defer cancel()
-	if err := a.srv.Shutdown(sctx); err != nil {
-		t.Fatal(err)
-	}
-	a.routed(t)
-	if err := a.c.Close(sctx); err != nil {
-		t.Fatal(err)
-	}
+	a.drain(t)
 	testwait.For(t, waitTimeout, "a's goodbye at b and d", func() bool {
 		return !slices.Contains(b.c.Nodes(), "node-0") && !slices.Contains(d.c.Nodes(), "node-0")
 	})

@@ -144,6 +144,37 @@ type recoveryNode struct {
 	c   *Cluster
 }
 
+// wantNewSession checks that back, client c reconnected to node, got a new
+// session (fatal says what else happened) and that node logged why, with
+// reason.
+func wantNewSession(t *testing.T, node recoveryNode, c, back *recoveringClient, fatal, reason string) {
+	t.Helper()
+	if back.id == c.id {
+		t.Fatal(fatal)
+	}
+	if line := node.log.find("session not recovered"); !strings.Contains(line, reason) {
+		t.Fatalf("log says %q", line)
+	}
+}
+
+// drain shuts n's server down and closes its cluster (its goodbye), as a
+// drained process does; its bus stays open. The others learn n's interest
+// once its server is gone (its sockets left their rooms, its namespace
+// closed), before it says goodbye: the rooms of the sessions it keeps are in
+// it still.
+func (n recoveryNode) drain(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(testCtx(t), waitTimeout)
+	defer cancel()
+	if err := n.srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n.routed(t)
+	if err := n.c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // routed returns once every node has applied n's interest (at once when the
 // namespace is not routed): an emit then reaches n's sockets.
 func (n recoveryNode) routed(t *testing.T) {
@@ -177,8 +208,9 @@ func recoveryNodesOn(t *testing.T, buses func(id string) bus.Bus, routed bool, r
 	return recoveryNodesN(t, 2, buses, routed, rec)
 }
 
-// recoveryNodesN starts n nodes.
-func recoveryNodesN(t *testing.T, n int, buses func(id string) bus.Bus, routed bool, rec *socketio.RecoveryOptions) []recoveryNode {
+// recoveryNodesN starts n nodes, with recovery options recs: one for every
+// node, or one per node.
+func recoveryNodesN(t *testing.T, n int, buses func(id string) bus.Bus, routed bool, recs ...*socketio.RecoveryOptions) []recoveryNode {
 	var opts *Options
 	if routed {
 		opts = &Options{InterestRouting: true}
@@ -192,8 +224,12 @@ func recoveryNodesN(t *testing.T, n int, buses func(id string) bus.Bus, routed b
 		}
 	}
 	var out []recoveryNode
-	for _, c := range cs {
+	for i, c := range cs {
 		logs := &logLines{}
+		rec := recs[0]
+		if len(recs) == n {
+			rec = recs[i]
+		}
 		s := socketio.NewServer(&socketio.Options{Adapter: c.Adapter, Recovery: rec,
 			Options: engineio.Options{Logger: slog.New(logs)}})
 		// Joined in middleware: in the room before the client learns it is
@@ -333,12 +369,7 @@ func testRecoveryOnAnotherNode(t *testing.T, routed bool) {
 		// second is twice that.
 		time.Sleep(time.Second)
 		back := dialRecovering(t, b.url, c.pid, c.offset)
-		if back.id == c.id {
-			t.Fatal("a session away longer than MaxDisconnectionDuration was recovered")
-		}
-		if line := b.log.find("session not recovered"); !strings.Contains(line, "unknown or expired") {
-			t.Fatalf("log says %q", line)
-		}
+		wantNewSession(t, b, c, back, "a session away longer than MaxDisconnectionDuration was recovered", "unknown or expired")
 	})
 
 	t.Run("too many missed", func(t *testing.T) {
@@ -351,12 +382,7 @@ func testRecoveryOnAnotherNode(t *testing.T, routed bool) {
 		leave(c, socketio.DefaultMaxDisconnectionDuration)
 		emit(b, 2, 6)
 		back := dialRecovering(t, b.url, c.pid, c.offset)
-		if back.id == c.id {
-			t.Fatal("recovered with more missed events than MaxMissedPackets")
-		}
-		if line := b.log.find("session not recovered"); !strings.Contains(line, "more than 3 missed") {
-			t.Fatalf("log says %q", line)
-		}
+		wantNewSession(t, b, c, back, "recovered with more missed events than MaxMissedPackets", "more than 3 missed")
 	})
 
 	t.Run("history trimmed", func(t *testing.T) {
@@ -379,12 +405,7 @@ func testRecoveryOnAnotherNode(t *testing.T, routed bool) {
 			}
 		}
 		back := dialRecovering(t, b.url, c.pid, c.offset)
-		if back.id == c.id {
-			t.Fatal("recovered although the events it missed were trimmed away")
-		}
-		if line := b.log.find("session not recovered"); !strings.Contains(line, "trimmed") {
-			t.Fatalf("log says %q", line)
-		}
+		wantNewSession(t, b, c, back, "recovered although the events it missed were trimmed away", "trimmed")
 	})
 }
 

@@ -176,6 +176,19 @@ func knows(c *Cluster, peer, nsp string, rooms ...string) bool {
 	return true
 }
 
+// knowsRoom reports whether c's view of node peer's interest in nsp holds
+// room (its bucket), with or without sockets.
+func knowsRoom(c *Cluster, peer, nsp, room string) bool {
+	c.route.mu.Lock()
+	defer c.route.mu.Unlock()
+	n := c.route.peers[peer]
+	if n == nil {
+		return false
+	}
+	in := n.latest().nsps[nsp]
+	return in != nil && in.rooms.has(roomBucket(room))
+}
+
 func emit(t *testing.T, a adapter.Adapter, ev string, i int, rooms ...string) {
 	t.Helper()
 	p := &parser.Packet{Type: parser.Event, Namespace: "/", Data: []byte(fmt.Sprintf(`[%q,%d]`, ev, i))}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/durasock/durasock/internal/sioclient"
+	"github.com/durasock/durasock/internal/testwait"
 )
 
 // serverTimers returns the timer field ("tr" of /proc/net/tcp: 0 none, 1
@@ -64,17 +65,10 @@ func TestNodeTCPKeepAlive(t *testing.T) {
 			}
 			// Until the server has taken the connection over, it has the
 			// listener's keepalive: wait for the idle connection's state.
-			deadline := time.Now().Add(10 * time.Second)
-			for {
+			testwait.For(t, 10*time.Second, fmt.Sprintf("one socket of the node on port %d with timer %s", port, c.timer), func() bool {
 				got := serverTimers(t, port)
-				if len(got) == 1 && got[0] == c.timer {
-					return
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("node's sockets on port %d: timers %v, want one socket with timer %s", port, got, c.timer)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+				return len(got) == 1 && got[0] == c.timer
+			})
 		})
 	}
 }
