@@ -1,8 +1,9 @@
+//go:build long
+
 package redisbus
 
 import (
 	"context"
-	"flag"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -13,17 +14,13 @@ import (
 	"github.com/durasock/durasock/internal/redistest"
 )
 
-var longFlag = flag.Bool("redisbus.long", false, "run the long load scenarios (TestReplayAfterOutageAtLoad)")
-
-// TestReplayAfterOutageAtLoad (-redisbus.long): three publishers at 12 000
-// events/s each on one namespace (one partition), Redis killed for 4 s and
-// restarted from its AOF, a receiver whose handler costs 20 µs per message.
+// TestReplayAfterOutageAtLoad, a long load scenario built only with the tag
+// long (go test -tags long -run TestReplayAfterOutageAtLoad ./bus/redisbus):
+// three publishers at 12 000 events/s each on one namespace (one partition),
+// Redis killed for 4 s and restarted from its AOF, a receiver whose handler costs 20 µs per message.
 // The replay of the three outboxes must still be in the stream when the slow
 // receiver reads it: every accepted message arrives, none is reported lost.
 func TestReplayAfterOutageAtLoad(t *testing.T) {
-	if !*longFlag {
-		t.Skip("long scenario: run with -redisbus.long")
-	}
 	srv := redistest.Standalone(t, redistest.WithAOF())
 	o := faultOpts(Streams)
 	o.Prefix = "replay-load"
