@@ -70,7 +70,6 @@ const (
 
 // cutAnswer is one node's cut.
 type cutAnswer struct {
-	inst     uint64 // the answering process's bus instance
 	old, new uint64 // its last seqs on the old inbox and on this node's
 	flushed  bool   // its outbox reached Redis up to them
 }
@@ -176,7 +175,7 @@ func (c *Cluster) cutAnswered(from string, inst uint64, m *message) {
 	w := r.cuts.wait[m.reqID]
 	if w != nil {
 		k := instKey{from, inst}
-		a := cutAnswer{inst: inst, old: m.cutOld, new: m.cutNew, flushed: m.flags&flagFlushed != 0}
+		a := cutAnswer{old: m.cutOld, new: m.cutNew, flushed: m.flags&flagFlushed != 0}
 		if prev, ok := w.answers[k]; !ok || !prev.flushed {
 			w.answers[k] = a
 		}
@@ -281,7 +280,7 @@ func (c *Cluster) askCuts(ctx context.Context, part int, home string) (cuts map[
 	out := make(map[uint64]cutAnswer, len(w.answers))
 	for k, a := range w.answers {
 		if a.flushed {
-			out[a.inst] = a
+			out[k.inst] = a
 			homeAnswered = homeAnswered || k.node == home
 		}
 	}

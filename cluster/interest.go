@@ -444,21 +444,18 @@ func (n *peerNode) leftLocked(inst uint64, now time.Time) {
 	if p == nil || !p.until.IsZero() {
 		return
 	}
-	kept := make(map[string]*nspInterest)
-	var until time.Time
-	for name, in := range p.nsps {
-		if in.flags&interestKeeps != 0 && in.keep > 0 {
-			kept[name] = in
-			if end := now.Add(in.keep); end.After(until) {
-				until = end
-			}
-		}
-	}
-	if len(kept) == 0 {
+	keep := p.sessionKeep()
+	if keep <= 0 {
 		delete(n.insts, inst)
 		return
 	}
-	p.nsps, p.until = kept, until
+	kept := make(map[string]*nspInterest)
+	for name, in := range p.nsps {
+		if in.flags&interestKeeps != 0 && in.keep > 0 {
+			kept[name] = in
+		}
+	}
+	p.nsps, p.until = kept, now.Add(keep)
 }
 
 // latest returns the instance of n heard last, nil when n has none.

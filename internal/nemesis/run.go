@@ -358,11 +358,6 @@ func (r *Run) recovery() time.Duration {
 // officialNamespace is the namespace of the k-th official client of a node.
 func (r *Run) officialNamespace(k int) string { return r.cfg.Namespaces[k%len(r.cfg.Namespaces)] }
 
-// routed reports whether the nodes route namespace ns: every one with
-// routing, those of the official clients (whose sessions recover on any node)
-// included.
-func (r *Run) routed(string) bool { return r.cfg.Routing }
-
 // startOfficial starts the official clients, with ids from id on, and waits
 // until each has joined its rooms.
 func (r *Run) startOfficial(ctx context.Context, id int) error {

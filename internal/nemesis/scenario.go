@@ -485,7 +485,7 @@ func laggingProgram(op string) func(ctx context.Context, r *Run, _ time.Duration
 	return func(ctx context.Context, r *Run, _ time.Duration) error {
 		return r.fixed(ctx, "failover to a lagging replica, n2 frozen, n0 quiet", func() error {
 			part := streamPartition(r.cfg.Namespaces[0])
-			if r.cluster != nil && r.routed(r.cfg.Namespaces[0]) {
+			if r.cluster != nil && r.cfg.Routing {
 				part = r.slotPartition(2)
 			}
 			s := Step{Op: op, Slot: part, Hold: 2 * time.Second}
